@@ -1,1 +1,0 @@
-namespace HandoffDapr.Core;

@@ -1,0 +1,46 @@
+using HandoffDapr.Core.Model;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>A request to hand a run to an integration's agents: the manual trigger, or the automatic one.</summary>
+/// <param name="Snapshot">A fresher snapshot of the run; when null, the stored one is used.</param>
+public sealed record HandoffTrigger(
+    long GroupId,
+    long IntegrationId,
+    string? Instruction = null,
+    bool? AutoCreatePr = null,
+    RunSnapshot? Snapshot = null);
+
+public enum TriggerStatus
+{
+    Accepted,
+    UnknownRun,
+    UnknownIntegration,
+    SnapshotMismatch,
+}
+
+public sealed record TriggerOutcome(TriggerStatus Status, HandoffResult Result)
+{
+    public static TriggerOutcome Rejected(TriggerStatus status) => new(status, HandoffResult.Empty);
+}
+
+public enum CompletionStatus
+{
+    /// <summary>Snapshot stored; the gate said no automatic handoff.</summary>
+    Stored,
+
+    /// <summary>Snapshot stored and the handoff triggered.</summary>
+    HandedOff,
+
+    /// <summary>The event can never succeed (another group's run, no group): drop it.</summary>
+    Rejected,
+}
+
+public sealed record CompletionOutcome(CompletionStatus Status, string Reason, HandoffResult Result);
+
+
+/// <summary>Persists a run's state. Each host's writer also schedules the owner's next wake-up at <see cref="RunHandoffState.NextWakeAt"/>.</summary>
+public interface IRunStateWriter
+{
+    Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken);
+}

@@ -1,0 +1,424 @@
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Prompts;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>
+/// The handoff's decisions, for both hosts. A host owns one run at a time (actor turn or in-process lock),
+/// loads its state, calls one method here, and lets the engine save through <see cref="IRunStateWriter"/>:
+/// once to record the intent before any provider call (so a crash leaves a trace to reconcile from),
+/// once with the outcome.
+/// </summary>
+public sealed partial class HandoffEngine(
+    IIntegrationCatalog integrations,
+    HandoffEngineOptions options,
+    RetryPolicy retryPolicy,
+    TimeProvider timeProvider,
+    ILogger<HandoffEngine> logger)
+{
+    public async Task<TriggerOutcome> TriggerAsync(long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        // A run answers only to its own group: another group's request gets the same answer as an unknown run.
+        if (stored?.GroupId is { } storedGroup && storedGroup != trigger.GroupId)
+        {
+            LogGroupMismatch(runId, trigger.GroupId);
+            return TriggerOutcome.Rejected(TriggerStatus.UnknownRun);
+        }
+
+        if (trigger.Snapshot is { } fresh && fresh.RunId != runId)
+        {
+            return TriggerOutcome.Rejected(TriggerStatus.SnapshotMismatch);
+        }
+
+        var snapshot = trigger.Snapshot ?? stored?.Snapshot;
+        if (snapshot is null || snapshot.GroupId != trigger.GroupId)
+        {
+            LogUnknownRun(runId, trigger.GroupId);
+            return TriggerOutcome.Rejected(TriggerStatus.UnknownRun);
+        }
+
+        if (integrations.Find(trigger.IntegrationId) is not { } integration)
+        {
+            return TriggerOutcome.Rejected(TriggerStatus.UnknownIntegration);
+        }
+
+        var state = (stored ?? RunHandoffState.New(runId)) with { Snapshot = snapshot };
+        var now = timeProvider.GetUtcNow();
+        var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
+        var plan = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, now);
+
+        var toLaunch = plan.OfType<PlannedLaunch>().Select(planned => planned.Launch).ToList();
+        if (toLaunch.Count == 0)
+        {
+            if (!ReferenceEquals(stored?.Snapshot, snapshot) || stored is null)
+            {
+                await writer.SaveAsync(state, cancellationToken);
+            }
+
+            return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
+        }
+
+        state = await LaunchAsync(state, toLaunch, writer, cancellationToken);
+        return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
+    }
+
+    /// <summary>A "run completed" event: keep its snapshot, and hand off when the automation gate says so.</summary>
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunHandoffState? stored, RunSnapshot snapshot, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        if (snapshot.GroupId is not { } groupId)
+        {
+            return new CompletionOutcome(CompletionStatus.Rejected, "the run has no group", HandoffResult.Empty);
+        }
+
+        if (stored?.GroupId is { } storedGroup && storedGroup != groupId)
+        {
+            return new CompletionOutcome(CompletionStatus.Rejected, "the run belongs to another group", HandoffResult.Empty);
+        }
+
+        var verdict = AutomationGate.Evaluate(snapshot);
+        if (verdict != GateVerdict.Launch)
+        {
+            var state = (stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot };
+            await writer.SaveAsync(state, cancellationToken);
+            return new CompletionOutcome(CompletionStatus.Stored, verdict.ToString(), HandoffResult.Empty);
+        }
+
+        var handoff = snapshot.Preferences!.AutomationHandoff!;
+        var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: snapshot);
+        var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, cancellationToken);
+        if (outcome.Status == TriggerStatus.UnknownIntegration)
+        {
+            // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
+            LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value);
+            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+            return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
+        }
+
+        return new CompletionOutcome(CompletionStatus.HandedOff, verdict.ToString(), outcome.Result);
+    }
+
+    /// <summary>The owner's wake-up (reminder or schedule): retries and reconciliations that are due.</summary>
+    public async Task<RunHandoffState> WakeAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        var now = timeProvider.GetUtcNow();
+        var due = state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
+        if (due.Count == 0)
+        {
+            // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
+            await writer.SaveAsync(state, cancellationToken);
+            return state;
+        }
+
+        var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
+        foreach (var launch in missing)
+        {
+            LogUnknownIntegration(state.RunId, launch.IntegrationId);
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
+        }
+
+        return await LaunchAsync(state, due.Except(missing).ToList(), writer, cancellationToken);
+    }
+
+    /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
+    public RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report)
+    {
+        if (!state.CodingAgents.TryGetValue(report.Id, out var agent))
+        {
+            return state;
+        }
+
+        var status = ToAgentStatus(report.Status);
+        if (status is null || !agent.Status.CanMoveTo(status.Value))
+        {
+            return state;
+        }
+
+        var launch = state.Launches.FirstOrDefault(l => l.AgentId == report.Id);
+        var results = agent.Results;
+        if (status == CodingAgentStatus.Completed && launch is not null)
+        {
+            results = [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)];
+        }
+
+        var now = timeProvider.GetUtcNow();
+        LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
+        return state
+            .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.ToString().ToLowerInvariant())]);
+    }
+
+    private List<PlannedStep> Plan(RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, DateTimeOffset now)
+    {
+        var repositories = snapshot.Preferences?.Repositories?.Where(repo => repo is not null).ToList() ?? [];
+        if (repositories.Count == 0)
+        {
+            return [new PlannedFailure(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))];
+        }
+
+        var plan = new List<PlannedStep>(repositories.Count);
+        var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var preference in repositories.Take(options.MaxRepositories))
+        {
+            var rawName = $"{preference!.Owner}/{preference.Name}";
+            if (!RepositoryName.TryParse(rawName, out var repository)
+                || (preference.BranchName is { } baseRef && !GitRefName.IsValidBranch(baseRef)))
+            {
+                plan.Add(new PlannedFailure(new LaunchFailure(
+                    RepositoryName.DescribeRejected(rawName),
+                    FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
+                    FailureTypes.InvalidRepository)));
+                continue;
+            }
+
+            var fullName = repository.Value.FullName;
+            if (!seen.Add(fullName))
+            {
+                continue;
+            }
+
+            var existing = state.FindLaunch(fullName, integration.Id);
+            if (existing is not null && !IsFinishedUnsuccessfully(state, existing))
+            {
+                plan.Add(new PlannedExisting(existing));
+                continue;
+            }
+
+            // A repository launched before (by any integration) gets a new generation, hence a new branch.
+            var generation = state.Launches
+                .Where(launch => string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase))
+                .Select(launch => launch.Generation)
+                .DefaultIfEmpty(0)
+                .Max() + 1;
+            var launch = new RepositoryLaunch(
+                fullName,
+                string.IsNullOrWhiteSpace(preference.Provider) ? "github" : preference.Provider.ToLowerInvariant(),
+                integration.Id,
+                integration.Provider.ProviderName,
+                generation,
+                BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
+                preference.BranchName,
+                autoCreatePr,
+                string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim(),
+                LaunchPhase.RetryScheduled,
+                Attempts: 0,
+                AttemptStartedAt: null,
+                NextAttemptAt: now,
+                AgentId: null,
+                FailureType: null,
+                UpdatedAt: now);
+            plan.Add(new PlannedLaunch(launch));
+        }
+
+        return plan;
+    }
+
+    /// <summary>Failed repositories are launched again; pending, running and completed ones are not.</summary>
+    private static bool IsFinishedUnsuccessfully(RunHandoffState state, RepositoryLaunch launch) =>
+        launch.Phase == LaunchPhase.Failed
+        || (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id
+            && state.CodingAgents.TryGetValue(id, out var agent) && agent.Status == CodingAgentStatus.Failed);
+
+    private async Task<RunHandoffState> LaunchAsync(RunHandoffState state, List<RepositoryLaunch> launches, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        if (launches.Count == 0)
+        {
+            await writer.SaveAsync(state, cancellationToken);
+            return state;
+        }
+
+        // 1. Persist the intent: a crash from here on leaves in-flight launches that the next wake-up reconciles.
+        var now = timeProvider.GetUtcNow();
+        var inFlight = launches
+            .Select(launch => launch with
+            {
+                Phase = LaunchPhase.InFlight,
+                Attempts = launch.Attempts + 1,
+                AttemptStartedAt = now,
+                NextAttemptAt = now + options.InFlightTimeout,
+                UpdatedAt = now,
+            })
+            .ToList();
+        state = inFlight.Aggregate(state, (current, launch) => current.WithLaunch(launch))
+            .WithTimeline(inFlight.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchStarted, launch.Repository, Detail: $"attempt {launch.Attempts}")));
+        await writer.SaveAsync(state, cancellationToken);
+
+        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order.
+        var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
+        var outcomes = new AttemptOutcome[inFlight.Count];
+        await Parallel.ForEachAsync(
+            Enumerable.Range(0, inFlight.Count),
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
+            async (index, token) =>
+            {
+                var launch = inFlight[index];
+                outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, token);
+            });
+
+        // 3. Record the outcomes. Not cancellable: agents now exist at the provider and must not be forgotten.
+        state = Apply(state, inFlight, outcomes);
+        await writer.SaveAsync(state, CancellationToken.None);
+        return state;
+    }
+
+    private async Task<AttemptOutcome> AttemptAsync(RunHandoffState state, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    {
+        var integration = integrations.Find(launch.IntegrationId)!;
+        RepositoryName.TryParse(launch.Repository, out var repository);
+
+        if (reconcileFirst)
+        {
+            var found = await integration.Provider.FindAgentByBranchAsync(repository!.Value, launch.BranchName, cancellationToken);
+            if (!found.IsSuccess)
+            {
+                // Still not known whether an agent exists: the next attempt must look again.
+                return new AttemptOutcome(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false);
+            }
+
+            if (found.Value is { } existing)
+            {
+                LogReconciled(state.RunId, launch.Repository, existing.Id);
+                return new AttemptOutcome(existing, null, Reconciled: true);
+            }
+        }
+
+        var prompt = PromptBuilder.Build(state.Snapshot!, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
+        var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, integration.Webhook);
+        var result = await integration.Provider.LaunchAsync(request, cancellationToken);
+        return new AttemptOutcome(result.Value, result.Failure, Reconciled: false);
+    }
+
+    private RunHandoffState Apply(RunHandoffState state, List<RepositoryLaunch> inFlight, AttemptOutcome[] outcomes)
+    {
+        var now = timeProvider.GetUtcNow();
+        var timeline = new List<TimelineEntry>(inFlight.Count);
+        for (var i = 0; i < inFlight.Count; i++)
+        {
+            var launch = inFlight[i];
+            var outcome = outcomes[i];
+            if (outcome.Agent is { } agent)
+            {
+                var agentState = new CodingAgentState(
+                    agent.Id,
+                    ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending,
+                    agent.AgentUrl,
+                    launch.Provider,
+                    string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
+                    agent.CreatedAt ?? now,
+                    []);
+                state = state.WithAgent(agentState).WithLaunch(launch with
+                {
+                    Phase = LaunchPhase.Launched, AgentId = agent.Id, FailureType = null, NextAttemptAt = null, UpdatedAt = now,
+                });
+                timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
+                LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
+                continue;
+            }
+
+            var failure = outcome.Failure!;
+            // Nothing reached the provider (open circuit): the attempt does not count against the limit.
+            var attempts = failure.RequestSent ? launch.Attempts : launch.Attempts - 1;
+            if (retryPolicy.CanRetry(failure, attempts))
+            {
+                var retryAt = now + retryPolicy.DelayAfter(Math.Max(1, attempts), failure.RetryAfter);
+                var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
+                state = state.WithLaunch(launch with { Phase = phase, Attempts = attempts, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
+                timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
+                LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attempts, retryAt);
+                continue;
+            }
+
+            var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attempts, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
+            timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
+            LogLaunchFailed(state.RunId, launch.Repository, failureType, attempts);
+        }
+
+        return state.WithTimeline(timeline);
+    }
+
+    private static HandoffResult Summarize(RunHandoffState state, List<PlannedStep> plan)
+    {
+        var successes = new List<LaunchSuccess>();
+        var failures = new List<LaunchFailure>();
+        var retries = new List<ScheduledRetry>();
+        foreach (var step in plan)
+        {
+            switch (step)
+            {
+                case PlannedFailure failed:
+                    failures.Add(failed.Failure);
+                    break;
+                case PlannedLaunch { Launch: var planned }:
+                    Describe(state, state.FindLaunch(planned.Repository, planned.IntegrationId)!, successes, failures, retries);
+                    break;
+                case PlannedExisting { Launch: var existing }:
+                    Describe(state, existing, successes, failures, retries);
+                    break;
+            }
+        }
+
+        return new HandoffResult(successes, failures, retries);
+    }
+
+    private static void Describe(RunHandoffState state, RepositoryLaunch launch, List<LaunchSuccess> successes, List<LaunchFailure> failures, List<ScheduledRetry> retries)
+    {
+        if (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id && state.CodingAgents.TryGetValue(id, out var agent))
+        {
+            successes.Add(new LaunchSuccess(launch.Repository, agent));
+        }
+        else if (launch.IsAwaitingWork)
+        {
+            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, launch.Attempts + 1, launch.FailureType ?? FailureTypes.ProviderUnavailable));
+        }
+        else
+        {
+            failures.Add(new LaunchFailure(launch.Repository, FailureMessages.LaunchFailed, launch.FailureType ?? FailureTypes.InvalidRequest));
+        }
+    }
+
+    internal static CodingAgentStatus? ToAgentStatus(ProviderAgentStatus status) => status switch
+    {
+        ProviderAgentStatus.Creating => CodingAgentStatus.Pending,
+        ProviderAgentStatus.Running => CodingAgentStatus.Running,
+        ProviderAgentStatus.Finished => CodingAgentStatus.Completed,
+        ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped => CodingAgentStatus.Failed,
+        _ => null,
+    };
+
+    private abstract record PlannedStep;
+
+    private sealed record PlannedLaunch(RepositoryLaunch Launch) : PlannedStep;
+
+    private sealed record PlannedExisting(RepositoryLaunch Launch) : PlannedStep;
+
+    private sealed record PlannedFailure(LaunchFailure Failure) : PlannedStep;
+
+    private sealed record AttemptOutcome(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled);
+
+    [LoggerMessage(EventId = 1001, EventName = "HandoffUnknownRun", Level = LogLevel.Information, Message = "Run {RunId} is unknown to group {GroupId}: nothing launched")]
+    private partial void LogUnknownRun(long runId, long groupId);
+
+    [LoggerMessage(EventId = 1002, EventName = "HandoffGroupMismatch", Level = LogLevel.Warning, Message = "Run {RunId} was asked for by group {GroupId}, which it does not belong to")]
+    private partial void LogGroupMismatch(long runId, long groupId);
+
+    [LoggerMessage(EventId = 1003, EventName = "HandoffLaunched", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} launched for {Repository} (attempt {Attempt})")]
+    private partial void LogLaunched(long runId, string repository, string agentId, int attempt);
+
+    [LoggerMessage(EventId = 1004, EventName = "HandoffRetryScheduled", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed ({FailureType}) after {Attempt} attempt(s); retry at {RetryAt:O}")]
+    private partial void LogRetryScheduled(long runId, string repository, string failureType, int attempt, DateTimeOffset retryAt);
+
+    [LoggerMessage(EventId = 1005, EventName = "HandoffLaunchFailed", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed for good ({FailureType}) after {Attempt} attempt(s)")]
+    private partial void LogLaunchFailed(long runId, string repository, string failureType, int attempt);
+
+    [LoggerMessage(EventId = 1006, EventName = "HandoffReconciled", Level = LogLevel.Information, Message = "Run {RunId}: found agent {AgentId} for {Repository} at the provider; adopted it instead of launching again")]
+    private partial void LogReconciled(long runId, string repository, string agentId);
+
+    [LoggerMessage(EventId = 1007, EventName = "HandoffUnknownIntegration", Level = LogLevel.Warning, Message = "Run {RunId} asks for integration {IntegrationId}, which is not configured")]
+    private partial void LogUnknownIntegration(long runId, long integrationId);
+
+    [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
+    private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+}

@@ -1,0 +1,15 @@
+namespace HandoffDapr.Core.Handoff;
+
+public sealed record HandoffEngineOptions
+{
+    /// <summary>Provider calls for one run's repositories that may be under way together.</summary>
+    public int MaxParallelLaunches { get; init; } = 8;
+
+    /// <summary>How long a launch may stay in flight before its owner assumes the process died and reconciles.</summary>
+    public TimeSpan InFlightTimeout { get; init; } = TimeSpan.FromMinutes(2);
+
+    /// <summary>The most repositories one run may hand off.</summary>
+    public int MaxRepositories { get; init; } = 50;
+
+    public RetryOptions Retry { get; init; } = new();
+}

@@ -1,0 +1,120 @@
+using System.Text.Json.Serialization;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Serialization;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>
+/// Everything the service keeps about one autofix run. Both hosts store exactly this record
+/// (a SQLite row in embedded mode, actor state in Dapr mode); the engine is the only code that changes it.
+/// </summary>
+public sealed record RunHandoffState(
+    long RunId,
+    RunSnapshot? Snapshot,
+    IReadOnlyDictionary<string, CodingAgentState> CodingAgents,
+    IReadOnlyList<RepositoryLaunch> Launches,
+    IReadOnlyList<TimelineEntry> Timeline)
+{
+    public const int MaxTimelineEntries = 200;
+
+    public static RunHandoffState New(long runId) => new(runId, null, new Dictionary<string, CodingAgentState>(), [], []);
+
+    public long? GroupId => Snapshot?.GroupId;
+
+    /// <summary>When the run's owner must wake up next (a retry, a reconciliation, a poll), or null when nothing is pending.</summary>
+    public DateTimeOffset? NextWakeAt() =>
+        Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
+
+    public RepositoryLaunch? FindLaunch(string repository, long integrationId) =>
+        Launches.FirstOrDefault(launch => launch.IntegrationId == integrationId
+            && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase));
+
+    internal RunHandoffState WithLaunch(RepositoryLaunch updated)
+    {
+        var launches = Launches.ToList();
+        var index = launches.FindIndex(launch => launch.IntegrationId == updated.IntegrationId
+            && string.Equals(launch.Repository, updated.Repository, StringComparison.OrdinalIgnoreCase));
+        if (index >= 0)
+        {
+            launches[index] = updated;
+        }
+        else
+        {
+            launches.Add(updated);
+        }
+
+        return this with { Launches = launches };
+    }
+
+    internal RunHandoffState WithAgent(CodingAgentState agent)
+    {
+        var agents = new Dictionary<string, CodingAgentState>(CodingAgents) { [agent.Id] = agent };
+        return this with { CodingAgents = agents };
+    }
+
+    internal RunHandoffState WithTimeline(IEnumerable<TimelineEntry> entries)
+    {
+        var timeline = Timeline.Concat(entries).ToList();
+        if (timeline.Count > MaxTimelineEntries)
+        {
+            timeline.RemoveRange(0, timeline.Count - MaxTimelineEntries);
+        }
+
+        return this with { Timeline = timeline };
+    }
+}
+
+/// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
+/// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
+/// <param name="NextAttemptAt">When the owner must act: a retry, or reconciling an attempt whose outcome is unknown.</param>
+public sealed record RepositoryLaunch(
+    string Repository,
+    string RepoProvider,
+    long IntegrationId,
+    string Provider,
+    int Generation,
+    string BranchName,
+    string? BaseRef,
+    bool AutoCreatePr,
+    string? Instruction,
+    LaunchPhase Phase,
+    int Attempts,
+    DateTimeOffset? AttemptStartedAt,
+    DateTimeOffset? NextAttemptAt,
+    string? AgentId,
+    string? FailureType,
+    DateTimeOffset UpdatedAt)
+{
+    [JsonIgnore]
+    public bool IsAwaitingWork => Phase is LaunchPhase.InFlight or LaunchPhase.RetryScheduled or LaunchPhase.OutcomeUnknown;
+
+    /// <summary>An earlier attempt may have created an agent we never heard of: look for it before launching again.</summary>
+    [JsonIgnore]
+    public bool NeedsReconciliation => Phase is LaunchPhase.InFlight or LaunchPhase.OutcomeUnknown;
+}
+
+[JsonConverter(typeof(SnakeCaseEnumConverter<LaunchPhase>))]
+public enum LaunchPhase
+{
+    /// <summary>Intent persisted, provider call under way (or the process died during it).</summary>
+    InFlight,
+    Launched,
+    RetryScheduled,
+    OutcomeUnknown,
+    Failed,
+}
+
+public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
+
+public static class TimelineEvents
+{
+    public const string SnapshotStored = "snapshot_stored";
+    public const string LaunchStarted = "launch_started";
+    public const string Launched = "launched";
+    public const string Reconciled = "reconciled";
+    public const string RetryScheduled = "retry_scheduled";
+    public const string LaunchFailed = "launch_failed";
+    public const string StatusChanged = "status_changed";
+    public const string Stopped = "stopped";
+    public const string FollowupSent = "followup_sent";
+}

@@ -1,0 +1,50 @@
+namespace HandoffDapr.Core.Model;
+
+// The autofix run as the completion event (or the manual trigger's `run`) describes it.
+// Every field but the run id may be missing: the autofix API is another team's code,
+// so the core treats the snapshot as untrusted and null-tolerant.
+
+public sealed record RunSnapshot(
+    long RunId,
+    long? OrganizationId = null,
+    long? ProjectId = null,
+    RunGroup? Group = null,
+    RunMetadata? Metadata = null,
+    RunArtifacts? Artifacts = null,
+    HandoffPreferences? Preferences = null)
+{
+    /// <summary>The group the run belongs to: the group object wins, the metadata's copy is the fallback.</summary>
+    public long? GroupId => Group?.Id ?? Metadata?.GroupId;
+}
+
+public sealed record RunGroup(long? Id = null, string? Title = null, string? ShortId = null);
+
+public sealed record RunMetadata(string? StoppingPoint = null, long? GroupId = null);
+
+public sealed record RunArtifacts(RootCauseArtifact? RootCause = null, SolutionArtifact? Solution = null);
+
+public sealed record RootCauseArtifact(
+    string? OneLineDescription = null,
+    IReadOnlyList<string?>? FiveWhys = null,
+    IReadOnlyList<string?>? ReproductionSteps = null,
+    string? RelevantRepo = null);
+
+public sealed record SolutionArtifact(string? OneLineSummary = null, IReadOnlyList<SolutionStep?>? Steps = null);
+
+public sealed record SolutionStep(string? Title = null, string? Description = null);
+
+public sealed record HandoffPreferences(
+    IReadOnlyList<RepositoryPreference?>? Repositories = null,
+    AutomationHandoff? AutomationHandoff = null);
+
+public sealed record RepositoryPreference(
+    string? Provider = null,
+    string? Owner = null,
+    string? Name = null,
+    string? BranchName = null);
+
+public sealed record AutomationHandoff(
+    string? HandoffPoint = null,
+    string? Target = null,
+    long? IntegrationId = null,
+    bool? AutoCreatePr = null);

@@ -1,0 +1,135 @@
+using System.Text;
+using HandoffDapr.Core.Model;
+
+namespace HandoffDapr.Core.Prompts;
+
+/// <summary>
+/// Builds the prompt the coding agent receives. Parts are joined by a blank line; missing or null
+/// artifact fields are skipped. When the prompt would exceed the cap, only the artifact text is cut:
+/// the opening instruction, the "Fixes" line and the caller's instruction always survive.
+/// </summary>
+public static class PromptBuilder
+{
+    public const string Opening = "Please fix the following issue. Ensure that your fix is fully working.";
+    public const string TruncationMarker = "\n\n[Truncated: the analysis was longer than this agent accepts.]";
+    public const int DefaultMaxLength = 30_000;
+    private const string Separator = "\n\n";
+
+    public static string Build(RunSnapshot snapshot, string? instruction, bool autoCreatePr, int maxLength = DefaultMaxLength)
+    {
+        var head = new StringBuilder(Opening);
+        var shortId = snapshot.Group?.ShortId;
+        if (autoCreatePr && !string.IsNullOrWhiteSpace(shortId))
+        {
+            head.Append(Separator).Append("Include 'Fixes ").Append(shortId.Trim()).Append("' in the pull request description.");
+        }
+
+        if (!string.IsNullOrWhiteSpace(instruction))
+        {
+            head.Append(Separator).Append(instruction.Trim());
+        }
+
+        var artifacts = ArtifactText(snapshot.Artifacts);
+        if (artifacts.Length == 0)
+        {
+            return head.ToString();
+        }
+
+        var room = maxLength - head.Length - Separator.Length;
+        if (artifacts.Length > room)
+        {
+            var keep = room - TruncationMarker.Length;
+            if (keep <= 0)
+            {
+                return head.ToString();
+            }
+
+            // Never split a surrogate pair: the JSON serializer would have to replace the half character.
+            if (char.IsHighSurrogate(artifacts[keep - 1]))
+            {
+                keep--;
+            }
+
+            artifacts = string.Concat(artifacts.AsSpan(0, keep), TruncationMarker);
+        }
+
+        return head.Append(Separator).Append(artifacts).ToString();
+    }
+
+    private static string ArtifactText(RunArtifacts? artifacts)
+    {
+        var sections = new List<string>(2);
+        if (RootCauseSection(artifacts?.RootCause) is { } rootCause)
+        {
+            sections.Add(rootCause);
+        }
+
+        if (SolutionSection(artifacts?.Solution) is { } solution)
+        {
+            sections.Add(solution);
+        }
+
+        return string.Join(Separator, sections);
+    }
+
+    private static string? RootCauseSection(RootCauseArtifact? rootCause)
+    {
+        if (rootCause is null)
+        {
+            return null;
+        }
+
+        var blocks = new List<string>(3);
+        AddIfPresent(blocks, rootCause.OneLineDescription);
+
+        var whys = NonBlank(rootCause.FiveWhys).Select((why, i) => $"{i + 1}. {why}").ToList();
+        if (whys.Count > 0)
+        {
+            blocks.Add(string.Join('\n', whys));
+        }
+
+        var steps = NonBlank(rootCause.ReproductionSteps).Select(step => $"- {step}").ToList();
+        if (steps.Count > 0)
+        {
+            blocks.Add(string.Join('\n', steps));
+        }
+
+        return Section("## Root Cause Analysis", blocks);
+    }
+
+    private static string? SolutionSection(SolutionArtifact? solution)
+    {
+        if (solution is null)
+        {
+            return null;
+        }
+
+        var blocks = new List<string>(2);
+        AddIfPresent(blocks, solution.OneLineSummary);
+
+        var steps = (solution.Steps ?? [])
+            .Where(step => step is not null && (!string.IsNullOrWhiteSpace(step.Title) || !string.IsNullOrWhiteSpace(step.Description)))
+            .Select(step => $"- **{step!.Title?.Trim()}**: {step.Description?.Trim()}")
+            .ToList();
+        if (steps.Count > 0)
+        {
+            blocks.Add(string.Join('\n', steps));
+        }
+
+        return Section("## Proposed Solution", blocks);
+    }
+
+    private static string? Section(string heading, List<string> blocks) =>
+        blocks.Count == 0 ? null : heading + Separator + string.Join(Separator, blocks);
+
+    private static void AddIfPresent(List<string> blocks, string? text)
+    {
+        if (!string.IsNullOrWhiteSpace(text))
+        {
+            blocks.Add(text.Trim());
+        }
+    }
+
+    private static IEnumerable<string> NonBlank(IReadOnlyList<string?>? items) =>
+        (items ?? []).Where(item => !string.IsNullOrWhiteSpace(item)).Select(item => item!.Trim());
+}

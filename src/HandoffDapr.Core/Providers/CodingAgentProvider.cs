@@ -1,0 +1,80 @@
+using HandoffDapr.Core.Repositories;
+
+namespace HandoffDapr.Core.Providers;
+
+/// <summary>A coding-agent provider (Cursor background agents first), bound to one integration.</summary>
+public interface ICodingAgentProvider
+{
+    /// <summary>The provider's name in <c>coding_agents</c>, e.g. <c>cursor_background_agent</c>.</summary>
+    string ProviderName { get; }
+
+    Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken);
+
+    Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken);
+
+    /// <summary>Finds the agent working on <paramref name="branchName"/>, to reconcile a launch whose answer was lost.</summary>
+    Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken);
+
+    Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken);
+
+    Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken);
+}
+
+public sealed record AgentLaunchRequest(
+    string Prompt,
+    RepositoryName Repository,
+    string? BaseRef,
+    string BranchName,
+    bool AutoCreatePr,
+    AgentWebhook? Webhook);
+
+public sealed record AgentWebhook(Uri Url, string Secret);
+
+/// <summary>An agent as the provider reports it, already translated out of the provider's wire format.</summary>
+public sealed record ProviderAgent(
+    string Id,
+    ProviderAgentStatus Status,
+    string? Name = null,
+    string? AgentUrl = null,
+    string? BranchName = null,
+    string? PrUrl = null,
+    string? Summary = null,
+    DateTimeOffset? CreatedAt = null);
+
+public enum ProviderAgentStatus
+{
+    Creating,
+    Running,
+    Finished,
+    Error,
+    Expired,
+    Stopped,
+    Unknown,
+}
+
+/// <summary>Why a provider call failed, reduced to what the handoff decides on. Never carries provider text.</summary>
+/// <param name="OutcomeUnknown">The provider may have acted: reconcile before trying again.</param>
+/// <param name="RequestSent">False when nothing reached the provider (an open circuit, a refused connection).</param>
+public sealed record ProviderFailure(
+    string FailureType,
+    bool Retryable,
+    bool OutcomeUnknown = false,
+    TimeSpan? RetryAfter = null,
+    int? StatusCode = null,
+    bool RequestSent = true);
+
+public readonly record struct ProviderResult<T>
+{
+    private ProviderResult(T? value, ProviderFailure? failure)
+    {
+        Value = value;
+        Failure = failure;
+    }
+
+    public T? Value { get; }
+    public ProviderFailure? Failure { get; }
+    public bool IsSuccess => Failure is null;
+
+    public static ProviderResult<T> Success(T value) => new(value, null);
+    public static ProviderResult<T> Failed(ProviderFailure failure) => new(default, failure);
+}

@@ -1,0 +1,249 @@
+using System.Globalization;
+using System.Text.Json;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging;
+
+namespace HandoffDapr.Core.Providers.Cursor;
+
+/// <summary>Cursor background agents (API v0) over any <see cref="IProviderTransport"/>.</summary>
+public sealed partial class CursorAgentsProvider(
+    IProviderTransport transport,
+    TimeProvider timeProvider,
+    ILogger<CursorAgentsProvider> logger,
+    string? model = null) : ICodingAgentProvider
+{
+    public const string Name = "cursor_background_agent";
+    private const string AgentsPath = "v0/agents";
+    private const int ListPageSize = 100;
+    private const int MaxListPages = 20;
+
+    public string ProviderName => Name;
+
+    public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
+    {
+        var body = new CursorLaunchRequest(
+            new CursorPrompt(request.Prompt),
+            new CursorSource($"https://github.com/{request.Repository.FullName}", request.BaseRef),
+            new CursorTarget(request.AutoCreatePr, request.BranchName),
+            request.Webhook is null ? null : new CursorWebhook(request.Webhook.Url.AbsoluteUri, request.Webhook.Secret),
+            model);
+        var payload = JsonSerializer.SerializeToUtf8Bytes(body, CursorJsonContext.Default.CursorLaunchRequest);
+        return await SendForAgentAsync(new ProviderRequest(HttpMethod.Post, AgentsPath, payload), "launch", cancellationToken);
+    }
+
+    public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
+        AgentIds.IsValid(agentId)
+            ? SendForAgentAsync(new ProviderRequest(HttpMethod.Get, $"{AgentsPath}/{agentId}"), "get", cancellationToken)
+            : Task.FromResult(ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false)));
+
+    public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
+    {
+        string? cursor = null;
+        for (var page = 0; page < MaxListPages; page++)
+        {
+            var path = cursor is null
+                ? $"{AgentsPath}?limit={ListPageSize}"
+                : $"{AgentsPath}?limit={ListPageSize}&cursor={Uri.EscapeDataString(cursor)}";
+            var answer = await SendAsync(new ProviderRequest(HttpMethod.Get, path), "list", cancellationToken);
+            if (answer.Failure is { } failure)
+            {
+                return ProviderResult<ProviderAgent?>.Failed(failure);
+            }
+
+            try
+            {
+                using var document = JsonDocument.Parse(answer.Response!.Body);
+                if (!document.RootElement.TryGetProperty("agents", out var agents) || agents.ValueKind != JsonValueKind.Array)
+                {
+                    return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
+                }
+
+                foreach (var element in agents.EnumerateArray())
+                {
+                    if (ReadAgent(element) is { } agent
+                        && string.Equals(agent.BranchName, branchName, StringComparison.Ordinal)
+                        && RepositoryMatches(element, repository))
+                    {
+                        return ProviderResult<ProviderAgent?>.Success(agent);
+                    }
+                }
+
+                cursor = ReadString(document.RootElement, "nextCursor");
+            }
+            catch (JsonException)
+            {
+                return Malformed<ProviderAgent?>(answer.Response!.StatusCode, "list");
+            }
+
+            if (string.IsNullOrEmpty(cursor))
+            {
+                break;
+            }
+        }
+
+        return ProviderResult<ProviderAgent?>.Success(null);
+    }
+
+    public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) =>
+        SendForAcknowledgementAsync(agentId, "stop", default, cancellationToken);
+
+    public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) =>
+        SendForAcknowledgementAsync(
+            agentId,
+            "followup",
+            JsonSerializer.SerializeToUtf8Bytes(new CursorFollowupRequest(new CursorPrompt(text)), CursorJsonContext.Default.CursorFollowupRequest),
+            cancellationToken);
+
+    private async Task<ProviderResult<bool>> SendForAcknowledgementAsync(string agentId, string action, ReadOnlyMemory<byte> body, CancellationToken cancellationToken)
+    {
+        if (!AgentIds.IsValid(agentId))
+        {
+            return ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false));
+        }
+
+        var answer = await SendAsync(new ProviderRequest(HttpMethod.Post, $"{AgentsPath}/{agentId}/{action}", body), action, cancellationToken);
+        return answer.Failure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true);
+    }
+
+    private async Task<ProviderResult<ProviderAgent>> SendForAgentAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
+    {
+        var answer = await SendAsync(request, operation, cancellationToken);
+        if (answer.Failure is { } failure)
+        {
+            return ProviderResult<ProviderAgent>.Failed(failure);
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(answer.Response!.Body);
+            return ReadAgent(document.RootElement) is { } agent
+                ? ProviderResult<ProviderAgent>.Success(agent)
+                : Malformed<ProviderAgent>(answer.Response.StatusCode, operation);
+        }
+        catch (JsonException)
+        {
+            return Malformed<ProviderAgent>(answer.Response!.StatusCode, operation);
+        }
+    }
+
+    private async Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
+    {
+        ProviderResponse response;
+        try
+        {
+            response = await transport.SendAsync(request, cancellationToken);
+        }
+        catch (ProviderTransportException exception)
+        {
+            LogTransportFailure(operation, exception.Kind, exception.RequestSent);
+            return (null, ProviderFailureClassifier.FromTransport(exception));
+        }
+
+        if (response.IsSuccess)
+        {
+            return (response, null);
+        }
+
+        var failure = ProviderFailureClassifier.FromResponse(response, timeProvider.GetUtcNow());
+        LogErrorAnswer(operation, response.StatusCode, failure.FailureType, ErrorSummary(response.Body));
+        return (response, failure);
+    }
+
+    private ProviderResult<T> Malformed<T>(int statusCode, string operation)
+    {
+        LogMalformedAnswer(operation, statusCode);
+        return ProviderResult<T>.Failed(ProviderFailureClassifier.MalformedAnswer(statusCode));
+    }
+
+    private static ProviderAgent? ReadAgent(JsonElement element)
+    {
+        if (element.ValueKind != JsonValueKind.Object || ReadString(element, "id") is not { } id || !AgentIds.IsValid(id))
+        {
+            return null;
+        }
+
+        element.TryGetProperty("target", out var target);
+        var createdAt = ReadString(element, "createdAt") is { } created
+            && DateTimeOffset.TryParse(created, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed)
+                ? parsed
+                : (DateTimeOffset?)null;
+
+        return new ProviderAgent(
+            id,
+            MapStatus(ReadString(element, "status")),
+            ReadString(element, "name"),
+            ReadString(target, "url"),
+            ReadString(target, "branchName"),
+            ReadString(target, "prUrl"),
+            ReadString(element, "summary"),
+            createdAt);
+    }
+
+    public static ProviderAgentStatus MapStatus(string? status) => status?.ToUpperInvariant() switch
+    {
+        "CREATING" => ProviderAgentStatus.Creating,
+        "RUNNING" => ProviderAgentStatus.Running,
+        "FINISHED" => ProviderAgentStatus.Finished,
+        "ERROR" => ProviderAgentStatus.Error,
+        "EXPIRED" => ProviderAgentStatus.Expired,
+        "STOPPED" => ProviderAgentStatus.Stopped,
+        _ => ProviderAgentStatus.Unknown,
+    };
+
+    private static bool RepositoryMatches(JsonElement agent, RepositoryName repository)
+    {
+        if (!agent.TryGetProperty("source", out var source) || ReadString(source, "repository") is not { } url)
+        {
+            // An agent without a source cannot be ruled out: the branch name already carries the run and repository.
+            return true;
+        }
+
+        return url.TrimEnd('/').EndsWith("/" + repository.FullName, StringComparison.OrdinalIgnoreCase)
+            || string.Equals(url, repository.FullName, StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static string? ReadString(JsonElement element, string property) =>
+        element.ValueKind == JsonValueKind.Object
+        && element.TryGetProperty(property, out var value)
+        && value.ValueKind == JsonValueKind.String
+            ? value.GetString()
+            : null;
+
+    /// <summary>The provider's own error code or message, bounded, for the log only (never a response).</summary>
+    private static string ErrorSummary(ReadOnlyMemory<byte> body)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(body);
+            var root = document.RootElement;
+            var text = root.ValueKind != JsonValueKind.Object ? null
+                : root.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
+                    ? ReadString(error, "message") ?? ReadString(error, "error") ?? ReadString(error, "code")
+                    : ReadString(root, "message") ?? ReadString(root, "error");
+            return Bounded(text ?? "(no message)");
+        }
+        catch (JsonException)
+        {
+            return "(unreadable body)";
+        }
+    }
+
+    private static string Bounded(string text)
+    {
+        var cleaned = new string(text.Take(200).Select(c => char.IsControl(c) ? ' ' : c).ToArray());
+        return text.Length > 200 ? cleaned + "…" : cleaned;
+    }
+
+    [LoggerMessage(EventId = 2001, EventName = "ProviderErrorAnswer", Level = LogLevel.Warning,
+        Message = "Cursor {Operation} answered {StatusCode}, classified {FailureType}: {ProviderMessage}")]
+    private partial void LogErrorAnswer(string operation, int statusCode, string failureType, string providerMessage);
+
+    [LoggerMessage(EventId = 2002, EventName = "ProviderTransportFailure", Level = LogLevel.Warning,
+        Message = "Cursor {Operation} got no answer ({Kind}); request sent: {RequestSent}")]
+    private partial void LogTransportFailure(string operation, TransportFailureKind kind, bool requestSent);
+
+    [LoggerMessage(EventId = 2003, EventName = "ProviderMalformedAnswer", Level = LogLevel.Warning,
+        Message = "Cursor {Operation} answered {StatusCode} with a body that is not an agent")]
+    private partial void LogMalformedAnswer(string operation, int statusCode);
+}

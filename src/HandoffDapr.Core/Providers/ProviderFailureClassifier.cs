@@ -1,0 +1,71 @@
+using System.Globalization;
+using System.Net;
+using System.Text;
+using HandoffDapr.Core.Model;
+
+namespace HandoffDapr.Core.Providers;
+
+/// <summary>
+/// Turns a provider's answer into a <see cref="ProviderFailure"/>: status code first (bodies are not
+/// consistent across providers or even endpoints), the body only to tell a repository-access 400 apart.
+/// </summary>
+public static class ProviderFailureClassifier
+{
+    private const int BodySniffLength = 4096;
+
+    public static ProviderFailure FromResponse(ProviderResponse response, DateTimeOffset now)
+    {
+        var status = response.StatusCode;
+        var retryAfter = ParseRetryAfter(response.RetryAfter, now);
+        return status switch
+        {
+            (int)HttpStatusCode.Unauthorized => Final(FailureTypes.InvalidCredentials, status),
+            // A valid key that may not touch the repository: Cursor answers 403 for a repo its GitHub app cannot see.
+            (int)HttpStatusCode.Forbidden => Final(FailureTypes.RepositoryAccess, status),
+            (int)HttpStatusCode.BadRequest when MentionsRepositoryAccess(response.Body) => Final(FailureTypes.RepositoryAccess, status),
+            (int)HttpStatusCode.RequestTimeout => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
+            (int)HttpStatusCode.TooManyRequests => new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
+            >= 500 and <= 599 => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
+            _ => Final(FailureTypes.InvalidRequest, status),
+        };
+    }
+
+    public static ProviderFailure FromTransport(ProviderTransportException exception) =>
+        new(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: exception.RequestSent, RequestSent: exception.RequestSent);
+
+    /// <summary>A 2xx whose body we cannot read: the provider may well have created the agent.</summary>
+    public static ProviderFailure MalformedAnswer(int statusCode) =>
+        new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, StatusCode: statusCode);
+
+    /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date (RFC 9110 §10.2.3).</summary>
+    public static TimeSpan? ParseRetryAfter(string? value, DateTimeOffset now)
+    {
+        if (string.IsNullOrWhiteSpace(value))
+        {
+            return null;
+        }
+
+        value = value.Trim();
+        if (long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds))
+        {
+            return TimeSpan.FromSeconds(Math.Min(seconds, (long)TimeSpan.FromDays(1).TotalSeconds));
+        }
+
+        if (DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
+        {
+            var delay = date - now;
+            return delay > TimeSpan.Zero ? delay : TimeSpan.Zero;
+        }
+
+        return null;
+    }
+
+    private static ProviderFailure Final(string failureType, int status) => new(failureType, Retryable: false, StatusCode: status);
+
+    private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body)
+    {
+        var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
+        return text.Contains("verify existence of branch", StringComparison.OrdinalIgnoreCase)
+            || text.Contains("repository", StringComparison.OrdinalIgnoreCase);
+    }
+}

@@ -1,0 +1,41 @@
+namespace HandoffDapr.Core.Providers;
+
+/// <summary>
+/// Carries one request to a provider's HTTP API and brings back status and body. Two implementations:
+/// <c>HttpClient</c> in embedded mode and the Dapr output binding in Dapr mode. Authentication is the
+/// transport's business, so provider clients never see an API key.
+/// </summary>
+public interface IProviderTransport
+{
+    /// <exception cref="ProviderTransportException">No HTTP answer was received.</exception>
+    Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken);
+}
+
+/// <param name="Path">Relative to the provider's base URL, without a leading slash; built only from validated ids.</param>
+public sealed record ProviderRequest(HttpMethod Method, string Path, ReadOnlyMemory<byte> Body = default);
+
+/// <param name="RetryAfter">The raw <c>Retry-After</c> header, when the provider sent one.</param>
+public sealed record ProviderResponse(int StatusCode, ReadOnlyMemory<byte> Body, string? RetryAfter = null)
+{
+    public bool IsSuccess => StatusCode is >= 200 and <= 299;
+}
+
+public enum TransportFailureKind
+{
+    /// <summary>No answer in time. The request may have been acted on.</summary>
+    Timeout,
+
+    /// <summary>The connection failed or broke.</summary>
+    Network,
+
+    /// <summary>The circuit breaker refused to send: nothing reached the provider.</summary>
+    CircuitOpen,
+}
+
+/// <summary>No HTTP answer. <see cref="RequestSent"/> tells whether the provider may have acted on the request.</summary>
+public sealed class ProviderTransportException(TransportFailureKind kind, bool requestSent, Exception? inner = null)
+    : Exception($"Provider transport failed: {kind}", inner)
+{
+    public TransportFailureKind Kind { get; } = kind;
+    public bool RequestSent { get; } = requestSent;
+}

@@ -1,0 +1,35 @@
+namespace HandoffDapr.Core.Repositories;
+
+/// <summary>The subset of <c>git check-ref-format --branch</c> rules a base branch from the snapshot must meet.</summary>
+public static class GitRefName
+{
+    private const int MaxLength = 255;
+
+    public static bool IsValidBranch(string? branch)
+    {
+        if (string.IsNullOrEmpty(branch) || branch.Length > MaxLength)
+        {
+            return false;
+        }
+
+        if (branch[0] is '-' or '/' || branch[^1] is '/' or '.' || branch == "@"
+            || branch.EndsWith(".lock", StringComparison.Ordinal)
+            || branch.Contains("..", StringComparison.Ordinal)
+            || branch.Contains("//", StringComparison.Ordinal)
+            || branch.Contains("@{", StringComparison.Ordinal)
+            || branch.Contains("/.", StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        foreach (var c in branch)
+        {
+            if (c < 0x20 || c == 0x7f || c is ' ' or '~' or '^' or ':' or '?' or '*' or '[' or '\\')
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+}

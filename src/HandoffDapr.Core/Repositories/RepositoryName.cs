@@ -1,0 +1,81 @@
+using System.Diagnostics.CodeAnalysis;
+using System.Text;
+
+namespace HandoffDapr.Core.Repositories;
+
+/// <summary>A GitHub <c>owner/name</c>, validated against GitHub's naming rules before any provider call.</summary>
+public readonly record struct RepositoryName
+{
+    private const int MaxOwnerLength = 39;
+    private const int MaxNameLength = 100;
+
+    private RepositoryName(string owner, string name)
+    {
+        Owner = owner;
+        Name = name;
+    }
+
+    public string Owner { get; }
+    public string Name { get; }
+    public string FullName => $"{Owner}/{Name}";
+
+    public override string ToString() => FullName;
+
+    /// <summary>Accepts exactly <c>owner/name</c>; anything else (URLs, paths, spaces, control characters) is rejected.</summary>
+    public static bool TryParse(string? fullName, [NotNullWhen(true)] out RepositoryName? repository)
+    {
+        repository = null;
+        if (string.IsNullOrEmpty(fullName))
+        {
+            return false;
+        }
+
+        var parts = fullName.Split('/');
+        if (parts.Length != 2 || !IsValidOwner(parts[0]) || !IsValidName(parts[1]))
+        {
+            return false;
+        }
+
+        repository = new RepositoryName(parts[0], parts[1]);
+        return true;
+    }
+
+    /// <summary>GitHub logins: 1–39 ASCII letters, digits and single inner hyphens.</summary>
+    public static bool IsValidOwner(string owner)
+    {
+        if (owner.Length is 0 or > MaxOwnerLength || owner[0] == '-' || owner[^1] == '-' || owner.Contains("--", StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        return owner.All(c => char.IsAsciiLetterOrDigit(c) || c == '-');
+    }
+
+    /// <summary>GitHub repository names: 1–100 of <c>[A-Za-z0-9._-]</c>, never <c>.</c> or <c>..</c>.</summary>
+    public static bool IsValidName(string name)
+    {
+        if (name.Length is 0 or > MaxNameLength || name is "." or ".." || name.Contains("..", StringComparison.Ordinal))
+        {
+            return false;
+        }
+
+        return name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
+    }
+
+    /// <summary>A client-safe echo of a rejected name: printable, bounded, never raw input.</summary>
+    public static string DescribeRejected(string? raw)
+    {
+        if (string.IsNullOrEmpty(raw))
+        {
+            return "(empty)";
+        }
+
+        var builder = new StringBuilder(Math.Min(raw.Length, 100));
+        foreach (var c in raw.Length > 100 ? raw[..100] : raw)
+        {
+            builder.Append(char.IsControl(c) || char.IsSurrogate(c) ? '?' : c);
+        }
+
+        return raw.Length > 100 ? builder.Append('…').ToString() : builder.ToString();
+    }
+}
