@@ -1,4 +1,6 @@
+using System.Text.Json.Serialization;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Serialization;
 
 namespace HandoffDapr.Core.Handoff;
 
@@ -11,6 +13,7 @@ public sealed record HandoffTrigger(
     bool? AutoCreatePr = null,
     RunSnapshot? Snapshot = null);
 
+[JsonConverter(typeof(SnakeCaseEnumConverter<TriggerStatus>))]
 public enum TriggerStatus
 {
     Accepted,
@@ -24,6 +27,7 @@ public sealed record TriggerOutcome(TriggerStatus Status, HandoffResult Result)
     public static TriggerOutcome Rejected(TriggerStatus status) => new(status, HandoffResult.Empty);
 }
 
+[JsonConverter(typeof(SnakeCaseEnumConverter<CompletionStatus>))]
 public enum CompletionStatus
 {
     /// <summary>Snapshot stored; the gate said no automatic handoff.</summary>

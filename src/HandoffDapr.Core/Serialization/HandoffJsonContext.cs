@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json.Serialization.Metadata;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 
@@ -15,17 +16,28 @@ namespace HandoffDapr.Core.Serialization;
     NumberHandling = JsonNumberHandling.Strict,
     AllowTrailingCommas = false,
     MaxDepth = 32)]
+[JsonSerializable(typeof(JsonElement))]
 [JsonSerializable(typeof(RunSnapshot))]
 [JsonSerializable(typeof(RunHandoffState))]
 [JsonSerializable(typeof(HandoffResult))]
 [JsonSerializable(typeof(CodingAgentState))]
 [JsonSerializable(typeof(Dictionary<string, CodingAgentState>))]
+[JsonSerializable(typeof(List<RepositoryLaunch>))]
+[JsonSerializable(typeof(List<TimelineEntry>))]
+[JsonSerializable(typeof(DateTimeOffset))]
+[JsonSerializable(typeof(HandoffTrigger))]
+[JsonSerializable(typeof(TriggerOutcome))]
+[JsonSerializable(typeof(CompletionOutcome))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
-    /// <summary>The options every host uses: this context first, then whatever the host adds.</summary>
-    public static JsonSerializerOptions CreateOptions()
+    /// <summary>
+    /// Options for serializers the service does not call itself (actor state and calls, DaprClient):
+    /// snake_case, this context first, reflection only for the SDK's own envelope types.
+    /// </summary>
+    public static JsonSerializerOptions CreateOptions(params IJsonTypeInfoResolver[] more) => new()
     {
-        var options = new JsonSerializerOptions(Default.Options);
-        return options;
-    }
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        PropertyNameCaseInsensitive = true,
+        TypeInfoResolver = JsonTypeInfoResolver.Combine([Default, .. more, new DefaultJsonTypeInfoResolver()]),
+    };
 }

@@ -1,0 +1,71 @@
+using System.Text.Json.Serialization;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.DaprHost;
+using Microsoft.AspNetCore.Mvc;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary>Body of <c>POST /runs/{runId}/handoff</c>.</summary>
+public sealed record HandoffRequest(
+    long? GroupId,
+    long? IntegrationId,
+    string? Instruction = null,
+    bool? AutoCreatePr = null,
+    RunSnapshot? Run = null);
+
+/// <summary>Answer of <c>GET /runs/{runId}/handoff</c>.</summary>
+public sealed record RunHandoffView(
+    long RunId,
+    long? GroupId,
+    IReadOnlyDictionary<string, CodingAgentState> CodingAgents,
+    IReadOnlyList<LaunchView> Launches,
+    IReadOnlyList<TimelineEntry> Timeline)
+{
+    public static RunHandoffView From(RunHandoffState state) => new(
+        state.RunId,
+        state.GroupId,
+        state.CodingAgents,
+        state.Launches.Select(LaunchView.From).ToList(),
+        state.Timeline);
+}
+
+/// <summary>A repository's launch as clients see it (the stored instruction stays inside).</summary>
+public sealed record LaunchView(
+    string Repository,
+    long IntegrationId,
+    string Provider,
+    string BranchName,
+    LaunchPhase Phase,
+    int Attempts,
+    DateTimeOffset? NextAttemptAt,
+    string? AgentId,
+    string? FailureType,
+    DateTimeOffset UpdatedAt)
+{
+    public static LaunchView From(RepositoryLaunch launch) => new(
+        launch.Repository,
+        launch.IntegrationId,
+        launch.Provider,
+        launch.BranchName,
+        launch.Phase,
+        launch.Attempts,
+        launch.IsAwaitingWork ? launch.NextAttemptAt : null,
+        launch.AgentId,
+        launch.FailureType,
+        launch.UpdatedAt);
+}
+
+/// <summary>Reply to daprd for a delivered event (the pub/sub subscription contract).</summary>
+public sealed record DaprEventReply(string Status);
+
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, PropertyNameCaseInsensitive = true, MaxDepth = 32)]
+[JsonSerializable(typeof(HandoffRequest))]
+[JsonSerializable(typeof(RunHandoffView))]
+[JsonSerializable(typeof(HandoffResult))]
+[JsonSerializable(typeof(DaprEventReply))]
+[JsonSerializable(typeof(CodingAgentsUpdated))]
+[JsonSerializable(typeof(ProblemDetails))]
+[JsonSerializable(typeof(HttpValidationProblemDetails))]
+internal sealed partial class ServiceJsonContext : JsonSerializerContext;

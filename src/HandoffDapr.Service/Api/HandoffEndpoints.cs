@@ -1,0 +1,157 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Hosting;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary><c>/runs/{runId}/handoff</c>: the manual trigger and the run's handoff state.</summary>
+public static partial class HandoffEndpoints
+{
+    public static IEndpointRouteBuilder MapHandoffEndpoints(this IEndpointRouteBuilder app)
+    {
+        var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
+        runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff");
+        runs.MapGet("/handoff", GetAsync).WithName("GetHandoff");
+        return app;
+    }
+
+    public static async Task<Results<Accepted<HandoffResult>, ProblemHttpResult>> TriggerAsync(
+        string runId, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    {
+        if (!RunIds.TryParse(runId, out var id))
+        {
+            return Problems.InvalidRequest("The run id must be a positive whole number.");
+        }
+
+        var (body, problem) = await JsonBody.ReadAsync(request, ServiceJsonContext.Default.HandoffRequest, services.Options, cancellationToken);
+        if (problem is not null)
+        {
+            return problem;
+        }
+
+        if (Validate(id, body!, services.Options.Value) is { } invalid)
+        {
+            return Problems.InvalidRequest(invalid);
+        }
+
+        var trigger = new HandoffTrigger(body!.GroupId!.Value, body.IntegrationId!.Value, body.Instruction, body.AutoCreatePr ?? true, body.Run);
+        TriggerOutcome outcome;
+        try
+        {
+            outcome = await services.Owner.TriggerAsync(id, trigger, cancellationToken);
+        }
+        catch (RunOwnerUnavailableException exception)
+        {
+            LogOwnerUnavailable(services.Logger, id, exception);
+            return Problems.Unavailable();
+        }
+
+        return outcome.Status switch
+        {
+            TriggerStatus.Accepted => TypedResults.Accepted($"/runs/{id}/handoff", outcome.Result),
+            TriggerStatus.UnknownIntegration => Problems.UnknownIntegration(),
+            TriggerStatus.SnapshotMismatch => Problems.InvalidRequest("run.run_id must equal the run id in the path."),
+            _ => Problems.UnknownRun(),
+        };
+    }
+
+    public static async Task<Results<Ok<RunHandoffView>, ProblemHttpResult>> GetAsync(
+        string runId, string? group_id, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    {
+        if (!RunIds.TryParse(runId, out var id))
+        {
+            return Problems.InvalidRequest("The run id must be a positive whole number.");
+        }
+
+        long? groupId = null;
+        if (group_id is not null)
+        {
+            if (!RunIds.TryParse(group_id, out var parsedGroup))
+            {
+                return Problems.InvalidRequest("group_id must be a positive whole number.");
+            }
+
+            groupId = parsedGroup;
+        }
+
+        RunHandoffState? state;
+        try
+        {
+            state = await services.Owner.GetAsync(id, cancellationToken);
+        }
+        catch (RunOwnerUnavailableException exception)
+        {
+            LogOwnerUnavailable(services.Logger, id, exception);
+            return Problems.Unavailable();
+        }
+
+        // Another group's run looks exactly like a run that does not exist.
+        if (state is null || (groupId is { } expected && state.GroupId != expected))
+        {
+            return Problems.UnknownRun();
+        }
+
+        return TypedResults.Ok(RunHandoffView.From(state));
+    }
+
+    private static string? Validate(long runId, HandoffRequest body, HandoffOptions options)
+    {
+        if (body.GroupId is not > 0)
+        {
+            return "group_id is required and must be a positive whole number.";
+        }
+
+        if (body.IntegrationId is not > 0)
+        {
+            return "integration_id is required and must be a positive whole number.";
+        }
+
+        if (body.Instruction?.Length > options.MaxInstructionLength)
+        {
+            return $"instruction may be at most {options.MaxInstructionLength} characters.";
+        }
+
+        if (body.Run is { } run)
+        {
+            if (run.RunId != runId)
+            {
+                return "run.run_id must equal the run id in the path.";
+            }
+
+            if (SnapshotRules.Check(run, options) is { } invalid)
+            {
+                return invalid;
+            }
+        }
+
+        return null;
+    }
+
+    [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: its owner could not be reached")]
+    private static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
+}
+
+/// <summary>What every handoff endpoint needs.</summary>
+public sealed record HandoffServices(IRunOwner Owner, IOptions<HandoffOptions> Options, ILogger<HandoffServices> Logger);
+
+/// <summary>Limits on a run snapshot from outside, checked before it is stored.</summary>
+public static class SnapshotRules
+{
+    public static string? Check(RunSnapshot snapshot, HandoffOptions options)
+    {
+        if (snapshot.RunId <= 0)
+        {
+            return "run_id must be a positive whole number.";
+        }
+
+        if (snapshot.Preferences?.Repositories?.Count > options.Launch.MaxRepositories)
+        {
+            return $"A run may name at most {options.Launch.MaxRepositories} repositories.";
+        }
+
+        return null;
+    }
+}

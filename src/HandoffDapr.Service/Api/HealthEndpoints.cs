@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+
+namespace HandoffDapr.Service.Api;
+
+public static class HealthEndpoints
+{
+    public const string ReadinessTag = "ready";
+
+    /// <summary><c>/healthz</c>: the process answers. <c>/readyz</c>: its state store (SQLite or the sidecar) answers too.</summary>
+    public static IEndpointRouteBuilder MapHealthEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapHealthChecks("/healthz", new() { Predicate = _ => false });
+        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) });
+        return app;
+    }
+}
+
+public sealed class SqliteReadinessCheck(Embedded.SqliteRunStore store) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        try
+        {
+            return await store.IsHealthyAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("SQLite did not answer.");
+        }
+        catch (Microsoft.Data.Sqlite.SqliteException)
+        {
+            return HealthCheckResult.Unhealthy("SQLite could not be opened.");
+        }
+    }
+}
+
+public sealed class SidecarReadinessCheck(Dapr.Client.DaprClient dapr) : IHealthCheck
+{
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
+        await dapr.CheckHealthAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("The Dapr sidecar is not healthy.");
+}

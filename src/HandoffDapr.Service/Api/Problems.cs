@@ -1,0 +1,37 @@
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary>
+/// Every error the API returns, as RFC 9457 problem details with a stable <c>type</c> and <c>title</c>.
+/// Details are written here, from fixed text: never from an exception, a provider body or a header.
+/// </summary>
+public static class Problems
+{
+    private const string TypeBase = "https://handoff-dapr.dev/problems/";
+
+    public static ProblemHttpResult UnknownRun() =>
+        Problem(StatusCodes.Status404NotFound, "unknown-run", "Unknown run", "No run with this id belongs to the given group.");
+
+    public static ProblemHttpResult UnknownIntegration() =>
+        Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "The integration is not configured on this service.");
+
+    public static ProblemHttpResult InvalidBody(string detail) =>
+        Problem(StatusCodes.Status400BadRequest, "invalid-body", "Invalid request body", detail);
+
+    public static ProblemHttpResult InvalidRequest(string detail) =>
+        Problem(StatusCodes.Status400BadRequest, "invalid-request", "Invalid request", detail);
+
+    public static ProblemHttpResult BodyTooLarge(long limit) =>
+        Problem(StatusCodes.Status413PayloadTooLarge, "body-too-large", "Request body too large", $"The body may be at most {limit} bytes.");
+
+    public static ProblemHttpResult UnsupportedMediaType() =>
+        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON (application/json or application/cloudevents+json).");
+
+    public static ProblemHttpResult Unavailable() =>
+        Problem(StatusCodes.Status503ServiceUnavailable, "unavailable", "Temporarily unavailable", "The run's state could not be reached. Try again shortly.");
+
+    private static ProblemHttpResult Problem(int status, string slug, string title, string detail) =>
+        TypedResults.Problem(new ProblemDetails { Status = status, Type = TypeBase + slug, Title = title, Detail = detail });
+}

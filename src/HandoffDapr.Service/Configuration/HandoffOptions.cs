@@ -1,0 +1,101 @@
+using HandoffDapr.Core.Handoff;
+
+namespace HandoffDapr.Service.Configuration;
+
+/// <summary>The <c>Handoff</c> configuration section. Every key is also an environment variable (<c>Handoff__Mode</c>).</summary>
+public sealed class HandoffOptions
+{
+    public const string SectionName = "Handoff";
+
+    /// <summary><c>Embedded</c>, <c>Dapr</c>, or empty to choose by the sidecar's environment.</summary>
+    public string? Mode { get; set; }
+
+    /// <summary>SQLite file of embedded mode.</summary>
+    public string DataPath { get; set; } = "data/handoff.db";
+
+    /// <summary>Base of the webhook URLs sent to providers, e.g. <c>https://handoff.example.com</c>.</summary>
+    public string? PublicBaseUrl { get; set; }
+
+    /// <summary>Largest request body accepted on any endpoint.</summary>
+    public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
+
+    public int MaxInstructionLength { get; set; } = 4096;
+
+    public Dictionary<string, IntegrationOptions> Integrations { get; set; } = new();
+
+    public DaprOptions Dapr { get; set; } = new();
+
+    public LaunchOptions Launch { get; set; } = new();
+
+    public EmbeddedOptions Embedded { get; set; } = new();
+}
+
+public sealed class IntegrationOptions
+{
+    /// <summary>Provider type, e.g. <c>cursor_background_agent</c>.</summary>
+    public string? Provider { get; set; }
+
+    public string BaseUrl { get; set; } = "https://api.cursor.com";
+
+    /// <summary>Embedded mode only: in Dapr mode the output binding holds the key.</summary>
+    public string? ApiKey { get; set; }
+
+    /// <summary>HMAC secret of this integration's webhooks (Cursor requires at least 32 characters).</summary>
+    public string? WebhookSecret { get; set; }
+
+    /// <summary>Dapr mode: the output binding that reaches this integration's provider.</summary>
+    public string? Binding { get; set; }
+
+    /// <summary>Whether a manual trigger that does not say asks the agent to open a pull request.</summary>
+    public bool AutoCreatePr { get; set; } = true;
+
+    /// <summary>The provider's model, when not its default.</summary>
+    public string? Model { get; set; }
+
+    /// <summary>The longest prompt sent to this provider; artifact text is cut to fit.</summary>
+    public int PromptMaxLength { get; set; } = Core.Prompts.PromptBuilder.DefaultMaxLength;
+
+    /// <summary>Embedded mode: how long one provider call may take.</summary>
+    public TimeSpan RequestTimeout { get; set; } = TimeSpan.FromSeconds(30);
+}
+
+public sealed class DaprOptions
+{
+    public string AppId { get; set; } = "handoff";
+    public string PubSubName { get; set; } = "pubsub";
+    public string StateStoreName { get; set; } = "statestore";
+    public string CompletionTopic { get; set; } = "autofix-run-completed";
+    public string DeadLetterTopic { get; set; } = "autofix-run-completed-deadletter";
+    public string UpdatesTopic { get; set; } = "handoff.coding-agents.updated";
+
+    /// <summary>How long start-up waits for the sidecar.</summary>
+    public TimeSpan SidecarWaitTimeout { get; set; } = TimeSpan.FromSeconds(30);
+}
+
+public sealed class LaunchOptions
+{
+    public int MaxParallelLaunches { get; set; } = 8;
+    public TimeSpan InFlightTimeout { get; set; } = TimeSpan.FromMinutes(2);
+    public int MaxRepositories { get; set; } = 50;
+    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromSeconds(30);
+    public double RetryFactor { get; set; } = 4;
+    public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromMinutes(30);
+    public int MaxAttempts { get; set; } = 5;
+
+    public HandoffEngineOptions ToEngineOptions() => new()
+    {
+        MaxParallelLaunches = MaxParallelLaunches,
+        InFlightTimeout = InFlightTimeout,
+        MaxRepositories = MaxRepositories,
+        Retry = new RetryOptions { BaseDelay = RetryBaseDelay, Factor = RetryFactor, MaxDelay = RetryMaxDelay, MaxAttempts = MaxAttempts },
+    };
+}
+
+public sealed class EmbeddedOptions
+{
+    /// <summary>How often the schedule table is checked for due retries.</summary>
+    public TimeSpan SchedulePollInterval { get; set; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>How long a claimed wake-up stays owned by this process before another may take it.</summary>
+    public TimeSpan ScheduleLease { get; set; } = TimeSpan.FromMinutes(5);
+}

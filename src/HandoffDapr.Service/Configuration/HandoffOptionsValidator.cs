@@ -1,0 +1,85 @@
+using HandoffDapr.Core.Providers.Cursor;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Configuration;
+
+/// <summary>Checks the configuration at start and names each bad setting by its key.</summary>
+public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions<HandoffOptions>
+{
+    private static readonly HashSet<string> KnownProviders = [CursorAgentsProvider.Name];
+
+    public ValidateOptionsResult Validate(string? name, HandoffOptions options)
+    {
+        var errors = new List<string>();
+        if (!string.IsNullOrWhiteSpace(options.Mode) && !HostingModes.TryParse(options.Mode, out _))
+        {
+            errors.Add($"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{options.Mode}'.");
+        }
+
+        if (mode == HostingMode.Embedded && string.IsNullOrWhiteSpace(options.DataPath))
+        {
+            errors.Add("Handoff:DataPath must name the SQLite file of embedded mode.");
+        }
+
+        if (options.PublicBaseUrl is { Length: > 0 } publicBase
+            && (!Uri.TryCreate(publicBase, UriKind.Absolute, out var publicUri) || publicUri.Scheme is not ("http" or "https")))
+        {
+            errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL.");
+        }
+
+        if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
+        {
+            errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");
+        }
+
+        if (options.Launch.MaxParallelLaunches < 1 || options.Launch.MaxAttempts < 1 || options.Launch.RetryFactor < 1
+            || options.Launch.RetryBaseDelay <= TimeSpan.Zero || options.Launch.RetryMaxDelay < options.Launch.RetryBaseDelay
+            || options.Launch.InFlightTimeout <= TimeSpan.Zero || options.Launch.MaxRepositories is < 1 or > 50)
+        {
+            errors.Add("Handoff:Launch has an out-of-range value (parallelism, attempts and repositories ≥ 1, repositories ≤ 50, factor ≥ 1, delays > 0, max delay ≥ base delay).");
+        }
+
+        foreach (var (id, integration) in options.Integrations)
+        {
+            var key = $"Handoff:Integrations:{id}";
+            if (!long.TryParse(id, out var integrationId) || integrationId <= 0)
+            {
+                errors.Add($"{key}: the integration id must be a positive number.");
+            }
+
+            if (integration.Provider is null || !KnownProviders.Contains(integration.Provider))
+            {
+                errors.Add($"{key}:Provider must be one of: {string.Join(", ", KnownProviders)}.");
+            }
+
+            if (mode == HostingMode.Embedded)
+            {
+                if (string.IsNullOrWhiteSpace(integration.ApiKey))
+                {
+                    errors.Add($"{key}:ApiKey is required in embedded mode.");
+                }
+
+                if (!Uri.TryCreate(integration.BaseUrl, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
+                {
+                    errors.Add($"{key}:BaseUrl must be an absolute http(s) URL.");
+                }
+            }
+            else if (string.IsNullOrWhiteSpace(integration.Binding))
+            {
+                errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
+            }
+
+            if (integration.WebhookSecret is { Length: > 0 and < 32 })
+            {
+                errors.Add($"{key}:WebhookSecret must be at least 32 characters (Cursor's minimum).");
+            }
+
+            if (integration.PromptMaxLength < 8192)
+            {
+                errors.Add($"{key}:PromptMaxLength must be at least 8192, room for the instructions.");
+            }
+        }
+
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+}

@@ -1,0 +1,34 @@
+namespace HandoffDapr.Service.Configuration;
+
+public enum HostingMode
+{
+    Embedded,
+    Dapr,
+}
+
+public static class HostingModes
+{
+    public static bool TryParse(string? value, out HostingMode mode) =>
+        Enum.TryParse(value, ignoreCase: true, out mode) && Enum.IsDefined(mode);
+
+    /// <summary>
+    /// The explicit <c>Handoff:Mode</c> wins; otherwise Dapr mode when a sidecar started us
+    /// (<c>dapr run</c> sets <c>APP_ID</c> and <c>DAPR_HTTP_PORT</c>), else embedded mode.
+    /// </summary>
+    public static HostingMode Resolve(IConfiguration configuration)
+    {
+        var configured = configuration[$"{HandoffOptions.SectionName}:Mode"];
+        if (!string.IsNullOrWhiteSpace(configured))
+        {
+            return TryParse(configured, out var explicitMode)
+                ? explicitMode
+                : throw new InvalidOperationException($"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'.");
+        }
+
+        var startedBySidecar = !string.IsNullOrEmpty(configuration["APP_ID"]) || !string.IsNullOrEmpty(configuration["DAPR_HTTP_PORT"]);
+        return startedBySidecar ? HostingMode.Dapr : HostingMode.Embedded;
+    }
+}
+
+/// <summary>The mode this process runs in, as a service endpoints can ask for.</summary>
+public sealed record HostingContext(HostingMode Mode);

@@ -1,0 +1,34 @@
+using Dapr;
+using Dapr.Actors;
+using Dapr.Actors.Client;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Hosting;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>Dapr mode's <see cref="IRunOwner"/>: every call goes to the run's actor through the proxy factory from <c>AddActors</c>.</summary>
+public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
+{
+    public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.TriggerAsync(trigger));
+
+    public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken) =>
+        CallAsync(snapshot.RunId, actor => actor.AcceptCompletedRunAsync(snapshot));
+
+    public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.GetStateAsync());
+
+    private async Task<T> CallAsync<T>(long runId, Func<IHandoffRunActor, Task<T>> call)
+    {
+        var actor = proxies.CreateActorProxy<IHandoffRunActor>(new ActorId(runId.ToString(System.Globalization.CultureInfo.InvariantCulture)), HandoffRunActor.ActorTypeName);
+        try
+        {
+            return await call(actor);
+        }
+        catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException)
+        {
+            throw new RunOwnerUnavailableException("The run's actor could not be reached.", exception);
+        }
+    }
+}

@@ -1,0 +1,178 @@
+using Dapr.Actors.Runtime;
+using Dapr.Client;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>
+/// Dapr mode's owner of a run: turn-based (one call at a time, reentrancy off), state in the actor state store,
+/// wake-ups by reminder. An adapter only: it loads state, calls the engine, saves, and schedules.
+/// </summary>
+public sealed partial class HandoffRunActor(
+    ActorHost host,
+    HandoffEngine engine,
+    DaprClient dapr,
+    IOptions<HandoffOptions> options,
+    TimeProvider timeProvider) : Actor(host), IHandoffRunActor, IRemindable
+{
+    public const string ActorTypeName = "HandoffRunActor";
+    public const string WakeReminder = "wake";
+
+    // State keys: the parts are stored apart so the autofix API can read `coding_agents` straight from the store.
+    internal const string SnapshotKey = "snapshot";
+    internal const string CodingAgentsKey = "coding_agents";
+    internal const string LaunchesKey = "launches";
+    internal const string TimelineKey = "timeline";
+    internal const string WakeAtKey = "wake_at";
+
+    private long RunId => long.Parse(Id.GetId(), System.Globalization.CultureInfo.InvariantCulture);
+
+    public async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
+    {
+        var stored = await LoadAsync();
+        return await engine.TriggerAsync(RunId, stored, trigger, new Writer(this, stored), CancellationToken.None);
+    }
+
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot)
+    {
+        var stored = await LoadAsync();
+        return await engine.AcceptCompletedRunAsync(stored, snapshot, new Writer(this, stored), CancellationToken.None);
+    }
+
+    public Task<RunHandoffState?> GetStateAsync() => LoadAsync();
+
+    /// <summary>The Scheduler sends empty <paramref name="dueTime"/> and <paramref name="period"/>: only the name is trusted.</summary>
+    public async Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
+    {
+        switch (reminderName)
+        {
+            case WakeReminder:
+                // The one-shot reminder is spent; the writer registers the next one if work remains.
+                await StateManager.TryRemoveStateAsync(WakeAtKey);
+                var stored = await LoadAsync();
+                if (stored is not null)
+                {
+                    await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
+                }
+
+                break;
+            default:
+                LogUnknownReminder(RunId, reminderName);
+                break;
+        }
+    }
+
+    private async Task<RunHandoffState?> LoadAsync()
+    {
+        var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
+        var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);
+        if (!snapshot.HasValue && !launches.HasValue)
+        {
+            return null;
+        }
+
+        var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
+        var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
+        return new RunHandoffState(
+            RunId,
+            snapshot.HasValue ? snapshot.Value : null,
+            agents.HasValue ? agents.Value : new Dictionary<string, CodingAgentState>(),
+            launches.HasValue ? launches.Value : [],
+            timeline.HasValue ? timeline.Value : []);
+    }
+
+    private async Task SaveAsync(RunHandoffState? previous, RunHandoffState state)
+    {
+        // Only the parts that changed are written; the engine replaces a part whenever it changes it.
+        if (!ReferenceEquals(previous?.Snapshot, state.Snapshot) && state.Snapshot is not null)
+        {
+            await StateManager.SetStateAsync(SnapshotKey, state.Snapshot);
+        }
+
+        var agentsChanged = !ReferenceEquals(previous?.CodingAgents, state.CodingAgents);
+        if (agentsChanged)
+        {
+            await StateManager.SetStateAsync(CodingAgentsKey, state.CodingAgents.ToDictionary());
+        }
+
+        if (!ReferenceEquals(previous?.Launches, state.Launches))
+        {
+            await StateManager.SetStateAsync(LaunchesKey, state.Launches.ToList());
+        }
+
+        if (!ReferenceEquals(previous?.Timeline, state.Timeline))
+        {
+            await StateManager.SetStateAsync(TimelineKey, state.Timeline.ToList());
+        }
+
+        await ScheduleWakeAsync(state.NextWakeAt());
+        await StateManager.SaveStateAsync();
+
+        if (agentsChanged && state.CodingAgents.Count > 0)
+        {
+            await PublishAgentsAsync(state);
+        }
+    }
+
+    /// <summary>One one-shot reminder per run, registered only when the next wake-up time changes.</summary>
+    private async Task ScheduleWakeAsync(DateTimeOffset? wakeAt)
+    {
+        var registered = await StateManager.TryGetStateAsync<DateTimeOffset>(WakeAtKey);
+        if (registered.HasValue && wakeAt == registered.Value)
+        {
+            return;
+        }
+
+        if (wakeAt is { } at)
+        {
+            var due = at - timeProvider.GetUtcNow();
+            await RegisterReminderAsync(WakeReminder, null, due > TimeSpan.Zero ? due : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            await StateManager.SetStateAsync(WakeAtKey, at);
+        }
+        else if (registered.HasValue)
+        {
+            await UnregisterReminderAsync(WakeReminder);
+            await StateManager.TryRemoveStateAsync(WakeAtKey);
+        }
+    }
+
+    private async Task PublishAgentsAsync(RunHandoffState state)
+    {
+        var settings = options.Value.Dapr;
+        try
+        {
+            await dapr.PublishEventAsync(
+                settings.PubSubName,
+                settings.UpdatesTopic,
+                new CodingAgentsUpdated(state.RunId, state.GroupId, state.CodingAgents));
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // The state is saved; the update is also readable by GET. A lost notification is logged, not fatal.
+            LogPublishFailed(state.RunId, exception);
+        }
+    }
+
+    private sealed class Writer(HandoffRunActor actor, RunHandoffState? loaded) : IRunStateWriter
+    {
+        private RunHandoffState? previous = loaded;
+
+        public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+        {
+            await actor.SaveAsync(previous, state);
+            previous = state;
+        }
+    }
+
+    [LoggerMessage(EventId = 4001, EventName = "UnknownReminder", Level = LogLevel.Warning, Message = "Run {RunId}: ignored unknown reminder {ReminderName}")]
+    private partial void LogUnknownReminder(long runId, string reminderName);
+
+    [LoggerMessage(EventId = 4002, EventName = "AgentsUpdatePublishFailed", Level = LogLevel.Warning, Message = "Run {RunId}: coding_agents update could not be published")]
+    private partial void LogPublishFailed(long runId, Exception exception);
+}
+
+/// <summary>Published on the updates topic whenever a run's <c>coding_agents</c> change.</summary>
+public sealed record CodingAgentsUpdated(long RunId, long? GroupId, IReadOnlyDictionary<string, CodingAgentState> CodingAgents);

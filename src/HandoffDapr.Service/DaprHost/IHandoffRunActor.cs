@@ -1,0 +1,15 @@
+using Dapr.Actors;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>One actor per autofix run (actor id = run id). Each method takes one argument: JSON actor calls allow no more.</summary>
+public interface IHandoffRunActor : IActor
+{
+    Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger);
+
+    Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot);
+
+    Task<RunHandoffState?> GetStateAsync();
+}

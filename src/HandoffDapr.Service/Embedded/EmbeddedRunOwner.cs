@@ -1,0 +1,60 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Hosting;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine.</summary>
+public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks) : IRunOwner
+{
+    public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
+        WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
+
+    public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken) =>
+        WithRunAsync(snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, cancellationToken), cancellationToken);
+
+    public async Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await store.LoadAsync(runId, cancellationToken)).State;
+        }
+        catch (SqliteException exception)
+        {
+            throw new RunOwnerUnavailableException("The run store could not be read.", exception);
+        }
+    }
+
+    /// <summary>Runs the due retries and reconciliations of a run (the schedule's callback).</summary>
+    public Task WakeAsync(long runId, CancellationToken cancellationToken) =>
+        WithRunAsync(
+            runId,
+            async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
+            cancellationToken);
+
+    private async Task<T> WithRunAsync<T>(long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken)
+    {
+        using var held = await locks.AcquireAsync(runId, cancellationToken);
+        try
+        {
+            var stored = await store.LoadAsync(runId, cancellationToken);
+            return await action(stored.State, new Writer(store, stored.Version));
+        }
+        catch (SqliteException exception)
+        {
+            throw new RunOwnerUnavailableException("The run store could not be used.", exception);
+        }
+        catch (RunVersionConflictException exception)
+        {
+            throw new RunOwnerUnavailableException("The run was changed by another process.", exception);
+        }
+    }
+
+    /// <summary>Saves with the version it loaded, so a second process on the same file cannot overwrite blindly.</summary>
+    private sealed class Writer(SqliteRunStore store, long version) : IRunStateWriter
+    {
+        public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) =>
+            version = await store.SaveAsync(state, version, cancellationToken);
+    }
+}

@@ -1,0 +1,76 @@
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>One async lock per run, created on demand and dropped when nobody waits: one call at a time per run, runs in parallel.</summary>
+public sealed class RunLocks
+{
+    private readonly Dictionary<long, Entry> entries = new();
+
+    public async Task<IDisposable> AcquireAsync(long runId, CancellationToken cancellationToken)
+    {
+        Entry entry;
+        lock (entries)
+        {
+            if (!entries.TryGetValue(runId, out entry!))
+            {
+                entry = new Entry();
+                entries[runId] = entry;
+            }
+
+            entry.Users++;
+        }
+
+        try
+        {
+            await entry.Semaphore.WaitAsync(cancellationToken);
+        }
+        catch
+        {
+            Leave(runId, entry);
+            throw;
+        }
+
+        return new Releaser(this, runId, entry);
+    }
+
+    internal int Count
+    {
+        get
+        {
+            lock (entries)
+            {
+                return entries.Count;
+            }
+        }
+    }
+
+    private void Leave(long runId, Entry entry)
+    {
+        lock (entries)
+        {
+            if (--entry.Users == 0)
+            {
+                entries.Remove(runId);
+            }
+        }
+    }
+
+    private sealed class Entry
+    {
+        public SemaphoreSlim Semaphore { get; } = new(1, 1);
+        public int Users { get; set; }
+    }
+
+    private sealed class Releaser(RunLocks owner, long runId, Entry entry) : IDisposable
+    {
+        private int disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref disposed, 1) == 0)
+            {
+                entry.Semaphore.Release();
+                owner.Leave(runId, entry);
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+using System.Text.Json;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Serialization;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>
+/// Embedded mode's state: one row per run (JSON of <see cref="RunHandoffState"/>, with a version for optimistic
+/// concurrency) and one wake-up row per run that has retries or reconciliations pending, in one WAL-mode file.
+/// </summary>
+public sealed class SqliteRunStore
+{
+    private readonly string connectionString;
+    private readonly TimeProvider timeProvider;
+
+    public SqliteRunStore(string dataPath, TimeProvider timeProvider)
+    {
+        this.timeProvider = timeProvider;
+        var directory = Path.GetDirectoryName(Path.GetFullPath(dataPath));
+        if (!string.IsNullOrEmpty(directory))
+        {
+            Directory.CreateDirectory(directory);
+        }
+
+        connectionString = new SqliteConnectionStringBuilder
+        {
+            DataSource = dataPath,
+            Mode = SqliteOpenMode.ReadWriteCreate,
+            Pooling = true,
+            DefaultTimeout = 30,
+        }.ToString();
+        Initialize();
+    }
+
+    private void Initialize()
+    {
+        using var connection = Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = """
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE IF NOT EXISTS runs (
+                run_id     INTEGER PRIMARY KEY,
+                group_id   INTEGER,
+                version    INTEGER NOT NULL,
+                state      TEXT    NOT NULL,
+                updated_at INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS runs_updated ON runs (updated_at DESC);
+            CREATE TABLE IF NOT EXISTS wakeups (
+                run_id      INTEGER PRIMARY KEY,
+                due_at      INTEGER NOT NULL,
+                lease_owner TEXT,
+                lease_until INTEGER
+            );
+            CREATE INDEX IF NOT EXISTS wakeups_due ON wakeups (due_at);
+            """;
+        command.ExecuteNonQuery();
+    }
+
+    public async Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
+        command.Parameters.AddWithValue("$run", runId);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        if (!await reader.ReadAsync(cancellationToken))
+        {
+            return new StoredRun(null, 0);
+        }
+
+        var version = reader.GetInt64(0);
+        var state = JsonSerializer.Deserialize(reader.GetString(1), HandoffJsonContext.Default.RunHandoffState);
+        return new StoredRun(state, version);
+    }
+
+    /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
+    /// <returns>The new version.</returns>
+    /// <exception cref="RunVersionConflictException">Another process saved the run first.</exception>
+    public async Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken)
+    {
+        var json = JsonSerializer.Serialize(state, HandoffJsonContext.Default.RunHandoffState);
+        var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
+        await using var connection = Open();
+        await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
+
+        await using (var command = connection.CreateCommand())
+        {
+            command.Transaction = transaction;
+            command.CommandText = expectedVersion == 0
+                ? "INSERT INTO runs (run_id, group_id, version, state, updated_at) VALUES ($run, $group, 1, $state, $now) ON CONFLICT (run_id) DO NOTHING"
+                : "UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now WHERE run_id = $run AND version = $version";
+            command.Parameters.AddWithValue("$run", state.RunId);
+            command.Parameters.AddWithValue("$group", (object?)state.GroupId ?? DBNull.Value);
+            command.Parameters.AddWithValue("$state", json);
+            command.Parameters.AddWithValue("$now", now);
+            command.Parameters.AddWithValue("$version", expectedVersion);
+            if (await command.ExecuteNonQueryAsync(cancellationToken) == 0)
+            {
+                throw new RunVersionConflictException(state.RunId);
+            }
+        }
+
+        await using (var command = connection.CreateCommand())
+        {
+            command.Transaction = transaction;
+            if (state.NextWakeAt() is { } wakeAt)
+            {
+                command.CommandText = """
+                    INSERT INTO wakeups (run_id, due_at) VALUES ($run, $due)
+                    ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at
+                    """;
+                command.Parameters.AddWithValue("$due", wakeAt.ToUnixTimeMilliseconds());
+            }
+            else
+            {
+                command.CommandText = "DELETE FROM wakeups WHERE run_id = $run";
+            }
+
+            command.Parameters.AddWithValue("$run", state.RunId);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+        return expectedVersion + 1;
+    }
+
+    /// <summary>Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is skipped.</summary>
+    public async Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        // One statement, so SQLite's write lock makes the claim atomic across processes sharing the file.
+        command.CommandText = """
+            UPDATE wakeups SET lease_owner = $owner, lease_until = $until
+            WHERE run_id IN (
+                SELECT run_id FROM wakeups
+                WHERE due_at <= $now AND (lease_until IS NULL OR lease_until < $now)
+                ORDER BY due_at LIMIT $limit)
+            RETURNING run_id
+            """;
+        command.Parameters.AddWithValue("$owner", owner);
+        command.Parameters.AddWithValue("$until", (now + lease).ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$limit", limit);
+        var claimed = new List<long>();
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            claimed.Add(reader.GetInt64(0));
+        }
+
+        return claimed;
+    }
+
+    public async Task ReleaseWakeupAsync(long runId, string owner, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE wakeups SET lease_owner = NULL, lease_until = NULL WHERE run_id = $run AND lease_owner = $owner";
+        command.Parameters.AddWithValue("$run", runId);
+        command.Parameters.AddWithValue("$owner", owner);
+        await command.ExecuteNonQueryAsync(cancellationToken);
+    }
+
+    public async Task<DateTimeOffset?> GetWakeupAsync(long runId, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT due_at FROM wakeups WHERE run_id = $run";
+        command.Parameters.AddWithValue("$run", runId);
+        var due = await command.ExecuteScalarAsync(cancellationToken);
+        return due is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
+    }
+
+    public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT 1";
+        return await command.ExecuteScalarAsync(cancellationToken) is 1L;
+    }
+
+    private SqliteConnection Open()
+    {
+        var connection = new SqliteConnection(connectionString);
+        connection.Open();
+        return connection;
+    }
+}
+
+public sealed record StoredRun(RunHandoffState? State, long Version);
+
+public sealed class RunVersionConflictException(long runId) : Exception($"Run {runId} was changed by another process.");

@@ -1,0 +1,106 @@
+using System.Text.Json;
+using Dapr.Actors;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.Api;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Hosting;
+using Microsoft.AspNetCore.Server.Kestrel.Core;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Extensions;
+
+/// <summary>Registration for the whole service, by area. <c>Program.cs</c> calls these two methods and nothing else.</summary>
+public static class HandoffServiceExtensions
+{
+    public static WebApplicationBuilder AddHandoffServices(this WebApplicationBuilder builder)
+    {
+        var services = builder.Services;
+        var mode = HostingModes.Resolve(builder.Configuration);
+        services.AddSingleton(new HostingContext(mode));
+
+        services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
+        services.AddSingleton<IValidateOptions<HandoffOptions>>(new HandoffOptionsValidator(mode));
+        services.AddOptions<KestrelServerOptions>().Configure<IOptions<HandoffOptions>>((kestrel, handoff) =>
+            kestrel.Limits.MaxRequestBodySize = handoff.Value.MaxRequestBodyBytes);
+
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton(sp => sp.GetRequiredService<IOptions<HandoffOptions>>().Value.Launch.ToEngineOptions());
+        services.AddSingleton(sp => new RetryPolicy(sp.GetRequiredService<HandoffEngineOptions>().Retry, Random.Shared.NextDouble));
+        services.AddSingleton<HandoffEngine>();
+        services.AddSingleton<IIntegrationCatalog>(sp => new IntegrationCatalog(sp.GetRequiredService<IOptions<HandoffOptions>>(), mode, sp));
+
+        services.AddProblemDetails();
+        services.ConfigureHttpJsonOptions(options =>
+        {
+            options.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+            options.SerializerOptions.TypeInfoResolverChain.Insert(0, ServiceJsonContext.Default);
+            options.SerializerOptions.TypeInfoResolverChain.Insert(1, HandoffJsonContext.Default);
+        });
+        var health = services.AddHealthChecks();
+
+        if (mode == HostingMode.Dapr)
+        {
+            AddDaprHost(services);
+            health.AddCheck<SidecarReadinessCheck>("dapr-sidecar", tags: [HealthEndpoints.ReadinessTag]);
+        }
+        else
+        {
+            AddEmbeddedHost(services);
+            health.AddCheck<SqliteReadinessCheck>("sqlite", tags: [HealthEndpoints.ReadinessTag]);
+        }
+
+        return builder;
+    }
+
+    public static WebApplication MapHandoff(this WebApplication app)
+    {
+        var mode = app.Services.GetRequiredService<HostingContext>().Mode;
+        app.UseExceptionHandler();
+        app.UseStatusCodePages();
+        if (mode == HostingMode.Dapr)
+        {
+            app.UseCloudEvents();
+            app.MapSubscribeHandler();
+            app.MapActorsHandlers();
+        }
+
+        app.MapHealthEndpoints();
+        app.MapHandoffEndpoints();
+        app.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
+        return app;
+    }
+
+    private static void AddEmbeddedHost(IServiceCollection services)
+    {
+        services.AddSingleton(sp => new SqliteRunStore(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton<RunLocks>();
+        services.AddSingleton<Transport.ProviderHttpClients>();
+        services.AddSingleton<EmbeddedRunOwner>();
+        services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<EmbeddedRunOwner>());
+        services.AddSingleton<WakeupScheduler>();
+        services.AddHostedService(sp => sp.GetRequiredService<WakeupScheduler>());
+    }
+
+    private static void AddDaprHost(IServiceCollection services)
+    {
+        var json = HandoffJsonContext.CreateOptions(ServiceJsonContext.Default);
+        services.AddDaprClient(client => client.UseJsonSerializationOptions(json));
+        services.AddActors(options =>
+        {
+            options.Actors.RegisterActor<HandoffRunActor>(HandoffRunActor.ActorTypeName);
+            options.UseJsonSerialization = true;
+            options.JsonSerializerOptions = json;
+            // Reentrancy off: one call at a time per run is the point of the actor.
+            options.ReentrancyConfig = new ActorReentrancyConfig { Enabled = false };
+            options.ActorIdleTimeout = TimeSpan.FromMinutes(30);
+            options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(40);
+            options.DrainRebalancedActors = true;
+        });
+        services.AddSingleton<IRunOwner, ActorRunOwner>();
+        services.AddHostedService<SidecarStartup>();
+    }
+}

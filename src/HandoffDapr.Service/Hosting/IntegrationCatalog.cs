@@ -1,0 +1,41 @@
+using Dapr.Client;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Transport;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Hosting;
+
+/// <summary>Builds each configured integration once, on the transport of the current mode.</summary>
+public sealed class IntegrationCatalog : IIntegrationCatalog
+{
+    private readonly Dictionary<long, Integration> integrations = new();
+
+    public IntegrationCatalog(IOptions<HandoffOptions> options, HostingMode mode, IServiceProvider services)
+    {
+        var settings = options.Value;
+        foreach (var (key, integration) in settings.Integrations)
+        {
+            var id = long.Parse(key, System.Globalization.CultureInfo.InvariantCulture);
+            IProviderTransport transport = mode == HostingMode.Dapr
+                ? new DaprBindingTransport(services.GetRequiredService<DaprClient>(), integration.Binding!)
+                : new HttpProviderTransport(services.GetRequiredService<ProviderHttpClients>().Create(integration));
+            var provider = new CursorAgentsProvider(
+                transport,
+                services.GetRequiredService<TimeProvider>(),
+                services.GetRequiredService<ILogger<CursorAgentsProvider>>(),
+                integration.Model);
+            integrations[id] = new Integration(id, provider, integration.AutoCreatePr, Webhook(settings.PublicBaseUrl, id, integration), integration.PromptMaxLength);
+        }
+    }
+
+    public Integration? Find(long integrationId) => integrations.GetValueOrDefault(integrationId);
+
+    /// <summary>The provider reports status to us only when we know our public address and a secret to sign with.</summary>
+    private static AgentWebhook? Webhook(string? publicBaseUrl, long id, IntegrationOptions integration) =>
+        string.IsNullOrWhiteSpace(publicBaseUrl) || string.IsNullOrEmpty(integration.WebhookSecret)
+            ? null
+            : new AgentWebhook(new Uri($"{publicBaseUrl.TrimEnd('/')}/webhooks/cursor/{id}"), integration.WebhookSecret);
+}

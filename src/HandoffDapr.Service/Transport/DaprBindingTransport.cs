@@ -1,0 +1,56 @@
+using System.Globalization;
+using Dapr;
+using Dapr.Client;
+using Grpc.Core;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Service.Transport;
+
+/// <summary>
+/// Dapr mode's transport: the provider's HTTP API through a <c>bindings.http</c> output binding. The binding
+/// adds the API key (<c>securityToken</c>), so the key never enters this process.
+/// </summary>
+public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : IProviderTransport
+{
+    public async Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
+    {
+        var binding = new BindingRequest(bindingName, request.Method.Method.ToLowerInvariant())
+        {
+            Data = request.Body,
+            Metadata =
+            {
+                ["path"] = "/" + request.Path,
+                // Without this the binding turns every non-2xx into a bare gRPC error and loses status and body.
+                ["errorIfNot2XX"] = "false",
+            },
+        };
+
+        BindingResponse response;
+        try
+        {
+            response = await dapr.InvokeBindingAsync(binding, cancellationToken);
+        }
+        catch (DaprException exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            var status = (exception.InnerException as RpcException)?.StatusCode;
+            throw status switch
+            {
+                StatusCode.DeadlineExceeded => new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true, exception),
+                // The sidecar itself is unreachable: the binding never ran.
+                StatusCode.Unavailable => new ProviderTransportException(TransportFailureKind.Network, requestSent: false, exception),
+                _ => new ProviderTransportException(TransportFailureKind.Network, requestSent: true, exception),
+            };
+        }
+
+        var metadata = response.Metadata;
+        if (metadata is null || !metadata.TryGetValue("statusCode", out var code)
+            || !int.TryParse(code, NumberStyles.None, CultureInfo.InvariantCulture, out var statusCode))
+        {
+            // The binding answered without a status: a garbled answer, and the provider may have acted on it.
+            throw new ProviderTransportException(TransportFailureKind.Network, requestSent: true);
+        }
+
+        var retryAfter = metadata.FirstOrDefault(pair => string.Equals(pair.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value;
+        return new ProviderResponse(statusCode, response.Data, retryAfter);
+    }
+}

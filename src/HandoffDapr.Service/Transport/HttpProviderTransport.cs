@@ -1,0 +1,51 @@
+using System.Net.Sockets;
+using HandoffDapr.Core.Providers;
+using Polly.CircuitBreaker;
+using Polly.Timeout;
+
+namespace HandoffDapr.Service.Transport;
+
+/// <summary>
+/// Embedded mode's transport: a named <see cref="HttpClient"/> per integration whose base address and
+/// <c>Authorization</c> header are set at registration, with a timeout and circuit breaker around it.
+/// </summary>
+public sealed class HttpProviderTransport(HttpClient client) : IProviderTransport
+{
+    public async Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
+    {
+        using var message = new HttpRequestMessage(request.Method, request.Path);
+        if (!request.Body.IsEmpty)
+        {
+            message.Content = new ReadOnlyMemoryContent(request.Body);
+            message.Content.Headers.ContentType = new("application/json") { CharSet = "utf-8" };
+        }
+
+        try
+        {
+            using var response = await client.SendAsync(message, HttpCompletionOption.ResponseContentRead, cancellationToken);
+            var body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
+            var retryAfter = response.Headers.TryGetValues("Retry-After", out var values) ? values.FirstOrDefault() : null;
+            return new ProviderResponse((int)response.StatusCode, body, retryAfter);
+        }
+        catch (BrokenCircuitException exception)
+        {
+            throw new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false, exception);
+        }
+        catch (TimeoutRejectedException exception)
+        {
+            throw new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true, exception);
+        }
+        catch (TaskCanceledException exception) when (!cancellationToken.IsCancellationRequested)
+        {
+            // HttpClient.Timeout elapsed.
+            throw new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true, exception);
+        }
+        catch (HttpRequestException exception)
+        {
+            // A refused connection never reached the provider; anything later may have.
+            var refused = exception.HttpRequestError == HttpRequestError.ConnectionError
+                && exception.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused };
+            throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !refused, exception);
+        }
+    }
+}

@@ -1,0 +1,46 @@
+using System.Net.Http.Headers;
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Http.Resilience;
+using Polly;
+
+namespace HandoffDapr.Service.Transport;
+
+/// <summary>
+/// One <see cref="HttpClient"/> per integration (embedded mode): its own base address, key, timeout and circuit
+/// breaker, so one provider's outage neither trips another's breaker nor turns into a retry storm. No retry
+/// here: retries are the handoff's, scheduled durably. All clients share one connection pool.
+/// </summary>
+public sealed class ProviderHttpClients : IDisposable
+{
+    private readonly SocketsHttpHandler sharedHandler = new()
+    {
+        PooledConnectionLifetime = TimeSpan.FromMinutes(5),
+        ConnectTimeout = TimeSpan.FromSeconds(10),
+    };
+
+    public HttpClient Create(IntegrationOptions integration)
+    {
+        var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage>()
+            .AddCircuitBreaker(new HttpCircuitBreakerStrategyOptions
+            {
+                FailureRatio = 0.5,
+                MinimumThroughput = 10,
+                SamplingDuration = TimeSpan.FromSeconds(30),
+                BreakDuration = TimeSpan.FromSeconds(30),
+            })
+            .AddTimeout(integration.RequestTimeout)
+            .Build();
+
+        var client = new HttpClient(new ResilienceHandler(pipeline) { InnerHandler = sharedHandler }, disposeHandler: false)
+        {
+            BaseAddress = new Uri(integration.BaseUrl.TrimEnd('/') + "/"),
+            // The pipeline's timeout governs; HttpClient's own would fire with a less precise exception.
+            Timeout = Timeout.InfiniteTimeSpan,
+        };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", integration.ApiKey);
+        client.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        return client;
+    }
+
+    public void Dispose() => sharedHandler.Dispose();
+}
