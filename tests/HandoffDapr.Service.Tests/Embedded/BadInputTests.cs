@@ -1,0 +1,169 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>A client's mistake is a 4xx problem, never a 500, and nothing reaches the provider.</summary>
+public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
+{
+    private readonly Service service;
+
+    public BadInputTests(Service service) => this.service = service;
+
+    public static TheoryData<string, string> MalformedTriggerBodies => new()
+    {
+        { "/runs/1/handoff", "{" },
+        { "/runs/1/handoff", "" },
+        { "/runs/1/handoff", "null" },
+        { "/runs/1/handoff", "[]" },
+        { "/runs/1/handoff", "\"text\"" },
+        { "/runs/1/handoff", """{"group_id":"456","integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":456.5,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":99999999999999999999999,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":456}""" },
+        { "/runs/1/handoff", """{"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":-1,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":0,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"auto_create_pr":"yes"}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":2}}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"preferences":{"repositories":"acme/shop"}}}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":[1,2]}""" },
+        { "/runs/0/handoff", """{"group_id":456,"integration_id":42}""" },
+        { "/runs/-5/handoff", """{"group_id":456,"integration_id":42}""" },
+        { "/runs/99999999999999999999999/handoff", """{"group_id":456,"integration_id":42}""" },
+        { "/runs/abc/handoff", """{"group_id":456,"integration_id":42}""" },
+        { "/events/autofix-run-completed", "{" },
+        { "/events/autofix-run-completed", "[]" },
+        { "/events/autofix-run-completed", """{"run_id":"x"}""" },
+        { "/events/autofix-run-completed", """{"run_id":0}""" },
+        { "/events/autofix-run-completed", """{"run_id":-3}""" },
+        { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":"g"}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":"not an object"}""" },
+        { "/events/autofix-run-completed", """{"run_id":5,"artifacts":{"root_cause":{"five_whys":{"a":1}}}}""" },
+    };
+
+    [Theory]
+    [MemberData(nameof(MalformedTriggerBodies))]
+    public async Task Malformed_body_is_a_4xx_problem(string path, string body)
+    {
+        var response = await service.Client.PostRawAsync(path, body);
+
+        Assert.InRange((int)response.StatusCode, 400, 499);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        await AssertStillHealthy();
+    }
+
+    [Fact]
+    public async Task Deeply_nested_json_is_a_4xx_problem()
+    {
+        var body = "{\"group_id\":456,\"integration_id\":42,\"run\":" + new string('[', 5000) + new string(']', 5000) + "}";
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        await AssertStillHealthy();
+    }
+
+    [Fact]
+    public async Task Oversize_body_is_413()
+    {
+        var instruction = new string('x', 2 * 1024 * 1024);
+        var response = await service.Client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(instruction: instruction));
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        await AssertStillHealthy();
+    }
+
+    [Fact]
+    public async Task Instruction_longer_than_4096_characters_is_rejected()
+    {
+        var response = await service.Client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"]), instruction: new string('x', 4097)));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Non_json_content_type_is_415()
+    {
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", "group_id=456", "application/x-www-form-urlencoded");
+
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task More_than_fifty_repositories_is_rejected()
+    {
+        var repositories = Enumerable.Range(0, 51).Select(i => $"acme/repo{i}").ToArray();
+
+        var response = await service.Client.PostJsonAsync("/runs/3/handoff", Payloads.Trigger(Payloads.Run(3, repositories)));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    [Theory]
+    [InlineData("acme/..")]
+    [InlineData("../etc")]
+    [InlineData("acme/sh op")]
+    [InlineData("https://github.com/acme/shop")]
+    [InlineData("acme/shop\u0000")]
+    [InlineData("acme/shop\r\nX-Injected: 1")]
+    [InlineData("acme/shop/extra")]
+    [InlineData("-acme/shop")]
+    [InlineData("acme")]
+    public async Task Invalid_repository_name_fails_that_repository_without_a_provider_call(string repository)
+    {
+        var runId = 1000 + Math.Abs(repository.GetHashCode() % 100000);
+        var run = Payloads.Run(runId, [repository], automation: false);
+
+        var response = await service.Client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(run));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var failure = Assert.Single((await response.ReadJsonAsync())["failures"]!.AsArray())!;
+        Assert.Equal("invalid_repository", failure["failure_type"]!.GetValue<string>());
+        Assert.DoesNotContain('\u0000', failure["error_message"]!.GetValue<string>());
+        Assert.DoesNotContain('\n', failure["error_message"]!.GetValue<string>());
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Base_branch_that_git_would_refuse_fails_without_a_provider_call()
+    {
+        var run = Payloads.Run(5000, ["acme/shop"], automation: false);
+        run["preferences"]!["repositories"]![0]!["branch_name"] = "main..evil";
+
+        var response = await service.Client.PostJsonAsync("/runs/5000/handoff", Payloads.Trigger(run));
+
+        Assert.Equal("invalid_repository", (await response.ReadJsonAsync())["failures"]![0]!["failure_type"]!.GetValue<string>());
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    private async Task AssertStillHealthy() =>
+        Assert.Equal(HttpStatusCode.OK, (await service.Client.GetAsync("/healthz")).StatusCode);
+
+    public sealed class Service : IDisposable
+    {
+        private readonly TempDirectory temp = new();
+        private readonly EmbeddedServiceFactory factory;
+
+        public Service()
+        {
+            factory = new EmbeddedServiceFactory(temp.File("handoff.db"), Cursor.Url);
+            Client = factory.CreateClient();
+        }
+
+        public FakeCursor Cursor { get; } = new();
+
+        public HttpClient Client { get; }
+
+        public void Dispose()
+        {
+            Client.Dispose();
+            factory.Dispose();
+            Cursor.Dispose();
+            temp.Dispose();
+        }
+    }
+}

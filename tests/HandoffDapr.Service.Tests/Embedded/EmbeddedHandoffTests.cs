@@ -1,0 +1,258 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>The handoff end to end in embedded mode: HTTP API → engine → SQLite, with WireMock.Net as Cursor.</summary>
+public sealed class EmbeddedHandoffTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly EmbeddedServiceFactory factory;
+    private readonly HttpClient client;
+
+    public EmbeddedHandoffTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url);
+        client = factory.CreateClient();
+    }
+
+    [Fact]
+    public async Task Manual_trigger_launches_every_repository_and_stores_coding_agents()
+    {
+        var run = Payloads.Run(123, ["acme/shop", "acme/billing"], automation: false);
+
+        var response = await client.PostJsonAsync("/runs/123/handoff", Payloads.Trigger(run));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var body = await response.ReadJsonAsync();
+        var successes = body["successes"]!.AsArray();
+        Assert.Equal(["acme/shop", "acme/billing"], successes.Select(s => s!["repo_name"]!.GetValue<string>()));
+        Assert.Empty(body["failures"]!.AsArray());
+        Assert.All(successes, s => Assert.Equal("pending", s!["coding_agent_state"]!["status"]!.GetValue<string>()));
+        Assert.Equal(2, cursor.LaunchRequests);
+
+        var view = await (await client.GetAsync("/runs/123/handoff")).ReadJsonAsync();
+        Assert.Equal(123, view["run_id"]!.GetValue<long>());
+        Assert.Equal(Payloads.GroupId, view["group_id"]!.GetValue<long>());
+        var agents = view["coding_agents"]!.AsObject();
+        Assert.Equal(cursor.Agents.Keys.Order(), agents.Select(pair => pair.Key).Order());
+        Assert.All(agents, pair => Assert.Equal("cursor_background_agent", pair.Value!["provider"]!.GetValue<string>()));
+        Assert.All(view["launches"]!.AsArray(), launch => Assert.Equal("launched", launch!["phase"]!.GetValue<string>()));
+    }
+
+    [Fact]
+    public async Task Manual_trigger_sends_the_prompt_branch_and_bearer_key_to_cursor()
+    {
+        var run = Payloads.Run(124, ["acme/shop"], automation: false);
+
+        await client.PostJsonAsync("/runs/124/handoff", Payloads.Trigger(run, instruction: "Keep the public API unchanged"));
+
+        var request = Assert.Single(cursor.Server.LogEntries).RequestMessage;
+        Assert.Equal($"Bearer {EmbeddedServiceFactory.ApiKey}", request.Headers!["Authorization"].Single());
+        var body = JsonNode.Parse(request.Body!)!;
+        var prompt = body["prompt"]!["text"]!.GetValue<string>();
+        Assert.StartsWith("Please fix the following issue. Ensure that your fix is fully working.", prompt);
+        Assert.Contains("Include 'Fixes SHOP-1A2' in the pull request description.", prompt);
+        Assert.Contains("Keep the public API unchanged", prompt);
+        Assert.Contains("## Root Cause Analysis", prompt);
+        Assert.Equal("https://github.com/acme/shop", body["source"]!["repository"]!.GetValue<string>());
+        Assert.Matches("^database-connection-timeout-[a-z0-9]{6}$", body["target"]!["branchName"]!.GetValue<string>());
+        Assert.True(body["target"]!["autoCreatePr"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public async Task Completion_event_with_automation_preference_launches_and_one_without_does_not()
+    {
+        var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));
+        var manualOnly = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(201, ["acme/shop"], automation: false));
+
+        Assert.Equal(HttpStatusCode.OK, automatic.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, manualOnly.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        var launched = await (await client.GetAsync("/runs/200/handoff")).ReadJsonAsync();
+        Assert.Single(launched["coding_agents"]!.AsObject());
+        var stored = await (await client.GetAsync("/runs/201/handoff")).ReadJsonAsync();
+        Assert.Empty(stored["coding_agents"]!.AsObject());
+    }
+
+    [Fact]
+    public async Task Completion_event_past_the_root_cause_step_does_not_launch()
+    {
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(202, ["acme/shop"], withSolution: true));
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(203, ["acme/shop"], stoppingPoint: "root_cause"));
+
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Completion_event_as_structured_cloud_event_launches()
+    {
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(204, ["acme/shop"]));
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Same_event_delivered_twice_launches_each_repository_once()
+    {
+        var run = Payloads.Run(210, ["acme/shop", "acme/billing", "acme/web"]);
+
+        await client.PostJsonAsync("/events/autofix-run-completed", run);
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.CloudEvent(run), "application/cloudevents+json");
+
+        Assert.Equal(3, cursor.LaunchRequests);
+        Assert.All(new[] { "acme/shop", "acme/billing", "acme/web" }, repo => Assert.Equal(1, cursor.AgentsFor(repo)));
+    }
+
+    [Fact]
+    public async Task Concurrent_triggers_for_one_run_launch_each_repository_once()
+    {
+        var run = Payloads.Run(220, ["acme/shop", "acme/billing", "acme/web"], automation: false);
+        await client.PostJsonAsync("/events/autofix-run-completed", run);
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => client.PostJsonAsync("/runs/220/handoff", Payloads.Trigger())));
+
+        Assert.All(responses, response => Assert.Equal(HttpStatusCode.Accepted, response.StatusCode));
+        Assert.Equal(3, cursor.LaunchRequests);
+        // Every caller sees the same three agents, whether it launched them or found them.
+        var agentIds = await Task.WhenAll(responses.Select(async response =>
+            string.Join(",", (await response.ReadJsonAsync())["successes"]!.AsArray().Select(s => s!["coding_agent_state"]!["id"]!.GetValue<string>()))));
+        Assert.Single(agentIds.Distinct());
+    }
+
+    [Fact]
+    public async Task Repeated_trigger_answers_with_existing_agents_and_launches_nothing()
+    {
+        var run = Payloads.Run(225, ["acme/shop"], automation: false);
+        var first = await (await client.PostJsonAsync("/runs/225/handoff", Payloads.Trigger(run))).ReadJsonAsync();
+
+        var second = await (await client.PostJsonAsync("/runs/225/handoff", Payloads.Trigger())).ReadJsonAsync();
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(
+            first["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>(),
+            second["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Run_of_another_group_is_unknown_and_launches_nothing()
+    {
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(230, ["acme/shop"], automation: false));
+
+        var response = await client.PostJsonAsync("/runs/230/handoff", Payloads.Trigger(groupId: 999));
+        var unknown = await client.PostJsonAsync("/runs/231/handoff", Payloads.Trigger());
+        var read = await client.GetAsync("/runs/230/handoff?group_id=999");
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
+        // Another group's run and a missing run are indistinguishable.
+        Assert.Equal((await unknown.ReadJsonAsync())["type"]!.ToString(), (await response.ReadJsonAsync())["type"]!.ToString());
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Snapshot_of_another_group_cannot_take_over_a_stored_run()
+    {
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(232, ["acme/shop"], automation: false));
+
+        var hijack = await client.PostJsonAsync("/runs/232/handoff", Payloads.Trigger(Payloads.Run(232, ["evil/repo"], automation: false, groupId: 999), groupId: 999));
+
+        Assert.Equal(HttpStatusCode.NotFound, hijack.StatusCode);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Unknown_integration_is_a_404_problem()
+    {
+        var response = await client.PostJsonAsync("/runs/240/handoff", Payloads.Trigger(Payloads.Run(240, ["acme/shop"]), integrationId: 7));
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType!.MediaType);
+        Assert.EndsWith("unknown-integration", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Partial_failure_reports_a_generic_message_without_provider_or_exception_text()
+    {
+        cursor.Script("acme/broken", FakeCursor.Status(400, """{"error":{"message":"provider-internal-detail-7f3a"}}"""));
+        var run = Payloads.Run(250, ["acme/shop", "acme/broken", "bad name/with space"], automation: false);
+
+        var response = await client.PostJsonAsync("/runs/250/handoff", Payloads.Trigger(run));
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var body = await response.ReadJsonAsync();
+        Assert.Equal("acme/shop", Assert.Single(body["successes"]!.AsArray())!["repo_name"]!.GetValue<string>());
+        var failures = body["failures"]!.AsArray();
+        Assert.Equal(2, failures.Count);
+        var broken = failures.Single(f => f!["repo_name"]!.GetValue<string>() == "acme/broken")!;
+        Assert.Equal("Failed to launch coding agent", broken["error_message"]!.GetValue<string>());
+        Assert.Equal("invalid_request", broken["failure_type"]!.GetValue<string>());
+        var invalid = failures.Single(f => f!["failure_type"]!.GetValue<string>() == "invalid_repository")!;
+        Assert.StartsWith("Invalid repository name format: ", invalid["error_message"]!.GetValue<string>());
+        Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
+        Assert.DoesNotContain("Exception", text);
+        Assert.DoesNotContain(EmbeddedServiceFactory.ApiKey, text);
+        // The invalid name never reached the provider.
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Provider_server_error_schedules_a_retry_instead_of_failing()
+    {
+        cursor.Script("acme/flaky", FakeCursor.Status(500));
+        var run = Payloads.Run(255, ["acme/flaky"], automation: false);
+
+        var body = await (await client.PostJsonAsync("/runs/255/handoff", Payloads.Trigger(run))).ReadJsonAsync();
+
+        Assert.Empty(body["successes"]!.AsArray());
+        Assert.Empty(body["failures"]!.AsArray());
+        var retry = Assert.Single(body["retries"]!.AsArray())!;
+        Assert.Equal("acme/flaky", retry["repo_name"]!.GetValue<string>());
+        Assert.Equal("provider_unavailable", retry["failure_type"]!.GetValue<string>());
+        Assert.Equal(2, retry["attempt"]!.GetValue<int>());
+        Assert.NotNull(await factory.Store.GetWakeupAsync(255, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Run_without_repositories_answers_one_failure_and_calls_nobody()
+    {
+        var response = await client.PostJsonAsync("/runs/260/handoff", Payloads.Trigger(Payloads.Run(260, [], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var failure = Assert.Single((await response.ReadJsonAsync())["failures"]!.AsArray())!;
+        Assert.Equal("No repositories found in run state", failure["error_message"]!.GetValue<string>());
+        Assert.Null(failure["repo_name"]);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task State_survives_a_restart_on_the_same_file()
+    {
+        await client.PostJsonAsync("/runs/270/handoff", Payloads.Trigger(Payloads.Run(270, ["acme/shop"], automation: false)));
+        var before = await (await client.GetAsync("/runs/270/handoff")).Content.ReadAsStringAsync();
+        await factory.DisposeAsync();
+
+        await using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url);
+        var restartedClient = restarted.CreateClient();
+        var after = await (await restartedClient.GetAsync("/runs/270/handoff")).Content.ReadAsStringAsync();
+        await restartedClient.PostJsonAsync("/runs/270/handoff", Payloads.Trigger());
+
+        Assert.Equal(before, after);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}

@@ -1,0 +1,133 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using WireMock;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
+using WireMock.Types;
+using WireMock.Util;
+
+namespace HandoffDapr.Service.Tests.Infrastructure;
+
+/// <summary>
+/// Cursor's agents API on a real WireMock.Net server (127.0.0.1): launches create agents with ids and remember
+/// their branch, so tests count what reached the provider and reconciliation can list them. Per repository,
+/// tests can script failures.
+/// </summary>
+public sealed class FakeCursor : IDisposable
+{
+    public const string ProviderSecretText = "provider-internal-detail-7f3a";
+    private readonly ConcurrentDictionary<string, JsonObject> agents = new();
+    private readonly ConcurrentDictionary<string, ConcurrentQueue<Func<ResponseMessage>>> scripted = new(StringComparer.OrdinalIgnoreCase);
+    private int sequence;
+
+    public FakeCursor()
+    {
+        Server = WireMockServer.Start();
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithCallback(Launch));
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(_ => List()));
+        Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+$")).UsingGet())
+            .RespondWith(Response.Create().WithCallback(Get));
+    }
+
+    public WireMockServer Server { get; }
+
+    public string Url => Server.Url!;
+
+    /// <summary>Agents the provider created, by id.</summary>
+    public IReadOnlyDictionary<string, JsonObject> Agents => agents;
+
+    public int LaunchRequests => Server.LogEntries.Count(entry => entry.RequestMessage.Method == "POST" && entry.RequestMessage.Path == "/v0/agents");
+
+    public IEnumerable<JsonObject> LaunchBodies => Server.LogEntries
+        .Where(entry => entry.RequestMessage.Method == "POST" && entry.RequestMessage.Path == "/v0/agents")
+        .Select(entry => JsonNode.Parse(entry.RequestMessage.Body!)!.AsObject());
+
+    public int AgentsFor(string repository) => agents.Values.Count(agent => RepositoryOf(agent) == $"https://github.com/{repository}");
+
+    /// <summary>The next launches for <paramref name="repository"/> (owner/name) answer with these, in order; later ones succeed.</summary>
+    public void Script(string repository, params Func<ResponseMessage>[] answers)
+    {
+        var queue = scripted.GetOrAdd($"https://github.com/{repository}", _ => new ConcurrentQueue<Func<ResponseMessage>>());
+        foreach (var answer in answers)
+        {
+            queue.Enqueue(answer);
+        }
+    }
+
+    public static Func<ResponseMessage> Status(int status, string? body = null, string? retryAfter = null) => () =>
+    {
+        var message = Json(status, body ?? "{\"error\":{\"message\":\"" + ProviderSecretText + "\",\"code\":\"boom\"}}");
+        if (retryAfter is not null)
+        {
+            message.Headers!["Retry-After"] = new WireMockList<string>(retryAfter);
+        }
+
+        return message;
+    };
+
+    /// <summary>The agent is created, but the answer is garbage: the outcome is unknown to the caller.</summary>
+    public Func<ResponseMessage> CreatesButAnswersGarbage() => () => null!;
+
+    private ResponseMessage Launch(IRequestMessage request)
+    {
+        var body = JsonNode.Parse(request.Body!)!.AsObject();
+        var repository = body["source"]?["repository"]?.GetValue<string>() ?? string.Empty;
+        if (scripted.TryGetValue(repository, out var queue) && queue.TryDequeue(out var answer))
+        {
+            var scriptedAnswer = answer();
+            if (scriptedAnswer is not null)
+            {
+                return scriptedAnswer;
+            }
+
+            Create(body, repository);
+            return Json(201, "{\"id\": ");
+        }
+
+        var agent = Create(body, repository);
+        return Json(201, agent.ToJsonString());
+    }
+
+    private JsonObject Create(JsonObject body, string repository)
+    {
+        var id = $"bc-{Interlocked.Increment(ref sequence):x6}";
+        var agent = new JsonObject
+        {
+            ["id"] = id,
+            ["name"] = "Fix the issue",
+            ["status"] = "CREATING",
+            ["source"] = new JsonObject { ["repository"] = repository },
+            ["target"] = new JsonObject
+            {
+                ["branchName"] = body["target"]?["branchName"]?.GetValue<string>(),
+                ["url"] = $"https://cursor.com/agents?id={id}",
+                ["autoCreatePr"] = body["target"]?["autoCreatePr"]?.GetValue<bool>(),
+            },
+            ["createdAt"] = "2026-11-24T10:00:00Z",
+        };
+        agents[id] = agent;
+        return agent;
+    }
+
+    private ResponseMessage List() =>
+        Json(200, new JsonObject { ["agents"] = new JsonArray(agents.Values.Select(agent => (JsonNode)agent.DeepClone()).ToArray()) }.ToJsonString());
+
+    private ResponseMessage Get(IRequestMessage request)
+    {
+        var id = request.Path.Split('/').Last();
+        return agents.TryGetValue(id, out var agent) ? Json(200, agent.ToJsonString()) : Json(404, """{"error":{"message":"Agent not found"}}""");
+    }
+
+    private static string? RepositoryOf(JsonObject agent) => agent["source"]?["repository"]?.GetValue<string>();
+
+    private static ResponseMessage Json(int status, string body) => new()
+    {
+        StatusCode = status,
+        Headers = new Dictionary<string, WireMockList<string>> { ["Content-Type"] = new("application/json") },
+        BodyData = new BodyData { BodyAsString = body, DetectedBodyType = BodyType.String, Encoding = System.Text.Encoding.UTF8 },
+    };
+
+    public void Dispose() => Server.Stop();
+}
