@@ -26,7 +26,7 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:ApiKey", ApiKey);
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:RequestTimeout", "00:00:02");
         // The schedule is driven by the tests (WakeupScheduler.RunDueAsync), not by the clock.
-        builder.UseSetting("Handoff:Embedded:SchedulePollInterval", "01:00:00");
+        builder.UseSetting("Handoff:Embedded:SchedulePollInterval", "10.00:00:00");
         foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
         {
             builder.UseSetting(key, value);

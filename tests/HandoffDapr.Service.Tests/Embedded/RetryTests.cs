@@ -1,0 +1,156 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>Durable retries in embedded mode, on a controlled clock: the schedule runs when the tests say.</summary>
+public sealed class RetryTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private EmbeddedServiceFactory factory;
+    private HttpClient client;
+
+    public RetryTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time);
+        client = factory.CreateClient();
+    }
+
+    [Fact]
+    public async Task Service_unavailable_then_created_ends_with_one_agent()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(503));
+        await Trigger(300, "acme/shop");
+
+        time.Advance(TimeSpan.FromSeconds(40));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var view = await View(300);
+        Assert.Single(view["coding_agents"]!.AsObject());
+        var launch = Assert.Single(view["launches"]!.AsArray())!;
+        Assert.Equal("launched", launch["phase"]!.GetValue<string>());
+        Assert.Equal(2, launch["attempts"]!.GetValue<int>());
+        Assert.Null(await factory.Store.GetWakeupAsync(300, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Rate_limited_launch_is_not_retried_before_retry_after()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(429, retryAfter: "120"));
+        var retry = (await Trigger(301, "acme/shop"))["retries"]![0]!;
+        Assert.Equal(time.GetUtcNow().AddSeconds(120), retry["retry_at"]!.GetValue<DateTimeOffset>());
+
+        time.Advance(TimeSpan.FromSeconds(119));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        Assert.Equal(1, cursor.LaunchRequests);
+
+        time.Advance(TimeSpan.FromSeconds(2));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
+    [Fact]
+    public async Task Five_server_errors_end_in_retries_exhausted()
+    {
+        cursor.Script("acme/shop", Enumerable.Repeat(FakeCursor.Status(500), 5).ToArray());
+        await Trigger(302, "acme/shop");
+
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(40));
+            await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(5, cursor.LaunchRequests);
+        var launch = (await View(302))["launches"]![0]!;
+        Assert.Equal("failed", launch["phase"]!.GetValue<string>());
+        Assert.Equal("retries_exhausted", launch["failure_type"]!.GetValue<string>());
+        Assert.Null(await factory.Store.GetWakeupAsync(302, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Failed_repository_is_launched_again_on_a_new_branch_by_the_next_trigger()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(422));
+        await Trigger(303, "acme/shop");
+
+        var again = await (await client.PostJsonAsync("/runs/303/handoff", Payloads.Trigger())).ReadJsonAsync();
+
+        Assert.Single(again["successes"]!.AsArray());
+        var branches = cursor.LaunchBodies.Select(body => body["target"]!["branchName"]!.GetValue<string>()).ToList();
+        Assert.Equal(2, branches.Count);
+        Assert.NotEqual(branches[0], branches[1]);
+    }
+
+    [Fact]
+    public async Task Retry_still_happens_after_a_restart_between_attempts()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(502));
+        await Trigger(304, "acme/shop");
+        client.Dispose();
+        await factory.DisposeAsync();
+
+        time.Advance(TimeSpan.FromMinutes(5));
+        factory = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time);
+        client = factory.CreateClient();
+
+        // The restarted scheduler runs overdue work at start, without being asked.
+        await WaitUntil(() => cursor.AgentsFor("acme/shop") == 1);
+        await WaitUntil(async () => (await View(304))["launches"]![0]!["phase"]!.GetValue<string>() == "launched");
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Launch_with_an_unreadable_answer_is_reconciled_instead_of_launched_twice()
+    {
+        cursor.Script("acme/shop", cursor.CreatesButAnswersGarbage());
+        var first = await Trigger(305, "acme/shop");
+        Assert.Equal("invalid_response", first["retries"]![0]!["failure_type"]!.GetValue<string>());
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        var view = await View(305);
+        var agent = Assert.Single(view["coding_agents"]!.AsObject());
+        Assert.True(cursor.Agents.ContainsKey(agent.Key));
+        Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "reconciled");
+    }
+
+    private async Task<JsonObject> Trigger(long runId, params string[] repositories)
+    {
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        return await response.ReadJsonAsync();
+    }
+
+    private async Task<JsonObject> View(long runId) => await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
+
+    private static Task WaitUntil(Func<bool> condition) => WaitUntil(() => Task.FromResult(condition()));
+
+    private static async Task WaitUntil(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!await condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "condition not met within 10 s");
+            await Task.Delay(20);
+        }
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
