@@ -48,3 +48,25 @@ public interface IRunStateWriter
 {
     Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken);
 }
+
+[JsonConverter(typeof(SnakeCaseEnumConverter<AgentReportStatus>))]
+public enum AgentReportStatus
+{
+    UnknownAgent,
+    Unchanged,
+    Changed,
+}
+
+[JsonConverter(typeof(SnakeCaseEnumConverter<AgentCommandStatus>))]
+public enum AgentCommandStatus
+{
+    Done,
+    UnknownAgent,
+    ProviderFailed,
+}
+
+/// <param name="FailureType">Set when the provider refused or failed; never provider text.</param>
+public sealed record AgentCommandOutcome(AgentCommandStatus Status, CodingAgentState? Agent = null, string? FailureType = null);
+
+/// <summary>A follow-up instruction for a running agent.</summary>
+public sealed record AgentFollowup(string AgentId, string Text);

@@ -105,21 +105,144 @@ public sealed partial class HandoffEngine(
     {
         var now = timeProvider.GetUtcNow();
         var due = state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
-        if (due.Count == 0)
+        var pollDue = state.HasActiveAgents && state.Poll?.NextPollAt <= now;
+        if (due.Count == 0 && !pollDue)
         {
             // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
             await writer.SaveAsync(state, cancellationToken);
             return state;
         }
 
-        var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
-        foreach (var launch in missing)
+        if (due.Count > 0)
         {
-            LogUnknownIntegration(state.RunId, launch.IntegrationId);
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
+            var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
+            foreach (var launch in missing)
+            {
+                LogUnknownIntegration(state.RunId, launch.IntegrationId);
+                state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
+            }
+
+            state = await LaunchAsync(state, due.Except(missing).ToList(), writer, cancellationToken);
         }
 
-        return await LaunchAsync(state, due.Except(missing).ToList(), writer, cancellationToken);
+        return pollDue ? await PollAsync(state, writer, cancellationToken) : state;
+    }
+
+    /// <summary>
+    /// Reads every pending or running agent from its provider: the fallback for webhooks that never came.
+    /// The interval doubles while nothing changes; an agent older than the maximum age is given up on.
+    /// </summary>
+    private async Task<RunHandoffState> PollAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        var now = timeProvider.GetUtcNow();
+        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal()).ToList();
+        var reports = new ProviderAgent?[active.Count];
+        await Parallel.ForEachAsync(
+            Enumerable.Range(0, active.Count),
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
+            async (index, token) =>
+            {
+                var agent = active[index];
+                if (now - agent.StartedAt > options.AgentMaxAge
+                    || state.LaunchOfAgent(agent.Id) is not { } launch
+                    || integrations.Find(launch.IntegrationId) is not { } integration)
+                {
+                    return;
+                }
+
+                var read = await integration.Provider.GetAgentAsync(agent.Id, token);
+                reports[index] = read.Value;
+            });
+
+        var changed = false;
+        for (var i = 0; i < active.Count; i++)
+        {
+            var agent = active[i];
+            if (now - agent.StartedAt > options.AgentMaxAge)
+            {
+                state = TimeOut(state, agent, now);
+                changed = true;
+            }
+            else if (reports[i] is { } report)
+            {
+                var updated = ApplyAgentReport(state, report);
+                changed |= !ReferenceEquals(updated, state);
+                state = updated;
+            }
+        }
+
+        var quietPolls = changed ? 0 : (state.Poll?.QuietPolls ?? 0) + 1;
+        var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
+        state = state with { Poll = state.HasActiveAgents ? new PollSchedule(now + interval, quietPolls) : null };
+        await writer.SaveAsync(state, CancellationToken.None);
+        return state;
+    }
+
+    private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now)
+    {
+        var launch = state.LaunchOfAgent(agent.Id);
+        LogAgentTimedOut(state.RunId, agent.Id, options.AgentMaxAge);
+        state = state.WithAgent(agent with { Status = CodingAgentStatus.Failed })
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.TimedOut, launch?.Repository, agent.Id)]);
+        return launch is null ? state : state.WithLaunch(launch with { FailureType = FailureTypes.TimedOut, UpdatedAt = now });
+    }
+
+    /// <summary>A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing.</summary>
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, ProviderAgent report, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        if (state is null || !state.CodingAgents.ContainsKey(report.Id))
+        {
+            return AgentReportStatus.UnknownAgent;
+        }
+
+        var updated = ApplyAgentReport(state, report);
+        if (ReferenceEquals(updated, state))
+        {
+            return AgentReportStatus.Unchanged;
+        }
+
+        await writer.SaveAsync(updated, CancellationToken.None);
+        return AgentReportStatus.Changed;
+    }
+
+    public Task<AgentCommandOutcome> StopAgentAsync(RunHandoffState? state, string agentId, IRunStateWriter writer, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, agentId, writer, TimelineEvents.Stopped, (provider, token) => provider.StopAsync(agentId, token), cancellationToken);
+
+    public Task<AgentCommandOutcome> AddFollowupAsync(RunHandoffState? state, AgentFollowup followup, IRunStateWriter writer, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, followup.AgentId, writer, TimelineEvents.FollowupSent, (provider, token) => provider.AddFollowupAsync(followup.AgentId, followup.Text, token), cancellationToken);
+
+    private async Task<AgentCommandOutcome> AgentCommandAsync(
+        RunHandoffState? state,
+        string agentId,
+        IRunStateWriter writer,
+        string timelineEvent,
+        Func<ICodingAgentProvider, CancellationToken, Task<ProviderResult<bool>>> command,
+        CancellationToken cancellationToken)
+    {
+        // An agent answers only to its own run.
+        if (state is null || !state.CodingAgents.TryGetValue(agentId, out var agent)
+            || state.LaunchOfAgent(agentId) is not { } launch
+            || integrations.Find(launch.IntegrationId) is not { } integration)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
+        }
+
+        var result = await command(integration.Provider, cancellationToken);
+        if (!result.IsSuccess)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
+        }
+
+        var now = timeProvider.GetUtcNow();
+        if (timelineEvent == TimelineEvents.Stopped && !agent.Status.IsFinal())
+        {
+            agent = agent with { Status = CodingAgentStatus.Failed };
+            state = state.WithAgent(agent);
+        }
+
+        state = state.WithTimeline([new TimelineEntry(now, timelineEvent, launch.Repository, agentId)]);
+        await writer.SaveAsync(state, CancellationToken.None);
+        return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
     }
 
     /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
@@ -136,7 +259,7 @@ public sealed partial class HandoffEngine(
             return state;
         }
 
-        var launch = state.Launches.FirstOrDefault(l => l.AgentId == report.Id);
+        var launch = state.LaunchOfAgent(report.Id);
         var results = agent.Results;
         if (status == CodingAgentStatus.Completed && launch is not null)
         {
@@ -145,9 +268,12 @@ public sealed partial class HandoffEngine(
 
         var now = timeProvider.GetUtcNow();
         LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
-        return state
+        state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.ToString().ToLowerInvariant())]);
+        return status == CodingAgentStatus.Failed && launch is not null
+            ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
+            : state;
     }
 
     private List<PlannedStep> Plan(RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, DateTimeOffset now)
@@ -285,7 +411,9 @@ public sealed partial class HandoffEngine(
         }
 
         var prompt = PromptBuilder.Build(state.Snapshot!, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
-        var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, integration.Webhook);
+        // The run id rides on the webhook URL so the report reaches the run's owner without an index; the signature still decides trust.
+        var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={state.RunId}") } : null;
+        var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, webhook);
         var result = await integration.Provider.LaunchAsync(request, cancellationToken);
         return new AttemptOutcome(result.Value, result.Failure, Reconciled: false);
     }
@@ -336,7 +464,13 @@ public sealed partial class HandoffEngine(
             LogLaunchFailed(state.RunId, launch.Repository, failureType, attempts);
         }
 
-        return state.WithTimeline(timeline);
+        state = state.WithTimeline(timeline);
+        if (state.HasActiveAgents && state.Poll is null)
+        {
+            state = state with { Poll = new PollSchedule(now + options.PollInterval, 0) };
+        }
+
+        return state;
     }
 
     private static HandoffResult Summarize(RunHandoffState state, List<PlannedStep> plan)
@@ -418,6 +552,9 @@ public sealed partial class HandoffEngine(
 
     [LoggerMessage(EventId = 1007, EventName = "HandoffUnknownIntegration", Level = LogLevel.Warning, Message = "Run {RunId} asks for integration {IntegrationId}, which is not configured")]
     private partial void LogUnknownIntegration(long runId, long integrationId);
+
+    [LoggerMessage(EventId = 1009, EventName = "AgentTimedOut", Level = LogLevel.Warning, Message = "Run {RunId}: agent {AgentId} still unfinished after {MaxAge}; marked failed (timed_out)")]
+    private partial void LogAgentTimedOut(long runId, string agentId, TimeSpan maxAge);
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);

@@ -12,4 +12,12 @@ public sealed record HandoffEngineOptions
     public int MaxRepositories { get; init; } = 50;
 
     public RetryOptions Retry { get; init; } = new();
+
+    /// <summary>First interval of the status poll that covers lost webhooks; it doubles while nothing changes.</summary>
+    public TimeSpan PollInterval { get; init; } = TimeSpan.FromMinutes(1);
+
+    public TimeSpan PollMaxInterval { get; init; } = TimeSpan.FromMinutes(15);
+
+    /// <summary>An agent still pending or running after this long is given up on: failed with <c>timed_out</c>.</summary>
+    public TimeSpan AgentMaxAge { get; init; } = TimeSpan.FromHours(6);
 }

@@ -21,9 +21,25 @@ public sealed record RunHandoffState(
 
     public long? GroupId => Snapshot?.GroupId;
 
+    /// <summary>When agents that are still pending or running are read from the provider next (the fallback for lost webhooks).</summary>
+    public PollSchedule? Poll { get; init; }
+
+    public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
+
     /// <summary>When the run's owner must wake up next (a retry, a reconciliation, a poll), or null when nothing is pending.</summary>
-    public DateTimeOffset? NextWakeAt() =>
-        Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
+    public DateTimeOffset? NextWakeAt()
+    {
+        var launchDue = Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
+        var pollDue = HasActiveAgents ? Poll?.NextPollAt : null;
+        return (launchDue, pollDue) switch
+        {
+            ({ } launch, { } poll) => launch < poll ? launch : poll,
+            ({ } launch, null) => launch,
+            (null, var poll) => poll,
+        };
+    }
+
+    public RepositoryLaunch? LaunchOfAgent(string agentId) => Launches.FirstOrDefault(launch => launch.AgentId == agentId);
 
     public RepositoryLaunch? FindLaunch(string repository, long integrationId) =>
         Launches.FirstOrDefault(launch => launch.IntegrationId == integrationId
@@ -104,6 +120,9 @@ public enum LaunchPhase
     Failed,
 }
 
+/// <param name="QuietPolls">Polls in a row that saw no change: the interval doubles with each.</param>
+public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls);
+
 public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
 
 public static class TimelineEvents
@@ -117,4 +136,5 @@ public static class TimelineEvents
     public const string StatusChanged = "status_changed";
     public const string Stopped = "stopped";
     public const string FollowupSent = "followup_sent";
+    public const string TimedOut = "timed_out";
 }

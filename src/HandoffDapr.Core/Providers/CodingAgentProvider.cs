@@ -1,4 +1,6 @@
+using System.Text.Json.Serialization;
 using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
 
 namespace HandoffDapr.Core.Providers;
 
@@ -41,6 +43,7 @@ public sealed record ProviderAgent(
     string? Summary = null,
     DateTimeOffset? CreatedAt = null);
 
+[JsonConverter(typeof(SnakeCaseEnumConverter<ProviderAgentStatus>))]
 public enum ProviderAgentStatus
 {
     Creating,

@@ -28,6 +28,11 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(HandoffTrigger))]
 [JsonSerializable(typeof(TriggerOutcome))]
 [JsonSerializable(typeof(CompletionOutcome))]
+[JsonSerializable(typeof(PollSchedule))]
+[JsonSerializable(typeof(AgentCommandOutcome))]
+[JsonSerializable(typeof(AgentReportStatus))]
+[JsonSerializable(typeof(AgentFollowup))]
+[JsonSerializable(typeof(Providers.ProviderAgent))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>

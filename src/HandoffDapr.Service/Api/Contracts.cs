@@ -65,6 +65,8 @@ public sealed record DaprEventReply(string Status);
 [JsonSerializable(typeof(RunHandoffView))]
 [JsonSerializable(typeof(HandoffResult))]
 [JsonSerializable(typeof(DaprEventReply))]
+[JsonSerializable(typeof(FollowupRequest))]
+[JsonSerializable(typeof(CodingAgentState))]
 [JsonSerializable(typeof(CodingAgentsUpdated))]
 [JsonSerializable(typeof(ProblemDetails))]
 [JsonSerializable(typeof(HttpValidationProblemDetails))]

@@ -29,6 +29,26 @@ public static class Problems
     public static ProblemHttpResult UnsupportedMediaType() =>
         Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON (application/json or application/cloudevents+json).");
 
+    public static ProblemHttpResult UnknownAgent() =>
+        Problem(StatusCodes.Status404NotFound, "unknown-agent", "Unknown agent", "No agent with this id belongs to the run.");
+
+    /// <summary>Says nothing about why: not which of integration, header or signature was wrong.</summary>
+    public static ProblemHttpResult Unauthorized() =>
+        Problem(StatusCodes.Status401Unauthorized, "unauthorized", "Unauthorized", "The request could not be authenticated.");
+
+    public static ProblemHttpResult ProviderFailed(string failureType)
+    {
+        var problem = new ProblemDetails
+        {
+            Status = StatusCodes.Status502BadGateway,
+            Type = TypeBase + "provider-failed",
+            Title = "Coding agent provider failed",
+            Detail = "The coding agent provider did not carry out the request.",
+        };
+        problem.Extensions["failure_type"] = failureType;
+        return TypedResults.Problem(problem);
+    }
+
     public static ProblemHttpResult Unavailable() =>
         Problem(StatusCodes.Status503ServiceUnavailable, "unavailable", "Temporarily unavailable", "The run's state could not be reached. Try again shortly.");
 

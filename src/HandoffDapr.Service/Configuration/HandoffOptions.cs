@@ -81,6 +81,9 @@ public sealed class LaunchOptions
     public double RetryFactor { get; set; } = 4;
     public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromMinutes(30);
     public int MaxAttempts { get; set; } = 5;
+    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMinutes(1);
+    public TimeSpan PollMaxInterval { get; set; } = TimeSpan.FromMinutes(15);
+    public TimeSpan AgentMaxAge { get; set; } = TimeSpan.FromHours(6);
 
     public HandoffEngineOptions ToEngineOptions() => new()
     {
@@ -88,6 +91,9 @@ public sealed class LaunchOptions
         InFlightTimeout = InFlightTimeout,
         MaxRepositories = MaxRepositories,
         Retry = new RetryOptions { BaseDelay = RetryBaseDelay, Factor = RetryFactor, MaxDelay = RetryMaxDelay, MaxAttempts = MaxAttempts },
+        PollInterval = PollInterval,
+        PollMaxInterval = PollMaxInterval,
+        AgentMaxAge = AgentMaxAge,
     };
 }
 

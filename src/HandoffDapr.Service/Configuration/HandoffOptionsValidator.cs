@@ -34,9 +34,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
 
         if (options.Launch.MaxParallelLaunches < 1 || options.Launch.MaxAttempts < 1 || options.Launch.RetryFactor < 1
             || options.Launch.RetryBaseDelay <= TimeSpan.Zero || options.Launch.RetryMaxDelay < options.Launch.RetryBaseDelay
-            || options.Launch.InFlightTimeout <= TimeSpan.Zero || options.Launch.MaxRepositories is < 1 or > 50)
+            || options.Launch.InFlightTimeout <= TimeSpan.Zero || options.Launch.MaxRepositories is < 1 or > 50
+            || options.Launch.PollInterval <= TimeSpan.Zero || options.Launch.PollMaxInterval < options.Launch.PollInterval
+            || options.Launch.AgentMaxAge <= TimeSpan.Zero)
         {
-            errors.Add("Handoff:Launch has an out-of-range value (parallelism, attempts and repositories ≥ 1, repositories ≤ 50, factor ≥ 1, delays > 0, max delay ≥ base delay).");
+            errors.Add("Handoff:Launch has an out-of-range value (parallelism, attempts and repositories ≥ 1, repositories ≤ 50, factor ≥ 1, delays > 0, max delay ≥ base delay, poll intervals > 0 with max ≥ first, agent max age > 0).");
         }
 
         foreach (var (id, integration) in options.Integrations)

@@ -3,6 +3,7 @@ using Dapr.Actors;
 using Dapr.Actors.Client;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Hosting;
 
 namespace HandoffDapr.Service.DaprHost;
@@ -18,6 +19,15 @@ public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
 
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());
+
+    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.ApplyAgentReportAsync(report));
+
+    public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.StopAgentAsync(agentId));
+
+    public Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.AddFollowupAsync(followup));
 
     private async Task<T> CallAsync<T>(long runId, Func<IHandoffRunActor, Task<T>> call)
     {

@@ -2,6 +2,7 @@ using Dapr.Actors.Runtime;
 using Dapr.Client;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Options;
 
@@ -26,6 +27,7 @@ public sealed partial class HandoffRunActor(
     internal const string CodingAgentsKey = "coding_agents";
     internal const string LaunchesKey = "launches";
     internal const string TimelineKey = "timeline";
+    internal const string PollKey = "poll";
     internal const string WakeAtKey = "wake_at";
 
     private long RunId => long.Parse(Id.GetId(), System.Globalization.CultureInfo.InvariantCulture);
@@ -43,6 +45,24 @@ public sealed partial class HandoffRunActor(
     }
 
     public Task<RunHandoffState?> GetStateAsync() => LoadAsync();
+
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(ProviderAgent report)
+    {
+        var stored = await LoadAsync();
+        return await engine.ApplyAgentReportAsync(stored, report, new Writer(this, stored), CancellationToken.None);
+    }
+
+    public async Task<AgentCommandOutcome> StopAgentAsync(string agentId)
+    {
+        var stored = await LoadAsync();
+        return await engine.StopAgentAsync(stored, agentId, new Writer(this, stored), CancellationToken.None);
+    }
+
+    public async Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup)
+    {
+        var stored = await LoadAsync();
+        return await engine.AddFollowupAsync(stored, followup, new Writer(this, stored), CancellationToken.None);
+    }
 
     /// <summary>The Scheduler sends empty <paramref name="dueTime"/> and <paramref name="period"/>: only the name is trusted.</summary>
     public async Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
@@ -76,12 +96,16 @@ public sealed partial class HandoffRunActor(
 
         var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
         var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
+        var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
         return new RunHandoffState(
             RunId,
             snapshot.HasValue ? snapshot.Value : null,
             agents.HasValue ? agents.Value : new Dictionary<string, CodingAgentState>(),
             launches.HasValue ? launches.Value : [],
-            timeline.HasValue ? timeline.Value : []);
+            timeline.HasValue ? timeline.Value : [])
+        {
+            Poll = poll.HasValue ? poll.Value : null,
+        };
     }
 
     private async Task SaveAsync(RunHandoffState? previous, RunHandoffState state)
@@ -106,6 +130,18 @@ public sealed partial class HandoffRunActor(
         if (!ReferenceEquals(previous?.Timeline, state.Timeline))
         {
             await StateManager.SetStateAsync(TimelineKey, state.Timeline.ToList());
+        }
+
+        if (previous?.Poll != state.Poll)
+        {
+            if (state.Poll is { } poll)
+            {
+                await StateManager.SetStateAsync(PollKey, poll);
+            }
+            else
+            {
+                await StateManager.TryRemoveStateAsync(PollKey);
+            }
         }
 
         await ScheduleWakeAsync(state.NextWakeAt());

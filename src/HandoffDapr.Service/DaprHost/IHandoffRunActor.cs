@@ -1,6 +1,7 @@
 using Dapr.Actors;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
 
 namespace HandoffDapr.Service.DaprHost;
 
@@ -12,4 +13,10 @@ public interface IHandoffRunActor : IActor
     Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot);
 
     Task<RunHandoffState?> GetStateAsync();
+
+    Task<AgentReportStatus> ApplyAgentReportAsync(ProviderAgent report);
+
+    Task<AgentCommandOutcome> StopAgentAsync(string agentId);
+
+    Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup);
 }

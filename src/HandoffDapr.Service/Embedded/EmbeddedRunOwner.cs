@@ -1,5 +1,6 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Hosting;
 using Microsoft.Data.Sqlite;
 
@@ -25,6 +26,15 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
             throw new RunOwnerUnavailableException("The run store could not be read.", exception);
         }
     }
+
+    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken) =>
+        WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, cancellationToken), cancellationToken);
+
+    public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
+        WithRunAsync(runId, (stored, writer) => engine.StopAgentAsync(stored, agentId, writer, cancellationToken), cancellationToken);
+
+    public Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
+        WithRunAsync(runId, (stored, writer) => engine.AddFollowupAsync(stored, followup, writer, cancellationToken), cancellationToken);
 
     /// <summary>Runs the due retries and reconciliations of a run (the schedule's callback).</summary>
     public Task WakeAsync(long runId, CancellationToken cancellationToken) =>

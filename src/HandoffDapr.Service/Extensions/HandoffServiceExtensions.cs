@@ -70,6 +70,8 @@ public static class HandoffServiceExtensions
 
         app.MapHealthEndpoints();
         app.MapHandoffEndpoints();
+        app.MapAgentEndpoints();
+        app.MapWebhookEndpoints();
         app.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
         return app;
     }

@@ -1,5 +1,6 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
 
 namespace HandoffDapr.Service.Hosting;
 
@@ -14,6 +15,12 @@ public interface IRunOwner
     Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken);
 
     Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken);
+
+    Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken);
+
+    Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken);
+
+    Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken);
 }
 
 /// <summary>The owner could not reach its state (store, sidecar): the caller may try again.</summary>

@@ -29,6 +29,44 @@ public sealed class FakeCursor : IDisposable
         Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(_ => List()));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+$")).UsingGet())
             .RespondWith(Response.Create().WithCallback(Get));
+        Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+/(stop|followup)$")).UsingPost())
+            .RespondWith(Response.Create().WithCallback(Command));
+    }
+
+    /// <summary>Answer for the next stop or follow-up calls; null means success.</summary>
+    public Func<ResponseMessage>? NextCommandAnswer { get; set; }
+
+    public IEnumerable<(string Path, string? Body)> CommandRequests => Server.LogEntries
+        .Where(entry => entry.RequestMessage.Method == "POST" && (entry.RequestMessage.Path.EndsWith("/stop") || entry.RequestMessage.Path.EndsWith("/followup")))
+        .Select(entry => (entry.RequestMessage.Path, entry.RequestMessage.Body));
+
+    public int GetRequests(string agentId) => Server.LogEntries.Count(entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == $"/v0/agents/{agentId}");
+
+    /// <summary>Moves an agent at the provider, as Cursor's own progress would.</summary>
+    public void SetStatus(string agentId, string status, string? prUrl = null, string? summary = null)
+    {
+        var agent = agents[agentId];
+        agent["status"] = status;
+        if (prUrl is not null)
+        {
+            agent["target"]!["prUrl"] = prUrl;
+        }
+
+        if (summary is not null)
+        {
+            agent["summary"] = summary;
+        }
+    }
+
+    private ResponseMessage Command(IRequestMessage request)
+    {
+        if (NextCommandAnswer is { } answer)
+        {
+            return answer();
+        }
+
+        var id = request.Path.Split('/')[^2];
+        return agents.ContainsKey(id) ? Json(200, "{\"id\":\"" + id + "\"}") : Json(404, "{\"error\":{\"message\":\"Agent not found\"}}");
     }
 
     public WireMockServer Server { get; }

@@ -26,7 +26,7 @@ public sealed partial class CursorAgentsProvider(
             new CursorPrompt(request.Prompt),
             new CursorSource($"https://github.com/{request.Repository.FullName}", request.BaseRef),
             new CursorTarget(request.AutoCreatePr, request.BranchName),
-            request.Webhook is null ? null : new CursorWebhook(request.Webhook.Url.AbsoluteUri, request.Webhook.Secret),
+            request.Webhook is null ? null : new CursorWebhookTarget(request.Webhook.Url.AbsoluteUri, request.Webhook.Secret),
             model);
         var payload = JsonSerializer.SerializeToUtf8Bytes(body, CursorJsonContext.Default.CursorLaunchRequest);
         return await SendForAgentAsync(new ProviderRequest(HttpMethod.Post, AgentsPath, payload), "launch", cancellationToken);

@@ -9,7 +9,7 @@ internal sealed record CursorLaunchRequest(
     CursorPrompt Prompt,
     CursorSource Source,
     CursorTarget Target,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] CursorWebhook? Webhook,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] CursorWebhookTarget? Webhook,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Model);
 
 internal sealed record CursorPrompt(string Text);
@@ -20,7 +20,7 @@ internal sealed record CursorSource(
 
 internal sealed record CursorTarget(bool AutoCreatePr, string BranchName);
 
-internal sealed record CursorWebhook(string Url, string Secret);
+internal sealed record CursorWebhookTarget(string Url, string Secret);
 
 internal sealed record CursorFollowupRequest(CursorPrompt Prompt);
 

@@ -1,0 +1,85 @@
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using HandoffDapr.Core.Repositories;
+
+namespace HandoffDapr.Core.Providers.Cursor;
+
+/// <summary>A Cursor <c>statusChange</c> webhook, read defensively.</summary>
+public sealed record CursorStatusChange(ProviderAgent Agent, RepositoryName? Repository, string? RawRepository);
+
+public static partial class CursorWebhook
+{
+    public const string StatusChangeEvent = "statusChange";
+
+    public enum ParseResult
+    {
+        StatusChange,
+        OtherEvent,
+        Invalid,
+    }
+
+    /// <summary>Parses a verified body. <see cref="ParseResult.Invalid"/> for anything that is not JSON of the expected shape.</summary>
+    public static ParseResult TryParse(ReadOnlySpan<byte> body, out CursorStatusChange? change)
+    {
+        change = null;
+        try
+        {
+            var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 32 });
+            using var document = JsonDocument.ParseValue(ref reader);
+            var root = document.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                return ParseResult.Invalid;
+            }
+
+            if (Text(root, "event") is { } name && name != StatusChangeEvent)
+            {
+                return ParseResult.OtherEvent;
+            }
+
+            if (Text(root, "id") is not { } id || !AgentIds.IsValid(id) || Text(root, "status") is not { } status)
+            {
+                return ParseResult.Invalid;
+            }
+
+            root.TryGetProperty("target", out var target);
+            root.TryGetProperty("source", out var source);
+            var rawRepository = Text(source, "repository");
+            var agent = new ProviderAgent(
+                id,
+                CursorAgentsProvider.MapStatus(status),
+                AgentUrl: Text(target, "url"),
+                BranchName: Text(target, "branchName"),
+                PrUrl: Text(target, "prUrl"),
+                Summary: Text(root, "summary"));
+            change = new CursorStatusChange(agent, ParseGitHubRepository(rawRepository), rawRepository);
+            return ParseResult.StatusChange;
+        }
+        catch (JsonException)
+        {
+            return ParseResult.Invalid;
+        }
+    }
+
+    /// <summary><c>github.com/{owner}/{name}</c>, scheme optional, dots allowed in the name; anything else is null.</summary>
+    public static RepositoryName? ParseGitHubRepository(string? value)
+    {
+        if (value is null)
+        {
+            return null;
+        }
+
+        var match = GitHubRepository().Match(value.Trim());
+        return match.Success && RepositoryName.TryParse($"{match.Groups["owner"].Value}/{match.Groups["name"].Value}", out var repository)
+            ? repository
+            : null;
+    }
+
+    private static string? Text(JsonElement element, string property) =>
+        element.ValueKind == JsonValueKind.Object && element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String
+            ? value.GetString()
+            : null;
+
+    [GeneratedRegex(@"^(?:https?://)?(?:www\.)?github\.com/(?<owner>[^/\s]+)/(?<name>[^/\s]+?)(?:\.git)?/?$", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
+    private static partial Regex GitHubRepository();
+}

@@ -1,0 +1,75 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Service.Hosting;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary><c>/runs/{runId}/agents/{agentId}/…</c>: stop an agent, or send it a follow-up instruction.</summary>
+public static class AgentEndpoints
+{
+    public static IEndpointRouteBuilder MapAgentEndpoints(this IEndpointRouteBuilder app)
+    {
+        var agents = app.MapGroup("/runs/{runId}/agents/{agentId}").WithTags("Agents");
+        agents.MapPost("/stop", StopAsync).WithName("StopAgent");
+        agents.MapPost("/followup", FollowupAsync).WithName("AgentFollowup");
+        return app;
+    }
+
+    public static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> StopAsync(
+        string runId, string agentId, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    {
+        if (!RunIds.TryParse(runId, out var id) || !AgentIds.IsValid(agentId))
+        {
+            return Problems.UnknownAgent();
+        }
+
+        return await RunAsync(() => services.Owner.StopAgentAsync(id, agentId, cancellationToken));
+    }
+
+    public static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> FollowupAsync(
+        string runId, string agentId, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    {
+        if (!RunIds.TryParse(runId, out var id) || !AgentIds.IsValid(agentId))
+        {
+            return Problems.UnknownAgent();
+        }
+
+        var (body, problem) = await JsonBody.ReadAsync(request, ServiceJsonContext.Default.FollowupRequest, services.Options, cancellationToken);
+        if (problem is not null)
+        {
+            return problem;
+        }
+
+        if (string.IsNullOrWhiteSpace(body!.Text) || body.Text.Length > services.Options.Value.MaxInstructionLength)
+        {
+            return Problems.InvalidRequest($"text is required and may be at most {services.Options.Value.MaxInstructionLength} characters.");
+        }
+
+        return await RunAsync(() => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));
+    }
+
+    private static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> RunAsync(Func<Task<AgentCommandOutcome>> command)
+    {
+        AgentCommandOutcome outcome;
+        try
+        {
+            outcome = await command();
+        }
+        catch (RunOwnerUnavailableException)
+        {
+            return Problems.Unavailable();
+        }
+
+        return outcome.Status switch
+        {
+            AgentCommandStatus.Done => TypedResults.Ok(outcome.Agent!),
+            AgentCommandStatus.ProviderFailed => Problems.ProviderFailed(outcome.FailureType!),
+            _ => Problems.UnknownAgent(),
+        };
+    }
+}
+
+/// <summary>Body of <c>POST /runs/{runId}/agents/{agentId}/followup</c>.</summary>
+public sealed record FollowupRequest(string? Text);

@@ -1,0 +1,120 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Hosting;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary>
+/// <c>POST /webhooks/cursor/{integrationId}</c>: Cursor's status reports. Authenticated by the HMAC of the raw
+/// body alone, checked before anything in the body is read.
+/// </summary>
+public static partial class WebhookEndpoints
+{
+    public const string SignatureHeader = "X-Webhook-Signature";
+    private const int MaxWebhookBytes = 256 * 1024;
+
+    public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
+    {
+        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook");
+        return app;
+    }
+
+    public static async Task<Results<NoContent, ProblemHttpResult>> ReceiveCursorAsync(
+        string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    {
+        var settings = services.Options.Value;
+        if (!RunIds.TryParse(integrationId, out _)
+            || !settings.Integrations.TryGetValue(integrationId, out var integration)
+            || string.IsNullOrEmpty(integration.WebhookSecret))
+        {
+            LogRejected(services.Logger, "unknown integration or no webhook secret");
+            return Problems.Unauthorized();
+        }
+
+        var body = await ReadBoundedAsync(request, cancellationToken);
+        if (body is null)
+        {
+            return Problems.BodyTooLarge(MaxWebhookBytes);
+        }
+
+        if (!WebhookSignature.IsValid(integration.WebhookSecret, body, request.Headers[SignatureHeader].ToString()))
+        {
+            LogRejected(services.Logger, "missing or bad signature");
+            return Problems.Unauthorized();
+        }
+
+        var parsed = CursorWebhook.TryParse(body, out var change);
+        if (parsed == CursorWebhook.ParseResult.Invalid)
+        {
+            return Problems.InvalidBody("The webhook body is not a Cursor event.");
+        }
+
+        if (parsed == CursorWebhook.ParseResult.OtherEvent)
+        {
+            return TypedResults.NoContent();
+        }
+
+        if (change!.Repository is null)
+        {
+            LogIgnored(services.Logger, change.Agent.Id, "repository is not github.com/{owner}/{name}");
+            return TypedResults.NoContent();
+        }
+
+        if (!RunIds.TryParse(run_id, out var runId))
+        {
+            LogIgnored(services.Logger, change.Agent.Id, "no run id on the webhook URL");
+            return TypedResults.NoContent();
+        }
+
+        AgentReportStatus outcome;
+        try
+        {
+            // A webhook about an agent we launched means it was picked up: CREATING counts as running here.
+            var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
+            outcome = await services.Owner.ApplyAgentReportAsync(runId, report, cancellationToken);
+        }
+        catch (RunOwnerUnavailableException)
+        {
+            // Cursor delivers again on a non-2xx answer.
+            return Problems.Unavailable();
+        }
+
+        if (outcome == AgentReportStatus.UnknownAgent)
+        {
+            LogIgnored(services.Logger, change.Agent.Id, $"agent unknown to run {runId}");
+        }
+
+        return TypedResults.NoContent();
+    }
+
+    private static async Task<byte[]?> ReadBoundedAsync(HttpRequest request, CancellationToken cancellationToken)
+    {
+        if (request.ContentLength > MaxWebhookBytes)
+        {
+            return null;
+        }
+
+        using var buffer = new MemoryStream();
+        var chunk = new byte[8192];
+        int read;
+        while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
+        {
+            buffer.Write(chunk, 0, read);
+            if (buffer.Length > MaxWebhookBytes)
+            {
+                return null;
+            }
+        }
+
+        return buffer.ToArray();
+    }
+
+    [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]
+    private static partial void LogRejected(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 5202, EventName = "WebhookIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} ignored: {Reason}")]
+    private static partial void LogIgnored(ILogger logger, string agentId, string reason);
+}

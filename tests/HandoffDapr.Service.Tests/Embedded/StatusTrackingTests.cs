@@ -1,0 +1,361 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>Following each agent to its pull request: signed webhooks, the polling fallback, stop and follow-up.</summary>
+public sealed class StatusTrackingTests : IDisposable
+{
+    public const string Secret = "webhook-secret-of-integration-42-0123456789";
+    private const string OtherSecret = "webhook-secret-of-integration-43-9876543210";
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly EmbeddedServiceFactory factory;
+    private readonly HttpClient client;
+
+    public StatusTrackingTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            ["Handoff:PublicBaseUrl"] = "https://handoff.example.com",
+            ["Handoff:Integrations:42:WebhookSecret"] = Secret,
+            ["Handoff:Integrations:43:Provider"] = "cursor_background_agent",
+            ["Handoff:Integrations:43:BaseUrl"] = cursor.Url,
+            ["Handoff:Integrations:43:ApiKey"] = "other-key",
+            ["Handoff:Integrations:43:WebhookSecret"] = OtherSecret,
+        });
+        client = factory.CreateClient();
+    }
+
+    [Fact]
+    public async Task Launch_sends_the_webhook_url_with_the_run_and_the_integration_secret()
+    {
+        await Launch(400);
+
+        var webhook = Assert.Single(cursor.LaunchBodies)["webhook"]!;
+        Assert.Equal("https://handoff.example.com/webhooks/cursor/42?run_id=400", webhook["url"]!.GetValue<string>());
+        Assert.Equal(Secret, webhook["secret"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Signed_finished_webhook_completes_the_agent_with_its_pull_request(bool withPrefix)
+    {
+        var agentId = await Launch(401);
+        var body = StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/7");
+        var signature = WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body));
+
+        var response = await PostWebhook(401, body, withPrefix ? signature : signature["sha256=".Length..]);
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var agent = await Agent(401, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        var result = Assert.Single(agent["results"]!.AsArray())!;
+        Assert.Equal("https://github.com/acme/shop/pull/7", result["pr_url"]!.GetValue<string>());
+        Assert.Equal("acme/shop", result["repo_full_name"]!.GetValue<string>());
+        Assert.Equal("Fixed the pool", result["description"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Webhook_without_signature_is_401_and_changes_nothing()
+    {
+        var agentId = await Launch(402);
+
+        var response = await PostWebhook(402, StatusChange(agentId, "FINISHED"), signature: null);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("pending", (await Agent(402, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Webhook_signed_with_a_wrong_secret_is_401()
+    {
+        var agentId = await Launch(403);
+        var body = StatusChange(agentId, "FINISHED");
+
+        var response = await PostWebhook(403, body, WebhookSignature.Sign("not-the-secret-of-this-integration-000", Encoding.UTF8.GetBytes(body)));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("pending", (await Agent(403, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Webhook_whose_body_changed_by_one_byte_is_401()
+    {
+        var agentId = await Launch(404);
+        var body = StatusChange(agentId, "FINISHED");
+        var signature = WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body));
+        var tampered = body.Replace("FINISHED", "FINISHEE", StringComparison.Ordinal);
+
+        var response = await PostWebhook(404, tampered, signature);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Webhook_signed_with_another_integrations_secret_is_401()
+    {
+        var agentId = await Launch(405);
+        var body = StatusChange(agentId, "FINISHED");
+
+        var response = await PostWebhook(405, body, WebhookSignature.Sign(OtherSecret, Encoding.UTF8.GetBytes(body)));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Webhook_for_an_unknown_integration_is_401_like_a_bad_signature()
+    {
+        var body = StatusChange("bc-000001", "FINISHED");
+
+        var unknown = await client.PostRawAsync("/webhooks/cursor/999?run_id=1", body);
+        var badSignature = await PostWebhook(1, body, "sha256=" + new string('0', 64));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, unknown.StatusCode);
+        Assert.Equal(await badSignature.Content.ReadAsStringAsync() is var bad ? Strip(bad) : null, Strip(await unknown.Content.ReadAsStringAsync()));
+    }
+
+    [Fact]
+    public async Task Signed_webhook_that_is_not_json_is_400()
+    {
+        const string body = "{not json";
+
+        var response = await PostWebhook(1, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+    }
+
+    [Theory]
+    [InlineData("ERROR", "failed")]
+    [InlineData("EXPIRED", "failed")]
+    [InlineData("STOPPED", "failed")]
+    [InlineData("RUNNING", "running")]
+    [InlineData("CREATING", "running")]
+    [InlineData("FINISHED", "completed")]
+    public async Task Webhook_status_maps_onto_the_agent_status(string cursorStatus, string expected)
+    {
+        var agentId = await Launch(410);
+
+        await SignedWebhook(410, StatusChange(agentId, cursorStatus, prUrl: "https://github.com/acme/shop/pull/1"));
+
+        var agent = await Agent(410, agentId);
+        Assert.Equal(expected, agent["status"]!.GetValue<string>());
+        // A pull request is recorded only for a completed agent.
+        Assert.Equal(expected == "completed" ? 1 : 0, agent["results"]!.AsArray().Count);
+    }
+
+    [Theory]
+    [InlineData("https://github.com/acme/shop", true)]
+    [InlineData("github.com/acme/shop", true)]
+    [InlineData("https://github.com/acme/my.repo", true)]
+    [InlineData("https://gitlab.com/acme/shop", false)]
+    [InlineData("https://github.com/acme", false)]
+    [InlineData("https://github.com/acme/shop/tree/main", false)]
+    public async Task Webhook_repository_must_be_a_github_repository(string repository, bool applied)
+    {
+        var agentId = await Launch(420);
+
+        var response = await SignedWebhook(420, StatusChange(agentId, "FINISHED", repository: repository));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal(applied ? "completed" : "pending", (await Agent(420, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Webhook_for_an_agent_the_run_does_not_have_is_204_and_changes_nothing()
+    {
+        var agentId = await Launch(430);
+
+        var response = await SignedWebhook(431, StatusChange(agentId, "FINISHED"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("pending", (await Agent(430, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Late_running_after_finished_and_a_replayed_webhook_change_nothing()
+    {
+        var agentId = await Launch(440);
+        var finished = StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/9");
+        await SignedWebhook(440, finished);
+        var afterFirst = await (await client.GetAsync("/runs/440/handoff")).Content.ReadAsStringAsync();
+
+        await SignedWebhook(440, StatusChange(agentId, "RUNNING"));
+        await SignedWebhook(440, finished);
+
+        Assert.Equal(afterFirst, await (await client.GetAsync("/runs/440/handoff")).Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Agent_whose_webhook_never_arrives_is_completed_by_polling_and_polling_then_stops()
+    {
+        var agentId = await Launch(450);
+        cursor.SetStatus(agentId, "RUNNING");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        Assert.Equal("running", (await Agent(450, agentId))["status"]!.GetValue<string>());
+
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/3", summary: "done");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var agent = await Agent(450, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/3", agent["results"]![0]!["pr_url"]!.GetValue<string>());
+        Assert.Equal(2, cursor.GetRequests(agentId));
+        Assert.Null(await factory.Store.GetWakeupAsync(450, CancellationToken.None));
+
+        time.Advance(TimeSpan.FromHours(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        Assert.Equal(2, cursor.GetRequests(agentId));
+    }
+
+    [Fact]
+    public async Task Polling_backs_off_while_nothing_changes()
+    {
+        var agentId = await Launch(455);
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        var firstInterval = (await factory.Store.GetWakeupAsync(455, CancellationToken.None))!.Value - time.GetUtcNow();
+        time.Advance(firstInterval);
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        var secondInterval = (await factory.Store.GetWakeupAsync(455, CancellationToken.None))!.Value - time.GetUtcNow();
+
+        Assert.Equal(2, cursor.GetRequests(agentId));
+        Assert.Equal(TimeSpan.FromMinutes(2), firstInterval);
+        Assert.Equal(TimeSpan.FromMinutes(4), secondInterval);
+    }
+
+    [Fact]
+    public async Task Agent_unfinished_after_the_maximum_age_is_failed_as_timed_out()
+    {
+        var agentId = await Launch(460);
+        time.Advance(TimeSpan.FromHours(7));
+
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var view = await (await client.GetAsync("/runs/460/handoff")).ReadJsonAsync();
+        Assert.Equal("failed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+        Assert.Equal("timed_out", view["launches"]![0]!["failure_type"]!.GetValue<string>());
+        Assert.Null(await factory.Store.GetWakeupAsync(460, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Stop_calls_the_provider_and_fails_the_agent()
+    {
+        var agentId = await Launch(470);
+
+        var response = await client.PostAsync($"/runs/470/agents/{agentId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal($"/v0/agents/{agentId}/stop", Assert.Single(cursor.CommandRequests).Path);
+        Assert.Equal("failed", (await Agent(470, agentId))["status"]!.GetValue<string>());
+        var view = await (await client.GetAsync("/runs/470/handoff")).ReadJsonAsync();
+        Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "stopped");
+    }
+
+    [Fact]
+    public async Task Followup_sends_the_text_as_a_prompt()
+    {
+        var agentId = await Launch(471);
+
+        var response = await client.PostJsonAsync($"/runs/471/agents/{agentId}/followup", new JsonObject { ["text"] = "Also add a test" });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var request = Assert.Single(cursor.CommandRequests);
+        Assert.Equal($"/v0/agents/{agentId}/followup", request.Path);
+        Assert.Equal("Also add a test", JsonNode.Parse(request.Body!)!["prompt"]!["text"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Agent_of_another_run_is_404_and_the_provider_is_not_called()
+    {
+        var agentId = await Launch(472);
+        await Launch(473);
+
+        var stop = await client.PostAsync($"/runs/473/agents/{agentId}/stop", null);
+        var followup = await client.PostJsonAsync($"/runs/473/agents/{agentId}/followup", new JsonObject { ["text"] = "x" });
+
+        Assert.Equal(HttpStatusCode.NotFound, stop.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, followup.StatusCode);
+        Assert.Empty(cursor.CommandRequests);
+    }
+
+    [Fact]
+    public async Task Provider_failure_on_stop_is_a_generic_problem()
+    {
+        var agentId = await Launch(474);
+        cursor.NextCommandAnswer = FakeCursor.Status(500);
+
+        var response = await client.PostAsync($"/runs/474/agents/{agentId}/stop", null);
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        Assert.Equal("provider_unavailable", JsonNode.Parse(text)!["failure_type"]!.GetValue<string>());
+        Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
+        Assert.Equal("pending", (await Agent(474, agentId))["status"]!.GetValue<string>());
+    }
+
+    private async Task<string> Launch(long runId)
+    {
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+    }
+
+    private async Task<JsonObject> Agent(long runId, string agentId) =>
+        (await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync())["coding_agents"]![agentId]!.AsObject();
+
+    private static string StatusChange(string agentId, string status, string? prUrl = null, string repository = "https://github.com/acme/shop") =>
+        new JsonObject
+        {
+            ["event"] = "statusChange",
+            ["timestamp"] = "2026-11-24T10:05:00Z",
+            ["id"] = agentId,
+            ["status"] = status,
+            ["source"] = new JsonObject { ["repository"] = repository, ["ref"] = "main" },
+            ["target"] = new JsonObject { ["url"] = $"https://cursor.com/agents?id={agentId}", ["branchName"] = "database-connection-timeout-abc123", ["prUrl"] = prUrl },
+            ["summary"] = "Fixed the pool",
+        }.ToJsonString();
+
+    private Task<HttpResponseMessage> SignedWebhook(long runId, string body) =>
+        PostWebhook(runId, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
+
+    private Task<HttpResponseMessage> PostWebhook(long runId, string body, string? signature)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={runId}")
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/json"),
+        };
+        if (signature is not null)
+        {
+            request.Headers.Add("X-Webhook-Signature", signature);
+        }
+
+        request.Headers.Add("X-Webhook-ID", Guid.NewGuid().ToString());
+        return client.SendAsync(request);
+    }
+
+    private static string Strip(string problem)
+    {
+        var node = JsonNode.Parse(problem)!.AsObject();
+        node.Remove("trace_id");
+        node.Remove("traceId");
+        return node.ToJsonString();
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}

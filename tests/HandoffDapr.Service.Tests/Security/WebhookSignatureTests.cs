@@ -1,0 +1,65 @@
+using System.Security.Cryptography;
+using System.Text;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Service.Tests.Security;
+
+public sealed class WebhookSignatureTests
+{
+    private const string Secret = "0123456789abcdef0123456789abcdef";
+    private static readonly byte[] Body = Encoding.UTF8.GetBytes("""{"event":"statusChange","id":"bc-1","status":"FINISHED"}""");
+
+    // Computed here with the BCL directly, not with the code under test.
+    private static string Expected => Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(Secret), Body));
+
+    [Fact]
+    public void Signature_with_and_without_prefix_is_valid()
+    {
+        Assert.True(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected));
+        Assert.True(WebhookSignature.IsValid(Secret, Body, Expected));
+        Assert.True(WebhookSignature.IsValid(Secret, Body, Expected.ToUpperInvariant()));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("sha256=")]
+    [InlineData("sha256=zz")]
+    [InlineData("sha1=0123")]
+    public void Missing_or_malformed_signature_is_invalid(string? header) =>
+        Assert.False(WebhookSignature.IsValid(Secret, Body, header));
+
+    [Fact]
+    public void Signature_of_a_body_changed_by_one_byte_is_invalid()
+    {
+        var changed = (byte[])Body.Clone();
+        changed[^2] ^= 1;
+
+        Assert.False(WebhookSignature.IsValid(Secret, changed, Expected));
+    }
+
+    [Fact]
+    public void Signature_made_with_another_secret_is_invalid() =>
+        Assert.False(WebhookSignature.IsValid(Secret + "x", Body, Expected));
+
+    [Fact]
+    public void Comparison_is_constant_time()
+    {
+        // Timing cannot be asserted reliably in a unit test; the source must use the BCL's constant-time comparison.
+        var source = File.ReadAllText(Path.Combine(RepositoryRoot(), "src", "HandoffDapr.Core", "Providers", "WebhookSignature.cs"));
+
+        Assert.Contains("CryptographicOperations.FixedTimeEquals", source);
+        Assert.DoesNotContain("SequenceEqual", source);
+    }
+
+    internal static string RepositoryRoot()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "HandoffDapr.sln")))
+        {
+            directory = directory.Parent;
+        }
+
+        return directory?.FullName ?? throw new InvalidOperationException("HandoffDapr.sln not found above the test output.");
+    }
+}
