@@ -2,6 +2,7 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
+using HandoffDapr.Service.Security;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
@@ -18,8 +19,8 @@ public static partial class HandoffEndpoints
         return app;
     }
 
-    public static async Task<Results<Accepted<HandoffResult>, ProblemHttpResult>> TriggerAsync(
-        string runId, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    public static async Task<Results<Accepted<HandoffResult>, ProblemHttpResult, RetryAfterResult>> TriggerAsync(
+        string runId, HttpRequest request, [AsParameters] HandoffServices services, TriggerRateLimiter limiter, CancellationToken cancellationToken)
     {
         if (!RunIds.TryParse(runId, out var id))
         {
@@ -35,6 +36,11 @@ public static partial class HandoffEndpoints
         if (Validate(id, body!, services.Options.Value) is { } invalid)
         {
             return Problems.InvalidRequest(invalid);
+        }
+
+        if (limiter.TryAcquire(body!.GroupId!.Value) is { } wait)
+        {
+            return Problems.RateLimited(wait);
         }
 
         var trigger = new HandoffTrigger(body!.GroupId!.Value, body.IntegrationId!.Value, body.Instruction, body.AutoCreatePr ?? true, body.Run);

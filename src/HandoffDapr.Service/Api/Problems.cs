@@ -36,6 +36,9 @@ public static class Problems
     public static ProblemHttpResult Unauthorized() =>
         Problem(StatusCodes.Status401Unauthorized, "unauthorized", "Unauthorized", "The request could not be authenticated.");
 
+    public static ProblemHttpResult Forbidden() =>
+        Problem(StatusCodes.Status403Forbidden, "forbidden", "Forbidden", "This caller may not use the API. Configure Handoff:ApiToken to accept remote callers.");
+
     public static ProblemHttpResult ProviderFailed(string failureType)
     {
         var problem = new ProblemDetails
@@ -49,9 +52,22 @@ public static class Problems
         return TypedResults.Problem(problem);
     }
 
+    public static RetryAfterResult RateLimited(TimeSpan retryAfter) =>
+        new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", "Slow down and try again after the Retry-After delay."), retryAfter);
+
     public static ProblemHttpResult Unavailable() =>
         Problem(StatusCodes.Status503ServiceUnavailable, "unavailable", "Temporarily unavailable", "The run's state could not be reached. Try again shortly.");
 
     private static ProblemHttpResult Problem(int status, string slug, string title, string detail) =>
         TypedResults.Problem(new ProblemDetails { Status = status, Type = TypeBase + slug, Title = title, Detail = detail });
+}
+
+/// <summary>A problem with a <c>Retry-After</c> header.</summary>
+public sealed class RetryAfterResult(ProblemHttpResult problem, TimeSpan retryAfter) : IResult
+{
+    public Task ExecuteAsync(HttpContext httpContext)
+    {
+        httpContext.Response.Headers.RetryAfter = Security.RetryAfterHeader.Format(retryAfter);
+        return problem.ExecuteAsync(httpContext);
+    }
 }

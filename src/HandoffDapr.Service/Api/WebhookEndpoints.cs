@@ -18,7 +18,8 @@ public static partial class WebhookEndpoints
 
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook");
+        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
+            .RequireRateLimiting(Security.RateLimits.Webhooks);
         return app;
     }
 

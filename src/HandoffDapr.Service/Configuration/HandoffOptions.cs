@@ -28,6 +28,17 @@ public sealed class HandoffOptions
     public LaunchOptions Launch { get; set; } = new();
 
     public EmbeddedOptions Embedded { get; set; } = new();
+
+    public RateLimitOptions RateLimits { get; set; } = new();
+
+    /// <summary>Embedded mode: bearer token API callers must send. Without one, only loopback callers are accepted.</summary>
+    public string? ApiToken { get; set; }
+}
+
+public sealed class RateLimitOptions
+{
+    public int TriggersPerGroupPerMinute { get; set; } = 60;
+    public int WebhooksPerIntegrationPerMinute { get; set; } = 600;
 }
 
 public sealed class IntegrationOptions

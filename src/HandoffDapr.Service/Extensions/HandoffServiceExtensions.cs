@@ -7,6 +7,7 @@ using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Embedded;
 using HandoffDapr.Service.Hosting;
+using HandoffDapr.Service.Security;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Options;
@@ -33,6 +34,8 @@ public static class HandoffServiceExtensions
         services.AddSingleton<HandoffEngine>();
         services.AddSingleton<IIntegrationCatalog>(sp => new IntegrationCatalog(sp.GetRequiredService<IOptions<HandoffOptions>>(), mode, sp));
 
+        services.AddCallerAuthorization(builder.Configuration, mode);
+        services.AddHandoffRateLimits(builder.Configuration.GetSection($"{HandoffOptions.SectionName}:RateLimits").Get<RateLimitOptions>() ?? new());
         services.AddProblemDetails();
         services.ConfigureHttpJsonOptions(options =>
         {
@@ -61,18 +64,25 @@ public static class HandoffServiceExtensions
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
         app.UseExceptionHandler();
         app.UseStatusCodePages();
+        app.UseAuthentication();
+        app.UseAuthorization();
+        app.UseRateLimiter();
         if (mode == HostingMode.Dapr)
         {
             app.UseCloudEvents();
-            app.MapSubscribeHandler();
-            app.MapActorsHandlers();
+            app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
+            app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy);
         }
 
+        // Open: health (probes) and provider webhooks (authenticated by their signature).
         app.MapHealthEndpoints();
-        app.MapHandoffEndpoints();
-        app.MapAgentEndpoints();
         app.MapWebhookEndpoints();
-        app.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
+
+        var api = app.MapGroup(string.Empty).RequireAuthorization(CallerAuthorization.Policy);
+        api.MapHandoffEndpoints();
+        api.MapAgentEndpoints();
+        api.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
+        app.LogCallerCheck();
         return app;
     }
 

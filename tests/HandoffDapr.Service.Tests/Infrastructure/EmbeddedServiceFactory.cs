@@ -1,5 +1,8 @@
 using HandoffDapr.Service.Embedded;
+using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -16,6 +19,28 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
 
     public string DataPath => dataPath;
 
+    /// <summary>Set before the first request to capture every log line the service writes.</summary>
+    public FakeLogCollector? Logs { get; init; }
+
+    public const string RemoteAddressHeader = "X-Test-Remote-Address";
+
+    private sealed class RemoteAddressFromHeader : IStartupFilter
+    {
+        public Action<IApplicationBuilder> Configure(Action<IApplicationBuilder> next) => app =>
+        {
+            app.Use((context, nextMiddleware) =>
+            {
+                if (context.Request.Headers.TryGetValue(RemoteAddressHeader, out var value) && System.Net.IPAddress.TryParse(value, out var address))
+                {
+                    context.Connection.RemoteIpAddress = address;
+                }
+
+                return nextMiddleware(context);
+            });
+            next(app);
+        };
+    }
+
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
         builder.UseEnvironment("Production");
@@ -30,6 +55,14 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
         {
             builder.UseSetting(key, value);
+        }
+
+        // Lets a test pose as a remote caller: TestServer connections have no address of their own.
+        builder.ConfigureServices(services => services.AddSingleton<IStartupFilter, RemoteAddressFromHeader>());
+
+        if (Logs is not null)
+        {
+            builder.ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Trace).AddProvider(new FakeLoggerProvider(Logs)));
         }
 
         if (time is not null)

@@ -1,0 +1,156 @@
+using System.Net;
+using System.Security.Claims;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Encodings.Web;
+using HandoffDapr.Service.Configuration;
+using Microsoft.AspNetCore.Authentication;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Security;
+
+/// <summary>
+/// Who may call the API (everything but health and provider webhooks):
+/// in Dapr mode the sidecar, proven by <c>dapr-api-token</c> when <c>APP_API_TOKEN</c> is set;
+/// in embedded mode a bearer token from <c>Handoff:ApiToken</c>, or, with none configured, loopback callers only.
+/// </summary>
+public static partial class CallerAuthorization
+{
+    public const string Policy = "HandoffCaller";
+    public const string TokenScheme = "HandoffToken";
+
+    public static CallerCheck AddCallerAuthorization(this IServiceCollection services, IConfiguration configuration, HostingMode mode)
+    {
+        var appApiToken = configuration["APP_API_TOKEN"];
+        var apiToken = configuration[$"{HandoffOptions.SectionName}:ApiToken"];
+        var authentication = services.AddAuthentication();
+        CallerCheck check;
+        if (mode == HostingMode.Dapr && !string.IsNullOrEmpty(appApiToken))
+        {
+            authentication.AddDapr(options => options.Token = appApiToken);
+            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.AddAuthenticationSchemes("Dapr").RequireAuthenticatedUser()));
+            check = CallerCheck.DaprApiToken;
+        }
+        else if (mode == HostingMode.Embedded && !string.IsNullOrEmpty(apiToken))
+        {
+            authentication.AddScheme<TokenAuthenticationOptions, TokenAuthenticationHandler>(TokenScheme, options => options.Token = apiToken);
+            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.AddAuthenticationSchemes(TokenScheme).RequireAuthenticatedUser()));
+            check = CallerCheck.BearerToken;
+        }
+        else if (mode == HostingMode.Embedded)
+        {
+            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.RequireAssertion(context => IsLocal(context.Resource as HttpContext))));
+            check = CallerCheck.LoopbackOnly;
+        }
+        else
+        {
+            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.RequireAssertion(_ => true)));
+            check = CallerCheck.None;
+        }
+
+        services.AddSingleton(new CallerCheckInUse(check));
+        services.AddSingleton<Microsoft.AspNetCore.Authorization.IAuthorizationMiddlewareResultHandler, ProblemAuthorizationResultHandler>();
+        return check;
+    }
+
+    /// <summary>Says at start how callers are checked, and warns when the check is weak.</summary>
+    public static void LogCallerCheck(this WebApplication app)
+    {
+        var check = app.Services.GetRequiredService<CallerCheckInUse>().Check;
+        var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(CallerAuthorization).FullName!);
+        switch (check)
+        {
+            case CallerCheck.LoopbackOnly:
+                LogLoopbackOnly(logger);
+                break;
+            case CallerCheck.None:
+                LogNoCheck(logger);
+                break;
+            default:
+                LogChecked(logger, check);
+                break;
+        }
+    }
+
+    /// <summary>
+    /// Loopback addresses only. A request with no remote address did not come over TCP (an in-process test server,
+    /// a Unix socket): it is local too.
+    /// </summary>
+    internal static bool IsLocal(HttpContext? context) =>
+        context?.Connection.RemoteIpAddress is not { } address || IPAddress.IsLoopback(address);
+
+    [LoggerMessage(EventId = 6001, EventName = "LoopbackOnly", Level = LogLevel.Warning,
+        Message = "No Handoff:ApiToken is configured: the API accepts loopback callers only. Set Handoff:ApiToken to accept others with a bearer token.")]
+    private static partial void LogLoopbackOnly(ILogger logger);
+
+    [LoggerMessage(EventId = 6002, EventName = "NoCallerCheck", Level = LogLevel.Warning,
+        Message = "APP_API_TOKEN is not set: any caller that reaches the app port is accepted. Set dapr.io/app-token-secret (Kubernetes) or APP_API_TOKEN.")]
+    private static partial void LogNoCheck(ILogger logger);
+
+    [LoggerMessage(EventId = 6003, EventName = "CallerCheck", Level = LogLevel.Information, Message = "API callers are checked by {Check}")]
+    private static partial void LogChecked(ILogger logger, CallerCheck check);
+}
+
+public sealed record CallerCheckInUse(CallerCheck Check);
+
+public enum CallerCheck
+{
+    DaprApiToken,
+    BearerToken,
+    LoopbackOnly,
+    None,
+}
+
+public sealed class TokenAuthenticationOptions : AuthenticationSchemeOptions
+{
+    public string Token { get; set; } = string.Empty;
+}
+
+/// <summary><c>Authorization: Bearer {Handoff:ApiToken}</c>, compared in constant time.</summary>
+public sealed class TokenAuthenticationHandler(IOptionsMonitor<TokenAuthenticationOptions> options, ILoggerFactory logger, UrlEncoder encoder)
+    : AuthenticationHandler<TokenAuthenticationOptions>(options, logger, encoder)
+{
+    protected override Task<AuthenticateResult> HandleAuthenticateAsync()
+    {
+        var header = Request.Headers.Authorization.ToString();
+        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            return Task.FromResult(AuthenticateResult.NoResult());
+        }
+
+        var given = Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim());
+        var expected = Encoding.UTF8.GetBytes(Options.Token);
+        if (!CryptographicOperations.FixedTimeEquals(given, expected))
+        {
+            return Task.FromResult(AuthenticateResult.Fail("Invalid token."));
+        }
+
+        var identity = new ClaimsIdentity([new Claim(ClaimTypes.Name, "api-client")], Scheme.Name);
+        return Task.FromResult(AuthenticateResult.Success(new AuthenticationTicket(new ClaimsPrincipal(identity), Scheme.Name)));
+    }
+}
+
+/// <summary>
+/// Answers a refused caller with a problem (401 without valid credentials, 403 for a caller that may not come in),
+/// whatever scheme is or is not configured.
+/// </summary>
+public sealed class ProblemAuthorizationResultHandler : Microsoft.AspNetCore.Authorization.IAuthorizationMiddlewareResultHandler
+{
+    private readonly Microsoft.AspNetCore.Authorization.Policy.AuthorizationMiddlewareResultHandler fallback = new();
+
+    public Task HandleAsync(
+        RequestDelegate next,
+        HttpContext context,
+        Microsoft.AspNetCore.Authorization.AuthorizationPolicy policy,
+        Microsoft.AspNetCore.Authorization.Policy.PolicyAuthorizationResult authorizeResult)
+    {
+        if (authorizeResult.Succeeded)
+        {
+            return fallback.HandleAsync(next, context, policy, authorizeResult);
+        }
+
+        var authenticated = context.User.Identity?.IsAuthenticated == true;
+        var needsCredentials = policy.AuthenticationSchemes.Count > 0 && !authenticated;
+        return (needsCredentials ? Api.Problems.Unauthorized() : Api.Problems.Forbidden()).ExecuteAsync(context);
+    }
+}

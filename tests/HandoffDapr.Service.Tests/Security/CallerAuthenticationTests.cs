@@ -1,0 +1,153 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text.Json.Nodes;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Security;
+
+/// <summary>Every endpoint but health and webhooks wants credentials: without, wrong, right.</summary>
+public sealed class CallerAuthenticationTests : IDisposable
+{
+    private const string Token = "embedded-api-token-5b1c9e";
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    public static TheoryData<string, string> ProtectedEndpoints => new()
+    {
+        { "POST", "/runs/1/handoff" },
+        { "GET", "/runs/1/handoff" },
+        { "POST", "/events/autofix-run-completed" },
+        { "POST", "/runs/1/agents/bc-1/stop" },
+        { "POST", "/runs/1/agents/bc-1/followup" },
+    };
+
+    [Theory]
+    [MemberData(nameof(ProtectedEndpoints))]
+    public async Task Endpoint_without_token_is_401(string method, string path)
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().SendAsync(Request(method, path));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Theory]
+    [MemberData(nameof(ProtectedEndpoints))]
+    public async Task Endpoint_with_wrong_token_is_401(string method, string path)
+    {
+        using var factory = WithToken();
+        var request = Request(method, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Token + "x");
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Theory]
+    [MemberData(nameof(ProtectedEndpoints))]
+    public async Task Endpoint_with_the_right_token_is_let_through(string method, string path)
+    {
+        using var factory = WithToken();
+        var request = Request(method, path);
+        request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        // Past authentication: the endpoint itself answers (404 unknown run, 400 body…), never 401/403.
+        Assert.NotEqual(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.NotEqual(HttpStatusCode.Forbidden, response.StatusCode);
+        Assert.InRange((int)response.StatusCode, 200, 499);
+    }
+
+    [Fact]
+    public async Task Health_and_webhooks_need_no_token()
+    {
+        using var factory = WithToken();
+        var client = factory.CreateClient();
+
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/healthz")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+        // Rejected by signature, not by caller authentication.
+        var webhook = await client.PostRawAsync("/webhooks/cursor/42?run_id=1", "{}");
+        Assert.Equal(HttpStatusCode.Unauthorized, webhook.StatusCode);
+        Assert.EndsWith("unauthorized", (await webhook.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Without_a_token_only_loopback_callers_are_accepted()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("open.db"), cursor.Url);
+        var client = factory.CreateClient();
+
+        var remote = Request("GET", "/runs/1/handoff");
+        remote.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "10.1.2.3");
+        var local = Request("GET", "/runs/1/handoff");
+        local.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+        var remoteHealth = new HttpRequestMessage(HttpMethod.Get, "/healthz");
+        remoteHealth.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "10.1.2.3");
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await client.SendAsync(remote)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await client.SendAsync(local)).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(remoteHealth)).StatusCode);
+    }
+
+    [Fact]
+    public async Task Manual_trigger_over_the_group_limit_is_429_with_retry_after()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("limits.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "2",
+        });
+        var client = factory.CreateClient();
+        var body = Payloads.Trigger(Payloads.Run(1, ["acme/shop"], automation: false));
+
+        var first = await client.PostJsonAsync("/runs/1/handoff", body);
+        var second = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
+        var third = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
+        var otherGroup = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(groupId: 457));
+
+        Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
+        Assert.True(int.Parse(third.Headers.RetryAfter!.ToString()) > 0);
+        Assert.Equal("application/problem+json", third.Content.Headers.ContentType?.MediaType);
+        // Another group has its own budget.
+        Assert.Equal(HttpStatusCode.NotFound, otherGroup.StatusCode);
+    }
+
+    [Fact]
+    public async Task Webhooks_over_the_integration_limit_are_429_with_retry_after()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("hooks.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "3",
+        });
+        var client = factory.CreateClient();
+
+        var answers = new List<HttpResponseMessage>();
+        for (var i = 0; i < 4; i++)
+        {
+            answers.Add(await client.PostRawAsync("/webhooks/cursor/42?run_id=1", "{}"));
+        }
+
+        Assert.All(answers.Take(3), answer => Assert.Equal(HttpStatusCode.Unauthorized, answer.StatusCode));
+        Assert.Equal(HttpStatusCode.TooManyRequests, answers[3].StatusCode);
+        Assert.NotNull(answers[3].Headers.RetryAfter);
+    }
+
+    private EmbeddedServiceFactory WithToken() =>
+        new(temp.File($"{Guid.NewGuid():N}.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token });
+
+    private static HttpRequestMessage Request(string method, string path) => new(new HttpMethod(method), path)
+    {
+        Content = method == "POST" ? new StringContent(new JsonObject { ["text"] = "x" }.ToJsonString(), System.Text.Encoding.UTF8, "application/json") : null,
+    };
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
