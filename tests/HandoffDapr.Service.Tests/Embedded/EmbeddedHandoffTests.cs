@@ -221,6 +221,17 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Provider_answer_with_invalid_utf16_is_an_unknown_outcome_not_a_crash()
+    {
+        cursor.Script("acme/odd", FakeCursor.Status(201, "{\"id\":\"bc-\\ud800\",\"status\":\"CREATING\"}"));
+
+        var response = await client.PostJsonAsync("/runs/256/handoff", Payloads.Trigger(Payloads.Run(256, ["acme/odd"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("invalid_response", (await response.ReadJsonAsync())["retries"]![0]!["failure_type"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Run_without_repositories_answers_one_failure_and_calls_nobody()
     {
         var response = await client.PostJsonAsync("/runs/260/handoff", Payloads.Trigger(Payloads.Run(260, [], automation: false)));

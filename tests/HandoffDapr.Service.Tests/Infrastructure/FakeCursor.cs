@@ -33,6 +33,12 @@ public sealed class FakeCursor : IDisposable
             .RespondWith(Response.Create().WithCallback(Command));
     }
 
+    /// <summary>Launches for <paramref name="repository"/> are answered only after <paramref name="delay"/>.</summary>
+    public void Slow(string repository, TimeSpan delay) =>
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*")))
+            .AtPriority(-1)
+            .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
+
     /// <summary>Answer for the next stop or follow-up calls; null means success.</summary>
     public Func<ResponseMessage>? NextCommandAnswer { get; set; }
 

@@ -203,12 +203,23 @@ public sealed partial class CursorAgentsProvider(
             || string.Equals(url, repository.FullName, StringComparison.OrdinalIgnoreCase);
     }
 
-    private static string? ReadString(JsonElement element, string property) =>
-        element.ValueKind == JsonValueKind.Object
-        && element.TryGetProperty(property, out var value)
-        && value.ValueKind == JsonValueKind.String
-            ? value.GetString()
-            : null;
+    /// <summary>A string property, or null when absent, of another type, or not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
+    internal static string? ReadString(JsonElement element, string property)
+    {
+        if (element.ValueKind != JsonValueKind.Object || !element.TryGetProperty(property, out var value) || value.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        try
+        {
+            return value.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 
     /// <summary>The provider's own error code or message, bounded, for the log only (never a response).</summary>
     private static string ErrorSummary(ReadOnlyMemory<byte> body)

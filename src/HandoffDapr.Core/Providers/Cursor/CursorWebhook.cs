@@ -75,10 +75,7 @@ public static partial class CursorWebhook
             : null;
     }
 
-    private static string? Text(JsonElement element, string property) =>
-        element.ValueKind == JsonValueKind.Object && element.TryGetProperty(property, out var value) && value.ValueKind == JsonValueKind.String
-            ? value.GetString()
-            : null;
+    private static string? Text(JsonElement element, string property) => CursorAgentsProvider.ReadString(element, property);
 
     [GeneratedRegex(@"^(?:https?://)?(?:www\.)?github\.com/(?<owner>[^/\s]+)/(?<name>[^/\s]+?)(?:\.git)?/?$", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
     private static partial Regex GitHubRepository();
