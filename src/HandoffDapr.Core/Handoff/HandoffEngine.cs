@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Prompts;
 using HandoffDapr.Core.Providers;
@@ -268,6 +269,7 @@ public sealed partial class HandoffEngine(
 
         var now = timeProvider.GetUtcNow();
         LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
+        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.Value.ToString().ToLowerInvariant()));
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.ToString().ToLowerInvariant())]);
@@ -374,14 +376,22 @@ public sealed partial class HandoffEngine(
         // 2. Call the provider for every repository at once (bounded); results keep the repositories' order.
         var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
         var outcomes = new AttemptOutcome[inFlight.Count];
-        await Parallel.ForEachAsync(
-            Enumerable.Range(0, inFlight.Count),
-            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
-            async (index, token) =>
-            {
-                var launch = inFlight[index];
-                outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, token);
-            });
+        HandoffTelemetry.HandoffsInFlight.Add(1);
+        try
+        {
+            await Parallel.ForEachAsync(
+                Enumerable.Range(0, inFlight.Count),
+                new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
+                async (index, token) =>
+                {
+                    var launch = inFlight[index];
+                    outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, token);
+                });
+        }
+        finally
+        {
+            HandoffTelemetry.HandoffsInFlight.Add(-1);
+        }
 
         // 3. Record the outcomes. Not cancellable: agents now exist at the provider and must not be forgotten.
         state = Apply(state, inFlight, outcomes);
@@ -390,6 +400,21 @@ public sealed partial class HandoffEngine(
     }
 
     private async Task<AttemptOutcome> AttemptAsync(RunHandoffState state, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    {
+        using var activity = HandoffTelemetry.StartLaunchAttempt(state.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
+        var started = timeProvider.GetTimestamp();
+        var outcome = await CallProviderAsync(state, launch, reconcileFirst, cancellationToken);
+        HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
+        activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
+        if (outcome.Failure is not null)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, outcome.Failure.FailureType);
+        }
+
+        return outcome;
+    }
+
+    private async Task<AttemptOutcome> CallProviderAsync(RunHandoffState state, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
     {
         var integration = integrations.Find(launch.IntegrationId)!;
         RepositoryName.TryParse(launch.Repository, out var repository);
@@ -442,6 +467,8 @@ public sealed partial class HandoffEngine(
                 });
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
+                HandoffTelemetry.Launches.Add(1, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
+                HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", agentState.Status.ToString().ToLowerInvariant()));
                 continue;
             }
 
@@ -455,6 +482,8 @@ public sealed partial class HandoffEngine(
                 state = state.WithLaunch(launch with { Phase = phase, Attempts = attempts, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
                 LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attempts, retryAt);
+                HandoffTelemetry.Launches.Add(1, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
+                HandoffTelemetry.RetriesScheduled.Add(1, Tag("failure_type", failure.FailureType));
                 continue;
             }
 
@@ -462,6 +491,7 @@ public sealed partial class HandoffEngine(
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attempts, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
             LogLaunchFailed(state.RunId, launch.Repository, failureType, attempts);
+            HandoffTelemetry.Launches.Add(1, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
         state = state.WithTimeline(timeline);
@@ -512,6 +542,8 @@ public sealed partial class HandoffEngine(
             failures.Add(new LaunchFailure(launch.Repository, FailureMessages.LaunchFailed, launch.FailureType ?? FailureTypes.InvalidRequest));
         }
     }
+
+    private static KeyValuePair<string, object?> Tag(string name, object? value) => new($"handoff.{name}", value);
 
     internal static CodingAgentStatus? ToAgentStatus(ProviderAgentStatus status) => status switch
     {

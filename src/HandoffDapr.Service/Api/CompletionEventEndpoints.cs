@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Text.Json;
 using Dapr;
 using HandoffDapr.Core.Handoff;
@@ -46,7 +47,12 @@ public static partial class CompletionEventEndpoints
             return Malformed(mode, services.Logger, "unreadable body", problem);
         }
 
-        var (snapshot, invalid) = ReadSnapshot(document);
+        var (snapshot, invalid, traceParent) = ReadSnapshot(document);
+        // A structured CloudEvent carries its trace context in the body: continue that trace.
+        using var activity = traceParent is not null && ActivityContext.TryParse(traceParent, null, out var parent)
+            ? HandoffTelemetry.ActivitySource.StartActivity("handoff.completion_event", ActivityKind.Consumer, parent)
+            : null;
+        activity?.SetTag("handoff.run_id", snapshot?.RunId);
         invalid ??= snapshot is null ? "The event data is not a run snapshot." : SnapshotRules.Check(snapshot, services.Options.Value);
         if (invalid is not null || snapshot is null)
         {
@@ -89,22 +95,24 @@ public static partial class CompletionEventEndpoints
     }
 
     /// <summary>The data of a CloudEvent (unwrapped by <c>UseCloudEvents</c>, or a structured event sent as plain JSON) or a bare snapshot.</summary>
-    private static (RunSnapshot? Snapshot, string? Invalid) ReadSnapshot(JsonElement root)
+    private static (RunSnapshot? Snapshot, string? Invalid, string? TraceParent) ReadSnapshot(JsonElement root)
     {
         if (root.ValueKind != JsonValueKind.Object)
         {
-            return (null, "The event data must be a JSON object.");
+            return (null, "The event data must be a JSON object.", null);
         }
 
-        var data = root.TryGetProperty("specversion", out _) && root.TryGetProperty("data", out var inner) ? inner : root;
+        var isCloudEvent = root.TryGetProperty("specversion", out _) && root.TryGetProperty("data", out _);
+        var data = isCloudEvent ? root.GetProperty("data") : root;
+        var traceParent = isCloudEvent ? JsonElements.String(root, "traceparent") : null;
         try
         {
             var snapshot = data.Deserialize(HandoffJsonContext.Default.RunSnapshot);
-            return snapshot is null ? (null, "The event data must be a JSON object.") : (snapshot, null);
+            return snapshot is null ? (null, "The event data must be a JSON object.", traceParent) : (snapshot, null, traceParent);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
         {
-            return (null, "The event data is not a run snapshot.");
+            return (null, "The event data is not a run snapshot.", traceParent);
         }
     }
 

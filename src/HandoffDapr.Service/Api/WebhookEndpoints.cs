@@ -83,6 +83,10 @@ public static partial class WebhookEndpoints
             return Problems.Unavailable();
         }
 
+        HandoffTelemetry.WebhookEvents.Add(
+            1,
+            new KeyValuePair<string, object?>("handoff.provider_status", change.Agent.Status.ToString().ToLowerInvariant()),
+            new KeyValuePair<string, object?>("handoff.outcome", outcome.ToString().ToLowerInvariant()));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
             LogIgnored(services.Logger, change.Agent.Id, $"agent unknown to run {runId}");

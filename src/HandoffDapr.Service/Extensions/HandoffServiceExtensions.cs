@@ -21,6 +21,8 @@ public static class HandoffServiceExtensions
     {
         var services = builder.Services;
         var mode = HostingModes.Resolve(builder.Configuration);
+        builder.AddHandoffTelemetry();
+        services.AddOpenApi();
         services.AddSingleton(new HostingContext(mode));
 
         services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
@@ -72,6 +74,11 @@ public static class HandoffServiceExtensions
             app.UseCloudEvents();
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
             app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy);
+        }
+
+        if (app.Environment.IsDevelopment())
+        {
+            app.MapOpenApi();
         }
 
         // Open: health (probes) and provider webhooks (authenticated by their signature).

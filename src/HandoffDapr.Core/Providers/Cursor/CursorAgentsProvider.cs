@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Text.Json;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
 using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Providers.Cursor;
@@ -203,23 +204,7 @@ public sealed partial class CursorAgentsProvider(
             || string.Equals(url, repository.FullName, StringComparison.OrdinalIgnoreCase);
     }
 
-    /// <summary>A string property, or null when absent, of another type, or not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
-    internal static string? ReadString(JsonElement element, string property)
-    {
-        if (element.ValueKind != JsonValueKind.Object || !element.TryGetProperty(property, out var value) || value.ValueKind != JsonValueKind.String)
-        {
-            return null;
-        }
-
-        try
-        {
-            return value.GetString();
-        }
-        catch (InvalidOperationException)
-        {
-            return null;
-        }
-    }
+    private static string? ReadString(JsonElement element, string property) => JsonElements.String(element, property);
 
     /// <summary>The provider's own error code or message, bounded, for the log only (never a response).</summary>
     private static string ErrorSummary(ReadOnlyMemory<byte> body)

@@ -75,7 +75,7 @@ public static partial class CursorWebhook
             : null;
     }
 
-    private static string? Text(JsonElement element, string property) => CursorAgentsProvider.ReadString(element, property);
+    private static string? Text(JsonElement element, string property) => Serialization.JsonElements.String(element, property);
 
     [GeneratedRegex(@"^(?:https?://)?(?:www\.)?github\.com/(?<owner>[^/\s]+)/(?<name>[^/\s]+?)(?:\.git)?/?$", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
     private static partial Regex GitHubRepository();

@@ -1,0 +1,45 @@
+using System.Diagnostics;
+using System.Diagnostics.Metrics;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>
+/// Traces and metrics of the handoff, on BCL types only (the host wires OpenTelemetry to these names).
+/// Attributes carry ids, repository and integration; never prompts or secrets.
+/// </summary>
+public static class HandoffTelemetry
+{
+    public const string Name = "HandoffDapr";
+
+    public static readonly ActivitySource ActivitySource = new(Name);
+
+    private static readonly Meter Meter = new(Name);
+
+    public static readonly Counter<long> Launches = Meter.CreateCounter<long>(
+        "handoff.launches", unit: "{launch}", description: "Launch attempts by outcome (launched, reconciled, retry_scheduled, failed) and failure type.");
+
+    public static readonly Counter<long> RetriesScheduled = Meter.CreateCounter<long>(
+        "handoff.retries.scheduled", unit: "{retry}", description: "Launch retries scheduled, by failure type.");
+
+    public static readonly Counter<long> WebhookEvents = Meter.CreateCounter<long>(
+        "handoff.webhook.events", unit: "{event}", description: "Provider webhooks received, by provider status and outcome.");
+
+    public static readonly Counter<long> AgentStatusChanges = Meter.CreateCounter<long>(
+        "handoff.agents.status_changes", unit: "{change}", description: "Agents entering a status (pending, running, completed, failed).");
+
+    public static readonly Histogram<double> LaunchDuration = Meter.CreateHistogram<double>(
+        "handoff.launch.duration", unit: "s", description: "Time of one provider launch call (or reconciliation).");
+
+    public static readonly UpDownCounter<long> HandoffsInFlight = Meter.CreateUpDownCounter<long>(
+        "handoff.in_flight", unit: "{handoff}", description: "Handoffs whose provider calls are under way.");
+
+    public static Activity? StartLaunchAttempt(long runId, string repository, long integrationId, int attempt)
+    {
+        var activity = ActivitySource.StartActivity("handoff.launch_attempt", ActivityKind.Internal);
+        activity?.SetTag("handoff.run_id", runId);
+        activity?.SetTag("handoff.repository", repository);
+        activity?.SetTag("handoff.integration_id", integrationId);
+        activity?.SetTag("handoff.attempt", attempt);
+        return activity;
+    }
+}

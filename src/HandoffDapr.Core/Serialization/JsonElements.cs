@@ -1,0 +1,25 @@
+using System.Text.Json;
+
+namespace HandoffDapr.Core.Serialization;
+
+/// <summary>Defensive reads of untrusted JSON.</summary>
+public static class JsonElements
+{
+    /// <summary>A string property, or null when absent, of another type, or not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
+    public static string? String(JsonElement element, string property)
+    {
+        if (element.ValueKind != JsonValueKind.Object || !element.TryGetProperty(property, out var value) || value.ValueKind != JsonValueKind.String)
+        {
+            return null;
+        }
+
+        try
+        {
+            return value.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
+}

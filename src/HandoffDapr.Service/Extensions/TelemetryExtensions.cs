@@ -1,0 +1,50 @@
+using HandoffDapr.Core.Handoff;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace HandoffDapr.Service.Extensions;
+
+/// <summary>Logs, traces and metrics: JSON console logs outside development, OTLP export when an endpoint is configured.</summary>
+public static class TelemetryExtensions
+{
+    public static WebApplicationBuilder AddHandoffTelemetry(this WebApplicationBuilder builder)
+    {
+        if (!builder.Environment.IsDevelopment())
+        {
+            builder.Logging.AddJsonConsole(options =>
+            {
+                options.IncludeScopes = true;
+                options.TimestampFormat = "O";
+                options.UseUtcTimestamp = true;
+            });
+        }
+
+        var otlpEndpoint = builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"];
+        builder.Services.AddOpenTelemetry()
+            .ConfigureResource(resource => resource.AddService(builder.Configuration["OTEL_SERVICE_NAME"] ?? "handoff"))
+            .WithTracing(tracing =>
+            {
+                tracing.AddSource(HandoffTelemetry.Name)
+                    .AddAspNetCoreInstrumentation(options => options.Filter = context => !IsProbe(context.Request.Path))
+                    .AddHttpClientInstrumentation();
+                if (!string.IsNullOrEmpty(otlpEndpoint))
+                {
+                    tracing.AddOtlpExporter();
+                }
+            })
+            .WithMetrics(metrics =>
+            {
+                metrics.AddMeter(HandoffTelemetry.Name)
+                    .AddAspNetCoreInstrumentation()
+                    .AddHttpClientInstrumentation();
+                if (!string.IsNullOrEmpty(otlpEndpoint))
+                {
+                    metrics.AddOtlpExporter();
+                }
+            });
+        return builder;
+    }
+
+    private static bool IsProbe(PathString path) => path.StartsWithSegments("/healthz") || path.StartsWithSegments("/readyz");
+}

@@ -1,0 +1,66 @@
+using System.Diagnostics;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+
+namespace HandoffDapr.Service.Tests.Operability;
+
+[CollectionDefinition(nameof(TelemetryCollection), DisableParallelization = true)]
+public sealed class TelemetryCollection;
+
+/// <summary>One span per launch attempt and launch metrics by outcome; the meter is process-wide, so this runs alone.</summary>
+[Collection(nameof(TelemetryCollection))]
+public sealed class TelemetryTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task Each_launch_attempt_is_a_span_with_run_repository_and_integration_but_no_prompt()
+    {
+        var spans = new List<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
+        };
+        ActivitySource.AddActivityListener(listener);
+        cursor.Script("acme/down", FakeCursor.Status(503));
+        using var factory = new EmbeddedServiceFactory(temp.File("spans.db"), cursor.Url);
+
+        await factory.CreateClient().PostJsonAsync("/runs/700/handoff", Payloads.Trigger(Payloads.Run(700, ["acme/shop", "acme/down"], automation: false)));
+
+        var attempts = spans.Where(span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.run_id"), 700L)).ToList();
+        Assert.Equal(["acme/down", "acme/shop"], attempts.Select(span => (string)span.GetTagItem("handoff.repository")!).Order());
+        Assert.All(attempts, span => Assert.Equal(42L, span.GetTagItem("handoff.integration_id")));
+        Assert.Equal(ActivityStatusCode.Error, attempts.Single(span => (string)span.GetTagItem("handoff.repository")! == "acme/down").Status);
+        Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text && text.Contains("Please fix", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Launch_outcomes_are_counted_by_outcome_and_failure_type()
+    {
+        using var launches = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.launches");
+        using var retries = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.retries.scheduled");
+        cursor.Script("acme/limited", FakeCursor.Status(429));
+        cursor.Script("acme/denied", FakeCursor.Status(401));
+        using var factory = new EmbeddedServiceFactory(temp.File("metrics.db"), cursor.Url);
+
+        await factory.CreateClient().PostJsonAsync("/runs/701/handoff", Payloads.Trigger(Payloads.Run(701, ["acme/shop", "acme/limited", "acme/denied"], automation: false)));
+
+        var byOutcome = launches.GetMeasurementSnapshot()
+            .GroupBy(m => ((string)m.Tags["handoff.outcome"]!, (string)m.Tags["handoff.failure_type"]!))
+            .ToDictionary(g => g.Key, g => g.Sum(m => m.Value));
+        Assert.Equal(1, byOutcome[("launched", "none")]);
+        Assert.Equal(1, byOutcome[("retry_scheduled", "rate_limited")]);
+        Assert.Equal(1, byOutcome[("failed", "invalid_credentials")]);
+        Assert.Equal(1, retries.GetMeasurementSnapshot().Sum(m => m.Value));
+    }
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
