@@ -10,7 +10,7 @@ namespace HandoffDapr.Service.Transport;
 /// breaker, so one provider's outage neither trips another's breaker nor turns into a retry storm. No retry
 /// here: retries are the handoff's, scheduled durably. All clients share one connection pool.
 /// </summary>
-public sealed class ProviderHttpClients : IDisposable
+public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
 {
     private readonly SocketsHttpHandler sharedHandler = new()
     {
@@ -20,7 +20,8 @@ public sealed class ProviderHttpClients : IDisposable
 
     public HttpClient Create(IntegrationOptions integration)
     {
-        var pipeline = new ResiliencePipelineBuilder<HttpResponseMessage>()
+        // The breaker reads the service's clock (tests move it); the per-call timeout is wall-clock time.
+        var breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider }
             .AddCircuitBreaker(new HttpCircuitBreakerStrategyOptions
             {
                 FailureRatio = 0.5,
@@ -28,10 +29,13 @@ public sealed class ProviderHttpClients : IDisposable
                 SamplingDuration = TimeSpan.FromSeconds(30),
                 BreakDuration = TimeSpan.FromSeconds(30),
             })
+            .Build();
+        var timeout = new ResiliencePipelineBuilder<HttpResponseMessage>()
             .AddTimeout(integration.RequestTimeout)
             .Build();
 
-        var client = new HttpClient(new ResilienceHandler(pipeline) { InnerHandler = sharedHandler }, disposeHandler: false)
+        var handler = new ResilienceHandler(breaker) { InnerHandler = new ResilienceHandler(timeout) { InnerHandler = sharedHandler } };
+        var client = new HttpClient(handler, disposeHandler: false)
         {
             BaseAddress = new Uri(integration.BaseUrl.TrimEnd('/') + "/"),
             // The pipeline's timeout governs; HttpClient's own would fire with a less precise exception.

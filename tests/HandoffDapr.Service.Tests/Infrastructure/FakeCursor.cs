@@ -39,6 +39,52 @@ public sealed class FakeCursor : IDisposable
             .AtPriority(-1)
             .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
 
+    /// <summary>
+    /// From now on a seeded share of launches fails: 500 or 429 (no agent), a timeout or a garbled answer
+    /// (agent created, answer lost). Reads stay reliable, so lost answers can be reconciled.
+    /// </summary>
+    public void Chaos(int seed, double failureRate, TimeSpan timeoutDelay)
+    {
+        chaos = new Random(seed);
+        chaosRate = failureRate;
+        chaosDelay = timeoutDelay;
+    }
+
+    private Random? chaos;
+    private double chaosRate;
+    private TimeSpan chaosDelay;
+
+    private ResponseMessage? ChaosAnswer(JsonObject body, string repository)
+    {
+        if (chaos is null)
+        {
+            return null;
+        }
+
+        int pick;
+        lock (chaos)
+        {
+            pick = chaos.NextDouble() < chaosRate ? chaos.Next(4) : -1;
+        }
+
+        switch (pick)
+        {
+            case 0:
+                return Status(500)();
+            case 1:
+                return Status(429, retryAfter: "1")();
+            case 2:
+                Create(body, repository);
+                Thread.Sleep(chaosDelay);
+                return Json(201, "{}");
+            case 3:
+                Create(body, repository);
+                return Json(201, "{\"id\": 12, \"status\": [");
+            default:
+                return null;
+        }
+    }
+
     /// <summary>Answer for the next stop or follow-up calls; null means success.</summary>
     public Func<ResponseMessage>? NextCommandAnswer { get; set; }
 
@@ -128,6 +174,11 @@ public sealed class FakeCursor : IDisposable
 
             Create(body, repository);
             return Json(201, "{\"id\": ");
+        }
+
+        if (ChaosAnswer(body, repository) is { } chaotic)
+        {
+            return chaotic;
         }
 
         var agent = Create(body, repository);

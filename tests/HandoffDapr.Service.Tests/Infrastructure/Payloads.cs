@@ -56,7 +56,7 @@ public static class Payloads
         ["integration_id"] = integrationId,
         ["instruction"] = instruction,
         ["auto_create_pr"] = true,
-        ["run"] = run,
+        ["run"] = run?.DeepClone(),
     };
 
     /// <summary>A structured CloudEvent, as daprd delivers it.</summary>
@@ -69,6 +69,6 @@ public static class Payloads
         ["datacontenttype"] = "application/json",
         ["topic"] = "autofix-run-completed",
         ["pubsubname"] = "pubsub",
-        ["data"] = data,
+        ["data"] = data.DeepClone(),
     };
 }
