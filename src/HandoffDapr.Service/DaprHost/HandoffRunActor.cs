@@ -30,6 +30,14 @@ public sealed partial class HandoffRunActor(
     internal const string PollKey = "poll";
     internal const string WakeAtKey = "wake_at";
 
+    /// <summary>For tests: the actor over a given state manager (the runtime's own talks to the sidecar).</summary>
+    internal HandoffRunActor(
+        ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, IActorStateManager stateManager)
+        : this(host, engine, dapr, options, timeProvider)
+    {
+        StateManager = stateManager;
+    }
+
     private long RunId => long.Parse(Id.GetId(), System.Globalization.CultureInfo.InvariantCulture);
 
     public async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)

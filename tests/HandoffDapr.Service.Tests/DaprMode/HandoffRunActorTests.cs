@@ -1,0 +1,168 @@
+using Dapr.Actors;
+using Dapr.Actors.Runtime;
+using Dapr.Client;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>The actor as an adapter: state through its state manager, reminders only when work is pending, decisions by the engine.</summary>
+public sealed class HandoffRunActorTests
+{
+    private const long RunId = 123;
+    private readonly ScriptedProvider provider = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly RecordingTimerManager timers = new();
+    private readonly InMemoryActorStateManager state = new(HandoffJsonContext.CreateOptions());
+    private readonly HandoffRunActor actor;
+
+    public HandoffRunActorTests()
+    {
+        var engine = new HandoffEngine(
+            new Catalog(new Integration(42, provider)),
+            new HandoffEngineOptions(),
+            new RetryPolicy(new RetryOptions(), () => 0.5),
+            time,
+            NullLogger<HandoffEngine>.Instance);
+        var host = ActorHost.CreateForTest<HandoffRunActor>(HandoffRunActor.ActorTypeName, new ActorTestOptions
+        {
+            ActorId = new ActorId(RunId.ToString()),
+            TimerManager = timers,
+            JsonSerializerOptions = HandoffJsonContext.CreateOptions(),
+        });
+        // No sidecar: publishing fails and is logged, which the actor must survive.
+        var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
+        actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, state);
+    }
+
+    [Fact]
+    public async Task Trigger_launches_and_keeps_coding_agents_in_actor_state()
+    {
+        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/web")));
+
+        Assert.Equal(TriggerStatus.Accepted, outcome.Status);
+        Assert.Equal(2, outcome.Result.Successes.Count);
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Contains("coding_agents", state.Saved.Keys);
+        Assert.Contains("\"status\":\"pending\"", state.Saved["coding_agents"]);
+        Assert.Contains("\"phase\":\"launched\"", state.Saved["launches"]);
+        Assert.Contains("\"run_id\":123", state.Saved["snapshot"]);
+    }
+
+    [Fact]
+    public async Task Intent_is_saved_before_the_provider_is_called()
+    {
+        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+
+        // Saves: the intent (in flight) and then the outcome.
+        Assert.Equal(2, state.Saves);
+    }
+
+    [Fact]
+    public async Task Repeated_trigger_launches_nothing_new()
+    {
+        var first = await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await state.ClearCacheAsync();
+
+        var second = await actor.TriggerAsync(Trigger(null));
+
+        Assert.Single(provider.Launches);
+        Assert.Equal(first.Result.Successes[0].CodingAgentState.Id, second.Result.Successes[0].CodingAgentState.Id);
+    }
+
+    [Fact]
+    public async Task Partial_failure_schedules_one_wake_reminder_and_the_reminder_retries()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+
+        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+
+        Assert.Single(outcome.Result.Successes);
+        var retry = Assert.Single(outcome.Result.Retries);
+        var reminder = Assert.Single(timers.Registered, r => r.Name == HandoffRunActor.WakeReminder && r.DueTime <= TimeSpan.FromMinutes(1));
+        Assert.Equal(Timeout.InfiniteTimeSpan, reminder.Period);
+
+        provider.Heal("acme/down");
+        time.Advance(retry.RetryAt - time.GetUtcNow());
+        // The Scheduler fires with empty due time and period: only the name matters.
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+
+        var view = await actor.GetStateAsync();
+        Assert.Equal(2, view!.CodingAgents.Count);
+        Assert.All(view.Launches, launch => Assert.Equal(LaunchPhase.Launched, launch.Phase));
+    }
+
+    [Fact]
+    public async Task Reminder_is_not_registered_when_nothing_is_pending_and_not_on_every_save()
+    {
+        await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { Preferences = new HandoffPreferences([new RepositoryPreference("github", "acme", "shop")]) });
+
+        Assert.Empty(timers.Registered);
+
+        await actor.TriggerAsync(Trigger(null));
+        // The intent registers the crash-safety wake-up (in-flight timeout); the outcome moves it to the first status poll.
+        Assert.Equal([TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(1)], timers.Registered.Select(r => r.DueTime));
+
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        // A one-shot reminder that fired is spent: the still-pending poll is registered again, once, for the same time.
+        Assert.Equal(3, timers.Registered.Count);
+        Assert.Equal(TimeSpan.FromMinutes(1), timers.Registered[^1].DueTime);
+        Assert.Empty(timers.Unregistered);
+    }
+
+    [Fact]
+    public async Task Unknown_reminder_name_changes_nothing()
+    {
+        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var saves = state.Saves;
+
+        await actor.ReceiveReminderAsync("something-else", [], TimeSpan.Zero, TimeSpan.Zero);
+
+        Assert.Equal(saves, state.Saves);
+        Assert.Single(provider.Launches);
+    }
+
+    [Fact]
+    public async Task Unknown_run_and_another_groups_run_launch_nothing()
+    {
+        var unknown = await actor.TriggerAsync(Trigger(null));
+        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var otherGroup = await actor.TriggerAsync(new HandoffTrigger(999, 42));
+
+        Assert.Equal(TriggerStatus.UnknownRun, unknown.Status);
+        Assert.Equal(TriggerStatus.UnknownRun, otherGroup.Status);
+        Assert.Single(provider.Launches);
+    }
+
+    [Fact]
+    public async Task Completion_event_of_another_group_is_rejected()
+    {
+        await actor.AcceptCompletedRunAsync(Snapshot("acme/shop"));
+
+        var outcome = await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { Group = new RunGroup(999) });
+
+        Assert.Equal(CompletionStatus.Rejected, outcome.Status);
+    }
+
+    private static RunSnapshot Snapshot(params string[] repositories) => new(
+        RunId,
+        Group: new RunGroup(456, "Database connection timeout", "SHOP-1"),
+        Metadata: new RunMetadata("open_pr", 456),
+        Artifacts: new RunArtifacts(new RootCauseArtifact("Pool exhausted")),
+        Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList()));
+
+    private static HandoffTrigger Trigger(RunSnapshot? snapshot) => new(456, 42, Snapshot: snapshot);
+
+    private sealed class Catalog(Integration integration) : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
+    }
+}
