@@ -144,7 +144,7 @@ public sealed partial class HandoffEngine(
             async (index, token) =>
             {
                 var agent = active[index];
-                if (now - agent.StartedAt > options.AgentMaxAge
+                if (IsTooOld(state, agent, now)
                     || state.LaunchOfAgent(agent.Id) is not { } launch
                     || integrations.Find(launch.IntegrationId) is not { } integration)
                 {
@@ -159,7 +159,7 @@ public sealed partial class HandoffEngine(
         for (var i = 0; i < active.Count; i++)
         {
             var agent = active[i];
-            if (now - agent.StartedAt > options.AgentMaxAge)
+            if (IsTooOld(state, agent, now))
             {
                 state = TimeOut(state, agent, now);
                 changed = true;
@@ -178,6 +178,10 @@ public sealed partial class HandoffEngine(
         await writer.SaveAsync(state, CancellationToken.None);
         return state;
     }
+
+    /// <summary>Age by our own clock (when we launched), not the provider's <c>createdAt</c>, which we do not control.</summary>
+    private bool IsTooOld(RunHandoffState state, CodingAgentState agent, DateTimeOffset now) =>
+        now - (state.LaunchOfAgent(agent.Id)?.AttemptStartedAt ?? agent.StartedAt) > options.AgentMaxAge;
 
     private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now)
     {

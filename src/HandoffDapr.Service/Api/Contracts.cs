@@ -63,6 +63,7 @@ public sealed record DaprEventReply(string Status);
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, PropertyNameCaseInsensitive = true, MaxDepth = 32)]
 [JsonSerializable(typeof(HandoffRequest))]
 [JsonSerializable(typeof(RunHandoffView))]
+[JsonSerializable(typeof(IReadOnlyList<RunHandoffView>))]
 [JsonSerializable(typeof(HandoffResult))]
 [JsonSerializable(typeof(DaprEventReply))]
 [JsonSerializable(typeof(FollowupRequest))]

@@ -13,6 +13,7 @@ public static partial class HandoffEndpoints
 {
     public static IEndpointRouteBuilder MapHandoffEndpoints(this IEndpointRouteBuilder app)
     {
+        app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns");
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
         runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff");
         runs.MapGet("/handoff", GetAsync).WithName("GetHandoff");
@@ -101,6 +102,19 @@ public static partial class HandoffEndpoints
         }
 
         return TypedResults.Ok(RunHandoffView.From(state));
+    }
+
+    /// <summary>The most recently changed runs (the status page's data), newest first.</summary>
+    public static async Task<Results<Ok<IReadOnlyList<RunHandoffView>>, ProblemHttpResult>> ListAsync(
+        int? limit, IRecentRuns recentRuns, CancellationToken cancellationToken)
+    {
+        if (limit is < 1 or > 200)
+        {
+            return Problems.InvalidRequest("limit must be between 1 and 200.");
+        }
+
+        var runs = await recentRuns.ListAsync(limit ?? 50, cancellationToken);
+        return TypedResults.Ok<IReadOnlyList<RunHandoffView>>(runs.Select(RunHandoffView.From).ToList());
     }
 
     private static string? Validate(long runId, HandoffRequest body, HandoffOptions options)

@@ -4,6 +4,7 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.DaprHost;
@@ -17,7 +18,8 @@ public sealed partial class HandoffRunActor(
     HandoffEngine engine,
     DaprClient dapr,
     IOptions<HandoffOptions> options,
-    TimeProvider timeProvider) : Actor(host), IHandoffRunActor, IRemindable
+    TimeProvider timeProvider,
+    LocalRecentRuns? recentRuns = null) : Actor(host), IHandoffRunActor, IRemindable
 {
     public const string ActorTypeName = "HandoffRunActor";
     public const string WakeReminder = "wake";
@@ -33,7 +35,7 @@ public sealed partial class HandoffRunActor(
     /// <summary>For tests: the actor over a given state manager (the runtime's own talks to the sidecar).</summary>
     internal HandoffRunActor(
         ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, IActorStateManager stateManager)
-        : this(host, engine, dapr, options, timeProvider)
+        : this(host, engine, dapr, options, timeProvider, (LocalRecentRuns?)null)
     {
         StateManager = stateManager;
     }
@@ -154,6 +156,7 @@ public sealed partial class HandoffRunActor(
 
         await ScheduleWakeAsync(state.NextWakeAt());
         await StateManager.SaveStateAsync();
+        recentRuns?.Remember(state);
 
         if (agentsChanged && state.CodingAgents.Count > 0)
         {

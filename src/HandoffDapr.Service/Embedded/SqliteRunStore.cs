@@ -174,6 +174,23 @@ public sealed class SqliteRunStore
         return due is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
     }
 
+    /// <summary>The most recently changed runs, newest first.</summary>
+    public async Task<IReadOnlyList<RunHandoffState>> ListRecentAsync(int limit, CancellationToken cancellationToken)
+    {
+        await using var connection = Open();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT state FROM runs ORDER BY updated_at DESC LIMIT $limit";
+        command.Parameters.AddWithValue("$limit", limit);
+        var runs = new List<RunHandoffState>(limit);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            runs.Add(JsonSerializer.Deserialize(reader.GetString(0), HandoffJsonContext.Default.RunHandoffState)!);
+        }
+
+        return runs;
+    }
+
     public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
     {
         await using var connection = Open();

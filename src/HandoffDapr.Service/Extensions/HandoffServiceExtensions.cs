@@ -81,6 +81,10 @@ public static class HandoffServiceExtensions
             app.MapOpenApi();
         }
 
+        // The status page itself is static; the data it reads (/runs) is behind the caller check.
+        app.UseStaticFiles();
+        app.MapGet("/ui", () => Results.Redirect("/ui/index.html")).ExcludeFromDescription();
+
         // Open: health (probes) and provider webhooks (authenticated by their signature).
         app.MapHealthEndpoints();
         app.MapWebhookEndpoints();
@@ -100,6 +104,7 @@ public static class HandoffServiceExtensions
         services.AddSingleton<Transport.ProviderHttpClients>();
         services.AddSingleton<EmbeddedRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<EmbeddedRunOwner>());
+        services.AddSingleton<IRecentRuns, SqliteRecentRuns>();
         services.AddSingleton<WakeupScheduler>();
         services.AddHostedService(sp => sp.GetRequiredService<WakeupScheduler>());
     }
@@ -120,6 +125,8 @@ public static class HandoffServiceExtensions
             options.DrainRebalancedActors = true;
         });
         services.AddSingleton<IRunOwner, ActorRunOwner>();
+        services.AddSingleton<LocalRecentRuns>();
+        services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();
     }
 }

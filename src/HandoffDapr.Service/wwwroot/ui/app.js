@@ -1,0 +1,81 @@
+// Read-only status page: lists recent runs with their agents, refreshing itself. No build step, no framework.
+"use strict";
+
+const refreshMs = 5000;
+
+// Text only: values come from the API and are never inserted as HTML.
+function cell(row, text, className) {
+  const td = document.createElement("td");
+  if (className) {
+    const span = document.createElement("span");
+    span.className = className;
+    span.textContent = text;
+    td.appendChild(span);
+  } else {
+    td.textContent = text;
+  }
+  row.appendChild(td);
+  return td;
+}
+
+function link(td, href, text) {
+  // Only http(s) links are rendered as links.
+  if (!/^https?:\/\//i.test(href)) { td.textContent = text; return; }
+  const a = document.createElement("a");
+  a.href = href;
+  a.textContent = text;
+  a.rel = "noopener noreferrer";
+  a.target = "_blank";
+  td.appendChild(a);
+}
+
+function render(runs) {
+  const body = document.getElementById("runs");
+  body.replaceChildren();
+  for (const run of runs) {
+    const agents = run.coding_agents || {};
+    const launches = run.launches || [];
+    if (launches.length === 0) {
+      const row = document.createElement("tr");
+      cell(row, String(run.run_id)); cell(row, String(run.group_id ?? "")); cell(row, "—"); cell(row, "—"); cell(row, "no handoff"); cell(row, "");
+      body.appendChild(row);
+      continue;
+    }
+    for (const launch of launches) {
+      const agent = launch.agent_id ? agents[launch.agent_id] : null;
+      const row = document.createElement("tr");
+      cell(row, String(run.run_id));
+      cell(row, String(run.group_id ?? ""));
+      cell(row, launch.repository);
+      const agentCell = cell(row, "");
+      if (agent && agent.agent_url) { link(agentCell, agent.agent_url, agent.id); } else { agentCell.textContent = launch.agent_id || "—"; }
+      const status = agent ? agent.status : launch.phase.replace("_", " ");
+      const statusCell = cell(row, status, "status " + (agent ? agent.status : ""));
+      if (launch.failure_type) {
+        const detail = document.createElement("div");
+        detail.className = "phase";
+        detail.textContent = launch.failure_type;
+        statusCell.appendChild(detail);
+      }
+      const prCell = cell(row, "");
+      const pr = agent && agent.results && agent.results.find(r => r.pr_url);
+      if (pr) { link(prCell, pr.pr_url, pr.pr_url.replace(/^https?:\/\/(www\.)?github\.com\//, "")); }
+      body.appendChild(row);
+    }
+  }
+}
+
+async function refresh() {
+  try {
+    const response = await fetch("/runs?limit=50", { headers: { "Accept": "application/json" } });
+    if (!response.ok) { throw new Error("HTTP " + response.status); }
+    render(await response.json());
+    document.getElementById("error").textContent = "";
+    document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
+  } catch (e) {
+    document.getElementById("error").textContent = "Could not load runs (" + e.message + ").";
+  }
+}
+
+refresh();
+setInterval(refresh, refreshMs);

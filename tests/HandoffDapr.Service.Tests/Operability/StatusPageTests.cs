@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using System.Text.Json.Nodes;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Operability;
+
+/// <summary>The status page in a real browser: headless Chromium (Debian's package; .ci/run installs it) against the running service.</summary>
+public sealed class StatusPageTests : IDisposable
+{
+    private const string Chromium = "/usr/bin/chromium";
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task Status_page_lists_runs_with_agent_status_and_pull_request_link()
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File("ui.db"),
+            ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
+            ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
+            ["Handoff__Launch__PollInterval"] = "00:00:00.500",
+            ["Handoff__Embedded__SchedulePollInterval"] = "00:00:00.200",
+        });
+        using var client = new HttpClient { BaseAddress = service.Address };
+        await client.PostJsonAsync("/runs/880/handoff", Payloads.Trigger(Payloads.Run(880, ["acme/shop", "acme/web"], automation: false)));
+        var shop = cursor.Agents.Values.Single(agent => agent["source"]!["repository"]!.GetValue<string>().EndsWith("/shop", StringComparison.Ordinal));
+        cursor.SetStatus(shop["id"]!.GetValue<string>(), "FINISHED", prUrl: "https://github.com/acme/shop/pull/5");
+        await WaitUntilCompleted(client, shop["id"]!.GetValue<string>());
+
+        var screenshot = Path.Combine(AppContext.BaseDirectory, "status-page.png");
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html");
+        await RunChromium($"--window-size=1100,500 --screenshot={screenshot} {service.Address}ui/index.html");
+
+        Assert.Contains("acme/shop", dom);
+        Assert.Contains("acme/web", dom);
+        Assert.Contains("href=\"https://github.com/acme/shop/pull/5\"", dom);
+        Assert.Contains(">completed<", dom);
+        Assert.Contains(">pending<", dom);
+        Assert.DoesNotContain("Could not load runs", dom);
+
+        // The screenshot is a real PNG of the requested size with content (a blank page compresses to almost nothing).
+        var png = await File.ReadAllBytesAsync(screenshot);
+        Assert.Equal([0x89, 0x50, 0x4E, 0x47], png[..4]);
+        Assert.Equal(1100, BigEndian(png, 16));
+        Assert.Equal(500, BigEndian(png, 20));
+        Assert.True(png.Length > 8_000, $"the screenshot is only {png.Length} bytes");
+    }
+
+    private static async Task WaitUntilCompleted(HttpClient client, string agentId)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (true)
+        {
+            var view = JsonNode.Parse(await client.GetStringAsync("/runs/880/handoff"))!;
+            if (view["coding_agents"]?[agentId]?["status"]?.GetValue<string>() == "completed")
+            {
+                return;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, "the agent was not completed by polling: " + view.ToJsonString());
+            await Task.Delay(100);
+        }
+    }
+
+    private async Task<string> RunChromium(string arguments)
+    {
+        var start = new ProcessStartInfo(Chromium,
+            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget=3000 {arguments}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        _ = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return await stdout;
+    }
+
+    private static int BigEndian(byte[] bytes, int offset) => (bytes[offset] << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) | bytes[offset + 3];
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
