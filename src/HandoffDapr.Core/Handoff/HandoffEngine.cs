@@ -1,8 +1,10 @@
 using System.Diagnostics;
+using System.Text.Json;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Prompts;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
 using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Handoff;
@@ -34,7 +36,8 @@ public sealed partial class HandoffEngine(
             return TriggerOutcome.Rejected(TriggerStatus.SnapshotMismatch);
         }
 
-        var snapshot = trigger.Snapshot ?? stored?.Snapshot;
+        // A redelivered snapshot identical to the stored one keeps the stored instance: nothing to write.
+        var snapshot = trigger.Snapshot is { } given && stored?.Snapshot is { } kept && SameContent(given, kept) ? kept : trigger.Snapshot ?? stored?.Snapshot;
         if (snapshot is null || snapshot.GroupId != trigger.GroupId)
         {
             LogUnknownRun(runId, trigger.GroupId);
@@ -54,7 +57,7 @@ public sealed partial class HandoffEngine(
         var toLaunch = plan.OfType<PlannedLaunch>().Select(planned => planned.Launch).ToList();
         if (toLaunch.Count == 0)
         {
-            if (!ReferenceEquals(stored?.Snapshot, snapshot) || stored is null)
+            if (stored is null || !ReferenceEquals(stored.Snapshot, snapshot))
             {
                 await writer.SaveAsync(state, cancellationToken);
             }
@@ -82,8 +85,11 @@ public sealed partial class HandoffEngine(
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {
-            var state = (stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot };
-            await writer.SaveAsync(state, cancellationToken);
+            if (stored?.Snapshot is not { } kept || !SameContent(kept, snapshot))
+            {
+                await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+            }
+
             return new CompletionOutcome(CompletionStatus.Stored, verdict.ToString(), HandoffResult.Empty);
         }
 
@@ -281,6 +287,12 @@ public sealed partial class HandoffEngine(
             ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
             : state;
     }
+
+    private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
+        ReferenceEquals(left, right)
+        || JsonSerializer.SerializeToUtf8Bytes(left, HandoffJsonContext.Default.RunSnapshot)
+            .AsSpan()
+            .SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(right, HandoffJsonContext.Default.RunSnapshot));
 
     private List<PlannedStep> Plan(RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, DateTimeOffset now)
     {

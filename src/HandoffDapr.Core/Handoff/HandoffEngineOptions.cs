@@ -3,7 +3,7 @@ namespace HandoffDapr.Core.Handoff;
 public sealed record HandoffEngineOptions
 {
     /// <summary>Provider calls for one run's repositories that may be under way together.</summary>
-    public int MaxParallelLaunches { get; init; } = 8;
+    public int MaxParallelLaunches { get; init; } = 16;
 
     /// <summary>How long a launch may stay in flight before its owner assumes the process died and reconciles.</summary>
     public TimeSpan InFlightTimeout { get; init; } = TimeSpan.FromMinutes(2);

@@ -85,7 +85,7 @@ public sealed class DaprOptions
 
 public sealed class LaunchOptions
 {
-    public int MaxParallelLaunches { get; set; } = 8;
+    public int MaxParallelLaunches { get; set; } = 16;
     public TimeSpan InFlightTimeout { get; set; } = TimeSpan.FromMinutes(2);
     public int MaxRepositories { get; set; } = 50;
     public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromSeconds(30);

@@ -14,6 +14,10 @@ public sealed class SqliteRunStore
     private readonly string connectionString;
     private readonly TimeProvider timeProvider;
 
+    // SQLite admits one writer at a time; contending writers get SQLITE_BUSY, which Microsoft.Data.Sqlite answers
+    // by sleeping and retrying. Queuing this process's writes here keeps them from ever meeting inside SQLite.
+    private readonly SemaphoreSlim writeGate = new(1, 1);
+
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
         this.timeProvider = timeProvider;
@@ -82,6 +86,19 @@ public sealed class SqliteRunStore
     {
         var json = JsonSerializer.Serialize(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
+        await writeGate.WaitAsync(cancellationToken);
+        try
+        {
+            return await WriteAsync(state, json, now, expectedVersion, cancellationToken);
+        }
+        finally
+        {
+            writeGate.Release();
+        }
+    }
+
+    private async Task<long> WriteAsync(RunHandoffState state, string json, long now, long expectedVersion, CancellationToken cancellationToken)
+    {
         await using var connection = Open();
         await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
 
@@ -129,6 +146,19 @@ public sealed class SqliteRunStore
     /// <summary>Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is skipped.</summary>
     public async Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken)
     {
+        await writeGate.WaitAsync(cancellationToken);
+        try
+        {
+            return await ClaimAsync(owner, now, lease, limit, cancellationToken);
+        }
+        finally
+        {
+            writeGate.Release();
+        }
+    }
+
+    private async Task<IReadOnlyList<long>> ClaimAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken)
+    {
         await using var connection = Open();
         await using var command = connection.CreateCommand();
         // One statement, so SQLite's write lock makes the claim atomic across processes sharing the file.
@@ -156,12 +186,20 @@ public sealed class SqliteRunStore
 
     public async Task ReleaseWakeupAsync(long runId, string owner, CancellationToken cancellationToken)
     {
-        await using var connection = Open();
-        await using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE wakeups SET lease_owner = NULL, lease_until = NULL WHERE run_id = $run AND lease_owner = $owner";
-        command.Parameters.AddWithValue("$run", runId);
-        command.Parameters.AddWithValue("$owner", owner);
-        await command.ExecuteNonQueryAsync(cancellationToken);
+        await writeGate.WaitAsync(cancellationToken);
+        try
+        {
+            await using var connection = Open();
+            await using var command = connection.CreateCommand();
+            command.CommandText = "UPDATE wakeups SET lease_owner = NULL, lease_until = NULL WHERE run_id = $run AND lease_owner = $owner";
+            command.Parameters.AddWithValue("$run", runId);
+            command.Parameters.AddWithValue("$owner", owner);
+            await command.ExecuteNonQueryAsync(cancellationToken);
+        }
+        finally
+        {
+            writeGate.Release();
+        }
     }
 
     public async Task<DateTimeOffset?> GetWakeupAsync(long runId, CancellationToken cancellationToken)
@@ -203,6 +241,11 @@ public sealed class SqliteRunStore
     {
         var connection = new SqliteConnection(connectionString);
         connection.Open();
+        using var pragma = connection.CreateCommand();
+        // WAL with NORMAL sync: a commit survives a killed process (the crash test); only a power loss may
+        // lose the last commits. FULL would fsync every commit and cap writes at the disk's flush rate.
+        pragma.CommandText = "PRAGMA synchronous = NORMAL";
+        pragma.ExecuteNonQuery();
         return connection;
     }
 }

@@ -1,0 +1,83 @@
+using System.Text.Json;
+using BenchmarkDotNet.Attributes;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Prompts;
+using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.Embedded;
+
+namespace HandoffDapr.Benchmarks;
+
+[MemoryDiagnoser]
+public class CoreBenchmarks
+{
+    private static readonly RunSnapshot Snapshot = new(
+        123,
+        1,
+        2,
+        new RunGroup(456, "Database connection timeout in checkout", "SHOP-1A2"),
+        new RunMetadata("open_pr", 456),
+        new RunArtifacts(
+            new RootCauseArtifact("Pool exhausted under load", ["Requests time out", "Pool is exhausted", "Connections leak"], ["Send 100 concurrent checkouts"], "acme/shop"),
+            new SolutionArtifact("Bound the pool and add a TTL", [new SolutionStep("Add TTL parameter", "Expire idle connections"), new SolutionStep("Bound the pool", "Cap at 50")])),
+        new HandoffPreferences([new RepositoryPreference("github", "acme", "shop"), new RepositoryPreference("github", "acme", "web")]));
+
+    private byte[] snapshotJson = [];
+
+    [GlobalSetup]
+    public void Setup() => snapshotJson = JsonSerializer.SerializeToUtf8Bytes(Snapshot, HandoffJsonContext.Default.RunSnapshot);
+
+    [Benchmark]
+    public string Prompt() => PromptBuilder.Build(Snapshot, "Keep the public API unchanged", autoCreatePr: true);
+
+    [Benchmark]
+    public string BranchName() => BranchNamer.Create(Snapshot.Group!.Title, 123, "acme/shop", 1);
+
+    [Benchmark]
+    public byte[] SerializeSnapshot() => JsonSerializer.SerializeToUtf8Bytes(Snapshot, HandoffJsonContext.Default.RunSnapshot);
+
+    [Benchmark]
+    public RunSnapshot? DeserializeSnapshot() => JsonSerializer.Deserialize(snapshotJson, HandoffJsonContext.Default.RunSnapshot);
+}
+
+/// <summary>The embedded state row: one save (transaction with version check and wake-up) and one load.</summary>
+[MemoryDiagnoser]
+public class StateRowBenchmarks
+{
+    private SqliteRunStore store = null!;
+    private string directory = null!;
+    private RunHandoffState state = null!;
+    private long version;
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        directory = Directory.CreateTempSubdirectory("handoff-bench-").FullName;
+        store = new SqliteRunStore(Path.Combine(directory, "bench.db"), TimeProvider.System);
+        var now = DateTimeOffset.UtcNow;
+        state = RunHandoffState.New(123) with
+        {
+            Snapshot = new RunSnapshot(123, Group: new RunGroup(456, "Database timeout", "SHOP-1")),
+            CodingAgents = new Dictionary<string, CodingAgentState>
+            {
+                ["bc-1"] = new("bc-1", CodingAgentStatus.Running, "https://cursor.com/agents?id=bc-1", "cursor_background_agent", "acme/shop", now, []),
+            },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "database-timeout-abc123", null, true, null, LaunchPhase.Launched, 1, now, null, "bc-1", null, now)],
+        };
+        version = store.SaveAsync(state, 0, CancellationToken.None).GetAwaiter().GetResult();
+    }
+
+    [Benchmark]
+    public async Task SaveRow() => version = await store.SaveAsync(state, version, CancellationToken.None);
+
+    [Benchmark]
+    public async Task<StoredRun> LoadRow() => await store.LoadAsync(123, CancellationToken.None);
+
+    [GlobalCleanup]
+    public void Cleanup()
+    {
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Directory.Delete(directory, recursive: true);
+    }
+}

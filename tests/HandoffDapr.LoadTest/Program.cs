@@ -1,0 +1,214 @@
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.LoadTest;
+using Microsoft.Data.Sqlite;
+
+// Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
+// Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 4000] [--stored-runs 100000]
+var smoke = args.Contains("--smoke");
+int Option(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).DefaultIfEmpty(fallback).First();
+var concurrency = Option("--concurrency", smoke ? 8 : 64);
+var requests = Option("--requests", smoke ? 200 : 4000);
+var storedRuns = Option("--stored-runs", smoke ? 2000 : 100_000);
+var maxPhase = TimeSpan.FromSeconds(smoke ? 10 : 60);
+const string webhookSecret = "load-test-webhook-secret-0123456789abcdef";
+
+var dataDirectory = Directory.CreateTempSubdirectory("handoff-load-");
+var dataPath = Path.Combine(dataDirectory.FullName, "handoff.db");
+await using var provider = await FakeProvider.StartAsync();
+await using var service = await ServiceHost.StartAsync(new Dictionary<string, string?>
+{
+    ["Handoff:Mode"] = "Embedded",
+    ["Handoff:DataPath"] = dataPath,
+    ["Handoff:PublicBaseUrl"] = "http://127.0.0.1",
+    ["Handoff:Integrations:42:Provider"] = "cursor_background_agent",
+    ["Handoff:Integrations:42:BaseUrl"] = provider.Url,
+    ["Handoff:Integrations:42:ApiKey"] = "load-test-key",
+    ["Handoff:Integrations:42:WebhookSecret"] = webhookSecret,
+    ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "100000000",
+    ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000000",
+    ["Logging:LogLevel:Default"] = "Warning",
+});
+await using var bare = await BareHost.StartAsync();
+using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = concurrency, PooledConnectionLifetime = TimeSpan.FromMinutes(10) });
+
+async Task<bool> Post(Uri baseAddress, string path, byte[] body)
+{
+    using var content = new ByteArrayContent(body);
+    content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+    using var response = await client.PostAsync(new Uri(baseAddress, path), content);
+    return (int)response.StatusCode is >= 200 and < 300;
+}
+
+var results = new List<PhaseResult>();
+var notes = new List<string>();
+var eventBodies = Enumerable.Range(1, requests).Select(run => Payloads.CompletionEvent(run, 3)).ToArray();
+
+// Warm-up, so JIT and connection set-up are not measured.
+await LoadDriver.RunAsync("warm-up", 4, 100, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
+await LoadDriver.RunAsync("warm-up", 4, 50, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", Payloads.CompletionEvent(1_000_000 + i, 3)));
+provider.Reset();
+
+// 1. The ceiling: the same payload to a bare endpoint.
+var ceiling = await LoadDriver.RunAsync("bare endpoint (ceiling)", concurrency, requests, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
+results.Add(ceiling);
+
+// 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms.
+var distinct = await LoadDriver.RunAsync("completion events, distinct runs ×3 repos", concurrency, requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
+results.Add(distinct);
+var expectedCalls = distinct.Requests * 3;
+notes.Add($"provider calls {provider.Launches} for {expectedCalls} distinct run×repository pairs; repositories launched twice: {provider.DuplicatedRepositories}");
+var callsMatch = provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
+
+// 3. Duplicate deliveries of already-launched runs.
+var duplicates = await LoadDriver.RunAsync("duplicate deliveries (already launched)", concurrency, distinct.Requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
+results.Add(duplicates);
+callsMatch &= provider.Launches == expectedCalls;
+
+// 4. Manual triggers of launched runs (answers with the existing agents).
+var triggerBody = Payloads.Trigger();
+results.Add(await LoadDriver.RunAsync("manual triggers (launched runs)", concurrency, distinct.Requests, maxPhase, i => Post(service.Address, $"/runs/{i + 1}/handoff", triggerBody)));
+callsMatch &= provider.Launches == expectedCalls;
+
+// 5. Status webhooks for launched agents.
+var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, 500)));
+results.Add(await LoadDriver.RunAsync("status webhooks", concurrency, agents.Count, maxPhase, async i =>
+{
+    var (runId, agentId) = agents[i];
+    var body = Encoding.UTF8.GetBytes($$$"""{"event":"statusChange","id":"{{{agentId}}}","status":"FINISHED","source":{"repository":"https://github.com/org{{{runId}}}/repo0"},"target":{"prUrl":"https://github.com/org{{{runId}}}/repo0/pull/1"}}""");
+    using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(service.Address, $"/webhooks/cursor/42?run_id={runId}")) { Content = new ByteArrayContent(body) };
+    request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(webhookSecret, body));
+    using var response = await client.SendAsync(request);
+    return response.IsSuccessStatusCode;
+}));
+
+// 6. Ten repositories at 200 ms provider latency: launches run in parallel.
+provider.LaunchLatency = TimeSpan.FromMilliseconds(200);
+var parallelTimes = new List<double>();
+for (var i = 0; i < (smoke ? 1 : 5); i++)
+{
+    var started = Stopwatch.GetTimestamp();
+    await Post(service.Address, "/events/autofix-run-completed", Payloads.CompletionEvent(2_000_000 + i, 10));
+    parallelTimes.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+}
+
+provider.LaunchLatency = TimeSpan.Zero;
+notes.Add($"10 repositories at 200 ms: handoff took {parallelTimes.Order().ElementAt(parallelTimes.Count / 2):F0} ms (median of {parallelTimes.Count}); sequential would be ≥ 2000 ms");
+
+// 7. Reads with many stored runs: seed the SQLite file directly, then GET random runs.
+var workingSetBefore = Process.GetCurrentProcess().WorkingSet64;
+await SeedAsync(dataPath, storedRuns);
+GC.Collect();
+var random = new Random(7);
+var ids = Enumerable.Range(0, requests).Select(_ => 10_000_000L + random.Next(storedRuns)).ToArray();
+results.Add(await LoadDriver.RunAsync($"GET /runs/{{id}}/handoff, {storedRuns} stored runs", concurrency, requests, maxPhase, async i =>
+{
+    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
+    return response.IsSuccessStatusCode;
+}));
+GC.Collect();
+notes.Add($"working set before seeding {workingSetBefore / 1048576} MiB, after {storedRuns} stored runs and the reads {Process.GetCurrentProcess().WorkingSet64 / 1048576} MiB; peak {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576} MiB");
+
+// 8. Start-up of the built service to healthy, as its own process.
+notes.Add($"start-up to healthy: {await MeasureStartupAsync():F0} ms (built DLL, embedded mode, fresh data file)");
+
+Console.WriteLine();
+Console.WriteLine($"HandoffDapr load test — {Environment.ProcessorCount} cores, {(smoke ? "smoke" : "full")} run, {concurrency} concurrent clients");
+Console.WriteLine($"{"phase",-48} {"req",7} {"err",5} {"req/s",9} {"vs bare",8} {"p50 ms",8} {"p95 ms",8} {"p99 ms",8} {"alloc/req",10}");
+foreach (var r in results)
+{
+    Console.WriteLine($"{r.Name,-48} {r.Requests,7} {r.Errors,5} {r.Throughput,9:F0} {r.Throughput / ceiling.Throughput,8:P0} {r.P50,8:F2} {r.P95,8:F2} {r.P99,8:F2} {r.AllocatedBytesPerRequest / 1024.0,8:F1}KB");
+}
+
+foreach (var note in notes)
+{
+    Console.WriteLine("- " + note);
+}
+
+dataDirectory.Delete(recursive: true);
+var failed = !callsMatch || results.Any(r => r.Errors > 0);
+Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
+return failed ? 1 : 0;
+
+async Task<List<(long RunId, string AgentId)>> AgentsOf(IEnumerable<int> runIds)
+{
+    var list = new List<(long, string)>();
+    foreach (var runId in runIds)
+    {
+        var view = JsonNode.Parse(await client.GetStringAsync(new Uri(service.Address, $"/runs/{runId}/handoff")))!;
+        list.AddRange(view["coding_agents"]!.AsObject().Select(pair => ((long)runId, pair.Key)));
+    }
+
+    return list;
+}
+
+static async Task SeedAsync(string path, int count)
+{
+    await using var connection = new SqliteConnection($"Data Source={path}");
+    await connection.OpenAsync();
+    await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync();
+    await using var command = connection.CreateCommand();
+    command.Transaction = transaction;
+    command.CommandText = "INSERT OR REPLACE INTO runs (run_id, group_id, version, state, updated_at) VALUES ($run, 456, 1, $state, 0)";
+    var run = command.Parameters.Add("$run", SqliteType.Integer);
+    var state = command.Parameters.Add("$state", SqliteType.Text);
+    for (var i = 0; i < count; i++)
+    {
+        var id = 10_000_000L + i;
+        run.Value = id;
+        state.Value = $$$"""{"run_id":{{{id}}},"snapshot":{"run_id":{{{id}}},"group":{"id":456,"title":"Seeded"}},"coding_agents":{"bc-{{{id}}}":{"id":"bc-{{{id}}}","status":"running","agent_url":null,"provider":"cursor_background_agent","name":"acme/shop","started_at":"2026-11-24T10:00:00+00:00","results":[]}},"launches":[{"repository":"acme/shop","repo_provider":"github","integration_id":42,"provider":"cursor_background_agent","generation":1,"branch_name":"seeded-abcdef","base_ref":null,"auto_create_pr":false,"instruction":null,"phase":"launched","attempts":1,"attempt_started_at":"2026-11-24T10:00:00+00:00","next_attempt_at":null,"agent_id":"bc-{{{id}}}","failure_type":null,"updated_at":"2026-11-24T10:00:00+00:00"}],"timeline":[]}""";
+        await command.ExecuteNonQueryAsync();
+    }
+
+    await transaction.CommitAsync();
+}
+
+static async Task<double> MeasureStartupAsync()
+{
+    var directory = Directory.CreateTempSubdirectory("handoff-start-");
+    var port = 20000 + Random.Shared.Next(20000);
+    var start = new ProcessStartInfo("dotnet", $"\"{Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll")}\"")
+    {
+        UseShellExecute = false,
+        RedirectStandardOutput = true,
+        RedirectStandardError = true,
+        WorkingDirectory = AppContext.BaseDirectory,
+    };
+    start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+    start.Environment["Handoff__Mode"] = "Embedded";
+    start.Environment["Handoff__DataPath"] = Path.Combine(directory.FullName, "start.db");
+    start.Environment["Handoff__Integrations__42__ApiKey"] = "startup-key";
+    var clock = Stopwatch.StartNew();
+    using var process = Process.Start(start)!;
+    _ = process.StandardOutput.ReadToEndAsync();
+    _ = process.StandardError.ReadToEndAsync();
+    using var probe = new HttpClient { Timeout = TimeSpan.FromMilliseconds(500) };
+    try
+    {
+        while (clock.Elapsed < TimeSpan.FromSeconds(30))
+        {
+            try
+            {
+                if ((await probe.GetAsync($"http://127.0.0.1:{port}/healthz")).IsSuccessStatusCode)
+                {
+                    return clock.Elapsed.TotalMilliseconds;
+                }
+            }
+            catch (Exception exception) when (exception is HttpRequestException or TaskCanceledException)
+            {
+            }
+
+            await Task.Delay(10);
+        }
+
+        return double.NaN;
+    }
+    finally
+    {
+        process.Kill(entireProcessTree: true);
+        directory.Delete(recursive: true);
+    }
+}
