@@ -28,6 +28,7 @@ await using var service = await ServiceHost.StartAsync(new Dictionary<string, st
     ["Handoff:Integrations:42:BaseUrl"] = provider.Url,
     ["Handoff:Integrations:42:ApiKey"] = "load-test-key",
     ["Handoff:Integrations:42:WebhookSecret"] = webhookSecret,
+    ["Handoff:Integrations:43:ApiKey"] = "load-test-token",
     ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "100000000",
     ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000000",
     ["Logging:LogLevel:Default"] = "Warning",
@@ -181,6 +182,7 @@ static async Task<double> MeasureStartupAsync()
     start.Environment["Handoff__Mode"] = "Embedded";
     start.Environment["Handoff__DataPath"] = Path.Combine(directory.FullName, "start.db");
     start.Environment["Handoff__Integrations__42__ApiKey"] = "startup-key";
+    start.Environment["Handoff__Integrations__43__ApiKey"] = "startup-token";
     var clock = Stopwatch.StartNew();
     using var process = Process.Start(start)!;
     _ = process.StandardOutput.ReadToEndAsync();

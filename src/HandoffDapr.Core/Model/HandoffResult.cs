@@ -38,4 +38,7 @@ public static class FailureTypes
     public const string NoRepositories = "no_repositories";
     public const string TimedOut = "timed_out";
     public const string AgentFailed = "agent_failed";
+    public const string NotSupported = "not_supported";
+    public const string NoCopilotLicense = "no_copilot_license";
+    public const string QuotaExceeded = "quota_exceeded";
 }

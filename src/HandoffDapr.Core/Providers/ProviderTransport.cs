@@ -12,7 +12,8 @@ public interface IProviderTransport
 }
 
 /// <param name="Path">Relative to the provider's base URL, without a leading slash; built only from validated ids.</param>
-public sealed record ProviderRequest(HttpMethod Method, string Path, ReadOnlyMemory<byte> Body = default);
+/// <param name="Headers">Provider-specific headers (API version, media type). Never credentials: those are the transport's.</param>
+public sealed record ProviderRequest(HttpMethod Method, string Path, ReadOnlyMemory<byte> Body = default, IReadOnlyDictionary<string, string>? Headers = null);
 
 /// <param name="RetryAfter">The raw <c>Retry-After</c> header, when the provider sent one.</param>
 public sealed record ProviderResponse(int StatusCode, ReadOnlyMemory<byte> Body, string? RetryAfter = null)

@@ -41,12 +41,13 @@ public static class Problems
 
     public static ProblemHttpResult ProviderFailed(string failureType)
     {
+        var notSupported = failureType == Core.Model.FailureTypes.NotSupported;
         var problem = new ProblemDetails
         {
-            Status = StatusCodes.Status502BadGateway,
-            Type = TypeBase + "provider-failed",
-            Title = "Coding agent provider failed",
-            Detail = "The coding agent provider did not carry out the request.",
+            Status = notSupported ? StatusCodes.Status409Conflict : StatusCodes.Status502BadGateway,
+            Type = TypeBase + (notSupported ? "not-supported" : "provider-failed"),
+            Title = notSupported ? "Not supported by this provider" : "Coding agent provider failed",
+            Detail = notSupported ? "This integration's provider does not offer this action." : "The coding agent provider did not carry out the request.",
         };
         problem.Extensions["failure_type"] = failureType;
         return TypedResults.Problem(problem);

@@ -43,10 +43,15 @@ public sealed class RateLimitOptions
 
 public sealed class IntegrationOptions
 {
-    /// <summary>Provider type, e.g. <c>cursor_background_agent</c>.</summary>
+    /// <summary>Provider type: <c>cursor_background_agent</c> or <c>github_copilot_agent</c>.</summary>
     public string? Provider { get; set; }
 
-    public string BaseUrl { get; set; } = "https://api.cursor.com";
+    /// <summary>Provider API base; empty for the provider's public API.</summary>
+    public string? BaseUrl { get; set; }
+
+    public string EffectiveBaseUrl => !string.IsNullOrWhiteSpace(BaseUrl) ? BaseUrl
+        : Provider == Core.Providers.Copilot.CopilotAgentTasksProvider.Name ? "https://api.github.com"
+        : "https://api.cursor.com";
 
     /// <summary>Embedded mode only: in Dapr mode the output binding holds the key.</summary>
     public string? ApiKey { get; set; }

@@ -6,7 +6,7 @@ namespace HandoffDapr.Service.Configuration;
 /// <summary>Checks the configuration at start and names each bad setting by its key.</summary>
 public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions<HandoffOptions>
 {
-    private static readonly HashSet<string> KnownProviders = [CursorAgentsProvider.Name];
+    private static readonly HashSet<string> KnownProviders = [CursorAgentsProvider.Name, Core.Providers.Copilot.CopilotAgentTasksProvider.Name];
 
     public ValidateOptionsResult Validate(string? name, HandoffOptions options)
     {
@@ -61,7 +61,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
                     errors.Add($"{key}:ApiKey is required in embedded mode.");
                 }
 
-                if (!Uri.TryCreate(integration.BaseUrl, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
+                if (!Uri.TryCreate(integration.EffectiveBaseUrl, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
                 {
                     errors.Add($"{key}:BaseUrl must be an absolute http(s) URL.");
                 }

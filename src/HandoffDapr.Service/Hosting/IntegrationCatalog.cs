@@ -1,6 +1,7 @@
 using Dapr.Client;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Copilot;
 using HandoffDapr.Core.Providers.Cursor;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Transport;
@@ -22,12 +23,13 @@ public sealed class IntegrationCatalog : IIntegrationCatalog
             IProviderTransport transport = mode == HostingMode.Dapr
                 ? new DaprBindingTransport(services.GetRequiredService<DaprClient>(), integration.Binding!)
                 : new HttpProviderTransport(services.GetRequiredService<ProviderHttpClients>().Create(integration));
-            var provider = new CursorAgentsProvider(
-                transport,
-                services.GetRequiredService<TimeProvider>(),
-                services.GetRequiredService<ILogger<CursorAgentsProvider>>(),
-                integration.Model);
-            integrations[id] = new Integration(id, provider, integration.AutoCreatePr, Webhook(settings.PublicBaseUrl, id, integration), integration.PromptMaxLength);
+            var time = services.GetRequiredService<TimeProvider>();
+            ICodingAgentProvider provider = integration.Provider == CopilotAgentTasksProvider.Name
+                ? new CopilotAgentTasksProvider(transport, time, services.GetRequiredService<ILogger<CopilotAgentTasksProvider>>(), integration.Model)
+                : new CursorAgentsProvider(transport, time, services.GetRequiredService<ILogger<CursorAgentsProvider>>(), integration.Model);
+            // Copilot sends no webhooks: its agents are followed by polling alone.
+            var webhook = provider is CursorAgentsProvider ? Webhook(settings.PublicBaseUrl, id, integration) : null;
+            integrations[id] = new Integration(id, provider, integration.AutoCreatePr, webhook, integration.PromptMaxLength);
         }
     }
 

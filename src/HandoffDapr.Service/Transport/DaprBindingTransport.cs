@@ -25,6 +25,12 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             },
         };
 
+        // bindings.http turns request metadata whose key starts with a capital letter into a request header.
+        foreach (var (name, value) in request.Headers ?? new Dictionary<string, string>())
+        {
+            binding.Metadata[name] = value;
+        }
+
         BindingResponse response;
         try
         {

@@ -11,9 +11,17 @@ namespace HandoffDapr.Service.Transport;
 /// </summary>
 public sealed class HttpProviderTransport(HttpClient client) : IProviderTransport
 {
+    private static readonly Dictionary<string, string> EmptyHeaders = [];
+
     public async Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
     {
         using var message = new HttpRequestMessage(request.Method, request.Path);
+        foreach (var (name, value) in request.Headers ?? EmptyHeaders)
+        {
+            message.Headers.Remove(name);
+            message.Headers.TryAddWithoutValidation(name, value);
+        }
+
         if (!request.Body.IsEmpty)
         {
             message.Content = new ReadOnlyMemoryContent(request.Body);

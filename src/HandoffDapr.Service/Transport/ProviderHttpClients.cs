@@ -37,12 +37,14 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
         var handler = new ResilienceHandler(breaker) { InnerHandler = new ResilienceHandler(timeout) { InnerHandler = sharedHandler } };
         var client = new HttpClient(handler, disposeHandler: false)
         {
-            BaseAddress = new Uri(integration.BaseUrl.TrimEnd('/') + "/"),
+            BaseAddress = new Uri(integration.EffectiveBaseUrl.TrimEnd('/') + "/"),
             // The pipeline's timeout governs; HttpClient's own would fire with a less precise exception.
             Timeout = Timeout.InfiniteTimeSpan,
         };
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", integration.ApiKey);
         client.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));
+        // GitHub refuses API requests without a User-Agent.
+        client.DefaultRequestHeaders.UserAgent.Add(new ProductInfoHeaderValue("HandoffDapr", "1.0"));
         return client;
     }
 

@@ -16,6 +16,8 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
 {
     public const long IntegrationId = 42;
     public const string ApiKey = "test-api-key-0123456789";
+    public const long CopilotIntegrationId = 43;
+    public const string CopilotToken = "test-github-token-9876543210";
 
     public string DataPath => dataPath;
 
@@ -50,6 +52,9 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:BaseUrl", providerUrl);
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:ApiKey", ApiKey);
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:RequestTimeout", "00:00:02");
+        // appsettings.json also declares a Copilot integration (43); it needs a key to pass validation.
+        builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:BaseUrl", providerUrl);
+        builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:ApiKey", CopilotToken);
         // The schedule is driven by the tests (WakeupScheduler.RunDueAsync), not by the clock.
         builder.UseSetting("Handoff:Embedded:SchedulePollInterval", "10.00:00:00");
         foreach (var (key, value) in settings ?? new Dictionary<string, string?>())

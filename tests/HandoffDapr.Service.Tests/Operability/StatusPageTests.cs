@@ -21,6 +21,7 @@ public sealed class StatusPageTests : IDisposable
             ["Handoff__DataPath"] = temp.File("ui.db"),
             ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
             ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
+            ["Handoff__Integrations__43__ApiKey"] = "ui-test-token",
             ["Handoff__Launch__PollInterval"] = "00:00:00.500",
             ["Handoff__Embedded__SchedulePollInterval"] = "00:00:00.200",
         });

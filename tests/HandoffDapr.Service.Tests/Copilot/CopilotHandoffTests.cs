@@ -1,0 +1,91 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Copilot;
+
+/// <summary>A handoff to a Copilot integration end to end in embedded mode, beside a Cursor integration in the same process.</summary>
+public sealed class CopilotHandoffTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeCopilot github = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly EmbeddedServiceFactory factory;
+    private readonly HttpClient client;
+
+    public CopilotHandoffTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("copilot.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:43:Provider"] = "github_copilot_agent",
+            ["Handoff:Integrations:43:BaseUrl"] = github.Url,
+        });
+        client = factory.CreateClient();
+    }
+
+    [Fact]
+    public async Task Copilot_handoff_launches_then_polling_completes_it_with_the_pull_request()
+    {
+        var response = await client.PostJsonAsync("/runs/600/handoff", Payloads.Trigger(Payloads.Run(600, ["acme/shop"], automation: false), integrationId: 43));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var agent = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!;
+        Assert.Equal("github_copilot_agent", agent["provider"]!.GetValue<string>());
+        var taskId = agent["id"]!.GetValue<string>();
+        Assert.True(github.Tasks.ContainsKey(taskId));
+        Assert.Equal(0, cursor.LaunchRequests);
+
+        github.SetState(taskId, "completed", "https://github.com/acme/shop/pull/7");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var view = await (await client.GetAsync("/runs/600/handoff")).ReadJsonAsync();
+        var polled = view["coding_agents"]![taskId]!;
+        Assert.Equal("completed", polled["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/7", polled["results"]![0]!["pr_url"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Repeated_copilot_trigger_launches_nothing_new()
+    {
+        await client.PostJsonAsync("/runs/601/handoff", Payloads.Trigger(Payloads.Run(601, ["acme/shop", "acme/web"], automation: false), integrationId: 43));
+
+        await client.PostJsonAsync("/runs/601/handoff", Payloads.Trigger(integrationId: 43));
+
+        Assert.Equal(2, github.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Cursor_and_copilot_runs_in_one_process_each_reach_their_own_provider()
+    {
+        await client.PostJsonAsync("/runs/602/handoff", Payloads.Trigger(Payloads.Run(602, ["acme/shop"], automation: false)));
+        await client.PostJsonAsync("/runs/603/handoff", Payloads.Trigger(Payloads.Run(603, ["acme/web"], automation: false), integrationId: 43));
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.Equal("https://github.com/acme/shop", cursor.LaunchBodies.Single()["source"]!["repository"]!.GetValue<string>());
+        Assert.Equal("/agents/repos/acme/web/tasks", github.Server.LogEntries.Single().RequestMessage.Path);
+    }
+
+    [Fact]
+    public async Task Copilot_agent_cannot_be_stopped_and_says_so()
+    {
+        var response = await client.PostJsonAsync("/runs/604/handoff", Payloads.Trigger(Payloads.Run(604, ["acme/shop"], automation: false), integrationId: 43));
+        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+        var stop = await client.PostAsync($"/runs/604/agents/{taskId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.Conflict, stop.StatusCode);
+        Assert.Equal("not_supported", (await stop.ReadJsonAsync())["failure_type"]!.GetValue<string>());
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        github.Dispose();
+        temp.Dispose();
+    }
+}

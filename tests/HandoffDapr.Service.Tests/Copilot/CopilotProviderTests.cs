@@ -1,0 +1,155 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Copilot;
+using HandoffDapr.Core.Repositories;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Tests.Infrastructure;
+using HandoffDapr.Service.Transport;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HandoffDapr.Service.Tests.Copilot;
+
+/// <summary>The Copilot client against a WireMock.Net GitHub, through the same HTTP transport the service uses.</summary>
+public sealed class CopilotProviderTests : IDisposable
+{
+    private const string Token = "ghp-test-token-0123";
+    private readonly FakeCopilot github = new();
+    private readonly ProviderHttpClients clients = new(TimeProvider.System);
+    private readonly CopilotAgentTasksProvider provider;
+
+    public CopilotProviderTests()
+    {
+        var client = clients.Create(new IntegrationOptions { Provider = CopilotAgentTasksProvider.Name, BaseUrl = github.Url, ApiKey = Token, RequestTimeout = TimeSpan.FromSeconds(2) });
+        provider = new CopilotAgentTasksProvider(new HttpProviderTransport(client), TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
+    }
+
+    [Fact]
+    public async Task Launch_posts_the_prompt_branches_and_pull_request_flag_with_github_headers()
+    {
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.LaunchAsync(new AgentLaunchRequest("Fix it", repository!.Value, "main", "fix-abc123", AutoCreatePr: true, Webhook: null), CancellationToken.None);
+
+        Assert.True(result.IsSuccess);
+        Assert.Equal(ProviderAgentStatus.Creating, result.Value!.Status);
+        Assert.Equal("fix-abc123", result.Value.BranchName);
+        var request = Assert.Single(github.Server.LogEntries).RequestMessage;
+        Assert.Equal("/agents/repos/acme/shop/tasks", request.Path);
+        Assert.Equal($"Bearer {Token}", request.Headers!["Authorization"].Single());
+        Assert.Equal("application/vnd.github+json", request.Headers["Accept"].Single());
+        Assert.Equal(CopilotAgentTasksProvider.ApiVersion, request.Headers["X-GitHub-Api-Version"].Single());
+        Assert.StartsWith("HandoffDapr", request.Headers["User-Agent"].Single());
+        var body = JsonNode.Parse(request.Body!)!.AsObject();
+        Assert.Equal("Fix it", body["prompt"]!.GetValue<string>());
+        Assert.Equal("main", body["base_ref"]!.GetValue<string>());
+        Assert.Equal("fix-abc123", body["head_ref"]!.GetValue<string>());
+        Assert.True(body["create_pull_request"]!.GetValue<bool>());
+        Assert.False(body.ContainsKey("model"));
+    }
+
+    [Theory]
+    [InlineData("queued", ProviderAgentStatus.Creating)]
+    [InlineData("in_progress", ProviderAgentStatus.Running)]
+    [InlineData("waiting_for_user", ProviderAgentStatus.Running)]
+    [InlineData("idle", ProviderAgentStatus.Running)]
+    [InlineData("completed", ProviderAgentStatus.Finished)]
+    [InlineData("failed", ProviderAgentStatus.Error)]
+    [InlineData("timed_out", ProviderAgentStatus.Expired)]
+    [InlineData("cancelled", ProviderAgentStatus.Stopped)]
+    [InlineData("something_new", ProviderAgentStatus.Unknown)]
+    public async Task Task_state_maps_onto_the_agent_status(string state, ProviderAgentStatus expected)
+    {
+        var id = await Launch();
+        github.SetState(id, state);
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal(expected, read.Value!.Status);
+    }
+
+    [Fact]
+    public async Task Pull_request_is_found_in_the_task_artifacts()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/7", read.Value!.PrUrl);
+        Assert.Equal("/agents/tasks/" + id, github.Server.LogEntries.Last().RequestMessage.Path);
+    }
+
+    [Fact]
+    public async Task Lost_launch_is_found_again_by_its_head_branch()
+    {
+        await Launch("other-branch");
+        var id = await Launch("fix-abc123");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.Equal(id, found.Value!.Id);
+    }
+
+    [Theory]
+    [InlineData(401, """{"message":"Bad credentials"}""", FailureTypes.InvalidCredentials)]
+    [InlineData(403, """{"message":"Copilot is not enabled for this user: no Copilot license"}""", FailureTypes.NoCopilotLicense)]
+    [InlineData(402, """{"message":"Payment required"}""", FailureTypes.QuotaExceeded)]
+    [InlineData(403, """{"message":"You have exceeded your premium request quota"}""", FailureTypes.QuotaExceeded)]
+    [InlineData(403, """{"message":"Resource not accessible by personal access token"}""", FailureTypes.RepositoryAccess)]
+    [InlineData(404, """{"message":"Not Found"}""", FailureTypes.RepositoryAccess)]
+    [InlineData(422, """{"message":"Validation Failed"}""", FailureTypes.InvalidRequest)]
+    [InlineData(503, """{"message":"unavailable"}""", FailureTypes.ProviderUnavailable)]
+    public async Task Github_answers_map_to_failure_types(int status, string body, string expected)
+    {
+        github.NextLaunchAnswer = () => FakeCopilot.Json(status, body);
+
+        var result = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal(expected, result.Failure!.FailureType);
+        Assert.Equal(expected == FailureTypes.ProviderUnavailable, result.Failure.Retryable);
+    }
+
+    [Theory]
+    [InlineData("not json")]
+    [InlineData("""{"state":"queued"}""")]
+    [InlineData("""{"id":"../etc","state":"queued"}""")]
+    [InlineData("[]")]
+    public async Task Malformed_answer_is_an_unknown_outcome(string body)
+    {
+        github.NextLaunchAnswer = () => FakeCopilot.Json(201, body);
+
+        var result = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task Stop_and_followup_are_not_supported_and_call_nobody()
+    {
+        var stop = await provider.StopAsync("task-0001", CancellationToken.None);
+        var followup = await provider.AddFollowupAsync("task-0001", "more", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.NotSupported, stop.Failure!.FailureType);
+        Assert.Equal(FailureTypes.NotSupported, followup.Failure!.FailureType);
+        Assert.Empty(github.Server.LogEntries);
+    }
+
+    private async Task<string> Launch(string branch = "fix-abc123") =>
+        (await provider.LaunchAsync(Request(branch), CancellationToken.None)).Value!.Id;
+
+    private static AgentLaunchRequest Request(string branch = "fix-abc123")
+    {
+        RepositoryName.TryParse("acme/shop", out var repository);
+        return new AgentLaunchRequest("Fix it", repository!.Value, null, branch, AutoCreatePr: true, Webhook: null);
+    }
+
+    public void Dispose()
+    {
+        clients.Dispose();
+        github.Dispose();
+    }
+}
