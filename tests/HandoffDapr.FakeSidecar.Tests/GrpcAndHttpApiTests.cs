@@ -73,4 +73,31 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
         var rpc = ex as Grpc.Core.RpcException ?? Assert.IsType<Grpc.Core.RpcException>(ex.InnerException);
         Assert.Equal(Grpc.Core.StatusCode.Unimplemented, rpc.StatusCode);
     }
+
+    [Fact]
+    public async Task Actor_state_is_stored_as_daprd_re_marshals_it_and_ttl_is_reported()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        var ops = """[{"operation":"upsert","request":{"key":"big","value":{"z":1,"id":12345678901234567890}}},""" +
+                  """{"operation":"upsert","request":{"key":"short","value":"x","metadata":{"ttlInSeconds":"60"}}}]""";
+        using var saved = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent(ops));
+        Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);
+
+        Assert.Equal("""{"id":12345678901234567000,"z":1}""", await http.GetStringAsync("v1.0/actors/TestActor/s/state/big"));
+        using var shortLived = await http.GetAsync("v1.0/actors/TestActor/s/state/short");
+        Assert.True(shortLived.Headers.Contains("Metadata.ttlExpireTime"));
+        using var missing = await http.GetAsync("v1.0/actors/TestActor/s/state/none");
+        Assert.Equal(HttpStatusCode.NoContent, missing.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unsupported_state_operation_is_a_transaction_error()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var response = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent("""[{"operation":"merge","request":{"key":"k"}}]"""));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.Equal("""{"errorCode":"ERR_ACTOR_STATE_TRANSACTION_SAVE","message":"error saving actor transaction state: operation type merge not supported"}""",
+            await response.Content.ReadAsStringAsync());
+    }
 }

@@ -67,6 +67,11 @@ internal static class CloudEvents
     private static byte[] FromCloudEvent(byte[] data, string topic, string pubsubName, string traceParent, DateTimeOffset now)
     {
         using var doc = JsonDocument.Parse(data);
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+        {
+            throw new JsonException("a CloudEvent must be a JSON object");
+        }
+
         var ce = new GoJsonObject();
         foreach (var p in doc.RootElement.EnumerateObject())
         {

@@ -1,5 +1,4 @@
 using System.Text;
-using System.Text.Json;
 
 namespace HandoffDapr.FakeSidecar;
 
@@ -11,11 +10,8 @@ internal static class DaprErrors
 {
     public static HttpReply Json(int status, string errorCode, string message)
     {
-        var body = JsonSerializer.SerializeToUtf8Bytes(new Dictionary<string, string>
-        {
-            ["errorCode"] = errorCode,
-            ["message"] = message,
-        });
+        // Go's encoding/json writes it: only <, > and & are escaped in strings.
+        var body = Encoding.UTF8.GetBytes($"{{\"errorCode\":{GoJson.Quote(errorCode)},\"message\":{GoJson.Quote(message)}}}");
         return new HttpReply(status, body, "application/json");
     }
 

@@ -39,9 +39,19 @@ internal sealed class PubSubBroker(FakeSidecarOptions options)
         }
 
         var raw = metadata.TryGetValue("rawPayload", out var rp) && IsTruthy(rp);
-        var onBroker = raw
-            ? data
-            : CloudEvents.Envelope(null, options.AppId, topic, pubsubName, dataContentType, data, metadata, options.TimeProvider.GetUtcNow());
+        byte[] onBroker;
+        try
+        {
+            onBroker = raw
+                ? data
+                : CloudEvents.Envelope(null, options.AppId, topic, pubsubName, dataContentType, data, metadata, options.TimeProvider.GetUtcNow());
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            // An app-supplied application/cloudevents+json payload that is not a JSON object.
+            return GrpcError.Rich(Grpc.Core.StatusCode.InvalidArgument, "cannot create cloudevent", "DAPR_PUBSUB_CLOUD_EVENT_CREATION");
+        }
+
         Record(new PublishedEvent(pubsubName, topic, data, dataContentType, metadata, onBroker, PublishOrigin.App));
         return null;
     }

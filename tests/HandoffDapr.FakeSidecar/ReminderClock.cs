@@ -59,6 +59,11 @@ internal sealed class ReminderClock(TimeProvider clock)
             repeats = every is null ? 1 : p.Repetitions; // -1 = forever
         }
 
+        if (dueTime.Length == 0 && every is { } firstPeriod)
+        {
+            first = now + firstPeriod; // "@every" with no due time: the first tick is one period out
+        }
+
         DateTimeOffset? expires = null;
         if (ttl.Length > 0)
         {
