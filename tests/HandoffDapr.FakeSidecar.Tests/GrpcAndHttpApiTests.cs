@@ -1,0 +1,103 @@
+using System.Net;
+using System.Text;
+
+namespace HandoffDapr.FakeSidecar.Tests;
+
+public sealed class GrpcAndHttpApiTests : SidecarTest
+{
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task State_store_save_and_get_round_trip_with_etags(bool inMemory)
+    {
+        using var dapr = Clients.Dapr(Sidecar, inMemory);
+
+        await dapr.SaveStateAsync("statestore", "k", new { n = 1 });
+        var (value, etag) = await dapr.GetStateAndETagAsync<Dictionary<string, int>>("statestore", "k");
+
+        Assert.Equal(1, value["n"]);
+        Assert.True(await dapr.TrySaveStateAsync("statestore", "k", new { n = 2 }, etag));
+        Assert.False(await dapr.TrySaveStateAsync("statestore", "k", new { n = 3 }, etag)); // stale etag → Aborted
+        Assert.Equal("""{"n":2}""", Encoding.UTF8.GetString(Sidecar.GetStateStoreValue("statestore", "k")!));
+        Assert.Null(await dapr.GetStateAsync<Dictionary<string, int>>("statestore", "missing"));
+    }
+
+    [Fact]
+    public async Task Metadata_lists_app_id_components_and_hosted_actor_types()
+    {
+        Sidecar.AddHttpBinding("cursor", new Uri("http://127.0.0.1:9"));
+        using var dapr = Clients.Dapr(Sidecar);
+
+        var metadata = await dapr.GetMetadataAsync();
+
+        Assert.Equal("handoff", metadata.Id);
+        Assert.Contains(metadata.Components, c => c.Name == "cursor" && c.Type == "bindings.http");
+        Assert.Contains(metadata.Actors, a => a.Type == "TestActor");
+
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        var json = await http.GetStringAsync("v1.0/metadata");
+        Assert.Contains("\"TestActor\"", json);
+    }
+
+    [Fact]
+    public async Task Health_checks_answer_204_and_double_slash_paths_are_normalised()
+    {
+        using var dapr = Clients.Dapr(Sidecar);
+        Assert.True(await dapr.CheckHealthAsync());
+        await dapr.WaitForSidecarAsync(new CancellationTokenSource(TimeSpan.FromSeconds(2)).Token);
+
+        using var http = new HttpClient();
+        using var response = await http.GetAsync(Sidecar.HttpEndpoint + "//v1.0/healthz/outbound");
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Service_invocation_of_the_app_reaches_it_through_the_sidecar()
+    {
+        using var dapr = Clients.Dapr(Sidecar);
+
+        using var http = dapr.CreateInvokableHttpClient("handoff");
+        using var response = await http.PostAsync("/hello", null);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("hi from app", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
+    public async Task Unimplemented_grpc_method_is_status_12()
+    {
+        using var dapr = Clients.Dapr(Sidecar, inMemory: true);
+
+        var ex = await Assert.ThrowsAnyAsync<Exception>(() => dapr.GetSecretAsync("vault", "key"));
+
+        var rpc = ex as Grpc.Core.RpcException ?? Assert.IsType<Grpc.Core.RpcException>(ex.InnerException);
+        Assert.Equal(Grpc.Core.StatusCode.Unimplemented, rpc.StatusCode);
+    }
+
+    [Fact]
+    public async Task Actor_state_is_stored_as_daprd_re_marshals_it_and_ttl_is_reported()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        var ops = """[{"operation":"upsert","request":{"key":"big","value":{"z":1,"id":12345678901234567890}}},""" +
+                  """{"operation":"upsert","request":{"key":"short","value":"x","metadata":{"ttlInSeconds":"60"}}}]""";
+        using var saved = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent(ops));
+        Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);
+
+        Assert.Equal("""{"id":12345678901234567000,"z":1}""", await http.GetStringAsync("v1.0/actors/TestActor/s/state/big"));
+        using var shortLived = await http.GetAsync("v1.0/actors/TestActor/s/state/short");
+        Assert.True(shortLived.Headers.Contains("Metadata.ttlExpireTime"));
+        using var missing = await http.GetAsync("v1.0/actors/TestActor/s/state/none");
+        Assert.Equal(HttpStatusCode.NoContent, missing.StatusCode);
+    }
+
+    [Fact]
+    public async Task Unsupported_state_operation_is_a_transaction_error()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var response = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent("""[{"operation":"merge","request":{"key":"k"}}]"""));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.Equal("""{"errorCode":"ERR_ACTOR_STATE_TRANSACTION_SAVE","message":"error saving actor transaction state: operation type merge not supported"}""",
+            await response.Content.ReadAsStringAsync());
+    }
+}

@@ -1,0 +1,303 @@
+using System.Text;
+using System.Text.Json;
+using Microsoft.AspNetCore.Http;
+
+namespace HandoffDapr.FakeSidecar;
+
+/// <summary>
+/// daprd's actor HTTP API (dapr/dapr pkg/api/http/actors.go) and its calls into the app
+/// (pkg/actors/targets/app/transport/http/http.go): state, reminders, timers, method invocation under a per-id turn lock.
+/// </summary>
+internal sealed class ActorApi(
+    FakeSidecarOptions options,
+    AppChannelClient app,
+    ActorHosting hosting,
+    ActorStateStore state,
+    ReminderClock reminders,
+    StateFaults faults)
+{
+    private readonly ActorTurnLocks locks = new();
+    private readonly object timerGate = new();
+    private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
+
+    public IReadOnlyCollection<RegisteredTimer> Timers
+    {
+        get
+        {
+            lock (timerGate)
+            {
+                return timers.Values.ToList();
+            }
+        }
+    }
+
+    public HttpReply GetState(string type, string id, string key)
+    {
+        if (faults.Check(new ActorStateCall(ActorStateOperation.Get, type, id, [key])) is { } fault)
+        {
+            return DaprErrors.ActorStateGet(fault);
+        }
+
+        if (state.Get(type, id, key) is not { } value)
+        {
+            return HttpReply.Empty(); // 204: the SDK reads an empty body as "no value"
+        }
+
+        var reply = HttpReply.JsonBody(value.Value);
+        if (value.ExpiresAt is { } exp)
+        {
+            // setResponseMetadataHeaders: "metadata.<key>" headers; the SDK reads Metadata.ttlExpireTime.
+            reply.Headers.Add(new("Metadata.ttlExpireTime", exp.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture)));
+        }
+
+        return reply;
+    }
+
+    public HttpReply Transaction(string type, string id, byte[] body)
+    {
+        var (ops, malformed, opError) = ActorStateStore.Parse(body);
+        if (malformed is not null)
+        {
+            return DaprErrors.MalformedRequest(malformed);
+        }
+
+        if (opError is not null)
+        {
+            return DaprErrors.ActorStateTransactionSave(opError);
+        }
+
+        if (faults.Check(new ActorStateCall(ActorStateOperation.Transaction, type, id, ops!.Select(o => o.Key).ToList())) is { } fault)
+        {
+            return DaprErrors.ActorStateTransactionSave(fault);
+        }
+
+        state.ApplyTransaction(type, id, ops!);
+        return HttpReply.Empty();
+    }
+
+    public async Task<HttpReply> CreateReminderAsync(string type, string id, string name, byte[] body, CancellationToken ct)
+    {
+        JsonElement json;
+        try
+        {
+            json = JsonDocument.Parse(body).RootElement.Clone();
+        }
+        catch (JsonException ex)
+        {
+            return DaprErrors.MalformedRequest(ex.Message);
+        }
+
+        if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
+        {
+            return DaprErrors.ReminderNotHosted();
+        }
+
+        return reminders.Register(type, id, name, json) is { } error ? DaprErrors.ReminderCreate(error) : HttpReply.Empty();
+    }
+
+    public async Task<HttpReply> GetReminderAsync(string type, string id, string name, CancellationToken ct)
+    {
+        if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
+        {
+            return DaprErrors.ReminderNotHosted();
+        }
+
+        if (reminders.Get(type, id, name) is not { } r)
+        {
+            return DaprErrors.ReminderNotFound(name);
+        }
+
+        // onGetActorReminder's struct order; dueTime/period as the Scheduler holds them; ttl is not reported
+        // (the Scheduler keeps the raw TTL string, which daprd fails to parse as RFC 3339 and drops).
+        var sb = new StringBuilder("{");
+        sb.Append("\"actorID\":").Append(GoJson.Quote(id)).Append(",\"actorType\":").Append(GoJson.Quote(type));
+        if (r.Data is { } data)
+        {
+            sb.Append(",\"data\":").Append(data.GetRawText());
+        }
+
+        if (r.DueTime.Length > 0)
+        {
+            sb.Append(",\"dueTime\":").Append(GoJson.Quote(r.DueTime));
+        }
+
+        if (reminders.SchedulerPeriod(type, id, name) is { } period)
+        {
+            sb.Append(",\"period\":").Append(GoJson.Quote(period));
+        }
+
+        sb.Append('}');
+        return HttpReply.JsonBody(Encoding.UTF8.GetBytes(sb.ToString()));
+    }
+
+    public async Task<HttpReply> DeleteReminderAsync(string type, string id, string name, CancellationToken ct)
+    {
+        if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
+        {
+            return DaprErrors.ReminderNotHosted();
+        }
+
+        reminders.Remove(type, id, name);
+        return HttpReply.Empty();
+    }
+
+    public HttpReply CreateTimer(string type, string id, string name, byte[] body)
+    {
+        JsonElement json;
+        try
+        {
+            json = JsonDocument.Parse(body).RootElement.Clone();
+        }
+        catch (JsonException ex)
+        {
+            return DaprErrors.MalformedRequest(ex.Message);
+        }
+
+        var dueTime = GoJson.StringField(json, "dueTime");
+        var period = GoJson.StringField(json, "period");
+        var ttl = GoJson.StringField(json, "ttl");
+        var now = options.TimeProvider.GetUtcNow();
+        if (dueTime.Length > 0 && !DaprDurationParser.TryParseTime(dueTime, now, out _, out var dueError))
+        {
+            return DaprErrors.TimerCreate("error parsing timer due time: " + dueError);
+        }
+
+        if (period.Length > 0 && (!DaprDurationParser.TryParseDuration(period, out var p) || p.Repetitions == 0))
+        {
+            return DaprErrors.TimerCreate("invalid timer period: parse error: unsupported duration format: " + period);
+        }
+
+        JsonElement? data = GoJson.TryGetField(json, "data", out var d) && d.ValueKind != JsonValueKind.Null ? d.Clone() : null;
+        var timer = new RegisteredTimer(type, id, name, dueTime, period, ttl, GoJson.StringField(json, "callback"), data, now);
+        lock (timerGate)
+        {
+            timers[(type, id, name)] = timer;
+        }
+
+        return HttpReply.Empty();
+    }
+
+    public HttpReply DeleteTimer(string type, string id, string name)
+    {
+        lock (timerGate)
+        {
+            timers.Remove((type, id, name));
+        }
+
+        return HttpReply.Empty();
+    }
+
+    /// <summary>
+    /// <c>v1.0/actors/{type}/{id}/method/{method}</c>: forwarded to the app as <c>PUT actors/{type}/{id}/method/{method}</c>
+    /// with the caller's headers (so <c>X-DaprRequestHeader</c> reaches the remoting dispatcher) and the app's reply
+    /// (status, body, headers such as <c>X-DaprErrorResponseHeader</c>) returned. A reply other than 200 becomes
+    /// daprd's 500 ERR_ACTOR_INVOKE_METHOD.
+    /// </summary>
+    public async Task<HttpReply> InvokeAsync(string type, string id, string method, HttpRequest request, byte[] body, CancellationToken ct)
+    {
+        if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
+        {
+            // placement has no table for the type (pkg/actors/internal/placement/.../inflight.go) → router wraps it.
+            return DaprErrors.ActorInvoke($"failed to lookup actor: did not find address for actor '{type}||{id}'");
+        }
+
+        var appPath = $"actors/{Escape(type)}/{Escape(id)}/method/{Escape(method)}";
+        using var message = new HttpRequestMessage(HttpMethod.Put, appPath + request.QueryString.Value);
+        message.Content = new ByteArrayContent(body);
+        HeaderForwarding.CopyRequestHeaders(request, message);
+        message.Headers.TryAddWithoutValidation("Dapr-API-Call", "true"); // pkg/api/http/actors.go onDirectActorMessage
+
+        HttpResponseMessage response;
+        using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
+        {
+            try
+            {
+                response = await app.SendAsync(message, ct).ConfigureAwait(false);
+            }
+            catch (HttpRequestException ex)
+            {
+                return DaprErrors.ActorInvoke(ex.Message);
+            }
+        }
+
+        using (response)
+        {
+            var responseBody = await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
+            if (response.StatusCode == System.Net.HttpStatusCode.NotFound)
+            {
+                return DaprErrors.ActorInvoke("actor method not found: " + appPath);
+            }
+
+            if (response.StatusCode != System.Net.HttpStatusCode.OK)
+            {
+                return DaprErrors.ActorInvoke($"error from actor service: ({(int)response.StatusCode}) {Encoding.UTF8.GetString(responseBody)}");
+            }
+
+            var reply = new HttpReply(200, responseBody, response.Content.Headers.ContentType?.ToString());
+            HeaderForwarding.CopyResponseHeaders(response, reply.Headers);
+            return reply;
+        }
+    }
+
+    /// <summary>Scheduler-style reminder firing: <c>{"data":...,"dueTime":"","period":""}</c> under the actor's turn lock.</summary>
+    public async Task<HttpResponseMessage> FireReminderAsync(RegisteredReminder reminder, CancellationToken ct)
+    {
+        var json = new StringBuilder("{");
+        if (reminder.Data is { } data)
+        {
+            json.Append("\"data\":").Append(data.GetRawText()).Append(',');
+        }
+
+        json.Append("\"dueTime\":\"\",\"period\":\"\"}");
+        var path = $"actors/{Escape(reminder.ActorType)}/{Escape(reminder.ActorId)}/method/remind/{Escape(reminder.Name)}";
+        return await CallUnderLockAsync(reminder.ActorType, reminder.ActorId, HttpMethod.Put, path, json.ToString(), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Timer firing (daprd in-memory timers): <c>{"data","callback","dueTime","period"}</c>.</summary>
+    public async Task<HttpResponseMessage> FireTimerAsync(RegisteredTimer timer, CancellationToken ct)
+    {
+        var json = new StringBuilder("{");
+        if (timer.Data is { } data)
+        {
+            json.Append("\"data\":").Append(data.GetRawText()).Append(',');
+        }
+
+        json.Append("\"callback\":").Append(GoJson.Quote(timer.Callback))
+            .Append(",\"dueTime\":").Append(GoJson.Quote(timer.DueTime))
+            .Append(",\"period\":").Append(GoJson.Quote(timer.Period)).Append('}');
+        var path = $"actors/{Escape(timer.ActorType)}/{Escape(timer.ActorId)}/method/timer/{Escape(timer.Name)}";
+        return await CallUnderLockAsync(timer.ActorType, timer.ActorId, HttpMethod.Put, path, json.ToString(), ct).ConfigureAwait(false);
+    }
+
+    /// <summary>Deactivation (<c>DELETE actors/{type}/{id}</c>); the actor's timers die with it.</summary>
+    public async Task<HttpResponseMessage> DeactivateAsync(string type, string id, CancellationToken ct)
+    {
+        var response = await CallUnderLockAsync(type, id, HttpMethod.Delete, $"actors/{Escape(type)}/{Escape(id)}", null, ct).ConfigureAwait(false);
+        lock (timerGate)
+        {
+            foreach (var key in timers.Keys.Where(k => k.Type == type && k.Id == id).ToList())
+            {
+                timers.Remove(key);
+            }
+        }
+
+        return response;
+    }
+
+    private async Task<HttpResponseMessage> CallUnderLockAsync(string type, string id, HttpMethod method, string path, string? json, CancellationToken ct)
+    {
+        using var message = new HttpRequestMessage(method, path);
+        if (json is not null)
+        {
+            message.Content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
+            message.Content.Headers.TryAddWithoutValidation("Content-Type", "application/json"); // internalv1pb.JSONContentType
+        }
+
+        using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
+        {
+            return await app.SendAsync(message, ct).ConfigureAwait(false);
+        }
+    }
+
+    private static string Escape(string segment) => Uri.EscapeDataString(segment);
+}

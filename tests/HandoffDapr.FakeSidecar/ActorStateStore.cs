@@ -1,0 +1,171 @@
+using System.Globalization;
+using System.Text.Json;
+
+namespace HandoffDapr.FakeSidecar;
+
+/// <summary>
+/// The actor state store (the component with <c>actorStateStore: "true"</c>), in memory.
+/// Values are kept as daprd stores them: decoded into Go <c>any</c> and marshalled again (see <see cref="GoJson"/>).
+/// </summary>
+internal sealed class ActorStateStore(TimeProvider clock)
+{
+    private readonly object gate = new();
+    private readonly Dictionary<(string Type, string Id), Dictionary<string, Entry>> actors = new();
+
+    private sealed record Entry(byte[] Value, DateTimeOffset? ExpiresAt);
+
+    public (byte[] Value, DateTimeOffset? ExpiresAt)? Get(string type, string id, string key)
+    {
+        lock (gate)
+        {
+            if (actors.TryGetValue((type, id), out var keys) && keys.TryGetValue(key, out var entry))
+            {
+                if (entry.ExpiresAt is { } exp && exp <= clock.GetUtcNow())
+                {
+                    keys.Remove(key);
+                    return null;
+                }
+
+                return (entry.Value, entry.ExpiresAt);
+            }
+
+            return null;
+        }
+    }
+
+    public IReadOnlyDictionary<string, string> Snapshot(string type, string id)
+    {
+        lock (gate)
+        {
+            var now = clock.GetUtcNow();
+            return actors.TryGetValue((type, id), out var keys)
+                ? keys.Where(kv => kv.Value.ExpiresAt is null || kv.Value.ExpiresAt > now)
+                    .ToDictionary(kv => kv.Key, kv => System.Text.Encoding.UTF8.GetString(kv.Value.Value), StringComparer.Ordinal)
+                : new Dictionary<string, string>(StringComparer.Ordinal);
+        }
+    }
+
+    public void Set(string type, string id, string key, byte[] value)
+    {
+        lock (gate)
+        {
+            Keys(type, id)[key] = new Entry(value, null);
+        }
+    }
+
+    public void Clear()
+    {
+        lock (gate)
+        {
+            actors.Clear();
+        }
+    }
+
+    /// <summary>Applies a parsed state transaction all-or-nothing.</summary>
+    public void ApplyTransaction(string type, string id, IReadOnlyList<ParsedOperation> ops)
+    {
+        lock (gate)
+        {
+            var keys = Keys(type, id);
+            var now = clock.GetUtcNow();
+            foreach (var op in ops)
+            {
+                if (op.Upsert)
+                {
+                    keys[op.Key] = new Entry(op.Value!, op.TtlSeconds is { } ttl ? now.AddSeconds(ttl) : null);
+                }
+                else
+                {
+                    keys.Remove(op.Key);
+                }
+            }
+        }
+    }
+
+    private Dictionary<string, Entry> Keys(string type, string id)
+    {
+        if (!actors.TryGetValue((type, id), out var keys))
+        {
+            keys = new Dictionary<string, Entry>(StringComparer.Ordinal);
+            actors[(type, id)] = keys;
+        }
+
+        return keys;
+    }
+
+    internal sealed record ParsedOperation(bool Upsert, string Key, byte[]? Value, int? TtlSeconds);
+
+    /// <summary>
+    /// Reads <c>[{"operation":"upsert"|"delete","request":{"key","value","metadata"}}]</c>
+    /// as pkg/actors/api/transactional.go does; error text mirrors it.
+    /// </summary>
+    public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(ReadOnlySpan<byte> body)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = JsonDocument.Parse(body.ToArray());
+        }
+        catch (JsonException ex)
+        {
+            return (null, ex.Message, null);
+        }
+
+        using (doc)
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Array)
+            {
+                return (null, "json: cannot unmarshal " + doc.RootElement.ValueKind.ToString().ToLowerInvariant() + " into Go value of type []api.TransactionalOperation", null);
+            }
+
+            var ops = new List<ParsedOperation>();
+            foreach (var item in doc.RootElement.EnumerateArray())
+            {
+                var operation = GoJson.StringField(item, "operation");
+                if (!GoJson.TryGetField(item, "request", out var req) || req.ValueKind == JsonValueKind.Null)
+                {
+                    return (null, null, "request data is empty");
+                }
+
+                if (operation.Length == 0)
+                {
+                    return (null, null, "operation is empty");
+                }
+
+                if (operation is not ("upsert" or "delete"))
+                {
+                    return (null, null, $"operation type {operation} not supported");
+                }
+
+                var key = GoJson.StringField(req, "key");
+                if (key.Length == 0)
+                {
+                    return (null, null, "missing key");
+                }
+
+                if (operation == "delete")
+                {
+                    ops.Add(new ParsedOperation(false, key, null, null));
+                    continue;
+                }
+
+                var value = GoJson.TryGetField(req, "value", out var v) ? GoJson.Reencode(v, preserveNumbers: false) : "null"u8.ToArray();
+                int? ttl = null;
+                if (GoJson.TryGetField(req, "metadata", out var md) && md.ValueKind == JsonValueKind.Object
+                    && md.TryGetProperty("ttlInSeconds", out var t) && t.ValueKind == JsonValueKind.String)
+                {
+                    if (!int.TryParse(t.GetString(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var secs))
+                    {
+                        return (null, null, $"incorrect value for metadata 'ttlInSeconds': {t.GetString()}");
+                    }
+
+                    ttl = secs >= 0 ? secs : null; // -1 = never expire
+                }
+
+                ops.Add(new ParsedOperation(true, key, value, ttl));
+            }
+
+            return (ops, null, null);
+        }
+    }
+}

@@ -1,0 +1,40 @@
+namespace HandoffDapr.FakeSidecar;
+
+/// <summary>Settings of a <see cref="FakeDaprSidecar"/>; every default is what a plain <c>dapr run</c> gives.</summary>
+public sealed class FakeSidecarOptions
+{
+    /// <summary>
+    /// daprd's <c>DAPR_API_TOKEN</c>: when set, every call from the app must carry <c>dapr-api-token</c>
+    /// (HTTP 401 "invalid api token", gRPC Unauthenticated) except <c>GET v1.0/healthz[/outbound]</c>
+    /// (dapr/dapr pkg/api/http/middlewares.go, pkg/api/grpc/auth.go).
+    /// </summary>
+    public string? ApiToken { get; set; }
+
+    /// <summary>daprd's <c>APP_API_TOKEN</c>: when set, the sidecar sends <c>dapr-api-token</c> on every call into the app.</summary>
+    public string? AppApiToken { get; set; }
+
+    /// <summary>The app id (<c>--app-id</c>); used as CloudEvent <c>source</c> and in metadata.</summary>
+    public string AppId { get; set; } = "handoff";
+
+    /// <summary>Pub/sub components that exist (publishing to another name fails like daprd: "pubsub X is not found").</summary>
+    public IList<string> PubSubNames { get; } = new List<string> { "pubsub" };
+
+    /// <summary>Key/value state stores for <c>DaprClient</c> GetState/SaveState.</summary>
+    public IList<string> StateStoreNames { get; } = new List<string> { "statestore" };
+
+    /// <summary>
+    /// With a <c>deadLetterTopic</c> and no inbound resiliency retry policy, daprd sends an event whose delivery
+    /// failed in a retriable way (RETRY, 5xx) straight to the dead-letter topic (pkg/runtime/subscription/subscription.go).
+    /// Set false to model a resiliency policy that keeps retrying instead.
+    /// </summary>
+    public bool DeadLetterRetriableFailures { get; set; } = true;
+
+    /// <summary>Clock for reminder registration times and CloudEvent <c>time</c>.</summary>
+    public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
+
+    /// <summary>Base address the app is reached at through <see cref="FakeDaprSidecar.AppChannel"/> (daprd: http://127.0.0.1:{app-port}).</summary>
+    public Uri AppBaseAddress { get; set; } = new("http://localhost");
+
+    /// <summary>Runtime version reported by the metadata APIs.</summary>
+    public string RuntimeVersion { get; set; } = "1.16.0-fake";
+}

@@ -1,0 +1,66 @@
+using System.Text.Json;
+using Dapr.Client.Autogen.Grpc.v1;
+
+namespace HandoffDapr.FakeSidecar;
+
+/// <summary>
+/// <c>GET v1.0/metadata</c> and gRPC <c>GetMetadata</c>: app id, registered components (name/type/version)
+/// and the actor types the app hosts (pkg/api/http/metadata.go, pkg/api/universal/metadata.go), trimmed down.
+/// </summary>
+internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting hosting, HttpBindingEmulator bindings)
+{
+    public IReadOnlyList<(string Name, string Type, string Version)> Components()
+    {
+        var list = new List<(string, string, string)>();
+        list.AddRange(options.StateStoreNames.Select(n => (n, "state.in-memory", "v1")));
+        list.AddRange(options.PubSubNames.Select(n => (n, "pubsub.in-memory", "v1")));
+        list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1")));
+        return list;
+    }
+
+    public async Task<byte[]> BuildJsonAsync(CancellationToken ct)
+    {
+        var actorTypes = await hosting.GetHostedTypesAsync(ct).ConfigureAwait(false);
+        var body = new Dictionary<string, object>
+        {
+            ["id"] = options.AppId,
+            ["runtimeVersion"] = options.RuntimeVersion,
+            ["actors"] = actorTypes.Order(StringComparer.Ordinal).Select(t => new { type = t, count = 0 }).ToList(),
+            ["components"] = Components().Select(c => new { name = c.Name, type = c.Type, version = c.Version }).ToList(),
+            ["extended"] = new Dictionary<string, string> { ["daprRuntimeVersion"] = options.RuntimeVersion },
+            ["actorRuntime"] = new
+            {
+                runtimeStatus = "RUNNING",
+                activeActors = actorTypes.Order(StringComparer.Ordinal).Select(t => new { type = t, count = 0 }).ToList(),
+                hostReady = actorTypes.Count > 0,
+                placement = "placement: connected",
+            },
+        };
+        return JsonSerializer.SerializeToUtf8Bytes(body);
+    }
+
+    public async Task<GetMetadataResponse> BuildGrpcAsync(CancellationToken ct)
+    {
+        var actorTypes = await hosting.GetHostedTypesAsync(ct).ConfigureAwait(false);
+        var response = new GetMetadataResponse { Id = options.AppId, RuntimeVersion = options.RuntimeVersion };
+        response.ExtendedMetadata.Add("daprRuntimeVersion", options.RuntimeVersion);
+        foreach (var (name, type, version) in Components())
+        {
+            response.RegisteredComponents.Add(new RegisteredComponents { Name = name, Type = type, Version = version });
+        }
+
+        var runtime = new ActorRuntime
+        {
+            RuntimeStatus = ActorRuntime.Types.ActorRuntimeStatus.Running,
+            HostReady = actorTypes.Count > 0,
+            Placement = "placement: connected",
+        };
+        foreach (var t in actorTypes.Order(StringComparer.Ordinal))
+        {
+            runtime.ActiveActors.Add(new ActiveActorsCount { Type = t, Count = 0 });
+        }
+
+        response.ActorRuntime = runtime;
+        return response;
+    }
+}
