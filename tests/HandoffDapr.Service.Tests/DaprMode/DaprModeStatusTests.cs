@@ -1,0 +1,165 @@
+using System.Net;
+using System.Text;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>Status tracking, agent controls, the app token and the second provider in Dapr mode, through the fake sidecar.</summary>
+public sealed class DaprModeStatusTests : IAsyncDisposable
+{
+    private const string Secret = "dapr-mode-webhook-secret-0123456789abcdef";
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private readonly FakeCursor cursor = new();
+    private readonly FakeCopilot github = new();
+    private readonly FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+
+    [Fact]
+    public async Task Signed_webhook_completes_the_agent_in_actor_state_and_publishes_the_update()
+    {
+        await using var factory = await Start();
+        var client = factory.CreateSidecarClient();
+        var agentId = await Launch(client, 300);
+        var body = Encoding.UTF8.GetBytes(new JsonObject
+        {
+            ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
+            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
+            ["target"] = new JsonObject { ["prUrl"] = "https://github.com/acme/shop/pull/4" },
+        }.ToJsonString());
+        var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=300") { Content = new ByteArrayContent(body) };
+        request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var agent = factory.Sidecar.GetActorState(Actor, "300", "coding_agents")!.Value.GetProperty(agentId);
+        Assert.Equal("completed", agent.GetProperty("status").GetString());
+        Assert.Equal("https://github.com/acme/shop/pull/4", agent.GetProperty("results")[0].GetProperty("pr_url").GetString());
+        Assert.Equal(2, factory.Sidecar.Published.Count(p => p.Topic == "handoff.coding-agents.updated"));
+    }
+
+    [Fact]
+    public async Task Poll_reminder_completes_an_agent_whose_webhook_never_came()
+    {
+        await using var factory = await Start();
+        var agentId = await Launch(factory.CreateSidecarClient(), 301);
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/8");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Sidecar.FireReminderAsync(Actor, "301", HandoffRunActor.WakeReminder);
+
+        var agent = factory.Sidecar.GetActorState(Actor, "301", "coding_agents")!.Value.GetProperty(agentId);
+        Assert.Equal("completed", agent.GetProperty("status").GetString());
+        Assert.Equal("get", factory.Sidecar.BindingInvocations.Last().Operation);
+        Assert.Equal($"/v0/agents/{agentId}", factory.Sidecar.BindingInvocations.Last().Metadata["path"]);
+        // Nothing left to watch: no reminder remains.
+        Assert.DoesNotContain(factory.Sidecar.Reminders, r => r.ActorId == "301");
+    }
+
+    [Fact]
+    public async Task Stop_and_followup_go_through_the_actor_and_the_binding()
+    {
+        await using var factory = await Start();
+        var client = factory.CreateSidecarClient();
+        var agentId = await Launch(client, 302);
+
+        var followup = await client.PostJsonAsync($"/runs/302/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        var stop = await client.PostAsync($"/runs/302/agents/{agentId}/stop", null);
+        var otherRun = await client.PostAsync($"/runs/303/agents/{agentId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, stop.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, otherRun.StatusCode);
+        Assert.Equal(
+            [$"/v0/agents/{agentId}/followup", $"/v0/agents/{agentId}/stop"],
+            cursor.CommandRequests.Select(r => r.Path));
+        Assert.Equal("failed", factory.Sidecar.GetActorState(Actor, "302", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString());
+    }
+
+    [Fact]
+    public async Task With_an_app_token_calls_without_it_are_401_and_the_sidecars_calls_work()
+    {
+        await using var factory = await Start(appApiToken: "app-token-from-daprd-11");
+        var anonymous = factory.CreateClient();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostJsonAsync("/runs/1/handoff", Payloads.Trigger())).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/dapr/subscribe")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/dapr/config")).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(1, ["acme/shop"]))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await anonymous.GetAsync("/healthz")).StatusCode);
+
+        // The sidecar adds the token to everything it sends: the event is delivered and the actor runs.
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(304, ["acme/shop"]));
+        Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Readiness_reports_the_sidecar()
+    {
+        await using var factory = await Start();
+
+        var ready = await factory.CreateClient().GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+    }
+
+    [Fact]
+    public async Task Copilot_handoff_in_dapr_mode_launches_through_its_binding_and_polling_completes_it()
+    {
+        await using var factory = await Start(settings: new Dictionary<string, string?> { ["Handoff:Integrations:43:Provider"] = "github_copilot_agent" });
+        var client = factory.CreateSidecarClient();
+
+        var response = await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger(Payloads.Run(305, ["acme/shop"], automation: false), integrationId: 43));
+        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger(integrationId: 43));
+
+        Assert.Equal(1, github.LaunchRequests);
+        var launch = github.Server.LogEntries.Single().RequestMessage;
+        Assert.Equal("Bearer " + DaprServiceFactory.BindingApiKey, launch.Headers!["Authorization"].Single());
+        // bindings.http sends Go-canonical header names (X-Github-Api-Version); header names are case-insensitive.
+        Assert.Equal("2026-03-10", launch.Headers.Single(h => h.Key.Equals("X-GitHub-Api-Version", StringComparison.OrdinalIgnoreCase)).Value.Single());
+        Assert.Equal(0, cursor.LaunchRequests);
+
+        github.SetState(taskId, "completed", "https://github.com/acme/shop/pull/9");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Sidecar.FireReminderAsync(Actor, "305", HandoffRunActor.WakeReminder);
+
+        var agent = factory.Sidecar.GetActorState(Actor, "305", "coding_agents")!.Value.GetProperty(taskId);
+        Assert.Equal("completed", agent.GetProperty("status").GetString());
+        Assert.Equal("https://github.com/acme/shop/pull/9", agent.GetProperty("results")[0].GetProperty("pr_url").GetString());
+    }
+
+    private Task<DaprServiceFactory> Start(string? appApiToken = null, IDictionary<string, string?>? settings = null)
+    {
+        var all = new Dictionary<string, string?>
+        {
+            ["Handoff:PublicBaseUrl"] = "https://handoff.example.com",
+            ["Handoff:Integrations:42:WebhookSecret"] = Secret,
+        };
+        foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
+        {
+            all[key] = value;
+        }
+
+        return DaprServiceFactory.StartAsync(cursor.Url, appApiToken, time, all, github.Url);
+    }
+
+    private static async Task<string> Launch(HttpClient client, long runId)
+    {
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        cursor.Dispose();
+        github.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}

@@ -1,0 +1,164 @@
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>The handoff in Dapr mode, end to end through the fake sidecar with the real Dapr SDK doing the talking.</summary>
+public sealed class DaprModeTests : IAsyncLifetime
+{
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private readonly FakeCursor cursor = new();
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+    private DaprServiceFactory factory = null!;
+    private HttpClient client = null!;
+
+    public async Task InitializeAsync()
+    {
+        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
+        client = factory.CreateSidecarClient();
+    }
+
+    [Fact]
+    public async Task Cloud_event_delivered_by_the_sidecar_launches_through_the_binding_and_persists_actor_state()
+    {
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(123, ["acme/shop", "acme/web"]));
+
+        Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
+        Assert.Equal(2, cursor.LaunchRequests);
+        // The key was added by the binding, not by the app.
+        Assert.All(cursor.Server.LogEntries, entry => Assert.Equal("Bearer " + DaprServiceFactory.BindingApiKey, entry.RequestMessage.Headers!["Authorization"].Single()));
+        var invocation = factory.Sidecar.BindingInvocations.First();
+        Assert.Equal("post", invocation.Operation);
+        Assert.Equal("/v0/agents", invocation.Metadata["path"]);
+        Assert.Equal("false", invocation.Metadata["errorIfNot2XX"]);
+
+        var agents = factory.Sidecar.GetActorState(Actor, "123", "coding_agents");
+        Assert.NotNull(agents);
+        Assert.Equal(2, agents.Value.EnumerateObject().Count());
+        Assert.All(agents.Value.EnumerateObject(), agent => Assert.Equal("pending", agent.Value.GetProperty("status").GetString()));
+    }
+
+    [Fact]
+    public async Task Duplicate_and_concurrent_deliveries_launch_each_repository_once()
+    {
+        var run = Payloads.Run(124, ["acme/shop", "acme/web", "acme/api"]);
+
+        var deliveries = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", run, cloudEventId: $"event-{i}")));
+        var late = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", run);
+
+        Assert.All(deliveries.Append(late), d => Assert.Equal(DeliveryOutcome.Success, d.Outcome));
+        Assert.Equal(3, cursor.LaunchRequests);
+        Assert.Equal(3, factory.Sidecar.GetActorState(Actor, "124", "coding_agents")!.Value.EnumerateObject().Count());
+    }
+
+    [Fact]
+    public async Task Manual_trigger_goes_through_the_actor_and_the_update_is_published()
+    {
+        var response = await client.PostJsonAsync("/runs/125/handoff", Payloads.Trigger(Payloads.Run(125, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var agentId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var view = await (await client.GetAsync("/runs/125/handoff")).ReadJsonAsync();
+        Assert.True(view["coding_agents"]!.AsObject().ContainsKey(agentId));
+
+        var update = Assert.Single(factory.Sidecar.Published, p => p.Topic == "handoff.coding-agents.updated");
+        var data = JsonNode.Parse(update.Data.ToArray())!;
+        Assert.Equal(125, data["run_id"]!.GetValue<long>());
+        Assert.Equal(Payloads.GroupId, data["group_id"]!.GetValue<long>());
+        Assert.True(data["coding_agents"]!.AsObject().ContainsKey(agentId));
+    }
+
+    [Fact]
+    public async Task Another_groups_run_is_unknown_through_the_actor_too()
+    {
+        await client.PostJsonAsync("/runs/126/handoff", Payloads.Trigger(Payloads.Run(126, ["acme/shop"], automation: false)));
+
+        var response = await client.PostJsonAsync("/runs/126/handoff", Payloads.Trigger(groupId: 999));
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Provider_error_is_a_generic_retry_and_the_reminder_launches_it_later()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(500));
+
+        var response = await client.PostJsonAsync("/runs/127/handoff", Payloads.Trigger(Payloads.Run(127, ["acme/shop"], automation: false)));
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
+        Assert.Equal("provider_unavailable", JsonNode.Parse(text)!["retries"]![0]!["failure_type"]!.GetValue<string>());
+        var reminder = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "127" && r.Name == HandoffRunActor.WakeReminder);
+
+        // When due, the Scheduler fires it (empty dueTime and period): the actor retries the repository.
+        time.Advance(TimeSpan.FromMinutes(1));
+        var fired = await factory.Sidecar.FireReminderAsync(Actor, "127", HandoffRunActor.WakeReminder);
+
+        Assert.True(fired.IsSuccessStatusCode);
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var launches = factory.Sidecar.GetActorState(Actor, "127", "launches")!.Value;
+        Assert.Equal("launched", launches[0].GetProperty("phase").GetString());
+    }
+
+    [Fact]
+    public async Task Completion_event_that_hits_a_failing_state_store_asks_for_redelivery()
+    {
+        factory.Sidecar.FailNextActorStateSaves(1);
+
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(128, ["acme/shop"]));
+
+        Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
+        Assert.Empty(factory.Sidecar.AppExceptions);
+
+        // Redelivered after the store recovers: launched once.
+        var again = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(128, ["acme/shop"]));
+        Assert.Equal(DeliveryOutcome.Success, again.Outcome);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
+    [Fact]
+    public async Task Malformed_event_is_dropped_to_the_dead_letter_topic()
+    {
+        var delivery = await factory.Sidecar.DeliverRawEventAsync("pubsub", "autofix-run-completed", Encoding.UTF8.GetBytes("""{"run_id":"not a number"}"""), "application/json");
+
+        Assert.Equal(DeliveryOutcome.Drop, delivery.Outcome);
+        Assert.True(delivery.DeadLettered);
+        Assert.Contains(factory.Sidecar.Published, p => p.Topic == "autofix-run-completed-deadletter");
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Dapr_config_lists_the_actor_with_reentrancy_off()
+    {
+        var config = await (await client.GetAsync("/dapr/config")).ReadJsonAsync();
+
+        Assert.Contains("HandoffRunActor", config["entities"]!.AsArray().Select(e => e!.GetValue<string>()));
+        Assert.False(config["reentrancy"]!["enabled"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public async Task Dapr_subscribe_lists_the_topic_route_and_dead_letter_topic()
+    {
+        var subscriptions = JsonNode.Parse(await client.GetStringAsync("/dapr/subscribe"))!.AsArray();
+
+        var completion = subscriptions.Single(s => s!["topic"]!.GetValue<string>() == "autofix-run-completed")!;
+        Assert.Equal("pubsub", completion["pubsubName"]!.GetValue<string>());
+        Assert.Equal("autofix-run-completed-deadletter", completion["deadLetterTopic"]!.GetValue<string>());
+        Assert.Contains("events/autofix-run-completed", completion["route"]?.GetValue<string>() ?? completion["routes"]!.ToJsonString());
+        Assert.Contains(subscriptions, s => s!["topic"]!.GetValue<string>() == "autofix-run-completed-deadletter");
+    }
+
+    public async Task DisposeAsync()
+    {
+        client.Dispose();
+        await factory.DisposeAsync();
+        cursor.Dispose();
+    }
+}

@@ -1,0 +1,100 @@
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// The service in Dapr mode against the in-process fake sidecar: the real actor runtime, proxies, DaprClient and
+/// subscription handlers talk to it over loopback, and it reaches the app through the test server. The output
+/// binding <c>coding-agent-cursor</c> forwards to a <see cref="FakeCursor"/> as <c>bindings.http</c> would,
+/// adding the API key from its own metadata.
+/// </summary>
+public sealed class DaprServiceFactory : WebApplicationFactory<Program>
+{
+    public const string BindingName = "coding-agent-cursor";
+    public const string CopilotBindingName = "coding-agent-copilot";
+    public const string BindingApiKey = "binding-held-api-key-6d2e";
+
+    private readonly FakeDaprSidecar sidecar;
+    private readonly string? appApiToken;
+    private readonly FakeTimeProvider? time;
+    private readonly IDictionary<string, string?> settings;
+
+    private DaprServiceFactory(FakeDaprSidecar sidecar, string? appApiToken, FakeTimeProvider? time, IDictionary<string, string?> settings)
+    {
+        this.sidecar = sidecar;
+        this.appApiToken = appApiToken;
+        this.time = time;
+        this.settings = settings;
+    }
+
+    public FakeDaprSidecar Sidecar => sidecar;
+
+    public static async Task<DaprServiceFactory> StartAsync(
+        string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null)
+    {
+        var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { AppApiToken = appApiToken });
+        sidecar.AddHttpBinding(BindingName, new Uri(cursorUrl), new Dictionary<string, string>
+        {
+            ["securityToken"] = "Bearer " + BindingApiKey,
+            ["securityTokenHeader"] = "Authorization",
+        });
+        if (copilotUrl is not null)
+        {
+            sidecar.AddHttpBinding(CopilotBindingName, new Uri(copilotUrl), new Dictionary<string, string>
+            {
+                ["securityToken"] = "Bearer " + BindingApiKey,
+                ["securityTokenHeader"] = "Authorization",
+            });
+        }
+
+        var factory = new DaprServiceFactory(sidecar, appApiToken, time, settings ?? new Dictionary<string, string?>());
+        // Building the server starts the app; the sidecar then reaches it through the test server.
+        sidecar.AppChannel = factory.Server.CreateHandler();
+        return factory;
+    }
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseEnvironment("Production");
+        builder.UseSetting("Handoff:Mode", "Dapr");
+        builder.UseSetting("DAPR_HTTP_ENDPOINT", sidecar.HttpEndpoint.ToString());
+        builder.UseSetting("DAPR_GRPC_ENDPOINT", sidecar.GrpcEndpoint.ToString());
+        builder.UseSetting("APP_API_TOKEN", appApiToken ?? string.Empty);
+        builder.UseSetting("Handoff:Integrations:42:Provider", "cursor_background_agent");
+        builder.UseSetting("Handoff:Integrations:42:Binding", BindingName);
+        builder.UseSetting("Handoff:Integrations:43:Binding", CopilotBindingName);
+        foreach (var (key, value) in settings)
+        {
+            builder.UseSetting(key, value);
+        }
+
+        if (time is not null)
+        {
+            builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<TimeProvider>(time)));
+        }
+    }
+
+    /// <summary>A client that calls as daprd would (with the app token when one is set).</summary>
+    public HttpClient CreateSidecarClient()
+    {
+        var client = CreateClient();
+        if (!string.IsNullOrEmpty(appApiToken))
+        {
+            client.DefaultRequestHeaders.Add("dapr-api-token", appApiToken);
+        }
+
+        return client;
+    }
+
+    public override async ValueTask DisposeAsync()
+    {
+        await base.DisposeAsync();
+        await sidecar.DisposeAsync();
+    }
+}
