@@ -1,0 +1,67 @@
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Configuration;
+
+namespace HandoffDapr.Service.Tests.Configuration;
+
+public sealed class HostingModeTests
+{
+    [Theory]
+    [InlineData(null, null, null, HostingMode.Embedded)]
+    [InlineData(null, "handoff", null, HostingMode.Dapr)]
+    [InlineData(null, null, "3500", HostingMode.Dapr)]
+    [InlineData("Embedded", "handoff", "3500", HostingMode.Embedded)]
+    [InlineData("dapr", null, null, HostingMode.Dapr)]
+    public void Explicit_mode_wins_else_a_sidecar_environment_means_dapr(string? mode, string? appId, string? daprHttpPort, HostingMode expected)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Handoff:Mode"] = mode,
+            ["APP_ID"] = appId,
+            ["DAPR_HTTP_PORT"] = daprHttpPort,
+        }).Build();
+
+        Assert.Equal(expected, HostingModes.Resolve(configuration));
+    }
+
+    [Fact]
+    public void Unknown_mode_is_refused_with_the_setting_named()
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Handoff:Mode"] = "Kubernetes" }).Build();
+
+        var error = Assert.Throws<InvalidOperationException>(() => HostingModes.Resolve(configuration));
+        Assert.Contains("Handoff:Mode", error.Message);
+    }
+
+    [Fact]
+    public void Missing_api_key_in_embedded_mode_stops_start_up_and_names_the_setting()
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent" } } };
+
+        var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
+
+        Assert.True(result.Failed);
+        Assert.Contains("Handoff:Integrations:42:ApiKey", result.FailureMessage);
+    }
+
+    [Fact]
+    public void Dapr_mode_needs_a_binding_not_a_key()
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent" } } };
+
+        var result = new HandoffOptionsValidator(HostingMode.Dapr).Validate(null, options);
+
+        Assert.Contains("Handoff:Integrations:42:Binding", result.FailureMessage);
+        Assert.DoesNotContain("ApiKey", result.FailureMessage);
+    }
+
+    [Theory]
+    [InlineData("short-secret")]
+    public void Webhook_secret_shorter_than_cursor_accepts_is_refused(string secret)
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent", ApiKey = "k", WebhookSecret = secret } } };
+
+        var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
+
+        Assert.Contains("WebhookSecret", result.FailureMessage);
+    }
+}
