@@ -165,6 +165,11 @@ static async Task SeedAsync(string path, int count)
     }
 
     await transaction.CommitAsync();
+
+    // Fold the seed into the main file, as SQLite's automatic checkpoint eventually would.
+    await using var checkpoint = connection.CreateCommand();
+    checkpoint.CommandText = "PRAGMA wal_checkpoint(TRUNCATE)";
+    await checkpoint.ExecuteNonQueryAsync();
 }
 
 static async Task<double> MeasureStartupAsync()

@@ -64,7 +64,7 @@ public sealed class SqliteRunStore
 
     public async Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken)
     {
-        await using var connection = Open();
+        await using var connection = OpenForRead();
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
         command.Parameters.AddWithValue("$run", runId);
@@ -204,7 +204,7 @@ public sealed class SqliteRunStore
 
     public async Task<DateTimeOffset?> GetWakeupAsync(long runId, CancellationToken cancellationToken)
     {
-        await using var connection = Open();
+        await using var connection = OpenForRead();
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT due_at FROM wakeups WHERE run_id = $run";
         command.Parameters.AddWithValue("$run", runId);
@@ -215,7 +215,7 @@ public sealed class SqliteRunStore
     /// <summary>The most recently changed runs, newest first.</summary>
     public async Task<IReadOnlyList<RunHandoffState>> ListRecentAsync(int limit, CancellationToken cancellationToken)
     {
-        await using var connection = Open();
+        await using var connection = OpenForRead();
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT state FROM runs ORDER BY updated_at DESC LIMIT $limit";
         command.Parameters.AddWithValue("$limit", limit);
@@ -231,10 +231,18 @@ public sealed class SqliteRunStore
 
     public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
     {
-        await using var connection = Open();
+        await using var connection = OpenForRead();
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT 1";
         return await command.ExecuteScalarAsync(cancellationToken) is 1L;
+    }
+
+    /// <summary>A pooled connection for reading: WAL lets readers run beside the writer.</summary>
+    private SqliteConnection OpenForRead()
+    {
+        var connection = new SqliteConnection(connectionString);
+        connection.Open();
+        return connection;
     }
 
     private SqliteConnection Open()
