@@ -1,0 +1,225 @@
+using YamlDotNet.RepresentationModel;
+using static HandoffDapr.Service.Tests.DaprFiles.DaprFiles;
+
+namespace HandoffDapr.Service.Tests.DaprFiles;
+
+/// <summary>The files a platform team runs (components/, dapr.yaml, k8s/) agree with Dapr's documented fields and with the code.</summary>
+public sealed class DaprFilesContractTests
+{
+    public static TheoryData<string> ComponentFolders => new() { "components", "k8s" };
+
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Every_component_uses_only_documented_metadata_fields(string folder)
+    {
+        var components = Components(folder).ToList();
+
+        Assert.NotEmpty(components);
+        foreach (var (file, component) in components)
+        {
+            Assert.Equal("dapr.io/v1alpha1", Scalar(component, "apiVersion"));
+            Assert.Equal("v1", Scalar(component, "spec", "version"));
+            var problems = UndocumentedMetadata(component);
+            Assert.True(problems.Count == 0, $"{file} {Scalar(component, "metadata", "name")}: {string.Join(", ", problems)}");
+        }
+    }
+
+    [Fact]
+    public void Checker_rejects_a_misspelled_field_and_a_field_with_both_value_and_secret()
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader("""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: { name: broken }
+            spec:
+              type: state.redis
+              version: v1
+              metadata:
+                - name: redisHosts
+                  value: localhost:6379
+                - name: redisPassword
+                  value: x
+                  secretKeyRef: { name: a, key: b }
+            """));
+
+        var problems = UndocumentedMetadata((YamlMappingNode)stream.Documents[0].RootNode);
+
+        Assert.Contains("redisHosts", problems);
+        Assert.Contains(problems, p => p.StartsWith("redisPassword", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Exactly_one_component_is_the_actor_state_store(string folder)
+    {
+        var actorStores = Components(folder)
+            .Where(c => ((YamlSequenceNode?)Node(c.Document, "spec", "metadata"))?.Children
+                .Any(m => Scalar(m, "name") == "actorStateStore" && Scalar(m, "value") == "true") == true)
+            .ToList();
+
+        var store = Assert.Single(actorStores);
+        Assert.Equal(AppSettings()["Handoff"]!["Dapr"]!["StateStoreName"]!.GetValue<string>(), Scalar(store.Document, "metadata", "name"));
+    }
+
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Components_the_code_uses_exist_with_the_right_types(string folder)
+    {
+        var byName = Components(folder).ToDictionary(c => Scalar(c.Document, "metadata", "name")!, c => Scalar(c.Document, "spec", "type"));
+        var settings = AppSettings()["Handoff"]!;
+
+        Assert.Equal("pubsub.redis", byName[settings["Dapr"]!["PubSubName"]!.GetValue<string>()]);
+        Assert.Equal("state.redis", byName[settings["Dapr"]!["StateStoreName"]!.GetValue<string>()]);
+        foreach (var (_, integration) in settings["Integrations"]!.AsObject())
+        {
+            Assert.Equal("bindings.http", byName[integration!["Binding"]!.GetValue<string>()]);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Provider_bindings_hold_the_key_and_hand_status_codes_to_the_app(string folder)
+    {
+        foreach (var (file, binding) in Components(folder).Where(c => Scalar(c.Document, "spec", "type") == "bindings.http"))
+        {
+            var metadata = ((YamlSequenceNode)Node(binding, "spec", "metadata")!).Children.ToDictionary(m => Scalar(m, "name")!);
+            Assert.True(Node(metadata["securityToken"], "secretKeyRef") is not null, $"{file}: the key must come from a secret");
+            Assert.Equal("Authorization", Scalar(metadata["securityTokenHeader"], "value"));
+            Assert.Equal("false", Scalar(metadata["errorIfNot2XX"], "value"));
+        }
+    }
+
+    [Fact]
+    public void Self_hosted_components_name_an_existing_secret_store_and_its_example_file()
+    {
+        var stores = Components("components").Where(c => Scalar(c.Document, "spec", "type")!.StartsWith("secretstores.", StringComparison.Ordinal))
+            .ToDictionary(c => Scalar(c.Document, "metadata", "name")!);
+
+        foreach (var (_, component) in Components("components").Where(c => Node(c.Document, "auth") is not null))
+        {
+            Assert.Contains(Scalar(component, "auth", "secretStore")!, stores.Keys);
+        }
+
+        Assert.True(File.Exists(Path.Combine(RepositoryRoot, "components", "secrets.example.json")));
+        var secretsFile = ((YamlSequenceNode)Node(stores.Values.Single().Document, "spec", "metadata")!).Children.Single(m => Scalar(m, "name") == "secretsFile");
+        // Relative to the app directory, where daprd runs under `dapr run -f .`.
+        Assert.Equal(
+            Path.Combine(RepositoryRoot, "components", "secrets.json"),
+            Path.GetFullPath(Path.Combine(RepositoryRoot, "src", "HandoffDapr.Service", Scalar(secretsFile, "value")!)));
+        Assert.Contains("components/secrets.json", File.ReadAllText(Path.Combine(RepositoryRoot, ".gitignore")));
+    }
+
+    [Theory]
+    [InlineData("components/resiliency.yaml")]
+    [InlineData("k8s/resiliency.yaml")]
+    public void Resiliency_targets_refer_to_defined_policies(string file)
+    {
+        var (_, resiliency) = Documents(file).Single();
+        Assert.Equal("Resiliency", Scalar(resiliency, "kind"));
+        var policies = (YamlMappingNode)Node(resiliency, "spec", "policies")!;
+        string[] Names(string kind) => ((YamlMappingNode?)Node(policies, kind))?.Children.Keys.Select(k => ((YamlScalarNode)k).Value!).ToArray() ?? [];
+
+        var targets = new List<YamlNode>();
+        targets.AddRange(((YamlMappingNode)Node(resiliency, "spec", "targets", "actors")!).Children.Values);
+        targets.AddRange(((YamlMappingNode)Node(resiliency, "spec", "targets", "components")!).Children.Values.Select(c => Node(c, "outbound")!));
+        foreach (var target in targets)
+        {
+            if (Scalar(target, "timeout") is { } timeout)
+            {
+                Assert.Contains(timeout, Names("timeouts"));
+            }
+
+            if (Scalar(target, "retry") is { } retry)
+            {
+                Assert.Contains(retry, Names("retries"));
+            }
+
+            if (Scalar(target, "circuitBreaker") is { } breaker)
+            {
+                Assert.Contains(breaker, Names("circuitBreakers"));
+            }
+        }
+
+        Assert.NotNull(Node(resiliency, "spec", "targets", "actors", "HandoffRunActor"));
+        // A launch is never retried blindly by the sidecar.
+        Assert.Null(Node(resiliency, "spec", "targets", "components", "coding-agent-cursor", "outbound", "retry"));
+    }
+
+    [Fact]
+    public void Run_file_uses_only_documented_fields_and_points_at_existing_files()
+    {
+        var (_, run) = Documents("dapr.yaml").Single();
+
+        Assert.Equal("1", Scalar(run, "version"));
+        foreach (var path in ((YamlSequenceNode)Node(run, "common", "resourcesPaths")!).Children.Select(p => ((YamlScalarNode)p).Value!))
+        {
+            Assert.True(Directory.Exists(Path.Combine(RepositoryRoot, path)), path);
+        }
+
+        Assert.True(File.Exists(Path.Combine(RepositoryRoot, Scalar(run, "common", "configFilePath")!)));
+        var app = (YamlMappingNode)((YamlSequenceNode)Node(run, "apps")!).Children.Single();
+        foreach (var key in app.Children.Keys.Select(k => ((YamlScalarNode)k).Value!))
+        {
+            Assert.Contains(key, RunFileAppFields);
+        }
+
+        Assert.True(Directory.Exists(Path.Combine(RepositoryRoot, Scalar(app, "appDirPath")!)));
+        Assert.Equal("Dapr", Scalar(app, "env", "Handoff__Mode"));
+    }
+
+    [Fact]
+    public void App_id_and_port_agree_across_run_file_manifests_and_service_settings()
+    {
+        var (_, run) = Documents("dapr.yaml").Single();
+        var app = ((YamlSequenceNode)Node(run, "apps")!).Children.Single();
+        var deployment = Documents("k8s/deployment.yaml").Single().Document;
+        var annotations = Node(deployment, "spec", "template", "metadata", "annotations")!;
+        var container = ((YamlSequenceNode)Node(deployment, "spec", "template", "spec", "containers")!).Children.Single();
+        var env = ((YamlSequenceNode)Node(container, "env")!).Children.ToDictionary(e => Scalar(e, "name")!, e => Scalar(e, "value"));
+        var appId = AppSettings()["Handoff"]!["Dapr"]!["AppId"]!.GetValue<string>();
+        var port = new Uri(LaunchSettings()["profiles"]!["embedded"]!["applicationUrl"]!.GetValue<string>()).Port.ToString();
+
+        Assert.Equal(appId, Scalar(app, "appID"));
+        Assert.Equal(appId, Scalar(annotations, "dapr.io/app-id"));
+        Assert.Equal(port, Scalar(app, "appPort"));
+        Assert.Equal(port, Scalar(annotations, "dapr.io/app-port"));
+        Assert.Equal(port, env["ASPNETCORE_HTTP_PORTS"]);
+        Assert.Equal(port, Scalar(((YamlSequenceNode)Node(container, "ports")!).Children.Single(), "containerPort"));
+        Assert.Contains($"localhost:{port}", string.Join(" ", ((YamlSequenceNode)Node(app, "command")!).Children));
+        Assert.Equal("handoff-config", Scalar(annotations, "dapr.io/config"));
+        Assert.Equal("handoff-config", Scalar(Documents("k8s/configuration.yaml").Single().Document, "metadata", "name"));
+    }
+
+    [Fact]
+    public void Deployment_is_hardened_with_probes_and_limits()
+    {
+        var pod = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template", "spec")!;
+        var container = ((YamlSequenceNode)Node(pod, "containers")!).Children.Single();
+
+        Assert.Equal("true", Scalar(pod, "securityContext", "runAsNonRoot"));
+        Assert.Equal("true", Scalar(container, "securityContext", "readOnlyRootFilesystem"));
+        Assert.Equal("false", Scalar(container, "securityContext", "allowPrivilegeEscalation"));
+        Assert.NotNull(Scalar(container, "resources", "limits", "memory"));
+        Assert.NotNull(Scalar(container, "resources", "requests", "cpu"));
+        Assert.Equal("/healthz", Scalar(container, "livenessProbe", "httpGet", "path"));
+        Assert.Equal("/readyz", Scalar(container, "readinessProbe", "httpGet", "path"));
+        var annotations = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template", "metadata", "annotations")!;
+        Assert.NotNull(Scalar(annotations, "dapr.io/api-token-secret"));
+        Assert.NotNull(Scalar(annotations, "dapr.io/app-token-secret"));
+        Assert.Equal("/healthz", Scalar(annotations, "dapr.io/app-health-check-path"));
+    }
+
+    [Fact]
+    public void Kustomization_lists_every_manifest_but_the_secrets_example()
+    {
+        var listed = ((YamlSequenceNode)Node(Documents("k8s/kustomization.yaml").Single().Document, "resources")!).Children.Select(r => ((YamlScalarNode)r).Value!).Order();
+        var present = Directory.GetFiles(Path.Combine(RepositoryRoot, "k8s"), "*.yaml").Select(Path.GetFileName)
+            .Where(f => f is not ("kustomization.yaml" or "secrets.example.yaml")).Order();
+
+        Assert.Equal(present, listed);
+    }
+
+    private static IEnumerable<(string File, YamlMappingNode Document)> Components(string folder) =>
+        Documents(folder).Where(d => Scalar(d.Document, "kind") == "Component");
+}
