@@ -1,0 +1,57 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+
+namespace HandoffDapr.Core.Tests;
+
+public sealed class AutomationGateTests
+{
+    private static readonly RunSnapshot RootCauseDone = new(
+        1,
+        Metadata: new RunMetadata("open_pr", 1),
+        Artifacts: new RunArtifacts(new RootCauseArtifact("Pool exhausted")),
+        Preferences: new HandoffPreferences([], new AutomationHandoff("root_cause", "cursor_background_agent", 42, false)));
+
+    [Theory]
+    [InlineData("solution")]
+    [InlineData("code_changes")]
+    [InlineData("open_pr")]
+    public void Root_cause_done_with_the_run_meant_to_go_further_launches(string stoppingPoint)
+    {
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with { Metadata = new RunMetadata(stoppingPoint) }));
+    }
+
+    [Fact]
+    public void No_automation_preference_means_no_launch() =>
+        Assert.Equal(GateVerdict.NoAutomationPreference, AutomationGate.Evaluate(RootCauseDone with { Preferences = new HandoffPreferences() }));
+
+    [Fact]
+    public void Completed_solution_step_is_not_the_root_cause_step() =>
+        Assert.Equal(GateVerdict.NotAtRootCause, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact("x"), new SolutionArtifact("Bound the pool")),
+        }));
+
+    [Fact]
+    public void No_completed_step_is_not_the_root_cause_step() =>
+        Assert.Equal(GateVerdict.NotAtRootCause, AutomationGate.Evaluate(RootCauseDone with { Artifacts = new RunArtifacts(new RootCauseArtifact(" ", [null])) }));
+
+    [Theory]
+    [InlineData("root_cause")]
+    [InlineData(null)]
+    [InlineData("somewhere")]
+    public void Stopping_point_not_past_the_root_cause_means_no_launch(string? stoppingPoint) =>
+        Assert.Equal(GateVerdict.StoppingPointNotPastRootCause, AutomationGate.Evaluate(RootCauseDone with { Metadata = new RunMetadata(stoppingPoint) }));
+
+    [Fact]
+    public void Other_handoff_point_and_missing_integration_mean_no_launch()
+    {
+        Assert.Equal(GateVerdict.HandoffPointNotSupported, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Preferences = new HandoffPreferences([], new AutomationHandoff("solution", null, 42)),
+        }));
+        Assert.Equal(GateVerdict.NoIntegration, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Preferences = new HandoffPreferences([], new AutomationHandoff("root_cause", null, null)),
+        }));
+    }
+}

@@ -1,0 +1,200 @@
+using System.Net.Http.Headers;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging.Abstractions;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>The Cursor client against a WireMock.Net server on loopback.</summary>
+public sealed class CursorAgentsProviderTests : IDisposable
+{
+    private readonly WireMockServer cursor = WireMockServer.Start();
+    private readonly HttpClient http;
+    private readonly CursorAgentsProvider provider;
+
+    public CursorAgentsProviderTests()
+    {
+        http = new HttpClient { BaseAddress = new Uri(cursor.Url! + "/"), Timeout = TimeSpan.FromSeconds(1) };
+        http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", "test-key");
+        provider = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, NullLogger<CursorAgentsProvider>.Instance);
+    }
+
+    [Fact]
+    public async Task Launch_sends_the_exact_body_path_and_bearer_key()
+    {
+        Answer("/v0/agents", 201, """{"id":"bc-1","name":"Fix","status":"CREATING","target":{"branchName":"fix-abc123","url":"https://cursor.com/agents?id=bc-1"},"createdAt":"2026-11-24T10:00:00Z"}""");
+
+        var result = await provider.LaunchAsync(Launch(webhook: new AgentWebhook(new Uri("https://h.example/webhooks/cursor/42?run_id=1"), "s3cret-s3cret-s3cret-s3cret-s3cret")), CancellationToken.None);
+
+        var request = Assert.Single(cursor.LogEntries).RequestMessage;
+        Assert.Equal("POST", request.Method);
+        Assert.Equal("/v0/agents", request.Path);
+        Assert.Equal("Bearer test-key", request.Headers!["Authorization"].Single());
+        var expected = JsonNode.Parse("""{"prompt":{"text":"Fix \"it\"\n<now>"},"source":{"repository":"https://github.com/acme/shop","ref":"main"},"target":{"autoCreatePr":true,"branchName":"fix-abc123"},"webhook":{"url":"https://h.example/webhooks/cursor/42?run_id=1","secret":"s3cret-s3cret-s3cret-s3cret-s3cret"}}""");
+        Assert.True(JsonNode.DeepEquals(expected, JsonNode.Parse(request.Body!)), request.Body);
+        Assert.True(result.IsSuccess);
+        Assert.Equal("bc-1", result.Value!.Id);
+        Assert.Equal(ProviderAgentStatus.Creating, result.Value.Status);
+        Assert.Equal("https://cursor.com/agents?id=bc-1", result.Value.AgentUrl);
+        Assert.Equal(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero), result.Value.CreatedAt);
+    }
+
+    [Fact]
+    public async Task Launch_leaves_out_ref_and_webhook_when_there_are_none()
+    {
+        Answer("/v0/agents", 201, """{"id":"bc-1","status":"CREATING"}""");
+
+        await provider.LaunchAsync(Launch(baseRef: null), CancellationToken.None);
+
+        var body = JsonNode.Parse(cursor.LogEntries.Single().RequestMessage.Body!)!.AsObject();
+        Assert.False(body.ContainsKey("webhook"));
+        Assert.False(body["source"]!.AsObject().ContainsKey("ref"));
+    }
+
+    [Theory]
+    [InlineData(401, FailureTypes.InvalidCredentials, false)]
+    [InlineData(403, FailureTypes.RepositoryAccess, false)]
+    [InlineData(404, FailureTypes.InvalidRequest, false)]
+    [InlineData(500, FailureTypes.ProviderUnavailable, true)]
+    public async Task Error_answers_become_failure_types(int status, string expected, bool retryable)
+    {
+        Answer("/v0/agents", status, """{"error":{"message":"secret provider detail","code":"x"}}""");
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(expected, result.Failure!.FailureType);
+        Assert.Equal(retryable, result.Failure.Retryable);
+    }
+
+    [Fact]
+    public async Task Rate_limit_carries_retry_after()
+    {
+        cursor.Given(Request.Create().WithPath("/v0/agents").UsingPost())
+            .RespondWith(Response.Create().WithStatusCode(429).WithHeader("Retry-After", "120").WithBody("""{"error":"Too Many Requests","message":"slow down"}"""));
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.RateLimited, result.Failure!.FailureType);
+        Assert.Equal(TimeSpan.FromSeconds(120), result.Failure.RetryAfter);
+    }
+
+    [Theory]
+    [InlineData("{not json")]
+    [InlineData("""{"status":"CREATING"}""")]
+    [InlineData("""{"id":"../../etc"}""")]
+    [InlineData("[]")]
+    public async Task Unreadable_success_is_an_unknown_outcome(string body)
+    {
+        Answer("/v0/agents", 201, body);
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task Slow_answer_past_the_timeout_is_an_unknown_outcome()
+    {
+        cursor.Given(Request.Create().WithPath("/v0/agents").UsingPost())
+            .RespondWith(Response.Create().WithStatusCode(201).WithBody("""{"id":"bc-1"}""").WithDelay(TimeSpan.FromSeconds(3)));
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.ProviderUnavailable, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task Lost_agent_is_found_by_branch_across_pages_and_not_in_another_repository()
+    {
+        cursor.Given(Request.Create().WithPath("/v0/agents").WithParam("cursor", "p2").UsingGet())
+            .RespondWith(Response.Create().WithBody("""{"agents":[{"id":"bc-3","status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"fix-abc123"}}]}"""));
+        cursor.Given(Request.Create().WithPath("/v0/agents").UsingGet()).AtPriority(10)
+            .RespondWith(Response.Create().WithBody("""{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/web"},"target":{"branchName":"fix-abc123"}}],"nextCursor":"p2"}"""));
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var missing = await provider.FindAgentByBranchAsync(repository.Value, "other-branch", CancellationToken.None);
+
+        Assert.Equal("bc-3", found.Value!.Id);
+        Assert.True(missing.IsSuccess);
+        Assert.Null(missing.Value);
+    }
+
+    [Fact]
+    public async Task Stop_and_followup_use_the_agents_endpoints()
+    {
+        Answer("/v0/agents/bc-1/stop", 200, """{"id":"bc-1"}""");
+        Answer("/v0/agents/bc-1/followup", 200, """{"id":"bc-1"}""");
+
+        Assert.True((await provider.StopAsync("bc-1", CancellationToken.None)).IsSuccess);
+        Assert.True((await provider.AddFollowupAsync("bc-1", "Also add a test", CancellationToken.None)).IsSuccess);
+
+        Assert.Equal("""{"prompt":{"text":"Also add a test"}}""", cursor.LogEntries.Last().RequestMessage.Body);
+    }
+
+    [Theory]
+    [InlineData("../x")]
+    [InlineData("a/b")]
+    [InlineData("")]
+    public async Task Invalid_agent_id_makes_no_request(string agentId)
+    {
+        var stop = await provider.StopAsync(agentId, CancellationToken.None);
+        var read = await provider.GetAgentAsync(agentId, CancellationToken.None);
+
+        Assert.False(stop.IsSuccess);
+        Assert.False(read.IsSuccess);
+        Assert.Empty(cursor.LogEntries);
+    }
+
+    private void Answer(string path, int status, string body) =>
+        cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
+
+    private static AgentLaunchRequest Launch(string? baseRef = "main", AgentWebhook? webhook = null)
+    {
+        RepositoryName.TryParse("acme/shop", out var repository);
+        return new AgentLaunchRequest("Fix \"it\"\n<now>", repository!.Value, baseRef, "fix-abc123", AutoCreatePr: true, webhook);
+    }
+
+    public void Dispose()
+    {
+        http.Dispose();
+        cursor.Stop();
+    }
+
+    /// <summary>A plain HttpClient transport, as the service's is without its resilience handlers.</summary>
+    private sealed class TestTransport(HttpClient client) : IProviderTransport
+    {
+        public async Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
+        {
+            using var message = new HttpRequestMessage(request.Method, request.Path);
+            if (!request.Body.IsEmpty)
+            {
+                message.Content = new ReadOnlyMemoryContent(request.Body);
+                message.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+            }
+
+            try
+            {
+                using var response = await client.SendAsync(message, cancellationToken);
+                return new ProviderResponse((int)response.StatusCode, await response.Content.ReadAsByteArrayAsync(cancellationToken),
+                    response.Headers.TryGetValues("Retry-After", out var values) ? values.First() : null);
+            }
+            catch (TaskCanceledException exception) when (!cancellationToken.IsCancellationRequested)
+            {
+                throw new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true, exception);
+            }
+            catch (HttpRequestException exception)
+            {
+                throw new ProviderTransportException(TransportFailureKind.Network, requestSent: true, exception);
+            }
+        }
+    }
+}

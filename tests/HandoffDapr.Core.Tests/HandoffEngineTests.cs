@@ -1,0 +1,255 @@
+using System.Collections.Concurrent;
+using System.Text.Json;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>The run's decisions, with a scripted provider and an in-memory writer.</summary>
+public sealed class HandoffEngineTests
+{
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly Provider provider = new();
+    private readonly Writer writer = new();
+    private readonly HandoffEngine engine;
+
+    public HandoffEngineTests() => engine = new HandoffEngine(
+        new Catalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+    [Fact]
+    public async Task Intent_is_saved_in_flight_before_the_provider_is_called()
+    {
+        provider.OnLaunch = _ =>
+        {
+            var saved = writer.Saved.Last();
+            Assert.Equal(LaunchPhase.InFlight, Assert.Single(saved.Launches).Phase);
+            Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), saved.NextWakeAt());
+        };
+
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Single(outcome.Result.Successes);
+        Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
+    public async Task Results_keep_the_repositories_order_when_answers_come_out_of_order()
+    {
+        provider.Delay = request => request.Repository.Name switch { "first" => 150, "second" => 50, _ => 0 };
+
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/first", "acme/second", "acme/third"), writer, CancellationToken.None);
+
+        Assert.Equal(["acme/first", "acme/second", "acme/third"], outcome.Result.Successes.Select(s => s.RepoName));
+    }
+
+    [Fact]
+    public async Task Launches_of_one_run_go_out_in_parallel()
+    {
+        provider.Delay = _ => 100;
+
+        await engine.TriggerAsync(1, null, Trigger("acme/a", "acme/b", "acme/c"), writer, CancellationToken.None);
+
+        Assert.Equal(3, provider.MaxConcurrent);
+    }
+
+    [Fact]
+    public async Task Duplicate_repositories_in_one_run_launch_once()
+    {
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches);
+        Assert.Single(outcome.Result.Successes);
+    }
+
+    [Fact]
+    public async Task Unknown_outcome_is_reconciled_and_adopted_without_a_second_launch()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var retry = Assert.Single(first.Result.Retries);
+        provider.Existing = new ProviderAgent("bc-found", ProviderAgentStatus.Running, BranchName: writer.Saved.Last().Launches[0].BranchName);
+
+        time.Advance(retry.RetryAt - time.GetUtcNow());
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches);
+        Assert.Equal("bc-found", state.Launches[0].AgentId);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-found"].Status);
+        Assert.Contains(state.Timeline, entry => entry.Event == TimelineEvents.Reconciled);
+    }
+
+    [Fact]
+    public async Task Retry_reuses_the_branch_and_exhausted_attempts_end_as_retries_exhausted()
+    {
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        Assert.Equal(5, provider.Launches.Count);
+        Assert.Single(provider.Launches.Select(l => l.BranchName).Distinct());
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(LaunchPhase.Failed, launch.Phase);
+        Assert.Equal(FailureTypes.RetriesExhausted, launch.FailureType);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);
+
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Empty(outcome.Result.Failures);
+        Assert.Equal(0, writer.Saved.Last().Launches[0].Attempts);
+        Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
+    public void Agent_reports_move_status_forward_only_and_record_the_pull_request_when_completed()
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Pending, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+
+        var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, PrUrl: "https://github.com/acme/shop/pull/1"));
+        var done = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1", Summary: "fixed"));
+        var late = engine.ApplyAgentReport(done, new ProviderAgent("bc-1", ProviderAgentStatus.Running));
+        var unknown = engine.ApplyAgentReport(done, new ProviderAgent("bc-other", ProviderAgentStatus.Error));
+
+        Assert.Empty(running.CodingAgents["bc-1"].Results);
+        Assert.Equal(CodingAgentStatus.Completed, done.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/1", done.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Same(done, late);
+        Assert.Same(done, unknown);
+    }
+
+    [Fact]
+    public void State_round_trips_through_json_with_snake_case_enums()
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.InFlight, 1, time.GetUtcNow(), null, null, null, time.GetUtcNow())],
+            Poll = new PollSchedule(time.GetUtcNow(), 2),
+        };
+
+        var json = JsonSerializer.Serialize(state, HandoffJsonContext.Default.RunHandoffState);
+        var back = JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunHandoffState)!;
+
+        Assert.Contains("\"phase\":\"in_flight\"", json);
+        Assert.Equal(state.Launches[0], back.Launches[0]);
+        Assert.Equal(state.Poll, back.Poll);
+    }
+
+    [Fact]
+    public void Design_wire_example_deserialises_with_every_field()
+    {
+        const string wire = """
+            {"run_id":123,"organization_id":1,"project_id":2,
+             "group":{"id":456,"title":"Database connection timeout in checkout","short_id":"SHOP-1A2"},
+             "metadata":{"stopping_point":"open_pr","group_id":456},
+             "artifacts":{"root_cause":{"one_line_description":"Pool exhausted under load","five_whys":["Requests time out","Pool is exhausted"],
+               "reproduction_steps":["Send 100 concurrent checkouts"],"relevant_repo":"acme/shop"},
+               "solution":{"one_line_summary":"Bound the pool and add a TTL","steps":[{"title":"Add TTL parameter","description":"Expire idle connections"}]}},
+             "preferences":{"repositories":[{"provider":"github","owner":"acme","name":"shop","branch_name":null}],
+               "automation_handoff":{"handoff_point":"root_cause","target":"cursor_background_agent","integration_id":42,"auto_create_pr":false}}}
+            """;
+
+        var run = JsonSerializer.Deserialize(wire, HandoffJsonContext.Default.RunSnapshot)!;
+
+        Assert.Equal(123, run.RunId);
+        Assert.Equal(456, run.GroupId);
+        Assert.Equal("SHOP-1A2", run.Group!.ShortId);
+        Assert.Equal("open_pr", run.Metadata!.StoppingPoint);
+        Assert.Equal(2, run.Artifacts!.RootCause!.FiveWhys!.Count);
+        Assert.Equal("Expire idle connections", run.Artifacts.Solution!.Steps![0]!.Description);
+        Assert.Equal("shop", run.Preferences!.Repositories![0]!.Name);
+        Assert.Equal(42, run.Preferences.AutomationHandoff!.IntegrationId);
+        Assert.False(run.Preferences.AutomationHandoff.AutoCreatePr);
+    }
+
+    private static HandoffTrigger Trigger(params string[] repositories) => new(456, 42, Snapshot: new RunSnapshot(
+        1,
+        Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
+        Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
+        Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
+
+    private sealed class Catalog(Integration integration) : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
+    }
+
+    private sealed class Writer : IRunStateWriter
+    {
+        public List<RunHandoffState> Saved { get; } = [];
+
+        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+        {
+            lock (Saved)
+            {
+                Saved.Add(state);
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+
+    private sealed class Provider : ICodingAgentProvider
+    {
+        private int concurrent;
+        private int sequence;
+
+        public ConcurrentQueue<AgentLaunchRequest> Launches { get; } = new();
+        public Action<AgentLaunchRequest>? OnLaunch { get; set; }
+        public Func<AgentLaunchRequest, int>? Delay { get; set; }
+        public ProviderFailure? Next { get; set; }
+        public ProviderFailure? Always { get; set; }
+        public ProviderAgent? Existing { get; set; }
+        public int MaxConcurrent { get; private set; }
+
+        public string ProviderName => "cursor_background_agent";
+
+        public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
+        {
+            Launches.Enqueue(request);
+            OnLaunch?.Invoke(request);
+            var now = Interlocked.Increment(ref concurrent);
+            lock (Launches)
+            {
+                MaxConcurrent = Math.Max(MaxConcurrent, now);
+            }
+
+            await Task.Delay(Delay?.Invoke(request) ?? 0, cancellationToken);
+            Interlocked.Decrement(ref concurrent);
+            if ((Always ?? Next) is { } failure)
+            {
+                Next = null;
+                return ProviderResult<ProviderAgent>.Failed(failure);
+            }
+
+            return ProviderResult<ProviderAgent>.Success(new ProviderAgent($"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, BranchName: request.BranchName));
+        }
+
+        public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
+            Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ProviderAgentStatus.Running)));
+
+        public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
+            Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
+
+        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
+
+        public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
+    }
+}

@@ -1,0 +1,132 @@
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Prompts;
+
+namespace HandoffDapr.Core.Tests;
+
+public sealed class PromptBuilderTests
+{
+    private static readonly RunSnapshot Full = new(
+        1,
+        Group: new RunGroup(456, "Database timeout", "SHOP-1A2"),
+        Artifacts: new RunArtifacts(
+            new RootCauseArtifact("Pool exhausted under load", ["Requests time out", "Pool is exhausted"], ["Send 100 concurrent checkouts", "Watch the pool"]),
+            new SolutionArtifact("Bound the pool and add a TTL", [new SolutionStep("Add TTL parameter", "Expire idle connections")])));
+
+    [Fact]
+    public void Prompt_has_every_section_in_order_joined_by_one_blank_line()
+    {
+        var prompt = PromptBuilder.Build(Full, "Keep the public API unchanged", autoCreatePr: true);
+
+        Assert.Equal(
+            """
+            Please fix the following issue. Ensure that your fix is fully working.
+
+            Include 'Fixes SHOP-1A2' in the pull request description.
+
+            Keep the public API unchanged
+
+            ## Root Cause Analysis
+
+            Pool exhausted under load
+
+            1. Requests time out
+            2. Pool is exhausted
+
+            - Send 100 concurrent checkouts
+            - Watch the pool
+
+            ## Proposed Solution
+
+            Bound the pool and add a TTL
+
+            - **Add TTL parameter**: Expire idle connections
+            """.ReplaceLineEndings("\n"),
+            prompt);
+    }
+
+    [Fact]
+    public void Fixes_line_appears_only_when_a_pull_request_is_auto_created_and_a_short_id_is_known()
+    {
+        Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full, null, autoCreatePr: false));
+        Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", null) }, null, autoCreatePr: true));
+        Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", "  ") }, null, autoCreatePr: true));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("   \n ")]
+    public void Blank_instruction_is_skipped(string? instruction)
+    {
+        var prompt = PromptBuilder.Build(Full, instruction, autoCreatePr: false);
+
+        Assert.StartsWith(PromptBuilder.Opening + "\n\n## Root Cause Analysis", prompt);
+    }
+
+    [Fact]
+    public void Instruction_is_trimmed()
+    {
+        Assert.Contains("\n\nKeep it small\n\n", PromptBuilder.Build(Full, "  Keep it small \n", autoCreatePr: false));
+    }
+
+    [Fact]
+    public void Missing_artifacts_leave_only_the_opening()
+    {
+        Assert.Equal(PromptBuilder.Opening, PromptBuilder.Build(new RunSnapshot(1), null, autoCreatePr: true));
+        Assert.Equal(PromptBuilder.Opening, PromptBuilder.Build(new RunSnapshot(1, Artifacts: new RunArtifacts()), null, false));
+        Assert.Equal(PromptBuilder.Opening, PromptBuilder.Build(new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(), new SolutionArtifact())), null, false));
+    }
+
+    [Fact]
+    public void Nulls_inside_lists_are_skipped_and_numbering_stays_continuous()
+    {
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(
+            new RootCauseArtifact(null, [null, "First", "  ", "Second"], [null]),
+            new SolutionArtifact(null, [null, new SolutionStep(null, null), new SolutionStep("Only title", null)])));
+
+        var prompt = PromptBuilder.Build(snapshot, null, false);
+
+        Assert.Contains("## Root Cause Analysis\n\n1. First\n2. Second", prompt);
+        Assert.DoesNotContain("- \n", prompt + "\n");
+        Assert.Contains("## Proposed Solution\n\n- **Only title**: ", prompt);
+        Assert.Single(prompt.Split("- **"), part => part.StartsWith("Only title", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void Section_without_content_has_no_heading()
+    {
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact("Only the root cause"), new SolutionArtifact(null, [])));
+
+        var prompt = PromptBuilder.Build(snapshot, null, false);
+
+        Assert.Contains("## Root Cause Analysis", prompt);
+        Assert.DoesNotContain("## Proposed Solution", prompt);
+    }
+
+    [Fact]
+    public void Size_cap_cuts_artifact_text_and_keeps_the_instructions()
+    {
+        var huge = new RunSnapshot(1, Group: new RunGroup(1, "t", "SHOP-9"), Artifacts: new RunArtifacts(new RootCauseArtifact(new string('x', 50_000))));
+        var instruction = new string('i', 4096);
+
+        var prompt = PromptBuilder.Build(huge, instruction, autoCreatePr: true, maxLength: 10_000);
+
+        Assert.True(prompt.Length <= 10_000, $"{prompt.Length} characters");
+        Assert.StartsWith(PromptBuilder.Opening + "\n\nInclude 'Fixes SHOP-9' in the pull request description.\n\n" + instruction, prompt);
+        Assert.EndsWith(PromptBuilder.TruncationMarker, prompt);
+    }
+
+    [Fact]
+    public void Size_cap_never_splits_a_surrogate_pair()
+    {
+        var emoji = string.Concat(Enumerable.Repeat("😀", 10_000));
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(emoji)));
+
+        for (var cap = 9_000; cap < 9_010; cap++)
+        {
+            var prompt = PromptBuilder.Build(snapshot, null, false, cap);
+            var body = prompt[..^PromptBuilder.TruncationMarker.Length];
+            Assert.False(char.IsHighSurrogate(body[^1]), $"cap {cap} left a lone high surrogate");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+using System.Text;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Core.Tests;
+
+public sealed class ProviderFailureClassifierTests
+{
+    private static readonly DateTimeOffset Now = new(2026, 11, 24, 10, 0, 0, TimeSpan.Zero);
+
+    [Theory]
+    [InlineData(401, "{}", FailureTypes.InvalidCredentials, false)]
+    [InlineData(403, "{}", FailureTypes.RepositoryAccess, false)]
+    [InlineData(400, """{"error":{"message":"Failed to verify existence of branch 'main' in repository"}}""", FailureTypes.RepositoryAccess, false)]
+    [InlineData(400, """{"error":"bad prompt"}""", FailureTypes.InvalidRequest, false)]
+    [InlineData(404, "{}", FailureTypes.InvalidRequest, false)]
+    [InlineData(422, "{}", FailureTypes.InvalidRequest, false)]
+    [InlineData(408, "{}", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(429, "{}", FailureTypes.RateLimited, true)]
+    [InlineData(500, "{}", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(502, "<html>", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(503, "", FailureTypes.ProviderUnavailable, true)]
+    public void Status_code_decides_the_failure_type(int status, string body, string expected, bool retryable)
+    {
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
+
+        Assert.Equal(expected, failure.FailureType);
+        Assert.Equal(retryable, failure.Retryable);
+        Assert.Equal(status == 408, failure.OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData("120", 120)]
+    [InlineData("Tue, 24 Nov 2026 10:01:30 GMT", 90)]
+    [InlineData("Tue, 24 Nov 2026 09:00:00 GMT", 0)]
+    public void Retry_after_is_read_as_seconds_or_as_a_date(string header, int seconds)
+    {
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(429, default, header), Now);
+
+        Assert.Equal(TimeSpan.FromSeconds(seconds), failure.RetryAfter);
+    }
+
+    [Theory]
+    [InlineData("soon")]
+    [InlineData("-5")]
+    [InlineData("")]
+    public void Unreadable_retry_after_is_ignored(string header) =>
+        Assert.Null(ProviderFailureClassifier.ParseRetryAfter(header, Now));
+
+    [Fact]
+    public void No_answer_after_sending_is_an_unknown_outcome_and_an_open_circuit_is_not()
+    {
+        var timeout = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true));
+        var open = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));
+
+        Assert.True(timeout.OutcomeUnknown);
+        Assert.True(timeout.RequestSent);
+        Assert.False(open.OutcomeUnknown);
+        Assert.False(open.RequestSent);
+        Assert.True(open.Retryable);
+    }
+}

@@ -1,0 +1,66 @@
+using HandoffDapr.Core.Repositories;
+
+namespace HandoffDapr.Core.Tests;
+
+public sealed class RepositoryNameTests
+{
+    [Theory]
+    [InlineData("acme/shop")]
+    [InlineData("a/b")]
+    [InlineData("acme-corp/my.repo_name-2")]
+    [InlineData("A1/.github")]
+    public void Valid_github_names_are_accepted(string name)
+    {
+        Assert.True(RepositoryName.TryParse(name, out var parsed));
+        Assert.Equal(name, parsed!.Value.FullName);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("acme")]
+    [InlineData("acme/..")]
+    [InlineData("acme/.")]
+    [InlineData("../etc")]
+    [InlineData("acme/sh op")]
+    [InlineData("https://github.com/acme/shop")]
+    [InlineData("acme/shop/extra")]
+    [InlineData("-acme/shop")]
+    [InlineData("acme-/shop")]
+    [InlineData("ac--me/shop")]
+    [InlineData("acme/shop\n")]
+    [InlineData("acme/shöp")]
+    [InlineData("acme/a..b")]
+    public void Anything_else_is_rejected(string? name) => Assert.False(RepositoryName.TryParse(name, out _));
+
+    [Fact]
+    public void Owner_and_name_lengths_follow_github()
+    {
+        Assert.True(RepositoryName.TryParse(new string('a', 39) + "/" + new string('b', 100), out _));
+        Assert.False(RepositoryName.TryParse(new string('a', 40) + "/b", out _));
+        Assert.False(RepositoryName.TryParse("a/" + new string('b', 101), out _));
+    }
+
+    [Fact]
+    public void Rejected_name_is_echoed_printable_and_bounded()
+    {
+        var echoed = RepositoryName.DescribeRejected("evil\r\nX-Injected: 1\u0000" + new string('x', 500));
+
+        Assert.DoesNotContain('\n', echoed);
+        Assert.DoesNotContain('\u0000', echoed);
+        Assert.True(echoed.Length <= 101);
+        Assert.Equal("(empty)", RepositoryName.DescribeRejected(null));
+    }
+
+    [Theory]
+    [InlineData("main", true)]
+    [InlineData("release/1.2", true)]
+    [InlineData("main..evil", false)]
+    [InlineData("-main", false)]
+    [InlineData("main.lock", false)]
+    [InlineData("a b", false)]
+    [InlineData("a//b", false)]
+    [InlineData("a@{b", false)]
+    [InlineData("a~b", false)]
+    public void Base_branches_follow_git_ref_rules(string branch, bool valid) => Assert.Equal(valid, GitRefName.IsValidBranch(branch));
+}
