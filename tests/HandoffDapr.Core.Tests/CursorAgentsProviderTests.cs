@@ -20,7 +20,7 @@ public sealed class CursorAgentsProviderTests : IDisposable
 
     public CursorAgentsProviderTests()
     {
-        http = new HttpClient { BaseAddress = new Uri(cursor.Url! + "/"), Timeout = TimeSpan.FromSeconds(1) };
+        http = new HttpClient { BaseAddress = new Uri(cursor.Url! + "/"), Timeout = TimeSpan.FromSeconds(30) };
         http.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", "test-key");
         provider = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, NullLogger<CursorAgentsProvider>.Instance);
     }
@@ -103,9 +103,11 @@ public sealed class CursorAgentsProviderTests : IDisposable
     public async Task Slow_answer_past_the_timeout_is_an_unknown_outcome()
     {
         cursor.Given(Request.Create().WithPath("/v0/agents").UsingPost())
-            .RespondWith(Response.Create().WithStatusCode(201).WithBody("""{"id":"bc-1"}""").WithDelay(TimeSpan.FromSeconds(3)));
+            .RespondWith(Response.Create().WithStatusCode(201).WithBody("""{"id":"bc-1"}""").WithDelay(TimeSpan.FromSeconds(5)));
+        using var impatient = new HttpClient { BaseAddress = http.BaseAddress, Timeout = TimeSpan.FromMilliseconds(500) };
+        var shortTimeout = new CursorAgentsProvider(new TestTransport(impatient), TimeProvider.System, NullLogger<CursorAgentsProvider>.Instance);
 
-        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+        var result = await shortTimeout.LaunchAsync(Launch(), CancellationToken.None);
 
         Assert.Equal(FailureTypes.ProviderUnavailable, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
