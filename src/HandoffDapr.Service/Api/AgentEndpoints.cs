@@ -12,8 +12,16 @@ public static class AgentEndpoints
     public static IEndpointRouteBuilder MapAgentEndpoints(this IEndpointRouteBuilder app)
     {
         var agents = app.MapGroup("/runs/{runId}/agents/{agentId}").WithTags("Agents");
-        agents.MapPost("/stop", StopAsync).WithName("StopAgent");
-        agents.MapPost("/followup", FollowupAsync).WithName("AgentFollowup");
+        agents.MapPost("/stop", StopAsync).WithName("StopAgent")
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status502BadGateway);
+        agents.MapPost("/followup", FollowupAsync).WithName("AgentFollowup")
+            .Accepts<FollowupRequest>("application/json")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .ProducesProblem(StatusCodes.Status502BadGateway);
         return app;
     }
 

@@ -23,7 +23,12 @@ public static partial class CompletionEventEndpoints
 
     public static IEndpointRouteBuilder MapCompletionEventEndpoints(this IEndpointRouteBuilder app, HostingMode mode, DaprOptions dapr)
     {
-        var endpoint = app.MapPost(Route, AcceptAsync).WithTags("Events").WithName("AutofixRunCompleted");
+        var endpoint = app.MapPost(Route, AcceptAsync).WithTags("Events").WithName("AutofixRunCompleted")
+            .Accepts<Core.Model.RunSnapshot>("application/json", "application/cloudevents+json")
+            .Produces<DaprEventReply>()
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         if (mode == HostingMode.Dapr)
         {
             endpoint.WithTopic(new TopicOptions

@@ -15,8 +15,18 @@ public static partial class HandoffEndpoints
     {
         app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns");
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
-        runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff");
-        runs.MapGet("/handoff", GetAsync).WithName("GetHandoff");
+        runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff")
+            .Accepts<HandoffRequest>("application/json")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+        runs.MapGet("/handoff", GetAsync).WithName("GetHandoff")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         return app;
     }
 

@@ -19,7 +19,10 @@ public static partial class WebhookEndpoints
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
-            .RequireRateLimiting(Security.RateLimits.Webhooks);
+            .RequireRateLimiting(Security.RateLimits.Webhooks)
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status429TooManyRequests);
         return app;
     }
 

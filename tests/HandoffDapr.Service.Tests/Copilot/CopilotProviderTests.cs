@@ -21,7 +21,7 @@ public sealed class CopilotProviderTests : IDisposable
 
     public CopilotProviderTests()
     {
-        var client = clients.Create(new IntegrationOptions { Provider = CopilotAgentTasksProvider.Name, BaseUrl = github.Url, ApiKey = Token, RequestTimeout = TimeSpan.FromSeconds(2) });
+        var client = clients.Create(new IntegrationOptions { Provider = CopilotAgentTasksProvider.Name, BaseUrl = github.Url, ApiKey = Token, RequestTimeout = TimeSpan.FromSeconds(20) });
         provider = new CopilotAgentTasksProvider(new HttpProviderTransport(client), TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
     }
 

@@ -51,7 +51,7 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:Provider", "cursor_background_agent");
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:BaseUrl", providerUrl);
         builder.UseSetting($"Handoff:Integrations:{IntegrationId}:ApiKey", ApiKey);
-        builder.UseSetting($"Handoff:Integrations:{IntegrationId}:RequestTimeout", "00:00:02");
+        builder.UseSetting($"Handoff:Integrations:{IntegrationId}:RequestTimeout", "00:00:20");
         // appsettings.json also declares a Copilot integration (43); it needs a key to pass validation.
         builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:BaseUrl", providerUrl);
         builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:ApiKey", CopilotToken);
