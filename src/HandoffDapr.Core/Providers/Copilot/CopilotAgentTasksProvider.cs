@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using System.Text;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using HandoffDapr.Core.Model;
@@ -14,12 +13,14 @@ namespace HandoffDapr.Core.Providers.Copilot;
 /// GitHub Copilot coding agent through GitHub's agent tasks REST API (public preview). No webhooks: status comes
 /// from the polling fallback. No stop or follow-up in the API: those answer <c>not_supported</c>.
 /// </summary>
-public sealed partial class CopilotAgentTasksProvider(
+public sealed class CopilotAgentTasksProvider(
     IProviderTransport transport,
     TimeProvider timeProvider,
     ILogger<CopilotAgentTasksProvider> logger,
     string? model = null) : ICodingAgentProvider
 {
+    private readonly ProviderExchange exchange = new(transport, timeProvider, logger, "GitHub agent tasks", Classify, Message);
+
     public const string Name = "github_copilot_agent";
     public const string ApiVersion = "2026-03-10";
     private const int ListPageSize = 100;
@@ -227,34 +228,10 @@ public sealed partial class CopilotAgentTasksProvider(
         return null;
     }
 
-    private async Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
-    {
-        ProviderResponse response;
-        try
-        {
-            response = await transport.SendAsync(request, cancellationToken);
-        }
-        catch (ProviderTransportException exception)
-        {
-            LogTransportFailure(operation, exception.Kind, exception.RequestSent);
-            return (null, ProviderFailureClassifier.FromTransport(exception));
-        }
+    private Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken) =>
+        exchange.SendAsync(request, operation, cancellationToken);
 
-        if (response.IsSuccess)
-        {
-            return (response, null);
-        }
-
-        var failure = Classify(response, timeProvider.GetUtcNow());
-        LogErrorAnswer(operation, response.StatusCode, failure.FailureType, Bounded(Message(response.Body) ?? "(no message)"));
-        return (response, failure);
-    }
-
-    private ProviderResult<T> Malformed<T>(int statusCode, string operation)
-    {
-        LogMalformedAnswer(operation, statusCode);
-        return ProviderResult<T>.Failed(ProviderFailureClassifier.MalformedAnswer(statusCode));
-    }
+    private ProviderResult<T> Malformed<T>(int statusCode, string operation) => exchange.Malformed<T>(statusCode, operation);
 
     private static string? Message(ReadOnlyMemory<byte> body)
     {
@@ -271,29 +248,6 @@ public sealed partial class CopilotAgentTasksProvider(
 
     private static bool Mentions(string? message, params string[] words) =>
         message is not null && words.Any(word => message.Contains(word, StringComparison.OrdinalIgnoreCase));
-
-    private static string Bounded(string text)
-    {
-        var builder = new StringBuilder(Math.Min(text.Length, 200));
-        foreach (var c in text.Take(200))
-        {
-            builder.Append(char.IsControl(c) ? ' ' : c);
-        }
-
-        return text.Length > 200 ? builder.Append('…').ToString() : builder.ToString();
-    }
-
-    [LoggerMessage(EventId = 2101, EventName = "CopilotErrorAnswer", Level = LogLevel.Warning,
-        Message = "GitHub agent tasks {Operation} answered {StatusCode}, classified {FailureType}: {ProviderMessage}")]
-    private partial void LogErrorAnswer(string operation, int statusCode, string failureType, string providerMessage);
-
-    [LoggerMessage(EventId = 2102, EventName = "CopilotTransportFailure", Level = LogLevel.Warning,
-        Message = "GitHub agent tasks {Operation} got no answer ({Kind}); request sent: {RequestSent}")]
-    private partial void LogTransportFailure(string operation, TransportFailureKind kind, bool requestSent);
-
-    [LoggerMessage(EventId = 2103, EventName = "CopilotMalformedAnswer", Level = LogLevel.Warning,
-        Message = "GitHub agent tasks {Operation} answered {StatusCode} with a body that is not a task")]
-    private partial void LogMalformedAnswer(string operation, int statusCode);
 }
 
 internal sealed record CopilotTaskRequest(

@@ -8,12 +8,14 @@ using Microsoft.Extensions.Logging;
 namespace HandoffDapr.Core.Providers.Cursor;
 
 /// <summary>Cursor background agents (API v0) over any <see cref="IProviderTransport"/>.</summary>
-public sealed partial class CursorAgentsProvider(
+public sealed class CursorAgentsProvider(
     IProviderTransport transport,
     TimeProvider timeProvider,
     ILogger<CursorAgentsProvider> logger,
     string? model = null) : ICodingAgentProvider
 {
+    private readonly ProviderExchange exchange = new(transport, timeProvider, logger, "Cursor", ProviderFailureClassifier.FromResponse, ErrorMessage);
+
     public const string Name = "cursor_background_agent";
     private const string AgentsPath = "v0/agents";
     private const int ListPageSize = 100;
@@ -128,34 +130,10 @@ public sealed partial class CursorAgentsProvider(
         }
     }
 
-    private async Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
-    {
-        ProviderResponse response;
-        try
-        {
-            response = await transport.SendAsync(request, cancellationToken);
-        }
-        catch (ProviderTransportException exception)
-        {
-            LogTransportFailure(operation, exception.Kind, exception.RequestSent);
-            return (null, ProviderFailureClassifier.FromTransport(exception));
-        }
+    private Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken) =>
+        exchange.SendAsync(request, operation, cancellationToken);
 
-        if (response.IsSuccess)
-        {
-            return (response, null);
-        }
-
-        var failure = ProviderFailureClassifier.FromResponse(response, timeProvider.GetUtcNow());
-        LogErrorAnswer(operation, response.StatusCode, failure.FailureType, ErrorSummary(response.Body));
-        return (response, failure);
-    }
-
-    private ProviderResult<T> Malformed<T>(int statusCode, string operation)
-    {
-        LogMalformedAnswer(operation, statusCode);
-        return ProviderResult<T>.Failed(ProviderFailureClassifier.MalformedAnswer(statusCode));
-    }
+    private ProviderResult<T> Malformed<T>(int statusCode, string operation) => exchange.Malformed<T>(statusCode, operation);
 
     private static ProviderAgent? ReadAgent(JsonElement element)
     {
@@ -206,40 +184,21 @@ public sealed partial class CursorAgentsProvider(
 
     private static string? ReadString(JsonElement element, string property) => JsonElements.String(element, property);
 
-    /// <summary>The provider's own error code or message, bounded, for the log only (never a response).</summary>
-    private static string ErrorSummary(ReadOnlyMemory<byte> body)
+    /// <summary>Cursor's error bodies vary (<c>{"error":{"message"}}</c>, <c>{"error":{"error"}}</c>, <c>{"error","message"}</c>).</summary>
+    private static string? ErrorMessage(ReadOnlyMemory<byte> body)
     {
         try
         {
             using var document = JsonDocument.Parse(body);
             var root = document.RootElement;
-            var text = root.ValueKind != JsonValueKind.Object ? null
+            return root.ValueKind != JsonValueKind.Object ? null
                 : root.TryGetProperty("error", out var error) && error.ValueKind == JsonValueKind.Object
                     ? ReadString(error, "message") ?? ReadString(error, "error") ?? ReadString(error, "code")
                     : ReadString(root, "message") ?? ReadString(root, "error");
-            return Bounded(text ?? "(no message)");
         }
         catch (JsonException)
         {
             return "(unreadable body)";
         }
     }
-
-    private static string Bounded(string text)
-    {
-        var cleaned = new string(text.Take(200).Select(c => char.IsControl(c) ? ' ' : c).ToArray());
-        return text.Length > 200 ? cleaned + "…" : cleaned;
-    }
-
-    [LoggerMessage(EventId = 2001, EventName = "ProviderErrorAnswer", Level = LogLevel.Warning,
-        Message = "Cursor {Operation} answered {StatusCode}, classified {FailureType}: {ProviderMessage}")]
-    private partial void LogErrorAnswer(string operation, int statusCode, string failureType, string providerMessage);
-
-    [LoggerMessage(EventId = 2002, EventName = "ProviderTransportFailure", Level = LogLevel.Warning,
-        Message = "Cursor {Operation} got no answer ({Kind}); request sent: {RequestSent}")]
-    private partial void LogTransportFailure(string operation, TransportFailureKind kind, bool requestSent);
-
-    [LoggerMessage(EventId = 2003, EventName = "ProviderMalformedAnswer", Level = LogLevel.Warning,
-        Message = "Cursor {Operation} answered {StatusCode} with a body that is not an agent")]
-    private partial void LogMalformedAnswer(string operation, int statusCode);
 }

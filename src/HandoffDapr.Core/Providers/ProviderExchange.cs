@@ -1,0 +1,67 @@
+using Microsoft.Extensions.Logging;
+
+namespace HandoffDapr.Core.Providers;
+
+/// <summary>
+/// One request to a provider and what every provider client does with the answer: a transport failure or an error
+/// status becomes a classified <see cref="ProviderFailure"/>, logged with the provider's own message bounded — the
+/// message goes to the log only, never into a result.
+/// </summary>
+internal sealed partial class ProviderExchange(
+    IProviderTransport transport,
+    TimeProvider timeProvider,
+    ILogger logger,
+    string provider,
+    Func<ProviderResponse, DateTimeOffset, ProviderFailure> classify,
+    Func<ReadOnlyMemory<byte>, string?> errorMessage)
+{
+    private const int MaxLoggedMessage = 200;
+
+    public async Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
+    {
+        ProviderResponse response;
+        try
+        {
+            response = await transport.SendAsync(request, cancellationToken);
+        }
+        catch (ProviderTransportException exception)
+        {
+            LogTransportFailure(provider, operation, exception.Kind, exception.RequestSent);
+            return (null, ProviderFailureClassifier.FromTransport(exception));
+        }
+
+        if (response.IsSuccess)
+        {
+            return (response, null);
+        }
+
+        var failure = classify(response, timeProvider.GetUtcNow());
+        LogErrorAnswer(provider, operation, response.StatusCode, failure.FailureType, Bounded(errorMessage(response.Body) ?? "(no message)"));
+        return (response, failure);
+    }
+
+    /// <summary>A 2xx whose body is not what the API documents: the provider may have acted, so the outcome is unknown.</summary>
+    public ProviderResult<T> Malformed<T>(int statusCode, string operation)
+    {
+        LogMalformedAnswer(provider, operation, statusCode);
+        return ProviderResult<T>.Failed(ProviderFailureClassifier.MalformedAnswer(statusCode));
+    }
+
+    private static string Bounded(string text)
+    {
+        var cleaned = new string(text.Take(MaxLoggedMessage).Select(c => char.IsControl(c) ? ' ' : c).ToArray());
+        return text.Length > MaxLoggedMessage ? cleaned + "…" : cleaned;
+    }
+
+    [LoggerMessage(EventId = 2001, EventName = "ProviderErrorAnswer", Level = LogLevel.Warning,
+        Message = "{Provider} {Operation} answered {StatusCode}, classified {FailureType}: {ProviderMessage}")]
+    private partial void LogErrorAnswer(string provider, string operation, int statusCode, string failureType, string providerMessage);
+
+    [LoggerMessage(EventId = 2002, EventName = "ProviderTransportFailure", Level = LogLevel.Warning,
+        Message = "{Provider} {Operation} got no answer ({Kind}); request sent: {RequestSent}")]
+    private partial void LogTransportFailure(string provider, string operation, TransportFailureKind kind, bool requestSent);
+
+    [LoggerMessage(EventId = 2003, EventName = "ProviderMalformedAnswer", Level = LogLevel.Warning,
+        Message = "{Provider} {Operation} answered {StatusCode} with a body that is not what its API documents")]
+    private partial void LogMalformedAnswer(string provider, string operation, int statusCode);
+}
