@@ -279,10 +279,10 @@ public sealed partial class HandoffEngine(
 
         var now = timeProvider.GetUtcNow();
         LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
-        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.Value.ToString().ToLowerInvariant()));
+        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.Value.WireName()));
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
-            .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.ToString().ToLowerInvariant())]);
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
         return status == CodingAgentStatus.Failed && launch is not null
             ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
             : state;
@@ -484,7 +484,7 @@ public sealed partial class HandoffEngine(
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
                 HandoffTelemetry.Launches.Add(1, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
-                HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", agentState.Status.ToString().ToLowerInvariant()));
+                HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", agentState.Status.WireName()));
                 continue;
             }
 

@@ -31,6 +31,15 @@ public enum CodingAgentStatus
 
 public static class CodingAgentStatusExtensions
 {
+    /// <summary>The status as it is written on the wire: <c>pending</c>, <c>running</c>, <c>completed</c>, <c>failed</c>.</summary>
+    public static string WireName(this CodingAgentStatus status) => status switch
+    {
+        CodingAgentStatus.Pending => "pending",
+        CodingAgentStatus.Running => "running",
+        CodingAgentStatus.Completed => "completed",
+        _ => "failed",
+    };
+
     public static bool IsFinal(this CodingAgentStatus status) =>
         status is CodingAgentStatus.Completed or CodingAgentStatus.Failed;
 

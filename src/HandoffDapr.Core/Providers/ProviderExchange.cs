@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Providers;
@@ -38,6 +39,27 @@ internal sealed partial class ProviderExchange(
         var failure = classify(response, timeProvider.GetUtcNow());
         LogErrorAnswer(provider, operation, response.StatusCode, failure.FailureType, Bounded(errorMessage(response.Body) ?? "(no message)"));
         return (response, failure);
+    }
+
+    /// <summary>Sends, then reads the answer's JSON with <paramref name="read"/>; a body it cannot read is an unknown outcome.</summary>
+    public async Task<ProviderResult<T>> SendAndReadAsync<T>(ProviderRequest request, string operation, Func<JsonElement, T?> read, CancellationToken cancellationToken)
+        where T : class
+    {
+        var (response, failure) = await SendAsync(request, operation, cancellationToken);
+        if (failure is not null)
+        {
+            return ProviderResult<T>.Failed(failure);
+        }
+
+        try
+        {
+            using var document = JsonDocument.Parse(response!.Body);
+            return read(document.RootElement) is { } value ? ProviderResult<T>.Success(value) : Malformed<T>(response.StatusCode, operation);
+        }
+        catch (JsonException)
+        {
+            return Malformed<T>(response!.StatusCode, operation);
+        }
     }
 
     /// <summary>A 2xx whose body is not what the API documents: the provider may have acted, so the outcome is unknown.</summary>

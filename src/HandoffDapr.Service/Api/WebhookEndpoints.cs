@@ -88,8 +88,8 @@ public static partial class WebhookEndpoints
 
         HandoffTelemetry.WebhookEvents.Add(
             1,
-            new KeyValuePair<string, object?>("handoff.provider_status", change.Agent.Status.ToString().ToLowerInvariant()),
-            new KeyValuePair<string, object?>("handoff.outcome", outcome.ToString().ToLowerInvariant()));
+            new KeyValuePair<string, object?>("handoff.provider_status", change.Agent.Status),
+            new KeyValuePair<string, object?>("handoff.outcome", outcome));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
             LogIgnored(services.Logger, change.Agent.Id, $"agent unknown to run {runId}");

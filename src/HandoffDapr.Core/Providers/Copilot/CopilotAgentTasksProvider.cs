@@ -40,8 +40,8 @@ public sealed class CopilotAgentTasksProvider(
         var body = JsonSerializer.SerializeToUtf8Bytes(
             new CopilotTaskRequest(request.Prompt, request.BaseRef, request.BranchName, request.AutoCreatePr, model),
             CopilotJsonContext.Default.CopilotTaskRequest);
-        var answer = await SendAsync(new ProviderRequest(HttpMethod.Post, $"agents/repos/{request.Repository.Owner}/{request.Repository.Name}/tasks", body, GitHubHeaders), "launch", cancellationToken);
-        return ReadTask(answer, "launch");
+        return await exchange.SendAndReadAsync(
+            new ProviderRequest(HttpMethod.Post, $"agents/repos/{request.Repository.Owner}/{request.Repository.Name}/tasks", body, GitHubHeaders), "launch", ReadTaskElement, cancellationToken);
     }
 
     public async Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)
@@ -51,8 +51,7 @@ public sealed class CopilotAgentTasksProvider(
             return ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false));
         }
 
-        var answer = await SendAsync(new ProviderRequest(HttpMethod.Get, $"agents/tasks/{agentId}", Headers: GitHubHeaders), "get", cancellationToken);
-        return ReadTask(answer, "get");
+        return await exchange.SendAndReadAsync(new ProviderRequest(HttpMethod.Get, $"agents/tasks/{agentId}", Headers: GitHubHeaders), "get", ReadTaskElement, cancellationToken);
     }
 
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
@@ -135,26 +134,6 @@ public sealed class CopilotAgentTasksProvider(
                 new ProviderFailure(FailureTypes.RepositoryAccess, Retryable: false, StatusCode: response.StatusCode),
             _ => ProviderFailureClassifier.FromResponse(response, now),
         };
-    }
-
-    private ProviderResult<ProviderAgent> ReadTask((ProviderResponse? Response, ProviderFailure? Failure) answer, string operation)
-    {
-        if (answer.Failure is { } failure)
-        {
-            return ProviderResult<ProviderAgent>.Failed(failure);
-        }
-
-        try
-        {
-            using var document = JsonDocument.Parse(answer.Response!.Body);
-            return ReadTaskElement(document.RootElement) is { } agent
-                ? ProviderResult<ProviderAgent>.Success(agent)
-                : Malformed<ProviderAgent>(answer.Response.StatusCode, operation);
-        }
-        catch (JsonException)
-        {
-            return Malformed<ProviderAgent>(answer.Response!.StatusCode, operation);
-        }
     }
 
     private static ProviderAgent? ReadTaskElement(JsonElement task)

@@ -109,26 +109,8 @@ public sealed class CursorAgentsProvider(
         return answer.Failure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true);
     }
 
-    private async Task<ProviderResult<ProviderAgent>> SendForAgentAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
-    {
-        var answer = await SendAsync(request, operation, cancellationToken);
-        if (answer.Failure is { } failure)
-        {
-            return ProviderResult<ProviderAgent>.Failed(failure);
-        }
-
-        try
-        {
-            using var document = JsonDocument.Parse(answer.Response!.Body);
-            return ReadAgent(document.RootElement) is { } agent
-                ? ProviderResult<ProviderAgent>.Success(agent)
-                : Malformed<ProviderAgent>(answer.Response.StatusCode, operation);
-        }
-        catch (JsonException)
-        {
-            return Malformed<ProviderAgent>(answer.Response!.StatusCode, operation);
-        }
-    }
+    private Task<ProviderResult<ProviderAgent>> SendForAgentAsync(ProviderRequest request, string operation, CancellationToken cancellationToken) =>
+        exchange.SendAndReadAsync(request, operation, ReadAgent, cancellationToken);
 
     private Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken) =>
         exchange.SendAsync(request, operation, cancellationToken);
