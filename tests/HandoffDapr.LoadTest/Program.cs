@@ -110,6 +110,11 @@ results.Add(await LoadDriver.RunAsync($"GET /runs/{{id}}/handoff, {storedRuns} s
     using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
     return response.IsSuccessStatusCode;
 }));
+results.Add(await LoadDriver.RunAsync($"GET /runs/{{id}}/handoff, {storedRuns} stored runs, 8 clients", 8, requests, maxPhase, async i =>
+{
+    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
+    return response.IsSuccessStatusCode;
+}));
 GC.Collect();
 notes.Add($"working set before seeding {workingSetBefore / 1048576} MiB, after {storedRuns} stored runs and the reads {Process.GetCurrentProcess().WorkingSet64 / 1048576} MiB; peak {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576} MiB");
 
