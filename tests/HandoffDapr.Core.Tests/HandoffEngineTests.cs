@@ -50,7 +50,8 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Launches_of_one_run_go_out_in_parallel()
     {
-        provider.Delay = _ => 100;
+        // Every launch waits for the other two to start: one at a time, the first would give up and MaxConcurrent be 1.
+        provider.HoldUntilInFlight = 3;
 
         await engine.TriggerAsync(1, null, Trigger("acme/a", "acme/b", "acme/c"), writer, CancellationToken.None);
 
@@ -219,6 +220,11 @@ public sealed class HandoffEngineTests
         public ProviderAgent? Existing { get; set; }
         public int MaxConcurrent { get; private set; }
 
+        /// <summary>When set, a launch waits (up to 10 s) until this many are in flight together.</summary>
+        public int? HoldUntilInFlight { get; set; }
+
+        private readonly TaskCompletionSource allInFlight = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
         public string ProviderName => "cursor_background_agent";
 
         public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
@@ -229,6 +235,16 @@ public sealed class HandoffEngineTests
             lock (Launches)
             {
                 MaxConcurrent = Math.Max(MaxConcurrent, now);
+            }
+
+            if (HoldUntilInFlight is { } expected)
+            {
+                if (now >= expected)
+                {
+                    allInFlight.TrySetResult();
+                }
+
+                await Task.WhenAny(allInFlight.Task, Task.Delay(TimeSpan.FromSeconds(10), cancellationToken));
             }
 
             await Task.Delay(Delay?.Invoke(request) ?? 0, cancellationToken);
