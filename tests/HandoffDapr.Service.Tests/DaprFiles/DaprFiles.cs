@@ -126,4 +126,27 @@ public static class DaprFiles
 
     public static JsonNode LaunchSettings() =>
         JsonNode.Parse(File.ReadAllText(Path.Combine(RepositoryRoot, "src", "HandoffDapr.Service", "Properties", "launchSettings.json")))!;
+
+    /// <summary>A Go duration as Dapr's YAML carries them ("500ms", "15s", "1m30s", "2h").</summary>
+    public static TimeSpan GoDuration(string text)
+    {
+        var total = TimeSpan.Zero;
+        foreach (System.Text.RegularExpressions.Match part in System.Text.RegularExpressions.Regex.Matches(text, @"(\d+(?:\.\d+)?)(ms|s|m|h)"))
+        {
+            var value = double.Parse(part.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture);
+            total += part.Groups[2].Value switch
+            {
+                "ms" => TimeSpan.FromMilliseconds(value),
+                "s" => TimeSpan.FromSeconds(value),
+                "m" => TimeSpan.FromMinutes(value),
+                _ => TimeSpan.FromHours(value),
+            };
+        }
+
+        return total > TimeSpan.Zero ? total : throw new FormatException($"not a Go duration: {text}");
+    }
+
+    /// <summary>Whether the resiliency file gives the component an inbound (delivery to the app) retry policy.</summary>
+    public static bool HasInboundRetry(string resiliencyFile, string component) =>
+        Documents(resiliencyFile).Any(d => Scalar(d.Document, "spec", "targets", "components", component, "inbound", "retry") is not null);
 }

@@ -122,7 +122,8 @@ public sealed class DaprFilesContractTests
 
         var targets = new List<YamlNode>();
         targets.AddRange(((YamlMappingNode)Node(resiliency, "spec", "targets", "actors")!).Children.Values);
-        targets.AddRange(((YamlMappingNode)Node(resiliency, "spec", "targets", "components")!).Children.Values.Select(c => Node(c, "outbound")!));
+        targets.AddRange(((YamlMappingNode)Node(resiliency, "spec", "targets", "components")!).Children.Values
+            .SelectMany(c => new[] { Node(c, "outbound"), Node(c, "inbound") }).OfType<YamlNode>());
         foreach (var target in targets)
         {
             if (Scalar(target, "timeout") is { } timeout)
@@ -144,6 +145,39 @@ public sealed class DaprFilesContractTests
         Assert.NotNull(Node(resiliency, "spec", "targets", "actors", "HandoffRunActor"));
         // A launch is never retried blindly by the sidecar.
         Assert.Null(Node(resiliency, "spec", "targets", "components", "coding-agent-cursor", "outbound", "retry"));
+    }
+
+    [Theory]
+    [InlineData("components", "components/resiliency.yaml")]
+    [InlineData("k8s", "k8s/resiliency.yaml")]
+    public void Completion_events_answered_retry_are_retried_by_the_sidecar_within_the_brokers_processing_timeout(string folder, string file)
+    {
+        var pubsubName = AppSettings()["Handoff"]!["Dapr"]!["PubSubName"]!.GetValue<string>();
+        var (_, resiliency) = Documents(file).Single();
+
+        // Without an inbound retry, daprd dead-letters an event on its first RETRY.
+        var policyName = Scalar(resiliency, "spec", "targets", "components", pubsubName, "inbound", "retry");
+        Assert.NotNull(policyName);
+        var policy = Node(resiliency, "spec", "policies", "retries", policyName)!;
+        Assert.Null(Node(policy, "matching")); // a RETRY answer carries no status code to match on
+        var retries = int.Parse(Scalar(policy, "maxRetries")!, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.InRange(retries, 1, 100); // -1 would retry forever and never reach the dead-letter topic
+
+        // Dapr's exponential back-off (cenkalti/backoff defaults): 500 ms, x1.5, capped at maxInterval, +-50 % jitter.
+        var exponential = Scalar(policy, "policy") == "exponential";
+        var interval = exponential ? TimeSpan.FromMilliseconds(500) : GoDuration(Scalar(policy, "duration") ?? "5s");
+        var cap = exponential ? GoDuration(Scalar(policy, "maxInterval") ?? "60s") : interval;
+        var worstCase = TimeSpan.Zero;
+        for (var attempt = 0; attempt < retries; attempt++)
+        {
+            worstCase += (interval < cap ? interval : cap) * (exponential ? 1.5 : 1);
+            interval *= exponential ? 1.5 : 1;
+        }
+
+        var pubsub = Components(folder).Single(c => Scalar(c.Document, "metadata", "name") == pubsubName).Document;
+        var processingTimeout = ((YamlSequenceNode)Node(pubsub, "spec", "metadata")!).Children
+            .Where(m => Scalar(m, "name") == "processingTimeout").Select(m => GoDuration(Scalar(m, "value")!)).DefaultIfEmpty(TimeSpan.FromSeconds(60)).Single();
+        Assert.True(worstCase < processingTimeout, $"{file}: retries may take {worstCase}, past processingTimeout {processingTimeout}");
     }
 
     [Fact]

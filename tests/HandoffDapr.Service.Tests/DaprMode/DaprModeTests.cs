@@ -116,6 +116,9 @@ public sealed class DaprModeTests : IAsyncLifetime
 
         Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
         Assert.Empty(factory.Sidecar.AppExceptions);
+        // resiliency.yaml's inbound retry keeps it out of the dead-letter topic.
+        Assert.False(delivery.DeadLettered);
+        Assert.DoesNotContain(factory.Sidecar.Published, p => p.Topic == "autofix-run-completed-deadletter");
 
         // Redelivered after the store recovers: launched once.
         var again = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(128, ["acme/shop"]));

@@ -38,7 +38,13 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null)
     {
-        var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { AppApiToken = appApiToken });
+        var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions
+        {
+            AppApiToken = appApiToken,
+            // As components/resiliency.yaml configures daprd: with an inbound retry on the pub/sub component,
+            // an event answered RETRY goes back for redelivery instead of to the dead-letter topic.
+            DeadLetterRetriableFailures = !DaprFiles.DaprFiles.HasInboundRetry("components/resiliency.yaml", "pubsub"),
+        });
         sidecar.AddHttpBinding(BindingName, new Uri(cursorUrl), new Dictionary<string, string>
         {
             ["securityToken"] = "Bearer " + BindingApiKey,
