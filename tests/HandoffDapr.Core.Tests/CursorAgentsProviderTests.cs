@@ -131,6 +131,23 @@ public sealed class CursorAgentsProviderTests : IDisposable
     }
 
     [Fact]
+    public async Task Agent_list_that_never_ends_leaves_the_outcome_unknown_instead_of_not_found()
+    {
+        // Every page points at one more: the agent could be on a page we did not read.
+        cursor.Given(Request.Create().WithPath("/v0/agents").UsingGet())
+            .RespondWith(Response.Create().WithBody("""{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/web"},"target":{"branchName":"other"}}],"nextCursor":"more"}"""));
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.False(result.IsSuccess);
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+        Assert.True(result.Failure.Retryable);
+        Assert.Equal(20, cursor.LogEntries.Count());
+    }
+
+    [Fact]
     public async Task Stop_and_followup_use_the_agents_endpoints()
     {
         Answer("/v0/agents/bc-1/stop", 200, """{"id":"bc-1"}""");

@@ -58,6 +58,35 @@ public sealed class HandoffEngineTests
         Assert.Equal(3, provider.MaxConcurrent);
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("  ")]
+    public async Task Blank_base_branch_means_the_default_branch(string branch)
+    {
+        var trigger = Trigger("acme/shop");
+        var preference = trigger.Snapshot!.Preferences!.Repositories![0]! with { BranchName = branch };
+        trigger = trigger with { Snapshot = trigger.Snapshot with { Preferences = new HandoffPreferences([preference]) } };
+
+        var outcome = await engine.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+
+        Assert.Single(outcome.Result.Successes);
+        Assert.Null(Assert.Single(provider.Launches).BaseRef);
+    }
+
+    [Fact]
+    public async Task Repositories_past_the_cap_are_reported_as_failures_not_dropped()
+    {
+        var capped = new HandoffEngine(
+            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+        var outcome = await capped.TriggerAsync(1, null, Trigger("acme/a", "acme/A", "acme/b", "acme/c", "acme/d"), writer, CancellationToken.None);
+
+        Assert.Equal(["acme/a", "acme/b"], outcome.Result.Successes.Select(s => s.RepoName));
+        Assert.Equal(["acme/c", "acme/d"], outcome.Result.Failures.Select(f => f.RepoName));
+        Assert.All(outcome.Result.Failures, f => Assert.Equal(FailureTypes.TooManyRepositories, f.FailureType));
+        Assert.Equal(2, provider.Launches.Count);
+    }
+
     [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
@@ -82,6 +111,26 @@ public sealed class HandoffEngineTests
         Assert.Equal("bc-found", state.Launches[0].AgentId);
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-found"].Status);
         Assert.Contains(state.Timeline, entry => entry.Event == TimelineEvents.Reconciled);
+    }
+
+    [Fact]
+    public async Task Adopted_agent_that_already_finished_keeps_its_pull_request()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+        provider.Existing = new ProviderAgent("bc-done", ProviderAgentStatus.Finished, BranchName: branch, PrUrl: "https://github.com/acme/shop/pull/7", Summary: "Bounded the pool");
+
+        time.Advance(Assert.Single(first.Result.Retries).RetryAt - time.GetUtcNow());
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var agent = state.CodingAgents["bc-done"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        var result = Assert.Single(agent.Results);
+        Assert.Equal("https://github.com/acme/shop/pull/7", result.PrUrl);
+        Assert.Equal("acme/shop", result.RepoFullName);
+        Assert.Equal(branch, result.BranchName);
+        Assert.Equal("Bounded the pool", result.Description);
     }
 
     [Fact]

@@ -88,8 +88,19 @@ public sealed class PromptBuilderTests
 
         Assert.Contains("## Root Cause Analysis\n\n1. First\n2. Second", prompt);
         Assert.DoesNotContain("- \n", prompt + "\n");
-        Assert.Contains("## Proposed Solution\n\n- **Only title**: ", prompt);
-        Assert.Single(prompt.Split("- **"), part => part.StartsWith("Only title", StringComparison.Ordinal));
+        Assert.EndsWith("## Proposed Solution\n\n- **Only title**", prompt);
+    }
+
+    [Fact]
+    public void Solution_step_with_one_half_missing_renders_only_that_half()
+    {
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(Solution: new SolutionArtifact(null,
+            [new SolutionStep("Both", "halves"), new SolutionStep(null, "No title"), new SolutionStep("No description", "  "), new SolutionStep(" ", null)])));
+
+        var prompt = PromptBuilder.Build(snapshot, null, false);
+
+        Assert.EndsWith("## Proposed Solution\n\n- **Both**: halves\n- No title\n- **No description**", prompt);
+        Assert.DoesNotContain("****", prompt);
     }
 
     [Fact]

@@ -13,6 +13,7 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(403, "{}", FailureTypes.RepositoryAccess, false)]
     [InlineData(400, """{"error":{"message":"Failed to verify existence of branch 'main' in repository"}}""", FailureTypes.RepositoryAccess, false)]
     [InlineData(400, """{"error":"bad prompt"}""", FailureTypes.InvalidRequest, false)]
+    [InlineData(400, """{"error":{"message":"source.repository must be a GitHub URL"}}""", FailureTypes.InvalidRequest, false)]
     [InlineData(404, "{}", FailureTypes.InvalidRequest, false)]
     [InlineData(422, "{}", FailureTypes.InvalidRequest, false)]
     [InlineData(408, "{}", FailureTypes.ProviderUnavailable, true)]

@@ -271,11 +271,7 @@ public sealed partial class HandoffEngine(
         }
 
         var launch = state.LaunchOfAgent(report.Id);
-        var results = agent.Results;
-        if (status == CodingAgentStatus.Completed && launch is not null)
-        {
-            results = [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)];
-        }
+        var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
 
         var now = timeProvider.GetUtcNow();
         LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
@@ -287,6 +283,12 @@ public sealed partial class HandoffEngine(
             ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
             : state;
     }
+
+    /// <summary>A completed agent's result for its repository (branch and pull request); other statuses keep what was there.</summary>
+    private static IReadOnlyList<CodingAgentResult> ResultsOf(ProviderAgent report, CodingAgentStatus status, RepositoryLaunch launch, IReadOnlyList<CodingAgentResult> current) =>
+        status == CodingAgentStatus.Completed
+            ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
+            : current;
 
     private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
         ReferenceEquals(left, right)
@@ -304,11 +306,12 @@ public sealed partial class HandoffEngine(
 
         var plan = new List<PlannedStep>(repositories.Count);
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
-        foreach (var preference in repositories.Take(options.MaxRepositories))
+        foreach (var preference in repositories)
         {
             var rawName = $"{preference!.Owner}/{preference.Name}";
-            if (!RepositoryName.TryParse(rawName, out var repository)
-                || (preference.BranchName is { } baseRef && !GitRefName.IsValidBranch(baseRef)))
+            // A blank base branch means "the repository's default", as a missing one does.
+            var baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
+            if (!RepositoryName.TryParse(rawName, out var repository) || (baseRef is not null && !GitRefName.IsValidBranch(baseRef)))
             {
                 plan.Add(new PlannedFailure(new LaunchFailure(
                     RepositoryName.DescribeRejected(rawName),
@@ -320,6 +323,14 @@ public sealed partial class HandoffEngine(
             var fullName = repository.Value.FullName;
             if (!seen.Add(fullName))
             {
+                continue;
+            }
+
+            // Past the cap each repository is reported, not dropped: the caller sees what was left out.
+            if (seen.Count > options.MaxRepositories)
+            {
+                plan.Add(new PlannedFailure(new LaunchFailure(
+                    fullName, FailureMessages.TooManyRepositoriesPrefix + options.MaxRepositories, FailureTypes.TooManyRepositories)));
                 continue;
             }
 
@@ -343,7 +354,7 @@ public sealed partial class HandoffEngine(
                 integration.Provider.ProviderName,
                 generation,
                 BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
-                preference.BranchName,
+                baseRef,
                 autoCreatePr,
                 string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim(),
                 LaunchPhase.RetryScheduled,
@@ -469,17 +480,23 @@ public sealed partial class HandoffEngine(
             var outcome = outcomes[i];
             if (outcome.Agent is { } agent)
             {
+                // An adopted agent may have finished already: keep what it produced.
+                var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
                 var agentState = new CodingAgentState(
                     agent.Id,
-                    ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending,
+                    status,
                     agent.AgentUrl,
                     launch.Provider,
                     string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
                     agent.CreatedAt ?? now,
-                    []);
+                    ResultsOf(agent, status, launch, []));
                 state = state.WithAgent(agentState).WithLaunch(launch with
                 {
-                    Phase = LaunchPhase.Launched, AgentId = agent.Id, FailureType = null, NextAttemptAt = null, UpdatedAt = now,
+                    Phase = LaunchPhase.Launched,
+                    AgentId = agent.Id,
+                    FailureType = status == CodingAgentStatus.Failed ? FailureTypes.AgentFailed : null,
+                    NextAttemptAt = null,
+                    UpdatedAt = now,
                 });
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);

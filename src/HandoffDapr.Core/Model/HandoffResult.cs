@@ -22,6 +22,7 @@ public static class FailureMessages
     public const string LaunchFailed = "Failed to launch coding agent";
     public const string NoRepositories = "No repositories found in run state";
     public const string InvalidRepositoryPrefix = "Invalid repository name format: ";
+    public const string TooManyRepositoriesPrefix = "A handoff covers at most this many repositories: ";
 }
 
 /// <summary>The stable <c>failure_type</c> values clients may switch on.</summary>
@@ -36,6 +37,8 @@ public static class FailureTypes
     public const string RetriesExhausted = "retries_exhausted";
     public const string InvalidRepository = "invalid_repository";
     public const string NoRepositories = "no_repositories";
+    public const string TooManyRepositories = "too_many_repositories";
+    public const string ReconcileIncomplete = "reconcile_incomplete";
     public const string TimedOut = "timed_out";
     public const string AgentFailed = "agent_failed";
     public const string NotSupported = "not_supported";

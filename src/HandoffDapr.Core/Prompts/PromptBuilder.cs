@@ -107,16 +107,27 @@ public static class PromptBuilder
         var blocks = new List<string>(2);
         AddIfPresent(blocks, solution.OneLineSummary);
 
-        var steps = (solution.Steps ?? [])
-            .Where(step => step is not null && (!string.IsNullOrWhiteSpace(step.Title) || !string.IsNullOrWhiteSpace(step.Description)))
-            .Select(step => $"- **{step!.Title?.Trim()}**: {step.Description?.Trim()}")
-            .ToList();
+        var steps = (solution.Steps ?? []).Select(StepLine).OfType<string>().ToList();
         if (steps.Count > 0)
         {
             blocks.Add(string.Join('\n', steps));
         }
 
         return Section("## Proposed Solution", blocks);
+    }
+
+    /// <summary>"- **title**: description", or whichever half exists; null when neither does.</summary>
+    private static string? StepLine(SolutionStep? step)
+    {
+        var title = string.IsNullOrWhiteSpace(step?.Title) ? null : step.Title.Trim();
+        var description = string.IsNullOrWhiteSpace(step?.Description) ? null : step.Description.Trim();
+        return (title, description) switch
+        {
+            (null, null) => null,
+            (null, _) => $"- {description}",
+            (_, null) => $"- **{title}**",
+            _ => $"- **{title}**: {description}",
+        };
     }
 
     private static string? Section(string heading, List<string> blocks) =>

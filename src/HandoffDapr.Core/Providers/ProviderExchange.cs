@@ -1,3 +1,4 @@
+using HandoffDapr.Core.Model;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
 
@@ -69,6 +70,16 @@ internal sealed partial class ProviderExchange(
         return ProviderResult<T>.Failed(ProviderFailureClassifier.MalformedAnswer(statusCode));
     }
 
+    /// <summary>
+    /// The agent list ran past the pages we read without finding the branch: the agent may be on a later page,
+    /// so "not found" would risk a second launch. The attempt stays unknown and is looked up again later.
+    /// </summary>
+    public ProviderResult<ProviderAgent?> ListExhausted(int pages)
+    {
+        LogListExhausted(provider, pages);
+        return ProviderResult<ProviderAgent?>.Failed(new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true));
+    }
+
     private static string Bounded(string text)
     {
         var cleaned = new string(text.Take(MaxLoggedMessage).Select(c => char.IsControl(c) ? ' ' : c).ToArray());
@@ -86,4 +97,8 @@ internal sealed partial class ProviderExchange(
     [LoggerMessage(EventId = 2003, EventName = "ProviderMalformedAnswer", Level = LogLevel.Warning,
         Message = "{Provider} {Operation} answered {StatusCode} with a body that is not what its API documents")]
     private partial void LogMalformedAnswer(string provider, string operation, int statusCode);
+
+    [LoggerMessage(EventId = 2004, EventName = "ProviderListExhausted", Level = LogLevel.Warning,
+        Message = "{Provider} agent list still had more after {Pages} pages; the launch stays unknown rather than risk a second agent")]
+    private partial void LogListExhausted(string provider, int pages);
 }

@@ -65,7 +65,8 @@ public static class ProviderFailureClassifier
     private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body)
     {
         var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
-        return text.Contains("verify existence of branch", StringComparison.OrdinalIgnoreCase)
-            || text.Contains("repository", StringComparison.OrdinalIgnoreCase);
+        // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
+        // repository field is our request's fault (invalid_request), not a missing app installation.
+        return text.Contains("verify existence of branch", StringComparison.OrdinalIgnoreCase);
     }
 }

@@ -93,6 +93,21 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal(id, found.Value!.Id);
     }
 
+    [Fact]
+    public async Task Task_list_longer_than_we_read_leaves_the_outcome_unknown_instead_of_not_found()
+    {
+        // Every page is full of other branches: the task could be on a page we did not read.
+        var page = new JsonArray(Enumerable.Range(0, 100).Select(i => (JsonNode)new JsonObject { ["id"] = $"task-{i}", ["state"] = "queued", ["head_ref"] = $"other-{i}" }).ToArray());
+        github.ListAnswer = () => FakeCopilot.Json(200, new JsonObject { ["tasks"] = page.DeepClone() }.ToJsonString());
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+        Assert.Equal(10, github.Server.LogEntries.Count());
+    }
+
     [Theory]
     [InlineData(401, """{"message":"Bad credentials"}""", FailureTypes.InvalidCredentials)]
     [InlineData(403, """{"message":"Copilot is not enabled for this user: no Copilot license"}""", FailureTypes.NoCopilotLicense)]

@@ -35,6 +35,9 @@ public sealed class FakeCopilot : IDisposable
     /// <summary>When set, the next launch answers this instead of creating a task.</summary>
     public Func<ResponseMessage>? NextLaunchAnswer { get; set; }
 
+    /// <summary>When set, every list request answers this instead of the tasks created so far.</summary>
+    public Func<ResponseMessage>? ListAnswer { get; set; }
+
     public int LaunchRequests => Server.LogEntries.Count(e => e.RequestMessage.Method == "POST");
 
     public void SetState(string taskId, string state, string? pullRequestUrl = null)
@@ -78,6 +81,11 @@ public sealed class FakeCopilot : IDisposable
 
     private ResponseMessage List(IRequestMessage request)
     {
+        if (ListAnswer is { } answer)
+        {
+            return answer();
+        }
+
         var repository = string.Join('/', request.Path.Split('/')[3..5]);
         var mine = tasks.Values.Where(t => t["repository"]!["full_name"]!.GetValue<string>() == repository).Select(t => (JsonNode)t.DeepClone()).ToArray();
         return Json(200, new JsonObject { ["tasks"] = new JsonArray(mine), ["total_active_count"] = mine.Length }.ToJsonString());

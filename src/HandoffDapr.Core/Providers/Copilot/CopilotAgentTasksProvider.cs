@@ -83,7 +83,7 @@ public sealed class CopilotAgentTasksProvider(
 
                 if (tasks.GetArrayLength() < ListPageSize)
                 {
-                    break;
+                    return ProviderResult<ProviderAgent?>.Success(null);
                 }
             }
             catch (JsonException)
@@ -92,7 +92,7 @@ public sealed class CopilotAgentTasksProvider(
             }
         }
 
-        return ProviderResult<ProviderAgent?>.Success(null);
+        return exchange.ListExhausted(MaxListPages);
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();

@@ -81,11 +81,11 @@ public sealed class CursorAgentsProvider(
 
             if (string.IsNullOrEmpty(cursor))
             {
-                break;
+                return ProviderResult<ProviderAgent?>.Success(null);
             }
         }
 
-        return ProviderResult<ProviderAgent?>.Success(null);
+        return exchange.ListExhausted(MaxListPages);
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) =>
