@@ -87,6 +87,23 @@ public sealed class HandoffEngineTests
         Assert.Equal(2, provider.Launches.Count);
     }
 
+    [Theory]
+    [InlineData("cursor_background_agent", CompletionStatus.HandedOff, 1)]
+    [InlineData("CURSOR_BACKGROUND_AGENT", CompletionStatus.HandedOff, 1)]
+    [InlineData(null, CompletionStatus.HandedOff, 1)]
+    [InlineData("github_copilot_agent", CompletionStatus.Stored, 0)]
+    public async Task Completed_run_is_handed_off_only_to_an_integration_of_the_target_it_names(string? target, CompletionStatus expected, int launches)
+    {
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", target, 42) } };
+
+        var outcome = await engine.AcceptCompletedRunAsync(null, snapshot, writer, CancellationToken.None);
+
+        Assert.Equal(expected, outcome.Status);
+        Assert.Equal(launches, provider.Launches.Count);
+        Assert.Equal(snapshot, writer.Saved.Last().Snapshot); // kept, so a person can still hand it off by hand
+    }
+
     [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {

@@ -94,6 +94,16 @@ public sealed partial class HandoffEngine(
         }
 
         var handoff = snapshot.Preferences!.AutomationHandoff!;
+        // The preference names the agent it wants; an integration of another kind would hand off somewhere unexpected.
+        if (handoff.Target is { Length: > 0 } target
+            && integrations.Find(handoff.IntegrationId!.Value) is { } integration
+            && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase))
+        {
+            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName);
+            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+            return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
+        }
+
         var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: snapshot);
         var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, cancellationToken);
         if (outcome.Status == TriggerStatus.UnknownIntegration)
@@ -623,4 +633,8 @@ public sealed partial class HandoffEngine(
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    [LoggerMessage(EventId = 1010, EventName = "AutomationTargetMismatch", Level = LogLevel.Warning,
+        Message = "Run {RunId} asks for {Target} through integration {IntegrationId}, which is {Provider}: not handed off automatically")]
+    private partial void LogTargetMismatch(long runId, long integrationId, string target, string provider);
 }
