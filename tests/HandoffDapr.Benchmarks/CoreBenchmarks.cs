@@ -77,6 +77,7 @@ public class StateRowBenchmarks
     [GlobalCleanup]
     public void Cleanup()
     {
+        store.Dispose();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         Directory.Delete(directory, recursive: true);
     }

@@ -9,6 +9,7 @@ public sealed class FakeProvider : IAsyncDisposable
     private readonly WebApplication app;
     private readonly ConcurrentDictionary<string, int> launchesByRepository = new();
     private int sequence;
+    private int launches;
 
     private FakeProvider(WebApplication app) => this.app = app;
 
@@ -16,7 +17,7 @@ public sealed class FakeProvider : IAsyncDisposable
 
     public string Url => app.Urls.First();
 
-    public int Launches => launchesByRepository.Values.Sum();
+    public int Launches => Volatile.Read(ref launches);
 
     public int DistinctRepositories => launchesByRepository.Count;
 
@@ -47,6 +48,7 @@ public sealed class FakeProvider : IAsyncDisposable
         }
 
         launchesByRepository.AddOrUpdate(repository, 1, (_, count) => count + 1);
+        Interlocked.Increment(ref launches);
         var id = $"bc-{Interlocked.Increment(ref sequence):x8}";
         return Results.Text(
             $$"""{"id":"{{id}}","name":"Fix","status":"CREATING","source":{"repository":"{{repository}}"},"target":{"branchName":"{{branch}}","url":"https://cursor.com/agents?id={{id}}"},"createdAt":"2026-11-24T10:00:00Z"}""",
@@ -54,7 +56,11 @@ public sealed class FakeProvider : IAsyncDisposable
             statusCode: 201);
     }
 
-    public void Reset() => launchesByRepository.Clear();
+    public void Reset()
+    {
+        launchesByRepository.Clear();
+        Volatile.Write(ref launches, 0);
+    }
 
     public async ValueTask DisposeAsync() => await app.DisposeAsync();
 }

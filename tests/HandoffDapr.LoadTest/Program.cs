@@ -51,17 +51,24 @@ var eventBodies = Enumerable.Range(1, requests).Select(run => Payloads.Completio
 // Warm-up, so JIT and connection set-up are not measured.
 await LoadDriver.RunAsync("warm-up", 4, 100, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
 await LoadDriver.RunAsync("warm-up", 4, 50, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", Payloads.CompletionEvent(1_000_000 + i, 3)));
+await WaitForLaunchesAsync(150, TimeSpan.FromSeconds(30));
 provider.Reset();
 
 // 1. The ceiling: the same payload to a bare endpoint.
 var ceiling = await LoadDriver.RunAsync("bare endpoint (ceiling)", concurrency, requests, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
 results.Add(ceiling);
 
-// 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms.
+// 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms. The service answers once the
+//    launches are saved as due; its schedule makes the provider calls right after, so wait for them to drain.
+var launchClock = Stopwatch.StartNew();
 var distinct = await LoadDriver.RunAsync("completion events, distinct runs ×3 repos", concurrency, requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
 results.Add(distinct);
 var expectedCalls = distinct.Requests * 3;
+var launchedDuringPhase = provider.Launches;
+await WaitForLaunchesAsync(expectedCalls, TimeSpan.FromSeconds(smoke ? 30 : 120));
+launchClock.Stop();
 notes.Add($"provider calls {provider.Launches} for {expectedCalls} distinct run×repository pairs; repositories launched twice: {provider.DuplicatedRepositories}");
+notes.Add($"launches: {launchedDuringPhase} made while the events came in, all {provider.Launches} done {launchClock.Elapsed.TotalSeconds:F2} s after the first event: {provider.Launches / launchClock.Elapsed.TotalSeconds:F0} launches/s");
 var callsMatch = provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
 
 // 3. Duplicate deliveries of already-launched runs.
@@ -91,8 +98,11 @@ provider.LaunchLatency = TimeSpan.FromMilliseconds(200);
 var parallelTimes = new List<double>();
 for (var i = 0; i < (smoke ? 1 : 5); i++)
 {
+    // From the event's arrival to the tenth agent created at the provider.
+    var before = provider.Launches;
     var started = Stopwatch.GetTimestamp();
     await Post(service.Address, "/events/autofix-run-completed", Payloads.CompletionEvent(2_000_000 + i, 10));
+    await WaitForLaunchesAsync(before + 10, TimeSpan.FromSeconds(30));
     parallelTimes.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
 }
 
@@ -138,6 +148,15 @@ dataDirectory.Delete(recursive: true);
 var failed = !callsMatch || results.Any(r => r.Errors > 0);
 Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
 return failed ? 1 : 0;
+
+async Task WaitForLaunchesAsync(int expected, TimeSpan timeout)
+{
+    var waited = Stopwatch.StartNew();
+    while (provider.Launches < expected && waited.Elapsed < timeout)
+    {
+        await Task.Delay(1);
+    }
+}
 
 async Task<List<(long RunId, string AgentId)>> AgentsOf(IEnumerable<int> runIds)
 {

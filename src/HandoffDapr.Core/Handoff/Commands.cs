@@ -13,6 +13,16 @@ public sealed record HandoffTrigger(
     bool? AutoCreatePr = null,
     RunSnapshot? Snapshot = null);
 
+/// <summary>When the provider calls of a handoff are made.</summary>
+public enum LaunchTiming
+{
+    /// <summary>Within the call: the answer carries the agents (a manual trigger).</summary>
+    Now,
+
+    /// <summary>Saved as due, made by the run owner's next wake-up (a completion event, whose sender needs no agents).</summary>
+    OnNextWake,
+}
+
 [JsonConverter(typeof(SnakeCaseEnumConverter<TriggerStatus>))]
 public enum TriggerStatus
 {

@@ -22,7 +22,11 @@ public sealed partial class HandoffEngine(
     TimeProvider timeProvider,
     ILogger<HandoffEngine> logger)
 {
-    public async Task<TriggerOutcome> TriggerAsync(long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, CancellationToken cancellationToken)
+    public Task<TriggerOutcome> TriggerAsync(long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, CancellationToken cancellationToken) =>
+        TriggerAsync(runId, stored, trigger, writer, LaunchTiming.Now, cancellationToken);
+
+    private async Task<TriggerOutcome> TriggerAsync(
+        long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, LaunchTiming timing, CancellationToken cancellationToken)
     {
         // A run answers only to its own group: another group's request gets the same answer as an unknown run.
         if (stored?.GroupId is { } storedGroup && storedGroup != trigger.GroupId)
@@ -65,12 +69,26 @@ public sealed partial class HandoffEngine(
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
+        if (timing == LaunchTiming.OnNextWake)
+        {
+            // Saved as due now: the owner's next wake-up launches them, and a crash before then loses nothing.
+            state = toLaunch.Aggregate(state, (current, launch) => current.WithLaunch(launch))
+                .WithTimeline(toLaunch.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchScheduled, launch.Repository)));
+            await writer.SaveAsync(state, cancellationToken);
+            return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
+        }
+
         state = await LaunchAsync(state, toLaunch, writer, cancellationToken);
         return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
     }
 
     /// <summary>A "run completed" event: keep its snapshot, and hand off when the automation gate says so.</summary>
-    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunHandoffState? stored, RunSnapshot snapshot, IRunStateWriter writer, CancellationToken cancellationToken)
+    /// <param name="timing">
+    /// <see cref="LaunchTiming.OnNextWake"/> answers once the launches are saved as due, and leaves the provider calls to
+    /// the owner's wake-up: the event's sender does not wait for the provider.
+    /// </param>
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(
+        RunHandoffState? stored, RunSnapshot snapshot, IRunStateWriter writer, CancellationToken cancellationToken, LaunchTiming timing = LaunchTiming.Now)
     {
         if (snapshot.GroupId is not { } groupId)
         {
@@ -105,7 +123,7 @@ public sealed partial class HandoffEngine(
         }
 
         var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: snapshot);
-        var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, cancellationToken);
+        var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, timing, cancellationToken);
         if (outcome.Status == TriggerStatus.UnknownIntegration)
         {
             // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
@@ -578,7 +596,7 @@ public sealed partial class HandoffEngine(
         }
         else if (launch.IsAwaitingWork)
         {
-            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, launch.Attempts + 1, launch.FailureType ?? FailureTypes.ProviderUnavailable));
+            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, launch.Attempts + 1, launch.FailureType));
         }
         else
         {

@@ -14,8 +14,11 @@ public sealed record LaunchSuccess(string RepoName, CodingAgentState CodingAgent
 /// <summary>A failed repository. <see cref="ErrorMessage"/> is always one of <see cref="FailureMessages"/>: never provider or exception text.</summary>
 public sealed record LaunchFailure(string? RepoName, string ErrorMessage, string FailureType);
 
-/// <summary>A repository whose launch will be attempted again at <see cref="RetryAt"/>.</summary>
-public sealed record ScheduledRetry(string RepoName, DateTimeOffset RetryAt, int Attempt, string FailureType);
+/// <summary>
+/// A repository whose launch will be attempted (again) at <see cref="RetryAt"/>. <see cref="FailureType"/> is why the
+/// last attempt failed; null when none has failed yet (a completion event's launch not yet made, or one in flight).
+/// </summary>
+public sealed record ScheduledRetry(string RepoName, DateTimeOffset RetryAt, int Attempt, string? FailureType);
 
 public static class FailureMessages
 {

@@ -118,6 +118,15 @@ public sealed class EmbeddedOptions
     /// <summary>How often the schedule table is checked for due retries.</summary>
     public TimeSpan SchedulePollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
+    /// <summary>
+    /// A completion event is answered once its launches are saved as due; the schedule makes the provider calls
+    /// right after. The sender waits for a SQLite commit, not for the provider. False: launch within the request.
+    /// </summary>
+    public bool LaunchEventsInBackground { get; set; } = true;
+
+    /// <summary>Runs the schedule works on at once (each makes its repositories' provider calls in parallel).</summary>
+    public int MaxConcurrentWakeups { get; set; } = 32;
+
     /// <summary>How long a claimed wake-up stays owned by this process before another may take it.</summary>
-    public TimeSpan ScheduleLease { get; set; } = TimeSpan.FromMinutes(5);
+    public TimeSpan ScheduleLease { get; set; } = TimeSpan.FromSeconds(30);
 }

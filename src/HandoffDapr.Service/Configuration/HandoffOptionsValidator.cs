@@ -27,6 +27,12 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL.");
         }
 
+        if (options.Embedded.SchedulePollInterval <= TimeSpan.Zero || options.Embedded.ScheduleLease < TimeSpan.FromSeconds(1)
+            || options.Embedded.MaxConcurrentWakeups is < 1 or > 1024)
+        {
+            errors.Add("Handoff:Embedded:SchedulePollInterval must be positive, ScheduleLease at least one second and MaxConcurrentWakeups between 1 and 1024.");
+        }
+
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
         {
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");

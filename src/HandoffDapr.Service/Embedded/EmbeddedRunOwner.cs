@@ -1,19 +1,36 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Embedded;
 
 /// <summary>Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine.</summary>
-public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks) : IRunOwner
+public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options)
+    : IRunOwner
 {
     public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
         WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
 
-    public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken) =>
-        WithRunAsync(snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, cancellationToken), cancellationToken);
+    /// <summary>
+    /// By default the event is answered once its launches are saved as due; the schedule makes the provider calls
+    /// right after (see <see cref="EmbeddedOptions.LaunchEventsInBackground"/>).
+    /// </summary>
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        var timing = options.Value.Embedded.LaunchEventsInBackground ? LaunchTiming.OnNextWake : LaunchTiming.Now;
+        var outcome = await WithRunAsync(
+            snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, cancellationToken, timing), cancellationToken);
+        if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
+        {
+            wakeups.Notify();
+        }
+
+        return outcome;
+    }
 
     public async Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken)
     {

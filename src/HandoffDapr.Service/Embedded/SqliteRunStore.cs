@@ -9,14 +9,14 @@ namespace HandoffDapr.Service.Embedded;
 /// Embedded mode's state: one row per run (JSON of <see cref="RunHandoffState"/>, with a version for optimistic
 /// concurrency) and one wake-up row per run that has retries or reconciliations pending, in one WAL-mode file.
 /// </summary>
-public sealed class SqliteRunStore
+public sealed class SqliteRunStore : IDisposable
 {
     private readonly string connectionString;
     private readonly TimeProvider timeProvider;
 
     // SQLite admits one writer at a time; contending writers get SQLITE_BUSY, which Microsoft.Data.Sqlite answers
-    // by sleeping and retrying. Queuing this process's writes here keeps them from ever meeting inside SQLite.
-    private readonly SemaphoreSlim writeGate = new(1, 1);
+    // by sleeping and retrying. One writer thread for the whole process keeps them from ever meeting inside SQLite.
+    private readonly SqliteWriter writer;
 
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
@@ -35,7 +35,10 @@ public sealed class SqliteRunStore
             DefaultTimeout = 30,
         }.ToString();
         Initialize();
+        writer = new SqliteWriter(Open());
     }
+
+    public void Dispose() => writer.Dispose();
 
     private void Initialize()
     {
@@ -82,125 +85,112 @@ public sealed class SqliteRunStore
     /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
     /// <returns>The new version.</returns>
     /// <exception cref="RunVersionConflictException">Another process saved the run first.</exception>
-    public async Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken)
+    public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken)
     {
         var json = JsonSerializer.Serialize(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
-        await writeGate.WaitAsync(cancellationToken);
-        try
-        {
-            return await WriteAsync(state, json, now, expectedVersion, cancellationToken);
-        }
-        finally
-        {
-            writeGate.Release();
-        }
+        var wakeAt = state.NextWakeAt()?.ToUnixTimeMilliseconds();
+        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, wakeAt, now, expectedVersion));
     }
 
-    private async Task<long> WriteAsync(RunHandoffState state, string json, long now, long expectedVersion, CancellationToken cancellationToken)
+    private static long Write(SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, string json, long? wakeAt, long now, long expectedVersion)
     {
-        await using var connection = Open();
-        await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync(cancellationToken);
-
-        await using (var command = connection.CreateCommand())
+        using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
             command.CommandText = expectedVersion == 0
                 ? "INSERT INTO runs (run_id, group_id, version, state, updated_at) VALUES ($run, $group, 1, $state, $now) ON CONFLICT (run_id) DO NOTHING"
                 : "UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now WHERE run_id = $run AND version = $version";
-            command.Parameters.AddWithValue("$run", state.RunId);
-            command.Parameters.AddWithValue("$group", (object?)state.GroupId ?? DBNull.Value);
+            command.Parameters.AddWithValue("$run", runId);
+            command.Parameters.AddWithValue("$group", (object?)groupId ?? DBNull.Value);
             command.Parameters.AddWithValue("$state", json);
             command.Parameters.AddWithValue("$now", now);
             command.Parameters.AddWithValue("$version", expectedVersion);
-            if (await command.ExecuteNonQueryAsync(cancellationToken) == 0)
+            if (command.ExecuteNonQuery() == 0)
             {
-                throw new RunVersionConflictException(state.RunId);
+                // Nothing was written: this save fails alone, the others in its transaction still commit.
+                throw new RunVersionConflictException(runId);
             }
         }
 
-        await using (var command = connection.CreateCommand())
+        using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
-            if (state.NextWakeAt() is { } wakeAt)
+            if (wakeAt is { } due)
             {
                 command.CommandText = """
                     INSERT INTO wakeups (run_id, due_at) VALUES ($run, $due)
                     ON CONFLICT (run_id) DO UPDATE SET due_at = excluded.due_at
                     """;
-                command.Parameters.AddWithValue("$due", wakeAt.ToUnixTimeMilliseconds());
+                command.Parameters.AddWithValue("$due", due);
             }
             else
             {
                 command.CommandText = "DELETE FROM wakeups WHERE run_id = $run";
             }
 
-            command.Parameters.AddWithValue("$run", state.RunId);
-            await command.ExecuteNonQueryAsync(cancellationToken);
+            command.Parameters.AddWithValue("$run", runId);
+            command.ExecuteNonQuery();
         }
 
-        await transaction.CommitAsync(cancellationToken);
         return expectedVersion + 1;
     }
 
     /// <summary>Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is skipped.</summary>
-    public async Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken)
-    {
-        await writeGate.WaitAsync(cancellationToken);
-        try
+    public Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken) =>
+        writer.WriteAsync<IReadOnlyList<long>>((connection, transaction) =>
         {
-            return await ClaimAsync(owner, now, lease, limit, cancellationToken);
-        }
-        finally
-        {
-            writeGate.Release();
-        }
-    }
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            // One statement, so SQLite's write lock makes the claim atomic across processes sharing the file.
+            command.CommandText = """
+                UPDATE wakeups SET lease_owner = $owner, lease_until = $until
+                WHERE run_id IN (
+                    SELECT run_id FROM wakeups
+                    WHERE due_at <= $now AND (lease_until IS NULL OR lease_until < $now)
+                    ORDER BY due_at LIMIT $limit)
+                RETURNING run_id
+                """;
+            command.Parameters.AddWithValue("$owner", owner);
+            command.Parameters.AddWithValue("$until", (now + lease).ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("$limit", limit);
+            var claimed = new List<long>();
+            using var reader = command.ExecuteReader();
+            while (reader.Read())
+            {
+                claimed.Add(reader.GetInt64(0));
+            }
 
-    private async Task<IReadOnlyList<long>> ClaimAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken)
-    {
-        await using var connection = Open();
-        await using var command = connection.CreateCommand();
-        // One statement, so SQLite's write lock makes the claim atomic across processes sharing the file.
-        command.CommandText = """
-            UPDATE wakeups SET lease_owner = $owner, lease_until = $until
-            WHERE run_id IN (
-                SELECT run_id FROM wakeups
-                WHERE due_at <= $now AND (lease_until IS NULL OR lease_until < $now)
-                ORDER BY due_at LIMIT $limit)
-            RETURNING run_id
-            """;
-        command.Parameters.AddWithValue("$owner", owner);
-        command.Parameters.AddWithValue("$until", (now + lease).ToUnixTimeMilliseconds());
-        command.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
-        command.Parameters.AddWithValue("$limit", limit);
-        var claimed = new List<long>();
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            claimed.Add(reader.GetInt64(0));
-        }
+            return claimed;
+        });
 
-        return claimed;
-    }
-
-    public async Task ReleaseWakeupAsync(long runId, string owner, CancellationToken cancellationToken)
-    {
-        await writeGate.WaitAsync(cancellationToken);
-        try
+    /// <summary>Extends <paramref name="owner"/>'s leases on <paramref name="runIds"/>: they are still being worked on.</summary>
+    public Task RenewLeasesAsync(string owner, IReadOnlyCollection<long> runIds, DateTimeOffset until, CancellationToken cancellationToken) =>
+        writer.WriteAsync((connection, transaction) =>
         {
-            await using var connection = Open();
-            await using var command = connection.CreateCommand();
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = """
+                UPDATE wakeups SET lease_until = $until
+                WHERE lease_owner = $owner AND run_id IN (SELECT value FROM json_each($runs))
+                """;
+            command.Parameters.AddWithValue("$until", until.ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("$owner", owner);
+            command.Parameters.AddWithValue("$runs", "[" + string.Join(',', runIds.Select(id => id.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]");
+            return command.ExecuteNonQuery();
+        });
+
+    public Task ReleaseWakeupAsync(long runId, string owner, CancellationToken cancellationToken) =>
+        writer.WriteAsync((connection, transaction) =>
+        {
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
             command.CommandText = "UPDATE wakeups SET lease_owner = NULL, lease_until = NULL WHERE run_id = $run AND lease_owner = $owner";
             command.Parameters.AddWithValue("$run", runId);
             command.Parameters.AddWithValue("$owner", owner);
-            await command.ExecuteNonQueryAsync(cancellationToken);
-        }
-        finally
-        {
-            writeGate.Release();
-        }
-    }
+            return command.ExecuteNonQuery();
+        });
 
     public async Task<DateTimeOffset?> GetWakeupAsync(long runId, CancellationToken cancellationToken)
     {

@@ -6,26 +6,65 @@ namespace HandoffDapr.Service.Embedded;
 /// <summary>
 /// Embedded mode's replacement for actor reminders: polls the durable wake-up table, claims due rows with a
 /// lease (so two processes on one file never run the same wake-up), and hands each run to its owner.
-/// Runs overdue work right at start, so retries survive restarts.
+/// Runs overdue work right at start, so retries survive restarts, and at once when <see cref="WakeupSignal"/> says
+/// work was just saved as due (a completion event's launches).
 /// </summary>
 public sealed partial class WakeupScheduler(
     SqliteRunStore store,
     EmbeddedRunOwner owner,
+    WakeupSignal signal,
     IOptions<HandoffOptions> options,
     TimeProvider timeProvider,
     ILogger<WakeupScheduler> logger) : BackgroundService
 {
     private const int BatchSize = 16;
     private readonly string leaseOwner = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<long, byte> working = new();
+    private int running;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var renewals = RenewLeasesAsync(stoppingToken);
+        await PollAsync(stoppingToken);
+        await renewals;
+    }
+
+    /// <summary>
+    /// Keeps the leases of the runs being worked on alive, so a lease can be short: when this process dies its
+    /// claims lapse within one lease, and another process (or this one, restarted) takes the work over.
+    /// </summary>
+    private async Task RenewLeasesAsync(CancellationToken stoppingToken)
+    {
+        var lease = options.Value.Embedded.ScheduleLease;
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await Task.Delay(lease / 3, timeProvider, stoppingToken);
+                if (!working.IsEmpty)
+                {
+                    await store.RenewLeasesAsync(leaseOwner, working.Keys.ToList(), timeProvider.GetUtcNow() + lease, stoppingToken);
+                }
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception exception)
+            {
+                LogSchedulerFailed(exception);
+            }
+        }
+    }
+
+    private async Task PollAsync(CancellationToken stoppingToken)
     {
         var interval = options.Value.Embedded.SchedulePollInterval;
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await RunDueAsync(stoppingToken);
+                await DispatchDueAsync(stoppingToken);
             }
             catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
             {
@@ -38,7 +77,7 @@ public sealed partial class WakeupScheduler(
 
             try
             {
-                await Task.Delay(interval, timeProvider, stoppingToken);
+                await signal.WaitAsync(interval, timeProvider, stoppingToken);
             }
             catch (OperationCanceledException)
             {
@@ -47,7 +86,42 @@ public sealed partial class WakeupScheduler(
         }
     }
 
-    /// <summary>Runs every wake-up that is due now; returns how many runs were woken.</summary>
+    /// <summary>
+    /// Claims due wake-ups up to the free slots and starts each on its own, without waiting: a run whose provider is
+    /// slow holds one slot, not the whole schedule. A run that finishes signals, so the next due ones are claimed.
+    /// </summary>
+    private async Task DispatchDueAsync(CancellationToken stoppingToken)
+    {
+        var capacity = options.Value.Embedded.MaxConcurrentWakeups;
+        while (capacity - Volatile.Read(ref running) is var free and > 0)
+        {
+            var wanted = Math.Min(free, BatchSize);
+            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken);
+            foreach (var runId in claimed)
+            {
+                Interlocked.Increment(ref running);
+                _ = Task.Run(async () =>
+                {
+                    try
+                    {
+                        await WakeClaimedAsync(runId, stoppingToken);
+                    }
+                    finally
+                    {
+                        Interlocked.Decrement(ref running);
+                        signal.Notify();
+                    }
+                }, CancellationToken.None);
+            }
+
+            if (claimed.Count < wanted)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>Runs every wake-up that is due now and waits for them; returns how many runs were woken.</summary>
     public async Task<int> RunDueAsync(CancellationToken cancellationToken)
     {
         var total = 0;
@@ -59,24 +133,31 @@ public sealed partial class WakeupScheduler(
                 return total;
             }
 
-            await Parallel.ForEachAsync(claimed, cancellationToken, async (runId, token) =>
-            {
-                try
-                {
-                    await owner.WakeAsync(runId, token);
-                    await store.ReleaseWakeupAsync(runId, leaseOwner, CancellationToken.None);
-                }
-                catch (Exception exception) when (exception is not OperationCanceledException)
-                {
-                    // The lease is kept: the run is tried again when it expires, not on every poll.
-                    LogWakeFailed(runId, exception);
-                }
-            });
+            await Task.WhenAll(claimed.Select(runId => WakeClaimedAsync(runId, cancellationToken)));
             total += claimed.Count;
-            if (claimed.Count < BatchSize)
-            {
-                return total;
-            }
+        }
+    }
+
+    private async Task WakeClaimedAsync(long runId, CancellationToken cancellationToken)
+    {
+        working.TryAdd(runId, 0);
+        try
+        {
+            await owner.WakeAsync(runId, cancellationToken);
+            await store.ReleaseWakeupAsync(runId, leaseOwner, CancellationToken.None);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Shutting down: the lease lapses and whoever runs next reconciles what was in flight.
+        }
+        catch (Exception exception)
+        {
+            // The lease is kept, no longer renewed: the run is tried again when it lapses, not on every poll.
+            LogWakeFailed(runId, exception);
+        }
+        finally
+        {
+            working.TryRemove(runId, out _);
         }
     }
 

@@ -101,6 +101,7 @@ public static class HandoffServiceExtensions
     {
         services.AddSingleton(sp => new SqliteRunStore(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<RunLocks>();
+        services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();
         services.AddSingleton<EmbeddedRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<EmbeddedRunOwner>());

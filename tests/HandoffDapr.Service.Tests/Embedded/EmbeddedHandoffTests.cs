@@ -67,6 +67,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
     {
         var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));
         var manualOnly = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(201, ["acme/shop"], automation: false));
+        await factory.RunScheduleAsync();
 
         Assert.Equal(HttpStatusCode.OK, automatic.StatusCode);
         Assert.Equal(HttpStatusCode.OK, manualOnly.StatusCode);
@@ -92,6 +93,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(204, ["acme/shop"]));
 
         var response = await client.PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+        await factory.RunScheduleAsync();
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         Assert.Equal(1, cursor.LaunchRequests);
@@ -104,9 +106,79 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         await client.PostJsonAsync("/events/autofix-run-completed", run);
         await client.PostJsonAsync("/events/autofix-run-completed", Payloads.CloudEvent(run), "application/cloudevents+json");
+        await factory.RunScheduleAsync();
+        await client.PostJsonAsync("/events/autofix-run-completed", run); // after the launches too
+        await factory.RunScheduleAsync();
 
         Assert.Equal(3, cursor.LaunchRequests);
         Assert.All(new[] { "acme/shop", "acme/billing", "acme/web" }, repo => Assert.Equal(1, cursor.AgentsFor(repo)));
+    }
+
+    [Fact]
+    public async Task Completion_event_is_answered_before_the_provider_is_called_and_launched_by_the_schedule()
+    {
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(206, ["acme/shop", "acme/web"]));
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(0, cursor.LaunchRequests);
+        var saved = await (await client.GetAsync("/runs/206/handoff")).ReadJsonAsync();
+        Assert.All(saved["launches"]!.AsArray(), launch => Assert.Equal("retry_scheduled", launch!["phase"]!.GetValue<string>()));
+
+        Assert.Equal(1, await factory.RunScheduleAsync());
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        var launched = await (await client.GetAsync("/runs/206/handoff")).ReadJsonAsync();
+        Assert.Equal(2, launched["coding_agents"]!.AsObject().Count);
+    }
+
+    [Fact]
+    public async Task Completion_event_launches_without_help_when_the_scheduler_is_woken()
+    {
+        using var woken = new EmbeddedServiceFactory(temp.File("woken.db"), cursor.Url) { WakeOnSignal = true };
+        using var wokenClient = woken.CreateClient();
+
+        await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(207, ["acme/shop", "acme/web"]));
+
+        // The schedule polls every 10 days in tests: only the signal can have started these launches.
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (cursor.LaunchRequests < 2 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Run_waiting_on_a_slow_provider_does_not_hold_up_the_next_runs_launches()
+    {
+        using var slow = cursor.Hold("acme/slow");
+        using var woken = new EmbeddedServiceFactory(temp.File("slow.db"), cursor.Url) { WakeOnSignal = true };
+        using var wokenClient = woken.CreateClient();
+
+        await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(209, ["acme/slow"]));
+        await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(210, ["acme/fast"]));
+
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (cursor.AgentsFor("acme/fast") == 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(1, cursor.AgentsFor("acme/fast"));
+        Assert.Equal(0, cursor.AgentsFor("acme/slow")); // still waiting on the provider
+        slow.Set();
+    }
+
+    [Fact]
+    public async Task Completion_event_launches_within_the_request_when_background_launches_are_off()
+    {
+        using var inline = new EmbeddedServiceFactory(temp.File("inline.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Embedded:LaunchEventsInBackground"] = "false" });
+        using var inlineClient = inline.CreateClient();
+
+        await inlineClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(208, ["acme/shop"]));
+
+        Assert.Equal(1, cursor.LaunchRequests);
     }
 
     [Fact]

@@ -15,8 +15,8 @@ public sealed class WakeupLeaseTests : IDisposable
     public async Task Concurrent_claims_from_two_stores_never_take_the_same_wake_up()
     {
         var path = temp.File("shared.db");
-        var first = new SqliteRunStore(path, time);
-        var second = new SqliteRunStore(path, time);
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
         for (var run = 1; run <= 200; run++)
         {
             await first.SaveAsync(Pending(run), 0, CancellationToken.None);
@@ -39,12 +39,80 @@ public sealed class WakeupLeaseTests : IDisposable
     [Fact]
     public async Task Save_with_a_stale_version_is_refused()
     {
-        var store = new SqliteRunStore(temp.File("versions.db"), time);
+        using var store = new SqliteRunStore(temp.File("versions.db"), time);
         var version = await store.SaveAsync(Pending(1), 0, CancellationToken.None);
         await store.SaveAsync(Pending(1), version, CancellationToken.None);
 
         await Assert.ThrowsAsync<RunVersionConflictException>(() => store.SaveAsync(Pending(1), version, CancellationToken.None));
         await Assert.ThrowsAsync<RunVersionConflictException>(() => store.SaveAsync(Pending(1), 0, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Stale_save_among_many_concurrent_ones_fails_alone()
+    {
+        using var store = new SqliteRunStore(temp.File("batch.db"), time);
+        var version = await store.SaveAsync(Pending(1), 0, CancellationToken.None);
+        version = await store.SaveAsync(Pending(1), version, CancellationToken.None);
+
+        var fresh = Enumerable.Range(2, 200).Select(run => store.SaveAsync(Pending(run), 0, CancellationToken.None)).ToList();
+        var stale = store.SaveAsync(Pending(1) with { Launches = [] }, version - 1, CancellationToken.None);
+
+        await Assert.ThrowsAsync<RunVersionConflictException>(() => stale);
+        Assert.All(await Task.WhenAll(fresh), saved => Assert.Equal(1, saved));
+        Assert.All(await Task.WhenAll(Enumerable.Range(2, 200).Select(run => store.LoadAsync(run, CancellationToken.None))), loaded => Assert.NotNull(loaded.State));
+        var kept = await store.LoadAsync(1, CancellationToken.None);
+        Assert.Equal(version, kept.Version);
+        Assert.Single(kept.State!.Launches); // the stale save wrote nothing, its wake-up included
+        Assert.NotNull(await store.GetWakeupAsync(1, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task Lease_is_renewed_while_its_run_is_worked_on_so_no_other_process_takes_it_over()
+    {
+        using var cursor = new FakeCursor();
+        using var provider = cursor.Hold("acme/shop");
+        var path = temp.File("renewed.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url, time);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(600, ["acme/shop"]));
+        var claimedAt = time.GetUtcNow();
+
+        var working = factory.RunScheduleAsync(); // claims run 600 (lease 30 s) and waits on the slow provider
+        await WaitUntil(async () => await LeaseUntil(path, 600) is not null);
+        Assert.Equal(claimedAt + TimeSpan.FromSeconds(30), await LeaseUntil(path, 600));
+
+        time.Advance(TimeSpan.FromSeconds(11)); // past a third of the lease: the renewal runs
+        await WaitUntil(async () => await LeaseUntil(path, 600) != claimedAt + TimeSpan.FromSeconds(30));
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromSeconds(30), await LeaseUntil(path, 600));
+
+        // Past the first lease, another process still finds the run taken.
+        time.Advance(TimeSpan.FromSeconds(25));
+        using var other = new SqliteRunStore(path, time);
+        Assert.DoesNotContain(600L, await other.ClaimDueWakeupsAsync("other-process", time.GetUtcNow(), TimeSpan.FromSeconds(30), 16, CancellationToken.None));
+
+        provider.Set();
+        await working;
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        Assert.Null(await LeaseUntil(path, 600)); // released once done
+    }
+
+    private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
+    {
+        await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "SELECT lease_until FROM wakeups WHERE run_id = $run";
+        command.Parameters.AddWithValue("$run", runId);
+        return await command.ExecuteScalarAsync() is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
+    }
+
+    private static async Task WaitUntil(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!await condition() && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
     }
 
     private RunHandoffState Pending(long runId) => RunHandoffState.New(runId) with

@@ -24,7 +24,20 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
     /// <summary>Set before the first request to capture every log line the service writes.</summary>
     public FakeLogCollector? Logs { get; init; }
 
+    /// <summary>
+    /// When false (the default) a completion event's launches wait for the test to run the schedule
+    /// (<see cref="RunScheduleAsync"/>); when true the scheduler is woken at once, as in production.
+    /// </summary>
+    public bool WakeOnSignal { get; init; }
+
     public const string RemoteAddressHeader = "X-Test-Remote-Address";
+
+    private sealed class SilentWakeupSignal : WakeupSignal
+    {
+        public override void Notify()
+        {
+        }
+    }
 
     private sealed class RemoteAddressFromHeader : IStartupFilter
     {
@@ -70,6 +83,11 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
             builder.ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Trace).AddProvider(new FakeLoggerProvider(Logs)));
         }
 
+        if (!WakeOnSignal)
+        {
+            builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<WakeupSignal>(new SilentWakeupSignal())));
+        }
+
         if (time is not null)
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<TimeProvider>(time)));
@@ -77,6 +95,9 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
     }
 
     public WakeupScheduler Scheduler => Services.GetRequiredService<WakeupScheduler>();
+
+    /// <summary>Runs what is due now: the launches of the completion events posted so far, and due retries.</summary>
+    public Task<int> RunScheduleAsync() => Scheduler.RunDueAsync(CancellationToken.None);
 
     public SqliteRunStore Store => Services.GetRequiredService<SqliteRunStore>();
 }

@@ -39,6 +39,20 @@ public sealed class FakeCursor : IDisposable
             .AtPriority(-1)
             .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
 
+    /// <summary>Launches for <paramref name="repository"/> wait (up to 30 s) until the returned event is set.</summary>
+    public ManualResetEventSlim Hold(string repository)
+    {
+        var release = new ManualResetEventSlim();
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*")))
+            .AtPriority(-1)
+            .RespondWith(Response.Create().WithCallback(request =>
+            {
+                release.Wait(TimeSpan.FromSeconds(30));
+                return Launch(request);
+            }));
+        return release;
+    }
+
     /// <summary>
     /// From now on a seeded share of launches fails: 500 or 429 (no agent), a timeout or a garbled answer
     /// (agent created, answer lost). Reads stay reliable, so lost answers can be reconciled.

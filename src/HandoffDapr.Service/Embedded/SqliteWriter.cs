@@ -1,0 +1,153 @@
+using System.Collections.Concurrent;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>
+/// Every write of this process, made by one thread on one connection. SQLite admits one writer at a time
+/// anyway; what this adds is group commit: writes that queue up while a transaction commits go into the next
+/// transaction together, so a burst costs one commit, not one each. A queued write is always made — the
+/// caller's cancellation stops the wait, not the write, so nobody is left guessing whether it happened.
+/// </summary>
+internal sealed class SqliteWriter : IDisposable
+{
+    private const int MaxBatch = 256;
+    private readonly BlockingCollection<Operation> queue = new();
+    private readonly SqliteConnection connection;
+    private readonly Thread thread;
+    private long transactions;
+
+    /// <summary>Transactions committed so far (a batch of queued writes is one).</summary>
+    public long Transactions => Interlocked.Read(ref transactions);
+
+    public SqliteWriter(SqliteConnection connection)
+    {
+        this.connection = connection;
+        thread = new Thread(Loop) { IsBackground = true, Name = "sqlite-writer" };
+        thread.Start();
+    }
+
+    /// <summary>
+    /// Runs <paramref name="work"/> inside a transaction shared with other queued writes. It may throw an exception
+    /// of its own (not a <see cref="SqliteException"/>) to fail alone, as long as it wrote nothing before throwing.
+    /// </summary>
+    public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work)
+    {
+        var operation = new Operation<T>(work);
+        queue.Add(operation);
+        return operation.Task;
+    }
+
+    private void Loop()
+    {
+        var batch = new List<Operation>(MaxBatch);
+        foreach (var first in queue.GetConsumingEnumerable())
+        {
+            batch.Add(first);
+            while (batch.Count < MaxBatch && queue.TryTake(out var next))
+            {
+                batch.Add(next);
+            }
+
+            try
+            {
+                Commit(batch);
+            }
+            catch (SqliteException) when (batch.Count > 1)
+            {
+                // One write broke the transaction: make each on its own, so only that one fails.
+                foreach (var operation in batch)
+                {
+                    CommitAlone(operation);
+                }
+            }
+            catch (Exception exception)
+            {
+                batch.ForEach(operation => operation.Fail(exception));
+            }
+
+            batch.Clear();
+        }
+    }
+
+    private void Commit(List<Operation> batch)
+    {
+        using (var transaction = connection.BeginTransaction())
+        {
+            foreach (var operation in batch)
+            {
+                operation.Run(connection, transaction);
+            }
+
+            transaction.Commit();
+        }
+
+        Interlocked.Increment(ref transactions);
+
+        batch.ForEach(operation => operation.Complete());
+    }
+
+    private void CommitAlone(Operation operation)
+    {
+        try
+        {
+            Commit([operation]);
+        }
+        catch (Exception exception)
+        {
+            operation.Fail(exception);
+        }
+    }
+
+    public void Dispose()
+    {
+        queue.CompleteAdding();
+        thread.Join(TimeSpan.FromSeconds(10));
+        connection.Dispose();
+    }
+
+    private abstract class Operation
+    {
+        public abstract void Run(SqliteConnection connection, SqliteTransaction transaction);
+
+        public abstract void Complete();
+
+        public abstract void Fail(Exception exception);
+    }
+
+    private sealed class Operation<T>(Func<SqliteConnection, SqliteTransaction, T> work) : Operation
+    {
+        private readonly TaskCompletionSource<T> completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        private T? result;
+        private Exception? ownFailure;
+
+        public Task<T> Task => completion.Task;
+
+        public override void Run(SqliteConnection connection, SqliteTransaction transaction)
+        {
+            ownFailure = null;
+            try
+            {
+                result = work(connection, transaction);
+            }
+            catch (Exception exception) when (exception is not SqliteException)
+            {
+                ownFailure = exception;
+            }
+        }
+
+        public override void Complete()
+        {
+            if (ownFailure is not null)
+            {
+                completion.TrySetException(ownFailure);
+            }
+            else
+            {
+                completion.TrySetResult(result!);
+            }
+        }
+
+        public override void Fail(Exception exception) => completion.TrySetException(exception);
+    }
+}

@@ -1,0 +1,115 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>The one writer of the embedded store: group commit, and failures that stay with the write that caused them.</summary>
+public sealed class SqliteWriterTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly SqliteWriter writer;
+    private readonly SqliteConnection reader;
+
+    public SqliteWriterTests()
+    {
+        var path = temp.File("writer.db");
+        reader = new SqliteConnection($"Data Source={path};Pooling=False");
+        reader.Open();
+        Execute(reader, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        writer = new SqliteWriter(connection);
+    }
+
+    [Fact]
+    public async Task Writes_queued_while_one_commits_go_into_one_transaction()
+    {
+        var (first, hold) = Blocking();
+        var queued = Enumerable.Range(1, 50).Select(i => writer.WriteAsync((connection, transaction) => Insert(connection, transaction, i))).ToList();
+
+        hold.Set();
+
+        await Task.WhenAll(queued.Append(first));
+
+        Assert.Equal(2, writer.Transactions);
+        Assert.Equal(51L, Count());
+    }
+
+    [Fact]
+    public async Task A_write_that_refuses_fails_alone_and_the_rest_of_its_batch_commits()
+    {
+        var (first, hold) = Blocking();
+        var before = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 1));
+        var refused = writer.WriteAsync<int>((_, _) => throw new RunVersionConflictException(7));
+        var after = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 2));
+
+        hold.Set();
+
+        await Assert.ThrowsAsync<RunVersionConflictException>(() => refused);
+        await Task.WhenAll(first, before, after);
+        Assert.Equal(3L, Count());
+        Assert.Equal(2, writer.Transactions);
+    }
+
+    [Fact]
+    public async Task A_write_that_breaks_the_transaction_fails_alone_and_the_others_are_made_one_by_one()
+    {
+        var (first, hold) = Blocking();
+        var before = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 1));
+        var broken = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 1)); // same key: constraint error
+        var after = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 2));
+
+        hold.Set();
+
+        await Assert.ThrowsAsync<SqliteException>(() => broken);
+        await Task.WhenAll(first, before, after);
+        Assert.Equal(3L, Count());
+    }
+
+    /// <summary>A write that keeps the writer busy until released: what is queued meanwhile forms the next batch.</summary>
+    private (Task<int> Write, ManualResetEventSlim Release) Blocking()
+    {
+        var started = new ManualResetEventSlim();
+        var release = new ManualResetEventSlim();
+        var write = writer.WriteAsync((connection, transaction) =>
+        {
+            started.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return Insert(connection, transaction, 0);
+        });
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)));
+        return (write, release);
+    }
+
+    private static int Insert(SqliteConnection connection, SqliteTransaction transaction, int id)
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "INSERT INTO items (id) VALUES ($id)";
+        command.Parameters.AddWithValue("$id", id);
+        return command.ExecuteNonQuery();
+    }
+
+    private long Count()
+    {
+        using var command = reader.CreateCommand();
+        command.CommandText = "SELECT COUNT(*) FROM items";
+        return (long)command.ExecuteScalar()!;
+    }
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
+    public void Dispose()
+    {
+        writer.Dispose();
+        reader.Dispose();
+        temp.Dispose();
+    }
+}
