@@ -7,11 +7,11 @@ using HandoffDapr.LoadTest;
 using Microsoft.Data.Sqlite;
 
 // Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
-// Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 4000] [--stored-runs 100000]
+// Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 20000] [--stored-runs 100000]
 var smoke = args.Contains("--smoke");
 int Option(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).DefaultIfEmpty(fallback).First();
 var concurrency = Option("--concurrency", smoke ? 8 : 64);
-var requests = Option("--requests", smoke ? 200 : 4000);
+var requests = Option("--requests", smoke ? 200 : 20000);
 var storedRuns = Option("--stored-runs", smoke ? 2000 : 100_000);
 var maxPhase = TimeSpan.FromSeconds(smoke ? 10 : 60);
 const string webhookSecret = "load-test-webhook-secret-0123456789abcdef";
@@ -48,10 +48,20 @@ var results = new List<PhaseResult>();
 var notes = new List<string>();
 var eventBodies = Enumerable.Range(1, requests).Select(run => Payloads.CompletionEvent(run, 3)).ToArray();
 
-// Warm-up, so JIT and connection set-up are not measured.
-await LoadDriver.RunAsync("warm-up", 4, 100, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
-await LoadDriver.RunAsync("warm-up", 4, 50, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", Payloads.CompletionEvent(1_000_000 + i, 3)));
-await WaitForLaunchesAsync(150, TimeSpan.FromSeconds(30));
+// Warm-up of every kind of request, so JIT tiering and connection set-up are not measured: the bare endpoint and
+// each of the service's paths get the same treatment, on runs the measured phases do not use.
+var warmUp = smoke ? 50 : 3000;
+var warmUpBodies = Enumerable.Range(0, warmUp).Select(i => Payloads.CompletionEvent(1_000_000 + i, 3)).ToArray();
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", warmUpBodies[i]));
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", warmUpBodies[i]));
+await WaitForLaunchesAsync(warmUp * 3, TimeSpan.FromSeconds(60));
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", warmUpBodies[i]));
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(service.Address, $"/runs/{1_000_000 + i}/handoff", Payloads.Trigger()));
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, async i =>
+{
+    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{1_000_000 + i}/handoff"));
+    return response.IsSuccessStatusCode;
+});
 provider.Reset();
 
 // 1. The ceiling: the same payload to a bare endpoint.
@@ -82,7 +92,7 @@ results.Add(await LoadDriver.RunAsync("manual triggers (launched runs)", concurr
 callsMatch &= provider.Launches == expectedCalls;
 
 // 5. Status webhooks for launched agents.
-var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, 500)));
+var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, smoke ? 200 : 3000)));
 results.Add(await LoadDriver.RunAsync("status webhooks", concurrency, agents.Count, maxPhase, async i =>
 {
     var (runId, agentId) = agents[i];

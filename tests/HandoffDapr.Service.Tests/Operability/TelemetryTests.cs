@@ -38,6 +38,18 @@ public sealed class TelemetryTests : IDisposable
         Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text && text.Contains("Please fix", StringComparison.Ordinal)));
     }
 
+    [Theory]
+    [InlineData(null, false)]
+    [InlineData("http://127.0.0.1:4317", true)]
+    public void Tracer_runs_only_when_there_is_an_exporter_to_send_to(string? endpoint, bool expected)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File($"otel-{expected}.db"), cursor.Url, settings: new Dictionary<string, string?> { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint });
+
+        var tracer = factory.Services.GetService(typeof(OpenTelemetry.Trace.TracerProvider));
+
+        Assert.Equal(expected, tracer is not null);
+    }
+
     [Fact]
     public async Task Launch_outcomes_are_counted_by_outcome_and_failure_type()
     {
