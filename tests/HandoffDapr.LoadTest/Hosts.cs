@@ -9,12 +9,13 @@ public sealed class ServiceHost(WebApplication app) : IAsyncDisposable
 
     public Uri Address => new(app.Urls.First());
 
-    public static async Task<ServiceHost> StartAsync(IDictionary<string, string?> settings)
+    public static async Task<ServiceHost> StartAsync(IDictionary<string, string?> settings, Action<IServiceCollection>? configure = null)
     {
         var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Production", ContentRootPath = AppContext.BaseDirectory });
         builder.Configuration.AddInMemoryCollection(settings);
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.AddHandoffServices();
+        configure?.Invoke(builder.Services);
         builder.Logging.ClearProviders();
         var app = builder.Build();
         app.MapHandoff();
@@ -23,6 +24,14 @@ public sealed class ServiceHost(WebApplication app) : IAsyncDisposable
     }
 
     public async ValueTask DisposeAsync() => await app.DisposeAsync();
+}
+
+/// <summary>A wake-up signal that wakes nobody: with a long poll interval, launches wait, so only acceptance is measured.</summary>
+public sealed class HeldWakeupSignal : HandoffDapr.Service.Embedded.WakeupSignal
+{
+    public override void Notify()
+    {
+    }
 }
 
 /// <summary>The ceiling: a bare endpoint that reads the same JSON payload and answers 202.</summary>

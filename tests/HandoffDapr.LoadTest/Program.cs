@@ -5,6 +5,7 @@ using System.Text.Json.Nodes;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.LoadTest;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 
 // Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
 // Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 20000] [--stored-runs 100000]
@@ -33,6 +34,21 @@ await using var service = await ServiceHost.StartAsync(new Dictionary<string, st
     ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000000",
     ["Logging:LogLevel:Default"] = "Warning",
 });
+// The same service with its launches held: what accepting an event costs on its own, without the provider calls
+// the first instance makes for its events on the same two cores.
+var heldDirectory = Directory.CreateTempSubdirectory("handoff-load-held-");
+await using var held = await ServiceHost.StartAsync(
+    new Dictionary<string, string?>
+    {
+        ["Handoff:Mode"] = "Embedded",
+        ["Handoff:DataPath"] = Path.Combine(heldDirectory.FullName, "held.db"),
+        ["Handoff:Integrations:42:BaseUrl"] = provider.Url,
+        ["Handoff:Integrations:42:ApiKey"] = "load-test-key",
+        ["Handoff:Integrations:43:ApiKey"] = "load-test-token",
+        ["Handoff:Embedded:SchedulePollInterval"] = "1.00:00:00",
+        ["Logging:LogLevel:Default"] = "Warning",
+    },
+    services => services.Replace(ServiceDescriptor.Singleton<HandoffDapr.Service.Embedded.WakeupSignal>(new HeldWakeupSignal())));
 await using var bare = await BareHost.StartAsync();
 using var client = new HttpClient(new SocketsHttpHandler { MaxConnectionsPerServer = concurrency, PooledConnectionLifetime = TimeSpan.FromMinutes(10) });
 
@@ -62,6 +78,7 @@ await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, async i =>
     using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{1_000_000 + i}/handoff"));
     return response.IsSuccessStatusCode;
 });
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(held.Address, "/events/autofix-run-completed", warmUpBodies[i]));
 provider.Reset();
 
 // 1. The ceiling: the same payload to a bare endpoint.
@@ -80,6 +97,9 @@ launchClock.Stop();
 notes.Add($"provider calls {provider.Launches} for {expectedCalls} distinct run×repository pairs; repositories launched twice: {provider.DuplicatedRepositories}");
 notes.Add($"launches: {launchedDuringPhase} made while the events came in, all {provider.Launches} done {launchClock.Elapsed.TotalSeconds:F2} s after the first event: {provider.Launches / launchClock.Elapsed.TotalSeconds:F0} launches/s");
 var callsMatch = provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
+
+// 2b. The same events to the instance whose launches are held: acceptance alone.
+results.Add(await LoadDriver.RunAsync("completion events, acceptance only (launches held)", concurrency, requests, maxPhase, i => Post(held.Address, "/events/autofix-run-completed", eventBodies[i])));
 
 // 3. Duplicate deliveries of already-launched runs.
 var duplicates = await LoadDriver.RunAsync("duplicate deliveries (already launched)", concurrency, distinct.Requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
@@ -155,6 +175,7 @@ foreach (var note in notes)
 }
 
 dataDirectory.Delete(recursive: true);
+heldDirectory.Delete(recursive: true);
 var failed = !callsMatch || results.Any(r => r.Errors > 0);
 Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
 return failed ? 1 : 0;

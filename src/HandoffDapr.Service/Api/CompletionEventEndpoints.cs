@@ -46,13 +46,24 @@ public static partial class CompletionEventEndpoints
     public static async Task<IResult> AcceptAsync(HttpRequest request, [AsParameters] HandoffServices services, HostingContext hosting, CancellationToken cancellationToken)
     {
         var mode = hosting.Mode;
-        var (document, problem) = await JsonBody.ReadAsync(request, HandoffJsonContext.Default.JsonElement, services.Options, cancellationToken);
-        if (problem is not null)
+        var (body, problem) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken);
+        if (body is null)
         {
-            return Malformed(mode, services.Logger, "unreadable body", problem);
+            return Malformed(mode, services.Logger, "unreadable body", problem!);
         }
 
-        var (snapshot, invalid, traceParent) = ReadSnapshot(document);
+        RunSnapshot? snapshot;
+        string? invalid, traceParent;
+        using (body)
+        {
+            if (body.Length == 0)
+            {
+                return Malformed(mode, services.Logger, "unreadable body", Problems.InvalidBody("The body is empty."));
+            }
+
+            (snapshot, invalid, traceParent) = ReadSnapshot(body.Memory.Span);
+        }
+
         // A structured CloudEvent carries its trace context in the body: continue that trace.
         using var activity = traceParent is not null && ActivityContext.TryParse(traceParent, null, out var parent)
             ? HandoffTelemetry.ActivitySource.StartActivity("handoff.completion_event", ActivityKind.Consumer, parent)
@@ -99,25 +110,103 @@ public static partial class CompletionEventEndpoints
         return TypedResults.Ok(new DaprEventReply("SUCCESS"));
     }
 
-    /// <summary>The data of a CloudEvent (unwrapped by <c>UseCloudEvents</c>, or a structured event sent as plain JSON) or a bare snapshot.</summary>
-    private static (RunSnapshot? Snapshot, string? Invalid, string? TraceParent) ReadSnapshot(JsonElement root)
+    /// <summary>
+    /// The data of a CloudEvent (unwrapped by <c>UseCloudEvents</c>, or a structured event sent as plain JSON) or a bare
+    /// snapshot, in one pass over the bytes: the top level is scanned for the envelope's fields, and only the
+    /// snapshot is deserialised.
+    /// </summary>
+    private static (RunSnapshot? Snapshot, string? Invalid, string? TraceParent) ReadSnapshot(ReadOnlySpan<byte> body)
     {
-        if (root.ValueKind != JsonValueKind.Object)
-        {
-            return (null, "The event data must be a JSON object.", null);
-        }
-
-        var isCloudEvent = root.TryGetProperty("specversion", out _) && root.TryGetProperty("data", out _);
-        var data = isCloudEvent ? root.GetProperty("data") : root;
-        var traceParent = isCloudEvent ? JsonElements.String(root, "traceparent") : null;
+        Range data;
+        string? traceParent;
         try
         {
-            var snapshot = data.Deserialize(HandoffJsonContext.Default.RunSnapshot);
+            if (!ReadEnvelope(body, out data, out traceParent))
+            {
+                return (null, "The event data must be a JSON object.", null);
+            }
+        }
+        catch (JsonException)
+        {
+            return (null, "The body is not valid JSON.", null);
+        }
+
+        try
+        {
+            var snapshot = JsonSerializer.Deserialize(body[data], HandoffJsonContext.Default.RunSnapshot);
             return snapshot is null ? (null, "The event data must be a JSON object.", traceParent) : (snapshot, null, traceParent);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
         {
             return (null, "The event data is not a run snapshot.", traceParent);
+        }
+    }
+
+    /// <summary>Whether the body is an object; where its snapshot is (a CloudEvent's <c>data</c>, else the whole body).</summary>
+    private static bool ReadEnvelope(ReadOnlySpan<byte> body, out Range data, out string? traceParent)
+    {
+        data = Range.All;
+        traceParent = null;
+        var reader = new Utf8JsonReader(body);
+        if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
+        {
+            reader.Skip(); // a malformed body throws here, as it would have at its end
+            return false;
+        }
+
+        var isCloudEvent = false;
+        Range? eventData = null;
+        string? eventTraceParent = null;
+        while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
+        {
+            if (reader.ValueTextEquals("specversion"u8))
+            {
+                isCloudEvent = true;
+            }
+            else if (reader.ValueTextEquals("data"u8))
+            {
+                reader.Read();
+                var start = (int)reader.TokenStartIndex;
+                reader.Skip();
+                eventData = start..(int)reader.BytesConsumed;
+                continue;
+            }
+            else if (reader.ValueTextEquals("traceparent"u8))
+            {
+                reader.Read();
+                eventTraceParent = reader.TokenType == JsonTokenType.String ? StringOrNull(ref reader) : null;
+                reader.Skip();
+                continue;
+            }
+
+            reader.Read();
+            reader.Skip();
+        }
+
+        if (reader.Read())
+        {
+            throw new JsonException("Content after the top-level object.");
+        }
+
+        if (isCloudEvent && eventData is { } found)
+        {
+            data = found;
+            traceParent = eventTraceParent;
+        }
+
+        return true;
+    }
+
+    // A lone surrogate makes GetString throw: an unreadable trace context is no trace context.
+    private static string? StringOrNull(ref Utf8JsonReader reader)
+    {
+        try
+        {
+            return reader.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
         }
     }
 

@@ -16,42 +16,62 @@ public static class JsonBody
     public static async Task<(T? Value, ProblemHttpResult? Problem)> ReadAsync<T>(
         HttpRequest request, JsonTypeInfo<T> typeInfo, IOptions<HandoffOptions> options, CancellationToken cancellationToken)
     {
+        var (body, problem) = await ReadBytesAsync(request, options, cancellationToken);
+        if (body is null)
+        {
+            return (default, problem);
+        }
+
+        using (body)
+        {
+            return Parse(body.Memory, typeInfo);
+        }
+    }
+
+    /// <summary>The body's bytes in a pooled buffer (dispose it), or the problem that stopped reading it.</summary>
+    public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadBytesAsync(
+        HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken)
+    {
         var limit = options.Value.MaxRequestBodyBytes;
         if (!IsJson(request.ContentType))
         {
-            return (default, Problems.UnsupportedMediaType());
+            return (null, Problems.UnsupportedMediaType());
         }
 
         if (request.ContentLength > limit)
         {
-            return (default, Problems.BodyTooLarge(limit));
+            return (null, Problems.BodyTooLarge(limit));
         }
 
-        var buffer = new ArrayBufferWriter<byte>(4096);
+        var body = new PooledBody((int)Math.Min(request.ContentLength ?? 4096, limit) + 1);
         try
         {
             while (true)
             {
-                var memory = buffer.GetMemory(8192);
-                var read = await request.Body.ReadAsync(memory, cancellationToken);
+                var read = await request.Body.ReadAsync(body.FreeSpace(), cancellationToken);
                 if (read == 0)
                 {
-                    break;
+                    return (body, null);
                 }
 
-                buffer.Advance(read);
-                if (buffer.WrittenCount > limit)
+                body.Advance(read);
+                if (body.Length > limit)
                 {
-                    return (default, Problems.BodyTooLarge(limit));
+                    body.Dispose();
+                    return (null, Problems.BodyTooLarge(limit));
                 }
             }
         }
         catch (BadHttpRequestException exception) when (exception.StatusCode == StatusCodes.Status413PayloadTooLarge)
         {
-            return (default, Problems.BodyTooLarge(limit));
+            body.Dispose();
+            return (null, Problems.BodyTooLarge(limit));
         }
-
-        return Parse(buffer.WrittenMemory, typeInfo);
+        catch
+        {
+            body.Dispose();
+            throw;
+        }
     }
 
     public static (T? Value, ProblemHttpResult? Problem) Parse<T>(ReadOnlyMemory<byte> body, JsonTypeInfo<T> typeInfo)
@@ -88,5 +108,39 @@ public static class JsonBody
     {
         var cleaned = new string(path.Take(80).Select(c => char.IsControl(c) ? '?' : c).ToArray());
         return path.Length > 80 ? cleaned + "…" : cleaned;
+    }
+}
+
+/// <summary>A request body read into a buffer rented from the shared pool; returned to it on dispose.</summary>
+public sealed class PooledBody(int initialSize) : IDisposable
+{
+    private byte[] buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+
+    public int Length { get; private set; }
+
+    public ReadOnlyMemory<byte> Memory => buffer.AsMemory(0, Length);
+
+    public Memory<byte> FreeSpace()
+    {
+        if (Length == buffer.Length)
+        {
+            var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+            buffer.AsSpan(0, Length).CopyTo(larger);
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = larger;
+        }
+
+        return buffer.AsMemory(Length);
+    }
+
+    public void Advance(int count) => Length += count;
+
+    public void Dispose()
+    {
+        var rented = Interlocked.Exchange(ref buffer, []);
+        if (rented.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
     }
 }

@@ -78,7 +78,8 @@ public sealed class SqliteRunStore : IDisposable
         }
 
         var version = reader.GetInt64(0);
-        var state = JsonSerializer.Deserialize(reader.GetString(1), HandoffJsonContext.Default.RunHandoffState);
+        // The stored UTF-8 bytes as they are: no UTF-16 string in between.
+        var state = JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(1), HandoffJsonContext.Default.RunHandoffState);
         return new StoredRun(state, version);
     }
 

@@ -38,6 +38,28 @@ public sealed class TelemetryTests : IDisposable
         Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text && text.Contains("Please fix", StringComparison.Ordinal)));
     }
 
+    [Fact]
+    public async Task Completion_event_continues_the_trace_its_cloud_event_carries()
+    {
+        const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+        var spans = new List<Activity>();
+        using var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
+        };
+        ActivitySource.AddActivityListener(listener);
+        using var factory = new EmbeddedServiceFactory(temp.File("trace.db"), cursor.Url);
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(702, ["acme/shop"]));
+        cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
+
+        await factory.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+
+        var span = Assert.Single(spans, span => span.OperationName == "handoff.completion_event" && Equals(span.GetTagItem("handoff.run_id"), 702L));
+        Assert.Equal(traceId, span.TraceId.ToHexString());
+    }
+
     [Theory]
     [InlineData(null, false)]
     [InlineData("http://127.0.0.1:4317", true)]
