@@ -18,6 +18,10 @@ public sealed class SqliteRunStore : IDisposable
     // by sleeping and retrying. One writer thread for the whole process keeps them from ever meeting inside SQLite.
     private readonly SqliteWriter writer;
 
+    // Read sessions kept for reuse; more may be open at a peak, the extra ones are closed after use.
+    private const int MaxIdleReaders = 32;
+    private readonly System.Collections.Concurrent.ConcurrentBag<ReadSession> readers = new();
+
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
         this.timeProvider = timeProvider;
@@ -38,7 +42,14 @@ public sealed class SqliteRunStore : IDisposable
         writer = new SqliteWriter(Open());
     }
 
-    public void Dispose() => writer.Dispose();
+    public void Dispose()
+    {
+        writer.Dispose();
+        while (readers.TryTake(out var session))
+        {
+            session.Dispose();
+        }
+    }
 
     private void Initialize()
     {
@@ -65,22 +76,67 @@ public sealed class SqliteRunStore : IDisposable
         command.ExecuteNonQuery();
     }
 
-    public async Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken)
+    public Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken)
     {
-        await using var connection = OpenForRead();
-        await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
-        command.Parameters.AddWithValue("$run", runId);
-        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
-        if (!await reader.ReadAsync(cancellationToken))
+        var session = readers.TryTake(out var idle) ? idle : new ReadSession(OpenForRead());
+        try
         {
-            return new StoredRun(null, 0);
+            var loaded = session.Load(runId);
+            // Back to the pool only after a clean read; a session that failed is not trusted again.
+            if (readers.Count < MaxIdleReaders)
+            {
+                readers.Add(session);
+            }
+            else
+            {
+                session.Dispose();
+            }
+
+            return Task.FromResult(loaded);
+        }
+        catch
+        {
+            session.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A read connection with the run query prepared once: a read costs a bind and a step, not a parse.</summary>
+    private sealed class ReadSession : IDisposable
+    {
+        private readonly SqliteConnection connection;
+        private readonly SqliteCommand command;
+        private readonly SqliteParameter run;
+
+        public ReadSession(SqliteConnection connection)
+        {
+            this.connection = connection;
+            command = connection.CreateCommand();
+            command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
+            run = command.Parameters.Add("$run", SqliteType.Integer);
+            command.Prepare();
         }
 
-        var version = reader.GetInt64(0);
-        // The stored UTF-8 bytes as they are: no UTF-16 string in between.
-        var state = JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(1), HandoffJsonContext.Default.RunHandoffState);
-        return new StoredRun(state, version);
+        public StoredRun Load(long runId)
+        {
+            run.Value = runId;
+            using var reader = command.ExecuteReader();
+            if (!reader.Read())
+            {
+                return new StoredRun(null, 0);
+            }
+
+            var version = reader.GetInt64(0);
+            // The stored UTF-8 bytes as they are: no UTF-16 string in between.
+            var state = JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(1), HandoffJsonContext.Default.RunHandoffState);
+            return new StoredRun(state, version);
+        }
+
+        public void Dispose()
+        {
+            command.Dispose();
+            connection.Dispose();
+        }
     }
 
     /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
