@@ -60,9 +60,19 @@ async Task<bool> Post(Uri baseAddress, string path, byte[] body)
     return (int)response.StatusCode is >= 200 and < 300;
 }
 
-var results = new List<PhaseResult>();
-var notes = new List<string>();
 var eventBodies = Enumerable.Range(1, requests).Select(run => Payloads.CompletionEvent(run, 3)).ToArray();
+var results = new List<(PhaseResult Result, double Ceiling)>();
+
+// Each phase is compared with a bare run made just before it, at the same concurrency: the machine's speed drifts
+// by tens of percent over a run, and one early ceiling would put that drift into every ratio.
+async Task<PhaseResult> Measure(string name, int clients, int count, Func<int, Task<bool>> send)
+{
+    var bareRun = await LoadDriver.RunAsync("bare endpoint", clients, requests, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
+    var result = await LoadDriver.RunAsync(name, clients, count, maxPhase, send);
+    results.Add((result, bareRun.Throughput));
+    return result;
+}
+var notes = new List<string>();
 
 // Warm-up of every kind of request, so JIT tiering and connection set-up are not measured: the bare endpoint and
 // each of the service's paths get the same treatment, on runs the measured phases do not use.
@@ -83,13 +93,12 @@ provider.Reset();
 
 // 1. The ceiling: the same payload to a bare endpoint.
 var ceiling = await LoadDriver.RunAsync("bare endpoint (ceiling)", concurrency, requests, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
-results.Add(ceiling);
+results.Add((ceiling, ceiling.Throughput));
 
 // 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms. The service answers once the
 //    launches are saved as due; its schedule makes the provider calls right after, so wait for them to drain.
 var launchClock = Stopwatch.StartNew();
-var distinct = await LoadDriver.RunAsync("completion events, distinct runs ×3 repos", concurrency, requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
-results.Add(distinct);
+var distinct = await Measure("completion events, distinct runs ×3 repos", concurrency, requests, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
 var expectedCalls = distinct.Requests * 3;
 var launchedDuringPhase = provider.Launches;
 await WaitForLaunchesAsync(expectedCalls, TimeSpan.FromSeconds(smoke ? 30 : 120));
@@ -99,21 +108,20 @@ notes.Add($"launches: {launchedDuringPhase} made while the events came in, all {
 var callsMatch = provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
 
 // 2b. The same events to the instance whose launches are held: acceptance alone.
-results.Add(await LoadDriver.RunAsync("completion events, acceptance only (launches held)", concurrency, requests, maxPhase, i => Post(held.Address, "/events/autofix-run-completed", eventBodies[i])));
+await Measure("completion events, acceptance only (launches held)", concurrency, requests, i => Post(held.Address, "/events/autofix-run-completed", eventBodies[i]));
 
 // 3. Duplicate deliveries of already-launched runs.
-var duplicates = await LoadDriver.RunAsync("duplicate deliveries (already launched)", concurrency, distinct.Requests, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
-results.Add(duplicates);
+var duplicates = await Measure("duplicate deliveries (already launched)", concurrency, distinct.Requests, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
 callsMatch &= provider.Launches == expectedCalls;
 
 // 4. Manual triggers of launched runs (answers with the existing agents).
 var triggerBody = Payloads.Trigger();
-results.Add(await LoadDriver.RunAsync("manual triggers (launched runs)", concurrency, distinct.Requests, maxPhase, i => Post(service.Address, $"/runs/{i + 1}/handoff", triggerBody)));
+await Measure("manual triggers (launched runs)", concurrency, distinct.Requests, i => Post(service.Address, $"/runs/{i + 1}/handoff", triggerBody));
 callsMatch &= provider.Launches == expectedCalls;
 
 // 5. Status webhooks for launched agents.
 var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, smoke ? 200 : 3000)));
-results.Add(await LoadDriver.RunAsync("status webhooks", concurrency, agents.Count, maxPhase, async i =>
+await Measure("status webhooks", concurrency, agents.Count, async i =>
 {
     var (runId, agentId) = agents[i];
     var body = Encoding.UTF8.GetBytes($$$"""{"event":"statusChange","id":"{{{agentId}}}","status":"FINISHED","source":{"repository":"https://github.com/org{{{runId}}}/repo0"},"target":{"prUrl":"https://github.com/org{{{runId}}}/repo0/pull/1"}}""");
@@ -121,7 +129,7 @@ results.Add(await LoadDriver.RunAsync("status webhooks", concurrency, agents.Cou
     request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(webhookSecret, body));
     using var response = await client.SendAsync(request);
     return response.IsSuccessStatusCode;
-}));
+});
 
 // 6. Ten repositories at 200 ms provider latency: launches run in parallel.
 provider.LaunchLatency = TimeSpan.FromMilliseconds(200);
@@ -145,16 +153,16 @@ await SeedAsync(dataPath, storedRuns);
 GC.Collect();
 var random = new Random(7);
 var ids = Enumerable.Range(0, requests).Select(_ => 10_000_000L + random.Next(storedRuns)).ToArray();
-results.Add(await LoadDriver.RunAsync($"GET /runs/{{id}}/handoff, {storedRuns} stored runs", concurrency, requests, maxPhase, async i =>
+await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs", concurrency, requests, async i =>
 {
     using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
     return response.IsSuccessStatusCode;
-}));
-results.Add(await LoadDriver.RunAsync($"GET /runs/{{id}}/handoff, {storedRuns} stored runs, 8 clients", 8, requests, maxPhase, async i =>
+});
+await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs, 8 clients", 8, requests, async i =>
 {
     using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
     return response.IsSuccessStatusCode;
-}));
+});
 GC.Collect();
 notes.Add($"working set before seeding {workingSetBefore / 1048576} MiB, after {storedRuns} stored runs and the reads {Process.GetCurrentProcess().WorkingSet64 / 1048576} MiB; peak {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576} MiB");
 
@@ -164,10 +172,12 @@ notes.Add($"start-up to healthy: {await MeasureStartupAsync():F0} ms (built DLL,
 Console.WriteLine();
 Console.WriteLine($"HandoffDapr load test — {Environment.ProcessorCount} cores, {(smoke ? "smoke" : "full")} run, {concurrency} concurrent clients");
 Console.WriteLine($"{"phase",-48} {"req",7} {"err",5} {"req/s",9} {"vs bare",8} {"p50 ms",8} {"p95 ms",8} {"p99 ms",8} {"alloc/req",10}");
-foreach (var r in results)
+foreach (var (r, bareThroughput) in results)
 {
-    Console.WriteLine($"{r.Name,-48} {r.Requests,7} {r.Errors,5} {r.Throughput,9:F0} {r.Throughput / ceiling.Throughput,8:P0} {r.P50,8:F2} {r.P95,8:F2} {r.P99,8:F2} {r.AllocatedBytesPerRequest / 1024.0,8:F1}KB");
+    Console.WriteLine($"{r.Name,-48} {r.Requests,7} {r.Errors,5} {r.Throughput,9:F0} {r.Throughput / bareThroughput,8:P0} {r.P50,8:F2} {r.P95,8:F2} {r.P99,8:F2} {r.AllocatedBytesPerRequest / 1024.0,8:F1}KB");
 }
+
+Console.WriteLine($"- 'vs bare': against a bare run made just before each phase, at its concurrency ({string.Join(", ", results.Select(r => r.Ceiling.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))} req/s)");
 
 foreach (var note in notes)
 {
@@ -176,7 +186,7 @@ foreach (var note in notes)
 
 dataDirectory.Delete(recursive: true);
 heldDirectory.Delete(recursive: true);
-var failed = !callsMatch || results.Any(r => r.Errors > 0);
+var failed = !callsMatch || results.Any(r => r.Result.Errors > 0);
 Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
 return failed ? 1 : 0;
 
