@@ -29,6 +29,18 @@ public sealed partial class WakeupScheduler(
         await renewals;
     }
 
+    /// <summary>Stops claiming, cancels the runs in progress and waits (briefly) for them to let go of the store.</summary>
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken);
+        // Wall-clock, not the app's TimeProvider: shutdown is bounded in real time even under a test clock.
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (Volatile.Read(ref running) > 0 && waited.Elapsed < TimeSpan.FromSeconds(5) && !cancellationToken.IsCancellationRequested)
+        {
+            await Task.Delay(TimeSpan.FromMilliseconds(20), CancellationToken.None);
+        }
+    }
+
     /// <summary>
     /// Keeps the leases of the runs being worked on alive, so a lease can be short: when this process dies its
     /// claims lapse within one lease, and another process (or this one, restarted) takes the work over.
