@@ -13,6 +13,7 @@ public static class LoadDriver
         var errors = 0;
         var clock = Stopwatch.StartNew();
         var allocatedBefore = GC.GetTotalAllocatedBytes(precise: true);
+        var collectionsBefore = (GC.CollectionCount(0), GC.CollectionCount(1), GC.CollectionCount(2));
         var workers = Enumerable.Range(0, concurrency).Select(async _ =>
         {
             while (clock.Elapsed < maxDuration)
@@ -45,7 +46,8 @@ public static class LoadDriver
             Percentile(sorted, 0.50),
             Percentile(sorted, 0.95),
             Percentile(sorted, 0.99),
-            (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / Math.Max(1, done));
+            (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / Math.Max(1, done),
+            $"{GC.CollectionCount(0) - collectionsBefore.Item1}/{GC.CollectionCount(1) - collectionsBefore.Item2}/{GC.CollectionCount(2) - collectionsBefore.Item3}");
     }
 
     private static double Percentile(double[] sorted, double p) =>
@@ -54,4 +56,5 @@ public static class LoadDriver
 
 /// <param name="AllocatedBytesPerRequest">Allocated in this process (service and load generator together) per request.</param>
 public sealed record PhaseResult(
-    string Name, int Concurrency, int Requests, int Errors, double Throughput, double P50, double P95, double P99, long AllocatedBytesPerRequest);
+    string Name, int Concurrency, int Requests, int Errors, double Throughput, double P50, double P95, double P99, long AllocatedBytesPerRequest,
+    string Collections);

@@ -171,10 +171,10 @@ notes.Add($"start-up to healthy: {await MeasureStartupAsync():F0} ms (built DLL,
 
 Console.WriteLine();
 Console.WriteLine($"HandoffDapr load test — {Environment.ProcessorCount} cores, {(smoke ? "smoke" : "full")} run, {concurrency} concurrent clients");
-Console.WriteLine($"{"phase",-48} {"req",7} {"err",5} {"req/s",9} {"vs bare",8} {"p50 ms",8} {"p95 ms",8} {"p99 ms",8} {"alloc/req",10}");
+Console.WriteLine($"{"phase",-48} {"req",7} {"err",5} {"req/s",9} {"vs bare",8} {"p50 ms",8} {"p95 ms",8} {"p99 ms",8} {"alloc/req",10} {"GC 0/1/2",10}");
 foreach (var (r, bareThroughput) in results)
 {
-    Console.WriteLine($"{r.Name,-48} {r.Requests,7} {r.Errors,5} {r.Throughput,9:F0} {r.Throughput / bareThroughput,8:P0} {r.P50,8:F2} {r.P95,8:F2} {r.P99,8:F2} {r.AllocatedBytesPerRequest / 1024.0,8:F1}KB");
+    Console.WriteLine($"{r.Name,-48} {r.Requests,7} {r.Errors,5} {r.Throughput,9:F0} {r.Throughput / bareThroughput,8:P0} {r.P50,8:F2} {r.P95,8:F2} {r.P99,8:F2} {r.AllocatedBytesPerRequest / 1024.0,8:F1}KB {r.Collections,10}");
 }
 
 Console.WriteLine($"- 'vs bare': against a bare run made just before each phase, at its concurrency ({string.Join(", ", results.Select(r => r.Ceiling.ToString("F0", System.Globalization.CultureInfo.InvariantCulture)))} req/s)");
