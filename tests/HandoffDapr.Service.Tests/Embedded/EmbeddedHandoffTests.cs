@@ -331,6 +331,28 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(1, cursor.LaunchRequests);
     }
 
+    [Fact]
+    public async Task Completion_event_answered_but_not_yet_launched_is_launched_after_a_restart()
+    {
+        // The schedule never runs in this process: the answer is all that happened before it stopped.
+        var answer = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(271, ["acme/shop", "acme/web"]));
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        await factory.DisposeAsync();
+        Assert.Equal(0, cursor.LaunchRequests);
+
+        // The restarted scheduler runs overdue work at start, without a signal or a test driving it.
+        await using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url);
+        restarted.CreateClient().Dispose();
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (cursor.LaunchRequests < 2 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(20);
+        }
+
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        Assert.Equal(1, cursor.AgentsFor("acme/web"));
+    }
+
     public void Dispose()
     {
         client.Dispose();
