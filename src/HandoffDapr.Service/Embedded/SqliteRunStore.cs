@@ -6,8 +6,9 @@ using Microsoft.Data.Sqlite;
 namespace HandoffDapr.Service.Embedded;
 
 /// <summary>
-/// Embedded mode's state: one row per run (JSON of <see cref="RunHandoffState"/>, with a version for optimistic
-/// concurrency) and one wake-up row per run that has retries or reconciliations pending, in one WAL-mode file.
+/// Embedded mode's state: one row per run (UTF-8 JSON of <see cref="RunHandoffState"/>, stored as written, with a
+/// version for optimistic concurrency) and one wake-up row per run that has retries or reconciliations pending, in
+/// one WAL-mode file. Rows stored as TEXT by earlier versions read the same.
 /// </summary>
 public sealed class SqliteRunStore : IDisposable
 {
@@ -144,13 +145,14 @@ public sealed class SqliteRunStore : IDisposable
     /// <exception cref="RunVersionConflictException">Another process saved the run first.</exception>
     public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken)
     {
-        var json = JsonSerializer.Serialize(state, HandoffJsonContext.Default.RunHandoffState);
+        // UTF-8 as SQLite keeps it: no UTF-16 string, no second encoding when the parameter is bound.
+        var json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
         var wakeAt = state.NextWakeAt()?.ToUnixTimeMilliseconds();
         return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, wakeAt, now, expectedVersion));
     }
 
-    private static long Write(SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, string json, long? wakeAt, long now, long expectedVersion)
+    private static long Write(SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, long? wakeAt, long now, long expectedVersion)
     {
         using (var command = connection.CreateCommand())
         {
@@ -270,7 +272,7 @@ public sealed class SqliteRunStore : IDisposable
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            runs.Add(JsonSerializer.Deserialize(reader.GetString(0), HandoffJsonContext.Default.RunHandoffState)!);
+            runs.Add(JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(0), HandoffJsonContext.Default.RunHandoffState)!);
         }
 
         return runs;

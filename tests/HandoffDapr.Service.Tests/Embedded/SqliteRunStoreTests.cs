@@ -5,8 +5,11 @@ using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 
-/// <summary>Two processes on one SQLite file: each due wake-up is claimed by exactly one of them, and versions stop blind overwrites.</summary>
-public sealed class WakeupLeaseTests : IDisposable
+/// <summary>
+/// The embedded store: two processes on one file claim each due wake-up once, leases live while work goes on,
+/// versions stop blind overwrites, and files written by earlier versions still read.
+/// </summary>
+public sealed class SqliteRunStoreTests : IDisposable
 {
     private readonly TempDirectory temp = new();
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
@@ -94,6 +97,29 @@ public sealed class WakeupLeaseTests : IDisposable
         await working;
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
         Assert.Null(await LeaseUntil(path, 600)); // released once done
+    }
+
+    [Fact]
+    public async Task Rows_stored_as_text_by_earlier_versions_still_load_and_update()
+    {
+        var path = temp.File("upgrade.db");
+        using var store = new SqliteRunStore(path, time);
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var insert = connection.CreateCommand();
+            insert.CommandText = "INSERT INTO runs (run_id, group_id, version, state, updated_at) VALUES (9, 456, 3, $state, 0)";
+            insert.Parameters.AddWithValue("$state", System.Text.Json.JsonSerializer.Serialize(Pending(9), Core.Serialization.HandoffJsonContext.Default.RunHandoffState));
+            await insert.ExecuteNonQueryAsync();
+        }
+
+        var loaded = await store.LoadAsync(9, CancellationToken.None);
+        Assert.Equal(3, loaded.Version);
+        Assert.Equal("acme/shop", Assert.Single(loaded.State!.Launches).Repository);
+
+        await store.SaveAsync(loaded.State with { Launches = [] }, loaded.Version, CancellationToken.None);
+        Assert.Empty((await store.LoadAsync(9, CancellationToken.None)).State!.Launches);
+        Assert.Single(await store.ListRecentAsync(10, CancellationToken.None));
     }
 
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
