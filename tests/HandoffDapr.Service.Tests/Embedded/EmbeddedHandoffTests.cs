@@ -167,7 +167,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         Assert.Equal(1, cursor.AgentsFor("acme/fast"));
         Assert.Equal(0, cursor.AgentsFor("acme/slow")); // still waiting on the provider
-        slow.Set();
+        slow.Release();
     }
 
     [Fact]

@@ -80,8 +80,8 @@ public sealed class SqliteRunStoreTests : IDisposable
         await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(600, ["acme/shop"]));
         var claimedAt = time.GetUtcNow();
 
-        var working = factory.RunScheduleAsync(); // claims run 600 (lease 30 s) and waits on the slow provider
-        await WaitUntil(async () => await LeaseUntil(path, 600) is not null);
+        var working = factory.RunScheduleAsync(); // claims run 600 (lease 30 s) and waits on the held provider
+        Assert.True(provider.Arrived.Wait(TimeSpan.FromSeconds(10)));
         Assert.Equal(claimedAt + TimeSpan.FromSeconds(30), await LeaseUntil(path, 600));
 
         time.Advance(TimeSpan.FromSeconds(11)); // past a third of the lease: the renewal runs
@@ -93,7 +93,7 @@ public sealed class SqliteRunStoreTests : IDisposable
         using var other = new SqliteRunStore(path, time);
         Assert.DoesNotContain(600L, await other.ClaimDueWakeupsAsync("other-process", time.GetUtcNow(), TimeSpan.FromSeconds(30), 16, CancellationToken.None));
 
-        provider.Set();
+        provider.Release();
         await working;
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
         Assert.Null(await LeaseUntil(path, 600)); // released once done

@@ -39,18 +39,35 @@ public sealed class FakeCursor : IDisposable
             .AtPriority(-1)
             .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
 
-    /// <summary>Launches for <paramref name="repository"/> wait (up to 30 s) until the returned event is set.</summary>
-    public ManualResetEventSlim Hold(string repository)
+    /// <summary>Launches for <paramref name="repository"/> wait (up to 30 s) until <see cref="HeldLaunches.Release"/>.</summary>
+    public HeldLaunches Hold(string repository)
     {
-        var release = new ManualResetEventSlim();
+        var held = new HeldLaunches();
         Server.Given(Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*")))
             .AtPriority(-1)
             .RespondWith(Response.Create().WithCallback(request =>
             {
-                release.Wait(TimeSpan.FromSeconds(30));
+                held.Arrived.Set();
+                held.Released.Wait(TimeSpan.FromSeconds(30));
                 return Launch(request);
             }));
-        return release;
+        return held;
+    }
+
+    public sealed class HeldLaunches : IDisposable
+    {
+        /// <summary>Set once a held launch has reached the provider.</summary>
+        public ManualResetEventSlim Arrived { get; } = new();
+
+        internal ManualResetEventSlim Released { get; } = new();
+
+        public void Release() => Released.Set();
+
+        public void Dispose()
+        {
+            Released.Set();
+            Arrived.Dispose();
+        }
     }
 
     /// <summary>
