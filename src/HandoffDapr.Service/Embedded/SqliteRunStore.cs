@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Globalization;
 using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
@@ -21,7 +23,7 @@ public sealed class SqliteRunStore : IDisposable
 
     // Read sessions kept for reuse; more may be open at a peak, the extra ones are closed after use.
     private const int MaxIdleReaders = 32;
-    private readonly System.Collections.Concurrent.ConcurrentBag<ReadSession> readers = new();
+    private readonly ConcurrentBag<ReadSession> readers = new();
 
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
@@ -236,7 +238,7 @@ public sealed class SqliteRunStore : IDisposable
                 """;
             command.Parameters.AddWithValue("$until", until.ToUnixTimeMilliseconds());
             command.Parameters.AddWithValue("$owner", owner);
-            command.Parameters.AddWithValue("$runs", "[" + string.Join(',', runIds.Select(id => id.ToString(System.Globalization.CultureInfo.InvariantCulture))) + "]");
+            command.Parameters.AddWithValue("$runs", "[" + string.Join(',', runIds.Select(id => id.ToString(CultureInfo.InvariantCulture))) + "]");
             return command.ExecuteNonQuery();
         });
 

@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Options;
 
@@ -19,7 +21,7 @@ public sealed partial class WakeupScheduler(
 {
     private const int BatchSize = 16;
     private readonly string leaseOwner = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<long, byte> working = new();
+    private readonly ConcurrentDictionary<long, byte> working = new();
     private int running;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
@@ -34,7 +36,7 @@ public sealed partial class WakeupScheduler(
     {
         await base.StopAsync(cancellationToken);
         // Wall-clock, not the app's TimeProvider: shutdown is bounded in real time even under a test clock.
-        var waited = System.Diagnostics.Stopwatch.StartNew();
+        var waited = Stopwatch.StartNew();
         while (Volatile.Read(ref running) > 0 && waited.Elapsed < TimeSpan.FromSeconds(5) && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(20), CancellationToken.None);
