@@ -19,13 +19,7 @@ public sealed class TelemetryTests : IDisposable
     public async Task Each_launch_attempt_is_a_span_with_run_repository_and_integration_but_no_prompt()
     {
         var spans = new List<Activity>();
-        using var listener = new ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
-        };
-        ActivitySource.AddActivityListener(listener);
+        using var listener = RecordSpans(spans);
         cursor.Script("acme/down", FakeCursor.Status(503));
         using var factory = new EmbeddedServiceFactory(temp.File("spans.db"), cursor.Url);
 
@@ -43,13 +37,7 @@ public sealed class TelemetryTests : IDisposable
     {
         const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
         var spans = new List<Activity>();
-        using var listener = new ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
-        };
-        ActivitySource.AddActivityListener(listener);
+        using var listener = RecordSpans(spans);
         using var factory = new EmbeddedServiceFactory(temp.File("trace.db"), cursor.Url);
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(702, ["acme/shop"]));
         cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
@@ -90,6 +78,19 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(1, byOutcome[("retry_scheduled", "rate_limited")]);
         Assert.Equal(1, byOutcome[("failed", "invalid_credentials")]);
         Assert.Equal(1, retries.GetMeasurementSnapshot().Sum(m => m.Value));
+    }
+
+    /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
+    private static ActivityListener RecordSpans(List<Activity> spans)
+    {
+        var listener = new ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
+        };
+        ActivitySource.AddActivityListener(listener);
+        return listener;
     }
 
     public void Dispose()
