@@ -22,4 +22,17 @@ public static class JsonElements
             return null;
         }
     }
+
+    /// <summary>The string token the reader is on, or null when it is not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
+    public static string? String(ref Utf8JsonReader reader)
+    {
+        try
+        {
+            return reader.GetString();
+        }
+        catch (InvalidOperationException)
+        {
+            return null;
+        }
+    }
 }

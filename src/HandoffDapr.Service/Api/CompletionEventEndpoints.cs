@@ -56,11 +56,6 @@ public static partial class CompletionEventEndpoints
         string? invalid, traceParent;
         using (body)
         {
-            if (body.Length == 0)
-            {
-                return Malformed(mode, services.Logger, "unreadable body", Problems.InvalidBody("The body is empty."));
-            }
-
             (snapshot, invalid, traceParent) = ReadSnapshot(body.Memory.Span);
         }
 
@@ -174,7 +169,7 @@ public static partial class CompletionEventEndpoints
             else if (reader.ValueTextEquals("traceparent"u8))
             {
                 reader.Read();
-                eventTraceParent = reader.TokenType == JsonTokenType.String ? StringOrNull(ref reader) : null;
+                eventTraceParent = reader.TokenType == JsonTokenType.String ? JsonElements.String(ref reader) : null;
                 reader.Skip();
                 continue;
             }
@@ -195,19 +190,6 @@ public static partial class CompletionEventEndpoints
         }
 
         return true;
-    }
-
-    // A lone surrogate makes GetString throw: an unreadable trace context is no trace context.
-    private static string? StringOrNull(ref Utf8JsonReader reader)
-    {
-        try
-        {
-            return reader.GetString();
-        }
-        catch (InvalidOperationException)
-        {
-            return null;
-        }
     }
 
     private static IResult Malformed(HostingMode mode, ILogger logger, string reason, ProblemHttpResult problem)

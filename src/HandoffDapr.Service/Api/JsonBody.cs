@@ -28,7 +28,7 @@ public static class JsonBody
         }
     }
 
-    /// <summary>The body's bytes in a pooled buffer (dispose it), or the problem that stopped reading it.</summary>
+    /// <summary>The body's bytes in a pooled buffer (dispose it), or the problem that stopped reading it (an empty body is one).</summary>
     public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadBytesAsync(
         HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken)
     {
@@ -49,6 +49,12 @@ public static class JsonBody
             while (true)
             {
                 var read = await request.Body.ReadAsync(body.FreeSpace(), cancellationToken);
+                if (read == 0 && body.Length == 0)
+                {
+                    body.Dispose();
+                    return (null, Problems.InvalidBody("The body is empty."));
+                }
+
                 if (read == 0)
                 {
                     return (body, null);
@@ -74,13 +80,8 @@ public static class JsonBody
         }
     }
 
-    public static (T? Value, ProblemHttpResult? Problem) Parse<T>(ReadOnlyMemory<byte> body, JsonTypeInfo<T> typeInfo)
+    private static (T? Value, ProblemHttpResult? Problem) Parse<T>(ReadOnlyMemory<byte> body, JsonTypeInfo<T> typeInfo)
     {
-        if (body.IsEmpty)
-        {
-            return (default, Problems.InvalidBody("The body is empty."));
-        }
-
         try
         {
             var value = JsonSerializer.Deserialize(body.Span, typeInfo);

@@ -1,0 +1,32 @@
+using System.Text;
+using System.Text.Json;
+using HandoffDapr.Core.Serialization;
+
+namespace HandoffDapr.Core.Tests;
+
+public sealed class JsonElementsTests
+{
+    [Theory]
+    [InlineData("""{"p":"ok"}""", "ok")]
+    [InlineData("""{"p":"\ud800"}""", null)]
+    [InlineData("""{"p":1}""", null)]
+    [InlineData("""{}""", null)]
+    public void Property_read_from_an_element_is_null_unless_it_is_a_valid_string(string json, string? expected)
+    {
+        using var document = JsonDocument.Parse(json);
+
+        Assert.Equal(expected, JsonElements.String(document.RootElement, "p"));
+    }
+
+    [Theory]
+    [InlineData("\"ok\"", "ok")]
+    [InlineData("\"\\ud800\"", null)]
+    [InlineData("\"\\udfff\\ud800\"", null)]
+    public void String_token_read_from_a_reader_is_null_when_it_is_not_valid_utf16(string json, string? expected)
+    {
+        var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(json));
+        reader.Read();
+
+        Assert.Equal(expected, JsonElements.String(ref reader));
+    }
+}
