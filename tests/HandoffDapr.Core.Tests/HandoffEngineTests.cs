@@ -97,7 +97,7 @@ public sealed class HandoffEngineTests
         var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
         snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", target, 42) } };
 
-        var outcome = await engine.AcceptCompletedRunAsync(null, snapshot, writer, CancellationToken.None);
+        var outcome = await engine.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
 
         Assert.Equal(expected, outcome.Status);
         Assert.Equal(launches, provider.Launches.Count);

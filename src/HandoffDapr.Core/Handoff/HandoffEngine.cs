@@ -88,7 +88,7 @@ public sealed partial class HandoffEngine(
     /// the owner's wake-up: the event's sender does not wait for the provider.
     /// </param>
     public async Task<CompletionOutcome> AcceptCompletedRunAsync(
-        RunHandoffState? stored, RunSnapshot snapshot, IRunStateWriter writer, CancellationToken cancellationToken, LaunchTiming timing = LaunchTiming.Now)
+        RunHandoffState? stored, RunSnapshot snapshot, IRunStateWriter writer, LaunchTiming timing, CancellationToken cancellationToken)
     {
         if (snapshot.GroupId is not { } groupId)
         {

@@ -51,7 +51,7 @@ public sealed partial class HandoffRunActor(
     public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot)
     {
         var stored = await LoadAsync();
-        return await engine.AcceptCompletedRunAsync(stored, snapshot, new Writer(this, stored), CancellationToken.None);
+        return await engine.AcceptCompletedRunAsync(stored, snapshot, new Writer(this, stored), LaunchTiming.Now, CancellationToken.None);
     }
 
     public Task<RunHandoffState?> GetStateAsync() => LoadAsync();

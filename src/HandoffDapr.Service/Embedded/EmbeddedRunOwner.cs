@@ -23,7 +23,7 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
     {
         var timing = options.Value.Embedded.LaunchEventsInBackground ? LaunchTiming.OnNextWake : LaunchTiming.Now;
         var outcome = await WithRunAsync(
-            snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, cancellationToken, timing), cancellationToken);
+            snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken), cancellationToken);
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
         {
             wakeups.Notify();
