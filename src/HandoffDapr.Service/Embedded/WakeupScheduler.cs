@@ -21,8 +21,8 @@ public sealed partial class WakeupScheduler(
 {
     private const int BatchSize = 16;
     private readonly string leaseOwner = $"{Environment.MachineName}:{Environment.ProcessId}:{Guid.NewGuid():N}";
+    // The runs this process is working on: their leases are renewed, and their count is the slots in use.
     private readonly ConcurrentDictionary<long, byte> working = new();
-    private int running;
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -37,7 +37,7 @@ public sealed partial class WakeupScheduler(
         await base.StopAsync(cancellationToken);
         // Wall-clock, not the app's TimeProvider: shutdown is bounded in real time even under a test clock.
         var waited = Stopwatch.StartNew();
-        while (Volatile.Read(ref running) > 0 && waited.Elapsed < TimeSpan.FromSeconds(5) && !cancellationToken.IsCancellationRequested)
+        while (!working.IsEmpty && waited.Elapsed < TimeSpan.FromSeconds(5) && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(20), CancellationToken.None);
         }
@@ -107,24 +107,18 @@ public sealed partial class WakeupScheduler(
     private async Task DispatchDueAsync(CancellationToken stoppingToken)
     {
         var capacity = options.Value.Embedded.MaxConcurrentWakeups;
-        while (capacity - Volatile.Read(ref running) is var free and > 0)
+        while (capacity - working.Count is var free and > 0)
         {
             var wanted = Math.Min(free, BatchSize);
             var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken);
             foreach (var runId in claimed)
             {
-                Interlocked.Increment(ref running);
+                // Taken before the run starts, so the next pass counts its slot.
+                working.TryAdd(runId, 0);
                 _ = Task.Run(async () =>
                 {
-                    try
-                    {
-                        await WakeClaimedAsync(runId, stoppingToken);
-                    }
-                    finally
-                    {
-                        Interlocked.Decrement(ref running);
-                        signal.Notify();
-                    }
+                    await WakeClaimedAsync(runId, stoppingToken);
+                    signal.Notify();
                 }, CancellationToken.None);
             }
 
