@@ -33,9 +33,12 @@ public sealed class FakeCursor : IDisposable
             .RespondWith(Response.Create().WithCallback(Command));
     }
 
+    private static WireMock.RequestBuilders.IRequestBuilder LaunchRequestFor(string repository) =>
+        Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*"));
+
     /// <summary>Launches for <paramref name="repository"/> are answered only after <paramref name="delay"/>.</summary>
     public void Slow(string repository, TimeSpan delay) =>
-        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*")))
+        Server.Given(LaunchRequestFor(repository))
             .AtPriority(-1)
             .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
 
@@ -43,7 +46,7 @@ public sealed class FakeCursor : IDisposable
     public HeldLaunches Hold(string repository)
     {
         var held = new HeldLaunches();
-        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost().WithBody(new WireMock.Matchers.WildcardMatcher($"*github.com/{repository}\"*")))
+        Server.Given(LaunchRequestFor(repository))
             .AtPriority(-1)
             .RespondWith(Response.Create().WithCallback(request =>
             {
