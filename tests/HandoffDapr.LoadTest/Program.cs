@@ -9,7 +9,15 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 
 // Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
 // Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 20000] [--stored-runs 100000]
+//        [--profile distinct|acceptance|duplicates|bare --rounds 40]: after the distinct phase, repeat one phase so a profiler can attach
 var smoke = args.Contains("--smoke");
+var profilePhase = args.SkipWhile(a => a != "--profile").Skip(1).FirstOrDefault();
+if (profilePhase is not (null or "distinct" or "acceptance" or "duplicates" or "bare"))
+{
+    Console.Error.WriteLine($"--profile takes distinct, acceptance, duplicates or bare, not '{profilePhase}'");
+    return 2;
+}
+
 int Option(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).Select(int.Parse).DefaultIfEmpty(fallback).First();
 var concurrency = Option("--concurrency", smoke ? 8 : 64);
 var requests = Option("--requests", smoke ? 200 : 20000);
@@ -107,6 +115,14 @@ notes.Add($"provider calls {provider.Launches} for {expectedCalls} distinct run√
 notes.Add($"launches: {launchedDuringPhase} made while the events came in, all {provider.Launches} done {launchClock.Elapsed.TotalSeconds:F2} s after the first event: {provider.Launches / launchClock.Elapsed.TotalSeconds:F0} launches/s");
 var callsMatch = provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
 
+if (profilePhase is not null)
+{
+    await RepeatPhaseAsync(profilePhase, Option("--rounds", 40));
+    dataDirectory.Delete(recursive: true);
+    heldDirectory.Delete(recursive: true);
+    return 0;
+}
+
 // 2b. The same events to the instance whose launches are held: acceptance alone.
 await Measure("completion events, acceptance only (launches held)", concurrency, requests, i => Post(held.Address, "/events/autofix-run-completed", eventBodies[i]));
 
@@ -189,6 +205,28 @@ heldDirectory.Delete(recursive: true);
 var failed = !callsMatch || results.Any(r => r.Result.Errors > 0);
 Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run√órepository pair, no failed requests");
 return failed ? 1 : 0;
+
+// One phase again and again, one line per round: attach `perf` or `dotnet-trace` to the printed process id.
+async Task RepeatPhaseAsync(string phase, int rounds)
+{
+    await WaitForLaunchesAsync(expectedCalls, TimeSpan.FromSeconds(120));
+    Console.WriteLine($"repeating '{phase}' {rounds} times in process {Environment.ProcessId}");
+    for (var round = 0; round < rounds; round++)
+    {
+        // Distinct and acceptance rounds need runs nobody has seen yet.
+        var fresh = phase is "distinct" or "acceptance"
+            ? Enumerable.Range(0, requests).Select(i => Payloads.CompletionEvent(3_000_000 + round * requests + i, 3)).ToArray()
+            : eventBodies;
+        var target = phase switch
+        {
+            "bare" => bare.Address,
+            "acceptance" => held.Address,
+            _ => service.Address,
+        };
+        var result = await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, i => Post(target, "/events/autofix-run-completed", fresh[i]));
+        Console.WriteLine($"{phase} {result.Throughput:F0} req/s, p99 {result.P99:F2} ms, {result.AllocatedBytesPerRequest / 1024.0:F1} KB/req, GC {result.Collections}");
+    }
+}
 
 async Task WaitForLaunchesAsync(int expected, TimeSpan timeout)
 {
