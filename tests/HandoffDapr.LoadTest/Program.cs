@@ -9,12 +9,12 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 
 // Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
 // Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 20000] [--stored-runs 100000]
-//        [--profile distinct|acceptance|duplicates|bare --rounds 40]: after the distinct phase, repeat one phase so a profiler can attach
+//        [--profile distinct|acceptance|duplicates|get|bare --rounds 40]: after the distinct phase, repeat one phase so a profiler can attach
 var smoke = args.Contains("--smoke");
 var profilePhase = args.SkipWhile(a => a != "--profile").Skip(1).FirstOrDefault();
-if (profilePhase is not (null or "distinct" or "acceptance" or "duplicates" or "bare"))
+if (profilePhase is not (null or "distinct" or "acceptance" or "duplicates" or "get" or "bare"))
 {
-    Console.Error.WriteLine($"--profile takes distinct, acceptance, duplicates or bare, not '{profilePhase}'");
+    Console.Error.WriteLine($"--profile takes distinct, acceptance, duplicates, get or bare, not '{profilePhase}'");
     return 2;
 }
 
@@ -223,7 +223,13 @@ async Task RepeatPhaseAsync(string phase, int rounds)
             "acceptance" => held.Address,
             _ => service.Address,
         };
-        var result = await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, i => Post(target, "/events/autofix-run-completed", fresh[i]));
+        var result = phase == "get"
+            ? await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, async i =>
+            {
+                using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{i + 1}/handoff"));
+                return response.IsSuccessStatusCode;
+            })
+            : await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, i => Post(target, "/events/autofix-run-completed", fresh[i]));
         Console.WriteLine($"{phase} {result.Throughput:F0} req/s, p99 {result.P99:F2} ms, {result.AllocatedBytesPerRequest / 1024.0:F1} KB/req, GC {result.Collections}");
     }
 }
