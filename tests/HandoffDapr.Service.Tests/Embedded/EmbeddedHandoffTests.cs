@@ -140,11 +140,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(207, ["acme/shop", "acme/web"]));
 
         // The schedule polls every 10 days in tests: only the signal can have started these launches.
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (cursor.LaunchRequests < 2 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-        }
+        await Eventually.True(() => cursor.LaunchRequests >= 2);
 
         Assert.Equal(2, cursor.LaunchRequests);
     }
@@ -159,11 +155,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(209, ["acme/slow"]));
         await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(210, ["acme/fast"]));
 
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (cursor.AgentsFor("acme/fast") == 0 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-        }
+        await Eventually.True(() => cursor.AgentsFor("acme/fast") > 0);
 
         Assert.Equal(1, cursor.AgentsFor("acme/fast"));
         Assert.Equal(0, cursor.AgentsFor("acme/slow")); // still waiting on the provider
@@ -343,11 +335,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         // The restarted scheduler runs overdue work at start, without a signal or a test driving it.
         await using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url);
         restarted.CreateClient().Dispose();
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (cursor.LaunchRequests < 2 && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-        }
+        await Eventually.True(() => cursor.LaunchRequests >= 2);
 
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
         Assert.Equal(1, cursor.AgentsFor("acme/web"));

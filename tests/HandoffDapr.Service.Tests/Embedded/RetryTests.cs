@@ -103,8 +103,8 @@ public sealed class RetryTests : IDisposable
         client = factory.CreateClient();
 
         // The restarted scheduler runs overdue work at start, without being asked.
-        await WaitUntil(() => cursor.AgentsFor("acme/shop") == 1);
-        await WaitUntil(async () => (await View(304))["launches"]![0]!["phase"]!.GetValue<string>() == "launched");
+        await Eventually.True(() => cursor.AgentsFor("acme/shop") == 1);
+        await Eventually.True(async () => (await View(304))["launches"]![0]!["phase"]!.GetValue<string>() == "launched");
         Assert.Equal(2, cursor.LaunchRequests);
     }
 
@@ -134,18 +134,6 @@ public sealed class RetryTests : IDisposable
     }
 
     private async Task<JsonObject> View(long runId) => await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
-
-    private static Task WaitUntil(Func<bool> condition) => WaitUntil(() => Task.FromResult(condition()));
-
-    private static async Task WaitUntil(Func<Task<bool>> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met within 10 s");
-            await Task.Delay(20);
-        }
-    }
 
     public void Dispose()
     {

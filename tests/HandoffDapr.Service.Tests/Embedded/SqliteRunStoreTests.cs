@@ -85,7 +85,7 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(claimedAt + TimeSpan.FromSeconds(30), await LeaseUntil(path, 600));
 
         time.Advance(TimeSpan.FromSeconds(11)); // past a third of the lease: the renewal runs
-        await WaitUntil(async () => await LeaseUntil(path, 600) != claimedAt + TimeSpan.FromSeconds(30));
+        await Eventually.True(async () => await LeaseUntil(path, 600) != claimedAt + TimeSpan.FromSeconds(30));
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromSeconds(30), await LeaseUntil(path, 600));
 
         // Past the first lease, another process still finds the run taken.
@@ -130,15 +130,6 @@ public sealed class SqliteRunStoreTests : IDisposable
         command.CommandText = "SELECT lease_until FROM wakeups WHERE run_id = $run";
         command.Parameters.AddWithValue("$run", runId);
         return await command.ExecuteScalarAsync() is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
-    }
-
-    private static async Task WaitUntil(Func<Task<bool>> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!await condition() && DateTime.UtcNow < deadline)
-        {
-            await Task.Delay(20);
-        }
     }
 
     private RunHandoffState Pending(long runId) => RunHandoffState.New(runId) with
