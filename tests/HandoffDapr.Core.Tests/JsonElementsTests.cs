@@ -22,7 +22,10 @@ public sealed class JsonElementsTests
     [InlineData("\"ok\"", "ok")]
     [InlineData("\"\\ud800\"", null)]
     [InlineData("\"\\udfff\\ud800\"", null)]
-    public void String_token_read_from_a_reader_is_null_when_it_is_not_valid_utf16(string json, string? expected)
+    [InlineData("1", null)]
+    [InlineData("null", null)]
+    [InlineData("{}", null)]
+    public void Token_read_from_a_reader_is_null_unless_it_is_a_valid_string(string json, string? expected)
     {
         var reader = new Utf8JsonReader(Encoding.UTF8.GetBytes(json));
         reader.Read();

@@ -23,9 +23,14 @@ public static class JsonElements
         }
     }
 
-    /// <summary>The string token the reader is on, or null when it is not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
+    /// <summary>The token the reader is on as a string, or null when it is of another type or not valid UTF-16.</summary>
     public static string? String(ref Utf8JsonReader reader)
     {
+        if (reader.TokenType != JsonTokenType.String)
+        {
+            return null;
+        }
+
         try
         {
             return reader.GetString();

@@ -169,7 +169,7 @@ public static partial class CompletionEventEndpoints
             else if (reader.ValueTextEquals("traceparent"u8))
             {
                 reader.Read();
-                eventTraceParent = reader.TokenType == JsonTokenType.String ? JsonElements.String(ref reader) : null;
+                eventTraceParent = JsonElements.String(ref reader);
                 reader.Skip();
                 continue;
             }
