@@ -6,8 +6,8 @@ namespace HandoffDapr.Service.Embedded;
 /// <summary>
 /// Every write of this process, made by one thread on one connection. SQLite admits one writer at a time
 /// anyway; what this adds is group commit: writes that queue up while a transaction commits go into the next
-/// transaction together, so a burst costs one commit, not one each. A queued write is always made — the
-/// caller's cancellation stops the wait, not the write, so nobody is left guessing whether it happened.
+/// transaction together, so a burst costs one commit, not one each. A queued write is always made and its caller
+/// always learns how it ended: no cancellation abandons one half-way, so nobody is left guessing whether it happened.
 /// </summary>
 internal sealed class SqliteWriter : IDisposable
 {
