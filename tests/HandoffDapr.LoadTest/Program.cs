@@ -68,6 +68,12 @@ async Task<bool> Post(Uri baseAddress, string path, byte[] body)
     return (int)response.StatusCode is >= 200 and < 300;
 }
 
+async Task<bool> GetRun(long runId)
+{
+    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{runId}/handoff"));
+    return response.IsSuccessStatusCode;
+}
+
 var eventBodies = Enumerable.Range(1, requests).Select(run => Payloads.CompletionEvent(run, 3)).ToArray();
 var results = new List<(PhaseResult Result, double Ceiling)>();
 
@@ -91,11 +97,7 @@ await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(se
 await WaitForLaunchesAsync(warmUp * 3, TimeSpan.FromSeconds(60));
 await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(service.Address, "/events/autofix-run-completed", warmUpBodies[i]));
 await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(service.Address, $"/runs/{1_000_000 + i}/handoff", Payloads.Trigger()));
-await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, async i =>
-{
-    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{1_000_000 + i}/handoff"));
-    return response.IsSuccessStatusCode;
-});
+await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => GetRun(1_000_000 + i));
 await LoadDriver.RunAsync("warm-up", concurrency, warmUp, maxPhase, i => Post(held.Address, "/events/autofix-run-completed", warmUpBodies[i]));
 provider.Reset();
 
@@ -169,16 +171,8 @@ await SeedAsync(dataPath, storedRuns);
 GC.Collect();
 var random = new Random(7);
 var ids = Enumerable.Range(0, requests).Select(_ => 10_000_000L + random.Next(storedRuns)).ToArray();
-await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs", concurrency, requests, async i =>
-{
-    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
-    return response.IsSuccessStatusCode;
-});
-await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs, 8 clients", 8, requests, async i =>
-{
-    using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{ids[i]}/handoff"));
-    return response.IsSuccessStatusCode;
-});
+await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs", concurrency, requests, i => GetRun(ids[i]));
+await Measure($"GET /runs/{{id}}/handoff, {storedRuns} stored runs, 8 clients", 8, requests, i => GetRun(ids[i]));
 GC.Collect();
 notes.Add($"working set before seeding {workingSetBefore / 1048576} MiB, after {storedRuns} stored runs and the reads {Process.GetCurrentProcess().WorkingSet64 / 1048576} MiB; peak {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576} MiB");
 
@@ -224,11 +218,7 @@ async Task RepeatPhaseAsync(string phase, int rounds)
             _ => service.Address,
         };
         var result = phase == "get"
-            ? await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, async i =>
-            {
-                using var response = await client.GetAsync(new Uri(service.Address, $"/runs/{i + 1}/handoff"));
-                return response.IsSuccessStatusCode;
-            })
+            ? await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, i => GetRun(i + 1))
             : await LoadDriver.RunAsync(phase, concurrency, requests, maxPhase, i => Post(target, "/events/autofix-run-completed", fresh[i]));
         Console.WriteLine($"{phase} {result.Throughput:F0} req/s, p99 {result.P99:F2} ms, {result.AllocatedBytesPerRequest / 1024.0:F1} KB/req, GC {result.Collections}");
     }
