@@ -105,6 +105,33 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Redelivered_completion_event_does_not_launch_a_failed_repository_again()
+    {
+        // Pub/sub delivers at least once: a redelivery, even minutes later, is the same event, not a request to try again.
+        var snapshot = Trigger("acme/shop", "acme/api").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        provider.Next = new ProviderFailure(FailureTypes.RepositoryAccess, Retryable: false);
+        await engine.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = launched.Launches.Single(launch => launch.AgentId is not null).AgentId!;
+        await engine.ApplyAgentReportAsync(launched, new ProviderAgent(agentId, ProviderAgentStatus.Error), writer, CancellationToken.None);
+        Assert.Equal(2, provider.Launches.Count);
+
+        var redelivered = await engine.AcceptCompletedRunAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Equal(CompletionStatus.HandedOff, redelivered.Status);
+        Assert.Equal(FailureTypes.RepositoryAccess, Assert.Single(redelivered.Result.Failures).FailureType);
+        Assert.Equal(CodingAgentStatus.Failed, Assert.Single(redelivered.Result.Successes).CodingAgentState.Status);
+
+        // A person asking again is another matter: both failed repositories go out on new branches.
+        var manual = await engine.TriggerAsync(1, writer.Saved.Last(), new HandoffTrigger(456, 42), writer, CancellationToken.None);
+
+        Assert.Equal(4, provider.Launches.Count);
+        Assert.Equal(2, manual.Result.Successes.Count);
+    }
+
+    [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
         var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);

@@ -23,10 +23,15 @@ public sealed partial class HandoffEngine(
     ILogger<HandoffEngine> logger)
 {
     public Task<TriggerOutcome> TriggerAsync(long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, CancellationToken cancellationToken) =>
-        TriggerAsync(runId, stored, trigger, writer, LaunchTiming.Now, cancellationToken);
+        TriggerAsync(runId, stored, trigger, writer, LaunchTiming.Now, relaunchFailed: true, cancellationToken);
 
+    /// <param name="relaunchFailed">
+    /// A person's trigger launches failed repositories again; a completion event does not, because a redelivery of the
+    /// same event (pub/sub delivers at least once, sometimes minutes later) would otherwise start a second agent.
+    /// </param>
     private async Task<TriggerOutcome> TriggerAsync(
-        long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, LaunchTiming timing, CancellationToken cancellationToken)
+        long runId, RunHandoffState? stored, HandoffTrigger trigger, IRunStateWriter writer, LaunchTiming timing, bool relaunchFailed,
+        CancellationToken cancellationToken)
     {
         // A run answers only to its own group: another group's request gets the same answer as an unknown run.
         if (stored?.GroupId is { } storedGroup && storedGroup != trigger.GroupId)
@@ -56,7 +61,7 @@ public sealed partial class HandoffEngine(
         var state = (stored ?? RunHandoffState.New(runId)) with { Snapshot = snapshot };
         var now = timeProvider.GetUtcNow();
         var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
-        var plan = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, now);
+        var plan = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
 
         var toLaunch = plan.OfType<PlannedLaunch>().Select(planned => planned.Launch).ToList();
         if (toLaunch.Count == 0)
@@ -123,7 +128,7 @@ public sealed partial class HandoffEngine(
         }
 
         var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: snapshot);
-        var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, timing, cancellationToken);
+        var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, timing, relaunchFailed: false, cancellationToken);
         if (outcome.Status == TriggerStatus.UnknownIntegration)
         {
             // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
@@ -324,7 +329,8 @@ public sealed partial class HandoffEngine(
             .AsSpan()
             .SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(right, HandoffJsonContext.Default.RunSnapshot));
 
-    private List<PlannedStep> Plan(RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, DateTimeOffset now)
+    private List<PlannedStep> Plan(
+        RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
     {
         var repositories = snapshot.Preferences?.Repositories?.Where(repo => repo is not null).ToList() ?? [];
         if (repositories.Count == 0)
@@ -363,7 +369,7 @@ public sealed partial class HandoffEngine(
             }
 
             var existing = state.FindLaunch(fullName, integration.Id);
-            if (existing is not null && !IsFinishedUnsuccessfully(state, existing))
+            if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
             {
                 plan.Add(new PlannedExisting(existing));
                 continue;
@@ -398,7 +404,7 @@ public sealed partial class HandoffEngine(
         return plan;
     }
 
-    /// <summary>Failed repositories are launched again; pending, running and completed ones are not.</summary>
+    /// <summary>Failed repositories are launched again by a person's trigger; pending, running and completed ones are not.</summary>
     private static bool IsFinishedUnsuccessfully(RunHandoffState state, RepositoryLaunch launch) =>
         launch.Phase == LaunchPhase.Failed
         || (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id

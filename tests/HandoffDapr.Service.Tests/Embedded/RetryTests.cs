@@ -91,6 +91,28 @@ public sealed class RetryTests : IDisposable
     }
 
     [Fact]
+    public async Task Completion_event_redelivered_after_retries_ran_out_launches_nothing_more()
+    {
+        cursor.Script("acme/shop", Enumerable.Repeat(FakeCursor.Status(500), 5).ToArray());
+        var run = Payloads.Run(305, ["acme/shop"]);
+        await client.PostJsonAsync("/events/autofix-run-completed", run);
+        for (var i = 0; i < 6; i++)
+        {
+            await factory.Scheduler.RunDueAsync(CancellationToken.None);
+            time.Advance(TimeSpan.FromMinutes(40));
+        }
+
+        Assert.Equal("retries_exhausted", (await View(305))["launches"]![0]!["failure_type"]!.GetValue<string>());
+
+        var redelivered = await client.PostJsonAsync("/events/autofix-run-completed", run);
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Equal(5, cursor.LaunchRequests);
+        Assert.Single((await View(305))["launches"]!.AsArray());
+    }
+
+    [Fact]
     public async Task Retry_still_happens_after_a_restart_between_attempts()
     {
         cursor.Script("acme/shop", FakeCursor.Status(502));
