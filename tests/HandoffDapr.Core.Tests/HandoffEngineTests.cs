@@ -132,6 +132,23 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Root_cause_event_arriving_after_the_solution_event_hands_off_without_stepping_the_snapshot_back()
+    {
+        var rootCause = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        rootCause = rootCause with { Preferences = rootCause.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        var solution = rootCause with { Artifacts = rootCause.Artifacts! with { Solution = new SolutionArtifact("Bound the pool") } };
+        var early = await engine.AcceptCompletedRunAsync(null, solution, writer, LaunchTiming.Now, CancellationToken.None);
+        Assert.Equal(CompletionStatus.Stored, early.Status);
+
+        var late = await engine.AcceptCompletedRunAsync(writer.Saved.Last(), rootCause, writer, LaunchTiming.Now, CancellationToken.None);
+
+        // The root cause completing is still what hands off; what the run knows by now is not forgotten.
+        Assert.Equal(CompletionStatus.HandedOff, late.Status);
+        Assert.Contains("Bound the pool", Assert.Single(provider.Launches).Prompt);
+        Assert.Equal(solution, writer.Saved.Last().Snapshot);
+    }
+
+    [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
         var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);

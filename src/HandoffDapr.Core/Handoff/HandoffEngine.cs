@@ -105,12 +105,15 @@ public sealed partial class HandoffEngine(
             return new CompletionOutcome(CompletionStatus.Rejected, "the run belongs to another group", HandoffResult.Empty);
         }
 
+        // Out of order: the root cause's event after the solution's. Its verdict still counts (the root cause completing is
+        // what hands off), but the stored snapshot, which knows more, is kept and used.
+        var current = stored?.Snapshot is { } known && IsBehind(snapshot, known) ? known : snapshot;
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {
-            if (stored?.Snapshot is not { } kept || !SameContent(kept, snapshot))
+            if (stored?.Snapshot is not { } kept || !SameContent(kept, current))
             {
-                await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+                await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
             }
 
             return new CompletionOutcome(CompletionStatus.Stored, verdict.ToString(), HandoffResult.Empty);
@@ -123,17 +126,17 @@ public sealed partial class HandoffEngine(
             && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase))
         {
             LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName);
-            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
         }
 
-        var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: snapshot);
+        var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: current);
         var outcome = await TriggerAsync(snapshot.RunId, stored, trigger, writer, timing, relaunchFailed: false, cancellationToken);
         if (outcome.Status == TriggerStatus.UnknownIntegration)
         {
             // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
             LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value);
-            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = snapshot }, cancellationToken);
+            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
         }
 
@@ -322,6 +325,17 @@ public sealed partial class HandoffEngine(
         status == CodingAgentStatus.Completed
             ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
             : current;
+
+    /// <summary>Whether an event's snapshot is of an earlier step than the stored one (root cause against solution).</summary>
+    private static bool IsBehind(RunSnapshot incoming, RunSnapshot stored) =>
+        StepRank(AutomationGate.CompletedStep(incoming.Artifacts)) < StepRank(AutomationGate.CompletedStep(stored.Artifacts));
+
+    private static int StepRank(string? step) => step switch
+    {
+        AutomationGate.SolutionStep => 2,
+        AutomationGate.RootCauseStep => 1,
+        _ => 0,
+    };
 
     private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
         ReferenceEquals(left, right)
