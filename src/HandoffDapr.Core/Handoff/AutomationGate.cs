@@ -70,5 +70,16 @@ public static class AutomationGate
         return null;
     }
 
+    /// <summary>Whether a snapshot has completed an earlier step than another of the same run (root cause against solution).</summary>
+    public static bool IsEarlierStep(RunSnapshot snapshot, RunSnapshot other) =>
+        StepOrder(CompletedStep(snapshot.Artifacts)) < StepOrder(CompletedStep(other.Artifacts));
+
+    private static int StepOrder(string? step) => step switch
+    {
+        SolutionStep => 2,
+        RootCauseStep => 1,
+        _ => 0,
+    };
+
     private static bool HasText(string? text) => !string.IsNullOrWhiteSpace(text);
 }

@@ -107,7 +107,7 @@ public sealed partial class HandoffEngine(
 
         // Out of order: the root cause's event after the solution's. Its verdict still counts (the root cause completing is
         // what hands off), but the stored snapshot, which knows more, is kept and used.
-        var current = stored?.Snapshot is { } known && IsBehind(snapshot, known) ? known : snapshot;
+        var current = stored?.Snapshot is { } known && AutomationGate.IsEarlierStep(snapshot, known) ? known : snapshot;
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {
@@ -325,17 +325,6 @@ public sealed partial class HandoffEngine(
         status == CodingAgentStatus.Completed
             ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
             : current;
-
-    /// <summary>Whether an event's snapshot is of an earlier step than the stored one (root cause against solution).</summary>
-    private static bool IsBehind(RunSnapshot incoming, RunSnapshot stored) =>
-        StepRank(AutomationGate.CompletedStep(incoming.Artifacts)) < StepRank(AutomationGate.CompletedStep(stored.Artifacts));
-
-    private static int StepRank(string? step) => step switch
-    {
-        AutomationGate.SolutionStep => 2,
-        AutomationGate.RootCauseStep => 1,
-        _ => 0,
-    };
 
     private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
         ReferenceEquals(left, right)
