@@ -108,12 +108,13 @@ public sealed partial class HandoffEngine(
         // Out of order: the root cause's event after the solution's. Its verdict still counts (the root cause completing is
         // what hands off), but the stored snapshot, which knows more, is kept and used.
         var current = stored?.Snapshot is { } known && AutomationGate.IsEarlierStep(snapshot, known) ? known : snapshot;
+        RunHandoffState KeepingSnapshot() => (stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current };
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {
             if (stored?.Snapshot is not { } kept || !SameContent(kept, current))
             {
-                await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
+                await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             }
 
             return new CompletionOutcome(CompletionStatus.Stored, verdict.ToString(), HandoffResult.Empty);
@@ -126,7 +127,7 @@ public sealed partial class HandoffEngine(
             && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase))
         {
             LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName);
-            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
+            await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
         }
 
@@ -136,7 +137,7 @@ public sealed partial class HandoffEngine(
         {
             // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
             LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value);
-            await writer.SaveAsync((stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current }, cancellationToken);
+            await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
         }
 
