@@ -54,7 +54,7 @@ public static partial class HandoffEndpoints
             return Problems.RateLimited(wait);
         }
 
-        var trigger = new HandoffTrigger(body!.GroupId!.Value, body.IntegrationId!.Value, body.Instruction, body.AutoCreatePr ?? true, body.Run);
+        var trigger = new HandoffTrigger(body!.GroupId!.Value, body.IntegrationId!.Value, body.Instruction, body.AutoCreatePr, body.Run);
         TriggerOutcome outcome;
         try
         {

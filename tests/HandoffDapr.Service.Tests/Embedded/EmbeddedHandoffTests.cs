@@ -63,6 +63,23 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Manual_trigger_without_auto_create_pr_takes_the_integrations_default()
+    {
+        var settings = new Dictionary<string, string?> { [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:AutoCreatePr"] = "false" };
+        using var noPrFactory = new EmbeddedServiceFactory(temp.File("no-pr.db"), cursor.Url, settings: settings);
+        using var noPrClient = noPrFactory.CreateClient();
+        var defaulted = Payloads.Trigger(Payloads.Run(125, ["acme/shop"], automation: false));
+        defaulted.Remove("auto_create_pr");
+        var explicitYes = Payloads.Trigger(Payloads.Run(126, ["acme/shop"], automation: false));
+
+        await noPrClient.PostJsonAsync("/runs/125/handoff", defaulted);
+        await noPrClient.PostJsonAsync("/runs/126/handoff", explicitYes);
+
+        var sent = cursor.Server.LogEntries.Select(entry => JsonNode.Parse(entry.RequestMessage.Body!)!["target"]!["autoCreatePr"]!.GetValue<bool>());
+        Assert.Equal([false, true], sent);
+    }
+
+    [Fact]
     public async Task Completion_event_with_automation_preference_launches_and_one_without_does_not()
     {
         var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));
