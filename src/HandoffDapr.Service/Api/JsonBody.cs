@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using HandoffDapr.Service.Configuration;
@@ -29,56 +28,11 @@ public static class JsonBody
     }
 
     /// <summary>The body's bytes in a pooled buffer (dispose it), or the problem that stopped reading it (an empty body is one).</summary>
-    public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadBytesAsync(
-        HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken)
-    {
-        var limit = options.Value.MaxRequestBodyBytes;
-        if (!IsJson(request.ContentType))
-        {
-            return (null, Problems.UnsupportedMediaType());
-        }
-
-        if (request.ContentLength > limit)
-        {
-            return (null, Problems.BodyTooLarge(limit));
-        }
-
-        var body = new PooledBody((int)Math.Min(request.ContentLength ?? 4096, limit) + 1);
-        try
-        {
-            while (true)
-            {
-                var read = await request.Body.ReadAsync(body.FreeSpace(), cancellationToken);
-                if (read == 0 && body.Length == 0)
-                {
-                    body.Dispose();
-                    return (null, Problems.InvalidBody("The body is empty."));
-                }
-
-                if (read == 0)
-                {
-                    return (body, null);
-                }
-
-                body.Advance(read);
-                if (body.Length > limit)
-                {
-                    body.Dispose();
-                    return (null, Problems.BodyTooLarge(limit));
-                }
-            }
-        }
-        catch (BadHttpRequestException exception) when (exception.StatusCode == StatusCodes.Status413PayloadTooLarge)
-        {
-            body.Dispose();
-            return (null, Problems.BodyTooLarge(limit));
-        }
-        catch
-        {
-            body.Dispose();
-            throw;
-        }
-    }
+    public static Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadBytesAsync(
+        HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken) =>
+        IsJson(request.ContentType)
+            ? RequestBody.ReadAsync(request, options.Value.MaxRequestBodyBytes, cancellationToken)
+            : Task.FromResult<(PooledBody?, ProblemHttpResult?)>((null, Problems.UnsupportedMediaType()));
 
     private static (T? Value, ProblemHttpResult? Problem) Parse<T>(ReadOnlyMemory<byte> body, JsonTypeInfo<T> typeInfo)
     {
@@ -109,39 +63,5 @@ public static class JsonBody
     {
         var cleaned = new string(path.Take(80).Select(c => char.IsControl(c) ? '?' : c).ToArray());
         return path.Length > 80 ? cleaned + "…" : cleaned;
-    }
-}
-
-/// <summary>A request body read into a buffer rented from the shared pool; returned to it on dispose.</summary>
-public sealed class PooledBody(int initialSize) : IDisposable
-{
-    private byte[] buffer = ArrayPool<byte>.Shared.Rent(initialSize);
-
-    public int Length { get; private set; }
-
-    public ReadOnlyMemory<byte> Memory => buffer.AsMemory(0, Length);
-
-    public Memory<byte> FreeSpace()
-    {
-        if (Length == buffer.Length)
-        {
-            var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
-            buffer.AsSpan(0, Length).CopyTo(larger);
-            ArrayPool<byte>.Shared.Return(buffer);
-            buffer = larger;
-        }
-
-        return buffer.AsMemory(Length);
-    }
-
-    public void Advance(int count) => Length += count;
-
-    public void Dispose()
-    {
-        var rented = Interlocked.Exchange(ref buffer, []);
-        if (rented.Length > 0)
-        {
-            ArrayPool<byte>.Shared.Return(rented);
-        }
     }
 }

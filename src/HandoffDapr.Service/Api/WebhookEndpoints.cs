@@ -22,6 +22,7 @@ public static partial class WebhookEndpoints
             .RequireRateLimiting(Security.RateLimits.Webhooks)
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status429TooManyRequests);
         return app;
     }
@@ -38,19 +39,21 @@ public static partial class WebhookEndpoints
             return Problems.Unauthorized();
         }
 
-        var body = await ReadBoundedAsync(request, cancellationToken);
-        if (body is null)
+        // Cursor's reports are small: a tighter cap than the API's, but never above Kestrel's own limit.
+        var (received, problem) = await RequestBody.ReadAsync(request, Math.Min(MaxWebhookBytes, settings.MaxRequestBodyBytes), cancellationToken);
+        if (received is null)
         {
-            return Problems.BodyTooLarge(MaxWebhookBytes);
+            return problem!;
         }
 
-        if (!WebhookSignature.IsValid(integration.WebhookSecret, body, request.Headers[SignatureHeader].ToString()))
+        using var body = received;
+        if (!WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString()))
         {
             LogRejected(services.Logger, "missing or bad signature");
             return Problems.Unauthorized();
         }
 
-        var parsed = CursorWebhook.TryParse(body, out var change);
+        var parsed = CursorWebhook.TryParse(body.Memory.Span, out var change);
         if (parsed == CursorWebhook.ParseResult.Invalid)
         {
             return Problems.InvalidBody("The webhook body is not a Cursor event.");
@@ -96,28 +99,6 @@ public static partial class WebhookEndpoints
         }
 
         return TypedResults.NoContent();
-    }
-
-    private static async Task<byte[]?> ReadBoundedAsync(HttpRequest request, CancellationToken cancellationToken)
-    {
-        if (request.ContentLength > MaxWebhookBytes)
-        {
-            return null;
-        }
-
-        using var buffer = new MemoryStream();
-        var chunk = new byte[8192];
-        int read;
-        while ((read = await request.Body.ReadAsync(chunk, cancellationToken)) > 0)
-        {
-            buffer.Write(chunk, 0, read);
-            if (buffer.Length > MaxWebhookBytes)
-            {
-                return null;
-            }
-        }
-
-        return buffer.ToArray();
     }
 
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]

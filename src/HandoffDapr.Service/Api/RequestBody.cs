@@ -1,0 +1,93 @@
+using System.Buffers;
+using Microsoft.AspNetCore.Http.HttpResults;
+
+namespace HandoffDapr.Service.Api;
+
+/// <summary>
+/// Reads a whole request body up to a limit. Every way the body can break on the wire (too long, bad chunk
+/// framing, a client that stops mid-body) becomes a 4xx problem here, so no route turns one into a 500.
+/// </summary>
+public static class RequestBody
+{
+    public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadAsync(
+        HttpRequest request, long limit, CancellationToken cancellationToken)
+    {
+        if (request.ContentLength > limit)
+        {
+            return (null, Problems.BodyTooLarge(limit));
+        }
+
+        var body = new PooledBody((int)Math.Min(request.ContentLength ?? 4096, limit) + 1);
+        try
+        {
+            while (true)
+            {
+                var read = await request.Body.ReadAsync(body.FreeSpace(), cancellationToken);
+                if (read == 0 && body.Length == 0)
+                {
+                    body.Dispose();
+                    return (null, Problems.InvalidBody("The body is empty."));
+                }
+
+                if (read == 0)
+                {
+                    return (body, null);
+                }
+
+                body.Advance(read);
+                if (body.Length > limit)
+                {
+                    body.Dispose();
+                    return (null, Problems.BodyTooLarge(limit));
+                }
+            }
+        }
+        catch (BadHttpRequestException exception)
+        {
+            // Kestrel's own checks: its body size limit (the same setting, when the body is chunked) or broken framing.
+            body.Dispose();
+            return (null, exception.StatusCode == StatusCodes.Status413PayloadTooLarge
+                ? Problems.BodyTooLarge(limit)
+                : Problems.InvalidBody("The body is not well-formed HTTP (bad length or chunk framing)."));
+        }
+        catch
+        {
+            body.Dispose();
+            throw;
+        }
+    }
+}
+
+/// <summary>A request body read into a buffer rented from the shared pool; returned to it on dispose.</summary>
+public sealed class PooledBody(int initialSize) : IDisposable
+{
+    private byte[] buffer = ArrayPool<byte>.Shared.Rent(initialSize);
+
+    public int Length { get; private set; }
+
+    public ReadOnlyMemory<byte> Memory => buffer.AsMemory(0, Length);
+
+    public Memory<byte> FreeSpace()
+    {
+        if (Length == buffer.Length)
+        {
+            var larger = ArrayPool<byte>.Shared.Rent(buffer.Length * 2);
+            buffer.AsSpan(0, Length).CopyTo(larger);
+            ArrayPool<byte>.Shared.Return(buffer);
+            buffer = larger;
+        }
+
+        return buffer.AsMemory(Length);
+    }
+
+    public void Advance(int count) => Length += count;
+
+    public void Dispose()
+    {
+        var rented = Interlocked.Exchange(ref buffer, []);
+        if (rented.Length > 0)
+        {
+            ArrayPool<byte>.Shared.Return(rented);
+        }
+    }
+}

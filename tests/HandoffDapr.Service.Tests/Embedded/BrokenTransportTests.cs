@@ -1,0 +1,115 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Bodies that break HTTP itself (bad chunk framing, a body over Kestrel's own limit). Only a real Kestrel socket
+/// produces these errors, so the service runs on a loopback port and the requests are written by hand.
+/// </summary>
+public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Service>
+{
+    private const int BodyLimit = 64 * 1024;
+    private readonly Service service;
+
+    public BrokenTransportTests(Service service) => this.service = service;
+
+    public static TheoryData<string> BodyRoutes => new()
+    {
+        "/runs/1/handoff",
+        "/events/autofix-run-completed",
+        $"/webhooks/cursor/{EmbeddedServiceFactory.IntegrationId}?run_id=1",
+    };
+
+    [Theory]
+    [MemberData(nameof(BodyRoutes))]
+    public async Task Chunk_with_a_size_that_is_not_hex_is_a_400_problem(string path)
+    {
+        var (status, head, body) = await service.SendRawAsync(
+            $"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n");
+
+        Assert.Equal(400, status);
+        Assert.Contains("application/problem+json", head, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Exception", body);
+    }
+
+    [Theory]
+    [MemberData(nameof(BodyRoutes))]
+    public async Task Chunked_body_over_the_configured_limit_is_a_413_problem(string path)
+    {
+        // Chunked, so no Content-Length warns in advance: the limit is found while reading.
+        var chunk = new string(' ', 16 * 1024);
+        var request = new StringBuilder($"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+        for (var sent = 0; sent <= BodyLimit; sent += chunk.Length)
+        {
+            request.Append($"{chunk.Length:x}\r\n{chunk}\r\n");
+        }
+
+        request.Append("0\r\n\r\n");
+
+        var (status, head, body) = await service.SendRawAsync(request.ToString());
+
+        Assert.Equal(413, status);
+        Assert.Contains("application/problem+json", head, StringComparison.OrdinalIgnoreCase);
+        Assert.DoesNotContain("Exception", body);
+    }
+
+    public sealed class Service : IDisposable
+    {
+        private readonly TempDirectory temp = new();
+        private readonly FakeCursor cursor = new();
+        private readonly EmbeddedServiceFactory factory;
+        private readonly int port;
+
+        public Service()
+        {
+            var settings = new Dictionary<string, string?>
+            {
+                ["Handoff:MaxRequestBodyBytes"] = BodyLimit.ToString(),
+                [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:WebhookSecret"] = "webhook-secret-0123456789abcdef-0123456789",
+            };
+            factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, settings: settings);
+            factory.UseKestrel(0);
+            factory.StartServer();
+            var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            port = new Uri(address).Port;
+        }
+
+        /// <summary>Writes <paramref name="request"/> as is and reads the whole response (the request asks the server to close).</summary>
+        public async Task<(int Status, string Head, string Body)> SendRawAsync(string request)
+        {
+            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+            using var socket = new TcpClient();
+            await socket.ConnectAsync(IPAddress.Loopback, port, timeout.Token);
+            var stream = socket.GetStream();
+            try
+            {
+                await stream.WriteAsync(Encoding.ASCII.GetBytes(request), timeout.Token);
+            }
+            catch (IOException)
+            {
+                // The server may answer and close before it has read everything we send; the answer is what counts.
+            }
+
+            using var response = new MemoryStream();
+            await stream.CopyToAsync(response, timeout.Token);
+            var text = Encoding.UTF8.GetString(response.ToArray());
+            var split = text.IndexOf("\r\n\r\n", StringComparison.Ordinal);
+            var head = split < 0 ? text : text[..split];
+            var status = int.Parse(head.Split(' ')[1]);
+            return (status, head, split < 0 ? string.Empty : text[(split + 4)..]);
+        }
+
+        public void Dispose()
+        {
+            factory.Dispose();
+            cursor.Dispose();
+            temp.Dispose();
+        }
+    }
+}
