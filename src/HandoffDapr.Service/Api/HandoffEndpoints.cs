@@ -1,3 +1,4 @@
+using System.Globalization;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
@@ -114,16 +115,18 @@ public static partial class HandoffEndpoints
         return TypedResults.Ok(RunHandoffView.From(state));
     }
 
-    /// <summary>The most recently changed runs (the status page's data), newest first.</summary>
+    /// <summary>The most recently changed runs (the status page's data), newest first; <c>limit</c> 1–200, default 50.</summary>
     public static async Task<Results<Ok<IReadOnlyList<RunHandoffView>>, ProblemHttpResult>> ListAsync(
-        int? limit, IRecentRuns recentRuns, CancellationToken cancellationToken)
+        string[]? limit, IRecentRuns recentRuns, CancellationToken cancellationToken)
     {
-        if (limit is < 1 or > 200)
+        // Bound as text and parsed here: the framework's own int binding would answer a bad value with an exception.
+        var count = 50;
+        if (limit is { Length: > 0 } && (limit.Length > 1 || !int.TryParse(limit[0], NumberStyles.None, CultureInfo.InvariantCulture, out count) || count is < 1 or > 200))
         {
-            return Problems.InvalidRequest("limit must be between 1 and 200.");
+            return Problems.InvalidRequest("limit must be one whole number between 1 and 200.");
         }
 
-        var runs = await recentRuns.ListAsync(limit ?? 50, cancellationToken);
+        var runs = await recentRuns.ListAsync(count, cancellationToken);
         return TypedResults.Ok<IReadOnlyList<RunHandoffView>>(runs.Select(RunHandoffView.From).ToList());
     }
 

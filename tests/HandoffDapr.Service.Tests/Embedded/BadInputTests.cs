@@ -1,3 +1,4 @@
+using Microsoft.AspNetCore.Hosting;
 using System.Net;
 using System.Text.Json.Nodes;
 using HandoffDapr.Service.Tests.Infrastructure;
@@ -52,6 +53,24 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.InRange((int)response.StatusCode, 400, 499);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
         await AssertStillHealthy();
+    }
+
+    [Theory]
+    [InlineData("?limit=abc")]
+    [InlineData("?limit=99999999999")]
+    [InlineData("?limit=0")]
+    [InlineData("?limit=201")]
+    [InlineData("?limit=5&limit=6")]
+    [InlineData("?limit=")]
+    public async Task Recent_runs_limit_that_is_not_1_to_200_is_a_400_problem(string query)
+    {
+        var response = await service.Client.GetAsync("/runs" + query);
+        using var development = service.InDevelopment();
+        var developmentResponse = await development.GetAsync("/runs" + query);
+
+        Assert.Equal(HttpStatusCode.BadRequest, developmentResponse.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
     [Fact]
@@ -157,6 +176,9 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         public FakeCursor Cursor { get; } = new();
 
         public HttpClient Client { get; }
+
+        /// <summary>The same service in the Development environment, where ASP.NET Core throws on a binding failure instead of answering 400.</summary>
+        public HttpClient InDevelopment() => factory.WithWebHostBuilder(builder => builder.UseEnvironment("Development")).CreateClient();
 
         public void Dispose()
         {

@@ -80,6 +80,21 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Recent_runs_lists_the_newest_first_and_honours_the_limit()
+    {
+        foreach (var runId in new[] { 130, 131, 132 })
+        {
+            await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        }
+
+        var all = (await (await client.GetAsync("/runs")).ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>());
+        var two = (await (await client.GetAsync("/runs?limit=2")).ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>());
+
+        Assert.Equal([132L, 131L, 130L], all);
+        Assert.Equal([132L, 131L], two);
+    }
+
+    [Fact]
     public async Task Completion_event_with_automation_preference_launches_and_one_without_does_not()
     {
         var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));

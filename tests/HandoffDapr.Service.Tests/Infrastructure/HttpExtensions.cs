@@ -18,6 +18,9 @@ public static class HttpExtensions
 
     public static async Task<JsonObject> ReadJsonAsync(this HttpResponseMessage response) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
+
+    public static async Task<JsonArray> ReadJsonArrayAsync(this HttpResponseMessage response) =>
+        JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsArray();
 }
 
 /// <summary>A scratch directory for one test's SQLite file.</summary>
