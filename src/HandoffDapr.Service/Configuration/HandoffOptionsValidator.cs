@@ -38,6 +38,16 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");
         }
 
+        if (options.MaxInstructionLength is < 1 or > 65536)
+        {
+            errors.Add("Handoff:MaxInstructionLength must be between 1 and 65536.");
+        }
+
+        if (options.RateLimits.TriggersPerGroupPerMinute < 1 || options.RateLimits.WebhooksPerIntegrationPerMinute < 1)
+        {
+            errors.Add("Handoff:RateLimits:TriggersPerGroupPerMinute and Handoff:RateLimits:WebhooksPerIntegrationPerMinute must be at least 1.");
+        }
+
         if (options.Launch.MaxParallelLaunches < 1 || options.Launch.MaxAttempts < 1 || options.Launch.RetryFactor < 1
             || options.Launch.RetryBaseDelay <= TimeSpan.Zero || options.Launch.RetryMaxDelay < options.Launch.RetryBaseDelay
             || options.Launch.InFlightTimeout <= TimeSpan.Zero || options.Launch.MaxRepositories is < 1 or > 50
@@ -80,6 +90,13 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             if (integration.WebhookSecret is { Length: > 0 and < 32 })
             {
                 errors.Add($"{key}:WebhookSecret must be at least 32 characters (Cursor's minimum).");
+            }
+
+            // Below Polly's 10 ms floor the client cannot be built; at or past InFlightTimeout a call still
+            // waiting for its answer would be taken for a lost launch and reconciled under it.
+            if (integration.RequestTimeout < TimeSpan.FromMilliseconds(10) || integration.RequestTimeout >= options.Launch.InFlightTimeout)
+            {
+                errors.Add($"{key}:RequestTimeout must be at least 10 ms and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
             }
 
             if (integration.PromptMaxLength < 8192)

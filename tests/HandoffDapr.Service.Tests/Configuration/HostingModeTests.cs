@@ -64,4 +64,28 @@ public sealed class HostingModeTests
 
         Assert.Contains("WebhookSecret", result.FailureMessage);
     }
+
+    public static TheoryData<string, Action<HandoffOptions>> OutOfRangeSettings => new()
+    {
+        { "Handoff:RateLimits:TriggersPerGroupPerMinute", options => options.RateLimits.TriggersPerGroupPerMinute = 0 },
+        { "Handoff:RateLimits:WebhooksPerIntegrationPerMinute", options => options.RateLimits.WebhooksPerIntegrationPerMinute = -1 },
+        { "Handoff:MaxInstructionLength", options => options.MaxInstructionLength = -1 },
+        { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.Zero },
+        { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.FromDays(2) },
+        { "Handoff:Integrations:42:RequestTimeout", options => options.Launch.InFlightTimeout = options.Integrations["42"].RequestTimeout },
+    };
+
+    [Theory]
+    [MemberData(nameof(OutOfRangeSettings))]
+    public void Out_of_range_setting_stops_start_up_and_names_the_key(string key, Action<HandoffOptions> change)
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent", ApiKey = "k" } } };
+        Assert.True(new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options).Succeeded);
+        change(options);
+
+        var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
+
+        Assert.True(result.Failed);
+        Assert.Contains(key, result.FailureMessage);
+    }
 }
