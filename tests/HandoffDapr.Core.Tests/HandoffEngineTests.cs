@@ -6,6 +6,7 @@ using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Repositories;
 using HandoffDapr.Core.Serialization;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Core.Tests;
@@ -74,10 +75,11 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
-    public async Task Repositories_past_the_cap_are_reported_as_failures_not_dropped()
+    public async Task Repositories_past_the_cap_are_reported_as_failures_and_logged_not_dropped()
     {
+        var logger = new FakeLogger<HandoffEngine>();
         var capped = new HandoffEngine(
-            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
 
         var outcome = await capped.TriggerAsync(1, null, Trigger("acme/a", "acme/A", "acme/b", "acme/c", "acme/d"), writer, CancellationToken.None);
 
@@ -85,6 +87,9 @@ public sealed class HandoffEngineTests
         Assert.Equal(["acme/c", "acme/d"], outcome.Result.Failures.Select(f => f.RepoName));
         Assert.All(outcome.Result.Failures, f => Assert.Equal(FailureTypes.TooManyRepositories, f.FailureType));
         Assert.Equal(2, provider.Launches.Count);
+        var notLaunched = logger.Collector.GetSnapshot().Where(record => record.Id.Name == "HandoffRepositoryNotLaunched").ToList();
+        Assert.Equal(["acme/c", "acme/d"], notLaunched.Select(record => record.GetStructuredStateValue("Repository")));
+        Assert.All(notLaunched, record => Assert.Equal(FailureTypes.TooManyRepositories, record.GetStructuredStateValue("FailureType")));
     }
 
     [Theory]

@@ -62,6 +62,11 @@ public sealed partial class HandoffEngine(
         var now = timeProvider.GetUtcNow();
         var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
         var plan = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
+        // These are in the trigger's answer but not in the stored state; for an event this line is all an operator gets.
+        foreach (var refused in plan.OfType<PlannedFailure>())
+        {
+            LogRepositoryNotLaunched(runId, refused.Failure.RepoName ?? "(none)", refused.Failure.FailureType);
+        }
 
         var toLaunch = plan.OfType<PlannedLaunch>().Select(planned => planned.Launch).ToList();
         if (toLaunch.Count == 0)
@@ -661,6 +666,9 @@ public sealed partial class HandoffEngine(
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
+    private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);
 
     [LoggerMessage(EventId = 1010, EventName = "AutomationTargetMismatch", Level = LogLevel.Warning,
         Message = "Run {RunId} asks for {Target} through integration {IntegrationId}, which is {Provider}: not handed off automatically")]

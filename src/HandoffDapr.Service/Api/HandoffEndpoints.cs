@@ -173,6 +173,13 @@ public sealed record HandoffServices(IRunOwner Owner, IOptions<HandoffOptions> O
 /// <summary>Limits on a run snapshot from outside, checked before it is stored.</summary>
 public static class SnapshotRules
 {
+    /// <summary>
+    /// A sanity ceiling on the list as sent, far above <c>Launch:MaxRepositories</c>: between the two the engine
+    /// launches up to the cap and reports each repository past it as <c>too_many_repositories</c>, so a completion
+    /// event with a long list is handed off in part and never dropped whole.
+    /// </summary>
+    public const int MaxRepositoryEntries = 1000;
+
     public static string? Check(RunSnapshot snapshot, HandoffOptions options)
     {
         if (snapshot.RunId <= 0)
@@ -180,9 +187,9 @@ public static class SnapshotRules
             return "run_id must be a positive whole number.";
         }
 
-        if (snapshot.Preferences?.Repositories?.Count > options.Launch.MaxRepositories)
+        if (snapshot.Preferences?.Repositories?.Count > MaxRepositoryEntries)
         {
-            return $"A run may name at most {options.Launch.MaxRepositories} repositories.";
+            return $"A run may list at most {MaxRepositoryEntries} repository entries.";
         }
 
         return null;

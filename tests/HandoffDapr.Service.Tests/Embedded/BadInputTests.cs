@@ -112,13 +112,15 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Fact]
-    public async Task More_than_fifty_repositories_is_rejected()
+    public async Task More_than_a_thousand_repository_entries_is_a_400_problem()
     {
-        var repositories = Enumerable.Range(0, 51).Select(i => $"acme/repo{i}").ToArray();
+        var repositories = Enumerable.Range(0, 1001).Select(i => $"acme/repo{i}").ToArray();
 
         var response = await service.Client.PostJsonAsync("/runs/3/handoff", Payloads.Trigger(Payloads.Run(3, repositories)));
+        var eventResponse = await service.Client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(4, repositories));
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, eventResponse.StatusCode);
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 

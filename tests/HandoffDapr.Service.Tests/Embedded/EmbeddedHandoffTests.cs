@@ -95,6 +95,29 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Repositories_past_the_cap_are_launched_up_to_it_and_the_rest_reported_for_triggers_and_events()
+    {
+        var settings = new Dictionary<string, string?> { ["Handoff:Launch:MaxRepositories"] = "2" };
+        using var cappedFactory = new EmbeddedServiceFactory(temp.File("capped.db"), cursor.Url, settings: settings);
+        using var cappedClient = cappedFactory.CreateClient();
+        string[] repositories = ["acme/a", "acme/b", "acme/c"];
+
+        var response = await cappedClient.PostJsonAsync("/runs/140/handoff", Payloads.Trigger(Payloads.Run(140, repositories, automation: false)));
+        var eventResponse = await cappedClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(141, repositories));
+        await cappedFactory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, eventResponse.StatusCode);
+        var body = await response.ReadJsonAsync();
+        Assert.Equal(["acme/a", "acme/b"], body["successes"]!.AsArray().Select(s => s!["repo_name"]!.GetValue<string>()));
+        var failure = Assert.Single(body["failures"]!.AsArray())!;
+        Assert.Equal("acme/c", failure["repo_name"]!.GetValue<string>());
+        Assert.Equal("too_many_repositories", failure["failure_type"]!.GetValue<string>());
+        Assert.Equal(0, cursor.AgentsFor("acme/c"));
+        Assert.Equal(2, cursor.AgentsFor("acme/a"));
+    }
+
+    [Fact]
     public async Task Completion_event_with_automation_preference_launches_and_one_without_does_not()
     {
         var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));
