@@ -17,7 +17,7 @@ public static class AgentEndpoints
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status502BadGateway);
         agents.MapPost("/followup", FollowupAsync).WithName("AgentFollowup")
-            .Accepts<FollowupRequest>("application/json")
+            .AcceptsJson<FollowupRequest>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)

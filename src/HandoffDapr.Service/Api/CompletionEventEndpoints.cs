@@ -24,7 +24,7 @@ public static partial class CompletionEventEndpoints
     public static IEndpointRouteBuilder MapCompletionEventEndpoints(this IEndpointRouteBuilder app, HostingMode mode, DaprOptions dapr)
     {
         var endpoint = app.MapPost(Route, AcceptAsync).WithTags("Events").WithName("AutofixRunCompleted")
-            .Accepts<Core.Model.RunSnapshot>("application/json", "application/cloudevents+json")
+            .AcceptsJson<Core.Model.RunSnapshot>()
             .Produces<DaprEventReply>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)

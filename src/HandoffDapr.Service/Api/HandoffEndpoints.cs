@@ -17,7 +17,7 @@ public static partial class HandoffEndpoints
         app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns");
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
         runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff")
-            .Accepts<HandoffRequest>("application/json")
+            .AcceptsJson<HandoffRequest>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)

@@ -26,8 +26,22 @@ public static class Problems
     public static ProblemHttpResult BodyTooLarge(long limit) =>
         Problem(StatusCodes.Status413PayloadTooLarge, "body-too-large", "Request body too large", $"The body may be at most {limit} bytes.");
 
+    /// <summary>
+    /// Routing answers a Content-Type no endpoint accepts with a bare 415 before any handler runs; the problem
+    /// written for it gets the same type and text as <see cref="UnsupportedMediaType"/>, so clients see one 415.
+    /// </summary>
+    public static void GiveRoutingRefusalsOurType(ProblemDetailsContext context)
+    {
+        var problem = context.ProblemDetails;
+        if (problem.Status == StatusCodes.Status415UnsupportedMediaType && problem.Type?.StartsWith(TypeBase, StringComparison.Ordinal) != true)
+        {
+            var ours = UnsupportedMediaType().ProblemDetails;
+            (problem.Type, problem.Title, problem.Detail) = (ours.Type, ours.Title, ours.Detail);
+        }
+    }
+
     public static ProblemHttpResult UnsupportedMediaType() =>
-        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON (application/json or application/cloudevents+json).");
+        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON (application/json, application/cloudevents+json or text/json).");
 
     public static ProblemHttpResult UnknownAgent() =>
         Problem(StatusCodes.Status404NotFound, "unknown-agent", "Unknown agent", "No agent with this id belongs to the run.");

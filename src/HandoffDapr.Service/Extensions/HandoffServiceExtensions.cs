@@ -38,7 +38,7 @@ public static class HandoffServiceExtensions
 
         services.AddCallerAuthorization(builder.Configuration, mode);
         services.AddHandoffRateLimits(builder.Configuration.GetSection($"{HandoffOptions.SectionName}:RateLimits").Get<RateLimitOptions>() ?? new());
-        services.AddProblemDetails();
+        services.AddProblemDetails(options => options.CustomizeProblemDetails = Problems.GiveRoutingRefusalsOurType);
         services.ConfigureHttpJsonOptions(options =>
         {
             options.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;

@@ -103,12 +103,36 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
-    [Fact]
-    public async Task Non_json_content_type_is_415()
+    [Theory]
+    [InlineData("/runs/1/handoff")]
+    [InlineData("/events/autofix-run-completed")]
+    [InlineData("/runs/1/agents/bc-1/followup")]
+    public async Task Non_json_content_type_is_a_415_problem_of_our_own_type(string path)
     {
-        var response = await service.Client.PostRawAsync("/runs/1/handoff", "group_id=456", "application/x-www-form-urlencoded");
+        var response = await service.Client.PostRawAsync(path, "group_id=456", "application/x-www-form-urlencoded");
 
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal("https://handoff-dapr.dev/problems/unsupported-media-type", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Trigger_sent_as_text_json_is_read_like_application_json()
+    {
+        var response = await service.Client.PostRawAsync("/runs/5/handoff", Payloads.Trigger(Payloads.Run(5, ["acme/shop"], automation: false)).ToJsonString(), "text/json");
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Trigger_without_a_content_type_is_read_as_json()
+    {
+        var content = new ByteArrayContent(System.Text.Encoding.UTF8.GetBytes(Payloads.Trigger(Payloads.Run(6, ["acme/shop"], automation: false)).ToJsonString()));
+
+        var response = await service.Client.PostAsync("/runs/6/handoff", content);
+
+        Assert.Null(content.Headers.ContentType);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
     }
 
     [Fact]
