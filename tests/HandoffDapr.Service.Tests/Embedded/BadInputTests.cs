@@ -117,25 +117,6 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Fact]
-    public async Task Trigger_sent_as_text_json_is_read_like_application_json()
-    {
-        var response = await service.Client.PostRawAsync("/runs/5/handoff", Payloads.Trigger(Payloads.Run(5, ["acme/shop"], automation: false)).ToJsonString(), "text/json");
-
-        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
-    }
-
-    [Fact]
-    public async Task Trigger_without_a_content_type_is_read_as_json()
-    {
-        var content = new ByteArrayContent(System.Text.Encoding.UTF8.GetBytes(Payloads.Trigger(Payloads.Run(6, ["acme/shop"], automation: false)).ToJsonString()));
-
-        var response = await service.Client.PostAsync("/runs/6/handoff", content);
-
-        Assert.Null(content.Headers.ContentType);
-        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
-    }
-
-    [Fact]
     public async Task More_than_a_thousand_repository_entries_is_a_400_problem()
     {
         var repositories = Enumerable.Range(0, 1001).Select(i => $"acme/repo{i}").ToArray();

@@ -118,6 +118,25 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Trigger_sent_as_text_json_is_read_like_application_json()
+    {
+        var response = await client.PostRawAsync("/runs/5/handoff", Payloads.Trigger(Payloads.Run(5, ["acme/shop"], automation: false)).ToJsonString(), "text/json");
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task Trigger_without_a_content_type_is_read_as_json()
+    {
+        var content = new ByteArrayContent(System.Text.Encoding.UTF8.GetBytes(Payloads.Trigger(Payloads.Run(6, ["acme/shop"], automation: false)).ToJsonString()));
+
+        var response = await client.PostAsync("/runs/6/handoff", content);
+
+        Assert.Null(content.Headers.ContentType);
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+    }
+
+    [Fact]
     public async Task Completion_event_with_automation_preference_launches_and_one_without_does_not()
     {
         var automatic = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(200, ["acme/shop"]));
