@@ -95,7 +95,7 @@ public static partial class WebhookEndpoints
             new KeyValuePair<string, object?>("handoff.outcome", outcome));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
-            LogIgnored(services.Logger, change.Agent.Id, $"agent unknown to run {runId}");
+            LogUnknownAgent(services.Logger, runId, change.Agent.Id);
         }
 
         return TypedResults.NoContent();
@@ -103,6 +103,9 @@ public static partial class WebhookEndpoints
 
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]
     private static partial void LogRejected(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent")]
+    private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);
 
     [LoggerMessage(EventId = 5202, EventName = "WebhookIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} ignored: {Reason}")]
     private static partial void LogIgnored(ILogger logger, string agentId, string reason);

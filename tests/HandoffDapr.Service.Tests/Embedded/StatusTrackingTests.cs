@@ -3,6 +3,7 @@ using System.Text;
 using System.Text.Json.Nodes;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -15,6 +16,7 @@ public sealed class StatusTrackingTests : IDisposable
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly FakeLogCollector logs = new();
     private readonly EmbeddedServiceFactory factory;
     private readonly HttpClient client;
 
@@ -28,7 +30,8 @@ public sealed class StatusTrackingTests : IDisposable
             ["Handoff:Integrations:43:BaseUrl"] = cursor.Url,
             ["Handoff:Integrations:43:ApiKey"] = "other-key",
             ["Handoff:Integrations:43:WebhookSecret"] = OtherSecret,
-        });
+        })
+        { Logs = logs };
         client = factory.CreateClient();
     }
 
@@ -168,7 +171,7 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     [Fact]
-    public async Task Webhook_for_an_agent_the_run_does_not_have_is_204_and_changes_nothing()
+    public async Task Webhook_for_an_agent_the_run_does_not_have_is_204_changes_nothing_and_is_logged_with_the_run()
     {
         var agentId = await Launch(430);
 
@@ -176,6 +179,9 @@ public sealed class StatusTrackingTests : IDisposable
 
         Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
         Assert.Equal("pending", (await Agent(430, agentId))["status"]!.GetValue<string>());
+        var ignored = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "WebhookForUnknownAgent");
+        Assert.Equal("431", ignored.GetStructuredStateValue("RunId"));
+        Assert.Equal(agentId, ignored.GetStructuredStateValue("AgentId"));
     }
 
     [Fact]
