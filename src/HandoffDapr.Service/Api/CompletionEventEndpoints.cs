@@ -64,7 +64,9 @@ public static partial class CompletionEventEndpoints
             ? HandoffTelemetry.ActivitySource.StartActivity("handoff.completion_event", ActivityKind.Consumer, parent)
             : null;
         activity?.SetTag("handoff.run_id", snapshot?.RunId);
-        invalid ??= snapshot is null ? "The event data is not a run snapshot." : SnapshotRules.Check(snapshot, services.Options.Value);
+        invalid ??= snapshot is null ? "The event data is not a run snapshot."
+            : snapshot.GroupId is null ? "The run names no group (group.id or metadata.group_id)."
+            : SnapshotRules.Check(snapshot, services.Options.Value);
         if (invalid is not null || snapshot is null)
         {
             invalid ??= "The event data is not a run snapshot.";

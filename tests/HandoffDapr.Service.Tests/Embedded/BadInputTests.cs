@@ -117,6 +117,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Fact]
+    public async Task Completion_event_naming_no_group_is_a_400_not_an_unknown_run()
+    {
+        var run = Payloads.Run(7, ["acme/shop"]);
+        run.Remove("group");
+        run["metadata"]!.AsObject().Remove("group_id");
+
+        var response = await service.Client.PostJsonAsync("/events/autofix-run-completed", run);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task More_than_a_thousand_repository_entries_is_a_400_problem()
     {
         var repositories = Enumerable.Range(0, 1001).Select(i => $"acme/repo{i}").ToArray();
