@@ -42,6 +42,13 @@ public sealed class ProviderFailureClassifierTests
     }
 
     [Theory]
+    [InlineData("999999999")]
+    [InlineData("Fri, 27 Nov 2026 10:00:00 GMT")]
+    [InlineData("Fri, 31 Dec 9999 23:59:59 GMT")]
+    public void Retry_after_further_than_a_day_is_cut_to_a_day_in_either_form(string header) =>
+        Assert.Equal(TimeSpan.FromDays(1), ProviderFailureClassifier.ParseRetryAfter(header, Now));
+
+    [Theory]
     [InlineData("soon")]
     [InlineData("-5")]
     [InlineData("")]

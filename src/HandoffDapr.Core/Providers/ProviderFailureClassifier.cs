@@ -13,6 +13,9 @@ public static class ProviderFailureClassifier
 {
     private const int BodySniffLength = 4096;
 
+    /// <summary>The longest wait a provider can ask for: past it a launch would sit parked for no good reason.</summary>
+    public static readonly TimeSpan MaxRetryAfter = TimeSpan.FromDays(1);
+
     public static ProviderFailure FromResponse(ProviderResponse response, DateTimeOffset now)
     {
         var status = response.StatusCode;
@@ -37,7 +40,7 @@ public static class ProviderFailureClassifier
     public static ProviderFailure MalformedAnswer(int statusCode) =>
         new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, StatusCode: statusCode);
 
-    /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date (RFC 9110 §10.2.3).</summary>
+    /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date (RFC 9110 §10.2.3), at most <see cref="MaxRetryAfter"/>.</summary>
     public static TimeSpan? ParseRetryAfter(string? value, DateTimeOffset now)
     {
         if (string.IsNullOrWhiteSpace(value))
@@ -48,13 +51,13 @@ public static class ProviderFailureClassifier
         value = value.Trim();
         if (long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var seconds))
         {
-            return TimeSpan.FromSeconds(Math.Min(seconds, (long)TimeSpan.FromDays(1).TotalSeconds));
+            return TimeSpan.FromSeconds(Math.Min(seconds, (long)MaxRetryAfter.TotalSeconds));
         }
 
         if (DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
         {
             var delay = date - now;
-            return delay > TimeSpan.Zero ? delay : TimeSpan.Zero;
+            return delay <= TimeSpan.Zero ? TimeSpan.Zero : delay > MaxRetryAfter ? MaxRetryAfter : delay;
         }
 
         return null;
