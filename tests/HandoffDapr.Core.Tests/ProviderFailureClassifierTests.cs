@@ -21,13 +21,16 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(500, "{}", FailureTypes.ProviderUnavailable, true)]
     [InlineData(502, "<html>", FailureTypes.ProviderUnavailable, true)]
     [InlineData(503, "", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(504, "", FailureTypes.ProviderUnavailable, true)]
     public void Status_code_decides_the_failure_type(int status, string body, string expected, bool retryable)
     {
         var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
 
         Assert.Equal(expected, failure.FailureType);
         Assert.Equal(retryable, failure.Retryable);
-        Assert.Equal(status == 408, failure.OutcomeUnknown);
+        // The request may have been acted on: a timeout, a server error mid-request, or a gateway that lost the origin's
+        // answer. 503 means it was turned away. 4xx means it was refused.
+        Assert.Equal(status is 408 or 500 or 502 or 504, failure.OutcomeUnknown);
     }
 
     [Theory]

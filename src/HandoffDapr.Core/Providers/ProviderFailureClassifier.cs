@@ -28,6 +28,10 @@ public static class ProviderFailureClassifier
             (int)HttpStatusCode.BadRequest when MentionsRepositoryAccess(response.Body) => Final(FailureTypes.RepositoryAccess, status),
             (int)HttpStatusCode.RequestTimeout => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
             (int)HttpStatusCode.TooManyRequests => new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
+            // 503 and the rest turned the request away; after these the origin may have created the agent before the
+            // answer was lost (500 mid-request, 502/504 from a gateway in front), so the next attempt reconciles first.
+            (int)HttpStatusCode.InternalServerError or (int)HttpStatusCode.BadGateway or (int)HttpStatusCode.GatewayTimeout =>
+                new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
             >= 500 and <= 599 => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
             _ => Final(FailureTypes.InvalidRequest, status),
         };

@@ -148,6 +148,26 @@ public sealed class RetryTests : IDisposable
         Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "reconciled");
     }
 
+    [Theory]
+    [InlineData(500)]
+    [InlineData(502)]
+    [InlineData(504)]
+    public async Task Launch_answered_by_a_server_or_gateway_error_after_the_agent_was_created_is_adopted_not_launched_again(int status)
+    {
+        cursor.Script("acme/shop", cursor.CreatesButAnswers(status));
+        var first = await Trigger(306, "acme/shop");
+        Assert.Equal("provider_unavailable", first["retries"]![0]!["failure_type"]!.GetValue<string>());
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var view = await View(306);
+        var agent = Assert.Single(view["coding_agents"]!.AsObject());
+        Assert.True(cursor.Agents.ContainsKey(agent.Key));
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));

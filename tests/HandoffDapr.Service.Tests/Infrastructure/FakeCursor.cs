@@ -192,7 +192,18 @@ public sealed class FakeCursor : IDisposable
     };
 
     /// <summary>The agent is created, but the answer is garbage: the outcome is unknown to the caller.</summary>
-    public Func<ResponseMessage> CreatesButAnswersGarbage() => () => null!;
+    public Func<ResponseMessage> CreatesButAnswersGarbage() => CreatesButAnswers(201, "{\"id\": ");
+
+    /// <summary>The agent is created, but the caller gets <paramref name="status"/> (a gateway that lost the answer, say).</summary>
+    public Func<ResponseMessage> CreatesButAnswers(int status, string body = "{}") => () =>
+    {
+        var message = Json(status, body);
+        message.Headers![CreatesHeader] = new WireMockList<string>("1");
+        return message;
+    };
+
+    // Marks a scripted answer whose launch creates the agent anyway; removed before the answer goes out.
+    private const string CreatesHeader = "X-Fake-Creates-Agent";
 
     private ResponseMessage Launch(IRequestMessage request)
     {
@@ -201,13 +212,12 @@ public sealed class FakeCursor : IDisposable
         if (scripted.TryGetValue(repository, out var queue) && queue.TryDequeue(out var answer))
         {
             var scriptedAnswer = answer();
-            if (scriptedAnswer is not null)
+            if (scriptedAnswer.Headers!.Remove(CreatesHeader))
             {
-                return scriptedAnswer;
+                Create(body, repository);
             }
 
-            Create(body, repository);
-            return Json(201, "{\"id\": ");
+            return scriptedAnswer;
         }
 
         if (ChaosAnswer(body, repository) is { } chaotic)
