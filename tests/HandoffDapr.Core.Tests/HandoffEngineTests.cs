@@ -220,6 +220,43 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Manual_retry_after_an_unknown_last_attempt_adopts_the_agent_that_attempt_created()
+    {
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var exhausted = writer.Saved.Last().Launches[0];
+        Assert.Equal(FailureTypes.RetriesExhausted, exhausted.FailureType);
+        // The gateway lost the answer, but the fifth attempt did create an agent.
+        provider.Always = null;
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: exhausted.BranchName);
+
+        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(5, provider.Launches.Count);
+        Assert.Equal("bc-lost", Assert.Single(retried.Result.Successes).CodingAgentState!.Id);
+        Assert.Equal("bc-lost", Assert.Single(writer.Saved.Last().Launches).AgentId);
+    }
+
+    [Fact]
+    public async Task Manual_retry_of_a_launch_that_never_made_an_agent_launches_on_the_same_branch()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var failed = writer.Saved.Last().Launches[0];
+
+        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Single(retried.Result.Successes);
+        Assert.Equal([failed.BranchName, failed.BranchName], provider.Launches.Select(launch => launch.BranchName));
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);

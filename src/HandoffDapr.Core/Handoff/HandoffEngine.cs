@@ -347,6 +347,7 @@ public sealed partial class HandoffEngine(
             return [new PlannedFailure(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))];
         }
 
+        instruction = string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim();
         var plan = new List<PlannedStep>(repositories.Count);
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         foreach (var preference in repositories)
@@ -384,6 +385,24 @@ public sealed partial class HandoffEngine(
                 continue;
             }
 
+            // A launch that failed without an agent is tried again on its own branch, looking there first: its last
+            // attempt may have created an agent whose answer was lost, and a new branch would hide it.
+            if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
+            {
+                plan.Add(new PlannedLaunch(existing with
+                {
+                    Phase = existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    Attempts = 0,
+                    BaseRef = baseRef,
+                    AutoCreatePr = autoCreatePr,
+                    Instruction = instruction,
+                    NextAttemptAt = now,
+                    FailureType = null,
+                    UpdatedAt = now,
+                }));
+                continue;
+            }
+
             // A repository launched before (by any integration) gets a new generation, hence a new branch.
             var generation = state.Launches
                 .Where(launch => string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase))
@@ -399,7 +418,7 @@ public sealed partial class HandoffEngine(
                 BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
                 baseRef,
                 autoCreatePr,
-                string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim(),
+                instruction,
                 LaunchPhase.RetryScheduled,
                 Attempts: 0,
                 AttemptStartedAt: null,

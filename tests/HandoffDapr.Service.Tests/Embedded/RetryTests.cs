@@ -1,3 +1,4 @@
+using Microsoft.Extensions.DependencyInjection;
 using System.Net;
 using System.Text.Json.Nodes;
 using HandoffDapr.Service.Tests.Infrastructure;
@@ -77,12 +78,29 @@ public sealed class RetryTests : IDisposable
     }
 
     [Fact]
-    public async Task Failed_repository_is_launched_again_on_a_new_branch_by_the_next_trigger()
+    public async Task Failed_launch_is_tried_again_on_its_own_branch_by_the_next_trigger_after_looking_for_a_lost_agent()
     {
         cursor.Script("acme/shop", FakeCursor.Status(422));
         await Trigger(303, "acme/shop");
 
         var again = await (await client.PostJsonAsync("/runs/303/handoff", Payloads.Trigger())).ReadJsonAsync();
+
+        Assert.Single(again["successes"]!.AsArray());
+        var branches = cursor.LaunchBodies.Select(body => body["target"]!["branchName"]!.GetValue<string>()).ToList();
+        Assert.Equal(2, branches.Count);
+        Assert.Equal(branches[0], branches[1]);
+        Assert.Contains(cursor.Server.LogEntries, entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents");
+    }
+
+    [Fact]
+    public async Task Repository_whose_agent_failed_is_launched_again_on_a_new_branch_by_the_next_trigger()
+    {
+        var first = await Trigger(304, "acme/shop");
+        var agentId = first["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        await factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.IRunOwner>()
+            .ApplyAgentReportAsync(304, new HandoffDapr.Core.Providers.ProviderAgent(agentId, HandoffDapr.Core.Providers.ProviderAgentStatus.Error), CancellationToken.None);
+
+        var again = await (await client.PostJsonAsync("/runs/304/handoff", Payloads.Trigger())).ReadJsonAsync();
 
         Assert.Single(again["successes"]!.AsArray());
         var branches = cursor.LaunchBodies.Select(body => body["target"]!["branchName"]!.GetValue<string>()).ToList();
