@@ -257,6 +257,43 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Provider_report_that_an_agent_finished_overrides_a_timeout_we_decided_ourselves()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(7));
+        var timedOut = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
+
+        var applied = await engine.ApplyAgentReportAsync(
+            timedOut, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8"), writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/8", Assert.Single(agent.Results).PrUrl);
+        Assert.Null(writer.Saved.Last().Launches[0].FailureType);
+    }
+
+    [Fact]
+    public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-1", ProviderAgentStatus.Error), writer, CancellationToken.None);
+        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9"), writer, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        var state = writer.Saved.Last();
+        Assert.Equal("acme/shop", Assert.Single(state.CodingAgents["bc-1"].Results).RepoFullName);
+        Assert.Equal(["bc-1", "bc-2"], state.Launches.Select(launch => launch.AgentId));
+        Assert.Equal("bc-2", state.FindLaunch("acme/shop", 42)!.AgentId);
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);

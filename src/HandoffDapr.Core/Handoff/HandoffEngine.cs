@@ -307,7 +307,10 @@ public sealed partial class HandoffEngine(
         }
 
         var status = ToAgentStatus(report.Status);
-        if (status is null || !agent.Status.CanMoveTo(status.Value))
+        // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
+        // agent finished is the truth, and its pull request must not be lost.
+        var finishedAfterAll = agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Completed;
+        if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll))
         {
             return state;
         }
@@ -321,8 +324,9 @@ public sealed partial class HandoffEngine(
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
-        return status == CodingAgentStatus.Failed && launch is not null
-            ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
+        return launch is null ? state
+            : status == CodingAgentStatus.Failed ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
+            : finishedAfterAll ? state.WithLaunch(launch with { FailureType = null, UpdatedAt = now })
             : state;
     }
 

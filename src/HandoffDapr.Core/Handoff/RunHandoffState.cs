@@ -41,14 +41,19 @@ public sealed record RunHandoffState(
 
     public RepositoryLaunch? LaunchOfAgent(string agentId) => Launches.FirstOrDefault(launch => launch.AgentId == agentId);
 
+    /// <summary>
+    /// The repository's current launch from the integration: its latest generation. Earlier generations stay in
+    /// <see cref="Launches"/> so that their agents can still be stopped and still report a pull request.
+    /// </summary>
     public RepositoryLaunch? FindLaunch(string repository, long integrationId) =>
-        Launches.FirstOrDefault(launch => launch.IntegrationId == integrationId
+        Launches.LastOrDefault(launch => launch.IntegrationId == integrationId
             && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>Replaces the launch of the same repository, integration and generation, or appends a new generation.</summary>
     internal RunHandoffState WithLaunch(RepositoryLaunch updated)
     {
         var launches = Launches.ToList();
-        var index = launches.FindIndex(launch => launch.IntegrationId == updated.IntegrationId
+        var index = launches.FindIndex(launch => launch.IntegrationId == updated.IntegrationId && launch.Generation == updated.Generation
             && string.Equals(launch.Repository, updated.Repository, StringComparison.OrdinalIgnoreCase));
         if (index >= 0)
         {
