@@ -294,6 +294,33 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Webhook_from_an_agent_on_the_branch_of_an_exhausted_launch_is_adopted_and_followed()
+    {
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+
+        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), writer, CancellationToken.None);
+        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, stranger);
+        Assert.Equal(AgentReportStatus.Changed, lost);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-lost"].Status);
+        Assert.False(state.CodingAgents.ContainsKey("bc-other"));
+        var launch = Assert.Single(state.Launches);
+        Assert.Equal(("bc-lost", LaunchPhase.Launched, (string?)null), (launch.AgentId, launch.Phase, launch.FailureType));
+        Assert.NotNull(state.Poll);
+        Assert.Equal(5, provider.Launches.Count);
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);

@@ -243,9 +243,27 @@ public sealed partial class HandoffEngine(
     /// <summary>A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing.</summary>
     public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, ProviderAgent report, IRunStateWriter writer, CancellationToken cancellationToken)
     {
-        if (state is null || !state.CodingAgents.ContainsKey(report.Id))
+        if (state is null)
         {
             return AgentReportStatus.UnknownAgent;
+        }
+
+        if (!state.CodingAgents.ContainsKey(report.Id))
+        {
+            // An agent on the branch of a launch that has none: an attempt whose answer was lost created it. Adopt it, as
+            // reconciling would, rather than let it run unseen (after the last attempt nothing else would look for it).
+            if (report.BranchName is not { Length: > 0 } branch
+                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch) is not { } orphaned)
+            {
+                return AgentReportStatus.UnknownAgent;
+            }
+
+            var now = timeProvider.GetUtcNow();
+            LogReconciled(state.RunId, orphaned.Repository, report.Id);
+            var adopted = WithAgentOf(state, orphaned, report, now)
+                .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
+            await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
+            return AgentReportStatus.Changed;
         }
 
         var updated = ApplyAgentReport(state, report);
@@ -546,28 +564,10 @@ public sealed partial class HandoffEngine(
             var outcome = outcomes[i];
             if (outcome.Agent is { } agent)
             {
-                // An adopted agent may have finished already: keep what it produced.
-                var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
-                var agentState = new CodingAgentState(
-                    agent.Id,
-                    status,
-                    agent.AgentUrl,
-                    launch.Provider,
-                    string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
-                    agent.CreatedAt ?? now,
-                    ResultsOf(agent, status, launch, []));
-                state = state.WithAgent(agentState).WithLaunch(launch with
-                {
-                    Phase = LaunchPhase.Launched,
-                    AgentId = agent.Id,
-                    FailureType = status == CodingAgentStatus.Failed ? FailureTypes.AgentFailed : null,
-                    NextAttemptAt = null,
-                    UpdatedAt = now,
-                });
+                state = WithAgentOf(state, launch, agent, now);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
                 HandoffTelemetry.Launches.Add(1, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
-                HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", agentState.Status.WireName()));
                 continue;
             }
 
@@ -593,13 +593,34 @@ public sealed partial class HandoffEngine(
             HandoffTelemetry.Launches.Add(1, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
-        state = state.WithTimeline(timeline);
-        if (state.HasActiveAgents && state.Poll is null)
-        {
-            state = state with { Poll = new PollSchedule(now + options.PollInterval, 0) };
-        }
+        return PollingIfActive(state.WithTimeline(timeline), now);
+    }
 
-        return state;
+    /// <summary>Agents still at work are polled (the fallback for lost webhooks); a poll already scheduled is kept.</summary>
+    private RunHandoffState PollingIfActive(RunHandoffState state, DateTimeOffset now) =>
+        state.HasActiveAgents && state.Poll is null ? state with { Poll = new PollSchedule(now + options.PollInterval, 0) } : state;
+
+    /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
+    private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now)
+    {
+        var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
+        var agentState = new CodingAgentState(
+            agent.Id,
+            status,
+            agent.AgentUrl,
+            launch.Provider,
+            string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
+            agent.CreatedAt ?? now,
+            ResultsOf(agent, status, launch, []));
+        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.WireName()));
+        return state.WithAgent(agentState).WithLaunch(launch with
+        {
+            Phase = LaunchPhase.Launched,
+            AgentId = agent.Id,
+            FailureType = status == CodingAgentStatus.Failed ? FailureTypes.AgentFailed : null,
+            NextAttemptAt = null,
+            UpdatedAt = now,
+        });
     }
 
     private static HandoffResult Summarize(RunHandoffState state, List<PlannedStep> plan)
