@@ -321,6 +321,38 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Attempt_unanswered_when_its_in_flight_time_runs_out_is_saved_as_unknown_before_anyone_reconciles_it()
+    {
+        // Past the in-flight timeout another owner (a second process on the same file) would take the launch for
+        // lost and reconcile it while this call is still out: the attempt must let go first.
+        provider.Delay = _ => Timeout.Infinite;
+        provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
+
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var retry = Assert.Single(outcome.Result.Retries);
+        Assert.Equal(FailureTypes.ProviderUnavailable, retry.FailureType);
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(LaunchPhase.OutcomeUnknown, launch.Phase);
+    }
+
+    [Fact]
+    public async Task Launches_whose_turn_comes_after_the_in_flight_time_ran_out_are_rescheduled_without_spending_an_attempt()
+    {
+        var oneAtATime = new HandoffEngine(
+            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        provider.Delay = _ => Timeout.Infinite;
+        provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
+
+        await oneAtATime.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches);
+        var launches = writer.Saved.Last().Launches;
+        Assert.Equal((LaunchPhase.OutcomeUnknown, 1), (launches[0].Phase, launches[0].Attempts));
+        Assert.Equal((LaunchPhase.RetryScheduled, 0), (launches[1].Phase, launches[1].Attempts));
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);

@@ -484,19 +484,37 @@ public sealed partial class HandoffEngine(
             .WithTimeline(inFlight.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchStarted, launch.Repository, Detail: $"attempt {launch.Attempts}")));
         await writer.SaveAsync(state, cancellationToken);
 
-        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order.
+        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order. The calls
+        //    must be over before InFlightTimeout: past it, an owner that finds the saved intent takes it for a crash.
         var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
         var outcomes = new AttemptOutcome[inFlight.Count];
+        using var inFlightTime = new CancellationTokenSource(options.InFlightTimeout * 0.9, timeProvider);
+        using var attempts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
         {
             await Parallel.ForEachAsync(
                 Enumerable.Range(0, inFlight.Count),
-                new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
-                async (index, token) =>
+                new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+                async (index, _) =>
                 {
                     var launch = inFlight[index];
-                    outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, token);
+                    if (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                    {
+                        // Its turn came too late (more repositories than parallel calls): nothing was sent, no attempt spent.
+                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false), Reconciled: false);
+                        return;
+                    }
+
+                    try
+                    {
+                        outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, attempts.Token);
+                    }
+                    catch (OperationCanceledException) when (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                    {
+                        // Unanswered in time: the request may be out, so the next attempt reconciles first.
+                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+                    }
                 });
         }
         finally
