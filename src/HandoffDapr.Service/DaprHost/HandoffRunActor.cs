@@ -164,11 +164,15 @@ public sealed partial class HandoffRunActor(
         }
     }
 
-    /// <summary>One one-shot reminder per run, registered only when the next wake-up time changes.</summary>
+    /// <summary>
+    /// One one-shot reminder per run, registered only when the next wake-up time changes, or when the registered one
+    /// is due already: a reminder whose turn failed (the state store down) is spent, and its time, still stored,
+    /// must not stop the run from ever waking again.
+    /// </summary>
     private async Task ScheduleWakeAsync(DateTimeOffset? wakeAt)
     {
         var registered = await StateManager.TryGetStateAsync<DateTimeOffset>(WakeAtKey);
-        if (registered.HasValue && wakeAt == registered.Value)
+        if (registered.HasValue && wakeAt == registered.Value && registered.Value > timeProvider.GetUtcNow())
         {
             return;
         }

@@ -101,6 +101,26 @@ public sealed class HandoffRunActorTests
     }
 
     [Fact]
+    public async Task Wake_reminder_whose_turn_failed_is_registered_again_by_the_next_save()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
+        var registered = timers.Registered.Count;
+
+        // The reminder fires, but the state store cannot be read: the runtime drops what the turn changed, the one-shot
+        // reminder is spent, and the stored wake time still names the moment that has passed.
+        state.FailNextRead = true;
+        await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
+        await state.ClearCacheAsync();
+        await actor.ApplyAgentReportAsync(new ProviderAgent(agentId, ProviderAgentStatus.Running));
+
+        var again = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
+        Assert.Equal(TimeSpan.Zero, again.DueTime);
+    }
+
+    [Fact]
     public async Task Reminder_is_not_registered_when_nothing_is_pending_and_not_on_every_save()
     {
         await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { Preferences = new HandoffPreferences([new RepositoryPreference("github", "acme", "shop")]) });

@@ -27,8 +27,17 @@ public sealed class InMemoryActorStateManager(JsonSerializerOptions json) : IAct
     public Task SetStateAsync<T>(string stateName, T value, TimeSpan ttl, CancellationToken cancellationToken = default) =>
         SetStateAsync(stateName, value, cancellationToken);
 
+    /// <summary>The next read of a stored value throws, as a state store that is down would.</summary>
+    public bool FailNextRead { get; set; }
+
     public Task<ConditionalValue<T>> TryGetStateAsync<T>(string stateName, CancellationToken cancellationToken = default)
     {
+        if (FailNextRead && !pending.ContainsKey(stateName) && !removed.Contains(stateName))
+        {
+            FailNextRead = false;
+            throw new InvalidOperationException("state store unavailable");
+        }
+
         if (removed.Contains(stateName))
         {
             return Task.FromResult(new ConditionalValue<T>(false, default!));
