@@ -119,7 +119,7 @@ public sealed class HandoffEngineTests
         await engine.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
         var launched = writer.Saved.Last();
         var agentId = launched.Launches.Single(launch => launch.AgentId is not null).AgentId!;
-        await engine.ApplyAgentReportAsync(launched, new ProviderAgent(agentId, ProviderAgentStatus.Error), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Error)), writer, CancellationToken.None);
         Assert.Equal(2, provider.Launches.Count);
 
         var redelivered = await engine.AcceptCompletedRunAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
@@ -265,7 +265,7 @@ public sealed class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
 
         var applied = await engine.ApplyAgentReportAsync(
-            timedOut, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8"), writer, CancellationToken.None);
+            timedOut, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8")), writer, CancellationToken.None);
 
         Assert.Equal(AgentReportStatus.Changed, applied);
         var agent = writer.Saved.Last().CodingAgents["bc-1"];
@@ -278,13 +278,13 @@ public sealed class HandoffEngineTests
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
         await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-1", ProviderAgentStatus.Error), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer, CancellationToken.None);
         var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
 
         var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(
-            writer.Saved.Last(), new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9"), writer, CancellationToken.None);
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9")), writer, CancellationToken.None);
 
         Assert.Equal(AgentCommandStatus.Done, stop.Status);
         var state = writer.Saved.Last();
@@ -306,8 +306,8 @@ public sealed class HandoffEngineTests
 
         var branch = writer.Saved.Last().Launches[0].BranchName;
 
-        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), writer, CancellationToken.None);
-        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), writer, CancellationToken.None);
+        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch")), writer, CancellationToken.None);
+        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
 
         Assert.Equal(AgentReportStatus.UnknownAgent, stranger);
         Assert.Equal(AgentReportStatus.Changed, lost);
@@ -350,6 +350,21 @@ public sealed class HandoffEngineTests
         var launches = writer.Saved.Last().Launches;
         Assert.Equal((LaunchPhase.OutcomeUnknown, 1), (launches[0].Phase, launches[0].Attempts));
         Assert.Equal((LaunchPhase.RetryScheduled, 0), (launches[1].Phase, launches[1].Attempts));
+    }
+
+    [Fact]
+    public async Task Report_through_another_integration_than_the_one_that_launched_the_agent_changes_nothing()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var branch = launched.Launches[0].BranchName;
+
+        var foreign = await engine.ApplyAgentReportAsync(launched, new AgentReport(43, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
+        var own = await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, foreign);
+        Assert.Equal(AgentReportStatus.Changed, own);
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
     }
 
     [Fact]

@@ -80,3 +80,6 @@ public sealed record AgentCommandOutcome(AgentCommandStatus Status, CodingAgentS
 
 /// <summary>A follow-up instruction for a running agent.</summary>
 public sealed record AgentFollowup(string AgentId, string Text);
+
+/// <summary>A provider's word on an agent, as it arrived: <see cref="IntegrationId"/> is the integration whose secret signed it.</summary>
+public sealed record AgentReport(long IntegrationId, Providers.ProviderAgent Agent);

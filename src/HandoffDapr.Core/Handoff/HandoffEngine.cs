@@ -240,9 +240,13 @@ public sealed partial class HandoffEngine(
         return launch is null ? state : state.WithLaunch(launch with { FailureType = FailureTypes.TimedOut, UpdatedAt = now });
     }
 
-    /// <summary>A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing.</summary>
-    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, ProviderAgent report, IRunStateWriter writer, CancellationToken cancellationToken)
+    /// <summary>
+    /// A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing. Only the
+    /// integration that launched an agent may report on it: another integration's secret proves nothing about it.
+    /// </summary>
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, AgentReport signed, IRunStateWriter writer, CancellationToken cancellationToken)
     {
+        var report = signed.Agent;
         if (state is null)
         {
             return AgentReportStatus.UnknownAgent;
@@ -253,7 +257,7 @@ public sealed partial class HandoffEngine(
             // An agent on the branch of a launch that has none: an attempt whose answer was lost created it. Adopt it, as
             // reconciling would, rather than let it run unseen (after the last attempt nothing else would look for it).
             if (report.BranchName is not { Length: > 0 } branch
-                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch) is not { } orphaned)
+                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch && launch.IntegrationId == signed.IntegrationId) is not { } orphaned)
             {
                 return AgentReportStatus.UnknownAgent;
             }
@@ -264,6 +268,11 @@ public sealed partial class HandoffEngine(
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
             await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
             return AgentReportStatus.Changed;
+        }
+
+        if (state.LaunchOfAgent(report.Id)?.IntegrationId != signed.IntegrationId)
+        {
+            return AgentReportStatus.UnknownAgent;
         }
 
         var updated = ApplyAgentReport(state, report);

@@ -32,6 +32,7 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(AgentCommandOutcome))]
 [JsonSerializable(typeof(AgentReportStatus))]
 [JsonSerializable(typeof(AgentFollowup))]
+[JsonSerializable(typeof(AgentReport))]
 [JsonSerializable(typeof(Providers.ProviderAgent))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {

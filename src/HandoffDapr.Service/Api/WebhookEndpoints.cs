@@ -31,7 +31,7 @@ public static partial class WebhookEndpoints
         string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
-        if (!RunIds.TryParse(integrationId, out _)
+        if (!RunIds.TryParse(integrationId, out var signingIntegration)
             || !settings.Integrations.TryGetValue(integrationId, out var integration)
             || string.IsNullOrEmpty(integration.WebhookSecret))
         {
@@ -81,7 +81,7 @@ public static partial class WebhookEndpoints
         {
             // A webhook about an agent we launched means it was picked up: CREATING counts as running here.
             var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
-            outcome = await services.Owner.ApplyAgentReportAsync(runId, report, cancellationToken);
+            outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report), cancellationToken);
         }
         catch (RunOwnerUnavailableException)
         {

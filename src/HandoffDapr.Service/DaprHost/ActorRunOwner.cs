@@ -20,7 +20,7 @@ public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());
 
-    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken) =>
+    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.ApplyAgentReportAsync(report));
 
     public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>

@@ -56,7 +56,7 @@ public sealed partial class HandoffRunActor(
 
     public Task<RunHandoffState?> GetStateAsync() => LoadAsync();
 
-    public async Task<AgentReportStatus> ApplyAgentReportAsync(ProviderAgent report)
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report)
     {
         var stored = await LoadAsync();
         return await engine.ApplyAgentReportAsync(stored, report, new Writer(this, stored), CancellationToken.None);

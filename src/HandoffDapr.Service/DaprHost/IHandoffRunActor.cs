@@ -14,7 +14,7 @@ public interface IHandoffRunActor : IActor
 
     Task<RunHandoffState?> GetStateAsync();
 
-    Task<AgentReportStatus> ApplyAgentReportAsync(ProviderAgent report);
+    Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report);
 
     Task<AgentCommandOutcome> StopAgentAsync(string agentId);
 

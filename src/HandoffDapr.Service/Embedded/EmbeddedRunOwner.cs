@@ -44,7 +44,7 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
         }
     }
 
-    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken) =>
+    public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, cancellationToken), cancellationToken);
 
     public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>

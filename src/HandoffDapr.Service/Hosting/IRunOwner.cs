@@ -16,7 +16,7 @@ public interface IRunOwner
 
     Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken);
 
-    Task<AgentReportStatus> ApplyAgentReportAsync(long runId, ProviderAgent report, CancellationToken cancellationToken);
+    Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken);
 
     Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken);
 

@@ -114,7 +114,7 @@ public sealed class HandoffRunActorTests
         state.FailNextRead = true;
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
         await state.ClearCacheAsync();
-        await actor.ApplyAgentReportAsync(new ProviderAgent(agentId, ProviderAgentStatus.Running));
+        await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)));
 
         var again = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
         Assert.Equal(TimeSpan.Zero, again.DueTime);

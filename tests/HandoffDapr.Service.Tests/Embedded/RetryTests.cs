@@ -98,7 +98,7 @@ public sealed class RetryTests : IDisposable
         var first = await Trigger(304, "acme/shop");
         var agentId = first["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
         await factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.IRunOwner>()
-            .ApplyAgentReportAsync(304, new HandoffDapr.Core.Providers.ProviderAgent(agentId, HandoffDapr.Core.Providers.ProviderAgentStatus.Error), CancellationToken.None);
+            .ApplyAgentReportAsync(304, new HandoffDapr.Core.Handoff.AgentReport(EmbeddedServiceFactory.IntegrationId, new HandoffDapr.Core.Providers.ProviderAgent(agentId, HandoffDapr.Core.Providers.ProviderAgentStatus.Error)), CancellationToken.None);
 
         var again = await (await client.PostJsonAsync("/runs/304/handoff", Payloads.Trigger())).ReadJsonAsync();
 

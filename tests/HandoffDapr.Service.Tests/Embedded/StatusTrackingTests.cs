@@ -185,6 +185,18 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     [Fact]
+    public async Task Webhook_signed_by_another_integration_about_this_integrations_agent_changes_nothing()
+    {
+        var agentId = await Launch(432);
+        var body = StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/3");
+
+        var response = await PostWebhook(432, body, WebhookSignature.Sign(OtherSecret, Encoding.UTF8.GetBytes(body)), integrationId: 43);
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("pending", (await Agent(432, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Late_running_after_finished_and_a_replayed_webhook_change_nothing()
     {
         var agentId = await Launch(440);
@@ -334,9 +346,9 @@ public sealed class StatusTrackingTests : IDisposable
     private Task<HttpResponseMessage> SignedWebhook(long runId, string body) =>
         PostWebhook(runId, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
 
-    private Task<HttpResponseMessage> PostWebhook(long runId, string body, string? signature)
+    private Task<HttpResponseMessage> PostWebhook(long runId, string body, string? signature, long integrationId = 42)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={runId}")
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/{integrationId}?run_id={runId}")
         {
             Content = new StringContent(body, Encoding.UTF8, "application/json"),
         };
