@@ -202,14 +202,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Retry_reuses_the_branch_and_exhausted_attempts_end_as_retries_exhausted()
     {
-        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-
-        for (var i = 0; i < 6; i++)
-        {
-            time.Advance(TimeSpan.FromHours(1));
-            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        }
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503));
 
         Assert.Equal(5, provider.Launches.Count);
         Assert.Single(provider.Launches.Select(l => l.BranchName).Distinct());
@@ -222,13 +215,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Manual_retry_after_an_unknown_last_attempt_adopts_the_agent_that_attempt_created()
     {
-        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        for (var i = 0; i < 6; i++)
-        {
-            time.Advance(TimeSpan.FromHours(1));
-            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        }
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
 
         var exhausted = writer.Saved.Last().Launches[0];
         Assert.Equal(FailureTypes.RetriesExhausted, exhausted.FailureType);
@@ -296,13 +283,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Webhook_from_an_agent_on_the_branch_of_an_exhausted_launch_is_adopted_and_followed()
     {
-        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        for (var i = 0; i < 6; i++)
-        {
-            time.Advance(TimeSpan.FromHours(1));
-            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        }
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
 
         var branch = writer.Saved.Last().Launches[0].BranchName;
 
@@ -467,6 +448,18 @@ public sealed class HandoffEngineTests
             }
 
             return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left.</summary>
+    private async Task LaunchUntilRetriesRunOut(ProviderFailure failure)
+    {
+        provider.Always = failure;
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
         }
     }
 
