@@ -50,7 +50,7 @@ PY
 start_service() { # data file, port, log
   Handoff__Mode=Embedded Handoff__DataPath="$1" ASPNETCORE_URLS="http://127.0.0.1:$2" \
   Handoff__Integrations__42__BaseUrl="http://127.0.0.1:$PROVIDER_PORT" Handoff__Integrations__42__ApiKey=crash-key \
-  Handoff__Integrations__43__ApiKey=crash-token Handoff__Launch__InFlightTimeout=00:00:05 Handoff__Embedded__ScheduleLease=00:00:05 \
+  Handoff__Integrations__43__ApiKey=crash-token Handoff__Integrations__42__RequestTimeout=00:00:04 Handoff__Integrations__43__RequestTimeout=00:00:04 Handoff__Launch__InFlightTimeout=00:00:05 Handoff__Embedded__ScheduleLease=00:00:05 \
   Handoff__Embedded__SchedulePollInterval=00:00:00.250 Logging__Console__FormatterName=simple \
     dotnet "$SERVICE_DLL" --contentRoot "$(dirname "$SERVICE_DLL")" >>"$3" 2>&1 &
   SERVICE_PID=$!
