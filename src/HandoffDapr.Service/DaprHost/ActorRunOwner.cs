@@ -8,7 +8,11 @@ using HandoffDapr.Service.Hosting;
 
 namespace HandoffDapr.Service.DaprHost;
 
-/// <summary>Dapr mode's <see cref="IRunOwner"/>: every call goes to the run's actor through the proxy factory from <c>AddActors</c>.</summary>
+/// <summary>
+/// Dapr mode's <see cref="IRunOwner"/>: every call goes to the run's actor through the proxy factory from <c>AddActors</c>.
+/// The callers' cancellation tokens are not passed on, on purpose: a turn that has started a launch must finish it and
+/// save what it learned, whether or not the HTTP caller is still there (the engine does the same with its last save).
+/// </summary>
 public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
 {
     public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
