@@ -349,6 +349,67 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Unknown_launch_whose_turn_comes_too_late_still_reconciles_before_launching_again()
+    {
+        var oneAtATime = new HandoffEngine(
+            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        // Round 1: both answers are lost (502): either agent may exist, so both must be reconciled before any new launch.
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 502);
+        await oneAtATime.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+        var branchB = writer.Saved.Last().Launches[1].BranchName;
+
+        // Round 2: acme/a's call outlives the in-flight time, so acme/b's turn comes too late and nothing is sent for it.
+        provider.Always = null;
+        provider.Delay = _ => Timeout.Infinite;
+        provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
+        time.Advance(TimeSpan.FromHours(1));
+        await oneAtATime.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        // Round 1's lost answer for acme/b had in fact created an agent.
+        provider.Delay = null;
+        provider.OnLaunch = null;
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branchB);
+        time.Advance(TimeSpan.FromHours(1));
+        var state = await oneAtATime.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches, l => l.Repository.Name == "b");
+        Assert.Equal("bc-lost", state.FindLaunch("acme/b", 42)!.AgentId);
+    }
+
+    [Fact]
+    public async Task Provider_calls_end_before_the_saved_in_flight_deadline_even_when_saving_the_intent_is_slow()
+    {
+        var slow = new SlowFirstSaveWriter(time, TimeSpan.FromSeconds(30));
+        provider.Delay = _ => Timeout.Infinite;
+        // The call hangs; time moves to the deadline saved with the intent (the moment another owner may reconcile it).
+        provider.OnLaunch = _ => time.Advance(slow.Saved.Last().Launches[0].NextAttemptAt!.Value - time.GetUtcNow());
+
+        var trigger = engine.TriggerAsync(1, null, Trigger("acme/shop"), slow, CancellationToken.None);
+        var finished = await Task.WhenAny(trigger, Task.Delay(TimeSpan.FromSeconds(5)));
+        time.Advance(TimeSpan.FromMinutes(1)); // lets a call still out go, so the test leaves nothing hanging
+        await trigger;
+
+        Assert.Same(trigger, finished);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, slow.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
+    public async Task Agent_that_finished_before_its_maximum_age_ran_out_is_not_timed_out_by_a_late_poll()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The agent finished just in time, but its FINISHED webhook was lost: only the poll can learn it.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/10";
+
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var agent = state.CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/10", Assert.Single(agent.Results).PrUrl);
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);
@@ -463,6 +524,26 @@ public sealed class HandoffEngineTests
         }
     }
 
+    /// <summary>A writer whose first save (the launch intent) takes <paramref name="firstSave"/> on the clock, as a busy store would.</summary>
+    private sealed class SlowFirstSaveWriter(FakeTimeProvider clock, TimeSpan firstSave) : IRunStateWriter
+    {
+        public List<RunHandoffState> Saved { get; } = [];
+
+        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+        {
+            lock (Saved)
+            {
+                Saved.Add(state);
+                if (Saved.Count == 1)
+                {
+                    clock.Advance(firstSave);
+                }
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+
     private sealed class Provider : ICodingAgentProvider
     {
         private int concurrent;
@@ -515,7 +596,12 @@ public sealed class HandoffEngineTests
         }
 
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
-            Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ProviderAgentStatus.Running)));
+            Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl)));
+
+        /// <summary>What a read of an agent (the poll) answers.</summary>
+        public ProviderAgentStatus ReadStatus { get; set; } = ProviderAgentStatus.Running;
+
+        public string? ReadPrUrl { get; set; }
 
         public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
             Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));

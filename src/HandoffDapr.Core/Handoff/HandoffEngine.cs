@@ -192,8 +192,8 @@ public sealed partial class HandoffEngine(
             async (index, token) =>
             {
                 var agent = active[index];
-                if (IsTooOld(state, agent, now)
-                    || state.LaunchOfAgent(agent.Id) is not { } launch
+                // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
+                if (state.LaunchOfAgent(agent.Id) is not { } launch
                     || integrations.Find(launch.IntegrationId) is not { } integration)
                 {
                     return;
@@ -207,16 +207,17 @@ public sealed partial class HandoffEngine(
         for (var i = 0; i < active.Count; i++)
         {
             var agent = active[i];
-            if (IsTooOld(state, agent, now))
-            {
-                state = TimeOut(state, agent, now);
-                changed = true;
-            }
-            else if (reports[i] is { } report)
+            if (reports[i] is { } report)
             {
                 var updated = ApplyAgentReport(state, report);
                 changed |= !ReferenceEquals(updated, state);
                 state = updated;
+            }
+
+            if (!state.CodingAgents[agent.Id].Status.IsFinal() && IsTooOld(state, agent, now))
+            {
+                state = TimeOut(state, state.CodingAgents[agent.Id], now);
+                changed = true;
             }
         }
 
@@ -477,8 +478,11 @@ public sealed partial class HandoffEngine(
             return state;
         }
 
-        // 1. Persist the intent: a crash from here on leaves in-flight launches that the next wake-up reconciles.
+        // 1. Persist the intent: a crash from here on leaves in-flight launches that the next wake-up reconciles. The
+        //    calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the
+        //    intent takes it for a crash. So their own deadline starts now, before the save, which may be slow too.
         var now = timeProvider.GetUtcNow();
+        using var inFlightTime = new CancellationTokenSource(options.InFlightTimeout * 0.9, timeProvider);
         var inFlight = launches
             .Select(launch => launch with
             {
@@ -493,11 +497,9 @@ public sealed partial class HandoffEngine(
             .WithTimeline(inFlight.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchStarted, launch.Repository, Detail: $"attempt {launch.Attempts}")));
         await writer.SaveAsync(state, cancellationToken);
 
-        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order. The calls
-        //    must be over before InFlightTimeout: past it, an owner that finds the saved intent takes it for a crash.
+        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order.
         var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
         var outcomes = new AttemptOutcome[inFlight.Count];
-        using var inFlightTime = new CancellationTokenSource(options.InFlightTimeout * 0.9, timeProvider);
         using var attempts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
@@ -508,16 +510,19 @@ public sealed partial class HandoffEngine(
                 async (index, _) =>
                 {
                     var launch = inFlight[index];
+                    var reconcileFirst = previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation;
                     if (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
                     {
-                        // Its turn came too late (more repositories than parallel calls): nothing was sent, no attempt spent.
-                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false), Reconciled: false);
+                        // Its turn came too late (more repositories than parallel calls): nothing was sent, no attempt spent,
+                        // and an earlier attempt's agent, if one may exist, must still be looked for first.
+                        outcomes[index] = new AttemptOutcome(
+                            null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false), Reconciled: false);
                         return;
                     }
 
                     try
                     {
-                        outcomes[index] = await AttemptAsync(state, launch, previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation, attempts.Token);
+                        outcomes[index] = await AttemptAsync(state, launch, reconcileFirst, attempts.Token);
                     }
                     catch (OperationCanceledException) when (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
                     {
