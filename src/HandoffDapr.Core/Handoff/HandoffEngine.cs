@@ -204,6 +204,7 @@ public sealed partial class HandoffEngine(
             });
 
         var changed = false;
+        var timedOut = new List<string>();
         for (var i = 0; i < active.Count; i++)
         {
             var agent = active[i];
@@ -217,15 +218,37 @@ public sealed partial class HandoffEngine(
             if (!state.CodingAgents[agent.Id].Status.IsFinal() && IsTooOld(state, agent, now))
             {
                 state = TimeOut(state, state.CodingAgents[agent.Id], now);
+                timedOut.Add(agent.Id);
                 changed = true;
             }
         }
+
 
         var quietPolls = changed ? 0 : (state.Poll?.QuietPolls ?? 0) + 1;
         var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
         state = state with { Poll = state.HasActiveAgents ? new PollSchedule(now + interval, quietPolls) : null };
         await writer.SaveAsync(state, CancellationToken.None);
+        // After the save: the verdict stands whatever the provider answers to the stop.
+        await StopGivenUpAsync(state, timedOut, cancellationToken);
         return state;
+    }
+
+    /// <summary>
+    /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
+    /// retry's agent. Best effort: the agent is failed in our state either way, and a provider without stop says so.
+    /// </summary>
+    private async Task StopGivenUpAsync(RunHandoffState state, List<string> agentIds, CancellationToken cancellationToken)
+    {
+        await Parallel.ForEachAsync(
+            agentIds,
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
+            async (agentId, token) =>
+            {
+                if (state.LaunchOfAgent(agentId) is { } launch && integrations.Find(launch.IntegrationId) is { } integration)
+                {
+                    await integration.Provider.StopAsync(agentId, token);
+                }
+            });
     }
 
     /// <summary>Age by our own clock (when we launched), not the provider's <c>createdAt</c>, which we do not control.</summary>

@@ -253,7 +253,7 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     [Fact]
-    public async Task Agent_unfinished_after_the_maximum_age_is_failed_as_timed_out()
+    public async Task Agent_unfinished_after_the_maximum_age_is_failed_as_timed_out_and_stopped_at_the_provider()
     {
         var agentId = await Launch(460);
         time.Advance(TimeSpan.FromHours(7));
@@ -264,6 +264,8 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("failed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
         Assert.Equal("timed_out", view["launches"]![0]!["failure_type"]!.GetValue<string>());
         Assert.Null(await factory.Store.GetWakeupAsync(460, CancellationToken.None));
+        // Given up on, it must not keep working (and open a pull request nobody follows) beside a later retry's agent.
+        Assert.Equal([$"/v0/agents/{agentId}/stop"], cursor.CommandRequests.Select(command => command.Path));
     }
 
     [Fact]
