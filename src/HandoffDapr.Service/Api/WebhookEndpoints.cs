@@ -19,7 +19,6 @@ public static partial class WebhookEndpoints
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
-            .RequireRateLimiting(Security.RateLimits.Webhooks)
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
@@ -27,8 +26,8 @@ public static partial class WebhookEndpoints
         return app;
     }
 
-    public static async Task<Results<NoContent, ProblemHttpResult>> ReceiveCursorAsync(
-        string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+    public static async Task<Results<NoContent, ProblemHttpResult, RetryAfterResult>> ReceiveCursorAsync(
+        string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
         if (!RunIds.TryParse(integrationId, out var signingIntegration)
@@ -47,7 +46,13 @@ public static partial class WebhookEndpoints
         }
 
         using var body = received;
-        if (!WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString()))
+        var signed = WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
+        if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
+        {
+            return Problems.RateLimited(wait);
+        }
+
+        if (!signed)
         {
             LogRejected(services.Logger, "missing or bad signature");
             return Problems.Unauthorized();

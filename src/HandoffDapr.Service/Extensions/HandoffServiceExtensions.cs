@@ -68,7 +68,6 @@ public static class HandoffServiceExtensions
         app.UseStatusCodePages();
         app.UseAuthentication();
         app.UseAuthorization();
-        app.UseRateLimiter();
         if (mode == HostingMode.Dapr)
         {
             app.UseCloudEvents();

@@ -1,57 +1,51 @@
 using System.Globalization;
 using System.Threading.RateLimiting;
-using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Configuration;
-using Microsoft.AspNetCore.RateLimiting;
 
 namespace HandoffDapr.Service.Security;
 
 /// <summary>
-/// Fixed-window limits: manual triggers per group (a runaway client of one team cannot starve the others)
-/// and webhooks per integration. Over the limit: 429 with <c>Retry-After</c>.
+/// Fixed-window limits: manual triggers per group (a runaway client of one team cannot starve the others) and
+/// webhooks per integration. Both are keyed on what only the request's body or signature tells, so the endpoints
+/// ask the limiters themselves. Over the limit: 429 with <c>Retry-After</c>.
 /// </summary>
 public static class RateLimits
 {
-    public const string Webhooks = "webhooks";
-
     public static void AddHandoffRateLimits(this IServiceCollection services, RateLimitOptions limits)
     {
         services.AddSingleton(new TriggerRateLimiter(limits));
-        services.AddRateLimiter(options =>
-        {
-            options.AddPolicy(Webhooks, context => RateLimitPartition.GetFixedWindowLimiter(
-                context.Request.RouteValues["integrationId"]?.ToString() ?? string.Empty,
-                _ => Window(limits.WebhooksPerIntegrationPerMinute)));
-            options.OnRejected = async (context, cancellationToken) =>
-            {
-                var retryAfter = context.Lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
-                await Problems.RateLimited(retryAfter).ExecuteAsync(context.HttpContext);
-            };
-        });
+        services.AddSingleton(new WebhookRateLimiter(limits));
     }
-
-    internal static FixedWindowRateLimiterOptions Window(int permits) => new()
-    {
-        PermitLimit = permits,
-        Window = TimeSpan.FromMinutes(1),
-        QueueLimit = 0,
-        AutoReplenishment = true,
-    };
 }
 
-/// <summary>The manual trigger's limit is per group, known only once the body is read: the endpoint asks this limiter.</summary>
-public sealed class TriggerRateLimiter(RateLimitOptions limits)
+/// <summary>A fixed window of <paramref name="permitsPerMinute"/> per key.</summary>
+public abstract class KeyedRateLimiter<TKey>(int permitsPerMinute) where TKey : notnull
 {
-    private readonly PartitionedRateLimiter<long> limiter = PartitionedRateLimiter.Create<long, long>(
-        groupId => RateLimitPartition.GetFixedWindowLimiter(groupId, _ => RateLimits.Window(limits.TriggersPerGroupPerMinute)));
+    private readonly PartitionedRateLimiter<TKey> limiter = PartitionedRateLimiter.Create<TKey, TKey>(
+        key => RateLimitPartition.GetFixedWindowLimiter(key, _ => new FixedWindowRateLimiterOptions
+        {
+            PermitLimit = permitsPerMinute,
+            Window = TimeSpan.FromMinutes(1),
+            QueueLimit = 0,
+            AutoReplenishment = true,
+        }));
 
     /// <returns>Null when allowed, else how long to wait.</returns>
-    public TimeSpan? TryAcquire(long groupId)
+    public TimeSpan? TryAcquire(TKey key)
     {
-        using var lease = limiter.AttemptAcquire(groupId);
+        using var lease = limiter.AttemptAcquire(key);
         return lease.IsAcquired ? null : lease.TryGetMetadata(MetadataName.RetryAfter, out var wait) ? wait : TimeSpan.FromMinutes(1);
     }
 }
+
+/// <summary>The manual trigger's limit is per group, known only once the body is read.</summary>
+public sealed class TriggerRateLimiter(RateLimitOptions limits) : KeyedRateLimiter<long>(limits.TriggersPerGroupPerMinute);
+
+/// <summary>
+/// Webhooks per configured integration, with separate budgets for signed and unsigned requests: a flood of forged
+/// webhooks is throttled but cannot use up the budget of the provider's real, signed ones.
+/// </summary>
+public sealed class WebhookRateLimiter(RateLimitOptions limits) : KeyedRateLimiter<(long IntegrationId, bool Signed)>(limits.WebhooksPerIntegrationPerMinute);
 
 public static class RetryAfterHeader
 {

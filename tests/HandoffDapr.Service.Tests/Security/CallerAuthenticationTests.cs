@@ -123,6 +123,7 @@ public sealed class CallerAuthenticationTests : IDisposable
         using var factory = new EmbeddedServiceFactory(temp.File("hooks.db"), cursor.Url, settings: new Dictionary<string, string?>
         {
             ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "3",
+            ["Handoff:Integrations:42:WebhookSecret"] = "webhook-secret-of-integration-42-0123456789",
         });
         var client = factory.CreateClient();
 
@@ -135,6 +136,36 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.All(answers.Take(3), answer => Assert.Equal(HttpStatusCode.Unauthorized, answer.StatusCode));
         Assert.Equal(HttpStatusCode.TooManyRequests, answers[3].StatusCode);
         Assert.NotNull(answers[3].Headers.RetryAfter);
+    }
+
+    [Fact]
+    public async Task Unsigned_webhooks_cannot_use_up_the_budget_of_signed_ones()
+    {
+        const string secret = "webhook-secret-of-integration-42-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("hook-budget.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "2",
+            ["Handoff:Integrations:42:WebhookSecret"] = secret,
+        });
+        var client = factory.CreateClient();
+        var body = new JsonObject { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING" }.ToJsonString();
+
+        var forged = new List<HttpResponseMessage>();
+        for (var i = 0; i < 3; i++)
+        {
+            forged.Add(await client.PostRawAsync("/webhooks/cursor/42?run_id=1", body));
+        }
+
+        var signed = new List<HttpResponseMessage>();
+        for (var i = 0; i < 3; i++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=1") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+            signed.Add(await client.SendAsync(request));
+        }
+
+        Assert.Equal([HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.TooManyRequests], forged.Select(answer => answer.StatusCode));
+        Assert.Equal([HttpStatusCode.NoContent, HttpStatusCode.NoContent, HttpStatusCode.TooManyRequests], signed.Select(answer => answer.StatusCode));
     }
 
     private EmbeddedServiceFactory WithToken() =>
