@@ -65,7 +65,7 @@ public static partial class CompletionEventEndpoints
             : null;
         activity?.SetTag("handoff.run_id", snapshot?.RunId);
         invalid ??= snapshot is null ? "The event data is not a run snapshot."
-            : snapshot.GroupId is null ? "The run names no group (group.id or metadata.group_id)."
+            : snapshot.GroupId is not > 0 ? "The run names no group (group.id or metadata.group_id, a positive whole number)."
             : SnapshotRules.Check(snapshot, services.Options.Value);
         if (invalid is not null || snapshot is null)
         {

@@ -116,12 +116,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("https://handoff-dapr.dev/problems/unsupported-media-type", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
-    [Fact]
-    public async Task Completion_event_naming_no_group_is_a_400_not_an_unknown_run()
+    [Theory]
+    [InlineData(null)]
+    [InlineData(0L)]
+    [InlineData(-1L)]
+    public async Task Completion_event_naming_no_usable_group_is_a_400_not_an_unknown_run(long? groupId)
     {
         var run = Payloads.Run(7, ["acme/shop"]);
         run.Remove("group");
         run["metadata"]!.AsObject().Remove("group_id");
+        if (groupId is { } id)
+        {
+            run["group"] = new JsonObject { ["id"] = id };
+        }
 
         var response = await service.Client.PostJsonAsync("/events/autofix-run-completed", run);
 
