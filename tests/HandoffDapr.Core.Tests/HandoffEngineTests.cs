@@ -410,6 +410,22 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Repository_on_another_host_than_github_or_with_a_bad_base_branch_fails_with_its_own_reason_and_no_call()
+    {
+        var trigger = Trigger("acme/shop");
+        var gitlab = new RepositoryPreference("gitlab", "acme", "web");
+        var badBranch = new RepositoryPreference("github", "acme", "api", BranchName: "../../bad");
+        trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences([.. trigger.Snapshot!.Preferences!.Repositories!, gitlab, badBranch]) } };
+
+        var outcome = await engine.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+
+        Assert.Equal(["acme/shop"], provider.Launches.Select(launch => launch.Repository.FullName));
+        Assert.Equal(
+            [("acme/web", FailureMessages.UnsupportedRepositoryHost, FailureTypes.InvalidRepository), ("acme/api", FailureMessages.InvalidBaseBranch, FailureTypes.InvalidRepository)],
+            outcome.Result.Failures.Select(failure => (failure.RepoName, failure.ErrorMessage, failure.FailureType)));
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);

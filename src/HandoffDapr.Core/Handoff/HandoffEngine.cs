@@ -410,12 +410,23 @@ public sealed partial class HandoffEngine(
             var rawName = $"{preference!.Owner}/{preference.Name}";
             // A blank base branch means "the repository's default", as a missing one does.
             var baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
-            if (!RepositoryName.TryParse(rawName, out var repository) || (baseRef is not null && !GitRefName.IsValidBranch(baseRef)))
+            if (!RepositoryName.TryParse(rawName, out var repository))
             {
                 plan.Add(new PlannedFailure(new LaunchFailure(
                     RepositoryName.DescribeRejected(rawName),
                     FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
                     FailureTypes.InvalidRepository)));
+                continue;
+            }
+
+            // Both providers work on GitHub only; a GitLab or Bitbucket owner/name would be launched on GitHub's namesake.
+            var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, "github", StringComparison.OrdinalIgnoreCase);
+            var reason = !onGitHub ? FailureMessages.UnsupportedRepositoryHost
+                : baseRef is not null && !GitRefName.IsValidBranch(baseRef) ? FailureMessages.InvalidBaseBranch
+                : null;
+            if (reason is not null)
+            {
+                plan.Add(new PlannedFailure(new LaunchFailure(repository.Value.FullName, reason, FailureTypes.InvalidRepository)));
                 continue;
             }
 
@@ -466,7 +477,7 @@ public sealed partial class HandoffEngine(
                 .Max() + 1;
             var launch = new RepositoryLaunch(
                 fullName,
-                string.IsNullOrWhiteSpace(preference.Provider) ? "github" : preference.Provider.ToLowerInvariant(),
+                "github",
                 integration.Id,
                 integration.Provider.ProviderName,
                 generation,

@@ -26,6 +26,8 @@ public static class FailureMessages
     public const string NoRepositories = "No repositories found in run state";
     public const string InvalidRepositoryPrefix = "Invalid repository name format: ";
     public const string TooManyRepositoriesPrefix = "A handoff covers at most this many repositories: ";
+    public const string UnsupportedRepositoryHost = "Only GitHub repositories can be handed off";
+    public const string InvalidBaseBranch = "Invalid base branch name";
 }
 
 /// <summary>The stable <c>failure_type</c> values clients may switch on.</summary>
