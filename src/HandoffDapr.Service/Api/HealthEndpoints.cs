@@ -9,8 +9,9 @@ public static class HealthEndpoints
     /// <summary><c>/healthz</c>: the process answers. <c>/readyz</c>: its state store (SQLite or the sidecar) answers too.</summary>
     public static IEndpointRouteBuilder MapHealthEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapHealthChecks("/healthz", new() { Predicate = _ => false });
-        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) });
+        // GET and HEAD only: a probe never changes anything, and any other method is a client's mistake (405).
+        app.MapHealthChecks("/healthz", new() { Predicate = _ => false }).WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
+        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) }).WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
         return app;
     }
 }

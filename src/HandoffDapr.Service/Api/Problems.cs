@@ -27,15 +27,27 @@ public static class Problems
         Problem(StatusCodes.Status413PayloadTooLarge, "body-too-large", "Request body too large", $"The body may be at most {limit} bytes.");
 
     /// <summary>
-    /// Routing answers a Content-Type no endpoint accepts with a bare 415 before any handler runs; the problem
-    /// written for it gets the same type and text as <see cref="UnsupportedMediaType"/>, so clients see one 415.
+    /// Routing refuses some requests before any handler runs (no such path, a method the path does not take, a
+    /// Content-Type no endpoint accepts) with a bare status; the problem written for it gets our type and text, so a
+    /// client sees one vocabulary of problems.
     /// </summary>
     public static void GiveRoutingRefusalsOurType(ProblemDetailsContext context)
     {
         var problem = context.ProblemDetails;
-        if (problem.Status == StatusCodes.Status415UnsupportedMediaType && problem.Type?.StartsWith(TypeBase, StringComparison.Ordinal) != true)
+        if (problem.Type?.StartsWith(TypeBase, StringComparison.Ordinal) == true)
         {
-            var ours = UnsupportedMediaType().ProblemDetails;
+            return;
+        }
+
+        var ours = problem.Status switch
+        {
+            StatusCodes.Status404NotFound => Problem(StatusCodes.Status404NotFound, "not-found", "Not found", "No endpoint has this path.").ProblemDetails,
+            StatusCodes.Status405MethodNotAllowed => Problem(StatusCodes.Status405MethodNotAllowed, "method-not-allowed", "Method not allowed", "This path does not take this method.").ProblemDetails,
+            StatusCodes.Status415UnsupportedMediaType => UnsupportedMediaType().ProblemDetails,
+            _ => null,
+        };
+        if (ours is not null)
+        {
             (problem.Type, problem.Title, problem.Detail) = (ours.Type, ours.Title, ours.Detail);
         }
     }

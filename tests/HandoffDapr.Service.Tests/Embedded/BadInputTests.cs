@@ -117,6 +117,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("PUT", "/runs/1/handoff", 405, "method-not-allowed")]
+    [InlineData("DELETE", "/healthz", 405, "method-not-allowed")]
+    [InlineData("GET", "/runs/1", 404, "not-found")]
+    public async Task Routing_refusals_are_problems_of_our_own_type(string method, string path, int status, string type)
+    {
+        var response = await service.Client.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal($"https://handoff-dapr.dev/problems/{type}", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Theory]
     [InlineData(null)]
     [InlineData(0L)]
     [InlineData(-1L)]
