@@ -154,6 +154,12 @@ public static partial class HandoffEndpoints
                 return "run.run_id must equal the run id in the path.";
             }
 
+            // The caller supplied this run: a group it lacks or does not share is the caller's mistake, not an unknown run.
+            if (run.GroupId != body.GroupId)
+            {
+                return "run must name its group (group.id or metadata.group_id), equal to group_id.";
+            }
+
             if (SnapshotRules.Check(run, options) is { } invalid)
             {
                 return invalid;

@@ -117,6 +117,17 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("""{"group_id":456,"integration_id":42,"run":{"run_id":8}}""")]
+    [InlineData("""{"group_id":456,"integration_id":42,"run":{"run_id":8,"group":{"id":457}}}""")]
+    public async Task Trigger_whose_run_names_no_group_or_another_one_is_a_400_not_an_unknown_run(string body)
+    {
+        var response = await service.Client.PostRawAsync("/runs/8/handoff", body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Theory]
     [InlineData("PUT", "/runs/1/handoff", 405, "method-not-allowed")]
     [InlineData("DELETE", "/healthz", 405, "method-not-allowed")]
     [InlineData("GET", "/runs/1", 404, "not-found")]
