@@ -37,7 +37,7 @@ public static class HandoffServiceExtensions
         services.AddSingleton<IIntegrationCatalog>(sp => new IntegrationCatalog(sp.GetRequiredService<IOptions<HandoffOptions>>(), mode, sp));
 
         services.AddCallerAuthorization(builder.Configuration, mode);
-        services.AddHandoffRateLimits(builder.Configuration.GetSection($"{HandoffOptions.SectionName}:RateLimits").Get<RateLimitOptions>() ?? new());
+        services.AddHandoffRateLimits();
         services.AddProblemDetails(options => options.CustomizeProblemDetails = Problems.GiveRoutingRefusalsOurType);
         services.ConfigureHttpJsonOptions(options =>
         {

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Threading.RateLimiting;
 using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Security;
 
@@ -11,10 +12,11 @@ namespace HandoffDapr.Service.Security;
 /// </summary>
 public static class RateLimits
 {
-    public static void AddHandoffRateLimits(this IServiceCollection services, RateLimitOptions limits)
+    /// <summary>The limits come from the validated <see cref="HandoffOptions"/>, not from a second binding of the section.</summary>
+    public static void AddHandoffRateLimits(this IServiceCollection services)
     {
-        services.AddSingleton(new TriggerRateLimiter(limits));
-        services.AddSingleton(new WebhookRateLimiter(limits));
+        services.AddSingleton(sp => new TriggerRateLimiter(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.RateLimits));
+        services.AddSingleton(sp => new WebhookRateLimiter(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.RateLimits));
     }
 }
 
