@@ -66,7 +66,7 @@ public static partial class CompletionEventEndpoints
         activity?.SetTag("handoff.run_id", snapshot?.RunId);
         invalid ??= snapshot is null ? "The event data is not a run snapshot."
             : snapshot.GroupId is not > 0 ? "The run names no group (group.id or metadata.group_id, a positive whole number)."
-            : SnapshotRules.Check(snapshot, services.Options.Value);
+            : SnapshotRules.Check(snapshot);
         if (invalid is not null || snapshot is null)
         {
             invalid ??= "The event data is not a run snapshot.";

@@ -160,7 +160,7 @@ public static partial class HandoffEndpoints
                 return "run must name its group (group.id or metadata.group_id), equal to group_id.";
             }
 
-            if (SnapshotRules.Check(run, options) is { } invalid)
+            if (SnapshotRules.Check(run) is { } invalid)
             {
                 return invalid;
             }
@@ -186,7 +186,7 @@ public static class SnapshotRules
     /// </summary>
     public const int MaxRepositoryEntries = 1000;
 
-    public static string? Check(RunSnapshot snapshot, HandoffOptions options)
+    public static string? Check(RunSnapshot snapshot)
     {
         if (snapshot.RunId <= 0)
         {
