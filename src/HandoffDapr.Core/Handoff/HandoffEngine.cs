@@ -215,14 +215,14 @@ public sealed partial class HandoffEngine(
                 state = updated;
             }
 
-            if (!state.CodingAgents[agent.Id].Status.IsFinal() && IsTooOld(state, agent, now))
+            var current = state.CodingAgents[agent.Id];
+            if (!current.Status.IsFinal() && IsTooOld(state, current, now))
             {
-                state = TimeOut(state, state.CodingAgents[agent.Id], now);
+                state = TimeOut(state, current, now);
                 timedOut.Add(agent.Id);
                 changed = true;
             }
         }
-
 
         var quietPolls = changed ? 0 : (state.Poll?.QuietPolls ?? 0) + 1;
         var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
@@ -535,6 +535,8 @@ public sealed partial class HandoffEngine(
         var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
         var outcomes = new AttemptOutcome[inFlight.Count];
         using var attempts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
+        // The in-flight deadline passed, as opposed to the caller giving up (that one propagates).
+        bool OutOfTime() => inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested;
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
         {
@@ -545,7 +547,7 @@ public sealed partial class HandoffEngine(
                 {
                     var launch = inFlight[index];
                     var reconcileFirst = previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation;
-                    if (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                    if (OutOfTime())
                     {
                         // Its turn came too late (more repositories than parallel calls): nothing was sent, no attempt spent,
                         // and an earlier attempt's agent, if one may exist, must still be looked for first.
@@ -558,7 +560,7 @@ public sealed partial class HandoffEngine(
                     {
                         outcomes[index] = await AttemptAsync(state, launch, reconcileFirst, attempts.Token);
                     }
-                    catch (OperationCanceledException) when (inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+                    catch (OperationCanceledException) when (OutOfTime())
                     {
                         // Unanswered in time: the request may be out, so the next attempt reconciles first.
                         outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
