@@ -387,6 +387,9 @@ public sealed partial class HandoffEngine(
             ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
             : current;
 
+    /// <summary>The only repository host either provider works on; a run's <c>provider</c> names it.</summary>
+    private const string GitHubHost = "github";
+
     private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
         ReferenceEquals(left, right)
         || JsonSerializer.SerializeToUtf8Bytes(left, HandoffJsonContext.Default.RunSnapshot)
@@ -420,7 +423,7 @@ public sealed partial class HandoffEngine(
             }
 
             // Both providers work on GitHub only; a GitLab or Bitbucket owner/name would be launched on GitHub's namesake.
-            var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, "github", StringComparison.OrdinalIgnoreCase);
+            var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, GitHubHost, StringComparison.OrdinalIgnoreCase);
             var reason = !onGitHub ? FailureMessages.UnsupportedRepositoryHost
                 : baseRef is not null && !GitRefName.IsValidBranch(baseRef) ? FailureMessages.InvalidBaseBranch
                 : null;
@@ -477,7 +480,7 @@ public sealed partial class HandoffEngine(
                 .Max() + 1;
             var launch = new RepositoryLaunch(
                 fullName,
-                "github",
+                GitHubHost,
                 integration.Id,
                 integration.Provider.ProviderName,
                 generation,
