@@ -3,6 +3,7 @@ using System.Text.Json.Serialization.Metadata;
 using HandoffDapr.Service.Configuration;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
+using Microsoft.Net.Http.Headers;
 
 namespace HandoffDapr.Service.Api;
 
@@ -62,8 +63,29 @@ public static class JsonBody
     public static RouteHandlerBuilder AcceptsJson<T>(this RouteHandlerBuilder endpoint) where T : notnull =>
         endpoint.Accepts<T>(MediaTypes[0], MediaTypes[1..]);
 
-    private static bool IsJson(string? contentType) =>
-        contentType is null || MediaTypes.Any(type => contentType.StartsWith(type, StringComparison.OrdinalIgnoreCase));
+    /// <summary>
+    /// Exactly one of <see cref="MediaTypes"/> (routing alone would also let <c>+json</c> relatives such as
+    /// <c>application/json-patch+json</c> through), in UTF-8 if a charset is named: the reader decodes nothing else,
+    /// so another charset is a 415, not a parse error on bytes read the wrong way.
+    /// </summary>
+    private static bool IsJson(string? contentType)
+    {
+        if (contentType is null || string.Equals(contentType, MediaTypes[0], StringComparison.OrdinalIgnoreCase))
+        {
+            return true;
+        }
+
+        if (!MediaTypeHeaderValue.TryParse(contentType, out var parsed)
+            || !MediaTypes.Any(type => parsed.MediaType.Equals(type, StringComparison.OrdinalIgnoreCase)))
+        {
+            return false;
+        }
+
+        var charset = HeaderUtilities.RemoveQuotes(parsed.Charset);
+        return charset.HasValue is false
+            || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)
+            || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase);
+    }
 
     // A JSON path is built from the client's own property names: bound it and keep it printable.
     private static string Bounded(string path)

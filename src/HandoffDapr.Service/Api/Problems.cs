@@ -53,7 +53,10 @@ public static class Problems
     }
 
     public static ProblemHttpResult UnsupportedMediaType() =>
-        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON (application/json, application/cloudevents+json or text/json).");
+        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON in UTF-8 (application/json, application/cloudevents+json or text/json).");
+
+    public static ProblemHttpResult UnsupportedContentEncoding() =>
+        Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-content-encoding", "Unsupported content encoding", "Send the body uncompressed (no Content-Encoding, or identity).");
 
     public static ProblemHttpResult UnknownAgent() =>
         Problem(StatusCodes.Status404NotFound, "unknown-agent", "Unknown agent", "No agent with this id belongs to the run.");

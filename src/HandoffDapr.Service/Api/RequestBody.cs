@@ -17,6 +17,13 @@ public static class RequestBody
             return (null, Problems.BodyTooLarge(limit));
         }
 
+        if (IsEncoded(request))
+        {
+            // RFC 9110 §15.5.16: say which codings are accepted. Only the plain bytes are read (and signed).
+            request.HttpContext.Response.Headers.AcceptEncoding = "identity";
+            return (null, Problems.UnsupportedContentEncoding());
+        }
+
         var body = new PooledBody((int)Math.Min(request.ContentLength ?? 4096, limit) + 1);
         try
         {
@@ -55,6 +62,19 @@ public static class RequestBody
             body.Dispose();
             throw;
         }
+    }
+
+    private static bool IsEncoded(HttpRequest request)
+    {
+        foreach (var coding in request.Headers.ContentEncoding)
+        {
+            if (!string.IsNullOrWhiteSpace(coding) && !coding.Trim().Equals("identity", StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }
 

@@ -117,6 +117,56 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("application/json-patch+json")]
+    [InlineData("application/jsonl")]
+    [InlineData("application/json; charset=utf-16")]
+    [InlineData("text/json; charset=iso-8859-1")]
+    public async Task Json_look_alike_or_a_charset_other_than_utf8_is_a_415_not_a_parse_error(string contentType)
+    {
+        foreach (var path in new[] { "/runs/1/handoff", "/events/autofix-run-completed", "/runs/1/agents/bc-1/followup" })
+        {
+            var response = await service.Client.PostRawAsync(path, """{"group_id":456,"integration_id":42}""", contentType);
+
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+            Assert.Equal("https://handoff-dapr.dev/problems/unsupported-media-type", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        }
+
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    [Theory]
+    [InlineData("application/json; charset=utf-8")]
+    [InlineData("application/json; charset=\"UTF-8\"")]
+    [InlineData("Application/JSON")]
+    [InlineData("application/cloudevents+json; charset=utf-8")]
+    [InlineData("text/json")]
+    public async Task Json_with_or_without_a_utf8_charset_is_read(string contentType)
+    {
+        var response = await service.Client.PostRawAsync("/runs/9/handoff", """{"group_id":456,"integration_id":42}""", contentType);
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData("gzip")]
+    [InlineData("br")]
+    public async Task Compressed_body_is_a_415_problem_naming_the_encoding_as_unsupported(string encoding)
+    {
+        foreach (var path in new[] { "/runs/1/handoff", "/events/autofix-run-completed", "/runs/1/agents/bc-1/followup" })
+        {
+            var content = new StringContent("""{"group_id":456,"integration_id":42}""", System.Text.Encoding.UTF8, "application/json");
+            content.Headers.ContentEncoding.Add(encoding);
+
+            var response = await service.Client.PostAsync(path, content);
+
+            Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
+            Assert.Equal("https://handoff-dapr.dev/problems/unsupported-content-encoding", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+            Assert.Equal("identity", response.Headers.GetValues("Accept-Encoding").Single());
+        }
+    }
+
+    [Theory]
     [InlineData("""{"group_id":456,"integration_id":42,"run":{"run_id":8}}""")]
     [InlineData("""{"group_id":456,"integration_id":42,"run":{"run_id":8,"group":{"id":457}}}""")]
     public async Task Trigger_whose_run_names_no_group_or_another_one_is_a_400_not_an_unknown_run(string body)
