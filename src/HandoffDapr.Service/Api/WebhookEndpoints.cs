@@ -16,6 +16,9 @@ public static partial class WebhookEndpoints
     public const string SignatureHeader = "X-Webhook-Signature";
     private const int MaxWebhookBytes = 256 * 1024;
 
+    /// <summary>What a refused webhook is told would be accepted: an HMAC-SHA256 of the body in <see cref="SignatureHeader"/>.</summary>
+    private const string Challenge = $"HMAC-SHA256 header=\"{SignatureHeader}\"";
+
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
@@ -24,6 +27,12 @@ public static partial class WebhookEndpoints
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status429TooManyRequests);
         return app;
+    }
+
+    private static ProblemHttpResult Unauthorized(HttpRequest request)
+    {
+        request.HttpContext.Response.Headers.WWWAuthenticate = Challenge;
+        return Problems.Unauthorized();
     }
 
     public static async Task<Results<NoContent, ProblemHttpResult, RetryAfterResult>> ReceiveCursorAsync(
@@ -35,7 +44,7 @@ public static partial class WebhookEndpoints
             || string.IsNullOrEmpty(integration.WebhookSecret))
         {
             LogRejected(services.Logger, "unknown integration or no webhook secret");
-            return Problems.Unauthorized();
+            return Unauthorized(request);
         }
 
         // Cursor's reports are small: a tighter cap than the API's, but never above Kestrel's own limit.
@@ -55,7 +64,7 @@ public static partial class WebhookEndpoints
         if (!signed)
         {
             LogRejected(services.Logger, "missing or bad signature");
-            return Problems.Unauthorized();
+            return Unauthorized(request);
         }
 
         var parsed = CursorWebhook.TryParse(body.Memory.Span, out var change);

@@ -91,7 +91,19 @@ public static partial class CallerAuthorization
     private static partial void LogChecked(ILogger logger, CallerCheck check);
 }
 
-public sealed record CallerCheckInUse(CallerCheck Check);
+public sealed record CallerCheckInUse(CallerCheck Check)
+{
+    /// <summary>
+    /// The <c>WWW-Authenticate</c> challenge a 401 carries (RFC 9110 §11.6.1: a 401 must name what would be accepted).
+    /// Dapr's <c>dapr-api-token</c> header is no registered scheme: the challenge names the header to send.
+    /// </summary>
+    public string? Challenge => Check switch
+    {
+        CallerCheck.BearerToken => "Bearer realm=\"handoff-dapr\"",
+        CallerCheck.DaprApiToken => "dapr-api-token",
+        _ => null,
+    };
+}
 
 public enum CallerCheck
 {
@@ -151,6 +163,16 @@ public sealed class ProblemAuthorizationResultHandler : Microsoft.AspNetCore.Aut
 
         var authenticated = context.User.Identity?.IsAuthenticated == true;
         var needsCredentials = policy.AuthenticationSchemes.Count > 0 && !authenticated;
-        return (needsCredentials ? Api.Problems.Unauthorized() : Api.Problems.Forbidden()).ExecuteAsync(context);
+        if (!needsCredentials)
+        {
+            return Api.Problems.Forbidden().ExecuteAsync(context);
+        }
+
+        if (context.RequestServices.GetRequiredService<CallerCheckInUse>().Challenge is { } challenge)
+        {
+            context.Response.Headers.WWWAuthenticate = challenge;
+        }
+
+        return Api.Problems.Unauthorized().ExecuteAsync(context);
     }
 }

@@ -86,7 +86,9 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         await using var factory = await Start(appApiToken: "app-token-from-daprd-11");
         var anonymous = factory.CreateClient();
 
-        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostJsonAsync("/runs/1/handoff", Payloads.Trigger())).StatusCode);
+        var refused = await anonymous.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
+        Assert.Equal(HttpStatusCode.Unauthorized, refused.StatusCode);
+        Assert.Equal("dapr-api-token", Assert.Single(refused.Headers.WwwAuthenticate).Scheme);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/dapr/subscribe")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.GetAsync("/dapr/config")).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(1, ["acme/shop"]))).StatusCode);

@@ -30,6 +30,10 @@ public sealed class CallerAuthenticationTests : IDisposable
 
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        // RFC 9110 §11.6.1: a 401 names the scheme that would be accepted.
+        var challenge = Assert.Single(response.Headers.WwwAuthenticate);
+        Assert.Equal("Bearer", challenge.Scheme);
+        Assert.Equal("realm=\"handoff-dapr\"", challenge.Parameter);
     }
 
     [Theory]
@@ -43,6 +47,7 @@ public sealed class CallerAuthenticationTests : IDisposable
         var response = await factory.CreateClient().SendAsync(request);
 
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("Bearer", Assert.Single(response.Headers.WwwAuthenticate).Scheme);
     }
 
     [Theory]
@@ -73,6 +78,8 @@ public sealed class CallerAuthenticationTests : IDisposable
         var webhook = await client.PostRawAsync("/webhooks/cursor/42?run_id=1", "{}");
         Assert.Equal(HttpStatusCode.Unauthorized, webhook.StatusCode);
         Assert.EndsWith("unauthorized", (await webhook.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal("HMAC-SHA256", Assert.Single(webhook.Headers.WwwAuthenticate).Scheme);
+        Assert.Equal("header=\"X-Webhook-Signature\"", Assert.Single(webhook.Headers.WwwAuthenticate).Parameter);
     }
 
     [Fact]
@@ -88,7 +95,9 @@ public sealed class CallerAuthenticationTests : IDisposable
         var remoteHealth = new HttpRequestMessage(HttpMethod.Get, "/healthz");
         remoteHealth.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "10.1.2.3");
 
-        Assert.Equal(HttpStatusCode.Forbidden, (await client.SendAsync(remote)).StatusCode);
+        var refused = await client.SendAsync(remote);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Empty(refused.Headers.WwwAuthenticate);
         Assert.Equal(HttpStatusCode.NotFound, (await client.SendAsync(local)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(remoteHealth)).StatusCode);
     }
