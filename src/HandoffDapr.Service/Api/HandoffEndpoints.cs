@@ -14,7 +14,8 @@ public static partial class HandoffEndpoints
 {
     public static IEndpointRouteBuilder MapHandoffEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns");
+        app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns")
+            .ProducesProblem(StatusCodes.Status400BadRequest);
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
         runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff")
             .AcceptsJson<HandoffRequest>()

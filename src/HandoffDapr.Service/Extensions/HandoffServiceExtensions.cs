@@ -22,7 +22,7 @@ public static class HandoffServiceExtensions
         var services = builder.Services;
         var mode = HostingModes.Resolve(builder.Configuration);
         builder.AddHandoffTelemetry();
-        services.AddOpenApi();
+        services.AddHandoffOpenApi();
         services.AddSingleton(new HostingContext(mode));
 
         services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
@@ -88,7 +88,9 @@ public static class HandoffServiceExtensions
         app.MapHealthEndpoints();
         app.MapWebhookEndpoints();
 
-        var api = app.MapGroup(string.Empty).RequireAuthorization(CallerAuthorization.Policy);
+        var api = app.MapGroup(string.Empty).RequireAuthorization(CallerAuthorization.Policy)
+            .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status403Forbidden);
         api.MapHandoffEndpoints();
         api.MapAgentEndpoints();
         api.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);

@@ -32,6 +32,68 @@ public sealed class OpenApiTests : IDisposable
     }
 
     [Fact]
+    public async Task Openapi_document_declares_ids_as_positive_integers_and_every_problem_an_operation_can_answer()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-complete.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var paths = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["paths"]!.AsObject();
+
+        var operations = paths.SelectMany(path => path.Value!.AsObject().Select(op => (Name: $"{op.Key.ToUpperInvariant()} {path.Key}", Operation: op.Value!))).ToList();
+        foreach (var (name, operation) in operations)
+        {
+            foreach (var parameter in operation["parameters"]?.AsArray() ?? [])
+            {
+                var schema = parameter!["schema"]!;
+                switch (parameter["name"]!.GetValue<string>())
+                {
+                    case "runId" or "integrationId" or "run_id" or "group_id":
+                        Assert.Equal("integer", schema["type"]!.GetValue<string>());
+                        Assert.Equal("int64", schema["format"]!.GetValue<string>());
+                        Assert.Equal(1, schema["minimum"]!.GetValue<int>());
+                        break;
+                    case "limit":
+                        Assert.Equal("integer", schema["type"]!.GetValue<string>());
+                        Assert.Equal(1, schema["minimum"]!.GetValue<int>());
+                        Assert.Equal(200, schema["maximum"]!.GetValue<int>());
+                        Assert.Equal(50, schema["default"]!.GetValue<int>());
+                        break;
+                }
+            }
+
+            var responses = operation["responses"]!.AsObject();
+            var expected = new List<string>();
+            if (!name.Contains("/webhooks/"))
+            {
+                expected.AddRange(["401", "403"]);
+            }
+
+            if (name != "GET /runs")
+            {
+                expected.Add("503");
+            }
+
+            if (name.StartsWith("POST") && !name.EndsWith("/stop"))
+            {
+                expected.AddRange(["400", "413", "415"]);
+            }
+
+            if (name == "GET /runs")
+            {
+                expected.Add("400");
+            }
+
+            foreach (var status in expected)
+            {
+                Assert.True(responses.ContainsKey(status), $"{name} lacks {status}");
+                Assert.True(responses[status]!["content"]!.AsObject().ContainsKey("application/problem+json"), $"{name} {status}");
+            }
+        }
+
+        Assert.Contains(operations, op => op.Name == "GET /runs");
+        Assert.Contains(operations, op => op.Name == "POST /webhooks/cursor/{integrationId}");
+    }
+
+    [Fact]
     public async Task Production_does_not_serve_it()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("prod.db"), cursor.Url);
