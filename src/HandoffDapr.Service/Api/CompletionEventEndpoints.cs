@@ -51,7 +51,7 @@ public static partial class CompletionEventEndpoints
         var (body, problem) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken);
         if (body is null)
         {
-            return Malformed(mode, services.Logger, "unreadable body", problem!);
+            return Malformed(mode, services.Logger, $"{problem!.ProblemDetails.Title}: {problem.ProblemDetails.Detail}", problem);
         }
 
         RunSnapshot? snapshot;
@@ -89,7 +89,7 @@ public static partial class CompletionEventEndpoints
         switch (outcome.Status)
         {
             case CompletionStatus.Rejected:
-                LogEventDropped(services.Logger, snapshot.RunId, outcome.Reason);
+                LogEventDropped(services.Logger, snapshot.RunId, Answer(mode, StatusCodes.Status404NotFound), outcome.Reason);
                 return mode == HostingMode.Dapr ? TypedResults.Ok(new DaprEventReply("DROP")) : Problems.UnknownRun();
             case CompletionStatus.HandedOff:
                 LogEventHandedOff(services.Logger, snapshot.RunId, outcome.Result.Successes.Count, outcome.Result.Failures.Count, outcome.Result.Retries.Count);
@@ -198,16 +198,20 @@ public static partial class CompletionEventEndpoints
 
     private static IResult Malformed(HostingMode mode, ILogger logger, string reason, ProblemHttpResult problem)
     {
-        LogEventMalformed(logger, reason);
+        LogEventMalformed(logger, Answer(mode, problem.StatusCode), reason);
         // daprd: DROP sends the event to the dead-letter topic; redelivering it could never succeed.
         return mode == HostingMode.Dapr ? TypedResults.Ok(new DaprEventReply("DROP")) : problem;
     }
 
-    [LoggerMessage(EventId = 5101, EventName = "CompletionEventMalformed", Level = LogLevel.Warning, Message = "Completion event dropped: {Reason}")]
-    private static partial void LogEventMalformed(ILogger logger, string reason);
+    /// <summary>What the sender of a refused event was told, for the log: only Dapr mode drops events.</summary>
+    private static string Answer(HostingMode mode, int status) =>
+        mode == HostingMode.Dapr ? "dropped to the dead-letter topic" : $"answered {status}";
 
-    [LoggerMessage(EventId = 5102, EventName = "CompletionEventDropped", Level = LogLevel.Warning, Message = "Completion event for run {RunId} dropped: {Reason}")]
-    private static partial void LogEventDropped(ILogger logger, long runId, string reason);
+    [LoggerMessage(EventId = 5101, EventName = "CompletionEventMalformed", Level = LogLevel.Warning, Message = "Completion event refused, {Answer}: {Reason}")]
+    private static partial void LogEventMalformed(ILogger logger, string answer, string reason);
+
+    [LoggerMessage(EventId = 5102, EventName = "CompletionEventDropped", Level = LogLevel.Warning, Message = "Completion event for run {RunId} refused, {Answer}: {Reason}")]
+    private static partial void LogEventDropped(ILogger logger, long runId, string answer, string reason);
 
     [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; redelivery requested")]
     private static partial void LogEventRetry(ILogger logger, long runId, Exception exception);

@@ -1,0 +1,62 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Service.Tests.Operability;
+
+/// <summary>
+/// An event the service will not take is logged with what the sender was told: in embedded mode the 4xx it got,
+/// not the word "dropped" (nothing goes to a dead-letter topic there), and why, in the problem's own words.
+/// </summary>
+public sealed class CompletionEventLogTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeLogCollector logs = new();
+    private readonly EmbeddedServiceFactory factory;
+    private readonly HttpClient client;
+
+    public CompletionEventLogTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url) { Logs = logs };
+        client = factory.CreateClient();
+    }
+
+    [Theory]
+    [InlineData("application/json; charset=utf-16", "{}", 415, "Unsupported media type")]
+    [InlineData("application/json", "", 400, "The body is empty.")]
+    [InlineData("application/json", "[1]", 400, "The event data must be a JSON object.")]
+    public async Task Refused_event_is_logged_with_the_status_it_got_and_why(string contentType, string body, int status, string reason)
+    {
+        var response = await client.PostRawAsync("/events/autofix-run-completed", body, contentType);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventMalformed");
+        Assert.Contains(reason, record.Message);
+        Assert.Contains($"answered {status}", record.Message);
+        Assert.DoesNotContain("dropped", record.Message);
+    }
+
+    [Fact]
+    public async Task Event_for_a_run_of_another_group_is_logged_as_answered_404()
+    {
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(71, ["acme/shop"], automation: false))).StatusCode);
+        var moved = Payloads.Run(71, ["acme/shop"], automation: false, groupId: 999);
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", moved);
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventDropped");
+        Assert.Contains("run 71", record.Message);
+        Assert.Contains("answered 404", record.Message);
+        Assert.DoesNotContain("dropped", record.Message);
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
