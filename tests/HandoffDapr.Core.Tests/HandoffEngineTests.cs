@@ -287,14 +287,19 @@ public sealed class HandoffEngineTests
 
         var branch = writer.Saved.Last().Launches[0].BranchName;
 
-        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch")), writer, CancellationToken.None);
-        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
+        const string shop = "acme/shop", other = "acme/other";
+        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), shop), writer, CancellationToken.None);
+        var otherRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-elsewhere", ProviderAgentStatus.Running, BranchName: branch), other), writer, CancellationToken.None);
+        var noRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-unnamed", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
+        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), shop), writer, CancellationToken.None);
 
         Assert.Equal(AgentReportStatus.UnknownAgent, stranger);
+        Assert.Equal(AgentReportStatus.UnknownAgent, otherRepository);
+        Assert.Equal(AgentReportStatus.UnknownAgent, noRepository);
         Assert.Equal(AgentReportStatus.Changed, lost);
         var state = writer.Saved.Last();
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-lost"].Status);
-        Assert.False(state.CodingAgents.ContainsKey("bc-other"));
+        Assert.Equal(["bc-lost"], state.CodingAgents.Keys);
         var launch = Assert.Single(state.Launches);
         Assert.Equal(("bc-lost", LaunchPhase.Launched, (string?)null), (launch.AgentId, launch.Phase, launch.FailureType));
         Assert.NotNull(state.Poll);

@@ -81,5 +81,9 @@ public sealed record AgentCommandOutcome(AgentCommandStatus Status, CodingAgentS
 /// <summary>A follow-up instruction for a running agent.</summary>
 public sealed record AgentFollowup(string AgentId, string Text);
 
-/// <summary>A provider's word on an agent, as it arrived: <see cref="IntegrationId"/> is the integration whose secret signed it.</summary>
-public sealed record AgentReport(long IntegrationId, Providers.ProviderAgent Agent);
+/// <summary>
+/// A provider's word on an agent, as it arrived: <see cref="IntegrationId"/> is the integration whose secret signed it,
+/// <see cref="Repository"/> the <c>owner/name</c> the report names (an agent we do not know yet is adopted only on a match).
+/// Plain text, as it crosses the actor boundary as JSON.
+/// </summary>
+public sealed record AgentReport(long IntegrationId, Providers.ProviderAgent Agent, string? Repository = null);

@@ -281,7 +281,9 @@ public sealed partial class HandoffEngine(
             // An agent on the branch of a launch that has none: an attempt whose answer was lost created it. Adopt it, as
             // reconciling would, rather than let it run unseen (after the last attempt nothing else would look for it).
             if (report.BranchName is not { Length: > 0 } branch
-                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch && launch.IntegrationId == signed.IntegrationId) is not { } orphaned)
+                || signed.Repository is not { Length: > 0 } repository
+                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch && launch.IntegrationId == signed.IntegrationId
+                    && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase)) is not { } orphaned)
             {
                 return AgentReportStatus.UnknownAgent;
             }

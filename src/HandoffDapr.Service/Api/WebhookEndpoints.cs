@@ -97,7 +97,7 @@ public static partial class WebhookEndpoints
         {
             // A webhook about an agent we launched means it was picked up: CREATING counts as running here.
             var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
-            outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report), cancellationToken);
+            outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report, change.Repository.Value.FullName), cancellationToken);
         }
         catch (RunOwnerUnavailableException)
         {
