@@ -31,11 +31,15 @@ public sealed record RunHandoffView(
         state.Timeline);
 }
 
-/// <summary>A repository's launch as clients see it (the stored instruction stays inside).</summary>
+/// <summary>
+/// A repository's launch as clients see it (the stored instruction stays inside). <see cref="Generation"/> counts the
+/// repository's launches in the run from 1: a repository whose agent failed and was launched again has one entry per generation.
+/// </summary>
 public sealed record LaunchView(
     string Repository,
     long IntegrationId,
     string Provider,
+    int Generation,
     string BranchName,
     LaunchPhase Phase,
     int Attempts,
@@ -48,6 +52,7 @@ public sealed record LaunchView(
         launch.Repository,
         launch.IntegrationId,
         launch.Provider,
+        launch.Generation,
         launch.BranchName,
         launch.Phase,
         launch.Attempts,

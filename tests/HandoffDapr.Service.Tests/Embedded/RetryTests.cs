@@ -106,6 +106,10 @@ public sealed class RetryTests : IDisposable
         var branches = cursor.LaunchBodies.Select(body => body["target"]!["branchName"]!.GetValue<string>()).ToList();
         Assert.Equal(2, branches.Count);
         Assert.NotEqual(branches[0], branches[1]);
+        // Both launches stay on record; the status view tells them apart by generation, the newer one last.
+        var launches = (await View(304))["launches"]!.AsArray();
+        Assert.Equal([1, 2], launches.Select(launch => launch!["generation"]!.GetValue<int>()));
+        Assert.Equal(branches, launches.Select(launch => launch!["branch_name"]!.GetValue<string>()));
     }
 
     [Fact]

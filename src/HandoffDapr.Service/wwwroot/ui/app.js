@@ -46,7 +46,8 @@ function render(runs) {
       const row = document.createElement("tr");
       cell(row, String(run.run_id));
       cell(row, String(run.group_id ?? ""));
-      cell(row, launch.repository);
+      // A repository launched again (its agent failed) has a row per launch; say which one this is.
+      cell(row, launch.generation > 1 ? `${launch.repository} (launch ${launch.generation})` : launch.repository);
       const agentCell = cell(row, "");
       if (agent && agent.agent_url) { link(agentCell, agent.agent_url, agent.id); } else { agentCell.textContent = launch.agent_id || "—"; }
       const status = agent ? agent.status : launch.phase.replace("_", " ");
