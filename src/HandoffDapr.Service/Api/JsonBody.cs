@@ -70,13 +70,12 @@ public static class JsonBody
     /// </summary>
     private static bool IsJson(string? contentType)
     {
-        if (contentType is null || string.Equals(contentType, MediaTypes[0], StringComparison.OrdinalIgnoreCase))
+        if (contentType is null || IsListed(contentType))
         {
-            return true;
+            return true; // the usual case, without parsing the header
         }
 
-        if (!MediaTypeHeaderValue.TryParse(contentType, out var parsed)
-            || !MediaTypes.Any(type => parsed.MediaType.Equals(type, StringComparison.OrdinalIgnoreCase)))
+        if (!MediaTypeHeaderValue.TryParse(contentType, out var parsed) || !IsListed(parsed.MediaType.Value))
         {
             return false;
         }
@@ -85,6 +84,19 @@ public static class JsonBody
         return charset.HasValue is false
             || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase)
             || charset.Equals("utf8", StringComparison.OrdinalIgnoreCase);
+    }
+
+    private static bool IsListed(string? mediaType)
+    {
+        foreach (var type in MediaTypes)
+        {
+            if (string.Equals(mediaType, type, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     // A JSON path is built from the client's own property names: bound it and keep it printable.
