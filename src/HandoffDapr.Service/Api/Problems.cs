@@ -1,5 +1,7 @@
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
+using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.WebUtilities;
 
 namespace HandoffDapr.Service.Api;
 
@@ -39,18 +41,34 @@ public static class Problems
             return;
         }
 
-        var ours = problem.Status switch
-        {
-            StatusCodes.Status404NotFound => Problem(StatusCodes.Status404NotFound, "not-found", "Not found", "No endpoint has this path.").ProblemDetails,
-            StatusCodes.Status405MethodNotAllowed => Problem(StatusCodes.Status405MethodNotAllowed, "method-not-allowed", "Method not allowed", "This path does not take this method.").ProblemDetails,
-            StatusCodes.Status415UnsupportedMediaType => UnsupportedMediaType().ProblemDetails,
-            _ => null,
-        };
-        if (ours is not null)
+        if (RoutingRefusal(problem.Status ?? 0)?.ProblemDetails is { } ours)
         {
             (problem.Type, problem.Title, problem.Detail) = (ours.Type, ours.Title, ours.Detail);
         }
     }
+
+    /// <summary>
+    /// For <c>UseStatusCodePages</c>: a status set without a body (routing's 404/405/415, a failed binding's 400)
+    /// becomes our problem as JSON, whatever the request's <c>Accept</c> says; the framework's own writer would
+    /// fall back to plain text for a client that does not accept JSON.
+    /// </summary>
+    public static Task WriteForBareStatus(StatusCodeContext context)
+    {
+        var status = context.HttpContext.Response.StatusCode;
+        var problem = RoutingRefusal(status)
+            ?? (status == StatusCodes.Status400BadRequest
+                ? InvalidRequest("The request could not be read.")
+                : Problem(status, "http-" + status, ReasonPhrases.GetReasonPhrase(status), "The request could not be served."));
+        return problem.ExecuteAsync(context.HttpContext);
+    }
+
+    private static ProblemHttpResult? RoutingRefusal(int status) => status switch
+    {
+        StatusCodes.Status404NotFound => Problem(StatusCodes.Status404NotFound, "not-found", "Not found", "No endpoint has this path."),
+        StatusCodes.Status405MethodNotAllowed => Problem(StatusCodes.Status405MethodNotAllowed, "method-not-allowed", "Method not allowed", "This path does not take this method."),
+        StatusCodes.Status415UnsupportedMediaType => UnsupportedMediaType(),
+        _ => null,
+    };
 
     public static ProblemHttpResult UnsupportedMediaType() =>
         Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON in UTF-8 (application/json, application/cloudevents+json or text/json).");

@@ -65,7 +65,7 @@ public static class HandoffServiceExtensions
     {
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
         app.UseExceptionHandler();
-        app.UseStatusCodePages();
+        app.UseStatusCodePages(Problems.WriteForBareStatus);
         app.UseAuthentication();
         app.UseAuthorization();
         if (mode == HostingMode.Dapr)

@@ -178,6 +178,27 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("GET", "/runs/1", "text/html", 404)]
+    [InlineData("PUT", "/runs/1/handoff", "text/html", 405)]
+    [InlineData("GET", "/runs/1", "application/xml", 404)]
+    [InlineData("POST", "/runs/1/handoff", "text/plain", 415)]
+    public async Task Routing_refusals_are_problem_json_whatever_the_client_accepts(string method, string path, string accept, int status)
+    {
+        var request = new HttpRequestMessage(new HttpMethod(method), path);
+        request.Headers.Accept.Add(new System.Net.Http.Headers.MediaTypeWithQualityHeaderValue(accept));
+        if (status == 415)
+        {
+            request.Content = new StringContent("x", System.Text.Encoding.UTF8, "text/plain");
+        }
+
+        var response = await service.Client.SendAsync(request);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.StartsWith("https://handoff-dapr.dev/problems/", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Theory]
     [InlineData("PUT", "/runs/1/handoff", 405, "method-not-allowed")]
     [InlineData("DELETE", "/healthz", 405, "method-not-allowed")]
     [InlineData("GET", "/runs/1", 404, "not-found")]
