@@ -47,6 +47,10 @@ public sealed class PromptBuilderTests
     [Fact]
     public void Fixes_line_appears_only_when_a_pull_request_is_auto_created_and_a_short_id_is_known()
     {
+        // A short id is a few characters; a client-sent one too long to be real is left out rather than break the cap.
+        var oversized = PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", new string('X', 40_000)) }, null, autoCreatePr: true, maxLength: 30_000);
+        Assert.DoesNotContain("Fixes", oversized);
+        Assert.True(oversized.Length <= 30_000);
         Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full, null, autoCreatePr: false));
         Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", null) }, null, autoCreatePr: true));
         Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", "  ") }, null, autoCreatePr: true));

@@ -6,22 +6,29 @@ namespace HandoffDapr.Core.Prompts;
 /// <summary>
 /// Builds the prompt the coding agent receives. Parts are joined by a blank line; missing or null
 /// artifact fields are skipped. When the prompt would exceed the cap, only the artifact text is cut:
-/// the opening instruction, the "Fixes" line and the caller's instruction always survive.
+/// the opening instruction, the "Fixes" line and the caller's instruction always survive. They fit because start-up
+/// requires <c>MaxInstructionLength</c> + <see cref="HeadReserve"/> to be within every integration's cap.
 /// </summary>
 public static class PromptBuilder
 {
     public const string Opening = "Please fix the following issue. Ensure that your fix is fully working.";
     public const string TruncationMarker = "\n\n[Truncated: the analysis was longer than this agent accepts.]";
     public const int DefaultMaxLength = 30_000;
+
+    /// <summary>Room the opening and the "Fixes" line may take; the caller's instruction must fit in what is left.</summary>
+    public const int HeadReserve = 1024;
+
+    /// <summary>Real short ids are a few characters ("SHOP-1A2"); a longer one, sent by a client, is left out.</summary>
+    public const int MaxShortIdLength = 64;
     private const string Separator = "\n\n";
 
     public static string Build(RunSnapshot snapshot, string? instruction, bool autoCreatePr, int maxLength = DefaultMaxLength)
     {
         var head = new StringBuilder(Opening);
-        var shortId = snapshot.Group?.ShortId;
-        if (autoCreatePr && !string.IsNullOrWhiteSpace(shortId))
+        var shortId = snapshot.Group?.ShortId?.Trim();
+        if (autoCreatePr && shortId is { Length: > 0 and <= MaxShortIdLength })
         {
-            head.Append(Separator).Append("Include 'Fixes ").Append(shortId.Trim()).Append("' in the pull request description.");
+            head.Append(Separator).Append("Include 'Fixes ").Append(shortId).Append("' in the pull request description.");
         }
 
         if (!string.IsNullOrWhiteSpace(instruction))

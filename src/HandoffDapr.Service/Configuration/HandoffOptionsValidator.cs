@@ -103,6 +103,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             {
                 errors.Add($"{key}:PromptMaxLength must be at least 8192, room for the instructions.");
             }
+            else if (integration.PromptMaxLength < options.MaxInstructionLength + Core.Prompts.PromptBuilder.HeadReserve)
+            {
+                // The caller's instruction is never cut: it must fit, with the opening, however long it is allowed to be.
+                errors.Add($"{key}:PromptMaxLength must be at least Handoff:MaxInstructionLength ({options.MaxInstructionLength}) + {Core.Prompts.PromptBuilder.HeadReserve}.");
+            }
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);

@@ -69,6 +69,9 @@ public sealed class HostingModeTests
     {
         { "Handoff:RateLimits:TriggersPerGroupPerMinute", options => options.RateLimits.TriggersPerGroupPerMinute = 0 },
         { "Handoff:RateLimits:WebhooksPerIntegrationPerMinute", options => options.RateLimits.WebhooksPerIntegrationPerMinute = -1 },
+        // An instruction that could fill the prompt alone would leave no room for the analysis, or break the cap.
+        { "Handoff:Integrations:42:PromptMaxLength", options => options.MaxInstructionLength = 30_000 },
+        { "Handoff:Integrations:42:PromptMaxLength", options => (options.MaxInstructionLength, options.Integrations["42"].PromptMaxLength) = (8192, 8192) },
         { "Handoff:MaxInstructionLength", options => options.MaxInstructionLength = -1 },
         { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.Zero },
         { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.FromDays(2) },
