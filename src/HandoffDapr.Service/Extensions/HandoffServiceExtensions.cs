@@ -123,7 +123,8 @@ public static class HandoffServiceExtensions
             // Reentrancy off: one call at a time per run is the point of the actor.
             options.ReentrancyConfig = new ActorReentrancyConfig { Enabled = false };
             options.ActorIdleTimeout = TimeSpan.FromMinutes(30);
-            options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(40);
+            // Below placement's 30 s dissemination timeout, at or above which daprd 1.18 clamps it to 24 s with a warning.
+            options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
         });
         services.AddSingleton<IRunOwner, ActorRunOwner>();

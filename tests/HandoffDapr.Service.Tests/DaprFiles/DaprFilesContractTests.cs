@@ -245,6 +245,20 @@ public sealed class DaprFilesContractTests
     }
 
     [Fact]
+    public void Sidecar_outlives_a_provider_call_at_shutdown_and_the_pod_outlives_the_sidecar()
+    {
+        var template = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template")!;
+        // daprd's own shutdown grace (5 s unless annotated) bounds how long an actor turn keeps its binding and state store.
+        var sidecarGrace = int.Parse(Scalar(template, "metadata", "annotations", "dapr.io/graceful-shutdown-seconds")!);
+        var podGrace = int.Parse(Scalar(template, "spec", "terminationGracePeriodSeconds")!);
+        var providerCall = ((YamlMappingNode)Node(Documents("k8s/resiliency.yaml").Single().Document, "spec", "policies", "timeouts")!)
+            .Children.Single(entry => ((YamlScalarNode)entry.Key).Value == "providerCall").Value;
+
+        Assert.True(sidecarGrace > TimeSpan.FromSeconds(int.Parse(((YamlScalarNode)providerCall).Value!.TrimEnd('s'))).TotalSeconds, "a provider call in flight at SIGTERM must be able to finish");
+        Assert.True(podGrace > sidecarGrace, "Kubernetes must not kill the pod before daprd has drained");
+    }
+
+    [Fact]
     public void Kustomization_lists_every_manifest_but_the_secrets_example()
     {
         var listed = ((YamlSequenceNode)Node(Documents("k8s/kustomization.yaml").Single().Document, "resources")!).Children.Select(r => ((YamlScalarNode)r).Value!).Order();

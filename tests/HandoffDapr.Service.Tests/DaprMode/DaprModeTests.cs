@@ -147,6 +147,19 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Actor_drain_timeout_is_below_the_placement_timeout_daprd_would_clamp_it_at()
+    {
+        var config = await (await client.GetAsync("/dapr/config")).ReadJsonAsync();
+
+        // daprd 1.18 cuts a drainOngoingCallTimeout at or above placement's 30 s dissemination timeout down to 24 s.
+        // The SDK writes Go's duration form, e.g. "0h0m20s0ms".
+        var parts = System.Text.RegularExpressions.Regex.Match(config["drainOngoingCallTimeout"]!.GetValue<string>(), @"^(\d+)h(\d+)m(\d+)s(\d+)ms$").Groups;
+        var drain = new TimeSpan(0, int.Parse(parts[1].Value), int.Parse(parts[2].Value), int.Parse(parts[3].Value), int.Parse(parts[4].Value));
+        Assert.InRange(drain, TimeSpan.FromSeconds(5), TimeSpan.FromSeconds(24));
+        Assert.True(config["drainRebalancedActors"]!.GetValue<bool>());
+    }
+
+    [Fact]
     public async Task Dapr_subscribe_lists_the_topic_route_and_dead_letter_topic()
     {
         var subscriptions = JsonNode.Parse(await client.GetStringAsync("/dapr/subscribe"))!.AsArray();
