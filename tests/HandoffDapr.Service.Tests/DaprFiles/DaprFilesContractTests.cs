@@ -259,6 +259,23 @@ public sealed class DaprFilesContractTests
     }
 
     [Fact]
+    public void Network_policy_admits_sidecars_only_to_daprds_internal_port_and_the_ingress_only_to_the_app()
+    {
+        var rules = ((YamlSequenceNode)Node(Documents("k8s/networkpolicy.yaml").Single().Document, "spec", "ingress")!).Children;
+        var admitted = rules.Select(rule => (
+            From: ((YamlSequenceNode)Node(rule, "from")!).Children.Select(peer => string.Join(",", ((YamlMappingNode)peer).Children.Keys.Select(k => ((YamlScalarNode)k).Value))).Single(),
+            Ports: string.Join(",", ((YamlSequenceNode)Node(rule, "ports")!).Children.Select(port => Scalar(port, "port")))))
+            .ToList();
+
+        // daprd's API ports (3500, 50001) are bound to loopback by the injector: a rule for them would be dead, and a
+        // wider one a hole. The control plane is dialled by daprd, not the other way round.
+        Assert.Equal([("podSelector,namespaceSelector", "50002"), ("namespaceSelector", "5080")], admitted);
+        var sidecars = ((YamlSequenceNode)Node(rules[0], "from")!).Children.Single();
+        var labelRule = ((YamlSequenceNode)Node(sidecars, "podSelector", "matchExpressions")!).Children.Single();
+        Assert.Equal(("dapr.io/app-id", "Exists"), (Scalar(labelRule, "key"), Scalar(labelRule, "operator")));
+    }
+
+    [Fact]
     public void Kustomization_lists_every_manifest_but_the_secrets_example()
     {
         var listed = ((YamlSequenceNode)Node(Documents("k8s/kustomization.yaml").Single().Document, "resources")!).Children.Select(r => ((YamlScalarNode)r).Value!).Order();
