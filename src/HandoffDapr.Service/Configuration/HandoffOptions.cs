@@ -86,6 +86,13 @@ public sealed class DaprOptions
 
     /// <summary>How long start-up waits for the sidecar.</summary>
     public TimeSpan SidecarWaitTimeout { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// How long a call to a run's actor may take before the caller gets a 503 (an event: RETRY). Above the resiliency
+    /// policy's <c>actorCall</c> (120 s), so daprd's own timeout decides first; without it the SDK's HttpClient gives up
+    /// at 100 s.
+    /// </summary>
+    public TimeSpan ActorCallTimeout { get; set; } = TimeSpan.FromSeconds(130);
 }
 
 public sealed class LaunchOptions

@@ -33,6 +33,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Embedded:SchedulePollInterval must be positive, ScheduleLease at least one second and MaxConcurrentWakeups between 1 and 1024.");
         }
 
+        if (mode == HostingMode.Dapr && options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1))
+        {
+            errors.Add("Handoff:Dapr:ActorCallTimeout must be at least one second (above the resiliency policy's actorCall timeout).");
+        }
+
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
         {
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");

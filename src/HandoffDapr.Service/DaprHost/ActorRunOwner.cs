@@ -13,8 +13,28 @@ namespace HandoffDapr.Service.DaprHost;
 /// The callers' cancellation tokens are not passed on, on purpose: a turn that has started a launch must finish it and
 /// save what it learned, whether or not the HTTP caller is still there (the engine does the same with its last save).
 /// </summary>
-public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
+public sealed class ActorRunOwner : IRunOwner
 {
+    private readonly IActorProxyFactory proxies;
+    private readonly ActorProxyOptions? callOptions;
+
+    public ActorRunOwner(IActorProxyFactory proxies, Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options)
+    {
+        this.proxies = proxies;
+        // The SDK's factory carries the sidecar's endpoint, token and our serializer, but no request timeout.
+        if (proxies is ActorProxyFactory { DefaultOptions: var defaults })
+        {
+            callOptions = new ActorProxyOptions
+            {
+                HttpEndpoint = defaults.HttpEndpoint,
+                DaprApiToken = defaults.DaprApiToken,
+                UseJsonSerialization = defaults.UseJsonSerialization,
+                JsonSerializerOptions = defaults.JsonSerializerOptions,
+                RequestTimeout = options.Value.Dapr.ActorCallTimeout,
+            };
+        }
+    }
+
     public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.TriggerAsync(trigger));
 
@@ -35,12 +55,13 @@ public sealed class ActorRunOwner(IActorProxyFactory proxies) : IRunOwner
 
     private async Task<T> CallAsync<T>(long runId, Func<IHandoffRunActor, Task<T>> call)
     {
-        var actor = proxies.CreateActorProxy<IHandoffRunActor>(new ActorId(runId.ToString(System.Globalization.CultureInfo.InvariantCulture)), HandoffRunActor.ActorTypeName);
+        var actor = proxies.CreateActorProxy<IHandoffRunActor>(new ActorId(runId.ToString(System.Globalization.CultureInfo.InvariantCulture)), HandoffRunActor.ActorTypeName, callOptions);
         try
         {
             return await call(actor);
         }
-        catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException)
+        // No caller's token reaches the proxy, so a cancellation here is its request timeout: the actor may still finish the turn.
+        catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException or OperationCanceledException)
         {
             throw new RunOwnerUnavailableException("The run's actor could not be reached.", exception);
         }

@@ -113,6 +113,18 @@ public sealed class DaprFilesContractTests
     [Theory]
     [InlineData("components/resiliency.yaml")]
     [InlineData("k8s/resiliency.yaml")]
+    public void App_waits_for_an_actor_call_longer_than_the_sidecars_own_actor_call_timeout(string file)
+    {
+        var timeouts = (YamlMappingNode)Node(Documents(file).Single().Document, "spec", "policies", "timeouts")!;
+        var actorCall = ((YamlScalarNode)timeouts.Children[new YamlScalarNode("actorCall")]).Value!;
+
+        // Otherwise the app gives up first, and daprd's timeout and retries never get to act.
+        Assert.True(new Service.Configuration.DaprOptions().ActorCallTimeout > TimeSpan.FromSeconds(int.Parse(actorCall.TrimEnd('s'))), actorCall);
+    }
+
+    [Theory]
+    [InlineData("components/resiliency.yaml")]
+    [InlineData("k8s/resiliency.yaml")]
     public void Resiliency_targets_refer_to_defined_policies(string file)
     {
         var (_, resiliency) = Documents(file).Single();

@@ -101,6 +101,24 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Actor_call_slower_than_the_actor_call_timeout_is_a_503_and_a_retry_not_a_500()
+    {
+        await using var factory = await Start(settings: new Dictionary<string, string?> { ["Handoff:Dapr:ActorCallTimeout"] = "00:00:01" });
+        using var held = cursor.Hold("acme/slow");
+        var client = factory.CreateClient();
+
+        var trigger = await client.PostJsonAsync("/runs/310/handoff", Payloads.Trigger(Payloads.Run(310, ["acme/slow"], automation: false)));
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(311, ["acme/slow"]));
+        held.Release();
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unavailable", (await trigger.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
+        Assert.Equal(HttpStatusCode.OK, delivery.Response!.StatusCode);
+        Assert.Equal("RETRY", (await delivery.Response.ReadJsonAsync())["status"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Readiness_reports_the_sidecar()
     {
         await using var factory = await Start();
