@@ -415,6 +415,74 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Agent_given_up_for_age_that_the_provider_could_not_stop_is_still_read_and_keeps_the_pull_request_it_opens_later()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        Assert.Equal(CodingAgentStatus.Failed, (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).CodingAgents["bc-1"].Status);
+
+        // Never stopped, it works on and opens its pull request; no webhook tells us.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Agent_whose_read_fails_when_its_maximum_age_runs_out_is_not_timed_out_on_that_poll()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.False(state.CodingAgents["bc-1"].Status.IsFinal());
+        provider.ReadFailure = null;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Agent_given_up_for_age_is_watched_only_until_the_provider_shows_it_ended_or_twice_its_maximum_age()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAsync(2, null, Trigger("acme/api") with { Snapshot = Trigger("acme/api").Snapshot! with { RunId = 2 } }, writer, CancellationToken.None);
+        var stopped = writer.Saved.Last(state => state.RunId == 1);
+        var running = writer.Saved.Last(state => state.RunId == 2);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        stopped = await engine.WakeAsync(stopped, writer, CancellationToken.None);
+        running = await engine.WakeAsync(running, writer, CancellationToken.None);
+
+        // Run 1: the stop took; the next read shows it, and the watch ends.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(stopped.NextWakeAt()!.Value - time.GetUtcNow());
+        stopped = await engine.WakeAsync(stopped, writer, CancellationToken.None);
+        Assert.Null(stopped.NextWakeAt());
+        Assert.Equal(CodingAgentStatus.Failed, stopped.CodingAgents.Values.Single().Status);
+
+        // Run 2: the provider says it is still running, for ever; the watch ends at twice the maximum age.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        for (var i = 0; i < 100 && running.NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            running = await engine.WakeAsync(running, writer, CancellationToken.None);
+        }
+
+        Assert.Null(running.NextWakeAt());
+        Assert.InRange(time.GetUtcNow() - running.Launches.Single().AttemptStartedAt!.Value, TimeSpan.FromHours(12), TimeSpan.FromHours(12.5));
+        Assert.Equal(CodingAgentStatus.Failed, running.CodingAgents.Values.Single().Status);
+    }
+
+    [Fact]
     public async Task Repository_on_another_host_than_github_or_with_a_bad_base_branch_fails_with_its_own_reason_and_no_call()
     {
         var trigger = Trigger("acme/shop");
@@ -616,8 +684,22 @@ public sealed class HandoffEngineTests
             return ProviderResult<ProviderAgent>.Success(new ProviderAgent($"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, BranchName: request.BranchName));
         }
 
-        public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
-            Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl)));
+        public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)
+        {
+            Interlocked.Increment(ref reads);
+            return Task.FromResult(ReadFailure is { } failure
+                ? ProviderResult<ProviderAgent>.Failed(failure)
+                : ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl)));
+        }
+
+        private int reads;
+
+        public int Reads => reads;
+
+        public ProviderFailure? ReadFailure { get; set; }
+
+        /// <summary>Stop answers not_supported, as GitHub's agent tasks API does.</summary>
+        public bool CannotStop { get; set; }
 
         /// <summary>What a read of an agent (the poll) answers.</summary>
         public ProviderAgentStatus ReadStatus { get; set; } = ProviderAgentStatus.Running;
@@ -627,7 +709,9 @@ public sealed class HandoffEngineTests
         public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
             Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
 
-        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
+        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(CannotStop
+            ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
+            : ProviderResult<bool>.Success(true));
 
         public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
     }

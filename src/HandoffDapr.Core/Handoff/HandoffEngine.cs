@@ -154,7 +154,7 @@ public sealed partial class HandoffEngine(
     {
         var now = timeProvider.GetUtcNow();
         var due = state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
-        var pollDue = state.HasActiveAgents && state.Poll?.NextPollAt <= now;
+        var pollDue = state.HasAgentsToPoll && state.Poll?.NextPollAt <= now;
         if (due.Count == 0 && !pollDue)
         {
             // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
@@ -184,7 +184,8 @@ public sealed partial class HandoffEngine(
     private async Task<RunHandoffState> PollAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
         var now = timeProvider.GetUtcNow();
-        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal()).ToList();
+        var givenUp = state.Poll?.GivenUp ?? [];
+        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id)).ToList();
         var reports = new ProviderAgent?[active.Count];
         await Parallel.ForEachAsync(
             Enumerable.Range(0, active.Count),
@@ -205,10 +206,12 @@ public sealed partial class HandoffEngine(
 
         var changed = false;
         var timedOut = new List<string>();
+        var stillWatched = new List<string>();
         for (var i = 0; i < active.Count; i++)
         {
             var agent = active[i];
-            if (reports[i] is { } report)
+            var report = reports[i];
+            if (report is not null)
             {
                 var updated = ApplyAgentReport(state, report);
                 changed |= !ReferenceEquals(updated, state);
@@ -216,17 +219,33 @@ public sealed partial class HandoffEngine(
             }
 
             var current = state.CodingAgents[agent.Id];
-            if (!current.Status.IsFinal() && IsTooOld(state, current, now))
+            var age = Age(state, current, now);
+            if (givenUp.Contains(agent.Id))
+            {
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
+                if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
+                    && current.Status == CodingAgentStatus.Failed && age <= options.AgentMaxAge * 2)
+                {
+                    stillWatched.Add(agent.Id);
+                }
+            }
+            // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
+            else if (!current.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > options.AgentMaxAge * 2))
             {
                 state = TimeOut(state, current, now);
                 timedOut.Add(agent.Id);
                 changed = true;
+                if (age <= options.AgentMaxAge * 2)
+                {
+                    stillWatched.Add(agent.Id);
+                }
             }
         }
 
         var quietPolls = changed ? 0 : (state.Poll?.QuietPolls ?? 0) + 1;
         var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
-        state = state with { Poll = state.HasActiveAgents ? new PollSchedule(now + interval, quietPolls) : null };
+        var watched = stillWatched.Count > 0 ? stillWatched : null;
+        state = state with { Poll = state.HasActiveAgents || watched is not null ? new PollSchedule(now + interval, quietPolls, watched) : null };
         await writer.SaveAsync(state, CancellationToken.None);
         // After the save: the verdict stands whatever the provider answers to the stop.
         await StopGivenUpAsync(state, timedOut, cancellationToken);
@@ -252,8 +271,8 @@ public sealed partial class HandoffEngine(
     }
 
     /// <summary>Age by our own clock (when we launched), not the provider's <c>createdAt</c>, which we do not control.</summary>
-    private bool IsTooOld(RunHandoffState state, CodingAgentState agent, DateTimeOffset now) =>
-        now - (state.LaunchOfAgent(agent.Id)?.AttemptStartedAt ?? agent.StartedAt) > options.AgentMaxAge;
+    private static TimeSpan Age(RunHandoffState state, CodingAgentState agent, DateTimeOffset now) =>
+        now - (state.LaunchOfAgent(agent.Id)?.AttemptStartedAt ?? agent.StartedAt);
 
     private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now)
     {

@@ -26,11 +26,14 @@ public sealed record RunHandoffState(
 
     public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
 
+    /// <summary>Agents are still read from the provider: some are unfinished, or given up on without a confirmed end.</summary>
+    public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 };
+
     /// <summary>When the run's owner must wake up next (a retry, a reconciliation, a poll), or null when nothing is pending.</summary>
     public DateTimeOffset? NextWakeAt()
     {
         var launchDue = Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
-        var pollDue = HasActiveAgents ? Poll?.NextPollAt : null;
+        var pollDue = HasAgentsToPoll ? Poll?.NextPollAt : null;
         return (launchDue, pollDue) switch
         {
             ({ } launch, { } poll) => launch < poll ? launch : poll,
@@ -126,7 +129,11 @@ public enum LaunchPhase
 }
 
 /// <param name="QuietPolls">Polls in a row that saw no change: the interval doubles with each.</param>
-public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls);
+/// <param name="GivenUp">
+/// Agents we failed for age whose end the provider has not shown yet (its stop may not have taken, or it offers none):
+/// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
+/// </param>
+public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls, IReadOnlyList<string>? GivenUp = null);
 
 public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
 

@@ -263,9 +263,17 @@ public sealed class StatusTrackingTests : IDisposable
         var view = await (await client.GetAsync("/runs/460/handoff")).ReadJsonAsync();
         Assert.Equal("failed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
         Assert.Equal("timed_out", view["launches"]![0]!["failure_type"]!.GetValue<string>());
-        Assert.Null(await factory.Store.GetWakeupAsync(460, CancellationToken.None));
         // Given up on, it must not keep working (and open a pull request nobody follows) beside a later retry's agent.
         Assert.Equal([$"/v0/agents/{agentId}/stop"], cursor.CommandRequests.Select(command => command.Path));
+
+        // It is read once more, until the provider shows the stop took; then nothing is left to wake up for.
+        var watch = await factory.Store.GetWakeupAsync(460, CancellationToken.None);
+        Assert.NotNull(watch);
+        var readsBefore = cursor.GetRequests(agentId);
+        time.Advance(watch.Value - time.GetUtcNow());
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        Assert.Equal(readsBefore + 1, cursor.GetRequests(agentId));
+        Assert.Null(await factory.Store.GetWakeupAsync(460, CancellationToken.None));
     }
 
     [Fact]

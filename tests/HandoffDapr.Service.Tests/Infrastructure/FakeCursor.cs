@@ -152,7 +152,17 @@ public sealed class FakeCursor : IDisposable
         }
 
         var id = request.Path.Split('/')[^2];
-        return agents.ContainsKey(id) ? Json(200, "{\"id\":\"" + id + "\"}") : Json(404, "{\"error\":{\"message\":\"Agent not found\"}}");
+        if (!agents.TryGetValue(id, out var agent))
+        {
+            return Json(404, "{\"error\":{\"message\":\"Agent not found\"}}");
+        }
+
+        if (request.Path.EndsWith("/stop", StringComparison.Ordinal))
+        {
+            agent["status"] = "STOPPED";
+        }
+
+        return Json(200, "{\"id\":\"" + id + "\"}");
     }
 
     public WireMockServer Server { get; }
