@@ -124,11 +124,12 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(await badSignature.Content.ReadAsStringAsync() is var bad ? Strip(bad) : null, Strip(await unknown.Content.ReadAsStringAsync()));
     }
 
-    [Fact]
-    public async Task Signed_webhook_that_is_not_json_is_400()
+    [Theory]
+    [InlineData("{not json")]
+    [InlineData("{\"event\":\"statusChange\",\"id\":\"bc-1\",\"status\":\"RUNNING\"} trailing")]
+    [InlineData("{\"event\":\"statusChange\",\"id\":\"bc-1\",\"status\":\"RUNNING\"}{}")]
+    public async Task Signed_webhook_that_is_not_one_json_document_is_400(string body)
     {
-        const string body = "{not json";
-
         var response = await PostWebhook(1, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);

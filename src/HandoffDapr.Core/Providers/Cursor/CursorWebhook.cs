@@ -27,7 +27,8 @@ public static partial class CursorWebhook
             var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 32 });
             using var document = JsonDocument.ParseValue(ref reader);
             var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            // One document and nothing after it (trailing content throws here, as the completion event's reader does).
+            if (root.ValueKind != JsonValueKind.Object || reader.Read())
             {
                 return ParseResult.Invalid;
             }
