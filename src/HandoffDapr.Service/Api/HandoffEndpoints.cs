@@ -15,7 +15,8 @@ public static partial class HandoffEndpoints
     public static IEndpointRouteBuilder MapHandoffEndpoints(this IEndpointRouteBuilder app)
     {
         app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns")
-            .ProducesProblem(StatusCodes.Status400BadRequest);
+            .ProducesProblem(StatusCodes.Status400BadRequest)
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
         runs.MapPost("/handoff", TriggerAsync).WithName("TriggerHandoff")
             .AcceptsJson<HandoffRequest>()
@@ -118,7 +119,7 @@ public static partial class HandoffEndpoints
 
     /// <summary>The most recently changed runs (the status page's data), newest first; <c>limit</c> 1–200, default 50.</summary>
     public static async Task<Results<Ok<IReadOnlyList<RunHandoffView>>, ProblemHttpResult>> ListAsync(
-        string[]? limit, IRecentRuns recentRuns, CancellationToken cancellationToken)
+        string[]? limit, IRecentRuns recentRuns, ILogger<HandoffServices> logger, CancellationToken cancellationToken)
     {
         // Bound as text and parsed here: the framework's own int binding would answer a bad value with an exception.
         var count = 50;
@@ -127,7 +128,17 @@ public static partial class HandoffEndpoints
             return Problems.InvalidRequest("limit must be one whole number between 1 and 200.");
         }
 
-        var runs = await recentRuns.ListAsync(count, cancellationToken);
+        IReadOnlyList<RunHandoffState> runs;
+        try
+        {
+            runs = await recentRuns.ListAsync(count, cancellationToken);
+        }
+        catch (RunOwnerUnavailableException exception)
+        {
+            LogRecentRunsUnavailable(logger, exception);
+            return Problems.Unavailable();
+        }
+
         return TypedResults.Ok<IReadOnlyList<RunHandoffView>>(runs.Select(RunHandoffView.From).ToList());
     }
 
@@ -172,6 +183,9 @@ public static partial class HandoffEndpoints
 
     [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: its owner could not be reached")]
     private static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
+
+    [LoggerMessage(EventId = 5002, EventName = "RecentRunsUnavailable", Level = LogLevel.Warning, Message = "The recent runs could not be read")]
+    private static partial void LogRecentRunsUnavailable(ILogger logger, Exception exception);
 }
 
 /// <summary>What every handoff endpoint needs.</summary>

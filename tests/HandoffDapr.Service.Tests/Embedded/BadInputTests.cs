@@ -281,6 +281,28 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
+    [Fact]
+    public async Task Recent_runs_when_the_store_cannot_be_read_is_a_503_problem_not_a_500()
+    {
+        using var temp = new TempDirectory();
+        using var cursor = new FakeCursor();
+        using var factory = new EmbeddedServiceFactory(temp.File("broken.db"), cursor.Url);
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs")).StatusCode);
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={factory.DataPath};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var command = connection.CreateCommand();
+            command.CommandText = "ALTER TABLE runs RENAME TO runs_gone";
+            await command.ExecuteNonQueryAsync();
+        }
+
+        var response = await client.GetAsync("/runs");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unavailable", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
     private async Task AssertStillHealthy() =>
         Assert.Equal(HttpStatusCode.OK, (await service.Client.GetAsync("/healthz")).StatusCode);
 

@@ -67,10 +67,7 @@ public sealed class OpenApiTests : IDisposable
                 expected.AddRange(["401", "403"]);
             }
 
-            if (name != "GET /runs")
-            {
-                expected.Add("503");
-            }
+            expected.Add("503");
 
             if (name.StartsWith("POST") && !name.EndsWith("/stop"))
             {
