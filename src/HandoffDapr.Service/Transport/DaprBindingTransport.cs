@@ -38,14 +38,8 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
         }
         catch (DaprException exception) when (!cancellationToken.IsCancellationRequested)
         {
-            var status = (exception.InnerException as RpcException)?.StatusCode;
-            throw status switch
-            {
-                StatusCode.DeadlineExceeded => new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true, exception),
-                // The sidecar itself is unreachable: the binding never ran.
-                StatusCode.Unavailable => new ProviderTransportException(TransportFailureKind.Network, requestSent: false, exception),
-                _ => new ProviderTransportException(TransportFailureKind.Network, requestSent: true, exception),
-            };
+            var (kind, requestSent) = Classify(exception.InnerException as RpcException);
+            throw new ProviderTransportException(kind, requestSent, exception);
         }
 
         var metadata = response.Metadata;
@@ -58,5 +52,26 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
 
         var retryAfter = metadata.FirstOrDefault(pair => string.Equals(pair.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value;
         return new ProviderResponse(statusCode, response.Data, retryAfter);
+    }
+
+    /// <summary>
+    /// daprd answers every failed output binding with <c>Internal</c> and <c>ERR_INVOKE_OUTPUT_BINDING</c>; only the
+    /// message tells an open circuit breaker (gobreaker's "circuit breaker is open", or "too many requests" while
+    /// half-open: the binding never ran) from a timeout (the resiliency policy's or the binding's own) or a broken call.
+    /// </summary>
+    internal static (TransportFailureKind Kind, bool RequestSent) Classify(RpcException? error)
+    {
+        var detail = error?.Status.Detail ?? string.Empty;
+        return error?.StatusCode switch
+        {
+            // The sidecar itself is unreachable: the binding never ran.
+            StatusCode.Unavailable => (TransportFailureKind.Network, false),
+            StatusCode.DeadlineExceeded => (TransportFailureKind.Timeout, true),
+            _ when detail.Contains("circuit breaker is open", StringComparison.Ordinal)
+                || detail.EndsWith("too many requests", StringComparison.Ordinal) => (TransportFailureKind.CircuitOpen, false),
+            _ when detail.Contains("context deadline exceeded", StringComparison.Ordinal)
+                || detail.Contains("Client.Timeout exceeded", StringComparison.Ordinal) => (TransportFailureKind.Timeout, true),
+            _ => (TransportFailureKind.Network, true),
+        };
     }
 }
