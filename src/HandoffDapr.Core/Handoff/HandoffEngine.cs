@@ -179,7 +179,8 @@ public sealed partial class HandoffEngine(
 
     /// <summary>
     /// Reads every pending or running agent from its provider: the fallback for webhooks that never came.
-    /// The interval doubles while nothing changes; an agent older than the maximum age is given up on.
+    /// The interval doubles while nothing changes; an agent older than the maximum age is given up on, and read on
+    /// until the provider shows it ended (<see cref="PollSchedule.GivenUp"/>).
     /// </summary>
     private async Task<RunHandoffState> PollAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
