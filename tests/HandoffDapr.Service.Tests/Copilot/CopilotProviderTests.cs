@@ -34,7 +34,6 @@ public sealed class CopilotProviderTests : IDisposable
 
         Assert.True(result.IsSuccess);
         Assert.Equal(ProviderAgentStatus.Creating, result.Value!.Status);
-        Assert.Equal("fix-abc123", result.Value.BranchName);
         var request = Assert.Single(github.Server.LogEntries).RequestMessage;
         Assert.Equal("/agents/repos/acme/shop/tasks", request.Path);
         Assert.Equal($"Bearer {Token}", request.Headers!["Authorization"].Single());
@@ -77,8 +76,37 @@ public sealed class CopilotProviderTests : IDisposable
 
         var read = await provider.GetAgentAsync(id, CancellationToken.None);
 
+        // The artifact names the pull request by its node id only; GraphQL's node gives its URL.
         Assert.Equal("https://github.com/acme/shop/pull/7", read.Value!.PrUrl);
-        Assert.Equal("/agents/tasks/" + id, github.Server.LogEntries.Last().RequestMessage.Path);
+        Assert.Equal(["/agents/tasks/" + id, "/graphql"], github.Server.LogEntries.TakeLast(2).Select(entry => entry.RequestMessage.Path));
+    }
+
+    [Fact]
+    public async Task Pull_request_lookup_that_fails_leaves_the_task_unread_rather_than_finished_without_its_pull_request()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(502));
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.False(read.IsSuccess);
+        Assert.True(read.Failure!.Retryable);
+    }
+
+    [Fact]
+    public async Task Lost_launch_is_found_by_the_branch_on_its_session_when_the_list_does_not_show_branches()
+    {
+        await Launch("other-branch");
+        var id = await Launch("fix-abc124");
+        await Launch("newer-branch");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc124", CancellationToken.None);
+
+        Assert.Equal(id, found.Value!.Id);
+        Assert.Contains(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + id);
     }
 
     [Fact]
@@ -91,6 +119,21 @@ public sealed class CopilotProviderTests : IDisposable
         var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
 
         Assert.Equal(id, found.Value!.Id);
+    }
+
+    [Fact]
+    public async Task Lookup_with_more_branchless_tasks_than_it_reads_one_by_one_is_incomplete_not_not_found()
+    {
+        for (var i = 0; i < 21; i++)
+        {
+            await Launch($"other-{i}");
+        }
+
+        RepositoryName.TryParse("acme/shop", out var repository);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-missing", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+        Assert.Equal(20, github.Server.LogEntries.Count(entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal)));
     }
 
     [Fact]

@@ -9,10 +9,15 @@ using WireMock.Util;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
-/// <summary>GitHub's agent tasks API on WireMock.Net: tasks are created, read and listed; tests move their state.</summary>
+/// <summary>
+/// GitHub's agent tasks API on WireMock.Net, in GitHub's shapes (go-github's AgentTask model and example JSON): a task
+/// has no top-level <c>head_ref</c>; its branch is on its <c>sessions</c>, which only the read by id returns; a pull
+/// request artifact is <c>{"type":"pull","data":{"id","global_id"}}</c>, whose URL only GraphQL's <c>node</c> gives.
+/// </summary>
 public sealed class FakeCopilot : IDisposable
 {
     private readonly ConcurrentDictionary<string, JsonObject> tasks = new();
+    private readonly ConcurrentDictionary<string, string> pullRequestUrls = new();
     private int sequence;
 
     public FakeCopilot()
@@ -24,7 +29,11 @@ public sealed class FakeCopilot : IDisposable
             .RespondWith(Response.Create().WithCallback(List));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/agents/tasks/[^/]+$")).UsingGet())
             .RespondWith(Response.Create().WithCallback(Get));
+        Server.Given(Request.Create().WithPath("/graphql").UsingPost())
+            .RespondWith(Response.Create().WithCallback(GraphQl));
     }
+
+    public int GraphQlRequests => Server.LogEntries.Count(e => e.RequestMessage.Path == "/graphql");
 
     public WireMockServer Server { get; }
 
@@ -38,7 +47,7 @@ public sealed class FakeCopilot : IDisposable
     /// <summary>When set, every list request answers this instead of the tasks created so far.</summary>
     public Func<ResponseMessage>? ListAnswer { get; set; }
 
-    public int LaunchRequests => Server.LogEntries.Count(e => e.RequestMessage.Method == "POST");
+    public int LaunchRequests => Server.LogEntries.Count(e => e.RequestMessage.Method == "POST" && e.RequestMessage.Path != "/graphql");
 
     public void SetState(string taskId, string state, string? pullRequestUrl = null)
     {
@@ -46,9 +55,10 @@ public sealed class FakeCopilot : IDisposable
         task["state"] = state;
         if (pullRequestUrl is not null)
         {
+            var globalId = $"PR_kwDO{taskId}";
+            pullRequestUrls[globalId] = pullRequestUrl;
             task["artifacts"] = new JsonArray(
-                new JsonObject { ["provider"] = "github", ["type"] = "branch", ["data"] = new JsonObject { ["head_ref"] = task["head_ref"]!.GetValue<string>() } },
-                new JsonObject { ["provider"] = "github", ["type"] = "pull_request", ["data"] = new JsonObject { ["html_url"] = pullRequestUrl, ["number"] = 7 } });
+                new JsonObject { ["provider"] = "github", ["type"] = "pull", ["data"] = new JsonObject { ["id"] = 4242, ["global_id"] = globalId } });
         }
     }
 
@@ -68,15 +78,38 @@ public sealed class FakeCopilot : IDisposable
             ["id"] = id,
             ["name"] = "Fix the issue",
             ["state"] = "queued",
-            ["html_url"] = $"https://github.com/{segments[3]}/{segments[4]}/tasks/{id}",
-            ["head_ref"] = body["head_ref"]?.GetValue<string>(),
-            ["base_ref"] = body["base_ref"]?.GetValue<string>(),
-            ["repository"] = new JsonObject { ["full_name"] = $"{segments[3]}/{segments[4]}" },
+            ["html_url"] = $"https://github.com/{segments[3]}/{segments[4]}/copilot/tasks/{id}",
+            ["repository"] = new JsonObject { ["id"] = 1296269 },
             ["artifacts"] = new JsonArray(),
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
+            ["sessions"] = new JsonArray(new JsonObject
+            {
+                ["id"] = $"session-{id}",
+                ["state"] = "queued",
+                ["head_ref"] = body["head_ref"]?.GetValue<string>(),
+                ["base_ref"] = body["base_ref"]?.GetValue<string>(),
+            }),
         };
         tasks[id] = task;
-        return Json(201, task.ToJsonString());
+        repositories[id] = $"{segments[3]}/{segments[4]}";
+        return Json(201, WithoutSessions(task));
+    }
+
+    private readonly ConcurrentDictionary<string, string> repositories = new();
+
+    /// <summary>List items and the create answer carry no sessions (GitHub's example task has none).</summary>
+    private static string WithoutSessions(JsonObject task)
+    {
+        var copy = task.DeepClone().AsObject();
+        copy.Remove("sessions");
+        return copy.ToJsonString();
+    }
+
+    private ResponseMessage GraphQl(IRequestMessage request)
+    {
+        var id = JsonNode.Parse(request.Body!)!["variables"]?["id"]?.GetValue<string>();
+        var node = id is not null && pullRequestUrls.TryGetValue(id, out var url) ? new JsonObject { ["url"] = url } : null;
+        return Json(200, new JsonObject { ["data"] = new JsonObject { ["node"] = node } }.ToJsonString());
     }
 
     private ResponseMessage List(IRequestMessage request)
@@ -87,9 +120,17 @@ public sealed class FakeCopilot : IDisposable
         }
 
         var repository = string.Join('/', request.Path.Split('/')[3..5]);
-        var mine = tasks.Values.Where(t => t["repository"]!["full_name"]!.GetValue<string>() == repository).Select(t => (JsonNode)t.DeepClone()).ToArray();
+        var perPage = int.TryParse(QueryValue(request, "per_page"), out var size) ? size : 30;
+        var page = int.TryParse(QueryValue(request, "page"), out var number) ? number : 1;
+        var mine = tasks.Where(t => repositories[t.Key] == repository)
+            .OrderByDescending(t => t.Key, StringComparer.Ordinal)
+            .Skip((page - 1) * perPage).Take(perPage)
+            .Select(t => JsonNode.Parse(WithoutSessions(t.Value))).ToArray();
         return Json(200, new JsonObject { ["tasks"] = new JsonArray(mine), ["total_active_count"] = mine.Length }.ToJsonString());
     }
+
+    private static string? QueryValue(IRequestMessage request, string name) =>
+        request.Query is { } query && query.TryGetValue(name, out var values) ? values.FirstOrDefault() : null;
 
     private ResponseMessage Get(IRequestMessage request) =>
         tasks.TryGetValue(request.Path.Split('/').Last(), out var task) ? Json(200, task.ToJsonString()) : Json(404, """{"message":"Not Found"}""");

@@ -26,6 +26,11 @@ public sealed class CopilotAgentTasksProvider(
     private const int ListPageSize = 100;
     private const int MaxListPages = 10;
 
+    /// <summary>Tasks whose branch the list does not show are read one by one, newest first, up to this many per lookup.</summary>
+    private const int MaxTaskReads = 20;
+
+    private const string PullRequestUrlQuery = "query($id: ID!) { node(id: $id) { ... on PullRequest { url } } }";
+
     private static readonly IReadOnlyDictionary<string, string> GitHubHeaders = new Dictionary<string, string>
     {
         ["Accept"] = "application/vnd.github+json",
@@ -51,14 +56,42 @@ public sealed class CopilotAgentTasksProvider(
             return ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false));
         }
 
-        return await exchange.SendAndReadAsync(new ProviderRequest(HttpMethod.Get, $"agents/tasks/{agentId}", Headers: GitHubHeaders), "get", ReadTaskElement, cancellationToken);
+        var read = await ReadTaskAsync(agentId, cancellationToken);
+        // Only a finished task's pull request is recorded, so only then is it looked up (one more call).
+        if (read.Value is not { } agent || agent.Agent.Status != ProviderAgentStatus.Finished || agent.Agent.PrUrl is not null
+            || PullRequestNodeId(agent.Artifacts) is not { } nodeId)
+        {
+            return read.IsSuccess ? ProviderResult<ProviderAgent>.Success(read.Value!.Agent) : ProviderResult<ProviderAgent>.Failed(read.Failure!);
+        }
+
+        // A pull request artifact names the PR by its node id only: GraphQL's node gives its URL. A lookup that fails
+        // fails the read, so the poll asks again rather than record a finished task without its pull request.
+        var lookup = await exchange.SendAndReadAsync(
+            new ProviderRequest(HttpMethod.Post, "graphql", JsonSerializer.SerializeToUtf8Bytes(new GraphQlRequest(PullRequestUrlQuery, new Dictionary<string, string> { ["id"] = nodeId }), CopilotJsonContext.Default.GraphQlRequest), GitHubHeaders),
+            "pull request",
+            root => root.TryGetProperty("data", out var data) && data.TryGetProperty("node", out var node) && JsonElements.String(node, "url") is { } url
+                && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null,
+            cancellationToken);
+        return lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value }) : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
     }
+
+    private Task<ProviderResult<TaskRead>> ReadTaskAsync(string taskId, CancellationToken cancellationToken) =>
+        exchange.SendAndReadAsync(
+            new ProviderRequest(HttpMethod.Get, $"agents/tasks/{taskId}", Headers: GitHubHeaders),
+            "get",
+            task => ReadTaskElement(task) is { } agent ? new TaskRead(agent, task.TryGetProperty("artifacts", out var artifacts) ? artifacts.Clone() : default) : null,
+            cancellationToken);
+
+    private sealed record TaskRead(ProviderAgent Agent, JsonElement Artifacts);
 
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
     {
+        // GitHub's list items may not show a task's branch (it is on the task's sessions, which only a read by id
+        // returns): those are read one by one, and when too many are, the lookup is incomplete, never "not found".
+        var unread = new List<string>();
         for (var page = 1; page <= MaxListPages; page++)
         {
-            var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?per_page={ListPageSize}&page={page}";
+            var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
             var answer = await SendAsync(new ProviderRequest(HttpMethod.Get, path, Headers: GitHubHeaders), "list", cancellationToken);
             if (answer.Failure is { } failure)
             {
@@ -75,15 +108,25 @@ public sealed class CopilotAgentTasksProvider(
 
                 foreach (var task in tasks.EnumerateArray())
                 {
-                    if (ReadTaskElement(task) is { } agent && string.Equals(agent.BranchName, branchName, StringComparison.Ordinal))
+                    if (ReadTaskElement(task) is not { } agent)
+                    {
+                        continue;
+                    }
+
+                    if (string.Equals(agent.BranchName, branchName, StringComparison.Ordinal))
                     {
                         return ProviderResult<ProviderAgent?>.Success(agent);
+                    }
+
+                    if (agent.BranchName is null)
+                    {
+                        unread.Add(agent.Id);
                     }
                 }
 
                 if (tasks.GetArrayLength() < ListPageSize)
                 {
-                    return ProviderResult<ProviderAgent?>.Success(null);
+                    return await FindAmongAsync(unread, branchName, cancellationToken);
                 }
             }
             catch (JsonException)
@@ -93,6 +136,25 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         return exchange.ListExhausted(MaxListPages);
+    }
+
+    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, string branchName, CancellationToken cancellationToken)
+    {
+        foreach (var taskId in taskIds.Take(MaxTaskReads))
+        {
+            var read = await ReadTaskAsync(taskId, cancellationToken);
+            if (read.Failure is { } failure)
+            {
+                return ProviderResult<ProviderAgent?>.Failed(failure with { OutcomeUnknown = true });
+            }
+
+            if (string.Equals(read.Value!.Agent.BranchName, branchName, StringComparison.Ordinal))
+            {
+                return ProviderResult<ProviderAgent?>.Success(read.Value.Agent);
+            }
+        }
+
+        return taskIds.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages) : ProviderResult<ProviderAgent?>.Success(null);
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();
@@ -158,9 +220,20 @@ public sealed class CopilotAgentTasksProvider(
             created);
     }
 
-    /// <summary>The task's head branch: on the task, else on its latest session.</summary>
+    /// <summary>The task's head branch: on its latest session (GitHub's model), else on a branch artifact, else on the task itself.</summary>
     private static string? HeadRef(JsonElement task)
     {
+        if (task.TryGetProperty("artifacts", out var artifacts) && artifacts.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var artifact in artifacts.EnumerateArray())
+            {
+                if (ArtifactType(artifact) == "branch" && artifact.TryGetProperty("data", out var data) && JsonElements.String(data, "head_ref") is { } branch)
+                {
+                    return branch;
+                }
+            }
+        }
+
         if (JsonElements.String(task, "head_ref") is { } head)
         {
             return head;
@@ -180,23 +253,11 @@ public sealed class CopilotAgentTasksProvider(
         return null;
     }
 
-    /// <summary>The pull request is one of the task's artifacts (a GitHub resource of a pull-request type).</summary>
+    /// <summary>A pull request artifact's URL, when the artifact carries one (GitHub's model gives only ids: see <see cref="PullRequestNodeId"/>).</summary>
     private static string? PullRequestUrl(JsonElement task)
     {
-        if (!task.TryGetProperty("artifacts", out var artifacts) || artifacts.ValueKind != JsonValueKind.Array)
+        foreach (var data in PullRequestArtifacts(task.TryGetProperty("artifacts", out var artifacts) ? artifacts : default))
         {
-            return null;
-        }
-
-        foreach (var artifact in artifacts.EnumerateArray())
-        {
-            var type = JsonElements.String(artifact, "type") ?? string.Empty;
-            if (!type.Contains("pull", StringComparison.OrdinalIgnoreCase))
-            {
-                continue;
-            }
-
-            var data = artifact.TryGetProperty("data", out var inner) ? inner : artifact;
             if ((JsonElements.String(data, "html_url") ?? JsonElements.String(data, "url")) is { } url
                 && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
             {
@@ -205,6 +266,37 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         return null;
+    }
+
+    private static string? PullRequestNodeId(JsonElement artifacts) =>
+        PullRequestArtifacts(artifacts).Select(data => JsonElements.String(data, "global_id")).FirstOrDefault(id => id is { Length: > 0 and <= 200 });
+
+    /// <summary>
+    /// The data of the task's pull request artifacts: <c>{"type":"pull"}</c> (go-github's model), or a
+    /// <c>github_resource</c> whose data says <c>"type":"pull"</c> (as Sentry's client sees them).
+    /// </summary>
+    private static IEnumerable<JsonElement> PullRequestArtifacts(JsonElement artifacts)
+    {
+        if (artifacts.ValueKind != JsonValueKind.Array)
+        {
+            yield break;
+        }
+
+        foreach (var artifact in artifacts.EnumerateArray())
+        {
+            if (ArtifactType(artifact) is { } type && type.Contains("pull", StringComparison.OrdinalIgnoreCase)
+                && artifact.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object)
+            {
+                yield return data;
+            }
+        }
+    }
+
+    /// <summary>An artifact's kind: its own <c>type</c>, or its data's for a generic <c>github_resource</c>.</summary>
+    private static string? ArtifactType(JsonElement artifact)
+    {
+        var type = JsonElements.String(artifact, "type");
+        return type == "github_resource" && artifact.TryGetProperty("data", out var data) ? JsonElements.String(data, "type") : type;
     }
 
     private Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken) =>
@@ -236,6 +328,9 @@ internal sealed record CopilotTaskRequest(
     bool CreatePullRequest,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Model);
 
+internal sealed record GraphQlRequest(string Query, IReadOnlyDictionary<string, string> Variables);
+
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(CopilotTaskRequest))]
+[JsonSerializable(typeof(GraphQlRequest))]
 internal sealed partial class CopilotJsonContext : JsonSerializerContext;
