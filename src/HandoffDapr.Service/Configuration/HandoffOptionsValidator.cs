@@ -92,9 +92,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
                 errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
             }
 
-            if (integration.WebhookSecret is { Length: > 0 and < 32 })
+            if (integration.WebhookSecret is { Length: > 0 and (< 32 or > 256) })
             {
-                errors.Add($"{key}:WebhookSecret must be at least 32 characters (Cursor's minimum).");
+                errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise every launch is refused).");
             }
 
             // Below Polly's 10 ms floor the client cannot be built; at or past InFlightTimeout a call still

@@ -56,7 +56,8 @@ public sealed class HostingModeTests
 
     [Theory]
     [InlineData("short-secret")]
-    public void Webhook_secret_shorter_than_cursor_accepts_is_refused(string secret)
+    [InlineData("a-secret-longer-than-the-256-characters-cursor-accepts-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")]
+    public void Webhook_secret_cursor_would_refuse_is_refused_at_start(string secret)
     {
         var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent", ApiKey = "k", WebhookSecret = secret } } };
 
