@@ -12,6 +12,9 @@ namespace HandoffDapr.Service.Embedded;
 internal sealed class SqliteWriter : IDisposable
 {
     private const int MaxBatch = 256;
+
+    /// <summary>Longer than one write's busy timeout (30 s), so a write queued before shutdown is not cut off by it.</summary>
+    private static readonly TimeSpan ShutdownWait = TimeSpan.FromSeconds(40);
     private readonly BlockingCollection<Operation> queue = new();
     private readonly SqliteConnection connection;
     private readonly Thread thread;
@@ -40,6 +43,8 @@ internal sealed class SqliteWriter : IDisposable
 
     private void Loop()
     {
+        // The thread owns its connection to the end: disposed here, after the last queued write, never under one.
+        using var owned = connection;
         var batch = new List<Operation>(MaxBatch);
         foreach (var first in queue.GetConsumingEnumerable())
         {
@@ -99,11 +104,14 @@ internal sealed class SqliteWriter : IDisposable
         }
     }
 
+    /// <summary>
+    /// Takes no more writes and waits for the queued ones: each may wait up to the busy timeout for another process's
+    /// lock. If that runs out, the thread finishes them (and closes the connection) on its own.
+    /// </summary>
     public void Dispose()
     {
         queue.CompleteAdding();
-        thread.Join(TimeSpan.FromSeconds(10));
-        connection.Dispose();
+        thread.Join(ShutdownWait);
     }
 
     private abstract class Operation
