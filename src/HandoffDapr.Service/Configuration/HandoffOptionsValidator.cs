@@ -27,10 +27,21 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL.");
         }
 
-        if (options.Embedded.SchedulePollInterval <= TimeSpan.Zero || options.Embedded.ScheduleLease < TimeSpan.FromSeconds(1)
-            || options.Embedded.MaxConcurrentWakeups is < 1 or > 1024)
+        // Upper bounds too: a timer past ~49 days cannot be set (the scheduler would stop), and a long lease only
+        // delays a hand-over (its renewal timer is a third of it).
+        if (options.Embedded.SchedulePollInterval <= TimeSpan.Zero || options.Embedded.SchedulePollInterval > TimeSpan.FromDays(30))
         {
-            errors.Add("Handoff:Embedded:SchedulePollInterval must be positive, ScheduleLease at least one second and MaxConcurrentWakeups between 1 and 1024.");
+            errors.Add("Handoff:Embedded:SchedulePollInterval must be positive and at most 30 days.");
+        }
+
+        if (options.Embedded.ScheduleLease < TimeSpan.FromSeconds(1) || options.Embedded.ScheduleLease > TimeSpan.FromHours(1))
+        {
+            errors.Add("Handoff:Embedded:ScheduleLease must be between one second and one hour.");
+        }
+
+        if (options.Embedded.MaxConcurrentWakeups is < 1 or > 1024)
+        {
+            errors.Add("Handoff:Embedded:MaxConcurrentWakeups must be between 1 and 1024.");
         }
 
         if (mode == HostingMode.Dapr && options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1))

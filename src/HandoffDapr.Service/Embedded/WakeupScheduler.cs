@@ -67,6 +67,8 @@ public sealed partial class WakeupScheduler(
             catch (Exception exception)
             {
                 LogSchedulerFailed(exception);
+                // Whatever failed, do not retry in a tight loop.
+                await Task.Delay(TimeSpan.FromSeconds(1), timeProvider, CancellationToken.None);
             }
         }
     }
