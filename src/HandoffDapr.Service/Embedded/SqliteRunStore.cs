@@ -197,8 +197,13 @@ public sealed class SqliteRunStore : IDisposable
         return expectedVersion + 1;
     }
 
-    /// <summary>Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is skipped.</summary>
-    public Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken) =>
+    /// <summary>
+    /// Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is
+    /// skipped, and so are <paramref name="busy"/> runs: this process is still working on them under an earlier claim
+    /// (their row can be new, with no lease, when their last save cleared it and an event then made them due again).
+    /// </summary>
+    public Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(
+        string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken, IReadOnlyCollection<long>? busy = null) =>
         writer.WriteAsync<IReadOnlyList<long>>((connection, transaction) =>
         {
             using var command = connection.CreateCommand();
@@ -209,6 +214,7 @@ public sealed class SqliteRunStore : IDisposable
                 WHERE run_id IN (
                     SELECT run_id FROM wakeups
                     WHERE due_at <= $now AND (lease_until IS NULL OR lease_until < $now)
+                      AND run_id NOT IN (SELECT value FROM json_each($busy))
                     ORDER BY due_at LIMIT $limit)
                 RETURNING run_id
                 """;
@@ -216,6 +222,7 @@ public sealed class SqliteRunStore : IDisposable
             command.Parameters.AddWithValue("$until", (now + lease).ToUnixTimeMilliseconds());
             command.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
             command.Parameters.AddWithValue("$limit", limit);
+            command.Parameters.AddWithValue("$busy", busy is { Count: > 0 } ? $"[{string.Join(',', busy)}]" : "[]");
             var claimed = new List<long>();
             using var reader = command.ExecuteReader();
             while (reader.Read())

@@ -112,7 +112,7 @@ public sealed partial class WakeupScheduler(
         while (capacity - working.Count is var free and > 0)
         {
             var wanted = Math.Min(free, BatchSize);
-            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken);
+            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken, [.. working.Keys]);
             foreach (var runId in claimed)
             {
                 // Taken before the run starts, so the next pass counts its slot.
@@ -137,7 +137,7 @@ public sealed partial class WakeupScheduler(
         var total = 0;
         while (true)
         {
-            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, BatchSize, cancellationToken);
+            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, BatchSize, cancellationToken, [.. working.Keys]);
             if (claimed.Count == 0)
             {
                 return total;

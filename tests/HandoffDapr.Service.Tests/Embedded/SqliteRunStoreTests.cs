@@ -15,6 +15,23 @@ public sealed class SqliteRunStoreTests : IDisposable
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
 
     [Fact]
+    public async Task Run_still_worked_on_under_an_earlier_claim_is_not_claimed_again_when_an_event_makes_it_due()
+    {
+        using var store = new SqliteRunStore(temp.File("busy.db"), time);
+        var version = await store.SaveAsync(Pending(7), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal([7L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+
+        // The wake-up's own save leaves nothing due (the row goes, lease and all); then an event makes the run due again.
+        version = await store.SaveAsync(RunHandoffState.New(7), version, CancellationToken.None);
+        await store.SaveAsync(Pending(7), version, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        Assert.Empty(await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None, busy: [7L]));
+        Assert.Equal([7L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
+    [Fact]
     public async Task Shutdown_waits_for_a_write_that_waits_on_the_other_processs_lock_and_the_write_lands()
     {
         var path = temp.File("shutdown.db");
