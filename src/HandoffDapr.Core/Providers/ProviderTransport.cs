@@ -16,8 +16,13 @@ public interface IProviderTransport
 public sealed record ProviderRequest(HttpMethod Method, string Path, ReadOnlyMemory<byte> Body = default, IReadOnlyDictionary<string, string>? Headers = null);
 
 /// <param name="RetryAfter">The raw <c>Retry-After</c> header, when the provider sent one.</param>
-public sealed record ProviderResponse(int StatusCode, ReadOnlyMemory<byte> Body, string? RetryAfter = null)
+/// <param name="RateLimitRemaining">The raw <c>x-ratelimit-remaining</c> header (GitHub), when sent.</param>
+/// <param name="RateLimitReset">The raw <c>x-ratelimit-reset</c> header (GitHub: epoch seconds), when sent.</param>
+public sealed record ProviderResponse(int StatusCode, ReadOnlyMemory<byte> Body, string? RetryAfter = null, string? RateLimitRemaining = null, string? RateLimitReset = null)
 {
+    public const string RateLimitRemainingHeader = "x-ratelimit-remaining";
+    public const string RateLimitResetHeader = "x-ratelimit-reset";
+
     public bool IsSuccess => StatusCode is >= 200 and <= 299;
 }
 

@@ -50,8 +50,10 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             throw new ProviderTransportException(TransportFailureKind.Network, requestSent: true);
         }
 
-        var retryAfter = metadata.FirstOrDefault(pair => string.Equals(pair.Key, "Retry-After", StringComparison.OrdinalIgnoreCase)).Value;
-        return new ProviderResponse(statusCode, response.Data, retryAfter);
+        // bindings.http returns the response headers as metadata, keyed in Go's canonical form (X-Ratelimit-Reset).
+        string? Header(string name) => metadata.FirstOrDefault(pair => string.Equals(pair.Key, name, StringComparison.OrdinalIgnoreCase)).Value;
+        return new ProviderResponse(
+            statusCode, response.Data, Header("Retry-After"), Header(ProviderResponse.RateLimitRemainingHeader), Header(ProviderResponse.RateLimitResetHeader));
     }
 
     /// <summary>

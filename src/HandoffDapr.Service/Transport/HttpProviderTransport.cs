@@ -32,8 +32,12 @@ public sealed class HttpProviderTransport(HttpClient client) : IProviderTranspor
         {
             using var response = await client.SendAsync(message, HttpCompletionOption.ResponseContentRead, cancellationToken);
             var body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
-            var retryAfter = response.Headers.TryGetValues("Retry-After", out var values) ? values.FirstOrDefault() : null;
-            return new ProviderResponse((int)response.StatusCode, body, retryAfter);
+            return new ProviderResponse(
+                (int)response.StatusCode,
+                body,
+                Header(response, "Retry-After"),
+                Header(response, ProviderResponse.RateLimitRemainingHeader),
+                Header(response, ProviderResponse.RateLimitResetHeader));
         }
         catch (BrokenCircuitException exception)
         {
@@ -56,4 +60,7 @@ public sealed class HttpProviderTransport(HttpClient client) : IProviderTranspor
             throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !refused, exception);
         }
     }
+
+    private static string? Header(HttpResponseMessage response, string name) =>
+        response.Headers.TryGetValues(name, out var values) ? values.FirstOrDefault() : null;
 }

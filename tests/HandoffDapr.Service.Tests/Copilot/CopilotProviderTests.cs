@@ -152,6 +152,32 @@ public sealed class CopilotProviderTests : IDisposable
     }
 
     [Theory]
+    [InlineData(403, """{"message":"API rate limit exceeded for user ID 1."}""")]
+    [InlineData(429, """{"message":"You have exceeded a secondary rate limit."}""")]
+    public async Task Rate_limited_answer_waits_as_github_says_reset_time_else_at_least_a_minute(int status, string body)
+    {
+        var reset = DateTimeOffset.UtcNow.AddMinutes(20).ToUnixTimeSeconds();
+        github.NextLaunchAnswer = () => WithHeaders(FakeCopilot.Json(status, body), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
+        var untilReset = await provider.LaunchAsync(Request(), CancellationToken.None);
+        github.NextLaunchAnswer = () => FakeCopilot.Json(status, body);
+        var bare = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.RateLimited, untilReset.Failure!.FailureType);
+        Assert.InRange(untilReset.Failure.RetryAfter!.Value, TimeSpan.FromMinutes(19), TimeSpan.FromMinutes(21));
+        Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(1)), (bare.Failure!.FailureType, bare.Failure.RetryAfter));
+    }
+
+    private static WireMock.ResponseMessage WithHeaders(WireMock.ResponseMessage response, params (string Name, string Value)[] headers)
+    {
+        foreach (var (name, value) in headers)
+        {
+            response.Headers![name] = new WireMock.Types.WireMockList<string>(value);
+        }
+
+        return response;
+    }
+
+    [Theory]
     [InlineData(401, """{"message":"Bad credentials"}""", FailureTypes.InvalidCredentials)]
     [InlineData(403, """{"message":"Copilot is not enabled for this user: no Copilot license"}""", FailureTypes.NoCopilotLicense)]
     [InlineData(402, """{"message":"Payment required"}""", FailureTypes.QuotaExceeded)]

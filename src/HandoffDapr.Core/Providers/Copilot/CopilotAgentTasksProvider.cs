@@ -188,14 +188,37 @@ public sealed class CopilotAgentTasksProvider(
             (int)HttpStatusCode.PaymentRequired => new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
             (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when Mentions(message, "quota", "premium request", "usage limit") =>
                 new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
-            (int)HttpStatusCode.Forbidden when Mentions(message, "rate limit") =>
-                new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: ProviderFailureClassifier.ParseRetryAfter(response.RetryAfter, now) ?? TimeSpan.FromMinutes(1), StatusCode: response.StatusCode),
+            (int)HttpStatusCode.TooManyRequests or (int)HttpStatusCode.Forbidden when response.StatusCode == 429 || Mentions(message, "rate limit") =>
+                new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: RateLimitWait(response, now), StatusCode: response.StatusCode),
             (int)HttpStatusCode.Forbidden when Mentions(message, "licen", "copilot is not", "not enabled", "subscription") =>
                 new ProviderFailure(FailureTypes.NoCopilotLicense, Retryable: false, StatusCode: response.StatusCode),
             (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.NotFound =>
                 new ProviderFailure(FailureTypes.RepositoryAccess, Retryable: false, StatusCode: response.StatusCode),
             _ => ProviderFailureClassifier.FromResponse(response, now),
         };
+    }
+
+    /// <summary>
+    /// GitHub's rule for a rate-limited request: <c>Retry-After</c> if sent; else, with no requests remaining, until
+    /// <c>x-ratelimit-reset</c> (epoch seconds); else at least a minute.
+    /// </summary>
+    private static TimeSpan RateLimitWait(ProviderResponse response, DateTimeOffset now)
+    {
+        if (ProviderFailureClassifier.ParseRetryAfter(response.RetryAfter, now) is { } retryAfter)
+        {
+            return retryAfter;
+        }
+
+        if (response.RateLimitRemaining?.Trim() == "0"
+            && long.TryParse(response.RateLimitReset, NumberStyles.None, CultureInfo.InvariantCulture, out var resetSeconds)
+            && resetSeconds < DateTimeOffset.MaxValue.ToUnixTimeSeconds())
+        {
+            var untilReset = DateTimeOffset.FromUnixTimeSeconds(resetSeconds) - now;
+            return untilReset < TimeSpan.FromMinutes(1) ? TimeSpan.FromMinutes(1)
+                : untilReset > ProviderFailureClassifier.MaxRetryAfter ? ProviderFailureClassifier.MaxRetryAfter : untilReset;
+        }
+
+        return TimeSpan.FromMinutes(1);
     }
 
     private static ProviderAgent? ReadTaskElement(JsonElement task)
