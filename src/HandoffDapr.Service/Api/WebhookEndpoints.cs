@@ -105,10 +105,11 @@ public static partial class WebhookEndpoints
             return Problems.Unavailable();
         }
 
+        // Tag values as text in the API's snake_case (an enum would be exported as its C# name).
         HandoffTelemetry.WebhookEvents.Add(
             1,
-            new KeyValuePair<string, object?>("handoff.provider_status", change.Agent.Status),
-            new KeyValuePair<string, object?>("handoff.outcome", outcome));
+            new KeyValuePair<string, object?>("handoff.provider_status", System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(change.Agent.Status.ToString())),
+            new KeyValuePair<string, object?>("handoff.outcome", System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(outcome.ToString())));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
             LogUnknownAgent(services.Logger, runId, change.Agent.Id);

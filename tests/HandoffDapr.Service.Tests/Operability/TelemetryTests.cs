@@ -80,6 +80,22 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(1, retries.GetMeasurementSnapshot().Sum(m => m.Value));
     }
 
+    [Fact]
+    public async Task Webhooks_are_counted_with_the_snake_case_values_the_runbook_alerts_on()
+    {
+        const string secret = "webhook-secret-of-integration-42-0123456789";
+        using var webhooks = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.webhook.events");
+        using var factory = new EmbeddedServiceFactory(temp.File("hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
+        var body = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } }.ToJsonString();
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=703") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+
+        await factory.CreateClient().SendAsync(request);
+
+        var measurement = Assert.Single(webhooks.GetMeasurementSnapshot());
+        Assert.Equal(("unknown_agent", "running"), ((string)measurement.Tags["handoff.outcome"]!, (string)measurement.Tags["handoff.provider_status"]!));
+    }
+
     /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
     private static ActivityListener RecordSpans(List<Activity> spans)
     {
