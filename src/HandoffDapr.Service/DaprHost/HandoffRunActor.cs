@@ -154,8 +154,7 @@ public sealed partial class HandoffRunActor(
             }
         }
 
-        await ScheduleWakeAsync(state.NextWakeAt());
-        await StateManager.SaveStateAsync();
+        await SaveWithWakeAsync(state.NextWakeAt());
         recentRuns?.Remember(state);
 
         if (agentsChanged && state.CodingAgents.Count > 0)
@@ -165,28 +164,35 @@ public sealed partial class HandoffRunActor(
     }
 
     /// <summary>
-    /// One one-shot reminder per run, registered only when the next wake-up time changes, or when the registered one
-    /// is due already: a reminder whose turn failed (the state store down) is spent, and its time, still stored,
-    /// must not stop the run from ever waking again.
+    /// Saves the turn's state, keeping one one-shot reminder per run at its next wake-up. The stored <c>wake_at</c>
+    /// says which reminder is registered, so a turn that keeps the time skips the sidecar call; it is trusted only
+    /// while it is in the future (a reminder whose turn failed is spent). A reminder and the state store cannot change
+    /// together, so the change goes in three steps: the state is saved with <c>wake_at</c> removed, the reminder is
+    /// changed, then <c>wake_at</c> is set, for the save the actor runtime makes at the end of every turn. A failure at
+    /// any step leaves either the old pair, or no <c>wake_at</c>, which makes the next turn register again: never a
+    /// stored promise of a reminder that does not exist.
     /// </summary>
-    private async Task ScheduleWakeAsync(DateTimeOffset? wakeAt)
+    private async Task SaveWithWakeAsync(DateTimeOffset? wakeAt)
     {
         var registered = await StateManager.TryGetStateAsync<DateTimeOffset>(WakeAtKey);
-        if (registered.HasValue && wakeAt == registered.Value && registered.Value > timeProvider.GetUtcNow())
+        if ((registered.HasValue && wakeAt == registered.Value && registered.Value > timeProvider.GetUtcNow())
+            || (!registered.HasValue && wakeAt is null))
         {
+            await StateManager.SaveStateAsync();
             return;
         }
 
+        await StateManager.TryRemoveStateAsync(WakeAtKey);
+        await StateManager.SaveStateAsync();
         if (wakeAt is { } at)
         {
             var due = at - timeProvider.GetUtcNow();
             await RegisterReminderAsync(WakeReminder, null, due > TimeSpan.Zero ? due : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
             await StateManager.SetStateAsync(WakeAtKey, at);
         }
-        else if (registered.HasValue)
+        else
         {
             await UnregisterReminderAsync(WakeReminder);
-            await StateManager.TryRemoveStateAsync(WakeAtKey);
         }
     }
 

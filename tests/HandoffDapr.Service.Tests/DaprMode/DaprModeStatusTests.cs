@@ -119,6 +119,24 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Stop_whose_state_save_fails_leaves_the_reminder_the_stored_state_still_needs()
+    {
+        await using var factory = await Start();
+        var client = factory.CreateSidecarClient();
+        var agentId = await Launch(client, 320);
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "320");
+
+        factory.Sidecar.FailNextActorStateSaves(1);
+        var stop = await client.PostAsync($"/runs/320/agents/{agentId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, stop.StatusCode);
+        // The turn's changes are gone: the stored agent is still pending, with a poll due...
+        Assert.Equal("pending", factory.Sidecar.GetActorState(Actor, "320", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString());
+        // ...so the reminder that polls it must still be there.
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "320");
+    }
+
+    [Fact]
     public async Task Readiness_reports_the_sidecar()
     {
         await using var factory = await Start();
