@@ -10,29 +10,28 @@ public interface IRecentRuns
 }
 
 /// <summary>
-/// Dapr mode: actors cannot be enumerated, so each replica remembers the runs its own actors saved, newest
-/// first, bounded. The status page of one replica shows that replica's runs.
+/// Dapr mode: actors cannot be enumerated, so each replica remembers the runs its own actors saved, most recently
+/// saved first, bounded. The status page of one replica shows that replica's runs.
 /// </summary>
 public sealed class LocalRecentRuns : IRecentRuns
 {
     public const int Capacity = 500;
-    private readonly ConcurrentDictionary<long, RunHandoffState> runs = new();
+    private readonly ConcurrentDictionary<long, (RunHandoffState State, long SavedAt)> runs = new();
+    private long saves;
 
+    /// <summary>Ordered by when it was saved here (a counter), not by its timeline: a run may be saved with none.</summary>
     public void Remember(RunHandoffState state)
     {
-        runs[state.RunId] = state;
+        runs[state.RunId] = (state, Interlocked.Increment(ref saves));
         if (runs.Count > Capacity)
         {
-            foreach (var stale in runs.Values.OrderBy(LastChange).Take(runs.Count - Capacity))
+            foreach (var stale in runs.Values.OrderBy(run => run.SavedAt).Take(runs.Count - Capacity))
             {
-                runs.TryRemove(stale.RunId, out _);
+                runs.TryRemove(stale.State.RunId, out _);
             }
         }
     }
 
     public Task<IReadOnlyList<RunHandoffState>> ListAsync(int limit, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<RunHandoffState>>(runs.Values.OrderByDescending(LastChange).Take(limit).ToList());
-
-    private static DateTimeOffset LastChange(RunHandoffState state) =>
-        state.Timeline.Count > 0 ? state.Timeline[^1].At : DateTimeOffset.MinValue;
+        Task.FromResult<IReadOnlyList<RunHandoffState>>(runs.Values.OrderByDescending(run => run.SavedAt).Take(limit).Select(run => run.State).ToList());
 }
