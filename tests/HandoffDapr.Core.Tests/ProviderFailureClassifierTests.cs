@@ -11,6 +11,8 @@ public sealed class ProviderFailureClassifierTests
     [Theory]
     [InlineData(401, "{}", FailureTypes.InvalidCredentials, false)]
     [InlineData(403, "{}", FailureTypes.RepositoryAccess, false)]
+    [InlineData(403, """{"error":{"message":"Plan limits exceeded for background agents"}}""", FailureTypes.QuotaExceeded, false)]
+    [InlineData(403, """{"error":"Storage full"}""", FailureTypes.QuotaExceeded, false)]
     [InlineData(400, """{"error":{"message":"Failed to verify existence of branch 'main' in repository"}}""", FailureTypes.RepositoryAccess, false)]
     [InlineData(400, """{"error":"bad prompt"}""", FailureTypes.InvalidRequest, false)]
     [InlineData(400, """{"error":{"message":"source.repository must be a GitHub URL"}}""", FailureTypes.InvalidRequest, false)]

@@ -23,7 +23,9 @@ public static class ProviderFailureClassifier
         return status switch
         {
             (int)HttpStatusCode.Unauthorized => Final(FailureTypes.InvalidCredentials, status),
-            // A valid key that may not touch the repository: Cursor answers 403 for a repo its GitHub app cannot see.
+            // Cursor's 403 means "insufficient permissions, plan limits exceeded, or storage full" (its v0 API spec): the
+            // message tells an account limit apart; otherwise a valid key that may not touch the repository.
+            (int)HttpStatusCode.Forbidden when MentionsAccountLimit(response.Body) => Final(FailureTypes.QuotaExceeded, status),
             (int)HttpStatusCode.Forbidden => Final(FailureTypes.RepositoryAccess, status),
             (int)HttpStatusCode.BadRequest when MentionsRepositoryAccess(response.Body) => Final(FailureTypes.RepositoryAccess, status),
             (int)HttpStatusCode.RequestTimeout => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
@@ -68,6 +70,15 @@ public static class ProviderFailureClassifier
     }
 
     private static ProviderFailure Final(string failureType, int status) => new(failureType, Retryable: false, StatusCode: status);
+
+    private static bool MentionsAccountLimit(ReadOnlyMemory<byte> body)
+    {
+        var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
+        return text.Contains("plan limit", StringComparison.OrdinalIgnoreCase)
+            || text.Contains("storage", StringComparison.OrdinalIgnoreCase)
+            || text.Contains("quota", StringComparison.OrdinalIgnoreCase)
+            || text.Contains("usage limit", StringComparison.OrdinalIgnoreCase);
+    }
 
     private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body)
     {
