@@ -110,7 +110,7 @@ public static partial class CompletionEventEndpoints
     }
 
     /// <summary>
-    /// The data of a CloudEvent (unwrapped by <c>UseCloudEvents</c>, or a structured event sent as plain JSON) or a bare
+    /// The data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>) or a bare
     /// snapshot, in one pass over the bytes: the top level is scanned for the envelope's fields, and only the
     /// snapshot is deserialised.
     /// </summary>

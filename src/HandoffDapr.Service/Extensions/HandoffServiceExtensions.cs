@@ -70,7 +70,8 @@ public static class HandoffServiceExtensions
         app.UseAuthorization();
         if (mode == HostingMode.Dapr)
         {
-            app.UseCloudEvents();
+            // No UseCloudEvents: the event endpoint unwraps a structured CloudEvent itself, and the middleware would parse
+            // every request's body first, the open webhook route's included, answering malformed JSON with a 500.
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
             app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy);
         }

@@ -136,6 +136,20 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "320");
     }
 
+    [Theory]
+    [InlineData("{")]
+    [InlineData("[1,2")]
+    [InlineData("{\"specversion\":\"1.0\",\"data\":")]
+    [InlineData("not json")]
+    public async Task Unsigned_webhook_sent_as_a_malformed_cloud_event_is_refused_not_a_500(string body)
+    {
+        await using var factory = await Start(appApiToken: "app-token-from-daprd-12");
+
+        var response = await factory.CreateClient().PostRawAsync("/webhooks/cursor/42?run_id=1", body, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
     [Fact]
     public async Task Readiness_reports_the_sidecar()
     {
