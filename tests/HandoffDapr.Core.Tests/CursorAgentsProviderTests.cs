@@ -14,7 +14,7 @@ namespace HandoffDapr.Core.Tests;
 /// <summary>The Cursor client against a WireMock.Net server on loopback.</summary>
 public sealed class CursorAgentsProviderTests : IDisposable
 {
-    private readonly WireMockServer cursor = WireMockServer.Start();
+    private readonly WireMockServer cursor = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
     private readonly HttpClient http;
     private readonly CursorAgentsProvider provider;
 

@@ -17,7 +17,7 @@ public sealed class BindingTests : IAsyncLifetime
     public async Task InitializeAsync()
     {
         sidecar = await FakeDaprSidecar.StartAsync();
-        provider = WireMockServer.Start();
+        provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
         provider.Given(Request.Create().WithPath("/v0/agents").UsingPost())
             .RespondWith(Response.Create().WithStatusCode(201).WithHeader("X-Request-Id", "req-1").WithBody("""{"id":"bc-1"}"""));
         provider.Given(Request.Create().WithPath("/v0/agents/missing").UsingGet())

@@ -22,7 +22,7 @@ public sealed class FakeCopilot : IDisposable
 
     public FakeCopilot()
     {
-        Server = WireMockServer.Start();
+        Server = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/agents/repos/[^/]+/[^/]+/tasks$")).UsingPost())
             .RespondWith(Response.Create().WithCallback(Create));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/agents/repos/[^/]+/[^/]+/tasks$")).UsingGet())

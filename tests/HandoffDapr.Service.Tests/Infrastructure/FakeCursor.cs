@@ -24,7 +24,7 @@ public sealed class FakeCursor : IDisposable
 
     public FakeCursor()
     {
-        Server = WireMockServer.Start();
+        Server = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
         Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithCallback(Launch));
         Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(_ => List()));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+$")).UsingGet())
