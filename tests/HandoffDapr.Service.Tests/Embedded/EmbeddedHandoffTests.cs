@@ -152,12 +152,17 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Empty(stored["coding_agents"]!.AsObject());
     }
 
-    [Fact]
-    public async Task Completion_event_past_the_root_cause_step_does_not_launch()
+    [Theory]
+    [InlineData(202, true, "open_pr")]      // the solution step's event: the root cause completed earlier
+    [InlineData(203, false, "root_cause")]  // the run was meant to stop at its root cause
+    public async Task Completion_event_the_gate_refuses_stores_the_run_and_launches_nothing(long runId, bool withSolution, string stoppingPoint)
     {
-        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(202, ["acme/shop"], withSolution: true));
-        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(203, ["acme/shop"], stoppingPoint: "root_cause"));
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(runId, ["acme/shop"], withSolution: withSolution, stoppingPoint: stoppingPoint));
+        await factory.RunScheduleAsync();
 
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var stored = await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
+        Assert.Empty(stored["launches"]!.AsArray());
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
