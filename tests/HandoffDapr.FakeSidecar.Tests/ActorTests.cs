@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Dapr;
 using Dapr.Actors;
 using Dapr.Actors.Client;
@@ -71,17 +70,17 @@ public sealed class ActorTests : SidecarTest
     [Fact]
     public async Task Concurrent_calls_to_one_actor_are_serialised()
     {
-        var watch = Stopwatch.StartNew();
         await Task.WhenAll(Proxy("same").SlowAsync(250), Proxy("same").SlowAsync(250));
 
+        // Never two turns of one actor at once (no assertion on elapsed time: the probe counts the overlap itself).
         Assert.Equal(1, App.Probe.MaxPerId);
-        Assert.True(watch.ElapsedMilliseconds >= 480, $"took {watch.ElapsedMilliseconds} ms");
     }
 
     [Fact]
     public async Task Calls_to_different_actor_ids_run_concurrently()
     {
-        await Task.WhenAll(Proxy("a").SlowAsync(300), Proxy("b").SlowAsync(300));
+        // Long enough turns that the two calls overlap even when a loaded machine starts them far apart.
+        await Task.WhenAll(Proxy("a").SlowAsync(1500), Proxy("b").SlowAsync(1500));
 
         Assert.Equal(1, App.Probe.MaxPerId);
         Assert.Equal(2, App.Probe.MaxOverall);
