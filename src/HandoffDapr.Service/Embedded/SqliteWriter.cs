@@ -14,7 +14,8 @@ internal sealed class SqliteWriter : IDisposable
     private const int MaxBatch = 256;
 
     /// <summary>Longer than one write's busy timeout (30 s), so a write queued before shutdown is not cut off by it.</summary>
-    private static readonly TimeSpan ShutdownWait = TimeSpan.FromSeconds(40);
+    private static readonly TimeSpan DefaultShutdownWait = TimeSpan.FromSeconds(40);
+    private readonly TimeSpan shutdownWait;
     private readonly BlockingCollection<Operation> queue = new();
     private readonly SqliteConnection connection;
     private readonly Thread thread;
@@ -23,9 +24,10 @@ internal sealed class SqliteWriter : IDisposable
     /// <summary>Transactions committed so far (a batch of queued writes is one).</summary>
     public long Transactions => Interlocked.Read(ref transactions);
 
-    public SqliteWriter(SqliteConnection connection)
+    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null)
     {
         this.connection = connection;
+        this.shutdownWait = shutdownWait ?? DefaultShutdownWait;
         thread = new Thread(Loop) { IsBackground = true, Name = "sqlite-writer" };
         thread.Start();
     }
@@ -111,7 +113,7 @@ internal sealed class SqliteWriter : IDisposable
     public void Dispose()
     {
         queue.CompleteAdding();
-        thread.Join(ShutdownWait);
+        thread.Join(shutdownWait);
     }
 
     private abstract class Operation

@@ -32,37 +32,6 @@ public sealed class SqliteRunStoreTests : IDisposable
     }
 
     [Fact]
-    public async Task Shutdown_waits_for_a_write_that_waits_on_the_other_processs_lock_and_the_write_lands()
-    {
-        var path = temp.File("shutdown.db");
-        var store = new SqliteRunStore(path, time);
-        await store.SaveAsync(Pending(1), 0, CancellationToken.None);
-        // The hand-over's other process holds the write lock for longer than a quick shutdown would wait.
-        using var other = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
-        other.Open();
-        using (var begin = other.CreateCommand())
-        {
-            begin.CommandText = "BEGIN IMMEDIATE";
-            begin.ExecuteNonQuery();
-        }
-
-        var save = store.SaveAsync(Pending(2), 0, CancellationToken.None);
-        var shutdown = Task.Run(store.Dispose);
-        await Task.Delay(TimeSpan.FromSeconds(11));
-        Assert.False(shutdown.IsCompleted);
-        using (var commit = other.CreateCommand())
-        {
-            commit.CommandText = "COMMIT";
-            commit.ExecuteNonQuery();
-        }
-
-        await shutdown.WaitAsync(TimeSpan.FromSeconds(30));
-        Assert.True(await save.WaitAsync(TimeSpan.FromSeconds(5)) > 0);
-        using var reopened = new SqliteRunStore(path, time);
-        Assert.NotNull((await reopened.LoadAsync(2, CancellationToken.None)).State);
-    }
-
-    [Fact]
     public async Task Concurrent_claims_from_two_stores_never_take_the_same_wake_up()
     {
         var path = temp.File("shared.db");

@@ -69,6 +69,36 @@ public sealed class SqliteWriterTests : IDisposable
     }
 
     /// <summary>A write that keeps the writer busy until released: what is queued meanwhile forms the next batch.</summary>
+    [Fact]
+    public async Task Shutdown_that_stops_waiting_leaves_queued_writes_to_land_on_a_connection_still_open()
+    {
+        var path = temp.File("shutdown.db");
+        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            setup.Open();
+            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        }
+
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        // Shutdown gives up waiting almost at once, while a write is still under way (as one waiting out another
+        // process's lock would be) and another is queued behind it.
+        var shortWriter = new SqliteWriter(connection, shutdownWait: TimeSpan.FromMilliseconds(50));
+        using var hold = new ManualResetEventSlim();
+        var first = shortWriter.WriteAsync((c, t) => { hold.Wait(TimeSpan.FromSeconds(30)); return Insert(c, t, 1); });
+        var second = shortWriter.WriteAsync((c, t) => Insert(c, t, 2));
+
+        await Task.Run(shortWriter.Dispose);
+        hold.Set();
+
+        await Task.WhenAll(first, second).WaitAsync(TimeSpan.FromSeconds(30));
+        using var check = new SqliteConnection($"Data Source={path};Pooling=False");
+        check.Open();
+        using var count = check.CreateCommand();
+        count.CommandText = "SELECT COUNT(*) FROM items";
+        Assert.Equal(2L, (long)count.ExecuteScalar()!);
+    }
+
     private (Task<int> Write, ManualResetEventSlim Release) Blocking()
     {
         var started = new ManualResetEventSlim();
