@@ -27,8 +27,13 @@ public static partial class CallerAuthorization
         CallerCheck check;
         if (mode == HostingMode.Dapr && !string.IsNullOrEmpty(appApiToken))
         {
-            authentication.AddDapr(options => options.Token = appApiToken);
-            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.AddAuthenticationSchemes("Dapr").RequireAuthenticatedUser()));
+            // Our handler, not Dapr.AspNetCore's AddDapr: that one compares the token with string.Equals.
+            authentication.AddScheme<TokenAuthenticationOptions, TokenAuthenticationHandler>(TokenScheme, options =>
+            {
+                options.Token = appApiToken;
+                options.Header = TokenAuthenticationOptions.DaprApiTokenHeader;
+            });
+            services.AddAuthorization(options => options.AddPolicy(Policy, policy => policy.AddAuthenticationSchemes(TokenScheme).RequireAuthenticatedUser()));
             check = CallerCheck.DaprApiToken;
         }
         else if (mode == HostingMode.Embedded && !string.IsNullOrEmpty(apiToken))
@@ -115,24 +120,45 @@ public enum CallerCheck
 
 public sealed class TokenAuthenticationOptions : AuthenticationSchemeOptions
 {
+    public const string DaprApiTokenHeader = "dapr-api-token";
+
     public string Token { get; set; } = string.Empty;
+
+    /// <summary>Null: <c>Authorization: Bearer</c>. Otherwise the header that carries the token as is (daprd's <c>dapr-api-token</c>).</summary>
+    public string? Header { get; set; }
 }
 
-/// <summary><c>Authorization: Bearer {Handoff:ApiToken}</c>, compared in constant time.</summary>
+/// <summary>
+/// <c>Authorization: Bearer {Handoff:ApiToken}</c>, or daprd's <c>dapr-api-token: {APP_API_TOKEN}</c>. The SHA-256
+/// digests are compared in constant time, so neither the content nor the length of the token leaks through timing.
+/// </summary>
 public sealed class TokenAuthenticationHandler(IOptionsMonitor<TokenAuthenticationOptions> options, ILoggerFactory logger, UrlEncoder encoder)
     : AuthenticationHandler<TokenAuthenticationOptions>(options, logger, encoder)
 {
     protected override Task<AuthenticateResult> HandleAuthenticateAsync()
     {
-        var header = Request.Headers.Authorization.ToString();
-        if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        string token;
+        if (Options.Header is { } name)
         {
-            return Task.FromResult(AuthenticateResult.NoResult());
+            if (!Request.Headers.TryGetValue(name, out var values) || values.Count != 1)
+            {
+                return Task.FromResult(AuthenticateResult.NoResult());
+            }
+
+            token = values.ToString();
+        }
+        else
+        {
+            var header = Request.Headers.Authorization.ToString();
+            if (!header.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+            {
+                return Task.FromResult(AuthenticateResult.NoResult());
+            }
+
+            token = header["Bearer ".Length..].Trim();
         }
 
-        var given = Encoding.UTF8.GetBytes(header["Bearer ".Length..].Trim());
-        var expected = Encoding.UTF8.GetBytes(Options.Token);
-        if (!CryptographicOperations.FixedTimeEquals(given, expected))
+        if (!CryptographicOperations.FixedTimeEquals(SHA256.HashData(Encoding.UTF8.GetBytes(token)), SHA256.HashData(Encoding.UTF8.GetBytes(Options.Token))))
         {
             return Task.FromResult(AuthenticateResult.Fail("Invalid token."));
         }

@@ -5,6 +5,7 @@ using HandoffDapr.Core.Providers;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -148,6 +149,27 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         var response = await factory.CreateClient().PostRawAsync("/webhooks/cursor/42?run_id=1", body, "application/cloudevents+json");
 
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+    }
+
+    [Fact]
+    public async Task App_token_from_daprd_is_checked_by_our_constant_time_handler_and_a_near_miss_is_refused()
+    {
+        await using var factory = await Start(appApiToken: "app-token-from-daprd-13");
+        var schemes = factory.Services.GetRequiredService<Microsoft.AspNetCore.Authentication.IAuthenticationSchemeProvider>();
+
+        // Dapr.AspNetCore's own handler compares with string.Equals; ours compares digests in constant time.
+        var scheme = Assert.Single(await schemes.GetAllSchemesAsync());
+        Assert.Equal(typeof(HandoffDapr.Service.Security.TokenAuthenticationHandler), scheme.HandlerType);
+        foreach (var given in new[] { "app-token-from-daprd-14", "app-token-from-daprd-1", "APP-TOKEN-FROM-DAPRD-13" })
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+            request.Headers.Add("dapr-api-token", given);
+            Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(request)).StatusCode);
+        }
+
+        using var right = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        right.Headers.Add("dapr-api-token", "app-token-from-daprd-13");
+        Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(right)).StatusCode);
     }
 
     [Fact]
