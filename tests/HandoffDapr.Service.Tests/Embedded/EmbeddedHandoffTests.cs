@@ -123,6 +123,8 @@ public sealed class EmbeddedHandoffTests : IDisposable
         var response = await client.PostRawAsync("/runs/5/handoff", Payloads.Trigger(Payloads.Run(5, ["acme/shop"], automation: false)).ToJsonString(), "text/json");
 
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("acme/shop", (await response.ReadJsonAsync())["successes"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(1, cursor.LaunchRequests);
     }
 
     [Fact]
@@ -134,6 +136,8 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         Assert.Null(content.Headers.ContentType);
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("acme/shop", (await response.ReadJsonAsync())["successes"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(1, cursor.LaunchRequests);
     }
 
     [Fact]

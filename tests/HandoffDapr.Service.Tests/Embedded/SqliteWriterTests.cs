@@ -66,6 +66,8 @@ public sealed class SqliteWriterTests : IDisposable
         await Assert.ThrowsAsync<SqliteException>(() => broken);
         await Task.WhenAll(first, before, after);
         Assert.Equal(3L, Count());
+        // The blocking write's own transaction, then "before" and "after" each in one of their own.
+        Assert.Equal(3, writer.Transactions);
     }
 
     /// <summary>A write that keeps the writer busy until released: what is queued meanwhile forms the next batch.</summary>

@@ -115,15 +115,15 @@ public sealed class CallerAuthenticationTests : IDisposable
         var first = await client.PostJsonAsync("/runs/1/handoff", body);
         var second = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
         var third = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
-        var otherGroup = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(groupId: 457));
+        var otherGroup = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/shop"], automation: false, groupId: 457), groupId: 457));
 
         Assert.Equal(HttpStatusCode.Accepted, first.StatusCode);
         Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
         Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
         Assert.True(int.Parse(third.Headers.RetryAfter!.ToString()) > 0);
         Assert.Equal("application/problem+json", third.Content.Headers.ContentType?.MediaType);
-        // Another group has its own budget.
-        Assert.Equal(HttpStatusCode.NotFound, otherGroup.StatusCode);
+        // Another group has its own budget: its trigger is served.
+        Assert.Equal(HttpStatusCode.Accepted, otherGroup.StatusCode);
     }
 
     [Fact]
