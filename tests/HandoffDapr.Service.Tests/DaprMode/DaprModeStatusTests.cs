@@ -177,9 +177,16 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     {
         await using var factory = await Start();
 
-        var ready = await factory.CreateClient().GetAsync("/readyz");
+        var client = factory.CreateClient();
+        var ready = await client.GetAsync("/readyz");
+        await factory.Sidecar.DisposeAsync(); // the sidecar goes away
+        var gone = await client.GetAsync("/readyz");
+        var alive = await client.GetAsync("/healthz");
 
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, gone.StatusCode);
+        // Liveness does not depend on the sidecar: restarting the app would not bring it back.
+        Assert.Equal(HttpStatusCode.OK, alive.StatusCode);
     }
 
     [Fact]
