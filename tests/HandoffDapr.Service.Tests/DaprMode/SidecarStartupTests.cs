@@ -32,10 +32,11 @@ public sealed class SidecarStartupTests
     public async Task Dapr_mode_keeps_running_once_the_sidecar_answers()
     {
         using var cursor = new FakeCursor();
-        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        // The same short wait as the test above: past it, a start-up that had not seen the sidecar would have stopped.
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Dapr:SidecarWaitTimeout"] = "00:00:00.500" });
         var lifetime = factory.Services.GetRequiredService<IHostApplicationLifetime>();
 
-        await Task.Delay(TimeSpan.FromSeconds(1));
+        await Task.Delay(TimeSpan.FromSeconds(2));
 
         Assert.False(lifetime.ApplicationStopping.IsCancellationRequested);
     }
