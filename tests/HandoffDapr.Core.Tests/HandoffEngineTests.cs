@@ -390,7 +390,8 @@ public sealed class HandoffEngineTests
         provider.OnLaunch = _ => time.Advance(slow.Saved.Last().Launches[0].NextAttemptAt!.Value - time.GetUtcNow());
 
         var trigger = engine.TriggerAsync(1, null, Trigger("acme/shop"), slow, CancellationToken.None);
-        var finished = await Task.WhenAny(trigger, Task.Delay(TimeSpan.FromSeconds(5)));
+        // A liveness bound, not a timing: with the deadline started too late the call would hang until the next advance.
+        var finished = await Task.WhenAny(trigger, Task.Delay(TimeSpan.FromSeconds(30)));
         time.Advance(TimeSpan.FromMinutes(1)); // lets a call still out go, so the test leaves nothing hanging
         await trigger;
 

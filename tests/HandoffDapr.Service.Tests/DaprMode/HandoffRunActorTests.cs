@@ -60,9 +60,15 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Intent_is_saved_before_the_provider_is_called()
     {
+        (int Saves, string? Launches) atCall = default;
+        provider.OnLaunch = _ => atCall = (state.Saves, state.Saved.GetValueOrDefault("launches"));
+
         await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
 
-        // Saves: the intent (in flight) and then the outcome.
+        // When the provider was called, the intent was already in the store: the launch, in flight, on its branch.
+        Assert.Equal(1, atCall.Saves);
+        Assert.Contains("\"phase\":\"in_flight\"", atCall.Launches);
+        // Then the outcome, in a second save.
         Assert.Equal(2, state.Saves);
     }
 

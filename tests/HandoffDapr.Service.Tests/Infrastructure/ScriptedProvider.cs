@@ -19,8 +19,12 @@ public sealed class ScriptedProvider : ICodingAgentProvider
 
     public void Heal(string repository) => failures.TryRemove(repository, out _);
 
+    /// <summary>Runs as each launch reaches the provider, before it is answered.</summary>
+    public Action<AgentLaunchRequest>? OnLaunch { get; set; }
+
     public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
+        OnLaunch?.Invoke(request);
         Launches.Enqueue(request);
         if (failures.TryGetValue(request.Repository.FullName, out var failure))
         {
