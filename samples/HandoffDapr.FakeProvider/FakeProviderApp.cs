@@ -68,12 +68,14 @@ public static class FakeProviderApp
                 return Error(400, "prompt.text, source.repository and target.branchName are required");
             }
 
+            store.Received();
             await Task.Delay(options.Value.LaunchLatency, token);
             var agent = store.Create(prompt, repository, body!["source"]?["ref"]?.GetValue<string>(), branch,
                 body["target"]?["autoCreatePr"]?.GetValue<bool>() ?? false,
                 body["webhook"]?["url"]?.GetValue<string>(), body["webhook"]?["secret"]?.GetValue<string>());
             // Not cancelled with the request: the agent exists whether or not the caller hears about it.
             await Task.Delay(options.Value.AnswerDelay, CancellationToken.None);
+            store.Answered();
             return Results.Json(store.View(agent), statusCode: 201);
         });
         app.MapGet("/v0/agents/{id}", (string id, AgentStore store) =>
@@ -118,6 +120,14 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
 {
     private readonly ConcurrentDictionary<string, FakeAgent> agents = new();
     private int launches;
+    private int received;
+    private int answered;
+
+    /// <summary>A launch request arrived (before any latency): what the crash test waits for to kill "before create".</summary>
+    public void Received() => Interlocked.Increment(ref received);
+
+    /// <summary>A launch's answer is being sent (after any answer delay).</summary>
+    public void Answered() => Interlocked.Increment(ref answered);
 
     public FakeAgent Create(string prompt, string repository, string? reference, string branch, bool autoCreatePr, string? webhookUrl, string? webhookSecret)
     {
@@ -157,6 +167,8 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
     {
         agents.Clear();
         launches = 0;
+        received = 0;
+        answered = 0;
     }
 
     public IReadOnlyList<FakeAgent> Page(int limit, string? cursor, out string? next)
@@ -206,7 +218,9 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
 
     public JsonObject Stats() => new()
     {
+        ["launches_received"] = received,
         ["launches_accepted"] = launches,
+        ["launches_answered"] = answered,
         ["agents"] = new JsonArray(agents.Values.OrderBy(a => a.CreatedAt).Select(a => (JsonNode)new JsonObject
         {
             ["id"] = a.Id,

@@ -69,8 +69,22 @@ deliver_all() {
 wait_deliveries() { for pid in "${CURLS[@]}"; do wait "$pid" 2>/dev/null || true; done; }
 
 failures=0
-for scenario in "before-create:1.0:LaunchLatency" "answer-lost:1.0:AnswerDelay" "after-answer:4.5:LaunchLatency"; do
-  IFS=: read -r name kill_after slow <<<"$scenario"
+stats_field() { curl -s "http://127.0.0.1:$PROVIDER_PORT/_fake/stats" | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+# Waits (bounded) until the provider's counter $1 is at least 1: the phase the scenario kills in.
+wait_phase() {
+  for _ in $(seq 1 200); do
+    [ "$(stats_field "$1" 2>/dev/null || echo 0)" -ge 1 ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# name : the provider counter that marks the phase : the fake provider's slow step
+#  before-create: requests have arrived, agents not yet created (LaunchLatency); the kill must leave none created.
+#  answer-lost:   agents created, answers held back (AnswerDelay); the kill must come before any answer.
+#  after-answer:  some answers sent (LaunchLatency); the kill comes after at least one.
+for scenario in "before-create:launches_received:LaunchLatency" "answer-lost:launches_accepted:AnswerDelay" "after-answer:launches_answered:LaunchLatency"; do
+  IFS=: read -r name phase slow <<<"$scenario"
   DATA="$WORK/$name.db"; LOG="$WORK/$name.log"
   PROVIDER_PORT=$(free_port); SERVICE_PORT=$(free_port)
   dotnet "$PROVIDER_DLL" --urls "http://127.0.0.1:$PROVIDER_PORT" --FakeProvider:$slow=00:00:03 --FakeProvider:Webhooks=false >"$WORK/provider-$name.log" 2>&1 &
@@ -81,10 +95,15 @@ for scenario in "before-create:1.0:LaunchLatency" "answer-lost:1.0:AnswerDelay" 
   wait_healthy "$SERVICE_PORT"
   wait_healthy "$PROVIDER_PORT" 2>/dev/null || true
   deliver_all
-  sleep "$kill_after"
+  phase_reached=1; wait_phase "$phase" || phase_reached=0
   kill -9 "$SERVICE_PID"; wait "$SERVICE_PID" 2>/dev/null || true
+  at_kill=$(stats_field launches_accepted); answered_at_kill=$(stats_field launches_answered)
   wait_deliveries
-  at_kill=$(curl -s "http://127.0.0.1:$PROVIDER_PORT/_fake/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["launches_accepted"])')
+  case "$name:$phase_reached" in
+    *:0) echo "scenario $name: the phase ($phase) was not reached before the kill"; failures=$((failures + 1)) ;;
+    before-create:1) [ "$at_kill" -eq 0 ] || { echo "scenario $name: $at_kill agents were created before the kill"; failures=$((failures + 1)); } ;;
+    answer-lost:1) [ "$at_kill" -ge 1 ] && [ "$answered_at_kill" -eq 0 ] || { echo "scenario $name: killed with $at_kill created, $answered_at_kill answered"; failures=$((failures + 1)); } ;;
+  esac
 
   start_service "$DATA" "$SERVICE_PORT" "$LOG"
   wait_healthy "$SERVICE_PORT"
@@ -151,6 +170,6 @@ PY
 done
 
 if [ "$failures" -gt 0 ]; then
-  echo "crash test: $failures scenario(s) lost or duplicated an agent"; exit 1
+  echo "crash test: $failures scenario(s) missed their phase, or lost or duplicated an agent"; exit 1
 fi
 echo "crash test: every repository has exactly one agent, in all scenarios"
