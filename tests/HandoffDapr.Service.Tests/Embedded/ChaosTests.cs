@@ -20,10 +20,11 @@ public sealed class ChaosTests : IDisposable
     [Fact]
     public async Task Faulty_provider_and_duplicate_triggers_end_with_exactly_one_agent_per_repository()
     {
-        cursor.Chaos(seed: 1124, failureRate: 0.3, timeoutDelay: TimeSpan.FromMilliseconds(700));
+        // A lost answer takes 3 s, well past the 1.5 s timeout; ordinary answers stay far below it even on a loaded machine.
+        cursor.Chaos(seed: 1124, failureRate: 0.3, timeoutDelay: TimeSpan.FromSeconds(3));
         using var factory = new EmbeddedServiceFactory(temp.File("chaos.db"), cursor.Url, time, new Dictionary<string, string?>
         {
-            ["Handoff:Integrations:42:RequestTimeout"] = "00:00:00.300",
+            ["Handoff:Integrations:42:RequestTimeout"] = "00:00:01.500",
             // 30 % failures ten times in a row is 6 in a million: attempts are not what this test is about.
             ["Handoff:Launch:MaxAttempts"] = "10",
             ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "100000",
