@@ -1,6 +1,6 @@
 using Microsoft.AspNetCore.Http.HttpResults;
-using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.Diagnostics;
+using Microsoft.AspNetCore.Mvc;
 using Microsoft.AspNetCore.WebUtilities;
 
 namespace HandoffDapr.Service.Api;
@@ -29,28 +29,10 @@ public static class Problems
         Problem(StatusCodes.Status413PayloadTooLarge, "body-too-large", "Request body too large", $"The body may be at most {limit} bytes.");
 
     /// <summary>
-    /// Routing refuses some requests before any handler runs (no such path, a method the path does not take, a
-    /// Content-Type no endpoint accepts) with a bare status; the problem written for it gets our type and text, so a
-    /// client sees one vocabulary of problems.
-    /// </summary>
-    public static void GiveRoutingRefusalsOurType(ProblemDetailsContext context)
-    {
-        var problem = context.ProblemDetails;
-        if (problem.Type?.StartsWith(TypeBase, StringComparison.Ordinal) == true)
-        {
-            return;
-        }
-
-        if (RoutingRefusal(problem.Status ?? 0)?.ProblemDetails is { } ours)
-        {
-            (problem.Type, problem.Title, problem.Detail) = (ours.Type, ours.Title, ours.Detail);
-        }
-    }
-
-    /// <summary>
-    /// For <c>UseStatusCodePages</c>: a status set without a body (routing's 404/405/415, a failed binding's 400)
-    /// becomes our problem as JSON, whatever the request's <c>Accept</c> says; the framework's own writer would
-    /// fall back to plain text for a client that does not accept JSON.
+    /// For <c>UseStatusCodePages</c>: a status set without a body becomes our problem as JSON, whatever the request's
+    /// <c>Accept</c> says (the framework's own writer would fall back to plain text). Routing refuses some requests
+    /// before any handler runs (no such path, a method the path does not take, a Content-Type no endpoint accepts);
+    /// they get our type and text too, so a client sees one vocabulary of problems.
     /// </summary>
     public static Task WriteForBareStatus(StatusCodeContext context)
     {

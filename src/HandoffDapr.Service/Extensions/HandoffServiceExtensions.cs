@@ -38,7 +38,7 @@ public static class HandoffServiceExtensions
 
         services.AddCallerAuthorization(builder.Configuration, mode);
         services.AddHandoffRateLimits();
-        services.AddProblemDetails(options => options.CustomizeProblemDetails = Problems.GiveRoutingRefusalsOurType);
+        services.AddProblemDetails();
         services.ConfigureHttpJsonOptions(options =>
         {
             options.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
