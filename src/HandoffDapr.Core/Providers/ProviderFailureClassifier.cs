@@ -71,20 +71,29 @@ public static class ProviderFailureClassifier
 
     private static ProviderFailure Final(string failureType, int status) => new(failureType, Retryable: false, StatusCode: status);
 
-    private static bool MentionsAccountLimit(ReadOnlyMemory<byte> body)
-    {
-        var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
-        return text.Contains("plan limit", StringComparison.OrdinalIgnoreCase)
-            || text.Contains("storage", StringComparison.OrdinalIgnoreCase)
-            || text.Contains("quota", StringComparison.OrdinalIgnoreCase)
-            || text.Contains("usage limit", StringComparison.OrdinalIgnoreCase);
-    }
+    // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording.
+    private static readonly string[] AccountLimitPhrases = ["plan limit", "storage", "quota", "usage limit"];
 
-    private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body)
+    // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
+    // repository field is our request's fault (invalid_request), not a missing app installation.
+    private static readonly string[] RepositoryAccessPhrases = ["verify existence of branch"];
+
+    private static bool MentionsAccountLimit(ReadOnlyMemory<byte> body) => Mentions(body, AccountLimitPhrases);
+
+    private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body) => Mentions(body, RepositoryAccessPhrases);
+
+    /// <summary>Whether the body's first <see cref="BodySniffLength"/> bytes name any of the phrases, in any case.</summary>
+    private static bool Mentions(ReadOnlyMemory<byte> body, string[] phrases)
     {
         var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
-        // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
-        // repository field is our request's fault (invalid_request), not a missing app installation.
-        return text.Contains("verify existence of branch", StringComparison.OrdinalIgnoreCase);
+        foreach (var phrase in phrases)
+        {
+            if (text.Contains(phrase, StringComparison.OrdinalIgnoreCase))
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }
