@@ -243,17 +243,15 @@ public sealed class CopilotAgentTasksProvider(
             created);
     }
 
-    /// <summary>The task's head branch: on its latest session (GitHub's model), else on a branch artifact, else on the task itself.</summary>
+    /// <summary>The task's head branch: on a branch artifact, else on the task itself, else on its latest session (GitHub's model).</summary>
     private static string? HeadRef(JsonElement task)
     {
-        if (task.TryGetProperty("artifacts", out var artifacts) && artifacts.ValueKind == JsonValueKind.Array)
+        var artifacts = task.TryGetProperty("artifacts", out var found) ? found : default;
+        foreach (var data in ArtifactData(artifacts, type => type == "branch"))
         {
-            foreach (var artifact in artifacts.EnumerateArray())
+            if (JsonElements.String(data, "head_ref") is { } branch)
             {
-                if (ArtifactType(artifact) == "branch" && artifact.TryGetProperty("data", out var data) && JsonElements.String(data, "head_ref") is { } branch)
-                {
-                    return branch;
-                }
+                return branch;
             }
         }
 
@@ -298,7 +296,11 @@ public sealed class CopilotAgentTasksProvider(
     /// The data of the task's pull request artifacts: <c>{"type":"pull"}</c> (go-github's model), or a
     /// <c>github_resource</c> whose data says <c>"type":"pull"</c> (as Sentry's client sees them).
     /// </summary>
-    private static IEnumerable<JsonElement> PullRequestArtifacts(JsonElement artifacts)
+    private static IEnumerable<JsonElement> PullRequestArtifacts(JsonElement artifacts) =>
+        ArtifactData(artifacts, type => type.Contains("pull", StringComparison.OrdinalIgnoreCase));
+
+    /// <summary>The data objects of the artifacts whose kind (see <see cref="ArtifactType"/>) matches.</summary>
+    private static IEnumerable<JsonElement> ArtifactData(JsonElement artifacts, Func<string, bool> kindMatches)
     {
         if (artifacts.ValueKind != JsonValueKind.Array)
         {
@@ -307,7 +309,7 @@ public sealed class CopilotAgentTasksProvider(
 
         foreach (var artifact in artifacts.EnumerateArray())
         {
-            if (ArtifactType(artifact) is { } type && type.Contains("pull", StringComparison.OrdinalIgnoreCase)
+            if (ArtifactType(artifact) is { } type && kindMatches(type)
                 && artifact.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object)
             {
                 yield return data;
