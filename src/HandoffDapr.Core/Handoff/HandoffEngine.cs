@@ -205,6 +205,8 @@ public sealed partial class HandoffEngine(
                 reports[index] = read.Value;
             });
 
+        // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
+        var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
         var timedOut = new List<string>();
         var stillWatched = new List<string>();
@@ -225,18 +227,18 @@ public sealed partial class HandoffEngine(
             {
                 // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && current.Status == CodingAgentStatus.Failed && age <= options.AgentMaxAge * 2)
+                    && current.Status == CodingAgentStatus.Failed && age <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
             }
             // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-            else if (!current.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > options.AgentMaxAge * 2))
+            else if (!current.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
             {
                 state = TimeOut(state, current, now);
                 timedOut.Add(agent.Id);
                 changed = true;
-                if (age <= options.AgentMaxAge * 2)
+                if (age <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }

@@ -6,12 +6,14 @@ public static class HealthEndpoints
 {
     public const string ReadinessTag = "ready";
 
+    // GET and HEAD only: a probe never changes anything, and any other method is a client's mistake (405).
+    private static readonly HttpMethodMetadata ProbeMethods = new(["GET", "HEAD"]);
+
     /// <summary><c>/healthz</c>: the process answers. <c>/readyz</c>: its state store (SQLite or the sidecar) answers too.</summary>
     public static IEndpointRouteBuilder MapHealthEndpoints(this IEndpointRouteBuilder app)
     {
-        // GET and HEAD only: a probe never changes anything, and any other method is a client's mistake (405).
-        app.MapHealthChecks("/healthz", new() { Predicate = _ => false }).WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
-        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) }).WithMetadata(new HttpMethodMetadata(["GET", "HEAD"]));
+        app.MapHealthChecks("/healthz", new() { Predicate = _ => false }).WithMetadata(ProbeMethods);
+        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) }).WithMetadata(ProbeMethods);
         return app;
     }
 }
