@@ -1,6 +1,7 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -108,8 +109,8 @@ public static partial class WebhookEndpoints
         // Tag values as text in the API's snake_case (an enum would be exported as its C# name).
         HandoffTelemetry.WebhookEvents.Add(
             1,
-            new KeyValuePair<string, object?>("handoff.provider_status", System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(change.Agent.Status.ToString())),
-            new KeyValuePair<string, object?>("handoff.outcome", System.Text.Json.JsonNamingPolicy.SnakeCaseLower.ConvertName(outcome.ToString())));
+            new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(change.Agent.Status)),
+            new KeyValuePair<string, object?>("handoff.outcome", SnakeCaseNames<AgentReportStatus>.Of(outcome)));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
             LogUnknownAgent(services.Logger, runId, change.Agent.Id);
