@@ -16,6 +16,11 @@ public interface IRecentRuns
 public sealed class LocalRecentRuns : IRecentRuns
 {
     public const int Capacity = 500;
+
+    /// <summary>How far past <see cref="Capacity"/> the table may grow before the oldest are dropped, so that the sort
+    /// eviction needs runs once per this many saves instead of on every save once full.</summary>
+    public const int EvictionSlack = Capacity / 4;
+
     private readonly ConcurrentDictionary<long, (RunHandoffState State, long SavedAt)> runs = new();
     private long saves;
 
@@ -23,7 +28,7 @@ public sealed class LocalRecentRuns : IRecentRuns
     public void Remember(RunHandoffState state)
     {
         runs[state.RunId] = (state, Interlocked.Increment(ref saves));
-        if (runs.Count > Capacity)
+        if (runs.Count > Capacity + EvictionSlack)
         {
             foreach (var stale in runs.Values.OrderBy(run => run.SavedAt).Take(runs.Count - Capacity))
             {

@@ -26,4 +26,21 @@ public sealed class LocalRecentRunsTests
         Assert.Equal([2L, 9999L, LocalRecentRuns.Capacity], listed.Select(run => run.RunId));
         Assert.DoesNotContain(1L, (await recent.ListAsync(LocalRecentRuns.Capacity, CancellationToken.None)).Select(run => run.RunId));
     }
+
+    [Fact]
+    public async Task Many_saves_keep_the_table_bounded_and_the_most_recent_runs_listed()
+    {
+        var recent = new LocalRecentRuns();
+        const int saved = 10 * LocalRecentRuns.Capacity;
+        for (var i = 1; i <= saved; i++)
+        {
+            recent.Remember(RunHandoffState.New(i));
+        }
+
+        var all = await recent.ListAsync(int.MaxValue, CancellationToken.None);
+
+        Assert.InRange(all.Count, LocalRecentRuns.Capacity, LocalRecentRuns.Capacity + LocalRecentRuns.EvictionSlack);
+        Assert.Equal(Enumerable.Range(saved - LocalRecentRuns.Capacity + 1, LocalRecentRuns.Capacity).Reverse().Select(i => (long)i),
+            all.Take(LocalRecentRuns.Capacity).Select(run => run.RunId));
+    }
 }
