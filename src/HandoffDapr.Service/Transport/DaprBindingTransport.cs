@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Net.Sockets;
 using Dapr;
 using Dapr.Client;
 using Grpc.Core;
@@ -66,8 +67,9 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
         var detail = error?.Status.Detail ?? string.Empty;
         return error?.StatusCode switch
         {
-            // The sidecar itself is unreachable: the binding never ran.
-            StatusCode.Unavailable => (TransportFailureKind.Network, false),
+            // No connection to the sidecar was made: the binding never ran. Grpc.Net.Client also reports a connection
+            // that broke mid-call as Unavailable (any IOException), and by then daprd may have called the provider.
+            StatusCode.Unavailable when NeverConnected(error.Status.DebugException) => (TransportFailureKind.Network, false),
             StatusCode.DeadlineExceeded => (TransportFailureKind.Timeout, true),
             _ when detail.Contains("circuit breaker is open", StringComparison.Ordinal)
                 || detail.EndsWith("too many requests", StringComparison.Ordinal) => (TransportFailureKind.CircuitOpen, false),
@@ -76,4 +78,8 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             _ => (TransportFailureKind.Network, true),
         };
     }
+
+    /// <summary>A failure to open the connection: a socket error from connecting, or the handler's connection error.</summary>
+    private static bool NeverConnected(Exception? exception) =>
+        exception is SocketException or HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };
 }

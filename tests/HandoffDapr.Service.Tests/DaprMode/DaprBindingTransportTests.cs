@@ -1,4 +1,7 @@
+using System.Net.Sockets;
+using Dapr.Client;
 using Grpc.Core;
+using Grpc.Net.Client;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Transport;
 
@@ -17,7 +20,8 @@ public sealed class DaprBindingTransportTests
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: context deadline exceeded", TransportFailureKind.Timeout, true)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)", TransportFailureKind.Timeout, true)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": connection reset by peer", TransportFailureKind.Network, true)]
-    [InlineData(StatusCode.Unavailable, "connection refused", TransportFailureKind.Network, false)]
+    // Unavailable alone may be a connection that broke after daprd had the request (Grpc.Net.Client maps any IOException to it).
+    [InlineData(StatusCode.Unavailable, "Error starting gRPC call. HttpRequestException: The response ended prematurely.", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.DeadlineExceeded, "", TransportFailureKind.Timeout, true)]
     public void Binding_error_is_classified_by_whether_the_provider_may_have_received_the_request(StatusCode code, string detail, TransportFailureKind kind, bool requestSent)
     {
@@ -36,5 +40,57 @@ public sealed class DaprBindingTransportTests
         Assert.False(failure.RequestSent);
         Assert.False(failure.OutcomeUnknown);
         Assert.True(failure.Retryable);
+    }
+
+    [Fact]
+    public async Task Refused_connection_to_the_sidecar_is_reported_as_never_sent()
+    {
+        // Port 9 (discard) has no listener on loopback: the connection is refused.
+        using var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.False(failure.RequestSent);
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+    }
+
+    [Fact]
+    public async Task Connection_lost_after_the_sidecar_received_the_launch_is_reported_as_maybe_sent()
+    {
+        var handler = new ReceivesThenConnectionBreaks();
+        using var dapr = new DaprClientBuilder()
+            .UseGrpcEndpoint("http://127.0.0.1:9")
+            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = handler })
+            .Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
+
+        Assert.True(handler.BytesReceived > 0);
+        Assert.True(failure.RequestSent);
+        Assert.True(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
+    [Fact]
+    public void Socket_error_while_connecting_is_never_sent()
+    {
+        var error = new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", new SocketException((int)SocketError.ConnectionRefused)));
+
+        Assert.Equal((TransportFailureKind.Network, false), DaprBindingTransport.Classify(error));
+    }
+
+    /// <summary>Reads the whole gRPC request, as daprd would before calling the provider, then loses the connection.</summary>
+    private sealed class ReceivesThenConnectionBreaks : HttpMessageHandler
+    {
+        public int BytesReceived { get; private set; }
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            BytesReceived = (await request.Content!.ReadAsByteArrayAsync(cancellationToken)).Length;
+            throw new HttpRequestException("An error occurred while sending the request.", new IOException("The response ended prematurely."));
+        }
     }
 }
