@@ -39,6 +39,31 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Caller_giving_up_mid_round_still_records_the_agent_the_provider_already_created()
+    {
+        // acme/fast is created at once; acme/slow is still out when the caller goes away (client gone, shutdown).
+        provider.Delay = request => request.Repository.Name == "slow" ? 30_000 : 0;
+        using var caller = new CancellationTokenSource();
+        provider.OnLaunch = request =>
+        {
+            if (request.Repository.Name == "slow")
+            {
+                caller.CancelAfter(TimeSpan.FromMilliseconds(100));
+            }
+        };
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.TriggerAsync(1, null, Trigger("acme/fast", "acme/slow"), writer, caller.Token));
+
+        var saved = writer.Saved.Last().Launches;
+        var fast = saved.Single(launch => launch.Repository == "acme/fast");
+        Assert.Equal(LaunchPhase.Launched, fast.Phase);
+        Assert.NotNull(fast.AgentId);
+        // The unanswered one may exist at the provider: it is looked for before it is launched again.
+        var slow = saved.Single(launch => launch.Repository == "acme/slow");
+        Assert.Equal(LaunchPhase.OutcomeUnknown, slow.Phase);
+    }
+
+    [Fact]
     public async Task Results_keep_the_repositories_order_when_answers_come_out_of_order()
     {
         provider.Delay = request => request.Repository.Name switch { "first" => 150, "second" => 50, _ => 0 };

@@ -562,8 +562,6 @@ public sealed partial class HandoffEngine(
         var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
         var outcomes = new AttemptOutcome[inFlight.Count];
         using var attempts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
-        // The in-flight deadline passed, as opposed to the caller giving up (that one propagates).
-        bool OutOfTime() => inFlightTime.IsCancellationRequested && !cancellationToken.IsCancellationRequested;
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
         {
@@ -574,10 +572,10 @@ public sealed partial class HandoffEngine(
                 {
                     var launch = inFlight[index];
                     var reconcileFirst = previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation;
-                    if (OutOfTime())
+                    if (attempts.IsCancellationRequested)
                     {
-                        // Its turn came too late (more repositories than parallel calls): nothing was sent, no attempt spent,
-                        // and an earlier attempt's agent, if one may exist, must still be looked for first.
+                        // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
+                        // sent, no attempt spent, and an earlier attempt's agent, if one may exist, must still be looked for first.
                         outcomes[index] = new AttemptOutcome(
                             null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false), Reconciled: false);
                         return;
@@ -587,9 +585,10 @@ public sealed partial class HandoffEngine(
                     {
                         outcomes[index] = await AttemptAsync(state, launch, reconcileFirst, attempts.Token);
                     }
-                    catch (OperationCanceledException) when (OutOfTime())
+                    catch (OperationCanceledException) when (attempts.IsCancellationRequested)
                     {
-                        // Unanswered in time: the request may be out, so the next attempt reconciles first.
+                        // Unanswered in time, or the caller gave up (a client gone, shutdown): the request may be out, so
+                        // the next attempt reconciles first. The other repositories' answers are still recorded below.
                         outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
                     }
                 });
@@ -602,6 +601,7 @@ public sealed partial class HandoffEngine(
         // 3. Record the outcomes. Not cancellable: agents now exist at the provider and must not be forgotten.
         state = Apply(state, inFlight, outcomes);
         await writer.SaveAsync(state, CancellationToken.None);
+        cancellationToken.ThrowIfCancellationRequested();
         return state;
     }
 
