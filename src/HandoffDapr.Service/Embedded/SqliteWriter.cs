@@ -60,9 +60,10 @@ internal sealed class SqliteWriter : IDisposable
             {
                 Commit(batch);
             }
-            catch (SqliteException) when (batch.Count > 1)
+            catch (SqliteException exception) when (batch.Count > 1 && !IsLockedOut(exception))
             {
-                // One write broke the transaction: make each on its own, so only that one fails.
+                // One write broke the transaction: make each on its own, so only that one fails. Not when another
+                // process held the lock past the busy timeout: no write is to blame, and each alone would wait it out again.
                 foreach (var operation in batch)
                 {
                     CommitAlone(operation);
@@ -76,6 +77,9 @@ internal sealed class SqliteWriter : IDisposable
             batch.Clear();
         }
     }
+
+    private static bool IsLockedOut(SqliteException exception) =>
+        exception.SqliteErrorCode is SQLitePCL.raw.SQLITE_BUSY or SQLitePCL.raw.SQLITE_LOCKED;
 
     private void Commit(List<Operation> batch)
     {

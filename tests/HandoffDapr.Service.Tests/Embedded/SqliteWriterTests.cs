@@ -115,6 +115,34 @@ public sealed class SqliteWriterTests : IDisposable
         return (write, release);
     }
 
+    [Fact]
+    public async Task Batch_locked_out_by_another_process_fails_together_instead_of_waiting_out_the_lock_once_per_write()
+    {
+        var path = temp.File("busy.db");
+        using var other = new SqliteConnection($"Data Source={path};Pooling=False");
+        other.Open();
+        Execute(other, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        // Another process holds SQLite's write lock for longer than the busy timeout (1 s here, 30 s in the store).
+        Execute(other, "BEGIN IMMEDIATE");
+
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False;Default Timeout=1");
+        connection.Open();
+        using var writer = new SqliteWriter(connection, shutdownWait: TimeSpan.FromSeconds(1));
+        var first = writer.WriteAsync((c, t) => Insert(c, t, 0)); // the writer thread waits out the lock on this one
+        var batch = Enumerable.Range(1, 5).Select(i => writer.WriteAsync((c, t) => Insert(c, t, i))).ToList(); // queued meanwhile: one batch
+
+        Assert.Equal(SQLitePCL.raw.SQLITE_BUSY, (await Assert.ThrowsAsync<SqliteException>(() => first)).SqliteErrorCode);
+        var failures = new List<SqliteException>();
+        foreach (var write in batch)
+        {
+            failures.Add(await Assert.ThrowsAsync<SqliteException>(() => write));
+        }
+
+        // One attempt for the batch, so one failure shared by all; retried one by one, each would have its own (and its own wait).
+        Assert.Single(failures.Distinct());
+        Execute(other, "ROLLBACK");
+    }
+
     private static int Insert(SqliteConnection connection, SqliteTransaction transaction, int id)
     {
         using var command = connection.CreateCommand();
