@@ -1,3 +1,4 @@
+using System.Globalization;
 using HandoffDapr.Core.Providers.Cursor;
 using Microsoft.Extensions.Options;
 
@@ -64,21 +65,35 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:RateLimits:TriggersPerGroupPerMinute and Handoff:RateLimits:WebhooksPerIntegrationPerMinute must be at least 1.");
         }
 
-        if (options.Launch.MaxParallelLaunches < 1 || options.Launch.MaxAttempts < 1 || options.Launch.RetryFactor < 1
-            || options.Launch.RetryBaseDelay <= TimeSpan.Zero || options.Launch.RetryMaxDelay < options.Launch.RetryBaseDelay
-            || options.Launch.InFlightTimeout <= TimeSpan.Zero || options.Launch.MaxRepositories is < 1 or > 50
-            || options.Launch.PollInterval <= TimeSpan.Zero || options.Launch.PollMaxInterval < options.Launch.PollInterval
-            || options.Launch.AgentMaxAge <= TimeSpan.Zero)
+        var launch = options.Launch;
+        void LaunchRule(bool broken, string setting, string rule)
         {
-            errors.Add("Handoff:Launch has an out-of-range value (parallelism, attempts and repositories ≥ 1, repositories ≤ 50, factor ≥ 1, delays > 0, max delay ≥ base delay, poll intervals > 0 with max ≥ first, agent max age > 0).");
+            if (broken)
+            {
+                errors.Add($"Handoff:Launch:{setting} {rule}");
+            }
         }
+
+        LaunchRule(launch.MaxParallelLaunches < 1, nameof(launch.MaxParallelLaunches), "must be at least 1.");
+        LaunchRule(launch.MaxAttempts < 1, nameof(launch.MaxAttempts), "must be at least 1.");
+        LaunchRule(launch.MaxRepositories is < 1 or > 50, nameof(launch.MaxRepositories), "must be between 1 and 50.");
+        LaunchRule(launch.RetryFactor < 1, nameof(launch.RetryFactor), "must be at least 1.");
+        LaunchRule(launch.RetryBaseDelay <= TimeSpan.Zero, nameof(launch.RetryBaseDelay), "must be positive.");
+        LaunchRule(launch.RetryMaxDelay < launch.RetryBaseDelay, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay.");
+        LaunchRule(launch.InFlightTimeout <= TimeSpan.Zero, nameof(launch.InFlightTimeout), "must be positive.");
+        LaunchRule(launch.PollInterval <= TimeSpan.Zero, nameof(launch.PollInterval), "must be positive.");
+        LaunchRule(launch.PollMaxInterval < launch.PollInterval, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval.");
+        LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero, nameof(launch.AgentMaxAge), "must be positive.");
 
         foreach (var (id, integration) in options.Integrations)
         {
             var key = $"Handoff:Integrations:{id}";
-            if (!long.TryParse(id, out var integrationId) || integrationId <= 0)
+            // Written as the API and webhook paths write it (no sign, no leading zero, no space): webhooks find the
+            // integration by that text, and "042" beside "42" would be two settings for one id.
+            if (!long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var integrationId) || integrationId <= 0
+                || id != integrationId.ToString(CultureInfo.InvariantCulture))
             {
-                errors.Add($"{key}: the integration id must be a positive number.");
+                errors.Add($"{key}: the integration id must be a positive whole number without sign or leading zeros.");
             }
 
             if (integration.Provider is null || !KnownProviders.Contains(integration.Provider))
