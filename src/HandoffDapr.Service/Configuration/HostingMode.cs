@@ -1,3 +1,5 @@
+using Microsoft.Extensions.Options;
+
 namespace HandoffDapr.Service.Configuration;
 
 public enum HostingMode
@@ -22,7 +24,8 @@ public static class HostingModes
         {
             return TryParse(configured, out var explicitMode)
                 ? explicitMode
-                : throw new InvalidOperationException($"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'.");
+                : throw new OptionsValidationException(
+                    HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'."]);
         }
 
         var startedBySidecar = !string.IsNullOrEmpty(configuration["APP_ID"]) || !string.IsNullOrEmpty(configuration["DAPR_HTTP_PORT"]);

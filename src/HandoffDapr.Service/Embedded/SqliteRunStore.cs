@@ -3,7 +3,9 @@ using System.Globalization;
 using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.Configuration;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Embedded;
 
@@ -28,12 +30,6 @@ public sealed class SqliteRunStore : IDisposable
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
         this.timeProvider = timeProvider;
-        var directory = Path.GetDirectoryName(Path.GetFullPath(dataPath));
-        if (!string.IsNullOrEmpty(directory))
-        {
-            Directory.CreateDirectory(directory);
-        }
-
         connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = dataPath,
@@ -41,7 +37,24 @@ public sealed class SqliteRunStore : IDisposable
             Pooling = true,
             DefaultTimeout = 30,
         }.ToString();
-        Initialize();
+        try
+        {
+            var directory = Path.GetDirectoryName(Path.GetFullPath(dataPath));
+            if (!string.IsNullOrEmpty(directory))
+            {
+                Directory.CreateDirectory(directory);
+            }
+
+            Initialize();
+        }
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException
+            || exception is SqliteException { SqliteErrorCode: SQLitePCL.raw.SQLITE_CANTOPEN or SQLitePCL.raw.SQLITE_PERM or SQLitePCL.raw.SQLITE_READONLY or SQLitePCL.raw.SQLITE_NOTADB })
+        {
+            // A setting that points somewhere unusable: start-up names it rather than failing with a stack trace.
+            throw new OptionsValidationException(
+                HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:DataPath '{dataPath}' cannot be used: {exception.Message}"]);
+        }
+
         writer = new SqliteWriter(Open());
     }
 

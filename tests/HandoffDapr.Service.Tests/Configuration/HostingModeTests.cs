@@ -1,5 +1,6 @@
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.Configuration;
 
@@ -28,7 +29,7 @@ public sealed class HostingModeTests
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["Handoff:Mode"] = "Kubernetes" }).Build();
 
-        var error = Assert.Throws<InvalidOperationException>(() => HostingModes.Resolve(configuration));
+        var error = Assert.Throws<OptionsValidationException>(() => HostingModes.Resolve(configuration));
         Assert.Contains("Handoff:Mode", error.Message);
     }
 
@@ -80,7 +81,33 @@ public sealed class HostingModeTests
         { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.Zero },
         { "Handoff:Integrations:42:RequestTimeout", options => options.Integrations["42"].RequestTimeout = TimeSpan.FromDays(2) },
         { "Handoff:Integrations:42:RequestTimeout", options => options.Launch.InFlightTimeout = options.Integrations["42"].RequestTimeout },
+        { "Handoff:Launch:MaxParallelLaunches", options => options.Launch.MaxParallelLaunches = 0 },
+        { "Handoff:Launch:MaxAttempts", options => options.Launch.MaxAttempts = 0 },
+        { "Handoff:Launch:MaxRepositories", options => options.Launch.MaxRepositories = 51 },
+        { "Handoff:Launch:RetryFactor", options => options.Launch.RetryFactor = 0.5 },
+        { "Handoff:Launch:RetryBaseDelay", options => options.Launch.RetryBaseDelay = TimeSpan.Zero },
+        { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = options.Launch.RetryBaseDelay / 2 },
+        { "Handoff:Launch:PollInterval", options => options.Launch.PollInterval = TimeSpan.FromSeconds(-1) },
+        { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = options.Launch.PollInterval / 2 },
+        { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.Zero },
     };
+
+    [Theory]
+    [InlineData("042")]
+    [InlineData("+42")]
+    [InlineData(" 42")]
+    [InlineData("4_2")]
+    [InlineData("0")]
+    public void Integration_id_not_written_as_the_api_writes_it_is_refused(string id)
+    {
+        // Webhooks find an integration by its id as text: "042" would never be found, and beside "42" it is the same id twice.
+        var options = new HandoffOptions { Integrations = { [id] = new IntegrationOptions { Provider = "cursor_background_agent", ApiKey = "k" } } };
+
+        var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
+
+        Assert.True(result.Failed);
+        Assert.Contains($"Handoff:Integrations:{id}: the integration id", result.FailureMessage);
+    }
 
     [Theory]
     [MemberData(nameof(OutOfRangeSettings))]
