@@ -47,3 +47,14 @@ public sealed partial class HandoffJsonContext : JsonSerializerContext
         TypeInfoResolver = JsonTypeInfoResolver.Combine([Default, .. more, new DefaultJsonTypeInfoResolver()]),
     };
 }
+
+/// <summary>
+/// What clients send, read with the same shapes as <see cref="HandoffJsonContext"/> but stricter: a property named twice
+/// (in any case) is refused rather than read last-wins, so nothing in front of the service can read a different run or
+/// group than it does. What the service stored itself is read with <see cref="HandoffJsonContext.Default"/>, unchecked.
+/// </summary>
+public static class InboundJson
+{
+    public static JsonTypeInfo<RunSnapshot> RunSnapshot { get; } =
+        new HandoffJsonContext(new JsonSerializerOptions(HandoffJsonContext.Default.Options) { AllowDuplicateProperties = false }).RunSnapshot;
+}

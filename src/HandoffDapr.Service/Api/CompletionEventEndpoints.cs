@@ -132,7 +132,7 @@ public static partial class CompletionEventEndpoints
 
         try
         {
-            var snapshot = JsonSerializer.Deserialize(body[data], HandoffJsonContext.Default.RunSnapshot);
+            var snapshot = JsonSerializer.Deserialize(body[data], InboundJson.RunSnapshot);
             return snapshot is null ? (null, "The event data must be a JSON object.", traceParent) : (snapshot, null, traceParent);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
@@ -156,14 +156,18 @@ public static partial class CompletionEventEndpoints
         var isCloudEvent = false;
         Range? eventData = null;
         string? eventTraceParent = null;
+        bool sawSpecVersion = false, sawData = false, sawTraceParent = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             if (reader.ValueTextEquals("specversion"u8))
             {
+                RefuseSecond(ref sawSpecVersion);
                 isCloudEvent = true;
             }
             else if (reader.ValueTextEquals("data"u8))
             {
+                // Named twice, the data would be whichever copy a reader takes: refused, like any duplicate in the snapshot.
+                RefuseSecond(ref sawData);
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
                 reader.Skip();
@@ -172,6 +176,7 @@ public static partial class CompletionEventEndpoints
             }
             else if (reader.ValueTextEquals("traceparent"u8))
             {
+                RefuseSecond(ref sawTraceParent);
                 reader.Read();
                 eventTraceParent = JsonElements.String(ref reader);
                 reader.Skip();
@@ -194,6 +199,16 @@ public static partial class CompletionEventEndpoints
         }
 
         return true;
+    }
+
+    private static void RefuseSecond(ref bool seen)
+    {
+        if (seen)
+        {
+            throw new JsonException("A property named twice.");
+        }
+
+        seen = true;
     }
 
     private static IResult Malformed(HostingMode mode, ILogger logger, string reason, ProblemHttpResult problem)

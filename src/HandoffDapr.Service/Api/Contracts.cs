@@ -65,7 +65,8 @@ public sealed record LaunchView(
 /// <summary>Reply to daprd for a delivered event (the pub/sub subscription contract).</summary>
 public sealed record DaprEventReply(string Status);
 
-[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, PropertyNameCaseInsensitive = true, MaxDepth = 32)]
+// Request bodies: a property named twice (in any case) is a 400, not read last-wins.
+[JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, PropertyNameCaseInsensitive = true, MaxDepth = 32, AllowDuplicateProperties = false)]
 [JsonSerializable(typeof(HandoffRequest))]
 [JsonSerializable(typeof(RunHandoffView))]
 [JsonSerializable(typeof(IReadOnlyList<RunHandoffView>))]

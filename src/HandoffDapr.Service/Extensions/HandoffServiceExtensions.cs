@@ -1,4 +1,5 @@
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using Dapr.Actors;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
@@ -42,6 +43,8 @@ public static class HandoffServiceExtensions
         services.ConfigureHttpJsonOptions(options =>
         {
             options.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+            // As the request readers (source-generated, strict): the OpenAPI document must not offer numbers as strings.
+            options.SerializerOptions.NumberHandling = JsonNumberHandling.Strict;
             options.SerializerOptions.TypeInfoResolverChain.Insert(0, ServiceJsonContext.Default);
             options.SerializerOptions.TypeInfoResolverChain.Insert(1, HandoffJsonContext.Default);
         });

@@ -55,6 +55,28 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         await AssertStillHealthy();
     }
 
+    public static TheoryData<string, string> BodiesNamingAPropertyTwice => new()
+    {
+        { "/runs/1/handoff", """{"group_id":1,"group_id":456,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":456,"GROUP_ID":1,"integration_id":42}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"run_id":1}}""" },
+        { "/runs/1/agents/bc-1/followup", """{"text":"a","text":"b"}""" },
+        { "/events/autofix-run-completed", """{"run_id":5,"run_id":6,"group":{"id":456}}""" },
+        { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":1,"id":456}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data":{"run_id":6,"group":{"id":456}}}""" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BodiesNamingAPropertyTwice))]
+    public async Task Body_naming_a_property_twice_is_a_400_problem_not_read_last_wins(string path, string body)
+    {
+        // Last-wins would let a proxy or log that reads the first value see another run or group than the service uses.
+        var response = await service.Client.PostRawAsync(path, body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
     [Theory]
     [InlineData("?limit=abc")]
     [InlineData("?limit=99999999999")]

@@ -91,6 +91,22 @@ public sealed class OpenApiTests : IDisposable
     }
 
     [Fact]
+    public async Task Openapi_body_schemas_offer_numbers_only_as_numbers_as_the_service_reads_them()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-numbers.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var schemas = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!.AsObject();
+
+        // The readers refuse "456" for 456; a document offering strings would invite requests that are then refused.
+        var numeric = schemas.SelectMany(schema => (schema.Value!["properties"]?.AsObject() ?? []).Select(property => (Name: $"{schema.Key}.{property.Key}", Type: property.Value!["type"])))
+            .Where(property => property.Type?.ToJsonString() is { } type && (type.Contains("integer") || type.Contains("number")))
+            .ToList();
+        Assert.Contains(numeric, property => property.Name == "HandoffRequest.group_id");
+        Assert.Contains(numeric, property => property.Name == "RunSnapshot.run_id");
+        Assert.All(numeric, property => Assert.DoesNotContain("string", property.Type!.ToJsonString()));
+    }
+
+    [Fact]
     public async Task Production_does_not_serve_it()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("prod.db"), cursor.Url);
