@@ -527,13 +527,36 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);
+        provider.Next = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));
 
         var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Empty(outcome.Result.Failures);
         Assert.Equal(0, writer.Saved.Last().Launches[0].Attempts);
         Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
+    public async Task Refused_connection_spends_an_attempt_so_an_unreachable_provider_ends_in_retries_exhausted()
+    {
+        var retry = new RetryOptions();
+        provider.Always = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.Network, requestSent: false));
+
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(1, state.Launches[0].Attempts);
+        // Nothing reached the provider: the next attempt need not look for an agent first.
+        Assert.Equal(LaunchPhase.RetryScheduled, state.Launches[0].Phase);
+        for (var attempt = 2; attempt <= retry.MaxAttempts; attempt++)
+        {
+            time.Advance(retry.MaxDelay * 2);
+            state = await engine.WakeAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal(LaunchPhase.Failed, state.Launches[0].Phase);
+        Assert.Equal(FailureTypes.RetriesExhausted, state.Launches[0].FailureType);
+        Assert.Equal(retry.MaxAttempts, state.Launches[0].Attempts);
     }
 
     [Fact]

@@ -577,7 +577,7 @@ public sealed partial class HandoffEngine(
                         // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
                         // sent, no attempt spent, and an earlier attempt's agent, if one may exist, must still be looked for first.
                         outcomes[index] = new AttemptOutcome(
-                            null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false), Reconciled: false);
+                            null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
                         return;
                     }
 
@@ -667,8 +667,9 @@ public sealed partial class HandoffEngine(
             }
 
             var failure = outcome.Failure!;
-            // Nothing reached the provider (open circuit): the attempt does not count against the limit.
-            var attempts = failure.RequestSent ? launch.Attempts : launch.Attempts - 1;
+            // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
+            // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
+            var attempts = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
             if (retryPolicy.CanRetry(failure, attempts))
             {
                 var retryAt = now + retryPolicy.DelayAfter(Math.Max(1, attempts), failure.RetryAfter);

@@ -58,13 +58,18 @@ public enum ProviderAgentStatus
 /// <summary>Why a provider call failed, reduced to what the handoff decides on. Never carries provider text.</summary>
 /// <param name="OutcomeUnknown">The provider may have acted: reconcile before trying again.</param>
 /// <param name="RequestSent">False when nothing reached the provider (an open circuit, a refused connection).</param>
+/// <param name="Attempted">
+/// False when no call was made at all (an open circuit, a request refused before sending): the retry spends no
+/// attempt. A refused connection was an attempt: the provider was tried and could not be reached.
+/// </param>
 public sealed record ProviderFailure(
     string FailureType,
     bool Retryable,
     bool OutcomeUnknown = false,
     TimeSpan? RetryAfter = null,
     int? StatusCode = null,
-    bool RequestSent = true);
+    bool RequestSent = true,
+    bool Attempted = true);
 
 public readonly record struct ProviderResult<T>
 {

@@ -40,7 +40,8 @@ public static class ProviderFailureClassifier
     }
 
     public static ProviderFailure FromTransport(ProviderTransportException exception) =>
-        new(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: exception.RequestSent, RequestSent: exception.RequestSent);
+        new(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: exception.RequestSent, RequestSent: exception.RequestSent,
+            Attempted: exception.Kind != TransportFailureKind.CircuitOpen);
 
     /// <summary>A 2xx whose body we cannot read: the provider may well have created the agent.</summary>
     public static ProviderFailure MalformedAnswer(int statusCode) =>

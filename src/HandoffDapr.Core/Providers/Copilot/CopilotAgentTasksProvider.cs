@@ -53,7 +53,7 @@ public sealed class CopilotAgentTasksProvider(
     {
         if (!AgentIds.IsValid(agentId))
         {
-            return ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false));
+            return ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false));
         }
 
         var read = await ReadTaskAsync(agentId, cancellationToken);

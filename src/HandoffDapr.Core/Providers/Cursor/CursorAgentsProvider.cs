@@ -38,7 +38,7 @@ public sealed class CursorAgentsProvider(
     public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
         AgentIds.IsValid(agentId)
             ? SendForAgentAsync(new ProviderRequest(HttpMethod.Get, $"{AgentsPath}/{agentId}"), "get", cancellationToken)
-            : Task.FromResult(ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false)));
+            : Task.FromResult(ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false)));
 
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
     {
