@@ -50,6 +50,36 @@ public sealed class StatusPageTests : IDisposable
         Assert.True(png.Length > 8_000, $"the screenshot is only {png.Length} bytes");
     }
 
+    [Fact]
+    public async Task Status_page_of_a_service_with_an_api_token_asks_for_it_and_lists_runs_once_given()
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        const string token = "status-page-test-token-0123456789";
+        await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File("ui-token.db"),
+            ["Handoff__ApiToken"] = token,
+            ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
+            ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
+            ["Handoff__Integrations__43__ApiKey"] = "ui-test-token",
+        });
+        using var client = new HttpClient { BaseAddress = service.Address };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", token);
+        (await client.PostJsonAsync("/runs/881/handoff", Payloads.Trigger(Payloads.Run(881, ["acme/shop"], automation: false)))).EnsureSuccessStatusCode();
+
+        var withoutToken = await RunChromium($"--dump-dom {service.Address}ui/index.html");
+        var wrongToken = await RunChromium($"--dump-dom {service.Address}ui/index.html#token=not-the-token");
+        var withToken = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={token}");
+
+        Assert.Contains("needs its API token", withoutToken);
+        Assert.DoesNotContain("acme/shop", withoutToken);
+        Assert.Contains("token was refused", wrongToken);
+        Assert.DoesNotContain("acme/shop", wrongToken);
+        Assert.Contains("acme/shop", withToken);
+        Assert.DoesNotContain("Could not load runs", withToken);
+    }
+
     private static async Task WaitUntilCompleted(HttpClient client, string agentId)
     {
         var deadline = DateTime.UtcNow.AddSeconds(20);

@@ -66,10 +66,43 @@ function render(runs) {
   }
 }
 
+// The API token (Handoff:ApiToken), when the service asks for one: typed into the form, or passed once in the
+// address as #token=... (a fragment never reaches a server). Kept for this tab only, and removed from the address.
+const tokenKey = "handoff-api-token";
+if (location.hash.startsWith("#token=")) {
+  sessionStorage.setItem(tokenKey, decodeURIComponent(location.hash.slice("#token=".length)));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
+function askForToken(refused) {
+  document.getElementById("token-form").hidden = false;
+  document.getElementById("token-message").textContent = refused
+    ? "The token was refused. Enter the service's API token (Handoff:ApiToken)."
+    : "This service needs its API token (Handoff:ApiToken) to list runs.";
+}
+
+document.getElementById("token-form").addEventListener("submit", event => {
+  event.preventDefault();
+  const input = document.getElementById("token");
+  sessionStorage.setItem(tokenKey, input.value);
+  input.value = "";
+  refresh();
+});
+
 async function refresh() {
+  const token = sessionStorage.getItem(tokenKey);
+  const headers = { "Accept": "application/json" };
+  if (token) { headers["Authorization"] = "Bearer " + token; }
   try {
-    const response = await fetch("/runs?limit=50", { headers: { "Accept": "application/json" } });
+    const response = await fetch("/runs?limit=50", { headers });
+    if (response.status === 401) {
+      sessionStorage.removeItem(tokenKey);
+      askForToken(Boolean(token));
+      document.getElementById("error").textContent = "";
+      return;
+    }
     if (!response.ok) { throw new Error("HTTP " + response.status); }
+    document.getElementById("token-form").hidden = true;
     render(await response.json());
     document.getElementById("error").textContent = "";
     document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
