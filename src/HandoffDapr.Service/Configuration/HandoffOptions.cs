@@ -93,6 +93,12 @@ public sealed class DaprOptions
     /// at 100 s.
     /// </summary>
     public TimeSpan ActorCallTimeout { get; set; } = TimeSpan.FromSeconds(130);
+
+    /// <summary>
+    /// At shutdown, how long actor calls in progress may still run (and the server keep listening) before the app
+    /// stops. Below the pod's <c>dapr.io/block-shutdown-duration</c> (45 s), during which daprd keeps its APIs up.
+    /// </summary>
+    public TimeSpan ShutdownDrain { get; set; } = TimeSpan.FromSeconds(40);
 }
 
 public sealed class LaunchOptions

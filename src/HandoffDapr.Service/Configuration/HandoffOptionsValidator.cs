@@ -50,6 +50,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Dapr:ActorCallTimeout must be at least one second (above the resiliency policy's actorCall timeout).");
         }
 
+        if (options.Dapr.ShutdownDrain < TimeSpan.Zero || options.Dapr.ShutdownDrain > TimeSpan.FromMinutes(5))
+        {
+            errors.Add("Handoff:Dapr:ShutdownDrain must be between zero and five minutes (and below the pod's dapr.io/block-shutdown-duration).");
+        }
+
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
         {
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");

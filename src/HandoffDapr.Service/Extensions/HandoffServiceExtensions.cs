@@ -68,6 +68,11 @@ public static class HandoffServiceExtensions
     {
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
         app.UseExceptionHandler();
+        if (mode == HostingMode.Dapr)
+        {
+            app.UseActorCallDrain();
+        }
+
         app.UseStatusCodePages(Problems.WriteForBareStatus);
         app.UseAuthentication();
         app.UseAuthorization();
@@ -135,5 +140,10 @@ public static class HandoffServiceExtensions
         services.AddSingleton<LocalRecentRuns>();
         services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();
+        services.AddSingleton<ActorCallDrain>();
+        services.AddHostedService(sp => sp.GetRequiredService<ActorCallDrain>());
+        // The host's stop covers the drain and then the server's own wait for requests still open.
+        services.AddOptions<HostOptions>().Configure<IOptions<HandoffOptions>>(
+            (host, handoff) => host.ShutdownTimeout = handoff.Value.Dapr.ShutdownDrain + TimeSpan.FromSeconds(10));
     }
 }

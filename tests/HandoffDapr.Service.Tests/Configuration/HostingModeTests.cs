@@ -90,6 +90,7 @@ public sealed class HostingModeTests
         { "Handoff:Launch:PollInterval", options => options.Launch.PollInterval = TimeSpan.FromSeconds(-1) },
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = options.Launch.PollInterval / 2 },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.Zero },
+        { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromMinutes(10) },
     };
 
     [Theory]

@@ -1,0 +1,144 @@
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>
+/// Lets actor turns in progress at shutdown finish before the server stops listening. A turn in the middle of a
+/// provider call still has to save what the provider answered; daprd keeps its APIs up meanwhile
+/// (<c>dapr.io/block-shutdown-duration</c>) only while this app's health endpoint answers, which stops with the
+/// server. So the wait runs in <see cref="StoppingAsync"/>, before any hosted service (the server included) stops.
+/// A turn still running at <see cref="DaprOptions.ShutdownDrain"/> is cut off with the process: its launch intent
+/// is saved, and the next owner reconciles it.
+/// </summary>
+public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, TimeProvider timeProvider, ILogger<ActorCallDrain> logger)
+    : IHostedLifecycleService
+{
+    private readonly object gate = new();
+    private TaskCompletionSource currentIdle = NewIdle(completed: true);
+    private int inFlight;
+
+    /// <summary>Actor calls (turns and reminders) being served now.</summary>
+    public int InFlight => Volatile.Read(ref inFlight);
+
+    /// <summary>Shutdown has begun and waits for the calls in progress.</summary>
+    public bool IsDraining { get; private set; }
+
+    /// <summary>Counts the request while it runs; dispose when it has ended, whichever way.</summary>
+    public IDisposable Enter()
+    {
+        lock (gate)
+        {
+            if (inFlight++ == 0)
+            {
+                currentIdle = NewIdle();
+            }
+        }
+
+        return new Call(this);
+    }
+
+    public async Task StoppingAsync(CancellationToken cancellationToken)
+    {
+        Task waitForIdle;
+        int calls;
+        lock (gate)
+        {
+            (waitForIdle, calls) = (currentIdle.Task, inFlight);
+        }
+
+        if (calls == 0)
+        {
+            return;
+        }
+
+        var limit = options.Value.Dapr.ShutdownDrain;
+        IsDraining = true;
+        LogDraining(calls, limit);
+        try
+        {
+            await waitForIdle.WaitAsync(limit, timeProvider, cancellationToken);
+            LogDrained();
+        }
+        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
+        {
+            LogDrainCutShort(InFlight);
+        }
+    }
+
+    public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
+
+    private void Leave()
+    {
+        lock (gate)
+        {
+            if (--inFlight == 0)
+            {
+                currentIdle.TrySetResult();
+            }
+        }
+    }
+
+    private static TaskCompletionSource NewIdle(bool completed = false)
+    {
+        var source = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        if (completed)
+        {
+            source.SetResult();
+        }
+
+        return source;
+    }
+
+    private sealed class Call(ActorCallDrain drain) : IDisposable
+    {
+        private int disposed;
+
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref disposed, 1) == 0)
+            {
+                drain.Leave();
+            }
+        }
+    }
+
+    [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Shutting down: waiting up to {Limit} for {Calls} actor call(s) in progress to finish before the server stops")]
+    private partial void LogDraining(int calls, TimeSpan limit);
+
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Shutting down: the actor calls in progress have finished")]
+    private partial void LogDrained();
+
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Shutting down with {Calls} actor call(s) still in progress: their launches are reconciled by the next owner")]
+    private partial void LogDrainCutShort(int calls);
+}
+
+public static class ActorCallDrainExtensions
+{
+    /// <summary>Counts the requests daprd makes to the actor runtime (<c>/actors/...</c>: method calls and reminders).</summary>
+    public static IApplicationBuilder UseActorCallDrain(this IApplicationBuilder app)
+    {
+        var drain = app.ApplicationServices.GetRequiredService<ActorCallDrain>();
+        return app.Use(async (context, next) =>
+        {
+            if (!context.Request.Path.StartsWithSegments("/actors", StringComparison.OrdinalIgnoreCase))
+            {
+                await next(context);
+                return;
+            }
+
+            using (drain.Enter())
+            {
+                await next(context);
+            }
+        });
+    }
+}

@@ -1,0 +1,107 @@
+using System.Net;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.DaprHost;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// At shutdown an actor turn in progress may still have to save what the provider answered; daprd keeps its APIs up
+/// only while the app's health endpoint answers. So the app waits for its turns before its server stops listening.
+/// </summary>
+public sealed class ActorCallDrainTests
+{
+    [Fact]
+    public async Task Server_keeps_answering_until_the_actor_call_in_progress_has_finished()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        builder.Services.Configure<HandoffOptions>(options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(30));
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<ActorCallDrain>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<ActorCallDrain>());
+        await using var app = builder.Build();
+        app.UseActorCallDrain();
+        var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        app.MapPut("/actors/HandoffRunActor/1/method/TriggerAsync", async () =>
+        {
+            entered.SetResult();
+            await release.Task;
+            return Results.Ok();
+        });
+        app.MapGet("/healthz", () => "Healthy");
+        await app.StartAsync();
+        var address = new Uri(app.Urls.Single());
+        var drain = app.Services.GetRequiredService<ActorCallDrain>();
+
+        using var daprd = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
+        var turn = daprd.PutAsync("/actors/HandoffRunActor/1/method/TriggerAsync", null);
+        await entered.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var stopping = app.StopAsync();
+        await WaitUntil(() => drain.IsDraining);
+
+        // daprd's health probe, on a new connection as daprd's prober would open after a refusal.
+        using (var probe = new HttpClient(new SocketsHttpHandler { PooledConnectionLifetime = TimeSpan.Zero }) { BaseAddress = address })
+        {
+            Assert.Equal(HttpStatusCode.OK, (await probe.GetAsync("/healthz")).StatusCode);
+        }
+
+        Assert.False(stopping.IsCompleted);
+        release.SetResult();
+        Assert.Equal(HttpStatusCode.OK, (await turn).StatusCode);
+        await stopping.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(0, drain.InFlight);
+        using var afterStop = new HttpClient { BaseAddress = address };
+        await Assert.ThrowsAsync<HttpRequestException>(() => afterStop.GetAsync("/healthz"));
+    }
+
+    [Fact]
+    public async Task Drain_gives_up_at_its_limit_on_a_call_that_does_not_end()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
+        var drain = new ActorCallDrain(options, time, NullLogger<ActorCallDrain>.Instance);
+        _ = drain.Enter();
+
+        var stopping = drain.StoppingAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(39));
+        Assert.False(stopping.IsCompleted);
+        time.Advance(TimeSpan.FromSeconds(2));
+
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, drain.InFlight);
+    }
+
+    [Fact]
+    public async Task Drain_with_nothing_in_progress_does_not_wait_and_counts_each_call_once()
+    {
+        var drain = new ActorCallDrain(Options.Create(new HandoffOptions()), new FakeTimeProvider(), NullLogger<ActorCallDrain>.Instance);
+        var call = drain.Enter();
+        call.Dispose();
+        call.Dispose();
+
+        await drain.StoppingAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(0, drain.InFlight);
+        Assert.False(drain.IsDraining);
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "shutdown did not begin draining");
+            await Task.Delay(20);
+        }
+    }
+}
