@@ -173,6 +173,35 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Empty(cursor.LogEntries);
     }
 
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("null")]
+    [InlineData("\"maintenance\"")]
+    [InlineData("""{"agents":[1,"x",null]}""")]
+    public async Task Agent_list_of_another_shape_is_an_unknown_outcome_not_an_exception(string body)
+    {
+        // A proxy's page or a changed API answering 200: the agent may exist, so the lookup must neither throw nor say "none".
+        Answer("/v0/agents", 200, body);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("""{"id":["bc-1"],"status":"RUNNING"}""")]
+    public async Task Agent_read_of_another_shape_is_a_failed_read_not_an_exception(string body)
+    {
+        Answer("/v0/agents/bc-1", 200, body);
+
+        var result = await provider.GetAgentAsync("bc-1", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 

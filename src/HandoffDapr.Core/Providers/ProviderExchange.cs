@@ -57,10 +57,26 @@ internal sealed partial class ProviderExchange(
             using var document = JsonDocument.Parse(response!.Body);
             return read(document.RootElement) is { } value ? ProviderResult<T>.Success(value) : Malformed<T>(response.StatusCode, operation);
         }
-        catch (JsonException)
+        catch (Exception exception) when (IsUnreadable(exception))
         {
             return Malformed<T>(response!.StatusCode, operation);
         }
+    }
+
+    /// <summary>
+    /// What reading an answer of another shape throws: not JSON, or JSON whose elements are of other kinds than the
+    /// reader expects (<see cref="JsonElement"/> throws <see cref="InvalidOperationException"/> for those).
+    /// </summary>
+    public static bool IsUnreadable(Exception exception) => exception is JsonException or InvalidOperationException or FormatException;
+
+    /// <summary>
+    /// Some tasks could not be read to learn their branch: ours may be among them, so "not found" would risk a second
+    /// launch. The attempt stays unknown and is looked up again later.
+    /// </summary>
+    public ProviderResult<ProviderAgent?> ReadsIncomplete(int unreadable)
+    {
+        LogReadsIncomplete(provider, unreadable);
+        return ProviderResult<ProviderAgent?>.Failed(new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true));
     }
 
     /// <summary>A 2xx whose body is not what the API documents: the provider may have acted, so the outcome is unknown.</summary>
@@ -101,4 +117,8 @@ internal sealed partial class ProviderExchange(
     [LoggerMessage(EventId = 2004, EventName = "ProviderListExhausted", Level = LogLevel.Warning,
         Message = "{Provider} agent list still had more after {Pages} pages; the launch stays unknown rather than risk a second agent")]
     private partial void LogListExhausted(string provider, int pages);
+
+    [LoggerMessage(EventId = 2005, EventName = "ProviderReadsIncomplete", Level = LogLevel.Warning,
+        Message = "{Provider}: {Unreadable} candidate(s) could not be read to learn their branch; the launch stays unknown rather than risk a second agent")]
+    private partial void LogReadsIncomplete(string provider, int unreadable);
 }

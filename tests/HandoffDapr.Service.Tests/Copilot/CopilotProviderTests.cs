@@ -222,6 +222,65 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Empty(github.Server.LogEntries);
     }
 
+    [Theory]
+    [InlineData("""{"data":null,"errors":[{"type":"FORBIDDEN","message":"Resource not accessible by personal access token"}]}""")]
+    [InlineData("[]")]
+    public async Task Pull_request_lookup_answered_with_a_graphql_error_is_a_failed_read_not_an_exception(string graphQl)
+    {
+        // GraphQL answers errors with 200 and "data": null.
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody(graphQl));
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, read.Failure!.FailureType);
+    }
+
+    [Fact]
+    public async Task Task_list_that_is_not_an_object_is_an_unknown_outcome_not_an_exception()
+    {
+        github.ListAnswer = () => FakeCopilot.Json(200, "[]");
+
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task Task_that_cannot_be_read_by_id_is_passed_over_and_ours_is_still_found()
+    {
+        var mine = await Launch("fix-abc123");
+        var other = await Launch("someone-elses-branch");
+        // Newest first, the other task is read first; by id it answers 404 (another user's task, or deleted meanwhile).
+        AnswerReadOf(other, 404, """{"message":"Not Found"}""");
+
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+
+        Assert.True(result.IsSuccess, result.Failure?.ToString());
+        Assert.Equal(mine, result.Value!.Id);
+    }
+
+    [Fact]
+    public async Task Lookup_with_an_unreadable_task_and_no_match_is_incomplete_not_not_found()
+    {
+        var other = await Launch("someone-elses-branch");
+        AnswerReadOf(other, 404, """{"message":"Not Found"}""");
+
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+
+        // The unreadable task may be ours: "not found" would launch a second agent.
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+        Assert.True(result.Failure.Retryable);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    private void AnswerReadOf(string taskId, int status, string body) =>
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
+
     private async Task<string> Launch(string branch = "fix-abc123") =>
         (await provider.LaunchAsync(Request(branch), CancellationToken.None)).Value!.Id;
 

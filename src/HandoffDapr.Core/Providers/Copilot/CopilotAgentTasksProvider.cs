@@ -69,7 +69,9 @@ public sealed class CopilotAgentTasksProvider(
         var lookup = await exchange.SendAndReadAsync(
             new ProviderRequest(HttpMethod.Post, "graphql", JsonSerializer.SerializeToUtf8Bytes(new GraphQlRequest(PullRequestUrlQuery, new Dictionary<string, string> { ["id"] = nodeId }), CopilotJsonContext.Default.GraphQlRequest), GitHubHeaders),
             "pull request",
-            root => root.TryGetProperty("data", out var data) && data.TryGetProperty("node", out var node) && JsonElements.String(node, "url") is { } url
+            // GraphQL answers errors with 200 and "data": null (or no data): a failed read, asked again at the next poll.
+            root => root.ValueKind == JsonValueKind.Object && root.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object
+                && data.TryGetProperty("node", out var node) && JsonElements.String(node, "url") is { } url
                 && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null,
             cancellationToken);
         return lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value }) : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
@@ -101,13 +103,20 @@ public sealed class CopilotAgentTasksProvider(
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
-                if (!document.RootElement.TryGetProperty("tasks", out var tasks) || tasks.ValueKind != JsonValueKind.Array)
+                if (document.RootElement.ValueKind != JsonValueKind.Object
+                    || !document.RootElement.TryGetProperty("tasks", out var tasks) || tasks.ValueKind != JsonValueKind.Array)
                 {
                     return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                 }
 
                 foreach (var task in tasks.EnumerateArray())
                 {
+                    if (task.ValueKind != JsonValueKind.Object)
+                    {
+                        // Not a list of tasks: passing over what may be ours would answer "none" and launch it again.
+                        return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
+                    }
+
                     if (ReadTaskElement(task) is not { } agent)
                     {
                         continue;
@@ -129,7 +138,7 @@ public sealed class CopilotAgentTasksProvider(
                     return await FindAmongAsync(unread, branchName, cancellationToken);
                 }
             }
-            catch (JsonException)
+            catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
             {
                 return Malformed<ProviderAgent?>(answer.Response!.StatusCode, "list");
             }
@@ -140,12 +149,21 @@ public sealed class CopilotAgentTasksProvider(
 
     private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, string branchName, CancellationToken cancellationToken)
     {
+        var unreadable = 0;
         foreach (var taskId in taskIds.Take(MaxTaskReads))
         {
             var read = await ReadTaskAsync(taskId, cancellationToken);
             if (read.Failure is { } failure)
             {
-                return ProviderResult<ProviderAgent?>.Failed(failure with { OutcomeUnknown = true });
+                if (failure.FailureType == FailureTypes.RateLimited)
+                {
+                    return ProviderResult<ProviderAgent?>.Failed(failure with { OutcomeUnknown = true });
+                }
+
+                // Another user's task in the repository may not be readable by id (404), or one may be deleted meanwhile:
+                // its branch stays unknown, so look on; ours may still be among the rest.
+                unreadable++;
+                continue;
             }
 
             if (string.Equals(read.Value!.Agent.BranchName, branchName, StringComparison.Ordinal))
@@ -154,7 +172,9 @@ public sealed class CopilotAgentTasksProvider(
             }
         }
 
-        return taskIds.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages) : ProviderResult<ProviderAgent?>.Success(null);
+        return taskIds.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
+            : unreadable > 0 ? exchange.ReadsIncomplete(unreadable)
+            : ProviderResult<ProviderAgent?>.Success(null);
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();

@@ -57,13 +57,20 @@ public sealed class CursorAgentsProvider(
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
-                if (!document.RootElement.TryGetProperty("agents", out var agents) || agents.ValueKind != JsonValueKind.Array)
+                if (document.RootElement.ValueKind != JsonValueKind.Object
+                    || !document.RootElement.TryGetProperty("agents", out var agents) || agents.ValueKind != JsonValueKind.Array)
                 {
                     return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                 }
 
                 foreach (var element in agents.EnumerateArray())
                 {
+                    if (element.ValueKind != JsonValueKind.Object)
+                    {
+                        // Not a list of agents: passing over what may be ours would answer "none" and launch it again.
+                        return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
+                    }
+
                     if (ReadAgent(element) is { } agent
                         && string.Equals(agent.BranchName, branchName, StringComparison.Ordinal)
                         && RepositoryMatches(element, repository))
@@ -74,7 +81,7 @@ public sealed class CursorAgentsProvider(
 
                 cursor = ReadString(document.RootElement, "nextCursor");
             }
-            catch (JsonException)
+            catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
             {
                 return Malformed<ProviderAgent?>(answer.Response!.StatusCode, "list");
             }
