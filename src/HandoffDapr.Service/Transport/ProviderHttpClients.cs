@@ -12,6 +12,9 @@ namespace HandoffDapr.Service.Transport;
 /// </summary>
 public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
 {
+    /// <summary>The largest provider answer read; a larger one fails as a network error after sending (reconciled).</summary>
+    public const int MaxAnswerBytes = 4 * 1024 * 1024;
+
     private readonly SocketsHttpHandler sharedHandler = new()
     {
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
@@ -40,6 +43,8 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
             BaseAddress = new Uri(integration.EffectiveBaseUrl.TrimEnd('/') + "/"),
             // The pipeline's timeout governs; HttpClient's own would fire with a less precise exception.
             Timeout = Timeout.InfiniteTimeSpan,
+            // A page of 100 agents is tens of KiB; past this an answer is not one (the default would buffer 2 GiB).
+            MaxResponseContentBufferSize = MaxAnswerBytes,
         };
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", integration.ApiKey);
         client.DefaultRequestHeaders.Accept.Add(new MediaTypeWithQualityHeaderValue("application/json"));

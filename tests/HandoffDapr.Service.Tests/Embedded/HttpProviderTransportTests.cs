@@ -1,0 +1,52 @@
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Transport;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>Embedded mode's provider transport against a WireMock.Net provider on loopback.</summary>
+public sealed class HttpProviderTransportTests : IDisposable
+{
+    private readonly WireMockServer provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+    private readonly ProviderHttpClients clients = new(TimeProvider.System);
+    private readonly HttpProviderTransport transport;
+
+    public HttpProviderTransportTests() =>
+        transport = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) }));
+
+    [Fact]
+    public async Task Answer_larger_than_the_limit_fails_as_sent_instead_of_being_buffered_whole()
+    {
+        Answer(ProviderHttpClients.MaxAnswerBytes + 1);
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() => transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/agents?limit=100"), CancellationToken.None));
+
+        // The request went out: a launch answered this way may have created its agent, so it is reconciled.
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.True(failure.RequestSent);
+    }
+
+    [Fact]
+    public async Task Answer_at_the_limit_is_read()
+    {
+        Answer(ProviderHttpClients.MaxAnswerBytes);
+
+        var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/agents?limit=100"), CancellationToken.None);
+
+        Assert.Equal(200, response.StatusCode);
+        Assert.Equal(ProviderHttpClients.MaxAnswerBytes, response.Body.Length);
+    }
+
+    private void Answer(int bytes) =>
+        provider.Given(Request.Create().WithPath("/v0/agents").UsingGet())
+            .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody(new byte[bytes]));
+
+    public void Dispose()
+    {
+        clients.Dispose();
+        provider.Stop();
+    }
+}
