@@ -64,6 +64,50 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Provider_client_fault_on_one_repository_keeps_the_others_answers_and_leaves_it_unknown()
+    {
+        provider.OnLaunch = request =>
+        {
+            if (request.Repository.Name == "broken")
+            {
+                throw new InvalidOperationException("a bug in a provider client");
+            }
+        };
+
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/broken"), writer, CancellationToken.None);
+
+        Assert.Equal(["acme/shop"], outcome.Result.Successes.Select(success => success.RepoName));
+        var saved = writer.Saved.Last().Launches;
+        Assert.Equal(LaunchPhase.Launched, saved.Single(launch => launch.Repository == "acme/shop").Phase);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, saved.Single(launch => launch.Repository == "acme/broken").Phase);
+    }
+
+    [Fact]
+    public async Task Provider_client_fault_reading_one_agent_does_not_stop_the_poll_of_the_others()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        var broken = state.Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        provider.OnRead = agentId =>
+        {
+            if (agentId == broken)
+            {
+                throw new InvalidOperationException("a bug in a provider client");
+            }
+        };
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/3";
+
+        time.Advance(state.Poll!.NextPollAt - time.GetUtcNow());
+        state = await engine.WakeAsync(state, writer, CancellationToken.None);
+
+        var shop = state.Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[shop].Status);
+        Assert.False(state.CodingAgents[broken].Status.IsFinal());
+        Assert.NotNull(state.Poll);
+    }
+
+    [Fact]
     public async Task Results_keep_the_repositories_order_when_answers_come_out_of_order()
     {
         provider.Delay = request => request.Repository.Name switch { "first" => 150, "second" => 50, _ => 0 };
@@ -736,6 +780,7 @@ public sealed class HandoffEngineTests
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)
         {
             Interlocked.Increment(ref reads);
+            OnRead?.Invoke(agentId);
             return Task.FromResult(ReadFailure is { } failure
                 ? ProviderResult<ProviderAgent>.Failed(failure)
                 : ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl)));
@@ -746,6 +791,8 @@ public sealed class HandoffEngineTests
         public int Reads => reads;
 
         public ProviderFailure? ReadFailure { get; set; }
+
+        public Action<string>? OnRead { get; set; }
 
         /// <summary>Stop answers not_supported, as GitHub's agent tasks API does.</summary>
         public bool CannotStop { get; set; }

@@ -201,8 +201,16 @@ public sealed partial class HandoffEngine(
                     return;
                 }
 
-                var read = await integration.Provider.GetAgentAsync(agent.Id, token);
-                reports[index] = read.Value;
+                try
+                {
+                    var read = await integration.Provider.GetAgentAsync(agent.Id, token);
+                    reports[index] = read.Value;
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    // A fault in a provider client is a failed read of this agent, not of the whole poll.
+                    LogProviderFaulted(state.RunId, "read", exception.GetType().Name);
+                }
             });
 
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
@@ -585,6 +593,13 @@ public sealed partial class HandoffEngine(
                     {
                         outcomes[index] = await AttemptAsync(state, launch, reconcileFirst, attempts.Token);
                     }
+                    catch (Exception exception) when (exception is not OperationCanceledException)
+                    {
+                        // A fault in a provider client must not lose the other repositories' answers: this one's outcome
+                        // is unknown (the request may be out), so its next attempt looks for an agent first.
+                        LogProviderFaulted(state.RunId, "launch", exception.GetType().Name);
+                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+                    }
                     catch (OperationCanceledException) when (attempts.IsCancellationRequested)
                     {
                         // Unanswered in time, or the caller gave up (a client gone, shutdown): the request may be out, so
@@ -806,6 +821,11 @@ public sealed partial class HandoffEngine(
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    // The exception's type only: its message may carry a provider's text.
+    [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,
+        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); treated as an unknown outcome")]
+    private partial void LogProviderFaulted(long runId, string operation, string exceptionType);
 
     [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
     private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);
