@@ -668,6 +668,70 @@ public sealed class HandoffEngineTests
         Assert.False(run.Preferences.AutomationHandoff.AutoCreatePr);
     }
 
+    [Fact]
+    public async Task Relaunch_still_waiting_for_its_retry_is_not_made_once_the_agent_it_replaces_reports_finished()
+    {
+        // bc-1 is given up for age; a person launches acme/shop again, but that call meets a 503 and waits for its retry.
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var relaunch = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Single(relaunch.Result.Retries);
+
+        // Before the retry is due, the old agent turns out to have finished and opened its pull request.
+        var late = await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/13")), writer, CancellationToken.None);
+        Assert.Equal(AgentReportStatus.Changed, late);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        for (var i = 0; i < 3 && writer.Saved.Last().NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        // The repository has a completed agent: a second one (and a second pull request) must not be started.
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Single(writer.Saved.Last().CodingAgents);
+        var dropped = writer.Saved.Last().Launches.Single(launch => launch.Generation == 2);
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.Superseded), (dropped.Phase, dropped.FailureType));
+    }
+
+    [Fact]
+    public async Task Agent_stopped_as_it_finished_is_still_read_so_a_lost_finished_webhook_does_not_lose_its_pull_request()
+    {
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The stop raced the finish: the provider accepted it, but the agent had already opened its pull request.
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/14";
+
+        // No webhook comes (none configured, or it was lost): only the poll can learn the agent finished.
+        var next = writer.Saved.Last().NextWakeAt();
+        Assert.NotNull(next);
+        time.Advance(next!.Value - time.GetUtcNow());
+        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/14", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
+    }
+
+    [Fact]
+    public async Task Repository_cap_holds_per_run_when_a_later_snapshot_names_other_repositories()
+    {
+        var capped = new HandoffEngine(
+            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        await capped.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+
+        // The run's snapshot now lists a third repository first (the project's preferences changed, or a client sent its own `run`).
+        var again = await capped.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/c", "acme/a", "acme/b"), writer, CancellationToken.None);
+
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Equal(["acme/a", "acme/b"], again.Result.Successes.Select(s => s.RepoName));
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 42, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),

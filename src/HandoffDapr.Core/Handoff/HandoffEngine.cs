@@ -164,6 +164,17 @@ public sealed partial class HandoffEngine(
 
         if (due.Count > 0)
         {
+            // A relaunch still waiting for its first answer whose earlier agent has since finished after all (or works
+            // on): launching it would put a second agent, and a second pull request, on the repository.
+            var superseded = due.Where(launch => IsSuperseded(state, launch)).ToList();
+            foreach (var launch in superseded)
+            {
+                LogRepositoryNotLaunched(state.RunId, launch.Repository, FailureTypes.Superseded);
+                state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.Superseded, NextAttemptAt = null, UpdatedAt = now })
+                    .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.Superseded)]);
+            }
+
+            due = due.Except(superseded).ToList();
             var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
             foreach (var launch in missing)
             {
@@ -176,6 +187,19 @@ public sealed partial class HandoffEngine(
 
         return pollDue ? await PollAsync(state, writer, cancellationToken) : state;
     }
+
+    /// <summary>
+    /// A later generation that has no agent and cannot have one (nothing sent may have created it), while an earlier
+    /// generation's agent for the same repository and integration is no longer failed.
+    /// </summary>
+    private static bool IsSuperseded(RunHandoffState state, RepositoryLaunch launch) =>
+        launch is { AgentId: null, NeedsReconciliation: false }
+        && state.Launches.Any(earlier => earlier.Generation < launch.Generation
+            && earlier.IntegrationId == launch.IntegrationId
+            && string.Equals(earlier.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase)
+            && earlier.AgentId is { } agentId
+            && state.CodingAgents.TryGetValue(agentId, out var agent)
+            && agent.Status != CodingAgentStatus.Failed);
 
     /// <summary>
     /// Reads every pending or running agent from its provider: the fallback for webhooks that never came.
@@ -373,7 +397,12 @@ public sealed partial class HandoffEngine(
         if (timelineEvent == TimelineEvents.Stopped && !agent.Status.IsFinal())
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
-            state = state.WithAgent(agent);
+            // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
+            var poll = state.Poll;
+            state = state.WithAgent(agent) with
+            {
+                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], agentId]),
+            };
         }
 
         state = state.WithTimeline([new TimelineEntry(now, timelineEvent, launch.Repository, agentId)]);
@@ -440,6 +469,8 @@ public sealed partial class HandoffEngine(
         instruction = string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim();
         var plan = new List<PlannedStep>(repositories.Count);
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        // The cap is per run: repositories launched by earlier triggers or events count toward it.
+        var runRepositories = state.Launches.Select(launch => launch.Repository).ToHashSet(StringComparer.OrdinalIgnoreCase);
         foreach (var preference in repositories)
         {
             var rawName = $"{preference!.Owner}/{preference.Name}";
@@ -471,8 +502,9 @@ public sealed partial class HandoffEngine(
                 continue;
             }
 
-            // Past the cap each repository is reported, not dropped: the caller sees what was left out.
-            if (seen.Count > options.MaxRepositories)
+            // Past the cap each repository is reported, not dropped: the caller sees what was left out. One the run
+            // already has is never refused.
+            if (runRepositories.Add(fullName) && runRepositories.Count > options.MaxRepositories)
             {
                 plan.Add(new PlannedFailure(new LaunchFailure(
                     fullName, FailureMessages.TooManyRepositoriesPrefix + options.MaxRepositories, FailureTypes.TooManyRepositories)));

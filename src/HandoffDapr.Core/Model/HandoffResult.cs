@@ -49,4 +49,7 @@ public static class FailureTypes
     public const string NotSupported = "not_supported";
     public const string NoCopilotLicense = "no_copilot_license";
     public const string QuotaExceeded = "quota_exceeded";
+
+    /// <summary>A relaunch dropped before it reached the provider: the agent it was to replace finished after all.</summary>
+    public const string Superseded = "superseded";
 }
