@@ -189,6 +189,13 @@ public sealed partial class HandoffEngine(
     }
 
     /// <summary>
+    /// Every log line written while the run's provider calls are under way (the provider clients' own included)
+    /// carries its <c>RunId</c> as a scope, so a provider's error answer can be traced to its run.
+    /// </summary>
+    private IDisposable? BeginRunScope(long runId) =>
+        logger.BeginScope(new Dictionary<string, object> { ["RunId"] = runId });
+
+    /// <summary>
     /// A later generation that has no agent and cannot have one (nothing sent may have created it), while an earlier
     /// generation's agent for the same repository and integration is no longer failed.
     /// </summary>
@@ -208,6 +215,7 @@ public sealed partial class HandoffEngine(
     /// </summary>
     private async Task<RunHandoffState> PollAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
+        using var scope = BeginRunScope(state.RunId);
         var now = timeProvider.GetUtcNow();
         var givenUp = state.Poll?.GivenUp ?? [];
         var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id)).ToList();
@@ -379,6 +387,7 @@ public sealed partial class HandoffEngine(
         Func<ICodingAgentProvider, CancellationToken, Task<ProviderResult<bool>>> command,
         CancellationToken cancellationToken)
     {
+        using var scope = state is null ? null : BeginRunScope(state.RunId);
         // An agent answers only to its own run.
         if (state is null || !state.CodingAgents.TryGetValue(agentId, out var agent)
             || state.LaunchOfAgent(agentId) is not { } launch
@@ -578,6 +587,8 @@ public sealed partial class HandoffEngine(
             await writer.SaveAsync(state, cancellationToken);
             return state;
         }
+
+        using var scope = BeginRunScope(state.RunId);
 
         // 1. Persist the intent: a crash from here on leaves in-flight launches that the next wake-up reconciles. The
         //    calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the

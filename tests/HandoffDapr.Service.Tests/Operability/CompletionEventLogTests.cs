@@ -52,6 +52,19 @@ public sealed class CompletionEventLogTests : IDisposable
         Assert.DoesNotContain("dropped", record.Message);
     }
 
+    [Fact]
+    public async Task Provider_error_answer_is_logged_with_the_run_it_belongs_to()
+    {
+        cursor.Script("acme/down", FakeCursor.Status(500));
+
+        var response = await client.PostJsonAsync("/runs/72/handoff", Payloads.Trigger(Payloads.Run(72, ["acme/down"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        // The provider client's own line names no run; the engine's scope does.
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "ProviderErrorAnswer");
+        Assert.Contains(record.Scopes.OfType<IEnumerable<KeyValuePair<string, object>>>(), scope => scope.Contains(new KeyValuePair<string, object>("RunId", 72L)));
+    }
+
     public void Dispose()
     {
         client.Dispose();
