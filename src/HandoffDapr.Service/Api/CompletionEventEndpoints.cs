@@ -146,7 +146,8 @@ public static partial class CompletionEventEndpoints
     {
         data = Range.All;
         traceParent = null;
-        var reader = new Utf8JsonReader(body);
+        // The same depth limit as the snapshot's own reader, for the envelope around it too.
+        var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
         if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
         {
             reader.Skip(); // a malformed body throws here, as it would have at its end

@@ -96,6 +96,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Fact]
+    public async Task Cloud_event_nested_deeper_than_32_outside_its_data_is_a_400_problem()
+    {
+        // The snapshot's reader allows depth 32; the envelope around it must not allow more.
+        var deep = new string('[', 40) + new string(']', 40);
+        var body = """{"specversion":"1.0","x":""" + deep + ""","data":{"run_id":5,"group":{"id":456}}}""";
+
+        var response = await service.Client.PostRawAsync("/events/autofix-run-completed", body, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
     public async Task Deeply_nested_json_is_a_4xx_problem()
     {
         var body = "{\"group_id\":456,\"integration_id\":42,\"run\":" + new string('[', 5000) + new string(']', 5000) + "}";
