@@ -50,6 +50,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Dapr:ActorCallTimeout must be at least one second (above the resiliency policy's actorCall timeout).");
         }
 
+        if (mode == HostingMode.Dapr && (options.Dapr.SidecarWaitTimeout <= TimeSpan.Zero || options.Dapr.SidecarWaitTimeout > TimeSpan.FromHours(1)))
+        {
+            errors.Add("Handoff:Dapr:SidecarWaitTimeout must be positive and at most one hour.");
+        }
+
         if (options.Dapr.ShutdownDrain < TimeSpan.Zero || options.Dapr.ShutdownDrain > TimeSpan.FromMinutes(5))
         {
             errors.Add("Handoff:Dapr:ShutdownDrain must be between zero and five minutes (and below the pod's dapr.io/block-shutdown-duration).");
@@ -83,12 +88,15 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         LaunchRule(launch.MaxAttempts < 1, nameof(launch.MaxAttempts), "must be at least 1.");
         LaunchRule(launch.MaxRepositories is < 1 or > 50, nameof(launch.MaxRepositories), "must be between 1 and 50.");
         LaunchRule(launch.RetryFactor < 1, nameof(launch.RetryFactor), "must be at least 1.");
-        LaunchRule(launch.RetryBaseDelay <= TimeSpan.Zero, nameof(launch.RetryBaseDelay), "must be positive.");
-        LaunchRule(launch.RetryMaxDelay < launch.RetryBaseDelay, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay.");
-        LaunchRule(launch.InFlightTimeout <= TimeSpan.Zero, nameof(launch.InFlightTimeout), "must be positive.");
-        LaunchRule(launch.PollInterval <= TimeSpan.Zero, nameof(launch.PollInterval), "must be positive.");
-        LaunchRule(launch.PollMaxInterval < launch.PollInterval, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval.");
-        LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero, nameof(launch.AgentMaxAge), "must be positive.");
+        // Durations at most 30 days (a year for an agent's age): past ~49 days a timer cannot be set at all, and the
+        // engine sets one for an attempt's in-flight deadline.
+        var month = TimeSpan.FromDays(30);
+        LaunchRule(launch.RetryBaseDelay <= TimeSpan.Zero || launch.RetryBaseDelay > month, nameof(launch.RetryBaseDelay), "must be positive and at most 30 days.");
+        LaunchRule(launch.RetryMaxDelay < launch.RetryBaseDelay || launch.RetryMaxDelay > month, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
+        LaunchRule(launch.InFlightTimeout <= TimeSpan.Zero || launch.InFlightTimeout > month, nameof(launch.InFlightTimeout), "must be positive and at most 30 days.");
+        LaunchRule(launch.PollInterval <= TimeSpan.Zero || launch.PollInterval > month, nameof(launch.PollInterval), "must be positive and at most 30 days.");
+        LaunchRule(launch.PollMaxInterval < launch.PollInterval || launch.PollMaxInterval > month, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
+        LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero || launch.AgentMaxAge > TimeSpan.FromDays(365), nameof(launch.AgentMaxAge), "must be positive and at most 365 days.");
 
         foreach (var (id, integration) in options.Integrations)
         {

@@ -44,6 +44,21 @@ public sealed class HostingModeTests
         Assert.Contains("Handoff:Integrations:42:ApiKey", result.FailureMessage);
     }
 
+    [Theory]
+    [InlineData(-5)]
+    [InlineData(0)]
+    [InlineData(7200)]
+    public void Sidecar_wait_that_cannot_be_a_timer_is_refused_in_dapr_mode(int seconds)
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent", Binding = "coding-agent-cursor" } } };
+        Assert.True(new HandoffOptionsValidator(HostingMode.Dapr).Validate(null, options).Succeeded);
+        options.Dapr.SidecarWaitTimeout = TimeSpan.FromSeconds(seconds);
+
+        var result = new HandoffOptionsValidator(HostingMode.Dapr).Validate(null, options);
+
+        Assert.Contains("Handoff:Dapr:SidecarWaitTimeout", result.FailureMessage);
+    }
+
     [Fact]
     public void Dapr_mode_needs_a_binding_not_a_key()
     {
@@ -91,6 +106,11 @@ public sealed class HostingModeTests
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = options.Launch.PollInterval / 2 },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.Zero },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromMinutes(10) },
+        // A timer past ~49 days cannot be set: the first trigger would fail instead of start-up.
+        { "Handoff:Launch:InFlightTimeout", options => options.Launch.InFlightTimeout = TimeSpan.FromDays(60) },
+        { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = TimeSpan.FromDays(60) },
+        { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = TimeSpan.FromDays(60) },
+        { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.MaxValue },
     };
 
     [Theory]
