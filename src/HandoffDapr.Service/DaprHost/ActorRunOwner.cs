@@ -61,7 +61,9 @@ public sealed class ActorRunOwner : IRunOwner
             return await call(actor);
         }
         // No caller's token reaches the proxy, so a cancellation here is its request timeout: the actor may still finish the turn.
-        catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException or OperationCanceledException)
+        // The SDK throws AuthenticationException for a 401/403 from the sidecar (a wrong or rotated dapr-api-token).
+        catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException or OperationCanceledException
+            or System.Security.Authentication.AuthenticationException)
         {
             throw new RunOwnerUnavailableException("The run's actor could not be reached.", exception);
         }
