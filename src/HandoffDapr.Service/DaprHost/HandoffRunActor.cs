@@ -42,36 +42,35 @@ public sealed partial class HandoffRunActor(
 
     private long RunId => long.Parse(Id.GetId(), System.Globalization.CultureInfo.InvariantCulture);
 
-    public async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
-    {
-        var stored = await LoadAsync();
-        return await engine.TriggerAsync(RunId, stored, trigger, new Writer(this, stored), CancellationToken.None);
-    }
+    public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
+        TurnAsync((stored, writer) => engine.TriggerAsync(RunId, stored, trigger, writer, CancellationToken.None));
 
-    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot)
-    {
-        var stored = await LoadAsync();
-        return await engine.AcceptCompletedRunAsync(stored, snapshot, new Writer(this, stored), LaunchTiming.Now, CancellationToken.None);
-    }
+    public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
+        TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None));
 
     public Task<RunHandoffState?> GetStateAsync() => LoadAsync();
 
-    public async Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report)
-    {
-        var stored = await LoadAsync();
-        return await engine.ApplyAgentReportAsync(stored, report, new Writer(this, stored), CancellationToken.None);
-    }
+    public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
+        TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, CancellationToken.None));
 
-    public async Task<AgentCommandOutcome> StopAgentAsync(string agentId)
-    {
-        var stored = await LoadAsync();
-        return await engine.StopAgentAsync(stored, agentId, new Writer(this, stored), CancellationToken.None);
-    }
+    public Task<AgentCommandOutcome> StopAgentAsync(string agentId) =>
+        TurnAsync((stored, writer) => engine.StopAgentAsync(stored, agentId, writer, CancellationToken.None));
 
-    public async Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup)
+    public Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup) =>
+        TurnAsync((stored, writer) => engine.AddFollowupAsync(stored, followup, writer, CancellationToken.None));
+
+    /// <summary>
+    /// A turn that changes state: the engine decides and saves through the writer. A turn that saved nothing (a
+    /// duplicate, a retry of a call answered 503) still makes sure the run's reminder exists: the turn that saved the
+    /// state may have failed to register it, and without it a launch left in flight would never be woken.
+    /// </summary>
+    private async Task<T> TurnAsync<T>(Func<RunHandoffState?, Writer, Task<T>> turn)
     {
         var stored = await LoadAsync();
-        return await engine.AddFollowupAsync(stored, followup, new Writer(this, stored), CancellationToken.None);
+        var writer = new Writer(this, stored);
+        var result = await turn(stored, writer);
+        await writer.EnsureWakeAsync();
+        return result;
     }
 
     /// <summary>The Scheduler sends empty <paramref name="dueTime"/> and <paramref name="period"/>: only the name is trusted.</summary>
@@ -216,11 +215,22 @@ public sealed partial class HandoffRunActor(
     private sealed class Writer(HandoffRunActor actor, RunHandoffState? loaded) : IRunStateWriter
     {
         private RunHandoffState? previous = loaded;
+        private bool saved;
 
         public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
         {
             await actor.SaveAsync(previous, state);
             previous = state;
+            saved = true;
+        }
+
+        /// <summary>For a turn that saved nothing: the stored run's reminder is checked (one state read) and repaired.</summary>
+        public async Task EnsureWakeAsync()
+        {
+            if (!saved && previous is { } state)
+            {
+                await actor.SaveWithWakeAsync(state.NextWakeAt());
+            }
         }
     }
 

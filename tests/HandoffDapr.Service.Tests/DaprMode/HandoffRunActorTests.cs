@@ -178,6 +178,44 @@ public sealed class HandoffRunActorTests
         Assert.Equal(CompletionStatus.Rejected, outcome.Status);
     }
 
+    [Fact]
+    public async Task Reminder_whose_registration_failed_is_registered_by_the_callers_retry_though_it_saves_nothing()
+    {
+        // The intent is saved, then registering its reminder fails: the turn fails, the caller is told 503 / RETRY, and
+        // the runtime drops what the turn had not saved.
+        timers.FailNextRegistrations = 1;
+        await Assert.ThrowsAsync<Dapr.DaprApiException>(() => actor.TriggerAsync(Trigger(Snapshot("acme/shop"))));
+        await state.ClearCacheAsync();
+        Assert.Empty(provider.Launches);
+        Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
+
+        // The retry finds the launch planned and saves nothing; without a reminder nothing would ever wake the run.
+        var retry = await actor.TriggerAsync(Trigger(null));
+        await state.SaveStateAsync();
+
+        Assert.Equal(TriggerStatus.Accepted, retry.Status);
+        Assert.Contains(timers.Registered, reminder => reminder.Name == HandoffRunActor.WakeReminder);
+    }
+
+    [Fact]
+    public async Task Spent_reminder_is_registered_again_by_a_turn_that_saves_nothing()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
+        var registered = timers.Registered.Count;
+        // The one-shot reminder fires but its turn fails (a store read): it is spent.
+        state.FailNextRead = true;
+        await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
+        await state.ClearCacheAsync();
+
+        // The next turn is the same trigger again (a redelivered event, a second click), which saves nothing.
+        await actor.TriggerAsync(Trigger(null));
+        await state.SaveStateAsync();
+
+        Assert.Contains(timers.Registered.Skip(registered), reminder => reminder.Name == HandoffRunActor.WakeReminder);
+    }
+
     private static RunSnapshot Snapshot(params string[] repositories) => new(
         RunId,
         Group: new RunGroup(456, "Database connection timeout", "SHOP-1"),

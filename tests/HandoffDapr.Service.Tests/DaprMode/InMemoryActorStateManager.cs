@@ -153,8 +153,17 @@ public sealed class RecordingTimerManager : ActorTimerManager
 
     public List<string> Unregistered { get; } = [];
 
+    /// <summary>How many registrations fail as the sidecar's would with its Scheduler unreachable.</summary>
+    public int FailNextRegistrations { get; set; }
+
     public override Task RegisterReminderAsync(ActorReminder reminder)
     {
+        if (FailNextRegistrations > 0)
+        {
+            FailNextRegistrations--;
+            throw new Dapr.DaprApiException("error creating reminder: scheduler unavailable", "ERR_ACTOR_REMINDER_CREATE", false);
+        }
+
         Registered.Add(reminder);
         return Task.CompletedTask;
     }
