@@ -431,7 +431,11 @@ public sealed partial class HandoffEngine(
         // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
         // agent finished is the truth, and its pull request must not be lost.
         var finishedAfterAll = agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Completed;
-        if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll))
+        // An agent that finished without a pull request and finished again with one (a follow-up asked for it): the
+        // status stays, the pull request is learnt.
+        var pullRequestLearnt = agent.Status == CodingAgentStatus.Completed && status == CodingAgentStatus.Completed
+            && report.PrUrl is { Length: > 0 } && agent.Results.All(result => result.PrUrl is null);
+        if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll || pullRequestLearnt))
         {
             return state;
         }

@@ -333,6 +333,22 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("pending", (await Agent(474, agentId))["status"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Agent_that_finished_without_a_pull_request_and_again_with_one_keeps_it()
+    {
+        var agentId = await Launch(900);
+
+        await SignedWebhook(900, StatusChange(agentId, "FINISHED", prUrl: null));
+        // The agent finished without a pull request; asked to open one, it finishes again, this time with it.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" })).StatusCode);
+        var response = await SignedWebhook(900, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/11"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var agent = await Agent(900, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
+    }
+
     private async Task<string> Launch(long runId)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
