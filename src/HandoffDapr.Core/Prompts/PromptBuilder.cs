@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Text;
 using HandoffDapr.Core.Model;
 
@@ -22,11 +23,15 @@ public static class PromptBuilder
     public const int MaxShortIdLength = 64;
     private const string Separator = "\n\n";
 
+    // Letters, digits, '-' and '_' only: the id sits in the prompt's own instructions, so it must not carry sentences.
+    private static readonly SearchValues<char> ShortIdCharacters =
+        SearchValues.Create("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
+
     public static string Build(RunSnapshot snapshot, string? instruction, bool autoCreatePr, int maxLength = DefaultMaxLength)
     {
         var head = new StringBuilder(Opening);
         var shortId = snapshot.Group?.ShortId?.Trim();
-        if (autoCreatePr && shortId is { Length: > 0 and <= MaxShortIdLength })
+        if (autoCreatePr && shortId is { Length: > 0 and <= MaxShortIdLength } && !shortId.AsSpan().ContainsAnyExcept(ShortIdCharacters))
         {
             head.Append(Separator).Append("Include 'Fixes ").Append(shortId).Append("' in the pull request description.");
         }
@@ -92,13 +97,13 @@ public static class PromptBuilder
         var whys = NonBlank(rootCause.FiveWhys).Select((why, i) => $"{i + 1}. {why}").ToList();
         if (whys.Count > 0)
         {
-            blocks.Add(string.Join('\n', whys));
+            blocks.Add(string.Join(Separator, whys));
         }
 
         var steps = NonBlank(rootCause.ReproductionSteps).Select(step => $"- {step}").ToList();
         if (steps.Count > 0)
         {
-            blocks.Add(string.Join('\n', steps));
+            blocks.Add(string.Join(Separator, steps));
         }
 
         return Section("## Root Cause Analysis", blocks);
@@ -117,7 +122,7 @@ public static class PromptBuilder
         var steps = (solution.Steps ?? []).Select(StepLine).OfType<string>().ToList();
         if (steps.Count > 0)
         {
-            blocks.Add(string.Join('\n', steps));
+            blocks.Add(string.Join(Separator, steps));
         }
 
         return Section("## Proposed Solution", blocks);
@@ -126,8 +131,8 @@ public static class PromptBuilder
     /// <summary>"- **title**: description", or whichever half exists; null when neither does.</summary>
     private static string? StepLine(SolutionStep? step)
     {
-        var title = string.IsNullOrWhiteSpace(step?.Title) ? null : step.Title.Trim();
-        var description = string.IsNullOrWhiteSpace(step?.Description) ? null : step.Description.Trim();
+        var title = string.IsNullOrWhiteSpace(step?.Title) ? null : AsData(step.Title.Trim());
+        var description = string.IsNullOrWhiteSpace(step?.Description) ? null : AsData(step.Description.Trim());
         return (title, description) switch
         {
             (null, null) => null,
@@ -144,10 +149,34 @@ public static class PromptBuilder
     {
         if (!string.IsNullOrWhiteSpace(text))
         {
-            blocks.Add(text.Trim());
+            blocks.Add(AsData(text.Trim()));
         }
     }
 
     private static IEnumerable<string> NonBlank(IReadOnlyList<string?>? items) =>
-        (items ?? []).Where(item => !string.IsNullOrWhiteSpace(item)).Select(item => item!.Trim());
+        (items ?? []).Where(item => !string.IsNullOrWhiteSpace(item)).Select(item => AsData(item!.Trim()));
+
+    /// <summary>
+    /// Run data may quote production input (an error message, a request): a line of it that starts with '#' would read
+    /// as a section of the prompt's own ("## Instructions"). Such a '#' is escaped, so the text stays the analysis'.
+    /// </summary>
+    private static string AsData(string text)
+    {
+        if (!text.Contains('#'))
+        {
+            return text;
+        }
+
+        var lines = text.Split('\n');
+        for (var i = 0; i < lines.Length; i++)
+        {
+            var indent = lines[i].Length - lines[i].TrimStart().Length;
+            if (lines[i].AsSpan(indent).StartsWith("#"))
+            {
+                lines[i] = string.Concat(lines[i].AsSpan(0, indent), "\\", lines[i].AsSpan(indent));
+            }
+        }
+
+        return string.Join('\n', lines);
+    }
 }
