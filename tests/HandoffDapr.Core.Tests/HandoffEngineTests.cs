@@ -732,6 +732,39 @@ public sealed class HandoffEngineTests
         Assert.Equal(["acme/a", "acme/b"], again.Result.Successes.Select(s => s.RepoName));
     }
 
+    [Fact]
+    public async Task Manual_trigger_launches_nothing_while_an_earlier_generations_agent_completed()
+    {
+        // Generation 1 (bc-1) is stopped, our "failed"; a person relaunches (bc-2); bc-1 then reports FINISHED with a
+        // pull request, and bc-2 errors.
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-2", ProviderAgentStatus.Error)), writer, CancellationToken.None);
+        Assert.Equal(2, provider.Launches.Count);
+
+        // The repository has a completed agent from the integration: nothing new is launched, and that agent is the answer.
+        var again = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Equal("bc-1", Assert.Single(again.Result.Successes).CodingAgentState.Id);
+    }
+
+    [Fact]
+    public async Task Stored_instruction_that_no_longer_fits_the_prompt_cap_fails_without_a_call()
+    {
+        // Accepted under a larger cap; the integration's cap was lowered since (a restart with other settings).
+        var capped = new HandoffEngine(
+            new Catalog(new Integration(42, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+        var outcome = await capped.TriggerAsync(1, null, Trigger("acme/shop") with { Instruction = new string('i', 9000) }, writer, CancellationToken.None);
+
+        Assert.Empty(provider.Launches);
+        Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(outcome.Result.Failures).FailureType);
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 42, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),

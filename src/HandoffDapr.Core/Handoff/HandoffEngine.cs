@@ -201,12 +201,8 @@ public sealed partial class HandoffEngine(
     /// </summary>
     private static bool IsSuperseded(RunHandoffState state, RepositoryLaunch launch) =>
         launch is { AgentId: null, NeedsReconciliation: false }
-        && state.Launches.Any(earlier => earlier.Generation < launch.Generation
-            && earlier.IntegrationId == launch.IntegrationId
-            && string.Equals(earlier.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase)
-            && earlier.AgentId is { } agentId
-            && state.CodingAgents.TryGetValue(agentId, out var agent)
-            && agent.Status != CodingAgentStatus.Failed);
+        && state.LaunchWithLiveAgent(launch.Repository, launch.IntegrationId) is { } live
+        && live.Generation < launch.Generation;
 
     /// <summary>
     /// Reads every pending or running agent from its provider: the fallback for webhooks that never came.
@@ -524,7 +520,8 @@ public sealed partial class HandoffEngine(
                 continue;
             }
 
-            var existing = state.FindLaunch(fullName, integration.Id);
+            // An earlier generation whose agent is not failed (it finished after all) still holds the repository.
+            var existing = state.LaunchWithLiveAgent(fullName, integration.Id) ?? state.FindLaunch(fullName, integration.Id);
             if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
             {
                 plan.Add(new PlannedExisting(existing));
@@ -704,6 +701,14 @@ public sealed partial class HandoffEngine(
         }
 
         var prompt = PromptBuilder.Build(state.Snapshot!, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
+        if (prompt.Length > integration.PromptMaxLength)
+        {
+            // Only the opening and the instruction are left, and they do not fit: the instruction was accepted under a
+            // larger cap (the settings were lowered since). It is never cut, so the launch cannot be made.
+            LogPromptOverCap(state.RunId, launch.Repository, prompt.Length, integration.PromptMaxLength);
+            return new AttemptOutcome(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
+        }
+
         // The run id rides on the webhook URL so the report reaches the run's owner without an index; the signature still decides trust.
         var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={state.RunId}") } : null;
         var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, webhook);
@@ -868,6 +873,10 @@ public sealed partial class HandoffEngine(
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    [LoggerMessage(EventId = 1013, EventName = "PromptOverCap", Level = LogLevel.Warning,
+        Message = "Run {RunId}: {Repository} not launched: its prompt without any analysis is {Length} characters, over the integration's cap of {Cap}")]
+    private partial void LogPromptOverCap(long runId, string repository, int length, int cap);
 
     // The exception's type only: its message may carry a provider's text.
     [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,

@@ -52,6 +52,18 @@ public sealed record RunHandoffState(
         Launches.LastOrDefault(launch => launch.IntegrationId == integrationId
             && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase));
 
+    /// <summary>
+    /// The latest launch of the repository from the integration whose agent is not failed: pending, running, or
+    /// completed, perhaps in an earlier generation whose agent finished after a relaunch was made. While one exists
+    /// the repository is handed off, and nothing more is launched for it.
+    /// </summary>
+    public RepositoryLaunch? LaunchWithLiveAgent(string repository, long integrationId) =>
+        Launches.LastOrDefault(launch => launch.IntegrationId == integrationId
+            && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase)
+            && launch.AgentId is { } agentId
+            && CodingAgents.TryGetValue(agentId, out var agent)
+            && agent.Status != CodingAgentStatus.Failed);
+
     /// <summary>Replaces the launch of the same repository, integration and generation, or appends a new generation.</summary>
     internal RunHandoffState WithLaunch(RepositoryLaunch updated)
     {
