@@ -9,6 +9,8 @@ namespace HandoffDapr.Service.Api;
 /// </summary>
 public static class RequestBody
 {
+    private const int InitialBufferBytes = 16 * 1024;
+
     public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadAsync(
         HttpRequest request, long limit, CancellationToken cancellationToken)
     {
@@ -24,7 +26,8 @@ public static class RequestBody
             return (null, Problems.UnsupportedContentEncoding());
         }
 
-        var body = new PooledBody((int)Math.Min(request.ContentLength ?? 4096, limit) + 1);
+        // Sized by what arrives, not by what the (possibly unauthenticated) client claims: the buffer grows as bytes come in.
+        var body = new PooledBody((int)Math.Min(Math.Min(request.ContentLength + 1 ?? 4096, limit + 1), InitialBufferBytes));
         try
         {
             while (true)
