@@ -79,10 +79,24 @@ public static partial class CallerAuthorization
 
     /// <summary>
     /// Loopback addresses only. A request with no remote address did not come over TCP (an in-process test server,
-    /// a Unix socket): it is local too.
+    /// a Unix socket): it is local too. A browser on this machine is local as well, so it must also have been sent
+    /// to a loopback name, and not on behalf of another site: otherwise any page the operator opens could trigger
+    /// handoffs here (a POST without Content-Type needs no CORS preflight), or read runs through DNS rebinding.
     /// </summary>
     internal static bool IsLocal(HttpContext? context) =>
-        context?.Connection.RemoteIpAddress is not { } address || IPAddress.IsLoopback(address);
+        (context?.Connection.RemoteIpAddress is not { } address || IPAddress.IsLoopback(address))
+        && (context is null || (IsLoopbackHost(context.Request.Host.Host) && !IsCrossSiteBrowserRequest(context.Request)));
+
+    /// <summary>A page elsewhere resolving its own name to 127.0.0.1 (DNS rebinding) sends its own Host.</summary>
+    private static bool IsLoopbackHost(string host) =>
+        string.IsNullOrEmpty(host) || host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+        || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
+
+    /// <summary>A browser on another site (no preflight for a POST without Content-Type) says so in Sec-Fetch-Site or Origin.</summary>
+    private static bool IsCrossSiteBrowserRequest(HttpRequest request) =>
+        request.Headers["Sec-Fetch-Site"].ToString() is "cross-site" or "same-site"
+        || (request.Headers.Origin.ToString() is { Length: > 0 } origin
+            && (!Uri.TryCreate(origin, UriKind.Absolute, out var uri) || !IsLoopbackHost(uri.Host)));
 
     [LoggerMessage(EventId = 6001, EventName = "LoopbackOnly", Level = LogLevel.Warning,
         Message = "No Handoff:ApiToken is configured: the API accepts loopback callers only. Set Handoff:ApiToken to accept others with a bearer token.")]

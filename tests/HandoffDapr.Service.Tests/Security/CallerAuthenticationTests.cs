@@ -102,6 +102,65 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(remoteHealth)).StatusCode);
     }
 
+    public static TheoryData<string, string?, string?> BrowserRequestsForOtherSites => new()
+    {
+        // A page on another site: fetch(url, {method: "POST", body: new Blob([json])}) has no Content-Type, so no preflight.
+        { "http://localhost/runs/1/handoff", "https://evil.example", "cross-site" },
+        { "http://localhost/runs/1/handoff", null, "same-site" },
+        { "http://localhost/runs/1/handoff", "https://evil.example", null },
+        // DNS rebinding: the attacker's own name resolved to 127.0.0.1, so the browser sends it as Host.
+        { "http://evil.example/runs/1/handoff", null, null },
+    };
+
+    [Theory]
+    [MemberData(nameof(BrowserRequestsForOtherSites))]
+    public async Task Without_a_token_a_browser_request_on_behalf_of_another_site_is_refused(string url, string? origin, string? fetchSite)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("csrf.db"), cursor.Url);
+        var request = new HttpRequestMessage(HttpMethod.Post, url)
+        {
+            Content = new ByteArrayContent(System.Text.Encoding.UTF8.GetBytes(Payloads.Trigger(Payloads.Run(1, ["acme/shop"], automation: false), instruction: "attacker text").ToJsonString())),
+        };
+        request.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+        if (origin is not null)
+        {
+            request.Headers.Add("Origin", origin);
+        }
+
+        if (fetchSite is not null)
+        {
+            request.Headers.Add("Sec-Fetch-Site", fetchSite);
+        }
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Theory]
+    [InlineData("http://localhost/runs/1/handoff", "same-origin", "http://localhost:5080")]
+    [InlineData("http://127.0.0.1/runs/1/handoff", null, null)]
+    [InlineData("http://[::1]/runs/1/handoff", "none", null)]
+    public async Task Without_a_token_the_status_page_and_local_tools_are_still_accepted(string url, string? fetchSite, string? origin)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("local.db"), cursor.Url);
+        var request = new HttpRequestMessage(HttpMethod.Get, url);
+        request.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+        if (fetchSite is not null)
+        {
+            request.Headers.Add("Sec-Fetch-Site", fetchSite);
+        }
+
+        if (origin is not null)
+        {
+            request.Headers.Add("Origin", origin);
+        }
+
+        // An unknown run: 404 means the caller was let through.
+        Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(request)).StatusCode);
+    }
+
     [Fact]
     public async Task Manual_trigger_over_the_group_limit_is_429_with_retry_after()
     {
