@@ -131,7 +131,7 @@ public sealed partial class HandoffEngine(
             && integrations.Find(handoff.IntegrationId!.Value) is { } integration
             && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase))
         {
-            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName);
+            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, RepositoryName.DescribeRejected(target), integration.Provider.ProviderName);
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
         }
@@ -418,6 +418,7 @@ public sealed partial class HandoffEngine(
     /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
     public RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report)
     {
+        report = WithSafeUrls(report);
         if (!state.CodingAgents.TryGetValue(report.Id, out var agent))
         {
             return state;
@@ -763,9 +764,19 @@ public sealed partial class HandoffEngine(
     private RunHandoffState PollingIfActive(RunHandoffState state, DateTimeOffset now) =>
         state.HasActiveAgents && state.Poll is null ? state with { Poll = new PollSchedule(now + options.PollInterval, 0) } : state;
 
+    /// <summary>
+    /// Provider URLs are shown as links by whatever reads the API: only absolute http(s) URLs are kept, never a
+    /// <c>javascript:</c> or <c>data:</c> one a compromised provider or a leaked webhook secret could plant.
+    /// </summary>
+    private static ProviderAgent WithSafeUrls(ProviderAgent agent) => agent with { AgentUrl = WebLinkOrNull(agent.AgentUrl), PrUrl = WebLinkOrNull(agent.PrUrl) };
+
+    private static string? WebLinkOrNull(string? url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp) ? url : null;
+
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
     private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now)
     {
+        agent = WithSafeUrls(agent);
         var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
         var agentState = new CodingAgentState(
             agent.Id,

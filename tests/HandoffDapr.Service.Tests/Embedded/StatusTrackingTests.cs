@@ -349,6 +349,21 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Provider_links_that_are_not_http_are_neither_stored_nor_returned()
+    {
+        // A planted javascript: link would run in whatever renders the API's links (the autofix UI).
+        var agentId = await Launch(901);
+        var body = JsonNode.Parse(StatusChange(agentId, "FINISHED", prUrl: "javascript:alert(1)//https://github.com/acme/shop/pull/1"))!;
+        body["target"]!["url"] = "javascript:alert(document.cookie)";
+
+        Assert.Equal(HttpStatusCode.NoContent, (await SignedWebhook(901, body.ToJsonString())).StatusCode);
+
+        var agent = await Agent(901, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.DoesNotContain("javascript:", agent.ToJsonString(), StringComparison.OrdinalIgnoreCase);
+    }
+
     private async Task<string> Launch(long runId)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));

@@ -65,6 +65,19 @@ public sealed class CompletionEventLogTests : IDisposable
         Assert.Contains(record.Scopes.OfType<IEnumerable<KeyValuePair<string, object>>>(), scope => scope.Contains(new KeyValuePair<string, object>("RunId", 72L)));
     }
 
+    [Fact]
+    public async Task Event_text_cannot_forge_log_lines_or_send_terminal_codes()
+    {
+        // Development logs are plain text: a newline or an escape code from the event would forge a line.
+        var run = Payloads.Run(73, ["acme/shop"]);
+        run["preferences"]!["automation_handoff"]!["target"] = "x\ninfo: HandoffDapr[1] Run 1 handed off\u001b[2K";
+
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", run)).StatusCode);
+
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "AutomationTargetMismatch");
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Any(char.IsControl));
+    }
+
     public void Dispose()
     {
         client.Dispose();
