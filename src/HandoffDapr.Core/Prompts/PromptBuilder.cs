@@ -167,7 +167,8 @@ public static class PromptBuilder
             return text;
         }
 
-        var lines = text.Split('\n');
+        // Every markdown line ending: a bare CR ends a line too.
+        var lines = text.ReplaceLineEndings("\n").Split('\n');
         for (var i = 0; i < lines.Length; i++)
         {
             var indent = lines[i].Length - lines[i].TrimStart().Length;
