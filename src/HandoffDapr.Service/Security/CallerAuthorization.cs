@@ -89,7 +89,8 @@ public static partial class CallerAuthorization
 
     /// <summary>A page elsewhere resolving its own name to 127.0.0.1 (DNS rebinding) sends its own Host.</summary>
     private static bool IsLoopbackHost(string host) =>
-        string.IsNullOrEmpty(host) || host.Equals("localhost", StringComparison.OrdinalIgnoreCase)
+        // "localhost." (the fully qualified form) is loopback too.
+        string.IsNullOrEmpty(host) || host.TrimEnd('.').Equals("localhost", StringComparison.OrdinalIgnoreCase)
         || (IPAddress.TryParse(host, out var ip) && IPAddress.IsLoopback(ip));
 
     /// <summary>A browser on another site (no preflight for a POST without Content-Type) says so in Sec-Fetch-Site or Origin.</summary>

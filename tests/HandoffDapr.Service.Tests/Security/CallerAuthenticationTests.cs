@@ -142,6 +142,7 @@ public sealed class CallerAuthenticationTests : IDisposable
     [InlineData("http://localhost/runs/1/handoff", "same-origin", "http://localhost:5080")]
     [InlineData("http://127.0.0.1/runs/1/handoff", null, null)]
     [InlineData("http://[::1]/runs/1/handoff", "none", null)]
+    [InlineData("http://localhost./runs/1/handoff", null, "http://localhost.:5080")]
     public async Task Without_a_token_the_status_page_and_local_tools_are_still_accepted(string url, string? fetchSite, string? origin)
     {
         using var factory = new EmbeddedServiceFactory(temp.File("local.db"), cursor.Url);
