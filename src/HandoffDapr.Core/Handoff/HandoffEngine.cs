@@ -164,8 +164,8 @@ public sealed partial class HandoffEngine(
 
         if (due.Count > 0)
         {
-            // A relaunch still waiting for its first answer whose earlier agent has since finished after all (or works
-            // on): launching it would put a second agent, and a second pull request, on the repository.
+            // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
+            // it would put a second agent, and a second pull request, on the repository.
             var superseded = due.Where(launch => IsSuperseded(state, launch)).ToList();
             foreach (var launch in superseded)
             {

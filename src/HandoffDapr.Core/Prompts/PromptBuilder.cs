@@ -91,20 +91,12 @@ public static class PromptBuilder
             return null;
         }
 
-        var blocks = new List<string>(3);
+        var blocks = new List<string>();
         AddIfPresent(blocks, rootCause.OneLineDescription);
 
-        var whys = NonBlank(rootCause.FiveWhys).Select((why, i) => $"{i + 1}. {why}").ToList();
-        if (whys.Count > 0)
-        {
-            blocks.Add(string.Join(Separator, whys));
-        }
-
-        var steps = NonBlank(rootCause.ReproductionSteps).Select(step => $"- {step}").ToList();
-        if (steps.Count > 0)
-        {
-            blocks.Add(string.Join(Separator, steps));
-        }
+        // Each why and each step is a part of its own, as in the reference.
+        blocks.AddRange(NonBlank(rootCause.FiveWhys).Select((why, i) => $"{i + 1}. {why}"));
+        blocks.AddRange(NonBlank(rootCause.ReproductionSteps).Select(step => $"- {step}"));
 
         return Section("## Root Cause Analysis", blocks);
     }
@@ -116,14 +108,10 @@ public static class PromptBuilder
             return null;
         }
 
-        var blocks = new List<string>(2);
+        var blocks = new List<string>();
         AddIfPresent(blocks, solution.OneLineSummary);
 
-        var steps = (solution.Steps ?? []).Select(StepLine).OfType<string>().ToList();
-        if (steps.Count > 0)
-        {
-            blocks.Add(string.Join(Separator, steps));
-        }
+        blocks.AddRange((solution.Steps ?? []).Select(StepLine).OfType<string>());
 
         return Section("## Proposed Solution", blocks);
     }

@@ -27,7 +27,7 @@ public static class RequestBody
         }
 
         // Sized by what arrives, not by what the (possibly unauthenticated) client claims: the buffer grows as bytes come in.
-        var body = new PooledBody((int)Math.Min(Math.Min(request.ContentLength + 1 ?? 4096, limit + 1), InitialBufferBytes));
+        var body = new PooledBody((int)Math.Min(Math.Min(request.ContentLength ?? 4096, limit) + 1, InitialBufferBytes));
         try
         {
             while (true)
