@@ -14,7 +14,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         var errors = new List<string>();
         if (!string.IsNullOrWhiteSpace(options.Mode) && !HostingModes.TryParse(options.Mode, out _))
         {
-            errors.Add($"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{options.Mode}'.");
+            errors.Add(HostingModes.InvalidModeMessage(options.Mode));
         }
 
         if (mode == HostingMode.Embedded && string.IsNullOrWhiteSpace(options.DataPath))

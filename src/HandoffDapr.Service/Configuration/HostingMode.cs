@@ -13,6 +13,9 @@ public static class HostingModes
     public static bool TryParse(string? value, out HostingMode mode) =>
         Enum.TryParse(value, ignoreCase: true, out mode) && Enum.IsDefined(mode);
 
+    /// <summary>What start-up says of a <c>Handoff:Mode</c> it cannot use, wherever it is found.</summary>
+    public static string InvalidModeMessage(string configured) => $"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'.";
+
     /// <summary>
     /// The explicit <c>Handoff:Mode</c> wins; otherwise Dapr mode when a sidecar started us
     /// (<c>dapr run</c> sets <c>APP_ID</c> and <c>DAPR_HTTP_PORT</c>), else embedded mode.
@@ -25,7 +28,7 @@ public static class HostingModes
             return TryParse(configured, out var explicitMode)
                 ? explicitMode
                 : throw new OptionsValidationException(
-                    HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'."]);
+                    HandoffOptions.SectionName, typeof(HandoffOptions), [InvalidModeMessage(configured)]);
         }
 
         var startedBySidecar = !string.IsNullOrEmpty(configuration["APP_ID"]) || !string.IsNullOrEmpty(configuration["DAPR_HTTP_PORT"]);
