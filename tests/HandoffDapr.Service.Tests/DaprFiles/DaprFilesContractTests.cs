@@ -262,21 +262,17 @@ public sealed class DaprFilesContractTests
     {
         var template = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template")!;
         // Without the block daprd stops taking API calls at SIGTERM: a turn in the middle of a provider call could not save.
-        var block = Seconds(Scalar(template, "metadata", "annotations", "dapr.io/block-shutdown-duration")!);
-        var sidecarGrace = int.Parse(Scalar(template, "metadata", "annotations", "dapr.io/graceful-shutdown-seconds")!);
-        var podGrace = int.Parse(Scalar(template, "spec", "terminationGracePeriodSeconds")!);
+        var block = GoDuration(Scalar(template, "metadata", "annotations", "dapr.io/block-shutdown-duration")!);
+        var sidecarGrace = TimeSpan.FromSeconds(int.Parse(Scalar(template, "metadata", "annotations", "dapr.io/graceful-shutdown-seconds")!));
+        var podGrace = TimeSpan.FromSeconds(int.Parse(Scalar(template, "spec", "terminationGracePeriodSeconds")!));
         var providerCall = ((YamlMappingNode)Node(Documents("k8s/resiliency.yaml").Single().Document, "spec", "policies", "timeouts")!)
             .Children.Single(entry => ((YamlScalarNode)entry.Key).Value == "providerCall").Value;
-        var appDrain = new DaprOptions().ShutdownDrain.TotalSeconds;
+        var appDrain = new DaprOptions().ShutdownDrain;
 
-        Assert.True(appDrain > Seconds(((YamlScalarNode)providerCall).Value!), "the app must wait long enough for a provider call in flight at SIGTERM");
+        Assert.True(appDrain > GoDuration(((YamlScalarNode)providerCall).Value!), "the app must wait long enough for a provider call in flight at SIGTERM");
         Assert.True(block > appDrain, "daprd must keep its APIs up while the app drains");
         Assert.True(podGrace > block + sidecarGrace, "Kubernetes must not kill the pod before daprd has shut down");
     }
-
-    /// <summary>A Go duration in whole seconds ("45s"), as these manifests write them.</summary>
-    private static double Seconds(string duration) =>
-        duration.EndsWith('s') && int.TryParse(duration[..^1], out var seconds) ? seconds : throw new FormatException($"not a duration in seconds: {duration}");
 
     [Fact]
     public void Network_policy_admits_sidecars_only_to_daprds_internal_port_and_the_ingress_only_to_the_app()
