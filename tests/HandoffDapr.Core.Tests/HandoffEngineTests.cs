@@ -32,10 +32,135 @@ public sealed class HandoffEngineTests
             Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), saved.NextWakeAt());
         };
 
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Single(outcome.Result.Successes);
         Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
+    public async Task A_trigger_saves_the_intent_and_leaves_the_provider_calls_to_its_owner()
+    {
+        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+
+        Assert.Empty(provider.Launches);
+        var round = Assert.IsType<LaunchRound>(outcome.Round);
+        Assert.Equal(["acme/shop", "acme/web"], round.Launches.Select(sent => sent.Launch.Repository));
+        Assert.All(writer.Saved.Last().Launches, launch => Assert.Equal(LaunchPhase.InFlight, launch.Phase));
+
+        var result = await engine.FinishAsync(round, writer, CancellationToken.None);
+
+        Assert.Equal(["acme/shop", "acme/web"], result.Successes.Select(success => success.RepoName));
+        Assert.Equal(2, provider.Launches.Count);
+    }
+
+    [Fact]
+    public async Task A_trigger_during_a_round_in_flight_queues_its_new_repositories_until_the_round_is_recorded()
+    {
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var deadline = time.GetUtcNow() + TimeSpan.FromMinutes(2);
+
+        var second = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+
+        Assert.Null(second.Round);
+        var queued = writer.Saved.Last();
+        Assert.Equal(LaunchPhase.RetryScheduled, queued.FindLaunch("acme/web", 42)!.Phase);
+        Assert.Equal(["acme/shop", "acme/web"], second.Result.Retries.Select(retry => retry.RepoName));
+        // The wake-up waits for the round's deadline, and a wake-up before the answers launches nothing.
+        Assert.Equal(deadline, queued.NextWakeAt());
+        Assert.Null((await engine.WakeAsync(queued, writer, CancellationToken.None)).Round);
+        Assert.Empty(provider.Launches);
+
+        await engine.FinishAsync(first.Round!, writer, CancellationToken.None);
+
+        Assert.Equal(time.GetUtcNow(), writer.Saved.Last().NextWakeAt());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(["shop", "web"], provider.Launches.Select(request => request.Repository.Name));
+        Assert.All(state.Launches, launch => Assert.Equal(LaunchPhase.Launched, launch.Phase));
+    }
+
+    [Fact]
+    public async Task A_crashed_attempt_waits_for_the_live_round_without_waking_the_run_meanwhile_then_is_reconciled()
+    {
+        // acme/shop's round never came back (its process died): in flight, past its deadline.
+        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(3));
+
+        var live = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+
+        Assert.Equal(["acme/web"], live.Round!.Launches.Select(sent => sent.Launch.Repository));
+        // Not the leftover's past deadline, which would wake the run over and over while the round is out.
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), writer.Saved.Last().NextWakeAt());
+
+        await engine.FinishAsync(live.Round, writer, CancellationToken.None);
+        Assert.True(writer.Saved.Last().NextWakeAt() <= time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.All(state.Launches, launch => Assert.Equal(LaunchPhase.Launched, launch.Phase));
+        Assert.Equal(["web", "shop"], provider.Launches.Select(request => request.Repository.Name));
+    }
+
+    [Fact]
+    public async Task An_agent_answered_after_the_deadline_is_adopted_once_by_the_launch_that_took_the_attempt_over()
+    {
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        // Past its deadline the attempt is taken for a crash: the wake-up's round looks for the agent first.
+        var takeover = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Round!;
+        Assert.True(Assert.Single(takeover.Launches).ReconcileFirst);
+
+        await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var adopted = writer.Saved.Last();
+        var agentId = late.Attempts[0].Agent!.Id;
+        Assert.Equal(agentId, adopted.Launches[0].AgentId);
+        Assert.Equal(LaunchPhase.Launched, adopted.Launches[0].Phase);
+        Assert.Contains(adopted.Timeline, entry => entry.Event == TimelineEvents.Reconciled && entry.AgentId == agentId);
+
+        // The takeover finds the same agent on the branch; its answer changes nothing, and nothing was launched twice.
+        provider.Existing = late.Attempts[0].Agent;
+        await engine.FinishAsync(takeover, writer, CancellationToken.None);
+        Assert.Equal(adopted.Launches, writer.Saved.Last().Launches);
+        Assert.Single(writer.Saved.Last().CodingAgents);
+        Assert.Single(provider.Launches);
+    }
+
+    [Fact]
+    public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new Catalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        LaunchRoundAnswers? late = null;
+        await logged.FinishRoundAsync(started.Round!, answers => { late = answers; return Task.FromResult(HandoffResult.Empty); }, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var relaunched = writer.Saved.Last();
+        Assert.Equal("bc-2", relaunched.Launches[0].AgentId);
+
+        await logged.CompleteRoundAsync(relaunched, late!, writer);
+
+        Assert.Equal(relaunched.Launches, writer.Saved.Last().Launches);
+        Assert.Equal(["bc-2"], writer.Saved.Last().CodingAgents.Keys);
+        var warning = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentNotFollowed");
+        Assert.Equal("bc-1", warning.GetStructuredStateValue("AgentId"));
+    }
+
+    [Fact]
+    public async Task A_late_failure_leaves_the_attempt_that_took_over_in_flight()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true);
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var takeover = writer.Saved.Last().Launches[0];
+
+        await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        Assert.Equal(takeover, writer.Saved.Last().Launches[0]);
+        Assert.Equal(LaunchPhase.InFlight, takeover.Phase);
+        Assert.Equal(2, takeover.Attempts);
     }
 
     [Fact]
@@ -52,7 +177,7 @@ public sealed class HandoffEngineTests
             }
         };
 
-        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.TriggerAsync(1, null, Trigger("acme/fast", "acme/slow"), writer, caller.Token));
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.TriggerAndFinishAsync(1, null, Trigger("acme/fast", "acme/slow"), writer, caller.Token));
 
         var saved = writer.Saved.Last().Launches;
         var fast = saved.Single(launch => launch.Repository == "acme/fast");
@@ -74,7 +199,7 @@ public sealed class HandoffEngineTests
             }
         };
 
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/broken"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/broken"), writer, CancellationToken.None);
 
         Assert.Equal(["acme/shop"], outcome.Result.Successes.Select(success => success.RepoName));
         var saved = writer.Saved.Last().Launches;
@@ -85,7 +210,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Provider_client_fault_reading_one_agent_does_not_stop_the_poll_of_the_others()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
         var state = writer.Saved.Last();
         var broken = state.Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
         provider.OnRead = agentId =>
@@ -99,7 +224,7 @@ public sealed class HandoffEngineTests
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/3";
 
         time.Advance(state.Poll!.NextPollAt - time.GetUtcNow());
-        state = await engine.WakeAsync(state, writer, CancellationToken.None);
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
 
         var shop = state.Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[shop].Status);
@@ -112,7 +237,7 @@ public sealed class HandoffEngineTests
     {
         provider.Delay = request => request.Repository.Name switch { "first" => 150, "second" => 50, _ => 0 };
 
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/first", "acme/second", "acme/third"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/first", "acme/second", "acme/third"), writer, CancellationToken.None);
 
         Assert.Equal(["acme/first", "acme/second", "acme/third"], outcome.Result.Successes.Select(s => s.RepoName));
     }
@@ -123,7 +248,7 @@ public sealed class HandoffEngineTests
         // Every launch waits for the other two to start: one at a time, the first would give up and MaxConcurrent be 1.
         provider.HoldUntilInFlight = 3;
 
-        await engine.TriggerAsync(1, null, Trigger("acme/a", "acme/b", "acme/c"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b", "acme/c"), writer, CancellationToken.None);
 
         Assert.Equal(3, provider.MaxConcurrent);
     }
@@ -137,7 +262,7 @@ public sealed class HandoffEngineTests
         var preference = trigger.Snapshot!.Preferences!.Repositories![0]! with { BranchName = branch };
         trigger = trigger with { Snapshot = trigger.Snapshot with { Preferences = new HandoffPreferences([preference]) } };
 
-        var outcome = await engine.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
 
         Assert.Single(outcome.Result.Successes);
         Assert.Null(Assert.Single(provider.Launches).BaseRef);
@@ -150,7 +275,7 @@ public sealed class HandoffEngineTests
         var capped = new HandoffEngine(
             new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
 
-        var outcome = await capped.TriggerAsync(1, null, Trigger("acme/a", "acme/A", "acme/b", "acme/c", "acme/d"), writer, CancellationToken.None);
+        var outcome = await capped.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/A", "acme/b", "acme/c", "acme/d"), writer, CancellationToken.None);
 
         Assert.Equal(["acme/a", "acme/b"], outcome.Result.Successes.Select(s => s.RepoName));
         Assert.Equal(["acme/c", "acme/d"], outcome.Result.Failures.Select(f => f.RepoName));
@@ -171,7 +296,7 @@ public sealed class HandoffEngineTests
         var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
         snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", target, 42) } };
 
-        var outcome = await engine.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+        var outcome = await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
 
         Assert.Equal(expected, outcome.Status);
         Assert.Equal(launches, provider.Launches.Count);
@@ -185,13 +310,13 @@ public sealed class HandoffEngineTests
         var snapshot = Trigger("acme/shop", "acme/api").Snapshot! with { Metadata = new RunMetadata("open_pr") };
         snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
         provider.Next = new ProviderFailure(FailureTypes.RepositoryAccess, Retryable: false);
-        await engine.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+        await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
         var launched = writer.Saved.Last();
         var agentId = launched.Launches.Single(launch => launch.AgentId is not null).AgentId!;
         await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Error)), writer, CancellationToken.None);
         Assert.Equal(2, provider.Launches.Count);
 
-        var redelivered = await engine.AcceptCompletedRunAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+        var redelivered = await engine.AcceptAndFinishAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
 
         Assert.Equal(2, provider.Launches.Count);
         Assert.Equal(CompletionStatus.HandedOff, redelivered.Status);
@@ -199,7 +324,7 @@ public sealed class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Failed, Assert.Single(redelivered.Result.Successes).CodingAgentState.Status);
 
         // A person asking again is another matter: both failed repositories go out on new branches.
-        var manual = await engine.TriggerAsync(1, writer.Saved.Last(), new HandoffTrigger(456, 42), writer, CancellationToken.None);
+        var manual = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), new HandoffTrigger(456, 42), writer, CancellationToken.None);
 
         Assert.Equal(4, provider.Launches.Count);
         Assert.Equal(2, manual.Result.Successes.Count);
@@ -211,10 +336,10 @@ public sealed class HandoffEngineTests
         var rootCause = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
         rootCause = rootCause with { Preferences = rootCause.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
         var solution = rootCause with { Artifacts = rootCause.Artifacts! with { Solution = new SolutionArtifact("Bound the pool") } };
-        var early = await engine.AcceptCompletedRunAsync(null, solution, writer, LaunchTiming.Now, CancellationToken.None);
+        var early = await engine.AcceptAndFinishAsync(null, solution, writer, LaunchTiming.Now, CancellationToken.None);
         Assert.Equal(CompletionStatus.Stored, early.Status);
 
-        var late = await engine.AcceptCompletedRunAsync(writer.Saved.Last(), rootCause, writer, LaunchTiming.Now, CancellationToken.None);
+        var late = await engine.AcceptAndFinishAsync(writer.Saved.Last(), rootCause, writer, LaunchTiming.Now, CancellationToken.None);
 
         // The root cause completing is still what hands off; what the run knows by now is not forgotten.
         Assert.Equal(CompletionStatus.HandedOff, late.Status);
@@ -225,7 +350,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);
 
         Assert.Single(provider.Launches);
         Assert.Single(outcome.Result.Successes);
@@ -235,12 +360,12 @@ public sealed class HandoffEngineTests
     public async Task Unknown_outcome_is_reconciled_and_adopted_without_a_second_launch()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var first = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var retry = Assert.Single(first.Result.Retries);
         provider.Existing = new ProviderAgent("bc-found", ProviderAgentStatus.Running, BranchName: writer.Saved.Last().Launches[0].BranchName);
 
         time.Advance(retry.RetryAt - time.GetUtcNow());
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.Single(provider.Launches);
         Assert.Equal("bc-found", state.Launches[0].AgentId);
@@ -252,12 +377,12 @@ public sealed class HandoffEngineTests
     public async Task Adopted_agent_that_already_finished_keeps_its_pull_request()
     {
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var first = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var branch = writer.Saved.Last().Launches[0].BranchName;
         provider.Existing = new ProviderAgent("bc-done", ProviderAgentStatus.Finished, BranchName: branch, PrUrl: "https://github.com/acme/shop/pull/7", Summary: "Bounded the pool");
 
         time.Advance(Assert.Single(first.Result.Retries).RetryAt - time.GetUtcNow());
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         var agent = state.CodingAgents["bc-done"];
         Assert.Equal(CodingAgentStatus.Completed, agent.Status);
@@ -292,7 +417,7 @@ public sealed class HandoffEngineTests
         provider.Always = null;
         provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: exhausted.BranchName);
 
-        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Equal(5, provider.Launches.Count);
         Assert.Equal("bc-lost", Assert.Single(retried.Result.Successes).CodingAgentState!.Id);
@@ -303,10 +428,10 @@ public sealed class HandoffEngineTests
     public async Task Manual_retry_of_a_launch_that_never_made_an_agent_launches_on_the_same_branch()
     {
         provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var failed = writer.Saved.Last().Launches[0];
 
-        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Single(retried.Result.Successes);
         Assert.Equal([failed.BranchName, failed.BranchName], provider.Launches.Select(launch => launch.BranchName));
@@ -315,9 +440,9 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Provider_report_that_an_agent_finished_overrides_a_timeout_we_decided_ourselves()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(7));
-        var timedOut = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var timedOut = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
 
         var applied = await engine.ApplyAgentReportAsync(
@@ -333,9 +458,9 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer, CancellationToken.None);
-        var retried = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
 
         var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
@@ -383,7 +508,7 @@ public sealed class HandoffEngineTests
         provider.Delay = _ => Timeout.Infinite;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
 
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         var retry = Assert.Single(outcome.Result.Retries);
         Assert.Equal(FailureTypes.ProviderUnavailable, retry.FailureType);
@@ -399,7 +524,7 @@ public sealed class HandoffEngineTests
         provider.Delay = _ => Timeout.Infinite;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
 
-        await oneAtATime.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+        await oneAtATime.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
 
         Assert.Single(provider.Launches);
         var launches = writer.Saved.Last().Launches;
@@ -410,7 +535,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Report_through_another_integration_than_the_one_that_launched_the_agent_changes_nothing()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var launched = writer.Saved.Last();
         var branch = launched.Launches[0].BranchName;
 
@@ -429,7 +554,7 @@ public sealed class HandoffEngineTests
             new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
         // Round 1: both answers are lost (502): either agent may exist, so both must be reconciled before any new launch.
         provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 502);
-        await oneAtATime.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+        await oneAtATime.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
         var branchB = writer.Saved.Last().Launches[1].BranchName;
 
         // Round 2: acme/a's call outlives the in-flight time, so acme/b's turn comes too late and nothing is sent for it.
@@ -437,14 +562,14 @@ public sealed class HandoffEngineTests
         provider.Delay = _ => Timeout.Infinite;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
         time.Advance(TimeSpan.FromHours(1));
-        await oneAtATime.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        await oneAtATime.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         // Round 1's lost answer for acme/b had in fact created an agent.
         provider.Delay = null;
         provider.OnLaunch = null;
         provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branchB);
         time.Advance(TimeSpan.FromHours(1));
-        var state = await oneAtATime.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await oneAtATime.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.Single(provider.Launches, l => l.Repository.Name == "b");
         Assert.Equal("bc-lost", state.FindLaunch("acme/b", 42)!.AgentId);
@@ -458,7 +583,7 @@ public sealed class HandoffEngineTests
         // The call hangs; time moves to the deadline saved with the intent (the moment another owner may reconcile it).
         provider.OnLaunch = _ => time.Advance(slow.Saved.Last().Launches[0].NextAttemptAt!.Value - time.GetUtcNow());
 
-        var trigger = engine.TriggerAsync(1, null, Trigger("acme/shop"), slow, CancellationToken.None);
+        var trigger = engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), slow, CancellationToken.None);
         // A liveness bound, not a timing: with the deadline started too late the call would hang until the next advance.
         var finished = await Task.WhenAny(trigger, Task.Delay(TimeSpan.FromSeconds(30)));
         time.Advance(TimeSpan.FromMinutes(1)); // lets a call still out go, so the test leaves nothing hanging
@@ -471,13 +596,13 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Agent_that_finished_before_its_maximum_age_ran_out_is_not_timed_out_by_a_late_poll()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         // The agent finished just in time, but its FINISHED webhook was lost: only the poll can learn it.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/10";
 
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         var agent = state.CodingAgents["bc-1"];
         Assert.Equal(CodingAgentStatus.Completed, agent.Status);
@@ -488,15 +613,15 @@ public sealed class HandoffEngineTests
     public async Task Agent_given_up_for_age_that_the_provider_could_not_stop_is_still_read_and_keeps_the_pull_request_it_opens_later()
     {
         provider.CannotStop = true;
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
-        Assert.Equal(CodingAgentStatus.Failed, (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).CodingAgents["bc-1"].Status);
+        Assert.Equal(CodingAgentStatus.Failed, (await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None)).CodingAgents["bc-1"].Status);
 
         // Never stopped, it works on and opens its pull request; no webhook tells us.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
@@ -506,36 +631,36 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Agent_whose_read_fails_when_its_maximum_age_runs_out_is_not_timed_out_on_that_poll()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
 
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.False(state.CodingAgents["bc-1"].Status.IsFinal());
         provider.ReadFailure = null;
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
         time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
     }
 
     [Fact]
     public async Task Agent_given_up_for_age_is_watched_only_until_the_provider_shows_it_ended_or_twice_its_maximum_age()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.TriggerAsync(2, null, Trigger("acme/api") with { Snapshot = Trigger("acme/api").Snapshot! with { RunId = 2 } }, writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(2, null, Trigger("acme/api") with { Snapshot = Trigger("acme/api").Snapshot! with { RunId = 2 } }, writer, CancellationToken.None);
         var stopped = writer.Saved.Last(state => state.RunId == 1);
         var running = writer.Saved.Last(state => state.RunId == 2);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
-        stopped = await engine.WakeAsync(stopped, writer, CancellationToken.None);
-        running = await engine.WakeAsync(running, writer, CancellationToken.None);
+        stopped = await engine.WakeAndFinishAsync(stopped, writer, CancellationToken.None);
+        running = await engine.WakeAndFinishAsync(running, writer, CancellationToken.None);
 
         // Run 1: the stop took; the next read shows it, and the watch ends.
         provider.ReadStatus = ProviderAgentStatus.Stopped;
         time.Advance(stopped.NextWakeAt()!.Value - time.GetUtcNow());
-        stopped = await engine.WakeAsync(stopped, writer, CancellationToken.None);
+        stopped = await engine.WakeAndFinishAsync(stopped, writer, CancellationToken.None);
         Assert.Null(stopped.NextWakeAt());
         Assert.Equal(CodingAgentStatus.Failed, stopped.CodingAgents.Values.Single().Status);
 
@@ -544,7 +669,7 @@ public sealed class HandoffEngineTests
         for (var i = 0; i < 100 && running.NextWakeAt() is { } next; i++)
         {
             time.Advance(next - time.GetUtcNow());
-            running = await engine.WakeAsync(running, writer, CancellationToken.None);
+            running = await engine.WakeAndFinishAsync(running, writer, CancellationToken.None);
         }
 
         Assert.Null(running.NextWakeAt());
@@ -560,7 +685,7 @@ public sealed class HandoffEngineTests
         var badBranch = new RepositoryPreference("github", "acme", "api", BranchName: "../../bad");
         trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences([.. trigger.Snapshot!.Preferences!.Repositories!, gitlab, badBranch]) } };
 
-        var outcome = await engine.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
 
         Assert.Equal(["acme/shop"], provider.Launches.Select(launch => launch.Repository.FullName));
         Assert.Equal(
@@ -573,7 +698,7 @@ public sealed class HandoffEngineTests
     {
         provider.Next = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));
 
-        var outcome = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Empty(outcome.Result.Failures);
         Assert.Equal(0, writer.Saved.Last().Launches[0].Attempts);
@@ -586,7 +711,7 @@ public sealed class HandoffEngineTests
         var retry = new RetryOptions();
         provider.Always = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.Network, requestSent: false));
 
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         var state = writer.Saved.Last();
         Assert.Equal(1, state.Launches[0].Attempts);
@@ -595,7 +720,7 @@ public sealed class HandoffEngineTests
         for (var attempt = 2; attempt <= retry.MaxAttempts; attempt++)
         {
             time.Advance(retry.MaxDelay * 2);
-            state = await engine.WakeAsync(state, writer, CancellationToken.None);
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
         }
 
         Assert.Equal(LaunchPhase.Failed, state.Launches[0].Phase);
@@ -672,11 +797,11 @@ public sealed class HandoffEngineTests
     public async Task Relaunch_still_waiting_for_its_retry_is_not_made_once_the_agent_it_replaces_reports_finished()
     {
         // bc-1 is given up for age; a person launches acme/shop again, but that call meets a 503 and waits for its retry.
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
-        await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
-        var relaunch = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var relaunch = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Single(relaunch.Result.Retries);
 
         // Before the retry is due, the old agent turns out to have finished and opened its pull request.
@@ -688,7 +813,7 @@ public sealed class HandoffEngineTests
         for (var i = 0; i < 3 && writer.Saved.Last().NextWakeAt() is { } next; i++)
         {
             time.Advance(next - time.GetUtcNow());
-            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         }
 
         // The repository has a completed agent: a second one (and a second pull request) must not be started.
@@ -701,7 +826,7 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task Agent_stopped_as_it_finished_is_still_read_so_a_lost_finished_webhook_does_not_lose_its_pull_request()
     {
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         // The stop raced the finish: the provider accepted it, but the agent had already opened its pull request.
         var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, stop.Status);
@@ -712,7 +837,7 @@ public sealed class HandoffEngineTests
         var next = writer.Saved.Last().NextWakeAt();
         Assert.NotNull(next);
         time.Advance(next!.Value - time.GetUtcNow());
-        var state = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/14", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
@@ -723,10 +848,10 @@ public sealed class HandoffEngineTests
     {
         var capped = new HandoffEngine(
             new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
-        await capped.TriggerAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
+        await capped.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
 
         // The run's snapshot now lists a third repository first (the project's preferences changed, or a client sent its own `run`).
-        var again = await capped.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/c", "acme/a", "acme/b"), writer, CancellationToken.None);
+        var again = await capped.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/c", "acme/a", "acme/b"), writer, CancellationToken.None);
 
         Assert.Equal(2, provider.Launches.Count);
         Assert.Equal(["acme/a", "acme/b"], again.Result.Successes.Select(s => s.RepoName));
@@ -737,15 +862,15 @@ public sealed class HandoffEngineTests
     {
         // Generation 1 (bc-1) is stopped, our "failed"; a person relaunches (bc-2); bc-1 then reports FINISHED with a
         // pull request, and bc-2 errors.
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
-        await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-2", ProviderAgentStatus.Error)), writer, CancellationToken.None);
         Assert.Equal(2, provider.Launches.Count);
 
         // The repository has a completed agent from the integration: nothing new is launched, and that agent is the answer.
-        var again = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var again = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Equal(2, provider.Launches.Count);
         Assert.Equal("bc-1", Assert.Single(again.Result.Successes).CodingAgentState.Id);
@@ -758,7 +883,7 @@ public sealed class HandoffEngineTests
         var capped = new HandoffEngine(
             new Catalog(new Integration(42, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
 
-        var outcome = await capped.TriggerAsync(1, null, Trigger("acme/shop") with { Instruction = new string('i', 9000) }, writer, CancellationToken.None);
+        var outcome = await capped.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { Instruction = new string('i', 9000) }, writer, CancellationToken.None);
 
         Assert.Empty(provider.Launches);
         Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(outcome.Result.Failures).FailureType);
@@ -776,7 +901,7 @@ public sealed class HandoffEngineTests
         public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
     }
 
-    private sealed class Writer : IRunStateWriter
+    private sealed class Writer : IRecordingWriter
     {
         public List<RunHandoffState> Saved { get; } = [];
 
@@ -791,20 +916,28 @@ public sealed class HandoffEngineTests
         }
     }
 
+    /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
+    private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
+    {
+        LaunchRoundAnswers? held = null;
+        await engine.FinishRoundAsync(round, answers => { held = answers; return Task.FromResult(HandoffResult.Empty); }, CancellationToken.None);
+        return held!;
+    }
+
     /// <summary>Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left.</summary>
     private async Task LaunchUntilRetriesRunOut(ProviderFailure failure)
     {
         provider.Always = failure;
-        await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         for (var i = 0; i < 6; i++)
         {
             time.Advance(TimeSpan.FromHours(1));
-            await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         }
     }
 
     /// <summary>A writer whose first save (the launch intent) takes <paramref name="firstSave"/> on the clock, as a busy store would.</summary>
-    private sealed class SlowFirstSaveWriter(FakeTimeProvider clock, TimeSpan firstSave) : IRunStateWriter
+    private sealed class SlowFirstSaveWriter(FakeTimeProvider clock, TimeSpan firstSave) : IRecordingWriter
     {
         public List<RunHandoffState> Saved { get; } = [];
 

@@ -32,9 +32,13 @@ public enum TriggerStatus
     SnapshotMismatch,
 }
 
+/// <param name="Result">The answer; while <see cref="Round"/> is set, its launches are still in flight.</param>
 public sealed record TriggerOutcome(TriggerStatus Status, HandoffResult Result)
 {
     public static TriggerOutcome Rejected(TriggerStatus status) => new(status, HandoffResult.Empty);
+
+    /// <summary>Launches saved in flight, for the run's owner to make once it has let go of the run.</summary>
+    public LaunchRound? Round { get; init; }
 }
 
 [JsonConverter(typeof(SnakeCaseEnumConverter<CompletionStatus>))]
@@ -50,7 +54,14 @@ public enum CompletionStatus
     Rejected,
 }
 
-public sealed record CompletionOutcome(CompletionStatus Status, string Reason, HandoffResult Result);
+public sealed record CompletionOutcome(CompletionStatus Status, string Reason, HandoffResult Result)
+{
+    /// <summary>Launches saved in flight, for the run's owner to make once it has let go of the run.</summary>
+    public LaunchRound? Round { get; init; }
+}
+
+/// <summary>A wake-up's result: the state it saved, and the round it started, if any.</summary>
+public sealed record WakeOutcome(RunHandoffState State, LaunchRound? Round);
 
 
 /// <summary>Persists a run's state. Each host's writer also schedules the owner's next wake-up at <see cref="RunHandoffState.NextWakeAt"/>.</summary>

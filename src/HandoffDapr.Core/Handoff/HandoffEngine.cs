@@ -61,14 +61,13 @@ public sealed partial class HandoffEngine(
         var state = (stored ?? RunHandoffState.New(runId)) with { Snapshot = snapshot };
         var now = timeProvider.GetUtcNow();
         var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
-        var plan = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
+        var (plan, toLaunch) = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
         // These are in the trigger's answer but not in the stored state; for an event this line is all an operator gets.
-        foreach (var refused in plan.OfType<PlannedFailure>())
+        foreach (var refused in plan.Select(line => line.Refused).OfType<LaunchFailure>())
         {
-            LogRepositoryNotLaunched(runId, refused.Failure.RepoName ?? "(none)", refused.Failure.FailureType);
+            LogRepositoryNotLaunched(runId, refused.RepoName ?? "(none)", refused.FailureType);
         }
 
-        var toLaunch = plan.OfType<PlannedLaunch>().Select(planned => planned.Launch).ToList();
         if (toLaunch.Count == 0)
         {
             if (stored is null || !ReferenceEquals(stored.Snapshot, snapshot))
@@ -79,17 +78,18 @@ public sealed partial class HandoffEngine(
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
-        if (timing == LaunchTiming.OnNextWake)
+        if (timing == LaunchTiming.OnNextWake || state.HasRoundInFlight(now))
         {
-            // Saved as due now: the owner's next wake-up launches them, and a crash before then loses nothing.
+            // Saved as due now: the owner's next wake-up launches them, and a crash before then loses nothing. While
+            // another round is at the provider they wait for it: one round in flight per run.
             state = toLaunch.Aggregate(state, (current, launch) => current.WithLaunch(launch))
                 .WithTimeline(toLaunch.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchScheduled, launch.Repository)));
             await writer.SaveAsync(state, cancellationToken);
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
-        state = await LaunchAsync(state, toLaunch, writer, cancellationToken);
-        return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
+        var (started, round) = await StartRoundAsync(state, toLaunch, plan, writer, cancellationToken);
+        return new TriggerOutcome(TriggerStatus.Accepted, Summarize(started, plan)) { Round = round };
     }
 
     /// <summary>A "run completed" event: keep its snapshot, and hand off when the automation gate says so.</summary>
@@ -146,22 +146,26 @@ public sealed partial class HandoffEngine(
             return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
         }
 
-        return new CompletionOutcome(CompletionStatus.HandedOff, verdict.ToString(), outcome.Result);
+        return new CompletionOutcome(CompletionStatus.HandedOff, verdict.ToString(), outcome.Result) { Round = outcome.Round };
     }
 
-    /// <summary>The owner's wake-up (reminder or schedule): retries and reconciliations that are due.</summary>
-    public async Task<RunHandoffState> WakeAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
+    /// <summary>
+    /// The owner's wake-up (reminder or schedule): retries and reconciliations that are due, and the poll. Due launches
+    /// are saved in flight and returned as a round for the owner to make; while another round is in flight they wait.
+    /// </summary>
+    public async Task<WakeOutcome> WakeAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
         var now = timeProvider.GetUtcNow();
-        var due = state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
+        var due = state.HasRoundInFlight(now) ? [] : state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
         var pollDue = state.HasAgentsToPoll && state.Poll?.NextPollAt <= now;
         if (due.Count == 0 && !pollDue)
         {
             // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
             await writer.SaveAsync(state, cancellationToken);
-            return state;
+            return new WakeOutcome(state, null);
         }
 
+        LaunchRound? round = null;
         if (due.Count > 0)
         {
             // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
@@ -182,10 +186,10 @@ public sealed partial class HandoffEngine(
                 state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
             }
 
-            state = await LaunchAsync(state, due.Except(missing).ToList(), writer, cancellationToken);
+            (state, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
         }
 
-        return pollDue ? await PollAsync(state, writer, cancellationToken) : state;
+        return new WakeOutcome(pollDue ? await PollAsync(state, writer, cancellationToken) : state, round);
     }
 
     /// <summary>
@@ -467,17 +471,19 @@ public sealed partial class HandoffEngine(
             .AsSpan()
             .SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(right, HandoffJsonContext.Default.RunSnapshot));
 
-    private List<PlannedStep> Plan(
+    /// <summary>The trigger's answer, line by line, and the launches to make for it.</summary>
+    private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(
         RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
     {
         var repositories = snapshot.Preferences?.Repositories?.Where(repo => repo is not null).ToList() ?? [];
         if (repositories.Count == 0)
         {
-            return [new PlannedFailure(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))];
+            return ([Refused(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))], []);
         }
 
         instruction = string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim();
-        var plan = new List<PlannedStep>(repositories.Count);
+        var plan = new List<PlanLine>(repositories.Count);
+        var toLaunch = new List<RepositoryLaunch>();
         var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         // The cap is per run: repositories launched by earlier triggers or events count toward it.
         var runRepositories = state.Launches.Select(launch => launch.Repository).ToHashSet(StringComparer.OrdinalIgnoreCase);
@@ -488,7 +494,7 @@ public sealed partial class HandoffEngine(
             var baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
             if (!RepositoryName.TryParse(rawName, out var repository))
             {
-                plan.Add(new PlannedFailure(new LaunchFailure(
+                plan.Add(Refused(new LaunchFailure(
                     RepositoryName.DescribeRejected(rawName),
                     FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
                     FailureTypes.InvalidRepository)));
@@ -502,7 +508,7 @@ public sealed partial class HandoffEngine(
                 : null;
             if (reason is not null)
             {
-                plan.Add(new PlannedFailure(new LaunchFailure(repository.Value.FullName, reason, FailureTypes.InvalidRepository)));
+                plan.Add(Refused(new LaunchFailure(repository.Value.FullName, reason, FailureTypes.InvalidRepository)));
                 continue;
             }
 
@@ -516,7 +522,7 @@ public sealed partial class HandoffEngine(
             // already has is never refused.
             if (runRepositories.Add(fullName) && runRepositories.Count > options.MaxRepositories)
             {
-                plan.Add(new PlannedFailure(new LaunchFailure(
+                plan.Add(Refused(new LaunchFailure(
                     fullName, FailureMessages.TooManyRepositoriesPrefix + options.MaxRepositories, FailureTypes.TooManyRepositories)));
                 continue;
             }
@@ -525,7 +531,7 @@ public sealed partial class HandoffEngine(
             var existing = state.LaunchWithLiveAgent(fullName, integration.Id) ?? state.FindLaunch(fullName, integration.Id);
             if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
             {
-                plan.Add(new PlannedExisting(existing));
+                plan.Add(LineOf(existing));
                 continue;
             }
 
@@ -533,7 +539,7 @@ public sealed partial class HandoffEngine(
             // attempt may have created an agent whose answer was lost, and a new branch would hide it.
             if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
             {
-                plan.Add(new PlannedLaunch(existing with
+                toLaunch.Add(existing with
                 {
                     Phase = existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
                     Attempts = 0,
@@ -543,7 +549,8 @@ public sealed partial class HandoffEngine(
                     NextAttemptAt = now,
                     FailureType = null,
                     UpdatedAt = now,
-                }));
+                });
+                plan.Add(LineOf(existing));
                 continue;
             }
 
@@ -570,11 +577,16 @@ public sealed partial class HandoffEngine(
                 AgentId: null,
                 FailureType: null,
                 UpdatedAt: now);
-            plan.Add(new PlannedLaunch(launch));
+            toLaunch.Add(launch);
+            plan.Add(LineOf(launch));
         }
 
-        return plan;
+        return (plan, toLaunch);
     }
+
+    private static PlanLine Refused(LaunchFailure failure) => new(failure.RepoName, 0, 0, failure);
+
+    private static PlanLine LineOf(RepositoryLaunch launch) => new(launch.Repository, launch.IntegrationId, launch.Generation);
 
     /// <summary>Failed repositories are launched again by a person's trigger; pending, running and completed ones are not.</summary>
     private static bool IsFinishedUnsuccessfully(RunHandoffState state, RepositoryLaunch launch) =>
@@ -582,74 +594,100 @@ public sealed partial class HandoffEngine(
         || (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id
             && state.CodingAgents.TryGetValue(id, out var agent) && agent.Status == CodingAgentStatus.Failed);
 
-    private async Task<RunHandoffState> LaunchAsync(RunHandoffState state, List<RepositoryLaunch> launches, IRunStateWriter writer, CancellationToken cancellationToken)
+    /// <summary>
+    /// Persists the intent of a round: a crash from here on leaves in-flight launches that the next wake-up reconciles.
+    /// The calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the intent
+    /// takes it for a crash. So their own deadline starts now, before the save, which may be slow too.
+    /// </summary>
+    private async Task<(RunHandoffState State, LaunchRound? Round)> StartRoundAsync(
+        RunHandoffState state, List<RepositoryLaunch> launches, IReadOnlyList<PlanLine> plan, IRunStateWriter writer, CancellationToken cancellationToken)
     {
         if (launches.Count == 0)
         {
             await writer.SaveAsync(state, cancellationToken);
-            return state;
+            return (state, null);
         }
 
-        using var scope = BeginRunScope(state.RunId);
-
-        // 1. Persist the intent: a crash from here on leaves in-flight launches that the next wake-up reconciles. The
-        //    calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the
-        //    intent takes it for a crash. So their own deadline starts now, before the save, which may be slow too.
         var now = timeProvider.GetUtcNow();
-        using var inFlightTime = new CancellationTokenSource(options.InFlightTimeout * 0.9, timeProvider);
         var inFlight = launches
-            .Select(launch => launch with
-            {
-                Phase = LaunchPhase.InFlight,
-                Attempts = launch.Attempts + 1,
-                AttemptStartedAt = now,
-                NextAttemptAt = now + options.InFlightTimeout,
-                UpdatedAt = now,
-            })
+            .Select(launch => new RoundLaunch(
+                launch with
+                {
+                    Phase = LaunchPhase.InFlight,
+                    Attempts = launch.Attempts + 1,
+                    AttemptStartedAt = now,
+                    NextAttemptAt = now + options.InFlightTimeout,
+                    UpdatedAt = now,
+                },
+                ReconcileFirst: launch.NeedsReconciliation))
             .ToList();
-        state = inFlight.Aggregate(state, (current, launch) => current.WithLaunch(launch))
-            .WithTimeline(inFlight.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchStarted, launch.Repository, Detail: $"attempt {launch.Attempts}")));
+        state = inFlight.Aggregate(state, (current, sent) => current.WithLaunch(sent.Launch))
+            .WithTimeline(inFlight.Select(sent => new TimelineEntry(now, TimelineEvents.LaunchStarted, sent.Launch.Repository, Detail: $"attempt {sent.Launch.Attempts}")));
         await writer.SaveAsync(state, cancellationToken);
+        return (state, new LaunchRound(state.RunId, state.Snapshot!, now, inFlight, plan));
+    }
 
-        // 2. Call the provider for every repository at once (bounded); results keep the repositories' order.
-        var previous = launches.ToDictionary(launch => (launch.Repository, launch.IntegrationId));
-        var outcomes = new AttemptOutcome[inFlight.Count];
-        using var attempts = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
+    /// <summary>
+    /// The second half of a round, for its owner once it has let go of the run: the provider calls, then
+    /// <paramref name="complete"/>, which gives the answers to <see cref="CompleteRoundAsync"/> in a new turn. A caller
+    /// that gives up (a client gone, shutdown) stops the calls not yet answered, whose outcome is then unknown; the
+    /// answers are still completed before its cancellation is thrown, as agents may exist that must not be forgotten.
+    /// </summary>
+    public async Task<HandoffResult> FinishRoundAsync(
+        LaunchRound round, Func<LaunchRoundAnswers, Task<HandoffResult>> complete, CancellationToken cancellationToken)
+    {
+        var attempts = await CallProvidersAsync(round, cancellationToken);
+        var result = await complete(new LaunchRoundAnswers(round, attempts));
+        cancellationToken.ThrowIfCancellationRequested();
+        return result;
+    }
+
+    /// <summary>Calls the provider for every repository of the round at once (bounded); answers keep the round's order. Never throws for a cancellation.</summary>
+    internal async Task<LaunchAttempt[]> CallProvidersAsync(LaunchRound round, CancellationToken cancellationToken)
+    {
+        using var scope = BeginRunScope(round.RunId);
+        var remaining = round.StartedAt + options.InFlightTimeout * 0.9 - timeProvider.GetUtcNow();
+        using var inFlightTime = remaining > TimeSpan.Zero ? new CancellationTokenSource(remaining, timeProvider) : new CancellationTokenSource();
+        if (remaining <= TimeSpan.Zero)
+        {
+            await inFlightTime.CancelAsync();
+        }
+
+        var attempts = new LaunchAttempt[round.Launches.Count];
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
         {
             await Parallel.ForEachAsync(
-                Enumerable.Range(0, inFlight.Count),
+                Enumerable.Range(0, attempts.Length),
                 new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
                 async (index, _) =>
                 {
-                    var launch = inFlight[index];
-                    var reconcileFirst = previous[(launch.Repository, launch.IntegrationId)].NeedsReconciliation;
-                    if (attempts.IsCancellationRequested)
+                    var (launch, reconcileFirst) = round.Launches[index];
+                    if (linked.IsCancellationRequested)
                     {
                         // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
                         // sent, no attempt spent, and an earlier attempt's agent, if one may exist, must still be looked for first.
-                        outcomes[index] = new AttemptOutcome(
+                        attempts[index] = new LaunchAttempt(
                             null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
                         return;
                     }
 
                     try
                     {
-                        outcomes[index] = await AttemptAsync(state, launch, reconcileFirst, attempts.Token);
+                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, linked.Token);
                     }
                     catch (Exception exception) when (exception is not OperationCanceledException)
                     {
                         // A fault in a provider client must not lose the other repositories' answers: this one's outcome
                         // is unknown (the request may be out), so its next attempt looks for an agent first.
-                        LogProviderFaulted(state.RunId, "launch", exception.GetType().Name);
-                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+                        LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
+                        attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
                     }
-                    catch (OperationCanceledException) when (attempts.IsCancellationRequested)
+                    catch (OperationCanceledException) when (linked.IsCancellationRequested)
                     {
-                        // Unanswered in time, or the caller gave up (a client gone, shutdown): the request may be out, so
-                        // the next attempt reconciles first. The other repositories' answers are still recorded below.
-                        outcomes[index] = new AttemptOutcome(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+                        // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
+                        attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
                     }
                 });
         }
@@ -658,18 +696,32 @@ public sealed partial class HandoffEngine(
             HandoffTelemetry.HandoffsInFlight.Add(-1);
         }
 
-        // 3. Record the outcomes. Not cancellable: agents now exist at the provider and must not be forgotten.
-        state = Apply(state, inFlight, outcomes);
-        await writer.SaveAsync(state, CancellationToken.None);
-        cancellationToken.ThrowIfCancellationRequested();
-        return state;
+        return attempts;
     }
 
-    private async Task<AttemptOutcome> AttemptAsync(RunHandoffState state, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    /// <summary>
+    /// Records a round's answers in the run's current state, in a new turn of its owner, and gives the trigger's answer
+    /// from it. Not cancellable: agents now exist at the provider and must not be forgotten.
+    /// </summary>
+    public async Task<HandoffResult> CompleteRoundAsync(RunHandoffState? current, LaunchRoundAnswers answers, IRunStateWriter writer)
     {
-        using var activity = HandoffTelemetry.StartLaunchAttempt(state.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
+        var round = answers.Round;
+        if (current is null || current.RunId != round.RunId || answers.Attempts.Count != round.Launches.Count)
+        {
+            LogRoundDropped(round.RunId);
+            return HandoffResult.Empty;
+        }
+
+        var state = Apply(current, round.Launches, answers.Attempts);
+        await writer.SaveAsync(state, CancellationToken.None);
+        return Summarize(state, round.Plan);
+    }
+
+    private async Task<LaunchAttempt> AttemptAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    {
+        using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
         var started = timeProvider.GetTimestamp();
-        var outcome = await CallProviderAsync(state, launch, reconcileFirst, cancellationToken);
+        var outcome = await CallProviderAsync(round, launch, reconcileFirst, cancellationToken);
         HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
         activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
         if (outcome.Failure is not null)
@@ -680,9 +732,14 @@ public sealed partial class HandoffEngine(
         return outcome;
     }
 
-    private async Task<AttemptOutcome> CallProviderAsync(RunHandoffState state, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    private async Task<LaunchAttempt> CallProviderAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
     {
-        var integration = integrations.Find(launch.IntegrationId)!;
+        // An integration removed from the settings since the round started: nothing can be sent.
+        if (integrations.Find(launch.IntegrationId) is not { } integration)
+        {
+            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
+        }
+
         RepositoryName.TryParse(launch.Repository, out var repository);
 
         if (reconcileFirst)
@@ -691,40 +748,47 @@ public sealed partial class HandoffEngine(
             if (!found.IsSuccess)
             {
                 // Still not known whether an agent exists: the next attempt must look again.
-                return new AttemptOutcome(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false);
+                return new LaunchAttempt(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false);
             }
 
             if (found.Value is { } existing)
             {
-                LogReconciled(state.RunId, launch.Repository, existing.Id);
-                return new AttemptOutcome(existing, null, Reconciled: true);
+                LogReconciled(round.RunId, launch.Repository, existing.Id);
+                return new LaunchAttempt(existing, null, Reconciled: true);
             }
         }
 
-        var prompt = PromptBuilder.Build(state.Snapshot!, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
+        var prompt = PromptBuilder.Build(round.Snapshot, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
         if (prompt.Length > integration.PromptMaxLength)
         {
             // Only the opening and the instruction are left, and they do not fit: the instruction was accepted under a
             // larger cap (the settings were lowered since). It is never cut, so the launch cannot be made.
-            LogPromptOverCap(state.RunId, launch.Repository, prompt.Length, integration.PromptMaxLength);
-            return new AttemptOutcome(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
+            LogPromptOverCap(round.RunId, launch.Repository, prompt.Length, integration.PromptMaxLength);
+            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
         }
 
         // The run id rides on the webhook URL so the report reaches the run's owner without an index; the signature still decides trust.
-        var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={state.RunId}") } : null;
+        var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={round.RunId}") } : null;
         var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, webhook);
         var result = await integration.Provider.LaunchAsync(request, cancellationToken);
-        return new AttemptOutcome(result.Value, result.Failure, Reconciled: false);
+        return new LaunchAttempt(result.Value, result.Failure, Reconciled: false);
     }
 
-    private RunHandoffState Apply(RunHandoffState state, List<RepositoryLaunch> inFlight, AttemptOutcome[] outcomes)
+    private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts)
     {
         var now = timeProvider.GetUtcNow();
-        var timeline = new List<TimelineEntry>(inFlight.Count);
-        for (var i = 0; i < inFlight.Count; i++)
+        var timeline = new List<TimelineEntry>(sent.Count);
+        for (var i = 0; i < sent.Count; i++)
         {
-            var launch = inFlight[i];
-            var outcome = outcomes[i];
+            var outcome = attempts[i];
+            var launch = state.Launches.FirstOrDefault(stored => stored.IntegrationId == sent[i].Launch.IntegrationId && stored.Generation == sent[i].Launch.Generation
+                && string.Equals(stored.Repository, sent[i].Launch.Repository, StringComparison.OrdinalIgnoreCase));
+            if (launch is not { Phase: LaunchPhase.InFlight } || launch.Attempts != sent[i].Launch.Attempts || launch.AttemptStartedAt != sent[i].Launch.AttemptStartedAt)
+            {
+                state = ApplyLate(state, sent[i].Launch, launch, outcome, now, timeline);
+                continue;
+            }
+
             if (outcome.Agent is { } agent)
             {
                 state = WithAgentOf(state, launch, agent, now);
@@ -737,27 +801,51 @@ public sealed partial class HandoffEngine(
             var failure = outcome.Failure!;
             // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
             // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
-            var attempts = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
-            if (retryPolicy.CanRetry(failure, attempts))
+            var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
+            if (retryPolicy.CanRetry(failure, attemptsMade))
             {
-                var retryAt = now + retryPolicy.DelayAfter(Math.Max(1, attempts), failure.RetryAfter);
+                var retryAt = now + retryPolicy.DelayAfter(Math.Max(1, attemptsMade), failure.RetryAfter);
                 var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
-                state = state.WithLaunch(launch with { Phase = phase, Attempts = attempts, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
+                state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
-                LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attempts, retryAt);
+                LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt);
                 HandoffTelemetry.Launches.Add(1, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
                 HandoffTelemetry.RetriesScheduled.Add(1, Tag("failure_type", failure.FailureType));
                 continue;
             }
 
             var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attempts, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
-            LogLaunchFailed(state.RunId, launch.Repository, failureType, attempts);
+            LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade);
             HandoffTelemetry.Launches.Add(1, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
         return PollingIfActive(state.WithTimeline(timeline), now);
+    }
+
+    /// <summary>
+    /// An answer that came back after the launch moved on: past its deadline a wake-up took the attempt for a crash and
+    /// made another. A failure then says nothing the launch does not know; an agent it has no agent for is adopted, as
+    /// reconciling would have; a different agent than the one it has is a second agent on the repository, only logged.
+    /// </summary>
+    private RunHandoffState ApplyLate(RunHandoffState state, RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome, DateTimeOffset now, List<TimelineEntry> timeline)
+    {
+        if (outcome.Agent is not { } agent || launch?.AgentId == agent.Id)
+        {
+            LogLateAnswer(state.RunId, sent.Repository, sent.Attempts);
+            return state;
+        }
+
+        if (launch is { AgentId: null })
+        {
+            LogReconciled(state.RunId, launch.Repository, agent.Id);
+            timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
+            return WithAgentOf(state, launch, agent, now);
+        }
+
+        LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id);
+        return state;
     }
 
     /// <summary>Agents still at work are polled (the fallback for lost webhooks); a poll already scheduled is kept.</summary>
@@ -797,24 +885,21 @@ public sealed partial class HandoffEngine(
         });
     }
 
-    private static HandoffResult Summarize(RunHandoffState state, List<PlannedStep> plan)
+    private static HandoffResult Summarize(RunHandoffState state, IReadOnlyList<PlanLine> plan)
     {
         var successes = new List<LaunchSuccess>();
         var failures = new List<LaunchFailure>();
         var retries = new List<ScheduledRetry>();
-        foreach (var step in plan)
+        foreach (var line in plan)
         {
-            switch (step)
+            if (line.Refused is { } refused)
             {
-                case PlannedFailure failed:
-                    failures.Add(failed.Failure);
-                    break;
-                case PlannedLaunch { Launch: var planned }:
-                    Describe(state, state.FindLaunch(planned.Repository, planned.IntegrationId)!, successes, failures, retries);
-                    break;
-                case PlannedExisting { Launch: var existing }:
-                    Describe(state, existing, successes, failures, retries);
-                    break;
+                failures.Add(refused);
+            }
+            else if (state.Launches.FirstOrDefault(launch => launch.IntegrationId == line.IntegrationId && launch.Generation == line.Generation
+                && string.Equals(launch.Repository, line.Repository, StringComparison.OrdinalIgnoreCase)) is { } launch)
+            {
+                Describe(state, launch, successes, failures, retries);
             }
         }
 
@@ -847,16 +932,6 @@ public sealed partial class HandoffEngine(
         ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped => CodingAgentStatus.Failed,
         _ => null,
     };
-
-    private abstract record PlannedStep;
-
-    private sealed record PlannedLaunch(RepositoryLaunch Launch) : PlannedStep;
-
-    private sealed record PlannedExisting(RepositoryLaunch Launch) : PlannedStep;
-
-    private sealed record PlannedFailure(LaunchFailure Failure) : PlannedStep;
-
-    private sealed record AttemptOutcome(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled);
 
     [LoggerMessage(EventId = 1001, EventName = "HandoffUnknownRun", Level = LogLevel.Information, Message = "Run {RunId} is unknown to group {GroupId}: nothing launched")]
     private partial void LogUnknownRun(long runId, long groupId);
@@ -893,6 +968,18 @@ public sealed partial class HandoffEngine(
     [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,
         Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); treated as an unknown outcome")]
     private partial void LogProviderFaulted(long runId, string operation, string exceptionType);
+
+    [LoggerMessage(EventId = 1014, EventName = "LaunchRoundDropped", Level = LogLevel.Error,
+        Message = "Run {RunId}: the answers of a launch round do not fit the run's state and were not applied; its launches are reconciled at their deadline")]
+    private partial void LogRoundDropped(long runId);
+
+    [LoggerMessage(EventId = 1015, EventName = "LaunchAnswerLate", Level = LogLevel.Information,
+        Message = "Run {RunId}: the answer to attempt {Attempt} for {Repository} came after the launch moved on; nothing to apply")]
+    private partial void LogLateAnswer(long runId, string repository, int attempt);
+
+    [LoggerMessage(EventId = 1016, EventName = "AgentNotFollowed", Level = LogLevel.Warning,
+        Message = "Run {RunId}: a late answer names agent {AgentId} for {Repository}, which already has another agent; it is not followed and may need stopping")]
+    private partial void LogAgentNotFollowed(long runId, string repository, string agentId);
 
     [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
     private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);

@@ -29,10 +29,20 @@ public sealed record RunHandoffState(
     /// <summary>Agents are still read from the provider: some are unfinished, or given up on without a confirmed end.</summary>
     public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 };
 
+    /// <summary>
+    /// A launch round is at the provider: launches in flight whose deadline has not passed (past it, they are a crash's
+    /// leftovers, to reconcile). Nothing else is launched for the run meanwhile.
+    /// </summary>
+    public bool HasRoundInFlight(DateTimeOffset now) => Launches.Any(launch => launch.Phase == LaunchPhase.InFlight && launch.NextAttemptAt > now);
+
     /// <summary>When the run's owner must wake up next (a retry, a reconciliation, a poll), or null when nothing is pending.</summary>
     public DateTimeOffset? NextWakeAt()
     {
-        var launchDue = Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
+        // While a round is in flight the other launches wait for it: the wake-up is at its deadline, moved to the launches
+        // due by the save of its answers. The latest in-flight deadline is the live round's: an earlier one is a crash's
+        // leftover, whose wake-up (a round being under way) would find nothing to do, and fire again, until the round ends.
+        var launchDue = Launches.Where(launch => launch.Phase == LaunchPhase.InFlight).Max(launch => launch.NextAttemptAt)
+            ?? Launches.Where(launch => launch.IsAwaitingWork).Min(launch => launch.NextAttemptAt);
         var pollDue = HasAgentsToPoll ? Poll?.NextPollAt : null;
         return (launchDue, pollDue) switch
         {

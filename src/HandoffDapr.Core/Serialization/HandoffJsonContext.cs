@@ -34,6 +34,7 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(AgentFollowup))]
 [JsonSerializable(typeof(AgentReport))]
 [JsonSerializable(typeof(Providers.ProviderAgent))]
+[JsonSerializable(typeof(LaunchRoundAnswers))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>

@@ -10,17 +10,29 @@ namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
 /// Dapr mode's <see cref="IRunOwner"/>: every call goes to the run's actor through the proxy factory from <c>AddActors</c>.
-/// The callers' cancellation tokens are not passed on, on purpose: a turn that has started a launch must finish it and
-/// save what it learned, whether or not the HTTP caller is still there (the engine does the same with its last save).
+/// A trigger or event whose turn started a launch round makes the round's provider calls here, after the turn, and
+/// hands the answers back to the actor. The callers' cancellation tokens are not passed on, on purpose: a round that
+/// has started must finish and be recorded whether or not the HTTP caller is still there; only shutdown stops its calls.
 /// </summary>
 public sealed class ActorRunOwner : IRunOwner
 {
     private readonly IActorProxyFactory proxies;
     private readonly ActorProxyOptions? callOptions;
+    private readonly HandoffEngine engine;
+    private readonly ActorCallDrain drain;
+    private readonly CancellationToken stopping;
 
-    public ActorRunOwner(IActorProxyFactory proxies, Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options)
+    public ActorRunOwner(
+        IActorProxyFactory proxies,
+        Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options,
+        HandoffEngine engine,
+        ActorCallDrain drain,
+        IHostApplicationLifetime lifetime)
     {
         this.proxies = proxies;
+        this.engine = engine;
+        this.drain = drain;
+        stopping = lifetime.ApplicationStopping;
         // The SDK's factory carries the sidecar's endpoint, token and our serializer, but no request timeout.
         if (proxies is ActorProxyFactory { DefaultOptions: var defaults })
         {
@@ -35,11 +47,37 @@ public sealed class ActorRunOwner : IRunOwner
         }
     }
 
-    public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
-        CallAsync(runId, actor => actor.TriggerAsync(trigger));
+    public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
+    {
+        // Counted by the shutdown drain from before the turn: its round, if it starts one, is finished here.
+        using var call = drain.Enter();
+        var outcome = await CallAsync(runId, actor => actor.TriggerAsync(trigger));
+        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
+    }
 
-    public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken) =>
-        CallAsync(snapshot.RunId, actor => actor.AcceptCompletedRunAsync(snapshot));
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken)
+    {
+        using var call = drain.Enter();
+        var outcome = await CallAsync(snapshot.RunId, actor => actor.AcceptCompletedRunAsync(snapshot));
+        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
+    }
+
+    /// <summary>A round cut short by shutdown is recorded (its outcomes unknown, to reconcile); its caller is told to try again.</summary>
+    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round)
+    {
+        try
+        {
+            return await engine.FinishRoundAsync(round, CompleteRoundAsync, stopping);
+        }
+        catch (OperationCanceledException exception) when (stopping.IsCancellationRequested)
+        {
+            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
+        }
+    }
+
+    /// <summary>Hands a round's answers to the run's actor, in a new turn.</summary>
+    public Task<HandoffResult> CompleteRoundAsync(LaunchRoundAnswers answers) =>
+        CallAsync(answers.Round.RunId, actor => actor.CompleteLaunchRoundAsync(answers));
 
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());

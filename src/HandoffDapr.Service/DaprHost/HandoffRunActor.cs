@@ -11,7 +11,9 @@ namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
 /// Dapr mode's owner of a run: turn-based (one call at a time, reentrancy off), state in the actor state store,
-/// wake-ups by reminder. An adapter only: it loads state, calls the engine, saves, and schedules.
+/// wake-ups by reminder. An adapter only: it loads state, calls the engine, saves, and schedules. No turn waits for a
+/// provider's launch: a turn saves a round's intent and ends, the calls are made outside it (by the caller's
+/// <see cref="ActorRunOwner"/>, or <see cref="BackgroundRounds"/> for a reminder), and the answers come back in a new turn.
 /// </summary>
 public sealed partial class HandoffRunActor(
     ActorHost host,
@@ -19,6 +21,7 @@ public sealed partial class HandoffRunActor(
     DaprClient dapr,
     IOptions<HandoffOptions> options,
     TimeProvider timeProvider,
+    BackgroundRounds rounds,
     LocalRecentRuns? recentRuns = null) : Actor(host), IHandoffRunActor, IRemindable
 {
     public const string ActorTypeName = "HandoffRunActor";
@@ -34,8 +37,9 @@ public sealed partial class HandoffRunActor(
 
     /// <summary>For tests: the actor over a given state manager (the runtime's own talks to the sidecar).</summary>
     internal HandoffRunActor(
-        ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, IActorStateManager stateManager)
-        : this(host, engine, dapr, options, timeProvider, (LocalRecentRuns?)null)
+        ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, BackgroundRounds rounds,
+        IActorStateManager stateManager)
+        : this(host, engine, dapr, options, timeProvider, rounds, (LocalRecentRuns?)null)
     {
         StateManager = stateManager;
     }
@@ -58,6 +62,9 @@ public sealed partial class HandoffRunActor(
 
     public Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup) =>
         TurnAsync((stored, writer) => engine.AddFollowupAsync(stored, followup, writer, CancellationToken.None));
+
+    public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
+        TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
 
     /// <summary>
     /// A turn that changes state: the engine decides and saves through the writer. A turn that saved nothing (a
@@ -82,9 +89,10 @@ public sealed partial class HandoffRunActor(
                 // The one-shot reminder is spent; the writer registers the next one if work remains.
                 await StateManager.TryRemoveStateAsync(WakeAtKey);
                 var stored = await LoadAsync();
-                if (stored is not null)
+                if (stored is not null && (await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None)).Round is { } round)
                 {
-                    await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
+                    // Saved in flight by now: the calls run after this turn, and their deadline covers a process that dies first.
+                    rounds.Start(round);
                 }
 
                 break;

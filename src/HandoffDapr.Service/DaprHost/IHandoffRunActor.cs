@@ -19,4 +19,7 @@ public interface IHandoffRunActor : IActor
     Task<AgentCommandOutcome> StopAgentAsync(string agentId);
 
     Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup);
+
+    /// <summary>Records the answers of a launch round this actor started (see <see cref="LaunchRound"/>).</summary>
+    Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers);
 }

@@ -8,12 +8,18 @@ using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Embedded;
 
-/// <summary>Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine.</summary>
+/// <summary>
+/// Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine. The lock is
+/// let go while a launch round is at the provider, and taken again to record its answers.
+/// </summary>
 public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options)
     : IRunOwner
 {
-    public Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken) =>
-        WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
+    public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
+    {
+        var outcome = await WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
+        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round, cancellationToken) } : outcome;
+    }
 
     /// <summary>
     /// By default the event is answered once its launches are saved as due; the schedule makes the provider calls
@@ -24,6 +30,11 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
         var timing = options.Value.Embedded.LaunchEventsInBackground ? LaunchTiming.OnNextWake : LaunchTiming.Now;
         var outcome = await WithRunAsync(
             snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken), cancellationToken);
+        if (outcome.Round is { } round)
+        {
+            return outcome with { Round = null, Result = await FinishRoundAsync(round, cancellationToken) };
+        }
+
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
         {
             wakeups.Notify();
@@ -54,11 +65,36 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
         WithRunAsync(runId, (stored, writer) => engine.AddFollowupAsync(stored, followup, writer, cancellationToken), cancellationToken);
 
     /// <summary>Runs the due retries and reconciliations of a run (the schedule's callback).</summary>
-    public Task WakeAsync(long runId, CancellationToken cancellationToken) =>
-        WithRunAsync(
+    public async Task WakeAsync(long runId, CancellationToken cancellationToken)
+    {
+        var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
             cancellationToken);
+        if (woken?.Round is { } round)
+        {
+            await FinishRoundAsync(round, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// The round's provider calls, with the run's lock free, then its answers recorded under the lock again. Launches that
+    /// waited for the round may be due now: the schedule is told to look.
+    /// </summary>
+    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await engine.FinishRoundAsync(
+                round,
+                answers => WithRunAsync(round.RunId, (stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), CancellationToken.None),
+                cancellationToken);
+        }
+        finally
+        {
+            wakeups.Notify();
+        }
+    }
 
     private async Task<T> WithRunAsync<T>(long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken)
     {

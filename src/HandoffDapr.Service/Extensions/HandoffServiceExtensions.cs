@@ -136,7 +136,10 @@ public static class HandoffServiceExtensions
             options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
         });
-        services.AddSingleton<IRunOwner, ActorRunOwner>();
+        services.AddSingleton<ActorRunOwner>();
+        services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
+        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(
+            sp, (Func<LaunchRoundAnswers, Task<Core.Model.HandoffResult>>)sp.GetRequiredService<ActorRunOwner>().CompleteRoundAsync));
         services.AddSingleton<LocalRecentRuns>();
         services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();

@@ -1,9 +1,12 @@
 using System.Net;
 using Dapr.Actors.Client;
+using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
+using Microsoft.Extensions.Hosting.Internal;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -20,9 +23,18 @@ public sealed class ActorRunOwnerTests
         var proxies = new ActorProxyFactory(
             new ActorProxyOptions { HttpEndpoint = "http://127.0.0.1:3500", UseJsonSerialization = true, JsonSerializerOptions = HandoffJsonContext.CreateOptions() },
             new Answer(status));
-        var owner = new ActorRunOwner(proxies, Options.Create(new HandoffOptions()));
+        var options = Options.Create(new HandoffOptions());
+        var engine = new HandoffEngine(new NoIntegrations(), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), TimeProvider.System, NullLogger<HandoffEngine>.Instance);
+        var owner = new ActorRunOwner(
+            proxies, options, engine, new ActorCallDrain(options, TimeProvider.System, NullLogger<ActorCallDrain>.Instance),
+            new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance));
 
         await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
+    }
+
+    private sealed class NoIntegrations : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => null;
     }
 
     /// <summary>The sidecar's answer to every call, without a network.</summary>

@@ -104,13 +104,25 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     [Fact]
     public async Task Actor_call_slower_than_the_actor_call_timeout_is_a_503_and_a_retry_not_a_500()
     {
-        await using var factory = await Start(settings: new Dictionary<string, string?> { ["Handoff:Dapr:ActorCallTimeout"] = "00:00:01" });
-        using var held = cursor.Hold("acme/slow");
+        await using var factory = await Start(settings: new Dictionary<string, string?> { ["Handoff:Dapr:ActorCallTimeout"] = "00:00:02" });
         var client = factory.CreateClient();
+        var agentId = await Launch(client, 310);
+        // A follow-up's provider call is made in the actor's turn: a slow one holds the turn past the proxy's timeout, and
+        // a redelivered event for the run waits behind it.
+        using var release = new ManualResetEventSlim();
+        using var arrived = new ManualResetEventSlim();
+        cursor.NextCommandAnswer = () =>
+        {
+            arrived.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return FakeCursor.Json(200, "{}");
+        };
 
-        var trigger = await client.PostJsonAsync("/runs/310/handoff", Payloads.Trigger(Payloads.Run(310, ["acme/slow"], automation: false)));
-        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(311, ["acme/slow"]));
-        held.Release();
+        var followup = client.PostJsonAsync($"/runs/310/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        Assert.True(arrived.Wait(TimeSpan.FromSeconds(10)));
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(310, ["acme/shop"]));
+        var trigger = await followup;
+        release.Set();
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
         Assert.Equal("https://handoff-dapr.dev/problems/unavailable", (await trigger.ReadJsonAsync())["type"]!.GetValue<string>());

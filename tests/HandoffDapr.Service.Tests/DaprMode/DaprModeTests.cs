@@ -44,6 +44,27 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Run_answers_reads_and_redeliveries_while_its_launch_round_is_at_the_provider()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var trigger = client.PostJsonAsync("/runs/140/handoff", Payloads.Trigger(Payloads.Run(140, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // The actor's turn ended when the intent was saved: a read and a redelivered event get their own turns now.
+        var view = await (await client.GetAsync("/runs/140/handoff")).ReadJsonAsync();
+        Assert.Equal("in_flight", view["launches"]![0]!["phase"]!.GetValue<string>());
+        var redelivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(140, ["acme/slow"]));
+        Assert.Equal(DeliveryOutcome.Success, redelivery.Outcome);
+        Assert.False(trigger.IsCompleted);
+
+        held.Release();
+        var answer = await (await trigger).ReadJsonAsync();
+        Assert.Equal("acme/slow", answer["successes"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal("launched", factory.Sidecar.GetActorState(Actor, "140", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
+    [Fact]
     public async Task Duplicate_and_concurrent_deliveries_launch_each_repository_once()
     {
         var run = Payloads.Run(124, ["acme/shop", "acme/web", "acme/api"]);
@@ -101,10 +122,10 @@ public sealed class DaprModeTests : IAsyncLifetime
         var fired = await factory.Sidecar.FireReminderAsync(Actor, "127", HandoffRunActor.WakeReminder);
 
         Assert.True(fired.IsSuccessStatusCode);
+        // The reminder's turn ends once the attempt is saved in flight; the call and its answer's turn follow.
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "127", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
         Assert.Equal(2, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
-        var launches = factory.Sidecar.GetActorState(Actor, "127", "launches")!.Value;
-        Assert.Equal("launched", launches[0].GetProperty("phase").GetString());
     }
 
     [Fact]

@@ -8,6 +8,7 @@ using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
@@ -22,11 +23,14 @@ public sealed class HandoffRunActorTests
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
     private readonly RecordingTimerManager timers = new();
     private readonly InMemoryActorStateManager state = new(HandoffJsonContext.CreateOptions());
+    private readonly HandoffEngine engine;
+    private readonly BackgroundRounds rounds;
+    private readonly Lifetime lifetime = new();
     private readonly HandoffRunActor actor;
 
     public HandoffRunActorTests()
     {
-        var engine = new HandoffEngine(
+        engine = new HandoffEngine(
             new Catalog(new Integration(42, provider)),
             new HandoffEngineOptions(),
             new RetryPolicy(new RetryOptions(), () => 0.5),
@@ -40,13 +44,76 @@ public sealed class HandoffRunActorTests
         });
         // No sidecar: publishing fails and is logged, which the actor must survive.
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
-        actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, state);
+        // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
+        rounds = new BackgroundRounds(
+            engine, answers => actor!.CompleteLaunchRoundAsync(answers), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
+            lifetime, NullLogger<BackgroundRounds>.Instance);
+        actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
+    }
+
+    [Fact]
+    public async Task Trigger_turn_saves_the_intent_and_ends_before_any_provider_call()
+    {
+        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+
+        Assert.Empty(provider.Launches);
+        Assert.Equal("acme/shop", Assert.Single(outcome.Round!.Launches).Launch.Repository);
+        Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
+
+        var result = await engine.FinishRoundAsync(outcome.Round, actor.CompleteLaunchRoundAsync, CancellationToken.None);
+
+        Assert.Equal("acme/shop", Assert.Single(result.Successes).RepoName);
+        Assert.Contains("\"phase\":\"launched\"", state.Saved["launches"]);
+    }
+
+    [Fact]
+    public async Task Reminder_turn_ends_while_its_round_is_at_the_provider_and_the_answers_come_back_in_a_new_turn()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        provider.Heal("acme/down");
+        var answer = new TaskCompletionSource();
+        provider.OnLaunch = _ => answer.Task.Wait(TimeSpan.FromSeconds(10));
+        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
+
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+
+        // The turn is over with the provider still answering: the launch is in flight.
+        Assert.Equal(LaunchPhase.InFlight, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        answer.SetResult();
+        await rounds.WhenIdleAsync();
+        Assert.Equal(LaunchPhase.Launched, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+    }
+
+    [Fact]
+    public async Task Shutdown_stops_a_reminders_round_at_the_provider_and_records_its_outcome_as_unknown()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        provider.Heal("acme/down");
+        var reached = new TaskCompletionSource();
+        provider.Answering = async token =>
+        {
+            reached.TrySetResult();
+            await Task.Delay(Timeout.Infinite, token);
+        };
+        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        await reached.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        lifetime.StopApplication();
+        await rounds.WhenIdleAsync();
+
+        // Not left in flight until its deadline: recorded at once, to be looked for at the provider before any new launch.
+        var launch = (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!;
+        Assert.Equal(LaunchPhase.OutcomeUnknown, launch.Phase);
+        Assert.True(launch.NeedsReconciliation);
     }
 
     [Fact]
     public async Task Trigger_launches_and_keeps_coding_agents_in_actor_state()
     {
-        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/web")));
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/web")));
 
         Assert.Equal(TriggerStatus.Accepted, outcome.Status);
         Assert.Equal(2, outcome.Result.Successes.Count);
@@ -63,7 +130,7 @@ public sealed class HandoffRunActorTests
         (int Saves, string? Launches) atCall = default;
         provider.OnLaunch = _ => atCall = (state.Saves, state.Saved.GetValueOrDefault("launches"));
 
-        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await TriggerAsync(Trigger(Snapshot("acme/shop")));
 
         // When the provider was called, the intent was already in the store: the launch, in flight, on its branch.
         Assert.Equal(1, atCall.Saves);
@@ -75,10 +142,10 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Repeated_trigger_launches_nothing_new()
     {
-        var first = await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var first = await TriggerAsync(Trigger(Snapshot("acme/shop")));
         await state.ClearCacheAsync();
 
-        var second = await actor.TriggerAsync(Trigger(null));
+        var second = await TriggerAsync(Trigger(null));
 
         Assert.Single(provider.Launches);
         Assert.Equal(first.Result.Successes[0].CodingAgentState.Id, second.Result.Successes[0].CodingAgentState.Id);
@@ -89,7 +156,7 @@ public sealed class HandoffRunActorTests
     {
         provider.Fail("acme/down", ScriptedProvider.ServerError);
 
-        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
 
         Assert.Single(outcome.Result.Successes);
         var retry = Assert.Single(outcome.Result.Retries);
@@ -99,7 +166,7 @@ public sealed class HandoffRunActorTests
         provider.Heal("acme/down");
         time.Advance(retry.RetryAt - time.GetUtcNow());
         // The Scheduler fires with empty due time and period: only the name matters.
-        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        await ReceiveWakeReminderAsync();
 
         var view = await actor.GetStateAsync();
         Assert.Equal(2, view!.CodingAgents.Count);
@@ -110,7 +177,7 @@ public sealed class HandoffRunActorTests
     public async Task Wake_reminder_whose_turn_failed_is_registered_again_by_the_next_save()
     {
         provider.Fail("acme/down", ScriptedProvider.ServerError);
-        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
         var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
         time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
         var registered = timers.Registered.Count;
@@ -129,15 +196,15 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Reminder_is_not_registered_when_nothing_is_pending_and_not_on_every_save()
     {
-        await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { Preferences = new HandoffPreferences([new RepositoryPreference("github", "acme", "shop")]) });
+        await AcceptCompletedRunAsync(Snapshot("acme/shop") with { Preferences = new HandoffPreferences([new RepositoryPreference("github", "acme", "shop")]) });
 
         Assert.Empty(timers.Registered);
 
-        await actor.TriggerAsync(Trigger(null));
+        await TriggerAsync(Trigger(null));
         // The intent registers the crash-safety wake-up (in-flight timeout); the outcome moves it to the first status poll.
         Assert.Equal([TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(1)], timers.Registered.Select(r => r.DueTime));
 
-        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        await ReceiveWakeReminderAsync();
         // A one-shot reminder that fired is spent: the still-pending poll is registered again, once, for the same time.
         Assert.Equal(3, timers.Registered.Count);
         Assert.Equal(TimeSpan.FromMinutes(1), timers.Registered[^1].DueTime);
@@ -147,7 +214,7 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Unknown_reminder_name_changes_nothing()
     {
-        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await TriggerAsync(Trigger(Snapshot("acme/shop")));
         var saves = state.Saves;
 
         await actor.ReceiveReminderAsync("something-else", [], TimeSpan.Zero, TimeSpan.Zero);
@@ -159,9 +226,9 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Unknown_run_and_another_groups_run_launch_nothing()
     {
-        var unknown = await actor.TriggerAsync(Trigger(null));
-        await actor.TriggerAsync(Trigger(Snapshot("acme/shop")));
-        var otherGroup = await actor.TriggerAsync(new HandoffTrigger(999, 42));
+        var unknown = await TriggerAsync(Trigger(null));
+        await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var otherGroup = await TriggerAsync(new HandoffTrigger(999, 42));
 
         Assert.Equal(TriggerStatus.UnknownRun, unknown.Status);
         Assert.Equal(TriggerStatus.UnknownRun, otherGroup.Status);
@@ -171,9 +238,9 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Completion_event_of_another_group_is_rejected()
     {
-        await actor.AcceptCompletedRunAsync(Snapshot("acme/shop"));
+        await AcceptCompletedRunAsync(Snapshot("acme/shop"));
 
-        var outcome = await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { Group = new RunGroup(999) });
+        var outcome = await AcceptCompletedRunAsync(Snapshot("acme/shop") with { Group = new RunGroup(999) });
 
         Assert.Equal(CompletionStatus.Rejected, outcome.Status);
     }
@@ -184,13 +251,13 @@ public sealed class HandoffRunActorTests
         // The intent is saved, then registering its reminder fails: the turn fails, the caller is told 503 / RETRY, and
         // the runtime drops what the turn had not saved.
         timers.FailNextRegistrations = 1;
-        await Assert.ThrowsAsync<Dapr.DaprApiException>(() => actor.TriggerAsync(Trigger(Snapshot("acme/shop"))));
+        await Assert.ThrowsAsync<Dapr.DaprApiException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
         await state.ClearCacheAsync();
         Assert.Empty(provider.Launches);
         Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
 
         // The retry finds the launch planned and saves nothing; without a reminder nothing would ever wake the run.
-        var retry = await actor.TriggerAsync(Trigger(null));
+        var retry = await TriggerAsync(Trigger(null));
         await state.SaveStateAsync();
 
         Assert.Equal(TriggerStatus.Accepted, retry.Status);
@@ -201,7 +268,7 @@ public sealed class HandoffRunActorTests
     public async Task Spent_reminder_is_registered_again_by_a_turn_that_saves_nothing()
     {
         provider.Fail("acme/down", ScriptedProvider.ServerError);
-        var outcome = await actor.TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
         time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
         var registered = timers.Registered.Count;
         // The one-shot reminder fires but its turn fails (a store read): it is spent.
@@ -210,10 +277,44 @@ public sealed class HandoffRunActorTests
         await state.ClearCacheAsync();
 
         // The next turn is the same trigger again (a redelivered event, a second click), which saves nothing.
-        await actor.TriggerAsync(Trigger(null));
+        await TriggerAsync(Trigger(null));
         await state.SaveStateAsync();
 
         Assert.Contains(timers.Registered.Skip(registered), reminder => reminder.Name == HandoffRunActor.WakeReminder);
+    }
+
+    /// <summary>A trigger as <see cref="ActorRunOwner"/> makes it: the turn, then the round's calls and its answers in a new turn.</summary>
+    private async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
+    {
+        var outcome = await actor.TriggerAsync(trigger);
+        return outcome.Round is { } round
+            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, actor.CompleteLaunchRoundAsync, CancellationToken.None) }
+            : outcome;
+    }
+
+    private async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot)
+    {
+        var outcome = await actor.AcceptCompletedRunAsync(snapshot);
+        return outcome.Round is { } round
+            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, actor.CompleteLaunchRoundAsync, CancellationToken.None) }
+            : outcome;
+    }
+
+    /// <summary>The wake reminder fires; its round, if it starts one, is waited for.</summary>
+    private async Task ReceiveWakeReminderAsync()
+    {
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        await rounds.WhenIdleAsync();
+    }
+
+    private sealed class Lifetime : IHostApplicationLifetime
+    {
+        private readonly CancellationTokenSource stopping = new();
+
+        public CancellationToken ApplicationStarted => CancellationToken.None;
+        public CancellationToken ApplicationStopping => stopping.Token;
+        public CancellationToken ApplicationStopped => CancellationToken.None;
+        public void StopApplication() => stopping.Cancel();
     }
 
     private static RunSnapshot Snapshot(params string[] repositories) => new(

@@ -257,6 +257,25 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_answers_a_second_trigger_while_its_launch_round_is_at_the_provider()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var first = client.PostJsonAsync("/runs/230/handoff", Payloads.Trigger(Payloads.Run(230, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // The run's lock was let go when the intent was saved: the second trigger sees the launch under way.
+        var second = await client.PostJsonAsync("/runs/230/handoff", Payloads.Trigger());
+        Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
+        Assert.Equal("acme/slow", (await second.ReadJsonAsync())["retries"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.False(first.IsCompleted);
+
+        held.Release();
+        var answer = await (await first).ReadJsonAsync();
+        Assert.Equal("acme/slow", answer["successes"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Concurrent_triggers_for_one_run_launch_each_repository_once()
     {
         var run = Payloads.Run(220, ["acme/shop", "acme/billing", "acme/web"], automation: false);
@@ -266,10 +285,12 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         Assert.All(responses, response => Assert.Equal(HttpStatusCode.Accepted, response.StatusCode));
         Assert.Equal(3, cursor.LaunchRequests);
-        // Every caller sees the same three agents, whether it launched them or found them.
-        var agentIds = await Task.WhenAll(responses.Select(async response =>
-            string.Join(",", (await response.ReadJsonAsync())["successes"]!.AsArray().Select(s => s!["coding_agent_state"]!["id"]!.GetValue<string>()))));
-        Assert.Single(agentIds.Distinct());
+        // Every caller sees the three repositories: as the same three agents once the launch round is recorded, or, while
+        // it is at the provider, as launches under way.
+        var answers = await Task.WhenAll(responses.Select(response => response.ReadJsonAsync()));
+        Assert.All(answers, answer => Assert.Equal(3, answer["successes"]!.AsArray().Count + answer["retries"]!.AsArray().Count));
+        var agentIds = answers.SelectMany(answer => answer["successes"]!.AsArray().Select(s => s!["coding_agent_state"]!["id"]!.GetValue<string>())).ToHashSet();
+        Assert.Equal(3, agentIds.Count);
     }
 
     [Fact]

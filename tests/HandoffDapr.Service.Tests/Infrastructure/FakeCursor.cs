@@ -271,7 +271,7 @@ public sealed class FakeCursor : IDisposable
 
     private static string? RepositoryOf(JsonObject agent) => agent["source"]?["repository"]?.GetValue<string>();
 
-    private static ResponseMessage Json(int status, string body) => new()
+    internal static ResponseMessage Json(int status, string body) => new()
     {
         StatusCode = status,
         Headers = new Dictionary<string, WireMockList<string>> { ["Content-Type"] = new("application/json") },

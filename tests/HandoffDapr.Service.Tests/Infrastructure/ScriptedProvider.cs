@@ -22,17 +22,25 @@ public sealed class ScriptedProvider : ICodingAgentProvider
     /// <summary>Runs as each launch reaches the provider, before it is answered.</summary>
     public Action<AgentLaunchRequest>? OnLaunch { get; set; }
 
-    public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
+    /// <summary>Awaited before each launch is answered, with the call's cancellation: a provider that is slow to answer.</summary>
+    public Func<CancellationToken, Task>? Answering { get; set; }
+
+    public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
         OnLaunch?.Invoke(request);
         Launches.Enqueue(request);
+        if (Answering is { } answering)
+        {
+            await answering(cancellationToken);
+        }
+
         if (failures.TryGetValue(request.Repository.FullName, out var failure))
         {
-            return Task.FromResult(ProviderResult<ProviderAgent>.Failed(failure));
+            return ProviderResult<ProviderAgent>.Failed(failure);
         }
 
         var id = $"bc-{Interlocked.Increment(ref sequence)}";
-        return Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(id, ProviderAgentStatus.Creating, "Fix", $"https://cursor.com/agents?id={id}", request.BranchName)));
+        return ProviderResult<ProviderAgent>.Success(new ProviderAgent(id, ProviderAgentStatus.Creating, "Fix", $"https://cursor.com/agents?id={id}", request.BranchName));
     }
 
     public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>

@@ -1,0 +1,38 @@
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>
+/// Launches saved as in flight whose provider calls are still to be made. The run's owner makes the calls
+/// (<see cref="HandoffEngine.FinishRoundAsync"/>) after it has let go of the run — its lock, or its actor turn — so a
+/// slow provider never holds up a read, a webhook or a redelivery for the run; the answers come back to the engine in a
+/// new turn (<see cref="HandoffEngine.CompleteRoundAsync"/>). A run has one round in flight at a time. If the answers
+/// never come back (the process died), the launches' saved deadline makes the next wake-up reconcile them.
+/// Crosses the actor boundary as JSON.
+/// </summary>
+/// <param name="Snapshot">The run as the prompt is built from it.</param>
+/// <param name="StartedAt">Before the intent was saved: the calls must end by 90 % of the in-flight timeout from here.</param>
+/// <param name="Plan">The trigger's answer, line by line, given again from the state after the round.</param>
+public sealed record LaunchRound(
+    long RunId,
+    RunSnapshot Snapshot,
+    DateTimeOffset StartedAt,
+    IReadOnlyList<RoundLaunch> Launches,
+    IReadOnlyList<PlanLine> Plan);
+
+/// <param name="Launch">The launch as saved in flight; its answer is applied only while the saved one is still this attempt.</param>
+/// <param name="ReconcileFirst">An earlier attempt may have created an agent: look for it before launching.</param>
+public sealed record RoundLaunch(RepositoryLaunch Launch, bool ReconcileFirst);
+
+/// <summary>One repository's answer in a round: the agent launched or found, or why there is none.</summary>
+public sealed record LaunchAttempt(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled);
+
+/// <summary>A round and its answers, in the round's order: one argument, as actor calls take.</summary>
+public sealed record LaunchRoundAnswers(LaunchRound Round, IReadOnlyList<LaunchAttempt> Attempts);
+
+/// <summary>
+/// One line of a trigger's answer: a repository refused before any launch (<see cref="Refused"/>), or the launch whose
+/// state the line reports (repository, integration and generation).
+/// </summary>
+public sealed record PlanLine(string? Repository, long IntegrationId, int Generation, LaunchFailure? Refused = null);
