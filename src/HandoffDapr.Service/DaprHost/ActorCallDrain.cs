@@ -4,11 +4,11 @@ using Microsoft.Extensions.Options;
 namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
-/// Lets actor turns in progress at shutdown finish before the server stops listening. A turn in the middle of a
-/// provider call still has to save what the provider answered; daprd keeps its APIs up meanwhile
+/// Lets actor turns and launch rounds in progress at shutdown finish before the server stops listening. A round whose
+/// provider calls shutdown stopped still has to record its answers in the actor; daprd keeps its APIs up meanwhile
 /// (<c>dapr.io/block-shutdown-duration</c>) only while this app's health endpoint answers, which stops with the
 /// server. So the wait runs in <see cref="StoppingAsync"/>, before any hosted service (the server included) stops.
-/// A turn still running at <see cref="DaprOptions.ShutdownDrain"/> is cut off with the process: its launch intent
+/// A call still running at <see cref="DaprOptions.ShutdownDrain"/> is cut off with the process: its launch intent
 /// is saved, and the next owner reconciles it.
 /// </summary>
 public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, TimeProvider timeProvider, ILogger<ActorCallDrain> logger)
@@ -18,7 +18,7 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
 
-    /// <summary>Actor calls (turns and reminders) being served now.</summary>
+    /// <summary>Actor calls (turns and reminders) being served now, and launch rounds being finished.</summary>
     public int InFlight => Volatile.Read(ref inFlight);
 
     /// <summary>Shutdown has begun and waits for the calls in progress.</summary>
