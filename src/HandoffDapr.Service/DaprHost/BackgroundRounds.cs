@@ -43,9 +43,13 @@ public sealed partial class BackgroundRounds(
             // Shutdown stops the calls not yet answered; their answers (unknown) are still delivered while the sidecar is up.
             await engine.FinishRoundAsync(round, complete, lifetime.ApplicationStopping);
         }
-        catch (Exception exception) when (exception is RunOwnerUnavailableException or OperationCanceledException)
+        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
         {
-            LogRoundNotRecorded(round.RunId, exception.GetType().Name);
+            // Shutdown: the answers were recorded before the cancellation was passed on.
+        }
+        catch (RunOwnerUnavailableException exception)
+        {
+            LogRoundNotRecorded(round.RunId, exception.InnerException?.GetType().Name ?? exception.GetType().Name);
         }
         finally
         {

@@ -10,6 +10,7 @@ using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 
@@ -26,6 +27,7 @@ public sealed class HandoffRunActorTests
     private readonly HandoffEngine engine;
     private readonly BackgroundRounds rounds;
     private readonly Lifetime lifetime = new();
+    private readonly FakeLogger<BackgroundRounds> roundsLog = new();
     private readonly HandoffRunActor actor;
 
     public HandoffRunActorTests()
@@ -47,7 +49,7 @@ public sealed class HandoffRunActorTests
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
         rounds = new BackgroundRounds(
             engine, answers => actor!.CompleteLaunchRoundAsync(answers), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
-            lifetime, NullLogger<BackgroundRounds>.Instance);
+            lifetime, roundsLog);
         actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
     }
 
@@ -108,6 +110,7 @@ public sealed class HandoffRunActorTests
         var launch = (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!;
         Assert.Equal(LaunchPhase.OutcomeUnknown, launch.Phase);
         Assert.True(launch.NeedsReconciliation);
+        Assert.DoesNotContain(roundsLog.Collector.GetSnapshot(), record => record.Id.Name == "LaunchRoundNotRecorded");
     }
 
     [Fact]
