@@ -100,6 +100,23 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_slow_poll_in_the_same_wake_up_leaves_the_due_launch_its_whole_time()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true);
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().FindLaunch("acme/web", 42)!.Phase);
+        time.Advance(TimeSpan.FromMinutes(10));
+        // The poll's read of acme/shop's agent takes the provider's whole time-out, and more.
+        provider.OnRead = _ => time.Advance(TimeSpan.FromMinutes(2));
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(3, provider.Launches.Count);
+        Assert.Equal(LaunchPhase.Launched, state.FindLaunch("acme/web", 42)!.Phase);
+    }
+
+    [Fact]
     public async Task An_agent_answered_after_the_deadline_is_adopted_once_by_the_launch_that_took_the_attempt_over()
     {
         var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -155,41 +155,46 @@ public sealed partial class HandoffEngine(
     /// </summary>
     public async Task<WakeOutcome> WakeAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
+        // The poll first: its reads can be slow, and a round's time starts when its intent is saved (just before its calls).
+        var pollDue = state.HasAgentsToPoll && state.Poll?.NextPollAt <= timeProvider.GetUtcNow();
+        if (pollDue)
+        {
+            state = await PollAsync(state, writer, cancellationToken);
+        }
+
         var now = timeProvider.GetUtcNow();
         var due = state.HasRoundInFlight(now) ? [] : state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
-        var pollDue = state.HasAgentsToPoll && state.Poll?.NextPollAt <= now;
-        if (due.Count == 0 && !pollDue)
+        if (due.Count == 0)
         {
-            // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
-            await writer.SaveAsync(state, cancellationToken);
+            if (!pollDue)
+            {
+                // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
+                await writer.SaveAsync(state, cancellationToken);
+            }
+
             return new WakeOutcome(state, null);
         }
 
-        LaunchRound? round = null;
-        if (due.Count > 0)
+        // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
+        // it would put a second agent, and a second pull request, on the repository.
+        var superseded = due.Where(launch => IsSuperseded(state, launch)).ToList();
+        foreach (var launch in superseded)
         {
-            // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
-            // it would put a second agent, and a second pull request, on the repository.
-            var superseded = due.Where(launch => IsSuperseded(state, launch)).ToList();
-            foreach (var launch in superseded)
-            {
-                LogRepositoryNotLaunched(state.RunId, launch.Repository, FailureTypes.Superseded);
-                state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.Superseded, NextAttemptAt = null, UpdatedAt = now })
-                    .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.Superseded)]);
-            }
-
-            due = due.Except(superseded).ToList();
-            var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
-            foreach (var launch in missing)
-            {
-                LogUnknownIntegration(state.RunId, launch.IntegrationId);
-                state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
-            }
-
-            (state, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
+            LogRepositoryNotLaunched(state.RunId, launch.Repository, FailureTypes.Superseded);
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.Superseded, NextAttemptAt = null, UpdatedAt = now })
+                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.Superseded)]);
         }
 
-        return new WakeOutcome(pollDue ? await PollAsync(state, writer, cancellationToken) : state, round);
+        due = due.Except(superseded).ToList();
+        var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
+        foreach (var launch in missing)
+        {
+            LogUnknownIntegration(state.RunId, launch.IntegrationId);
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
+        }
+
+        var (started, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
+        return new WakeOutcome(started, round);
     }
 
     /// <summary>

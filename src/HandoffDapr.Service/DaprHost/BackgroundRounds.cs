@@ -47,9 +47,10 @@ public sealed partial class BackgroundRounds(
         {
             // Shutdown: the answers were recorded before the cancellation was passed on.
         }
-        catch (RunOwnerUnavailableException exception)
+        catch (Exception exception)
         {
-            LogRoundNotRecorded(round.RunId, exception.InnerException?.GetType().Name ?? exception.GetType().Name);
+            // Nobody awaits this task: whatever failed is logged (by type), and the deadline covers the launches.
+            LogRoundNotRecorded(round.RunId, (exception as RunOwnerUnavailableException)?.InnerException?.GetType().Name ?? exception.GetType().Name);
         }
         finally
         {
