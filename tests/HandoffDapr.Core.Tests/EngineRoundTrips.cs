@@ -3,15 +3,15 @@ using HandoffDapr.Core.Model;
 
 namespace HandoffDapr.Core.Tests;
 
-/// <summary>A test writer that keeps every state it was given, the last one being the run's stored state.</summary>
+/// <summary>A test writer that keeps every state it was given; a run's stored state is the last one saved for it.</summary>
 internal interface IRecordingWriter : IRunStateWriter
 {
     List<RunHandoffState> Saved { get; }
 }
 
 /// <summary>
-/// The owners' way through a launch round, as both hosts take it (without a lock, which these tests do not need): the
-/// engine's call, the round's provider calls, then its answers recorded against the state saved last.
+/// The owners' way through a launch round or poll, as both hosts take it (without a lock, which these tests do not
+/// need): the engine's call, the provider calls, then the answers recorded against the run's state saved last.
 /// </summary>
 internal static class EngineRoundTrips
 {
@@ -29,19 +29,32 @@ internal static class EngineRoundTrips
         return outcome.Round is { } round ? outcome with { Round = null, Result = await engine.FinishAsync(round, writer, cancellationToken) } : outcome;
     }
 
-    /// <returns>The state saved last: after the round's answers when the wake-up started one.</returns>
+    /// <returns>The run's state saved last: after the round's and the poll's answers, when the wake-up started them.</returns>
     public static async Task<RunHandoffState> WakeAndFinishAsync(this HandoffEngine engine, RunHandoffState state, IRecordingWriter writer, CancellationToken cancellationToken)
     {
         var woken = await engine.WakeAsync(state, writer, cancellationToken);
-        if (woken.Round is not { } round)
-        {
-            return woken.State;
-        }
-
-        await engine.FinishAsync(round, writer, cancellationToken);
-        return writer.Saved.Last();
+        await engine.FinishWakeAsync(woken, new Recorder(engine, writer), cancellationToken);
+        return writer.LastOf(state.RunId);
     }
 
     public static Task<HandoffResult> FinishAsync(this HandoffEngine engine, LaunchRound round, IRecordingWriter writer, CancellationToken cancellationToken) =>
-        engine.FinishRoundAsync(round, answers => engine.CompleteRoundAsync(writer.Saved.Last(), answers, writer), cancellationToken);
+        engine.FinishRoundAsync(round, new Recorder(engine, writer), cancellationToken);
+
+    public static RunHandoffState LastOf(this IRecordingWriter writer, long runId)
+    {
+        lock (writer.Saved)
+        {
+            return writer.Saved.Last(saved => saved.RunId == runId);
+        }
+    }
+
+    /// <summary>Records answers against the run's state saved last, through the same writer.</summary>
+    internal sealed class Recorder(HandoffEngine engine, IRecordingWriter writer) : IRoundRecorder
+    {
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
+            engine.CompleteRoundAsync(writer.LastOf(answers.Round.RunId), answers, writer);
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
+            engine.CompletePollAsync(writer.LastOf(answers.Round.RunId), answers, writer);
+    }
 }

@@ -100,20 +100,66 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
-    public async Task A_slow_poll_in_the_same_wake_up_leaves_the_due_launch_its_whole_time()
+    public async Task A_poll_is_saved_as_under_way_and_not_started_again_before_its_reports_or_its_lease_run_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var poll = Assert.IsType<PollRound>(woken.Poll);
+        Assert.Equal(0, provider.Reads);
+        Assert.Equal(poll.LeaseUntil, writer.Saved.Last().Poll!.NextPollAt);
+        Assert.Equal(poll.LeaseUntil, writer.Saved.Last().NextWakeAt());
+        Assert.Null((await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll);
+
+        await engine.FinishPollAsync(poll, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // The read saw the agent move (pending → running): the interval starts over.
+        Assert.Equal(1, provider.Reads);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), writer.Saved.Last().Poll!.NextPollAt);
+    }
+
+    [Fact]
+    public async Task Reports_of_a_poll_made_again_after_its_lease_are_applied_but_leave_the_schedule_to_the_newer_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var lost = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/9";
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(lost, holding, CancellationToken.None);
+        // Its reports come back after its lease: the poll was made again meanwhile.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, Assert.Single(state.CodingAgents.Values).Status);
+        Assert.Equal(again.LeaseUntil, state.Poll?.NextPollAt);
+    }
+
+    [Fact]
+    public async Task A_slow_poll_does_not_hold_up_the_launch_round_of_the_same_wake_up()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true);
         await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
         Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().FindLaunch("acme/web", 42)!.Phase);
         time.Advance(TimeSpan.FromMinutes(10));
-        // The poll's read of acme/shop's agent takes the provider's whole time-out, and more.
-        provider.OnRead = _ => time.Advance(TimeSpan.FromMinutes(2));
+        // The poll's read of acme/shop's agent answers only once acme/web's retry has reached the provider.
+        using var launched = new ManualResetEventSlim();
+        var readWaitedForNothing = false;
+        provider.OnLaunch = _ => launched.Set();
+        provider.OnRead = _ => readWaitedForNothing = launched.Wait(TimeSpan.FromSeconds(5));
 
         var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
-        Assert.Equal(3, provider.Launches.Count);
+        Assert.True(readWaitedForNothing);
         Assert.Equal(LaunchPhase.Launched, state.FindLaunch("acme/web", 42)!.Phase);
+        Assert.Equal(1, provider.Reads);
     }
 
     [Fact]
@@ -148,8 +194,9 @@ public sealed class HandoffEngineTests
         var logger = new FakeLogger<HandoffEngine>();
         var logged = new HandoffEngine(new Catalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        LaunchRoundAnswers? late = null;
-        await logged.FinishRoundAsync(started.Round!, answers => { late = answers; return Task.FromResult(HandoffResult.Empty); }, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        var late = holding.Launches;
         time.Advance(TimeSpan.FromMinutes(3));
         await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         var relaunched = writer.Saved.Last();
@@ -936,9 +983,29 @@ public sealed class HandoffEngineTests
     /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
     private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
     {
-        LaunchRoundAnswers? held = null;
-        await engine.FinishRoundAsync(round, answers => { held = answers; return Task.FromResult(HandoffResult.Empty); }, CancellationToken.None);
-        return held!;
+        var holding = new HoldingRecorder();
+        await engine.FinishRoundAsync(round, holding, CancellationToken.None);
+        return holding.Launches!;
+    }
+
+    /// <summary>Keeps the answers it is given without recording them.</summary>
+    private sealed class HoldingRecorder : IRoundRecorder
+    {
+        public LaunchRoundAnswers? Launches { get; private set; }
+
+        public PollAnswers? Poll { get; private set; }
+
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers)
+        {
+            Launches = answers;
+            return Task.FromResult(HandoffResult.Empty);
+        }
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers)
+        {
+            Poll = answers;
+            return Task.FromResult(new PollVerdict([]));
+        }
     }
 
     /// <summary>Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left.</summary>

@@ -60,8 +60,8 @@ public sealed record CompletionOutcome(CompletionStatus Status, string Reason, H
     public LaunchRound? Round { get; init; }
 }
 
-/// <summary>A wake-up's result: the state it saved, and the round it started, if any.</summary>
-public sealed record WakeOutcome(RunHandoffState State, LaunchRound? Round);
+/// <summary>A wake-up's result: the state it saved, and the launch round and poll it started, for the owner to finish.</summary>
+public sealed record WakeOutcome(RunHandoffState State, LaunchRound? Round, PollRound? Poll = null);
 
 
 /// <summary>Persists a run's state. Each host's writer also schedules the owner's next wake-up at <see cref="RunHandoffState.NextWakeAt"/>.</summary>

@@ -150,29 +150,25 @@ public sealed partial class HandoffEngine(
     }
 
     /// <summary>
-    /// The owner's wake-up (reminder or schedule): retries and reconciliations that are due, and the poll. Due launches
-    /// are saved in flight and returned as a round for the owner to make; while another round is in flight they wait.
+    /// The owner's wake-up (reminder or schedule): retries and reconciliations that are due, and the status poll. Both
+    /// are saved as under way and returned for the owner to finish outside its turn (<see cref="FinishWakeAsync"/>).
+    /// Due launches wait while another launch round is in flight.
     /// </summary>
     public async Task<WakeOutcome> WakeAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
     {
-        // The poll first: its reads can be slow, and a round's time starts when its intent is saved (just before its calls).
-        var pollDue = state.HasAgentsToPoll && state.Poll?.NextPollAt <= timeProvider.GetUtcNow();
-        if (pollDue)
+        var now = timeProvider.GetUtcNow();
+        PollRound? poll = null;
+        if (state.HasAgentsToPoll && state.Poll?.NextPollAt <= now)
         {
-            state = await PollAsync(state, writer, cancellationToken);
+            (state, poll) = StartPoll(state, now);
         }
 
-        var now = timeProvider.GetUtcNow();
         var due = state.HasRoundInFlight(now) ? [] : state.Launches.Where(launch => launch.IsAwaitingWork && launch.NextAttemptAt <= now).ToList();
         if (due.Count == 0)
         {
-            if (!pollDue)
-            {
-                // Nothing due (a reminder fired early or twice): make sure the next wake-up is still scheduled.
-                await writer.SaveAsync(state, cancellationToken);
-            }
-
-            return new WakeOutcome(state, null);
+            // With nothing due (a reminder fired early or twice) the save makes sure the next wake-up is still scheduled.
+            await writer.SaveAsync(state, cancellationToken);
+            return new WakeOutcome(state, null, poll);
         }
 
         // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
@@ -194,7 +190,15 @@ public sealed partial class HandoffEngine(
         }
 
         var (started, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
-        return new WakeOutcome(started, round);
+        return new WakeOutcome(started, round, poll);
+    }
+
+    /// <summary>The second half of a wake-up, outside the owner's turn: its launch round and its poll, side by side.</summary>
+    public async Task FinishWakeAsync(WakeOutcome woken, IRoundRecorder recorder, CancellationToken cancellationToken)
+    {
+        var launches = woken.Round is { } round ? FinishRoundAsync(round, recorder, cancellationToken) : Task.CompletedTask;
+        var poll = woken.Poll is { } reads ? FinishPollAsync(reads, recorder, cancellationToken) : Task.CompletedTask;
+        await Task.WhenAll(launches, poll);
     }
 
     /// <summary>
@@ -214,51 +218,106 @@ public sealed partial class HandoffEngine(
         && live.Generation < launch.Generation;
 
     /// <summary>
-    /// Reads every pending or running agent from its provider: the fallback for webhooks that never came.
-    /// The interval doubles while nothing changes; an agent older than the maximum age is given up on, and read on
-    /// until the provider shows it ended (<see cref="PollSchedule.GivenUp"/>).
+    /// Starts the status poll, the fallback for webhooks that never came: every pending or running agent, and those
+    /// given up on whose end the provider has not shown yet. Until its reports are recorded the poll's next time is its
+    /// lease, so a poll whose reports never come back is made again then.
     /// </summary>
-    private async Task<RunHandoffState> PollAsync(RunHandoffState state, IRunStateWriter writer, CancellationToken cancellationToken)
+    private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
     {
-        using var scope = BeginRunScope(state.RunId);
-        var now = timeProvider.GetUtcNow();
         var givenUp = state.Poll?.GivenUp ?? [];
-        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id)).ToList();
-        var reports = new ProviderAgent?[active.Count];
+        // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
+        var agents = state.CodingAgents.Values
+            .Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id))
+            .Select(agent => state.LaunchOfAgent(agent.Id) is { } launch ? new AgentRef(agent.Id, launch.IntegrationId) : null)
+            .OfType<AgentRef>()
+            .ToList();
+        var lease = now + options.InFlightTimeout;
+        var poll = state.Poll ?? new PollSchedule(lease, 0);
+        return (state with { Poll = poll with { NextPollAt = lease } }, new PollRound(state.RunId, now, lease, agents));
+    }
+
+    /// <summary>
+    /// Reads the poll's agents outside the owner's turn, records the reports in a new turn, then stops the agents it
+    /// gave up on. A caller that gives up stops the reads; what was read is still recorded before its cancellation is thrown.
+    /// </summary>
+    public async Task FinishPollAsync(PollRound poll, IRoundRecorder recorder, CancellationToken cancellationToken)
+    {
+        var reports = await ReadAgentsAsync(poll, cancellationToken);
+        var verdict = await recorder.RecordPollAsync(new PollAnswers(poll, reports));
+        // After the save: the verdict stands whatever the provider answers to the stop.
+        await StopAgentsAsync(poll.RunId, verdict.ToStop, cancellationToken);
+        cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private async Task<ProviderAgent?[]> ReadAgentsAsync(PollRound poll, CancellationToken cancellationToken)
+    {
+        using var scope = BeginRunScope(poll.RunId);
+        var reports = new ProviderAgent?[poll.Agents.Count];
+        using var budget = new RoundBudget(poll.StartedAt, options.InFlightTimeout, timeProvider, cancellationToken);
         await Parallel.ForEachAsync(
-            Enumerable.Range(0, active.Count),
-            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
-            async (index, token) =>
+            Enumerable.Range(0, reports.Length),
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+            async (index, _) =>
             {
-                var agent = active[index];
-                // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
-                if (state.LaunchOfAgent(agent.Id) is not { } launch
-                    || integrations.Find(launch.IntegrationId) is not { } integration)
+                var agent = poll.Agents[index];
+                if (budget.IsCancellationRequested || integrations.Find(agent.IntegrationId) is not { } integration)
                 {
                     return;
                 }
 
                 try
                 {
-                    var read = await integration.Provider.GetAgentAsync(agent.Id, token);
-                    reports[index] = read.Value;
+                    reports[index] = (await integration.Provider.GetAgentAsync(agent.AgentId, budget.Token)).Value;
+                }
+                catch (OperationCanceledException) when (budget.IsCancellationRequested)
+                {
+                    // Unanswered in time: a failed read, which says nothing about the agent.
                 }
                 catch (Exception exception) when (exception is not OperationCanceledException)
                 {
                     // A fault in a provider client is a failed read of this agent, not of the whole poll.
-                    LogProviderFaulted(state.RunId, "read", exception.GetType().Name);
+                    LogProviderFaulted(poll.RunId, "read", exception.GetType().Name);
                 }
             });
+        return reports;
+    }
 
+    /// <summary>
+    /// Records a poll's reports in the run's current state, in a new turn of its owner. The interval doubles while nothing
+    /// changes; an agent older than the maximum age is given up on, and read on until the provider shows it ended
+    /// (<see cref="PollSchedule.GivenUp"/>). Reports are facts and always applied; the schedule is this poll's to set only
+    /// while it still holds the lease (a poll made again after a lost one owns it then).
+    /// </summary>
+    public async Task<PollVerdict> CompletePollAsync(RunHandoffState? current, PollAnswers answers, IRunStateWriter writer)
+    {
+        var poll = answers.Round;
+        if (current is null || current.RunId != poll.RunId || answers.Reports.Count != poll.Agents.Count)
+        {
+            LogRoundDropped(poll.RunId);
+            return new PollVerdict([]);
+        }
+
+        var state = current;
+        var now = timeProvider.GetUtcNow();
+        var reports = new Dictionary<string, ProviderAgent>();
+        for (var i = 0; i < poll.Agents.Count; i++)
+        {
+            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId)
+            {
+                reports[report.Id] = report;
+            }
+        }
+
+        var givenUp = state.Poll?.GivenUp ?? [];
+        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id)).ToList();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
-        var timedOut = new List<string>();
+        var timedOut = new List<AgentRef>();
         var stillWatched = new List<string>();
-        for (var i = 0; i < active.Count; i++)
+        foreach (var agent in active)
         {
-            var agent = active[i];
-            var report = reports[i];
+            var report = reports.GetValueOrDefault(agent.Id);
             if (report is not null)
             {
                 var updated = ApplyAgentReport(state, report);
@@ -266,22 +325,26 @@ public sealed partial class HandoffEngine(
                 state = updated;
             }
 
-            var current = state.CodingAgents[agent.Id];
-            var age = Age(state, current, now);
+            var latest = state.CodingAgents[agent.Id];
+            var age = Age(state, latest, now);
             if (givenUp.Contains(agent.Id))
             {
                 // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && current.Status == CodingAgentStatus.Failed && age <= watchLimit)
+                    && latest.Status == CodingAgentStatus.Failed && age <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
             }
             // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-            else if (!current.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
+            else if (!latest.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
             {
-                state = TimeOut(state, current, now);
-                timedOut.Add(agent.Id);
+                state = TimeOut(state, latest, now);
+                if (state.LaunchOfAgent(agent.Id) is { } launch)
+                {
+                    timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
+                }
+
                 changed = true;
                 if (age <= watchLimit)
                 {
@@ -290,30 +353,44 @@ public sealed partial class HandoffEngine(
             }
         }
 
-        var quietPolls = changed ? 0 : (state.Poll?.QuietPolls ?? 0) + 1;
-        var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
-        var watched = stillWatched.Count > 0 ? stillWatched : null;
-        state = state with { Poll = state.HasActiveAgents || watched is not null ? new PollSchedule(now + interval, quietPolls, watched) : null };
+        if (state.Poll?.NextPollAt == poll.LeaseUntil)
+        {
+            var quietPolls = changed ? 0 : state.Poll.QuietPolls + 1;
+            var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
+            var watched = stillWatched.Count > 0 ? stillWatched : null;
+            state = state with { Poll = state.HasActiveAgents || watched is not null ? new PollSchedule(now + interval, quietPolls, watched) : null };
+        }
+
         await writer.SaveAsync(state, CancellationToken.None);
-        // After the save: the verdict stands whatever the provider answers to the stop.
-        await StopGivenUpAsync(state, timedOut, cancellationToken);
-        return state;
+        return new PollVerdict(timedOut);
     }
 
     /// <summary>
     /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
     /// retry's agent. Best effort: the agent is failed in our state either way, and a provider without stop says so.
     /// </summary>
-    private async Task StopGivenUpAsync(RunHandoffState state, List<string> agentIds, CancellationToken cancellationToken)
+    private async Task StopAgentsAsync(long runId, IReadOnlyList<AgentRef> agents, CancellationToken cancellationToken)
     {
+        using var scope = BeginRunScope(runId);
         await Parallel.ForEachAsync(
-            agentIds,
-            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches, CancellationToken = cancellationToken },
-            async (agentId, token) =>
+            agents,
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+            async (agent, _) =>
             {
-                if (state.LaunchOfAgent(agentId) is { } launch && integrations.Find(launch.IntegrationId) is { } integration)
+                try
                 {
-                    await integration.Provider.StopAsync(agentId, token);
+                    if (!cancellationToken.IsCancellationRequested && integrations.Find(agent.IntegrationId) is { } integration)
+                    {
+                        await integration.Provider.StopAsync(agent.AgentId, cancellationToken);
+                    }
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    LogProviderFaulted(runId, "stop", exception.GetType().Name);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    // Shutdown or a caller gone: the agent stays failed in our state; the next poll still watches it.
                 }
             });
     }
@@ -638,28 +715,54 @@ public sealed partial class HandoffEngine(
     /// that gives up (a client gone, shutdown) stops the calls not yet answered, whose outcome is then unknown; the
     /// answers are still completed before its cancellation is thrown, as agents may exist that must not be forgotten.
     /// </summary>
-    public async Task<HandoffResult> FinishRoundAsync(
-        LaunchRound round, Func<LaunchRoundAnswers, Task<HandoffResult>> complete, CancellationToken cancellationToken)
+    public async Task<HandoffResult> FinishRoundAsync(LaunchRound round, IRoundRecorder recorder, CancellationToken cancellationToken)
     {
         var attempts = await CallProvidersAsync(round, cancellationToken);
-        var result = await complete(new LaunchRoundAnswers(round, attempts));
+        var result = await recorder.RecordLaunchesAsync(new LaunchRoundAnswers(round, attempts));
         cancellationToken.ThrowIfCancellationRequested();
         return result;
+    }
+
+    /// <summary>
+    /// A round's time, from the moment its intent was saved: its answers must be recorded before the saved deadline
+    /// (90 % of the in-flight timeout leaves room for that), or an owner that finds the intent takes it for a crash.
+    /// Also ends when the caller gives up.
+    /// </summary>
+    private sealed class RoundBudget : IDisposable
+    {
+        private readonly CancellationTokenSource deadline;
+        private readonly CancellationTokenSource linked;
+
+        public RoundBudget(DateTimeOffset startedAt, TimeSpan inFlightTimeout, TimeProvider timeProvider, CancellationToken cancellationToken)
+        {
+            var remaining = startedAt + inFlightTimeout * 0.9 - timeProvider.GetUtcNow();
+            // On the app's clock, so tests with a fake clock see the same deadline.
+            deadline = remaining > TimeSpan.Zero ? new CancellationTokenSource(remaining, timeProvider) : new CancellationTokenSource();
+            if (remaining <= TimeSpan.Zero)
+            {
+                deadline.Cancel();
+            }
+
+            linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, deadline.Token);
+        }
+
+        public CancellationToken Token => linked.Token;
+
+        public bool IsCancellationRequested => linked.IsCancellationRequested;
+
+        public void Dispose()
+        {
+            linked.Dispose();
+            deadline.Dispose();
+        }
     }
 
     /// <summary>Calls the provider for every repository of the round at once (bounded); answers keep the round's order. Never throws for a cancellation.</summary>
     internal async Task<LaunchAttempt[]> CallProvidersAsync(LaunchRound round, CancellationToken cancellationToken)
     {
         using var scope = BeginRunScope(round.RunId);
-        var remaining = round.StartedAt + options.InFlightTimeout * 0.9 - timeProvider.GetUtcNow();
-        using var inFlightTime = remaining > TimeSpan.Zero ? new CancellationTokenSource(remaining, timeProvider) : new CancellationTokenSource();
-        if (remaining <= TimeSpan.Zero)
-        {
-            await inFlightTime.CancelAsync();
-        }
-
         var attempts = new LaunchAttempt[round.Launches.Count];
-        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, inFlightTime.Token);
+        using var budget = new RoundBudget(round.StartedAt, options.InFlightTimeout, timeProvider, cancellationToken);
         HandoffTelemetry.HandoffsInFlight.Add(1);
         try
         {
@@ -669,7 +772,7 @@ public sealed partial class HandoffEngine(
                 async (index, _) =>
                 {
                     var (launch, reconcileFirst) = round.Launches[index];
-                    if (linked.IsCancellationRequested)
+                    if (budget.IsCancellationRequested)
                     {
                         // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
                         // sent, no attempt spent, and an earlier attempt's agent, if one may exist, must still be looked for first.
@@ -680,7 +783,7 @@ public sealed partial class HandoffEngine(
 
                     try
                     {
-                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, linked.Token);
+                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, budget.Token);
                     }
                     catch (Exception exception) when (exception is not OperationCanceledException)
                     {
@@ -689,7 +792,7 @@ public sealed partial class HandoffEngine(
                         LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
                         attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
                     }
-                    catch (OperationCanceledException) when (linked.IsCancellationRequested)
+                    catch (OperationCanceledException) when (budget.IsCancellationRequested)
                     {
                         // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
                         attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);

@@ -36,3 +36,30 @@ public sealed record LaunchRoundAnswers(LaunchRound Round, IReadOnlyList<LaunchA
 /// state the line reports (repository, integration and generation).
 /// </summary>
 public sealed record PlanLine(string? Repository, long IntegrationId, int Generation, LaunchFailure? Refused = null);
+
+/// <summary>
+/// A status poll taken out of the owner's turn, as a launch round is: the wake-up saves the poll as under way (its next
+/// time moved to <see cref="LeaseUntil"/>, so a lost poll is made again then), the owner reads the agents, and the
+/// reports are recorded in a new turn (<see cref="HandoffEngine.CompletePollAsync"/>).
+/// </summary>
+public sealed record PollRound(long RunId, DateTimeOffset StartedAt, DateTimeOffset LeaseUntil, IReadOnlyList<AgentRef> Agents);
+
+/// <summary>An agent and the integration that launched it: enough to call its provider.</summary>
+public sealed record AgentRef(string AgentId, long IntegrationId);
+
+/// <summary>A poll and what the provider said of each agent, in the poll's order; null where the read failed.</summary>
+public sealed record PollAnswers(PollRound Round, IReadOnlyList<ProviderAgent?> Reports);
+
+/// <summary>What the owner does after recording a poll: stop the agents it gave up on (best effort).</summary>
+public sealed record PollVerdict(IReadOnlyList<AgentRef> ToStop);
+
+/// <summary>
+/// How a run's owner records, in a new turn (its lock taken again, or a new actor call), answers gathered after it let
+/// go of the run.
+/// </summary>
+public interface IRoundRecorder
+{
+    Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers);
+
+    Task<PollVerdict> RecordPollAsync(PollAnswers answers);
+}

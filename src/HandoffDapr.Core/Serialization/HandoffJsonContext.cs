@@ -35,6 +35,8 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(AgentReport))]
 [JsonSerializable(typeof(Providers.ProviderAgent))]
 [JsonSerializable(typeof(LaunchRoundAnswers))]
+[JsonSerializable(typeof(PollAnswers))]
+[JsonSerializable(typeof(PollVerdict))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>

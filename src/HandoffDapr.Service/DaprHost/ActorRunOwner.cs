@@ -14,7 +14,7 @@ namespace HandoffDapr.Service.DaprHost;
 /// hands the answers back to the actor. The callers' cancellation tokens are not passed on, on purpose: a round that
 /// has started must finish and be recorded whether or not the HTTP caller is still there; only shutdown stops its calls.
 /// </summary>
-public sealed class ActorRunOwner : IRunOwner
+public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
 {
     private readonly IActorProxyFactory proxies;
     private readonly ActorProxyOptions? callOptions;
@@ -67,7 +67,7 @@ public sealed class ActorRunOwner : IRunOwner
     {
         try
         {
-            return await engine.FinishRoundAsync(round, CompleteRoundAsync, stopping);
+            return await engine.FinishRoundAsync(round, this, stopping);
         }
         catch (OperationCanceledException exception) when (stopping.IsCancellationRequested)
         {
@@ -76,8 +76,11 @@ public sealed class ActorRunOwner : IRunOwner
     }
 
     /// <summary>Hands a round's answers to the run's actor, in a new turn.</summary>
-    public Task<HandoffResult> CompleteRoundAsync(LaunchRoundAnswers answers) =>
+    public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
         CallAsync(answers.Round.RunId, actor => actor.CompleteLaunchRoundAsync(answers));
+
+    public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
+        CallAsync(answers.Round.RunId, actor => actor.CompletePollAsync(answers));
 
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());

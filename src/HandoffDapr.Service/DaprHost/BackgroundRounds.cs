@@ -1,18 +1,18 @@
 using System.Collections.Concurrent;
 using HandoffDapr.Core.Handoff;
-using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Hosting;
 
 namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
-/// Launch rounds started by a reminder's turn. The turn saves the intent and ends; the provider calls run here, and the
-/// answers go back to the run's actor in a new turn, so the actor answers other calls meanwhile. If the answers cannot
-/// be delivered (the process stops, the sidecar is gone), the launches' saved deadline wakes the actor to reconcile them.
+/// Launch rounds and status polls started by a reminder's turn. The turn saves them as under way and ends; the provider
+/// calls run here, and the answers go back to the run's actor in a new turn, so the actor answers other calls meanwhile.
+/// If the answers cannot be delivered (the process stops, the sidecar is gone), the saved deadline (a launch's, or the
+/// poll's lease) wakes the actor to reconcile or poll again.
 /// </summary>
 public sealed partial class BackgroundRounds(
     HandoffEngine engine,
-    Func<LaunchRoundAnswers, Task<HandoffResult>> complete,
+    IRoundRecorder recorder,
     ActorCallDrain drain,
     IHostApplicationLifetime lifetime,
     ILogger<BackgroundRounds> logger)
@@ -20,12 +20,12 @@ public sealed partial class BackgroundRounds(
     private readonly ConcurrentDictionary<long, Task> running = new();
     private long started;
 
-    /// <summary>Starts the round's calls without waiting for them; counted by the shutdown drain from this moment.</summary>
-    public void Start(LaunchRound round)
+    /// <summary>Starts the wake-up's calls without waiting for them; counted by the shutdown drain from this moment.</summary>
+    public void Start(WakeOutcome woken)
     {
         var id = Interlocked.Increment(ref started);
         var call = drain.Enter();
-        var task = Task.Run(() => RunAsync(id, round, call));
+        var task = Task.Run(() => RunAsync(id, woken, call));
         running[id] = task;
         if (task.IsCompleted)
         {
@@ -36,12 +36,12 @@ public sealed partial class BackgroundRounds(
     /// <summary>For tests: waits for the rounds started so far.</summary>
     internal Task WhenIdleAsync() => Task.WhenAll(running.Values);
 
-    private async Task RunAsync(long id, LaunchRound round, IDisposable call)
+    private async Task RunAsync(long id, WakeOutcome woken, IDisposable call)
     {
         try
         {
             // Shutdown stops the calls not yet answered; their answers (unknown) are still delivered while the sidecar is up.
-            await engine.FinishRoundAsync(round, complete, lifetime.ApplicationStopping);
+            await engine.FinishWakeAsync(woken, recorder, lifetime.ApplicationStopping);
         }
         catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
         {
@@ -50,7 +50,7 @@ public sealed partial class BackgroundRounds(
         catch (Exception exception)
         {
             // Nobody awaits this task: whatever failed is logged (by type), and the deadline covers the launches.
-            LogRoundNotRecorded(round.RunId, (exception as RunOwnerUnavailableException)?.InnerException?.GetType().Name ?? exception.GetType().Name);
+            LogRoundNotRecorded(woken.State.RunId, (exception as RunOwnerUnavailableException)?.InnerException?.GetType().Name ?? exception.GetType().Name);
         }
         finally
         {
@@ -60,6 +60,6 @@ public sealed partial class BackgroundRounds(
     }
 
     [LoggerMessage(EventId = 4003, EventName = "LaunchRoundNotRecorded", Level = LogLevel.Warning,
-        Message = "Run {RunId}: the answers of a launch round could not be recorded ({ExceptionType}); its launches are reconciled at their deadline")]
+        Message = "Run {RunId}: the answers of a wake-up's launch round or poll could not be recorded ({ExceptionType}); its launches are reconciled at their deadline, its poll made again")]
     private partial void LogRoundNotRecorded(long runId, string exceptionType);
 }

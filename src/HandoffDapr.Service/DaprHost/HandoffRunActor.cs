@@ -13,7 +13,8 @@ namespace HandoffDapr.Service.DaprHost;
 /// Dapr mode's owner of a run: turn-based (one call at a time, reentrancy off), state in the actor state store,
 /// wake-ups by reminder. An adapter only: it loads state, calls the engine, saves, and schedules. No turn waits for a
 /// provider's launch: a turn saves a round's intent and ends, the calls are made outside it (by the caller's
-/// <see cref="ActorRunOwner"/>, or <see cref="BackgroundRounds"/> for a reminder), and the answers come back in a new turn.
+/// <see cref="ActorRunOwner"/>, or <see cref="BackgroundRounds"/> for a reminder's launches and status poll), and the
+/// answers come back in a new turn.
 /// </summary>
 public sealed partial class HandoffRunActor(
     ActorHost host,
@@ -66,6 +67,9 @@ public sealed partial class HandoffRunActor(
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
         TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
 
+    public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
+        TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
+
     /// <summary>
     /// A turn that changes state: the engine decides and saves through the writer. A turn that saved nothing (a
     /// duplicate, a retry of a call answered 503) still makes sure the run's reminder exists: the turn that saved the
@@ -89,10 +93,11 @@ public sealed partial class HandoffRunActor(
                 // The one-shot reminder is spent; the writer registers the next one if work remains.
                 await StateManager.TryRemoveStateAsync(WakeAtKey);
                 var stored = await LoadAsync();
-                if (stored is not null && (await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None)).Round is { } round)
+                var woken = stored is null ? null : await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
+                if (woken is { Round: not null } or { Poll: not null })
                 {
-                    // Saved in flight by now: the calls run after this turn, and their deadline covers a process that dies first.
-                    rounds.Start(round);
+                    // Saved as under way by now: the calls run after this turn, and their deadline covers a process that dies first.
+                    rounds.Start(woken);
                 }
 
                 break;

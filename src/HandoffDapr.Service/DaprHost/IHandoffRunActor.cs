@@ -22,4 +22,7 @@ public interface IHandoffRunActor : IActor
 
     /// <summary>Records the answers of a launch round this actor started (see <see cref="LaunchRound"/>).</summary>
     Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers);
+
+    /// <summary>Records the reports of a status poll this actor started (see <see cref="PollRound"/>).</summary>
+    Task<PollVerdict> CompletePollAsync(PollAnswers answers);
 }

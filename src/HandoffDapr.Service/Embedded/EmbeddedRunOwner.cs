@@ -13,7 +13,7 @@ namespace HandoffDapr.Service.Embedded;
 /// let go while a launch round is at the provider, and taken again to record its answers.
 /// </summary>
 public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options)
-    : IRunOwner
+    : IRunOwner, IRoundRecorder
 {
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
@@ -64,18 +64,31 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
     public Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
         WithRunAsync(runId, (stored, writer) => engine.AddFollowupAsync(stored, followup, writer, cancellationToken), cancellationToken);
 
-    /// <summary>Runs the due retries and reconciliations of a run (the schedule's callback).</summary>
+    /// <summary>Runs the due retries, reconciliations and status poll of a run (the schedule's callback).</summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
         var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
             cancellationToken);
-        if (woken?.Round is { } round)
+        if (woken is { Round: not null } or { Poll: not null })
         {
-            await FinishRoundAsync(round, cancellationToken);
+            try
+            {
+                await engine.FinishWakeAsync(woken, this, cancellationToken);
+            }
+            finally
+            {
+                wakeups.Notify();
+            }
         }
     }
+
+    public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
+        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), CancellationToken.None);
+
+    public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
+        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompletePollAsync(stored, answers, writer), CancellationToken.None);
 
     /// <summary>
     /// The round's provider calls, with the run's lock free, then its answers recorded under the lock again. Launches that
@@ -85,10 +98,7 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
     {
         try
         {
-            return await engine.FinishRoundAsync(
-                round,
-                answers => WithRunAsync(round.RunId, (stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), CancellationToken.None),
-                cancellationToken);
+            return await engine.FinishRoundAsync(round, this, cancellationToken);
         }
         finally
         {

@@ -138,8 +138,7 @@ public static class HandoffServiceExtensions
         });
         services.AddSingleton<ActorRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
-        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(
-            sp, (Func<LaunchRoundAnswers, Task<Core.Model.HandoffResult>>)sp.GetRequiredService<ActorRunOwner>().CompleteRoundAsync));
+        services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(sp, (IRoundRecorder)sp.GetRequiredService<ActorRunOwner>()));
         services.AddSingleton<LocalRecentRuns>();
         services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();

@@ -53,12 +53,12 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         time.Advance(TimeSpan.FromMinutes(1));
         await factory.Sidecar.FireReminderAsync(Actor, "301", HandoffRunActor.WakeReminder);
 
-        var agent = factory.Sidecar.GetActorState(Actor, "301", "coding_agents")!.Value.GetProperty(agentId);
-        Assert.Equal("completed", agent.GetProperty("status").GetString());
+        // The reminder's turn starts the poll; the read and the turn that records it follow.
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "301", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString() == "completed");
         Assert.Equal("get", factory.Sidecar.BindingInvocations.Last().Operation);
         Assert.Equal($"/v0/agents/{agentId}", factory.Sidecar.BindingInvocations.Last().Metadata["path"]);
         // Nothing left to watch: no reminder remains.
-        Assert.DoesNotContain(factory.Sidecar.Reminders, r => r.ActorId == "301");
+        await Eventually.True(() => !factory.Sidecar.Reminders.Any(r => r.ActorId == "301"));
     }
 
     [Fact]
@@ -222,8 +222,8 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         time.Advance(TimeSpan.FromMinutes(1));
         await factory.Sidecar.FireReminderAsync(Actor, "305", HandoffRunActor.WakeReminder);
 
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "305", "coding_agents")!.Value.GetProperty(taskId).GetProperty("status").GetString() == "completed");
         var agent = factory.Sidecar.GetActorState(Actor, "305", "coding_agents")!.Value.GetProperty(taskId);
-        Assert.Equal("completed", agent.GetProperty("status").GetString());
         Assert.Equal("https://github.com/acme/shop/pull/9", agent.GetProperty("results")[0].GetProperty("pr_url").GetString());
     }
 

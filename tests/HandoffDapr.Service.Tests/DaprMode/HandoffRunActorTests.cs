@@ -48,7 +48,7 @@ public sealed class HandoffRunActorTests
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
         rounds = new BackgroundRounds(
-            engine, answers => actor!.CompleteLaunchRoundAsync(answers), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
+            engine, new ActorRecorder(() => actor!), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
             lifetime, roundsLog);
         actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
     }
@@ -62,7 +62,7 @@ public sealed class HandoffRunActorTests
         Assert.Equal("acme/shop", Assert.Single(outcome.Round!.Launches).Launch.Repository);
         Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
 
-        var result = await engine.FinishRoundAsync(outcome.Round, actor.CompleteLaunchRoundAsync, CancellationToken.None);
+        var result = await engine.FinishRoundAsync(outcome.Round, new ActorRecorder(() => actor), CancellationToken.None);
 
         Assert.Equal("acme/shop", Assert.Single(result.Successes).RepoName);
         Assert.Contains("\"phase\":\"launched\"", state.Saved["launches"]);
@@ -291,7 +291,7 @@ public sealed class HandoffRunActorTests
     {
         var outcome = await actor.TriggerAsync(trigger);
         return outcome.Round is { } round
-            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, actor.CompleteLaunchRoundAsync, CancellationToken.None) }
+            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, new ActorRecorder(() => actor), CancellationToken.None) }
             : outcome;
     }
 
@@ -299,7 +299,7 @@ public sealed class HandoffRunActorTests
     {
         var outcome = await actor.AcceptCompletedRunAsync(snapshot);
         return outcome.Round is { } round
-            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, actor.CompleteLaunchRoundAsync, CancellationToken.None) }
+            ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, new ActorRecorder(() => actor), CancellationToken.None) }
             : outcome;
     }
 
@@ -308,6 +308,14 @@ public sealed class HandoffRunActorTests
     {
         await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
         await rounds.WhenIdleAsync();
+    }
+
+    /// <summary>Records answers in this actor, as <see cref="ActorRunOwner"/> does through the proxy in a new turn.</summary>
+    private sealed class ActorRecorder(Func<HandoffRunActor> actor) : IRoundRecorder
+    {
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => actor().CompleteLaunchRoundAsync(answers);
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => actor().CompletePollAsync(answers);
     }
 
     private sealed class Lifetime : IHostApplicationLifetime
