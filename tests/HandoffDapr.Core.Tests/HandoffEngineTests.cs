@@ -100,6 +100,72 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_timed_out_by_a_poll_recorded_after_its_lease_is_still_watched_as_given_up()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var slow = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(slow, holding, CancellationToken.None);
+        // Its reports come back after its lease (a slow record: a lock or actor turn busy): the poll was made again meanwhile.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        Assert.Contains(again.Agents, agent => agent.AgentId == "bc-1");
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        await engine.FinishPollAsync(again, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // Never stopped (the provider cannot), it works on and opens its pull request; no webhook tells us.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/13";
+        var state = writer.Saved.Last();
+        Assert.True(state.Poll?.GivenUp?.Contains("bc-1") == true, $"poll {state.Poll}, next wake-up {state.NextWakeAt()}");
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task A_poll_cut_short_by_shutdown_before_any_read_does_not_back_the_schedule_off()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var before = writer.Saved.Last().Poll!;
+        var reads = provider.Reads;
+        time.Advance(before.NextPollAt - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        using var stopping = new CancellationTokenSource();
+        stopping.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.FinishWakeAsync(woken, new EngineRoundTrips.Recorder(engine, writer), stopping.Token));
+
+        // Nothing was read: the poll says nothing about the agents, and must not count as a quiet one.
+        Assert.Equal(reads, provider.Reads);
+        var after = writer.Saved.Last().Poll!;
+        Assert.True(before.QuietPolls == after.QuietPolls, $"quiet polls {before.QuietPolls} -> {after.QuietPolls}, next poll at {after.NextPollAt:O}, now {time.GetUtcNow():O}");
+        Assert.True(after.NextPollAt <= time.GetUtcNow() + TimeSpan.FromMinutes(1), $"next poll at {after.NextPollAt:O}, now {time.GetUtcNow():O}");
+    }
+
+    [Fact]
+    public void Poll_answers_and_verdict_round_trip_through_the_actor_json()
+    {
+        var json = HandoffDapr.Core.Serialization.HandoffJsonContext.CreateOptions();
+        var round = new PollRound(7, time.GetUtcNow(), time.GetUtcNow().AddMinutes(2), [new AgentRef("bc-1", 42), new AgentRef("bc-2", 42)]);
+        var answers = new PollAnswers(round, [new ProviderAgent("bc-1", ProviderAgentStatus.Finished, "n", "https://x", "b", "https://pr", "s", time.GetUtcNow()), null]);
+        var text = System.Text.Json.JsonSerializer.Serialize(answers, json);
+        var back = System.Text.Json.JsonSerializer.Deserialize<PollAnswers>(text, json)!;
+        Assert.Equal(text, System.Text.Json.JsonSerializer.Serialize(back, json));
+        Assert.Equal(round.LeaseUntil, back.Round.LeaseUntil);
+        Assert.Null(back.Reports[1]);
+        Assert.Equal(ProviderAgentStatus.Finished, back.Reports[0]!.Status);
+        var verdict = new PollVerdict([new AgentRef("bc-1", 42)]);
+        var verdictText = System.Text.Json.JsonSerializer.Serialize(verdict, json);
+        Assert.Equal("bc-1", System.Text.Json.JsonSerializer.Deserialize<PollVerdict>(verdictText, json)!.ToStop.Single().AgentId);
+    }
+
+    [Fact]
     public async Task A_poll_is_saved_as_under_way_and_not_started_again_before_its_reports_or_its_lease_run_out()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -243,7 +243,7 @@ public sealed partial class HandoffEngine(
     public async Task FinishPollAsync(PollRound poll, IRoundRecorder recorder, CancellationToken cancellationToken)
     {
         var reports = await ReadAgentsAsync(poll, cancellationToken);
-        var verdict = await recorder.RecordPollAsync(new PollAnswers(poll, reports));
+        var verdict = await recorder.RecordPollAsync(new PollAnswers(poll, reports) { Interrupted = cancellationToken.IsCancellationRequested });
         // After the save: the verdict stands whatever the provider answers to the stop.
         await StopAgentsAsync(poll.RunId, verdict.ToStop, cancellationToken);
         cancellationToken.ThrowIfCancellationRequested();
@@ -355,10 +355,19 @@ public sealed partial class HandoffEngine(
 
         if (state.Poll?.NextPollAt == poll.LeaseUntil)
         {
-            var quietPolls = changed ? 0 : state.Poll.QuietPolls + 1;
-            var interval = TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
+            // A poll cut short (shutdown) read little or nothing: it is no quiet poll, and the next comes at the first interval.
+            var quietPolls = changed ? 0 : answers.Interrupted ? state.Poll.QuietPolls : state.Poll.QuietPolls + 1;
+            var interval = answers.Interrupted && !changed ? options.PollInterval
+                : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
             var watched = stillWatched.Count > 0 ? stillWatched : null;
             state = state with { Poll = state.HasActiveAgents || watched is not null ? new PollSchedule(now + interval, quietPolls, watched) : null };
+        }
+        else if (timedOut.Count > 0)
+        {
+            // The newer poll holds the schedule, but the agents this one gave up on must still be watched.
+            var watchedNow = timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains).ToList();
+            var schedule = state.Poll ?? new PollSchedule(now + options.PollInterval, 0);
+            state = state with { Poll = schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(watchedNow)] } };
         }
 
         await writer.SaveAsync(state, CancellationToken.None);

@@ -48,7 +48,11 @@ public sealed record PollRound(long RunId, DateTimeOffset StartedAt, DateTimeOff
 public sealed record AgentRef(string AgentId, long IntegrationId);
 
 /// <summary>A poll and what the provider said of each agent, in the poll's order; null where the read failed.</summary>
-public sealed record PollAnswers(PollRound Round, IReadOnlyList<ProviderAgent?> Reports);
+public sealed record PollAnswers(PollRound Round, IReadOnlyList<ProviderAgent?> Reports)
+{
+    /// <summary>The reads were cut short by the caller (shutdown): not a quiet poll.</summary>
+    public bool Interrupted { get; init; }
+}
 
 /// <summary>What the owner does after recording a poll: stop the agents it gave up on (best effort).</summary>
 public sealed record PollVerdict(IReadOnlyList<AgentRef> ToStop);

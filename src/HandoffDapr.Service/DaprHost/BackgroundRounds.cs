@@ -25,12 +25,14 @@ public sealed partial class BackgroundRounds(
     {
         var id = Interlocked.Increment(ref started);
         var call = drain.Enter();
-        var task = Task.Run(() => RunAsync(id, woken, call));
-        running[id] = task;
-        if (task.IsCompleted)
+        // Listed before it can run, so its own removal always comes after.
+        var listed = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        running[id] = Task.Run(async () =>
         {
-            running.TryRemove(id, out _);
-        }
+            await listed.Task;
+            await RunAsync(id, woken, call);
+        });
+        listed.SetResult();
     }
 
     /// <summary>For tests: waits for the rounds started so far.</summary>
