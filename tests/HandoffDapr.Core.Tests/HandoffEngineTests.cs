@@ -66,6 +66,8 @@ public sealed class HandoffEngineTests
         var queued = writer.Saved.Last();
         Assert.Equal(LaunchPhase.RetryScheduled, queued.FindLaunch("acme/web", 42)!.Phase);
         Assert.Equal(["acme/shop", "acme/web"], second.Result.Retries.Select(retry => retry.RepoName));
+        // acme/shop's first attempt is under way until its deadline; acme/web's first is still to come.
+        Assert.Equal([(1, deadline), (1, time.GetUtcNow())], second.Result.Retries.Select(retry => (retry.Attempt, retry.RetryAt)));
         // The wake-up waits for the round's deadline, and a wake-up before the answers launches nothing.
         Assert.Equal(deadline, queued.NextWakeAt());
         Assert.Null((await engine.WakeAsync(queued, writer, CancellationToken.None)).Round);

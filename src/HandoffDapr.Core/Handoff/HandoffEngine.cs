@@ -1031,7 +1031,9 @@ public sealed partial class HandoffEngine(
         }
         else if (launch.IsAwaitingWork)
         {
-            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, launch.Attempts + 1, launch.FailureType));
+            // A launch under way (another round is at the provider) reports its attempt and its deadline.
+            var attempt = launch.Phase == LaunchPhase.InFlight ? launch.Attempts : launch.Attempts + 1;
+            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, attempt, launch.FailureType));
         }
         else
         {
