@@ -55,6 +55,21 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_round_whose_start_was_read_on_a_clock_ahead_of_the_callers_gets_no_more_than_its_time_from_now()
+    {
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Dapr mode: the actor's replica saved the intent; this replica's clock is 30 s behind it.
+        var skewed = started.Round! with { StartedAt = started.Round.StartedAt + TimeSpan.FromSeconds(30) };
+        // The call takes 109 s (past 90 % of the 2-minute timeout), then would answer.
+        provider.OnLaunch = _ => time.Advance(TimeSpan.FromSeconds(109));
+        provider.Delay = _ => 5_000;
+
+        await engine.FinishAsync(skewed, writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+    }
+
+    [Fact]
     public async Task A_trigger_during_a_round_in_flight_queues_its_new_repositories_until_the_round_is_recorded()
     {
         var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -744,7 +744,10 @@ public sealed partial class HandoffEngine(
 
         public RoundBudget(DateTimeOffset startedAt, TimeSpan inFlightTimeout, TimeProvider timeProvider, CancellationToken cancellationToken)
         {
-            var remaining = startedAt + inFlightTimeout * 0.9 - timeProvider.GetUtcNow();
+            // The start was read on the clock of whoever saved the intent (in Dapr mode maybe another replica): a clock
+            // behind it must not stretch the time, so the budget never exceeds 90 % of the timeout from now.
+            var now = timeProvider.GetUtcNow();
+            var remaining = (startedAt < now ? startedAt : now) + inFlightTimeout * 0.9 - now;
             // On the app's clock, so tests with a fake clock see the same deadline.
             deadline = remaining > TimeSpan.Zero ? new CancellationTokenSource(remaining, timeProvider) : new CancellationTokenSource();
             if (remaining <= TimeSpan.Zero)
