@@ -48,13 +48,31 @@ internal static class EngineRoundTrips
         }
     }
 
-    /// <summary>Records answers against the run's state saved last, through the same writer.</summary>
+    /// <summary>
+    /// Records answers against the run's state saved last, through the same writer, one at a time: a wake-up's round
+    /// and poll finish side by side, and each must see what the other recorded, as under an owner's lock or turn.
+    /// </summary>
     internal sealed class Recorder(HandoffEngine engine, IRecordingWriter writer) : IRoundRecorder
     {
+        private readonly SemaphoreSlim turn = new(1, 1);
+
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
-            engine.CompleteRoundAsync(writer.LastOf(answers.Round.RunId), answers, writer);
+            InTurnAsync(() => engine.CompleteRoundAsync(writer.LastOf(answers.Round.RunId), answers, writer));
 
         public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
-            engine.CompletePollAsync(writer.LastOf(answers.Round.RunId), answers, writer);
+            InTurnAsync(() => engine.CompletePollAsync(writer.LastOf(answers.Round.RunId), answers, writer));
+
+        private async Task<T> InTurnAsync<T>(Func<Task<T>> record)
+        {
+            await turn.WaitAsync();
+            try
+            {
+                return await record();
+            }
+            finally
+            {
+                turn.Release();
+            }
+        }
     }
 }
