@@ -310,12 +310,30 @@ public sealed class HandoffRunActorTests
         await rounds.WhenIdleAsync();
     }
 
-    /// <summary>Records answers in this actor, as <see cref="ActorRunOwner"/> does through the proxy in a new turn.</summary>
+    /// <summary>
+    /// Records answers in this actor, as <see cref="ActorRunOwner"/> does through the proxy in a new turn: one at a time,
+    /// as the runtime's turns are (shared by every recorder of the test class's actor).
+    /// </summary>
     private sealed class ActorRecorder(Func<HandoffRunActor> actor) : IRoundRecorder
     {
-        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => actor().CompleteLaunchRoundAsync(answers);
+        private static readonly SemaphoreSlim Turn = new(1, 1);
 
-        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => actor().CompletePollAsync(answers);
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => InTurnAsync(() => actor().CompleteLaunchRoundAsync(answers));
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => InTurnAsync(() => actor().CompletePollAsync(answers));
+
+        private static async Task<T> InTurnAsync<T>(Func<Task<T>> turn)
+        {
+            await Turn.WaitAsync();
+            try
+            {
+                return await turn();
+            }
+            finally
+            {
+                Turn.Release();
+            }
+        }
     }
 
     private sealed class Lifetime : IHostApplicationLifetime
