@@ -16,6 +16,9 @@ internal sealed class ActorApi(
     ReminderClock reminders,
     StateFaults faults)
 {
+    /// <summary>Registrations it matches (type, id, name) fail as daprd answers a Scheduler that cannot be reached.</summary>
+    public Func<string, string, string, bool>? FailReminderRegistration { get; set; }
+
     private readonly ActorTurnLocks locks = new();
     private readonly object timerGate = new();
     private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
@@ -90,6 +93,11 @@ internal sealed class ActorApi(
         if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
         {
             return DaprErrors.ReminderNotHosted();
+        }
+
+        if (FailReminderRegistration?.Invoke(type, id, name) == true)
+        {
+            return DaprErrors.ReminderCreate("injected fault: scheduler unavailable");
         }
 
         return reminders.Register(type, id, name, json) is { } error ? DaprErrors.ReminderCreate(error) : HttpReply.Empty();

@@ -159,6 +159,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         return actors.FireTimerAsync(timer, ct);
     }
 
+    /// <summary>Fails reminder registrations the predicate matches (type, id, name) with ERR_ACTOR_REMINDER_CREATE.</summary>
+    public Func<string, string, string, bool>? FailReminderRegistration { get => actors.FailReminderRegistration; set => actors.FailReminderRegistration = value; }
+
     /// <summary>Deactivates an actor (<c>DELETE actors/{type}/{id}</c>) as daprd does on idle timeout or rebalancing.</summary>
     public Task<HttpResponseMessage> DeactivateActorAsync(string actorType, string actorId, CancellationToken ct = default) =>
         actors.DeactivateAsync(actorType, actorId, ct);

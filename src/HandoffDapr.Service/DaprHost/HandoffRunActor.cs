@@ -166,12 +166,20 @@ public sealed partial class HandoffRunActor(
             }
         }
 
-        await SaveWithWakeAsync(state.NextWakeAt());
+        var wakeAt = state.NextWakeAt();
+        var reminderToChange = await SaveStateForWakeAsync(wakeAt);
         recentRuns?.Remember(state);
 
+        // Published once the state is saved, before the reminder step: if that fails the turn fails, but the agents are
+        // stored, and no later turn would see them change and publish them.
         if (agentsChanged && state.CodingAgents.Count > 0)
         {
             await PublishAgentsAsync(state);
+        }
+
+        if (reminderToChange)
+        {
+            await ChangeReminderAsync(wakeAt);
         }
     }
 
@@ -186,16 +194,31 @@ public sealed partial class HandoffRunActor(
     /// </summary>
     private async Task SaveWithWakeAsync(DateTimeOffset? wakeAt)
     {
+        if (await SaveStateForWakeAsync(wakeAt))
+        {
+            await ChangeReminderAsync(wakeAt);
+        }
+    }
+
+    /// <summary>The first step: saves the state, with <c>wake_at</c> removed when the reminder must change (then true).</summary>
+    private async Task<bool> SaveStateForWakeAsync(DateTimeOffset? wakeAt)
+    {
         var registered = await StateManager.TryGetStateAsync<DateTimeOffset>(WakeAtKey);
         if ((registered.HasValue && wakeAt == registered.Value && registered.Value > timeProvider.GetUtcNow())
             || (!registered.HasValue && wakeAt is null))
         {
             await StateManager.SaveStateAsync();
-            return;
+            return false;
         }
 
         await StateManager.TryRemoveStateAsync(WakeAtKey);
         await StateManager.SaveStateAsync();
+        return true;
+    }
+
+    /// <summary>The other two steps: the reminder changes, then <c>wake_at</c> says so (saved at the turn's end).</summary>
+    private async Task ChangeReminderAsync(DateTimeOffset? wakeAt)
+    {
         if (wakeAt is { } at)
         {
             var due = at - timeProvider.GetUtcNow();

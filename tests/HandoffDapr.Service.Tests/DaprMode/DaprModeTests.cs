@@ -65,6 +65,27 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Agents_saved_by_a_completion_turn_whose_reminder_registration_failed_are_still_published()
+    {
+        // The trigger turn registers the run's reminder; the round's completion turn moves it and that registration fails once.
+        var registrations = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "153" && Interlocked.Increment(ref registrations) == 2;
+
+        var response = await client.PostJsonAsync("/runs/153/handoff", Payloads.Trigger(Payloads.Run(153, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        var agents = factory.Sidecar.GetActorState(Actor, "153", "coding_agents")!.Value;
+        var agentId = Assert.Single(agents.EnumerateObject()).Name;
+
+        // The caller retries, as a 503 asks: the retry's turn repairs the reminder.
+        var retry = await client.PostJsonAsync("/runs/153/handoff", Payloads.Trigger());
+        Assert.Equal(HttpStatusCode.Accepted, retry.StatusCode);
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "153");
+
+        // The agent is in actor state: its coding_agents update was published, by the turn that saved it.
+        Assert.Contains(factory.Sidecar.Published, p => p.Topic == "handoff.coding-agents.updated"
+            && JsonNode.Parse(p.Data.ToArray())!["coding_agents"]!.AsObject().ContainsKey(agentId));
+    }
+    [Fact]
     public async Task Duplicate_and_concurrent_deliveries_launch_each_repository_once()
     {
         var run = Payloads.Run(124, ["acme/shop", "acme/web", "acme/api"]);
