@@ -62,6 +62,9 @@ internal static class EngineRoundTrips
         public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
             InTurnAsync(() => engine.CompletePollAsync(writer.LastOf(answers.Round.RunId), answers, writer));
 
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
+            InTurnAsync(() => engine.RecordCommandAsync(writer.LastOf(sent.RunId), sent, writer));
+
         private async Task<T> InTurnAsync<T>(Func<Task<T>> record)
         {
             await turn.WaitAsync();

@@ -610,7 +610,7 @@ public sealed class HandoffEngineTests
         var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
 
-        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         await engine.ApplyAgentReportAsync(
             writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9")), writer, CancellationToken.None);
 
@@ -975,7 +975,7 @@ public sealed class HandoffEngineTests
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         // The stop raced the finish: the provider accepted it, but the agent had already opened its pull request.
-        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, stop.Status);
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/14";
@@ -1010,7 +1010,7 @@ public sealed class HandoffEngineTests
         // Generation 1 (bc-1) is stopped, our "failed"; a person relaunches (bc-2); bc-1 then reports FINISHED with a
         // pull request, and bc-2 errors.
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", writer, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-2", ProviderAgentStatus.Error)), writer, CancellationToken.None);
@@ -1089,6 +1089,8 @@ public sealed class HandoffEngineTests
             Poll = answers;
             return Task.FromResult(new PollVerdict([]));
         }
+
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.Done));
     }
 
     /// <summary>Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left.</summary>

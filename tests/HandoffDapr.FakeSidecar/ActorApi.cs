@@ -34,8 +34,12 @@ internal sealed class ActorApi(
         }
     }
 
+    /// <summary>Runs (on the request's thread, so it may block) before each actor state read: a slow state store.</summary>
+    public Action<ActorStateCall>? BeforeStateRead { get; set; }
+
     public HttpReply GetState(string type, string id, string key)
     {
+        BeforeStateRead?.Invoke(new ActorStateCall(ActorStateOperation.Get, type, id, [key]));
         if (faults.Check(new ActorStateCall(ActorStateOperation.Get, type, id, [key])) is { } fault)
         {
             return DaprErrors.ActorStateGet(fault);

@@ -464,17 +464,22 @@ public sealed partial class HandoffEngine(
         return AgentReportStatus.Changed;
     }
 
-    public Task<AgentCommandOutcome> StopAgentAsync(RunHandoffState? state, string agentId, IRunStateWriter writer, CancellationToken cancellationToken) =>
-        AgentCommandAsync(state, agentId, writer, TimelineEvents.Stopped, (provider, token) => provider.StopAsync(agentId, token), cancellationToken);
+    /// <summary>
+    /// A person's stop, made like a launch round: checked against the run's state (read without holding the run), sent
+    /// to the provider, then recorded in the owner's turn (<see cref="RecordCommandAsync"/>).
+    /// </summary>
+    public Task<AgentCommandOutcome> StopAgentAsync(RunHandoffState? state, string agentId, IRoundRecorder recorder, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, agentId, stop: true, recorder, (provider, token) => provider.StopAsync(agentId, token), cancellationToken);
 
-    public Task<AgentCommandOutcome> AddFollowupAsync(RunHandoffState? state, AgentFollowup followup, IRunStateWriter writer, CancellationToken cancellationToken) =>
-        AgentCommandAsync(state, followup.AgentId, writer, TimelineEvents.FollowupSent, (provider, token) => provider.AddFollowupAsync(followup.AgentId, followup.Text, token), cancellationToken);
+    /// <summary>A person's follow-up instruction, sent and recorded as <see cref="StopAgentAsync"/> is.</summary>
+    public Task<AgentCommandOutcome> AddFollowupAsync(RunHandoffState? state, AgentFollowup followup, IRoundRecorder recorder, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, followup.AgentId, stop: false, recorder, (provider, token) => provider.AddFollowupAsync(followup.AgentId, followup.Text, token), cancellationToken);
 
     private async Task<AgentCommandOutcome> AgentCommandAsync(
         RunHandoffState? state,
         string agentId,
-        IRunStateWriter writer,
-        string timelineEvent,
+        bool stop,
+        IRoundRecorder recorder,
         Func<ICodingAgentProvider, CancellationToken, Task<ProviderResult<bool>>> command,
         CancellationToken cancellationToken)
     {
@@ -493,19 +498,31 @@ public sealed partial class HandoffEngine(
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
         }
 
+        return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop));
+    }
+
+    /// <summary>Records a command the provider accepted, in the run's current state.</summary>
+    public async Task<AgentCommandOutcome> RecordCommandAsync(RunHandoffState? state, AgentCommandSent sent, IRunStateWriter writer)
+    {
+        if (state is null || state.RunId != sent.RunId || !state.CodingAgents.TryGetValue(sent.AgentId, out var agent)
+            || state.LaunchOfAgent(sent.AgentId) is not { } launch)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
+        }
+
         var now = timeProvider.GetUtcNow();
-        if (timelineEvent == TimelineEvents.Stopped && !agent.Status.IsFinal())
+        if (sent.Stop && !agent.Status.IsFinal())
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
             // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
             var poll = state.Poll;
             state = state.WithAgent(agent) with
             {
-                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], agentId]),
+                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], sent.AgentId]),
             };
         }
 
-        state = state.WithTimeline([new TimelineEntry(now, timelineEvent, launch.Repository, agentId)]);
+        state = state.WithTimeline([new TimelineEntry(now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId)]);
         await writer.SaveAsync(state, CancellationToken.None);
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
     }

@@ -66,4 +66,9 @@ public interface IRoundRecorder
     Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers);
 
     Task<PollVerdict> RecordPollAsync(PollAnswers answers);
+
+    Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent);
 }
+
+/// <summary>A stop (<see cref="Stop"/>) or a follow-up the provider accepted, to record in the run's turn.</summary>
+public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop);

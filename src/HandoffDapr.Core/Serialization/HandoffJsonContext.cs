@@ -37,6 +37,7 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(LaunchRoundAnswers))]
 [JsonSerializable(typeof(PollAnswers))]
 [JsonSerializable(typeof(PollVerdict))]
+[JsonSerializable(typeof(AgentCommandSent))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>

@@ -88,11 +88,34 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.ApplyAgentReportAsync(report));
 
-    public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
-        CallAsync(runId, actor => actor.StopAgentAsync(agentId));
+    /// <summary>Checked against the run's state (a short turn), sent from here, recorded in a new turn.</summary>
+    public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
+    {
+        using var call = drain.Enter();
+        return await CommandAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
+    }
 
-    public Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
-        CallAsync(runId, actor => actor.AddFollowupAsync(followup));
+    public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
+    {
+        using var call = drain.Enter();
+        return await CommandAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
+    }
+
+    public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
+        CallAsync(sent.RunId, actor => actor.RecordAgentCommandAsync(sent));
+
+    private static async Task<AgentCommandOutcome> CommandAsync(Func<Task<AgentCommandOutcome>> command)
+    {
+        try
+        {
+            return await command();
+        }
+        catch (OperationCanceledException exception)
+        {
+            // Shutdown stopped the provider call: the caller may try again (on another replica).
+            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
+        }
+    }
 
     private async Task<T> CallAsync<T>(long runId, Func<IHandoffRunActor, Task<T>> call)
     {

@@ -58,11 +58,8 @@ public sealed partial class HandoffRunActor(
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
         TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, CancellationToken.None));
 
-    public Task<AgentCommandOutcome> StopAgentAsync(string agentId) =>
-        TurnAsync((stored, writer) => engine.StopAgentAsync(stored, agentId, writer, CancellationToken.None));
-
-    public Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup) =>
-        TurnAsync((stored, writer) => engine.AddFollowupAsync(stored, followup, writer, CancellationToken.None));
+    public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
+        TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
         TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));

@@ -16,9 +16,8 @@ public interface IHandoffRunActor : IActor
 
     Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report);
 
-    Task<AgentCommandOutcome> StopAgentAsync(string agentId);
-
-    Task<AgentCommandOutcome> AddFollowupAsync(AgentFollowup followup);
+    /// <summary>Records a stop or follow-up the provider accepted (sent by <see cref="ActorRunOwner"/>, outside any turn).</summary>
+    Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent);
 
     /// <summary>Records the answers of a launch round this actor started (see <see cref="LaunchRound"/>).</summary>
     Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers);

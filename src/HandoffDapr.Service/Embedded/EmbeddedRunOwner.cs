@@ -58,11 +58,12 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, cancellationToken), cancellationToken);
 
-    public Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
-        WithRunAsync(runId, (stored, writer) => engine.StopAgentAsync(stored, agentId, writer, cancellationToken), cancellationToken);
+    /// <summary>Checked against the stored run, sent with the run's lock free, recorded under it.</summary>
+    public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
+        await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, cancellationToken);
 
-    public Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
-        WithRunAsync(runId, (stored, writer) => engine.AddFollowupAsync(stored, followup, writer, cancellationToken), cancellationToken);
+    public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
+        await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, cancellationToken);
 
     /// <summary>Runs the due retries, reconciliations and status poll of a run (the schedule's callback).</summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
@@ -89,6 +90,9 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
 
     public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
         WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompletePollAsync(stored, answers, writer), CancellationToken.None);
+
+    public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
+        WithRunAsync(sent.RunId, (stored, writer) => engine.RecordCommandAsync(stored, sent, writer), CancellationToken.None);
 
     /// <summary>
     /// The round's provider calls, with the run's lock free, then its answers recorded under the lock again. Launches that

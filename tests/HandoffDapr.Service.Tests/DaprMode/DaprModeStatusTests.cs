@@ -106,22 +106,27 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     {
         await using var factory = await Start(settings: new Dictionary<string, string?> { ["Handoff:Dapr:ActorCallTimeout"] = "00:00:02" });
         var client = factory.CreateClient();
-        var agentId = await Launch(client, 310);
-        // A follow-up's provider call is made in the actor's turn: a slow one holds the turn past the proxy's timeout, and
-        // a redelivered event for the run waits behind it.
+        await Launch(client, 310);
+        // Deactivated (idle), the actor reads its state from the store at its next turn.
+        await factory.Sidecar.DeactivateActorAsync(Actor, "310");
+        // The run's state store answers slowly once: the turn that reads it outlasts the proxy's timeout, and a
+        // redelivered event for the run waits behind it.
         using var release = new ManualResetEventSlim();
         using var arrived = new ManualResetEventSlim();
-        cursor.NextCommandAnswer = () =>
+        var held = 0;
+        factory.Sidecar.BeforeActorStateRead = call =>
         {
-            arrived.Set();
-            release.Wait(TimeSpan.FromSeconds(10));
-            return FakeCursor.Json(200, "{}");
+            if (call.ActorId == "310" && Interlocked.Exchange(ref held, 1) == 0)
+            {
+                arrived.Set();
+                release.Wait(TimeSpan.FromSeconds(10));
+            }
         };
 
-        var followup = client.PostJsonAsync($"/runs/310/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        var pending = client.PostJsonAsync("/runs/310/handoff", Payloads.Trigger());
         Assert.True(arrived.Wait(TimeSpan.FromSeconds(10)));
         var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(310, ["acme/shop"]));
-        var trigger = await followup;
+        var trigger = await pending;
         release.Set();
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);

@@ -86,6 +86,26 @@ public sealed class DaprModeTests : IAsyncLifetime
             && JsonNode.Parse(p.Data.ToArray())!["coding_agents"]!.AsObject().ContainsKey(agentId));
     }
     [Fact]
+    public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
+    {
+        var launched = await (await client.PostJsonAsync("/runs/141/handoff", Payloads.Trigger(Payloads.Run(141, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+
+        var followup = client.PostJsonAsync($"/runs/141/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        var read = await client.GetAsync("/runs/141/handoff");
+
+        // Read through the actor while the follow-up was still at the provider: no turn held for it.
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+        Assert.False(followup.IsCompleted);
+        held.Release();
+        Assert.Equal(HttpStatusCode.OK, (await followup).StatusCode);
+        var timeline = factory.Sidecar.GetActorState(Actor, "141", "timeline")!.Value;
+        Assert.Contains(timeline.EnumerateArray(), entry => entry.GetProperty("event").GetString() == "followup_sent");
+    }
+
+    [Fact]
     public async Task Duplicate_and_concurrent_deliveries_launch_each_repository_once()
     {
         var run = Payloads.Run(124, ["acme/shop", "acme/web", "acme/api"]);

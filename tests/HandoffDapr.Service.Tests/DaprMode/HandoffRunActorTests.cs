@@ -322,6 +322,8 @@ public sealed class HandoffRunActorTests
 
         public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => InTurnAsync(() => actor().CompletePollAsync(answers));
 
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => InTurnAsync(() => actor().RecordAgentCommandAsync(sent));
+
         private static async Task<T> InTurnAsync<T>(Func<Task<T>> turn)
         {
             await Turn.WaitAsync();

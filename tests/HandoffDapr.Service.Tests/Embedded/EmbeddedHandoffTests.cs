@@ -276,6 +276,27 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Run_answers_a_trigger_while_a_stop_is_at_the_provider_and_records_the_stop_after()
+    {
+        var launched = await (await client.PostJsonAsync("/runs/240/handoff", Payloads.Trigger(Payloads.Run(240, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+
+        var stop = client.PostAsync($"/runs/240/agents/{agentId}/stop", null);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        var second = await client.PostJsonAsync("/runs/240/handoff", Payloads.Trigger());
+
+        // The trigger was answered with the stop still at the provider: the run was not held for it.
+        Assert.Equal(HttpStatusCode.Accepted, second.StatusCode);
+        Assert.False(stop.IsCompleted);
+        held.Release();
+        Assert.Equal(HttpStatusCode.OK, (await stop).StatusCode);
+        var view = await (await client.GetAsync("/runs/240/handoff")).ReadJsonAsync();
+        Assert.Equal("failed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+        Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "stopped");
+    }
+
+    [Fact]
     public async Task Concurrent_triggers_for_one_run_launch_each_repository_once()
     {
         var run = Payloads.Run(220, ["acme/shop", "acme/billing", "acme/web"], automation: false);

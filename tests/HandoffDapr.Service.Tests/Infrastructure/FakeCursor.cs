@@ -119,6 +119,19 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
+    /// <summary>Stop and follow-up calls wait (up to 10 s) until <see cref="HeldLaunches.Release"/>, then succeed.</summary>
+    public HeldLaunches HoldCommands()
+    {
+        var held = new HeldLaunches();
+        NextCommandAnswer = () =>
+        {
+            held.Arrived.Set();
+            held.Released.Wait(TimeSpan.FromSeconds(10));
+            return Json(200, "{}");
+        };
+        return held;
+    }
+
     /// <summary>Answer for the next stop or follow-up calls; null means success.</summary>
     public Func<ResponseMessage>? NextCommandAnswer { get; set; }
 
@@ -271,7 +284,7 @@ public sealed class FakeCursor : IDisposable
 
     private static string? RepositoryOf(JsonObject agent) => agent["source"]?["repository"]?.GetValue<string>();
 
-    internal static ResponseMessage Json(int status, string body) => new()
+    private static ResponseMessage Json(int status, string body) => new()
     {
         StatusCode = status,
         Headers = new Dictionary<string, WireMockList<string>> { ["Content-Type"] = new("application/json") },
