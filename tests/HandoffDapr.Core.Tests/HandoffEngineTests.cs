@@ -1037,6 +1037,53 @@ public sealed class HandoffEngineTests
         Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
     }
 
+    [Fact]
+    public async Task A_stop_recorded_after_a_finished_webhook_leaves_the_agent_completed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var read = writer.Saved.Last();
+        var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), async () =>
+            await engine.ApplyAgentReportAsync(writer.Saved.Last(),
+                new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer, CancellationToken.None));
+
+        var stop = await engine.StopAgentAsync(read, "bc-1", recorder, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        Assert.Equal(CodingAgentStatus.Completed, stop.Agent!.Status);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/3", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
+    public async Task A_stop_recorded_while_a_poll_is_in_flight_keeps_the_agent_watched()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.NotNull(woken.Poll);
+        // The stop is sent and recorded while the poll is at the provider (it read RUNNING).
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        await engine.FinishWakeAsync(woken, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
+    }
+
+    private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
+    {
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => inner.RecordPollAsync(answers);
+
+        public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent)
+        {
+            await meanwhile();
+            return await inner.RecordCommandAsync(sent);
+        }
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 42, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
