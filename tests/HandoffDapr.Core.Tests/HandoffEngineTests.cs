@@ -1038,6 +1038,20 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_provider_client_fault_on_stop_is_a_provider_failure_and_records_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        provider.StopFaults = true;
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.ProviderFailed, stop.Status);
+        Assert.Equal(FailureTypes.InvalidResponse, stop.FailureType);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Fact]
     public async Task A_stop_recorded_after_a_finished_webhook_leaves_the_agent_completed()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
@@ -1251,7 +1265,10 @@ public sealed class HandoffEngineTests
         public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
             Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
 
-        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(CannotStop
+        /// <summary>Stop throws, as a provider client meeting an answer of another shape might.</summary>
+        public bool StopFaults { get; set; }
+
+        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => StopFaults ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(CannotStop
             ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
             : ProviderResult<bool>.Success(true));
 

@@ -492,7 +492,18 @@ public sealed partial class HandoffEngine(
             return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
         }
 
-        var result = await command(integration.Provider, cancellationToken);
+        ProviderResult<bool> result;
+        try
+        {
+            result = await command(integration.Provider, cancellationToken);
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // A fault in a provider client is the provider's answer not understood, not the service failing (a 502, not a 500).
+            LogProviderFaulted(state.RunId, stop ? "stop" : "follow-up", exception.GetType().Name);
+            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, FailureTypes.InvalidResponse);
+        }
+
         if (!result.IsSuccess)
         {
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
