@@ -10,7 +10,7 @@ namespace HandoffDapr.Service.Embedded;
 
 /// <summary>
 /// Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine. The lock is
-/// let go while a launch round is at the provider, and taken again to record its answers.
+/// let go while the provider is called (a launch round, a poll, a stop or follow-up), and taken again to record the answers.
 /// </summary>
 public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options)
     : IRunOwner, IRoundRecorder
@@ -72,16 +72,10 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
             cancellationToken);
-        if (woken is { Round: not null } or { Poll: not null })
+        // The schedule looks for what became due once this wake-up is over (it works on a run once at a time).
+        if (woken is not null)
         {
-            try
-            {
-                await engine.FinishWakeAsync(woken, this, cancellationToken);
-            }
-            finally
-            {
-                wakeups.Notify();
-            }
+            await engine.FinishWakeAsync(woken, this, cancellationToken);
         }
     }
 
