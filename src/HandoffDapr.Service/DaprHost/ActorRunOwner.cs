@@ -63,17 +63,8 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     }
 
     /// <summary>A round cut short by shutdown is recorded (its outcomes unknown, to reconcile); its caller is told to try again.</summary>
-    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round)
-    {
-        try
-        {
-            return await engine.FinishRoundAsync(round, this, stopping);
-        }
-        catch (OperationCanceledException exception) when (stopping.IsCancellationRequested)
-        {
-            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
-        }
-    }
+    private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
+        UnavailableWhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping));
 
     /// <summary>Hands a round's answers to the run's actor, in a new turn.</summary>
     public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
@@ -92,27 +83,30 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await CommandAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
+        return await UnavailableWhenStoppedAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await CommandAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
+        return await UnavailableWhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
     }
 
     public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         CallAsync(sent.RunId, actor => actor.RecordAgentCommandAsync(sent));
 
-    private static async Task<AgentCommandOutcome> CommandAsync(Func<Task<AgentCommandOutcome>> command)
+    /// <summary>
+    /// Provider calls made here stop only for shutdown (see the class summary), so a cancellation means the service is
+    /// stopping: the caller may try again, on another replica.
+    /// </summary>
+    private static async Task<T> UnavailableWhenStoppedAsync<T>(Func<Task<T>> work)
     {
         try
         {
-            return await command();
+            return await work();
         }
         catch (OperationCanceledException exception)
         {
-            // Shutdown stopped the provider call: the caller may try again (on another replica).
             throw new RunOwnerUnavailableException("The service is shutting down.", exception);
         }
     }
