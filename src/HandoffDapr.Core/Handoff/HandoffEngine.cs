@@ -798,7 +798,7 @@ public sealed partial class HandoffEngine(
     }
 
     /// <summary>Calls the provider for every repository of the round at once (bounded); answers keep the round's order. Never throws for a cancellation.</summary>
-    internal async Task<LaunchAttempt[]> CallProvidersAsync(LaunchRound round, CancellationToken cancellationToken)
+    private async Task<LaunchAttempt[]> CallProvidersAsync(LaunchRound round, CancellationToken cancellationToken)
     {
         using var scope = BeginRunScope(round.RunId);
         var attempts = new LaunchAttempt[round.Launches.Count];
@@ -1116,7 +1116,7 @@ public sealed partial class HandoffEngine(
 
     // The exception's type only: its message may carry a provider's text.
     [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,
-        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); treated as an unknown outcome")]
+        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); a launch's outcome is then unknown, a read failed, a stop or follow-up failed")]
     private partial void LogProviderFaulted(long runId, string operation, string exceptionType);
 
     [LoggerMessage(EventId = 1014, EventName = "LaunchRoundDropped", Level = LogLevel.Error,
