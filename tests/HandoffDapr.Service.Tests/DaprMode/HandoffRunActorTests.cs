@@ -71,12 +71,9 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Reminder_turn_ends_while_its_round_is_at_the_provider_and_the_answers_come_back_in_a_new_turn()
     {
-        provider.Fail("acme/down", ScriptedProvider.ServerError);
-        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
-        provider.Heal("acme/down");
+        await HealedRetryDueAsync();
         var answer = new TaskCompletionSource();
         provider.OnLaunch = _ => answer.Task.Wait(TimeSpan.FromSeconds(10));
-        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
 
         await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
 
@@ -90,16 +87,13 @@ public sealed class HandoffRunActorTests
     [Fact]
     public async Task Shutdown_stops_a_reminders_round_at_the_provider_and_records_its_outcome_as_unknown()
     {
-        provider.Fail("acme/down", ScriptedProvider.ServerError);
-        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
-        provider.Heal("acme/down");
+        await HealedRetryDueAsync();
         var reached = new TaskCompletionSource();
         provider.Answering = async token =>
         {
             reached.TrySetResult();
             await Task.Delay(Timeout.Infinite, token);
         };
-        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
         await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
         await reached.Task.WaitAsync(TimeSpan.FromSeconds(10));
 
@@ -301,6 +295,15 @@ public sealed class HandoffRunActorTests
         return outcome.Round is { } round
             ? outcome with { Round = null, Result = await engine.FinishRoundAsync(round, new ActorRecorder(() => actor), CancellationToken.None) }
             : outcome;
+    }
+
+    /// <summary>acme/shop launched and acme/down failed once, its provider since healed, and the clock at its retry.</summary>
+    private async Task HealedRetryDueAsync()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        provider.Heal("acme/down");
+        time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
     }
 
     /// <summary>The wake reminder fires; its round, if it starts one, is waited for.</summary>
