@@ -4,6 +4,8 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -24,19 +26,22 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
     private readonly string? appApiToken;
     private readonly FakeTimeProvider? time;
     private readonly IDictionary<string, string?> settings;
+    private readonly FakeLogCollector? logs;
 
-    private DaprServiceFactory(FakeDaprSidecar sidecar, string? appApiToken, FakeTimeProvider? time, IDictionary<string, string?> settings)
+    private DaprServiceFactory(FakeDaprSidecar sidecar, string? appApiToken, FakeTimeProvider? time, IDictionary<string, string?> settings, FakeLogCollector? logs)
     {
         this.sidecar = sidecar;
         this.appApiToken = appApiToken;
         this.time = time;
         this.settings = settings;
+        this.logs = logs;
     }
 
     public FakeDaprSidecar Sidecar => sidecar;
 
     public static async Task<DaprServiceFactory> StartAsync(
-        string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null)
+        string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
+        FakeLogCollector? logs = null)
     {
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions
         {
@@ -59,7 +64,7 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
             });
         }
 
-        var factory = new DaprServiceFactory(sidecar, appApiToken, time, settings ?? new Dictionary<string, string?>());
+        var factory = new DaprServiceFactory(sidecar, appApiToken, time, settings ?? new Dictionary<string, string?>(), logs);
         // Building the server starts the app; the sidecar then reaches it through the test server.
         sidecar.AppChannel = factory.Server.CreateHandler();
         return factory;
@@ -83,6 +88,11 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
         if (time is not null)
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<TimeProvider>(time)));
+        }
+
+        if (logs is not null)
+        {
+            builder.ConfigureLogging(logging => logging.SetMinimumLevel(LogLevel.Trace).AddProvider(new FakeLoggerProvider(logs)));
         }
     }
 

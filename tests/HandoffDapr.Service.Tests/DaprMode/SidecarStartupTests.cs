@@ -1,8 +1,10 @@
+using System.Diagnostics;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -31,13 +33,24 @@ public sealed class SidecarStartupTests
     [Fact]
     public async Task Dapr_mode_keeps_running_once_the_sidecar_answers()
     {
+        // Waited for until the sidecar has answered, then past the wait's end: a wait still counting would stop the app.
+        // (A wait this short that the sidecar missed, on a cold start, made this test flaky with 0.5 s.)
+        var sidecarWait = TimeSpan.FromSeconds(3);
         using var cursor = new FakeCursor();
-        // The same short wait as the test above: past it, a start-up that had not seen the sidecar would have stopped.
-        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Dapr:SidecarWaitTimeout"] = "00:00:00.500" });
-        var lifetime = factory.Services.GetRequiredService<IHostApplicationLifetime>();
+        var logs = new FakeLogCollector();
+        var started = Stopwatch.StartNew();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Dapr:SidecarWaitTimeout"] = sidecarWait.ToString() }, logs: logs);
+        var stopping = factory.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping;
 
-        await Task.Delay(TimeSpan.FromSeconds(2));
+        while (!logs.GetSnapshot().Any(record => record.Id.Name == "SidecarReady") && !stopping.IsCancellationRequested)
+        {
+            Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), "The app never reported the sidecar ready.");
+            await Task.Delay(20);
+        }
 
-        Assert.False(lifetime.ApplicationStopping.IsCancellationRequested);
+        await Task.Delay(sidecarWait - started.Elapsed + TimeSpan.FromSeconds(1) is { Ticks: > 0 } rest ? rest : TimeSpan.Zero);
+
+        Assert.False(stopping.IsCancellationRequested);
     }
 }
