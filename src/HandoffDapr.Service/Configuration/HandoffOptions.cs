@@ -99,6 +99,13 @@ public sealed class DaprOptions
     /// stops. Below the pod's <c>dapr.io/block-shutdown-duration</c> (45 s), during which daprd keeps its APIs up.
     /// </summary>
     public TimeSpan ShutdownDrain { get; set; } = TimeSpan.FromSeconds(40);
+
+    /// <summary>
+    /// At shutdown, how long provider calls under way (a launch round's, a poll's, a stop's) may still answer before
+    /// they are stopped and their outcomes recorded as unknown. Below <see cref="ShutdownDrain"/>, which must leave time
+    /// to record the answers; 0 stops them at once.
+    /// </summary>
+    public TimeSpan ProviderCallGrace { get; set; } = TimeSpan.FromSeconds(30);
 }
 
 public sealed class LaunchOptions

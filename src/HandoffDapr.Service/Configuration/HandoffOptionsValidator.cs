@@ -60,6 +60,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Dapr:ShutdownDrain must be between zero and five minutes (and below the pod's dapr.io/block-shutdown-duration).");
         }
 
+        if (options.Dapr.ProviderCallGrace < TimeSpan.Zero || (options.Dapr.ProviderCallGrace > TimeSpan.Zero && options.Dapr.ProviderCallGrace >= options.Dapr.ShutdownDrain))
+        {
+            errors.Add("Handoff:Dapr:ProviderCallGrace must be zero or positive and below Handoff:Dapr:ShutdownDrain (the rest of the drain records the answers).");
+        }
+
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
         {
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");

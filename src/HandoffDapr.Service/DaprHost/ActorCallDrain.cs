@@ -18,7 +18,7 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
 
-    /// <summary>Actor calls (turns and reminders) being served now, and launch rounds being finished.</summary>
+    /// <summary>Requests (actor calls, API calls) being served now, and launch rounds being finished.</summary>
     public int InFlight => Volatile.Read(ref inFlight);
 
     /// <summary>Shutdown has begun and waits for the calls in progress.</summary>
@@ -40,27 +40,39 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
 
     public async Task StoppingAsync(CancellationToken cancellationToken)
     {
-        Task waitForIdle;
-        int calls;
-        lock (gate)
-        {
-            (waitForIdle, calls) = (currentIdle.Task, inFlight);
-        }
-
-        if (calls == 0)
+        if (InFlight == 0)
         {
             return;
         }
 
         var limit = options.Value.Dapr.ShutdownDrain;
         IsDraining = true;
-        LogDraining(calls, limit);
+        LogDraining(InFlight, limit);
+        using var timeLeft = new CancellationTokenSource(limit, timeProvider);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeLeft.Token, cancellationToken);
         try
         {
-            await waitForIdle.WaitAsync(limit, timeProvider, cancellationToken);
+            // Calls keep coming while the server listens (a reminder's round, a retried trigger): idle once is not enough,
+            // the count must be zero when looked at.
+            while (true)
+            {
+                Task waitForIdle;
+                lock (gate)
+                {
+                    if (inFlight == 0)
+                    {
+                        break;
+                    }
+
+                    waitForIdle = currentIdle.Task;
+                }
+
+                await waitForIdle.WaitAsync(stop.Token);
+            }
+
             LogDrained();
         }
-        catch (Exception exception) when (exception is TimeoutException or OperationCanceledException)
+        catch (OperationCanceledException)
         {
             LogDrainCutShort(InFlight);
         }
@@ -123,13 +135,18 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
 
 public static class ActorCallDrainExtensions
 {
-    /// <summary>Counts the requests daprd makes to the actor runtime (<c>/actors/...</c>: method calls and reminders).</summary>
+    /// <summary>
+    /// Counts every request but the health probes until its response is written: the actor runtime's (<c>/actors/...</c>:
+    /// method calls and reminders), and the API's, whose answers are written after the run's owner has returned and
+    /// need the app's services still there.
+    /// </summary>
     public static IApplicationBuilder UseActorCallDrain(this IApplicationBuilder app)
     {
         var drain = app.ApplicationServices.GetRequiredService<ActorCallDrain>();
         return app.Use(async (context, next) =>
         {
-            if (!context.Request.Path.StartsWithSegments("/actors", StringComparison.OrdinalIgnoreCase))
+            if (context.Request.Path.StartsWithSegments("/healthz", StringComparison.OrdinalIgnoreCase)
+                || context.Request.Path.StartsWithSegments("/readyz", StringComparison.OrdinalIgnoreCase))
             {
                 await next(context);
                 return;

@@ -12,7 +12,8 @@ namespace HandoffDapr.Service.DaprHost;
 /// Dapr mode's <see cref="IRunOwner"/>: every call goes to the run's actor through the proxy factory from <c>AddActors</c>.
 /// A trigger or event whose turn started a launch round makes the round's provider calls here, after the turn, and
 /// hands the answers back to the actor. The callers' cancellation tokens are not passed on, on purpose: a round that
-/// has started must finish and be recorded whether or not the HTTP caller is still there; only shutdown stops its calls.
+/// has started must finish and be recorded whether or not the HTTP caller is still there; only shutdown stops its calls,
+/// after a grace (<see cref="ProviderCallCutoff"/>).
 /// </summary>
 public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
 {
@@ -27,12 +28,12 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options,
         HandoffEngine engine,
         ActorCallDrain drain,
-        IHostApplicationLifetime lifetime)
+        ProviderCallCutoff cutoff)
     {
         this.proxies = proxies;
         this.engine = engine;
         this.drain = drain;
-        stopping = lifetime.ApplicationStopping;
+        stopping = cutoff.Token;
         // The SDK's factory carries the sidecar's endpoint, token and our serializer, but no request timeout.
         if (proxies is ActorProxyFactory { DefaultOptions: var defaults })
         {
@@ -62,7 +63,7 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
     }
 
-    /// <summary>A round cut short by shutdown is recorded (its outcomes unknown, to reconcile); its caller is told to try again.</summary>
+    /// <summary>A round cut short by shutdown is recorded (what did not answer in the grace as unknown, to reconcile); its caller is told to try again.</summary>
     private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
         UnavailableWhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping));
 

@@ -14,7 +14,7 @@ public sealed partial class BackgroundRounds(
     HandoffEngine engine,
     IRoundRecorder recorder,
     ActorCallDrain drain,
-    IHostApplicationLifetime lifetime,
+    ProviderCallCutoff cutoff,
     ILogger<BackgroundRounds> logger)
 {
     private readonly ConcurrentDictionary<long, Task> running = new();
@@ -42,10 +42,10 @@ public sealed partial class BackgroundRounds(
     {
         try
         {
-            // Shutdown stops the calls not yet answered; their answers (unknown) are still delivered while the sidecar is up.
-            await engine.FinishWakeAsync(woken, recorder, lifetime.ApplicationStopping);
+            // Shutdown stops the calls not answered within its grace; their answers (unknown) are still delivered while the sidecar is up.
+            await engine.FinishWakeAsync(woken, recorder, cutoff.Token);
         }
-        catch (OperationCanceledException) when (lifetime.ApplicationStopping.IsCancellationRequested)
+        catch (OperationCanceledException) when (cutoff.Token.IsCancellationRequested)
         {
             // Shutdown: the answers were recorded before the cancellation was passed on.
         }

@@ -136,6 +136,7 @@ public static class HandoffServiceExtensions
             options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
         });
+        services.AddSingleton<ProviderCallCutoff>();
         services.AddSingleton<ActorRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(sp, (IRoundRecorder)sp.GetRequiredService<ActorRunOwner>()));

@@ -106,6 +106,9 @@ public sealed class HostingModeTests
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = options.Launch.PollInterval / 2 },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.Zero },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromMinutes(10) },
+        // No time left in the drain to record what the calls answered.
+        { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = options.Dapr.ShutdownDrain },
+        { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = TimeSpan.FromSeconds(-1) },
         // A timer past ~49 days cannot be set: the first trigger would fail instead of start-up.
         { "Handoff:Launch:InFlightTimeout", options => options.Launch.InFlightTimeout = TimeSpan.FromDays(60) },
         { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = TimeSpan.FromDays(60) },

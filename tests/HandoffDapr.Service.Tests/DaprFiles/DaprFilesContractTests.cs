@@ -270,6 +270,7 @@ public sealed class DaprFilesContractTests
         var appDrain = new DaprOptions().ShutdownDrain;
 
         Assert.True(appDrain > GoDuration(((YamlScalarNode)providerCall).Value!), "the app must wait long enough for a provider call in flight at SIGTERM");
+        Assert.True(appDrain - new DaprOptions().ProviderCallGrace >= TimeSpan.FromSeconds(5), "the drain must leave time to record what the calls answered in the grace");
         Assert.True(block > appDrain, "daprd must keep its APIs up while the app drains");
         Assert.True(podGrace > block + sidecarGrace, "Kubernetes must not kill the pod before daprd has shut down");
     }

@@ -65,6 +65,52 @@ public sealed class ActorCallDrainTests
     }
 
     [Fact]
+    public async Task Api_request_is_counted_until_its_answer_is_written_and_a_health_probe_is_not()
+    {
+        var builder = WebApplication.CreateSlimBuilder();
+        builder.WebHost.UseUrls("http://127.0.0.1:0");
+        builder.Logging.ClearProviders();
+        builder.Services.AddSingleton(TimeProvider.System);
+        builder.Services.AddSingleton<ActorCallDrain>();
+        await using var app = builder.Build();
+        app.UseActorCallDrain();
+        var writing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The owner has returned; the answer (a trigger's 503, say) is still being written.
+        app.MapPost("/runs/1/handoff", () => new SlowAnswer(writing, written.Task));
+        app.MapGet("/healthz", () => new SlowAnswer(writing, written.Task));
+        await app.StartAsync();
+        var drain = app.Services.GetRequiredService<ActorCallDrain>();
+        using var caller = new HttpClient { BaseAddress = new Uri(app.Urls.Single()), Timeout = TimeSpan.FromSeconds(30) };
+
+        var trigger = caller.PostAsync("/runs/1/handoff", null);
+        await writing.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, drain.InFlight);
+        written.SetResult();
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await trigger).StatusCode);
+        Assert.Equal(0, drain.InFlight);
+
+        writing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var probe = caller.GetAsync("/healthz");
+        await writing.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(0, drain.InFlight);
+        written.SetResult();
+        await probe;
+        await app.StopAsync();
+    }
+
+    private sealed class SlowAnswer(TaskCompletionSource writing, Task written) : IResult
+    {
+        public async Task ExecuteAsync(HttpContext httpContext)
+        {
+            writing.SetResult();
+            await written;
+            httpContext.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+        }
+    }
+
+    [Fact]
     public async Task Drain_gives_up_at_its_limit_on_a_call_that_does_not_end()
     {
         var time = new FakeTimeProvider();
@@ -79,6 +125,23 @@ public sealed class ActorCallDrainTests
 
         await stopping.WaitAsync(TimeSpan.FromSeconds(10));
         Assert.Equal(1, drain.InFlight);
+    }
+
+    [Fact]
+    public async Task Drain_waits_for_a_call_that_began_while_it_was_draining()
+    {
+        var drain = new ActorCallDrain(Options.Create(new HandoffOptions()), new FakeTimeProvider(), NullLogger<ActorCallDrain>.Instance);
+        var turn = drain.Enter();
+        var stopping = drain.StoppingAsync(CancellationToken.None);
+
+        // The turn in progress at SIGTERM ends, and daprd delivers a reminder whose round starts as it does.
+        turn.Dispose();
+        var reminder = drain.Enter();
+        await Task.Delay(100);
+        Assert.False(stopping.IsCompleted, $"the drain returned with {drain.InFlight} call(s) in progress");
+
+        reminder.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
     [Fact]

@@ -27,7 +27,7 @@ public sealed class ActorRunOwnerTests
         var engine = new HandoffEngine(new NoIntegrations(), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), TimeProvider.System, NullLogger<HandoffEngine>.Instance);
         var owner = new ActorRunOwner(
             proxies, options, engine, new ActorCallDrain(options, TimeProvider.System, NullLogger<ActorCallDrain>.Instance),
-            new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance));
+            new ProviderCallCutoff(new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance), options, TimeProvider.System));
 
         await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
     }

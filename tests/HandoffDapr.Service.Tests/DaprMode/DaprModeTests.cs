@@ -5,6 +5,8 @@ using System.Text.Json.Nodes;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -85,6 +87,58 @@ public sealed class DaprModeTests : IAsyncLifetime
         Assert.Contains(factory.Sidecar.Published, p => p.Topic == "handoff.coding-agents.updated"
             && JsonNode.Parse(p.Data.ToArray())!["coding_agents"]!.AsObject().ContainsKey(agentId));
     }
+
+    [Fact]
+    public async Task Trigger_whose_launch_answers_soon_after_shutdown_begins_gets_its_agent_not_a_retry()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var trigger = client.PostJsonAsync("/runs/142/handoff", Payloads.Trigger(Payloads.Run(142, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // A rolling update's SIGTERM while the launch is at the provider, which answers a second later, within the grace.
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(TimeSpan.FromSeconds(1));
+        held.Release();
+
+        var response = await trigger;
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("acme/slow", (await response.ReadJsonAsync())["successes"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal("launched", factory.Sidecar.GetActorState(Actor, "142", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
+    [Fact]
+    public async Task Trigger_whose_launch_is_still_unanswered_when_the_shutdown_grace_ends_gets_a_retry_and_its_outcome_is_recorded_unknown()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var trigger = client.PostJsonAsync("/runs/143/handoff", Payloads.Trigger(Payloads.Run(143, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().ProviderCallGrace);
+
+        // Answered as a retry (on another replica), not a 500 from a service provider the stopping host has let go.
+        var response = await trigger;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("outcome_unknown", factory.Sidecar.GetActorState(Actor, "143", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
+    [Fact]
+    public async Task Trigger_cut_short_by_shutdown_without_a_grace_gets_a_retry_not_a_server_error()
+    {
+        // The answer is written after the owner returned: the drain must hold the server (and its services) until then.
+        await using var stopsAtOnce = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, settings: new Dictionary<string, string?> { ["Handoff:Dapr:ProviderCallGrace"] = "00:00:00" });
+        using var held = cursor.Hold("acme/slow");
+        var trigger = stopsAtOnce.CreateSidecarClient().PostJsonAsync("/runs/144/handoff", Payloads.Trigger(Payloads.Run(144, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        stopsAtOnce.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+
+        var response = await trigger;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("outcome_unknown", stopsAtOnce.Sidecar.GetActorState(Actor, "144", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
     [Fact]
     public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
     {

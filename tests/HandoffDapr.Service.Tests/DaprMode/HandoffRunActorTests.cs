@@ -49,7 +49,7 @@ public sealed class HandoffRunActorTests
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
         rounds = new BackgroundRounds(
             engine, new ActorRecorder(() => actor!), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
-            lifetime, roundsLog);
+            new ProviderCallCutoff(lifetime, Options.Create(new HandoffOptions()), time), roundsLog);
         actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
     }
 
@@ -85,7 +85,7 @@ public sealed class HandoffRunActorTests
     }
 
     [Fact]
-    public async Task Shutdown_stops_a_reminders_round_at_the_provider_and_records_its_outcome_as_unknown()
+    public async Task Shutdown_stops_a_reminders_round_still_at_the_provider_after_the_grace_and_records_its_outcome_as_unknown()
     {
         await HealedRetryDueAsync();
         var reached = new TaskCompletionSource();
@@ -98,13 +98,44 @@ public sealed class HandoffRunActorTests
         await reached.Task.WaitAsync(TimeSpan.FromSeconds(10));
 
         lifetime.StopApplication();
-        await rounds.WhenIdleAsync();
+        time.Advance(new DaprOptions().ProviderCallGrace - TimeSpan.FromSeconds(1));
+        var roundsDone = rounds.WhenIdleAsync();
+        await Task.Delay(50);
+        Assert.False(roundsDone.IsCompleted, "the call was stopped before its grace was over");
+        time.Advance(TimeSpan.FromSeconds(1));
+        await roundsDone.WaitAsync(TimeSpan.FromSeconds(10));
 
         // Not left in flight until its deadline: recorded at once, to be looked for at the provider before any new launch.
         var launch = (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!;
         Assert.Equal(LaunchPhase.OutcomeUnknown, launch.Phase);
         Assert.True(launch.NeedsReconciliation);
         Assert.DoesNotContain(roundsLog.Collector.GetSnapshot(), record => record.Id.Name == "LaunchRoundNotRecorded");
+    }
+
+    [Fact]
+    public async Task Reminders_round_answered_within_the_shutdown_grace_is_recorded_as_launched()
+    {
+        await HealedRetryDueAsync();
+        // Asynchronous, so the test goes on on its own thread, not inside the provider's call.
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource();
+        provider.Answering = async token =>
+        {
+            reached.TrySetResult();
+            await answer.Task.WaitAsync(token);
+        };
+        await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
+        await reached.Task.WaitAsync(TimeSpan.FromSeconds(10));
+
+        // A rolling update: shutdown begins while the launch is at the provider, which answers a little later.
+        lifetime.StopApplication();
+        time.Advance(TimeSpan.FromSeconds(1));
+        answer.SetResult();
+        await rounds.WhenIdleAsync();
+
+        var launch = (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!;
+        Assert.Equal(LaunchPhase.Launched, launch.Phase);
+        Assert.NotNull(launch.AgentId);
     }
 
     [Fact]
