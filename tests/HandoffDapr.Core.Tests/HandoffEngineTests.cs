@@ -1051,6 +1051,26 @@ public sealed class HandoffEngineTests
         Assert.Equal(saves, writer.Saved.Count);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_command_the_provider_accepted_is_answered_done_even_if_it_cannot_be_recorded(bool stop)
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        // The owner's store or actor is unreachable when the command comes back to be recorded.
+        var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), () => throw new InvalidOperationException("store unreachable"));
+
+        var outcome = stop
+            ? await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)
+            : await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Add a test"), recorder, CancellationToken.None);
+
+        // Not "try again": a follow-up sent again would reach the agent twice.
+        Assert.Equal(AgentCommandStatus.Done, outcome.Status);
+        Assert.Equal(stop ? CodingAgentStatus.Failed : CodingAgentStatus.Pending, outcome.Agent!.Status);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
     [Fact]
     public async Task A_stop_recorded_after_a_finished_webhook_leaves_the_agent_completed()
     {

@@ -509,7 +509,17 @@ public sealed partial class HandoffEngine(
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
         }
 
-        return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop));
+        try
+        {
+            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop));
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // The provider has taken the command: "try again" would send a follow-up twice. The caller is told it was
+            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll.
+            LogCommandNotRecorded(state.RunId, stop ? "stop" : "follow-up", agentId, exception.GetType().Name);
+            return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
+        }
     }
 
     /// <summary>Records a command the provider accepted, in the run's current state.</summary>
@@ -1130,6 +1140,10 @@ public sealed partial class HandoffEngine(
     [LoggerMessage(EventId = 1016, EventName = "AgentNotFollowed", Level = LogLevel.Warning,
         Message = "Run {RunId}: a late answer names agent {AgentId} for {Repository}, which already has another agent; it is not followed and may need stopping")]
     private partial void LogAgentNotFollowed(long runId, string repository, string agentId);
+
+    [LoggerMessage(EventId = 1017, EventName = "AgentCommandNotRecorded", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
+    private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
 
     [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
     private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);

@@ -140,6 +140,24 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Follow_up_the_provider_took_is_answered_done_when_recording_it_fails_so_it_is_not_sent_again()
+    {
+        var launched = await (await client.PostJsonAsync("/runs/171/handoff", Payloads.Trigger(Payloads.Run(171, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+        // The run's state store fails while the follow-up is recorded, after Cursor took it.
+        HttpResponseMessage answer;
+        using (factory.Sidecar.FailActorStateOperations(call => call.ActorId == "171" && call.Operation == ActorStateOperation.Transaction))
+        {
+            answer = await client.PostJsonAsync($"/runs/171/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        }
+
+        // A 503 would ask the caller to send it again, and the agent would get the instruction twice.
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Single(cursor.CommandRequests, request => request.Path.EndsWith("/followup"));
+    }
+
+    [Fact]
     public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
     {
         var launched = await (await client.PostJsonAsync("/runs/141/handoff", Payloads.Trigger(Payloads.Run(141, ["acme/shop"], automation: false)))).ReadJsonAsync();
