@@ -147,7 +147,8 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         factory.Sidecar.FailNextActorStateSaves(1);
         var stop = await client.PostAsync($"/runs/320/agents/{agentId}/stop", null);
 
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, stop.StatusCode);
+        // The provider took the stop, so it is answered done although it could not be recorded.
+        Assert.Equal(HttpStatusCode.OK, stop.StatusCode);
         // The turn's changes are gone: the stored agent is still pending, with a poll due...
         Assert.Equal("pending", factory.Sidecar.GetActorState(Actor, "320", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString());
         // ...so the reminder that polls it must still be there.
