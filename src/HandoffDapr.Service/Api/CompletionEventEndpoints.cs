@@ -67,8 +67,8 @@ public static partial class CompletionEventEndpoints
             : null;
         activity?.SetTag("handoff.run_id", snapshot?.RunId);
         invalid ??= snapshot is null ? "The event data is not a run snapshot."
-            : snapshot.GroupId is not > 0 ? "The run names no group (group.id or metadata.group_id, a positive whole number)."
-            : SnapshotRules.Check(snapshot);
+            : SnapshotRules.Check(snapshot)
+                ?? (snapshot.GroupId is null ? "The run names no group (group.id or metadata.group_id, a positive whole number)." : null);
         if (invalid is not null || snapshot is null)
         {
             invalid ??= "The event data is not a run snapshot.";

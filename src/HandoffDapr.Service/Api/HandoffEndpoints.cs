@@ -144,14 +144,14 @@ public static partial class HandoffEndpoints
 
     private static string? Validate(long runId, HandoffRequest body, HandoffOptions options)
     {
-        if (body.GroupId is not > 0)
+        if (!WholeIds.IsValid(body.GroupId))
         {
-            return "group_id is required and must be a positive whole number.";
+            return $"group_id is required and must be a positive whole number (at most {WholeIds.Max}).";
         }
 
-        if (body.IntegrationId is not > 0)
+        if (!WholeIds.IsValid(body.IntegrationId))
         {
-            return "integration_id is required and must be a positive whole number.";
+            return $"integration_id is required and must be a positive whole number (at most {WholeIds.Max}).";
         }
 
         if (body.Instruction?.Length > options.MaxInstructionLength)
@@ -203,9 +203,18 @@ public static class SnapshotRules
 
     public static string? Check(RunSnapshot snapshot)
     {
-        if (snapshot.RunId <= 0)
+        if (!WholeIds.IsValid(snapshot.RunId))
         {
-            return "run_id must be a positive whole number.";
+            return $"run_id must be a positive whole number (at most {WholeIds.Max}).";
+        }
+
+        // Every id the run carries is kept in its state: one past the limit would come back changed.
+        var outOfRange = OutOfRange(snapshot.OrganizationId, "organization_id") ?? OutOfRange(snapshot.ProjectId, "project_id")
+            ?? OutOfRange(snapshot.Group?.Id, "group.id") ?? OutOfRange(snapshot.Metadata?.GroupId, "metadata.group_id")
+            ?? OutOfRange(snapshot.Preferences?.AutomationHandoff?.IntegrationId, "preferences.automation_handoff.integration_id");
+        if (outOfRange is not null)
+        {
+            return outOfRange;
         }
 
         if (snapshot.Preferences?.Repositories?.Count > MaxRepositoryEntries)
@@ -215,4 +224,7 @@ public static class SnapshotRules
 
         return null;
     }
+
+    private static string? OutOfRange(long? id, string name) =>
+        id is null || WholeIds.IsValid(id) ? null : $"{name} must be a positive whole number (at most {WholeIds.Max}).";
 }

@@ -108,10 +108,10 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             var key = $"Handoff:Integrations:{id}";
             // Written as the API and webhook paths write it (no sign, no leading zero, no space): webhooks find the
             // integration by that text, and "042" beside "42" would be two settings for one id.
-            if (!long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var integrationId) || integrationId <= 0
+            if (!long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var integrationId) || !Core.Model.WholeIds.IsValid(integrationId)
                 || id != integrationId.ToString(CultureInfo.InvariantCulture))
             {
-                errors.Add($"{key}: the integration id must be a positive whole number without sign or leading zeros.");
+                errors.Add($"{key}: the integration id must be a positive whole number (at most {Core.Model.WholeIds.Max}) without sign or leading zeros.");
             }
 
             if (integration.Provider is null || !KnownProviders.Contains(integration.Provider))

@@ -122,6 +122,7 @@ public sealed class HostingModeTests
     [InlineData(" 42")]
     [InlineData("4_2")]
     [InlineData("0")]
+    [InlineData("9007199254740992")]
     public void Integration_id_not_written_as_the_api_writes_it_is_refused(string id)
     {
         // Webhooks find an integration by its id as text: "042" would never be found, and beside "42" it is the same id twice.

@@ -158,6 +158,20 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Run_with_the_largest_accepted_group_id_reads_back_after_its_actor_is_reloaded_from_the_store()
+    {
+        const long group = Core.Model.WholeIds.Max;
+        var response = await client.PostJsonAsync("/runs/170/handoff", Payloads.Trigger(Payloads.Run(170, ["acme/shop"], automation: false, groupId: group), groupId: group));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+        // Deactivated (idle, a rebalance, a restart): its state comes back through daprd, whose numbers are float64.
+        (await factory.Sidecar.DeactivateActorAsync(Actor, "170")).Dispose();
+
+        var read = await client.GetAsync($"/runs/170/handoff?group_id={group}");
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+    }
+
+    [Fact]
     public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
     {
         var launched = await (await client.PostJsonAsync("/runs/141/handoff", Payloads.Trigger(Payloads.Run(141, ["acme/shop"], automation: false)))).ReadJsonAsync();
