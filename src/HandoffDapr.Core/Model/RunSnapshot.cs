@@ -14,6 +14,8 @@ public sealed record RunSnapshot(
     HandoffPreferences? Preferences = null)
 {
     /// <summary>The group the run belongs to: the group object wins, the metadata's copy is the fallback.</summary>
+    /// <remarks>Not a field of the wire or stored form: it is read from those two.</remarks>
+    [System.Text.Json.Serialization.JsonIgnore]
     public long? GroupId => Group?.Id ?? Metadata?.GroupId;
 }
 

@@ -32,6 +32,26 @@ public sealed class OpenApiTests : IDisposable
     }
 
     [Fact]
+    public async Task Openapi_document_offers_only_the_body_fields_the_service_reads_and_marks_required_ones_non_null()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-bodies.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var schemas = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!;
+
+        // The group is read from group.id or metadata.group_id; a top-level group_id would be ignored.
+        Assert.False(schemas["RunSnapshot"]!["properties"]!.AsObject().ContainsKey("group_id"));
+        foreach (var id in new[] { "group_id", "integration_id" })
+        {
+            var schema = schemas["HandoffRequest"]!["properties"]![id]!;
+            Assert.Equal("integer", schema["type"]!.GetValue<string>());
+            Assert.Equal(9007199254740991, schema["maximum"]!.GetValue<long>());
+        }
+
+        Assert.Equal("string", schemas["FollowupRequest"]!["properties"]!["text"]!["type"]!.GetValue<string>());
+        Assert.Equal(1, schemas["FollowupRequest"]!["properties"]!["text"]!["minLength"]!.GetValue<int>());
+    }
+
+    [Fact]
     public async Task Openapi_document_declares_ids_as_positive_integers_and_every_problem_an_operation_can_answer()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("openapi-complete.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
