@@ -10,6 +10,7 @@ FROM mcr.microsoft.com/dotnet/aspnet:10.0-noble-chiseled
 WORKDIR /app
 COPY --from=build /app .
 USER 1654
+# Workstation GC: the pod has one CPU and 512 MiB (k8s/deployment.yaml), where server GC's per-core heaps gain nothing.
 ENV ASPNETCORE_HTTP_PORTS=5080 \
     DOTNET_gcServer=0 \
     Handoff__DataPath=/tmp/handoff.db
