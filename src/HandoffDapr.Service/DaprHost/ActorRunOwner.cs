@@ -65,7 +65,7 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
 
     /// <summary>A round cut short by shutdown is recorded (what did not answer in the grace as unknown, to reconcile); its caller is told to try again.</summary>
     private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
-        UnavailableWhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping));
+        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping));
 
     /// <summary>Hands a round's answers to the run's actor, in a new turn.</summary>
     public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
@@ -84,33 +84,17 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await UnavailableWhenStoppedAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await UnavailableWhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
     }
 
     public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         CallAsync(sent.RunId, actor => actor.RecordAgentCommandAsync(sent));
-
-    /// <summary>
-    /// Provider calls made here stop only for shutdown (see the class summary), so a cancellation means the service is
-    /// stopping: the caller may try again, on another replica.
-    /// </summary>
-    private static async Task<T> UnavailableWhenStoppedAsync<T>(Func<Task<T>> work)
-    {
-        try
-        {
-            return await work();
-        }
-        catch (OperationCanceledException exception)
-        {
-            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
-        }
-    }
 
     private async Task<T> CallAsync<T>(long runId, Func<IHandoffRunActor, Task<T>> call)
     {

@@ -11,14 +11,16 @@ namespace HandoffDapr.Service.Embedded;
 /// <summary>
 /// Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine. The lock is
 /// let go while the provider is called (a launch round, a poll, a stop or follow-up), and taken again to record the answers.
+/// As in Dapr mode, a caller who goes away does not stop provider calls already started for it; only shutdown does.
 /// </summary>
-public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options)
+public sealed class EmbeddedRunOwner(
+    HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options, IHostApplicationLifetime lifetime)
     : IRunOwner, IRoundRecorder
 {
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
         var outcome = await WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
-        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round, cancellationToken) } : outcome;
+        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
     }
 
     /// <summary>
@@ -32,7 +34,7 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
             snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken), cancellationToken);
         if (outcome.Round is { } round)
         {
-            return outcome with { Round = null, Result = await FinishRoundAsync(round, cancellationToken) };
+            return outcome with { Round = null, Result = await FinishRoundAsync(round) };
         }
 
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
@@ -59,11 +61,17 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
         WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, cancellationToken), cancellationToken);
 
     /// <summary>Checked against the stored run, sent with the run's lock free, recorded under it.</summary>
-    public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken) =>
-        await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, cancellationToken);
+    public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
+    {
+        var state = await GetAsync(runId, cancellationToken);
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, lifetime.ApplicationStopping));
+    }
 
-    public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken) =>
-        await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, cancellationToken);
+    public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
+    {
+        var state = await GetAsync(runId, cancellationToken);
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, lifetime.ApplicationStopping));
+    }
 
     /// <summary>Runs the due retries, reconciliations and status poll of a run (the schedule's callback).</summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
@@ -92,11 +100,11 @@ public sealed class EmbeddedRunOwner(HandoffEngine engine, SqliteRunStore store,
     /// The round's provider calls, with the run's lock free, then its answers recorded under the lock again. Launches that
     /// waited for the round may be due now: the schedule is told to look.
     /// </summary>
-    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round, CancellationToken cancellationToken)
+    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round)
     {
         try
         {
-            return await engine.FinishRoundAsync(round, this, cancellationToken);
+            return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, lifetime.ApplicationStopping));
         }
         finally
         {

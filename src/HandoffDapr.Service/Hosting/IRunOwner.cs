@@ -23,5 +23,22 @@ public interface IRunOwner
     Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken);
 }
 
-/// <summary>The owner could not reach its state (store, sidecar): the caller may try again.</summary>
-public sealed class RunOwnerUnavailableException(string message, Exception? inner = null) : Exception(message, inner);
+/// <summary>The owner could not reach its state (store, sidecar), or the service is stopping: the caller may try again.</summary>
+public sealed class RunOwnerUnavailableException(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>
+    /// Runs provider calls that stop only for shutdown, never because the caller went away (what was sent must be
+    /// recorded): a cancellation means the service is stopping, and the caller may try again, elsewhere or later.
+    /// </summary>
+    public static async Task<T> WhenStoppedAsync<T>(Func<Task<T>> work)
+    {
+        try
+        {
+            return await work();
+        }
+        catch (OperationCanceledException exception)
+        {
+            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
+        }
+    }
+}

@@ -276,6 +276,32 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Trigger_whose_caller_gives_up_while_the_launch_is_at_the_provider_still_records_the_agent()
+    {
+        using var held = cursor.Hold("acme/slow");
+        using var givingUp = new CancellationTokenSource();
+        var body = new StringContent(Payloads.Trigger(Payloads.Run(231, ["acme/slow"], automation: false)).ToJsonString(), System.Text.Encoding.UTF8, "application/json");
+        var first = client.PostAsync("/runs/231/handoff", body, givingUp.Token);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // The caller's own timeout: the launch has been sent and must not be dropped for it (as in Dapr mode).
+        givingUp.Cancel();
+        await Task.Delay(100);
+        held.Release();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
+
+        var phase = "in_flight";
+        for (var tries = 0; phase == "in_flight" && tries < 200; tries++)
+        {
+            await Task.Delay(25);
+            phase = (await (await client.GetAsync("/runs/231/handoff")).ReadJsonAsync())["launches"]![0]!["phase"]!.GetValue<string>();
+        }
+
+        Assert.Equal("launched", phase);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Run_answers_a_trigger_while_a_stop_is_at_the_provider_and_records_the_stop_after()
     {
         var launched = await (await client.PostJsonAsync("/runs/240/handoff", Payloads.Trigger(Payloads.Run(240, ["acme/shop"], automation: false)))).ReadJsonAsync();
