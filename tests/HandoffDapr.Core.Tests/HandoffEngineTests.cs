@@ -1105,6 +1105,66 @@ public sealed class HandoffEngineTests
         Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
     }
 
+    [Fact]
+    public async Task A_relaunch_whose_first_answer_was_lost_is_not_made_once_the_agent_it_replaces_reports_finished()
+    {
+        // bc-1 is given up for age; a person launches acme/shop again, but that call meets a 502 (the answer is lost:
+        // the relaunch is saved outcome_unknown and waits for its retry).
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 502);
+        var relaunch = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Single(relaunch.Result.Retries);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches.Single(launch => launch.Generation == 2).Phase);
+
+        // Before the retry is due, the old agent turns out to have finished and opened its pull request.
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/13")), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        // The 502 had in fact created nothing (provider.Existing stays null): the retry reconciles, finds nothing ...
+        for (var i = 0; i < 3 && writer.Saved.Last().NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        // ... and must then drop the relaunch (superseded), not start a second agent on a repository whose agent completed.
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Single(writer.Saved.Last().CodingAgents);
+        var relaunched = writer.Saved.Last().Launches.Single(launch => launch.Generation == 2);
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.Superseded), (relaunched.Phase, relaunched.FailureType));
+    }
+
+    [Fact]
+    public async Task A_launch_whose_process_dies_during_every_attempt_is_not_sent_more_than_max_attempts_times()
+    {
+        // Every attempt's process is killed after the provider call and before its answer is recorded (say the
+        // provider's answer takes the process down); each answer was a 503, so nothing exists to reconcile.
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await HoldAnswersAsync(first.Round!);
+
+        for (var crash = 0; crash < 10; crash++)
+        {
+            // The next wake-up finds the launch in flight past its deadline and takes it over.
+            time.Advance(TimeSpan.FromMinutes(3));
+            var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            if (woken.Round is { } round)
+            {
+                await HoldAnswersAsync(round);
+            }
+        }
+
+        var launch = writer.Saved.Last().Launches.Single();
+        Assert.True(provider.Launches.Count <= new RetryOptions().MaxAttempts,
+            $"{provider.Launches.Count} launch requests sent (MaxAttempts {new RetryOptions().MaxAttempts}); the launch is at attempt {launch.Attempts}, {launch.Phase}");
+        // One lookup after the last launch (its process died too), then no call at all: the launch ends.
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (launch.Phase, launch.FailureType));
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);

@@ -172,16 +172,21 @@ public sealed partial class HandoffEngine(
         }
 
         // A relaunch still waiting for its first answer whose earlier agent has since finished after all: launching
-        // it would put a second agent, and a second pull request, on the repository.
-        var superseded = due.Where(launch => IsSuperseded(state, launch)).ToList();
-        foreach (var launch in superseded)
+        // it would put a second agent, and a second pull request, on the repository. And a launch whose process died
+        // during every attempt, its last lookup included (see LookOnly): no call is left to make.
+        var ended = due.Select(launch => (Launch: launch, FailureType: IsSuperseded(state, launch) ? FailureTypes.Superseded
+                : launch.NeedsReconciliation && launch.Attempts > retryPolicy.Options.MaxAttempts ? FailureTypes.RetriesExhausted
+                : null))
+            .Where(ending => ending.FailureType is not null)
+            .ToList();
+        foreach (var (launch, failureType) in ended)
         {
-            LogRepositoryNotLaunched(state.RunId, launch.Repository, FailureTypes.Superseded);
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.Superseded, NextAttemptAt = null, UpdatedAt = now })
-                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.Superseded)]);
+            LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!);
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now })
+                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
         }
 
-        due = due.Except(superseded).ToList();
+        due = due.Except(ended.Select(ending => ending.Launch)).ToList();
         var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
         foreach (var launch in missing)
         {
@@ -724,6 +729,17 @@ public sealed partial class HandoffEngine(
             && state.CodingAgents.TryGetValue(id, out var agent) && agent.Status == CodingAgentStatus.Failed);
 
     /// <summary>
+    /// A launch whose earlier attempt may have created an agent, that must not be sent again if none is found: a relaunch
+    /// whose agent it replaces finished after all (a second agent would open a second pull request), or a launch whose
+    /// process died during every attempt (a crash never records a failure, so the attempt limit is enforced here).
+    /// </summary>
+    private string? LookOnly(RunHandoffState state, RepositoryLaunch launch) =>
+        !launch.NeedsReconciliation ? null
+        : state.LaunchWithLiveAgent(launch.Repository, launch.IntegrationId) is { } live && live.Generation < launch.Generation ? FailureTypes.Superseded
+        : launch.Attempts >= retryPolicy.Options.MaxAttempts ? FailureTypes.RetriesExhausted
+        : null;
+
+    /// <summary>
     /// Persists the intent of a round: a crash from here on leaves in-flight launches that the next wake-up reconciles.
     /// The calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the intent
     /// takes it for a crash. So their own deadline starts now, before the save, which may be slow too.
@@ -748,7 +764,8 @@ public sealed partial class HandoffEngine(
                     NextAttemptAt = now + options.InFlightTimeout,
                     UpdatedAt = now,
                 },
-                ReconcileFirst: launch.NeedsReconciliation))
+                ReconcileFirst: launch.NeedsReconciliation,
+                IfNotFound: LookOnly(state, launch)))
             .ToList();
         state = inFlight.Aggregate(state, (current, sent) => current.WithLaunch(sent.Launch))
             .WithTimeline(inFlight.Select(sent => new TimelineEntry(now, TimelineEvents.LaunchStarted, sent.Launch.Repository, Detail: $"attempt {sent.Launch.Attempts}")));
@@ -821,7 +838,7 @@ public sealed partial class HandoffEngine(
                 new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
                 async (index, _) =>
                 {
-                    var (launch, reconcileFirst) = round.Launches[index];
+                    var (launch, reconcileFirst, ifNotFound) = round.Launches[index];
                     if (budget.IsCancellationRequested)
                     {
                         // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
@@ -833,7 +850,7 @@ public sealed partial class HandoffEngine(
 
                     try
                     {
-                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, budget.Token);
+                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token);
                     }
                     catch (Exception exception) when (exception is not OperationCanceledException)
                     {
@@ -875,11 +892,11 @@ public sealed partial class HandoffEngine(
         return Summarize(state, round.Plan);
     }
 
-    private async Task<LaunchAttempt> AttemptAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    private async Task<LaunchAttempt> AttemptAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
     {
         using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
         var started = timeProvider.GetTimestamp();
-        var outcome = await CallProviderAsync(round, launch, reconcileFirst, cancellationToken);
+        var outcome = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
         HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
         activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
         if (outcome.Failure is not null)
@@ -890,7 +907,7 @@ public sealed partial class HandoffEngine(
         return outcome;
     }
 
-    private async Task<LaunchAttempt> CallProviderAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, CancellationToken cancellationToken)
+    private async Task<LaunchAttempt> CallProviderAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
     {
         // An integration removed from the settings since the round started: nothing can be sent.
         if (integrations.Find(launch.IntegrationId) is not { } integration)
@@ -913,6 +930,11 @@ public sealed partial class HandoffEngine(
             {
                 LogReconciled(round.RunId, launch.Repository, existing.Id);
                 return new LaunchAttempt(existing, null, Reconciled: true);
+            }
+
+            if (ifNotFound is not null)
+            {
+                return new LaunchAttempt(null, new ProviderFailure(ifNotFound, Retryable: false, RequestSent: false), Reconciled: false);
             }
         }
 

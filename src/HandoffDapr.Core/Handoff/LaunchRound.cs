@@ -23,7 +23,8 @@ public sealed record LaunchRound(
 
 /// <param name="Launch">The launch as saved in flight; its answer is applied only while the saved one is still this attempt.</param>
 /// <param name="ReconcileFirst">An earlier attempt may have created an agent: look for it before launching.</param>
-public sealed record RoundLaunch(RepositoryLaunch Launch, bool ReconcileFirst);
+/// <param name="IfNotFound">Set when only the lookup may be made: no agent found ends the launch with this failure type.</param>
+public sealed record RoundLaunch(RepositoryLaunch Launch, bool ReconcileFirst, string? IfNotFound = null);
 
 /// <summary>One repository's answer in a round: the agent launched or found, or why there is none.</summary>
 public sealed record LaunchAttempt(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled);
