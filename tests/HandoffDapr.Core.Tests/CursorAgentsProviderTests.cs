@@ -202,6 +202,23 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
     }
 
+    [Theory]
+    [InlineData("""{"agents":[{"id":12345,"status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"fix-abc123"}}]}""")]
+    [InlineData("""{"agents":[{"id":"bc:1","status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"fix-abc123"}}]}""")]
+    [InlineData("""{"agents":[{"status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"fix-abc123"}}]}""")]
+    public async Task listed_agent_on_our_branch_that_cannot_be_read_is_an_unknown_outcome_not_not_found(string body)
+    {
+        // The list shows an agent on the launch's own branch, in a shape we cannot read (its id): it may well be ours,
+        // so "none" would launch a second agent on the repository.
+        Answer("/v0/agents", 200, body);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.True(result.Failure!.OutcomeUnknown);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 

@@ -60,6 +60,23 @@ public sealed class ProviderFailureClassifierTests
     public void Unreadable_retry_after_is_ignored(string header) =>
         Assert.Null(ProviderFailureClassifier.ParseRetryAfter(header, Now));
 
+    [Theory]
+    [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage-service"}}""")]
+    [InlineData("""{"error":{"message":"The GitHub app is not installed on acme/quota-tracker"}}""")]
+    public void A_403_that_names_a_repository_with_an_account_limit_word_is_repository_access(string body)
+    {
+        // README: Cursor 403 is repository_access unless it is *about* plan limits, storage or quota.
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(403, Encoding.UTF8.GetBytes(body)), Now);
+
+        Assert.Equal(FailureTypes.RepositoryAccess, failure.FailureType);
+    }
+
+    [Theory]
+    [InlineData("99999999999999999999")]
+    [InlineData("18446744073709551616")]
+    public void Retry_after_in_seconds_past_a_long_is_cut_to_a_day_not_ignored(string header) =>
+        Assert.Equal(TimeSpan.FromDays(1), ProviderFailureClassifier.ParseRetryAfter(header, Now));
+
     [Fact]
     public void No_answer_after_sending_is_an_unknown_outcome_and_an_open_circuit_is_not()
     {

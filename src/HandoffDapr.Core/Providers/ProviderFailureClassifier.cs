@@ -61,6 +61,12 @@ public static class ProviderFailureClassifier
             return TimeSpan.FromSeconds(Math.Min(seconds, (long)MaxRetryAfter.TotalSeconds));
         }
 
+        if (value.All(char.IsAsciiDigit))
+        {
+            // Seconds past a long: as long a wait as a provider can ask for.
+            return MaxRetryAfter;
+        }
+
         if (DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
         {
             var delay = date - now;
@@ -72,8 +78,10 @@ public static class ProviderFailureClassifier
 
     private static ProviderFailure Final(string failureType, int status) => new(failureType, Retryable: false, StatusCode: status);
 
-    // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording.
-    private static readonly string[] AccountLimitPhrases = ["plan limit", "storage", "quota", "usage limit"];
+    // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording. Phrases,
+    // not single words: a message naming a repository such as acme/storage-service is about that repository's access.
+    private static readonly string[] AccountLimitPhrases =
+        ["plan limit", "storage full", "storage limit", "storage quota", "quota exceeded", "exceeded your quota", "out of quota", "usage limit"];
 
     // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
     // repository field is our request's fault (invalid_request), not a missing app installation.

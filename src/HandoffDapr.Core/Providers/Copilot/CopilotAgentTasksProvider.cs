@@ -91,6 +91,7 @@ public sealed class CopilotAgentTasksProvider(
         // GitHub's list items may not show a task's branch (it is on the task's sessions, which only a read by id
         // returns): those are read one by one, and when too many are, the lookup is incomplete, never "not found".
         var unread = new List<string>();
+        var unreadableListed = 0;
         for (var page = 1; page <= MaxListPages; page++)
         {
             var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
@@ -117,14 +118,18 @@ public sealed class CopilotAgentTasksProvider(
                         return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                     }
 
-                    if (ReadTaskElement(task) is not { } agent)
+                    var agent = ReadTaskElement(task);
+                    if (string.Equals(HeadRef(task), branchName, StringComparison.Ordinal))
                     {
-                        continue;
+                        // Ours, but unreadable (no usable id): "none" would launch a second task beside it.
+                        return agent is not null ? ProviderResult<ProviderAgent?>.Success(agent) : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                     }
 
-                    if (string.Equals(agent.BranchName, branchName, StringComparison.Ordinal))
+                    if (agent is null)
                     {
-                        return ProviderResult<ProviderAgent?>.Success(agent);
+                        // Neither readable nor on a branch we can see: it may be ours.
+                        unreadableListed += HeadRef(task) is null ? 1 : 0;
+                        continue;
                     }
 
                     if (agent.BranchName is null)
@@ -135,7 +140,7 @@ public sealed class CopilotAgentTasksProvider(
 
                 if (tasks.GetArrayLength() < ListPageSize)
                 {
-                    return await FindAmongAsync(unread, branchName, cancellationToken);
+                    return await FindAmongAsync(unread, unreadableListed, branchName, cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
@@ -147,9 +152,16 @@ public sealed class CopilotAgentTasksProvider(
         return exchange.ListExhausted(MaxListPages);
     }
 
-    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, string branchName, CancellationToken cancellationToken)
+    /// <summary>
+    /// A task still without a branch when read by id may be a launch of ours not yet started (queued): it counts as not
+    /// read, unless it has ended or was created long before any lost launch could have been (so that one stuck task
+    /// does not block every lookup in its repository for good).
+    /// </summary>
+    private static readonly TimeSpan BranchlessTaskHorizon = TimeSpan.FromHours(6);
+
+    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, int unreadableListed, string branchName, CancellationToken cancellationToken)
     {
-        var unreadable = 0;
+        var unreadable = unreadableListed;
         foreach (var taskId in taskIds.Take(MaxTaskReads))
         {
             var read = await ReadTaskAsync(taskId, cancellationToken);
@@ -166,9 +178,16 @@ public sealed class CopilotAgentTasksProvider(
                 continue;
             }
 
-            if (string.Equals(read.Value!.Agent.BranchName, branchName, StringComparison.Ordinal))
+            var task = read.Value!.Agent;
+            if (string.Equals(task.BranchName, branchName, StringComparison.Ordinal))
             {
-                return ProviderResult<ProviderAgent?>.Success(read.Value.Agent);
+                return ProviderResult<ProviderAgent?>.Success(task);
+            }
+
+            if (task.BranchName is null && task.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running or ProviderAgentStatus.Unknown
+                && (task.CreatedAt is not { } created || created > timeProvider.GetUtcNow() - BranchlessTaskHorizon))
+            {
+                unreadable++;
             }
         }
 

@@ -71,11 +71,13 @@ public sealed class CursorAgentsProvider(
                         return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                     }
 
-                    if (ReadAgent(element) is { } agent
-                        && string.Equals(agent.BranchName, branchName, StringComparison.Ordinal)
-                        && RepositoryMatches(element, repository))
+                    element.TryGetProperty("target", out var target);
+                    if (string.Equals(ReadString(target, "branchName"), branchName, StringComparison.Ordinal) && RepositoryMatches(element, repository))
                     {
-                        return ProviderResult<ProviderAgent?>.Success(agent);
+                        // Ours, but unreadable (no usable id): "none" would launch a second agent beside it.
+                        return ReadAgent(element) is { } agent
+                            ? ProviderResult<ProviderAgent?>.Success(agent)
+                            : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                     }
                 }
 

@@ -1,0 +1,84 @@
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Copilot;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>The Copilot client's lost-launch lookup against a scripted transport.</summary>
+/// <summary>Looking for a lost launch among GitHub's tasks: a task that may be ours is never taken for "none".</summary>
+public sealed class CopilotLookupTests
+{
+    [Fact]
+    public async Task listed_task_on_our_branch_that_cannot_be_read_is_an_unknown_outcome_not_not_found()
+    {
+        // The list shows a task on the launch's own head branch, but its id is not a string we accept (a number):
+        // it may well be ours, so "none" would launch a second agent.
+        var transport = new ScriptedTransport(path => path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+            ? (200, """{"tasks":[{"id":7001,"state":"queued","head_ref":"fix-abc123"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.True(result.Failure!.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task branchless_task_whose_read_by_id_still_shows_no_branch_is_not_taken_for_not_ours()
+    {
+        // Our lost launch created a task that is still queued: neither the list nor its read by id shows a branch yet
+        // (no session). Its branch is unknown, so the lookup cannot say "not found".
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, """{"tasks":[{"id":"task-1","state":"queued"}]}""")
+            : path == "agents/tasks/task-1" ? (200, """{"id":"task-1","state":"queued","sessions":[]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        Assert.Contains("agents/tasks/task-1", transport.Paths);
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.True(result.Failure!.OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData("completed", 0)]
+    [InlineData("queued", 7)]
+    public async Task Branchless_task_that_ended_or_is_hours_older_than_any_lost_launch_does_not_block_the_lookup(string state, int hoursOld)
+    {
+        var created = DateTimeOffset.UtcNow.AddHours(-hoursOld).ToString("O");
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, """{"tasks":[{"id":"task-1","state":"queued"}]}""")
+            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"{{state}}","created_at":"{{created}}","sessions":[]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+
+        // A stuck task would otherwise keep every lookup in the repository incomplete, and nothing could launch there.
+        Assert.True(result.IsSuccess);
+        Assert.Null(result.Value);
+    }
+
+    private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
+    {
+        public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
+    }
+
+    private sealed class ScriptedTransport(Func<string, (int Status, string Body)> answer) : IProviderTransport
+    {
+        public List<string> Paths { get; } = [];
+
+        public Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
+        {
+            Paths.Add(request.Path);
+            var (status, body) = answer(request.Path);
+            return Task.FromResult(new ProviderResponse(status, System.Text.Encoding.UTF8.GetBytes(body)));
+        }
+    }
+}
