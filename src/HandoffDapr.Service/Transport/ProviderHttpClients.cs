@@ -41,8 +41,9 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
         var client = new HttpClient(handler, disposeHandler: false)
         {
             BaseAddress = new Uri(integration.EffectiveBaseUrl.TrimEnd('/') + "/"),
-            // The pipeline's timeout governs; HttpClient's own would fire with a less precise exception.
-            Timeout = Timeout.InfiniteTimeSpan,
+            // The pipeline's timeout governs the exchange up to the answer's headers (and counts for the breaker); this one,
+            // a second later, bounds reading the body too, which HttpClient does after the handlers have returned.
+            Timeout = integration.RequestTimeout + TimeSpan.FromSeconds(1),
             // A page of 100 agents is tens of KiB; past this an answer is not one (the default would buffer 2 GiB).
             MaxResponseContentBufferSize = MaxAnswerBytes,
         };
