@@ -334,9 +334,10 @@ public sealed partial class HandoffEngine(
             var age = Age(state, latest, now);
             if (givenUp.Contains(agent.Id))
             {
-                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age:
+                // an agent we failed, and one that completed without a pull request and was asked for more (a follow-up).
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && latest.Status == CodingAgentStatus.Failed && age <= watchLimit)
+                    && (latest.Status == CodingAgentStatus.Failed || IsCompletedWithoutPullRequest(latest)) && age <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
@@ -537,6 +538,17 @@ public sealed partial class HandoffEngine(
         }
 
         var now = timeProvider.GetUtcNow();
+        if (!sent.Stop && IsCompletedWithoutPullRequest(agent))
+        {
+            // A follow-up sets a finished agent to work again, maybe on the pull request it did not open: read it on until
+            // it ends again, so that pull request is learnt without a webhook too.
+            var poll = state.Poll;
+            state = state with
+            {
+                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, 0, [.. (poll?.GivenUp ?? []).Union([sent.AgentId])]),
+            };
+        }
+
         if (sent.Stop && !agent.Status.IsFinal())
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
@@ -552,6 +564,9 @@ public sealed partial class HandoffEngine(
         await writer.SaveAsync(state, CancellationToken.None);
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
     }
+
+    private static bool IsCompletedWithoutPullRequest(CodingAgentState agent) =>
+        agent.Status == CodingAgentStatus.Completed && !agent.Results.Any(result => result.PrUrl is not null);
 
     /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
     public RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report)
