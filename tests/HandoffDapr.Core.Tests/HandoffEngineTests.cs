@@ -940,16 +940,20 @@ public sealed class HandoffEngineTests
         Assert.False(run.Preferences.AutomationHandoff.AutoCreatePr);
     }
 
-    [Fact]
-    public async Task Relaunch_still_waiting_for_its_retry_is_not_made_once_the_agent_it_replaces_reports_finished()
+    [Theory]
+    [InlineData(503, LaunchPhase.RetryScheduled)]
+    // A 502: the relaunch may have reached the provider, so its retry looks for an agent first; it finds none.
+    [InlineData(502, LaunchPhase.OutcomeUnknown)]
+    public async Task Relaunch_still_waiting_for_its_retry_is_not_made_once_the_agent_it_replaces_reports_finished(int status, LaunchPhase waiting)
     {
-        // bc-1 is given up for age; a person launches acme/shop again, but that call meets a 503 and waits for its retry.
+        // bc-1 is given up for age; a person launches acme/shop again, but that call fails and waits for its retry.
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
         await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        provider.Next = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, "{}"u8.ToArray()), time.GetUtcNow());
         var relaunch = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Single(relaunch.Result.Retries);
+        Assert.Equal(waiting, writer.Saved.Last().Launches.Single(launch => launch.Generation == 2).Phase);
 
         // Before the retry is due, the old agent turns out to have finished and opened its pull request.
         var late = await engine.ApplyAgentReportAsync(
@@ -1103,38 +1107,6 @@ public sealed class HandoffEngineTests
         var state = writer.Saved.Last();
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
         Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
-    }
-
-    [Fact]
-    public async Task A_relaunch_whose_first_answer_was_lost_is_not_made_once_the_agent_it_replaces_reports_finished()
-    {
-        // bc-1 is given up for age; a person launches acme/shop again, but that call meets a 502 (the answer is lost:
-        // the relaunch is saved outcome_unknown and waits for its retry).
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 502);
-        var relaunch = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
-        Assert.Single(relaunch.Result.Retries);
-        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches.Single(launch => launch.Generation == 2).Phase);
-
-        // Before the retry is due, the old agent turns out to have finished and opened its pull request.
-        await engine.ApplyAgentReportAsync(
-            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/13")), writer, CancellationToken.None);
-        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
-
-        // The 502 had in fact created nothing (provider.Existing stays null): the retry reconciles, finds nothing ...
-        for (var i = 0; i < 3 && writer.Saved.Last().NextWakeAt() is { } next; i++)
-        {
-            time.Advance(next - time.GetUtcNow());
-            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        }
-
-        // ... and must then drop the relaunch (superseded), not start a second agent on a repository whose agent completed.
-        Assert.Equal(2, provider.Launches.Count);
-        Assert.Single(writer.Saved.Last().CodingAgents);
-        var relaunched = writer.Saved.Last().Launches.Single(launch => launch.Generation == 2);
-        Assert.Equal((LaunchPhase.Failed, FailureTypes.Superseded), (relaunched.Phase, relaunched.FailureType));
     }
 
     [Fact]
