@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Net;
 using System.Text;
+using System.Text.RegularExpressions;
 using HandoffDapr.Core.Model;
 
 namespace HandoffDapr.Core.Providers;
@@ -9,7 +10,7 @@ namespace HandoffDapr.Core.Providers;
 /// Turns a provider's answer into a <see cref="ProviderFailure"/>: status code first (bodies are not
 /// consistent across providers or even endpoints), the body only to tell a repository-access 400 apart.
 /// </summary>
-public static class ProviderFailureClassifier
+public static partial class ProviderFailureClassifier
 {
     private const int BodySniffLength = 4096;
 
@@ -25,7 +26,7 @@ public static class ProviderFailureClassifier
             (int)HttpStatusCode.Unauthorized => Final(FailureTypes.InvalidCredentials, status),
             // Cursor's 403 means "insufficient permissions, plan limits exceeded, or storage full" (its v0 API spec): the
             // message tells an account limit apart; otherwise a valid key that may not touch the repository.
-            (int)HttpStatusCode.Forbidden when MentionsAccountLimit(response.Body) => Final(FailureTypes.QuotaExceeded, status),
+            (int)HttpStatusCode.Forbidden when AccountLimit().IsMatch(Sniff(response.Body)) => Final(FailureTypes.QuotaExceeded, status),
             (int)HttpStatusCode.Forbidden => Final(FailureTypes.RepositoryAccess, status),
             (int)HttpStatusCode.BadRequest when MentionsRepositoryAccess(response.Body) => Final(FailureTypes.RepositoryAccess, status),
             (int)HttpStatusCode.RequestTimeout => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
@@ -78,23 +79,24 @@ public static class ProviderFailureClassifier
 
     private static ProviderFailure Final(string failureType, int status) => new(failureType, Retryable: false, StatusCode: status);
 
-    // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording. Phrases,
-    // not single words: a message naming a repository such as acme/storage-service is about that repository's access.
-    private static readonly string[] AccountLimitPhrases =
-        ["plan limit", "storage full", "storage limit", "storage quota", "quota exceeded", "exceeded your quota", "out of quota", "usage limit"];
+    // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording. Whole words
+    // only: a message naming a repository such as acme/storage-service or acme/quota-tracker is about that repository.
+    [GeneratedRegex(@"(?<![\w/.-])(plan limits?|storage|quota|usage limits?)(?![\w/-])", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
+    private static partial Regex AccountLimit();
 
     // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
     // repository field is our request's fault (invalid_request), not a missing app installation.
     private static readonly string[] RepositoryAccessPhrases = ["verify existence of branch"];
 
-    private static bool MentionsAccountLimit(ReadOnlyMemory<byte> body) => Mentions(body, AccountLimitPhrases);
-
     private static bool MentionsRepositoryAccess(ReadOnlyMemory<byte> body) => Mentions(body, RepositoryAccessPhrases);
+
+    /// <summary>The body's first <see cref="BodySniffLength"/> bytes, as text.</summary>
+    private static string Sniff(ReadOnlyMemory<byte> body) => Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
 
     /// <summary>Whether the body's first <see cref="BodySniffLength"/> bytes name any of the phrases, in any case.</summary>
     private static bool Mentions(ReadOnlyMemory<byte> body, string[] phrases)
     {
-        var text = Encoding.UTF8.GetString(body.Span[..Math.Min(body.Length, BodySniffLength)]);
+        var text = Sniff(body);
         foreach (var phrase in phrases)
         {
             if (text.Contains(phrase, StringComparison.OrdinalIgnoreCase))

@@ -102,10 +102,23 @@ public sealed class DaprOptions
 
     /// <summary>
     /// At shutdown, how long provider calls under way (a launch round's, a poll's, a stop's) may still answer before
-    /// they are stopped and their outcomes recorded as unknown. Below <see cref="ShutdownDrain"/>, which must leave time
-    /// to record the answers; 0 stops them at once.
+    /// they are stopped and their outcomes recorded as unknown; 0 stops them at once. Cut to leave the last
+    /// <see cref="RecordingTime"/> of <see cref="ShutdownDrain"/> for recording the answers (<see cref="EffectiveProviderCallGrace"/>).
     /// </summary>
     public TimeSpan ProviderCallGrace { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The end of the shutdown drain kept for recording what the provider calls answered.</summary>
+    public static readonly TimeSpan RecordingTime = TimeSpan.FromSeconds(5);
+
+    /// <summary>The grace as applied: never into the drain's last <see cref="RecordingTime"/>.</summary>
+    public TimeSpan EffectiveProviderCallGrace
+    {
+        get
+        {
+            var room = ShutdownDrain - RecordingTime;
+            return room <= TimeSpan.Zero ? TimeSpan.Zero : ProviderCallGrace < room ? ProviderCallGrace : room;
+        }
+    }
 }
 
 public sealed class LaunchOptions

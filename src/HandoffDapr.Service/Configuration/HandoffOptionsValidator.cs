@@ -60,9 +60,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Dapr:ShutdownDrain must be between zero and five minutes (and below the pod's dapr.io/block-shutdown-duration).");
         }
 
-        if (options.Dapr.ProviderCallGrace < TimeSpan.Zero || (options.Dapr.ProviderCallGrace > TimeSpan.Zero && options.Dapr.ProviderCallGrace >= options.Dapr.ShutdownDrain))
+        if (options.Dapr.ProviderCallGrace < TimeSpan.Zero || options.Dapr.ProviderCallGrace > TimeSpan.FromMinutes(5))
         {
-            errors.Add("Handoff:Dapr:ProviderCallGrace must be zero or positive and below Handoff:Dapr:ShutdownDrain (the rest of the drain records the answers).");
+            errors.Add("Handoff:Dapr:ProviderCallGrace must be between zero and five minutes.");
         }
 
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)

@@ -5,7 +5,7 @@ namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
 /// When shutdown stops the provider calls of launch rounds, polls, stops and follow-ups still under way: a grace
-/// (<see cref="DaprOptions.ProviderCallGrace"/>) after shutdown begins. A call answered within it is recorded as it
+/// (<see cref="DaprOptions.EffectiveProviderCallGrace"/>) after shutdown begins. A call answered within it is recorded as it
 /// answered, so a rolling update does not turn launches that were about to answer into outcomes to reconcile; what
 /// is still unanswered then is stopped and recorded as unknown while the drain keeps daprd's APIs up.
 /// </summary>
@@ -16,7 +16,7 @@ public sealed class ProviderCallCutoff : IDisposable
 
     public ProviderCallCutoff(IHostApplicationLifetime lifetime, IOptions<HandoffOptions> options, TimeProvider timeProvider)
     {
-        var grace = options.Value.Dapr.ProviderCallGrace;
+        var grace = options.Value.Dapr.EffectiveProviderCallGrace;
         // Its timer runs on the TimeProvider, so tests can move through the grace.
         cutoff = new CancellationTokenSource(Timeout.InfiniteTimeSpan, timeProvider);
         onStopping = lifetime.ApplicationStopping.Register(() =>

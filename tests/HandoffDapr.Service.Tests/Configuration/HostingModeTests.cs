@@ -106,15 +106,29 @@ public sealed class HostingModeTests
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = options.Launch.PollInterval / 2 },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.Zero },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromMinutes(10) },
-        // No time left in the drain to record what the calls answered.
-        { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = options.Dapr.ShutdownDrain },
         { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = TimeSpan.FromSeconds(-1) },
+        { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = TimeSpan.FromMinutes(10) },
         // A timer past ~49 days cannot be set: the first trigger would fail instead of start-up.
         { "Handoff:Launch:InFlightTimeout", options => options.Launch.InFlightTimeout = TimeSpan.FromDays(60) },
         { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = TimeSpan.FromDays(60) },
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = TimeSpan.FromDays(60) },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.MaxValue },
     };
+
+    [Theory]
+    [InlineData(40, 30, 30)]
+    [InlineData(20, 30, 15)]
+    [InlineData(5, 30, 0)]
+    [InlineData(0, 30, 0)]
+    [InlineData(40, 0, 0)]
+    public void Provider_call_grace_is_cut_to_leave_the_drain_time_to_record_and_a_short_drain_still_starts(int drainSeconds, int graceSeconds, int appliedSeconds)
+    {
+        // A drain of 20 s, or none, was a valid setting before the grace existed: it still starts, with less grace.
+        var options = new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(drainSeconds), ProviderCallGrace = TimeSpan.FromSeconds(graceSeconds) } };
+
+        Assert.True(new HandoffOptionsValidator(HostingMode.Dapr).Validate(null, options).Succeeded);
+        Assert.Equal(TimeSpan.FromSeconds(appliedSeconds), options.Dapr.EffectiveProviderCallGrace);
+    }
 
     [Theory]
     [InlineData("042")]
