@@ -28,6 +28,7 @@ public static partial class CompletionEventEndpoints
             .Produces<DaprEventReply>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
+            .ProducesProblem(StatusCodes.Status408RequestTimeout)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
@@ -51,7 +52,10 @@ public static partial class CompletionEventEndpoints
         var (body, problem) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken);
         if (body is null)
         {
-            return Malformed(mode, services.Logger, $"{problem!.ProblemDetails.Title}: {problem.ProblemDetails.Detail}", problem);
+            // A body that came too slowly says nothing about the event: daprd is asked to deliver it again.
+            return problem!.StatusCode == StatusCodes.Status408RequestTimeout && mode == HostingMode.Dapr
+                ? TypedResults.Ok(new DaprEventReply("RETRY"))
+                : Malformed(mode, services.Logger, $"{problem.ProblemDetails.Title}: {problem.ProblemDetails.Detail}", problem);
         }
 
         RunSnapshot? snapshot;
@@ -125,8 +129,9 @@ public static partial class CompletionEventEndpoints
                 return (null, "The event data must be a JSON object.", null);
             }
         }
-        catch (JsonException)
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException)
         {
+            // InvalidOperationException: a property name that cannot be unescaped (a lone surrogate, \ud800).
             return (null, "The body is not valid JSON.", null);
         }
 

@@ -25,6 +25,9 @@ public static class Problems
     public static ProblemHttpResult InvalidRequest(string detail) =>
         Problem(StatusCodes.Status400BadRequest, "invalid-request", "Invalid request", detail);
 
+    public static ProblemHttpResult BodyTooSlow() =>
+        Problem(StatusCodes.Status408RequestTimeout, "body-too-slow", "Request body too slow", "The body did not arrive in time. Send it again.");
+
     public static ProblemHttpResult BodyTooLarge(long limit) =>
         Problem(StatusCodes.Status413PayloadTooLarge, "body-too-large", "Request body too large", $"The body may be at most {limit} bytes.");
 

@@ -54,11 +54,15 @@ public static class RequestBody
         }
         catch (BadHttpRequestException exception)
         {
-            // Kestrel's own checks: its body size limit (the same setting, when the body is chunked) or broken framing.
+            // Kestrel's own checks: its body size limit (the same setting, when the body is chunked), its minimum data
+            // rate (the body came too slowly), or broken framing.
             body.Dispose();
-            return (null, exception.StatusCode == StatusCodes.Status413PayloadTooLarge
-                ? Problems.BodyTooLarge(limit)
-                : Problems.InvalidBody("The body is not well-formed HTTP (bad length or chunk framing)."));
+            return (null, exception.StatusCode switch
+            {
+                StatusCodes.Status413PayloadTooLarge => Problems.BodyTooLarge(limit),
+                StatusCodes.Status408RequestTimeout => Problems.BodyTooSlow(),
+                _ => Problems.InvalidBody("The body is not well-formed HTTP (bad length or chunk framing)."),
+            });
         }
         catch
         {

@@ -25,6 +25,7 @@ public static partial class WebhookEndpoints
         app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
+            .ProducesProblem(StatusCodes.Status408RequestTimeout)
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)

@@ -155,6 +155,20 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "320");
     }
 
+    [Fact]
+    public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
+    {
+        await using var factory = await Start();
+        // An extension attribute whose name is a lone surrogate escape: a 500 would make daprd redeliver it again and again.
+        var message = """{"specversion":"1.0","id":"e1","source":"autofix","type":"com.dapr.event.sent","topic":"autofix-run-completed","pubsubname":"pubsub","datacontenttype":"application/json","\ud800":"1","data":{"run_id":5,"group":{"id":456}}}""";
+
+        // Posted as daprd posts a delivery (the fake sidecar's own envelope reader cannot read this name either).
+        var response = await factory.CreateSidecarClient().PostRawAsync("/events/autofix-run-completed", message, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("DROP", (await response.ReadJsonAsync())["status"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("{")]
     [InlineData("[1,2")]

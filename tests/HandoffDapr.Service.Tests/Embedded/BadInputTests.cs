@@ -43,6 +43,10 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":5,"metadata":{"group_id":9007199254740992}}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"project_id":9007199254740992}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"organization_id":-1}""" },
+        // A top-level property name that is a lone surrogate escape: well-formed JSON text, invalid as a string.
+        { "/events/autofix-run-completed", """{"\ud800":1,"run_id":5,"group":{"id":456}}""" },
+        { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"\udc00x":1}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","dat\ud800":1,"data":{"run_id":5,"group":{"id":456}}}""" },
         { "/events/autofix-run-completed", "{" },
         { "/events/autofix-run-completed", "[]" },
         { "/events/autofix-run-completed", """{"run_id":"x"}""" },

@@ -91,7 +91,7 @@ public sealed class OpenApiTests : IDisposable
 
             if (name.StartsWith("POST") && !name.EndsWith("/stop"))
             {
-                expected.AddRange(["400", "413", "415"]);
+                expected.AddRange(["400", "408", "413", "415"]);
             }
 
             if (name == "GET /runs")
