@@ -144,6 +144,31 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Completed_agent_sent_a_follow_up_is_read_on_until_its_pull_request_shows_even_if_first_read_finished()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.NextWakeAt());
+
+        // Asked for the pull request it did not open; the next read still sees FINISHED (it has not resumed yet).
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.NotNull(state.NextWakeAt());
+
+        // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/21";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/21", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_poll_cut_short_by_shutdown_before_any_read_does_not_back_the_schedule_off()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

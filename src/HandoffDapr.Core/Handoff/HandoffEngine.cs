@@ -230,9 +230,10 @@ public sealed partial class HandoffEngine(
     private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
     {
         var givenUp = state.Poll?.GivenUp ?? [];
+        var awaiting = state.Poll?.AwaitingPullRequest ?? [];
         // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
         var agents = state.CodingAgents.Values
-            .Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id))
+            .Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id) || awaiting.Contains(agent.Id))
             .Select(agent => state.LaunchOfAgent(agent.Id) is { } launch ? new AgentRef(agent.Id, launch.IntegrationId) : null)
             .OfType<AgentRef>()
             .ToList();
@@ -314,12 +315,14 @@ public sealed partial class HandoffEngine(
         }
 
         var givenUp = state.Poll?.GivenUp ?? [];
-        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id)).ToList();
+        var awaiting = state.Poll?.AwaitingPullRequest ?? [];
+        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id) || awaiting.Contains(agent.Id)).ToList();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
         var timedOut = new List<AgentRef>();
         var stillWatched = new List<string>();
+        var stillAwaiting = new List<string>();
         foreach (var agent in active)
         {
             var report = reports.GetValueOrDefault(agent.Id);
@@ -332,12 +335,19 @@ public sealed partial class HandoffEngine(
 
             var latest = state.CodingAgents[agent.Id];
             var age = Age(state, latest, now);
-            if (givenUp.Contains(agent.Id))
+            if (awaiting.Contains(agent.Id))
             {
-                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age:
-                // an agent we failed, and one that completed without a pull request and was asked for more (a follow-up).
+                // Not ended by a FINISHED read: the agent may not have resumed yet. Only a pull request, or age, ends it.
+                if (IsCompletedWithoutPullRequest(latest) && age <= watchLimit)
+                {
+                    stillAwaiting.Add(agent.Id);
+                }
+            }
+            else if (givenUp.Contains(agent.Id))
+            {
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && (latest.Status == CodingAgentStatus.Failed || IsCompletedWithoutPullRequest(latest)) && age <= watchLimit)
+                    && latest.Status == CodingAgentStatus.Failed && age <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
@@ -366,7 +376,11 @@ public sealed partial class HandoffEngine(
             var interval = answers.Interrupted && !changed ? options.PollInterval
                 : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
             var watched = stillWatched.Count > 0 ? stillWatched : null;
-            state = state with { Poll = state.HasActiveAgents || watched is not null ? new PollSchedule(now + interval, quietPolls, watched) : null };
+            var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
+            state = state with
+            {
+                Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited) : null,
+            };
         }
         else if (timedOut.Count > 0)
         {
@@ -542,10 +556,16 @@ public sealed partial class HandoffEngine(
         {
             // A follow-up sets a finished agent to work again, maybe on the pull request it did not open: read it on until
             // it ends again, so that pull request is learnt without a webhook too.
-            var poll = state.Poll;
+            var soon = now + options.PollInterval;
+            var poll = state.Poll ?? new PollSchedule(soon, 0);
             state = state with
             {
-                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, 0, [.. (poll?.GivenUp ?? []).Union([sent.AgentId])]),
+                Poll = poll with
+                {
+                    NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
+                    QuietPolls = 0,
+                    AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
+                },
             };
         }
 
@@ -556,7 +576,7 @@ public sealed partial class HandoffEngine(
             var poll = state.Poll;
             state = state.WithAgent(agent) with
             {
-                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], sent.AgentId]),
+                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], sent.AgentId], poll?.AwaitingPullRequest),
             };
         }
 

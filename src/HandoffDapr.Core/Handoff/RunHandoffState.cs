@@ -27,7 +27,7 @@ public sealed record RunHandoffState(
     public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
 
     /// <summary>Agents are still read from the provider: some are unfinished, or given up on without a confirmed end.</summary>
-    public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 };
+    public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 } || Poll?.AwaitingPullRequest is { Count: > 0 };
 
     /// <summary>
     /// A launch round is at the provider: launches in flight whose deadline has not passed (past it, they are a crash's
@@ -155,7 +155,11 @@ public enum LaunchPhase
 /// Agents we failed for age whose end the provider has not shown yet (its stop may not have taken, or it offers none):
 /// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
 /// </param>
-public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls, IReadOnlyList<string>? GivenUp = null);
+/// <param name="AwaitingPullRequest">
+/// Agents that completed without a pull request and were sent a follow-up: read until one shows a pull request, or
+/// until twice the maximum age from launch (the agent may not have resumed yet when it is first read).
+/// </param>
+public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls, IReadOnlyList<string>? GivenUp = null, IReadOnlyList<string>? AwaitingPullRequest = null);
 
 public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
 
