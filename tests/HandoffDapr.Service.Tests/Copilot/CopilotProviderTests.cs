@@ -151,6 +151,20 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal(10, github.Server.LogEntries.Count());
     }
 
+    [Fact]
+    public async Task Forbidden_with_no_requests_remaining_is_a_rate_limit_whatever_its_message_says()
+    {
+        // GitHub documents the header as the sign of its primary rate limit; the message wording is not specified.
+        var reset = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeSeconds();
+        github.NextLaunchAnswer = () => WithHeaders(FakeCopilot.Json(403, """{"message":"Forbidden"}"""), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
+
+        var result = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.RateLimited, result.Failure!.FailureType);
+        Assert.True(result.Failure.Retryable);
+        Assert.InRange(result.Failure.RetryAfter!.Value, TimeSpan.FromMinutes(9), TimeSpan.FromMinutes(11));
+    }
+
     [Theory]
     [InlineData(403, """{"message":"API rate limit exceeded for user ID 1."}""")]
     [InlineData(429, """{"message":"You have exceeded a secondary rate limit."}""")]

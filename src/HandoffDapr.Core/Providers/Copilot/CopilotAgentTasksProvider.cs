@@ -225,6 +225,9 @@ public sealed class CopilotAgentTasksProvider(
         return response.StatusCode switch
         {
             (int)HttpStatusCode.PaymentRequired => new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
+            // GitHub's documented sign of its primary rate limit is the header, whatever the message says.
+            (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when response.RateLimitRemaining?.Trim() == "0" =>
+                new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: RateLimitWait(response, now), StatusCode: response.StatusCode),
             (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when Mentions(message, "quota", "premium request", "usage limit") =>
                 new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
             (int)HttpStatusCode.TooManyRequests or (int)HttpStatusCode.Forbidden when response.StatusCode == 429 || Mentions(message, "rate limit") =>
