@@ -10,7 +10,7 @@ namespace HandoffDapr.Core.Tests;
 public sealed class CopilotLookupTests
 {
     [Fact]
-    public async Task listed_task_on_our_branch_that_cannot_be_read_is_an_unknown_outcome_not_not_found()
+    public async Task Listed_task_on_our_branch_that_cannot_be_read_is_an_unknown_outcome_not_not_found()
     {
         // The list shows a task on the launch's own head branch, but its id is not a string we accept (a number):
         // it may well be ours, so "none" would launch a second agent.
@@ -27,7 +27,7 @@ public sealed class CopilotLookupTests
     }
 
     [Fact]
-    public async Task branchless_task_whose_read_by_id_still_shows_no_branch_is_not_taken_for_not_ours()
+    public async Task Task_read_by_id_without_a_session_prompt_yet_is_not_taken_for_not_ours()
     {
         // Our lost launch created a task that is still queued: neither the list nor its read by id shows a branch yet
         // (no session). Its branch is unknown, so the lookup cannot say "not found".
@@ -48,11 +48,11 @@ public sealed class CopilotLookupTests
     [Theory]
     [InlineData("completed", 0)]
     [InlineData("queued", 7)]
-    public async Task Branchless_task_that_ended_or_is_hours_older_than_any_lost_launch_does_not_block_the_lookup(string state, int hoursOld)
+    public async Task Task_without_a_session_prompt_that_ended_or_is_hours_older_than_any_lost_launch_does_not_block_the_lookup(string state, int hoursOld)
     {
         var created = DateTimeOffset.UtcNow.AddHours(-hoursOld).ToString("O");
         var transport = new ScriptedTransport(path =>
-            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, """{"tasks":[{"id":"task-1","state":"queued"}]}""")
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"{{state}}","created_at":"{{created}}"}]}""")
             : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"{{state}}","created_at":"{{created}}","sessions":[]}""")
             : (404, """{"message":"Not Found"}"""));
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();

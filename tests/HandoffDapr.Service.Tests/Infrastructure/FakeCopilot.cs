@@ -10,8 +10,9 @@ using WireMock.Util;
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
 /// <summary>
-/// GitHub's agent tasks API on WireMock.Net, in GitHub's shapes (go-github's AgentTask model and example JSON): a task
-/// has no top-level <c>head_ref</c>; its branch is on its <c>sessions</c>, which only the read by id returns; a pull
+/// GitHub's agent tasks API on WireMock.Net, in GitHub's shapes (its REST docs, 2026-03-10, and go-github's AgentTask
+/// model): a task has no top-level <c>head_ref</c>; its branch, which GitHub names, and its prompt are on its
+/// <c>sessions</c>, which only the read by id returns; a pull
 /// request artifact is <c>{"type":"pull","data":{"id","global_id"}}</c>, whose URL only GraphQL's <c>node</c> gives.
 /// </summary>
 public sealed class FakeCopilot : IDisposable
@@ -86,8 +87,10 @@ public sealed class FakeCopilot : IDisposable
             {
                 ["id"] = $"session-{id}",
                 ["state"] = "queued",
-                ["head_ref"] = body["head_ref"]?.GetValue<string>(),
+                // GitHub names the branch itself (its create call takes no branch name) and keeps the prompt.
+                ["head_ref"] = $"copilot/fix-{sequence}",
                 ["base_ref"] = body["base_ref"]?.GetValue<string>(),
+                ["prompt"] = body["prompt"]?.GetValue<string>(),
             }),
         };
         tasks[id] = task;

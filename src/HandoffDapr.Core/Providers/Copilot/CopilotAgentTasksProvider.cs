@@ -41,9 +41,10 @@ public sealed class CopilotAgentTasksProvider(
 
     public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
-        // The head branch is ours, so a launch whose answer was lost can be found again by it.
+        // GitHub names the task's branch itself (its API takes no new branch name), so the prompt carries our branch name
+        // as the handoff's reference: a launch whose answer was lost is found again by it, in the task's session prompt.
         var body = JsonSerializer.SerializeToUtf8Bytes(
-            new CopilotTaskRequest(request.Prompt, request.BaseRef, request.BranchName, request.AutoCreatePr, model),
+            new CopilotTaskRequest($"{request.Prompt}\n\n{HandoffReference(request.BranchName)}", request.BaseRef, request.AutoCreatePr, model),
             CopilotJsonContext.Default.CopilotTaskRequest);
         return await exchange.SendAndReadAsync(
             new ProviderRequest(HttpMethod.Post, $"agents/repos/{request.Repository.Owner}/{request.Repository.Name}/tasks", body, GitHubHeaders), "launch", ReadTaskElement, cancellationToken);
@@ -81,17 +82,45 @@ public sealed class CopilotAgentTasksProvider(
         exchange.SendAndReadAsync(
             new ProviderRequest(HttpMethod.Get, $"agents/tasks/{taskId}", Headers: GitHubHeaders),
             "get",
-            task => ReadTaskElement(task) is { } agent ? new TaskRead(agent, task.TryGetProperty("artifacts", out var artifacts) ? artifacts.Clone() : default) : null,
+            task => ReadTaskElement(task) is { } agent
+                ? new TaskRead(agent, task.TryGetProperty("artifacts", out var artifacts) ? artifacts.Clone() : default, SessionPrompts(task))
+                : null,
             cancellationToken);
 
-    private sealed record TaskRead(ProviderAgent Agent, JsonElement Artifacts);
+    /// <param name="Prompts">The prompts of the task's sessions (only a read by id returns sessions).</param>
+    private sealed record TaskRead(ProviderAgent Agent, JsonElement Artifacts, IReadOnlyList<string> Prompts);
 
+    /// <summary>The line a launch's prompt ends with, naming the launch: GitHub keeps the prompt on the task's sessions.</summary>
+    public static string HandoffReference(string branchName) => $"Handoff reference: {branchName}";
+
+    private static List<string> SessionPrompts(JsonElement task)
+    {
+        var prompts = new List<string>();
+        if (task.TryGetProperty("sessions", out var sessions) && sessions.ValueKind == JsonValueKind.Array)
+        {
+            foreach (var session in sessions.EnumerateArray())
+            {
+                if (JsonElements.String(session, "prompt") is { } prompt)
+                {
+                    prompts.Add(prompt);
+                }
+            }
+        }
+
+        return prompts;
+    }
+
+    /// <summary>
+    /// A lost launch is one of the repository's recent tasks: those shown on our branch are ours (should GitHub ever keep
+    /// the name we asked for); the others created within <see cref="LookupHorizon"/> are read by id, newest first, and
+    /// ours is the one whose session prompt carries our <see cref="HandoffReference"/>. A task that cannot be read, or
+    /// has no session prompt yet, may be ours: the lookup is then incomplete, never "not found".
+    /// </summary>
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
     {
-        // GitHub's list items may not show a task's branch (it is on the task's sessions, which only a read by id
-        // returns): those are read one by one, and when too many are, the lookup is incomplete, never "not found".
-        var unread = new List<string>();
+        var recent = new List<string>();
         var unreadableListed = 0;
+        var since = timeProvider.GetUtcNow() - LookupHorizon;
         for (var page = 1; page <= MaxListPages; page++)
         {
             var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
@@ -101,6 +130,7 @@ public sealed class CopilotAgentTasksProvider(
                 return ProviderResult<ProviderAgent?>.Failed(failure);
             }
 
+            var olderThanHorizon = false;
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
@@ -127,20 +157,24 @@ public sealed class CopilotAgentTasksProvider(
 
                     if (agent is null)
                     {
-                        // Neither readable nor on a branch we can see: it may be ours.
+                        // Not readable, and not shown on another branch: it may be ours.
                         unreadableListed += HeadRef(task) is null ? 1 : 0;
-                        continue;
                     }
-
-                    if (agent.BranchName is null)
+                    else if (agent.CreatedAt is { } created && created < since)
                     {
-                        unread.Add(agent.Id);
+                        // Newest first: this task and every later one are older than any launch we look for.
+                        olderThanHorizon = true;
+                        break;
+                    }
+                    else
+                    {
+                        recent.Add(agent.Id);
                     }
                 }
 
-                if (tasks.GetArrayLength() < ListPageSize)
+                if (olderThanHorizon || tasks.GetArrayLength() < ListPageSize)
                 {
-                    return await FindAmongAsync(unread, unreadableListed, branchName, cancellationToken);
+                    return await FindAmongAsync(recent, unreadableListed, branchName, cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
@@ -153,16 +187,21 @@ public sealed class CopilotAgentTasksProvider(
     }
 
     /// <summary>
-    /// A task still without a branch when read by id may be a launch of ours not yet started (queued): it counts as not
-    /// read, unless it has ended or was created long before any lost launch could have been (so that one stuck task
-    /// does not block every lookup in its repository for good).
+    /// How far back a lost launch is looked for: retries come minutes apart (at most <c>RetryMaxDelay</c>, 30 min by
+    /// default), so a task older than this is not one of ours, and reading every task of a busy repository is avoided.
     /// </summary>
-    private static readonly TimeSpan BranchlessTaskHorizon = TimeSpan.FromHours(6);
+    private static readonly TimeSpan LookupHorizon = TimeSpan.FromHours(6);
 
     private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, int unreadableListed, string branchName, CancellationToken cancellationToken)
     {
+        if (taskIds.Count > MaxTaskReads)
+        {
+            return exchange.ListExhausted(MaxListPages);
+        }
+
+        var reference = HandoffReference(branchName);
         var unreadable = unreadableListed;
-        foreach (var taskId in taskIds.Take(MaxTaskReads))
+        foreach (var taskId in taskIds)
         {
             var read = await ReadTaskAsync(taskId, cancellationToken);
             if (read.Failure is { } failure)
@@ -173,27 +212,26 @@ public sealed class CopilotAgentTasksProvider(
                 }
 
                 // Another user's task in the repository may not be readable by id (404), or one may be deleted meanwhile:
-                // its branch stays unknown, so look on; ours may still be among the rest.
+                // whether it is ours stays unknown, so look on; ours may still be among the rest.
                 unreadable++;
                 continue;
             }
 
-            var task = read.Value!.Agent;
-            if (string.Equals(task.BranchName, branchName, StringComparison.Ordinal))
+            var (task, _, prompts) = read.Value!;
+            if (string.Equals(task.BranchName, branchName, StringComparison.Ordinal)
+                || prompts.Any(prompt => prompt.Contains(reference, StringComparison.Ordinal)))
             {
                 return ProviderResult<ProviderAgent?>.Success(task);
             }
 
-            if (task.BranchName is null && task.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running or ProviderAgentStatus.Unknown
-                && (task.CreatedAt is not { } created || created > timeProvider.GetUtcNow() - BranchlessTaskHorizon))
+            if (prompts.Count == 0 && task.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running or ProviderAgentStatus.Unknown)
             {
+                // No session prompt to tell by yet (a task just queued): it may be ours.
                 unreadable++;
             }
         }
 
-        return taskIds.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
-            : unreadable > 0 ? exchange.ReadsIncomplete(unreadable)
-            : ProviderResult<ProviderAgent?>.Success(null);
+        return unreadable > 0 ? exchange.ReadsIncomplete(unreadable) : ProviderResult<ProviderAgent?>.Success(null);
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();
@@ -391,7 +429,6 @@ public sealed class CopilotAgentTasksProvider(
 internal sealed record CopilotTaskRequest(
     string Prompt,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? BaseRef,
-    string HeadRef,
     bool CreatePullRequest,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Model);
 
