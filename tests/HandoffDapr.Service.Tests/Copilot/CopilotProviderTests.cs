@@ -83,6 +83,22 @@ public sealed class CopilotProviderTests : IDisposable
     }
 
     [Fact]
+    public async Task Pull_request_named_by_its_id_alone_is_found_among_the_pull_requests_from_the_tasks_branch()
+    {
+        var id = await Launch();
+        // GitHub documents the artifact's global_id as optional: its examples carry only {"id": 42}.
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/8", withGlobalId: false);
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", read.Value!.PrUrl);
+        var lookup = github.Server.LogEntries.Last().RequestMessage;
+        Assert.Equal("/repos/acme/shop/pulls", lookup.Path);
+        Assert.Equal($"acme:{read.Value.BranchName}", lookup.Query!["head"].Single());
+        Assert.Equal(0, github.GraphQlRequests);
+    }
+
+    [Fact]
     public async Task Pull_request_lookup_that_fails_leaves_the_task_unread_rather_than_finished_without_its_pull_request()
     {
         var id = await Launch();

@@ -32,6 +32,8 @@ public sealed class FakeCopilot : IDisposable
             .RespondWith(Response.Create().WithCallback(Get));
         Server.Given(Request.Create().WithPath("/graphql").UsingPost())
             .RespondWith(Response.Create().WithCallback(GraphQl));
+        Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/repos/[^/]+/[^/]+/pulls$")).UsingGet())
+            .RespondWith(Response.Create().WithCallback(Pulls));
     }
 
     public int GraphQlRequests => Server.LogEntries.Count(e => e.RequestMessage.Path == "/graphql");
@@ -50,17 +52,43 @@ public sealed class FakeCopilot : IDisposable
 
     public int LaunchRequests => Server.LogEntries.Count(e => e.RequestMessage.Method == "POST" && e.RequestMessage.Path != "/graphql");
 
-    public void SetState(string taskId, string state, string? pullRequestUrl = null)
+    /// <param name="withGlobalId">GitHub documents the artifact's <c>global_id</c> as optional; without it, only the REST list of pull requests names the PR.</param>
+    public void SetState(string taskId, string state, string? pullRequestUrl = null, bool withGlobalId = true)
     {
         var task = tasks[taskId];
         task["state"] = state;
         if (pullRequestUrl is not null)
         {
             var globalId = $"PR_kwDO{taskId}";
+            var pullId = 4000 + int.Parse(taskId.Split('-')[1], System.Globalization.CultureInfo.InvariantCulture);
             pullRequestUrls[globalId] = pullRequestUrl;
-            task["artifacts"] = new JsonArray(
-                new JsonObject { ["provider"] = "github", ["type"] = "pull", ["data"] = new JsonObject { ["id"] = 4242, ["global_id"] = globalId } });
+            pulls[taskId] = new JsonObject
+            {
+                ["id"] = pullId,
+                ["html_url"] = pullRequestUrl,
+                ["head"] = new JsonObject { ["ref"] = task["sessions"]![0]!["head_ref"]!.GetValue<string>() },
+            };
+            var data = new JsonObject { ["id"] = pullId };
+            if (withGlobalId)
+            {
+                data["global_id"] = globalId;
+            }
+
+            task["artifacts"] = new JsonArray(new JsonObject { ["provider"] = "github", ["type"] = "pull", ["data"] = data });
         }
+    }
+
+    private readonly ConcurrentDictionary<string, JsonObject> pulls = new();
+
+    /// <summary><c>GET /repos/{owner}/{repo}/pulls?head={owner}:{branch}</c>: the repository's pull requests from that branch.</summary>
+    private ResponseMessage Pulls(IRequestMessage request)
+    {
+        var repository = string.Join('/', request.Path.Split('/')[2..4]);
+        var head = QueryValue(request, "head") ?? "";
+        var branch = head.Contains(':') ? head[(head.IndexOf(':') + 1)..] : head;
+        var matching = pulls.Where(pull => repositories[pull.Key] == repository && pull.Value["head"]!["ref"]!.GetValue<string>() == branch)
+            .Select(pull => pull.Value.DeepClone()).ToArray();
+        return Json(200, new JsonArray(matching).ToJsonString());
     }
 
     private ResponseMessage Create(IRequestMessage request)

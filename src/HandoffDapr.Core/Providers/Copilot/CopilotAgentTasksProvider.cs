@@ -59,10 +59,14 @@ public sealed class CopilotAgentTasksProvider(
 
         var read = await ReadTaskAsync(agentId, cancellationToken);
         // Only a finished task's pull request is recorded, so only then is it looked up (one more call).
-        if (read.Value is not { } agent || agent.Agent.Status != ProviderAgentStatus.Finished || agent.Agent.PrUrl is not null
-            || PullRequestNodeId(agent.Artifacts) is not { } nodeId)
+        if (read.Value is not { } agent || agent.Agent.Status != ProviderAgentStatus.Finished || agent.Agent.PrUrl is not null)
         {
             return read.IsSuccess ? ProviderResult<ProviderAgent>.Success(read.Value!.Agent) : ProviderResult<ProviderAgent>.Failed(read.Failure!);
+        }
+
+        if (PullRequestNodeId(agent.Artifacts) is not { } nodeId)
+        {
+            return await WithPullRequestFromRestAsync(agent, cancellationToken);
         }
 
         // A pull request artifact names the PR by its node id only: GraphQL's node gives its URL. A lookup that fails
@@ -77,6 +81,59 @@ public sealed class CopilotAgentTasksProvider(
             cancellationToken);
         return lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value }) : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
     }
+
+    /// <summary>
+    /// A pull request artifact may carry only the PR's id (GitHub documents <c>global_id</c> as optional): the PR is then
+    /// looked for among the repository's pull requests from the task's branch. Not found there, the task is finished
+    /// without one, as when it has no artifact at all.
+    /// </summary>
+    private async Task<ProviderResult<ProviderAgent>> WithPullRequestFromRestAsync(TaskRead task, CancellationToken cancellationToken)
+    {
+        if (PullRequestId(task.Artifacts) is not { } pullId || task.Agent.BranchName is not { } branch || RepositoryOf(task.Agent.AgentUrl) is not { } repository)
+        {
+            return ProviderResult<ProviderAgent>.Success(task.Agent);
+        }
+
+        var head = Uri.EscapeDataString($"{repository.Owner}:{branch}");
+        var lookup = await exchange.SendAndReadAsync(
+            new ProviderRequest(HttpMethod.Get, $"repos/{repository.Owner}/{repository.Name}/pulls?head={head}&state=all&per_page=100", Headers: GitHubHeaders),
+            "pull request",
+            root => PullRequestUrlAmong(root, pullId),
+            cancellationToken);
+        return lookup.IsSuccess
+            ? ProviderResult<ProviderAgent>.Success(task.Agent with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
+            : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
+    }
+
+    /// <summary>The URL of the pull request with this id in a list of pull requests; empty when it is not there, null for another shape.</summary>
+    private static string? PullRequestUrlAmong(JsonElement pulls, long pullId)
+    {
+        if (pulls.ValueKind != JsonValueKind.Array)
+        {
+            return null;
+        }
+
+        foreach (var pull in pulls.EnumerateArray())
+        {
+            if (pull.ValueKind == JsonValueKind.Object && pull.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.Number
+                && id.TryGetInt64(out var value) && value == pullId)
+            {
+                return JsonElements.String(pull, "html_url") is { } url && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null;
+            }
+        }
+
+        return string.Empty;
+    }
+
+    private static long? PullRequestId(JsonElement artifacts) =>
+        PullRequestArtifacts(artifacts)
+            .Select(data => data.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.Number && id.TryGetInt64(out var value) && value > 0 ? value : (long?)null)
+            .FirstOrDefault(id => id is not null);
+
+    /// <summary>The repository a task's web URL names (<c>https://github.com/{owner}/{repo}/copilot/tasks/{id}</c>).</summary>
+    private static RepositoryName? RepositoryOf(string? taskUrl) =>
+        Uri.TryCreate(taskUrl, UriKind.Absolute, out var url) && url.Segments is { Length: >= 3 } segments
+            && RepositoryName.TryParse($"{segments[1].TrimEnd('/')}/{segments[2].TrimEnd('/')}", out var repository) ? repository : null;
 
     private Task<ProviderResult<TaskRead>> ReadTaskAsync(string taskId, CancellationToken cancellationToken) =>
         exchange.SendAndReadAsync(
