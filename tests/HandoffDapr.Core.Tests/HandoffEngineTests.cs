@@ -1067,6 +1067,23 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Prompt_leaves_room_for_what_the_provider_adds_to_it()
+    {
+        // Copilot appends its handoff reference line: the prompt it sends must still fit the integration's cap.
+        provider.PromptReserve = 500;
+        var capped = new HandoffEngine(
+            new Catalog(new Integration(42, provider, PromptMaxLength: 2048)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+        var trigger = Trigger("acme/shop");
+        var longAnalysis = trigger.Snapshot! with { Artifacts = new RunArtifacts(new RootCauseArtifact(new string('r', 5000))) };
+
+        await capped.TriggerAndFinishAsync(1, null, trigger with { Snapshot = longAnalysis }, writer, CancellationToken.None);
+
+        // The analysis is cut to fit what is left.
+        Assert.InRange(Assert.Single(provider.Launches).Prompt.Length, 1024, 2048 - 500);
+    }
+
+    [Fact]
     public async Task A_provider_client_fault_on_stop_is_a_provider_failure_and_records_nothing()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
@@ -1269,6 +1286,7 @@ public sealed class HandoffEngineTests
         private int sequence;
 
         public ConcurrentQueue<AgentLaunchRequest> Launches { get; } = new();
+        public int PromptReserve { get; set; }
         public Action<AgentLaunchRequest>? OnLaunch { get; set; }
         public Func<AgentLaunchRequest, int>? Delay { get; set; }
         public ProviderFailure? Next { get; set; }

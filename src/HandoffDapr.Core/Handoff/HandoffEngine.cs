@@ -973,12 +973,14 @@ public sealed partial class HandoffEngine(
             }
         }
 
-        var prompt = PromptBuilder.Build(round.Snapshot, launch.Instruction, launch.AutoCreatePr, integration.PromptMaxLength);
-        if (prompt.Length > integration.PromptMaxLength)
+        // Room is left for what the provider adds (Copilot: the handoff reference line).
+        var promptCap = integration.PromptMaxLength - integration.Provider.PromptReserve;
+        var prompt = PromptBuilder.Build(round.Snapshot, launch.Instruction, launch.AutoCreatePr, promptCap);
+        if (prompt.Length > promptCap)
         {
             // Only the opening and the instruction are left, and they do not fit: the instruction was accepted under a
             // larger cap (the settings were lowered since). It is never cut, so the launch cannot be made.
-            LogPromptOverCap(round.RunId, launch.Repository, prompt.Length, integration.PromptMaxLength);
+            LogPromptOverCap(round.RunId, launch.Repository, prompt.Length, promptCap);
             return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
         }
 

@@ -10,6 +10,9 @@ public interface ICodingAgentProvider
     /// <summary>The provider's name in <c>coding_agents</c>, e.g. <c>cursor_background_agent</c>.</summary>
     string ProviderName { get; }
 
+    /// <summary>At most how many characters the provider adds to a launch's prompt: the prompt is built that much shorter.</summary>
+    int PromptReserve => 0;
+
     Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken);
 
     Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken);

@@ -12,6 +12,9 @@ public static class BranchNamer
 {
     private const int SuffixLength = 6;
     private const int MaxPrefixLength = 60;
+
+    /// <summary>The longest name made: the prefix, a dash and the suffix.</summary>
+    public const int MaxLength = MaxPrefixLength + 1 + SuffixLength;
     private const string Alphabet = "abcdefghijklmnopqrstuvwxyz0123456789";
 
     public static string Create(string? groupTitle, long runId, string repositoryFullName, int generation)

@@ -39,6 +39,9 @@ public sealed class CopilotAgentTasksProvider(
 
     public string ProviderName => Name;
 
+    /// <summary>The handoff reference line and the blank line before it, for the longest branch name we make.</summary>
+    public int PromptReserve => 2 + HandoffReference(new string('x', Repositories.BranchNamer.MaxLength)).Length;
+
     public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
         // GitHub names the task's branch itself (its API takes no new branch name), so the prompt carries our branch name
