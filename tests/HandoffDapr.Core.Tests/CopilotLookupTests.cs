@@ -20,7 +20,7 @@ public sealed class CopilotLookupTests
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
         Assert.True(result.Failure!.OutcomeUnknown);
@@ -38,7 +38,7 @@ public sealed class CopilotLookupTests
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.Contains("agents/tasks/task-1", transport.Paths);
         Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
@@ -58,7 +58,7 @@ public sealed class CopilotLookupTests
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", DateTimeOffset.UtcNow.AddHours(-1), CancellationToken.None);
 
         // A stuck task would otherwise keep every lookup in the repository incomplete, and nothing could launch there.
         Assert.True(result.IsSuccess);

@@ -122,8 +122,8 @@ public sealed class CursorAgentsProviderTests : IDisposable
             .RespondWith(Response.Create().WithBody("""{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/web"},"target":{"branchName":"fix-abc123"}}],"nextCursor":"p2"}"""));
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
-        var missing = await provider.FindAgentByBranchAsync(repository.Value, "other-branch", CancellationToken.None);
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+        var missing = await provider.FindAgentByBranchAsync(repository.Value, "other-branch", null, CancellationToken.None);
 
         Assert.Equal("bc-3", found.Value!.Id);
         Assert.True(missing.IsSuccess);
@@ -138,7 +138,7 @@ public sealed class CursorAgentsProviderTests : IDisposable
             .RespondWith(Response.Create().WithBody("""{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/web"},"target":{"branchName":"other"}}],"nextCursor":"more"}"""));
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.False(result.IsSuccess);
         Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
@@ -184,7 +184,7 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Answer("/v0/agents", 200, body);
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
@@ -213,7 +213,7 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Answer("/v0/agents", 200, body);
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
         Assert.True(result.Failure!.OutcomeUnknown);

@@ -1357,7 +1357,7 @@ public sealed class HandoffEngineTests
 
         public string? ReadPrUrl { get; set; }
 
-        public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
+        public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) =>
             Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
 
         /// <summary>Stop throws, as a provider client meeting an answer of another shape might.</summary>

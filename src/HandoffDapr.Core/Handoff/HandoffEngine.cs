@@ -796,6 +796,7 @@ public sealed partial class HandoffEngine(
                     Phase = LaunchPhase.InFlight,
                     Attempts = launch.Attempts + 1,
                     AttemptStartedAt = now,
+                    FirstAttemptAt = launch.FirstAttemptAt ?? now,
                     NextAttemptAt = now + options.InFlightTimeout,
                     UpdatedAt = now,
                 },
@@ -954,7 +955,7 @@ public sealed partial class HandoffEngine(
 
         if (reconcileFirst)
         {
-            var found = await integration.Provider.FindAgentByBranchAsync(repository!.Value, launch.BranchName, cancellationToken);
+            var found = await integration.Provider.FindAgentByBranchAsync(repository!.Value, launch.BranchName, launch.FirstAttemptAt, cancellationToken);
             if (!found.IsSuccess)
             {
                 // Still not known whether an agent exists: the next attempt must look again.

@@ -113,6 +113,7 @@ public sealed record RunHandoffState(
 /// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
 /// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
 /// <param name="NextAttemptAt">When the owner must act: a retry, or reconciling an attempt whose outcome is unknown.</param>
+/// <param name="FirstAttemptAt">When this generation's first attempt started (absent in launches stored before it was kept): a lookup for its agent need not look further back.</param>
 public sealed record RepositoryLaunch(
     string Repository,
     string RepoProvider,
@@ -129,7 +130,8 @@ public sealed record RepositoryLaunch(
     DateTimeOffset? NextAttemptAt,
     string? AgentId,
     string? FailureType,
-    DateTimeOffset UpdatedAt)
+    DateTimeOffset UpdatedAt,
+    DateTimeOffset? FirstAttemptAt = null)
 {
     [JsonIgnore]
     public bool IsAwaitingWork => Phase is LaunchPhase.InFlight or LaunchPhase.RetryScheduled or LaunchPhase.OutcomeUnknown;

@@ -18,7 +18,8 @@ public interface ICodingAgentProvider
     Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken);
 
     /// <summary>Finds the agent working on <paramref name="branchName"/>, to reconcile a launch whose answer was lost.</summary>
-    Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken);
+    /// <param name="firstSentAt">When the launch's first attempt started, if known: no agent of it is older.</param>
+    Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken);
 
     Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken);
 

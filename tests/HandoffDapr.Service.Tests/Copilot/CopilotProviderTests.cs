@@ -120,7 +120,7 @@ public sealed class CopilotProviderTests : IDisposable
         await Launch("newer-branch");
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc124", CancellationToken.None);
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc124", null, CancellationToken.None);
 
         Assert.Equal(id, found.Value!.Id);
         Assert.Contains(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + id);
@@ -133,7 +133,7 @@ public sealed class CopilotProviderTests : IDisposable
         github.ListAnswer = () => FakeCopilot.Json(200, """{"tasks":[{"id":"task-9","state":"in_progress","head_ref":"fix-abc123","created_at":"2026-01-01T00:00:00Z"}]}""");
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.Equal("task-9", found.Value!.Id);
         Assert.DoesNotContain(github.Server.LogEntries, entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal));
@@ -148,12 +148,12 @@ public sealed class CopilotProviderTests : IDisposable
         }
 
         RepositoryName.TryParse("acme/shop", out var repository);
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-missing", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-missing", null, CancellationToken.None);
 
-        // Ours could be any of the 21: reading 20 could not rule it out, so none is read.
+        // The 20 newest are read and none is ours; the 21st, unread, could be.
         Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
-        Assert.Equal(0, github.Server.LogEntries.Count(entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal)));
+        Assert.Equal(20, github.Server.LogEntries.Count(entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal)));
     }
 
     [Fact]
@@ -164,7 +164,7 @@ public sealed class CopilotProviderTests : IDisposable
         github.ListAnswer = () => FakeCopilot.Json(200, new JsonObject { ["tasks"] = page.DeepClone() }.ToJsonString());
         RepositoryName.TryParse("acme/shop", out var repository);
 
-        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
 
         Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
@@ -277,7 +277,7 @@ public sealed class CopilotProviderTests : IDisposable
     {
         github.ListAnswer = () => FakeCopilot.Json(200, "[]");
 
-        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", null, CancellationToken.None);
 
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
@@ -291,7 +291,7 @@ public sealed class CopilotProviderTests : IDisposable
         // Newest first, the other task is read first; by id it answers 404 (another user's task, or deleted meanwhile).
         AnswerReadOf(other, 404, """{"message":"Not Found"}""");
 
-        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", null, CancellationToken.None);
 
         Assert.True(result.IsSuccess, result.Failure?.ToString());
         Assert.Equal(mine, result.Value!.Id);
@@ -303,7 +303,7 @@ public sealed class CopilotProviderTests : IDisposable
         var other = await Launch("someone-elses-branch");
         AnswerReadOf(other, 404, """{"message":"Not Found"}""");
 
-        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", CancellationToken.None);
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", null, CancellationToken.None);
 
         // The unreadable task may be ours: "not found" would launch a second agent.
         Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);

@@ -46,7 +46,7 @@ public sealed class ScriptedProvider : ICodingAgentProvider
     public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) =>
         Task.FromResult(ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ProviderAgentStatus.Running)));
 
-    public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken) =>
+    public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) =>
         Task.FromResult(ProviderResult<ProviderAgent?>.Success(null));
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));

@@ -171,16 +171,18 @@ public sealed class CopilotAgentTasksProvider(
     }
 
     /// <summary>
-    /// A lost launch is one of the repository's recent tasks: those shown on our branch are ours (should GitHub ever keep
-    /// the name we asked for); the others created within <see cref="LookupHorizon"/> are read by id, newest first, and
-    /// ours is the one whose session prompt carries our <see cref="HandoffReference"/>. A task that cannot be read, or
-    /// has no session prompt yet, may be ours: the lookup is then incomplete, never "not found".
+    /// A lost launch is one of the repository's tasks created since its first attempt (newest first): one shown on our
+    /// branch is ours (should GitHub ever keep the name we asked for); the others are read by id, newest first, up to
+    /// <see cref="MaxTaskReads"/>, and ours is the one whose session prompt ends with our <see cref="HandoffReference"/>.
+    /// Candidates left unread, a task that cannot be read, or one without a session prompt yet make the lookup
+    /// incomplete, never "not found".
     /// </summary>
-    public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
+    public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
     {
-        var recent = new List<string>();
+        var candidates = new List<string>();
         var unreadableListed = 0;
-        var since = timeProvider.GetUtcNow() - LookupHorizon;
+        // Clocks differ: a task stamped a little before our first attempt may still be its own.
+        var since = firstSentAt - ClockSlack;
         for (var page = 1; page <= MaxListPages; page++)
         {
             var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
@@ -190,7 +192,7 @@ public sealed class CopilotAgentTasksProvider(
                 return ProviderResult<ProviderAgent?>.Failed(failure);
             }
 
-            var olderThanHorizon = false;
+            var reachedOlder = false;
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
@@ -220,21 +222,21 @@ public sealed class CopilotAgentTasksProvider(
                         // Not readable, and not shown on another branch: it may be ours.
                         unreadableListed += HeadRef(task) is null ? 1 : 0;
                     }
-                    else if (agent.CreatedAt is { } created && created < since)
+                    else if (agent.CreatedAt < since)
                     {
-                        // Newest first: this task and every later one are older than any launch we look for.
-                        olderThanHorizon = true;
+                        // Newest first: this task and every later one are older than the launch we look for.
+                        reachedOlder = true;
                         break;
                     }
                     else
                     {
-                        recent.Add(agent.Id);
+                        candidates.Add(agent.Id);
                     }
                 }
 
-                if (olderThanHorizon || tasks.GetArrayLength() < ListPageSize)
+                if (reachedOlder || tasks.GetArrayLength() < ListPageSize)
                 {
-                    return await FindAmongAsync(recent, unreadableListed, branchName, cancellationToken);
+                    return await FindAmongAsync(candidates, unreadableListed, branchName, cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
@@ -246,22 +248,13 @@ public sealed class CopilotAgentTasksProvider(
         return exchange.ListExhausted(MaxListPages);
     }
 
-    /// <summary>
-    /// How far back a lost launch is looked for: retries come minutes apart (at most <c>RetryMaxDelay</c>, 30 min by
-    /// default), so a task older than this is not one of ours, and reading every task of a busy repository is avoided.
-    /// </summary>
-    private static readonly TimeSpan LookupHorizon = TimeSpan.FromHours(6);
+    private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
 
-    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> taskIds, int unreadableListed, string branchName, CancellationToken cancellationToken)
+    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> newestFirst, int unreadableListed, string branchName, CancellationToken cancellationToken)
     {
-        if (taskIds.Count > MaxTaskReads)
-        {
-            return exchange.ListExhausted(MaxListPages);
-        }
-
         var reference = HandoffReference(branchName);
         var unreadable = unreadableListed;
-        foreach (var taskId in taskIds)
+        foreach (var taskId in newestFirst.Take(MaxTaskReads))
         {
             var read = await ReadTaskAsync(taskId, cancellationToken);
             if (read.Failure is { } failure)
@@ -278,8 +271,7 @@ public sealed class CopilotAgentTasksProvider(
             }
 
             var (task, _, prompts) = read.Value!;
-            if (string.Equals(task.BranchName, branchName, StringComparison.Ordinal)
-                || prompts.Any(prompt => prompt.Contains(reference, StringComparison.Ordinal)))
+            if (string.Equals(task.BranchName, branchName, StringComparison.Ordinal) || prompts.Any(prompt => EndsWithLine(prompt, reference)))
             {
                 return ProviderResult<ProviderAgent?>.Success(task);
             }
@@ -291,7 +283,17 @@ public sealed class CopilotAgentTasksProvider(
             }
         }
 
-        return unreadable > 0 ? exchange.ReadsIncomplete(unreadable) : ProviderResult<ProviderAgent?>.Success(null);
+        return newestFirst.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
+            : unreadable > 0 ? exchange.ReadsIncomplete(unreadable)
+            : ProviderResult<ProviderAgent?>.Success(null);
+    }
+
+    /// <summary>Whether the text's last line is exactly <paramref name="line"/>: another branch name that merely starts with ours is not ours.</summary>
+    private static bool EndsWithLine(string text, string line)
+    {
+        var trimmed = text.TrimEnd();
+        return trimmed.EndsWith(line, StringComparison.Ordinal)
+            && (trimmed.Length == line.Length || trimmed[trimmed.Length - line.Length - 1] == '\n');
     }
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();

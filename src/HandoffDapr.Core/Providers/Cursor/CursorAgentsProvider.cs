@@ -40,7 +40,7 @@ public sealed class CursorAgentsProvider(
             ? SendForAgentAsync(new ProviderRequest(HttpMethod.Get, $"{AgentsPath}/{agentId}"), "get", cancellationToken)
             : Task.FromResult(ProviderResult<ProviderAgent>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false)));
 
-    public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, CancellationToken cancellationToken)
+    public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
     {
         string? cursor = null;
         for (var page = 0; page < MaxListPages; page++)

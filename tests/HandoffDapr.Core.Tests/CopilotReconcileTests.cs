@@ -1,0 +1,247 @@
+using System.Text;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Copilot;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>The Copilot provider inside the real engine, against an in-memory GitHub in its documented shapes (REST docs, 2026-03-10).</summary>
+public sealed class CopilotReconcileTests
+{
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly Writer writer = new();
+
+    private (HandoffEngine Engine, ScriptedGitHub GitHub) Create(int promptMaxLength = PromptBuilderDefault)
+    {
+        var github = new ScriptedGitHub(time);
+        var provider = new CopilotAgentTasksProvider(github, time, NullLogger<CopilotAgentTasksProvider>.Instance);
+        var engine = new HandoffEngine(new Catalog(new Integration(43, provider, PromptMaxLength: promptMaxLength)), new HandoffEngineOptions(),
+            new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        return (engine, github);
+    }
+
+    private const int PromptBuilderDefault = Prompts.PromptBuilder.DefaultMaxLength;
+
+    [Theory]
+    [InlineData(5)]
+    [InlineData(7)]
+    public async Task Lost_launch_reconciled_more_than_six_hours_later_is_found_not_launched_again(int hours)
+    {
+        var (engine, github) = Create();
+        // The create call reaches GitHub (task-1 exists) but its answer is lost.
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+
+        // The reconcile's list is rate limited; GitHub asks for a wait of 7 h (Retry-After is honoured up to a day).
+        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (hours * 3600).ToString());
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+
+        time.Advance(TimeSpan.FromHours(hours));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.Equal("task-1", writer.Saved.Last().Launches[0].AgentId);
+    }
+
+    [Fact]
+    public async Task Lookup_finds_our_task_even_when_the_repository_had_more_than_twenty_tasks_in_six_hours()
+    {
+        var (_, github) = Create();
+        for (var i = 0; i < 21; i++)
+        {
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+            time.Advance(TimeSpan.FromMinutes(1));
+        }
+
+        var ours = github.AddTask("Fix it\n\nHandoff reference: pool-timeout-abc123");
+        var provider = new CopilotAgentTasksProvider(github, time, NullLogger<CopilotAgentTasksProvider>.Instance);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        // Ours is the newest task, the first one a read by id would look at.
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "pool-timeout-abc123", null, CancellationToken.None);
+
+        Assert.True(found.IsSuccess, found.Failure?.FailureType);
+        Assert.Equal(ours, found.Value!.Id);
+    }
+
+    [Theory]
+    [InlineData(19)]
+    [InlineData(21)]
+    public async Task Lost_launch_in_a_busy_repository_is_reconciled_not_failed_beside_its_running_task(int others)
+    {
+        var (engine, github) = Create();
+        for (var i = 0; i < others; i++)
+        {
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(31));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.True(launch.AgentId is not null, $"launch ended {launch.Phase} ({launch.FailureType}) with no agent, while its task {github.LastTaskId} runs on GitHub");
+    }
+
+    [Fact]
+    public async Task Prompt_sent_to_github_stays_within_the_integrations_prompt_cap()
+    {
+        var (engine, github) = Create(promptMaxLength: 8192);
+        var trigger = Trigger("acme/shop") with
+        {
+            Snapshot = Trigger("acme/shop").Snapshot! with { Artifacts = new RunArtifacts(new RootCauseArtifact(new string('x', 20_000))) },
+        };
+
+        await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
+
+        var prompt = Assert.Single(github.LaunchPrompts);
+        Assert.True(prompt.Length <= 8192, $"prompt sent is {prompt.Length} characters, over the integration's cap of 8192");
+    }
+
+    [Fact]
+    public async Task Lookup_does_not_take_a_task_whose_reference_only_starts_with_our_branch_name()
+    {
+        var (_, github) = Create();
+        // Another run's branch: BranchNamer gives "<first three title words>-<6 chars>", and a title can begin with what our whole branch name is.
+        github.AddTask("Other fix\n\nHandoff reference: pool-abc123-zz9x8w");
+        var provider = new CopilotAgentTasksProvider(github, time, NullLogger<CopilotAgentTasksProvider>.Instance);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "pool-abc123", null, CancellationToken.None);
+
+        Assert.True(found.IsSuccess);
+        Assert.Null(found.Value);
+    }
+
+    private static HandoffTrigger Trigger(params string[] repositories) => new(456, 43, Snapshot: new RunSnapshot(
+        1,
+        Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
+        Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
+        Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
+
+    private sealed class Catalog(Integration integration) : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
+    }
+
+    private sealed class Writer : IRecordingWriter
+    {
+        public List<RunHandoffState> Saved { get; } = [];
+
+        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+        {
+            lock (Saved)
+            {
+                Saved.Add(state);
+            }
+
+            return Task.CompletedTask;
+        }
+    }
+
+    /// <summary>acme/shop's agent tasks as GitHub's 2026-03-10 docs show them: list items without sessions, reads by id with them.</summary>
+    private sealed class ScriptedGitHub(TimeProvider time) : IProviderTransport
+    {
+        private readonly List<JsonObject> tasks = [];
+
+        public bool LoseNextLaunchAnswer { get; set; }
+
+        public ProviderResponse? NextListAnswer { get; set; }
+
+        public int LaunchRequests { get; private set; }
+
+        public List<string> LaunchPrompts { get; } = [];
+
+        public string? LastTaskId => tasks.LastOrDefault()?["id"]!.GetValue<string>();
+
+        public string AddTask(string prompt)
+        {
+            lock (tasks)
+            {
+                var id = $"task-{tasks.Count + 1}";
+                tasks.Add(new JsonObject
+                {
+                    ["id"] = id,
+                    ["state"] = "in_progress",
+                    ["html_url"] = $"https://github.com/acme/shop/copilot/tasks/{id}",
+                    ["artifacts"] = new JsonArray(),
+                    ["created_at"] = time.GetUtcNow().ToString("O"),
+                    ["sessions"] = new JsonArray(new JsonObject
+                    {
+                        ["id"] = $"s-{id}",
+                        ["state"] = "in_progress",
+                        ["created_at"] = time.GetUtcNow().ToString("O"),
+                        ["prompt"] = prompt,
+                        ["head_ref"] = $"copilot/fix-{tasks.Count + 1}",
+                        ["base_ref"] = "main",
+                    }),
+                });
+                return id;
+            }
+        }
+
+        public Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
+        {
+            var path = request.Path.Split('?')[0];
+            if (request.Method == HttpMethod.Post && path == "agents/repos/acme/shop/tasks")
+            {
+                LaunchRequests++;
+                var prompt = JsonNode.Parse(request.Body.Span)!["prompt"]!.GetValue<string>();
+                LaunchPrompts.Add(prompt);
+                var id = AddTask(prompt);
+                if (LoseNextLaunchAnswer)
+                {
+                    LoseNextLaunchAnswer = false;
+                    throw new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true);
+                }
+
+                return Answer(201, WithoutSessions(tasks.Single(t => t["id"]!.GetValue<string>() == id)));
+            }
+
+            if (request.Method == HttpMethod.Get && path == "agents/repos/acme/shop/tasks")
+            {
+                if (NextListAnswer is { } answer)
+                {
+                    NextListAnswer = null;
+                    return Task.FromResult(answer);
+                }
+
+                var query = request.Path.Split('?').ElementAtOrDefault(1)?.Split('&').Select(p => p.Split('=')).ToDictionary(p => p[0], p => p[1]) ?? [];
+                var perPage = int.Parse(query.GetValueOrDefault("per_page", "30"));
+                var page = int.Parse(query.GetValueOrDefault("page", "1"));
+                var items = tasks.AsEnumerable().Reverse().Skip((page - 1) * perPage).Take(perPage).Select(t => (JsonNode)JsonNode.Parse(WithoutSessions(t))!).ToArray();
+                return Answer(200, new JsonObject { ["tasks"] = new JsonArray(items) }.ToJsonString());
+            }
+
+            if (request.Method == HttpMethod.Get && path.StartsWith("agents/tasks/", StringComparison.Ordinal))
+            {
+                var task = tasks.SingleOrDefault(t => t["id"]!.GetValue<string>() == path["agents/tasks/".Length..]);
+                return task is null ? Answer(404, """{"message":"Not Found"}""") : Answer(200, task.ToJsonString());
+            }
+
+            return Answer(404, """{"message":"Not Found"}""");
+        }
+
+        private static string WithoutSessions(JsonObject task)
+        {
+            var copy = task.DeepClone().AsObject();
+            copy.Remove("sessions");
+            return copy.ToJsonString();
+        }
+
+        private static Task<ProviderResponse> Answer(int status, string body) => Task.FromResult(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)));
+    }
+}
