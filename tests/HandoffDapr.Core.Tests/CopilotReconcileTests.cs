@@ -14,13 +14,13 @@ namespace HandoffDapr.Core.Tests;
 public sealed class CopilotReconcileTests
 {
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
-    private readonly Writer writer = new();
+    private readonly RecordingWriter writer = new();
 
     private (HandoffEngine Engine, ScriptedGitHub GitHub) Create(int promptMaxLength = PromptBuilderDefault)
     {
         var github = new ScriptedGitHub(time);
         var provider = new CopilotAgentTasksProvider(github, time, NullLogger<CopilotAgentTasksProvider>.Instance);
-        var engine = new HandoffEngine(new Catalog(new Integration(43, provider, PromptMaxLength: promptMaxLength)), new HandoffEngineOptions(),
+        var engine = new HandoffEngine(new SingleIntegrationCatalog(new Integration(43, provider, PromptMaxLength: promptMaxLength)), new HandoffEngineOptions(),
             new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
         return (engine, github);
     }
@@ -131,26 +131,6 @@ public sealed class CopilotReconcileTests
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
         Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
         Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
-
-    private sealed class Catalog(Integration integration) : IIntegrationCatalog
-    {
-        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
-    }
-
-    private sealed class Writer : IRecordingWriter
-    {
-        public List<RunHandoffState> Saved { get; } = [];
-
-        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
-        {
-            lock (Saved)
-            {
-                Saved.Add(state);
-            }
-
-            return Task.CompletedTask;
-        }
-    }
 
     /// <summary>acme/shop's agent tasks as GitHub's 2026-03-10 docs show them: list items without sessions, reads by id with them.</summary>
     private sealed class ScriptedGitHub(TimeProvider time) : IProviderTransport

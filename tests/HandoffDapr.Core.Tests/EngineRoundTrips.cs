@@ -79,3 +79,25 @@ internal static class EngineRoundTrips
         }
     }
 }
+
+/// <summary>A catalog of one integration.</summary>
+internal sealed class SingleIntegrationCatalog(Integration integration) : IIntegrationCatalog
+{
+    public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
+}
+
+/// <summary>Keeps every state saved, in order, from any thread.</summary>
+internal sealed class RecordingWriter : IRecordingWriter
+{
+    public List<RunHandoffState> Saved { get; } = [];
+
+    public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+    {
+        lock (Saved)
+        {
+            Saved.Add(state);
+        }
+
+        return Task.CompletedTask;
+    }
+}

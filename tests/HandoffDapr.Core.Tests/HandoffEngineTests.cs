@@ -16,11 +16,11 @@ public sealed class HandoffEngineTests
 {
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
     private readonly Provider provider = new();
-    private readonly Writer writer = new();
+    private readonly RecordingWriter writer = new();
     private readonly HandoffEngine engine;
 
     public HandoffEngineTests() => engine = new HandoffEngine(
-        new Catalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
 
     [Fact]
     public async Task Intent_is_saved_in_flight_before_the_provider_is_called()
@@ -300,7 +300,7 @@ public sealed class HandoffEngineTests
     public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new Catalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var holding = new HoldingRecorder();
         await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
@@ -445,7 +445,7 @@ public sealed class HandoffEngineTests
     {
         var logger = new FakeLogger<HandoffEngine>();
         var capped = new HandoffEngine(
-            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+            new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
 
         var outcome = await capped.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/A", "acme/b", "acme/c", "acme/d"), writer, CancellationToken.None);
 
@@ -692,7 +692,7 @@ public sealed class HandoffEngineTests
     public async Task Launches_whose_turn_comes_after_the_in_flight_time_ran_out_are_rescheduled_without_spending_an_attempt()
     {
         var oneAtATime = new HandoffEngine(
-            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
         provider.Delay = _ => Timeout.Infinite;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
 
@@ -723,7 +723,7 @@ public sealed class HandoffEngineTests
     public async Task Unknown_launch_whose_turn_comes_too_late_still_reconciles_before_launching_again()
     {
         var oneAtATime = new HandoffEngine(
-            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
         // Round 1: both answers are lost (502): either agent may exist, so both must be reconciled before any new launch.
         provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 502);
         await oneAtATime.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
@@ -1023,7 +1023,7 @@ public sealed class HandoffEngineTests
     public async Task Repository_cap_holds_per_run_when_a_later_snapshot_names_other_repositories()
     {
         var capped = new HandoffEngine(
-            new Catalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions { MaxRepositories = 2 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
         await capped.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
 
         // The run's snapshot now lists a third repository first (the project's preferences changed, or a client sent its own `run`).
@@ -1057,7 +1057,7 @@ public sealed class HandoffEngineTests
     {
         // Accepted under a larger cap; the integration's cap was lowered since (a restart with other settings).
         var capped = new HandoffEngine(
-            new Catalog(new Integration(42, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new SingleIntegrationCatalog(new Integration(42, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
 
         var outcome = await capped.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { Instruction = new string('i', 9000) }, writer, CancellationToken.None);
 
@@ -1072,7 +1072,7 @@ public sealed class HandoffEngineTests
         // Copilot appends its handoff reference line: the prompt it sends must still fit the integration's cap.
         provider.PromptReserve = 500;
         var capped = new HandoffEngine(
-            new Catalog(new Integration(42, provider, PromptMaxLength: 2048)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+            new SingleIntegrationCatalog(new Integration(42, provider, PromptMaxLength: 2048)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
 
         var trigger = Trigger("acme/shop");
         var longAnalysis = trigger.Snapshot! with { Artifacts = new RunArtifacts(new RootCauseArtifact(new string('r', 5000))) };
@@ -1197,26 +1197,6 @@ public sealed class HandoffEngineTests
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
         Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
         Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
-
-    private sealed class Catalog(Integration integration) : IIntegrationCatalog
-    {
-        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
-    }
-
-    private sealed class Writer : IRecordingWriter
-    {
-        public List<RunHandoffState> Saved { get; } = [];
-
-        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
-        {
-            lock (Saved)
-            {
-                Saved.Add(state);
-            }
-
-            return Task.CompletedTask;
-        }
-    }
 
     /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
     private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
