@@ -1269,7 +1269,10 @@ public sealed class HandoffEngineTests
         public int PromptReserve { get; set; }
         public Action<AgentLaunchRequest>? OnLaunch { get; set; }
         public Func<AgentLaunchRequest, int>? Delay { get; set; }
-        public ProviderFailure? Next { get; set; }
+        private ProviderFailure? next;
+
+        /// <summary>The next launch's failure, taken by exactly one of the launches made in parallel.</summary>
+        public ProviderFailure? Next { get => next; set => next = value; }
         public ProviderFailure? Always { get; set; }
         public ProviderAgent? Existing { get; set; }
         public int MaxConcurrent { get; private set; }
@@ -1303,9 +1306,8 @@ public sealed class HandoffEngineTests
 
             await Task.Delay(Delay?.Invoke(request) ?? 0, cancellationToken);
             Interlocked.Decrement(ref concurrent);
-            if ((Always ?? Next) is { } failure)
+            if ((Always ?? Interlocked.Exchange(ref next, null)) is { } failure)
             {
-                Next = null;
                 return ProviderResult<ProviderAgent>.Failed(failure);
             }
 
