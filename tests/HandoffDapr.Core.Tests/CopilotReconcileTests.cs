@@ -78,9 +78,11 @@ public sealed class CopilotReconcileTests
     public async Task Lost_launch_in_a_busy_repository_is_reconciled_not_failed_beside_its_running_task(int others)
     {
         var (engine, github) = Create();
+        // Others started their tasks in the minutes before ours (within the lookup's clock slack, so they are candidates too).
         for (var i = 0; i < others; i++)
         {
             github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+            time.Advance(TimeSpan.FromSeconds(10));
         }
 
         github.LoseNextLaunchAnswer = true;
@@ -123,6 +125,75 @@ public sealed class CopilotReconcileTests
         var found = await provider.FindAgentByBranchAsync(repository!.Value, "pool-abc123", null, CancellationToken.None);
 
         Assert.True(found.IsSuccess);
+        Assert.Null(found.Value);
+    }
+
+    [Fact]
+    public async Task Launch_stored_before_FirstAttemptAt_existed_is_reconciled_not_launched_again()
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var stored = writer.Saved.Last();
+        Assert.Equal(LaunchPhase.OutcomeUnknown, stored.Launches[0].Phase);
+
+        // The same state as the previous version stored it: no first_attempt_at.
+        var json = System.Text.Json.Nodes.JsonNode.Parse(System.Text.Json.JsonSerializer.Serialize(stored, Serialization.HandoffJsonContext.Default.RunHandoffState))!;
+        Assert.True(json["launches"]![0]!.AsObject().Remove("first_attempt_at"));
+        var legacy = System.Text.Json.JsonSerializer.Deserialize(json.ToJsonString(), Serialization.HandoffJsonContext.Default.RunHandoffState)!;
+
+        time.Advance(TimeSpan.FromMinutes(31));
+        await engine.WakeAndFinishAsync(legacy, writer, CancellationToken.None);
+
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.Equal("task-1", writer.Saved.Last().Launches[0].AgentId);
+    }
+
+    [Fact]
+    public async Task Lost_launch_in_a_repository_busy_after_it_is_reconciled()
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // The reconcile is told to wait 7 h; meanwhile others start 25 tasks in the repository.
+        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        for (var i = 0; i < 25; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(10));
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        time.Advance(TimeSpan.FromHours(3));
+        for (var i = 0; i < 6; i++)
+        {
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            time.Advance(TimeSpan.FromMinutes(31));
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.True(launch.AgentId == "task-1", $"launch ended {launch.Phase} ({launch.FailureType}), agent {launch.AgentId ?? "none"}, while task-1 runs on GitHub");
+    }
+
+    [Fact]
+    public async Task Lookup_without_first_attempt_concludes_none_in_a_repository_with_old_tasks()
+    {
+        var (_, github) = Create();
+        for (var i = 0; i < 25; i++)
+        {
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        time.Advance(TimeSpan.FromDays(2));
+        var provider = new CopilotAgentTasksProvider(github, time, NullLogger<CopilotAgentTasksProvider>.Instance);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "pool-timeout-abc123", null, CancellationToken.None);
+
+        Assert.True(found.IsSuccess, found.Failure?.FailureType);
         Assert.Null(found.Value);
     }
 

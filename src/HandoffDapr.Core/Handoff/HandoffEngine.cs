@@ -796,7 +796,8 @@ public sealed partial class HandoffEngine(
                     Phase = LaunchPhase.InFlight,
                     Attempts = launch.Attempts + 1,
                     AttemptStartedAt = now,
-                    FirstAttemptAt = launch.FirstAttemptAt ?? now,
+                    // Only a launch never attempted knows it is starting now: one stored before this field was kept stays unknown.
+                    FirstAttemptAt = launch.FirstAttemptAt ?? (launch.AttemptStartedAt is null ? now : null),
                     NextAttemptAt = now + options.InFlightTimeout,
                     UpdatedAt = now,
                 },

@@ -172,17 +172,18 @@ public sealed class CopilotAgentTasksProvider(
 
     /// <summary>
     /// A lost launch is one of the repository's tasks created since its first attempt (newest first): one shown on our
-    /// branch is ours (should GitHub ever keep the name we asked for); the others are read by id, newest first, up to
+    /// branch is ours (should GitHub ever keep the name we asked for); the others are read by id (see <see cref="InReadingOrder"/>), up to
     /// <see cref="MaxTaskReads"/>, and ours is the one whose session prompt ends with our <see cref="HandoffReference"/>.
     /// Candidates left unread, a task that cannot be read, or one without a session prompt yet make the lookup
     /// incomplete, never "not found".
     /// </summary>
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
     {
-        var candidates = new List<string>();
+        var candidates = new List<ProviderAgent>();
         var unreadableListed = 0;
-        // Clocks differ: a task stamped a little before our first attempt may still be its own.
-        var since = firstSentAt - ClockSlack;
+        // Clocks differ: a task stamped a little before our first attempt may still be its own. Unknown (a launch stored
+        // before its first attempt was kept), the window is the last UnknownStartWindow.
+        var since = (firstSentAt ?? timeProvider.GetUtcNow() - UnknownStartWindow) - ClockSlack;
         for (var page = 1; page <= MaxListPages; page++)
         {
             var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
@@ -230,13 +231,13 @@ public sealed class CopilotAgentTasksProvider(
                     }
                     else
                     {
-                        candidates.Add(agent.Id);
+                        candidates.Add(agent);
                     }
                 }
 
                 if (reachedOlder || tasks.GetArrayLength() < ListPageSize)
                 {
-                    return await FindAmongAsync(candidates, unreadableListed, branchName, cancellationToken);
+                    return await FindAmongAsync(InReadingOrder(candidates, firstSentAt), candidates.Count, unreadableListed, branchName, cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
@@ -250,11 +251,26 @@ public sealed class CopilotAgentTasksProvider(
 
     private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
 
-    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(List<string> newestFirst, int unreadableListed, string branchName, CancellationToken cancellationToken)
+    private static readonly TimeSpan UnknownStartWindow = TimeSpan.FromHours(6);
+
+    /// <summary>
+    /// The order to read candidates in, most likely ours first. With the first attempt known: those created since, oldest
+    /// first (ours came at one of the attempts, and every task started after it in a busy repository sorts ahead of
+    /// it), then those within the clock slack before it. Unknown: newest first, as lost launches are recent.
+    /// </summary>
+    private static IEnumerable<string> InReadingOrder(List<ProviderAgent> newestFirst, DateTimeOffset? firstSentAt) =>
+        firstSentAt is not { } first
+            ? newestFirst.Select(task => task.Id)
+            : Enumerable.Reverse(newestFirst).Where(task => task.CreatedAt is not { } created || created >= first)
+                .Concat(newestFirst.Where(task => task.CreatedAt < first))
+                .Select(task => task.Id);
+
+    private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(
+        IEnumerable<string> inReadingOrder, int candidates, int unreadableListed, string branchName, CancellationToken cancellationToken)
     {
         var reference = HandoffReference(branchName);
         var unreadable = unreadableListed;
-        foreach (var taskId in newestFirst.Take(MaxTaskReads))
+        foreach (var taskId in inReadingOrder.Take(MaxTaskReads))
         {
             var read = await ReadTaskAsync(taskId, cancellationToken);
             if (read.Failure is { } failure)
@@ -283,7 +299,7 @@ public sealed class CopilotAgentTasksProvider(
             }
         }
 
-        return newestFirst.Count > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
+        return candidates > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
             : unreadable > 0 ? exchange.ReadsIncomplete(unreadable)
             : ProviderResult<ProviderAgent?>.Success(null);
     }
