@@ -197,6 +197,95 @@ public sealed class CopilotReconcileTests
         Assert.Null(found.Value);
     }
 
+    [Fact]
+    public async Task Lost_launch_stamped_in_the_second_of_its_first_attempt_is_found_in_a_repository_busy_after_it()
+    {
+        var (engine, github) = Create();
+        github.WholeSecondStamps = true;
+        // The first attempt starts at 10:00:00.600; GitHub creates the task within that second and stamps it 10:00:00Z.
+        time.Advance(TimeSpan.FromMilliseconds(600));
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // The reconcile is told to wait 7 h; meanwhile others start 25 tasks in the repository (one every 10 minutes).
+        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        for (var i = 0; i < 25; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(10));
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        time.Advance(TimeSpan.FromHours(3));
+        for (var i = 0; i < 6; i++)
+        {
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            time.Advance(TimeSpan.FromMinutes(31));
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.True(launch.AgentId == "task-1", $"launch ended {launch.Phase} ({launch.FailureType}), agent {launch.AgentId ?? "none"}, while task-1 runs on GitHub");
+    }
+
+    [Fact]
+    public async Task Lost_second_attempt_after_a_rate_limited_first_is_found_in_a_busy_repository()
+    {
+        var (engine, github) = Create();
+        github.WholeSecondStamps = true;
+        // The first attempt is refused with a 429 (nothing created); GitHub asks for an hour's wait.
+        github.NextLaunchAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: "3600");
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Null(github.LastTaskId);
+
+        // During that hour others start 21 tasks in the repository (one every 2.5 minutes).
+        for (var i = 0; i < 21; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(150));
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        // The second attempt creates our task, but its answer is lost.
+        time.Advance(TimeSpan.FromMinutes(10));
+        github.LoseNextLaunchAnswer = true;
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(2, github.LaunchRequests);
+        var ours = github.LastTaskId;
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+
+        for (var i = 0; i < 8; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(31));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.Equal(2, github.LaunchRequests);
+        Assert.True(launch.AgentId == ours, $"launch ended {launch.Phase} ({launch.FailureType}, {launch.Attempts} attempts), agent {launch.AgentId ?? "none"}, while {ours} runs on GitHub");
+    }
+
+    [Fact]
+    public async Task Lost_launch_whose_task_was_archived_meanwhile_is_not_launched_again()
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // The reconcile is told to wait 7 h; meanwhile our task finishes and someone archives it in Copilot's task list.
+        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(1));
+        github.Archive("task-1");
+
+        time.Advance(TimeSpan.FromHours(6));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(1, github.LaunchRequests);
+        Assert.Equal("task-1", writer.Saved.Last().Launches[0].AgentId);
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 43, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
@@ -212,11 +301,29 @@ public sealed class CopilotReconcileTests
 
         public ProviderResponse? NextListAnswer { get; set; }
 
+        /// <summary>Answers the next create call without creating a task (a rejection such as a 429).</summary>
+        public ProviderResponse? NextLaunchAnswer { get; set; }
+
+        /// <summary>Stamps created_at to the whole second, as GitHub's documented examples do ("2025-01-01T00:00:00Z").</summary>
+        public bool WholeSecondStamps { get; set; }
+
+        private string Stamp() => WholeSecondStamps
+            ? time.GetUtcNow().ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture)
+            : time.GetUtcNow().ToString("O");
+
         public int LaunchRequests { get; private set; }
 
         public List<string> LaunchPrompts { get; } = [];
 
         public string? LastTaskId => tasks.LastOrDefault()?["id"]!.GetValue<string>();
+
+        /// <summary>Archives a task (GitHub's list leaves archived tasks out unless is_archived=true).</summary>
+        public void Archive(string id)
+        {
+            var task = tasks.Single(t => t["id"]!.GetValue<string>() == id);
+            task["state"] = "completed";
+            task["archived_at"] = Stamp();
+        }
 
         public string AddTask(string prompt)
         {
@@ -229,12 +336,12 @@ public sealed class CopilotReconcileTests
                     ["state"] = "in_progress",
                     ["html_url"] = $"https://github.com/acme/shop/copilot/tasks/{id}",
                     ["artifacts"] = new JsonArray(),
-                    ["created_at"] = time.GetUtcNow().ToString("O"),
+                    ["created_at"] = Stamp(),
                     ["sessions"] = new JsonArray(new JsonObject
                     {
                         ["id"] = $"s-{id}",
                         ["state"] = "in_progress",
-                        ["created_at"] = time.GetUtcNow().ToString("O"),
+                        ["created_at"] = Stamp(),
                         ["prompt"] = prompt,
                         ["head_ref"] = $"copilot/fix-{tasks.Count + 1}",
                         ["base_ref"] = "main",
@@ -250,6 +357,12 @@ public sealed class CopilotReconcileTests
             if (request.Method == HttpMethod.Post && path == "agents/repos/acme/shop/tasks")
             {
                 LaunchRequests++;
+                if (NextLaunchAnswer is { } rejected)
+                {
+                    NextLaunchAnswer = null;
+                    return Task.FromResult(rejected);
+                }
+
                 var prompt = JsonNode.Parse(request.Body.Span)!["prompt"]!.GetValue<string>();
                 LaunchPrompts.Add(prompt);
                 var id = AddTask(prompt);
@@ -273,7 +386,8 @@ public sealed class CopilotReconcileTests
                 var query = request.Path.Split('?').ElementAtOrDefault(1)?.Split('&').Select(p => p.Split('=')).ToDictionary(p => p[0], p => p[1]) ?? [];
                 var perPage = int.Parse(query.GetValueOrDefault("per_page", "30"));
                 var page = int.Parse(query.GetValueOrDefault("page", "1"));
-                var items = tasks.AsEnumerable().Reverse().Skip((page - 1) * perPage).Take(perPage).Select(t => (JsonNode)JsonNode.Parse(WithoutSessions(t))!).ToArray();
+                var archived = query.GetValueOrDefault("is_archived", "false") == "true";
+                var items = tasks.AsEnumerable().Reverse().Where(t => (t["archived_at"] is not null) == archived).Skip((page - 1) * perPage).Take(perPage).Select(t => (JsonNode)JsonNode.Parse(WithoutSessions(t))!).ToArray();
                 return Answer(200, new JsonObject { ["tasks"] = new JsonArray(items) }.ToJsonString());
             }
 

@@ -142,7 +142,7 @@ public sealed class CopilotProviderTests : IDisposable
     [Fact]
     public async Task Lookup_with_more_recent_tasks_than_it_reads_one_by_one_is_incomplete_not_not_found()
     {
-        for (var i = 0; i < 21; i++)
+        for (var i = 0; i < 51; i++)
         {
             await Launch($"other-{i}");
         }
@@ -150,10 +150,10 @@ public sealed class CopilotProviderTests : IDisposable
         RepositoryName.TryParse("acme/shop", out var repository);
         var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-missing", null, CancellationToken.None);
 
-        // The 20 newest are read and none is ours; the 21st, unread, could be.
+        // The 50 newest are read and none is ours; the 51st, unread, could be.
         Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
         Assert.True(result.Failure.OutcomeUnknown);
-        Assert.Equal(20, github.Server.LogEntries.Count(entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal)));
+        Assert.Equal(50, github.Server.LogEntries.Count(entry => entry.RequestMessage.Path.StartsWith("/agents/tasks/", StringComparison.Ordinal)));
     }
 
     [Fact]

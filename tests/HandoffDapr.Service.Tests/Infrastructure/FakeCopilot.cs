@@ -151,6 +151,12 @@ public sealed class FakeCopilot : IDisposable
         }
 
         var repository = string.Join('/', request.Path.Split('/')[3..5]);
+        if (QueryValue(request, "is_archived") == "true")
+        {
+            // None of this fake's tasks is ever archived.
+            return Json(200, """{"tasks":[],"total_active_count":0}""");
+        }
+
         var perPage = int.TryParse(QueryValue(request, "per_page"), out var size) ? size : 30;
         var page = int.TryParse(QueryValue(request, "page"), out var number) ? number : 1;
         var mine = tasks.Where(t => repositories[t.Key] == repository)

@@ -26,8 +26,11 @@ public sealed class CopilotAgentTasksProvider(
     private const int ListPageSize = 100;
     private const int MaxListPages = 10;
 
-    /// <summary>Tasks whose branch the list does not show are read one by one, newest first, up to this many per lookup.</summary>
-    private const int MaxTaskReads = 20;
+    /// <summary>
+    /// Candidate tasks read one by one per lookup, at most. Lookups are rare (only after a lost answer); a busy repository
+    /// may start tens of tasks between a refused first attempt and the attempt whose answer was lost.
+    /// </summary>
+    private const int MaxTaskReads = 50;
 
     private const string PullRequestUrlQuery = "query($id: ID!) { node(id: $id) { ... on PullRequest { url } } }";
 
@@ -179,6 +182,13 @@ public sealed class CopilotAgentTasksProvider(
     /// </summary>
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
     {
+        // GitHub lists archived tasks apart (is_archived defaults to false): ours may have been archived meanwhile.
+        var found = await FindAsync(repository, branchName, firstSentAt, archived: false, cancellationToken);
+        return found is { IsSuccess: true, Value: null } ? await FindAsync(repository, branchName, firstSentAt, archived: true, cancellationToken) : found;
+    }
+
+    private async Task<ProviderResult<ProviderAgent?>> FindAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, bool archived, CancellationToken cancellationToken)
+    {
         var candidates = new List<ProviderAgent>();
         var unreadableListed = 0;
         // Clocks differ: a task stamped a little before our first attempt may still be its own. Unknown (a launch stored
@@ -186,7 +196,8 @@ public sealed class CopilotAgentTasksProvider(
         var since = (firstSentAt ?? timeProvider.GetUtcNow() - UnknownStartWindow) - ClockSlack;
         for (var page = 1; page <= MaxListPages; page++)
         {
-            var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}";
+            var path = $"agents/repos/{repository.Owner}/{repository.Name}/tasks?sort=created_at&direction=desc&per_page={ListPageSize}&page={page}"
+                + (archived ? "&is_archived=true" : string.Empty);
             var answer = await SendAsync(new ProviderRequest(HttpMethod.Get, path, Headers: GitHubHeaders), "list", cancellationToken);
             if (answer.Failure is { } failure)
             {
@@ -254,16 +265,14 @@ public sealed class CopilotAgentTasksProvider(
     private static readonly TimeSpan UnknownStartWindow = TimeSpan.FromHours(6);
 
     /// <summary>
-    /// The order to read candidates in, most likely ours first. With the first attempt known: those created since, oldest
-    /// first (ours came at one of the attempts, and every task started after it in a busy repository sorts ahead of
-    /// it), then those within the clock slack before it. Unknown: newest first, as lost launches are recent.
+    /// The order to read candidates in, most likely ours first. With the first attempt known: nearest to it first (ours
+    /// came at one of the attempts; a stamp to the whole second or a clock behind ours may put it a little before).
+    /// Unknown: newest first, as lost launches are recent.
     /// </summary>
     private static IEnumerable<string> InReadingOrder(List<ProviderAgent> newestFirst, DateTimeOffset? firstSentAt) =>
         firstSentAt is not { } first
             ? newestFirst.Select(task => task.Id)
-            : Enumerable.Reverse(newestFirst).Where(task => task.CreatedAt is not { } created || created >= first)
-                .Concat(newestFirst.Where(task => task.CreatedAt < first))
-                .Select(task => task.Id);
+            : newestFirst.OrderBy(task => task.CreatedAt is { } created ? (created - first).Duration() : TimeSpan.Zero).Select(task => task.Id);
 
     private async Task<ProviderResult<ProviderAgent?>> FindAmongAsync(
         IEnumerable<string> inReadingOrder, int candidates, int unreadableListed, string branchName, CancellationToken cancellationToken)
