@@ -50,6 +50,9 @@ public sealed class FakeCopilot : IDisposable
     /// <summary>When set, every list request answers this instead of the tasks created so far.</summary>
     public Func<ResponseMessage>? ListAnswer { get; set; }
 
+    /// <summary>Review: when set, the next launch creates its task but answers this status (the answer is lost).</summary>
+    public int? CreateButAnswerStatus { get; set; }
+
     public int LaunchRequests => Server.LogEntries.Count(e => e.RequestMessage.Method == "POST" && e.RequestMessage.Path != "/graphql");
 
     /// <param name="withGlobalId">GitHub documents the artifact's <c>global_id</c> as optional; without it, only the REST list of pull requests names the PR.</param>
@@ -123,6 +126,12 @@ public sealed class FakeCopilot : IDisposable
         };
         tasks[id] = task;
         repositories[id] = $"{segments[3]}/{segments[4]}";
+        if (CreateButAnswerStatus is { } lost)
+        {
+            CreateButAnswerStatus = null;
+            return Json(lost, """{"message":"Bad Gateway"}""");
+        }
+
         return Json(201, WithoutSessions(task));
     }
 
