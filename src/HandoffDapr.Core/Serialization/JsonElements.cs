@@ -23,6 +23,11 @@ public static class JsonElements
         }
     }
 
+    /// <summary>A whole-number property that fits a long, or null when absent, of another type or out of range.</summary>
+    public static long? Int64(JsonElement element, string property) =>
+        element.ValueKind == JsonValueKind.Object && element.TryGetProperty(property, out var value)
+            && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) ? number : null;
+
     /// <summary>The token the reader is on as a string, or null when it is of another type or not valid UTF-16.</summary>
     public static string? String(ref Utf8JsonReader reader)
     {

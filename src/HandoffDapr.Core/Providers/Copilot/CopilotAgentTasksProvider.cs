@@ -43,7 +43,9 @@ public sealed class CopilotAgentTasksProvider(
     public string ProviderName => Name;
 
     /// <summary>The handoff reference line and the blank line before it, for the longest branch name we make.</summary>
-    public int PromptReserve => 2 + HandoffReference(new string('x', Repositories.BranchNamer.MaxLength)).Length;
+    public int PromptReserve => ReferenceReserve;
+
+    private static readonly int ReferenceReserve = 2 + HandoffReference(new string('x', Repositories.BranchNamer.MaxLength)).Length;
 
     public async Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
@@ -121,8 +123,7 @@ public sealed class CopilotAgentTasksProvider(
 
         foreach (var pull in pulls.EnumerateArray())
         {
-            if (pull.ValueKind == JsonValueKind.Object && pull.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.Number
-                && id.TryGetInt64(out var value) && value == pullId)
+            if (JsonElements.Int64(pull, "id") == pullId)
             {
                 return JsonElements.String(pull, "html_url") is { } url && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null;
             }
@@ -132,9 +133,7 @@ public sealed class CopilotAgentTasksProvider(
     }
 
     private static long? PullRequestId(JsonElement artifacts) =>
-        PullRequestArtifacts(artifacts)
-            .Select(data => data.TryGetProperty("id", out var id) && id.ValueKind == JsonValueKind.Number && id.TryGetInt64(out var value) && value > 0 ? value : (long?)null)
-            .FirstOrDefault(id => id is not null);
+        PullRequestArtifacts(artifacts).Select(data => JsonElements.Int64(data, "id")).FirstOrDefault(id => id > 0);
 
     /// <summary>The repository a task's web URL names (<c>https://github.com/{owner}/{repo}/copilot/tasks/{id}</c>).</summary>
     private static RepositoryName? RepositoryOf(string? taskUrl) =>
@@ -223,7 +222,8 @@ public sealed class CopilotAgentTasksProvider(
                     }
 
                     var agent = ReadTaskElement(task);
-                    if (string.Equals(HeadRef(task), branchName, StringComparison.Ordinal))
+                    var shownBranch = HeadRef(task);
+                    if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
                     {
                         // Ours, but unreadable (no usable id): "none" would launch a second task beside it.
                         return agent is not null ? ProviderResult<ProviderAgent?>.Success(agent) : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
@@ -232,7 +232,7 @@ public sealed class CopilotAgentTasksProvider(
                     if (agent is null)
                     {
                         // Not readable, and not shown on another branch: it may be ours.
-                        unreadableListed += HeadRef(task) is null ? 1 : 0;
+                        unreadableListed += shownBranch is null ? 1 : 0;
                     }
                     else if (agent.CreatedAt < since)
                     {
@@ -351,12 +351,11 @@ public sealed class CopilotAgentTasksProvider(
         {
             (int)HttpStatusCode.PaymentRequired => new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
             // GitHub's documented sign of its primary rate limit is the header, whatever the message says.
-            (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when response.RateLimitRemaining?.Trim() == "0" =>
-                new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: RateLimitWait(response, now), StatusCode: response.StatusCode),
+            (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when response.RateLimitRemaining?.Trim() == "0" => RateLimited(response, now),
             (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.TooManyRequests when Mentions(message, "quota", "premium request", "usage limit") =>
                 new ProviderFailure(FailureTypes.QuotaExceeded, Retryable: false, StatusCode: response.StatusCode),
             (int)HttpStatusCode.TooManyRequests or (int)HttpStatusCode.Forbidden when response.StatusCode == 429 || Mentions(message, "rate limit") =>
-                new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: RateLimitWait(response, now), StatusCode: response.StatusCode),
+                RateLimited(response, now),
             (int)HttpStatusCode.Forbidden when Mentions(message, "licen", "copilot is not", "not enabled", "subscription") =>
                 new ProviderFailure(FailureTypes.NoCopilotLicense, Retryable: false, StatusCode: response.StatusCode),
             (int)HttpStatusCode.Forbidden or (int)HttpStatusCode.NotFound =>
@@ -364,6 +363,9 @@ public sealed class CopilotAgentTasksProvider(
             _ => ProviderFailureClassifier.FromResponse(response, now),
         };
     }
+
+    private static ProviderFailure RateLimited(ProviderResponse response, DateTimeOffset now) =>
+        new(FailureTypes.RateLimited, Retryable: true, RetryAfter: RateLimitWait(response, now), StatusCode: response.StatusCode);
 
     /// <summary>
     /// GitHub's rule for a rate-limited request: <c>Retry-After</c> if sent; else, with no requests remaining, until
