@@ -229,11 +229,8 @@ public sealed partial class HandoffEngine(
     /// </summary>
     private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
     {
-        var givenUp = state.Poll?.GivenUp ?? [];
-        var awaiting = state.Poll?.AwaitingPullRequest ?? [];
         // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
-        var agents = state.CodingAgents.Values
-            .Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id) || awaiting.Contains(agent.Id))
+        var agents = state.AgentsToPoll
             .Select(agent => state.LaunchOfAgent(agent.Id) is { } launch ? new AgentRef(agent.Id, launch.IntegrationId) : null)
             .OfType<AgentRef>()
             .ToList();
@@ -316,7 +313,7 @@ public sealed partial class HandoffEngine(
 
         var givenUp = state.Poll?.GivenUp ?? [];
         var awaiting = state.Poll?.AwaitingPullRequest ?? [];
-        var active = state.CodingAgents.Values.Where(agent => !agent.Status.IsFinal() || givenUp.Contains(agent.Id) || awaiting.Contains(agent.Id)).ToList();
+        var active = state.AgentsToPoll.ToList();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
@@ -385,9 +382,7 @@ public sealed partial class HandoffEngine(
         else if (timedOut.Count > 0)
         {
             // The newer poll holds the schedule, but the agents this one gave up on must still be watched.
-            var watchedNow = timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains).ToList();
-            var schedule = state.Poll ?? new PollSchedule(now + options.PollInterval, 0);
-            state = state with { Poll = schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(watchedNow)] } };
+            state = state with { Poll = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now) };
         }
 
         await writer.SaveAsync(state, CancellationToken.None);
@@ -512,6 +507,7 @@ public sealed partial class HandoffEngine(
             return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
         }
 
+        var operation = stop ? "stop" : "follow-up";
         ProviderResult<bool> result;
         try
         {
@@ -520,7 +516,7 @@ public sealed partial class HandoffEngine(
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
             // A fault in a provider client is the provider's answer not understood, not the service failing (a 502, not a 500).
-            LogProviderFaulted(state.RunId, stop ? "stop" : "follow-up", exception.GetType().Name);
+            LogProviderFaulted(state.RunId, operation, exception.GetType().Name);
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, FailureTypes.InvalidResponse);
         }
 
@@ -537,7 +533,7 @@ public sealed partial class HandoffEngine(
         {
             // The provider has taken the command: "try again" would send a follow-up twice. The caller is told it was
             // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll.
-            LogCommandNotRecorded(state.RunId, stop ? "stop" : "follow-up", agentId, exception.GetType().Name);
+            LogCommandNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
             return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
         }
     }
@@ -573,16 +569,19 @@ public sealed partial class HandoffEngine(
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
             // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
-            var poll = state.Poll;
-            state = state.WithAgent(agent) with
-            {
-                Poll = new PollSchedule(poll?.NextPollAt ?? now + options.PollInterval, poll?.QuietPolls ?? 0, [.. poll?.GivenUp ?? [], sent.AgentId], poll?.AwaitingPullRequest),
-            };
+            state = state.WithAgent(agent) with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
         }
 
         state = state.WithTimeline([new TimelineEntry(now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId)]);
         await writer.SaveAsync(state, CancellationToken.None);
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
+    }
+
+    /// <summary>The poll's schedule (or one starting an interval from now) with these agents read on as given up.</summary>
+    private PollSchedule WatchingGivenUp(PollSchedule? poll, IEnumerable<string> agentIds, DateTimeOffset now)
+    {
+        var schedule = poll ?? new PollSchedule(now + options.PollInterval, 0);
+        return schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(agentIds)] };
     }
 
     private static bool IsCompletedWithoutPullRequest(CodingAgentState agent) =>

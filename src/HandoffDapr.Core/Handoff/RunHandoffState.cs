@@ -26,6 +26,13 @@ public sealed record RunHandoffState(
 
     public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
 
+    /// <summary>
+    /// The agents the status poll reads: the unfinished ones, those given up on whose end the provider has not shown, and
+    /// completed ones awaiting a pull request after a follow-up.
+    /// </summary>
+    public IEnumerable<CodingAgentState> AgentsToPoll => CodingAgents.Values.Where(agent => !agent.Status.IsFinal()
+        || (Poll?.GivenUp?.Contains(agent.Id) ?? false) || (Poll?.AwaitingPullRequest?.Contains(agent.Id) ?? false));
+
     /// <summary>Agents are still read from the provider: some are unfinished, or given up on without a confirmed end.</summary>
     public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 } || Poll?.AwaitingPullRequest is { Count: > 0 };
 
