@@ -5,6 +5,11 @@ namespace HandoffDapr.Service.Api;
 public static class HealthEndpoints
 {
     public const string ReadinessTag = "ready";
+    public const string LivenessPath = "/healthz";
+    public const string ReadinessPath = "/readyz";
+
+    /// <summary>A liveness or readiness probe (any letter case), which tracing and the shutdown drain leave out.</summary>
+    public static bool IsProbe(PathString path) => path.StartsWithSegments(LivenessPath) || path.StartsWithSegments(ReadinessPath);
 
     // GET and HEAD only: a probe never changes anything, and any other method is a client's mistake (405).
     private static readonly HttpMethodMetadata ProbeMethods = new(["GET", "HEAD"]);
@@ -12,8 +17,8 @@ public static class HealthEndpoints
     /// <summary><c>/healthz</c>: the process answers. <c>/readyz</c>: its state store (SQLite or the sidecar) answers too.</summary>
     public static IEndpointRouteBuilder MapHealthEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapHealthChecks("/healthz", new() { Predicate = _ => false }).WithMetadata(ProbeMethods);
-        app.MapHealthChecks("/readyz", new() { Predicate = check => check.Tags.Contains(ReadinessTag) }).WithMetadata(ProbeMethods);
+        app.MapHealthChecks(LivenessPath, new() { Predicate = _ => false }).WithMetadata(ProbeMethods);
+        app.MapHealthChecks(ReadinessPath, new() { Predicate = check => check.Tags.Contains(ReadinessTag) }).WithMetadata(ProbeMethods);
         return app;
     }
 }

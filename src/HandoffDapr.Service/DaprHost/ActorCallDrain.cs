@@ -145,8 +145,7 @@ public static class ActorCallDrainExtensions
         var drain = app.ApplicationServices.GetRequiredService<ActorCallDrain>();
         return app.Use(async (context, next) =>
         {
-            if (context.Request.Path.StartsWithSegments("/healthz", StringComparison.OrdinalIgnoreCase)
-                || context.Request.Path.StartsWithSegments("/readyz", StringComparison.OrdinalIgnoreCase))
+            if (Api.HealthEndpoints.IsProbe(context.Request.Path))
             {
                 await next(context);
                 return;

@@ -32,7 +32,7 @@ public static class TelemetryExtensions
             .ConfigureResource(resource => resource.AddService(builder.Configuration["OTEL_SERVICE_NAME"] ?? "handoff"))
             .WithTracing(tracing => tracing
                 .AddSource(HandoffTelemetry.Name)
-                .AddAspNetCoreInstrumentation(options => options.Filter = context => !IsProbe(context.Request.Path))
+                .AddAspNetCoreInstrumentation(options => options.Filter = context => !Api.HealthEndpoints.IsProbe(context.Request.Path))
                 .AddHttpClientInstrumentation()
                 .AddOtlpExporter())
             .WithMetrics(metrics => metrics
@@ -42,6 +42,4 @@ public static class TelemetryExtensions
                 .AddOtlpExporter());
         return builder;
     }
-
-    private static bool IsProbe(PathString path) => path.StartsWithSegments("/healthz") || path.StartsWithSegments("/readyz");
 }
