@@ -39,7 +39,7 @@ public sealed class CopilotReconcileTests
         Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
 
         // The reconcile's list is rate limited; GitHub asks for a wait of 7 h (Retry-After is honoured up to a day).
-        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (hours * 3600).ToString());
+        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(hours));
         time.Advance(TimeSpan.FromMinutes(1));
         await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
@@ -150,35 +150,6 @@ public sealed class CopilotReconcileTests
     }
 
     [Fact]
-    public async Task Lost_launch_in_a_repository_busy_after_it_is_reconciled()
-    {
-        var (engine, github) = Create();
-        github.LoseNextLaunchAnswer = true;
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-
-        // The reconcile is told to wait 7 h; meanwhile others start 25 tasks in the repository.
-        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
-        time.Advance(TimeSpan.FromMinutes(1));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        for (var i = 0; i < 25; i++)
-        {
-            time.Advance(TimeSpan.FromMinutes(10));
-            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
-        }
-
-        time.Advance(TimeSpan.FromHours(3));
-        for (var i = 0; i < 6; i++)
-        {
-            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-            time.Advance(TimeSpan.FromMinutes(31));
-        }
-
-        var launch = writer.Saved.Last().Launches[0];
-        Assert.Equal(1, github.LaunchRequests);
-        Assert.True(launch.AgentId == "task-1", $"launch ended {launch.Phase} ({launch.FailureType}), agent {launch.AgentId ?? "none"}, while task-1 runs on GitHub");
-    }
-
-    [Fact]
     public async Task Lookup_without_first_attempt_concludes_none_in_a_repository_with_old_tasks()
     {
         var (_, github) = Create();
@@ -197,18 +168,20 @@ public sealed class CopilotReconcileTests
         Assert.Null(found.Value);
     }
 
-    [Fact]
-    public async Task Lost_launch_stamped_in_the_second_of_its_first_attempt_is_found_in_a_repository_busy_after_it()
+    [Theory]
+    [InlineData(false)]
+    // The first attempt starts at 10:00:00.600; GitHub creates the task within that second and stamps it 10:00:00Z.
+    [InlineData(true)]
+    public async Task Lost_launch_is_found_in_a_repository_busy_after_it(bool wholeSecondStamps)
     {
         var (engine, github) = Create();
-        github.WholeSecondStamps = true;
-        // The first attempt starts at 10:00:00.600; GitHub creates the task within that second and stamps it 10:00:00Z.
+        github.WholeSecondStamps = wholeSecondStamps;
         time.Advance(TimeSpan.FromMilliseconds(600));
         github.LoseNextLaunchAnswer = true;
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         // The reconcile is told to wait 7 h; meanwhile others start 25 tasks in the repository (one every 10 minutes).
-        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
+        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(7));
         time.Advance(TimeSpan.FromMinutes(1));
         await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         for (var i = 0; i < 25; i++)
@@ -235,7 +208,7 @@ public sealed class CopilotReconcileTests
         var (engine, github) = Create();
         github.WholeSecondStamps = true;
         // The first attempt is refused with a 429 (nothing created); GitHub asks for an hour's wait.
-        github.NextLaunchAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: "3600");
+        github.NextLaunchAnswer = SecondaryRateLimit(TimeSpan.FromHours(1));
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Null(github.LastTaskId);
 
@@ -273,7 +246,7 @@ public sealed class CopilotReconcileTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
 
         // The reconcile is told to wait 7 h; meanwhile our task finishes and someone archives it in Copilot's task list.
-        github.NextListAnswer = new ProviderResponse(429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: (7 * 3600).ToString());
+        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(7));
         time.Advance(TimeSpan.FromMinutes(1));
         await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(1));
@@ -291,6 +264,9 @@ public sealed class CopilotReconcileTests
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
         Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
         Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
+
+    private static ProviderResponse SecondaryRateLimit(TimeSpan retryAfter) => new(
+        429, Encoding.UTF8.GetBytes("""{"message":"You have exceeded a secondary rate limit."}"""), RetryAfter: ((long)retryAfter.TotalSeconds).ToString(System.Globalization.CultureInfo.InvariantCulture));
 
     /// <summary>acme/shop's agent tasks as GitHub's 2026-03-10 docs show them: list items without sessions, reads by id with them.</summary>
     private sealed class ScriptedGitHub(TimeProvider time) : IProviderTransport
