@@ -1,10 +1,8 @@
 using System.Diagnostics;
-using System.Text.Json;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Prompts;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Repositories;
-using HandoffDapr.Core.Serialization;
 using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Handoff;
@@ -147,6 +145,37 @@ public sealed partial class HandoffEngine(
         }
 
         return new CompletionOutcome(CompletionStatus.HandedOff, verdict.ToString(), outcome.Result) { Round = outcome.Round };
+    }
+
+    /// <summary>
+    /// Whether a completion event carrying <paramref name="state"/>'s own snapshot again would change nothing: no save,
+    /// no launch (<see cref="AcceptCompletedRunAsync"/> would take the same branches). A host may then answer such a
+    /// redelivery without loading the run. It holds for this process's settings only (the integrations and the
+    /// repository cap decide it too), and only until the state changes.
+    /// </summary>
+    public bool WouldIgnoreRedelivery(RunHandoffState state)
+    {
+        if (state.Snapshot is not { GroupId: not null } snapshot)
+        {
+            return false;
+        }
+
+        // The gate says no: an identical snapshot is not saved again.
+        if (AutomationGate.Evaluate(snapshot) != GateVerdict.Launch)
+        {
+            return true;
+        }
+
+        // An unknown integration or a mismatched target saves and warns on every delivery.
+        var handoff = snapshot.Preferences!.AutomationHandoff!;
+        if (integrations.Find(handoff.IntegrationId!.Value) is not { } integration
+            || (handoff.Target is { Length: > 0 } target && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase)))
+        {
+            return false;
+        }
+
+        var (_, toLaunch) = Plan(state, snapshot, integration, instruction: null, handoff.AutoCreatePr ?? false, relaunchFailed: false, timeProvider.GetUtcNow());
+        return toLaunch.Count == 0;
     }
 
     /// <summary>
@@ -633,11 +662,7 @@ public sealed partial class HandoffEngine(
     /// <summary>The only repository host either provider works on; a run's <c>provider</c> names it.</summary>
     private const string GitHubHost = "github";
 
-    private static bool SameContent(RunSnapshot left, RunSnapshot right) =>
-        ReferenceEquals(left, right)
-        || JsonSerializer.SerializeToUtf8Bytes(left, HandoffJsonContext.Default.RunSnapshot)
-            .AsSpan()
-            .SequenceEqual(JsonSerializer.SerializeToUtf8Bytes(right, HandoffJsonContext.Default.RunSnapshot));
+    private static bool SameContent(RunSnapshot left, RunSnapshot right) => RunSnapshot.SameContent(left, right);
 
     /// <summary>The trigger's answer, line by line, and the launches to make for it.</summary>
     private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(

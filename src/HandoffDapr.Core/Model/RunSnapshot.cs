@@ -17,6 +17,13 @@ public sealed record RunSnapshot(
     /// <remarks>Not a field of the wire or stored form: it is read from those two.</remarks>
     [System.Text.Json.Serialization.JsonIgnore]
     public long? GroupId => Group?.Id ?? Metadata?.GroupId;
+
+    /// <summary>Whether two snapshots say the same, field for field (their stored forms are byte for byte equal).</summary>
+    public static bool SameContent(RunSnapshot left, RunSnapshot right) =>
+        ReferenceEquals(left, right)
+        || System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(left, Serialization.HandoffJsonContext.Default.RunSnapshot)
+            .AsSpan()
+            .SequenceEqual(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(right, Serialization.HandoffJsonContext.Default.RunSnapshot));
 }
 
 public sealed record RunGroup(long? Id = null, string? Title = null, string? ShortId = null);

@@ -54,15 +54,28 @@ public static partial class CompletionEventEndpoints
         {
             // A body that came too slowly says nothing about the event: daprd is asked to deliver it again.
             return problem!.StatusCode == StatusCodes.Status408RequestTimeout && mode == HostingMode.Dapr
-                ? TypedResults.Ok(new DaprEventReply("RETRY"))
+                ? DaprEventReply.Retry
                 : Malformed(mode, services.Logger, $"{problem.ProblemDetails.Title}: {problem.ProblemDetails.Detail}", problem);
         }
 
-        RunSnapshot? snapshot;
+        RunSnapshot? snapshot = null;
         string? invalid, traceParent;
+        byte[]? digest = null;
         using (body)
         {
-            (snapshot, invalid, traceParent) = ReadSnapshot(body.Memory.Span);
+            (var data, invalid, traceParent) = FindSnapshot(body.Memory.Span);
+            if (invalid is null)
+            {
+                // The exact bytes of an event already handled, where handling them again would change nothing (a
+                // redelivery): answered without reading the run.
+                if (services.Owner.FindRepeatedEvent(body.Memory.Span[data], out digest) is { } repeatedRun)
+                {
+                    LogEventRepeated(services.Logger, repeatedRun);
+                    return DaprEventReply.Success;
+                }
+
+                (snapshot, invalid) = DeserializeSnapshot(body.Memory.Span[data]);
+            }
         }
 
         // A structured CloudEvent carries its trace context in the body: continue that trace.
@@ -82,19 +95,19 @@ public static partial class CompletionEventEndpoints
         CompletionOutcome outcome;
         try
         {
-            outcome = await services.Owner.AcceptCompletedRunAsync(snapshot, cancellationToken);
+            outcome = await services.Owner.AcceptCompletedRunAsync(snapshot, digest, cancellationToken);
         }
         catch (RunOwnerUnavailableException exception)
         {
             LogEventRetry(services.Logger, snapshot.RunId, exception);
-            return mode == HostingMode.Dapr ? TypedResults.Ok(new DaprEventReply("RETRY")) : Problems.Unavailable();
+            return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable();
         }
 
         switch (outcome.Status)
         {
             case CompletionStatus.Rejected:
                 LogEventDropped(services.Logger, snapshot.RunId, Answer(mode, StatusCodes.Status404NotFound), outcome.Reason);
-                return mode == HostingMode.Dapr ? TypedResults.Ok(new DaprEventReply("DROP")) : Problems.UnknownRun();
+                return mode == HostingMode.Dapr ? DaprEventReply.Drop : Problems.UnknownRun();
             case CompletionStatus.HandedOff:
                 LogEventHandedOff(services.Logger, snapshot.RunId, outcome.Result.Successes.Count, outcome.Result.Failures.Count, outcome.Result.Retries.Count);
                 break;
@@ -103,46 +116,45 @@ public static partial class CompletionEventEndpoints
                 break;
         }
 
-        return TypedResults.Ok(new DaprEventReply("SUCCESS"));
+        return DaprEventReply.Success;
     }
 
     /// <summary>Dropped events land here; they are logged so an operator can see and replay them.</summary>
     public static IResult DeadLetter(HttpRequest request, ILogger<HandoffServices> logger)
     {
         LogDeadLetter(logger, request.ContentLength ?? -1);
-        return TypedResults.Ok(new DaprEventReply("SUCCESS"));
+        return DaprEventReply.Success;
     }
 
     /// <summary>
-    /// The data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>) or a bare
-    /// snapshot, in one pass over the bytes: the top level is scanned for the envelope's fields, and only the
-    /// snapshot is deserialised.
+    /// Where the snapshot is: the data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>)
+    /// or the whole body. One pass over the bytes: the top level is scanned for the envelope's fields.
     /// </summary>
-    private static (RunSnapshot? Snapshot, string? Invalid, string? TraceParent) ReadSnapshot(ReadOnlySpan<byte> body)
+    private static (Range Data, string? Invalid, string? TraceParent) FindSnapshot(ReadOnlySpan<byte> body)
     {
-        Range data;
-        string? traceParent;
         try
         {
-            if (!ReadEnvelope(body, out data, out traceParent))
-            {
-                return (null, "The event data must be a JSON object.", null);
-            }
+            return ReadEnvelope(body, out var data, out var traceParent)
+                ? (data, null, traceParent)
+                : (default, "The event data must be a JSON object.", null);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException)
         {
             // InvalidOperationException: a property name that cannot be unescaped (a lone surrogate, \ud800).
-            return (null, "The body is not valid JSON.", null);
+            return (default, "The body is not valid JSON.", null);
         }
+    }
 
+    private static (RunSnapshot? Snapshot, string? Invalid) DeserializeSnapshot(ReadOnlySpan<byte> data)
+    {
         try
         {
-            var snapshot = JsonSerializer.Deserialize(body[data], InboundJson.RunSnapshot);
-            return snapshot is null ? (null, "The event data must be a JSON object.", traceParent) : (snapshot, null, traceParent);
+            var snapshot = JsonSerializer.Deserialize(data, InboundJson.RunSnapshot);
+            return snapshot is null ? (null, "The event data must be a JSON object.") : (snapshot, null);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
         {
-            return (null, "The event data is not a run snapshot.", traceParent);
+            return (null, "The event data is not a run snapshot.");
         }
     }
 
@@ -221,7 +233,7 @@ public static partial class CompletionEventEndpoints
     {
         LogEventMalformed(logger, Answer(mode, problem.StatusCode), reason);
         // daprd: DROP sends the event to the dead-letter topic; redelivering it could never succeed.
-        return mode == HostingMode.Dapr ? TypedResults.Ok(new DaprEventReply("DROP")) : problem;
+        return mode == HostingMode.Dapr ? DaprEventReply.Drop : problem;
     }
 
     /// <summary>What the sender of a refused event was told, for the log: only Dapr mode drops events.</summary>
@@ -242,6 +254,9 @@ public static partial class CompletionEventEndpoints
 
     [LoggerMessage(EventId = 5105, EventName = "CompletionEventStored", Level = LogLevel.Information, Message = "Run {RunId} snapshot stored; no automatic handoff ({Reason})")]
     private static partial void LogEventStored(ILogger logger, long runId, string reason);
+
+    [LoggerMessage(EventId = 5107, EventName = "CompletionEventRepeated", Level = LogLevel.Debug, Message = "Completion event for run {RunId} repeats one already handled; nothing to do")]
+    private static partial void LogEventRepeated(ILogger logger, long runId);
 
     [LoggerMessage(EventId = 5106, EventName = "DeadLetterReceived", Level = LogLevel.Error, Message = "A completion event reached the dead-letter topic ({Length} bytes)")]
     private static partial void LogDeadLetter(ILogger logger, long length);

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
@@ -63,7 +64,14 @@ public sealed record LaunchView(
 }
 
 /// <summary>Reply to daprd for a delivered event (the pub/sub subscription contract).</summary>
-public sealed record DaprEventReply(string Status);
+public sealed record DaprEventReply(string Status)
+{
+    // The three answers, serialised once: one is written for every delivery.
+    public static readonly IResult Success = Reply("SUCCESS"), Retry = Reply("RETRY"), Drop = Reply("DROP");
+
+    private static IResult Reply(string status) => TypedResults.Bytes(
+        JsonSerializer.SerializeToUtf8Bytes(new DaprEventReply(status), ServiceJsonContext.Default.DaprEventReply), "application/json; charset=utf-8");
+}
 
 // Request bodies: a property named twice (in any case) is a 400, not read last-wins.
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower, PropertyNameCaseInsensitive = true, MaxDepth = 32, AllowDuplicateProperties = false)]

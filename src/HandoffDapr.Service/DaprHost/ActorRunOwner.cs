@@ -56,7 +56,14 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
     }
 
-    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken)
+    /// <summary>The actor holds the run's state; a redelivery is one cheap turn there.</summary>
+    public long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest)
+    {
+        digest = null;
+        return null;
+    }
+
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, byte[]? eventDigest, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
         var outcome = await CallAsync(snapshot.RunId, actor => actor.AcceptCompletedRunAsync(snapshot));

@@ -23,15 +23,32 @@ public sealed class EmbeddedRunOwner(
         return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
     }
 
+    /// <summary>A read of one indexed column: the run's row holds the digest while the event's bytes again would change nothing.</summary>
+    public long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest)
+    {
+        digest = store.DigestEvent(eventData);
+        try
+        {
+            return store.FindHandledEvent(digest);
+        }
+        catch (SqliteException)
+        {
+            return null; // the long way meets the same trouble and answers for it
+        }
+    }
+
     /// <summary>
     /// By default the event is answered once its launches are saved as due; the schedule makes the provider calls
     /// right after (see <see cref="EmbeddedOptions.LaunchEventsInBackground"/>).
     /// </summary>
-    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken)
+    public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, byte[]? eventDigest, CancellationToken cancellationToken)
     {
         var timing = options.Value.Embedded.LaunchEventsInBackground ? LaunchTiming.OnNextWake : LaunchTiming.Now;
         var outcome = await WithRunAsync(
-            snapshot.RunId, (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken), cancellationToken);
+            snapshot.RunId,
+            (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken),
+            cancellationToken,
+            eventDigest is null ? null : new HandledEventSource(snapshot, eventDigest));
         if (outcome.Round is { } round)
         {
             return outcome with { Round = null, Result = await FinishRoundAsync(round) };
@@ -112,13 +129,14 @@ public sealed class EmbeddedRunOwner(
         }
     }
 
-    private async Task<T> WithRunAsync<T>(long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken)
+    private async Task<T> WithRunAsync<T>(
+        long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken, HandledEventSource? completionEvent = null)
     {
         using var held = await locks.AcquireAsync(runId, cancellationToken);
         try
         {
             var stored = await store.LoadAsync(runId, cancellationToken);
-            return await action(stored.State, new Writer(store, stored.Version));
+            return await action(stored.State, new Writer(store, engine, stored, completionEvent));
         }
         catch (SqliteException exception)
         {
@@ -130,10 +148,25 @@ public sealed class EmbeddedRunOwner(
         }
     }
 
-    /// <summary>Saves with the version it loaded, so a second process on the same file cannot overwrite blindly.</summary>
-    private sealed class Writer(SqliteRunStore store, long version) : IRunStateWriter
+    /// <summary>A completion event being handled in this turn: its snapshot as read, and the digest of its bytes.</summary>
+    private sealed record HandledEventSource(RunSnapshot Snapshot, byte[] Digest);
+
+    /// <summary>
+    /// Saves with the version it loaded, so a second process on the same file cannot overwrite blindly. Each save also
+    /// says whether a completion event's bytes, delivered again, would change nothing (the engine judges the new state):
+    /// the event of this turn if the run now holds its snapshot, else the one the row named while its snapshot is unchanged.
+    /// </summary>
+    private sealed class Writer(SqliteRunStore store, HandoffEngine engine, StoredRun loaded, HandledEventSource? completionEvent) : IRunStateWriter
     {
+        private long version = loaded.Version;
+
         public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) =>
-            version = await store.SaveAsync(state, version, cancellationToken);
+            version = await store.SaveAsync(state, version, cancellationToken, Handled(state));
+
+        private HandledEvent Handled(RunHandoffState state) =>
+            state.Snapshot is not { } snapshot || !engine.WouldIgnoreRedelivery(state) ? default
+            : completionEvent is not null && RunSnapshot.SameContent(snapshot, completionEvent.Snapshot) ? HandledEvent.Of(completionEvent.Digest)
+            : ReferenceEquals(snapshot, loaded.State?.Snapshot) ? HandledEvent.Kept
+            : default;
     }
 }

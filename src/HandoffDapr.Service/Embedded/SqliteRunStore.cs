@@ -1,5 +1,7 @@
+using System.Buffers;
 using System.Collections.Concurrent;
 using System.Globalization;
+using System.Security.Cryptography;
 using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
@@ -13,6 +15,8 @@ namespace HandoffDapr.Service.Embedded;
 /// Embedded mode's state: one row per run (UTF-8 JSON of <see cref="RunHandoffState"/>, stored as written, with a
 /// version for optimistic concurrency) and one wake-up row per run that has retries or reconciliations pending, in
 /// one WAL-mode file. Rows stored as TEXT by earlier versions read the same.
+/// A run's row may also hold a digest of the completion event it already handled (<see cref="HandledEvent"/>), so
+/// that a redelivery of those exact bytes is recognised without reading the run.
 /// </summary>
 public sealed class SqliteRunStore : IDisposable
 {
@@ -26,6 +30,10 @@ public sealed class SqliteRunStore : IDisposable
     // Read sessions kept for reuse; more may be open at a peak, the extra ones are closed after use.
     private const int MaxIdleReaders = 32;
     private readonly ConcurrentBag<ReadSession> readers = new();
+
+    // Event digests start with a random prefix of this process: a digest is trusted only by the process (hence the
+    // settings and the code) that judged its event a no-op. After a restart old digests match nothing.
+    private readonly byte[] digestPrefix = RandomNumberGenerator.GetBytes(16);
 
     public SqliteRunStore(string dataPath, TimeProvider timeProvider)
     {
@@ -90,14 +98,51 @@ public sealed class SqliteRunStore : IDisposable
             CREATE INDEX IF NOT EXISTS wakeups_due ON wakeups (due_at);
             """;
         command.ExecuteNonQuery();
+
+        // Files from before the handled-event digest gain its column; IMMEDIATE, so two processes starting on one file
+        // do not both add it.
+        using var transaction = connection.BeginTransaction(deferred: false);
+        command.Transaction = transaction;
+        command.CommandText = "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'handled_event'";
+        if (command.ExecuteScalar() is 0L)
+        {
+            command.CommandText = "ALTER TABLE runs ADD COLUMN handled_event BLOB";
+            command.ExecuteNonQuery();
+        }
+
+        command.CommandText = "CREATE INDEX IF NOT EXISTS runs_handled_event ON runs (handled_event) WHERE handled_event IS NOT NULL";
+        command.ExecuteNonQuery();
+        transaction.Commit();
     }
 
-    public Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken)
+    /// <summary>This process's digest of a completion event's data, as <see cref="FindHandledEvent"/> and a save take it.</summary>
+    public byte[] DigestEvent(ReadOnlySpan<byte> eventData)
+    {
+        // SHA-256 of prefix and data in one call: half the time of an HMAC, and the prefix need not be secret.
+        var buffer = ArrayPool<byte>.Shared.Rent(digestPrefix.Length + eventData.Length);
+        try
+        {
+            digestPrefix.CopyTo(buffer, 0);
+            eventData.CopyTo(buffer.AsSpan(digestPrefix.Length));
+            return SHA256.HashData(buffer.AsSpan(0, digestPrefix.Length + eventData.Length));
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
+    /// <summary>The run whose row says it handled the event of this digest, and that the same bytes again would change nothing.</summary>
+    public long? FindHandledEvent(byte[] digest) => Read(session => session.FindHandledEvent(digest));
+
+    public Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken) => Task.FromResult(Read(session => session.Load(runId)));
+
+    private T Read<T>(Func<ReadSession, T> read)
     {
         var session = readers.TryTake(out var idle) ? idle : new ReadSession(OpenForRead());
         try
         {
-            var loaded = session.Load(runId);
+            var result = read(session);
             // Back to the pool only after a clean read; a session that failed is not trusted again.
             if (readers.Count < MaxIdleReaders)
             {
@@ -108,7 +153,7 @@ public sealed class SqliteRunStore : IDisposable
                 session.Dispose();
             }
 
-            return Task.FromResult(loaded);
+            return result;
         }
         catch
         {
@@ -117,12 +162,14 @@ public sealed class SqliteRunStore : IDisposable
         }
     }
 
-    /// <summary>A read connection with the run query prepared once: a read costs a bind and a step, not a parse.</summary>
+    /// <summary>A read connection with its queries prepared once: a read costs a bind and a step, not a parse.</summary>
     private sealed class ReadSession : IDisposable
     {
         private readonly SqliteConnection connection;
         private readonly SqliteCommand command;
         private readonly SqliteParameter run;
+        private readonly SqliteCommand handledCommand;
+        private readonly SqliteParameter handledDigest;
 
         public ReadSession(SqliteConnection connection)
         {
@@ -131,6 +178,16 @@ public sealed class SqliteRunStore : IDisposable
             command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
             run = command.Parameters.Add("$run", SqliteType.Integer);
             command.Prepare();
+            handledCommand = connection.CreateCommand();
+            handledCommand.CommandText = "SELECT run_id FROM runs WHERE handled_event = $digest";
+            handledDigest = handledCommand.Parameters.Add("$digest", SqliteType.Blob);
+            handledCommand.Prepare();
+        }
+
+        public long? FindHandledEvent(byte[] digest)
+        {
+            handledDigest.Value = digest;
+            return handledCommand.ExecuteScalar() is long runId ? runId : null;
         }
 
         public StoredRun Load(long runId)
@@ -151,33 +208,42 @@ public sealed class SqliteRunStore : IDisposable
         public void Dispose()
         {
             command.Dispose();
+            handledCommand.Dispose();
             connection.Dispose();
         }
     }
 
     /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
+    /// <param name="handled">What the row says of the completion event it handled; by default, nothing.</param>
     /// <returns>The new version.</returns>
     /// <exception cref="RunVersionConflictException">Another process saved the run first.</exception>
-    public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken)
+    public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken, HandledEvent handled = default)
     {
         // UTF-8 as SQLite keeps it: no UTF-16 string, no second encoding when the parameter is bound.
         var json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
         var wakeAt = state.NextWakeAt()?.ToUnixTimeMilliseconds();
-        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, wakeAt, now, expectedVersion));
+        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, wakeAt, now, expectedVersion));
     }
 
-    private static long Write(SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, long? wakeAt, long now, long expectedVersion)
+    private static long Write(
+        SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, HandledEvent handled, long? wakeAt, long now, long expectedVersion)
     {
         using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
             command.CommandText = expectedVersion == 0
-                ? "INSERT INTO runs (run_id, group_id, version, state, updated_at) VALUES ($run, $group, 1, $state, $now) ON CONFLICT (run_id) DO NOTHING"
-                : "UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now WHERE run_id = $run AND version = $version";
+                ? "INSERT INTO runs (run_id, group_id, version, state, handled_event, updated_at) VALUES ($run, $group, 1, $state, $handled, $now) ON CONFLICT (run_id) DO NOTHING"
+                : """
+                  UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now,
+                      handled_event = CASE WHEN $keep THEN handled_event ELSE $handled END
+                  WHERE run_id = $run AND version = $version
+                  """;
             command.Parameters.AddWithValue("$run", runId);
             command.Parameters.AddWithValue("$group", (object?)groupId ?? DBNull.Value);
             command.Parameters.AddWithValue("$state", json);
+            command.Parameters.AddWithValue("$handled", (object?)handled.Digest ?? DBNull.Value);
+            command.Parameters.AddWithValue("$keep", handled.Keep);
             command.Parameters.AddWithValue("$now", now);
             command.Parameters.AddWithValue("$version", expectedVersion);
             if (command.ExecuteNonQuery() == 0)
@@ -330,5 +396,17 @@ public sealed class SqliteRunStore : IDisposable
 }
 
 public sealed record StoredRun(RunHandoffState? State, long Version);
+
+/// <summary>
+/// What a saved row says of the completion event it handled: the digest of its bytes (<see cref="SqliteRunStore.DigestEvent"/>)
+/// when the same bytes again would change nothing; the digest it had (<see cref="Kept"/>), the snapshot being unchanged;
+/// or none (the default).
+/// </summary>
+public readonly record struct HandledEvent(byte[]? Digest, bool Keep)
+{
+    public static HandledEvent Of(byte[] digest) => new(digest, false);
+
+    public static readonly HandledEvent Kept = new(null, true);
+}
 
 public sealed class RunVersionConflictException(long runId) : Exception($"Run {runId} was changed by another process.");

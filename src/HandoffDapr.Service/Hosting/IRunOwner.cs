@@ -12,7 +12,15 @@ public interface IRunOwner
 {
     Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken);
 
-    Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, CancellationToken cancellationToken);
+    /// <summary>
+    /// The run whose completion event had exactly these data bytes, when handling them again would change nothing (a
+    /// redelivery); null when that is not known, and the event goes the long way. <paramref name="digest"/> goes with
+    /// it, so that the run can remember the event. Embedded mode keeps such digests; the Dapr owner asks its actor.
+    /// </summary>
+    long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest);
+
+    /// <param name="eventDigest">From <see cref="FindRepeatedEvent"/>, when the owner keeps digests.</param>
+    Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, byte[]? eventDigest, CancellationToken cancellationToken);
 
     Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken);
 

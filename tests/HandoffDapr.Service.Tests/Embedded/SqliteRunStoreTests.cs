@@ -139,6 +139,65 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Single(await store.ListRecentAsync(10, CancellationToken.None));
     }
 
+    [Fact]
+    public async Task A_handled_event_digest_is_kept_while_saves_keep_it_and_gone_once_one_does_not()
+    {
+        using var store = new SqliteRunStore(temp.File("handled.db"), time);
+        var digest = store.DigestEvent("{\"run_id\":7}"u8);
+
+        var version = await store.SaveAsync(Pending(7), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(7, store.FindHandledEvent(digest));
+        Assert.Null(store.FindHandledEvent(store.DigestEvent("{\"run_id\": 7}"u8))); // other bytes, other digest
+
+        version = await store.SaveAsync(Pending(7), version, CancellationToken.None, HandledEvent.Kept);
+        Assert.Equal(7, store.FindHandledEvent(digest));
+
+        await store.SaveAsync(Pending(7), version, CancellationToken.None);
+        Assert.Null(store.FindHandledEvent(digest));
+    }
+
+    [Fact]
+    public async Task A_digest_is_trusted_only_by_the_store_that_made_it()
+    {
+        var path = temp.File("two-processes.db");
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
+        var bytes = "{\"run_id\":8}"u8.ToArray();
+
+        await first.SaveAsync(Pending(8), 0, CancellationToken.None, HandledEvent.Of(first.DigestEvent(bytes)));
+
+        Assert.Equal(8, first.FindHandledEvent(first.DigestEvent(bytes)));
+        Assert.Null(second.FindHandledEvent(second.DigestEvent(bytes)));
+    }
+
+    [Fact]
+    public async Task A_file_from_before_handled_event_digests_gains_the_column_and_keeps_its_rows()
+    {
+        var path = temp.File("before-digests.db");
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var create = connection.CreateCommand();
+            create.CommandText = """
+                CREATE TABLE runs (run_id INTEGER PRIMARY KEY, group_id INTEGER, version INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL);
+                INSERT INTO runs (run_id, group_id, version, state, updated_at) VALUES (9, 456, 2, $state, 0);
+                """;
+            create.Parameters.AddWithValue("$state", System.Text.Json.JsonSerializer.Serialize(Pending(9), Core.Serialization.HandoffJsonContext.Default.RunHandoffState));
+            await create.ExecuteNonQueryAsync();
+        }
+
+        using var store = new SqliteRunStore(path, time);
+        var loaded = await store.LoadAsync(9, CancellationToken.None);
+        var digest = store.DigestEvent("{\"run_id\":9}"u8);
+        Assert.Null(store.FindHandledEvent(digest));
+
+        await store.SaveAsync(loaded.State!, loaded.Version, CancellationToken.None, HandledEvent.Of(digest));
+
+        Assert.Equal(9, store.FindHandledEvent(digest));
+        using var again = new SqliteRunStore(path, time); // a second start finds the column there
+        Assert.Equal(3, (await again.LoadAsync(9, CancellationToken.None)).Version);
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");

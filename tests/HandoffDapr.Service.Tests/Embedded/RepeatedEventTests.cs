@@ -1,0 +1,141 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Embedded mode answers a completion event whose exact bytes it already handled, where handling them again would
+/// change nothing, without reading the run (the "CompletionEventRepeated" line says it went that way). Anything else
+/// (other bytes, a snapshot replaced since, another process) goes the long way, and nothing is launched twice either way.
+/// </summary>
+public sealed class RepeatedEventTests : IDisposable
+{
+    private const string Route = "/events/autofix-run-completed";
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeLogCollector logs = new();
+
+    [Fact]
+    public async Task A_redelivery_of_the_same_bytes_is_answered_from_the_digest_and_launches_nothing()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var run = Payloads.Run(300, ["acme/shop", "acme/api"]);
+
+        await client.PostJsonAsync(Route, run);
+        await factory.RunScheduleAsync();
+        var redelivered = await client.PostJsonAsync(Route, run);
+        // daprd's envelope around the same data bytes, with an id and trace of its own.
+        var asCloudEvent = await client.PostJsonAsync(Route, Payloads.CloudEvent(run), "application/cloudevents+json");
+        await factory.RunScheduleAsync();
+
+        foreach (var answer in new[] { redelivered, asCloudEvent })
+        {
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            Assert.Equal("SUCCESS", (await answer.ReadJsonAsync())["status"]!.GetValue<string>());
+        }
+
+        Assert.Equal([300L, 300L], Repeated());
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task The_same_snapshot_in_other_bytes_goes_the_long_way_and_launches_nothing()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var run = Payloads.Run(301, ["acme/shop"]);
+        await client.PostJsonAsync(Route, run);
+        await factory.RunScheduleAsync();
+
+        var answer = await client.PostRawAsync(Route, run.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task An_event_whose_snapshot_was_replaced_since_is_not_taken_for_a_repeat()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var rootCause = Payloads.Run(302, ["acme/shop"]);
+        var solution = Payloads.Run(302, ["acme/shop"], withSolution: true);
+        await client.PostJsonAsync(Route, rootCause);
+        await factory.RunScheduleAsync();
+        await client.PostJsonAsync(Route, solution);
+
+        await client.PostJsonAsync(Route, rootCause); // the run now holds the solution's snapshot: the long way
+        Assert.Empty(Repeated());
+        await client.PostJsonAsync(Route, solution);
+        await factory.RunScheduleAsync();
+
+        Assert.Equal([302L], Repeated());
+        Assert.Equal(1, cursor.LaunchRequests);
+        var stored = (await factory.Store.LoadAsync(302, CancellationToken.None)).State!;
+        Assert.NotNull(stored.Snapshot!.Artifacts!.Solution); // what the run knows by now is kept
+    }
+
+    [Fact]
+    public async Task A_late_root_cause_event_is_remembered_as_handled_only_by_the_snapshot_the_run_keeps()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var rootCause = Payloads.Run(304, ["acme/shop"]);
+        var solution = Payloads.Run(304, ["acme/shop"], withSolution: true);
+        await client.PostJsonAsync(Route, solution);
+        await client.PostJsonAsync(Route, rootCause); // hands off, with the solution's snapshot kept
+        await factory.RunScheduleAsync();
+
+        await client.PostJsonAsync(Route, rootCause);
+        Assert.Empty(Repeated());
+        await client.PostJsonAsync(Route, solution);
+        await factory.RunScheduleAsync();
+
+        Assert.Equal([304L], Repeated());
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task After_a_restart_a_redelivery_goes_the_long_way_and_launches_nothing()
+    {
+        var path = temp.File("restart.db");
+        var run = Payloads.Run(303, ["acme/shop"]);
+        using (var before = Start(path))
+        {
+            using var client = before.CreateClient();
+            await client.PostJsonAsync(Route, run);
+            await before.RunScheduleAsync();
+        }
+
+        // The digest was this process's judgement, under its settings; the next process judges for itself.
+        using var after = Start(path);
+        using var again = after.CreateClient();
+        var answer = await again.PostJsonAsync(Route, run);
+        await after.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    private EmbeddedServiceFactory Start(string file) => new(
+        Path.IsPathRooted(file) ? file : temp.File(file), cursor.Url, settings: new Dictionary<string, string?> { ["Logging:LogLevel:Default"] = "Debug" })
+    {
+        Logs = logs,
+    };
+
+    private List<long> Repeated() => logs.GetSnapshot()
+        .Where(record => record.Id.Name == "CompletionEventRepeated")
+        .Select(record => long.Parse(record.GetStructuredStateValue("RunId")!))
+        .ToList();
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
