@@ -4,6 +4,7 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Prompts;
 using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Embedded;
 
@@ -132,6 +133,41 @@ public class LaunchedStateBenchmarks
             Poll = new PollSchedule(now.AddMinutes(1), 0),
         };
         json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
+        launched = state;
+    }
+
+    private RunHandoffState launched = null!;
+
+    private readonly HandoffEngine engine = new(
+        new OneIntegration(new Integration(42, new NoCallsProvider())),
+        new HandoffEngineOptions(),
+        new RetryPolicy(new RetryOptions(), Random.Shared.NextDouble),
+        TimeProvider.System,
+        Microsoft.Extensions.Logging.Abstractions.NullLogger<HandoffEngine>.Instance);
+
+    /// <summary>What embedded mode's every save adds to judge whether a redelivered event would change nothing.</summary>
+    [Benchmark]
+    public bool JudgeRedelivery() => engine.WouldIgnoreRedelivery(launched);
+
+    private sealed class OneIntegration(Integration integration) : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => integrationId == integration.Id ? integration : null;
+    }
+
+    /// <summary>The judgement calls no provider.</summary>
+    private sealed class NoCallsProvider : ICodingAgentProvider
+    {
+        public string ProviderName => "cursor_background_agent";
+
+        public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => throw new NotSupportedException();
+
+        public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => throw new NotSupportedException();
     }
 
     [Benchmark(Baseline = true)]

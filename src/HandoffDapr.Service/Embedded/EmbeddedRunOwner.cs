@@ -133,20 +133,33 @@ public sealed class EmbeddedRunOwner(
         long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken, HandledEventSource? completionEvent = null)
     {
         using var held = await locks.AcquireAsync(runId, cancellationToken);
-        try
+        for (var attempt = 1; ; attempt++)
         {
-            var stored = await store.LoadAsync(runId, cancellationToken);
-            return await action(stored.State, new Writer(store, engine, stored, completionEvent));
-        }
-        catch (SqliteException exception)
-        {
-            throw new RunOwnerUnavailableException("The run store could not be used.", exception);
-        }
-        catch (RunVersionConflictException exception)
-        {
-            throw new RunOwnerUnavailableException("The run was changed by another process.", exception);
+            try
+            {
+                var stored = await store.LoadAsync(runId, cancellationToken);
+                return await action(stored.State, new Writer(store, engine, stored, completionEvent));
+            }
+            catch (RunVersionConflictException) when (attempt < MaxConflictAttempts)
+            {
+                // Another process on the same file saved the run after it was read here (this process's lock keeps its
+                // own callers apart): the engine decides again on what that process saved. Nothing the failed save
+                // carried was written, and provider calls are made outside this turn, so none is repeated (only the
+                // engine's metric counters for the turn count it again).
+            }
+            catch (SqliteException exception)
+            {
+                throw new RunOwnerUnavailableException("The run store could not be used.", exception);
+            }
+            catch (RunVersionConflictException exception)
+            {
+                throw new RunOwnerUnavailableException("The run was changed by another process.", exception);
+            }
         }
     }
+
+    /// <summary>How often a turn is decided again when another process keeps saving the run first.</summary>
+    private const int MaxConflictAttempts = 3;
 
     /// <summary>A completion event being handled in this turn: its snapshot as read, and the digest of its bytes.</summary>
     private sealed record HandledEventSource(RunSnapshot Snapshot, byte[] Digest);

@@ -276,6 +276,29 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Answers_recorded_after_another_process_on_the_same_file_saved_the_run_keep_what_it_saved()
+    {
+        using var held = cursor.Hold("acme/shop");
+        using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url);
+        using var otherClient = other.CreateClient();
+        var first = client.PostJsonAsync("/runs/232/handoff", Payloads.Trigger(Payloads.Run(232, ["acme/shop"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // The second process stores a later snapshot of the run while the launch is at the provider.
+        var stored = await otherClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(232, ["acme/shop"], automation: false, withSolution: true));
+        Assert.Equal(HttpStatusCode.OK, stored.StatusCode);
+        held.Release();
+
+        var answer = await first;
+        Assert.Equal(HttpStatusCode.Accepted, answer.StatusCode);
+        var view = await (await otherClient.GetAsync("/runs/232/handoff")).ReadJsonAsync();
+        Assert.Single(view["coding_agents"]!.AsObject());
+        Assert.Equal("launched", view["launches"]![0]!["phase"]!.GetValue<string>());
+        Assert.NotNull((await factory.Store.LoadAsync(232, CancellationToken.None)).State!.Snapshot!.Artifacts!.Solution);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Trigger_whose_caller_gives_up_while_the_launch_is_at_the_provider_still_records_the_agent()
     {
         using var held = cursor.Hold("acme/slow");
