@@ -162,4 +162,10 @@ public sealed class EmbeddedOptions
 
     /// <summary>How long a claimed wake-up stays owned by this process before another may take it.</summary>
     public TimeSpan ScheduleLease { get; set; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>
+    /// At shutdown, how long provider calls under way (a launch round's, a poll's, a stop's) may still answer before
+    /// they are stopped and their outcomes recorded as unknown; 0 stops them at once. The host waits for them.
+    /// </summary>
+    public TimeSpan ProviderCallGrace { get; set; } = TimeSpan.FromSeconds(20);
 }

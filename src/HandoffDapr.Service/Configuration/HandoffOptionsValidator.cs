@@ -45,6 +45,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Embedded:MaxConcurrentWakeups must be between 1 and 1024.");
         }
 
+        if (options.Embedded.ProviderCallGrace < TimeSpan.Zero || options.Embedded.ProviderCallGrace > TimeSpan.FromMinutes(5))
+        {
+            errors.Add("Handoff:Embedded:ProviderCallGrace must be between zero and five minutes.");
+        }
+
         if (mode == HostingMode.Dapr && options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1))
         {
             errors.Add("Handoff:Dapr:ActorCallTimeout must be at least one second (above the resiliency policy's actorCall timeout).");

@@ -20,14 +20,14 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     private readonly IActorProxyFactory proxies;
     private readonly ActorProxyOptions? callOptions;
     private readonly HandoffEngine engine;
-    private readonly ActorCallDrain drain;
+    private readonly RequestDrain drain;
     private readonly CancellationToken stopping;
 
     public ActorRunOwner(
         IActorProxyFactory proxies,
         Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options,
         HandoffEngine engine,
-        ActorCallDrain drain,
+        RequestDrain drain,
         ProviderCallCutoff cutoff)
     {
         this.proxies = proxies;

@@ -13,7 +13,7 @@ namespace HandoffDapr.Service.DaprHost;
 public sealed partial class BackgroundRounds(
     HandoffEngine engine,
     IRoundRecorder recorder,
-    ActorCallDrain drain,
+    RequestDrain drain,
     ProviderCallCutoff cutoff,
     ILogger<BackgroundRounds> logger)
 {

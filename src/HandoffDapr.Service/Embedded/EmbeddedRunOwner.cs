@@ -11,10 +11,11 @@ namespace HandoffDapr.Service.Embedded;
 /// <summary>
 /// Embedded mode's owner of a run: an in-process lock per run, state in SQLite, decisions by the engine. The lock is
 /// let go while the provider is called (a launch round, a poll, a stop or follow-up), and taken again to record the answers.
-/// As in Dapr mode, a caller who goes away does not stop provider calls already started for it; only shutdown does.
+/// As in Dapr mode, a caller who goes away does not stop provider calls already started for it; only shutdown does,
+/// after a grace (<see cref="ProviderCallCutoff"/>).
 /// </summary>
 public sealed class EmbeddedRunOwner(
-    HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options, IHostApplicationLifetime lifetime)
+    HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options, ProviderCallCutoff cutoff)
     : IRunOwner, IRoundRecorder
 {
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
@@ -81,13 +82,13 @@ public sealed class EmbeddedRunOwner(
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         var state = await GetAsync(runId, cancellationToken);
-        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, lifetime.ApplicationStopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, cutoff.Token));
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         var state = await GetAsync(runId, cancellationToken);
-        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, lifetime.ApplicationStopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, cutoff.Token));
     }
 
     /// <summary>Runs the due retries, reconciliations and status poll of a run (the schedule's callback).</summary>
@@ -97,10 +98,11 @@ public sealed class EmbeddedRunOwner(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
             cancellationToken);
-        // The schedule looks for what became due once this wake-up is over (it works on a run once at a time).
+        // The schedule looks for what became due once this wake-up is over (it works on a run once at a time). Its
+        // provider calls, like a request's, stop only when shutdown's grace is over.
         if (woken is not null)
         {
-            await engine.FinishWakeAsync(woken, this, cancellationToken);
+            await engine.FinishWakeAsync(woken, this, cutoff.Token);
         }
     }
 
@@ -121,7 +123,7 @@ public sealed class EmbeddedRunOwner(
     {
         try
         {
-            return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, lifetime.ApplicationStopping));
+            return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token));
         }
         finally
         {

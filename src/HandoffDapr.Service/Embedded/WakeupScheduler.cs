@@ -31,13 +31,17 @@ public sealed partial class WakeupScheduler(
         await renewals;
     }
 
-    /// <summary>Stops claiming, cancels the runs in progress and waits (briefly) for them to let go of the store.</summary>
+    /// <summary>
+    /// Stops claiming and waits for the runs in progress: their provider calls have the shutdown grace to answer
+    /// (<see cref="EmbeddedOptions.ProviderCallGrace"/>), then a few seconds to record what they answered.
+    /// </summary>
     public override async Task StopAsync(CancellationToken cancellationToken)
     {
         await base.StopAsync(cancellationToken);
         // Wall-clock, not the app's TimeProvider: shutdown is bounded in real time even under a test clock.
         var waited = Stopwatch.StartNew();
-        while (!working.IsEmpty && waited.Elapsed < TimeSpan.FromSeconds(5) && !cancellationToken.IsCancellationRequested)
+        var limit = options.Value.Embedded.ProviderCallGrace + TimeSpan.FromSeconds(5);
+        while (!working.IsEmpty && waited.Elapsed < limit && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(20), CancellationToken.None);
         }

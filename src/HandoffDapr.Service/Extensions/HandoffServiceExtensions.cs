@@ -25,6 +25,8 @@ public static class HandoffServiceExtensions
         builder.AddHandoffTelemetry();
         services.AddHandoffOpenApi();
         services.AddSingleton(new HostingContext(mode));
+        services.AddSingleton<RequestDrain>();
+        services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
 
         services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
         services.AddSingleton<IValidateOptions<HandoffOptions>>(new HandoffOptionsValidator(mode));
@@ -68,10 +70,7 @@ public static class HandoffServiceExtensions
     {
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
         app.UseExceptionHandler();
-        if (mode == HostingMode.Dapr)
-        {
-            app.UseActorCallDrain();
-        }
+        app.UseRequestDrain();
 
         app.UseStatusCodePages(Problems.WriteForBareStatus);
         app.UseAuthentication();
@@ -113,11 +112,18 @@ public static class HandoffServiceExtensions
         services.AddSingleton<RunLocks>();
         services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();
+        services.AddSingleton(sp => new ProviderCallCutoff(
+            sp.GetRequiredService<IHostApplicationLifetime>(),
+            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.Embedded.ProviderCallGrace,
+            sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<EmbeddedRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<EmbeddedRunOwner>());
         services.AddSingleton<IRecentRuns, SqliteRecentRuns>();
         services.AddSingleton<WakeupScheduler>();
         services.AddHostedService(sp => sp.GetRequiredService<WakeupScheduler>());
+        // The host's stop covers the provider calls' grace, the schedule's wait for its runs, and the server's own wait.
+        services.AddOptions<HostOptions>().Configure<IOptions<HandoffOptions>>(
+            (host, handoff) => host.ShutdownTimeout = handoff.Value.Embedded.ProviderCallGrace + TimeSpan.FromSeconds(10));
     }
 
     private static void AddDaprHost(IServiceCollection services)
@@ -136,15 +142,16 @@ public static class HandoffServiceExtensions
             options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
         });
-        services.AddSingleton<ProviderCallCutoff>();
+        services.AddSingleton(sp => new ProviderCallCutoff(
+            sp.GetRequiredService<IHostApplicationLifetime>(),
+            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr.EffectiveProviderCallGrace,
+            sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ActorRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(sp, (IRoundRecorder)sp.GetRequiredService<ActorRunOwner>()));
         services.AddSingleton<LocalRecentRuns>();
         services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();
-        services.AddSingleton<ActorCallDrain>();
-        services.AddHostedService(sp => sp.GetRequiredService<ActorCallDrain>());
         // The host's stop covers the drain and then the server's own wait for requests still open.
         services.AddOptions<HostOptions>().Configure<IOptions<HandoffOptions>>(
             (host, handoff) => host.ShutdownTimeout = handoff.Value.Dapr.ShutdownDrain + TimeSpan.FromSeconds(10));

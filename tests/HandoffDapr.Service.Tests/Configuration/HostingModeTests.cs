@@ -108,6 +108,8 @@ public sealed class HostingModeTests
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromMinutes(10) },
         { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = TimeSpan.FromSeconds(-1) },
         { "Handoff:Dapr:ProviderCallGrace", options => options.Dapr.ProviderCallGrace = TimeSpan.FromMinutes(10) },
+        { "Handoff:Embedded:ProviderCallGrace", options => options.Embedded.ProviderCallGrace = TimeSpan.FromSeconds(-1) },
+        { "Handoff:Embedded:ProviderCallGrace", options => options.Embedded.ProviderCallGrace = TimeSpan.FromMinutes(10) },
         // A timer past ~49 days cannot be set: the first trigger would fail instead of start-up.
         { "Handoff:Launch:InFlightTimeout", options => options.Launch.InFlightTimeout = TimeSpan.FromDays(60) },
         { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = TimeSpan.FromDays(60) },

@@ -26,8 +26,8 @@ public sealed class ActorRunOwnerTests
         var options = Options.Create(new HandoffOptions());
         var engine = new HandoffEngine(new NoIntegrations(), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), TimeProvider.System, NullLogger<HandoffEngine>.Instance);
         var owner = new ActorRunOwner(
-            proxies, options, engine, new ActorCallDrain(options, TimeProvider.System, NullLogger<ActorCallDrain>.Instance),
-            new ProviderCallCutoff(new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance), options, TimeProvider.System));
+            proxies, options, engine, new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), TimeProvider.System, NullLogger<RequestDrain>.Instance),
+            new ProviderCallCutoff(new ApplicationLifetime(NullLogger<ApplicationLifetime>.Instance), options.Value.Dapr.EffectiveProviderCallGrace, TimeProvider.System));
 
         await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
     }

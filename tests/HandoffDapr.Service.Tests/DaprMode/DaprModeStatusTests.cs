@@ -4,6 +4,7 @@ using System.Text.Json.Nodes;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;

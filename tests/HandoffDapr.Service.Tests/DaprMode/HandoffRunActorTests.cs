@@ -7,6 +7,7 @@ using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -48,8 +49,8 @@ public sealed class HandoffRunActorTests
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
         rounds = new BackgroundRounds(
-            engine, new ActorRecorder(() => actor!), new ActorCallDrain(Options.Create(new HandoffOptions()), time, NullLogger<ActorCallDrain>.Instance),
-            new ProviderCallCutoff(lifetime, Options.Create(new HandoffOptions()), time), roundsLog);
+            engine, new ActorRecorder(() => actor!), new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance),
+            new HandoffDapr.Service.Hosting.ProviderCallCutoff(lifetime, new HandoffOptions().Dapr.EffectiveProviderCallGrace, time), roundsLog);
         actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
     }
 

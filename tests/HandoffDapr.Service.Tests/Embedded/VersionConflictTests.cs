@@ -78,7 +78,7 @@ public sealed class VersionConflictTests : IDisposable
         new RunLocks(),
         new WakeupSignal(),
         Microsoft.Extensions.Options.Options.Create(new HandoffOptions()),
-        new Lifetime());
+        new HandoffDapr.Service.Hosting.ProviderCallCutoff(new Lifetime(), TimeSpan.Zero, time));
 
     private static RunSnapshot Snapshot() => new(
         RunId,

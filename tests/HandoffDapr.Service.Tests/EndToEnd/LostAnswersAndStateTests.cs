@@ -1,6 +1,7 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.DaprMode;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Time.Testing;

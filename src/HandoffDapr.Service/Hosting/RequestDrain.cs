@@ -1,19 +1,25 @@
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Options;
 
-namespace HandoffDapr.Service.DaprHost;
+namespace HandoffDapr.Service.Hosting;
 
 /// <summary>
-/// Lets actor turns and launch rounds in progress at shutdown finish before the server stops listening. A round whose
-/// provider calls shutdown stopped still has to record its answers in the actor; daprd keeps its APIs up meanwhile
-/// (<c>dapr.io/block-shutdown-duration</c>) only while this app's health endpoint answers, which stops with the
-/// server. So the wait runs in <see cref="StoppingAsync"/>, before any hosted service (the server included) stops.
-/// A call still running at <see cref="DaprOptions.ShutdownDrain"/> is cut off with the process: its launch intent
-/// is saved, and the next owner reconciles it.
+/// Lets requests (actor turns, API calls) and launch rounds in progress at shutdown finish before the server stops
+/// listening and the app's services go away: a round whose provider calls shutdown stopped still has to record its
+/// answers, and a response is written after the run's owner has returned. The wait runs in <see cref="StoppingAsync"/>,
+/// before any hosted service (the server included) stops. In Dapr mode daprd keeps its APIs up meanwhile
+/// (<c>dapr.io/block-shutdown-duration</c>) only while this app's health endpoint answers, which stops with the server.
+/// A call still running at the limit (<see cref="DaprOptions.ShutdownDrain"/>; in embedded mode the provider calls'
+/// grace and 5 s to record) is cut off with the process: its launch intent is saved, and the next owner reconciles it.
 /// </summary>
-public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, TimeProvider timeProvider, ILogger<ActorCallDrain> logger)
+public sealed partial class RequestDrain(IOptions<HandoffOptions> options, HostingContext hosting, TimeProvider timeProvider, ILogger<RequestDrain> logger)
     : IHostedLifecycleService
 {
+    /// <summary>How long shutdown waits for the requests in progress.</summary>
+    public TimeSpan Limit => hosting.Mode == HostingMode.Dapr
+        ? options.Value.Dapr.ShutdownDrain
+        : options.Value.Embedded.ProviderCallGrace + DaprOptions.RecordingTime;
+
     private readonly object gate = new();
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
@@ -45,7 +51,7 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
             return;
         }
 
-        var limit = options.Value.Dapr.ShutdownDrain;
+        var limit = Limit;
         IsDraining = true;
         LogDraining(InFlight, limit);
         using var timeLeft = new CancellationTokenSource(limit, timeProvider);
@@ -110,7 +116,7 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
         return source;
     }
 
-    private sealed class Call(ActorCallDrain drain) : IDisposable
+    private sealed class Call(RequestDrain drain) : IDisposable
     {
         private int disposed;
 
@@ -123,26 +129,26 @@ public sealed partial class ActorCallDrain(IOptions<HandoffOptions> options, Tim
         }
     }
 
-    [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Shutting down: waiting up to {Limit} for {Calls} actor call(s) in progress to finish before the server stops")]
+    [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Shutting down: waiting up to {Limit} for {Calls} request(s) in progress to finish before the server stops")]
     private partial void LogDraining(int calls, TimeSpan limit);
 
-    [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Shutting down: the actor calls in progress have finished")]
+    [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Shutting down: the requests in progress have finished")]
     private partial void LogDrained();
 
-    [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Shutting down with {Calls} actor call(s) still in progress: their launches are reconciled by the next owner")]
+    [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Shutting down with {Calls} request(s) still in progress: their launches are reconciled by the next owner")]
     private partial void LogDrainCutShort(int calls);
 }
 
-public static class ActorCallDrainExtensions
+public static class RequestDrainExtensions
 {
     /// <summary>
-    /// Counts every request but the health probes until its response is written: the actor runtime's (<c>/actors/...</c>:
-    /// method calls and reminders), and the API's, whose answers are written after the run's owner has returned and
-    /// need the app's services still there.
+    /// Counts every request but the health probes until its response is written: the API's, whose answers are written
+    /// after the run's owner has returned and need the app's services still there, and in Dapr mode the actor runtime's
+    /// (<c>/actors/...</c>: method calls and reminders).
     /// </summary>
-    public static IApplicationBuilder UseActorCallDrain(this IApplicationBuilder app)
+    public static IApplicationBuilder UseRequestDrain(this IApplicationBuilder app)
     {
-        var drain = app.ApplicationServices.GetRequiredService<ActorCallDrain>();
+        var drain = app.ApplicationServices.GetRequiredService<RequestDrain>();
         return app.Use(async (context, next) =>
         {
             if (Api.HealthEndpoints.IsProbe(context.Request.Path))

@@ -1,6 +1,7 @@
 using System.Net;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Hosting;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -16,7 +17,7 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// At shutdown an actor turn in progress may still have to save what the provider answered; daprd keeps its APIs up
 /// only while the app's health endpoint answers. So the app waits for its turns before its server stops listening.
 /// </summary>
-public sealed class ActorCallDrainTests
+public sealed class RequestDrainTests
 {
     [Fact]
     public async Task Server_keeps_answering_until_the_actor_call_in_progress_has_finished()
@@ -26,10 +27,11 @@ public sealed class ActorCallDrainTests
         builder.Logging.ClearProviders();
         builder.Services.Configure<HandoffOptions>(options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(30));
         builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.AddSingleton<ActorCallDrain>();
-        builder.Services.AddHostedService(sp => sp.GetRequiredService<ActorCallDrain>());
+        builder.Services.AddSingleton(new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr));
+        builder.Services.AddSingleton<RequestDrain>();
+        builder.Services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
         await using var app = builder.Build();
-        app.UseActorCallDrain();
+        app.UseRequestDrain();
         var entered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         app.MapPut("/actors/HandoffRunActor/1/method/TriggerAsync", async () =>
@@ -41,7 +43,7 @@ public sealed class ActorCallDrainTests
         app.MapGet("/healthz", () => "Healthy");
         await app.StartAsync();
         var address = new Uri(app.Urls.Single());
-        var drain = app.Services.GetRequiredService<ActorCallDrain>();
+        var drain = app.Services.GetRequiredService<RequestDrain>();
 
         using var daprd = new HttpClient { BaseAddress = address, Timeout = TimeSpan.FromSeconds(30) };
         var turn = daprd.PutAsync("/actors/HandoffRunActor/1/method/TriggerAsync", null);
@@ -71,16 +73,17 @@ public sealed class ActorCallDrainTests
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.AddSingleton<ActorCallDrain>();
+        builder.Services.AddSingleton(new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr));
+        builder.Services.AddSingleton<RequestDrain>();
         await using var app = builder.Build();
-        app.UseActorCallDrain();
+        app.UseRequestDrain();
         var writing = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var written = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         // The owner has returned; the answer (a trigger's 503, say) is still being written.
         app.MapPost("/runs/1/handoff", () => new SlowAnswer(writing, written.Task));
         app.MapGet("/healthz", () => new SlowAnswer(writing, written.Task));
         await app.StartAsync();
-        var drain = app.Services.GetRequiredService<ActorCallDrain>();
+        var drain = app.Services.GetRequiredService<RequestDrain>();
         using var caller = new HttpClient { BaseAddress = new Uri(app.Urls.Single()), Timeout = TimeSpan.FromSeconds(30) };
 
         var trigger = caller.PostAsync("/runs/1/handoff", null);
@@ -115,7 +118,7 @@ public sealed class ActorCallDrainTests
     {
         var time = new FakeTimeProvider();
         var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
-        var drain = new ActorCallDrain(options, time, NullLogger<ActorCallDrain>.Instance);
+        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
         _ = drain.Enter();
 
         var stopping = drain.StoppingAsync(CancellationToken.None);
@@ -130,7 +133,7 @@ public sealed class ActorCallDrainTests
     [Fact]
     public async Task Drain_waits_for_a_call_that_began_while_it_was_draining()
     {
-        var drain = new ActorCallDrain(Options.Create(new HandoffOptions()), new FakeTimeProvider(), NullLogger<ActorCallDrain>.Instance);
+        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
         var turn = drain.Enter();
         var stopping = drain.StoppingAsync(CancellationToken.None);
 
@@ -147,7 +150,7 @@ public sealed class ActorCallDrainTests
     [Fact]
     public async Task Drain_with_nothing_in_progress_does_not_wait_and_counts_each_call_once()
     {
-        var drain = new ActorCallDrain(Options.Create(new HandoffOptions()), new FakeTimeProvider(), NullLogger<ActorCallDrain>.Instance);
+        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
         var call = drain.Enter();
         call.Dispose();
         call.Dispose();
