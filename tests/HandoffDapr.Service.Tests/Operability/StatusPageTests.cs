@@ -53,20 +53,8 @@ public sealed class StatusPageTests : IDisposable
     [Fact]
     public async Task Status_page_of_a_service_with_an_api_token_asks_for_it_and_lists_runs_once_given()
     {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
         const string token = "status-page-test-token-0123456789";
-        await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
-        {
-            ["Handoff__Mode"] = "Embedded",
-            ["Handoff__DataPath"] = temp.File("ui-token.db"),
-            ["Handoff__ApiToken"] = token,
-            ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
-            ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
-            ["Handoff__Integrations__43__ApiKey"] = "ui-test-token",
-        });
-        using var client = new HttpClient { BaseAddress = service.Address };
-        client.DefaultRequestHeaders.Authorization = new("Bearer", token);
-        (await client.PostJsonAsync("/runs/881/handoff", Payloads.Trigger(Payloads.Run(881, ["acme/shop"], automation: false)))).EnsureSuccessStatusCode();
+        await using var service = await StartWithTokenAsync(token, "acme/shop");
 
         var withoutToken = await RunChromium($"--dump-dom {service.Address}ui/index.html");
         var wrongToken = await RunChromium($"--dump-dom {service.Address}ui/index.html#token=not-the-token");
@@ -78,6 +66,70 @@ public sealed class StatusPageTests : IDisposable
         Assert.DoesNotContain("acme/shop", wrongToken);
         Assert.Contains("acme/shop", withToken);
         Assert.DoesNotContain("Could not load runs", withToken);
+    }
+
+    [Fact]
+    public async Task Runs_read_with_the_api_token_are_not_written_to_the_browsers_disk_cache()
+    {
+        const string token = "status-page-cache-token-0123456789";
+        await using var service = await StartWithTokenAsync(token, "acme/privaterepo");
+        var profile = temp.File("chromium-profile-cache");
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={token}", profile);
+
+        Assert.Contains("acme/privaterepo", dom);
+        var cache = Path.Combine(profile, "Default", "Cache");
+        var cached = Directory.Exists(cache)
+            ? Directory.EnumerateFiles(cache, "*", SearchOption.AllDirectories).Where(file => File.ReadAllText(file).Contains("acme/privaterepo")).ToList()
+            : [];
+        Assert.Empty(cached);
+    }
+
+    [Fact]
+    public async Task Status_page_given_a_token_with_a_bare_percent_sign_still_loads_the_runs()
+    {
+        const string token = "pct%token-0123456789abcdef";
+        await using var service = await StartWithTokenAsync(token, "acme/shop");
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={token}");
+
+        Assert.Contains("acme/shop", dom);
+    }
+
+    [Fact]
+    public async Task Status_page_in_dapr_mode_with_an_app_token_explains_the_sidecar_route_instead_of_asking_for_a_token()
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        const string appToken = "dapr-app-token-0123456789abcdef";
+        await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Dapr", ["APP_API_TOKEN"] = appToken, ["DAPR_HTTP_PORT"] = "1", ["DAPR_GRPC_PORT"] = "2",
+        });
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={appToken}");
+
+        Assert.Contains("/v1.0/invoke/handoff/method/runs", dom);
+        Assert.DoesNotContain("Handoff:ApiToken", dom);
+        Assert.DoesNotContain("token was refused", dom);
+    }
+
+    /// <summary>The built service in embedded mode with an API token, holding one run launched on <paramref name="repository"/>.</summary>
+    private async Task<ServiceProcess> StartWithTokenAsync(string token, string repository)
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File($"{Guid.NewGuid():N}.db"),
+            ["Handoff__ApiToken"] = token,
+            ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
+            ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
+            ["Handoff__Integrations__43__ApiKey"] = "ui-test-token",
+        });
+        using var client = new HttpClient { BaseAddress = service.Address };
+        client.DefaultRequestHeaders.Authorization = new("Bearer", token);
+        (await client.PostJsonAsync("/runs/881/handoff", Payloads.Trigger(Payloads.Run(881, [repository], automation: false)))).EnsureSuccessStatusCode();
+        return service;
     }
 
     private static async Task WaitUntilCompleted(HttpClient client, string agentId)
@@ -96,10 +148,11 @@ public sealed class StatusPageTests : IDisposable
         }
     }
 
-    private async Task<string> RunChromium(string arguments)
+    /// <param name="profile">The browser's profile folder, to look into afterwards; a fresh one by default.</param>
+    private async Task<string> RunChromium(string arguments, string? profile = null)
     {
         var start = new ProcessStartInfo(Chromium,
-            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget=3000 {arguments}")
+            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={profile ?? temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget=3000 {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

@@ -70,8 +70,12 @@ function render(runs) {
 // address as #token=... (a fragment never reaches a server). Kept for this tab only, and removed from the address.
 const tokenKey = "handoff-api-token";
 if (location.hash.startsWith("#token=")) {
-  sessionStorage.setItem(tokenKey, decodeURIComponent(location.hash.slice("#token=".length)));
+  const given = location.hash.slice("#token=".length);
+  // Out of the address (and history) first, whatever the token holds.
   history.replaceState(null, "", location.pathname + location.search);
+  let token = given;
+  try { token = decodeURIComponent(given); } catch { /* a bare % is not an escape: the token is taken as written */ }
+  sessionStorage.setItem(tokenKey, token);
 }
 
 function askForToken(refused) {
@@ -79,6 +83,14 @@ function askForToken(refused) {
   document.getElementById("token-message").textContent = refused
     ? "The token was refused. Enter the service's API token (Handoff:ApiToken)."
     : "This service needs its API token (Handoff:ApiToken) to list runs.";
+}
+
+// Dapr mode with APP_API_TOKEN: only daprd can send its dapr-api-token header, so no token typed here would do.
+function explainSidecarOnly() {
+  document.getElementById("token-form").hidden = true;
+  document.getElementById("error").textContent =
+    "This service accepts only its Dapr sidecar (APP_API_TOKEN), which a browser cannot stand in for. "
+    + "Read the runs through daprd's service invocation: GET /v1.0/invoke/handoff/method/runs.";
 }
 
 document.getElementById("token-form").addEventListener("submit", event => {
@@ -97,6 +109,10 @@ async function refresh() {
     const response = await fetch("/runs?limit=50", { headers });
     if (response.status === 401) {
       sessionStorage.removeItem(tokenKey);
+      if ((response.headers.get("WWW-Authenticate") || "").toLowerCase().startsWith("dapr-api-token")) {
+        explainSidecarOnly();
+        return;
+      }
       askForToken(Boolean(token));
       document.getElementById("error").textContent = "";
       return;

@@ -1,0 +1,31 @@
+namespace HandoffDapr.Service.Security;
+
+/// <summary>
+/// Headers every response carries: no MIME sniffing anywhere; the status page's files under a policy that allows only
+/// its own script and style and no framing (its token form must not be overlaid by another site); every other answer
+/// (run data, problems) never stored by a cache, the browser's disk cache included.
+/// </summary>
+public static class SecurityHeaders
+{
+    public const string StatusPagePath = "/ui";
+
+    public const string StatusPagePolicy =
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+    public static IApplicationBuilder UseSecurityHeaders(this IApplicationBuilder app) => app.Use((context, next) =>
+    {
+        var headers = context.Response.Headers;
+        headers.XContentTypeOptions = "nosniff";
+        if (context.Request.Path.StartsWithSegments(StatusPagePath))
+        {
+            headers.ContentSecurityPolicy = StatusPagePolicy;
+            headers.XFrameOptions = "DENY";
+        }
+        else
+        {
+            headers.CacheControl = "no-store";
+        }
+
+        return next(context);
+    });
+}

@@ -1,0 +1,66 @@
+using System.Net;
+using System.Net.Http.Headers;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Operability;
+
+/// <summary>The status page and its data, as served: security headers on the page, no caching of the runs.</summary>
+/// <summary>The headers of the status page and of the run data it reads: no sniffing, no framing, no caching of authenticated data.</summary>
+public sealed class StatusPageHeaderTests : IDisposable
+{
+    private const string Token = "status-page-header-token-4f1e";
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    [Theory]
+    [InlineData("/ui/index.html")]
+    [InlineData("/ui/app.js")]
+    public async Task Status_page_files_are_served_with_nosniff(string path)
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().GetAsync(path);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.Headers.TryGetValues("X-Content-Type-Options", out var nosniff), $"{path}: no X-Content-Type-Options");
+        Assert.Equal("nosniff", Assert.Single(nosniff));
+    }
+
+    [Fact]
+    public async Task Status_page_has_a_content_security_policy_that_forbids_framing()
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().GetAsync("/ui/index.html");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var csp = response.Headers.TryGetValues("Content-Security-Policy", out var values) ? string.Join(", ", values) : "";
+        var frameOptions = response.Headers.TryGetValues("X-Frame-Options", out var xfo) ? string.Join(", ", xfo) : "";
+        Assert.True(csp.Contains("frame-ancestors 'none'") || frameOptions == "DENY",
+            $"the page (with its token form) may be framed by any site: Content-Security-Policy '{csp}', X-Frame-Options '{frameOptions}'");
+        Assert.Contains("script-src 'self'", csp);
+    }
+
+    [Theory]
+    [InlineData("/runs?limit=50")]
+    [InlineData("/runs/1/handoff")]
+    public async Task Authenticated_run_data_is_not_stored_by_caches(string path)
+    {
+        using var factory = WithToken();
+        var client = factory.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+        (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"], automation: false)))).EnsureSuccessStatusCode();
+
+        var response = await client.GetAsync(path);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.Headers.CacheControl?.NoStore == true, $"{path}: Cache-Control is '{response.Headers.CacheControl}', not no-store");
+    }
+
+    private EmbeddedServiceFactory WithToken() =>
+        new(temp.File($"{Guid.NewGuid():N}.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token });
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
