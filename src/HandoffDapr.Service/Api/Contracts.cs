@@ -24,6 +24,10 @@ public sealed record RunHandoffView(
     IReadOnlyList<LaunchView> Launches,
     IReadOnlyList<TimelineEntry> Timeline)
 {
+    /// <summary>The view as the API writes it (<paramref name="http"/>: the HTTP JSON options), ready to be stored and sent.</summary>
+    public static byte[] Json(RunHandoffState state, JsonSerializerOptions http) =>
+        JsonSerializer.SerializeToUtf8Bytes(From(state), (System.Text.Json.Serialization.Metadata.JsonTypeInfo<RunHandoffView>)http.GetTypeInfo(typeof(RunHandoffView)));
+
     public static RunHandoffView From(RunHandoffState state) => new(
         state.RunId,
         state.GroupId,
@@ -85,4 +89,15 @@ public sealed record DaprEventReply(string Status)
 [JsonSerializable(typeof(CodingAgentsUpdated))]
 [JsonSerializable(typeof(ProblemDetails))]
 [JsonSerializable(typeof(HttpValidationProblemDetails))]
-internal sealed partial class ServiceJsonContext : JsonSerializerContext;
+internal sealed partial class ServiceJsonContext : JsonSerializerContext
+{
+    /// <summary>The API's answers: snake_case, source-generated, strict numbers.</summary>
+    public static void ConfigureHttp(JsonSerializerOptions options)
+    {
+        options.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
+        // As the request readers (source-generated, strict): the OpenAPI document must not offer numbers as strings.
+        options.NumberHandling = JsonNumberHandling.Strict;
+        options.TypeInfoResolverChain.Insert(0, Default);
+        options.TypeInfoResolverChain.Insert(1, HandoffJsonContext.Default);
+    }
+}

@@ -28,6 +28,7 @@ public static partial class HandoffEndpoints
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         runs.MapGet("/handoff", GetAsync).WithName("GetHandoff")
+            .Produces<RunHandoffView>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
@@ -79,7 +80,7 @@ public static partial class HandoffEndpoints
         };
     }
 
-    public static async Task<Results<Ok<RunHandoffView>, ProblemHttpResult>> GetAsync(
+    public static async Task<IResult> GetAsync(
         string runId, string? group_id, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
         if (!RunIds.TryParse(runId, out var id))
@@ -98,24 +99,24 @@ public static partial class HandoffEndpoints
             groupId = parsedGroup;
         }
 
-        RunHandoffState? state;
         try
         {
-            state = await services.Owner.GetAsync(id, cancellationToken);
+            // Another group's run looks exactly like a run that does not exist.
+            if (await services.Owner.GetStoredViewAsync(id, cancellationToken) is { } stored)
+            {
+                return groupId is { } expected && stored.GroupId != expected
+                    ? Problems.UnknownRun()
+                    : TypedResults.Bytes(stored.Json, "application/json; charset=utf-8");
+            }
+
+            var state = await services.Owner.GetAsync(id, cancellationToken);
+            return state is null || (groupId is { } group && state.GroupId != group) ? Problems.UnknownRun() : TypedResults.Ok(RunHandoffView.From(state));
         }
         catch (RunOwnerUnavailableException exception)
         {
             LogOwnerUnavailable(services.Logger, id, exception);
             return Problems.Unavailable();
         }
-
-        // Another group's run looks exactly like a run that does not exist.
-        if (state is null || (groupId is { } expected && state.GroupId != expected))
-        {
-            return Problems.UnknownRun();
-        }
-
-        return TypedResults.Ok(RunHandoffView.From(state));
     }
 
     /// <summary>The most recently changed runs (the status page's data), newest first; <c>limit</c> 1–200, default 50.</summary>

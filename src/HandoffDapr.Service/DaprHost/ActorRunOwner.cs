@@ -56,6 +56,9 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
     }
 
+    /// <summary>The actor's state is the only copy: the view is built from it.</summary>
+    public Task<StoredView?> GetStoredViewAsync(long runId, CancellationToken cancellationToken) => Task.FromResult<StoredView?>(null);
+
     /// <summary>The actor holds the run's state; a redelivery is one cheap turn there.</summary>
     public long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest)
     {

@@ -3,6 +3,7 @@ using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
+using System.Text.Json;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
 
@@ -15,7 +16,13 @@ namespace HandoffDapr.Service.Embedded;
 /// after a grace (<see cref="ProviderCallCutoff"/>).
 /// </summary>
 public sealed class EmbeddedRunOwner(
-    HandoffEngine engine, SqliteRunStore store, RunLocks locks, WakeupSignal wakeups, IOptions<HandoffOptions> options, ProviderCallCutoff cutoff)
+    HandoffEngine engine,
+    SqliteRunStore store,
+    RunLocks locks,
+    WakeupSignal wakeups,
+    IOptions<HandoffOptions> options,
+    ProviderCallCutoff cutoff,
+    IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> http)
     : IRunOwner, IRoundRecorder
 {
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
@@ -61,6 +68,18 @@ public sealed class EmbeddedRunOwner(
         }
 
         return outcome;
+    }
+
+    public Task<StoredView?> GetStoredViewAsync(long runId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Task.FromResult(store.LoadView(runId));
+        }
+        catch (SqliteException exception)
+        {
+            throw new RunOwnerUnavailableException("The run store could not be read.", exception);
+        }
     }
 
     public async Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken)
@@ -140,7 +159,7 @@ public sealed class EmbeddedRunOwner(
             try
             {
                 var stored = await store.LoadAsync(runId, cancellationToken);
-                return await action(stored.State, new Writer(store, engine, stored, completionEvent));
+                return await action(stored.State, new Writer(store, engine, http.Value.SerializerOptions, stored, completionEvent));
             }
             catch (RunVersionConflictException) when (attempt < MaxConflictAttempts)
             {
@@ -170,13 +189,15 @@ public sealed class EmbeddedRunOwner(
     /// Saves with the version it loaded, so a second process on the same file cannot overwrite blindly. Each save also
     /// says whether a completion event's bytes, delivered again, would change nothing (the engine judges the new state):
     /// the event of this turn if the run now holds its snapshot, else the one the row named while its snapshot is unchanged.
+    /// And the run's view goes with it, as the API writes it: a read sends it as stored.
     /// </summary>
-    private sealed class Writer(SqliteRunStore store, HandoffEngine engine, StoredRun loaded, HandledEventSource? completionEvent) : IRunStateWriter
+    private sealed class Writer(SqliteRunStore store, HandoffEngine engine, JsonSerializerOptions http, StoredRun loaded, HandledEventSource? completionEvent)
+        : IRunStateWriter
     {
         private long version = loaded.Version;
 
         public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) =>
-            version = await store.SaveAsync(state, version, cancellationToken, Handled(state));
+            version = await store.SaveAsync(state, version, cancellationToken, Handled(state), Api.RunHandoffView.Json(state, http));
 
         private HandledEvent Handled(RunHandoffState state) =>
             state.Snapshot is not { } snapshot || !engine.WouldIgnoreRedelivery(state) ? default

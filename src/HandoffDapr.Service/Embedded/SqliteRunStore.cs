@@ -5,6 +5,7 @@ using System.Security.Cryptography;
 using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Options;
@@ -16,7 +17,8 @@ namespace HandoffDapr.Service.Embedded;
 /// version for optimistic concurrency) and one wake-up row per run that has retries or reconciliations pending, in
 /// one WAL-mode file. Rows stored as TEXT by earlier versions read the same.
 /// A run's row may also hold a digest of the completion event it already handled (<see cref="HandledEvent"/>), so
-/// that a redelivery of those exact bytes is recognised without reading the run.
+/// that a redelivery of those exact bytes is recognised without reading the run, and the run's view as the API writes
+/// it, so that a read of the run is one column sent as it is.
 /// </summary>
 public sealed class SqliteRunStore : IDisposable
 {
@@ -99,15 +101,20 @@ public sealed class SqliteRunStore : IDisposable
             """;
         command.ExecuteNonQuery();
 
-        // Files from before the handled-event digest gain its column; IMMEDIATE, so two processes starting on one file
-        // do not both add it.
+        // Files from before the handled-event digest and the stored view gain their columns; IMMEDIATE, so two
+        // processes starting on one file do not both add them. handled_version and view_version are the row versions
+        // the digest and the view were written for: a release from before them, saving the run on the same file (a
+        // hand-over), leaves both behind, and neither is used again.
         using var transaction = connection.BeginTransaction(deferred: false);
         command.Transaction = transaction;
-        command.CommandText = "SELECT count(*) FROM pragma_table_info('runs') WHERE name = 'handled_event'";
-        if (command.ExecuteScalar() is 0L)
+        foreach (var (column, type) in new[] { ("handled_event", "BLOB"), ("handled_version", "INTEGER"), ("view", "BLOB"), ("view_version", "INTEGER") })
         {
-            command.CommandText = "ALTER TABLE runs ADD COLUMN handled_event BLOB";
-            command.ExecuteNonQuery();
+            command.CommandText = $"SELECT count(*) FROM pragma_table_info('runs') WHERE name = '{column}'";
+            if (command.ExecuteScalar() is 0L)
+            {
+                command.CommandText = $"ALTER TABLE runs ADD COLUMN {column} {type}";
+                command.ExecuteNonQuery();
+            }
         }
 
         command.CommandText = "CREATE INDEX IF NOT EXISTS runs_handled_event ON runs (handled_event) WHERE handled_event IS NOT NULL";
@@ -134,6 +141,9 @@ public sealed class SqliteRunStore : IDisposable
 
     /// <summary>The run whose row says it handled the event of this digest, and that the same bytes again would change nothing.</summary>
     public long? FindHandledEvent(byte[] digest) => Read(session => session.FindHandledEvent(digest));
+
+    /// <summary>The run's group and its stored view, written with its latest state; null when there is none (no run, or an older row).</summary>
+    public StoredView? LoadView(long runId) => Read(session => session.LoadView(runId));
 
     public Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken) => Task.FromResult(Read(session => session.Load(runId)));
 
@@ -170,6 +180,8 @@ public sealed class SqliteRunStore : IDisposable
         private readonly SqliteParameter run;
         private readonly SqliteCommand handledCommand;
         private readonly SqliteParameter handledDigest;
+        private readonly SqliteCommand viewCommand;
+        private readonly SqliteParameter viewRun;
 
         public ReadSession(SqliteConnection connection)
         {
@@ -179,9 +191,22 @@ public sealed class SqliteRunStore : IDisposable
             run = command.Parameters.Add("$run", SqliteType.Integer);
             command.Prepare();
             handledCommand = connection.CreateCommand();
-            handledCommand.CommandText = "SELECT run_id FROM runs WHERE handled_event = $digest";
+            handledCommand.CommandText = "SELECT run_id FROM runs WHERE handled_event = $digest AND handled_version = version";
             handledDigest = handledCommand.Parameters.Add("$digest", SqliteType.Blob);
             handledCommand.Prepare();
+            viewCommand = connection.CreateCommand();
+            viewCommand.CommandText = "SELECT group_id, view FROM runs WHERE run_id = $run AND view_version = version";
+            viewRun = viewCommand.Parameters.Add("$run", SqliteType.Integer);
+            viewCommand.Prepare();
+        }
+
+        public StoredView? LoadView(long runId)
+        {
+            viewRun.Value = runId;
+            using var reader = viewCommand.ExecuteReader();
+            return reader.Read() && !reader.IsDBNull(1)
+                ? new StoredView(reader.IsDBNull(0) ? null : reader.GetInt64(0), reader.GetFieldValue<byte[]>(1))
+                : null;
         }
 
         public long? FindHandledEvent(byte[] digest)
@@ -209,34 +234,41 @@ public sealed class SqliteRunStore : IDisposable
         {
             command.Dispose();
             handledCommand.Dispose();
+            viewCommand.Dispose();
             connection.Dispose();
         }
     }
 
     /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
     /// <param name="handled">What the row says of the completion event it handled; by default, nothing.</param>
+    /// <param name="view">The run's view as the API writes it, for reads; none by default (reads then build it from the state).</param>
     /// <returns>The new version.</returns>
     /// <exception cref="RunVersionConflictException">Another process saved the run first.</exception>
-    public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken, HandledEvent handled = default)
+    public Task<long> SaveAsync(RunHandoffState state, long expectedVersion, CancellationToken cancellationToken, HandledEvent handled = default, byte[]? view = null)
     {
         // UTF-8 as SQLite keeps it: no UTF-16 string, no second encoding when the parameter is bound.
         var json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
         var wakeAt = state.NextWakeAt()?.ToUnixTimeMilliseconds();
-        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, wakeAt, now, expectedVersion));
+        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion));
     }
 
     private static long Write(
-        SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, HandledEvent handled, long? wakeAt, long now, long expectedVersion)
+        SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, HandledEvent handled, byte[]? view, long? wakeAt, long now, long expectedVersion)
     {
         using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
             command.CommandText = expectedVersion == 0
-                ? "INSERT INTO runs (run_id, group_id, version, state, handled_event, updated_at) VALUES ($run, $group, 1, $state, $handled, $now) ON CONFLICT (run_id) DO NOTHING"
+                ? """
+                  INSERT INTO runs (run_id, group_id, version, state, handled_event, handled_version, view, view_version, updated_at)
+                  VALUES ($run, $group, 1, $state, $handled, 1, $view, 1, $now) ON CONFLICT (run_id) DO NOTHING
+                  """
                 : """
                   UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now,
-                      handled_event = CASE WHEN $keep THEN handled_event ELSE $handled END
+                      handled_event = CASE WHEN $keep AND handled_version = version THEN handled_event WHEN $keep THEN NULL ELSE $handled END,
+                      handled_version = version + 1,
+                      view = $view, view_version = version + 1
                   WHERE run_id = $run AND version = $version
                   """;
             command.Parameters.AddWithValue("$run", runId);
@@ -244,6 +276,7 @@ public sealed class SqliteRunStore : IDisposable
             command.Parameters.AddWithValue("$state", json);
             command.Parameters.AddWithValue("$handled", (object?)handled.Digest ?? DBNull.Value);
             command.Parameters.AddWithValue("$keep", handled.Keep);
+            command.Parameters.AddWithValue("$view", (object?)view ?? DBNull.Value);
             command.Parameters.AddWithValue("$now", now);
             command.Parameters.AddWithValue("$version", expectedVersion);
             if (command.ExecuteNonQuery() == 0)

@@ -42,14 +42,7 @@ public static class HandoffServiceExtensions
         services.AddCallerAuthorization(builder.Configuration, mode);
         services.AddHandoffRateLimits();
         services.AddProblemDetails();
-        services.ConfigureHttpJsonOptions(options =>
-        {
-            options.SerializerOptions.PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower;
-            // As the request readers (source-generated, strict): the OpenAPI document must not offer numbers as strings.
-            options.SerializerOptions.NumberHandling = JsonNumberHandling.Strict;
-            options.SerializerOptions.TypeInfoResolverChain.Insert(0, ServiceJsonContext.Default);
-            options.SerializerOptions.TypeInfoResolverChain.Insert(1, HandoffJsonContext.Default);
-        });
+        services.ConfigureHttpJsonOptions(options => ServiceJsonContext.ConfigureHttp(options.SerializerOptions));
         var health = services.AddHealthChecks();
 
         if (mode == HostingMode.Dapr)

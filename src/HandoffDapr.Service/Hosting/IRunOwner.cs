@@ -24,12 +24,21 @@ public interface IRunOwner
 
     Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// The run's view as stored with its latest state, ready to send; null when the owner keeps none for it (the caller
+    /// then builds it from <see cref="GetAsync"/>). Embedded mode stores one with every save; the Dapr owner keeps none.
+    /// </summary>
+    Task<StoredView?> GetStoredViewAsync(long runId, CancellationToken cancellationToken);
+
     Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken);
 
     Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken);
 
     Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken);
 }
+
+/// <summary>A run's view as stored with its latest state: the group it answers to, and the JSON the API sends.</summary>
+public sealed record StoredView(long? GroupId, byte[] Json);
 
 /// <summary>The owner could not reach its state (store, sidecar), or the service is stopping: the caller may try again.</summary>
 public sealed class RunOwnerUnavailableException(string message, Exception? inner = null) : Exception(message, inner)

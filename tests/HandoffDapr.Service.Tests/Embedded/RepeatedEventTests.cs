@@ -1,4 +1,6 @@
 using System.Net;
+using System.Text.Json;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Testing;
 
@@ -118,6 +120,50 @@ public sealed class RepeatedEventTests : IDisposable
         await after.RunScheduleAsync();
 
         Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task A_save_by_an_earlier_release_on_the_same_file_retires_the_digest()
+    {
+        using var factory = Start("rolling.db");
+        using var client = factory.CreateClient();
+        var rootCause = Payloads.Run(310, ["acme/shop"]);
+        await client.PostJsonAsync(Route, rootCause);
+        await factory.RunScheduleAsync();
+
+        // A process of the release before digests, sharing the file during a hand-over (docs/runbook.md), stores the
+        // run's solution snapshot, naming a second repository, with its own UPDATE: it knows nothing of the digest.
+        var loaded = await factory.Store.LoadAsync(310, CancellationToken.None);
+        var solution = JsonSerializer.Deserialize(Payloads.Run(310, ["acme/shop", "acme/api"], withSolution: true).ToJsonString(), HandoffJsonContext.Default.RunSnapshot)!;
+        await EarlierRelease.SaveAsync(factory.DataPath, loaded.State! with { Snapshot = solution }, loaded.Version);
+
+        // The root cause's event again: the long way hands off with the kept (solution) snapshot and launches acme/api.
+        var answer = await client.PostJsonAsync(Route, rootCause);
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task A_digest_retired_by_an_earlier_release_is_not_brought_back_by_the_next_save()
+    {
+        using var factory = Start("rolling-then-saved.db");
+        using var client = factory.CreateClient();
+        var run = Payloads.Run(311, ["acme/shop"]);
+        await client.PostJsonAsync(Route, run);
+        await factory.RunScheduleAsync();
+        var loaded = await factory.Store.LoadAsync(311, CancellationToken.None);
+        await EarlierRelease.SaveAsync(factory.DataPath, loaded.State! with { Timeline = [] }, loaded.Version);
+
+        // A save of this release that keeps the snapshot: a person stops the agent.
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        Assert.True((await client.PostAsync($"/runs/311/agents/{agentId}/stop", null)).IsSuccessStatusCode);
+        await client.PostJsonAsync(Route, run);
+
         Assert.Empty(Repeated());
         Assert.Equal(1, cursor.LaunchRequests);
     }

@@ -78,7 +78,15 @@ public sealed class VersionConflictTests : IDisposable
         new RunLocks(),
         new WakeupSignal(),
         Microsoft.Extensions.Options.Options.Create(new HandoffOptions()),
-        new HandoffDapr.Service.Hosting.ProviderCallCutoff(new Lifetime(), TimeSpan.Zero, time));
+        new HandoffDapr.Service.Hosting.ProviderCallCutoff(new Lifetime(), TimeSpan.Zero, time),
+        Microsoft.Extensions.Options.Options.Create(HttpJson()));
+
+    private static Microsoft.AspNetCore.Http.Json.JsonOptions HttpJson()
+    {
+        var json = new Microsoft.AspNetCore.Http.Json.JsonOptions();
+        HandoffDapr.Service.Api.ServiceJsonContext.ConfigureHttp(json.SerializerOptions);
+        return json;
+    }
 
     private static RunSnapshot Snapshot() => new(
         RunId,

@@ -1,0 +1,78 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Embedded mode stores each run's view, as the API writes it, with every save; a read sends it as stored. It must be
+/// the answer the run's state gives, and never outlive the state it was written for.
+/// </summary>
+public sealed class StoredViewTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task The_stored_view_is_the_answer_the_runs_state_gives()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("views.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/700/handoff", Payloads.Trigger(Payloads.Run(700, ["acme/shop", "acme/api"], automation: false)));
+        Assert.NotNull(factory.Store.LoadView(700));
+
+        var stored = await client.GetAsync("/runs/700/handoff");
+        await ForgetViews(factory.DataPath);
+        Assert.Null(factory.Store.LoadView(700));
+        var built = await client.GetAsync("/runs/700/handoff");
+
+        Assert.Equal(HttpStatusCode.OK, stored.StatusCode);
+        Assert.Equal(await built.Content.ReadAsStringAsync(), await stored.Content.ReadAsStringAsync());
+        Assert.Equal(built.Content.Headers.ContentType, stored.Content.Headers.ContentType);
+        Assert.Equal(2, (await stored.ReadJsonAsync())["coding_agents"]!.AsObject().Count);
+    }
+
+    [Fact]
+    public async Task A_stored_view_answers_only_to_its_runs_group()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("groups.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/701/handoff", Payloads.Trigger(Payloads.Run(701, ["acme/shop"], automation: false)));
+
+        var own = await client.GetAsync($"/runs/701/handoff?group_id={Payloads.GroupId}");
+        var other = await client.GetAsync("/runs/701/handoff?group_id=999");
+
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
+    }
+
+    [Fact]
+    public async Task A_save_by_an_earlier_release_on_the_same_file_is_read_from_its_state_not_the_view_left_behind()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("rolling.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/702/handoff", Payloads.Trigger(Payloads.Run(702, ["acme/shop"], automation: false)));
+        var loaded = await factory.Store.LoadAsync(702, CancellationToken.None);
+
+        await EarlierRelease.SaveAsync(factory.DataPath, loaded.State! with { CodingAgents = new Dictionary<string, Core.Model.CodingAgentState>() }, loaded.Version);
+        var view = await (await client.GetAsync("/runs/702/handoff")).ReadJsonAsync();
+
+        Assert.Empty(view["coding_agents"]!.AsObject());
+        Assert.Null(factory.Store.LoadView(702));
+    }
+
+    private static async Task ForgetViews(string dataPath)
+    {
+        await using var connection = new SqliteConnection($"Data Source={dataPath};Pooling=False");
+        await connection.OpenAsync();
+        await using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE runs SET view = NULL";
+        await command.ExecuteNonQueryAsync();
+    }
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
