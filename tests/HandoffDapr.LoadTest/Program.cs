@@ -165,9 +165,9 @@ for (var i = 0; i < (smoke ? 1 : 5); i++)
 provider.LaunchLatency = TimeSpan.Zero;
 notes.Add($"10 repositories at 200 ms: handoff took {parallelTimes.Order().ElementAt(parallelTimes.Count / 2):F0} ms (median of {parallelTimes.Count}); sequential would be ≥ 2000 ms");
 
-// 7. Reads with many stored runs: seed the SQLite file directly, then GET random runs.
+// 7. Reads with many stored runs: seed the SQLite file directly, rows as the service writes them, then GET random runs.
 var workingSetBefore = Process.GetCurrentProcess().WorkingSet64;
-await SeedAsync(dataPath, storedRuns);
+await SeedAsync(dataPath, storedRuns, service.App.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>().Value.SerializerOptions);
 GC.Collect();
 var random = new Random(7);
 var ids = Enumerable.Range(0, requests).Select(_ => 10_000_000L + random.Next(storedRuns)).ToArray();
@@ -252,21 +252,25 @@ async Task<List<(long RunId, string AgentId)>> AgentsOf(IEnumerable<int> runIds)
     return list;
 }
 
-static async Task SeedAsync(string path, int count)
+// With its stored view (the API's answer, written with every save) as the service would have written it.
+static async Task SeedAsync(string path, int count, System.Text.Json.JsonSerializerOptions http)
 {
     await using var connection = new SqliteConnection($"Data Source={path}");
     await connection.OpenAsync();
     await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync();
     await using var command = connection.CreateCommand();
     command.Transaction = transaction;
-    command.CommandText = "INSERT OR REPLACE INTO runs (run_id, group_id, version, state, updated_at) VALUES ($run, 456, 1, $state, 0)";
+    command.CommandText = "INSERT OR REPLACE INTO runs (run_id, group_id, version, state, view, view_version, updated_at) VALUES ($run, 456, 1, $state, $view, 1, 0)";
     var run = command.Parameters.Add("$run", SqliteType.Integer);
     var state = command.Parameters.Add("$state", SqliteType.Text);
+    var view = command.Parameters.Add("$view", SqliteType.Blob);
     for (var i = 0; i < count; i++)
     {
         var id = 10_000_000L + i;
         run.Value = id;
         state.Value = $$$"""{"run_id":{{{id}}},"snapshot":{"run_id":{{{id}}},"group":{"id":456,"title":"Seeded"}},"coding_agents":{"bc-{{{id}}}":{"id":"bc-{{{id}}}","status":"running","agent_url":null,"provider":"cursor_background_agent","name":"acme/shop","started_at":"2026-11-24T10:00:00+00:00","results":[]}},"launches":[{"repository":"acme/shop","repo_provider":"github","integration_id":42,"provider":"cursor_background_agent","generation":1,"branch_name":"seeded-abcdef","base_ref":null,"auto_create_pr":false,"instruction":null,"phase":"launched","attempts":1,"attempt_started_at":"2026-11-24T10:00:00+00:00","next_attempt_at":null,"agent_id":"bc-{{{id}}}","failure_type":null,"updated_at":"2026-11-24T10:00:00+00:00"}],"timeline":[]}""";
+        var stored = System.Text.Json.JsonSerializer.Deserialize((string)state.Value, HandoffDapr.Core.Serialization.HandoffJsonContext.Default.RunHandoffState)!;
+        view.Value = HandoffDapr.Service.Api.RunHandoffView.Json(stored, http);
         await command.ExecuteNonQueryAsync();
     }
 
