@@ -15,6 +15,7 @@ public sealed partial class WakeupScheduler(
     SqliteRunStore store,
     EmbeddedRunOwner owner,
     WakeupSignal signal,
+    Hosting.ProviderCallCutoff cutoff,
     IOptions<HandoffOptions> options,
     TimeProvider timeProvider,
     ILogger<WakeupScheduler> logger) : BackgroundService
@@ -160,9 +161,10 @@ public sealed partial class WakeupScheduler(
             await owner.WakeAsync(runId, cancellationToken);
             await store.ReleaseWakeupAsync(runId, leaseOwner, CancellationToken.None);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested || cutoff.Token.IsCancellationRequested)
         {
-            // Shutting down: the lease lapses and whoever runs next reconciles what was in flight.
+            // Shutting down (the schedule stopped, or the provider calls' grace is over while requests still drain):
+            // what was answered is recorded, and the lease lapses for whoever runs next to reconcile the rest.
         }
         catch (Exception exception)
         {

@@ -14,18 +14,24 @@ public static class SecurityHeaders
 
     public static IApplicationBuilder UseSecurityHeaders(this IApplicationBuilder app) => app.Use((context, next) =>
     {
-        var headers = context.Response.Headers;
-        headers.XContentTypeOptions = "nosniff";
-        if (context.Request.Path.StartsWithSegments(StatusPagePath))
+        // As the response starts, not as the request comes in: the exception handler clears the headers before it answers.
+        context.Response.OnStarting(static state =>
         {
-            headers.ContentSecurityPolicy = StatusPagePolicy;
-            headers.XFrameOptions = "DENY";
-        }
-        else
-        {
-            headers.CacheControl = "no-store";
-        }
+            var context = (HttpContext)state;
+            var headers = context.Response.Headers;
+            headers.XContentTypeOptions = "nosniff";
+            if (context.Request.Path.StartsWithSegments(StatusPagePath))
+            {
+                headers.ContentSecurityPolicy = StatusPagePolicy;
+                headers.XFrameOptions = "DENY";
+            }
+            else if (!headers.CacheControl.ToString().Contains("no-store", StringComparison.OrdinalIgnoreCase))
+            {
+                headers.CacheControl = "no-store";
+            }
 
+            return Task.CompletedTask;
+        }, context);
         return next(context);
     });
 }

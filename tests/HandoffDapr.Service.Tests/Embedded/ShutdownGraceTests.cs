@@ -1,8 +1,12 @@
 using System.Net;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -55,6 +59,50 @@ public sealed class ShutdownGraceTests : IDisposable
 
         var launch = Assert.Single((await Stored(factory, 601)).Launches);
         Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, launch.Phase);
+    }
+
+    [Fact]
+    public async Task A_scheduled_launch_cut_by_the_grace_while_a_request_drains_is_not_logged_as_a_failed_wake_up()
+    {
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("cut-log.db"), cursor.Url, time) { WakeOnSignal = true, Logs = logs };
+        using var client = factory.CreateClient();
+        using var held = cursor.Hold("acme/slow");
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(602, ["acme/slow"]));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        // A request still in progress at shutdown (waiting for its run here), so the drain keeps the schedule running.
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        var runLock = await factory.Services.GetRequiredService<RunLocks>().AcquireAsync(603, CancellationToken.None);
+        var request = client.PostJsonAsync("/runs/603/handoff", Payloads.Trigger(Payloads.Run(603, ["acme/shop"], automation: false)));
+        await Until(() => drain.InFlight == 1);
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        await Until(() => drain.IsDraining);
+        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1)); // the grace is over, the drain's limit (grace + 5 s) not yet
+        await Until(() => logs.GetSnapshot().Any(record => record.Id.Name == "HandoffRetryScheduled" && record.Message.Contains("Run 602")));
+        // The wake-up ends right after recording: give it time to say how it ended.
+        var settled = DateTime.UtcNow.AddSeconds(3);
+        while (DateTime.UtcNow < settled && !logs.GetSnapshot().Any(record => record.Level >= LogLevel.Error))
+        {
+            await Task.Delay(20);
+        }
+
+        var errors = logs.GetSnapshot().Where(record => record.Level >= LogLevel.Error)
+            .Select(record => $"{record.Id.Name}: {record.Message} ({record.Exception?.GetType().Name})").ToList();
+        runLock.Dispose();
+        await request;
+
+        Assert.Empty(errors);
+    }
+
+    private static async Task Until(Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(10);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, "timed out");
+            await Task.Delay(20);
+        }
     }
 
     /// <summary>Read from the file by a store of its own: the stopped service's are gone.</summary>
