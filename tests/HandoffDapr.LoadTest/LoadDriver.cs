@@ -47,14 +47,21 @@ public static class LoadDriver
             Percentile(sorted, 0.95),
             Percentile(sorted, 0.99),
             (GC.GetTotalAllocatedBytes(precise: true) - allocatedBefore) / Math.Max(1, done),
-            $"{GC.CollectionCount(0) - collectionsBefore.Item1}/{GC.CollectionCount(1) - collectionsBefore.Item2}/{GC.CollectionCount(2) - collectionsBefore.Item3}");
+            $"{GC.CollectionCount(0) - collectionsBefore.Item1}/{GC.CollectionCount(1) - collectionsBefore.Item2}/{GC.CollectionCount(2) - collectionsBefore.Item3}")
+        {
+            Latencies = latencies[..done],
+        };
     }
 
-    private static double Percentile(double[] sorted, double p) =>
+    public static double Percentile(double[] sorted, double p) =>
         sorted.Length == 0 ? double.NaN : sorted[Math.Min(sorted.Length - 1, (int)Math.Ceiling(p * sorted.Length) - 1)];
 }
 
 /// <param name="AllocatedBytesPerRequest">Allocated in this process (service and load generator together) per request.</param>
 public sealed record PhaseResult(
     string Name, int Concurrency, int Requests, int Errors, double Throughput, double P50, double P95, double P99, long AllocatedBytesPerRequest,
-    string Collections);
+    string Collections)
+{
+    /// <summary>Each request's latency in ms, by its index: a mixed phase splits them by the kind of request.</summary>
+    public double[] Latencies { get; init; } = [];
+}

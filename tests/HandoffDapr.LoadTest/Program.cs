@@ -9,6 +9,7 @@ using Microsoft.Extensions.DependencyInjection.Extensions;
 
 // Load tool: starts the service (embedded mode) and a fake provider in this process, on loopback, and measures.
 // Usage: dotnet run -c Release --project tests/HandoffDapr.LoadTest -- [--smoke] [--concurrency 64] [--requests 20000] [--stored-runs 100000]
+//        [--provider-latency-ms 0] [--mix distinct=25,duplicates=25,triggers=25,webhooks=25]
 //        [--profile distinct|acceptance|duplicates|get|bare --rounds 40]: after the distinct phase, repeat one phase so a profiler can attach
 var smoke = args.Contains("--smoke");
 var profilePhase = args.SkipWhile(a => a != "--profile").Skip(1).FirstOrDefault();
@@ -22,6 +23,29 @@ int Option(string name, int fallback) => args.SkipWhile(a => a != name).Skip(1).
 var concurrency = Option("--concurrency", smoke ? 8 : 64);
 var requests = Option("--requests", smoke ? 200 : 20000);
 var storedRuns = Option("--stored-runs", smoke ? 2000 : 100_000);
+// The fake provider's launch latency in every phase but the ten-repository one (which measures at 200 ms).
+var providerLatency = TimeSpan.FromMilliseconds(Option("--provider-latency-ms", 0));
+// The mixed phase's shares, by kind of request: new runs' completion events, their redeliveries, manual triggers, status webhooks.
+var mixText = args.SkipWhile(a => a != "--mix").Skip(1).FirstOrDefault() ?? "distinct=25,duplicates=25,triggers=25,webhooks=25";
+string[] mixKinds = ["distinct", "duplicates", "triggers", "webhooks"];
+var mix = new Dictionary<string, int>();
+foreach (var part in mixText.Split(',', StringSplitOptions.RemoveEmptyEntries))
+{
+    var pair = part.Split('=');
+    if (pair.Length != 2 || !mixKinds.Contains(pair[0]) || !int.TryParse(pair[1], out var weight) || weight < 0 || mix.ContainsKey(pair[0]))
+    {
+        Console.Error.WriteLine($"--mix takes kind=weight pairs of {string.Join(", ", mixKinds)}, each once; not '{part}'");
+        return 2;
+    }
+
+    mix[pair[0]] = weight;
+}
+
+if (mix.Values.Sum() == 0)
+{
+    Console.Error.WriteLine("--mix needs at least one positive weight");
+    return 2;
+}
 var maxPhase = TimeSpan.FromSeconds(smoke ? 10 : 60);
 const string webhookSecret = "load-test-webhook-secret-0123456789abcdef";
 
@@ -107,11 +131,14 @@ results.Add((ceiling, ceiling.Throughput));
 
 // 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms. The service answers once the
 //    launches are saved as due; its schedule makes the provider calls right after, so wait for them to drain.
+provider.LaunchLatency = providerLatency;
+// Launches at a latency take longer to drain: 32 runs are worked on at once, three launches each.
+TimeSpan DrainTime(int launches) => TimeSpan.FromSeconds(smoke ? 30 : 120) + providerLatency * (launches / 64.0);
 var launchClock = Stopwatch.StartNew();
 var distinct = await Measure("completion events, distinct runs ×3 repos", concurrency, requests, i => Post(service.Address, "/events/autofix-run-completed", eventBodies[i]));
 var expectedCalls = distinct.Requests * 3;
 var launchedDuringPhase = provider.Launches;
-await WaitForLaunchesAsync(expectedCalls, TimeSpan.FromSeconds(smoke ? 30 : 120));
+await WaitForLaunchesAsync(expectedCalls, DrainTime(expectedCalls));
 launchClock.Stop();
 notes.Add($"provider calls {provider.Launches} for {expectedCalls} distinct run×repository pairs; repositories launched twice: {provider.DuplicatedRepositories}");
 notes.Add($"launches: {launchedDuringPhase} made while the events came in, all {provider.Launches} done {launchClock.Elapsed.TotalSeconds:F2} s after the first event: {provider.Launches / launchClock.Elapsed.TotalSeconds:F0} launches/s");
@@ -139,15 +166,21 @@ callsMatch &= provider.Launches == expectedCalls;
 
 // 5. Status webhooks for launched agents.
 var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, smoke ? 200 : 3000)));
-await Measure("status webhooks", concurrency, agents.Count, async i =>
+await Measure("status webhooks", concurrency, agents.Count, i => SendWebhook(agents[i]));
+
+async Task<bool> SendWebhook((long RunId, string AgentId) agent)
 {
-    var (runId, agentId) = agents[i];
+    var (runId, agentId) = agent;
     var body = Encoding.UTF8.GetBytes($$$"""{"event":"statusChange","id":"{{{agentId}}}","status":"FINISHED","source":{"repository":"https://github.com/org{{{runId}}}/repo0"},"target":{"prUrl":"https://github.com/org{{{runId}}}/repo0/pull/1"}}""");
     using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(service.Address, $"/webhooks/cursor/42?run_id={runId}")) { Content = new ByteArrayContent(body) };
     request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(webhookSecret, body));
     using var response = await client.SendAsync(request);
     return response.IsSuccessStatusCode;
-});
+}
+
+// 5b. A mix of all four kinds at once, in the shares --mix gives: latency reported per kind as well.
+await MeasureMixAsync();
+callsMatch &= provider.Launches == expectedCalls && provider.DuplicatedRepositories == 0;
 
 // 6. Ten repositories at 200 ms provider latency: launches run in parallel.
 provider.LaunchLatency = TimeSpan.FromMilliseconds(200);
@@ -162,7 +195,7 @@ for (var i = 0; i < (smoke ? 1 : 5); i++)
     parallelTimes.Add(Stopwatch.GetElapsedTime(started).TotalMilliseconds);
 }
 
-provider.LaunchLatency = TimeSpan.Zero;
+provider.LaunchLatency = providerLatency;
 notes.Add($"10 repositories at 200 ms: handoff took {parallelTimes.Order().ElementAt(parallelTimes.Count / 2):F0} ms (median of {parallelTimes.Count}); sequential would be ≥ 2000 ms");
 
 // 7. Reads with many stored runs: seed the SQLite file directly, rows as the service writes them, then GET random runs.
@@ -199,6 +232,50 @@ heldDirectory.Delete(recursive: true);
 var failed = !callsMatch || results.Any(r => r.Result.Errors > 0);
 Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
 return failed ? 1 : 0;
+
+// The mixed phase: each request's kind drawn (seeded) by the --mix weights; new runs' launches are awaited and counted.
+async Task<PhaseResult> MeasureMixAsync()
+{
+    var total = mix.Values.Sum();
+    var draw = new Random(11);
+    var kinds = Enumerable.Range(0, requests).Select(_ =>
+    {
+        var pick = draw.Next(total);
+        return mix.First(pair => (pick -= pair.Value) < 0).Key;
+    }).ToArray();
+    // The n-th request of its kind: new runs get ids of their own, the other kinds go round the launched runs.
+    var ordinals = new int[requests];
+    var counts = new Dictionary<string, int>();
+    for (var i = 0; i < requests; i++)
+    {
+        ordinals[i] = counts[kinds[i]] = counts.GetValueOrDefault(kinds[i]) + 1;
+    }
+
+    var newRuns = counts.GetValueOrDefault("distinct");
+    var newBodies = Enumerable.Range(0, newRuns).Select(n => Payloads.CompletionEvent(4_000_000 + n, 3)).ToArray();
+    var name = "mixed: " + string.Join(", ", mixKinds.Where(mix.ContainsKey).Select(kind => $"{kind} {mix[kind] * 100 / total} %"));
+    var result = await Measure(name, concurrency, requests, i =>
+    {
+        var n = ordinals[i] - 1;
+        return kinds[i] switch
+        {
+            "distinct" => Post(service.Address, "/events/autofix-run-completed", newBodies[n]),
+            "duplicates" => Post(service.Address, "/events/autofix-run-completed", eventBodies[n % distinct.Requests]),
+            "triggers" => Post(service.Address, $"/runs/{n % distinct.Requests + 1}/handoff", triggerBody),
+            _ => SendWebhook(agents[n % agents.Count]),
+        };
+    });
+    foreach (var kind in mixKinds.Where(counts.ContainsKey))
+    {
+        var sorted = result.Latencies.Where((_, i) => kinds[i] == kind).Order().ToArray();
+        notes.Add($"{name} — {kind}: {sorted.Length} requests, p50 {LoadDriver.Percentile(sorted, 0.50):F2} ms, p95 {LoadDriver.Percentile(sorted, 0.95):F2} ms, p99 {LoadDriver.Percentile(sorted, 0.99):F2} ms");
+    }
+
+    expectedCalls += newRuns * 3;
+    await WaitForLaunchesAsync(expectedCalls, DrainTime(newRuns * 3));
+    notes.Add($"{name}: {newRuns} new runs; provider calls now {provider.Launches} for {expectedCalls} distinct run×repository pairs; repositories launched twice: {provider.DuplicatedRepositories}");
+    return result;
+}
 
 // One phase again and again, one line per round: attach `perf` or `dotnet-trace` to the printed process id.
 async Task RepeatPhaseAsync(string phase, int rounds)
