@@ -129,7 +129,7 @@ provider.Reset();
 var ceiling = await LoadDriver.RunAsync("bare endpoint (ceiling)", concurrency, requests, maxPhase, i => Post(bare.Address, "/events/autofix-run-completed", eventBodies[i]));
 results.Add((ceiling, ceiling.Throughput));
 
-// 2. Completion events for distinct runs, 3 repositories each, provider at 0 ms. The service answers once the
+// 2. Completion events for distinct runs, 3 repositories each, provider at --provider-latency-ms (default 0 ms). The service answers once the
 //    launches are saved as due; its schedule makes the provider calls right after, so wait for them to drain.
 provider.LaunchLatency = providerLatency;
 // Launches at a latency take longer to drain: 32 runs are worked on at once, three launches each.

@@ -179,7 +179,7 @@ public sealed class EmbeddedRunOwner(
         }
     }
 
-    /// <summary>How often a turn is decided again when another process keeps saving the run first.</summary>
+    /// <summary>How many times a turn is tried in all (the first decision included) when another process keeps saving the run first.</summary>
     private const int MaxConflictAttempts = 3;
 
     /// <summary>A completion event being handled in this turn: its snapshot as read, and the digest of its bytes.</summary>

@@ -15,7 +15,8 @@ public interface IRunOwner
     /// <summary>
     /// The run whose completion event had exactly these data bytes, when handling them again would change nothing (a
     /// redelivery); null when that is not known, and the event goes the long way. <paramref name="digest"/> goes with
-    /// it, so that the run can remember the event. Embedded mode keeps such digests; the Dapr owner asks its actor.
+    /// it, so that the run can remember the event. Embedded mode keeps such digests; the Dapr owner keeps none (always
+    /// null), so every event goes to its actor.
     /// </summary>
     long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest);
 
