@@ -44,7 +44,7 @@ public sealed partial class HandoffEngine(
         }
 
         // A redelivered snapshot identical to the stored one keeps the stored instance: nothing to write.
-        var snapshot = trigger.Snapshot is { } given && stored?.Snapshot is { } kept && SameContent(given, kept) ? kept : trigger.Snapshot ?? stored?.Snapshot;
+        var snapshot = trigger.Snapshot is { } given && stored?.Snapshot is { } kept && RunSnapshot.SameContent(given, kept) ? kept : trigger.Snapshot ?? stored?.Snapshot;
         if (snapshot is null || snapshot.GroupId != trigger.GroupId)
         {
             LogUnknownRun(runId, trigger.GroupId);
@@ -115,7 +115,7 @@ public sealed partial class HandoffEngine(
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {
-            if (stored?.Snapshot is not { } kept || !SameContent(kept, current))
+            if (stored?.Snapshot is not { } kept || !RunSnapshot.SameContent(kept, current))
             {
                 await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             }
@@ -124,12 +124,9 @@ public sealed partial class HandoffEngine(
         }
 
         var handoff = snapshot.Preferences!.AutomationHandoff!;
-        // The preference names the agent it wants; an integration of another kind would hand off somewhere unexpected.
-        if (handoff.Target is { Length: > 0 } target
-            && integrations.Find(handoff.IntegrationId!.Value) is { } integration
-            && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase))
+        if (integrations.Find(handoff.IntegrationId!.Value) is { } integration && NamesAnotherProvider(handoff, integration))
         {
-            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, RepositoryName.DescribeRejected(target), integration.Provider.ProviderName);
+            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, RepositoryName.DescribeRejected(handoff.Target!), integration.Provider.ProviderName);
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
         }
@@ -168,8 +165,7 @@ public sealed partial class HandoffEngine(
 
         // An unknown integration or a mismatched target saves and warns on every delivery.
         var handoff = snapshot.Preferences!.AutomationHandoff!;
-        if (integrations.Find(handoff.IntegrationId!.Value) is not { } integration
-            || (handoff.Target is { Length: > 0 } target && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase)))
+        if (integrations.Find(handoff.IntegrationId!.Value) is not { } integration || NamesAnotherProvider(handoff, integration))
         {
             return false;
         }
@@ -613,6 +609,10 @@ public sealed partial class HandoffEngine(
         return schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(agentIds)] };
     }
 
+    /// <summary>The preference names the agent it wants: an integration of another kind would hand off somewhere unexpected.</summary>
+    private static bool NamesAnotherProvider(AutomationHandoff handoff, Integration integration) =>
+        handoff.Target is { Length: > 0 } target && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase);
+
     private static bool IsCompletedWithoutPullRequest(CodingAgentState agent) =>
         agent.Status == CodingAgentStatus.Completed && !agent.Results.Any(result => result.PrUrl is not null);
 
@@ -661,8 +661,6 @@ public sealed partial class HandoffEngine(
 
     /// <summary>The only repository host either provider works on; a run's <c>provider</c> names it.</summary>
     private const string GitHubHost = "github";
-
-    private static bool SameContent(RunSnapshot left, RunSnapshot right) => RunSnapshot.SameContent(left, right);
 
     /// <summary>The trigger's answer, line by line, and the launches to make for it.</summary>
     private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(
