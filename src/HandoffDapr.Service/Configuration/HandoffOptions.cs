@@ -16,6 +16,12 @@ public sealed class HandoffOptions
     /// <summary>Base of the webhook URLs sent to providers, e.g. <c>https://handoff.example.com</c>.</summary>
     public string? PublicBaseUrl { get; set; }
 
+    /// <summary>At shutdown, how long provider calls under way may still answer in this mode.</summary>
+    public TimeSpan ProviderCallGraceIn(HostingMode mode) => mode == HostingMode.Dapr ? Dapr.EffectiveProviderCallGrace : Embedded.ProviderCallGrace;
+
+    /// <summary>At shutdown, how long requests and launch rounds in progress may still run and record their answers in this mode.</summary>
+    public TimeSpan ShutdownWaitIn(HostingMode mode) => mode == HostingMode.Dapr ? Dapr.ShutdownDrain : Embedded.ShutdownWait;
+
     /// <summary>Largest request body accepted on any endpoint.</summary>
     public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
 
@@ -168,4 +174,7 @@ public sealed class EmbeddedOptions
     /// they are stopped and their outcomes recorded as unknown; 0 stops them at once. The host waits for them.
     /// </summary>
     public TimeSpan ProviderCallGrace { get; set; } = TimeSpan.FromSeconds(20);
+
+    /// <summary>How long shutdown waits for requests and scheduled runs in progress: the grace, then time to record the answers.</summary>
+    public TimeSpan ShutdownWait => ProviderCallGrace + DaprOptions.RecordingTime;
 }

@@ -41,7 +41,7 @@ public sealed partial class WakeupScheduler(
         await base.StopAsync(cancellationToken);
         // Wall-clock, not the app's TimeProvider: shutdown is bounded in real time even under a test clock.
         var waited = Stopwatch.StartNew();
-        var limit = options.Value.Embedded.ProviderCallGrace + TimeSpan.FromSeconds(5);
+        var limit = options.Value.Embedded.ShutdownWait;
         while (!working.IsEmpty && waited.Elapsed < limit && !cancellationToken.IsCancellationRequested)
         {
             await Task.Delay(TimeSpan.FromMilliseconds(20), CancellationToken.None);

@@ -27,6 +27,10 @@ public static class HandoffServiceExtensions
         services.AddSingleton(new HostingContext(mode));
         services.AddSingleton<RequestDrain>();
         services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
+        services.AddSingleton(sp => new ProviderCallCutoff(
+            sp.GetRequiredService<IHostApplicationLifetime>(),
+            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.ProviderCallGraceIn(mode),
+            sp.GetRequiredService<TimeProvider>()));
 
         services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
         services.AddSingleton<IValidateOptions<HandoffOptions>>(new HandoffOptionsValidator(mode));
@@ -106,10 +110,6 @@ public static class HandoffServiceExtensions
         services.AddSingleton<RunLocks>();
         services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();
-        services.AddSingleton(sp => new ProviderCallCutoff(
-            sp.GetRequiredService<IHostApplicationLifetime>(),
-            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.Embedded.ProviderCallGrace,
-            sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<EmbeddedRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<EmbeddedRunOwner>());
         services.AddSingleton<IRecentRuns, SqliteRecentRuns>();
@@ -137,10 +137,6 @@ public static class HandoffServiceExtensions
             options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
         });
-        services.AddSingleton(sp => new ProviderCallCutoff(
-            sp.GetRequiredService<IHostApplicationLifetime>(),
-            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr.EffectiveProviderCallGrace,
-            sp.GetRequiredService<TimeProvider>()));
         services.AddSingleton<ActorRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(sp, (IRoundRecorder)sp.GetRequiredService<ActorRunOwner>()));

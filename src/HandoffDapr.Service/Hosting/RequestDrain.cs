@@ -16,9 +16,7 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
     : IHostedLifecycleService
 {
     /// <summary>How long shutdown waits for the requests in progress.</summary>
-    public TimeSpan Limit => hosting.Mode == HostingMode.Dapr
-        ? options.Value.Dapr.ShutdownDrain
-        : options.Value.Embedded.ProviderCallGrace + DaprOptions.RecordingTime;
+    public TimeSpan Limit => options.Value.ShutdownWaitIn(hosting.Mode);
 
     private readonly object gate = new();
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
