@@ -74,7 +74,7 @@ public sealed record DaprEventReply(string Status)
     public static readonly IResult Success = Reply("SUCCESS"), Retry = Reply("RETRY"), Drop = Reply("DROP");
 
     private static IResult Reply(string status) => TypedResults.Bytes(
-        JsonSerializer.SerializeToUtf8Bytes(new DaprEventReply(status), ServiceJsonContext.Default.DaprEventReply), "application/json; charset=utf-8");
+        JsonSerializer.SerializeToUtf8Bytes(new DaprEventReply(status), ServiceJsonContext.Default.DaprEventReply), ServiceJsonContext.ContentType);
 }
 
 // Request bodies: a property named twice (in any case) is a 400, not read last-wins.
@@ -91,6 +91,9 @@ public sealed record DaprEventReply(string Status)
 [JsonSerializable(typeof(HttpValidationProblemDetails))]
 internal sealed partial class ServiceJsonContext : JsonSerializerContext
 {
+    /// <summary>The content type of a JSON answer written as bytes, as the framework writes one it serialises itself.</summary>
+    public const string ContentType = "application/json; charset=utf-8";
+
     /// <summary>The API's answers: snake_case, source-generated, strict numbers.</summary>
     public static void ConfigureHttp(JsonSerializerOptions options)
     {

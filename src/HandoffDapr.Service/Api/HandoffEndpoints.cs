@@ -99,18 +99,17 @@ public static partial class HandoffEndpoints
             groupId = parsedGroup;
         }
 
+        // Another group's run looks exactly like a run that does not exist.
+        bool OtherGroup(long? runGroup) => groupId is { } expected && runGroup != expected;
         try
         {
-            // Another group's run looks exactly like a run that does not exist.
             if (await services.Owner.GetStoredViewAsync(id, cancellationToken) is { } stored)
             {
-                return groupId is { } expected && stored.GroupId != expected
-                    ? Problems.UnknownRun()
-                    : TypedResults.Bytes(stored.Json, "application/json; charset=utf-8");
+                return OtherGroup(stored.GroupId) ? Problems.UnknownRun() : TypedResults.Bytes(stored.Json, ServiceJsonContext.ContentType);
             }
 
             var state = await services.Owner.GetAsync(id, cancellationToken);
-            return state is null || (groupId is { } group && state.GroupId != group) ? Problems.UnknownRun() : TypedResults.Ok(RunHandoffView.From(state));
+            return state is null || OtherGroup(state.GroupId) ? Problems.UnknownRun() : TypedResults.Ok(RunHandoffView.From(state));
         }
         catch (RunOwnerUnavailableException exception)
         {
