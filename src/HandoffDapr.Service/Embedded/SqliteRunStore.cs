@@ -8,6 +8,7 @@ using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Embedded;
@@ -20,7 +21,7 @@ namespace HandoffDapr.Service.Embedded;
 /// that a redelivery of those exact bytes is recognised without reading the run, and the run's view as the API writes
 /// it, so that a read of the run is one column sent as it is.
 /// </summary>
-public sealed class SqliteRunStore : IDisposable
+public sealed partial class SqliteRunStore : IDisposable
 {
     private readonly string connectionString;
     private readonly TimeProvider timeProvider;
@@ -28,6 +29,7 @@ public sealed class SqliteRunStore : IDisposable
     // SQLite admits one writer at a time; contending writers get SQLITE_BUSY, which Microsoft.Data.Sqlite answers
     // by sleeping and retrying. One writer thread for the whole process keeps them from ever meeting inside SQLite.
     private readonly SqliteWriter writer;
+    private readonly SqliteCheckpointer checkpointer;
 
     // Read sessions kept for reuse; more may be open at a peak, the extra ones are closed after use.
     private const int MaxIdleReaders = 32;
@@ -37,7 +39,7 @@ public sealed class SqliteRunStore : IDisposable
     // settings and the code) that judged its event a no-op. After a restart old digests match nothing.
     private readonly byte[] digestPrefix = RandomNumberGenerator.GetBytes(16);
 
-    public SqliteRunStore(string dataPath, TimeProvider timeProvider)
+    public SqliteRunStore(string dataPath, TimeProvider timeProvider, ILogger<SqliteRunStore>? logger = null)
     {
         this.timeProvider = timeProvider;
         connectionString = new SqliteConnectionStringBuilder
@@ -65,12 +67,18 @@ public sealed class SqliteRunStore : IDisposable
                 HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:DataPath '{dataPath}' cannot be used: {exception.Message}"]);
         }
 
-        writer = new SqliteWriter(Open());
+        logger ??= NullLogger<SqliteRunStore>.Instance;
+        checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(logger, exception));
+        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed);
     }
+
+    /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
+    internal (long Background, long CatchUps) Checkpoints => checkpointer.Checkpoints;
 
     public void Dispose()
     {
         writer.Dispose();
+        checkpointer.Dispose();
         while (readers.TryTake(out var session))
         {
             session.Dispose();
@@ -412,6 +420,19 @@ public sealed class SqliteRunStore : IDisposable
     {
         var connection = new SqliteConnection(connectionString);
         connection.Open();
+        return connection;
+    }
+
+    [LoggerMessage(EventId = 3003, EventName = "CheckpointFailed", Level = LogLevel.Warning, Message = "The data file's write-ahead log could not be checkpointed; it grows until a later checkpoint succeeds")]
+    private static partial void LogCheckpointFailed(ILogger logger, Exception exception);
+
+    /// <summary>The writer's connection: its commits never checkpoint, <see cref="SqliteCheckpointer"/> does that on its own thread.</summary>
+    private SqliteConnection OpenForWriting()
+    {
+        var connection = Open();
+        using var pragma = connection.CreateCommand();
+        pragma.CommandText = "PRAGMA wal_autocheckpoint = 0";
+        pragma.ExecuteNonQuery();
         return connection;
     }
 

@@ -19,15 +19,21 @@ internal sealed class SqliteWriter : IDisposable
     private readonly BlockingCollection<Operation> queue = new();
     private readonly SqliteConnection connection;
     private readonly Thread thread;
+    private readonly Action<int, SqliteConnection>? committed;
     private long transactions;
 
     /// <summary>Transactions committed so far (a batch of queued writes is one).</summary>
     public long Transactions => Interlocked.Read(ref transactions);
 
-    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null)
+    /// <param name="committed">
+    /// Told, on the writer thread and outside any transaction, how many writes each commit carried
+    /// (<see cref="SqliteCheckpointer.Committed"/>).
+    /// </param>
+    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null)
     {
         this.connection = connection;
         this.shutdownWait = shutdownWait ?? DefaultShutdownWait;
+        this.committed = committed;
         thread = new Thread(Loop) { IsBackground = true, Name = "sqlite-writer" };
         thread.Start();
     }
@@ -96,6 +102,7 @@ internal sealed class SqliteWriter : IDisposable
         Interlocked.Increment(ref transactions);
 
         batch.ForEach(operation => operation.Complete());
+        committed?.Invoke(batch.Count, connection);
     }
 
     private void CommitAlone(Operation operation)

@@ -106,7 +106,8 @@ public static class HandoffServiceExtensions
 
     private static void AddEmbeddedHost(IServiceCollection services)
     {
-        services.AddSingleton(sp => new SqliteRunStore(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => new SqliteRunStore(
+            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<SqliteRunStore>>()));
         services.AddSingleton<RunLocks>();
         services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();

@@ -1,0 +1,112 @@
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>
+/// Copies the write-ahead log back into the database file on its own thread and connection, so that commits do not
+/// wait for it. SQLite's automatic checkpoint runs inside the commit that crosses its threshold: that commit, and every
+/// write queued behind it on the writer thread, waited for the copy and its fsyncs (tens of milliseconds, hundreds on a
+/// busy disk). The writer, whose automatic checkpoint is off, reports each commit; every
+/// <see cref="WritesPerCheckpoint"/> writes a PASSIVE checkpoint runs here, beside the writer and the readers.
+/// <para>
+/// SQLite starts the log over only when a write begins with every frame copied, which a checkpoint running beside a
+/// busy writer rarely leaves it: the log would grow for as long as writes keep coming. So once it holds
+/// <see cref="CatchUpFrames"/>, the writer copies what is left itself, between two commits: a few frames, as the bulk
+/// is copied already here.
+/// </para>
+/// </summary>
+internal sealed class SqliteCheckpointer : IDisposable
+{
+    /// <summary>A save writes about five pages (the row, its overflow, the indexes, the wake-up): near SQLite's default of 1000.</summary>
+    internal const int WritesPerCheckpoint = 200;
+
+    /// <summary>About 16 MB of log at 4 KB pages.</summary>
+    internal const int CatchUpFrames = 4096;
+
+    private readonly SqliteConnection connection;
+    private readonly Action<Exception> failed;
+    private readonly AutoResetEvent due = new(false);
+    private readonly Thread thread;
+    private volatile bool stopping;
+    private volatile bool catchUpDue;
+    private int writesSinceRequest;
+    private long checkpoints;
+    private long catchUps;
+
+    public SqliteCheckpointer(SqliteConnection connection, Action<Exception> failed)
+    {
+        this.connection = connection;
+        this.failed = failed;
+        thread = new Thread(Loop) { IsBackground = true, Name = "sqlite-checkpointer" };
+        thread.Start();
+    }
+
+    /// <summary>Checkpoints run so far on this thread, and by the writer to catch up.</summary>
+    public (long Background, long CatchUps) Checkpoints => (Interlocked.Read(ref checkpoints), Interlocked.Read(ref catchUps));
+
+    /// <summary>Called by the writer thread after each commit, outside any transaction, with the writes it carried.</summary>
+    public void Committed(int writes, SqliteConnection writerConnection)
+    {
+        if (catchUpDue)
+        {
+            catchUpDue = false;
+            Checkpoint(writerConnection, ref catchUps);
+        }
+
+        writesSinceRequest += writes;
+        if (writesSinceRequest >= WritesPerCheckpoint)
+        {
+            writesSinceRequest = 0;
+            due.Set();
+        }
+    }
+
+    private void Loop()
+    {
+        using var owned = connection;
+        while (true)
+        {
+            due.WaitOne();
+            if (stopping)
+            {
+                return;
+            }
+
+            if (Checkpoint(connection, ref checkpoints) >= CatchUpFrames)
+            {
+                catchUpDue = true;
+            }
+        }
+    }
+
+    /// <summary>A PASSIVE checkpoint (it never waits for a lock); returns the frames the log held, or 0 if it failed.</summary>
+    private long Checkpoint(SqliteConnection on, ref long count)
+    {
+        try
+        {
+            using var command = on.CreateCommand();
+            command.CommandText = "PRAGMA wal_checkpoint(PASSIVE)";
+            using var reader = command.ExecuteReader();
+            Interlocked.Increment(ref count);
+            // busy (another checkpoint held the lock), frames in the log, frames copied.
+            return reader.Read() ? reader.GetInt64(1) : 0;
+        }
+        catch (Exception exception)
+        {
+            // The log only grows until a later checkpoint succeeds: writes go on.
+            failed(exception);
+            return 0;
+        }
+    }
+
+    /// <summary>Stops after the checkpoint under way, if any; what is left is copied by a later one or when the file is next opened.</summary>
+    public void Dispose()
+    {
+        stopping = true;
+        due.Set();
+        if (thread.Join(TimeSpan.FromSeconds(10)))
+        {
+            due.Dispose();
+        }
+    }
+}
