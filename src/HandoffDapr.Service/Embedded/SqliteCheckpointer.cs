@@ -29,6 +29,7 @@ internal sealed class SqliteCheckpointer : IDisposable
     private readonly Thread thread;
     private volatile bool stopping;
     private volatile bool catchUpDue;
+    private int disposed;
     private int writesSinceRequest;
     private long checkpoints;
     private long catchUps;
@@ -47,6 +48,11 @@ internal sealed class SqliteCheckpointer : IDisposable
     /// <summary>Called by the writer thread after each commit, outside any transaction, with the writes it carried.</summary>
     public void Committed(int writes, SqliteConnection writerConnection)
     {
+        if (stopping)
+        {
+            return; // a write the writer finished after its shutdown wait ran out: the next start copies it
+        }
+
         if (catchUpDue)
         {
             catchUpDue = false;
@@ -102,6 +108,11 @@ internal sealed class SqliteCheckpointer : IDisposable
     /// <summary>Stops after the checkpoint under way, if any; what is left is copied by a later one or when the file is next opened.</summary>
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref disposed, 1) == 1)
+        {
+            return;
+        }
+
         stopping = true;
         due.Set();
         if (thread.Join(TimeSpan.FromSeconds(10)))

@@ -1,7 +1,6 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Embedded;
 using HandoffDapr.Service.Tests.Infrastructure;
-using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -35,47 +34,48 @@ public sealed class SqliteCheckpointerTests : IDisposable
     }
 
     [Fact]
-    public async Task Log_held_past_the_catch_up_size_is_caught_up_by_the_writer_and_starts_over_once_free()
+    public async Task Log_starts_over_while_writes_keep_coming_once_it_reaches_the_catch_up_size()
     {
-        var path = temp.File("held.db");
+        var path = temp.File("busy.db");
         using var store = new SqliteRunStore(path, time);
         await store.SaveAsync(RunHandoffState.New(0), 0, CancellationToken.None);
+        var generation = LogGeneration(path);
 
-        // A reader's open snapshot keeps every later frame in the log: no checkpoint can copy them back.
-        using (var reader = new SqliteConnection($"Data Source={path}"))
+        // Savers in a closed loop keep the writer from ever waiting for work, so a checkpoint beside it never finds every
+        // frame copied: only the writer's own catch-up lets the log start over before the writes stop. About five pages a
+        // write: the catch-up size is passed after some 800 writes; 12 000 would make 60 000 frames.
+        var startedOver = false;
+        var next = 0;
+        var savers = Enumerable.Range(0, 32).Select(_ => Task.Run(async () =>
         {
-            reader.Open();
-            using var snapshot = reader.BeginTransaction(deferred: true);
-            using (var read = reader.CreateCommand())
+            while (!Volatile.Read(ref startedOver) && Interlocked.Increment(ref next) is var run && run <= 12_000)
             {
-                read.Transaction = snapshot;
-                read.CommandText = "SELECT count(*) FROM runs";
-                Assert.Equal(1L, read.ExecuteScalar());
+                await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None, view: View(16 * 1024));
+            }
+        })).ToList();
+        while (!savers.All(saver => saver.IsCompleted))
+        {
+            if (LogGeneration(path) != generation)
+            {
+                Volatile.Write(ref startedOver, true);
             }
 
-            // About five pages a write: the log passes the catch-up size after some 800 writes, and the checkpointer
-            // looks at it every 200.
-            var run = 1;
-            for (var round = 0; round < 40 && store.Checkpoints.CatchUps == 0; round++)
-            {
-                await Task.WhenAll(Enumerable.Range(run, 100).Select(id => store.SaveAsync(RunHandoffState.New(id), 0, CancellationToken.None, view: View(16 * 1024))));
-                run += 100;
-            }
-
-            Assert.True(store.Checkpoints.Background > 0);
-            Assert.True(store.Checkpoints.CatchUps > 0, "the writer never caught up a log of its own");
+            await Task.Delay(5);
         }
 
-        // The reader is gone: the checkpointer copies everything and the log starts over from its first frame (SQLite
-        // then counts one more checkpoint in the log's header).
-        var generation = LogGeneration(path);
-        var next = 100_000;
-        await Eventually.True(async () =>
-        {
-            await Task.WhenAll(Enumerable.Range(next, 50).Select(id => store.SaveAsync(RunHandoffState.New(id), 0, CancellationToken.None)));
-            next += 50;
-            return LogGeneration(path) != generation;
-        });
+        await Task.WhenAll(savers);
+        Assert.True(startedOver, $"the log did not start over in {Volatile.Read(ref next)} writes");
+        Assert.True(store.Checkpoints.CatchUps > 0);
+    }
+
+    [Fact]
+    public async Task Store_disposed_twice_ignores_the_second_call()
+    {
+        var store = new SqliteRunStore(temp.File("twice.db"), time);
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None);
+        store.Dispose();
+
+        Assert.Null(Record.Exception(store.Dispose));
     }
 
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
