@@ -198,6 +198,39 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(3, (await again.LoadAsync(9, CancellationToken.None)).Version);
     }
 
+    [Fact]
+    public async Task Redelivery_lookup_reads_the_digests_index_alone_also_on_a_file_an_earlier_release_indexed()
+    {
+        var path = temp.File("covering.db");
+        using (new SqliteRunStore(path, time))
+        {
+        }
+
+        // An earlier release on the same file (a hand-over) creates the narrower index it knows.
+        await using (var earlier = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            await earlier.OpenAsync();
+            await using var create = earlier.CreateCommand();
+            create.CommandText = "CREATE INDEX IF NOT EXISTS runs_handled_event ON runs (handled_event) WHERE handled_event IS NOT NULL";
+            await create.ExecuteNonQueryAsync();
+        }
+
+        using var store = new SqliteRunStore(path, time);
+        var digest = store.DigestEvent("{\"run_id\":10}"u8);
+        await store.SaveAsync(Pending(10), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(10, store.FindHandledEvent(digest));
+
+        // The run's versions come after its state in the row: read from the table, they cost a walk through the state's pages.
+        await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
+        await connection.OpenAsync();
+        await using var plan = connection.CreateCommand();
+        plan.CommandText = "EXPLAIN QUERY PLAN " + SqliteRunStore.HandledEventQuery;
+        plan.Parameters.AddWithValue("$digest", digest);
+        await using var reader = await plan.ExecuteReaderAsync();
+        Assert.True(await reader.ReadAsync());
+        Assert.Equal("SEARCH runs USING COVERING INDEX runs_handled_event_versions (handled_event=?)", reader.GetString(3));
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
