@@ -801,41 +801,4 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
             temp.Dispose();
         }
     }
-
-    private sealed class LockedRandom(int seed) : Random(seed)
-    {
-        private readonly object gate = new();
-
-        public override int Next()
-        {
-            lock (gate)
-            {
-                return base.Next();
-            }
-        }
-
-        public override int Next(int maxValue)
-        {
-            lock (gate)
-            {
-                return base.Next(maxValue);
-            }
-        }
-
-        public override int Next(int minValue, int maxValue)
-        {
-            lock (gate)
-            {
-                return base.Next(minValue, maxValue);
-            }
-        }
-
-        public override double NextDouble()
-        {
-            lock (gate)
-            {
-                return base.NextDouble();
-            }
-        }
-    }
 }

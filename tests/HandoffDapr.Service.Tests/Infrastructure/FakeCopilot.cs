@@ -94,7 +94,8 @@ public sealed class FakeCopilot : IDisposable
         return Json(200, new JsonArray(matching).ToJsonString());
     }
 
-    private ResponseMessage Create(IRequestMessage request)
+    /// <summary>A task created as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
+    internal ResponseMessage Create(IRequestMessage request)
     {
         if (NextLaunchAnswer is { } answer)
         {

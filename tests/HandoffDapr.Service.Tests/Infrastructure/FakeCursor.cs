@@ -228,7 +228,8 @@ public sealed class FakeCursor : IDisposable
     // Marks a scripted answer whose launch creates the agent anyway; removed before the answer goes out.
     private const string CreatesHeader = "X-Fake-Creates-Agent";
 
-    private ResponseMessage Launch(IRequestMessage request)
+    /// <summary>A launch as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
+    internal ResponseMessage Launch(IRequestMessage request)
     {
         var body = JsonNode.Parse(request.Body!)!.AsObject();
         var repository = body["source"]?["repository"]?.GetValue<string>() ?? string.Empty;
