@@ -377,7 +377,7 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
             string? pr = next == "FINISHED" && random.Next(4) != 0 ? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}" : null;
             cursor.SetStatus(id, next, pr, next == "FINISHED" ? "Fixed the pool" : null);
             var run = RunOfRepository(repository);
-            var body = StatusChange(id, next, pr, repository, agent["target"]!["branchName"]?.GetValue<string>());
+            var body = HandoffInvariants.CursorStatusChange(id, next, pr, repository, agent["target"]!["branchName"]?.GetValue<string>());
             var delivery = random.Next(4); // 0 none (lost), 1 now, 2 now twice concurrently, 3 later
             Note($"provider {id} {current}->{next}{(pr is null ? "" : " pr")} webhook={new[] { "lost", "now", "twice", "later" }[delivery]}");
             switch (delivery)
@@ -434,18 +434,6 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
                 return c.SendAsync(request);
             }, overlapsRestart: false, expect: s => s is 200 or 204);
 
-        private static string StatusChange(string agentId, string status, string? prUrl, string repository, string? branch) =>
-            new JsonObject
-            {
-                ["event"] = "statusChange",
-                ["timestamp"] = "2026-11-24T10:05:00Z",
-                ["id"] = agentId,
-                ["status"] = status,
-                ["source"] = new JsonObject { ["repository"] = repository, ["ref"] = "main" },
-                ["target"] = new JsonObject { ["url"] = $"https://cursor.com/agents?id={agentId}", ["branchName"] = branch, ["prUrl"] = prUrl },
-                ["summary"] = "Fixed the pool",
-            }.ToJsonString();
-
         private async Task AdvanceAsync(TimeSpan by)
         {
             Note($"advance {by}");
@@ -491,24 +479,13 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
             CheckLeak($"{label} answer {status}", body);
             if (!expect(status) && !(crossed && status == 503))
             {
-                Violation($"{label}: unexpected {status}: {Truncate(body)}");
+                Violation($"{label}: unexpected {status}: {HandoffInvariants.Truncate(body)}");
             }
 
             return new Answer(status, body);
         }
 
-        private void CheckLeak(string where, string text)
-        {
-            foreach (var marker in new[] { "Exception", "   at ", "at HandoffDapr.", "System.", FakeCursor.ProviderSecretText, EmbeddedServiceFactory.ApiKey, Secret })
-            {
-                if (text.Contains(marker, StringComparison.Ordinal))
-                {
-                    Violation($"{where} contains '{marker}': {Truncate(text)}");
-                }
-            }
-        }
-
-        private static string Truncate(string text) => text.Length > 600 ? text[..600] + "…" : text;
+        private void CheckLeak(string where, string text) => HandoffInvariants.CheckNoLeak(where, text, Violation, EmbeddedServiceFactory.ApiKey, Secret);
 
         private void Violation(string message)
         {
@@ -530,7 +507,7 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
 
             if (response.StatusCode != HttpStatusCode.OK)
             {
-                Violation($"GET run {run}: {(int)response.StatusCode} {Truncate(body)}");
+                Violation($"GET run {run}: {(int)response.StatusCode} {HandoffInvariants.Truncate(body)}");
                 return null;
             }
 
@@ -647,7 +624,7 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
                     var due = await Factory.Store.GetWakeupAsync(run, CancellationToken.None);
                     if (due is not null)
                     {
-                        Violation($"run {run}: still scheduled at {due:O} (now {time.GetUtcNow():O}) after 80 × 31 min with every agent ended at the provider: {Truncate((await ViewAsync(run))?.ToJsonString() ?? "")}");
+                        Violation($"run {run}: still scheduled at {due:O} (now {time.GetUtcNow():O}) after 80 × 31 min with every agent ended at the provider: {HandoffInvariants.Truncate((await ViewAsync(run))?.ToJsonString() ?? "")}");
                     }
                 }
             }
@@ -685,49 +662,7 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
                 var agents = view["coding_agents"]!.AsObject();
                 var launches = view["launches"]!.AsArray().Select(l => l!.AsObject()).ToList();
 
-                // Every repository of the latest solution has a launch that ended with an agent or a failure type.
-                foreach (var repoNode in versions[run][2]["preferences"]!["repositories"]!.AsArray())
-                {
-                    var repo = $"{repoNode!["owner"]}/{repoNode["name"]}";
-                    var latest = launches.Where(l => l["repository"]!.GetValue<string>() == repo).MaxBy(l => l["generation"]!.GetValue<int>());
-                    if (latest is null)
-                    {
-                        Violation($"run {run}: {repo} of the latest solution has no launch");
-                    }
-                    else if (latest["phase"]!.GetValue<string>() == "launched" ? latest["agent_id"] is null : latest["failure_type"] is null)
-                    {
-                        Violation($"run {run}: {repo} ended without agent or failure type: {latest.ToJsonString()}");
-                    }
-                }
-
-                foreach (var launch in launches)
-                {
-                    var phase = launch["phase"]!.GetValue<string>();
-                    if (phase is not ("launched" or "failed"))
-                    {
-                        Violation($"run {run}: launch left {phase}: {launch.ToJsonString()}");
-                    }
-
-                    if (phase == "failed" && launch["failure_type"] is null)
-                    {
-                        Violation($"run {run}: failed launch without failure_type: {launch.ToJsonString()}");
-                    }
-
-                    if (launch["agent_id"]?.GetValue<string>() is { } agentId && !agents.ContainsKey(agentId))
-                    {
-                        Violation($"run {run}: launch names agent {agentId} missing from coding_agents");
-                    }
-
-                    var generation = launch["generation"]!.GetValue<int>();
-                    if (generation > 1)
-                    {
-                        var previous = launches.FirstOrDefault(l => l["repository"]!.GetValue<string>() == launch["repository"]!.GetValue<string>() && l["generation"]!.GetValue<int>() == generation - 1);
-                        if (previous?["agent_id"] is null)
-                        {
-                            Violation($"run {run}: generation {generation} of {launch["repository"]} without an agent in generation {generation - 1}");
-                        }
-                    }
-                }
+                HandoffInvariants.CheckLaunches(run, view, versions[run][2], Violation);
 
                 // Provider agents of this run = coding_agents; each agent belongs to one launch.
                 var atProvider = cursor.Agents.Where(a => RunOfRepository(a.Value["source"]!["repository"]!.GetValue<string>()) == run).ToDictionary(a => a.Key, a => a.Value);

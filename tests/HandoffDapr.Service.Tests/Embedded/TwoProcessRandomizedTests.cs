@@ -654,7 +654,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
             string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}" : null;
             cursor.SetStatus(id, nextStatus, prUrl, nextStatus == "FINISHED" ? "Fixed the pool" : null);
             var run = RunOfRepository(repository);
-            var body = StatusChange(id, nextStatus, prUrl, repository, agent["target"]!["branchName"]?.GetValue<string>());
+            var body = HandoffInvariants.CursorStatusChange(id, nextStatus, prUrl, repository, agent["target"]!["branchName"]?.GetValue<string>());
             var delivery = random.Next(5); // 0 lost, 1 now, 2 twice concurrently on both processes, 3 later, 4 now on one and again on the other
             Note($"provider {id} {current}->{nextStatus}{(prUrl is null ? "" : " pr")} webhook={new[] { "lost", "now", "twice-both", "later", "one-then-other" }[delivery]}");
             switch (delivery)
@@ -711,18 +711,6 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
                 request.Headers.Add("X-Webhook-Event", "statusChange");
                 return c.SendAsync(request);
             }, overlapsRestart: false, expect: s => s is 200 or 204);
-
-        private static string StatusChange(string agentId, string status, string? prUrl, string repository, string? branch) =>
-            new JsonObject
-            {
-                ["event"] = "statusChange",
-                ["timestamp"] = "2026-11-24T10:05:00Z",
-                ["id"] = agentId,
-                ["status"] = status,
-                ["source"] = new JsonObject { ["repository"] = repository, ["ref"] = "main" },
-                ["target"] = new JsonObject { ["url"] = $"https://cursor.com/agents?id={agentId}", ["branchName"] = branch, ["prUrl"] = prUrl },
-                ["summary"] = "Fixed the pool",
-            }.ToJsonString();
 
         private async Task AdvanceAsync(TimeSpan by)
         {
@@ -786,7 +774,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
 
             var status = (int)response.StatusCode;
             var crossed = overlapsRestart || epoch != Volatile.Read(ref target.Epoch);
-            Note($"  {label} on {target.Name} -> {status}{(status >= 500 ? " " + Truncate(body) : "")}");
+            Note($"  {label} on {target.Name} -> {status}{(status >= 500 ? " " + HandoffInvariants.Truncate(body) : "")}");
             CheckLeak($"{label} answer {status}", body);
             if (status == 503)
             {
@@ -797,29 +785,18 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
                 }
                 if (!body.Contains("/problems/unavailable\"", StringComparison.Ordinal))
                 {
-                    Violation($"{label}: a 503 that is not the documented 'unavailable' problem: {Truncate(body)}");
+                    Violation($"{label}: a 503 that is not the documented 'unavailable' problem: {HandoffInvariants.Truncate(body)}");
                 }
             }
             else if (!expect(status))
             {
-                Violation($"{label} on {target.Name}: unexpected {status}{(crossed ? " (crossed a stop)" : "")}: {Truncate(body)}");
+                Violation($"{label} on {target.Name}: unexpected {status}{(crossed ? " (crossed a stop)" : "")}: {HandoffInvariants.Truncate(body)}");
             }
 
             return new Answer(status, body);
         }
 
-        private void CheckLeak(string where, string text)
-        {
-            foreach (var marker in new[] { "Exception", "   at ", "at HandoffDapr.", "System.", FakeCursor.ProviderSecretText, EmbeddedServiceFactory.ApiKey, EmbeddedServiceFactory.CopilotToken, Secret })
-            {
-                if (text.Contains(marker, StringComparison.Ordinal))
-                {
-                    Violation($"{where} contains '{marker}': {Truncate(text)}");
-                }
-            }
-        }
-
-        private static string Truncate(string text) => text.Length > 600 ? text[..600] + "…" : text;
+        private void CheckLeak(string where, string text) => HandoffInvariants.CheckNoLeak(where, text, Violation, EmbeddedServiceFactory.ApiKey, EmbeddedServiceFactory.CopilotToken, Secret);
 
         private void Violation(string message)
         {
@@ -842,7 +819,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
 
             if (response.StatusCode != HttpStatusCode.OK)
             {
-                Violation($"GET run {run} on {p.Name}: {(int)response.StatusCode} {Truncate(body)}");
+                Violation($"GET run {run} on {p.Name}: {(int)response.StatusCode} {HandoffInvariants.Truncate(body)}");
                 return null;
             }
 
@@ -979,7 +956,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
                     var due = await AnyRunning().Factory!.Store.GetWakeupAsync(run, CancellationToken.None);
                     if (due is not null)
                     {
-                        Violation($"run {run}: still scheduled at {due:O} (now {time.GetUtcNow():O}) after 80 × 31 min with every agent ended: {Truncate((await ViewAsync(run))?.ToJsonString() ?? "")}");
+                        Violation($"run {run}: still scheduled at {due:O} (now {time.GetUtcNow():O}) after 80 × 31 min with every agent ended: {HandoffInvariants.Truncate((await ViewAsync(run))?.ToJsonString() ?? "")}");
                     }
                 }
             }
@@ -1027,55 +1004,14 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
 
                 if (otherView is null || !JsonNode.DeepEquals(view["coding_agents"], otherView["coding_agents"]) || !JsonNode.DeepEquals(view["launches"], otherView["launches"]))
                 {
-                    Violation($"run {run}: the two processes show different views:\nA {Truncate(view.ToJsonString())}\nB {Truncate(otherView?.ToJsonString() ?? "none")}");
+                    Violation($"run {run}: the two processes show different views:\nA {HandoffInvariants.Truncate(view.ToJsonString())}\nB {HandoffInvariants.Truncate(otherView?.ToJsonString() ?? "none")}");
                 }
 
                 var copilot = copilotRuns.Contains(run);
                 var agents = view["coding_agents"]!.AsObject();
                 var launches = view["launches"]!.AsArray().Select(l => l!.AsObject()).ToList();
 
-                foreach (var repoNode in versions[run][2]["preferences"]!["repositories"]!.AsArray())
-                {
-                    var repo = $"{repoNode!["owner"]}/{repoNode["name"]}";
-                    var latest = launches.Where(l => l["repository"]!.GetValue<string>() == repo).MaxBy(l => l["generation"]!.GetValue<int>());
-                    if (latest is null)
-                    {
-                        Violation($"run {run}: {repo} of the latest solution has no launch");
-                    }
-                    else if (latest["phase"]!.GetValue<string>() == "launched" ? latest["agent_id"] is null : latest["failure_type"] is null)
-                    {
-                        Violation($"run {run}: {repo} ended without agent or failure type: {latest.ToJsonString()}");
-                    }
-                }
-
-                foreach (var launch in launches)
-                {
-                    var phase = launch["phase"]!.GetValue<string>();
-                    if (phase is not ("launched" or "failed"))
-                    {
-                        Violation($"run {run}: launch left {phase}: {launch.ToJsonString()}");
-                    }
-
-                    if (phase == "failed" && launch["failure_type"] is null)
-                    {
-                        Violation($"run {run}: failed launch without failure_type: {launch.ToJsonString()}");
-                    }
-
-                    if (launch["agent_id"]?.GetValue<string>() is { } agentId && !agents.ContainsKey(agentId))
-                    {
-                        Violation($"run {run}: launch names agent {agentId} missing from coding_agents");
-                    }
-
-                    var generation = launch["generation"]!.GetValue<int>();
-                    if (generation > 1)
-                    {
-                        var previous = launches.FirstOrDefault(l => l["repository"]!.GetValue<string>() == launch["repository"]!.GetValue<string>() && l["generation"]!.GetValue<int>() == generation - 1);
-                        if (previous?["agent_id"] is null)
-                        {
-                            Violation($"run {run}: generation {generation} of {launch["repository"]} without an agent in generation {generation - 1}");
-                        }
-                    }
-                }
+                HandoffInvariants.CheckLaunches(run, view, versions[run][2], Violation);
 
                 // Provider agents of this run (id -> (repository, status, pr)).
                 var atProvider = copilot

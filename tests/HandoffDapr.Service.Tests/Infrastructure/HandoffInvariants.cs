@@ -1,0 +1,90 @@
+using System.Text.Json.Nodes;
+
+namespace HandoffDapr.Service.Tests.Infrastructure;
+
+/// <summary>
+/// The promises the randomized tests check once a run has settled, on the run's view as the API answers it, and the
+/// pieces their harnesses share.
+/// </summary>
+public static class HandoffInvariants
+{
+    /// <summary>
+    /// Every repository of the latest solution ends launched with an agent or failed with a failure type; no launch is
+    /// left in another phase; an agent a launch names is in <c>coding_agents</c>; a generation past the first follows one
+    /// that had an agent (a failed agent relaunched).
+    /// </summary>
+    public static void CheckLaunches(long run, JsonObject view, JsonObject latestSolution, Action<string> violation)
+    {
+        var agents = view["coding_agents"]!.AsObject();
+        var launches = view["launches"]!.AsArray().Select(l => l!.AsObject()).ToList();
+        foreach (var repoNode in latestSolution["preferences"]!["repositories"]!.AsArray())
+        {
+            var repo = $"{repoNode!["owner"]}/{repoNode["name"]}";
+            var latest = launches.Where(l => l["repository"]!.GetValue<string>() == repo).MaxBy(l => l["generation"]!.GetValue<int>());
+            if (latest is null)
+            {
+                violation($"run {run}: {repo} of the latest solution has no launch");
+            }
+            else if (latest["phase"]!.GetValue<string>() == "launched" ? latest["agent_id"] is null : latest["failure_type"] is null)
+            {
+                violation($"run {run}: {repo} ended without agent or failure type: {latest.ToJsonString()}");
+            }
+        }
+
+        foreach (var launch in launches)
+        {
+            var phase = launch["phase"]!.GetValue<string>();
+            if (phase is not ("launched" or "failed"))
+            {
+                violation($"run {run}: launch left {phase}: {launch.ToJsonString()}");
+            }
+
+            if (phase == "failed" && launch["failure_type"] is null)
+            {
+                violation($"run {run}: failed launch without failure_type: {launch.ToJsonString()}");
+            }
+
+            if (launch["agent_id"]?.GetValue<string>() is { } agentId && !agents.ContainsKey(agentId))
+            {
+                violation($"run {run}: launch names agent {agentId} missing from coding_agents");
+            }
+
+            var generation = launch["generation"]!.GetValue<int>();
+            if (generation > 1)
+            {
+                var previous = launches.FirstOrDefault(l => l["repository"]!.GetValue<string>() == launch["repository"]!.GetValue<string>() && l["generation"]!.GetValue<int>() == generation - 1);
+                if (previous?["agent_id"] is null)
+                {
+                    violation($"run {run}: generation {generation} of {launch["repository"]} without an agent in generation {generation - 1}");
+                }
+            }
+        }
+    }
+
+    /// <summary>What no answer or view may contain: exception text, stack frames, the provider's own error text, secrets.</summary>
+    public static void CheckNoLeak(string where, string text, Action<string> violation, params string[] secrets)
+    {
+        foreach (var marker in new[] { "Exception", "   at ", "at HandoffDapr.", "System.", FakeCursor.ProviderSecretText }.Concat(secrets))
+        {
+            if (text.Contains(marker, StringComparison.Ordinal))
+            {
+                violation($"{where} contains '{marker}': {Truncate(text)}");
+            }
+        }
+    }
+
+    public static string Truncate(string text) => text.Length > 600 ? text[..600] + "…" : text;
+
+    /// <summary>A Cursor <c>statusChange</c> webhook body.</summary>
+    public static string CursorStatusChange(string agentId, string status, string? prUrl, string repository, string? branch) =>
+        new JsonObject
+        {
+            ["event"] = "statusChange",
+            ["timestamp"] = "2026-11-24T10:05:00Z",
+            ["id"] = agentId,
+            ["status"] = status,
+            ["source"] = new JsonObject { ["repository"] = repository, ["ref"] = "main" },
+            ["target"] = new JsonObject { ["url"] = $"https://cursor.com/agents?id={agentId}", ["branchName"] = branch, ["prUrl"] = prUrl },
+            ["summary"] = "Fixed the pool",
+        }.ToJsonString();
+}
