@@ -176,9 +176,12 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
         /// <summary>
         /// Stops the process. The shutdown grace runs on the (shared, fake) clock: once shutdown has begun the clock is
         /// moved through the grace, as the wall clock would move (by at most 0.6 s, far inside InFlightTimeout).
-        /// <paramref name="duringGrace"/> runs after shutdown began and before the grace is over.
+        /// <paramref name="duringGrace"/> runs after shutdown began and before the grace is over. Like Kestrel, which lets
+        /// the requests it is serving end before the app's services go away, the stop waits for <paramref name="serving"/>
+        /// (a request that reached the test server late, after the drain looked, would otherwise meet disposed services:
+        /// the test server does not wait for its requests).
         /// </summary>
-        private async Task StopAsync(Proc p, Func<Task>? duringGrace = null)
+        private async Task StopAsync(Proc p, Func<Task>? duringGrace = null, Task? serving = null)
         {
             var old = p.Factory!;
             var lifetime = old.Services.GetRequiredService<Microsoft.Extensions.Hosting.IHostApplicationLifetime>();
@@ -199,6 +202,11 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
             while (!lifetime.ApplicationStopped.IsCancellationRequested && waited.ElapsedMilliseconds < 15000)
             {
                 await Task.Delay(10);
+            }
+
+            if (serving is not null)
+            {
+                await Task.WhenAny(serving, Task.Delay(TimeSpan.FromSeconds(5)));
             }
 
             await old.DisposeAsync();
@@ -322,7 +330,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
                 }
 
                 Note($"stop {p.Name}");
-                await StopAsync(p);
+                await StopAsync(p, serving: background);
                 await Swallow(background);
             }
             else
@@ -386,7 +394,7 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
                 await Task.Delay(random.Next(0, 100));
                 h.Released.Set();
                 await Task.Delay(random.Next(0, 100));
-            } : null);
+            } : null, serving: background);
             h.Released.Set();
             await Swallow(background);
             await Swallow(meanwhile);
