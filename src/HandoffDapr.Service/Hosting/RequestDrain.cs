@@ -21,6 +21,7 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
     private readonly object gate = new();
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
+    private CancellationTokenSource? deadline;
 
     /// <summary>Requests (actor calls, API calls) being served now, and launch rounds being finished.</summary>
     public int InFlight => Volatile.Read(ref inFlight);
@@ -42,18 +43,26 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         return new Call(this);
     }
 
-    public async Task StoppingAsync(CancellationToken cancellationToken)
+    public Task StoppingAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken);
+
+    /// <summary>
+    /// Once the server has stopped, calls that reached it after <see cref="StoppingAsync"/> looked (a request already on
+    /// its way) still end before the app's services go away, within what is left of the same limit. Kestrel waits for
+    /// its requests anyway; a server that does not (the test server) would otherwise run them on disposed services.
+    /// </summary>
+    public Task StoppedAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken);
+
+    private async Task WaitForCallsAsync(CancellationToken cancellationToken)
     {
         if (InFlight == 0)
         {
             return;
         }
 
-        var limit = Limit;
+        var timeLeft = TimeLeft();
         IsDraining = true;
-        LogDraining(InFlight, limit);
-        using var timeLeft = new CancellationTokenSource(limit, timeProvider);
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeLeft.Token, cancellationToken);
+        LogDraining(InFlight, Limit);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeLeft, cancellationToken);
         try
         {
             // Calls keep coming while the server listens (a reminder's round, a retried trigger): idle once is not enough,
@@ -82,6 +91,16 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         }
     }
 
+    /// <summary>One limit for the whole shutdown, started by the first wait.</summary>
+    private CancellationToken TimeLeft()
+    {
+        lock (gate)
+        {
+            deadline ??= new CancellationTokenSource(Limit, timeProvider);
+            return deadline.Token;
+        }
+    }
+
     public Task StartingAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public Task StartAsync(CancellationToken cancellationToken) => Task.CompletedTask;
@@ -90,7 +109,6 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
-    public Task StoppedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     private void Leave()
     {

@@ -131,6 +131,43 @@ public sealed class RequestDrainTests
     }
 
     [Fact]
+    public async Task Request_that_reached_the_server_after_the_drain_looked_ends_before_the_host_has_stopped()
+    {
+        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Embedded), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        await drain.StoppingAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10)); // nothing in progress yet
+
+        // A request already on its way is served after that; the app's services must outlive it.
+        var late = drain.Enter();
+        var stopped = drain.StoppedAsync(CancellationToken.None);
+        await Task.Delay(100);
+        Assert.False(stopped.IsCompleted, "the host would dispose its services under a request in progress");
+
+        late.Dispose();
+        await stopped.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
+    public async Task Second_wait_shares_the_one_limit_of_the_shutdown()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
+        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        var first = drain.Enter();
+        var stopping = drain.StoppingAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(30));
+        first.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+
+        _ = drain.Enter();
+        var stopped = drain.StoppedAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(9));
+        Assert.False(stopped.IsCompleted);
+        time.Advance(TimeSpan.FromSeconds(2)); // 41 s since shutdown began
+
+        await stopped.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    [Fact]
     public async Task Drain_waits_for_a_call_that_began_while_it_was_draining()
     {
         var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
