@@ -22,12 +22,36 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
     private CancellationTokenSource? deadline;
+    private bool closed;
 
     /// <summary>Requests (actor calls, API calls) being served now, and launch rounds being finished.</summary>
     public int InFlight => Volatile.Read(ref inFlight);
 
     /// <summary>Shutdown has begun and waits for the calls in progress.</summary>
     public bool IsDraining { get; private set; }
+
+    /// <summary>
+    /// Counts a request arriving at the server, or says (null) that shutdown is over and the app's services are about to
+    /// go away: the request must not touch them. Kestrel has stopped accepting by then; a server that has not (the test
+    /// server) would otherwise run the request on disposed services.
+    /// </summary>
+    public IDisposable? TryEnterRequest()
+    {
+        lock (gate)
+        {
+            if (closed)
+            {
+                return null;
+            }
+
+            if (inFlight++ == 0)
+            {
+                currentIdle = NewIdle();
+            }
+        }
+
+        return new Call(this);
+    }
 
     /// <summary>Counts the request while it runs; dispose when it has ended, whichever way.</summary>
     public IDisposable Enter()
@@ -43,20 +67,25 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         return new Call(this);
     }
 
-    public Task StoppingAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken);
+    public Task StoppingAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken, close: false);
 
     /// <summary>
     /// Once the server has stopped, calls that reached it after <see cref="StoppingAsync"/> looked (a request already on
     /// its way) still end before the app's services go away, within what is left of the same limit. Kestrel waits for
     /// its requests anyway; a server that does not (the test server) would otherwise run them on disposed services.
     /// </summary>
-    public Task StoppedAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken);
+    public Task StoppedAsync(CancellationToken cancellationToken) => WaitForCallsAsync(cancellationToken, close: true);
 
-    private async Task WaitForCallsAsync(CancellationToken cancellationToken)
+    /// <param name="close">Once nothing is in progress (or the limit is reached), take no more requests.</param>
+    private async Task WaitForCallsAsync(CancellationToken cancellationToken, bool close)
     {
-        if (InFlight == 0)
+        lock (gate)
         {
-            return;
+            if (inFlight == 0)
+            {
+                closed |= close;
+                return;
+            }
         }
 
         var timeLeft = TimeLeft();
@@ -74,6 +103,7 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
                 {
                     if (inFlight == 0)
                     {
+                        closed |= close;
                         break;
                     }
 
@@ -88,6 +118,10 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         catch (OperationCanceledException)
         {
             LogDrainCutShort(InFlight);
+            lock (gate)
+            {
+                closed |= close;
+            }
         }
     }
 
@@ -157,6 +191,9 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
 
 public static class RequestDrainExtensions
 {
+    private static readonly byte[] ShutDownProblem =
+        """{"type":"https://handoff-dapr.dev/problems/unavailable","title":"Temporarily unavailable","status":503,"detail":"The service is shutting down. Try again shortly."}"""u8.ToArray();
+
     /// <summary>
     /// Counts every request but the health probes until its response is written: the API's, whose answers are written
     /// after the run's owner has returned and need the app's services still there, and in Dapr mode the actor runtime's
@@ -173,10 +210,17 @@ public static class RequestDrainExtensions
                 return;
             }
 
-            using (drain.Enter())
+            using var call = drain.TryEnterRequest();
+            if (call is null)
             {
-                await next(context);
+                // Written by hand: the problem writer's services may be gone already.
+                context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
+                context.Response.ContentType = "application/problem+json";
+                await context.Response.Body.WriteAsync(ShutDownProblem, context.RequestAborted);
+                return;
             }
+
+            await next(context);
         });
     }
 }

@@ -147,6 +147,26 @@ public sealed class RequestDrainTests
     }
 
     [Fact]
+    public async Task Request_arriving_once_shutdown_is_over_is_refused_so_it_cannot_touch_the_apps_services()
+    {
+        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Embedded), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        var served = drain.TryEnterRequest();
+        Assert.NotNull(served);
+        var stopped = drain.StoppedAsync(CancellationToken.None);
+
+        // Still before shutdown is over: served, and waited for.
+        var late = drain.TryEnterRequest();
+        Assert.NotNull(late);
+        served!.Dispose();
+        await Task.Delay(50);
+        Assert.False(stopped.IsCompleted);
+        late!.Dispose();
+        await stopped.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Null(drain.TryEnterRequest());
+    }
+
+    [Fact]
     public async Task Second_wait_shares_the_one_limit_of_the_shutdown()
     {
         var time = new FakeTimeProvider();
