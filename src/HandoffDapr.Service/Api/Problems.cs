@@ -89,10 +89,22 @@ public static class Problems
         new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", "Slow down and try again after the Retry-After delay."), retryAfter);
 
     public static ProblemHttpResult Unavailable() =>
-        Problem(StatusCodes.Status503ServiceUnavailable, "unavailable", "Temporarily unavailable", "The run's state could not be reached. Try again shortly.");
+        Problem(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, "The run's state could not be reached. Try again shortly.");
 
-    private static ProblemHttpResult Problem(int status, string slug, string title, string detail) =>
-        TypedResults.Problem(new ProblemDetails { Status = status, Type = TypeBase + slug, Title = title, Detail = detail });
+    /// <summary>
+    /// The answer to a request that arrives once shutdown is over, as bytes: the services that write a problem may be
+    /// gone by then (see <see cref="Hosting.RequestDrain.TryEnterRequest"/>).
+    /// </summary>
+    public static readonly byte[] ShuttingDownJson = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
+        Details(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, "The service is shutting down. Try again shortly."),
+        ServiceJsonContext.Default.ProblemDetails);
+
+    private const string UnavailableSlug = "unavailable", UnavailableTitle = "Temporarily unavailable";
+
+    private static ProblemHttpResult Problem(int status, string slug, string title, string detail) => TypedResults.Problem(Details(status, slug, title, detail));
+
+    private static ProblemDetails Details(int status, string slug, string title, string detail) =>
+        new() { Status = status, Type = TypeBase + slug, Title = title, Detail = detail };
 }
 
 /// <summary>A problem with a <c>Retry-After</c> header.</summary>

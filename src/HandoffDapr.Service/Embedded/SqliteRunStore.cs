@@ -186,10 +186,10 @@ public sealed partial class SqliteRunStore : IDisposable
         }
     }
 
-    /// <summary>A read connection with its queries prepared once: a read costs a bind and a step, not a parse.</summary>
     /// <summary>The redelivery lookup; the digest's index covers it (<c>runs_handled_event_versions</c>).</summary>
     internal const string HandledEventQuery = "SELECT run_id FROM runs WHERE handled_event = $digest AND handled_version = version";
 
+    /// <summary>A read connection with its queries prepared once: a read costs a bind and a step, not a parse.</summary>
     private sealed class ReadSession : IDisposable
     {
         private readonly SqliteConnection connection;

@@ -13,7 +13,7 @@ namespace HandoffDapr.Service.Hosting;
 /// grace and 5 s to record) is cut off with the process: its launch intent is saved, and the next owner reconciles it.
 /// </summary>
 public sealed partial class RequestDrain(IOptions<HandoffOptions> options, HostingContext hosting, TimeProvider timeProvider, ILogger<RequestDrain> logger)
-    : IHostedLifecycleService
+    : IHostedLifecycleService, IDisposable
 {
     /// <summary>How long shutdown waits for the requests in progress.</summary>
     public TimeSpan Limit => options.Value.ShutdownWaitIn(hosting.Mode);
@@ -125,6 +125,8 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         }
     }
 
+    public void Dispose() => deadline?.Dispose();
+
     /// <summary>One limit for the whole shutdown, started by the first wait.</summary>
     private CancellationToken TimeLeft()
     {
@@ -142,7 +144,6 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
     public Task StartedAsync(CancellationToken cancellationToken) => Task.CompletedTask;
 
     public Task StopAsync(CancellationToken cancellationToken) => Task.CompletedTask;
-
 
     private void Leave()
     {
@@ -191,9 +192,6 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
 
 public static class RequestDrainExtensions
 {
-    private static readonly byte[] ShutDownProblem =
-        """{"type":"https://handoff-dapr.dev/problems/unavailable","title":"Temporarily unavailable","status":503,"detail":"The service is shutting down. Try again shortly."}"""u8.ToArray();
-
     /// <summary>
     /// Counts every request but the health probes until its response is written: the API's, whose answers are written
     /// after the run's owner has returned and need the app's services still there, and in Dapr mode the actor runtime's
@@ -213,10 +211,10 @@ public static class RequestDrainExtensions
             using var call = drain.TryEnterRequest();
             if (call is null)
             {
-                // Written by hand: the problem writer's services may be gone already.
+                // Written as bytes: the problem writer's services may be gone already.
                 context.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
                 context.Response.ContentType = "application/problem+json";
-                await context.Response.Body.WriteAsync(ShutDownProblem, context.RequestAborted);
+                await context.Response.Body.WriteAsync(Api.Problems.ShuttingDownJson, context.RequestAborted);
                 return;
             }
 

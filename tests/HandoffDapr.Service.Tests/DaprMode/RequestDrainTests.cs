@@ -164,6 +164,12 @@ public sealed class RequestDrainTests
         await stopped.WaitAsync(TimeSpan.FromSeconds(10));
 
         Assert.Null(drain.TryEnterRequest());
+
+        // What such a request is answered instead: the API's own problem for an unavailable service.
+        var problem = System.Text.Json.Nodes.JsonNode.Parse(HandoffDapr.Service.Api.Problems.ShuttingDownJson)!;
+        Assert.Equal("https://handoff-dapr.dev/problems/unavailable", problem["type"]!.GetValue<string>());
+        Assert.Equal(503, problem["status"]!.GetValue<int>());
+        Assert.Equal("Temporarily unavailable", problem["title"]!.GetValue<string>());
     }
 
     [Fact]
