@@ -495,30 +495,13 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
             }
         }
 
-        private async Task<JsonObject?> ViewAsync(long run)
-        {
-            var response = await client!.GetAsync($"/runs/{run}/handoff?group_id={Payloads.GroupId}");
-            var body = await response.Content.ReadAsStringAsync();
-            CheckLeak($"GET run {run}", body);
-            if (response.StatusCode == HttpStatusCode.NotFound)
-            {
-                return null;
-            }
-
-            if (response.StatusCode != HttpStatusCode.OK)
-            {
-                Violation($"GET run {run}: {(int)response.StatusCode} {HandoffInvariants.Truncate(body)}");
-                return null;
-            }
-
-            return JsonNode.Parse(body)!.AsObject();
-        }
+        private Task<JsonObject?> ViewAsync(long run) => HandoffInvariants.ReadViewAsync(client!, run, string.Empty, CheckLeak, Violation);
 
         private async Task<bool> LaunchesSettledAsync()
         {
             foreach (var run in runs)
             {
-                if (await ViewAsync(run) is { } view && view["launches"]!.AsArray().Any(l => l!["phase"]!.GetValue<string>() is not ("launched" or "failed")))
+                if (await ViewAsync(run) is { } view && HandoffInvariants.HasUnsettledLaunch(view))
                 {
                     return false;
                 }

@@ -815,31 +815,17 @@ public sealed class TwoProcessRandomizedTests(ITestOutputHelper output)
             }
         }
 
-        private async Task<JsonObject?> ViewAsync(long run, Proc? on = null)
+        private Task<JsonObject?> ViewAsync(long run, Proc? on = null)
         {
             var p = on ?? AnyRunning();
-            var response = await p.Client!.GetAsync($"/runs/{run}/handoff?group_id={Payloads.GroupId}");
-            var body = await response.Content.ReadAsStringAsync();
-            CheckLeak($"GET run {run} on {p.Name}", body);
-            if (response.StatusCode == HttpStatusCode.NotFound)
-            {
-                return null;
-            }
-
-            if (response.StatusCode != HttpStatusCode.OK)
-            {
-                Violation($"GET run {run} on {p.Name}: {(int)response.StatusCode} {HandoffInvariants.Truncate(body)}");
-                return null;
-            }
-
-            return JsonNode.Parse(body)!.AsObject();
+            return HandoffInvariants.ReadViewAsync(p.Client!, run, $" on {p.Name}", CheckLeak, Violation);
         }
 
         private async Task<bool> LaunchesSettledAsync()
         {
             foreach (var run in runs)
             {
-                if (await ViewAsync(run) is { } view && view["launches"]!.AsArray().Any(l => l!["phase"]!.GetValue<string>() is not ("launched" or "failed")))
+                if (await ViewAsync(run) is { } view && HandoffInvariants.HasUnsettledLaunch(view))
                 {
                     return false;
                 }

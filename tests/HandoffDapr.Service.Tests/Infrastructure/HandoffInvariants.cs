@@ -73,6 +73,33 @@ public static class HandoffInvariants
         }
     }
 
+    /// <summary>
+    /// A run's view read through the API, checked for leaks; null when the run is unknown (404) or the read failed (a
+    /// violation).
+    /// </summary>
+    public static async Task<JsonObject?> ReadViewAsync(HttpClient client, long run, string where, Action<string, string> checkLeak, Action<string> violation)
+    {
+        var response = await client.GetAsync($"/runs/{run}/handoff?group_id={Payloads.GroupId}");
+        var body = await response.Content.ReadAsStringAsync();
+        checkLeak($"GET run {run}{where}", body);
+        if (response.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+
+        if (response.StatusCode != System.Net.HttpStatusCode.OK)
+        {
+            violation($"GET run {run}{where}: {(int)response.StatusCode} {Truncate(body)}");
+            return null;
+        }
+
+        return JsonNode.Parse(body)!.AsObject();
+    }
+
+    /// <summary>A launch still waiting, under way or of unknown outcome: the schedule has work left.</summary>
+    public static bool HasUnsettledLaunch(JsonObject view) =>
+        view["launches"]!.AsArray().Any(l => l!["phase"]!.GetValue<string>() is not ("launched" or "failed"));
+
     public static string Truncate(string text) => text.Length > 600 ? text[..600] + "…" : text;
 
     /// <summary>A Cursor <c>statusChange</c> webhook body.</summary>
