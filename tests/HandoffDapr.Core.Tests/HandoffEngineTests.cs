@@ -297,6 +297,38 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_round_whose_save_fails_counts_nothing_and_the_round_decided_again_counts_each_launch_once()
+    {
+        using var counted = new CountedMeasurements();
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var answers = await HoldAnswersAsync(started.Round!);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => engine.CompleteRoundAsync(writer.Saved.Last(), answers, new FailingWriter()));
+        Assert.Equal(0, counted["handoff.launches"]);
+        await engine.CompleteRoundAsync(writer.Saved.Last(), answers, writer);
+
+        Assert.Equal(2, counted["handoff.launches"]);
+        Assert.Equal(2, counted["handoff.agents.status_changes"]);
+        Assert.All(writer.Saved.Last().Launches, launch => Assert.Equal(LaunchPhase.Launched, launch.Phase));
+    }
+
+    [Fact]
+    public async Task A_report_whose_save_fails_counts_no_status_change()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        using var counted = new CountedMeasurements();
+        var report = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3"));
+
+        await Assert.ThrowsAsync<IOException>(() => engine.ApplyAgentReportAsync(writer.Saved.Last(), report, new FailingWriter(), CancellationToken.None));
+        Assert.Equal(0, counted["handoff.agents.status_changes"]);
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), report, writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    [Fact]
     public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
     {
         var logger = new FakeLogger<HandoffEngine>();
@@ -909,10 +941,10 @@ public sealed class HandoffEngineTests
             Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
         };
 
-        var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, PrUrl: "https://github.com/acme/shop/pull/1"));
-        var done = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1", Summary: "fixed"));
-        var late = engine.ApplyAgentReport(done, new ProviderAgent("bc-1", ProviderAgentStatus.Running));
-        var unknown = engine.ApplyAgentReport(done, new ProviderAgent("bc-other", ProviderAgentStatus.Error));
+        var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, PrUrl: "https://github.com/acme/shop/pull/1"), new TurnMeasurements());
+        var done = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1", Summary: "fixed"), new TurnMeasurements());
+        var late = engine.ApplyAgentReport(done, new ProviderAgent("bc-1", ProviderAgentStatus.Running), new TurnMeasurements());
+        var unknown = engine.ApplyAgentReport(done, new ProviderAgent("bc-other", ProviderAgentStatus.Error), new TurnMeasurements());
 
         Assert.Empty(running.CodingAgents["bc-1"].Results);
         Assert.Equal(CodingAgentStatus.Completed, done.CodingAgents["bc-1"].Status);
@@ -1238,6 +1270,12 @@ public sealed class HandoffEngineTests
             time.Advance(TimeSpan.FromHours(1));
             await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         }
+    }
+
+    /// <summary>A store that cannot be written: every save fails.</summary>
+    private sealed class FailingWriter : IRunStateWriter
+    {
+        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
     }
 
     /// <summary>A writer whose first save (the launch intent) takes <paramref name="firstSave"/> on the clock, as a busy store would.</summary>

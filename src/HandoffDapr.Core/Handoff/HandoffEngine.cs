@@ -327,6 +327,7 @@ public sealed partial class HandoffEngine(
 
         var state = current;
         var now = timeProvider.GetUtcNow();
+        var counted = new TurnMeasurements();
         var reports = new Dictionary<string, ProviderAgent>();
         for (var i = 0; i < poll.Agents.Count; i++)
         {
@@ -350,7 +351,7 @@ public sealed partial class HandoffEngine(
             var report = reports.GetValueOrDefault(agent.Id);
             if (report is not null)
             {
-                var updated = ApplyAgentReport(state, report);
+                var updated = ApplyAgentReport(state, report, counted);
                 changed |= !ReferenceEquals(updated, state);
                 state = updated;
             }
@@ -411,6 +412,7 @@ public sealed partial class HandoffEngine(
         }
 
         await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
         return new PollVerdict(timedOut);
     }
 
@@ -483,9 +485,11 @@ public sealed partial class HandoffEngine(
 
             var now = timeProvider.GetUtcNow();
             LogReconciled(state.RunId, orphaned.Repository, report.Id);
-            var adopted = WithAgentOf(state, orphaned, report, now)
+            var adoptedCount = new TurnMeasurements();
+            var adopted = WithAgentOf(state, orphaned, report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
             await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
+            adoptedCount.Publish();
             return AgentReportStatus.Changed;
         }
 
@@ -494,13 +498,15 @@ public sealed partial class HandoffEngine(
             return AgentReportStatus.UnknownAgent;
         }
 
-        var updated = ApplyAgentReport(state, report);
+        var counted = new TurnMeasurements();
+        var updated = ApplyAgentReport(state, report, counted);
         if (ReferenceEquals(updated, state))
         {
             return AgentReportStatus.Unchanged;
         }
 
         await writer.SaveAsync(updated, CancellationToken.None);
+        counted.Publish();
         return AgentReportStatus.Changed;
     }
 
@@ -617,7 +623,7 @@ public sealed partial class HandoffEngine(
         agent.Status == CodingAgentStatus.Completed && !agent.Results.Any(result => result.PrUrl is not null);
 
     /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
-    public RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report)
+    internal RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report, TurnMeasurements counted)
     {
         report = WithSafeUrls(report);
         if (!state.CodingAgents.TryGetValue(report.Id, out var agent))
@@ -643,7 +649,7 @@ public sealed partial class HandoffEngine(
 
         var now = timeProvider.GetUtcNow();
         LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
-        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.Value.WireName()));
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
@@ -946,8 +952,10 @@ public sealed partial class HandoffEngine(
             return HandoffResult.Empty;
         }
 
-        var state = Apply(current, round.Launches, answers.Attempts);
+        var counted = new TurnMeasurements();
+        var state = Apply(current, round.Launches, answers.Attempts, counted);
         await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
         return Summarize(state, round.Plan);
     }
 
@@ -1015,7 +1023,7 @@ public sealed partial class HandoffEngine(
         return new LaunchAttempt(result.Value, result.Failure, Reconciled: false);
     }
 
-    private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts)
+    private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts, TurnMeasurements counted)
     {
         var now = timeProvider.GetUtcNow();
         var timeline = new List<TimelineEntry>(sent.Count);
@@ -1026,16 +1034,16 @@ public sealed partial class HandoffEngine(
                 && string.Equals(stored.Repository, sent[i].Launch.Repository, StringComparison.OrdinalIgnoreCase));
             if (launch is not { Phase: LaunchPhase.InFlight } || launch.Attempts != sent[i].Launch.Attempts || launch.AttemptStartedAt != sent[i].Launch.AttemptStartedAt)
             {
-                state = ApplyLate(state, sent[i].Launch, launch, outcome, now, timeline);
+                state = ApplyLate(state, sent[i].Launch, launch, outcome, now, timeline, counted);
                 continue;
             }
 
             if (outcome.Agent is { } agent)
             {
-                state = WithAgentOf(state, launch, agent, now);
+                state = WithAgentOf(state, launch, agent, now, counted);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
-                HandoffTelemetry.Launches.Add(1, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
+                counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
                 continue;
             }
 
@@ -1050,8 +1058,8 @@ public sealed partial class HandoffEngine(
                 state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
                 LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt);
-                HandoffTelemetry.Launches.Add(1, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
-                HandoffTelemetry.RetriesScheduled.Add(1, Tag("failure_type", failure.FailureType));
+                counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
+                counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
                 continue;
             }
 
@@ -1059,7 +1067,7 @@ public sealed partial class HandoffEngine(
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
             LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade);
-            HandoffTelemetry.Launches.Add(1, Tag("outcome", "failed"), Tag("failure_type", failureType));
+            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
         return PollingIfActive(state.WithTimeline(timeline), now);
@@ -1070,7 +1078,8 @@ public sealed partial class HandoffEngine(
     /// made another. A failure then says nothing the launch does not know; an agent it has no agent for is adopted, as
     /// reconciling would have; a different agent than the one it has is a second agent on the repository, only logged.
     /// </summary>
-    private RunHandoffState ApplyLate(RunHandoffState state, RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome, DateTimeOffset now, List<TimelineEntry> timeline)
+    private RunHandoffState ApplyLate(
+        RunHandoffState state, RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome, DateTimeOffset now, List<TimelineEntry> timeline, TurnMeasurements counted)
     {
         if (outcome.Agent is not { } agent || launch?.AgentId == agent.Id)
         {
@@ -1082,7 +1091,7 @@ public sealed partial class HandoffEngine(
         {
             LogReconciled(state.RunId, launch.Repository, agent.Id);
             timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
-            return WithAgentOf(state, launch, agent, now);
+            return WithAgentOf(state, launch, agent, now, counted);
         }
 
         LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id);
@@ -1103,7 +1112,7 @@ public sealed partial class HandoffEngine(
         Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp) ? url : null;
 
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
-    private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now)
+    private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
     {
         agent = WithSafeUrls(agent);
         var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
@@ -1115,7 +1124,7 @@ public sealed partial class HandoffEngine(
             string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
             agent.CreatedAt ?? now,
             ResultsOf(agent, status, launch, []));
-        HandoffTelemetry.AgentStatusChanges.Add(1, Tag("status", status.WireName()));
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.WireName()));
         return state.WithAgent(agentState).WithLaunch(launch with
         {
             Phase = LaunchPhase.Launched,

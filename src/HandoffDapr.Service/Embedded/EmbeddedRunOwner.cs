@@ -165,8 +165,8 @@ public sealed class EmbeddedRunOwner(
             {
                 // Another process on the same file saved the run after it was read here (this process's lock keeps its
                 // own callers apart): the engine decides again on what that process saved. Nothing the failed save
-                // carried was written, and provider calls are made outside this turn, so none is repeated (only the
-                // engine's metric counters for the turn count it again).
+                // carried was written (nor counted: the engine counts a turn once it is saved), and provider calls are
+                // made outside this turn, so none is repeated.
             }
             catch (SqliteException exception)
             {

@@ -1,0 +1,46 @@
+using System.Collections.Concurrent;
+using System.Diagnostics.Metrics;
+using HandoffDapr.Core.Handoff;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>
+/// Counts what the handoff's counters receive from the test that created it (and the calls it awaits), not from tests
+/// running beside it: the meter is process-wide, so measurements are taken only in this test's execution context.
+/// </summary>
+internal sealed class CountedMeasurements : IDisposable
+{
+    private static readonly AsyncLocal<CountedMeasurements?> Current = new();
+    private readonly MeterListener listener = new();
+    private readonly ConcurrentDictionary<string, long> totals = new();
+
+    public CountedMeasurements()
+    {
+        // Set here, in the test's own flow (a synchronous call does not restore the caller's context).
+        Current.Value = this;
+        listener.InstrumentPublished = (instrument, l) =>
+        {
+            if (instrument.Meter.Name == HandoffTelemetry.Name)
+            {
+                l.EnableMeasurementEvents(instrument);
+            }
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
+        {
+            if (ReferenceEquals(Current.Value, this))
+            {
+                totals.AddOrUpdate(instrument.Name, value, (_, total) => total + value);
+            }
+        });
+        listener.Start();
+    }
+
+    /// <summary>The sum this test's flow added to the named counter.</summary>
+    public long this[string counter] => totals.GetValueOrDefault(counter);
+
+    public void Dispose()
+    {
+        listener.Dispose();
+        Current.Value = null;
+    }
+}
