@@ -10,6 +10,7 @@ namespace HandoffDapr.Service.Api;
 public static class RequestBody
 {
     private const int InitialBufferBytes = 16 * 1024;
+    private const string BrokenFraming = "The body is not well-formed HTTP (bad length or chunk framing).";
 
     public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadAsync(
         HttpRequest request, long limit, CancellationToken cancellationToken)
@@ -61,8 +62,15 @@ public static class RequestBody
             {
                 StatusCodes.Status413PayloadTooLarge => Problems.BodyTooLarge(limit),
                 StatusCodes.Status408RequestTimeout => Problems.BodyTooSlow(),
-                _ => Problems.InvalidBody("The body is not well-formed HTTP (bad length or chunk framing)."),
+                _ => Problems.InvalidBody(BrokenFraming),
             });
+        }
+        catch (IOException)
+        {
+            // Framing Kestrel reports as a broken stream rather than a bad request (a chunk size that overflows a
+            // number), or a connection that ended mid-body (then nobody reads this answer, but nothing is logged as a fault).
+            body.Dispose();
+            return (null, Problems.InvalidBody(BrokenFraming));
         }
         catch
         {

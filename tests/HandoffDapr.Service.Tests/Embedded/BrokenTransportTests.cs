@@ -40,6 +40,22 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
 
     [Theory]
     [MemberData(nameof(BodyRoutes))]
+    public async Task Chunk_with_a_size_too_large_for_a_number_is_a_400_problem(string path)
+    {
+        // Kestrel reports this one as an IOException (its size overflowed while parsing), not as a bad request.
+        foreach (var size in new[] { "80000000", "ffffffffffffffffff" })
+        {
+            var (status, head, body) = await service.SendRawAsync(
+                $"POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{size}\r\n{{}}\r\n0\r\n\r\n");
+
+            Assert.True(status == 400, $"chunk size {size}: {status}\n{head}\n{body}");
+            Assert.Contains("application/problem+json", head, StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain("Exception", body);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(BodyRoutes))]
     public async Task Chunked_body_over_the_configured_limit_is_a_413_problem(string path)
     {
         // Chunked, so no Content-Length warns in advance: the limit is found while reading.
