@@ -57,6 +57,18 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.False(body["source"]!.AsObject().ContainsKey("ref"));
     }
 
+    [Fact]
+    public async Task An_error_answer_with_a_property_name_that_cannot_be_read_is_still_classified_by_its_status()
+    {
+        // Well-formed JSON, but the name is a lone surrogate: looking up "error" meets it first and cannot compare it.
+        Answer("/v0/agents", 401, """{"error":{"message":"bad key"},"\ud800":1}""");
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.InvalidCredentials, result.Failure!.FailureType);
+        Assert.False(result.Failure.OutcomeUnknown);
+    }
+
     [Theory]
     [InlineData(401, FailureTypes.InvalidCredentials, false)]
     [InlineData(403, FailureTypes.RepositoryAccess, false)]

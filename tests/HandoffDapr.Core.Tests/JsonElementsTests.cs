@@ -11,6 +11,8 @@ public sealed class JsonElementsTests
     [InlineData("""{"p":"\ud800"}""", null)]
     [InlineData("""{"p":1}""", null)]
     [InlineData("""{}""", null)]
+    [InlineData("""{"\ud800":1,"p":"ok"}""", "ok")]
+    [InlineData("""{"p":"ok","\ud800":1}""", null)]
     public void Property_read_from_an_element_is_null_unless_it_is_a_valid_string(string json, string? expected)
     {
         using var document = JsonDocument.Parse(json);
@@ -31,5 +33,17 @@ public sealed class JsonElementsTests
         reader.Read();
 
         Assert.Equal(expected, JsonElements.String(ref reader));
+    }
+
+    [Theory]
+    [InlineData("""{"p":7}""", 7L)]
+    [InlineData("""{"p":7,"\udc00":1}""", null)]
+    [InlineData("""{"p":1e3}""", null)]
+    [InlineData("""{"p":"7"}""", null)]
+    public void Number_read_from_an_element_is_null_unless_it_is_a_whole_number_that_can_be_found(string json, long? expected)
+    {
+        using var document = JsonDocument.Parse(json);
+
+        Assert.Equal(expected, JsonElements.Int64(document.RootElement, "p"));
     }
 }

@@ -5,10 +5,14 @@ namespace HandoffDapr.Core.Serialization;
 /// <summary>Defensive reads of untrusted JSON.</summary>
 public static class JsonElements
 {
-    /// <summary>A string property, or null when absent, of another type, or not valid UTF-16 (a lone surrogate makes GetString throw).</summary>
+    /// <summary>
+    /// A string property, or null when absent, of another type, or not valid UTF-16 (a lone surrogate makes GetString
+    /// throw); also null when the search for it meets a property name that is not valid UTF-16 (names are compared from
+    /// the object's end, and such a name cannot be compared).
+    /// </summary>
     public static string? String(JsonElement element, string property)
     {
-        if (element.ValueKind != JsonValueKind.Object || !element.TryGetProperty(property, out var value) || value.ValueKind != JsonValueKind.String)
+        if (!TryGetProperty(element, property, out var value) || value.ValueKind != JsonValueKind.String)
         {
             return null;
         }
@@ -23,10 +27,22 @@ public static class JsonElements
         }
     }
 
-    /// <summary>A whole-number property that fits a long, or null when absent, of another type or out of range.</summary>
+    /// <summary>A whole-number property that fits a long, or null when absent, of another type or out of range (or not found, as for <see cref="String(JsonElement, string)"/>).</summary>
     public static long? Int64(JsonElement element, string property) =>
-        element.ValueKind == JsonValueKind.Object && element.TryGetProperty(property, out var value)
-            && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) ? number : null;
+        TryGetProperty(element, property, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) ? number : null;
+
+    private static bool TryGetProperty(JsonElement element, string property, out JsonElement value)
+    {
+        value = default;
+        try
+        {
+            return element.ValueKind == JsonValueKind.Object && element.TryGetProperty(property, out value);
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>The token the reader is on as a string, or null when it is of another type or not valid UTF-16.</summary>
     public static string? String(ref Utf8JsonReader reader)

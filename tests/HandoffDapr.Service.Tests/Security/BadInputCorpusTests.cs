@@ -140,6 +140,10 @@ public sealed class BadInputCorpusTests : IDisposable
         yield return Text(valid.Insert(1, "\"run_id\":1,\"run_id\":2,\"group_id\":3,"));
         yield return Text(valid.Replace("acme", "\\ud800", StringComparison.Ordinal));
         yield return Text(valid.Replace("acme", "\\udfff\\ud800", StringComparison.Ordinal));
+        // Property names that are lone surrogates: a lookup that meets one (names are searched from the end) cannot compare it.
+        yield return Text(valid.Insert(valid.Length - 1, ",\"\\ud800\":1"));
+        yield return Text(valid.Replace("}", ",\"\\udc00\":1}", StringComparison.Ordinal));
+        yield return Text(valid.Replace("{\"", "{\"\\udc00\":1,\"", StringComparison.Ordinal));
         yield return Text(valid.Replace("456", "99999999999999999999999999", StringComparison.Ordinal));
         yield return Text(valid.Replace("42", "4.2e1", StringComparison.Ordinal));
         yield return Text("[" + valid + "]");

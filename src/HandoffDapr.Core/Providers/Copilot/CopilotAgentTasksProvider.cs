@@ -505,7 +505,7 @@ public sealed class CopilotAgentTasksProvider(
             using var document = JsonDocument.Parse(body);
             return JsonElements.String(document.RootElement, "message");
         }
-        catch (JsonException)
+        catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
         {
             return null;
         }

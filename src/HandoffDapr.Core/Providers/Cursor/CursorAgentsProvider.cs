@@ -187,7 +187,7 @@ public sealed class CursorAgentsProvider(
                     ? ReadString(error, "message") ?? ReadString(error, "error") ?? ReadString(error, "code")
                     : ReadString(root, "message") ?? ReadString(root, "error");
         }
-        catch (JsonException)
+        catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
         {
             return "(unreadable body)";
         }

@@ -56,8 +56,9 @@ public static partial class CursorWebhook
             change = new CursorStatusChange(agent, ParseGitHubRepository(rawRepository), rawRepository);
             return ParseResult.StatusChange;
         }
-        catch (JsonException)
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException)
         {
+            // InvalidOperationException: a property name that is not valid UTF-16 (a lone surrogate), met by a lookup.
             return ParseResult.Invalid;
         }
     }
