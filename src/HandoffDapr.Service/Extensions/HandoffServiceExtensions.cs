@@ -83,7 +83,8 @@ public static class HandoffServiceExtensions
 
         if (app.Environment.IsDevelopment())
         {
-            app.MapOpenApi();
+            // The one document by its path: the default pattern answers any other name with a plain-text 404 of its own.
+            app.MapOpenApi("/openapi/v1.json");
         }
 
         // The status page itself is static; the data it reads (/runs) is behind the caller check.

@@ -32,6 +32,17 @@ public sealed class OpenApiTests : IDisposable
     }
 
     [Fact]
+    public async Task A_document_name_other_than_v1_is_a_404_problem_like_any_unknown_route()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-v2.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var response = await factory.CreateClient().GetAsync("/openapi/v2.json");
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
+    [Fact]
     public async Task Openapi_document_offers_only_the_body_fields_the_service_reads_and_marks_required_ones_non_null()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("openapi-bodies.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
