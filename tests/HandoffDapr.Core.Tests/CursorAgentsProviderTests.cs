@@ -231,6 +231,52 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.True(result.Failure!.OutcomeUnknown);
     }
 
+    [Theory]
+    [InlineData("2")]
+    [InlineData("""{"page":"2"}""")]
+    [InlineData("\"\\ud800\"")]
+    public async Task A_next_cursor_that_cannot_be_read_is_an_unknown_outcome_not_the_last_page(string nextCursor)
+    {
+        // Ours may be on the next page: taking the page for the last one would answer "none" and launch it again.
+        Answer("/v0/agents", 200, """{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"other"}}],"nextCursor":""" + nextCursor + "}");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData("null")]
+    [InlineData("""{"branchName":12}""")]
+    [InlineData("""{"branchName":"\ud800"}""")]
+    [InlineData("""{"url":"https://cursor.com/agents?id=bc-9"}""")]
+    public async Task An_agent_of_the_repository_whose_branch_cannot_be_read_makes_the_lookup_incomplete_unless_it_is_older_than_the_launch(string target)
+    {
+        var firstSent = new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero);
+        Answer("/v0/agents", 200, $$$"""
+            {"agents":[
+              {"id":"bc-9","status":"RUNNING","createdAt":"2026-11-24T10:00:02Z","source":{"repository":"https://github.com/acme/shop"},"target":{{{target}}}},
+              {"id":"bc-8","status":"RUNNING","createdAt":"2026-11-24T10:00:03Z","source":{"repository":"https://github.com/acme/web"},"target":{{{target}}}}]}
+            """);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var sinceItsLaunch = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+        var olderThanTheLaunch = await provider.FindAgentByBranchAsync(repository.Value, "fix-abc123", firstSent.AddHours(1), CancellationToken.None);
+        RepositoryName.TryParse("acme/api", out var otherRepository);
+        var elsewhere = await provider.FindAgentByBranchAsync(otherRepository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        // It may be ours (the branch is how ours is told apart): "none" would launch a second agent beside it.
+        Assert.Equal(FailureTypes.ReconcileIncomplete, sinceItsLaunch.Failure?.FailureType);
+        Assert.True(sinceItsLaunch.Failure!.OutcomeUnknown);
+        Assert.True(olderThanTheLaunch.IsSuccess);
+        Assert.Null(olderThanTheLaunch.Value);
+        Assert.True(elsewhere.IsSuccess);
+        Assert.Null(elsewhere.Value);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 

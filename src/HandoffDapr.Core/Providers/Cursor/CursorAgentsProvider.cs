@@ -43,6 +43,10 @@ public sealed class CursorAgentsProvider(
     public async Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
     {
         string? cursor = null;
+        // Agents of the repository whose branch cannot be read, created since the first attempt (or at an unknown time):
+        // any of them may be ours, so without a match the lookup is incomplete, never "not found".
+        var unreadable = 0;
+        var since = firstSentAt - ClockSlack;
         for (var page = 0; page < MaxListPages; page++)
         {
             var path = cursor is null
@@ -72,16 +76,31 @@ public sealed class CursorAgentsProvider(
                     }
 
                     element.TryGetProperty("target", out var target);
-                    if (string.Equals(ReadString(target, "branchName"), branchName, StringComparison.Ordinal) && RepositoryMatches(element, repository))
+                    var shownBranch = ReadString(target, "branchName");
+                    if (!RepositoryMatches(element, repository))
+                    {
+                        continue;
+                    }
+
+                    if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
                     {
                         // Ours, but unreadable (no usable id): "none" would launch a second agent beside it.
                         return ReadAgent(element) is { } agent
                             ? ProviderResult<ProviderAgent?>.Success(agent)
                             : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
                     }
+
+                    if (shownBranch is null && !(CreatedAt(element) < since))
+                    {
+                        unreadable++;
+                    }
                 }
 
-                cursor = ReadString(document.RootElement, "nextCursor");
+                if (!TryReadNextCursor(document.RootElement, out cursor))
+                {
+                    // More pages, but where they are cannot be read: ours may be on one of them.
+                    return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
+                }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
             {
@@ -90,12 +109,34 @@ public sealed class CursorAgentsProvider(
 
             if (string.IsNullOrEmpty(cursor))
             {
-                return ProviderResult<ProviderAgent?>.Success(null);
+                return unreadable > 0 ? exchange.ReadsIncomplete(unreadable) : ProviderResult<ProviderAgent?>.Success(null);
             }
         }
 
         return exchange.ListExhausted(MaxListPages);
     }
+
+    /// <summary>Clocks differ: an agent stamped a little before our first attempt may still be its own.</summary>
+    private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
+
+    /// <summary>The next page's cursor, null on the last page (absent, null or empty); false when there is one that cannot be read.</summary>
+    private static bool TryReadNextCursor(JsonElement page, out string? cursor)
+    {
+        cursor = null;
+        if (!page.TryGetProperty("nextCursor", out var next) || next.ValueKind == JsonValueKind.Null)
+        {
+            return true;
+        }
+
+        // A lone surrogate throws here, read as an unreadable answer.
+        cursor = next.ValueKind == JsonValueKind.String ? next.GetString() : null;
+        return next.ValueKind == JsonValueKind.String;
+    }
+
+    private static DateTimeOffset? CreatedAt(JsonElement agent) =>
+        ReadString(agent, "createdAt") is { } created && DateTimeOffset.TryParse(created, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed)
+            ? parsed
+            : null;
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) =>
         SendForAcknowledgementAsync(agentId, "stop", default, cancellationToken);
@@ -134,11 +175,6 @@ public sealed class CursorAgentsProvider(
         }
 
         element.TryGetProperty("target", out var target);
-        var createdAt = ReadString(element, "createdAt") is { } created
-            && DateTimeOffset.TryParse(created, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed)
-                ? parsed
-                : (DateTimeOffset?)null;
-
         return new ProviderAgent(
             id,
             MapStatus(ReadString(element, "status")),
@@ -147,7 +183,7 @@ public sealed class CursorAgentsProvider(
             ReadString(target, "branchName"),
             ReadString(target, "prUrl"),
             ReadString(element, "summary"),
-            createdAt);
+            CreatedAt(element));
     }
 
     public static ProviderAgentStatus MapStatus(string? status) => status?.ToUpperInvariant() switch
