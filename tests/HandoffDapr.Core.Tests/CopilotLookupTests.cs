@@ -1,3 +1,4 @@
+using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Copilot;
 using HandoffDapr.Core.Repositories;
@@ -5,7 +6,6 @@ using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HandoffDapr.Core.Tests;
 
-/// <summary>The Copilot client's lost-launch lookup against a scripted transport.</summary>
 /// <summary>Looking for a lost launch among GitHub's tasks: a task that may be ours is never taken for "none".</summary>
 public sealed class CopilotLookupTests
 {
@@ -46,9 +46,50 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
-    [InlineData("completed", 0)]
+    [InlineData("completed")]
+    [InlineData("failed")]
+    [InlineData("queued")]
+    public async Task Task_without_a_session_prompt_created_since_the_launch_is_not_taken_for_not_ours_whatever_its_state(string state)
+    {
+        // A task that ended shows no prompt either when GitHub's answer leaves its sessions out: it may be ours.
+        var created = DateTimeOffset.UtcNow.AddMinutes(-30).ToString("O");
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"{{state}}","created_at":"{{created}}"}]}""")
+            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"{{state}}","created_at":"{{created}}"}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", DateTimeOffset.UtcNow.AddHours(-1), CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+    }
+
+    [Theory]
+    [InlineData("""{"id":101,"state":"queued","created_at":"{0}","artifacts":[{"type":"branch","data":{"head_ref":"copilot/fix-1"}}]}""")]
+    [InlineData("""{"id":"task/1","state":"completed","created_at":"{0}","head_ref":"copilot/fix-1"}""")]
+    [InlineData("""{"id":"","state":"queued"}""")]
+    public async Task Listed_task_that_cannot_be_read_is_not_ruled_out_by_the_branch_github_named(string task)
+    {
+        // GitHub names a task's branch itself: ours is shown on "another" branch too.
+        var listed = task.Replace("{0}", DateTimeOffset.UtcNow.AddMinutes(-30).ToString("O"), StringComparison.Ordinal);
+        var transport = new ScriptedTransport(path => path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+            ? (200, $$"""{"tasks":[{{listed}}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", DateTimeOffset.UtcNow.AddHours(-1), CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.True(result.Failure!.OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData("completed", 7)]
     [InlineData("queued", 7)]
-    public async Task Task_without_a_session_prompt_that_ended_or_is_hours_older_than_any_lost_launch_does_not_block_the_lookup(string state, int hoursOld)
+    public async Task Task_without_a_session_prompt_hours_older_than_any_lost_launch_does_not_block_the_lookup(string state, int hoursOld)
     {
         var created = DateTimeOffset.UtcNow.AddHours(-hoursOld).ToString("O");
         var transport = new ScriptedTransport(path =>

@@ -231,8 +231,9 @@ public sealed class CopilotAgentTasksProvider(
 
                     if (agent is null)
                     {
-                        // Not readable, and not shown on another branch: it may be ours.
-                        unreadableListed += shownBranch is null ? 1 : 0;
+                        // Not readable: it may be ours, unless it is older than the launch. The branch it is shown on says
+                        // nothing, as GitHub names a task's branch itself.
+                        unreadableListed += CreatedAt(task) < since ? 0 : 1;
                     }
                     else if (agent.CreatedAt < since)
                     {
@@ -301,9 +302,10 @@ public sealed class CopilotAgentTasksProvider(
                 return ProviderResult<ProviderAgent?>.Success(task);
             }
 
-            if (prompts.Count == 0 && task.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running or ProviderAgentStatus.Unknown)
+            if (prompts.Count == 0)
             {
-                // No session prompt to tell by yet (a task just queued): it may be ours.
+                // No session prompt to tell by (a task just queued, or an answer without its sessions, whatever the task's
+                // state): it may be ours. Only tasks created since the launch's first attempt get here.
                 unreadable++;
             }
         }
@@ -397,10 +399,6 @@ public sealed class CopilotAgentTasksProvider(
             return null;
         }
 
-        var created = JsonElements.String(task, "created_at") is { } text
-            && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed)
-                ? parsed
-                : (DateTimeOffset?)null;
         return new ProviderAgent(
             id,
             MapState(JsonElements.String(task, "state")),
@@ -409,8 +407,13 @@ public sealed class CopilotAgentTasksProvider(
             HeadRef(task),
             PullRequestUrl(task),
             Summary: null,
-            created);
+            CreatedAt(task));
     }
+
+    private static DateTimeOffset? CreatedAt(JsonElement task) =>
+        JsonElements.String(task, "created_at") is { } text && DateTimeOffset.TryParse(text, CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var parsed)
+            ? parsed
+            : null;
 
     /// <summary>The task's head branch: on a branch artifact, else on the task itself, else on its latest session (GitHub's model).</summary>
     private static string? HeadRef(JsonElement task)
