@@ -19,6 +19,9 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
     {
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
         ConnectTimeout = TimeSpan.FromSeconds(10),
+        // A redirect would re-send the prompt (and the webhook secret) to wherever it points, without the key: it is
+        // answered as it came, a refusal like any other (invalid_request).
+        AllowAutoRedirect = false,
     };
 
     public HttpClient Create(IntegrationOptions integration)

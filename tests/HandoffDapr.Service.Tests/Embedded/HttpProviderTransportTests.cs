@@ -40,6 +40,24 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal(ProviderHttpClients.MaxAnswerBytes, response.Body.Length);
     }
 
+    [Theory]
+    [InlineData(301)]
+    [InlineData(307)]
+    [InlineData(308)]
+    public async Task A_redirect_is_answered_as_it_came_not_followed_to_where_the_prompt_and_key_would_go(int status)
+    {
+        using var elsewhere = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+        elsewhere.Given(Request.Create().UsingAnyMethod()).RespondWith(Response.Create().WithStatusCode(201).WithBody("""{"id":"bc-elsewhere"}"""));
+        provider.Given(Request.Create().WithPath("/v0/agents").UsingPost())
+            .RespondWith(Response.Create().WithStatusCode(status).WithHeader("Location", elsewhere.Url + "/v0/agents"));
+
+        var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None);
+
+        // Classified as any other refusal (invalid_request); the prompt (and a webhook secret) never leave for another host.
+        Assert.Equal(status, response.StatusCode);
+        Assert.Empty(elsewhere.LogEntries);
+    }
+
     private void Answer(int bytes) =>
         provider.Given(Request.Create().WithPath("/v0/agents").UsingGet())
             .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody(new byte[bytes]));
