@@ -329,6 +329,21 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_id_the_run_already_follows_for_another_repository_is_not_taken_as_this_repositorys_agent()
+    {
+        provider.AnswerAgentId = "bc-dup";
+
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        var owner = Assert.Single(state.Launches, launch => launch.AgentId == "bc-dup");
+        var other = Assert.Single(state.Launches, launch => launch.AgentId is null);
+        Assert.Equal(owner.Repository, Assert.Single(state.CodingAgents.Values).Name);
+        // The other launch may have created its own agent: it is looked for before anything is launched again.
+        Assert.Equal((LaunchPhase.OutcomeUnknown, FailureTypes.InvalidResponse), (other.Phase, other.FailureType));
+    }
+
+    [Fact]
     public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
     {
         var logger = new FakeLogger<HandoffEngine>();
@@ -1315,6 +1330,9 @@ public sealed class HandoffEngineTests
         public ProviderAgent? Existing { get; set; }
         public int MaxConcurrent { get; private set; }
 
+        /// <summary>When set, every launch is answered with an agent of this id (a provider answering garbage).</summary>
+        public string? AnswerAgentId { get; set; }
+
         /// <summary>When set, a launch waits (up to 10 s) until this many are in flight together.</summary>
         public int? HoldUntilInFlight { get; set; }
 
@@ -1349,7 +1367,7 @@ public sealed class HandoffEngineTests
                 return ProviderResult<ProviderAgent>.Failed(failure);
             }
 
-            return ProviderResult<ProviderAgent>.Success(new ProviderAgent($"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, BranchName: request.BranchName));
+            return ProviderResult<ProviderAgent>.Success(new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, BranchName: request.BranchName));
         }
 
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)

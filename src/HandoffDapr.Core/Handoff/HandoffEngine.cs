@@ -1038,6 +1038,14 @@ public sealed partial class HandoffEngine(
                 continue;
             }
 
+            if (outcome.Agent is { } answered && FollowedByAnother(state, launch, answered.Id) is { } other)
+            {
+                // One agent cannot be two repositories' (a provider answering garbage): not an answer for this launch,
+                // which may have created its own agent, so it is looked for first at its next attempt.
+                LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository);
+                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            }
+
             if (outcome.Agent is { } agent)
             {
                 state = WithAgentOf(state, launch, agent, now, counted);
@@ -1087,6 +1095,12 @@ public sealed partial class HandoffEngine(
             return state;
         }
 
+        if (launch is not null && FollowedByAnother(state, launch, agent.Id) is { } other)
+        {
+            LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository);
+            return state;
+        }
+
         if (launch is { AgentId: null })
         {
             LogReconciled(state.RunId, launch.Repository, agent.Id);
@@ -1097,6 +1111,14 @@ public sealed partial class HandoffEngine(
         LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id);
         return state;
     }
+
+    /// <summary>The other launch of the run that already follows <paramref name="agentId"/>, if one does.</summary>
+    private static RepositoryLaunch? FollowedByAnother(RunHandoffState state, RepositoryLaunch launch, string agentId) =>
+        state.LaunchOfAgent(agentId) is { } owner
+            && !(owner.IntegrationId == launch.IntegrationId && owner.Generation == launch.Generation
+                && string.Equals(owner.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase))
+            ? owner
+            : null;
 
     /// <summary>Agents still at work are polled (the fallback for lost webhooks); a poll already scheduled is kept.</summary>
     private RunHandoffState PollingIfActive(RunHandoffState state, DateTimeOffset now) =>
@@ -1228,6 +1250,10 @@ public sealed partial class HandoffEngine(
     [LoggerMessage(EventId = 1015, EventName = "LaunchAnswerLate", Level = LogLevel.Information,
         Message = "Run {RunId}: the answer to attempt {Attempt} for {Repository} came after the launch moved on; nothing to apply")]
     private partial void LogLateAnswer(long runId, string repository, int attempt);
+
+    [LoggerMessage(EventId = 1018, EventName = "AgentOfAnotherLaunch", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider answered the launch for {Repository} with agent {AgentId}, which the run follows for {OtherRepository}; taken as an unreadable answer")]
+    private partial void LogAgentOfAnotherLaunch(long runId, string repository, string agentId, string otherRepository);
 
     [LoggerMessage(EventId = 1016, EventName = "AgentNotFollowed", Level = LogLevel.Warning,
         Message = "Run {RunId}: a late answer names agent {AgentId} for {Repository}, which already has another agent; it is not followed and may need stopping")]
