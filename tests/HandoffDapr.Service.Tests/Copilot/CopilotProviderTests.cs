@@ -258,10 +258,29 @@ public sealed class CopilotProviderTests : IDisposable
 
     [Theory]
     [InlineData("""{"data":null,"errors":[{"type":"FORBIDDEN","message":"Resource not accessible by personal access token"}]}""")]
-    [InlineData("[]")]
-    public async Task Pull_request_lookup_answered_with_a_graphql_error_is_a_failed_read_not_an_exception(string graphQl)
+    [InlineData("""{"data":{"node":null},"errors":[{"type":"NOT_FOUND","message":"Could not resolve to a node"}]}""")]
+    public async Task Pull_request_github_will_not_show_the_token_leaves_the_task_finished_without_it_not_unread(string graphQl)
     {
-        // GraphQL answers errors with 200 and "data": null.
+        // GraphQL answers errors with 200. Asking again would not change them; unread, the finished task would be timed
+        // out as failed once its time-out passed.
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody(graphQl));
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.True(read.IsSuccess, read.Failure?.FailureType);
+        Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
+        Assert.Null(read.Value.PrUrl);
+    }
+
+    [Theory]
+    [InlineData("""{"data":null,"errors":[{"type":"RATE_LIMITED","message":"API rate limit exceeded"}]}""")]
+    [InlineData("[]")]
+    [InlineData("""{"data":{"viewer":{}}}""")]
+    public async Task Pull_request_lookup_rate_limited_or_of_another_shape_is_a_failed_read_not_an_exception(string graphQl)
+    {
         var id = await Launch();
         github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)

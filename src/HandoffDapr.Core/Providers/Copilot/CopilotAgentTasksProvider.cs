@@ -78,16 +78,41 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         // A pull request artifact names the PR by its node id only: GraphQL's node gives its URL. A lookup that fails
-        // fails the read, so the poll asks again rather than record a finished task without its pull request.
+        // for now fails the read, so the poll asks again rather than record a finished task without its pull request;
+        // one GitHub refuses for good records the task finished without it.
         var lookup = await exchange.SendAndReadAsync(
             new ProviderRequest(HttpMethod.Post, "graphql", JsonSerializer.SerializeToUtf8Bytes(new GraphQlRequest(PullRequestUrlQuery, new Dictionary<string, string> { ["id"] = nodeId }), CopilotJsonContext.Default.GraphQlRequest), GitHubHeaders),
             "pull request",
-            // GraphQL answers errors with 200 and "data": null (or no data): a failed read, asked again at the next poll.
-            root => root.ValueKind == JsonValueKind.Object && root.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object
-                && data.TryGetProperty("node", out var node) && JsonElements.String(node, "url") is { } url
-                && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null,
+            PullRequestUrlOf,
             cancellationToken);
-        return lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value }) : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
+        return lookup.IsSuccess
+            ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
+            : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
+    }
+
+    /// <summary>
+    /// The pull request's URL in GraphQL's answer. Empty when GitHub says the token cannot see it (no node, or an error
+    /// other than a rate limit, as GraphQL answers with 200): asking again would not change that, and the task, finished,
+    /// would otherwise be timed out as if it had never answered. Null (a failed read, asked again) for a rate limit or an
+    /// answer of another shape.
+    /// </summary>
+    private static string? PullRequestUrlOf(JsonElement root)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            return null;
+        }
+
+        var node = root.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object && data.TryGetProperty("node", out var found) ? found : default;
+        if (node.ValueKind == JsonValueKind.Object && JsonElements.String(node, "url") is { } url)
+        {
+            return url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : string.Empty;
+        }
+
+        var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
+        var refused = node.ValueKind == JsonValueKind.Null || errors.Count > 0;
+        var rateLimited = errors.Any(error => JsonElements.String(error, "type") is "RATE_LIMITED" or "RATE_LIMIT");
+        return refused && !rateLimited ? string.Empty : null;
     }
 
     /// <summary>
