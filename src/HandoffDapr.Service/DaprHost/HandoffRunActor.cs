@@ -45,15 +45,28 @@ public sealed partial class HandoffRunActor(
         StateManager = stateManager;
     }
 
-    private long RunId => long.Parse(Id.GetId(), System.Globalization.CultureInfo.InvariantCulture);
+    /// <summary>
+    /// The run this actor owns. Only a run id's canonical form names one ("7"; not "007", "+7" or " 7", which an actor
+    /// call straight through a sidecar could use): another form would be a second owner of the same run, with state and a
+    /// reminder of its own. Such an actor keeps nothing and answers as for a run it does not know.
+    /// </summary>
+    private long? RunId =>
+        long.TryParse(Id.GetId(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id)
+            && WholeIds.IsValid(id) && id.ToString(System.Globalization.CultureInfo.InvariantCulture) == Id.GetId()
+            ? id
+            : null;
 
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
-        TurnAsync((stored, writer) => engine.TriggerAsync(RunId, stored, trigger, writer, CancellationToken.None));
+        RunId is { } runId
+            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None))
+            : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
-        TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None));
+        RunId == snapshot.RunId
+            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None))
+            : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
-    public Task<RunHandoffState?> GetStateAsync() => LoadAsync();
+    public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : LoadAsync();
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
         TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, CancellationToken.None));
@@ -74,6 +87,12 @@ public sealed partial class HandoffRunActor(
     /// </summary>
     private async Task<T> TurnAsync<T>(Func<RunHandoffState?, Writer, Task<T>> turn)
     {
+        if (RunId is null)
+        {
+            // Not a run's actor (see RunId): nothing is loaded or saved for it.
+            throw new InvalidOperationException("This actor owns no run.");
+        }
+
         var stored = await LoadAsync();
         var writer = new Writer(this, stored);
         var result = await turn(stored, writer);
@@ -84,6 +103,13 @@ public sealed partial class HandoffRunActor(
     /// <summary>The Scheduler sends empty <paramref name="dueTime"/> and <paramref name="period"/>: only the name is trusted.</summary>
     public async Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
     {
+        if (RunId is not { } runId)
+        {
+            // Registered for an id that names no run (an earlier release kept one): it is dropped, not run.
+            await UnregisterReminderAsync(reminderName);
+            return;
+        }
+
         switch (reminderName)
         {
             case WakeReminder:
@@ -99,7 +125,7 @@ public sealed partial class HandoffRunActor(
 
                 break;
             default:
-                LogUnknownReminder(RunId, reminderName);
+                LogUnknownReminder(runId, reminderName);
                 break;
         }
     }
@@ -116,12 +142,13 @@ public sealed partial class HandoffRunActor(
         var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
         var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
         var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
+        // A part stored as JSON null (written by hand, or by another writer) reads as empty, as a missing one does.
         return new RunHandoffState(
-            RunId,
+            RunId!.Value,
             snapshot.HasValue ? snapshot.Value : null,
-            agents.HasValue ? agents.Value : new Dictionary<string, CodingAgentState>(),
-            launches.HasValue ? launches.Value : [],
-            timeline.HasValue ? timeline.Value : [])
+            (agents.HasValue ? agents.Value : null) ?? new Dictionary<string, CodingAgentState>(),
+            (launches.HasValue ? launches.Value : null) ?? [],
+            (timeline.HasValue ? timeline.Value : null) ?? [])
         {
             Poll = poll.HasValue ? poll.Value : null,
         };

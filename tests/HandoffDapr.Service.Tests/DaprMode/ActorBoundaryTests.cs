@@ -1,0 +1,64 @@
+using System.Net;
+using System.Text;
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// What reaches the actors through a sidecar from elsewhere than this app (any app may call an actor type through its
+/// own sidecar), and state the store holds in a shape this app did not write.
+/// </summary>
+public sealed class ActorBoundaryTests : IDisposable
+{
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private readonly FakeCursor cursor = new();
+
+    [Theory]
+    [InlineData("007")]
+    [InlineData("+7")]
+    [InlineData("abc")]
+    public async Task An_actor_id_that_is_not_a_runs_canonical_id_owns_nothing(string alias)
+    {
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
+        Assert.Equal(HttpStatusCode.Accepted, (await factory.CreateSidecarClient().PostJsonAsync("/runs/7/handoff", Payloads.Trigger(Payloads.Run(7, ["acme/shop"], automation: false)))).StatusCode);
+        var trigger = Payloads.Trigger();
+        trigger["snapshot"] = Payloads.Run(7, ["acme/shop"], automation: false);
+        trigger.Remove("run");
+        using var sidecar = new HttpClient { BaseAddress = factory.Sidecar.HttpEndpoint };
+
+        await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/TriggerAsync", new StringContent(trigger.ToJsonString(), Encoding.UTF8, "application/json"));
+        await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/AcceptCompletedRunAsync", new StringContent(Payloads.Run(7, ["acme/web"]).ToJsonString(), Encoding.UTF8, "application/json"));
+        time.Advance(TimeSpan.FromMinutes(3));
+        await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow());
+
+        // A second owner of run 7 would keep state and a reminder of its own, and launch the repository again.
+        Assert.Empty(factory.Sidecar.GetActorStateKeys(Actor, alias));
+        Assert.DoesNotContain(factory.Sidecar.Reminders, reminder => reminder.ActorId == alias);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Theory]
+    [InlineData(HandoffRunActor.LaunchesKey)]
+    [InlineData(HandoffRunActor.CodingAgentsKey)]
+    [InlineData(HandoffRunActor.TimelineKey)]
+    public async Task A_part_of_the_state_stored_as_null_reads_as_empty_not_as_a_failure_every_retry_meets(string key)
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var client = factory.CreateSidecarClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/500/handoff", Payloads.Trigger(Payloads.Run(500, ["acme/shop"], automation: false)))).StatusCode);
+        factory.Sidecar.SetActorState(Actor, "500", key, null);
+        await factory.Sidecar.DeactivateActorAsync(Actor, "500");
+
+        var read = await client.GetAsync("/runs/500/handoff");
+        var delivered = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(500, ["acme/shop"]));
+
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+    }
+
+    public void Dispose() => cursor.Dispose();
+}
