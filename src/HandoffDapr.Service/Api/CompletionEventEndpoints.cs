@@ -40,7 +40,7 @@ public static partial class CompletionEventEndpoints
                 Name = dapr.CompletionTopic,
                 DeadLetterTopic = dapr.DeadLetterTopic,
             });
-            app.MapPost(DeadLetterRoute, DeadLetter).WithTopic(dapr.PubSubName, dapr.DeadLetterTopic).WithTags("Events");
+            app.MapPost(DeadLetterRoute, DeadLetterAsync).WithTopic(dapr.PubSubName, dapr.DeadLetterTopic).WithTags("Events");
         }
 
         return app;
@@ -119,12 +119,42 @@ public static partial class CompletionEventEndpoints
         return DaprEventReply.Success;
     }
 
-    /// <summary>Dropped events land here; they are logged so an operator can see and replay them.</summary>
-    public static IResult DeadLetter(HttpRequest request, ILogger<HandoffServices> logger)
+    /// <summary>
+    /// Dropped events land here (malformed ones, and retried ones daprd gave up on); each is logged with what identifies
+    /// it, the CloudEvent's id and the run, so an operator can find it and replay it once the cause is fixed.
+    /// </summary>
+    public static async Task<IResult> DeadLetterAsync(HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
-        LogDeadLetter(logger, request.ContentLength ?? -1);
+        var (body, _) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken);
+        using (body)
+        {
+            var (eventId, runId) = body is null ? (null, null) : IdentifyDeadLetter(body.Memory);
+            LogDeadLetter(services.Logger, eventId ?? "unknown", runId, body?.Length ?? request.ContentLength ?? -1);
+        }
+
         return DaprEventReply.Success;
     }
+
+    /// <summary>A dead letter's CloudEvent id (made printable and short: it is the sender's text) and its run, as far as they can be read.</summary>
+    private static (string? EventId, long? RunId) IdentifyDeadLetter(ReadOnlyMemory<byte> body)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
+            var root = document.RootElement;
+            var data = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("data", out var inner) ? inner : root;
+            var eventId = JsonElements.String(root, "id") is { } id
+                ? new string(id.Take(MaxLoggedEventId).Select(c => char.IsControl(c) ? '?' : c).ToArray())
+                : null;
+            return (eventId, JsonElements.Int64(data, "run_id"));
+        }
+        catch (Exception exception) when (exception is JsonException or InvalidOperationException)
+        {
+            return (null, null);
+        }
+    }
+
+    private const int MaxLoggedEventId = 128;
 
     /// <summary>
     /// Where the snapshot is: the data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>)
@@ -258,6 +288,7 @@ public static partial class CompletionEventEndpoints
     [LoggerMessage(EventId = 5107, EventName = "CompletionEventRepeated", Level = LogLevel.Debug, Message = "Completion event for run {RunId} repeats one already handled; nothing to do")]
     private static partial void LogEventRepeated(ILogger logger, long runId);
 
-    [LoggerMessage(EventId = 5106, EventName = "DeadLetterReceived", Level = LogLevel.Error, Message = "A completion event reached the dead-letter topic ({Length} bytes)")]
-    private static partial void LogDeadLetter(ILogger logger, long length);
+    [LoggerMessage(EventId = 5106, EventName = "DeadLetterReceived", Level = LogLevel.Error,
+        Message = "A completion event reached the dead-letter topic: event {EventId}, run {RunId} ({Length} bytes); once its cause is fixed, replay it or trigger the run by hand")]
+    private static partial void LogDeadLetter(ILogger logger, string eventId, long? runId, long length);
 }

@@ -1,0 +1,29 @@
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>An event daprd dead-letters is logged with what finds it again: its CloudEvent id and its run.</summary>
+public sealed class DeadLetterTests : IDisposable
+{
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task A_dead_letter_is_logged_with_its_event_id_and_run_and_acknowledged()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+
+        var delivered = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed-deadletter", Payloads.Run(4242, ["acme/shop"]), cloudEventId: "evt-4242\nforged line");
+
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+        var record = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "DeadLetterReceived");
+        var fields = record.StructuredState!.ToDictionary(pair => pair.Key, pair => pair.Value);
+        Assert.Equal("evt-4242?forged line", fields["EventId"]);
+        Assert.Equal("4242", fields["RunId"]);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    public void Dispose() => cursor.Dispose();
+}
