@@ -63,18 +63,19 @@ public static partial class CompletionEventEndpoints
         byte[]? digest = null;
         using (body)
         {
-            (var data, invalid, traceParent) = FindSnapshot(body.Memory.Span);
+            (var data, var decoded, invalid, traceParent) = FindSnapshot(body.Memory.Span);
             if (invalid is null)
             {
+                var snapshotBytes = decoded is not null ? decoded.AsSpan() : body.Memory.Span[data];
                 // The exact bytes of an event already handled, where handling them again would change nothing (a
                 // redelivery): answered without reading the run.
-                if (services.Owner.FindRepeatedEvent(body.Memory.Span[data], out digest) is { } repeatedRun)
+                if (services.Owner.FindRepeatedEvent(snapshotBytes, out digest) is { } repeatedRun)
                 {
                     LogEventRepeated(services.Logger, repeatedRun);
                     return DaprEventReply.Success;
                 }
 
-                (snapshot, invalid) = DeserializeSnapshot(body.Memory.Span[data]);
+                (snapshot, invalid) = DeserializeSnapshot(snapshotBytes);
             }
         }
 
@@ -157,21 +158,21 @@ public static partial class CompletionEventEndpoints
     private const int MaxLoggedEventId = 128;
 
     /// <summary>
-    /// Where the snapshot is: the data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>)
-    /// or the whole body. One pass over the bytes: the top level is scanned for the envelope's fields.
+    /// Where the snapshot is: the data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>),
+    /// decoded when it came as <c>data_base64</c>, or the whole body. One pass over the bytes: the top level is scanned
+    /// for the envelope's fields.
     /// </summary>
-    private static (Range Data, string? Invalid, string? TraceParent) FindSnapshot(ReadOnlySpan<byte> body)
+    private static (Range Data, byte[]? Decoded, string? Invalid, string? TraceParent) FindSnapshot(ReadOnlySpan<byte> body)
     {
         try
         {
-            return ReadEnvelope(body, out var data, out var traceParent)
-                ? (data, null, traceParent)
-                : (default, "The event data must be a JSON object.", null);
+            var invalid = ReadEnvelope(body, out var data, out var decoded, out var traceParent);
+            return invalid is null ? (data, decoded, null, traceParent) : (default, null, invalid, null);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException)
         {
             // InvalidOperationException: a property name that cannot be unescaped (a lone surrogate, \ud800).
-            return (default, "The body is not valid JSON.", null);
+            return (default, null, "The body is not valid JSON.", null);
         }
     }
 
@@ -180,7 +181,7 @@ public static partial class CompletionEventEndpoints
         try
         {
             var snapshot = JsonSerializer.Deserialize(data, InboundJson.RunSnapshot);
-            return snapshot is null ? (null, "The event data must be a JSON object.") : (snapshot, null);
+            return snapshot is null ? (null, NotAnObject) : (snapshot, null);
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
         {
@@ -188,23 +189,27 @@ public static partial class CompletionEventEndpoints
         }
     }
 
-    /// <summary>Whether the body is an object; where its snapshot is (a CloudEvent's <c>data</c>, else the whole body).</summary>
-    private static bool ReadEnvelope(ReadOnlySpan<byte> body, out Range data, out string? traceParent)
+    /// <summary>
+    /// Where the body's snapshot is: a CloudEvent's <c>data</c>, or its <c>data_base64</c> decoded (CloudEvents' JSON
+    /// format, §3.1: one or the other, never both), else the whole body. Null, or why the body is refused.
+    /// </summary>
+    private static string? ReadEnvelope(ReadOnlySpan<byte> body, out Range data, out byte[]? decoded, out string? traceParent)
     {
         data = Range.All;
+        decoded = null;
         traceParent = null;
         // The same depth limit as the snapshot's own reader, for the envelope around it too.
         var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
         if (!reader.Read() || reader.TokenType != JsonTokenType.StartObject)
         {
             reader.Skip(); // a malformed body throws here, as it would have at its end
-            return false;
+            return NotAnObject;
         }
 
         var isCloudEvent = false;
         Range? eventData = null;
-        string? eventTraceParent = null;
-        bool sawSpecVersion = false, sawData = false, sawTraceParent = false;
+        string? eventTraceParent = null, encodedData = null;
+        bool sawSpecVersion = false, sawData = false, sawEncodedData = false, sawTraceParent = false;
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
             if (reader.ValueTextEquals("specversion"u8))
@@ -220,6 +225,14 @@ public static partial class CompletionEventEndpoints
                 var start = (int)reader.TokenStartIndex;
                 reader.Skip();
                 eventData = start..(int)reader.BytesConsumed;
+                continue;
+            }
+            else if (reader.ValueTextEquals("data_base64"u8))
+            {
+                RefuseSecond(ref sawEncodedData);
+                reader.Read();
+                encodedData = JsonElements.String(ref reader);
+                reader.Skip();
                 continue;
             }
             else if (reader.ValueTextEquals("traceparent"u8))
@@ -240,14 +253,36 @@ public static partial class CompletionEventEndpoints
             throw new JsonException("Content after the top-level object.");
         }
 
-        if (isCloudEvent && eventData is { } found)
+        if (!isCloudEvent)
         {
-            data = found;
-            traceParent = eventTraceParent;
+            return null;
         }
 
-        return true;
+        traceParent = eventTraceParent;
+        if (sawEncodedData)
+        {
+            if (sawData)
+            {
+                return "The event has both data and data_base64.";
+            }
+
+            decoded = new byte[((encodedData?.Length ?? 0) * 3 / 4) + 3];
+            if (encodedData is null || !Convert.TryFromBase64String(encodedData, decoded, out var length))
+            {
+                return "The event's data_base64 is not base64.";
+            }
+
+            decoded = decoded[..length];
+        }
+        else if (eventData is { } found)
+        {
+            data = found;
+        }
+
+        return null;
     }
+
+    private const string NotAnObject = "The event data must be a JSON object.";
 
     private static void RefuseSecond(ref bool seen)
     {

@@ -54,6 +54,11 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":-3}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":"g"}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":"not an object"}""" },
+        // data and data_base64 are one or the other (CloudEvents' JSON format); base64 that is not.
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data_base64":"eyJydW5faWQiOjV9"}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"not base64!"}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":{"run_id":5}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"WzEsMl0="}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"artifacts":{"root_cause":{"five_whys":{"a":1}}}}""" },
     };
 

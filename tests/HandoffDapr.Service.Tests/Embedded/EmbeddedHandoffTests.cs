@@ -183,6 +183,24 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Completion_event_whose_snapshot_comes_as_data_base64_launches_and_its_redelivery_as_data_does_not()
+    {
+        // CloudEvents' JSON format carries binary data as data_base64; decoded, it is the same snapshot.
+        var run = Payloads.Run(205, ["acme/shop"]);
+        var encoded = Payloads.CloudEvent(run);
+        encoded.Remove("data");
+        encoded["data_base64"] = Convert.ToBase64String(System.Text.Encoding.UTF8.GetBytes(run.ToJsonString()));
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", encoded, "application/cloudevents+json");
+        await factory.RunScheduleAsync();
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.CloudEvent(run), "application/cloudevents+json");
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Same_event_delivered_twice_launches_each_repository_once()
     {
         var run = Payloads.Run(210, ["acme/shop", "acme/billing", "acme/web"]);
