@@ -66,7 +66,7 @@ public sealed partial class HandoffRunActor(
             ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None))
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
-    public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : LoadAsync();
+    public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
         TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, CancellationToken.None));
@@ -81,24 +81,46 @@ public sealed partial class HandoffRunActor(
         TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
 
     /// <summary>
+    /// The SDK writes an exception thrown out of an actor method into its answer, type, message and line, for the
+    /// caller's proxy; a state store's error text (a host name, a refused login) would travel with it. The caller is
+    /// told only that the turn failed (its proxy throws, and it answers 503 or asks for redelivery); what failed is
+    /// logged here.
+    /// </summary>
+    private async Task<T> Guarded<T>(Func<Task<T>> call, [System.Runtime.CompilerServices.CallerMemberName] string method = "")
+    {
+        try
+        {
+            return await call();
+        }
+        catch (Exception exception) when (exception is not ActorTurnFailedException)
+        {
+            LogTurnFailed(Id.GetId(), method, exception);
+            throw new ActorTurnFailedException();
+        }
+    }
+
+    /// <summary>
     /// A turn that changes state: the engine decides and saves through the writer. A turn that saved nothing (a
     /// duplicate, a retry of a call answered 503) still makes sure the run's reminder exists: the turn that saved the
     /// state may have failed to register it, and without it a launch left in flight would never be woken.
     /// </summary>
-    private async Task<T> TurnAsync<T>(Func<RunHandoffState?, Writer, Task<T>> turn)
-    {
-        if (RunId is null)
-        {
-            // Not a run's actor (see RunId): nothing is loaded or saved for it.
-            throw new InvalidOperationException("This actor owns no run.");
-        }
+    private Task<T> TurnAsync<T>(Func<RunHandoffState?, Writer, Task<T>> turn, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
+        Guarded(
+            async () =>
+            {
+                if (RunId is null)
+                {
+                    // Not a run's actor (see RunId): nothing is loaded or saved for it.
+                    throw new InvalidOperationException("This actor owns no run.");
+                }
 
-        var stored = await LoadAsync();
-        var writer = new Writer(this, stored);
-        var result = await turn(stored, writer);
-        await writer.EnsureWakeAsync();
-        return result;
-    }
+                var stored = await LoadAsync();
+                var writer = new Writer(this, stored);
+                var result = await turn(stored, writer);
+                await writer.EnsureWakeAsync();
+                return result;
+            },
+            method);
 
     /// <summary>The Scheduler sends empty <paramref name="dueTime"/> and <paramref name="period"/>: only the name is trusted.</summary>
     public async Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
@@ -294,6 +316,9 @@ public sealed partial class HandoffRunActor(
         }
     }
 
+    [LoggerMessage(EventId = 4004, EventName = "ActorTurnFailed", Level = LogLevel.Error, Message = "Actor {ActorId}: {Method} failed; its caller is told the turn failed, without the reason")]
+    private partial void LogTurnFailed(string actorId, string method, Exception exception);
+
     [LoggerMessage(EventId = 4001, EventName = "UnknownReminder", Level = LogLevel.Warning, Message = "Run {RunId}: ignored unknown reminder {ReminderName}")]
     private partial void LogUnknownReminder(long runId, string reminderName);
 
@@ -303,3 +328,6 @@ public sealed partial class HandoffRunActor(
 
 /// <summary>Published on the updates topic whenever a run's <c>coding_agents</c> change.</summary>
 public sealed record CodingAgentsUpdated(long RunId, long? GroupId, IReadOnlyDictionary<string, CodingAgentState> CodingAgents);
+
+/// <summary>What leaves an actor whose turn failed: no more than that (see <see cref="HandoffRunActor"/>'s guard).</summary>
+public sealed class ActorTurnFailedException() : Exception("The run's turn failed.");

@@ -60,5 +60,64 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
     }
 
+    [Fact]
+    public async Task A_turn_that_fails_answers_its_caller_without_the_reason()
+    {
+        const string StoreError = "redis: connection to redis-master.prod.svc:6379 refused (NOAUTH)";
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var answers = new AnswerCapture(factory.Server.CreateHandler());
+        factory.Sidecar.AppChannel = answers;
+        var client = factory.CreateSidecarClient();
+
+        HttpResponseMessage read;
+        using (factory.Sidecar.FailActorStateOperations(call => call.ActorId == "42", StoreError))
+        {
+            read = await client.GetAsync("/runs/42/handoff");
+        }
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, read.StatusCode);
+        var actorAnswers = answers.Seen.Where(seen => seen.Path.StartsWith("/actors/", StringComparison.Ordinal)).ToList();
+        Assert.NotEmpty(actorAnswers);
+        // The SDK puts the exception in the answer's body and, base64 within XML, in a header: both are searched.
+        Assert.All(actorAnswers, seen => Assert.DoesNotContain("redis", seen.Text, StringComparison.OrdinalIgnoreCase));
+    }
+
+    /// <summary>Keeps what the app answered the sidecar: bodies and headers, with base64 header values decoded too.</summary>
+    private sealed class AnswerCapture(HttpMessageHandler inner) : DelegatingHandler(inner)
+    {
+        public List<(string Path, string Text)> Seen { get; } = [];
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var response = await base.SendAsync(request, cancellationToken);
+            var body = await response.Content.ReadAsByteArrayAsync(cancellationToken);
+            var headers = string.Join("\n", response.Headers.Select(header => $"{header.Key}: {string.Join(",", header.Value)}"));
+            var decoded = string.Join("\n", System.Text.RegularExpressions.Regex.Matches(headers, "[A-Za-z0-9+/]{16,}={0,2}").Select(match => Decoded(match.Value)));
+            lock (Seen)
+            {
+                Seen.Add((request.RequestUri!.AbsolutePath, $"{Encoding.UTF8.GetString(body)}\n{headers}\n{decoded}"));
+            }
+
+            var copy = new HttpResponseMessage(response.StatusCode) { Content = new ByteArrayContent(body), RequestMessage = request };
+            foreach (var header in response.Headers)
+            {
+                copy.Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+
+            foreach (var header in response.Content.Headers)
+            {
+                copy.Content.Headers.TryAddWithoutValidation(header.Key, header.Value);
+            }
+
+            return copy;
+        }
+
+        private static string Decoded(string base64)
+        {
+            var bytes = new byte[base64.Length];
+            return Convert.TryFromBase64String(base64, bytes, out var length) ? Encoding.UTF8.GetString(bytes, 0, length) : string.Empty;
+        }
+    }
+
     public void Dispose() => cursor.Dispose();
 }

@@ -280,7 +280,7 @@ public sealed class HandoffRunActorTests
         // The intent is saved, then registering its reminder fails: the turn fails, the caller is told 503 / RETRY, and
         // the runtime drops what the turn had not saved.
         timers.FailNextRegistrations = 1;
-        await Assert.ThrowsAsync<Dapr.DaprApiException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
+        await Assert.ThrowsAsync<ActorTurnFailedException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
         await state.ClearCacheAsync();
         Assert.Empty(provider.Launches);
         Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
