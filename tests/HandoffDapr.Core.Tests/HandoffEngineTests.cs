@@ -968,6 +968,32 @@ public sealed class HandoffEngineTests
         Assert.Same(done, unknown);
     }
 
+    [Theory]
+    [InlineData("https://github.com/acme/shop/pull/1", "https://github.com/acme/shop/pull/1")]
+    [InlineData("http://localhost:5090/agents/bc-1", "http://localhost:5090/agents/bc-1")]
+    [InlineData("javascript:alert(1)//https://github.com/acme/shop/pull/1", null)]
+    [InlineData("data:text/html,<script>alert(1)</script>", null)]
+    [InlineData("https://github.com@evil.example/acme/shop/pull/3", null)]
+    [InlineData("https://evil.example/#\u202Emoc.buhtig//:sptth", null)]
+    [InlineData("https://github.com/acme/shop/pull/1 javascript:alert(1)", null)]
+    [InlineData("https://github.com/acme/shop/pull/1\"><svg/onload=alert(8)>", "https://github.com/acme/shop/pull/1%22%3E%3Csvg/onload=alert(8)%3E")]
+    [InlineData("/acme/shop/pull/1", null)]
+    public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept)
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Running, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+
+        var done = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link, PrUrl: link), new TurnMeasurements());
+
+        Assert.Equal(kept, done.CodingAgents["bc-1"].AgentUrl);
+        Assert.Equal(kept, done.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.True(engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: new string('a', 3000).Insert(0, "https://github.com/")), new TurnMeasurements())
+            .CodingAgents["bc-1"].Results.Single().PrUrl is null, "a link longer than any real one is kept");
+    }
+
     [Fact]
     public void State_round_trips_through_json_with_snake_case_enums()
     {

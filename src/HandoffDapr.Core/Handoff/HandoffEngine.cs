@@ -1126,12 +1126,22 @@ public sealed partial class HandoffEngine(
 
     /// <summary>
     /// Provider URLs are shown as links by whatever reads the API: only absolute http(s) URLs are kept, never a
-    /// <c>javascript:</c> or <c>data:</c> one a compromised provider or a leaked webhook secret could plant.
+    /// <c>javascript:</c> or <c>data:</c> one a compromised provider or a leaked webhook secret could plant; nor one
+    /// that could pose as another where it is shown as text (user-info, <c>https://github.com@elsewhere</c>; a bidi or
+    /// invisible character); nor one longer than any real link. What is kept is the URL in its escaped form, so quotes
+    /// and angle brackets cannot break out of an <c>href</c> that a reader writes without escaping.
     /// </summary>
     private static ProviderAgent WithSafeUrls(ProviderAgent agent) => agent with { AgentUrl = WebLinkOrNull(agent.AgentUrl), PrUrl = WebLinkOrNull(agent.PrUrl) };
 
+    private const int MaxLinkLength = 2048;
+
     private static string? WebLinkOrNull(string? url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp) ? url : null;
+        url is { Length: <= MaxLinkLength }
+            && !url.Any(c => char.IsControl(c) || char.IsWhiteSpace(c) || char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.Format)
+            && Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp)
+            && uri.UserInfo.Length == 0
+            ? uri.AbsoluteUri
+            : null;
 
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
     private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)

@@ -67,8 +67,9 @@ public static class HandoffServiceExtensions
     {
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
         app.UseExceptionHandler();
-        app.UseRequestDrain();
+        // Before the drain: the 503 it writes by hand once shutdown is over carries the headers too.
         app.UseSecurityHeaders();
+        app.UseRequestDrain();
 
         app.UseStatusCodePages(Problems.WriteForBareStatus);
         app.UseAuthentication();

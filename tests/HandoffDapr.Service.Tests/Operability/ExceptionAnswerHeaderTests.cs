@@ -1,10 +1,11 @@
 using System.Net;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace HandoffDapr.Service.Tests.Operability;
 
-/// <summary>An answer written by the exception handler (an unexpected failure) carries the security headers too.</summary>
+/// <summary>Answers written outside the endpoints (by the exception handler, by the shutdown drain) carry the security headers too.</summary>
 public sealed class ExceptionAnswerHeaderTests : IDisposable
 {
     private readonly TempDirectory temp = new();
@@ -30,6 +31,23 @@ public sealed class ExceptionAnswerHeaderTests : IDisposable
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         Assert.True(response.Headers.TryGetValues("X-Content-Type-Options", out var nosniff),
             $"the 500 has no X-Content-Type-Options; its headers: {response.Headers}{response.Content.Headers}");
+        Assert.Equal("nosniff", Assert.Single(nosniff));
+        Assert.True(response.Headers.CacheControl?.NoStore == true, $"Cache-Control is '{response.Headers.CacheControl}'");
+    }
+
+    [Fact]
+    public async Task A_503_refused_once_shutdown_is_over_carries_nosniff_and_no_store()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("closed.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        var drain = factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.RequestDrain>();
+        await drain.StoppedAsync(CancellationToken.None); // shutdown is over: the drain refuses what still arrives
+
+        var response = await client.GetAsync("/runs/900/handoff");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.True(response.Headers.TryGetValues("X-Content-Type-Options", out var nosniff),
+            $"the 503 has no X-Content-Type-Options; its headers: {response.Headers}{response.Content.Headers}");
         Assert.Equal("nosniff", Assert.Single(nosniff));
         Assert.True(response.Headers.CacheControl?.NoStore == true, $"Cache-Control is '{response.Headers.CacheControl}'");
     }
