@@ -9,7 +9,7 @@ try
     var app = builder.Build();
     app.MapHandoff();
     app.Run();
-    return 0;
+    return Environment.ExitCode; // 0 unless a start-up check stopped the app (no sidecar)
 }
 catch (Exception exception) when (StartupErrors.IsBadSetting(exception))
 {

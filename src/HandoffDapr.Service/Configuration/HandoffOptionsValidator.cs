@@ -5,7 +5,8 @@ using Microsoft.Extensions.Options;
 namespace HandoffDapr.Service.Configuration;
 
 /// <summary>Checks the configuration at start and names each bad setting by its key.</summary>
-public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions<HandoffOptions>
+/// <param name="configuration">Where the options were bound from: an integration the binder dropped is found there.</param>
+public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? configuration = null) : IValidateOptions<HandoffOptions>
 {
     private static readonly HashSet<string> KnownProviders = [CursorAgentsProvider.Name, Core.Providers.Copilot.CopilotAgentTasksProvider.Name];
 
@@ -21,11 +22,23 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         {
             errors.Add("Handoff:DataPath must name the SQLite file of embedded mode.");
         }
-
-        if (options.PublicBaseUrl is { Length: > 0 } publicBase
-            && (!Uri.TryCreate(publicBase, UriKind.Absolute, out var publicUri) || publicUri.Scheme is not ("http" or "https")))
+        else if (mode == HostingMode.Embedded && (options.DataPath!.Trim().StartsWith(":memory:", StringComparison.OrdinalIgnoreCase)
+            || options.DataPath.Trim().StartsWith("file:", StringComparison.OrdinalIgnoreCase)))
         {
-            errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL.");
+            // Each connection would open a database of its own, empty: healthy at start, every request failing after.
+            errors.Add("Handoff:DataPath must be a file's path (not ':memory:' or a 'file:' URI): its connections must share one database.");
+        }
+
+        // The webhook URL given to providers is this base with a path added: a query or fragment would swallow the path.
+        if (options.PublicBaseUrl is { Length: > 0 } publicBase && !IsBaseUrl(publicBase))
+        {
+            errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
+        }
+
+        if (options.ApiToken is { Length: > 0 } apiToken && apiToken.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+        {
+            // Callers' bearer tokens are compared trimmed: a configured one with spaces could never match.
+            errors.Add("Handoff:ApiToken must not contain spaces or control characters.");
         }
 
         // Upper bounds too: a timer past ~49 days cannot be set (the scheduler would stop), and a long lease only
@@ -50,9 +63,30 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             errors.Add("Handoff:Embedded:ProviderCallGrace must be between zero and five minutes.");
         }
 
-        if (mode == HostingMode.Dapr && options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1))
+        if (mode == HostingMode.Dapr && (options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1) || options.Dapr.ActorCallTimeout > TimeSpan.FromDays(1)))
         {
-            errors.Add("Handoff:Dapr:ActorCallTimeout must be at least one second (above the resiliency policy's actorCall timeout).");
+            errors.Add("Handoff:Dapr:ActorCallTimeout must be between one second (above the resiliency policy's actorCall timeout) and one day.");
+        }
+
+        if (mode == HostingMode.Dapr)
+        {
+            foreach (var (setting, value) in new[]
+            {
+                ("PubSubName", options.Dapr.PubSubName), ("CompletionTopic", options.Dapr.CompletionTopic),
+                ("DeadLetterTopic", options.Dapr.DeadLetterTopic), ("UpdatesTopic", options.Dapr.UpdatesTopic),
+            })
+            {
+                if (string.IsNullOrEmpty(value) || value.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+                {
+                    errors.Add($"Handoff:Dapr:{setting} must be a name without spaces.");
+                }
+            }
+
+            if (string.Equals(options.Dapr.DeadLetterTopic, options.Dapr.CompletionTopic, StringComparison.Ordinal))
+            {
+                // daprd would deliver dead letters back to the topic they failed on.
+                errors.Add("Handoff:Dapr:DeadLetterTopic must differ from Handoff:Dapr:CompletionTopic.");
+            }
         }
 
         if (mode == HostingMode.Dapr && (options.Dapr.SidecarWaitTimeout <= TimeSpan.Zero || options.Dapr.SidecarWaitTimeout > TimeSpan.FromHours(1)))
@@ -97,7 +131,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         LaunchRule(launch.MaxParallelLaunches < 1, nameof(launch.MaxParallelLaunches), "must be at least 1.");
         LaunchRule(launch.MaxAttempts < 1, nameof(launch.MaxAttempts), "must be at least 1.");
         LaunchRule(launch.MaxRepositories is < 1 or > 50, nameof(launch.MaxRepositories), "must be between 1 and 50.");
-        LaunchRule(launch.RetryFactor < 1, nameof(launch.RetryFactor), "must be at least 1.");
+        LaunchRule(!double.IsFinite(launch.RetryFactor) || launch.RetryFactor < 1, nameof(launch.RetryFactor), "must be a number of at least 1.");
         // Durations at most 30 days (a year for an agent's age): past ~49 days a timer cannot be set at all, and the
         // engine sets one for an attempt's in-flight deadline.
         var month = TimeSpan.FromDays(30);
@@ -107,6 +141,16 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         LaunchRule(launch.PollInterval <= TimeSpan.Zero || launch.PollInterval > month, nameof(launch.PollInterval), "must be positive and at most 30 days.");
         LaunchRule(launch.PollMaxInterval < launch.PollInterval || launch.PollMaxInterval > month, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
         LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero || launch.AgentMaxAge > TimeSpan.FromDays(365), nameof(launch.AgentMaxAge), "must be positive and at most 365 days.");
+
+        // The binder drops an integration one of whose settings it cannot convert (a duration of '1e3', a boolean of
+        // 'yes'), silently: that integration would be missing, its events and triggers answered as for an unknown one.
+        foreach (var configured in configuration?.GetSection($"{HandoffOptions.SectionName}:Integrations").GetChildren() ?? [])
+        {
+            if (!options.Integrations.ContainsKey(configured.Key))
+            {
+                errors.Add(UnreadableIntegration(configured));
+            }
+        }
 
         foreach (var (id, integration) in options.Integrations)
         {
@@ -130,10 +174,16 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
                 {
                     errors.Add($"{key}:ApiKey is required in embedded mode.");
                 }
-
-                if (!Uri.TryCreate(integration.EffectiveBaseUrl, UriKind.Absolute, out var baseUri) || baseUri.Scheme is not ("http" or "https"))
+                else if (integration.ApiKey.Any(c => c is < '!' or > '~'))
                 {
-                    errors.Add($"{key}:BaseUrl must be an absolute http(s) URL.");
+                    // It is sent in a header: a line break fails the client's construction, other text every request.
+                    errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
+                }
+
+                if (!IsBaseUrl(integration.EffectiveBaseUrl))
+                {
+                    // Paths are added to it: a query or fragment would swallow them.
+                    errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
                 }
             }
             else if (string.IsNullOrWhiteSpace(integration.Binding))
@@ -145,12 +195,17 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
             {
                 errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise every launch is refused).");
             }
-
-            // Below Polly's 10 ms floor the client cannot be built; at or past InFlightTimeout a call still
-            // waiting for its answer would be taken for a lost launch and reconciled under it.
-            if (integration.RequestTimeout < TimeSpan.FromMilliseconds(10) || integration.RequestTimeout >= options.Launch.InFlightTimeout)
+            else if (integration.WebhookSecret is { Length: > 0 } && string.IsNullOrWhiteSpace(integration.WebhookSecret))
             {
-                errors.Add($"{key}:RequestTimeout must be at least 10 ms and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
+                errors.Add($"{key}:WebhookSecret must not be blank.");
+            }
+
+            // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
+            // waiting for its answer would be taken for a lost launch and reconciled under it.
+            if (integration.RequestTimeout < TimeSpan.FromMilliseconds(10) || integration.RequestTimeout > TimeSpan.FromDays(1)
+                || integration.RequestTimeout >= options.Launch.InFlightTimeout)
+            {
+                errors.Add($"{key}:RequestTimeout must be at least 10 ms, at most one day, and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
             }
 
             if (integration.PromptMaxLength < 8192)
@@ -165,5 +220,23 @@ public sealed class HandoffOptionsValidator(HostingMode mode) : IValidateOptions
         }
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    private static bool IsBaseUrl(string? value) =>
+        Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
+        && uri.UserInfo.Length == 0 && uri.Query.Length == 0 && uri.Fragment.Length == 0 && !value!.Contains('?') && !value.Contains('#');
+
+    /// <summary>What the binder says of the setting it could not convert (it names the key, never the value).</summary>
+    private static string UnreadableIntegration(IConfigurationSection section)
+    {
+        try
+        {
+            section.Get<IntegrationOptions>();
+            return $"{section.Path} could not be read.";
+        }
+        catch (InvalidOperationException exception)
+        {
+            return exception.Message;
+        }
     }
 }

@@ -10,8 +10,21 @@ public enum HostingMode
 
 public static class HostingModes
 {
-    public static bool TryParse(string? value, out HostingMode mode) =>
-        Enum.TryParse(value, ignoreCase: true, out mode) && Enum.IsDefined(mode);
+    /// <summary>A mode by its name only: <see cref="Enum.TryParse{TEnum}(string, bool, out TEnum)"/> would also take "1" or "Embedded,Dapr".</summary>
+    public static bool TryParse(string? value, out HostingMode mode)
+    {
+        foreach (var known in Enum.GetValues<HostingMode>())
+        {
+            if (string.Equals(value?.Trim(), known.ToString(), StringComparison.OrdinalIgnoreCase))
+            {
+                mode = known;
+                return true;
+            }
+        }
+
+        mode = default;
+        return false;
+    }
 
     /// <summary>What start-up says of a <c>Handoff:Mode</c> it cannot use, wherever it is found.</summary>
     public static string InvalidModeMessage(string configured) => $"Handoff:Mode must be 'Embedded', 'Dapr' or empty, not '{configured}'.";

@@ -26,6 +26,8 @@ public sealed partial class SidecarStartup(
         catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
         {
             LogSidecarMissing(options.Value.Dapr.SidecarWaitTimeout);
+            // A failed start: the process must not exit 0 (an orchestrator would not restart it, a script would go on).
+            Environment.ExitCode = 1;
             lifetime.StopApplication();
         }
     }

@@ -33,7 +33,7 @@ public static class HandoffServiceExtensions
             sp.GetRequiredService<TimeProvider>()));
 
         services.AddOptions<HandoffOptions>().BindConfiguration(HandoffOptions.SectionName).ValidateOnStart();
-        services.AddSingleton<IValidateOptions<HandoffOptions>>(new HandoffOptionsValidator(mode));
+        services.AddSingleton<IValidateOptions<HandoffOptions>>(new HandoffOptionsValidator(mode, builder.Configuration));
         services.AddOptions<KestrelServerOptions>().Configure<IOptions<HandoffOptions>>((kestrel, handoff) =>
             kestrel.Limits.MaxRequestBodySize = handoff.Value.MaxRequestBodyBytes);
 

@@ -14,6 +14,10 @@ public sealed class StartupErrorTests : IDisposable
     [InlineData("Handoff__Launch__MaxAttempts", "abc", "'Handoff:Launch:MaxAttempts'")]
     [InlineData("Handoff__Launch__RetryBaseDelay", "30s", "'Handoff:Launch:RetryBaseDelay'")]
     [InlineData("Handoff__DataPath", "/proc/no-such-folder/handoff.db", "Handoff:DataPath '/proc/no-such-folder/handoff.db' cannot be used")]
+    // An integration's setting the binder cannot convert used to drop the whole integration silently.
+    [InlineData("Handoff__Integrations__42__RequestTimeout", "1e3", "'Handoff:Integrations:42:RequestTimeout'")]
+    // A key with a line break used to fail building its HTTP client, with a stack trace.
+    [InlineData("Handoff__Integrations__42__ApiKey", "key\nmore", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
     public async Task Bad_setting_stops_start_up_naming_the_setting_without_a_stack_trace(string variable, string value, string expected)
     {
         var start = new ProcessStartInfo("dotnet")
@@ -55,6 +59,44 @@ public sealed class StartupErrorTests : IDisposable
         Assert.StartsWith("Configuration error, not starting:", (await stderr).TrimStart());
         Assert.DoesNotContain("Unhandled exception", output);
         Assert.DoesNotContain("   at ", output);
+        Assert.Equal(1, process.ExitCode);
+    }
+
+    [Fact]
+    public async Task Dapr_mode_that_finds_no_sidecar_stops_with_a_failing_exit_code()
+    {
+        var start = new ProcessStartInfo("dotnet")
+        {
+            ArgumentList = { Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll") },
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
+        start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
+        start.Environment["Handoff__Mode"] = "Dapr";
+        start.Environment["Handoff__Dapr__SidecarWaitTimeout"] = "00:00:01";
+        // A port nothing listens on: no sidecar answers.
+        start.Environment["DAPR_HTTP_ENDPOINT"] = "http://127.0.0.1:1";
+        start.Environment["DAPR_GRPC_ENDPOINT"] = "http://127.0.0.1:1";
+
+        using var process = Process.Start(start)!;
+        _ = process.StandardOutput.ReadToEndAsync();
+        _ = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        try
+        {
+            await process.WaitForExitAsync(timeout.Token);
+        }
+        finally
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+            }
+        }
+
+        // An orchestrator restarts a container that failed; one that exited 0 it may leave stopped.
         Assert.Equal(1, process.ExitCode);
     }
 

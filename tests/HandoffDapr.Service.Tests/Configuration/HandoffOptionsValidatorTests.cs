@@ -1,0 +1,70 @@
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Configuration;
+
+namespace HandoffDapr.Service.Tests.Configuration;
+
+/// <summary>Settings that used to start the service and fail later, or start it without a part of its configuration.</summary>
+public sealed class HandoffOptionsValidatorTests
+{
+    private static readonly Dictionary<string, string?> Valid = new()
+    {
+        ["Handoff:DataPath"] = "handoff.db",
+        ["Handoff:Integrations:42:Provider"] = "cursor_background_agent",
+        ["Handoff:Integrations:42:ApiKey"] = "key_0123456789",
+    };
+
+    [Theory]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1e3", "'Handoff:Integrations:42:RequestTimeout'")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:AutoCreatePr", "yes", "'Handoff:Integrations:42:AutoCreatePr'")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1.12:00:00", "Handoff:Integrations:42:RequestTimeout must be at least 10 ms, at most one day")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "K\nX", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "key-é", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:BaseUrl", "http://127.0.0.1:5999/proxy?x=1", "Handoff:Integrations:42:BaseUrl must be an absolute http(s) URL without")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:WebhookSecret", "                                        ", "Handoff:Integrations:42:WebhookSecret must not be blank")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:RetryFactor", "NaN", "Handoff:Launch:RetryFactor must be a number of at least 1")]
+    [InlineData(HostingMode.Embedded, "Handoff:DataPath", ":memory:", "Handoff:DataPath must be a file's path")]
+    [InlineData(HostingMode.Embedded, "Handoff:DataPath", "file::memory:?cache=shared", "Handoff:DataPath must be a file's path")]
+    [InlineData(HostingMode.Embedded, "Handoff:PublicBaseUrl", "https://h.example/#frag", "Handoff:PublicBaseUrl must be an absolute http(s) URL without")]
+    [InlineData(HostingMode.Embedded, "Handoff:PublicBaseUrl", "https://h.example/?a=b", "Handoff:PublicBaseUrl must be an absolute http(s) URL without")]
+    [InlineData(HostingMode.Embedded, "Handoff:ApiToken", "tok123 ", "Handoff:ApiToken must not contain spaces")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ActorCallTimeout", "30.00:00:00", "Handoff:Dapr:ActorCallTimeout must be between one second")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:CompletionTopic", "   ", "Handoff:Dapr:CompletionTopic must be a name without spaces")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:PubSubName", "", "Handoff:Dapr:PubSubName must be a name without spaces")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from")]
+    public void A_setting_that_would_fail_later_or_vanish_is_refused_at_start_by_its_key(HostingMode mode, string key, string value, string expected)
+    {
+        var settings = new Dictionary<string, string?>(Valid) { [key] = value };
+        if (mode == HostingMode.Dapr)
+        {
+            settings["Handoff:Integrations:42:Binding"] = "coding-agent-cursor";
+        }
+
+        var failures = Validate(mode, settings);
+
+        Assert.Contains(failures, failure => failure.Contains(expected, StringComparison.Ordinal));
+        Assert.DoesNotContain(failures, failure => failure.Contains(value, StringComparison.Ordinal) && key.EndsWith("ApiKey", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void The_valid_settings_these_cases_start_from_pass()
+    {
+        Assert.Empty(Validate(HostingMode.Embedded, Valid));
+    }
+
+    [Theory]
+    [InlineData("1")]
+    [InlineData("Embedded,Dapr")]
+    [InlineData("0")]
+    public void A_mode_is_taken_by_its_name_only(string mode)
+    {
+        Assert.False(HostingModes.TryParse(mode, out _));
+    }
+
+    private static List<string> Validate(HostingMode mode, IDictionary<string, string?> settings)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(settings).Build();
+        var options = configuration.GetSection(HandoffOptions.SectionName).Get<HandoffOptions>() ?? new HandoffOptions();
+        var result = new HandoffOptionsValidator(mode, configuration).Validate(null, options);
+        return result.Failed ? result.Failures.ToList() : [];
+    }
+}
