@@ -144,9 +144,7 @@ public static partial class CompletionEventEndpoints
             using var document = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
             var root = document.RootElement;
             var data = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("data", out var inner) ? inner : root;
-            var eventId = JsonElements.String(root, "id") is { } id
-                ? new string(id.Take(MaxLoggedEventId).Select(c => char.IsControl(c) ? '?' : c).ToArray())
-                : null;
+            var eventId = JsonElements.String(root, "id") is { } id ? PrintableText.Bounded(id, MaxLoggedEventId) : null;
             return (eventId, JsonElements.Int64(data, "run_id"));
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException)

@@ -100,9 +100,5 @@ public static class JsonBody
     }
 
     // A JSON path is built from the client's own property names: bound it and keep it printable.
-    private static string Bounded(string path)
-    {
-        var cleaned = new string(path.Take(80).Select(c => char.IsControl(c) ? '?' : c).ToArray());
-        return path.Length > 80 ? cleaned + "…" : cleaned;
-    }
+    private static string Bounded(string path) => PrintableText.Bounded(path, 80);
 }

@@ -1,4 +1,3 @@
-using System.Globalization;
 using HandoffDapr.Core.Providers.Cursor;
 using Microsoft.Extensions.Options;
 
@@ -35,7 +34,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
         }
 
-        if (options.ApiToken is { Length: > 0 } apiToken && apiToken.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+        if (options.ApiToken is { Length: > 0 } apiToken && HasSpaces(apiToken))
         {
             // Callers' bearer tokens are compared trimmed: a configured one with spaces could never match.
             errors.Add("Handoff:ApiToken must not contain spaces or control characters.");
@@ -76,7 +75,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
                 ("DeadLetterTopic", options.Dapr.DeadLetterTopic), ("UpdatesTopic", options.Dapr.UpdatesTopic),
             })
             {
-                if (string.IsNullOrEmpty(value) || value.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)))
+                if (string.IsNullOrEmpty(value) || HasSpaces(value))
                 {
                     errors.Add($"Handoff:Dapr:{setting} must be a name without spaces.");
                 }
@@ -157,8 +156,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             var key = $"Handoff:Integrations:{id}";
             // Written as the API and webhook paths write it (no sign, no leading zero, no space): webhooks find the
             // integration by that text, and "042" beside "42" would be two settings for one id.
-            if (!long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var integrationId) || !Core.Model.WholeIds.IsValid(integrationId)
-                || id != integrationId.ToString(CultureInfo.InvariantCulture))
+            if (!Core.Model.WholeIds.TryParseCanonical(id, out _))
             {
                 errors.Add($"{key}: the integration id must be a positive whole number (at most {Core.Model.WholeIds.Max}) without sign or leading zeros.");
             }
@@ -226,7 +224,12 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"
         && uri.UserInfo.Length == 0 && uri.Query.Length == 0 && uri.Fragment.Length == 0 && !value!.Contains('?') && !value.Contains('#');
 
-    /// <summary>What the binder says of the setting it could not convert (it names the key, never the value).</summary>
+    private static bool HasSpaces(string value) => value.Any(c => char.IsWhiteSpace(c) || char.IsControl(c));
+
+    /// <summary>
+    /// What the binder says of the setting it could not convert: its key and the value it was given, as start-up says of
+    /// any setting it cannot convert. Only a setting of another type than text fails so, never a key or a secret.
+    /// </summary>
     private static string UnreadableIntegration(IConfigurationSection section)
     {
         try

@@ -50,11 +50,7 @@ public sealed partial class HandoffRunActor(
     /// call straight through a sidecar could use): another form would be a second owner of the same run, with state and a
     /// reminder of its own. Such an actor keeps nothing and answers as for a run it does not know.
     /// </summary>
-    private long? RunId =>
-        long.TryParse(Id.GetId(), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id)
-            && WholeIds.IsValid(id) && id.ToString(System.Globalization.CultureInfo.InvariantCulture) == Id.GetId()
-            ? id
-            : null;
+    private long? RunId => WholeIds.TryParseCanonical(Id.GetId(), out var id) ? id : null;
 
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
         RunId is { } runId
