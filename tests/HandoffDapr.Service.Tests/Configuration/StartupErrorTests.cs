@@ -20,6 +20,45 @@ public sealed class StartupErrorTests : IDisposable
     [InlineData("Handoff__Integrations__42__ApiKey", "key\nmore", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
     public async Task Bad_setting_stops_start_up_naming_the_setting_without_a_stack_trace(string variable, string value, string expected)
     {
+        var (exitCode, stdout, stderr) = await RunServiceAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File("handoff.db"),
+            ["Handoff__Integrations__42__ApiKey"] = "key",
+            ["Handoff__Integrations__43__ApiKey"] = "key",
+            // The host's own log of a failed start carries the exception: only what the operator reads on stderr is judged.
+            ["Logging__LogLevel__Default"] = "None",
+            ["DOTNET_DbgEnableMiniDump"] = "0",
+            [variable] = value,
+        });
+
+        var output = stdout + stderr;
+        Assert.Contains(expected, output);
+        Assert.StartsWith("Configuration error, not starting:", stderr.TrimStart());
+        Assert.DoesNotContain("Unhandled exception", output);
+        Assert.DoesNotContain("   at ", output);
+        Assert.Equal(1, exitCode);
+    }
+
+    [Fact]
+    public async Task Dapr_mode_that_finds_no_sidecar_stops_with_a_failing_exit_code()
+    {
+        var (exitCode, _, _) = await RunServiceAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Dapr",
+            ["Handoff__Dapr__SidecarWaitTimeout"] = "00:00:01",
+            // A port nothing listens on: no sidecar answers.
+            ["DAPR_HTTP_ENDPOINT"] = "http://127.0.0.1:1",
+            ["DAPR_GRPC_ENDPOINT"] = "http://127.0.0.1:1",
+        });
+
+        // An orchestrator restarts a container that failed; one that exited 0 it may leave stopped.
+        Assert.Equal(1, exitCode);
+    }
+
+    /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
+    private static async Task<(int ExitCode, string Stdout, string Stderr)> RunServiceAsync(IDictionary<string, string> environment)
+    {
         var start = new ProcessStartInfo("dotnet")
         {
             ArgumentList = { Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll") },
@@ -29,14 +68,10 @@ public sealed class StartupErrorTests : IDisposable
         };
         start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
-        start.Environment["Handoff__Mode"] = "Embedded";
-        start.Environment["Handoff__DataPath"] = temp.File("handoff.db");
-        start.Environment["Handoff__Integrations__42__ApiKey"] = "key";
-        start.Environment["Handoff__Integrations__43__ApiKey"] = "key";
-        // The host's own log of a failed start carries the exception: only what the operator reads on stderr is judged.
-        start.Environment["Logging__LogLevel__Default"] = "None";
-        start.Environment["DOTNET_DbgEnableMiniDump"] = "0";
-        start.Environment[variable] = value;
+        foreach (var (name, value) in environment)
+        {
+            start.Environment[name] = value;
+        }
 
         using var process = Process.Start(start)!;
         var stdout = process.StandardOutput.ReadToEndAsync();
@@ -54,50 +89,7 @@ public sealed class StartupErrorTests : IDisposable
             }
         }
 
-        var output = await stdout + await stderr;
-        Assert.Contains(expected, output);
-        Assert.StartsWith("Configuration error, not starting:", (await stderr).TrimStart());
-        Assert.DoesNotContain("Unhandled exception", output);
-        Assert.DoesNotContain("   at ", output);
-        Assert.Equal(1, process.ExitCode);
-    }
-
-    [Fact]
-    public async Task Dapr_mode_that_finds_no_sidecar_stops_with_a_failing_exit_code()
-    {
-        var start = new ProcessStartInfo("dotnet")
-        {
-            ArgumentList = { Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll") },
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            UseShellExecute = false,
-        };
-        start.Environment["ASPNETCORE_URLS"] = "http://127.0.0.1:0";
-        start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
-        start.Environment["Handoff__Mode"] = "Dapr";
-        start.Environment["Handoff__Dapr__SidecarWaitTimeout"] = "00:00:01";
-        // A port nothing listens on: no sidecar answers.
-        start.Environment["DAPR_HTTP_ENDPOINT"] = "http://127.0.0.1:1";
-        start.Environment["DAPR_GRPC_ENDPOINT"] = "http://127.0.0.1:1";
-
-        using var process = Process.Start(start)!;
-        _ = process.StandardOutput.ReadToEndAsync();
-        _ = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        try
-        {
-            await process.WaitForExitAsync(timeout.Token);
-        }
-        finally
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-            }
-        }
-
-        // An orchestrator restarts a container that failed; one that exited 0 it may leave stopped.
-        Assert.Equal(1, process.ExitCode);
+        return (process.ExitCode, await stdout, await stderr);
     }
 
     public void Dispose() => temp.Dispose();
