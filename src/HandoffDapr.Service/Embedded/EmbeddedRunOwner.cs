@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
@@ -25,10 +26,62 @@ public sealed class EmbeddedRunOwner(
     IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> http)
     : IRunOwner, IRoundRecorder
 {
+    // Runs whose launch round, started by a request (a trigger, an event), may be at the provider from this process;
+    // with a count, as two requests for one run may overlap (only one of them starts a round).
+    private readonly ConcurrentDictionary<long, int> requestRounds = new();
+
+    /// <summary>
+    /// Runs the schedule must not claim now: a launch round a request started is under way here. Their saved deadline is
+    /// on the wall clock, which can step forward (NTP, a resumed VM) past it while the calls are still out; a wake-up
+    /// then would take the round for a crash, look for its agent before the provider made it, and launch again.
+    /// </summary>
+    public ICollection<long> RunsWithRequestRounds => requestRounds.Keys;
+
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
+        using var request = new RequestRound(this, runId);
         var outcome = await WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
-        return outcome.Round is { } round ? outcome with { Round = null, Result = await FinishRoundAsync(round) } : outcome;
+        return outcome.Round is { } round ? outcome with { Round = null, Result = await request.FinishAsync(round) } : outcome;
+    }
+
+    /// <summary>
+    /// A request's hold on its run for the schedule (<see cref="RunsWithRequestRounds"/>): taken before the run's turn, so
+    /// a round is covered from the moment its intent is saved until its answers are. Launches that waited for the round
+    /// may be due when it ends: the schedule is told to look then.
+    /// </summary>
+    private sealed class RequestRound : IDisposable
+    {
+        private readonly EmbeddedRunOwner owner;
+        private readonly long runId;
+        private bool started;
+
+        public RequestRound(EmbeddedRunOwner owner, long runId)
+        {
+            (this.owner, this.runId) = (owner, runId);
+            owner.requestRounds.AddOrUpdate(runId, 1, (_, count) => count + 1);
+        }
+
+        public Task<HandoffResult> FinishAsync(LaunchRound round)
+        {
+            started = true;
+            return owner.FinishRoundAsync(round);
+        }
+
+        public void Dispose() => owner.EndRequestRound(runId, started);
+    }
+
+    private void EndRequestRound(long runId, bool roundStarted)
+    {
+        // Remove only the entry whose count is one, else decrement: another request may come in between.
+        while (requestRounds[runId] is var count
+            && !(count == 1 ? requestRounds.TryRemove(KeyValuePair.Create(runId, 1)) : requestRounds.TryUpdate(runId, count - 1, count)))
+        {
+        }
+
+        if (roundStarted)
+        {
+            wakeups.Notify();
+        }
     }
 
     /// <summary>A read of one indexed column: the run's row holds the digest while the event's bytes again would change nothing.</summary>
@@ -52,6 +105,7 @@ public sealed class EmbeddedRunOwner(
     public async Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot, byte[]? eventDigest, CancellationToken cancellationToken)
     {
         var timing = options.Value.Embedded.LaunchEventsInBackground ? LaunchTiming.OnNextWake : LaunchTiming.Now;
+        using var request = timing == LaunchTiming.Now ? new RequestRound(this, snapshot.RunId) : null;
         var outcome = await WithRunAsync(
             snapshot.RunId,
             (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken),
@@ -59,7 +113,7 @@ public sealed class EmbeddedRunOwner(
             eventDigest is null ? null : new HandledEventSource(snapshot, eventDigest));
         if (outcome.Round is { } round)
         {
-            return outcome with { Round = null, Result = await FinishRoundAsync(round) };
+            return outcome with { Round = null, Result = await request!.FinishAsync(round) };
         }
 
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
@@ -92,6 +146,10 @@ public sealed class EmbeddedRunOwner(
         {
             throw new RunOwnerUnavailableException("The run store could not be read.", exception);
         }
+        catch (UnreadableRunStateException exception)
+        {
+            throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception);
+        }
     }
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
@@ -110,7 +168,10 @@ public sealed class EmbeddedRunOwner(
         return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, cutoff.Token));
     }
 
-    /// <summary>Runs the due retries, reconciliations and status poll of a run (the schedule's callback).</summary>
+    /// <summary>
+    /// Runs the due retries, reconciliations and status poll of a run (the schedule's callback). A wake-up whose run has
+    /// no row is deleted: nothing is left to do for it.
+    /// </summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
         var woken = await WithRunAsync(
@@ -123,6 +184,10 @@ public sealed class EmbeddedRunOwner(
         {
             await engine.FinishWakeAsync(woken, this, cutoff.Token);
         }
+        else
+        {
+            await store.DeleteOrphanWakeupAsync(runId, cancellationToken);
+        }
     }
 
     public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
@@ -134,21 +199,9 @@ public sealed class EmbeddedRunOwner(
     public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         WithRunAsync(sent.RunId, (stored, writer) => engine.RecordCommandAsync(stored, sent, writer), CancellationToken.None);
 
-    /// <summary>
-    /// The round's provider calls, with the run's lock free, then its answers recorded under the lock again. Launches that
-    /// waited for the round may be due now: the schedule is told to look.
-    /// </summary>
-    private async Task<HandoffResult> FinishRoundAsync(LaunchRound round)
-    {
-        try
-        {
-            return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token));
-        }
-        finally
-        {
-            wakeups.Notify();
-        }
-    }
+    /// <summary>The round's provider calls, with the run's lock free, then its answers recorded under the lock again.</summary>
+    private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
+        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token));
 
     private async Task<T> WithRunAsync<T>(
         long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken, HandledEventSource? completionEvent = null)
@@ -171,6 +224,11 @@ public sealed class EmbeddedRunOwner(
             catch (SqliteException exception)
             {
                 throw new RunOwnerUnavailableException("The run store could not be used.", exception);
+            }
+            catch (UnreadableRunStateException exception)
+            {
+                // Left as it is for an operator to look at: deciding on "no run" would start the run over on top of it.
+                throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception);
             }
             catch (RunVersionConflictException exception)
             {

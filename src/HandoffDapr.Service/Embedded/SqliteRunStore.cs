@@ -25,6 +25,7 @@ public sealed partial class SqliteRunStore : IDisposable
 {
     private readonly string connectionString;
     private readonly TimeProvider timeProvider;
+    private readonly ILogger logger;
 
     // SQLite admits one writer at a time; contending writers get SQLITE_BUSY, which Microsoft.Data.Sqlite answers
     // by sleeping and retrying. One writer thread for the whole process keeps them from ever meeting inside SQLite.
@@ -67,8 +68,8 @@ public sealed partial class SqliteRunStore : IDisposable
                 HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:DataPath '{dataPath}' cannot be used: {exception.Message}"]);
         }
 
-        logger ??= NullLogger<SqliteRunStore>.Instance;
-        checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(logger, exception));
+        this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
+        checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
         writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed);
     }
 
@@ -159,6 +160,7 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>The run's group and its stored view, written with its latest state; null when there is none (no run, or an older row).</summary>
     public StoredView? LoadView(long runId) => Read(session => session.LoadView(runId));
 
+    /// <exception cref="UnreadableRunStateException">The run's row holds a state this version cannot read.</exception>
     public Task<StoredRun> LoadAsync(long runId, CancellationToken cancellationToken) => Task.FromResult(Read(session => session.Load(runId)));
 
     private T Read<T>(Func<ReadSession, T> read)
@@ -242,9 +244,7 @@ public sealed partial class SqliteRunStore : IDisposable
             }
 
             var version = reader.GetInt64(0);
-            // The stored UTF-8 bytes as they are: no UTF-16 string in between.
-            var state = JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(1), HandoffJsonContext.Default.RunHandoffState);
-            return new StoredRun(state, version);
+            return new StoredRun(ReadState(runId, reader.GetFieldValue<byte[]>(1)), version);
         }
 
         public void Dispose()
@@ -253,6 +253,22 @@ public sealed partial class SqliteRunStore : IDisposable
             handledCommand.Dispose();
             viewCommand.Dispose();
             connection.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A row's state from its UTF-8 bytes as stored (no UTF-16 string in between). A row this version cannot read (edited
+    /// by hand, or damaged) is refused, never taken for "no run": that would start the run over on top of it.
+    /// </summary>
+    private static RunHandoffState ReadState(long runId, byte[] json)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunHandoffState) ?? throw new UnreadableRunStateException(runId);
+        }
+        catch (JsonException exception)
+        {
+            throw new UnreadableRunStateException(runId, exception);
         }
     }
 
@@ -399,22 +415,44 @@ public sealed partial class SqliteRunStore : IDisposable
         return due is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
     }
 
-    /// <summary>The most recently changed runs, newest first.</summary>
+    /// <summary>The most recently changed runs, newest first; a row that cannot be read is left out (and logged), not the whole list.</summary>
     public async Task<IReadOnlyList<RunHandoffState>> ListRecentAsync(int limit, CancellationToken cancellationToken)
     {
         await using var connection = OpenForRead();
         await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT state FROM runs ORDER BY updated_at DESC LIMIT $limit";
+        command.CommandText = "SELECT run_id, state FROM runs ORDER BY updated_at DESC LIMIT $limit";
         command.Parameters.AddWithValue("$limit", limit);
         var runs = new List<RunHandoffState>(limit);
         await using var reader = await command.ExecuteReaderAsync(cancellationToken);
         while (await reader.ReadAsync(cancellationToken))
         {
-            runs.Add(JsonSerializer.Deserialize(reader.GetFieldValue<byte[]>(0), HandoffJsonContext.Default.RunHandoffState)!);
+            try
+            {
+                runs.Add(ReadState(reader.GetInt64(0), reader.GetFieldValue<byte[]>(1)));
+            }
+            catch (UnreadableRunStateException exception)
+            {
+                LogUnreadableRunListed(logger, exception.RunId);
+            }
         }
 
         return runs;
     }
+
+    /// <summary>
+    /// Deletes the wake-up of a run that has no row (a file edited by hand, or damaged): nothing can be done for it, and
+    /// left due it would be claimed again at once, forever. A run saved meanwhile (its row and wake-up are written
+    /// together) keeps its wake-up.
+    /// </summary>
+    public Task<int> DeleteOrphanWakeupAsync(long runId, CancellationToken cancellationToken) =>
+        writer.WriteAsync((connection, transaction) =>
+        {
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = "DELETE FROM wakeups WHERE run_id = $run AND NOT EXISTS (SELECT 1 FROM runs WHERE run_id = $run)";
+            command.Parameters.AddWithValue("$run", runId);
+            return command.ExecuteNonQuery();
+        });
 
     public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
     {
@@ -434,6 +472,9 @@ public sealed partial class SqliteRunStore : IDisposable
 
     [LoggerMessage(EventId = 3003, EventName = "CheckpointFailed", Level = LogLevel.Warning, Message = "The data file's write-ahead log could not be checkpointed; it grows until a later checkpoint succeeds")]
     private static partial void LogCheckpointFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3004, EventName = "UnreadableRunListed", Level = LogLevel.Warning, Message = "Run {RunId} is left out of the list of runs: its stored state cannot be read")]
+    private static partial void LogUnreadableRunListed(ILogger logger, long runId);
 
     /// <summary>The writer's connection: its commits never checkpoint, <see cref="SqliteCheckpointer"/> does that on its own thread.</summary>
     private SqliteConnection OpenForWriting()
@@ -473,3 +514,9 @@ public readonly record struct HandledEvent(byte[]? Digest, bool Keep)
 }
 
 public sealed class RunVersionConflictException(long runId) : Exception($"Run {runId} was changed by another process.");
+
+/// <summary>A run's row holds a state that cannot be read (not JSON of a run, or JSON null).</summary>
+public sealed class UnreadableRunStateException(long runId, Exception? inner = null) : Exception($"The stored state of run {runId} cannot be read.", inner)
+{
+    public long RunId => runId;
+}

@@ -117,7 +117,7 @@ public sealed partial class WakeupScheduler(
         while (capacity - working.Count is var free and > 0)
         {
             var wanted = Math.Min(free, BatchSize);
-            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken, [.. working.Keys]);
+            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, wanted, stoppingToken, Busy());
             foreach (var runId in claimed)
             {
                 // Taken before the run starts, so the next pass counts its slot.
@@ -136,13 +136,19 @@ public sealed partial class WakeupScheduler(
         }
     }
 
+    /// <summary>
+    /// Runs not to claim: those this process is working on under an earlier claim, and those whose launch round a
+    /// request started here is still out (<see cref="EmbeddedRunOwner.RunsWithRequestRounds"/>; they are signalled when it ends).
+    /// </summary>
+    private long[] Busy() => [.. working.Keys, .. owner.RunsWithRequestRounds];
+
     /// <summary>Runs every wake-up that is due now and waits for them; returns how many runs were woken.</summary>
     public async Task<int> RunDueAsync(CancellationToken cancellationToken)
     {
         var total = 0;
         while (true)
         {
-            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, BatchSize, cancellationToken, [.. working.Keys]);
+            var claimed = await store.ClaimDueWakeupsAsync(leaseOwner, timeProvider.GetUtcNow(), options.Value.Embedded.ScheduleLease, BatchSize, cancellationToken, Busy());
             if (claimed.Count == 0)
             {
                 return total;

@@ -1,6 +1,7 @@
 using System.Net;
 using HandoffDapr.Service.Tests.Infrastructure;
-using Microsoft.Data.Sqlite;
+using Microsoft.AspNetCore.TestHost;
+using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace HandoffDapr.Service.Tests.Operability;
@@ -14,22 +15,25 @@ public sealed class ExceptionAnswerHeaderTests : IDisposable
     [Fact]
     public async Task A_500_from_the_exception_handler_carries_nosniff_and_no_store()
     {
-        using var factory = new EmbeddedServiceFactory(temp.File("broken.db"), cursor.Url);
+        using var embedded = new EmbeddedServiceFactory(temp.File("broken.db"), cursor.Url);
+        // A fault no endpoint answers for (a bug): the exception handler writes the answer.
+        using var factory = embedded.WithWebHostBuilder(builder => builder.ConfigureTestServices(services =>
+            services.Replace(ServiceDescriptor.Singleton<HandoffDapr.Service.Hosting.IRecentRuns>(new FaultingRecentRuns()))));
         using var client = factory.CreateClient();
-        (await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger(Payloads.Run(900, ["acme/shop"], automation: false)))).EnsureSuccessStatusCode();
-        // A row whose state cannot be read, and no stored view: the read throws, the exception handler answers.
-        await using (var connection = new SqliteConnection($"Data Source={factory.DataPath};Pooling=False"))
-        {
-            await connection.OpenAsync();
-            await using var command = connection.CreateCommand();
-            command.CommandText = "UPDATE runs SET state = '{not json', view = NULL";
-            await command.ExecuteNonQueryAsync();
-        }
 
-        var response = await client.GetAsync("/runs/900/handoff");
+        var response = await client.GetAsync("/runs");
 
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.DoesNotContain(FaultingRecentRuns.Text, await response.Content.ReadAsStringAsync());
         AssertSecurityHeaders(response);
+    }
+
+    private sealed class FaultingRecentRuns : HandoffDapr.Service.Hosting.IRecentRuns
+    {
+        public const string Text = "fault-text-that-must-not-leave-3b9c";
+
+        public Task<IReadOnlyList<HandoffDapr.Core.Handoff.RunHandoffState>> ListAsync(int limit, CancellationToken cancellationToken) =>
+            throw new InvalidOperationException(Text);
     }
 
     [Fact]

@@ -1,0 +1,132 @@
+using System.Net;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Rows the service did not write as they are (a file edited by hand, or damaged): a wake-up whose run has no row, a run
+/// whose state cannot be read. Each costs its own run at most, never the schedule or the other runs.
+/// </summary>
+public sealed class DamagedRowTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task Wake_up_whose_run_has_no_row_is_deleted_when_claimed()
+    {
+        var path = CreateFile("orphan.db", "INSERT INTO wakeups (run_id, due_at) VALUES (999, 0);");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url);
+        factory.CreateClient(); // the schedule's first pass, at start, claims what is overdue
+
+        // Before: released due, the wake-up was claimed again at once, forever (RunDueAsync never returned).
+        await factory.RunScheduleAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        await Eventually.True(async () => await factory.Store.GetWakeupAsync(999, CancellationToken.None) is null);
+    }
+
+    [Fact]
+    public async Task Wake_ups_whose_runs_have_no_row_do_not_hold_up_a_real_runs_launch()
+    {
+        // Due before anything the service saves: the schedule claims these first.
+        var path = CreateFile("starved.db", """
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 100)
+            INSERT INTO wakeups (run_id, due_at) SELECT 100000 + i, i FROM n;
+            """);
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url) { WakeOnSignal = true };
+        var client = factory.CreateClient();
+
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(77, ["acme/shop"]))).StatusCode);
+
+        await Eventually.True(() => cursor.LaunchRequests == 1);
+        Assert.Equal(0L, Scalar(path, "SELECT count(*) FROM wakeups WHERE run_id > 100000"));
+    }
+
+    [Theory]
+    [InlineData("""{"run_id": 2, garbage""")]
+    [InlineData("null")]
+    public async Task Run_whose_state_cannot_be_read_is_left_out_of_the_list_and_answered_503_without_starting_it_over(string state)
+    {
+        var logs = new FakeLogCollector();
+        var path = temp.File("unreadable.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url) { Logs = logs };
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/a"], automation: false)))).StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
+        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", state);
+
+        var list = await client.GetAsync("/runs");
+        Assert.Equal(HttpStatusCode.OK, list.StatusCode);
+        var listed = (await list.ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>());
+        Assert.Equal([1L], listed);
+        Assert.Contains(logs.GetSnapshot(), entry => entry.Id.Name == "UnreadableRunListed" && entry.Message.Contains("Run 2"));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/runs/2/handoff")).StatusCode);
+        var again = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, again.StatusCode);
+        Assert.DoesNotContain("garbage", await again.Content.ReadAsStringAsync());
+        Assert.Equal(1, cursor.AgentsFor("acme/b"));
+        Assert.Equal(state, StoredState(path, 2));
+    }
+
+    [Theory]
+    [InlineData("""{"run_id": 5, oops""")]
+    [InlineData("null")]
+    public async Task Due_wake_up_of_a_run_whose_state_cannot_be_read_is_claimed_once_per_lease_and_kept(string state)
+    {
+        var path = CreateFile("unreadable-due.db", "INSERT INTO runs (run_id, version, state, updated_at) VALUES (5, 1, $state, 0); INSERT INTO wakeups (run_id, due_at) VALUES (5, 0);", state);
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url) { Logs = logs };
+        factory.CreateClient(); // the schedule's first pass, at start, claims what is overdue
+        await Eventually.True(() => WakeFailures(logs) == 1);
+
+        // Before, for JSON null: taken for "no run", released due, and claimed again at once, forever.
+        Assert.Equal(0, await factory.RunScheduleAsync().WaitAsync(TimeSpan.FromSeconds(10)));
+        Assert.Equal(1, WakeFailures(logs));
+        Assert.NotNull(await factory.Store.GetWakeupAsync(5, CancellationToken.None));
+        Assert.Equal(state, StoredState(path, 5));
+    }
+
+    private static int WakeFailures(FakeLogCollector logs) => logs.GetSnapshot().Count(entry => entry.Id.Name == "WakeFailed");
+
+    private string CreateFile(string name, string sql, string? state = null)
+    {
+        var path = temp.File(name);
+        new SqliteRunStore(path, TimeProvider.System).Dispose();
+        Execute(path, sql, state);
+        return path;
+    }
+
+    private static void Execute(string path, string sql, string? state = null)
+    {
+        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        if (state is not null)
+        {
+            command.Parameters.AddWithValue("$state", state);
+        }
+
+        command.ExecuteNonQuery();
+    }
+
+    private static object? Scalar(string path, string sql)
+    {
+        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        return command.ExecuteScalar();
+    }
+
+    private static string StoredState(string path, long runId) => (string)Scalar(path, $"SELECT CAST(state AS TEXT) FROM runs WHERE run_id = {runId}")!;
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
