@@ -203,6 +203,19 @@ public sealed class CursorAgentsProviderTests : IDisposable
     }
 
     [Theory]
+    [InlineData("https://github.com/Acme/Shop", "Acme/Shop")]
+    [InlineData("github.com/acme/shop.git", "acme/shop")]
+    [InlineData("https://gitlab.com/acme/shop", "https://gitlab.com/acme/shop")]
+    public async Task Agent_read_names_the_repository_its_source_shows_so_a_report_of_another_one_can_be_told(string source, string expected)
+    {
+        Answer("/v0/agents/bc-1", 200, new JsonObject { ["id"] = "bc-1", ["status"] = "FINISHED", ["source"] = new JsonObject { ["repository"] = source } }.ToJsonString());
+
+        var result = await provider.GetAgentAsync("bc-1", CancellationToken.None);
+
+        Assert.Equal(expected, result.Value!.Repository);
+    }
+
+    [Theory]
     [InlineData("[]")]
     [InlineData("""{"id":["bc-1"],"status":"RUNNING"}""")]
     public async Task Agent_read_of_another_shape_is_a_failed_read_not_an_exception(string body)

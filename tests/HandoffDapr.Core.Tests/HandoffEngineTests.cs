@@ -767,6 +767,51 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Report_naming_another_repository_than_the_launchs_changes_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var saves = writer.Saved.Count;
+
+        var other = await engine.ApplyAgentReportAsync(
+            launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/evil/other/pull/1"), "evil/other"), writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.OtherRepository, other);
+        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal(CodingAgentStatus.Pending, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Poll_report_naming_another_repository_than_the_launchs_is_not_applied_and_the_agent_is_read_on()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
+        provider.ReadRepository = "evil/other";
+
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Pending, state.CodingAgents["bc-1"].Status);
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Poll_report_without_a_repository_is_applied_but_a_pull_request_of_another_repository_is_not_recorded()
+    {
+        // GitHub's tasks name no repository: their reports count, but only the launch's own pull requests are kept.
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
+
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task Unknown_launch_whose_turn_comes_too_late_still_reconciles_before_launching_again()
     {
         var oneAtATime = new HandoffEngine(
@@ -969,16 +1014,16 @@ public sealed class HandoffEngineTests
     }
 
     [Theory]
-    [InlineData("https://github.com/acme/shop/pull/1", "https://github.com/acme/shop/pull/1")]
-    [InlineData("http://localhost:5090/agents/bc-1", "http://localhost:5090/agents/bc-1")]
-    [InlineData("javascript:alert(1)//https://github.com/acme/shop/pull/1", null)]
-    [InlineData("data:text/html,<script>alert(1)</script>", null)]
-    [InlineData("https://github.com@evil.example/acme/shop/pull/3", null)]
-    [InlineData("https://evil.example/#\u202Emoc.buhtig//:sptth", null)]
-    [InlineData("https://github.com/acme/shop/pull/1 javascript:alert(1)", null)]
-    [InlineData("https://github.com/acme/shop/pull/1\"><svg/onload=alert(8)>", "https://github.com/acme/shop/pull/1%22%3E%3Csvg/onload=alert(8)%3E")]
-    [InlineData("/acme/shop/pull/1", null)]
-    public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept)
+    [InlineData("https://github.com/acme/shop/pull/1", "https://github.com/acme/shop/pull/1", true)]
+    [InlineData("http://localhost:5090/agents/bc-1", "http://localhost:5090/agents/bc-1", false)]
+    [InlineData("javascript:alert(1)//https://github.com/acme/shop/pull/1", null, false)]
+    [InlineData("data:text/html,<script>alert(1)</script>", null, false)]
+    [InlineData("https://github.com@evil.example/acme/shop/pull/3", null, false)]
+    [InlineData("https://evil.example/#\u202Emoc.buhtig//:sptth", null, false)]
+    [InlineData("https://github.com/acme/shop/pull/1 javascript:alert(1)", null, false)]
+    [InlineData("https://github.com/acme/shop/pull/1\"><svg/onload=alert(8)>", "https://github.com/acme/shop/pull/1%22%3E%3Csvg/onload=alert(8)%3E", false)]
+    [InlineData("/acme/shop/pull/1", null, false)]
+    public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept, bool pullRequestOfTheRepository)
     {
         var state = RunHandoffState.New(1) with
         {
@@ -989,7 +1034,8 @@ public sealed class HandoffEngineTests
         var done = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link, PrUrl: link), new TurnMeasurements());
 
         Assert.Equal(kept, done.CodingAgents["bc-1"].AgentUrl);
-        Assert.Equal(kept, done.CodingAgents["bc-1"].Results.Single().PrUrl);
+        // A link kept as the agent's page is its pull request only if it is one of the launch's repository.
+        Assert.Equal(pullRequestOfTheRepository ? kept : null, done.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.True(engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: new string('a', 3000).Insert(0, "https://github.com/")), new TurnMeasurements())
             .CodingAgents["bc-1"].Results.Single().PrUrl is null, "a link longer than any real one is kept");
     }
@@ -1402,7 +1448,7 @@ public sealed class HandoffEngineTests
             OnRead?.Invoke(agentId);
             return Task.FromResult(ReadFailure is { } failure
                 ? ProviderResult<ProviderAgent>.Failed(failure)
-                : ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl)));
+                : ProviderResult<ProviderAgent>.Success(new ProviderAgent(agentId, ReadStatus, PrUrl: ReadPrUrl, Repository: ReadRepository)));
         }
 
         private int reads;
@@ -1420,6 +1466,9 @@ public sealed class HandoffEngineTests
         public ProviderAgentStatus ReadStatus { get; set; } = ProviderAgentStatus.Running;
 
         public string? ReadPrUrl { get; set; }
+
+        /// <summary>The repository a read names (null: none, as GitHub's tasks).</summary>
+        public string? ReadRepository { get; set; }
 
         public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) =>
             Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));

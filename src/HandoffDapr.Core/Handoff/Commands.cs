@@ -76,6 +76,9 @@ public enum AgentReportStatus
     UnknownAgent,
     Unchanged,
     Changed,
+
+    /// <summary>The report names another repository than the one the agent was launched on: not applied.</summary>
+    OtherRepository,
 }
 
 [JsonConverter(typeof(SnakeCaseEnumConverter<AgentCommandStatus>))]

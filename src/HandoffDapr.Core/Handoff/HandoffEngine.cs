@@ -331,7 +331,9 @@ public sealed partial class HandoffEngine(
         var reports = new Dictionary<string, ProviderAgent>();
         for (var i = 0; i < poll.Agents.Count; i++)
         {
-            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId)
+            // A read that names another repository than the agent's launch is not applied: a failed read, as far as the
+            // agent is concerned (its time-out waits for a read that can be used).
+            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll"))
             {
                 reports[report.Id] = report;
             }
@@ -461,11 +463,13 @@ public sealed partial class HandoffEngine(
 
     /// <summary>
     /// A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing. Only the
-    /// integration that launched an agent may report on it: another integration's secret proves nothing about it.
+    /// integration that launched an agent may report on it: another integration's secret proves nothing about it. A
+    /// report that names another repository than the agent's launch is not applied either.
     /// </summary>
     public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, AgentReport signed, IRunStateWriter writer, CancellationToken cancellationToken)
     {
-        var report = signed.Agent;
+        // A host of an earlier release puts the repository on the report only.
+        var report = signed.Agent.Repository is null && signed.Repository is { } named ? signed.Agent with { Repository = named } : signed.Agent;
         if (state is null)
         {
             return AgentReportStatus.UnknownAgent;
@@ -496,6 +500,11 @@ public sealed partial class HandoffEngine(
         if (state.LaunchOfAgent(report.Id)?.IntegrationId != signed.IntegrationId)
         {
             return AgentReportStatus.UnknownAgent;
+        }
+
+        if (IsOfAnotherRepository(state, report, "webhook"))
+        {
+            return AgentReportStatus.OtherRepository;
         }
 
         var counted = new TurnMeasurements();
@@ -615,6 +624,37 @@ public sealed partial class HandoffEngine(
         return schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(agentIds)] };
     }
 
+    /// <summary>
+    /// A report that names a repository other than the one the agent was launched on (a provider's mix-up, or a signed
+    /// webhook about work elsewhere) says nothing about the launch: logged, not applied. One that names no repository
+    /// (GitHub's tasks, a Cursor answer without its source) is applied; its pull request is still checked
+    /// (<see cref="PullRequestOf"/>). The branch is not compared: GitHub names a task's branch itself, and Cursor may too.
+    /// </summary>
+    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source)
+    {
+        if (report.Repository is not { } named || state.LaunchOfAgent(report.Id) is not { } launch
+            || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
+        {
+            return false;
+        }
+
+        LogReportOfAnotherRepository(state.RunId, source, report.Id, RepositoryName.DescribeRejected(named), launch.Repository);
+        return true;
+    }
+
+    /// <summary>The report's pull request if it is one of the launch's repository; any other is logged and never recorded as the agent's.</summary>
+    private string? PullRequestOf(long runId, ProviderAgent report, RepositoryLaunch launch)
+    {
+        if (report.PrUrl is not { } url
+            || (RepositoryName.TryParse(launch.Repository, out var repository) && repository.Value.IsPullRequestUrl(url)))
+        {
+            return report.PrUrl;
+        }
+
+        LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository);
+        return null;
+    }
+
     /// <summary>The preference names the agent it wants: an integration of another kind would hand off somewhere unexpected.</summary>
     private static bool NamesAnotherProvider(AutomationHandoff handoff, Integration integration) =>
         handoff.Target is { Length: > 0 } target && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase);
@@ -622,7 +662,10 @@ public sealed partial class HandoffEngine(
     private static bool IsCompletedWithoutPullRequest(CodingAgentState agent) =>
         agent.Status == CodingAgentStatus.Completed && !agent.Results.Any(result => result.PrUrl is not null);
 
-    /// <summary>Applies what a provider says about an agent (webhook or poll). Status never moves backwards.</summary>
+    /// <summary>
+    /// Applies what a provider says about an agent (webhook or poll). Status never moves backwards, and only a pull
+    /// request of the launch's repository is recorded.
+    /// </summary>
     internal RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report, TurnMeasurements counted)
     {
         report = WithSafeUrls(report);
@@ -631,6 +674,8 @@ public sealed partial class HandoffEngine(
             return state;
         }
 
+        var launch = state.LaunchOfAgent(report.Id);
+        report = report with { PrUrl = launch is null ? null : PullRequestOf(state.RunId, report, launch) };
         var status = ToAgentStatus(report.Status);
         // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
         // agent finished is the truth, and its pull request must not be lost.
@@ -644,7 +689,6 @@ public sealed partial class HandoffEngine(
             return state;
         }
 
-        var launch = state.LaunchOfAgent(report.Id);
         var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
 
         var now = timeProvider.GetUtcNow();
@@ -1144,9 +1188,10 @@ public sealed partial class HandoffEngine(
             : null;
 
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
-    private static RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
+    private RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
     {
         agent = WithSafeUrls(agent);
+        agent = agent with { PrUrl = PullRequestOf(state.RunId, agent, launch) };
         var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
         var agentState = new CodingAgentState(
             agent.Id,
@@ -1272,6 +1317,14 @@ public sealed partial class HandoffEngine(
     [LoggerMessage(EventId = 1017, EventName = "AgentCommandNotRecorded", Level = LogLevel.Warning,
         Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
     private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
+
+    [LoggerMessage(EventId = 1019, EventName = "AgentReportOfAnotherRepository", Level = LogLevel.Warning,
+        Message = "Run {RunId}: a {Source} report about agent {AgentId} names the repository {ReportedRepository}, not {Repository} it was launched on; not applied")]
+    private partial void LogReportOfAnotherRepository(long runId, string source, string agentId, string reportedRepository, string repository);
+
+    [LoggerMessage(EventId = 1020, EventName = "PullRequestOfAnotherRepository", Level = LogLevel.Warning,
+        Message = "Run {RunId}: agent {AgentId} reported a pull request that is not one of {Repository}; not recorded as its pull request")]
+    private partial void LogPullRequestOfAnotherRepository(long runId, string agentId, string repository);
 
     [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
     private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);

@@ -37,6 +37,10 @@ public sealed record AgentLaunchRequest(
 public sealed record AgentWebhook(Uri Url, string Secret);
 
 /// <summary>An agent as the provider reports it, already translated out of the provider's wire format.</summary>
+/// <param name="Repository">
+/// The repository the report says the agent works on: <c>owner/name</c> when it names a GitHub repository, else what it
+/// names, made printable and short; null when it names none (GitHub's tasks, or an answer without a source).
+/// </param>
 public sealed record ProviderAgent(
     string Id,
     ProviderAgentStatus Status,
@@ -45,7 +49,8 @@ public sealed record ProviderAgent(
     string? BranchName = null,
     string? PrUrl = null,
     string? Summary = null,
-    DateTimeOffset? CreatedAt = null);
+    DateTimeOffset? CreatedAt = null,
+    string? Repository = null);
 
 [JsonConverter(typeof(SnakeCaseEnumConverter<ProviderAgentStatus>))]
 public enum ProviderAgentStatus

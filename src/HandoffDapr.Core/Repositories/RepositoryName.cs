@@ -62,6 +62,31 @@ public readonly record struct RepositoryName
         return name.All(c => char.IsAsciiLetterOrDigit(c) || c is '.' or '_' or '-');
     }
 
+    /// <summary>
+    /// Whether <paramref name="url"/> is one of this repository's pull requests:
+    /// <c>https://github.com/{owner}/{name}/pull/{number}</c>, owner and name in any letter case (GitHub's are
+    /// case-insensitive), with at most a trailing slash, a query or a fragment after the number.
+    /// </summary>
+    public bool IsPullRequestUrl(string? url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttps || !uri.IsDefaultPort
+            || uri.UserInfo.Length > 0 || uri.Host is not ("github.com" or "www.github.com"))
+        {
+            return false;
+        }
+
+        // "", owner, name, "pull", number
+        var segments = uri.AbsolutePath.TrimEnd('/').Split('/');
+        return segments is [_, var owner, var name, "pull", { Length: > 0 and <= 10 } number]
+            && number.All(char.IsAsciiDigit)
+            && string.Equals(owner, Owner, StringComparison.OrdinalIgnoreCase)
+            && string.Equals(name, Name, StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>Whether <paramref name="named"/> is this repository's <c>owner/name</c>, in any letter case.</summary>
+    public bool IsNamedBy(string? named) =>
+        TryParse(named, out var other) && string.Equals(other.Value.FullName, FullName, StringComparison.OrdinalIgnoreCase);
+
     /// <summary>A client-safe echo of a rejected name: printable, bounded, never raw input.</summary>
     public static string DescribeRejected(string? raw)
     {

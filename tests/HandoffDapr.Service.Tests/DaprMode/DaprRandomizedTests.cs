@@ -313,7 +313,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var agent = agents[rng.Next(agents.Count)];
         var id = agent["id"]!.GetValue<string>();
         var status = new[] { "RUNNING", "FINISHED", "FINISHED", "ERROR" }[rng.Next(4)];
-        var pr = status == "FINISHED" ? $"https://github.com/{id}/pull/1" : null;
+        var pr = status == "FINISHED" ? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/1" : null;
         w.Cursor.SetStatus(id, status, pr);
         if (rng.NextDouble() < 0.3 || status == "RUNNING")
         {

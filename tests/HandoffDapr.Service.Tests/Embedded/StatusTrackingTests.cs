@@ -155,15 +155,15 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     [Theory]
-    [InlineData("https://github.com/acme/shop", true)]
-    [InlineData("github.com/acme/shop", true)]
-    [InlineData("https://github.com/acme/my.repo", true)]
-    [InlineData("https://gitlab.com/acme/shop", false)]
-    [InlineData("https://github.com/acme", false)]
-    [InlineData("https://github.com/acme/shop/tree/main", false)]
-    public async Task Webhook_repository_must_be_a_github_repository(string repository, bool applied)
+    [InlineData("acme/shop", "https://github.com/acme/shop", true)]
+    [InlineData("acme/shop", "github.com/acme/shop", true)]
+    [InlineData("acme/my.repo", "https://github.com/acme/my.repo", true)]
+    [InlineData("acme/shop", "https://gitlab.com/acme/shop", false)]
+    [InlineData("acme/shop", "https://github.com/acme", false)]
+    [InlineData("acme/shop", "https://github.com/acme/shop/tree/main", false)]
+    public async Task Webhook_repository_must_be_a_github_repository(string launched, string repository, bool applied)
     {
-        var agentId = await Launch(420);
+        var agentId = await Launch(420, launched);
 
         var response = await SignedWebhook(420, StatusChange(agentId, "FINISHED", repository: repository));
 
@@ -195,6 +195,71 @@ public sealed class StatusTrackingTests : IDisposable
 
         Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
         Assert.Equal("pending", (await Agent(432, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Webhook_about_a_known_agent_is_applied_only_when_it_names_the_launch_repository_in_any_letter_case()
+    {
+        var agentId = await Launch(433);
+
+        // Signed by the integration that launched the agent and about that agent, but naming another repository and its pull request.
+        var other = await SignedWebhook(433, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/evil/other/pull/1", repository: "https://github.com/evil/other"));
+
+        Assert.Equal(HttpStatusCode.NoContent, other.StatusCode);
+        var agent = await Agent(433, agentId);
+        Assert.Equal("pending", agent["status"]!.GetValue<string>());
+        Assert.Empty(agent["results"]!.AsArray());
+        var ignored = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal(agentId, ignored.GetStructuredStateValue("AgentId"));
+        Assert.Equal("evil/other", ignored.GetStructuredStateValue("ReportedRepository"));
+        Assert.Equal("acme/shop", ignored.GetStructuredStateValue("Repository"));
+
+        var own = await SignedWebhook(433, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/Acme/Shop/pull/2", repository: "https://github.com/ACME/shop.git"));
+
+        Assert.Equal(HttpStatusCode.NoContent, own.StatusCode);
+        agent = await Agent(433, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/Acme/Shop/pull/2", Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Pull_request_of_another_repository_is_never_recorded_as_the_agents()
+    {
+        var agentId = await Launch(434);
+
+        var response = await SignedWebhook(434, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/evil/other/pull/1"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        // The report names the launch's repository: the agent finished, but the pull request it names is not one of it.
+        var agent = await Agent(434, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Null(Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
+    }
+
+    [Fact]
+    public async Task Poll_answer_naming_another_repository_is_not_applied_and_the_agent_is_read_on()
+    {
+        var agentId = await Launch(435);
+        cursor.Agents[agentId]["source"]!["repository"] = "https://github.com/evil/other";
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/evil/other/pull/1");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal("pending", (await Agent(435, agentId))["status"]!.GetValue<string>());
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        var next = await factory.Store.GetWakeupAsync(435, CancellationToken.None);
+        Assert.NotNull(next);
+
+        cursor.Agents[agentId]["source"]!["repository"] = "https://github.com/acme/shop";
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/4");
+        time.Advance(next.Value - time.GetUtcNow());
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var agent = await Agent(435, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/4", Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
     }
 
     [Fact]
@@ -364,9 +429,9 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.DoesNotContain("javascript:", agent.ToJsonString(), StringComparison.OrdinalIgnoreCase);
     }
 
-    private async Task<string> Launch(long runId)
+    private async Task<string> Launch(long runId, string repository = "acme/shop")
     {
-        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, [repository], automation: false)));
         return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
     }
 

@@ -175,6 +175,7 @@ public sealed class CursorAgentsProvider(
         }
 
         element.TryGetProperty("target", out var target);
+        element.TryGetProperty("source", out var source);
         return new ProviderAgent(
             id,
             MapStatus(ReadString(element, "status")),
@@ -183,7 +184,8 @@ public sealed class CursorAgentsProvider(
             ReadString(target, "branchName"),
             ReadString(target, "prUrl"),
             ReadString(element, "summary"),
-            CreatedAt(element));
+            CreatedAt(element),
+            CursorWebhook.RepositoryNamed(ReadString(source, "repository")));
     }
 
     public static ProviderAgentStatus MapStatus(string? status) => status?.ToUpperInvariant() switch

@@ -52,7 +52,8 @@ public static partial class CursorWebhook
                 AgentUrl: Text(target, "url"),
                 BranchName: Text(target, "branchName"),
                 PrUrl: Text(target, "prUrl"),
-                Summary: Text(root, "summary"));
+                Summary: Text(root, "summary"),
+                Repository: RepositoryNamed(rawRepository));
             change = new CursorStatusChange(agent, ParseGitHubRepository(rawRepository), rawRepository);
             return ParseResult.StatusChange;
         }
@@ -76,6 +77,14 @@ public static partial class CursorWebhook
             ? repository
             : null;
     }
+
+    /// <summary>
+    /// The repository a Cursor agent's <c>source.repository</c> names, for <see cref="ProviderAgent.Repository"/>:
+    /// <c>owner/name</c> for a GitHub repository; anything else as written, made printable and short, so it is never
+    /// taken for the launch's repository; null when there is none.
+    /// </summary>
+    public static string? RepositoryNamed(string? value) =>
+        string.IsNullOrWhiteSpace(value) ? null : ParseGitHubRepository(value)?.FullName ?? RepositoryName.DescribeRejected(value);
 
     private static string? Text(JsonElement element, string property) => Serialization.JsonElements.String(element, property);
 
