@@ -169,6 +169,37 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Follow_up_to_an_agent_timed_out_whose_watch_ended_puts_it_back_under_watch_until_its_pull_request_shows()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Past its maximum age it is timed out and stopped, then read until the provider shows the stop took.
+        time.Advance(TimeSpan.FromHours(7));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Go on and open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        state = writer.Saved.Last();
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.NextWakeAt());
+        // The next read still shows it stopped (it has not resumed yet): that does not end the watch.
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.NotNull(state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/22", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_poll_cut_short_by_shutdown_before_any_read_does_not_back_the_schedule_off()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -362,8 +362,10 @@ public sealed partial class HandoffEngine(
             var age = Age(state, latest, now);
             if (awaiting.Contains(agent.Id))
             {
-                // Not ended by a FINISHED read: the agent may not have resumed yet. Only a pull request, or age, ends it.
-                if (IsCompletedWithoutPullRequest(latest) && age <= watchLimit)
+                // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
+                // request, or the time since its last follow-up, ends it.
+                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
+                if (IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
@@ -402,9 +404,10 @@ public sealed partial class HandoffEngine(
                 : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
             var watched = stillWatched.Count > 0 ? stillWatched : null;
             var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
+            var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
             state = state with
             {
-                Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited) : null,
+                Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp) : null,
             };
         }
         else if (timedOut.Count > 0)
@@ -588,10 +591,12 @@ public sealed partial class HandoffEngine(
         }
 
         var now = timeProvider.GetUtcNow();
-        if (!sent.Stop && IsCompletedWithoutPullRequest(agent))
+        if (!sent.Stop && IsEndedWithoutPullRequest(agent))
         {
-            // A follow-up sets a finished agent to work again, maybe on the pull request it did not open: read it on until
-            // it ends again, so that pull request is learnt without a webhook too.
+            // A follow-up sets an agent that ended without a pull request to work again: a finished one maybe on the pull
+            // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.
+            // Read it on until a pull request shows, counting the watch from this follow-up, so that pull request is learnt
+            // without a webhook too. An agent still at work is still watched: nothing changes for it.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
             state = state with
@@ -600,7 +605,10 @@ public sealed partial class HandoffEngine(
                 {
                     NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
                     QuietPolls = 0,
+                    // Watched as awaiting now: the given-up watch would end at the first read that shows it stopped.
+                    GivenUp = poll.GivenUp?.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } givenUp ? givenUp : null,
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
+                    FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = now },
                 },
             };
         }
@@ -659,8 +667,9 @@ public sealed partial class HandoffEngine(
     private static bool NamesAnotherProvider(AutomationHandoff handoff, Integration integration) =>
         handoff.Target is { Length: > 0 } target && !string.Equals(target, integration.Provider.ProviderName, StringComparison.OrdinalIgnoreCase);
 
-    private static bool IsCompletedWithoutPullRequest(CodingAgentState agent) =>
-        agent.Status == CodingAgentStatus.Completed && !agent.Results.Any(result => result.PrUrl is not null);
+    /// <summary>Completed without a pull request, or failed (stopped, timed out, or the agent's own error): what a follow-up can still change.</summary>
+    private static bool IsEndedWithoutPullRequest(CodingAgentState agent) =>
+        agent.Status.IsFinal() && !agent.Results.Any(result => result.PrUrl is not null);
 
     /// <summary>
     /// Applies what a provider says about an agent (webhook or poll). Status never moves backwards, and only a pull

@@ -28,7 +28,7 @@ public sealed record RunHandoffState(
 
     /// <summary>
     /// The agents the status poll reads: the unfinished ones, those given up on whose end the provider has not shown, and
-    /// completed ones awaiting a pull request after a follow-up.
+    /// ended ones awaiting a pull request after a follow-up.
     /// </summary>
     public IEnumerable<CodingAgentState> AgentsToPoll => CodingAgents.Values.Where(agent => !agent.Status.IsFinal()
         || (Poll?.GivenUp?.Contains(agent.Id) ?? false) || (Poll?.AwaitingPullRequest?.Contains(agent.Id) ?? false));
@@ -165,10 +165,20 @@ public enum LaunchPhase
 /// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
 /// </param>
 /// <param name="AwaitingPullRequest">
-/// Agents that completed without a pull request and were sent a follow-up: read until one shows a pull request, or
-/// until twice the maximum age from launch (the agent may not have resumed yet when it is first read).
+/// Agents that ended without a pull request (completed without one, stopped, failed or timed out) and were sent a
+/// follow-up: read until one shows a pull request, or until twice the maximum age from their last follow-up (see
+/// <paramref name="FollowedUpAt"/>; the agent may not have resumed yet when it is first read).
 /// </param>
-public sealed record PollSchedule(DateTimeOffset NextPollAt, int QuietPolls, IReadOnlyList<string>? GivenUp = null, IReadOnlyList<string>? AwaitingPullRequest = null);
+/// <param name="FollowedUpAt">
+/// When the agents in <paramref name="AwaitingPullRequest"/> were last sent a follow-up: their watch counts from then.
+/// One awaiting without an entry (stored before it was kept) counts from its launch.
+/// </param>
+public sealed record PollSchedule(
+    DateTimeOffset NextPollAt,
+    int QuietPolls,
+    IReadOnlyList<string>? GivenUp = null,
+    IReadOnlyList<string>? AwaitingPullRequest = null,
+    IReadOnlyDictionary<string, DateTimeOffset>? FollowedUpAt = null);
 
 public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
 

@@ -43,6 +43,66 @@ public sealed class FollowupPollingTests : IDisposable
         Assert.Equal("https://github.com/acme/shop/pull/12", agent["results"]?[0]?["pr_url"]?.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Pull_request_opened_after_a_followup_to_a_stopped_agent_is_learnt_by_polling()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("stopped.db"), cursor.Url, time);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/911/handoff", Payloads.Trigger(Payloads.Run(911, ["acme/shop"], automation: false)));
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/runs/911/agents/{agentId}/stop", null)).StatusCode);
+        // The poll sees the stop take, and the agent's watch ends: nothing left to wake up for.
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        Assert.Null(await factory.Store.GetWakeupAsync(911, CancellationToken.None));
+
+        // Asked to go on, the agent works again: it is watched again, and its pull request learnt without a webhook.
+        var followup = await client.PostJsonAsync($"/runs/911/agents/{agentId}/followup", new JsonObject { ["text"] = "Please go on and open the pull request" });
+        Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
+        Assert.NotNull(await factory.Store.GetWakeupAsync(911, CancellationToken.None));
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/5");
+        for (var i = 0; i < 12; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(15));
+            await factory.RunScheduleAsync();
+        }
+
+        var agent = await Agent(client, 911, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/5", agent["results"]?[0]?["pr_url"]?.GetValue<string>());
+    }
+
+    [Fact]
+    public async Task Pull_request_opened_after_a_followup_sent_long_after_the_launch_is_learnt_by_polling()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("late.db"), cursor.Url, time);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/913/handoff", Payloads.Trigger(Payloads.Run(913, ["acme/shop"], automation: false)));
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        cursor.SetStatus(agentId, "FINISHED");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        Assert.Equal("completed", (await Agent(client, 913, agentId))["status"]!.GetValue<string>());
+
+        // A day later, past any watch counted from the launch, it is asked for the pull request it did not open. The
+        // first read after the follow-up still sees it finished without one: it has not resumed yet.
+        time.Advance(TimeSpan.FromDays(1));
+        var followup = await client.PostJsonAsync($"/runs/913/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
+        Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/13");
+        for (var i = 0; i < 12; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(15));
+            await factory.RunScheduleAsync();
+        }
+
+        Assert.Equal("https://github.com/acme/shop/pull/13", (await Agent(client, 913, agentId))["results"]?[0]?["pr_url"]?.GetValue<string>());
+    }
+
     private static async Task<JsonNode> Agent(HttpClient client, long runId, string agentId) =>
         (await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync())["coding_agents"]![agentId]!;
 
