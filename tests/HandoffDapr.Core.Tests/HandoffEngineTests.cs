@@ -1268,6 +1268,26 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_follow_up_whose_outcome_is_unknown_is_answered_so_and_puts_the_agent_back_under_watch()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+        // The request was sent; its answer never came.
+        provider.FollowupFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, followup.Status);
+        Assert.Equal(FailureTypes.ProviderUnavailable, followup.FailureType);
+        state = writer.Saved.Last();
+        Assert.Contains("bc-1", state.Poll?.AwaitingPullRequest ?? []);
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_stop_recorded_after_a_finished_webhook_leaves_the_agent_completed()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
@@ -1511,6 +1531,10 @@ public sealed class HandoffEngineTests
             ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
             : ProviderResult<bool>.Success(true));
 
-        public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
+        /// <summary>What a follow-up answers; null: accepted.</summary>
+        public ProviderFailure? FollowupFailure { get; set; }
+
+        public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) =>
+            Task.FromResult(FollowupFailure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true));
     }
 }

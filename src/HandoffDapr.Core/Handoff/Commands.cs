@@ -87,6 +87,9 @@ public enum AgentCommandStatus
     Done,
     UnknownAgent,
     ProviderFailed,
+
+    /// <summary>The command reached the provider, but no answer said whether it was carried out: it may have been.</summary>
+    OutcomeUnknown,
 }
 
 /// <param name="FailureType">Set when the provider refused or failed; never provider text.</param>

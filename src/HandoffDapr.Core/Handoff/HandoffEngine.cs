@@ -563,6 +563,27 @@ public sealed partial class HandoffEngine(
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, FailureTypes.InvalidResponse);
         }
 
+        if (result.Failure is { RequestSent: true, OutcomeUnknown: true } unknown)
+        {
+            // Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
+            // "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
+            // the agent is watched again; a stop that may have taken is learnt by the poll, which reads an agent at work.
+            LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
+            if (!stop)
+            {
+                try
+                {
+                    await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, Stop: false, OutcomeUnknown: true));
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    LogCommandOutcomeNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
+                }
+            }
+
+            return new AgentCommandOutcome(AgentCommandStatus.OutcomeUnknown, agent, unknown.FailureType);
+        }
+
         if (!result.IsSuccess)
         {
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
@@ -581,7 +602,7 @@ public sealed partial class HandoffEngine(
         }
     }
 
-    /// <summary>Records a command the provider accepted, in the run's current state.</summary>
+    /// <summary>Records a command the provider accepted (or a follow-up that may have run), in the run's current state.</summary>
     public async Task<AgentCommandOutcome> RecordCommandAsync(RunHandoffState? state, AgentCommandSent sent, IRunStateWriter writer)
     {
         if (state is null || state.RunId != sent.RunId || !state.CodingAgents.TryGetValue(sent.AgentId, out var agent)
@@ -620,7 +641,8 @@ public sealed partial class HandoffEngine(
             state = state.WithAgent(agent) with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
         }
 
-        state = state.WithTimeline([new TimelineEntry(now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId)]);
+        state = state.WithTimeline([new TimelineEntry(
+            now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId, sent.OutcomeUnknown ? "outcome unknown" : null)]);
         await writer.SaveAsync(state, CancellationToken.None);
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
     }
@@ -1326,6 +1348,14 @@ public sealed partial class HandoffEngine(
     [LoggerMessage(EventId = 1017, EventName = "AgentCommandNotRecorded", Level = LogLevel.Warning,
         Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
     private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
+
+    [LoggerMessage(EventId = 1021, EventName = "AgentCommandOutcomeUnknown", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the {Command} for agent {AgentId} reached the provider, but no answer said whether it was carried out ({FailureType}); answered as unknown")]
+    private partial void LogCommandOutcomeUnknown(long runId, string command, string agentId, string failureType);
+
+    [LoggerMessage(EventId = 1022, EventName = "AgentCommandOutcomeNotRecorded", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the {Command} for agent {AgentId}, whose outcome is unknown, could not be recorded ({ExceptionType}); the agent may not be watched again")]
+    private partial void LogCommandOutcomeNotRecorded(long runId, string command, string agentId, string exceptionType);
 
     [LoggerMessage(EventId = 1019, EventName = "AgentReportOfAnotherRepository", Level = LogLevel.Warning,
         Message = "Run {RunId}: a {Source} report about agent {AgentId} names the repository {ReportedRepository}, not {Repository} it was launched on; not applied")]

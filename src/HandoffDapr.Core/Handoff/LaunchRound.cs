@@ -71,5 +71,8 @@ public interface IRoundRecorder
     Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent);
 }
 
-/// <summary>A stop (<see cref="Stop"/>) or a follow-up the provider accepted, to record in the run's turn.</summary>
-public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop);
+/// <summary>
+/// A stop (<see cref="Stop"/>) or a follow-up the provider accepted, to record in the run's turn; or, with
+/// <see cref="OutcomeUnknown"/>, a follow-up that reached the provider without an answer saying whether it was carried out.
+/// </summary>
+public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop, bool OutcomeUnknown = false);

@@ -16,7 +16,8 @@ public static class AgentEndpoints
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status502BadGateway)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
+            .ProducesProblem(StatusCodes.Status504GatewayTimeout);
         agents.MapPost("/followup", FollowupAsync).WithName("AgentFollowup")
             .AcceptsJson<FollowupRequest>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
@@ -26,7 +27,8 @@ public static class AgentEndpoints
             .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status502BadGateway)
-            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
+            .ProducesProblem(StatusCodes.Status504GatewayTimeout);
         return app;
     }
 
@@ -79,6 +81,7 @@ public static class AgentEndpoints
         {
             AgentCommandStatus.Done => TypedResults.Ok(outcome.Agent!),
             AgentCommandStatus.ProviderFailed => Problems.ProviderFailed(outcome.FailureType!),
+            AgentCommandStatus.OutcomeUnknown => Problems.ProviderOutcomeUnknown(outcome.FailureType!),
             _ => Problems.UnknownAgent(),
         };
     }

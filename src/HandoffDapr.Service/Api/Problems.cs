@@ -85,6 +85,21 @@ public static class Problems
         return TypedResults.Problem(problem);
     }
 
+    /// <summary>
+    /// A stop or follow-up that reached the provider, whose answer did not say whether it was carried out (a time-out, a
+    /// 500 mid-request, a gateway's 502 or 504): not "failed", since sending it again could reach the agent twice.
+    /// </summary>
+    public static ProblemHttpResult ProviderOutcomeUnknown(string failureType)
+    {
+        var problem = Details(
+            StatusCodes.Status504GatewayTimeout,
+            "outcome-unknown",
+            "Coding agent provider outcome unknown",
+            "The request reached the coding agent provider, but no answer said whether it was carried out: it may have been carried out. Read the run before sending it again.");
+        problem.Extensions["failure_type"] = failureType;
+        return TypedResults.Problem(problem);
+    }
+
     public static RetryAfterResult RateLimited(TimeSpan retryAfter) =>
         new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", "Slow down and try again after the Retry-After delay."), retryAfter);
 

@@ -103,6 +103,47 @@ public sealed class FollowupPollingTests : IDisposable
         Assert.Equal("https://github.com/acme/shop/pull/13", (await Agent(client, 913, agentId))["results"]?[0]?["pr_url"]?.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Followup_that_timed_out_after_reaching_the_provider_is_a_504_that_says_it_may_have_been_carried_out_and_the_agent_is_watched_again()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("timeout.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:RequestTimeout"] = "00:00:01",
+        });
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/914/handoff", Payloads.Trigger(Payloads.Run(914, ["acme/shop"], automation: false)));
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        cursor.SetStatus(agentId, "FINISHED");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        Assert.Null(await factory.Store.GetWakeupAsync(914, CancellationToken.None));
+
+        // The follow-up reaches the provider, whose answer does not come in time.
+        HttpResponseMessage response;
+        using (var held = cursor.HoldCommands())
+        {
+            response = await client.PostJsonAsync($"/runs/914/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
+            Assert.True(held.Arrived.IsSet);
+        }
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/outcome-unknown", problem["type"]!.GetValue<string>());
+        Assert.Equal("provider_unavailable", problem["failure_type"]!.GetValue<string>());
+        Assert.Contains("may have been carried out", problem["detail"]!.GetValue<string>());
+
+        // It may have been carried out: the agent is watched again, and a pull request it opens is learnt.
+        Assert.NotNull(await factory.Store.GetWakeupAsync(914, CancellationToken.None));
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/14");
+        for (var i = 0; i < 12; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(15));
+            await factory.RunScheduleAsync();
+        }
+
+        Assert.Equal("https://github.com/acme/shop/pull/14", (await Agent(client, 914, agentId))["results"]?[0]?["pr_url"]?.GetValue<string>());
+    }
+
     private static async Task<JsonNode> Agent(HttpClient client, long runId, string agentId) =>
         (await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync())["coding_agents"]![agentId]!;
 

@@ -387,7 +387,8 @@ public sealed class StatusTrackingTests : IDisposable
     public async Task Provider_failure_on_stop_is_a_generic_problem()
     {
         var agentId = await Launch(474);
-        cursor.NextCommandAnswer = FakeCursor.Status(500);
+        // 503: the provider turned the stop away, so it was not carried out.
+        cursor.NextCommandAnswer = FakeCursor.Status(503);
 
         var response = await client.PostAsync($"/runs/474/agents/{agentId}/stop", null);
         var text = await response.Content.ReadAsStringAsync();
@@ -396,6 +397,27 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("provider_unavailable", JsonNode.Parse(text)!["failure_type"]!.GetValue<string>());
         Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
         Assert.Equal("pending", (await Agent(474, agentId))["status"]!.GetValue<string>());
+    }
+
+    [Theory]
+    [InlineData(500)]
+    [InlineData(504)]
+    public async Task Stop_whose_outcome_the_provider_left_unknown_is_a_504_that_says_it_may_have_been_carried_out(int providerStatus)
+    {
+        var agentId = await Launch(475);
+        // A 500 mid-request, or a gateway's 504: the provider may have stopped the agent before the answer was lost.
+        cursor.NextCommandAnswer = FakeCursor.Status(providerStatus);
+
+        var response = await client.PostAsync($"/runs/475/agents/{agentId}/stop", null);
+        var text = await response.Content.ReadAsStringAsync();
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        var problem = JsonNode.Parse(text)!;
+        Assert.EndsWith("/outcome-unknown", problem["type"]!.GetValue<string>());
+        Assert.Equal("provider_unavailable", problem["failure_type"]!.GetValue<string>());
+        Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
+        // Not recorded as stopped: the poll, which still reads the agent, learns whether it was.
+        Assert.Equal("pending", (await Agent(475, agentId))["status"]!.GetValue<string>());
     }
 
     [Fact]

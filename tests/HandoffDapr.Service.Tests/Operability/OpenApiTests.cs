@@ -110,6 +110,12 @@ public sealed class OpenApiTests : IDisposable
                 expected.Add("400");
             }
 
+            if (name.Contains("/agents/"))
+            {
+                // A stop or follow-up that reached the provider without an answer saying whether it was carried out.
+                expected.AddRange(["502", "504"]);
+            }
+
             foreach (var status in expected)
             {
                 Assert.True(responses.ContainsKey(status), $"{name} lacks {status}");
