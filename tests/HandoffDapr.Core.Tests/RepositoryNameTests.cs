@@ -63,4 +63,24 @@ public sealed class RepositoryNameTests
     [InlineData("a@{b", false)]
     [InlineData("a~b", false)]
     public void Base_branches_follow_git_ref_rules(string branch, bool valid) => Assert.Equal(valid, GitRefName.IsValidBranch(branch));
+
+    [Theory]
+    [InlineData("https://github.com/acme/shop/pull/5", "https://github.com/acme/shop/pull/5")]
+    [InlineData("https://github.com/acme/shop/pull/5/files", "https://github.com/acme/shop/pull/5")]
+    [InlineData("https://github.com/acme/shop/pull/5/commits/abc", "https://github.com/acme/shop/pull/5")]
+    [InlineData("http://github.com/acme/shop/pull/5", "https://github.com/acme/shop/pull/5")]
+    [InlineData("https://www.github.com/Acme/Shop/pull/5/?x=1#top", "https://github.com/Acme/Shop/pull/5")]
+    [InlineData("https://github.com/evil/shop/pull/5", null)]
+    [InlineData("https://github.com/acme/shop/issues/5", null)]
+    [InlineData("https://github.com/acme/shop/pull/5x", null)]
+    [InlineData("https://github.com:8443/acme/shop/pull/5", null)]
+    [InlineData("https://user@github.com/acme/shop/pull/5", null)]
+    [InlineData("https://github.com.evil.example/acme/shop/pull/5", null)]
+    [InlineData("ftp://github.com/acme/shop/pull/5", null)]
+    public void Link_into_one_of_the_repositorys_pull_requests_gives_its_canonical_link(string url, string? expected)
+    {
+        Assert.True(RepositoryName.TryParse("acme/shop", out var repository));
+
+        Assert.Equal(expected, repository.Value.PullRequestLinkedBy(url));
+    }
 }

@@ -672,13 +672,20 @@ public sealed partial class HandoffEngine(
         return true;
     }
 
-    /// <summary>The report's pull request if it is one of the launch's repository; any other is logged and never recorded as the agent's.</summary>
+    /// <summary>
+    /// The report's pull request, as its canonical link, if it is one of the launch's repository; any other is logged and
+    /// never recorded as the agent's.
+    /// </summary>
     private string? PullRequestOf(long runId, ProviderAgent report, RepositoryLaunch launch)
     {
-        if (report.PrUrl is not { } url
-            || (RepositoryName.TryParse(launch.Repository, out var repository) && repository.Value.IsPullRequestUrl(url)))
+        if (report.PrUrl is null)
         {
-            return report.PrUrl;
+            return null;
+        }
+
+        if (RepositoryName.TryParse(launch.Repository, out var repository) && repository.Value.PullRequestLinkedBy(report.PrUrl) is { } pullRequest)
+        {
+            return pullRequest;
         }
 
         LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository);

@@ -63,24 +63,27 @@ public readonly record struct RepositoryName
     }
 
     /// <summary>
-    /// Whether <paramref name="url"/> is one of this repository's pull requests:
-    /// <c>https://github.com/{owner}/{name}/pull/{number}</c>, owner and name in any letter case (GitHub's are
-    /// case-insensitive), with at most a trailing slash, a query or a fragment after the number.
+    /// This repository's pull request that <paramref name="url"/> links to, in its canonical form
+    /// <c>https://github.com/{owner}/{name}/pull/{number}</c>; null when it links to none of them. Owner and name in any
+    /// letter case (GitHub's are case-insensitive); http or https; a tab of the pull request (<c>/files</c>), a query
+    /// or a fragment after the number.
     /// </summary>
-    public bool IsPullRequestUrl(string? url)
+    public string? PullRequestLinkedBy(string? url)
     {
-        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme != Uri.UriSchemeHttps || !uri.IsDefaultPort
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri) || uri.Scheme is not ("https" or "http") || !uri.IsDefaultPort
             || uri.UserInfo.Length > 0 || uri.Host is not ("github.com" or "www.github.com"))
         {
-            return false;
+            return null;
         }
 
-        // "", owner, name, "pull", number
-        var segments = uri.AbsolutePath.TrimEnd('/').Split('/');
-        return segments is [_, var owner, var name, "pull", { Length: > 0 and <= 10 } number]
+        // "", owner, name, "pull", number, then perhaps a tab
+        var segments = uri.AbsolutePath.Split('/');
+        return segments is [_, var owner, var name, "pull", { Length: > 0 and <= 10 } number, ..]
             && number.All(char.IsAsciiDigit)
             && string.Equals(owner, Owner, StringComparison.OrdinalIgnoreCase)
-            && string.Equals(name, Name, StringComparison.OrdinalIgnoreCase);
+            && string.Equals(name, Name, StringComparison.OrdinalIgnoreCase)
+            ? $"https://github.com/{owner}/{name}/pull/{number}"
+            : null;
     }
 
     /// <summary>Whether <paramref name="named"/> is this repository's <c>owner/name</c>, in any letter case.</summary>
