@@ -113,6 +113,10 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         actorState.Set(actorType, actorId, key, GoJson.Reencode(element, preserveNumbers: false));
     }
 
+    /// <summary>Stores <paramref name="raw"/> as it is, JSON or not: actor state the app did not write (edited by hand, damaged).</summary>
+    public void SetRawActorState(string actorType, string actorId, string key, string raw) =>
+        actorState.Set(actorType, actorId, key, System.Text.Encoding.UTF8.GetBytes(raw));
+
     /// <summary>Registered reminders.</summary>
     public IReadOnlyCollection<RegisteredReminder> Reminders => reminders.All;
 

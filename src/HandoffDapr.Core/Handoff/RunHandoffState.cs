@@ -59,6 +59,27 @@ public sealed record RunHandoffState(
         };
     }
 
+    /// <summary>
+    /// Why this state, read from a store, cannot be run <paramref name="runId"/>'s (edited by hand, damaged, or another
+    /// run's), or null when it can. A host refuses such a state rather than decide on it: a part read as empty would
+    /// start the run over on top of its agents, a snapshot missing or of another run would skip its group check.
+    /// </summary>
+    public string? FindDamage(long runId)
+    {
+        // The stored JSON can leave any non-nullable member null (a property missing); the compiler's view is not the store's.
+        IReadOnlyDictionary<string, CodingAgentState>? agents = CodingAgents;
+        IReadOnlyList<RepositoryLaunch>? launches = Launches;
+        IReadOnlyList<TimelineEntry>? timeline = Timeline;
+        return RunId != runId ? "it names another run"
+            : agents is null || launches is null || timeline is null ? "a part is missing"
+            : Snapshot is { } snapshot && snapshot.RunId != runId ? "its snapshot is another run's"
+            : Snapshot is null && (launches.Count > 0 || agents.Count > 0) ? "it has launches or agents but no snapshot"
+            : agents.Any(entry => entry.Value?.Id != entry.Key || entry.Value.Results is null) ? "an agent is unreadable"
+            : launches.Any(launch => launch?.Repository is null || launch.BranchName is null) ? "a launch is unreadable"
+            : timeline.Any(entry => entry is null) ? "a timeline entry is unreadable"
+            : null;
+    }
+
     public RepositoryLaunch? LaunchOfAgent(string agentId) => Launches.FirstOrDefault(launch => launch.AgentId == agentId);
 
     /// <summary>
@@ -195,4 +216,11 @@ public static class TimelineEvents
     public const string Stopped = "stopped";
     public const string FollowupSent = "followup_sent";
     public const string TimedOut = "timed_out";
+}
+
+/// <summary>A run's stored state cannot be used (see <see cref="RunHandoffState.FindDamage"/>, or not readable at all): the run is refused, never started over.</summary>
+public sealed class UnreadableRunStateException(long runId, string reason, Exception? inner = null)
+    : Exception($"The stored state of run {runId} cannot be used: {reason}.", inner)
+{
+    public long RunId => runId;
 }

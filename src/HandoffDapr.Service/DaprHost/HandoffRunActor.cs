@@ -131,20 +131,47 @@ public sealed partial class HandoffRunActor(
         switch (reminderName)
         {
             case WakeReminder:
-                // The one-shot reminder is spent; the writer registers the next one if work remains.
-                await StateManager.TryRemoveStateAsync(WakeAtKey);
-                var stored = await LoadAsync();
-                var woken = stored is null ? null : await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
-                if (woken is { Round: not null } or { Poll: not null })
-                {
-                    // Saved as under way by now: the calls run after this turn, and their deadline covers a process that dies first.
-                    rounds.Start(woken);
-                }
-
+                await Guarded(() => WakeAsync(runId));
                 break;
             default:
                 LogUnknownReminder(runId, reminderName);
                 break;
+        }
+    }
+
+    /// <summary>How long a wake-up that failed (the store out of reach, the state unreadable) waits before it is tried again.</summary>
+    internal static readonly TimeSpan FailedWakeRetry = TimeSpan.FromMinutes(1);
+
+    private async Task<bool> WakeAsync(long runId)
+    {
+        try
+        {
+            // The one-shot reminder is spent; the writer registers the next one if work remains.
+            await StateManager.TryRemoveStateAsync(WakeAtKey);
+            var stored = await LoadAsync();
+            var woken = stored is null ? null : await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
+            if (woken is { Round: not null } or { Poll: not null })
+            {
+                // Saved as under way by now: the calls run after this turn, and their deadline covers a process that dies first.
+                rounds.Start(woken);
+            }
+
+            return true;
+        }
+        catch
+        {
+            // The failed wake-up has spent its one-shot reminder: without another the run would not wake again until
+            // someone calls it, its launches and polls left undone. The failure itself goes on to Guarded.
+            try
+            {
+                await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, Timeout.InfiniteTimeSpan);
+            }
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                LogWakeRetryNotRegistered(runId, exception.GetType().Name);
+            }
+
+            throw;
         }
     }
 
@@ -160,16 +187,24 @@ public sealed partial class HandoffRunActor(
         var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
         var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
         var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
-        // A part stored as JSON null (written by hand, or by another writer) reads as empty, as a missing one does.
-        return new RunHandoffState(
-            RunId!.Value,
+        var runId = RunId!.Value;
+        // A part stored as JSON null (written by hand, or by another writer) is refused where reading it as empty would
+        // start the run over (its launches, its agents) or skip its group check (its snapshot); a null timeline is only history.
+        if ((snapshot.HasValue && snapshot.Value is null) || (launches.HasValue && launches.Value is null) || (agents.HasValue && agents.Value is null))
+        {
+            throw new UnreadableRunStateException(runId, "a part is JSON null");
+        }
+
+        var state = new RunHandoffState(
+            runId,
             snapshot.HasValue ? snapshot.Value : null,
-            (agents.HasValue ? agents.Value : null) ?? new Dictionary<string, CodingAgentState>(),
-            (launches.HasValue ? launches.Value : null) ?? [],
+            agents.HasValue ? agents.Value : new Dictionary<string, CodingAgentState>(),
+            launches.HasValue ? launches.Value : [],
             (timeline.HasValue ? timeline.Value : null) ?? [])
         {
             Poll = poll.HasValue ? poll.Value : null,
         };
+        return state.FindDamage(runId) is { } damage ? throw new UnreadableRunStateException(runId, damage) : state;
     }
 
     private async Task SaveAsync(RunHandoffState? previous, RunHandoffState state)
@@ -314,6 +349,10 @@ public sealed partial class HandoffRunActor(
 
     [LoggerMessage(EventId = 4004, EventName = "ActorTurnFailed", Level = LogLevel.Error, Message = "Actor {ActorId}: {Method} failed; its caller is told the turn failed, without the reason")]
     private partial void LogTurnFailed(string actorId, string method, Exception exception);
+
+    [LoggerMessage(EventId = 4005, EventName = "WakeRetryNotRegistered", Level = LogLevel.Error,
+        Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); the run wakes again at its next call")]
+    private partial void LogWakeRetryNotRegistered(long runId, string exceptionType);
 
     [LoggerMessage(EventId = 4001, EventName = "UnknownReminder", Level = LogLevel.Warning, Message = "Run {RunId}: ignored unknown reminder {ReminderName}")]
     private partial void LogUnknownReminder(long runId, string reminderName);

@@ -257,19 +257,24 @@ public sealed partial class SqliteRunStore : IDisposable
     }
 
     /// <summary>
-    /// A row's state from its UTF-8 bytes as stored (no UTF-16 string in between). A row this version cannot read (edited
-    /// by hand, or damaged) is refused, never taken for "no run": that would start the run over on top of it.
+    /// A row's state from its UTF-8 bytes as stored (no UTF-16 string in between). A row this version cannot read or use
+    /// (edited by hand, damaged, another run's) is refused, never taken for "no run": that would start the run over on top of it.
     /// </summary>
     private static RunHandoffState ReadState(long runId, byte[] json)
     {
+        RunHandoffState? state;
         try
         {
-            return JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunHandoffState) ?? throw new UnreadableRunStateException(runId);
+            state = JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunHandoffState);
         }
         catch (JsonException exception)
         {
-            throw new UnreadableRunStateException(runId, exception);
+            throw new UnreadableRunStateException(runId, "it is not a run's JSON", exception);
         }
+
+        return state is null ? throw new UnreadableRunStateException(runId, "it is JSON null")
+            : state.FindDamage(runId) is { } damage ? throw new UnreadableRunStateException(runId, damage)
+            : state;
     }
 
     /// <summary>Saves the run if nobody else changed it since <paramref name="expectedVersion"/>, and sets its wake-up.</summary>
@@ -514,9 +519,3 @@ public readonly record struct HandledEvent(byte[]? Digest, bool Keep)
 }
 
 public sealed class RunVersionConflictException(long runId) : Exception($"Run {runId} was changed by another process.");
-
-/// <summary>A run's row holds a state that cannot be read (not JSON of a run, or JSON null).</summary>
-public sealed class UnreadableRunStateException(long runId, Exception? inner = null) : Exception($"The stored state of run {runId} cannot be read.", inner)
-{
-    public long RunId => runId;
-}

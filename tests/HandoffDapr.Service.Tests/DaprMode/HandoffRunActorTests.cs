@@ -212,13 +212,15 @@ public sealed class HandoffRunActorTests
         var registered = timers.Registered.Count;
 
         // The reminder fires, but the state store cannot be read: the runtime drops what the turn changed, the one-shot
-        // reminder is spent, and the stored wake time still names the moment that has passed.
+        // reminder is spent (the failed turn registers a retry), and the stored wake time still names the moment that has passed.
         state.FailNextRead = true;
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
+        var retry = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
+        Assert.Equal(HandoffRunActor.FailedWakeRetry, retry.DueTime);
         await state.ClearCacheAsync();
         await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)));
 
-        var again = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
+        var again = Assert.Single(timers.Registered.Skip(registered + 1), r => r.Name == HandoffRunActor.WakeReminder);
         Assert.Equal(TimeSpan.Zero, again.DueTime);
     }
 

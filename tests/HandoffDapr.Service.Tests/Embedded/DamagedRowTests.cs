@@ -47,6 +47,9 @@ public sealed class DamagedRowTests : IDisposable
     [Theory]
     [InlineData("""{"run_id": 2, garbage""")]
     [InlineData("null")]
+    [InlineData("{}")]
+    [InlineData("""{"run_id": 2}""")]
+    [InlineData("""{"run_id": 2, "coding_agents": {}, "launches": [{"repository": "acme/b"}], "timeline": []}""")]
     public async Task Run_whose_state_cannot_be_read_is_left_out_of_the_list_and_answered_503_without_starting_it_over(string state)
     {
         var logs = new FakeLogCollector();
@@ -71,9 +74,30 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(state, StoredState(path, 2));
     }
 
+    [Fact]
+    public async Task Row_holding_another_runs_state_is_refused_not_written_through_to_that_run()
+    {
+        var path = temp.File("swapped.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url);
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/a"], automation: false)))).StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
+        Execute(path, "UPDATE runs SET state = (SELECT state FROM runs WHERE run_id = 1), view = NULL WHERE run_id = 2");
+        var runOne = StoredState(path, 1);
+
+        var again = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b", "acme/c"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, again.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/runs/2/handoff")).StatusCode);
+        Assert.Equal([1L], (await (await client.GetAsync("/runs")).ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>()));
+        Assert.Equal(runOne, StoredState(path, 1));
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
     [Theory]
     [InlineData("""{"run_id": 5, oops""")]
     [InlineData("null")]
+    [InlineData("{}")]
     public async Task Due_wake_up_of_a_run_whose_state_cannot_be_read_is_claimed_once_per_lease_and_kept(string state)
     {
         var path = CreateFile("unreadable-due.db", "INSERT INTO runs (run_id, version, state, updated_at) VALUES (5, 1, $state, 0); INSERT INTO wakeups (run_id, due_at) VALUES (5, 0);", state);

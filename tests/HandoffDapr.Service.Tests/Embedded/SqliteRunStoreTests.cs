@@ -243,6 +243,7 @@ public sealed class SqliteRunStoreTests : IDisposable
 
     private RunHandoffState Pending(long runId) => RunHandoffState.New(runId) with
     {
+        Snapshot = new HandoffDapr.Core.Model.RunSnapshot(runId),
         Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.RetryScheduled, 1, null, time.GetUtcNow().AddSeconds(30), null, "provider_unavailable", time.GetUtcNow())],
     };
 
