@@ -1,4 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
+using System.Globalization;
 using System.Text;
 
 namespace HandoffDapr.Core.Repositories;
@@ -78,11 +79,12 @@ public readonly record struct RepositoryName
 
         // "", owner, name, "pull", number, then perhaps a tab
         var segments = uri.AbsolutePath.Split('/');
-        return segments is [_, var owner, var name, "pull", { Length: > 0 and <= 10 } number, ..]
-            && number.All(char.IsAsciiDigit)
+        return segments is [_, var owner, var name, "pull", { Length: > 0 and <= 18 } digits, ..]
+            && digits.All(char.IsAsciiDigit)
+            && long.Parse(digits, CultureInfo.InvariantCulture) is > 0 and var number
             && string.Equals(owner, Owner, StringComparison.OrdinalIgnoreCase)
             && string.Equals(name, Name, StringComparison.OrdinalIgnoreCase)
-            ? $"https://github.com/{owner}/{name}/pull/{number}"
+            ? string.Create(CultureInfo.InvariantCulture, $"https://github.com/{owner}/{name}/pull/{number}")
             : null;
     }
 
