@@ -60,7 +60,8 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
     /// <summary>
     /// daprd answers every failed output binding with <c>Internal</c> and <c>ERR_INVOKE_OUTPUT_BINDING</c>; only the
     /// message tells an open circuit breaker (gobreaker's "circuit breaker is open", or "too many requests" while
-    /// half-open: the binding never ran) from a timeout (the resiliency policy's or the binding's own) or a broken call.
+    /// half-open: the binding never ran) or a refused dial (no connection to the provider) from a timeout (the resiliency
+    /// policy's or the binding's own) or a broken call.
     /// </summary>
     internal static (TransportFailureKind Kind, bool RequestSent) Classify(RpcException? error)
     {
@@ -73,6 +74,10 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             StatusCode.DeadlineExceeded => (TransportFailureKind.Timeout, true),
             _ when detail.Contains("circuit breaker is open", StringComparison.Ordinal)
                 || detail.EndsWith("too many requests", StringComparison.Ordinal) => (TransportFailureKind.CircuitOpen, false),
+            // Go's dial errors (net.OpError "dial tcp …: connect: connection refused", a DNS "no such host"): the binding
+            // never had a connection to the provider.
+            _ when detail.Contains("connection refused", StringComparison.OrdinalIgnoreCase)
+                || detail.Contains("no such host", StringComparison.Ordinal) => (TransportFailureKind.Network, false),
             _ when detail.Contains("context deadline exceeded", StringComparison.Ordinal)
                 || detail.Contains("Client.Timeout exceeded", StringComparison.Ordinal) => (TransportFailureKind.Timeout, true),
             _ => (TransportFailureKind.Network, true),

@@ -20,6 +20,9 @@ public sealed class DaprBindingTransportTests
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: context deadline exceeded", TransportFailureKind.Timeout, true)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)", TransportFailureKind.Timeout, true)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": connection reset by peer", TransportFailureKind.Network, true)]
+    // Go's dial errors: no connection to the provider was made (daprd 1.x reports them as any other binding error).
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: connect: connection refused", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": dial tcp: lookup api.cursor.com on 10.96.0.10:53: no such host", TransportFailureKind.Network, false)]
     // Unavailable alone may be a connection that broke after daprd had the request (Grpc.Net.Client maps any IOException to it).
     [InlineData(StatusCode.Unavailable, "Error starting gRPC call. HttpRequestException: The response ended prematurely.", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.DeadlineExceeded, "", TransportFailureKind.Timeout, true)]

@@ -83,6 +83,21 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Followup_whose_connection_the_provider_refused_is_a_502_and_not_recorded_as_sent()
+    {
+        await using var factory = await Start();
+        var client = factory.CreateSidecarClient();
+        var agentId = await Launch(client, 304);
+        cursor.Server.Stop(); // the port is closed: the binding's dial is refused, nothing reaches the provider
+
+        var followup = await client.PostJsonAsync($"/runs/304/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+
+        // Before: taken for a request that may have been carried out (504 outcome-unknown, recorded as sent).
+        Assert.Equal(HttpStatusCode.BadGateway, followup.StatusCode);
+        Assert.DoesNotContain("followup_sent", factory.Sidecar.GetActorStateKeys(Actor, "304")["timeline"]);
+    }
+
+    [Fact]
     public async Task With_an_app_token_calls_without_it_are_401_and_the_sidecars_calls_work()
     {
         await using var factory = await Start(appApiToken: "app-token-from-daprd-11");
