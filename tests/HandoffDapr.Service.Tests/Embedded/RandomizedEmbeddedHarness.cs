@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text;
 using System.Text.Json.Nodes;
 using HandoffDapr.Core.Providers;
@@ -124,6 +125,32 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
     private volatile Hold? hold;
     private bool commandFaultsInjected;
     private int prCounter;
+
+    // When the provider ended each agent (the harness's doing): an agent the service had given up on is watched for
+    // 2 × AgentMaxAge from its start only, so an end after that is never seen, as documented.
+    private readonly ConcurrentDictionary<string, DateTimeOffset> endedAtProvider = new();
+    private static readonly TimeSpan AgentMaxAge = TimeSpan.FromHours(2);
+    private static readonly TimeSpan GivenUpWatch = 2 * AgentMaxAge;
+    private static readonly TimeSpan LongestPollInterval = TimeSpan.FromMinutes(15); // Launch:PollMaxInterval's default
+
+    // When each agent appeared at the provider, on the test clock (the fakes' own creation times are on the real clock).
+    private readonly ConcurrentDictionary<string, DateTimeOffset> createdAtProvider = new();
+
+    /// <summary>Every clock step goes through here: agents created since the last step were created at the time it leaves.</summary>
+    private void StepClock(TimeSpan by)
+    {
+        foreach (var id in cursor.Agents.Keys.Concat(github.Tasks.Keys))
+        {
+            createdAtProvider.TryAdd(id, time.GetUtcNow());
+        }
+
+        time.Advance(by);
+    }
+
+    /// <summary>The provider ended the agent once the service's watch of a given-up agent was over, or too near its end for a poll to see.</summary>
+    private bool EndedAfterItsWatch(string agentId) =>
+        endedAtProvider.TryGetValue(agentId, out var ended) && createdAtProvider.TryGetValue(agentId, out var created)
+        && ended > created + GivenUpWatch - LongestPollInterval;
     private readonly string grace;
 
     // Counters for the report.
@@ -169,7 +196,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             ["Handoff:Integrations:43:Provider"] = "github_copilot_agent",
             ["Handoff:Integrations:43:BaseUrl"] = github.Url,
             ["Handoff:Integrations:43:RequestTimeout"] = profile.RequestTimeout,
-            ["Handoff:Launch:AgentMaxAge"] = "02:00:00",
+            ["Handoff:Launch:AgentMaxAge"] = AgentMaxAge.ToString(),
             ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "100000",
             ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000",
             ["Handoff:Embedded:ProviderCallGrace"] = grace,
@@ -238,7 +265,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             await duringGrace();
         }
 
-        time.Advance(TimeSpan.Parse(grace, System.Globalization.CultureInfo.InvariantCulture) + TimeSpan.FromMilliseconds(1));
+        StepClock(TimeSpan.Parse(grace, System.Globalization.CultureInfo.InvariantCulture) + TimeSpan.FromMilliseconds(1));
         while (!lifetime.ApplicationStopped.IsCancellationRequested && waited.ElapsedMilliseconds < 15000)
         {
             await Task.Delay(10);
@@ -708,6 +735,11 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             var pr = next == "completed" && random.Next(4) != 0 ? $"https://github.com/{repoPath}/pull/{Interlocked.Increment(ref prCounter)}" : null;
             Note($"copilot {taskId} {state}->{next}{(pr is null ? "" : " pr")}");
             github.SetState(taskId, next, pr);
+            if (next is "failed" or "completed")
+            {
+                endedAtProvider[taskId] = time.GetUtcNow();
+            }
+
             return Task.CompletedTask;
         }
 
@@ -724,6 +756,11 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         var repository = agent["source"]!["repository"]!.GetValue<string>();
         string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}" : null;
         cursor.SetStatus(id, nextStatus, prUrl, nextStatus == "FINISHED" ? "Fixed the pool" : null);
+        if (nextStatus is "ERROR" or "FINISHED")
+        {
+            endedAtProvider[id] = time.GetUtcNow();
+        }
+
         var run = RunOfRepository(repository);
         var body = HandoffInvariants.CursorStatusChange(id, nextStatus, prUrl, repository, agent["target"]!["branchName"]?.GetValue<string>());
         var delivery = random.Next(5); // 0 lost, 1 now, 2 twice concurrently (on both processes), 3 later, 4 now and again (on the other)
@@ -787,7 +824,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
     private async Task AdvanceAsync(TimeSpan by)
     {
         Note($"advance {by}");
-        time.Advance(by);
+        StepClock(by);
         switch (random.Next(3))
         {
             case 0:
@@ -922,7 +959,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
                 return;
             }
 
-            time.Advance(TimeSpan.FromMinutes(31));
+            StepClock(TimeSpan.FromMinutes(31));
         }
 
         Violation($"{phase}: launches still pending after 60 × 31 min");
@@ -942,7 +979,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         }
 
         // Past the leases and the in-flight deadlines of whatever a stopped process left.
-        time.Advance(TimeSpan.FromMinutes(3));
+        StepClock(TimeSpan.FromMinutes(3));
         await SettleLaunchesAsync("before final trigger");
 
         foreach (var run in runs)
@@ -979,6 +1016,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
             {
                 var repository = agent["source"]!["repository"]!.GetValue<string>();
+                endedAtProvider[id] = time.GetUtcNow();
                 if (random.Next(3) == 0)
                 {
                     cursor.SetStatus(id, "ERROR");
@@ -996,6 +1034,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             {
                 var url = task["html_url"]!.GetValue<string>();
                 var repoPath = string.Join('/', url.Split('/')[3..5]);
+                endedAtProvider[id] = time.GetUtcNow();
                 github.SetState(id, random.Next(3) == 0 ? "failed" : "completed", random.Next(3) == 0 ? null : $"https://github.com/{repoPath}/pull/{Interlocked.Increment(ref prCounter)}");
             }
         }
@@ -1003,7 +1042,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         var quiet = false;
         for (var round = 0; round < 80 && !quiet; round++)
         {
-            time.Advance(TimeSpan.FromMinutes(31));
+            StepClock(TimeSpan.FromMinutes(31));
             await RunBothAsync();
             quiet = await NothingScheduledAsync() && await LaunchesSettledAsync();
         }
@@ -1121,10 +1160,11 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
                 }
 
                 var actual = node!["status"]!.GetValue<string>();
-                var allowed = actual == agent.Expected || (actual == "completed" && agent.Status is "STOPPED" or "cancelled");
+                var allowed = actual == agent.Expected || (actual == "completed" && agent.Status is "STOPPED" or "cancelled")
+                    || (actual == "failed" && EndedAfterItsWatch(id));
                 if (!allowed)
                 {
-                    Violation($"run {run}: agent {id} is {actual} in the view, {agent.Status} at the provider");
+                    Violation($"run {run}: agent {id} is {actual} in the view, {agent.Status} at the provider (created {(createdAtProvider.TryGetValue(id, out var createdAt) ? createdAt.ToString("O") : "-")}, ended {(endedAtProvider.TryGetValue(id, out var endedAt) ? endedAt.ToString("O") : "-")}, now {time.GetUtcNow():O})");
                 }
 
                 string? prUrl = copilot ? null : cursor.Agents[id]["target"]!["prUrl"]?.GetValue<string>();
