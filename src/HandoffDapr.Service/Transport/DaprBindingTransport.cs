@@ -39,7 +39,7 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
         }
         catch (DaprException exception) when (!cancellationToken.IsCancellationRequested)
         {
-            var (kind, requestSent) = Classify(exception.InnerException as RpcException);
+            var (kind, requestSent) = Classify(exception.InnerException as RpcException, request.Method.Method, "/" + request.Path);
             throw new ProviderTransportException(kind, requestSent, exception);
         }
 
@@ -63,7 +63,7 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
     /// half-open: the binding never ran) or a refused dial (no connection to the provider) from a timeout (the resiliency
     /// policy's or the binding's own) or a broken call.
     /// </summary>
-    internal static (TransportFailureKind Kind, bool RequestSent) Classify(RpcException? error)
+    internal static (TransportFailureKind Kind, bool RequestSent) Classify(RpcException? error, string method, string path)
     {
         var detail = error?.Status.Detail ?? string.Empty;
         return error?.StatusCode switch
@@ -74,14 +74,34 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             StatusCode.DeadlineExceeded => (TransportFailureKind.Timeout, true),
             _ when detail.Contains("circuit breaker is open", StringComparison.Ordinal)
                 || detail.EndsWith("too many requests", StringComparison.Ordinal) => (TransportFailureKind.CircuitOpen, false),
-            // Go's dial errors (net.OpError "dial tcp …: connect: connection refused", a DNS "no such host"): the binding
-            // never had a connection to the provider.
-            _ when detail.Contains("connection refused", StringComparison.OrdinalIgnoreCase)
-                || detail.Contains("no such host", StringComparison.Ordinal) => (TransportFailureKind.Network, false),
+            // Go's dial errors (net.OpError "dial tcp …: connect: connection refused", a DNS "no such host") for this
+            // request: the binding never had a connection to the provider. The binding follows redirects, so the same
+            // error for another request (a redirect's target) comes after ours was sent.
+            _ when (detail.Contains("connection refused", StringComparison.OrdinalIgnoreCase) || detail.Contains("no such host", StringComparison.Ordinal))
+                && NamesRequest(detail, method, path) => (TransportFailureKind.Network, false),
             _ when detail.Contains("context deadline exceeded", StringComparison.Ordinal)
                 || detail.Contains("Client.Timeout exceeded", StringComparison.Ordinal) => (TransportFailureKind.Timeout, true),
             _ => (TransportFailureKind.Network, true),
         };
+    }
+
+    /// <summary>
+    /// Whether Go's <c>url.Error</c> in <paramref name="detail"/> (<c>Post "https://host/base/path": …</c>) is for this
+    /// request: its method as Go writes it, and a URL whose path ends with ours.
+    /// </summary>
+    private static bool NamesRequest(string detail, string method, string path)
+    {
+        var prefix = string.Concat(method[..1].ToUpperInvariant(), method[1..].ToLowerInvariant(), " \"");
+        var start = detail.IndexOf(prefix, StringComparison.Ordinal);
+        if (start < 0)
+        {
+            return false;
+        }
+
+        start += prefix.Length;
+        var end = detail.IndexOf('"', start);
+        return end > start && Uri.TryCreate(detail[start..end], UriKind.Absolute, out var url)
+            && url.AbsolutePath.EndsWith(path.Split('?')[0], StringComparison.Ordinal);
     }
 
     /// <summary>A failure to open the connection: a socket error from connecting, or the handler's connection error.</summary>

@@ -22,13 +22,16 @@ public sealed class DaprBindingTransportTests
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": connection reset by peer", TransportFailureKind.Network, true)]
     // Go's dial errors: no connection to the provider was made (daprd 1.x reports them as any other binding error).
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: connect: connection refused", TransportFailureKind.Network, false)]
-    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents\": dial tcp: lookup api.cursor.com on 10.96.0.10:53: no such host", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp: lookup api.cursor.com on 10.96.0.10:53: no such host", TransportFailureKind.Network, false)]
+    // The binding follows redirects: a refused dial to a redirect's target comes after our request was sent.
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Get \"https://elsewhere.example/done\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://elsewhere.example/v0/other\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
     // Unavailable alone may be a connection that broke after daprd had the request (Grpc.Net.Client maps any IOException to it).
     [InlineData(StatusCode.Unavailable, "Error starting gRPC call. HttpRequestException: The response ended prematurely.", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.DeadlineExceeded, "", TransportFailureKind.Timeout, true)]
     public void Binding_error_is_classified_by_whether_the_provider_may_have_received_the_request(StatusCode code, string detail, TransportFailureKind kind, bool requestSent)
     {
-        var classified = DaprBindingTransport.Classify(new RpcException(new Status(code, detail)));
+        var classified = DaprBindingTransport.Classify(new RpcException(new Status(code, detail)), "POST", "/v0/agents/bc-1/followup");
 
         Assert.Equal((kind, requestSent), classified);
     }
@@ -36,7 +39,7 @@ public sealed class DaprBindingTransportTests
     [Fact]
     public void Open_breaker_costs_no_attempt_and_needs_no_reconcile()
     {
-        var (kind, requestSent) = DaprBindingTransport.Classify(new RpcException(new Status(StatusCode.Internal, "error invoking output binding coding-agent-cursor: circuit breaker is open")));
+        var (kind, requestSent) = DaprBindingTransport.Classify(new RpcException(new Status(StatusCode.Internal, "error invoking output binding coding-agent-cursor: circuit breaker is open")), "POST", "/v0/agents");
 
         var failure = ProviderFailureClassifier.FromTransport(new ProviderTransportException(kind, requestSent));
 
@@ -82,7 +85,7 @@ public sealed class DaprBindingTransportTests
     {
         var error = new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", new SocketException((int)SocketError.ConnectionRefused)));
 
-        Assert.Equal((TransportFailureKind.Network, false), DaprBindingTransport.Classify(error));
+        Assert.Equal((TransportFailureKind.Network, false), DaprBindingTransport.Classify(error, "POST", "/v0/agents"));
     }
 
     /// <summary>Reads the whole gRPC request, as daprd would before calling the provider, then loses the connection.</summary>
