@@ -17,6 +17,9 @@ public sealed class StoredStateDamageTests
     [InlineData("""{"run_id": 7, "coding_agents": {}, "launches": [{"repository": "acme/shop", "branch_name": "b"}], "timeline": []}""", true)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"status": "running", "results": []}}, "launches": [], "timeline": []}""", true)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": null}, "launches": [], "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"id": "a", "status": "running", "results": []}}, "launches": [], "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {}, "launches": [{"repository": "acme/shop", "branch_name": "b", "agent_id": "a"}], "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"id": "a", "status": "running", "results": []}}, "launches": [{"repository": "acme/shop", "branch_name": "b", "agent_id": "a"}], "timeline": []}""", false)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {}, "launches": [null], "timeline": []}""", true)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {}, "launches": [], "timeline": [null]}""", true)]
     public void State_that_cannot_be_the_runs_is_named_damaged(string json, bool damaged)

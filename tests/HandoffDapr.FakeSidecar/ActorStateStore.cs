@@ -53,6 +53,14 @@ internal sealed class ActorStateStore(TimeProvider clock)
         }
     }
 
+    public void Remove(string type, string id, string key)
+    {
+        lock (gate)
+        {
+            Keys(type, id).Remove(key);
+        }
+    }
+
     public void Clear()
     {
         lock (gate)

@@ -117,6 +117,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     public void SetRawActorState(string actorType, string actorId, string key, string raw) =>
         actorState.Set(actorType, actorId, key, System.Text.Encoding.UTF8.GetBytes(raw));
 
+    /// <summary>Removes one key of an actor's state, as a store evicting it (or an operator deleting it) would.</summary>
+    public void RemoveActorState(string actorType, string actorId, string key) => actorState.Remove(actorType, actorId, key);
+
     /// <summary>Registered reminders.</summary>
     public IReadOnlyCollection<RegisteredReminder> Reminders => reminders.All;
 

@@ -77,6 +77,10 @@ public sealed record RunHandoffState(
             : agents.Any(entry => entry.Value?.Id != entry.Key || entry.Value.Results is null) ? "an agent is unreadable"
             : launches.Any(launch => launch?.Repository is null || launch.BranchName is null) ? "a launch is unreadable"
             : timeline.Any(entry => entry is null) ? "a timeline entry is unreadable"
+            // The engine records an agent and its launch's agent id together: one without the other is a part lost (a
+            // key evicted or deleted), and a trigger would launch the repository again on top of the agent.
+            : agents.Keys.Any(id => !launches.Any(launch => launch.AgentId == id)) ? "an agent no launch owns"
+            : launches.Any(launch => launch.AgentId is { } id && !agents.ContainsKey(id)) ? "a launch's agent is missing"
             : null;
     }
 

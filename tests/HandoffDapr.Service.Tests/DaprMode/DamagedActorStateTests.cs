@@ -28,7 +28,12 @@ public sealed class DamagedActorStateTests : IDisposable
         { HandoffRunActor.CodingAgentsKey, "{\"agent\": {\"status\": \"running\"}}" },
         { HandoffRunActor.LaunchesKey, "null" },
         { HandoffRunActor.LaunchesKey, "[null]" },
+        // A key gone (evicted by a store under memory pressure, or deleted by hand) while the others stay.
+        { HandoffRunActor.LaunchesKey, Evicted },
+        { HandoffRunActor.CodingAgentsKey, Evicted },
     };
+
+    private const string Evicted = "(evicted)";
 
     [Theory]
     [MemberData(nameof(Damages))]
@@ -37,7 +42,15 @@ public sealed class DamagedActorStateTests : IDisposable
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
         var client = factory.CreateSidecarClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/600/handoff", Payloads.Trigger(Payloads.Run(600, ["acme/shop"], automation: false)))).StatusCode);
-        factory.Sidecar.SetRawActorState(Actor, "600", key, raw);
+        if (raw == Evicted)
+        {
+            factory.Sidecar.RemoveActorState(Actor, "600", key);
+        }
+        else
+        {
+            factory.Sidecar.SetRawActorState(Actor, "600", key, raw);
+        }
+
         await factory.Sidecar.DeactivateActorAsync(Actor, "600");
 
         var read = await client.GetAsync("/runs/600/handoff");
@@ -50,7 +63,7 @@ public sealed class DamagedActorStateTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
         Assert.Equal(DeliveryOutcome.Retry, delivered.Outcome);
         Assert.Equal(1, cursor.LaunchRequests);
-        Assert.Equal(raw, factory.Sidecar.GetActorStateKeys(Actor, "600")[key]);
+        Assert.Equal(raw == Evicted ? null : raw, factory.Sidecar.GetActorStateKeys(Actor, "600").GetValueOrDefault(key));
         var answers = await read.Content.ReadAsStringAsync() + await trigger.Content.ReadAsStringAsync();
         Assert.DoesNotContain(Secret, answers);
     }
