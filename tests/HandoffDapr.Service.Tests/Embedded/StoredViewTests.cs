@@ -54,10 +54,11 @@ public sealed class StoredViewTests : IDisposable
         await client.PostJsonAsync("/runs/702/handoff", Payloads.Trigger(Payloads.Run(702, ["acme/shop"], automation: false)));
         var loaded = await factory.Store.LoadAsync(702, CancellationToken.None);
 
-        await EarlierRelease.SaveAsync(factory.DataPath, loaded.State! with { CodingAgents = new Dictionary<string, Core.Model.CodingAgentState>() }, loaded.Version);
+        Assert.NotEmpty(loaded.State!.Timeline);
+        await EarlierRelease.SaveAsync(factory.DataPath, loaded.State! with { Timeline = [] }, loaded.Version);
         var view = await (await client.GetAsync("/runs/702/handoff")).ReadJsonAsync();
 
-        Assert.Empty(view["coding_agents"]!.AsObject());
+        Assert.Empty(view["timeline"]!.AsArray());
         Assert.Null(factory.Store.LoadView(702));
     }
 
