@@ -135,7 +135,8 @@ public static class HandoffServiceExtensions
             // Reentrancy off: one call at a time per run is the point of the actor.
             options.ReentrancyConfig = new ActorReentrancyConfig { Enabled = false };
             options.ActorIdleTimeout = TimeSpan.FromMinutes(30);
-            // Below placement's 30 s dissemination timeout, at or above which daprd 1.18 clamps it to 24 s with a warning
+            // Below daprd's own 30 s dissemination timeout (dapr.io/actors-disseminate-timeout, not the placement
+            // service's --disseminate-timeout), at or above which daprd 1.18 clamps it to 24 s with a warning
             // (daprd 1.17.7-1.17.x, whose dissemination timeout is 5 s, clamps anything from 5 s to 4 s: see docs/runbook.md).
             options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
             options.DrainRebalancedActors = true;
