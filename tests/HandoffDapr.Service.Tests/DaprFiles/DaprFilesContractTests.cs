@@ -258,6 +258,19 @@ public sealed class DaprFilesContractTests
     }
 
     [Fact]
+    public void A_pod_without_a_service_account_token_disables_daprds_builtin_kubernetes_secret_store()
+    {
+        var template = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template")!;
+        // daprd loads a `kubernetes` secret store in Kubernetes mode and exits if it cannot start, which it cannot without
+        // the pod's service account token (dapr/dapr pkg/runtime/components.go appendBuiltinSecretStore). The components'
+        // secretKeyRef are resolved by the operator, so the pod does not need that store.
+        if (Scalar(template, "spec", "automountServiceAccountToken") == "false")
+        {
+            Assert.Equal("true", Scalar(template, "metadata", "annotations", "dapr.io/disable-builtin-k8s-secret-store"));
+        }
+    }
+
+    [Fact]
     public void Sidecar_keeps_its_apis_while_the_app_drains_a_provider_call_and_the_pod_outlives_the_sidecar()
     {
         var template = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template")!;
