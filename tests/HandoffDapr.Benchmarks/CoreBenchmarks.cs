@@ -67,7 +67,21 @@ public class StateRowBenchmarks
             Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "database-timeout-abc123", null, true, null, LaunchPhase.Launched, 1, now, null, "bc-1", null, now)],
         };
         version = store.SaveAsync(state, 0, CancellationToken.None).GetAwaiter().GetResult();
+        // A second run whose row keeps the digest of the event it handled: what a redelivery looks up.
+        redeliveredEvent = HandoffDapr.Core.Serialization.HandoffJsonContext.Default.RunSnapshot is var info
+            ? JsonSerializer.SerializeToUtf8Bytes(state.Snapshot! with { RunId = 124 }, info) : [];
+        store.SaveAsync(RunHandoffState.New(124) with { Snapshot = state.Snapshot! with { RunId = 124 } }, 0, CancellationToken.None,
+            HandledEvent.Of(store.DigestEvent(redeliveredEvent))).GetAwaiter().GetResult();
     }
+
+    private byte[] redeliveredEvent = [];
+
+    /// <summary>A redelivered event's whole cost in the store: the digest of its data and the indexed lookup.</summary>
+    [Benchmark]
+    public long? FindRedelivery() => store.FindHandledEvent(store.DigestEvent(redeliveredEvent));
+
+    [Benchmark]
+    public byte[] DigestOfRedelivery() => store.DigestEvent(redeliveredEvent);
 
     [Benchmark]
     public async Task SaveRow() => version = await store.SaveAsync(state, version, CancellationToken.None);
