@@ -1,4 +1,3 @@
-using System.Globalization;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
@@ -123,8 +122,8 @@ public static partial class HandoffEndpoints
         string[]? limit, IRecentRuns recentRuns, ILogger<HandoffServices> logger, CancellationToken cancellationToken)
     {
         // Bound as text and parsed here: the framework's own int binding would answer a bad value with an exception.
-        var count = 50;
-        if (limit is { Length: > 0 } && (limit.Length > 1 || !int.TryParse(limit[0], NumberStyles.None, CultureInfo.InvariantCulture, out count) || count is < 1 or > 200))
+        var count = 50L;
+        if (limit is { Length: > 0 } && (limit.Length > 1 || !RunIds.TryParseDigits(limit[0], out count) || count is < 1 or > 200))
         {
             return Problems.InvalidRequest("limit must be one whole number between 1 and 200.");
         }
@@ -132,7 +131,7 @@ public static partial class HandoffEndpoints
         IReadOnlyList<RunHandoffState> runs;
         try
         {
-            runs = await recentRuns.ListAsync(count, cancellationToken);
+            runs = await recentRuns.ListAsync((int)count, cancellationToken);
         }
         catch (RunOwnerUnavailableException exception)
         {

@@ -113,6 +113,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
+    [Theory]
+    [InlineData("/runs?limit=5%00")]
+    [InlineData("/runs?limit=5%00%00%00")]
+    [InlineData("/runs/1/handoff?group_id=456%00")]
+    public async Task Number_in_the_query_followed_by_nul_characters_is_a_400_problem_not_read_as_the_number(string pathAndQuery)
+    {
+        // .NET's number parsing takes trailing NULs for the end of the text: "5\0" read as 5.
+        var response = await service.Client.GetAsync(pathAndQuery);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+    }
+
     [Fact]
     public async Task Cloud_event_nested_deeper_than_32_outside_its_data_is_a_400_problem()
     {
