@@ -208,8 +208,16 @@ public static partial class CompletionEventEndpoints
         Range? eventData = null;
         string? eventTraceParent = null, encodedData = null;
         bool sawSpecVersion = false, sawData = false, sawEncodedData = false, sawTraceParent = false;
+        // The envelope's names in any letter case, as the snapshot's reader takes its own: one of them named twice so
+        // ("data" and "DATA") is refused like any duplicate, whichever copy this reader would have used.
+        var envelopeNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
+            if (reader.GetString() is { } name && EnvelopeNames.Contains(name) && !envelopeNames.Add(name))
+            {
+                throw new JsonException("A property named twice.");
+            }
+
             if (reader.ValueTextEquals("specversion"u8))
             {
                 RefuseSecond(ref sawSpecVersion);
@@ -281,6 +289,8 @@ public static partial class CompletionEventEndpoints
     }
 
     private const string NotAnObject = "The event data must be a JSON object.";
+
+    private static readonly HashSet<string> EnvelopeNames = new(["specversion", "data", "data_base64", "traceparent"], StringComparer.OrdinalIgnoreCase);
 
     private static void RefuseSecond(ref bool seen)
     {

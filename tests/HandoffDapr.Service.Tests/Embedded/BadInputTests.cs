@@ -82,6 +82,12 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":5,"run_id":6,"group":{"id":456}}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":1,"id":456}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data":{"run_id":6,"group":{"id":456}}}""" },
+        // The envelope's names in another letter case are the same names too (the snapshot's reader ignores case).
+        { "/events/autofix-run-completed", """{"specversion":"1.0","DATA":{"run_id":6,"group":{"id":456}},"data":{"run_id":5,"group":{"id":456}}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"Data":{"run_id":6,"group":{"id":456}}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"eyJydW5faWQiOjUsImdyb3VwIjp7ImlkIjo0NTZ9fQ==","Data_Base64":"eyJydW5faWQiOjYsImdyb3VwIjp7ImlkIjo0NTZ9fQ=="}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","SpecVersion":"1.0","data":{"run_id":5,"group":{"id":456}}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","TraceParent":"x","data":{"run_id":5,"group":{"id":456}}}""" },
     };
 
     [Theory]
