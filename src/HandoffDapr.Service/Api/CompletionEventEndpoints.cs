@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text;
 using System.Text.Json;
 using Dapr;
 using HandoffDapr.Core.Handoff;
@@ -207,26 +208,27 @@ public static partial class CompletionEventEndpoints
         var isCloudEvent = false;
         Range? eventData = null;
         string? eventTraceParent = null, encodedData = null;
-        bool sawSpecVersion = false, sawData = false, sawEncodedData = false, sawTraceParent = false;
-        // The envelope's names in any letter case, as the snapshot's reader takes its own: one of them named twice so
-        // ("data" and "DATA") is refused like any duplicate, whichever copy this reader would have used.
-        var envelopeNames = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        bool sawData = false, sawEncodedData = false;
+        // The envelope's names met so far, in any letter case, as the snapshot's reader takes its own: one of them named
+        // twice ("data" and "data", or "DATA") is refused like any duplicate, whichever copy another reader would take.
+        var envelopeNamesSeen = EnvelopeName.None;
+        Span<byte> nameBuffer = stackalloc byte[MaxEscapedEnvelopeName];
         while (reader.Read() && reader.TokenType == JsonTokenType.PropertyName)
         {
-            if (reader.GetString() is { } name && EnvelopeNames.Contains(name) && !envelopeNames.Add(name))
+            var envelopeName = EnvelopeNameOf(ref reader, nameBuffer);
+            if ((envelopeNamesSeen & envelopeName) != 0)
             {
                 throw new JsonException("A property named twice.");
             }
 
+            envelopeNamesSeen |= envelopeName;
             if (reader.ValueTextEquals("specversion"u8))
             {
-                RefuseSecond(ref sawSpecVersion);
                 isCloudEvent = true;
             }
             else if (reader.ValueTextEquals("data"u8))
             {
-                // Named twice, the data would be whichever copy a reader takes: refused, like any duplicate in the snapshot.
-                RefuseSecond(ref sawData);
+                sawData = true;
                 reader.Read();
                 var start = (int)reader.TokenStartIndex;
                 reader.Skip();
@@ -235,7 +237,7 @@ public static partial class CompletionEventEndpoints
             }
             else if (reader.ValueTextEquals("data_base64"u8))
             {
-                RefuseSecond(ref sawEncodedData);
+                sawEncodedData = true;
                 reader.Read();
                 encodedData = JsonElements.String(ref reader);
                 reader.Skip();
@@ -243,7 +245,6 @@ public static partial class CompletionEventEndpoints
             }
             else if (reader.ValueTextEquals("traceparent"u8))
             {
-                RefuseSecond(ref sawTraceParent);
                 reader.Read();
                 eventTraceParent = JsonElements.String(ref reader);
                 reader.Skip();
@@ -290,16 +291,33 @@ public static partial class CompletionEventEndpoints
 
     private const string NotAnObject = "The event data must be a JSON object.";
 
-    private static readonly HashSet<string> EnvelopeNames = new(["specversion", "data", "data_base64", "traceparent"], StringComparer.OrdinalIgnoreCase);
-
-    private static void RefuseSecond(ref bool seen)
+    [Flags]
+    private enum EnvelopeName
     {
-        if (seen)
+        None = 0,
+        SpecVersion = 1,
+        Data = 2,
+        DataBase64 = 4,
+        TraceParent = 8,
+    }
+
+    /// <summary>"data_base64" with every character escaped (<c>\u0064…</c>): no longer name can be one of the envelope's.</summary>
+    private const int MaxEscapedEnvelopeName = 6 * 11;
+
+    /// <summary>Which of the envelope's names the property at the reader is, in any (ASCII) letter case; no string allocated.</summary>
+    private static EnvelopeName EnvelopeNameOf(ref Utf8JsonReader reader, scoped Span<byte> buffer)
+    {
+        if (reader.ValueSpan.Length > buffer.Length)
         {
-            throw new JsonException("A property named twice.");
+            return EnvelopeName.None;
         }
 
-        seen = true;
+        ReadOnlySpan<byte> name = reader.ValueIsEscaped ? buffer[..reader.CopyString(buffer)] : reader.ValueSpan;
+        return Ascii.EqualsIgnoreCase(name, "specversion"u8) ? EnvelopeName.SpecVersion
+            : Ascii.EqualsIgnoreCase(name, "data"u8) ? EnvelopeName.Data
+            : Ascii.EqualsIgnoreCase(name, "data_base64"u8) ? EnvelopeName.DataBase64
+            : Ascii.EqualsIgnoreCase(name, "traceparent"u8) ? EnvelopeName.TraceParent
+            : EnvelopeName.None;
     }
 
     private static IResult Malformed(HostingMode mode, ILogger logger, string reason, ProblemHttpResult problem)

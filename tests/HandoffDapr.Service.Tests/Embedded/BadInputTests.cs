@@ -88,6 +88,9 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"eyJydW5faWQiOjUsImdyb3VwIjp7ImlkIjo0NTZ9fQ==","Data_Base64":"eyJydW5faWQiOjYsImdyb3VwIjp7ImlkIjo0NTZ9fQ=="}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","SpecVersion":"1.0","data":{"run_id":5,"group":{"id":456}}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01","TraceParent":"x","data":{"run_id":5,"group":{"id":456}}}""" },
+        // ... and so are they written with escapes, every character of the longest one included.
+        { "/events/autofix-run-completed", """{"specversion":"1.0","\u0044ATA":{"run_id":6,"group":{"id":456}},"data":{"run_id":5,"group":{"id":456}}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","\u0064\u0061\u0074\u0061\u005f\u0062\u0061\u0073\u0065\u0036\u0034":"eyJydW5faWQiOjUsImdyb3VwIjp7ImlkIjo0NTZ9fQ==","DATA_BASE64":"eyJydW5faWQiOjYsImdyb3VwIjp7ImlkIjo0NTZ9fQ=="}""" },
     };
 
     [Theory]
