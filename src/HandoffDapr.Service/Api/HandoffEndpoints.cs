@@ -217,6 +217,12 @@ public static class SnapshotRules
             return outOfRange;
         }
 
+        if (snapshot.Group?.Id is { } groupId && snapshot.Metadata?.GroupId is { } metadataGroupId && groupId != metadataGroupId)
+        {
+            // Which group owns the run, and whose triggers it takes, would be a guess.
+            return "group.id and metadata.group_id name different groups.";
+        }
+
         if (snapshot.Preferences?.Repositories?.Count > MaxRepositoryEntries)
         {
             return $"A run may list at most {MaxRepositoryEntries} repository entries.";

@@ -43,6 +43,9 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":5,"metadata":{"group_id":9007199254740992}}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"project_id":9007199254740992}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"organization_id":-1}""" },
+        // Two different groups: which one owns the run (and whose triggers it takes) would be a guess.
+        { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"metadata":{"group_id":457}}""" },
+        { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"metadata":{"group_id":457}}}""" },
         // A top-level property name that is a lone surrogate escape: well-formed JSON text, invalid as a string.
         { "/events/autofix-run-completed", """{"\ud800":1,"run_id":5,"group":{"id":456}}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"\udc00x":1}""" },
