@@ -551,10 +551,18 @@ public sealed partial class HandoffEngine(
         }
 
         var operation = stop ? "stop" : "follow-up";
+        // Stopped before anything was sent (shutdown past its grace): the caller may send it again, elsewhere.
+        cancellationToken.ThrowIfCancellationRequested();
         ProviderResult<bool> result;
         try
         {
             result = await command(integration.Provider, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped while at the provider, which may have it: "try again" could send a follow-up twice. An unknown
+            // outcome, as for a launch its round stopped.
+            result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {

@@ -159,6 +159,27 @@ public sealed class DaprModeTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Follow_up_still_at_the_provider_when_the_shutdown_grace_ends_is_answered_outcome_unknown_and_recorded_not_a_retry()
+    {
+        var launched = await (await client.PostJsonAsync("/runs/172/handoff", Payloads.Trigger(Payloads.Run(172, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+        var followup = client.PostJsonAsync($"/runs/172/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // A rolling update's SIGTERM while Cursor has the follow-up; its answer does not come within the grace.
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().ProviderCallGrace);
+
+        // Cursor has the instruction: a 503 would ask the caller to send it again, and the agent would get it twice.
+        var response = await followup;
+        held.Release();
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        // Recorded as possibly sent, so the agent is watched for what it does with it.
+        Assert.Contains("outcome unknown", factory.Sidecar.GetActorStateKeys(Actor, "172")["timeline"]);
+    }
+
+    [Fact]
     public async Task Run_with_the_largest_accepted_group_id_reads_back_after_its_actor_is_reloaded_from_the_store()
     {
         const long group = Core.Model.WholeIds.Max;
