@@ -11,9 +11,12 @@ namespace HandoffDapr.Service.Api;
 /// <summary><c>/runs/{runId}/handoff</c>: the manual trigger and the run's handoff state.</summary>
 public static partial class HandoffEndpoints
 {
+    /// <summary>HEAD as well as GET (RFC 9110 §9.1: a general-purpose server supports both); Kestrel sends no body for HEAD.</summary>
+    private static readonly string[] ReadMethods = [HttpMethods.Get, HttpMethods.Head];
+
     public static IEndpointRouteBuilder MapHandoffEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapGet("/runs", ListAsync).WithTags("Handoff").WithName("ListRecentRuns")
+        app.MapMethods("/runs", ReadMethods, ListAsync).WithTags("Handoff").WithName("ListRecentRuns")
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
         var runs = app.MapGroup("/runs/{runId}").WithTags("Handoff");
@@ -26,7 +29,7 @@ public static partial class HandoffEndpoints
             .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status429TooManyRequests)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
-        runs.MapGet("/handoff", GetAsync).WithName("GetHandoff")
+        runs.MapMethods("/handoff", ReadMethods, GetAsync).WithName("GetHandoff")
             .Produces<RunHandoffView>()
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)

@@ -47,6 +47,24 @@ public sealed class StoredViewTests : IDisposable
     }
 
     [Fact]
+    public async Task HEAD_answers_the_runs_reads_with_the_status_and_headers_GET_gives()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("head.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/703/handoff", Payloads.Trigger(Payloads.Run(703, ["acme/shop"], automation: false)));
+
+        foreach (var (path, status) in new[] { ("/runs/703/handoff", HttpStatusCode.OK), ("/runs/703/handoff?group_id=999", HttpStatusCode.NotFound), ("/runs?limit=5", HttpStatusCode.OK), ("/runs?limit=0", HttpStatusCode.BadRequest) })
+        {
+            var get = await client.GetAsync(path);
+            var head = await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, path));
+
+            Assert.Equal(status, get.StatusCode);
+            Assert.Equal(status, head.StatusCode);
+            Assert.Equal(get.Content.Headers.ContentType, head.Content.Headers.ContentType);
+        }
+    }
+
+    [Fact]
     public async Task A_save_by_an_earlier_release_on_the_same_file_is_read_from_its_state_not_the_view_left_behind()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("rolling.db"), cursor.Url);
