@@ -24,9 +24,11 @@ public sealed class IntegrationCatalog : IIntegrationCatalog
                 ? new DaprBindingTransport(services.GetRequiredService<DaprClient>(), integration.Binding!)
                 : new HttpProviderTransport(services.GetRequiredService<ProviderHttpClients>().Create(integration));
             var time = services.GetRequiredService<TimeProvider>();
+            // A blank model means the provider's default: Cursor refuses an empty "model" (minimum length 1), so it is left out.
+            var model = string.IsNullOrWhiteSpace(integration.Model) ? null : integration.Model;
             ICodingAgentProvider provider = integration.Provider == CopilotAgentTasksProvider.Name
-                ? new CopilotAgentTasksProvider(transport, time, services.GetRequiredService<ILogger<CopilotAgentTasksProvider>>(), integration.Model)
-                : new CursorAgentsProvider(transport, time, services.GetRequiredService<ILogger<CursorAgentsProvider>>(), integration.Model);
+                ? new CopilotAgentTasksProvider(transport, time, services.GetRequiredService<ILogger<CopilotAgentTasksProvider>>(), model)
+                : new CursorAgentsProvider(transport, time, services.GetRequiredService<ILogger<CursorAgentsProvider>>(), model);
             // Copilot sends no webhooks: its agents are followed by polling alone.
             var webhook = provider is CursorAgentsProvider ? Webhook(settings.PublicBaseUrl, id, integration) : null;
             integrations[id] = new Integration(id, provider, integration.AutoCreatePr, webhook, integration.PromptMaxLength);

@@ -79,6 +79,23 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal([false, true], sent);
     }
 
+    [Theory]
+    [InlineData("")]
+    [InlineData("   ")]
+    public async Task A_blank_model_setting_leaves_model_out_of_the_launch(string model)
+    {
+        // Cursor's launch API: "model — The LLM to use. Minimum length: 1"; without it Cursor picks its default. A blank
+        // setting (the README's default is "empty", e.g. Handoff__Integrations__42__Model=) means "the provider's default".
+        var settings = new Dictionary<string, string?> { [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:Model"] = model };
+        using var blankFactory = new EmbeddedServiceFactory(temp.File("blank-model.db"), cursor.Url, settings: settings);
+        using var blankClient = blankFactory.CreateClient();
+
+        await blankClient.PostJsonAsync("/runs/127/handoff", Payloads.Trigger(Payloads.Run(127, ["acme/shop"], automation: false)));
+
+        var body = Assert.Single(cursor.LaunchBodies);
+        Assert.False(body.ContainsKey("model"), body.ToJsonString());
+    }
+
     [Fact]
     public async Task Recent_runs_lists_the_newest_first_and_honours_the_limit()
     {
