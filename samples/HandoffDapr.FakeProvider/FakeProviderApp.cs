@@ -180,8 +180,9 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
         return page;
     }
 
+    /// <summary>As Cursor documents its webhooks: sent for ERROR and FINISHED only (a stopped agent is learned by polling).</summary>
     public IEnumerable<FakeAgent> FinishedWithUnsentWebhook() =>
-        agents.Values.Where(a => !a.WebhookSent && a.WebhookUrl is not null && a.WebhookSecret is not null && Status(a) is "FINISHED" or "STOPPED");
+        agents.Values.Where(a => !a.WebhookSent && a.WebhookUrl is not null && a.WebhookSecret is not null && Status(a) is "FINISHED" or "ERROR");
 
     public string Status(FakeAgent agent)
     {
