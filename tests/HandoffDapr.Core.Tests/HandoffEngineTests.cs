@@ -1322,6 +1322,29 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_poll_report_with_the_pull_request_is_applied_even_if_a_webhook_finished_the_agent_without_one_while_the_poll_was_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        // The poll reads the agent finished with its pull request; its reports are not recorded yet.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/5";
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(woken.Poll!, holding, CancellationToken.None);
+        // Meanwhile an earlier FINISHED webhook, sent before the pull request was there, is recorded.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // The poll's report is a fact: the pull request it carries is learnt (nothing else reads the agent again).
+        var state = writer.Saved.Last();
+        Assert.Equal("https://github.com/acme/shop/pull/5", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_launch_whose_process_dies_during_every_attempt_is_not_sent_more_than_max_attempts_times()
     {
         // Every attempt's process is killed after the provider call and before its answer is recorded (say the

@@ -348,6 +348,15 @@ public sealed partial class HandoffEngine(
         var timedOut = new List<AgentRef>();
         var stillWatched = new List<string>();
         var stillAwaiting = new List<string>();
+        // An agent this poll read that something else ended while the reads were out (a webhook that finished it without
+        // its pull request) is not to be read on, but the read is still a fact: it may carry the pull request.
+        foreach (var report in reports.Values.Where(report => !active.Any(agent => agent.Id == report.Id)))
+        {
+            var updated = ApplyAgentReport(state, report, counted);
+            changed |= !ReferenceEquals(updated, state);
+            state = updated;
+        }
+
         foreach (var agent in active)
         {
             var report = reports.GetValueOrDefault(agent.Id);
