@@ -1345,6 +1345,38 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_launched_after_the_runs_other_agents_ended_is_polled_from_the_first_interval_not_the_ended_agents_backoff()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // bc-1 works on quietly: the poll backs off to its longest interval.
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        Assert.Equal(TimeSpan.FromMinutes(15), writer.Saved.Last().Poll!.NextPollAt - time.GetUtcNow());
+        // Its webhook says it finished: nothing is left to poll.
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(),
+            new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+
+        // Later, another repository is handed off: its agent's first poll comes at the first interval, as bc-1's did.
+        time.Advance(TimeSpan.FromMinutes(3));
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Pending, state.CodingAgents["bc-2"].Status);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.NextWakeAt());
+
+        // And a quiet first read backs off from there, not from the ended agent's longest interval.
+        provider.ReadStatus = ProviderAgentStatus.Creating;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_launch_whose_process_dies_during_every_attempt_is_not_sent_more_than_max_attempts_times()
     {
         // Every attempt's process is killed after the provider call and before its answer is recorded (say the

@@ -526,7 +526,7 @@ public sealed partial class HandoffEngine(
             return AgentReportStatus.Unchanged;
         }
 
-        await writer.SaveAsync(updated, CancellationToken.None);
+        await writer.SaveAsync(WithoutIdlePoll(updated), CancellationToken.None);
         counted.Publish();
         return AgentReportStatus.Changed;
     }
@@ -1218,6 +1218,13 @@ public sealed partial class HandoffEngine(
                 && string.Equals(owner.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase))
             ? owner
             : null;
+
+    /// <summary>
+    /// A report that left nothing to read ends the poll's schedule, as the poll itself would: kept, its time and its
+    /// back-off (perhaps the longest interval) would be taken over by the next agent the run launches.
+    /// </summary>
+    private static RunHandoffState WithoutIdlePoll(RunHandoffState state) =>
+        state.Poll is not null && !state.HasAgentsToPoll ? state with { Poll = null } : state;
 
     /// <summary>Agents still at work are polled (the fallback for lost webhooks); a poll already scheduled is kept.</summary>
     private RunHandoffState PollingIfActive(RunHandoffState state, DateTimeOffset now) =>
