@@ -1377,6 +1377,34 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_after_a_follow_up_is_no_longer_read_once_the_provider_shows_it_stopped()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // It finishes without a pull request, is sent a follow-up, then stopped by a person.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // The provider shows it stopped: no pull request can come any more, and it is not read on for hours.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        var reads = provider.Reads;
+        state = writer.Saved.Last();
+        for (var i = 0; i < 10 && state.NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Null(state.NextWakeAt());
+        Assert.Equal(1, provider.Reads - reads);
+    }
+
+    [Fact]
     public async Task A_launch_whose_process_dies_during_every_attempt_is_not_sent_more_than_max_attempts_times()
     {
         // Every attempt's process is killed after the provider call and before its answer is recorded (say the

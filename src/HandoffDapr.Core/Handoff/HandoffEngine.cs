@@ -381,9 +381,12 @@ public sealed partial class HandoffEngine(
             }
             else if (givenUp.Contains(agent.Id))
             {
-                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
+                // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
+                // pull request: it is watched all the same.
+                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && latest.Status == CodingAgentStatus.Failed && age <= watchLimit)
+                    && IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
@@ -413,7 +416,7 @@ public sealed partial class HandoffEngine(
                 : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
             var watched = stillWatched.Count > 0 ? stillWatched : null;
             var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
-            var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
+            var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key) || stillWatched.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
             state = state with
             {
                 Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp) : null,
@@ -647,6 +650,20 @@ public sealed partial class HandoffEngine(
                     GivenUp = poll.GivenUp?.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } givenUp ? givenUp : null,
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
                     FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = now },
+                },
+            };
+        }
+
+        if (sent.Stop && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
+        {
+            // A person stopped the work a follow-up started: no pull request is awaited any more (a read that shows it
+            // stopped would not end that watch, which went on for hours). Read on as an agent given up on, until the
+            // provider shows it ended, so a finish the stop raced is still learnt.
+            state = state with
+            {
+                Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with
+                {
+                    AwaitingPullRequest = awaited.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } rest ? rest : null,
                 },
             };
         }

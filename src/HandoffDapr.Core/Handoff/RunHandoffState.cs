@@ -195,8 +195,8 @@ public enum LaunchPhase
 /// <paramref name="FollowedUpAt"/>; the agent may not have resumed yet when it is first read).
 /// </param>
 /// <param name="FollowedUpAt">
-/// When the agents in <paramref name="AwaitingPullRequest"/> were last sent a follow-up: their watch counts from then.
-/// One awaiting without an entry (stored before it was kept) counts from its launch.
+/// When the agents in <paramref name="AwaitingPullRequest"/> were last sent a follow-up: their watch counts from then, as
+/// does the given-up watch of one stopped since. One awaiting without an entry (stored before it was kept) counts from its launch.
 /// </param>
 public sealed record PollSchedule(
     DateTimeOffset NextPollAt,
