@@ -60,10 +60,11 @@ public sealed partial class SqliteRunStore : IDisposable
 
             Initialize();
         }
-        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException
-            || exception is SqliteException { SqliteErrorCode: SQLitePCL.raw.SQLITE_CANTOPEN or SQLitePCL.raw.SQLITE_PERM or SQLitePCL.raw.SQLITE_READONLY or SQLitePCL.raw.SQLITE_NOTADB })
+        catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or SqliteException)
         {
-            // A setting that points somewhere unusable: start-up names it rather than failing with a stack trace.
+            // A setting that points somewhere unusable: start-up names it rather than failing with a stack trace. Any
+            // SQLite error here is the file's: a folder, no permission, not a database, a damaged one (SQLITE_CORRUPT), a
+            // device (SQLITE_IOERR), or another application's database whose tables are not ours (SQLITE_ERROR).
             throw new OptionsValidationException(
                 HandoffOptions.SectionName, typeof(HandoffOptions), [$"Handoff:DataPath '{dataPath}' cannot be used: {exception.Message}"]);
         }

@@ -40,6 +40,51 @@ public sealed class StartupErrorTests : IDisposable
         Assert.Equal(1, exitCode);
     }
 
+    /// <summary>
+    /// A data path that names an SQLite file the service cannot use: another application's database (its own <c>runs</c>
+    /// table), or a damaged one. Like a folder or a file that is not a database, it is a setting to fix, named without a
+    /// stack trace; it used to end in an unhandled exception (exit code 134).
+    /// </summary>
+    [Theory]
+    [InlineData("other-application")]
+    [InlineData("damaged")]
+    public async Task Data_path_naming_another_applications_or_a_damaged_database_stops_start_up_naming_the_setting_without_a_stack_trace(string kind)
+    {
+        var dataPath = temp.File($"{kind}.db");
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={dataPath};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "CREATE TABLE runs (name TEXT); INSERT INTO runs VALUES ('not ours');";
+            command.ExecuteNonQuery();
+        }
+
+        if (kind == "damaged")
+        {
+            // The first page's b-tree header (after the 100-byte file header) overwritten: the schema cannot be read.
+            await using var file = new FileStream(dataPath, FileMode.Open, FileAccess.Write);
+            file.Seek(100, SeekOrigin.Begin);
+            file.Write(Enumerable.Repeat((byte)0xFF, 200).ToArray());
+        }
+
+        var (exitCode, stdout, stderr) = await RunServiceAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = dataPath,
+            ["Handoff__Integrations__42__ApiKey"] = "key",
+            ["Handoff__Integrations__43__ApiKey"] = "key",
+            ["Logging__LogLevel__Default"] = "None",
+            ["DOTNET_DbgEnableMiniDump"] = "0",
+        });
+
+        var output = stdout + stderr;
+        Assert.Contains($"Handoff:DataPath '{dataPath}' cannot be used", output);
+        Assert.StartsWith("Configuration error, not starting:", stderr.TrimStart());
+        Assert.DoesNotContain("Unhandled exception", output);
+        Assert.DoesNotContain("   at ", output);
+        Assert.Equal(1, exitCode);
+    }
+
     [Fact]
     public async Task Dapr_mode_that_finds_no_sidecar_stops_with_a_failing_exit_code()
     {
