@@ -694,15 +694,18 @@ public sealed partial class HandoffEngine(
     /// (GitHub's tasks, a Cursor answer without its source) is applied; its pull request is still checked
     /// (<see cref="PullRequestOf"/>). The branch is not compared: GitHub names a task's branch itself, and Cursor may too.
     /// </summary>
-    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source)
+    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source) =>
+        state.LaunchOfAgent(report.Id) is { } launch && IsOfAnotherRepository(state.RunId, report, launch, source);
+
+    /// <summary>The same check against a given launch: the agent a launch's answer (or lookup) names is not yet the launch's.</summary>
+    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source)
     {
-        if (report.Repository is not { } named || state.LaunchOfAgent(report.Id) is not { } launch
-            || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
+        if (report.Repository is not { } named || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
         {
             return false;
         }
 
-        LogReportOfAnotherRepository(state.RunId, source, report.Id, RepositoryName.DescribeRejected(named), launch.Repository);
+        LogReportOfAnotherRepository(runId, source, report.Id, RepositoryName.DescribeRejected(named), launch.Repository);
         return true;
     }
 
@@ -1162,6 +1165,14 @@ public sealed partial class HandoffEngine(
                 outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
             }
 
+            if (outcome.Agent is { } named && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch"))
+            {
+                // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
+                // agent, every later report of it would be refused, and the agent the launch may have created never
+                // followed. The launch's own agent is looked for first at its next attempt.
+                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            }
+
             if (outcome.Agent is { } agent)
             {
                 state = WithAgentOf(state, launch, agent, now, counted);
@@ -1214,6 +1225,11 @@ public sealed partial class HandoffEngine(
         if (launch is not null && FollowedByAnother(state, launch, agent.Id) is { } other)
         {
             LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository);
+            return state;
+        }
+
+        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, "launch"))
+        {
             return state;
         }
 

@@ -170,6 +170,34 @@ public sealed class RetryTests : IDisposable
         Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "reconciled");
     }
 
+    /// <summary>
+    /// The launch's answer is an agent of another repository (a provider answering garbage). Taken as the launch's agent,
+    /// every later report of it was refused as another repository's, while the agent the launch did create on its own
+    /// repository was never followed: its pull request was lost. It is an unreadable answer: the launch is looked up first.
+    /// </summary>
+    [Fact]
+    public async Task Launch_answered_with_an_agent_of_another_repository_is_reconciled_not_taken_as_its_agent()
+    {
+        cursor.Script("acme/shop", cursor.CreatesButAnswers(201, """
+            {"id":"bc-elsewhere","status":"FINISHED","name":"Other work",
+             "source":{"repository":"https://github.com/acme/other"},
+             "target":{"branchName":"other-branch","prUrl":"https://github.com/acme/other/pull/9"}}
+            """));
+        var first = await Trigger(307, "acme/shop");
+        Assert.Equal("invalid_response", first["retries"]![0]!["failure_type"]!.GetValue<string>());
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        var view = await View(307);
+        var agent = Assert.Single(view["coding_agents"]!.AsObject());
+        Assert.NotEqual("bc-elsewhere", agent.Key);
+        Assert.True(cursor.Agents.ContainsKey(agent.Key));
+        Assert.Equal("launched", view["launches"]![0]!["phase"]!.GetValue<string>());
+        Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "reconciled");
+    }
+
     [Theory]
     [InlineData(500)]
     [InlineData(502)]
