@@ -1001,6 +1001,32 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_launch_round_that_sent_nothing_waits_the_first_delay_not_the_back_off_its_failed_attempts_reached()
+    {
+        var retry = new RetryOptions();
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        for (var attempt = 2; attempt <= 3; attempt++)
+        {
+            time.Advance(retry.MaxDelay * 2);
+            provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true);
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal(3, state.Launches[0].Attempts);
+        time.Advance(retry.MaxDelay * 2);
+        // Nothing sent (an open circuit; the same holds for a round stopped by shutdown before its call): no attempt spent,
+        // and no reason to wait the eight minutes that follow a third failed attempt.
+        provider.Next = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+
+        Assert.Equal(3, state.Launches[0].Attempts);
+        Assert.Equal(LaunchPhase.RetryScheduled, state.Launches[0].Phase);
+        Assert.InRange(state.Launches[0].NextAttemptAt!.Value - time.GetUtcNow(), TimeSpan.Zero, retry.BaseDelay * (1 + retry.JitterRatio));
+    }
+
+    [Fact]
     public async Task Refused_connection_spends_an_attempt_so_an_unreachable_provider_ends_in_retries_exhausted()
     {
         var retry = new RetryOptions();

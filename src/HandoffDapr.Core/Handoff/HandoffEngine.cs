@@ -1188,7 +1188,9 @@ public sealed partial class HandoffEngine(
             var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
             if (retryPolicy.CanRetry(failure, attemptsMade))
             {
-                var retryAt = now + retryPolicy.DelayAfter(Math.Max(1, attemptsMade), failure.RetryAfter);
+                // A round that sent nothing (an open circuit, a turn too late, shutdown) waits the first delay: the back-off
+                // its earlier failures reached (up to RetryMaxDelay) is for a provider that failed, not for one never asked.
+                var retryAt = now + retryPolicy.DelayAfter(failure.Attempted ? Math.Max(1, attemptsMade) : 1, failure.RetryAfter);
                 var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
                 state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
