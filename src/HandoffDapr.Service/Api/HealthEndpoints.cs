@@ -38,8 +38,21 @@ public sealed class SqliteReadinessCheck(Embedded.SqliteRunStore store) : IHealt
     }
 }
 
+/// <summary>
+/// The sidecar answers, and takes our calls: daprd's health endpoint answers anyone, while with an API token every other
+/// call needs <c>DAPR_API_TOKEN</c>. Without this the app read ready while its every actor and binding call was refused.
+/// </summary>
 public sealed class SidecarReadinessCheck(Dapr.Client.DaprClient dapr) : IHealthCheck
 {
-    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default) =>
-        await dapr.CheckHealthAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("The Dapr sidecar is not healthy.");
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        if (!await dapr.CheckHealthAsync(cancellationToken))
+        {
+            return HealthCheckResult.Unhealthy("The Dapr sidecar is not healthy.");
+        }
+
+        return await DaprHost.SidecarStartup.TakesOurCallsAsync(dapr, cancellationToken)
+            ? HealthCheckResult.Healthy()
+            : HealthCheckResult.Unhealthy("The Dapr sidecar refuses the app's calls.");
+    }
 }

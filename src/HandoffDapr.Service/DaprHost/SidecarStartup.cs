@@ -22,6 +22,11 @@ public sealed partial class SidecarStartup(
         {
             await dapr.WaitForSidecarAsync(timeout.Token);
             LogSidecarReady();
+            if (!await TakesOurCallsAsync(dapr, stoppingToken))
+            {
+                // Not a reason to stop: readiness keeps the app out of traffic, and says so until the token is right.
+                LogSidecarRefusedCalls();
+            }
         }
         catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
         {
@@ -31,6 +36,27 @@ public sealed partial class SidecarStartup(
             lifetime.StopApplication();
         }
     }
+
+    /// <summary>
+    /// One call that daprd's API token guards (its metadata): its health endpoint does not, so answering there says
+    /// nothing of whether our calls are taken. Any failure counts; the reason is not logged (it may quote the request).
+    /// </summary>
+    public static async Task<bool> TakesOurCallsAsync(DaprClient dapr, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await dapr.GetMetadataAsync(cancellationToken);
+            return true;
+        }
+        catch (Exception exception) when (exception is Dapr.DaprException or Grpc.Core.RpcException or HttpRequestException)
+        {
+            return false;
+        }
+    }
+
+    [LoggerMessage(EventId = 4103, EventName = "SidecarRefusedCalls", Level = LogLevel.Critical,
+        Message = "The Dapr sidecar answers its health check but refuses the app's calls: set DAPR_API_TOKEN to daprd's API token (dapr.io/api-token-secret); the app reads not ready until it does")]
+    private partial void LogSidecarRefusedCalls();
 
     [LoggerMessage(EventId = 4101, EventName = "SidecarReady", Level = LogLevel.Information, Message = "Dapr sidecar is ready")]
     private partial void LogSidecarReady();

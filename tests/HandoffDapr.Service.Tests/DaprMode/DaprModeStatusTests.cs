@@ -7,6 +7,7 @@ using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -218,6 +219,37 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         using var right = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
         right.Headers.Add("dapr-api-token", "app-token-from-daprd-13");
         Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(right)).StatusCode);
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("another-token")]
+    public async Task Readiness_fails_and_start_up_says_so_when_the_sidecar_refuses_the_apps_token(string? appsToken)
+    {
+        // daprd with an API token answers its health endpoint to anyone, and refuses every other call without the token.
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, settings: new Dictionary<string, string?> { ["DAPR_API_TOKEN"] = appsToken }, logs: logs, sidecarApiToken: "daprd-token-7");
+
+        var ready = await factory.CreateClient().GetAsync("/readyz");
+        await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Name == "SidecarRefusedCalls"));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("daprd-token-7", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task Readiness_passes_with_the_sidecars_token()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, settings: new Dictionary<string, string?> { ["DAPR_API_TOKEN"] = "daprd-token-7" }, logs: logs, sidecarApiToken: "daprd-token-7");
+
+        var ready = await factory.CreateClient().GetAsync("/readyz");
+        await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Name == "SidecarReady"));
+
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarRefusedCalls");
     }
 
     [Fact]

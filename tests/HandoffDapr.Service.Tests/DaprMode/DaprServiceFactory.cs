@@ -41,11 +41,12 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
 
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
-        FakeLogCollector? logs = null)
+        FakeLogCollector? logs = null, string? sidecarApiToken = null)
     {
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions
         {
             AppApiToken = appApiToken,
+            ApiToken = sidecarApiToken,
             // As components/resiliency.yaml configures daprd: with an inbound retry on the pub/sub component,
             // an event answered RETRY goes back for redelivery instead of to the dead-letter topic.
             DeadLetterRetriableFailures = !DaprFiles.DaprFiles.HasInboundRetry("components/resiliency.yaml", "pubsub"),
