@@ -42,6 +42,45 @@ public sealed class ReminderTests : SidecarTest
     }
 
     [Fact]
+    public async Task One_shot_reminder_whose_callback_fails_is_retried_three_times_a_second_apart_then_dropped()
+    {
+        // The Scheduler's default failure policy (go-etcd-cron: Constant, interval 1 s, MaxRetries 3): a FAILED trigger
+        // is not spent; the same tick fires again 1 s later, four attempts in all.
+        var start = DateTimeOffset.UtcNow;
+        await Proxy("f").RegisterReminderAsync(new ReminderSpec("once", "fail", DueMs: 1000, PeriodMs: 0));
+        var due = Assert.Single(Sidecar.Reminders).NextDueAt;
+
+        var first = Assert.Single(await Sidecar.FireDueRemindersAsync(start.AddSeconds(30)));
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, first.StatusCode);
+        Assert.Equal(due.AddSeconds(1), Assert.Single(Sidecar.Reminders).NextDueAt);
+
+        for (var retry = 2; retry <= 3; retry++)
+        {
+            Assert.Single(await Sidecar.FireDueRemindersAsync(start.AddSeconds(30)));
+            Assert.Equal(due.AddSeconds(retry), Assert.Single(Sidecar.Reminders).NextDueAt);
+        }
+
+        Assert.Single(await Sidecar.FireDueRemindersAsync(start.AddSeconds(30)));
+        Assert.Empty(Sidecar.Reminders);
+        Assert.Equal(4, App.ReminderLog.Received.Count);
+    }
+
+    [Fact]
+    public async Task Periodic_reminder_whose_callback_keeps_failing_keeps_its_schedule()
+    {
+        var start = DateTimeOffset.UtcNow;
+        await Proxy("pf").RegisterReminderAsync(new ReminderSpec("poll", "fail", DueMs: 1000, PeriodMs: 60_000));
+        var due = Assert.Single(Sidecar.Reminders).NextDueAt;
+
+        for (var attempt = 0; attempt < 4; attempt++)
+        {
+            Assert.Single(await Sidecar.FireDueRemindersAsync(start.AddSeconds(30)));
+        }
+
+        Assert.Equal(due.AddMinutes(1), Assert.Single(Sidecar.Reminders).NextDueAt);
+    }
+
+    [Fact]
     public async Task GetReminder_returns_the_registration_and_a_missing_one_is_a_404()
     {
         await Proxy("g").RegisterReminderAsync(new ReminderSpec("poll", "data", DueMs: 5000, PeriodMs: 90_000));

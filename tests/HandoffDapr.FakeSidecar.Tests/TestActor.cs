@@ -125,6 +125,7 @@ public sealed class TestActor(ActorHost host, ConcurrencyProbe probe, ReminderLo
     public Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
     {
         log.Received.Enqueue(new ReceivedReminder(Id.GetId(), reminderName, Encoding.UTF8.GetString(state), dueTime, period));
-        return Task.CompletedTask;
+        // A reminder registered with the payload "fail" fails its callback (the SDK answers 500).
+        return Encoding.UTF8.GetString(state) == "fail" ? throw new InvalidOperationException("reminder callback failed") : Task.CompletedTask;
     }
 }

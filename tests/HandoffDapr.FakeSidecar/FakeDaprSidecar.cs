@@ -129,7 +129,8 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>
     /// Fires a registered reminder now, as the Scheduler does: <c>PUT actors/{type}/{id}/method/remind/{name}</c> with
     /// <c>{"data":…,"dueTime":"","period":""}</c> under the actor's turn lock. With <paramref name="advanceSchedule"/>
-    /// the firing counts (one-shot removed, periodic moved on) whatever the app answers.
+    /// the firing counts as the Scheduler counts it: a success moves the schedule on (one-shot removed, periodic moved
+    /// on); a failure (not 200, or the SDK's error header) is retried 1 s later, up to 3 times, before the tick is dropped.
     /// </summary>
     public async Task<HttpResponseMessage> FireReminderAsync(string actorType, string actorId, string name, bool advanceSchedule = true, CancellationToken ct = default)
     {
@@ -138,24 +139,43 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         var response = await actors.FireReminderAsync(reminder, ct).ConfigureAwait(false);
         if (advanceSchedule)
         {
-            reminders.Fired(reminder);
+            CountFiring(reminder, response);
         }
 
         return response;
     }
 
-    /// <summary>Fires every reminder due at <paramref name="now"/> (earliest first), then reschedules or removes it.</summary>
+    /// <summary>
+    /// Fires every reminder due at <paramref name="now"/> (earliest first), then reschedules or removes it as the
+    /// Scheduler does: a failed firing is due again 1 s later (up to 3 retries), not spent.
+    /// </summary>
     public async Task<IReadOnlyList<ReminderFiring>> FireDueRemindersAsync(DateTimeOffset now, CancellationToken ct = default)
     {
         var fired = new List<ReminderFiring>();
         foreach (var reminder in reminders.Due(now))
         {
             using var response = await actors.FireReminderAsync(reminder, ct).ConfigureAwait(false);
-            reminders.Fired(reminder);
+            CountFiring(reminder, response);
             fired.Add(new ReminderFiring(reminder, response.StatusCode, await response.Content.ReadAsStringAsync(ct).ConfigureAwait(false)));
         }
 
         return fired;
+    }
+
+    /// <summary>
+    /// daprd's verdict on a reminder firing (pkg/actors/targets/app/app.go doInvokeMethod, pkg/runtime/scheduler/internal/cluster/streamer.go
+    /// handleJob): SUCCESS for a 200 without <c>X-DaprErrorResponseHeader</c>, else FAILED, which the Scheduler retries.
+    /// </summary>
+    private void CountFiring(RegisteredReminder reminder, HttpResponseMessage response)
+    {
+        if (response.StatusCode == HttpStatusCode.OK && !response.Headers.Contains("X-DaprErrorResponseHeader"))
+        {
+            reminders.Fired(reminder);
+        }
+        else
+        {
+            reminders.FiredAndFailed(reminder);
+        }
     }
 
     /// <summary>Fires a registered timer now (<c>PUT actors/{type}/{id}/method/timer/{name}</c>).</summary>

@@ -12,7 +12,15 @@ internal sealed class ReminderClock(TimeProvider clock)
     private readonly object gate = new();
     private readonly Dictionary<(string Type, string Id, string Name), Entry> reminders = new();
 
-    private sealed record Entry(RegisteredReminder Reminder, TimeSpan? Every, DateTimeOffset? ExpiresAt);
+    private sealed record Entry(RegisteredReminder Reminder, TimeSpan? Every, DateTimeOffset? ExpiresAt, int FailedAttempts = 0);
+
+    /// <summary>
+    /// The failure policy the Scheduler gives a job that names none (daprd's reminder API sends none for the .NET SDK's
+    /// registrations): go-etcd-cron internal/scheduler/builder.go, <c>FailurePolicyConstant{Interval: 1s, MaxRetries: 3}</c>.
+    /// </summary>
+    internal static readonly TimeSpan FailureRetryInterval = TimeSpan.FromSeconds(1);
+
+    internal const int FailureMaxRetries = 3;
 
     public IReadOnlyCollection<RegisteredReminder> All
     {
@@ -133,6 +141,34 @@ internal sealed class ReminderClock(TimeProvider clock)
         }
     }
 
+    /// <summary>
+    /// After a firing the app failed (daprd reports FAILED to the Scheduler: a status other than 200, or the SDK's
+    /// X-DaprErrorResponseHeader): the same tick is tried again 1 s later, up to 3 times; after the last, the tick counts
+    /// as done (one-shot removed, periodic moved on). go-etcd-cron internal/counter/counter.go TriggerFailed/policyTryAgain.
+    /// A reminder re-registered meanwhile is a new job: the old job's result is dropped
+    /// (internal/engine/queue/loops/counters/counters.go handleExecuteResponse).
+    /// </summary>
+    public void FiredAndFailed(RegisteredReminder fired)
+    {
+        lock (gate)
+        {
+            var key = (fired.ActorType, fired.ActorId, fired.Name);
+            if (!reminders.TryGetValue(key, out var e) || !ReferenceEquals(e.Reminder, fired))
+            {
+                return; // re-registered or removed while firing
+            }
+
+            var attempts = e.FailedAttempts + 1;
+            if (attempts <= FailureMaxRetries)
+            {
+                reminders[key] = e with { Reminder = e.Reminder with { NextDueAt = e.Reminder.NextDueAt + FailureRetryInterval }, FailedAttempts = attempts };
+                return;
+            }
+        }
+
+        Fired(fired);
+    }
+
     /// <summary>After a firing: one-shot (or last repeat) removed, periodic moved on by one period.</summary>
     public void Fired(RegisteredReminder fired)
     {
@@ -143,6 +179,10 @@ internal sealed class ReminderClock(TimeProvider clock)
             {
                 return; // re-registered or removed while firing
             }
+
+            // A periodic tick retried after failures keeps its schedule: the next one is one period after the first attempt.
+            var scheduled = e.Reminder.NextDueAt - (FailureRetryInterval * e.FailedAttempts);
+            e = e with { Reminder = e.Reminder with { NextDueAt = scheduled }, FailedAttempts = 0 };
 
             var left = e.Reminder.RepeatsLeft < 0 ? -1 : e.Reminder.RepeatsLeft - 1;
             if (e.Every is not { } every || left == 0)
