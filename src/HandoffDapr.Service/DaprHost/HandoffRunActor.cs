@@ -160,8 +160,10 @@ public sealed partial class HandoffRunActor(
         }
         catch
         {
-            // The failed wake-up has spent its one-shot reminder: without another the run would not wake again until
-            // someone calls it, its launches and polls left undone. The failure itself goes on to Guarded.
+            // A failed wake-up is retried by daprd's scheduler only a few times, a second apart (go-etcd-cron's default
+            // failure policy: 3 retries), then its one-shot reminder is spent: without another the run would not wake
+            // again until someone calls it. Registered again a minute later (which replaces those quick retries). The
+            // failure itself goes on to Guarded.
             try
             {
                 await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, Timeout.InfiniteTimeSpan);
@@ -351,7 +353,7 @@ public sealed partial class HandoffRunActor(
     private partial void LogTurnFailed(string actorId, string method, Exception exception);
 
     [LoggerMessage(EventId = 4005, EventName = "WakeRetryNotRegistered", Level = LogLevel.Error,
-        Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); the run wakes again at its next call")]
+        Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); daprd retries the wake-up a few times, a second apart, and after that the run wakes again at its next call")]
     private partial void LogWakeRetryNotRegistered(long runId, string exceptionType);
 
     [LoggerMessage(EventId = 4001, EventName = "UnknownReminder", Level = LogLevel.Warning, Message = "Run {RunId}: ignored unknown reminder {ReminderName}")]
