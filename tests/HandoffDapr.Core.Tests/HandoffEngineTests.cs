@@ -1098,6 +1098,33 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Provider_text_kept_for_an_agent_is_bounded_and_its_branch_a_valid_one()
+    {
+        // A compromised provider, or a leaked webhook secret, answers with megabytes of text: it must not be stored in the
+        // run's state and served to every reader of the run (a webhook may carry 256 KiB, a provider answer 4 MiB).
+        provider.AnswerName = new string('n', 1_000_000);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = Assert.Single(launched.CodingAgents.Keys);
+        var branch = launched.Launches.Single().BranchName;
+
+        var done = engine.ApplyAgentReport(launched, new ProviderAgent(
+            agentId,
+            ProviderAgentStatus.Finished,
+            BranchName: "x\n" + new string('b', 1_000_000),
+            PrUrl: "https://github.com/acme/shop/pull/1",
+            Summary: new string('s', 1_000_000)), new TurnMeasurements());
+
+        Assert.InRange(launched.CodingAgents[agentId].Name.Length, 1, 300);
+        var result = done.CodingAgents[agentId].Results.Single();
+        Assert.InRange(result.Description!.Length, 1, 4_100);
+        Assert.Equal(branch, result.BranchName);
+        Assert.Equal("https://github.com/acme/shop/pull/1", result.PrUrl);
+        var blank = engine.ApplyAgentReport(launched, new ProviderAgent(agentId, ProviderAgentStatus.Finished, Summary: new string(' ', 1_000_000)), new TurnMeasurements());
+        Assert.InRange(blank.CodingAgents[agentId].Results.Single().Description!.Length, 0, 4_100);
+    }
+
+    [Fact]
     public void State_round_trips_through_json_with_snake_case_enums()
     {
         var state = RunHandoffState.New(1) with
@@ -1565,6 +1592,9 @@ public sealed class HandoffEngineTests
         /// <summary>When set, every launch is answered with an agent of this id (a provider answering garbage).</summary>
         public string? AnswerAgentId { get; set; }
 
+        /// <summary>When set, every launch is answered with an agent of this name.</summary>
+        public string? AnswerName { get; set; }
+
         /// <summary>When set, a launch waits (up to 10 s) until this many are in flight together.</summary>
         public int? HoldUntilInFlight { get; set; }
 
@@ -1599,7 +1629,7 @@ public sealed class HandoffEngineTests
                 return ProviderResult<ProviderAgent>.Failed(failure);
             }
 
-            return ProviderResult<ProviderAgent>.Success(new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, BranchName: request.BranchName));
+            return ProviderResult<ProviderAgent>.Success(new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, Name: AnswerName, BranchName: request.BranchName));
         }
 
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)

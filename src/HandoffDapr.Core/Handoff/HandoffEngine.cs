@@ -743,7 +743,7 @@ public sealed partial class HandoffEngine(
     /// </summary>
     internal RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report, TurnMeasurements counted)
     {
-        report = WithSafeUrls(report);
+        report = WithSafeText(report);
         if (!state.CodingAgents.TryGetValue(report.Id, out var agent))
         {
             return state;
@@ -1270,9 +1270,37 @@ public sealed partial class HandoffEngine(
     /// <c>javascript:</c> or <c>data:</c> one a compromised provider or a leaked webhook secret could plant; nor one
     /// that could pose as another where it is shown as text (user-info, <c>https://github.com@elsewhere</c>; a bidi or
     /// invisible character); nor one longer than any real link. What is kept is the URL in its escaped form, so quotes
-    /// and angle brackets cannot break out of an <c>href</c> that a reader writes without escaping.
+    /// and angle brackets cannot break out of an <c>href</c> that a reader writes without escaping. The agent's name and
+    /// summary are bounded, and a branch name is kept only if it is a valid one.
     /// </summary>
-    private static ProviderAgent WithSafeUrls(ProviderAgent agent) => agent with { AgentUrl = WebLinkOrNull(agent.AgentUrl), PrUrl = WebLinkOrNull(agent.PrUrl) };
+    private static ProviderAgent WithSafeText(ProviderAgent agent) => agent with
+    {
+        AgentUrl = WebLinkOrNull(agent.AgentUrl),
+        PrUrl = WebLinkOrNull(agent.PrUrl),
+        Name = BoundedOrNull(agent.Name, MaxAgentNameLength),
+        Summary = BoundedOrNull(agent.Summary, MaxSummaryLength),
+        BranchName = GitRefName.IsValidBranch(agent.BranchName) ? agent.BranchName : null,
+    };
+
+    /// <summary>
+    /// A provider's own text (an agent's name, its summary) is stored in the run and served to every reader of it: a
+    /// compromised provider or a leaked webhook secret must not make it megabytes long. Longer text is cut.
+    /// </summary>
+    public const int MaxAgentNameLength = 200;
+
+    public const int MaxSummaryLength = 4096;
+
+    private static string? BoundedOrNull(string? text, int maxLength)
+    {
+        if (text is null || text.Length <= maxLength)
+        {
+            return text;
+        }
+
+        // Never split a surrogate pair: the JSON serializer would have to replace the half character.
+        var keep = char.IsHighSurrogate(text[maxLength - 1]) ? maxLength - 1 : maxLength;
+        return string.Concat(text.AsSpan(0, keep), "…");
+    }
 
     private const int MaxLinkLength = 2048;
 
@@ -1287,7 +1315,7 @@ public sealed partial class HandoffEngine(
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
     private RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
     {
-        agent = WithSafeUrls(agent);
+        agent = WithSafeText(agent);
         agent = agent with { PrUrl = PullRequestOf(state.RunId, agent, launch) };
         var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
         var agentState = new CodingAgentState(
