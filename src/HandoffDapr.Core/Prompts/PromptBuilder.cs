@@ -146,11 +146,12 @@ public static class PromptBuilder
 
     /// <summary>
     /// Run data may quote production input (an error message, a request): a line of it that starts with '#' would read
-    /// as a section of the prompt's own ("## Instructions"). Such a '#' is escaped, so the text stays the analysis'.
+    /// as a section of the prompt's own ("## Instructions"), and so would a line underlined by one of only '=' or '-'
+    /// (markdown's other heading). Such a '#', '=' or '-' is escaped, so the text stays the analysis'.
     /// </summary>
     private static string AsData(string text)
     {
-        if (!text.Contains('#'))
+        if (!text.AsSpan().ContainsAny(HeadingMarks))
         {
             return text;
         }
@@ -160,7 +161,8 @@ public static class PromptBuilder
         for (var i = 0; i < lines.Length; i++)
         {
             var indent = lines[i].Length - lines[i].TrimStart().Length;
-            if (lines[i].AsSpan(indent).StartsWith("#"))
+            var rest = lines[i].AsSpan(indent).TrimEnd();
+            if (rest.StartsWith("#") || IsUnderline(rest))
             {
                 lines[i] = string.Concat(lines[i].AsSpan(0, indent), "\\", lines[i].AsSpan(indent));
             }
@@ -168,4 +170,10 @@ public static class PromptBuilder
 
         return string.Join('\n', lines);
     }
+
+    private static readonly SearchValues<char> HeadingMarks = SearchValues.Create("#=-");
+
+    /// <summary>A setext heading's underline: only '=', or only '-' (a line of text above it becomes a heading).</summary>
+    private static bool IsUnderline(ReadOnlySpan<char> line) =>
+        line.Length > 0 && (!line.ContainsAnyExcept('=') || !line.ContainsAnyExcept('-'));
 }
