@@ -151,6 +151,26 @@ public sealed class OpenApiTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().GetAsync("/openapi/v1.json")).StatusCode);
     }
 
+    /// <summary>
+    /// GET /runs and GET /runs/{runId}/handoff answer HEAD too; the document must still name each operation once
+    /// (OpenAPI 3: operationId is unique among all operations), or client generators refuse it.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_names_every_operation_once_though_the_reads_answer_head_too()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-ids.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var paths = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["paths"]!.AsObject();
+
+        var operationIds = paths.SelectMany(path => path.Value!.AsObject())
+            .Select(operation => operation.Value?["operationId"]?.GetValue<string>())
+            .OfType<string>()
+            .ToList();
+        Assert.Contains("GetHandoff", operationIds);
+        Assert.Contains("ListRecentRuns", operationIds);
+        Assert.Equal(operationIds.Distinct().Count(), operationIds.Count);
+    }
+
     public void Dispose()
     {
         cursor.Dispose();
