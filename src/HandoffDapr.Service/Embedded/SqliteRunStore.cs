@@ -91,6 +91,21 @@ public sealed partial class SqliteRunStore : IDisposable
     {
         using var connection = Open();
         using var command = connection.CreateCommand();
+        // Another application's database (a runs table that is not ours) is refused before anything in it is changed:
+        // its journal mode, our tables and indexes, the columns later releases add.
+        command.CommandText = """
+            SELECT count(*), count(*) FILTER (WHERE name IN ('run_id', 'group_id', 'version', 'state', 'updated_at'))
+            FROM pragma_table_info('runs')
+            """;
+        using (var reader = command.ExecuteReader())
+        {
+            reader.Read();
+            if (reader.GetInt64(0) > 0 && reader.GetInt64(1) < 5)
+            {
+                throw new SqliteException("its runs table is not this service's (another application's database?)", SQLitePCL.raw.SQLITE_ERROR);
+            }
+        }
+
         command.CommandText = """
             PRAGMA journal_mode = WAL;
             CREATE TABLE IF NOT EXISTS runs (

@@ -14,6 +14,38 @@ public sealed class SqliteRunStoreTests : IDisposable
     private readonly TempDirectory temp = new();
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
 
+    /// <summary>
+    /// A data path naming another application's database (a runs table of its own) stops start-up; it must do so before
+    /// anything is written to that database: its journal mode switched to WAL, our wake-up table and indexes added.
+    /// </summary>
+    [Fact]
+    public void Another_applications_database_is_refused_before_anything_is_changed_in_it()
+    {
+        var path = temp.File("other-application.db");
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "CREATE TABLE runs (id INTEGER PRIMARY KEY, name TEXT, updated_at INTEGER); INSERT INTO runs VALUES (1, 'not ours', 0);";
+            command.ExecuteNonQuery();
+        }
+
+        var refused = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => new SqliteRunStore(path, time));
+
+        Assert.Contains($"Handoff:DataPath '{path}' cannot be used", refused.Message);
+        using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False;Mode=ReadOnly"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "PRAGMA journal_mode";
+            Assert.Equal("delete", command.ExecuteScalar());
+            command.CommandText = "SELECT group_concat(name) FROM (SELECT name FROM sqlite_master ORDER BY name)";
+            Assert.Equal("runs", command.ExecuteScalar());
+            command.CommandText = "SELECT group_concat(name) FROM pragma_table_info('runs')";
+            Assert.Equal("id,name,updated_at", command.ExecuteScalar());
+        }
+    }
+
     [Fact]
     public async Task Run_still_worked_on_under_an_earlier_claim_is_not_claimed_again_when_an_event_makes_it_due()
     {
