@@ -82,9 +82,11 @@ public static partial class WebhookEndpoints
             return TypedResults.NoContent();
         }
 
-        if (change!.Repository is null)
+        // A report that names a repository, GitHub's or not, goes to the run: one about its agent naming another than the
+        // launch's is logged (AgentReportOfAnotherRepository) and counted (other_repository), whatever host it names.
+        if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
-            LogIgnored(services.Logger, change.Agent.Id, "repository is not github.com/{owner}/{name}");
+            LogIgnored(services.Logger, change.Agent.Id, "no source repository");
             return TypedResults.NoContent();
         }
 
@@ -99,7 +101,7 @@ public static partial class WebhookEndpoints
         {
             // A webhook about an agent we launched means it was picked up: CREATING counts as running here.
             var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
-            outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report, change.Repository.Value.FullName), cancellationToken);
+            outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report, change.Repository?.FullName), cancellationToken);
         }
         catch (RunOwnerUnavailableException)
         {

@@ -222,6 +222,25 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("https://github.com/Acme/Shop/pull/2", Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
     }
 
+    [Theory]
+    [InlineData("https://gitlab.com/acme/shop", "https://gitlab.com/acme/shop")]
+    [InlineData("https://github.com/acme/shop/tree/main", "https://github.com/acme/shop/tree/main")]
+    public async Task Signed_webhook_about_a_known_agent_naming_a_repository_not_on_github_is_logged_as_another_repository(string repository, string logged)
+    {
+        var agentId = await Launch(436);
+
+        var response = await SignedWebhook(436, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/1", repository: repository));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("pending", (await Agent(436, agentId))["status"]!.GetValue<string>());
+        // The runbook's sign that someone else holds the webhook secret, whatever the host the report names.
+        var ignored = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal("436", ignored.GetStructuredStateValue("RunId"));
+        Assert.Equal(agentId, ignored.GetStructuredStateValue("AgentId"));
+        Assert.Equal(logged, ignored.GetStructuredStateValue("ReportedRepository"));
+        Assert.Equal("acme/shop", ignored.GetStructuredStateValue("Repository"));
+    }
+
     [Fact]
     public async Task Pull_request_of_another_repository_is_never_recorded_as_the_agents()
     {
