@@ -146,7 +146,8 @@ public static partial class CompletionEventEndpoints
             var root = document.RootElement;
             var data = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("data", out var inner) ? inner : root;
             var eventId = JsonElements.String(root, "id") is { } id ? PrintableText.Bounded(id, MaxLoggedEventId) : null;
-            return (eventId, JsonElements.Int64(data, "run_id"));
+            // The data of a binary payload comes as data_base64, which the completion event's endpoint reads too.
+            return (eventId, JsonElements.String(root, "data_base64") is { } encoded ? RunOfEncodedData(encoded) : JsonElements.Int64(data, "run_id"));
         }
         catch (Exception exception) when (exception is JsonException or InvalidOperationException)
         {
@@ -155,6 +156,18 @@ public static partial class CompletionEventEndpoints
     }
 
     private const int MaxLoggedEventId = 128;
+
+    private static long? RunOfEncodedData(string encoded)
+    {
+        var decoded = new byte[(encoded.Length * 3 / 4) + 3];
+        if (!Convert.TryFromBase64String(encoded, decoded, out var length))
+        {
+            return null;
+        }
+
+        using var document = JsonDocument.Parse(decoded.AsMemory(0, length), new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
+        return JsonElements.Int64(document.RootElement, "run_id");
+    }
 
     /// <summary>
     /// Where the snapshot is: the data of a structured CloudEvent (as daprd delivers it, <c>application/cloudevents+json</c>),

@@ -25,5 +25,23 @@ public sealed class DeadLetterTests : IDisposable
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
+    [Fact]
+    public async Task A_dead_letter_whose_data_came_base64_encoded_is_logged_with_its_run()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        // A publisher's binary payload: daprd wraps it as data_base64, which the completion event's endpoint reads too, so
+        // such an event may be dead-lettered after daprd gave up retrying it (the state store out of reach).
+        var data = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(Payloads.Run(4243, ["acme/shop"]));
+
+        var delivered = await factory.Sidecar.DeliverRawEventAsync("pubsub", "autofix-run-completed-deadletter", data, "application/octet-stream", cloudEventId: "evt-4243");
+
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+        var record = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "DeadLetterReceived");
+        var fields = record.StructuredState!.ToDictionary(pair => pair.Key, pair => pair.Value);
+        Assert.Equal("evt-4243", fields["EventId"]);
+        Assert.Equal("4243", fields["RunId"]);
+    }
+
     public void Dispose() => cursor.Dispose();
 }
