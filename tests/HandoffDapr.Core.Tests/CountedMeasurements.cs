@@ -25,11 +25,15 @@ internal sealed class CountedMeasurements : IDisposable
                 l.EnableMeasurementEvents(instrument);
             }
         };
-        listener.SetMeasurementEventCallback<long>((instrument, value, _, _) =>
+        listener.SetMeasurementEventCallback<long>((instrument, value, tags, _) =>
         {
             if (ReferenceEquals(Current.Value, this))
             {
                 totals.AddOrUpdate(instrument.Name, value, (_, total) => total + value);
+                foreach (var tag in tags)
+                {
+                    totals.AddOrUpdate(Key(instrument.Name, tag.Key, tag.Value), value, (_, total) => total + value);
+                }
             }
         });
         listener.Start();
@@ -37,6 +41,11 @@ internal sealed class CountedMeasurements : IDisposable
 
     /// <summary>The sum this test's flow added to the named counter.</summary>
     public long this[string counter] => totals.GetValueOrDefault(counter);
+
+    /// <summary>The sum this test's flow added to the named counter with the tag <paramref name="tag"/> set to <paramref name="value"/>.</summary>
+    public long this[string counter, string tag, string value] => totals.GetValueOrDefault(Key(counter, tag, value));
+
+    private static string Key(string counter, string tag, object? value) => $"{counter}|{tag}={value}";
 
     public void Dispose()
     {

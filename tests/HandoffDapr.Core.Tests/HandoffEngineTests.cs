@@ -706,6 +706,19 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_timed_out_by_the_poll_is_counted_as_entering_failed()
+    {
+        using var counted = new CountedMeasurements();
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(7));
+
+        var timedOut = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "failed"]);
+    }
+
+    [Fact]
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

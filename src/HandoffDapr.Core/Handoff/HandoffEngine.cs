@@ -394,7 +394,7 @@ public sealed partial class HandoffEngine(
             // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
             else if (!latest.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
             {
-                state = TimeOut(state, latest, now);
+                state = TimeOut(state, latest, now, counted);
                 if (state.LaunchOfAgent(agent.Id) is { } launch)
                 {
                     timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
@@ -467,10 +467,12 @@ public sealed partial class HandoffEngine(
     private static TimeSpan Age(RunHandoffState state, CodingAgentState agent, DateTimeOffset now) =>
         now - (state.LaunchOfAgent(agent.Id)?.AttemptStartedAt ?? agent.StartedAt);
 
-    private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now)
+    private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now, TurnMeasurements counted)
     {
         var launch = state.LaunchOfAgent(agent.Id);
         LogAgentTimedOut(state.RunId, agent.Id, options.AgentMaxAge);
+        // The agent enters failed as surely as one the provider reports failed (and a later finish is counted as completed).
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
         state = state.WithAgent(agent with { Status = CodingAgentStatus.Failed })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.TimedOut, launch?.Repository, agent.Id)]);
         return launch is null ? state : state.WithLaunch(launch with { FailureType = FailureTypes.TimedOut, UpdatedAt = now });
