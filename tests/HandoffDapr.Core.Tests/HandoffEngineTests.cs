@@ -719,6 +719,19 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_at_work_stopped_by_a_person_is_counted_as_entering_failed()
+    {
+        using var counted = new CountedMeasurements();
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "failed"]);
+    }
+
+    [Fact]
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -670,9 +670,11 @@ public sealed partial class HandoffEngine(
             };
         }
 
+        var counted = new TurnMeasurements();
         if (sent.Stop && !agent.Status.IsFinal())
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
+            counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
             // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
             state = state.WithAgent(agent) with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
         }
@@ -680,6 +682,7 @@ public sealed partial class HandoffEngine(
         state = state.WithTimeline([new TimelineEntry(
             now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId, sent.OutcomeUnknown ? "outcome unknown" : null)]);
         await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
     }
 
