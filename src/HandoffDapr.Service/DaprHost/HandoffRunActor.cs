@@ -90,7 +90,7 @@ public sealed partial class HandoffRunActor(
         }
         catch (Exception exception) when (exception is not ActorTurnFailedException)
         {
-            LogTurnFailed(Id.GetId(), method, exception);
+            LogTurnFailed(RunId, Id.GetId(), method, exception);
             throw new ActorTurnFailedException();
         }
     }
@@ -349,8 +349,10 @@ public sealed partial class HandoffRunActor(
         }
     }
 
-    [LoggerMessage(EventId = 4004, EventName = "ActorTurnFailed", Level = LogLevel.Error, Message = "Actor {ActorId}: {Method} failed; its caller is told the turn failed, without the reason")]
-    private partial void LogTurnFailed(string actorId, string method, Exception exception);
+    // RunId, as on every line about a run (null for an actor whose id names no run); ActorId as the actor was called.
+    [LoggerMessage(EventId = 4004, EventName = "ActorTurnFailed", Level = LogLevel.Error,
+        Message = "Run {RunId} (actor {ActorId}): {Method} failed; its caller is told the turn failed, without the reason")]
+    private partial void LogTurnFailed(long? runId, string actorId, string method, Exception exception);
 
     [LoggerMessage(EventId = 4005, EventName = "WakeRetryNotRegistered", Level = LogLevel.Error,
         Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); daprd retries the wake-up a few times, a second apart, and after that the run wakes again at its next call")]

@@ -10,6 +10,7 @@ using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Options;
@@ -29,6 +30,7 @@ public sealed class HandoffRunActorTests
     private readonly BackgroundRounds rounds;
     private readonly Lifetime lifetime = new();
     private readonly FakeLogger<BackgroundRounds> roundsLog = new();
+    private readonly FakeLogCollector actorLogs = new();
     private readonly HandoffRunActor actor;
 
     public HandoffRunActorTests()
@@ -44,6 +46,7 @@ public sealed class HandoffRunActorTests
             ActorId = new ActorId(RunId.ToString()),
             TimerManager = timers,
             JsonSerializerOptions = HandoffJsonContext.CreateOptions(),
+            LoggerFactory = Microsoft.Extensions.Logging.LoggerFactory.Create(logging => logging.AddProvider(new FakeLoggerProvider(actorLogs))),
         });
         // No sidecar: publishing fails and is logged, which the actor must survive.
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
@@ -274,6 +277,17 @@ public sealed class HandoffRunActorTests
         var outcome = await AcceptCompletedRunAsync(Snapshot("acme/shop") with { Group = new RunGroup(999) });
 
         Assert.Equal(CompletionStatus.Rejected, outcome.Status);
+    }
+
+    [Fact]
+    public async Task A_failed_turn_is_logged_with_its_run_id_as_every_line_about_a_run_is()
+    {
+        timers.FailNextRegistrations = 1;
+
+        await Assert.ThrowsAsync<ActorTurnFailedException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
+
+        var failed = Assert.Single(actorLogs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+        Assert.Equal(RunId.ToString(), failed.GetStructuredStateValue("RunId"));
     }
 
     [Fact]
