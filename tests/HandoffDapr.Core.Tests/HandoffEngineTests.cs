@@ -732,6 +732,25 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_due_retry_whose_integration_was_removed_is_counted_failed_and_in_the_timeline_as_any_launch_that_fails()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().Launches[0].Phase);
+        // Restarted with integration 42 taken out of the settings.
+        var restarted = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        using var counted = new CountedMeasurements();
+
+        var state = await restarted.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.Failed, state.Launches[0].Phase);
+        Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "failed"]);
+        Assert.Equal(TimelineEvents.LaunchFailed, state.Timeline[^1].Event);
+    }
+
+    [Fact]
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

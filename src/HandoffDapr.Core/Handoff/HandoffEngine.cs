@@ -212,14 +212,19 @@ public sealed partial class HandoffEngine(
         }
 
         due = due.Except(ended.Select(ending => ending.Launch)).ToList();
+        // An integration taken out of the settings: failed, counted and in the timeline as when it goes missing during a round.
         var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
+        var counted = new TurnMeasurements();
         foreach (var launch in missing)
         {
             LogUnknownIntegration(state.RunId, launch.IntegrationId);
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now });
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now })
+                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.InvalidRequest)]);
+            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", FailureTypes.InvalidRequest));
         }
 
         var (started, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
+        counted.Publish();
         return new WakeOutcome(started, round, poll);
     }
 
