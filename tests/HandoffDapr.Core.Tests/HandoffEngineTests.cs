@@ -345,6 +345,26 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_round_whose_save_fails_and_is_decided_again_logs_each_launch_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        // One of the two launches is refused for now, the other launched.
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, new FailingWriter()));
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Single(records, record => record.Id.Name == "HandoffLaunched");
+        Assert.Single(records, record => record.Id.Name == "HandoffRetryScheduled");
+    }
+
+    [Fact]
     public async Task A_report_whose_save_fails_counts_no_status_change()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

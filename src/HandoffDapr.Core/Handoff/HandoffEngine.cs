@@ -338,7 +338,7 @@ public sealed partial class HandoffEngine(
         {
             // A read that names another repository than the agent's launch is not applied: a failed read, as far as the
             // agent is concerned (its time-out waits for a read that can be used).
-            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll"))
+            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll", counted))
             {
                 reports[report.Id] = report;
             }
@@ -475,7 +475,7 @@ public sealed partial class HandoffEngine(
     private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now, TurnMeasurements counted)
     {
         var launch = state.LaunchOfAgent(agent.Id);
-        LogAgentTimedOut(state.RunId, agent.Id, options.AgentMaxAge);
+        counted.Log(() => LogAgentTimedOut(state.RunId, agent.Id, options.AgentMaxAge));
         // The agent enters failed as surely as one the provider reports failed (and a later finish is counted as completed).
         counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
         state = state.WithAgent(agent with { Status = CodingAgentStatus.Failed })
@@ -510,8 +510,8 @@ public sealed partial class HandoffEngine(
             }
 
             var now = timeProvider.GetUtcNow();
-            LogReconciled(state.RunId, orphaned.Repository, report.Id);
             var adoptedCount = new TurnMeasurements();
+            adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id));
             var adopted = WithAgentOf(state, orphaned, report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
             await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
@@ -524,7 +524,8 @@ public sealed partial class HandoffEngine(
             return AgentReportStatus.UnknownAgent;
         }
 
-        if (IsOfAnotherRepository(state, report, "webhook"))
+        // Not saved: logged at once.
+        if (IsOfAnotherRepository(state, report, "webhook", counted: null))
         {
             return AgentReportStatus.OtherRepository;
         }
@@ -533,6 +534,8 @@ public sealed partial class HandoffEngine(
         var updated = ApplyAgentReport(state, report, counted);
         if (ReferenceEquals(updated, state))
         {
+            // Nothing to save: what the report's reading logged goes out now (nothing was counted).
+            counted.Publish();
             return AgentReportStatus.Unchanged;
         }
 
@@ -704,18 +707,20 @@ public sealed partial class HandoffEngine(
     /// (GitHub's tasks, a Cursor answer without its source) is applied; its pull request is still checked
     /// (<see cref="PullRequestOf"/>). The branch is not compared: GitHub names a task's branch itself, and Cursor may too.
     /// </summary>
-    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source) =>
-        state.LaunchOfAgent(report.Id) is { } launch && IsOfAnotherRepository(state.RunId, report, launch, source);
+    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source, TurnMeasurements? counted) =>
+        state.LaunchOfAgent(report.Id) is { } launch && IsOfAnotherRepository(state.RunId, report, launch, source, counted);
 
     /// <summary>The same check against a given launch: the agent a launch's answer (or lookup) names is not yet the launch's.</summary>
-    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source)
+    /// <remarks>Logged with the turn's decisions once it is saved (<paramref name="counted"/>), or at once without a turn.</remarks>
+    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source, TurnMeasurements? counted)
     {
         if (report.Repository is not { } named || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
         {
             return false;
         }
 
-        LogReportOfAnotherRepository(runId, source, report.Id, RepositoryName.DescribeRejected(named), launch.Repository);
+        var reported = RepositoryName.DescribeRejected(named);
+        LogWith(counted, () => LogReportOfAnotherRepository(runId, source, report.Id, reported, launch.Repository));
         return true;
     }
 
@@ -723,7 +728,7 @@ public sealed partial class HandoffEngine(
     /// The report's pull request, as its canonical link, if it is one of the launch's repository; any other is logged and
     /// never recorded as the agent's.
     /// </summary>
-    private string? PullRequestOf(long runId, ProviderAgent report, RepositoryLaunch launch)
+    private string? PullRequestOf(long runId, ProviderAgent report, RepositoryLaunch launch, TurnMeasurements counted)
     {
         if (report.PrUrl is null)
         {
@@ -735,8 +740,21 @@ public sealed partial class HandoffEngine(
             return pullRequest;
         }
 
-        LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository);
+        counted.Log(() => LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository));
         return null;
+    }
+
+    /// <summary>A turn's log line goes out with its decisions once the turn is saved; one written outside a turn goes out now.</summary>
+    private static void LogWith(TurnMeasurements? counted, Action log)
+    {
+        if (counted is null)
+        {
+            log();
+        }
+        else
+        {
+            counted.Log(log);
+        }
     }
 
     /// <summary>The preference names the agent it wants: an integration of another kind would hand off somewhere unexpected.</summary>
@@ -760,7 +778,7 @@ public sealed partial class HandoffEngine(
         }
 
         var launch = state.LaunchOfAgent(report.Id);
-        report = report with { PrUrl = launch is null ? null : PullRequestOf(state.RunId, report, launch) };
+        report = report with { PrUrl = launch is null ? null : PullRequestOf(state.RunId, report, launch, counted) };
         var status = ToAgentStatus(report.Status);
         // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
         // agent finished is the truth, and its pull request must not be lost.
@@ -777,7 +795,8 @@ public sealed partial class HandoffEngine(
         var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
 
         var now = timeProvider.GetUtcNow();
-        LogAgentStatusChanged(state.RunId, report.Id, agent.Status, status.Value);
+        var (runId, from, to) = (state.RunId, agent.Status, status.Value);
+        counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
         counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
@@ -1171,11 +1190,11 @@ public sealed partial class HandoffEngine(
             {
                 // One agent cannot be two repositories' (a provider answering garbage): not an answer for this launch,
                 // which may have created its own agent, so it is looked for first at its next attempt.
-                LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository);
+                counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository));
                 outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
             }
 
-            if (outcome.Agent is { } named && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch"))
+            if (outcome.Agent is { } named && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch", counted))
             {
                 // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
                 // agent, every later report of it would be refused, and the agent the launch may have created never
@@ -1187,7 +1206,7 @@ public sealed partial class HandoffEngine(
             {
                 state = WithAgentOf(state, launch, agent, now, counted);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
-                LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts);
+                counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
                 continue;
             }
@@ -1204,7 +1223,7 @@ public sealed partial class HandoffEngine(
                 var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
                 state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
-                LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt);
+                counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
                 counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
                 continue;
@@ -1213,7 +1232,7 @@ public sealed partial class HandoffEngine(
             var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
-            LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade);
+            counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));
             counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
@@ -1230,29 +1249,29 @@ public sealed partial class HandoffEngine(
     {
         if (outcome.Agent is not { } agent || launch?.AgentId == agent.Id)
         {
-            LogLateAnswer(state.RunId, sent.Repository, sent.Attempts);
+            counted.Log(() => LogLateAnswer(state.RunId, sent.Repository, sent.Attempts));
             return state;
         }
 
         if (launch is not null && FollowedByAnother(state, launch, agent.Id) is { } other)
         {
-            LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository);
+            counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository));
             return state;
         }
 
-        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, "launch"))
+        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, "launch", counted))
         {
             return state;
         }
 
         if (launch is { AgentId: null })
         {
-            LogReconciled(state.RunId, launch.Repository, agent.Id);
+            counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id));
             timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
             return WithAgentOf(state, launch, agent, now, counted);
         }
 
-        LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id);
+        counted.Log(() => LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id));
         return state;
     }
 
@@ -1326,7 +1345,7 @@ public sealed partial class HandoffEngine(
     private RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
     {
         agent = WithSafeText(agent);
-        agent = agent with { PrUrl = PullRequestOf(state.RunId, agent, launch) };
+        agent = agent with { PrUrl = PullRequestOf(state.RunId, agent, launch, counted) };
         var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
         var agentState = new CodingAgentState(
             agent.Id,
