@@ -365,6 +365,19 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_trigger_whose_save_fails_and_is_decided_again_logs_a_refused_repository_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/bad repo"), new FailingWriter(), CancellationToken.None));
+        await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/bad repo"), writer, CancellationToken.None);
+
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+    }
+
+    [Fact]
     public async Task A_report_whose_save_fails_counts_no_status_change()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -61,9 +61,11 @@ public sealed partial class HandoffEngine(
         var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
         var (plan, toLaunch) = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
         // These are in the trigger's answer but not in the stored state; for an event this line is all an operator gets.
+        // Written once the turn is saved (or found nothing to save), so a turn decided again writes them once.
+        var refusals = new TurnMeasurements();
         foreach (var refused in plan.Select(line => line.Refused).OfType<LaunchFailure>())
         {
-            LogRepositoryNotLaunched(runId, refused.RepoName ?? "(none)", refused.FailureType);
+            refusals.Log(() => LogRepositoryNotLaunched(runId, refused.RepoName ?? "(none)", refused.FailureType));
         }
 
         if (toLaunch.Count == 0)
@@ -73,6 +75,7 @@ public sealed partial class HandoffEngine(
                 await writer.SaveAsync(state, cancellationToken);
             }
 
+            refusals.Publish();
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
@@ -83,10 +86,12 @@ public sealed partial class HandoffEngine(
             state = toLaunch.Aggregate(state, (current, launch) => current.WithLaunch(launch))
                 .WithTimeline(toLaunch.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchScheduled, launch.Repository)));
             await writer.SaveAsync(state, cancellationToken);
+            refusals.Publish();
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
         var (started, round) = await StartRoundAsync(state, toLaunch, plan, writer, cancellationToken);
+        refusals.Publish();
         return new TriggerOutcome(TriggerStatus.Accepted, Summarize(started, plan)) { Round = round };
     }
 
