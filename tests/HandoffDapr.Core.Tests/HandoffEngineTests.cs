@@ -378,6 +378,27 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_launch_attempt_whose_provider_client_faults_ends_its_span_as_an_error_with_its_outcome()
+    {
+        var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        provider.OnLaunch = _ => throw new InvalidOperationException("A bug in the provider client.");
+
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/faulty-client"), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+        var span = Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.repository"), "acme/faulty-client"));
+        Assert.Equal(System.Diagnostics.ActivityStatusCode.Error, span.Status);
+        Assert.Equal(FailureTypes.InvalidResponse, span.GetTagItem("handoff.outcome"));
+    }
+
+    [Fact]
     public async Task A_report_whose_save_fails_counts_no_status_change()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -1066,22 +1066,7 @@ public sealed partial class HandoffEngine(
                         return;
                     }
 
-                    try
-                    {
-                        attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token);
-                    }
-                    catch (Exception exception) when (exception is not OperationCanceledException)
-                    {
-                        // A fault in a provider client must not lose the other repositories' answers: this one's outcome
-                        // is unknown (the request may be out), so its next attempt looks for an agent first.
-                        LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
-                        attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
-                    }
-                    catch (OperationCanceledException) when (budget.IsCancellationRequested)
-                    {
-                        // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
-                        attempts[index] = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
-                    }
+                    attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token);
                 });
         }
         finally
@@ -1116,7 +1101,25 @@ public sealed partial class HandoffEngine(
     {
         using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
         var started = timeProvider.GetTimestamp();
-        var outcome = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
+        LaunchAttempt outcome;
+        // Caught here, not by the round, so the attempt's span and duration say what became of it.
+        try
+        {
+            outcome = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // A fault in a provider client must not lose the other repositories' answers: this one's outcome
+            // is unknown (the request may be out), so its next attempt looks for an agent first.
+            LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+        }
+
         HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
         activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
         if (outcome.Failure is not null)
