@@ -378,6 +378,41 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_wake_up_whose_save_fails_and_is_decided_again_logs_a_launch_it_ends_once()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Restarted with integration 42 taken out of the settings.
+        var logger = new FakeLogger<HandoffEngine>();
+        var restarted = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => restarted.WakeAsync(writer.Saved.Last(), new FailingWriter(), CancellationToken.None));
+        await restarted.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffUnknownIntegration");
+    }
+
+    [Fact]
+    public async Task An_event_whose_save_fails_and_is_decided_again_logs_its_target_mismatch_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", "github_copilot_agent", 42) } };
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.AcceptCompletedRunAsync(null, snapshot, new FailingWriter(), LaunchTiming.Now, CancellationToken.None));
+        var outcome = await logged.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.Stored, outcome.Status);
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AutomationTargetMismatch");
+    }
+
+    [Fact]
     public async Task A_launch_attempt_whose_provider_client_faults_ends_its_span_as_an_error_with_its_outcome()
     {
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();

@@ -129,10 +129,14 @@ public sealed partial class HandoffEngine(
         }
 
         var handoff = snapshot.Preferences!.AutomationHandoff!;
+        // Written once the snapshot is saved, so an event decided again warns once.
+        var warned = new TurnMeasurements();
         if (integrations.Find(handoff.IntegrationId!.Value) is { } integration && NamesAnotherProvider(handoff, integration))
         {
-            LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, RepositoryName.DescribeRejected(handoff.Target!), integration.Provider.ProviderName);
+            var target = RepositoryName.DescribeRejected(handoff.Target!);
+            warned.Log(() => LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName));
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
+            warned.Publish();
             return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
         }
 
@@ -141,8 +145,9 @@ public sealed partial class HandoffEngine(
         if (outcome.Status == TriggerStatus.UnknownIntegration)
         {
             // Not the event's fault: keep the snapshot so a manual trigger can still hand it off.
-            LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value);
+            warned.Log(() => LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value));
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
+            warned.Publish();
             return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
         }
 
@@ -209,9 +214,11 @@ public sealed partial class HandoffEngine(
                 : null))
             .Where(ending => ending.FailureType is not null)
             .ToList();
+        // Written once the wake-up is saved, so a wake-up decided again writes them once.
+        var counted = new TurnMeasurements();
         foreach (var (launch, failureType) in ended)
         {
-            LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!);
+            counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!));
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now })
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
         }
@@ -219,10 +226,9 @@ public sealed partial class HandoffEngine(
         due = due.Except(ended.Select(ending => ending.Launch)).ToList();
         // An integration taken out of the settings: failed, counted and in the timeline as when it goes missing during a round.
         var missing = due.Where(launch => integrations.Find(launch.IntegrationId) is null).ToList();
-        var counted = new TurnMeasurements();
         foreach (var launch in missing)
         {
-            LogUnknownIntegration(state.RunId, launch.IntegrationId);
+            counted.Log(() => LogUnknownIntegration(state.RunId, launch.IntegrationId));
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now })
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.InvalidRequest)]);
             counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", FailureTypes.InvalidRequest));
