@@ -535,13 +535,14 @@ public sealed partial class HandoffEngine(
             return AgentReportStatus.UnknownAgent;
         }
 
-        // Not saved: logged at once.
-        if (IsOfAnotherRepository(state, report, "webhook", counted: null))
+        var counted = new TurnMeasurements();
+        if (IsOfAnotherRepository(state, report, "webhook", counted))
         {
+            // Nothing to save: what was logged goes out now.
+            counted.Publish();
             return AgentReportStatus.OtherRepository;
         }
 
-        var counted = new TurnMeasurements();
         var updated = ApplyAgentReport(state, report, counted);
         if (ReferenceEquals(updated, state))
         {
@@ -718,12 +719,12 @@ public sealed partial class HandoffEngine(
     /// (GitHub's tasks, a Cursor answer without its source) is applied; its pull request is still checked
     /// (<see cref="PullRequestOf"/>). The branch is not compared: GitHub names a task's branch itself, and Cursor may too.
     /// </summary>
-    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source, TurnMeasurements? counted) =>
+    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source, TurnMeasurements counted) =>
         state.LaunchOfAgent(report.Id) is { } launch && IsOfAnotherRepository(state.RunId, report, launch, source, counted);
 
     /// <summary>The same check against a given launch: the agent a launch's answer (or lookup) names is not yet the launch's.</summary>
-    /// <remarks>Logged with the turn's decisions once it is saved (<paramref name="counted"/>), or at once without a turn.</remarks>
-    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source, TurnMeasurements? counted)
+    /// <remarks>Logged with the turn's decisions once it is saved (<paramref name="counted"/>).</remarks>
+    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source, TurnMeasurements counted)
     {
         if (report.Repository is not { } named || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
         {
@@ -731,7 +732,7 @@ public sealed partial class HandoffEngine(
         }
 
         var reported = RepositoryName.DescribeRejected(named);
-        LogWith(counted, () => LogReportOfAnotherRepository(runId, source, report.Id, reported, launch.Repository));
+        counted.Log(() => LogReportOfAnotherRepository(runId, source, report.Id, reported, launch.Repository));
         return true;
     }
 
@@ -753,19 +754,6 @@ public sealed partial class HandoffEngine(
 
         counted.Log(() => LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository));
         return null;
-    }
-
-    /// <summary>A turn's log line goes out with its decisions once the turn is saved; one written outside a turn goes out now.</summary>
-    private static void LogWith(TurnMeasurements? counted, Action log)
-    {
-        if (counted is null)
-        {
-            log();
-        }
-        else
-        {
-            counted.Log(log);
-        }
     }
 
     /// <summary>The preference names the agent it wants: an integration of another kind would hand off somewhere unexpected.</summary>
