@@ -71,7 +71,7 @@ public sealed record RunHandoffState(
         IReadOnlyList<RepositoryLaunch>? launches = Launches;
         IReadOnlyList<TimelineEntry>? timeline = Timeline;
         return RunId != runId ? "it names another run"
-            : agents is null || launches is null || timeline is null ? "a part is missing"
+            : agents is null || launches is null || timeline is null ? "a part is missing or null"
             : Snapshot is { } snapshot && snapshot.RunId != runId ? "its snapshot is another run's"
             : Snapshot is null && (launches.Count > 0 || agents.Count > 0) ? "it has launches or agents but no snapshot"
             : agents.Any(entry => entry.Value?.Id != entry.Key || entry.Value.Results is null) ? "an agent is unreadable"

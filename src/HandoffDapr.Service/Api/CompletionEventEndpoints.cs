@@ -159,14 +159,20 @@ public static partial class CompletionEventEndpoints
 
     private static long? RunOfEncodedData(string encoded)
     {
-        var decoded = new byte[(encoded.Length * 3 / 4) + 3];
-        if (!Convert.TryFromBase64String(encoded, decoded, out var length))
+        if (FromBase64(encoded) is not { } decoded)
         {
             return null;
         }
 
-        using var document = JsonDocument.Parse(decoded.AsMemory(0, length), new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
+        using var document = JsonDocument.Parse(decoded, new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
         return JsonElements.Int64(document.RootElement, "run_id");
+    }
+
+    /// <summary>A CloudEvent's <c>data_base64</c> decoded; null when it is not base64.</summary>
+    private static byte[]? FromBase64(string? encoded)
+    {
+        var decoded = new byte[((encoded?.Length ?? 0) * 3 / 4) + 3];
+        return encoded is not null && Convert.TryFromBase64String(encoded, decoded, out var length) ? decoded[..length] : null;
     }
 
     /// <summary>
@@ -286,13 +292,11 @@ public static partial class CompletionEventEndpoints
                 return "The event has both data and data_base64.";
             }
 
-            decoded = new byte[((encodedData?.Length ?? 0) * 3 / 4) + 3];
-            if (encodedData is null || !Convert.TryFromBase64String(encodedData, decoded, out var length))
+            decoded = FromBase64(encodedData);
+            if (decoded is null)
             {
                 return "The event's data_base64 is not base64.";
             }
-
-            decoded = decoded[..length];
         }
         else if (eventData is { } found)
         {

@@ -191,10 +191,11 @@ public sealed partial class HandoffRunActor(
         var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
         var runId = RunId!.Value;
         // A part stored as JSON null (written by hand, or by another writer) is refused where reading it as empty would
-        // start the run over (its launches, its agents) or skip its group check (its snapshot); a null timeline is only history.
-        if ((snapshot.HasValue && snapshot.Value is null) || (launches.HasValue && launches.Value is null) || (agents.HasValue && agents.Value is null))
+        // start the run over (its launches, its agents: kept null here, FindDamage refuses them) or skip its group check
+        // (its snapshot, refused here: null is also what a run without one reads); a null timeline is only history.
+        if (snapshot.HasValue && snapshot.Value is null)
         {
-            throw new UnreadableRunStateException(runId, "a part is JSON null");
+            throw new UnreadableRunStateException(runId, "its snapshot is JSON null");
         }
 
         var state = new RunHandoffState(
