@@ -276,6 +276,30 @@ public sealed class CopilotProviderTests : IDisposable
     }
 
     [Theory]
+    [InlineData(true, 403, """{"message":"Resource not accessible by personal access token"}""")]
+    [InlineData(true, 404, """{"message":"Not Found"}""")]
+    [InlineData(false, 403, """{"message":"Resource not accessible by personal access token"}""")]
+    [InlineData(false, 404, """{"message":"Not Found"}""")]
+    public async Task Pull_request_lookup_github_refuses_the_token_leaves_the_task_finished_without_it_not_unread(bool withGlobalId, int status, string body)
+    {
+        // GitHub says, with a 403 or 404, that the token may not see the pull request (a token without pull request
+        // access): asking again would not change it, and unread, the finished task would be timed out as failed.
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7", withGlobalId);
+        var lookup = withGlobalId
+            ? WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()
+            : WireMock.RequestBuilders.Request.Create().WithPath("/repos/acme/shop/pulls").UsingGet();
+        github.Server.Given(lookup).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.True(read.IsSuccess, read.Failure?.FailureType);
+        Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
+        Assert.Null(read.Value.PrUrl);
+    }
+
+    [Theory]
     [InlineData("""{"data":null,"errors":[{"type":"RATE_LIMITED","message":"API rate limit exceeded"}]}""")]
     [InlineData("[]")]
     [InlineData("""{"data":{"viewer":{}}}""")]

@@ -85,10 +85,18 @@ public sealed class CopilotAgentTasksProvider(
             "pull request",
             PullRequestUrlOf,
             cancellationToken);
-        return lookup.IsSuccess
-            ? ProviderResult<ProviderAgent>.Success(agent.Agent with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
-            : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
+        return WithPullRequest(agent.Agent, lookup);
     }
+
+    /// <summary>
+    /// The finished task with what a pull request lookup found. GitHub answering that the token may not see the pull
+    /// request (403 or 404, <c>repository_access</c>) is a refusal for good, as GraphQL's errors with 200 are: the task is
+    /// finished without it, since unread it would be timed out as failed. Any other failure fails the read, asked again.
+    /// </summary>
+    private static ProviderResult<ProviderAgent> WithPullRequest(ProviderAgent task, ProviderResult<string> lookup) =>
+        lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(task with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
+        : lookup.Failure!.FailureType == FailureTypes.RepositoryAccess ? ProviderResult<ProviderAgent>.Success(task)
+        : ProviderResult<ProviderAgent>.Failed(lookup.Failure);
 
     /// <summary>
     /// The pull request's URL in GraphQL's answer. Empty when GitHub says the token cannot see it (no node, or an error
@@ -133,9 +141,7 @@ public sealed class CopilotAgentTasksProvider(
             "pull request",
             root => PullRequestUrlAmong(root, pullId),
             cancellationToken);
-        return lookup.IsSuccess
-            ? ProviderResult<ProviderAgent>.Success(task.Agent with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
-            : ProviderResult<ProviderAgent>.Failed(lookup.Failure!);
+        return WithPullRequest(task.Agent, lookup);
     }
 
     /// <summary>The URL of the pull request with this id in a list of pull requests; empty when it is not there, null for another shape.</summary>
