@@ -259,6 +259,30 @@ public sealed class CopilotReconcileTests
         Assert.Equal("task-1", writer.Saved.Last().Launches[0].AgentId);
     }
 
+    [Fact]
+    public async Task Lost_launch_whose_task_finished_meanwhile_is_reconciled_with_its_pull_request()
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // The reconcile is told to wait an hour; meanwhile our task finishes and opens its pull request, which its
+        // artifact names by node id only (GraphQL's node gives the URL).
+        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(1));
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        github.Complete("task-1", "https://github.com/acme/shop/pull/77");
+
+        time.Advance(TimeSpan.FromHours(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        // Adopted as completed, the agent is never read again: the pull request must come with the adoption.
+        var state = writer.Saved.Last();
+        Assert.Equal("task-1", state.Launches[0].AgentId);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["task-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/77", Assert.Single(state.CodingAgents["task-1"].Results).PrUrl);
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 43, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
@@ -300,6 +324,22 @@ public sealed class CopilotReconcileTests
             task["state"] = "completed";
             task["archived_at"] = Stamp();
         }
+
+        /// <summary>Finishes a task with a pull request artifact as GitHub's model shows it: <c>{"type":"pull","data":{"id","global_id"}}</c>.</summary>
+        public void Complete(string id, string pullRequestUrl)
+        {
+            var task = tasks.Single(t => t["id"]!.GetValue<string>() == id);
+            task["state"] = "completed";
+            task["artifacts"] = new JsonArray(new JsonObject
+            {
+                ["provider"] = "github",
+                ["type"] = "pull",
+                ["data"] = new JsonObject { ["id"] = 4001, ["global_id"] = $"PR_{id}" },
+            });
+            pullRequests[$"PR_{id}"] = pullRequestUrl;
+        }
+
+        private readonly Dictionary<string, string> pullRequests = [];
 
         public string AddTask(string prompt)
         {
@@ -371,6 +411,13 @@ public sealed class CopilotReconcileTests
             {
                 var task = tasks.SingleOrDefault(t => t["id"]!.GetValue<string>() == path["agents/tasks/".Length..]);
                 return task is null ? Answer(404, """{"message":"Not Found"}""") : Answer(200, task.ToJsonString());
+            }
+
+            if (request.Method == HttpMethod.Post && path == "graphql")
+            {
+                var nodeId = JsonNode.Parse(request.Body.Span)!["variables"]!["id"]!.GetValue<string>();
+                var node = pullRequests.TryGetValue(nodeId, out var url) ? new JsonObject { ["url"] = url } : null;
+                return Answer(200, new JsonObject { ["data"] = new JsonObject { ["node"] = node } }.ToJsonString());
             }
 
             return Answer(404, """{"message":"Not Found"}""");

@@ -126,6 +126,39 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Contains(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + id);
     }
 
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Lost_launch_found_finished_comes_with_its_pull_request(bool withGlobalId)
+    {
+        // A lost launch adopted as finished is not read again: its pull request, named in the artifact by id only, is
+        // looked up as a poll's read would.
+        var id = await Launch("fix-abc124");
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/9", withGlobalId);
+
+        var found = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc124", null, CancellationToken.None);
+
+        Assert.Equal(id, found.Value!.Id);
+        Assert.Equal(ProviderAgentStatus.Finished, found.Value.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/9", found.Value.PrUrl);
+    }
+
+    [Fact]
+    public async Task Lost_launch_found_finished_whose_pull_request_lookup_fails_is_reported_running_to_be_read_again()
+    {
+        var id = await Launch("fix-abc124");
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/9");
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(502));
+
+        var found = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc124", null, CancellationToken.None);
+
+        // Adopted finished without it, the pull request would never be learnt: the poll reads a running agent again.
+        Assert.Equal(id, found.Value!.Id);
+        Assert.Equal(ProviderAgentStatus.Running, found.Value.Status);
+        Assert.Null(found.Value.PrUrl);
+    }
+
     [Fact]
     public async Task Task_the_list_shows_on_our_branch_is_ours_without_a_read()
     {

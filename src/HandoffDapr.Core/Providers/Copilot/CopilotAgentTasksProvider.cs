@@ -214,7 +214,23 @@ public sealed class CopilotAgentTasksProvider(
     {
         // GitHub lists archived tasks apart (is_archived defaults to false): ours may have been archived meanwhile.
         var found = await FindAsync(repository, branchName, firstSentAt, archived: false, cancellationToken);
-        return found is { IsSuccess: true, Value: null } ? await FindAsync(repository, branchName, firstSentAt, archived: true, cancellationToken) : found;
+        if (found is { IsSuccess: true, Value: null })
+        {
+            found = await FindAsync(repository, branchName, firstSentAt, archived: true, cancellationToken);
+        }
+
+        return found.Value is { Status: ProviderAgentStatus.Finished, PrUrl: null } finished ? await WithPullRequestAsync(finished, cancellationToken) : found;
+    }
+
+    /// <summary>
+    /// A task found finished is adopted finished, and a finished agent is not read again: its pull request, which the
+    /// task names by id only, is looked up now, as a poll's read does. Should that read fail, the task is reported still
+    /// running, so the next poll reads it and learns the pull request, rather than adopted finished without it.
+    /// </summary>
+    private async Task<ProviderResult<ProviderAgent?>> WithPullRequestAsync(ProviderAgent finished, CancellationToken cancellationToken)
+    {
+        var read = await GetAgentAsync(finished.Id, cancellationToken);
+        return ProviderResult<ProviderAgent?>.Success(read.Value ?? finished with { Status = ProviderAgentStatus.Running });
     }
 
     private async Task<ProviderResult<ProviderAgent?>> FindAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, bool archived, CancellationToken cancellationToken)
