@@ -63,6 +63,15 @@ public static class HandoffServiceExtensions
         return builder;
     }
 
+    /// <summary>
+    /// The largest actor call daprd may bring in. A call carries the run as this app's serializer writes it, and that
+    /// escapes what daprd's JSON writes as one byte (an apostrophe, a plus sign) in six (<c>\u0027</c>), and a non-ASCII
+    /// character in six or twelve: a completion event within <see cref="HandoffOptions.MaxRequestBodyBytes"/> can make a
+    /// larger call, which Kestrel's limit for every other route would refuse (the event would be redelivered, and
+    /// refused again, until dead-lettered). Six times the event's limit, and room for what a round adds to the run.
+    /// </summary>
+    internal static long ActorCallBodyLimit(HandoffOptions options) => (options.MaxRequestBodyBytes * 6) + (1024 * 1024);
+
     public static WebApplication MapHandoff(this WebApplication app)
     {
         var mode = app.Services.GetRequiredService<HostingContext>().Mode;
@@ -79,7 +88,9 @@ public static class HandoffServiceExtensions
             // No UseCloudEvents: the event endpoint unwraps a structured CloudEvent itself, and the middleware would parse
             // every request's body first, the open webhook route's included, answering malformed JSON with a 500.
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
-            app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy);
+            app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy)
+                .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(
+                    ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value)));
         }
 
         if (app.Environment.IsDevelopment())

@@ -1,6 +1,8 @@
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -41,7 +43,7 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
 
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
-        FakeLogCollector? logs = null, string? sidecarApiToken = null)
+        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false)
     {
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions
         {
@@ -66,6 +68,18 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
         }
 
         var factory = new DaprServiceFactory(sidecar, appApiToken, time, settings ?? new Dictionary<string, string?>(), logs);
+        if (kestrel)
+        {
+            // The app on a real Kestrel port, reached by the sidecar over a socket as daprd reaches it: Kestrel's limits
+            // (its request body size among them) apply to the sidecar's calls, which the test server does not enforce.
+            factory.UseKestrel(0);
+            factory.StartServer();
+            var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+            sidecar.Options.AppBaseAddress = new Uri(address);
+            sidecar.AppChannel = null;
+            return factory;
+        }
+
         // Building the server starts the app; the sidecar then reaches it through the test server.
         sidecar.AppChannel = factory.Server.CreateHandler();
         return factory;
