@@ -69,6 +69,9 @@ public sealed class ReminderLog
     public ConcurrentQueue<ReceivedReminder> Received { get; } = new();
 
     public ConcurrentQueue<string> Timers { get; } = new();
+
+    /// <summary>The ids of the actors whose FailAsync ran.</summary>
+    public ConcurrentQueue<string> Failures { get; } = new();
 }
 
 [Actor(TypeName = "TestActor")]
@@ -111,7 +114,11 @@ public sealed class TestActor(ActorHost host, ConcurrencyProbe probe, ReminderLo
         }
     }
 
-    public Task FailAsync(string message) => throw new InvalidOperationException(message);
+    public Task FailAsync(string message)
+    {
+        log.Failures.Enqueue(Id.GetId());
+        throw new InvalidOperationException(message);
+    }
 
     public Task RegisterTimerAsync(string name) =>
         RegisterTimerAsync(name, nameof(OnTimerAsync), Encoding.UTF8.GetBytes("tick"), TimeSpan.FromMinutes(1), TimeSpan.FromMinutes(1));

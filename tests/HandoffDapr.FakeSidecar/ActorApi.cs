@@ -20,6 +20,7 @@ internal sealed class ActorApi(
     public Func<string, string, string, bool>? FailReminderRegistration { get; set; }
 
     private readonly ActorTurnLocks locks = new();
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActorCircuitBreaker> breakers = new(StringComparer.Ordinal);
     private readonly object timerGate = new();
     private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
 
@@ -203,9 +204,39 @@ internal sealed class ActorApi(
     /// <c>v1.0/actors/{type}/{id}/method/{method}</c>: forwarded to the app as <c>PUT actors/{type}/{id}/method/{method}</c>
     /// with the caller's headers (so <c>X-DaprRequestHeader</c> reaches the remoting dispatcher) and the app's reply
     /// (status, body, headers such as <c>X-DaprErrorResponseHeader</c>) returned. A reply other than 200 becomes
-    /// daprd's 500 ERR_ACTOR_INVOKE_METHOD.
+    /// daprd's 500 ERR_ACTOR_INVOKE_METHOD. With an <see cref="ActorCallPolicy"/> for the type, the call is retried and
+    /// counted by its circuit breaker as daprd's resiliency policy does; an open breaker refuses it without calling the app.
     /// </summary>
     public async Task<HttpReply> InvokeAsync(string type, string id, string method, HttpRequest request, byte[] body, CancellationToken ct)
+    {
+        var policy = options.ActorCallPolicies.TryGetValue(type, out var p) ? p : null;
+        var breaker = policy is { BreakerConsecutiveFailures: > 0 }
+            ? breakers.GetOrAdd(policy.BreakerPerActorId ? type + "-" + id : type, _ => new ActorCircuitBreaker(policy, options.TimeProvider))
+            : null;
+        for (var attempt = 0; ; attempt++)
+        {
+            if (breaker?.TryEnter() is { } refused)
+            {
+                // gobreaker's ErrOpenState or ErrTooManyRequests: permanent, the retry stops there.
+                return DaprErrors.ActorInvoke(refused);
+            }
+
+            var reply = await AttemptAsync(type, id, method, request, body, ct).ConfigureAwait(false);
+            var failed = reply.Status != 200 || reply.Headers.Any(h => string.Equals(h.Key, "X-DaprErrorResponseHeader", StringComparison.OrdinalIgnoreCase));
+            breaker?.Record(!failed);
+            if (!failed || policy is null || attempt >= policy.MaxRetries)
+            {
+                return reply;
+            }
+
+            if (policy.RetryInterval > TimeSpan.Zero)
+            {
+                await Task.Delay(policy.RetryInterval, options.TimeProvider, ct).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private async Task<HttpReply> AttemptAsync(string type, string id, string method, HttpRequest request, byte[] body, CancellationToken ct)
     {
         if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
         {

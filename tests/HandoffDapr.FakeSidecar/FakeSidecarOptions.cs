@@ -29,7 +29,13 @@ public sealed class FakeSidecarOptions
     /// </summary>
     public bool DeadLetterRetriableFailures { get; set; } = true;
 
-    /// <summary>Clock for reminder registration times and CloudEvent <c>time</c>.</summary>
+    /// <summary>
+    /// daprd's resiliency policy (retry and circuit breaker) for calls to an actor type, by type name; a type with none
+    /// is called once, as daprd does without a resiliency spec for it (its built-in retries only cover placement lookups).
+    /// </summary>
+    public IDictionary<string, ActorCallPolicy> ActorCallPolicies { get; } = new Dictionary<string, ActorCallPolicy>(StringComparer.Ordinal);
+
+    /// <summary>Clock for reminder registration times, CloudEvent <c>time</c> and actor circuit breakers.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
     /// <summary>Base address the app is reached at through <see cref="FakeDaprSidecar.AppChannel"/> (daprd: http://127.0.0.1:{app-port}).</summary>
