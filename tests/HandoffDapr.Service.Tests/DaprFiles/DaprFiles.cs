@@ -146,6 +146,44 @@ public static class DaprFiles
         return total > TimeSpan.Zero ? total : throw new FormatException($"not a Go duration: {text}");
     }
 
+    /// <summary>
+    /// The retry and circuit breaker the resiliency file gives calls to <paramref name="actorType"/>, for the fake
+    /// sidecar (without the retry's waits), or null when it gives none. Only a <c>consecutiveFailures >= N</c> trip is read.
+    /// </summary>
+    public static HandoffDapr.FakeSidecar.ActorCallPolicy? ActorCallPolicy(string resiliencyFile, string actorType)
+    {
+        var (_, resiliency) = Documents(resiliencyFile).Single();
+        if (Node(resiliency, "spec", "targets", "actors", actorType) is not { } target)
+        {
+            return null;
+        }
+
+        static int Int(string? text, int fallback) => text is null ? fallback : int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
+        var retries = Scalar(target, "retry") is { } retry ? Int(Scalar(resiliency, "spec", "policies", "retries", retry, "maxRetries"), -1) : 0;
+        var policy = new HandoffDapr.FakeSidecar.ActorCallPolicy(MaxRetries: retries < 0 ? int.MaxValue : retries);
+        if (Scalar(target, "circuitBreaker") is not { } name)
+        {
+            return policy;
+        }
+
+        var breaker = Node(resiliency, "spec", "policies", "circuitBreakers", name)!;
+        var trip = System.Text.RegularExpressions.Regex.Match(Scalar(breaker, "trip") ?? "", @"^\s*consecutiveFailures\s*>=?\s*(\d+)\s*$");
+        if (!trip.Success)
+        {
+            throw new FormatException($"{resiliencyFile}: breaker {name}: only 'consecutiveFailures >= N' is modelled");
+        }
+
+        return policy with
+        {
+            BreakerConsecutiveFailures = int.Parse(trip.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture) + (Scalar(breaker, "trip")!.Contains(">=") ? 0 : 1),
+            BreakerTimeout = GoDuration(Scalar(breaker, "timeout") ?? "60s"),
+            BreakerInterval = Scalar(breaker, "interval") is { } interval ? GoDuration(interval) : TimeSpan.Zero,
+            BreakerMaxRequests = Int(Scalar(breaker, "maxRequests"), 1),
+            // daprd keys the breaker by type only for the scope "type"; "id", "both" and none key it by type and id.
+            BreakerPerActorId = Scalar(target, "circuitBreakerScope") != "type",
+        };
+    }
+
     /// <summary>Whether the resiliency file gives the component an inbound (delivery to the app) retry policy.</summary>
     public static bool HasInboundRetry(string resiliencyFile, string component) =>
         Documents(resiliencyFile).Any(d => Scalar(d.Document, "spec", "targets", "components", component, "inbound", "retry") is not null);

@@ -69,6 +69,29 @@ public sealed class DamagedActorStateTests : IDisposable
     }
 
     [Fact]
+    public async Task Damaged_run_that_keeps_being_called_does_not_shut_every_other_run_out()
+    {
+        // daprd as components/resiliency.yaml configures it: actor calls retried, and counted by a circuit breaker.
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, actorResiliency: true);
+        var client = factory.CreateSidecarClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/600/handoff", Payloads.Trigger(Payloads.Run(600, ["acme/shop"], automation: false)))).StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/601/handoff", Payloads.Trigger(Payloads.Run(601, ["acme/web"], automation: false)))).StatusCode);
+        factory.Sidecar.SetRawActorState(Actor, "600", HandoffRunActor.SnapshotKey, "null");
+        await factory.Sidecar.DeactivateActorAsync(Actor, "600");
+
+        // The damaged run is asked for a few times (a status page, a caller retrying its 503, its event redelivered):
+        // every call fails, each attempt of daprd's retries with it.
+        for (var i = 0; i < 3; i++)
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/runs/600/handoff")).StatusCode);
+        }
+
+        // Every other run still answers.
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/601/handoff")).StatusCode);
+        Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(602, ["acme/api"]))).Outcome);
+    }
+
+    [Fact]
     public async Task Wake_up_that_fails_on_damaged_state_is_tried_again_and_wakes_the_run_once_it_is_repaired()
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);

@@ -43,16 +43,24 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
 
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
-        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false)
+        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false, bool actorResiliency = false)
     {
-        var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions
+        var options = new FakeSidecarOptions
         {
             AppApiToken = appApiToken,
             ApiToken = sidecarApiToken,
             // As components/resiliency.yaml configures daprd: with an inbound retry on the pub/sub component,
             // an event answered RETRY goes back for redelivery instead of to the dead-letter topic.
             DeadLetterRetriableFailures = !DaprFiles.DaprFiles.HasInboundRetry("components/resiliency.yaml", "pubsub"),
-        });
+        };
+        // Off by default, so a test can fail a single actor call: with it, actor calls are retried and counted by a
+        // circuit breaker as components/resiliency.yaml has daprd do.
+        if (actorResiliency && DaprFiles.DaprFiles.ActorCallPolicy("components/resiliency.yaml", DaprHost.HandoffRunActor.ActorTypeName) is { } policy)
+        {
+            options.ActorCallPolicies[DaprHost.HandoffRunActor.ActorTypeName] = policy;
+        }
+
+        var sidecar = await FakeDaprSidecar.StartAsync(options);
         sidecar.AddHttpBinding(BindingName, new Uri(cursorUrl), new Dictionary<string, string>
         {
             ["securityToken"] = "Bearer " + BindingApiKey,
