@@ -167,11 +167,17 @@ callsMatch &= provider.Launches == expectedCalls;
 // 5. Status webhooks for launched agents.
 var agents = await AgentsOf(Enumerable.Range(1, Math.Min(distinct.Requests, smoke ? 200 : 3000)));
 await Measure("status webhooks", concurrency, agents.Count, i => SendWebhook(agents[i]));
+// Each webhook reports its agent finished: one the service did not apply (a report it refuses answers 204 too) was
+// measured on another path than the phase claims.
+var webhooksApplied = await CompletedAgentsOf(agents.Select(agent => agent.RunId).Distinct());
+notes.Add($"status webhooks: {webhooksApplied} of {agents.Count} agents recorded as completed");
+var webhooksMatch = webhooksApplied == agents.Count;
 
-async Task<bool> SendWebhook((long RunId, string AgentId) agent)
+// Each report names its own agent's repository: one naming another is refused (logged, nothing saved) yet answered 204.
+async Task<bool> SendWebhook((long RunId, string AgentId, string Repository) agent)
 {
-    var (runId, agentId) = agent;
-    var body = Encoding.UTF8.GetBytes($$$"""{"event":"statusChange","id":"{{{agentId}}}","status":"FINISHED","source":{"repository":"https://github.com/org{{{runId}}}/repo0"},"target":{"prUrl":"https://github.com/org{{{runId}}}/repo0/pull/1"}}""");
+    var (runId, agentId, repository) = agent;
+    var body = Encoding.UTF8.GetBytes($$$"""{"event":"statusChange","id":"{{{agentId}}}","status":"FINISHED","source":{"repository":"https://github.com/{{{repository}}}"},"target":{"prUrl":"https://github.com/{{{repository}}}/pull/1"}}""");
     using var request = new HttpRequestMessage(HttpMethod.Post, new Uri(service.Address, $"/webhooks/cursor/42?run_id={runId}")) { Content = new ByteArrayContent(body) };
     request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(webhookSecret, body));
     using var response = await client.SendAsync(request);
@@ -229,8 +235,10 @@ foreach (var note in notes)
 
 dataDirectory.Delete(recursive: true);
 heldDirectory.Delete(recursive: true);
-var failed = !callsMatch || results.Any(r => r.Result.Errors > 0);
-Console.WriteLine(failed ? "FAILED: provider calls did not match distinct pairs, or requests failed" : "OK: one provider call per distinct run×repository pair, no failed requests");
+var failed = !callsMatch || !webhooksMatch || results.Any(r => r.Result.Errors > 0);
+Console.WriteLine(failed
+    ? "FAILED: provider calls did not match distinct pairs, webhooks were not applied, or requests failed"
+    : "OK: one provider call per distinct run×repository pair, every webhook applied, no failed requests");
 return failed ? 1 : 0;
 
 // The mixed phase: each request's kind drawn (seeded) by the --mix weights; new runs' launches are awaited and counted.
@@ -317,13 +325,27 @@ async Task WaitForLaunchesAsync(int expected, TimeSpan timeout, int pollMillisec
     }
 }
 
-async Task<List<(long RunId, string AgentId)>> AgentsOf(IEnumerable<int> runIds)
+async Task<int> CompletedAgentsOf(IEnumerable<long> runIds)
 {
-    var list = new List<(long, string)>();
+    var completed = 0;
     foreach (var runId in runIds)
     {
         var view = JsonNode.Parse(await client.GetStringAsync(new Uri(service.Address, $"/runs/{runId}/handoff")))!;
-        list.AddRange(view["coding_agents"]!.AsObject().Select(pair => ((long)runId, pair.Key)));
+        completed += view["coding_agents"]!.AsObject().Count(pair => pair.Value!["status"]!.GetValue<string>() == "completed");
+    }
+
+    return completed;
+}
+
+async Task<List<(long RunId, string AgentId, string Repository)>> AgentsOf(IEnumerable<int> runIds)
+{
+    var list = new List<(long, string, string)>();
+    foreach (var runId in runIds)
+    {
+        var view = JsonNode.Parse(await client.GetStringAsync(new Uri(service.Address, $"/runs/{runId}/handoff")))!;
+        list.AddRange(view["launches"]!.AsArray()
+            .Where(launch => launch!["agent_id"]?.GetValue<string>() is not null)
+            .Select(launch => ((long)runId, launch!["agent_id"]!.GetValue<string>(), launch["repository"]!.GetValue<string>())));
     }
 
     return list;
