@@ -221,7 +221,9 @@ GC.Collect();
 notes.Add($"working set before seeding {workingSetBefore / 1048576} MiB, after {storedRuns} stored runs and the reads {Process.GetCurrentProcess().WorkingSet64 / 1048576} MiB; peak {Process.GetCurrentProcess().PeakWorkingSet64 / 1048576} MiB");
 
 // 8. Start-up of the built service to healthy, as its own process.
-notes.Add($"start-up to healthy: {await MeasureStartupAsync():F0} ms (built DLL, embedded mode, fresh data file)");
+// NaN when the service never became healthy (it exited, or 30 s passed): a failure, not a figure.
+var startup = await MeasureStartupAsync();
+notes.Add($"start-up to healthy: {startup:F0} ms (built DLL, embedded mode, fresh data file)");
 
 Console.WriteLine();
 Console.WriteLine($"HandoffDapr load test — {Environment.ProcessorCount} cores, {(smoke ? "smoke" : "full")} run, {concurrency} concurrent clients");
@@ -240,10 +242,10 @@ foreach (var note in notes)
 
 dataDirectory.Delete(recursive: true);
 heldDirectory.Delete(recursive: true);
-var failed = !callsMatch || !webhooksMatch || results.Any(r => r.Result.Errors > 0);
+var failed = !callsMatch || !webhooksMatch || double.IsNaN(startup) || results.Any(r => r.Result.Errors > 0);
 Console.WriteLine(failed
-    ? "FAILED: provider calls did not match distinct pairs, webhooks were not applied, or requests failed"
-    : "OK: one provider call per distinct run×repository pair, every webhook applied, no failed requests");
+    ? "FAILED: provider calls did not match distinct pairs, webhooks were not applied, requests failed, or the service did not start"
+    : "OK: one provider call per distinct run×repository pair, every webhook applied, no failed requests, the service started");
 return failed ? 1 : 0;
 
 // The mixed phase: each request's kind drawn (seeded) by the --mix weights; new runs' launches are awaited and counted.
@@ -409,7 +411,8 @@ static async Task<double> MeasureStartupAsync()
     using var probe = new HttpClient { Timeout = TimeSpan.FromMilliseconds(500) };
     try
     {
-        while (clock.Elapsed < TimeSpan.FromSeconds(30))
+        // A service that exited (a bad setting, a port in use) will not become healthy: no need to wait out the 30 s.
+        while (clock.Elapsed < TimeSpan.FromSeconds(30) && !process.HasExited)
         {
             try
             {
