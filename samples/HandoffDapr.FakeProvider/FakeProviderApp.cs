@@ -75,7 +75,12 @@ public static class FakeProviderApp
                 body["webhook"]?["url"]?.GetValue<string>(), body["webhook"]?["secret"]?.GetValue<string>());
             // Not cancelled with the request: the agent exists whether or not the caller hears about it.
             await Task.Delay(options.Value.AnswerDelay, CancellationToken.None);
-            store.Answered();
+            // Only an answer a caller is still there to read counts: the crash test reads this after its kill, maybe
+            // seconds later, and must not take answers sent to the dead process for answers it received.
+            if (!token.IsCancellationRequested)
+            {
+                store.Answered();
+            }
             return Results.Json(store.View(agent), statusCode: 201);
         });
         app.MapGet("/v0/agents/{id}", (string id, AgentStore store) =>
@@ -126,7 +131,7 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
     /// <summary>A launch request arrived (before any latency): what the crash test waits for to kill "before create".</summary>
     public void Received() => Interlocked.Increment(ref received);
 
-    /// <summary>A launch's answer is being sent (after any answer delay).</summary>
+    /// <summary>A launch's answer is being sent (after any answer delay) to a caller still connected.</summary>
     public void Answered() => Interlocked.Increment(ref answered);
 
     public FakeAgent Create(string prompt, string repository, string? reference, string branch, bool autoCreatePr, string? webhookUrl, string? webhookSecret)
