@@ -40,7 +40,7 @@ public static class AgentEndpoints
             return Problems.UnknownAgent();
         }
 
-        return await RunAsync(() => services.Owner.StopAgentAsync(id, agentId, cancellationToken));
+        return await RunAsync(id, services, () => services.Owner.StopAgentAsync(id, agentId, cancellationToken));
     }
 
     public static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> FollowupAsync(
@@ -62,18 +62,21 @@ public static class AgentEndpoints
             return Problems.InvalidRequest($"text is required and may be at most {services.Options.Value.MaxInstructionLength} characters.");
         }
 
-        return await RunAsync(() => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));
+        return await RunAsync(id, services, () => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));
     }
 
-    private static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> RunAsync(Func<Task<AgentCommandOutcome>> command)
+    private static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> RunAsync(
+        long runId, HandoffServices services, Func<Task<AgentCommandOutcome>> command)
     {
         AgentCommandOutcome outcome;
         try
         {
             outcome = await command();
         }
-        catch (RunOwnerUnavailableException)
+        catch (RunOwnerUnavailableException exception)
         {
+            // The 503 says only "try again": the log says why (damaged state, the store or the actor out of reach).
+            HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
             return Problems.Unavailable();
         }
 

@@ -190,8 +190,9 @@ public static partial class HandoffEndpoints
         return null;
     }
 
+    /// <summary>Every endpoint that answers 503 for a run says why here: the answer itself carries no exception text.</summary>
     [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: its owner could not be reached")]
-    private static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
+    internal static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
 
     [LoggerMessage(EventId = 5002, EventName = "RecentRunsUnavailable", Level = LogLevel.Warning, Message = "The recent runs could not be read")]
     private static partial void LogRecentRunsUnavailable(ILogger logger, Exception exception);

@@ -103,9 +103,10 @@ public static partial class WebhookEndpoints
             var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
             outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report, change.Repository?.FullName), cancellationToken);
         }
-        catch (RunOwnerUnavailableException)
+        catch (RunOwnerUnavailableException exception)
         {
-            // Cursor delivers again on a non-2xx answer.
+            // Cursor delivers again on a non-2xx answer; the log says why (damaged state, the store out of reach).
+            HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
             return Problems.Unavailable();
         }
 

@@ -74,6 +74,35 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(state, StoredState(path, 2));
     }
 
+    /// <summary>
+    /// The runbook: a damaged run's triggers, events and webhooks answer 503 "and the log says why". A webhook's 503 (which
+    /// Cursor keeps delivering) and a stop's or follow-up's used to be written to no log at all.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_stop_and_followup_of_a_run_whose_state_cannot_be_read_answer_503_and_log_why()
+    {
+        const string secret = "a-webhook-secret-of-at-least-32-characters";
+        var logs = new FakeLogCollector();
+        var path = temp.File("unreadable-commands.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:PublicBaseUrl"] = "https://handoff.example.com",
+            ["Handoff:Integrations:42:WebhookSecret"] = secret,
+        }) { Logs = logs };
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
+        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
+
+        var body = """{"event": "statusChange", "id": "bc-1", "status": "FINISHED", "source": {"repository": "https://github.com/acme/b"}}""";
+        using var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=2") { Content = new StringContent(body) };
+        webhook.Headers.Add("X-Webhook-Signature", Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.SendAsync(webhook)).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostAsync("/runs/2/agents/bc-1/stop", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostJsonAsync("/runs/2/agents/bc-1/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" })).StatusCode);
+
+        Assert.Equal(3, logs.GetSnapshot().Count(entry => entry.Id.Name == "RunOwnerUnavailable" && entry.Message.Contains("Run 2")));
+    }
+
     [Fact]
     public async Task Row_holding_another_runs_state_is_refused_not_written_through_to_that_run()
     {
