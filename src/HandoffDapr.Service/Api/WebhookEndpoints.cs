@@ -43,11 +43,14 @@ public static partial class WebhookEndpoints
         string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
+        // Cursor's route, read with Cursor's statuses: another provider's integration (GitHub sends no webhooks) is not
+        // opened by a WebhookSecret set on it, or a Cursor-shaped report could move its agents.
         if (!RunIds.TryParse(integrationId, out var signingIntegration)
             || !settings.Integrations.TryGetValue(integrationId, out var integration)
+            || integration.Provider != CursorAgentsProvider.Name
             || string.IsNullOrEmpty(integration.WebhookSecret))
         {
-            LogRejected(services.Logger, "unknown integration or no webhook secret");
+            LogRejected(services.Logger, "unknown integration, not a Cursor integration, or no webhook secret");
             return Unauthorized(request);
         }
 

@@ -80,6 +80,36 @@ public sealed class CopilotHandoffTests : IDisposable
         Assert.Equal("not_supported", (await stop.ReadJsonAsync())["failure_type"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// The webhook route is Cursor's: its reports are read with Cursor's statuses and fields. A WebhookSecret configured on
+    /// a Copilot integration (GitHub sends no webhooks) used to open the route for it, so a Cursor-shaped report signed
+    /// with that secret moved the Copilot task, pull request included.
+    /// </summary>
+    [Fact]
+    public async Task Cursor_webhook_signed_for_a_copilot_integration_is_refused_and_moves_nothing()
+    {
+        const string secret = "a-secret-someone-set-on-the-copilot-integration";
+        using var withSecret = new EmbeddedServiceFactory(temp.File("copilot-webhook.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:43:Provider"] = "github_copilot_agent",
+            ["Handoff:Integrations:43:BaseUrl"] = github.Url,
+            ["Handoff:Integrations:43:WebhookSecret"] = secret,
+        });
+        var secretClient = withSecret.CreateClient();
+        var response = await secretClient.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/shop"], automation: false), integrationId: 43));
+        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+        var body = $$$"""{"event": "statusChange", "id": "{{{taskId}}}", "status": "FINISHED", "source": {"repository": "https://github.com/acme/shop"}, "target": {"prUrl": "https://github.com/acme/shop/pull/666"}}""";
+        using var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/43?run_id=605") { Content = new StringContent(body) };
+        webhook.Headers.Add("X-Webhook-Signature", Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        var answer = await secretClient.SendAsync(webhook);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, answer.StatusCode);
+        var agent = (await (await secretClient.GetAsync("/runs/605/handoff")).ReadJsonAsync())["coding_agents"]![taskId]!;
+        Assert.NotEqual("completed", agent["status"]!.GetValue<string>());
+        Assert.Empty(agent["results"]!.AsArray());
+    }
+
     public void Dispose()
     {
         client.Dispose();
