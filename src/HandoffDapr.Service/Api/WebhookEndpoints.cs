@@ -87,15 +87,17 @@ public static partial class WebhookEndpoints
 
         // A report that names a repository, GitHub's or not, goes to the run: one about its agent naming another than the
         // launch's is logged (AgentReportOfAnotherRepository) and counted (other_repository), whatever host it names.
+        // The run is read first, so a report ignored for another reason is still logged with the run it was about.
+        var runNamed = RunIds.TryParse(run_id, out var runId);
         if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
-            LogIgnored(services.Logger, change.Agent.Id, "no source repository");
+            LogIgnored(services.Logger, runNamed ? runId : null, change.Agent.Id, "no source repository");
             return TypedResults.NoContent();
         }
 
-        if (!RunIds.TryParse(run_id, out var runId))
+        if (!runNamed)
         {
-            LogIgnored(services.Logger, change.Agent.Id, "no run id on the webhook URL");
+            LogIgnored(services.Logger, null, change.Agent.Id, "no run id on the webhook URL");
             return TypedResults.NoContent();
         }
 
@@ -132,6 +134,7 @@ public static partial class WebhookEndpoints
     [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);
 
-    [LoggerMessage(EventId = 5202, EventName = "WebhookIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} ignored: {Reason}")]
-    private static partial void LogIgnored(ILogger logger, string agentId, string reason);
+    /// <summary>With the run when the webhook URL names one: every line about a run carries its RunId (docs/runbook.md).</summary>
+    [LoggerMessage(EventId = 5202, EventName = "WebhookIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} of run {RunId} ignored: {Reason}")]
+    private static partial void LogIgnored(ILogger logger, long? runId, string agentId, string reason);
 }

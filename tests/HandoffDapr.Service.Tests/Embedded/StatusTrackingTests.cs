@@ -470,6 +470,20 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.DoesNotContain("javascript:", agent.ToJsonString(), StringComparison.OrdinalIgnoreCase);
     }
 
+    /// <summary>The runbook: every line about a run carries its RunId. A report without a repository, for a run the URL named, did not.</summary>
+    [Fact]
+    public async Task Webhook_ignored_for_naming_no_repository_is_logged_with_its_run()
+    {
+        var agentId = await Launch(440);
+        var body = $$$"""{"event": "statusChange", "id": "{{{agentId}}}", "status": "FINISHED"}""";
+
+        var response = await PostWebhook(440, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookIgnored");
+        Assert.Contains(line.StructuredState!, field => field.Key == "RunId" && field.Value == "440");
+    }
+
     private async Task<string> Launch(long runId, string repository = "acme/shop")
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, [repository], automation: false)));
