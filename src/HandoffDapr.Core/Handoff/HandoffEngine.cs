@@ -251,8 +251,9 @@ public sealed partial class HandoffEngine(
     /// Every log line written while the run's provider calls are under way (the provider clients' own included)
     /// carries its <c>RunId</c> as a scope, so a provider's error answer can be traced to its run.
     /// </summary>
-    private IDisposable? BeginRunScope(long runId) =>
-        logger.BeginScope(new Dictionary<string, object> { ["RunId"] = runId });
+    // A message template, not a dictionary: a scope is also written as text (the JSON console's Scopes[].Message, the
+    // plain console with scopes on), and a dictionary's text is its type name.
+    private IDisposable? BeginRunScope(long runId) => logger.BeginScope("Run {RunId}", runId);
 
     /// <summary>
     /// A later generation that has no agent and cannot have one (nothing sent may have created it), while an earlier

@@ -63,6 +63,8 @@ public sealed class CompletionEventLogTests : IDisposable
         // The provider client's own line names no run; the engine's scope does.
         var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "ProviderErrorAnswer");
         Assert.Contains(record.Scopes.OfType<IEnumerable<KeyValuePair<string, object>>>(), scope => scope.Contains(new KeyValuePair<string, object>("RunId", 72L)));
+        // As text too (the JSON console's Scopes[].Message, the plain console with scopes): it used to be the scope's type name.
+        Assert.Contains(record.Scopes, scope => scope?.ToString() == "Run 72");
     }
 
     [Fact]
