@@ -17,6 +17,12 @@ catch (Exception exception) when (StartupErrors.IsBadSetting(exception))
     Console.Error.WriteLine(StartupErrors.Describe(exception));
     return 1;
 }
+catch (OperationCanceledException) when (Environment.ExitCode != 0)
+{
+    // A start-up check (no sidecar: SidecarMissing, logged) stopped the app while the server was still starting, which
+    // cancels the start: that stop, with its exit code, not an unhandled exception (exit 134).
+    return Environment.ExitCode;
+}
 
 /// <summary>Visible to <c>WebApplicationFactory</c> in the tests.</summary>
 public partial class Program;
