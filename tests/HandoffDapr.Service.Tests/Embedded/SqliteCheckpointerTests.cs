@@ -1,6 +1,7 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Embedded;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -41,11 +42,20 @@ public sealed class SqliteCheckpointerTests : IDisposable
         await store.SaveAsync(RunHandoffState.New(0), 0, CancellationToken.None);
         var generation = LogGeneration(path);
 
-        // Savers in a closed loop keep the writer from ever waiting for work, so a checkpoint beside it never finds every
-        // frame copied: only the writer's own catch-up lets the log start over before the writes stop. About five pages a
-        // write: the catch-up size is passed after some 800 writes; 12 000 would make 60 000 frames. On a machine busy
-        // with other work the writer can wait for its savers now and then, and a checkpoint beside it may then start the
-        // log over on its own: only a start-over seen after a catch-up counts.
+        // A reader holding an old snapshot keeps every checkpoint from copying past it, so the log grows past the
+        // catch-up size whatever the machine's load (without it, a writer that waits for its savers now and then lets a
+        // checkpoint beside it start the log over, and the size is never reached). Once a catch-up has run the reader
+        // lets go; savers in a closed loop then keep the writer from waiting for work, so a checkpoint beside it never
+        // finds every frame copied: only the writer's own catch-up lets the log start over before the writes stop.
+        // About five pages a write: the size is passed after some 800 writes; 12 000 would make 60 000 frames.
+        var reader = new SqliteConnection($"Data Source={path};Pooling=False"); // not pooled: closing it ends its snapshot
+        reader.Open();
+        using (var begin = reader.CreateCommand())
+        {
+            begin.CommandText = "BEGIN; SELECT count(*) FROM runs;";
+            begin.ExecuteScalar();
+        }
+
         var startedOver = false;
         var next = 0;
         var savers = Enumerable.Range(0, 32).Select(_ => Task.Run(async () =>
@@ -61,18 +71,19 @@ public sealed class SqliteCheckpointerTests : IDisposable
             var current = LogGeneration(path);
             if (generationAtCatchUp is null && store.Checkpoints.CatchUps > 0)
             {
-                // Read before the catch-up was seen: a start-over that came with the catch-up itself shows on the next look.
-                generationAtCatchUp = generation;
+                Assert.Equal(generation, current); // the reader kept the log from starting over until now
+                generationAtCatchUp = current;
+                reader.Dispose();
             }
             else if (generationAtCatchUp is { } before && current != before)
             {
                 Volatile.Write(ref startedOver, true);
             }
 
-            generation = current;
             await Task.Delay(5);
         }
 
+        reader.Dispose();
         await Task.WhenAll(savers);
         Assert.True(store.Checkpoints.CatchUps > 0, $"no catch-up in {Volatile.Read(ref next)} writes");
         Assert.True(startedOver, $"the log did not start over after a catch-up, in {Volatile.Read(ref next)} writes");
