@@ -69,6 +69,18 @@ public sealed class StatusPageTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_still_says_the_token_was_refused_after_its_next_refreshes()
+    {
+        await using var service = await StartWithTokenAsync("status-page-refused-token-0123456789", "acme/shop");
+
+        // Two refresh periods (5 s each) after the refusal: nothing the user did since, so the message must not change.
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token=not-the-token", budgetMs: 12_000);
+
+        Assert.Contains("token was refused", dom);
+        Assert.DoesNotContain("acme/shop", dom);
+    }
+
+    [Fact]
     public async Task Runs_read_with_the_api_token_are_not_written_to_the_browsers_disk_cache()
     {
         const string token = "status-page-cache-token-0123456789";
@@ -149,10 +161,11 @@ public sealed class StatusPageTests : IDisposable
     }
 
     /// <param name="profile">The browser's profile folder, to look into afterwards; a fresh one by default.</param>
-    private async Task<string> RunChromium(string arguments, string? profile = null)
+    /// <param name="budgetMs">The page's (virtual) time before the DOM is read: the page refreshes every 5 s.</param>
+    private async Task<string> RunChromium(string arguments, string? profile = null, int budgetMs = 3000)
     {
         var start = new ProcessStartInfo(Chromium,
-            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={profile ?? temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget=3000 {arguments}")
+            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={profile ?? temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget={budgetMs} {arguments}")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,

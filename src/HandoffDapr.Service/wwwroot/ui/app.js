@@ -78,7 +78,11 @@ if (location.hash.startsWith("#token=")) {
   sessionStorage.setItem(tokenKey, token);
 }
 
+// Set while the form waits for a token, cleared when one is sent (whatever the service then answers).
+let waitingForToken = false;
+
 function askForToken(refused) {
+  waitingForToken = true;
   document.getElementById("token-form").hidden = false;
   document.getElementById("token-message").textContent = refused
     ? "The token was refused. Enter the service's API token (Handoff:ApiToken)."
@@ -98,6 +102,7 @@ document.getElementById("token-form").addEventListener("submit", event => {
   const input = document.getElementById("token");
   sessionStorage.setItem(tokenKey, input.value);
   input.value = "";
+  waitingForToken = false;
   refresh();
 });
 
@@ -128,4 +133,7 @@ async function refresh() {
 }
 
 refresh();
-setInterval(refresh, refreshMs);
+// Not while the form waits for a token: asked again without one, the service can only refuse again, and the page would
+// replace "the token was refused" with "needs its API token" before the user has read it. Sending the form refreshes,
+// and refreshing goes on from there even if that first answer is an error (a 503): the token is not asked for twice.
+setInterval(() => { if (!waitingForToken) { refresh(); } }, refreshMs);
