@@ -40,6 +40,22 @@ public sealed class StatusPageHeaderTests : IDisposable
     }
 
     [Theory]
+    [InlineData("/ui/index.html")]
+    [InlineData("/ui/app.js")]
+    [InlineData("/ui/app.css")]
+    public async Task Status_page_files_are_revalidated_before_each_use_so_an_upgrade_reaches_the_browser(string path)
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().GetAsync(path);
+
+        // Without a directive a browser may reuse them unasked for a tenth of their age (heuristic freshness): the
+        // page of a new release would run with the script of the old one for hours or days.
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.True(response.Headers.CacheControl?.NoCache == true, $"{path}: Cache-Control is '{response.Headers.CacheControl}', not no-cache");
+        Assert.NotNull(response.Headers.ETag);
+    }
+
+    [Theory]
     [InlineData("/runs?limit=50")]
     [InlineData("/runs/1/handoff")]
     public async Task Authenticated_run_data_is_not_stored_by_caches(string path)
