@@ -81,6 +81,27 @@ public sealed class StatusPageTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_refused_as_not_loopback_says_what_the_service_answered()
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File("loopback.db"),
+            ["Handoff__Integrations__42__BaseUrl"] = cursor.Url,
+            ["Handoff__Integrations__42__ApiKey"] = "ui-test-key",
+            ["Handoff__Integrations__43__ApiKey"] = "ui-test-token",
+        });
+
+        // No Handoff:ApiToken: the API takes loopback names only, and a browser that reached the page by another name
+        // is refused with a 403 whose detail says what to configure.
+        var dom = await RunChromium($"--host-resolver-rules=\"MAP handoff.test 127.0.0.1\" --dump-dom http://handoff.test:{service.Address.Port}/ui/index.html");
+
+        Assert.Contains("HTTP 403", dom);
+        Assert.Contains("Configure Handoff:ApiToken to accept remote callers", dom);
+    }
+
+    [Fact]
     public async Task Runs_read_with_the_api_token_are_not_written_to_the_browsers_disk_cache()
     {
         const string token = "status-page-cache-token-0123456789";

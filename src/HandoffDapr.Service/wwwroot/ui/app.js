@@ -106,6 +106,18 @@ document.getElementById("token-form").addEventListener("submit", event => {
   refresh();
 });
 
+// The detail of a problem answer (RFC 9457), as text: it says what to do, e.g. a 403 for a caller not on loopback names
+// the setting that lets it in. Nothing for any other body.
+async function problemDetail(response) {
+  if (!(response.headers.get("Content-Type") || "").toLowerCase().startsWith("application/problem+json")) { return ""; }
+  try {
+    const problem = await response.json();
+    return typeof problem.detail === "string" && problem.detail ? ": " + problem.detail.replace(/\.$/, "") : "";
+  } catch {
+    return "";
+  }
+}
+
 async function refresh() {
   const token = sessionStorage.getItem(tokenKey);
   const headers = { "Accept": "application/json" };
@@ -122,7 +134,7 @@ async function refresh() {
       document.getElementById("error").textContent = "";
       return;
     }
-    if (!response.ok) { throw new Error("HTTP " + response.status); }
+    if (!response.ok) { throw new Error("HTTP " + response.status + await problemDetail(response)); }
     document.getElementById("token-form").hidden = true;
     render(await response.json());
     document.getElementById("error").textContent = "";
