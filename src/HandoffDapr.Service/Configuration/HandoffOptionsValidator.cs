@@ -34,10 +34,12 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             errors.Add("Handoff:PublicBaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
         }
 
-        if (options.ApiToken is { Length: > 0 } apiToken && HasSpaces(apiToken))
+        if (options.ApiToken is { Length: > 0 } apiToken && apiToken.Any(c => c is < '!' or > '~'))
         {
-            // Callers' bearer tokens are compared trimmed: a configured one with spaces could never match.
-            errors.Add("Handoff:ApiToken must not contain spaces or control characters.");
+            // Callers' bearer tokens are compared trimmed: a configured one with spaces could never match. Nor could one
+            // with other than ASCII from a browser (the status page): it sends such a header in Latin-1, which Kestrel
+            // refuses with a bare 400 (a bearer token is ASCII, RFC 6750 §2.1).
+            errors.Add("Handoff:ApiToken must not contain spaces, control characters or non-ASCII characters.");
         }
 
         // Upper bounds too: a timer past ~49 days cannot be set (the scheduler would stop), and a long lease only
