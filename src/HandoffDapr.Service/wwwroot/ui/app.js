@@ -67,7 +67,8 @@ function render(runs) {
 }
 
 // The API token (Handoff:ApiToken), when the service asks for one: typed into the form, or passed once in the
-// address as #token=... (a fragment never reaches a server). Kept for this tab only, and removed from the address.
+// address as #token=... (a fragment never reaches a server). Kept for this tab only, and removed from the address; the
+// browser has already written that address, token included, into its history on disk, which no page can undo.
 const tokenKey = "handoff-api-token";
 if (location.hash.startsWith("#token=")) {
   const given = location.hash.slice("#token=".length);
