@@ -102,6 +102,22 @@ public sealed class StatusPageTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_content_is_in_a_main_landmark_and_its_table_is_named_by_the_heading()
+    {
+        await using var service = await StartWithTokenAsync("status-page-landmark-token-0123456789", "acme/shop");
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html");
+
+        // Landmarks are how a screen reader's user moves through a page: one with none has to be read from the top.
+        var main = dom.IndexOf("<main>", StringComparison.Ordinal);
+        Assert.True(main >= 0, "the page has no <main> landmark");
+        Assert.True(dom.IndexOf("<h1", StringComparison.Ordinal) > main && dom.IndexOf("</table>", StringComparison.Ordinal) < dom.IndexOf("</main>", StringComparison.Ordinal),
+            "the heading and the table are outside the main landmark");
+        Assert.Contains("<h1 id=\"title\">", dom);
+        Assert.Contains("<table aria-labelledby=\"title\">", dom);
+    }
+
+    [Fact]
     public async Task Runs_read_with_the_api_token_are_not_written_to_the_browsers_disk_cache()
     {
         const string token = "status-page-cache-token-0123456789";
