@@ -51,6 +51,20 @@ public sealed class StatusPageTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_marks_a_launch_that_failed_without_an_agent_as_failed_like_a_failed_agent()
+    {
+        const string token = "status-page-failed-launch-token-0123456789";
+        cursor.Script("acme/denied", FakeCursor.Status(403));
+        await using var service = await StartWithTokenAsync(token, "acme/denied");
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={token}");
+
+        // The provider refused the repository (repository_access): no agent, the launch itself failed.
+        Assert.Contains("repository_access", dom);
+        Assert.Contains("<span class=\"status failed\">failed</span>", dom);
+    }
+
+    [Fact]
     public async Task Status_page_of_a_service_with_an_api_token_asks_for_it_and_lists_runs_once_given()
     {
         const string token = "status-page-test-token-0123456789";

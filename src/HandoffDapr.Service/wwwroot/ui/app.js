@@ -51,7 +51,9 @@ function render(runs) {
       const agentCell = cell(row, "");
       if (agent && agent.agent_url) { link(agentCell, agent.agent_url, agent.id); } else { agentCell.textContent = launch.agent_id || "—"; }
       const status = agent ? agent.status : launch.phase.replace("_", " ");
-      const statusCell = cell(row, status, "status " + (agent ? agent.status : ""));
+      // Without an agent the launch's phase is the state, so a launch the provider refused is marked failed as a
+      // failed agent is (the other phases have no style).
+      const statusCell = cell(row, status, "status " + (agent ? agent.status : launch.phase));
       if (launch.failure_type) {
         const detail = document.createElement("div");
         detail.className = "phase";
