@@ -1,0 +1,158 @@
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>A person's stop or follow-up of one agent: sent outside the owner's turn, recorded in a new one.</summary>
+public sealed partial class HandoffEngine
+{
+    /// <summary>
+    /// A person's stop, made like a launch round: checked against the run's state (read without holding the run), sent
+    /// to the provider, then recorded in the owner's turn (<see cref="RecordCommandAsync"/>).
+    /// </summary>
+    public Task<AgentCommandOutcome> StopAgentAsync(RunHandoffState? state, string agentId, IRoundRecorder recorder, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, agentId, stop: true, recorder, (provider, token) => provider.StopAsync(agentId, token), cancellationToken);
+
+    /// <summary>A person's follow-up instruction, sent and recorded as <see cref="StopAgentAsync"/> is.</summary>
+    public Task<AgentCommandOutcome> AddFollowupAsync(RunHandoffState? state, AgentFollowup followup, IRoundRecorder recorder, CancellationToken cancellationToken) =>
+        AgentCommandAsync(state, followup.AgentId, stop: false, recorder, (provider, token) => provider.AddFollowupAsync(followup.AgentId, followup.Text, token), cancellationToken);
+
+    private async Task<AgentCommandOutcome> AgentCommandAsync(
+        RunHandoffState? state,
+        string agentId,
+        bool stop,
+        IRoundRecorder recorder,
+        Func<ICodingAgentProvider, CancellationToken, Task<ProviderResult<bool>>> command,
+        CancellationToken cancellationToken)
+    {
+        using var scope = state is null ? null : BeginRunScope(state.RunId);
+        // An agent answers only to its own run.
+        if (state is null || !state.CodingAgents.TryGetValue(agentId, out var agent)
+            || state.LaunchOfAgent(agentId) is not { } launch
+            || integrations.Find(launch.IntegrationId) is not { } integration)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
+        }
+
+        var operation = stop ? "stop" : "follow-up";
+        // Stopped before anything was sent (shutdown past its grace): the caller may send it again, elsewhere.
+        cancellationToken.ThrowIfCancellationRequested();
+        ProviderResult<bool> result;
+        try
+        {
+            result = await command(integration.Provider, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped while at the provider, which may have it: "try again" could send a follow-up twice. An unknown
+            // outcome, as for a launch its round stopped.
+            result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // A fault in a provider client is the provider's answer not understood, not the service failing (a 502, not a 500).
+            LogProviderFaulted(state.RunId, operation, exception.GetType().Name);
+            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, FailureTypes.InvalidResponse);
+        }
+
+        if (result.Failure is { RequestSent: true, OutcomeUnknown: true } unknown)
+        {
+            // Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
+            // "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
+            // the agent is watched again; a stop that may have taken is learnt by the poll, which reads an agent at work.
+            LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
+            if (!stop)
+            {
+                try
+                {
+                    await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, Stop: false, OutcomeUnknown: true));
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    LogCommandOutcomeNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
+                }
+            }
+
+            return new AgentCommandOutcome(AgentCommandStatus.OutcomeUnknown, agent, unknown.FailureType);
+        }
+
+        if (!result.IsSuccess)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
+        }
+
+        try
+        {
+            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop));
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // The provider has taken the command: "try again" would send a follow-up twice. The caller is told it was
+            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll.
+            LogCommandNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
+            return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
+        }
+    }
+
+    /// <summary>Records a command the provider accepted (or a follow-up that may have run), in the run's current state.</summary>
+    public async Task<AgentCommandOutcome> RecordCommandAsync(RunHandoffState? state, AgentCommandSent sent, IRunStateWriter writer)
+    {
+        if (state is null || state.RunId != sent.RunId || !state.CodingAgents.TryGetValue(sent.AgentId, out var agent)
+            || state.LaunchOfAgent(sent.AgentId) is not { } launch)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
+        }
+
+        var now = timeProvider.GetUtcNow();
+        if (!sent.Stop && IsEndedWithoutPullRequest(agent))
+        {
+            // A follow-up sets an agent that ended without a pull request to work again: a finished one maybe on the pull
+            // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.
+            // Read it on until a pull request shows, counting the watch from this follow-up, so that pull request is learnt
+            // without a webhook too. An agent still at work is still watched: nothing changes for it.
+            var soon = now + options.PollInterval;
+            var poll = state.Poll ?? new PollSchedule(soon, 0);
+            state = state with
+            {
+                Poll = poll with
+                {
+                    NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
+                    QuietPolls = 0,
+                    // Watched as awaiting now: the given-up watch would end at the first read that shows it stopped.
+                    GivenUp = poll.GivenUp?.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } givenUp ? givenUp : null,
+                    AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
+                    FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = now },
+                },
+            };
+        }
+
+        if (sent.Stop && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
+        {
+            // A person stopped the work a follow-up started: no pull request is awaited any more (a read that shows it
+            // stopped would not end that watch, which went on for hours). Read on as an agent given up on, until the
+            // provider shows it ended, so a finish the stop raced is still learnt.
+            state = state with
+            {
+                Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with
+                {
+                    AwaitingPullRequest = awaited.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } rest ? rest : null,
+                },
+            };
+        }
+
+        var counted = new TurnMeasurements();
+        if (sent.Stop && !agent.Status.IsFinal())
+        {
+            agent = agent with { Status = CodingAgentStatus.Failed };
+            counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
+            // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
+            state = state.WithAgent(agent) with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
+        }
+
+        state = state.WithTimeline([new TimelineEntry(
+            now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId, sent.OutcomeUnknown ? "outcome unknown" : null)]);
+        await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
+        return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
+    }
+}

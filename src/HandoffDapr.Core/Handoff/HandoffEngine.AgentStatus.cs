@@ -1,0 +1,487 @@
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Repositories;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>Following agents: the status poll, signed webhook reports, maximum age, and what a provider's report of an agent changes.</summary>
+public sealed partial class HandoffEngine
+{
+    /// <summary>
+    /// Starts the status poll, the fallback for webhooks that never came: every pending or running agent, and those
+    /// given up on whose end the provider has not shown yet. Until its reports are recorded the poll's next time is its
+    /// lease, so a poll whose reports never come back is made again then.
+    /// </summary>
+    private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
+    {
+        // Agents past their maximum age are read too: one may have finished in time with its webhook lost.
+        var agents = state.AgentsToPoll
+            .Select(agent => state.LaunchOfAgent(agent.Id) is { } launch ? new AgentRef(agent.Id, launch.IntegrationId) : null)
+            .OfType<AgentRef>()
+            .ToList();
+        var lease = now + options.InFlightTimeout;
+        var poll = state.Poll ?? new PollSchedule(lease, 0);
+        return (state with { Poll = poll with { NextPollAt = lease } }, new PollRound(state.RunId, now, lease, agents));
+    }
+
+    /// <summary>
+    /// Reads the poll's agents outside the owner's turn, records the reports in a new turn, then stops the agents it
+    /// gave up on. A caller that gives up stops the reads; what was read is still recorded before its cancellation is thrown.
+    /// </summary>
+    public async Task FinishPollAsync(PollRound poll, IRoundRecorder recorder, CancellationToken cancellationToken)
+    {
+        var reports = await ReadAgentsAsync(poll, cancellationToken);
+        var verdict = await recorder.RecordPollAsync(new PollAnswers(poll, reports) { Interrupted = cancellationToken.IsCancellationRequested });
+        // After the save: the verdict stands whatever the provider answers to the stop.
+        await StopAgentsAsync(poll.RunId, verdict.ToStop, cancellationToken);
+        cancellationToken.ThrowIfCancellationRequested();
+    }
+
+    private async Task<ProviderAgent?[]> ReadAgentsAsync(PollRound poll, CancellationToken cancellationToken)
+    {
+        using var scope = BeginRunScope(poll.RunId);
+        var reports = new ProviderAgent?[poll.Agents.Count];
+        using var budget = new RoundBudget(poll.StartedAt, options.InFlightTimeout, timeProvider, cancellationToken);
+        await Parallel.ForEachAsync(
+            Enumerable.Range(0, reports.Length),
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+            async (index, _) =>
+            {
+                var agent = poll.Agents[index];
+                if (budget.IsCancellationRequested || integrations.Find(agent.IntegrationId) is not { } integration)
+                {
+                    return;
+                }
+
+                try
+                {
+                    reports[index] = (await integration.Provider.GetAgentAsync(agent.AgentId, budget.Token)).Value;
+                }
+                catch (OperationCanceledException) when (budget.IsCancellationRequested)
+                {
+                    // Unanswered in time: a failed read, which says nothing about the agent.
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    // A fault in a provider client is a failed read of this agent, not of the whole poll.
+                    LogProviderFaulted(poll.RunId, "read", exception.GetType().Name);
+                }
+            });
+        return reports;
+    }
+
+    /// <summary>
+    /// Records a poll's reports in the run's current state, in a new turn of its owner. The interval doubles while nothing
+    /// changes; an agent older than the maximum age is given up on, and read on until the provider shows it ended
+    /// (<see cref="PollSchedule.GivenUp"/>). Reports are facts and always applied; the schedule is this poll's to set only
+    /// while it still holds the lease (a poll made again after a lost one owns it then).
+    /// </summary>
+    public async Task<PollVerdict> CompletePollAsync(RunHandoffState? current, PollAnswers answers, IRunStateWriter writer)
+    {
+        var poll = answers.Round;
+        if (current is null || current.RunId != poll.RunId || answers.Reports.Count != poll.Agents.Count)
+        {
+            LogRoundDropped(poll.RunId);
+            return new PollVerdict([]);
+        }
+
+        var state = current;
+        var now = timeProvider.GetUtcNow();
+        var counted = new TurnMeasurements();
+        var reports = new Dictionary<string, ProviderAgent>();
+        for (var i = 0; i < poll.Agents.Count; i++)
+        {
+            // A read that names another repository than the agent's launch is not applied: a failed read, as far as the
+            // agent is concerned (its time-out waits for a read that can be used).
+            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll", counted))
+            {
+                reports[report.Id] = report;
+            }
+        }
+
+        var givenUp = state.Poll?.GivenUp ?? [];
+        var awaiting = state.Poll?.AwaitingPullRequest ?? [];
+        var active = state.AgentsToPoll.ToList();
+        // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
+        var watchLimit = options.AgentMaxAge * 2;
+        var changed = false;
+        var timedOut = new List<AgentRef>();
+        var stillWatched = new List<string>();
+        var stillAwaiting = new List<string>();
+        // An agent this poll read that something else ended while the reads were out (a webhook that finished it without
+        // its pull request) is not to be read on, but the read is still a fact: it may carry the pull request.
+        foreach (var report in reports.Values.Where(report => !active.Any(agent => agent.Id == report.Id)))
+        {
+            var updated = ApplyAgentReport(state, report, counted);
+            changed |= !ReferenceEquals(updated, state);
+            state = updated;
+        }
+
+        foreach (var agent in active)
+        {
+            var report = reports.GetValueOrDefault(agent.Id);
+            if (report is not null)
+            {
+                var updated = ApplyAgentReport(state, report, counted);
+                changed |= !ReferenceEquals(updated, state);
+                state = updated;
+            }
+
+            var latest = state.CodingAgents[agent.Id];
+            var age = Age(state, latest, now);
+            if (awaiting.Contains(agent.Id))
+            {
+                // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
+                // request, or the time since its last follow-up, ends it.
+                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
+                if (IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
+                {
+                    stillAwaiting.Add(agent.Id);
+                }
+            }
+            else if (givenUp.Contains(agent.Id))
+            {
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
+                // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
+                // pull request: it is watched all the same.
+                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
+                if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
+                    && IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
+                {
+                    stillWatched.Add(agent.Id);
+                }
+            }
+            // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
+            else if (!latest.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
+            {
+                state = TimeOut(state, latest, now, counted);
+                if (state.LaunchOfAgent(agent.Id) is { } launch)
+                {
+                    timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
+                }
+
+                changed = true;
+                if (age <= watchLimit)
+                {
+                    stillWatched.Add(agent.Id);
+                }
+            }
+        }
+
+        if (state.Poll?.NextPollAt == poll.LeaseUntil)
+        {
+            // A poll cut short (shutdown) read little or nothing: it is no quiet poll, and the next comes at the first interval.
+            var quietPolls = changed ? 0 : answers.Interrupted ? state.Poll.QuietPolls : state.Poll.QuietPolls + 1;
+            var interval = answers.Interrupted && !changed ? options.PollInterval
+                : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
+            var watched = stillWatched.Count > 0 ? stillWatched : null;
+            var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
+            var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key) || stillWatched.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
+            state = state with
+            {
+                Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp) : null,
+            };
+        }
+        else if (timedOut.Count > 0)
+        {
+            // The newer poll holds the schedule, but the agents this one gave up on must still be watched.
+            state = state with { Poll = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now) };
+        }
+
+        await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
+        return new PollVerdict(timedOut);
+    }
+
+    /// <summary>
+    /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
+    /// retry's agent. Best effort: the agent is failed in our state either way, and a provider without stop says so.
+    /// </summary>
+    private async Task StopAgentsAsync(long runId, IReadOnlyList<AgentRef> agents, CancellationToken cancellationToken)
+    {
+        using var scope = BeginRunScope(runId);
+        await Parallel.ForEachAsync(
+            agents,
+            new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+            async (agent, _) =>
+            {
+                try
+                {
+                    if (!cancellationToken.IsCancellationRequested && integrations.Find(agent.IntegrationId) is { } integration)
+                    {
+                        await integration.Provider.StopAsync(agent.AgentId, cancellationToken);
+                    }
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    LogProviderFaulted(runId, "stop", exception.GetType().Name);
+                }
+                catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+                {
+                    // Shutdown or a caller gone: the agent stays failed in our state; the next poll still watches it.
+                }
+            });
+    }
+
+    /// <summary>Age by our own clock (when we launched), not the provider's <c>createdAt</c>, which we do not control.</summary>
+    private static TimeSpan Age(RunHandoffState state, CodingAgentState agent, DateTimeOffset now) =>
+        now - (state.LaunchOfAgent(agent.Id)?.AttemptStartedAt ?? agent.StartedAt);
+
+    private RunHandoffState TimeOut(RunHandoffState state, CodingAgentState agent, DateTimeOffset now, TurnMeasurements counted)
+    {
+        var launch = state.LaunchOfAgent(agent.Id);
+        counted.Log(() => LogAgentTimedOut(state.RunId, agent.Id, options.AgentMaxAge));
+        // The agent enters failed as surely as one the provider reports failed (and a later finish is counted as completed).
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
+        state = state.WithAgent(agent with { Status = CodingAgentStatus.Failed })
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.TimedOut, launch?.Repository, agent.Id)]);
+        return launch is null ? state : state.WithLaunch(launch with { FailureType = FailureTypes.TimedOut, UpdatedAt = now });
+    }
+
+    /// <summary>
+    /// A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing. Only the
+    /// integration that launched an agent may report on it: another integration's secret proves nothing about it. A
+    /// report that names another repository than the agent's launch is not applied either.
+    /// </summary>
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, AgentReport signed, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        // A host of an earlier release puts the repository on the report only.
+        var report = signed.Agent.Repository is null && signed.Repository is { } named ? signed.Agent with { Repository = named } : signed.Agent;
+        if (state is null)
+        {
+            return AgentReportStatus.UnknownAgent;
+        }
+
+        if (!state.CodingAgents.ContainsKey(report.Id))
+        {
+            // An agent on the branch of a launch that has none: an attempt whose answer was lost created it. Adopt it, as
+            // reconciling would, rather than let it run unseen (after the last attempt nothing else would look for it).
+            if (report.BranchName is not { Length: > 0 } branch
+                || signed.Repository is not { Length: > 0 } repository
+                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch && launch.IntegrationId == signed.IntegrationId
+                    && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase)) is not { } orphaned)
+            {
+                return AgentReportStatus.UnknownAgent;
+            }
+
+            var now = timeProvider.GetUtcNow();
+            var adoptedCount = new TurnMeasurements();
+            adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id));
+            var adopted = WithAgentOf(state, orphaned, report, now, adoptedCount)
+                .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
+            await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
+            adoptedCount.Publish();
+            return AgentReportStatus.Changed;
+        }
+
+        if (state.LaunchOfAgent(report.Id)?.IntegrationId != signed.IntegrationId)
+        {
+            return AgentReportStatus.UnknownAgent;
+        }
+
+        var counted = new TurnMeasurements();
+        if (IsOfAnotherRepository(state, report, "webhook", counted))
+        {
+            // Nothing to save: what was logged goes out now.
+            counted.Publish();
+            return AgentReportStatus.OtherRepository;
+        }
+
+        var updated = ApplyAgentReport(state, report, counted);
+        if (ReferenceEquals(updated, state))
+        {
+            // Nothing to save: what the report's reading logged goes out now (nothing was counted).
+            counted.Publish();
+            return AgentReportStatus.Unchanged;
+        }
+
+        await writer.SaveAsync(WithoutIdlePoll(updated), CancellationToken.None);
+        counted.Publish();
+        return AgentReportStatus.Changed;
+    }
+
+    /// <summary>The poll's schedule (or one starting an interval from now) with these agents read on as given up.</summary>
+    private PollSchedule WatchingGivenUp(PollSchedule? poll, IEnumerable<string> agentIds, DateTimeOffset now)
+    {
+        var schedule = poll ?? new PollSchedule(now + options.PollInterval, 0);
+        return schedule with { GivenUp = [.. (schedule.GivenUp ?? []).Union(agentIds)] };
+    }
+
+    /// <summary>
+    /// A report that names a repository other than the one the agent was launched on (a provider's mix-up, or a signed
+    /// webhook about work elsewhere) says nothing about the launch: logged, not applied. One that names no repository
+    /// (GitHub's tasks, a Cursor answer without its source) is applied; its pull request is still checked
+    /// (<see cref="PullRequestOf"/>). The branch is not compared: GitHub names a task's branch itself, and Cursor may too.
+    /// </summary>
+    private bool IsOfAnotherRepository(RunHandoffState state, ProviderAgent report, string source, TurnMeasurements counted) =>
+        state.LaunchOfAgent(report.Id) is { } launch && IsOfAnotherRepository(state.RunId, report, launch, source, counted);
+
+    /// <summary>The same check against a given launch: the agent a launch's answer (or lookup) names is not yet the launch's.</summary>
+    /// <remarks>Logged with the turn's decisions once it is saved (<paramref name="counted"/>).</remarks>
+    private bool IsOfAnotherRepository(long runId, ProviderAgent report, RepositoryLaunch launch, string source, TurnMeasurements counted)
+    {
+        if (report.Repository is not { } named || !RepositoryName.TryParse(launch.Repository, out var repository) || repository.Value.IsNamedBy(named))
+        {
+            return false;
+        }
+
+        var reported = RepositoryName.DescribeRejected(named);
+        counted.Log(() => LogReportOfAnotherRepository(runId, source, report.Id, reported, launch.Repository));
+        return true;
+    }
+
+    /// <summary>
+    /// The report's pull request, as its canonical link, if it is one of the launch's repository; any other is logged and
+    /// never recorded as the agent's.
+    /// </summary>
+    private string? PullRequestOf(long runId, ProviderAgent report, RepositoryLaunch launch, TurnMeasurements counted)
+    {
+        if (report.PrUrl is null)
+        {
+            return null;
+        }
+
+        if (RepositoryName.TryParse(launch.Repository, out var repository) && repository.Value.PullRequestLinkedBy(report.PrUrl) is { } pullRequest)
+        {
+            return pullRequest;
+        }
+
+        counted.Log(() => LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository));
+        return null;
+    }
+
+    /// <summary>Completed without a pull request, or failed (stopped, timed out, or the agent's own error): what a follow-up can still change.</summary>
+    private static bool IsEndedWithoutPullRequest(CodingAgentState agent) =>
+        agent.Status.IsFinal() && !agent.Results.Any(result => result.PrUrl is not null);
+
+    /// <summary>
+    /// Applies what a provider says about an agent (webhook or poll). Status never moves backwards, and only a pull
+    /// request of the launch's repository is recorded.
+    /// </summary>
+    internal RunHandoffState ApplyAgentReport(RunHandoffState state, ProviderAgent report, TurnMeasurements counted)
+    {
+        report = WithSafeText(report);
+        if (!state.CodingAgents.TryGetValue(report.Id, out var agent))
+        {
+            return state;
+        }
+
+        var launch = state.LaunchOfAgent(report.Id);
+        report = report with { PrUrl = launch is null ? null : PullRequestOf(state.RunId, report, launch, counted) };
+        var status = ToAgentStatus(report.Status);
+        // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
+        // agent finished is the truth, and its pull request must not be lost.
+        var finishedAfterAll = agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Completed;
+        // An agent that finished without a pull request and finished again with one (a follow-up asked for it): the
+        // status stays, the pull request is learnt.
+        var pullRequestLearnt = agent.Status == CodingAgentStatus.Completed && status == CodingAgentStatus.Completed
+            && report.PrUrl is { Length: > 0 } && agent.Results.All(result => result.PrUrl is null);
+        if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll || pullRequestLearnt))
+        {
+            return state;
+        }
+
+        var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
+
+        var now = timeProvider.GetUtcNow();
+        var (runId, from, to) = (state.RunId, agent.Status, status.Value);
+        counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
+        state = state
+            .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
+        return launch is null ? state
+            : status == CodingAgentStatus.Failed ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
+            : finishedAfterAll ? state.WithLaunch(launch with { FailureType = null, UpdatedAt = now })
+            : state;
+    }
+
+    /// <summary>A completed agent's result for its repository (branch and pull request); other statuses keep what was there.</summary>
+    private static IReadOnlyList<CodingAgentResult> ResultsOf(ProviderAgent report, CodingAgentStatus status, RepositoryLaunch launch, IReadOnlyList<CodingAgentResult> current) =>
+        status == CodingAgentStatus.Completed
+            ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
+            : current;
+
+    /// <summary>
+    /// A report that left nothing to read ends the poll's schedule, as the poll itself would: kept, its time and its
+    /// back-off (perhaps the longest interval) would be taken over by the next agent the run launches.
+    /// </summary>
+    private static RunHandoffState WithoutIdlePoll(RunHandoffState state) =>
+        state.Poll is not null && !state.HasAgentsToPoll ? state with { Poll = null } : state;
+
+    /// <summary>Agents still at work are polled (the fallback for lost webhooks); a poll already scheduled is kept.</summary>
+    private RunHandoffState PollingIfActive(RunHandoffState state, DateTimeOffset now) =>
+        state.HasActiveAgents && state.Poll is null ? state with { Poll = new PollSchedule(now + options.PollInterval, 0) } : state;
+
+    /// <summary>
+    /// Provider URLs are shown as links by whatever reads the API: only absolute http(s) URLs are kept, never a
+    /// <c>javascript:</c> or <c>data:</c> one a compromised provider or a leaked webhook secret could plant; nor one
+    /// that could pose as another where it is shown as text (user-info, <c>https://github.com@elsewhere</c>; a bidi or
+    /// invisible character); nor one longer than any real link. What is kept is the URL in its escaped form, so quotes
+    /// and angle brackets cannot break out of an <c>href</c> that a reader writes without escaping. The agent's name and
+    /// summary are bounded, and a branch name is kept only if it is a valid one.
+    /// </summary>
+    private static ProviderAgent WithSafeText(ProviderAgent agent) => agent with
+    {
+        AgentUrl = WebLinkOrNull(agent.AgentUrl),
+        PrUrl = WebLinkOrNull(agent.PrUrl),
+        Name = BoundedOrNull(agent.Name, MaxAgentNameLength),
+        Summary = BoundedOrNull(agent.Summary, MaxSummaryLength),
+        BranchName = GitRefName.IsValidBranch(agent.BranchName) ? agent.BranchName : null,
+    };
+
+    /// <summary>
+    /// A provider's own text (an agent's name, its summary) is stored in the run and served to every reader of it: a
+    /// compromised provider or a leaked webhook secret must not make it megabytes long. Longer text is cut.
+    /// </summary>
+    public const int MaxAgentNameLength = 200;
+
+    public const int MaxSummaryLength = 4096;
+
+    private static string? BoundedOrNull(string? text, int maxLength)
+    {
+        if (text is null || text.Length <= maxLength)
+        {
+            return text;
+        }
+
+        // Never split a surrogate pair: the JSON serializer would have to replace the half character.
+        var keep = char.IsHighSurrogate(text[maxLength - 1]) ? maxLength - 1 : maxLength;
+        return string.Concat(text.AsSpan(0, keep), "…");
+    }
+
+    private const int MaxLinkLength = 2048;
+
+    private static string? WebLinkOrNull(string? url) =>
+        url is { Length: <= MaxLinkLength }
+            && !url.Any(c => char.IsControl(c) || char.IsWhiteSpace(c) || char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.Format)
+            && Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp)
+            && uri.UserInfo.Length == 0
+            ? uri.AbsoluteUri
+            : null;
+
+    /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
+    private RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
+    {
+        agent = WithSafeText(agent);
+        agent = agent with { PrUrl = PullRequestOf(state.RunId, agent, launch, counted) };
+        var status = ToAgentStatus(agent.Status) ?? CodingAgentStatus.Pending;
+        var agentState = new CodingAgentState(
+            agent.Id,
+            status,
+            agent.AgentUrl,
+            launch.Provider,
+            string.IsNullOrWhiteSpace(agent.Name) ? launch.Repository : $"{launch.Repository}: {agent.Name}",
+            agent.CreatedAt ?? now,
+            ResultsOf(agent, status, launch, []));
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.WireName()));
+        return state.WithAgent(agentState).WithLaunch(launch with
+        {
+            Phase = LaunchPhase.Launched,
+            AgentId = agent.Id,
+            FailureType = status == CodingAgentStatus.Failed ? FailureTypes.AgentFailed : null,
+            NextAttemptAt = null,
+            UpdatedAt = now,
+        });
+    }
+}

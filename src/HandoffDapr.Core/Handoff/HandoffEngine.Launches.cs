@@ -1,0 +1,486 @@
+using System.Diagnostics;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Prompts;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Repositories;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>The launches: which repositories a trigger or event launches, the round that calls the provider for them, and what its answers change.</summary>
+public sealed partial class HandoffEngine
+{
+    /// <summary>The only repository host either provider works on; a run's <c>provider</c> names it.</summary>
+    private const string GitHubHost = "github";
+
+    /// <summary>The trigger's answer, line by line, and the launches to make for it.</summary>
+    private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(
+        RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
+    {
+        var repositories = snapshot.Preferences?.Repositories?.Where(repo => repo is not null).ToList() ?? [];
+        if (repositories.Count == 0)
+        {
+            return ([Refused(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))], []);
+        }
+
+        instruction = string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim();
+        var plan = new List<PlanLine>(repositories.Count);
+        var toLaunch = new List<RepositoryLaunch>();
+        var seen = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        // The cap is per run: repositories launched by earlier triggers or events count toward it.
+        var runRepositories = state.Launches.Select(launch => launch.Repository).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        foreach (var preference in repositories)
+        {
+            var rawName = $"{preference!.Owner}/{preference.Name}";
+            // A blank base branch means "the repository's default", as a missing one does.
+            var baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
+            if (!RepositoryName.TryParse(rawName, out var repository))
+            {
+                plan.Add(Refused(new LaunchFailure(
+                    RepositoryName.DescribeRejected(rawName),
+                    FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
+                    FailureTypes.InvalidRepository)));
+                continue;
+            }
+
+            // Both providers work on GitHub only; a GitLab or Bitbucket owner/name would be launched on GitHub's namesake.
+            var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, GitHubHost, StringComparison.OrdinalIgnoreCase);
+            var reason = !onGitHub ? FailureMessages.UnsupportedRepositoryHost
+                : baseRef is not null && !GitRefName.IsValidBranch(baseRef) ? FailureMessages.InvalidBaseBranch
+                : null;
+            if (reason is not null)
+            {
+                plan.Add(Refused(new LaunchFailure(repository.Value.FullName, reason, FailureTypes.InvalidRepository)));
+                continue;
+            }
+
+            var fullName = repository.Value.FullName;
+            if (!seen.Add(fullName))
+            {
+                continue;
+            }
+
+            // Past the cap each repository is reported, not dropped: the caller sees what was left out. One the run
+            // already has is never refused.
+            if (runRepositories.Add(fullName) && runRepositories.Count > options.MaxRepositories)
+            {
+                plan.Add(Refused(new LaunchFailure(
+                    fullName, FailureMessages.TooManyRepositoriesPrefix + options.MaxRepositories, FailureTypes.TooManyRepositories)));
+                continue;
+            }
+
+            // An earlier generation whose agent is not failed (it finished after all) still holds the repository.
+            var existing = state.LaunchWithLiveAgent(fullName, integration.Id) ?? state.FindLaunch(fullName, integration.Id);
+            if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
+            {
+                plan.Add(LineOf(existing));
+                continue;
+            }
+
+            // A launch that failed without an agent is tried again on its own branch, looking there first: its last
+            // attempt may have created an agent whose answer was lost, and a new branch would hide it.
+            if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
+            {
+                toLaunch.Add(existing with
+                {
+                    Phase = existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    Attempts = 0,
+                    BaseRef = baseRef,
+                    AutoCreatePr = autoCreatePr,
+                    Instruction = instruction,
+                    NextAttemptAt = now,
+                    FailureType = null,
+                    UpdatedAt = now,
+                });
+                plan.Add(LineOf(existing));
+                continue;
+            }
+
+            // A repository launched before (by any integration) gets a new generation, hence a new branch.
+            var generation = state.Launches
+                .Where(launch => string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase))
+                .Select(launch => launch.Generation)
+                .DefaultIfEmpty(0)
+                .Max() + 1;
+            var launch = new RepositoryLaunch(
+                fullName,
+                GitHubHost,
+                integration.Id,
+                integration.Provider.ProviderName,
+                generation,
+                BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
+                baseRef,
+                autoCreatePr,
+                instruction,
+                LaunchPhase.RetryScheduled,
+                Attempts: 0,
+                AttemptStartedAt: null,
+                NextAttemptAt: now,
+                AgentId: null,
+                FailureType: null,
+                UpdatedAt: now);
+            toLaunch.Add(launch);
+            plan.Add(LineOf(launch));
+        }
+
+        return (plan, toLaunch);
+    }
+
+    private static PlanLine Refused(LaunchFailure failure) => new(failure.RepoName, 0, 0, failure);
+
+    private static PlanLine LineOf(RepositoryLaunch launch) => new(launch.Repository, launch.IntegrationId, launch.Generation);
+
+    /// <summary>Failed repositories are launched again by a person's trigger; pending, running and completed ones are not.</summary>
+    private static bool IsFinishedUnsuccessfully(RunHandoffState state, RepositoryLaunch launch) =>
+        launch.Phase == LaunchPhase.Failed
+        || (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id
+            && state.CodingAgents.TryGetValue(id, out var agent) && agent.Status == CodingAgentStatus.Failed);
+
+    /// <summary>
+    /// A launch whose earlier attempt may have created an agent, that must not be sent again if none is found: a relaunch
+    /// whose agent it replaces finished after all (a second agent would open a second pull request), or a launch whose
+    /// process died during every attempt (a crash never records a failure, so the attempt limit is enforced here).
+    /// </summary>
+    private string? LookOnly(RunHandoffState state, RepositoryLaunch launch) =>
+        !launch.NeedsReconciliation ? null
+        : state.LaunchWithLiveAgent(launch.Repository, launch.IntegrationId) is { } live && live.Generation < launch.Generation ? FailureTypes.Superseded
+        : launch.Attempts >= retryPolicy.Options.MaxAttempts ? FailureTypes.RetriesExhausted
+        : null;
+
+    /// <summary>
+    /// Persists the intent of a round: a crash from here on leaves in-flight launches that the next wake-up reconciles.
+    /// The calls must be over before the saved deadline (now + InFlightTimeout): past it, an owner that finds the intent
+    /// takes it for a crash. So their own deadline starts now, before the save, which may be slow too.
+    /// </summary>
+    private async Task<(RunHandoffState State, LaunchRound? Round)> StartRoundAsync(
+        RunHandoffState state, List<RepositoryLaunch> launches, IReadOnlyList<PlanLine> plan, IRunStateWriter writer, CancellationToken cancellationToken)
+    {
+        if (launches.Count == 0)
+        {
+            await writer.SaveAsync(state, cancellationToken);
+            return (state, null);
+        }
+
+        var now = timeProvider.GetUtcNow();
+        var inFlight = launches
+            .Select(launch => new RoundLaunch(
+                launch with
+                {
+                    Phase = LaunchPhase.InFlight,
+                    Attempts = launch.Attempts + 1,
+                    AttemptStartedAt = now,
+                    // Only a launch never attempted knows it is starting now: one stored before this field was kept stays unknown.
+                    FirstAttemptAt = launch.FirstAttemptAt ?? (launch.AttemptStartedAt is null ? now : null),
+                    NextAttemptAt = now + options.InFlightTimeout,
+                    UpdatedAt = now,
+                },
+                ReconcileFirst: launch.NeedsReconciliation,
+                IfNotFound: LookOnly(state, launch)))
+            .ToList();
+        state = inFlight.Aggregate(state, (current, sent) => current.WithLaunch(sent.Launch))
+            .WithTimeline(inFlight.Select(sent => new TimelineEntry(now, TimelineEvents.LaunchStarted, sent.Launch.Repository, Detail: $"attempt {sent.Launch.Attempts}")));
+        await writer.SaveAsync(state, cancellationToken);
+        return (state, new LaunchRound(state.RunId, state.Snapshot!, now, inFlight, plan));
+    }
+
+    /// <summary>
+    /// The second half of a round, for its owner once it has let go of the run: the provider calls, then
+    /// <paramref name="complete"/>, which gives the answers to <see cref="CompleteRoundAsync"/> in a new turn. A caller
+    /// that gives up (a client gone, shutdown) stops the calls not yet answered, whose outcome is then unknown; the
+    /// answers are still completed before its cancellation is thrown, as agents may exist that must not be forgotten.
+    /// </summary>
+    public async Task<HandoffResult> FinishRoundAsync(LaunchRound round, IRoundRecorder recorder, CancellationToken cancellationToken)
+    {
+        var attempts = await CallProvidersAsync(round, cancellationToken);
+        var result = await recorder.RecordLaunchesAsync(new LaunchRoundAnswers(round, attempts));
+        cancellationToken.ThrowIfCancellationRequested();
+        return result;
+    }
+
+    /// <summary>Calls the provider for every repository of the round at once (bounded); answers keep the round's order. Never throws for a cancellation.</summary>
+    private async Task<LaunchAttempt[]> CallProvidersAsync(LaunchRound round, CancellationToken cancellationToken)
+    {
+        using var scope = BeginRunScope(round.RunId);
+        var attempts = new LaunchAttempt[round.Launches.Count];
+        using var budget = new RoundBudget(round.StartedAt, options.InFlightTimeout, timeProvider, cancellationToken);
+        HandoffTelemetry.HandoffsInFlight.Add(1);
+        try
+        {
+            await Parallel.ForEachAsync(
+                Enumerable.Range(0, attempts.Length),
+                new ParallelOptions { MaxDegreeOfParallelism = options.MaxParallelLaunches },
+                async (index, _) =>
+                {
+                    var (launch, reconcileFirst, ifNotFound) = round.Launches[index];
+                    if (budget.IsCancellationRequested)
+                    {
+                        // Its turn came too late (more repositories than parallel calls, or the caller gave up): nothing was
+                        // sent, no attempt spent, and an earlier attempt's agent, if one may exist, must still be looked for first.
+                        attempts[index] = new LaunchAttempt(
+                            null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
+                        return;
+                    }
+
+                    attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token);
+                });
+        }
+        finally
+        {
+            HandoffTelemetry.HandoffsInFlight.Add(-1);
+        }
+
+        return attempts;
+    }
+
+    /// <summary>
+    /// Records a round's answers in the run's current state, in a new turn of its owner, and gives the trigger's answer
+    /// from it. Not cancellable: agents now exist at the provider and must not be forgotten.
+    /// </summary>
+    public async Task<HandoffResult> CompleteRoundAsync(RunHandoffState? current, LaunchRoundAnswers answers, IRunStateWriter writer)
+    {
+        var round = answers.Round;
+        if (current is null || current.RunId != round.RunId || answers.Attempts.Count != round.Launches.Count)
+        {
+            LogRoundDropped(round.RunId);
+            return HandoffResult.Empty;
+        }
+
+        var counted = new TurnMeasurements();
+        var state = Apply(current, round.Launches, answers.Attempts, counted);
+        await writer.SaveAsync(state, CancellationToken.None);
+        counted.Publish();
+        return Summarize(state, round.Plan);
+    }
+
+    private async Task<LaunchAttempt> AttemptAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
+    {
+        using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
+        var started = timeProvider.GetTimestamp();
+        LaunchAttempt outcome;
+        // Caught here, not by the round, so the attempt's span and duration say what became of it.
+        try
+        {
+            outcome = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            // A fault in a provider client must not lose the other repositories' answers: this one's outcome
+            // is unknown (the request may be out), so its next attempt looks for an agent first.
+            LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+        }
+
+        HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
+        activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
+        if (outcome.Failure is not null)
+        {
+            activity?.SetStatus(ActivityStatusCode.Error, outcome.Failure.FailureType);
+        }
+
+        return outcome;
+    }
+
+    private async Task<LaunchAttempt> CallProviderAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
+    {
+        // An integration removed from the settings since the round started: nothing can be sent.
+        if (integrations.Find(launch.IntegrationId) is not { } integration)
+        {
+            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
+        }
+
+        RepositoryName.TryParse(launch.Repository, out var repository);
+
+        if (reconcileFirst)
+        {
+            var found = await integration.Provider.FindAgentByBranchAsync(repository!.Value, launch.BranchName, launch.FirstAttemptAt, cancellationToken);
+            if (!found.IsSuccess)
+            {
+                // Still not known whether an agent exists: the next attempt must look again.
+                return new LaunchAttempt(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false);
+            }
+
+            if (found.Value is { } existing)
+            {
+                LogReconciled(round.RunId, launch.Repository, existing.Id);
+                return new LaunchAttempt(existing, null, Reconciled: true);
+            }
+
+            if (ifNotFound is not null)
+            {
+                return new LaunchAttempt(null, new ProviderFailure(ifNotFound, Retryable: false, RequestSent: false), Reconciled: false);
+            }
+        }
+
+        // Room is left for what the provider adds (Copilot: the handoff reference line).
+        var promptCap = integration.PromptMaxLength - integration.Provider.PromptReserve;
+        var prompt = PromptBuilder.Build(round.Snapshot, launch.Instruction, launch.AutoCreatePr, promptCap);
+        if (prompt.Length > promptCap)
+        {
+            // Only the opening and the instruction are left, and they do not fit: the instruction was accepted under a
+            // larger cap (the settings were lowered since). It is never cut, so the launch cannot be made.
+            LogPromptOverCap(round.RunId, launch.Repository, prompt.Length, promptCap);
+            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
+        }
+
+        // The run id rides on the webhook URL so the report reaches the run's owner without an index; the signature still decides trust.
+        var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={round.RunId}") } : null;
+        var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, webhook);
+        var result = await integration.Provider.LaunchAsync(request, cancellationToken);
+        return new LaunchAttempt(result.Value, result.Failure, Reconciled: false);
+    }
+
+    private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts, TurnMeasurements counted)
+    {
+        var now = timeProvider.GetUtcNow();
+        var timeline = new List<TimelineEntry>(sent.Count);
+        for (var i = 0; i < sent.Count; i++)
+        {
+            var outcome = attempts[i];
+            var launch = state.Launches.FirstOrDefault(stored => stored.IntegrationId == sent[i].Launch.IntegrationId && stored.Generation == sent[i].Launch.Generation
+                && string.Equals(stored.Repository, sent[i].Launch.Repository, StringComparison.OrdinalIgnoreCase));
+            if (launch is not { Phase: LaunchPhase.InFlight } || launch.Attempts != sent[i].Launch.Attempts || launch.AttemptStartedAt != sent[i].Launch.AttemptStartedAt)
+            {
+                state = ApplyLate(state, sent[i].Launch, launch, outcome, now, timeline, counted);
+                continue;
+            }
+
+            if (outcome.Agent is { } answered && FollowedByAnother(state, launch, answered.Id) is { } other)
+            {
+                // One agent cannot be two repositories' (a provider answering garbage): not an answer for this launch,
+                // which may have created its own agent, so it is looked for first at its next attempt.
+                counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository));
+                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            }
+
+            if (outcome.Agent is { } named && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch", counted))
+            {
+                // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
+                // agent, every later report of it would be refused, and the agent the launch may have created never
+                // followed. The launch's own agent is looked for first at its next attempt.
+                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            }
+
+            if (outcome.Agent is { } agent)
+            {
+                state = WithAgentOf(state, launch, agent, now, counted);
+                timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
+                counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
+                counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
+                continue;
+            }
+
+            var failure = outcome.Failure!;
+            // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
+            // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
+            var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
+            if (retryPolicy.CanRetry(failure, attemptsMade))
+            {
+                // A round that sent nothing (an open circuit, a turn too late, shutdown) waits the first delay: the back-off
+                // its earlier failures reached (up to RetryMaxDelay) is for a provider that failed, not for one never asked.
+                var retryAt = now + retryPolicy.DelayAfter(failure.Attempted ? Math.Max(1, attemptsMade) : 1, failure.RetryAfter);
+                var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
+                state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
+                timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
+                counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
+                counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
+                continue;
+            }
+
+            var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
+            timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
+            counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));
+            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
+        }
+
+        return PollingIfActive(state.WithTimeline(timeline), now);
+    }
+
+    /// <summary>
+    /// An answer that came back after the launch moved on: past its deadline a wake-up took the attempt for a crash and
+    /// made another. A failure then says nothing the launch does not know; an agent it has no agent for is adopted, as
+    /// reconciling would have; a different agent than the one it has is a second agent on the repository, only logged.
+    /// </summary>
+    private RunHandoffState ApplyLate(
+        RunHandoffState state, RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome, DateTimeOffset now, List<TimelineEntry> timeline, TurnMeasurements counted)
+    {
+        if (outcome.Agent is not { } agent || launch?.AgentId == agent.Id)
+        {
+            counted.Log(() => LogLateAnswer(state.RunId, sent.Repository, sent.Attempts));
+            return state;
+        }
+
+        if (launch is not null && FollowedByAnother(state, launch, agent.Id) is { } other)
+        {
+            counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository));
+            return state;
+        }
+
+        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, "launch", counted))
+        {
+            return state;
+        }
+
+        if (launch is { AgentId: null })
+        {
+            counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id));
+            timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
+            return WithAgentOf(state, launch, agent, now, counted);
+        }
+
+        counted.Log(() => LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id));
+        return state;
+    }
+
+    /// <summary>The other launch of the run that already follows <paramref name="agentId"/>, if one does.</summary>
+    private static RepositoryLaunch? FollowedByAnother(RunHandoffState state, RepositoryLaunch launch, string agentId) =>
+        state.LaunchOfAgent(agentId) is { } owner
+            && !(owner.IntegrationId == launch.IntegrationId && owner.Generation == launch.Generation
+                && string.Equals(owner.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase))
+            ? owner
+            : null;
+
+    private static HandoffResult Summarize(RunHandoffState state, IReadOnlyList<PlanLine> plan)
+    {
+        var successes = new List<LaunchSuccess>();
+        var failures = new List<LaunchFailure>();
+        var retries = new List<ScheduledRetry>();
+        foreach (var line in plan)
+        {
+            if (line.Refused is { } refused)
+            {
+                failures.Add(refused);
+            }
+            else if (state.Launches.FirstOrDefault(launch => launch.IntegrationId == line.IntegrationId && launch.Generation == line.Generation
+                && string.Equals(launch.Repository, line.Repository, StringComparison.OrdinalIgnoreCase)) is { } launch)
+            {
+                Describe(state, launch, successes, failures, retries);
+            }
+        }
+
+        return new HandoffResult(successes, failures, retries);
+    }
+
+    private static void Describe(RunHandoffState state, RepositoryLaunch launch, List<LaunchSuccess> successes, List<LaunchFailure> failures, List<ScheduledRetry> retries)
+    {
+        if (launch.Phase == LaunchPhase.Launched && launch.AgentId is { } id && state.CodingAgents.TryGetValue(id, out var agent))
+        {
+            successes.Add(new LaunchSuccess(launch.Repository, agent));
+        }
+        else if (launch.IsAwaitingWork)
+        {
+            // A launch under way (another round is at the provider) reports its attempt and its deadline.
+            var attempt = launch.Phase == LaunchPhase.InFlight ? launch.Attempts : launch.Attempts + 1;
+            retries.Add(new ScheduledRetry(launch.Repository, launch.NextAttemptAt!.Value, attempt, launch.FailureType));
+        }
+        else
+        {
+            failures.Add(new LaunchFailure(launch.Repository, FailureMessages.LaunchFailed, launch.FailureType ?? FailureTypes.InvalidRequest));
+        }
+    }
+}

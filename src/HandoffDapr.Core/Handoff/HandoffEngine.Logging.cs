@@ -1,0 +1,87 @@
+using HandoffDapr.Core.Model;
+using Microsoft.Extensions.Logging;
+
+namespace HandoffDapr.Core.Handoff;
+
+/// <summary>The engine's log lines (source-generated), event ids 1001–1022: never a whole request or state.</summary>
+public sealed partial class HandoffEngine
+{
+    [LoggerMessage(EventId = 1001, EventName = "HandoffUnknownRun", Level = LogLevel.Information, Message = "Run {RunId} is unknown to group {GroupId}: nothing launched")]
+    private partial void LogUnknownRun(long runId, long groupId);
+
+    [LoggerMessage(EventId = 1002, EventName = "HandoffGroupMismatch", Level = LogLevel.Warning, Message = "Run {RunId} was asked for by group {GroupId}, which it does not belong to")]
+    private partial void LogGroupMismatch(long runId, long groupId);
+
+    [LoggerMessage(EventId = 1003, EventName = "HandoffLaunched", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} launched for {Repository} (attempt {Attempt})")]
+    private partial void LogLaunched(long runId, string repository, string agentId, int attempt);
+
+    [LoggerMessage(EventId = 1004, EventName = "HandoffRetryScheduled", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed ({FailureType}) after {Attempt} attempt(s); retry at {RetryAt:O}")]
+    private partial void LogRetryScheduled(long runId, string repository, string failureType, int attempt, DateTimeOffset retryAt);
+
+    [LoggerMessage(EventId = 1005, EventName = "HandoffLaunchFailed", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed for good ({FailureType}) after {Attempt} attempt(s)")]
+    private partial void LogLaunchFailed(long runId, string repository, string failureType, int attempt);
+
+    [LoggerMessage(EventId = 1006, EventName = "HandoffReconciled", Level = LogLevel.Information, Message = "Run {RunId}: found agent {AgentId} for {Repository} at the provider; adopted it instead of launching again")]
+    private partial void LogReconciled(long runId, string repository, string agentId);
+
+    [LoggerMessage(EventId = 1007, EventName = "HandoffUnknownIntegration", Level = LogLevel.Warning, Message = "Run {RunId} asks for integration {IntegrationId}, which is not configured")]
+    private partial void LogUnknownIntegration(long runId, long integrationId);
+
+    [LoggerMessage(EventId = 1009, EventName = "AgentTimedOut", Level = LogLevel.Warning, Message = "Run {RunId}: agent {AgentId} still unfinished after {MaxAge}; marked failed (timed_out)")]
+    private partial void LogAgentTimedOut(long runId, string agentId, TimeSpan maxAge);
+
+    [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
+    private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    [LoggerMessage(EventId = 1013, EventName = "PromptOverCap", Level = LogLevel.Warning,
+        Message = "Run {RunId}: {Repository} not launched: its prompt without any analysis is {Length} characters, over the integration's cap of {Cap}")]
+    private partial void LogPromptOverCap(long runId, string repository, int length, int cap);
+
+    // The exception's type only: its message may carry a provider's text.
+    [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,
+        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); a launch's outcome is then unknown, a read failed, a stop or follow-up failed")]
+    private partial void LogProviderFaulted(long runId, string operation, string exceptionType);
+
+    [LoggerMessage(EventId = 1014, EventName = "LaunchRoundDropped", Level = LogLevel.Error,
+        Message = "Run {RunId}: the answers of a launch round do not fit the run's state and were not applied; its launches are reconciled at their deadline")]
+    private partial void LogRoundDropped(long runId);
+
+    [LoggerMessage(EventId = 1015, EventName = "LaunchAnswerLate", Level = LogLevel.Information,
+        Message = "Run {RunId}: the answer to attempt {Attempt} for {Repository} came after the launch moved on; nothing to apply")]
+    private partial void LogLateAnswer(long runId, string repository, int attempt);
+
+    [LoggerMessage(EventId = 1018, EventName = "AgentOfAnotherLaunch", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider answered the launch for {Repository} with agent {AgentId}, which the run follows for {OtherRepository}; taken as an unreadable answer")]
+    private partial void LogAgentOfAnotherLaunch(long runId, string repository, string agentId, string otherRepository);
+
+    [LoggerMessage(EventId = 1016, EventName = "AgentNotFollowed", Level = LogLevel.Warning,
+        Message = "Run {RunId}: a late answer names agent {AgentId} for {Repository}, which already has another agent; it is not followed and may need stopping")]
+    private partial void LogAgentNotFollowed(long runId, string repository, string agentId);
+
+    [LoggerMessage(EventId = 1017, EventName = "AgentCommandNotRecorded", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
+    private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
+
+    [LoggerMessage(EventId = 1021, EventName = "AgentCommandOutcomeUnknown", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the {Command} for agent {AgentId} reached the provider, but no answer said whether it was carried out ({FailureType}); answered as unknown")]
+    private partial void LogCommandOutcomeUnknown(long runId, string command, string agentId, string failureType);
+
+    [LoggerMessage(EventId = 1022, EventName = "AgentCommandOutcomeNotRecorded", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the {Command} for agent {AgentId}, whose outcome is unknown, could not be recorded ({ExceptionType}); the agent may not be watched again")]
+    private partial void LogCommandOutcomeNotRecorded(long runId, string command, string agentId, string exceptionType);
+
+    [LoggerMessage(EventId = 1019, EventName = "AgentReportOfAnotherRepository", Level = LogLevel.Warning,
+        Message = "Run {RunId}: a {Source} report about agent {AgentId} names the repository {ReportedRepository}, not {Repository} it was launched on; not applied")]
+    private partial void LogReportOfAnotherRepository(long runId, string source, string agentId, string reportedRepository, string repository);
+
+    [LoggerMessage(EventId = 1020, EventName = "PullRequestOfAnotherRepository", Level = LogLevel.Warning,
+        Message = "Run {RunId}: agent {AgentId} reported a pull request that is not one of {Repository}; not recorded as its pull request")]
+    private partial void LogPullRequestOfAnotherRepository(long runId, string agentId, string repository);
+
+    [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
+    private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);
+
+    [LoggerMessage(EventId = 1010, EventName = "AutomationTargetMismatch", Level = LogLevel.Warning,
+        Message = "Run {RunId} asks for {Target} through integration {IntegrationId}, which is {Provider}: not handed off automatically")]
+    private partial void LogTargetMismatch(long runId, long integrationId, string target, string provider);
+}
