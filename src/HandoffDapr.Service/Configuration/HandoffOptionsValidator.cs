@@ -199,6 +199,13 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             {
                 errors.Add($"{key}:WebhookSecret must not be blank.");
             }
+            else if (integration.Provider == CursorAgentsProvider.Name && integration.WebhookSecret is { Length: > 0 }
+                && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
+                && LongestWebhookUrl(webhookBase, id) is var longest && longest > MaxCursorWebhookUrlLength)
+            {
+                // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
+                errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
+            }
 
             // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
             // waiting for its answer would be taken for a lost launch and reconciled under it.
@@ -221,6 +228,16 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
 
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
+
+    /// <summary>The longest <c>webhook.url</c> Cursor's launch takes.</summary>
+    private const int MaxCursorWebhookUrlLength = 2048;
+
+    /// <summary>
+    /// The length of the webhook URL an integration's launches send at most: the one IntegrationCatalog builds, with the
+    /// largest run id on it (as the engine adds it).
+    /// </summary>
+    private static int LongestWebhookUrl(string publicBaseUrl, string integrationId) =>
+        new Uri($"{new Uri($"{publicBaseUrl.TrimEnd('/')}/webhooks/cursor/{integrationId}").AbsoluteUri}?run_id={Core.Model.WholeIds.Max}").AbsoluteUri.Length;
 
     private static bool IsBaseUrl(string? value) =>
         Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"

@@ -52,6 +52,29 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Empty(Validate(HostingMode.Embedded, Valid));
     }
 
+    [Fact]
+    public void A_public_base_url_that_makes_the_webhook_url_longer_than_cursor_takes_is_refused_at_start()
+    {
+        // Cursor's launch takes webhook.url of at most 2048 characters: past it every launch of the integration is refused.
+        var settings = new Dictionary<string, string?>(Valid)
+        {
+            ["Handoff:Integrations:42:WebhookSecret"] = "0123456789abcdef0123456789abcdef",
+            ["Handoff:PublicBaseUrl"] = "https://h.example/" + new string('p', 2000),
+        };
+
+        var failures = Validate(HostingMode.Embedded, settings);
+
+        Assert.Contains(failures, failure => failure.Contains("Handoff:PublicBaseUrl is too long", StringComparison.Ordinal));
+        Assert.DoesNotContain(failures, failure => failure.Contains(new string('p', 100), StringComparison.Ordinal));
+
+        // The longest base whose webhook URL still fits with the largest run id passes; one character more does not.
+        var room = 2048 - "https://h.example/".Length - "/webhooks/cursor/42".Length - "?run_id=9007199254740991".Length;
+        settings["Handoff:PublicBaseUrl"] = "https://h.example/" + new string('p', room);
+        Assert.Empty(Validate(HostingMode.Embedded, settings));
+        settings["Handoff:PublicBaseUrl"] = "https://h.example/" + new string('p', room + 1);
+        Assert.NotEmpty(Validate(HostingMode.Embedded, settings));
+    }
+
     [Theory]
     [InlineData("1")]
     [InlineData("Embedded,Dapr")]
