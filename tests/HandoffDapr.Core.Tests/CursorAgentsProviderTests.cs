@@ -142,6 +142,35 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Null(missing.Value);
     }
 
+    [Theory]
+    [InlineData("github.com/acme/shop.git", "bc-3")]
+    [InlineData("https://www.github.com/Acme/Shop.git/", "bc-3")]
+    [InlineData("https://gitlab.com/acme/shop", null)]
+    [InlineData("https://github.com/other/acme/shop", null)]
+    public async Task Lost_agent_lookup_takes_a_source_for_the_launchs_repository_exactly_when_a_read_of_the_agent_does(string source, string? expected)
+    {
+        // The engine keeps a found agent only if its read names the launch's repository (RepositoryName.IsNamedBy): a
+        // lookup that skips one the read takes for ours answers "none" and a second agent is launched; one that returns
+        // an agent the read takes for another repository's makes every attempt fail on it.
+        var agent = new JsonObject
+        {
+            ["id"] = "bc-3",
+            ["status"] = "RUNNING",
+            ["source"] = new JsonObject { ["repository"] = source },
+            ["target"] = new JsonObject { ["branchName"] = "fix-abc123" },
+        };
+        Answer("/v0/agents", 200, new JsonObject { ["agents"] = new JsonArray(agent) }.ToJsonString());
+        Answer("/v0/agents/bc-3", 200, agent.ToJsonString());
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+        var read = await provider.GetAgentAsync("bc-3", CancellationToken.None);
+
+        Assert.True(found.IsSuccess);
+        Assert.Equal(expected, found.Value?.Id);
+        Assert.Equal(expected is not null, repository.Value.IsNamedBy(read.Value!.Repository));
+    }
+
     [Fact]
     public async Task Agent_list_that_never_ends_leaves_the_outcome_unknown_instead_of_not_found()
     {

@@ -207,8 +207,10 @@ public sealed class CursorAgentsProvider(
             return true;
         }
 
-        return url.TrimEnd('/').EndsWith("/" + repository.FullName, StringComparison.OrdinalIgnoreCase)
-            || string.Equals(url, repository.FullName, StringComparison.OrdinalIgnoreCase);
+        // Read as a read of the agent names it (ReadAgent), and compared as the engine compares that name with the launch's:
+        // a source skipped here that the engine would take for ours (github.com/acme/shop.git) answers "none" and launches
+        // a second agent; one kept here that it would not (gitlab.com/acme/shop) fails every attempt on that agent.
+        return repository.IsNamedBy(CursorWebhook.RepositoryNamed(url));
     }
 
     private static string? ReadString(JsonElement element, string property) => JsonElements.String(element, property);
