@@ -74,7 +74,7 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Unhandled exceptions the app threw into an in-memory <see cref="AppChannel"/> (each answered to the sidecar as a 500, as Kestrel would).</summary>
     public IReadOnlyList<Exception> AppExceptions => app.AppExceptions;
 
-    /// <summary>Starts Kestrel on two loopback ports chosen by the OS.</summary>
+    /// <summary>Starts Kestrel on two loopback ports, chosen by the OS unless <see cref="FakeSidecarOptions.HttpPort"/> and <see cref="FakeSidecarOptions.GrpcPort"/> say.</summary>
     public static async Task<FakeDaprSidecar> StartAsync(FakeSidecarOptions? options = null, CancellationToken ct = default)
     {
         options ??= new FakeSidecarOptions();
@@ -83,8 +83,8 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         builder.WebHost.UseKestrelCore().ConfigureKestrel(k =>
         {
             k.AddServerHeader = false;
-            k.Listen(IPAddress.Loopback, 0, l => { l.Protocols = HttpProtocols.Http1; httpListen = l; });
-            k.Listen(IPAddress.Loopback, 0, l => { l.Protocols = HttpProtocols.Http2; grpcListen = l; }); // h2c, prior knowledge
+            k.Listen(IPAddress.Loopback, options.HttpPort, l => { l.Protocols = HttpProtocols.Http1; httpListen = l; });
+            k.Listen(IPAddress.Loopback, options.GrpcPort, l => { l.Protocols = HttpProtocols.Http2; grpcListen = l; }); // h2c, prior knowledge
         });
         var sidecar = new FakeDaprSidecar(options, builder.Build());
         await sidecar.host.StartAsync(ct).ConfigureAwait(false);

@@ -41,6 +41,15 @@ public sealed class FakeSidecarOptions
     /// <summary>Base address the app is reached at through <see cref="FakeDaprSidecar.AppChannel"/> (daprd: http://127.0.0.1:{app-port}).</summary>
     public Uri AppBaseAddress { get; set; } = new("http://localhost");
 
+    /// <summary>
+    /// The loopback ports to listen on (0: chosen by the OS). Set to a stopped sidecar's ports to model daprd restarting
+    /// where the app expects it (<c>DAPR_HTTP_ENDPOINT</c>, <c>DAPR_GRPC_ENDPOINT</c> do not change).
+    /// </summary>
+    public int HttpPort { get; set; }
+
+    /// <inheritdoc cref="HttpPort"/>
+    public int GrpcPort { get; set; }
+
     /// <summary>Runtime version reported by the metadata APIs.</summary>
     public string RuntimeVersion { get; set; } = "1.16.0-fake";
 }

@@ -23,7 +23,8 @@ public sealed partial class HandoffRunActor(
     IOptions<HandoffOptions> options,
     TimeProvider timeProvider,
     BackgroundRounds rounds,
-    LocalRecentRuns? recentRuns = null) : Actor(host), IHandoffRunActor, IRemindable
+    LocalRecentRuns? recentRuns = null,
+    SidecarStarts? sidecarStarts = null) : Actor(host), IHandoffRunActor, IRemindable
 {
     public const string ActorTypeName = "HandoffRunActor";
     public const string WakeReminder = "wake";
@@ -43,6 +44,23 @@ public sealed partial class HandoffRunActor(
         : this(host, engine, dapr, options, timeProvider, rounds, (LocalRecentRuns?)null)
     {
         StateManager = stateManager;
+    }
+
+    /// <summary>daprd's starts when this actor last read its state: what it has cached was read from the store since then.</summary>
+    private long sidecarStartsSeen = sidecarStarts?.Count ?? 0;
+
+    /// <summary>
+    /// An actor active from before daprd's latest start was never deactivated by it (see <see cref="SidecarStarts"/>):
+    /// its run may have been placed on another replica and changed there meanwhile, so the state it has cached is
+    /// dropped and read again. Called first thing in a turn, before anything is read or changed.
+    /// </summary>
+    private async Task ForgetStateCachedBeforeSidecarStartAsync()
+    {
+        if (sidecarStarts?.Count is { } starts && starts != sidecarStartsSeen)
+        {
+            await StateManager.ClearCacheAsync();
+            sidecarStartsSeen = starts;
+        }
     }
 
     /// <summary>
@@ -146,6 +164,7 @@ public sealed partial class HandoffRunActor(
     {
         try
         {
+            await ForgetStateCachedBeforeSidecarStartAsync();
             // The one-shot reminder is spent; the writer registers the next one if work remains.
             await StateManager.TryRemoveStateAsync(WakeAtKey);
             var stored = await LoadAsync();
@@ -179,6 +198,8 @@ public sealed partial class HandoffRunActor(
 
     private async Task<RunHandoffState?> LoadAsync()
     {
+        // Every turn loads first (a wake-up after removing its spent wake_at, which looked first).
+        await ForgetStateCachedBeforeSidecarStartAsync();
         var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
         var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);
         if (!snapshot.HasValue && !launches.HasValue)

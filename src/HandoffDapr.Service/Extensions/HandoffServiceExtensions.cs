@@ -88,9 +88,22 @@ public static class HandoffServiceExtensions
             // No UseCloudEvents: the event endpoint unwraps a structured CloudEvent itself, and the middleware would parse
             // every request's body first, the open webhook route's included, answering malformed JSON with a 500.
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
+            var sidecarStarts = app.Services.GetRequiredService<SidecarStarts>();
             app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy)
                 .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(
-                    ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value)));
+                    ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value)))
+                .Add(endpoint =>
+                {
+                    // daprd reads its actor settings once, as it starts: a start, for the actors held from before it.
+                    if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: "dapr/config" } && endpoint.RequestDelegate is { } config)
+                    {
+                        endpoint.RequestDelegate = context =>
+                        {
+                            sidecarStarts.Seen();
+                            return config(context);
+                        };
+                    }
+                });
         }
 
         if (app.Environment.IsDevelopment())
@@ -155,6 +168,7 @@ public static class HandoffServiceExtensions
         services.AddSingleton<ActorRunOwner>();
         services.AddSingleton<IRunOwner>(sp => sp.GetRequiredService<ActorRunOwner>());
         services.AddSingleton(sp => ActivatorUtilities.CreateInstance<BackgroundRounds>(sp, (IRoundRecorder)sp.GetRequiredService<ActorRunOwner>()));
+        services.AddSingleton<SidecarStarts>();
         services.AddSingleton<LocalRecentRuns>();
         services.AddSingleton<IRecentRuns>(sp => sp.GetRequiredService<LocalRecentRuns>());
         services.AddHostedService<SidecarStartup>();
