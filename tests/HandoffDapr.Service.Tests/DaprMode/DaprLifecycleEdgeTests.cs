@@ -1,0 +1,183 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Hosting;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Xunit.Abstractions;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// Dapr mode's lifecycle edges end to end through the fake sidecar: shutdown while a reminder's round is at the provider,
+/// a reminder and an event arriving while the app drains, deactivation under a round, a reminder whose run is gone.
+/// </summary>
+public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLifetime
+{
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private readonly FakeCursor cursor = new();
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+    private DaprServiceFactory factory = null!;
+    private HttpClient client = null!;
+
+    public async Task InitializeAsync()
+    {
+        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
+        client = factory.CreateSidecarClient();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await factory.DisposeAsync();
+
+        cursor.Dispose();
+    }
+
+    private async Task RetryDueAsync(long run, string repo)
+    {
+        cursor.Script(repo, FakeCursor.Status(503));
+        var response = await client.PostJsonAsync($"/runs/{run}/handoff", Payloads.Trigger(Payloads.Run(run, [repo], automation: false)));
+        output.WriteLine(await response.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        time.Advance(TimeSpan.FromMinutes(10));
+    }
+
+    [Fact]
+    public async Task Reminder_round_answered_within_the_grace_after_sigterm_is_recorded_launched()
+    {
+        await RetryDueAsync(901, "acme/down");
+        using var held = cursor.Hold("acme/down");
+        using var fired = await factory.Sidecar.FireReminderAsync(Actor, "901", HandoffRunActor.WakeReminder);
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        var stopped = Stopped(factory.Services);
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(TimeSpan.FromSeconds(1));
+        held.Release();
+        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+
+        var launches = factory.Sidecar.GetActorState(Actor, "901", "launches")!.Value;
+        output.WriteLine(launches.GetRawText());
+        Assert.Equal("launched", launches[0].GetProperty("phase").GetString());
+        Assert.Single(factory.Sidecar.GetActorState(Actor, "901", "coding_agents")!.Value.EnumerateObject());
+    }
+
+    [Fact]
+    public async Task Reminder_round_unanswered_at_the_end_of_the_grace_is_recorded_unknown_and_its_reminder_kept()
+    {
+        await RetryDueAsync(902, "acme/down");
+        using var held = cursor.Hold("acme/down");
+        using var fired = await factory.Sidecar.FireReminderAsync(Actor, "902", HandoffRunActor.WakeReminder);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        var stopped = Stopped(factory.Services);
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        held.Release();
+
+        var launches = factory.Sidecar.GetActorState(Actor, "902", "launches")!.Value;
+        output.WriteLine(launches.GetRawText());
+        Assert.Equal("outcome_unknown", launches[0].GetProperty("phase").GetString());
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "902");
+    }
+
+    [Fact]
+    public async Task Reminder_and_event_arriving_while_draining_after_the_grace_send_nothing_and_leave_their_launches_to_a_reminder()
+    {
+        await RetryDueAsync(907, "acme/down");
+        var launchesBefore = cursor.LaunchRequests;
+        using var releaseRead = new ManualResetEventSlim();
+        using var reading = new ManualResetEventSlim();
+        factory.Sidecar.BeforeActorStateRead = call =>
+        {
+            if (call.ActorId == "999")
+            {
+                reading.Set();
+                releaseRead.Wait(TimeSpan.FromSeconds(60));
+            }
+        };
+        var read = client.GetAsync("/runs/999/handoff");
+        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var stopped = Stopped(factory.Services);
+        while (!drain.IsDraining)
+        {
+            await Task.Delay(20);
+        }
+
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        using var fired = await factory.Sidecar.FireReminderAsync(Actor, "907", HandoffRunActor.WakeReminder);
+        output.WriteLine($"reminder: {(int)fired.StatusCode} {await fired.Content.ReadAsStringAsync()}");
+        await factory.Services.GetRequiredService<BackgroundRounds>().WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(908, ["acme/shop"]));
+        output.WriteLine($"event: {delivery.Outcome}");
+        output.WriteLine("907: " + string.Join("\n", factory.Sidecar.GetActorStateKeys(Actor, "907").Select(kv => kv.Key + "=" + kv.Value)));
+        output.WriteLine("908: " + string.Join("\n", factory.Sidecar.GetActorStateKeys(Actor, "908").Select(kv => kv.Key + "=" + kv.Value)));
+        output.WriteLine("reminders: " + string.Join(", ", factory.Sidecar.Reminders.Select(r => r.ActorId + "@" + r.DueTime)));
+        output.WriteLine($"launch requests during drain: {cursor.LaunchRequests - launchesBefore}");
+        releaseRead.Set();
+        await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
+        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
+        Assert.Equal(launchesBefore, cursor.LaunchRequests);
+        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "907", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "908", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "907");
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "908");
+    }
+
+    [Fact]
+    public async Task Deactivated_while_its_reminders_round_is_out_records_the_answers_in_a_new_activation()
+    {
+        await RetryDueAsync(910, "acme/down");
+        using var held = cursor.Hold("acme/down");
+        using var fired = await factory.Sidecar.FireReminderAsync(Actor, "910", HandoffRunActor.WakeReminder);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        using var deactivated = await factory.Sidecar.DeactivateActorAsync(Actor, "910");
+        output.WriteLine($"deactivate: {(int)deactivated.StatusCode}");
+        held.Release();
+        await factory.Services.GetRequiredService<BackgroundRounds>().WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        var launches = factory.Sidecar.GetActorState(Actor, "910", "launches")!.Value;
+        output.WriteLine(launches.GetRawText());
+        Assert.Equal("launched", launches[0].GetProperty("phase").GetString());
+        var view = await (await client.GetAsync("/runs/910/handoff")).ReadJsonAsync();
+        output.WriteLine(view.ToJsonString());
+        Assert.Single(view["coding_agents"]!.AsObject());
+    }
+
+    [Fact]
+    public async Task Reminder_for_a_run_whose_state_was_deleted_succeeds_launches_nothing_and_leaves_nothing_behind()
+    {
+        await RetryDueAsync(911, "acme/down");
+        (await factory.Sidecar.DeactivateActorAsync(Actor, "911")).Dispose();
+        foreach (var key in factory.Sidecar.GetActorStateKeys(Actor, "911").Keys.ToList())
+        {
+            factory.Sidecar.RemoveActorState(Actor, "911", key);
+        }
+
+        var before = cursor.LaunchRequests;
+        using var fired = await factory.Sidecar.FireReminderAsync(Actor, "911", HandoffRunActor.WakeReminder);
+        output.WriteLine($"reminder: {(int)fired.StatusCode} {await fired.Content.ReadAsStringAsync()}");
+        await factory.Services.GetRequiredService<BackgroundRounds>().WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(20));
+        output.WriteLine("state: " + string.Join(", ", factory.Sidecar.GetActorStateKeys(Actor, "911").Keys));
+        output.WriteLine("reminders: " + string.Join(", ", factory.Sidecar.Reminders.Select(r => r.ActorId)));
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        Assert.Equal(before, cursor.LaunchRequests);
+        Assert.Empty(factory.Sidecar.GetActorStateKeys(Actor, "911"));
+        Assert.DoesNotContain(factory.Sidecar.Reminders, r => r.ActorId == "911");
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/911/handoff")).StatusCode);
+    }
+
+    private static Task Stopped(IServiceProvider services)
+    {
+        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopped.Register(() => stopped.TrySetResult());
+        return stopped.Task;
+    }
+}
