@@ -239,6 +239,36 @@ public sealed class CopilotReconcileTests
     }
 
     [Fact]
+    public async Task Relaunch_of_a_launch_github_refused_is_sent_in_a_repository_busy_since()
+    {
+        var (engine, github) = Create();
+        // GitHub refuses the first launch for good (403: no access, no task created): the launch fails.
+        github.NextLaunchAnswer = new ProviderResponse(403, Encoding.UTF8.GetBytes("""{"message":"Resource not accessible by integration"}"""));
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+        Assert.Null(github.LastTaskId);
+
+        // Others start 60 tasks in the repository; then access is fixed and a person relaunches it.
+        for (var i = 0; i < 60; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(1));
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        time.Advance(TimeSpan.FromMinutes(10));
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 8; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(31));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.True(launch.AgentId == github.LastTaskId, $"launch ended {launch.Phase} ({launch.FailureType}, {launch.Attempts} attempts), agent {launch.AgentId ?? "none"}");
+        Assert.Equal(2, github.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Lost_launch_whose_task_was_archived_meanwhile_is_not_launched_again()
     {
         var (engine, github) = Create();

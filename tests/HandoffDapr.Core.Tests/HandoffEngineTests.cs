@@ -1123,6 +1123,46 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Failed_launch_records_whether_its_outcome_is_unknown()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.False(writer.Saved.Last().Launches[0].OutcomeUnknown);
+
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await engine.TriggerAndFinishAsync(2, null, Trigger("acme/shop") with { Snapshot = Trigger("acme/shop").Snapshot! with { RunId = 2 } }, writer, CancellationToken.None);
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var exhausted = writer.Saved.Last().Launches[0];
+        Assert.Equal(FailureTypes.RetriesExhausted, exhausted.FailureType);
+        Assert.True(exhausted.OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task Manual_retry_of_a_failed_launch_stored_before_its_outcome_was_recorded_looks_for_an_agent_first()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var failed = writer.Saved.Last();
+
+        // The same state as the previous version stored it: no outcome_unknown, so whether an agent may exist is not known.
+        var json = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(failed, HandoffJsonContext.Default.RunHandoffState))!;
+        Assert.True(json["launches"]![0]!.AsObject().Remove("outcome_unknown"));
+        var legacy = JsonSerializer.Deserialize(json.ToJsonString(), HandoffJsonContext.Default.RunHandoffState)!;
+        Assert.Null(legacy.Launches[0].OutcomeUnknown);
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: failed.Launches[0].BranchName);
+
+        var retried = await engine.TriggerAndFinishAsync(1, legacy, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches);
+        Assert.Equal("bc-lost", Assert.Single(retried.Result.Successes).CodingAgentState!.Id);
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));

@@ -76,13 +76,16 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            // A launch that failed without an agent is tried again on its own branch, looking there first: its last
-            // attempt may have created an agent whose answer was lost, and a new branch would hide it.
+            // A launch that failed without an agent is tried again on its own branch, looking there first when its
+            // attempts may have created an agent whose answer was lost (a new branch would hide it). One whose attempts
+            // surely created none (refused, or ruled out by a lookup) is sent at once: in a busy repository the lookup,
+            // back to its first attempt, may never finish, and the relaunch would end without ever being sent.
             if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
             {
                 toLaunch.Add(existing with
                 {
-                    Phase = existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    Phase = existing.Attempts > 0 && existing.OutcomeUnknown != false ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    OutcomeUnknown = null,
                     Attempts = 0,
                     BaseRef = baseRef,
                     AutoCreatePr = autoCreatePr,
@@ -392,7 +395,12 @@ public sealed partial class HandoffEngine
             }
 
             var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now });
+            // The failure says whether an agent may exist: a lost answer or an unfinished lookup carries OutcomeUnknown
+            // (an attempt that looked first and failed keeps it), a refusal after a lookup that found none does not.
+            state = state.WithLaunch(launch with
+            {
+                Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now, OutcomeUnknown = failure.OutcomeUnknown,
+            });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
             counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));
             counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));

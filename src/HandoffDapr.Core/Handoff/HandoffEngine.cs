@@ -223,7 +223,7 @@ public sealed partial class HandoffEngine(
         foreach (var (launch, failureType) in ended)
         {
             counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!));
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now })
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
         }
 
@@ -233,7 +233,7 @@ public sealed partial class HandoffEngine(
         foreach (var launch in missing)
         {
             counted.Log(() => LogUnknownIntegration(state.RunId, launch.IntegrationId));
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now })
+            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.InvalidRequest)]);
             counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", FailureTypes.InvalidRequest));
         }

@@ -146,6 +146,12 @@ public sealed record RunHandoffState(
 /// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
 /// <param name="NextAttemptAt">When the owner must act: a retry, or reconciling an attempt whose outcome is unknown.</param>
 /// <param name="FirstAttemptAt">When this generation's first attempt started (absent in launches stored before it was kept): a lookup for its agent need not look further back.</param>
+/// <param name="OutcomeUnknown">
+/// Set when the launch fails: whether an attempt may have created an agent not found since (its answer lost, or the
+/// lookup for it left unfinished). False when every attempt was refused or ruled out, so a manual relaunch sends at once
+/// rather than look for an agent that cannot exist (in a busy repository such a lookup may never finish). Absent in
+/// launches stored before it was kept: then an agent may exist, and a relaunch looks first.
+/// </param>
 public sealed record RepositoryLaunch(
     string Repository,
     string RepoProvider,
@@ -163,7 +169,8 @@ public sealed record RepositoryLaunch(
     string? AgentId,
     string? FailureType,
     DateTimeOffset UpdatedAt,
-    DateTimeOffset? FirstAttemptAt = null)
+    DateTimeOffset? FirstAttemptAt = null,
+    bool? OutcomeUnknown = null)
 {
     [JsonIgnore]
     public bool IsAwaitingWork => Phase is LaunchPhase.InFlight or LaunchPhase.RetryScheduled or LaunchPhase.OutcomeUnknown;

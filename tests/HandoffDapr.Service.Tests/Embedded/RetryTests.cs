@@ -78,8 +78,9 @@ public sealed class RetryTests : IDisposable
     }
 
     [Fact]
-    public async Task Failed_launch_is_tried_again_on_its_own_branch_by_the_next_trigger_after_looking_for_a_lost_agent()
+    public async Task Refused_launch_is_tried_again_on_its_own_branch_by_the_next_trigger_without_a_lookup()
     {
+        // A 422 is a refusal: no agent can exist, so the relaunch is sent at once (a lookup in a busy repository may never finish).
         cursor.Script("acme/shop", FakeCursor.Status(422));
         await Trigger(303, "acme/shop");
 
@@ -89,7 +90,30 @@ public sealed class RetryTests : IDisposable
         var branches = cursor.LaunchBodies.Select(body => body["target"]!["branchName"]!.GetValue<string>()).ToList();
         Assert.Equal(2, branches.Count);
         Assert.Equal(branches[0], branches[1]);
-        Assert.Contains(cursor.Server.LogEntries, entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents");
+        Assert.DoesNotContain(cursor.Server.LogEntries, entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents");
+    }
+
+    [Fact]
+    public async Task Launch_whose_answers_were_lost_is_tried_again_by_the_next_trigger_after_looking_for_a_lost_agent()
+    {
+        // A 500 may come after the agent was made: the failed launch's outcome is unknown, so the relaunch looks first.
+        cursor.Script("acme/shop", Enumerable.Repeat(FakeCursor.Status(500), 5).ToArray());
+        await Trigger(305, "acme/shop");
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(40));
+            await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        }
+
+        var failed = (await View(305))["launches"]![0]!;
+        Assert.Equal("retries_exhausted", failed["failure_type"]!.GetValue<string>());
+        var lookups = cursor.Server.LogEntries.Count(entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents");
+
+        var again = await (await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger())).ReadJsonAsync();
+
+        Assert.Single(again["successes"]!.AsArray());
+        Assert.Equal(lookups + 1, cursor.Server.LogEntries.Count(entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents"));
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
     [Fact]
