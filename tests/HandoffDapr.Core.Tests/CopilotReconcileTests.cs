@@ -202,8 +202,10 @@ public sealed class CopilotReconcileTests
         Assert.True(launch.AgentId == "task-1", $"launch ended {launch.Phase} ({launch.FailureType}), agent {launch.AgentId ?? "none"}, while task-1 runs on GitHub");
     }
 
-    [Fact]
-    public async Task Lost_second_attempt_after_a_rate_limited_first_is_found_in_a_busy_repository()
+    [Theory]
+    [InlineData(21)]
+    [InlineData(60)]
+    public async Task Lost_second_attempt_after_a_rate_limited_first_is_found_in_a_busy_repository(int others)
     {
         var (engine, github) = Create();
         github.WholeSecondStamps = true;
@@ -212,8 +214,8 @@ public sealed class CopilotReconcileTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Null(github.LastTaskId);
 
-        // During that hour others start 21 tasks in the repository (one every 2.5 minutes).
-        for (var i = 0; i < 21; i++)
+        // During that hour others start tasks in the repository (one every 2.5 minutes).
+        for (var i = 0; i < others; i++)
         {
             time.Advance(TimeSpan.FromSeconds(150));
             github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
@@ -265,6 +267,34 @@ public sealed class CopilotReconcileTests
 
         var launch = writer.Saved.Last().Launches[0];
         Assert.True(launch.AgentId == github.LastTaskId, $"launch ended {launch.Phase} ({launch.FailureType}, {launch.Attempts} attempts), agent {launch.AgentId ?? "none"}");
+        Assert.Equal(2, github.LaunchRequests);
+    }
+
+    [Fact]
+    public async Task Lost_answer_of_a_relaunch_github_refused_before_is_found_in_a_repository_busy_since()
+    {
+        var (engine, github) = Create();
+        github.NextLaunchAnswer = new ProviderResponse(403, Encoding.UTF8.GetBytes("""{"message":"Resource not accessible by integration"}"""));
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 60; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(1));
+            github.AddTask($"other work {i}\n\nHandoff reference: other-{i}");
+        }
+
+        // The relaunch creates our task, but its answer is lost.
+        time.Advance(TimeSpan.FromMinutes(10));
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var ours = github.LastTaskId;
+        for (var i = 0; i < 8; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(31));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        var launch = writer.Saved.Last().Launches[0];
+        Assert.True(launch.AgentId == ours, $"launch ended {launch.Phase} ({launch.FailureType}, {launch.Attempts} attempts), agent {launch.AgentId ?? "none"}, while {ours} runs on GitHub");
         Assert.Equal(2, github.LaunchRequests);
     }
 

@@ -171,8 +171,11 @@ public sealed partial class HandoffEngine
                     Phase = LaunchPhase.InFlight,
                     Attempts = launch.Attempts + 1,
                     AttemptStartedAt = now,
-                    // Only a launch never attempted knows it is starting now: one stored before this field was kept stays unknown.
-                    FirstAttemptAt = launch.FirstAttemptAt ?? (launch.AttemptStartedAt is null ? now : null),
+                    // Where a lookup for this launch's agent starts. A launch not to reconcile (never attempted, or every
+                    // attempt refused or ruled out by a lookup) can have created no agent before now: its window starts
+                    // here, as a busy repository's tasks since a refused attempt would hide ours from the lookup. One to
+                    // reconcile keeps its start (one stored before this field was kept stays unknown).
+                    FirstAttemptAt = launch.NeedsReconciliation ? launch.FirstAttemptAt ?? (launch.AttemptStartedAt is null ? now : null) : now,
                     NextAttemptAt = now + options.InFlightTimeout,
                     UpdatedAt = now,
                 },

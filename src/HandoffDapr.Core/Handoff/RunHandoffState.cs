@@ -145,7 +145,11 @@ public sealed record RunHandoffState(
 /// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
 /// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
 /// <param name="NextAttemptAt">When the owner must act: a retry, or reconciling an attempt whose outcome is unknown.</param>
-/// <param name="FirstAttemptAt">When this generation's first attempt started (absent in launches stored before it was kept): a lookup for its agent need not look further back.</param>
+/// <param name="FirstAttemptAt">
+/// When the first attempt that may have created an agent not found since started: the generation's first, or the first
+/// after attempts that were refused or ruled out by a lookup (absent in launches stored before it was kept). A lookup
+/// for its agent need not look further back.
+/// </param>
 /// <param name="OutcomeUnknown">
 /// Set when the launch fails: whether an attempt may have created an agent not found since (its answer lost, or the
 /// lookup for it left unfinished). False when every attempt was refused or ruled out, so a manual relaunch sends at once

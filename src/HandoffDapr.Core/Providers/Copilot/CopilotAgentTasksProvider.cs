@@ -27,8 +27,9 @@ public sealed class CopilotAgentTasksProvider(
     private const int MaxListPages = 10;
 
     /// <summary>
-    /// Candidate tasks read one by one per lookup, at most. Lookups are rare (only after a lost answer); a busy repository
-    /// may start tens of tasks between a refused first attempt and the attempt whose answer was lost.
+    /// Candidate tasks read one by one per lookup, at most. Lookups are rare (only after a lost answer); the engine starts
+    /// the window at the first attempt that may have made ours (not at a refused one before it), but a busy repository may
+    /// still start tens of tasks between that attempt and a later one whose answer was lost.
     /// </summary>
     private const int MaxTaskReads = 50;
 
