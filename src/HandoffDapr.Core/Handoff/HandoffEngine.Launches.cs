@@ -190,7 +190,7 @@ public sealed partial class HandoffEngine
 
     /// <summary>
     /// The second half of a round, for its owner once it has let go of the run: the provider calls, then
-    /// <paramref name="complete"/>, which gives the answers to <see cref="CompleteRoundAsync"/> in a new turn. A caller
+    /// <paramref name="recorder"/>, which gives the answers to <see cref="CompleteRoundAsync"/> in a new turn. A caller
     /// that gives up (a client gone, shutdown) stops the calls not yet answered, whose outcome is then unknown; the
     /// answers are still completed before its cancellation is thrown, as agents may exist that must not be forgotten.
     /// </summary>
