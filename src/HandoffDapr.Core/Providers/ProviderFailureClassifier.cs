@@ -8,7 +8,8 @@ namespace HandoffDapr.Core.Providers;
 
 /// <summary>
 /// Turns a provider's answer into a <see cref="ProviderFailure"/>: status code first (bodies are not
-/// consistent across providers or even endpoints), the body only to tell a repository-access 400 apart.
+/// consistent across providers or even endpoints), the body only to tell a repository-access 400 and an account-limit
+/// 403 (<c>quota_exceeded</c>) apart.
 /// </summary>
 public static partial class ProviderFailureClassifier
 {
