@@ -220,7 +220,6 @@ public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repo
 
 public static class TimelineEvents
 {
-    public const string SnapshotStored = "snapshot_stored";
     public const string LaunchScheduled = "launch_scheduled";
     public const string LaunchStarted = "launch_started";
     public const string Launched = "launched";
