@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 
 namespace HandoffDapr.FakeSidecar;
@@ -30,9 +29,6 @@ public sealed record PublishedEvent(
     byte[] CloudEvent,
     PublishOrigin Origin)
 {
-    /// <summary>The payload as UTF-8 text.</summary>
-    public string DataText => Encoding.UTF8.GetString(Data);
-
     /// <summary>The payload parsed as JSON.</summary>
     public JsonElement DataJson => JsonDocument.Parse(Data).RootElement.Clone();
 
