@@ -3,6 +3,7 @@ using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Copilot;
 using HandoffDapr.Core.Repositories;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Core.Tests;
 
@@ -104,6 +105,31 @@ public sealed class CopilotLookupTests
         // A stuck task would otherwise keep every lookup in the repository incomplete, and nothing could launch there.
         Assert.True(result.IsSuccess);
         Assert.Null(result.Value);
+    }
+
+    [Fact]
+    public async Task More_candidates_than_the_lookup_reads_are_logged_as_left_unread_not_as_a_list_past_its_pages()
+    {
+        // One page of 60 tasks, all since the launch, none ours: the list ended, but only 50 are read by id.
+        var created = DateTimeOffset.UtcNow.AddMinutes(-30).ToString("O");
+        var tasks = string.Join(',', Enumerable.Range(1, 60).Select(i => $$"""{"id":"task-{{i}}","state":"in_progress","created_at":"{{created}}"}"""));
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{{tasks}}]}""")
+            : path.StartsWith("agents/tasks/", StringComparison.Ordinal)
+                ? (200, $$"""{"id":"{{path["agents/tasks/".Length..]}}","state":"in_progress","created_at":"{{created}}","sessions":[{"prompt":"other work\n\nHandoff reference: other"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var logger = new FakeLogger<CopilotAgentTasksProvider>();
+        var provider = new CopilotAgentTasksProvider(transport, TimeProvider.System, logger);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", DateTimeOffset.UtcNow.AddHours(-1), CancellationToken.None);
+
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure?.FailureType);
+        Assert.Single(transport.Paths, path => path.StartsWith("agents/repos/", StringComparison.Ordinal));
+        // The list was read whole (one page): a line saying it "still had more after 10 pages" sends the operator the wrong way.
+        var record = Assert.Single(logger.Collector.GetSnapshot());
+        Assert.Equal("ProviderReadsIncomplete", record.Id.Name);
+        Assert.Contains("10 candidate(s)", record.Message, StringComparison.Ordinal);
     }
 
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)

@@ -358,9 +358,10 @@ public sealed class CopilotAgentTasksProvider(
             }
         }
 
-        return candidates > MaxTaskReads ? exchange.ListExhausted(MaxListPages)
-            : unreadable > 0 ? exchange.ReadsIncomplete(unreadable)
-            : ProviderResult<ProviderAgent?>.Success(null);
+        // Candidates past MaxTaskReads were never read: as undecided as one that could not be read. The list itself was
+        // read to its end (ListExhausted is for a list longer than the pages read).
+        unreadable += Math.Max(0, candidates - MaxTaskReads);
+        return unreadable > 0 ? exchange.ReadsIncomplete(unreadable) : ProviderResult<ProviderAgent?>.Success(null);
     }
 
     /// <summary>Whether the text's last line is exactly <paramref name="line"/>: another branch name that merely starts with ours is not ours.</summary>
