@@ -6,8 +6,8 @@ using Polly.Timeout;
 namespace HandoffDapr.Service.Transport;
 
 /// <summary>
-/// Embedded mode's transport: a named <see cref="HttpClient"/> per integration whose base address and
-/// <c>Authorization</c> header are set at registration, with a timeout and circuit breaker around it.
+/// Embedded mode's transport: the <see cref="HttpClient"/> <see cref="ProviderHttpClients"/> built for one integration
+/// (no named client of a factory), with its base address, <c>Authorization</c> header, timeout and circuit breaker.
 /// </summary>
 public sealed class HttpProviderTransport(HttpClient client) : IProviderTransport
 {
