@@ -1659,6 +1659,31 @@ public sealed class HandoffEngineTests
         Assert.Null(writer.Saved.Last().NextWakeAt());
     }
 
+    [Fact]
+    public async Task A_launch_a_wake_up_ends_for_its_process_dying_during_every_attempt_is_counted_failed_as_any_launch_that_fails()
+    {
+        // As above: no attempt's answer is ever recorded, so the launch ends at a wake-up, without a call.
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        using var counted = new CountedMeasurements();
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await HoldAnswersAsync(first.Round!);
+        for (var crash = 0; crash < 10 && writer.Saved.Last().Launches.Single().Phase != LaunchPhase.Failed; crash++)
+        {
+            time.Advance(TimeSpan.FromMinutes(3));
+            var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            if (woken.Round is { } round)
+            {
+                await HoldAnswersAsync(round);
+            }
+        }
+
+        var launch = writer.Saved.Last().Launches.Single();
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (launch.Phase, launch.FailureType));
+        Assert.Equal(TimelineEvents.LaunchFailed, writer.Saved.Last().Timeline[^1].Event);
+        // Had the last lookup's answer (nothing found) been recorded, the same ending would have been counted failed.
+        Assert.Equal(1, counted["handoff.launches", "handoff.failure_type", FailureTypes.RetriesExhausted]);
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);

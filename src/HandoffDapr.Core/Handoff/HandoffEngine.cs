@@ -225,6 +225,8 @@ public sealed partial class HandoffEngine(
             counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!));
             state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
+            // Counted as when a round's lookup ends it the same way (see LookOnly), as the missing integration's below.
+            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
         }
 
         due = due.Except(ended.Select(ending => ending.Launch)).ToList();
