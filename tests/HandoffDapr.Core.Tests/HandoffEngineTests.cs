@@ -440,9 +440,9 @@ public sealed class HandoffEngineTests
         using var counted = new CountedMeasurements();
         var report = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3"));
 
-        await Assert.ThrowsAsync<IOException>(() => engine.ApplyAgentReportAsync(writer.Saved.Last(), report, new FailingWriter(), CancellationToken.None));
+        await Assert.ThrowsAsync<IOException>(() => engine.ApplyAgentReportAsync(writer.Saved.Last(), report, new FailingWriter()));
         Assert.Equal(0, counted["handoff.agents.status_changes"]);
-        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), report, writer, CancellationToken.None);
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), report, writer);
 
         Assert.Equal(AgentReportStatus.Changed, applied);
         Assert.Equal(1, counted["handoff.agents.status_changes"]);
@@ -652,7 +652,7 @@ public sealed class HandoffEngineTests
         await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
         var launched = writer.Saved.Last();
         var agentId = launched.Launches.Single(launch => launch.AgentId is not null).AgentId!;
-        await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Error)), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Error)), writer);
         Assert.Equal(2, provider.Launches.Count);
 
         var redelivered = await engine.AcceptAndFinishAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
@@ -785,7 +785,7 @@ public sealed class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
 
         var applied = await engine.ApplyAgentReportAsync(
-            timedOut, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8")), writer, CancellationToken.None);
+            timedOut, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8")), writer);
 
         Assert.Equal(AgentReportStatus.Changed, applied);
         var agent = writer.Saved.Last().CodingAgents["bc-1"];
@@ -843,13 +843,13 @@ public sealed class HandoffEngineTests
     public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
         var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
 
         var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         await engine.ApplyAgentReportAsync(
-            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9")), writer, CancellationToken.None);
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9")), writer);
 
         Assert.Equal(AgentCommandStatus.Done, stop.Status);
         var state = writer.Saved.Last();
@@ -866,10 +866,10 @@ public sealed class HandoffEngineTests
         var branch = writer.Saved.Last().Launches[0].BranchName;
 
         const string shop = "acme/shop", other = "acme/other";
-        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), shop), writer, CancellationToken.None);
-        var otherRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-elsewhere", ProviderAgentStatus.Running, BranchName: branch), other), writer, CancellationToken.None);
-        var noRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-unnamed", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
-        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), shop), writer, CancellationToken.None);
+        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), shop), writer);
+        var otherRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-elsewhere", ProviderAgentStatus.Running, BranchName: branch), other), writer);
+        var noRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-unnamed", ProviderAgentStatus.Running, BranchName: branch)), writer);
+        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), shop), writer);
 
         Assert.Equal(AgentReportStatus.UnknownAgent, stranger);
         Assert.Equal(AgentReportStatus.UnknownAgent, otherRepository);
@@ -923,8 +923,8 @@ public sealed class HandoffEngineTests
         var launched = writer.Saved.Last();
         var branch = launched.Launches[0].BranchName;
 
-        var foreign = await engine.ApplyAgentReportAsync(launched, new AgentReport(43, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
-        var own = await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Running, BranchName: branch)), writer, CancellationToken.None);
+        var foreign = await engine.ApplyAgentReportAsync(launched, new AgentReport(43, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer);
+        var own = await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Running, BranchName: branch)), writer);
 
         Assert.Equal(AgentReportStatus.UnknownAgent, foreign);
         Assert.Equal(AgentReportStatus.Changed, own);
@@ -939,7 +939,7 @@ public sealed class HandoffEngineTests
         var saves = writer.Saved.Count;
 
         var other = await engine.ApplyAgentReportAsync(
-            launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/evil/other/pull/1"), "evil/other"), writer, CancellationToken.None);
+            launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/evil/other/pull/1"), "evil/other"), writer);
 
         Assert.Equal(AgentReportStatus.OtherRepository, other);
         Assert.Equal(saves, writer.Saved.Count);
@@ -1359,7 +1359,7 @@ public sealed class HandoffEngineTests
 
         // Before the retry is due, the old agent turns out to have finished and opened its pull request.
         var late = await engine.ApplyAgentReportAsync(
-            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/13")), writer, CancellationToken.None);
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/13")), writer);
         Assert.Equal(AgentReportStatus.Changed, late);
         Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
 
@@ -1418,8 +1418,8 @@ public sealed class HandoffEngineTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-2", ProviderAgentStatus.Error)), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-2", ProviderAgentStatus.Error)), writer);
         Assert.Equal(2, provider.Launches.Count);
 
         // The repository has a completed agent from the integration: nothing new is launched, and that agent is the answer.
@@ -1521,7 +1521,7 @@ public sealed class HandoffEngineTests
         var read = writer.Saved.Last();
         var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), async () =>
             await engine.ApplyAgentReportAsync(writer.Saved.Last(),
-                new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer, CancellationToken.None));
+                new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer));
 
         var stop = await engine.StopAgentAsync(read, "bc-1", recorder, CancellationToken.None);
 
@@ -1560,7 +1560,7 @@ public sealed class HandoffEngineTests
         var holding = new HoldingRecorder();
         await engine.FinishPollAsync(woken.Poll!, holding, CancellationToken.None);
         // Meanwhile an earlier FINISHED webhook, sent before the pull request was there, is recorded.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
         Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
 
         await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
@@ -1586,7 +1586,7 @@ public sealed class HandoffEngineTests
         // Its webhook says it finished: nothing is left to poll.
         time.Advance(TimeSpan.FromMinutes(1));
         await engine.ApplyAgentReportAsync(writer.Saved.Last(),
-            new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer, CancellationToken.None);
+            new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer);
         Assert.Null(writer.Saved.Last().NextWakeAt());
 
         // Later, another repository is handed off: its agent's first poll comes at the first interval, as bc-1's did.

@@ -241,9 +241,10 @@ public sealed partial class HandoffEngine
     /// <summary>
     /// A webhook's report, through the run's owner. Idempotent: a repeated or stale report changes nothing. Only the
     /// integration that launched an agent may report on it: another integration's secret proves nothing about it. A
-    /// report that names another repository than the agent's launch is not applied either.
+    /// report that names another repository than the agent's launch is not applied either. Not cancellable, as a round's
+    /// answers are not: a report read is saved whether or not its sender still waits.
     /// </summary>
-    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, AgentReport signed, IRunStateWriter writer, CancellationToken cancellationToken)
+    public async Task<AgentReportStatus> ApplyAgentReportAsync(RunHandoffState? state, AgentReport signed, IRunStateWriter writer)
     {
         // A host of an earlier release puts the repository on the report only.
         var report = signed.Agent.Repository is null && signed.Repository is { } named ? signed.Agent with { Repository = named } : signed.Agent;

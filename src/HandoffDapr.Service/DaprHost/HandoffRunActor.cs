@@ -83,7 +83,7 @@ public sealed partial class HandoffRunActor(
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
-        TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, CancellationToken.None));
+        TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
 
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
         TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));

@@ -153,7 +153,7 @@ public sealed class EmbeddedRunOwner(
     }
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
-        WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer, cancellationToken), cancellationToken);
+        WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer), cancellationToken);
 
     /// <summary>Checked against the stored run, sent with the run's lock free, recorded under it.</summary>
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
