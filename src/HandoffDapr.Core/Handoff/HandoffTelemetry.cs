@@ -31,7 +31,7 @@ public static class HandoffTelemetry
         "handoff.launch.duration", unit: "s", description: "Time of one provider launch call (or reconciliation).");
 
     public static readonly UpDownCounter<long> HandoffsInFlight = Meter.CreateUpDownCounter<long>(
-        "handoff.in_flight", unit: "{handoff}", description: "Handoffs whose provider calls are under way.");
+        "handoff.in_flight", unit: "{handoff}", description: "Launch rounds whose provider calls are under way (not polls, stops or follow-ups).");
 
     public static Activity? StartLaunchAttempt(long runId, string repository, long integrationId, int attempt)
     {
