@@ -21,7 +21,7 @@ public sealed record RunHandoffState(
 
     public long? GroupId => Snapshot?.GroupId;
 
-    /// <summary>When agents that are still pending or running are read from the provider next (the fallback for lost webhooks).</summary>
+    /// <summary>When the agents the status poll reads (<see cref="AgentsToPoll"/>) are read from the provider next (the fallback for lost webhooks).</summary>
     public PollSchedule? Poll { get; init; }
 
     public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
@@ -33,7 +33,7 @@ public sealed record RunHandoffState(
     public IEnumerable<CodingAgentState> AgentsToPoll => CodingAgents.Values.Where(agent => !agent.Status.IsFinal()
         || (Poll?.GivenUp?.Contains(agent.Id) ?? false) || (Poll?.AwaitingPullRequest?.Contains(agent.Id) ?? false));
 
-    /// <summary>Agents are still read from the provider: some are unfinished, or given up on without a confirmed end.</summary>
+    /// <summary>Agents are still read from the provider: some are unfinished, given up on without a confirmed end, or awaiting a pull request after a follow-up.</summary>
     public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 } || Poll?.AwaitingPullRequest is { Count: > 0 };
 
     /// <summary>
