@@ -21,7 +21,7 @@ public sealed class IntegrationCatalog : IIntegrationCatalog
         {
             var id = long.Parse(key, System.Globalization.CultureInfo.InvariantCulture);
             IProviderTransport transport = mode == HostingMode.Dapr
-                ? new DaprBindingTransport(services.GetRequiredService<DaprClient>(), integration.Binding!)
+                ? new DaprBindingTransport(services.GetRequiredService<DaprClient>(), integration.Binding!, services.GetRequiredService<ILogger<DaprBindingTransport>>())
                 : new HttpProviderTransport(services.GetRequiredService<ProviderHttpClients>().Create(integration));
             var time = services.GetRequiredService<TimeProvider>();
             // A blank model means the provider's default: Cursor refuses an empty "model" (minimum length 1), so it is left out.

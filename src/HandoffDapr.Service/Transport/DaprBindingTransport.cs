@@ -4,6 +4,7 @@ using Dapr;
 using Dapr.Client;
 using Grpc.Core;
 using HandoffDapr.Core.Providers;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HandoffDapr.Service.Transport;
 
@@ -11,8 +12,10 @@ namespace HandoffDapr.Service.Transport;
 /// Dapr mode's transport: the provider's HTTP API through a <c>bindings.http</c> output binding. The binding
 /// adds the API key (<c>securityToken</c>), so the key never enters this process.
 /// </summary>
-public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : IProviderTransport
+public sealed partial class DaprBindingTransport(DaprClient dapr, string bindingName, ILogger<DaprBindingTransport>? logger = null) : IProviderTransport
 {
+    private readonly ILogger logger = logger ?? NullLogger<DaprBindingTransport>.Instance;
+
     public async Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
     {
         var binding = new BindingRequest(bindingName, request.Method.Method.ToLowerInvariant())
@@ -39,7 +42,14 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
         }
         catch (DaprException exception) when (!cancellationToken.IsCancellationRequested)
         {
-            var (kind, requestSent) = Classify(exception.InnerException as RpcException, request.Method.Method, "/" + request.Path);
+            var error = exception.InnerException as RpcException;
+            if (BindingRefused(error?.Status.Detail))
+            {
+                // A configuration fault, not the provider's: say which binding, or the operator sees only "provider_unavailable".
+                LogBindingRefused(bindingName, error!.Status.Detail);
+            }
+
+            var (kind, requestSent) = Classify(error, request.Method.Method, "/" + request.Path);
             throw new ProviderTransportException(kind, requestSent, exception);
         }
 
@@ -68,6 +78,9 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
         var detail = error?.Status.Detail ?? string.Empty;
         return error?.StatusCode switch
         {
+            // daprd refused before calling the binding (no such binding, an operation it does not support): nothing was
+            // sent, so there is nothing to reconcile; a retry succeeds once the binding is deployed under that name.
+            _ when BindingRefused(detail) => (TransportFailureKind.Network, false),
             // No connection to the sidecar was made: the binding never ran. Grpc.Net.Client also reports a connection
             // that broke mid-call as Unavailable (any IOException), and by then daprd may have called the provider.
             StatusCode.Unavailable when NeverConnected(error.Status.DebugException) => (TransportFailureKind.Network, false),
@@ -104,7 +117,20 @@ public sealed class DaprBindingTransport(DaprClient dapr, string bindingName) : 
             && url.AbsolutePath.EndsWith(path.Split('?')[0], StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// daprd's refusals before the binding runs (dapr pkg/runtime/processor/binding/send.go SendToOutputBinding): the
+    /// binding is not loaded under that name, or it does not support the operation.
+    /// </summary>
+    private static bool BindingRefused(string? detail) =>
+        detail is not null
+        && (detail.Contains(": couldn't find output binding ", StringComparison.Ordinal)
+            || (detail.Contains(" does not support operation ", StringComparison.Ordinal) && detail.Contains("supported operations:", StringComparison.Ordinal)));
+
     /// <summary>A failure to open the connection: a socket error from connecting, or the handler's connection error.</summary>
     private static bool NeverConnected(Exception? exception) =>
         exception is SocketException or HttpRequestException { HttpRequestError: HttpRequestError.ConnectionError };
+
+    [LoggerMessage(EventId = 4301, EventName = "BindingRefused", Level = LogLevel.Error,
+        Message = "The Dapr sidecar refused output binding {Binding} before calling the provider: {DaprMessage}. Check Handoff:Integrations:*:Binding against the names of the binding components daprd loaded (GET /v1.0/metadata)")]
+    private partial void LogBindingRefused(string binding, string daprMessage);
 }

@@ -29,6 +29,9 @@ public sealed class DaprBindingTransportTests
     // Unavailable alone may be a connection that broke after daprd had the request (Grpc.Net.Client maps any IOException to it).
     [InlineData(StatusCode.Unavailable, "Error starting gRPC call. HttpRequestException: The response ended prematurely.", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.DeadlineExceeded, "", TransportFailureKind.Timeout, true)]
+    // daprd refuses before the binding runs: Handoff:Integrations:*:Binding names no loaded component, or an operation it lacks.
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursr: couldn't find output binding coding-agent-cursr", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: binding coding-agent-cursor does not support operation post. supported operations:create", TransportFailureKind.Network, false)]
     public void Binding_error_is_classified_by_whether_the_provider_may_have_received_the_request(StatusCode code, string detail, TransportFailureKind kind, bool requestSent)
     {
         var classified = DaprBindingTransport.Classify(new RpcException(new Status(code, detail)), "POST", "/v0/agents/bc-1/followup");
