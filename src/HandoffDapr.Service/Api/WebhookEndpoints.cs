@@ -92,12 +92,14 @@ public static partial class WebhookEndpoints
         if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
             LogIgnored(services.Logger, runNamed ? runId : null, change.Agent.Id, "no source repository");
+            CountWebhook(change.Agent.Status, NoRepositoryOutcome);
             return TypedResults.NoContent();
         }
 
         if (!runNamed)
         {
             LogIgnored(services.Logger, null, change.Agent.Id, "no run id on the webhook URL");
+            CountWebhook(change.Agent.Status, NoRunIdOutcome);
             return TypedResults.NoContent();
         }
 
@@ -115,11 +117,7 @@ public static partial class WebhookEndpoints
             return Problems.Unavailable();
         }
 
-        // Tag values as text in the API's snake_case (an enum would be exported as its C# name).
-        HandoffTelemetry.WebhookEvents.Add(
-            1,
-            new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(change.Agent.Status)),
-            new KeyValuePair<string, object?>("handoff.outcome", SnakeCaseNames<AgentReportStatus>.Of(outcome)));
+        CountWebhook(change.Agent.Status, SnakeCaseNames<AgentReportStatus>.Of(outcome));
         if (outcome == AgentReportStatus.UnknownAgent)
         {
             LogUnknownAgent(services.Logger, runId, change.Agent.Id);
@@ -127,6 +125,21 @@ public static partial class WebhookEndpoints
 
         return TypedResults.NoContent();
     }
+
+    /// <summary>
+    /// Counted too, not only logged: if Cursor moved <c>source.repository</c> or the webhook URL lost its run id, every
+    /// report would be ignored, and the counter is what an alert watches.
+    /// </summary>
+    private const string NoRepositoryOutcome = "no_repository";
+
+    private const string NoRunIdOutcome = "no_run_id";
+
+    /// <summary>Tag values as text in the API's snake_case (an enum would be exported as its C# name).</summary>
+    private static void CountWebhook(ProviderAgentStatus status, string outcome) =>
+        HandoffTelemetry.WebhookEvents.Add(
+            1,
+            new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(status)),
+            new KeyValuePair<string, object?>("handoff.outcome", outcome));
 
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]
     private static partial void LogRejected(ILogger logger, string reason);

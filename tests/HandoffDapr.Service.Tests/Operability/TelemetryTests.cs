@@ -96,6 +96,33 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(("unknown_agent", "running"), ((string)measurement.Tags["handoff.outcome"]!, (string)measurement.Tags["handoff.provider_status"]!));
     }
 
+    [Theory]
+    [InlineData("/webhooks/cursor/42", true, "no_run_id")]
+    [InlineData("/webhooks/cursor/42?run_id=704", false, "no_repository")]
+    public async Task Webhooks_ignored_for_want_of_a_run_or_a_repository_are_counted_so_a_moved_field_can_be_alerted_on(string path, bool withRepository, string outcome)
+    {
+        // If Cursor moved source.repository, or the webhook URL lost its run_id, every report would be ignored: the counter
+        // must show it, as the log line alone (information level) would not page anyone.
+        const string secret = "webhook-secret-of-integration-42-0123456789";
+        using var webhooks = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.webhook.events");
+        using var factory = new EmbeddedServiceFactory(temp.File("ignored-hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
+        var json = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-1", ["status"] = "FINISHED" };
+        if (withRepository)
+        {
+            json["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" };
+        }
+
+        var body = json.ToJsonString();
+        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(System.Net.HttpStatusCode.NoContent, response.StatusCode);
+        var measurement = Assert.Single(webhooks.GetMeasurementSnapshot());
+        Assert.Equal((outcome, "finished"), ((string)measurement.Tags["handoff.outcome"]!, (string)measurement.Tags["handoff.provider_status"]!));
+    }
+
     /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
     private static ActivityListener RecordSpans(List<Activity> spans)
     {
