@@ -77,7 +77,7 @@ public static class AgentEndpoints
         {
             // The 503 says only "try again": the log says why (damaged state, the store or the actor out of reach).
             HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
-            return Problems.Unavailable();
+            return Problems.Unavailable(exception);
         }
 
         return outcome.Status switch

@@ -102,7 +102,7 @@ public static partial class CompletionEventEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             LogEventRetry(services.Logger, snapshot.RunId, exception);
-            return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable();
+            return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }
 
         switch (outcome.Status)

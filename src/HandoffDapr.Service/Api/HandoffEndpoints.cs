@@ -76,7 +76,7 @@ public static partial class HandoffEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             LogOwnerUnavailable(services.Logger, id, exception);
-            return Problems.Unavailable();
+            return Problems.Unavailable(exception);
         }
 
         return outcome.Status switch
@@ -122,7 +122,7 @@ public static partial class HandoffEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             LogOwnerUnavailable(services.Logger, id, exception);
-            return Problems.Unavailable();
+            return Problems.Unavailable(exception);
         }
     }
 

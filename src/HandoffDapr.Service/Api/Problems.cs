@@ -103,18 +103,26 @@ public static class Problems
     public static RetryAfterResult RateLimited(TimeSpan retryAfter) =>
         new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", "Slow down and try again after the Retry-After delay."), retryAfter);
 
-    public static ProblemHttpResult Unavailable() =>
-        Problem(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, "The run's state could not be reached. Try again shortly.");
+    /// <summary>
+    /// The run's owner could not answer. A call cut off by shutdown says so, as a request after the drain is told: its
+    /// state was reached (what the provider answered in the grace, or the launch as unknown, is recorded), so "could not be
+    /// reached" would send the reader looking for a store or sidecar fault that is not there.
+    /// </summary>
+    public static ProblemHttpResult Unavailable(Hosting.RunOwnerUnavailableException? cause = null) =>
+        Problem(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle,
+            cause is { ShuttingDown: true } ? ShuttingDownDetail : "The run's state could not be reached. Try again shortly.");
 
     /// <summary>
     /// The answer to a request that arrives once shutdown is over, as bytes: the services that write a problem may be
     /// gone by then (see <see cref="Hosting.RequestDrain.TryEnterRequest"/>).
     /// </summary>
     public static readonly byte[] ShuttingDownJson = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(
-        Details(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, "The service is shutting down. Try again shortly."),
+        Details(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, ShuttingDownDetail),
         ServiceJsonContext.Default.ProblemDetails);
 
     private const string UnavailableSlug = "unavailable", UnavailableTitle = "Temporarily unavailable";
+
+    private const string ShuttingDownDetail = "The service is shutting down. Try again shortly.";
 
     private static ProblemHttpResult Problem(int status, string slug, string title, string detail) => TypedResults.Problem(Details(status, slug, title, detail));
 

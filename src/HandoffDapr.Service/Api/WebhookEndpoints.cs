@@ -114,7 +114,7 @@ public static partial class WebhookEndpoints
         {
             // Cursor delivers again on a non-2xx answer; the log says why (damaged state, the store out of reach).
             HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
-            return Problems.Unavailable();
+            return Problems.Unavailable(exception);
         }
 
         CountWebhook(change.Agent.Status, SnakeCaseNames<AgentReportStatus>.Of(outcome));

@@ -44,6 +44,9 @@ public sealed record StoredView(long? GroupId, byte[] Json);
 /// <summary>The owner could not reach its state (store, sidecar), or the service is stopping: the caller may try again.</summary>
 public sealed class RunOwnerUnavailableException(string message, Exception? inner = null) : Exception(message, inner)
 {
+    /// <summary>The service is stopping (not a store or sidecar fault): the answer says so.</summary>
+    public bool ShuttingDown { get; private init; }
+
     /// <summary>
     /// Runs provider calls that stop only for shutdown, never because the caller went away (what was sent must be
     /// recorded): a cancellation means the service is stopping, and the caller may try again, elsewhere or later.
@@ -56,7 +59,7 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
         }
         catch (OperationCanceledException exception)
         {
-            throw new RunOwnerUnavailableException("The service is shutting down.", exception);
+            throw new RunOwnerUnavailableException("The service is shutting down.", exception) { ShuttingDown = true };
         }
     }
 }

@@ -138,6 +138,8 @@ public sealed class DaprModeTests : IAsyncLifetime
         var response = await trigger;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("outcome_unknown", stopsAtOnce.Sidecar.GetActorState(Actor, "144", "launches")!.Value[0].GetProperty("phase").GetString());
+        // The run's state was reached (the outcome is recorded): the answer says why, as a request after the drain is told.
+        Assert.Equal("The service is shutting down. Try again shortly.", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
     [Fact]
