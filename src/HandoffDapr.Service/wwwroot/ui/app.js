@@ -81,6 +81,9 @@ if (location.hash.startsWith("#token=")) {
   sessionStorage.setItem(tokenKey, token);
 }
 
+// When the runs on the page were read (empty until a list is shown).
+let lastUpdated = "";
+
 // Set while the form waits for a token, cleared when one is sent (whatever the service then answers).
 let waitingForToken = false;
 
@@ -121,6 +124,14 @@ async function problemDetail(response) {
   }
 }
 
+// The runs on the page, shown no longer: a refused token (revoked, rotated, or the sidecar's alone) takes away what it had
+// let the page read, since whoever now sits at the screen may not read it.
+function clearRuns() {
+  document.getElementById("runs").replaceChildren();
+  document.getElementById("updated").textContent = "";
+  lastUpdated = "";
+}
+
 async function refresh() {
   const token = sessionStorage.getItem(tokenKey);
   const headers = { "Accept": "application/json" };
@@ -129,6 +140,7 @@ async function refresh() {
     const response = await fetch("/runs?limit=50", { headers });
     if (response.status === 401) {
       sessionStorage.removeItem(tokenKey);
+      clearRuns();
       if ((response.headers.get("WWW-Authenticate") || "").toLowerCase().startsWith("dapr-api-token")) {
         explainSidecarOnly();
         return;
@@ -141,9 +153,14 @@ async function refresh() {
     document.getElementById("token-form").hidden = true;
     render(await response.json());
     document.getElementById("error").textContent = "";
-    document.getElementById("updated").textContent = "Updated " + new Date().toLocaleTimeString();
+    lastUpdated = new Date().toLocaleTimeString();
+    document.getElementById("updated").textContent = "Updated " + lastUpdated;
   } catch (e) {
     document.getElementById("error").textContent = "Could not load runs (" + e.message + ").";
+    // The rows stay (a passing failure should not blank the page), but they no longer read as current.
+    if (lastUpdated) {
+      document.getElementById("updated").textContent = "Runs as of " + lastUpdated + ", not current";
+    }
   }
 }
 

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Operability;
+
+/// <summary>
+/// The status page's refreshes in headless Chromium, against a stand-in for <c>GET /runs</c> whose answers change from one
+/// refresh to the next (a token revoked, the service failing), which the real
+/// service cannot be made to do on cue. The page's own files are served as they are in the source tree.
+/// </summary>
+public sealed class StatusPageRefreshTests : IDisposable
+{
+    private const string Chromium = "/usr/bin/chromium";
+    private const string RunsJson = """[{"run_id":881,"group_id":7,"launches":[{"repository":"acme/privaterepo","phase":"launched","generation":1,"agent_id":"bc-1"}],"coding_agents":{"bc-1":{"id":"bc-1","status":"running"}}}]""";
+    private readonly TempDirectory temp = new();
+
+    [Fact]
+    public async Task Status_page_clears_the_runs_it_showed_once_their_token_is_refused()
+    {
+        using var runs = new RunsStandIn(call => call == 1
+            ? Answer.Json(RunsJson)
+            : new Answer(401, null, null, "Bearer"));
+
+        // The first refresh lists the run; the one 5 s later is refused (the token was rotated or revoked).
+        var dom = await RunChromium($"--dump-dom {runs.Address}ui/index.html#token=old-token", budgetMs: 7000);
+
+        Assert.Contains("token was refused", dom);
+        Assert.DoesNotContain("acme/privaterepo", dom);
+        Assert.DoesNotContain("Updated ", dom);
+    }
+
+    [Fact]
+    public async Task Status_page_marks_the_runs_it_showed_as_not_current_when_the_service_then_fails()
+    {
+        using var runs = new RunsStandIn(call => call == 1
+            ? Answer.Json(RunsJson)
+            : new Answer(503, """{"status":503,"detail":"The run's state could not be reached. Try again shortly."}""", "application/problem+json", null));
+
+        var dom = await RunChromium($"--dump-dom {runs.Address}ui/index.html", budgetMs: 7000);
+
+        Assert.Contains("Could not load runs (HTTP 503", dom);
+        // The rows stay (a passing failure should not blank the page) but do not read as current.
+        Assert.Contains("acme/privaterepo", dom);
+        Assert.DoesNotContain(">Updated ", dom);
+        Assert.Contains("not current", dom);
+    }
+
+    private async Task<string> RunChromium(string arguments, int budgetMs)
+    {
+        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        var start = new ProcessStartInfo(Chromium,
+            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget={budgetMs} {arguments}")
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        using var process = Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        _ = process.StandardError.ReadToEndAsync();
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync(timeout.Token);
+        return await stdout;
+    }
+
+    public void Dispose() => temp.Dispose();
+
+    private sealed record Answer(int Status, string? Body, string? ContentType, string? WwwAuthenticate)
+    {
+        public static Answer Json(string body) => new(200, body, "application/json", null);
+    }
+
+    /// <summary>Serves the page's files from the source tree and answers <c>GET /runs</c> call by call.</summary>
+    private sealed class RunsStandIn : IDisposable
+    {
+        private readonly HttpListener listener = new();
+        private readonly Func<int, Answer> answer;
+        private readonly string ui = Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "src", "HandoffDapr.Service", "wwwroot", "ui");
+        private int calls;
+
+        public RunsStandIn(Func<int, Answer> answer)
+        {
+            this.answer = answer;
+            var probe = new TcpListener(IPAddress.Loopback, 0);
+            probe.Start();
+            var port = ((IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            Address = new Uri($"http://127.0.0.1:{port}/");
+            listener.Prefixes.Add(Address.ToString());
+            listener.Start();
+            _ = Task.Run(ServeAsync);
+        }
+
+        public Uri Address { get; }
+
+        private async Task ServeAsync()
+        {
+            while (listener.IsListening)
+            {
+                HttpListenerContext context;
+                try
+                {
+                    context = await listener.GetContextAsync();
+                }
+                catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException or InvalidOperationException)
+                {
+                    return;
+                }
+
+                _ = Task.Run(() => AnswerAsync(context));
+            }
+        }
+
+        private async Task AnswerAsync(HttpListenerContext context)
+        {
+            var response = context.Response;
+            try
+            {
+                var path = context.Request.Url!.AbsolutePath;
+                if (path.StartsWith("/ui/", StringComparison.Ordinal))
+                {
+                    var file = Path.Combine(ui, Path.GetFileName(path));
+                    response.ContentType = path.EndsWith(".js", StringComparison.Ordinal) ? "text/javascript" : path.EndsWith(".css", StringComparison.Ordinal) ? "text/css" : "text/html";
+                    await Write(response, File.Exists(file) ? await File.ReadAllTextAsync(file) : string.Empty);
+                    return;
+                }
+
+                if (path != "/runs")
+                {
+                    response.StatusCode = 404;
+                    return;
+                }
+
+                var next = answer(Interlocked.Increment(ref calls));
+                response.StatusCode = next.Status;
+                if (next.WwwAuthenticate is not null)
+                {
+                    response.Headers["WWW-Authenticate"] = next.WwwAuthenticate;
+                }
+
+                if (next.ContentType is not null)
+                {
+                    response.ContentType = next.ContentType;
+                }
+
+                await Write(response, next.Body ?? string.Empty);
+            }
+            catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException or IOException)
+            {
+            }
+            finally
+            {
+                try
+                {
+                    response.Close();
+                }
+                catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException)
+                {
+                }
+            }
+        }
+
+        private static async Task Write(HttpListenerResponse response, string text)
+        {
+            var bytes = Encoding.UTF8.GetBytes(text);
+            response.ContentLength64 = bytes.Length;
+            await response.OutputStream.WriteAsync(bytes);
+        }
+
+        public void Dispose() => listener.Close();
+    }
+}
