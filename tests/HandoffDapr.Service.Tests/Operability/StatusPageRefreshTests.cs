@@ -8,7 +8,7 @@ namespace HandoffDapr.Service.Tests.Operability;
 
 /// <summary>
 /// The status page's refreshes in headless Chromium, against a stand-in for <c>GET /runs</c> whose answers change from one
-/// refresh to the next (a token revoked, the service failing), which the real
+/// refresh to the next (a token revoked, the service failing, an answer slower than the refresh period), which the real
 /// service cannot be made to do on cue. The page's own files are served as they are in the source tree.
 /// </summary>
 public sealed class StatusPageRefreshTests : IDisposable
@@ -46,6 +46,20 @@ public sealed class StatusPageRefreshTests : IDisposable
         Assert.Contains("acme/privaterepo", dom);
         Assert.DoesNotContain(">Updated ", dom);
         Assert.Contains("not current", dom);
+    }
+
+    [Fact]
+    public async Task Status_page_sends_no_refresh_while_one_is_still_unanswered()
+    {
+        // The first answer takes longer than the refresh period: a second request then would only pile up on a slow
+        // service, and its answer could land before the first one's (which would then put older runs on the page). The
+        // delay is the page's own (a timer around fetch): Chromium's virtual time stands still while a real request is
+        // pending, so a slow server could not show it.
+        using var runs = new RunsStandIn(_ => Answer.Json(RunsJson));
+
+        var dom = await RunChromium($"--dump-dom {runs.Address}ui/slow-first-answer.html", budgetMs: 15_000);
+
+        Assert.Equal("1", System.Text.RegularExpressions.Regex.Match(dom, "data-requests-at-once=\"(\\d+)\"").Groups[1].Value);
     }
 
     private async Task<string> RunChromium(string arguments, int budgetMs)
@@ -119,6 +133,27 @@ public sealed class StatusPageRefreshTests : IDisposable
             try
             {
                 var path = context.Request.Url!.AbsolutePath;
+                if (path == "/ui/slow-first-answer.html")
+                {
+                    // The page as served, with fetch wrapped to hold the first answer 12 s and to count requests under way.
+                    var page = (await File.ReadAllTextAsync(Path.Combine(ui, "index.html"))).Replace("<script src=\"app.js\"></script>", """
+                        <script>
+                          let requests = 0, underWay = 0, most = 0;
+                          const realFetch = window.fetch.bind(window);
+                          window.fetch = (url, init) => {
+                            const hold = ++requests === 1 ? 12000 : 0;
+                            most = Math.max(most, ++underWay);
+                            document.body.dataset.requestsAtOnce = String(most);
+                            return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init)).finally(() => { underWay--; });
+                          };
+                        </script>
+                        <script src="app.js"></script>
+                        """, StringComparison.Ordinal);
+                    response.ContentType = "text/html";
+                    await Write(response, page);
+                    return;
+                }
+
                 if (path.StartsWith("/ui/", StringComparison.Ordinal))
                 {
                     var file = Path.Combine(ui, Path.GetFileName(path));

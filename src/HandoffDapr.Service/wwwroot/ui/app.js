@@ -132,7 +132,21 @@ function clearRuns() {
   lastUpdated = "";
 }
 
+// One request at a time: an answer slower than the refresh period would otherwise have the next one sent behind it (piling
+// up on a slow service), and the answers could land out of order, an older list replacing a newer one.
+let refreshing = false;
+
 async function refresh() {
+  if (refreshing) { return; }
+  refreshing = true;
+  try {
+    await load();
+  } finally {
+    refreshing = false;
+  }
+}
+
+async function load() {
   const token = sessionStorage.getItem(tokenKey);
   const headers = { "Accept": "application/json" };
   if (token) { headers["Authorization"] = "Bearer " + token; }
