@@ -316,6 +316,31 @@ public sealed class DaprFilesContractTests
         Assert.Equal(present, listed);
     }
 
+    [Fact]
+    public void Daprd_takes_request_bodies_as_large_as_the_actor_calls_the_app_makes()
+    {
+        // The app hands a run to its actor through daprd's actor API, escaped as the SDK writes it: up to six times
+        // Handoff:MaxRequestBodyBytes plus 1 MiB (the limit the app's own actor routes take). daprd refuses a larger
+        // request body than its --max-body-size (dapr.io/max-body-size; dapr/dapr pkg/runtime DefaultMaxRequestBodySize,
+        // 4 MiB): a large event would be redelivered, and refused again, until dead-lettered.
+        var options = new HandoffOptions { MaxRequestBodyBytes = AppSettings()["Handoff"]!["MaxRequestBodyBytes"]!.GetValue<long>() };
+        var needed = Extensions.HandoffServiceExtensions.ActorCallBodyLimit(options);
+        var annotations = Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template", "metadata", "annotations")!;
+        var app = ((YamlSequenceNode)Node(Documents("dapr.yaml").Single().Document, "apps")!).Children.Single();
+
+        Assert.True(Quantity(Scalar(annotations, "dapr.io/max-body-size")) >= needed, $"k8s/deployment.yaml: dapr.io/max-body-size below {needed} bytes");
+        Assert.True(Quantity(Scalar(app, "maxBodySize")) >= needed, $"dapr.yaml: maxBodySize below {needed} bytes");
+    }
+
+    /// <summary>A Kubernetes resource quantity as daprd reads --max-body-size ("8Mi", "8M", "400"); its default when unset.</summary>
+    private static long Quantity(string? text)
+    {
+        text ??= "4Mi";
+        var units = new Dictionary<string, long> { ["Ki"] = 1L << 10, ["Mi"] = 1L << 20, ["Gi"] = 1L << 30, ["k"] = 1000, ["M"] = 1000_000, ["G"] = 1000_000_000 };
+        var unit = units.Keys.OrderByDescending(u => u.Length).FirstOrDefault(u => text.EndsWith(u, StringComparison.Ordinal));
+        return long.Parse(unit is null ? text : text[..^unit.Length], System.Globalization.CultureInfo.InvariantCulture) * (unit is null ? 1 : units[unit]);
+    }
+
     private static IEnumerable<(string File, YamlMappingNode Document)> Components(string folder) =>
         Documents(folder).Where(d => Scalar(d.Document, "kind") == "Component");
 }
