@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
@@ -13,7 +12,6 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// </summary>
 public sealed class StatusPageRefreshTests : IDisposable
 {
-    private const string Chromium = "/usr/bin/chromium";
     private const string RunsJson = """[{"run_id":881,"group_id":7,"launches":[{"repository":"acme/privaterepo","phase":"launched","generation":1,"agent_id":"bc-1"}],"coding_agents":{"bc-1":{"id":"bc-1","status":"running"}}}]""";
     private readonly TempDirectory temp = new();
 
@@ -62,22 +60,8 @@ public sealed class StatusPageRefreshTests : IDisposable
         Assert.Equal("1", System.Text.RegularExpressions.Regex.Match(dom, "data-requests-at-once=\"(\\d+)\"").Groups[1].Value);
     }
 
-    private async Task<string> RunChromium(string arguments, int budgetMs)
-    {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
-        var start = new ProcessStartInfo(Chromium,
-            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget={budgetMs} {arguments}")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        _ = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return await stdout;
-    }
+    private Task<string> RunChromium(string arguments, int budgetMs) =>
+        HeadlessChromium.RunAsync(arguments, temp.File("chromium-" + Guid.NewGuid().ToString("N")), budgetMs);
 
     public void Dispose() => temp.Dispose();
 

@@ -7,14 +7,13 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// <summary>The status page in a real browser: headless Chromium (Debian's package; .ci/run installs it) against the running service.</summary>
 public sealed class StatusPageTests : IDisposable
 {
-    private const string Chromium = "/usr/bin/chromium";
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
 
     [Fact]
     public async Task Status_page_lists_runs_with_agent_status_and_pull_request_link()
     {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        Assert.True(File.Exists(HeadlessChromium.Path), "Chromium is required: apt-get install chromium (.ci/run does this)");
         await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
         {
             ["Handoff__Mode"] = "Embedded",
@@ -97,7 +96,7 @@ public sealed class StatusPageTests : IDisposable
     [Fact]
     public async Task Status_page_refused_as_not_loopback_says_what_the_service_answered()
     {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        Assert.True(File.Exists(HeadlessChromium.Path), "Chromium is required: apt-get install chromium (.ci/run does this)");
         await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
         {
             ["Handoff__Mode"] = "Embedded",
@@ -162,7 +161,7 @@ public sealed class StatusPageTests : IDisposable
     [Fact]
     public async Task Status_page_in_dapr_mode_with_an_app_token_explains_the_sidecar_route_instead_of_asking_for_a_token()
     {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        Assert.True(File.Exists(HeadlessChromium.Path), "Chromium is required: apt-get install chromium (.ci/run does this)");
         const string appToken = "dapr-app-token-0123456789abcdef";
         await using var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
         {
@@ -179,7 +178,7 @@ public sealed class StatusPageTests : IDisposable
     /// <summary>The built service in embedded mode with an API token, holding one run launched on <paramref name="repository"/>.</summary>
     private async Task<ServiceProcess> StartWithTokenAsync(string token, string repository)
     {
-        Assert.True(File.Exists(Chromium), "Chromium is required: apt-get install chromium (.ci/run does this)");
+        Assert.True(File.Exists(HeadlessChromium.Path), "Chromium is required: apt-get install chromium (.ci/run does this)");
         var service = await ServiceProcess.StartAsync(new Dictionary<string, string>
         {
             ["Handoff__Mode"] = "Embedded",
@@ -212,22 +211,8 @@ public sealed class StatusPageTests : IDisposable
     }
 
     /// <param name="profile">The browser's profile folder, to look into afterwards; a fresh one by default.</param>
-    /// <param name="budgetMs">The page's (virtual) time before the DOM is read: the page refreshes every 5 s.</param>
-    private async Task<string> RunChromium(string arguments, string? profile = null, int budgetMs = 3000)
-    {
-        var start = new ProcessStartInfo(Chromium,
-            $"--headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync --user-data-dir={profile ?? temp.File("chromium-" + Guid.NewGuid().ToString("N"))} --virtual-time-budget={budgetMs} {arguments}")
-        {
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-        };
-        using var process = Process.Start(start)!;
-        var stdout = process.StandardOutput.ReadToEndAsync();
-        _ = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
-        await process.WaitForExitAsync(timeout.Token);
-        return await stdout;
-    }
+    private Task<string> RunChromium(string arguments, string? profile = null, int budgetMs = 3000) =>
+        HeadlessChromium.RunAsync(arguments, profile ?? temp.File("chromium-" + Guid.NewGuid().ToString("N")), budgetMs);
 
     private static int BigEndian(byte[] bytes, int offset) => (bytes[offset] << 24) | (bytes[offset + 1] << 16) | (bytes[offset + 2] << 8) | bytes[offset + 3];
 
