@@ -60,6 +60,19 @@ public sealed class StatusPageRefreshTests : IDisposable
         Assert.Equal("1", System.Text.RegularExpressions.Regex.Match(dom, "data-requests-at-once=\"(\\d+)\"").Groups[1].Value);
     }
 
+    [Fact]
+    public async Task Status_page_sends_a_token_entered_while_another_is_still_being_tried()
+    {
+        // The page asks for a token (call 1). A first token is sent (call 2) and its answer is slow; meanwhile the person
+        // sends the right one. That one must be tried (call 3 on), and the slow refusal of the first must not drop it.
+        using var runs = new RunsStandIn(call => call >= 3 ? Answer.Json(RunsJson) : new Answer(401, null, null, "Bearer"));
+
+        var dom = await RunChromium($"--dump-dom {runs.Address}ui/second-token-while-first-tried.html", budgetMs: 10_000);
+
+        Assert.Contains("acme/privaterepo", dom);
+        Assert.DoesNotContain("token was refused", dom);
+    }
+
     private Task<string> RunChromium(string arguments, int budgetMs) =>
         HeadlessChromium.RunAsync(arguments, temp.File("chromium-" + Guid.NewGuid().ToString("N")), budgetMs);
 
@@ -130,6 +143,32 @@ public sealed class StatusPageRefreshTests : IDisposable
                             document.body.dataset.requestsAtOnce = String(most);
                             return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init)).finally(() => { underWay--; });
                           };
+                        </script>
+                        <script src="app.js"></script>
+                        """, StringComparison.Ordinal);
+                    response.ContentType = "text/html";
+                    await Write(response, page);
+                    return;
+                }
+
+                if (path == "/ui/second-token-while-first-tried.html")
+                {
+                    // The page as served, with fetch wrapped to hold the second request (the first token's) 4 s, and the
+                    // form sent twice: a first token at 1 s, the right one at 2 s, while the first is still unanswered.
+                    var page = (await File.ReadAllTextAsync(Path.Combine(ui, "index.html"))).Replace("<script src=\"app.js\"></script>", """
+                        <script>
+                          let requests = 0;
+                          const realFetch = window.fetch.bind(window);
+                          window.fetch = (url, init) => {
+                            const hold = ++requests === 2 ? 4000 : 0;
+                            return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init));
+                          };
+                          function send(token) {
+                            document.getElementById("token").value = token;
+                            document.getElementById("token-form").dispatchEvent(new Event("submit", { cancelable: true }));
+                          }
+                          setTimeout(() => send("first-token"), 1000);
+                          setTimeout(() => send("right-token"), 2000);
                         </script>
                         <script src="app.js"></script>
                         """, StringComparison.Ordinal);

@@ -109,7 +109,7 @@ document.getElementById("token-form").addEventListener("submit", event => {
   sessionStorage.setItem(tokenKey, input.value);
   input.value = "";
   waitingForToken = false;
-  refresh();
+  refresh(true);
 });
 
 // The detail of a problem answer (RFC 9457), as text: it says what to do, e.g. a 403 for a caller not on loopback names
@@ -134,13 +134,19 @@ function clearRuns() {
 
 // One request at a time: an answer slower than the refresh period would otherwise have the next one sent behind it (piling
 // up on a slow service), and the answers could land out of order, an older list replacing a newer one.
+// A token sent from the form while one is under way is not dropped (it would never be tried): its refresh follows once
+// that one ends. The timer's are dropped, so a slow service is not asked back to back.
 let refreshing = false;
+let refreshAgain = false;
 
-async function refresh() {
-  if (refreshing) { return; }
+async function refresh(newToken = false) {
+  if (refreshing) { refreshAgain ||= newToken; return; }
   refreshing = true;
   try {
-    await load();
+    do {
+      refreshAgain = false;
+      await load();
+    } while (refreshAgain);
   } finally {
     refreshing = false;
   }
@@ -153,6 +159,9 @@ async function load() {
   try {
     const response = await fetch("/runs?limit=50", { headers });
     if (response.status === 401) {
+      // A refusal of a token since replaced from the form says nothing of the new one, which the next refresh sends:
+      // removing it, or asking again, would throw away what the person just typed.
+      if (sessionStorage.getItem(tokenKey) !== token) { return; }
       sessionStorage.removeItem(tokenKey);
       clearRuns();
       if ((response.headers.get("WWW-Authenticate") || "").toLowerCase().startsWith("dapr-api-token")) {
