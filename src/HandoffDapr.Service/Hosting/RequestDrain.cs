@@ -180,13 +180,13 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         }
     }
 
-    [LoggerMessage(EventId = 4201, Level = LogLevel.Information, Message = "Shutting down: waiting up to {Limit} for {Calls} request(s) in progress to finish before the server stops")]
+    [LoggerMessage(EventId = 4201, EventName = "ShutdownDraining", Level = LogLevel.Information, Message = "Shutting down: waiting up to {Limit} for {Calls} request(s) in progress to finish before the server stops")]
     private partial void LogDraining(int calls, TimeSpan limit);
 
-    [LoggerMessage(EventId = 4202, Level = LogLevel.Information, Message = "Shutting down: the requests in progress have finished")]
+    [LoggerMessage(EventId = 4202, EventName = "ShutdownDrained", Level = LogLevel.Information, Message = "Shutting down: the requests in progress have finished")]
     private partial void LogDrained();
 
-    [LoggerMessage(EventId = 4203, Level = LogLevel.Warning, Message = "Shutting down with {Calls} request(s) still in progress: their launches are reconciled by the next owner")]
+    [LoggerMessage(EventId = 4203, EventName = "ShutdownDrainCutShort", Level = LogLevel.Warning, Message = "Shutting down with {Calls} request(s) still in progress: their launches are reconciled by the next owner")]
     private partial void LogDrainCutShort(int calls);
 }
 
