@@ -75,9 +75,7 @@ public static class AgentEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            // The 503 says only "try again": the log says why (damaged state, the store or the actor out of reach).
-            HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
-            return Problems.Unavailable(exception);
+            return HandoffEndpoints.OwnerUnavailable(services.Logger, runId, exception);
         }
 
         return outcome.Status switch

@@ -75,8 +75,7 @@ public static partial class HandoffEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            LogOwnerUnavailable(services.Logger, id, exception);
-            return Problems.Unavailable(exception);
+            return OwnerUnavailable(services.Logger, id, exception);
         }
 
         return outcome.Status switch
@@ -121,8 +120,7 @@ public static partial class HandoffEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            LogOwnerUnavailable(services.Logger, id, exception);
-            return Problems.Unavailable(exception);
+            return OwnerUnavailable(services.Logger, id, exception);
         }
     }
 
@@ -190,9 +188,18 @@ public static partial class HandoffEndpoints
         return null;
     }
 
-    /// <summary>Every endpoint that answers 503 for a run says why here: the answer itself carries no exception text.</summary>
+    /// <summary>
+    /// The 503 of every endpoint whose run's owner could not be reached: the answer says only "try again" (no exception
+    /// text), so why is logged here, in one place for all of them.
+    /// </summary>
+    internal static ProblemHttpResult OwnerUnavailable(ILogger logger, long runId, RunOwnerUnavailableException exception)
+    {
+        LogOwnerUnavailable(logger, runId, exception);
+        return Problems.Unavailable(exception);
+    }
+
     [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: its owner could not be reached")]
-    internal static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
+    private static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
 
     [LoggerMessage(EventId = 5002, EventName = "RecentRunsUnavailable", Level = LogLevel.Warning, Message = "The recent runs could not be read")]
     private static partial void LogRecentRunsUnavailable(ILogger logger, Exception exception);

@@ -112,9 +112,8 @@ public static partial class WebhookEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            // Cursor delivers again on a non-2xx answer; the log says why (damaged state, the store out of reach).
-            HandoffEndpoints.LogOwnerUnavailable(services.Logger, runId, exception);
-            return Problems.Unavailable(exception);
+            // Cursor delivers again on a non-2xx answer.
+            return HandoffEndpoints.OwnerUnavailable(services.Logger, runId, exception);
         }
 
         CountWebhook(change.Agent.Status, SnakeCaseNames<AgentReportStatus>.Of(outcome));
