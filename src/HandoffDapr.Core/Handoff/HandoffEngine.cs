@@ -223,10 +223,7 @@ public sealed partial class HandoffEngine(
         foreach (var (launch, failureType) in ended)
         {
             counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!));
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
-                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
-            // Counted as when a round's lookup ends it the same way (see LookOnly), as the missing integration's below.
-            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
+            state = FailedWithoutCall(state, launch, failureType!, now, counted);
         }
 
         due = due.Except(ended.Select(ending => ending.Launch)).ToList();
@@ -235,14 +232,23 @@ public sealed partial class HandoffEngine(
         foreach (var launch in missing)
         {
             counted.Log(() => LogUnknownIntegration(state.RunId, launch.IntegrationId));
-            state = state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = FailureTypes.InvalidRequest, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
-                .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: FailureTypes.InvalidRequest)]);
-            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", FailureTypes.InvalidRequest));
+            state = FailedWithoutCall(state, launch, FailureTypes.InvalidRequest, now, counted);
         }
 
         var (started, round) = await StartRoundAsync(state, due.Except(missing).ToList(), [], writer, cancellationToken);
         counted.Publish();
         return new WakeOutcome(started, round, poll);
+    }
+
+    /// <summary>
+    /// A launch a wake-up ends without calling the provider: failed, in the timeline and counted as when a round ends it
+    /// (see LookOnly). An agent may exist if the launch was still to be reconciled, which a manual relaunch then looks for.
+    /// </summary>
+    private static RunHandoffState FailedWithoutCall(RunHandoffState state, RepositoryLaunch launch, string failureType, DateTimeOffset now, TurnMeasurements counted)
+    {
+        counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
+        return state.WithLaunch(launch with { Phase = LaunchPhase.Failed, FailureType = failureType, NextAttemptAt = null, UpdatedAt = now, OutcomeUnknown = launch.NeedsReconciliation })
+            .WithTimeline([new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType)]);
     }
 
     /// <summary>The second half of a wake-up, outside the owner's turn: its launch round and its poll, side by side.</summary>
