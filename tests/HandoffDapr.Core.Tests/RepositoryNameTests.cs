@@ -62,6 +62,13 @@ public sealed class RepositoryNameTests
     [InlineData("a//b", false)]
     [InlineData("a@{b", false)]
     [InlineData("a~b", false)]
+    // Every component, the first and inner ones too: none may start with '.' or end with ".lock" (git check-ref-format).
+    [InlineData(".main", false)]
+    [InlineData("release/.next", false)]
+    [InlineData("release.lock/1.2", false)]
+    [InlineData("a/b.lock/c", false)]
+    [InlineData("release/v1.lockdown", true)]
+    [InlineData("v1.2/fix", true)]
     public void Base_branches_follow_git_ref_rules(string branch, bool valid) => Assert.Equal(valid, GitRefName.IsValidBranch(branch));
 
     [Theory]

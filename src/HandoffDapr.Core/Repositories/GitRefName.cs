@@ -12,8 +12,11 @@ public static class GitRefName
             return false;
         }
 
-        if (branch[0] is '-' or '/' || branch[^1] is '/' or '.' || branch == "@"
+        // No component may start with '.' or end with ".lock": the first and the inner ones too, not only those after a
+        // '/' and the last: git refuses ".main" and "release.lock/1", and a launch on them would only be sent to fail.
+        if (branch[0] is '-' or '/' or '.' || branch[^1] is '/' or '.' || branch == "@"
             || branch.EndsWith(".lock", StringComparison.Ordinal)
+            || branch.Contains(".lock/", StringComparison.Ordinal)
             || branch.Contains("..", StringComparison.Ordinal)
             || branch.Contains("//", StringComparison.Ordinal)
             || branch.Contains("@{", StringComparison.Ordinal)
