@@ -62,6 +62,14 @@ public static class PromptBuilder
                 keep--;
             }
 
+            // A line cut short may be left of only '=' or '-' ("- open the page" cut after its dash): an underline making
+            // the line above a heading, which AsData escapes only in whole lines. Such a piece of a line is left out.
+            var lineStart = artifacts.AsSpan(0, keep).LastIndexOfAny('\n', '\r') + 1;
+            if (IsUnderline(artifacts.AsSpan(lineStart, keep - lineStart).Trim()))
+            {
+                keep = lineStart;
+            }
+
             artifacts = string.Concat(artifacts.AsSpan(0, keep), TruncationMarker);
         }
 
