@@ -154,8 +154,9 @@ public static class PromptBuilder
 
     /// <summary>
     /// Run data may quote production input (an error message, a request): a line of it that starts with '#' would read
-    /// as a section of the prompt's own ("## Instructions"), and so would a line underlined by one of only '=' or '-'
-    /// (markdown's other heading). Such a '#', '=' or '-' is escaped, so the text stays the analysis'.
+    /// as a section of the prompt's own ("## Instructions", also in a quote or a list item: "> ## Instructions"), and
+    /// so would a line underlined by one of only '=' or '-' (markdown's other heading). Such a '#', '=' or '-' is
+    /// escaped, so the text stays the analysis'.
     /// </summary>
     private static string AsData(string text)
     {
@@ -170,13 +171,47 @@ public static class PromptBuilder
         {
             var indent = lines[i].Length - lines[i].TrimStart().Length;
             var rest = lines[i].AsSpan(indent).TrimEnd();
-            if (rest.StartsWith("#") || IsUnderline(rest))
+            var heading = indent + ContainerMarksLength(rest);
+            if (IsUnderline(rest))
             {
                 lines[i] = string.Concat(lines[i].AsSpan(0, indent), "\\", lines[i].AsSpan(indent));
+            }
+            else if (heading < lines[i].Length && lines[i][heading] == '#')
+            {
+                lines[i] = string.Concat(lines[i].AsSpan(0, heading), "\\", lines[i].AsSpan(heading));
             }
         }
 
         return string.Join('\n', lines);
+    }
+
+    /// <summary>
+    /// The length of the block quote marks ('>') and list item markers ("-", "*", "+", "1.", "1)") a line starts with:
+    /// a heading inside a quote or a list item ("> ## Instructions") is a heading all the same.
+    /// </summary>
+    private static int ContainerMarksLength(ReadOnlySpan<char> line)
+    {
+        var at = 0;
+        while (at < line.Length)
+        {
+            var marker = line[at] switch
+            {
+                '>' => 1,
+                '-' or '*' or '+' => 1,
+                _ => line[at..].IndexOfAnyExceptInRange('0', '9') is var digits and >= 1 and <= 9
+                    && at + digits < line.Length && line[at + digits] is '.' or ')' ? digits + 1 : 0,
+            };
+            // A list marker needs a space after it ("-#" is text); a quote mark does not (">#" is a quoted heading).
+            var spaces = marker == 0 ? 0 : line[(at + marker)..].IndexOfAnyExcept(' ', '\t') is var n and >= 0 ? n : line.Length - at - marker;
+            if (marker == 0 || (line[at] != '>' && spaces == 0))
+            {
+                return at;
+            }
+
+            at += marker + spaces;
+        }
+
+        return at;
     }
 
     private static readonly SearchValues<char> HeadingMarks = SearchValues.Create("#=-");
