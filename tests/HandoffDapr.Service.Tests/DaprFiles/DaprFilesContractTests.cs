@@ -111,6 +111,22 @@ public sealed class DaprFilesContractTests
         Assert.Contains("components/secrets.json", File.ReadAllText(Path.Combine(RepositoryRoot, ".gitignore")));
     }
 
+    [Fact]
+    public void Logs_the_run_file_writes_in_the_app_directory_stay_out_of_git_and_the_image_build()
+    {
+        // `dapr run -f .` writes daprd's and the app's logs to files in <appDirPath>/.dapr/logs by default (dapr/cli
+        // pkg/runfileconfig/run_file_config.go GetLogsDir; pkg/standalone/run.go DefaultDaprdLogDest): here
+        // src/HandoffDapr.Service/.dapr/logs, inside the repository and inside the Dockerfile's `COPY src/ src/`.
+        var app = ((YamlSequenceNode)Node(Documents("dapr.yaml").Single().Document, "apps")!).Children.Single();
+        Assert.StartsWith("./src/", Scalar(app, "appDirPath"), StringComparison.Ordinal);
+        string[] Patterns(string file) => File.ReadAllLines(Path.Combine(RepositoryRoot, file)).Select(line => line.Trim()).ToArray();
+
+        // A .gitignore pattern without a slash but the trailing one matches at any depth; a .dockerignore pattern is
+        // anchored at the build context's root, so only `**/` reaches the app directory.
+        Assert.Contains(".dapr/", Patterns(".gitignore"));
+        Assert.Contains("**/.dapr/", Patterns(".dockerignore"));
+    }
+
     [Theory]
     [InlineData("components/resiliency.yaml")]
     [InlineData("k8s/resiliency.yaml")]
