@@ -209,6 +209,31 @@ public sealed class DaprFilesContractTests
         Assert.True(worstCase < processingTimeout, $"{file}: retries may take {worstCase}, past processingTimeout {processingTimeout}");
     }
 
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Pubsub_trims_its_streams_as_it_publishes_so_they_cannot_fill_the_redis_the_actor_state_lives_in(string folder)
+    {
+        var pubsubName = AppSettings()["Handoff"]!["Dapr"]!["PubSubName"]!.GetValue<string>();
+        var components = Components(folder).ToDictionary(c => Scalar(c.Document, "metadata", "name")!, c => c.Document);
+        var stateStoreName = AppSettings()["Handoff"]!["Dapr"]!["StateStoreName"]!.GetValue<string>();
+        string? Metadata(YamlNode component, string name) => ((YamlSequenceNode)Node(component, "spec", "metadata")!).Children
+            .Where(m => Scalar(m, "name") == name).Select(m => Scalar(m, "value")).SingleOrDefault();
+        var pubsub = components[pubsubName];
+
+        // The premise: one Redis holds both, and the runbook has it never evict (actor state must not vanish).
+        Assert.Equal(Metadata(components[stateStoreName], "redisHost"), Metadata(pubsub, "redisHost"));
+        // pubsub.redis XADDs every event to a stream and only XACKs it: without maxLenApprox or streamTTL nothing ever
+        // leaves the stream (dapr/components-contrib pubsub/redis/redis.go Publish; common/component/redis/settings.go
+        // GetMinID). Completion events (up to Handoff:MaxRequestBodyBytes each), dead letters and coding_agents updates
+        // would pile up until Redis, at maxmemory with noeviction, refuses the actor state's writes too.
+        var ttl = Metadata(pubsub, "streamTTL");
+        Assert.True(ttl is not null, $"{folder}: {pubsubName} sets no streamTTL: its streams grow without bound");
+        // By age, not count (a burst could trim events not yet delivered), and far beyond a delivery's retries and
+        // processingTimeout: an entry is trimmed whether or not it was delivered. The two settings exclude each other.
+        Assert.InRange(GoDuration(ttl), TimeSpan.FromDays(1), TimeSpan.FromDays(30));
+        Assert.Null(Metadata(pubsub, "maxLenApprox"));
+    }
+
     [Fact]
     public void Run_file_uses_only_documented_fields_and_points_at_existing_files()
     {
