@@ -12,7 +12,7 @@ public static class HealthEndpoints
     public static bool IsProbe(PathString path) => path.StartsWithSegments(LivenessPath) || path.StartsWithSegments(ReadinessPath);
 
     // GET and HEAD only: a probe never changes anything, and any other method is a client's mistake (405).
-    private static readonly HttpMethodMetadata ProbeMethods = new(["GET", "HEAD"]);
+    internal static readonly HttpMethodMetadata ProbeMethods = new(["GET", "HEAD"]);
 
     /// <summary><c>/healthz</c>: the process answers. <c>/readyz</c>: its state store (SQLite or the sidecar) answers too.</summary>
     public static IEndpointRouteBuilder MapHealthEndpoints(this IEndpointRouteBuilder app)

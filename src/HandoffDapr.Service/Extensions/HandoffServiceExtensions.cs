@@ -94,6 +94,14 @@ public static class HandoffServiceExtensions
                     ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value)))
                 .Add(endpoint =>
                 {
+                    // The SDK maps a /healthz of its own (order 100, behind ours), for every method, open to anyone and
+                    // running every health check, the sidecar's readiness included: a DELETE or POST reached it and was
+                    // answered 200. Limited to the probe's methods, which ours answers first, any other is a 405.
+                    if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: HealthEndpoints.LivenessPath })
+                    {
+                        endpoint.Metadata.Add(HealthEndpoints.ProbeMethods);
+                    }
+
                     // daprd reads its actor settings once, as it starts: a start, for the actors held from before it.
                     if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: "dapr/config" } && endpoint.RequestDelegate is { } config)
                     {

@@ -343,6 +343,23 @@ public sealed class DaprModeTests : IAsyncLifetime
         Assert.Contains(subscriptions, s => s!["topic"]!.GetValue<string>() == "autofix-run-completed-deadletter");
     }
 
+    [Theory]
+    [InlineData("DELETE")]
+    [InlineData("POST")]
+    [InlineData("PUT")]
+    public async Task Liveness_probe_answers_only_get_and_head_in_dapr_mode_too(string method)
+    {
+        // The SDK's MapActorsHandlers maps a /healthz of its own, for any method, open to anyone and running every
+        // health check (the sidecar's readiness too): the method the probe does not take must not reach it.
+        var response = await factory.CreateClient().SendAsync(new HttpRequestMessage(new HttpMethod(method), "/healthz"));
+
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/method-not-allowed", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(["GET", "HEAD"], response.Content.Headers.Allow.Order());
+        Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/healthz"))).StatusCode);
+    }
+
     public async Task DisposeAsync()
     {
         client.Dispose();
