@@ -74,7 +74,7 @@ public static partial class WebhookEndpoints
             return Unauthorized(request);
         }
 
-        var parsed = CursorWebhook.TryParse(body.Memory.Span, out var change);
+        var parsed = CursorWebhook.TryParse(body.Memory, out var change);
         if (parsed == CursorWebhook.ParseResult.Invalid)
         {
             return Problems.InvalidBody("The webhook body is not a Cursor event.");

@@ -171,6 +171,25 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(applied ? "completed" : "pending", (await Agent(420, agentId))["status"]!.GetValue<string>());
     }
 
+    [Theory]
+    [InlineData(""","status":"FINISHED"}""")]
+    [InlineData(""","id":"bc-999999"}""")]
+    [InlineData(""","source":{"repository":"https://github.com/acme/web"}}""")]
+    [InlineData(""","more":{"prUrl":"https://github.com/acme/shop/pull/8","prUrl":"https://github.com/acme/shop/pull/9"}}""")]
+    public async Task Signed_webhook_naming_a_property_twice_is_a_400_and_changes_nothing_not_read_last_wins(string ending)
+    {
+        // As every other body (README: a property named twice is a 400): a log or proxy reading the first copy would
+        // see another report than the one applied.
+        var agentId = await Launch(436);
+        var body = StatusChange(agentId, "RUNNING")[..^1] + ending;
+
+        var response = await SignedWebhook(436, body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal("pending", (await Agent(436, agentId))["status"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Webhook_for_an_agent_the_run_does_not_have_is_204_changes_nothing_and_is_logged_with_the_run()
     {

@@ -19,16 +19,17 @@ public static partial class CursorWebhook
     }
 
     /// <summary>Parses a verified body. <see cref="ParseResult.Invalid"/> for anything that is not JSON of the expected shape.</summary>
-    public static ParseResult TryParse(ReadOnlySpan<byte> body, out CursorStatusChange? change)
+    public static ParseResult TryParse(ReadOnlyMemory<byte> body, out CursorStatusChange? change)
     {
         change = null;
         try
         {
-            var reader = new Utf8JsonReader(body, new JsonReaderOptions { MaxDepth = 32 });
-            using var document = JsonDocument.ParseValue(ref reader);
+            // One document and nothing after it (trailing content throws, as the completion event's reader does), and no
+            // property named twice in an object: read last-wins, a log or proxy reading the first copy would see another
+            // report (another status, agent or pull request) than the one applied.
+            using var document = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false });
             var root = document.RootElement;
-            // One document and nothing after it (trailing content throws here, as the completion event's reader does).
-            if (root.ValueKind != JsonValueKind.Object || reader.Read())
+            if (root.ValueKind != JsonValueKind.Object)
             {
                 return ParseResult.Invalid;
             }
