@@ -122,7 +122,8 @@ public static class HandoffServiceExtensions
 
         // The status page itself is static; the data it reads (/runs) is behind the caller check.
         app.UseStaticFiles();
-        app.MapGet("/ui", () => Results.Redirect("/ui/index.html")).ExcludeFromDescription();
+        // HEAD too (RFC 9110 §9.1), as the page's files and the reads answer it: a link checker or `curl -I` got a 405.
+        app.MapMethods("/ui", [HttpMethods.Get, HttpMethods.Head], () => Results.Redirect("/ui/index.html")).ExcludeFromDescription();
 
         // Open: health (probes) and provider webhooks (authenticated by their signature).
         app.MapHealthEndpoints();

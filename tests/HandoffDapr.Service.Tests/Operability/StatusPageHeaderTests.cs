@@ -71,6 +71,21 @@ public sealed class StatusPageHeaderTests : IDisposable
         Assert.True(response.Headers.CacheControl?.NoStore == true, $"{path}: Cache-Control is '{response.Headers.CacheControl}', not no-store");
     }
 
+    [Theory]
+    [InlineData("GET")]
+    [InlineData("HEAD")]
+    public async Task Status_page_address_redirects_get_and_head_alike_to_the_page(string method)
+    {
+        // RFC 9110 §9.1: a resource that answers GET answers HEAD (a link checker, curl -I); it was a 405.
+        using var factory = WithToken();
+        var client = factory.CreateClient(new Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactoryClientOptions { AllowAutoRedirect = false });
+
+        var response = await client.SendAsync(new HttpRequestMessage(new HttpMethod(method), "/ui"));
+
+        Assert.Equal(HttpStatusCode.Redirect, response.StatusCode);
+        Assert.Equal("/ui/index.html", response.Headers.Location?.OriginalString);
+    }
+
     private EmbeddedServiceFactory WithToken() =>
         new(temp.File($"{Guid.NewGuid():N}.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token });
 
