@@ -49,11 +49,15 @@ public static class Problems
 
     private static ProblemHttpResult? RoutingRefusal(int status) => status switch
     {
-        StatusCodes.Status404NotFound => Problem(StatusCodes.Status404NotFound, "not-found", "Not found", "No endpoint has this path."),
+        StatusCodes.Status404NotFound => NoSuchEndpoint(),
         StatusCodes.Status405MethodNotAllowed => Problem(StatusCodes.Status405MethodNotAllowed, "method-not-allowed", "Method not allowed", "This path does not take this method."),
         StatusCodes.Status415UnsupportedMediaType => UnsupportedMediaType(),
         _ => null,
     };
+
+    /// <summary>Routing's 404, and an actor call naming an actor type or method this app does not have.</summary>
+    public static ProblemHttpResult NoSuchEndpoint() =>
+        Problem(StatusCodes.Status404NotFound, "not-found", "Not found", "No endpoint has this path.");
 
     public static ProblemHttpResult UnsupportedMediaType() =>
         Problem(StatusCodes.Status415UnsupportedMediaType, "unsupported-media-type", "Unsupported media type", "Send JSON in UTF-8 (application/json, application/cloudevents+json or text/json).");

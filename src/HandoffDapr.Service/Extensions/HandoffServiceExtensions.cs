@@ -102,6 +102,14 @@ public static class HandoffServiceExtensions
                         endpoint.Metadata.Add(HealthEndpoints.ProbeMethods);
                     }
 
+                    // A call the app cannot take (a body not of the method's parameter, no such method or actor type) is a
+                    // 4xx problem, not the 500 the SDK's exception would be.
+                    if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: { } pattern } && pattern.StartsWith("actors/", StringComparison.Ordinal)
+                        && endpoint.RequestDelegate is { } actorCall)
+                    {
+                        endpoint.RequestDelegate = context => ActorCallRefusals.InvokeAsync(context, actorCall);
+                    }
+
                     // daprd reads its actor settings once, as it starts: a start, for the actors held from before it.
                     if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: "dapr/config" } && endpoint.RequestDelegate is { } config)
                     {

@@ -83,6 +83,34 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.All(actorAnswers, seen => Assert.DoesNotContain("redis", seen.Text, StringComparison.OrdinalIgnoreCase));
     }
 
+    [Theory]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/TriggerAsync", "{", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/TriggerAsync", "[1]", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/AcceptCompletedRunAsync", "{\"run_id\":\"x\"}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/remind/wake", "{", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/NoSuchMethod", "{}", 404, "not-found")]
+    [InlineData("PUT", "/actors/NoSuchActor/77/method/GetStateAsync", "{}", 404, "not-found")]
+    [InlineData("DELETE", "/actors/NoSuchActor/77", null, 404, "not-found")]
+    public async Task An_actor_call_the_app_cannot_take_is_a_4xx_problem_not_a_500(string method, string path, string? body, int status, string type)
+    {
+        // Any app may call an actor type through its own sidecar, and daprd relays the call as it came: a body that is not
+        // JSON of the method's parameter, or a method or actor type this app does not have, is the caller's mistake. The
+        // SDK let each escape as an exception: a 500, and an error with a stack trace in the log.
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var request = new HttpRequestMessage(new HttpMethod(method), path);
+        if (body is not null)
+        {
+            request.Content = new StringContent(body, Encoding.UTF8, "application/json");
+        }
+
+        var response = await factory.CreateSidecarClient().SendAsync(request);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal($"https://handoff-dapr.dev/problems/{type}", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     /// <summary>Keeps what the app answered the sidecar: bodies and headers, with base64 header values decoded too.</summary>
     private sealed class AnswerCapture(HttpMessageHandler inner) : DelegatingHandler(inner)
     {

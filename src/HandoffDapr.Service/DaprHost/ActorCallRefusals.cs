@@ -1,0 +1,39 @@
+using System.Text.Json;
+using HandoffDapr.Service.Api;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>
+/// Around the SDK's actor routes (<c>actors/…</c>). Any app may call an actor type through its own sidecar, and daprd
+/// relays the call as it came (without <c>APP_API_TOKEN</c>, anyone reaching the port may send one): a body that is not
+/// JSON of the method's parameter, or a method or actor type this app does not have, is the caller's mistake. The SDK
+/// lets each escape as an exception, which would be a 500 and an error with a stack trace in the log; here they are a
+/// 400 or a 404 problem. A turn that fails is not touched: it is thrown from the actor as its own exception type.
+/// </summary>
+internal static class ActorCallRefusals
+{
+    public static async Task InvokeAsync(HttpContext context, RequestDelegate call)
+    {
+        // The only type this app hosts (the SDK would throw InvalidOperationException, which is too broad to catch).
+        if (context.Request.RouteValues["actorTypeName"] is string type && type != HandoffRunActor.ActorTypeName)
+        {
+            await Problems.NoSuchEndpoint().ExecuteAsync(context);
+            return;
+        }
+
+        try
+        {
+            await call(context);
+        }
+        catch (JsonException) when (!context.Response.HasStarted)
+        {
+            // Thrown by the SDK's reading of the body, before the actor runs (the actor's own faults are turned into
+            // ActorTurnFailedException).
+            await Problems.InvalidBody("The actor call's body is not JSON of the method's parameter.").ExecuteAsync(context);
+        }
+        catch (MissingMethodException) when (!context.Response.HasStarted)
+        {
+            await Problems.NoSuchEndpoint().ExecuteAsync(context);
+        }
+    }
+}
