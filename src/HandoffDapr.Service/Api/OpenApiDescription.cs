@@ -1,5 +1,8 @@
 using System.Text.Json.Nodes;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Configuration;
 using Microsoft.AspNetCore.OpenApi;
+using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
 
 namespace HandoffDapr.Service.Api;
@@ -32,19 +35,54 @@ public static class OpenApiDescription
             return Task.CompletedTask;
         }).AddSchemaTransformer((schema, context, _) =>
         {
-            if (context.JsonTypeInfo.Type == typeof(HandoffRequest) && schema.Properties is { } trigger)
+            // The limits a body is refused for (a 400) are stated, so a client generated from the document does not send it.
+            var maxText = context.ApplicationServices.GetRequiredService<IOptions<HandoffOptions>>().Value.MaxInstructionLength;
+            var type = context.JsonTypeInfo.Type;
+            if (type == typeof(HandoffRequest) && schema.Properties is { } trigger)
             {
                 trigger["group_id"] = Id();
                 trigger["integration_id"] = Id();
+                if (trigger.TryGetValue("instruction", out var instruction) && instruction is OpenApiSchema text)
+                {
+                    text.MaxLength = maxText;
+                }
             }
-            else if (context.JsonTypeInfo.Type == typeof(FollowupRequest) && schema.Properties is { } followup)
+            else if (type == typeof(FollowupRequest) && schema.Properties is { } followup)
             {
-                followup["text"] = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1 };
+                followup["text"] = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxText };
+            }
+            else if (RunIdProperties.TryGetValue(type, out var ids) && schema.Properties is { } run)
+            {
+                // Nullable where the record allows it (the snapshot's reader does): only the range is added.
+                foreach (var name in ids)
+                {
+                    if (run.TryGetValue(name, out var property) && property is OpenApiSchema id)
+                    {
+                        id.Minimum = "1";
+                        id.Maximum = MaxId;
+                    }
+                }
+            }
+            else if (type == typeof(HandoffPreferences) && schema.Properties is { } preferences
+                && preferences.TryGetValue("repositories", out var repositories) && repositories is OpenApiSchema list)
+            {
+                list.MaxItems = SnapshotRules.MaxRepositoryEntries;
             }
 
             return Task.CompletedTask;
         }));
 
+    /// <summary>The ids of a run snapshot that <see cref="SnapshotRules.Check"/> holds to 1 … 2^53 − 1.</summary>
+    private static readonly Dictionary<Type, string[]> RunIdProperties = new()
+    {
+        [typeof(RunSnapshot)] = ["run_id", "organization_id", "project_id"],
+        [typeof(RunGroup)] = ["id"],
+        [typeof(RunMetadata)] = ["group_id"],
+        [typeof(AutomationHandoff)] = ["integration_id"],
+    };
+
+    private static readonly string MaxId = Core.Model.WholeIds.Max.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
     private static OpenApiSchema Id() =>
-        new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = Core.Model.WholeIds.Max.ToString(System.Globalization.CultureInfo.InvariantCulture) };
+        new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = MaxId };
 }

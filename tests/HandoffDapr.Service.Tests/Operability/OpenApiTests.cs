@@ -144,6 +144,28 @@ public sealed class OpenApiTests : IDisposable
     }
 
     [Fact]
+    public async Task Openapi_document_states_the_limits_the_service_refuses_a_body_for()
+    {
+        // A client generated from the document must not send what is then a 400: the instruction and follow-up text
+        // lengths (Handoff:MaxInstructionLength, as configured), and a run's ids, in range as everywhere else.
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-limits.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:MaxInstructionLength"] = "3000" })
+            .WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        var schemas = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!;
+
+        Assert.Equal(3000, schemas["HandoffRequest"]!["properties"]!["instruction"]!["maxLength"]?.GetValue<int>());
+        Assert.Equal(3000, schemas["FollowupRequest"]!["properties"]!["text"]!["maxLength"]?.GetValue<int>());
+        foreach (var (schema, property) in new[] { ("RunSnapshot", "run_id"), ("RunSnapshot", "organization_id"), ("RunSnapshot", "project_id"), ("RunGroup", "id"), ("RunMetadata", "group_id"), ("AutomationHandoff", "integration_id") })
+        {
+            var id = schemas[schema]!["properties"]![property]!;
+            Assert.True(id["minimum"]?.GetValue<long>() == 1, $"{schema}.{property}: no minimum 1");
+            Assert.True(id["maximum"]?.GetValue<long>() == 9007199254740991, $"{schema}.{property}: no maximum 2^53 - 1");
+        }
+
+        Assert.Equal(1000, schemas["HandoffPreferences"]!["properties"]!["repositories"]!["maxItems"]?.GetValue<int>());
+    }
+
+    [Fact]
     public async Task Production_does_not_serve_it()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("prod.db"), cursor.Url);
