@@ -76,6 +76,16 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
+            // A completion event never puts a second agent on a repository: one a person handed to another integration
+            // (its launch under way, or its agent at work or done) holds it. Only a person's trigger chooses a second provider.
+            if (!relaunchFailed && existing is null && state.Launches.LastOrDefault(launch => launch.IntegrationId != integration.Id
+                && string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase)
+                && !IsFinishedUnsuccessfully(state, launch)) is { } another)
+            {
+                plan.Add(LineOf(another));
+                continue;
+            }
+
             // A launch that failed without an agent is tried again on its own branch, looking there first when its
             // attempts may have created an agent whose answer was lost (a new branch would hide it). One whose attempts
             // surely created none (refused, or ruled out by a lookup) is sent at once: in a busy repository the lookup,

@@ -68,6 +68,28 @@ public sealed class CopilotHandoffTests : IDisposable
         Assert.Equal("/agents/repos/acme/web/tasks", github.Server.LogEntries.Single().RequestMessage.Path);
     }
 
+    /// <summary>
+    /// A person handed the repository to Copilot by hand; the run's completion event, whose preference names Cursor, then
+    /// arrives (the two race when the root cause completes). The event used to launch a Cursor agent on the same
+    /// repository beside the Copilot task: two agents, two pull requests for one repository of the run.
+    /// </summary>
+    [Fact]
+    public async Task Completion_event_after_a_person_handed_the_repository_to_another_integration_launches_no_second_agent()
+    {
+        var handedOff = await client.PostJsonAsync("/runs/606/handoff", Payloads.Trigger(Payloads.Run(606, ["acme/shop"], automation: false), integrationId: 43));
+        Assert.Equal(HttpStatusCode.Accepted, handedOff.StatusCode);
+
+        var delivered = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(606, ["ACME/shop", "acme/web"]));
+        await factory.RunScheduleAsync();
+
+        Assert.Equal("SUCCESS", (await delivered.ReadJsonAsync())["status"]!.GetValue<string>());
+        Assert.Equal(1, github.LaunchRequests);
+        // The repository the person did not hand off is still launched through the event's integration.
+        Assert.Equal("https://github.com/acme/web", cursor.LaunchBodies.Single()["source"]!["repository"]!.GetValue<string>());
+        var view = await (await client.GetAsync("/runs/606/handoff")).ReadJsonAsync();
+        Assert.Equal(2, view["coding_agents"]!.AsObject().Count);
+    }
+
     [Fact]
     public async Task Copilot_agent_cannot_be_stopped_and_says_so()
     {
