@@ -164,8 +164,16 @@ public static partial class CompletionEventEndpoints
             return null;
         }
 
-        using var document = JsonDocument.Parse(decoded, new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
-        return JsonElements.Int64(document.RootElement, "run_id");
+        // Data that is not JSON (a binary payload, the kind the event route drops) has no run; the event's id is still logged.
+        try
+        {
+            using var document = JsonDocument.Parse(decoded, new JsonDocumentOptions { MaxDepth = HandoffJsonContext.Default.Options.MaxDepth });
+            return JsonElements.Int64(document.RootElement, "run_id");
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
     }
 
     /// <summary>A CloudEvent's <c>data_base64</c> decoded; null when it is not base64.</summary>

@@ -43,5 +43,29 @@ public sealed class DeadLetterTests : IDisposable
         Assert.Equal("4243", fields["RunId"]);
     }
 
+    /// <summary>
+    /// A binary payload that is not a run (not JSON at all) is dropped by the event route, so it is just what reaches the
+    /// dead-letter topic. Its data_base64 could not be read as JSON, and that failure used to lose the CloudEvent id too:
+    /// the dead letter was logged as event "unknown", leaving the operator nothing to find it by.
+    /// </summary>
+    [Fact]
+    public async Task A_dead_letter_whose_base64_data_is_not_json_is_still_logged_with_its_event_id()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var dropped = await factory.Sidecar.DeliverRawEventAsync(
+            "pubsub", "autofix-run-completed", [0x1f, 0x8b, 0x08, 0x00, 0x42], "application/octet-stream", cloudEventId: "evt-4244");
+        Assert.Equal(DeliveryOutcome.Drop, dropped.Outcome);
+        var deadLetter = Assert.Single(factory.Sidecar.Published, published => published.Origin == PublishOrigin.DeadLetter);
+
+        var delivered = await factory.Sidecar.DeliverAsync(deadLetter);
+
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+        var record = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "DeadLetterReceived");
+        var fields = record.StructuredState!.ToDictionary(pair => pair.Key, pair => pair.Value);
+        Assert.Equal("evt-4244", fields["EventId"]);
+        Assert.Null(fields["RunId"]);
+    }
+
     public void Dispose() => cursor.Dispose();
 }
