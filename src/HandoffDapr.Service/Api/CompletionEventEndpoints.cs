@@ -41,7 +41,11 @@ public static partial class CompletionEventEndpoints
                 Name = dapr.CompletionTopic,
                 DeadLetterTopic = dapr.DeadLetterTopic,
             });
-            app.MapPost(DeadLetterRoute, DeadLetterAsync).WithTopic(dapr.PubSubName, dapr.DeadLetterTopic).WithTags("Events");
+            // A dead letter may be an event dropped for being over Handoff:MaxRequestBodyBytes: read under the larger limit
+            // daprd is set to pass (see DeadLetterBodyLimit), or it could not be told apart from any other.
+            app.MapPost(DeadLetterRoute, DeadLetterAsync).WithTopic(dapr.PubSubName, dapr.DeadLetterTopic).WithTags("Events")
+                .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(
+                    DeadLetterBodyLimit(app.ServiceProvider.GetRequiredService<IOptions<HandoffOptions>>().Value)));
         }
 
         return app;
@@ -127,7 +131,7 @@ public static partial class CompletionEventEndpoints
     /// </summary>
     public static async Task<IResult> DeadLetterAsync(HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
-        var (body, _) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken);
+        var (body, _) = await JsonBody.ReadBytesAsync(request, services.Options, cancellationToken, DeadLetterBodyLimit(services.Options.Value));
         using (body)
         {
             var (eventId, runId) = body is null ? (null, null) : IdentifyDeadLetter(body.Memory);
@@ -136,6 +140,14 @@ public static partial class CompletionEventEndpoints
 
         return DaprEventReply.Success;
     }
+
+    /// <summary>
+    /// The largest dead letter read: as large as daprd's own body limit is to be set (the actor calls' limit, see
+    /// <c>dapr.io/max-body-size</c>), so an event dropped for being over <see cref="HandoffOptions.MaxRequestBodyBytes"/>
+    /// is still logged with its id and run. Go writes a CloudEvent's members sorted by name, <c>data</c> before <c>id</c>:
+    /// the id is only found by reading the whole body.
+    /// </summary>
+    internal static long DeadLetterBodyLimit(HandoffOptions options) => Extensions.HandoffServiceExtensions.ActorCallBodyLimit(options);
 
     /// <summary>A dead letter's CloudEvent id (made printable and short: it is the sender's text) and its run, as far as they can be read.</summary>
     private static (string? EventId, long? RunId) IdentifyDeadLetter(ReadOnlyMemory<byte> body)

@@ -29,10 +29,11 @@ public static class JsonBody
     }
 
     /// <summary>The body's bytes in a pooled buffer (dispose it), or the problem that stopped reading it (an empty body is one).</summary>
+    /// <param name="limit">The largest body read; by default <see cref="HandoffOptions.MaxRequestBodyBytes"/>.</param>
     public static Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadBytesAsync(
-        HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken) =>
+        HttpRequest request, IOptions<HandoffOptions> options, CancellationToken cancellationToken, long? limit = null) =>
         IsJson(request.ContentType)
-            ? RequestBody.ReadAsync(request, options.Value.MaxRequestBodyBytes, cancellationToken)
+            ? RequestBody.ReadAsync(request, limit ?? options.Value.MaxRequestBodyBytes, cancellationToken)
             : Task.FromResult<(PooledBody?, ProblemHttpResult?)>((null, Problems.UnsupportedMediaType()));
 
     private static (T? Value, ProblemHttpResult? Problem) Parse<T>(ReadOnlyMemory<byte> body, JsonTypeInfo<T> typeInfo)

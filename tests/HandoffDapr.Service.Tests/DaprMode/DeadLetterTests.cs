@@ -67,5 +67,31 @@ public sealed class DeadLetterTests : IDisposable
         Assert.Null(fields["RunId"]);
     }
 
+    /// <summary>
+    /// An event larger than Handoff:MaxRequestBodyBytes (daprd takes up to 8 MiB) is dropped by the event route, and its
+    /// dead letter is exactly as large: the dead-letter route read it under the same limit, so such a dead letter was
+    /// logged as event "unknown", run null. Kestrel on a real port, whose own body limit applies.
+    /// </summary>
+    [Fact]
+    public async Task A_dead_letter_of_an_event_over_the_body_limit_is_logged_with_its_event_id_and_run()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs, kestrel: true);
+        var run = Payloads.Run(4245, ["acme/shop"]);
+        run["artifacts"]!["root_cause"]!["one_line_description"] = new string('x', 1_200_000);
+        var dropped = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", run, cloudEventId: "evt-4245");
+        Assert.Equal(DeliveryOutcome.Drop, dropped.Outcome);
+        var deadLetter = Assert.Single(factory.Sidecar.Published, published => published.Origin == PublishOrigin.DeadLetter);
+
+        var delivered = await factory.Sidecar.DeliverAsync(deadLetter);
+
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+        var record = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "DeadLetterReceived");
+        var fields = record.StructuredState!.ToDictionary(pair => pair.Key, pair => pair.Value);
+        Assert.Equal("evt-4245", fields["EventId"]);
+        Assert.Equal("4245", fields["RunId"]);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     public void Dispose() => cursor.Dispose();
 }
