@@ -33,6 +33,7 @@ internal sealed class SqliteCheckpointer : IDisposable
     private int writesSinceRequest;
     private long checkpoints;
     private long catchUps;
+    private long busyCatchUps;
 
     public SqliteCheckpointer(SqliteConnection connection, Action<Exception> failed)
     {
@@ -42,8 +43,9 @@ internal sealed class SqliteCheckpointer : IDisposable
         thread.Start();
     }
 
-    /// <summary>Checkpoints run so far on this thread, and by the writer to catch up.</summary>
-    public (long Background, long CatchUps) Checkpoints => (Interlocked.Read(ref checkpoints), Interlocked.Read(ref catchUps));
+    /// <summary>Checkpoints run so far on this thread, by the writer to catch up, and catch-ups another checkpoint made busy.</summary>
+    public (long Background, long CatchUps, long BusyCatchUps) Checkpoints =>
+        (Interlocked.Read(ref checkpoints), Interlocked.Read(ref catchUps), Interlocked.Read(ref busyCatchUps));
 
     /// <summary>Called by the writer thread after each commit, outside any transaction, with the writes it carried.</summary>
     public void Committed(int writes, SqliteConnection writerConnection)
@@ -55,8 +57,13 @@ internal sealed class SqliteCheckpointer : IDisposable
 
         if (catchUpDue)
         {
+            // Cleared only once done: until then the background thread's checkpoints stand aside (see Loop).
+            if (Checkpoint(writerConnection, ref catchUps).Busy)
+            {
+                Interlocked.Increment(ref busyCatchUps);
+            }
+
             catchUpDue = false;
-            Checkpoint(writerConnection, ref catchUps);
         }
 
         writesSinceRequest += writes;
@@ -78,15 +85,26 @@ internal sealed class SqliteCheckpointer : IDisposable
                 return;
             }
 
-            if (Checkpoint(connection, ref checkpoints) >= CatchUpFrames)
+            // A catch-up is due, or under way on the writer: a checkpoint here beside it would hold the checkpoint lock
+            // and make the catch-up busy, copying nothing. On a loaded machine this thread's checkpoints, behind the
+            // writes, ran into catch-up after catch-up, and the log did not start over.
+            if (catchUpDue)
+            {
+                continue;
+            }
+
+            if (Checkpoint(connection, ref checkpoints).Frames >= CatchUpFrames)
             {
                 catchUpDue = true;
             }
         }
     }
 
-    /// <summary>A PASSIVE checkpoint (it never waits for a lock); returns the frames the log held, or 0 if it failed.</summary>
-    private long Checkpoint(SqliteConnection on, ref long count)
+    /// <summary>
+    /// A PASSIVE checkpoint (it never waits for a lock): whether another checkpoint held the lock, and the frames the
+    /// log held (0 if it failed).
+    /// </summary>
+    private (bool Busy, long Frames) Checkpoint(SqliteConnection on, ref long count)
     {
         try
         {
@@ -95,13 +113,13 @@ internal sealed class SqliteCheckpointer : IDisposable
             using var reader = command.ExecuteReader();
             Interlocked.Increment(ref count);
             // busy (another checkpoint held the lock), frames in the log, frames copied.
-            return reader.Read() ? reader.GetInt64(1) : 0;
+            return reader.Read() ? (reader.GetInt64(0) != 0, reader.GetInt64(1)) : (false, 0);
         }
         catch (Exception exception)
         {
             // The log only grows until a later checkpoint succeeds: writes go on.
             failed(exception);
-            return 0;
+            return (false, 0);
         }
     }
 

@@ -75,7 +75,7 @@ public sealed partial class SqliteRunStore : IDisposable
     }
 
     /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
-    internal (long Background, long CatchUps) Checkpoints => checkpointer.Checkpoints;
+    internal (long Background, long CatchUps, long BusyCatchUps) Checkpoints => checkpointer.Checkpoints;
 
     public void Dispose()
     {
