@@ -169,6 +169,32 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Follow_up_to_an_agent_shown_running_that_had_ended_is_read_on_until_its_pull_request_shows()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+
+        // It finishes without a pull request; no webhook says so (none configured, or lost), so the run still shows it
+        // running when a person asks for the pull request. The next read still sees FINISHED: it has not resumed yet.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.NotNull(state.NextWakeAt());
+
+        // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/23";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/23", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task Follow_up_to_an_agent_timed_out_whose_watch_ended_puts_it_back_under_watch_until_its_pull_request_shows()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

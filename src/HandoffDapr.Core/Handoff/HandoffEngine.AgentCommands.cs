@@ -104,12 +104,14 @@ public sealed partial class HandoffEngine
         }
 
         var now = timeProvider.GetUtcNow();
-        if (!sent.Stop && IsEndedWithoutPullRequest(agent))
+        if (!sent.Stop && !agent.Results.Any(result => result.PrUrl is not null))
         {
             // A follow-up sets an agent that ended without a pull request to work again: a finished one maybe on the pull
             // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.
             // Read it on until a pull request shows, counting the watch from this follow-up, so that pull request is learnt
-            // without a webhook too. An agent still at work is still watched: nothing changes for it.
+            // without a webhook too. One the run still shows at work may have ended unseen (its webhook lost, or none, and
+            // the poll's interval up to PollMaxInterval): the next read may show that end, before it resumes, and must not
+            // end its watch either. One still at work when read leaves the watch at that read, and is watched as before.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
             state = state with
