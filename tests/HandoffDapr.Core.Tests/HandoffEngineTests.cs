@@ -490,6 +490,44 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_on_another_launchs_branch_is_not_taken_as_this_launchs_agent_even_before_that_launch_has_found_it()
+    {
+        // Two integrations (two keys to one provider account): the repository is handed to each, one generation apiece.
+        var second = new Integration(43, provider);
+        var both = new HandoffEngine(
+            new TwoIntegrationCatalog(new Integration(42, provider), second), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        // Generation 1's answer is lost after the provider made its agent, which the run does not know yet.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await both.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var first = Assert.Single(writer.Saved.Last().Launches);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, first.Phase);
+        var lost = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: first.BranchName, Repository: "acme/shop");
+        provider.Existing = lost;
+
+        // Generation 2 (the other integration) is answered with generation 1's agent: same repository, generation 1's branch.
+        provider.AnswerWith = lost;
+        await both.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop") with { IntegrationId = 43 }, writer, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Null(state.LaunchOfAgent("bc-lost"));
+        var latest = state.FindLaunch("acme/shop", 43)!;
+        // Its own agent may exist: looked for before anything is launched again.
+        Assert.Equal((LaunchPhase.OutcomeUnknown, FailureTypes.InvalidResponse), (latest.Phase, latest.FailureType));
+
+        // Generation 1's lookup then finds its agent, which no other launch holds.
+        provider.AnswerWith = null;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await both.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(1, state.LaunchOfAgent("bc-lost")!.Generation);
+    }
+
+    /// <summary>A catalog of two integrations.</summary>
+    private sealed class TwoIntegrationCatalog(Integration first, Integration second) : IIntegrationCatalog
+    {
+        public Integration? Find(long integrationId) => integrationId == first.Id ? first : integrationId == second.Id ? second : null;
+    }
+
+    [Fact]
     public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
     {
         var logger = new FakeLogger<HandoffEngine>();
@@ -1817,6 +1855,9 @@ public sealed class HandoffEngineTests
         /// <summary>When set, every launch is answered with an agent of this id (a provider answering garbage).</summary>
         public string? AnswerAgentId { get; set; }
 
+        /// <summary>When set, every launch is answered with this agent (a provider answering with another launch's agent).</summary>
+        public ProviderAgent? AnswerWith { get; set; }
+
         /// <summary>When set, every launch is answered with an agent of this name.</summary>
         public string? AnswerName { get; set; }
 
@@ -1854,7 +1895,7 @@ public sealed class HandoffEngineTests
                 return ProviderResult<ProviderAgent>.Failed(failure);
             }
 
-            return ProviderResult<ProviderAgent>.Success(new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, Name: AnswerName, BranchName: request.BranchName));
+            return ProviderResult<ProviderAgent>.Success(AnswerWith ?? new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, Name: AnswerName, BranchName: request.BranchName));
         }
 
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)

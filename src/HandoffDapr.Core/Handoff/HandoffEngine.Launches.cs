@@ -364,10 +364,12 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            if (outcome.Agent is { } answered && FollowedByAnother(state, launch, answered.Id) is { } other)
+            if (outcome.Agent is { } answered && (FollowedByAnother(state, launch, answered.Id) ?? OnAnotherLaunchsBranch(state, launch, answered)) is { } other)
             {
-                // One agent cannot be two repositories' (a provider answering garbage): not an answer for this launch,
-                // which may have created its own agent, so it is looked for first at its next attempt.
+                // One agent cannot be two launches' (a provider answering garbage): not an answer for this launch, which may
+                // have created its own agent, so it is looked for first at its next attempt. One on another launch's branch
+                // is that launch's even before it has found it (its answer lost): taken here, that launch's lookups would
+                // find it followed by this one and never end, and this launch's own agent would never be looked for.
                 counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository));
                 outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
             }
@@ -436,7 +438,7 @@ public sealed partial class HandoffEngine
             return state;
         }
 
-        if (launch is not null && FollowedByAnother(state, launch, agent.Id) is { } other)
+        if (launch is not null && (FollowedByAnother(state, launch, agent.Id) ?? OnAnotherLaunchsBranch(state, launch, agent)) is { } other)
         {
             counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository));
             return state;
@@ -464,6 +466,16 @@ public sealed partial class HandoffEngine
             && !(owner.IntegrationId == launch.IntegrationId && owner.Generation == launch.Generation
                 && string.Equals(owner.Repository, launch.Repository, StringComparison.OrdinalIgnoreCase))
             ? owner
+            : null;
+
+    /// <summary>
+    /// The other launch of the run whose branch <paramref name="agent"/> reports, if one does. The branch is not compared
+    /// otherwise (GitHub names a task's branch itself, and Cursor may too); but ours are made per run, repository and
+    /// generation, so an agent on another launch's branch is that launch's.
+    /// </summary>
+    private static RepositoryLaunch? OnAnotherLaunchsBranch(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent) =>
+        agent.BranchName is { Length: > 0 } branch && !string.Equals(branch, launch.BranchName, StringComparison.Ordinal)
+            ? state.Launches.FirstOrDefault(other => string.Equals(other.BranchName, branch, StringComparison.Ordinal))
             : null;
 
     private static HandoffResult Summarize(RunHandoffState state, IReadOnlyList<PlanLine> plan)

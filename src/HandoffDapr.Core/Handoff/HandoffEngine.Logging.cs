@@ -51,7 +51,7 @@ public sealed partial class HandoffEngine
     private partial void LogLateAnswer(long runId, string repository, int attempt);
 
     [LoggerMessage(EventId = 1018, EventName = "AgentOfAnotherLaunch", Level = LogLevel.Warning,
-        Message = "Run {RunId}: the provider answered the launch for {Repository} with agent {AgentId}, which the run follows for {OtherRepository}; taken as an unreadable answer")]
+        Message = "Run {RunId}: the provider answered the launch for {Repository} with agent {AgentId}, which is another launch's of the run, for {OtherRepository} (followed by it, or on its branch); taken as an unreadable answer")]
     private partial void LogAgentOfAnotherLaunch(long runId, string repository, string agentId, string otherRepository);
 
     [LoggerMessage(EventId = 1016, EventName = "AgentNotFollowed", Level = LogLevel.Warning,
