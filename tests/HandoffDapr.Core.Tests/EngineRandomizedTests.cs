@@ -1,0 +1,1013 @@
+using System.Text.Json;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Time.Testing;
+using Xunit.Abstractions;
+
+namespace HandoffDapr.Core.Tests;
+
+/// <summary>
+/// Seeded randomized test of the engine alone, against a model provider that keeps its agents (repository, branch,
+/// creation time, status) and answers each call by a drawn behaviour: launched; refused (429 with Retry-After, 401, a
+/// refused connection, an open circuit); the agent created but the answer lost (a time-out, a 502), unparsable (a 200
+/// with garbage), naming another agent it has, or naming another repository; a client that throws with secret text; a
+/// call cut off by the owner's shutdown (its request out or not); lookups that fail, and that only see agents created
+/// since five minutes before the launch's first attempt that may have made one (as both providers page back no
+/// further); reads that fail, answer stale (a status going backwards) or name another agent. The run's owner is
+/// modelled as the hosts are: a round's or poll's calls are made later than its start, and their answers recorded later
+/// still (or never: the process died), while triggers and events (through either of two integrations, under a
+/// repository cap drawn per seed), wake-ups, stops, follow-ups, webhooks (late, repeated, out of order, now and then
+/// signed by the other integration) and redelivered events take turns on the run, the clock moves, and either
+/// integration is removed from the settings and put back.
+/// <para>
+/// Checked after every turn: the state is never damaged and holds no exception text, nor does any answer; the provider
+/// never has two agents on one branch, nor more agents on a repository than it has generations; a new generation comes
+/// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
+/// false has no agent at the provider; work still to do has a time, and agents at work are polled; a redelivery
+/// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing. At the end (a well-behaved
+/// provider, a person's trigger per integration naming every repository, every agent ended by the provider) every agent
+/// at the provider is tracked, every launch is launched or failed, nothing is scheduled any more, and each agent shows
+/// how the provider ended it, with its pull request.
+/// </para>
+/// <para>
+/// It found that a follow-up to an agent the run still showed at work, which had ended unseen, was not read on until
+/// its pull request showed; and that a launch answered with an agent on another launch's branch (that launch's answer
+/// lost) took it. Mutations it catches: a lookup window that starts at each attempt rather than the first; a relaunch
+/// that never looks first.
+/// </para>
+/// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, a few milliseconds each).
+/// </summary>
+public sealed class EngineRandomizedTests(ITestOutputHelper output)
+{
+    public static IEnumerable<object[]> Seeds()
+    {
+        var from = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_SEED_FROM"), out var f) ? f : 1;
+        var count = int.TryParse(Environment.GetEnvironmentVariable("ENGINE_SEED_COUNT"), out var c) ? c : 40;
+        return Enumerable.Range(from, count).Select(seed => new object[] { seed });
+    }
+
+    [Theory]
+    [MemberData(nameof(Seeds))]
+    public async Task Random_schedule_keeps_the_engine_invariants(int seed)
+    {
+        var model = new EngineModel(seed);
+        try
+        {
+            await model.RunAsync();
+        }
+        catch (Exception exception)
+        {
+            model.Violation($"threw {exception}");
+        }
+
+        output.WriteLine(model.Counters);
+        Assert.True(model.Violations.Count == 0, $"seed {seed}:\n{string.Join("\n", model.Violations.Distinct().Take(20))}\n--- ops:\n{string.Join("\n", model.Trace)}");
+    }
+}
+
+/// <summary>One seed's run: the engine, its one run's stored state, the model provider and what is still under way.</summary>
+internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
+{
+    public const string SecretText = "SECRET-provider-exception-text";
+    private const long RunId = 1;
+    private const long GroupId = 456;
+    // Two integrations on one provider account (two keys): a run's repositories may be launched by either.
+    private static readonly long[] IntegrationIds = [42, 43];
+    private static readonly string[] AllRepositories = ["acme/r1", "acme/r2", "acme/r3", "acme/r4"];
+
+    private readonly Random random;
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly ModelProvider provider;
+    private readonly ToggledCatalog catalog;
+    private readonly HandoffEngine engine;
+    private readonly HandoffEngineOptions options;
+    private RunHandoffState? stored;
+    private int manualTriggers;
+
+    // What the owner has started and not finished: rounds and polls whose calls are not made yet, answers not recorded yet.
+    private readonly List<LaunchRound> roundsToCall = [];
+    private readonly List<PollRound> pollsToRead = [];
+    private readonly List<object> answersToRecord = [];
+
+    // Whether the recorder holds the answers it is given (recorded later, or never) rather than record them at once.
+    private bool holdAnswers;
+
+    // Webhooks the provider sent and the network has not delivered yet (late, and perhaps out of order).
+    private readonly List<ProviderAgent> webhooksInTransit = [];
+
+    public List<string> Violations { get; } = [];
+    public List<string> Trace { get; } = [];
+    private int steps, lateRecords, droppedRounds;
+
+    public EngineModel(int seed)
+    {
+        random = new Random(seed);
+        // Now and then fewer repositories than the snapshots name may be handed off.
+        options = new HandoffEngineOptions { MaxParallelLaunches = 1, AgentMaxAge = TimeSpan.FromHours(2), MaxRepositories = random.Next(3) == 0 ? 3 : 50 };
+        provider = new ModelProvider(new Random(seed * 7919 + 1), time);
+        catalog = new ToggledCatalog([.. IntegrationIds.Select(id => new Integration(id, provider))]);
+        engine = new HandoffEngine(catalog, options, new RetryPolicy(options.Retry, random.NextDouble), time, NullLogger<HandoffEngine>.Instance);
+    }
+
+    public string Counters => $"steps={steps} providerAgents={provider.Agents.Count} launchCalls={provider.LaunchCalls} lookups={provider.Lookups} lateRecords={lateRecords} droppedRounds={droppedRounds} triggers={manualTriggers} cutOff={cutOff} ignorableRedeliveries={ignorableRedeliveries} reconciled={Trace.Count(line => line.Contains(" found", StringComparison.Ordinal))} adopted={Trace.Count(line => line.Contains("-> Changed", StringComparison.Ordinal) && line.Contains("webhook", StringComparison.Ordinal))} violations={Violations.Count}";
+
+    private int cutOff, ignorableRedeliveries;
+
+    public void Violation(string message) => Violations.Add($"[step {steps}] {message}");
+
+    private void Note(string line) => Trace.Add($"{steps,3} {time.GetUtcNow():HH:mm:ss} {line}");
+
+    public async Task RunAsync()
+    {
+        var count = random.Next(15, 60);
+        for (steps = 1; steps <= count; steps++)
+        {
+            await StepAsync();
+            CheckAlways();
+        }
+
+        await FinishAsync();
+    }
+
+    private async Task StepAsync()
+    {
+        switch (random.Next(100))
+        {
+            case < 14:
+                await EventAsync();
+                break;
+            case < 24:
+                await TriggerAsync();
+                break;
+            case < 36:
+                await WakeAsync();
+                break;
+            case < 46:
+                await CallARoundAsync();
+                break;
+            case < 54:
+                await RecordAnAnswerAsync();
+                break;
+            case < 57:
+                DropSomething();
+                break;
+            case < 65:
+                Advance();
+                break;
+            case < 72:
+                await ProgressAsync();
+                break;
+            case < 77:
+                await DeliverLateWebhookAsync();
+                break;
+            case < 85:
+                await CommandAsync(stop: random.Next(2) == 0);
+                break;
+            case < 88:
+                var toggled = IntegrationIds[random.Next(IntegrationIds.Length)];
+                var present = catalog.Toggle(toggled);
+                Note($"integration {toggled} {(present ? "put back" : "removed")}");
+                break;
+            case < 94:
+                await ReadAPollAsync();
+                break;
+            case < 97:
+                await RedeliverAsync();
+                break;
+            default:
+                provider.Mood = (ProviderMood)random.Next(3);
+                Note($"provider mood {provider.Mood}");
+                break;
+        }
+    }
+
+    private int saves;
+
+    /// <summary>
+    /// The stored snapshot's event delivered again: when the engine says a host may answer it without loading the run
+    /// (<see cref="HandoffEngine.WouldIgnoreRedelivery"/>), taking it must indeed change nothing.
+    /// </summary>
+    private async Task RedeliverAsync()
+    {
+        if (stored?.Snapshot is not { Preferences.AutomationHandoff: not null } snapshot)
+        {
+            return;
+        }
+
+        var ignorable = engine.WouldIgnoreRedelivery(stored);
+        ignorableRedeliveries += ignorable ? 1 : 0;
+        var before = saves;
+        var outcome = await engine.AcceptCompletedRunAsync(stored, snapshot, this, random.Next(2) == 0 ? LaunchTiming.Now : LaunchTiming.OnNextWake, CancellationToken.None);
+        Note($"redelivered event ({(ignorable ? "ignorable" : "to take")}) -> {outcome.Status}{(saves != before ? " saved" : "")}");
+        if (ignorable && (saves != before || outcome.Round is not null))
+        {
+            Violation($"a redelivery judged ignorable changed the run: {saves - before} saves, round {outcome.Round is not null}");
+        }
+
+        Started(outcome.Round);
+    }
+
+    /// <summary>Mostly the first integration; now and then the project's preference names the other.</summary>
+    private long AnIntegration() => random.Next(4) == 0 ? IntegrationIds[1] : IntegrationIds[0];
+
+    private RunSnapshot Snapshot(bool forEvent)
+    {
+        var repositories = AllRepositories.Where(_ => random.Next(2) == 0).DefaultIfEmpty(AllRepositories[random.Next(AllRepositories.Length)])
+            .Select(name => (RepositoryPreference?)new RepositoryPreference("github", name.Split('/')[0], name.Split('/')[1])).ToList();
+        return new RunSnapshot(
+            RunId,
+            Group: new RunGroup(GroupId, "Pool timeout", "SHOP-1"),
+            Metadata: new RunMetadata(StoppingPoint: "solution", GroupId: GroupId),
+            Artifacts: new RunArtifacts(new RootCauseArtifact("Pool exhausted")),
+            Preferences: new HandoffPreferences(
+                repositories,
+                forEvent ? new AutomationHandoff(AutomationGate.RootCauseStep, provider.ProviderName, AnIntegration(), AutoCreatePr: true) : null));
+    }
+
+    private async Task EventAsync()
+    {
+        var timing = random.Next(2) == 0 ? LaunchTiming.Now : LaunchTiming.OnNextWake;
+        var snapshot = Snapshot(forEvent: true);
+        Note($"event {timing} {Names(snapshot)} via {snapshot.Preferences!.AutomationHandoff!.IntegrationId}");
+        var outcome = await engine.AcceptCompletedRunAsync(stored, snapshot, this, timing, CancellationToken.None);
+        CheckNoLeak("event answer", outcome);
+        Started(outcome.Round);
+    }
+
+    private async Task TriggerAsync()
+    {
+        var snapshot = stored is null || random.Next(3) != 0 ? Snapshot(forEvent: false) : null;
+        manualTriggers++;
+        var integrationId = AnIntegration();
+        Note($"trigger {(snapshot is null ? "(stored snapshot)" : Names(snapshot))} via {integrationId}");
+        var outcome = await engine.TriggerAsync(RunId, stored, new HandoffTrigger(GroupId, integrationId, Instruction: null, AutoCreatePr: true, Snapshot: snapshot), this, CancellationToken.None);
+        CheckNoLeak("trigger answer", outcome);
+        Note($"  -> {outcome.Status}");
+        Started(outcome.Round);
+    }
+
+    private static string Names(RunSnapshot snapshot) => string.Join(",", snapshot.Preferences!.Repositories!.Select(r => r!.Name));
+
+    private async Task WakeAsync()
+    {
+        if (stored is null)
+        {
+            return;
+        }
+
+        Note($"wake (next wake-up {stored.NextWakeAt():HH:mm:ss})");
+        var woken = await engine.WakeAsync(stored, this, CancellationToken.None);
+        Started(woken.Round);
+        if (woken.Poll is { } poll)
+        {
+            pollsToRead.Add(poll);
+        }
+    }
+
+    /// <summary>A round the owner just started: its calls are made now, or later (the owner is slow, or dies).</summary>
+    private void Started(LaunchRound? round)
+    {
+        if (round is null)
+        {
+            return;
+        }
+
+        Note($"  round {string.Join(",", round.Launches.Select(l => $"{l.Launch.Repository}#{l.Launch.Generation}a{l.Launch.Attempts}{(l.ReconcileFirst ? " look" : "")}{(l.IfNotFound is null ? "" : " only")}"))}");
+        roundsToCall.Add(round);
+    }
+
+    private async Task CallARoundAsync()
+    {
+        if (roundsToCall.Count == 0)
+        {
+            return;
+        }
+
+        var round = roundsToCall[random.Next(roundsToCall.Count)];
+        roundsToCall.Remove(round);
+        holdAnswers = random.Next(3) == 0;
+        // Now and then the owner stops during the round (shutdown past its grace): a call is cut off at the provider.
+        using var shutdown = new CancellationTokenSource();
+        provider.CancelDuring = random.Next(5) == 0 ? shutdown : null;
+        Note($"call round of {round.StartedAt:HH:mm:ss}{(holdAnswers ? " (answers held)" : "")}{(provider.CancelDuring is null ? "" : " (cut off)")}");
+        try
+        {
+            var result = await engine.FinishRoundAsync(round, this, shutdown.Token);
+            CheckNoLeak("round answer", result);
+        }
+        catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
+        {
+            Note("  round cut off");
+            cutOff++;
+        }
+
+        provider.CancelDuring = null;
+        holdAnswers = false;
+    }
+
+    private async Task ReadAPollAsync()
+    {
+        if (pollsToRead.Count == 0)
+        {
+            return;
+        }
+
+        var poll = pollsToRead[random.Next(pollsToRead.Count)];
+        pollsToRead.Remove(poll);
+        holdAnswers = random.Next(3) == 0;
+        using var shutdown = new CancellationTokenSource();
+        provider.CancelDuring = random.Next(5) == 0 ? shutdown : null;
+        Note($"read poll of {poll.StartedAt:HH:mm:ss} ({poll.Agents.Count} agents){(holdAnswers ? " (answers held)" : "")}{(provider.CancelDuring is null ? "" : " (cut off)")}");
+        try
+        {
+            await engine.FinishPollAsync(poll, this, shutdown.Token);
+        }
+        catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
+        {
+            Note("  poll cut off");
+        }
+
+        provider.CancelDuring = null;
+        holdAnswers = false;
+    }
+
+    private async Task RecordAnAnswerAsync()
+    {
+        if (answersToRecord.Count == 0)
+        {
+            return;
+        }
+
+        var answer = answersToRecord[random.Next(answersToRecord.Count)];
+        answersToRecord.Remove(answer);
+        lateRecords++;
+        await RecordAsync(answer);
+    }
+
+    private async Task<object> RecordAsync(object answer)
+    {
+        switch (answer)
+        {
+            case LaunchRoundAnswers launches:
+                Note($"record round of {launches.Round.StartedAt:HH:mm:ss}: {string.Join("; ", launches.Attempts.Select(a => a.Agent is { } agent ? $"agent {agent.Id}{(a.Reconciled ? " found" : "")}" : $"{a.Failure!.FailureType}{(a.Failure.OutcomeUnknown ? " unknown" : "")}"))}");
+                var result = await engine.CompleteRoundAsync(stored, launches, this);
+                CheckNoLeak("recorded round", result);
+                return result;
+            case PollAnswers poll:
+                Note($"record poll of {poll.Round.StartedAt:HH:mm:ss}: {string.Join("; ", poll.Reports.Select(r => r is null ? "-" : $"{r.Id} {r.Status}"))}");
+                var verdict = await engine.CompletePollAsync(stored, poll, this);
+                foreach (var agent in verdict.ToStop)
+                {
+                    await provider.StopAsync(agent.AgentId, CancellationToken.None);
+                }
+
+                return verdict;
+            default:
+                var sent = (AgentCommandSent)answer;
+                Note($"record {(sent.Stop ? "stop" : "follow-up")} of {sent.AgentId}{(sent.OutcomeUnknown ? " (outcome unknown)" : "")}");
+                var outcome = await engine.RecordCommandAsync(stored, sent, this);
+                CheckNoLeak("recorded command", outcome);
+                return outcome;
+        }
+    }
+
+    /// <summary>The owner died: what it had under way is never finished (a round's launches are reconciled after their deadline).</summary>
+    private void DropSomething()
+    {
+        var all = roundsToCall.Cast<object>().Concat(pollsToRead).Concat(answersToRecord).ToList();
+        if (all.Count == 0)
+        {
+            return;
+        }
+
+        var dropped = all[random.Next(all.Count)];
+        _ = dropped switch
+        {
+            LaunchRound round => roundsToCall.Remove(round),
+            PollRound poll => pollsToRead.Remove(poll),
+            _ => answersToRecord.Remove(dropped),
+        };
+        droppedRounds++;
+        Lost(dropped);
+    }
+
+    // Agents sent a follow-up the owner died before recording: no one knows to read them on (the harness checks no more).
+    private readonly HashSet<string> followupsLost = [];
+
+    private void Lost(object dropped)
+    {
+        if (dropped is AgentCommandSent { Stop: false } sent)
+        {
+            followupsLost.Add(sent.AgentId);
+        }
+
+        Note($"lost {dropped.GetType().Name}");
+    }
+
+    private void Advance()
+    {
+        var by = random.Next(4) switch
+        {
+            0 => TimeSpan.FromSeconds(random.Next(1, 60)),
+            1 => TimeSpan.FromMinutes(random.Next(1, 5)),
+            2 => TimeSpan.FromMinutes(random.Next(5, 40)),
+            _ => TimeSpan.FromHours(random.Next(1, 4)),
+        };
+        time.Advance(by);
+        Note($"advance {by}");
+    }
+
+    /// <summary>The provider moves an agent on, and tells us by webhook: now, twice, later, or never.</summary>
+    private async Task ProgressAsync()
+    {
+        var agent = provider.Advance();
+        if (agent is null)
+        {
+            return;
+        }
+
+        Note($"provider {agent.Id} -> {agent.Status}{(agent.PrUrl is null ? "" : " pr")}");
+        var report = provider.Report(agent);
+        switch (random.Next(4))
+        {
+            case 0:
+                break;
+            case 1:
+                await WebhookAsync(report);
+                break;
+            case 2:
+                await WebhookAsync(report);
+                await WebhookAsync(report);
+                break;
+            default:
+                webhooksInTransit.Add(report);
+                break;
+        }
+    }
+
+    private async Task DeliverLateWebhookAsync()
+    {
+        if (webhooksInTransit.Count == 0)
+        {
+            return;
+        }
+
+        var report = webhooksInTransit[random.Next(webhooksInTransit.Count)];
+        if (random.Next(3) != 0)
+        {
+            webhooksInTransit.Remove(report);
+        }
+
+        await WebhookAsync(report);
+    }
+
+    private async Task WebhookAsync(ProviderAgent report)
+    {
+        // Signed by the integration that launched the agent; now and then by the other one (its secret proves nothing of it).
+        var launchedBy = stored?.LaunchOfAgent(report.Id)?.IntegrationId
+            ?? stored?.Launches.LastOrDefault(launch => launch.BranchName == provider.Agents[report.Id].Branch)?.IntegrationId ?? IntegrationIds[0];
+        var signer = random.Next(8) == 0 ? IntegrationIds.First(id => id != launchedBy) : launchedBy;
+        var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
+        Note($"webhook {report.Id} {report.Status} signed by {signer} -> {status}");
+    }
+
+    private readonly HashSet<string> followedUp = [];
+
+    private async Task CommandAsync(bool stop)
+    {
+        var ids = provider.Agents.Keys.Order().ToList();
+        if (ids.Count == 0)
+        {
+            return;
+        }
+
+        var id = ids[random.Next(ids.Count)];
+        if (!stop)
+        {
+            followedUp.Add(id);
+        }
+
+        holdAnswers = random.Next(3) == 0;
+        Note($"{(stop ? "stop" : "follow-up")} {id}{(holdAnswers ? " (record held)" : "")}");
+        var outcome = stop
+            ? await engine.StopAgentAsync(stored, id, this, CancellationToken.None)
+            : await engine.AddFollowupAsync(stored, new AgentFollowup(id, "Also add a test"), this, CancellationToken.None);
+        holdAnswers = false;
+        CheckNoLeak("command answer", outcome);
+        Note($"  -> {outcome.Status} {outcome.FailureType}");
+    }
+
+    public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
+    {
+        saves++;
+        stored = state;
+        return Task.CompletedTask;
+    }
+
+    public async Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
+        holdAnswers ? Hold(answers, HandoffResult.Empty) : (HandoffResult)await RecordAsync(answers);
+
+    public async Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
+        holdAnswers ? Hold(answers, new PollVerdict([])) : (PollVerdict)await RecordAsync(answers);
+
+    public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
+        holdAnswers ? Hold(sent, new AgentCommandOutcome(AgentCommandStatus.Done)) : (AgentCommandOutcome)await RecordAsync(sent);
+
+    private T Hold<T>(object answer, T reply)
+    {
+        answersToRecord.Add(answer);
+        return reply;
+    }
+
+    private void CheckNoLeak(string where, object value)
+    {
+        var json = JsonSerializer.Serialize(value);
+        if (json.Contains(SecretText, StringComparison.Ordinal) || json.Contains("Exception", StringComparison.Ordinal))
+        {
+            Violation($"{where} carries exception text: {json}");
+        }
+    }
+
+    private void CheckAlways()
+    {
+        if (stored is null)
+        {
+            return;
+        }
+
+        if (stored.FindDamage(RunId) is { } damage)
+        {
+            Violation($"state damaged: {damage}");
+        }
+
+        CheckNoLeak("stored state", stored);
+        foreach (var twins in provider.Agents.Values.GroupBy(agent => (agent.Repository, agent.Branch)).Where(group => group.Count() > 1))
+        {
+            Violation($"{twins.Count()} agents at the provider on {twins.Key}: {string.Join(",", twins.Select(agent => agent.Id))}");
+        }
+
+        foreach (var byRepository in provider.Agents.Values.GroupBy(agent => agent.Repository))
+        {
+            var generations = stored.Launches.Where(launch => launch.Repository == byRepository.Key).Select(launch => launch.Generation).DefaultIfEmpty(0).Max();
+            if (byRepository.Count() > generations)
+            {
+                Violation($"{byRepository.Count()} agents at the provider on {byRepository.Key} with {generations} generations");
+            }
+        }
+
+        // Nothing lost: work still to do has a time, and an agent at work is read (webhooks may be lost).
+        if (stored.HasAgentsToPoll && stored.Poll is null)
+        {
+            Violation($"agents to read ({string.Join(",", stored.AgentsToPoll.Select(agent => $"{agent.Id} {agent.Status}"))}) but no poll scheduled");
+        }
+
+        foreach (var launch in stored.Launches)
+        {
+            if (launch.IsAwaitingWork && launch.NextAttemptAt is null)
+            {
+                Violation($"{launch.Repository}#{launch.Generation} is {launch.Phase} without a time");
+            }
+
+            // A new generation is a person's relaunch, or the repository handed to another integration.
+            var integrationsUsed = stored.Launches.Where(other => other.Repository == launch.Repository).Select(other => other.IntegrationId).Distinct().Count();
+            if (launch.Generation > integrationsUsed + manualTriggers)
+            {
+                Violation($"{launch.Repository} has generation {launch.Generation} after {manualTriggers} manual triggers, by {integrationsUsed} integrations");
+            }
+
+            if (launch is { Phase: LaunchPhase.Failed, AgentId: null, OutcomeUnknown: false }
+                && provider.Agents.Values.FirstOrDefault(agent => agent.Repository == launch.Repository && agent.Branch == launch.BranchName) is { } agent)
+            {
+                Violation($"{launch.Repository}#{launch.Generation} failed ({launch.FailureType}) as surely without an agent, but {agent.Id} is on its branch");
+            }
+        }
+    }
+
+    private async Task FinishAsync()
+    {
+        steps = 1000;
+        Note("--- finish: a well-behaved provider, the integration back; what was held is recorded or lost");
+        provider.Mood = ProviderMood.Good;
+        catalog.PutAllBack();
+        foreach (var round in roundsToCall.ToList())
+        {
+            roundsToCall.Remove(round);
+            if (random.Next(2) == 0)
+            {
+                await engine.FinishRoundAsync(round, this, CancellationToken.None);
+            }
+        }
+
+        foreach (var answer in answersToRecord.ToList())
+        {
+            answersToRecord.Remove(answer);
+            if (random.Next(2) == 0)
+            {
+                await RecordAsync(answer);
+            }
+            else
+            {
+                Lost(answer);
+            }
+        }
+
+        pollsToRead.Clear();
+        foreach (var report in webhooksInTransit.ToList())
+        {
+            await WebhookAsync(report);
+        }
+
+        CheckAlways();
+        await SettleAsync("before the final trigger");
+        if (stored is null)
+        {
+            return;
+        }
+
+        // A person hands the run off again, naming every repository it ever had: failed ones are launched again (looking
+        // first where an agent may exist).
+        foreach (var integrationId in stored.Launches.Select(launch => launch.IntegrationId).Distinct().Order().ToList())
+        {
+            manualTriggers++;
+            var everyRepository = stored.Snapshot! with
+            {
+                Preferences = new HandoffPreferences(stored.Launches.Where(launch => launch.IntegrationId == integrationId).Select(launch => launch.Repository).Distinct()
+                    .Select(name => (RepositoryPreference?)new RepositoryPreference("github", name.Split('/')[0], name.Split('/')[1])).ToList()),
+            };
+            var outcome = await engine.TriggerAsync(RunId, stored, new HandoffTrigger(GroupId, integrationId, Instruction: null, AutoCreatePr: true, Snapshot: everyRepository), this, CancellationToken.None);
+            Note($"final trigger via {integrationId} -> {outcome.Status}");
+            Started(outcome.Round);
+            await SettleAsync("after the final trigger");
+        }
+        CheckAlways();
+
+        foreach (var agent in provider.Agents.Values.Where(agent => !stored.CodingAgents.ContainsKey(agent.Id)))
+        {
+            Violation($"provider agent {agent.Id} on {agent.Repository} ({agent.Branch}) is not tracked; launches: {string.Join(" ", stored.Launches.Where(l => l.Repository == agent.Repository).Select(l => $"#{l.Generation} {l.Phase} {l.FailureType} {l.BranchName} agent={l.AgentId} unknown={l.OutcomeUnknown}"))}");
+        }
+
+        foreach (var launch in stored.Launches.Where(launch => launch.Phase is not (LaunchPhase.Launched or LaunchPhase.Failed)))
+        {
+            Violation($"{launch.Repository}#{launch.Generation} still {launch.Phase} after settling");
+        }
+
+        // The provider ends every agent; the polls must then end.
+        provider.EndAll();
+        for (var i = 0; i < 200 && stored.NextWakeAt() is { } next; i++)
+        {
+            if (next > time.GetUtcNow())
+            {
+                time.Advance(next - time.GetUtcNow());
+            }
+
+            await WakeAndFinishAsync();
+        }
+
+        if (stored.NextWakeAt() is { } still)
+        {
+            Violation($"still scheduled at {still:O} with every agent ended (now {time.GetUtcNow():O})");
+        }
+
+        // What the provider ended them with is shown: a finish with its pull request, an error or a stop as failed. Our own
+        // "failed" (timed out, stopped) stands only for an agent whose watch ended before the provider showed its end.
+        foreach (var (id, agent) in stored.CodingAgents)
+        {
+            var atProvider = provider.Agents[id];
+            var expected = atProvider.Status == ProviderAgentStatus.Finished ? CodingAgentStatus.Completed : CodingAgentStatus.Failed;
+            var watchEnded = time.GetUtcNow() - (stored.LaunchOfAgent(id)!.AttemptStartedAt ?? agent.StartedAt) > 2 * options.AgentMaxAge;
+            // An agent completed with its pull request is not read again: a later end of work a follow-up started is not learnt.
+            var completedWithItsPullRequest = agent.Status == CodingAgentStatus.Completed && agent.Results.Any(result => result.PrUrl is not null && result.PrUrl == atProvider.PrUrl);
+            // Final is final: one completed, then sent a follow-up whose work failed, stays completed.
+            var failedAfterAFollowup = agent.Status == CodingAgentStatus.Completed && followedUp.Contains(id);
+            if (agent.Status != expected && !(agent.Status == CodingAgentStatus.Failed && watchEnded) && !completedWithItsPullRequest && !failedAfterAFollowup && !followupsLost.Contains(id))
+            {
+                Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
+            }
+
+            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id))
+            {
+                Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
+            }
+        }
+
+        CheckAlways();
+    }
+
+    private async Task SettleAsync(string phase)
+    {
+        for (var i = 0; i < 100; i++)
+        {
+            while (roundsToCall.Count > 0)
+            {
+                var round = roundsToCall[0];
+                roundsToCall.RemoveAt(0);
+                await engine.FinishRoundAsync(round, this, CancellationToken.None);
+            }
+
+            if (stored is null || !stored.Launches.Any(launch => launch.IsAwaitingWork))
+            {
+                return;
+            }
+
+            var next = stored.NextWakeAt() ?? time.GetUtcNow();
+            if (next > time.GetUtcNow())
+            {
+                time.Advance(next - time.GetUtcNow());
+            }
+
+            await WakeAndFinishAsync();
+        }
+
+        Violation($"{phase}: launches still awaiting work after 100 wake-ups: {string.Join(" ", stored!.Launches.Where(l => l.IsAwaitingWork).Select(l => $"{l.Repository}#{l.Generation} {l.Phase} next={l.NextAttemptAt:O}"))}");
+    }
+
+    private async Task WakeAndFinishAsync()
+    {
+        var woken = await engine.WakeAsync(stored!, this, CancellationToken.None);
+        if (woken.Round is { } round)
+        {
+            Started(round);
+            roundsToCall.Remove(round);
+            await engine.FinishRoundAsync(round, this, CancellationToken.None);
+        }
+
+        if (woken.Poll is { } poll)
+        {
+            await engine.FinishPollAsync(poll, this, CancellationToken.None);
+        }
+
+        CheckAlways();
+    }
+
+    /// <summary>The settings, each integration present or removed.</summary>
+    private sealed class ToggledCatalog(Integration[] integrations) : IIntegrationCatalog
+    {
+        private readonly HashSet<long> removed = [];
+
+        public Integration? Find(long integrationId) => removed.Contains(integrationId) ? null : integrations.FirstOrDefault(integration => integration.Id == integrationId);
+
+        /// <returns>Whether it is present now.</returns>
+        public bool Toggle(long integrationId) => !removed.Add(integrationId) && removed.Remove(integrationId);
+
+        public void PutAllBack() => removed.Clear();
+    }
+}
+
+internal enum ProviderMood
+{
+    Good,
+    Flaky,
+    Hostile,
+}
+
+/// <summary>An agent as the model provider keeps it.</summary>
+internal sealed record ModelAgent(string Id, string Repository, string Branch, DateTimeOffset CreatedAt)
+{
+    public ProviderAgentStatus Status { get; set; } = ProviderAgentStatus.Creating;
+
+    public string? PrUrl { get; set; }
+
+    /// <summary>What a read may answer when it is stale: a status the agent had before.</summary>
+    public ProviderAgentStatus Previous { get; set; } = ProviderAgentStatus.Creating;
+}
+
+/// <summary>
+/// A provider with state: agents by id, on a repository and branch, created at the test clock's time. Each call's
+/// behaviour is drawn (never for <see cref="ProviderMood.Good"/>). A lookup finds an agent on the branch only if it was
+/// created no earlier than five minutes before the time it is given, as the real providers page back no further.
+/// </summary>
+internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingAgentProvider
+{
+    private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
+    private int sequence;
+
+    public Dictionary<string, ModelAgent> Agents { get; } = [];
+
+    public ProviderMood Mood { get; set; } = ProviderMood.Flaky;
+
+    public int LaunchCalls { get; private set; }
+
+    /// <summary>When set, a call may be where the owner's shutdown cuts the round off: it is cancelled there (its request out or not).</summary>
+    public CancellationTokenSource? CancelDuring { get; set; }
+
+    private void MaybeCutOff(Action? sentFirst = null)
+    {
+        if (CancelDuring is { } shutdown && random.Next(2) == 0)
+        {
+            if (random.Next(2) == 0)
+            {
+                sentFirst?.Invoke();
+            }
+
+            CancelDuring = null;
+            shutdown.Cancel();
+            throw new OperationCanceledException(shutdown.Token);
+        }
+    }
+
+    public int Lookups { get; private set; }
+
+    public string ProviderName => "cursor_background_agent";
+
+    private bool Misbehaves => Mood switch { ProviderMood.Good => false, ProviderMood.Flaky => random.Next(3) == 0, _ => random.Next(3) != 0 };
+
+    private ModelAgent Create(AgentLaunchRequest request)
+    {
+        var agent = new ModelAgent($"bc-{++sequence}", request.Repository.FullName, request.BranchName, time.GetUtcNow());
+        Agents[agent.Id] = agent;
+        return agent;
+    }
+
+    public ProviderAgent Report(ModelAgent agent, ProviderAgentStatus? status = null) =>
+        new(agent.Id, status ?? agent.Status, BranchName: agent.Branch, PrUrl: agent.PrUrl, CreatedAt: agent.CreatedAt, Repository: agent.Repository);
+
+    private static ProviderResult<T> Failed<T>(string type, bool retryable, bool unknown, TimeSpan? retryAfter = null, bool sent = true, bool attempted = true) =>
+        ProviderResult<T>.Failed(new ProviderFailure(type, retryable, unknown, retryAfter, RequestSent: sent, Attempted: attempted));
+
+    public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
+    {
+        LaunchCalls++;
+        MaybeCutOff(() => Create(request));
+        if (!Misbehaves)
+        {
+            return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(Create(request))));
+        }
+
+        switch (random.Next(11))
+        {
+            case 0:
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.RateLimited, true, false, TimeSpan.FromSeconds(random.Next(1, 7200))));
+            case 1:
+                // A 500: it may have been carried out.
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, true));
+            case 2:
+                Create(request);
+                // Timed out after it was sent, or the connection cut: the agent exists, the answer is lost.
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, true));
+            case 3:
+                Create(request);
+                // A 200 whose body cannot be read.
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.InvalidResponse, true, true));
+            case 4:
+                var created = Create(request);
+                // Answered with another agent the provider has (a mix-up): that agent's report, its repository and branch.
+                var other = Agents.Values.Where(agent => agent.Id != created.Id).OrderBy(agent => agent.Id).ToList();
+                return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(other.Count > 0 ? other[random.Next(other.Count)] : created)));
+            case 5:
+                var made = Create(request);
+                return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(made) with { Repository = "evil/elsewhere" }));
+            case 6:
+                // An open circuit: nothing sent.
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, false, sent: false, attempted: false));
+            case 7:
+                if (random.Next(2) == 0)
+                {
+                    Create(request);
+                }
+
+                throw new InvalidOperationException(SecretText);
+            case 8:
+                return Task.FromResult(Failed<ProviderAgent>(random.Next(2) == 0 ? FailureTypes.InvalidCredentials : FailureTypes.RepositoryAccess, false, false));
+            case 9:
+                // A refused connection: tried, nothing sent.
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, false, sent: false));
+            default:
+                // A 502 from a gateway after the provider created it.
+                Create(request);
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, true));
+        }
+    }
+
+    private const string SecretText = EngineModel.SecretText;
+
+    public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)
+    {
+        if (!Agents.TryGetValue(agentId, out var agent))
+        {
+            return Task.FromResult(Failed<ProviderAgent>(FailureTypes.InvalidRequest, false, false));
+        }
+
+        MaybeCutOff();
+        if (Misbehaves)
+        {
+            switch (random.Next(4))
+            {
+                case 0:
+                    return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, false));
+                case 1:
+                    // A stale read (a cache, a replica behind): the status goes backwards.
+                    return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent, agent.Previous) with { PrUrl = null }));
+                case 2:
+                    return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent) with { Id = "bc-someone-else" }));
+                default:
+                    throw new InvalidOperationException(SecretText);
+            }
+        }
+
+        return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent)));
+    }
+
+    public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
+    {
+        Lookups++;
+        MaybeCutOff();
+        if (Misbehaves && random.Next(2) == 0)
+        {
+            return Task.FromResult(Failed<ProviderAgent?>(FailureTypes.ProviderUnavailable, true, true));
+        }
+
+        var since = firstSentAt - ClockSlack;
+        var found = Agents.Values.Where(agent => agent.Repository == repository.FullName && agent.Branch == branchName && (since is null || agent.CreatedAt >= since))
+            .OrderBy(agent => agent.CreatedAt).FirstOrDefault();
+        return Task.FromResult(ProviderResult<ProviderAgent?>.Success(found is null ? null : Report(found)));
+    }
+
+    public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
+    {
+        if (!Agents.TryGetValue(agentId, out var agent))
+        {
+            return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
+        }
+
+        var misbehaves = Misbehaves;
+        var outcome = misbehaves ? random.Next(3) : 0;
+        if (outcome != 1 && agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running)
+        {
+            agent.Previous = agent.Status;
+            agent.Status = ProviderAgentStatus.Stopped;
+        }
+
+        return Task.FromResult(outcome switch
+        {
+            0 => ProviderResult<bool>.Success(true),
+            1 => Failed<bool>(FailureTypes.ProviderUnavailable, true, false),
+            // Carried out, the answer lost.
+            _ => Failed<bool>(FailureTypes.ProviderUnavailable, true, true),
+        });
+    }
+
+    public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken)
+    {
+        if (!Agents.TryGetValue(agentId, out var agent))
+        {
+            return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
+        }
+
+        var outcome = Misbehaves ? random.Next(4) : 0;
+        if (outcome is 0 or 2 && agent.Status is not (ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
+        {
+            // It resumes.
+            agent.Previous = agent.Status;
+            agent.Status = ProviderAgentStatus.Running;
+        }
+
+        if (outcome == 3)
+        {
+            throw new InvalidOperationException(SecretText);
+        }
+
+        return Task.FromResult(outcome switch
+        {
+            0 => ProviderResult<bool>.Success(true),
+            1 => Failed<bool>(FailureTypes.ProviderUnavailable, true, false),
+            _ => Failed<bool>(FailureTypes.ProviderUnavailable, true, true),
+        });
+    }
+
+    /// <summary>Moves one agent at work on: creating → running → finished (with a pull request, or not) or error.</summary>
+    public ModelAgent? Advance()
+    {
+        var working = Agents.Values.Where(agent => agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running).OrderBy(agent => agent.Id).ToList();
+        if (working.Count == 0)
+        {
+            return null;
+        }
+
+        var agent = working[random.Next(working.Count)];
+        agent.Previous = agent.Status;
+        agent.Status = agent.Status == ProviderAgentStatus.Creating ? ProviderAgentStatus.Running
+            : random.Next(4) == 0 ? ProviderAgentStatus.Error : ProviderAgentStatus.Finished;
+        if (agent.Status == ProviderAgentStatus.Finished && random.Next(3) != 0)
+        {
+            agent.PrUrl = PullRequestOf(agent);
+        }
+
+        return agent;
+    }
+
+    public void EndAll()
+    {
+        foreach (var agent in Agents.Values.Where(agent => agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
+        {
+            agent.Previous = agent.Status;
+            agent.Status = ProviderAgentStatus.Finished;
+            agent.PrUrl = PullRequestOf(agent);
+        }
+    }
+
+    /// <summary>An agent works on one branch: whenever it opens its pull request, it is the same one.</summary>
+    private static string PullRequestOf(ModelAgent agent) => $"https://github.com/{agent.Repository}/pull/{agent.Id[3..]}";
+}
