@@ -26,7 +26,7 @@ namespace HandoffDapr.Core.Tests;
 /// Checked after every turn: the state is never damaged and holds no exception text, nor does any answer; the provider
 /// never has two agents on one branch, nor more agents on a repository than it has generations; a new generation comes
 /// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
-/// false has no agent at the provider; work still to do has a time, and agents at work are polled; a redelivery
+/// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in; work still to do has a time, and agents at work are polled; a redelivery
 /// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing. At the end (a well-behaved
 /// provider, a person's trigger per integration naming every repository, every agent ended by the provider) every agent
 /// at the provider is tracked, every launch is launched or failed, nothing is scheduled any more, and each agent shows
@@ -36,7 +36,7 @@ namespace HandoffDapr.Core.Tests;
 /// It found that a follow-up to an agent the run still showed at work, which had ended unseen, was not read on until
 /// its pull request showed; and that a launch answered with an agent on another launch's branch (that launch's answer
 /// lost) took it. Mutations it catches: a lookup window that starts at each attempt rather than the first; a relaunch
-/// that never looks first.
+/// that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, a few milliseconds each).
 /// </summary>
@@ -353,6 +353,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         {
             case LaunchRoundAnswers launches:
                 Note($"record round of {launches.Round.StartedAt:HH:mm:ss}: {string.Join("; ", launches.Attempts.Select(a => a.Agent is { } agent ? $"agent {agent.Id}{(a.Reconciled ? " found" : "")}" : $"{a.Failure!.FailureType}{(a.Failure.OutcomeUnknown ? " unknown" : "")}"))}");
+                ForgetUnheardRetryAfters(launches);
                 var result = await engine.CompleteRoundAsync(stored, launches, this);
                 CheckNoLeak("recorded round", result);
                 return result;
@@ -371,6 +372,24 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 var outcome = await engine.RecordCommandAsync(stored, sent, this);
                 CheckNoLeak("recorded command", outcome);
                 return outcome;
+        }
+    }
+
+    /// <summary>
+    /// A 429 whose answer the run never takes in cannot be honoured: its round's answers lost, or recorded after the launch
+    /// moved on (past its deadline a wake-up took the attempt for a crash; such a late failure is not applied).
+    /// </summary>
+    private void ForgetUnheardRetryAfters(LaunchRoundAnswers answers, bool lost = false)
+    {
+        for (var i = 0; i < answers.Round.Launches.Count; i++)
+        {
+            var sent = answers.Round.Launches[i].Launch;
+            var current = stored?.Launches.FirstOrDefault(launch => launch.Repository == sent.Repository && launch.IntegrationId == sent.IntegrationId && launch.Generation == sent.Generation);
+            if (answers.Attempts[i].Failure?.FailureType == FailureTypes.RateLimited
+                && (lost || current is not { Phase: LaunchPhase.InFlight } || current.Attempts != sent.Attempts || current.AttemptStartedAt != sent.AttemptStartedAt))
+            {
+                provider.NotBefore.Remove(sent.BranchName);
+            }
         }
     }
 
@@ -399,6 +418,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private void Lost(object dropped)
     {
+        if (dropped is LaunchRoundAnswers answers)
+        {
+            ForgetUnheardRetryAfters(answers, lost: true);
+        }
+
         if (dropped is AgentCommandSent { Stop: false } sent)
         {
             followupsLost.Add(sent.AgentId);
@@ -544,6 +568,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         }
 
         CheckNoLeak("stored state", stored);
+        foreach (var early in provider.EarlyRetries)
+        {
+            Violation($"a launch sent before its Retry-After: {early}");
+        }
+
+        provider.EarlyRetries.Clear();
         foreach (var twins in provider.Agents.Values.GroupBy(agent => (agent.Repository, agent.Branch)).Where(group => group.Count() > 1))
         {
             Violation($"{twins.Count()} agents at the provider on {twins.Key}: {string.Join(",", twins.Select(agent => agent.Id))}");
@@ -790,6 +820,12 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
     public int LaunchCalls { get; private set; }
 
+    /// <summary>Until when a 429's Retry-After asked that a launch on the branch not be sent again.</summary>
+    public Dictionary<string, DateTimeOffset> NotBefore { get; } = [];
+
+    /// <summary>Launches sent again before their Retry-After was over.</summary>
+    public List<string> EarlyRetries { get; } = [];
+
     /// <summary>When set, a call may be where the owner's shutdown cuts the round off: it is cancelled there (its request out or not).</summary>
     public CancellationTokenSource? CancelDuring { get; set; }
 
@@ -830,6 +866,11 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
     public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
         LaunchCalls++;
+        if (NotBefore.TryGetValue(request.BranchName, out var notBefore) && time.GetUtcNow() < notBefore)
+        {
+            EarlyRetries.Add($"{request.Repository.FullName} ({request.BranchName}) sent at {time.GetUtcNow():O}, asked to wait until {notBefore:O}");
+        }
+
         MaybeCutOff(() => Create(request));
         if (!Misbehaves)
         {
@@ -839,7 +880,9 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         switch (random.Next(11))
         {
             case 0:
-                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.RateLimited, true, false, TimeSpan.FromSeconds(random.Next(1, 7200))));
+                var retryAfter = TimeSpan.FromSeconds(random.Next(1, 7200));
+                NotBefore[request.BranchName] = time.GetUtcNow() + retryAfter;
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.RateLimited, true, false, retryAfter));
             case 1:
                 // A 500: it may have been carried out.
                 return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, true));
