@@ -490,6 +490,48 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_that_failed_unknown_behind_an_earlier_agent_that_finished_after_all()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        // Relaunched by a person; the answer is lost after the provider made the agent.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
+        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
+        // The stopped agent finishes after all; every lookup for the relaunch's agent is incomplete until its attempts run out.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
+        var state = writer.Saved.Last();
+        for (var i = 0; i < 10 && state.FindLaunch("acme/shop", 42)!.Phase != LaunchPhase.Failed; i++)
+        {
+            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (state.FindLaunch("acme/shop", 42)!.Phase, state.FindLaunch("acme/shop", 42)!.FailureType));
+
+        // As the runbook says: look the branch up, and retry by hand; the retry looks once more (and only looks).
+        provider.FindFailure = null;
+        provider.Existing = new ProviderAgent("bc-9", ProviderAgentStatus.Running, BranchName: relaunch.BranchName, Repository: "acme/shop");
+        var launchesBefore = provider.Launches.Count;
+        var retried = await engine.TriggerAndFinishAsync(1, state, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        state = writer.Saved.Last();
+        Assert.Equal(2, state.LaunchOfAgent("bc-9")?.Generation);
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+        Assert.Equal("bc-1", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
+
+        // Found nothing, the look ends there (superseded), and the answer still reports the agent that finished.
+        provider.Existing = null;
+        state = state with { Launches = [.. state.Launches.Select(launch => launch.Generation == 2 ? launch with { Phase = LaunchPhase.Failed, AgentId = null, FailureType = FailureTypes.RetriesExhausted, OutcomeUnknown = true } : launch)], CodingAgents = state.CodingAgents.Where(agent => agent.Key != "bc-9").ToDictionary() };
+        var again = await engine.TriggerAndFinishAsync(1, state, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.Superseded, false), (writer.Saved.Last().FindLaunch("acme/shop", 42)!.Phase, writer.Saved.Last().FindLaunch("acme/shop", 42)!.FailureType, writer.Saved.Last().FindLaunch("acme/shop", 42)!.OutcomeUnknown));
+        Assert.Equal("bc-1", Assert.Single(again.Result.Successes).CodingAgentState.Id);
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+    }
+
+    [Fact]
     public async Task An_agent_on_another_launchs_branch_is_not_taken_as_this_launchs_agent_even_before_that_launch_has_found_it()
     {
         // Two integrations (two keys to one provider account): the repository is handed to each, one generation apiece.
@@ -1927,7 +1969,10 @@ public sealed class HandoffEngineTests
         public string? ReadRepository { get; set; }
 
         public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) =>
-            Task.FromResult(ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
+            Task.FromResult(FindFailure is { } failure ? ProviderResult<ProviderAgent?>.Failed(failure) : ProviderResult<ProviderAgent?>.Success(Existing?.BranchName == branchName ? Existing : null));
+
+        /// <summary>What a lookup answers when set (an incomplete one, say).</summary>
+        public ProviderFailure? FindFailure { get; set; }
 
         /// <summary>Stop throws, as a provider client meeting an answer of another shape might.</summary>
         public bool StopFaults { get; set; }

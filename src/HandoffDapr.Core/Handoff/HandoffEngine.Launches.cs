@@ -68,8 +68,15 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            // An earlier generation whose agent is not failed (it finished after all) still holds the repository.
-            var existing = state.LaunchWithLiveAgent(fullName, integration.Id) ?? state.FindLaunch(fullName, integration.Id);
+            // An earlier generation whose agent is not failed (it finished after all) still holds the repository. But a
+            // later one that failed while its agent may exist (its answer lost, its lookups never finished) is looked for
+            // again by a person's trigger, as any such launch is: made before the earlier agent's finish was learnt, that
+            // agent would otherwise run unseen. It is only looked for (see LookOnly): none is launched beside the live one.
+            var latest = state.FindLaunch(fullName, integration.Id);
+            var live = state.LaunchWithLiveAgent(fullName, integration.Id);
+            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null, Attempts: > 0 } && latest.OutcomeUnknown != false
+                ? latest
+                : live ?? latest;
             if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
             {
                 plan.Add(LineOf(existing));
@@ -104,7 +111,8 @@ public sealed partial class HandoffEngine
                     FailureType = null,
                     UpdatedAt = now,
                 });
-                plan.Add(LineOf(existing));
+                // One only looked for behind a live agent: the answer reports the live one, which hands the repository off.
+                plan.Add(LineOf(live ?? existing));
                 continue;
             }
 
