@@ -169,6 +169,33 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // acme/shop's agent finished without a pull request and is asked for one: watched, counting from that follow-up.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        // acme/web's agent is stopped by a person: read on as given up until the provider shows it ended.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-2", recorder, CancellationToken.None)).Status);
+        Assert.Contains("bc-2", writer.Saved.Last().Poll!.GivenUp!);
+
+        // The next read shows it still running (the stop has not taken yet): it is still watched.
+        var state = writer.Saved.Last();
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Contains("bc-2", state.Poll?.GivenUp ?? []);
+
+        // It finishes after all, with its pull request: learnt without a webhook.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/web/pull/24";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-2"].Status);
+        Assert.Equal("https://github.com/acme/web/pull/24", state.CodingAgents["bc-2"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task Follow_up_to_an_agent_shown_running_that_had_ended_is_read_on_until_its_pull_request_shows()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

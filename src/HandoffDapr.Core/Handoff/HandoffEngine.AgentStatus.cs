@@ -133,7 +133,7 @@ public sealed partial class HandoffEngine
             {
                 // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
                 // request, or the time since its last follow-up, ends it.
-                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
+                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
                 if (IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
@@ -144,7 +144,7 @@ public sealed partial class HandoffEngine
                 // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
                 // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
                 // pull request: it is watched all the same.
-                var watchedFor = state.Poll?.FollowedUpAt?.GetValueOrDefault(agent.Id) is { } followedUp ? now - followedUp : age;
+                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
                     && IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
                 {
@@ -192,6 +192,14 @@ public sealed partial class HandoffEngine
         counted.Publish();
         return new PollVerdict(timedOut);
     }
+
+    /// <summary>
+    /// When the agent was last sent a follow-up, if it has an entry. Not <c>GetValueOrDefault</c>: on a dictionary of
+    /// <see cref="DateTimeOffset"/> that gives <see cref="DateTimeOffset.MinValue"/> for an agent without one (another agent
+    /// of the run followed up), whose watch would then be over at once.
+    /// </summary>
+    private static DateTimeOffset? FollowedUpAt(RunHandoffState state, string agentId) =>
+        state.Poll?.FollowedUpAt is { } followedUpAt && followedUpAt.TryGetValue(agentId, out var at) ? at : null;
 
     /// <summary>
     /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
