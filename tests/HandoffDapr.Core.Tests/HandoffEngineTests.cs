@@ -590,6 +590,47 @@ public sealed class HandoffEngineTests
         Assert.Equal(1, state.LaunchOfAgent("bc-lost")!.Generation);
     }
 
+    [Fact]
+    public async Task A_relaunch_ended_before_any_call_still_has_the_agent_looked_for_at_the_next_relaunch()
+    {
+        var catalog = new SwitchableCatalog(new Integration(42, provider));
+        var switchable = new HandoffEngine(catalog, new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        // The answer is lost after the provider made the agent; the integration is then taken out of the settings, and
+        // the wake-up that would have looked for the agent fails the launch (an agent may exist).
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await switchable.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var branch = writer.Saved.Last().Launches.Single().BranchName;
+        catalog.Present = false;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        await switchable.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, true), (writer.Saved.Last().Launches.Single().Phase, writer.Saved.Last().Launches.Single().OutcomeUnknown));
+
+        // Put back, and a person relaunches it: to look first; but the integration goes again before the call is made.
+        catalog.Present = true;
+        var relaunch = await switchable.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.True(Assert.Single(relaunch.Round!.Launches).ReconcileFirst);
+        catalog.Present = false;
+        await switchable.FinishAsync(relaunch.Round, writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, 0, true), (writer.Saved.Last().Launches.Single().Phase, writer.Saved.Last().Launches.Single().Attempts, writer.Saved.Last().Launches.Single().OutcomeUnknown));
+
+        // Put back for good, and relaunched again: still looked for first (it is there), never launched a second time on its branch.
+        catalog.Present = true;
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch, Repository: "acme/shop");
+        var launchesBefore = provider.Launches.Count;
+        await switchable.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+        Assert.Equal("bc-lost", writer.Saved.Last().Launches.Single().AgentId);
+    }
+
+    /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
+    private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
+    {
+        public bool Present { get; set; } = true;
+
+        public Integration? Find(long integrationId) => Present && integrationId == integration.Id ? integration : null;
+    }
+
     /// <summary>A catalog of two integrations.</summary>
     private sealed class TwoIntegrationCatalog(Integration first, Integration second) : IIntegrationCatalog
     {

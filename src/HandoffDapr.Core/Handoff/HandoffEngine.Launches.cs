@@ -101,7 +101,10 @@ public sealed partial class HandoffEngine
             {
                 toLaunch.Add(existing with
                 {
-                    Phase = existing.Attempts > 0 && existing.OutcomeUnknown != false ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    // Its failure says whether an agent may exist; a relaunch ended before any call keeps no attempt but
+                    // still has the earlier attempts' agent to look for. Only a launch stored before that was kept goes
+                    // by its attempts.
+                    Phase = existing.OutcomeUnknown ?? existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
                     OutcomeUnknown = null,
                     Attempts = 0,
                     BaseRef = baseRef,
