@@ -26,7 +26,8 @@ namespace HandoffDapr.Core.Tests;
 /// Checked after every turn: the state is never damaged and holds no exception text, nor does any answer; the provider
 /// never has two agents on one branch, nor more agents on a repository than it has generations; a new generation comes
 /// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
-/// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in; work still to do has a time, and agents at work are polled; a redelivery
+/// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in (one
+/// answered after its launch moved on is not applied); work still to do has a time, and agents at work are polled; a redelivery
 /// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing. At the end (a well-behaved
 /// provider, a person's trigger per integration naming every repository, every agent ended by the provider) every agent
 /// at the provider is tracked, every launch is launched or failed, nothing is scheduled any more, and each agent shows
@@ -34,11 +35,14 @@ namespace HandoffDapr.Core.Tests;
 /// </para>
 /// <para>
 /// It found that a follow-up to an agent the run still showed at work, which had ended unseen, was not read on until
-/// its pull request showed; and that a launch answered with an agent on another launch's branch (that launch's answer
-/// lost) took it. Mutations it catches: a lookup window that starts at each attempt rather than the first; a relaunch
-/// that never looks first; a retry that ignores Retry-After.
+/// its pull request showed; that a launch answered with an agent on another launch's branch (that launch's answer lost)
+/// took it; that a relaunch behind an earlier agent that finished after all was never looked for again; that an agent
+/// given up on stopped being watched once another agent of the run had a follow-up; and that a relaunch ended before
+/// any call was next relaunched without looking first (two agents on one branch). The longer schedules found the last
+/// two (ENGINE_STEPS_MAX raises the default of 200 steps). Mutations it catches: a lookup window that starts at each
+/// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
-/// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, a few milliseconds each).
+/// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).
 /// </summary>
 public sealed class EngineRandomizedTests(ITestOutputHelper output)
 {
@@ -122,7 +126,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     public async Task RunAsync()
     {
-        var count = random.Next(15, 60);
+        var count = random.Next(15, int.TryParse(Environment.GetEnvironmentVariable("ENGINE_STEPS_MAX"), out var most) && most > 15 ? most : 200);
         for (steps = 1; steps <= count; steps++)
         {
             await StepAsync();
@@ -353,7 +357,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         {
             case LaunchRoundAnswers launches:
                 Note($"record round of {launches.Round.StartedAt:HH:mm:ss}: {string.Join("; ", launches.Attempts.Select(a => a.Agent is { } agent ? $"agent {agent.Id}{(a.Reconciled ? " found" : "")}" : $"{a.Failure!.FailureType}{(a.Failure.OutcomeUnknown ? " unknown" : "")}"))}");
-                ForgetUnheardRetryAfters(launches);
+                TakeRetryAfters(launches);
                 var result = await engine.CompleteRoundAsync(stored, launches, this);
                 CheckNoLeak("recorded round", result);
                 return result;
@@ -376,19 +380,20 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     }
 
     /// <summary>
-    /// A 429 whose answer the run never takes in cannot be honoured: its round's answers lost, or recorded after the launch
-    /// moved on (past its deadline a wake-up took the attempt for a crash; such a late failure is not applied).
+    /// The 429s the run takes in now: no launch on their branches may be sent before their Retry-After, counted from now.
+    /// One answered after its launch moved on (past its deadline a wake-up took the attempt for a crash) is not applied,
+    /// nor is one never recorded: neither can be honoured.
     /// </summary>
-    private void ForgetUnheardRetryAfters(LaunchRoundAnswers answers, bool lost = false)
+    private void TakeRetryAfters(LaunchRoundAnswers answers)
     {
         for (var i = 0; i < answers.Round.Launches.Count; i++)
         {
             var sent = answers.Round.Launches[i].Launch;
             var current = stored?.Launches.FirstOrDefault(launch => launch.Repository == sent.Repository && launch.IntegrationId == sent.IntegrationId && launch.Generation == sent.Generation);
-            if (answers.Attempts[i].Failure?.FailureType == FailureTypes.RateLimited
-                && (lost || current is not { Phase: LaunchPhase.InFlight } || current.Attempts != sent.Attempts || current.AttemptStartedAt != sent.AttemptStartedAt))
+            if (answers.Attempts[i].Failure is { FailureType: FailureTypes.RateLimited, RetryAfter: { } retryAfter }
+                && current is { Phase: LaunchPhase.InFlight } && current.Attempts == sent.Attempts && current.AttemptStartedAt == sent.AttemptStartedAt)
             {
-                provider.NotBefore.Remove(sent.BranchName);
+                provider.NotBefore[sent.BranchName] = time.GetUtcNow() + retryAfter;
             }
         }
     }
@@ -418,10 +423,6 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private void Lost(object dropped)
     {
-        if (dropped is LaunchRoundAnswers answers)
-        {
-            ForgetUnheardRetryAfters(answers, lost: true);
-        }
 
         if (dropped is AgentCommandSent { Stop: false } sent)
         {
@@ -498,7 +499,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         Note($"webhook {report.Id} {report.Status} signed by {signer} -> {status}");
     }
 
-    private readonly HashSet<string> followedUp = [];
+    // When each agent was last sent a follow-up.
+    private readonly Dictionary<string, DateTimeOffset> followedUp = [];
 
     private async Task CommandAsync(bool stop)
     {
@@ -511,7 +513,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var id = ids[random.Next(ids.Count)];
         if (!stop)
         {
-            followedUp.Add(id);
+            followedUp[id] = time.GetUtcNow();
         }
 
         holdAnswers = random.Next(3) == 0;
@@ -711,13 +713,15 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             // An agent completed with its pull request is not read again: a later end of work a follow-up started is not learnt.
             var completedWithItsPullRequest = agent.Status == CodingAgentStatus.Completed && agent.Results.Any(result => result.PrUrl is not null && result.PrUrl == atProvider.PrUrl);
             // Final is final: one completed, then sent a follow-up whose work failed, stays completed.
-            var failedAfterAFollowup = agent.Status == CodingAgentStatus.Completed && followedUp.Contains(id);
+            var failedAfterAFollowup = agent.Status == CodingAgentStatus.Completed && followedUp.ContainsKey(id);
+            // A follow-up's work is watched for twice the maximum age from it: a pull request opened later is not learnt.
+            var openedAfterItsWatch = followedUp.TryGetValue(id, out var followedUpAt) && atProvider.EndedAt > followedUpAt + 2 * options.AgentMaxAge - options.PollMaxInterval;
             if (agent.Status != expected && !(agent.Status == CodingAgentStatus.Failed && watchEnded) && !completedWithItsPullRequest && !failedAfterAFollowup && !followupsLost.Contains(id))
             {
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id))
+            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !openedAfterItsWatch)
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }
@@ -800,6 +804,9 @@ internal sealed record ModelAgent(string Id, string Repository, string Branch, D
 
     public string? PrUrl { get; set; }
 
+    /// <summary>When it last ended (finished, failed or stopped).</summary>
+    public DateTimeOffset? EndedAt { get; set; }
+
     /// <summary>What a read may answer when it is stale: a status the agent had before.</summary>
     public ProviderAgentStatus Previous { get; set; } = ProviderAgentStatus.Creating;
 }
@@ -880,9 +887,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         switch (random.Next(11))
         {
             case 0:
-                var retryAfter = TimeSpan.FromSeconds(random.Next(1, 7200));
-                NotBefore[request.BranchName] = time.GetUtcNow() + retryAfter;
-                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.RateLimited, true, false, retryAfter));
+                return Task.FromResult(Failed<ProviderAgent>(FailureTypes.RateLimited, true, false, TimeSpan.FromSeconds(random.Next(1, 7200))));
             case 1:
                 // A 500: it may have been carried out.
                 return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, true));
@@ -981,6 +986,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         {
             agent.Previous = agent.Status;
             agent.Status = ProviderAgentStatus.Stopped;
+            agent.EndedAt = time.GetUtcNow();
         }
 
         return Task.FromResult(outcome switch
@@ -1038,6 +1044,11 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             agent.PrUrl = PullRequestOf(agent);
         }
 
+        if (agent.Status != ProviderAgentStatus.Running)
+        {
+            agent.EndedAt = time.GetUtcNow();
+        }
+
         return agent;
     }
 
@@ -1048,6 +1059,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             agent.Previous = agent.Status;
             agent.Status = ProviderAgentStatus.Finished;
             agent.PrUrl = PullRequestOf(agent);
+            agent.EndedAt = time.GetUtcNow();
         }
     }
 
