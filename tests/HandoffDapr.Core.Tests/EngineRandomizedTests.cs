@@ -255,6 +255,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private static string Names(RunSnapshot snapshot) => string.Join(",", snapshot.Preferences!.Repositories!.Select(r => r!.Name));
 
+    // When the owner woke the run.
+    private readonly List<DateTimeOffset> wakes = [];
+
     private async Task WakeAsync()
     {
         if (stored is null)
@@ -262,6 +265,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             return;
         }
 
+        wakes.Add(time.GetUtcNow());
         Note($"wake (next wake-up {stored.NextWakeAt():HH:mm:ss})");
         var woken = await engine.WakeAsync(stored, this, CancellationToken.None);
         Started(woken.Round);
@@ -703,25 +707,31 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"still scheduled at {still:O} with every agent ended (now {time.GetUtcNow():O})");
         }
 
-        // What the provider ended them with is shown: a finish with its pull request, an error or a stop as failed. Our own
-        // "failed" (timed out, stopped) stands only for an agent whose watch ended before the provider showed its end.
+        // What the provider ended them with is shown: a finish with its pull request, an error or a stop as failed. Not an
+        // end the run could not see: the watch of an agent it failed itself counts from its launch, of one sent a
+        // follow-up from that follow-up, for twice the maximum age; an end after that, or one no read showed within it
+        // (every read of it failed, or the owner never woke then), is not learnt without a webhook, as documented.
         foreach (var (id, agent) in stored.CodingAgents)
         {
             var atProvider = provider.Agents[id];
+            var launchedAt = stored.LaunchOfAgent(id)!.AttemptStartedAt ?? agent.StartedAt;
+            var watchedFrom = followedUp.TryGetValue(id, out var followedUpAt) && followedUpAt > launchedAt ? followedUpAt : launchedAt;
+            bool Within(DateTimeOffset at) => at >= atProvider.EndedAt && at <= watchedFrom + 2 * options.AgentMaxAge;
+            var unseen = atProvider.EndedAt > watchedFrom + 2 * options.AgentMaxAge - options.PollMaxInterval
+                || (!atProvider.GoodReads.Any(Within) && (atProvider.ReadAttempts.Any(Within) || !wakes.Any(Within)));
             var expected = atProvider.Status == ProviderAgentStatus.Finished ? CodingAgentStatus.Completed : CodingAgentStatus.Failed;
-            var watchEnded = time.GetUtcNow() - (stored.LaunchOfAgent(id)!.AttemptStartedAt ?? agent.StartedAt) > 2 * options.AgentMaxAge;
             // An agent completed with its pull request is not read again: a later end of work a follow-up started is not learnt.
             var completedWithItsPullRequest = agent.Status == CodingAgentStatus.Completed && agent.Results.Any(result => result.PrUrl is not null && result.PrUrl == atProvider.PrUrl);
             // Final is final: one completed, then sent a follow-up whose work failed, stays completed.
             var failedAfterAFollowup = agent.Status == CodingAgentStatus.Completed && followedUp.ContainsKey(id);
-            // A follow-up's work is watched for twice the maximum age from it: a pull request opened later is not learnt.
-            var openedAfterItsWatch = followedUp.TryGetValue(id, out var followedUpAt) && atProvider.EndedAt > followedUpAt + 2 * options.AgentMaxAge - options.PollMaxInterval;
-            if (agent.Status != expected && !(agent.Status == CodingAgentStatus.Failed && watchEnded) && !completedWithItsPullRequest && !failedAfterAFollowup && !followupsLost.Contains(id))
+            // One failed by the run is not corrected once it is older than its watch (a stop sent to it then, say).
+            var watchEnded = time.GetUtcNow() - launchedAt > 2 * options.AgentMaxAge;
+            if (agent.Status != expected && !(agent.Status == CodingAgentStatus.Failed && (unseen || watchEnded)) && !completedWithItsPullRequest && !failedAfterAFollowup && !followupsLost.Contains(id))
             {
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !openedAfterItsWatch)
+            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen))
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }
@@ -760,6 +770,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private async Task WakeAndFinishAsync()
     {
+        wakes.Add(time.GetUtcNow());
         var woken = await engine.WakeAsync(stored!, this, CancellationToken.None);
         if (woken.Round is { } round)
         {
@@ -803,6 +814,12 @@ internal sealed record ModelAgent(string Id, string Repository, string Branch, D
     public ProviderAgentStatus Status { get; set; } = ProviderAgentStatus.Creating;
 
     public string? PrUrl { get; set; }
+
+    /// <summary>When it was read, whatever the read answered.</summary>
+    public List<DateTimeOffset> ReadAttempts { get; } = [];
+
+    /// <summary>When a read answered what it is (not stale, not another agent's, not failed).</summary>
+    public List<DateTimeOffset> GoodReads { get; } = [];
 
     /// <summary>When it last ended (finished, failed or stopped).</summary>
     public DateTimeOffset? EndedAt { get; set; }
@@ -938,6 +955,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             return Task.FromResult(Failed<ProviderAgent>(FailureTypes.InvalidRequest, false, false));
         }
 
+        agent.ReadAttempts.Add(time.GetUtcNow());
         MaybeCutOff();
         if (Misbehaves)
         {
@@ -955,6 +973,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             }
         }
 
+        agent.GoodReads.Add(time.GetUtcNow());
         return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent)));
     }
 
