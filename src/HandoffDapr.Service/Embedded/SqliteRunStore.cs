@@ -90,6 +90,13 @@ public sealed partial class SqliteRunStore : IDisposable
     private void Initialize()
     {
         using var connection = Open();
+        if (SQLitePCL.raw.sqlite3_db_readonly(connection.Handle, "main") == 1)
+        {
+            // SQLite opens a file it may not write (its owner another user, say after a restore, or a read-only mount)
+            // read-only without a word: the service would start and read ready, and every event, trigger and wake-up fail.
+            throw new SqliteException("the file can only be opened read-only (its permissions, or a read-only mount)", SQLitePCL.raw.SQLITE_READONLY);
+        }
+
         using var command = connection.CreateCommand();
         // Another application's database (a runs table that is not ours) is refused before anything in it is changed:
         // its journal mode, our tables and indexes, the columns later releases add.

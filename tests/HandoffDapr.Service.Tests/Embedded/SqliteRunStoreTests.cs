@@ -46,6 +46,52 @@ public sealed class SqliteRunStoreTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A data file the service may not write (owned by another user after a restore, a read-only mount) is opened
+    /// read-only by SQLite without a word: start-up used to go on, /readyz answered 200, and every event, trigger and
+    /// wake-up failed (503, SchedulerFailed every second). It is a setting to fix, refused at start.
+    /// </summary>
+    [Fact]
+    public void Data_file_that_can_only_be_opened_read_only_is_refused_at_start()
+    {
+        var path = temp.File("read-only.db");
+        new SqliteRunStore(path, time).Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        File.SetAttributes(path, FileAttributes.ReadOnly);
+        // Permissions do not stop root: the immutable attribute does (and needs root to set).
+        var immutable = OperatingSystem.IsLinux() && Environment.IsPrivilegedProcess && Chattr("+i", path);
+        try
+        {
+            var refused = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => new SqliteRunStore(path, time));
+
+            Assert.Contains($"Handoff:DataPath '{path}' cannot be used", refused.Message);
+            Assert.Contains("read-only", refused.Message);
+        }
+        finally
+        {
+            if (immutable)
+            {
+                Chattr("-i", path);
+            }
+
+            File.SetAttributes(path, FileAttributes.Normal);
+        }
+
+        static bool Chattr(string change, string file)
+        {
+            try
+            {
+                using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("chattr", [change, file]) { RedirectStandardError = true })!;
+                process.WaitForExit();
+                return process.ExitCode == 0;
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                return false;
+            }
+        }
+    }
+
     [Fact]
     public async Task Run_still_worked_on_under_an_earlier_claim_is_not_claimed_again_when_an_event_makes_it_due()
     {
