@@ -29,11 +29,11 @@ public sealed class SqliteReadinessCheck(Embedded.SqliteRunStore store) : IHealt
     {
         try
         {
-            return await store.IsHealthyAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("SQLite did not answer.");
+            return await store.IsHealthyAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("The data file does not hold the run tables.");
         }
         catch (Microsoft.Data.Sqlite.SqliteException)
         {
-            return HealthCheckResult.Unhealthy("SQLite could not be opened.");
+            return HealthCheckResult.Unhealthy("The data file could not be opened (deleted or moved?).");
         }
     }
 }

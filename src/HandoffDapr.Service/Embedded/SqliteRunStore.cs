@@ -24,6 +24,7 @@ namespace HandoffDapr.Service.Embedded;
 public sealed partial class SqliteRunStore : IDisposable
 {
     private readonly string connectionString;
+    private readonly string probeConnectionString;
     private readonly TimeProvider timeProvider;
     private readonly ILogger logger;
 
@@ -50,6 +51,7 @@ public sealed partial class SqliteRunStore : IDisposable
             Pooling = true,
             DefaultTimeout = 30,
         }.ToString();
+        probeConnectionString = new SqliteConnectionStringBuilder(connectionString) { Mode = SqliteOpenMode.ReadWrite, Pooling = false, DefaultTimeout = 5 }.ToString();
         try
         {
             var directory = Path.GetDirectoryName(Path.GetFullPath(dataPath));
@@ -482,12 +484,18 @@ public sealed partial class SqliteRunStore : IDisposable
             return command.ExecuteNonQuery();
         });
 
+    /// <summary>
+    /// The data file is there and holds the run tables. Opened anew, never created: a pooled connection keeps a deleted
+    /// file alive (the writer goes on writing to it, lost at the next start), and one that may create would put an
+    /// empty file in its place.
+    /// </summary>
     public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
     {
-        await using var connection = OpenForRead();
+        await using var connection = new SqliteConnection(probeConnectionString);
+        await connection.OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
-        command.CommandText = "SELECT 1";
-        return await command.ExecuteScalarAsync(cancellationToken) is 1L;
+        command.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'wakeups')";
+        return await command.ExecuteScalarAsync(cancellationToken) is 2L;
     }
 
     /// <summary>A pooled connection for reading: WAL lets readers run beside the writer.</summary>

@@ -1,0 +1,56 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>Embedded mode's <c>/readyz</c> says whether the data file can be used, not only whether SQLite answers.</summary>
+public sealed class ReadinessTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+
+    /// <summary>
+    /// A data file deleted under the running service: its open connections go on writing to the deleted file (lost at the
+    /// next start), and new ones find no tables (<c>GET /runs</c> answers 503). The probe used to answer 200 from a
+    /// <c>SELECT 1</c>, on a connection that even created an empty file in the data file's place.
+    /// </summary>
+    [Fact]
+    public async Task Readiness_fails_when_the_data_file_is_deleted_under_the_service()
+    {
+        var dataPath = temp.File("handoff.db");
+        using var factory = new EmbeddedServiceFactory(dataPath, "http://127.0.0.1:1");
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+
+        foreach (var file in new[] { dataPath, dataPath + "-wal", dataPath + "-shm" })
+        {
+            File.Delete(file);
+        }
+
+        var ready = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        Assert.False(File.Exists(dataPath), "the probe must not create a data file of its own");
+    }
+
+    /// <summary>A data file replaced by one without the service's tables (an empty file, another database) reads not ready.</summary>
+    [Fact]
+    public async Task Readiness_fails_when_the_data_file_no_longer_holds_the_run_tables()
+    {
+        var dataPath = temp.File("handoff.db");
+        using var factory = new EmbeddedServiceFactory(dataPath, "http://127.0.0.1:1");
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={dataPath};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var command = connection.CreateCommand();
+            command.CommandText = "ALTER TABLE runs RENAME TO runs_gone";
+            await command.ExecuteNonQueryAsync();
+        }
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
+    }
+
+    public void Dispose() => temp.Dispose();
+}
