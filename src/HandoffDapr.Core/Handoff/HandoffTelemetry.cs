@@ -27,8 +27,14 @@ public static class HandoffTelemetry
     public static readonly Counter<long> AgentStatusChanges = Meter.CreateCounter<long>(
         "handoff.agents.status_changes", unit: "{change}", description: "Agents entering a status (pending, running, completed, failed).");
 
-    public static readonly Histogram<double> LaunchDuration = Meter.CreateHistogram<double>(
-        "handoff.launch.duration", unit: "s", description: "Time of one provider launch call (or reconciliation).");
+    /// <summary>
+    /// Buckets for seconds, from a fast answer to the in-flight budget (90 % of 2 min), with bounds either side of the
+    /// default 30 s call timeout: without them OpenTelemetry's defaults, made for milliseconds (0, 5, 10, 25, …), put
+    /// nearly every launch in the first bucket.
+    /// </summary>
+    public static readonly Histogram<double> LaunchDuration = Meter.CreateHistogram(
+        "handoff.launch.duration", unit: "s", description: "Time of one provider launch call (or reconciliation).", tags: null,
+        advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 300] });
 
     public static readonly UpDownCounter<long> HandoffsInFlight = Meter.CreateUpDownCounter<long>(
         "handoff.in_flight", unit: "{handoff}", description: "Launch rounds whose provider calls are under way (not polls, stops or follow-ups).");

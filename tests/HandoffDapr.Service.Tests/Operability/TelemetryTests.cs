@@ -2,6 +2,7 @@ using System.Diagnostics;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using OpenTelemetry.Metrics;
 
 namespace HandoffDapr.Service.Tests.Operability;
 
@@ -121,6 +122,74 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(System.Net.HttpStatusCode.NoContent, response.StatusCode);
         var measurement = Assert.Single(webhooks.GetMeasurementSnapshot());
         Assert.Equal((outcome, "finished"), ((string)measurement.Tags["handoff.outcome"]!, (string)measurement.Tags["handoff.provider_status"]!));
+    }
+
+    /// <summary>
+    /// The launch duration is in seconds, and the runbook alerts on its p99 against <c>RequestTimeout</c> (30 s). Exported
+    /// by OpenTelemetry without bucket boundaries of its own, it got the SDK's default ones, made for milliseconds (0, 5,
+    /// 10, 25, 50, …): every launch under 5 s, nearly all of them, fell into one bucket, and a provider slowing from 0.3 s
+    /// to 3 s did not show.
+    /// </summary>
+    [Fact]
+    public void Launch_durations_of_a_fraction_of_a_second_a_second_and_a_few_seconds_fall_in_buckets_of_their_own()
+    {
+        // A tag of its own: other test classes record launch durations meanwhile.
+        const long integration = 918_273_645;
+        var exporter = new HistogramBuckets("handoff.launch.duration", integration);
+        using (var meters = OpenTelemetry.Sdk.CreateMeterProviderBuilder()
+            .AddMeter(HandoffTelemetry.Name)
+            .AddReader(new BaseExportingMetricReader(exporter))
+            .Build())
+        {
+            foreach (var seconds in new[] { 0.3, 1.5, 3.0, 28.0, 40.0 })
+            {
+                HandoffTelemetry.LaunchDuration.Record(seconds, new KeyValuePair<string, object?>("handoff.integration_id", integration));
+            }
+
+            meters.ForceFlush();
+        }
+
+        // Each duration alone in its bucket: a 28 s launch (about to time out) apart from a 40 s one too.
+        Assert.Equal(5, exporter.Counts.Sum());
+        Assert.Equal(5, exporter.Counts.Count(count => count == 1));
+    }
+
+    private sealed class HistogramBuckets(string name, long integration) : OpenTelemetry.BaseExporter<Metric>
+    {
+        public List<long> Counts { get; } = [];
+
+        public override OpenTelemetry.ExportResult Export(in OpenTelemetry.Batch<Metric> batch)
+        {
+            foreach (var metric in batch)
+            {
+                if (metric.Name != name)
+                {
+                    continue;
+                }
+
+                // Cumulative: each export has all the measurements so far.
+                Counts.Clear();
+
+                foreach (ref readonly var point in metric.GetMetricPoints())
+                {
+                    var ours = false;
+                    foreach (var tag in point.Tags)
+                    {
+                        ours |= tag.Key == "handoff.integration_id" && Equals(tag.Value, integration);
+                    }
+
+                    if (ours)
+                    {
+                        foreach (var bucket in point.GetHistogramBuckets())
+                        {
+                            Counts.Add(bucket.BucketCount);
+                        }
+                    }
+                }
+            }
+
+            return OpenTelemetry.ExportResult.Success;
+        }
     }
 
     /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
