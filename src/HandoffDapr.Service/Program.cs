@@ -17,6 +17,12 @@ catch (Exception exception) when (StartupErrors.IsBadSetting(exception))
     Console.Error.WriteLine(StartupErrors.Describe(exception));
     return 1;
 }
+catch (IOException exception) when (StartupErrors.IsAddressInUse(exception))
+{
+    // Another process listens there (a second `dotnet run`): say which address, not an unhandled exception (exit 134).
+    Console.Error.WriteLine(StartupErrors.DescribeAddressInUse(exception));
+    return 1;
+}
 catch (OperationCanceledException) when (Environment.ExitCode != 0)
 {
     // A start-up check (no sidecar: SidecarMissing, logged) stopped the app while the server was still starting, which

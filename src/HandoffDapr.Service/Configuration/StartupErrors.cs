@@ -20,6 +20,17 @@ public static class StartupErrors
         _ => false,
     };
 
+    /// <summary>
+    /// Kestrel could not listen where it was told (<c>--urls</c>, <c>ASPNETCORE_URLS</c>, <c>ASPNETCORE_HTTP_PORTS</c>,
+    /// the launch profile's 5080): another process holds the address. Not a fault of the service either.
+    /// </summary>
+    public static bool IsAddressInUse(Exception exception) =>
+        exception is IOException { InnerException: Microsoft.AspNetCore.Connections.AddressInUseException };
+
+    /// <summary>Kestrel's own sentence names the address; what to do about it follows.</summary>
+    public static string DescribeAddressInUse(Exception exception) =>
+        $"Cannot listen, not starting:{Environment.NewLine}  {exception.Message} Stop what listens there, or choose another address (--urls, ASPNETCORE_URLS or ASPNETCORE_HTTP_PORTS).";
+
     /// <summary>One line per bad setting, under a heading.</summary>
     public static string Describe(Exception exception) =>
         "Configuration error, not starting:" + Environment.NewLine + string.Join(Environment.NewLine, Problems(exception).Select(problem => "  " + problem));

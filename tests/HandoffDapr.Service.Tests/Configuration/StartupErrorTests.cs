@@ -85,6 +85,37 @@ public sealed class StartupErrorTests : IDisposable
         Assert.Equal(1, exitCode);
     }
 
+    /// <summary>
+    /// The address to listen on is taken (a second <c>dotnet run</c>, the quick start's service still in the
+    /// background): Kestrel's bind failure used to end the process as an unhandled exception, stack trace and exit code
+    /// 134 (an abort, a crash dump where enabled). It is the listening address to change or free, said as such.
+    /// </summary>
+    [Fact]
+    public async Task Address_already_in_use_stops_start_up_naming_the_address_without_a_stack_trace()
+    {
+        using var taken = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        taken.Start();
+        var address = $"http://127.0.0.1:{((System.Net.IPEndPoint)taken.LocalEndpoint).Port}";
+
+        var (exitCode, stdout, stderr) = await RunServiceAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = temp.File("handoff.db"),
+            ["Handoff__Integrations__42__ApiKey"] = "key",
+            ["Handoff__Integrations__43__ApiKey"] = "key",
+            ["Logging__LogLevel__Default"] = "None",
+            ["DOTNET_DbgEnableMiniDump"] = "0",
+            ["ASPNETCORE_URLS"] = address,
+        });
+
+        var output = stdout + stderr;
+        Assert.Contains(address, stderr);
+        Assert.Contains("already in use", stderr);
+        Assert.DoesNotContain("Unhandled exception", output);
+        Assert.DoesNotContain("   at ", output);
+        Assert.Equal(1, exitCode);
+    }
+
     /// <param name="wait">
     /// A wait that ends before the server has started (1 ms; or 1 s on a loaded machine) stops the app during its start:
     /// that used to end in an unhandled TaskCanceledException, exit code 134.
