@@ -28,8 +28,10 @@ public static class TelemetryExtensions
             return builder;
         }
 
+        // Set but blank (a template's unset value) is the default too: OpenTelemetry refuses an empty service name, at start.
+        var serviceName = builder.Configuration["OTEL_SERVICE_NAME"] is { } configured && !string.IsNullOrWhiteSpace(configured) ? configured.Trim() : "handoff";
         builder.Services.AddOpenTelemetry()
-            .ConfigureResource(resource => resource.AddService(builder.Configuration["OTEL_SERVICE_NAME"] ?? "handoff"))
+            .ConfigureResource(resource => resource.AddService(serviceName))
             .WithTracing(tracing => tracing
                 .AddSource(HandoffTelemetry.Name)
                 .AddAspNetCoreInstrumentation(options => options.Filter = context => !Api.HealthEndpoints.IsProbe(context.Request.Path))

@@ -61,6 +61,27 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(expected, tracer is not null);
     }
 
+    /// <summary>
+    /// <c>OTEL_SERVICE_NAME</c> set but empty (a template's unset value) is the default, <c>handoff</c>: it used to reach
+    /// OpenTelemetry's AddService, which throws for an empty name, and start-up died on an unhandled exception (exit 134).
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData(" ")]
+    public void Empty_service_name_with_an_exporter_is_the_default_name(string serviceName)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("otel-name.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317",
+            ["OTEL_SERVICE_NAME"] = serviceName,
+        });
+
+        var tracer = (OpenTelemetry.Trace.TracerProvider)factory.Services.GetService(typeof(OpenTelemetry.Trace.TracerProvider))!;
+        Assert.NotNull(factory.Services.GetService(typeof(MeterProvider)));
+
+        Assert.Equal("handoff", OpenTelemetry.ProviderExtensions.GetResource(tracer).Attributes.Single(attribute => attribute.Key == "service.name").Value);
+    }
+
     [Fact]
     public async Task Launch_outcomes_are_counted_by_outcome_and_failure_type()
     {
