@@ -213,6 +213,37 @@ public sealed class TelemetryTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Without an exporter the README sends the operator to dotnet-counters, which shows a meter only when asked for it
+    /// by name: the runbook must give that name, and list every instrument on it.
+    /// </summary>
+    [Fact]
+    public void Runbook_names_the_meter_and_every_instrument_on_it()
+    {
+        var runbook = File.ReadAllText(Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "docs", "runbook.md"));
+        // The instruments are static fields: made once the type is first used.
+        Assert.NotNull(HandoffTelemetry.Launches);
+        var instruments = new List<string>();
+        using (var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, _) =>
+            {
+                if (instrument.Meter.Name == HandoffTelemetry.Name)
+                {
+                    instruments.Add(instrument.Name);
+                }
+            },
+        })
+        {
+            listener.Start();
+        }
+
+        Assert.Contains($"--counters {HandoffTelemetry.Name}", runbook);
+        Assert.Contains($"meter `{HandoffTelemetry.Name}`", runbook);
+        Assert.True(instruments.Count >= 6, $"only {instruments.Count} instruments found");
+        Assert.Equal([], instruments.Where(name => !runbook.Contains($"`{name}", StringComparison.Ordinal)).ToArray());
+    }
+
     /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
     private static ActivityListener RecordSpans(List<Activity> spans)
     {
