@@ -1,4 +1,5 @@
 using System.Buffers;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace HandoffDapr.Service.Api;
@@ -15,8 +16,9 @@ public static class RequestBody
     public static async Task<(PooledBody? Body, ProblemHttpResult? Problem)> ReadAsync(
         HttpRequest request, long limit, CancellationToken cancellationToken)
     {
-        if (request.ContentLength > limit)
+        if (request.ContentLength is { } declared && declared > limit)
         {
+            await DiscardAsync(request, declared, cancellationToken);
             return (null, Problems.BodyTooLarge(limit));
         }
 
@@ -78,6 +80,40 @@ public static class RequestBody
             throw;
         }
     }
+
+    /// <summary>
+    /// Reads and drops a body refused for its declared length, up to <see cref="DiscardedBodyLimit"/>. Answered with the
+    /// body unread, Kestrel closes the connection on the rest, and the reset can reach the client before the answer: an
+    /// error instead of a 413 (to daprd, a failure to retry instead of the DROP that dead-letters the event).
+    /// </summary>
+    private static async Task DiscardAsync(HttpRequest request, long declared, CancellationToken cancellationToken)
+    {
+        if (declared > DiscardedBodyLimit
+            || request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is not { IsReadOnly: false } size)
+        {
+            return;
+        }
+
+        size.MaxRequestBodySize = declared;
+        var scratch = ArrayPool<byte>.Shared.Rent(InitialBufferBytes);
+        try
+        {
+            while (await request.Body.ReadAsync(scratch, cancellationToken) > 0)
+            {
+            }
+        }
+        catch (Exception exception) when (exception is BadHttpRequestException or IOException)
+        {
+            // Too slow or cut off: the 413 is answered all the same.
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(scratch);
+        }
+    }
+
+    /// <summary>The most of a refused body read only to be dropped (daprd's max-body-size in k8s/ is 8 MiB).</summary>
+    private const long DiscardedBodyLimit = 16 * 1024 * 1024;
 
     private static bool IsEncoded(HttpRequest request)
     {
