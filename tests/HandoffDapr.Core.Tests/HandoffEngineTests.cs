@@ -623,6 +623,44 @@ public sealed class HandoffEngineTests
         Assert.Equal("bc-lost", writer.Saved.Last().Launches.Single().AgentId);
     }
 
+    [Fact]
+    public async Task A_relaunch_ended_before_any_call_behind_an_earlier_agent_that_finished_after_all_is_still_looked_for()
+    {
+        var catalog = new SwitchableCatalog(new Integration(42, provider));
+        var switchable = new HandoffEngine(catalog, new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        await switchable.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await switchable.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(switchable, writer), CancellationToken.None);
+        // Relaunched by a person; the answer is lost after the provider made the agent, and the stopped agent finishes after all.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await switchable.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
+        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
+        await switchable.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        // The integration is taken out of the settings: the wake-up that would have looked fails the relaunch (an agent may exist).
+        catalog.Present = false;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        await switchable.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, true), (writer.Saved.Last().FindLaunch("acme/shop", 42)!.Phase, writer.Saved.Last().FindLaunch("acme/shop", 42)!.OutcomeUnknown));
+
+        // Put back, and a person's trigger looks for it; but the integration goes again before the call is made.
+        catalog.Present = true;
+        var look = await switchable.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.True(Assert.Single(look.Round!.Launches).ReconcileFirst);
+        catalog.Present = false;
+        await switchable.FinishAsync(look.Round, writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, 0, true), (writer.Saved.Last().FindLaunch("acme/shop", 42)!.Phase, writer.Saved.Last().FindLaunch("acme/shop", 42)!.Attempts, writer.Saved.Last().FindLaunch("acme/shop", 42)!.OutcomeUnknown));
+
+        // Put back for good: the next trigger still looks for the relaunch's agent, which is there.
+        catalog.Present = true;
+        provider.Existing = new ProviderAgent("bc-9", ProviderAgentStatus.Running, BranchName: relaunch.BranchName, Repository: "acme/shop");
+        var launchesBefore = provider.Launches.Count;
+        await switchable.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(2, writer.Saved.Last().LaunchOfAgent("bc-9")?.Generation);
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {

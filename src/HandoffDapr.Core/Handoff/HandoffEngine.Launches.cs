@@ -74,7 +74,9 @@ public sealed partial class HandoffEngine
             // agent would otherwise run unseen. It is only looked for (see LookOnly): none is launched beside the live one.
             var latest = state.FindLaunch(fullName, integration.Id);
             var live = state.LaunchWithLiveAgent(fullName, integration.Id);
-            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null, Attempts: > 0 } && latest.OutcomeUnknown != false
+            // "May exist" as the relaunch below reads it: a relaunch ended before any call keeps 0 attempts but its failure's
+            // OutcomeUnknown true, and still has the earlier attempts' agent to look for.
+            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null } && (latest.OutcomeUnknown ?? latest.Attempts > 0)
                 ? latest
                 : live ?? latest;
             if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
