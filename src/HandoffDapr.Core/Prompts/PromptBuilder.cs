@@ -176,8 +176,9 @@ public static class PromptBuilder
             {
                 lines[i] = string.Concat(lines[i].AsSpan(0, indent), "\\", lines[i].AsSpan(indent));
             }
-            else if (heading < lines[i].Length && lines[i][heading] == '#')
+            else if (heading < lines[i].Length && (lines[i][heading] == '#' || IsUnderline(lines[i].AsSpan(heading).TrimEnd())))
             {
+                // An underline after quote marks ("> Instructions" over "> ====") makes a heading in the quote all the same.
                 lines[i] = string.Concat(lines[i].AsSpan(0, heading), "\\", lines[i].AsSpan(heading));
             }
         }
