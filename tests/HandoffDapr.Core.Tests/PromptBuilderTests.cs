@@ -256,6 +256,26 @@ public sealed class PromptBuilderTests
     }
 
     [Fact]
+    public void Size_cap_never_cuts_a_quoted_line_into_an_underline()
+    {
+        // "> - open…" cut after its dash leaves "> -" under "> Steps to reproduce:": a heading inside the quote.
+        const string description = "> Steps to reproduce:\n> - open the checkout page and wait until every connection of the pool is taken and held";
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(description)));
+        var artifacts = "## Root Cause Analysis\n\n" + description;
+        var kept = artifacts.IndexOf("> - ", StringComparison.Ordinal) + "> -".Length;
+        var cap = PromptBuilder.Opening.Length + 2 + kept + PromptBuilder.TruncationMarker.Length;
+
+        var prompt = PromptBuilder.Build(snapshot, null, autoCreatePr: false, cap);
+
+        Assert.EndsWith(PromptBuilder.TruncationMarker, prompt);
+        Assert.True(prompt.Length <= cap);
+        var underlines = prompt.Split('\n')
+            .Where(line => System.Text.RegularExpressions.Regex.IsMatch(line, @"^ {0,3}(?:> ?)+ *(=+|-+)[ \t]*$")).ToList();
+        Assert.Empty(underlines);
+        Assert.Contains("Steps to reproduce:", prompt);
+    }
+
+    [Fact]
     public void Size_cap_never_splits_a_surrogate_pair()
     {
         var emoji = string.Concat(Enumerable.Repeat("😀", 10_000));

@@ -63,9 +63,11 @@ public static class PromptBuilder
             }
 
             // A line cut short may be left of only '=' or '-' ("- open the page" cut after its dash): an underline making
-            // the line above a heading, which AsData escapes only in whole lines. Such a piece of a line is left out.
+            // the line above a heading, which AsData escapes only in whole lines. Such a piece of a line is left out, also
+            // after quote marks ("> - open…" cut to "> -" under a quoted line).
             var lineStart = artifacts.AsSpan(0, keep).LastIndexOfAny('\n', '\r') + 1;
-            if (IsUnderline(artifacts.AsSpan(lineStart, keep - lineStart).Trim()))
+            var piece = artifacts.AsSpan(lineStart, keep - lineStart).Trim();
+            if (IsUnderline(piece) || IsUnderline(piece[ContainerMarksLength(piece)..].TrimEnd()))
             {
                 keep = lineStart;
             }
