@@ -88,7 +88,9 @@ public static class RequestBody
     /// </summary>
     private static async Task DiscardAsync(HttpRequest request, long declared, CancellationToken cancellationToken)
     {
+        // A client that waits for "100 Continue" has sent nothing yet: reading would ask it for the whole body.
         if (declared > DiscardedBodyLimit
+            || request.Headers.Expect.Any(expect => expect?.Contains("100-continue", StringComparison.OrdinalIgnoreCase) == true)
             || request.HttpContext.Features.Get<IHttpMaxRequestBodySizeFeature>() is not { IsReadOnly: false } size)
         {
             return;

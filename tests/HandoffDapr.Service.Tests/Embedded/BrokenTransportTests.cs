@@ -94,6 +94,17 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
         }
     }
 
+    [Fact]
+    public async Task Body_declared_over_the_limit_of_a_client_awaiting_100_continue_is_refused_without_asking_for_it()
+    {
+        // Reading the body would send "100 Continue" and make the client upload what is refused anyway.
+        var (status, head, _) = await service.SendRawAsync(
+            $"POST /events/autofix-run-completed HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {BodyLimit * 16}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+
+        Assert.Equal(413, status);
+        Assert.DoesNotContain("100 Continue", head);
+    }
+
     public sealed class Service : IDisposable
     {
         private readonly TempDirectory temp = new();
