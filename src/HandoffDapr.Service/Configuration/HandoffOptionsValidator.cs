@@ -1,4 +1,5 @@
 using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Service.Api;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Configuration;
@@ -226,6 +227,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             }
         }
 
+        errors.AddRange(DurationsWithoutColon());
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
@@ -249,6 +251,24 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     /// What the binder says of the setting it could not convert: its key and the value it was given, as start-up says of
     /// any setting it cannot convert. Only a setting of another type than text fails so, never a key or a secret.
     /// </summary>
+    /// <summary>
+    /// A duration written as a bare number ("30") is read by .NET as that many days, which passes the bounds of most
+    /// settings: one meant as seconds would poll once a month. Every duration is written with its hours and minutes
+    /// (but 0, which is 0 in any unit).
+    /// </summary>
+    private IEnumerable<string> DurationsWithoutColon() =>
+        from setting in configuration?.GetSection(HandoffOptions.SectionName).AsEnumerable() ?? []
+        where setting.Value is { Length: > 0 } value && !value.Contains(':') && value.Trim() != "0"
+            && DurationSettings.Contains(setting.Key[(setting.Key.LastIndexOf(':') + 1)..])
+        select $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.";
+
+    private static readonly HashSet<string> DurationSettings = new(
+        new[] { typeof(HandoffOptions), typeof(IntegrationOptions), typeof(DaprOptions), typeof(LaunchOptions), typeof(EmbeddedOptions), typeof(RateLimitOptions) }
+            .SelectMany(type => type.GetProperties())
+            .Where(property => property.PropertyType == typeof(TimeSpan) && property.CanWrite)
+            .Select(property => property.Name),
+        StringComparer.OrdinalIgnoreCase);
+
     private static string UnreadableIntegration(IConfigurationSection section)
     {
         try

@@ -15,6 +15,9 @@ public sealed class HandoffOptionsValidatorTests
 
     [Theory]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1e3", "'Handoff:Integrations:42:RequestTimeout'")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:PollInterval", "30", "Handoff:Launch:PollInterval is '30', which would be read as days")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ShutdownDrain", "40", "Handoff:Dapr:ShutdownDrain is '40', which would be read as days")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1", "Handoff:Integrations:42:RequestTimeout is '1', which would be read as days")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:AutoCreatePr", "yes", "'Handoff:Integrations:42:AutoCreatePr'")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1.12:00:00", "Handoff:Integrations:42:RequestTimeout must be at least 10 ms, at most one day")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "K\nX", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
@@ -44,6 +47,15 @@ public sealed class HandoffOptionsValidatorTests
 
         Assert.Contains(failures, failure => failure.Contains(expected, StringComparison.Ordinal));
         Assert.DoesNotContain(failures, failure => failure.Contains(value, StringComparison.Ordinal) && key.EndsWith("ApiKey", StringComparison.Ordinal));
+    }
+
+    [Theory]
+    [InlineData("Handoff:Embedded:ProviderCallGrace", "0")]
+    [InlineData("Handoff:Launch:AgentMaxAge", "1.00:00:00")]
+    [InlineData("Handoff:Launch:PollInterval", "00:00:30")]
+    public void A_duration_written_with_its_hours_and_minutes_or_as_zero_passes(string key, string value)
+    {
+        Assert.Empty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value }));
     }
 
     [Fact]
