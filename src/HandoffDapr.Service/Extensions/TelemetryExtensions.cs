@@ -23,9 +23,17 @@ public static class TelemetryExtensions
         // Without an exporter nothing would read the spans, yet a listening tracer provider still builds one per
         // request and per provider call: register it only when there is somewhere to send them. The meters are
         // there either way, for dotnet-counters or dotnet-monitor.
-        if (string.IsNullOrEmpty(builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"]))
+        if (builder.Configuration["OTEL_EXPORTER_OTLP_ENDPOINT"] is not { Length: > 0 } endpoint)
         {
             return builder;
+        }
+
+        // OpenTelemetry ignores an endpoint it cannot use ("localhost:4317", no scheme) without a word: nothing would
+        // be exported, and nobody told.
+        if (!Uri.TryCreate(endpoint.Trim(), UriKind.Absolute, out var uri) || uri.Scheme is not ("http" or "https"))
+        {
+            throw new Microsoft.Extensions.Options.OptionsValidationException("OTEL_EXPORTER_OTLP_ENDPOINT", typeof(string),
+                ["OTEL_EXPORTER_OTLP_ENDPOINT must be an absolute http(s) URL (http://collector:4317)."]);
         }
 
         // Set but blank (a template's unset value) is the default too: OpenTelemetry refuses an empty service name, at start.

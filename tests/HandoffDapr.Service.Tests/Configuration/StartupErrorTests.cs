@@ -18,6 +18,10 @@ public sealed class StartupErrorTests : IDisposable
     [InlineData("Handoff__Integrations__42__RequestTimeout", "1e3", "'Handoff:Integrations:42:RequestTimeout'")]
     // A key with a line break used to fail building its HTTP client, with a stack trace.
     [InlineData("Handoff__Integrations__42__ApiKey", "key\nmore", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
+    // OpenTelemetry ignored an endpoint without a scheme without a word: nothing was exported.
+    [InlineData("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost:4317", "OTEL_EXPORTER_OTLP_ENDPOINT must be an absolute http(s) URL")]
+    // A bare number is days to .NET: a poll meant every 30 seconds came once a month.
+    [InlineData("Handoff__Launch__PollInterval", "30", "Handoff:Launch:PollInterval is '30', which would be read as days")]
     public async Task Bad_setting_stops_start_up_naming_the_setting_without_a_stack_trace(string variable, string value, string expected)
     {
         var (exitCode, stdout, stderr) = await RunServiceAsync(new Dictionary<string, string>
