@@ -255,8 +255,27 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private static string Names(RunSnapshot snapshot) => string.Join(",", snapshot.Preferences!.Repositories!.Select(r => r!.Name));
 
-    // When the owner woke the run.
-    private readonly List<DateTimeOffset> wakes = [];
+    // The wake-ups at which the run was not watching an agent it tracks: the agent was not among those it reads, or a
+    // poll was due and did not name it. With the time and the order of events then (steps share the fake clock's instants).
+    private readonly Dictionary<string, List<(DateTimeOffset At, long Order)>> unwatchedAt = [];
+
+    /// <summary>Wakes the run, noting each agent it was not watching then.</summary>
+    private async Task<WakeOutcome> WakeWatchedAsync()
+    {
+        var now = time.GetUtcNow();
+        var watched = stored!.AgentsToPoll.Select(agent => agent.Id).ToHashSet();
+        var pollDue = stored.HasAgentsToPoll && stored.Poll?.NextPollAt <= now;
+        var tracked = stored.CodingAgents.Keys.ToList();
+        var woken = await engine.WakeAsync(stored, this, CancellationToken.None);
+        var polled = woken.Poll?.Agents.Select(agent => agent.AgentId).ToHashSet() ?? [];
+        // Not an agent sent a follow-up not recorded yet: the run cannot know to watch it again.
+        foreach (var id in tracked.Where(id => !heldFollowups.Contains(id) && (!watched.Contains(id) || (pollDue && !polled.Contains(id)))))
+        {
+            (unwatchedAt.TryGetValue(id, out var at) ? at : unwatchedAt[id] = []).Add((now, provider.Tick()));
+        }
+
+        return woken;
+    }
 
     private async Task WakeAsync()
     {
@@ -265,9 +284,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             return;
         }
 
-        wakes.Add(time.GetUtcNow());
         Note($"wake (next wake-up {stored.NextWakeAt():HH:mm:ss})");
-        var woken = await engine.WakeAsync(stored, this, CancellationToken.None);
+        var woken = await WakeWatchedAsync();
         Started(woken.Round);
         if (woken.Poll is { } poll)
         {
@@ -367,6 +385,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 return result;
             case PollAnswers poll:
                 Note($"record poll of {poll.Round.StartedAt:HH:mm:ss}: {string.Join("; ", poll.Reports.Select(r => r is null ? "-" : $"{r.Id} {r.Status}"))}");
+                provider.Recorded(poll.Reports);
                 var verdict = await engine.CompletePollAsync(stored, poll, this);
                 foreach (var agent in verdict.ToStop)
                 {
@@ -376,6 +395,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 return verdict;
             default:
                 var sent = (AgentCommandSent)answer;
+                if (!sent.Stop && !answersToRecord.OfType<AgentCommandSent>().Any(other => !other.Stop && other.AgentId == sent.AgentId))
+                {
+                    heldFollowups.Remove(sent.AgentId);
+                }
+
                 Note($"record {(sent.Stop ? "stop" : "follow-up")} of {sent.AgentId}{(sent.OutcomeUnknown ? " (outcome unknown)" : "")}");
                 var outcome = await engine.RecordCommandAsync(stored, sent, this);
                 CheckNoLeak("recorded command", outcome);
@@ -515,17 +539,20 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         }
 
         var id = ids[random.Next(ids.Count)];
-        if (!stop)
-        {
-            followedUp[id] = time.GetUtcNow();
-        }
-
+        var sentAt = time.GetUtcNow();
         holdAnswers = random.Next(3) == 0;
         Note($"{(stop ? "stop" : "follow-up")} {id}{(holdAnswers ? " (record held)" : "")}");
         var outcome = stop
             ? await engine.StopAgentAsync(stored, id, this, CancellationToken.None)
             : await engine.AddFollowupAsync(stored, new AgentFollowup(id, "Also add a test"), this, CancellationToken.None);
         holdAnswers = false;
+        if (!stop && outcome.Status is AgentCommandStatus.Done or AgentCommandStatus.OutcomeUnknown)
+        {
+            // Only a follow-up the provider took (or may have) starts a watch: one refused or faulted resumed nothing,
+            // and the engine, never told of it, counts the watch from the last one it recorded.
+            followedUp[id] = sentAt;
+        }
+
         CheckNoLeak("command answer", outcome);
         Note($"  -> {outcome.Status} {outcome.FailureType}");
     }
@@ -546,8 +573,16 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         holdAnswers ? Hold(sent, new AgentCommandOutcome(AgentCommandStatus.Done)) : (AgentCommandOutcome)await RecordAsync(sent);
 
+    // Agents sent a follow-up whose record is held.
+    private readonly HashSet<string> heldFollowups = [];
+
     private T Hold<T>(object answer, T reply)
     {
+        if (answer is AgentCommandSent { Stop: false } followup)
+        {
+            heldFollowups.Add(followup.AgentId);
+        }
+
         answersToRecord.Add(answer);
         return reply;
     }
@@ -716,9 +751,15 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             var atProvider = provider.Agents[id];
             var launchedAt = stored.LaunchOfAgent(id)!.AttemptStartedAt ?? agent.StartedAt;
             var watchedFrom = followedUp.TryGetValue(id, out var followedUpAt) && followedUpAt > launchedAt ? followedUpAt : launchedAt;
-            bool Within(DateTimeOffset at) => at >= atProvider.EndedAt && at <= watchedFrom + 2 * options.AgentMaxAge;
+            // After the end in the order things happened (not merely at its instant: steps share the fake clock's), and
+            // within the watch.
+            bool Within((DateTimeOffset At, long Order) at) => at.Order > atProvider.EndedOrder && at.At <= watchedFrom + 2 * options.AgentMaxAge;
+            // Seen: a read after the end answered what the agent is, and the run was given it (a poll's answers dropped
+            // teach nothing). Unseen otherwise, unless the run stopped watching the agent meanwhile: at a wake-up it was
+            // not among those read, or a poll was due and left it out. A run that watched it to the end of its watch may
+            // have missed the end: every read failed, the owner dropped its polls or never woke when one was due.
             var unseen = atProvider.EndedAt > watchedFrom + 2 * options.AgentMaxAge - options.PollMaxInterval
-                || (!atProvider.GoodReads.Any(Within) && (atProvider.ReadAttempts.Any(Within) || !wakes.Any(Within)));
+                || (!atProvider.RecordedGoodReads.Any(Within) && !unwatchedAt.GetValueOrDefault(id, []).Any(Within));
             var expected = atProvider.Status == ProviderAgentStatus.Finished ? CodingAgentStatus.Completed : CodingAgentStatus.Failed;
             // An agent completed with its pull request is not read again: a later end of work a follow-up started is not learnt.
             var completedWithItsPullRequest = agent.Status == CodingAgentStatus.Completed && agent.Results.Any(result => result.PrUrl is not null && result.PrUrl == atProvider.PrUrl);
@@ -770,8 +811,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
     private async Task WakeAndFinishAsync()
     {
-        wakes.Add(time.GetUtcNow());
-        var woken = await engine.WakeAsync(stored!, this, CancellationToken.None);
+        var woken = await WakeWatchedAsync();
         if (woken.Round is { } round)
         {
             Started(round);
@@ -815,14 +855,14 @@ internal sealed record ModelAgent(string Id, string Repository, string Branch, D
 
     public string? PrUrl { get; set; }
 
-    /// <summary>When it was read, whatever the read answered.</summary>
-    public List<DateTimeOffset> ReadAttempts { get; } = [];
-
-    /// <summary>When a read answered what it is (not stale, not another agent's, not failed).</summary>
-    public List<DateTimeOffset> GoodReads { get; } = [];
+    /// <summary>Reads that answered what it is (not stale, not another agent's, not failed) whose answers the run was given (a poll recorded), with when they were made.</summary>
+    public List<(DateTimeOffset At, long Order)> RecordedGoodReads { get; } = [];
 
     /// <summary>When it last ended (finished, failed or stopped).</summary>
     public DateTimeOffset? EndedAt { get; set; }
+
+    /// <summary>Where its last end falls in the order of events (<see cref="ModelProvider.Tick"/>).</summary>
+    public long EndedOrder { get; set; }
 
     /// <summary>What a read may answer when it is stale: a status the agent had before.</summary>
     public ProviderAgentStatus Previous { get; set; } = ProviderAgentStatus.Creating;
@@ -837,6 +877,25 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 {
     private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
     private int sequence;
+    private long order;
+
+    /// <summary>The next in the order of events: many steps share one instant of the fake clock.</summary>
+    public long Tick() => ++order;
+
+    // Each good read's answer, by reference, until a poll's answers carrying it are recorded.
+    private readonly Dictionary<ProviderAgent, (string Id, DateTimeOffset At, long Order)> goodAnswers = new(ReferenceEqualityComparer.Instance);
+
+    /// <summary>A poll's answers recorded: the good reads among them were given to the run.</summary>
+    public void Recorded(IEnumerable<ProviderAgent?> reports)
+    {
+        foreach (var report in reports)
+        {
+            if (report is not null && goodAnswers.TryGetValue(report, out var read))
+            {
+                Agents[read.Id].RecordedGoodReads.Add((read.At, read.Order));
+            }
+        }
+    }
 
     public Dictionary<string, ModelAgent> Agents { get; } = [];
 
@@ -955,7 +1014,6 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             return Task.FromResult(Failed<ProviderAgent>(FailureTypes.InvalidRequest, false, false));
         }
 
-        agent.ReadAttempts.Add(time.GetUtcNow());
         MaybeCutOff();
         if (Misbehaves)
         {
@@ -973,8 +1031,9 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             }
         }
 
-        agent.GoodReads.Add(time.GetUtcNow());
-        return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent)));
+        var answer = Report(agent);
+        goodAnswers[answer] = (agent.Id, time.GetUtcNow(), Tick());
+        return Task.FromResult(ProviderResult<ProviderAgent>.Success(answer));
     }
 
     public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken)
@@ -1006,6 +1065,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             agent.Previous = agent.Status;
             agent.Status = ProviderAgentStatus.Stopped;
             agent.EndedAt = time.GetUtcNow();
+            agent.EndedOrder = Tick();
         }
 
         return Task.FromResult(outcome switch
@@ -1066,6 +1126,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         if (agent.Status != ProviderAgentStatus.Running)
         {
             agent.EndedAt = time.GetUtcNow();
+            agent.EndedOrder = Tick();
         }
 
         return agent;
@@ -1079,6 +1140,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
             agent.Status = ProviderAgentStatus.Finished;
             agent.PrUrl = PullRequestOf(agent);
             agent.EndedAt = time.GetUtcNow();
+            agent.EndedOrder = Tick();
         }
     }
 
