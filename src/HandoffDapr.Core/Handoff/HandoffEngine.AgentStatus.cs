@@ -381,13 +381,21 @@ public sealed partial class HandoffEngine
         // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
         // agent finished is the truth, and its pull request must not be lost.
         var finishedAfterAll = agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Completed;
-        // An agent that finished without a pull request and finished again with one (a follow-up asked for it): the
-        // status stays, the pull request is learnt.
-        var pullRequestLearnt = agent.Status == CodingAgentStatus.Completed && status == CodingAgentStatus.Completed
+        // An agent that finished without a pull request and shows one now (a follow-up asked for it): the status stays,
+        // the pull request is learnt. Whatever the report's status: the follow-up's work may have opened it and then
+        // failed (an error keeps the pull request on the agent), or still be at work; read only for FINISHED, such a
+        // pull request was never learnt, and the watch read it on until its end.
+        var pullRequestLearnt = agent.Status == CodingAgentStatus.Completed && status is not null
             && report.PrUrl is { Length: > 0 } && agent.Results.All(result => result.PrUrl is null);
         if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll || pullRequestLearnt))
         {
             return state;
+        }
+
+        if (pullRequestLearnt)
+        {
+            // Final is final: completed it stays.
+            status = CodingAgentStatus.Completed;
         }
 
         var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
