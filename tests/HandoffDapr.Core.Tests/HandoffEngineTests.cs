@@ -193,6 +193,34 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Follow_up_to_an_agent_shown_running_is_still_awaited_after_a_poll_whose_read_of_it_failed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        // Past the poll's lease (its owner slow, no wake-up since), a person asks the agent (shown at work; it had
+        // finished unseen) for the pull request.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var followup = await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        // The poll's answers come back, still holding the schedule; its read of the agent failed, which says nothing.
+        await engine.CompletePollAsync(writer.Saved.Last(), new PollAnswers(poll, [null]), writer);
+        // A late webhook tells of the end before the follow-up: completed, without a pull request.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+
+        // Still read on: the follow-up's pull request is learnt without a webhook.
+        Assert.NotNull(state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/25";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/25", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);

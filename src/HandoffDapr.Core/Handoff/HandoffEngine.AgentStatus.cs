@@ -132,9 +132,11 @@ public sealed partial class HandoffEngine
             if (awaiting.Contains(agent.Id))
             {
                 // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
-                // request, or the time since its last follow-up, ends it.
+                // request, or the time since its last follow-up, ends it. Nor by a read that failed: one the run still
+                // shows at work is left to the watch as before only when a read shows it at work (a late webhook may yet
+                // tell of the end before the follow-up, and the pull request would then never be read).
                 var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
-                if (IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
+                if ((IsEndedWithoutPullRequest(latest) || (report is null && !latest.Results.Any(result => result.PrUrl is not null))) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
