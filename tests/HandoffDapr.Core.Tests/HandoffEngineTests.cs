@@ -569,6 +569,34 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_persons_relaunch_of_a_launch_whose_last_attempt_was_rate_limited_waits_for_its_retry_after()
+    {
+        provider.Always = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: TimeSpan.FromMinutes(30), StatusCode: 429);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        while (writer.Saved.Last().NextWakeAt() is { } next)
+        {
+            time.Advance(next - time.GetUtcNow());
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].FailureType));
+        var sent = provider.Launches.Count;
+
+        // A person relaunches it at once: the provider asked for 30 minutes, and is not asked again before.
+        provider.Always = null;
+        time.Advance(TimeSpan.FromMinutes(1));
+        var relaunch = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(sent, provider.Launches.Count);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(29), Assert.Single(relaunch.Result.Retries).RetryAt);
+
+        // Sent once it is over.
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.Launched, state.Launches[0].Phase);
+        Assert.Equal(sent + 1, provider.Launches.Count);
+    }
+
+    [Fact]
     public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_that_failed_unknown_behind_an_earlier_agent_that_finished_after_all()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -112,7 +112,8 @@ public sealed partial class HandoffEngine
                     BaseRef = baseRef,
                     AutoCreatePr = autoCreatePr,
                     Instruction = instruction,
-                    NextAttemptAt = now,
+                    // Not before the Retry-After its last attempt was refused with, if that is not over.
+                    NextAttemptAt = existing.NextAttemptAt > now ? existing.NextAttemptAt : now,
                     FailureType = null,
                     UpdatedAt = now,
                 });
@@ -425,9 +426,11 @@ public sealed partial class HandoffEngine
             var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
             // The failure says whether an agent may exist: a lost answer or an unfinished lookup carries OutcomeUnknown
             // (an attempt that looked first and failed keeps it), a refusal after a lookup that found none does not.
+            // A last attempt refused with a Retry-After keeps it: a person's relaunch is not sent before it is over either.
             state = state.WithLaunch(launch with
             {
-                Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = null, FailureType = failureType, UpdatedAt = now, OutcomeUnknown = failure.OutcomeUnknown,
+                Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = failure.RetryAfter is { } asked ? now + asked : null, FailureType = failureType, UpdatedAt = now,
+                OutcomeUnknown = failure.OutcomeUnknown,
             });
             timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
             counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));

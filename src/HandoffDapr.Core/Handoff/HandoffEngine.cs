@@ -94,7 +94,11 @@ public sealed partial class HandoffEngine(
             return new TriggerOutcome(TriggerStatus.Accepted, Summarize(state, plan));
         }
 
-        var (started, round) = await StartRoundAsync(state, toLaunch, plan, writer, cancellationToken);
+        // A relaunch still within the Retry-After of its last attempt waits for it, saved for the wake-up then.
+        var later = toLaunch.Where(launch => launch.NextAttemptAt > now).ToList();
+        state = later.Aggregate(state, (current, launch) => current.WithLaunch(launch))
+            .WithTimeline(later.Select(launch => new TimelineEntry(now, TimelineEvents.LaunchScheduled, launch.Repository)));
+        var (started, round) = await StartRoundAsync(state, toLaunch.Except(later).ToList(), plan, writer, cancellationToken);
         refusals.Publish();
         return new TriggerOutcome(TriggerStatus.Accepted, Summarize(started, plan)) { Round = round };
     }

@@ -144,7 +144,10 @@ public sealed record RunHandoffState(
 
 /// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
 /// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
-/// <param name="NextAttemptAt">When the owner must act: a retry, or reconciling an attempt whose outcome is unknown.</param>
+/// <param name="NextAttemptAt">
+/// When the owner must act: a retry, or reconciling an attempt whose outcome is unknown. On a failed launch whose last
+/// attempt was refused with a Retry-After: when that is over, before which a person's relaunch is not sent.
+/// </param>
 /// <param name="FirstAttemptAt">
 /// When the first attempt that may have created an agent not found since started: the generation's first, or the first
 /// after attempts that were refused or ruled out by a lookup (absent in launches stored before it was kept). A lookup
