@@ -39,7 +39,9 @@ namespace HandoffDapr.Core.Tests;
 /// took it; that a relaunch behind an earlier agent that finished after all was never looked for again; that an agent
 /// given up on stopped being watched once another agent of the run had a follow-up; and that a relaunch ended before
 /// any call was next relaunched without looking first (two agents on one branch). The longer schedules found the last
-/// two (ENGINE_STEPS_MAX raises the default of 200 steps). Mutations it catches: a lookup window that starts at each
+/// two (ENGINE_STEPS_MAX raises the default of 200 steps), and later that a pull request shown with a status other than
+/// FINISHED was never learnt, that a poll whose read failed ended a follow-up's wait for its pull request, and that a
+/// person's relaunch did not wait for the Retry-After of its last attempt (seeds 11056, 11450, 11499 of 10000..11499). Mutations it catches: a lookup window that starts at each
 /// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).
