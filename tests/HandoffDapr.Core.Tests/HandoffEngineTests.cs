@@ -597,6 +597,31 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_ended_before_any_call_behind_an_earlier_agent_that_finished_after_all()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        // Relaunched by a person; the answer is lost after the provider made the agent.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
+        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
+        // The stopped agent finishes after all; the relaunch's next attempt ends before any call (its integration taken out
+        // of the settings at that wake-up): failed, no attempt kept, an agent may exist.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var state = writer.Saved.Last();
+        state = state with { Launches = [.. state.Launches.Select(launch => launch.Generation == 2 ? launch with { Phase = LaunchPhase.Failed, Attempts = 0, NextAttemptAt = null, FailureType = FailureTypes.InvalidRequest, OutcomeUnknown = true } : launch)] };
+
+        // A person's trigger looks for it (it is there), and launches nothing.
+        provider.Existing = new ProviderAgent("bc-9", ProviderAgentStatus.Running, BranchName: relaunch.BranchName, Repository: "acme/shop");
+        var launchesBefore = provider.Launches.Count;
+        await engine.TriggerAndFinishAsync(1, state, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(2, writer.Saved.Last().LaunchOfAgent("bc-9")?.Generation);
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+    }
+
+    [Fact]
     public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_that_failed_unknown_behind_an_earlier_agent_that_finished_after_all()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
