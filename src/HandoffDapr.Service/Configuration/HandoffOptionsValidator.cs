@@ -248,10 +248,6 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     private static bool HasSpaces(string value) => value.Any(c => char.IsWhiteSpace(c) || char.IsControl(c));
 
     /// <summary>
-    /// What the binder says of the setting it could not convert: its key and the value it was given, as start-up says of
-    /// any setting it cannot convert. Only a setting of another type than text fails so, never a key or a secret.
-    /// </summary>
-    /// <summary>
     /// A duration written as a bare number ("30") is read by .NET as that many days, which passes the bounds of most
     /// settings: one meant as seconds would poll once a month. Every duration is written with its hours and minutes
     /// (but 0, which is 0 in any unit).
@@ -269,6 +265,10 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             .Select(property => property.Name),
         StringComparer.OrdinalIgnoreCase);
 
+    /// <summary>
+    /// What the binder says of the setting it could not convert: its key and the value it was given, as start-up says of
+    /// any setting it cannot convert. Only a setting of another type than text fails so, never a key or a secret.
+    /// </summary>
     private static string UnreadableIntegration(IConfigurationSection section)
     {
         try
