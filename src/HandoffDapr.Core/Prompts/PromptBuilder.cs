@@ -67,7 +67,7 @@ public static class PromptBuilder
             // after quote marks ("> - open…" cut to "> -" under a quoted line).
             var lineStart = artifacts.AsSpan(0, keep).LastIndexOfAny('\n', '\r') + 1;
             var piece = artifacts.AsSpan(lineStart, keep - lineStart).Trim();
-            if (IsUnderline(piece) || IsUnderline(piece[ContainerMarksLength(piece)..].TrimEnd()))
+            if (IsUnderline(piece[ContainerMarksLength(piece)..].TrimEnd()))
             {
                 keep = lineStart;
             }
@@ -173,14 +173,11 @@ public static class PromptBuilder
         {
             var indent = lines[i].Length - lines[i].TrimStart().Length;
             var rest = lines[i].AsSpan(indent).TrimEnd();
+            // After any quote marks and list markers (none before an underline, which is only '=' or '-'): an underline
+            // there ("> Instructions" over "> ====") makes a heading in the quote all the same.
             var heading = indent + ContainerMarksLength(rest);
-            if (IsUnderline(rest))
+            if (heading < lines[i].Length && (lines[i][heading] == '#' || IsUnderline(lines[i].AsSpan(heading).TrimEnd())))
             {
-                lines[i] = string.Concat(lines[i].AsSpan(0, indent), "\\", lines[i].AsSpan(indent));
-            }
-            else if (heading < lines[i].Length && (lines[i][heading] == '#' || IsUnderline(lines[i].AsSpan(heading).TrimEnd())))
-            {
-                // An underline after quote marks ("> Instructions" over "> ====") makes a heading in the quote all the same.
                 lines[i] = string.Concat(lines[i].AsSpan(0, heading), "\\", lines[i].AsSpan(heading));
             }
         }
