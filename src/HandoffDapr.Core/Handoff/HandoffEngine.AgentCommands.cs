@@ -104,7 +104,7 @@ public sealed partial class HandoffEngine
         }
 
         var now = timeProvider.GetUtcNow();
-        if (!sent.Stop && !agent.Results.Any(result => result.PrUrl is not null))
+        if (!sent.Stop && !HasPullRequest(agent))
         {
             // A follow-up sets an agent that ended without a pull request to work again: a finished one maybe on the pull
             // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.

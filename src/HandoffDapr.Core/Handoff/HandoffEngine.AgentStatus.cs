@@ -136,7 +136,7 @@ public sealed partial class HandoffEngine
                 // shows at work is left to the watch as before only when a read shows it at work (a late webhook may yet
                 // tell of the end before the follow-up, and the pull request would then never be read).
                 var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
-                if ((IsEndedWithoutPullRequest(latest) || (report is null && !latest.Results.Any(result => result.PrUrl is not null))) && watchedFor <= watchLimit)
+                if ((IsEndedWithoutPullRequest(latest) || (report is null && !HasPullRequest(latest))) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
@@ -363,7 +363,9 @@ public sealed partial class HandoffEngine
 
     /// <summary>Completed without a pull request, or failed (stopped, timed out, or the agent's own error): what a follow-up can still change.</summary>
     private static bool IsEndedWithoutPullRequest(CodingAgentState agent) =>
-        agent.Status.IsFinal() && !agent.Results.Any(result => result.PrUrl is not null);
+        agent.Status.IsFinal() && !HasPullRequest(agent);
+
+    private static bool HasPullRequest(CodingAgentState agent) => agent.Results.Any(result => result.PrUrl is not null);
 
     /// <summary>
     /// Applies what a provider says about an agent (webhook or poll). Status never moves backwards, and only a pull
