@@ -74,9 +74,7 @@ public sealed partial class HandoffEngine
             // agent would otherwise run unseen. It is only looked for (see LookOnly): none is launched beside the live one.
             var latest = state.FindLaunch(fullName, integration.Id);
             var live = state.LaunchWithLiveAgent(fullName, integration.Id);
-            // "May exist" as the relaunch below reads it: a relaunch ended before any call keeps 0 attempts but its failure's
-            // OutcomeUnknown true, and still has the earlier attempts' agent to look for.
-            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null } && (latest.OutcomeUnknown ?? latest.Attempts > 0)
+            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null, AgentMayExist: true }
                 ? latest
                 : live ?? latest;
             if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
@@ -103,10 +101,7 @@ public sealed partial class HandoffEngine
             {
                 toLaunch.Add(existing with
                 {
-                    // Its failure says whether an agent may exist; a relaunch ended before any call keeps no attempt but
-                    // still has the earlier attempts' agent to look for. Only a launch stored before that was kept goes
-                    // by its attempts.
-                    Phase = existing.OutcomeUnknown ?? existing.Attempts > 0 ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                    Phase = existing.AgentMayExist ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
                     OutcomeUnknown = null,
                     Attempts = 0,
                     BaseRef = baseRef,
@@ -378,7 +373,7 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            if (outcome.Agent is { } answered && (FollowedByAnother(state, launch, answered.Id) ?? OnAnotherLaunchsBranch(state, launch, answered)) is { } other)
+            if (outcome.Agent is { } answered && OfAnotherLaunch(state, launch, answered) is { } other)
             {
                 // One agent cannot be two launches' (a provider answering garbage): not an answer for this launch, which may
                 // have created its own agent, so it is looked for first at its next attempt. One on another launch's branch
@@ -454,7 +449,7 @@ public sealed partial class HandoffEngine
             return state;
         }
 
-        if (launch is not null && (FollowedByAnother(state, launch, agent.Id) ?? OnAnotherLaunchsBranch(state, launch, agent)) is { } other)
+        if (launch is not null && OfAnotherLaunch(state, launch, agent) is { } other)
         {
             counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, agent.Id, other.Repository));
             return state;
@@ -475,6 +470,10 @@ public sealed partial class HandoffEngine
         counted.Log(() => LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id));
         return state;
     }
+
+    /// <summary>The other launch of the run <paramref name="agent"/> is of: one that follows it, or one on whose branch it is.</summary>
+    private static RepositoryLaunch? OfAnotherLaunch(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent) =>
+        FollowedByAnother(state, launch, agent.Id) ?? OnAnotherLaunchsBranch(state, launch, agent);
 
     /// <summary>The other launch of the run that already follows <paramref name="agentId"/>, if one does.</summary>
     private static RepositoryLaunch? FollowedByAnother(RunHandoffState state, RepositoryLaunch launch, string agentId) =>

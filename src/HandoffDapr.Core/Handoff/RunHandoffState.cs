@@ -185,6 +185,13 @@ public sealed record RepositoryLaunch(
     /// <summary>An earlier attempt may have created an agent we never heard of: look for it before launching again.</summary>
     [JsonIgnore]
     public bool NeedsReconciliation => Phase is LaunchPhase.InFlight or LaunchPhase.OutcomeUnknown;
+
+    /// <summary>
+    /// Of a failed launch: an agent of it may exist, as its failure says (also for a relaunch ended before any call, which
+    /// keeps no attempt but the earlier attempts' agent). Only a launch stored before that was kept goes by its attempts.
+    /// </summary>
+    [JsonIgnore]
+    public bool AgentMayExist => OutcomeUnknown ?? Attempts > 0;
 }
 
 [JsonConverter(typeof(SnakeCaseEnumConverter<LaunchPhase>))]
