@@ -69,6 +69,10 @@ public sealed class RepositoryNameTests
     [InlineData("a/b.lock/c", false)]
     [InlineData("release/v1.lockdown", true)]
     [InlineData("v1.2/fix", true)]
+    // git check-ref-format --branch refuses "HEAD" itself; a branch that only contains it is fine.
+    [InlineData("HEAD", false)]
+    [InlineData("HEAD/fix", true)]
+    [InlineData("fix-HEAD", true)]
     public void Base_branches_follow_git_ref_rules(string branch, bool valid) => Assert.Equal(valid, GitRefName.IsValidBranch(branch));
 
     [Theory]

@@ -12,9 +12,10 @@ public static class GitRefName
             return false;
         }
 
+        // "HEAD" names the checked-out commit, never a branch: git refuses to create it, so a launch on it would fail.
         // No component may start with '.' or end with ".lock": the first and the inner ones too, not only those after a
         // '/' and the last: git refuses ".main" and "release.lock/1", and a launch on them would only be sent to fail.
-        if (branch[0] is '-' or '/' or '.' || branch[^1] is '/' or '.' || branch == "@"
+        if (branch[0] is '-' or '/' or '.' || branch[^1] is '/' or '.' || branch is "@" or "HEAD"
             || branch.EndsWith(".lock", StringComparison.Ordinal)
             || branch.Contains(".lock/", StringComparison.Ordinal)
             || branch.Contains("..", StringComparison.Ordinal)
