@@ -37,6 +37,9 @@ public static class OpenApiDescription
         {
             // The limits a body is refused for (a 400) are stated, so a client generated from the document does not send it.
             var maxText = context.ApplicationServices.GetRequiredService<IOptions<HandoffOptions>>().Value.MaxInstructionLength;
+            // JSON Schema's maxLength counts code points; the service counts UTF-16 units (as its prompt caps do), so
+            // text of many emoji could pass maxLength and still be refused: the description says which count applies.
+            var textLimit = $"At most {maxText} UTF-16 code units: a character outside the Basic Multilingual Plane, such as most emoji, counts as two.";
             var type = context.JsonTypeInfo.Type;
             if (type == typeof(HandoffRequest) && schema.Properties is { } trigger)
             {
@@ -45,11 +48,12 @@ public static class OpenApiDescription
                 if (trigger.TryGetValue("instruction", out var instruction) && instruction is OpenApiSchema text)
                 {
                     text.MaxLength = maxText;
+                    text.Description = textLimit;
                 }
             }
             else if (type == typeof(FollowupRequest) && schema.Properties is { } followup)
             {
-                followup["text"] = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxText };
+                followup["text"] = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxText, Description = textLimit };
             }
             else if (RunIdProperties.TryGetValue(type, out var ids) && schema.Properties is { } run)
             {

@@ -155,6 +155,9 @@ public sealed class OpenApiTests : IDisposable
 
         Assert.Equal(3000, schemas["HandoffRequest"]!["properties"]!["instruction"]!["maxLength"]?.GetValue<int>());
         Assert.Equal(3000, schemas["FollowupRequest"]!["properties"]!["text"]!["maxLength"]?.GetValue<int>());
+        // maxLength counts code points, the service UTF-16 units: the description says which, or 3000 emoji look fine.
+        Assert.Contains("3000 UTF-16 code units", schemas["HandoffRequest"]!["properties"]!["instruction"]!["description"]?.GetValue<string>());
+        Assert.Contains("3000 UTF-16 code units", schemas["FollowupRequest"]!["properties"]!["text"]!["description"]?.GetValue<string>());
         foreach (var (schema, property) in new[] { ("RunSnapshot", "run_id"), ("RunSnapshot", "organization_id"), ("RunSnapshot", "project_id"), ("RunGroup", "id"), ("RunMetadata", "group_id"), ("AutomationHandoff", "integration_id") })
         {
             var id = schemas[schema]!["properties"]![property]!;
