@@ -23,7 +23,10 @@ public static partial class CallerAuthorization
     {
         var appApiToken = configuration["APP_API_TOKEN"];
         var apiToken = configuration[$"{HandoffOptions.SectionName}:ApiToken"];
-        var authentication = services.AddAuthentication();
+        // AddAuthentication would also add data protection, whose key ring is loaded at every start (a key file in the
+        // home folder, three warnings under a read-only root filesystem) though nothing here protects data.
+        services.AddAuthenticationCore().AddWebEncoders();
+        var authentication = new AuthenticationBuilder(services);
         CallerCheck check;
         if (mode == HostingMode.Dapr && !string.IsNullOrEmpty(appApiToken))
         {
