@@ -4,7 +4,6 @@ using HandoffDapr.Service.Tests.Infrastructure;
 
 namespace HandoffDapr.Service.Tests.Operability;
 
-/// <summary>The status page and its data, as served: security headers on the page, no caching of the runs.</summary>
 /// <summary>The headers of the status page and of the run data it reads: no sniffing, no framing, no caching of authenticated data.</summary>
 public sealed class StatusPageHeaderTests : IDisposable
 {
