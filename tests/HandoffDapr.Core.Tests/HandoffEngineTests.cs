@@ -327,6 +327,17 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public void A_launch_attempt_cut_by_shutdown_says_so_through_the_actor_json()
+    {
+        var json = HandoffDapr.Core.Serialization.HandoffJsonContext.CreateOptions();
+        var cut = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false) { Interrupted = true };
+
+        var back = System.Text.Json.JsonSerializer.Deserialize<LaunchAttempt>(System.Text.Json.JsonSerializer.Serialize(cut, json), json)!;
+
+        Assert.True(back.Interrupted);
+    }
+
+    [Fact]
     public void Poll_answers_and_verdict_round_trip_through_the_actor_json()
     {
         var json = HandoffDapr.Core.Serialization.HandoffJsonContext.CreateOptions();

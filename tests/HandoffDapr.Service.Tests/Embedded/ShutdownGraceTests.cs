@@ -61,6 +61,43 @@ public sealed class ShutdownGraceTests : IDisposable
         Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, launch.Phase);
     }
 
+    /// <summary>
+    /// The launch's last allowed attempt is at the provider when the grace ends. Before, the cut attempt ended the launch
+    /// failed (retries_exhausted) with no lookup: the agent the provider then made was never followed, while a kill -9 at
+    /// the same moment leaves the attempt to a lookup after restart (a launch taken over at MaxAttempts is only looked for).
+    /// </summary>
+    [Fact]
+    public async Task Last_attempt_still_unanswered_when_the_grace_ends_is_looked_for_after_restart_not_failed()
+    {
+        var settings = new Dictionary<string, string?> { ["Handoff:Launch:MaxAttempts"] = "1" };
+        var factory = new EmbeddedServiceFactory(temp.File("last.db"), cursor.Url, time, settings);
+        var client = factory.CreateClient();
+        var held = cursor.Hold("acme/slow");
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(604, ["acme/slow"]));
+        var schedule = factory.RunScheduleAsync();
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
+        await schedule.WaitAsync(TimeSpan.FromSeconds(10));
+        var cut = Assert.Single((await Stored(factory, 604)).Launches);
+        client.Dispose();
+        await factory.DisposeAsync();
+        // The provider makes the agent the cut request asked for.
+        held.Dispose();
+        await Eventually.True(() => cursor.AgentsFor("acme/slow") == 1);
+
+        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, cut.Phase);
+        time.Advance(TimeSpan.FromHours(1));
+        using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time, settings);
+        using var again = restarted.CreateClient();
+        await restarted.RunScheduleAsync();
+        var launch = Assert.Single((await Stored(restarted, 604)).Launches);
+        Assert.Equal(Core.Handoff.LaunchPhase.Launched, launch.Phase);
+        Assert.True(cursor.Agents.ContainsKey(launch.AgentId!));
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
     [Fact]
     public async Task A_scheduled_launch_cut_by_the_grace_while_a_request_drains_is_not_logged_as_a_failed_wake_up()
     {
