@@ -312,7 +312,10 @@ public sealed partial class SqliteRunStore : IDisposable
         // UTF-8 as SQLite keeps it: no UTF-16 string, no second encoding when the parameter is bound.
         var json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
         var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
-        var wakeAt = state.NextWakeAt()?.ToUnixTimeMilliseconds();
+        // Rounded up to the millisecond the row keeps, never down: claimed at the start of its millisecond, a wake-up due
+        // later in it found nothing due yet, gave its claim back unchanged and was claimed again at once, until the clock
+        // passed it (saving the run each time).
+        var wakeAt = state.NextWakeAt() is { } next ? (next + TimeSpan.FromTicks(TimeSpan.TicksPerMillisecond - 1)).ToUnixTimeMilliseconds() : (long?)null;
         return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion));
     }
 

@@ -242,6 +242,32 @@ public sealed class RetryTests : IDisposable
         Assert.True(cursor.Agents.ContainsKey(agent.Key));
     }
 
+    /// <summary>
+    /// A wake-up's time is stored in whole milliseconds. Cut down to its millisecond, a poll due a tick into one was
+    /// claimed at its start, found nothing due, saved the run as it was and gave the claim back, to be claimed again at
+    /// once: the schedule saved the run over and over until the clock passed the poll (with a clock that stands still,
+    /// for ever).
+    /// </summary>
+    [Fact]
+    public async Task A_wake_up_due_later_in_the_same_millisecond_is_not_claimed_early()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero).AddTicks(1));
+        using var own = new EmbeddedServiceFactory(temp.File("sub-millisecond.db"), cursor.Url, clock);
+        using var ownClient = own.CreateClient();
+        await ownClient.PostJsonAsync("/runs/320/handoff", Payloads.Trigger(Payloads.Run(320, ["acme/shop"], automation: false)));
+        var pollAt = (await own.Store.LoadAsync(320, CancellationToken.None)).State!.Poll!.NextPollAt;
+
+        clock.SetUtcNow(pollAt - TimeSpan.FromTicks(1)); // the same millisecond, a tick early
+        var early = await own.Scheduler.RunDueAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        var versionBefore = (await own.Store.LoadAsync(320, CancellationToken.None)).Version;
+        clock.Advance(TimeSpan.FromMilliseconds(1)); // claimed in the millisecond after it at the latest
+        var due = await own.Scheduler.RunDueAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(0, early);
+        Assert.Equal(1, due);
+        Assert.Equal(versionBefore + 2, (await own.Store.LoadAsync(320, CancellationToken.None)).Version); // the poll's start and its reports
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
