@@ -71,28 +71,30 @@ public sealed partial class HandoffRunActor(
     private long? RunId => WholeIds.TryParseCanonical(Id.GetId(), out var id) ? id : null;
 
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
-        RunId is { } runId
+        trigger is null ? ActorCallRefusals.NullArgument<TriggerOutcome>()
+        : RunId is { } runId
             ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None))
             : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
-        RunId == snapshot.RunId
+        snapshot is null ? ActorCallRefusals.NullArgument<CompletionOutcome>()
+        : RunId == snapshot.RunId
             ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None))
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
-        TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
+        report is null ? ActorCallRefusals.NullArgument<AgentReportStatus>() : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
 
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
-        TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
+        sent is null ? ActorCallRefusals.NullArgument<AgentCommandOutcome>() : TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
-        TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
+        answers is null ? ActorCallRefusals.NullArgument<HandoffResult>() : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
 
     public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
-        TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
+        answers is null ? ActorCallRefusals.NullArgument<PollVerdict>() : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
 
     /// <summary>
     /// The SDK writes an exception thrown out of an actor method into its answer, type, message and line, for the

@@ -88,6 +88,12 @@ public sealed class ActorBoundaryTests : IDisposable
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/TriggerAsync", "[1]", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/AcceptCompletedRunAsync", "{\"run_id\":\"x\"}", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/remind/wake", "{", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/TriggerAsync", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/AcceptCompletedRunAsync", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/ApplyAgentReportAsync", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/RecordAgentCommandAsync", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompleteLaunchRoundAsync", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompletePollAsync", "null", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/NoSuchMethod", "{}", 404, "not-found")]
     [InlineData("PUT", "/actors/NoSuchActor/77/method/GetStateAsync", "{}", 404, "not-found")]
     [InlineData("DELETE", "/actors/NoSuchActor/77", null, 404, "not-found")]
@@ -95,7 +101,8 @@ public sealed class ActorBoundaryTests : IDisposable
     {
         // Any app may call an actor type through its own sidecar, and daprd relays the call as it came: a body that is not
         // JSON of the method's parameter, or a method or actor type this app does not have, is the caller's mistake. The
-        // SDK let each escape as an exception: a 500, and an error with a stack trace in the log.
+        // SDK let each escape as an exception: a 500, and an error with a stack trace in the log. A body of JSON null is
+        // read as a null argument, which the actor's methods met as a NullReferenceException (a 500, or a failed turn).
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
         var request = new HttpRequestMessage(new HttpMethod(method), path);
         if (body is not null)
