@@ -1,5 +1,7 @@
+using System.Runtime.CompilerServices;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Hosting;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -42,5 +44,39 @@ public sealed class LocalRecentRunsTests
         Assert.InRange(all.Count, LocalRecentRuns.Capacity, LocalRecentRuns.Capacity + LocalRecentRuns.EvictionSlack);
         Assert.Equal(Enumerable.Range(saved - LocalRecentRuns.Capacity + 1, LocalRecentRuns.Capacity).Reverse().Select(i => (long)i),
             all.Take(LocalRecentRuns.Capacity).Select(run => run.RunId));
+    }
+
+    [Fact]
+    public async Task A_remembered_run_keeps_its_group_for_the_view_but_not_its_snapshot_alive()
+    {
+        // Up to Capacity + EvictionSlack runs are kept for as long as the replica runs; a snapshot may be up to
+        // Handoff:MaxRequestBodyBytes of JSON (1 MiB, twice that as .NET strings): 625 of them would hold over a GiB,
+        // against the pod's 512 MiB. The view the table is read for needs the run's group, not its snapshot.
+        var recent = new LocalRecentRuns();
+        var snapshots = RememberRunsWithLargeSnapshots(recent, count: 8);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        Assert.All(snapshots, snapshot => Assert.False(snapshot.IsAlive, "the table keeps the run's whole snapshot"));
+        var views = (await recent.ListAsync(10, CancellationToken.None)).Select(RunHandoffView.From).ToList();
+        Assert.Equal(8, views.Count);
+        Assert.All(views, view => Assert.Equal(view.RunId * 10, view.GroupId));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static List<WeakReference> RememberRunsWithLargeSnapshots(LocalRecentRuns recent, int count)
+    {
+        var snapshots = new List<WeakReference>();
+        for (var i = 1; i <= count; i++)
+        {
+            var snapshot = new RunSnapshot(i, Group: new RunGroup(i * 10L), Artifacts: new RunArtifacts(
+                RootCause: new RootCauseArtifact(OneLineDescription: new string('x', 512 * 1024))));
+            snapshots.Add(new WeakReference(snapshot.Artifacts));
+            recent.Remember(RunHandoffState.New(i) with { Snapshot = snapshot });
+        }
+
+        return snapshots;
     }
 }
