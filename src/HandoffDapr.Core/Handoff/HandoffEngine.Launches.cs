@@ -245,7 +245,7 @@ public sealed partial class HandoffEngine
                         return;
                     }
 
-                    attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token, cancellationToken);
+                    attempts[index] = await AttemptAsync(round, launch, reconcileFirst, ifNotFound, budget.Token);
                 });
         }
         finally
@@ -276,9 +276,7 @@ public sealed partial class HandoffEngine
         return Summarize(state, round.Plan);
     }
 
-    /// <param name="callerToken">The round's caller's token, within <paramref name="cancellationToken"/>: whether a cut attempt was shutdown's.</param>
-    private async Task<LaunchAttempt> AttemptAsync(
-        LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken, CancellationToken callerToken)
+    private async Task<LaunchAttempt> AttemptAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
     {
         using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
         var started = timeProvider.GetTimestamp();
@@ -298,10 +296,7 @@ public sealed partial class HandoffEngine
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
-            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false)
-            {
-                Interrupted = callerToken.IsCancellationRequested,
-            };
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
         }
 
         HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
@@ -409,11 +404,10 @@ public sealed partial class HandoffEngine
             // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
             // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
             var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
-            // A last allowed attempt that shutdown cut may have made an agent: it is left to a lookup, which ends the
-            // launch if none is found (see LookOnly), as a crash at that moment would leave it. Not a lookup-only
-            // attempt past the limit: a crash there ends the launch without a call too.
-            if (retryPolicy.CanRetry(failure, attemptsMade)
-                || (outcome.Interrupted && failure.OutcomeUnknown && attemptsMade <= retryPolicy.Options.MaxAttempts))
+            // A last allowed attempt whose answer was lost (a time-out, a cut connection, shutdown's grace) may have made
+            // an agent: it is left to one lookup, which ends the launch if none is found (see LookOnly), as a crash at
+            // that moment would leave it. Not a lookup-only attempt past the limit: a crash there ends it without a call too.
+            if (retryPolicy.CanRetry(failure, attemptsMade) || (failure.Retryable && failure.OutcomeUnknown && attemptsMade == retryPolicy.Options.MaxAttempts))
             {
                 // A round that sent nothing (an open circuit, a turn too late, shutdown) waits the first delay: the back-off
                 // its earlier failures reached (up to RetryMaxDelay) is for a provider that failed, not for one never asked.

@@ -27,14 +27,7 @@ public sealed record LaunchRound(
 public sealed record RoundLaunch(RepositoryLaunch Launch, bool ReconcileFirst, string? IfNotFound = null);
 
 /// <summary>One repository's answer in a round: the agent launched or found, or why there is none.</summary>
-public sealed record LaunchAttempt(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled)
-{
-    /// <summary>
-    /// The call was still out when its caller gave up (shutdown's grace ended): not the provider's failure, and it may
-    /// have made an agent. On the last allowed attempt the launch is left to a lookup, as a crash there would leave it.
-    /// </summary>
-    public bool Interrupted { get; init; }
-}
+public sealed record LaunchAttempt(ProviderAgent? Agent, ProviderFailure? Failure, bool Reconciled);
 
 /// <summary>A round and its answers, in the round's order: one argument, as actor calls take.</summary>
 public sealed record LaunchRoundAnswers(LaunchRound Round, IReadOnlyList<LaunchAttempt> Attempts);
