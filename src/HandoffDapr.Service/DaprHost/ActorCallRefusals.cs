@@ -21,6 +21,15 @@ internal static class ActorCallRefusals
             return;
         }
 
+        // The actor registers no timers, so daprd never fires one: a timer call came from elsewhere. The SDK would run
+        // whatever public method of the actor its body names (outside the actor's interface), and throw, a 500, for a
+        // body without one.
+        if (context.Request.RouteValues.ContainsKey("timerName"))
+        {
+            await Problems.NoSuchEndpoint().ExecuteAsync(context);
+            return;
+        }
+
         try
         {
             await call(context);

@@ -97,6 +97,10 @@ public sealed class ActorBoundaryTests : IDisposable
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/NoSuchMethod", "{}", 404, "not-found")]
     [InlineData("PUT", "/actors/NoSuchActor/77/method/GetStateAsync", "{}", 404, "not-found")]
     [InlineData("DELETE", "/actors/NoSuchActor/77", null, 404, "not-found")]
+    // The app registers no timers: the SDK's timer route would run whatever public method the body names, and throw
+    // (a 500) for a body without one.
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/timer/t1", "{}", 404, "not-found")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/timer/t1", "{\"callback\":\"GetStateAsync\"}", 404, "not-found")]
     public async Task An_actor_call_the_app_cannot_take_is_a_4xx_problem_not_a_500(string method, string path, string? body, int status, string type)
     {
         // Any app may call an actor type through its own sidecar, and daprd relays the call as it came: a body that is not
