@@ -12,7 +12,11 @@ namespace HandoffDapr.Service.DaprHost;
 /// </summary>
 internal static class ActorCallRefusals
 {
-    public static async Task InvokeAsync(HttpContext context, RequestDelegate call)
+    /// <summary>A reminder's firing as daprd's Scheduler sends it: no data (the actor registers none), empty times.</summary>
+    private static readonly byte[] SchedulerReminderBody = """{"data":null,"dueTime":"","period":""}"""u8.ToArray();
+
+    /// <param name="bodyLimit">The largest body of an actor call (the routes' request size limit).</param>
+    public static async Task InvokeAsync(HttpContext context, RequestDelegate call, long bodyLimit)
     {
         // The only type this app hosts (the SDK would throw InvalidOperationException, which is too broad to catch).
         if (context.Request.RouteValues["actorTypeName"] is string type && type != HandoffRunActor.ActorTypeName)
@@ -28,6 +32,33 @@ internal static class ActorCallRefusals
         {
             await Problems.NoSuchEndpoint().ExecuteAsync(context);
             return;
+        }
+
+        // The actor reads a reminder by its name alone (the Scheduler sends empty times; see
+        // HandoffRunActor.ReceiveReminderAsync), but the SDK reads the body first and threw, a 500, at shapes it does not
+        // expect: data that is not base64 (a reminder registered elsewhere with JSON data), a time null or in another form
+        // ("1h"), a body with neither time. daprd then fires it again, to the same end. A body that is not a JSON object is
+        // refused as any other actor call's; any object is handed on as the Scheduler writes one.
+        if (context.Request.RouteValues.ContainsKey("reminderName"))
+        {
+            var (body, problem) = await RequestBody.ReadAsync(context.Request, bodyLimit, context.RequestAborted);
+            if (body is null)
+            {
+                await problem!.ExecuteAsync(context);
+                return;
+            }
+
+            using (body)
+            {
+                if (!IsJsonObject(body.Memory))
+                {
+                    await Problems.InvalidBody("The reminder call's body is not a JSON object.").ExecuteAsync(context);
+                    return;
+                }
+            }
+
+            context.Request.Body = new MemoryStream(SchedulerReminderBody, writable: false);
+            context.Request.ContentLength = SchedulerReminderBody.Length;
         }
 
         try
@@ -58,4 +89,17 @@ internal static class ActorCallRefusals
     public static Task<T> NullArgument<T>() => Task.FromException<T>(new NullActorArgumentException());
 
     private sealed class NullActorArgumentException() : Exception("The actor call's argument is null.");
+
+    private static bool IsJsonObject(ReadOnlyMemory<byte> body)
+    {
+        try
+        {
+            using var document = JsonDocument.Parse(body);
+            return document.RootElement.ValueKind == JsonValueKind.Object;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
 }

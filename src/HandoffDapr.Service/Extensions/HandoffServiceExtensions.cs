@@ -89,9 +89,9 @@ public static class HandoffServiceExtensions
             // every request's body first, the open webhook route's included, answering malformed JSON with a 500.
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
             var sidecarStarts = app.Services.GetRequiredService<SidecarStarts>();
+            var actorCallBodyLimit = ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value);
             app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy)
-                .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(
-                    ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value)))
+                .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(actorCallBodyLimit))
                 .Add(endpoint =>
                 {
                     // The SDK maps a /healthz of its own (order 100, behind ours), for every method, open to anyone and
@@ -107,7 +107,7 @@ public static class HandoffServiceExtensions
                     if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: { } pattern } && pattern.StartsWith("actors/", StringComparison.Ordinal)
                         && endpoint.RequestDelegate is { } actorCall)
                     {
-                        endpoint.RequestDelegate = context => ActorCallRefusals.InvokeAsync(context, actorCall);
+                        endpoint.RequestDelegate = context => ActorCallRefusals.InvokeAsync(context, actorCall, actorCallBodyLimit);
                     }
 
                     // daprd reads its actor settings once, as it starts: a start, for the actors held from before it.

@@ -97,6 +97,8 @@ public sealed class ActorBoundaryTests : IDisposable
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/NoSuchMethod", "{}", 404, "not-found")]
     [InlineData("PUT", "/actors/NoSuchActor/77/method/GetStateAsync", "{}", 404, "not-found")]
     [InlineData("DELETE", "/actors/NoSuchActor/77", null, 404, "not-found")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/remind/wake", "null", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/remind/wake", "[]", 400, "invalid-body")]
     // The app registers no timers: the SDK's timer route would run whatever public method the body names, and throw
     // (a 500) for a body without one.
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/timer/t1", "{}", 404, "not-found")]
@@ -120,6 +122,32 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
         Assert.Equal($"https://handoff-dapr.dev/problems/{type}", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
         Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Theory]
+    [InlineData("{}")]
+    [InlineData("{\"data\":null}")]
+    [InlineData("{\"data\":{\"note\":1},\"dueTime\":\"\",\"period\":\"\"}")]
+    [InlineData("{\"data\":\"not base64!\",\"dueTime\":\"\",\"period\":\"\"}")]
+    [InlineData("{\"data\":null,\"dueTime\":\"1h\",\"period\":\"\"}")]
+    [InlineData("{\"data\":null,\"dueTime\":null,\"period\":null}")]
+    public async Task A_reminder_is_read_by_its_name_so_a_body_the_sdk_cannot_read_still_wakes_the_run_not_a_500(string body)
+    {
+        // The actor trusts only a reminder's name (the Scheduler sends empty times). The SDK reads the body first, and threw
+        // for shapes it does not expect (data that is not base64, a duration in another form, a missing time): a 500 and
+        // an error in the log, and daprd firing the reminder again, to the same end, while the run's retry waited.
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
+        var client = factory.CreateSidecarClient();
+        cursor.Script("acme/shop", FakeCursor.Status(500));
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/78/handoff", Payloads.Trigger(Payloads.Run(78, ["acme/shop"], automation: false)))).StatusCode);
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        var fired = await client.PutAsync($"/actors/{Actor}/78/method/remind/{HandoffRunActor.WakeReminder}", new StringContent(body, Encoding.UTF8, "application/json"));
+
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "78", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(2, cursor.LaunchRequests);
     }
 
     /// <summary>Keeps what the app answered the sidecar: bodies and headers, with base64 header values decoded too.</summary>
