@@ -91,6 +91,15 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             }
         }
 
+        // daprd sends the app token as it is, and Kestrel trims a header's value (Go sends none with a control character
+        // but a tab): a token with spaces at its ends could never match, and every call from daprd (the subscriptions,
+        // every event, every actor call) would be refused with a 401, with nothing to say why.
+        if (mode == HostingMode.Dapr && configuration?["APP_API_TOKEN"] is { Length: > 0 } appApiToken
+            && (appApiToken.Trim() != appApiToken || appApiToken.Any(c => char.IsControl(c) && c != '\t')))
+        {
+            errors.Add("APP_API_TOKEN must not begin or end with spaces nor contain control characters (a line break from a secret's file): daprd's calls would never match it.");
+        }
+
         if (mode == HostingMode.Dapr && (options.Dapr.SidecarWaitTimeout <= TimeSpan.Zero || options.Dapr.SidecarWaitTimeout > TimeSpan.FromHours(1)))
         {
             errors.Add("Handoff:Dapr:SidecarWaitTimeout must be positive and at most one hour.");

@@ -50,6 +50,26 @@ public sealed class HandoffOptionsValidatorTests
     }
 
     [Theory]
+    [InlineData("app-token-from-daprd-0123 ")]
+    [InlineData(" app-token-from-daprd-0123")]
+    [InlineData("app-token-from-daprd-0123\n")]
+    [InlineData("app-token-from\rdaprd-0123")]
+    public void An_app_token_no_call_from_daprd_could_match_stops_start_up_without_being_echoed(string token)
+    {
+        // daprd sends APP_API_TOKEN as it is, and a header's value arrives trimmed (Go will not send one with a control
+        // character at all): every call from daprd (subscriptions, events, actor calls) was refused, and nothing said why.
+        var settings = new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:Binding"] = "coding-agent-cursor", ["APP_API_TOKEN"] = token };
+
+        var failures = Validate(HostingMode.Dapr, settings);
+
+        Assert.Contains(failures, failure => failure.StartsWith("APP_API_TOKEN must not begin or end with spaces", StringComparison.Ordinal));
+        Assert.DoesNotContain(failures, failure => failure.Contains("daprd-0123", StringComparison.Ordinal));
+        // Embedded mode does not read it; and a token as daprd's documentation makes one (base64) passes.
+        Assert.Empty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { ["APP_API_TOKEN"] = token }));
+        Assert.Empty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(settings) { ["APP_API_TOKEN"] = "tZL3XdZQoLLWfLHn0UPWEg==" }));
+    }
+
+    [Theory]
     [InlineData("Handoff:Embedded:ProviderCallGrace", "0")]
     [InlineData("Handoff:Launch:AgentMaxAge", "1.00:00:00")]
     [InlineData("Handoff:Launch:PollInterval", "00:00:30")]
