@@ -80,6 +80,21 @@ public sealed class ProviderFailureClassifierTests
     public void Retry_after_in_seconds_past_a_long_is_cut_to_a_day_not_ignored(string header) =>
         Assert.Equal(TimeSpan.FromDays(1), ProviderFailureClassifier.ParseRetryAfter(header, Now));
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(199)]
+    [InlineData(600)]
+    [InlineData(999)]
+    public void Status_code_outside_the_http_classes_is_an_unreadable_answer_whose_outcome_is_unknown(int status)
+    {
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, "{}"u8.ToArray()), Now);
+
+        // Not a refusal: nothing says whether the provider acted, so the next attempt looks for the agent first.
+        Assert.Equal(FailureTypes.InvalidResponse, failure.FailureType);
+        Assert.True(failure.Retryable);
+        Assert.True(failure.OutcomeUnknown);
+    }
+
     [Fact]
     public void No_answer_after_sending_is_an_unknown_outcome_and_an_open_circuit_is_not()
     {

@@ -271,6 +271,29 @@ public sealed class RetryTests : IDisposable
         Assert.Equal(versionBefore + 2, (await own.Store.LoadAsync(320, CancellationToken.None)).Version); // the poll's start and its reports
     }
 
+    /// <summary>
+    /// A status code outside HTTP's classes (a garbled answer from whatever is in front of the provider) says nothing about
+    /// whether the launch was carried out. Taken for a refusal, the launch failed for good with no lookup: an agent it had
+    /// created was never followed, and a person's relaunch sent it again beside that agent.
+    /// </summary>
+    [Theory]
+    [InlineData(600)]
+    [InlineData(999)]
+    public async Task Launch_answered_with_a_status_code_outside_the_http_classes_after_the_agent_was_created_is_adopted_not_launched_again(int status)
+    {
+        cursor.Script("acme/shop", cursor.CreatesButAnswers(status));
+        var first = await Trigger(308, "acme/shop");
+        Assert.Equal("invalid_response", first["retries"]![0]!["failure_type"]!.GetValue<string>());
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var agent = Assert.Single((await View(308))["coding_agents"]!.AsObject());
+        Assert.True(cursor.Agents.ContainsKey(agent.Key));
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
