@@ -96,6 +96,16 @@ public sealed class ProviderFailureClassifierTests
     }
 
     [Fact]
+    public void See_other_says_the_request_was_carried_out_so_its_outcome_is_unknown_not_refused()
+    {
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(303, default), Now);
+
+        Assert.Equal(FailureTypes.InvalidResponse, failure.FailureType);
+        Assert.True(failure.Retryable);
+        Assert.True(failure.OutcomeUnknown);
+    }
+
+    [Fact]
     public void No_answer_after_sending_is_an_unknown_outcome_and_an_open_circuit_is_not()
     {
         var timeout = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.Timeout, requestSent: true));

@@ -27,6 +27,9 @@ public static partial class ProviderFailureClassifier
             // No HTTP class (a garbled answer from whatever is in front of the provider): not a refusal, and nothing says
             // whether the provider acted, so it is read as an unreadable answer and the next attempt looks first.
             < 200 or > 599 => MalformedAnswer(status),
+            // 303 to a POST: carried out, its result elsewhere (RFC 9110 §15.4.4). Redirects are not followed (the prompt
+            // would go with them), so the answer is unread, not a refusal: the agent may exist.
+            (int)HttpStatusCode.SeeOther => MalformedAnswer(status),
             (int)HttpStatusCode.Unauthorized => Final(FailureTypes.InvalidCredentials, status),
             // Cursor's 403 means "insufficient permissions, plan limits exceeded, or storage full" (its v0 API spec): the
             // message tells an account limit apart; otherwise a valid key that may not touch the repository.

@@ -294,6 +294,33 @@ public sealed class RetryTests : IDisposable
         Assert.True(cursor.Agents.ContainsKey(agent.Key));
     }
 
+    /// <summary>
+    /// A 303 to a POST says the request was carried out and where its result is (RFC 9110 §15.4.4); embedded mode does not
+    /// follow redirects, so the launch's answer is unread, not refused. Taken for a refusal, the launch failed for good with
+    /// no lookup, the agent it created was never followed, and a person's relaunch sent it again beside it.
+    /// </summary>
+    [Fact]
+    public async Task Launch_answered_see_other_after_the_agent_was_created_is_adopted_not_launched_again()
+    {
+        var createsAndRedirects = cursor.CreatesButAnswers(303);
+        cursor.Script("acme/shop", () =>
+        {
+            var answer = createsAndRedirects();
+            answer.Headers!["Location"] = new WireMock.Types.WireMockList<string>(cursor.Url + "/v0/agents/bc-000001");
+            return answer;
+        });
+        var first = await Trigger(309, "acme/shop");
+        Assert.Equal("invalid_response", first["retries"]![0]!["failure_type"]!.GetValue<string>());
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var agent = Assert.Single((await View(309))["coding_agents"]!.AsObject());
+        Assert.True(cursor.Agents.ContainsKey(agent.Key));
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
