@@ -49,6 +49,16 @@ public sealed class ProviderFailureClassifierTests
         Assert.Equal(TimeSpan.FromSeconds(seconds), failure.RetryAfter);
     }
 
+    /// <summary>
+    /// RFC 9110 §5.6.7: a recipient must accept the obsolete RFC 850 and asctime forms too. HttpClient's typed headers
+    /// rewrite them as IMF-fixdate in embedded mode, but daprd hands the binding's headers on as the provider wrote them.
+    /// </summary>
+    [Theory]
+    [InlineData("Tuesday, 24-Nov-26 10:01:30 GMT", 90)]
+    [InlineData("Tue Nov 24 10:01:30 2026", 90)]
+    public void Retry_after_as_an_obsolete_http_date_is_read_as_the_date(string header, int seconds) =>
+        Assert.Equal(TimeSpan.FromSeconds(seconds), ProviderFailureClassifier.ParseRetryAfter(header, Now));
+
     [Theory]
     [InlineData("999999999")]
     [InlineData("Fri, 27 Nov 2026 10:00:00 GMT")]

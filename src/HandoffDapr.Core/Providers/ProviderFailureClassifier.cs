@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using System.Net.Http.Headers;
 using System.Text;
 using System.Text.RegularExpressions;
 using HandoffDapr.Core.Model;
@@ -55,7 +56,7 @@ public static partial class ProviderFailureClassifier
     public static ProviderFailure MalformedAnswer(int statusCode) =>
         new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, StatusCode: statusCode);
 
-    /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date (RFC 9110 §10.2.3), at most <see cref="MaxRetryAfter"/>.</summary>
+    /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date in any of its three forms (RFC 9110 §10.2.3, §5.6.7), at most <see cref="MaxRetryAfter"/>.</summary>
     public static TimeSpan? ParseRetryAfter(string? value, DateTimeOffset now)
     {
         if (string.IsNullOrWhiteSpace(value))
@@ -75,7 +76,9 @@ public static partial class ProviderFailureClassifier
             return MaxRetryAfter;
         }
 
-        if (DateTimeOffset.TryParseExact(value, "r", CultureInfo.InvariantCulture, DateTimeStyles.AssumeUniversal, out var date))
+        // HttpClient's date parser: IMF-fixdate and the obsolete RFC 850 and asctime forms, all of which a recipient must
+        // accept (RFC 9110 §5.6.7). Embedded mode gets them rewritten as IMF-fixdate; daprd passes them on as written.
+        if (RetryConditionHeaderValue.TryParse(value, out var condition) && condition.Date is { } date)
         {
             var delay = date - now;
             return delay <= TimeSpan.Zero ? TimeSpan.Zero : delay > MaxRetryAfter ? MaxRetryAfter : delay;
