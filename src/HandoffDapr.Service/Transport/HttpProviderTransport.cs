@@ -54,10 +54,12 @@ public sealed class HttpProviderTransport(HttpClient client) : IProviderTranspor
         }
         catch (HttpRequestException exception)
         {
-            // A refused connection never reached the provider; anything later may have.
-            var refused = exception.HttpRequestError == HttpRequestError.ConnectionError
-                && exception.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused };
-            throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !refused, exception);
+            // A refused connection, or a host name that does not resolve (no connection at all; Dapr mode reads Go's "no
+            // such host" alike), never reached the provider; anything later may have.
+            var neverSent = exception.HttpRequestError == HttpRequestError.NameResolutionError
+                || (exception.HttpRequestError == HttpRequestError.ConnectionError
+                    && exception.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused });
+            throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !neverSent, exception);
         }
     }
 

@@ -58,6 +58,22 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Empty(elsewhere.LogEntries);
     }
 
+    [Fact]
+    public async Task Provider_host_whose_name_does_not_resolve_is_reported_as_never_sent()
+    {
+        // .invalid never resolves (RFC 6761): no connection, so nothing reached the provider, as with a refused one
+        // (and as Dapr mode reads Go's "no such host"). Taken as maybe sent, a follow-up was answered 504 and recorded as
+        // possibly sent, and every launch attempt looked for an agent first.
+        var unresolvable = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = "http://handoff-test.invalid", ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) }));
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            unresolvable.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents/bc-1/followup", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.False(failure.RequestSent);
+        Assert.False(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
     private void Answer(int bytes) =>
         provider.Given(Request.Create().WithPath("/v0/agents").UsingGet())
             .RespondWith(Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json").WithBody(new byte[bytes]));
