@@ -87,10 +87,12 @@ public sealed partial class DaprBindingTransport(DaprClient dapr, string binding
             StatusCode.DeadlineExceeded => (TransportFailureKind.Timeout, true),
             _ when detail.Contains("circuit breaker is open", StringComparison.Ordinal)
                 || detail.EndsWith("too many requests", StringComparison.Ordinal) => (TransportFailureKind.CircuitOpen, false),
-            // Go's dial errors (net.OpError "dial tcp …: connect: connection refused", a DNS "no such host") for this
-            // request: the binding never had a connection to the provider. The binding follows redirects, so the same
-            // error for another request (a redirect's target) comes after ours was sent.
-            _ when (detail.Contains("connection refused", StringComparison.OrdinalIgnoreCase) || detail.Contains("no such host", StringComparison.Ordinal))
+            // Go's dial errors (net.OpError "dial tcp …: connect: connection refused", "no route to host", "network is
+            // unreachable", "i/o timeout"; a DNS "no such host", "server misbehaving" or time-out) for this request: the
+            // binding never had a connection to the provider. The binding follows redirects, so the same error for
+            // another request (a redirect's target) comes after ours was sent.
+            _ when (detail.Contains(" dial tcp", StringComparison.Ordinal) || detail.Contains("connection refused", StringComparison.OrdinalIgnoreCase)
+                    || detail.Contains("no such host", StringComparison.Ordinal))
                 && NamesRequest(detail, method, path) => (TransportFailureKind.Network, false),
             _ when detail.Contains("context deadline exceeded", StringComparison.Ordinal)
                 || detail.Contains("Client.Timeout exceeded", StringComparison.Ordinal) => (TransportFailureKind.Timeout, true),

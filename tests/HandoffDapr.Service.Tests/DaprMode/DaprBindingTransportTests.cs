@@ -23,6 +23,13 @@ public sealed class DaprBindingTransportTests
     // Go's dial errors: no connection to the provider was made (daprd 1.x reports them as any other binding error).
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: connect: connection refused", TransportFailureKind.Network, false)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp: lookup api.cursor.com on 10.96.0.10:53: no such host", TransportFailureKind.Network, false)]
+    // Any other failed dial (no route, an unreachable network, a dial or DNS time-out, a DNS server failing) made no
+    // connection either: nothing reached the provider, as for a refused one.
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: connect: no route to host", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: connect: network is unreachable", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.5:443: i/o timeout", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp: lookup api.cursor.com: i/o timeout", TransportFailureKind.Network, false)]
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp: lookup api.cursor.com on 10.96.0.10:53: server misbehaving", TransportFailureKind.Network, false)]
     // The binding follows redirects: a refused dial to a redirect's target comes after our request was sent.
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Get \"https://elsewhere.example/done\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://elsewhere.example/v0/other\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
