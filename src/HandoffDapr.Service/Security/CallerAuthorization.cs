@@ -56,7 +56,9 @@ public static partial class CallerAuthorization
             check = CallerCheck.None;
         }
 
-        services.AddSingleton(new CallerCheckInUse(check));
+        // In Dapr mode callers come through daprd, which proves itself by APP_API_TOKEN: a Handoff:ApiToken set there
+        // (copied from an embedded set-up) is not used, and the operator must not believe the API is guarded by it.
+        services.AddSingleton(new CallerCheckInUse(check) { ApiTokenIgnored = mode == HostingMode.Dapr && !string.IsNullOrEmpty(apiToken) });
         services.AddSingleton<Microsoft.AspNetCore.Authorization.IAuthorizationMiddlewareResultHandler, ProblemAuthorizationResultHandler>();
         return check;
     }
@@ -66,6 +68,11 @@ public static partial class CallerAuthorization
     {
         var check = app.Services.GetRequiredService<CallerCheckInUse>().Check;
         var logger = app.Services.GetRequiredService<ILoggerFactory>().CreateLogger(typeof(CallerAuthorization).FullName!);
+        if (app.Services.GetRequiredService<CallerCheckInUse>().ApiTokenIgnored)
+        {
+            LogApiTokenIgnored(logger);
+        }
+
         switch (check)
         {
             case CallerCheck.LoopbackOnly:
@@ -110,12 +117,19 @@ public static partial class CallerAuthorization
         Message = "APP_API_TOKEN is not set: any caller that reaches the app port is accepted. Set dapr.io/app-token-secret (Kubernetes) or APP_API_TOKEN.")]
     private static partial void LogNoCheck(ILogger logger);
 
+    [LoggerMessage(EventId = 6004, EventName = "ApiTokenIgnored", Level = LogLevel.Warning,
+        Message = "Handoff:ApiToken is set but not used in Dapr mode: callers come through daprd, checked by APP_API_TOKEN. Remove it, or set APP_API_TOKEN (dapr.io/app-token-secret).")]
+    private static partial void LogApiTokenIgnored(ILogger logger);
+
     [LoggerMessage(EventId = 6003, EventName = "CallerCheck", Level = LogLevel.Information, Message = "API callers are checked by {Check}")]
     private static partial void LogChecked(ILogger logger, CallerCheck check);
 }
 
 public sealed record CallerCheckInUse(CallerCheck Check)
 {
+    /// <summary>Dapr mode with <c>Handoff:ApiToken</c> set: it guards nothing there, and start-up says so.</summary>
+    public bool ApiTokenIgnored { get; init; }
+
     /// <summary>
     /// The <c>WWW-Authenticate</c> challenge a 401 carries (RFC 9110 §11.6.1: a 401 must name what would be accepted).
     /// Dapr's <c>dapr-api-token</c> header is no registered scheme: the challenge names the header to send.

@@ -238,6 +238,23 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("daprd-token-7", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("embedded-token-3b7e", true)]
+    [InlineData(null, false)]
+    public async Task A_handoff_api_token_set_in_dapr_mode_is_said_at_start_to_guard_nothing(string? apiToken, bool warned)
+    {
+        // Callers come through daprd there, checked by APP_API_TOKEN: a token copied from an embedded set-up was silently
+        // unused, and the API taken for guarded by it.
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = apiToken }, logs: logs);
+
+        var ready = await factory.CreateClient().GetAsync("/healthz");
+
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal(warned, logs.GetSnapshot().Any(record => record.Id.Name == "ApiTokenIgnored" && record.Level == Microsoft.Extensions.Logging.LogLevel.Warning));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("embedded-token-3b7e", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Readiness_passes_with_the_sidecars_token()
     {
