@@ -1,4 +1,3 @@
-using System.Net.Sockets;
 using HandoffDapr.Core.Providers;
 using Polly.CircuitBreaker;
 using Polly.Timeout;
@@ -54,11 +53,10 @@ public sealed class HttpProviderTransport(HttpClient client) : IProviderTranspor
         }
         catch (HttpRequestException exception)
         {
-            // A refused connection, or a host name that does not resolve (no connection at all; Dapr mode reads Go's "no
-            // such host" alike), never reached the provider; anything later may have.
-            var neverSent = exception.HttpRequestError == HttpRequestError.NameResolutionError
-                || (exception.HttpRequestError == HttpRequestError.ConnectionError
-                    && exception.InnerException is SocketException { SocketErrorCode: SocketError.ConnectionRefused });
+            // A host name that does not resolve, or a connection that could not be made (refused, no route, an unreachable
+            // network, a SYN unanswered: SocketsHttpHandler reports every failed connect as a ConnectionError), never
+            // reached the provider, as Dapr mode reads any Go dial error; anything later may have.
+            var neverSent = exception.HttpRequestError is HttpRequestError.NameResolutionError or HttpRequestError.ConnectionError;
             throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !neverSent, exception);
         }
     }

@@ -1,3 +1,4 @@
+using System.Net.Sockets;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Transport;
@@ -72,6 +73,47 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal(TransportFailureKind.Network, failure.Kind);
         Assert.False(failure.RequestSent);
         Assert.False(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
+    [Theory]
+    [InlineData(SocketError.HostUnreachable)]
+    [InlineData(SocketError.NetworkUnreachable)]
+    [InlineData(SocketError.TimedOut)]
+    public async Task A_connection_that_could_not_be_made_is_reported_as_never_sent(SocketError error)
+    {
+        // What SocketsHttpHandler throws when the connect fails (ConnectHelper wraps the socket's error as a
+        // ConnectionError): no route, an unreachable network, a SYN unanswered. Nothing reached the provider, as with a
+        // refused connection (and as Dapr mode reads any Go dial error); taken as maybe sent, a follow-up was answered
+        // 504 and recorded as possibly sent, and every launch attempt looked for an agent first.
+        var unreachable = new HttpProviderTransport(new HttpClient(new ThrowingHandler(
+            new HttpRequestException(HttpRequestError.ConnectionError, "No route to host (provider:443)", new SocketException((int)error))))
+        { BaseAddress = new Uri("http://provider/") });
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            unreachable.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents/bc-1/followup", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.False(failure.RequestSent);
+        Assert.False(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task A_connection_lost_after_it_was_made_is_still_reported_as_maybe_sent()
+    {
+        // Not a connect failure: the request may have reached the provider.
+        var broken = new HttpProviderTransport(new HttpClient(new ThrowingHandler(
+            new HttpRequestException(HttpRequestError.ResponseEnded, "The response ended prematurely.", new IOException())))
+        { BaseAddress = new Uri("http://provider/") });
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            broken.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.True(failure.RequestSent);
+    }
+
+    private sealed class ThrowingHandler(Exception exception) : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) => Task.FromException<HttpResponseMessage>(exception);
     }
 
     private void Answer(int bytes) =>
