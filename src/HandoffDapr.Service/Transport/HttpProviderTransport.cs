@@ -54,7 +54,7 @@ public sealed class HttpProviderTransport(HttpClient client) : IProviderTranspor
         catch (HttpRequestException exception)
         {
             // A host name that does not resolve, or a connection that could not be made (refused, no route, an unreachable
-            // network, a SYN unanswered: SocketsHttpHandler reports every failed connect as a ConnectionError), never
+            // network, a connect that timed out: SocketsHttpHandler reports every failed connect as a ConnectionError), never
             // reached the provider, as Dapr mode reads any Go dial error; anything later may have.
             var neverSent = exception.HttpRequestError is HttpRequestError.NameResolutionError or HttpRequestError.ConnectionError;
             throw new ProviderTransportException(TransportFailureKind.Network, requestSent: !neverSent, exception);

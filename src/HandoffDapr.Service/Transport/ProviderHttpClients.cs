@@ -1,4 +1,5 @@
 using System.Net.Http.Headers;
+using System.Net.Sockets;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Http.Resilience;
 using Polly;
@@ -10,15 +11,42 @@ namespace HandoffDapr.Service.Transport;
 /// breaker, so one provider's outage neither trips another's breaker nor turns into a retry storm. No retry
 /// here: retries are the handoff's, scheduled durably. All clients share one connection pool.
 /// </summary>
-public sealed class ProviderHttpClients(TimeProvider timeProvider) : IDisposable
+public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? connectTimeout = null) : IDisposable
 {
+    /// <summary>How long making a connection may take (name resolution included) before the call fails as never sent.</summary>
+    public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
+
     /// <summary>The largest provider answer read; a larger one fails as a network error after sending (reconciled).</summary>
     public const int MaxAnswerBytes = 4 * 1024 * 1024;
 
     private readonly SocketsHttpHandler sharedHandler = new()
     {
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
-        ConnectTimeout = TimeSpan.FromSeconds(10),
+        // The connect's own time limit, as SocketsHttpHandler's default connect would make it: its ConnectTimeout is
+        // reported as a cancellation, which reads as the call's time-out (the request maybe sent, so a stop or follow-up
+        // answered 504 and a launch reconciled first). A connect that timed out sent nothing: a socket time-out, which
+        // the handler reports as a ConnectionError, like a refused connection.
+        ConnectCallback = async (context, cancellationToken) =>
+        {
+            var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+            using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            limit.CancelAfter(connectTimeout ?? DefaultConnectTimeout);
+            try
+            {
+                await socket.ConnectAsync(context.DnsEndPoint, limit.Token);
+                return new NetworkStream(socket, ownsSocket: true);
+            }
+            catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+            {
+                socket.Dispose();
+                throw new SocketException((int)SocketError.TimedOut);
+            }
+            catch
+            {
+                socket.Dispose();
+                throw;
+            }
+        },
         // A redirect would re-send the prompt (and the webhook secret) to wherever it points, without the key: it is
         // answered as it came, a refusal like any other (invalid_request).
         AllowAutoRedirect = false,

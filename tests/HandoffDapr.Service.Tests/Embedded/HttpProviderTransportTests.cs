@@ -98,6 +98,30 @@ public sealed class HttpProviderTransportTests : IDisposable
     }
 
     [Fact]
+    public async Task A_connect_that_times_out_is_reported_as_never_sent()
+    {
+        // A listener whose backlog is full drops further SYNs, as a firewall that drops them does: the connect hangs
+        // until the connect timeout, and nothing reached the provider. SocketsHttpHandler reports its own ConnectTimeout
+        // as a cancellation, which read as the call's time-out: maybe sent, a stop or follow-up answered 504.
+        using var listener = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        listener.Bind(new System.Net.IPEndPoint(System.Net.IPAddress.Loopback, 0));
+        listener.Listen(0);
+        using var queued = new Socket(AddressFamily.InterNetwork, SocketType.Stream, ProtocolType.Tcp);
+        await queued.ConnectAsync(listener.LocalEndPoint!);
+        using var slowClients = new ProviderHttpClients(TimeProvider.System, connectTimeout: TimeSpan.FromMilliseconds(500));
+        var blackholed = new HttpProviderTransport(slowClients.Create(new IntegrationOptions
+        {
+            BaseUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndPoint!).Port}", ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30),
+        }));
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            blackholed.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents/bc-1/followup", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.False(failure.RequestSent);
+    }
+
+    [Fact]
     public async Task A_connection_lost_after_it_was_made_is_still_reported_as_maybe_sent()
     {
         // Not a connect failure: the request may have reached the provider.
