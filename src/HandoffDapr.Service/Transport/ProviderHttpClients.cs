@@ -48,7 +48,8 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
             }
         },
         // A redirect would re-send the prompt (and the webhook secret) to wherever it points, without the key: it is
-        // answered as it came, a refusal like any other (invalid_request).
+        // answered as it came: a refusal like any other (invalid_request), but a 303 See Other, which says the request
+        // was carried out, an unreadable answer (invalid_response), so the agent it made is looked for.
         AllowAutoRedirect = false,
     };
 
