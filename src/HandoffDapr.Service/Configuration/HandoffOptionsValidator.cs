@@ -67,7 +67,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
 
         if (mode == HostingMode.Dapr && (options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1) || options.Dapr.ActorCallTimeout > TimeSpan.FromDays(1)))
         {
-            errors.Add("Handoff:Dapr:ActorCallTimeout must be between one second (above the resiliency policy's actorCall timeout) and one day.");
+            errors.Add("Handoff:Dapr:ActorCallTimeout must be between one second and one day (and, to be useful, above the actorCall timeout of components/resiliency.yaml, 120 s).");
         }
 
         if (mode == HostingMode.Dapr)
