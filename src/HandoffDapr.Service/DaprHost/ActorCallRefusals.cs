@@ -1,4 +1,8 @@
+using System.Collections;
+using System.Reflection;
+using System.Runtime.InteropServices;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using HandoffDapr.Service.Api;
 
 namespace HandoffDapr.Service.DaprHost;
@@ -16,7 +20,8 @@ internal static class ActorCallRefusals
     private static readonly byte[] SchedulerReminderBody = """{"data":null,"dueTime":"","period":""}"""u8.ToArray();
 
     /// <param name="bodyLimit">The largest body of an actor call (the routes' request size limit).</param>
-    public static async Task InvokeAsync(HttpContext context, RequestDelegate call, long bodyLimit)
+    /// <param name="arguments">How a method call's body is checked before the SDK reads it.</param>
+    public static async Task InvokeAsync(HttpContext context, RequestDelegate call, long bodyLimit, ActorCallArguments arguments)
     {
         // The only type this app hosts (the SDK would throw InvalidOperationException, which is too broad to catch).
         if (context.Request.RouteValues["actorTypeName"] is string type && type != HandoffRunActor.ActorTypeName)
@@ -61,6 +66,34 @@ internal static class ActorCallRefusals
             context.Request.ContentLength = SchedulerReminderBody.Length;
         }
 
+        // A method's argument is checked against what its type says (see ActorCallArguments) before the SDK reads it.
+        PooledBody? argument = null;
+        if (context.Request.RouteValues["methodName"] is string methodName && arguments.ParameterOf(methodName) is { } parameter)
+        {
+            (argument, var problem) = await RequestBody.ReadAsync(context.Request, bodyLimit, context.RequestAborted);
+            if (argument is null)
+            {
+                await problem!.ExecuteAsync(context);
+                return;
+            }
+
+            if (!arguments.IsArgument(argument.Memory, parameter, remoting: context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader)))
+            {
+                argument.Dispose();
+                await Problems.InvalidBody("The actor call's body is not JSON of the method's parameter.").ExecuteAsync(context);
+                return;
+            }
+
+            // The bytes already read are handed on, not copied: the SDK reads them as it would the request's body.
+            if (!MemoryMarshal.TryGetArray(argument.Memory, out var bytes))
+            {
+                throw new InvalidOperationException("A pooled body is backed by an array.");
+            }
+
+            context.Request.Body = new MemoryStream(bytes.Array!, bytes.Offset, bytes.Count, writable: false);
+            context.Request.ContentLength = bytes.Count;
+        }
+
         try
         {
             await call(context);
@@ -78,6 +111,10 @@ internal static class ActorCallRefusals
         catch (NullActorArgumentException) when (!context.Response.HasStarted)
         {
             await Problems.InvalidBody("The actor call's body is JSON null, not the method's parameter.").ExecuteAsync(context);
+        }
+        finally
+        {
+            argument?.Dispose();
         }
     }
 
@@ -101,5 +138,104 @@ internal static class ActorCallRefusals
         {
             return false;
         }
+    }
+}
+
+/// <summary>
+/// The SDK reads a method call's body with the actor runtime's options, which are also those of the actor's state: they
+/// read a member that is missing, or null where its type says never, as null (or 0), as state stored by earlier releases
+/// must still read. A call is not state: such a body (<c>{}</c>, <c>{"round":null}</c>, <c>{"launches":[null]}</c>) came
+/// from elsewhere than this app, which writes every member, and reached the engine as a NullReferenceException in the
+/// turn (a 500, logged as the store's fault). Each method's argument is read first with the same options made strict,
+/// built once: nullable annotations and constructor parameters without a default are respected, and a list whose
+/// elements are declared never null holds none.
+/// </summary>
+internal sealed class ActorCallArguments
+{
+    /// <summary>Sent with a call made through the SDK's proxy (this app's own, <see cref="ActorRunOwner"/>).</summary>
+    public const string RemotingHeader = "X-DaprRequestHeader";
+
+    private readonly Dictionary<string, ParameterInfo> parameters;
+    private readonly JsonSerializerOptions strict;
+
+    public ActorCallArguments(JsonSerializerOptions actorJson)
+    {
+        // The actor's interface, as the SDK dispatches by it: every method takes one argument or none.
+        parameters = typeof(IHandoffRunActor).GetMethods()
+            .Where(method => method.GetParameters().Length == 1)
+            .ToDictionary(method => method.Name, method => method.GetParameters()[0], StringComparer.Ordinal);
+        strict = new JsonSerializerOptions(actorJson)
+        {
+            RespectNullableAnnotations = true,
+            RespectRequiredConstructorParameters = true,
+            TypeInfoResolver = (actorJson.TypeInfoResolver ?? new DefaultJsonTypeInfoResolver()).WithAddedModifier(RefuseNullElements),
+        };
+        strict.MakeReadOnly();
+    }
+
+    /// <summary>The method's parameter; null for a method without one, or not of the actor's interface.</summary>
+    public ParameterInfo? ParameterOf(string method) => parameters.GetValueOrDefault(method);
+
+    /// <param name="remoting">
+    /// A proxy's call: the argument is the member named as the parameter of the body's <c>value</c>. Otherwise the body
+    /// is the argument.
+    /// </param>
+    public bool IsArgument(ReadOnlyMemory<byte> body, ParameterInfo parameter, bool remoting)
+    {
+        try
+        {
+            if (!remoting)
+            {
+                return JsonSerializer.Deserialize(body.Span, parameter.ParameterType, strict) is not null;
+            }
+
+            using var document = JsonDocument.Parse(body);
+            return document.RootElement is { ValueKind: JsonValueKind.Object } root
+                && root.TryGetProperty("value", out var value) && value.ValueKind == JsonValueKind.Object
+                && value.TryGetProperty(parameter.Name!, out var argument)
+                && argument.Deserialize(parameter.ParameterType, strict) is not null;
+        }
+        catch (JsonException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// Nullable annotations cover members, not a list's elements: a list declared of elements never null (a round's
+    /// launches, a poll's agents) is checked once the object holding it is read.
+    /// </summary>
+    private static void RefuseNullElements(JsonTypeInfo type)
+    {
+        if (type.Kind != JsonTypeInfoKind.Object)
+        {
+            return;
+        }
+
+        var nullability = new NullabilityInfoContext();
+        var lists = type.Properties
+            .Where(property => property.Get is not null && property.AttributeProvider is PropertyInfo member
+                && member.PropertyType.IsGenericType && typeof(IEnumerable).IsAssignableFrom(member.PropertyType)
+                && nullability.Create(member).GenericTypeArguments is [{ Type.IsValueType: false, ReadState: NullabilityState.NotNull }])
+            .Select(property => (property.Name, property.Get!))
+            .ToList();
+        if (lists.Count == 0)
+        {
+            return;
+        }
+
+        var read = type.OnDeserialized;
+        type.OnDeserialized = value =>
+        {
+            foreach (var (name, get) in lists)
+            {
+                if (get(value) is IEnumerable elements && elements.Cast<object?>().Any(element => element is null))
+                {
+                    throw new JsonException($"'{name}' holds a null element.");
+                }
+            }
+
+            read?.Invoke(value);
+        };
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Dapr.Actors;
+using Dapr.Actors.Runtime;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Api;
@@ -90,6 +91,7 @@ public static class HandoffServiceExtensions
             app.MapSubscribeHandler().RequireAuthorization(CallerAuthorization.Policy);
             var sidecarStarts = app.Services.GetRequiredService<SidecarStarts>();
             var actorCallBodyLimit = ActorCallBodyLimit(app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value);
+            var actorCallArguments = new ActorCallArguments(app.Services.GetRequiredService<IOptions<ActorRuntimeOptions>>().Value.JsonSerializerOptions);
             app.MapActorsHandlers().RequireAuthorization(CallerAuthorization.Policy)
                 .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(actorCallBodyLimit))
                 .Add(endpoint =>
@@ -107,7 +109,7 @@ public static class HandoffServiceExtensions
                     if (endpoint is RouteEndpointBuilder { RoutePattern.RawText: { } pattern } && pattern.StartsWith("actors/", StringComparison.Ordinal)
                         && endpoint.RequestDelegate is { } actorCall)
                     {
-                        endpoint.RequestDelegate = context => ActorCallRefusals.InvokeAsync(context, actorCall, actorCallBodyLimit);
+                        endpoint.RequestDelegate = context => ActorCallRefusals.InvokeAsync(context, actorCall, actorCallBodyLimit, actorCallArguments);
                     }
 
                     // daprd reads its actor settings once, as it starts: a start, for the actors held from before it.

@@ -3,6 +3,7 @@ using System.Text;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -94,6 +95,20 @@ public sealed class ActorBoundaryTests : IDisposable
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/RecordAgentCommandAsync", "null", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompleteLaunchRoundAsync", "null", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompletePollAsync", "null", 400, "invalid-body")]
+    // An object without the members the parameter requires, or with null where its type says never: the SDK read the
+    // missing ones as null (or 0), and the engine met them as a NullReferenceException, a failed turn logged as the store's.
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/ApplyAgentReportAsync", "{}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/ApplyAgentReportAsync", "{\"integration_id\":1,\"agent\":null}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/ApplyAgentReportAsync", "{\"integration_id\":1,\"agent\":{\"id\":null,\"status\":\"running\"}}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/RecordAgentCommandAsync", "{}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/RecordAgentCommandAsync", "{\"run_id\":77,\"agent_id\":null,\"stop\":true}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompleteLaunchRoundAsync", "{}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompleteLaunchRoundAsync", "{\"round\":null,\"attempts\":[]}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompletePollAsync", "{}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompletePollAsync", "{\"round\":{\"run_id\":77,\"started_at\":\"2026-01-01T00:00:00Z\",\"lease_until\":\"2026-01-01T00:01:00Z\",\"agents\":[]},\"reports\":null}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/CompletePollAsync", "{\"round\":{\"run_id\":77,\"started_at\":\"2026-01-01T00:00:00Z\",\"lease_until\":\"2026-01-01T00:01:00Z\",\"agents\":[null]},\"reports\":[null]}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/TriggerAsync", "{}", 400, "invalid-body")]
+    [InlineData("PUT", "/actors/HandoffRunActor/77/method/AcceptCompletedRunAsync", "{}", 400, "invalid-body")]
     [InlineData("PUT", "/actors/HandoffRunActor/77/method/NoSuchMethod", "{}", 404, "not-found")]
     [InlineData("PUT", "/actors/NoSuchActor/77/method/GetStateAsync", "{}", 404, "not-found")]
     [InlineData("DELETE", "/actors/NoSuchActor/77", null, 404, "not-found")]
@@ -109,7 +124,8 @@ public sealed class ActorBoundaryTests : IDisposable
         // JSON of the method's parameter, or a method or actor type this app does not have, is the caller's mistake. The
         // SDK let each escape as an exception: a 500, and an error with a stack trace in the log. A body of JSON null is
         // read as a null argument, which the actor's methods met as a NullReferenceException (a 500, or a failed turn).
-        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
         var request = new HttpRequestMessage(new HttpMethod(method), path);
         if (body is not null)
         {
@@ -122,6 +138,35 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
         Assert.Equal($"https://handoff-dapr.dev/problems/{type}", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
         Assert.Equal(0, cursor.LaunchRequests);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+    }
+
+    [Theory]
+    [InlineData("{\"value\":{}}")]
+    [InlineData("{\"value\":{\"report\":null}}")]
+    [InlineData("{\"value\":{\"report\":{}}}")]
+    [InlineData("{\"value\":{\"report\":{\"integration_id\":1,\"agent\":{\"id\":null,\"status\":\"running\"}}}}")]
+    public async Task A_proxy_call_whose_argument_is_missing_or_null_where_its_type_says_never_is_a_400_not_a_failed_turn(string body)
+    {
+        // As the SDK's proxy calls (this app's own): the method in a header, the argument under the body's value. Any app
+        // with the interface can send one. The SDK read a missing argument as null, and missing members too: the engine met
+        // them as a NullReferenceException, a failed turn logged as the store's fault.
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/ApplyAgentReportAsync")
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
+        };
+        // The SDK's ids of IHandoffRunActor and its ApplyAgentReportAsync (a CRC of their names).
+        request.Headers.TryAddWithoutValidation(
+            "X-DaprRequestHeader",
+            """<z:anyType i:type="a:ActorHeader" xmlns:z="http://schemas.microsoft.com/2003/10/Serialization/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:a="urn:actors"><a:MethodId>1610810825</a:MethodId><a:InterfaceId>1372859113</a:InterfaceId><a:ActorId xmlns:b="http://schemas.datacontract.org/2004/07/Dapr.Actors"><b:ActorId>77</b:ActorId></a:ActorId><a:CallContext>f7ed88f5-7c1b-4b41-8bb3-ade2ee4d97dd</a:CallContext><a:Headers xmlns:b="http://schemas.microsoft.com/2003/10/Serialization/Arrays"/><a:MethodName>ApplyAgentReportAsync</a:MethodName><a:ActorType>HandoffRunActor</a:ActorType></z:anyType>""");
+
+        var response = await factory.CreateSidecarClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
 
     [Theory]
