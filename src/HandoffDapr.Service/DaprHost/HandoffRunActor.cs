@@ -84,17 +84,27 @@ public sealed partial class HandoffRunActor(
 
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
 
+    // An actor whose id names no run answers these as the engine does a run it does not know (no state): the turn would
+    // fail instead (see TurnAsync), a 500 and an error logged as the store's fault, for a call any app can make.
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
-        report is null ? ActorCallRefusals.NullArgument<AgentReportStatus>() : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
+        report is null ? ActorCallRefusals.NullArgument<AgentReportStatus>()
+        : RunId is null ? Task.FromResult(AgentReportStatus.UnknownAgent)
+        : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
 
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
-        sent is null ? ActorCallRefusals.NullArgument<AgentCommandOutcome>() : TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
+        sent is null ? ActorCallRefusals.NullArgument<AgentCommandOutcome>()
+        : RunId is null ? Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.UnknownAgent))
+        : TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
-        answers is null ? ActorCallRefusals.NullArgument<HandoffResult>() : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
+        answers is null ? ActorCallRefusals.NullArgument<HandoffResult>()
+        : RunId is null ? Task.FromResult(HandoffResult.Empty)
+        : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
 
     public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
-        answers is null ? ActorCallRefusals.NullArgument<PollVerdict>() : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
+        answers is null ? ActorCallRefusals.NullArgument<PollVerdict>()
+        : RunId is null ? Task.FromResult(new PollVerdict([]))
+        : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
 
     /// <summary>
     /// The SDK writes an exception thrown out of an actor method into its answer, type, message and line, for the

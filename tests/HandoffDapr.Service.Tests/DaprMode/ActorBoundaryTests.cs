@@ -1,5 +1,10 @@
 using System.Net;
 using System.Text;
+using System.Text.Json;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
@@ -24,7 +29,8 @@ public sealed class ActorBoundaryTests : IDisposable
     public async Task An_actor_id_that_is_not_a_runs_canonical_id_owns_nothing(string alias)
     {
         var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
         Assert.Equal(HttpStatusCode.Accepted, (await factory.CreateSidecarClient().PostJsonAsync("/runs/7/handoff", Payloads.Trigger(Payloads.Run(7, ["acme/shop"], automation: false)))).StatusCode);
         var trigger = Payloads.Trigger();
         trigger["snapshot"] = Payloads.Run(7, ["acme/shop"], automation: false);
@@ -33,6 +39,23 @@ public sealed class ActorBoundaryTests : IDisposable
 
         await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/TriggerAsync", new StringContent(trigger.ToJsonString(), Encoding.UTF8, "application/json"));
         await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/AcceptCompletedRunAsync", new StringContent(Payloads.Run(7, ["acme/web"]).ToJsonString(), Encoding.UTF8, "application/json"));
+        // The calls that record what happened outside a turn answer as for a run the actor does not know, as the two
+        // above do: they failed the turn, a 500 and an error logged as the store's fault.
+        var now = time.GetUtcNow();
+        var round = new LaunchRound(7, new RunSnapshot(7), now, [], []);
+        var recordings = new (string Method, string Body)[]
+        {
+            ("ApplyAgentReportAsync", JsonSerializer.Serialize(new AgentReport(1, new ProviderAgent("bc-1", ProviderAgentStatus.Running)), HandoffJsonContext.Default.AgentReport)),
+            ("RecordAgentCommandAsync", JsonSerializer.Serialize(new AgentCommandSent(7, "bc-1", Stop: true), HandoffJsonContext.Default.AgentCommandSent)),
+            ("CompleteLaunchRoundAsync", JsonSerializer.Serialize(new LaunchRoundAnswers(round, []), HandoffJsonContext.Default.LaunchRoundAnswers)),
+            ("CompletePollAsync", JsonSerializer.Serialize(new PollAnswers(new PollRound(7, now, now.AddMinutes(1), []), []), HandoffJsonContext.Default.PollAnswers)),
+        };
+        foreach (var (method, body) in recordings)
+        {
+            var answer = await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/{method}", new StringContent(body, Encoding.UTF8, "application/json"));
+            Assert.True(answer.IsSuccessStatusCode, $"{method}: {(int)answer.StatusCode}");
+        }
+
         time.Advance(TimeSpan.FromMinutes(3));
         await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow());
 
@@ -40,6 +63,7 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Empty(factory.Sidecar.GetActorStateKeys(Actor, alias));
         Assert.DoesNotContain(factory.Sidecar.Reminders, reminder => reminder.ActorId == alias);
         Assert.Equal(1, cursor.LaunchRequests);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
 
     [Theory]
