@@ -35,6 +35,7 @@ public sealed partial class HandoffEngine
         }
 
         var operation = stop ? "stop" : "follow-up";
+        var commandId = Guid.NewGuid().ToString("N");
         // Stopped before anything was sent (shutdown past its grace): the caller may send it again, elsewhere.
         cancellationToken.ThrowIfCancellationRequested();
         ProviderResult<bool> result;
@@ -65,7 +66,7 @@ public sealed partial class HandoffEngine
             {
                 try
                 {
-                    await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, Stop: false, OutcomeUnknown: true));
+                    await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, Stop: false, OutcomeUnknown: true, commandId));
                 }
                 catch (Exception exception) when (exception is not OperationCanceledException)
                 {
@@ -83,7 +84,7 @@ public sealed partial class HandoffEngine
 
         try
         {
-            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop));
+            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId));
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {

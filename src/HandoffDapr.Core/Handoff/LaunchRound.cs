@@ -75,4 +75,8 @@ public interface IRoundRecorder
 /// A stop (<see cref="Stop"/>) or a follow-up the provider accepted, to record in the run's turn; or, with
 /// <see cref="OutcomeUnknown"/>, a follow-up that reached the provider without an answer saying whether it was carried out.
 /// </summary>
-public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop, bool OutcomeUnknown = false);
+/// <param name="CommandId">
+/// Names this one command, so that a host whose record call may be made twice (daprd repeats a failed actor call, also
+/// one whose turn had saved before it failed) records it once. Absent from a caller of an earlier release.
+/// </param>
+public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop, bool OutcomeUnknown = false, string? CommandId = null);

@@ -38,6 +38,7 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(PollAnswers))]
 [JsonSerializable(typeof(PollVerdict))]
 [JsonSerializable(typeof(AgentCommandSent))]
+[JsonSerializable(typeof(List<string>))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>

@@ -37,6 +37,12 @@ public sealed partial class HandoffRunActor(
     internal const string PollKey = "poll";
     internal const string WakeAtKey = "wake_at";
 
+    /// <summary>The ids of the run's last recorded stops and follow-ups (see <see cref="RecordCommandOnceAsync"/>).</summary>
+    internal const string RecordedCommandsKey = "recorded_commands";
+
+    /// <summary>Enough for daprd's retries of one call with a few other commands to the run made in between.</summary>
+    private const int RecordedCommandsKept = 16;
+
     /// <summary>For tests: the actor over a given state manager (the runtime's own talks to the sidecar).</summary>
     internal HandoffRunActor(
         ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, BackgroundRounds rounds,
@@ -94,7 +100,32 @@ public sealed partial class HandoffRunActor(
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
         sent is null ? ActorCallRefusals.NullArgument<AgentCommandOutcome>()
         : RunId is null ? Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.UnknownAgent))
-        : TurnAsync((stored, writer) => engine.RecordCommandAsync(stored, sent, writer));
+        : TurnAsync((stored, writer) => RecordCommandOnceAsync(stored, sent, writer));
+
+    /// <summary>
+    /// daprd makes a failed actor call again (the resiliency policy's actor retry), also one whose turn saved the state and
+    /// then failed (at the reminder, say): recorded again, one follow-up the provider took once would show twice in the
+    /// timeline. The command's id is saved with the state the engine saves, so a repeat finds it and changes nothing.
+    /// </summary>
+    private async Task<AgentCommandOutcome> RecordCommandOnceAsync(RunHandoffState? stored, AgentCommandSent sent, Writer writer)
+    {
+        // Nothing is kept for a run or agent the engine does not know (it records nothing for them).
+        if (sent.CommandId is not { } id || stored is null || !stored.CodingAgents.TryGetValue(sent.AgentId, out var agent))
+        {
+            return await engine.RecordCommandAsync(stored, sent, writer);
+        }
+
+        var recorded = await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey);
+        var seen = recorded.HasValue ? recorded.Value ?? [] : [];
+        if (seen.Contains(id))
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
+        }
+
+        // Set before the engine's save, which writes it in the same transaction as the command's entry.
+        await StateManager.SetStateAsync(RecordedCommandsKey, seen.TakeLast(RecordedCommandsKept - 1).Append(id).ToList());
+        return await engine.RecordCommandAsync(stored, sent, writer);
+    }
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
         answers is null ? ActorCallRefusals.NullArgument<HandoffResult>()

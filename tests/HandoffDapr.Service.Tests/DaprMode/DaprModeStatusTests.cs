@@ -173,6 +173,38 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Followup_whose_actor_turn_daprd_retries_after_its_state_was_saved_is_recorded_once()
+    {
+        // daprd as components/resiliency.yaml configures it: a failed actor call is made again.
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        var client = factory.CreateSidecarClient();
+        var agentId = await Launch(client, 330);
+        // Finished without a pull request: nothing is polled, so the follow-up's turn registers the run's reminder again.
+        var body = Encoding.UTF8.GetBytes(new JsonObject
+        {
+            ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
+            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
+        }.ToJsonString());
+        var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=330") { Content = new ByteArrayContent(body) };
+        webhook.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
+        Assert.Equal(HttpStatusCode.NoContent, (await factory.CreateClient().SendAsync(webhook)).StatusCode);
+        // The turn that records the follow-up saves the state, then fails at the reminder: daprd calls it again.
+        var failed = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "330" && Interlocked.Exchange(ref failed, 1) == 0;
+
+        var followup = await client.PostJsonAsync($"/runs/330/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
+
+        Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
+        Assert.Equal(1, failed);
+        Assert.Single(cursor.CommandRequests);
+        var timeline = factory.Sidecar.GetActorState(Actor, "330", "timeline")!.Value.EnumerateArray();
+        Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "followup_sent");
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "330");
+    }
+
+    [Fact]
     public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
     {
         await using var factory = await Start();
