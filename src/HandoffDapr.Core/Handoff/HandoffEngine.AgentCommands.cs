@@ -89,7 +89,8 @@ public sealed partial class HandoffEngine
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
             // The provider has taken the command: "try again" would send a follow-up twice. The caller is told it was
-            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll.
+            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll. A follow-up to an
+            // agent that ended is not watched either (nothing saved says so): what it does is learnt from a webhook only.
             LogCommandNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
             return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
         }
