@@ -60,18 +60,17 @@ public sealed partial class HandoffEngine
         {
             // Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
             // "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
-            // the agent is watched again; a stop that may have taken is learnt by the poll, which reads an agent at work.
+            // the agent is watched again. A stop that may have taken leaves the agent as it is (the poll, which reads it on,
+            // learns whether it took), but ends a follow-up's wait for a pull request as an answered stop does: a read that
+            // shows the agent stopped does not end that wait, which would go on for hours.
             LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
-            if (!stop)
+            try
             {
-                try
-                {
-                    await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, Stop: false, OutcomeUnknown: true, commandId));
-                }
-                catch (Exception exception) when (exception is not OperationCanceledException)
-                {
-                    LogCommandOutcomeNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
-                }
+                await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, OutcomeUnknown: true, commandId));
+            }
+            catch (Exception exception) when (exception is not OperationCanceledException)
+            {
+                LogCommandOutcomeNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
             }
 
             return new AgentCommandOutcome(AgentCommandStatus.OutcomeUnknown, agent, unknown.FailureType);
@@ -145,7 +144,7 @@ public sealed partial class HandoffEngine
         }
 
         var counted = new TurnMeasurements();
-        if (sent.Stop && !agent.Status.IsFinal())
+        if (sent.Stop && !sent.OutcomeUnknown && !agent.Status.IsFinal())
         {
             agent = agent with { Status = CodingAgentStatus.Failed };
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));

@@ -73,7 +73,7 @@ public interface IRoundRecorder
 
 /// <summary>
 /// A stop (<see cref="Stop"/>) or a follow-up the provider accepted, to record in the run's turn; or, with
-/// <see cref="OutcomeUnknown"/>, a follow-up that reached the provider without an answer saying whether it was carried out.
+/// <see cref="OutcomeUnknown"/>, one that reached the provider without an answer saying whether it was carried out.
 /// </summary>
 /// <param name="CommandId">
 /// Names this one command, so that a host whose record call may be made twice (daprd repeats a failed actor call, also

@@ -144,6 +144,40 @@ public sealed class FollowupPollingTests : IDisposable
         Assert.Equal("https://github.com/acme/shop/pull/14", (await Agent(client, 914, agentId))["results"]?[0]?["pr_url"]?.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Stop_after_a_followup_whose_answer_was_lost_but_that_took_ends_the_watch_once_the_provider_shows_it_ended()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("lost-stop.db"), cursor.Url, time);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/915/handoff", Payloads.Trigger(Payloads.Run(915, ["acme/shop"], automation: false)));
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        cursor.SetStatus(agentId, "FINISHED");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync($"/runs/915/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" })).StatusCode);
+        cursor.SetStatus(agentId, "RUNNING");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+
+        // A person stops the work the follow-up started; the provider stops the agent, but the answer is a gateway's 504.
+        cursor.NextCommandAnswer = FakeCursor.Status(504);
+        var stop = await client.PostAsync($"/runs/915/agents/{agentId}/stop", null);
+        cursor.NextCommandAnswer = null;
+        cursor.SetStatus(agentId, "STOPPED");
+        Assert.Equal(HttpStatusCode.GatewayTimeout, stop.StatusCode);
+
+        // The poll reads it stopped: as for a stop that was answered, the agent is not read on for hours.
+        var readsBefore = cursor.GetRequests(agentId);
+        for (var i = 0; i < 12; i++)
+        {
+            time.Advance(TimeSpan.FromMinutes(15));
+            await factory.RunScheduleAsync();
+        }
+
+        Assert.True(cursor.GetRequests(agentId) - readsBefore <= 1, $"read {cursor.GetRequests(agentId) - readsBefore} times after the stop took");
+        Assert.Null(await factory.Store.GetWakeupAsync(915, CancellationToken.None));
+    }
+
     private static async Task<JsonNode> Agent(HttpClient client, long runId, string agentId) =>
         (await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync())["coding_agents"]![agentId]!;
 

@@ -454,7 +454,7 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.EndsWith("/outcome-unknown", problem["type"]!.GetValue<string>());
         Assert.Equal("provider_unavailable", problem["failure_type"]!.GetValue<string>());
         Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
-        // Not recorded as stopped: the poll, which still reads the agent, learns whether it was.
+        // Not failed: the poll, which still reads the agent, learns whether it was stopped.
         Assert.Equal("pending", (await Agent(475, agentId))["status"]!.GetValue<string>());
     }
 
