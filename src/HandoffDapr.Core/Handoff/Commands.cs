@@ -86,6 +86,9 @@ public enum AgentCommandStatus
 {
     Done,
     UnknownAgent,
+
+    /// <summary>The run has the agent, but the integration that launched it is no longer configured: nothing can reach it.</summary>
+    UnknownIntegration,
     ProviderFailed,
 
     /// <summary>The command reached the provider, but no answer said whether it was carried out: it may have been.</summary>

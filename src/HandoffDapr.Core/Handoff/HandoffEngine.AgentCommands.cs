@@ -28,10 +28,15 @@ public sealed partial class HandoffEngine
         using var scope = state is null ? null : BeginRunScope(state.RunId);
         // An agent answers only to its own run.
         if (state is null || !state.CodingAgents.TryGetValue(agentId, out var agent)
-            || state.LaunchOfAgent(agentId) is not { } launch
-            || integrations.Find(launch.IntegrationId) is not { } integration)
+            || state.LaunchOfAgent(agentId) is not { } launch)
         {
             return new AgentCommandOutcome(AgentCommandStatus.UnknownAgent);
+        }
+
+        // Its integration taken out of the settings since: "no such agent" would contradict the run, which shows it.
+        if (integrations.Find(launch.IntegrationId) is not { } integration)
+        {
+            return new AgentCommandOutcome(AgentCommandStatus.UnknownIntegration, agent);
         }
 
         var operation = stop ? "stop" : "follow-up";

@@ -178,6 +178,39 @@ public sealed class FollowupPollingTests : IDisposable
         Assert.Null(await factory.Store.GetWakeupAsync(915, CancellationToken.None));
     }
 
+    [Fact]
+    public async Task Stop_and_followup_of_an_agent_whose_integration_is_no_longer_configured_say_so_not_that_the_run_lacks_the_agent()
+    {
+        var withIntegration = new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:44:Provider"] = "cursor_background_agent",
+            ["Handoff:Integrations:44:BaseUrl"] = cursor.Url,
+            ["Handoff:Integrations:44:ApiKey"] = "key-of-integration-44",
+        };
+        using (var before = new EmbeddedServiceFactory(temp.File("removed.db"), cursor.Url, time, withIntegration))
+        using (var client = before.CreateClient())
+        {
+            Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/916/handoff", Payloads.Trigger(Payloads.Run(916, ["acme/shop"], automation: false), integrationId: 44))).StatusCode);
+        }
+
+        // Integration 44 is taken out of the settings; the run still shows its agent.
+        using var factory = new EmbeddedServiceFactory(temp.File("removed.db"), cursor.Url, time);
+        using var after = factory.CreateClient();
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        Assert.NotNull(await Agent(after, 916, agentId));
+
+        var stop = await after.PostAsync($"/runs/916/agents/{agentId}/stop", null);
+        var followup = await after.PostJsonAsync($"/runs/916/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
+
+        foreach (var response in new[] { stop, followup })
+        {
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            Assert.Equal("https://handoff-dapr.dev/problems/unknown-integration", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        }
+
+        Assert.Empty(cursor.CommandRequests);
+    }
+
     private static async Task<JsonNode> Agent(HttpClient client, long runId, string agentId) =>
         (await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync())["coding_agents"]![agentId]!;
 
