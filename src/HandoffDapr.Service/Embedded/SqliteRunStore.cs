@@ -311,11 +311,16 @@ public sealed partial class SqliteRunStore : IDisposable
     {
         // UTF-8 as SQLite keeps it: no UTF-16 string, no second encoding when the parameter is bound.
         var json = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState);
-        var now = timeProvider.GetUtcNow().ToUnixTimeMilliseconds();
-        // Rounded up to the millisecond the row keeps, never down: claimed at the start of its millisecond, a wake-up due
-        // later in it found nothing due yet, gave its claim back unchanged and was claimed again at once, until the clock
-        // passed it (saving the run each time).
-        var wakeAt = state.NextWakeAt() is { } next ? (next + TimeSpan.FromTicks(TimeSpan.TicksPerMillisecond - 1)).ToUnixTimeMilliseconds() : (long?)null;
+        var clock = timeProvider.GetUtcNow();
+        var now = clock.ToUnixTimeMilliseconds();
+        // To the millisecond the row keeps. One still to come is rounded up: claimed at the start of its millisecond, a
+        // wake-up due later in it found nothing due yet, gave its claim back unchanged and was claimed again at once until
+        // the clock passed it (saving the run each time). One already due (an event's launches, due as they are saved) is
+        // rounded down: rounded up, the pass its signal starts in the same millisecond found it not due, and it waited for
+        // the next poll. Any later claim finds it due either way.
+        var wakeAt = state.NextWakeAt() is not { } next ? (long?)null
+            : next <= clock ? next.ToUnixTimeMilliseconds()
+            : (next + TimeSpan.FromTicks(TimeSpan.TicksPerMillisecond - 1)).ToUnixTimeMilliseconds();
         return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion));
     }
 

@@ -246,6 +246,25 @@ public sealed class RetryTests : IDisposable
     }
 
     /// <summary>
+    /// The other side of rounding a wake-up up: a completion event's launches are due the moment they are saved. Rounded up
+    /// past that moment, the wake-up the event's signal then looked for in the same millisecond was not due yet, and the
+    /// schedule slept to its next poll (a second by default; in tests, for ever): a launch late for no reason.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_due_when_it_is_saved_is_claimed_at_once_in_the_same_millisecond()
+    {
+        var clock = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero).AddTicks(1));
+        using var own = new EmbeddedServiceFactory(temp.File("due-now.db"), cursor.Url, clock);
+        using var ownClient = own.CreateClient();
+        await ownClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(321, ["acme/shop"]));
+
+        var claimed = await own.Scheduler.RunDueAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(1, claimed);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    /// <summary>
     /// A wake-up's time is stored in whole milliseconds. Cut down to its millisecond, a poll due a tick into one was
     /// claimed at its start, found nothing due, saved the run as it was and gave the claim back, to be claimed again at
     /// once: the schedule saved the run over and over until the clock passed the poll (with a clock that stands still,
