@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using Dapr.Actors.Runtime;
 using Dapr.Client;
 using HandoffDapr.Core.Handoff;
@@ -175,6 +176,7 @@ public sealed partial class HandoffRunActor(
                 var writer = new Writer(this, stored);
                 var result = await turn(stored, writer);
                 await writer.EnsureWakeAsync();
+                writer.ThrowIfReminderFailed();
                 return result;
             },
             method);
@@ -211,7 +213,9 @@ public sealed partial class HandoffRunActor(
             // The one-shot reminder is spent; the writer registers the next one if work remains.
             await StateManager.TryRemoveStateAsync(WakeAtKey);
             var stored = await LoadAsync();
-            var woken = stored is null ? null : await engine.WakeAsync(stored, new Writer(this, stored), CancellationToken.None);
+            var writer = new Writer(this, stored);
+            var woken = stored is null ? null : await engine.WakeAsync(stored, writer, CancellationToken.None);
+            writer.ThrowIfReminderFailed();
             if (woken is { Round: not null } or { Poll: not null })
             {
                 // Saved as under way by now: the calls run after this turn, and their deadline covers a process that dies first.
@@ -274,7 +278,11 @@ public sealed partial class HandoffRunActor(
         return state.FindDamage(runId) is { } damage ? throw new UnreadableRunStateException(runId, damage) : state;
     }
 
-    private async Task SaveAsync(RunHandoffState? previous, RunHandoffState state)
+    /// <summary>
+    /// Saves the turn's state (<paramref name="wakeAt"/> is its next wake-up); true when the reminder must then change,
+    /// which the writer does (see <see cref="Writer"/>).
+    /// </summary>
+    private async Task<bool> SaveStateAsync(RunHandoffState? previous, RunHandoffState state, DateTimeOffset? wakeAt)
     {
         // Only the parts that changed are written; the engine replaces a part whenever it changes it.
         if (!ReferenceEquals(previous?.Snapshot, state.Snapshot) && state.Snapshot is not null)
@@ -310,7 +318,6 @@ public sealed partial class HandoffRunActor(
             }
         }
 
-        var wakeAt = state.NextWakeAt();
         var reminderToChange = await SaveStateForWakeAsync(wakeAt);
         recentRuns?.Remember(state);
 
@@ -321,10 +328,7 @@ public sealed partial class HandoffRunActor(
             await PublishAgentsAsync(state);
         }
 
-        if (reminderToChange)
-        {
-            await ChangeReminderAsync(wakeAt);
-        }
+        return reminderToChange;
     }
 
     /// <summary>
@@ -392,17 +396,41 @@ public sealed partial class HandoffRunActor(
         }
     }
 
+    /// <summary>
+    /// The engine's writer for one turn. A reminder that could not be changed once the state was saved fails the turn (so
+    /// that daprd's retry of the call, or the caller's, registers it: see <see cref="EnsureWakeAsync"/>), but only once the
+    /// engine has finished with the turn: thrown out of the save, it would cut short what the engine does once its state
+    /// is saved (the log lines and counters of its decisions, written then and only then), and the repeat finds those
+    /// decisions saved and makes none of them again.
+    /// </summary>
     private sealed class Writer(HandoffRunActor actor, RunHandoffState? loaded) : IRunStateWriter
     {
         private RunHandoffState? previous = loaded;
         private bool saved;
+        private ExceptionDispatchInfo? reminderFailure;
 
         public async Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken)
         {
-            await actor.SaveAsync(previous, state);
+            var wakeAt = state.NextWakeAt();
+            var reminderToChange = await actor.SaveStateAsync(previous, state, wakeAt);
             previous = state;
             saved = true;
+            reminderFailure = null;
+            if (reminderToChange)
+            {
+                try
+                {
+                    await actor.ChangeReminderAsync(wakeAt);
+                }
+                catch (Exception exception)
+                {
+                    reminderFailure = ExceptionDispatchInfo.Capture(exception);
+                }
+            }
         }
+
+        /// <summary>Fails the turn, once the engine is done with it, if its saved state's reminder could not be changed.</summary>
+        public void ThrowIfReminderFailed() => reminderFailure?.Throw();
 
         /// <summary>For a turn that saved nothing: the stored run's reminder is checked (one state read) and repaired.</summary>
         public async Task EnsureWakeAsync()

@@ -205,6 +205,28 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Launch_answers_whose_actor_turn_daprd_retries_after_their_state_was_saved_are_logged_and_counted_once()
+    {
+        // daprd as components/resiliency.yaml configures it: a failed actor call is made again.
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true, logs: logs,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        // The turn that records the round's answers saves them, then fails at the reminder (the poll's, the run's second
+        // registration): daprd calls it again, and the repeat finds the launch answered already.
+        var registrations = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "341" && Interlocked.Increment(ref registrations) == 2;
+
+        var agentId = await Launch(factory.CreateSidecarClient(), 341);
+
+        Assert.True(registrations >= 3);
+        // What the saved turn decided is written (and counted) once: the turn that saved it, not the repeat.
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffLaunched" && record.Message.Contains(agentId, StringComparison.Ordinal));
+        var timeline = factory.Sidecar.GetActorState(Actor, "341", "timeline")!.Value.EnumerateArray();
+        Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "launched");
+    }
+
+    [Fact]
     public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
     {
         await using var factory = await Start();
