@@ -80,13 +80,13 @@ public sealed partial class HandoffRunActor(
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
         trigger is null ? ActorCallRefusals.NullArgument<TriggerOutcome>()
         : RunId is { } runId
-            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None))
+            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), outcome => outcome.Round)
             : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
         snapshot is null ? ActorCallRefusals.NullArgument<CompletionOutcome>()
         : RunId == snapshot.RunId
-            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None))
+            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), outcome => outcome.Round)
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
@@ -162,7 +162,9 @@ public sealed partial class HandoffRunActor(
     /// duplicate, a retry of a call answered 503) still makes sure the run's reminder exists: the turn that saved the
     /// state may have failed to register it, and without it a launch left in flight would never be woken.
     /// </summary>
-    private Task<T> TurnAsync<T>(Func<RunHandoffState?, Writer, Task<T>> turn, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
+    /// <param name="roundOf">The launch round the turn's answer hands its caller, for a turn that may start one.</param>
+    private Task<T> TurnAsync<T>(
+        Func<RunHandoffState?, Writer, Task<T>> turn, Func<T, LaunchRound?>? roundOf = null, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
         Guarded(
             async () =>
             {
@@ -176,6 +178,14 @@ public sealed partial class HandoffRunActor(
                 var writer = new Writer(this, stored);
                 var result = await turn(stored, writer);
                 await writer.EnsureWakeAsync();
+                if (writer.ReminderFailed && roundOf?.Invoke(result) is { } round)
+                {
+                    // The turn fails, so its caller never gets the round it saved in flight, and the repeat of the call
+                    // (daprd's, or the caller's) finds it in flight and starts none: its calls would wait for its deadline
+                    // and a lookup. They are made here, in the background, as a reminder's are.
+                    rounds.Start(new WakeOutcome(writer.Saved!, round));
+                }
+
                 writer.ThrowIfReminderFailed();
                 return result;
             },
@@ -215,12 +225,14 @@ public sealed partial class HandoffRunActor(
             var stored = await LoadAsync();
             var writer = new Writer(this, stored);
             var woken = stored is null ? null : await engine.WakeAsync(stored, writer, CancellationToken.None);
-            writer.ThrowIfReminderFailed();
             if (woken is { Round: not null } or { Poll: not null })
             {
                 // Saved as under way by now: the calls run after this turn, and their deadline covers a process that dies first.
+                // Also when the turn then fails at the reminder: its repeat would find them under way and start nothing.
                 rounds.Start(woken);
             }
+
+            writer.ThrowIfReminderFailed();
 
             return true;
         }
@@ -428,6 +440,12 @@ public sealed partial class HandoffRunActor(
                 }
             }
         }
+
+        /// <summary>The state saved last in this turn, if it saved.</summary>
+        public RunHandoffState? Saved => saved ? previous : null;
+
+        /// <summary>The turn saved its state, then could not change the reminder.</summary>
+        public bool ReminderFailed => reminderFailure is not null;
 
         /// <summary>Fails the turn, once the engine is done with it, if its saved state's reminder could not be changed.</summary>
         public void ThrowIfReminderFailed() => reminderFailure?.Throw();

@@ -227,6 +227,70 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Trigger_whose_actor_turn_daprd_retries_after_its_launch_round_was_saved_is_launched_at_once()
+    {
+        // daprd as components/resiliency.yaml configures it: a failed actor call is made again.
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        // The trigger's turn saves its launch round in flight, then fails at the reminder: daprd calls it again.
+        var failed = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "340" && Interlocked.Exchange(ref failed, 1) == 0;
+
+        var response = await factory.CreateSidecarClient().PostJsonAsync("/runs/340/handoff", Payloads.Trigger(Payloads.Run(340, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal(1, failed);
+        // The round's call is made now, once, not left to the in-flight deadline (two minutes) and a lookup.
+        await Eventually.True(() => cursor.LaunchRequests == 1);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "340", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        var timeline = factory.Sidecar.GetActorState(Actor, "340", "timeline")!.Value.EnumerateArray().ToList();
+        Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "launch_started");
+        Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "launched");
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "340");
+    }
+
+    [Fact]
+    public async Task Completion_event_whose_actor_turn_daprd_retries_after_its_launch_round_was_saved_is_launched_at_once()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        var failed = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "342" && Interlocked.Exchange(ref failed, 1) == 0;
+
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(342, ["acme/shop"]));
+
+        Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
+        Assert.Equal(1, failed);
+        await Eventually.True(() => cursor.LaunchRequests == 1);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "342", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+    }
+
+    [Fact]
+    public async Task Wake_up_whose_turn_fails_at_the_reminder_after_its_launch_round_was_saved_still_launches()
+    {
+        await using var factory = await Start();
+        // The first attempt is refused for now (503): its retry is due at the next wake-up.
+        cursor.Script("acme/shop", FakeCursor.Status(503));
+        var response = await factory.CreateSidecarClient().PostJsonAsync("/runs/343/handoff", Payloads.Trigger(Payloads.Run(343, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        // The wake-up's turn saves the retry in flight, then fails at the reminder for its deadline.
+        var failed = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "343" && Interlocked.Exchange(ref failed, 1) == 0;
+        time.Advance(TimeSpan.FromMinutes(5));
+
+        await factory.Sidecar.FireReminderAsync(Actor, "343", HandoffRunActor.WakeReminder);
+
+        Assert.Equal(1, failed);
+        // The retry is made now, not at the round's deadline (two minutes) after a lookup.
+        await Eventually.True(() => cursor.LaunchRequests == 2);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "343", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "343");
+    }
+
+    [Fact]
     public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
     {
         await using var factory = await Start();

@@ -294,19 +294,25 @@ public sealed class HandoffRunActorTests
     public async Task Reminder_whose_registration_failed_is_registered_by_the_callers_retry_though_it_saves_nothing()
     {
         // The intent is saved, then registering its reminder fails: the turn fails, the caller is told 503 / RETRY, and
-        // the runtime drops what the turn had not saved.
+        // the runtime drops what the turn had not saved. The saved round's calls are made in the background (held here
+        // at the provider), as its caller never gets the round.
+        using var release = new ManualResetEventSlim();
+        provider.OnLaunch = _ => release.Wait(TimeSpan.FromSeconds(10));
         timers.FailNextRegistrations = 1;
         await Assert.ThrowsAsync<ActorTurnFailedException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
         await state.ClearCacheAsync();
-        Assert.Empty(provider.Launches);
         Assert.Contains("\"phase\":\"in_flight\"", state.Saved["launches"]);
 
-        // The retry finds the launch planned and saves nothing; without a reminder nothing would ever wake the run.
+        // The retry finds the launch under way and saves nothing; without a reminder nothing would ever wake the run.
         var retry = await TriggerAsync(Trigger(null));
         await state.SaveStateAsync();
 
         Assert.Equal(TriggerStatus.Accepted, retry.Status);
+        Assert.Null(retry.Round);
         Assert.Contains(timers.Registered, reminder => reminder.Name == HandoffRunActor.WakeReminder);
+        release.Set();
+        await Eventually.True(() => state.Saved["launches"].Contains("\"phase\":\"launched\"", StringComparison.Ordinal));
+        Assert.Single(provider.Launches);
     }
 
     [Fact]
