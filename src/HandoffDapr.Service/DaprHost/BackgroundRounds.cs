@@ -21,7 +21,15 @@ public sealed partial class BackgroundRounds(
     private long started;
 
     /// <summary>Starts the wake-up's calls without waiting for them; counted by the shutdown drain from this moment.</summary>
-    public void Start(WakeOutcome woken)
+    public void Start(WakeOutcome woken) => Start(woken.State.RunId, token => engine.FinishWakeAsync(woken, recorder, token));
+
+    /// <summary>
+    /// Stops the agents a poll gave up on, for a poll whose recording turn saved and then failed: the repeat of that turn
+    /// finds them given up on already and names none, so the poll's own caller would stop none.
+    /// </summary>
+    public void StartStops(long runId, PollVerdict verdict) => Start(runId, token => engine.StopGivenUpAsync(runId, verdict, token));
+
+    private void Start(long runId, Func<CancellationToken, Task> calls)
     {
         var id = Interlocked.Increment(ref started);
         var call = drain.Enter();
@@ -30,7 +38,7 @@ public sealed partial class BackgroundRounds(
         running[id] = Task.Run(async () =>
         {
             await listed.Task;
-            await RunAsync(id, woken, call);
+            await RunAsync(id, runId, calls, call);
         });
         listed.SetResult();
     }
@@ -38,12 +46,12 @@ public sealed partial class BackgroundRounds(
     /// <summary>For tests: waits for the rounds started so far.</summary>
     internal Task WhenIdleAsync() => Task.WhenAll(running.Values);
 
-    private async Task RunAsync(long id, WakeOutcome woken, IDisposable call)
+    private async Task RunAsync(long id, long runId, Func<CancellationToken, Task> calls, IDisposable call)
     {
         try
         {
             // Shutdown stops the calls not answered within its grace; their answers (unknown) are still delivered while the sidecar is up.
-            await engine.FinishWakeAsync(woken, recorder, cutoff.Token);
+            await calls(cutoff.Token);
         }
         catch (OperationCanceledException) when (cutoff.Token.IsCancellationRequested)
         {
@@ -52,7 +60,7 @@ public sealed partial class BackgroundRounds(
         catch (Exception exception)
         {
             // Nobody awaits this task: whatever failed is logged (by type), and the deadline covers the launches.
-            LogRoundNotRecorded(woken.State.RunId, (exception as RunOwnerUnavailableException)?.InnerException?.GetType().Name ?? exception.GetType().Name);
+            LogRoundNotRecorded(runId, (exception as RunOwnerUnavailableException)?.InnerException?.GetType().Name ?? exception.GetType().Name);
         }
         finally
         {

@@ -80,13 +80,13 @@ public sealed partial class HandoffRunActor(
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
         trigger is null ? ActorCallRefusals.NullArgument<TriggerOutcome>()
         : RunId is { } runId
-            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), outcome => outcome.Round)
+            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
         snapshot is null ? ActorCallRefusals.NullArgument<CompletionOutcome>()
         : RunId == snapshot.RunId
-            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), outcome => outcome.Round)
+            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
@@ -136,7 +136,25 @@ public sealed partial class HandoffRunActor(
     public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
         answers is null ? ActorCallRefusals.NullArgument<PollVerdict>()
         : RunId is null ? Task.FromResult(new PollVerdict([]))
-        : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer));
+        : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer), (saved, verdict) => StartStops(saved, verdict));
+
+    /// <summary>A round's calls, made here for a turn whose caller will not get it (see <see cref="TurnAsync{T}"/>).</summary>
+    private void StartRound(RunHandoffState saved, LaunchRound? round)
+    {
+        if (round is not null)
+        {
+            rounds.Start(new WakeOutcome(saved, round));
+        }
+    }
+
+    /// <summary>A poll's stops, made here for a turn whose caller will not get its verdict (see <see cref="TurnAsync{T}"/>).</summary>
+    private void StartStops(RunHandoffState saved, PollVerdict verdict)
+    {
+        if (verdict.ToStop.Count > 0)
+        {
+            rounds.StartStops(saved.RunId, verdict);
+        }
+    }
 
     /// <summary>
     /// The SDK writes an exception thrown out of an actor method into its answer, type, message and line, for the
@@ -162,9 +180,14 @@ public sealed partial class HandoffRunActor(
     /// duplicate, a retry of a call answered 503) still makes sure the run's reminder exists: the turn that saved the
     /// state may have failed to register it, and without it a launch left in flight would never be woken.
     /// </summary>
-    /// <param name="roundOf">The launch round the turn's answer hands its caller, for a turn that may start one.</param>
+    /// <param name="handOver">
+    /// For an answer that hands its caller calls to make (a launch round; a poll's stops): makes them here, in the
+    /// background, when the turn saved and then fails at the reminder. Its caller never gets that answer, and the repeat
+    /// of the call (daprd's, or the caller's) finds them under way or decided and hands over none: a round's calls would
+    /// wait for its deadline and a lookup, an agent given up on would never be stopped.
+    /// </param>
     private Task<T> TurnAsync<T>(
-        Func<RunHandoffState?, Writer, Task<T>> turn, Func<T, LaunchRound?>? roundOf = null, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
+        Func<RunHandoffState?, Writer, Task<T>> turn, Action<RunHandoffState, T>? handOver = null, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
         Guarded(
             async () =>
             {
@@ -178,12 +201,9 @@ public sealed partial class HandoffRunActor(
                 var writer = new Writer(this, stored);
                 var result = await turn(stored, writer);
                 await writer.EnsureWakeAsync();
-                if (writer.ReminderFailed && roundOf?.Invoke(result) is { } round)
+                if (writer.ReminderFailed)
                 {
-                    // The turn fails, so its caller never gets the round it saved in flight, and the repeat of the call
-                    // (daprd's, or the caller's) finds it in flight and starts none: its calls would wait for its deadline
-                    // and a lookup. They are made here, in the background, as a reminder's are.
-                    rounds.Start(new WakeOutcome(writer.Saved!, round));
+                    handOver?.Invoke(writer.Saved!, result);
                 }
 
                 writer.ThrowIfReminderFailed();

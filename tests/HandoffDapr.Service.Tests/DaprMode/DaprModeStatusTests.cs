@@ -291,6 +291,30 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Agent_timed_out_by_a_poll_whose_actor_turn_daprd_retries_after_its_state_was_saved_is_stopped()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        var agentId = await Launch(factory.CreateSidecarClient(), 344);
+        time.Advance(TimeSpan.FromHours(7));
+        // The wake-up's turn registers the poll's lease; the turn that records the poll (the agent past its maximum age,
+        // failed as timed out) saves, then fails at the reminder for the next poll: daprd calls it again.
+        var registrations = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "344" && Interlocked.Increment(ref registrations) == 2;
+
+        await factory.Sidecar.FireReminderAsync(Actor, "344", HandoffRunActor.WakeReminder);
+
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "344", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString() == "failed");
+        await factory.Services.GetRequiredService<BackgroundRounds>().WhenIdleAsync();
+        Assert.True(registrations >= 3);
+        // Given up on, it must not keep working: stopped once, as when the turn does not fail.
+        await Eventually.True(() => cursor.CommandRequests.Any());
+        Assert.Equal([$"/v0/agents/{agentId}/stop"], cursor.CommandRequests.Select(command => command.Path));
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "344");
+    }
+
+    [Fact]
     public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
     {
         await using var factory = await Start();
