@@ -91,7 +91,10 @@ public sealed class ShutdownGraceTests : IDisposable
         time.Advance(TimeSpan.FromHours(1));
         using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time, settings);
         using var again = restarted.CreateClient();
+        // The restarted host's own scheduler runs overdue work at start, in the background: it may claim the lookup before
+        // the test's run does, which then finds nothing to run and returns while the lookup is still under way.
         await restarted.RunScheduleAsync();
+        await Eventually.True(async () => !Assert.Single((await Stored(restarted, 604)).Launches).IsAwaitingWork);
         var launch = Assert.Single((await Stored(restarted, 604)).Launches);
         Assert.Equal(Core.Handoff.LaunchPhase.Launched, launch.Phase);
         Assert.True(cursor.Agents.ContainsKey(launch.AgentId!));
