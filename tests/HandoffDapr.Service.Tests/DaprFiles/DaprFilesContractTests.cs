@@ -25,6 +25,26 @@ public sealed class DaprFilesContractTests
         }
     }
 
+    /// <summary>
+    /// statestore.yaml's comment and docs/dapr.md's row for it say what the actor keeps in the store (an operator sizing
+    /// or cleaning Redis goes by them): every state key the actor writes, none left out.
+    /// </summary>
+    [Fact]
+    public void The_state_store_component_and_its_documentation_name_every_key_the_actor_keeps()
+    {
+        var keys = typeof(Service.DaprHost.HandoffRunActor)
+            .GetFields(System.Reflection.BindingFlags.NonPublic | System.Reflection.BindingFlags.Public | System.Reflection.BindingFlags.Static)
+            .Where(field => field.IsLiteral && field.Name.EndsWith("Key", StringComparison.Ordinal))
+            .Select(field => (string)field.GetRawConstantValue()!)
+            .ToList();
+        var comment = File.ReadLines(Path.Combine(RepositoryRoot, "components", "statestore.yaml")).First();
+        var row = File.ReadLines(Path.Combine(RepositoryRoot, "docs", "dapr.md")).Single(line => line.StartsWith("| `statestore.yaml`", StringComparison.Ordinal));
+
+        Assert.Equal(7, keys.Count);
+        Assert.Equal([], keys.Where(key => !System.Text.RegularExpressions.Regex.IsMatch(comment, $@"\b{key}\b")));
+        Assert.Equal([], keys.Where(key => !row.Contains($"`{key}`", StringComparison.Ordinal)));
+    }
+
     [Fact]
     public void Checker_rejects_a_misspelled_field_and_a_field_with_both_value_and_secret()
     {
