@@ -2095,8 +2095,10 @@ public sealed class HandoffEngineTests
         public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.Done));
     }
 
-    /// <summary>Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left.</summary>
-    /// <summary>Five attempts failing alike, then (for a failure whose outcome is unknown) the one lookup after them.</summary>
+    /// <summary>
+    /// Launches acme/shop for run 1 with every attempt failing so, and wakes the run until no attempt is left: five, then
+    /// (for a failure whose outcome is unknown) the one lookup after them, which fails with <paramref name="lastLookup"/> if given.
+    /// </summary>
     private async Task LaunchUntilRetriesRunOut(ProviderFailure failure, ProviderFailure? lastLookup = null)
     {
         provider.Always = failure;

@@ -204,16 +204,16 @@ public sealed partial class HandoffEngine
         state.Poll?.FollowedUpAt is { } followedUpAt && followedUpAt.TryGetValue(agentId, out var at) ? at : null;
 
     /// <summary>
-    /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
-    /// retry's agent. Best effort: the agent is failed in our state either way, and a provider without stop says so.
-    /// </summary>
-    /// <summary>
     /// Stops the agents a poll's verdict gave up on (best effort), as <see cref="FinishPollAsync"/> does after recording it:
     /// for an owner that must make those calls itself, the verdict's caller having never received it.
     /// </summary>
     public Task StopGivenUpAsync(long runId, PollVerdict verdict, CancellationToken cancellationToken) =>
         StopAgentsAsync(runId, verdict.ToStop, cancellationToken);
 
+    /// <summary>
+    /// Stops agents we gave up on, so that one still working cannot open a pull request nobody follows beside a later
+    /// retry's agent. Best effort: the agent is failed in our state either way, and a provider without stop says so.
+    /// </summary>
     private async Task StopAgentsAsync(long runId, IReadOnlyList<AgentRef> agents, CancellationToken cancellationToken)
     {
         using var scope = BeginRunScope(runId);
