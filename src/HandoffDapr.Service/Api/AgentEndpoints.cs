@@ -57,9 +57,10 @@ public static class AgentEndpoints
             return problem;
         }
 
-        if (string.IsNullOrWhiteSpace(body!.Text) || body.Text.Length > services.Options.Value.MaxInstructionLength)
+        // Text of nothing visible (controls, zero-width characters, spaces) would reach the agent as an empty instruction.
+        if (!PrintableText.HasVisible(body!.Text) || body.Text!.Length > services.Options.Value.MaxInstructionLength)
         {
-            return Problems.InvalidRequest($"text is required and may be at most {services.Options.Value.MaxInstructionLength} characters.");
+            return Problems.InvalidRequest($"text is required (with a visible character) and may be at most {services.Options.Value.MaxInstructionLength} characters.");
         }
 
         return await RunAsync(id, services, () => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));

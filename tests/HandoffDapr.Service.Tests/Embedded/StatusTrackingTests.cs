@@ -407,6 +407,26 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("Also add a test", JsonNode.Parse(request.Body!)!["prompt"]!["text"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A follow-up of nothing an agent could read (control characters, zero-width or other format characters, spaces of any
+    /// kind) passed the check for blank text and reached the agent: a 400, with nothing sent.
+    /// </summary>
+    [Theory]
+    [InlineData("\u0000")]
+    [InlineData(" \u200b ")]
+    [InlineData("\u2028\u00a0\u0007")]
+    [InlineData("\ufeff\u200d")]
+    public async Task Followup_of_no_visible_text_is_a_400_and_nothing_is_sent(string text)
+    {
+        var agentId = await Launch(474);
+
+        var response = await client.PostJsonAsync($"/runs/474/agents/{agentId}/followup", new JsonObject { ["text"] = text });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Empty(cursor.CommandRequests);
+    }
+
     [Fact]
     public async Task Agent_of_another_run_is_404_and_the_provider_is_not_called()
     {
