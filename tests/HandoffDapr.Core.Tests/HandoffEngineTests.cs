@@ -554,6 +554,24 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_pull_request_learnt_for_an_agent_already_completed_counts_no_second_entry_into_completed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        using var counted = new CountedMeasurements();
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "completed"]);
+
+        // A follow-up's pull request, reported later: learnt, but the agent entered completed once.
+        var applied = await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal("https://github.com/acme/shop/pull/3", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "completed"]);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    [Fact]
     public async Task An_agent_id_the_run_already_follows_for_another_repository_is_not_taken_as_this_repositorys_agent()
     {
         provider.AnswerAgentId = "bc-dup";

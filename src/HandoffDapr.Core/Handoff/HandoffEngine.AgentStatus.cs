@@ -414,7 +414,13 @@ public sealed partial class HandoffEngine
         var now = timeProvider.GetUtcNow();
         var (runId, from, to) = (state.RunId, agent.Status, status.Value);
         counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
-        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
+        if (from != to)
+        {
+            // A pull request learnt for an agent already completed is no entry into a status: counted, one agent would
+            // have entered completed twice.
+            counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
+        }
+
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
