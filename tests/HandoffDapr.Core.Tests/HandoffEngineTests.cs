@@ -433,6 +433,26 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_answered_after_the_deadline_and_adopted_is_counted_as_a_reconciled_launch_once()
+    {
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        var takeover = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Round!;
+        using var counted = new CountedMeasurements();
+
+        // Adopted as reconciled (log line HandoffReconciled, timeline 'reconciled'): counted so too, as a lookup's find is.
+        await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+        Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "reconciled"]);
+
+        // The takeover finds the same agent: no second launch outcome for one agent.
+        provider.Existing = late.Attempts[0].Agent;
+        await engine.FinishAsync(takeover, writer, CancellationToken.None);
+        Assert.Equal(1, counted["handoff.launches"]);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    [Fact]
     public async Task A_round_whose_save_fails_counts_nothing_and_the_round_decided_again_counts_each_launch_once()
     {
         using var counted = new CountedMeasurements();

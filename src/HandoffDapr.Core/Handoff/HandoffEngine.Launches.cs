@@ -467,6 +467,9 @@ public sealed partial class HandoffEngine
         {
             counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id));
             timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
+            // The attempt's outcome, counted as the log line and the timeline name it: the attempt that took it over finds
+            // the launch launched and counts nothing, so uncounted the launch had no outcome in handoff.launches at all.
+            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "reconciled"), Tag("failure_type", "none"));
             return WithAgentOf(state, launch, agent, now, counted);
         }
 
