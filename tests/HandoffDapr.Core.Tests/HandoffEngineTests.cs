@@ -490,6 +490,23 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_round_whose_answers_are_recorded_again_after_they_were_saved_logs_no_late_answer()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        // As daprd repeats the actor call whose turn saved them and then failed at the reminder.
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        Assert.DoesNotContain(logger.Collector.GetSnapshot(), record => record.Id.Name == "LaunchAnswerLate");
+    }
+
+    [Fact]
     public async Task A_trigger_whose_save_fails_and_is_decided_again_logs_a_refused_repository_once()
     {
         var logger = new FakeLogger<HandoffEngine>();

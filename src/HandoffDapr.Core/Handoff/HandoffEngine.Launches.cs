@@ -446,6 +446,13 @@ public sealed partial class HandoffEngine
     private RunHandoffState ApplyLate(
         RunHandoffState state, RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome, DateTimeOffset now, List<TimelineEntry> timeline, TurnMeasurements counted)
     {
+        if (AppliedAlready(sent, launch, outcome))
+        {
+            // The same answers recorded again: daprd repeats an actor call whose turn saved them and then failed (at the
+            // reminder). They came in time and were applied; logged again, each would read as a late answer.
+            return state;
+        }
+
         if (outcome.Agent is not { } agent || launch?.AgentId == agent.Id)
         {
             counted.Log(() => LogLateAnswer(state.RunId, sent.Repository, sent.Attempts));
@@ -476,6 +483,16 @@ public sealed partial class HandoffEngine
         counted.Log(() => LogAgentNotFollowed(state.RunId, sent.Repository, agent.Id));
         return state;
     }
+
+    /// <summary>
+    /// Whether the launch is as this attempt's answer left it when it was applied: launched with its agent, or waiting
+    /// for a retry with a failure type (a relaunch clears it, and any later attempt has another start). A launch the
+    /// attempt's answer failed for good is not told apart from one a wake-up ended meanwhile, and is logged as late.
+    /// </summary>
+    private static bool AppliedAlready(RepositoryLaunch sent, RepositoryLaunch? launch, LaunchAttempt outcome) =>
+        launch is not null && launch.AttemptStartedAt == sent.AttemptStartedAt
+        && (launch is { Phase: LaunchPhase.RetryScheduled or LaunchPhase.OutcomeUnknown, FailureType: not null }
+            || (launch.Phase == LaunchPhase.Launched && launch.Attempts == sent.Attempts && outcome.Agent?.Id is { } agentId && launch.AgentId == agentId));
 
     /// <summary>The other launch of the run <paramref name="agent"/> is of: one that follows it, or one on whose branch it is.</summary>
     private static RepositoryLaunch? OfAnotherLaunch(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent) =>

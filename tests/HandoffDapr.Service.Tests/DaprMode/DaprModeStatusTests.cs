@@ -315,6 +315,24 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Launch_answers_whose_actor_turn_daprd_retries_after_their_state_was_saved_are_not_logged_as_late_answers()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true, logs: logs,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        // The turn that records the round's answers saves them, then fails at the reminder: daprd calls it again with the
+        // same answers, which are no answer that came after the launch moved on.
+        var registrations = 0;
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "342" && Interlocked.Increment(ref registrations) == 2;
+
+        await Launch(factory.CreateSidecarClient(), 342);
+
+        Assert.True(registrations >= 3);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "LaunchAnswerLate");
+    }
+
+    [Fact]
     public async Task Cloud_event_with_a_lone_surrogate_in_an_envelope_attribute_name_is_dropped_not_retried()
     {
         await using var factory = await Start();
