@@ -507,6 +507,24 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_polls_answers_that_no_longer_fit_the_run_are_logged_as_a_polls_not_as_a_launch_rounds()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        // The run is gone meanwhile (deleted, or its state replaced).
+        await logged.CompletePollAsync(null, new PollAnswers(poll, [null]), writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.DoesNotContain(records, record => record.Id.Name == "LaunchRoundDropped");
+        var dropped = Assert.Single(records, record => record.Id.Name == "PollRoundDropped");
+        Assert.DoesNotContain("launch", dropped.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
     public async Task A_trigger_whose_save_fails_and_is_decided_again_logs_a_refused_repository_once()
     {
         var logger = new FakeLogger<HandoffEngine>();

@@ -81,7 +81,7 @@ public sealed partial class HandoffEngine
         var poll = answers.Round;
         if (current is null || current.RunId != poll.RunId || answers.Reports.Count != poll.Agents.Count)
         {
-            LogRoundDropped(poll.RunId);
+            LogPollDropped(poll.RunId);
             return new PollVerdict([]);
         }
 

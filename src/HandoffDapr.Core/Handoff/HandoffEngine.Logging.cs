@@ -46,6 +46,11 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: the answers of a launch round do not fit the run's state and were not applied; its launches are reconciled at their deadline")]
     private partial void LogRoundDropped(long runId);
 
+    /// <summary>A poll's, apart from a launch round's: nothing about launches is left to reconcile, its agents are read again.</summary>
+    [LoggerMessage(EventId = 1023, EventName = "PollRoundDropped", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the reports of a status poll do not fit the run's state and were not applied; its agents are read again at the next poll")]
+    private partial void LogPollDropped(long runId);
+
     [LoggerMessage(EventId = 1015, EventName = "LaunchAnswerLate", Level = LogLevel.Information,
         Message = "Run {RunId}: the answer to attempt {Attempt} for {Repository} came after the launch moved on; nothing to apply")]
     private partial void LogLateAnswer(long runId, string repository, int attempt);
