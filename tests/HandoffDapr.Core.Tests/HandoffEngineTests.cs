@@ -1879,6 +1879,55 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_launch_that_fails_without_a_call_records_no_launch_duration()
+    {
+        // An integration of its own: other tests record launch durations and spans meanwhile.
+        const long integrationId = 9_042;
+        var durations = 0;
+        using var meters = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HandoffTelemetry.Name && instrument.Name == "handoff.launch.duration")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meters.SetMeasurementEventCallback<double>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "handoff.integration_id" && Equals(tag.Value, integrationId))
+                {
+                    Interlocked.Increment(ref durations);
+                }
+            }
+        });
+        meters.Start();
+        var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        var capped = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(integrationId, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+        // The instruction no longer fits the cap: failed invalid_request without a call to the provider.
+        await capped.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = integrationId, Instruction = new string('i', 9000) }, writer, CancellationToken.None);
+
+        Assert.Empty(provider.Launches);
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+        // The runbook's p99 of launch calls is not pulled down by a zero for a call never made.
+        Assert.Equal(0, durations);
+        // The attempt's span still says why it failed.
+        Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.integration_id"), integrationId)).GetTagItem("handoff.outcome"));
+    }
+
+    [Fact]
     public async Task Prompt_leaves_room_for_what_the_provider_adds_to_it()
     {
         // Copilot appends its handoff reference line: the prompt it sends must still fit the integration's cap.

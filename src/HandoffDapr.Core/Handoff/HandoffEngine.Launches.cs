@@ -299,7 +299,13 @@ public sealed partial class HandoffEngine
             outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
         }
 
-        HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
+        // A launch that reached no provider (its integration gone, its prompt over the cap, an open circuit) and looked
+        // for nothing first took no time at the provider: its zero would pull down the percentiles alerted on.
+        if (reconcileFirst || outcome.Failure is not { Attempted: false })
+        {
+            HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
+        }
+
         activity?.SetTag("handoff.outcome", outcome.Agent is not null ? (outcome.Reconciled ? "reconciled" : "launched") : outcome.Failure!.FailureType);
         if (outcome.Failure is not null)
         {
