@@ -28,7 +28,12 @@ namespace HandoffDapr.Core.Tests;
 /// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
 /// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in (one
 /// answered after its launch moved on is not applied); work still to do has a time, and agents at work are polled; a redelivery
-/// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing. At the end (a well-behaved
+/// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing; a last allowed attempt whose answer
+/// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
+/// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
+/// neither reaches the provider; a stop is recorded <c>stopped</c>, its answer lost (taken or not) with the detail
+/// <c>outcome unknown</c> and the agent left as it was, and ends a follow-up's wait for a pull request either way. Settled
+/// before the final trigger, every agent at the provider is known to the run or its launch is marked outcome-unknown. At the end (a well-behaved
 /// provider, a person's trigger per integration naming every repository, every agent ended by the provider) every agent
 /// at the provider is tracked, every launch is launched or failed, nothing is scheduled any more, and each agent shows
 /// how the provider ended it, with its pull request.
@@ -112,15 +117,18 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     {
         random = new Random(seed);
         // Now and then fewer repositories than the snapshots name may be handed off.
-        options = new HandoffEngineOptions { MaxParallelLaunches = 1, AgentMaxAge = TimeSpan.FromHours(2), MaxRepositories = random.Next(3) == 0 ? 3 : 50 };
+        options = new HandoffEngineOptions { MaxParallelLaunches = 1, AgentMaxAge = TimeSpan.FromHours(2), MaxRepositories = random.Next(3) == 0 ? 3 : 50,
+            // One seed in three allows two attempts, so that a last attempt (its answer lost, say) comes often. Drawn apart,
+            // so the other draws of a seed are as they were.
+            Retry = new RetryOptions { MaxAttempts = new Random(seed * 31 + 7).Next(3) == 0 ? 2 : 5 } };
         provider = new ModelProvider(new Random(seed * 7919 + 1), time);
         catalog = new ToggledCatalog([.. IntegrationIds.Select(id => new Integration(id, provider))]);
         engine = new HandoffEngine(catalog, options, new RetryPolicy(options.Retry, random.NextDouble), time, NullLogger<HandoffEngine>.Instance);
     }
 
-    public string Counters => $"steps={steps} providerAgents={provider.Agents.Count} launchCalls={provider.LaunchCalls} lookups={provider.Lookups} lateRecords={lateRecords} droppedRounds={droppedRounds} triggers={manualTriggers} cutOff={cutOff} ignorableRedeliveries={ignorableRedeliveries} reconciled={Trace.Count(line => line.Contains(" found", StringComparison.Ordinal))} adopted={Trace.Count(line => line.Contains("-> Changed", StringComparison.Ordinal) && line.Contains("webhook", StringComparison.Ordinal))} violations={Violations.Count}";
+    public string Counters => $"steps={steps} providerAgents={provider.Agents.Count} launchCalls={provider.LaunchCalls} lookups={provider.Lookups} lateRecords={lateRecords} droppedRounds={droppedRounds} triggers={manualTriggers} cutOff={cutOff} ignorableRedeliveries={ignorableRedeliveries} lastAttemptsLost={lastAttemptsLost} reconciled={Trace.Count(line => line.Contains(" found", StringComparison.Ordinal))} adopted={Trace.Count(line => line.Contains("-> Changed", StringComparison.Ordinal) && line.Contains("webhook", StringComparison.Ordinal))} violations={Violations.Count}";
 
-    private int cutOff, ignorableRedeliveries;
+    private int cutOff, ignorableRedeliveries, lastAttemptsLost;
 
     public void Violation(string message) => Violations.Add($"[step {steps}] {message}");
 
@@ -382,8 +390,19 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             case LaunchRoundAnswers launches:
                 Note($"record round of {launches.Round.StartedAt:HH:mm:ss}: {string.Join("; ", launches.Attempts.Select(a => a.Agent is { } agent ? $"agent {agent.Id}{(a.Reconciled ? " found" : "")}" : $"{a.Failure!.FailureType}{(a.Failure.OutcomeUnknown ? " unknown" : "")}"))}");
                 TakeRetryAfters(launches);
+                var lostLast = LostLastAttempts(launches);
+                lastAttemptsLost += lostLast.Count;
                 var result = await engine.CompleteRoundAsync(stored, launches, this);
                 CheckNoLeak("recorded round", result);
+                foreach (var branch in lostLast)
+                {
+                    // README: after MaxAttempts launches a launch whose last answer was lost is only looked for, once, then ends.
+                    if (stored!.Launches.First(launch => launch.BranchName == branch) is not { Phase: LaunchPhase.OutcomeUnknown, NextAttemptAt: not null } left)
+                    {
+                        Violation($"the last attempt on {branch}, its answer lost, ended the launch without the one lookup: {stored.Launches.First(launch => launch.BranchName == branch)}");
+                    }
+                }
+
                 return result;
             case PollAnswers poll:
                 Note($"record poll of {poll.Round.StartedAt:HH:mm:ss}: {string.Join("; ", poll.Reports.Select(r => r is null ? "-" : $"{r.Id} {r.Status}"))}");
@@ -403,10 +422,62 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 }
 
                 Note($"record {(sent.Stop ? "stop" : "follow-up")} of {sent.AgentId}{(sent.OutcomeUnknown ? " (outcome unknown)" : "")}");
+                var before = stored?.CodingAgents.GetValueOrDefault(sent.AgentId);
                 var outcome = await engine.RecordCommandAsync(stored, sent, this);
                 CheckNoLeak("recorded command", outcome);
+                CheckRecordedStop(sent, before);
                 return outcome;
         }
+    }
+
+    /// <summary>
+    /// A stop recorded as the README says: <c>stopped</c> in the timeline; one answered marks an agent at work failed,
+    /// one whose answer was lost (<c>outcome unknown</c>) leaves the agent as it was. Either ends a follow-up's wait for
+    /// a pull request (read on only until the provider shows the agent ended).
+    /// </summary>
+    private void CheckRecordedStop(AgentCommandSent sent, CodingAgentState? before)
+    {
+        if (!sent.Stop || before is null || stored is null)
+        {
+            return;
+        }
+
+        var after = stored.CodingAgents[sent.AgentId];
+        var last = stored.Timeline.LastOrDefault();
+        if (last is null || last.Event != TimelineEvents.Stopped || last.AgentId != sent.AgentId || last.Detail != (sent.OutcomeUnknown ? "outcome unknown" : null))
+        {
+            Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}) recorded as {last?.Event} {last?.Detail}");
+        }
+
+        var expected = sent.OutcomeUnknown || before.Status.IsFinal() ? before.Status : CodingAgentStatus.Failed;
+        if (after.Status != expected)
+        {
+            Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}) left it {after.Status}, was {before.Status}");
+        }
+
+        if (stored.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) == true)
+        {
+            Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}) left it awaiting a pull request");
+        }
+    }
+
+    /// <summary>The branches of launches whose last allowed attempt the run takes in now with its answer lost (an agent may exist).</summary>
+    private List<string> LostLastAttempts(LaunchRoundAnswers answers)
+    {
+        var branches = new List<string>();
+        for (var i = 0; i < answers.Round.Launches.Count; i++)
+        {
+            var sent = answers.Round.Launches[i];
+            var current = stored?.Launches.FirstOrDefault(launch => launch.BranchName == sent.Launch.BranchName);
+            if (answers.Attempts[i].Failure is { Retryable: true, OutcomeUnknown: true, Attempted: true } && answers.Attempts[i].Agent is null
+                && sent.IfNotFound is null && sent.Launch.Attempts == options.Retry.MaxAttempts
+                && current is { Phase: LaunchPhase.InFlight } && current.Attempts == sent.Launch.Attempts && current.AttemptStartedAt == sent.Launch.AttemptStartedAt)
+            {
+                branches.Add(sent.Launch.BranchName);
+            }
+        }
+
+        return branches;
     }
 
     /// <summary>
@@ -544,10 +615,21 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var sentAt = time.GetUtcNow();
         holdAnswers = random.Next(3) == 0;
         Note($"{(stop ? "stop" : "follow-up")} {id}{(holdAnswers ? " (record held)" : "")}");
+        var launchedBy = stored?.CodingAgents.ContainsKey(id) == true ? stored.LaunchOfAgent(id)?.IntegrationId : null;
+        var callsBefore = provider.CommandCalls;
         var outcome = stop
             ? await engine.StopAgentAsync(stored, id, this, CancellationToken.None)
             : await engine.AddFollowupAsync(stored, new AgentFollowup(id, "Also add a test"), this, CancellationToken.None);
         holdAnswers = false;
+        // An agent the run does not have is unknown; one whose integration was taken out of the settings is answered
+        // unknown-integration; neither is sent.
+        var expected = launchedBy is null ? AgentCommandStatus.UnknownAgent : catalog.Find(launchedBy.Value) is null ? AgentCommandStatus.UnknownIntegration : (AgentCommandStatus?)null;
+        if (expected is { } unknown ? outcome.Status != unknown || provider.CommandCalls != callsBefore
+            : outcome.Status is AgentCommandStatus.UnknownAgent or AgentCommandStatus.UnknownIntegration || provider.CommandCalls == callsBefore)
+        {
+            Violation($"{(stop ? "stop" : "follow-up")} of {id} (launched by {launchedBy?.ToString() ?? "none"}, present {launchedBy is { } by && catalog.Find(by) is not null}) answered {outcome.Status}, {provider.CommandCalls - callsBefore} calls");
+        }
+
         if (!stop && outcome.Status is AgentCommandStatus.Done or AgentCommandStatus.OutcomeUnknown)
         {
             // Only a follow-up the provider took (or may have) starts a watch: one refused or faulted resumed nothing,
@@ -698,6 +780,17 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         if (stored is null)
         {
             return;
+        }
+
+        // Every agent the provider made for a launch is known to the run, or its launch is marked outcome-unknown (a
+        // lost answer, its last attempt's too, is looked for before the launch ends without one).
+        foreach (var agent in provider.Agents.Values.Where(agent => !stored.CodingAgents.ContainsKey(agent.Id)))
+        {
+            if (stored.Launches.FirstOrDefault(launch => launch.Repository == agent.Repository && launch.BranchName == agent.Branch) is not { } launch
+                || launch.OutcomeUnknown != true)
+            {
+                Violation($"provider agent {agent.Id} on {agent.Repository} ({agent.Branch}) is unknown to the settled run, its launch not outcome-unknown: {string.Join(" ", stored.Launches.Where(l => l.Repository == agent.Repository).Select(l => $"#{l.Generation} {l.Phase} {l.FailureType} {l.BranchName} agent={l.AgentId} unknown={l.OutcomeUnknown}"))}");
+            }
         }
 
         // A person hands the run off again, naming every repository it ever had: failed ones are launched again (looking
@@ -931,6 +1024,9 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
     public int Lookups { get; private set; }
 
+    /// <summary>Stops and follow-ups that reached the provider's client.</summary>
+    public int CommandCalls { get; private set; }
+
     public string ProviderName => "cursor_background_agent";
 
     private bool Misbehaves => Mood switch { ProviderMood.Good => false, ProviderMood.Flaky => random.Next(3) == 0, _ => random.Next(3) != 0 };
@@ -1055,14 +1151,15 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
     {
+        CommandCalls++;
         if (!Agents.TryGetValue(agentId, out var agent))
         {
             return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
         }
 
         var misbehaves = Misbehaves;
-        var outcome = misbehaves ? random.Next(3) : 0;
-        if (outcome != 1 && agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running)
+        var outcome = misbehaves ? random.Next(4) : 0;
+        if (outcome is 0 or 2 && agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running)
         {
             agent.Previous = agent.Status;
             agent.Status = ProviderAgentStatus.Stopped;
@@ -1074,19 +1171,21 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         {
             0 => ProviderResult<bool>.Success(true),
             1 => Failed<bool>(FailureTypes.ProviderUnavailable, true, false),
-            // Carried out, the answer lost.
+            // Carried out, the answer lost; or (3) not carried out, the answer lost all the same.
             _ => Failed<bool>(FailureTypes.ProviderUnavailable, true, true),
         });
     }
 
     public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken)
     {
+        CommandCalls++;
         if (!Agents.TryGetValue(agentId, out var agent))
         {
             return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
         }
 
-        var outcome = Misbehaves ? random.Next(4) : 0;
+        // 2: taken, the answer lost; 4: not taken, the answer lost all the same.
+        var outcome = Misbehaves ? random.Next(5) : 0;
         if (outcome is 0 or 2 && agent.Status is not (ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
         {
             // It resumes.
