@@ -391,7 +391,12 @@ static async Task SeedAsync(string path, int count, System.Text.Json.JsonSeriali
 static async Task<double> MeasureStartupAsync()
 {
     var directory = Directory.CreateTempSubdirectory("handoff-start-");
-    var port = 20000 + Random.Shared.Next(20000);
+    // A port the system has just handed out as free, not a random one: 20000-39999 reached into Linux's ephemeral range
+    // (32768 up), where the phases' own client connections sit, and a port so taken failed the start-up (NaN) now and then.
+    var free = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+    free.Start();
+    var port = ((System.Net.IPEndPoint)free.LocalEndpoint).Port;
+    free.Stop();
     var start = new ProcessStartInfo("dotnet", $"\"{Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll")}\"")
     {
         UseShellExecute = false,
