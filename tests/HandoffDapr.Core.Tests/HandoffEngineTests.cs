@@ -672,16 +672,9 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_ended_before_any_call_behind_an_earlier_agent_that_finished_after_all()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
-        // Relaunched by a person; the answer is lost after the provider made the agent.
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
-        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
-        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
-        // The stopped agent finishes after all; the relaunch's next attempt ends before any call (its integration taken out
-        // of the settings at that wake-up): failed, no attempt kept, an agent may exist.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var relaunch = await RelaunchLostBehindAStoppedAgentThatFinishesAsync(engine);
+        // The relaunch's next attempt ends before any call (its integration taken out of the settings at that wake-up):
+        // failed, no attempt kept, an agent may exist.
         var state = writer.Saved.Last();
         state = state with { Launches = [.. state.Launches.Select(launch => launch.Generation == 2 ? launch with { Phase = LaunchPhase.Failed, Attempts = 0, NextAttemptAt = null, FailureType = FailureTypes.InvalidRequest, OutcomeUnknown = true } : launch)] };
 
@@ -697,16 +690,9 @@ public sealed class HandoffEngineTests
     [Fact]
     public async Task A_persons_trigger_looks_for_the_agent_of_a_relaunch_that_failed_unknown_behind_an_earlier_agent_that_finished_after_all()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
-        // Relaunched by a person; the answer is lost after the provider made the agent.
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
-        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
-        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
-        // The stopped agent finishes after all; every lookup for the relaunch's agent is incomplete until its attempts run
-        // out (the last one's too: one more lookup after it). The wake-ups of the polls come between.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var relaunch = await RelaunchLostBehindAStoppedAgentThatFinishesAsync(engine);
+        // Every lookup for the relaunch's agent is incomplete until its attempts run out (the last one's too: one more
+        // lookup after it). The wake-ups of the polls come between.
         provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
         var state = writer.Saved.Last();
         for (var i = 0; i < 20 && state.FindLaunch("acme/shop", 42)!.Phase != LaunchPhase.Failed; i++)
@@ -807,14 +793,7 @@ public sealed class HandoffEngineTests
     {
         var catalog = new SwitchableCatalog(new Integration(42, provider));
         var switchable = new HandoffEngine(catalog, new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
-        await switchable.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await switchable.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(switchable, writer), CancellationToken.None);
-        // Relaunched by a person; the answer is lost after the provider made the agent, and the stopped agent finishes after all.
-        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        await switchable.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
-        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
-        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
-        await switchable.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var relaunch = await RelaunchLostBehindAStoppedAgentThatFinishesAsync(switchable);
 
         // The integration is taken out of the settings: the wake-up that would have looked fails the relaunch (an agent may exist).
         catalog.Present = false;
@@ -2215,6 +2194,22 @@ public sealed class HandoffEngineTests
         }
 
         public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.Done));
+    }
+
+    /// <summary>
+    /// Run 1's acme/shop agent (bc-1) is stopped by a person and relaunched; the relaunch's answer is lost after the provider
+    /// made its agent (generation 2, outcome unknown), and the stopped agent then finishes after all.
+    /// </summary>
+    private async Task<RepositoryLaunch> RelaunchLostBehindAStoppedAgentThatFinishesAsync(HandoffEngine on)
+    {
+        await on.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await on.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(on, writer), CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await on.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var relaunch = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
+        Assert.Equal((2, LaunchPhase.OutcomeUnknown), (relaunch.Generation, relaunch.Phase));
+        await on.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        return relaunch;
     }
 
     /// <summary>
