@@ -79,11 +79,7 @@ public sealed class FollowupPollingTests : IDisposable
     {
         using var factory = new EmbeddedServiceFactory(temp.File("late.db"), cursor.Url, time);
         using var client = factory.CreateClient();
-        await client.PostJsonAsync("/runs/913/handoff", Payloads.Trigger(Payloads.Run(913, ["acme/shop"], automation: false)));
-        var agentId = Assert.Single(cursor.Agents.Keys);
-        cursor.SetStatus(agentId, "FINISHED");
-        time.Advance(TimeSpan.FromMinutes(1));
-        await factory.RunScheduleAsync();
+        var agentId = await FinishedWithoutPullRequestAsync(factory, client, 913);
         Assert.Equal("completed", (await Agent(client, 913, agentId))["status"]!.GetValue<string>());
 
         // A day later, past any watch counted from the launch, it is asked for the pull request it did not open. The
@@ -111,11 +107,7 @@ public sealed class FollowupPollingTests : IDisposable
             [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:RequestTimeout"] = "00:00:01",
         });
         using var client = factory.CreateClient();
-        await client.PostJsonAsync("/runs/914/handoff", Payloads.Trigger(Payloads.Run(914, ["acme/shop"], automation: false)));
-        var agentId = Assert.Single(cursor.Agents.Keys);
-        cursor.SetStatus(agentId, "FINISHED");
-        time.Advance(TimeSpan.FromMinutes(1));
-        await factory.RunScheduleAsync();
+        var agentId = await FinishedWithoutPullRequestAsync(factory, client, 914);
         Assert.Null(await factory.Store.GetWakeupAsync(914, CancellationToken.None));
 
         // The follow-up reaches the provider, whose answer does not come in time.
@@ -149,11 +141,7 @@ public sealed class FollowupPollingTests : IDisposable
     {
         using var factory = new EmbeddedServiceFactory(temp.File("lost-stop.db"), cursor.Url, time);
         using var client = factory.CreateClient();
-        await client.PostJsonAsync("/runs/915/handoff", Payloads.Trigger(Payloads.Run(915, ["acme/shop"], automation: false)));
-        var agentId = Assert.Single(cursor.Agents.Keys);
-        cursor.SetStatus(agentId, "FINISHED");
-        time.Advance(TimeSpan.FromMinutes(1));
-        await factory.RunScheduleAsync();
+        var agentId = await FinishedWithoutPullRequestAsync(factory, client, 915);
         Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync($"/runs/915/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" })).StatusCode);
         cursor.SetStatus(agentId, "RUNNING");
         time.Advance(TimeSpan.FromMinutes(1));
@@ -209,6 +197,17 @@ public sealed class FollowupPollingTests : IDisposable
         }
 
         Assert.Empty(cursor.CommandRequests);
+    }
+
+    /// <summary>A person hands acme/shop off for the run; its agent finishes without a pull request, and the poll reads so.</summary>
+    private async Task<string> FinishedWithoutPullRequestAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
+    {
+        await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        cursor.SetStatus(agentId, "FINISHED");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        return agentId;
     }
 
     private static async Task<JsonNode> Agent(HttpClient client, long runId, string agentId) =>
