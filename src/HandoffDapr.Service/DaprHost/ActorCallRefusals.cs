@@ -108,24 +108,11 @@ internal static class ActorCallRefusals
         {
             await Problems.NoSuchEndpoint().ExecuteAsync(context);
         }
-        catch (NullActorArgumentException) when (!context.Response.HasStarted)
-        {
-            await Problems.InvalidBody("The actor call's body is JSON null, not the method's parameter.").ExecuteAsync(context);
-        }
         finally
         {
             argument?.Dispose();
         }
     }
-
-    /// <summary>
-    /// For an actor method whose body was JSON <c>null</c>: the SDK reads it as a null argument and calls the method,
-    /// where it would be a NullReferenceException (a 500, or a failed turn logged as the store's fault). Returned as a
-    /// faulted task, not thrown: the SDK calls the method by reflection, which would wrap a thrown one.
-    /// </summary>
-    public static Task<T> NullArgument<T>() => Task.FromException<T>(new NullActorArgumentException());
-
-    private sealed class NullActorArgumentException() : Exception("The actor call's argument is null.");
 
     private static bool IsJsonObject(ReadOnlyMemory<byte> body)
     {

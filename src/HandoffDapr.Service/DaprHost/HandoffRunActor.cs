@@ -78,29 +78,26 @@ public sealed partial class HandoffRunActor(
     private long? RunId => WholeIds.TryParseCanonical(Id.GetId(), out var id) ? id : null;
 
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
-        trigger is null ? ActorCallRefusals.NullArgument<TriggerOutcome>()
-        : RunId is { } runId
+        RunId is { } runId
             ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
-        snapshot is null ? ActorCallRefusals.NullArgument<CompletionOutcome>()
-        : RunId == snapshot.RunId
+        RunId == snapshot.RunId
             ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
     public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
 
     // An actor whose id names no run answers these as the engine does a run it does not know (no state): the turn would
-    // fail instead (see TurnAsync), a 500 and an error logged as the store's fault, for a call any app can make.
+    // fail instead (see TurnAsync), a 500 and an error logged as the store's fault, for a call any app can make. A null or
+    // incomplete argument never gets here: ActorCallArguments refuses it with a 400 before the SDK reads it.
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
-        report is null ? ActorCallRefusals.NullArgument<AgentReportStatus>()
-        : RunId is null ? Task.FromResult(AgentReportStatus.UnknownAgent)
+        RunId is null ? Task.FromResult(AgentReportStatus.UnknownAgent)
         : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
 
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
-        sent is null ? ActorCallRefusals.NullArgument<AgentCommandOutcome>()
-        : RunId is null ? Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.UnknownAgent))
+        RunId is null ? Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.UnknownAgent))
         : TurnAsync((stored, writer) => RecordCommandOnceAsync(stored, sent, writer));
 
     /// <summary>
@@ -129,13 +126,11 @@ public sealed partial class HandoffRunActor(
     }
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
-        answers is null ? ActorCallRefusals.NullArgument<HandoffResult>()
-        : RunId is null ? Task.FromResult(HandoffResult.Empty)
+        RunId is null ? Task.FromResult(HandoffResult.Empty)
         : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
 
     public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
-        answers is null ? ActorCallRefusals.NullArgument<PollVerdict>()
-        : RunId is null ? Task.FromResult(new PollVerdict([]))
+        RunId is null ? Task.FromResult(new PollVerdict([]))
         : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer), (saved, verdict) => StartStops(saved, verdict));
 
     /// <summary>A round's calls, made here for a turn whose caller will not get it (see <see cref="TurnAsync{T}"/>).</summary>
