@@ -225,26 +225,29 @@ public sealed class HandoffEngineTests
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // The two launches are made side by side: which answers first (and is named bc-1) is up to the scheduler.
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
         // acme/shop's agent finished without a pull request and is asked for one: watched, counting from that follow-up.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
-        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None)).Status);
         // acme/web's agent is stopped by a person: read on as given up until the provider shows it ended.
-        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-2", recorder, CancellationToken.None)).Status);
-        Assert.Contains("bc-2", writer.Saved.Last().Poll!.GivenUp!);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
+        Assert.Contains(web, writer.Saved.Last().Poll!.GivenUp!);
 
         // The next read shows it still running (the stop has not taken yet): it is still watched.
         var state = writer.Saved.Last();
         time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
         state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
-        Assert.Contains("bc-2", state.Poll?.GivenUp ?? []);
+        Assert.Contains(web, state.Poll?.GivenUp ?? []);
 
         // It finishes after all, with its pull request: learnt without a webhook.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/web/pull/24";
         time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
         state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
-        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-2"].Status);
-        Assert.Equal("https://github.com/acme/web/pull/24", state.CodingAgents["bc-2"].Results.Single().PrUrl);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
+        Assert.Equal("https://github.com/acme/web/pull/24", state.CodingAgents[web].Results.Single().PrUrl);
     }
 
     [Fact]
