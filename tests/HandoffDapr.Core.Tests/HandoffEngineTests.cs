@@ -389,6 +389,31 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_late_poll_that_read_an_agent_ended_before_its_follow_up_does_not_end_it_after_a_newer_read_showed_it_at_work()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var lost = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The lost poll reads the agent finished without a pull request; its answers are recorded only much later.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(lost, holding, CancellationToken.None);
+        // A person's follow-up sets it to work again, and the poll made again after the lease reads it at work.
+        time.Advance(TimeSpan.FromMinutes(3));
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        time.Advance(TimeSpan.FromMinutes(1));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        await engine.FinishPollAsync(again, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // Still read on: the pull request the follow-up's work opens is learnt without a webhook.
+        Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+    }
+
+    [Fact]
     public async Task A_slow_poll_does_not_hold_up_the_launch_round_of_the_same_wake_up()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

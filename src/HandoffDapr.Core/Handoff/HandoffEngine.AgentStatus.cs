@@ -89,12 +89,23 @@ public sealed partial class HandoffEngine
         var now = timeProvider.GetUtcNow();
         var counted = new TurnMeasurements();
         var reports = new Dictionary<string, ProviderAgent>();
+        // A poll made again after this one's lease holds the schedule: its reads, made since, may be newer than ours.
+        var overtaken = state.Poll?.NextPollAt != poll.LeaseUntil;
         for (var i = 0; i < poll.Agents.Count; i++)
         {
             // A read that names another repository than the agent's launch is not applied: a failed read, as far as the
             // agent is concerned (its time-out waits for a read that can be used).
             if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll", counted))
             {
+                // Nor, from an overtaken poll, an end without a pull request of an agent the run shows at work: a newer
+                // read may have shown it at work again (a follow-up resumed it), and this old end would stop its watch, so
+                // the pull request it then opens would never be read. The newer poll reads it on and learns any end.
+                if (overtaken && report.PrUrl is null && report.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
+                    && state.CodingAgents.TryGetValue(report.Id, out var known) && !known.Status.IsFinal())
+                {
+                    continue;
+                }
+
                 reports[report.Id] = report;
             }
         }
