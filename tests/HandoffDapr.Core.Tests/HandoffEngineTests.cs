@@ -414,6 +414,32 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_end_a_poll_read_while_a_follow_up_moved_its_schedule_is_learnt_by_the_next_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        time.Advance(TimeSpan.FromMinutes(1));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The poll reads both agents finished without a pull request; before its answers are recorded, a person's
+        // follow-up to acme/shop's agent brings the next poll forward, so this poll no longer holds the schedule.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // The end of acme/web's agent waits for a read made after the follow-up, at most one interval away: not lost.
+        var state = writer.Saved.Last();
+        Assert.False(state.CodingAgents[web].Status.IsFinal());
+        Assert.True(state.NextWakeAt() <= time.GetUtcNow() + new HandoffEngineOptions().PollInterval);
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
+        Assert.DoesNotContain(state.AgentsToPoll, agent => agent.Id == web);
+    }
+
+    [Fact]
     public async Task A_slow_poll_does_not_hold_up_the_launch_round_of_the_same_wake_up()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -89,7 +89,8 @@ public sealed partial class HandoffEngine
         var now = timeProvider.GetUtcNow();
         var counted = new TurnMeasurements();
         var reports = new Dictionary<string, ProviderAgent>();
-        // A poll made again after this one's lease holds the schedule: its reads, made since, may be newer than ours.
+        // A poll made again after this one's lease holds the schedule: its reads, made since, may be newer than ours. (A
+        // follow-up that brought the next poll forward looks the same: the ends held back below then wait one interval.)
         var overtaken = state.Poll?.NextPollAt != poll.LeaseUntil;
         for (var i = 0; i < poll.Agents.Count; i++)
         {
