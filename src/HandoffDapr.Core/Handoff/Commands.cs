@@ -16,10 +16,16 @@ public sealed record HandoffTrigger(
 /// <summary>When the provider calls of a handoff are made.</summary>
 public enum LaunchTiming
 {
-    /// <summary>Within the call: the answer carries the agents (a manual trigger).</summary>
+    /// <summary>
+    /// Within the call: the answer carries the agents (a manual trigger; also a completion event in Dapr mode, and in
+    /// embedded mode with <c>Handoff:Embedded:LaunchEventsInBackground</c> off).
+    /// </summary>
     Now,
 
-    /// <summary>Saved as due, made by the run owner's next wake-up (a completion event, whose sender needs no agents).</summary>
+    /// <summary>
+    /// Saved as due, made by the run owner's next wake-up (an embedded-mode completion event by default, whose sender
+    /// needs no agents).
+    /// </summary>
     OnNextWake,
 }
 

@@ -8,9 +8,10 @@ namespace HandoffDapr.Core.Handoff;
 public sealed partial class HandoffEngine
 {
     /// <summary>
-    /// Starts the status poll, the fallback for webhooks that never came: every pending or running agent, and those
-    /// given up on whose end the provider has not shown yet. Until its reports are recorded the poll's next time is its
-    /// lease, so a poll whose reports never come back is made again then.
+    /// Starts the status poll, the fallback for webhooks that never came: the agents of <see cref="RunHandoffState.AgentsToPoll"/>
+    /// (every pending or running agent, those given up on whose end the provider has not shown yet, and those awaiting a
+    /// pull request after a follow-up). Until its reports are recorded the poll's next time is its lease, so a poll whose
+    /// reports never come back is made again then.
     /// </summary>
     private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
     {

@@ -2,7 +2,10 @@ namespace HandoffDapr.Core.Handoff;
 
 public sealed record HandoffEngineOptions
 {
-    /// <summary>Provider calls for one run's repositories that may be under way together.</summary>
+    /// <summary>
+    /// Provider calls for one run that may be under way together: a launch round's launches and lookups, and also a
+    /// status poll's reads and the stops of the agents it gave up on.
+    /// </summary>
     public int MaxParallelLaunches { get; init; } = 16;
 
     /// <summary>How long a launch may stay in flight before its owner assumes the process died and reconciles.</summary>

@@ -4,7 +4,7 @@ using HandoffDapr.Core.Serialization;
 
 namespace HandoffDapr.Core.Providers;
 
-/// <summary>A coding-agent provider (Cursor background agents first), bound to one integration.</summary>
+/// <summary>A coding-agent provider (Cursor background agents, GitHub Copilot agent tasks), bound to one integration.</summary>
 public interface ICodingAgentProvider
 {
     /// <summary>The provider's name in <c>coding_agents</c>, e.g. <c>cursor_background_agent</c>.</summary>
