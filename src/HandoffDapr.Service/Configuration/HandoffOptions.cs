@@ -83,8 +83,14 @@ public sealed class IntegrationOptions
 
 public sealed class DaprOptions
 {
+    /// <summary>Not read at run time: the app id <c>dapr.yaml</c> and <c>k8s/</c> use (a contract test keeps <c>appsettings.json</c>'s value and them in agreement).</summary>
     public string AppId { get; set; } = "handoff";
     public string PubSubName { get; set; } = "pubsub";
+
+    /// <summary>
+    /// Not read at run time (Dapr picks the actor state store, the component with <c>actorStateStore</c>): the name
+    /// <c>components/</c> and <c>k8s/</c> give it (a contract test keeps <c>appsettings.json</c>'s value and them in agreement).
+    /// </summary>
     public string StateStoreName { get; set; } = "statestore";
     public string CompletionTopic { get; set; } = "autofix-run-completed";
     public string DeadLetterTopic { get; set; } = "autofix-run-completed-deadletter";
@@ -154,7 +160,7 @@ public sealed class LaunchOptions
 
 public sealed class EmbeddedOptions
 {
-    /// <summary>How often the schedule table is checked for due retries.</summary>
+    /// <summary>How often the schedule table is checked for due wake-ups (retries, reconciliations, status polls).</summary>
     public TimeSpan SchedulePollInterval { get; set; } = TimeSpan.FromSeconds(1);
 
     /// <summary>

@@ -5,8 +5,10 @@ using HandoffDapr.Service.Hosting;
 namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
-/// Launch rounds and status polls started by a reminder's turn. The turn saves them as under way and ends; the provider
-/// calls run here, and the answers go back to the run's actor in a new turn, so the actor answers other calls meanwhile.
+/// Launch rounds and status polls started by a reminder's turn, and the calls a turn hands over when it saved and then
+/// failed at the reminder (a trigger's or event's round, a poll's stops: see <c>HandoffRunActor.TurnAsync</c>). The turn
+/// saves them as under way and ends; the provider calls run here, and the answers go back to the run's actor in a new
+/// turn, so the actor answers other calls meanwhile.
 /// If the answers cannot be delivered (the process stops, the sidecar is gone), the saved deadline (a launch's, or the
 /// poll's lease) wakes the actor to reconcile or poll again.
 /// </summary>
