@@ -561,6 +561,25 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_pull_request_learnt_for_an_agent_already_completed_is_logged_as_such_not_as_a_status_change()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(logged, writer), CancellationToken.None);
+        logger.Collector.Clear();
+
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/26")), writer);
+
+        Assert.Equal("https://github.com/acme/shop/pull/26", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+        var records = logger.Collector.GetSnapshot();
+        Assert.DoesNotContain(records, record => record.Id.Name == "AgentStatusChanged");
+        var learnt = Assert.Single(records, record => record.Id.Name == "AgentPullRequestLearnt");
+        Assert.Contains("acme/shop", learnt.Message);
+    }
+
+    [Fact]
     public async Task A_polls_answers_that_no_longer_fit_the_run_are_logged_as_a_polls_not_as_a_launch_rounds()
     {
         var logger = new FakeLogger<HandoffEngine>();

@@ -426,12 +426,17 @@ public sealed partial class HandoffEngine
 
         var now = timeProvider.GetUtcNow();
         var (runId, from, to) = (state.RunId, agent.Status, status.Value);
-        counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
         if (from != to)
         {
-            // A pull request learnt for an agent already completed is no entry into a status: counted, one agent would
-            // have entered completed twice.
+            counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
+        }
+        else
+        {
+            // A pull request learnt for an agent already completed is no entry into a status: counted or logged as one, an
+            // agent would have entered completed twice ("moved from Completed to Completed").
+            var repository = launch?.Repository;
+            counted.Log(() => LogPullRequestLearnt(runId, report.Id, repository));
         }
 
         state = state

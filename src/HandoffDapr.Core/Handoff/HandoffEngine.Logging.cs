@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Handoff;
 
-/// <summary>The engine's log lines (source-generated), event ids 1001–1023: never a whole request or state.</summary>
+/// <summary>The engine's log lines (source-generated), event ids 1001–1024: never a whole request or state.</summary>
 public sealed partial class HandoffEngine
 {
     [LoggerMessage(EventId = 1001, EventName = "HandoffUnknownRun", Level = LogLevel.Information, Message = "Run {RunId} is unknown to group {GroupId}: nothing launched")]
@@ -32,6 +32,10 @@ public sealed partial class HandoffEngine
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+
+    [LoggerMessage(EventId = 1024, EventName = "AgentPullRequestLearnt", Level = LogLevel.Information,
+        Message = "Run {RunId}: agent {AgentId}, already completed, opened its pull request for {Repository}")]
+    private partial void LogPullRequestLearnt(long runId, string agentId, string? repository);
 
     [LoggerMessage(EventId = 1013, EventName = "PromptOverCap", Level = LogLevel.Warning,
         Message = "Run {RunId}: {Repository} not launched: its prompt without any analysis is {Length} characters, over the integration's cap of {Cap}")]
