@@ -13,6 +13,10 @@ namespace HandoffDapr.Service.Transport;
 /// </summary>
 public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? connectTimeout = null) : IDisposable
 {
+    // The breaker keeps its break's end and its sampling window as times of day: on the wall clock, stepped back an hour
+    // while open, it would refuse every call for that hour. Its "now" moves with the monotonic clock instead.
+    private readonly TimeProvider breakerClock = new MonotonicTimeProvider(timeProvider);
+
     /// <summary>How long making a connection may take (name resolution included) before the call fails as never sent.</summary>
     public static readonly TimeSpan DefaultConnectTimeout = TimeSpan.FromSeconds(10);
 
@@ -55,8 +59,8 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
 
     public HttpClient Create(IntegrationOptions integration)
     {
-        // The breaker reads the service's clock (tests move it); the per-call timeout is wall-clock time.
-        var breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = timeProvider }
+        // The breaker reads the service's monotonic clock (tests move it); the per-call timeout is real time.
+        var breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = breakerClock }
             .AddCircuitBreaker(new HttpCircuitBreakerStrategyOptions
             {
                 FailureRatio = 0.5,
@@ -87,4 +91,25 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
     }
 
     public void Dispose() => sharedHandler.Dispose();
+}
+
+/// <summary>
+/// <paramref name="inner"/>'s timers and timestamps, with a time of day that moves only as its monotonic timestamp does
+/// (from the time of day at creation), so that a step of the wall clock cannot stretch or cut an interval measured with it.
+/// </summary>
+internal sealed class MonotonicTimeProvider(TimeProvider inner) : TimeProvider
+{
+    private readonly DateTimeOffset startedAt = inner.GetUtcNow();
+    private readonly long started = inner.GetTimestamp();
+
+    public override DateTimeOffset GetUtcNow() => startedAt + inner.GetElapsedTime(started);
+
+    public override long GetTimestamp() => inner.GetTimestamp();
+
+    public override long TimestampFrequency => inner.TimestampFrequency;
+
+    public override TimeZoneInfo LocalTimeZone => inner.LocalTimeZone;
+
+    public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) =>
+        inner.CreateTimer(callback, state, dueTime, period);
 }

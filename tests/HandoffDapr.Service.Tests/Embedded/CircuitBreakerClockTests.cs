@@ -1,0 +1,66 @@
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Transport;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>Embedded mode's circuit breaker (one per integration) when the wall clock steps (NTP, a resumed VM).</summary>
+public sealed class CircuitBreakerClockTests : IDisposable
+{
+    private readonly WireMockServer provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+
+    /// <summary>A wall clock and a monotonic one that move together, except where a test steps the wall clock alone.</summary>
+    private sealed class SteppingClock : TimeProvider
+    {
+        private DateTimeOffset wall = new(2026, 12, 1, 10, 0, 0, TimeSpan.Zero);
+        private long timestamp;
+
+        public override DateTimeOffset GetUtcNow() => wall;
+
+        public override long GetTimestamp() => timestamp;
+
+        public override long TimestampFrequency => TimeSpan.TicksPerSecond;
+
+        public void Advance(TimeSpan elapsed)
+        {
+            wall += elapsed;
+            timestamp += elapsed.Ticks;
+        }
+
+        public void StepWallClock(TimeSpan step) => wall += step;
+    }
+
+    /// <summary>
+    /// The breaker kept its break's end on the wall clock: stepped back an hour while open, it refused every call to the
+    /// provider (launches, polls, stops, follow-ups) for that hour and its 30 s break, not for the 30 s.
+    /// </summary>
+    [Fact]
+    public async Task An_open_circuit_lets_a_call_through_after_its_break_even_when_the_wall_clock_stepped_back()
+    {
+        var clock = new SteppingClock();
+        using var clients = new ProviderHttpClients(clock);
+        var transport = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) }));
+        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(500));
+        for (var i = 0; i < 10; i++)
+        {
+            await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None);
+        }
+
+        var open = await Assert.ThrowsAsync<ProviderTransportException>(() => transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None));
+        Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+
+        provider.Reset();
+        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(200).WithBody("{}"));
+        clock.StepWallClock(-TimeSpan.FromHours(1));
+        clock.Advance(TimeSpan.FromSeconds(31)); // past the 30 s break
+
+        var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None);
+
+        Assert.Equal(200, response.StatusCode);
+    }
+
+    public void Dispose() => provider.Dispose();
+}
