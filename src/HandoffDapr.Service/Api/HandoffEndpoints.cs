@@ -83,7 +83,7 @@ public static partial class HandoffEndpoints
             TriggerStatus.Accepted => TypedResults.Accepted($"/runs/{id}/handoff", outcome.Result),
             TriggerStatus.UnknownIntegration => Problems.UnknownIntegration(),
             TriggerStatus.SnapshotMismatch => Problems.InvalidRequest("run.run_id must equal the run id in the path."),
-            _ => Problems.UnknownRun(),
+            _ => Problems.UnknownRun(UnknownRunContext.Trigger),
         };
     }
 
@@ -108,15 +108,16 @@ public static partial class HandoffEndpoints
 
         // Another group's run looks exactly like a run that does not exist.
         bool OtherGroup(long? runGroup) => groupId is { } expected && runGroup != expected;
+        var unknown = groupId is null ? UnknownRunContext.NoGroupNamed : UnknownRunContext.GroupNamed;
         try
         {
             if (await services.Owner.GetStoredViewAsync(id, cancellationToken) is { } stored)
             {
-                return OtherGroup(stored.GroupId) ? Problems.UnknownRun() : TypedResults.Bytes(stored.Json, ServiceJsonContext.ContentType);
+                return OtherGroup(stored.GroupId) ? Problems.UnknownRun(unknown) : TypedResults.Bytes(stored.Json, ServiceJsonContext.ContentType);
             }
 
             var state = await services.Owner.GetAsync(id, cancellationToken);
-            return state is null || OtherGroup(state.GroupId) ? Problems.UnknownRun() : TypedResults.Ok(RunHandoffView.From(state));
+            return state is null || OtherGroup(state.GroupId) ? Problems.UnknownRun(unknown) : TypedResults.Ok(RunHandoffView.From(state));
         }
         catch (RunOwnerUnavailableException exception)
         {

@@ -13,8 +13,17 @@ public static class Problems
 {
     private const string TypeBase = "https://handoff-dapr.dev/problems/";
 
-    public static ProblemHttpResult UnknownRun() =>
-        Problem(StatusCodes.Status404NotFound, "unknown-run", "Unknown run", "No run with this id belongs to the given group.");
+    /// <summary>
+    /// A missing run, or one of another group (answered alike). The detail depends only on the request: a read that
+    /// named no group is not told about "the given group", and a trigger is told how a run not stored yet is named.
+    /// </summary>
+    public static ProblemHttpResult UnknownRun(UnknownRunContext context = UnknownRunContext.GroupNamed) =>
+        Problem(StatusCodes.Status404NotFound, "unknown-run", "Unknown run", context switch
+        {
+            UnknownRunContext.NoGroupNamed => "No run has this id.",
+            UnknownRunContext.Trigger => "No run with this id belongs to the given group. A run this service has not stored yet (no completion event) needs its snapshot in the body's run.",
+            _ => "No run with this id belongs to the given group.",
+        });
 
     public static ProblemHttpResult UnknownIntegration() =>
         Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "The integration is not configured on this service.");
@@ -142,4 +151,12 @@ public sealed class RetryAfterResult(ProblemHttpResult problem, TimeSpan retryAf
         httpContext.Response.Headers.RetryAfter = Security.RetryAfterHeader.Format(retryAfter);
         return problem.ExecuteAsync(httpContext);
     }
+}
+
+/// <summary>What the request that met an unknown run named: the 404's detail speaks of that alone.</summary>
+public enum UnknownRunContext
+{
+    GroupNamed,
+    NoGroupNamed,
+    Trigger,
 }

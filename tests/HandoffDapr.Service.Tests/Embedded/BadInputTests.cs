@@ -255,6 +255,34 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Unknown_run_detail_names_only_what_the_request_named_and_is_the_same_for_another_groups_run()
+    {
+        // Found following the runbook: GET /runs/124/handoff, without group_id, answered "No run with this id belongs
+        // to the given group", though no group was given.
+        await service.Client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(60, ["acme/shop"], automation: false));
+
+        async Task<string> Detail(Task<HttpResponseMessage> request)
+        {
+            var response = await request;
+            Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+            var problem = await response.ReadJsonAsync();
+            Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", problem["type"]!.GetValue<string>());
+            return problem["detail"]!.GetValue<string>();
+        }
+
+        var readWithoutGroup = await Detail(service.Client.GetAsync("/runs/61/handoff"));
+        var readMissing = await Detail(service.Client.GetAsync("/runs/61/handoff?group_id=456"));
+        var readOtherGroup = await Detail(service.Client.GetAsync("/runs/60/handoff?group_id=999"));
+        var triggerMissing = await Detail(service.Client.PostJsonAsync("/runs/61/handoff", Payloads.Trigger()));
+        var triggerOtherGroup = await Detail(service.Client.PostJsonAsync("/runs/60/handoff", Payloads.Trigger(groupId: 999)));
+
+        Assert.DoesNotContain("group", readWithoutGroup, StringComparison.OrdinalIgnoreCase);
+        Assert.Equal(readMissing, readOtherGroup);
+        Assert.Equal(triggerMissing, triggerOtherGroup);
+        Assert.Contains("run", triggerMissing[triggerMissing.IndexOf('.')..], StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("GET", "/runs/1", "text/html", 404)]
     [InlineData("PUT", "/runs/1/handoff", "text/html", 405)]
