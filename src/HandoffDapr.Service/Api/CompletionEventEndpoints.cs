@@ -207,9 +207,13 @@ public static partial class CompletionEventEndpoints
             var invalid = ReadEnvelope(body, out var data, out var decoded, out var traceParent);
             return invalid is null ? (data, decoded, null, traceParent) : (default, null, invalid, null);
         }
-        catch (Exception exception) when (exception is JsonException or InvalidOperationException)
+        catch (JsonException exception)
         {
-            // InvalidOperationException: a property name that cannot be unescaped (a lone surrogate, \ud800).
+            return (default, null, JsonBody.Unreadable("The body", exception), null);
+        }
+        catch (InvalidOperationException)
+        {
+            // A property name that cannot be unescaped (a lone surrogate, \ud800).
             return (default, null, "The body is not valid JSON.", null);
         }
     }
@@ -221,7 +225,11 @@ public static partial class CompletionEventEndpoints
             var snapshot = JsonSerializer.Deserialize(data, InboundJson.RunSnapshot);
             return snapshot is null ? (null, NotAnObject) : (snapshot, null);
         }
-        catch (Exception exception) when (exception is JsonException or InvalidOperationException or FormatException or OverflowException)
+        catch (JsonException exception)
+        {
+            return (null, JsonBody.Unreadable("The event data (a run snapshot)", exception));
+        }
+        catch (Exception exception) when (exception is InvalidOperationException or FormatException or OverflowException)
         {
             return (null, "The event data is not a run snapshot.");
         }

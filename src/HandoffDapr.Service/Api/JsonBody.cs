@@ -45,8 +45,7 @@ public static class JsonBody
         }
         catch (JsonException exception)
         {
-            var where = exception.Path is { Length: > 0 } path ? $" at {Bounded(path)}" : string.Empty;
-            return (default, Problems.InvalidBody($"The body is not valid JSON of the expected shape{where}."));
+            return (default, Problems.InvalidBody(Unreadable("The body", exception)));
         }
         catch (Exception exception) when (exception is InvalidOperationException or NotSupportedException or ArgumentException or FormatException or OverflowException)
         {
@@ -98,6 +97,17 @@ public static class JsonBody
         }
 
         return false;
+    }
+
+    /// <summary>
+    /// Why a body the reader refused cannot be read, and where (the parser's message is not echoed). The causes are
+    /// named together: the reader's exception does not say which it met, and "not valid JSON" alone misled a client
+    /// whose JSON was valid but named a property twice.
+    /// </summary>
+    public static string Unreadable(string subject, JsonException exception)
+    {
+        var where = exception.Path is { Length: > 0 } path ? $" at {Bounded(path)}" : string.Empty;
+        return $"{subject} cannot be read{where}: it is not JSON, a value is not of the expected type, or a property is named twice (in any letter case).";
     }
 
     // A JSON path is built from the client's own property names: bound it and keep it printable.

@@ -105,6 +105,8 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        // The detail names the cause among others: it said "not valid JSON" (or "not a run snapshot") of valid JSON.
+        Assert.Contains("named twice", (await response.ReadJsonAsync())["detail"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
     [Theory]
