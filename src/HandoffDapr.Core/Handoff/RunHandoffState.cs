@@ -247,4 +247,7 @@ public sealed class UnreadableRunStateException(long runId, string reason, Excep
     : Exception($"The stored state of run {runId} cannot be used: {reason}.", inner)
 {
     public long RunId => runId;
+
+    /// <summary>What is wrong with the state, in the service's own words (never a parser's message).</summary>
+    public string Reason => reason;
 }

@@ -195,12 +195,21 @@ public static partial class HandoffEndpoints
     /// </summary>
     internal static ProblemHttpResult OwnerUnavailable(ILogger logger, long runId, RunOwnerUnavailableException exception)
     {
-        LogOwnerUnavailable(logger, runId, exception);
+        if (exception is { DamagedState: true, InnerException: UnreadableRunStateException damaged })
+        {
+            // A state the runbook describes, not a fault: why, on one line, without a stack trace.
+            LogOwnerUnavailable(logger, runId, $"its stored state cannot be used ({damaged.Reason}): refused until it is restored or deleted", null);
+        }
+        else
+        {
+            LogOwnerUnavailable(logger, runId, "its owner could not be reached", exception);
+        }
+
         return Problems.Unavailable(exception);
     }
 
-    [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: its owner could not be reached")]
-    private static partial void LogOwnerUnavailable(ILogger logger, long runId, Exception exception);
+    [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: {Reason}")]
+    private static partial void LogOwnerUnavailable(ILogger logger, long runId, string reason, Exception? exception);
 
     [LoggerMessage(EventId = 5002, EventName = "RecentRunsUnavailable", Level = LogLevel.Warning, Message = "The recent runs could not be read")]
     private static partial void LogRecentRunsUnavailable(ILogger logger, Exception exception);

@@ -123,7 +123,13 @@ public static class Problems
     /// </summary>
     public static ProblemHttpResult Unavailable(Hosting.RunOwnerUnavailableException? cause = null) =>
         Problem(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle,
-            cause is { ShuttingDown: true } ? ShuttingDownDetail : "The run's state could not be reached. Try again shortly.");
+            cause switch
+            {
+                { ShuttingDown: true } => ShuttingDownDetail,
+                // "Try again shortly" would have the caller retry for ever: nothing changes until an operator acts.
+                { DamagedState: true } => "The run's stored state cannot be used (damaged or edited): the run is refused until an operator restores or deletes it (log event RunOwnerUnavailable).",
+                _ => "The run's state could not be reached. Try again shortly.",
+            });
 
     /// <summary>
     /// The answer to a request that arrives once shutdown is over, as bytes: the services that write a problem may be

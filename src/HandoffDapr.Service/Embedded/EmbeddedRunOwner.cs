@@ -148,7 +148,7 @@ public sealed class EmbeddedRunOwner(
         }
         catch (UnreadableRunStateException exception)
         {
-            throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception);
+            throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception) { DamagedState = true };
         }
     }
 
@@ -228,7 +228,7 @@ public sealed class EmbeddedRunOwner(
             catch (UnreadableRunStateException exception)
             {
                 // Left as it is for an operator to look at: deciding on "no run" would start the run over on top of it.
-                throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception);
+                throw new RunOwnerUnavailableException("The run's stored state could not be read.", exception) { DamagedState = true };
             }
             catch (RunVersionConflictException exception)
             {

@@ -48,6 +48,12 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
     public bool ShuttingDown { get; private init; }
 
     /// <summary>
+    /// The run's stored state was read but cannot be used (damaged, or edited by hand): unlike a store out of reach,
+    /// sending the request again does not help until an operator restores or deletes it, and the answer says so.
+    /// </summary>
+    public bool DamagedState { get; init; }
+
+    /// <summary>
     /// Runs provider calls that stop only for shutdown, never because the caller went away (what was sent must be
     /// recorded): a cancellation means the service is stopping, and the caller may try again, elsewhere or later.
     /// </summary>

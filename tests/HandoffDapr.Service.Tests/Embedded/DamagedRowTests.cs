@@ -72,6 +72,20 @@ public sealed class DamagedRowTests : IDisposable
         Assert.DoesNotContain("garbage", await again.Content.ReadAsStringAsync());
         Assert.Equal(1, cursor.AgentsFor("acme/b"));
         Assert.Equal(state, StoredState(path, 2));
+
+        // Seen corrupting a row by hand as the runbook's "Damaged run state" describes: the 503 said "could not be
+        // reached. Try again shortly." (retrying changes nothing) and the log had "its owner could not be reached"
+        // with a stack trace. The detail now says what the runbook says; the log says why, on one line.
+        var detail = (await again.ReadJsonAsync())["detail"]!.GetValue<string>();
+        Assert.DoesNotContain("Try again", detail, StringComparison.Ordinal);
+        Assert.Contains("restores or deletes", detail, StringComparison.Ordinal);
+        var refusals = logs.GetSnapshot().Where(entry => entry.Id.Name == "RunOwnerUnavailable").ToList();
+        Assert.Equal(2, refusals.Count);
+        Assert.All(refusals, entry =>
+        {
+            Assert.Null(entry.Exception);
+            Assert.Contains("Run 2: its stored state cannot be used (", entry.Message, StringComparison.Ordinal);
+        });
     }
 
     /// <summary>
