@@ -236,7 +236,14 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             }
         }
 
-        errors.AddRange(DurationsWithoutColon());
+        // A bare number was read as days: the other rules' complaints about that setting (its bounds, or another setting
+        // compared with it, say "RetryMaxDelay must be at least RetryBaseDelay") follow from that reading alone and would
+        // send the reader after a setting that is fine. The bare number's own message stands for them.
+        var bareNumbers = DurationsWithoutColon().ToList();
+        // Only one read as days drags others along: one that could not be converted at all ("1e3") is named by the binder's
+        // own message, kept.
+        errors.RemoveAll(error => bareNumbers.Any(bare => bare.ReadAsDays && NamesSetting(error, bare.Key)));
+        errors.AddRange(bareNumbers.Select(bare => bare.Message));
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
 
@@ -261,11 +268,27 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     /// settings: one meant as seconds would poll once a month. Every duration is written with its hours and minutes
     /// (but 0, which is 0 in any unit).
     /// </summary>
-    private IEnumerable<string> DurationsWithoutColon() =>
+    private IEnumerable<(string Key, string Message, bool ReadAsDays)> DurationsWithoutColon() =>
         from setting in configuration?.GetSection(HandoffOptions.SectionName).AsEnumerable() ?? []
         where setting.Value is { Length: > 0 } value && !value.Contains(':') && value.Trim() != "0"
             && DurationSettings.Contains(setting.Key[(setting.Key.LastIndexOf(':') + 1)..])
-        select $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.";
+        select (setting.Key, $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.",
+            TimeSpan.TryParse(setting.Value, System.Globalization.CultureInfo.InvariantCulture, out _));
+
+    /// <summary>Whether a message names the setting (its whole key, in any letter case, not a longer key that starts with it).</summary>
+    private static bool NamesSetting(string message, string key)
+    {
+        for (var at = message.IndexOf(key, StringComparison.OrdinalIgnoreCase); at >= 0; at = message.IndexOf(key, at + 1, StringComparison.OrdinalIgnoreCase))
+        {
+            var end = at + key.Length;
+            if (end == message.Length || !char.IsLetterOrDigit(message[end]))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
 
     private static readonly HashSet<string> DurationSettings = new(
         new[] { typeof(HandoffOptions), typeof(IntegrationOptions), typeof(DaprOptions), typeof(LaunchOptions), typeof(EmbeddedOptions), typeof(RateLimitOptions) }

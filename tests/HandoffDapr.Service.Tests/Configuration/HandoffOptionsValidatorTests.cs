@@ -70,6 +70,35 @@ public sealed class HandoffOptionsValidatorTests
     }
 
     [Theory]
+    [InlineData("Handoff:Launch:RetryBaseDelay", "30")]
+    [InlineData("Handoff:Launch:PollInterval", "60")]
+    [InlineData("Handoff:Launch:InFlightTimeout", "120")]
+    public void A_bare_number_is_named_once_not_with_the_rules_its_reading_as_days_breaks(string key, string value)
+    {
+        // Seen trying the README's "a bare number (30) is refused": Handoff__Launch__RetryBaseDelay=30 also reported
+        // "Handoff:Launch:RetryMaxDelay must be at least Handoff:Launch:RetryBaseDelay", a setting the operator never
+        // touched (and InFlightTimeout=120 its own "at most 30 days" beside the bare-number message).
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value });
+
+        Assert.Equal([$"{key} is '{value}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days."], failures);
+    }
+
+    [Fact]
+    public void A_bare_number_leaves_the_other_settings_errors_in_place()
+    {
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid)
+        {
+            ["Handoff:Launch:RetryBaseDelay"] = "30",
+            ["Handoff:Launch:MaxAttempts"] = "0",
+            ["Handoff:Launch:PollMaxInterval"] = "00:00:01",
+        });
+
+        Assert.Equal(3, failures.Count);
+        Assert.Contains(failures, failure => failure.StartsWith("Handoff:Launch:MaxAttempts must be at least 1", StringComparison.Ordinal));
+        Assert.Contains(failures, failure => failure.StartsWith("Handoff:Launch:PollMaxInterval must be at least Handoff:Launch:PollInterval", StringComparison.Ordinal));
+    }
+
+    [Theory]
     [InlineData("Handoff:Embedded:ProviderCallGrace", "0")]
     [InlineData("Handoff:Launch:AgentMaxAge", "1.00:00:00")]
     [InlineData("Handoff:Launch:PollInterval", "00:00:30")]
