@@ -105,7 +105,7 @@ public static partial class CompletionEventEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            LogEventRetry(services.Logger, snapshot.RunId, exception);
+            LogEventRetry(services.Logger, snapshot.RunId, mode == HostingMode.Dapr ? "redelivery requested" : "answered 503", exception);
             return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }
 
@@ -382,8 +382,8 @@ public static partial class CompletionEventEndpoints
     [LoggerMessage(EventId = 5102, EventName = "CompletionEventDropped", Level = LogLevel.Warning, Message = "Completion event for run {RunId} refused, {Answer}: {Reason}")]
     private static partial void LogEventDropped(ILogger logger, long runId, string answer, string reason);
 
-    [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; redelivery requested")]
-    private static partial void LogEventRetry(ILogger logger, long runId, Exception exception);
+    [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; {Answer}")]
+    private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception exception);
 
     [LoggerMessage(EventId = 5104, EventName = "CompletionEventHandedOff", Level = LogLevel.Information, Message = "Run {RunId} handed off automatically: {Successes} agent(s), {Failures} failure(s), {Retries} retry(ies) scheduled")]
     private static partial void LogEventHandedOff(ILogger logger, long runId, int successes, int failures, int retries);

@@ -127,7 +127,7 @@ public static class Problems
             {
                 { ShuttingDown: true } => ShuttingDownDetail,
                 // "Try again shortly" would have the caller retry for ever: nothing changes until an operator acts.
-                { DamagedState: true } => "The run's stored state cannot be used (damaged or edited): the run is refused until an operator restores or deletes it (log event RunOwnerUnavailable).",
+                { DamagedState: true } => "The run's stored state cannot be used (damaged or edited): the run is refused until an operator restores or deletes it; the service log says why.",
                 _ => "The run's state could not be reached. Try again shortly.",
             });
 

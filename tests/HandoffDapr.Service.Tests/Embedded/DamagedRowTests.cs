@@ -79,6 +79,11 @@ public sealed class DamagedRowTests : IDisposable
         var detail = (await again.ReadJsonAsync())["detail"]!.GetValue<string>();
         Assert.DoesNotContain("Try again", detail, StringComparison.Ordinal);
         Assert.Contains("restores or deletes", detail, StringComparison.Ordinal);
+        // A completion event gets the same answer; embedded mode has no redelivery to request, so its log says the 503.
+        var completionEvent = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(2, ["acme/b"], automation: false));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, completionEvent.StatusCode);
+        Assert.Equal(detail, (await completionEvent.ReadJsonAsync())["detail"]!.GetValue<string>());
+        Assert.Contains(logs.GetSnapshot(), entry => entry.Id.Name == "CompletionEventRetry" && entry.Message.EndsWith("could not be processed now; answered 503", StringComparison.Ordinal));
         var refusals = logs.GetSnapshot().Where(entry => entry.Id.Name == "RunOwnerUnavailable").ToList();
         Assert.Equal(2, refusals.Count);
         Assert.All(refusals, entry =>
