@@ -385,7 +385,7 @@ public static partial class CompletionEventEndpoints
     [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; {Answer}")]
     private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception exception);
 
-    [LoggerMessage(EventId = 5104, EventName = "CompletionEventHandedOff", Level = LogLevel.Information, Message = "Run {RunId} handed off automatically: {Successes} agent(s), {Failures} failure(s), {Retries} retry(ies) scheduled")]
+    [LoggerMessage(EventId = 5104, EventName = "CompletionEventHandedOff", Level = LogLevel.Information, Message = "Run {RunId} handed off automatically: {Successes} agent(s), {Failures} failure(s), {Retries} launch(es) still to make (saved as due, or to be retried)")]
     private static partial void LogEventHandedOff(ILogger logger, long runId, int successes, int failures, int retries);
 
     [LoggerMessage(EventId = 5105, EventName = "CompletionEventStored", Level = LogLevel.Information, Message = "Run {RunId} snapshot stored; no automatic handoff ({Reason})")]

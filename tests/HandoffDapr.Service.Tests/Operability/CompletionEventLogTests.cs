@@ -38,6 +38,18 @@ public sealed class CompletionEventLogTests : IDisposable
     }
 
     [Fact]
+    public async Task Handed_off_event_does_not_call_launches_saved_as_due_retries()
+    {
+        // The quick start's first log line read "0 agent(s), 0 failure(s), 2 retry(ies) scheduled" though no attempt
+        // had been made, let alone failed: the event is answered once its launches are saved as due.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(73, ["acme/shop", "acme/web"]))).StatusCode);
+
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventHandedOff");
+        Assert.DoesNotContain("retry(ies) scheduled", record.Message);
+        Assert.Contains("launch(es) still to make", record.Message);
+    }
+
+    [Fact]
     public async Task Event_for_a_run_of_another_group_is_logged_as_answered_404()
     {
         Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(71, ["acme/shop"], automation: false))).StatusCode);
