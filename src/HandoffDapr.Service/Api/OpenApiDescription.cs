@@ -32,6 +32,7 @@ public static class OpenApiDescription
                 }
             }
 
+            DeclareHeaders(operation);
             return Task.CompletedTask;
         }).AddSchemaTransformer((schema, context, _) =>
         {
@@ -75,6 +76,35 @@ public static class OpenApiDescription
 
             return Task.CompletedTask;
         }));
+
+    /// <summary>
+    /// The headers the answers carry that a client acts on: the generator sees only the handlers' result types. A 202's
+    /// <c>Location</c> (the run to read), a 429's <c>Retry-After</c> (<see cref="Problems.RateLimited"/>, whole seconds)
+    /// and a 401's <c>WWW-Authenticate</c> (the challenge every 401 names: the bearer token, daprd's header, or a webhook's signature).
+    /// </summary>
+    private static void DeclareHeaders(OpenApiOperation operation)
+    {
+        foreach (var (status, response) in operation.Responses ?? [])
+        {
+            if (response is not OpenApiResponse answer)
+            {
+                continue;
+            }
+
+            var header = status switch
+            {
+                "202" => ("Location", new OpenApiHeader { Description = "Where the run's handoff state is read (GET).", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri-reference" } }),
+                "429" => ("Retry-After", new OpenApiHeader { Description = "Seconds to wait before sending the request again.", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.Integer, Minimum = "1" } }),
+                "401" => ("WWW-Authenticate", new OpenApiHeader { Description = "What would be accepted: a bearer token, daprd's dapr-api-token header, or (webhooks) the body's HMAC-SHA256 signature.", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.String } }),
+                _ => default((string, OpenApiHeader)?),
+            };
+            if (header is var (name, value))
+            {
+                answer.Headers ??= new Dictionary<string, IOpenApiHeader>();
+                answer.Headers[name] = value;
+            }
+        }
+    }
 
     /// <summary>The ids of a run snapshot that <see cref="SnapshotRules.Check"/> holds to 1 … 2^53 − 1.</summary>
     private static readonly Dictionary<Type, string[]> RunIdProperties = new()

@@ -196,6 +196,65 @@ public sealed class OpenApiTests : IDisposable
         Assert.Equal(operationIds.Distinct().Count(), operationIds.Count);
     }
 
+    /// <summary>
+    /// The headers a client acts on are declared where the service sends them: the 202's Location (where to read the run),
+    /// a 429's Retry-After (how long to wait) and a 401's WWW-Authenticate challenge. Undeclared, a generated client drops them.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_location_retry_after_and_challenge_headers_the_answers_carry()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-headers.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:ApiToken"] = "openapi-token-0123456789",
+            ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "1",
+            ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "1",
+            ["Handoff:Integrations:42:WebhookSecret"] = "openapi-webhook-secret-0123456789",
+        }).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var anonymous = factory.CreateClient();
+        client.DefaultRequestHeaders.Authorization = new("Bearer", "openapi-token-0123456789");
+        var paths = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!;
+
+        var accepted = await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger(Payloads.Run(900, [], automation: false)));
+        var limited = await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger());
+        var unauthenticated = await anonymous.GetAsync("/runs");
+        var unsigned = await anonymous.PostRawAsync("/webhooks/cursor/42?run_id=900", "{}");
+        var webhookLimited = await anonymous.PostRawAsync("/webhooks/cursor/42?run_id=900", "{}");
+
+        Assert.Equal(HttpStatusCode.Accepted, accepted.StatusCode);
+        Assert.NotNull(accepted.Headers.Location);
+        Assert.Equal(HttpStatusCode.TooManyRequests, limited.StatusCode);
+        Assert.NotNull(limited.Headers.RetryAfter);
+        Assert.Equal(HttpStatusCode.Unauthorized, unauthenticated.StatusCode);
+        Assert.NotEmpty(unauthenticated.Headers.WwwAuthenticate);
+        Assert.Equal(HttpStatusCode.Unauthorized, unsigned.StatusCode);
+        Assert.NotEmpty(unsigned.Headers.WwwAuthenticate);
+        Assert.Equal(HttpStatusCode.TooManyRequests, webhookLimited.StatusCode);
+        Assert.NotNull(webhookLimited.Headers.RetryAfter);
+
+        static JsonNode? Header(JsonNode paths, string path, string status, string name) =>
+            paths[path]!["post"]?["responses"]?[status]?["headers"]?[name] ?? paths[path]!["get"]?["responses"]?[status]?["headers"]?[name];
+
+        var location = Header(paths, "/runs/{runId}/handoff", "202", "Location");
+        Assert.True(location is not null, "202 of POST /runs/{runId}/handoff: no Location header");
+        Assert.Equal("string", location!["schema"]!["type"]!.GetValue<string>());
+        foreach (var path in new[] { "/runs/{runId}/handoff", "/webhooks/cursor/{integrationId}" })
+        {
+            var retryAfter = Header(paths, path, "429", "Retry-After");
+            Assert.True(retryAfter is not null, $"429 of POST {path}: no Retry-After header");
+            Assert.Equal("integer", retryAfter!["schema"]!["type"]!.GetValue<string>());
+            Assert.True(retryAfter["required"]!.GetValue<bool>());
+        }
+
+        foreach (var (path, operation) in paths.AsObject().SelectMany(path => path.Value!.AsObject().Select(op => (path.Key, op.Value!))))
+        {
+            if (operation["responses"]!["401"] is { } unauthorized)
+            {
+                Assert.True(unauthorized["headers"]?["WWW-Authenticate"] is not null, $"401 of {path}: no WWW-Authenticate header");
+            }
+        }
+    }
+
     public void Dispose()
     {
         cursor.Dispose();
