@@ -1,4 +1,5 @@
 using System.Text.Json.Nodes;
+using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
 using Microsoft.AspNetCore.OpenApi;
@@ -68,6 +69,15 @@ public static class OpenApiDescription
                     }
                 }
             }
+            else if (type == typeof(Microsoft.AspNetCore.Mvc.ProblemDetails))
+            {
+                DescribeProblem(schema);
+            }
+            else if (type == typeof(TimelineEntry) && schema.Properties is { } entry)
+            {
+                // The constructor's defaults made them look optional: the API writes every one, null included.
+                schema.Required = entry.Keys.ToHashSet();
+            }
             else if (type == typeof(HandoffPreferences) && schema.Properties is { } preferences
                 && preferences.TryGetValue("repositories", out var repositories) && repositories is OpenApiSchema list)
             {
@@ -104,6 +114,27 @@ public static class OpenApiDescription
                 answer.Headers[name] = value;
             }
         }
+    }
+
+    /// <summary>
+    /// Every problem as <see cref="Problems"/> writes it: type, title, status and detail always, never <c>instance</c>;
+    /// the trace as <c>trace_id</c> (not in the 503 written once shutdown is over), and <c>failure_type</c> on a provider's
+    /// failure (409 <c>not-supported</c>, 502 <c>provider-failed</c>, 504 <c>outcome-unknown</c>). The framework's schema
+    /// had all four nullable and optional, the never-sent <c>instance</c>, and neither extension.
+    /// </summary>
+    private static void DescribeProblem(OpenApiSchema schema)
+    {
+        static OpenApiSchema Text(string description, string? format = null) => new() { Type = JsonSchemaType.String, Format = format, Description = description };
+        schema.Properties = new Dictionary<string, IOpenApiSchema>
+        {
+            ["type"] = Text("The problem's stable identifier, https://handoff-dapr.dev/problems/{slug}.", "uri"),
+            ["title"] = Text("The problem type's fixed summary."),
+            ["status"] = new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int32", Description = "The HTTP status of the answer." },
+            ["detail"] = Text("This occurrence, in fixed text."),
+            ["failure_type"] = Text("Only on a provider's failure (409 not-supported, 502 provider-failed, 504 outcome-unknown): the failure type, as in a launch's failure_type."),
+            ["trace_id"] = Text("The W3C trace context of the request, to find it in the logs."),
+        };
+        schema.Required = new HashSet<string> { "type", "title", "status", "detail" };
     }
 
     /// <summary>The ids of a run snapshot that <see cref="SnapshotRules.Check"/> holds to 1 … 2^53 − 1.</summary>

@@ -255,6 +255,163 @@ public sealed class OpenApiTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// What the service answers, checked against what the document declares for that operation and status: the status
+    /// and media type are declared, and the body fits the schema (every property sent is declared, of its type, enum and
+    /// nullability; every required one is sent). The API writes every property of its answers, null included, so each one
+    /// is required, but for the problems' extensions named in <see cref="OptionalResponseProperties"/>.
+    /// </summary>
+    [Fact]
+    public async Task Every_answer_fits_the_schema_the_document_declares_for_its_operation_and_status()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-answers.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var document = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!;
+        cursor.Script("acme/bad", FakeCursor.Status(400));
+        var answers = new List<(string Operation, HttpResponseMessage Response)>
+        {
+            ("post /runs/{runId}/handoff", await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger(Payloads.Run(900, ["acme/ok", "acme/bad", "not a repo"], automation: false)))),
+            ("post /runs/{runId}/handoff", await client.PostJsonAsync("/runs/901/handoff", Payloads.Trigger())),
+            ("post /runs/{runId}/handoff", await client.PostRawAsync("/runs/900/handoff", "{}", "text/plain")),
+            ("post /runs/{runId}/handoff", await client.PostRawAsync("/runs/900/handoff", "{\"group_id\": \"456\"}")),
+            ("post /events/autofix-run-completed", await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(902, ["acme/ok"], automation: false))),
+        };
+        var agentId = cursor.Agents.Keys.Single();
+        answers.Add(("post /runs/{runId}/agents/{agentId}/followup", await client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = "again" })));
+        cursor.NextCommandAnswer = FakeCursor.Status(400);
+        answers.Add(("post /runs/{runId}/agents/{agentId}/stop", await client.PostAsync($"/runs/900/agents/{agentId}/stop", null)));
+        cursor.NextCommandAnswer = FakeCursor.Status(500);
+        answers.Add(("post /runs/{runId}/agents/{agentId}/followup", await client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = "again" })));
+        cursor.NextCommandAnswer = null;
+        answers.Add(("post /runs/{runId}/agents/{agentId}/stop", await client.PostAsync($"/runs/900/agents/{agentId}/stop", null)));
+        answers.Add(("get /runs/{runId}/handoff", await client.GetAsync("/runs/900/handoff")));
+        answers.Add(("get /runs/{runId}/handoff", await client.GetAsync("/runs/900/handoff?group_id=7")));
+        answers.Add(("get /runs", await client.GetAsync("/runs")));
+        answers.Add(("get /runs", await client.GetAsync("/runs?limit=0")));
+
+        var problems = new List<string>();
+        var statuses = new HashSet<int>();
+        foreach (var (operation, response) in answers)
+        {
+            var (method, path) = (operation[..operation.IndexOf(' ')], operation[(operation.IndexOf(' ') + 1)..]);
+            var status = (int)response.StatusCode;
+            statuses.Add(status);
+            var where = $"{operation} {status}";
+            var declared = document["paths"]![path]![method]!["responses"]![status.ToString(System.Globalization.CultureInfo.InvariantCulture)];
+            var mediaType = response.Content.Headers.ContentType?.MediaType;
+            if (declared?["content"]?[mediaType ?? string.Empty]?["schema"] is not { } schema)
+            {
+                problems.Add($"{where}: {mediaType} not declared");
+                continue;
+            }
+
+            Conform(JsonNode.Parse(await response.Content.ReadAsStringAsync()), schema, document["components"]!["schemas"]!, where, problems);
+        }
+
+        // The answers above did reach the statuses they are meant to check.
+        Assert.Superset(new HashSet<int> { 200, 202, 400, 404, 415, 502, 504 }, statuses);
+        Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems.Distinct()));
+    }
+
+    /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
+    private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
+
+    private static void Conform(JsonNode? value, JsonNode schema, JsonNode components, string where, List<string> problems, string? name = null)
+    {
+        if (schema["$ref"]?.GetValue<string>() is { } reference)
+        {
+            var component = reference[(reference.LastIndexOf('/') + 1)..];
+            Conform(value, components[component]!, components, where, problems, component);
+            return;
+        }
+
+        if (schema["oneOf"] is JsonArray choices)
+        {
+            var fits = choices.Select(choice =>
+            {
+                var errors = new List<string>();
+                Conform(value, choice!, components, where, errors, name);
+                return errors;
+            }).ToList();
+            if (fits.All(errors => errors.Count > 0))
+            {
+                problems.AddRange(fits.OrderBy(errors => errors.Count).First());
+            }
+
+            return;
+        }
+
+        var kind = value switch
+        {
+            null => "null",
+            JsonObject => "object",
+            JsonArray => "array",
+            JsonValue v when v.GetValueKind() == System.Text.Json.JsonValueKind.String => "string",
+            JsonValue v when v.GetValueKind() is System.Text.Json.JsonValueKind.True or System.Text.Json.JsonValueKind.False => "boolean",
+            _ => value.ToJsonString().Contains('.') ? "number" : "integer",
+        };
+        var types = schema["type"] switch
+        {
+            JsonArray list => list.Select(type => type!.GetValue<string>()).ToList(),
+            JsonValue type => [type.GetValue<string>()],
+            _ => null,
+        };
+        if (types is not null && !types.Contains(kind) && !(kind == "integer" && types.Contains("number")))
+        {
+            problems.Add($"{where}: {name} is {kind}, declared {string.Join("|", types)}");
+            return;
+        }
+
+        if (schema["enum"] is JsonArray values && !values.Any(v => JsonNode.DeepEquals(v, value)))
+        {
+            problems.Add($"{where}: {name} {value?.ToJsonString()} is not one of {values.ToJsonString()}");
+        }
+
+        if (schema["format"]?.GetValue<string>() == "date-time" && kind == "string"
+            && !System.Text.RegularExpressions.Regex.IsMatch(value!.GetValue<string>(), @"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$"))
+        {
+            problems.Add($"{where}: {name} {value} is not an RFC 3339 date-time");
+        }
+
+        if (value is JsonObject obj)
+        {
+            var properties = schema["properties"]?.AsObject();
+            var required = schema["required"]?.AsArray().Select(r => r!.GetValue<string>()).ToHashSet() ?? [];
+            foreach (var missing in required.Where(property => !obj.ContainsKey(property)))
+            {
+                problems.Add($"{where}: {name}.{missing} is required but not sent");
+            }
+
+            foreach (var optional in properties?.Select(p => p.Key).Where(p => !required.Contains(p) && !OptionalResponseProperties.Contains($"{name}.{p}")) ?? [])
+            {
+                problems.Add($"{where}: {name}.{optional} is declared optional, but the API writes every property it has");
+            }
+
+            foreach (var (property, inner) in obj)
+            {
+                if (properties?[property] is { } declared)
+                {
+                    Conform(inner, declared, components, where, problems, $"{name}.{property}");
+                }
+                else if (schema["additionalProperties"] is JsonObject additional)
+                {
+                    Conform(inner, additional, components, where, problems, $"{name}[{property}]");
+                }
+                else
+                {
+                    problems.Add($"{where}: {name}.{property} is sent but not declared");
+                }
+            }
+        }
+        else if (value is JsonArray array && schema["items"] is { } items)
+        {
+            foreach (var item in array)
+            {
+                Conform(item, items, components, where, problems, $"{name}[]");
+            }
+        }
+    }
+
     public void Dispose()
     {
         cursor.Dispose();
