@@ -34,6 +34,12 @@ public static class OpenApiDescription
             }
 
             DeclareHeaders(operation);
+            if (operation.OperationId == WebhookEndpoints.OperationId)
+            {
+                // Read as bytes for its signature, whatever its Content-Type: the generator sees no body parameter.
+                operation.RequestBody = new OpenApiRequestBody { Required = true, Description = "Cursor's webhook event, as signed (X-Webhook-Signature).", Content = new Dictionary<string, OpenApiMediaType> { ["application/json"] = new() { Schema = CursorWebhookEvent() } } };
+            }
+
             return Task.CompletedTask;
         }).AddSchemaTransformer((schema, context, _) =>
         {
@@ -114,6 +120,26 @@ public static class OpenApiDescription
                 answer.Headers[name] = value;
             }
         }
+    }
+
+    /// <summary>
+    /// What <see cref="Core.Providers.Cursor.CursorWebhook.TryParse"/> reads: a <c>statusChange</c> (or unnamed) event
+    /// without a valid agent id or a status is a 400; another event is answered 204 and ignored.
+    /// </summary>
+    private static OpenApiSchema CursorWebhookEvent()
+    {
+        static OpenApiSchema Text(string? description = null) => new() { Type = JsonSchemaType.String, Description = description };
+        static OpenApiSchema Object(params (string Name, OpenApiSchema Schema)[] properties) =>
+            new() { Type = JsonSchemaType.Object, Properties = properties.ToDictionary(p => p.Name, p => (IOpenApiSchema)p.Schema) };
+        var schema = Object(
+            ("event", Text("statusChange; any other event is answered 204 and ignored.")),
+            ("id", new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = "The agent's id." }),
+            ("status", Text("CREATING, RUNNING, FINISHED, ERROR, EXPIRED or STOPPED.")),
+            ("summary", Text()),
+            ("source", Object(("repository", Text("The agent's repository, github.com/{owner}/{name}: a report about another than the launch's is not applied.")))),
+            ("target", Object(("url", Text()), ("branchName", Text()), ("prUrl", Text()))));
+        schema.Required = new HashSet<string> { "id", "status" };
+        return schema;
     }
 
     /// <summary>

@@ -15,6 +15,7 @@ namespace HandoffDapr.Service.Api;
 public static partial class WebhookEndpoints
 {
     public const string SignatureHeader = "X-Webhook-Signature";
+    public const string OperationId = "CursorWebhook";
     private const int MaxWebhookBytes = 256 * 1024;
 
     /// <summary>What a refused webhook is told would be accepted: an HMAC-SHA256 of the body in <see cref="SignatureHeader"/>.</summary>
@@ -22,7 +23,7 @@ public static partial class WebhookEndpoints
 
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName("CursorWebhook")
+        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName(OperationId)
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status408RequestTimeout)

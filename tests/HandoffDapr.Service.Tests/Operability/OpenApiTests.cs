@@ -313,6 +313,45 @@ public sealed class OpenApiTests : IDisposable
         Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems.Distinct()));
     }
 
+    /// <summary>
+    /// The webhook reads a body (a signed Cursor event naming the agent and its status); the document declared none, so
+    /// a client generated from it (a relay, a replay tool) sent none and got a 400 every time.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_webhook_body_the_service_requires()
+    {
+        const string secret = "openapi-webhook-secret-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-webhook.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret })
+            .WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var operation = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!["/webhooks/cursor/{integrationId}"]!["post"]!;
+
+        async Task<HttpStatusCode> Send(string body)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(body);
+            var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
+            request.Content.Headers.ContentType = new("application/json");
+            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
+            return (await client.SendAsync(request)).StatusCode;
+        }
+
+        Assert.Equal(HttpStatusCode.BadRequest, await Send(string.Empty));
+        Assert.Equal(HttpStatusCode.BadRequest, await Send("""{"event":"statusChange","status":"FINISHED"}"""));
+        Assert.Equal(HttpStatusCode.BadRequest, await Send("""{"event":"statusChange","id":"bc-1"}"""));
+        Assert.Equal(HttpStatusCode.NoContent, await Send("""{"event":"statusChange","id":"bc-1","status":"FINISHED","source":{"repository":"github.com/acme/ok"},"target":{"prUrl":"https://github.com/acme/ok/pull/1"}}"""));
+
+        var body = operation["requestBody"];
+        Assert.True(body is not null, "the webhook declares no request body");
+        Assert.True(body!["required"]?.GetValue<bool>() == true);
+        var schema = body["content"]!["application/json"]!["schema"]!;
+        Assert.Equal(["id", "status"], schema["required"]!.AsArray().Select(r => r!.GetValue<string>()).Order());
+        Assert.Equal(128, schema["properties"]!["id"]!["maxLength"]!.GetValue<int>());
+        foreach (var property in new[] { "event", "summary", "source", "target" })
+        {
+            Assert.True(schema["properties"]![property] is not null, property);
+        }
+    }
+
     /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
     private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
 
