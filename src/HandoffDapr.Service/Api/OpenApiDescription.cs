@@ -74,6 +74,13 @@ public static class OpenApiDescription
                         id.Maximum = MaxId;
                     }
                 }
+
+                if (type == typeof(RunSnapshot))
+                {
+                    // Nullable in the records (the stored runs' reader takes them so), but a run from outside must name its group.
+                    schema.Description = "A run must name its group: group.id or metadata.group_id (equal when both are given; in a trigger, equal to group_id).";
+                    schema.AnyOf = [NamesGroup("group", "id"), NamesGroup("metadata", "group_id")];
+                }
             }
             else if (type == typeof(Microsoft.AspNetCore.Mvc.ProblemDetails))
             {
@@ -173,6 +180,15 @@ public static class OpenApiDescription
     };
 
     private static readonly string MaxId = Core.Model.WholeIds.Max.ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    private static OpenApiSchema NamesGroup(string part, string id) => new()
+    {
+        Required = new HashSet<string> { part },
+        Properties = new Dictionary<string, IOpenApiSchema>
+        {
+            [part] = new OpenApiSchema { Type = JsonSchemaType.Object, Required = new HashSet<string> { id }, Properties = new Dictionary<string, IOpenApiSchema> { [id] = Id() } },
+        },
+    };
 
     private static OpenApiSchema Id() =>
         new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = MaxId };

@@ -352,6 +352,30 @@ public sealed class OpenApiTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// A run, as a completion event or a trigger's <c>run</c>, must name its group (<c>group.id</c> or
+    /// <c>metadata.group_id</c>), or it is a 400; the document let a run of only <c>run_id</c> through.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_requires_a_run_to_name_its_group_as_the_service_does()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-group.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var snapshot = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!["RunSnapshot"]!;
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await client.PostRawAsync("/events/autofix-run-completed", """{"run_id":910}""")).StatusCode);
+        Assert.Equal(HttpStatusCode.BadRequest, (await client.PostJsonAsync("/runs/911/handoff", Payloads.Trigger(new JsonObject { ["run_id"] = 911 }))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.PostRawAsync("/events/autofix-run-completed", """{"run_id":912,"group":{"id":456}}""")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.PostRawAsync("/events/autofix-run-completed", """{"run_id":913,"metadata":{"group_id":456}}""")).StatusCode);
+
+        // One of two ways: group.id, or metadata.group_id.
+        var ways = snapshot["anyOf"]?.AsArray();
+        Assert.True(ways is not null, "RunSnapshot does not require a group");
+        Assert.Equal(2, ways!.Count);
+        Assert.Contains(ways, way => way!["required"]![0]!.GetValue<string>() == "group" && way["properties"]!["group"]!["required"]![0]!.GetValue<string>() == "id");
+        Assert.Contains(ways, way => way!["required"]![0]!.GetValue<string>() == "metadata" && way["properties"]!["metadata"]!["required"]![0]!.GetValue<string>() == "group_id");
+    }
+
     /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
     private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
 
