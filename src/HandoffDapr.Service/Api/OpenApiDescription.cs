@@ -61,7 +61,13 @@ public static class OpenApiDescription
             }
             else if (type == typeof(FollowupRequest) && schema.Properties is { } followup)
             {
-                followup["text"] = new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxText, Description = textLimit };
+                // Only spaces, controls or zero-width characters are refused (PrintableText.HasVisible): the pattern rules out
+                // the spaces, the description says the rest.
+                followup["text"] = new OpenApiSchema
+                {
+                    Type = JsonSchemaType.String, MinLength = 1, MaxLength = maxText, Pattern = @"\S",
+                    Description = "With at least one visible character (not only spaces, controls or zero-width characters). " + textLimit,
+                };
             }
             else if (RunIdProperties.TryGetValue(type, out var ids) && schema.Properties is { } run)
             {

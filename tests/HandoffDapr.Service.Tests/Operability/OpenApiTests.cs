@@ -376,6 +376,25 @@ public sealed class OpenApiTests : IDisposable
         Assert.Contains(ways, way => way!["required"]![0]!.GetValue<string>() == "metadata" && way["properties"]!["metadata"]!["required"]![0]!.GetValue<string>() == "group_id");
     }
 
+    /// <summary>A follow-up of spaces only is a 400; the document, asking only for one character, offered it as valid.</summary>
+    [Fact]
+    public async Task Openapi_document_refuses_a_followup_text_of_spaces_as_the_service_does()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-followup.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var text = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!["FollowupRequest"]!["properties"]!["text"]!;
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger(Payloads.Run(900, ["acme/ok"], automation: false)))).StatusCode);
+        var agentId = cursor.Agents.Keys.Single();
+
+        Assert.Equal(HttpStatusCode.BadRequest, (await client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = "   " })).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = " x " })).StatusCode);
+
+        var pattern = new System.Text.RegularExpressions.Regex(text["pattern"]?.GetValue<string>() ?? string.Empty);
+        Assert.DoesNotMatch(pattern, "   ");
+        Assert.Matches(pattern, " x ");
+        Assert.Contains("visible character", text["description"]!.GetValue<string>());
+    }
+
     /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
     private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
 
