@@ -1068,6 +1068,38 @@ public sealed class HandoffEngineTests
         Assert.All(notLaunched, record => Assert.Equal(FailureTypes.TooManyRepositories, record.GetStructuredStateValue("FailureType")));
     }
 
+    [Fact]
+    public async Task A_repository_whose_agents_keep_failing_is_launched_at_most_the_generation_cap_so_the_runs_state_stays_bounded()
+    {
+        // Trigger, stop (the agent fails), trigger again: each round was a new generation, a launch and an agent more in the
+        // run's state, with no end (40 rounds of 50 repositories made a 59 MB state; daprd refuses a save above 8 MiB).
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        for (var round = 1; round <= HandoffEngineOptions.DefaultMaxGenerations + 3; round++)
+        {
+            var outcome = await engine.TriggerAndFinishAsync(1, writer.Saved.LastOrDefault(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+            if (round <= HandoffEngineOptions.DefaultMaxGenerations)
+            {
+                Assert.Equal(2, outcome.Result.Successes.Count);
+            }
+            else
+            {
+                Assert.Empty(outcome.Result.Successes);
+                Assert.Equal(["acme/shop", "acme/web"], outcome.Result.Failures.Select(failure => failure.RepoName));
+                Assert.All(outcome.Result.Failures, failure => Assert.Equal(FailureTypes.TooManyGenerations, failure.FailureType));
+            }
+
+            foreach (var agent in writer.Saved.Last().CodingAgents.Values.Where(agent => !agent.Status.IsFinal()))
+            {
+                Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), agent.Id, recorder, CancellationToken.None)).Status);
+            }
+        }
+
+        var state = writer.Saved.Last();
+        Assert.Equal(2 * HandoffEngineOptions.DefaultMaxGenerations, state.Launches.Count);
+        Assert.Equal(2 * HandoffEngineOptions.DefaultMaxGenerations, state.CodingAgents.Count);
+        Assert.Equal(2 * HandoffEngineOptions.DefaultMaxGenerations, provider.Launches.Count);
+    }
+
     [Theory]
     [InlineData("cursor_background_agent", CompletionStatus.HandedOff, 1)]
     [InlineData("CURSOR_BACKGROUND_AGENT", CompletionStatus.HandedOff, 1)]

@@ -123,6 +123,15 @@ public sealed partial class HandoffEngine
                 .Select(launch => launch.Generation)
                 .DefaultIfEmpty(0)
                 .Max() + 1;
+            // Each generation stays in the run's state with its agent: a repository relaunched without end would grow
+            // the state past what the store takes in one save. A run stored with more (before the cap) launches no more.
+            if (generation > options.MaxGenerations)
+            {
+                plan.Add(Refused(new LaunchFailure(
+                    fullName, FailureMessages.TooManyGenerationsPrefix + options.MaxGenerations, FailureTypes.TooManyGenerations)));
+                continue;
+            }
+
             var launch = new RepositoryLaunch(
                 fullName,
                 GitHubHost,

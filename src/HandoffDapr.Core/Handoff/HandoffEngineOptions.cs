@@ -14,6 +14,16 @@ public sealed record HandoffEngineOptions
     /// <summary>The most repositories one run may hand off.</summary>
     public int MaxRepositories { get; init; } = 50;
 
+    /// <summary>
+    /// The most launches of one repository in a run (its generations, from any integration): a person's trigger after
+    /// the last one's agent failed is refused <c>too_many_generations</c>. Each generation is kept in the run's state with
+    /// its agent, and every turn reads and writes the whole state: without a cap a run retried over and over outgrew what
+    /// daprd takes in one save (8 MiB as deployed), and was refused from then on.
+    /// </summary>
+    public int MaxGenerations { get; init; } = DefaultMaxGenerations;
+
+    public const int DefaultMaxGenerations = 10;
+
     public RetryOptions Retry { get; init; } = new();
 
     /// <summary>First interval of the status poll that covers lost webhooks; it doubles while nothing changes.</summary>

@@ -26,6 +26,7 @@ public static class FailureMessages
     public const string NoRepositories = "No repositories found in run state";
     public const string InvalidRepositoryPrefix = "Invalid repository name format: ";
     public const string TooManyRepositoriesPrefix = "A handoff covers at most this many repositories: ";
+    public const string TooManyGenerationsPrefix = "A repository is launched at most this many times in a run: ";
     public const string UnsupportedRepositoryHost = "Only GitHub repositories can be handed off";
     public const string InvalidBaseBranch = "Invalid base branch name";
 }
@@ -43,6 +44,7 @@ public static class FailureTypes
     public const string InvalidRepository = "invalid_repository";
     public const string NoRepositories = "no_repositories";
     public const string TooManyRepositories = "too_many_repositories";
+    public const string TooManyGenerations = "too_many_generations";
     public const string ReconcileIncomplete = "reconcile_incomplete";
     public const string TimedOut = "timed_out";
     public const string AgentFailed = "agent_failed";
