@@ -20,6 +20,13 @@ internal sealed class SqliteCheckpointer : IDisposable
     /// <summary>A save writes about five pages (the row, its overflow, the indexes, the wake-up): near SQLite's default of 1000.</summary>
     internal const int WritesPerCheckpoint = 200;
 
+    /// <summary>
+    /// How many writes a save of <paramref name="bytes"/> (its row and view) counts as: one, or for a larger row the
+    /// five-page writes it fills. Counted as one, 200 saves of runs near the request limit (a 1 MiB snapshot) put over
+    /// 200 MB in the log before the first checkpoint, and the file keeps that size.
+    /// </summary>
+    internal static int WeightOf(long bytes) => (int)Math.Min(WritesPerCheckpoint, 1 + (bytes / (5 * 4096)));
+
     /// <summary>About 16 MB of log at 4 KB pages.</summary>
     internal const int CatchUpFrames = 4096;
 
@@ -47,7 +54,7 @@ internal sealed class SqliteCheckpointer : IDisposable
     public (long Background, long CatchUps, long BusyCatchUps) Checkpoints =>
         (Interlocked.Read(ref checkpoints), Interlocked.Read(ref catchUps), Interlocked.Read(ref busyCatchUps));
 
-    /// <summary>Called by the writer thread after each commit, outside any transaction, with the writes it carried.</summary>
+    /// <summary>Called by the writer thread after each commit, outside any transaction, with the writes it carried (by weight: <see cref="WeightOf"/>).</summary>
     public void Committed(int writes, SqliteConnection writerConnection)
     {
         if (stopping)

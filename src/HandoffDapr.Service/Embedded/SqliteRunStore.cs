@@ -321,7 +321,9 @@ public sealed partial class SqliteRunStore : IDisposable
         var wakeAt = state.NextWakeAt() is not { } next ? (long?)null
             : next <= clock ? next.ToUnixTimeMilliseconds()
             : (next + TimeSpan.FromTicks(TimeSpan.TicksPerMillisecond - 1)).ToUnixTimeMilliseconds();
-        return writer.WriteAsync((connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion));
+        return writer.WriteAsync(
+            (connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion),
+            SqliteCheckpointer.WeightOf(json.Length + (view?.Length ?? 0L)));
     }
 
     private static long Write(

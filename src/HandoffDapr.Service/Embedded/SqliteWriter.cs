@@ -26,8 +26,8 @@ internal sealed class SqliteWriter : IDisposable
     public long Transactions => Interlocked.Read(ref transactions);
 
     /// <param name="committed">
-    /// Told, on the writer thread and outside any transaction, how many writes each commit carried
-    /// (<see cref="SqliteCheckpointer.Committed"/>).
+    /// Told, on the writer thread and outside any transaction, how many writes each commit carried, each counted by its
+    /// weight (<see cref="WriteAsync{T}"/>; <see cref="SqliteCheckpointer.Committed"/>).
     /// </param>
     public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null)
     {
@@ -42,9 +42,10 @@ internal sealed class SqliteWriter : IDisposable
     /// Runs <paramref name="work"/> inside a transaction shared with other queued writes. It may throw an exception
     /// of its own (not a <see cref="SqliteException"/>) to fail alone, as long as it wrote nothing before throwing.
     /// </summary>
-    public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work)
+    /// <param name="weight">How many writes this one counts as toward a checkpoint (a large row fills many pages of the log).</param>
+    public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work, int weight = 1)
     {
-        var operation = new Operation<T>(work);
+        var operation = new Operation<T>(work) { Weight = Math.Max(1, weight) };
         queue.Add(operation);
         return operation.Task;
     }
@@ -102,7 +103,7 @@ internal sealed class SqliteWriter : IDisposable
         Interlocked.Increment(ref transactions);
 
         batch.ForEach(operation => operation.Complete());
-        committed?.Invoke(batch.Count, connection);
+        committed?.Invoke(batch.Sum(operation => operation.Weight), connection);
     }
 
     private void CommitAlone(Operation operation)
@@ -129,6 +130,8 @@ internal sealed class SqliteWriter : IDisposable
 
     private abstract class Operation
     {
+        public int Weight { get; init; } = 1;
+
         public abstract void Run(SqliteConnection connection, SqliteTransaction transaction);
 
         public abstract void Complete();

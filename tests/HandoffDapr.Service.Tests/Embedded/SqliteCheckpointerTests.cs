@@ -23,15 +23,16 @@ public sealed class SqliteCheckpointerTests : IDisposable
         var path = temp.File("log.db");
         using var store = new SqliteRunStore(path, time);
 
-        // One at a time, each about 17 pages: some 1 700 frames, past SQLite's default of 1 000, in fewer writes than
-        // the checkpointer waits for. A commit that checkpointed would have started the log over at about 1 000 frames.
-        for (var run = 1; run <= 100; run++)
+        // One at a time, each some 8 pages but counted as one write (a view under five pages' worth): some 1 500 frames,
+        // past SQLite's default of 1 000, in fewer writes than the checkpointer waits for. A commit that checkpointed
+        // would have started the log over at about 1 000 frames.
+        for (var run = 1; run <= 190; run++)
         {
-            await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None, view: View(64 * 1024));
+            await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None, view: View(16 * 1024));
         }
 
         Assert.Equal((0L, 0L, 0L), store.Checkpoints);
-        Assert.True(new FileInfo(path + "-wal").Length > 1_500L * (PageSize + FrameHeader), $"log of {new FileInfo(path + "-wal").Length} bytes");
+        Assert.True(new FileInfo(path + "-wal").Length > 1_200L * (PageSize + FrameHeader), $"log of {new FileInfo(path + "-wal").Length} bytes");
     }
 
     [Fact]
@@ -90,6 +91,29 @@ public sealed class SqliteCheckpointerTests : IDisposable
         // The background thread stands aside while a catch-up is due: one it made busy would copy nothing (and on a
         // loaded machine every one was, so the log did not start over in all the writes).
         Assert.Equal(0, store.Checkpoints.BusyCatchUps);
+    }
+
+    [Fact]
+    public async Task Saves_of_a_run_near_the_request_limit_are_checkpointed_before_the_log_holds_hundreds_of_megabytes()
+    {
+        var path = temp.File("large.db");
+        using var store = new SqliteRunStore(path, time);
+        var run = RunHandoffState.New(1);
+        long version = 0;
+        long largest = 0;
+
+        // A run whose snapshot came near the 1 MiB request limit, saved by each webhook, poll and trigger: each save
+        // writes the whole row again (its size changes, so SQLite rewrites every page), some 270 pages. Counted as one
+        // write each, 200 of them went into the log before the first checkpoint: 224 MB, a size the file then kept.
+        for (var save = 0; save < 150; save++)
+        {
+            var snapshot = new Core.Model.RunSnapshot(1, Group: new Core.Model.RunGroup(456, new string('x', 1_000_000 + save)));
+            version = await store.SaveAsync(run with { Snapshot = snapshot }, version, CancellationToken.None);
+            largest = Math.Max(largest, new FileInfo(path + "-wal").Length);
+        }
+
+        Assert.True(largest < 64L << 20, $"log of {largest} bytes");
+        Assert.True(store.Checkpoints.Background > 0);
     }
 
     [Fact]
