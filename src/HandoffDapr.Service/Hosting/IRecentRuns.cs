@@ -28,7 +28,7 @@ public sealed class LocalRecentRuns : IRecentRuns
     /// <summary>Ordered by when it was saved here (a counter), not by its timeline: a run may be saved with none.</summary>
     public void Remember(RunHandoffState state)
     {
-        runs[state.RunId] = (WithoutSnapshot(state), Interlocked.Increment(ref saves));
+        runs[state.RunId] = (AsViewed(state), Interlocked.Increment(ref saves));
         if (runs.Count > Capacity + EvictionSlack)
         {
             foreach (var stale in runs.Values.OrderBy(run => run.SavedAt).Take(runs.Count - Capacity))
@@ -39,12 +39,19 @@ public sealed class LocalRecentRuns : IRecentRuns
     }
 
     /// <summary>
-    /// The run as its view reads it: the snapshot is cut to its group. Kept whole, the table would hold every listed run's
-    /// snapshot (up to <c>Handoff:MaxRequestBodyBytes</c> of JSON each, twice that in memory) for as long as the replica
-    /// runs, long after its actor let go of it: over a GiB at capacity, for a pod given 512 MiB.
+    /// The run as its view reads it: the snapshot is cut to its group, and the launches lose their instruction. Kept whole,
+    /// the table would hold every listed run's snapshot (up to <c>Handoff:MaxRequestBodyBytes</c> of JSON each, twice that
+    /// in memory) for as long as the replica runs, long after its actor let go of it: over a GiB at capacity, for a pod
+    /// given 512 MiB; and each launch's instruction (up to 4096 characters, a string per launch once read from the store):
+    /// over 200 MB for runs of 50 repositories.
     /// </summary>
-    private static RunHandoffState WithoutSnapshot(RunHandoffState state) =>
-        state.Snapshot is { } snapshot ? state with { Snapshot = new RunSnapshot(snapshot.RunId, Group: new RunGroup(snapshot.GroupId)) } : state;
+    private static RunHandoffState AsViewed(RunHandoffState state) => state with
+    {
+        Snapshot = state.Snapshot is { } snapshot ? new RunSnapshot(snapshot.RunId, Group: new RunGroup(snapshot.GroupId)) : null,
+        Launches = state.Launches.Any(launch => launch.Instruction is not null)
+            ? state.Launches.Select(launch => launch with { Instruction = null }).ToList()
+            : state.Launches,
+    };
 
     public Task<IReadOnlyList<RunHandoffState>> ListAsync(int limit, CancellationToken cancellationToken) =>
         Task.FromResult<IReadOnlyList<RunHandoffState>>(runs.Values.OrderByDescending(run => run.SavedAt).Take(limit).Select(run => run.State).ToList());

@@ -65,6 +65,45 @@ public sealed class LocalRecentRunsTests
         Assert.All(views, view => Assert.Equal(view.RunId * 10, view.GroupId));
     }
 
+    [Fact]
+    public async Task A_remembered_run_keeps_its_launches_for_the_view_but_not_their_instructions_alive()
+    {
+        // A launch keeps the person's instruction (up to 4096 characters) for its retries; the view leaves it out. Kept in
+        // the table, 625 runs of 50 launches (10 generations each since the cap) held 250 MB of them, read back from the
+        // store as a string per launch, for as long as the replica runs: half the pod's 512 MiB.
+        var recent = new LocalRecentRuns();
+        var instructions = RememberRunsWithInstructions(recent, count: 8);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        Assert.All(instructions, instruction => Assert.False(instruction.IsAlive, "the table keeps a launch's instruction"));
+        var views = (await recent.ListAsync(10, CancellationToken.None)).Select(RunHandoffView.From).ToList();
+        Assert.Equal(8, views.Count);
+        Assert.All(views, view => Assert.Equal(["acme/shop", "acme/web"], view.Launches.Select(launch => launch.Repository)));
+    }
+
+    [MethodImpl(MethodImplOptions.NoInlining)]
+    private static List<WeakReference> RememberRunsWithInstructions(LocalRecentRuns recent, int count)
+    {
+        var instructions = new List<WeakReference>();
+        var at = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
+        for (var i = 1; i <= count; i++)
+        {
+            var launches = new[] { "acme/shop", "acme/web" }.Select(repository =>
+            {
+                var instruction = new string('x', 4096);
+                instructions.Add(new WeakReference(instruction));
+                return new RepositoryLaunch(repository, "github", 42, "cursor_background_agent", 1, $"autofix/{i}-{repository}", null, true, instruction,
+                    LaunchPhase.RetryScheduled, 0, null, at, null, null, at);
+            }).ToList();
+            recent.Remember(RunHandoffState.New(i) with { Snapshot = new RunSnapshot(i, Group: new RunGroup(i * 10L)), Launches = launches });
+        }
+
+        return instructions;
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
     private static List<WeakReference> RememberRunsWithLargeSnapshots(LocalRecentRuns recent, int count)
     {
