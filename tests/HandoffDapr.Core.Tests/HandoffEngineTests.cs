@@ -1100,6 +1100,47 @@ public sealed class HandoffEngineTests
         Assert.Equal(2 * HandoffEngineOptions.DefaultMaxGenerations, provider.Launches.Count);
     }
 
+    [Fact]
+    public async Task A_run_relaunched_up_to_the_generation_cap_with_the_longest_instructions_stays_within_one_save_of_daprd()
+    {
+        // A launch's instruction is read only to build its prompt, while it is still to be sent; once launched or failed,
+        // a relaunch takes the new trigger's. Kept in every ended generation (4096 characters, escaped as \u00e9 six bytes
+        // each), 50 repositories at the cap made a 15 MB state: past daprd's 8 MiB, so the run could no longer be saved.
+        var repositories = Enumerable.Range(1, 50).Select(i => $"acme/repo{i}").ToArray();
+        var instruction = new string('é', 4096);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        for (var round = 0; round < HandoffEngineOptions.DefaultMaxGenerations; round++)
+        {
+            await engine.TriggerAndFinishAsync(1, writer.Saved.LastOrDefault(), Trigger(repositories) with { Instruction = instruction }, writer, CancellationToken.None);
+            foreach (var agent in writer.Saved.Last().CodingAgents.Values.Where(agent => !agent.Status.IsFinal()).ToList())
+            {
+                await engine.StopAgentAsync(writer.Saved.Last(), agent.Id, recorder, CancellationToken.None);
+            }
+        }
+
+        var state = writer.Saved.Last();
+        Assert.Equal(500, state.Launches.Count);
+        Assert.All(provider.Launches, request => Assert.Contains(instruction, request.Prompt));
+        var size = JsonSerializer.SerializeToUtf8Bytes(state, HandoffJsonContext.Default.RunHandoffState).Length;
+        Assert.True(size < 2 << 20, $"a state of {size} bytes");
+        Assert.All(state.Launches, launch => Assert.Null(launch.Instruction));
+    }
+
+    [Fact]
+    public async Task A_launch_still_to_be_sent_keeps_its_instruction_for_its_retry()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { Instruction = "Use the pool's timeout." }, writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.RetryScheduled, "Use the pool's timeout."), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].Instruction));
+
+        time.Advance(TimeSpan.FromHours(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Contains("Use the pool's timeout.", provider.Launches.Last().Prompt);
+        Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
+    }
+
     [Theory]
     [InlineData("cursor_background_agent", CompletionStatus.HandedOff, 1)]
     [InlineData("CURSOR_BACKGROUND_AGENT", CompletionStatus.HandedOff, 1)]

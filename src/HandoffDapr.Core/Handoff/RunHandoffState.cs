@@ -106,9 +106,19 @@ public sealed record RunHandoffState(
             && CodingAgents.TryGetValue(agentId, out var agent)
             && agent.Status != CodingAgentStatus.Failed);
 
-    /// <summary>Replaces the launch of the same repository, integration and generation, or appends a new generation.</summary>
+    /// <summary>
+    /// Replaces the launch of the same repository, integration and generation, or appends a new generation. A launch
+    /// launched or failed keeps no instruction: it is read only to build the prompt of a launch still to be sent, and a
+    /// person's relaunch of a failed one takes the new trigger's. Kept, it was most of the state of a run relaunched often
+    /// (4096 characters per generation, up to six bytes each as stored).
+    /// </summary>
     internal RunHandoffState WithLaunch(RepositoryLaunch updated)
     {
+        if (!updated.IsAwaitingWork && updated.Instruction is not null)
+        {
+            updated = updated with { Instruction = null };
+        }
+
         var launches = Launches.ToList();
         var index = launches.FindIndex(launch => launch.IntegrationId == updated.IntegrationId && launch.Generation == updated.Generation
             && string.Equals(launch.Repository, updated.Repository, StringComparison.OrdinalIgnoreCase));
