@@ -949,13 +949,25 @@ public sealed class HandoffEngineTests
     public async Task Caller_giving_up_mid_round_still_records_the_agent_the_provider_already_created()
     {
         // acme/fast is created at once; acme/slow is still out when the caller goes away (client gone, shutdown).
+        // The caller gives up once both have happened, whatever their order: a fixed 100 ms after acme/slow was sent
+        // cancelled acme/fast too when its answer came later (its launch delayed, or a loaded machine).
         provider.Delay = request => request.Repository.Name == "slow" ? 30_000 : 0;
         using var caller = new CancellationTokenSource();
+        var slowSent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var fastAnswered = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        _ = Task.WhenAll(slowSent.Task, fastAnswered.Task).ContinueWith(_ => caller.Cancel(), TaskScheduler.Default);
         provider.OnLaunch = request =>
         {
             if (request.Repository.Name == "slow")
             {
-                caller.CancelAfter(TimeSpan.FromMilliseconds(100));
+                slowSent.TrySetResult();
+            }
+        };
+        provider.OnAnswer = request =>
+        {
+            if (request.Repository.Name == "fast")
+            {
+                fastAnswered.TrySetResult();
             }
         };
 
@@ -2408,6 +2420,9 @@ public sealed class HandoffEngineTests
         public ConcurrentQueue<AgentLaunchRequest> Launches { get; } = new();
         public int PromptReserve { get; set; }
         public Action<AgentLaunchRequest>? OnLaunch { get; set; }
+
+        /// <summary>Runs as a launch's answer is handed back (after any delay).</summary>
+        public Action<AgentLaunchRequest>? OnAnswer { get; set; }
         public Func<AgentLaunchRequest, int>? Delay { get; set; }
         private ProviderFailure? next;
 
@@ -2455,12 +2470,11 @@ public sealed class HandoffEngineTests
 
             await Task.Delay(Delay?.Invoke(request) ?? 0, cancellationToken);
             Interlocked.Decrement(ref concurrent);
-            if ((Always ?? Interlocked.Exchange(ref next, null)) is { } failure)
-            {
-                return ProviderResult<ProviderAgent>.Failed(failure);
-            }
-
-            return ProviderResult<ProviderAgent>.Success(AnswerWith ?? new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, Name: AnswerName, BranchName: request.BranchName));
+            var answer = (Always ?? Interlocked.Exchange(ref next, null)) is { } failure
+                ? ProviderResult<ProviderAgent>.Failed(failure)
+                : ProviderResult<ProviderAgent>.Success(AnswerWith ?? new ProviderAgent(AnswerAgentId ?? $"bc-{Interlocked.Increment(ref sequence)}", ProviderAgentStatus.Creating, Name: AnswerName, BranchName: request.BranchName));
+            OnAnswer?.Invoke(request);
+            return answer;
         }
 
         public Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken)
