@@ -546,6 +546,8 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var launches = factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "813", "launches")!.Value;
         releaseRead.Set();
         held.Release();
+        // The released launch is answered to a caller that gave up: the fake logs it once its own thread gets there.
+        await Until(() => cursor.LaunchRequests > 0);
         await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
         await factory.DisposeAsync();
 
