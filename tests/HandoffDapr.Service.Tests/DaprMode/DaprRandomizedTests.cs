@@ -398,7 +398,13 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             }
         }
 
-        held?.Dispose();
+        if (held is not null)
+        {
+            // The held launch was released to an instance that may have stopped, or answered, without it: wait until the
+            // fake has created its agent, or the next step's lookup could miss it and a second agent be launched.
+            await held.AnsweredAsync();
+            held.Dispose();
+        }
     }
 
     private async Task FireDueAsync(World w)

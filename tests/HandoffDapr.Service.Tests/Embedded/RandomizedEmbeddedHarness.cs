@@ -214,16 +214,47 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
 
     private ResponseMessage Held(IRequestMessage request, string text, Func<IRequestMessage, ResponseMessage> pass)
     {
-        var h = hold;
-        if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
+        Interlocked.Increment(ref providerCalls);
+        try
         {
-            return pass(request);
+            var h = hold;
+            if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
+            {
+                return pass(request);
+            }
+
+            Interlocked.Increment(ref h.Count);
+            h.Arrived.Set();
+            h.Released.Wait(TimeSpan.FromSeconds(15));
+            return h.Create ? pass(request) : Json(503, "{\"error\":\"held, not created\"}");
+        }
+        finally
+        {
+            Interlocked.Decrement(ref providerCalls);
+        }
+    }
+
+    // Launches (and Copilot creates) inside the fake providers: their agents are not in the fakes' state yet.
+    private int providerCalls;
+
+    /// <summary>
+    /// Waits (up to 10 s) until every launch that reached a fake provider is carried out there. A process that stopped
+    /// gave up on its calls, but the fake still carries them out on threads of its own: a process started before then
+    /// would look for their agents too early, not find them and launch a second one, which no real provider does a
+    /// timeout later (the harness's clock has moved by then; the fake's threads have not).
+    /// </summary>
+    private async Task ProviderCallsEndedAsync()
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (Volatile.Read(ref providerCalls) > 0 && waited.ElapsedMilliseconds < 10_000)
+        {
+            await Task.Delay(5);
         }
 
-        Interlocked.Increment(ref h.Count);
-        h.Arrived.Set();
-        h.Released.Wait(TimeSpan.FromSeconds(15));
-        return h.Create ? pass(request) : Json(503, "{\"error\":\"held, not created\"}");
+        if (Volatile.Read(ref providerCalls) > 0)
+        {
+            Note($"  provider calls still under way after {waited.ElapsedMilliseconds} ms");
+        }
     }
 
     private static ResponseMessage Json(int status, string body) => new()
@@ -278,6 +309,11 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
 
         await old.DisposeAsync();
         Note($"stopped {p.Name} ({waited.ElapsedMilliseconds} ms)");
+        if (hold is null)
+        {
+            // A held stop releases its launches after this, and waits for them then.
+            await ProviderCallsEndedAsync();
+        }
     }
 
     private Proc AnyRunning()
@@ -479,8 +515,8 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         await Swallow(background);
         await Swallow(meanwhile);
         hold = null;
-        // Give a released call (answered into a stopped process) time to reach the fake provider's state.
-        await Task.Delay(30);
+        // A released call (answered into a stopped process) reaches the fake provider's state before anything else runs.
+        await ProviderCallsEndedAsync();
         if (other is null)
         {
             Start(p);

@@ -50,9 +50,17 @@ public sealed class FakeCursor : IDisposable
             .AtPriority(-1)
             .RespondWith(Response.Create().WithCallback(request =>
             {
-                held.Arrived.Set();
-                held.Released.Wait(TimeSpan.FromSeconds(30));
-                return Launch(request);
+                Interlocked.Increment(ref held.Unanswered);
+                try
+                {
+                    held.Arrived.Set();
+                    held.Released.Wait(TimeSpan.FromSeconds(30));
+                    return Launch(request);
+                }
+                finally
+                {
+                    Interlocked.Decrement(ref held.Unanswered);
+                }
             }));
         return held;
     }
@@ -64,7 +72,23 @@ public sealed class FakeCursor : IDisposable
 
         internal ManualResetEventSlim Released { get; } = new();
 
+        internal int Unanswered;
+
         public void Release() => Released.Set();
+
+        /// <summary>
+        /// Waits (up to 10 s) until every held launch that arrived has reached the fake's state (its agent created).
+        /// A released launch runs on a thread of its own: its caller may have been answered, or given up, long before.
+        /// </summary>
+        public async Task AnsweredAsync()
+        {
+            var deadline = DateTime.UtcNow.AddSeconds(10);
+            while (Volatile.Read(ref Unanswered) > 0)
+            {
+                Assert.True(DateTime.UtcNow < deadline, "a released launch has not reached the fake provider's state within 10 s");
+                await Task.Delay(10);
+            }
+        }
 
         public void Dispose()
         {
