@@ -105,7 +105,8 @@ public sealed class FakeCopilot : IDisposable
 
         var body = JsonNode.Parse(request.Body!)!;
         var segments = request.Path.Split('/');
-        var id = $"task-{Interlocked.Increment(ref sequence):d4}";
+        var number = Interlocked.Increment(ref sequence);
+        var id = $"task-{number:d4}";
         var task = new JsonObject
         {
             ["id"] = id,
@@ -120,7 +121,7 @@ public sealed class FakeCopilot : IDisposable
                 ["id"] = $"session-{id}",
                 ["state"] = "queued",
                 // GitHub names the branch itself (its create call takes no branch name) and keeps the prompt.
-                ["head_ref"] = $"copilot/fix-{sequence}",
+                ["head_ref"] = $"copilot/fix-{number}",
                 ["base_ref"] = body["base_ref"]?.GetValue<string>(),
                 ["prompt"] = body["prompt"]?.GetValue<string>(),
             }),
