@@ -13,6 +13,13 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     public ValidateOptionsResult Validate(string? name, HandoffOptions options)
     {
         var errors = new List<string>();
+        // A bare number is read as days: a rule comparing another setting with it (say "RetryMaxDelay must be at least
+        // RetryBaseDelay") would break from that reading alone and send the reader after a setting that is fine. Such a
+        // comparison is left out; the other setting's own bounds are still checked, and the bare number's own message
+        // stands for its reading. Only one read as days: one that could not be converted at all ("1e3") is named by the
+        // binder's own message.
+        var bareNumbers = DurationsWithoutColon().ToList();
+        bool ReadAsDays(string key) => bareNumbers.Any(bare => bare.ReadAsDays && string.Equals(bare.Key, key, StringComparison.OrdinalIgnoreCase));
         if (!string.IsNullOrWhiteSpace(options.Mode) && !HostingModes.TryParse(options.Mode, out _))
         {
             errors.Add(HostingModes.InvalidModeMessage(options.Mode));
@@ -147,10 +154,10 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         // engine sets one for an attempt's in-flight deadline.
         var month = TimeSpan.FromDays(30);
         LaunchRule(launch.RetryBaseDelay <= TimeSpan.Zero || launch.RetryBaseDelay > month, nameof(launch.RetryBaseDelay), "must be positive and at most 30 days.");
-        LaunchRule(launch.RetryMaxDelay < launch.RetryBaseDelay || launch.RetryMaxDelay > month, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
+        LaunchRule((launch.RetryMaxDelay < launch.RetryBaseDelay && !ReadAsDays("Handoff:Launch:RetryBaseDelay")) || launch.RetryMaxDelay > month, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
         LaunchRule(launch.InFlightTimeout <= TimeSpan.Zero || launch.InFlightTimeout > month, nameof(launch.InFlightTimeout), "must be positive and at most 30 days.");
         LaunchRule(launch.PollInterval <= TimeSpan.Zero || launch.PollInterval > month, nameof(launch.PollInterval), "must be positive and at most 30 days.");
-        LaunchRule(launch.PollMaxInterval < launch.PollInterval || launch.PollMaxInterval > month, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
+        LaunchRule((launch.PollMaxInterval < launch.PollInterval && !ReadAsDays("Handoff:Launch:PollInterval")) || launch.PollMaxInterval > month, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
         LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero || launch.AgentMaxAge > TimeSpan.FromDays(365), nameof(launch.AgentMaxAge), "must be positive and at most 365 days.");
 
         // The binder drops an integration one of whose settings it cannot convert (a duration of '1e3', a boolean of
@@ -220,7 +227,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
             // waiting for its answer would be taken for a lost launch and reconciled under it.
             if (integration.RequestTimeout < TimeSpan.FromMilliseconds(10) || integration.RequestTimeout > TimeSpan.FromDays(1)
-                || integration.RequestTimeout >= options.Launch.InFlightTimeout)
+                || (integration.RequestTimeout >= options.Launch.InFlightTimeout && !ReadAsDays("Handoff:Launch:InFlightTimeout")))
             {
                 errors.Add($"{key}:RequestTimeout must be at least 10 ms, at most one day, and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
             }
@@ -236,13 +243,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             }
         }
 
-        // A bare number was read as days: the other rules' complaints about that setting (its bounds, or another setting
-        // compared with it, say "RetryMaxDelay must be at least RetryBaseDelay") follow from that reading alone and would
-        // send the reader after a setting that is fine. The bare number's own message stands for them.
-        var bareNumbers = DurationsWithoutColon().ToList();
-        // Only one read as days drags others along: one that could not be converted at all ("1e3") is named by the binder's
-        // own message, kept.
-        errors.RemoveAll(error => bareNumbers.Any(bare => bare.ReadAsDays && NamesSetting(error, bare.Key)));
+        // A setting read as days has its own bounds' error replaced by the bare number's message. Only an error whose
+        // subject it is: another setting's error that merely names it (its own bounds broken) is kept.
+        errors.RemoveAll(error => bareNumbers.Any(bare => bare.ReadAsDays && IsAbout(error, bare.Key)));
         errors.AddRange(bareNumbers.Select(bare => bare.Message));
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
@@ -275,20 +278,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         select (setting.Key, $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.",
             TimeSpan.TryParse(setting.Value, System.Globalization.CultureInfo.InvariantCulture, out _));
 
-    /// <summary>Whether a message names the setting (its whole key, in any letter case, not a longer key that starts with it).</summary>
-    private static bool NamesSetting(string message, string key)
-    {
-        for (var at = message.IndexOf(key, StringComparison.OrdinalIgnoreCase); at >= 0; at = message.IndexOf(key, at + 1, StringComparison.OrdinalIgnoreCase))
-        {
-            var end = at + key.Length;
-            if (end == message.Length || !char.IsLetterOrDigit(message[end]))
-            {
-                return true;
-            }
-        }
-
-        return false;
-    }
+    /// <summary>Whether a message is about the setting: it opens with its whole key (in any letter case, not a longer key that starts with it).</summary>
+    private static bool IsAbout(string message, string key) =>
+        message.StartsWith(key, StringComparison.OrdinalIgnoreCase) && (message.Length == key.Length || !char.IsLetterOrDigit(message[key.Length]));
 
     private static readonly HashSet<string> DurationSettings = new(
         new[] { typeof(HandoffOptions), typeof(IntegrationOptions), typeof(DaprOptions), typeof(LaunchOptions), typeof(EmbeddedOptions), typeof(RateLimitOptions) }

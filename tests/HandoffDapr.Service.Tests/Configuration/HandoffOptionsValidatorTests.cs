@@ -99,6 +99,18 @@ public sealed class HandoffOptionsValidatorTests
     }
 
     [Theory]
+    [InlineData("Handoff:Launch:InFlightTimeout", "120", "Handoff:Integrations:42:RequestTimeout", "00:00:00.001", "Handoff:Integrations:42:RequestTimeout must be at least 10 ms")]
+    [InlineData("Handoff:Launch:RetryBaseDelay", "30", "Handoff:Launch:RetryMaxDelay", "45.00:00:00", "Handoff:Launch:RetryMaxDelay must be at least Handoff:Launch:RetryBaseDelay and at most 30 days")]
+    public void A_bare_number_does_not_hide_another_settings_own_error_that_names_it(string bareKey, string bare, string key, string value, string expected)
+    {
+        // The other setting is wrong by its own bounds whatever the bare one is read as: its error is no consequence of
+        // the reading as days, and hidden it is found only at the next start.
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [bareKey] = bare, [key] = value });
+
+        Assert.Contains(failures, failure => failure.StartsWith(expected, StringComparison.Ordinal));
+    }
+
+    [Theory]
     [InlineData("Handoff:Embedded:ProviderCallGrace", "0")]
     [InlineData("Handoff:Launch:AgentMaxAge", "1.00:00:00")]
     [InlineData("Handoff:Launch:PollInterval", "00:00:30")]
