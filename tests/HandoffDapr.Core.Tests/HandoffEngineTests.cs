@@ -1153,6 +1153,23 @@ public sealed class HandoffEngineTests
         Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
     }
 
+    [Fact]
+    public async Task A_state_stored_with_instructions_on_ended_launches_loses_them_at_the_next_change_of_a_launch()
+    {
+        // An earlier release kept every launch's instruction: its runs are read with them. Dropped only from the launch a
+        // change touched, the others kept theirs for good, so a run stored near daprd's 8 MiB per save stayed there (or,
+        // past it, refused every save) whatever was launched next.
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var stored = writer.Saved.Last();
+        stored = stored with { Launches = stored.Launches.Select(launch => launch with { Instruction = "Use the pool's timeout." }).ToList() };
+
+        await engine.TriggerAndFinishAsync(1, stored, Trigger("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(3, state.Launches.Count);
+        Assert.All(state.Launches, launch => Assert.Null(launch.Instruction));
+    }
+
     [Theory]
     [InlineData("cursor_background_agent", CompletionStatus.HandedOff, 1)]
     [InlineData("CURSOR_BACKGROUND_AGENT", CompletionStatus.HandedOff, 1)]

@@ -110,16 +110,14 @@ public sealed record RunHandoffState(
     /// Replaces the launch of the same repository, integration and generation, or appends a new generation. A launch
     /// launched or failed keeps no instruction: it is read only to build the prompt of a launch still to be sent, and a
     /// person's relaunch of a failed one takes the new trigger's. Kept, it was most of the state of a run relaunched often
-    /// (4096 characters per generation, up to six bytes each as stored).
+    /// (4096 characters per generation, up to six bytes each as stored). The other launches lose theirs here too: a run
+    /// stored by an earlier release, which kept them all, would otherwise keep them for good (and one stored near daprd's
+    /// limit per save would stay there, or past it refuse every save, whatever was launched next).
     /// </summary>
     internal RunHandoffState WithLaunch(RepositoryLaunch updated)
     {
-        if (!updated.IsAwaitingWork && updated.Instruction is not null)
-        {
-            updated = updated with { Instruction = null };
-        }
-
-        var launches = Launches.ToList();
+        updated = WithoutEndedInstruction(updated);
+        var launches = Launches.Select(WithoutEndedInstruction).ToList();
         var index = launches.FindIndex(launch => launch.IntegrationId == updated.IntegrationId && launch.Generation == updated.Generation
             && string.Equals(launch.Repository, updated.Repository, StringComparison.OrdinalIgnoreCase));
         if (index >= 0)
@@ -133,6 +131,9 @@ public sealed record RunHandoffState(
 
         return this with { Launches = launches };
     }
+
+    private static RepositoryLaunch WithoutEndedInstruction(RepositoryLaunch launch) =>
+        !launch.IsAwaitingWork && launch.Instruction is not null ? launch with { Instruction = null } : launch;
 
     internal RunHandoffState WithAgent(CodingAgentState agent)
     {
