@@ -68,8 +68,8 @@ public sealed class LocalRecentRunsTests
     [Fact]
     public async Task A_remembered_run_keeps_its_launches_for_the_view_but_not_their_instructions_alive()
     {
-        // A launch keeps the person's instruction (up to 4096 characters) for its retries; the view leaves it out. Kept in
-        // the table, 625 runs of 50 launches (10 generations each since the cap) held 250 MB of them, read back from the
+        // A launch still to be sent keeps the person's instruction (up to 4096 characters) for its retries; the view leaves
+        // it out. Kept in the table, 625 runs of 50 such launches (a provider down) held 250 MB of them, read back from the
         // store as a string per launch, for as long as the replica runs: half the pod's 512 MiB.
         var recent = new LocalRecentRuns();
         var instructions = RememberRunsWithInstructions(recent, count: 8);
