@@ -1117,7 +1117,8 @@ public sealed class HandoffEngineTests
     {
         // A launch's instruction is read only to build its prompt, while it is still to be sent; once launched or failed,
         // a relaunch takes the new trigger's. Kept in every ended generation (4096 characters, escaped as \u00e9 six bytes
-        // each), 50 repositories at the cap made a 15 MB state: past daprd's 8 MiB, so the run could no longer be saved.
+        // each), 50 repositories at the cap made a 12.7 MB state (500 × 4096 × 6 bytes of instructions): past daprd's
+        // 8 MiB, so the run could no longer be saved.
         var repositories = Enumerable.Range(1, 50).Select(i => $"acme/repo{i}").ToArray();
         var instruction = new string('é', 4096);
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
