@@ -88,17 +88,24 @@ public static partial class HandoffEndpoints
     }
 
     public static async Task<IResult> GetAsync(
-        string runId, string? group_id, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
+        string runId, string[]? group_id, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
         if (!RunIds.TryParse(runId, out var id))
         {
             return Problems.InvalidRequest("The run id must be a positive whole number.");
         }
 
+        // Bound as an array, as limit is: bound as one string, a repeated group_id arrives joined ("456,999") and would
+        // be told it is not a whole number.
         long? groupId = null;
-        if (group_id is not null)
+        if (group_id is { Length: > 1 })
         {
-            if (!RunIds.TryParse(group_id, out var parsedGroup))
+            return Problems.RepeatedQueryParameter("group_id");
+        }
+
+        if (group_id is [var group])
+        {
+            if (!RunIds.TryParse(group, out var parsedGroup))
             {
                 return Problems.InvalidRequest("group_id must be a positive whole number.");
             }
@@ -131,7 +138,12 @@ public static partial class HandoffEndpoints
     {
         // Bound as text and parsed here: the framework's own int binding would answer a bad value with an exception.
         var count = 50L;
-        if (limit is { Length: > 0 } && (limit.Length > 1 || !RunIds.TryParseDigits(limit[0], out count) || count is < 1 or > 200))
+        if (limit is { Length: > 1 })
+        {
+            return Problems.RepeatedQueryParameter("limit");
+        }
+
+        if (limit is [var text] && (!RunIds.TryParseDigits(text, out count) || count is < 1 or > 200))
         {
             return Problems.InvalidRequest("limit must be one whole number between 1 and 200.");
         }

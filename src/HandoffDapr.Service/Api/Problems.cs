@@ -34,6 +34,10 @@ public static class Problems
     public static ProblemHttpResult InvalidRequest(string detail) =>
         Problem(StatusCodes.Status400BadRequest, "invalid-request", "Invalid request", detail);
 
+    /// <summary>A query parameter named twice (<c>?group_id=1&amp;group_id=2</c>): which value is meant would be a guess.</summary>
+    public static ProblemHttpResult RepeatedQueryParameter(string name) =>
+        InvalidRequest($"{name} must be given once.");
+
     public static ProblemHttpResult BodyTooSlow() =>
         Problem(StatusCodes.Status408RequestTimeout, "body-too-slow", "Request body too slow", "The body did not arrive in time. Send it again.");
 

@@ -41,7 +41,7 @@ public static partial class WebhookEndpoints
     }
 
     public static async Task<Results<NoContent, ProblemHttpResult, RetryAfterResult>> ReceiveCursorAsync(
-        string integrationId, string? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, CancellationToken cancellationToken)
+        string integrationId, [Microsoft.AspNetCore.Mvc.FromQuery] string[]? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
         // Cursor's route, read with Cursor's statuses: another provider's integration (GitHub sends no webhooks) is not
@@ -89,7 +89,10 @@ public static partial class WebhookEndpoints
         // A report that names a repository, GitHub's or not, goes to the run: one about its agent naming another than the
         // launch's is logged (AgentReportOfAnotherRepository) and counted (other_repository), whatever host it names.
         // The run is read first, so a report ignored for another reason is still logged with the run it was about.
-        var runNamed = RunIds.TryParse(run_id, out var runId);
+        // Bound as an array: bound as one string, a repeated run_id arrives joined ("5,5") and was told apart from a
+        // missing one by nothing. Either way the report is ignored (no usable run_id), but the line says which.
+        var runIdRepeated = run_id is { Length: > 1 };
+        var runNamed = RunIds.TryParse(run_id is [var only] ? only : null, out var runId);
         if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
             LogIgnored(services.Logger, runNamed ? runId : null, change.Agent.Id, "no source repository");
@@ -99,7 +102,7 @@ public static partial class WebhookEndpoints
 
         if (!runNamed)
         {
-            LogIgnored(services.Logger, null, change.Agent.Id, "no run id on the webhook URL");
+            LogIgnored(services.Logger, null, change.Agent.Id, runIdRepeated ? "run_id given more than once on the webhook URL" : "no run id on the webhook URL");
             CountWebhook(change.Agent.Status, NoRunIdOutcome);
             return TypedResults.NoContent();
         }

@@ -128,6 +128,20 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("/runs/1/handoff?group_id=456&group_id=999", "group_id")]
+    [InlineData("/runs/1/handoff?group_id=456&group_id=456", "group_id")]
+    [InlineData("/runs?limit=5&limit=6", "limit")]
+    public async Task Query_parameter_given_twice_is_a_400_problem_saying_so(string pathAndQuery, string name)
+    {
+        // The two values were read joined ("456,999") and answered "group_id must be a positive whole number".
+        var response = await service.Client.GetAsync(pathAndQuery);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        Assert.Equal($"{name} must be given once.", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
+    }
+
+    [Theory]
     [InlineData("/runs?limit=5%00")]
     [InlineData("/runs?limit=5%00%00%00")]
     [InlineData("/runs/1/handoff?group_id=456%00")]

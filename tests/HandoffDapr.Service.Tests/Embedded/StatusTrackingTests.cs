@@ -523,6 +523,23 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Contains(line.StructuredState!, field => field.Key == "RunId" && field.Value == "440");
     }
 
+    /// <summary>
+    /// A run_id given twice was read joined ("441,441") and logged as "no run id on the webhook URL", sending the
+    /// operator to look for a URL that lost its run id rather than one that names it twice.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_whose_url_names_run_id_twice_is_ignored_and_logged_as_such()
+    {
+        var agentId = await Launch(441);
+
+        var response = await PostWebhook(441, StatusChange(agentId, "FINISHED"), WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(StatusChange(agentId, "FINISHED"))), query: "?run_id=441&run_id=441");
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("pending", (await Agent(441, agentId))["status"]!.GetValue<string>());
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Message.Contains(agentId, StringComparison.Ordinal) && entry.Message.Contains("ignored", StringComparison.Ordinal));
+        Assert.Contains(line.StructuredState!, field => field.Key == "Reason" && field.Value == "run_id given more than once on the webhook URL");
+    }
+
     private async Task<string> Launch(long runId, string repository = "acme/shop")
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, [repository], automation: false)));
@@ -547,9 +564,9 @@ public sealed class StatusTrackingTests : IDisposable
     private Task<HttpResponseMessage> SignedWebhook(long runId, string body) =>
         PostWebhook(runId, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
 
-    private Task<HttpResponseMessage> PostWebhook(long runId, string body, string? signature, long integrationId = 42)
+    private Task<HttpResponseMessage> PostWebhook(long runId, string body, string? signature, long integrationId = 42, string? query = null)
     {
-        var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/{integrationId}?run_id={runId}")
+        var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/{integrationId}{query ?? $"?run_id={runId}"}")
         {
             Content = new StringContent(body, Encoding.UTF8, "application/json"),
         };
