@@ -95,14 +95,22 @@ public static partial class WebhookEndpoints
         var runNamed = RunIds.TryParse(run_id is [var only] ? only : null, out var runId);
         if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
-            LogIgnored(services.Logger, runNamed ? runId : null, change.Agent.Id, "no source repository");
+            if (runNamed)
+            {
+                LogIgnored(services.Logger, runId, change.Agent.Id, "no source repository");
+            }
+            else
+            {
+                LogIgnoredWithoutRun(services.Logger, change.Agent.Id, "no source repository, and no run id on the webhook URL");
+            }
+
             CountWebhook(change.Agent.Status, NoRepositoryOutcome);
             return TypedResults.NoContent();
         }
 
         if (!runNamed)
         {
-            LogIgnored(services.Logger, null, change.Agent.Id, runIdRepeated ? "run_id given more than once on the webhook URL" : "no run id on the webhook URL");
+            LogIgnoredWithoutRun(services.Logger, change.Agent.Id, runIdRepeated ? "run_id given more than once on the webhook URL" : "no run id on the webhook URL");
             CountWebhook(change.Agent.Status, NoRunIdOutcome);
             return TypedResults.NoContent();
         }
@@ -150,7 +158,14 @@ public static partial class WebhookEndpoints
     [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);
 
-    /// <summary>With the run when the webhook URL names one: every line about a run carries its RunId (docs/runbook.md).</summary>
+    /// <summary>With the run the webhook URL names: every line about a run carries its RunId (docs/runbook.md).</summary>
     [LoggerMessage(EventId = 5202, EventName = "WebhookIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} of run {RunId} ignored: {Reason}")]
-    private static partial void LogIgnored(ILogger logger, long? runId, string agentId, string reason);
+    private static partial void LogIgnored(ILogger logger, long runId, string agentId, string reason);
+
+    /// <summary>
+    /// A report on a URL naming no usable run: a line of its own, without a RunId, rather than the line above with a null
+    /// one ("of run (null)").
+    /// </summary>
+    [LoggerMessage(EventId = 5204, EventName = "WebhookWithoutRunIgnored", Level = LogLevel.Information, Message = "Webhook for agent {AgentId} ignored: {Reason}")]
+    private static partial void LogIgnoredWithoutRun(ILogger logger, string agentId, string reason);
 }

@@ -524,6 +524,32 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     /// <summary>
+    /// A report on a URL without run_id was logged "Webhook for agent bc-… of run (null) ignored: no run id on the webhook
+    /// URL". It has a line of its own, without a RunId (the other lines keep theirs, a number).
+    /// </summary>
+    [Theory]
+    [InlineData(true, "no run id on the webhook URL")]
+    [InlineData(false, "no source repository, and no run id on the webhook URL")]
+    public async Task Webhook_ignored_for_want_of_a_run_id_is_logged_without_a_null_run(bool withRepository, string reason)
+    {
+        var agentId = await Launch(442);
+        var json = JsonNode.Parse(StatusChange(agentId, "FINISHED"))!.AsObject();
+        if (!withRepository)
+        {
+            json.Remove("source");
+        }
+
+        var body = json.ToJsonString();
+        var response = await PostWebhook(442, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)), query: "");
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name is "WebhookIgnored" or "WebhookWithoutRunIgnored");
+        Assert.Equal("WebhookWithoutRunIgnored", line.Id.Name);
+        Assert.Equal($"Webhook for agent {agentId} ignored: {reason}", line.Message);
+        Assert.DoesNotContain(line.StructuredState!, field => field.Key == "RunId");
+    }
+
+    /// <summary>
     /// A run_id given twice was read joined ("441,441") and logged as "no run id on the webhook URL", sending the
     /// operator to look for a URL that lost its run id rather than one that names it twice.
     /// </summary>
