@@ -156,7 +156,7 @@ public static partial class HandoffEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             LogRecentRunsUnavailable(logger, exception);
-            return Problems.Unavailable();
+            return Problems.RecentRunsUnavailable();
         }
 
         return TypedResults.Ok<IReadOnlyList<RunHandoffView>>(runs.Select(RunHandoffView.From).ToList());

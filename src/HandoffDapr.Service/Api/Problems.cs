@@ -136,6 +136,13 @@ public static class Problems
             });
 
     /// <summary>
+    /// <c>GET /runs</c>'s store could not be read: about the list, not "the run's state" (the request names no run). The
+    /// status page shows it after "Could not load runs (HTTP 503: ".
+    /// </summary>
+    public static ProblemHttpResult RecentRunsUnavailable() =>
+        Problem(StatusCodes.Status503ServiceUnavailable, UnavailableSlug, UnavailableTitle, "The list of recent runs could not be read. Try again shortly.");
+
+    /// <summary>
     /// The answer to a request that arrives once shutdown is over, as bytes: the services that write a problem may be
     /// gone by then (see <see cref="Hosting.RequestDrain.TryEnterRequest"/>).
     /// </summary>

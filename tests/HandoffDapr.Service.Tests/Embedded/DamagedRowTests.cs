@@ -161,6 +161,26 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(state, StoredState(path, 5));
     }
 
+    /// <summary>
+    /// The recent-runs list out of reach answered 503 "The run's state could not be reached", of one run, to a request
+    /// that named none (seen with the runs table renamed away): the detail now speaks of the list.
+    /// </summary>
+    [Fact]
+    public async Task Recent_runs_list_that_cannot_be_read_is_a_503_about_the_list()
+    {
+        var logs = new FakeLogCollector();
+        var path = temp.File("unlisted.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url) { Logs = logs };
+        var client = factory.CreateClient();
+        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+
+        var response = await client.GetAsync("/runs");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal("The list of recent runs could not be read. Try again shortly.", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
+        Assert.Contains(logs.GetSnapshot(), entry => entry.Id.Name == "RecentRunsUnavailable");
+    }
+
     private static int WakeFailures(FakeLogCollector logs) => logs.GetSnapshot().Count(entry => entry.Id.Name == "WakeFailed");
 
     private string CreateFile(string name, string sql, string? state = null)

@@ -35,11 +35,11 @@ public sealed class StatusPageRefreshTests : IDisposable
     {
         using var runs = new RunsStandIn(call => call == 1
             ? Answer.Json(RunsJson)
-            : new Answer(503, """{"status":503,"detail":"The run's state could not be reached. Try again shortly."}""", "application/problem+json", null));
+            : new Answer(503, """{"status":503,"detail":"The list of recent runs could not be read. Try again shortly."}""", "application/problem+json", null));
 
         var dom = await RunChromium($"--dump-dom {runs.Address}ui/index.html", budgetMs: 7000);
 
-        Assert.Contains("Could not load runs (HTTP 503", dom);
+        Assert.Contains("Could not load runs (HTTP 503: The list of recent runs could not be read. Try again shortly).", dom);
         // The rows stay (a passing failure should not blank the page) but do not read as current.
         Assert.Contains("acme/privaterepo", dom);
         Assert.DoesNotContain(">Updated ", dom);
