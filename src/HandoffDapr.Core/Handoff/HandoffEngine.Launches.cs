@@ -430,7 +430,15 @@ public sealed partial class HandoffEngine
                 var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
                 state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
-                counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                if (phase == LaunchPhase.OutcomeUnknown)
+                {
+                    counted.Log(() => LogOutcomeUnknownRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                }
+                else
+                {
+                    counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                }
+
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
                 counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
                 continue;

@@ -41,10 +41,15 @@ public sealed class ShutdownGraceTests : IDisposable
         Assert.Equal(Core.Handoff.LaunchPhase.Launched, launch.Phase);
     }
 
+    /// <summary>
+    /// Its log line read "launch for acme/slow failed (provider_unavailable) after 1 attempt(s); retry at …", while the
+    /// launch is stored outcome_unknown and looked for first: the line now says that, with the same time.
+    /// </summary>
     [Fact]
     public async Task Scheduled_launch_still_unanswered_when_the_grace_ends_is_recorded_unknown_to_reconcile()
     {
-        using var factory = new EmbeddedServiceFactory(temp.File("cut.db"), cursor.Url, time);
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("cut.db"), cursor.Url, time) { Logs = logs };
         using var client = factory.CreateClient();
         using var held = cursor.Hold("acme/slow");
         await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(601, ["acme/slow"]));
@@ -59,6 +64,10 @@ public sealed class ShutdownGraceTests : IDisposable
 
         var launch = Assert.Single((await Stored(factory, 601)).Launches);
         Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, launch.Phase);
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffOutcomeUnknown" && record.Message.Contains("Run 601", StringComparison.Ordinal));
+        Assert.Equal(
+            $"Run 601: launch for acme/slow has an unknown outcome ({launch.FailureType}) after {launch.Attempts} attempt(s): an agent it may have made is looked for at the provider before any new attempt, at {launch.NextAttemptAt:O}",
+            line.Message);
     }
 
     /// <summary>
@@ -119,7 +128,7 @@ public sealed class ShutdownGraceTests : IDisposable
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
         await Until(() => drain.IsDraining);
         time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1)); // the grace is over, the drain's limit (grace + 5 s) not yet
-        await Until(() => logs.GetSnapshot().Any(record => record.Id.Name == "HandoffRetryScheduled" && record.Message.Contains("Run 602")));
+        await Until(() => logs.GetSnapshot().Any(record => record.Id.Name == "HandoffOutcomeUnknown" && record.Message.Contains("Run 602")));
         // The wake-up ends right after recording: give it time to say how it ended.
         var settled = DateTime.UtcNow.AddSeconds(3);
         while (DateTime.UtcNow < settled && !logs.GetSnapshot().Any(record => record.Level >= LogLevel.Error))
