@@ -137,21 +137,35 @@ public static class OpenApiDescription
 
     /// <summary>
     /// What <see cref="Core.Providers.Cursor.CursorWebhook.TryParse"/> reads: a <c>statusChange</c> (or unnamed) event
-    /// without a valid agent id or a status is a 400; another event is answered 204 and ignored.
+    /// without a valid agent id or a status is a 400; another event is answered 204 and ignored, whatever else it carries.
+    /// So the id and status (and the id's shape) are required only of a statusChange: one branch of a <c>oneOf</c> each,
+    /// told apart by <c>event</c> (an OpenAPI discriminator cannot name "any other value" or an absent one).
     /// </summary>
     private static OpenApiSchema CursorWebhookEvent()
     {
         static OpenApiSchema Text(string? description = null) => new() { Type = JsonSchemaType.String, Description = description };
         static OpenApiSchema Object(params (string Name, OpenApiSchema Schema)[] properties) =>
             new() { Type = JsonSchemaType.Object, Properties = properties.ToDictionary(p => p.Name, p => (IOpenApiSchema)p.Schema) };
+        OpenApiSchema StatusChangeName() => new() { Type = JsonSchemaType.String, Enum = [JsonValue.Create(Core.Providers.Cursor.CursorWebhook.StatusChangeEvent)] };
         var schema = Object(
-            ("event", Text("statusChange; any other event is answered 204 and ignored.")),
-            ("id", new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = "The agent's id." }),
-            ("status", Text("CREATING, RUNNING, FINISHED, ERROR, EXPIRED or STOPPED.")),
+            ("event", Text("statusChange (the default when absent); any other event is answered 204 and ignored.")),
+            ("id", Text("The agent's id: required in a statusChange.")),
+            ("status", Text("CREATING, RUNNING, FINISHED, ERROR, EXPIRED or STOPPED: required in a statusChange.")),
             ("summary", Text()),
             ("source", Object(("repository", Text("The agent's repository, github.com/{owner}/{name}: a report about another than the launch's is not applied.")))),
             ("target", Object(("url", Text()), ("branchName", Text()), ("prUrl", Text()))));
-        schema.Required = new HashSet<string> { "id", "status" };
+        var statusChange = Object(
+            ("event", StatusChangeName()),
+            ("id", new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = "The agent's id." }),
+            ("status", Text()));
+        statusChange.Title = "statusChange";
+        statusChange.Description = "A status report (event statusChange, or no event): the agent's id and its status are required.";
+        statusChange.Required = new HashSet<string> { "id", "status" };
+        var otherEvent = Object(("event", new OpenApiSchema { Type = JsonSchemaType.String, Not = StatusChangeName() }));
+        otherEvent.Title = "otherEvent";
+        otherEvent.Description = "Any other event: answered 204 and ignored, nothing else required.";
+        otherEvent.Required = new HashSet<string> { "event" };
+        schema.OneOf = [statusChange, otherEvent];
         return schema;
     }
 

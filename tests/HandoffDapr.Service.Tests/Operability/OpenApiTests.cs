@@ -344,12 +344,76 @@ public sealed class OpenApiTests : IDisposable
         Assert.True(body is not null, "the webhook declares no request body");
         Assert.True(body!["required"]?.GetValue<bool>() == true);
         var schema = body["content"]!["application/json"]!["schema"]!;
-        Assert.Equal(["id", "status"], schema["required"]!.AsArray().Select(r => r!.GetValue<string>()).Order());
-        Assert.Equal(128, schema["properties"]!["id"]!["maxLength"]!.GetValue<int>());
+        // Required of a statusChange only: another event is answered 204 without them.
+        var statusChange = Assert.Single(schema["oneOf"]!.AsArray(), branch => branch!["title"]?.GetValue<string>() == "statusChange")!;
+        Assert.Equal(["id", "status"], statusChange["required"]!.AsArray().Select(r => r!.GetValue<string>()).Order());
+        Assert.Equal(128, statusChange["properties"]!["id"]!["maxLength"]!.GetValue<int>());
         foreach (var property in new[] { "event", "summary", "source", "target" })
         {
             Assert.True(schema["properties"]![property] is not null, property);
         }
+    }
+
+    /// <summary>
+    /// Only a <c>statusChange</c> (or unnamed) event needs an agent id and a status; another event is answered 204 and
+    /// ignored, whatever else it carries. The document required <c>id</c> and <c>status</c> (and the id's shape) of every
+    /// body, so a client generated from it (a relay, a replay tool) refused to pass on the events the service accepts.
+    /// Each body is sent, signed, to the service and checked against the document's schema: what is answered 204 fits it,
+    /// what is answered 400 does not.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_webhook_body_schema_accepts_the_other_events_the_service_accepts_and_refuses_what_it_refuses()
+    {
+        const string secret = "openapi-webhook-secret-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-webhook-events.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret })
+            .WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var document = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!;
+        var schema = document["paths"]!["/webhooks/cursor/{integrationId}"]!["post"]!["requestBody"]!["content"]!["application/json"]!["schema"]!;
+
+        async Task<HttpStatusCode> Send(string body)
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(body);
+            var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
+            request.Content.Headers.ContentType = new("application/json");
+            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
+            return (await client.SendAsync(request)).StatusCode;
+        }
+
+        var problems = new List<string>();
+        foreach (var body in new[]
+        {
+            """{"event":"agentCreated"}""",
+            """{"event":"agentDeleted","summary":"gone","source":{"repository":"github.com/acme/ok"}}""",
+            """{"event":"somethingNew","id":"not an agent id","status":"WHATEVER"}""",
+            """{"event":"statusChange","id":"bc-1","status":"FINISHED","source":{"repository":"github.com/acme/ok"}}""",
+            """{"id":"bc-1","status":"RUNNING","source":{"repository":"github.com/acme/ok"}}""",
+        })
+        {
+            Assert.Equal(HttpStatusCode.NoContent, await Send(body));
+            var errors = new List<string>();
+            Conform(JsonNode.Parse(body), schema, document["components"]!["schemas"]!, body, errors, "CursorWebhookEvent", request: true);
+            problems.AddRange(errors);
+        }
+
+        foreach (var body in new[]
+        {
+            """{"event":"statusChange","status":"FINISHED"}""",
+            """{"event":"statusChange","id":"bc-1"}""",
+            """{"event":"statusChange","id":"not an agent id","status":"FINISHED"}""",
+            """{"status":"FINISHED"}""",
+        })
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, await Send(body));
+            var errors = new List<string>();
+            Conform(JsonNode.Parse(body), schema, document["components"]!["schemas"]!, body, errors, "CursorWebhookEvent", request: true);
+            if (errors.Count == 0)
+            {
+                problems.Add($"{body}: answered 400, but fits the document's schema");
+            }
+        }
+
+        Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems.Distinct()));
     }
 
     /// <summary>
@@ -398,29 +462,53 @@ public sealed class OpenApiTests : IDisposable
     /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
     private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
 
-    private static void Conform(JsonNode? value, JsonNode schema, JsonNode components, string where, List<string> problems, string? name = null)
+    /// <summary>
+    /// Checks <paramref name="value"/> against <paramref name="schema"/>. An answer (<paramref name="request"/> false) must
+    /// carry every property declared; a request may leave optional ones out. A <c>oneOf</c> beside other keywords is
+    /// checked with them, its branches as added constraints (<paramref name="branch"/>: a property a branch does not name
+    /// is not undeclared, the schema around it declares it).
+    /// </summary>
+    private static void Conform(JsonNode? value, JsonNode schema, JsonNode components, string where, List<string> problems, string? name = null, bool request = false, bool branch = false)
     {
         if (schema["$ref"]?.GetValue<string>() is { } reference)
         {
             var component = reference[(reference.LastIndexOf('/') + 1)..];
-            Conform(value, components[component]!, components, where, problems, component);
+            Conform(value, components[component]!, components, where, problems, component, request);
             return;
         }
 
         if (schema["oneOf"] is JsonArray choices)
         {
+            var alongside = schema["type"] is not null || schema["properties"] is not null;
             var fits = choices.Select(choice =>
             {
                 var errors = new List<string>();
-                Conform(value, choice!, components, where, errors, name);
+                Conform(value, choice!, components, where, errors, name, request, branch: alongside);
                 return errors;
             }).ToList();
             if (fits.All(errors => errors.Count > 0))
             {
                 problems.AddRange(fits.OrderBy(errors => errors.Count).First());
             }
+            else if (fits.Count(errors => errors.Count == 0) > 1)
+            {
+                problems.Add($"{where}: {name} fits more than one of oneOf");
+            }
 
-            return;
+            if (!alongside)
+            {
+                return;
+            }
+        }
+
+        if (schema["not"] is { } excluded)
+        {
+            var errors = new List<string>();
+            Conform(value, excluded, components, where, errors, name, request, branch: true);
+            if (errors.Count == 0)
+            {
+                problems.Add($"{where}: {name} {value?.ToJsonString()} fits what it must not: {excluded.ToJsonString()}");
+            }
         }
 
         var kind = value switch
@@ -455,6 +543,26 @@ public sealed class OpenApiTests : IDisposable
             problems.Add($"{where}: {name} {value} is not an RFC 3339 date-time");
         }
 
+        if (kind == "string")
+        {
+            var text = value!.GetValue<string>();
+            var length = text.EnumerateRunes().Count();
+            if (schema["minLength"]?.GetValue<int>() is { } min && length < min)
+            {
+                problems.Add($"{where}: {name} is shorter than {min}");
+            }
+
+            if (schema["maxLength"]?.GetValue<int>() is { } max && length > max)
+            {
+                problems.Add($"{where}: {name} is longer than {max}");
+            }
+
+            if (schema["pattern"]?.GetValue<string>() is { } pattern && !System.Text.RegularExpressions.Regex.IsMatch(text, pattern))
+            {
+                problems.Add($"{where}: {name} {value.ToJsonString()} does not match {pattern}");
+            }
+        }
+
         if (value is JsonObject obj)
         {
             var properties = schema["properties"]?.AsObject();
@@ -464,7 +572,7 @@ public sealed class OpenApiTests : IDisposable
                 problems.Add($"{where}: {name}.{missing} is required but not sent");
             }
 
-            foreach (var optional in properties?.Select(p => p.Key).Where(p => !required.Contains(p) && !OptionalResponseProperties.Contains($"{name}.{p}")) ?? [])
+            foreach (var optional in properties?.Select(p => p.Key).Where(p => !request && !required.Contains(p) && !OptionalResponseProperties.Contains($"{name}.{p}")) ?? [])
             {
                 problems.Add($"{where}: {name}.{optional} is declared optional, but the API writes every property it has");
             }
@@ -473,13 +581,13 @@ public sealed class OpenApiTests : IDisposable
             {
                 if (properties?[property] is { } declared)
                 {
-                    Conform(inner, declared, components, where, problems, $"{name}.{property}");
+                    Conform(inner, declared, components, where, problems, $"{name}.{property}", request);
                 }
                 else if (schema["additionalProperties"] is JsonObject additional)
                 {
-                    Conform(inner, additional, components, where, problems, $"{name}[{property}]");
+                    Conform(inner, additional, components, where, problems, $"{name}[{property}]", request);
                 }
-                else
+                else if (!branch)
                 {
                     problems.Add($"{where}: {name}.{property} is sent but not declared");
                 }
@@ -489,7 +597,7 @@ public sealed class OpenApiTests : IDisposable
         {
             foreach (var item in array)
             {
-                Conform(item, items, components, where, problems, $"{name}[]");
+                Conform(item, items, components, where, problems, $"{name}[]", request);
             }
         }
     }
