@@ -385,8 +385,12 @@ public static partial class CompletionEventEndpoints
     [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; {Answer}")]
     private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception exception);
 
-    [LoggerMessage(EventId = 5104, EventName = "CompletionEventHandedOff", Level = LogLevel.Information, Message = "Run {RunId} handed off automatically: {Successes} agent(s), {Failures} failure(s), {Retries} launch(es) still to make (saved as due, or to be retried)")]
-    private static partial void LogEventHandedOff(ILogger logger, long runId, int successes, int failures, int retries);
+    /// <summary>
+    /// <c>PendingLaunches</c> is every launch not yet done (the result's <see cref="Core.Model.HandoffResult.Retries"/>):
+    /// saved as due, in flight, or to be retried after a failure; not only retries.
+    /// </summary>
+    [LoggerMessage(EventId = 5104, EventName = "CompletionEventHandedOff", Level = LogLevel.Information, Message = "Run {RunId} handed off automatically: {Successes} agent(s), {Failures} failure(s), {PendingLaunches} launch(es) under way or still to make (saved as due, in flight, or to be retried)")]
+    private static partial void LogEventHandedOff(ILogger logger, long runId, int successes, int failures, int pendingLaunches);
 
     [LoggerMessage(EventId = 5105, EventName = "CompletionEventStored", Level = LogLevel.Information, Message = "Run {RunId} snapshot stored; no automatic handoff ({Reason})")]
     private static partial void LogEventStored(ILogger logger, long runId, string reason);

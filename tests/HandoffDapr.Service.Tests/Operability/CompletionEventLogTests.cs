@@ -46,7 +46,21 @@ public sealed class CompletionEventLogTests : IDisposable
 
         var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventHandedOff");
         Assert.DoesNotContain("retry(ies) scheduled", record.Message);
-        Assert.Contains("launch(es) still to make", record.Message);
+        Assert.Contains("2 launch(es) under way or still to make", record.Message);
+    }
+
+    [Fact]
+    public async Task Handed_off_event_names_its_count_of_launches_not_yet_done_for_what_it_counts()
+    {
+        // The field was still named Retries though it counts every launch not yet done: saved as due, in flight, or to be
+        // retried; a query on Retries read launches that had never failed as retries.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(74, ["acme/shop", "acme/web"]))).StatusCode);
+
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventHandedOff");
+        var fields = record.StructuredState!.ToDictionary(field => field.Key, field => field.Value);
+        Assert.False(fields.ContainsKey("Retries"), "the count is still named Retries");
+        Assert.Equal("2", fields["PendingLaunches"]);
+        Assert.Contains("launch(es) under way or still to make", record.Message);
     }
 
     [Fact]
