@@ -5,6 +5,7 @@ using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Repositories;
 using HandoffDapr.Core.Serialization;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -19,8 +20,11 @@ public sealed class HandoffEngineTests
     private readonly RecordingWriter writer = new();
     private readonly HandoffEngine engine;
 
-    public HandoffEngineTests() => engine = new HandoffEngine(
-        new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+    public HandoffEngineTests() => engine = LoggingTo(NullLogger<HandoffEngine>.Instance);
+
+    /// <summary>The test's engine (integration 42, default options, the fake clock), writing its log lines to <paramref name="logger"/>.</summary>
+    private HandoffEngine LoggingTo(ILogger<HandoffEngine> logger) =>
+        new(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
 
     [Fact]
     public async Task Intent_is_saved_in_flight_before_the_provider_is_called()
@@ -527,7 +531,7 @@ public sealed class HandoffEngineTests
     public async Task A_round_whose_save_fails_and_is_decided_again_logs_each_launch_once()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         // One of the two launches is refused for now, the other launched.
         provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
@@ -547,7 +551,7 @@ public sealed class HandoffEngineTests
     public async Task A_round_whose_answers_are_recorded_again_after_they_were_saved_logs_no_late_answer()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
         var holding = new HoldingRecorder();
@@ -564,7 +568,7 @@ public sealed class HandoffEngineTests
     public async Task A_pull_request_learnt_for_an_agent_already_completed_is_logged_as_such_not_as_a_status_change()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
         await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(logged, writer), CancellationToken.None);
@@ -583,7 +587,7 @@ public sealed class HandoffEngineTests
     public async Task A_polls_answers_that_no_longer_fit_the_run_are_logged_as_a_polls_not_as_a_launch_rounds()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
         var poll = (await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
@@ -601,7 +605,7 @@ public sealed class HandoffEngineTests
     public async Task A_trigger_whose_save_fails_and_is_decided_again_logs_a_refused_repository_once()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
 
         // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
         await Assert.ThrowsAsync<IOException>(() => logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/bad repo"), new FailingWriter(), CancellationToken.None));
@@ -633,7 +637,7 @@ public sealed class HandoffEngineTests
     public async Task An_event_whose_save_fails_and_is_decided_again_logs_its_target_mismatch_once()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
         snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", "github_copilot_agent", 42) } };
 
@@ -910,7 +914,7 @@ public sealed class HandoffEngineTests
     public async Task A_late_answer_changes_nothing_when_the_launch_has_moved_on_and_a_second_agent_is_logged_not_followed()
     {
         var logger = new FakeLogger<HandoffEngine>();
-        var logged = new HandoffEngine(new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        var logged = LoggingTo(logger);
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var holding = new HoldingRecorder();
         await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
