@@ -317,6 +317,16 @@ public sealed class OpenApiTests : IDisposable
     /// The webhook reads a body (a signed Cursor event naming the agent and its status); the document declared none, so
     /// a client generated from it (a relay, a replay tool) sent none and got a 400 every time.
     /// </summary>
+    /// <summary>Posts <paramref name="body"/> to integration 42's Cursor webhook for run 900, signed with <paramref name="secret"/>.</summary>
+    private static async Task<HttpStatusCode> SendSignedWebhookAsync(HttpClient client, string secret, string body)
+    {
+        var bytes = System.Text.Encoding.UTF8.GetBytes(body);
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
+        request.Content.Headers.ContentType = new("application/json");
+        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
+        return (await client.SendAsync(request)).StatusCode;
+    }
+
     [Fact]
     public async Task Openapi_document_declares_the_webhook_body_the_service_requires()
     {
@@ -326,14 +336,7 @@ public sealed class OpenApiTests : IDisposable
         var client = factory.CreateClient();
         var operation = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!["/webhooks/cursor/{integrationId}"]!["post"]!;
 
-        async Task<HttpStatusCode> Send(string body)
-        {
-            var bytes = System.Text.Encoding.UTF8.GetBytes(body);
-            var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
-            request.Content.Headers.ContentType = new("application/json");
-            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
-            return (await client.SendAsync(request)).StatusCode;
-        }
+        Task<HttpStatusCode> Send(string body) => SendSignedWebhookAsync(client, secret, body);
 
         Assert.Equal(HttpStatusCode.BadRequest, await Send(string.Empty));
         Assert.Equal(HttpStatusCode.BadRequest, await Send("""{"event":"statusChange","status":"FINISHED"}"""));
@@ -371,14 +374,7 @@ public sealed class OpenApiTests : IDisposable
         var document = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!;
         var schema = document["paths"]!["/webhooks/cursor/{integrationId}"]!["post"]!["requestBody"]!["content"]!["application/json"]!["schema"]!;
 
-        async Task<HttpStatusCode> Send(string body)
-        {
-            var bytes = System.Text.Encoding.UTF8.GetBytes(body);
-            var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
-            request.Content.Headers.ContentType = new("application/json");
-            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
-            return (await client.SendAsync(request)).StatusCode;
-        }
+        Task<HttpStatusCode> Send(string body) => SendSignedWebhookAsync(client, secret, body);
 
         var problems = new List<string>();
         foreach (var body in new[]
