@@ -36,6 +36,9 @@ public enum TriggerStatus
     UnknownRun,
     UnknownIntegration,
     SnapshotMismatch,
+
+    /// <summary>The run was deleted by retention (<see cref="DeletedRun"/>): nothing is launched for it again.</summary>
+    RunDeleted,
 }
 
 /// <param name="Result">The answer; while <see cref="Round"/> is set, its launches are still in flight.</param>
@@ -58,6 +61,12 @@ public enum CompletionStatus
 
     /// <summary>The event can never succeed (another group's run, no group): drop it.</summary>
     Rejected,
+
+    /// <summary>
+    /// The run was deleted by retention (<see cref="DeletedRun"/>): the event (a late redelivery) is taken and ignored,
+    /// as a duplicate is; nothing is stored or launched.
+    /// </summary>
+    RunDeleted,
 }
 
 public sealed record CompletionOutcome(CompletionStatus Status, string Reason, HandoffResult Result)

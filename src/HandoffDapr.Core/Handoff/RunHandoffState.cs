@@ -42,6 +42,15 @@ public sealed record RunHandoffState(
     /// </summary>
     public bool HasRoundInFlight(DateTimeOffset now) => Launches.Any(launch => launch.Phase == LaunchPhase.InFlight && launch.NextAttemptAt > now);
 
+    /// <summary>
+    /// Nothing is pending: no launch due, in flight, to be retried or with an outcome to look for, and no agent still
+    /// read from the provider (unfinished, given up on, or awaiting a pull request). Such a run has no wake-up
+    /// (<see cref="NextWakeAt"/> is null) and changes only when someone calls it; only such a run may be deleted by
+    /// retention (<see cref="RunRetention"/>).
+    /// </summary>
+    [JsonIgnore]
+    public bool IsSettled => !Launches.Any(launch => launch.IsAwaitingWork) && !HasAgentsToPoll;
+
     /// <summary>When the run's owner must wake up next (a retry, a reconciliation, a poll), or null when nothing is pending.</summary>
     public DateTimeOffset? NextWakeAt()
     {

@@ -39,6 +39,7 @@ namespace HandoffDapr.Core.Serialization;
 [JsonSerializable(typeof(PollVerdict))]
 [JsonSerializable(typeof(AgentCommandSent))]
 [JsonSerializable(typeof(List<string>))]
+[JsonSerializable(typeof(DeletedRun))]
 public sealed partial class HandoffJsonContext : JsonSerializerContext
 {
     /// <summary>
