@@ -39,6 +39,15 @@ public sealed class HandoffOptions
 
     /// <summary>Embedded mode: bearer token API callers must send. Without one, only loopback callers are accepted.</summary>
     public string? ApiToken { get; set; }
+
+    /// <summary>
+    /// How long a settled run (nothing pending) is kept after its last change before it is deleted; unset (the default)
+    /// keeps every run for good. See <see cref="RunRetention"/>.
+    /// </summary>
+    public TimeSpan? RunRetention { get; set; }
+
+    /// <summary>The least and most <see cref="RunRetention"/> may be.</summary>
+    public static readonly TimeSpan MinRunRetention = TimeSpan.FromHours(1), MaxRunRetention = TimeSpan.FromDays(3650);
 }
 
 public sealed class RateLimitOptions

@@ -122,6 +122,13 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             errors.Add("Handoff:Dapr:ProviderCallGrace must be between zero and five minutes.");
         }
 
+        // Shorter than an hour, a run could go while a redelivery of the event that settled it is still on its way
+        // (harmless, the tombstone answers it, but the run's record would be gone before anyone read it).
+        if (options.RunRetention is { } retention && (retention < HandoffOptions.MinRunRetention || retention > HandoffOptions.MaxRunRetention))
+        {
+            errors.Add("Handoff:RunRetention must be between one hour and 3650 days (or unset, to keep every run).");
+        }
+
         if (options.MaxRequestBodyBytes is < 1024 or > 64 * 1024 * 1024)
         {
             errors.Add("Handoff:MaxRequestBodyBytes must be between 1 KiB and 64 MiB.");
@@ -285,7 +292,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     private static readonly HashSet<string> DurationSettings = new(
         new[] { typeof(HandoffOptions), typeof(IntegrationOptions), typeof(DaprOptions), typeof(LaunchOptions), typeof(EmbeddedOptions), typeof(RateLimitOptions) }
             .SelectMany(type => type.GetProperties())
-            .Where(property => property.PropertyType == typeof(TimeSpan) && property.CanWrite)
+            .Where(property => (property.PropertyType == typeof(TimeSpan) || property.PropertyType == typeof(TimeSpan?)) && property.CanWrite)
             .Select(property => property.Name),
         StringComparer.OrdinalIgnoreCase);
 

@@ -50,6 +50,34 @@ public sealed class HandoffOptionsValidatorTests
     }
 
     [Theory]
+    [InlineData("00:59:59", "Handoff:RunRetention must be between one hour and 3650 days")]
+    [InlineData("3651.00:00:00", "Handoff:RunRetention must be between one hour and 3650 days")]
+    [InlineData("0", "Handoff:RunRetention must be between one hour and 3650 days")]
+    [InlineData("30", "Handoff:RunRetention is '30', which would be read as days")]
+    public void A_run_retention_out_of_bounds_or_written_as_a_bare_number_stops_start_up(string value, string expected)
+    {
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { ["Handoff:RunRetention"] = value });
+
+        Assert.Equal([expected], failures.Select(failure => failure[..expected.Length]));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("01:00:00")]
+    [InlineData("90.00:00:00")]
+    [InlineData("3650.00:00:00")]
+    public void A_run_retention_unset_or_within_bounds_is_taken(string? value)
+    {
+        var settings = new Dictionary<string, string?>(Valid);
+        if (value is not null)
+        {
+            settings["Handoff:RunRetention"] = value;
+        }
+
+        Assert.Empty(Validate(HostingMode.Embedded, settings));
+    }
+
+    [Theory]
     [InlineData("app-token-from-daprd-0123 ")]
     [InlineData(" app-token-from-daprd-0123")]
     [InlineData("app-token-from-daprd-0123\n")]
