@@ -114,6 +114,10 @@ public static partial class CompletionEventEndpoints
             case CompletionStatus.Rejected:
                 LogEventDropped(services.Logger, snapshot.RunId, Answer(mode, StatusCodes.Status404NotFound), outcome.Reason);
                 return mode == HostingMode.Dapr ? DaprEventReply.Drop : Problems.UnknownRun();
+            case CompletionStatus.RunDeleted:
+                // As a duplicate is answered: taken, so pub/sub stops redelivering it; nothing is stored or launched.
+                LogEventForDeletedRun(services.Logger, snapshot.RunId);
+                break;
             case CompletionStatus.HandedOff:
                 LogEventHandedOff(services.Logger, snapshot.RunId, outcome.Result.Successes.Count, outcome.Result.Failures.Count, outcome.Result.Retries.Count);
                 break;
@@ -397,6 +401,10 @@ public static partial class CompletionEventEndpoints
 
     [LoggerMessage(EventId = 5107, EventName = "CompletionEventRepeated", Level = LogLevel.Debug, Message = "Completion event for run {RunId} repeats one already handled; nothing to do")]
     private static partial void LogEventRepeated(ILogger logger, long runId);
+
+    [LoggerMessage(EventId = 5108, EventName = "CompletionEventForDeletedRun", Level = LogLevel.Information,
+        Message = "Completion event for run {RunId} ignored: the run was deleted by retention (Handoff:RunRetention); nothing is launched for it again")]
+    private static partial void LogEventForDeletedRun(ILogger logger, long runId);
 
     [LoggerMessage(EventId = 5106, EventName = "DeadLetterReceived", Level = LogLevel.Error,
         Message = "A completion event reached the dead-letter topic: event {EventId}, run {RunId} ({Length} bytes); once its cause is fixed, replay it or trigger the run by hand")]

@@ -78,6 +78,11 @@ public static partial class HandoffEndpoints
             return OwnerUnavailable(services.Logger, id, exception);
         }
 
+        if (outcome.Status == TriggerStatus.RunDeleted)
+        {
+            return await RunDeletedAsync(services, id, UnknownRunContext.Trigger, cancellationToken);
+        }
+
         return outcome.Status switch
         {
             TriggerStatus.Accepted => TypedResults.Accepted($"/runs/{id}/handoff", outcome.Result),
@@ -124,11 +129,29 @@ public static partial class HandoffEndpoints
             }
 
             var state = await services.Owner.GetAsync(id, cancellationToken);
+            if (state is null && await services.Owner.FindDeletedAsync(id, cancellationToken) is { } deleted)
+            {
+                return OtherGroup(deleted.GroupId) ? Problems.UnknownRun(unknown) : Problems.RunDeleted(deleted.DeletedAt);
+            }
+
             return state is null || OtherGroup(state.GroupId) ? Problems.UnknownRun(unknown) : TypedResults.Ok(RunHandoffView.From(state));
         }
         catch (RunOwnerUnavailableException exception)
         {
             return OwnerUnavailable(services.Logger, id, exception);
+        }
+    }
+
+    /// <summary>A trigger the owner refused as for a deleted run (its group already checked): when it went, from its tombstone.</summary>
+    private static async Task<ProblemHttpResult> RunDeletedAsync(HandoffServices services, long runId, UnknownRunContext context, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await services.Owner.FindDeletedAsync(runId, cancellationToken) is { } deleted ? Problems.RunDeleted(deleted.DeletedAt) : Problems.UnknownRun(context);
+        }
+        catch (RunOwnerUnavailableException exception)
+        {
+            return OwnerUnavailable(services.Logger, runId, exception);
         }
     }
 

@@ -25,6 +25,14 @@ public static class Problems
             _ => "No run with this id belongs to the given group.",
         });
 
+    /// <summary>
+    /// A run deleted by <c>Handoff:RunRetention</c>: said so, rather than an unexplained 404, while its tombstone is kept
+    /// (30 days after it went). The same for a read and a trigger: nothing is launched for it again.
+    /// </summary>
+    public static ProblemHttpResult RunDeleted(DateTimeOffset deletedAt) =>
+        Problem(StatusCodes.Status404NotFound, "run-deleted", "Run deleted",
+            $"This run was deleted at {deletedAt.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'} by retention (Handoff:RunRetention): it had been settled, with nothing pending, for that long. Nothing more is launched for it; start another autofix run to hand it off again.");
+
     public static ProblemHttpResult UnknownIntegration() =>
         Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "The integration is not configured on this service.");
 

@@ -87,6 +87,9 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());
 
+    /// <summary>Dapr mode keeps no tombstone yet: its runs are never deleted.</summary>
+    public Task<DeletedRun?> FindDeletedAsync(long runId, CancellationToken cancellationToken) => Task.FromResult<DeletedRun?>(null);
+
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.ApplyAgentReportAsync(report));
 

@@ -40,7 +40,8 @@ public sealed class EmbeddedRunOwner(
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
         using var request = new RequestRound(this, runId);
-        var outcome = await WithRunAsync(runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken);
+        var outcome = await WithRunAsync(
+            runId, (stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, cancellationToken), cancellationToken, deleted => deleted.Answer(trigger));
         return outcome.Round is { } round ? outcome with { Round = null, Result = await request.FinishAsync(round) } : outcome;
     }
 
@@ -110,6 +111,7 @@ public sealed class EmbeddedRunOwner(
             snapshot.RunId,
             (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken),
             cancellationToken,
+            deleted => deleted.Answer(snapshot),
             eventDigest is null ? null : new HandledEventSource(snapshot, eventDigest));
         if (outcome.Round is { } round)
         {
@@ -136,6 +138,22 @@ public sealed class EmbeddedRunOwner(
         }
     }
 
+    public async Task<DeletedRun?> FindDeletedAsync(long runId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return (await store.LoadAsync(runId, cancellationToken)).Deleted;
+        }
+        catch (SqliteException exception)
+        {
+            throw new RunOwnerUnavailableException("The run store could not be read.", exception);
+        }
+        catch (UnreadableRunStateException)
+        {
+            return null; // a row there, if damaged: not deleted
+        }
+    }
+
     public async Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken)
     {
         try
@@ -153,7 +171,7 @@ public sealed class EmbeddedRunOwner(
     }
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
-        WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer), cancellationToken);
+        WithRunAsync(runId, (stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer), cancellationToken, _ => AgentReportStatus.UnknownAgent);
 
     /// <summary>Checked against the stored run, sent with the run's lock free, recorded under it.</summary>
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
@@ -177,7 +195,8 @@ public sealed class EmbeddedRunOwner(
         var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
-            cancellationToken);
+            cancellationToken,
+            _ => null);
         // The schedule looks for what became due once this wake-up is over (it works on a run once at a time). Its
         // provider calls, like a request's, stop only when shutdown's grace is over.
         if (woken is not null)
@@ -191,20 +210,25 @@ public sealed class EmbeddedRunOwner(
     }
 
     public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
-        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), CancellationToken.None);
+        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), CancellationToken.None, _ => HandoffResult.Empty);
 
     public Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
-        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompletePollAsync(stored, answers, writer), CancellationToken.None);
+        WithRunAsync(answers.Round.RunId, (stored, writer) => engine.CompletePollAsync(stored, answers, writer), CancellationToken.None, _ => new PollVerdict([]));
 
     public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
-        WithRunAsync(sent.RunId, (stored, writer) => engine.RecordCommandAsync(stored, sent, writer), CancellationToken.None);
+        WithRunAsync(sent.RunId, (stored, writer) => engine.RecordCommandAsync(stored, sent, writer), CancellationToken.None, _ => new AgentCommandOutcome(AgentCommandStatus.UnknownAgent));
 
     /// <summary>The round's provider calls, with the run's lock free, then its answers recorded under the lock again.</summary>
     private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
         RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token));
 
+    /// <param name="whenDeleted">
+    /// The answer for a run retention deleted (<see cref="StoredRun.Deleted"/>): the engine is not asked, as it would
+    /// take "no run" for a new one and launch it again.
+    /// </param>
     private async Task<T> WithRunAsync<T>(
-        long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken, HandledEventSource? completionEvent = null)
+        long runId, Func<RunHandoffState?, IRunStateWriter, Task<T>> action, CancellationToken cancellationToken, Func<DeletedRun, T> whenDeleted,
+        HandledEventSource? completionEvent = null)
     {
         using var held = await locks.AcquireAsync(runId, cancellationToken);
         for (var attempt = 1; ; attempt++)
@@ -212,6 +236,11 @@ public sealed class EmbeddedRunOwner(
             try
             {
                 var stored = await store.LoadAsync(runId, cancellationToken);
+                if (stored.Deleted is { } deleted)
+                {
+                    return whenDeleted(deleted);
+                }
+
                 return await action(stored.State, new Writer(store, engine, http.Value.SerializerOptions, stored, completionEvent));
             }
             catch (RunVersionConflictException) when (attempt < MaxConflictAttempts)

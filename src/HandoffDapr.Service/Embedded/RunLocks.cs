@@ -32,6 +32,23 @@ public sealed class RunLocks
         return new Releaser(this, runId, entry);
     }
 
+    /// <summary>The run's lock if nobody holds or awaits it, else null (the caller passes the run over rather than wait).</summary>
+    public IDisposable? TryAcquire(long runId)
+    {
+        lock (entries)
+        {
+            if (entries.ContainsKey(runId))
+            {
+                return null;
+            }
+
+            var entry = new Entry { Users = 1 };
+            entry.Semaphore.Wait(0);
+            entries[runId] = entry;
+            return new Releaser(this, runId, entry);
+        }
+    }
+
     internal int Count
     {
         get

@@ -132,6 +132,12 @@ public sealed partial class SqliteRunStore : IDisposable
                 lease_until INTEGER
             );
             CREATE INDEX IF NOT EXISTS wakeups_due ON wakeups (due_at);
+            CREATE TABLE IF NOT EXISTS deleted_runs (
+                run_id     INTEGER PRIMARY KEY,
+                group_id   INTEGER,
+                deleted_at INTEGER NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS deleted_runs_at ON deleted_runs (deleted_at);
             """;
         command.ExecuteNonQuery();
 
@@ -226,6 +232,8 @@ public sealed partial class SqliteRunStore : IDisposable
         private readonly SqliteParameter handledDigest;
         private readonly SqliteCommand viewCommand;
         private readonly SqliteParameter viewRun;
+        private readonly SqliteCommand deletedCommand;
+        private readonly SqliteParameter deletedRun;
 
         public ReadSession(SqliteConnection connection)
         {
@@ -234,6 +242,10 @@ public sealed partial class SqliteRunStore : IDisposable
             command.CommandText = "SELECT version, state FROM runs WHERE run_id = $run";
             run = command.Parameters.Add("$run", SqliteType.Integer);
             command.Prepare();
+            deletedCommand = connection.CreateCommand();
+            deletedCommand.CommandText = "SELECT group_id, deleted_at FROM deleted_runs WHERE run_id = $run";
+            deletedRun = deletedCommand.Parameters.Add("$run", SqliteType.Integer);
+            deletedCommand.Prepare();
             handledCommand = connection.CreateCommand();
             handledCommand.CommandText = HandledEventQuery;
             handledDigest = handledCommand.Parameters.Add("$digest", SqliteType.Blob);
@@ -265,16 +277,27 @@ public sealed partial class SqliteRunStore : IDisposable
             using var reader = command.ExecuteReader();
             if (!reader.Read())
             {
-                return new StoredRun(null, 0);
+                // Read after the row: the sweep deletes the row and writes its tombstone in one transaction.
+                return new StoredRun(null, 0) { Deleted = FindDeleted(runId) };
             }
 
             var version = reader.GetInt64(0);
             return new StoredRun(ReadState(runId, reader.GetFieldValue<byte[]>(1)), version);
         }
 
+        private DeletedRun? FindDeleted(long runId)
+        {
+            deletedRun.Value = runId;
+            using var reader = deletedCommand.ExecuteReader();
+            return reader.Read()
+                ? new DeletedRun(runId, reader.IsDBNull(0) ? null : reader.GetInt64(0), DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(1)))
+                : null;
+        }
+
         public void Dispose()
         {
             command.Dispose();
+            deletedCommand.Dispose();
             handledCommand.Dispose();
             viewCommand.Dispose();
             connection.Dispose();
@@ -335,7 +358,9 @@ public sealed partial class SqliteRunStore : IDisposable
             command.CommandText = expectedVersion == 0
                 ? """
                   INSERT INTO runs (run_id, group_id, version, state, handled_event, handled_version, view, view_version, updated_at)
-                  VALUES ($run, $group, 1, $state, $handled, 1, $view, 1, $now) ON CONFLICT (run_id) DO NOTHING
+                  SELECT $run, $group, 1, $state, $handled, 1, $view, 1, $now
+                  WHERE NOT EXISTS (SELECT 1 FROM deleted_runs WHERE run_id = $run)
+                  ON CONFLICT (run_id) DO NOTHING
                   """
                 : """
                   UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now,
@@ -354,7 +379,9 @@ public sealed partial class SqliteRunStore : IDisposable
             command.Parameters.AddWithValue("$version", expectedVersion);
             if (command.ExecuteNonQuery() == 0)
             {
-                // Nothing was written: this save fails alone, the others in its transaction still commit.
+                // Nothing was written: this save fails alone, the others in its transaction still commit. A run deleted
+                // by retention since it was read (its tombstone keeps it from being made anew) fails so too: the turn is
+                // decided again, and meets the tombstone.
                 throw new RunVersionConflictException(runId);
             }
         }
@@ -480,6 +507,110 @@ public sealed partial class SqliteRunStore : IDisposable
     }
 
     /// <summary>
+    /// Runs last changed at or before <paramref name="cutoff"/> with no wake-up, oldest first, after
+    /// <paramref name="after"/> (a cursor: old runs that are not settled are passed over, not read again): the
+    /// candidates of the retention sweep, with the version they were read at. A row that cannot be read is left out:
+    /// it is left for an operator, never deleted.
+    /// </summary>
+    public IReadOnlyList<SweepCandidate> ListSweepCandidates(DateTimeOffset cutoff, (long UpdatedAt, long RunId) after, int limit)
+    {
+        using var connection = OpenForRead();
+        using var command = connection.CreateCommand();
+        // Through the updated_at index; a run with a wake-up row has something pending and is not even read.
+        command.CommandText = """
+            SELECT run_id, version, updated_at, state FROM runs
+            WHERE updated_at <= $cutoff AND (updated_at, run_id) > ($after_at, $after_run)
+              AND NOT EXISTS (SELECT 1 FROM wakeups WHERE wakeups.run_id = runs.run_id)
+            ORDER BY updated_at, run_id LIMIT $limit
+            """;
+        command.Parameters.AddWithValue("$cutoff", cutoff.ToUnixTimeMilliseconds());
+        command.Parameters.AddWithValue("$after_at", after.UpdatedAt);
+        command.Parameters.AddWithValue("$after_run", after.RunId);
+        command.Parameters.AddWithValue("$limit", limit);
+        var candidates = new List<SweepCandidate>(limit);
+        using var reader = command.ExecuteReader();
+        while (reader.Read())
+        {
+            var runId = reader.GetInt64(0);
+            RunHandoffState? state;
+            try
+            {
+                state = ReadState(runId, reader.GetFieldValue<byte[]>(3));
+            }
+            catch (UnreadableRunStateException)
+            {
+                state = null;
+            }
+
+            candidates.Add(new SweepCandidate(runId, reader.GetInt64(1), DateTimeOffset.FromUnixTimeMilliseconds(reader.GetInt64(2)), state));
+        }
+
+        return candidates;
+    }
+
+    /// <summary>
+    /// Deletes the runs, each only if its row is still at the version it was read at and it has no wake-up (no save,
+    /// by this process or another on the file, came in between), and leaves a tombstone for each one deleted, in one
+    /// transaction. Returns how many went.
+    /// </summary>
+    public Task<int> DeleteSettledAsync(IReadOnlyList<SweepCandidate> runs, DateTimeOffset now, CancellationToken cancellationToken) =>
+        writer.WriteAsync((connection, transaction) =>
+        {
+            using var delete = connection.CreateCommand();
+            delete.Transaction = transaction;
+            delete.CommandText = """
+                DELETE FROM runs WHERE run_id = $run AND version = $version
+                  AND NOT EXISTS (SELECT 1 FROM wakeups WHERE run_id = $run)
+                RETURNING group_id
+                """;
+            var run = delete.Parameters.Add("$run", SqliteType.Integer);
+            var version = delete.Parameters.Add("$version", SqliteType.Integer);
+            using var tombstone = connection.CreateCommand();
+            tombstone.Transaction = transaction;
+            tombstone.CommandText = """
+                INSERT INTO deleted_runs (run_id, group_id, deleted_at) VALUES ($run, $group, $now)
+                ON CONFLICT (run_id) DO UPDATE SET group_id = excluded.group_id, deleted_at = excluded.deleted_at
+                """;
+            var tombstoneRun = tombstone.Parameters.Add("$run", SqliteType.Integer);
+            var group = tombstone.Parameters.Add("$group", SqliteType.Integer);
+            tombstone.Parameters.AddWithValue("$now", now.ToUnixTimeMilliseconds());
+            var deleted = 0;
+            foreach (var candidate in runs)
+            {
+                (run.Value, version.Value) = (candidate.RunId, candidate.Version);
+                using (var reader = delete.ExecuteReader())
+                {
+                    if (!reader.Read())
+                    {
+                        continue; // changed since it was read, or gone: left alone
+                    }
+
+                    group.Value = reader.IsDBNull(0) ? DBNull.Value : reader.GetInt64(0);
+                }
+
+                tombstoneRun.Value = candidate.RunId;
+                tombstone.ExecuteNonQuery();
+                deleted++;
+            }
+
+            return deleted;
+        });
+
+    /// <summary>Drops up to <paramref name="limit"/> tombstones of runs deleted before <paramref name="cutoff"/>; returns how many.</summary>
+    public Task<int> DropTombstonesAsync(DateTimeOffset cutoff, int limit, CancellationToken cancellationToken) =>
+        writer.WriteAsync((connection, transaction) =>
+        {
+            using var command = connection.CreateCommand();
+            command.Transaction = transaction;
+            command.CommandText = """
+                DELETE FROM deleted_runs WHERE run_id IN (SELECT run_id FROM deleted_runs WHERE deleted_at < $cutoff LIMIT $limit)
+                """;
+            command.Parameters.AddWithValue("$cutoff", cutoff.ToUnixTimeMilliseconds());
+            command.Parameters.AddWithValue("$limit", limit);
+            return command.ExecuteNonQuery();
+        });
+
+    /// <summary>
     /// Deletes the wake-up of a run that has no row (a file edited by hand, or damaged): nothing can be done for it, and
     /// left due it would be claimed again at once, forever. A run saved meanwhile (its row and wake-up are written
     /// together) keeps its wake-up.
@@ -545,7 +676,11 @@ public sealed partial class SqliteRunStore : IDisposable
     }
 }
 
-public sealed record StoredRun(RunHandoffState? State, long Version);
+public sealed record StoredRun(RunHandoffState? State, long Version)
+{
+    /// <summary>When there is no row: the run's tombstone, if retention deleted it (<see cref="SqliteRunStore.DeleteSettledAsync"/>).</summary>
+    public DeletedRun? Deleted { get; init; }
+}
 
 /// <summary>
 /// What a saved row says of the completion event it handled: the digest of its bytes (<see cref="SqliteRunStore.DigestEvent"/>)
@@ -558,5 +693,8 @@ public readonly record struct HandledEvent(byte[]? Digest, bool Keep)
 
     public static readonly HandledEvent Kept = new(null, true);
 }
+
+/// <summary>A run the retention sweep may delete: its row as read (the state null when it cannot be read).</summary>
+public sealed record SweepCandidate(long RunId, long Version, DateTimeOffset UpdatedAt, RunHandoffState? State);
 
 public sealed class RunVersionConflictException(long runId) : Exception($"Run {runId} was changed by another process.");

@@ -161,6 +161,8 @@ public static class HandoffServiceExtensions
         services.AddSingleton<IRecentRuns, SqliteRecentRuns>();
         services.AddSingleton<WakeupScheduler>();
         services.AddHostedService(sp => sp.GetRequiredService<WakeupScheduler>());
+        services.AddSingleton<RetentionSweeper>();
+        services.AddHostedService(sp => sp.GetRequiredService<RetentionSweeper>());
         // The host's stop covers the provider calls' grace, the schedule's wait for its runs, and the server's own wait.
         services.AddOptions<HostOptions>().Configure<IOptions<HandoffOptions>>(
             (host, handoff) => host.ShutdownTimeout = handoff.Value.Embedded.ProviderCallGrace + TimeSpan.FromSeconds(10));

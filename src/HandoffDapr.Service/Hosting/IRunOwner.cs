@@ -25,6 +25,9 @@ public interface IRunOwner
 
     Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken);
 
+    /// <summary>For a run <see cref="GetAsync"/> does not find: its tombstone, when retention deleted it; else null.</summary>
+    Task<DeletedRun?> FindDeletedAsync(long runId, CancellationToken cancellationToken);
+
     /// <summary>
     /// The run's view as stored with its latest state, ready to send; null when the owner keeps none for it (the caller
     /// then builds it from <see cref="GetAsync"/>). Embedded mode stores one with every save; the Dapr owner keeps none.

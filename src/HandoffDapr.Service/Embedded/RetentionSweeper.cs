@@ -1,0 +1,141 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>
+/// Embedded mode's retention (<see cref="HandoffOptions.RunRetention"/>, opt-in): every <see cref="Interval"/> deletes
+/// the runs the core says are due (<see cref="RunRetention.IsDue"/>: settled, last changed a retention ago), in small
+/// batches through the store's one writer, each leaving a tombstone; and drops tombstones past
+/// <see cref="RunRetention.TombstoneLifetime"/>. A run this process holds is passed over, and a row deleted only at the
+/// version it was read at with no wake-up, so a turn here or in another process on the file is never raced: its save
+/// either comes first (the delete then finds another version) or meets the tombstone.
+/// </summary>
+public sealed partial class RetentionSweeper(
+    SqliteRunStore store,
+    RunLocks locks,
+    IOptions<HandoffOptions> options,
+    TimeProvider timeProvider,
+    ILogger<RetentionSweeper> logger) : BackgroundService
+{
+    /// <summary>Between sweeps: a run goes at most this long after it is due, at a cost of one indexed read when none is.</summary>
+    public static readonly TimeSpan Interval = TimeSpan.FromMinutes(10);
+
+    /// <summary>Runs read and deleted per transaction: a batch holds the writer (every save waits behind it) only briefly.</summary>
+    internal const int BatchSize = 100;
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (options.Value.RunRetention is null)
+        {
+            return; // unset: every run is kept, as before retention existed
+        }
+
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            try
+            {
+                await SweepAsync(stoppingToken);
+            }
+            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+            {
+                break;
+            }
+            catch (Exception exception)
+            {
+                LogSweepFailed(exception);
+            }
+
+            try
+            {
+                await Task.Delay(Interval, timeProvider, stoppingToken);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+        }
+    }
+
+    // One sweep at a time (the schedule's and one asked for): a second would only find the first's runs held.
+    private readonly SemaphoreSlim sweeping = new(1, 1);
+
+    /// <summary>One sweep: every due run deleted, old tombstones dropped. Returns how many runs went.</summary>
+    public async Task<int> SweepAsync(CancellationToken cancellationToken)
+    {
+        if (options.Value.RunRetention is not { } retention)
+        {
+            return 0;
+        }
+
+        await sweeping.WaitAsync(cancellationToken);
+        try
+        {
+            return await SweepOnceAsync(retention, cancellationToken);
+        }
+        finally
+        {
+            sweeping.Release();
+        }
+    }
+
+    private async Task<int> SweepOnceAsync(TimeSpan retention, CancellationToken cancellationToken)
+    {
+
+        var now = timeProvider.GetUtcNow();
+        var deleted = 0;
+        var after = (UpdatedAt: long.MinValue, RunId: long.MinValue);
+        while (!cancellationToken.IsCancellationRequested)
+        {
+            var candidates = store.ListSweepCandidates(now - retention, after, BatchSize);
+            if (candidates.Count == 0)
+            {
+                break;
+            }
+
+            after = (candidates[^1].UpdatedAt.ToUnixTimeMilliseconds(), candidates[^1].RunId);
+            var held = new List<IDisposable>();
+            try
+            {
+                var due = new List<SweepCandidate>();
+                foreach (var candidate in candidates.Where(candidate => candidate.State is { } state && RunRetention.IsDue(state, candidate.UpdatedAt, retention, now)))
+                {
+                    // A run this process is working on is left for the next sweep.
+                    if (locks.TryAcquire(candidate.RunId) is { } hold)
+                    {
+                        held.Add(hold);
+                        due.Add(candidate);
+                    }
+                }
+
+                deleted += due.Count == 0 ? 0 : await store.DeleteSettledAsync(due, now, cancellationToken);
+            }
+            finally
+            {
+                held.ForEach(hold => hold.Dispose());
+            }
+
+            if (candidates.Count < BatchSize)
+            {
+                break;
+            }
+        }
+
+        var dropped = 0;
+        for (int batch; (batch = await store.DropTombstonesAsync(now - RunRetention.TombstoneLifetime, BatchSize, cancellationToken)) > 0; dropped += batch)
+        {
+        }
+
+        LogSwept(deleted, retention, dropped);
+        return deleted;
+    }
+
+    [LoggerMessage(EventId = 3005, EventName = "RunsSweptByRetention", Level = LogLevel.Information,
+        Message = "Retention sweep: {Deleted} settled run(s) unchanged for {RunRetention} deleted; {TombstonesDropped} tombstone(s) of runs deleted over 30 days ago dropped")]
+    private partial void LogSwept(int deleted, TimeSpan runRetention, int tombstonesDropped);
+
+    [LoggerMessage(EventId = 3006, EventName = "RetentionSweepFailed", Level = LogLevel.Warning,
+        Message = "The retention sweep failed; runs due for deletion are kept until the next sweep succeeds")]
+    private partial void LogSweepFailed(Exception exception);
+}

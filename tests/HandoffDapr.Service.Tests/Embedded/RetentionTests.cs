@@ -1,0 +1,194 @@
+using System.Net;
+using System.Text.Json.Nodes;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Handoff:RunRetention in embedded mode: the sweep deletes settled runs unchanged for the retention, never one with
+/// anything pending nor one changed since it was read; a deleted run's tombstone keeps a redelivered event from
+/// launching again (in this process or another on the file), and reads and triggers are told the run was deleted.
+/// </summary>
+public sealed class RetentionTests : IDisposable
+{
+    private const string Route = "/events/autofix-run-completed";
+    private static readonly TimeSpan Retention = TimeSpan.FromDays(1);
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeLogCollector logs = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+
+    [Fact]
+    public async Task A_settled_run_unchanged_for_the_retention_is_swept_and_read_as_deleted()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 700);
+
+        time.Advance(Retention - TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/700/handoff")).StatusCode); // not yet: kept
+
+        time.Advance(TimeSpan.FromMinutes(2));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+
+        Assert.Null((await factory.Store.LoadAsync(700, CancellationToken.None)).State);
+        var read = await client.GetAsync("/runs/700/handoff?group_id=456");
+        Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
+        var problem = await read.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", problem["type"]!.GetValue<string>());
+        Assert.Contains("deleted at 2026-11-25T10:", problem["detail"]!.GetValue<string>());
+        // Another group's caller learns nothing of it, as of any run.
+        var otherGroup = await (await client.GetAsync("/runs/700/handoff?group_id=999")).ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", otherGroup["type"]!.GetValue<string>());
+        var listed = await (await client.GetAsync("/runs")).ReadJsonArrayAsync();
+        Assert.DoesNotContain(listed, run => run!["run_id"]!.GetValue<long>() == 700);
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "RunsSweptByRetention" && record.GetStructuredStateValue("Deleted") == "1");
+    }
+
+    [Fact]
+    public async Task A_redelivered_completion_event_after_the_sweep_launches_nothing_and_a_trigger_is_told_the_run_was_deleted()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        var run = await SettleAsync(factory, client, 701);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        var launches = cursor.LaunchRequests;
+
+        var redelivered = await client.PostJsonAsync(Route, run);
+        var trigger = await client.PostJsonAsync("/runs/701/handoff", Payloads.Trigger(run));
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Equal("SUCCESS", (await redelivered.ReadJsonAsync())["status"]!.GetValue<string>());
+        Assert.Equal(HttpStatusCode.NotFound, trigger.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await trigger.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(1, launches);
+        Assert.Equal(launches, cursor.LaunchRequests);
+        Assert.Null((await factory.Store.LoadAsync(701, CancellationToken.None)).State);
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventForDeletedRun");
+    }
+
+    [Fact]
+    public async Task Another_process_on_the_file_launches_nothing_for_a_run_the_first_swept()
+    {
+        var path = temp.File("shared.db");
+        using var first = Start(path);
+        using var firstClient = first.CreateClient();
+        var run = await SettleAsync(first, firstClient, 702);
+        using var second = Start(path);
+        using var secondClient = second.CreateClient();
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+
+        await Sweeper(first).SweepAsync(CancellationToken.None);
+        var redelivered = await secondClient.PostJsonAsync(Route, run);
+        await second.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.NotNull((await second.Store.LoadAsync(702, CancellationToken.None)).Deleted);
+    }
+
+    [Fact]
+    public async Task A_run_with_a_launch_to_retry_or_an_agent_still_watched_is_kept_however_old()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        cursor.Script("acme/retry", FakeCursor.Status(503));
+        await client.PostJsonAsync(Route, Payloads.Run(703, ["acme/retry"]));
+        await client.PostJsonAsync(Route, Payloads.Run(704, ["acme/watched"]));
+        await factory.RunScheduleAsync();
+        Assert.Equal("retry_scheduled", (await Read(client, 703))["launches"]![0]!["phase"]!.GetValue<string>());
+        Assert.Equal("pending", ((JsonObject)(await Read(client, 704))["coding_agents"]!).Single().Value!["status"]!.GetValue<string>());
+
+        time.Advance(Retention * 3);
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+
+        Assert.NotNull((await factory.Store.LoadAsync(703, CancellationToken.None)).State);
+        Assert.NotNull((await factory.Store.LoadAsync(704, CancellationToken.None)).State);
+    }
+
+    [Fact]
+    public async Task A_run_saved_after_the_sweep_read_it_is_not_deleted()
+    {
+        // The store's own steps, with no background sweep (retention unset) to take the run first.
+        using var factory = Start(retention: null);
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 705);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        var candidate = Assert.Single(factory.Store.ListSweepCandidates(time.GetUtcNow() - Retention, (long.MinValue, long.MinValue), 10));
+
+        // A turn (here or in another process) saves the run between the sweep's read and its delete.
+        var stored = await factory.Store.LoadAsync(705, CancellationToken.None);
+        await factory.Store.SaveAsync(stored.State!, stored.Version, CancellationToken.None);
+        var deleted = await factory.Store.DeleteSettledAsync([candidate], time.GetUtcNow(), CancellationToken.None);
+
+        Assert.Equal(0, deleted);
+        Assert.NotNull((await factory.Store.LoadAsync(705, CancellationToken.None)).State);
+        Assert.Null((await factory.Store.LoadAsync(705, CancellationToken.None)).Deleted);
+    }
+
+    [Fact]
+    public async Task Without_a_retention_nothing_is_ever_swept()
+    {
+        using var factory = Start(retention: null);
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 706);
+        time.Advance(TimeSpan.FromDays(4000));
+
+        Assert.Equal(0, await Sweeper(factory).SweepAsync(CancellationToken.None));
+        Assert.NotNull((await factory.Store.LoadAsync(706, CancellationToken.None)).State);
+    }
+
+    [Fact]
+    public async Task A_tombstone_is_dropped_after_its_lifetime()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 707);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        Assert.NotNull((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
+
+        time.Advance(RunRetention.TombstoneLifetime + TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+
+        Assert.Null((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
+    }
+
+    /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
+    private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
+    {
+        var run = Payloads.Run(runId, ["acme/shop"]);
+        await client.PostJsonAsync(Route, run);
+        await factory.RunScheduleAsync();
+        var agentId = ((JsonObject)(await Read(client, runId))["coding_agents"]!).Single().Key;
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/9");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.RunScheduleAsync();
+        Assert.Equal("completed", (await Read(client, runId))["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+        Assert.Null(await factory.Store.GetWakeupAsync(runId, CancellationToken.None));
+        return run;
+    }
+
+    private static async Task<JsonObject> Read(HttpClient client, long runId) => await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
+
+    private static RetentionSweeper Sweeper(EmbeddedServiceFactory factory) => factory.Services.GetRequiredService<RetentionSweeper>();
+
+    /// <param name="retention">The setting as written; null leaves it unset.</param>
+    private EmbeddedServiceFactory Start(string? path = null, string? retention = "1.00:00:00") =>
+        new(path ?? temp.File("handoff.db"), cursor.Url, time, retention is null ? null : new Dictionary<string, string?> { ["Handoff:RunRetention"] = retention })
+        { Logs = logs };
+
+    public void Dispose()
+    {
+        cursor.Dispose();
+        temp.Dispose();
+    }
+}
