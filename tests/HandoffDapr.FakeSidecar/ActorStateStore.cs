@@ -45,6 +45,18 @@ internal sealed class ActorStateStore(TimeProvider clock)
         }
     }
 
+    /// <summary>When each of the actor's live keys expires (null: never).</summary>
+    public IReadOnlyDictionary<string, DateTimeOffset?> Expiries(string type, string id)
+    {
+        lock (gate)
+        {
+            var now = clock.GetUtcNow();
+            return actors.TryGetValue((type, id), out var keys)
+                ? keys.Where(kv => kv.Value.ExpiresAt is null || kv.Value.ExpiresAt > now).ToDictionary(kv => kv.Key, kv => kv.Value.ExpiresAt, StringComparer.Ordinal)
+                : new Dictionary<string, DateTimeOffset?>(StringComparer.Ordinal);
+        }
+    }
+
     public void Set(string type, string id, string key, byte[] value)
     {
         lock (gate)
@@ -80,7 +92,17 @@ internal sealed class ActorStateStore(TimeProvider clock)
             {
                 if (op.Upsert)
                 {
-                    keys[op.Key] = new Entry(op.Value!, op.TtlSeconds is { } ttl ? now.AddSeconds(ttl) : null);
+                    // As the Redis state store (components-contrib state/redis/redis.go) does and the docs say ("When a
+                    // TTL is not specified, the default behavior of the state store is retained"): a write without
+                    // ttlInSeconds keeps the expiry the key had (its Lua script HSETs the hash, which keeps a key's TTL;
+                    // EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" makes it never expire.
+                    var kept = keys.TryGetValue(op.Key, out var old) && (old.ExpiresAt is null || old.ExpiresAt > now) ? old.ExpiresAt : null;
+                    keys[op.Key] = new Entry(op.Value!, op.TtlSeconds switch
+                    {
+                        null => kept,
+                        < 0 => null,
+                        { } ttl => now.AddSeconds(ttl),
+                    });
                 }
                 else
                 {
@@ -101,6 +123,7 @@ internal sealed class ActorStateStore(TimeProvider clock)
         return keys;
     }
 
+    /// <param name="TtlSeconds">Null without ttlInSeconds (the key keeps its expiry); negative to never expire.</param>
     internal sealed record ParsedOperation(bool Upsert, string Key, byte[]? Value, int? TtlSeconds);
 
     /// <summary>
@@ -167,7 +190,7 @@ internal sealed class ActorStateStore(TimeProvider clock)
                         return (null, null, $"incorrect value for metadata 'ttlInSeconds': {t.GetString()}");
                     }
 
-                    ttl = secs >= 0 ? secs : null; // -1 = never expire
+                    ttl = secs; // negative: never expire (-1 is the documented value)
                 }
 
                 ops.Add(new ParsedOperation(true, key, value, ttl));

@@ -106,6 +106,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>All state of one actor: key → stored JSON text.</summary>
     public IReadOnlyDictionary<string, string> GetActorStateKeys(string actorType, string actorId) => actorState.Snapshot(actorType, actorId);
 
+    /// <summary>When each of one actor's keys expires (from <c>ttlInSeconds</c>); null for a key that never does.</summary>
+    public IReadOnlyDictionary<string, DateTimeOffset?> GetActorStateExpiries(string actorType, string actorId) => actorState.Expiries(actorType, actorId);
+
     /// <summary>Seeds actor state (the value is serialized with web JSON defaults, then stored as daprd would).</summary>
     public void SetActorState(string actorType, string actorId, string key, object? value)
     {

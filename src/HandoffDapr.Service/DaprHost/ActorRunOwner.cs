@@ -87,8 +87,8 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public Task<RunHandoffState?> GetAsync(long runId, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.GetStateAsync());
 
-    /// <summary>Dapr mode keeps no tombstone yet: its runs are never deleted.</summary>
-    public Task<DeletedRun?> FindDeletedAsync(long runId, CancellationToken cancellationToken) => Task.FromResult<DeletedRun?>(null);
+    public Task<DeletedRun?> FindDeletedAsync(long runId, CancellationToken cancellationToken) =>
+        CallAsync(runId, actor => actor.GetDeletedAsync());
 
     public Task<AgentReportStatus> ApplyAgentReportAsync(long runId, AgentReport report, CancellationToken cancellationToken) =>
         CallAsync(runId, actor => actor.ApplyAgentReportAsync(report));

@@ -38,6 +38,14 @@ public sealed partial class HandoffRunActor(
     internal const string PollKey = "poll";
     internal const string WakeAtKey = "wake_at";
 
+    /// <summary>
+    /// With <c>Handoff:RunRetention</c> set: the run's <see cref="DeletedRun"/>, written with every save of the settled run
+    /// and outliving its other keys by <see cref="RunRetention.TombstoneLifetime"/> (one small JSON object, ~80 bytes). Once
+    /// its <c>deleted_at</c> has passed, or the other keys have expired, the run is deleted: a late event meets it. Its
+    /// presence also says the run's keys carry a TTL, which a save of a run with something pending takes off again.
+    /// </summary>
+    internal const string DeletedRunKey = "deleted_run";
+
     /// <summary>The ids of the run's last recorded stops and follow-ups (see <see cref="RecordCommandOnceAsync"/>).</summary>
     internal const string RecordedCommandsKey = "recorded_commands";
 
@@ -79,26 +87,30 @@ public sealed partial class HandoffRunActor(
 
     public Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger) =>
         RunId is { } runId
-            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
+            ? TurnAsync((stored, writer) => engine.TriggerAsync(runId, stored, trigger, writer, CancellationToken.None), deleted => deleted.Answer(trigger), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(TriggerOutcome.Rejected(TriggerStatus.UnknownRun));
 
     public Task<CompletionOutcome> AcceptCompletedRunAsync(RunSnapshot snapshot) =>
         RunId == snapshot.RunId
-            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), (saved, outcome) => StartRound(saved, outcome.Round))
+            ? TurnAsync((stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, LaunchTiming.Now, CancellationToken.None), deleted => deleted.Answer(snapshot), (saved, outcome) => StartRound(saved, outcome.Round))
             : Task.FromResult(new CompletionOutcome(CompletionStatus.Rejected, "the event is not this actor's run", HandoffResult.Empty));
 
-    public Task<RunHandoffState?> GetStateAsync() => RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(LoadAsync);
+    public Task<RunHandoffState?> GetStateAsync() =>
+        RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(async () => (await LoadRunAsync()).State);
+
+    public Task<DeletedRun?> GetDeletedAsync() =>
+        RunId is null ? Task.FromResult<DeletedRun?>(null) : Guarded(async () => (await LoadRunAsync()).Deleted);
 
     // An actor whose id names no run answers these as the engine does a run it does not know (no state): the turn would
     // fail instead (see TurnAsync), a 500 and an error logged as the store's fault, for a call any app can make. A null or
     // incomplete argument never gets here: ActorCallArguments refuses it with a 400 before the SDK reads it.
     public Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report) =>
         RunId is null ? Task.FromResult(AgentReportStatus.UnknownAgent)
-        : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer));
+        : TurnAsync((stored, writer) => engine.ApplyAgentReportAsync(stored, report, writer), _ => AgentReportStatus.UnknownAgent);
 
     public Task<AgentCommandOutcome> RecordAgentCommandAsync(AgentCommandSent sent) =>
         RunId is null ? Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.UnknownAgent))
-        : TurnAsync((stored, writer) => RecordCommandOnceAsync(stored, sent, writer));
+        : TurnAsync((stored, writer) => RecordCommandOnceAsync(stored, sent, writer), _ => new AgentCommandOutcome(AgentCommandStatus.UnknownAgent));
 
     /// <summary>
     /// daprd makes a failed actor call again (the resiliency policy's actor retry), also one whose turn saved the state and
@@ -127,11 +139,11 @@ public sealed partial class HandoffRunActor(
 
     public Task<HandoffResult> CompleteLaunchRoundAsync(LaunchRoundAnswers answers) =>
         RunId is null ? Task.FromResult(HandoffResult.Empty)
-        : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer));
+        : TurnAsync((stored, writer) => engine.CompleteRoundAsync(stored, answers, writer), _ => HandoffResult.Empty);
 
     public Task<PollVerdict> CompletePollAsync(PollAnswers answers) =>
         RunId is null ? Task.FromResult(new PollVerdict([]))
-        : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer), (saved, verdict) => StartStops(saved, verdict));
+        : TurnAsync((stored, writer) => engine.CompletePollAsync(stored, answers, writer), _ => new PollVerdict([]), (saved, verdict) => StartStops(saved, verdict));
 
     /// <summary>A round's calls, made here for a turn whose caller will not get it (see <see cref="TurnAsync{T}"/>).</summary>
     private void StartRound(RunHandoffState saved, LaunchRound? round)
@@ -181,8 +193,10 @@ public sealed partial class HandoffRunActor(
     /// of the call (daprd's, or the caller's) finds them under way or decided and hands over none: a round's calls would
     /// wait for its deadline and a lookup, an agent given up on would never be stopped.
     /// </param>
+    /// <param name="whenDeleted">The answer for a run retention deleted: the engine is not asked (it would take "no run" for a new one).</param>
     private Task<T> TurnAsync<T>(
-        Func<RunHandoffState?, Writer, Task<T>> turn, Action<RunHandoffState, T>? handOver = null, [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
+        Func<RunHandoffState?, Writer, Task<T>> turn, Func<DeletedRun, T> whenDeleted, Action<RunHandoffState, T>? handOver = null,
+        [System.Runtime.CompilerServices.CallerMemberName] string method = "") =>
         Guarded(
             async () =>
             {
@@ -192,7 +206,12 @@ public sealed partial class HandoffRunActor(
                     throw new InvalidOperationException("This actor owns no run.");
                 }
 
-                var stored = await LoadAsync();
+                var (stored, deleted) = await LoadRunAsync();
+                if (deleted is not null)
+                {
+                    return whenDeleted(deleted);
+                }
+
                 var writer = new Writer(this, stored);
                 var result = await turn(stored, writer);
                 await writer.EnsureWakeAsync();
@@ -237,7 +256,7 @@ public sealed partial class HandoffRunActor(
             await ForgetStateCachedBeforeSidecarStartAsync();
             // The one-shot reminder is spent; the writer registers the next one if work remains.
             await StateManager.TryRemoveStateAsync(WakeAtKey);
-            var stored = await LoadAsync();
+            var (stored, _) = await LoadRunAsync();
             var writer = new Writer(this, stored);
             var woken = stored is null ? null : await engine.WakeAsync(stored, writer, CancellationToken.None);
             if (woken is { Round: not null } or { Poll: not null })
@@ -268,6 +287,23 @@ public sealed partial class HandoffRunActor(
 
             throw;
         }
+    }
+
+    /// <summary>
+    /// The run, or its tombstone once retention deleted it: its <c>deleted_at</c> passed (on this clock: the store may
+    /// not have expired every key yet, or expired them a moment apart), or its keys expired first (the store's clock ahead).
+    /// </summary>
+    private async Task<(RunHandoffState? State, DeletedRun? Deleted)> LoadRunAsync()
+    {
+        await ForgetStateCachedBeforeSidecarStartAsync();
+        var tombstone = await StateManager.TryGetStateAsync<DeletedRun>(DeletedRunKey);
+        if (tombstone is { HasValue: true, Value: { } due } && due.DeletedAt <= timeProvider.GetUtcNow())
+        {
+            return (null, due);
+        }
+
+        var state = await LoadAsync();
+        return state is null && tombstone is { HasValue: true, Value: { } expired } ? (null, expired) : (state, null);
     }
 
     private async Task<RunHandoffState?> LoadAsync()
@@ -311,33 +347,38 @@ public sealed partial class HandoffRunActor(
     /// </summary>
     private async Task<bool> SaveStateAsync(RunHandoffState? previous, RunHandoffState state, DateTimeOffset? wakeAt)
     {
-        // Only the parts that changed are written; the engine replaces a part whenever it changes it.
-        if (!ReferenceEquals(previous?.Snapshot, state.Snapshot) && state.Snapshot is not null)
+        var expiry = await ExpiryOfSaveAsync(state);
+        // Only the parts that changed are written; the engine replaces a part whenever it changes it. A save that sets or
+        // takes off the keys' TTL writes them all: every key of the run must expire at the same moment, or none.
+        var all = expiry is not null;
+        Task Set<TValue>(string key, TValue value) =>
+            expiry is { } ttl ? StateManager.SetStateAsync(key, value, ttl) : StateManager.SetStateAsync(key, value);
+        if ((all || !ReferenceEquals(previous?.Snapshot, state.Snapshot)) && state.Snapshot is not null)
         {
-            await StateManager.SetStateAsync(SnapshotKey, state.Snapshot);
+            await Set(SnapshotKey, state.Snapshot);
         }
 
         var agentsChanged = !ReferenceEquals(previous?.CodingAgents, state.CodingAgents);
-        if (agentsChanged)
+        if (all || agentsChanged)
         {
-            await StateManager.SetStateAsync(CodingAgentsKey, state.CodingAgents.ToDictionary());
+            await Set(CodingAgentsKey, state.CodingAgents.ToDictionary());
         }
 
-        if (!ReferenceEquals(previous?.Launches, state.Launches))
+        if (all || !ReferenceEquals(previous?.Launches, state.Launches))
         {
-            await StateManager.SetStateAsync(LaunchesKey, state.Launches.ToList());
+            await Set(LaunchesKey, state.Launches.ToList());
         }
 
-        if (!ReferenceEquals(previous?.Timeline, state.Timeline))
+        if (all || !ReferenceEquals(previous?.Timeline, state.Timeline))
         {
-            await StateManager.SetStateAsync(TimelineKey, state.Timeline.ToList());
+            await Set(TimelineKey, state.Timeline.ToList());
         }
 
-        if (previous?.Poll != state.Poll)
+        if (all || previous?.Poll != state.Poll)
         {
             if (state.Poll is { } poll)
             {
-                await StateManager.SetStateAsync(PollKey, poll);
+                await Set(PollKey, poll);
             }
             else
             {
@@ -345,8 +386,31 @@ public sealed partial class HandoffRunActor(
             }
         }
 
+        if (all && await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey) is { HasValue: true, Value: { } recorded })
+        {
+            await Set(RecordedCommandsKey, recorded);
+        }
+
+        // wake_at needs no TTL: a settled run has no wake-up, so its save removes it (SaveStateForWakeAsync).
+        var deletedAt = expiry > TimeSpan.Zero ? timeProvider.GetUtcNow() + expiry.Value : (DateTimeOffset?)null;
+        if (deletedAt is { } at)
+        {
+            await StateManager.SetStateAsync(DeletedRunKey, new DeletedRun(state.RunId, state.GroupId, at), expiry!.Value + RunRetention.TombstoneLifetime);
+        }
+        else if (all)
+        {
+            await StateManager.TryRemoveStateAsync(DeletedRunKey);
+        }
+
         var reminderToChange = await SaveStateForWakeAsync(wakeAt);
-        recentRuns?.Remember(state);
+        if (all && deletedAt is null)
+        {
+            // The SDK keeps each key written with the never-expire TTL in its cache as expired (its expiry time is in
+            // the past) and would read it back as absent: read from the store from here on, where it never expires.
+            await StateManager.ClearCacheAsync();
+        }
+
+        recentRuns?.Remember(state, deletedAt);
 
         // Published once the state is saved, before the reminder step: if that fails the turn fails, but the agents are
         // stored, and no later turn would see them change and publish them.
@@ -357,6 +421,28 @@ public sealed partial class HandoffRunActor(
 
         return reminderToChange;
     }
+
+    /// <summary>
+    /// The TTL every key of the run gets at this save: <c>Handoff:RunRetention</c> when the core says the run is settled;
+    /// <see cref="NeverExpire"/> when it is not (or retention is off) but its keys were given one (the tombstone key
+    /// says so); null (keys written as before, without a TTL) otherwise.
+    /// </summary>
+    private async Task<TimeSpan?> ExpiryOfSaveAsync(RunHandoffState state) =>
+        options.Value.RunRetention is { } retention && state.IsSettled ? retention
+        : await StateManager.ContainsStateAsync(DeletedRunKey) ? NeverExpire
+        : null;
+
+    /// <summary>
+    /// Takes a key's TTL off. A write without <c>ttlInSeconds</c> does not: components-contrib's Redis store (the one
+    /// components/ and k8s/ use) writes a key with a Lua script that HSETs its hash, which keeps the key's TTL, and
+    /// then sends "EXPIRE key ttl" only `if ttl != nil &amp;&amp; *ttl > 0` and "PERSIST key" only `if ttl != nil &amp;&amp; *ttl &lt;= 0`
+    /// (state/redis/redis.go, Set and Multi). Dapr's docs (state-store-ttl.md): "When a TTL is not specified, the default
+    /// behavior of the state store is retained", and "you can ... indefinitely retain a given database record ... by
+    /// setting ttlInSeconds to the value of -1". The SDK (Dapr.Actors 1.19, DaprStateProvider.SaveStateAsync) sends
+    /// ttlInSeconds = ceil(seconds to the expiry it computed at SetStateAsync): minus one second gives "-1" for a save
+    /// within a second of the set, as every save here is (anything below 0 also persists in Redis).
+    /// </summary>
+    internal static readonly TimeSpan NeverExpire = TimeSpan.FromSeconds(-1);
 
     /// <summary>
     /// Saves the turn's state, keeping one one-shot reminder per run at its next wake-up. The stored <c>wake_at</c>

@@ -14,6 +14,9 @@ public interface IHandoffRunActor : IActor
 
     Task<RunHandoffState?> GetStateAsync();
 
+    /// <summary>The run's tombstone once retention deleted it (its state expired); null otherwise.</summary>
+    Task<DeletedRun?> GetDeletedAsync();
+
     Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report);
 
     /// <summary>Records a stop or follow-up the provider accepted (sent by <see cref="ActorRunOwner"/>, outside any turn).</summary>

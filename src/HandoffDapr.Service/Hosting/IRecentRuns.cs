@@ -14,21 +14,24 @@ public interface IRecentRuns
 /// Dapr mode: actors cannot be enumerated, so each replica remembers the runs its own actors saved, most recently
 /// saved first, bounded. The status page of one replica shows that replica's runs.
 /// </summary>
-public sealed class LocalRecentRuns : IRecentRuns
+public sealed class LocalRecentRuns(TimeProvider? clock = null) : IRecentRuns
 {
+    private readonly TimeProvider clock = clock ?? TimeProvider.System;
+
     public const int Capacity = 500;
 
     /// <summary>How far past <see cref="Capacity"/> the table may grow before the oldest are dropped, so that the sort
     /// eviction needs runs once per this many saves instead of on every save once full.</summary>
     public const int EvictionSlack = Capacity / 4;
 
-    private readonly ConcurrentDictionary<long, (RunHandoffState State, long SavedAt)> runs = new();
+    private readonly ConcurrentDictionary<long, (RunHandoffState State, long SavedAt, DateTimeOffset? DeletedAt)> runs = new();
     private long saves;
 
     /// <summary>Ordered by when it was saved here (a counter), not by its timeline: a run may be saved with none.</summary>
-    public void Remember(RunHandoffState state)
+    /// <param name="deletedAt">When retention deletes the run as saved (its keys' TTL runs out): not listed from then on.</param>
+    public void Remember(RunHandoffState state, DateTimeOffset? deletedAt = null)
     {
-        runs[state.RunId] = (AsViewed(state), Interlocked.Increment(ref saves));
+        runs[state.RunId] = (AsViewed(state), Interlocked.Increment(ref saves), deletedAt);
         if (runs.Count > Capacity + EvictionSlack)
         {
             foreach (var stale in runs.Values.OrderBy(run => run.SavedAt).Take(runs.Count - Capacity))
@@ -53,6 +56,15 @@ public sealed class LocalRecentRuns : IRecentRuns
             : state.Launches,
     };
 
-    public Task<IReadOnlyList<RunHandoffState>> ListAsync(int limit, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<RunHandoffState>>(runs.Values.OrderByDescending(run => run.SavedAt).Take(limit).Select(run => run.State).ToList());
+    public Task<IReadOnlyList<RunHandoffState>> ListAsync(int limit, CancellationToken cancellationToken)
+    {
+        var now = clock.GetUtcNow();
+        foreach (var deleted in runs.Values.Where(run => run.DeletedAt <= now).ToList())
+        {
+            // Only the entry as it was seen deleted: a save since (the run made anew) stays.
+            runs.TryRemove(KeyValuePair.Create(deleted.State.RunId, deleted));
+        }
+
+        return Task.FromResult<IReadOnlyList<RunHandoffState>>(runs.Values.OrderByDescending(run => run.SavedAt).Take(limit).Select(run => run.State).ToList());
+    }
 }

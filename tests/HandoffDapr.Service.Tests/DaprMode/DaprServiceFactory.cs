@@ -43,10 +43,12 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
 
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
-        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false, bool actorResiliency = false)
+        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false, bool actorResiliency = false, TimeProvider? sidecarTime = null)
     {
         var options = new FakeSidecarOptions
         {
+            // The sidecar's own clock (its reminders, its state's expiry): the system's unless a test moves it.
+            TimeProvider = sidecarTime ?? TimeProvider.System,
             AppApiToken = appApiToken,
             ApiToken = sidecarApiToken,
             // As components/resiliency.yaml configures daprd: with an inbound retry on the pub/sub component,

@@ -1,0 +1,104 @@
+using System.Net;
+using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// Handoff:RunRetention in Dapr mode: a settled run's state keys all get the same TTL at its save, a run with something
+/// pending has none on any key (also once it had one), and a completion event redelivered after the keys expired meets
+/// the tombstone and launches nothing. The fake sidecar expires keys as the Redis store does (a write without
+/// ttlInSeconds keeps a key's TTL; "-1" takes it off), on the same clock as the app.
+/// </summary>
+public sealed class DaprRetentionTests : IAsyncLifetime
+{
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private const string Route = "autofix-run-completed";
+    private static readonly TimeSpan Retention = TimeSpan.FromDays(1);
+    private readonly FakeCursor cursor = new();
+    private readonly FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+    private DaprServiceFactory factory = null!;
+    private HttpClient client = null!;
+
+    public async Task InitializeAsync()
+    {
+        factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, sidecarTime: time, settings: new Dictionary<string, string?> { ["Handoff:RunRetention"] = "1.00:00:00" });
+        client = factory.CreateSidecarClient();
+    }
+
+    [Fact]
+    public async Task Every_key_of_a_settled_run_expires_at_the_same_moment_and_its_tombstone_after()
+    {
+        await SettleAsync(800);
+
+        var expiries = factory.Sidecar.GetActorStateExpiries(Actor, "800");
+        var runKeys = expiries.Where(key => key.Key != HandoffRunActor.DeletedRunKey).ToList();
+        Assert.Contains(runKeys, key => key.Key == "snapshot");
+        Assert.Contains(runKeys, key => key.Key == "launches");
+        Assert.All(runKeys, key => Assert.Equal(time.GetUtcNow() + Retention, key.Value));
+        Assert.Equal(time.GetUtcNow() + Retention + Core.Handoff.RunRetention.TombstoneLifetime, expiries[HandoffRunActor.DeletedRunKey]);
+    }
+
+    [Fact]
+    public async Task A_run_with_something_pending_again_has_no_ttl_on_any_key()
+    {
+        await SettleAsync(801);
+        Assert.All(factory.Sidecar.GetActorStateExpiries(Actor, "801").Values, expiry => Assert.NotNull(expiry));
+
+        // A person relaunches the failed repository; the provider is down for now: a retry is pending.
+        cursor.Script("acme/shop", FakeCursor.Status(503));
+        time.Advance(TimeSpan.FromHours(1));
+        var trigger = await client.PostJsonAsync("/runs/801/handoff", Payloads.Trigger());
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+
+        var expiries = factory.Sidecar.GetActorStateExpiries(Actor, "801");
+        Assert.Contains("launches", expiries.Keys);
+        Assert.DoesNotContain(HandoffRunActor.DeletedRunKey, expiries.Keys);
+        Assert.All(expiries, key => Assert.Null(key.Value));
+        // Long past the retention the pending run is all there, and read as it was.
+        time.Advance(Retention * 2);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/801/handoff")).StatusCode);
+        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "801", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
+    [Fact]
+    public async Task A_completion_event_redelivered_after_the_run_expired_launches_nothing_and_reads_say_deleted()
+    {
+        var run = await SettleAsync(802);
+        var launches = cursor.LaunchRequests;
+
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "802").Keys);
+        var redelivery = await factory.Sidecar.DeliverEventAsync("pubsub", Route, run);
+        var read = await client.GetAsync("/runs/802/handoff");
+        var listed = await (await client.GetAsync("/runs")).ReadJsonArrayAsync();
+
+        Assert.Equal(DeliveryOutcome.Success, redelivery.Outcome);
+        Assert.Equal(1, launches);
+        Assert.Equal(launches, cursor.LaunchRequests);
+        Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "802").Keys);
+        Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await read.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.DoesNotContain(listed, listedRun => listedRun!["run_id"]!.GetValue<long>() == 802);
+    }
+
+    /// <summary>A completion event whose one launch the provider refuses for good: nothing pending.</summary>
+    private async Task<System.Text.Json.Nodes.JsonObject> SettleAsync(long runId)
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(401));
+        var run = Payloads.Run(runId, ["acme/shop"]);
+        Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", Route, run)).Outcome);
+        Assert.Equal("failed", factory.Sidecar.GetActorState(Actor, runId.ToString(System.Globalization.CultureInfo.InvariantCulture), "launches")!.Value[0].GetProperty("phase").GetString());
+        return run;
+    }
+
+    public async Task DisposeAsync()
+    {
+        client.Dispose();
+        await factory.DisposeAsync();
+        cursor.Dispose();
+    }
+}
