@@ -32,30 +32,7 @@ public sealed partial class RetentionSweeper(
             return; // unset: every run is kept, as before retention existed
         }
 
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await SweepAsync(stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                break;
-            }
-            catch (Exception exception)
-            {
-                LogSweepFailed(exception);
-            }
-
-            try
-            {
-                await Task.Delay(Interval, timeProvider, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
-        }
+        await PeriodicWork.RunAsync(SweepAsync, token => Task.Delay(Interval, timeProvider, token), LogSweepFailed, stoppingToken);
     }
 
     // One sweep at a time (the schedule's and one asked for): a second would only find the first's runs held.

@@ -81,30 +81,7 @@ public sealed partial class WakeupScheduler(
     private async Task PollAsync(CancellationToken stoppingToken)
     {
         var interval = options.Value.Embedded.SchedulePollInterval;
-        while (!stoppingToken.IsCancellationRequested)
-        {
-            try
-            {
-                await DispatchDueAsync(stoppingToken);
-            }
-            catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
-            {
-                break;
-            }
-            catch (Exception exception)
-            {
-                LogSchedulerFailed(exception);
-            }
-
-            try
-            {
-                await signal.WaitAsync(interval, timeProvider, stoppingToken);
-            }
-            catch (OperationCanceledException)
-            {
-                break;
-            }
-        }
+        await PeriodicWork.RunAsync(DispatchDueAsync, token => signal.WaitAsync(interval, timeProvider, token), LogSchedulerFailed, stoppingToken);
     }
 
     /// <summary>
