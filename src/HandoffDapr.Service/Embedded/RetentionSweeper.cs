@@ -59,7 +59,6 @@ public sealed partial class RetentionSweeper(
 
     private async Task<int> SweepOnceAsync(TimeSpan retention, CancellationToken cancellationToken)
     {
-
         var now = timeProvider.GetUtcNow();
         var deleted = 0;
         var after = (UpdatedAt: long.MinValue, RunId: long.MinValue);
