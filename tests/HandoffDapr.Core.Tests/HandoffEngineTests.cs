@@ -2327,6 +2327,32 @@ public sealed class HandoffEngineTests
         Assert.Equal(1, counted["handoff.launches", "handoff.failure_type", FailureTypes.RetriesExhausted]);
     }
 
+    [Fact]
+    public async Task A_late_answer_of_an_attempt_before_a_persons_relaunch_is_not_taken_for_the_relaunchs_attempt_of_the_same_number()
+    {
+        // Attempt 1's answer (rate limited) is held back past its deadline; the attempt that took it over is refused for good.
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(first.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        provider.Next = new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, StatusCode: 422);
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches.Single().Phase);
+
+        // A person relaunches it: attempt 1 again, whose answer (an agent) is recorded after the old attempt 1's.
+        time.Advance(TimeSpan.FromMinutes(1));
+        var relaunch = await engine.TriggerAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        var answers = await HoldAnswersAsync(relaunch.Round!);
+        Assert.Equal(1, writer.Saved.Last().Launches.Single().Attempts);
+        await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+        await engine.CompleteRoundAsync(writer.Saved.Last(), answers, writer);
+
+        // The old answer is late, not the relaunch's: taken as its, it would schedule a retry, the relaunch's agent would
+        // then be dropped as an answer already applied, and the retry would launch a second agent on the repository.
+        var launch = writer.Saved.Last().Launches.Single();
+        Assert.Equal((LaunchPhase.Launched, answers.Attempts[0].Agent!.Id), (launch.Phase, launch.AgentId));
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
