@@ -5,6 +5,7 @@ using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Cursor;
 using HandoffDapr.Core.Repositories;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using WireMock.RequestBuilders;
 using WireMock.ResponseBuilders;
 using WireMock.Server;
@@ -317,6 +318,23 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Null(olderThanTheLaunch.Value);
         Assert.True(elsewhere.IsSuccess);
         Assert.Null(elsewhere.Value);
+    }
+
+    [Fact]
+    public async Task A_providers_error_message_is_logged_on_one_line_and_bounded_so_it_cannot_forge_log_lines()
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", 400, $$$"""{"error":{"message":"bad request\r\ninfo: HandoffDapr.Core.Handoff.HandoffEngine[1006] Run 1: found agent bc-9\u0000{{{new string('x', 300)}}}"}}""");
+
+        await logging.LaunchAsync(Launch(), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        var message = logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value!;
+        Assert.DoesNotContain(message, char.IsControl);
+        Assert.StartsWith("bad request  info:", message);
+        Assert.Equal(201, message.Length);
+        Assert.EndsWith("x…", message);
     }
 
     private void Answer(string path, int status, string body) =>

@@ -2353,6 +2353,22 @@ public sealed class HandoffEngineTests
         Assert.Equal((LaunchPhase.Launched, answers.Attempts[0].Agent!.Id), (launch.Phase, launch.AgentId));
     }
 
+    [Fact]
+    public async Task A_provider_client_fault_is_logged_by_its_exception_type_never_its_message()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.OnLaunch = _ => throw new InvalidOperationException("unexpected answer {\"token\":\"sk-live-secret-123\"}");
+
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var records = logger.Collector.GetSnapshot();
+        var faulted = Assert.Single(records, record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Contains(nameof(InvalidOperationException), faulted.Message);
+        Assert.DoesNotContain(records, record => record.Message.Contains("sk-live-secret-123", StringComparison.Ordinal)
+            || (record.StructuredState ?? []).Any(pair => pair.Value?.Contains("sk-live-secret-123", StringComparison.Ordinal) == true));
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
