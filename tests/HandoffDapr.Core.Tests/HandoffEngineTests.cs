@@ -2369,6 +2369,27 @@ public sealed class HandoffEngineTests
             || (record.StructuredState ?? []).Any(pair => pair.Value?.Contains("sk-live-secret-123", StringComparison.Ordinal) == true));
     }
 
+    [Fact]
+    public async Task A_late_answer_naming_the_agent_its_launch_already_follows_is_logged_as_late_not_as_a_second_agent()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        // The attempt that took it over finds the agent the first one made, before the first one's answer is recorded.
+        provider.Existing = late.Attempts[0].Agent;
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(late.Attempts[0].Agent!.Id, writer.Saved.Last().Launches.Single().AgentId);
+        logger.Collector.Clear();
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Single(records, record => record.Id.Name == "LaunchAnswerLate");
+        Assert.DoesNotContain(records, record => record.Id.Name == "AgentNotFollowed");
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
