@@ -2390,6 +2390,38 @@ public sealed class HandoffEngineTests
         Assert.DoesNotContain(records, record => record.Id.Name == "AgentNotFollowed");
     }
 
+    [Fact]
+    public async Task A_repeated_report_of_an_agent_completed_with_its_pull_request_changes_nothing_and_keeps_that_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var finished = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8"));
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer));
+        var completed = writer.Saved.Last();
+
+        // Cursor sends a webhook again when its delivery got no 2xx; a later report may name another pull request.
+        var again = await engine.ApplyAgentReportAsync(completed, finished, writer);
+        var another = await engine.ApplyAgentReportAsync(completed, finished with { Agent = finished.Agent with { PrUrl = "https://github.com/acme/shop/pull/9" } }, writer);
+
+        Assert.Equal((AgentReportStatus.Unchanged, AgentReportStatus.Unchanged), (again, another));
+        Assert.Same(completed, writer.Saved.Last());
+        Assert.Equal("https://github.com/acme/shop/pull/8", Assert.Single(completed.CodingAgents["bc-1"].Results).PrUrl);
+    }
+
+    [Theory]
+    [InlineData(ProviderAgentStatus.Error)]
+    [InlineData(ProviderAgentStatus.Expired)]
+    [InlineData(ProviderAgentStatus.Stopped)]
+    public async Task An_agent_at_work_the_provider_reports_ended_without_finishing_is_failed_and_its_launch_says_agent_failed(ProviderAgentStatus reported)
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", reported)), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.AgentFailed, writer.Saved.Last().Launches.Single().FailureType);
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
