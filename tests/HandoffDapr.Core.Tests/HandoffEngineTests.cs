@@ -2422,6 +2422,52 @@ public sealed class HandoffEngineTests
         Assert.Equal(FailureTypes.AgentFailed, writer.Saved.Last().Launches.Single().FailureType);
     }
 
+    [Fact]
+    public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var due = writer.Saved.Last().Poll!.NextPollAt;
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(due, writer.Saved.Last().Poll!.NextPollAt);
+        Assert.Equal(due, writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task An_agents_age_counts_from_our_launch_not_from_the_creation_time_the_provider_reports()
+    {
+        // The provider's answer puts the agent's creation seven hours back (its clock, or a mistake): past the maximum age.
+        provider.AnswerWith = new ProviderAgent("bc-7", ProviderAgentStatus.Creating, CreatedAt: time.GetUtcNow() - TimeSpan.FromHours(7));
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-7"].Status);
+        // Six hours after our launch, by our own clock, it is given up on.
+        time.Advance(TimeSpan.FromHours(6));
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-7"].Status);
+    }
+
+    [Fact]
+    public async Task An_agent_whose_reads_failed_until_twice_its_maximum_age_is_timed_out_and_not_read_again()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        time.Advance(TimeSpan.FromHours(12) + TimeSpan.FromMinutes(5));
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        // Its watch is over as it is timed out: no poll is left for the run.
+        Assert.Null(state.Poll);
+        Assert.Null(state.NextWakeAt());
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
