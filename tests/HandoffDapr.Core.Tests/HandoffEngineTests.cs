@@ -2468,6 +2468,22 @@ public sealed class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
     }
 
+    [Fact]
+    public async Task Webhook_signed_by_another_integration_is_not_adopted_on_the_branch_of_a_launch_without_an_agent()
+    {
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+        var exhausted = writer.Saved.Last();
+        var branch = exhausted.Launches[0].BranchName;
+
+        // Integration 43's secret proves nothing about integration 42's launch, whose branch name is derived from public ids.
+        var planted = await engine.ApplyAgentReportAsync(
+            exhausted, new AgentReport(43, new ProviderAgent("bc-planted", ProviderAgentStatus.Finished, BranchName: branch, PrUrl: "https://github.com/acme/shop/pull/66"), "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, planted);
+        Assert.Same(exhausted, writer.Saved.Last());
+        Assert.Empty(exhausted.CodingAgents);
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
