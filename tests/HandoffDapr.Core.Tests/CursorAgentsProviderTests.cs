@@ -337,6 +337,28 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.EndsWith("x…", message);
     }
 
+    [Theory]
+    // No creation time: it may be ours whenever the launch was sent.
+    [InlineData(null, "2026-11-24T10:00:00Z")]
+    // The launch's first attempt is not known (stored before it was kept): any such agent may be ours.
+    [InlineData("2026-11-24T09:00:00Z", null)]
+    // Stamped a little before our first attempt: another clock than ours, within the slack.
+    [InlineData("2026-11-24T09:58:00Z", "2026-11-24T10:00:00Z")]
+    public async Task An_agent_of_the_repository_without_a_readable_branch_that_cannot_be_ruled_out_by_its_age_makes_the_lookup_incomplete(string? createdAt, string? firstSent)
+    {
+        var created = createdAt is null ? "" : $$""","createdAt":"{{createdAt}}" """;
+        Answer("/v0/agents", 200, $$$"""{"agents":[{"id":"bc-9","status":"RUNNING"{{{created}}},"source":{"repository":"https://github.com/acme/shop"},"target":null}]}""");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(
+            repository!.Value, "fix-abc123", firstSent is null ? null : DateTimeOffset.Parse(firstSent, System.Globalization.CultureInfo.InvariantCulture), CancellationToken.None);
+
+        // "None" would launch a second agent beside it, if it is ours.
+        Assert.False(result.IsSuccess, $"answered success with agent {result.Value?.Id ?? "null"} (\"not found\")");
+        Assert.Equal(FailureTypes.ReconcileIncomplete, result.Failure!.FailureType);
+        Assert.True(result.Failure.OutcomeUnknown);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
