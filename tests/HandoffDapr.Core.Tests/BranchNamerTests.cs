@@ -16,6 +16,8 @@ public sealed class BranchNamerTests
     [InlineData("api/v2//users broken", "api/v2/users-broken")]
     [InlineData("/leading slash", "leading-slash")]
     [InlineData("trailing/ slash", "trailing/-slash")]
+    [InlineData("Broken checkout api/", "broken-checkout-api")]
+    [InlineData("Timeout in api// ", "timeout-in-api")]
     [InlineData("Ünïcödé tïtlé ok", "ncd-ttl-ok")]
     public void Prefix_is_the_first_three_words_sanitised(string title, string prefix)
     {
