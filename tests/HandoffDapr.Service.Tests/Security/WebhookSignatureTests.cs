@@ -18,6 +18,8 @@ public sealed class WebhookSignatureTests
         Assert.True(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected));
         Assert.True(WebhookSignature.IsValid(Secret, Body, Expected));
         Assert.True(WebhookSignature.IsValid(Secret, Body, Expected.ToUpperInvariant()));
+        // The prefix is read in any case, as the hex is.
+        Assert.True(WebhookSignature.IsValid(Secret, Body, "SHA256=" + Expected));
     }
 
     [Theory]
