@@ -10,7 +10,8 @@ namespace HandoffDapr.Service.Embedded;
 /// batches through the store's one writer, each leaving a tombstone; and drops tombstones past
 /// <see cref="RunRetention.TombstoneLifetime"/>. A run this process holds is passed over, and a row deleted only at the
 /// version it was read at with no wake-up, so a turn here or in another process on the file is never raced: its save
-/// either comes first (the delete then finds another version) or meets the tombstone.
+/// either comes first (the delete then finds another version) or meets the tombstone. With the setting unset nothing is
+/// deleted; tombstones left from when it was set are still dropped after their lifetime (none there: nothing runs).
 /// </summary>
 public sealed partial class RetentionSweeper(
     SqliteRunStore store,
@@ -27,9 +28,9 @@ public sealed partial class RetentionSweeper(
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        if (options.Value.RunRetention is null)
+        if (options.Value.RunRetention is null && !MayHaveTombstones())
         {
-            return; // unset: every run is kept, as before retention existed
+            return; // unset, and no run ever deleted on this file: nothing to do, as before retention existed
         }
 
         await PeriodicWork.RunAsync(SweepAsync, token => Task.Delay(Interval, timeProvider, token), LogSweepFailed, stoppingToken);
@@ -39,17 +40,28 @@ public sealed partial class RetentionSweeper(
     private readonly SemaphoreSlim sweeping = new(1, 1);
 
     /// <summary>One sweep: every due run deleted, old tombstones dropped. Returns how many runs went.</summary>
+    /// <remarks>
+    /// With the setting unset (turned off after runs were deleted) no run is deleted, but the tombstones left are still
+    /// dropped after <see cref="RunRetention.TombstoneLifetime"/>, as docs/runbook.md says and Dapr mode's expire.
+    /// </remarks>
     public async Task<int> SweepAsync(CancellationToken cancellationToken)
     {
-        if (options.Value.RunRetention is not { } retention)
-        {
-            return 0;
-        }
-
+        var retention = options.Value.RunRetention;
         await sweeping.WaitAsync(cancellationToken);
         try
         {
-            return await SweepOnceAsync(retention, cancellationToken);
+            if (retention is null)
+            {
+                var now = timeProvider.GetUtcNow();
+                if (await DropTombstonesAsync(now, cancellationToken) is > 0 and var dropped)
+                {
+                    LogTombstonesDropped(dropped);
+                }
+
+                return 0;
+            }
+
+            return await SweepOnceAsync(retention.Value, cancellationToken);
         }
         finally
         {
@@ -98,18 +110,41 @@ public sealed partial class RetentionSweeper(
             }
         }
 
+        LogSwept(deleted, retention, await DropTombstonesAsync(now, cancellationToken));
+        return deleted;
+    }
+
+    /// <summary>Drops every tombstone older than <see cref="RunRetention.TombstoneLifetime"/>, in batches; returns how many.</summary>
+    private async Task<int> DropTombstonesAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
         var dropped = 0;
         for (int batch; (batch = await store.DropTombstonesAsync(now - RunRetention.TombstoneLifetime, BatchSize, cancellationToken)) > 0; dropped += batch)
         {
         }
 
-        LogSwept(deleted, retention, dropped);
-        return deleted;
+        return dropped;
+    }
+
+    /// <summary>The file holds tombstones (or could not be asked): with the setting unset, they must still be dropped in time.</summary>
+    private bool MayHaveTombstones()
+    {
+        try
+        {
+            return store.HasTombstones();
+        }
+        catch (Exception exception) when (exception is Microsoft.Data.Sqlite.SqliteException or InvalidOperationException)
+        {
+            return true; // the loop tries, and logs a failed pass
+        }
     }
 
     [LoggerMessage(EventId = 3005, EventName = "RunsSweptByRetention", Level = LogLevel.Information,
         Message = "Retention sweep: {Deleted} settled run(s) unchanged for {RunRetention} deleted; {TombstonesDropped} tombstone(s) of runs deleted over 30 days ago dropped")]
     private partial void LogSwept(int deleted, TimeSpan runRetention, int tombstonesDropped);
+
+    [LoggerMessage(EventId = 3007, EventName = "RetentionTombstonesDropped", Level = LogLevel.Information,
+        Message = "Retention is off (Handoff:RunRetention unset): {TombstonesDropped} tombstone(s) of runs deleted over 30 days ago, while it was on, dropped")]
+    private partial void LogTombstonesDropped(int tombstonesDropped);
 
     [LoggerMessage(EventId = 3006, EventName = "RetentionSweepFailed", Level = LogLevel.Warning,
         Message = "The retention sweep failed; runs due for deletion are kept until the next sweep succeeds")]

@@ -596,6 +596,15 @@ public sealed partial class SqliteRunStore : IDisposable
             return deleted;
         });
 
+    /// <summary>Whether any run deleted by retention has its tombstone here (one indexed read).</summary>
+    public bool HasTombstones()
+    {
+        using var connection = OpenForRead();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT EXISTS (SELECT 1 FROM deleted_runs)";
+        return command.ExecuteScalar() is 1L;
+    }
+
     /// <summary>Drops up to <paramref name="limit"/> tombstones of runs deleted before <paramref name="cutoff"/>; returns how many.</summary>
     public Task<int> DropTombstonesAsync(DateTimeOffset cutoff, int limit, CancellationToken cancellationToken) =>
         writer.WriteAsync((connection, transaction) =>

@@ -162,6 +162,32 @@ public sealed class RetentionTests : IDisposable
         Assert.Null((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
     }
 
+    [Fact]
+    public async Task Tombstones_left_when_retention_is_turned_off_are_still_dropped_after_their_lifetime()
+    {
+        var path = temp.File("turned-off.db");
+        JsonObject run;
+        using (var before = Start(path))
+        {
+            using var beforeClient = before.CreateClient();
+            run = await SettleAsync(before, beforeClient, 708);
+            time.Advance(Retention + TimeSpan.FromMinutes(1));
+            await Sweeper(before).SweepAsync(CancellationToken.None);
+            Assert.NotNull((await before.Store.LoadAsync(708, CancellationToken.None)).Deleted);
+        }
+
+        // Restarted with the setting unset: no run is deleted any more, but the tombstones already there still go after
+        // their 30 days (docs/runbook.md), and the run's id is then taken as a new run's, as in Dapr mode.
+        using var after = Start(path, retention: null);
+        using var afterClient = after.CreateClient();
+        time.Advance(RunRetention.TombstoneLifetime + TimeSpan.FromMinutes(1));
+        await Sweeper(after).SweepAsync(CancellationToken.None);
+
+        Assert.Null((await after.Store.LoadAsync(708, CancellationToken.None)).Deleted);
+        Assert.Equal(HttpStatusCode.OK, (await afterClient.PostJsonAsync(Route, run)).StatusCode);
+        Assert.NotNull((await after.Store.LoadAsync(708, CancellationToken.None)).State);
+    }
+
     /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
