@@ -176,14 +176,43 @@ public sealed class EmbeddedRunOwner(
     /// <summary>Checked against the stored run, sent with the run's lock free, recorded under it.</summary>
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
-        var state = await GetAsync(runId, cancellationToken);
+        var state = await LoadForCommandAsync(runId, agentId, cancellationToken);
         return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, cutoff.Token));
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
-        var state = await GetAsync(runId, cancellationToken);
+        var state = await LoadForCommandAsync(runId, followup.AgentId, cancellationToken);
         return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, cutoff.Token));
+    }
+
+    /// <summary>
+    /// The run a stop or follow-up is checked against. With retention on, a settled run that has the agent is saved as
+    /// it is first: the command goes to the provider with the run's lock free, and a sweep (here or in another process on
+    /// the file) could otherwise delete the run meanwhile, and the command the provider took would be answered "unknown
+    /// agent" and never recorded (nor a follow-up's pull request watched). Saved, the run is changed now: a sweep that
+    /// read it before finds another version, and a later one finds it not due for a retention.
+    /// </summary>
+    private async Task<RunHandoffState?> LoadForCommandAsync(long runId, string agentId, CancellationToken cancellationToken)
+    {
+        if (options.Value.RunRetention is null)
+        {
+            return await GetAsync(runId, cancellationToken);
+        }
+
+        return await WithRunAsync(
+            runId,
+            async (stored, writer) =>
+            {
+                if (stored is { IsSettled: true } && stored.CodingAgents.ContainsKey(agentId))
+                {
+                    await writer.SaveAsync(stored, cancellationToken);
+                }
+
+                return stored;
+            },
+            cancellationToken,
+            _ => null);
     }
 
     /// <summary>

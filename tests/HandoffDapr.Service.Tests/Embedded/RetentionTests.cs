@@ -188,6 +188,33 @@ public sealed class RetentionTests : IDisposable
         Assert.NotNull((await after.Store.LoadAsync(708, CancellationToken.None)).State);
     }
 
+    [Fact]
+    public async Task A_followup_at_the_provider_while_the_sweep_comes_keeps_its_run_and_is_recorded()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 709);
+        var agentId = ((JsonObject)(await Read(client, 709))["coding_agents"]!).Single().Key;
+        time.Advance(Retention - TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+
+        // A person's follow-up reaches the provider (the run's lock is free meanwhile); the run becomes due and a sweep
+        // comes before the provider answers.
+        using var held = cursor.HoldCommands();
+        var followup = client.PostJsonAsync($"/runs/709/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        time.Advance(TimeSpan.FromMinutes(2));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        held.Release();
+        var answer = await followup;
+
+        // The provider took it: the caller is told so, and the run is kept with the follow-up recorded.
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        var kept = (await factory.Store.LoadAsync(709, CancellationToken.None)).State;
+        Assert.NotNull(kept);
+        Assert.Contains(kept.Timeline, entry => entry.Event == TimelineEvents.FollowupSent && entry.AgentId == agentId);
+    }
+
     /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
