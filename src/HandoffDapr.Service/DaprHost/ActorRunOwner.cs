@@ -22,6 +22,7 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     private readonly HandoffEngine engine;
     private readonly RequestDrain drain;
     private readonly CancellationToken stopping;
+    private readonly bool retention;
 
     public ActorRunOwner(
         IActorProxyFactory proxies,
@@ -34,6 +35,7 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         this.engine = engine;
         this.drain = drain;
         stopping = cutoff.Token;
+        retention = options.Value.RunRetention is not null;
         // The SDK's factory carries the sidecar's endpoint, token and our serializer, but no request timeout.
         if (proxies is ActorProxyFactory { DefaultOptions: var defaults })
         {
@@ -97,14 +99,21 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.StopAgentAsync(await GetAsync(runId, cancellationToken), agentId, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.StopAgentAsync(await GetForCommandAsync(runId, agentId), agentId, this, stopping));
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetAsync(runId, cancellationToken), followup, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetForCommandAsync(runId, followup.AgentId), followup, this, stopping));
     }
+
+    /// <summary>
+    /// The run a command is checked against; with retention on, through the actor's turn that saves a settled run first
+    /// (<see cref="IHandoffRunActor.GetStateForCommandAsync"/>), so it does not expire while the provider has the command.
+    /// </summary>
+    private Task<RunHandoffState?> GetForCommandAsync(long runId, string agentId) =>
+        retention ? CallAsync(runId, actor => actor.GetStateForCommandAsync(agentId)) : CallAsync(runId, actor => actor.GetStateAsync());
 
     public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         CallAsync(sent.RunId, actor => actor.RecordAgentCommandAsync(sent));

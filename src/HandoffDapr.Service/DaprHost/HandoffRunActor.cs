@@ -98,6 +98,20 @@ public sealed partial class HandoffRunActor(
     public Task<RunHandoffState?> GetStateAsync() =>
         RunId is null ? Task.FromResult<RunHandoffState?>(null) : Guarded(async () => (await LoadRunAsync()).State);
 
+    public Task<RunHandoffState?> GetStateForCommandAsync(string agent) =>
+        RunId is null ? Task.FromResult<RunHandoffState?>(null)
+        : TurnAsync<RunHandoffState?>(
+            async (stored, writer) =>
+            {
+                if (options.Value.RunRetention is not null && stored is { IsSettled: true } && stored.CodingAgents.ContainsKey(agent))
+                {
+                    await writer.SaveAsync(stored, CancellationToken.None);
+                }
+
+                return stored;
+            },
+            _ => null);
+
     public Task<DeletedRun?> GetDeletedAsync() =>
         RunId is null ? Task.FromResult<DeletedRun?>(null) : Guarded(async () => (await LoadRunAsync()).Deleted);
 

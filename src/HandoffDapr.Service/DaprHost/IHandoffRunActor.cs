@@ -14,6 +14,13 @@ public interface IHandoffRunActor : IActor
 
     Task<RunHandoffState?> GetStateAsync();
 
+    /// <summary>
+    /// The run a stop or follow-up to <paramref name="agent"/> (one word: the SDK sends the argument under its name, in the actor JSON's snake case) is checked against (sent by <see cref="ActorRunOwner"/>,
+    /// outside any turn). With retention on, a settled run that has the agent is saved as it is first, so its keys' TTL
+    /// starts again: it cannot expire while the provider has the command, whose record would find it deleted.
+    /// </summary>
+    Task<RunHandoffState?> GetStateForCommandAsync(string agent);
+
     /// <summary>The run's tombstone once retention deleted it (its state expired); null otherwise.</summary>
     Task<DeletedRun?> GetDeletedAsync();
 

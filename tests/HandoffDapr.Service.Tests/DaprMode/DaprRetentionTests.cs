@@ -85,6 +85,32 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         Assert.DoesNotContain(listed, listedRun => listedRun!["run_id"]!.GetValue<long>() == 802);
     }
 
+    [Fact]
+    public async Task A_followup_at_the_provider_when_the_run_expires_keeps_its_run_and_is_recorded()
+    {
+        var launched = await client.PostJsonAsync("/runs/803/handoff", Payloads.Trigger(Payloads.Run(803, ["acme/shop"], automation: false)));
+        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/8");
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Sidecar.FireReminderAsync(Actor, "803", HandoffRunActor.WakeReminder);
+        await Eventually.True(() => factory.Sidecar.GetActorStateExpiries(Actor, "803").ContainsKey(HandoffRunActor.DeletedRunKey));
+        time.Advance(Retention - TimeSpan.FromMinutes(1));
+
+        // A person's follow-up reaches the provider; the run's retention runs out before the provider answers.
+        using var held = cursor.HoldCommands();
+        var followup = client.PostJsonAsync($"/runs/803/agents/{agentId}/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "Add a test" });
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        time.Advance(TimeSpan.FromMinutes(2));
+        held.Release();
+        var answer = await followup;
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/803/handoff")).StatusCode);
+        Assert.Contains(
+            factory.Sidecar.GetActorState(Actor, "803", "timeline")!.Value.EnumerateArray(),
+            entry => entry.GetProperty("event").GetString() == "followup_sent");
+    }
+
     /// <summary>A completion event whose one launch the provider refuses for good: nothing pending.</summary>
     private async Task<System.Text.Json.Nodes.JsonObject> SettleAsync(long runId)
     {
