@@ -28,14 +28,17 @@ internal enum RandomOperation
     StopWhileLaunchHeld,
     Duel,
     ConcurrentBatch,
+    Sweep,
 }
 
 /// <param name="Processes">Embedded processes on the one data file (1 or 2).</param>
 /// <param name="Graces">The shutdown grace (<c>Handoff:Embedded:ProviderCallGrace</c>), one drawn per seed.</param>
 /// <param name="RequestTimeout">The provider calls' timeout: short, so that slow answers time out; or longer than any hold.</param>
 /// <param name="Chaos">Whether faults include the fake Cursor's chaos (failures, and answers slower than the timeout).</param>
+/// <param name="Retention"><c>Handoff:RunRetention</c>, or null to keep every run (no run is then ever deleted).</param>
 internal sealed record RandomProfile(
-    string Name, int Processes, string[] Graces, string RequestTimeout, bool Chaos, int MinOperations, int MaxOperations, (RandomOperation Operation, int Weight)[] Mix);
+    string Name, int Processes, string[] Graces, string RequestTimeout, bool Chaos, int MinOperations, int MaxOperations, (RandomOperation Operation, int Weight)[] Mix,
+    TimeSpan? Retention = null);
 
 /// <summary>
 /// The seeded randomized test of embedded mode, one process or two on ONE SQLite file (a hand-over): runs of three
@@ -47,7 +50,7 @@ internal sealed record RandomProfile(
 /// clock), never advanced while a launch is held: a held call ends well inside <c>InFlightTimeout</c>, as the design
 /// presumes. A failure prints the seed, what broke and the operations in order; each seed's counters go to the output.
 /// </summary>
-internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
+internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 {
     public const string Secret = "webhook-secret-of-integration-42-0123456789";
 
@@ -70,11 +73,27 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             (RandomOperation.Duel, 10), (RandomOperation.ConcurrentBatch, 8),
         ]);
 
-    /// <summary>Seeds from the environment (<paramref name="fromVariable"/>, <paramref name="countVariable"/>), 1..12 by default.</summary>
-    public static IEnumerable<object[]> Seeds(string fromVariable, string countVariable)
+    /// <summary>
+    /// <see cref="OneProcess"/> with <c>Handoff:RunRetention</c> set (1 hour): sweeps (<see cref="RandomOperation.Sweep"/>)
+    /// after clock moves past it or short of it, on their own or meeting an event, trigger or webhook of a run they may delete;
+    /// and the schedule's own sweep every 10 minutes of the clock. Deleted runs are then sent events, triggers, webhooks.
+    /// </summary>
+    public static readonly RandomProfile OneProcessWithRetention = OneProcess with
+    {
+        Name = "one process, retention", Retention = TimeSpan.FromHours(1), Mix = [.. OneProcess.Mix, (RandomOperation.Sweep, 14)],
+    };
+
+    /// <summary><see cref="TwoProcesses"/> with retention, as <see cref="OneProcessWithRetention"/>: a sweep in either process, or both at once.</summary>
+    public static readonly RandomProfile TwoProcessesWithRetention = TwoProcesses with
+    {
+        Name = "two processes, retention", Retention = TimeSpan.FromHours(1), Mix = [.. TwoProcesses.Mix, (RandomOperation.Sweep, 12)],
+    };
+
+    /// <summary>Seeds from the environment (<paramref name="fromVariable"/>, <paramref name="countVariable"/>), 1..<paramref name="defaultCount"/> by default.</summary>
+    public static IEnumerable<object[]> Seeds(string fromVariable, string countVariable, int defaultCount = 12)
     {
         var from = int.TryParse(Environment.GetEnvironmentVariable(fromVariable), out var f) ? f : 1;
-        var count = int.TryParse(Environment.GetEnvironmentVariable(countVariable), out var c) ? c : 12;
+        var count = int.TryParse(Environment.GetEnvironmentVariable(countVariable), out var c) ? c : defaultCount;
         return Enumerable.Range(from, count).Select(seed => new object[] { seed });
     }
 
@@ -201,7 +220,12 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000",
             ["Handoff:Embedded:ProviderCallGrace"] = grace,
         };
-        Note($"grace={grace}");
+        if (profile.Retention is { } retention)
+        {
+            settings["Handoff:RunRetention"] = retention.ToString();
+        }
+
+        Note($"grace={grace}{(profile.Retention is { } r ? $" retention={r}" : "")}");
 
         // Held launches: one mapping above FakeCursor's and FakeCopilot's own, passing through to them when nothing is held.
         Func<IRequestMessage, ResponseMessage> cursorLaunch = cursor.Launch;
@@ -338,6 +362,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             Start(p);
         }
 
+        InstallDeleteAudit();
         var runCount = random.Next(2, 5);
         for (var i = 0; i < runCount; i++)
         {
@@ -373,6 +398,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         {
             Interlocked.Increment(ref operations);
             await OneOperationAsync();
+            ObserveDeletions();
         }
 
         await FinishAsync();
@@ -415,6 +441,9 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
                 break;
             case RandomOperation.Duel:
                 await DuelAsync();
+                break;
+            case RandomOperation.Sweep:
+                await SweepStepAsync();
                 break;
             default:
                 await ConcurrentBatchAsync();
@@ -683,6 +712,13 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
     {
         var data = versions[r][version];
         var cloud = random.Next(2) == 0;
+        var deleted = KnownDeleted(r);
+        if (deleted)
+        {
+            // Taken and ignored (200, as checked below): that it launches nothing, the end finds (every agent of a deleted run is one its last row had).
+            Interlocked.Increment(ref eventsOnDeleted);
+        }
+
         var mode = once ? 0 : random.Next(4); // 0 once, 1 twice concurrently (on both processes), 2 twice in a row, 3 in a row on both
         Note($"event run {r} v{version + 1} {(cloud ? "cloud" : "raw")} on {p.Name} mode {mode}");
         Func<Proc, Task> one = q => Call(
@@ -692,7 +728,8 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
                 ? c.PostJsonAsync("/events/autofix-run-completed", Payloads.CloudEvent(data), "application/cloudevents+json")
                 : c.PostJsonAsync("/events/autofix-run-completed", data),
             overlapsRestart,
-            expect: s => s == 200);
+            expect: s => s == 200,
+            deletedRun: deleted);
         switch (mode)
         {
             case 0:
@@ -722,8 +759,18 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             manualTriggers[r]++;
         }
 
-        var answer = await Call(p, $"trigger {r}", c => c.PostJsonAsync($"/runs/{r}/handoff", body), overlapsRestart, expect: s => s is 202 or 404);
-        if (answer is { Status: 202 } ok)
+        var wasDeleted = KnownDeleted(r);
+        if (wasDeleted)
+        {
+            Interlocked.Increment(ref triggersOnDeleted);
+        }
+
+        var answer = await Call(p, $"trigger {r}", c => c.PostJsonAsync($"/runs/{r}/handoff", body), overlapsRestart, expect: s => wasDeleted ? s == 404 : s is 202 or 404, deletedRun: wasDeleted);
+        if (answer is { Status: 404 } && CheckRunDeletedAnswer($"trigger {r}", r, wasDeleted, answer.Body))
+        {
+            // A run retention deleted: told so, whatever the body carried.
+        }
+        else if (answer is { Status: 202 } ok)
         {
             foreach (var failure in JsonNode.Parse(ok.Body)!["failures"]!.AsArray())
             {
@@ -844,8 +891,16 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
         return Webhook(AnyRunning(), hook.Run, hook.Body);
     }
 
-    private Task Webhook(Proc p, long run, string body) =>
-        Call(p, $"webhook {run}", c =>
+    private Task Webhook(Proc p, long run, string body)
+    {
+        // A deleted run's agents are no one's: 204, not applied.
+        var wasDeleted = KnownDeleted(run);
+        if (wasDeleted)
+        {
+            Interlocked.Increment(ref webhooksOnDeleted);
+        }
+
+        return Call(p, $"webhook {run}", c =>
         {
             var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={run}")
             {
@@ -855,7 +910,27 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             request.Headers.Add("X-Webhook-ID", Guid.NewGuid().ToString());
             request.Headers.Add("X-Webhook-Event", "statusChange");
             return c.SendAsync(request);
-        }, overlapsRestart: false, expect: s => s is 200 or 204);
+        }, overlapsRestart: false, expect: s => wasDeleted ? s == 204 : s is 200 or 204, deletedRun: wasDeleted);
+    }
+
+    /// <summary>
+    /// Of a 404 answer: a run known deleted before the call must be answered run-deleted, and run-deleted only said of a
+    /// run whose tombstone is in the file. Returns whether the answer said run-deleted.
+    /// </summary>
+    private bool CheckRunDeletedAnswer(string label, long run, bool wasDeleted, string body)
+    {
+        var saysDeleted = body.Contains(RunDeletedProblem, StringComparison.Ordinal);
+        if (wasDeleted && !saysDeleted)
+        {
+            Violation($"{label}: the run was deleted, the answer does not say so: {HandoffInvariants.Truncate(body)}");
+        }
+        else if (saysDeleted && !DeletedInFile(run))
+        {
+            Violation($"{label}: answered run-deleted, but the run has no tombstone: {HandoffInvariants.Truncate(body)}");
+        }
+
+        return saysDeleted;
+    }
 
     private async Task AdvanceAsync(TimeSpan by)
     {
@@ -894,7 +969,11 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
 
     private sealed record Answer(int Status, string Body);
 
-    private async Task<Answer?> Call(Proc p, string label, Func<HttpClient, Task<HttpResponseMessage>> send, bool overlapsRestart, Func<int, bool> expect)
+    /// <param name="deletedRun">
+    /// The call is about a run known deleted by retention: it is answered from the tombstone alone (nothing is saved), so
+    /// a 503 is a violation unless the call crossed a stop.
+    /// </param>
+    private async Task<Answer?> Call(Proc p, string label, Func<HttpClient, Task<HttpResponseMessage>> send, bool overlapsRestart, Func<int, bool> expect, bool deletedRun = false)
     {
         var target = p.Running ? p : procs.First(q => q.Running);
         var epoch = Volatile.Read(ref target.Epoch);
@@ -931,6 +1010,10 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             if (!body.Contains("/problems/unavailable\"", StringComparison.Ordinal))
             {
                 Violation($"{label}: a 503 that is not the documented 'unavailable' problem: {HandoffInvariants.Truncate(body)}");
+            }
+            else if (deletedRun && !crossed)
+            {
+                Violation($"{label} on {target.Name}: 503 for a deleted run: {HandoffInvariants.Truncate(body)}");
             }
         }
         else if (!expect(status))
@@ -1035,12 +1118,20 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             }
         }
 
-        // The latest solution is handed off by a person's trigger, on either process.
+        // The latest solution is handed off by a person's trigger, on either process; a run retention deleted is told so.
+        ObserveDeletions(finishing: true);
         foreach (var run in runs)
         {
             var p = AnyRunning();
-            Note($"final trigger run {run} v3 on {p.Name}");
-            await Call(p, $"final trigger {run}", c => c.PostJsonAsync($"/runs/{run}/handoff", Payloads.Trigger(versions[run][2], integrationId: IntegrationOf(run))), false, s => s == 202);
+            var wasDeleted = KnownDeleted(run);
+            Note($"final trigger run {run} v3 on {p.Name}{(wasDeleted ? " (deleted)" : "")}");
+            var answer = await Call(p, $"final trigger {run}", c => c.PostJsonAsync($"/runs/{run}/handoff", Payloads.Trigger(versions[run][2], integrationId: IntegrationOf(run))), false,
+                s => s == (wasDeleted ? 404 : 202) || (s == 404 && profile.Retention is not null), deletedRun: wasDeleted);
+            if (answer is { Status: 404 } && !CheckRunDeletedAnswer($"final trigger {run}", run, wasDeleted, answer.Body))
+            {
+                Violation($"final trigger {run}: 404 not run-deleted: {HandoffInvariants.Truncate(answer.Body)}");
+            }
+
             manualTriggers[run]++;
         }
 
@@ -1103,8 +1194,17 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             Start(p);
         }
 
+        ObserveDeletions(finishing: true);
+        await CheckDeletedRunsAnswerAsync();
         await CheckFinalAsync();
     }
+
+    /// <summary>Provider agents of this run (id -> (repository, status, the status the view should show)).</summary>
+    private Dictionary<string, (string Repo, string Status, string? Expected)> ProviderAgentsOf(long run) => copilotRuns.Contains(run)
+        ? github.Tasks.Where(t => t.Value["html_url"]!.GetValue<string>().Contains($"/run{run}/", StringComparison.Ordinal))
+            .ToDictionary(t => t.Key, t => (Repo: string.Join('/', t.Value["html_url"]!.GetValue<string>().Split('/')[3..5]), Status: t.Value["state"]!.GetValue<string>(), Expected: ExpectedCopilot(t.Value["state"]!.GetValue<string>())))
+        : cursor.Agents.Where(a => RunOfRepository(a.Value["source"]!["repository"]!.GetValue<string>()) == run)
+            .ToDictionary(a => a.Key, a => (Repo: a.Value["source"]!["repository"]!.GetValue<string>()["https://github.com/".Length..], Status: a.Value["status"]!.GetValue<string>(), Expected: ExpectedCursor(a.Value["status"]!.GetValue<string>())));
 
     private static string? ExpectedCursor(string providerStatus) => providerStatus switch
     {
@@ -1128,14 +1228,16 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
     {
         foreach (var run in runs)
         {
-            var view = await ViewAsync(run, procs[0]);
+            // A run retention deleted is held to its last row (both processes read it as deleted: CheckDeletedRunsAnswerAsync).
+            var deleted = deletedRuns.TryGetValue(run, out var gone);
+            var view = deleted ? LastViewOf(gone!) : await ViewAsync(run, procs[0]);
             if (view is null)
             {
                 Violation($"run {run}: no view after the final trigger");
                 continue;
             }
 
-            foreach (var other in procs.Skip(1))
+            foreach (var other in deleted ? [] : procs.Skip(1))
             {
                 var otherView = await ViewAsync(run, other);
                 if (otherView is null || !JsonNode.DeepEquals(view["coding_agents"], otherView["coding_agents"]) || !JsonNode.DeepEquals(view["launches"], otherView["launches"]))
@@ -1148,14 +1250,13 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
             var agents = view["coding_agents"]!.AsObject();
             var launches = view["launches"]!.AsArray().Select(l => l!.AsObject()).ToList();
 
-            HandoffInvariants.CheckLaunches(run, view, versions[run][2], Violation);
+            if (!deleted)
+            {
+                // A deleted run's trigger was refused; the one it had was settled (checked as it went).
+                HandoffInvariants.CheckLaunches(run, view, versions[run][2], Violation);
+            }
 
-            // Provider agents of this run (id -> (repository, status, pr)).
-            var atProvider = copilot
-                ? github.Tasks.Where(t => t.Value["html_url"]!.GetValue<string>().Contains($"/run{run}/", StringComparison.Ordinal))
-                    .ToDictionary(t => t.Key, t => (Repo: string.Join('/', t.Value["html_url"]!.GetValue<string>().Split('/')[3..5]), Status: t.Value["state"]!.GetValue<string>(), Expected: ExpectedCopilot(t.Value["state"]!.GetValue<string>())))
-                : cursor.Agents.Where(a => RunOfRepository(a.Value["source"]!["repository"]!.GetValue<string>()) == run)
-                    .ToDictionary(a => a.Key, a => (Repo: a.Value["source"]!["repository"]!.GetValue<string>()["https://github.com/".Length..], Status: a.Value["status"]!.GetValue<string>(), Expected: ExpectedCursor(a.Value["status"]!.GetValue<string>())));
+            var atProvider = ProviderAgentsOf(run);
             foreach (var (id, agent) in atProvider)
             {
                 if (!agents.ContainsKey(id))
@@ -1224,7 +1325,7 @@ internal sealed class RandomizedEmbeddedHarness : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        output.WriteLine($"{profile.Name}: seed={seed} ops={operations} restarts={restarts} heldRestarts={heldRestarts} (createdBefore={createdBeforeStop} createdAfter/during={createdAfterStop} never={neverCreated}) crossProcessWhileHeld={crossProcessOps} 503s={answers503} (not across a stop: {uncrossed503}) copilotRuns={copilotRuns.Count} cursorAgents={cursor.Agents.Count} copilotTasks={github.Tasks.Count} violations={Violations.Count}");
+        output.WriteLine($"{profile.Name}: seed={seed} ops={operations} restarts={restarts} heldRestarts={heldRestarts} (createdBefore={createdBeforeStop} createdAfter/during={createdAfterStop} never={neverCreated}) crossProcessWhileHeld={crossProcessOps} 503s={answers503} (not across a stop: {uncrossed503}) copilotRuns={copilotRuns.Count} cursorAgents={cursor.Agents.Count} copilotTasks={github.Tasks.Count}{RetentionCounters} violations={Violations.Count}");
         hold?.Released.Set();
         foreach (var p in procs)
         {
