@@ -7,6 +7,8 @@ namespace HandoffDapr.Service.Tests.Embedded;
 /// runs and 5–30 random operations, restarts on the same SQLite file (also while a round is under way), provider faults
 /// with calls that time out, then settle and check the design's invariants.
 /// Seeds: MODEL_SEED_FROM / MODEL_SEED_COUNT environment variables (default 1..12, about a second each).
+/// The same with Handoff:RunRetention set and sweeps among the operations (<see cref="RandomizedEmbeddedHarness.OneProcessWithRetention"/>):
+/// MODEL_RETENTION_SEED_FROM / MODEL_RETENTION_SEED_COUNT (default 1..8).
 /// </summary>
 public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
 {
@@ -15,4 +17,11 @@ public sealed class ModelBasedEmbeddedTests(ITestOutputHelper output)
     [Theory]
     [MemberData(nameof(Seeds))]
     public Task Random_sequence_keeps_the_invariants(int seed) => RandomizedEmbeddedHarness.CheckAsync(seed, RandomizedEmbeddedHarness.OneProcess, output);
+
+    public static IEnumerable<object[]> RetentionSeeds() => RandomizedEmbeddedHarness.Seeds("MODEL_RETENTION_SEED_FROM", "MODEL_RETENTION_SEED_COUNT", defaultCount: 8);
+
+    [Theory]
+    [MemberData(nameof(RetentionSeeds))]
+    public Task Random_sequence_with_retention_sweeps_keeps_the_invariants(int seed) =>
+        RandomizedEmbeddedHarness.CheckAsync(seed, RandomizedEmbeddedHarness.OneProcessWithRetention, output);
 }
