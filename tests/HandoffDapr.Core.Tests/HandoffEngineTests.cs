@@ -723,8 +723,10 @@ public sealed class HandoffEngineTests
     {
         provider.Always = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: TimeSpan.FromMinutes(30), StatusCode: 429);
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        while (writer.Saved.Last().NextWakeAt() is { } next)
+        // Bounded: a wake-up that leaves its launch due would otherwise loop here for good, saving without end.
+        for (var wakes = 0; writer.Saved.Last().NextWakeAt() is { } next; wakes++)
         {
+            Assert.True(wakes < 20, "the launch's retries never ended");
             time.Advance(next - time.GetUtcNow());
             await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         }
