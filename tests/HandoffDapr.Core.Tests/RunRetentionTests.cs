@@ -49,6 +49,15 @@ public sealed class RunRetentionTests
     }
 
     [Fact]
+    public void Only_a_settled_run_with_the_commanded_agent_is_saved_before_a_stop_or_follow_up()
+    {
+        Assert.True(RunRetention.MustKeepForCommand(Settled(), "bc-1"));
+        Assert.False(RunRetention.MustKeepForCommand(Settled(), "bc-9")); // not its agent: the command is refused anyway
+        Assert.False(RunRetention.MustKeepForCommand(Pending("agent running"), "bc-1")); // never deleted while pending
+        Assert.False(RunRetention.MustKeepForCommand(null, "bc-1"));
+    }
+
+    [Fact]
     public void A_deleted_run_takes_a_late_event_of_its_group_and_ignores_it_and_rejects_another_groups()
     {
         var deleted = new DeletedRun(7, 456, Now);

@@ -21,6 +21,14 @@ public static class RunRetention
     /// </summary>
     public static bool IsDue(RunHandoffState state, DateTimeOffset lastChangedAt, TimeSpan retention, DateTimeOffset now) =>
         state.IsSettled && lastChangedAt <= now - retention;
+
+    /// <summary>
+    /// A stop or follow-up to <paramref name="agentId"/> must save the run first (with retention on): the command goes to
+    /// the provider outside the run's turn, and a settled run could be deleted meanwhile, its record then finding no run.
+    /// Saved, the run counts as changed now. A run with something pending is never deleted, so it need not be saved.
+    /// </summary>
+    public static bool MustKeepForCommand([System.Diagnostics.CodeAnalysis.NotNullWhen(true)] RunHandoffState? state, string agentId) =>
+        state is { IsSettled: true } && state.CodingAgents.ContainsKey(agentId);
 }
 
 /// <summary>

@@ -103,7 +103,7 @@ public sealed partial class HandoffRunActor(
         : TurnAsync<RunHandoffState?>(
             async (stored, writer) =>
             {
-                if (options.Value.RunRetention is not null && stored is { IsSettled: true } && stored.CodingAgents.ContainsKey(agent))
+                if (options.Value.RunRetention is not null && RunRetention.MustKeepForCommand(stored, agent))
                 {
                     await writer.SaveAsync(stored, CancellationToken.None);
                 }

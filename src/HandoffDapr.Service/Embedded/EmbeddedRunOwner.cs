@@ -204,7 +204,7 @@ public sealed class EmbeddedRunOwner(
             runId,
             async (stored, writer) =>
             {
-                if (stored is { IsSettled: true } && stored.CodingAgents.ContainsKey(agentId))
+                if (RunRetention.MustKeepForCommand(stored, agentId))
                 {
                     await writer.SaveAsync(stored, cancellationToken);
                 }
