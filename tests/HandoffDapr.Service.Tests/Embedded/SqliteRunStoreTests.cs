@@ -309,6 +309,92 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal("SEARCH runs USING COVERING INDEX runs_handled_event_versions (handled_event=?)", reader.GetString(3));
     }
 
+    /// <summary>
+    /// A process whose lease lapsed (paused, or slower than its lease) and whose run another process then claimed may still
+    /// be working on it: its renewals extend only a lease it holds, never the new owner's. Extended, the new owner's claim
+    /// would outlive that owner by as long as the old one kept renewing, and the run would wait that long to be taken over.
+    /// </summary>
+    [Fact]
+    public async Task Renewal_by_a_process_whose_lease_lapsed_leaves_the_new_owners_lease_as_it_is()
+    {
+        var path = temp.File("renewal-owner.db");
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
+        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        time.Advance(TimeSpan.FromMinutes(6));
+        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+
+        await first.RenewLeasesAsync("first", [7L], time.GetUtcNow() + TimeSpan.FromHours(1), CancellationToken.None);
+
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(5), await LeaseUntil(path, 7));
+        time.Advance(TimeSpan.FromMinutes(6)); // the second process died with its claim: once it lapses, the run is taken over
+        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("third", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
+    /// <summary>
+    /// The same process, done with the run after its lease lapsed and another process claimed it, releases only its own
+    /// claim: the new owner's stays, and no third process claims the run while that owner is still working on it.
+    /// </summary>
+    [Fact]
+    public async Task Release_by_a_process_whose_lease_lapsed_leaves_the_new_owners_claim()
+    {
+        var path = temp.File("release-owner.db");
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
+        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        time.Advance(TimeSpan.FromMinutes(6));
+        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+
+        await first.ReleaseWakeupAsync(7, "first", CancellationToken.None);
+
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(5), await LeaseUntil(path, 7));
+        Assert.Empty(await first.ClaimDueWakeupsAsync("third", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
+    /// <summary>
+    /// A run retention deleted is not made anew by a first save (one decided on "no run", in this process or another on
+    /// the file, before the sweep's transaction): the save fails as a conflict, so its turn is decided again and meets the
+    /// tombstone, and nothing of it is written, its wake-up included.
+    /// </summary>
+    [Fact]
+    public async Task First_save_of_a_run_retention_deleted_is_refused_and_its_tombstone_kept()
+    {
+        using var store = new SqliteRunStore(temp.File("tombstone-insert.db"), time);
+        var version = await store.SaveAsync(RunHandoffState.New(9) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(9) }, 0, CancellationToken.None);
+        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(9, version, time.GetUtcNow(), null)], time.GetUtcNow(), CancellationToken.None));
+
+        await Assert.ThrowsAsync<RunVersionConflictException>(() => store.SaveAsync(Pending(9), 0, CancellationToken.None));
+
+        var loaded = await store.LoadAsync(9, CancellationToken.None);
+        Assert.Null(loaded.State);
+        Assert.Equal(time.GetUtcNow(), loaded.Deleted?.DeletedAt);
+        Assert.Null(await store.GetWakeupAsync(9, CancellationToken.None));
+    }
+
+    /// <summary>
+    /// A tombstone is dropped once it is older than the cutoff it is asked about, and not a moment before: the sweep asks
+    /// with <see cref="RunRetention.TombstoneLifetime"/> ago, so a redelivery within the lifetime still meets it.
+    /// </summary>
+    [Fact]
+    public async Task Tombstone_is_dropped_only_once_it_is_older_than_the_cutoff()
+    {
+        using var store = new SqliteRunStore(temp.File("tombstone-cutoff.db"), time);
+        var version = await store.SaveAsync(RunHandoffState.New(9) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(9) }, 0, CancellationToken.None);
+        var deletedAt = time.GetUtcNow();
+        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(9, version, deletedAt, null)], deletedAt, CancellationToken.None));
+
+        Assert.Equal(0, await store.DropTombstonesAsync(deletedAt - TimeSpan.FromHours(23), 100, CancellationToken.None));
+        Assert.Equal(0, await store.DropTombstonesAsync(deletedAt, 100, CancellationToken.None));
+        Assert.NotNull((await store.LoadAsync(9, CancellationToken.None)).Deleted);
+
+        Assert.Equal(1, await store.DropTombstonesAsync(deletedAt + TimeSpan.FromMilliseconds(1), 100, CancellationToken.None));
+        Assert.Null((await store.LoadAsync(9, CancellationToken.None)).Deleted);
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
