@@ -154,6 +154,25 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
+    /// <summary>
+    /// A run id in the path that names no run this service could hold (zero, past 2^53 - 1) is the caller's mistake, a 400
+    /// saying so: not a 404 that would send the caller looking for a run that is missing.
+    /// </summary>
+    [Theory]
+    [InlineData("GET", "/runs/0/handoff")]
+    [InlineData("GET", "/runs/9007199254740992/handoff")]
+    [InlineData("POST", "/runs/0/handoff")]
+    [InlineData("POST", "/runs/9007199254740992/handoff")]
+    public async Task Run_id_out_of_range_in_the_path_is_a_400_problem_not_an_unknown_run(string method, string path)
+    {
+        var response = method == "GET" ? await service.Client.GetAsync(path) : await service.Client.PostJsonAsync(path, Payloads.Trigger());
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/invalid-request", problem["type"]!.GetValue<string>());
+        Assert.Equal("The run id must be a positive whole number.", problem["detail"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Cloud_event_nested_deeper_than_32_outside_its_data_is_a_400_problem()
     {
