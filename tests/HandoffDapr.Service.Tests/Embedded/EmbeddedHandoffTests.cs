@@ -42,6 +42,20 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.All(view["launches"]!.AsArray(), launch => Assert.Equal("launched", launch!["phase"]!.GetValue<string>()));
     }
 
+    /// <summary>Handoff:MaxInstructionLength is the longest instruction taken (4096 by default), not the first one refused.</summary>
+    [Fact]
+    public async Task Instruction_of_exactly_the_maximum_length_is_accepted_and_sent_whole()
+    {
+        var run = Payloads.Run(125, ["acme/shop"], automation: false);
+        var instruction = new string('y', 4096);
+
+        var response = await client.PostJsonAsync("/runs/125/handoff", Payloads.Trigger(run, instruction: instruction));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var body = JsonNode.Parse(Assert.Single(cursor.Server.LogEntries).RequestMessage.Body!)!;
+        Assert.Contains(instruction, body["prompt"]!["text"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Manual_trigger_sends_the_prompt_branch_and_bearer_key_to_cursor()
     {
