@@ -66,6 +66,22 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.InRange((int)response.StatusCode, 200, 499);
     }
 
+    /// <summary>RFC 9110 §11.1: an authentication scheme's name is case-insensitive; a client that writes "bearer" is let through.</summary>
+    [Theory]
+    [InlineData("bearer")]
+    [InlineData("BEARER")]
+    public async Task Token_is_accepted_whatever_the_letter_case_of_the_scheme(string scheme)
+    {
+        using var factory = WithToken();
+        var request = Request("GET", "/runs/1/handoff");
+        request.Headers.TryAddWithoutValidation("Authorization", $"{scheme} {Token}");
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        // Past authentication: the run is unknown.
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+    }
+
     [Fact]
     public async Task Health_and_webhooks_need_no_token()
     {
