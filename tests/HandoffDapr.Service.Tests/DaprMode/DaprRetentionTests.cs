@@ -111,6 +111,34 @@ public sealed class DaprRetentionTests : IAsyncLifetime
             entry => entry.GetProperty("event").GetString() == "followup_sent");
     }
 
+    /// <summary>
+    /// A state store whose clock is ahead of the app's expires a settled run's keys before the tombstone's deleted_at has
+    /// come on the app's clock: the tombstone alone is left, and the run is read as deleted all the same, never as one
+    /// not stored yet that a redelivered event would hand off again.
+    /// </summary>
+    [Fact]
+    public async Task A_run_whose_keys_expired_before_its_deleted_at_on_the_apps_clock_is_read_as_deleted()
+    {
+        var run = await SettleAsync(804);
+        var launches = cursor.LaunchRequests;
+        time.Advance(Retention - TimeSpan.FromMinutes(5));
+        foreach (var key in factory.Sidecar.GetActorStateKeys(Actor, "804").Keys.Where(key => key != HandoffRunActor.DeletedRunKey).ToList())
+        {
+            factory.Sidecar.RemoveActorState(Actor, "804", key);
+        }
+
+        await factory.Sidecar.DeactivateActorAsync(Actor, "804");
+
+        var redelivery = await factory.Sidecar.DeliverEventAsync("pubsub", Route, run);
+        var read = await client.GetAsync("/runs/804/handoff");
+
+        Assert.Equal(DeliveryOutcome.Success, redelivery.Outcome);
+        Assert.Equal(launches, cursor.LaunchRequests);
+        Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "804").Keys);
+        Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await read.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
     /// <summary>A completion event whose one launch the provider refuses for good: nothing pending.</summary>
     private async Task<System.Text.Json.Nodes.JsonObject> SettleAsync(long runId)
     {
