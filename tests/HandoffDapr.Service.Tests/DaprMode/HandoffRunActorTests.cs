@@ -334,6 +334,31 @@ public sealed class HandoffRunActorTests
         Assert.Contains(timers.Registered.Skip(registered), reminder => reminder.Name == HandoffRunActor.WakeReminder);
     }
 
+    /// <summary>
+    /// daprd makes an actor call again when its turn saved and then failed (the resiliency policy's retry): the repeat of a
+    /// recorded follow-up, known by its command id, records nothing again, or the timeline would show one follow-up twice.
+    /// Another command id is another command.
+    /// </summary>
+    [Fact]
+    public async Task Repeated_record_of_a_command_with_the_same_id_is_recorded_once()
+    {
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        var sent = new AgentCommandSent(RunId, agentId, Stop: false, CommandId: "command-1");
+        await actor.RecordAgentCommandAsync(sent);
+        await state.SaveStateAsync();
+        var timeline = state.Saved["timeline"];
+
+        var again = await actor.RecordAgentCommandAsync(sent);
+        await state.SaveStateAsync();
+
+        Assert.Equal(AgentCommandStatus.Done, again.Status);
+        Assert.Equal(timeline, state.Saved["timeline"]);
+        await actor.RecordAgentCommandAsync(sent with { CommandId = "command-2" });
+        await state.SaveStateAsync();
+        Assert.NotEqual(timeline, state.Saved["timeline"]);
+    }
+
     /// <summary>A trigger as <see cref="ActorRunOwner"/> makes it: the turn, then the round's calls and its answers in a new turn.</summary>
     private async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
     {
