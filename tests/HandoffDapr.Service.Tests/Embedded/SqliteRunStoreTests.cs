@@ -320,11 +320,7 @@ public sealed class SqliteRunStoreTests : IDisposable
         var path = temp.File("renewal-owner.db");
         using var first = new SqliteRunStore(path, time);
         using var second = new SqliteRunStore(path, time);
-        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
-        time.Advance(TimeSpan.FromMinutes(6));
-        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        await ClaimedBySecondAfterFirstsLeaseLapsedAsync(first, second);
 
         await first.RenewLeasesAsync("first", [7L], time.GetUtcNow() + TimeSpan.FromHours(1), CancellationToken.None);
 
@@ -343,16 +339,22 @@ public sealed class SqliteRunStoreTests : IDisposable
         var path = temp.File("release-owner.db");
         using var first = new SqliteRunStore(path, time);
         using var second = new SqliteRunStore(path, time);
-        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
-        time.Advance(TimeSpan.FromMinutes(1));
-        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
-        time.Advance(TimeSpan.FromMinutes(6));
-        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        await ClaimedBySecondAfterFirstsLeaseLapsedAsync(first, second);
 
         await first.ReleaseWakeupAsync(7, "first", CancellationToken.None);
 
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(5), await LeaseUntil(path, 7));
         Assert.Empty(await first.ClaimDueWakeupsAsync("third", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
+    /// <summary>Run 7's wake-up, claimed by the first process ("first"), then, its lease lapsed, by the second ("second").</summary>
+    private async Task ClaimedBySecondAfterFirstsLeaseLapsedAsync(SqliteRunStore first, SqliteRunStore second)
+    {
+        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        time.Advance(TimeSpan.FromMinutes(6));
+        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
     }
 
     /// <summary>
