@@ -72,8 +72,8 @@ public sealed class RunRetentionTests
     {
         var deleted = new DeletedRun(7, 456, Now);
 
-        Assert.Equal(TriggerStatus.RunDeleted, deleted.Answer(new HandoffTrigger(456, 42)).Status);
-        Assert.Equal(TriggerStatus.UnknownRun, deleted.Answer(new HandoffTrigger(999, 42)).Status);
+        Assert.Equal((TriggerStatus.RunDeleted, Now), (deleted.Answer(new HandoffTrigger(456, 42)).Status, deleted.Answer(new HandoffTrigger(456, 42)).DeletedAt));
+        Assert.Equal((TriggerStatus.UnknownRun, (DateTimeOffset?)null), (deleted.Answer(new HandoffTrigger(999, 42)).Status, deleted.Answer(new HandoffTrigger(999, 42)).DeletedAt));
     }
 
     private static RepositoryLaunch Launch(LaunchPhase phase, string? agentId = null) => new(

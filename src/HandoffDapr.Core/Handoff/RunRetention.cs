@@ -41,7 +41,9 @@ public sealed record DeletedRun(long RunId, long? GroupId, DateTimeOffset Delete
 {
     /// <summary>A trigger for the run: refused as deleted, or as unknown when it names another group.</summary>
     public TriggerOutcome Answer(HandoffTrigger trigger) =>
-        TriggerOutcome.Rejected(GroupId is { } group && group != trigger.GroupId ? TriggerStatus.UnknownRun : TriggerStatus.RunDeleted);
+        GroupId is { } group && group != trigger.GroupId
+            ? TriggerOutcome.Rejected(TriggerStatus.UnknownRun)
+            : TriggerOutcome.Rejected(TriggerStatus.RunDeleted) with { DeletedAt = DeletedAt };
 
     /// <summary>
     /// A completion event for the run (a late redelivery): ignored, never stored or launched; one of another group is

@@ -78,14 +78,10 @@ public static partial class HandoffEndpoints
             return OwnerUnavailable(services.Logger, id, exception);
         }
 
-        if (outcome.Status == TriggerStatus.RunDeleted)
-        {
-            return await RunDeletedAsync(services, id, UnknownRunContext.Trigger, cancellationToken);
-        }
-
         return outcome.Status switch
         {
             TriggerStatus.Accepted => TypedResults.Accepted($"/runs/{id}/handoff", outcome.Result),
+            TriggerStatus.RunDeleted when outcome.DeletedAt is { } deletedAt => Problems.RunDeleted(deletedAt),
             TriggerStatus.UnknownIntegration => Problems.UnknownIntegration(),
             TriggerStatus.SnapshotMismatch => Problems.InvalidRequest("run.run_id must equal the run id in the path."),
             _ => Problems.UnknownRun(UnknownRunContext.Trigger),
@@ -139,19 +135,6 @@ public static partial class HandoffEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             return OwnerUnavailable(services.Logger, id, exception);
-        }
-    }
-
-    /// <summary>A trigger the owner refused as for a deleted run (its group already checked): when it went, from its tombstone.</summary>
-    private static async Task<ProblemHttpResult> RunDeletedAsync(HandoffServices services, long runId, UnknownRunContext context, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await services.Owner.FindDeletedAsync(runId, cancellationToken) is { } deleted ? Problems.RunDeleted(deleted.DeletedAt) : Problems.UnknownRun(context);
-        }
-        catch (RunOwnerUnavailableException exception)
-        {
-            return OwnerUnavailable(services.Logger, runId, exception);
         }
     }
 

@@ -65,7 +65,7 @@ public sealed class DaprRetentionTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task A_completion_event_redelivered_after_the_run_expired_launches_nothing_and_reads_say_deleted()
+    public async Task A_completion_event_redelivered_after_the_run_expired_launches_nothing_and_reads_and_triggers_say_deleted()
     {
         var run = await SettleAsync(802);
         var launches = cursor.LaunchRequests;
@@ -74,6 +74,7 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "802").Keys);
         var redelivery = await factory.Sidecar.DeliverEventAsync("pubsub", Route, run);
         var read = await client.GetAsync("/runs/802/handoff");
+        var trigger = await client.PostJsonAsync("/runs/802/handoff", Payloads.Trigger());
         var listed = await (await client.GetAsync("/runs")).ReadJsonArrayAsync();
 
         Assert.Equal(DeliveryOutcome.Success, redelivery.Outcome);
@@ -82,6 +83,10 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "802").Keys);
         Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
         Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await read.ReadJsonAsync())["type"]!.GetValue<string>());
+        // The trigger's answer carries the deletion time across the actor call (TriggerOutcome.DeletedAt).
+        Assert.Equal(HttpStatusCode.NotFound, trigger.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await trigger.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(launches, cursor.LaunchRequests);
         Assert.DoesNotContain(listed, listedRun => listedRun!["run_id"]!.GetValue<long>() == 802);
     }
 
