@@ -110,7 +110,17 @@ public sealed partial class RetentionSweeper(
             }
         }
 
-        LogSwept(deleted, retention, await DropTombstonesAsync(now, cancellationToken));
+        // Information only when something went: a sweep every 10 minutes that finds nothing is not news.
+        var dropped = await DropTombstonesAsync(now, cancellationToken);
+        if (deleted > 0 || dropped > 0)
+        {
+            LogSwept(deleted, retention, dropped);
+        }
+        else
+        {
+            LogSweptNothing(retention);
+        }
+
         return deleted;
     }
 
@@ -141,6 +151,10 @@ public sealed partial class RetentionSweeper(
     [LoggerMessage(EventId = 3005, EventName = "RunsSweptByRetention", Level = LogLevel.Information,
         Message = "Retention sweep: {Deleted} settled run(s) unchanged for {RunRetention} deleted; {TombstonesDropped} tombstone(s) of runs deleted over 30 days ago dropped")]
     private partial void LogSwept(int deleted, TimeSpan runRetention, int tombstonesDropped);
+
+    [LoggerMessage(EventId = 3008, EventName = "RetentionSweepFoundNothing", Level = LogLevel.Debug,
+        Message = "Retention sweep: no settled run unchanged for {RunRetention}, and no tombstone over 30 days old")]
+    private partial void LogSweptNothing(TimeSpan runRetention);
 
     [LoggerMessage(EventId = 3007, EventName = "RetentionTombstonesDropped", Level = LogLevel.Information,
         Message = "Retention is off (Handoff:RunRetention unset): {TombstonesDropped} tombstone(s) of runs deleted over 30 days ago, while it was on, dropped")]
