@@ -138,6 +138,12 @@ public sealed partial class SqliteRunStore : IDisposable
                 deleted_at INTEGER NOT NULL
             );
             CREATE INDEX IF NOT EXISTS deleted_runs_at ON deleted_runs (deleted_at);
+            -- Releases from before retention know no tombstones: on this file (a downgrade, or a hand-over with both on it)
+            -- they would take a deleted run for a new one and launch it again. Their first save of it fails here instead;
+            -- this release's own first save never gets here (its INSERT checks deleted_runs, and fails as a conflict).
+            CREATE TRIGGER IF NOT EXISTS runs_not_deleted BEFORE INSERT ON runs
+            WHEN EXISTS (SELECT 1 FROM deleted_runs WHERE run_id = NEW.run_id)
+            BEGIN SELECT RAISE(ABORT, 'the run was deleted by retention (deleted_runs)'); END;
             """;
         command.ExecuteNonQuery();
 

@@ -397,6 +397,74 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Null((await store.LoadAsync(9, CancellationToken.None)).Deleted);
     }
 
+    /// <summary>
+    /// A downgrade, or the hand-over of a file from this release to an earlier one (both on the file at once): the earlier
+    /// release knows no tombstones, reads a run retention deleted as one it never saw, and a redelivered completion event
+    /// then launched its repositories again (reproduced with the release before retention: two agents launched again for
+    /// a deleted run). Its first save of such a run must fail, as that release saves launches before making them: the
+    /// file itself refuses the row while the tombstone is there. The file here is the earlier release's, built by its SQL.
+    /// </summary>
+    [Fact]
+    public async Task An_earlier_release_on_the_file_cannot_make_a_run_retention_deleted_anew()
+    {
+        var path = temp.File("downgrade.db");
+        // The earlier release's first save of a run (SqliteRunStore.Write before retention), word for word.
+        const string EarlierFirstSave = """
+            INSERT INTO runs (run_id, group_id, version, state, handled_event, handled_version, view, view_version, updated_at)
+            VALUES ($run, $group, 1, $state, $handled, 1, $view, 1, $now) ON CONFLICT (run_id) DO NOTHING
+            """;
+        async Task<int> EarlierSaveAsync(long runId)
+        {
+            await using var earlier = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
+            await earlier.OpenAsync();
+            await using var insert = earlier.CreateCommand();
+            insert.CommandText = EarlierFirstSave;
+            insert.Parameters.AddWithValue("$run", runId);
+            insert.Parameters.AddWithValue("$group", 456);
+            insert.Parameters.AddWithValue("$state", System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(
+                RunHandoffState.New(runId) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(runId) }, Core.Serialization.HandoffJsonContext.Default.RunHandoffState)));
+            insert.Parameters.AddWithValue("$handled", DBNull.Value);
+            insert.Parameters.AddWithValue("$view", DBNull.Value);
+            insert.Parameters.AddWithValue("$now", time.GetUtcNow().ToUnixTimeMilliseconds());
+            return await insert.ExecuteNonQueryAsync();
+        }
+
+        await using (var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var create = connection.CreateCommand();
+            create.CommandText = """
+                PRAGMA journal_mode = WAL;
+                CREATE TABLE runs (run_id INTEGER PRIMARY KEY, group_id INTEGER, version INTEGER NOT NULL, state TEXT NOT NULL, updated_at INTEGER NOT NULL,
+                    handled_event BLOB, handled_version INTEGER, view BLOB, view_version INTEGER);
+                CREATE INDEX runs_updated ON runs (updated_at DESC);
+                CREATE TABLE wakeups (run_id INTEGER PRIMARY KEY, due_at INTEGER NOT NULL, lease_owner TEXT, lease_until INTEGER);
+                CREATE INDEX wakeups_due ON wakeups (due_at);
+                CREATE INDEX runs_handled_event ON runs (handled_event) WHERE handled_event IS NOT NULL;
+                """;
+            await create.ExecuteNonQueryAsync();
+        }
+
+        Assert.Equal(1, await EarlierSaveAsync(9));
+        using (var store = new SqliteRunStore(path, time))
+        {
+            var loaded = await store.LoadAsync(9, CancellationToken.None);
+            Assert.Equal(1, loaded.Version);
+            Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(9, loaded.Version, time.GetUtcNow(), loaded.State)], time.GetUtcNow(), CancellationToken.None));
+        }
+
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        var refused = await Assert.ThrowsAsync<Microsoft.Data.Sqlite.SqliteException>(() => EarlierSaveAsync(9));
+        Assert.Equal(SQLitePCL.raw.SQLITE_CONSTRAINT, refused.SqliteErrorCode);
+        Assert.Equal(1, await EarlierSaveAsync(10)); // any other run as before
+
+        using var reopened = new SqliteRunStore(path, time);
+        var deleted = await reopened.LoadAsync(9, CancellationToken.None);
+        Assert.Null(deleted.State);
+        Assert.Equal(time.GetUtcNow(), deleted.Deleted?.DeletedAt);
+        Assert.Equal(1, (await reopened.LoadAsync(10, CancellationToken.None)).Version);
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
