@@ -30,7 +30,7 @@ public sealed partial class RetentionSweeper(
     {
         if (options.Value.RunRetention is null && !MayHaveTombstones())
         {
-            return; // unset, and no run ever deleted on this file: nothing to do, as before retention existed
+            return; // unset, and no tombstone on this file (none ever, or all dropped): nothing to do, as before retention existed
         }
 
         await PeriodicWork.RunAsync(SweepAsync, token => Task.Delay(Interval, timeProvider, token), LogSweepFailed, stoppingToken);

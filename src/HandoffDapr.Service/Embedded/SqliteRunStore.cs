@@ -515,8 +515,8 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>
     /// Runs last changed at or before <paramref name="cutoff"/> with no wake-up, oldest first, after
     /// <paramref name="after"/> (a cursor: old runs that are not settled are passed over, not read again): the
-    /// candidates of the retention sweep, with the version they were read at. A row that cannot be read is left out:
-    /// it is left for an operator, never deleted.
+    /// candidates of the retention sweep, with the version they were read at. A row that cannot be read comes without
+    /// its state, which the sweep passes over: it is left for an operator, never deleted.
     /// </summary>
     public IReadOnlyList<SweepCandidate> ListSweepCandidates(DateTimeOffset cutoff, (long UpdatedAt, long RunId) after, int limit)
     {
