@@ -76,9 +76,6 @@ public sealed record CompletionOutcome(CompletionStatus Status, string Reason, H
 {
     /// <summary>Launches saved in flight, for the run's owner to make once it has let go of the run.</summary>
     public LaunchRound? Round { get; init; }
-
-    /// <summary>With <see cref="TriggerStatus.RunDeleted"/>: when the run was deleted, from its tombstone (the caller is told).</summary>
-    public DateTimeOffset? DeletedAt { get; init; }
 }
 
 /// <summary>A wake-up's result: the state it saved, and the launch round and poll it started, for the owner to finish.</summary>
