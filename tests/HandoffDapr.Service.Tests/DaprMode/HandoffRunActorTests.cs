@@ -335,6 +335,45 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>
+    /// The stored wake time stands for a registered reminder only while that moment is ahead. A wake-up whose turn failed
+    /// and whose retry could not be registered either (the Scheduler out of reach too; or the process killed as the
+    /// reminder fired) leaves it in the store, past, with no reminder behind it. The run's next turn keeps that same wake
+    /// time (the overdue work is still its next) and must register the reminder again: taken at its word, the stored
+    /// time would leave the run never woken.
+    /// </summary>
+    [Fact]
+    public async Task Past_wake_time_whose_wake_up_failed_unretried_is_registered_again_by_a_turn_that_keeps_it()
+    {
+        provider.Fail("acme/down", ScriptedProvider.ServerError);
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        // The runtime's save at the end of the turn stores the registered reminder's time.
+        await state.SaveStateAsync();
+        var wakeAt = time.GetUtcNow() + timers.Registered[^1].DueTime;
+        Assert.Contains(HandoffRunActor.WakeAtKey, state.Saved.Keys);
+        time.Advance(wakeAt - time.GetUtcNow());
+        var registered = timers.Registered.Count;
+
+        // The reminder fires; the state store cannot be read and its retry cannot be registered. The runtime drops what
+        // the turn changed: the spent reminder's time stays stored, and no reminder is left.
+        state.FailNextRead = true;
+        timers.FailNextRegistrations = 1;
+        await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
+        await state.ClearCacheAsync();
+        Assert.Contains(actorLogs.GetSnapshot(), record => record.Id.Name == "WakeRetryNotRegistered");
+        Assert.Equal(registered, timers.Registered.Count);
+        Assert.Contains(HandoffRunActor.WakeAtKey, state.Saved.Keys);
+
+        // A webhook: acme/shop's agent is running. The run's next wake-up is still the one that never ran.
+        await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)));
+        await state.SaveStateAsync();
+
+        Assert.Equal(wakeAt, (await actor.GetStateAsync())!.NextWakeAt());
+        var again = Assert.Single(timers.Registered.Skip(registered), reminder => reminder.Name == HandoffRunActor.WakeReminder);
+        Assert.Equal(TimeSpan.Zero, again.DueTime);
+    }
+
+    /// <summary>
     /// daprd makes an actor call again when its turn saved and then failed (the resiliency policy's retry): the repeat of a
     /// recorded follow-up, known by its command id, records nothing again, or the timeline would show one follow-up twice.
     /// Another command id is another command.
