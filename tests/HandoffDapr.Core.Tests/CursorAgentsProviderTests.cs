@@ -359,6 +359,20 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.True(result.Failure.OutcomeUnknown);
     }
 
+    [Fact]
+    public async Task Listed_agent_on_our_branch_without_a_source_is_found_not_passed_over()
+    {
+        // The list shows an agent on the launch's own branch but no source: the branch name carries the run and the
+        // repository, so it is ours. Passed over as of another repository, "none" would launch a second agent beside it.
+        Answer("/v0/agents", 200, """{"agents":[{"id":"bc-7","status":"RUNNING","target":{"branchName":"fix-abc123"}}]}""");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal("bc-7", result.Value?.Id);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
