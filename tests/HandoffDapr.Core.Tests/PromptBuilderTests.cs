@@ -276,6 +276,26 @@ public sealed class PromptBuilderTests
     }
 
     [Fact]
+    public void Artifact_text_that_fills_the_cap_exactly_is_kept_whole_without_the_truncation_marker()
+    {
+        var whole = PromptBuilder.Build(Full, null, autoCreatePr: true);
+
+        Assert.Equal(whole, PromptBuilder.Build(Full, null, autoCreatePr: true, maxLength: whole.Length));
+        var oneShort = PromptBuilder.Build(Full, null, autoCreatePr: true, maxLength: whole.Length - 1);
+        Assert.EndsWith(PromptBuilder.TruncationMarker, oneShort);
+        Assert.True(oneShort.Length <= whole.Length - 1);
+    }
+
+    [Fact]
+    public void Short_id_of_the_longest_length_kept_is_named_and_one_character_longer_is_left_out()
+    {
+        var longest = new string('X', PromptBuilder.MaxShortIdLength);
+
+        Assert.Contains($"Include 'Fixes {longest}' in the pull request description.", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", longest) }, null, autoCreatePr: true));
+        Assert.DoesNotContain("Fixes", PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", longest + "X") }, null, autoCreatePr: true));
+    }
+
+    [Fact]
     public void Size_cap_never_splits_a_surrogate_pair()
     {
         var emoji = string.Concat(Enumerable.Repeat("😀", 10_000));
