@@ -132,6 +132,57 @@ public sealed class CopilotLookupTests
         Assert.Contains("10 candidate(s)", record.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Ours_is_read_first_when_more_tasks_were_created_since_the_launch_than_the_lookup_reads()
+    {
+        // 60 tasks since the first attempt, ours the oldest of them (newest first in the list, so last): only 50 are read
+        // by id, nearest to the first attempt first. Read newest first, ours would never be reached: the lookup would stay
+        // incomplete at every attempt and the agent the launch made never be followed.
+        var firstSent = DateTimeOffset.UtcNow.AddHours(-2);
+        string Created(int i) => firstSent.AddMinutes(60 - i).ToString("O");
+        var tasks = string.Join(',', Enumerable.Range(1, 60).Select(i => $$"""{"id":"task-{{i}}","state":"in_progress","created_at":"{{Created(i)}}"}"""));
+        var transport = new ScriptedTransport(path =>
+        {
+            if (path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal))
+            {
+                return (200, $$"""{"tasks":[{{tasks}}]}""");
+            }
+
+            var id = path.StartsWith("agents/tasks/task-", StringComparison.Ordinal) ? int.Parse(path["agents/tasks/task-".Length..], System.Globalization.CultureInfo.InvariantCulture) : 0;
+            var reference = id == 60 ? "fix-abc123" : $"other-{id}";
+            return id == 0 ? (404, """{"message":"Not Found"}""")
+                : (200, $$"""{"id":"task-{{id}}","state":"in_progress","created_at":"{{Created(id)}}","sessions":[{"prompt":"Fix it\n\nHandoff reference: {{reference}}"}]}""");
+        });
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal("task-60", result.Value?.Id);
+        Assert.Equal("agents/tasks/task-60", Assert.Single(transport.Paths, path => path.StartsWith("agents/tasks/", StringComparison.Ordinal)));
+    }
+
+    [Fact]
+    public async Task Finished_task_whose_pull_request_is_not_among_its_branchs_pull_requests_is_finished_without_one_not_unread()
+    {
+        // The pull request artifact names the PR by its REST id only (no global_id), and GitHub's pulls from the task's
+        // branch do not include it (closed and its branch gone, or another head): asking again changes nothing, and a read
+        // failed for good would leave the finished task to be timed out as failed.
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, """{"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"provider":"github","type":"pull","data":{"id":4001}}]}""")
+            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4002,"html_url":"https://github.com/acme/shop/pull/8"}]""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.Contains(transport.Paths, path => path.StartsWith("repos/acme/shop/pulls?head=acme%3Acopilot%2Ffix-1&", StringComparison.Ordinal));
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal(ProviderAgentStatus.Finished, result.Value!.Status);
+        Assert.Null(result.Value.PrUrl);
+    }
+
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
     {
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
