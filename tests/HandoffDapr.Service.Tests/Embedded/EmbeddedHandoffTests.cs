@@ -42,6 +42,18 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.All(view["launches"]!.AsArray(), launch => Assert.Equal("launched", launch!["phase"]!.GetValue<string>()));
     }
 
+    /// <summary>The 202's Location is where the run's handoff is read: following it gives the run just triggered.</summary>
+    [Fact]
+    public async Task Accepted_trigger_is_located_at_the_run_s_handoff()
+    {
+        var response = await client.PostJsonAsync("/runs/126/handoff", Payloads.Trigger(Payloads.Run(126, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Equal("/runs/126/handoff", response.Headers.Location?.OriginalString);
+        var view = await (await client.GetAsync(response.Headers.Location)).ReadJsonAsync();
+        Assert.Equal(126, view["run_id"]!.GetValue<long>());
+    }
+
     /// <summary>Handoff:MaxInstructionLength is the longest instruction taken (4096 by default), not the first one refused.</summary>
     [Fact]
     public async Task Instruction_of_exactly_the_maximum_length_is_accepted_and_sent_whole()
