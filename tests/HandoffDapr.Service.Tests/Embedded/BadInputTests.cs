@@ -385,6 +385,18 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
+    /// <summary>SnapshotRules.MaxRepositoryEntries is the longest list taken, not the first one refused.</summary>
+    [Fact]
+    public async Task Exactly_a_thousand_repository_entries_is_taken()
+    {
+        var repositories = Enumerable.Range(0, 1000).Select(i => $"acme/repo{i}").ToArray();
+
+        var eventResponse = await service.Client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(6, repositories, automation: false));
+
+        Assert.Equal(HttpStatusCode.OK, eventResponse.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await service.Client.GetAsync("/runs/6/handoff")).StatusCode);
+    }
+
     [Theory]
     [InlineData("acme/..")]
     [InlineData("../etc")]
