@@ -68,6 +68,24 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Contains(instruction, body["prompt"]!["text"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A follow-up's text may be as long as an instruction (Handoff:MaxInstructionLength, counted as received, the spaces
+    /// around it included), and reaches the agent without those spaces.
+    /// </summary>
+    [Fact]
+    public async Task Followup_of_exactly_the_maximum_length_is_accepted_and_sent_trimmed()
+    {
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/127/handoff", Payloads.Trigger(Payloads.Run(127, ["acme/shop"], automation: false)))).StatusCode);
+        var agentId = Assert.Single(cursor.Agents.Keys);
+        var text = new string('y', 4094);
+
+        var response = await client.PostJsonAsync($"/runs/127/agents/{agentId}/followup", new JsonObject { ["text"] = " " + text + "\n" });
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var sent = JsonNode.Parse(Assert.Single(cursor.CommandRequests).Body!)!;
+        Assert.Equal(text, sent["prompt"]!["text"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Manual_trigger_sends_the_prompt_branch_and_bearer_key_to_cursor()
     {
