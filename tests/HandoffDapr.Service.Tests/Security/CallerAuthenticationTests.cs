@@ -124,6 +124,8 @@ public sealed class CallerAuthenticationTests : IDisposable
         { "http://localhost/runs/1/handoff", "https://evil.example", "cross-site" },
         { "http://localhost/runs/1/handoff", null, "same-site" },
         { "http://localhost/runs/1/handoff", "https://evil.example", null },
+        // An opaque origin (a sandboxed frame, a file: or data: page) is sent as "Origin: null": no site it could be checked as.
+        { "http://localhost/runs/1/handoff", "null", null },
         // DNS rebinding: the attacker's own name resolved to 127.0.0.1, so the browser sends it as Host.
         { "http://evil.example/runs/1/handoff", null, null },
     };
