@@ -298,6 +298,23 @@ public sealed class DaprModeTests : IAsyncLifetime
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
+    /// <summary>
+    /// An event naming another group than the stored run's is refused for good: dropped to the dead-letter topic (an
+    /// operator looks at it), not taken as handled, and the stored run is not touched.
+    /// </summary>
+    [Fact]
+    public async Task Event_for_a_run_of_another_group_is_dropped_to_the_dead_letter_topic_and_launches_nothing()
+    {
+        Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(129, ["acme/shop"], automation: false))).Outcome);
+
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(129, ["evil/repo"], groupId: 999));
+
+        Assert.Equal(DeliveryOutcome.Drop, delivery.Outcome);
+        Assert.True(delivery.DeadLettered);
+        Assert.Equal(0, cursor.LaunchRequests);
+        Assert.Equal(Payloads.GroupId, (await (await client.GetAsync("/runs/129/handoff")).ReadJsonAsync())["group_id"]!.GetValue<long>());
+    }
+
     [Fact]
     public async Task Malformed_event_is_dropped_to_the_dead_letter_topic()
     {
