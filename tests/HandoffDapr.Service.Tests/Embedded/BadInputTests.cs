@@ -57,6 +57,10 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":-3}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":"g"}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":"not an object"}""" },
+        // Content after the CloudEvent (a second one): the snapshot is read from inside the envelope, so the envelope's
+        // reader alone sees what follows it.
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}}}{"specversion":"1.0","data":{"run_id":6,"group":{"id":456}}}""" },
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}}} x""" },
         // data and data_base64 are one or the other (CloudEvents' JSON format); base64 that is not.
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data_base64":"eyJydW5faWQiOjV9"}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"not base64!"}""" },
