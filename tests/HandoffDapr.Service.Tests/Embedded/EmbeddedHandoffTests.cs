@@ -243,6 +243,23 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(1, cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// Only a CloudEvent (one with specversion) is an envelope: a plain snapshot that happens to carry a "data" member is
+    /// read whole, as the run it names, never as the run inside that member.
+    /// </summary>
+    [Fact]
+    public async Task Completion_event_without_specversion_is_the_snapshot_itself_not_its_data_member()
+    {
+        var run = Payloads.Run(205, ["acme/shop"], automation: false);
+        run["data"] = Payloads.Run(206, ["acme/shop"], automation: false);
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", run);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/205/handoff")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/206/handoff")).StatusCode);
+    }
+
     [Fact]
     public async Task Completion_event_whose_snapshot_comes_as_data_base64_launches_and_its_redelivery_as_data_does_not()
     {
