@@ -204,6 +204,30 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.Accepted, otherGroup.StatusCode);
     }
 
+    /// <summary>
+    /// A trigger refused for its body (a 400) is the caller's mistake, told as such however many it sends: it does not
+    /// use up the group's budget, so the group's next valid trigger is served.
+    /// </summary>
+    [Fact]
+    public async Task Triggers_refused_as_invalid_do_not_use_up_the_group_limit()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("invalid-limits.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "2",
+        });
+        var client = factory.CreateClient();
+
+        for (var i = 0; i < 3; i++)
+        {
+            var invalid = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/shop"], automation: false)));
+            Assert.Equal(HttpStatusCode.BadRequest, invalid.StatusCode);
+        }
+
+        var valid = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, valid.StatusCode);
+    }
+
     [Fact]
     public async Task Webhooks_over_the_integration_limit_are_429_with_retry_after()
     {
