@@ -221,6 +221,7 @@ public sealed class CopilotProviderTests : IDisposable
     [Theory]
     [InlineData(403, """{"message":"API rate limit exceeded for user ID 1."}""")]
     [InlineData(429, """{"message":"You have exceeded a secondary rate limit."}""")]
+    [InlineData(429, """{"message":"Too Many Requests"}""")] // a 429 is a rate limit whatever its wording
     public async Task Rate_limited_answer_waits_as_github_says_reset_time_else_at_least_a_minute(int status, string body)
     {
         var reset = DateTimeOffset.UtcNow.AddMinutes(20).ToUnixTimeSeconds();
