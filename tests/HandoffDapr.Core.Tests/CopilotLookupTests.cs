@@ -27,6 +27,32 @@ public sealed class CopilotLookupTests
         Assert.True(result.Failure!.OutcomeUnknown);
     }
 
+    [Theory]
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123", true)]
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123\n", true)]
+    [InlineData("Handoff reference: fix-abc123", true)]
+    [InlineData("Look at this\n\n> Handoff reference: fix-abc123", false)]
+    [InlineData("Fix it\n\nNot our Handoff reference: fix-abc123", false)]
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123-2", false)]
+    public async Task Task_is_ours_only_when_its_prompt_ends_with_our_reference_as_a_line_of_its_own(string prompt, bool ours)
+    {
+        // The reference is the prompt's last line; text that merely ends with it (someone quoting our handoff in their own
+        // task) is another task, which adopting would have the run follow someone else's agent.
+        var created = DateTimeOffset.UtcNow.AddMinutes(-5).ToString("O");
+        var session = System.Text.Json.JsonSerializer.Serialize(prompt);
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"in_progress","created_at":"{{created}}"}]}""")
+            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"in_progress","created_at":"{{created}}","sessions":[{"prompt":{{session}},"head_ref":"copilot/other"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, result.Failure?.FailureType);
+        Assert.Equal(ours ? "task-1" : null, result.Value?.Id);
+    }
+
     [Fact]
     public async Task Task_read_by_id_without_a_session_prompt_yet_is_not_taken_for_not_ours()
     {
