@@ -28,13 +28,14 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
-    [InlineData("Fix it\n\nHandoff reference: fix-abc123", true)]
-    [InlineData("Fix it\n\nHandoff reference: fix-abc123\n", true)]
-    [InlineData("Handoff reference: fix-abc123", true)]
-    [InlineData("Look at this\n\n> Handoff reference: fix-abc123", false)]
-    [InlineData("Fix it\n\nNot our Handoff reference: fix-abc123", false)]
-    [InlineData("Fix it\n\nHandoff reference: fix-abc123-2", false)]
-    public async Task Task_is_ours_only_when_its_prompt_ends_with_our_reference_as_a_line_of_its_own(string prompt, bool ours)
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123", true, "copilot/other")]
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123\n", true, "copilot/other")]
+    [InlineData("Handoff reference: fix-abc123", true, "copilot/other")]
+    [InlineData("Look at this\n\n> Handoff reference: fix-abc123", false, "copilot/other")]
+    [InlineData("Fix it\n\nNot our Handoff reference: fix-abc123", false, "copilot/other")]
+    [InlineData("Fix it\n\nHandoff reference: fix-abc123-2", false, "copilot/other")]
+    [InlineData("Fix it", true, "fix-abc123")] // on our branch: ours, whatever its prompt says
+    public async Task Task_is_ours_when_on_our_branch_or_its_prompt_ends_with_our_reference_as_a_line_of_its_own(string prompt, bool ours, string headRef)
     {
         // The reference is the prompt's last line; text that merely ends with it (someone quoting our handoff in their own
         // task) is another task, which adopting would have the run follow someone else's agent.
@@ -42,7 +43,7 @@ public sealed class CopilotLookupTests
         var session = System.Text.Json.JsonSerializer.Serialize(prompt);
         var transport = new ScriptedTransport(path =>
             path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"in_progress","created_at":"{{created}}"}]}""")
-            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"in_progress","created_at":"{{created}}","sessions":[{"prompt":{{session}},"head_ref":"copilot/other"}]}""")
+            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"in_progress","created_at":"{{created}}","sessions":[{"prompt":{{session}},"head_ref":"{{headRef}}"}]}""")
             : (404, """{"message":"Not Found"}"""));
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
         RepositoryName.TryParse("acme/shop", out var repository);
