@@ -366,8 +366,7 @@ public sealed class SqliteRunStoreTests : IDisposable
     public async Task First_save_of_a_run_retention_deleted_is_refused_and_its_tombstone_kept()
     {
         using var store = new SqliteRunStore(temp.File("tombstone-insert.db"), time);
-        var version = await store.SaveAsync(RunHandoffState.New(9) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(9) }, 0, CancellationToken.None);
-        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(9, version, time.GetUtcNow(), null)], time.GetUtcNow(), CancellationToken.None));
+        await SavedThenSweptAsync(store, 9);
 
         await Assert.ThrowsAsync<RunVersionConflictException>(() => store.SaveAsync(Pending(9), 0, CancellationToken.None));
 
@@ -385,9 +384,7 @@ public sealed class SqliteRunStoreTests : IDisposable
     public async Task Tombstone_is_dropped_only_once_it_is_older_than_the_cutoff()
     {
         using var store = new SqliteRunStore(temp.File("tombstone-cutoff.db"), time);
-        var version = await store.SaveAsync(RunHandoffState.New(9) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(9) }, 0, CancellationToken.None);
-        var deletedAt = time.GetUtcNow();
-        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(9, version, deletedAt, null)], deletedAt, CancellationToken.None));
+        var deletedAt = await SavedThenSweptAsync(store, 9);
 
         Assert.Equal(0, await store.DropTombstonesAsync(deletedAt - TimeSpan.FromHours(23), 100, CancellationToken.None));
         Assert.Equal(0, await store.DropTombstonesAsync(deletedAt, 100, CancellationToken.None));
@@ -422,7 +419,7 @@ public sealed class SqliteRunStoreTests : IDisposable
             insert.Parameters.AddWithValue("$run", runId);
             insert.Parameters.AddWithValue("$group", 456);
             insert.Parameters.AddWithValue("$state", System.Text.Encoding.UTF8.GetBytes(System.Text.Json.JsonSerializer.Serialize(
-                RunHandoffState.New(runId) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(runId) }, Core.Serialization.HandoffJsonContext.Default.RunHandoffState)));
+                Settled(runId), Core.Serialization.HandoffJsonContext.Default.RunHandoffState)));
             insert.Parameters.AddWithValue("$handled", DBNull.Value);
             insert.Parameters.AddWithValue("$view", DBNull.Value);
             insert.Parameters.AddWithValue("$now", time.GetUtcNow().ToUnixTimeMilliseconds());
@@ -473,6 +470,18 @@ public sealed class SqliteRunStoreTests : IDisposable
         command.CommandText = "SELECT lease_until FROM wakeups WHERE run_id = $run";
         command.Parameters.AddWithValue("$run", runId);
         return await command.ExecuteScalarAsync() is long millis ? DateTimeOffset.FromUnixTimeMilliseconds(millis) : null;
+    }
+
+    /// <summary>A run with nothing pending: the retention sweep may delete it.</summary>
+    private static RunHandoffState Settled(long runId) => RunHandoffState.New(runId) with { Snapshot = new HandoffDapr.Core.Model.RunSnapshot(runId) };
+
+    /// <summary>The run saved settled, then deleted by the retention sweep at once; returns when (its tombstone's time).</summary>
+    private async Task<DateTimeOffset> SavedThenSweptAsync(SqliteRunStore store, long runId)
+    {
+        var version = await store.SaveAsync(Settled(runId), 0, CancellationToken.None);
+        var deletedAt = time.GetUtcNow();
+        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(runId, version, deletedAt, null)], deletedAt, CancellationToken.None));
+        return deletedAt;
     }
 
     private RunHandoffState Pending(long runId) => RunHandoffState.New(runId) with
