@@ -50,18 +50,27 @@ public sealed partial class RetentionSweeper(
         await sweeping.WaitAsync(cancellationToken);
         try
         {
+            var now = timeProvider.GetUtcNow();
+            var deleted = retention is { } kept ? await DeleteDueRunsAsync(kept, now, cancellationToken) : 0;
+            var dropped = await DropTombstonesAsync(now, cancellationToken);
+            // Information only when something went: a sweep every 10 minutes that finds nothing is not news.
             if (retention is null)
             {
-                var now = timeProvider.GetUtcNow();
-                if (await DropTombstonesAsync(now, cancellationToken) is > 0 and var dropped)
+                if (dropped > 0)
                 {
                     LogTombstonesDropped(dropped);
                 }
-
-                return 0;
+            }
+            else if (deleted > 0 || dropped > 0)
+            {
+                LogSwept(deleted, retention.Value, dropped);
+            }
+            else
+            {
+                LogSweptNothing(retention.Value);
             }
 
-            return await SweepOnceAsync(retention.Value, cancellationToken);
+            return deleted;
         }
         finally
         {
@@ -69,9 +78,9 @@ public sealed partial class RetentionSweeper(
         }
     }
 
-    private async Task<int> SweepOnceAsync(TimeSpan retention, CancellationToken cancellationToken)
+    /// <summary>Deletes every run due at <paramref name="now"/>, in batches; returns how many.</summary>
+    private async Task<int> DeleteDueRunsAsync(TimeSpan retention, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        var now = timeProvider.GetUtcNow();
         var deleted = 0;
         var after = (UpdatedAt: long.MinValue, RunId: long.MinValue);
         while (!cancellationToken.IsCancellationRequested)
@@ -108,17 +117,6 @@ public sealed partial class RetentionSweeper(
             {
                 break;
             }
-        }
-
-        // Information only when something went: a sweep every 10 minutes that finds nothing is not news.
-        var dropped = await DropTombstonesAsync(now, cancellationToken);
-        if (deleted > 0 || dropped > 0)
-        {
-            LogSwept(deleted, retention, dropped);
-        }
-        else
-        {
-            LogSweptNothing(retention);
         }
 
         return deleted;
