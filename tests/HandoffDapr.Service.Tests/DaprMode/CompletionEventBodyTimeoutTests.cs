@@ -1,5 +1,6 @@
 using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -44,19 +45,9 @@ public sealed class CompletionEventBodyTimeoutTests
     }
 
     /// <summary>Gives a few bytes, then fails as Kestrel's body does (its data rate, or its framing checks).</summary>
-    private sealed class StallingBody(int status) : Stream
+    private sealed class StallingBody(int status) : AsyncReadOnlyStream
     {
         private bool sent;
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
 
         public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
         {
@@ -69,20 +60,5 @@ public sealed class CompletionEventBodyTimeoutTests
 
             throw new BadHttpRequestException("The body did not arrive in time.", status);
         }
-
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
-            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        public override void Flush()
-        {
-        }
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }

@@ -1,4 +1,5 @@
 using HandoffDapr.Service.Api;
+using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
 
 namespace HandoffDapr.Service.Tests.Security;
@@ -42,7 +43,7 @@ public sealed class RequestBodyBufferTests
     }
 
     /// <summary>Sends its bytes at most 4 KiB at a time, as a network does, and records the first buffer it was given.</summary>
-    private sealed class TricklingBody(int bytes) : Stream
+    private sealed class TricklingBody(int bytes) : AsyncReadOnlyStream
     {
         private int left = bytes;
 
@@ -60,27 +61,5 @@ public sealed class RequestBodyBufferTests
             left -= count;
             return ValueTask.FromResult(count);
         }
-
-        public override bool CanRead => true;
-
-        public override bool CanSeek => false;
-
-        public override bool CanWrite => false;
-
-        public override long Length => throw new NotSupportedException();
-
-        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-
-        public override void Flush()
-        {
-        }
-
-        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
-
-        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
-
-        public override void SetLength(long value) => throw new NotSupportedException();
-
-        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
     }
 }
