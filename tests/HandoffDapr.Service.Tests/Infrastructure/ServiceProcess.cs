@@ -68,6 +68,11 @@ public sealed class ServiceProcess : IAsyncDisposable
             catch (HttpRequestException)
             {
             }
+            catch (TaskCanceledException)
+            {
+                // The probe's own 2 s ran out: on a loaded machine a cold start can take longer than that to answer its first
+                // request once the port is open. Probed again until the deadline, as a refused connection is.
+            }
 
             if (DateTime.UtcNow > deadline || service.process.HasExited)
             {
