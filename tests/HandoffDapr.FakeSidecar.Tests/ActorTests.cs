@@ -79,8 +79,9 @@ public sealed class ActorTests : SidecarTest
     [Fact]
     public async Task Calls_to_different_actor_ids_run_concurrently()
     {
-        // Long enough turns that the two calls overlap even when a loaded machine starts them far apart.
-        await Task.WhenAll(Proxy("a").SlowAsync(1500), Proxy("b").SlowAsync(1500));
+        // Each turn stays until the other is inside too, however far apart a loaded machine starts the two calls (a fixed
+        // 1.5 s turn needed them to start within 1.5 s); turns taken one after the other wait out the 30 s and fail below.
+        await Task.WhenAll(Proxy("a").UntilOverlapAsync(30_000), Proxy("b").UntilOverlapAsync(30_000));
 
         Assert.Equal(1, App.Probe.MaxPerId);
         Assert.Equal(2, App.Probe.MaxOverall);

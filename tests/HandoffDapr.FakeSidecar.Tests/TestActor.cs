@@ -18,6 +18,9 @@ public interface ITestActor : IActor
 
     Task<string> SlowAsync(int delayMs);
 
+    /// <summary>Stays inside its turn until two turns (of any actor ids) have been inside at once, or <paramref name="limitMs"/> has passed.</summary>
+    Task<string> UntilOverlapAsync(int limitMs);
+
     Task RegisterReminderAsync(ReminderSpec spec);
 
     Task<string> DescribeReminderAsync(string name);
@@ -92,6 +95,20 @@ public sealed class TestActor(ActorHost host, ConcurrencyProbe probe, ReminderLo
         using (probe.Enter(Id.GetId()))
         {
             await Task.Delay(delayMs);
+        }
+
+        return Id.GetId();
+    }
+
+    public async Task<string> UntilOverlapAsync(int limitMs)
+    {
+        using (probe.Enter(Id.GetId()))
+        {
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (probe.MaxOverall < 2 && waited.ElapsedMilliseconds < limitMs)
+            {
+                await Task.Delay(10);
+            }
         }
 
         return Id.GetId();
