@@ -55,7 +55,7 @@ public sealed class ServiceProcess : IAsyncDisposable
 
         var service = new ServiceProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}"));
         using var client = new HttpClient { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(2) };
-        var deadline = DateTime.UtcNow.AddSeconds(30);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         while (true)
         {
             try
