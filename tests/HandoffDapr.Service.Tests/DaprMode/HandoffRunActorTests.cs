@@ -398,6 +398,43 @@ public sealed class HandoffRunActorTests
         Assert.NotEqual(timeline, state.Saved["timeline"]);
     }
 
+    /// <summary>
+    /// daprd's retry of a command's recording can come after other commands to the run were recorded in between: the
+    /// ids of the last sixteen are kept, so such a repeat still finds its id and records nothing. Older ids are dropped,
+    /// oldest first, so the kept list does not grow with every command the run ever had.
+    /// </summary>
+    [Fact]
+    public async Task Repeat_of_a_command_recorded_before_a_few_others_is_still_recorded_once_and_only_the_last_sixteen_ids_are_kept()
+    {
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        var first = new AgentCommandSent(RunId, agentId, Stop: false, CommandId: "command-1");
+        await actor.RecordAgentCommandAsync(first);
+        await state.SaveStateAsync();
+        for (var i = 2; i <= 4; i++)
+        {
+            await actor.RecordAgentCommandAsync(first with { CommandId = $"command-{i}" });
+            await state.SaveStateAsync();
+        }
+
+        var timeline = state.Saved["timeline"];
+
+        var again = await actor.RecordAgentCommandAsync(first);
+        await state.SaveStateAsync();
+
+        Assert.Equal(AgentCommandStatus.Done, again.Status);
+        Assert.Equal(timeline, state.Saved["timeline"]);
+        for (var i = 5; i <= 20; i++)
+        {
+            await actor.RecordAgentCommandAsync(first with { CommandId = $"command-{i}" });
+            await state.SaveStateAsync();
+        }
+
+        Assert.Equal(
+            Enumerable.Range(5, 16).Select(i => $"command-{i}"),
+            System.Text.Json.JsonSerializer.Deserialize<List<string>>(state.Saved[HandoffRunActor.RecordedCommandsKey]));
+    }
+
     /// <summary>A trigger as <see cref="ActorRunOwner"/> makes it: the turn, then the round's calls and its answers in a new turn.</summary>
     private async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
     {
