@@ -435,6 +435,24 @@ public sealed class HandoffRunActorTests
             System.Text.Json.JsonSerializer.Deserialize<List<string>>(state.Saved[HandoffRunActor.RecordedCommandsKey]));
     }
 
+    /// <summary>
+    /// Any app may call an actor through its sidecar: a completion event for run 124 sent to run 123's actor is not this
+    /// actor's run. Taken, it would store run 124's snapshot under run 123 (every later turn of 123 would then fail on it)
+    /// and launch 124's repositories from the wrong owner.
+    /// </summary>
+    [Fact]
+    public async Task Completion_event_of_another_run_than_the_actors_is_rejected_and_stores_nothing()
+    {
+        var outcome = await actor.AcceptCompletedRunAsync(Snapshot("acme/shop") with { RunId = RunId + 1 });
+
+        Assert.Equal(CompletionStatus.Rejected, outcome.Status);
+        Assert.Null(outcome.Round);
+        await state.SaveStateAsync();
+        Assert.Empty(state.Saved);
+        Assert.Empty(timers.Registered);
+        Assert.Empty(provider.Launches);
+    }
+
     /// <summary>A trigger as <see cref="ActorRunOwner"/> makes it: the turn, then the round's calls and its answers in a new turn.</summary>
     private async Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger)
     {
