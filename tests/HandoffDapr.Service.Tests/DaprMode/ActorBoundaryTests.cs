@@ -66,6 +66,28 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
 
+    /// <summary>
+    /// An earlier release could register a reminder for an actor id that names no run ("007"). Kept, a periodic one would
+    /// fire there for ever: its firing drops it, and runs nothing.
+    /// </summary>
+    [Fact]
+    public async Task A_reminder_left_on_an_actor_id_that_names_no_run_is_dropped_at_its_firing_not_fired_for_ever()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        using var sidecar = new HttpClient { BaseAddress = factory.Sidecar.HttpEndpoint };
+        var registered = await sidecar.PostAsync(
+            $"/v1.0/actors/{Actor}/007/reminders/{HandoffRunActor.WakeReminder}",
+            new StringContent("""{"dueTime":"0s","period":"1m"}""", Encoding.UTF8, "application/json"));
+        Assert.True(registered.IsSuccessStatusCode, $"registration: {(int)registered.StatusCode}");
+
+        var fired = await factory.Sidecar.FireReminderAsync(Actor, "007", HandoffRunActor.WakeReminder);
+
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        Assert.DoesNotContain(factory.Sidecar.Reminders, reminder => reminder.ActorId == "007");
+        Assert.Empty(factory.Sidecar.GetActorStateKeys(Actor, "007"));
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     [Theory]
     [InlineData(HandoffRunActor.TimelineKey)]
     [InlineData(HandoffRunActor.PollKey)]
