@@ -144,6 +144,32 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         Assert.Equal("https://handoff-dapr.dev/problems/run-deleted", (await read.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// The ids of a run's recorded stops and follow-ups (kept so daprd's retry of a recording records nothing twice) are
+    /// one of the run's keys: a save that settles the run gives them its TTL with the others, so once the run has
+    /// expired nothing of it but the tombstone is left in the store.
+    /// </summary>
+    [Fact]
+    public async Task A_settled_runs_recorded_command_ids_expire_with_its_other_keys()
+    {
+        var launched = await client.PostJsonAsync("/runs/805/handoff", Payloads.Trigger(Payloads.Run(805, ["acme/shop"], automation: false)));
+        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+        // The stop ends the run's one agent; the status poll it had scheduled finds nothing left to watch and settles the run.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/runs/805/agents/{agentId}/stop", null)).StatusCode);
+        Assert.Contains(HandoffRunActor.RecordedCommandsKey, factory.Sidecar.GetActorStateKeys(Actor, "805").Keys);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Sidecar.FireReminderAsync(Actor, "805", HandoffRunActor.WakeReminder);
+        await Eventually.True(() => factory.Sidecar.GetActorStateExpiries(Actor, "805").ContainsKey(HandoffRunActor.DeletedRunKey));
+
+        var expiries = factory.Sidecar.GetActorStateExpiries(Actor, "805");
+        Assert.Contains(HandoffRunActor.RecordedCommandsKey, expiries.Keys);
+        Assert.Contains(HandoffRunActor.DeletedRunKey, expiries.Keys);
+        Assert.All(expiries.Where(key => key.Key != HandoffRunActor.DeletedRunKey), key => Assert.Equal(time.GetUtcNow() + Retention, key.Value));
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "805").Keys);
+    }
+
     /// <summary>A completion event whose one launch the provider refuses for good: nothing pending.</summary>
     private async Task<System.Text.Json.Nodes.JsonObject> SettleAsync(long runId)
     {
