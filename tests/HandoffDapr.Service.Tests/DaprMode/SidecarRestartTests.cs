@@ -125,6 +125,40 @@ public sealed class SidecarRestartTests : IAsyncLifetime
         Assert.Equal("completed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// An actor active from before daprd's restart reads its state from the store once, at its first turn after it: from
+    /// then on what it read is current again, and its turns read its cache, as those of an actor activated since.
+    /// </summary>
+    [Fact]
+    public async Task Actor_active_before_a_sidecar_restart_reads_the_store_once_then_its_cache_again()
+    {
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/922/handoff", Payloads.Trigger(Payloads.Run(922, ["acme/shop"], automation: false)))).StatusCode);
+        var stored = factory.Sidecar.GetActorStateKeys(Actor, "922");
+        var sidecar = await RestartSidecarAsync(store: sidecar =>
+        {
+            foreach (var (key, value) in stored)
+            {
+                sidecar.SetRawActorState(Actor, "922", key, value);
+            }
+        });
+        var reads = 0;
+        sidecar.BeforeActorStateRead = call =>
+        {
+            if (call.ActorId == "922")
+            {
+                Interlocked.Increment(ref reads);
+            }
+        };
+
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/922/handoff")).StatusCode);
+        var afterRestart = Volatile.Read(ref reads);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/922/handoff")).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/922/handoff")).StatusCode);
+
+        Assert.True(afterRestart > 0, "the first turn after the restart read its cache");
+        Assert.Equal(afterRestart, Volatile.Read(ref reads));
+    }
+
     [Fact]
     public async Task Actor_keeps_reading_its_cached_state_while_the_sidecar_has_not_restarted()
     {
