@@ -245,6 +245,32 @@ public sealed class DaprModeTests : IAsyncLifetime
         Assert.True(data["coding_agents"]!.AsObject().ContainsKey(agentId));
     }
 
+    /// <summary>
+    /// An update is published when a save changes the run's coding_agents, not at every save of a run that has agents: a
+    /// retry's intent and its failed answer leave the agents as they were, and their subscribers are told nothing new.
+    /// </summary>
+    [Fact]
+    public async Task Saves_that_leave_the_coding_agents_as_they_were_publish_no_update()
+    {
+        cursor.Script("acme/down", FakeCursor.Status(500));
+        cursor.Script("acme/down", FakeCursor.Status(500));
+        var response = await client.PostJsonAsync("/runs/128/handoff", Payloads.Trigger(Payloads.Run(128, ["acme/shop", "acme/down"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        Assert.Single(factory.Sidecar.Published, p => p.Topic == "handoff.coding-agents.updated");
+
+        // The retry is due; acme/down fails again.
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "128", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
+        await Eventually.True(() => cursor.LaunchRequests == 3
+            && factory.Sidecar.GetActorState(Actor, "128", "launches")!.Value.EnumerateArray().All(launch => launch.GetProperty("phase").GetString() != "in_flight"));
+
+        var updates = factory.Sidecar.Published
+            .Where(p => p.Topic == "handoff.coding-agents.updated")
+            .Select(p => JsonNode.Parse(p.Data.ToArray())!["coding_agents"]!.ToJsonString())
+            .ToList();
+        Assert.All(updates.Zip(updates.Skip(1)), pair => Assert.NotEqual(pair.First, pair.Second));
+    }
+
     [Fact]
     public async Task Another_groups_run_is_unknown_through_the_actor_too()
     {
