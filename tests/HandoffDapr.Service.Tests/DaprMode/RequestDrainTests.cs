@@ -172,6 +172,26 @@ public sealed class RequestDrainTests
         Assert.Equal("Temporarily unavailable", problem["title"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A call still running at the drain's limit is left to be cut off with the process, and the app's services go away:
+    /// a request arriving after that is refused as one arriving after a drain that ended idle is.
+    /// </summary>
+    [Fact]
+    public async Task Request_arriving_after_a_drain_cut_short_at_its_limit_is_refused_too()
+    {
+        var time = new FakeTimeProvider();
+        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
+        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        _ = drain.Enter();
+
+        var stopped = drain.StoppedAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(41));
+        await stopped.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(1, drain.InFlight);
+        Assert.Null(drain.TryEnterRequest());
+    }
+
     [Fact]
     public async Task Second_wait_shares_the_one_limit_of_the_shutdown()
     {
