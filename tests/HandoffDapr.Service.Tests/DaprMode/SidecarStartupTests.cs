@@ -4,6 +4,7 @@ using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -28,6 +29,31 @@ public sealed class SidecarStartupTests
         await Task.Delay(TimeSpan.FromSeconds(10), stopping).ContinueWith(_ => { });
 
         Assert.True(stopping.IsCancellationRequested);
+    }
+
+    /// <summary>
+    /// A shutdown (SIGTERM, a rolling update) while the app still waits for its sidecar is an ordinary stop: not the
+    /// start-up failure of a sidecar that never came, with its critical line and failing exit code.
+    /// </summary>
+    [Fact]
+    public async Task Shutdown_while_waiting_for_the_sidecar_is_an_ordinary_stop_not_a_missing_sidecar()
+    {
+        var logs = new FakeLogCollector();
+        var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(builder =>
+        {
+            builder.UseEnvironment("Production");
+            builder.UseSetting("Handoff:Mode", "Dapr");
+            // Nothing listens on port 9 of loopback.
+            builder.UseSetting("DAPR_HTTP_ENDPOINT", "http://127.0.0.1:9");
+            builder.UseSetting("DAPR_GRPC_ENDPOINT", "http://127.0.0.1:9");
+            builder.UseSetting("Handoff:Dapr:SidecarWaitTimeout", "01:00:00");
+            builder.ConfigureLogging(logging => logging.AddProvider(new FakeLoggerProvider(logs)));
+        });
+        _ = factory.Server;
+
+        await factory.DisposeAsync();
+
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarMissing");
     }
 
     [Fact]
