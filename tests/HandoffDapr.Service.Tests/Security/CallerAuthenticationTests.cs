@@ -82,6 +82,23 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
     }
 
+    /// <summary>
+    /// In embedded mode Handoff:ApiToken is what guards the API: start-up says callers are checked by it, and never the
+    /// warning of Dapr mode, where the token is set but guards nothing.
+    /// </summary>
+    [Fact]
+    public async Task An_api_token_set_in_embedded_mode_is_said_at_start_to_be_the_check_not_ignored()
+    {
+        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("token-log.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token }) { Logs = logs };
+
+        Assert.Equal(HttpStatusCode.OK, (await factory.CreateClient().GetAsync("/healthz")).StatusCode);
+
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ApiTokenIgnored");
+        var check = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CallerCheck");
+        Assert.Equal("BearerToken", check.GetStructuredStateValue("Check"));
+    }
+
     [Fact]
     public async Task Health_and_webhooks_need_no_token()
     {
