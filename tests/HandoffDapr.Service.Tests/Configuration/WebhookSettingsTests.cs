@@ -36,6 +36,31 @@ public sealed class WebhookSettingsTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "WebhooksOff");
     }
 
+    /// <summary>
+    /// Each Cursor integration's launches carry a webhook URL naming that integration (on the public address, whatever its
+    /// trailing slash), so the provider's webhooks for it are checked against its own secret; Copilot sends none.
+    /// </summary>
+    [Fact]
+    public void Each_cursor_integrations_webhook_url_names_that_integration_and_carries_its_own_secret()
+    {
+        const string otherSecret = "webhook-secret-of-integration-44-0123456789";
+        var settings = new Dictionary<string, string?>
+        {
+            ["Handoff:PublicBaseUrl"] = "https://handoff.example.com/",
+            [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:WebhookSecret"] = Secret,
+            ["Handoff:Integrations:44:Provider"] = "cursor_background_agent",
+            ["Handoff:Integrations:44:BaseUrl"] = cursor.Url,
+            ["Handoff:Integrations:44:ApiKey"] = "key-44",
+            ["Handoff:Integrations:44:WebhookSecret"] = otherSecret,
+        };
+        using var factory = new EmbeddedServiceFactory(temp.File($"webhooks-{Guid.NewGuid():N}.db"), cursor.Url, settings: settings);
+        var catalog = factory.Services.GetRequiredService<IIntegrationCatalog>();
+
+        Assert.Equal(new AgentWebhook(new Uri($"https://handoff.example.com/webhooks/cursor/{EmbeddedServiceFactory.IntegrationId}"), Secret), catalog.Find(EmbeddedServiceFactory.IntegrationId)!.Webhook);
+        Assert.Equal(new AgentWebhook(new Uri("https://handoff.example.com/webhooks/cursor/44"), otherSecret), catalog.Find(44)!.Webhook);
+        Assert.Null(catalog.Find(EmbeddedServiceFactory.CopilotIntegrationId)!.Webhook);
+    }
+
     private FakeLogCollector StartWith(string? publicBaseUrl, string? secret, out AgentWebhook? webhook)
     {
         var logs = new FakeLogCollector();
