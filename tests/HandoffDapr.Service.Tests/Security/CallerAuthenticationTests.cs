@@ -245,6 +245,20 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.Accepted, valid.StatusCode);
     }
 
+    /// <summary>
+    /// Retry-After is whole seconds (RFC 9110 §10.2.3), rounded up: a wait of a fraction of a second is told as one second,
+    /// never as 0, which a client would take as "try again at once" into the same exhausted window.
+    /// </summary>
+    [Theory]
+    [InlineData(0, "1")]
+    [InlineData(400, "1")]
+    [InlineData(1_200, "2")]
+    [InlineData(59_001, "60")]
+    public void Retry_after_is_the_wait_in_whole_seconds_rounded_up_and_never_zero(int milliseconds, string expected)
+    {
+        Assert.Equal(expected, HandoffDapr.Service.Security.RetryAfterHeader.Format(TimeSpan.FromMilliseconds(milliseconds)));
+    }
+
     [Fact]
     public async Task Webhooks_over_the_integration_limit_are_429_with_retry_after()
     {
