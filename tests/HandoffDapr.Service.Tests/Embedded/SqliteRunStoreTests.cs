@@ -462,6 +462,46 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(1, (await reopened.LoadAsync(10, CancellationToken.None)).Version);
     }
 
+    /// <summary>
+    /// A wake-up that failed keeps its lease, no longer renewed, so that its run is tried again once the lease lapses
+    /// (WakeupScheduler): the renewal of the runs still being worked on extends their leases only, not every lease the
+    /// process holds. Extended with them, the failed run's lease would never lapse while the process works on others.
+    /// </summary>
+    [Fact]
+    public async Task Renewal_extends_only_the_leases_of_the_runs_it_names()
+    {
+        var path = temp.File("renewal-named.db");
+        using var store = new SqliteRunStore(path, time);
+        await store.SaveAsync(Pending(7), 0, CancellationToken.None);
+        await store.SaveAsync(Pending(8), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var claimedAt = time.GetUtcNow();
+        Assert.Equal([7L, 8L], (await store.ClaimDueWakeupsAsync("me", claimedAt, TimeSpan.FromMinutes(5), 16, CancellationToken.None)).Order());
+
+        await store.RenewLeasesAsync("me", [7L], claimedAt + TimeSpan.FromHours(1), CancellationToken.None);
+
+        Assert.Equal(claimedAt + TimeSpan.FromHours(1), await LeaseUntil(path, 7));
+        Assert.Equal(claimedAt + TimeSpan.FromMinutes(5), await LeaseUntil(path, 8));
+        time.Advance(TimeSpan.FromMinutes(6));
+        Assert.Equal([8L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
+    /// <summary>
+    /// The wake-up of a run with no row is deleted (nothing can be done for it); one whose run has a row, saved since the
+    /// wake-up found none (a run's row and wake-up are written together), is kept: deleted, its retries would never run.
+    /// </summary>
+    [Fact]
+    public async Task Orphan_wake_up_delete_keeps_the_wake_up_of_a_run_that_has_a_row()
+    {
+        using var store = new SqliteRunStore(temp.File("orphan.db"), time);
+        await store.SaveAsync(Pending(7), 0, CancellationToken.None);
+
+        Assert.Equal(0, await store.DeleteOrphanWakeupAsync(7, CancellationToken.None));
+
+        Assert.Equal(time.GetUtcNow().AddSeconds(30), await store.GetWakeupAsync(7, CancellationToken.None));
+    }
+
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
