@@ -126,6 +126,63 @@ public sealed class SqliteCheckpointerTests : IDisposable
         Assert.Null(Record.Exception(store.Dispose));
     }
 
+    /// <summary>
+    /// The background checkpoint runs once every <see cref="SqliteCheckpointer.WritesPerCheckpoint"/> writes, not after
+    /// every commit once the first 200 were made: each is a pass over the log beside the writer and the readers.
+    /// </summary>
+    [Fact]
+    public async Task Background_checkpoint_runs_once_per_two_hundred_writes_not_after_every_commit_past_them()
+    {
+        using var store = new SqliteRunStore(temp.File("cadence.db"), time);
+
+        // One at a time, each a commit of its own: 1 000 writes ask for five checkpoints.
+        for (var run = 1; run <= 5 * SqliteCheckpointer.WritesPerCheckpoint; run++)
+        {
+            await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None);
+        }
+
+        await Eventually.True(() => store.Checkpoints.Background > 0);
+        Assert.InRange(store.Checkpoints.Background, 1, 5);
+    }
+
+    /// <summary>
+    /// A catch-up is one copy by the writer between two commits, asked for by a background checkpoint that found the log
+    /// at the catch-up size; once made, the next commits go back to leaving the copying to the background thread. Left
+    /// asked for, every commit after the first catch-up checkpointed the log itself (and waited for its fsyncs), and the
+    /// background thread stood aside for good.
+    /// </summary>
+    [Fact]
+    public async Task After_a_catch_up_the_next_commits_leave_the_checkpoints_to_the_background_thread()
+    {
+        var path = temp.File("one-catch-up.db");
+        using var store = new SqliteRunStore(path, time);
+        await store.SaveAsync(RunHandoffState.New(0), 0, CancellationToken.None);
+
+        // A reader holding an old snapshot keeps the checkpoints from copying past it: the log grows to the catch-up size.
+        using (var reader = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            reader.Open();
+            using var begin = reader.CreateCommand();
+            begin.CommandText = "BEGIN; SELECT count(*) FROM runs;";
+            begin.ExecuteScalar();
+            var run = 0;
+            while (store.Checkpoints.CatchUps == 0)
+            {
+                Assert.True(++run <= 12_000, "no catch-up in 12 000 writes");
+                await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None, view: View(16 * 1024));
+            }
+        }
+
+        // Fewer writes than a background checkpoint waits for: at most one more checkpoint, so at most one more catch-up.
+        for (var run = 20_000; run < 20_000 + SqliteCheckpointer.WritesPerCheckpoint / 2; run++)
+        {
+            await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None);
+        }
+
+        Assert.InRange(store.Checkpoints.CatchUps, 1, 2);
+    }
+
+
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
     private static uint LogGeneration(string path)
     {
