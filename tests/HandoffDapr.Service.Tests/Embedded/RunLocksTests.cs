@@ -38,4 +38,28 @@ public sealed class RunLocksTests
 
         Assert.Equal(0, locks.Count);
     }
+
+    /// <summary>
+    /// The retention sweep takes a run's lock only if nobody holds or awaits it (<see cref="RunLocks.TryAcquire"/>): a run
+    /// held by a turn is passed over, and one it took is held, so a turn that comes meanwhile waits until it lets go.
+    /// </summary>
+    [Fact]
+    public async Task A_run_held_is_passed_over_by_a_try_and_a_run_taken_by_a_try_is_held()
+    {
+        var locks = new RunLocks();
+        using (await locks.AcquireAsync(1, CancellationToken.None))
+        {
+            Assert.Null(locks.TryAcquire(1));
+        }
+
+        var taken = locks.TryAcquire(1);
+        Assert.NotNull(taken);
+        var waiting = locks.AcquireAsync(1, CancellationToken.None);
+        Assert.Null(locks.TryAcquire(1));
+        Assert.False(waiting.IsCompleted);
+
+        taken.Dispose();
+        (await waiting.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
+        Assert.Equal(0, locks.Count);
+    }
 }
