@@ -1,0 +1,27 @@
+using HandoffDapr.Service.Embedded;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>The schedule's signal: a notification ends the wait for the poll interval, and none is lost.</summary>
+public sealed class WakeupSignalTests
+{
+    /// <summary>
+    /// A wait that ended on the poll interval leaves nothing waiting on the signal: a notification after it ends the
+    /// next wait. Left waiting, the old wait took the notification, and the launches it announced waited a whole interval.
+    /// </summary>
+    [Fact]
+    public async Task Notification_after_a_wait_that_ended_on_its_interval_ends_the_next_wait()
+    {
+        var time = new FakeTimeProvider();
+        var signal = new WakeupSignal();
+        var first = signal.WaitAsync(TimeSpan.FromSeconds(1), time, CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await first.WaitAsync(TimeSpan.FromSeconds(10));
+
+        signal.Notify();
+
+        // The interval is not reached (the fake clock stands still): only the notification can end this wait.
+        await signal.WaitAsync(TimeSpan.FromDays(1), time, CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+    }
+}
