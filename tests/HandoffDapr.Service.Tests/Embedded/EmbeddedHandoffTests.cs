@@ -341,6 +341,88 @@ public sealed class EmbeddedHandoffTests : IDisposable
         slow.Release();
     }
 
+    /// <summary>
+    /// The schedule works on at most <c>Handoff:Embedded:MaxConcurrentWakeups</c> runs at once: with one slot and two runs
+    /// due when it starts, it claims one, and the other only once that one's provider call has answered.
+    /// </summary>
+    [Fact]
+    public async Task Schedule_claims_no_more_runs_than_its_slots_and_the_next_once_one_is_done()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var path = await DueAtStartAsync(temp.File("one-slot.db"), 240, 241);
+        using var woken = new EmbeddedServiceFactory(path, cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Embedded:MaxConcurrentWakeups"] = "1" }) { WakeOnSignal = true };
+        woken.CreateClient().Dispose();
+
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        Assert.Equal(1, ClaimedWakeups(path));
+
+        held.Release();
+        await Eventually.True(() => cursor.AgentsFor("acme/slow") == 2);
+    }
+
+    /// <summary>
+    /// The schedule claims due wake-ups 16 at a time and goes on while a batch comes back full: with 17 runs due when it
+    /// starts and slots for all, all 17 are claimed while the first 16 are still at the provider.
+    /// </summary>
+    [Fact]
+    public async Task Schedule_claims_past_a_full_batch_while_it_has_slots()
+    {
+        using var held = cursor.Hold("acme/slow");
+        var path = await DueAtStartAsync(temp.File("two-batches.db"), [.. Enumerable.Range(250, 17).Select(run => (long)run)]);
+        using var woken = new EmbeddedServiceFactory(path, cursor.Url) { WakeOnSignal = true };
+        woken.CreateClient().Dispose();
+
+        await Eventually.True(() => ClaimedWakeups(path) == 17);
+
+        held.Release();
+        await Eventually.True(() => cursor.AgentsFor("acme/slow") == 17);
+    }
+
+    /// <summary>A data file whose runs have their launches (to acme/slow) due, saved by a service that then stopped before its schedule ran.</summary>
+    private async Task<string> DueAtStartAsync(string path, params long[] runIds)
+    {
+        using var earlier = new EmbeddedServiceFactory(path, cursor.Url);
+        using var earlierClient = earlier.CreateClient();
+        foreach (var runId in runIds)
+        {
+            Assert.Equal(HttpStatusCode.OK, (await earlierClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(runId, ["acme/slow"]))).StatusCode);
+        }
+
+        return path;
+    }
+
+    /// <summary>Wake-ups claimed (leased) by a process.</summary>
+    private static long ClaimedWakeups(string path)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "SELECT count(*) FROM wakeups WHERE lease_owner IS NOT NULL";
+        return (long)command.ExecuteScalar()!;
+    }
+
+    /// <summary>
+    /// Launches an event saved as due while a trigger's launch round was at the provider are not claimed then (the round
+    /// is under way here); the schedule is told to look again when the round ends, and launches them without waiting for
+    /// its poll.
+    /// </summary>
+    [Fact]
+    public async Task Launches_due_while_a_triggers_round_is_out_are_made_when_the_round_ends()
+    {
+        using var held = cursor.Hold("acme/slow");
+        using var woken = new EmbeddedServiceFactory(temp.File("round-ends.db"), cursor.Url) { WakeOnSignal = true };
+        using var wokenClient = woken.CreateClient();
+        var trigger = wokenClient.PostJsonAsync("/runs/260/handoff", Payloads.Trigger(Payloads.Run(260, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        Assert.Equal(HttpStatusCode.OK, (await wokenClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(260, ["acme/slow", "acme/fast"]))).StatusCode);
+        held.Release();
+        Assert.Equal(HttpStatusCode.Accepted, (await trigger).StatusCode);
+
+        // The schedule polls every 10 days in tests: only the round's end can have started this launch.
+        await Eventually.True(() => cursor.AgentsFor("acme/fast") == 1);
+    }
+
     [Fact]
     public async Task Completion_event_launches_within_the_request_when_background_launches_are_off()
     {
