@@ -181,6 +181,26 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Contains(logs.GetSnapshot(), entry => entry.Id.Name == "RecentRunsUnavailable");
     }
 
+    /// <summary>
+    /// A store that cannot be read (seen with the runs table renamed away) is the service's trouble, for a while: a read of
+    /// a run and a trigger are answered 503 "try again", never a 500, and the trigger reaches no provider.
+    /// </summary>
+    [Fact]
+    public async Task Run_read_and_trigger_on_a_store_that_cannot_be_read_are_503s_not_500s()
+    {
+        var path = temp.File("unreadable-store.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url);
+        var client = factory.CreateClient();
+        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+
+        var read = await client.GetAsync("/runs/280/handoff");
+        var trigger = await client.PostJsonAsync("/runs/280/handoff", Payloads.Trigger(Payloads.Run(280, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, read.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     private static int WakeFailures(FakeLogCollector logs) => logs.GetSnapshot().Count(entry => entry.Id.Name == "WakeFailed");
 
     private string CreateFile(string name, string sql, string? state = null)
