@@ -182,7 +182,6 @@ public sealed class SqliteCheckpointerTests : IDisposable
         Assert.InRange(store.Checkpoints.CatchUps, 1, 2);
     }
 
-
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
     private static uint LogGeneration(string path)
     {

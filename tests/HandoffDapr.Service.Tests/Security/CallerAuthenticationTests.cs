@@ -1,7 +1,9 @@
 using System.Net;
 using System.Net.Http.Headers;
 using System.Text.Json.Nodes;
+using HandoffDapr.Service.Security;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.Security;
 
@@ -89,7 +91,7 @@ public sealed class CallerAuthenticationTests : IDisposable
     [Fact]
     public async Task An_api_token_set_in_embedded_mode_is_said_at_start_to_be_the_check_not_ignored()
     {
-        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
+        var logs = new FakeLogCollector();
         using var factory = new EmbeddedServiceFactory(temp.File("token-log.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token }) { Logs = logs };
 
         Assert.Equal(HttpStatusCode.OK, (await factory.CreateClient().GetAsync("/healthz")).StatusCode);
@@ -256,7 +258,7 @@ public sealed class CallerAuthenticationTests : IDisposable
     [InlineData(59_001, "60")]
     public void Retry_after_is_the_wait_in_whole_seconds_rounded_up_and_never_zero(int milliseconds, string expected)
     {
-        Assert.Equal(expected, HandoffDapr.Service.Security.RetryAfterHeader.Format(TimeSpan.FromMilliseconds(milliseconds)));
+        Assert.Equal(expected, RetryAfterHeader.Format(TimeSpan.FromMilliseconds(milliseconds)));
     }
 
     [Fact]
