@@ -27,7 +27,7 @@ public sealed class RequestDrainTests
         builder.Logging.ClearProviders();
         builder.Services.Configure<HandoffOptions>(options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(30));
         builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.AddSingleton(new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr));
+        builder.Services.AddSingleton(new HostingContext(HostingMode.Dapr));
         builder.Services.AddSingleton<RequestDrain>();
         builder.Services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
         await using var app = builder.Build();
@@ -73,7 +73,7 @@ public sealed class RequestDrainTests
         builder.WebHost.UseUrls("http://127.0.0.1:0");
         builder.Logging.ClearProviders();
         builder.Services.AddSingleton(TimeProvider.System);
-        builder.Services.AddSingleton(new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr));
+        builder.Services.AddSingleton(new HostingContext(HostingMode.Dapr));
         builder.Services.AddSingleton<RequestDrain>();
         await using var app = builder.Build();
         app.UseRequestDrain();
@@ -117,8 +117,7 @@ public sealed class RequestDrainTests
     public async Task Drain_gives_up_at_its_limit_on_a_call_that_does_not_end()
     {
         var time = new FakeTimeProvider();
-        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
-        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40));
         _ = drain.Enter();
 
         var stopping = drain.StoppingAsync(CancellationToken.None);
@@ -133,7 +132,7 @@ public sealed class RequestDrainTests
     [Fact]
     public async Task Request_that_reached_the_server_after_the_drain_looked_ends_before_the_host_has_stopped()
     {
-        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Embedded), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Embedded);
         await drain.StoppingAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10)); // nothing in progress yet
 
         // A request already on its way is served after that; the app's services must outlive it.
@@ -149,7 +148,7 @@ public sealed class RequestDrainTests
     [Fact]
     public async Task Request_arriving_once_shutdown_is_over_is_refused_so_it_cannot_touch_the_apps_services()
     {
-        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Embedded), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Embedded);
         var served = drain.TryEnterRequest();
         Assert.NotNull(served);
         var stopped = drain.StoppedAsync(CancellationToken.None);
@@ -180,8 +179,7 @@ public sealed class RequestDrainTests
     public async Task Request_arriving_after_a_drain_cut_short_at_its_limit_is_refused_too()
     {
         var time = new FakeTimeProvider();
-        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
-        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40));
         _ = drain.Enter();
 
         var stopped = drain.StoppedAsync(CancellationToken.None);
@@ -196,8 +194,7 @@ public sealed class RequestDrainTests
     public async Task Second_wait_shares_the_one_limit_of_the_shutdown()
     {
         var time = new FakeTimeProvider();
-        var options = Options.Create(new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(40) } });
-        var drain = new RequestDrain(options, new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40));
         var first = drain.Enter();
         var stopping = drain.StoppingAsync(CancellationToken.None);
         time.Advance(TimeSpan.FromSeconds(30));
@@ -216,7 +213,7 @@ public sealed class RequestDrainTests
     [Fact]
     public async Task Drain_waits_for_a_call_that_began_while_it_was_draining()
     {
-        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Dapr);
         var turn = drain.Enter();
         var stopping = drain.StoppingAsync(CancellationToken.None);
 
@@ -233,7 +230,7 @@ public sealed class RequestDrainTests
     [Fact]
     public async Task Drain_with_nothing_in_progress_does_not_wait_and_counts_each_call_once()
     {
-        var drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        var drain = Drain(HostingMode.Dapr);
         var call = drain.Enter();
         call.Dispose();
         call.Dispose();
@@ -242,6 +239,18 @@ public sealed class RequestDrainTests
 
         Assert.Equal(0, drain.InFlight);
         Assert.False(drain.IsDraining);
+    }
+
+    /// <summary>A drain as the host makes it, on a fake clock unless given one; <paramref name="limit"/> is <c>Handoff:Dapr:ShutdownDrain</c>.</summary>
+    private static RequestDrain Drain(HostingMode mode, TimeProvider? time = null, TimeSpan? limit = null)
+    {
+        var options = new HandoffOptions();
+        if (limit is { } shutdownDrain)
+        {
+            options.Dapr.ShutdownDrain = shutdownDrain;
+        }
+
+        return new RequestDrain(Options.Create(options), new HostingContext(mode), time ?? new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
     }
 
     private static async Task WaitUntil(Func<bool> condition)
