@@ -1,3 +1,4 @@
+using System.Text.Json;
 using Dapr.Actors;
 using Dapr.Actors.Runtime;
 using Dapr.Client;
@@ -384,17 +385,14 @@ public sealed class HandoffRunActorTests
         var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
         var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
         var sent = new AgentCommandSent(RunId, agentId, Stop: false, CommandId: "command-1");
-        await actor.RecordAgentCommandAsync(sent);
-        await state.SaveStateAsync();
+        await RecordCommandTurnAsync(sent);
         var timeline = state.Saved["timeline"];
 
-        var again = await actor.RecordAgentCommandAsync(sent);
-        await state.SaveStateAsync();
+        var again = await RecordCommandTurnAsync(sent);
 
         Assert.Equal(AgentCommandStatus.Done, again.Status);
         Assert.Equal(timeline, state.Saved["timeline"]);
-        await actor.RecordAgentCommandAsync(sent with { CommandId = "command-2" });
-        await state.SaveStateAsync();
+        await RecordCommandTurnAsync(sent with { CommandId = "command-2" });
         Assert.NotEqual(timeline, state.Saved["timeline"]);
     }
 
@@ -409,30 +407,26 @@ public sealed class HandoffRunActorTests
         var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
         var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
         var first = new AgentCommandSent(RunId, agentId, Stop: false, CommandId: "command-1");
-        await actor.RecordAgentCommandAsync(first);
-        await state.SaveStateAsync();
+        await RecordCommandTurnAsync(first);
         for (var i = 2; i <= 4; i++)
         {
-            await actor.RecordAgentCommandAsync(first with { CommandId = $"command-{i}" });
-            await state.SaveStateAsync();
+            await RecordCommandTurnAsync(first with { CommandId = $"command-{i}" });
         }
 
         var timeline = state.Saved["timeline"];
 
-        var again = await actor.RecordAgentCommandAsync(first);
-        await state.SaveStateAsync();
+        var again = await RecordCommandTurnAsync(first);
 
         Assert.Equal(AgentCommandStatus.Done, again.Status);
         Assert.Equal(timeline, state.Saved["timeline"]);
         for (var i = 5; i <= 20; i++)
         {
-            await actor.RecordAgentCommandAsync(first with { CommandId = $"command-{i}" });
-            await state.SaveStateAsync();
+            await RecordCommandTurnAsync(first with { CommandId = $"command-{i}" });
         }
 
         Assert.Equal(
             Enumerable.Range(5, 16).Select(i => $"command-{i}"),
-            System.Text.Json.JsonSerializer.Deserialize<List<string>>(state.Saved[HandoffRunActor.RecordedCommandsKey]));
+            JsonSerializer.Deserialize<List<string>>(state.Saved[HandoffRunActor.RecordedCommandsKey]));
     }
 
     /// <summary>
@@ -451,6 +445,14 @@ public sealed class HandoffRunActorTests
         Assert.Empty(state.Saved);
         Assert.Empty(timers.Registered);
         Assert.Empty(provider.Launches);
+    }
+
+    /// <summary>A command's recording as daprd delivers it: the actor call, then the runtime's save at the end of its turn.</summary>
+    private async Task<AgentCommandOutcome> RecordCommandTurnAsync(AgentCommandSent sent)
+    {
+        var outcome = await actor.RecordAgentCommandAsync(sent);
+        await state.SaveStateAsync();
+        return outcome;
     }
 
     /// <summary>A trigger as <see cref="ActorRunOwner"/> makes it: the turn, then the round's calls and its answers in a new turn.</summary>
