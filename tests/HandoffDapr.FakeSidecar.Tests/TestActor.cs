@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using System.Text;
 using Dapr;
 using Dapr.Actors;
@@ -104,7 +105,7 @@ public sealed class TestActor(ActorHost host, ConcurrencyProbe probe, ReminderLo
     {
         using (probe.Enter(Id.GetId()))
         {
-            var waited = System.Diagnostics.Stopwatch.StartNew();
+            var waited = Stopwatch.StartNew();
             while (probe.MaxOverall < 2 && waited.ElapsedMilliseconds < limitMs)
             {
                 await Task.Delay(10);

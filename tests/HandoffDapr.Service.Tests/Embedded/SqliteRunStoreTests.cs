@@ -501,7 +501,6 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(time.GetUtcNow().AddSeconds(30), await store.GetWakeupAsync(7, CancellationToken.None));
     }
 
-
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
