@@ -187,6 +187,50 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         Assert.Equal(afterStop.ToJsonString(), view.ToJsonString());
     }
 
+    /// <summary>
+    /// A stop or follow-up the provider has taken is recorded as carried out though its caller gave up: it is sent with
+    /// shutdown's cutoff, not the request's token, which would cut the call and leave its outcome unknown.
+    /// </summary>
+    [Theory]
+    [InlineData(Mode.Embedded, "stop", "stopped", "failed")]
+    [InlineData(Mode.Embedded, "followup", "followup_sent", null)]
+    [InlineData(Mode.Dapr, "stop", "stopped", "failed")]
+    [InlineData(Mode.Dapr, "followup", "followup_sent", null)]
+    public async Task Command_whose_caller_gives_up_while_it_is_at_the_provider_is_recorded_as_carried_out(
+        Mode mode, string command, string timelineEvent, string? statusAfter)
+    {
+        await using var host = await Start(mode, "seq-command-given-up.db");
+        var launched = await (await host.Client.PostJsonAsync("/runs/809/handoff", Payloads.Trigger(Payloads.Run(809, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agent = launched["successes"]![0]!["coding_agent_state"]!;
+        var agentId = agent["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+        using var givingUp = new CancellationTokenSource();
+        var body = command == "followup" ? new StringContent("{\"text\": \"Add a regression test\"}", Encoding.UTF8, "application/json") : null;
+        var sent = host.Client.PostAsync($"/runs/809/agents/{agentId}/{command}", body, givingUp.Token);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        givingUp.Cancel();
+        await Task.Delay(100);
+        held.Release();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sent);
+
+        JsonNode? entry = null;
+        JsonObject view = [];
+        for (var tries = 0; entry is null && tries < 200; tries++)
+        {
+            await Task.Delay(25);
+            view = await (await host.Client.GetAsync("/runs/809/handoff")).ReadJsonAsync();
+            entry = view["timeline"]!.AsArray().FirstOrDefault(entry => entry!["event"]!.GetValue<string>() == timelineEvent);
+        }
+
+        Assert.NotNull(entry);
+        Assert.Equal(agentId, entry["agent_id"]!.GetValue<string>());
+        Assert.Null(entry["detail"]); // not "outcome unknown": the provider's answer came and was kept
+        // A stop carried out ends the agent; a follow-up leaves its status to the provider's next report.
+        Assert.Equal(statusAfter ?? agent["status"]!.GetValue<string>(), view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+        Assert.Single(cursor.CommandRequests);
+    }
+
     [Theory]
     [InlineData(Mode.Embedded)]
     [InlineData(Mode.Dapr)]
