@@ -224,6 +224,30 @@ public sealed class CallerAuthenticationTests : IDisposable
     }
 
     /// <summary>
+    /// The limit is per minute: a group over it in the window's first seconds is told to wait about the rest of the
+    /// minute (never longer), and is still refused a moment later.
+    /// </summary>
+    [Fact]
+    public async Task Group_over_its_limit_stays_refused_within_the_minute_and_is_told_to_wait_at_most_a_minute()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("window.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:TriggersPerGroupPerMinute"] = "1",
+        });
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"], automation: false)))).StatusCode);
+
+        var refused = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
+        await Task.Delay(TimeSpan.FromSeconds(1.5));
+        var later = await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger());
+
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.InRange(int.Parse(refused.Headers.RetryAfter!.ToString()), 50, 60);
+        Assert.Equal(HttpStatusCode.TooManyRequests, later.StatusCode);
+        Assert.InRange(int.Parse(later.Headers.RetryAfter!.ToString()), 1, 60);
+    }
+
+    /// <summary>
     /// A trigger refused for its body (a 400) is the caller's mistake, told as such however many it sends: it does not
     /// use up the group's budget, so the group's next valid trigger is served.
     /// </summary>
