@@ -340,6 +340,33 @@ public sealed class RetryTests : IDisposable
         Assert.True(cursor.Agents.ContainsKey(agent.Key));
     }
 
+    /// <summary>
+    /// Launches turned away by the provider open its circuit (half of at least ten calls within 30 s): a stop then is not
+    /// sent, and is told as the provider unavailable (a 502 a caller may send again), not as an outcome unknown; the
+    /// agent is left as it was.
+    /// </summary>
+    [Fact]
+    public async Task Stop_while_the_providers_circuit_is_open_is_refused_unsent_as_the_provider_unavailable()
+    {
+        var agentId = (await Trigger(340, "acme/shop"))["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        for (var run = 341; run <= 351; run++)
+        {
+            cursor.Script($"acme/down{run}", FakeCursor.Status(503));
+            await Trigger(run, $"acme/down{run}");
+        }
+
+        var stop = await client.PostAsync($"/runs/340/agents/{agentId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.BadGateway, stop.StatusCode);
+        var problem = await stop.ReadJsonAsync();
+        Assert.EndsWith("/problems/provider-failed", problem["type"]!.GetValue<string>());
+        Assert.Equal("provider_unavailable", problem["failure_type"]!.GetValue<string>());
+        Assert.Empty(cursor.CommandRequests);
+        var view = await View(340);
+        Assert.Equal("pending", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+        Assert.DoesNotContain(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "stopped");
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
