@@ -145,6 +145,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private readonly object gate = new();
     private volatile Hold? hold;
     private bool commandFaultsInjected;
+    private bool chaosInjected;
     private int prCounter;
 
     // When the provider ended each agent (the harness's doing): an agent the service had given up on is watched for
@@ -688,6 +689,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 var chaosSeed = random.Next();
                 Note($"chaos seed {chaosSeed}");
                 cursor.Chaos(chaosSeed, 0.3, TimeSpan.FromMilliseconds(1200));
+                chaosInjected = true;
                 break;
         }
 
@@ -806,10 +808,18 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             // The command's outcome is unknown (a 504 that says it may have been carried out) after the injected 500, or when
             // the call lasted the provider calls' timeout: on a loaded machine the fake can answer later than that.
             expect: s => s is 200 or 404 || (s == 409 && copilot)
-                || (s == 504 && (commandFaultsInjected || Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture))));
+                || (s == 504 && (commandFaultsInjected || Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture)))
+                // Chaos's failed launches can open Cursor's circuit breaker (half of ten calls within 30 s): a command is
+                // then refused unsent, a 502 saying the provider is unavailable.
+                || (s == 502 && chaosInjected && !copilot));
         if (answer is { Status: 504 } && !answer.Body.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal))
         {
             Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 that is not the documented 'outcome unknown' problem: {HandoffInvariants.Truncate(answer.Body)}");
+        }
+
+        if (answer is { Status: 502 } && !answer.Body.Contains("\"failure_type\":\"provider_unavailable\"", StringComparison.Ordinal))
+        {
+            Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 502 that is not the provider found unavailable: {HandoffInvariants.Truncate(answer.Body)}");
         }
     }
 
