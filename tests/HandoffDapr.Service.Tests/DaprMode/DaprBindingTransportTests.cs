@@ -37,6 +37,9 @@ public sealed class DaprBindingTransportTests
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup/moved\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
     // Go's http.Client time-out without a context deadline in the text: still a time-out after sending.
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": net/http: request canceled (Client.Timeout exceeded while awaiting headers)", TransportFailureKind.Timeout, true)]
+    // "too many requests" that is not gobreaker's whole message (here an HTTP/2 GOAWAY's debug text after the request
+    // went out) is no open breaker: the provider may have received it.
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": http2: server sent GOAWAY and closed the connection; LastStreamID=1, ErrCode=ENHANCE_YOUR_CALM, debug=\"too many requests\"", TransportFailureKind.Network, true)]
     // Unavailable alone may be a connection that broke after daprd had the request (Grpc.Net.Client maps any IOException to it).
     [InlineData(StatusCode.Unavailable, "Error starting gRPC call. HttpRequestException: The response ended prematurely.", TransportFailureKind.Network, true)]
     [InlineData(StatusCode.DeadlineExceeded, "", TransportFailureKind.Timeout, true)]
