@@ -54,6 +54,16 @@ public sealed class DaprBindingTransportTests
     }
 
     [Fact]
+    public void Refused_dial_for_a_request_with_a_query_is_never_sent()
+    {
+        // Go's url.Error names the whole URL, query included; the path it ends with is ours without the query.
+        var error = new RpcException(new Status(StatusCode.Internal,
+            "error invoking output binding coding-agent-cursor: Get \"https://api.cursor.com/v0/agents?limit=100&cursor=abc\": dial tcp 10.0.0.5:443: connect: connection refused"));
+
+        Assert.Equal((TransportFailureKind.Network, false), DaprBindingTransport.Classify(error, "GET", "/v0/agents?limit=100&cursor=abc"));
+    }
+
+    [Fact]
     public void Open_breaker_costs_no_attempt_and_needs_no_reconcile()
     {
         var (kind, requestSent) = DaprBindingTransport.Classify(new RpcException(new Status(StatusCode.Internal, "error invoking output binding coding-agent-cursor: circuit breaker is open")), "POST", "/v0/agents");
