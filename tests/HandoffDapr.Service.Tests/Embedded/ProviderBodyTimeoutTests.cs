@@ -43,5 +43,7 @@ public sealed class ProviderBodyTimeoutTests
 
         var timedOut = Assert.IsType<ProviderTransportException>(failure);
         Assert.Equal(TransportFailureKind.Timeout, timedOut.Kind);
+        // The provider answered, so it had the request: a launch timed out this way is reconciled, not launched again.
+        Assert.True(timedOut.RequestSent);
     }
 }
