@@ -135,6 +135,35 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.True(failure.RequestSent);
     }
 
+    [Fact]
+    public async Task A_call_its_caller_cancelled_is_not_reported_as_a_provider_failure()
+    {
+        // Shutdown or an aborted request cancels the call: that is no time-out of the provider's to classify and record
+        // (it would read as maybe sent); the cancellation goes back to the caller.
+        var holding = new HoldsUntilCancelled();
+        var held = new HttpProviderTransport(new HttpClient(holding) { BaseAddress = new Uri("http://provider/") });
+        using var cancel = new CancellationTokenSource();
+
+        var call = held.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents/bc-1/stop"), cancel.Token);
+        await holding.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await cancel.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => call);
+    }
+
+    /// <summary>Holds the request, as a provider slow to answer does, until the call is cancelled.</summary>
+    private sealed class HoldsUntilCancelled : HttpMessageHandler
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+            throw new InvalidOperationException("Not reached: the delay ends only by cancellation.");
+        }
+    }
+
     private sealed class ThrowingHandler(Exception exception) : HttpMessageHandler
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) => Task.FromException<HttpResponseMessage>(exception);
