@@ -3,7 +3,11 @@ using Dapr.Client;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HandoffDapr.Core.Providers;
+using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.Transport;
+using WireMock.RequestBuilders;
+using WireMock.ResponseBuilders;
+using WireMock.Server;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -113,6 +117,24 @@ public sealed class DaprBindingTransportTests
         var error = new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", new SocketException((int)SocketError.ConnectionRefused)));
 
         Assert.Equal((TransportFailureKind.Network, false), DaprBindingTransport.Classify(error, "POST", "/v0/agents"));
+    }
+
+    [Fact]
+    public async Task Rate_limit_headers_the_binding_returns_as_metadata_reach_the_response()
+    {
+        // bindings.http hands the provider's headers back as metadata keyed in Go's canonical form (X-Ratelimit-Reset),
+        // not as GitHub or Cursor spelled them: Retry-After and GitHub's reset time decide when a rate-limited call is retried.
+        using var provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+        provider.Given(Request.Create().WithPath("/agents/tasks/t-1").UsingGet()).RespondWith(Response.Create().WithStatusCode(429)
+            .WithHeader("Retry-After", "30").WithHeader("x-ratelimit-remaining", "0").WithHeader("x-ratelimit-reset", "1796119200").WithBody("{}"));
+        await using var sidecar = await FakeDaprSidecar.StartAsync();
+        sidecar.AddHttpBinding("coding-agent-copilot", new Uri(provider.Url!));
+        using var dapr = new DaprClientBuilder().UseGrpcEndpoint(sidecar.GrpcEndpoint.ToString()).Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-copilot");
+
+        var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "agents/tasks/t-1"), CancellationToken.None);
+
+        Assert.Equal(new ProviderResponse(429, response.Body, "30", "0", "1796119200"), response);
     }
 
     /// <summary>Reads the whole gRPC request, as daprd would before calling the provider, then loses the connection.</summary>
