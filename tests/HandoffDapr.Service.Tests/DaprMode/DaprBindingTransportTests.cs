@@ -1,5 +1,8 @@
+using System.Net;
 using System.Net.Sockets;
 using Dapr.Client;
+using Dapr.Client.Autogen.Grpc.v1;
+using Google.Protobuf;
 using Grpc.Core;
 using Grpc.Net.Client;
 using HandoffDapr.Core.Providers;
@@ -135,6 +138,40 @@ public sealed class DaprBindingTransportTests
         var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "agents/tasks/t-1"), CancellationToken.None);
 
         Assert.Equal(new ProviderResponse(429, response.Body, "30", "0", "1796119200"), response);
+    }
+
+    [Fact]
+    public async Task Binding_answer_without_a_status_code_is_reported_as_maybe_sent()
+    {
+        // An answer daprd gave without the binding's statusCode cannot say what the provider did with the launch.
+        using var dapr = new DaprClientBuilder()
+            .UseGrpcEndpoint("http://127.0.0.1:9")
+            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = new AnswersWithoutMetadata() })
+            .Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.True(failure.RequestSent);
+    }
+
+    /// <summary>Answers InvokeBinding successfully with data but no metadata (no <c>statusCode</c>).</summary>
+    private sealed class AnswersWithoutMetadata : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            var message = new InvokeBindingResponse { Data = ByteString.CopyFromUtf8("{\"id\":\"bc-1\"}") }.ToByteArray();
+            // gRPC's length-prefixed message: not compressed, then the length big-endian.
+            var frame = new byte[5 + message.Length];
+            System.Buffers.Binary.BinaryPrimitives.WriteUInt32BigEndian(frame.AsSpan(1), (uint)message.Length);
+            message.CopyTo(frame, 5);
+            var response = new HttpResponseMessage(HttpStatusCode.OK) { Version = HttpVersion.Version20, Content = new ByteArrayContent(frame) };
+            response.Content.Headers.ContentType = new("application/grpc");
+            response.TrailingHeaders.Add("grpc-status", "0");
+            return Task.FromResult(response);
+        }
     }
 
     /// <summary>Reads the whole gRPC request, as daprd would before calling the provider, then loses the connection.</summary>
