@@ -157,6 +157,28 @@ public sealed class DaprBindingTransportTests
         Assert.True(failure.RequestSent);
     }
 
+    [Fact]
+    public async Task A_call_its_caller_cancelled_is_not_reported_as_a_provider_failure()
+    {
+        // Shutdown or an aborted request cancels the call: that is no failure of the provider's to classify and record
+        // (it would read as maybe sent); the cancellation goes back to the caller.
+        var holding = new HoldsUntilCancelled();
+        using var dapr = new DaprClientBuilder()
+            .UseGrpcEndpoint("http://127.0.0.1:9")
+            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = holding })
+            .Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
+        using var cancel = new CancellationTokenSource();
+
+        var call = transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents/bc-1/stop"), cancel.Token);
+        await holding.Entered.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        await cancel.CancelAsync();
+        var thrown = await Record.ExceptionAsync(() => call);
+
+        Assert.NotNull(thrown);
+        Assert.IsNotType<ProviderTransportException>(thrown);
+    }
+
     /// <summary>Answers InvokeBinding successfully with data but no metadata (no <c>statusCode</c>).</summary>
     private sealed class AnswersWithoutMetadata : HttpMessageHandler
     {
@@ -171,6 +193,19 @@ public sealed class DaprBindingTransportTests
             response.Content.Headers.ContentType = new("application/grpc");
             response.TrailingHeaders.Add("grpc-status", "0");
             return Task.FromResult(response);
+        }
+    }
+
+    /// <summary>Holds the gRPC call, as a binding waiting on the provider does, until the call is cancelled.</summary>
+    private sealed class HoldsUntilCancelled : HttpMessageHandler
+    {
+        public TaskCompletionSource Entered { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        protected override async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Entered.TrySetResult();
+            await Task.Delay(Timeout.Infinite, cancellationToken);
+            throw new InvalidOperationException("Not reached: the delay ends only by cancellation.");
         }
     }
 
