@@ -7,7 +7,7 @@ using WireMock.Server;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 
-/// <summary>Embedded mode's circuit breaker (one per integration) when the wall clock steps (NTP, a resumed VM).</summary>
+/// <summary>Embedded mode's circuit breaker (one per integration): its thresholds, and its clock when the wall clock steps (NTP, a resumed VM).</summary>
 public sealed class CircuitBreakerClockTests : IDisposable
 {
     private readonly WireMockServer provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
@@ -62,5 +62,51 @@ public sealed class CircuitBreakerClockTests : IDisposable
         Assert.Equal(200, response.StatusCode);
     }
 
-    public void Dispose() => provider.Dispose();
+    /// <summary>The breaker's thresholds: half of at least 10 calls failing within 30 s opens it for 30 s.</summary>
+    [Fact]
+    public async Task An_open_circuit_still_refuses_calls_until_its_30_second_break_ends()
+    {
+        var (clock, transport) = Breaker();
+        await FailAsync(transport, 10);
+        Failing(false);
+
+        clock.Advance(TimeSpan.FromSeconds(29));
+        var open = await Assert.ThrowsAsync<ProviderTransportException>(() => CallAsync(transport));
+
+        Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+    }
+
+    private (SteppingClock Clock, HttpProviderTransport Transport) Breaker()
+    {
+        var clock = new SteppingClock();
+        var clients = new ProviderHttpClients(clock);
+        disposables.Add(clients);
+        return (clock, new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) })));
+    }
+
+    private void Failing(bool failing)
+    {
+        provider.Reset();
+        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(failing ? 500 : 200).WithBody("{}"));
+    }
+
+    private async Task FailAsync(HttpProviderTransport transport, int calls)
+    {
+        Failing(true);
+        for (var i = 0; i < calls; i++)
+        {
+            Assert.Equal(500, (await CallAsync(transport)).StatusCode);
+        }
+    }
+
+    private static Task<ProviderResponse> CallAsync(HttpProviderTransport transport) =>
+        transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None);
+
+    private readonly List<IDisposable> disposables = [];
+
+    public void Dispose()
+    {
+        disposables.ForEach(disposable => disposable.Dispose());
+        provider.Dispose();
+    }
 }
