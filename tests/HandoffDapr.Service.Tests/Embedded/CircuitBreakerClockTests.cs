@@ -76,6 +76,22 @@ public sealed class CircuitBreakerClockTests : IDisposable
         Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
     }
 
+    [Fact]
+    public async Task Half_of_ten_calls_failing_opens_the_circuit()
+    {
+        var (_, transport) = Breaker();
+        Failing(false);
+        for (var i = 0; i < 5; i++)
+        {
+            await CallAsync(transport);
+        }
+
+        await FailAsync(transport, 5);
+        var open = await Assert.ThrowsAsync<ProviderTransportException>(() => CallAsync(transport));
+
+        Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+    }
+
     private (SteppingClock Clock, HttpProviderTransport Transport) Breaker()
     {
         var clock = new SteppingClock();
