@@ -92,6 +92,19 @@ public sealed class CircuitBreakerClockTests : IDisposable
         Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
     }
 
+    [Fact]
+    public async Task Failures_within_the_30_second_sampling_window_open_the_circuit_together()
+    {
+        var (clock, transport) = Breaker();
+        await FailAsync(transport, 9);
+        clock.Advance(TimeSpan.FromSeconds(25));
+        await FailAsync(transport, 1);
+
+        var open = await Assert.ThrowsAsync<ProviderTransportException>(() => CallAsync(transport));
+
+        Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+    }
+
     private (SteppingClock Clock, HttpProviderTransport Transport) Breaker()
     {
         var clock = new SteppingClock();
