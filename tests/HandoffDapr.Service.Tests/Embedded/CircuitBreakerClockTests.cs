@@ -105,6 +105,20 @@ public sealed class CircuitBreakerClockTests : IDisposable
         Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
     }
 
+    [Fact]
+    public async Task Failures_older_than_the_30_second_sampling_window_do_not_open_the_circuit()
+    {
+        var (clock, transport) = Breaker();
+        await FailAsync(transport, 9);
+        clock.Advance(TimeSpan.FromSeconds(31));
+        await FailAsync(transport, 1);
+        Failing(false);
+
+        var response = await CallAsync(transport);
+
+        Assert.Equal(200, response.StatusCode);
+    }
+
     private (SteppingClock Clock, HttpProviderTransport Transport) Breaker()
     {
         var clock = new SteppingClock();
