@@ -136,6 +136,22 @@ public sealed class HttpProviderTransportTests : IDisposable
     }
 
     [Fact]
+    public async Task Calls_that_time_out_before_the_answer_count_toward_opening_the_circuit()
+    {
+        // A provider that takes every call and never answers is down as surely as one answering 500: its time-outs open
+        // the breaker, so calls stop piling up on it for RequestTimeout each.
+        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(200).WithDelay(TimeSpan.FromSeconds(5)));
+        var hanging = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromMilliseconds(200) }));
+
+        var timedOut = await Task.WhenAll(Enumerable.Range(0, 10).Select(_ =>
+            Assert.ThrowsAsync<ProviderTransportException>(() => hanging.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None))));
+        Assert.All(timedOut, failure => Assert.Equal(TransportFailureKind.Timeout, failure.Kind));
+        var open = await Assert.ThrowsAsync<ProviderTransportException>(() => hanging.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/me"), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+    }
+
+    [Fact]
     public async Task A_call_its_caller_cancelled_is_not_reported_as_a_provider_failure()
     {
         // Shutdown or an aborted request cancels the call: that is no time-out of the provider's to classify and record
