@@ -12,6 +12,8 @@ public sealed class HostingModeTests
     [InlineData(null, null, "3500", HostingMode.Dapr)]
     [InlineData("Embedded", "handoff", "3500", HostingMode.Embedded)]
     [InlineData("dapr", null, null, HostingMode.Dapr)]
+    // A value with spaces around it (an .env line, a quoted YAML value) still names its mode.
+    [InlineData(" Dapr ", null, null, HostingMode.Dapr)]
     public void Explicit_mode_wins_else_a_sidecar_environment_means_dapr(string? mode, string? appId, string? daprHttpPort, HostingMode expected)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
