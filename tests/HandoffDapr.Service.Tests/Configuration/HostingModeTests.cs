@@ -14,6 +14,9 @@ public sealed class HostingModeTests
     [InlineData("dapr", null, null, HostingMode.Dapr)]
     // A value with spaces around it (an .env line, a quoted YAML value) still names its mode.
     [InlineData(" Dapr ", null, null, HostingMode.Dapr)]
+    // A blank mode (Handoff__Mode set to spaces) is no mode: the sidecar's environment chooses, as for an empty one.
+    [InlineData("  ", "handoff", null, HostingMode.Dapr)]
+    [InlineData("  ", null, null, HostingMode.Embedded)]
     public void Explicit_mode_wins_else_a_sidecar_environment_means_dapr(string? mode, string? appId, string? daprHttpPort, HostingMode expected)
     {
         var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
