@@ -120,6 +120,8 @@ public sealed class HostingModeTests
         { "Handoff:Launch:RetryMaxDelay", options => options.Launch.RetryMaxDelay = TimeSpan.FromDays(60) },
         { "Handoff:Launch:PollMaxInterval", options => options.Launch.PollMaxInterval = TimeSpan.FromDays(60) },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.MaxValue },
+        // Zero would have the schedule loop check its table without pause.
+        { "Handoff:Embedded:SchedulePollInterval", options => options.Embedded.SchedulePollInterval = TimeSpan.Zero },
     };
 
     [Theory]
