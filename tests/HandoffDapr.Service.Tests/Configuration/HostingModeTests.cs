@@ -122,6 +122,8 @@ public sealed class HostingModeTests
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.MaxValue },
         // Zero would have the schedule loop check its table without pause.
         { "Handoff:Embedded:SchedulePollInterval", options => options.Embedded.SchedulePollInterval = TimeSpan.Zero },
+        // Its renewal timer is a third of it: under a second, a wake-up would be renewed or lost over and over.
+        { "Handoff:Embedded:ScheduleLease", options => options.Embedded.ScheduleLease = TimeSpan.FromMilliseconds(500) },
     };
 
     [Theory]
