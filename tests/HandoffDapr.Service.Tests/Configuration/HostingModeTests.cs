@@ -124,6 +124,7 @@ public sealed class HostingModeTests
         { "Handoff:Embedded:SchedulePollInterval", options => options.Embedded.SchedulePollInterval = TimeSpan.Zero },
         // Its renewal timer is a third of it: under a second, a wake-up would be renewed or lost over and over.
         { "Handoff:Embedded:ScheduleLease", options => options.Embedded.ScheduleLease = TimeSpan.FromMilliseconds(500) },
+        { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
     };
 
     [Theory]
