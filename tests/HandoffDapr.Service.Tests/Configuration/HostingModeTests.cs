@@ -125,6 +125,7 @@ public sealed class HostingModeTests
         // Its renewal timer is a third of it: under a second, a wake-up would be renewed or lost over and over.
         { "Handoff:Embedded:ScheduleLease", options => options.Embedded.ScheduleLease = TimeSpan.FromMilliseconds(500) },
         { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
+        { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(-1) },
     };
 
     [Theory]
