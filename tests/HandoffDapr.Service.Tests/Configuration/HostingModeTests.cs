@@ -126,6 +126,7 @@ public sealed class HostingModeTests
         { "Handoff:Embedded:ScheduleLease", options => options.Embedded.ScheduleLease = TimeSpan.FromMilliseconds(500) },
         { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(-1) },
+        { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 64L * 1024 * 1024 + 1 },
     };
 
     [Theory]
