@@ -127,6 +127,8 @@ public sealed class HostingModeTests
         { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(-1) },
         { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 64L * 1024 * 1024 + 1 },
+        // Refused for itself, not only through a prompt cap too small for it.
+        { "Handoff:MaxInstructionLength", options => (options.MaxInstructionLength, options.Integrations["42"].PromptMaxLength) = (65537, 100_000) },
     };
 
     [Theory]
