@@ -129,6 +129,8 @@ public sealed class HostingModeTests
         { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 64L * 1024 * 1024 + 1 },
         // Refused for itself, not only through a prompt cap too small for it.
         { "Handoff:MaxInstructionLength", options => (options.MaxInstructionLength, options.Integrations["42"].PromptMaxLength) = (65537, 100_000) },
+        // No repository at all per run: every trigger would be refused.
+        { "Handoff:Launch:MaxRepositories", options => options.Launch.MaxRepositories = 0 },
     };
 
     [Theory]
