@@ -131,6 +131,7 @@ public sealed class HostingModeTests
         { "Handoff:MaxInstructionLength", options => (options.MaxInstructionLength, options.Integrations["42"].PromptMaxLength) = (65537, 100_000) },
         // No repository at all per run: every trigger would be refused.
         { "Handoff:Launch:MaxRepositories", options => options.Launch.MaxRepositories = 0 },
+        { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.FromDays(366) },
     };
 
     [Theory]
