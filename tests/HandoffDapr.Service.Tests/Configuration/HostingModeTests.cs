@@ -132,6 +132,8 @@ public sealed class HostingModeTests
         // No repository at all per run: every trigger would be refused.
         { "Handoff:Launch:MaxRepositories", options => options.Launch.MaxRepositories = 0 },
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.FromDays(366) },
+        // A misspelt provider type: the integration could never be called.
+        { "Handoff:Integrations:42:Provider", options => options.Integrations["42"].Provider = "cursor" },
     };
 
     [Theory]
