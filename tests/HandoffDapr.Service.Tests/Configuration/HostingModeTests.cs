@@ -136,6 +136,8 @@ public sealed class HostingModeTests
         { "Handoff:Integrations:42:Provider", options => options.Integrations["42"].Provider = "cursor" },
         // Under 8192 even though the default instruction length (4096) and its opening would fit.
         { "Handoff:Integrations:42:PromptMaxLength", options => options.Integrations["42"].PromptMaxLength = 8191 },
+        // One past what Cursor's API accepts: every launch would be refused.
+        { "Handoff:Integrations:42:WebhookSecret", options => options.Integrations["42"].WebhookSecret = new string('s', 257) },
     };
 
     [Theory]
