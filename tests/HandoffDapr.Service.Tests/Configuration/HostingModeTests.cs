@@ -138,6 +138,8 @@ public sealed class HostingModeTests
         { "Handoff:Integrations:42:PromptMaxLength", options => options.Integrations["42"].PromptMaxLength = 8191 },
         // One past what Cursor's API accepts: every launch would be refused.
         { "Handoff:Integrations:42:WebhookSecret", options => options.Integrations["42"].WebhookSecret = new string('s', 257) },
+        // Handoff__DataPath set empty: no SQLite file named.
+        { "Handoff:DataPath", options => options.DataPath = "" },
     };
 
     [Theory]
