@@ -140,6 +140,8 @@ public sealed class HostingModeTests
         { "Handoff:Integrations:42:WebhookSecret", options => options.Integrations["42"].WebhookSecret = new string('s', 257) },
         // Handoff__DataPath set empty: no SQLite file named.
         { "Handoff:DataPath", options => options.DataPath = "" },
+        // appsettings.json ships the keys empty: an operator who does not fill one in is told so at start.
+        { "Handoff:Integrations:42:ApiKey", options => options.Integrations["42"].ApiKey = "" },
     };
 
     [Theory]
