@@ -160,6 +160,18 @@ public sealed class HostingModeTests
     }
 
     [Theory]
+    [InlineData(HostingMode.Embedded)]
+    [InlineData(HostingMode.Dapr)]
+    public void Shutdown_waits_past_the_provider_call_grace_for_the_answers_to_be_recorded(HostingMode mode)
+    {
+        // Calls still under way when the grace ends are stopped and recorded as unknown: that record needs time before the host stops.
+        var options = new HandoffOptions { Dapr = { ShutdownDrain = TimeSpan.FromSeconds(20) }, Embedded = { ProviderCallGrace = TimeSpan.FromSeconds(20) } };
+
+        Assert.True(new HandoffOptionsValidator(mode).Validate(null, options).Succeeded);
+        Assert.True(options.ShutdownWaitIn(mode) - options.ProviderCallGraceIn(mode) >= DaprOptions.RecordingTime);
+    }
+
+    [Theory]
     [InlineData("042")]
     [InlineData("+42")]
     [InlineData(" 42")]
