@@ -32,6 +32,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Embedded, "Handoff:ApiToken", "tok123 ", "Handoff:ApiToken must not contain spaces")]
     [InlineData(HostingMode.Embedded, "Handoff:ApiToken", "tökén-0123456789", "Handoff:ApiToken must not contain spaces, control characters or non-ASCII")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:ActorCallTimeout", "30.00:00:00", "Handoff:Dapr:ActorCallTimeout must be between one second")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ActorCallTimeout", "00:00:00.500", "Handoff:Dapr:ActorCallTimeout must be between one second")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:CompletionTopic", "   ", "Handoff:Dapr:CompletionTopic must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:PubSubName", "", "Handoff:Dapr:PubSubName must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from")]
