@@ -98,6 +98,15 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Empty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(settings) { ["APP_API_TOKEN"] = "tZL3XdZQoLLWfLHn0UPWEg==" }));
     }
 
+    [Fact]
+    public void An_app_token_with_a_tab_inside_is_taken()
+    {
+        // Go refuses a header with any other control character, not a tab; inside the token it is not trimmed away: usable.
+        var settings = new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:Binding"] = "coding-agent-cursor", ["APP_API_TOKEN"] = "app-token\tfrom-daprd" };
+
+        Assert.Empty(Validate(HostingMode.Dapr, settings));
+    }
+
     [Theory]
     [InlineData("Handoff:Launch:RetryBaseDelay", "30")]
     [InlineData("Handoff:Launch:PollInterval", "60")]
