@@ -1,5 +1,8 @@
 using System.Diagnostics;
+using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.Configuration;
 
@@ -142,6 +145,20 @@ public sealed class StartupErrorTests : IDisposable
         // An orchestrator restarts a container that failed; one that exited 0 it may leave stopped.
         Assert.Equal(1, exitCode);
         Assert.DoesNotContain("Unhandled exception", stdout + stderr);
+    }
+
+    [Fact]
+    public void An_invalid_operation_that_is_not_the_binders_is_a_fault_not_a_bad_setting()
+    {
+        // Only the binder's "cannot convert" names a setting; any other InvalidOperationException at start is a bug, whose
+        // stack trace must not be swallowed under "Configuration error".
+        var unconvertible = Assert.Throws<InvalidOperationException>(() => new ConfigurationBuilder()
+            .AddInMemoryCollection(new Dictionary<string, string?> { ["Handoff:Launch:MaxAttempts"] = "abc" }).Build()
+            .GetSection(HandoffOptions.SectionName).Get<HandoffOptions>());
+        var fault = Assert.Throws<InvalidOperationException>(() => Array.Empty<int>().First());
+
+        Assert.True(StartupErrors.IsBadSetting(unconvertible));
+        Assert.False(StartupErrors.IsBadSetting(fault));
     }
 
     /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
