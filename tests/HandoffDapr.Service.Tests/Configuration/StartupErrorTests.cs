@@ -161,6 +161,17 @@ public sealed class StartupErrorTests : IDisposable
         Assert.False(StartupErrors.IsBadSetting(fault));
     }
 
+    [Fact]
+    public void An_aggregate_is_a_bad_setting_only_when_each_of_its_exceptions_is()
+    {
+        // Options validated at start come as one aggregate: a fault among them must keep its stack trace.
+        var badSetting = new OptionsValidationException(HandoffOptions.SectionName, typeof(HandoffOptions), ["Handoff:Launch:MaxAttempts must be at least 1."]);
+        var fault = Assert.Throws<InvalidOperationException>(() => Array.Empty<int>().First());
+
+        Assert.True(StartupErrors.IsBadSetting(new AggregateException(badSetting, badSetting)));
+        Assert.False(StartupErrors.IsBadSetting(new AggregateException(badSetting, fault)));
+    }
+
     /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunServiceAsync(IDictionary<string, string> environment)
     {
