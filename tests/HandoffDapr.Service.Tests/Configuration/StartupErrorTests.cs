@@ -172,6 +172,13 @@ public sealed class StartupErrorTests : IDisposable
         Assert.False(StartupErrors.IsBadSetting(new AggregateException(badSetting, fault)));
     }
 
+    [Fact]
+    public void An_empty_aggregate_is_not_taken_for_a_bad_setting()
+    {
+        // It names no setting: "Configuration error" with nothing under it would tell the operator nothing.
+        Assert.False(StartupErrors.IsBadSetting(new AggregateException()));
+    }
+
     /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunServiceAsync(IDictionary<string, string> environment)
     {
