@@ -179,6 +179,20 @@ public sealed class StartupErrorTests : IDisposable
         Assert.False(StartupErrors.IsBadSetting(new AggregateException()));
     }
 
+    [Fact]
+    public void Each_bad_setting_of_an_aggregate_is_described_on_its_own_line()
+    {
+        var first = new OptionsValidationException(HandoffOptions.SectionName, typeof(HandoffOptions), ["Handoff:Launch:MaxAttempts must be at least 1.", "Handoff:Launch:MaxRepositories must be between 1 and 50."]);
+        var second = new OptionsValidationException("OTEL_EXPORTER_OTLP_ENDPOINT", typeof(string), ["OTEL_EXPORTER_OTLP_ENDPOINT must be an absolute http(s) URL."]);
+
+        var lines = StartupErrors.Describe(new AggregateException(first, second)).Split(Environment.NewLine);
+
+        // The heading, then one indented line per failure: not the aggregate's own one-line "One or more errors occurred".
+        Assert.Equal(4, lines.Length);
+        Assert.All(lines.Skip(1), line => Assert.StartsWith("  ", line));
+        Assert.Equal(first.Failures.Concat(second.Failures), lines.Skip(1).Select(line => line.Trim()));
+    }
+
     /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunServiceAsync(IDictionary<string, string> environment)
     {
