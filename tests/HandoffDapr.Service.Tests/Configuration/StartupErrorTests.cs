@@ -193,6 +193,16 @@ public sealed class StartupErrorTests : IDisposable
         Assert.Equal(first.Failures.Concat(second.Failures), lines.Skip(1).Select(line => line.Trim()));
     }
 
+    [Fact]
+    public void Only_a_taken_address_is_described_as_one()
+    {
+        // Another I/O failure at start (a missing file) is not the listening address's fault: not "Cannot listen".
+        var missing = Assert.ThrowsAny<IOException>(() => File.OpenRead(temp.File("missing.pem")));
+
+        Assert.False(StartupErrors.IsAddressInUse(missing));
+        Assert.False(StartupErrors.IsAddressInUse(new IOException("Failed to bind to address http://127.0.0.1:80.", new UnauthorizedAccessException())));
+    }
+
     /// <summary>Starts the built service as an operator does (Production, loopback) with these settings and waits for it to exit.</summary>
     private static async Task<(int ExitCode, string Stdout, string Stderr)> RunServiceAsync(IDictionary<string, string> environment)
     {
