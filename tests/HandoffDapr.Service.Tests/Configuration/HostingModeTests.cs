@@ -172,6 +172,17 @@ public sealed class HostingModeTests
     }
 
     [Theory]
+    [InlineData("cursor_background_agent", "api.cursor.com")]
+    [InlineData("github_copilot_agent", "api.github.com")]
+    public void An_integration_without_a_base_url_calls_its_providers_public_api(string provider, string host)
+    {
+        // The README's default for BaseUrl is "the provider's": a Copilot integration must not be sent to Cursor.
+        var integration = new IntegrationOptions { Provider = provider, BaseUrl = "" };
+
+        Assert.Equal(host, new Uri(integration.EffectiveBaseUrl).Host);
+    }
+
+    [Theory]
     [InlineData("042")]
     [InlineData("+42")]
     [InlineData(" 42")]
