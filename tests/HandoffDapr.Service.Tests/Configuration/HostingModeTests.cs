@@ -182,6 +182,24 @@ public sealed class HostingModeTests
         Assert.Equal(host, new Uri(integration.EffectiveBaseUrl).Host);
     }
 
+    [Fact]
+    public void Every_launch_setting_reaches_the_engine()
+    {
+        // Each one away from its default: a setting left out of the engine's options would be ignored without a word.
+        var launch = new LaunchOptions
+        {
+            MaxParallelLaunches = 3, InFlightTimeout = TimeSpan.FromMinutes(7), MaxRepositories = 9, RetryBaseDelay = TimeSpan.FromSeconds(11),
+            RetryFactor = 2.5, RetryMaxDelay = TimeSpan.FromMinutes(13), MaxAttempts = 2, PollInterval = TimeSpan.FromSeconds(17),
+            PollMaxInterval = TimeSpan.FromMinutes(19), AgentMaxAge = TimeSpan.FromHours(23),
+        };
+
+        var engine = launch.ToEngineOptions();
+
+        Assert.Equal(
+            (launch.MaxParallelLaunches, launch.InFlightTimeout, launch.MaxRepositories, launch.RetryBaseDelay, launch.RetryFactor, launch.RetryMaxDelay, launch.MaxAttempts, launch.PollInterval, launch.PollMaxInterval, launch.AgentMaxAge),
+            (engine.MaxParallelLaunches, engine.InFlightTimeout, engine.MaxRepositories, engine.Retry.BaseDelay, engine.Retry.Factor, engine.Retry.MaxDelay, engine.Retry.MaxAttempts, engine.PollInterval, engine.PollMaxInterval, engine.AgentMaxAge));
+    }
+
     [Theory]
     [InlineData("042")]
     [InlineData("+42")]
