@@ -100,10 +100,7 @@ public sealed class DaprBindingTransportTests
     public async Task Connection_lost_after_the_sidecar_received_the_launch_is_reported_as_maybe_sent()
     {
         var handler = new ReceivesThenConnectionBreaks();
-        using var dapr = new DaprClientBuilder()
-            .UseGrpcEndpoint("http://127.0.0.1:9")
-            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = handler })
-            .Build();
+        using var dapr = ClientOver(handler);
         var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
         var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
@@ -144,10 +141,7 @@ public sealed class DaprBindingTransportTests
     public async Task Binding_answer_without_a_status_code_is_reported_as_maybe_sent()
     {
         // An answer daprd gave without the binding's statusCode cannot say what the provider did with the launch.
-        using var dapr = new DaprClientBuilder()
-            .UseGrpcEndpoint("http://127.0.0.1:9")
-            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = new AnswersWithoutMetadata() })
-            .Build();
+        using var dapr = ClientOver(new AnswersWithoutMetadata());
         var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
         var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
@@ -163,10 +157,7 @@ public sealed class DaprBindingTransportTests
         // Shutdown or an aborted request cancels the call: that is no failure of the provider's to classify and record
         // (it would read as maybe sent); the cancellation goes back to the caller.
         var holding = new HoldsUntilCancelled();
-        using var dapr = new DaprClientBuilder()
-            .UseGrpcEndpoint("http://127.0.0.1:9")
-            .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = holding })
-            .Build();
+        using var dapr = ClientOver(holding);
         var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
         using var cancel = new CancellationTokenSource();
 
@@ -180,6 +171,12 @@ public sealed class DaprBindingTransportTests
     }
 
     /// <summary>Answers InvokeBinding successfully with data but no metadata (no <c>statusCode</c>).</summary>
+    /// <summary>A client whose gRPC calls <paramref name="handler"/> answers in place of a sidecar (the endpoint is never dialled).</summary>
+    private static DaprClient ClientOver(HttpMessageHandler handler) => new DaprClientBuilder()
+        .UseGrpcEndpoint("http://127.0.0.1:9")
+        .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = handler })
+        .Build();
+
     private sealed class AnswersWithoutMetadata : HttpMessageHandler
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
