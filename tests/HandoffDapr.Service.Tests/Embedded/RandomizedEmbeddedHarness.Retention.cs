@@ -243,7 +243,7 @@ internal sealed partial class RandomizedEmbeddedHarness
 
         var by = random.Next(4) == 0 ? TimeSpan.FromMinutes(random.Next(1, 60)) : retention + TimeSpan.FromMinutes(random.Next(0, 120));
         Note($"advance {by} for a sweep");
-        StepClock(by);
+        await StepClockAsync(by);
         if (random.Next(2) == 0)
         {
             await RunBothAsync();

@@ -134,6 +134,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
     private readonly FakeCopilot github = new();
+    private readonly UnservedRequests unservedLaunches;
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
     private readonly Dictionary<string, string?> settings;
     private readonly Proc[] procs;
@@ -159,6 +160,16 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private readonly ConcurrentDictionary<string, DateTimeOffset> createdAtProvider = new();
 
     /// <summary>Every clock step goes through here: agents created since the last step were created at the time it leaves.</summary>
+    /// <summary>
+    /// Moves the clock once the fakes have carried out every launch sent to them: past a retry's delay the next attempt
+    /// looks for the agent a lost answer's launch made, which a real provider made long before then.
+    /// </summary>
+    private async Task StepClockAsync(TimeSpan by)
+    {
+        await ProviderCallsEndedAsync();
+        StepClock(by);
+    }
+
     private void StepClock(TimeSpan by)
     {
         foreach (var id in cursor.Agents.Keys.Concat(github.Tasks.Keys))
@@ -230,6 +241,10 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         Note($"grace={grace}{(profile.Retention is { } r ? $" retention={r}" : "")}");
 
+        var fakes = new[] { new Uri(cursor.Url).Port, new Uri(github.Url).Port };
+        unservedLaunches = new UnservedRequests(request => request.Method == HttpMethod.Post && request.RequestUri is { } uri
+            && fakes.Contains(uri.Port) && (uri.AbsolutePath == "/v0/agents" || uri.AbsolutePath.EndsWith("/tasks", StringComparison.Ordinal)));
+
         // Held launches: one mapping above FakeCursor's and FakeCopilot's own, passing through to them when nothing is held.
         Func<IRequestMessage, ResponseMessage> cursorLaunch = cursor.Launch;
         Func<IRequestMessage, ResponseMessage> copilotCreate = github.Create;
@@ -244,6 +259,13 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         Interlocked.Increment(ref providerCalls);
         try
         {
+            using var serving = unservedLaunches.Serve(request);
+            if (serving.Lost)
+            {
+                // Sent before the clock moved on and unserved until after: lost on the way, as no real provider is so late.
+                return Json(503, "{\"error\":\"lost, not created\"}");
+            }
+
             var h = hold;
             if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
             {
@@ -273,6 +295,12 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private async Task ProviderCallsEndedAsync()
     {
         var waited = Stopwatch.StartNew();
+        var lost = await unservedLaunches.WaitUntilServedAsync(TimeSpan.FromSeconds(5));
+        if (lost > 0)
+        {
+            Note($"  {lost} launch(es) sent but not served after {waited.ElapsedMilliseconds} ms: lost");
+        }
+
         while (Volatile.Read(ref providerCalls) > 0 && waited.ElapsedMilliseconds < 10_000)
         {
             await Task.Delay(5);
@@ -954,7 +982,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private async Task AdvanceAsync(TimeSpan by)
     {
         Note($"advance {by}");
-        StepClock(by);
+        await StepClockAsync(by);
         switch (random.Next(3))
         {
             case 0:
@@ -1097,7 +1125,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 return;
             }
 
-            StepClock(TimeSpan.FromMinutes(31));
+            await StepClockAsync(TimeSpan.FromMinutes(31));
         }
 
         Violation($"{phase}: launches still pending after 60 × 31 min");
@@ -1117,7 +1145,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         }
 
         // Past the leases and the in-flight deadlines of whatever a stopped process left.
-        StepClock(TimeSpan.FromMinutes(3));
+        await StepClockAsync(TimeSpan.FromMinutes(3));
         await SettleLaunchesAsync("before final trigger");
 
         foreach (var run in runs)
@@ -1188,7 +1216,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var quiet = false;
         for (var round = 0; round < 80 && !quiet; round++)
         {
-            StepClock(TimeSpan.FromMinutes(31));
+            await StepClockAsync(TimeSpan.FromMinutes(31));
             await RunBothAsync();
             quiet = await NothingScheduledAsync() && await LaunchesSettledAsync();
         }
@@ -1354,6 +1382,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             }
         }
 
+        unservedLaunches.Dispose();
         cursor.Dispose();
         github.Dispose();
         temp.Dispose();

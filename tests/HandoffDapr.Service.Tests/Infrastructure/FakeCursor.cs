@@ -253,8 +253,17 @@ public sealed class FakeCursor : IDisposable
     private const string CreatesHeader = "X-Fake-Creates-Agent";
 
     /// <summary>A launch as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
+    /// <summary>When set, launches the test gave up as lost (see <see cref="UnservedRequests"/>) are answered 503, not carried out.</summary>
+    public UnservedRequests? Unserved { get; set; }
+
     internal ResponseMessage Launch(IRequestMessage request)
     {
+        using var serving = Unserved?.Serve(request);
+        if (serving is { Lost: true })
+        {
+            return Json(503, """{"error":"lost, not created"}""");
+        }
+
         var body = JsonNode.Parse(request.Body!)!.AsObject();
         var repository = body["source"]?["repository"]?.GetValue<string>() ?? string.Empty;
         if (scripted.TryGetValue(repository, out var queue) && queue.TryDequeue(out var answer))
