@@ -41,6 +41,20 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal(ProviderHttpClients.MaxAnswerBytes, response.Body.Length);
     }
 
+    [Fact]
+    public async Task Every_call_asks_for_json_names_the_service_and_carries_the_integrations_key()
+    {
+        Answer(2);
+
+        await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "v0/agents?limit=100"), CancellationToken.None);
+
+        // GitHub's API refuses a request without a User-Agent; answers are read as JSON, so JSON is what is asked for.
+        var headers = provider.LogEntries.Single().RequestMessage.Headers!;
+        Assert.Equal("application/json", headers["Accept"].Single());
+        Assert.StartsWith("HandoffDapr/", headers["User-Agent"].Single(), StringComparison.Ordinal);
+        Assert.Equal("Bearer key", headers["Authorization"].Single());
+    }
+
     [Theory]
     [InlineData(301)]
     [InlineData(307)]
