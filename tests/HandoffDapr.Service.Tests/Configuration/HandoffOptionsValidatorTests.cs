@@ -50,6 +50,32 @@ public sealed class HandoffOptionsValidatorTests
         Assert.DoesNotContain(failures, failure => failure.Contains(value, StringComparison.Ordinal) && key.EndsWith("ApiKey", StringComparison.Ordinal));
     }
 
+    /// <summary>The documented upper bounds are inclusive: the bound itself starts, the next value up does not.</summary>
+    [Theory]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:SchedulePollInterval", "30.00:00:00", "30.00:00:00.001")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:ScheduleLease", "01:00:00", "01:00:00.001")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:MaxConcurrentWakeups", "1024", "1025")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:ProviderCallGrace", "00:05:00", "00:05:00.001")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:SidecarWaitTimeout", "01:00:00", "01:00:00.001")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ShutdownDrain", "00:05:00", "00:05:00.001")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ProviderCallGrace", "00:05:00", "00:05:00.001")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ActorCallTimeout", "1.00:00:00", "1.00:00:00.001")]
+    [InlineData(HostingMode.Embedded, "Handoff:MaxRequestBodyBytes", "67108864", "67108865")]
+    [InlineData(HostingMode.Embedded, "Handoff:MaxInstructionLength", "65536", "65537")]
+    public void A_setting_at_its_upper_bound_starts_and_one_past_it_stops_start_up_by_its_key(HostingMode mode, string key, string atBound, string pastBound)
+    {
+        // Room for the longest instruction allowed, which the prompt must always fit.
+        var settings = new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:PromptMaxLength"] = "100000" };
+        if (mode == HostingMode.Dapr)
+        {
+            settings["Handoff:Integrations:42:Binding"] = "coding-agent-cursor";
+        }
+
+        Assert.Empty(Validate(mode, new Dictionary<string, string?>(settings) { [key] = atBound }));
+        var failure = Assert.Single(Validate(mode, new Dictionary<string, string?>(settings) { [key] = pastBound }));
+        Assert.StartsWith(key + " must be", failure, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("00:59:59", "Handoff:RunRetention must be between one hour and 3650 days")]
     [InlineData("3651.00:00:00", "Handoff:RunRetention must be between one hour and 3650 days")]
