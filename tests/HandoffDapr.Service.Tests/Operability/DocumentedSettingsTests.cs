@@ -10,7 +10,8 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// <summary>
 /// The README's configuration and failure-type tables are what operators and clients go by: each setting the binder
 /// reads has a row with its default as the service applies it (the code's, and appsettings.json's where it sets one),
-/// and each <c>failure_type</c> a client may see has a row; no row names what the code does not have.
+/// and each <c>failure_type</c> a client may see has a row; no row names what the code does not have. Nor do the other
+/// docs and the run files (dapr.yaml, k8s/) name a setting the service does not read: a renamed one would be ignored.
 /// </summary>
 public sealed partial class DocumentedSettingsTests
 {
@@ -65,6 +66,31 @@ public sealed partial class DocumentedSettingsTests
 
         Assert.Empty(known.Except(documented).Order());
         Assert.Empty(documented.Except(known).Order());
+    }
+
+    [Fact]
+    public void Every_setting_the_docs_and_manifests_name_is_one_the_service_reads()
+    {
+        var bound = BoundSettings().Select(setting => setting.Key).ToList();
+        var files = new[] { "README.md", "dapr.yaml" }.Select(file => Path.Combine(Root, file))
+            .Concat(Directory.GetFiles(Path.Combine(Root, "docs"), "*.md"))
+            .Concat(Directory.GetFiles(Path.Combine(Root, "k8s"), "*.yaml"));
+        var unknown = new SortedSet<string>(StringComparer.Ordinal);
+        foreach (var file in files)
+        {
+            foreach (Match named in SettingName().Matches(File.ReadAllText(file)))
+            {
+                // Environment variables spell the sections with "__", and name integration ids where the docs write {id}.
+                var key = WholeId().Replace(named.Value.Replace("__", ":", StringComparison.Ordinal), ":{id}");
+                if (!bound.Any(setting => setting == key || setting.StartsWith(key + ":", StringComparison.Ordinal)))
+                {
+                    unknown.Add($"{Path.GetFileName(file)}: {named.Value}");
+                }
+            }
+        }
+
+        Assert.NotEmpty(bound);
+        Assert.Empty(unknown);
     }
 
     /// <summary>The README's configuration rows as (key, default): the default null when it is described in words.</summary>
@@ -161,4 +187,11 @@ public sealed partial class DocumentedSettingsTests
 
     [GeneratedRegex("`([^`]+)`")]
     private static partial Regex CodeSpan();
+
+    /// <summary>A setting's name as configuration (Handoff:Launch:PollInterval) or environment (Handoff__Launch__PollInterval) spells it.</summary>
+    [GeneratedRegex(@"Handoff(?::|__)[A-Za-z0-9{}_:]*[A-Za-z0-9}]")]
+    private static partial Regex SettingName();
+
+    [GeneratedRegex(@":[0-9]+(?=:|$)")]
+    private static partial Regex WholeId();
 }
