@@ -159,7 +159,6 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     // When each agent appeared at the provider, on the test clock (the fakes' own creation times are on the real clock).
     private readonly ConcurrentDictionary<string, DateTimeOffset> createdAtProvider = new();
 
-    /// <summary>Every clock step goes through here: agents created since the last step were created at the time it leaves.</summary>
     /// <summary>
     /// Moves the clock once the fakes have carried out every launch sent to them: past a retry's delay the next attempt
     /// looks for the agent a lost answer's launch made, which a real provider made long before then.
@@ -170,6 +169,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         StepClock(by);
     }
 
+    /// <summary>Every clock step goes through here: agents created since the last step were created at the time it leaves.</summary>
     private void StepClock(TimeSpan by)
     {
         foreach (var id in cursor.Agents.Keys.Concat(github.Tasks.Keys))
