@@ -103,9 +103,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     {
         var rng = new Random(seed);
         var cursor = new FakeCursor();
-        var cursorPort = new Uri(cursor.Url).Port;
-        cursor.Unserved = new UnservedRequests(request => request.Method == HttpMethod.Post && request.RequestUri is { } uri
-            && uri.Port == cursorPort && uri.AbsolutePath == "/v0/agents");
+        cursor.WatchUnservedLaunches();
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { DeadLetterRetriableFailures = false, TimeProvider = time });
         sidecar.AddHttpBinding(DaprServiceFactory.BindingName, new Uri(cursor.Url), new Dictionary<string, string>

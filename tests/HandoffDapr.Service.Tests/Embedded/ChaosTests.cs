@@ -23,9 +23,7 @@ public sealed class ChaosTests : IDisposable
         // A lost answer takes 3 s, well past the 1.5 s timeout; ordinary answers stay far below it even on a loaded machine.
         cursor.Chaos(seed: 1124, failureRate: 0.3, timeoutDelay: TimeSpan.FromSeconds(3));
         // A launch starved in the fake's queue past the timeout must not be carried out after the retry that looks for it.
-        var cursorPort = new Uri(cursor.Url).Port;
-        using var unserved = cursor.Unserved = new UnservedRequests(request => request.Method == HttpMethod.Post
-            && request.RequestUri is { } uri && uri.Port == cursorPort && uri.AbsolutePath == "/v0/agents");
+        using var unserved = cursor.WatchUnservedLaunches();
         using var factory = new EmbeddedServiceFactory(temp.File("chaos.db"), cursor.Url, time, new Dictionary<string, string?>
         {
             ["Handoff:Integrations:42:RequestTimeout"] = "00:00:01.500",

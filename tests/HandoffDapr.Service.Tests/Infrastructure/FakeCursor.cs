@@ -253,8 +253,16 @@ public sealed class FakeCursor : IDisposable
     private const string CreatesHeader = "X-Fake-Creates-Agent";
 
     /// <summary>A launch as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
-    /// <summary>When set, launches the test gave up as lost (see <see cref="UnservedRequests"/>) are answered 503, not carried out.</summary>
-    public UnservedRequests? Unserved { get; set; }
+    /// <summary>Once watched, launches the test gave up as lost (see <see cref="UnservedRequests"/>) are answered 503, not carried out.</summary>
+    public UnservedRequests? Unserved { get; private set; }
+
+    /// <summary>Numbers the launches sent here from now on, so that a test can wait until they are carried out.</summary>
+    public UnservedRequests WatchUnservedLaunches()
+    {
+        var port = new Uri(Url).Port;
+        return Unserved = new UnservedRequests(request => request.Method == HttpMethod.Post
+            && request.RequestUri is { } uri && uri.Port == port && uri.AbsolutePath == "/v0/agents");
+    }
 
     internal ResponseMessage Launch(IRequestMessage request)
     {
