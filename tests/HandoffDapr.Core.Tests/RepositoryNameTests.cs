@@ -97,4 +97,11 @@ public sealed class RepositoryNameTests
 
         Assert.Equal(expected, repository.Value.PullRequestLinkedBy(url));
     }
+
+    [Theory]
+    [InlineData("äcme/shop")]
+    [InlineData("ac_me/shop")]
+    [InlineData("ac.me/shop")]
+    public void Owner_with_anything_but_ascii_letters_digits_and_hyphens_is_rejected(string name) =>
+        Assert.False(RepositoryName.TryParse(name, out _));
 }
