@@ -104,4 +104,15 @@ public sealed class RepositoryNameTests
     [InlineData("ac.me/shop")]
     public void Owner_with_anything_but_ascii_letters_digits_and_hyphens_is_rejected(string name) =>
         Assert.False(RepositoryName.TryParse(name, out _));
+
+    [Theory]
+    [InlineData("https://github.com/acme/shop/pull/1000000000000000000")]
+    [InlineData("https://github.com/acme/shop/pull/9999999999999999999")]
+    public void Pull_request_number_longer_than_18_digits_links_to_nothing(string url)
+    {
+        Assert.True(RepositoryName.TryParse("acme/shop", out var repository));
+
+        // 19 digits may not fit a long: refused before parsing rather than thrown on.
+        Assert.Null(repository.Value.PullRequestLinkedBy(url));
+    }
 }
