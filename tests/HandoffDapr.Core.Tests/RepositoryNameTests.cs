@@ -115,4 +115,8 @@ public sealed class RepositoryNameTests
         // 19 digits may not fit a long: refused before parsing rather than thrown on.
         Assert.Null(repository.Value.PullRequestLinkedBy(url));
     }
+
+    [Fact]
+    public void Rejected_name_echo_replaces_a_lone_surrogate() =>
+        Assert.Equal("a?b", RepositoryName.DescribeRejected("a\ud800b"));
 }
