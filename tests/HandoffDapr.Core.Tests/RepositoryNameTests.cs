@@ -119,4 +119,11 @@ public sealed class RepositoryNameTests
     [Fact]
     public void Rejected_name_echo_replaces_a_lone_surrogate() =>
         Assert.Equal("a?b", RepositoryName.DescribeRejected("a\ud800b"));
+
+    [Fact]
+    public void Rejected_name_over_100_characters_is_cut_and_marked_with_an_ellipsis()
+    {
+        Assert.Equal(new string('x', 100) + "…", RepositoryName.DescribeRejected(new string('x', 101)));
+        Assert.Equal(new string('x', 100), RepositoryName.DescribeRejected(new string('x', 100)));
+    }
 }
