@@ -126,4 +126,11 @@ public sealed class RepositoryNameTests
         Assert.Equal(new string('x', 100) + "…", RepositoryName.DescribeRejected(new string('x', 101)));
         Assert.Equal(new string('x', 100), RepositoryName.DescribeRejected(new string('x', 100)));
     }
+
+    [Fact]
+    public void Base_branch_of_at_most_255_characters_is_accepted()
+    {
+        Assert.True(GitRefName.IsValidBranch(new string('b', 255)));
+        Assert.False(GitRefName.IsValidBranch(new string('b', 256)));
+    }
 }
