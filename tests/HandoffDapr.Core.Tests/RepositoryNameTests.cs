@@ -133,4 +133,13 @@ public sealed class RepositoryNameTests
         Assert.True(GitRefName.IsValidBranch(new string('b', 255)));
         Assert.False(GitRefName.IsValidBranch(new string('b', 256)));
     }
+
+    [Theory]
+    [InlineData("/main")]
+    [InlineData("main/")]
+    [InlineData("main.")]
+    [InlineData("@")]
+    [InlineData("")]
+    [InlineData(null)]
+    public void Base_branch_with_an_edge_git_refuses_is_refused(string? branch) => Assert.False(GitRefName.IsValidBranch(branch));
 }
