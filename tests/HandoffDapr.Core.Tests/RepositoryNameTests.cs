@@ -142,4 +142,15 @@ public sealed class RepositoryNameTests
     [InlineData("")]
     [InlineData(null)]
     public void Base_branch_with_an_edge_git_refuses_is_refused(string? branch) => Assert.False(GitRefName.IsValidBranch(branch));
+
+    [Theory]
+    [InlineData("a\tb")]
+    [InlineData("a\u007fb")]
+    [InlineData("a:b")]
+    [InlineData("a?b")]
+    [InlineData("a*b")]
+    [InlineData("a[b")]
+    [InlineData("a^b")]
+    [InlineData("a\\b")]
+    public void Base_branch_with_a_character_git_refuses_is_refused(string branch) => Assert.False(GitRefName.IsValidBranch(branch));
 }
