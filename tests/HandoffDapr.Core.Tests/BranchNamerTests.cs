@@ -65,4 +65,14 @@ public sealed class BranchNamerTests
             Assert.True(GitRefName.IsValidBranch(name), $"'{name}' from '{title}'");
         }
     }
+
+    [Fact]
+    public void Prefix_longer_than_60_characters_is_cut_and_what_the_cut_leaves_is_trimmed()
+    {
+        Assert.StartsWith(new string('a', 60) + "-", BranchNamer.Create(new string('a', 70), 1, "acme/shop", 1));
+        Assert.Equal(67, BranchNamer.Create(new string('a', 70), 1, "acme/shop", 1).Length);
+
+        // The cut can leave a trailing '/', which git refuses.
+        Assert.StartsWith(new string('a', 59) + "-", BranchNamer.Create(new string('a', 59) + "/bcd", 1, "acme/shop", 1));
+    }
 }
