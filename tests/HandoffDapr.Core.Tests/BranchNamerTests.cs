@@ -75,4 +75,8 @@ public sealed class BranchNamerTests
         // The cut can leave a trailing '/', which git refuses.
         Assert.StartsWith(new string('a', 59) + "-", BranchNamer.Create(new string('a', 59) + "/bcd", 1, "acme/shop", 1));
     }
+
+    [Fact]
+    public void Every_ascii_letter_and_digit_of_the_title_is_kept() =>
+        Assert.StartsWith("abcdefghijklmnopqrstuvwxyz-0123456789-", BranchNamer.Create("ABCDEFGHIJKLMnopqrstuvwxyz 0123456789", 1, "acme/shop", 1));
 }
