@@ -15,4 +15,10 @@ public sealed class HandoffJsonContextTests
         Assert.Equal(5, snapshot!.RunId);
         Assert.Equal(6, snapshot.GroupId);
     }
+
+    [Theory]
+    [InlineData("""{"run_id":"5"}""")]
+    [InlineData("""{"run_id":5,"group":{"id":"6"}}""")]
+    public void Number_written_as_a_string_is_refused(string json) =>
+        Assert.Throws<JsonException>(() => JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunSnapshot));
 }
