@@ -21,4 +21,11 @@ public sealed class HandoffJsonContextTests
     [InlineData("""{"run_id":5,"group":{"id":"6"}}""")]
     public void Number_written_as_a_string_is_refused(string json) =>
         Assert.Throws<JsonException>(() => JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunSnapshot));
+
+    [Theory]
+    [InlineData("""{"run_id":1,"run_id":2}""")]
+    [InlineData("""{"run_id":1,"RUN_ID":2}""")]
+    [InlineData("""{"run_id":1,"group":{"id":2,"Id":3}}""")]
+    public void Inbound_snapshot_naming_a_property_twice_in_any_case_is_refused(string json) =>
+        Assert.Throws<JsonException>(() => JsonSerializer.Deserialize(json, InboundJson.RunSnapshot));
 }
