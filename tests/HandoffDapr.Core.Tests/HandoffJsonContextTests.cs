@@ -28,4 +28,18 @@ public sealed class HandoffJsonContextTests
     [InlineData("""{"run_id":1,"group":{"id":2,"Id":3}}""")]
     public void Inbound_snapshot_naming_a_property_twice_in_any_case_is_refused(string json) =>
         Assert.Throws<JsonException>(() => JsonSerializer.Deserialize(json, InboundJson.RunSnapshot));
+
+    [Fact]
+    public void Options_for_other_serializers_write_snake_case()
+    {
+        var options = HandoffJsonContext.CreateOptions();
+
+        var snapshot = JsonSerializer.SerializeToElement(new RunSnapshot(1, OrganizationId: 2), options);
+        Assert.Equal(2, snapshot.GetProperty("organization_id").GetInt64());
+
+        // A type outside the context, as the Dapr SDK's envelopes are.
+        Assert.Equal("""{"envelope_id":3}""", JsonSerializer.Serialize(new Envelope(3), options));
+    }
+
+    public sealed record Envelope(long EnvelopeId);
 }
