@@ -29,4 +29,15 @@ public sealed class SnakeCaseNamesTests
             Assert.Equal(written, SnakeCaseNames<TEnum>.Of(value));
         }
     }
+
+    [Fact]
+    public void An_enum_with_two_names_for_one_value_is_named_as_the_wire_converter_writes_it() => AssertNamedAsOnTheWire<Aliased>();
+
+    // Enum.GetValues lists an aliased value once per name.
+    public enum Aliased
+    {
+        First = 1,
+        Alias = 1,
+        Second = 2,
+    }
 }
