@@ -153,4 +153,10 @@ public sealed class RepositoryNameTests
     [InlineData("a^b")]
     [InlineData("a\\b")]
     public void Base_branch_with_a_character_git_refuses_is_refused(string branch) => Assert.False(GitRefName.IsValidBranch(branch));
+
+    [Theory]
+    [InlineData("/shop")]
+    [InlineData("acme/")]
+    [InlineData("/")]
+    public void Empty_owner_or_name_is_rejected(string name) => Assert.False(RepositoryName.TryParse(name, out _));
 }
