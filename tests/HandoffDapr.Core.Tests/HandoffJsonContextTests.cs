@@ -42,4 +42,12 @@ public sealed class HandoffJsonContextTests
     }
 
     public sealed record Envelope(long EnvelopeId);
+
+    [Fact]
+    public void Json_nested_deeper_than_32_levels_is_refused()
+    {
+        JsonSerializer.Deserialize(new string('[', 32) + new string(']', 32), HandoffJsonContext.Default.JsonElement);
+
+        Assert.Throws<JsonException>(() => JsonSerializer.Deserialize(new string('[', 33) + new string(']', 33), HandoffJsonContext.Default.JsonElement));
+    }
 }
