@@ -6,7 +6,6 @@ namespace HandoffDapr.Core.Tests;
 
 public sealed class HandoffJsonContextTests
 {
-
     [Fact]
     public void Snapshot_property_names_are_read_in_any_letter_case()
     {
