@@ -135,6 +135,21 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
     }
 
+    [Fact]
+    public async Task Signed_webhook_of_256_KiB_is_read_and_one_byte_more_is_a_413_though_the_api_limit_is_higher()
+    {
+        // Cursor's reports are small: the webhook has its own cap, under Handoff:MaxRequestBodyBytes (1 MiB by default).
+        var agentId = await Launch(420);
+        static string PaddedTo(string json, int bytes) => json + new string(' ', bytes - Encoding.UTF8.GetByteCount(json));
+
+        var atLimit = await SignedWebhook(420, PaddedTo(StatusChange(agentId, "RUNNING"), 256 * 1024));
+        var overLimit = await SignedWebhook(420, PaddedTo(StatusChange(agentId, "FINISHED"), 256 * 1024 + 1));
+
+        Assert.Equal(HttpStatusCode.NoContent, atLimit.StatusCode);
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, overLimit.StatusCode);
+        Assert.Equal("running", (await Agent(420, agentId))["status"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("ERROR", "failed")]
     [InlineData("EXPIRED", "failed")]
