@@ -220,6 +220,17 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
+    [Fact]
+    public async Task Oversize_body_is_a_body_too_large_problem_naming_the_limit()
+    {
+        var response = await service.Client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(instruction: new string('x', 2 * 1024 * 1024)));
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/body-too-large", problem["type"]!.GetValue<string>());
+        Assert.Equal("The body may be at most 1048576 bytes.", problem["detail"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff")]
     [InlineData("/events/autofix-run-completed")]
