@@ -231,6 +231,21 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("The body may be at most 1048576 bytes.", problem["detail"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Where_an_unreadable_body_failed_names_the_clients_property_bounded_not_whole()
+    {
+        // The JSON path is built from the client's own property names: a long one must not make the detail as long.
+        var name = new string('p', 500);
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", "{\"group_id\":456,\"integration_id\":42,\"" + name + "\":[1,}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var detail = (await response.ReadJsonAsync())["detail"]!.GetValue<string>();
+        Assert.Contains(" at ", detail, StringComparison.Ordinal);
+        Assert.Contains("…", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain(name, detail, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff")]
     [InlineData("/events/autofix-run-completed")]
