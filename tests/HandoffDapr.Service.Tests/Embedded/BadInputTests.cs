@@ -292,6 +292,24 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     [Theory]
+    [InlineData("identity")]
+    [InlineData(" IDENTITY ")]
+    public async Task Body_with_the_identity_content_encoding_is_read_as_uncompressed(string encoding)
+    {
+        // identity means no coding at all (RFC 9110 §8.4.1): it is the one Accept-Encoding names on a 415.
+        var request = new HttpRequestMessage(HttpMethod.Post, "/runs/9/handoff")
+        {
+            Content = new StringContent("""{"group_id":456,"integration_id":42}""", System.Text.Encoding.UTF8, "application/json"),
+        };
+        request.Content.Headers.TryAddWithoutValidation("Content-Encoding", encoding);
+
+        var response = await service.Client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    [Theory]
     [InlineData("gzip")]
     [InlineData("br")]
     public async Task Compressed_body_is_a_415_problem_naming_the_encoding_as_unsupported(string encoding)
