@@ -280,6 +280,7 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     [Theory]
     [InlineData("application/json; charset=utf-8")]
     [InlineData("application/json; charset=\"UTF-8\"")]
+    [InlineData("application/json; charset=utf8")]
     [InlineData("Application/JSON")]
     [InlineData("application/cloudevents+json; charset=utf-8")]
     [InlineData("text/json")]
