@@ -281,6 +281,7 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     [InlineData("application/json; charset=utf-8")]
     [InlineData("application/json; charset=\"UTF-8\"")]
     [InlineData("application/json; charset=utf8")]
+    [InlineData("application/json; v=1")]
     [InlineData("Application/JSON")]
     [InlineData("application/cloudevents+json; charset=utf-8")]
     [InlineData("text/json")]
