@@ -246,6 +246,18 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.DoesNotContain(name, detail, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Where_an_unreadable_body_failed_is_named_whole_when_it_is_exactly_as_long_as_the_bound()
+    {
+        // "$." and a 78-character name: a path of 80 characters, the most named whole (no "…" that says something was cut).
+        var name = new string('p', 78);
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", "{\"group_id\":456,\"integration_id\":42,\"" + name + "\":[1,}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains($" at $.{name}: ", (await response.ReadJsonAsync())["detail"]!.GetValue<string>(), StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff")]
     [InlineData("/events/autofix-run-completed")]
