@@ -256,41 +256,32 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
     private ResponseMessage Held(IRequestMessage request, string text, Func<IRequestMessage, ResponseMessage> pass)
     {
-        Interlocked.Increment(ref providerCalls);
-        try
+        // Until disposed the launch counts as not yet carried out (its agent is not in the fake's state yet).
+        using var serving = unservedLaunches.Serve(request);
+        if (serving.Lost)
         {
-            using var serving = unservedLaunches.Serve(request);
-            if (serving.Lost)
-            {
-                // Sent before the clock moved on and unserved until after: lost on the way, as no real provider is so late.
-                return Json(503, "{\"error\":\"lost, not created\"}");
-            }
-
-            var h = hold;
-            if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
-            {
-                return pass(request);
-            }
-
-            Interlocked.Increment(ref h.Count);
-            h.Arrived.Set();
-            h.Released.Wait(TimeSpan.FromSeconds(15));
-            return h.Create ? pass(request) : Json(503, "{\"error\":\"held, not created\"}");
+            // Sent before the clock moved on and unserved until after: lost on the way, as no real provider is so late.
+            return Json(503, "{\"error\":\"lost, not created\"}");
         }
-        finally
+
+        var h = hold;
+        if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
         {
-            Interlocked.Decrement(ref providerCalls);
+            return pass(request);
         }
+
+        Interlocked.Increment(ref h.Count);
+        h.Arrived.Set();
+        h.Released.Wait(TimeSpan.FromSeconds(15));
+        return h.Create ? pass(request) : Json(503, "{\"error\":\"held, not created\"}");
     }
 
-    // Launches (and Copilot creates) inside the fake providers: their agents are not in the fakes' state yet.
-    private int providerCalls;
-
     /// <summary>
-    /// Waits (up to 10 s) until every launch that reached a fake provider is carried out there. A process that stopped
+    /// Waits (up to 10 s) until every launch sent to a fake provider is carried out there. A process that stopped
     /// gave up on its calls, but the fake still carries them out on threads of its own: a process started before then
     /// would look for their agents too early, not find them and launch a second one, which no real provider does a
-    /// timeout later (the harness's clock has moved by then; the fake's threads have not).
+    /// timeout later (the harness's clock has moved by then; the fake's threads have not). A launch the fake has not
+    /// even begun after 5 s is lost.
     /// </summary>
     private async Task ProviderCallsEndedAsync()
     {
@@ -301,12 +292,12 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             Note($"  {lost} launch(es) sent but not served after {waited.ElapsedMilliseconds} ms: lost");
         }
 
-        while (Volatile.Read(ref providerCalls) > 0 && waited.ElapsedMilliseconds < 10_000)
+        while (unservedLaunches.Unfinished > 0 && waited.ElapsedMilliseconds < 10_000)
         {
             await Task.Delay(5);
         }
 
-        if (Volatile.Read(ref providerCalls) > 0)
+        if (unservedLaunches.Unfinished > 0)
         {
             Note($"  provider calls still under way after {waited.ElapsedMilliseconds} ms");
         }
