@@ -13,6 +13,11 @@ public sealed class HandoffOptionsValidatorTests
         ["Handoff:Integrations:42:ApiKey"] = "key_0123456789",
     };
 
+    /// <summary>The valid settings of a mode: in Dapr mode the integration names its binding.</summary>
+    private static Dictionary<string, string?> ValidIn(HostingMode mode) => mode == HostingMode.Dapr
+        ? new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:Binding"] = "coding-agent-cursor" }
+        : Valid;
+
     [Theory]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1e3", "'Handoff:Integrations:42:RequestTimeout'")]
     [InlineData(HostingMode.Embedded, "Handoff:Launch:PollInterval", "30", "Handoff:Launch:PollInterval is '30', which would be read as days")]
@@ -38,13 +43,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from")]
     public void A_setting_that_would_fail_later_or_vanish_is_refused_at_start_by_its_key(HostingMode mode, string key, string value, string expected)
     {
-        var settings = new Dictionary<string, string?>(Valid) { [key] = value };
-        if (mode == HostingMode.Dapr)
-        {
-            settings["Handoff:Integrations:42:Binding"] = "coding-agent-cursor";
-        }
-
-        var failures = Validate(mode, settings);
+        var failures = Validate(mode, new Dictionary<string, string?>(ValidIn(mode)) { [key] = value });
 
         Assert.Contains(failures, failure => failure.Contains(expected, StringComparison.Ordinal));
         Assert.DoesNotContain(failures, failure => failure.Contains(value, StringComparison.Ordinal) && key.EndsWith("ApiKey", StringComparison.Ordinal));
@@ -65,11 +64,7 @@ public sealed class HandoffOptionsValidatorTests
     public void A_setting_at_its_upper_bound_starts_and_one_past_it_stops_start_up_by_its_key(HostingMode mode, string key, string atBound, string pastBound)
     {
         // Room for the longest instruction allowed, which the prompt must always fit.
-        var settings = new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:PromptMaxLength"] = "100000" };
-        if (mode == HostingMode.Dapr)
-        {
-            settings["Handoff:Integrations:42:Binding"] = "coding-agent-cursor";
-        }
+        var settings = new Dictionary<string, string?>(ValidIn(mode)) { ["Handoff:Integrations:42:PromptMaxLength"] = "100000" };
 
         Assert.Empty(Validate(mode, new Dictionary<string, string?>(settings) { [key] = atBound }));
         var failure = Assert.Single(Validate(mode, new Dictionary<string, string?>(settings) { [key] = pastBound }));
