@@ -548,6 +548,36 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_persons_stops_and_follow_ups_are_logged_as_taken_or_refused_with_their_agent_repository_and_failure_type()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(logged, writer);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+
+        Assert.Equal(AgentCommandStatus.Done, (await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Add a regression test"), recorder, CancellationToken.None)).Status);
+        provider.FollowupFailure = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        Assert.Equal(AgentCommandStatus.ProviderFailed, (await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Add a regression test"), recorder, CancellationToken.None)).Status);
+        provider.CannotStop = true;
+        Assert.Equal(AgentCommandStatus.ProviderFailed, (await logged.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
+        provider.CannotStop = false;
+        Assert.Equal(AgentCommandStatus.Done, (await logged.StopAgentAsync(writer.Saved.Last(), shop, recorder, CancellationToken.None)).Status);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Equal(
+            [$"Run 1: the provider took the follow-up for agent {shop} on acme/shop", $"Run 1: the provider took the stop for agent {shop} on acme/shop"],
+            records.Where(record => record.Id.Name == "AgentCommandTaken" && record.Level == LogLevel.Information).Select(record => record.Message));
+        Assert.Equal(
+            [$"Run 1: the provider did not carry out the follow-up for agent {web} on acme/web (rate_limited); nothing recorded",
+             $"Run 1: the provider did not carry out the stop for agent {web} on acme/web (not_supported); nothing recorded"],
+            records.Where(record => record.Id.Name == "AgentCommandRefused" && record.Level == LogLevel.Warning).Select(record => record.Message));
+        // The instruction is the caller's text: never logged.
+        Assert.DoesNotContain(records, record => record.Message.Contains("regression", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task A_round_whose_answers_are_recorded_again_after_they_were_saved_logs_no_late_answer()
     {
         var logger = new FakeLogger<HandoffEngine>();

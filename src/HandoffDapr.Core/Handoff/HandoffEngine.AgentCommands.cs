@@ -83,9 +83,12 @@ public sealed partial class HandoffEngine
 
         if (!result.IsSuccess)
         {
-            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure!.FailureType);
+            LogCommandRefused(state.RunId, operation, agentId, launch.Repository, result.Failure!.FailureType);
+            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure.FailureType);
         }
 
+        // A person's action at the provider: the log says it happened even where the timeline's entry is not saved.
+        LogCommandTaken(state.RunId, operation, agentId, launch.Repository);
         try
         {
             return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId));

@@ -76,6 +76,14 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: a late answer names agent {AgentId} for {Repository}, which already has another agent; it is not followed and may need stopping")]
     private partial void LogAgentNotFollowed(long runId, string repository, string agentId);
 
+    [LoggerMessage(EventId = 1026, EventName = "AgentCommandTaken", Level = LogLevel.Information,
+        Message = "Run {RunId}: the provider took the {Command} for agent {AgentId} on {Repository}")]
+    private partial void LogCommandTaken(long runId, string command, string agentId, string repository);
+
+    [LoggerMessage(EventId = 1027, EventName = "AgentCommandRefused", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider did not carry out the {Command} for agent {AgentId} on {Repository} ({FailureType}); nothing recorded")]
+    private partial void LogCommandRefused(long runId, string command, string agentId, string repository, string failureType);
+
     [LoggerMessage(EventId = 1017, EventName = "AgentCommandNotRecorded", Level = LogLevel.Warning,
         Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
     private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
