@@ -578,6 +578,20 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agents_status_change_is_logged_in_the_status_names_the_api_shows()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var agentId = writer.Saved.Last().Launches.Single().AgentId!;
+
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)), writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentStatusChanged");
+        Assert.Equal($"Run 1: agent {agentId} moved from pending to running", line.Message);
+    }
+
+    [Fact]
     public async Task A_round_whose_answers_are_recorded_again_after_they_were_saved_logs_no_late_answer()
     {
         var logger = new FakeLogger<HandoffEngine>();

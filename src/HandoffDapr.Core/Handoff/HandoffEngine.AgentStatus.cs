@@ -428,7 +428,8 @@ public sealed partial class HandoffEngine
         var (runId, from, to) = (state.RunId, agent.Status, status.Value);
         if (from != to)
         {
-            counted.Log(() => LogAgentStatusChanged(runId, report.Id, from, to));
+            // In the API's and the metrics' names ("running", not "Running"), so one search finds a status everywhere.
+            counted.Log(() => LogAgentStatusChanged(runId, report.Id, from.WireName(), to.WireName()));
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
         }
         else

@@ -40,7 +40,7 @@ public sealed partial class HandoffEngine
     private partial void LogAgentTimedOut(long runId, string agentId, TimeSpan maxAge);
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
-    private partial void LogAgentStatusChanged(long runId, string agentId, CodingAgentStatus from, CodingAgentStatus to);
+    private partial void LogAgentStatusChanged(long runId, string agentId, string from, string to);
 
     [LoggerMessage(EventId = 1024, EventName = "AgentPullRequestLearnt", Level = LogLevel.Information,
         Message = "Run {RunId}: agent {AgentId}, already completed, opened its pull request for {Repository}")]
