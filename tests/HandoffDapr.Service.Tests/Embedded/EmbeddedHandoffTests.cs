@@ -86,6 +86,22 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(text, sent["prompt"]!["text"]!.GetValue<string>());
     }
 
+    /// <summary>One character past Handoff:MaxInstructionLength (the spaces around it counted) is refused, and nothing reaches the agent.</summary>
+    [Fact]
+    public async Task Followup_one_character_over_the_maximum_length_is_a_400_and_nothing_is_sent()
+    {
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/128/handoff", Payloads.Trigger(Payloads.Run(128, ["acme/shop"], automation: false)))).StatusCode);
+        var agentId = Assert.Single(cursor.Agents.Keys);
+
+        var response = await client.PostJsonAsync($"/runs/128/agents/{agentId}/followup", new JsonObject { ["text"] = " " + new string('y', 4094) + "\n\n" });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", problem["type"]!.GetValue<string>());
+        Assert.Contains("at most 4096 characters", problem["detail"]!.GetValue<string>());
+        Assert.Empty(cursor.CommandRequests);
+    }
+
     [Fact]
     public async Task Manual_trigger_sends_the_prompt_branch_and_bearer_key_to_cursor()
     {
