@@ -103,6 +103,25 @@ public sealed class CopilotHandoffTests : IDisposable
     }
 
     /// <summary>
+    /// The 409 for an action the provider does not offer is a problem of its own type and title: not "the provider failed",
+    /// which would have the caller retry a stop or follow-up that can never be carried out.
+    /// </summary>
+    [Fact]
+    public async Task Copilot_agent_followup_is_a_not_supported_problem_not_a_provider_failure()
+    {
+        var response = await client.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/shop"], automation: false), integrationId: 43));
+        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+        var followup = await client.PostJsonAsync($"/runs/605/agents/{taskId}/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "Also add a test" });
+
+        Assert.Equal(HttpStatusCode.Conflict, followup.StatusCode);
+        var problem = await followup.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/not-supported", problem["type"]!.GetValue<string>());
+        Assert.Equal("Not supported by this provider", problem["title"]!.GetValue<string>());
+        Assert.Equal("not_supported", problem["failure_type"]!.GetValue<string>());
+    }
+
+    /// <summary>
     /// The webhook route is Cursor's: its reports are read with Cursor's statuses and fields. A WebhookSecret configured on
     /// a Copilot integration (GitHub sends no webhooks) used to open the route for it, so a Cursor-shaped report signed
     /// with that secret moved the Copilot task, pull request included.
