@@ -414,6 +414,29 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal($"https://handoff-dapr.dev/problems/{type}", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A status the framework sets with no body and no problem of ours to match (the status page's files refusing a range
+    /// past their end, or a failed If-Match) keeps its status and is our problem JSON, named for that status: not turned
+    /// into a 400 "invalid request", nor an empty answer.
+    /// </summary>
+    [Theory]
+    [InlineData("Range", "bytes=99999999-", 416, "Range Not Satisfiable")]
+    [InlineData("If-Match", "\"no-such-etag\"", 412, "Precondition Failed")]
+    public async Task Bare_status_set_by_the_framework_is_a_problem_named_for_that_status(string header, string value, int status, string title)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Get, "/ui/app.js");
+        request.Headers.TryAddWithoutValidation(header, value);
+
+        var response = await service.Client.SendAsync(request);
+
+        Assert.Equal(status, (int)response.StatusCode);
+        Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal($"https://handoff-dapr.dev/problems/http-{status}", problem["type"]!.GetValue<string>());
+        Assert.Equal(title, problem["title"]!.GetValue<string>());
+        Assert.Equal(status, problem["status"]!.GetValue<int>());
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData(0L)]
