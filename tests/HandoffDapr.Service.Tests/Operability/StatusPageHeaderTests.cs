@@ -38,6 +38,31 @@ public sealed class StatusPageHeaderTests : IDisposable
         Assert.Contains("script-src 'self'", csp);
     }
 
+    /// <summary>
+    /// The page's policy runs only its own files: no inline script or style, no eval, nothing from another origin, no form
+    /// posted elsewhere, no base URL changed. One of these loosened (an injected script run inline) passed the test above.
+    /// </summary>
+    [Fact]
+    public async Task Status_page_policy_allows_only_its_own_script_and_style_and_nothing_inline()
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().GetAsync("/ui/index.html");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var csp = Assert.Single(response.Headers.GetValues("Content-Security-Policy"));
+        var directives = csp.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .ToDictionary(directive => directive.Split(' ')[0], directive => directive[(directive.IndexOf(' ') + 1)..]);
+        Assert.Equal("'none'", directives["default-src"]);
+        Assert.Equal("'self'", directives["script-src"]);
+        Assert.Equal("'self'", directives["style-src"]);
+        Assert.Equal("'self'", directives["connect-src"]);
+        Assert.Equal("'self'", directives["img-src"]);
+        Assert.Equal("'none'", directives["form-action"]);
+        Assert.Equal("'none'", directives["frame-ancestors"]);
+        Assert.Equal("'none'", directives["base-uri"]);
+        Assert.Equal(8, directives.Count);
+    }
+
     [Theory]
     [InlineData("/ui/index.html")]
     [InlineData("/ui/app.js")]
