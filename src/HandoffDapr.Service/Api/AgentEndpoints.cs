@@ -13,6 +13,7 @@ public static class AgentEndpoints
     {
         var agents = app.MapGroup("/runs/{runId}/agents/{agentId}").WithTags("Agents");
         agents.MapPost("/stop", StopAsync).WithName("StopAgent")
+            .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .ProducesProblem(StatusCodes.Status409Conflict)
             .ProducesProblem(StatusCodes.Status502BadGateway)
@@ -35,9 +36,9 @@ public static class AgentEndpoints
     public static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> StopAsync(
         string runId, string agentId, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
-        if (!RunIds.TryParse(runId, out var id) || !AgentIds.IsValid(agentId))
+        if (BadIds(runId, agentId, out var id) is { } problem)
         {
-            return Problems.UnknownAgent();
+            return problem;
         }
 
         return await RunAsync(id, services, () => services.Owner.StopAgentAsync(id, agentId, cancellationToken));
@@ -46,15 +47,15 @@ public static class AgentEndpoints
     public static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> FollowupAsync(
         string runId, string agentId, HttpRequest request, [AsParameters] HandoffServices services, CancellationToken cancellationToken)
     {
-        if (!RunIds.TryParse(runId, out var id) || !AgentIds.IsValid(agentId))
-        {
-            return Problems.UnknownAgent();
-        }
-
-        var (body, problem) = await JsonBody.ReadAsync(request, ServiceJsonContext.Default.FollowupRequest, services.Options, cancellationToken);
-        if (problem is not null)
+        if (BadIds(runId, agentId, out var id) is { } problem)
         {
             return problem;
+        }
+
+        var (body, unreadable) = await JsonBody.ReadAsync(request, ServiceJsonContext.Default.FollowupRequest, services.Options, cancellationToken);
+        if (unreadable is not null)
+        {
+            return unreadable;
         }
 
         // Text of nothing visible (controls, zero-width characters, spaces) would reach the agent as an empty instruction.
@@ -65,6 +66,15 @@ public static class AgentEndpoints
 
         return await RunAsync(id, services, () => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));
     }
+
+    /// <summary>
+    /// A run id that is no whole number is the caller's mistake (400, as on the run's own routes); an agent id of a shape
+    /// no provider gives is no agent of the run (404, as for one the run does not have).
+    /// </summary>
+    private static ProblemHttpResult? BadIds(string runId, string agentId, out long id) =>
+        !RunIds.TryParse(runId, out id) ? Problems.InvalidRunId()
+        : !AgentIds.IsValid(agentId) ? Problems.UnknownAgent()
+        : null;
 
     private static async Task<Results<Ok<CodingAgentState>, ProblemHttpResult>> RunAsync(
         long runId, HandoffServices services, Func<Task<AgentCommandOutcome>> command)

@@ -48,7 +48,7 @@ public static partial class HandoffEndpoints
     {
         if (!RunIds.TryParse(runId, out var id))
         {
-            return Problems.InvalidRequest("The run id must be a positive whole number.");
+            return Problems.InvalidRunId();
         }
 
         var (body, problem) = await JsonBody.ReadAsync(request, ServiceJsonContext.Default.HandoffRequest, services.Options, cancellationToken);
@@ -93,7 +93,7 @@ public static partial class HandoffEndpoints
     {
         if (!RunIds.TryParse(runId, out var id))
         {
-            return Problems.InvalidRequest("The run id must be a positive whole number.");
+            return Problems.InvalidRunId();
         }
 
         // Bound as an array, as limit is: bound as one string, a repeated group_id arrives joined ("456,999") and would

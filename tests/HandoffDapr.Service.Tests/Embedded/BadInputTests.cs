@@ -167,14 +167,30 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     [InlineData("GET", "/runs/9007199254740992/handoff")]
     [InlineData("POST", "/runs/0/handoff")]
     [InlineData("POST", "/runs/9007199254740992/handoff")]
+    [InlineData("POST", "/runs/0/agents/bc-1/stop")]
+    [InlineData("POST", "/runs/abc/agents/bc-1/stop")]
+    [InlineData("POST", "/runs/9007199254740992/agents/bc-1/followup")]
     public async Task Run_id_out_of_range_in_the_path_is_a_400_problem_not_an_unknown_run(string method, string path)
     {
-        var response = method == "GET" ? await service.Client.GetAsync(path) : await service.Client.PostJsonAsync(path, Payloads.Trigger());
+        var response = method == "GET" ? await service.Client.GetAsync(path)
+            : await service.Client.PostJsonAsync(path, path.EndsWith("/handoff", StringComparison.Ordinal) ? Payloads.Trigger() : new JsonObject { ["text"] = "Add a test" });
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var problem = await response.ReadJsonAsync();
         Assert.EndsWith("/invalid-request", problem["type"]!.GetValue<string>());
         Assert.Equal("The run id must be a positive whole number.", problem["detail"]!.GetValue<string>());
+    }
+
+    /// <summary>An agent id of a shape no provider gives, on a valid run id, is no agent of the run: 404, as for a missing one.</summary>
+    [Theory]
+    [InlineData("/runs/1/agents/bc%201/stop")]
+    [InlineData("/runs/1/agents/..%2Fetc/followup")]
+    public async Task Agent_id_of_no_providers_shape_is_an_unknown_agent(string path)
+    {
+        var response = await service.Client.PostJsonAsync(path, new JsonObject { ["text"] = "Add a test" });
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.EndsWith("/unknown-agent", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
     [Fact]
