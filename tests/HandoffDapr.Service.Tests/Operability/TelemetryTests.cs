@@ -3,6 +3,7 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
 using OpenTelemetry.Metrics;
+using OpenTelemetry.Trace;
 
 namespace HandoffDapr.Service.Tests.Operability;
 
@@ -80,6 +81,66 @@ public sealed class TelemetryTests : IDisposable
         Assert.NotNull(factory.Services.GetService(typeof(MeterProvider)));
 
         Assert.Equal("handoff", OpenTelemetry.ProviderExtensions.GetResource(tracer).Attributes.Single(attribute => attribute.Key == "service.name").Value);
+    }
+
+    /// <summary>
+    /// With an exporter configured, what is exported is the service's own: its spans (launch attempts) and its meter
+    /// (launch outcomes), and the API's requests but not the health probes, which every prober sends every few seconds.
+    /// Without the source or the meter added, the collector got nothing of the handoff, and nobody was told.
+    /// </summary>
+    [Fact]
+    public async Task Exporter_gets_the_services_spans_and_meter_and_api_requests_but_not_health_probes()
+    {
+        var spans = new List<Activity>();
+        var exporter = new MetricNames();
+        using var plain = new EmbeddedServiceFactory(temp.File("otel-export.db"), cursor.Url, settings: new Dictionary<string, string?> { ["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://127.0.0.1:4317" });
+        using var factory = plain.WithWebHostBuilder(builder => builder.ConfigureServices(services =>
+        {
+            services.ConfigureOpenTelemetryTracerProvider(tracing => tracing.AddProcessor(new RecordSpansProcessor(spans)));
+            services.ConfigureOpenTelemetryMeterProvider(metrics => metrics.AddReader(new BaseExportingMetricReader(exporter)));
+        }));
+        using var client = factory.CreateClient();
+
+        Assert.Equal(System.Net.HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/706/handoff", Payloads.Trigger(Payloads.Run(706, ["acme/shop"], automation: false)))).StatusCode);
+        Assert.Equal(System.Net.HttpStatusCode.OK, (await client.GetAsync("/healthz")).StatusCode);
+        ((MeterProvider)factory.Services.GetService(typeof(MeterProvider))!).ForceFlush();
+
+        List<Activity> recorded;
+        lock (spans)
+        {
+            recorded = [.. spans];
+        }
+
+        Assert.Contains(recorded, span => span.Source.Name == HandoffTelemetry.Name && span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.run_id"), 706L));
+        Assert.Contains(recorded, span => (span.GetTagItem("url.path") as string) == "/runs/706/handoff");
+        Assert.DoesNotContain(recorded, span => (span.GetTagItem("url.path") as string) == "/healthz");
+        Assert.Contains("handoff.launches", exporter.Names);
+    }
+
+    private sealed class RecordSpansProcessor(List<Activity> spans) : OpenTelemetry.BaseProcessor<Activity>
+    {
+        public override void OnEnd(Activity data)
+        {
+            lock (spans)
+            {
+                spans.Add(data);
+            }
+        }
+    }
+
+    private sealed class MetricNames : OpenTelemetry.BaseExporter<Metric>
+    {
+        public HashSet<string> Names { get; } = [];
+
+        public override OpenTelemetry.ExportResult Export(in OpenTelemetry.Batch<Metric> batch)
+        {
+            foreach (var metric in batch)
+            {
+                Names.Add(metric.Name);
+            }
+
+            return OpenTelemetry.ExportResult.Success;
+        }
     }
 
     [Fact]
