@@ -28,6 +28,16 @@ public class WakeupSignal
         var elapsed = Task.Delay(interval, timeProvider, either.Token);
         await Task.WhenAny(notified, elapsed);
         await either.CancelAsync();
+        try
+        {
+            // The semaphore lets go of a cancelled wait later, on a continuation: until it has, a notification would go to
+            // this wait, which has already ended, and be lost to the next one.
+            await notified;
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
         cancellationToken.ThrowIfCancellationRequested();
     }
 }
