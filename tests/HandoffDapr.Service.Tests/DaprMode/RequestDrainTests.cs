@@ -129,6 +129,21 @@ public sealed class RequestDrainTests
         Assert.Equal(1, drain.InFlight);
     }
 
+    /// <summary>The host's own shutdown timeout, or a caller stopping it with a shorter one, ends the wait before the drain's limit.</summary>
+    [Fact]
+    public async Task Drain_stops_waiting_when_the_host_gives_up_before_its_limit()
+    {
+        var drain = Drain(HostingMode.Dapr, new FakeTimeProvider(), limit: TimeSpan.FromSeconds(40));
+        _ = drain.Enter();
+        using var host = new CancellationTokenSource();
+
+        var stopping = drain.StoppingAsync(host.Token);
+        host.Cancel();
+
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, drain.InFlight);
+    }
+
     [Fact]
     public async Task Request_that_reached_the_server_after_the_drain_looked_ends_before_the_host_has_stopped()
     {
