@@ -139,6 +139,19 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal([false, true], sent);
     }
 
+    /// <summary>An integration that does not set AutoCreatePr asks for a pull request when the trigger does not say.</summary>
+    [Fact]
+    public async Task Manual_trigger_without_auto_create_pr_asks_for_a_pr_when_the_integration_does_not_say_either()
+    {
+        var defaulted = Payloads.Trigger(Payloads.Run(128, ["acme/shop"], automation: false));
+        defaulted.Remove("auto_create_pr");
+
+        await client.PostJsonAsync("/runs/128/handoff", defaulted);
+
+        var body = Assert.Single(cursor.LaunchBodies);
+        Assert.True(body["target"]!["autoCreatePr"]!.GetValue<bool>(), body.ToJsonString());
+    }
+
     [Theory]
     [InlineData("")]
     [InlineData("   ")]
