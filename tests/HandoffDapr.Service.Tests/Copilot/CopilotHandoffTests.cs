@@ -47,6 +47,24 @@ public sealed class CopilotHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Copilot_integrations_model_setting_is_sent_with_its_launch()
+    {
+        using var modelFactory = new EmbeddedServiceFactory(temp.File("copilot-model.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:43:Provider"] = "github_copilot_agent",
+            ["Handoff:Integrations:43:BaseUrl"] = github.Url,
+            ["Handoff:Integrations:43:Model"] = "claude-sonnet-4.5",
+        });
+        using var modelClient = modelFactory.CreateClient();
+
+        var response = await modelClient.PostJsonAsync("/runs/608/handoff", Payloads.Trigger(Payloads.Run(608, ["acme/shop"], automation: false), integrationId: 43));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var launch = System.Text.Json.Nodes.JsonNode.Parse(github.Server.LogEntries.Single(e => e.RequestMessage.Method == "POST" && e.RequestMessage.Path != "/graphql").RequestMessage.Body!)!;
+        Assert.Equal("claude-sonnet-4.5", launch["model"]?.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Repeated_copilot_trigger_launches_nothing_new()
     {
         await client.PostJsonAsync("/runs/601/handoff", Payloads.Trigger(Payloads.Run(601, ["acme/shop", "acme/web"], automation: false), integrationId: 43));
