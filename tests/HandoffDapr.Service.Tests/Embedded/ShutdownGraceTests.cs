@@ -154,6 +154,23 @@ public sealed class ShutdownGraceTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// The host cancels what is left of its stop at its ShutdownTimeout: one at the provider calls' grace or under the
+    /// drain's wait (the grace and the time to record what was answered) would stop the service before a call cut by the
+    /// grace is recorded unknown, to reconcile.
+    /// </summary>
+    [Fact]
+    public void Host_shutdown_timeout_outlasts_the_grace_and_its_recording_as_configured()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("grace-timeout.db"), cursor.Url, time, settings: new Dictionary<string, string?> { ["Handoff:Embedded:ProviderCallGrace"] = "00:00:41" });
+
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        var host = factory.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HostOptions>>().Value;
+
+        Assert.True(drain.Limit > TimeSpan.FromSeconds(41), $"the drain waits {drain.Limit}, not past the grace");
+        Assert.True(host.ShutdownTimeout > drain.Limit, $"the host stops at {host.ShutdownTimeout}, the drain may take {drain.Limit}");
+    }
+
     /// <summary>Read from the file by a store of its own: the stopped service's are gone.</summary>
     private async Task<Core.Handoff.RunHandoffState> Stored(EmbeddedServiceFactory factory, long runId)
     {
