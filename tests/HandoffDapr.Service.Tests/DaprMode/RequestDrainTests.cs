@@ -6,6 +6,7 @@ using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
@@ -254,6 +255,22 @@ public sealed class RequestDrainTests
 
         Assert.Equal(0, drain.InFlight);
         Assert.False(drain.IsDraining);
+    }
+
+    /// <summary>
+    /// The host cancels what is left of its stop at its ShutdownTimeout: one at the drain's limit (Handoff:Dapr:ShutdownDrain)
+    /// or under it would cut the actor turns the drain waits for, and leave the server no time of its own after it.
+    /// </summary>
+    [Fact]
+    public async Task Host_shutdown_timeout_outlasts_the_drain_as_configured_in_dapr_mode()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync("http://127.0.0.1:1", settings: new Dictionary<string, string?> { ["Handoff:Dapr:ShutdownDrain"] = "00:00:27" });
+
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        var host = factory.Services.GetRequiredService<IOptions<HostOptions>>().Value;
+
+        Assert.Equal(TimeSpan.FromSeconds(27), drain.Limit);
+        Assert.True(host.ShutdownTimeout > drain.Limit, $"the host stops at {host.ShutdownTimeout}, the drain may take {drain.Limit}");
     }
 
     /// <summary>A drain as the host makes it, on a fake clock unless given one; <paramref name="limit"/> is <c>Handoff:Dapr:ShutdownDrain</c>.</summary>
