@@ -1,6 +1,9 @@
 using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -30,6 +33,25 @@ public sealed class ActorCallBodyTests : IAsyncLifetime
         Assert.NotNull(factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "171", "snapshot"));
         // The round's answers went back to the actor in a call of their own, the run with them.
         Assert.Equal("launched", factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "171", "launches")!.Value[0].GetProperty("phase").GetString());
+    }
+
+    /// <summary>
+    /// An event filled to Handoff:MaxRequestBodyBytes with apostrophes, each six bytes (<c>\u0027</c>) in the actor call:
+    /// the actor routes take six times the event's limit, where Kestrel's limit for every other route is the event's own.
+    /// </summary>
+    [Fact]
+    public async Task Completion_event_filled_to_the_body_limit_with_escaped_characters_reaches_its_actor()
+    {
+        var limit = factory.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.MaxRequestBodyBytes;
+        var run = Payloads.Run(172, ["acme/shop"]);
+        // Room for the rest of the run and the CloudEvent around it.
+        run["artifacts"]!["root_cause"]!["one_line_description"] = new string('\'', (int)limit - (32 * 1024));
+        var delivery = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", run);
+
+        Assert.True(delivery.CloudEvent.GetRawText().Length < limit, "the event itself is within Handoff:MaxRequestBodyBytes");
+        Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal("launched", factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "launches")!.Value[0].GetProperty("phase").GetString());
     }
 
     public Task DisposeAsync() => factory.DisposeAsync().AsTask().ContinueWith(_ => cursor.Dispose());
