@@ -220,6 +220,33 @@ public sealed class RetentionTests : IDisposable
     }
 
     /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
+    /// <summary>
+    /// The sweep is the service's own background work, every <see cref="RetentionSweeper.Interval"/> on its clock: with
+    /// the retention set and nobody asking for a sweep, a settled run past it is still deleted.
+    /// </summary>
+    [Fact]
+    public async Task A_settled_run_past_the_retention_is_swept_without_being_asked()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 720);
+
+        time.Advance(Retention);
+        // The sweeper may not be waiting on the clock yet: moved on an interval at a time until it has swept.
+        await Eventually.True(async () =>
+        {
+            if ((await factory.Store.LoadAsync(720, CancellationToken.None)).State is null)
+            {
+                return true;
+            }
+
+            time.Advance(RetentionSweeper.Interval);
+            return false;
+        });
+
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/720/handoff?group_id=456")).StatusCode);
+    }
+
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
         var run = Payloads.Run(runId, ["acme/shop"]);
