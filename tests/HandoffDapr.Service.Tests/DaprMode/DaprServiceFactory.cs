@@ -1,8 +1,6 @@
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
@@ -82,10 +80,7 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
         {
             // The app on a real Kestrel port, reached by the sidecar over a socket as daprd reaches it: Kestrel's limits
             // (its request body size among them) apply to the sidecar's calls, which the test server does not enforce.
-            factory.UseKestrel(0);
-            factory.StartServer();
-            var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            sidecar.Options.AppBaseAddress = new Uri(address);
+            sidecar.Options.AppBaseAddress = factory.StartOnKestrel();
             sidecar.AppChannel = null;
             return factory;
         }

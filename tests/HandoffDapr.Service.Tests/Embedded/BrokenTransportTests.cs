@@ -3,8 +3,6 @@ using System.Net.Sockets;
 using System.Text;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -120,9 +118,7 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
         using var baseFactory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url);
         using var factory = baseFactory.WithWebHostBuilder(builder => builder.ConfigureServices(services =>
             services.PostConfigure<KestrelServerOptions>(kestrel => kestrel.Limits.MinRequestBodyDataRate = null)));
-        factory.UseKestrel(0);
-        factory.StartServer();
-        var port = new Uri(factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        var port = factory.StartOnKestrel().Port;
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(20));
         using var socket = new TcpClient();
@@ -158,10 +154,7 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
                 [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:WebhookSecret"] = "webhook-secret-0123456789abcdef-0123456789",
             };
             factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, settings: settings);
-            factory.UseKestrel(0);
-            factory.StartServer();
-            var address = factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
-            port = new Uri(address).Port;
+            port = factory.StartOnKestrel().Port;
             Client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}"), Timeout = TimeSpan.FromSeconds(20) };
         }
 

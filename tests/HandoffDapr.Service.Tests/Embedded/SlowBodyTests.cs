@@ -3,8 +3,6 @@ using System.Net.Sockets;
 using System.Text;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Hosting.Server;
-using Microsoft.AspNetCore.Hosting.Server.Features;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -47,9 +45,7 @@ public sealed class SlowBodyTests
         // Kestrel's minimum body data rate (default 240 B/s after 5 s), with a shorter grace so the test is quick.
         using var factory = baseFactory.WithWebHostBuilder(builder => builder.ConfigureServices(services =>
             services.PostConfigure<KestrelServerOptions>(kestrel => kestrel.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromSeconds(2)))));
-        factory.UseKestrel(0);
-        factory.StartServer();
-        var port = new Uri(factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First()).Port;
+        var port = factory.StartOnKestrel().Port;
 
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
         using var socket = new TcpClient();

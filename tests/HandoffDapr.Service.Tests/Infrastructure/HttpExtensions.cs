@@ -1,6 +1,10 @@
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json.Nodes;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
@@ -21,6 +25,18 @@ public static class HttpExtensions
 
     public static async Task<JsonArray> ReadJsonArrayAsync(this HttpResponseMessage response) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsArray();
+
+    /// <summary>
+    /// Starts the service on a real Kestrel port on loopback, where the test server would not enforce Kestrel's limits
+    /// or let a test write raw bytes; returns the address it listens on.
+    /// </summary>
+    public static Uri StartOnKestrel<TEntryPoint>(this WebApplicationFactory<TEntryPoint> factory)
+        where TEntryPoint : class
+    {
+        factory.UseKestrel(0);
+        factory.StartServer();
+        return new Uri(factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
+    }
 }
 
 /// <summary>A scratch directory for one test's SQLite file.</summary>
