@@ -215,12 +215,16 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
                 ["branchName"] = agent.BranchName,
                 ["url"] = $"http://localhost:5090/agents/{agent.Id}",
                 ["autoCreatePr"] = agent.AutoCreatePr,
-                ["prUrl"] = status == "FINISHED" && agent.AutoCreatePr ? $"https://github.com/{repositoryPath}/pull/{Math.Abs(agent.Id.GetHashCode() % 1000)}" : null,
+                ["prUrl"] = status == "FINISHED" && agent.AutoCreatePr ? $"https://github.com/{repositoryPath}/pull/{PullRequestNumber(agent)}" : null,
             },
             ["summary"] = status == "FINISHED" ? "Fixed the issue (fake provider)" : null,
             ["createdAt"] = agent.CreatedAt.ToString("O"),
         };
     }
+
+    /// <summary>1–1000, the same for an agent in every process (a pull request number is never 0, which the service rightly refuses).</summary>
+    private static int PullRequestNumber(FakeAgent agent) =>
+        1 + (int)(uint.Parse(agent.Id.AsSpan(3), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture) % 1000);
 
     public JsonObject Stats() => new()
     {
