@@ -277,6 +277,11 @@ public sealed class WebhookSender(AgentStore store, IHttpClientFactory clients, 
                 {
                     logger.LogWarning("Webhook for {AgentId} not delivered ({Error}); trying again", agent.Id, exception.HttpRequestError);
                 }
+                catch (TaskCanceledException) when (!stoppingToken.IsCancellationRequested)
+                {
+                    // HttpClient's timeout: left uncaught it would end this BackgroundService and with it the whole fake.
+                    logger.LogWarning("Webhook for {AgentId} not answered in time; trying again", agent.Id);
+                }
             }
         }
     }
