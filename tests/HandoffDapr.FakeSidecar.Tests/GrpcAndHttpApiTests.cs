@@ -91,6 +91,25 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     }
 
     [Fact]
+    public async Task Actor_state_ttl_of_zero_persists_the_key_and_an_empty_ttl_keeps_its_expiry_as_redis_does()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var first = await http.PutAsync("v1.0/actors/TestActor/z/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"zero","value":"a","metadata":{"ttlInSeconds":"60"}}},""" +
+            """{"operation":"upsert","request":{"key":"empty","value":"b","metadata":{"ttlInSeconds":"60"}}}]"""));
+        Assert.Equal(HttpStatusCode.NoContent, first.StatusCode);
+        using var second = await http.PutAsync("v1.0/actors/TestActor/z/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"zero","value":"a2","metadata":{"ttlInSeconds":"0"}}},""" +
+            """{"operation":"upsert","request":{"key":"empty","value":"b2","metadata":{"ttlInSeconds":""}}}]"""));
+        Assert.Equal(HttpStatusCode.NoContent, second.StatusCode);
+
+        var expiries = Sidecar.GetActorStateExpiries("TestActor", "z");
+        Assert.Null(expiries["zero"]); // PERSIST for ttl <= 0, not a key that expires at once
+        Assert.NotNull(expiries["empty"]); // parseTTL reads "" as no TTL: the key keeps the one it had
+        Assert.Equal("\"a2\"", await http.GetStringAsync("v1.0/actors/TestActor/z/state/zero"));
+    }
+
+    [Fact]
     public async Task Unsupported_state_operation_is_a_transaction_error()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };

@@ -95,12 +95,12 @@ internal sealed class ActorStateStore(TimeProvider clock)
                     // As the Redis state store (components-contrib state/redis/redis.go) does and the docs say ("When a
                     // TTL is not specified, the default behavior of the state store is retained"): a write without
                     // ttlInSeconds keeps the expiry the key had (its Lua script HSETs the hash, which keeps a key's TTL;
-                    // EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" makes it never expire.
+                    // EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" (or "0") makes it never expire.
                     var kept = keys.TryGetValue(op.Key, out var old) && (old.ExpiresAt is null || old.ExpiresAt > now) ? old.ExpiresAt : null;
                     keys[op.Key] = new Entry(op.Value!, op.TtlSeconds switch
                     {
                         null => kept,
-                        < 0 => null,
+                        <= 0 => null,
                         { } ttl => now.AddSeconds(ttl),
                     });
                 }
@@ -123,7 +123,7 @@ internal sealed class ActorStateStore(TimeProvider clock)
         return keys;
     }
 
-    /// <param name="TtlSeconds">Null without ttlInSeconds (the key keeps its expiry); negative to never expire.</param>
+    /// <param name="TtlSeconds">Null without ttlInSeconds (the key keeps its expiry); zero or negative to never expire.</param>
     internal sealed record ParsedOperation(bool Upsert, string Key, byte[]? Value, int? TtlSeconds);
 
     /// <summary>
@@ -183,14 +183,15 @@ internal sealed class ActorStateStore(TimeProvider clock)
                 var value = GoJson.TryGetField(req, "value", out var v) ? GoJson.Reencode(v, preserveNumbers: false) : "null"u8.ToArray();
                 int? ttl = null;
                 if (GoJson.TryGetField(req, "metadata", out var md) && md.ValueKind == JsonValueKind.Object
-                    && md.TryGetProperty("ttlInSeconds", out var t) && t.ValueKind == JsonValueKind.String)
+                    && md.TryGetProperty("ttlInSeconds", out var t) && t.ValueKind == JsonValueKind.String
+                    && t.GetString() is { Length: > 0 }) // parseTTL: an empty value is no TTL
                 {
                     if (!int.TryParse(t.GetString(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var secs))
                     {
                         return (null, null, $"incorrect value for metadata 'ttlInSeconds': {t.GetString()}");
                     }
 
-                    ttl = secs; // negative: never expire (-1 is the documented value)
+                    ttl = secs; // zero or negative: never expire (PERSIST; -1 is the documented value)
                 }
 
                 ops.Add(new ParsedOperation(true, key, value, ttl));
