@@ -75,7 +75,7 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     }
 
     [Fact]
-    public async Task Actor_state_is_stored_as_daprd_re_marshals_it_and_ttl_is_reported()
+    public async Task Actor_state_is_stored_as_daprd_re_marshals_it_and_ttl_is_not_reported_as_with_redis()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
         var ops = """[{"operation":"upsert","request":{"key":"big","value":{"z":1,"id":12345678901234567890}}},""" +
@@ -85,7 +85,8 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
 
         Assert.Equal("""{"id":12345678901234567000,"z":1}""", await http.GetStringAsync("v1.0/actors/TestActor/s/state/big"));
         using var shortLived = await http.GetAsync("v1.0/actors/TestActor/s/state/short");
-        Assert.True(shortLived.Headers.Contains("Metadata.ttlExpireTime"));
+        Assert.Equal(HttpStatusCode.OK, shortLived.StatusCode);
+        Assert.False(shortLived.Headers.Contains("Metadata.ttlExpireTime")); // state.redis returns no GetResponse metadata
         using var missing = await http.GetAsync("v1.0/actors/TestActor/s/state/none");
         Assert.Equal(HttpStatusCode.NoContent, missing.StatusCode);
     }
@@ -118,5 +119,23 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         Assert.Equal("""{"errorCode":"ERR_ACTOR_STATE_TRANSACTION_SAVE","message":"error saving actor transaction state: operation type merge not supported"}""",
             await response.Content.ReadAsStringAsync());
+    }
+}
+
+/// <summary>A store that reports a key's expiry on reads (not state.redis): the header the SDK reads is sent.</summary>
+public sealed class TtlReportingStateStoreTests : SidecarTest
+{
+    protected override FakeSidecarOptions Options => new() { StateStoreReportsTtlExpireTime = true };
+
+    [Fact]
+    public async Task Actor_state_ttl_is_reported_when_the_store_reports_it()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var saved = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"short","value":"x","metadata":{"ttlInSeconds":"60"}}}]"""));
+        Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);
+
+        using var shortLived = await http.GetAsync("v1.0/actors/TestActor/s/state/short");
+        Assert.True(shortLived.Headers.Contains("Metadata.ttlExpireTime"));
     }
 }

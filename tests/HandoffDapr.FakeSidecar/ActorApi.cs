@@ -52,7 +52,7 @@ internal sealed class ActorApi(
         }
 
         var reply = HttpReply.JsonBody(value.Value);
-        if (value.ExpiresAt is { } exp)
+        if (options.StateStoreReportsTtlExpireTime && value.ExpiresAt is { } exp)
         {
             // setResponseMetadataHeaders: "metadata.<key>" headers; the SDK reads Metadata.ttlExpireTime.
             reply.Headers.Add(new("Metadata.ttlExpireTime", exp.UtcDateTime.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture)));

@@ -35,6 +35,15 @@ public sealed class FakeSidecarOptions
     /// </summary>
     public IDictionary<string, ActorCallPolicy> ActorCallPolicies { get; } = new Dictionary<string, ActorCallPolicy>(StringComparer.Ordinal);
 
+    /// <summary>
+    /// Whether a GET of actor state reports the key's expiry (<c>Metadata.ttlExpireTime</c>, which the .NET SDK keeps with
+    /// its cached value and reads as absent once past). daprd copies the store's GetResponse.Metadata into these headers
+    /// (pkg/api/http/actors.go onGetActorState, pkg/actors/state/state.go Get), and the Redis store (state.redis, what
+    /// components/ and k8s/ use) returns none (components-contrib state/redis/redis.go getDefault): off by default.
+    /// Some other stores do report it.
+    /// </summary>
+    public bool StateStoreReportsTtlExpireTime { get; set; }
+
     /// <summary>Clock for reminder registration times, CloudEvent <c>time</c> and actor circuit breakers.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 
