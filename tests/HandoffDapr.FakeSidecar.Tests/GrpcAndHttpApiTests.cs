@@ -80,6 +80,7 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
         var ops = """[{"operation":"upsert","request":{"key":"big","value":{"z":1,"id":12345678901234567890}}},""" +
                   """{"operation":"upsert","request":{"key":"short","value":"x","metadata":{"ttlInSeconds":"60"}}}]""";
+        await ActivateAsync(App, "s");
         using var saved = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent(ops));
         Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);
 
@@ -95,6 +96,7 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     public async Task Actor_state_ttl_of_zero_persists_the_key_and_an_empty_ttl_keeps_its_expiry_as_redis_does()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await ActivateAsync(App, "z");
         using var first = await http.PutAsync("v1.0/actors/TestActor/z/state", new StringContent(
             """[{"operation":"upsert","request":{"key":"zero","value":"a","metadata":{"ttlInSeconds":"60"}}},""" +
             """{"operation":"upsert","request":{"key":"empty","value":"b","metadata":{"ttlInSeconds":"60"}}}]"""));
@@ -114,12 +116,45 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     public async Task Unsupported_state_operation_is_a_transaction_error()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await ActivateAsync(App, "s");
         using var response = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent("""[{"operation":"merge","request":{"key":"k"}}]"""));
 
         Assert.Equal(HttpStatusCode.InternalServerError, response.StatusCode);
         Assert.Equal("""{"errorCode":"ERR_ACTOR_STATE_TRANSACTION_SAVE","message":"error saving actor transaction state: operation type merge not supported"}""",
             await response.Content.ReadAsStringAsync());
     }
+
+    [Fact]
+    public async Task Actor_state_save_for_an_id_not_active_on_the_sidecar_is_refused_as_instance_missing()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        const string Ops = """[{"operation":"upsert","request":{"key":"k","value":1}}]""";
+        const string Missing = """{"errorCode":"ERR_ACTOR_INSTANCE_MISSING","message":"actor instance is missing"}""";
+
+        using (var never = await http.PutAsync("v1.0/actors/TestActor/idle/state", new StringContent(Ops)))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, never.StatusCode);
+            Assert.Equal(Missing, await never.Content.ReadAsStringAsync());
+        }
+
+        await ActivateAsync(App, "idle");
+        using (var active = await http.PutAsync("v1.0/actors/TestActor/idle/state", new StringContent(Ops)))
+        {
+            Assert.Equal(HttpStatusCode.NoContent, active.StatusCode);
+        }
+
+        (await Sidecar.DeactivateActorAsync("TestActor", "idle")).Dispose();
+        using (var deactivated = await http.PutAsync("v1.0/actors/TestActor/idle/state", new StringContent(Ops)))
+        {
+            Assert.Equal(HttpStatusCode.BadRequest, deactivated.StatusCode);
+        }
+
+        Assert.Equal(1, Sidecar.GetActorState("TestActor", "idle", "k")!.Value.GetInt32());
+    }
+
+    /// <summary>daprd keeps state writes to the actors it has activated: a call through it activates one.</summary>
+    internal static Task<int> ActivateAsync(TestApp app, string id) =>
+        app.ProxyFactory.CreateActorProxy<ITestActor>(new Dapr.Actors.ActorId(id), "TestActor").GetCountAsync();
 }
 
 /// <summary>A store that reports a key's expiry on reads (not state.redis): the header the SDK reads is sent.</summary>
@@ -131,6 +166,7 @@ public sealed class TtlReportingStateStoreTests : SidecarTest
     public async Task Actor_state_ttl_is_reported_when_the_store_reports_it()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await GrpcAndHttpApiTests.ActivateAsync(App, "s");
         using var saved = await http.PutAsync("v1.0/actors/TestActor/s/state", new StringContent(
             """[{"operation":"upsert","request":{"key":"short","value":"x","metadata":{"ttlInSeconds":"60"}}}]"""));
         Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);

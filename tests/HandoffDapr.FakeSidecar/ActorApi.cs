@@ -20,6 +20,13 @@ internal sealed class ActorApi(
     public Func<string, string, string, bool>? FailReminderRegistration { get; set; }
 
     private readonly ActorTurnLocks locks = new();
+
+    /// <summary>
+    /// daprd's actor table: the ids it has activated (a method call, reminder or timer for the id: router.go
+    /// table.GetOrCreate) and not deactivated since (targets/app/app.go Deactivate deletes it from the table before it
+    /// calls the app). daprd also cancels a call in progress at deactivation; the fake lets it finish first.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Type, string Id), byte> active = new();
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActorCircuitBreaker> breakers = new(StringComparer.Ordinal);
     private readonly object timerGate = new();
     private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
@@ -67,6 +74,13 @@ internal sealed class ActorApi(
         if (malformed is not null)
         {
             return DaprErrors.MalformedRequest(malformed);
+        }
+
+        // pkg/actors/state/state.go TransactionalStateOperation (ignoreHosted false from pkg/api/http/actors.go):
+        // an actor id that is not active on this sidecar cannot save, before its operations are looked at.
+        if (!active.ContainsKey((type, id)))
+        {
+            return DaprErrors.ActorInstanceMissing();
         }
 
         if (opError is not null)
@@ -253,6 +267,7 @@ internal sealed class ActorApi(
         HttpResponseMessage response;
         using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
         {
+            active.TryAdd((type, id), 0);
             try
             {
                 response = await app.SendAsync(message, ct).ConfigureAwait(false);
@@ -338,6 +353,17 @@ internal sealed class ActorApi(
 
         using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
         {
+            // A reminder or timer activates the actor as a call does; deactivation takes it out of the table before
+            // the app hears of it. Done in the turn: the fake lets a deactivation wait for the call in progress.
+            if (method == HttpMethod.Delete)
+            {
+                active.TryRemove((type, id), out _);
+            }
+            else
+            {
+                active.TryAdd((type, id), 0);
+            }
+
             return await app.SendAsync(message, ct).ConfigureAwait(false);
         }
     }

@@ -34,6 +34,10 @@ internal static class DaprErrors
     public static HttpReply ActorStateGet(string detail) =>
         Json(500, "ERR_ACTOR_STATE_GET", $"error getting actor state: {detail}");
 
+    // predefined.go ErrActorInstanceMissing: 400, errorcodes.ActorInstanceMissing.
+    public static HttpReply ActorInstanceMissing() =>
+        Json(400, "ERR_ACTOR_INSTANCE_MISSING", "actor instance is missing");
+
     public static HttpReply ActorStateTransactionSave(string detail) =>
         Json(500, "ERR_ACTOR_STATE_TRANSACTION_SAVE", $"error saving actor transaction state: {detail}");
 
