@@ -24,6 +24,7 @@ public sealed partial class HandoffRunActor(
     IOptions<HandoffOptions> options,
     TimeProvider timeProvider,
     BackgroundRounds rounds,
+    RunLocks runLocks,
     LocalRecentRuns? recentRuns = null,
     SidecarStarts? sidecarStarts = null) : Actor(host), IHandoffRunActor, IRemindable
 {
@@ -55,8 +56,8 @@ public sealed partial class HandoffRunActor(
     /// <summary>For tests: the actor over a given state manager (the runtime's own talks to the sidecar).</summary>
     internal HandoffRunActor(
         ActorHost host, HandoffEngine engine, DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider timeProvider, BackgroundRounds rounds,
-        IActorStateManager stateManager)
-        : this(host, engine, dapr, options, timeProvider, rounds, (LocalRecentRuns?)null)
+        IActorStateManager stateManager, RunLocks? runLocks = null)
+        : this(host, engine, dapr, options, timeProvider, rounds, runLocks ?? new RunLocks(), (LocalRecentRuns?)null)
     {
         StateManager = stateManager;
     }
@@ -183,8 +184,16 @@ public sealed partial class HandoffRunActor(
     /// told only that the turn failed (its proxy throws, and it answers 503 or asks for redelivery); what failed is
     /// logged here.
     /// </summary>
+    /// <remarks>
+    /// Also one call at a time per run in this process, whatever daprd does: it gives up on a call past its resiliency
+    /// timeout (<c>actorCall</c>) and releases the actor's turn while the app's method still runs (the SDK does not stop
+    /// it), then makes the call again; a deactivation it ends the same way, and the next call gets a new instance. Two turns
+    /// of one run at once would each load, decide and save over the other (and share this instance's state cache, which is
+    /// not thread-safe). The repeat waits here for the first to end instead.
+    /// </remarks>
     private async Task<T> Guarded<T>(Func<Task<T>> call, [System.Runtime.CompilerServices.CallerMemberName] string method = "")
     {
+        using var turn = RunId is { } runId ? await runLocks.AcquireAsync(runId, CancellationToken.None) : null;
         try
         {
             return await call();

@@ -1,3 +1,4 @@
+using HandoffDapr.Service.Hosting;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Configuration;
 using Microsoft.Extensions.Options;

@@ -27,6 +27,8 @@ public static class HandoffServiceExtensions
         services.AddHandoffOpenApi();
         services.AddSingleton(new HostingContext(mode));
         services.AddSingleton<RequestDrain>();
+        // Both modes: embedded mode's one call at a time per run; in Dapr mode a second guard behind daprd's turn lock (HandoffRunActor).
+        services.AddSingleton<RunLocks>();
         services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
         services.AddSingleton(sp => new ProviderCallCutoff(
             sp.GetRequiredService<IHostApplicationLifetime>(),
@@ -153,7 +155,6 @@ public static class HandoffServiceExtensions
     {
         services.AddSingleton(sp => new SqliteRunStore(
             sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<SqliteRunStore>>()));
-        services.AddSingleton<RunLocks>();
         services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();
         services.AddSingleton<EmbeddedRunOwner>();

@@ -42,6 +42,16 @@ public sealed class HandoffRunActorTests
             new RetryPolicy(new RetryOptions(), () => 0.5),
             time,
             NullLogger<HandoffEngine>.Instance);
+        // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
+        rounds = new BackgroundRounds(
+            engine, new ActorRecorder(() => actor!), new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance),
+            new HandoffDapr.Service.Hosting.ProviderCallCutoff(lifetime, new HandoffOptions().Dapr.EffectiveProviderCallGrace, time), roundsLog);
+        actor = NewActor();
+    }
+
+    /// <summary>An instance of the run's actor over the test's state; daprd activates a new one after a deactivation.</summary>
+    private HandoffRunActor NewActor(RunLocks? runLocks = null, InMemoryActorStateManager? stateManager = null)
+    {
         var host = ActorHost.CreateForTest<HandoffRunActor>(HandoffRunActor.ActorTypeName, new ActorTestOptions
         {
             ActorId = new ActorId(RunId.ToString()),
@@ -51,11 +61,41 @@ public sealed class HandoffRunActorTests
         });
         // No sidecar: publishing fails and is logged, which the actor must survive.
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
-        // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
-        rounds = new BackgroundRounds(
-            engine, new ActorRecorder(() => actor!), new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance),
-            new HandoffDapr.Service.Hosting.ProviderCallCutoff(lifetime, new HandoffOptions().Dapr.EffectiveProviderCallGrace, time), roundsLog);
-        actor = new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, state);
+        return new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, stateManager ?? state, runLocks);
+    }
+
+    /// <summary>
+    /// daprd gives up on an actor call past its resiliency timeout (components/resiliency.yaml, <c>actorCall</c>) and
+    /// releases the actor's turn while the app's method still runs, then makes the call again; after a deactivation it
+    /// goes to a new instance, whose cache is its own. Without a guard of the app's own the repeat loads the run before
+    /// the first turn has saved its claim, claims the repository too, and each call's caller launches an agent.
+    /// </summary>
+    [Fact]
+    public async Task A_repeat_of_a_call_daprd_gave_up_on_waits_for_the_turn_still_running_and_launches_nothing_twice()
+    {
+        var runLocks = new RunLocks();
+        var first = NewActor(runLocks);
+        var reactivated = NewActor(runLocks, state.OverSameStore());
+        var saveHeld = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        state.BeforeSave = async () =>
+        {
+            state.BeforeSave = null;
+            saveHeld.SetResult();
+            await release.Task;
+        };
+
+        var slow = first.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await saveHeld.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        var repeat = reactivated.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await Task.Delay(100);
+
+        Assert.False(repeat.IsCompleted, "the repeat was answered while the first turn was still running");
+        release.SetResult();
+        var outcomes = await Task.WhenAll(slow, repeat).WaitAsync(TimeSpan.FromSeconds(10));
+
+        // One claim of the repository between the two calls, the first's; the repeat finds its launch in flight.
+        Assert.Equal("acme/shop", Assert.Single(outcomes.SelectMany(outcome => outcome.Round?.Launches ?? [])).Launch.Repository);
     }
 
     [Fact]

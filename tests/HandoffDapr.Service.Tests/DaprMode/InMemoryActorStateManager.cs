@@ -7,9 +7,9 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// An <see cref="IActorStateManager"/> that keeps saved state as JSON, like the sidecar would, so a test sees
 /// exactly what survives a save: values set but not saved are lost on <see cref="ClearCacheAsync"/>.
 /// </summary>
-public sealed class InMemoryActorStateManager(JsonSerializerOptions json) : IActorStateManager
+public sealed class InMemoryActorStateManager(JsonSerializerOptions json, Dictionary<string, string>? store = null) : IActorStateManager
 {
-    private readonly Dictionary<string, string> saved = new();
+    private readonly Dictionary<string, string> saved = store ?? new();
     private readonly Dictionary<string, object?> pending = new();
     private readonly HashSet<string> removed = new();
 
@@ -29,6 +29,12 @@ public sealed class InMemoryActorStateManager(JsonSerializerOptions json) : IAct
 
     /// <summary>The next read of a stored value throws, as a state store that is down would.</summary>
     public bool FailNextRead { get; set; }
+
+    /// <summary>Another actor instance's state manager over the same store, with a cache of its own (a new activation's).</summary>
+    public InMemoryActorStateManager OverSameStore() => new(json, saved);
+
+    /// <summary>Awaited before a save is written: a test holds a turn there with it (a slow store, a hung call).</summary>
+    public Func<Task>? BeforeSave { get; set; }
 
     public Task<ConditionalValue<T>> TryGetStateAsync<T>(string stateName, CancellationToken cancellationToken = default)
     {
@@ -64,8 +70,13 @@ public sealed class InMemoryActorStateManager(JsonSerializerOptions json) : IAct
     public Task<bool> ContainsStateAsync(string stateName, CancellationToken cancellationToken = default) =>
         Task.FromResult(!removed.Contains(stateName) && (pending.ContainsKey(stateName) || saved.ContainsKey(stateName)));
 
-    public Task SaveStateAsync(CancellationToken cancellationToken = default)
+    public async Task SaveStateAsync(CancellationToken cancellationToken = default)
     {
+        if (BeforeSave is { } beforeSave)
+        {
+            await beforeSave();
+        }
+
         foreach (var (key, value) in pending)
         {
             saved[key] = JsonSerializer.Serialize(value, value?.GetType() ?? typeof(object), json);
@@ -79,7 +90,6 @@ public sealed class InMemoryActorStateManager(JsonSerializerOptions json) : IAct
         pending.Clear();
         removed.Clear();
         Saves++;
-        return Task.CompletedTask;
     }
 
     public Task ClearCacheAsync(CancellationToken cancellationToken = default)

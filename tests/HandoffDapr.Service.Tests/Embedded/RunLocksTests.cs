@@ -1,4 +1,4 @@
-using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Hosting;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 

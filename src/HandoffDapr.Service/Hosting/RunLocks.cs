@@ -1,4 +1,4 @@
-namespace HandoffDapr.Service.Embedded;
+namespace HandoffDapr.Service.Hosting;
 
 /// <summary>One async lock per run, created on demand and dropped when nobody waits: one call at a time per run, runs in parallel.</summary>
 public sealed class RunLocks
