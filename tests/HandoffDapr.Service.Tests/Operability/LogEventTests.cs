@@ -45,6 +45,81 @@ public sealed partial class LogEventTests
         Assert.Empty(names.Where(name => !docs.Contains($"`{name}`", StringComparison.Ordinal)).Order());
     }
 
+    /// <summary>
+    /// The other way round: a log event the docs send an operator to (in the runbook's table of warnings, as "log event
+    /// `X`", "logged `X`", or with its level or id in brackets) exists in src/, at the level and with the id they give. A
+    /// line renamed, or made an error, would otherwise leave the runbook naming a line nobody finds, or the wrong level.
+    /// </summary>
+    [Fact]
+    public void Every_log_event_the_docs_name_exists_with_the_level_and_id_they_give()
+    {
+        var root = Security.WebhookSignatureTests.RepositoryRoot();
+        var events = Directory.EnumerateFiles(Path.Combine(root, "src"), "*.cs", SearchOption.AllDirectories)
+            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
+            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)))
+            .ToDictionary(
+                match => Regex.Match(match.Value, "EventName = \"([A-Za-z]+)\"").Groups[1].Value,
+                match => (Id: EventId().Match(match.Value).Groups[1].Value, Level: Regex.Match(match.Value, @"Level = LogLevel\.(\w+)").Groups[1].Value));
+        var wrong = new List<string>();
+        void Check(string file, string name, string? level, string? id)
+        {
+            if (!events.TryGetValue(name, out var logged))
+            {
+                wrong.Add($"{file}: `{name}` is no log event in src/");
+            }
+            else if (level is not null && !string.Equals(level, logged.Level, StringComparison.OrdinalIgnoreCase))
+            {
+                wrong.Add($"{file}: `{name}` is said to be {level}, it is logged at {logged.Level}");
+            }
+            else if (id is not null && id != logged.Id)
+            {
+                wrong.Add($"{file}: `{name}` is said to be {id}, its id is {logged.Id}");
+            }
+        }
+
+        var checkedNames = 0;
+        foreach (var file in new[] { "README.md", Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md"), "SECURITY.md" })
+        {
+            var text = File.ReadAllText(Path.Combine(root, file));
+            // "log event `X`", "log events `X`, `Y`", "logged `X`", "logs `X`", "logged at start as `X`", "or `Y`" after them.
+            foreach (Match mention in Regex.Matches(text, @"(?:log events?|logged(?: at \w+ as)?|logs|logging) \(?((?:`[A-Z][A-Za-z]+`(?:,? (?:and |or )?)?)+)"))
+            {
+                foreach (Match name in Regex.Matches(mention.Groups[1].Value, "`([A-Za-z]+)`"))
+                {
+                    Check(file, name.Groups[1].Value, null, null);
+                    checkedNames++;
+                }
+            }
+
+            // "`X` (warning", "`X` (4203, warning", "`X` (4201)".
+            foreach (Match bracketed in Regex.Matches(text, @"`([A-Z][A-Za-z]+)` \((?:(\d{4})(?:, |\)))?(information|warning|error|critical|debug)?\b"))
+            {
+                if (bracketed.Groups[2].Success || bracketed.Groups[3].Success)
+                {
+                    Check(file, bracketed.Groups[1].Value, bracketed.Groups[3].Success ? bracketed.Groups[3].Value : null, bracketed.Groups[2].Success ? bracketed.Groups[2].Value : null);
+                    checkedNames++;
+                }
+            }
+        }
+
+        // The runbook's table of warnings and errors: | `X` | level | … (a row may name two events).
+        var runbook = File.ReadAllText(Path.Combine(root, "docs", "runbook.md"));
+        var table = runbook[runbook.IndexOf("## Other warnings and errors in the log", StringComparison.Ordinal)..];
+        table = table[..table.IndexOf("\n## ", StringComparison.Ordinal)];
+        var rows = Regex.Matches(table, @"^\| ((?:`[A-Za-z]+`(?:, )?)+) \| (\w+) \|", RegexOptions.Multiline);
+        Assert.True(rows.Count > 25, $"only {rows.Count} rows found in the runbook's table of warnings: the pattern no longer matches it");
+        foreach (Match row in rows)
+        {
+            foreach (Match name in Regex.Matches(row.Groups[1].Value, "`([A-Za-z]+)`"))
+            {
+                Check("docs/runbook.md (table)", name.Groups[1].Value, row.Groups[2].Value, null);
+            }
+        }
+
+        Assert.True(checkedNames > 30, $"only {checkedNames} log events named in the docs' prose: the patterns no longer match it");
+        Assert.Empty(wrong);
+    }
+
     [GeneratedRegex(@"\[LoggerMessage\([^\]]*\)\]", RegexOptions.Singleline)]
     private static partial Regex LoggerMessage();
 
