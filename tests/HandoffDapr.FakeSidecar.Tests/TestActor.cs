@@ -42,6 +42,15 @@ public sealed class ConcurrencyProbe
 
     public int MaxOverall { get; private set; }
 
+    /// <summary>How many calls are inside the actor id now.</summary>
+    public int Inside(string id)
+    {
+        lock (gate)
+        {
+            return perId.GetValueOrDefault(id);
+        }
+    }
+
     public IDisposable Enter(string id)
     {
         lock (gate)

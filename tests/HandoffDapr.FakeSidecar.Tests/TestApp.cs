@@ -35,6 +35,8 @@ public sealed class TestApp : IAsyncDisposable
 
     public EventLog Events => app.Services.GetRequiredService<EventLog>();
 
+    public AppArrivals Arrivals => app.Services.GetRequiredService<AppArrivals>();
+
     public static async Task<TestApp> StartAsync(
         FakeDaprSidecar sidecar,
         string? daprApiToken = null,
@@ -54,6 +56,7 @@ public sealed class TestApp : IAsyncDisposable
         builder.Services.AddSingleton<ConcurrencyProbe>();
         builder.Services.AddSingleton<ReminderLog>();
         builder.Services.AddSingleton<EventLog>();
+        builder.Services.AddSingleton<AppArrivals>();
         builder.Services.AddDaprClient();
         builder.Services.AddActors(o =>
         {
@@ -67,6 +70,12 @@ public sealed class TestApp : IAsyncDisposable
         }
 
         var app = builder.Build();
+        var arrivals = app.Services.GetRequiredService<AppArrivals>();
+        app.Use((context, next) =>
+        {
+            arrivals.Count(context.Request.Path.Value ?? "");
+            return next(context);
+        });
         app.UseRouting();
         app.UseCloudEvents();
         if (appApiToken is not null)
@@ -118,4 +127,14 @@ public sealed record RunCompleted(int RunId, string Reply);
 public sealed class EventLog
 {
     public System.Collections.Concurrent.ConcurrentQueue<RunCompleted> Received { get; } = new();
+}
+
+/// <summary>Requests that reached the app, by path, counted as they arrive (before the actor runtime has them).</summary>
+public sealed class AppArrivals
+{
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> counts = new(StringComparer.Ordinal);
+
+    public int this[string path] => counts.GetValueOrDefault(path);
+
+    internal void Count(string path) => counts.AddOrUpdate(path, 1, (_, n) => n + 1);
 }

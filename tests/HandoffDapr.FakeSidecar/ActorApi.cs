@@ -42,6 +42,11 @@ internal sealed class ActorApi(
         }
     }
 
+    /// <summary>Attempts of actor method calls given up on at <see cref="ActorCallPolicy.CallTimeout"/>.</summary>
+    public int TimedOutCalls => Volatile.Read(ref timedOutCalls);
+
+    private int timedOutCalls;
+
     /// <summary>Runs (on the request's thread, so it may block) before each actor state read: a slow state store.</summary>
     public Action<ActorStateCall>? BeforeStateRead { get; set; }
 
@@ -235,7 +240,7 @@ internal sealed class ActorApi(
                 return DaprErrors.ActorInvoke(refused);
             }
 
-            var reply = await AttemptAsync(type, id, method, request, body, ct).ConfigureAwait(false);
+            var reply = await AttemptAsync(type, id, method, request, body, policy?.CallTimeout ?? TimeSpan.Zero, ct).ConfigureAwait(false);
             var failed = reply.Status != 200 || reply.Headers.Any(h => string.Equals(h.Key, "X-DaprErrorResponseHeader", StringComparison.OrdinalIgnoreCase));
             breaker?.Record(!failed);
             if (!failed || policy is null || attempt >= policy.MaxRetries)
@@ -250,7 +255,7 @@ internal sealed class ActorApi(
         }
     }
 
-    private async Task<HttpReply> AttemptAsync(string type, string id, string method, HttpRequest request, byte[] body, CancellationToken ct)
+    private async Task<HttpReply> AttemptAsync(string type, string id, string method, HttpRequest request, byte[] body, TimeSpan timeout, CancellationToken ct)
     {
         if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
         {
@@ -270,7 +275,29 @@ internal sealed class ActorApi(
             active.TryAdd((type, id), 0);
             try
             {
-                response = await app.SendAsync(message, ct).ConfigureAwait(false);
+                if (timeout <= TimeSpan.Zero)
+                {
+                    response = await app.SendAsync(message, ct).ConfigureAwait(false);
+                }
+                else
+                {
+                    // resiliency policy.go: the call runs under context.WithTimeout and the runner returns ctx.Err() as
+                    // soon as the deadline passes, without waiting for it; the cancelled context aborts the request.
+                    using var deadline = new CancellationTokenSource(timeout, options.TimeProvider);
+                    using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
+                    var send = app.SendAsync(message, linked.Token);
+                    try
+                    {
+                        response = await send.WaitAsync(linked.Token).ConfigureAwait(false);
+                    }
+                    catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested)
+                    {
+                        // The runner's Disposer: a reply that still arrives is closed unread.
+                        _ = send.ContinueWith(t => { if (t.IsCompletedSuccessfully) { t.Result.Dispose(); } else { _ = t.Exception; } }, TaskScheduler.Default);
+                        Interlocked.Increment(ref timedOutCalls);
+                        return DaprErrors.ActorInvoke("context deadline exceeded"); // leaving the using releases the turn
+                    }
+                }
             }
             catch (HttpRequestException ex)
             {

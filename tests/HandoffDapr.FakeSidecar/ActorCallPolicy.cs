@@ -6,6 +6,17 @@ namespace HandoffDapr.FakeSidecar;
 /// around the router call in pkg/api/http/actors.go onDirectActorMessage). Every attempt goes through the breaker
 /// (pkg/resiliency/policy.go), and an attempt fails when the app answers anything but 200 or throws in the actor
 /// (<c>X-DaprErrorResponseHeader</c>). Reminders and timers are not called through it.
+/// <para>
+/// <see cref="CallTimeout"/> is the target's <c>timeout</c>, which daprd applies after the lock instead (its post-lock
+/// policy, resiliency.go ActorPostLockPolicy, run in pkg/actors/targets/app/transport/http/http.go Invoke around the app
+/// channel call, inside the turn taken in targets/app/app.go InvokeMethod): an attempt whose app call outlasts it has the
+/// HTTP request to the app cancelled and fails at once with <c>context deadline exceeded</c> (policy.go does not wait for
+/// the call to return), the turn lock is released (app.go's deferred cancel), the router hands the error back as
+/// retriable (router.go callActor/Call), the breaker counts it and the retry makes the call again: while the app's
+/// method, which the .NET SDK does not stop, may still run. The caller then sees 500 ERR_ACTOR_INVOKE_METHOD
+/// "error invoke actor method: context deadline exceeded". The fake's timer is <see cref="FakeSidecarOptions.TimeProvider"/>.
+/// daprd applies the same timeout to reminder and timer deliveries; the fake does not.
+/// </para>
 /// </summary>
 /// <param name="MaxRetries">The retry policy's <c>maxRetries</c>: attempts after the first.</param>
 /// <param name="RetryInterval">Wait between attempts (the fake's is constant; zero for quick tests).</param>
@@ -17,6 +28,7 @@ namespace HandoffDapr.FakeSidecar;
 /// <c>circuitBreakerScope</c>: false for <c>type</c> (one breaker for every id of the type), true for <c>id</c> or
 /// <c>both</c> (daprd keys the breaker by type and id unless the scope is exactly <c>type</c>).
 /// </param>
+/// <param name="CallTimeout">The target's <c>timeout</c> for each attempt's call into the app, inside the turn; zero = none.</param>
 public sealed record ActorCallPolicy(
     int MaxRetries = 0,
     TimeSpan RetryInterval = default,
@@ -24,7 +36,8 @@ public sealed record ActorCallPolicy(
     TimeSpan BreakerTimeout = default,
     TimeSpan BreakerInterval = default,
     int BreakerMaxRequests = 1,
-    bool BreakerPerActorId = false);
+    bool BreakerPerActorId = false,
+    TimeSpan CallTimeout = default);
 
 /// <summary>sony/gobreaker's two-step breaker as daprd uses it: closed, open for a timeout, then half-open.</summary>
 internal sealed class ActorCircuitBreaker(ActorCallPolicy policy, TimeProvider clock)

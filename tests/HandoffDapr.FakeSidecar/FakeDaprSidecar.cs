@@ -192,6 +192,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Runs before each actor state read, on the request's thread: block in it for a slow state store.</summary>
     public Action<ActorStateCall>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
 
+    /// <summary>Actor method call attempts given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
+    public int ActorCallTimeouts => actors.TimedOutCalls;
+
     /// <summary>Fails reminder registrations the predicate matches (type, id, name) with ERR_ACTOR_REMINDER_CREATE.</summary>
     public Func<string, string, string, bool>? FailReminderRegistration { get => actors.FailReminderRegistration; set => actors.FailReminderRegistration = value; }
 

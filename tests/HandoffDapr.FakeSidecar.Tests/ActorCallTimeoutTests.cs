@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using Dapr;
+using Dapr.Actors;
+using Dapr.Actors.Client;
+
+namespace HandoffDapr.FakeSidecar.Tests;
+
+/// <summary>
+/// daprd's actor-call <c>timeout</c> (post-lock policy, transport/http/http.go Invoke): an attempt that outlasts it is given
+/// up on, its turn released, the breaker told, and the retry sends the call again while the first still runs in the app.
+/// The app's Dapr.Actors 1.19 has a per-actor turn lock of its own (ActorManager.DispatchInternalAsync takes
+/// ActorTurnLock with the request's RequestAborted), so a repeat that reaches the app waits there for the first turn,
+/// and is dropped when daprd gives up on it too.
+/// </summary>
+public sealed class ActorCallTimeoutTests : SidecarTest
+{
+    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
+
+    private ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId(id), "TestActor");
+
+    protected override FakeSidecarOptions Options
+    {
+        get
+        {
+            var options = new FakeSidecarOptions();
+            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
+                MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout);
+            return options;
+        }
+    }
+
+    [Fact]
+    public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
+    {
+        var before = await WarmUp();
+        var watch = Stopwatch.StartNew();
+        var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("slow").SlowAsync(4000));
+        var elapsed = watch.Elapsed;
+
+        Assert.Equal("ERR_ACTOR_INVOKE_METHOD", ex.ErrorCode);
+        Assert.Equal("error invoke actor method: context deadline exceeded", ex.Message);
+        Assert.Equal(3, Sidecar.ActorCallTimeouts - before); // the first attempt and both retries
+        Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // all three reached the app...
+        Assert.True(elapsed < TimeSpan.FromMilliseconds(3000), $"answered after {elapsed}: it waited for the app's method");
+        Assert.Equal(1, App.Probe.Inside("slow")); // ...while the first is still running there: nothing stopped it
+        Assert.Equal(1, App.Probe.MaxPerId); // the SDK's own turn lock kept the repeats out of the method
+    }
+
+    [Fact]
+    public async Task Turn_of_a_timed_out_call_is_released_while_the_app_still_runs_it()
+    {
+        var before = await WarmUp();
+        var slow = Proxy("same").SlowAsync(4000);
+        await WaitUntil(() => Sidecar.ActorCallTimeouts > before);
+
+        // The fake's turn is free: another call to the same id is sent to the app beside the method daprd gave up on
+        // (it then waits in the SDK's turn lock until its own attempts time out).
+        var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("same").AddAsync(1));
+        Assert.Equal("error invoke actor method: context deadline exceeded", ex.Message);
+        Assert.Equal(3, App.Arrivals["/actors/TestActor/same/method/AddAsync"]);
+        Assert.Equal(1, App.Probe.Inside("same"));
+
+        await Assert.ThrowsAsync<DaprApiException>(() => slow);
+        await WaitUntil(() => App.Probe.Inside("same") == 0);
+        Assert.Equal(1, await Proxy("same").AddAsync(1)); // the repeats given up on never ran
+    }
+
+    [Fact]
+    public async Task Call_within_the_timeout_is_answered_normally()
+    {
+        var before = await WarmUp();
+        Assert.Equal("quick", await Proxy("quick").SlowAsync(10));
+        Assert.Equal(before, Sidecar.ActorCallTimeouts);
+        Assert.Equal(1, App.Arrivals["/actors/TestActor/quick/method/SlowAsync"]);
+    }
+
+    // The app's first actor calls (activation, JIT) can outlast the short timeout on a busy machine: make them before
+    // the test proper, and return the timeouts they took.
+    private async Task<int> WarmUp()
+    {
+        Assert.Equal("warm", await Proxy("warm").SlowAsync(0));
+        Assert.Equal(1, await Proxy("warm").AddAsync(1));
+        return Sidecar.ActorCallTimeouts;
+    }
+
+    private static async Task WaitUntil(Func<bool> condition)
+    {
+        var watch = Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), "condition not met in 10 s");
+            await Task.Delay(10);
+        }
+    }
+}
+
+/// <summary>Timed-out attempts are failures to the actor's circuit breaker.</summary>
+public sealed class ActorCallTimeoutBreakerTests : SidecarTest
+{
+    protected override FakeSidecarOptions Options
+    {
+        get
+        {
+            var options = new FakeSidecarOptions();
+            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
+                MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
+                BreakerPerActorId: true, CallTimeout: TimeSpan.FromMilliseconds(300));
+            return options;
+        }
+    }
+
+    [Fact]
+    public async Task Three_timed_out_attempts_open_a_breaker_that_trips_at_three_failures()
+    {
+        var proxy = App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId("slow"), "TestActor");
+        await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(3000));
+
+        var ex = await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(0));
+        Assert.Equal("error invoke actor method: circuit breaker is open", ex.Message);
+        Assert.Equal(3, Sidecar.ActorCallTimeouts);
+        Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // the refused call never reached the app
+    }
+}
