@@ -50,6 +50,9 @@ internal sealed class ActorApi(
     /// <summary>Runs (on the request's thread, so it may block) before each actor state read: a slow state store.</summary>
     public Action<ActorStateCall>? BeforeStateRead { get; set; }
 
+    /// <summary>Runs (on the request's thread, so it may block) before a valid actor state transaction is applied: a slow write.</summary>
+    public Action<ActorStateCall>? BeforeStateTransaction { get; set; }
+
     public HttpReply GetState(string type, string id, string key)
     {
         BeforeStateRead?.Invoke(new ActorStateCall(ActorStateOperation.Get, type, id, [key]));
@@ -98,6 +101,7 @@ internal sealed class ActorApi(
             return DaprErrors.ActorStateTransactionSave(fault);
         }
 
+        BeforeStateTransaction?.Invoke(new ActorStateCall(ActorStateOperation.Transaction, type, id, ops!.Select(o => o.Key).ToList()));
         state.ApplyTransaction(type, id, ops!);
         return HttpReply.Empty();
     }

@@ -192,6 +192,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Runs before each actor state read, on the request's thread: block in it for a slow state store.</summary>
     public Action<ActorStateCall>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
 
+    /// <summary>Runs before a valid actor state transaction is applied, on the request's thread: block in it for a slow write.</summary>
+    public Action<ActorStateCall>? BeforeActorStateTransaction { get => actors.BeforeStateTransaction; set => actors.BeforeStateTransaction = value; }
+
     /// <summary>Actor method call attempts given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
     public int ActorCallTimeouts => actors.TimedOutCalls;
 

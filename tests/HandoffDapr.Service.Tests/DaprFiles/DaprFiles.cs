@@ -147,7 +147,7 @@ public static class DaprFiles
     }
 
     /// <summary>
-    /// The retry and circuit breaker the resiliency file gives calls to <paramref name="actorType"/>, for the fake
+    /// The retry, circuit breaker and timeout the resiliency file gives calls to <paramref name="actorType"/>, for the fake
     /// sidecar (without the retry's waits), or null when it gives none. Only a <c>consecutiveFailures >= N</c> trip is read.
     /// </summary>
     public static HandoffDapr.FakeSidecar.ActorCallPolicy? ActorCallPolicy(string resiliencyFile, string actorType)
@@ -161,6 +161,12 @@ public static class DaprFiles
         static int Int(string? text, int fallback) => text is null ? fallback : int.Parse(text, System.Globalization.CultureInfo.InvariantCulture);
         var retries = Scalar(target, "retry") is { } retry ? Int(Scalar(resiliency, "spec", "policies", "retries", retry, "maxRetries"), -1) : 0;
         var policy = new HandoffDapr.FakeSidecar.ActorCallPolicy(MaxRetries: retries < 0 ? int.MaxValue : retries);
+        if (Scalar(target, "timeout") is { } timeout)
+        {
+            // A named policy (spec.policies.timeouts) or a duration written in place.
+            policy = policy with { CallTimeout = GoDuration(Scalar(resiliency, "spec", "policies", "timeouts", timeout) ?? timeout) };
+        }
+
         if (Scalar(target, "circuitBreaker") is not { } name)
         {
             return policy;

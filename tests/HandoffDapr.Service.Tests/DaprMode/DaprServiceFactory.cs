@@ -41,7 +41,8 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
 
     public static async Task<DaprServiceFactory> StartAsync(
         string cursorUrl, string? appApiToken = null, FakeTimeProvider? time = null, IDictionary<string, string?>? settings = null, string? copilotUrl = null,
-        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false, bool actorResiliency = false, TimeProvider? sidecarTime = null)
+        FakeLogCollector? logs = null, string? sidecarApiToken = null, bool kestrel = false, bool actorResiliency = false, TimeProvider? sidecarTime = null,
+        TimeSpan? actorCallTimeout = null)
     {
         var options = new FakeSidecarOptions
         {
@@ -57,7 +58,9 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
         // circuit breaker as components/resiliency.yaml has daprd do.
         if (actorResiliency && DaprFiles.DaprFiles.ActorCallPolicy("components/resiliency.yaml", DaprHost.HandoffRunActor.ActorTypeName) is { } policy)
         {
-            options.ActorCallPolicies[DaprHost.HandoffRunActor.ActorTypeName] = policy;
+            // actorCallTimeout shortens the file's timeout (actorCall: 120 s) so a test can outlast it.
+            options.ActorCallPolicies[DaprHost.HandoffRunActor.ActorTypeName] =
+                actorCallTimeout is { } shorter ? policy with { CallTimeout = shorter } : policy;
         }
 
         var sidecar = await FakeDaprSidecar.StartAsync(options);

@@ -1,0 +1,79 @@
+using System.Net;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// daprd's actor-call timeout (components/resiliency.yaml <c>timeout: actorCall</c>, shortened here): past it daprd
+/// cancels its call into the app, frees the actor's turn and, per <c>retry: actorRetry</c>, makes the call again while
+/// the app's first turn still runs. The repeat must wait for that turn: two locks see to it in this process, the run's
+/// own (HandoffRunActor.Guarded, RunLocks) and the actor runtime's (Dapr.Actors 1.19 ActorTurnLock, taken in
+/// ActorManager.DispatchInternalAsync); with the run's lock taken on a random key this test still passes.
+/// </summary>
+public sealed class ActorCallTimeoutTests : IAsyncLifetime
+{
+    private static readonly TimeSpan CallTimeout = TimeSpan.FromMilliseconds(1500);
+    private readonly FakeCursor cursor = new();
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+    private DaprServiceFactory factory = null!;
+    private HttpClient client = null!;
+
+    public async Task InitializeAsync()
+    {
+        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true, actorCallTimeout: CallTimeout);
+        client = factory.CreateSidecarClient();
+    }
+
+    [Fact]
+    public async Task Trigger_whose_first_turn_outlasts_the_actor_call_timeout_is_repeated_by_the_sidecar_and_launches_once()
+    {
+        // A first actor call (activation, JIT) warms the app up, so only the slow write below outlasts the timeout.
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/171/handoff")).StatusCode);
+        Assert.Equal(0, factory.Sidecar.ActorCallTimeouts);
+
+        // The trigger turn's first save is slow: it answers only after the sidecar has given up on the call (and, with no
+        // wait between attempts, sent it again). A condition rather than a fixed sleep: this blocked thread may delay the
+        // sidecar's timer callback on a busy machine.
+        var slowWrites = 0;
+        var gaveUpWhileTheTurnRan = false;
+        factory.Sidecar.BeforeActorStateTransaction = call =>
+        {
+            if (call.ActorType == HandoffRunActor.ActorTypeName && call.ActorId == "170" && Interlocked.Increment(ref slowWrites) == 1)
+            {
+                gaveUpWhileTheTurnRan = SpinWait.SpinUntil(() => factory.Sidecar.ActorCallTimeouts >= 1, TimeSpan.FromSeconds(15));
+                Thread.Sleep(300); // time for the repeat, sent at once, to reach the app while this turn still runs
+            }
+        };
+
+        var response = await client.PostJsonAsync("/runs/170/handoff", Payloads.Trigger(Payloads.Run(170, ["acme/shop"], automation: false)));
+
+        Assert.True(gaveUpWhileTheTurnRan, "the sidecar never gave up on the slow turn");
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+        // The caller got the repeat's answer: the launch was claimed by the first turn, whose answer the sidecar threw
+        // away, so it is a retry for later, not a second launch now.
+        var answer = await response.ReadJsonAsync();
+        Assert.Empty(answer["successes"]!.AsArray());
+        Assert.Equal("acme/shop", answer["retries"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(0, cursor.LaunchRequests);
+
+        // When the claim's retry is due the run's wake reminder resolves it: one launch, one agent.
+        time.Advance(TimeSpan.FromMinutes(3));
+        Assert.True((await factory.Sidecar.FireReminderAsync(HandoffRunActor.ActorTypeName, "170", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
+        // The reminder's turn ends once the attempt is saved in flight; the call and its answer's turn follow.
+        await Eventually.True(() => factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "170", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var agents = factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "170", "coding_agents");
+        Assert.NotNull(agents);
+        Assert.Single(agents.Value.EnumerateObject());
+    }
+
+    public async Task DisposeAsync()
+    {
+        client.Dispose();
+        await factory.DisposeAsync();
+        cursor.Dispose();
+    }
+}
