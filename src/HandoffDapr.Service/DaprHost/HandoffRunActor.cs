@@ -189,7 +189,8 @@ public sealed partial class HandoffRunActor(
     /// timeout (<c>actorCall</c>) and releases the actor's turn while the app's method still runs (the SDK does not stop
     /// it), then makes the call again; a deactivation it ends the same way, and the next call gets a new instance. Two turns
     /// of one run at once would each load, decide and save over the other (and share this instance's state cache, which is
-    /// not thread-safe). The repeat waits here for the first to end instead.
+    /// not thread-safe). The repeat waits here for the first to end instead. Dapr.Actors 1.19 holds such a lock per actor
+    /// id itself (ActorTurnLock, in its dispatch; 1.18 had none); this one keeps the guarantee whatever the SDK's version.
     /// </remarks>
     private async Task<T> Guarded<T>(Func<Task<T>> call, [System.Runtime.CompilerServices.CallerMemberName] string method = "")
     {
