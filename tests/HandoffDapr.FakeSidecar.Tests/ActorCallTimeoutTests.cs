@@ -33,16 +33,13 @@ public sealed class ActorCallTimeoutTests : SidecarTest
     public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
     {
         var before = await WarmUp();
-        var watch = Stopwatch.StartNew();
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("slow").SlowAsync(4000));
-        var elapsed = watch.Elapsed;
 
         Assert.Equal("ERR_ACTOR_INVOKE_METHOD", ex.ErrorCode);
         Assert.Equal("error invoke actor method: context deadline exceeded", ex.Message);
         Assert.Equal(3, Sidecar.ActorCallTimeouts - before); // the first attempt and both retries
         Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // all three reached the app...
-        Assert.True(elapsed < TimeSpan.FromMilliseconds(3000), $"answered after {elapsed}: it waited for the app's method");
-        Assert.Equal(1, App.Probe.Inside("slow")); // ...while the first is still running there: nothing stopped it
+        Assert.Equal(1, App.Probe.Inside("slow")); // ...and the caller is answered while the first still runs there
         Assert.Equal(1, App.Probe.MaxPerId); // the SDK's own turn lock kept the repeats out of the method
     }
 
