@@ -1,6 +1,6 @@
-using HandoffDapr.Service.Hosting;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Embedded;

@@ -27,7 +27,7 @@ public static class HandoffServiceExtensions
         services.AddHandoffOpenApi();
         services.AddSingleton(new HostingContext(mode));
         services.AddSingleton<RequestDrain>();
-        // Both modes: embedded mode's one call at a time per run; in Dapr mode a second guard behind daprd's turn lock (HandoffRunActor).
+        // Both modes: embedded mode's one call at a time per run; in Dapr mode the actor's own turn per run (HandoffRunActor.Guarded).
         services.AddSingleton<RunLocks>();
         services.AddHostedService(sp => sp.GetRequiredService<RequestDrain>());
         services.AddSingleton(sp => new ProviderCallCutoff(
