@@ -225,6 +225,31 @@ public sealed class RetryTests : IDisposable
         Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "reconciled");
     }
 
+    /// <summary>
+    /// Cursor's agent list is paged (<c>limit</c> at most 100, <c>nextCursor</c> to the next page:
+    /// docs.cursor.com/background-agent/api/list-agents). Here a page holds one agent and another repository's agent comes
+    /// first: the lost launch's agent is on the second page, found by following the cursor, not launched again.
+    /// </summary>
+    [Fact]
+    public async Task Launch_whose_answer_was_lost_is_found_on_a_later_page_of_the_agent_list()
+    {
+        await Trigger(308, "acme/other");
+        cursor.MaxListPage = 1;
+        cursor.Script("acme/shop", cursor.CreatesButAnswers(502));
+        await Trigger(309, "acme/shop");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        var view = await View(309);
+        var agent = Assert.Single(view["coding_agents"]!.AsObject());
+        Assert.Equal(cursor.Agents.Single(pair => pair.Value["source"]!["repository"]!.GetValue<string>() == "https://github.com/acme/shop").Key, agent.Key);
+        Assert.Contains(cursor.Server.LogEntries, entry => entry.RequestMessage.Method == "GET" && entry.RequestMessage.Path == "/v0/agents"
+            && entry.RequestMessage.Query is { } query && query.ContainsKey("cursor"));
+    }
+
     [Theory]
     [InlineData(500)]
     [InlineData(502)]

@@ -26,7 +26,7 @@ public sealed class FakeCursor : IDisposable
     {
         Server = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
         Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithCallback(Launch));
-        Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(_ => List()));
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(List));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+$")).UsingGet())
             .RespondWith(Response.Create().WithCallback(Get));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+/(stop|followup)$")).UsingPost())
@@ -315,8 +315,52 @@ public sealed class FakeCursor : IDisposable
         return agent;
     }
 
-    private ResponseMessage List() =>
-        Json(200, new JsonObject { ["agents"] = new JsonArray(agents.Values.Select(agent => (JsonNode)agent.DeepClone()).ToArray()) }.ToJsonString());
+    /// <summary>
+    /// The most agents one list page holds, whatever <c>limit</c> asks (Cursor documents <c>limit</c> as a maximum): a test
+    /// lowers it to spread a few agents over several pages.
+    /// </summary>
+    public int MaxListPage { get; set; } = 100;
+
+    /// <summary>
+    /// <c>GET /v0/agents</c> as Cursor documents it (docs.cursor.com/background-agent/api/list-agents): <c>limit</c>
+    /// 1 to 100, 20 when not given; <c>cursor</c> the previous page's <c>nextCursor</c>; <c>nextCursor</c> on a page with
+    /// more after it. Agents in the order they were created; the cursor names the page's last one.
+    /// </summary>
+    private ResponseMessage List(IRequestMessage request)
+    {
+        var limitText = QueryValue(request, "limit");
+        var limit = 20;
+        if (limitText is not null && (!int.TryParse(limitText, out limit) || limit is < 1 or > 100))
+        {
+            return Json(400, """{"error":"Bad Request","message":"limit must be between 1 and 100"}""");
+        }
+
+        var ordered = agents.Values.OrderBy(agent => agent["id"]!.GetValue<string>(), StringComparer.Ordinal).ToList();
+        var cursor = QueryValue(request, "cursor");
+        var start = 0;
+        if (cursor is not null)
+        {
+            var after = ordered.FindIndex(agent => agent["id"]!.GetValue<string>() == cursor);
+            if (after < 0)
+            {
+                return Json(400, """{"error":"Bad Request","message":"invalid cursor"}""");
+            }
+
+            start = after + 1;
+        }
+
+        var page = ordered.Skip(start).Take(Math.Min(limit, MaxListPage)).ToList();
+        var body = new JsonObject { ["agents"] = new JsonArray(page.Select(agent => (JsonNode)agent.DeepClone()).ToArray()) };
+        if (start + page.Count < ordered.Count)
+        {
+            body["nextCursor"] = page[^1]["id"]!.GetValue<string>();
+        }
+
+        return Json(200, body.ToJsonString());
+    }
+
+    private static string? QueryValue(IRequestMessage request, string name) =>
+        request.Query is { } query && query.TryGetValue(name, out var values) ? values.FirstOrDefault() : null;
 
     private ResponseMessage Get(IRequestMessage request)
     {
