@@ -126,6 +126,26 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Contains(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + id);
     }
 
+    /// <summary>
+    /// GitHub lists a repository's tasks by <c>updated_at</c> unless asked otherwise
+    /// (docs.github.com/en/rest/agent-tasks/agent-tasks, "List tasks for repository"). An older task updated after ours
+    /// was created comes first in that order; a lookup that stops at the first task older than the launch would stop there.
+    /// </summary>
+    [Fact]
+    public async Task Lost_launch_is_found_though_an_older_task_was_updated_after_it()
+    {
+        var older = await Launch("other-branch");
+        github.Tasks[older]["created_at"] = DateTimeOffset.UtcNow.AddHours(-1).ToString("O");
+        var id = await Launch("fix-abc124");
+        var firstSentAt = DateTimeOffset.UtcNow;
+        await Task.Delay(20);
+        github.SetState(older, "in_progress");
+
+        var found = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc124", firstSentAt, CancellationToken.None);
+
+        Assert.Equal(id, found.Value!.Id);
+    }
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]

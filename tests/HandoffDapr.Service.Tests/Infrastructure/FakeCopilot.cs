@@ -60,6 +60,7 @@ public sealed class FakeCopilot : IDisposable
     {
         var task = tasks[taskId];
         task["state"] = state;
+        task["updated_at"] = DateTimeOffset.UtcNow.ToString("O");
         if (pullRequestUrl is not null)
         {
             var globalId = $"PR_kwDO{taskId}";
@@ -116,6 +117,7 @@ public sealed class FakeCopilot : IDisposable
             ["repository"] = new JsonObject { ["id"] = 1296269 },
             ["artifacts"] = new JsonArray(),
             ["created_at"] = DateTimeOffset.UtcNow.ToString("O"),
+            ["updated_at"] = DateTimeOffset.UtcNow.ToString("O"),
             ["sessions"] = new JsonArray(new JsonObject
             {
                 ["id"] = $"session-{id}",
@@ -170,11 +172,25 @@ public sealed class FakeCopilot : IDisposable
 
         var perPage = int.TryParse(QueryValue(request, "per_page"), out var size) ? size : 30;
         var page = int.TryParse(QueryValue(request, "page"), out var number) ? number : 1;
+        // GitHub's defaults: sort by updated_at, newest first. Sorted by creation whatever the request says, the fake
+        // could not show a lookup that forgot to ask for created_at (it stops at the first task older than the launch).
+        var sort = QueryValue(request, "sort") ?? "updated_at";
+        var ascending = QueryValue(request, "direction") == "asc";
+        if (sort is not ("updated_at" or "created_at"))
+        {
+            return Json(422, """{"message":"Validation Failed"}""");
+        }
+
         var mine = tasks.Where(t => repositories[t.Key] == repository)
-            .OrderByDescending(t => t.Key, StringComparer.Ordinal)
+            .Select(t => (Task: t, At: DateTimeOffset.Parse(t.Value[sort]!.GetValue<string>(), System.Globalization.CultureInfo.InvariantCulture)))
+            .ToList();
+        var ordered = ascending
+            ? mine.OrderBy(t => t.At).ThenBy(t => t.Task.Key, StringComparer.Ordinal)
+            : mine.OrderByDescending(t => t.At).ThenByDescending(t => t.Task.Key, StringComparer.Ordinal);
+        var listed = ordered.Select(t => t.Task)
             .Skip((page - 1) * perPage).Take(perPage)
             .Select(t => JsonNode.Parse(WithoutSessions(t.Value))).ToArray();
-        return Json(200, new JsonObject { ["tasks"] = new JsonArray(mine), ["total_active_count"] = mine.Length }.ToJsonString());
+        return Json(200, new JsonObject { ["tasks"] = new JsonArray(listed), ["total_active_count"] = mine.Count }.ToJsonString());
     }
 
     private static string? QueryValue(IRequestMessage request, string name) =>
