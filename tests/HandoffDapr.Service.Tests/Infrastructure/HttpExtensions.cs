@@ -33,7 +33,9 @@ public static class HttpExtensions
     public static Uri StartOnKestrel<TEntryPoint>(this WebApplicationFactory<TEntryPoint> factory)
         where TEntryPoint : class
     {
-        factory.UseKestrel(0);
+        // An endpoint of its own, not UseKestrel(0): a factory made by WithWebHostBuilder loses that port and binds Kestrel's
+        // default, localhost:5000, where two such tests at once collide (the second's start fails and its host is disposed).
+        factory.UseKestrel(kestrel => kestrel.Listen(System.Net.IPAddress.Loopback, 0));
         factory.StartServer();
         return new Uri(factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
     }
