@@ -183,7 +183,7 @@ public sealed class CopilotProviderTests : IDisposable
     public async Task Task_the_list_shows_on_our_branch_is_ours_without_a_read()
     {
         // Should GitHub ever keep the branch name a request asks for (its newer docs take a head_ref for existing branches).
-        github.ListAnswer = () => FakeCopilot.Json(200, """{"tasks":[{"id":"task-9","state":"in_progress","head_ref":"fix-abc123","created_at":"2026-01-01T00:00:00Z"}]}""");
+        github.ListAnswer = () => WireMockMessages.Json(200, """{"tasks":[{"id":"task-9","state":"in_progress","head_ref":"fix-abc123","created_at":"2026-01-01T00:00:00Z"}]}""");
         RepositoryName.TryParse("acme/shop", out var repository);
 
         var found = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
@@ -214,7 +214,7 @@ public sealed class CopilotProviderTests : IDisposable
     {
         // Every page is full of other branches: the task could be on a page we did not read.
         var page = new JsonArray(Enumerable.Range(0, 100).Select(i => (JsonNode)new JsonObject { ["id"] = $"task-{i}", ["state"] = "queued", ["head_ref"] = $"other-{i}" }).ToArray());
-        github.ListAnswer = () => FakeCopilot.Json(200, new JsonObject { ["tasks"] = page.DeepClone() }.ToJsonString());
+        github.ListAnswer = () => WireMockMessages.Json(200, new JsonObject { ["tasks"] = page.DeepClone() }.ToJsonString());
         RepositoryName.TryParse("acme/shop", out var repository);
 
         var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
@@ -229,7 +229,7 @@ public sealed class CopilotProviderTests : IDisposable
     {
         // GitHub documents the header as the sign of its primary rate limit; the message wording is not specified.
         var reset = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeSeconds();
-        github.NextLaunchAnswer = () => WithHeaders(FakeCopilot.Json(403, """{"message":"Forbidden"}"""), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
+        github.NextLaunchAnswer = () => WithHeaders(WireMockMessages.Json(403, """{"message":"Forbidden"}"""), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
 
         var result = await provider.LaunchAsync(Request(), CancellationToken.None);
 
@@ -245,9 +245,9 @@ public sealed class CopilotProviderTests : IDisposable
     public async Task Rate_limited_answer_waits_as_github_says_reset_time_else_at_least_a_minute(int status, string body)
     {
         var reset = DateTimeOffset.UtcNow.AddMinutes(20).ToUnixTimeSeconds();
-        github.NextLaunchAnswer = () => WithHeaders(FakeCopilot.Json(status, body), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
+        github.NextLaunchAnswer = () => WithHeaders(WireMockMessages.Json(status, body), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
         var untilReset = await provider.LaunchAsync(Request(), CancellationToken.None);
-        github.NextLaunchAnswer = () => FakeCopilot.Json(status, body);
+        github.NextLaunchAnswer = () => WireMockMessages.Json(status, body);
         var bare = await provider.LaunchAsync(Request(), CancellationToken.None);
 
         Assert.Equal(FailureTypes.RateLimited, untilReset.Failure!.FailureType);
@@ -276,7 +276,7 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData(503, """{"message":"unavailable"}""", FailureTypes.ProviderUnavailable)]
     public async Task Github_answers_map_to_failure_types(int status, string body, string expected)
     {
-        github.NextLaunchAnswer = () => FakeCopilot.Json(status, body);
+        github.NextLaunchAnswer = () => WireMockMessages.Json(status, body);
 
         var result = await provider.LaunchAsync(Request(), CancellationToken.None);
 
@@ -291,7 +291,7 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData("[]")]
     public async Task Malformed_answer_is_an_unknown_outcome(string body)
     {
-        github.NextLaunchAnswer = () => FakeCopilot.Json(201, body);
+        github.NextLaunchAnswer = () => WireMockMessages.Json(201, body);
 
         var result = await provider.LaunchAsync(Request(), CancellationToken.None);
 
@@ -372,7 +372,7 @@ public sealed class CopilotProviderTests : IDisposable
     [Fact]
     public async Task Task_list_that_is_not_an_object_is_an_unknown_outcome_not_an_exception()
     {
-        github.ListAnswer = () => FakeCopilot.Json(200, "[]");
+        github.ListAnswer = () => WireMockMessages.Json(200, "[]");
 
         var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", null, CancellationToken.None);
 

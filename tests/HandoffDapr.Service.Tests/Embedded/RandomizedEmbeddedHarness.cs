@@ -670,7 +670,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             else
             {
                 Note("fault copilot: next launch 503");
-                github.NextLaunchAnswer = () => FakeCopilot.Json(503, """{"message":"Service Unavailable"}""");
+                github.NextLaunchAnswer = () => WireMockMessages.Json(503, """{"message":"Service Unavailable"}""");
             }
 
             return;

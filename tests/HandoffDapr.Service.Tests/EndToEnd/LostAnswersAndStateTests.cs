@@ -157,7 +157,7 @@ public sealed class LostAnswersAndStateTests : IDisposable
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, copilotUrl: github.Url,
             settings: new Dictionary<string, string?> { ["Handoff:Integrations:43:Provider"] = "github_copilot_agent" });
         var client = factory.CreateSidecarClient();
-        github.NextLaunchAnswer = () => FakeCopilot.Json(502, """{"message":"Bad Gateway"}""");
+        github.NextLaunchAnswer = () => WireMockMessages.Json(502, """{"message":"Bad Gateway"}""");
 
         var response = await client.PostJsonAsync("/runs/704/handoff", Payloads.Trigger(Payloads.Run(704, ["acme/shop"], automation: false), integrationId: 43));
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);

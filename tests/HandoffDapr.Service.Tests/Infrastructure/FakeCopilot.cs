@@ -4,8 +4,7 @@ using WireMock;
 using WireMock.RequestBuilders;
 using WireMock.ResponseBuilders;
 using WireMock.Server;
-using WireMock.Types;
-using WireMock.Util;
+using static HandoffDapr.Service.Tests.Infrastructure.WireMockMessages;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
@@ -193,18 +192,8 @@ public sealed class FakeCopilot : IDisposable
         return Json(200, new JsonObject { ["tasks"] = new JsonArray(listed), ["total_active_count"] = mine.Count }.ToJsonString());
     }
 
-    private static string? QueryValue(IRequestMessage request, string name) =>
-        request.Query is { } query && query.TryGetValue(name, out var values) ? values.FirstOrDefault() : null;
-
     private ResponseMessage Get(IRequestMessage request) =>
         tasks.TryGetValue(request.Path.Split('/').Last(), out var task) ? Json(200, task.ToJsonString()) : Json(404, """{"message":"Not Found"}""");
-
-    public static ResponseMessage Json(int status, string body) => new()
-    {
-        StatusCode = status,
-        Headers = new Dictionary<string, WireMockList<string>> { ["Content-Type"] = new("application/json") },
-        BodyData = new BodyData { BodyAsString = body, DetectedBodyType = BodyType.String, Encoding = System.Text.Encoding.UTF8 },
-    };
 
     public void Dispose() => Server.Stop();
 }

@@ -6,7 +6,7 @@ using WireMock.RequestBuilders;
 using WireMock.ResponseBuilders;
 using WireMock.Server;
 using WireMock.Types;
-using WireMock.Util;
+using static HandoffDapr.Service.Tests.Infrastructure.WireMockMessages;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
@@ -359,9 +359,6 @@ public sealed class FakeCursor : IDisposable
         return Json(200, body.ToJsonString());
     }
 
-    private static string? QueryValue(IRequestMessage request, string name) =>
-        request.Query is { } query && query.TryGetValue(name, out var values) ? values.FirstOrDefault() : null;
-
     private ResponseMessage Get(IRequestMessage request)
     {
         var id = request.Path.Split('/').Last();
@@ -369,13 +366,6 @@ public sealed class FakeCursor : IDisposable
     }
 
     private static string? RepositoryOf(JsonObject agent) => agent["source"]?["repository"]?.GetValue<string>();
-
-    private static ResponseMessage Json(int status, string body) => new()
-    {
-        StatusCode = status,
-        Headers = new Dictionary<string, WireMockList<string>> { ["Content-Type"] = new("application/json") },
-        BodyData = new BodyData { BodyAsString = body, DetectedBodyType = BodyType.String, Encoding = System.Text.Encoding.UTF8 },
-    };
 
     public void Dispose() => Server.Stop();
 }
