@@ -219,7 +219,6 @@ public sealed class RetentionTests : IDisposable
         Assert.Contains(kept.Timeline, entry => entry.Event == TimelineEvents.FollowupSent && entry.AgentId == agentId);
     }
 
-    /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     /// <summary>
     /// The sweep is the service's own background work, every <see cref="RetentionSweeper.Interval"/> on its clock: with
     /// the retention set and nobody asking for a sweep, a settled run past it is still deleted.
@@ -247,6 +246,7 @@ public sealed class RetentionTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/720/handoff?group_id=456")).StatusCode);
     }
 
+    /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
         var run = Payloads.Run(runId, ["acme/shop"]);
