@@ -1,24 +1,13 @@
 using Dapr;
 using Dapr.Actors;
-using Dapr.Actors.Client;
 
 namespace HandoffDapr.FakeSidecar.Tests;
 
 /// <summary>daprd's resiliency policy around actor calls: retries, and a circuit breaker every attempt is counted by.</summary>
 public sealed class ActorCallPolicyTests : SidecarTest
 {
-    private ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId(id), "TestActor");
-
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = new FakeSidecarOptions();
-            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
-                MaxRetries: 3, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30));
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(MaxRetries: 3, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30)));
 
     [Fact]
     public async Task Call_whose_actor_throws_is_retried_and_answered_with_the_last_attempts_error()
@@ -50,27 +39,19 @@ public sealed class ActorCallPolicyTests : SidecarTest
 /// <summary>The same with <c>circuitBreakerScope: id</c>: one breaker per actor.</summary>
 public sealed class ActorCallPolicyPerIdTests : SidecarTest
 {
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = new FakeSidecarOptions();
-            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
-                MaxRetries: 3, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), BreakerPerActorId: true);
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(MaxRetries: 3, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), BreakerPerActorId: true));
 
     [Fact]
     public async Task Id_scoped_breaker_refuses_only_the_failing_actor()
     {
-        var proxy = App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId("bad"), "TestActor");
+        var proxy = Proxy("bad");
         for (var i = 0; i < 3; i++)
         {
             await Assert.ThrowsAnyAsync<Exception>(() => proxy.FailAsync("no luck"));
         }
 
-        Assert.Equal(1, await App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId("good"), "TestActor").AddAsync(1));
+        Assert.Equal(1, await Proxy("good").AddAsync(1));
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => proxy.AddAsync(1));
         Assert.Equal("error invoke actor method: circuit breaker is open", ex.Message);
     }

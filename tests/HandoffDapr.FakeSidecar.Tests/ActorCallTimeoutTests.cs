@@ -1,7 +1,5 @@
 using System.Diagnostics;
 using Dapr;
-using Dapr.Actors;
-using Dapr.Actors.Client;
 
 namespace HandoffDapr.FakeSidecar.Tests;
 
@@ -16,18 +14,8 @@ public sealed class ActorCallTimeoutTests : SidecarTest
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
 
-    private ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId(id), "TestActor");
-
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = new FakeSidecarOptions();
-            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
-                MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout);
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout));
 
     [Fact]
     public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
@@ -94,22 +82,15 @@ public sealed class ActorCallTimeoutTests : SidecarTest
 /// <summary>Timed-out attempts are failures to the actor's circuit breaker.</summary>
 public sealed class ActorCallTimeoutBreakerTests : SidecarTest
 {
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = new FakeSidecarOptions();
-            options.ActorCallPolicies["TestActor"] = new ActorCallPolicy(
-                MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
-                BreakerPerActorId: true, CallTimeout: TimeSpan.FromMilliseconds(300));
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(
+            MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
+            BreakerPerActorId: true, CallTimeout: TimeSpan.FromMilliseconds(300)));
 
     [Fact]
     public async Task Three_timed_out_attempts_open_a_breaker_that_trips_at_three_failures()
     {
-        var proxy = App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId("slow"), "TestActor");
+        var proxy = Proxy("slow");
         await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(3000));
 
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(0));

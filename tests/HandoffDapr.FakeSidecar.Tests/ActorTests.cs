@@ -6,8 +6,6 @@ namespace HandoffDapr.FakeSidecar.Tests;
 
 public sealed class ActorTests : SidecarTest
 {
-    private ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new ActorId(id), "TestActor");
-
     [Fact]
     public async Task State_saved_through_the_state_manager_round_trips_and_is_visible_in_the_sidecar()
     {

@@ -11,7 +11,7 @@ public sealed class DaprApiTokenTests : SidecarTest
     [Fact]
     public async Task Sdk_configured_with_the_token_gets_through()
     {
-        var proxy = App.ProxyFactory.CreateActorProxy<ITestActor>(new Dapr.Actors.ActorId("t"), "TestActor");
+        var proxy = Proxy("t");
 
         Assert.Equal(2, await proxy.AddAsync(2));
         await App.DaprClient.PublishEventAsync("pubsub", "topic", new { a = 1 });

@@ -2,8 +2,6 @@ namespace HandoffDapr.FakeSidecar.Tests;
 
 public sealed class ReminderTests : SidecarTest
 {
-    private ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new Dapr.Actors.ActorId(id), "TestActor");
-
     [Fact]
     public async Task Reminder_registration_is_visible_and_firing_reaches_ReceiveReminderAsync_with_the_data()
     {

@@ -13,6 +13,17 @@ public abstract class SidecarTest : IAsyncLifetime
 
     protected virtual string? AppApiToken => null;
 
+    /// <summary>A proxy to the test app's <c>TestActor</c> with this id.</summary>
+    protected ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new Dapr.Actors.ActorId(id), "TestActor");
+
+    /// <summary>Options whose sidecar puts <paramref name="policy"/> around calls to <c>TestActor</c>, as resiliency.yaml has daprd do.</summary>
+    protected static FakeSidecarOptions WithTestActorPolicy(ActorCallPolicy policy)
+    {
+        var options = new FakeSidecarOptions();
+        options.ActorCallPolicies["TestActor"] = policy;
+        return options;
+    }
+
     public async Task InitializeAsync()
     {
         Sidecar = await FakeDaprSidecar.StartAsync(Options);
