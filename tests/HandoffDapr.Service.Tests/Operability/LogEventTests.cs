@@ -11,15 +11,11 @@ public sealed partial class LogEventTests
     [Fact]
     public void Every_log_line_has_an_event_name_and_an_id_of_its_own()
     {
-        var source = Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "src");
-        var attributes = Directory.EnumerateFiles(source, "*.cs", SearchOption.AllDirectories)
-            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)).Select(match => (File: Path.GetFileName(file), Text: match.Value)))
-            .ToList();
+        var attributes = EventsInSource();
 
         Assert.True(attributes.Count > 40, $"only {attributes.Count} log lines found: the pattern no longer matches the source");
-        Assert.Empty(attributes.Where(attribute => !attribute.Text.Contains("EventName = ")).Select(attribute => $"{attribute.File}: {attribute.Text}"));
-        var ids = attributes.Select(attribute => EventId().Match(attribute.Text).Groups[1].Value).ToList();
+        Assert.Empty(attributes.Where(attribute => !attribute.Attribute.Contains("EventName = ")).Select(attribute => $"{attribute.File}: {attribute.Attribute}"));
+        var ids = attributes.Select(attribute => attribute.Id).ToList();
         Assert.Empty(ids.GroupBy(id => id).Where(group => group.Count() > 1).Select(group => group.Key));
     }
 
@@ -36,11 +32,9 @@ public sealed partial class LogEventTests
         var docs = string.Join('\n', new[] { "README.md", Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md") }
             .Select(file => File.ReadAllText(Path.Combine(root, file))))
             .Replace(Section(File.ReadAllText(Path.Combine(root, "docs", "runbook.md")), IdsHeading), string.Empty, StringComparison.Ordinal);
-        var names = Directory.EnumerateFiles(Path.Combine(root, "src"), "*.cs", SearchOption.AllDirectories)
-            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)))
-            .Where(match => Regex.IsMatch(match.Value, @"Level = LogLevel\.(Warning|Error|Critical)"))
-            .Select(match => Regex.Match(match.Value, "EventName = \"([A-Za-z]+)\"").Groups[1].Value)
+        var names = EventsInSource()
+            .Where(logged => logged.Level is "Warning" or "Error" or "Critical")
+            .Select(logged => logged.Name)
             .ToList();
 
         Assert.True(names.Count > 30, $"only {names.Count} warnings found: the pattern no longer matches the source");
@@ -56,12 +50,7 @@ public sealed partial class LogEventTests
     public void Every_log_event_the_docs_name_exists_with_the_level_and_id_they_give()
     {
         var root = Security.WebhookSignatureTests.RepositoryRoot();
-        var events = Directory.EnumerateFiles(Path.Combine(root, "src"), "*.cs", SearchOption.AllDirectories)
-            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)))
-            .ToDictionary(
-                match => Regex.Match(match.Value, "EventName = \"([A-Za-z]+)\"").Groups[1].Value,
-                match => (Id: EventId().Match(match.Value).Groups[1].Value, Level: Regex.Match(match.Value, @"Level = LogLevel\.(\w+)").Groups[1].Value));
+        var events = EventsInSource().ToDictionary(logged => logged.Name, logged => (logged.Id, logged.Level));
         var wrong = new List<string>();
         void Check(string file, string name, string? level, string? id)
         {
@@ -131,10 +120,8 @@ public sealed partial class LogEventTests
     public void The_runbooks_table_of_log_event_ids_lists_every_event_with_its_id_and_level()
     {
         var root = Security.WebhookSignatureTests.RepositoryRoot();
-        var inCode = Directory.EnumerateFiles(Path.Combine(root, "src"), "*.cs", SearchOption.AllDirectories)
-            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
-            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)))
-            .Select(match => $"{EventId().Match(match.Value).Groups[1].Value} {Regex.Match(match.Value, "EventName = \"([A-Za-z]+)\"").Groups[1].Value} {Regex.Match(match.Value, @"Level = LogLevel\.(\w+)").Groups[1].Value.ToLowerInvariant()}")
+        var inCode = EventsInSource()
+            .Select(logged => $"{logged.Id} {logged.Name} {logged.Level.ToLowerInvariant()}")
             .Order(StringComparer.Ordinal)
             .ToList();
         var table = Section(File.ReadAllText(Path.Combine(root, "docs", "runbook.md")), IdsHeading);
@@ -158,9 +145,29 @@ public sealed partial class LogEventTests
         return end < 0 ? text[start..] : text[start..end];
     }
 
+    /// <summary>Every <c>[LoggerMessage]</c> attribute in src/, with its id, event name and level as written (empty when absent).</summary>
+    private static List<LoggedEvent> EventsInSource() =>
+        Directory.EnumerateFiles(Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "src"), "*.cs", SearchOption.AllDirectories)
+            .Where(file => !file.Contains($"{Path.DirectorySeparatorChar}obj{Path.DirectorySeparatorChar}"))
+            .SelectMany(file => LoggerMessage().Matches(File.ReadAllText(file)).Select(match => new LoggedEvent(
+                Path.GetFileName(file),
+                match.Value,
+                EventId().Match(match.Value).Groups[1].Value,
+                EventName().Match(match.Value).Groups[1].Value,
+                Level().Match(match.Value).Groups[1].Value)))
+            .ToList();
+
+    private sealed record LoggedEvent(string File, string Attribute, string Id, string Name, string Level);
+
     [GeneratedRegex(@"\[LoggerMessage\([^\]]*\)\]", RegexOptions.Singleline)]
     private static partial Regex LoggerMessage();
 
     [GeneratedRegex(@"EventId = (\d+)")]
     private static partial Regex EventId();
+
+    [GeneratedRegex("EventName = \"([A-Za-z]+)\"")]
+    private static partial Regex EventName();
+
+    [GeneratedRegex(@"Level = LogLevel\.(\w+)")]
+    private static partial Regex Level();
 }
