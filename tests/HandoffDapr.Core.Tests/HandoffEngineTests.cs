@@ -588,7 +588,46 @@ public sealed class HandoffEngineTests
         await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)), writer);
 
         var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentStatusChanged");
-        Assert.Equal($"Run 1: agent {agentId} moved from pending to running", line.Message);
+        Assert.Equal($"Run 1: agent {agentId} for acme/shop moved from pending to running", line.Message);
+    }
+
+    [Fact]
+    public async Task The_pull_request_an_agent_finishes_with_is_logged_once_after_its_status_change()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var agents = writer.Saved.Last().Launches.ToDictionary(launch => launch.Repository, launch => launch.AgentId!);
+        logger.Collector.Clear();
+
+        var finished = new AgentReport(42, new ProviderAgent(agents["acme/shop"], ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/5"));
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        // Finished without one: nothing to name.
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agents["acme/web"], ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(
+            [
+                $"Run 1: agent {agents["acme/shop"]} for acme/shop moved from pending to completed",
+                $"Run 1: agent {agents["acme/shop"]} opened pull request https://github.com/acme/shop/pull/5 for acme/shop",
+                $"Run 1: agent {agents["acme/web"]} for acme/web moved from pending to completed",
+            ],
+            logger.Collector.GetSnapshot().Where(record => record.Id.Name is "AgentStatusChanged" or "AgentPullRequestLearnt").Select(record => record.Message));
+    }
+
+    [Fact]
+    public async Task A_launch_answered_by_an_agent_that_already_has_its_pull_request_logs_the_launch_then_the_pull_request()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.AnswerWith = new ProviderAgent("bc-9", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/12");
+
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/12", writer.Saved.Last().CodingAgents["bc-9"].Results.Single().PrUrl);
+        Assert.Equal(
+            ["Run 1: agent bc-9 launched for acme/shop (attempt 1)", "Run 1: agent bc-9 opened pull request https://github.com/acme/shop/pull/12 for acme/shop"],
+            logger.Collector.GetSnapshot().Where(record => record.Id.Name is "HandoffLaunched" or "AgentPullRequestLearnt").Select(record => record.Message));
     }
 
     [Fact]
@@ -624,7 +663,7 @@ public sealed class HandoffEngineTests
         var records = logger.Collector.GetSnapshot();
         Assert.DoesNotContain(records, record => record.Id.Name == "AgentStatusChanged");
         var learnt = Assert.Single(records, record => record.Id.Name == "AgentPullRequestLearnt");
-        Assert.Contains("acme/shop", learnt.Message);
+        Assert.Equal("Run 1: agent bc-1 opened pull request https://github.com/acme/shop/pull/26 for acme/shop", learnt.Message);
     }
 
     [Fact]

@@ -425,20 +425,17 @@ public sealed partial class HandoffEngine
         var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
 
         var now = timeProvider.GetUtcNow();
-        var (runId, from, to) = (state.RunId, agent.Status, status.Value);
+        var (runId, from, to, repository) = (state.RunId, agent.Status, status.Value, launch?.Repository);
+        // A pull request learnt for an agent already completed is no entry into a status: counted or logged as one, an
+        // agent would have entered completed twice ("moved from completed to completed").
         if (from != to)
         {
             // In the API's and the metrics' names ("running", not "Running"), so one search finds a status everywhere.
-            counted.Log(() => LogAgentStatusChanged(runId, report.Id, from.WireName(), to.WireName()));
+            counted.Log(() => LogAgentStatusChanged(runId, report.Id, repository, from.WireName(), to.WireName()));
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
         }
-        else
-        {
-            // A pull request learnt for an agent already completed is no entry into a status: counted or logged as one, an
-            // agent would have entered completed twice ("moved from Completed to Completed").
-            var repository = launch?.Repository;
-            counted.Log(() => LogPullRequestLearnt(runId, report.Id, repository));
-        }
+
+        LogPullRequestOpened(counted, runId, report.Id, launch, results);
 
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
@@ -447,6 +444,18 @@ public sealed partial class HandoffEngine
             : status == CodingAgentStatus.Failed ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
             : finishedAfterAll ? state.WithLaunch(launch with { FailureType = null, UpdatedAt = now })
             : state;
+    }
+
+    /// <summary>
+    /// The pull request is what the handoff is for, so the log names it. Called where an agent's results are made: the
+    /// results of a completed agent are final, so a pull request is in them only from the change that first shows it.
+    /// </summary>
+    private void LogPullRequestOpened(TurnMeasurements counted, long runId, string agentId, RepositoryLaunch? launch, IReadOnlyList<CodingAgentResult> results)
+    {
+        if (launch is not null && results.FirstOrDefault(result => result.PrUrl is not null)?.PrUrl is { } pullRequest)
+        {
+            counted.Log(() => LogPullRequestLearnt(runId, agentId, pullRequest, launch.Repository));
+        }
     }
 
     /// <summary>A completed agent's result for its repository (branch and pull request); other statuses keep what was there.</summary>
@@ -528,6 +537,7 @@ public sealed partial class HandoffEngine
             agent.CreatedAt ?? now,
             ResultsOf(agent, status, launch, []));
         counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.WireName()));
+        LogPullRequestOpened(counted, state.RunId, agent.Id, launch, agentState.Results);
         return state.WithAgent(agentState).WithLaunch(launch with
         {
             Phase = LaunchPhase.Launched,

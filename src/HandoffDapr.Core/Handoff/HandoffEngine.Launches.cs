@@ -408,9 +408,9 @@ public sealed partial class HandoffEngine
 
             if (outcome.Agent is { } agent)
             {
+                counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
                 state = WithAgentOf(state, launch, agent, now, counted);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
-                counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
                 continue;
             }

@@ -39,12 +39,12 @@ public sealed partial class HandoffEngine
     [LoggerMessage(EventId = 1009, EventName = "AgentTimedOut", Level = LogLevel.Warning, Message = "Run {RunId}: agent {AgentId} still unfinished after {MaxAge}; marked failed (timed_out)")]
     private partial void LogAgentTimedOut(long runId, string agentId, TimeSpan maxAge);
 
-    [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} moved from {From} to {To}")]
-    private partial void LogAgentStatusChanged(long runId, string agentId, string from, string to);
+    [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} for {Repository} moved from {From} to {To}")]
+    private partial void LogAgentStatusChanged(long runId, string agentId, string? repository, string from, string to);
 
     [LoggerMessage(EventId = 1024, EventName = "AgentPullRequestLearnt", Level = LogLevel.Information,
-        Message = "Run {RunId}: agent {AgentId}, already completed, opened its pull request for {Repository}")]
-    private partial void LogPullRequestLearnt(long runId, string agentId, string? repository);
+        Message = "Run {RunId}: agent {AgentId} opened pull request {PullRequestUrl} for {Repository}")]
+    private partial void LogPullRequestLearnt(long runId, string agentId, string pullRequestUrl, string repository);
 
     [LoggerMessage(EventId = 1013, EventName = "PromptOverCap", Level = LogLevel.Warning,
         Message = "Run {RunId}: {Repository} not launched: its prompt without any analysis is {Length} characters, over the integration's cap of {Cap}")]
