@@ -99,3 +99,33 @@ public sealed class ActorCallTimeoutBreakerTests : SidecarTest
         Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // the refused call never reached the app
     }
 }
+
+/// <summary>
+/// daprd applies the type's actor-call timeout to reminder deliveries too (targets/app/app.go InvokeReminder runs
+/// doInvokeMethod, whose post-lock policy holds the timeout), but not its retry or breaker (router.go CallReminder calls
+/// callReminder once for a type with a policy): a delivery past the timeout is a FAILED firing, which the Scheduler fires
+/// again 1 s later, while the app's callback may still run.
+/// </summary>
+public sealed class ReminderDeliveryTimeoutTests : SidecarTest
+{
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(300)));
+
+    [Fact]
+    public async Task Reminder_delivery_past_the_timeout_is_a_failed_firing_retried_by_the_scheduler_not_by_the_actor_retry()
+    {
+        Assert.Equal("warm", await Proxy("warm").SlowAsync(0)); // the app's first call (activation, JIT) out of the way
+        await Proxy("r").RegisterReminderAsync(new ReminderSpec("once", "slow:4000", DueMs: 0, PeriodMs: 0));
+        var due = Assert.Single(Sidecar.Reminders).NextDueAt;
+        var before = Sidecar.ActorCallTimeouts;
+
+        using var fired = await Sidecar.FireReminderAsync("TestActor", "r", "once");
+
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, fired.StatusCode);
+        Assert.Equal("context deadline exceeded", await fired.Content.ReadAsStringAsync());
+        Assert.Equal(before + 1, Sidecar.ActorCallTimeouts);
+        Assert.Equal(1, App.Arrivals["/actors/TestActor/r/method/remind/once"]); // delivered once: no actorRetry for reminders
+        Assert.Equal(1, App.Probe.Inside("r")); // answered while the callback still runs in the app
+        Assert.Equal(due.AddSeconds(1), Assert.Single(Sidecar.Reminders).NextDueAt); // not spent: the Scheduler tries again
+    }
+}

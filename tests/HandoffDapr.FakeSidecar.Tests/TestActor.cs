@@ -156,10 +156,25 @@ public sealed class TestActor(ActorHost host, ConcurrencyProbe probe, ReminderLo
         return Task.CompletedTask;
     }
 
-    public Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
+    public async Task ReceiveReminderAsync(string reminderName, byte[] state, TimeSpan dueTime, TimeSpan period)
     {
-        log.Received.Enqueue(new ReceivedReminder(Id.GetId(), reminderName, Encoding.UTF8.GetString(state), dueTime, period));
+        var payload = Encoding.UTF8.GetString(state);
+        log.Received.Enqueue(new ReceivedReminder(Id.GetId(), reminderName, payload, dueTime, period));
+        // A reminder registered with the payload "slow:<ms>" stays in its callback that long.
+        if (payload.StartsWith("slow:", StringComparison.Ordinal))
+        {
+            using (probe.Enter(Id.GetId()))
+            {
+                await Task.Delay(int.Parse(payload["slow:".Length..], System.Globalization.CultureInfo.InvariantCulture));
+            }
+
+            return;
+        }
+
         // A reminder registered with the payload "fail" fails its callback (the SDK answers 500).
-        return Encoding.UTF8.GetString(state) == "fail" ? throw new InvalidOperationException("reminder callback failed") : Task.CompletedTask;
+        if (payload == "fail")
+        {
+            throw new InvalidOperationException("reminder callback failed");
+        }
     }
 }

@@ -31,6 +31,9 @@ public sealed class TestApp : IAsyncDisposable
 
     public ConcurrencyProbe Probe => app.Services.GetRequiredService<ConcurrencyProbe>();
 
+    /// <summary>The deactivations that reached the app, with the calls inside the actor as each arrived.</summary>
+    public IReadOnlyList<(string Id, int CallsInside)> Deactivations() => Arrivals.Deactivations.ToList();
+
     public ReminderLog ReminderLog => app.Services.GetRequiredService<ReminderLog>();
 
     public EventLog Events => app.Services.GetRequiredService<EventLog>();
@@ -71,9 +74,16 @@ public sealed class TestApp : IAsyncDisposable
 
         var app = builder.Build();
         var arrivals = app.Services.GetRequiredService<AppArrivals>();
+        var probe = app.Services.GetRequiredService<ConcurrencyProbe>();
         app.Use((context, next) =>
         {
-            arrivals.Count(context.Request.Path.Value ?? "");
+            var path = context.Request.Path.Value ?? "";
+            arrivals.Count(path);
+            if (HttpMethods.IsDelete(context.Request.Method) && path.Split('/') is ["", "actors", _, var id])
+            {
+                arrivals.Deactivations.Enqueue((id, probe.Inside(id)));
+            }
+
             return next(context);
         });
         app.UseRouting();
@@ -135,6 +145,9 @@ public sealed class AppArrivals
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, int> counts = new(StringComparer.Ordinal);
 
     public int this[string path] => counts.GetValueOrDefault(path);
+
+    /// <summary>Each <c>DELETE actors/{type}/{id}</c> as it arrives: the id, and how many of its calls were inside the actor then.</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<(string Id, int CallsInside)> Deactivations { get; } = new();
 
     internal void Count(string path) => counts.AddOrUpdate(path, 1, (_, n) => n + 1);
 }

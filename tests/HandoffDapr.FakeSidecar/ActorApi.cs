@@ -24,9 +24,16 @@ internal sealed class ActorApi(
     /// <summary>
     /// daprd's actor table: the ids it has activated (a method call, reminder or timer for the id: router.go
     /// table.GetOrCreate) and not deactivated since (targets/app/app.go Deactivate deletes it from the table before it
-    /// calls the app). daprd also cancels a call in progress at deactivation; the fake lets it finish first.
+    /// calls the app).
     /// </summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Type, string Id), byte> active = new();
+
+    /// <summary>
+    /// Per id, the life of daprd's actor lock (targets/app/lock/lock.go, one per activation): a call takes the current one
+    /// before it waits for the turn, and a deactivation closes it (<see cref="FakeSidecarOptions.DeactivationCancelsCalls"/>),
+    /// which cancels the call holding the turn and those waiting for it.
+    /// </summary>
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Type, string Id), CancellationTokenSource> activations = new();
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActorCircuitBreaker> breakers = new(StringComparer.Ordinal);
     private readonly object timerGate = new();
     private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
@@ -42,7 +49,7 @@ internal sealed class ActorApi(
         }
     }
 
-    /// <summary>Attempts of actor method calls given up on at <see cref="ActorCallPolicy.CallTimeout"/>.</summary>
+    /// <summary>Calls into the app (method call attempts, reminder and timer deliveries) given up on at <see cref="ActorCallPolicy.CallTimeout"/>.</summary>
     public int TimedOutCalls => Volatile.Read(ref timedOutCalls);
 
     private int timedOutCalls;
@@ -274,34 +281,24 @@ internal sealed class ActorApi(
         message.Headers.TryAddWithoutValidation("Dapr-API-Call", "true"); // pkg/api/http/actors.go onDirectActorMessage
 
         HttpResponseMessage response;
-        using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
+        var turn = await EnterTurnAsync(type, id, ct).ConfigureAwait(false);
+        if (turn.Lock is null)
+        {
+            return DaprErrors.ActorInvoke(ActorLockClosed);
+        }
+
+        using (turn.Lock)
         {
             active.TryAdd((type, id), 0);
             try
             {
-                if (timeout <= TimeSpan.Zero)
+                var (reply, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
+                if (reply is null)
                 {
-                    response = await app.SendAsync(message, ct).ConfigureAwait(false);
+                    return DaprErrors.ActorInvoke(gaveUp!); // leaving the using releases the turn
                 }
-                else
-                {
-                    // resiliency policy.go: the call runs under context.WithTimeout and the runner returns ctx.Err() as
-                    // soon as the deadline passes, without waiting for it; the cancelled context aborts the request.
-                    using var deadline = new CancellationTokenSource(timeout, options.TimeProvider);
-                    using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token);
-                    var send = app.SendAsync(message, linked.Token);
-                    try
-                    {
-                        response = await send.WaitAsync(linked.Token).ConfigureAwait(false);
-                    }
-                    catch (OperationCanceledException) when (deadline.IsCancellationRequested && !ct.IsCancellationRequested)
-                    {
-                        // The runner's Disposer: a reply that still arrives is closed unread.
-                        _ = send.ContinueWith(t => { if (t.IsCompletedSuccessfully) { t.Result.Dispose(); } else { _ = t.Exception; } }, TaskScheduler.Default);
-                        Interlocked.Increment(ref timedOutCalls);
-                        return DaprErrors.ActorInvoke("context deadline exceeded"); // leaving the using releases the turn
-                    }
-                }
+
+                response = reply;
             }
             catch (HttpRequestException ex)
             {
@@ -328,7 +325,13 @@ internal sealed class ActorApi(
         }
     }
 
-    /// <summary>Scheduler-style reminder firing: <c>{"data":...,"dueTime":"","period":""}</c> under the actor's turn lock.</summary>
+    /// <summary>
+    /// Scheduler-style reminder firing: <c>{"data":...,"dueTime":"","period":""}</c> under the actor's turn lock. daprd
+    /// delivers it with the type's post-lock policy, the <c>timeout</c> only (targets/app/app.go InvokeReminder calls
+    /// doInvokeMethod, which runs ActorPostLockPolicy around the app channel call); the retry and circuit breaker are not
+    /// applied (router.go CallReminder calls callReminder once when a policy is defined for the type). A delivery given up
+    /// on (timeout, deactivation) reads as a 500 whose body is daprd's error, while the app's method may still run.
+    /// </summary>
     public async Task<HttpResponseMessage> FireReminderAsync(RegisteredReminder reminder, CancellationToken ct)
     {
         var json = new StringBuilder("{");
@@ -339,10 +342,10 @@ internal sealed class ActorApi(
 
         json.Append("\"dueTime\":\"\",\"period\":\"\"}");
         var path = $"actors/{Escape(reminder.ActorType)}/{Escape(reminder.ActorId)}/method/remind/{Escape(reminder.Name)}";
-        return await CallUnderLockAsync(reminder.ActorType, reminder.ActorId, HttpMethod.Put, path, json.ToString(), ct).ConfigureAwait(false);
+        return await DeliverAsync(reminder.ActorType, reminder.ActorId, path, json.ToString(), ct).ConfigureAwait(false);
     }
 
-    /// <summary>Timer firing (daprd in-memory timers): <c>{"data","callback","dueTime","period"}</c>.</summary>
+    /// <summary>Timer firing (daprd in-memory timers): <c>{"data","callback","dueTime","period"}</c>; timeout as for reminders (app.go InvokeTimer).</summary>
     public async Task<HttpResponseMessage> FireTimerAsync(RegisteredTimer timer, CancellationToken ct)
     {
         var json = new StringBuilder("{");
@@ -355,13 +358,36 @@ internal sealed class ActorApi(
             .Append(",\"dueTime\":").Append(GoJson.Quote(timer.DueTime))
             .Append(",\"period\":").Append(GoJson.Quote(timer.Period)).Append('}');
         var path = $"actors/{Escape(timer.ActorType)}/{Escape(timer.ActorId)}/method/timer/{Escape(timer.Name)}";
-        return await CallUnderLockAsync(timer.ActorType, timer.ActorId, HttpMethod.Put, path, json.ToString(), ct).ConfigureAwait(false);
+        return await DeliverAsync(timer.ActorType, timer.ActorId, path, json.ToString(), ct).ConfigureAwait(false);
     }
 
-    /// <summary>Deactivation (<c>DELETE actors/{type}/{id}</c>); the actor's timers die with it.</summary>
+    /// <summary>
+    /// Deactivation (<c>DELETE actors/{type}/{id}</c>); the actor's timers die with it. With
+    /// <see cref="FakeSidecarOptions.DeactivationCancelsCalls"/> (daprd) it neither waits for the turn nor for a call in
+    /// progress: targets/app/app.go Deactivate closes the actor's lock (lock.go Close: the call holding the turn has its
+    /// context cancelled, so its request to the app is aborted while the app's method may run on, and calls waiting for
+    /// the turn fail with "actor lock is closed"), deletes the id from the table, then sends the DELETE.
+    /// </summary>
     public async Task<HttpResponseMessage> DeactivateAsync(string type, string id, CancellationToken ct)
     {
-        var response = await CallUnderLockAsync(type, id, HttpMethod.Delete, $"actors/{Escape(type)}/{Escape(id)}", null, ct).ConfigureAwait(false);
+        var path = $"actors/{Escape(type)}/{Escape(id)}";
+        HttpResponseMessage response;
+        if (options.DeactivationCancelsCalls)
+        {
+            active.TryRemove((type, id), out _);
+            if (activations.TryRemove((type, id), out var closed))
+            {
+                await closed.CancelAsync().ConfigureAwait(false);
+            }
+
+            using var message = new HttpRequestMessage(HttpMethod.Delete, path);
+            response = await app.SendAsync(message, ct).ConfigureAwait(false);
+        }
+        else
+        {
+            response = await DeactivateInTurnAsync(type, id, path, ct).ConfigureAwait(false);
+        }
+
         lock (timerGate)
         {
             foreach (var key in timers.Keys.Where(k => k.Type == type && k.Id == id).ToList())
@@ -373,28 +399,101 @@ internal sealed class ActorApi(
         return response;
     }
 
-    private async Task<HttpResponseMessage> CallUnderLockAsync(string type, string id, HttpMethod method, string path, string? json, CancellationToken ct)
+    /// <summary>daprd's <c>ErrLockClosed</c> (targets/app/lock/lock.go): a call that waited for the turn of an actor deactivated meanwhile.</summary>
+    private const string ActorLockClosed = "actor lock is closed";
+
+    /// <summary>A reminder or timer delivery under the turn, with the type's <see cref="ActorCallPolicy.CallTimeout"/>.</summary>
+    private async Task<HttpResponseMessage> DeliverAsync(string type, string id, string path, string json, CancellationToken ct)
     {
-        using var message = new HttpRequestMessage(method, path);
-        if (json is not null)
+        var timeout = options.ActorCallPolicies.TryGetValue(type, out var policy) ? policy.CallTimeout : TimeSpan.Zero;
+        using var message = new HttpRequestMessage(HttpMethod.Put, path);
+        message.Content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
+        message.Content.Headers.TryAddWithoutValidation("Content-Type", "application/json"); // internalv1pb.JSONContentType
+
+        var turn = await EnterTurnAsync(type, id, ct).ConfigureAwait(false);
+        if (turn.Lock is null)
         {
-            message.Content = new ByteArrayContent(Encoding.UTF8.GetBytes(json));
-            message.Content.Headers.TryAddWithoutValidation("Content-Type", "application/json"); // internalv1pb.JSONContentType
+            return GaveUp(ActorLockClosed);
         }
 
-        using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
+        using (turn.Lock)
         {
-            // A reminder or timer activates the actor as a call does; deactivation takes it out of the table before
-            // the app hears of it. Done in the turn: the fake lets a deactivation wait for the call in progress.
-            if (method == HttpMethod.Delete)
+            // A reminder or timer activates the actor as a call does.
+            active.TryAdd((type, id), 0);
+            var (response, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
+            return response ?? GaveUp(gaveUp!);
+        }
+
+        static HttpResponseMessage GaveUp(string error) =>
+            new(System.Net.HttpStatusCode.InternalServerError) { Content = new StringContent(error) };
+    }
+
+    /// <summary>
+    /// Waits for the actor's turn. With <see cref="FakeSidecarOptions.DeactivationCancelsCalls"/> the wait and the call
+    /// made in the turn belong to the id's current activation: <c>Closed</c> is cancelled when it is deactivated, and
+    /// <c>Lock</c> is null when that happened while waiting.
+    /// </summary>
+    private async Task<(IDisposable? Lock, CancellationToken Closed)> EnterTurnAsync(string type, string id, CancellationToken ct)
+    {
+        if (!options.DeactivationCancelsCalls)
+        {
+            return (await locks.EnterAsync(type, id, ct).ConfigureAwait(false), CancellationToken.None);
+        }
+
+        var closed = activations.GetOrAdd((type, id), _ => new CancellationTokenSource()).Token;
+        using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, closed);
+        try
+        {
+            return (await locks.EnterAsync(type, id, wait.Token).ConfigureAwait(false), closed);
+        }
+        catch (OperationCanceledException) when (closed.IsCancellationRequested && !ct.IsCancellationRequested)
+        {
+            return (null, closed);
+        }
+    }
+
+    /// <summary>
+    /// The call into the app in the turn. Null with daprd's error when it was given up on: past <paramref name="timeout"/>
+    /// (resiliency policy.go: the call runs under context.WithTimeout and the runner returns ctx.Err() as soon as the
+    /// deadline passes, without waiting for it) or at a deactivation (lock.go cancels the turn's context); either way the
+    /// request to the app is aborted, a reply that still arrives is closed unread (the runner's Disposer), and the caller
+    /// releases the turn at once.
+    /// </summary>
+    private async Task<(HttpResponseMessage? Response, string? GaveUp)> SendInTurnAsync(
+        HttpRequestMessage message, TimeSpan timeout, CancellationToken closed, CancellationToken ct)
+    {
+        if (timeout <= TimeSpan.Zero && !closed.CanBeCanceled)
+        {
+            return (await app.SendAsync(message, ct).ConfigureAwait(false), null);
+        }
+
+        using var deadline = timeout > TimeSpan.Zero ? new CancellationTokenSource(timeout, options.TimeProvider) : new CancellationTokenSource();
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token, closed);
+        var send = app.SendAsync(message, linked.Token);
+        try
+        {
+            return (await send.WaitAsync(linked.Token).ConfigureAwait(false), null);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            _ = send.ContinueWith(t => { if (t.IsCompletedSuccessfully) { t.Result.Dispose(); } else { _ = t.Exception; } }, TaskScheduler.Default);
+            if (deadline.IsCancellationRequested)
             {
-                active.TryRemove((type, id), out _);
-            }
-            else
-            {
-                active.TryAdd((type, id), 0);
+                Interlocked.Increment(ref timedOutCalls);
+                return (null, "context deadline exceeded");
             }
 
+            return (null, "context canceled");
+        }
+    }
+
+    /// <summary>The fake's former deactivation, without <see cref="FakeSidecarOptions.DeactivationCancelsCalls"/>: in the turn, after the call in progress.</summary>
+    private async Task<HttpResponseMessage> DeactivateInTurnAsync(string type, string id, string path, CancellationToken ct)
+    {
+        using var message = new HttpRequestMessage(HttpMethod.Delete, path);
+        using (await locks.EnterAsync(type, id, ct).ConfigureAwait(false))
+        {
+            active.TryRemove((type, id), out _); // out of the table before the app hears of it
             return await app.SendAsync(message, ct).ConfigureAwait(false);
         }
     }

@@ -5,7 +5,7 @@ namespace HandoffDapr.FakeSidecar;
 /// target's retry and circuit breaker (its pre-lock policy, dapr pkg/resiliency/resiliency.go ActorPreLockPolicy, run
 /// around the router call in pkg/api/http/actors.go onDirectActorMessage). Every attempt goes through the breaker
 /// (pkg/resiliency/policy.go), and an attempt fails when the app answers anything but 200 or throws in the actor
-/// (<c>X-DaprErrorResponseHeader</c>). Reminders and timers are not called through it.
+/// (<c>X-DaprErrorResponseHeader</c>). Reminders and timers are not called through the retry and breaker.
 /// <para>
 /// <see cref="CallTimeout"/> is the target's <c>timeout</c>, which daprd applies after the lock instead (its post-lock
 /// policy, resiliency.go ActorPostLockPolicy, run in pkg/actors/targets/app/transport/http/http.go Invoke around the app
@@ -15,7 +15,9 @@ namespace HandoffDapr.FakeSidecar;
 /// retriable (router.go callActor/Call), the breaker counts it and the retry makes the call again: while the app's
 /// method, which the .NET SDK does not stop, may still run. The caller then sees 500 ERR_ACTOR_INVOKE_METHOD
 /// "error invoke actor method: context deadline exceeded". The fake's timer is <see cref="FakeSidecarOptions.TimeProvider"/>.
-/// daprd applies the same timeout to reminder and timer deliveries; the fake does not.
+/// daprd applies the same timeout, and only it, to reminder and timer deliveries (app.go InvokeReminder and InvokeTimer
+/// call doInvokeMethod; router.go CallReminder runs no retry or breaker for a type with a policy), and so does the fake:
+/// a reminder's delivery given up on is a failed firing, which the Scheduler retries (see <see cref="FakeDaprSidecar.FireReminderAsync"/>).
 /// </para>
 /// </summary>
 /// <param name="MaxRetries">The retry policy's <c>maxRetries</c>: attempts after the first.</param>

@@ -134,6 +134,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <c>{"data":…,"dueTime":"","period":""}</c> under the actor's turn lock. With <paramref name="advanceSchedule"/>
     /// the firing counts as the Scheduler counts it: a success moves the schedule on (one-shot removed, periodic moved
     /// on); a failure (not 200, or the SDK's error header) is retried 1 s later, up to 3 times, before the tick is dropped.
+    /// The delivery has the type's <see cref="ActorCallPolicy.CallTimeout"/> (daprd's post-lock policy): one given up on
+    /// (or cancelled by a deactivation) answers 500 with daprd's error as its body, and is a failure, while the app's
+    /// method may still run.
     /// </summary>
     public async Task<HttpResponseMessage> FireReminderAsync(string actorType, string actorId, string name, bool advanceSchedule = true, CancellationToken ct = default)
     {
@@ -195,13 +198,17 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Runs before a valid actor state transaction is applied, on the request's thread: block in it for a slow write.</summary>
     public Action<ActorStateCall>? BeforeActorStateTransaction { get => actors.BeforeStateTransaction; set => actors.BeforeStateTransaction = value; }
 
-    /// <summary>Actor method call attempts given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
+    /// <summary>Calls into the app (actor method call attempts, reminder and timer deliveries) given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
     public int ActorCallTimeouts => actors.TimedOutCalls;
 
     /// <summary>Fails reminder registrations the predicate matches (type, id, name) with ERR_ACTOR_REMINDER_CREATE.</summary>
     public Func<string, string, string, bool>? FailReminderRegistration { get => actors.FailReminderRegistration; set => actors.FailReminderRegistration = value; }
 
-    /// <summary>Deactivates an actor (<c>DELETE actors/{type}/{id}</c>) as daprd does on idle timeout or rebalancing.</summary>
+    /// <summary>
+    /// Deactivates an actor (<c>DELETE actors/{type}/{id}</c>) as daprd does on idle timeout, rebalancing or shutdown. By
+    /// default (<see cref="FakeSidecarOptions.DeactivationCancelsCalls"/>) a call of the actor in progress is cancelled,
+    /// not waited for, and the DELETE is sent while the app's method may still run.
+    /// </summary>
     public Task<HttpResponseMessage> DeactivateActorAsync(string actorType, string actorId, CancellationToken ct = default) =>
         actors.DeactivateAsync(actorType, actorId, ct);
 

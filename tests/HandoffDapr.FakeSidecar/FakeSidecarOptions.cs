@@ -36,6 +36,18 @@ public sealed class FakeSidecarOptions
     public IDictionary<string, ActorCallPolicy> ActorCallPolicies { get; } = new Dictionary<string, ActorCallPolicy>(StringComparer.Ordinal);
 
     /// <summary>
+    /// What a deactivation (<see cref="FakeDaprSidecar.DeactivateActorAsync"/>: idle timeout, rebalancing, shutdown, a lost
+    /// placement stream) does to a call of the actor still in progress. True, as daprd 1.16.2+ and 1.17 do: it does not
+    /// wait; the call's request to the app is cancelled (its attempt fails with <c>context canceled</c> and is retried by
+    /// the type's <see cref="ActorCallPolicy"/>, a reminder's delivery fails and the Scheduler retries it), calls waiting for
+    /// the turn fail with <c>actor lock is closed</c>, and the DELETE is sent while the app's method may still run
+    /// (targets/app/app.go Deactivate, targets/app/lock/lock.go Close, whose context argument is unused). False: the
+    /// fake's former behaviour, the deactivation waits for the call in progress (daprd 1.16.0-1.16.1's lock.go Close took
+    /// the lock first, with drainOngoingCallTimeout for rebalanced actors only).
+    /// </summary>
+    public bool DeactivationCancelsCalls { get; set; } = true;
+
+    /// <summary>
     /// Whether a GET of actor state reports the key's expiry (<c>Metadata.ttlExpireTime</c>, which the .NET SDK keeps with
     /// its cached value and reads as absent once past). daprd copies the store's GetResponse.Metadata into these headers
     /// (pkg/api/http/actors.go onGetActorState, pkg/actors/state/state.go Get), and the Redis store (state.redis, what
