@@ -70,10 +70,80 @@ public sealed class ActorCallTimeoutTests : IAsyncLifetime
         Assert.Single(agents.Value.EnumerateObject());
     }
 
+    [Fact]
+    public async Task Wake_whose_turn_outlasts_the_actor_call_timeout_is_fired_again_while_it_runs_and_launches_once()
+    {
+        // daprd gives a reminder's delivery the same timeout (targets/app/app.go InvokeReminder, post-lock policy) and
+        // reports it FAILED; the Scheduler fires it again 1 s later (here: FireReminderAsync once more) while the first
+        // turn still runs in the app.
+        cursor.Script("acme/down", FakeCursor.Status(503));
+        var trigger = await client.PostJsonAsync("/runs/172/handoff", Payloads.Trigger(Payloads.Run(172, ["acme/down"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        var launchesBefore = cursor.LaunchRequests;
+        time.Advance(TimeSpan.FromMinutes(10)); // the launch's retry is due
+
+        var deliveries = new AppCallCounter(factory.Server.CreateHandler(), "/actors/HandoffRunActor/172/method/remind/wake");
+        factory.Sidecar.AppChannel = deliveries;
+        var timeoutsBefore = factory.Sidecar.ActorCallTimeouts;
+        using var release = new ManualResetEventSlim();
+        var slowSaves = 0;
+        var heldWhileRepeated = false;
+        factory.Sidecar.BeforeActorStateTransaction = call =>
+        {
+            // The wake turn's first save (the launch claimed in flight) waits until the sidecar has given up on the
+            // delivery and the Scheduler's repeat has reached the app.
+            if (call.ActorId == "172" && Interlocked.Increment(ref slowSaves) == 1)
+            {
+                heldWhileRepeated = release.Wait(TimeSpan.FromSeconds(20));
+            }
+        };
+
+        using (var first = await factory.Sidecar.FireReminderAsync(HandoffRunActor.ActorTypeName, "172", HandoffRunActor.WakeReminder))
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, first.StatusCode);
+            Assert.Equal("context deadline exceeded", await first.Content.ReadAsStringAsync());
+        }
+
+        Assert.Equal(timeoutsBefore + 1, factory.Sidecar.ActorCallTimeouts);
+        // Not spent: the Scheduler's failure policy fires the same tick again.
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "172" && r.Name == HandoffRunActor.WakeReminder);
+        var repeat = factory.Sidecar.FireReminderAsync(HandoffRunActor.ActorTypeName, "172", HandoffRunActor.WakeReminder);
+        await Eventually.True(() => deliveries.Count == 2);
+        release.Set();
+        (await repeat).Dispose();
+
+        Assert.True(heldWhileRepeated, "the first turn's save was not held until the repeat arrived");
+        // The first turn claimed the launch and made it; the repeat found it under way and made none.
+        await Eventually.True(() => factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/down"));
+        Assert.Single(factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "coding_agents")!.Value.EnumerateObject());
+        // And the run still has its wake-up (the agent's status poll).
+        Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "172" && r.Name == HandoffRunActor.WakeReminder);
+    }
+
     public async Task DisposeAsync()
     {
         client.Dispose();
         await factory.DisposeAsync();
         cursor.Dispose();
+    }
+}
+
+/// <summary>The sidecar's channel to the app, counting the requests to one path as they are sent.</summary>
+internal sealed class AppCallCounter(HttpMessageHandler app, string path) : DelegatingHandler(app)
+{
+    private int count;
+
+    public int Count => Volatile.Read(ref count);
+
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+    {
+        if (request.RequestUri?.AbsolutePath == path)
+        {
+            Interlocked.Increment(ref count);
+        }
+
+        return base.SendAsync(request, cancellationToken);
     }
 }
