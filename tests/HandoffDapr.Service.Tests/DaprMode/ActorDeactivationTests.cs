@@ -1,0 +1,128 @@
+using System.Net;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// daprd deactivating a run's actor (idle, rebalancing, shutdown, a lost placement stream) while a call of it still runs
+/// in the app: it does not wait (targets/app/app.go Deactivate, lock.go Close), cancels its call into the app, sends the
+/// DELETE while the app's method runs on, and per <c>retry: actorRetry</c> makes the call again, to a new activation.
+/// The repeat must wait for the first turn (HandoffRunActor.Guarded, RunLocks) and launch nothing twice.
+/// </summary>
+public sealed class ActorDeactivationTests : IAsyncLifetime
+{
+    private const string Actor = HandoffRunActor.ActorTypeName;
+    private readonly FakeCursor cursor = new();
+    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
+    private DaprServiceFactory factory = null!;
+    private HttpClient client = null!;
+
+    public async Task InitializeAsync()
+    {
+        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true);
+        client = factory.CreateSidecarClient();
+    }
+
+    [Fact]
+    public async Task Trigger_whose_actor_is_deactivated_mid_turn_is_repeated_by_the_sidecar_and_launches_once()
+    {
+        Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/175/handoff")).StatusCode); // warms the app up
+        var triggers = new AppCallCounter(factory.Server.CreateHandler(), "/actors/HandoffRunActor/174/method/TriggerAsync");
+        factory.Sidecar.AppChannel = triggers;
+
+        // The trigger turn's first save waits until the sidecar has deactivated the actor and sent the call again.
+        using var release = new ManualResetEventSlim();
+        var saves = 0;
+        var heldThroughDeactivation = false;
+        factory.Sidecar.BeforeActorStateTransaction = call =>
+        {
+            if (call.ActorId == "174" && Interlocked.Increment(ref saves) == 1)
+            {
+                heldThroughDeactivation = release.Wait(TimeSpan.FromSeconds(20));
+            }
+        };
+
+        var response = client.PostJsonAsync("/runs/174/handoff", Payloads.Trigger(Payloads.Run(174, ["acme/shop"], automation: false)));
+        await Eventually.True(() => Volatile.Read(ref saves) == 1);
+        var deactivated = factory.Sidecar.DeactivateActorAsync(Actor, "174");
+        await Eventually.True(() => triggers.Count == 2); // the cancelled call, made again to a new activation
+        release.Set();
+        (await deactivated).Dispose();
+
+        var answered = await response;
+        Assert.True(heldThroughDeactivation, "the first turn's save was not held through the deactivation");
+        Assert.Equal(HttpStatusCode.Accepted, answered.StatusCode);
+        // The first turn claimed the launch and its caller is gone; the repeat finds it claimed: a retry, not a launch.
+        var answer = await answered.ReadJsonAsync();
+        Assert.Empty(answer["successes"]!.AsArray());
+        Assert.Equal("acme/shop", answer["retries"]![0]!["repo_name"]!.GetValue<string>());
+        Assert.Equal(0, cursor.LaunchRequests);
+
+        // The claim's deadline wakes the run: one launch, one agent.
+        time.Advance(TimeSpan.FromMinutes(3));
+        Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "174", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "174", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        Assert.Single(factory.Sidecar.GetActorState(Actor, "174", "coding_agents")!.Value.EnumerateObject());
+    }
+
+    [Fact]
+    public async Task Wake_whose_actor_is_deactivated_mid_turn_is_not_lost_and_launches_once_later()
+    {
+        cursor.Script("acme/down", FakeCursor.Status(503));
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/176/handoff", Payloads.Trigger(Payloads.Run(176, ["acme/down"], automation: false)))).StatusCode);
+        var launchesBefore = cursor.LaunchRequests;
+        time.Advance(TimeSpan.FromMinutes(10)); // the launch's retry is due
+        (await factory.Sidecar.DeactivateActorAsync(Actor, "176")).Dispose(); // idle: the wake reads the run from the store
+        var registered = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176");
+
+        // The wake turn's first read waits until the sidecar has deactivated the actor under it.
+        using var release = new ManualResetEventSlim();
+        var reads = 0;
+        var heldThroughDeactivation = false;
+        factory.Sidecar.BeforeActorStateRead = call =>
+        {
+            if (call.ActorId == "176" && Interlocked.Increment(ref reads) == 1)
+            {
+                heldThroughDeactivation = release.Wait(TimeSpan.FromSeconds(20));
+            }
+        };
+
+        var firing = factory.Sidecar.FireReminderAsync(Actor, "176", HandoffRunActor.WakeReminder);
+        await Eventually.True(() => Volatile.Read(ref reads) == 1);
+        var deactivated = factory.Sidecar.DeactivateActorAsync(Actor, "176");
+        using (var fired = await firing)
+        {
+            // The delivery was cancelled: a failed firing for the Scheduler, while the turn runs on in the app.
+            Assert.Equal(HttpStatusCode.InternalServerError, fired.StatusCode);
+            Assert.Equal("context canceled", await fired.Content.ReadAsStringAsync());
+        }
+
+        release.Set();
+        (await deactivated).Dispose();
+        Assert.True(heldThroughDeactivation, "the wake's read was not held through the deactivation");
+
+        // The turn's save finds the actor gone from the sidecar (ERR_ACTOR_INSTANCE_MISSING): nothing is claimed or
+        // launched, and the turn registers the wake again a minute out instead of leaving the run to the Scheduler's retries.
+        await Eventually.True(() => factory.Sidecar.Reminders.Any(r => r.ActorId == "176" && r.RegisteredAt > registered.RegisteredAt));
+        Assert.Equal("0h1m0s0ms", Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176").DueTime); // FailedWakeRetry
+        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "176", "launches")!.Value[0].GetProperty("phase").GetString()); // nothing claimed
+        Assert.Equal(launchesBefore, cursor.LaunchRequests);
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "176", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "176", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/down"));
+        Assert.Single(factory.Sidecar.GetActorState(Actor, "176", "coding_agents")!.Value.EnumerateObject());
+    }
+
+    public async Task DisposeAsync()
+    {
+        client.Dispose();
+        await factory.DisposeAsync();
+        cursor.Dispose();
+    }
+}
