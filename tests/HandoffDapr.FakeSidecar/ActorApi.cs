@@ -420,8 +420,16 @@ internal sealed class ActorApi(
         {
             // A reminder or timer activates the actor as a call does.
             active.TryAdd((type, id), 0);
-            var (response, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
-            return response ?? GaveUp(gaveUp!);
+            try
+            {
+                var (response, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
+                return response ?? GaveUp(gaveUp!);
+            }
+            catch (HttpRequestException ex)
+            {
+                // The app's port refused or dropped the call (its process down): a failed firing, as any error is.
+                return GaveUp(ex.Message);
+            }
         }
 
         static HttpResponseMessage GaveUp(string error) =>
