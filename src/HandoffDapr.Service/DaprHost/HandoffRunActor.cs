@@ -273,12 +273,20 @@ public sealed partial class HandoffRunActor(
     /// <summary>How long a wake-up that failed (the store out of reach, the state unreadable) waits before it is tried again.</summary>
     internal static readonly TimeSpan FailedWakeRetry = TimeSpan.FromMinutes(1);
 
+    /// <summary>
+    /// The <c>wake</c> reminder repeats this often until a turn replaces or removes it. A firing the app never takes (its
+    /// process down while daprd still routes the run to it: until the app health check fails, for up to 15 s) is retried
+    /// by daprd's scheduler only three times, a second apart; a one-shot reminder would then be spent, and the run would
+    /// not wake again until someone called it. Every wake-up that gets through registers the next one or removes it.
+    /// </summary>
+    internal static readonly TimeSpan WakeRepeat = TimeSpan.FromMinutes(1);
+
     private async Task<bool> WakeAsync(long runId)
     {
         try
         {
             await ForgetStateCachedBeforeSidecarStartAsync();
-            // The one-shot reminder is spent; the writer registers the next one if work remains.
+            // The reminder has done its work: the writer registers the next one if work remains (replacing this one).
             await StateManager.TryRemoveStateAsync(WakeAtKey);
             var (stored, _) = await LoadRunAsync();
             var writer = new Writer(this, stored);
@@ -291,18 +299,23 @@ public sealed partial class HandoffRunActor(
             }
 
             writer.ThrowIfReminderFailed();
+            if (writer.Saved?.NextWakeAt() is null)
+            {
+                // Nothing left to wake for (or no run): the repeating reminder would otherwise fire on for good.
+                await UnregisterReminderAsync(WakeReminder);
+            }
 
             return true;
         }
         catch
         {
             // A failed wake-up is retried by daprd's scheduler only a few times, a second apart (go-etcd-cron's default
-            // failure policy: 3 retries), then its one-shot reminder is spent: without another the run would not wake
-            // again until someone calls it. Registered again a minute later (which replaces those quick retries). The
-            // failure itself goes on to Guarded.
+            // failure policy: 3 retries), then waits for the reminder's next repeat. Registered again a minute from now
+            // (which replaces those quick retries; and a one-shot reminder an earlier release registered). The failure
+            // itself goes on to Guarded.
             try
             {
-                await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, Timeout.InfiniteTimeSpan);
+                await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, WakeRepeat);
             }
             catch (Exception exception) when (exception is not OperationCanceledException)
             {
@@ -469,9 +482,9 @@ public sealed partial class HandoffRunActor(
     internal static readonly TimeSpan NeverExpire = TimeSpan.FromSeconds(-1);
 
     /// <summary>
-    /// Saves the turn's state, keeping one one-shot reminder per run at its next wake-up. The stored <c>wake_at</c>
-    /// says which reminder is registered, so a turn that keeps the time skips the sidecar call; it is trusted only
-    /// while it is in the future (a reminder whose turn failed is spent). A reminder and the state store cannot change
+    /// Saves the turn's state, keeping one reminder per run at its next wake-up (repeating: see <see cref="WakeRepeat"/>).
+    /// The stored <c>wake_at</c> says which reminder is registered, so a turn that keeps the time skips the sidecar call;
+    /// it is trusted only while it is in the future (past it, the firing may have failed). A reminder and the state store cannot change
     /// together, so the change goes in three steps: the state is saved with <c>wake_at</c> removed, the reminder is
     /// changed, then <c>wake_at</c> is set, for the save the actor runtime makes at the end of every turn. A failure at
     /// any step leaves either the old pair, or no <c>wake_at</c>, which makes the next turn register again: never a
@@ -507,7 +520,7 @@ public sealed partial class HandoffRunActor(
         if (wakeAt is { } at)
         {
             var due = at - timeProvider.GetUtcNow();
-            await RegisterReminderAsync(WakeReminder, null, due > TimeSpan.Zero ? due : TimeSpan.Zero, Timeout.InfiniteTimeSpan);
+            await RegisterReminderAsync(WakeReminder, null, due > TimeSpan.Zero ? due : TimeSpan.Zero, WakeRepeat);
             await StateManager.SetStateAsync(WakeAtKey, at);
         }
         else
@@ -591,7 +604,7 @@ public sealed partial class HandoffRunActor(
     private partial void LogTurnFailed(long? runId, string actorId, string method, Exception exception);
 
     [LoggerMessage(EventId = 4005, EventName = "WakeRetryNotRegistered", Level = LogLevel.Error,
-        Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); daprd retries the wake-up a few times, a second apart, and after that the run wakes again at its next call")]
+        Message = "Run {RunId}: a failed wake-up's retry could not be registered ({ExceptionType}); daprd retries the wake-up a few times, a second apart, and after that at the reminder's next repeat")]
     private partial void LogWakeRetryNotRegistered(long runId, string exceptionType);
 
     [LoggerMessage(EventId = 4001, EventName = "UnknownReminder", Level = LogLevel.Warning, Message = "Run {RunId}: ignored unknown reminder {ReminderName}")]

@@ -234,7 +234,7 @@ public sealed class HandoffRunActorTests
         Assert.Single(outcome.Result.Successes);
         var retry = Assert.Single(outcome.Result.Retries);
         var reminder = Assert.Single(timers.Registered, r => r.Name == HandoffRunActor.WakeReminder && r.DueTime <= TimeSpan.FromMinutes(1));
-        Assert.Equal(Timeout.InfiniteTimeSpan, reminder.Period);
+        Assert.Equal(HandoffRunActor.WakeRepeat, reminder.Period);
 
         provider.Heal("acme/down");
         time.Advance(retry.RetryAt - time.GetUtcNow());
