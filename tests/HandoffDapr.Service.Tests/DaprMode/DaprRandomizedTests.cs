@@ -621,6 +621,14 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 w.Violations.Add($"run {run}: work pending and no reminder registered");
             }
 
+            // And a settled run keeps none: the wake reminder repeats until a turn removes it, so one left behind fires for good.
+            var settled = launches.All(x => x!["phase"]!.GetValue<string>() is "launched" or "failed")
+                && w.Sidecar.GetActorState(Actor, id, HandoffRunActor.PollKey) is null;
+            if (settled && w.Sidecar.Reminders.Any(r => r.ActorId == id))
+            {
+                w.Violations.Add($"run {run}: settled, and a reminder is still registered");
+            }
+
             // The view read by service invocation agrees with the provider.
             using var http = new HttpClient { BaseAddress = w.Sidecar.HttpEndpoint };
             var response = await http.GetAsync($"/v1.0/invoke/handoff/method/runs/{run}/handoff?group_id={Payloads.GroupId}");
