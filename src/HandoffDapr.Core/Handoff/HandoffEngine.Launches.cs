@@ -345,7 +345,7 @@ public sealed partial class HandoffEngine
 
             if (found.Value is { } existing)
             {
-                LogReconciled(round.RunId, launch.Repository, existing.Id);
+                // Logged when the round is recorded (Apply), as adopted, not launched: it may yet be refused there.
                 return new LaunchAttempt(existing, null, Reconciled: true);
             }
 
@@ -408,7 +408,14 @@ public sealed partial class HandoffEngine
 
             if (outcome.Agent is { } agent)
             {
-                counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
+                if (outcome.Reconciled)
+                {
+                    counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id));
+                }
+                else
+                {
+                    counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
+                }
                 state = WithAgentOf(state, launch, agent, now, counted);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));

@@ -198,6 +198,32 @@ public sealed class RetryTests : IDisposable
     }
 
     /// <summary>
+    /// An agent found by the lookup is logged as adopted (<c>HandoffReconciled</c>), once, when the round is recorded,
+    /// and not as launched. Trying the runbook's <c>outcome_unknown</c> row against the sample fake (an answer lost to
+    /// the request timeout) logged "found agent X …; adopted it instead of launching again" and then "agent X launched
+    /// for acme/shop (attempt 2)" for the same agent, though the second attempt sent no launch.
+    /// </summary>
+    [Fact]
+    public async Task An_adopted_agent_is_logged_as_reconciled_once_and_not_as_launched()
+    {
+        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
+        client.Dispose();
+        await factory.DisposeAsync();
+        factory = new EmbeddedServiceFactory(temp.File("logged.db"), cursor.Url, time) { Logs = logs };
+        client = factory.CreateClient();
+        cursor.Script("acme/shop", cursor.CreatesButAnswersGarbage());
+        await Trigger(310, "acme/shop");
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var agentId = Assert.Single((await View(310))["coding_agents"]!.AsObject()).Key;
+        var reconciled = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Contains(agentId, reconciled.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "HandoffLaunched");
+    }
+
+    /// <summary>
     /// The launch's answer is an agent of another repository (a provider answering garbage). Taken as the launch's agent,
     /// every later report of it was refused as another repository's, while the agent the launch did create on its own
     /// repository was never followed: its pull request was lost. It is an unreadable answer: the launch is looked up first.
