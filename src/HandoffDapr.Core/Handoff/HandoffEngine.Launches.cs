@@ -416,6 +416,7 @@ public sealed partial class HandoffEngine
                 {
                     counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
                 }
+
                 state = WithAgentOf(state, launch, agent, now, counted);
                 timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
