@@ -548,6 +548,21 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_retrys_time_is_logged_in_iso_8601_in_the_message_and_in_the_lines_state()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var retryAt = writer.Saved.Last().Launches.Single().NextAttemptAt!.Value.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRetryScheduled");
+        // What a JSON log line's state carries: a query on the field reads it as a time.
+        Assert.Equal(retryAt, line.GetStructuredStateValue("RetryAt"));
+        Assert.EndsWith($"retry at {retryAt}", line.Message);
+    }
+
+    [Fact]
     public async Task A_persons_stops_and_follow_ups_are_logged_as_taken_or_refused_with_their_agent_repository_and_failure_type()
     {
         var logger = new FakeLogger<HandoffEngine>();

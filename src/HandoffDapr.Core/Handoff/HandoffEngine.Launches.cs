@@ -440,11 +440,11 @@ public sealed partial class HandoffEngine
                 timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
                 if (phase == LaunchPhase.OutcomeUnknown)
                 {
-                    counted.Log(() => LogOutcomeUnknownRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                    counted.Log(() => LogOutcomeUnknownRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
                 }
                 else
                 {
-                    counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, retryAt));
+                    counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
                 }
 
                 counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));

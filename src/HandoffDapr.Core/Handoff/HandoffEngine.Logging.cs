@@ -15,8 +15,8 @@ public sealed partial class HandoffEngine
     [LoggerMessage(EventId = 1003, EventName = "HandoffLaunched", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} launched for {Repository} (attempt {Attempt})")]
     private partial void LogLaunched(long runId, string repository, string agentId, int attempt);
 
-    [LoggerMessage(EventId = 1004, EventName = "HandoffRetryScheduled", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed ({FailureType}) after {Attempt} attempt(s); retry at {RetryAt:O}")]
-    private partial void LogRetryScheduled(long runId, string repository, string failureType, int attempt, DateTimeOffset retryAt);
+    [LoggerMessage(EventId = 1004, EventName = "HandoffRetryScheduled", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed ({FailureType}) after {Attempt} attempt(s); retry at {RetryAt}")]
+    private partial void LogRetryScheduled(long runId, string repository, string failureType, int attempt, string retryAt);
 
     /// <summary>
     /// <see cref="LogRetryScheduled"/>'s line (the same fields) for a launch stored <see cref="LaunchPhase.OutcomeUnknown"/>:
@@ -24,8 +24,14 @@ public sealed partial class HandoffEngine
     /// agent first. A name of its own: the generator refuses one name for two lines (SYSLIB1025).
     /// </summary>
     [LoggerMessage(EventId = 1025, EventName = "HandoffOutcomeUnknown", Level = LogLevel.Warning,
-        Message = "Run {RunId}: launch for {Repository} has an unknown outcome ({FailureType}) after {Attempt} attempt(s): an agent it may have made is looked for at the provider before any new attempt, at {RetryAt:O}")]
-    private partial void LogOutcomeUnknownRetryScheduled(long runId, string repository, string failureType, int attempt, DateTimeOffset retryAt);
+        Message = "Run {RunId}: launch for {Repository} has an unknown outcome ({FailureType}) after {Attempt} attempt(s): an agent it may have made is looked for at the provider before any new attempt, at {RetryAt}")]
+    private partial void LogOutcomeUnknownRetryScheduled(long runId, string repository, string failureType, int attempt, string retryAt);
+
+    /// <summary>
+    /// A time as a log field: ISO 8601, in the message and in the JSON line's state alike (a DateTimeOffset field is
+    /// written there in the invariant culture's "12/04/2026 19:46:44 +00:00", which no log query reads as a time).
+    /// </summary>
+    private static string LogTime(DateTimeOffset time) => time.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
 
     [LoggerMessage(EventId = 1005, EventName = "HandoffLaunchFailed", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed for good ({FailureType}) after {Attempt} attempt(s)")]
     private partial void LogLaunchFailed(long runId, string repository, string failureType, int attempt);
