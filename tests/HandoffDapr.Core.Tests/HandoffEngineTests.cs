@@ -682,6 +682,41 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_adopted_from_a_late_answer_is_logged_as_found_there()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal(
+            $"Run 1: found agent {late.Attempts[0].Agent!.Id} for acme/shop in a launch's answer that came after its deadline; adopted it instead of launching again",
+            line.Message);
+    }
+
+    [Fact]
+    public async Task An_agent_adopted_from_a_webhook_on_a_launchs_branch_is_logged_as_found_there()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var branch = writer.Saved.Last().Launches.Single().BranchName;
+
+        var adopted = await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, adopted);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal("Run 1: found agent bc-lost for acme/shop in a webhook's report; adopted it instead of launching again", line.Message);
+    }
+
+    [Fact]
     public async Task A_polls_answers_that_no_longer_fit_the_run_are_logged_as_a_polls_not_as_a_launch_rounds()
     {
         var logger = new FakeLogger<HandoffEngine>();

@@ -297,7 +297,7 @@ public sealed partial class HandoffEngine
 
             var now = timeProvider.GetUtcNow();
             var adoptedCount = new TurnMeasurements();
-            adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id));
+            adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id, FoundByWebhook));
             var adopted = WithAgentOf(state, orphaned, report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
             await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);

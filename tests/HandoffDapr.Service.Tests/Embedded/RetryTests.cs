@@ -219,7 +219,7 @@ public sealed class RetryTests : IDisposable
 
         var agentId = Assert.Single((await View(310))["coding_agents"]!.AsObject()).Key;
         var reconciled = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
-        Assert.Contains(agentId, reconciled.Message, StringComparison.Ordinal);
+        Assert.Equal($"Run 310: found agent {agentId} for acme/shop by a lookup at the provider; adopted it instead of launching again", reconciled.Message);
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "HandoffLaunched");
     }
 
