@@ -12,7 +12,8 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 
 /// <summary>
 /// Dapr mode's lifecycle edges end to end through the fake sidecar: shutdown while a reminder's round is at the provider,
-/// a reminder and an event arriving while the app drains, deactivation under a round, a reminder whose run is gone.
+/// a reminder and an event arriving while the app drains, deactivation under a round, a reminder whose run is gone,
+/// wake firings lost while the app is down, a settled run's reminder.
 /// </summary>
 public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLifetime
 {
@@ -174,10 +175,75 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/911/handoff")).StatusCode);
     }
 
+    // A wake firing the app never takes (its process down while daprd still routes the run to it, until the app health
+    // check fails) is retried by the Scheduler three times, a second apart, then counted done: a one-shot reminder would
+    // be gone, and the run's retry with it. The reminder repeats (HandoffRunActor.WakeRepeat).
+    [Fact]
+    public async Task A_retry_whose_wake_firings_all_fail_while_the_app_is_down_is_made_at_the_reminders_next_repeat()
+    {
+        cursor.Script("acme/down", FakeCursor.Status(503));
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/920/handoff", Payloads.Trigger(Payloads.Run(920, ["acme/down"], automation: false)))).StatusCode);
+        var launchesBefore = cursor.LaunchRequests;
+        var reminder = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "920");
+        Assert.Equal(HandoffRunActor.WakeRepeat, TimeSpan.FromMinutes(1)); // the "0h1m0s0ms" below
+        Assert.Equal("0h1m0s0ms", reminder.Period);
+
+        // The app is down: the firing and the Scheduler's three retries, a second apart, all fail.
+        var app = factory.Sidecar.AppChannel;
+        factory.Sidecar.AppChannel = new RefusingHandler();
+        time.Advance(reminder.NextDueAt - time.GetUtcNow());
+        var failed = 0;
+        for (var i = 0; i < 4; i++)
+        {
+            var firings = await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow());
+            failed += firings.Count(f => f.Reminder.ActorId == "920" && f.StatusCode != HttpStatusCode.OK);
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        Assert.Equal(4, failed);
+        Assert.Equal(launchesBefore, cursor.LaunchRequests);
+        // The tick is spent; the reminder is still there, due at its next repeat.
+        var repeating = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "920");
+        Assert.Equal(reminder.NextDueAt + HandoffRunActor.WakeRepeat, repeating.NextDueAt);
+
+        // The app is back: the repeat wakes the run, and the retry is made once.
+        factory.Sidecar.AppChannel = app;
+        time.Advance(repeating.NextDueAt - time.GetUtcNow());
+        var woken = Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "920");
+        Assert.Equal(HttpStatusCode.OK, woken.StatusCode);
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "920", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/down"));
+    }
+
+    [Fact]
+    public async Task A_wake_that_leaves_nothing_to_wake_for_removes_its_repeating_reminder()
+    {
+        // Refused for good (401): the wake's retry ends the launch, and the run has nothing left to wake for.
+        cursor.Script("acme/down", FakeCursor.Status(503), FakeCursor.Status(401));
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/921/handoff", Payloads.Trigger(Payloads.Run(921, ["acme/down"], automation: false)))).StatusCode);
+        var reminder = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "921");
+
+        time.Advance(reminder.NextDueAt - time.GetUtcNow());
+        Assert.Equal(HttpStatusCode.OK, Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "921").StatusCode);
+
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "921", "launches")!.Value[0].GetProperty("phase").GetString() == "failed");
+        await Eventually.True(() => !factory.Sidecar.Reminders.Any(r => r.ActorId == "921"));
+        time.Advance(TimeSpan.FromHours(1));
+        Assert.DoesNotContain(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "921");
+    }
+
     private static Task Stopped(IServiceProvider services)
     {
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopped.Register(() => stopped.TrySetResult());
         return stopped.Task;
+    }
+
+    /// <summary>The app's port with nothing listening: every call daprd makes into it is refused.</summary>
+    private sealed class RefusingHandler : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            throw new HttpRequestException("dial tcp 127.0.0.1:5080: connect: connection refused");
     }
 }
