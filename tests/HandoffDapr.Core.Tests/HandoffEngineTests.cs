@@ -700,6 +700,29 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_adopted_from_a_lookup_that_answered_late_is_logged_as_found_by_it()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var lost = writer.Saved.Last().Launches.Single();
+        time.Advance(lost.NextAttemptAt!.Value - time.GetUtcNow());
+        // The retry looks for the lost attempt's agent first, finds it, and its answer is held past the round's deadline.
+        provider.Existing = new ProviderAgent("bc-found", ProviderAgentStatus.Running, BranchName: lost.BranchName);
+        var lookup = (await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Round!;
+        var late = await HoldAnswersAsync(lookup);
+        Assert.True(late.Attempts[0].Reconciled);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal("Run 1: found agent bc-found for acme/shop by a lookup at the provider that answered after its deadline; adopted it instead of launching again", line.Message);
+    }
+
+    [Fact]
     public async Task An_agent_adopted_from_a_webhook_on_a_launchs_branch_is_logged_as_found_there()
     {
         var logger = new FakeLogger<HandoffEngine>();

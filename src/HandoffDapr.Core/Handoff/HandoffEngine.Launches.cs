@@ -503,7 +503,7 @@ public sealed partial class HandoffEngine
 
         if (launch is { AgentId: null })
         {
-            counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id, FoundByLateAnswer));
+            counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id, outcome.Reconciled ? FoundByLateLookup : FoundByLateAnswer));
             timeline.Add(new TimelineEntry(now, TimelineEvents.Reconciled, launch.Repository, agent.Id, "answered after its deadline"));
             // The attempt's outcome, counted as the log line and the timeline name it: the attempt that took it over finds
             // the launch launched and counts nothing, so uncounted the launch had no outcome in handoff.launches at all.

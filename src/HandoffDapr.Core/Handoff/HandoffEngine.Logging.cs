@@ -36,13 +36,14 @@ public sealed partial class HandoffEngine
     [LoggerMessage(EventId = 1005, EventName = "HandoffLaunchFailed", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed for good ({FailureType}) after {Attempt} attempt(s)")]
     private partial void LogLaunchFailed(long runId, string repository, string failureType, int attempt);
 
-    /// <summary><paramref name="foundBy"/>: one of <see cref="FoundByLookup"/>, <see cref="FoundByWebhook"/>, <see cref="FoundByLateAnswer"/>.</summary>
+    /// <summary><paramref name="foundBy"/>: one of the <c>FoundBy…</c> texts below.</summary>
     [LoggerMessage(EventId = 1006, EventName = "HandoffReconciled", Level = LogLevel.Information, Message = "Run {RunId}: found agent {AgentId} for {Repository} {FoundBy}; adopted it instead of launching again")]
     private partial void LogReconciled(long runId, string repository, string agentId, string foundBy);
 
     private const string FoundByLookup = "by a lookup at the provider";
     private const string FoundByWebhook = "in a webhook's report";
     private const string FoundByLateAnswer = "in a launch's answer that came after its deadline";
+    private const string FoundByLateLookup = "by a lookup at the provider that answered after its deadline";
 
     [LoggerMessage(EventId = 1007, EventName = "HandoffUnknownIntegration", Level = LogLevel.Warning, Message = "Run {RunId} asks for integration {IntegrationId}, which is not configured")]
     private partial void LogUnknownIntegration(long runId, long integrationId);
