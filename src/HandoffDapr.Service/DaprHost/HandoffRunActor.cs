@@ -345,7 +345,7 @@ public sealed partial class HandoffRunActor(
 
     private async Task<RunHandoffState?> LoadAsync()
     {
-        // Every turn loads first (a wake-up after removing its spent wake_at, which looked first).
+        // Every turn loads first (a wake-up after removing its wake_at, which looked first).
         await ForgetStateCachedBeforeSidecarStartAsync();
         var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
         var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);

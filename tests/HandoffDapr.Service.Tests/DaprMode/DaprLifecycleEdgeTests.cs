@@ -217,9 +217,10 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
     }
 
     [Fact]
-    public async Task A_wake_that_leaves_nothing_to_wake_for_removes_its_repeating_reminder()
+    public async Task A_run_settled_by_its_wakes_round_keeps_no_reminder()
     {
-        // Refused for good (401): the wake's retry ends the launch, and the run has nothing left to wake for.
+        // Refused for good (401): the wake's retry ends the launch, and the run has nothing left to wake for (the turn
+        // that records the round's answer removes the reminder).
         cursor.Script("acme/down", FakeCursor.Status(503), FakeCursor.Status(401));
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/921/handoff", Payloads.Trigger(Payloads.Run(921, ["acme/down"], automation: false)))).StatusCode);
         var reminder = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "921");

@@ -255,8 +255,8 @@ public sealed class HandoffRunActorTests
         time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
         var registered = timers.Registered.Count;
 
-        // The reminder fires, but the state store cannot be read: the runtime drops what the turn changed, the one-shot
-        // reminder is spent (the failed turn registers a retry), and the stored wake time still names the moment that has passed.
+        // The reminder fires, but the state store cannot be read: the runtime drops what the turn changed, the failed turn
+        // registers a retry a minute out, and the stored wake time still names the moment that has passed.
         state.FailNextRead = true;
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
         var retry = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
@@ -280,10 +280,29 @@ public sealed class HandoffRunActorTests
         Assert.Equal([TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(1)], timers.Registered.Select(r => r.DueTime));
 
         await ReceiveWakeReminderAsync();
-        // A one-shot reminder that fired is spent: the still-pending poll is registered again, once, for the same time.
+        // The wake-up drops the stored wake time first (its reminder has done its work), so its save registers the
+        // still-pending poll again, once, for the same time, replacing the reminder.
         Assert.Equal(3, timers.Registered.Count);
         Assert.Equal(TimeSpan.FromMinutes(1), timers.Registered[^1].DueTime);
         Assert.Empty(timers.Unregistered);
+    }
+
+    [Fact]
+    public async Task A_wake_that_finds_its_run_settled_removes_the_repeating_reminder()
+    {
+        // Refused for good: the run settles in the trigger's round, and nothing is left to wake for.
+        provider.Fail("acme/shop", new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401));
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        Assert.Single(outcome.Result.Failures);
+        await state.SaveStateAsync();
+        var unregistered = timers.Unregistered.Count;
+
+        // A firing of a reminder the settling turn could not remove (its unregistration failed, or a retry registered
+        // after a failed wake-up): the wake-up's own save sees no stored wake time and none wanted, and changes nothing.
+        await ReceiveWakeReminderAsync();
+
+        Assert.Equal([HandoffRunActor.WakeReminder], timers.Unregistered.Skip(unregistered));
+        Assert.Single(provider.Launches);
     }
 
     [Fact]
@@ -357,13 +376,13 @@ public sealed class HandoffRunActorTests
     }
 
     [Fact]
-    public async Task Spent_reminder_is_registered_again_by_a_turn_that_saves_nothing()
+    public async Task Past_wake_time_of_a_failed_wake_up_is_registered_again_by_a_turn_that_saves_nothing()
     {
         provider.Fail("acme/down", ScriptedProvider.ServerError);
         var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop", "acme/down")));
         time.Advance(Assert.Single(outcome.Result.Retries).RetryAt - time.GetUtcNow());
         var registered = timers.Registered.Count;
-        // The one-shot reminder fires but its turn fails (a store read): it is spent.
+        // The reminder fires but its turn fails (a store read): the stored wake time is past, so it is not trusted.
         state.FailNextRead = true;
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
         await state.ClearCacheAsync();
@@ -396,7 +415,8 @@ public sealed class HandoffRunActorTests
         var registered = timers.Registered.Count;
 
         // The reminder fires; the state store cannot be read and its retry cannot be registered. The runtime drops what
-        // the turn changed: the spent reminder's time stays stored, and no reminder is left.
+        // the turn changed: the past time stays stored, and the reminder behind it is the Scheduler's to repeat (none
+        // for a one-shot one an earlier release registered).
         state.FailNextRead = true;
         timers.FailNextRegistrations = 1;
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
