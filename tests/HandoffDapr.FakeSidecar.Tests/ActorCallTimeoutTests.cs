@@ -109,8 +109,10 @@ public sealed class ActorCallTimeoutBreakerTests : SidecarTest
 public sealed class ReminderDeliveryTimeoutTests : SidecarTest
 {
     protected override FakeSidecarOptions Options => WithTestActorPolicy(
-        new ActorCallPolicy(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(300)));
+        new ActorCallPolicy(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(1500)));
 
+    // 1.5 s for the delivery to reach the callback (a slow machine's first reminder delivery JITs the SDK's path), 2.5 s
+    // more for it to be still inside when the 500 comes back.
     [Fact]
     public async Task Reminder_delivery_past_the_timeout_is_a_failed_firing_retried_by_the_scheduler_not_by_the_actor_retry()
     {

@@ -64,7 +64,7 @@ public sealed class DeactivationRetryTests : SidecarTest
         var add = Proxy("moved").AddAsync(1); // warms the id up and saves count 1
         Assert.Equal(1, await add);
 
-        var slow = Proxy("moved").SlowAsync(1500);
+        var slow = Proxy("moved").SlowAsync(4000); // still inside while the deactivation is made, on a slow machine too
         await DeactivationTests.WaitUntil(() => App.Probe.Inside("moved") == 1);
         (await Sidecar.DeactivateActorAsync("TestActor", "moved")).Dispose();
 
