@@ -34,6 +34,9 @@ internal sealed class ActorApi(
     /// which cancels the call holding the turn and those waiting for it.
     /// </summary>
     private readonly System.Collections.Concurrent.ConcurrentDictionary<(string Type, string Id), CancellationTokenSource> activations = new();
+
+    /// <summary>Orders a call's entry into the table against a deactivation's removal (see <see cref="Activate"/>).</summary>
+    private readonly object activationGate = new();
     private readonly System.Collections.Concurrent.ConcurrentDictionary<string, ActorCircuitBreaker> breakers = new(StringComparer.Ordinal);
     private readonly object timerGate = new();
     private readonly Dictionary<(string Type, string Id, string Name), RegisteredTimer> timers = new();
@@ -289,7 +292,7 @@ internal sealed class ActorApi(
 
         using (turn.Lock)
         {
-            active.TryAdd((type, id), 0);
+            Activate(type, id, turn.Closed);
             try
             {
                 var (reply, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
@@ -374,8 +377,14 @@ internal sealed class ActorApi(
         HttpResponseMessage response;
         if (options.DeactivationCancelsCalls)
         {
-            active.TryRemove((type, id), out _);
-            if (activations.TryRemove((type, id), out var closed))
+            CancellationTokenSource? closed;
+            lock (activationGate)
+            {
+                active.TryRemove((type, id), out _);
+                activations.TryRemove((type, id), out closed);
+            }
+
+            if (closed is not null)
             {
                 await closed.CancelAsync().ConfigureAwait(false);
             }
@@ -399,6 +408,23 @@ internal sealed class ActorApi(
         return response;
     }
 
+    /// <summary>
+    /// Puts the id in the table for a call that holds the turn, unless the activation it entered under was deactivated
+    /// meanwhile: that call is being cancelled, and re-adding the id would let its saves through as if the DELETE had not
+    /// been sent.
+    /// </summary>
+    private void Activate(string type, string id, CancellationToken entered)
+    {
+        lock (activationGate)
+        {
+            if (!entered.CanBeCanceled
+                || (activations.TryGetValue((type, id), out var current) && current.Token == entered))
+            {
+                active.TryAdd((type, id), 0);
+            }
+        }
+    }
+
     /// <summary>daprd's <c>ErrLockClosed</c> (targets/app/lock/lock.go): a call that waited for the turn of an actor deactivated meanwhile.</summary>
     private const string ActorLockClosed = "actor lock is closed";
 
@@ -419,7 +445,7 @@ internal sealed class ActorApi(
         using (turn.Lock)
         {
             // A reminder or timer activates the actor as a call does.
-            active.TryAdd((type, id), 0);
+            Activate(type, id, turn.Closed);
             try
             {
                 var (response, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
