@@ -484,11 +484,11 @@ public sealed partial class HandoffRunActor(
     /// <summary>
     /// Saves the turn's state, keeping one reminder per run at its next wake-up (repeating: see <see cref="WakeRepeat"/>).
     /// The stored <c>wake_at</c> says which reminder is registered, so a turn that keeps the time skips the sidecar call;
-    /// it is trusted only while it is in the future (past it, the firing may have failed). A reminder and the state store cannot change
-    /// together, so the change goes in three steps: the state is saved with <c>wake_at</c> removed, the reminder is
-    /// changed, then <c>wake_at</c> is set, for the save the actor runtime makes at the end of every turn. A failure at
-    /// any step leaves either the old pair, or no <c>wake_at</c>, which makes the next turn register again: never a
-    /// stored promise of a reminder that does not exist.
+    /// it is trusted only while it is in the future (past it, the firing may have failed). A reminder and the state store
+    /// cannot change together, so the change goes in three steps: the state is saved with <c>wake_at</c> removed, the
+    /// reminder is changed, then <c>wake_at</c> is set, for the save the actor runtime makes at the end of every turn. A
+    /// failure at any step leaves either the old pair, or no <c>wake_at</c>, which makes the next turn register again:
+    /// never a stored promise of a reminder that does not exist.
     /// </summary>
     private async Task SaveWithWakeAsync(DateTimeOffset? wakeAt)
     {
