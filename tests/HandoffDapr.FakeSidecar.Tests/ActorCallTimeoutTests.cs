@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Dapr;
 
 namespace HandoffDapr.FakeSidecar.Tests;
@@ -66,16 +65,6 @@ public sealed class ActorCallTimeoutTests : SidecarTest
         Assert.Equal("warm", await Proxy("warm").SlowAsync(0));
         Assert.Equal(1, await Proxy("warm").AddAsync(1));
         return Sidecar.ActorCallTimeouts;
-    }
-
-    private static async Task WaitUntil(Func<bool> condition)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), "condition not met in 10 s");
-            await Task.Delay(10);
-        }
     }
 }
 

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Dapr;
 
 namespace HandoffDapr.FakeSidecar.Tests;
@@ -41,16 +40,6 @@ public sealed class DeactivationTests : SidecarTest
         Assert.Equal("context canceled", await fired.Content.ReadAsStringAsync());
         Assert.Equal(due.AddSeconds(1), Assert.Single(Sidecar.Reminders).NextDueAt);
     }
-
-    internal static async Task WaitUntil(Func<bool> condition)
-    {
-        var watch = Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), "condition not met in 10 s");
-            await Task.Delay(10);
-        }
-    }
 }
 
 /// <summary>With a retry policy for the type, the call cancelled by the deactivation is made again, to a new activation.</summary>
@@ -65,7 +54,7 @@ public sealed class DeactivationRetryTests : SidecarTest
         Assert.Equal(1, await add);
 
         var slow = Proxy("moved").SlowAsync(4000); // still inside while the deactivation is made, on a slow machine too
-        await DeactivationTests.WaitUntil(() => App.Probe.Inside("moved") == 1);
+        await WaitUntil(() => App.Probe.Inside("moved") == 1);
         (await Sidecar.DeactivateActorAsync("TestActor", "moved")).Dispose();
 
         Assert.Equal("moved", await slow); // the retry's answer
@@ -83,7 +72,7 @@ public sealed class WaitingDeactivationTests : SidecarTest
     public async Task Deactivation_waits_for_the_call_in_progress()
     {
         var slow = Proxy("busy").SlowAsync(500);
-        await DeactivationTests.WaitUntil(() => App.Probe.Inside("busy") == 1);
+        await WaitUntil(() => App.Probe.Inside("busy") == 1);
 
         (await Sidecar.DeactivateActorAsync("TestActor", "busy")).Dispose();
 

@@ -24,6 +24,17 @@ public abstract class SidecarTest : IAsyncLifetime
         return options;
     }
 
+    /// <summary>Waits (bounded: 10 s) for something the app or the sidecar does on its own time.</summary>
+    protected static async Task WaitUntil(Func<bool> condition)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        while (!condition())
+        {
+            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), "condition not met in 10 s");
+            await Task.Delay(10);
+        }
+    }
+
     public async Task InitializeAsync()
     {
         Sidecar = await FakeDaprSidecar.StartAsync(Options);
