@@ -12,12 +12,13 @@ public sealed class RetryTests : IDisposable
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+    private readonly Microsoft.Extensions.Logging.Testing.FakeLogCollector logs = new();
     private EmbeddedServiceFactory factory;
     private HttpClient client;
 
     public RetryTests()
     {
-        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time);
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time) { Logs = logs };
         client = factory.CreateClient();
     }
 
@@ -206,11 +207,6 @@ public sealed class RetryTests : IDisposable
     [Fact]
     public async Task An_adopted_agent_is_logged_as_reconciled_once_and_not_as_launched()
     {
-        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
-        client.Dispose();
-        await factory.DisposeAsync();
-        factory = new EmbeddedServiceFactory(temp.File("logged.db"), cursor.Url, time) { Logs = logs };
-        client = factory.CreateClient();
         cursor.Script("acme/shop", cursor.CreatesButAnswersGarbage());
         await Trigger(310, "acme/shop");
 
