@@ -57,11 +57,16 @@ public static class JsonBody
     public static readonly string[] MediaTypes = ["application/json", "application/cloudevents+json", "text/json"];
 
     /// <summary>
-    /// Declares the body for OpenAPI. It is also what routing checks a Content-Type against, so it lists exactly the
-    /// media types <see cref="ReadBytesAsync"/> reads: routing and the reader never disagree.
+    /// Declares the body for the OpenAPI document only (<see cref="OpenApiDescription"/>), in each of
+    /// <see cref="MediaTypes"/>. Not as <c>Accepts</c>: routing would then refuse another Content-Type with a 415 before
+    /// the caller check, telling a caller without credentials what the endpoint takes; <see cref="ReadBytesAsync"/> refuses
+    /// it after.
     /// </summary>
     public static RouteHandlerBuilder AcceptsJson<T>(this RouteHandlerBuilder endpoint) where T : notnull =>
-        endpoint.Accepts<T>(MediaTypes[0], MediaTypes[1..]);
+        endpoint.WithMetadata(new JsonRequestBody(typeof(T)));
+
+    /// <summary>The type of the JSON body an endpoint reads, for its OpenAPI description.</summary>
+    public sealed record JsonRequestBody(Type Type);
 
     /// <summary>
     /// Exactly one of <see cref="MediaTypes"/> (routing alone would also let <c>+json</c> relatives such as

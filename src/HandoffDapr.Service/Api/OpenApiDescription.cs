@@ -2,6 +2,8 @@ using System.Text.Json.Nodes;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
+using Microsoft.AspNetCore.Mvc.ApiExplorer;
+using Microsoft.AspNetCore.Mvc.ModelBinding;
 using Microsoft.AspNetCore.OpenApi;
 using Microsoft.Extensions.Options;
 using Microsoft.OpenApi;
@@ -19,7 +21,8 @@ public static class OpenApiDescription
     private static readonly HashSet<string> IdParameters = ["runId", "integrationId", "run_id", "group_id"];
 
     public static IServiceCollection AddHandoffOpenApi(this IServiceCollection services) =>
-        services.AddOpenApi(options => options.AddOperationTransformer((operation, _, _) =>
+        services.AddSingleton<IApiDescriptionProvider, JsonRequestBodies>()
+            .AddOpenApi(options => options.AddOperationTransformer((operation, _, _) =>
         {
             foreach (var parameter in operation.Parameters?.OfType<OpenApiParameter>() ?? [])
             {
@@ -209,6 +212,36 @@ public static class OpenApiDescription
             [part] = new OpenApiSchema { Type = JsonSchemaType.Object, Required = new HashSet<string> { id }, Properties = new Dictionary<string, IOpenApiSchema> { [id] = Id() } },
         },
     };
+
+    /// <summary>
+    /// Describes the JSON body an endpoint reads itself (<see cref="JsonBody.AcceptsJson"/>) as the framework describes an
+    /// <c>Accepts</c> one, without the <c>Accepts</c> metadata that routing would also check the Content-Type against.
+    /// </summary>
+    private sealed class JsonRequestBodies : IApiDescriptionProvider
+    {
+        public int Order => 0; // after the framework's endpoint descriptions (-1100), which this completes
+
+        public void OnProvidersExecuting(ApiDescriptionProviderContext context)
+        {
+            foreach (var description in context.Results)
+            {
+                if (description.ActionDescriptor.EndpointMetadata.OfType<JsonBody.JsonRequestBody>().FirstOrDefault() is not { } body)
+                {
+                    continue;
+                }
+
+                description.ParameterDescriptions.Add(new ApiParameterDescription { Name = body.Type.Name, Type = body.Type, Source = BindingSource.Body, IsRequired = true });
+                foreach (var mediaType in JsonBody.MediaTypes)
+                {
+                    description.SupportedRequestFormats.Add(new ApiRequestFormat { MediaType = mediaType });
+                }
+            }
+        }
+
+        public void OnProvidersExecuted(ApiDescriptionProviderContext context)
+        {
+        }
+    }
 
     private static OpenApiSchema Id() =>
         new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = MaxId };

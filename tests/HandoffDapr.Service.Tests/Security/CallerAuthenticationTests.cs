@@ -38,6 +38,40 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal("realm=\"handoff-dapr\"", challenge.Parameter);
     }
 
+    /// <summary>
+    /// A caller without credentials learns nothing of what an endpoint takes: a body it would refuse (not JSON, or
+    /// compressed) is still a 401, not the 415 an authenticated caller gets.
+    /// </summary>
+    [Theory]
+    [InlineData("/runs/1/handoff", "text/plain", null)]
+    [InlineData("/events/autofix-run-completed", "application/xml", null)]
+    [InlineData("/runs/1/agents/bc-1/followup", "text/plain", null)]
+    [InlineData("/runs/1/handoff", "application/json", "gzip")]
+    public async Task Endpoint_without_token_is_401_whatever_its_body(string path, string contentType, string? encoding)
+    {
+        using var factory = WithToken();
+        var client = factory.CreateClient();
+        HttpRequestMessage Unacceptable()
+        {
+            var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent("x", System.Text.Encoding.UTF8, contentType) };
+            if (encoding is not null)
+            {
+                request.Content.Headers.ContentEncoding.Add(encoding);
+            }
+
+            return request;
+        }
+
+        var anonymous = await client.SendAsync(Unacceptable());
+        var authenticated = Unacceptable();
+        authenticated.Headers.Authorization = new AuthenticationHeaderValue("Bearer", Token);
+        var refused = await client.SendAsync(authenticated);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, anonymous.StatusCode);
+        Assert.Equal("Bearer", Assert.Single(anonymous.Headers.WwwAuthenticate).Scheme);
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, refused.StatusCode);
+    }
+
     [Theory]
     [MemberData(nameof(ProtectedEndpoints))]
     public async Task Endpoint_with_wrong_token_is_401(string method, string path)
