@@ -237,7 +237,7 @@ public sealed class ActorBoundaryTests : IDisposable
         var fired = await client.PutAsync($"/actors/{Actor}/78/method/remind/{HandoffRunActor.WakeReminder}", new StringContent(body, Encoding.UTF8, "application/json"));
 
         Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "78", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => DaprModeTest.LaunchPhase(factory.Sidecar, 78) == "launched");
         Assert.Equal(2, cursor.LaunchRequests);
     }
 

@@ -11,12 +11,10 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// The app on a real Kestrel port, called by the sidecar over a socket: the actor calls daprd makes into the app carry
 /// the run as the app's own serializer writes it, which can be larger than the event it came in.
 /// </summary>
-public sealed class ActorCallBodyTests : IAsyncLifetime
+public sealed class ActorCallBodyTests : DaprModeTest
 {
-    private readonly FakeCursor cursor = new();
-    private DaprServiceFactory factory = null!;
-
-    public async Task InitializeAsync() => factory = await DaprServiceFactory.StartAsync(cursor.Url, kestrel: true);
+    // On a real Kestrel port (its body limits apply), and on the system clock: nothing here moves time.
+    protected override Task<DaprServiceFactory> StartServiceAsync() => DaprServiceFactory.StartAsync(cursor.Url, kestrel: true);
 
     [Fact]
     public async Task Completion_event_within_the_body_limit_reaches_its_actor_even_when_the_run_serializes_larger()
@@ -32,7 +30,7 @@ public sealed class ActorCallBodyTests : IAsyncLifetime
         Assert.Equal(1, cursor.LaunchRequests);
         Assert.NotNull(factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "171", "snapshot"));
         // The round's answers went back to the actor in a call of their own, the run with them.
-        Assert.Equal("launched", factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "171", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("launched", LaunchPhase(171));
     }
 
     /// <summary>
@@ -51,8 +49,6 @@ public sealed class ActorCallBodyTests : IAsyncLifetime
         Assert.True(delivery.CloudEvent.GetRawText().Length < limit, "the event itself is within Handoff:MaxRequestBodyBytes");
         Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
         Assert.Equal(1, cursor.LaunchRequests);
-        Assert.Equal("launched", factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("launched", LaunchPhase(172));
     }
-
-    public Task DisposeAsync() => factory.DisposeAsync().AsTask().ContinueWith(_ => cursor.Dispose());
 }

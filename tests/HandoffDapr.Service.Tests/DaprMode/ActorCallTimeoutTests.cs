@@ -11,19 +11,12 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// own (HandoffRunActor.Guarded, RunLocks) and the actor runtime's (Dapr.Actors 1.19 ActorTurnLock, taken in
 /// ActorManager.DispatchInternalAsync); with the run's lock taken on a random key this test still passes.
 /// </summary>
-public sealed class ActorCallTimeoutTests : IAsyncLifetime
+public sealed class ActorCallTimeoutTests : DaprModeTest
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromMilliseconds(1500);
-    private readonly FakeCursor cursor = new();
-    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
 
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true, actorCallTimeout: CallTimeout);
-        client = factory.CreateSidecarClient();
-    }
+    protected override Task<DaprServiceFactory> StartServiceAsync() =>
+        DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true, actorCallTimeout: CallTimeout);
 
     [Fact]
     public async Task Trigger_whose_first_turn_outlasts_the_actor_call_timeout_is_repeated_by_the_sidecar_and_launches_once()
@@ -62,7 +55,7 @@ public sealed class ActorCallTimeoutTests : IAsyncLifetime
         time.Advance(TimeSpan.FromMinutes(3));
         Assert.True((await factory.Sidecar.FireReminderAsync(HandoffRunActor.ActorTypeName, "170", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
         // The reminder's turn ends once the attempt is saved in flight; the call and its answer's turn follow.
-        await Eventually.True(() => factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "170", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(170) == "launched");
         Assert.Equal(1, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
         var agents = factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "170", "coding_agents");
@@ -114,19 +107,12 @@ public sealed class ActorCallTimeoutTests : IAsyncLifetime
 
         Assert.True(heldWhileRepeated, "the first turn's save was not held until the repeat arrived");
         // The first turn claimed the launch and made it; the repeat found it under way and made none.
-        await Eventually.True(() => factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(172) == "launched");
         Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/down"));
-        Assert.Single(factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "172", "coding_agents")!.Value.EnumerateObject());
+        Assert.Single(Agents(172));
         // And the run still has its wake-up (the agent's status poll).
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "172" && r.Name == HandoffRunActor.WakeReminder);
-    }
-
-    public async Task DisposeAsync()
-    {
-        client.Dispose();
-        await factory.DisposeAsync();
-        cursor.Dispose();
     }
 }
 

@@ -10,19 +10,9 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// DELETE while the app's method runs on, and per <c>retry: actorRetry</c> makes the call again, to a new activation.
 /// The repeat must wait for the first turn (HandoffRunActor.Guarded, RunLocks) and launch nothing twice.
 /// </summary>
-public sealed class ActorDeactivationTests : IAsyncLifetime
+public sealed class ActorDeactivationTests : DaprModeTest
 {
-    private const string Actor = HandoffRunActor.ActorTypeName;
-    private readonly FakeCursor cursor = new();
-    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
-
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true);
-        client = factory.CreateSidecarClient();
-    }
+    protected override Task<DaprServiceFactory> StartServiceAsync() => DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true);
 
     [Fact]
     public async Task Trigger_whose_actor_is_deactivated_mid_turn_is_repeated_by_the_sidecar_and_launches_once()
@@ -62,10 +52,10 @@ public sealed class ActorDeactivationTests : IAsyncLifetime
         // The claim's deadline wakes the run: one launch, one agent.
         time.Advance(TimeSpan.FromMinutes(3));
         Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "174", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "174", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(174) == "launched");
         Assert.Equal(1, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
-        Assert.Single(factory.Sidecar.GetActorState(Actor, "174", "coding_agents")!.Value.EnumerateObject());
+        Assert.Single(Agents(174));
     }
 
     [Fact]
@@ -108,21 +98,14 @@ public sealed class ActorDeactivationTests : IAsyncLifetime
         // launched, and the turn registers the wake again a minute out instead of leaving the run to the Scheduler's retries.
         await Eventually.True(() => factory.Sidecar.Reminders.Any(r => r.ActorId == "176" && r.RegisteredAt > registered.RegisteredAt));
         Assert.Equal("0h1m0s0ms", Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176").DueTime); // FailedWakeRetry
-        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "176", "launches")!.Value[0].GetProperty("phase").GetString()); // nothing claimed
+        Assert.Equal("retry_scheduled", LaunchPhase(176)); // nothing claimed
         Assert.Equal(launchesBefore, cursor.LaunchRequests);
 
         time.Advance(TimeSpan.FromMinutes(1));
         Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "176", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "176", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(176) == "launched");
         Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/down"));
-        Assert.Single(factory.Sidecar.GetActorState(Actor, "176", "coding_agents")!.Value.EnumerateObject());
-    }
-
-    public async Task DisposeAsync()
-    {
-        client.Dispose();
-        await factory.DisposeAsync();
-        cursor.Dispose();
+        Assert.Single(Agents(176));
     }
 }

@@ -15,27 +15,8 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// a reminder and an event arriving while the app drains, deactivation under a round, a reminder whose run is gone,
 /// wake firings lost while the app is down, a settled run's reminder.
 /// </summary>
-public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLifetime
+public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeTest
 {
-    private const string Actor = HandoffRunActor.ActorTypeName;
-    private readonly FakeCursor cursor = new();
-    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
-
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
-        client = factory.CreateSidecarClient();
-    }
-
-    public async Task DisposeAsync()
-    {
-        await factory.DisposeAsync();
-
-        cursor.Dispose();
-    }
-
     private async Task RetryDueAsync(long run, string repo)
     {
         cursor.Script(repo, FakeCursor.Status(503));
@@ -63,7 +44,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
         var launches = factory.Sidecar.GetActorState(Actor, "901", "launches")!.Value;
         output.WriteLine(launches.GetRawText());
         Assert.Equal("launched", launches[0].GetProperty("phase").GetString());
-        Assert.Single(factory.Sidecar.GetActorState(Actor, "901", "coding_agents")!.Value.EnumerateObject());
+        Assert.Single(Agents(901));
     }
 
     [Fact]
@@ -127,8 +108,8 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
         Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
         Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
         Assert.Equal(launchesBefore, cursor.LaunchRequests);
-        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "907", "launches")!.Value[0].GetProperty("phase").GetString());
-        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "908", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("retry_scheduled", LaunchPhase(907));
+        Assert.Equal("retry_scheduled", LaunchPhase(908));
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "907");
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "908");
     }
@@ -209,7 +190,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
         time.Advance(repeating.NextDueAt - time.GetUtcNow());
         var woken = Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "920");
         Assert.Equal(HttpStatusCode.OK, woken.StatusCode);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "920", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(920) == "launched");
         Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/down"));
     }
@@ -226,7 +207,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : IAsyncLif
         time.Advance(reminder.NextDueAt - time.GetUtcNow());
         Assert.Equal(HttpStatusCode.OK, Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "921").StatusCode);
 
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "921", "launches")!.Value[0].GetProperty("phase").GetString() == "failed");
+        await Eventually.True(() => LaunchPhase(921) == "failed");
         await Eventually.True(() => !factory.Sidecar.Reminders.Any(r => r.ActorId == "921"));
         time.Advance(TimeSpan.FromHours(1));
         Assert.DoesNotContain(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "921");

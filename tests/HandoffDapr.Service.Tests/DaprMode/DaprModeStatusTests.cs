@@ -243,7 +243,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(1, failed);
         // The round's call is made now, once, not left to the in-flight deadline (two minutes) and a lookup.
         await Eventually.True(() => cursor.LaunchRequests == 1);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "340", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => DaprModeTest.LaunchPhase(factory.Sidecar, 340) == "launched");
         var timeline = factory.Sidecar.GetActorState(Actor, "340", "timeline")!.Value.EnumerateArray().ToList();
         Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "launch_started");
         Assert.Single(timeline, entry => entry.GetProperty("event").GetString() == "launched");
@@ -264,7 +264,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
         Assert.Equal(1, failed);
         await Eventually.True(() => cursor.LaunchRequests == 1);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "342", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => DaprModeTest.LaunchPhase(factory.Sidecar, 342) == "launched");
     }
 
     [Fact]
@@ -286,7 +286,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(1, failed);
         // The retry is made now, not at the round's deadline (two minutes) after a lookup.
         await Eventually.True(() => cursor.LaunchRequests == 2);
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "343", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => DaprModeTest.LaunchPhase(factory.Sidecar, 343) == "launched");
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "343");
     }
 

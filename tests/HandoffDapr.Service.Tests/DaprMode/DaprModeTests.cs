@@ -12,20 +12,8 @@ using Microsoft.Extensions.Hosting;
 namespace HandoffDapr.Service.Tests.DaprMode;
 
 /// <summary>The handoff in Dapr mode, end to end through the fake sidecar with the real Dapr SDK doing the talking.</summary>
-public sealed class DaprModeTests : IAsyncLifetime
+public sealed class DaprModeTests : DaprModeTest
 {
-    private const string Actor = HandoffRunActor.ActorTypeName;
-    private readonly FakeCursor cursor = new();
-    private readonly Microsoft.Extensions.Time.Testing.FakeTimeProvider time = new(DateTimeOffset.UtcNow);
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
-
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
-        client = factory.CreateSidecarClient();
-    }
-
     [Fact]
     public async Task Cloud_event_delivered_by_the_sidecar_launches_through_the_binding_and_persists_actor_state()
     {
@@ -64,7 +52,7 @@ public sealed class DaprModeTests : IAsyncLifetime
         var answer = await (await trigger).ReadJsonAsync();
         Assert.Equal("acme/slow", answer["successes"]![0]!["repo_name"]!.GetValue<string>());
         Assert.Equal(1, cursor.LaunchRequests);
-        Assert.Equal("launched", factory.Sidecar.GetActorState(Actor, "140", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("launched", LaunchPhase(140));
     }
 
     [Fact]
@@ -76,8 +64,7 @@ public sealed class DaprModeTests : IAsyncLifetime
 
         var response = await client.PostJsonAsync("/runs/153/handoff", Payloads.Trigger(Payloads.Run(153, ["acme/shop"], automation: false)));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-        var agents = factory.Sidecar.GetActorState(Actor, "153", "coding_agents")!.Value;
-        var agentId = Assert.Single(agents.EnumerateObject()).Name;
+        var agentId = Assert.Single(Agents(153)).Name;
 
         // The caller retries, as a 503 asks: the retry's turn repairs the reminder.
         var retry = await client.PostJsonAsync("/runs/153/handoff", Payloads.Trigger());
@@ -104,7 +91,7 @@ public sealed class DaprModeTests : IAsyncLifetime
         var response = await trigger;
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         Assert.Equal("acme/slow", (await response.ReadJsonAsync())["successes"]![0]!["repo_name"]!.GetValue<string>());
-        Assert.Equal("launched", factory.Sidecar.GetActorState(Actor, "142", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("launched", LaunchPhase(142));
     }
 
     [Fact]
@@ -120,7 +107,7 @@ public sealed class DaprModeTests : IAsyncLifetime
         // Answered as a retry (on another replica), not a 500 from a service provider the stopping host has let go.
         var response = await trigger;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-        Assert.Equal("outcome_unknown", factory.Sidecar.GetActorState(Actor, "143", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("outcome_unknown", LaunchPhase(143));
     }
 
     [Fact]
@@ -137,7 +124,7 @@ public sealed class DaprModeTests : IAsyncLifetime
 
         var response = await trigger;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-        Assert.Equal("outcome_unknown", stopsAtOnce.Sidecar.GetActorState(Actor, "144", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("outcome_unknown", LaunchPhase(stopsAtOnce.Sidecar, 144));
         // The run's state was reached (the outcome is recorded): the answer says why, as a request after the drain is told.
         Assert.Equal("The service is shutting down. Try again shortly.", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
@@ -225,7 +212,7 @@ public sealed class DaprModeTests : IAsyncLifetime
 
         Assert.All(deliveries.Append(late), d => Assert.Equal(DeliveryOutcome.Success, d.Outcome));
         Assert.Equal(3, cursor.LaunchRequests);
-        Assert.Equal(3, factory.Sidecar.GetActorState(Actor, "124", "coding_agents")!.Value.EnumerateObject().Count());
+        Assert.Equal(3, Agents(124).Count());
     }
 
     [Fact]
@@ -300,7 +287,7 @@ public sealed class DaprModeTests : IAsyncLifetime
 
         Assert.True(fired.IsSuccessStatusCode);
         // The reminder's turn ends once the attempt is saved in flight; the call and its answer's turn follow.
-        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "127", "launches")!.Value[0].GetProperty("phase").GetString() == "launched");
+        await Eventually.True(() => LaunchPhase(127) == "launched");
         Assert.Equal(2, cursor.LaunchRequests);
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
@@ -401,12 +388,5 @@ public sealed class DaprModeTests : IAsyncLifetime
         Assert.Equal(["GET", "HEAD"], response.Content.Headers.Allow.Order());
         Assert.Equal("Healthy", await client.GetStringAsync("/healthz"));
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, "/healthz"))).StatusCode);
-    }
-
-    public async Task DisposeAsync()
-    {
-        client.Dispose();
-        await factory.DisposeAsync();
-        cursor.Dispose();
     }
 }

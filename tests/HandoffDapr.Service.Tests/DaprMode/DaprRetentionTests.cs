@@ -2,7 +2,6 @@ using System.Net;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
-using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -12,22 +11,14 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// the tombstone and launches nothing. The fake sidecar expires keys as the Redis store does (a write without
 /// ttlInSeconds keeps a key's TTL; "-1" takes it off), on the same clock as the app.
 /// </summary>
-public sealed class DaprRetentionTests : IAsyncLifetime
+public sealed class DaprRetentionTests : DaprModeTest
 {
-    private const string Actor = HandoffRunActor.ActorTypeName;
     private const string Route = "autofix-run-completed";
     private static readonly TimeSpan Retention = TimeSpan.FromDays(1);
-    private readonly FakeCursor cursor = new();
-    private readonly FakeTimeProvider time = new(DateTimeOffset.UtcNow);
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
 
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(
-            cursor.Url, time: time, sidecarTime: time, settings: new Dictionary<string, string?> { ["Handoff:RunRetention"] = "1.00:00:00" });
-        client = factory.CreateSidecarClient();
-    }
+    // The sidecar on the app's clock too: its keys expire as the app's time moves.
+    protected override Task<DaprServiceFactory> StartServiceAsync() => DaprServiceFactory.StartAsync(
+        cursor.Url, time: time, sidecarTime: time, settings: new Dictionary<string, string?> { ["Handoff:RunRetention"] = "1.00:00:00" });
 
     [Fact]
     public async Task Every_key_of_a_settled_run_expires_at_the_same_moment_and_its_tombstone_after()
@@ -61,7 +52,7 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         // Long past the retention the pending run is all there, and read as it was.
         time.Advance(Retention * 2);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/801/handoff")).StatusCode);
-        Assert.Equal("retry_scheduled", factory.Sidecar.GetActorState(Actor, "801", "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("retry_scheduled", LaunchPhase(801));
     }
 
     [Fact]
@@ -176,14 +167,7 @@ public sealed class DaprRetentionTests : IAsyncLifetime
         cursor.Script("acme/shop", FakeCursor.Status(401));
         var run = Payloads.Run(runId, ["acme/shop"]);
         Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", Route, run)).Outcome);
-        Assert.Equal("failed", factory.Sidecar.GetActorState(Actor, runId.ToString(System.Globalization.CultureInfo.InvariantCulture), "launches")!.Value[0].GetProperty("phase").GetString());
+        Assert.Equal("failed", LaunchPhase(runId));
         return run;
-    }
-
-    public async Task DisposeAsync()
-    {
-        client.Dispose();
-        await factory.DisposeAsync();
-        cursor.Dispose();
     }
 }

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text.Json.Nodes;
 using HandoffDapr.FakeSidecar;
-using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -10,25 +9,18 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// daprd restarting while the app runs (its container restarted, the pod kept): a new sidecar on the same ports, which
 /// knows nothing of the actors its predecessor had activated in the app.
 /// </summary>
-public sealed class SidecarRestartTests : IAsyncLifetime
+public sealed class SidecarRestartTests : DaprModeTest
 {
-    private const string Actor = HandoffRunActor.ActorTypeName;
-    private readonly FakeCursor cursor = new();
-    private DaprServiceFactory factory = null!;
-    private HttpClient client = null!;
     private FakeDaprSidecar? restarted;
 
-    public async Task InitializeAsync()
-    {
-        factory = await DaprServiceFactory.StartAsync(cursor.Url);
-        client = factory.CreateSidecarClient();
-    }
+    // The app on the system clock: nothing here moves time.
+    protected override Task<DaprServiceFactory> StartServiceAsync() => DaprServiceFactory.StartAsync(cursor.Url);
 
-    public async Task DisposeAsync()
+    public override async Task DisposeAsync()
     {
         try
         {
-            await factory.DisposeAsync();
+            await base.DisposeAsync();
         }
         catch (ObjectDisposedException)
         {
@@ -39,8 +31,6 @@ public sealed class SidecarRestartTests : IAsyncLifetime
         {
             await restarted.DisposeAsync();
         }
-
-        cursor.Dispose();
     }
 
     /// <summary>Stops the sidecar and starts another where the app expects it, with <paramref name="store"/> as its actor state.</summary>
