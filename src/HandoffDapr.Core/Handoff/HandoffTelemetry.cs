@@ -39,6 +39,19 @@ public static class HandoffTelemetry
     public static readonly UpDownCounter<long> HandoffsInFlight = Meter.CreateUpDownCounter<long>(
         "handoff.in_flight", unit: "{handoff}", description: "Launch rounds whose provider calls are under way (not polls, stops or follow-ups).");
 
+    /// <summary>
+    /// One call of a run's actor (Dapr mode), from daprd's delivery to its answer, the wait for the run's turn included:
+    /// its method (<c>TriggerAsync</c>, <c>ReceiveReminderAsync</c>, …) and run. A call that fails is marked an error by
+    /// the exception's type, never its text.
+    /// </summary>
+    public static Activity? StartActorCall(long runId, string method)
+    {
+        var activity = ActivitySource.StartActivity("handoff.actor_call", ActivityKind.Internal);
+        activity?.SetTag("handoff.run_id", runId);
+        activity?.SetTag("handoff.actor_method", method);
+        return activity;
+    }
+
     public static Activity? StartLaunchAttempt(long runId, string repository, long integrationId, int attempt)
     {
         var activity = ActivitySource.StartActivity("handoff.launch_attempt", ActivityKind.Internal);

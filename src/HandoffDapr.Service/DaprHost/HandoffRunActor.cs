@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.ExceptionServices;
 using Dapr.Actors.Runtime;
 using Dapr.Client;
@@ -194,13 +195,20 @@ public sealed partial class HandoffRunActor(
     /// </remarks>
     private async Task<T> Guarded<T>(Func<Task<T>> call, [System.Runtime.CompilerServices.CallerMemberName] string method = "")
     {
+        using var span = RunId is { } spanRun ? HandoffTelemetry.StartActorCall(spanRun, method) : null;
         using var turn = RunId is { } runId ? await runLocks.AcquireAsync(runId, CancellationToken.None) : null;
         try
         {
             return await call();
         }
-        catch (Exception exception) when (exception is not ActorTurnFailedException)
+        catch (Exception exception)
         {
+            span?.SetStatus(ActivityStatusCode.Error).SetTag("error.type", exception.GetType().FullName);
+            if (exception is ActorTurnFailedException)
+            {
+                throw;
+            }
+
             LogTurnFailed(RunId, Id.GetId(), method, exception);
             throw new ActorTurnFailedException();
         }

@@ -34,6 +34,45 @@ public sealed class DaprModeTests : DaprModeTest
         Assert.All(agents.Value.EnumerateObject(), agent => Assert.Equal("pending", agent.Value.GetProperty("status").GetString()));
     }
 
+    /// <summary>
+    /// Each actor call is a span of its own with the run and the method (issue 8), beside the launch attempts' spans; a
+    /// call whose turn fails is an error named by the exception's type only.
+    /// </summary>
+    [Fact]
+    public async Task Each_actor_call_is_a_span_naming_its_run_and_method_and_a_failed_turn_is_an_error()
+    {
+        var spans = new List<System.Diagnostics.Activity>();
+        using var listener = Operability.TelemetryTests.RecordSpans(spans);
+        factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "161";
+
+        var launched = await client.PostJsonAsync("/runs/160/handoff", Payloads.Trigger(Payloads.Run(160, ["acme/shop"], automation: false)));
+        var failed = await client.PostJsonAsync("/runs/161/handoff", Payloads.Trigger(Payloads.Run(161, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, launched.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, failed.StatusCode);
+        List<System.Diagnostics.Activity> Calls(long run)
+        {
+            lock (spans)
+            {
+                return spans.Where(span => span.OperationName == "handoff.actor_call" && Equals(span.GetTagItem("handoff.run_id"), run)).ToList();
+            }
+        }
+
+        var calls = Calls(160);
+        Assert.Equal(["CompleteLaunchRoundAsync", "TriggerAsync"], calls.Select(span => (string)span.GetTagItem("handoff.actor_method")!).Order());
+        Assert.All(calls, span => Assert.Equal(System.Diagnostics.ActivityStatusCode.Unset, span.Status));
+        // The trigger's turn or the round's recording turn registers the reminder that fails, and a call may be made
+        // again (actorRetry, the owner's retry): each failed call is an error of its own.
+        var refused = Calls(161).Where(span => span.Status == System.Diagnostics.ActivityStatusCode.Error).ToList();
+        Assert.NotEmpty(refused);
+        Assert.All(refused, span =>
+        {
+            Assert.Contains((string)span.GetTagItem("handoff.actor_method")!, new[] { "TriggerAsync", "CompleteLaunchRoundAsync" });
+            Assert.NotNull(span.GetTagItem("error.type"));
+            Assert.Null(span.StatusDescription);
+        });
+    }
+
     [Fact]
     public async Task Run_answers_reads_and_redeliveries_while_its_launch_round_is_at_the_provider()
     {

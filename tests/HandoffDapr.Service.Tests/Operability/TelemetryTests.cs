@@ -313,7 +313,7 @@ public sealed class TelemetryTests : IDisposable
     }
 
     /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
-    private static ActivityListener RecordSpans(List<Activity> spans)
+    internal static ActivityListener RecordSpans(List<Activity> spans)
     {
         var listener = new ActivityListener
         {
