@@ -73,6 +73,32 @@ public sealed class DaprModeTests : DaprModeTest
         });
     }
 
+    /// <summary>
+    /// A completion event's launches, made within its delivery, are in the trace its CloudEvent carries (issue 8); daprd
+    /// also sends that trace as the delivery's traceparent header. Launches moved out of the delivery would lose it.
+    /// </summary>
+    [Fact]
+    public async Task Launches_of_a_delivered_event_continue_the_trace_its_cloud_event_carries()
+    {
+        const string traceId = "0af7651916cd43dd8448eb211c80319c";
+        var spans = new List<System.Diagnostics.Activity>();
+        using var listener = Operability.TelemetryTests.RecordSpans(spans);
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(162, ["acme/shop", "acme/web"]));
+        cloudEvent["traceparent"] = $"00-{traceId}-b7ad6b7169203331-01";
+
+        var delivery = await factory.Sidecar.DeliverBrokerMessageAsync("pubsub", "autofix-run-completed", Encoding.UTF8.GetBytes(cloudEvent.ToJsonString()));
+
+        Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
+        List<System.Diagnostics.Activity> attempts;
+        lock (spans)
+        {
+            attempts = spans.Where(span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.run_id"), 162L)).ToList();
+        }
+
+        Assert.Equal(2, attempts.Count);
+        Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
+    }
+
     [Fact]
     public async Task Run_answers_reads_and_redeliveries_while_its_launch_round_is_at_the_provider()
     {
