@@ -52,6 +52,17 @@ public static class HandoffTelemetry
         return activity;
     }
 
+    /// <summary>
+    /// One wake-up of a run by embedded mode's schedule (its due launches, reconciliations and status poll), in the trace
+    /// of the completion event whose launches it makes when there is one (<paramref name="eventTrace"/>), else a trace of its own.
+    /// </summary>
+    public static Activity? StartWake(long runId, ActivityContext eventTrace)
+    {
+        var activity = ActivitySource.StartActivity("handoff.wake", ActivityKind.Internal, eventTrace);
+        activity?.SetTag("handoff.run_id", runId);
+        return activity;
+    }
+
     public static Activity? StartLaunchAttempt(long runId, string repository, long integrationId, int attempt)
     {
         var activity = ActivitySource.StartActivity("handoff.launch_attempt", ActivityKind.Internal);

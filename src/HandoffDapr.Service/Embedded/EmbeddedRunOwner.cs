@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
@@ -36,6 +37,15 @@ public sealed class EmbeddedRunOwner(
     /// then would take the round for a crash, look for its agent before the provider made it, and launch again.
     /// </summary>
     public ICollection<long> RunsWithRequestRounds => requestRounds.Keys;
+
+    /// <summary>
+    /// The trace of a completion event whose launches the schedule makes (<see cref="EmbeddedOptions.LaunchEventsInBackground"/>):
+    /// the wake-up that makes them continues it. Kept only while something listens to the spans, in memory only and
+    /// bounded: after a restart, or when another process on the file makes the launches, they start a trace of their own.
+    /// </summary>
+    private readonly ConcurrentDictionary<long, ActivityContext> eventTraces = new();
+
+    private const int MaxEventTraces = 10_000;
 
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
@@ -120,6 +130,11 @@ public sealed class EmbeddedRunOwner(
 
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
         {
+            if (Activity.Current is { } trace && HandoffTelemetry.ActivitySource.HasListeners() && eventTraces.Count < MaxEventTraces)
+            {
+                eventTraces[snapshot.RunId] = trace.Context;
+            }
+
             wakeups.Notify();
         }
 
@@ -221,6 +236,7 @@ public sealed class EmbeddedRunOwner(
     /// </summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
+        using var span = HandoffTelemetry.StartWake(runId, eventTraces.TryRemove(runId, out var eventTrace) ? eventTrace : default);
         var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),

@@ -50,6 +50,39 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal(traceId, span.TraceId.ToHexString());
     }
 
+    /// <summary>
+    /// By default embedded mode answers an event once its launches are saved as due, and the schedule makes them: the
+    /// wake-up that does is in the event's trace, so its launch attempts are too (issue 8: the trace flows from the
+    /// CloudEvent's traceparent). The test client sends no traceparent header: only the body carries it.
+    /// </summary>
+    [Fact]
+    public async Task Launches_the_schedule_makes_for_an_event_continue_the_trace_its_cloud_event_carries()
+    {
+        const string traceId = "5c1a8ee2f13b4c1e9d0b7e6f3a2c4d10";
+        var spans = new List<Activity>();
+        using var listener = RecordSpans(spans);
+        using var factory = new EmbeddedServiceFactory(temp.File("background-trace.db"), cursor.Url);
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(703, ["acme/shop", "acme/web"]));
+        cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
+
+        await factory.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+        await factory.RunScheduleAsync();
+
+        List<Activity> Spans(string name)
+        {
+            lock (spans)
+            {
+                return spans.Where(span => span.OperationName == name && Equals(span.GetTagItem("handoff.run_id"), 703L)).ToList();
+            }
+        }
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(traceId, Assert.Single(Spans("handoff.wake")).TraceId.ToHexString());
+        var attempts = Spans("handoff.launch_attempt");
+        Assert.Equal(2, attempts.Count);
+        Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
+    }
+
     [Theory]
     [InlineData(null, false)]
     [InlineData("http://127.0.0.1:4317", true)]
