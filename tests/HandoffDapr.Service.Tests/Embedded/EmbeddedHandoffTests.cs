@@ -246,6 +246,28 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Empty(stored["coding_agents"]!.AsObject());
     }
 
+    /// <summary>
+    /// The automatic handoff asks for a pull request exactly when the run's automation_handoff says auto_create_pr, and
+    /// only then tells the agent to name the issue in it.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Completion_event_launches_with_the_auto_create_pr_of_the_run_s_automation_preference(bool autoCreatePr)
+    {
+        var run = Payloads.Run(207, ["acme/shop"]);
+        run["preferences"]!["automation_handoff"]!["auto_create_pr"] = autoCreatePr;
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", run);
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        var body = Assert.Single(cursor.LaunchBodies);
+        Assert.Equal(autoCreatePr, body["target"]!["autoCreatePr"]!.GetValue<bool>());
+        var prompt = body["prompt"]!["text"]!.GetValue<string>();
+        Assert.Equal(autoCreatePr, prompt.Contains("Include 'Fixes SHOP-1A2' in the pull request description.", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData(202, true, "open_pr")]      // the solution step's event: the root cause completed earlier
     [InlineData(203, false, "root_cause")]  // the run was meant to stop at its root cause
