@@ -65,6 +65,31 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal("Fixed the pool", result["description"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// The webhook's target.url and target.branchName are what the view shows as the agent's link and its result's branch,
+    /// not what the launch's answer said: the agent may have moved or renamed its branch since.
+    /// </summary>
+    [Fact]
+    public async Task Signed_finished_webhook_records_its_agent_url_and_branch_name_over_the_launch_s()
+    {
+        var agentId = await Launch(406);
+        var launched = await Agent(406, agentId);
+        var body = JsonNode.Parse(StatusChange(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/8"))!;
+        body["target"]!["url"] = $"https://cursor.com/agents/{agentId}/reported";
+        body["target"]!["branchName"] = "pool-fix-renamed-by-agent";
+
+        var response = await SignedWebhook(406, body.ToJsonString());
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var agent = await Agent(406, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.NotEqual($"https://cursor.com/agents/{agentId}/reported", launched["agent_url"]?.GetValue<string>());
+        Assert.Equal($"https://cursor.com/agents/{agentId}/reported", agent["agent_url"]?.GetValue<string>());
+        var result = Assert.Single(agent["results"]!.AsArray())!;
+        Assert.Equal("pool-fix-renamed-by-agent", result["branch_name"]?.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/8", result["pr_url"]?.GetValue<string>());
+    }
+
     [Fact]
     public async Task Webhook_without_signature_is_401_and_changes_nothing()
     {
