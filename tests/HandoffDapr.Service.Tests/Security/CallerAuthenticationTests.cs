@@ -18,6 +18,7 @@ public sealed class CallerAuthenticationTests : IDisposable
     {
         { "POST", "/runs/1/handoff" },
         { "GET", "/runs/1/handoff" },
+        { "GET", "/runs" },
         { "POST", "/events/autofix-run-completed" },
         { "POST", "/runs/1/agents/bc-1/stop" },
         { "POST", "/runs/1/agents/bc-1/followup" },
@@ -133,6 +134,36 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ApiTokenIgnored");
         var check = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CallerCheck");
         Assert.Equal("BearerToken", check.GetStructuredStateValue("Check"));
+    }
+
+    /// <summary>
+    /// Embedded mode without Handoff:ApiToken serves loopback callers only: start-up warns of it once (6001,
+    /// LoopbackOnly), so an operator who meant to guard the API with a token learns it is not set. With a token, no such
+    /// warning.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Embedded_mode_without_an_api_token_warns_once_at_start_that_only_loopback_callers_are_served(bool withToken)
+    {
+        var logs = new FakeLogCollector();
+        var settings = withToken ? new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token } : null;
+        using var factory = new EmbeddedServiceFactory(temp.File("loopback-log.db"), cursor.Url, settings: settings) { Logs = logs };
+
+        Assert.Equal(HttpStatusCode.OK, (await factory.CreateClient().GetAsync("/healthz")).StatusCode);
+
+        var warnings = logs.GetSnapshot().Where(record => record.Id.Id == 6001 || record.Id.Name == "LoopbackOnly").ToList();
+        if (withToken)
+        {
+            Assert.Empty(warnings);
+        }
+        else
+        {
+            var warning = Assert.Single(warnings);
+            Assert.Equal(6001, warning.Id.Id);
+            Assert.Equal("LoopbackOnly", warning.Id.Name);
+            Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, warning.Level);
+        }
     }
 
     [Fact]
