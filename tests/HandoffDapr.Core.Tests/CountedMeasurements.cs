@@ -13,6 +13,7 @@ internal sealed class CountedMeasurements : IDisposable
     private static readonly AsyncLocal<CountedMeasurements?> Current = new();
     private readonly MeterListener listener = new();
     private readonly ConcurrentDictionary<string, long> totals = new();
+    private readonly ConcurrentDictionary<string, ConcurrentQueue<double>> recorded = new();
 
     public CountedMeasurements()
     {
@@ -36,8 +37,18 @@ internal sealed class CountedMeasurements : IDisposable
                 }
             }
         });
+        listener.SetMeasurementEventCallback<double>((instrument, value, _, _) =>
+        {
+            if (ReferenceEquals(Current.Value, this))
+            {
+                recorded.GetOrAdd(instrument.Name, _ => new ConcurrentQueue<double>()).Enqueue(value);
+            }
+        });
         listener.Start();
     }
+
+    /// <summary>Every value this test's flow recorded on the named histogram of doubles, in order.</summary>
+    public IReadOnlyList<double> Recorded(string histogram) => recorded.TryGetValue(histogram, out var values) ? values.ToList() : [];
 
     /// <summary>The sum this test's flow added to the named counter.</summary>
     public long this[string counter] => totals.GetValueOrDefault(counter);

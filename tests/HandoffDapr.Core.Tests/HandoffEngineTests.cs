@@ -1544,6 +1544,33 @@ public sealed class HandoffEngineTests
         Assert.Null(writer.Saved.Last().Launches[0].FailureType);
     }
 
+    /// <summary>
+    /// A launch round is counted in handoff.in_flight while its provider calls are out and no longer once they are
+    /// answered, and each provider call of it gives one handoff.launch.duration.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_round_is_in_flight_while_its_provider_call_is_out_and_records_one_launch_duration()
+    {
+        using var counted = new CountedMeasurements();
+        var sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        provider.OnLaunch = _ => sent.TrySetResult();
+        provider.Hold = answer.Task;
+
+        var finishing = engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await sent.Task;
+
+        Assert.Equal(1, counted["handoff.in_flight"]);
+        Assert.Empty(counted.Recorded("handoff.launch.duration"));
+
+        answer.SetResult();
+        var outcome = await finishing;
+
+        Assert.Single(outcome.Result.Successes);
+        Assert.Equal(0, counted["handoff.in_flight"]);
+        Assert.InRange(Assert.Single(counted.Recorded("handoff.launch.duration")), 0, double.MaxValue);
+    }
+
     [Fact]
     public async Task An_agent_timed_out_by_the_poll_is_counted_as_entering_failed()
     {
@@ -2778,6 +2805,9 @@ public sealed class HandoffEngineTests
         /// <summary>When set, every launch is answered with an agent of this name.</summary>
         public string? AnswerName { get; set; }
 
+        /// <summary>When set, a launch is answered only once this task completes (after <see cref="OnLaunch"/>).</summary>
+        public Task? Hold { get; set; }
+
         /// <summary>When set, a launch waits (up to 10 s) until this many are in flight together.</summary>
         public int? HoldUntilInFlight { get; set; }
 
@@ -2803,6 +2833,11 @@ public sealed class HandoffEngineTests
                 }
 
                 await Task.WhenAny(allInFlight.Task, Task.Delay(TimeSpan.FromSeconds(10), cancellationToken));
+            }
+
+            if (Hold is { } hold)
+            {
+                await hold.WaitAsync(cancellationToken);
             }
 
             await Task.Delay(Delay?.Invoke(request) ?? 0, cancellationToken);
