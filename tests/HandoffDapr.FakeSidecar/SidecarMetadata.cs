@@ -9,12 +9,17 @@ namespace HandoffDapr.FakeSidecar;
 /// </summary>
 internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting hosting, HttpBindingEmulator bindings)
 {
-    public IReadOnlyList<(string Name, string Type, string Version)> Components()
+    /// <summary>
+    /// With daprd's capabilities (pkg/runtime/runtime.go getComponentsCapabilitesMap): a state store's features (here
+    /// those the app relies on), and <c>ACTOR</c> when it has both ETag and transactions; an output binding's
+    /// <c>OUTPUT_BINDING</c>; the in-memory pub/sub reports no feature.
+    /// </summary>
+    public IReadOnlyList<(string Name, string Type, string Version, string[] Capabilities)> Components()
     {
-        var list = new List<(string, string, string)>();
-        list.AddRange(options.StateStoreNames.Select(n => (n, "state.in-memory", "v1")));
-        list.AddRange(options.PubSubNames.Select(n => (n, "pubsub.in-memory", "v1")));
-        list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1")));
+        var list = new List<(string, string, string, string[])>();
+        list.AddRange(options.StateStoreNames.Select(n => (n, "state.in-memory", "v1", new[] { "ETAG", "TRANSACTIONAL", "TTL", "ACTOR" })));
+        list.AddRange(options.PubSubNames.Select(n => (n, "pubsub.in-memory", "v1", Array.Empty<string>())));
+        list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1", new[] { "OUTPUT_BINDING" })));
         return list;
     }
 
@@ -26,7 +31,7 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
             ["id"] = options.AppId,
             ["runtimeVersion"] = options.RuntimeVersion,
             ["actors"] = actorTypes.Order(StringComparer.Ordinal).Select(t => new { type = t, count = 0 }).ToList(),
-            ["components"] = Components().Select(c => new { name = c.Name, type = c.Type, version = c.Version }).ToList(),
+            ["components"] = Components().Select(c => new { name = c.Name, type = c.Type, version = c.Version, capabilities = c.Capabilities }).ToList(),
             ["extended"] = new Dictionary<string, string> { ["daprRuntimeVersion"] = options.RuntimeVersion },
             ["actorRuntime"] = new
             {
@@ -44,9 +49,9 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
         var actorTypes = await hosting.GetHostedTypesAsync(ct).ConfigureAwait(false);
         var response = new GetMetadataResponse { Id = options.AppId, RuntimeVersion = options.RuntimeVersion };
         response.ExtendedMetadata.Add("daprRuntimeVersion", options.RuntimeVersion);
-        foreach (var (name, type, version) in Components())
+        foreach (var (name, type, version, capabilities) in Components())
         {
-            response.RegisteredComponents.Add(new RegisteredComponents { Name = name, Type = type, Version = version });
+            response.RegisteredComponents.Add(new RegisteredComponents { Name = name, Type = type, Version = version, Capabilities = { capabilities } });
         }
 
         var runtime = new ActorRuntime

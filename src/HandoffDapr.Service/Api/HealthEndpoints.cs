@@ -39,20 +39,56 @@ public sealed class SqliteReadinessCheck(Embedded.SqliteRunStore store) : IHealt
 }
 
 /// <summary>
-/// The sidecar answers, and takes our calls: daprd's health endpoint answers anyone, while with an API token every other
-/// call needs <c>DAPR_API_TOKEN</c>. Without this the app read ready while its every actor and binding call was refused.
+/// The sidecar answers, takes our calls, and has loaded what the app needs (<see cref="DaprHost.SidecarComponents"/>):
+/// daprd's health endpoint answers anyone, while with an API token every other call needs <c>DAPR_API_TOKEN</c>, and it
+/// starts without a component that is misnamed or not deployed. Without this the app read ready while its every actor and
+/// binding call was refused. The probe's answer says only healthy or not; why is logged, once each time it changes.
 /// </summary>
-public sealed class SidecarReadinessCheck(Dapr.Client.DaprClient dapr) : IHealthCheck
+public sealed partial class SidecarReadinessCheck(
+    Dapr.Client.DaprClient dapr, Microsoft.Extensions.Options.IOptions<Configuration.HandoffOptions> options, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
 {
+    private const string Ready = "";
+    private string lastReason = Ready;
+
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var reason = await WhyNotReadyAsync(cancellationToken);
+        var previous = Interlocked.Exchange(ref lastReason, reason);
+        if (reason != previous)
+        {
+            if (reason == Ready)
+            {
+                LogSidecarReadyAgain(logger);
+            }
+            else
+            {
+                LogSidecarNotReady(logger, reason);
+            }
+        }
+
+        return reason == Ready ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy(reason);
+    }
+
+    private async Task<string> WhyNotReadyAsync(CancellationToken cancellationToken)
     {
         if (!await dapr.CheckHealthAsync(cancellationToken))
         {
-            return HealthCheckResult.Unhealthy("The Dapr sidecar is not healthy.");
+            return "the Dapr sidecar is not healthy";
         }
 
-        return await DaprHost.SidecarStartup.TakesOurCallsAsync(dapr, cancellationToken)
-            ? HealthCheckResult.Healthy()
-            : HealthCheckResult.Unhealthy("The Dapr sidecar refuses the app's calls.");
+        if (await DaprHost.SidecarStartup.ReadMetadataAsync(dapr, cancellationToken) is not { } metadata)
+        {
+            return "the Dapr sidecar refuses the app's calls (DAPR_API_TOKEN)";
+        }
+
+        return DaprHost.SidecarComponents.Missing(metadata, options.Value) is { Count: > 0 } missing
+            ? "the Dapr sidecar lacks what the app needs: " + string.Join("; ", missing)
+            : Ready;
     }
+
+    [LoggerMessage(EventId = 4104, EventName = "SidecarNotReady", Level = LogLevel.Warning, Message = "Not ready: {Reason}")]
+    private static partial void LogSidecarNotReady(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 4105, EventName = "SidecarReadyAgain", Level = LogLevel.Information, Message = "Ready: the Dapr sidecar has what the app needs")]
+    private static partial void LogSidecarReadyAgain(ILogger logger);
 }

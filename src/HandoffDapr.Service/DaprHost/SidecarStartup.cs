@@ -41,16 +41,19 @@ public sealed partial class SidecarStartup(
     /// One call that daprd's API token guards (its metadata): its health endpoint does not, so answering there says
     /// nothing of whether our calls are taken. Any failure counts; the reason is not logged (it may quote the request).
     /// </summary>
-    public static async Task<bool> TakesOurCallsAsync(DaprClient dapr, CancellationToken cancellationToken)
+    public static async Task<bool> TakesOurCallsAsync(DaprClient dapr, CancellationToken cancellationToken) =>
+        await ReadMetadataAsync(dapr, cancellationToken) is not null;
+
+    /// <summary>daprd's metadata (a call its API token guards), or null when the call is refused or fails.</summary>
+    public static async Task<DaprMetadata?> ReadMetadataAsync(DaprClient dapr, CancellationToken cancellationToken)
     {
         try
         {
-            await dapr.GetMetadataAsync(cancellationToken);
-            return true;
+            return await dapr.GetMetadataAsync(cancellationToken);
         }
         catch (Exception exception) when (exception is Dapr.DaprException or Grpc.Core.RpcException or HttpRequestException)
         {
-            return false;
+            return null;
         }
     }
 

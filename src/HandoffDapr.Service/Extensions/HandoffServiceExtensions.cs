@@ -55,7 +55,9 @@ public static class HandoffServiceExtensions
         if (mode == HostingMode.Dapr)
         {
             AddDaprHost(services);
-            health.AddCheck<SidecarReadinessCheck>("dapr-sidecar", tags: [HealthEndpoints.ReadinessTag]);
+            // One instance: it logs why the app is not ready when that changes, not at every probe.
+            services.AddSingleton<SidecarReadinessCheck>();
+            health.Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration("dapr-sidecar", sp => sp.GetRequiredService<SidecarReadinessCheck>(), null, [HealthEndpoints.ReadinessTag]));
         }
         else
         {

@@ -22,6 +22,23 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
     public const string CopilotBindingName = "coding-agent-copilot";
     public const string BindingApiKey = "binding-held-api-key-6d2e";
 
+    /// <summary>
+    /// Both integrations' bindings, holding the key as a binding's <c>securityToken</c> does. Both are loaded, as the
+    /// service's readiness asks; without a Copilot fake, Copilot's points at the Cursor fake, which a test of Cursor alone
+    /// never calls through it.
+    /// </summary>
+    public static void AddBindings(FakeDaprSidecar sidecar, string cursorUrl, string? copilotUrl = null)
+    {
+        foreach (var (name, url) in new[] { (BindingName, cursorUrl), (CopilotBindingName, copilotUrl ?? cursorUrl) })
+        {
+            sidecar.AddHttpBinding(name, new Uri(url), new Dictionary<string, string>
+            {
+                ["securityToken"] = "Bearer " + BindingApiKey,
+                ["securityTokenHeader"] = "Authorization",
+            });
+        }
+    }
+
     private readonly FakeDaprSidecar sidecar;
     private readonly string? appApiToken;
     private readonly FakeTimeProvider? time;
@@ -64,19 +81,7 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
         }
 
         var sidecar = await FakeDaprSidecar.StartAsync(options);
-        sidecar.AddHttpBinding(BindingName, new Uri(cursorUrl), new Dictionary<string, string>
-        {
-            ["securityToken"] = "Bearer " + BindingApiKey,
-            ["securityTokenHeader"] = "Authorization",
-        });
-        if (copilotUrl is not null)
-        {
-            sidecar.AddHttpBinding(CopilotBindingName, new Uri(copilotUrl), new Dictionary<string, string>
-            {
-                ["securityToken"] = "Bearer " + BindingApiKey,
-                ["securityTokenHeader"] = "Authorization",
-            });
-        }
+        AddBindings(sidecar, cursorUrl, copilotUrl);
 
         var factory = new DaprServiceFactory(sidecar, appApiToken, time, settings ?? new Dictionary<string, string?>(), logs);
         if (kestrel)

@@ -34,7 +34,8 @@ public sealed class SidecarRestartTests : DaprModeTest
     }
 
     /// <summary>Stops the sidecar and starts another where the app expects it, with <paramref name="store"/> as its actor state.</summary>
-    private async Task<FakeDaprSidecar> RestartSidecarAsync(Action<FakeDaprSidecar>? store = null)
+    /// <param name="whileDown">What the test does between the stop and the start.</param>
+    private async Task<FakeDaprSidecar> RestartSidecarAsync(Action<FakeDaprSidecar>? store = null, Func<Task>? whileDown = null)
     {
         var old = factory.Sidecar;
         var options = new FakeSidecarOptions
@@ -44,12 +45,13 @@ public sealed class SidecarRestartTests : DaprModeTest
             DeadLetterRetriableFailures = old.Options.DeadLetterRetriableFailures,
         };
         await old.DisposeAsync();
-        restarted = await FakeDaprSidecar.StartAsync(options);
-        restarted.AddHttpBinding(DaprServiceFactory.BindingName, new Uri(cursor.Url), new Dictionary<string, string>
+        if (whileDown is not null)
         {
-            ["securityToken"] = "Bearer " + DaprServiceFactory.BindingApiKey,
-            ["securityTokenHeader"] = "Authorization",
-        });
+            await whileDown();
+        }
+
+        restarted = await FakeDaprSidecar.StartAsync(options);
+        DaprServiceFactory.AddBindings(restarted, cursor.Url);
         store?.Invoke(restarted);
         restarted.AppChannel = factory.Server.CreateHandler();
         return restarted;
@@ -61,21 +63,16 @@ public sealed class SidecarRestartTests : DaprModeTest
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/903/handoff", Payloads.Trigger(Payloads.Run(903, ["acme/shop"], automation: false)))).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
 
-        var old = factory.Sidecar;
-        await old.DisposeAsync();
-        var down = await client.GetAsync("/readyz");
-        var whileDown = await client.PostJsonAsync("/runs/904/handoff", Payloads.Trigger(Payloads.Run(904, ["acme/shop"], automation: false)));
+        HttpResponseMessage down = null!, whileDown = null!;
+        // Started again on the old one's ports (its Options and endpoints outlive its stop).
+        var again = await RestartSidecarAsync(whileDown: async () =>
+        {
+            down = await client.GetAsync("/readyz");
+            whileDown = await client.PostJsonAsync("/runs/904/handoff", Payloads.Trigger(Payloads.Run(904, ["acme/shop"], automation: false)));
+        });
         Assert.Equal(HttpStatusCode.ServiceUnavailable, down.StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, whileDown.StatusCode);
 
-        // Started again on old's ports (old's Options and endpoints outlive its stop).
-        restarted = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { HttpPort = old.HttpEndpoint.Port, GrpcPort = old.GrpcEndpoint.Port });
-        restarted.AddHttpBinding(DaprServiceFactory.BindingName, new Uri(cursor.Url), new Dictionary<string, string>
-        {
-            ["securityToken"] = "Bearer " + DaprServiceFactory.BindingApiKey,
-            ["securityTokenHeader"] = "Authorization",
-        });
-        restarted.AppChannel = factory.Server.CreateHandler();
         var deadline = DateTime.UtcNow.AddSeconds(20);
         HttpStatusCode ready;
         while ((ready = (await client.GetAsync("/readyz")).StatusCode) != HttpStatusCode.OK && DateTime.UtcNow < deadline)
@@ -85,8 +82,8 @@ public sealed class SidecarRestartTests : DaprModeTest
 
         Assert.Equal(HttpStatusCode.OK, ready);
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/905/handoff", Payloads.Trigger(Payloads.Run(905, ["acme/web"], automation: false)))).StatusCode);
-        Assert.Equal(DeliveryOutcome.Success, (await restarted.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(906, ["acme/api"]))).Outcome);
-        Assert.NotNull(restarted.GetActorState(Actor, "906", "coding_agents"));
+        Assert.Equal(DeliveryOutcome.Success, (await again.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(906, ["acme/api"]))).Outcome);
+        Assert.NotNull(again.GetActorState(Actor, "906", "coding_agents"));
     }
 
     [Fact]

@@ -1,0 +1,84 @@
+using System.Net;
+using Dapr.Client;
+using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Service.Tests.DaprMode;
+
+/// <summary>
+/// Readiness in Dapr mode asks daprd's metadata for what the app needs (issue 8: "sidecar and its components healthy"):
+/// a component misnamed or not deployed keeps the app out of traffic, and the log says which, once per change.
+/// </summary>
+public sealed class SidecarReadinessTests : IDisposable
+{
+    private readonly FakeCursor cursor = new();
+
+    [Fact]
+    public async Task A_binding_daprd_has_not_loaded_keeps_the_app_not_ready_until_it_is_and_the_log_names_it_once()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, logs: logs, settings: new Dictionary<string, string?> { ["Handoff:Integrations:43:Binding"] = "coding-agent-copilot-eu" });
+        var client = factory.CreateClient();
+
+        var first = await client.GetAsync("/readyz");
+        var second = await client.GetAsync("/readyz");
+        factory.Sidecar.AddHttpBinding("coding-agent-copilot-eu", new Uri(cursor.Url));
+        var deployed = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, first.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, second.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, deployed.StatusCode);
+        // The probe's answer names nothing; the log does, once for the two refused probes.
+        Assert.DoesNotContain("copilot", await first.Content.ReadAsStringAsync(), StringComparison.OrdinalIgnoreCase);
+        var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Equal(LogLevel.Warning, notReady.Level);
+        Assert.Contains("no binding component named coding-agent-copilot-eu (Handoff:Integrations:43:Binding)", notReady.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("coding-agent-cursor", notReady.Message, StringComparison.Ordinal);
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReadyAgain");
+    }
+
+    [Fact]
+    public async Task A_pubsub_component_of_another_name_keeps_the_app_not_ready()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, logs: logs, settings: new Dictionary<string, string?> { ["Handoff:Dapr:PubSubName"] = "events" });
+
+        var ready = await factory.CreateClient().GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Contains("no pub/sub component named events (Handoff:Dapr:PubSubName)", notReady.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Each_missing_part_is_named_and_a_sidecar_with_all_of_them_lacks_nothing()
+    {
+        var options = new HandoffOptions();
+        options.Integrations["42"] = new IntegrationOptions { Binding = "coding-agent-cursor" };
+        options.Integrations["43"] = new IntegrationOptions { Binding = "coding-agent-copilot" };
+        DaprComponentsMetadata Component(string name, string type, params string[] capabilities) => new(name, type, "v1", capabilities);
+        var everything = new DaprMetadata(
+            "handoff", [new DaprActorMetadata(HandoffRunActor.ActorTypeName, 0)], new Dictionary<string, string>(),
+            [Component("statestore", "state.redis", "ETAG", "TRANSACTIONAL", "ACTOR"), Component("pubsub", "pubsub.redis"),
+             Component("coding-agent-cursor", "bindings.http", "OUTPUT_BINDING"), Component("coding-agent-copilot", "bindings.http", "OUTPUT_BINDING")]);
+        // A component of the right name but another kind is not the one the app calls; a store without ACTOR holds no actors.
+        var lacking = new DaprMetadata(
+            "handoff", [], new Dictionary<string, string>(),
+            [Component("statestore", "state.sqlserver", "ETAG"), Component("pubsub", "bindings.http"), Component("coding-agent-cursor", "bindings.http")]);
+
+        Assert.Empty(SidecarComponents.Missing(everything, options));
+        var missing = SidecarComponents.Missing(lacking, options);
+        Assert.Equal(4, missing.Count);
+        Assert.StartsWith("no state store component that can hold actors", missing[0], StringComparison.Ordinal);
+        Assert.StartsWith("the HandoffRunActor actor type is not registered", missing[1], StringComparison.Ordinal);
+        Assert.Equal("no pub/sub component named pubsub (Handoff:Dapr:PubSubName)", missing[2]);
+        Assert.Equal("no binding component named coding-agent-copilot (Handoff:Integrations:43:Binding)", missing[3]);
+    }
+
+    public void Dispose() => cursor.Dispose();
+}
