@@ -94,7 +94,11 @@ public sealed class LeakTests : IDisposable
 
         foreach (var record in logs.GetSnapshot())
         {
-            var line = record.Message + " " + record.Exception;
+            // The whole record, as the JSON console formatter writes it: message, exception, every field, every scope.
+            var line = string.Join(' ', [
+                record.Message, record.Exception?.ToString(),
+                .. record.StructuredState?.Select(field => field.Key + "=" + field.Value) ?? [],
+                .. record.Scopes.Select(scope => scope?.ToString())]);
             foreach (var secret in new[] { EmbeddedServiceFactory.ApiKey, ApiToken, WebhookSecret })
             {
                 Assert.False(line.Contains(secret, StringComparison.Ordinal), $"a log line contains a secret: {line}");
