@@ -1,7 +1,11 @@
 using System.Diagnostics;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.Metrics.Testing;
+using Microsoft.Extensions.Logging.Console;
+using Microsoft.Extensions.Options;
 using OpenTelemetry.Metrics;
 using OpenTelemetry.Trace;
 
@@ -81,6 +85,28 @@ public sealed class TelemetryTests : IDisposable
         var attempts = Spans("handoff.launch_attempt");
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
+    }
+
+    /// <summary>Outside development the console writes JSON lines (issue 8), with scopes and UTC ISO 8601 timestamps; in development, text.</summary>
+    [Theory]
+    [InlineData("Production", true)]
+    [InlineData("Staging", true)]
+    [InlineData("Development", false)]
+    public void Console_logs_are_json_lines_outside_development(string environment, bool json)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File($"console-{environment}.db"), cursor.Url);
+        using var configured = factory.WithWebHostBuilder(builder => builder.UseEnvironment(environment));
+
+        var console = configured.Services.GetRequiredService<IOptionsMonitor<ConsoleLoggerOptions>>().CurrentValue;
+        var format = configured.Services.GetRequiredService<IOptionsMonitor<JsonConsoleFormatterOptions>>().CurrentValue;
+
+        Assert.Equal(json, console.FormatterName == ConsoleFormatterNames.Json);
+        if (json)
+        {
+            Assert.True(format.IncludeScopes);
+            Assert.True(format.UseUtcTimestamp);
+            Assert.Equal("O", format.TimestampFormat);
+        }
     }
 
     [Theory]
