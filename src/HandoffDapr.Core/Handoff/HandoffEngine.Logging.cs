@@ -3,7 +3,7 @@ using Microsoft.Extensions.Logging;
 
 namespace HandoffDapr.Core.Handoff;
 
-/// <summary>The engine's log lines (source-generated), event ids 1001–1025: never a whole request or state.</summary>
+/// <summary>The engine's log lines (source-generated), event ids 1001–1099: never a whole request or state.</summary>
 public sealed partial class HandoffEngine
 {
     [LoggerMessage(EventId = 1001, EventName = "HandoffUnknownRun", Level = LogLevel.Information, Message = "Run {RunId} is unknown to group {GroupId}: nothing launched")]
