@@ -39,13 +39,16 @@ public sealed class EmbeddedRunOwner(
     public ICollection<long> RunsWithRequestRounds => requestRounds.Keys;
 
     /// <summary>
-    /// The trace of a completion event whose launches the schedule makes (<see cref="EmbeddedOptions.LaunchEventsInBackground"/>):
-    /// the wake-up that makes them continues it. Kept only while something listens to the spans, in memory only and
-    /// bounded: after a restart, or when another process on the file makes the launches, they start a trace of their own.
+    /// The trace of a completion event whose launches the schedule makes (<see cref="EmbeddedOptions.LaunchEventsInBackground"/>),
+    /// with when it was kept: the wake-up that makes them continues it. Kept only while something listens to the spans,
+    /// in memory only, bounded in number and age: after a restart, or when another process on the file makes the
+    /// launches, they start a trace of their own, and a later wake-up of the run does not join that old trace.
     /// </summary>
-    private readonly ConcurrentDictionary<long, ActivityContext> eventTraces = new();
+    private readonly ConcurrentDictionary<long, (ActivityContext Trace, long KeptAt)> eventTraces = new();
 
     private const int MaxEventTraces = 10_000;
+
+    private static readonly long EventTraceLifetimeMs = (long)TimeSpan.FromMinutes(5).TotalMilliseconds;
 
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
@@ -130,9 +133,14 @@ public sealed class EmbeddedRunOwner(
 
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
         {
-            if (Activity.Current is { } trace && HandoffTelemetry.ActivitySource.HasListeners() && eventTraces.Count < MaxEventTraces)
+            if (Activity.Current is { } trace && HandoffTelemetry.ActivitySource.HasListeners())
             {
-                eventTraces[snapshot.RunId] = trace.Context;
+                if (eventTraces.Count >= MaxEventTraces)
+                {
+                    eventTraces.Clear(); // those left behind by launches made elsewhere; pending ones lose only their trace
+                }
+
+                eventTraces[snapshot.RunId] = (trace.Context, Environment.TickCount64);
             }
 
             wakeups.Notify();
@@ -236,7 +244,8 @@ public sealed class EmbeddedRunOwner(
     /// </summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
-        using var span = HandoffTelemetry.StartWake(runId, eventTraces.TryRemove(runId, out var eventTrace) ? eventTrace : default);
+        var joined = eventTraces.TryRemove(runId, out var kept) && Environment.TickCount64 - kept.KeptAt < EventTraceLifetimeMs;
+        using var span = HandoffTelemetry.StartWake(runId, joined ? kept.Trace : default);
         var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
