@@ -13,8 +13,11 @@ namespace HandoffDapr.Service.DaprHost;
 /// </summary>
 public static class SidecarComponents
 {
-    /// <summary>What is missing, in words for a log line (names from configuration only); empty when nothing is.</summary>
-    public static IReadOnlyList<string> Missing(DaprMetadata metadata, HandoffOptions options)
+    /// <summary>
+    /// What every call needs and is missing, in words for a log line (names from configuration only); empty when
+    /// nothing is. Without these the app can serve nothing: readiness fails.
+    /// </summary>
+    public static IReadOnlyList<string> MissingForAll(DaprMetadata metadata, HandoffOptions options)
     {
         var missing = new List<string>();
         if (!metadata.Components.Any(component => component.Type.StartsWith("state.", StringComparison.Ordinal) && component.Capabilities.Contains(ActorCapability)))
@@ -22,9 +25,9 @@ public static class SidecarComponents
             missing.Add("no state store component that can hold actors (ETag and transactions; marked actorStateStore \"true\")");
         }
 
-        if (!metadata.Actors.Any(actor => actor.Type == HandoffRunActor.ActorTypeName))
+        if (!ActorTypeRegistered(metadata))
         {
-            missing.Add($"the {HandoffRunActor.ActorTypeName} actor type is not registered (daprd has not read the app's dapr/config yet, or its actor runtime is off)");
+            missing.Add(ActorTypeNotRegistered);
         }
 
         if (!Has(metadata, options.Dapr.PubSubName, "pubsub."))
@@ -32,16 +35,24 @@ public static class SidecarComponents
             missing.Add($"no pub/sub component named {options.Dapr.PubSubName} (Handoff:Dapr:PubSubName)");
         }
 
-        foreach (var (id, integration) in options.Integrations.OrderBy(entry => entry.Key, StringComparer.Ordinal))
-        {
-            if (integration.Binding is { Length: > 0 } binding && !Has(metadata, binding, "bindings."))
-            {
-                missing.Add($"no binding component named {binding} (Handoff:Integrations:{id}:Binding)");
-            }
-        }
-
         return missing;
     }
+
+    /// <summary>
+    /// The integrations' bindings daprd lacks: only those integrations' launches fail (<c>BindingRefused</c>), so readiness
+    /// does not. An integration configured but not deployed (the shipped configuration has two) must not keep pods out of traffic.
+    /// </summary>
+    public static IReadOnlyList<string> MissingBindings(DaprMetadata metadata, HandoffOptions options) =>
+        options.Integrations.OrderBy(entry => entry.Key, StringComparer.Ordinal)
+            .Where(entry => entry.Value.Binding is { Length: > 0 } binding && !Has(metadata, binding, "bindings."))
+            .Select(entry => $"{entry.Value.Binding} (Handoff:Integrations:{entry.Key}:Binding)")
+            .ToList();
+
+    /// <summary>What daprd lacks for a few seconds at every start: it registers the app's actor types once the app answers (its health check, when enabled).</summary>
+    public static readonly string ActorTypeNotRegistered =
+        $"the {HandoffRunActor.ActorTypeName} actor type is not registered (daprd registers it once the app answers its health check, or its actor runtime is off)";
+
+    private static bool ActorTypeRegistered(DaprMetadata metadata) => metadata.Actors.Any(actor => actor.Type == HandoffRunActor.ActorTypeName);
 
     private const string ActorCapability = "ACTOR";
 

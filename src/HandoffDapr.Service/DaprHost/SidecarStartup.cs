@@ -42,18 +42,20 @@ public sealed partial class SidecarStartup(
     /// nothing of whether our calls are taken. Any failure counts; the reason is not logged (it may quote the request).
     /// </summary>
     public static async Task<bool> TakesOurCallsAsync(DaprClient dapr, CancellationToken cancellationToken) =>
-        await ReadMetadataAsync(dapr, cancellationToken) is not null;
+        (await ReadMetadataAsync(dapr, cancellationToken)).Metadata is not null;
 
-    /// <summary>daprd's metadata (a call its API token guards), or null when the call is refused or fails.</summary>
-    public static async Task<DaprMetadata?> ReadMetadataAsync(DaprClient dapr, CancellationToken cancellationToken)
+    /// <summary>daprd's metadata (a call its API token guards), or whether it was refused (the token) when it could not be read.</summary>
+    public static async Task<(DaprMetadata? Metadata, bool Refused)> ReadMetadataAsync(DaprClient dapr, CancellationToken cancellationToken)
     {
         try
         {
-            return await dapr.GetMetadataAsync(cancellationToken);
+            return (await dapr.GetMetadataAsync(cancellationToken), false);
         }
         catch (Exception exception) when (exception is Dapr.DaprException or Grpc.Core.RpcException or HttpRequestException)
         {
-            return null;
+            // The SDK wraps the gRPC status; daprd answers a missing or wrong token with Unauthenticated.
+            var status = (exception as Grpc.Core.RpcException ?? exception.InnerException as Grpc.Core.RpcException)?.StatusCode;
+            return (null, status is Grpc.Core.StatusCode.Unauthenticated or Grpc.Core.StatusCode.PermissionDenied);
         }
     }
 

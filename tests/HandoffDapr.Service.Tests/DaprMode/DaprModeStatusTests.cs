@@ -395,6 +395,9 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Name == "SidecarRefusedCalls"));
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        // The readiness line blames the token (daprd's Unauthenticated), as a warning though the app was never ready.
+        var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Contains("refuses the app's calls (DAPR_API_TOKEN)", notReady.Message, StringComparison.Ordinal);
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("daprd-token-7", StringComparison.Ordinal));
     }
 

@@ -23,9 +23,9 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
     public const string BindingApiKey = "binding-held-api-key-6d2e";
 
     /// <summary>
-    /// Both integrations' bindings, holding the key as a binding's <c>securityToken</c> does. Both are loaded, as the
-    /// service's readiness asks; without a Copilot fake, Copilot's points at the Cursor fake, which a test of Cursor alone
-    /// never calls through it.
+    /// Both integrations' bindings, holding the key as a binding's <c>securityToken</c> does, as <c>components/</c> loads
+    /// both (else readiness logs one missing); without a Copilot fake, Copilot's points at the Cursor fake, which a test
+    /// of Cursor alone never calls through it.
     /// </summary>
     public static void AddBindings(FakeDaprSidecar sidecar, string cursorUrl, string? copilotUrl = null)
     {
