@@ -53,8 +53,9 @@ public static class HandoffTelemetry
     }
 
     /// <summary>
-    /// One wake-up of a run by embedded mode's schedule (its due launches, reconciliations and status poll), in the trace
-    /// of the completion event whose launches it makes when there is one (<paramref name="eventTrace"/>), else a trace of its own.
+    /// One wake-up of a run by embedded mode's schedule, from its decision on: the provider calls of its due launches,
+    /// reconciliations and status poll, and their recording. In the trace of the completion event whose launches it makes
+    /// when there is one (<paramref name="eventTrace"/>), else a trace of its own.
     /// </summary>
     public static Activity? StartWake(long runId, ActivityContext eventTrace)
     {

@@ -40,9 +40,11 @@ public sealed class EmbeddedRunOwner(
 
     /// <summary>
     /// The trace of a completion event whose launches the schedule makes (<see cref="EmbeddedOptions.LaunchEventsInBackground"/>),
-    /// with when it was kept: the wake-up that makes them continues it. Kept only while something listens to the spans,
-    /// in memory only, bounded in number and age: after a restart, or when another process on the file makes the
-    /// launches, they start a trace of their own, and a later wake-up of the run does not join that old trace.
+    /// with when it was kept: the run's next wake-up here that makes a launch round continues it (a status poll does not
+    /// take it). Kept only while something listens to the spans, in memory only, bounded in number and age (five minutes):
+    /// after a restart the launches start a trace of their own; when another process on the file made them (or the
+    /// schedule did before the trace was kept), it goes to the run's next launch round here, a retry of the same handoff,
+    /// if one comes within that time.
     /// </summary>
     private readonly ConcurrentDictionary<long, (ActivityContext Trace, long KeptAt)> eventTraces = new();
 
@@ -238,19 +240,22 @@ public sealed class EmbeddedRunOwner(
             _ => null);
     }
 
+    /// <summary>The kept trace of the run's completion event, if it is recent (<see cref="eventTraces"/>).</summary>
+    private ActivityContext TakeEventTrace(long runId) =>
+        eventTraces.TryRemove(runId, out var kept) && Environment.TickCount64 - kept.KeptAt < EventTraceLifetimeMs ? kept.Trace : default;
+
     /// <summary>
     /// Runs the due retries, reconciliations and status poll of a run (the schedule's callback). A wake-up whose run has
     /// no row is deleted: nothing is left to do for it.
     /// </summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
-        var joined = eventTraces.TryRemove(runId, out var kept) && Environment.TickCount64 - kept.KeptAt < EventTraceLifetimeMs;
-        using var span = HandoffTelemetry.StartWake(runId, joined ? kept.Trace : default);
         var woken = await WithRunAsync(
             runId,
             async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
             cancellationToken,
             _ => null);
+        using var span = HandoffTelemetry.StartWake(runId, woken?.Round is not null ? TakeEventTrace(runId) : default);
         // The schedule looks for what became due once this wake-up is over (it works on a run once at a time). Its
         // provider calls, like a request's, stop only when shutdown's grace is over.
         if (woken is not null)

@@ -14,7 +14,10 @@ namespace HandoffDapr.Service.Tests.Operability;
 [CollectionDefinition(nameof(TelemetryCollection), DisableParallelization = true)]
 public sealed class TelemetryCollection;
 
-/// <summary>One span per launch attempt and launch metrics by outcome; the meter is process-wide, so this runs alone.</summary>
+/// <summary>
+/// One span per launch attempt and launch metrics by outcome. The meter and the span listener are process-wide, so this
+/// runs alone: its run ids (700–704) are used by other classes too.
+/// </summary>
 [Collection(nameof(TelemetryCollection))]
 public sealed class TelemetryTests : IDisposable
 {
@@ -85,6 +88,40 @@ public sealed class TelemetryTests : IDisposable
         var attempts = Spans("handoff.launch_attempt");
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
+    }
+
+    /// <summary>
+    /// Another process on the same file made the event's launches: the trace this process kept for them is not joined by
+    /// its next wake-up of the run, a status poll, which belongs to no event.
+    /// </summary>
+    [Fact]
+    public async Task A_status_poll_does_not_join_the_trace_of_an_event_whose_launches_another_process_made()
+    {
+        const string traceId = "7d2e4b1c9a8f4e3d8c7b6a5f4e3d2c1b";
+        var spans = new List<Activity>();
+        using var listener = RecordSpans(spans);
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        var file = temp.File("two-processes-trace.db");
+        using var taker = new EmbeddedServiceFactory(file, cursor.Url, time);
+        using var launcher = new EmbeddedServiceFactory(file, cursor.Url, time);
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(704, ["acme/shop"]));
+        cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
+
+        await taker.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+        _ = launcher.CreateClient();
+        await launcher.RunScheduleAsync();
+        time.Advance(TimeSpan.FromMinutes(2)); // the first status poll is due
+        await taker.RunScheduleAsync();
+
+        List<Activity> wakes;
+        lock (spans)
+        {
+            wakes = spans.Where(span => span.OperationName == "handoff.wake" && Equals(span.GetTagItem("handoff.run_id"), 704L)).ToList();
+        }
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(2, wakes.Count); // the launcher's launch round, the taker's poll
+        Assert.All(wakes, span => Assert.NotEqual(traceId, span.TraceId.ToHexString()));
     }
 
     /// <summary>Outside development the console writes JSON lines (issue 8), with scopes and UTC ISO 8601 timestamps; in development, text.</summary>
