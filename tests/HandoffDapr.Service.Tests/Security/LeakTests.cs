@@ -78,6 +78,8 @@ public sealed class LeakTests : IDisposable
             ["invalid_response", "provider_unavailable", "provider_unavailable", "rate_limited"],
             first["retries"]!.AsArray().Select(f => f!["failure_type"]!.GetValue<string>()).Order());
         Assert.Contains(logs.GetSnapshot(), record => record.Level >= Microsoft.Extensions.Logging.LogLevel.Warning);
+        // The records carry fields beside their message (the scan below reads them too).
+        Assert.Contains(logs.GetSnapshot(), record => record.StructuredState?.Any(field => field.Key == "RunId") == true);
 
         string[] forbidden =
         [
