@@ -62,6 +62,42 @@ public sealed class SidecarReadinessTests : IDisposable
         Assert.Contains("no pub/sub component named events (Handoff:Dapr:PubSubName)", notReady.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Every start waits a few seconds for daprd to register the actor type (it does once the app answers): that is
+    /// information before the app was first ready, not a warning; once it has been ready, losing it is a warning.
+    /// </summary>
+    [Fact]
+    public async Task Waiting_for_the_actor_type_at_start_is_information_and_losing_it_later_a_warning()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var client = factory.CreateClient();
+        var app = factory.Server.CreateHandler();
+
+        factory.Sidecar.AppChannel = new Unanswering(); // daprd has not had the app's dapr/config yet
+        var starting = await client.GetAsync("/readyz");
+        factory.Sidecar.AppChannel = app;
+        var ready = await client.GetAsync("/readyz");
+        factory.Sidecar.AppChannel = new Unanswering();
+        var lost = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, starting.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, lost.StatusCode);
+        var yet = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReadyYet");
+        Assert.Equal(LogLevel.Information, yet.Level);
+        Assert.Contains(SidecarComponents.ActorTypeNotRegistered, yet.Message, StringComparison.Ordinal);
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReadyAgain");
+        Assert.Contains(SidecarComponents.ActorTypeNotRegistered, Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady").Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>An app that answers nothing daprd asks (its port open, not serving yet).</summary>
+    private sealed class Unanswering : HttpMessageHandler
+    {
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+            Task.FromResult(new HttpResponseMessage(HttpStatusCode.ServiceUnavailable));
+    }
+
     [Fact]
     public void Each_missing_part_is_named_and_a_sidecar_with_all_of_them_lacks_nothing()
     {
