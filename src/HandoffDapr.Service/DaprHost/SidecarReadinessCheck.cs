@@ -1,0 +1,123 @@
+using Dapr.Client;
+using HandoffDapr.Service.Configuration;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+using Microsoft.Extensions.Options;
+
+namespace HandoffDapr.Service.DaprHost;
+
+/// <summary>
+/// The sidecar answers, takes our calls, and has loaded what every call needs (<see cref="SidecarComponents"/>):
+/// daprd's health endpoint answers anyone, while with an API token every other call needs <c>DAPR_API_TOKEN</c>, and it
+/// starts without a component that is misnamed or not deployed. Without this the app read ready while its every actor
+/// call was refused. The probe's answer says only healthy or not; why is logged once each time it changes (the health
+/// check service also logs an error line per failed probe). An integration's missing binding is logged, not a reason
+/// to be out of traffic. One check at a time, so that a slow probe's verdict cannot follow a newer one.
+/// </summary>
+public sealed partial class SidecarReadinessCheck(
+    DaprClient dapr, IOptions<HandoffOptions> options, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
+{
+    /// <param name="NotReadyBecause">Null when ready.</param>
+    /// <param name="Starting">A reason every start goes through for a few seconds (daprd not up yet, the actor type not yet registered).</param>
+    /// <param name="MissingBindings">Integrations' bindings daprd lacks, or null.</param>
+    private sealed record Verdict(string? NotReadyBecause, bool Starting, string? MissingBindings);
+
+    private readonly SemaphoreSlim oneAtATime = new(1, 1);
+    private Verdict? last;
+    private bool beenReady;
+
+    public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        await oneAtATime.WaitAsync(cancellationToken);
+        try
+        {
+            if (await JudgeAsync(cancellationToken) is not { } verdict)
+            {
+                return HealthCheckResult.Unhealthy(); // the probe went away mid-check: nothing learnt
+            }
+
+            if (verdict != last)
+            {
+                Log(verdict);
+            }
+
+            last = verdict;
+            beenReady |= verdict.NotReadyBecause is null;
+            return verdict.NotReadyBecause is { } reason ? HealthCheckResult.Unhealthy(reason) : HealthCheckResult.Healthy();
+        }
+        finally
+        {
+            oneAtATime.Release();
+        }
+    }
+
+    private void Log(Verdict verdict)
+    {
+        if (verdict.NotReadyBecause is { } reason)
+        {
+            if (verdict.Starting && !beenReady)
+            {
+                LogNotReadyYet(logger, reason);
+            }
+            else
+            {
+                LogSidecarNotReady(logger, reason);
+            }
+        }
+        else if (verdict.MissingBindings is { } bindings)
+        {
+            LogBindingsMissing(logger, bindings);
+        }
+        else if (last is not null)
+        {
+            LogSidecarReadyAgain(logger);
+        }
+    }
+
+    private async Task<Verdict?> JudgeAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            if (!await dapr.CheckHealthAsync(cancellationToken))
+            {
+                return cancellationToken.IsCancellationRequested ? null : new("the Dapr sidecar is not healthy", Starting: true, null);
+            }
+
+            var (metadata, refused) = await SidecarStartup.ReadMetadataAsync(dapr, cancellationToken);
+            if (cancellationToken.IsCancellationRequested)
+            {
+                return null;
+            }
+
+            if (metadata is null)
+            {
+                return refused
+                    ? new("the Dapr sidecar refuses the app's calls (DAPR_API_TOKEN)", Starting: false, null)
+                    : new("the Dapr sidecar's metadata could not be read", Starting: true, null);
+            }
+
+            var missing = SidecarComponents.MissingForAll(metadata, options.Value);
+            var bindings = SidecarComponents.MissingBindings(metadata, options.Value);
+            return new(
+                missing.Count > 0 ? "the Dapr sidecar lacks what every call needs: " + string.Join("; ", missing) : null,
+                Starting: missing.All(reason => reason == SidecarComponents.ActorTypeNotRegistered),
+                bindings.Count > 0 ? string.Join("; ", bindings) : null);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
+    [LoggerMessage(EventId = 4104, EventName = "SidecarNotReady", Level = LogLevel.Warning, Message = "Not ready: {Reason}")]
+    private static partial void LogSidecarNotReady(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 4105, EventName = "SidecarReadyAgain", Level = LogLevel.Information, Message = "Ready: the Dapr sidecar has what the app needs")]
+    private static partial void LogSidecarReadyAgain(ILogger logger);
+
+    [LoggerMessage(EventId = 4106, EventName = "SidecarNotReadyYet", Level = LogLevel.Information, Message = "Not ready yet: {Reason}")]
+    private static partial void LogNotReadyYet(ILogger logger, string reason);
+
+    [LoggerMessage(EventId = 4107, EventName = "SidecarBindingsMissing", Level = LogLevel.Warning,
+        Message = "Ready, but the Dapr sidecar has no binding component named {Bindings}: launches of those integrations fail (BindingRefused) until it has, or the integration is removed from configuration")]
+    private static partial void LogBindingsMissing(ILogger logger, string bindings);
+}
