@@ -98,6 +98,27 @@ public sealed class DaprFilesContractTests
         }
     }
 
+    /// <summary>
+    /// The run file and the deployment give the app its component names by environment, over <c>appsettings.json</c>:
+    /// each names a component its folder has, of the type the app calls (what readiness and the launches look for).
+    /// </summary>
+    [Theory]
+    [InlineData("dapr.yaml", "components")]
+    [InlineData("k8s/deployment.yaml", "k8s")]
+    public void Component_names_given_by_environment_exist_with_the_right_types(string file, string folder)
+    {
+        var byName = Components(folder).ToDictionary(c => Scalar(c.Document, "metadata", "name")!, c => Scalar(c.Document, "spec", "type"));
+        var document = Documents(file).Single().Document;
+        var env = file == "dapr.yaml"
+            ? ((YamlMappingNode)Node(((YamlSequenceNode)Node(document, "apps")!).Children.Single(), "env")!).Children.ToDictionary(e => e.Key.ToString(), e => (string?)e.Value.ToString())
+            : ((YamlSequenceNode)Node(((YamlSequenceNode)Node(document, "spec", "template", "spec", "containers")!).Children.Single(), "env")!).Children.ToDictionary(e => Scalar(e, "name")!, e => Scalar(e, "value"));
+
+        var named = env.Where(e => e.Key == "Handoff__Dapr__PubSubName" || System.Text.RegularExpressions.Regex.IsMatch(e.Key, @"^Handoff__Integrations__\d+__Binding$")).ToList();
+
+        Assert.Equal(2, named.Count(e => e.Key.EndsWith("__Binding", StringComparison.Ordinal)));
+        Assert.All(named, e => Assert.Equal(e.Key.EndsWith("__Binding", StringComparison.Ordinal) ? "bindings.http" : "pubsub.redis", byName.GetValueOrDefault(e.Value!)));
+    }
+
     [Theory]
     [MemberData(nameof(ComponentFolders))]
     public void Provider_bindings_hold_the_key_and_hand_status_codes_to_the_app(string folder)
