@@ -14,15 +14,19 @@ namespace HandoffDapr.Service.DaprHost;
 /// to be out of traffic. One check at a time, so that a slow probe's verdict cannot follow a newer one.
 /// </summary>
 public sealed partial class SidecarReadinessCheck(
-    DaprClient dapr, IOptions<HandoffOptions> options, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
+    DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider time, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
 {
     /// <param name="NotReadyBecause">Null when ready.</param>
     /// <param name="Starting">A reason every start goes through for a few seconds (daprd not up yet, the actor type not yet registered).</param>
     /// <param name="MissingBindings">Integrations' bindings daprd lacks, or null.</param>
     private sealed record Verdict(string? NotReadyBecause, bool Starting, string? MissingBindings);
 
+    /// <summary>What was logged: a line is written when this changes.</summary>
+    private enum Said { Nothing, NotReadyYet, NotReady, BindingsMissing, Ready }
+
     private readonly SemaphoreSlim oneAtATime = new(1, 1);
-    private Verdict? last;
+    private readonly DateTimeOffset firstCheck = time.GetUtcNow();
+    private (Said What, string? Text) said = (Said.Nothing, null);
     private bool beenReady;
 
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
@@ -30,17 +34,8 @@ public sealed partial class SidecarReadinessCheck(
         await oneAtATime.WaitAsync(cancellationToken);
         try
         {
-            if (await JudgeAsync(cancellationToken) is not { } verdict)
-            {
-                return HealthCheckResult.Unhealthy(); // the probe went away mid-check: nothing learnt
-            }
-
-            if (verdict != last)
-            {
-                Log(verdict);
-            }
-
-            last = verdict;
+            var verdict = await JudgeAsync(cancellationToken);
+            Log(verdict);
             beenReady |= verdict.NotReadyBecause is null;
             return verdict.NotReadyBecause is { } reason ? HealthCheckResult.Unhealthy(reason) : HealthCheckResult.Healthy();
         }
@@ -50,44 +45,55 @@ public sealed partial class SidecarReadinessCheck(
         }
     }
 
+    /// <summary>
+    /// Once per change of what is said. A start's waiting is information until the app was first ready or the sidecar's
+    /// start-up wait (<see cref="DaprOptions.SidecarWaitTimeout"/>) is over; past that, the same reason is a warning.
+    /// </summary>
     private void Log(Verdict verdict)
     {
-        if (verdict.NotReadyBecause is { } reason)
+        var starting = verdict.Starting && !beenReady && time.GetUtcNow() - firstCheck < options.Value.Dapr.SidecarWaitTimeout;
+        (Said What, string? Text) now = verdict switch
         {
-            if (verdict.Starting && !beenReady)
-            {
-                LogNotReadyYet(logger, reason);
-            }
-            else
-            {
-                LogSidecarNotReady(logger, reason);
-            }
-        }
-        else if (verdict.MissingBindings is { } bindings)
+            { NotReadyBecause: { } reason } => (starting ? Said.NotReadyYet : Said.NotReady, reason),
+            { MissingBindings: { } bindings } => (Said.BindingsMissing, bindings),
+            _ => (said.What == Said.Nothing ? Said.Nothing : Said.Ready, null), // the first probe's "ready" needs no line: SidecarReady said it
+        };
+        if (now == said)
         {
-            LogBindingsMissing(logger, bindings);
+            return;
         }
-        else if (last is not null)
+
+        switch (now.What)
         {
-            LogSidecarReadyAgain(logger);
+            case Said.NotReadyYet:
+                LogNotReadyYet(logger, now.Text!);
+                break;
+            case Said.NotReady:
+                LogSidecarNotReady(logger, now.Text!);
+                break;
+            case Said.BindingsMissing:
+                LogBindingsMissing(logger, now.Text!);
+                break;
+            case Said.Ready:
+                LogSidecarReadyAgain(logger);
+                break;
         }
+
+        said = now;
     }
 
-    private async Task<Verdict?> JudgeAsync(CancellationToken cancellationToken)
+    private async Task<Verdict> JudgeAsync(CancellationToken cancellationToken)
     {
         try
         {
             if (!await dapr.CheckHealthAsync(cancellationToken))
             {
-                return cancellationToken.IsCancellationRequested ? null : new("the Dapr sidecar is not healthy", Starting: true, null);
+                cancellationToken.ThrowIfCancellationRequested();
+                return new("the Dapr sidecar is not healthy", Starting: true, null);
             }
 
             var (metadata, refused) = await SidecarStartup.ReadMetadataAsync(dapr, cancellationToken);
-            if (cancellationToken.IsCancellationRequested)
-            {
-                return null;
-            }
-
+            cancellationToken.ThrowIfCancellationRequested(); // the probe went away mid-check: nothing learnt
             if (metadata is null)
             {
                 return refused
@@ -99,12 +105,13 @@ public sealed partial class SidecarReadinessCheck(
             var bindings = SidecarComponents.MissingBindings(metadata, options.Value);
             return new(
                 missing.Count > 0 ? "the Dapr sidecar lacks what every call needs: " + string.Join("; ", missing) : null,
-                Starting: missing.All(reason => reason == SidecarComponents.ActorTypeNotRegistered),
+                Starting: missing.Count > 0 && missing.All(reason => reason == SidecarComponents.ActorTypeNotRegistered),
                 bindings.Count > 0 ? string.Join("; ", bindings) : null);
         }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        catch (Exception exception) when (exception is not OperationCanceledException)
         {
-            return null;
+            // Anything else (the client disposed at shutdown, say): a fixed reason, never the exception's text.
+            return new("the Dapr sidecar could not be asked", Starting: true, null);
         }
     }
 

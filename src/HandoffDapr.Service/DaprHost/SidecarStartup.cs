@@ -22,7 +22,7 @@ public sealed partial class SidecarStartup(
         {
             await dapr.WaitForSidecarAsync(timeout.Token);
             LogSidecarReady();
-            if (!await TakesOurCallsAsync(dapr, stoppingToken))
+            if ((await ReadMetadataAsync(dapr, stoppingToken)).Refused)
             {
                 // Not a reason to stop: readiness keeps the app out of traffic, and says so until the token is right.
                 LogSidecarRefusedCalls();
@@ -38,13 +38,10 @@ public sealed partial class SidecarStartup(
     }
 
     /// <summary>
-    /// One call that daprd's API token guards (its metadata): its health endpoint does not, so answering there says
-    /// nothing of whether our calls are taken. Any failure counts; the reason is not logged (it may quote the request).
+    /// daprd's metadata, or whether it was refused (the token) when it could not be read. A call daprd's API token guards:
+    /// its health endpoint does not, so answering there says nothing of whether our calls are taken. The reason of a
+    /// failure is not logged (it may quote the request).
     /// </summary>
-    public static async Task<bool> TakesOurCallsAsync(DaprClient dapr, CancellationToken cancellationToken) =>
-        (await ReadMetadataAsync(dapr, cancellationToken)).Metadata is not null;
-
-    /// <summary>daprd's metadata (a call its API token guards), or whether it was refused (the token) when it could not be read.</summary>
     public static async Task<(DaprMetadata? Metadata, bool Refused)> ReadMetadataAsync(DaprClient dapr, CancellationToken cancellationToken)
     {
         try

@@ -40,11 +40,10 @@ public sealed class EmbeddedRunOwner(
 
     /// <summary>
     /// The trace of a completion event whose launches the schedule makes (<see cref="EmbeddedOptions.LaunchEventsInBackground"/>),
-    /// with when it was kept: the run's next wake-up here that makes a launch round continues it (a status poll does not
-    /// take it). Kept only while something listens to the spans, in memory only, bounded in number and age (five minutes):
-    /// after a restart the launches start a trace of their own; when another process on the file made them (or the
-    /// schedule did before the trace was kept), it goes to the run's next launch round here, a retry of the same handoff,
-    /// if one comes within that time.
+    /// with when it was kept: the run's next wake-up here continues it if it makes a launch round, and drops it otherwise
+    /// (another process on the file made the launches; a status poll). Kept and taken under the run's lock, only while
+    /// something listens to the spans, in memory only, bounded in number and age (five minutes): after a restart the
+    /// launches start a trace of their own.
     /// </summary>
     private readonly ConcurrentDictionary<long, (ActivityContext Trace, long KeptAt)> eventTraces = new();
 
@@ -124,7 +123,16 @@ public sealed class EmbeddedRunOwner(
         using var request = timing == LaunchTiming.Now ? new RequestRound(this, snapshot.RunId) : null;
         var outcome = await WithRunAsync(
             snapshot.RunId,
-            (stored, writer) => engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken),
+            async (stored, writer) =>
+            {
+                var accepted = await engine.AcceptCompletedRunAsync(stored, snapshot, writer, timing, cancellationToken);
+                if (timing == LaunchTiming.OnNextWake && accepted.Result.Retries.Count > 0)
+                {
+                    KeepEventTrace(snapshot.RunId); // under the run's lock, as the wake-up takes it: neither can come between
+                }
+
+                return accepted;
+            },
             cancellationToken,
             deleted => deleted.Answer(snapshot),
             eventDigest is null ? null : new HandledEventSource(snapshot, eventDigest));
@@ -135,16 +143,6 @@ public sealed class EmbeddedRunOwner(
 
         if (timing == LaunchTiming.OnNextWake && outcome.Result.Retries.Count > 0)
         {
-            if (Activity.Current is { } trace && HandoffTelemetry.ActivitySource.HasListeners())
-            {
-                if (eventTraces.Count >= MaxEventTraces)
-                {
-                    eventTraces.Clear(); // those left behind by launches made elsewhere; pending ones lose only their trace
-                }
-
-                eventTraces[snapshot.RunId] = (trace.Context, Environment.TickCount64);
-            }
-
             wakeups.Notify();
         }
 
@@ -240,6 +238,19 @@ public sealed class EmbeddedRunOwner(
             _ => null);
     }
 
+    private void KeepEventTrace(long runId)
+    {
+        if (Activity.Current is { } trace && HandoffTelemetry.ActivitySource.HasListeners())
+        {
+            if (eventTraces.Count >= MaxEventTraces)
+            {
+                eventTraces.Clear(); // those left by runs woken elsewhere; launches still pending lose only their trace
+            }
+
+            eventTraces[runId] = (trace.Context, Environment.TickCount64);
+        }
+    }
+
     /// <summary>The kept trace of the run's completion event, if it is recent (<see cref="eventTraces"/>).</summary>
     private ActivityContext TakeEventTrace(long runId) =>
         eventTraces.TryRemove(runId, out var kept) && Environment.TickCount64 - kept.KeptAt < EventTraceLifetimeMs ? kept.Trace : default;
@@ -250,12 +261,18 @@ public sealed class EmbeddedRunOwner(
     /// </summary>
     public async Task WakeAsync(long runId, CancellationToken cancellationToken)
     {
-        var woken = await WithRunAsync(
+        var (woken, eventTrace) = await WithRunAsync(
             runId,
-            async (stored, writer) => stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken),
+            async (stored, writer) =>
+            {
+                // Taken by every wake-up, under the run's lock, and joined only by one that makes a launch round: a trace
+                // left by launches made elsewhere is dropped, not given to a later, unrelated round.
+                var trace = TakeEventTrace(runId);
+                return (stored is null ? null : await engine.WakeAsync(stored, writer, cancellationToken), trace);
+            },
             cancellationToken,
-            _ => null);
-        using var span = HandoffTelemetry.StartWake(runId, woken?.Round is not null ? TakeEventTrace(runId) : default);
+            _ => ((WakeOutcome?)null, default(ActivityContext)));
+        using var span = HandoffTelemetry.StartWake(runId, woken?.Round is not null ? eventTrace : default);
         // The schedule looks for what became due once this wake-up is over (it works on a run once at a time). Its
         // provider calls, like a request's, stop only when shutdown's grace is over.
         if (woken is not null)

@@ -46,15 +46,21 @@ public sealed class SidecarReadinessTests : IDisposable
     public async Task A_pubsub_component_of_another_name_keeps_the_app_not_ready_and_the_log_names_it_once()
     {
         var logs = new FakeLogCollector();
-        await using var factory = await DaprServiceFactory.StartAsync(
-            cursor.Url, logs: logs, settings: new Dictionary<string, string?> { ["Handoff:Dapr:PubSubName"] = "events" });
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:Dapr:PubSubName"] = "events",
+            ["Handoff:Integrations:43:Binding"] = "coding-agent-copilot-eu",
+        });
         var client = factory.CreateClient();
 
         var first = await client.GetAsync("/readyz");
+        // A binding deployed meanwhile changes nothing that is said: the app is still not ready, for the same reason.
+        factory.Sidecar.AddHttpBinding("coding-agent-copilot-eu", new Uri(cursor.Url));
         var second = await client.GetAsync("/readyz");
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, first.StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, second.StatusCode);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarBindingsMissing");
         // The probe's answer names nothing; the log does, once for the two refused probes, as a warning from the start.
         Assert.DoesNotContain("events", await first.Content.ReadAsStringAsync(), StringComparison.OrdinalIgnoreCase);
         var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
@@ -89,6 +95,31 @@ public sealed class SidecarReadinessTests : IDisposable
         Assert.Contains(SidecarComponents.ActorTypeNotRegistered, yet.Message, StringComparison.Ordinal);
         Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReadyAgain");
         Assert.Contains(SidecarComponents.ActorTypeNotRegistered, Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady").Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A pod that never gets ready is not left with information lines only: past the sidecar's start-up wait
+    /// (<c>Handoff:Dapr:SidecarWaitTimeout</c>) the same reason is said again, as a warning, once.
+    /// </summary>
+    [Fact]
+    public async Task Waiting_past_the_start_up_wait_is_said_again_as_a_warning_once()
+    {
+        var logs = new FakeLogCollector();
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
+        var client = factory.CreateClient();
+        factory.Sidecar.AppChannel = new Unanswering();
+
+        await client.GetAsync("/readyz");
+        time.Advance(new DaprOptions().SidecarWaitTimeout + TimeSpan.FromSeconds(1));
+        await client.GetAsync("/readyz");
+        var still = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, still.StatusCode);
+        var yet = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReadyYet");
+        var warned = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Equal(LogLevel.Warning, warned.Level);
+        Assert.Equal(yet.GetStructuredStateValue("Reason"), warned.GetStructuredStateValue("Reason"));
     }
 
     /// <summary>An app that answers nothing daprd asks (its port open, not serving yet).</summary>
