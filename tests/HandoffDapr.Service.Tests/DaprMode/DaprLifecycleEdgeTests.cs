@@ -169,7 +169,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
 
         // The app is down: the firing and the Scheduler's three retries, a second apart, all fail.
         var app = factory.Sidecar.AppChannel;
-        factory.Sidecar.AppChannel = new RefusingHandler();
+        factory.Sidecar.AppChannel = new RefusingAppChannel();
         time.Advance(reminder.NextDueAt - time.GetUtcNow());
         var failed = 0;
         for (var i = 0; i < 4; i++)
@@ -218,12 +218,5 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopped.Register(() => stopped.TrySetResult());
         return stopped.Task;
-    }
-
-    /// <summary>The app's port with nothing listening: every call daprd makes into it is refused.</summary>
-    private sealed class RefusingHandler : HttpMessageHandler
-    {
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
-            throw new HttpRequestException("dial tcp 127.0.0.1:5080: connect: connection refused");
     }
 }

@@ -52,3 +52,13 @@ public abstract class DaprModeTest : IAsyncLifetime
         }
     }
 }
+
+/// <summary>
+/// The fake sidecar's channel to an app whose port has nothing listening (its process down, or not started yet): every
+/// call daprd makes into it is refused.
+/// </summary>
+internal sealed class RefusingAppChannel : HttpMessageHandler
+{
+    protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
+        throw new HttpRequestException("dial tcp 127.0.0.1:5080: connect: connection refused");
+}

@@ -42,7 +42,7 @@ public sealed class DaprModeTests : DaprModeTest
     public async Task Each_actor_call_is_a_span_naming_its_run_and_method_and_a_failed_turn_is_an_error()
     {
         var spans = new List<System.Diagnostics.Activity>();
-        using var listener = Operability.TelemetryTests.RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         factory.Sidecar.FailReminderRegistration = (_, id, _) => id == "161";
 
         var launched = await client.PostJsonAsync("/runs/160/handoff", Payloads.Trigger(Payloads.Run(160, ["acme/shop"], automation: false)));
@@ -50,20 +50,12 @@ public sealed class DaprModeTests : DaprModeTest
 
         Assert.Equal(HttpStatusCode.Accepted, launched.StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, failed.StatusCode);
-        List<System.Diagnostics.Activity> Calls(long run)
-        {
-            lock (spans)
-            {
-                return spans.Where(span => span.OperationName == "handoff.actor_call" && Equals(span.GetTagItem("handoff.run_id"), run)).ToList();
-            }
-        }
-
-        var calls = Calls(160);
+        var calls = Spans.Of(spans, "handoff.actor_call", 160);
         Assert.Equal(["CompleteLaunchRoundAsync", "TriggerAsync"], calls.Select(span => (string)span.GetTagItem("handoff.actor_method")!).Order());
         Assert.All(calls, span => Assert.Equal(System.Diagnostics.ActivityStatusCode.Unset, span.Status));
         // The trigger's turn or the round's recording turn registers the reminder that fails, and a call may be made
         // again (actorRetry, the owner's retry): each failed call is an error of its own.
-        var refused = Calls(161).Where(span => span.Status == System.Diagnostics.ActivityStatusCode.Error).ToList();
+        var refused = Spans.Of(spans, "handoff.actor_call", 161).Where(span => span.Status == System.Diagnostics.ActivityStatusCode.Error).ToList();
         Assert.NotEmpty(refused);
         Assert.All(refused, span =>
         {
@@ -82,19 +74,14 @@ public sealed class DaprModeTests : DaprModeTest
     {
         const string traceId = "0af7651916cd43dd8448eb211c80319c";
         var spans = new List<System.Diagnostics.Activity>();
-        using var listener = Operability.TelemetryTests.RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(162, ["acme/shop", "acme/web"]));
         cloudEvent["traceparent"] = $"00-{traceId}-b7ad6b7169203331-01";
 
         var delivery = await factory.Sidecar.DeliverBrokerMessageAsync("pubsub", "autofix-run-completed", Encoding.UTF8.GetBytes(cloudEvent.ToJsonString()));
 
         Assert.Equal(DeliveryOutcome.Success, delivery.Outcome);
-        List<System.Diagnostics.Activity> attempts;
-        lock (spans)
-        {
-            attempts = spans.Where(span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.run_id"), 162L)).ToList();
-        }
-
+        var attempts = Spans.Of(spans, "handoff.launch_attempt", 162);
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
     }

@@ -80,11 +80,11 @@ public sealed class SidecarReadinessTests : IDisposable
         var client = factory.CreateClient();
         var app = factory.Server.CreateHandler();
 
-        factory.Sidecar.AppChannel = new Unanswering(); // daprd has not had the app's dapr/config yet
+        factory.Sidecar.AppChannel = new RefusingAppChannel(); // daprd has not had the app's dapr/config yet
         var starting = await client.GetAsync("/readyz");
         factory.Sidecar.AppChannel = app;
         var ready = await client.GetAsync("/readyz");
-        factory.Sidecar.AppChannel = new Unanswering();
+        factory.Sidecar.AppChannel = new RefusingAppChannel();
         var lost = await client.GetAsync("/readyz");
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, starting.StatusCode);
@@ -108,7 +108,7 @@ public sealed class SidecarReadinessTests : IDisposable
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
         var client = factory.CreateClient();
-        factory.Sidecar.AppChannel = new Unanswering();
+        factory.Sidecar.AppChannel = new RefusingAppChannel();
 
         await client.GetAsync("/readyz");
         time.Advance(new DaprOptions().SidecarWaitTimeout + TimeSpan.FromSeconds(1));
@@ -120,13 +120,6 @@ public sealed class SidecarReadinessTests : IDisposable
         var warned = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
         Assert.Equal(LogLevel.Warning, warned.Level);
         Assert.Equal(yet.GetStructuredStateValue("Reason"), warned.GetStructuredStateValue("Reason"));
-    }
-
-    /// <summary>An app that answers nothing daprd asks (its port open, not serving yet).</summary>
-    private sealed class Unanswering : HttpMessageHandler
-    {
-        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken) =>
-            Task.FromResult(new HttpResponseMessage(HttpStatusCode.ServiceUnavailable));
     }
 
     [Fact]

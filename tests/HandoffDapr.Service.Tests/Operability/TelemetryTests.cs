@@ -28,13 +28,13 @@ public sealed class TelemetryTests : IDisposable
     public async Task Each_launch_attempt_is_a_span_with_run_repository_and_integration_but_no_prompt()
     {
         var spans = new List<Activity>();
-        using var listener = RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         cursor.Script("acme/down", FakeCursor.Status(503));
         using var factory = new EmbeddedServiceFactory(temp.File("spans.db"), cursor.Url);
 
         await factory.CreateClient().PostJsonAsync("/runs/700/handoff", Payloads.Trigger(Payloads.Run(700, ["acme/shop", "acme/down"], automation: false)));
 
-        var attempts = spans.Where(span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.run_id"), 700L)).ToList();
+        var attempts = Spans.Of(spans, "handoff.launch_attempt", 700);
         Assert.Equal(["acme/down", "acme/shop"], attempts.Select(span => (string)span.GetTagItem("handoff.repository")!).Order());
         Assert.All(attempts, span => Assert.Equal(42L, span.GetTagItem("handoff.integration_id")));
         Assert.Equal(ActivityStatusCode.Error, attempts.Single(span => (string)span.GetTagItem("handoff.repository")! == "acme/down").Status);
@@ -46,14 +46,14 @@ public sealed class TelemetryTests : IDisposable
     {
         const string traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
         var spans = new List<Activity>();
-        using var listener = RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         using var factory = new EmbeddedServiceFactory(temp.File("trace.db"), cursor.Url);
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(702, ["acme/shop"]));
         cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
 
         await factory.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
 
-        var span = Assert.Single(spans, span => span.OperationName == "handoff.completion_event" && Equals(span.GetTagItem("handoff.run_id"), 702L));
+        var span = Assert.Single(Spans.Of(spans, "handoff.completion_event", 702));
         Assert.Equal(traceId, span.TraceId.ToHexString());
     }
 
@@ -67,7 +67,7 @@ public sealed class TelemetryTests : IDisposable
     {
         const string traceId = "5c1a8ee2f13b4c1e9d0b7e6f3a2c4d10";
         var spans = new List<Activity>();
-        using var listener = RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         using var factory = new EmbeddedServiceFactory(temp.File("background-trace.db"), cursor.Url);
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(703, ["acme/shop", "acme/web"]));
         cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
@@ -75,17 +75,9 @@ public sealed class TelemetryTests : IDisposable
         await factory.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
         await factory.RunScheduleAsync();
 
-        List<Activity> Spans(string name)
-        {
-            lock (spans)
-            {
-                return spans.Where(span => span.OperationName == name && Equals(span.GetTagItem("handoff.run_id"), 703L)).ToList();
-            }
-        }
-
         Assert.Equal(2, cursor.LaunchRequests);
-        Assert.Equal(traceId, Assert.Single(Spans("handoff.wake")).TraceId.ToHexString());
-        var attempts = Spans("handoff.launch_attempt");
+        Assert.Equal(traceId, Assert.Single(Spans.Of(spans, "handoff.wake", 703)).TraceId.ToHexString());
+        var attempts = Spans.Of(spans, "handoff.launch_attempt", 703);
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
     }
@@ -99,7 +91,7 @@ public sealed class TelemetryTests : IDisposable
     {
         const string traceId = "7d2e4b1c9a8f4e3d8c7b6a5f4e3d2c1b";
         var spans = new List<Activity>();
-        using var listener = RecordSpans(spans);
+        using var listener = Spans.Record(spans);
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
         var file = temp.File("two-processes-trace.db");
         using var taker = new EmbeddedServiceFactory(file, cursor.Url, time);
@@ -113,12 +105,7 @@ public sealed class TelemetryTests : IDisposable
         time.Advance(TimeSpan.FromMinutes(2)); // the first status poll is due
         await taker.RunScheduleAsync();
 
-        List<Activity> wakes;
-        lock (spans)
-        {
-            wakes = spans.Where(span => span.OperationName == "handoff.wake" && Equals(span.GetTagItem("handoff.run_id"), 704L)).ToList();
-        }
-
+        var wakes = Spans.Of(spans, "handoff.wake", 704);
         Assert.Equal(1, cursor.LaunchRequests);
         Assert.Equal(2, wakes.Count); // the launcher's launch round, the taker's poll
         Assert.All(wakes, span => Assert.NotEqual(traceId, span.TraceId.ToHexString()));
@@ -406,19 +393,6 @@ public sealed class TelemetryTests : IDisposable
         Assert.Contains($"meter `{HandoffTelemetry.Name}`", runbook);
         Assert.True(instruments.Count >= 6, $"only {instruments.Count} instruments found");
         Assert.Equal([], instruments.Where(name => !runbook.Contains($"`{name}", StringComparison.Ordinal)).ToArray());
-    }
-
-    /// <summary>Records every finished span of the service's own source into <paramref name="spans"/> until disposed.</summary>
-    internal static ActivityListener RecordSpans(List<Activity> spans)
-    {
-        var listener = new ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref ActivityCreationOptions<ActivityContext> _) => ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = activity => { lock (spans) { spans.Add(activity); } },
-        };
-        ActivitySource.AddActivityListener(listener);
-        return listener;
     }
 
     public void Dispose()
