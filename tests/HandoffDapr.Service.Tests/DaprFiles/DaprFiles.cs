@@ -46,6 +46,100 @@ public static class DaprFiles
         "appLogDestination", "schedulerHostAddress", "containerImage", "containerImagePullPolicy", "createService",
     ];
 
+    // dapr/dapr pkg/injector/annotations/annotations.go (v1.16.0; 1.18 only adds names): the pod annotations the
+    // sidecar injector reads. It ignores any other dapr.io/ annotation, so a misspelt one silently does nothing.
+    public static readonly HashSet<string> InjectorAnnotations = """
+        api-token-secret app-channel-address app-health-check-path app-health-probe-interval app-health-probe-timeout
+        app-health-threshold app-id app-max-concurrency app-port app-protocol app-ssl app-token-secret block-shutdown-duration
+        component-container config debug-port disable-builtin-k8s-secret-store enable-api-logging enable-app-health-check
+        enable-debug enable-metrics enable-profiling enabled env env-from-secret graceful-shutdown-seconds grpc-port
+        http-max-request-size http-read-buffer-size inject-pluggable-components internal-grpc-port log-as-json log-level
+        max-body-size metrics-port placement-host-address pluggable-components pluggable-components-sockets-folder
+        read-buffer-size scheduler-host-address sentry-request-jwt-audiences sidecar-cpu-limit sidecar-cpu-request
+        sidecar-image sidecar-listen-addresses sidecar-liveness-probe-delay-seconds sidecar-liveness-probe-period-seconds
+        sidecar-liveness-probe-threshold sidecar-liveness-probe-timeout-seconds sidecar-memory-limit sidecar-memory-request
+        sidecar-readiness-probe-delay-seconds sidecar-readiness-probe-period-seconds sidecar-readiness-probe-threshold
+        sidecar-readiness-probe-timeout-seconds sidecar-seccomp-profile-type unix-domain-socket-path volume-mounts
+        volume-mounts-rw
+        """.Split((char[])[' ', '\n', '\r'], StringSplitOptions.RemoveEmptyEntries).Select(name => "dapr.io/" + name).ToHashSet();
+
+    /// <summary>
+    /// The fields of Dapr's Configuration and Resiliency resources that our files use, by place: the json tags of
+    /// dapr/dapr pkg/apis/configuration/v1alpha1 and pkg/apis/resiliency/v1alpha1 types.go (v1.16.0). "*" stands for a
+    /// name of our own (a policy's, an actor type's, a component's); a place not listed may hold nothing.
+    /// daprd does not refuse an unknown field: it drops it, so a misspelt policy or option would silently not apply.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, HashSet<string>> DocumentedSpecFields = new Dictionary<string, HashSet<string>>
+    {
+        ["Configuration"] =
+        [
+            "appHttpPipeline", "httpPipeline", "tracing", "metric", "metrics", "mtls", "secrets", "accessControl",
+            "nameResolution", "features", "api", "components", "logging", "wasm", "workflow",
+        ],
+        ["Configuration.tracing"] = ["samplingRate", "stdout", "zipkin", "otel"],
+        ["Configuration.tracing.otel"] = ["protocol", "endpointAddress", "isSecure"],
+        ["Configuration.features[]"] = ["name", "enabled"],
+        ["Resiliency"] = ["policies", "targets"],
+        ["Resiliency.policies"] = ["timeouts", "retries", "circuitBreakers"],
+        ["Resiliency.policies.timeouts"] = ["*"],
+        ["Resiliency.policies.retries"] = ["*"],
+        ["Resiliency.policies.retries.*"] = ["policy", "duration", "maxInterval", "maxRetries", "matching"],
+        ["Resiliency.policies.circuitBreakers"] = ["*"],
+        ["Resiliency.policies.circuitBreakers.*"] = ["maxRequests", "interval", "timeout", "trip"],
+        ["Resiliency.targets"] = ["apps", "actors", "components"],
+        ["Resiliency.targets.apps"] = ["*"],
+        ["Resiliency.targets.apps.*"] = ["timeout", "retry", "circuitBreaker", "circuitBreakerCacheSize"],
+        ["Resiliency.targets.actors"] = ["*"],
+        ["Resiliency.targets.actors.*"] = ["timeout", "retry", "circuitBreaker", "circuitBreakerScope", "circuitBreakerCacheSize"],
+        ["Resiliency.targets.components"] = ["*"],
+        ["Resiliency.targets.components.*"] = ["inbound", "outbound"],
+        ["Resiliency.targets.components.*.inbound"] = ["timeout", "retry", "circuitBreaker"],
+        ["Resiliency.targets.components.*.outbound"] = ["timeout", "retry", "circuitBreaker"],
+    };
+
+    /// <summary>
+    /// The places in a Configuration's or Resiliency's <c>spec</c> that hold a field Dapr's type does not have (or that
+    /// <see cref="DocumentedSpecFields"/> does not describe): empty when all is well.
+    /// </summary>
+    public static IReadOnlyList<string> UndocumentedSpecFields(YamlMappingNode resource)
+    {
+        var problems = new List<string>();
+        Walk(Node(resource, "spec")!, Scalar(resource, "kind")!);
+        return problems;
+
+        void Walk(YamlNode node, string place)
+        {
+            switch (node)
+            {
+                case YamlSequenceNode items:
+                    foreach (var item in items.Children)
+                    {
+                        Walk(item, place + "[]");
+                    }
+
+                    break;
+                case YamlMappingNode fields when DocumentedSpecFields.TryGetValue(place, out var known):
+                    foreach (var (key, value) in fields.Children)
+                    {
+                        var name = ((YamlScalarNode)key).Value!;
+                        if (known.Contains("*") || known.Contains(name))
+                        {
+                            Walk(value, $"{place}.{(known.Contains("*") ? "*" : name)}");
+                        }
+                        else
+                        {
+                            problems.Add($"{place}.{name}");
+                        }
+                    }
+
+                    break;
+                case YamlMappingNode:
+                    problems.Add(place);
+                    break;
+            }
+        }
+    }
+
     public static string RepositoryRoot => Security.WebhookSignatureTests.RepositoryRoot();
 
     public static IEnumerable<(string File, YamlMappingNode Document)> Documents(string relativeFolderOrFile)

@@ -389,6 +389,56 @@ public sealed class DaprFilesContractTests
     }
 
     [Fact]
+    public void Deployment_uses_only_annotations_the_sidecar_injector_reads()
+    {
+        var annotations = (YamlMappingNode)Node(Documents("k8s/deployment.yaml").Single().Document, "spec", "template", "metadata", "annotations")!;
+        var dapr = annotations.Children.Keys.Select(k => ((YamlScalarNode)k).Value!).Where(k => k.StartsWith("dapr.io/", StringComparison.Ordinal)).ToList();
+
+        Assert.Contains("dapr.io/enabled", dapr);
+        Assert.Equal([], dapr.Where(name => !InjectorAnnotations.Contains(name)));
+    }
+
+    [Theory]
+    [InlineData("components/config.yaml")]
+    [InlineData("components/resiliency.yaml")]
+    [InlineData("k8s/configuration.yaml")]
+    [InlineData("k8s/resiliency.yaml")]
+    public void Configuration_and_resiliency_use_only_fields_daprs_types_have(string file)
+    {
+        var (_, resource) = Documents(file).Single();
+
+        Assert.Equal("dapr.io/v1alpha1", Scalar(resource, "apiVersion"));
+        Assert.Equal([], UndocumentedSpecFields(resource));
+    }
+
+    [Fact]
+    public void Spec_checker_rejects_a_misspelt_field_at_any_depth()
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader("""
+            apiVersion: dapr.io/v1alpha1
+            kind: Resiliency
+            metadata: { name: broken }
+            spec:
+              policies:
+                retries:
+                  again: { policy: constant, maxRetry: 3 }
+              targets:
+                actors:
+                  SomeActor: { timeout: t, circuitBreakerScop: id }
+                components:
+                  pubsub:
+                    inbund: { retry: again }
+            """));
+
+        var problems = UndocumentedSpecFields((YamlMappingNode)stream.Documents[0].RootNode);
+
+        Assert.Equal(
+            ["Resiliency.policies.retries.*.maxRetry", "Resiliency.targets.actors.*.circuitBreakerScop", "Resiliency.targets.components.*.inbund"],
+            problems);
+    }
+
+    [Fact]
     public void Kustomization_lists_every_manifest_but_the_secrets_example()
     {
         var listed = ((YamlSequenceNode)Node(Documents("k8s/kustomization.yaml").Single().Document, "resources")!).Children.Select(r => ((YamlScalarNode)r).Value!).Order();
