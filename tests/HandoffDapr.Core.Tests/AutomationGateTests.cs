@@ -35,6 +35,20 @@ public sealed class AutomationGateTests
     public void No_completed_step_is_not_the_root_cause_step() =>
         Assert.Equal(GateVerdict.NotAtRootCause, AutomationGate.Evaluate(RootCauseDone with { Artifacts = new RunArtifacts(new RootCauseArtifact(" ", [null])) }));
 
+    [Fact]
+    public void Root_cause_with_only_reproduction_steps_is_the_completed_root_cause_step() =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact(" ", [null, " "], ["Open /checkout with 50 users"])),
+        }));
+
+    [Fact]
+    public void Solution_whose_steps_are_all_null_has_not_completed_the_solution_step() =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact("Pool exhausted"), new SolutionArtifact(" ", [null, null])),
+        }));
+
     [Theory]
     [InlineData("root_cause")]
     [InlineData(null)]

@@ -1395,6 +1395,28 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Second_completion_event_of_the_same_step_hands_off_with_its_own_newer_snapshot()
+    {
+        // The root cause's event, first with the run not meant to go further, then again once it is: the same step, but
+        // the later event is what the run says now (a sharper description), and is what the agent is given and kept.
+        var rootCause = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("root_cause") };
+        rootCause = rootCause with { Preferences = rootCause.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        var first = await engine.AcceptAndFinishAsync(null, rootCause, writer, LaunchTiming.Now, CancellationToken.None);
+        Assert.Equal(CompletionStatus.Stored, first.Status);
+        var sharper = rootCause with
+        {
+            Metadata = new RunMetadata("open_pr"),
+            Artifacts = new RunArtifacts(new RootCauseArtifact("The pool is never returned on timeout")),
+        };
+
+        var second = await engine.AcceptAndFinishAsync(writer.Saved.Last(), sharper, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, second.Status);
+        Assert.Contains("The pool is never returned on timeout", Assert.Single(provider.Launches).Prompt);
+        Assert.Equal(sharper, writer.Saved.Last().Snapshot);
+    }
+
+    [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
         var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);
