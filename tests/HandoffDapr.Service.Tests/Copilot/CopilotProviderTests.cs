@@ -255,6 +255,20 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(1)), (bare.Failure!.FailureType, bare.Failure.RetryAfter));
     }
 
+    [Theory]
+    [InlineData(10)] // a reset seconds away
+    [InlineData(-3600)] // a reset already past (a clock behind GitHub's)
+    public async Task Rate_limit_whose_reset_is_less_than_a_minute_away_still_waits_a_minute(int resetInSeconds)
+    {
+        // GitHub's rule: at least a minute. A wait of seconds (or none) would spend the launch's attempts on the same limit.
+        var reset = DateTimeOffset.UtcNow.AddSeconds(resetInSeconds).ToUnixTimeSeconds();
+        github.NextLaunchAnswer = () => WithHeaders(WireMockMessages.Json(403, """{"message":"Forbidden"}"""), ("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", reset.ToString()));
+
+        var result = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(1)), (result.Failure!.FailureType, result.Failure.RetryAfter));
+    }
+
     private static WireMock.ResponseMessage WithHeaders(WireMock.ResponseMessage response, params (string Name, string Value)[] headers)
     {
         foreach (var (name, value) in headers)
