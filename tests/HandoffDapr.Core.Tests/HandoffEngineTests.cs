@@ -1350,6 +1350,24 @@ public sealed class HandoffEngineTests
         Assert.Equal(snapshot, writer.Saved.Last().Snapshot); // kept, so a person can still hand it off by hand
     }
 
+    [Theory]
+    [InlineData(null, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    public async Task Completed_run_auto_creates_a_pull_request_only_when_its_preference_says_so_not_by_the_integrations_default(bool? preference, bool expected)
+    {
+        // The integration's default (true here) is the manual trigger's; an event goes by the run's own preference.
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42, preference) } };
+
+        var outcome = await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
+        var request = Assert.Single(provider.Launches);
+        Assert.Equal(expected, request.AutoCreatePr);
+        Assert.Equal(expected, request.Prompt.Contains("Fixes SHOP-1", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Redelivered_completion_event_does_not_launch_a_failed_repository_again()
     {
