@@ -1840,6 +1840,24 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Agent_is_timed_out_only_once_it_is_older_than_its_maximum_age_not_when_it_reaches_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // Read at work by a poll exactly six hours after its launch: not older than its maximum age yet.
+        time.Advance(TimeSpan.FromHours(6));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.Launches[0].FailureType);
+
+        // The next poll finds it past it.
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.TimedOut, state.Launches[0].FailureType);
+    }
+
+    [Fact]
     public async Task Agent_that_finished_before_its_maximum_age_ran_out_is_not_timed_out_by_a_late_poll()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
