@@ -2136,6 +2136,23 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Provider_text_cut_to_its_bound_never_splits_a_surrogate_pair()
+    {
+        // An emoji straddling the cut: half of it kept would be a lone surrogate in the stored state, which the JSON
+        // serializer replaces (the reader sees U+FFFD) or a strict UTF-8 reader refuses.
+        provider.AnswerName = new string('n', HandoffEngine.MaxAgentNameLength - 1) + "😀 and more";
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = Assert.Single(launched.CodingAgents.Keys);
+
+        var done = engine.ApplyAgentReport(launched, new ProviderAgent(
+            agentId, ProviderAgentStatus.Finished, Summary: new string('s', HandoffEngine.MaxSummaryLength - 1) + "😀 and more"), new TurnMeasurements());
+
+        Assert.Equal("acme/shop: " + new string('n', HandoffEngine.MaxAgentNameLength - 1) + "…", launched.CodingAgents[agentId].Name);
+        Assert.Equal(new string('s', HandoffEngine.MaxSummaryLength - 1) + "…", done.CodingAgents[agentId].Results.Single().Description);
+    }
+
+    [Fact]
     public void State_round_trips_through_json_with_snake_case_enums()
     {
         var state = RunHandoffState.New(1) with
