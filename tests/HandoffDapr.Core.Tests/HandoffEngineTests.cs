@@ -2696,6 +2696,41 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_follow_up_to_an_agent_that_has_its_pull_request_puts_no_watch_on_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer);
+        Assert.True(writer.Saved.Last().IsSettled);
+
+        var followup = await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // Its pull request, what the handoff was for, is known: there is nothing to await. The run stays settled, with no
+        // wake-up and no reads of the agent (only an agent that ended without one is read on after a follow-up).
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        var state = writer.Saved.Last();
+        Assert.Equal(TimelineEvents.FollowupSent, state.Timeline[^1].Event);
+        Assert.True(state.IsSettled);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_run_wakes_for_its_poll_when_that_comes_before_a_later_retry()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var pollDue = writer.Saved.Last().Poll!.NextPollAt;
+        // acme/web is refused for ten minutes: its retry comes well after acme/shop's agent is next read.
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: TimeSpan.FromMinutes(10));
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        Assert.True(state.FindLaunch("acme/web", 42)!.NextAttemptAt > pollDue);
+
+        Assert.Equal(pollDue, state.NextWakeAt());
+        time.Advance(pollDue - time.GetUtcNow());
+        await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(1, provider.Reads);
+    }
+
+    [Fact]
     public async Task An_agents_age_counts_from_our_launch_not_from_the_creation_time_the_provider_reports()
     {
         // The provider's answer puts the agent's creation seven hours back (its clock, or a mistake): past the maximum age.
