@@ -287,6 +287,17 @@ public sealed class PromptBuilderTests
     }
 
     [Fact]
+    public void Size_cap_with_room_for_the_truncation_marker_alone_leaves_the_artifacts_out_whole()
+    {
+        // No piece of the analysis fits beside the marker: the prompt is the opening and the instructions, nothing cut.
+        var head = PromptBuilder.Build(Full with { Artifacts = null }, "Keep the public API", autoCreatePr: true);
+        var cap = head.Length + "\n\n".Length + PromptBuilder.TruncationMarker.Length;
+
+        Assert.Equal(head, PromptBuilder.Build(Full, "Keep the public API", autoCreatePr: true, maxLength: cap));
+        Assert.Equal(head + "\n\n#" + PromptBuilder.TruncationMarker, PromptBuilder.Build(Full, "Keep the public API", autoCreatePr: true, maxLength: cap + 1));
+    }
+
+    [Fact]
     public void Short_id_of_the_longest_length_kept_is_named_and_one_character_longer_is_left_out()
     {
         var longest = new string('X', PromptBuilder.MaxShortIdLength);
