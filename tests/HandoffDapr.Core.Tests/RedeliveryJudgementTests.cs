@@ -27,6 +27,7 @@ public sealed class RedeliveryJudgementTests
     [InlineData("cap raised since", false)]
     [InlineData("unknown integration", false)]
     [InlineData("target of another kind", false)]
+    [InlineData("target of another kind, its repository launched by a person", false)]
     [InlineData("snapshot stored without its launches", false)]
     public async Task The_judgement_matches_what_accepting_the_same_event_again_does(string scenario, bool ignored)
     {
@@ -82,6 +83,11 @@ public sealed class RedeliveryJudgementTests
                 return (await Accepted(engine, HandingOff("acme/shop", integrationId: 99)), engine);
             case "target of another kind":
                 return (await Accepted(engine, HandingOff("acme/shop", target: "github_copilot_agent")), engine);
+            case "target of another kind, its repository launched by a person":
+                // Nothing left to launch, but the event still saves and warns of the mismatch on every delivery.
+                var mismatched = await Accepted(engine, HandingOff("acme/shop", target: "github_copilot_agent"));
+                await engine.TriggerAndFinishAsync(1, mismatched, new HandoffTrigger(456, 42), writer, CancellationToken.None);
+                return (writer.Saved.Last(), engine);
             case "snapshot stored without its launches":
                 return (RunHandoffState.New(1) with { Snapshot = HandingOff("acme/shop") }, engine);
             default:
