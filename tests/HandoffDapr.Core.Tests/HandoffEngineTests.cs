@@ -2714,6 +2714,25 @@ public sealed class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_runs_timeline_is_bounded_and_drops_its_oldest_entries_first()
+    {
+        // Every follow-up is an entry: a run followed up without end must not outgrow what the store takes in one save.
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        for (var i = 0; i < RunHandoffState.MaxTimelineEntries + 10; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None);
+        }
+
+        var timeline = writer.Saved.Last().Timeline;
+        Assert.Equal(RunHandoffState.MaxTimelineEntries, timeline.Count);
+        Assert.All(timeline, entry => Assert.Equal(TimelineEvents.FollowupSent, entry.Event));
+        Assert.Equal(time.GetUtcNow(), timeline[^1].At);
+        Assert.Equal(time.GetUtcNow() - TimeSpan.FromSeconds(RunHandoffState.MaxTimelineEntries - 1), timeline[0].At);
+    }
+
+    [Fact]
     public async Task A_run_wakes_for_its_poll_when_that_comes_before_a_later_retry()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
