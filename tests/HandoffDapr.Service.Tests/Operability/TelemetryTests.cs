@@ -99,9 +99,13 @@ public sealed class TelemetryTests : IDisposable
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(704, ["acme/shop"]));
         cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
 
-        await taker.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+        // The launcher's host is started first: its schedule's first pass, at start, runs in the background, and started
+        // after the event it claimed the launch itself, so that RunScheduleAsync found nothing to wait for. The launch
+        // round's wake-up is waited for all the same.
         _ = launcher.CreateClient();
+        await taker.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
         await launcher.RunScheduleAsync();
+        await Eventually.True(() => Spans.Of(spans, "handoff.wake", 704).Count == 1 && cursor.LaunchRequests == 1);
         time.Advance(TimeSpan.FromMinutes(2)); // the first status poll is due
         await taker.RunScheduleAsync();
 
