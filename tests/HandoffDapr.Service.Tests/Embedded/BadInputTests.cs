@@ -61,8 +61,9 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         // reader alone sees what follows it.
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}}}{"specversion":"1.0","data":{"run_id":6,"group":{"id":456}}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}}} x""" },
-        // data and data_base64 are one or the other (CloudEvents' JSON format); base64 that is not.
-        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data_base64":"eyJydW5faWQiOjV9"}""" },
+        // data and data_base64 are one or the other (CloudEvents' JSON format), refused together though each alone is a
+        // valid snapshot (data_base64 decodes to {"run_id":5,"group":{"id":456}}); base64 that is not.
+        { "/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}},"data_base64":"eyJydW5faWQiOjUsImdyb3VwIjp7ImlkIjo0NTZ9fQ=="}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"not base64!"}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":{"run_id":5}}""" },
         { "/events/autofix-run-completed", """{"specversion":"1.0","data_base64":"WzEsMl0="}""" },
@@ -316,6 +317,19 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     public async Task Json_with_or_without_a_utf8_charset_is_read(string contentType)
     {
         var response = await service.Client.PostRawAsync("/runs/9/handoff", """{"group_id":456,"integration_id":42}""", contentType);
+
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
+    /// <summary>A request without a Content-Type is read as JSON (<c>JsonBody.MediaTypes</c>): only a named type other than JSON is a 415.</summary>
+    [Fact]
+    public async Task Json_without_a_content_type_is_read()
+    {
+        var content = new ByteArrayContent("""{"group_id":456,"integration_id":42}"""u8.ToArray());
+        Assert.Null(content.Headers.ContentType);
+
+        var response = await service.Client.PostAsync("/runs/9/handoff", content);
 
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
