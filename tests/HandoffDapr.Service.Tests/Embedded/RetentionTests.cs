@@ -160,10 +160,45 @@ public sealed class RetentionTests : IDisposable
         await Sweeper(factory).SweepAsync(CancellationToken.None);
         Assert.NotNull((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
 
-        time.Advance(RunRetention.TombstoneLifetime + TimeSpan.FromMinutes(1));
+        // Kept by every sweep until then: a redelivery within the 30 days still meets it.
+        time.Advance(RunRetention.TombstoneLifetime - TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        Assert.NotNull((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
+
+        time.Advance(TimeSpan.FromMinutes(2));
         await Sweeper(factory).SweepAsync(CancellationToken.None);
 
         Assert.Null((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
+    }
+
+    /// <summary>
+    /// A sweep reads and deletes in batches of <see cref="RetentionSweeper.BatchSize"/>, and goes on until none is left:
+    /// more due runs than a batch all go in one sweep, not one batch every <see cref="RetentionSweeper.Interval"/>.
+    /// </summary>
+    [Fact]
+    public async Task One_sweep_deletes_every_due_run_not_only_its_first_batch()
+    {
+        // The sweeper is built here, over the service's store and locks: the service's own (retention unset) never sweeps,
+        // so the count this sweep returns is every run deleted.
+        using var factory = Start(retention: null);
+        _ = factory.CreateClient();
+        var due = RetentionSweeper.BatchSize + 20;
+        for (var runId = 1000L; runId < 1000 + due; runId++)
+        {
+            await factory.Store.SaveAsync(RunHandoffState.New(runId), 0, CancellationToken.None);
+        }
+
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        var sweeper = new RetentionSweeper(
+            factory.Store,
+            factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.RunLocks>(),
+            Microsoft.Extensions.Options.Options.Create(new HandoffDapr.Service.Configuration.HandoffOptions { RunRetention = Retention }),
+            time,
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<RetentionSweeper>.Instance);
+
+        Assert.Equal(due, await sweeper.SweepAsync(CancellationToken.None));
+        Assert.NotNull((await factory.Store.LoadAsync(1000, CancellationToken.None)).Deleted);
+        Assert.NotNull((await factory.Store.LoadAsync(1000 + due - 1, CancellationToken.None)).Deleted);
     }
 
     [Fact]
