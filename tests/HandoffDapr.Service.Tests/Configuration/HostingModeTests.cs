@@ -77,6 +77,7 @@ public sealed class HostingModeTests
 
     [Theory]
     [InlineData("short-secret")]
+    [InlineData("0123456789abcdef0123456789abcde")] // 31 characters: one short of Cursor's least
     [InlineData("a-secret-longer-than-the-256-characters-cursor-accepts-aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa")]
     public void Webhook_secret_cursor_would_refuse_is_refused_at_start(string secret)
     {
@@ -85,6 +86,19 @@ public sealed class HostingModeTests
         var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
 
         Assert.Contains("WebhookSecret", result.FailureMessage);
+    }
+
+    /// <summary>The bounds Cursor's API takes are themselves taken: 32 and 256 characters.</summary>
+    [Theory]
+    [InlineData(32)]
+    [InlineData(256)]
+    public void Webhook_secret_of_32_to_256_characters_is_accepted(int length)
+    {
+        var options = new HandoffOptions { Integrations = { ["42"] = new IntegrationOptions { Provider = "cursor_background_agent", ApiKey = "k", WebhookSecret = new string('s', length) } } };
+
+        var result = new HandoffOptionsValidator(HostingMode.Embedded).Validate(null, options);
+
+        Assert.DoesNotContain("WebhookSecret", result.FailureMessage ?? string.Empty);
     }
 
     public static TheoryData<string, Action<HandoffOptions>> OutOfRangeSettings => new()
@@ -127,6 +141,8 @@ public sealed class HostingModeTests
         { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(-1) },
         { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 64L * 1024 * 1024 + 1 },
+        // Below 1 KiB not even a small snapshot or trigger fits: every event and trigger would be a 413.
+        { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 1023 },
         // Refused for itself, not only through a prompt cap too small for it.
         { "Handoff:MaxInstructionLength", options => (options.MaxInstructionLength, options.Integrations["42"].PromptMaxLength) = (65537, 100_000) },
         // No repository at all per run: every trigger would be refused.
