@@ -411,10 +411,10 @@ public sealed class HandoffRunActorTests
         await state.SaveStateAsync();
         var wakeAt = time.GetUtcNow() + timers.Registered[^1].DueTime;
         Assert.Contains(HandoffRunActor.WakeAtKey, state.Saved.Keys);
-        time.Advance(wakeAt - time.GetUtcNow());
+        time.Advance(wakeAt - time.GetUtcNow() + TimeSpan.FromMinutes(5));
         var registered = timers.Registered.Count;
 
-        // The reminder fires; the state store cannot be read and its retry cannot be registered. The runtime drops what
+        // The reminder fires (late, as a firing daprd retried does); the state store cannot be read and its retry cannot be registered. The runtime drops what
         // the turn changed: the past time stays stored, and the reminder behind it is the Scheduler's to repeat (none
         // for a one-shot one an earlier release registered).
         state.FailNextRead = true;
@@ -430,6 +430,7 @@ public sealed class HandoffRunActorTests
         await state.SaveStateAsync();
 
         Assert.Equal(wakeAt, (await actor.GetStateAsync())!.NextWakeAt());
+        // Due at once: the wake time is five minutes past, and a reminder's due time is never negative.
         var again = Assert.Single(timers.Registered.Skip(registered), reminder => reminder.Name == HandoffRunActor.WakeReminder);
         Assert.Equal(TimeSpan.Zero, again.DueTime);
     }

@@ -69,6 +69,26 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// A sidecar that has everything from the first probe on is said ready once, by start-up (SidecarReady): the probes
+    /// add no line of their own ("ready again" is for a sidecar that was not).
+    /// </summary>
+    [Fact]
+    public async Task A_sidecar_ready_from_the_first_probe_adds_no_line_to_the_one_start_up_wrote()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var client = factory.CreateClient();
+
+        var first = await client.GetAsync("/readyz");
+        var second = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.OK, first.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, second.StatusCode);
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReady");
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name is "SidecarReadyAgain" or "SidecarNotReady" or "SidecarNotReadyYet" or "SidecarBindingsMissing");
+    }
+
+    /// <summary>
     /// Every start waits a few seconds for daprd to register the actor type (it does once the app answers): that is
     /// information before the app was first ready, not a warning; once it has been ready, losing it is a warning.
     /// </summary>
