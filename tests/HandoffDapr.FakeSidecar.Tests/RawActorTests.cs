@@ -6,8 +6,8 @@ namespace HandoffDapr.FakeSidecar.Tests;
 /// <summary>
 /// daprd's actor rules seen on the app channel itself (<see cref="RawActorApp"/>: no Dapr SDK, whose own turn lock would
 /// hide the sidecar's): one call at a time per actor id (targets/app/lock/lock.go, reentrancy off) for method calls and
-/// reminder deliveries alike (targets/app/app.go InvokeMethod and InvokeReminder take the lock), and how a reminder firing
-/// is counted (app.go doInvokeMethod, go-etcd-cron's job per registration).
+/// reminder deliveries alike (targets/app/app.go InvokeMethod and InvokeReminder take the lock), and what a deactivation
+/// does to calls waiting for the turn.
 /// </summary>
 public sealed class RawActorTests : IAsyncLifetime
 {
@@ -67,6 +67,32 @@ public sealed class RawActorTests : IAsyncLifetime
         Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
         Assert.Equal(1, app.MaxInsidePerId);
         Assert.Empty(sidecar.Reminders); // a one-shot reminder delivered is spent
+    }
+
+    [Fact]
+    public async Task A_call_waiting_for_the_turn_fails_with_actor_lock_is_closed_when_the_actor_is_deactivated()
+    {
+        var first = Call("d", "hold");
+        await WaitUntil(() => app.Inside("d") == 1);
+        var waiting = Call("d", "quick");
+        await SettleAsync();
+
+        (await sidecar.DeactivateActorAsync("Raw", "d")).Dispose();
+
+        using (var w = await waiting)
+        {
+            Assert.Equal(HttpStatusCode.InternalServerError, w.StatusCode);
+            Assert.Equal("""{"errorCode":"ERR_ACTOR_INVOKE_METHOD","message":"error invoke actor method: actor lock is closed"}""",
+                await w.Content.ReadAsStringAsync());
+        }
+
+        using (var f = await first)
+        {
+            Assert.Contains("context canceled", await f.Content.ReadAsStringAsync());
+        }
+
+        Assert.False(app.Arrived("d/quick"));
+        Assert.Equal(1, app.MaxInsidePerId);
     }
 
     [Fact]

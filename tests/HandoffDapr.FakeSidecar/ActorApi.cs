@@ -478,7 +478,16 @@ internal sealed class ActorApi(
         using var wait = CancellationTokenSource.CreateLinkedTokenSource(ct, closed);
         try
         {
-            return (await locks.EnterAsync(type, id, wait.Token).ConfigureAwait(false), closed);
+            var turn = await locks.EnterAsync(type, id, wait.Token).ConfigureAwait(false);
+            if (closed.IsCancellationRequested)
+            {
+                // The turn came only as the deactivation cancelled the call holding it: lock.go LockRequest's select sees
+                // closeCh, closed first, and the call fails with ErrLockClosed without being started.
+                turn.Dispose();
+                return (null, closed);
+            }
+
+            return (turn, closed);
         }
         catch (OperationCanceledException) when (closed.IsCancellationRequested && !ct.IsCancellationRequested)
         {
