@@ -120,4 +120,34 @@ public sealed class ReminderTests : SidecarTest
         Assert.Single(await Sidecar.FireDueRemindersAsync(now.AddSeconds(12)));
         Assert.Empty(Sidecar.Reminders);
     }
+
+    [Fact]
+    public async Task Periodic_reminder_registered_without_a_due_time_first_fires_one_period_later()
+    {
+        // go-etcd-cron: a job with a schedule and no due time starts its clock at creation ("will not trigger at this
+        // time"); its first tick is cron.Next(start), one @every period later.
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        (await http.PutAsync("v1.0/actors/TestActor/1/reminders/r", new StringContent("""{"period":"PT1M"}"""))).EnsureSuccessStatusCode();
+
+        var reminder = Assert.Single(Sidecar.Reminders);
+        Assert.Equal(reminder.RegisteredAt.AddMinutes(1), reminder.NextDueAt);
+        Assert.Empty(await Sidecar.FireDueRemindersAsync(reminder.RegisteredAt.AddSeconds(30)));
+        Assert.Single(await Sidecar.FireDueRemindersAsync(reminder.RegisteredAt.AddMinutes(1)));
+    }
+
+    [Fact]
+    public async Task Deleted_reminder_is_gone_and_never_fires()
+    {
+        await Proxy("d").RegisterReminderAsync(new ReminderSpec("poll", "p", DueMs: 1000, PeriodMs: 60_000));
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+
+        using (var deleted = await http.DeleteAsync("v1.0/actors/TestActor/d/reminders/poll"))
+        {
+            Assert.Equal(System.Net.HttpStatusCode.NoContent, deleted.StatusCode);
+        }
+
+        Assert.Empty(Sidecar.Reminders);
+        Assert.Empty(await Sidecar.FireDueRemindersAsync(DateTimeOffset.UtcNow.AddHours(1)));
+        Assert.Equal("error:ERR_ACTOR_REMINDER_NOT_FOUND", await Proxy("d").DescribeReminderAsync("poll"));
+    }
 }
