@@ -127,4 +127,47 @@ public sealed class PubSubTests : SidecarTest
         var e = Assert.Single(Sidecar.Published);
         Assert.Equal("""{"a":1}""", System.Text.Encoding.UTF8.GetString(e.CloudEvent)); // raw payload: no envelope
     }
+
+    [Fact]
+    public async Task App_supplied_cloud_event_gets_the_topic_and_pubsub_it_is_published_on()
+    {
+        // components-contrib v1.16.11 pubsub/envelope.go FromCloudEvent sets topic and pubsubname whatever the event says.
+        var result = await Sidecar.DeliverRawEventAsync("pubsub", "run-completed",
+            """{"id":"own-1","topic":"elsewhere","pubsubname":"other","data":{"runId":4,"reply":"ok"}}"""u8.ToArray(), "application/cloudevents+json");
+
+        Assert.Equal(("run-completed", "pubsub", "own-1"), (result.CloudEvent.GetProperty("topic").GetString(),
+            result.CloudEvent.GetProperty("pubsubname").GetString(), result.CloudEventId));
+        Assert.Equal(DeliveryOutcome.Success, result.Outcome);
+    }
+
+    [Fact]
+    public async Task Message_that_is_no_cloud_event_is_redelivered_or_dead_lettered_if_the_subscription_has_a_dead_letter_topic()
+    {
+        // pkg/runtime/subscription/subscription.go: "error deserializing cloud event" goes to the dead-letter topic when
+        // there is one (counted as a drop), else the error goes back to the broker, which redelivers it.
+        var plain = await Sidecar.DeliverBrokerMessageAsync("pubsub", "run-completed", "not json"u8.ToArray());
+        Assert.Equal((DeliveryOutcome.Retry, null), (plain.Outcome, plain.DeadLetterTopic));
+        Assert.Empty(Sidecar.Published);
+
+        var withDlq = await Sidecar.DeliverBrokerMessageAsync("pubsub", "with-dlq", "not json"u8.ToArray());
+        Assert.Equal((DeliveryOutcome.Drop, "dead-letters"), (withDlq.Outcome, withDlq.DeadLetterTopic));
+        Assert.Equal("not json", System.Text.Encoding.UTF8.GetString(Assert.Single(Sidecar.Published).CloudEvent));
+        Assert.Empty(App.Events.Received); // neither reached the app
+    }
+
+    [Fact]
+    public async Task Cloudevent_metadata_overrides_the_envelopes_type_source_and_id()
+    {
+        // pkg/runtime/pubsub/cloudevents.go NewCloudEvent: "cloudevent.*" metadata decoded over the envelope's fields.
+        await App.DaprClient.PublishEventAsync("pubsub", "agent-status", new { runId = 5 }, new Dictionary<string, string>
+        {
+            ["cloudevent.type"] = "run.completed",
+            ["cloudevent.source"] = "elsewhere",
+            ["cloudevent.id"] = "evt-7",
+        });
+
+        var ce = Assert.Single(Sidecar.Published).CloudEventJson;
+        Assert.Equal(("run.completed", "elsewhere", "evt-7"),
+            (ce.GetProperty("type").GetString(), ce.GetProperty("source").GetString(), ce.GetProperty("id").GetString()));
+    }
 }
