@@ -32,6 +32,29 @@ public sealed class DaprApiTokenTests : SidecarTest
     }
 
     [Theory]
+    [InlineData("GET", "v1.0/actors/TestActor/t/state/count", "wrong")]
+    [InlineData("GET", "v1.0/metadata", null)]
+    [InlineData("GET", "v1.0/metadata", "wrong")]
+    [InlineData("POST", "v1.0/healthz", null)] // only a GET of the health paths is let through
+    public async Task Http_call_without_the_right_token_is_401_on_every_path_but_a_health_check(string method, string path, string? token)
+    {
+        // pkg/api/http/middlewares.go APITokenAuthMiddleware: the header must equal the token, and
+        // isRouteExcludedFromAPITokenAuth lets through GET v1.0/healthz and v1.0/healthz/outbound alone.
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var request = new HttpRequestMessage(new HttpMethod(method), path);
+        if (token is not null)
+        {
+            request.Headers.Add("dapr-api-token", token);
+        }
+
+        using var response = await http.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        using var authorised = new HttpRequestMessage(HttpMethod.Get, "v1.0/metadata") { Headers = { { "dapr-api-token", "dapr-secret" } } };
+        Assert.Equal(HttpStatusCode.OK, (await http.SendAsync(authorised)).StatusCode);
+    }
+
+    [Theory]
     [InlineData(false, null, "missing api token in request metadata")]
     [InlineData(true, "wrong", "authentication error: api token mismatch")]
     public async Task Grpc_call_without_the_right_token_is_unauthenticated(bool inMemory, string? token, string detail)

@@ -33,6 +33,10 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
         Assert.Equal("handoff", metadata.Id);
         Assert.Contains(metadata.Components, c => c.Name == "cursor" && c.Type == "bindings.http");
         Assert.Contains(metadata.Actors, a => a.Type == "TestActor");
+        // pkg/runtime/runtime.go getComponentsCapabilitesMap: a state store with ETag and transactions is also ACTOR.
+        var store = Assert.Single(metadata.Components, c => c.Name == "statestore");
+        Assert.Subset(store.Capabilities.ToHashSet(), new HashSet<string> { "ETAG", "TRANSACTIONAL", "ACTOR" });
+        Assert.Equal(["OUTPUT_BINDING"], Assert.Single(metadata.Components, c => c.Name == "cursor").Capabilities);
 
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
         var json = await http.GetStringAsync("v1.0/metadata");
