@@ -30,6 +30,12 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
     /// </summary>
     public bool WakeOnSignal { get; init; }
 
+    /// <summary>
+    /// When false the schedule never runs on its own, not even its pass at start: only <see cref="RunScheduleAsync"/>
+    /// claims wake-ups. For a test that needs another process on the file, not this one, to make a launch.
+    /// </summary>
+    public bool ScheduleRunsOnItsOwn { get; init; } = true;
+
     public const string RemoteAddressHeader = "X-Test-Remote-Address";
 
     private sealed class SilentWakeupSignal : WakeupSignal
@@ -86,6 +92,17 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         if (!WakeOnSignal)
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<WakeupSignal>(new SilentWakeupSignal())));
+        }
+
+        if (!ScheduleRunsOnItsOwn)
+        {
+            builder.ConfigureServices(services =>
+            {
+                // Registered as a hosted service by a factory that returns the WakeupScheduler singleton.
+                var loop = services.Single(descriptor => descriptor.ServiceType == typeof(Microsoft.Extensions.Hosting.IHostedService)
+                    && descriptor.ImplementationFactory?.Method.ReturnType == typeof(WakeupScheduler));
+                services.Remove(loop);
+            });
         }
 
         if (time is not null)

@@ -94,7 +94,8 @@ public sealed class TelemetryTests : IDisposable
         using var listener = Spans.Record(spans);
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
         var file = temp.File("two-processes-trace.db");
-        using var taker = new EmbeddedServiceFactory(file, cursor.Url, time);
+        // The taker's schedule runs only when the test runs it: its pass at start could otherwise claim the launch.
+        using var taker = new EmbeddedServiceFactory(file, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
         using var launcher = new EmbeddedServiceFactory(file, cursor.Url, time);
         var cloudEvent = Payloads.CloudEvent(Payloads.Run(704, ["acme/shop"]));
         cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
