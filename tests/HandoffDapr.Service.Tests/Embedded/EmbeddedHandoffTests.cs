@@ -432,7 +432,8 @@ public sealed class EmbeddedHandoffTests : IDisposable
     /// <summary>A data file whose runs have their launches (to acme/slow) due, saved by a service that then stopped before its schedule ran.</summary>
     private async Task<string> DueAtStartAsync(string path, params long[] runIds)
     {
-        using var earlier = new EmbeddedServiceFactory(path, cursor.Url);
+        // Its schedule never runs: its pass at start, in the background, could otherwise claim a launch posted below.
+        using var earlier = new EmbeddedServiceFactory(path, cursor.Url) { ScheduleRunsOnItsOwn = false };
         using var earlierClient = earlier.CreateClient();
         foreach (var runId in runIds)
         {
@@ -729,14 +730,21 @@ public sealed class EmbeddedHandoffTests : IDisposable
     [Fact]
     public async Task Completion_event_answered_but_not_yet_launched_is_launched_after_a_restart()
     {
-        // The schedule never runs in this process: the answer is all that happened before it stopped.
-        var answer = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(271, ["acme/shop", "acme/web"]));
-        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
-        await factory.DisposeAsync();
+        // The schedule never runs in this process, not even its pass at start (which, started before the event and run in
+        // the background, could otherwise claim the launches): the answer is all that happened before it stopped.
+        var path = temp.File("launched-after-restart.db");
+        var before = new EmbeddedServiceFactory(path, cursor.Url) { ScheduleRunsOnItsOwn = false };
+        using (var beforeClient = before.CreateClient())
+        {
+            var answer = await beforeClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(271, ["acme/shop", "acme/web"]));
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        }
+
+        await before.DisposeAsync();
         Assert.Equal(0, cursor.LaunchRequests);
 
         // The restarted scheduler runs overdue work at start, without a signal or a test driving it.
-        await using var restarted = new EmbeddedServiceFactory(factory.DataPath, cursor.Url);
+        await using var restarted = new EmbeddedServiceFactory(path, cursor.Url);
         restarted.CreateClient().Dispose();
         await Eventually.True(() => cursor.LaunchRequests >= 2);
 
