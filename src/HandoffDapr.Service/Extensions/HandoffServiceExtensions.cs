@@ -55,9 +55,10 @@ public static class HandoffServiceExtensions
         if (mode == HostingMode.Dapr)
         {
             AddDaprHost(services);
-            // One instance: it logs why the app is not ready when that changes, not at every probe.
+            // One instance (AddCheck takes the registered service): it logs why the app is not ready when that changes, not
+            // at every probe.
             services.AddSingleton<SidecarReadinessCheck>();
-            health.Add(new Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckRegistration("dapr-sidecar", sp => sp.GetRequiredService<SidecarReadinessCheck>(), null, [HealthEndpoints.ReadinessTag]));
+            health.AddCheck<SidecarReadinessCheck>("dapr-sidecar", tags: [HealthEndpoints.ReadinessTag]);
         }
         else
         {
