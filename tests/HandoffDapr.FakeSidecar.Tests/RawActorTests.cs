@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using static HandoffDapr.FakeSidecar.Tests.SidecarTest;
 
 namespace HandoffDapr.FakeSidecar.Tests;
 
@@ -164,16 +165,6 @@ public sealed class RawActorTests : IAsyncLifetime
         }
 
         await Task.Delay(300);
-    }
-
-    private static async Task WaitUntil(Func<bool> condition)
-    {
-        var watch = System.Diagnostics.Stopwatch.StartNew();
-        while (!condition())
-        {
-            Assert.True(watch.Elapsed < TimeSpan.FromSeconds(10), "condition not met in 10 s");
-            await Task.Delay(10);
-        }
     }
 
     /// <summary>A reply with a status and, optionally, the header the .NET SDK sets when the actor threw.</summary>

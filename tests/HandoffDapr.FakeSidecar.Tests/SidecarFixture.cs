@@ -25,7 +25,7 @@ public abstract class SidecarTest : IAsyncLifetime
     }
 
     /// <summary>Waits (bounded: 10 s) for something the app or the sidecar does on its own time.</summary>
-    protected static async Task WaitUntil(Func<bool> condition)
+    internal static async Task WaitUntil(Func<bool> condition)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
         while (!condition())
