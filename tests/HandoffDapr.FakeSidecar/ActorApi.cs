@@ -60,8 +60,11 @@ internal sealed class ActorApi(
     /// <summary>Runs (on the request's thread, so it may block) before each actor state read: a slow state store.</summary>
     public Action<ActorStateCall>? BeforeStateRead { get; set; }
 
-    /// <summary>Runs (on the request's thread, so it may block) before a valid actor state transaction is applied: a slow write.</summary>
-    public Action<ActorStateCall>? BeforeStateTransaction { get; set; }
+    /// <summary>
+    /// Awaited before a valid actor state transaction is applied: a slow write. Asynchronous, so a test holding a write
+    /// until something else happens (a timer of this sidecar's among them) holds no thread-pool thread meanwhile.
+    /// </summary>
+    public Func<ActorStateCall, Task>? BeforeStateTransaction { get; set; }
 
     public HttpReply GetState(string type, string id, string key)
     {
@@ -86,7 +89,7 @@ internal sealed class ActorApi(
         return reply;
     }
 
-    public HttpReply Transaction(string type, string id, byte[] body)
+    public async Task<HttpReply> TransactionAsync(string type, string id, byte[] body)
     {
         var (ops, malformed, opError) = ActorStateStore.Parse(body);
         if (malformed is not null)
@@ -111,7 +114,11 @@ internal sealed class ActorApi(
             return DaprErrors.ActorStateTransactionSave(fault);
         }
 
-        BeforeStateTransaction?.Invoke(new ActorStateCall(ActorStateOperation.Transaction, type, id, ops!.Select(o => o.Key).ToList()));
+        if (BeforeStateTransaction is { } slowWrite)
+        {
+            await slowWrite(new ActorStateCall(ActorStateOperation.Transaction, type, id, ops!.Select(o => o.Key).ToList())).ConfigureAwait(false);
+        }
+
         state.ApplyTransaction(type, id, ops!);
         return HttpReply.Empty();
     }

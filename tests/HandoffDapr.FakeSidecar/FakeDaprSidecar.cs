@@ -195,8 +195,8 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Runs before each actor state read, on the request's thread: block in it for a slow state store.</summary>
     public Action<ActorStateCall>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
 
-    /// <summary>Runs before a valid actor state transaction is applied, on the request's thread: block in it for a slow write.</summary>
-    public Action<ActorStateCall>? BeforeActorStateTransaction { get => actors.BeforeStateTransaction; set => actors.BeforeStateTransaction = value; }
+    /// <summary>Awaited before a valid actor state transaction is applied: wait in it (without blocking) for a slow write.</summary>
+    public Func<ActorStateCall, Task>? BeforeActorStateTransaction { get => actors.BeforeStateTransaction; set => actors.BeforeStateTransaction = value; }
 
     /// <summary>Calls into the app (actor method call attempts, reminder and timer deliveries) given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
     public int ActorCallTimeouts => actors.TimedOutCalls;

@@ -37,7 +37,7 @@ internal sealed class SidecarHttpApi(
                     ? HttpReply.JsonBody(await metadata.BuildJsonAsync(ct).ConfigureAwait(false))
                     : DaprErrors.MethodNotAllowed(),
                 ["v1.0", "actors", var type, var id, "state"] => verb is "PUT" or "POST"
-                    ? actors.Transaction(type, id, body)
+                    ? await actors.TransactionAsync(type, id, body).ConfigureAwait(false)
                     : DaprErrors.MethodNotAllowed(),
                 ["v1.0", "actors", var type, var id, "state", var key] => verb == "GET"
                     ? actors.GetState(type, id, key)

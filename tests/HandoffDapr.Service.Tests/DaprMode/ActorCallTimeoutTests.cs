@@ -26,16 +26,16 @@ public sealed class ActorCallTimeoutTests : DaprModeTest
         Assert.Equal(0, factory.Sidecar.ActorCallTimeouts);
 
         // The trigger turn's first save is slow: it answers only after the sidecar has given up on the call (and, with no
-        // wait between attempts, sent it again). A condition rather than a fixed sleep: this blocked thread may delay the
-        // sidecar's timer callback on a busy machine.
+        // wait between attempts, sent it again). Awaited, not blocked on: a blocked thread-pool thread could delay the
+        // very timer callback of the sidecar's that it waits for (CI once waited 15 s for it, with a spinning thread).
         var slowWrites = 0;
         var gaveUpWhileTheTurnRan = false;
-        factory.Sidecar.BeforeActorStateTransaction = call =>
+        factory.Sidecar.BeforeActorStateTransaction = async call =>
         {
             if (call.ActorType == HandoffRunActor.ActorTypeName && call.ActorId == "170" && Interlocked.Increment(ref slowWrites) == 1)
             {
-                gaveUpWhileTheTurnRan = SpinWait.SpinUntil(() => factory.Sidecar.ActorCallTimeouts >= 1, TimeSpan.FromSeconds(15));
-                Thread.Sleep(300); // time for the repeat, sent at once, to reach the app while this turn still runs
+                gaveUpWhileTheTurnRan = await Eventually.Within(TimeSpan.FromSeconds(15), () => factory.Sidecar.ActorCallTimeouts >= 1);
+                await Task.Delay(300); // time for the repeat, sent at once, to reach the app while this turn still runs
             }
         };
 
@@ -81,13 +81,13 @@ public sealed class ActorCallTimeoutTests : DaprModeTest
         using var release = new ManualResetEventSlim();
         var slowSaves = 0;
         var heldWhileRepeated = false;
-        factory.Sidecar.BeforeActorStateTransaction = call =>
+        factory.Sidecar.BeforeActorStateTransaction = async call =>
         {
             // The wake turn's first save (the launch claimed in flight) waits until the sidecar has given up on the
             // delivery and the Scheduler's repeat has reached the app.
             if (call.ActorId == "172" && Interlocked.Increment(ref slowSaves) == 1)
             {
-                heldWhileRepeated = release.Wait(TimeSpan.FromSeconds(20));
+                heldWhileRepeated = await Eventually.Within(TimeSpan.FromSeconds(20), () => release.IsSet);
             }
         };
 

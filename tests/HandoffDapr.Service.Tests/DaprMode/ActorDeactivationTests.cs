@@ -25,11 +25,11 @@ public sealed class ActorDeactivationTests : DaprModeTest
         using var release = new ManualResetEventSlim();
         var saves = 0;
         var heldThroughDeactivation = false;
-        factory.Sidecar.BeforeActorStateTransaction = call =>
+        factory.Sidecar.BeforeActorStateTransaction = async call =>
         {
             if (call.ActorId == "174" && Interlocked.Increment(ref saves) == 1)
             {
-                heldThroughDeactivation = release.Wait(TimeSpan.FromSeconds(20));
+                heldThroughDeactivation = await Eventually.Within(TimeSpan.FromSeconds(20), () => release.IsSet);
             }
         };
 

@@ -14,4 +14,24 @@ public static class Eventually
             await Task.Delay(20);
         }
     }
+
+    /// <summary>
+    /// Whether the condition comes to hold within the limit, polled without holding a thread. For a wait inside a fake
+    /// sidecar's hook, where a failed assertion would only fail the sidecar's request: the test asserts on the answer.
+    /// </summary>
+    public static async Task<bool> Within(TimeSpan limit, Func<bool> condition)
+    {
+        var deadline = DateTime.UtcNow + limit;
+        while (!condition())
+        {
+            if (DateTime.UtcNow >= deadline)
+            {
+                return false;
+            }
+
+            await Task.Delay(20);
+        }
+
+        return true;
+    }
 }
