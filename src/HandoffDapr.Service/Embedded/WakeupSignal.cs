@@ -20,8 +20,8 @@ public class WakeupSignal
         }
     }
 
-    /// <summary>Waits for a notification or the poll interval, whichever comes first.</summary>
-    public async Task WaitAsync(TimeSpan interval, TimeProvider timeProvider, CancellationToken cancellationToken)
+    /// <summary>Waits for a notification or the poll interval, whichever comes first. The scheduler calls it after each pass.</summary>
+    public virtual async Task WaitAsync(TimeSpan interval, TimeProvider timeProvider, CancellationToken cancellationToken)
     {
         using var either = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         var notified = pending.WaitAsync(either.Token);

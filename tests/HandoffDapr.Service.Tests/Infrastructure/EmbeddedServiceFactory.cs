@@ -1,6 +1,7 @@
 using HandoffDapr.Service.Embedded;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.AspNetCore.Mvc.Testing;
@@ -38,12 +39,26 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
 
     public const string RemoteAddressHeader = "X-Test-Remote-Address";
 
+    /// <summary>Never wakes the scheduler before its poll interval; tells when the scheduler has ended its pass at start.</summary>
     private sealed class SilentWakeupSignal : WakeupSignal
     {
+        private readonly TaskCompletionSource firstWait = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+        /// <summary>The scheduler's first wait for a signal, which follows its pass at start.</summary>
+        public Task StartPassEnded => firstWait.Task;
+
         public override void Notify()
         {
         }
+
+        public override Task WaitAsync(TimeSpan interval, TimeProvider timeProvider, CancellationToken cancellationToken)
+        {
+            firstWait.TrySetResult();
+            return base.WaitAsync(interval, timeProvider, cancellationToken);
+        }
     }
+
+    private readonly SilentWakeupSignal silentSignal = new();
 
     private sealed class RemoteAddressFromHeader : IStartupFilter
     {
@@ -74,8 +89,8 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         // appsettings.json also declares a Copilot integration (43); it needs a key to pass validation.
         builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:BaseUrl", providerUrl);
         builder.UseSetting($"Handoff:Integrations:{CopilotIntegrationId}:ApiKey", CopilotToken);
-        // The schedule is driven by the tests (WakeupScheduler.RunDueAsync), not by the clock.
-        builder.UseSetting("Handoff:Embedded:SchedulePollInterval", "10.00:00:00");
+        // The schedule is driven by the tests (WakeupScheduler.RunDueAsync), not by the clock: the longest interval allowed.
+        builder.UseSetting("Handoff:Embedded:SchedulePollInterval", "30.00:00:00");
         foreach (var (key, value) in settings ?? new Dictionary<string, string?>())
         {
             builder.UseSetting(key, value);
@@ -91,7 +106,7 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
 
         if (!WakeOnSignal)
         {
-            builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<WakeupSignal>(new SilentWakeupSignal())));
+            builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<WakeupSignal>(silentSignal)));
         }
 
         if (!ScheduleRunsOnItsOwn)
@@ -109,6 +124,24 @@ public sealed class EmbeddedServiceFactory(string dataPath, string providerUrl, 
         {
             builder.ConfigureServices(services => services.Replace(ServiceDescriptor.Singleton<TimeProvider>(time)));
         }
+    }
+
+    /// <summary>
+    /// Starts the host and, when its schedule runs on its own but is never signalled, waits for the schedule's pass at
+    /// start to end. Since .NET 10 a BackgroundService's ExecuteAsync starts on the thread pool after the host has started,
+    /// so that pass could otherwise come after a test's first request and claim, in the background, the launch the test
+    /// means to make with <see cref="RunScheduleAsync"/>. Overdue work the pass claims is still under way afterwards.
+    /// </summary>
+    protected override IHost CreateHost(IHostBuilder builder)
+    {
+        var host = base.CreateHost(builder);
+        if (ScheduleRunsOnItsOwn && !WakeOnSignal && !silentSignal.StartPassEnded.Wait(TimeSpan.FromSeconds(30)))
+        {
+            host.Dispose();
+            throw new TimeoutException("The schedule's pass at start did not end within 30 s.");
+        }
+
+        return host;
     }
 
     public WakeupScheduler Scheduler => Services.GetRequiredService<WakeupScheduler>();
