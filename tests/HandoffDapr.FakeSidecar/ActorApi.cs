@@ -57,18 +57,25 @@ internal sealed class ActorApi(
 
     private int timedOutCalls;
 
-    /// <summary>Runs (on the request's thread, so it may block) before each actor state read: a slow state store.</summary>
-    public Action<ActorStateCall>? BeforeStateRead { get; set; }
+    /// <summary>
+    /// Awaited before each actor state read: a slow state store. Asynchronous, as <see cref="BeforeStateTransaction"/> is,
+    /// so a test holding a read holds no thread-pool thread meanwhile.
+    /// </summary>
+    public Func<ActorStateCall, Task>? BeforeStateRead { get; set; }
 
     /// <summary>
     /// Awaited before a valid actor state transaction is applied: a slow write. Asynchronous, so a test holding a write
-    /// until something else happens (a timer of this sidecar's among them) holds no thread-pool thread meanwhile.
+    /// until something else happens (a timer of this sidecar's or the app's among them) holds no thread-pool thread meanwhile.
     /// </summary>
     public Func<ActorStateCall, Task>? BeforeStateTransaction { get; set; }
 
-    public HttpReply GetState(string type, string id, string key)
+    public async Task<HttpReply> GetStateAsync(string type, string id, string key)
     {
-        BeforeStateRead?.Invoke(new ActorStateCall(ActorStateOperation.Get, type, id, [key]));
+        if (BeforeStateRead is { } slowRead)
+        {
+            await slowRead(new ActorStateCall(ActorStateOperation.Get, type, id, [key])).ConfigureAwait(false);
+        }
+
         if (faults.Check(new ActorStateCall(ActorStateOperation.Get, type, id, [key])) is { } fault)
         {
             return DaprErrors.ActorStateGet(fault);

@@ -192,8 +192,8 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         return actors.FireTimerAsync(timer, ct);
     }
 
-    /// <summary>Runs before each actor state read, on the request's thread: block in it for a slow state store.</summary>
-    public Action<ActorStateCall>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
+    /// <summary>Awaited before each actor state read: wait in it (without blocking) for a slow state store.</summary>
+    public Func<ActorStateCall, Task>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
 
     /// <summary>Awaited before a valid actor state transaction is applied: wait in it (without blocking) for a slow write.</summary>
     public Func<ActorStateCall, Task>? BeforeActorStateTransaction { get => actors.BeforeStateTransaction; set => actors.BeforeStateTransaction = value; }

@@ -40,7 +40,7 @@ internal sealed class SidecarHttpApi(
                     ? await actors.TransactionAsync(type, id, body).ConfigureAwait(false)
                     : DaprErrors.MethodNotAllowed(),
                 ["v1.0", "actors", var type, var id, "state", var key] => verb == "GET"
-                    ? actors.GetState(type, id, key)
+                    ? await actors.GetStateAsync(type, id, key).ConfigureAwait(false)
                     : DaprErrors.MethodNotAllowed(),
                 ["v1.0", "actors", var type, var id, "method", var method] => verb is "GET" or "POST" or "PUT" or "DELETE"
                     ? await actors.InvokeAsync(type, id, method, request, body, ct).ConfigureAwait(false)

@@ -72,11 +72,11 @@ public sealed class ActorDeactivationTests : DaprModeTest
         using var release = new ManualResetEventSlim();
         var reads = 0;
         var heldThroughDeactivation = false;
-        factory.Sidecar.BeforeActorStateRead = call =>
+        factory.Sidecar.BeforeActorStateRead = async call =>
         {
             if (call.ActorId == "176" && Interlocked.Increment(ref reads) == 1)
             {
-                heldThroughDeactivation = release.Wait(TimeSpan.FromSeconds(20));
+                heldThroughDeactivation = await Eventually.Within(TimeSpan.FromSeconds(20), () => release.IsSet);
             }
         };
 

@@ -74,12 +74,12 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         var launchesBefore = cursor.LaunchRequests;
         using var releaseRead = new ManualResetEventSlim();
         using var reading = new ManualResetEventSlim();
-        factory.Sidecar.BeforeActorStateRead = call =>
+        factory.Sidecar.BeforeActorStateRead = async call =>
         {
             if (call.ActorId == "999")
             {
                 reading.Set();
-                releaseRead.Wait(TimeSpan.FromSeconds(60));
+                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
             }
         };
         var read = client.GetAsync("/runs/999/handoff");

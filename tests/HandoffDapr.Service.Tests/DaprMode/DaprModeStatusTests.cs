@@ -131,12 +131,12 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         using var release = new ManualResetEventSlim();
         using var arrived = new ManualResetEventSlim();
         var held = 0;
-        factory.Sidecar.BeforeActorStateRead = call =>
+        factory.Sidecar.BeforeActorStateRead = async call =>
         {
             if (call.ActorId == "310" && Interlocked.Exchange(ref held, 1) == 0)
             {
                 arrived.Set();
-                release.Wait(TimeSpan.FromSeconds(10));
+                await Eventually.Within(TimeSpan.FromSeconds(10), () => release.IsSet);
             }
         };
 

@@ -135,6 +135,8 @@ public sealed class SidecarRestartTests : DaprModeTest
             {
                 Interlocked.Increment(ref reads);
             }
+
+            return Task.CompletedTask;
         };
 
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/922/handoff")).StatusCode);
@@ -157,6 +159,8 @@ public sealed class SidecarRestartTests : DaprModeTest
             {
                 Interlocked.Increment(ref reads);
             }
+
+            return Task.CompletedTask;
         };
 
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs/921/handoff")).StatusCode);

@@ -411,12 +411,12 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         using var release = new ManualResetEventSlim();
         var reading = new ManualResetEventSlim();
         // A read of run 809 whose actor state read hangs (a slow state store): the request stays in progress.
-        factory.Sidecar.BeforeActorStateRead = call =>
+        factory.Sidecar.BeforeActorStateRead = async call =>
         {
             if (call.ActorId == "809")
             {
                 reading.Set();
-                release.Wait(TimeSpan.FromSeconds(60));
+                await Eventually.Within(TimeSpan.FromSeconds(60), () => release.IsSet);
             }
         };
         var read = client.GetAsync("/runs/809/handoff");
@@ -569,12 +569,12 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         using var releaseRead = new ManualResetEventSlim();
         using var reading = new ManualResetEventSlim();
         // Another request keeps the drain waiting: a read of run 814 whose actor state read hangs.
-        factory.Sidecar.BeforeActorStateRead = call =>
+        factory.Sidecar.BeforeActorStateRead = async call =>
         {
             if (call.ActorId == "814")
             {
                 reading.Set();
-                releaseRead.Wait(TimeSpan.FromSeconds(60));
+                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
             }
         };
         var read = factory.CreateSidecarClient().GetAsync("/runs/814/handoff");
