@@ -116,12 +116,15 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         public bool Running => Factory is not null;
     }
 
-    /// <summary>Launches of one run wait at the provider until released; then the agent is created, or not.</summary>
+    /// <summary>
+    /// Launches of one run wait at the provider until released; then the agent is created, or not. They wait without
+    /// a thread: the stop, its grace and the callers' timeouts they are held across need the thread pool.
+    /// </summary>
     private sealed class Hold(string match)
     {
         public string Match { get; } = match;
-        public ManualResetEventSlim Arrived { get; } = new();
-        public ManualResetEventSlim Released { get; } = new();
+        public TaskCompletionSource Arrived { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+        public TaskCompletionSource Released { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
         public volatile bool Create = true;
         public int Count;
     }
@@ -246,15 +249,15 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             && fakes.Contains(uri.Port) && (uri.AbsolutePath == "/v0/agents" || uri.AbsolutePath.EndsWith("/tasks", StringComparison.Ordinal)));
 
         // Held launches: one mapping above FakeCursor's and FakeCopilot's own, passing through to them when nothing is held.
-        Func<IRequestMessage, ResponseMessage> cursorLaunch = cursor.Launch;
-        Func<IRequestMessage, ResponseMessage> copilotCreate = github.Create;
+        Func<IRequestMessage, Task<ResponseMessage>> cursorLaunch = cursor.LaunchAsync;
+        Func<IRequestMessage, Task<ResponseMessage>> copilotCreate = request => Task.FromResult(github.Create(request));
         cursor.Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).AtPriority(-5)
-            .RespondWith(Response.Create().WithCallback(request => Held(request, request.Body ?? "", cursorLaunch)));
+            .RespondWith(Response.Create().WithCallback(async request => await HeldAsync(request, request.Body ?? "", cursorLaunch)));
         github.Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/agents/repos/[^/]+/[^/]+/tasks$")).UsingPost()).AtPriority(-5)
-            .RespondWith(Response.Create().WithCallback(request => Held(request, request.Path, copilotCreate)));
+            .RespondWith(Response.Create().WithCallback(async request => await HeldAsync(request, request.Path, copilotCreate)));
     }
 
-    private ResponseMessage Held(IRequestMessage request, string text, Func<IRequestMessage, ResponseMessage> pass)
+    private async Task<IResponseMessage> HeldAsync(IRequestMessage request, string text, Func<IRequestMessage, Task<ResponseMessage>> pass)
     {
         // Until disposed the launch counts as not yet carried out (its agent is not in the fake's state yet).
         using var serving = unservedLaunches.Serve(request);
@@ -267,13 +270,13 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var h = hold;
         if (h is null || !text.Contains(h.Match, StringComparison.Ordinal))
         {
-            return pass(request);
+            return await pass(request);
         }
 
         Interlocked.Increment(ref h.Count);
-        h.Arrived.Set();
-        h.Released.Wait(TimeSpan.FromSeconds(15));
-        return h.Create ? pass(request) : Json(503, "{\"error\":\"held, not created\"}");
+        h.Arrived.TrySetResult();
+        await Task.WhenAny(h.Released.Task, Task.Delay(TimeSpan.FromSeconds(15)));
+        return h.Create ? await pass(request) : Json(503, "{\"error\":\"held, not created\"}");
     }
 
     /// <summary>
@@ -526,7 +529,8 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             1 => EventThenScheduleAsync(p, run, version),
             _ => RunDueAsync(p, overlapsRestart: true),
         };
-        var arrived = await Task.Run(() => h.Arrived.Wait(TimeSpan.FromMilliseconds(random.Next(2) == 0 ? 400 : 900)));
+        await Task.WhenAny(h.Arrived.Task, Task.Delay(TimeSpan.FromMilliseconds(random.Next(2) == 0 ? 400 : 900)));
+        var arrived = h.Arrived.Task.IsCompleted;
         Note($"  held launches arrived: {arrived} ({Volatile.Read(ref h.Count)})");
 
         // Meanwhile the other process is asked about the same run (no clock advance while held).
@@ -545,7 +549,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         if (release == 0)
         {
-            h.Released.Set();
+            h.Released.TrySetResult();
             await Task.Delay(random.Next(0, 50));
         }
 
@@ -559,10 +563,10 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         await StopAsync(p, release == 1 ? async () =>
         {
             await Task.Delay(random.Next(0, 100));
-            h.Released.Set();
+            h.Released.TrySetResult();
             await Task.Delay(random.Next(0, 100));
         } : null, serving: background);
-        h.Released.Set();
+        h.Released.TrySetResult();
         await Swallow(background);
         await Swallow(meanwhile);
         hold = null;
@@ -1364,7 +1368,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         output.WriteLine($"{profile.Name}: seed={seed} ops={operations} restarts={restarts} heldRestarts={heldRestarts} (createdBefore={createdBeforeStop} createdAfter/during={createdAfterStop} never={neverCreated}) crossProcessWhileHeld={crossProcessOps} 503s={answers503} (not across a stop: {uncrossed503}) copilotRuns={copilotRuns.Count} cursorAgents={cursor.Agents.Count} copilotTasks={github.Tasks.Count}{RetentionCounters} violations={Violations.Count}");
-        hold?.Released.Set();
+        hold?.Released.TrySetResult();
         foreach (var p in procs)
         {
             if (p.Factory is not null)

@@ -30,17 +30,17 @@ public sealed class WallClockStepTests : IDisposable
     {
         var clock = new SteppingClock();
         var arrivals = 0;
-        using var release = new ManualResetEventSlim();
-        // The first launch waits at the provider; any later one is answered at once.
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        // The first launch waits at the provider (without a thread); any later one is answered at once.
         cursor.Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).AtPriority(-5)
-            .RespondWith(Response.Create().WithCallback(request =>
+            .RespondWith(Response.Create().WithCallback(async request =>
             {
                 if (Interlocked.Increment(ref arrivals) == 1)
                 {
-                    release.Wait(TimeSpan.FromSeconds(30));
+                    await Task.WhenAny(release.Task, Task.Delay(TimeSpan.FromSeconds(30)));
                 }
 
-                return cursor.Launch(request);
+                return await cursor.LaunchAsync(request);
             }));
         using var embedded = new EmbeddedServiceFactory(temp.File("step.db"), cursor.Url);
         using var factory = embedded.WithWebHostBuilder(builder =>
@@ -54,7 +54,7 @@ public sealed class WallClockStepTests : IDisposable
 
         // Before: the schedule took the round for a crash, found no agent yet, and launched the repository again.
         var woken = await scheduler.RunDueAsync(CancellationToken.None);
-        release.Set();
+        release.SetResult();
         Assert.Equal(HttpStatusCode.Accepted, (await trigger).StatusCode);
 
         Assert.Equal(0, woken);

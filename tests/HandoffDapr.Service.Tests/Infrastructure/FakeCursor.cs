@@ -19,18 +19,18 @@ public sealed class FakeCursor : IDisposable
 {
     public const string ProviderSecretText = "provider-internal-detail-7f3a";
     private readonly ConcurrentDictionary<string, JsonObject> agents = new();
-    private readonly ConcurrentDictionary<string, ConcurrentQueue<Func<ResponseMessage>>> scripted = new(StringComparer.OrdinalIgnoreCase);
+    private readonly ConcurrentDictionary<string, ConcurrentQueue<Func<Task<ResponseMessage>>>> scripted = new(StringComparer.OrdinalIgnoreCase);
     private int sequence;
 
     public FakeCursor()
     {
         Server = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
-        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithCallback(Launch));
+        Server.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithCallback(LaunchCallback));
         Server.Given(Request.Create().WithPath("/v0/agents").UsingGet()).RespondWith(Response.Create().WithCallback(List));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+$")).UsingGet())
             .RespondWith(Response.Create().WithCallback(Get));
         Server.Given(Request.Create().WithPath(new WireMock.Matchers.RegexMatcher("^/v0/agents/[^/]+/(stop|followup)$")).UsingPost())
-            .RespondWith(Response.Create().WithCallback(Command));
+            .RespondWith(Response.Create().WithCallback(CommandCallback));
     }
 
     private static WireMock.RequestBuilders.IRequestBuilder LaunchRequestFor(string repository) =>
@@ -40,22 +40,26 @@ public sealed class FakeCursor : IDisposable
     public void Slow(string repository, TimeSpan delay) =>
         Server.Given(LaunchRequestFor(repository))
             .AtPriority(-1)
-            .RespondWith(Response.Create().WithDelay(delay).WithCallback(Launch));
+            .RespondWith(Response.Create().WithDelay(delay).WithCallback(LaunchCallback));
 
-    /// <summary>Launches for <paramref name="repository"/> wait (up to 30 s) until <see cref="HeldLaunches.Release"/>.</summary>
+    /// <summary>
+    /// Launches for <paramref name="repository"/> wait (up to 30 s) until <see cref="HeldLaunches.Release"/>. They wait
+    /// without a thread: a blocked thread-pool thread per held launch starves the pool that the service's timeouts and
+    /// the test's own waits run on.
+    /// </summary>
     public HeldLaunches Hold(string repository)
     {
         var held = new HeldLaunches();
         Server.Given(LaunchRequestFor(repository))
             .AtPriority(-1)
-            .RespondWith(Response.Create().WithCallback(request =>
+            .RespondWith(Response.Create().WithCallback(async request =>
             {
                 Interlocked.Increment(ref held.Unanswered);
                 try
                 {
                     held.Arrived.Set();
-                    held.Released.Wait(TimeSpan.FromSeconds(30));
-                    return Launch(request);
+                    await held.ReleasedWithin(TimeSpan.FromSeconds(30));
+                    return await LaunchAsync(request);
                 }
                 finally
                 {
@@ -70,11 +74,23 @@ public sealed class FakeCursor : IDisposable
         /// <summary>Set once a held launch has reached the provider.</summary>
         public ManualResetEventSlim Arrived { get; } = new();
 
-        internal ManualResetEventSlim Released { get; } = new();
+        private readonly TaskCompletionSource released = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
         internal int Unanswered;
 
-        public void Release() => Released.Set();
+        public void Release() => released.TrySetResult();
+
+        /// <summary>Completes once released, or after <paramref name="limit"/> (the held call then goes on anyway).</summary>
+        internal async Task ReleasedWithin(TimeSpan limit)
+        {
+            try
+            {
+                await released.Task.WaitAsync(limit);
+            }
+            catch (TimeoutException)
+            {
+            }
+        }
 
         /// <summary>
         /// Waits (up to 10 s) until every held launch that arrived has reached the fake's state (its agent created).
@@ -92,7 +108,7 @@ public sealed class FakeCursor : IDisposable
 
         public void Dispose()
         {
-            Released.Set();
+            Release();
             Arrived.Dispose();
         }
     }
@@ -112,7 +128,7 @@ public sealed class FakeCursor : IDisposable
     private double chaosRate;
     private TimeSpan chaosDelay;
 
-    private ResponseMessage? ChaosAnswer(JsonObject body, string repository)
+    private async Task<ResponseMessage?> ChaosAnswerAsync(JsonObject body, string repository)
     {
         if (chaos is null)
         {
@@ -133,7 +149,8 @@ public sealed class FakeCursor : IDisposable
                 return Status(429, retryAfter: "1")();
             case 2:
                 Create(body, repository);
-                Thread.Sleep(chaosDelay);
+                // Awaited, not slept: the caller's timeout that this outlasts needs a pool thread to fire.
+                await Task.Delay(chaosDelay);
                 return Json(201, "{}");
             case 3:
                 Create(body, repository);
@@ -143,21 +160,31 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
-    /// <summary>Stop and follow-up calls wait (up to 10 s) until <see cref="HeldLaunches.Release"/>, then succeed.</summary>
+    /// <summary>
+    /// Stop and follow-up calls wait (up to 10 s, without a thread, as <see cref="Hold"/>'s) until
+    /// <see cref="HeldLaunches.Release"/>, then succeed. Until <see cref="NextCommandAnswer"/> is set again.
+    /// </summary>
     public HeldLaunches HoldCommands()
     {
         var held = new HeldLaunches();
-        NextCommandAnswer = () =>
-        {
-            held.Arrived.Set();
-            held.Released.Wait(TimeSpan.FromSeconds(10));
-            return Json(200, "{}");
-        };
+        NextCommandAnswer = null;
+        heldCommands = held;
         return held;
     }
 
-    /// <summary>Answer for the next stop or follow-up calls; null means success.</summary>
-    public Func<ResponseMessage>? NextCommandAnswer { get; set; }
+    private HeldLaunches? heldCommands;
+    private Func<ResponseMessage>? nextCommandAnswer;
+
+    /// <summary>Answer for the next stop or follow-up calls; null means success. Setting it ends <see cref="HoldCommands"/>.</summary>
+    public Func<ResponseMessage>? NextCommandAnswer
+    {
+        get => nextCommandAnswer;
+        set
+        {
+            heldCommands = null;
+            nextCommandAnswer = value;
+        }
+    }
 
     public IEnumerable<(string Path, string? Body)> CommandRequests => Server.LogEntries
         .Where(entry => entry.RequestMessage.Method == "POST" && (entry.RequestMessage.Path.EndsWith("/stop") || entry.RequestMessage.Path.EndsWith("/followup")))
@@ -181,8 +208,15 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
-    private ResponseMessage Command(IRequestMessage request)
+    private async Task<IResponseMessage> CommandCallback(IRequestMessage request)
     {
+        if (heldCommands is { } held)
+        {
+            held.Arrived.Set();
+            await held.ReleasedWithin(TimeSpan.FromSeconds(10));
+            return Json(200, "{}");
+        }
+
         if (NextCommandAnswer is { } answer)
         {
             return answer();
@@ -220,12 +254,15 @@ public sealed class FakeCursor : IDisposable
     /// <summary>The next launches for <paramref name="repository"/> (owner/name) answer with these, in order; later ones succeed.</summary>
     public void Script(string repository, params Func<ResponseMessage>[] answers)
     {
-        var queue = scripted.GetOrAdd($"https://github.com/{repository}", _ => new ConcurrentQueue<Func<ResponseMessage>>());
         foreach (var answer in answers)
         {
-            queue.Enqueue(answer);
+            Script(repository, () => Task.FromResult(answer()));
         }
     }
+
+    /// <summary>The next launch for <paramref name="repository"/> answers with this, awaited: an answer that takes its time without holding a thread.</summary>
+    public void Script(string repository, Func<Task<ResponseMessage>> answer) =>
+        scripted.GetOrAdd($"https://github.com/{repository}", _ => new ConcurrentQueue<Func<Task<ResponseMessage>>>()).Enqueue(answer);
 
     public static Func<ResponseMessage> Status(int status, string? body = null, string? retryAfter = null) => () =>
     {
@@ -252,7 +289,6 @@ public sealed class FakeCursor : IDisposable
     // Marks a scripted answer whose launch creates the agent anyway; removed before the answer goes out.
     private const string CreatesHeader = "X-Fake-Creates-Agent";
 
-    /// <summary>A launch as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
     /// <summary>Once watched, launches the test gave up as lost (see <see cref="UnservedRequests"/>) are answered 503, not carried out.</summary>
     public UnservedRequests? Unserved { get; private set; }
 
@@ -264,7 +300,10 @@ public sealed class FakeCursor : IDisposable
             && request.RequestUri is { } uri && uri.Port == port && uri.AbsolutePath == "/v0/agents");
     }
 
-    internal ResponseMessage Launch(IRequestMessage request)
+    private async Task<IResponseMessage> LaunchCallback(IRequestMessage request) => await LaunchAsync(request);
+
+    /// <summary>A launch as the fake answers it (a test may put its own mapping in front and pass through to this).</summary>
+    internal async Task<ResponseMessage> LaunchAsync(IRequestMessage request)
     {
         using var serving = Unserved?.Serve(request);
         if (serving is { Lost: true })
@@ -276,7 +315,7 @@ public sealed class FakeCursor : IDisposable
         var repository = body["source"]?["repository"]?.GetValue<string>() ?? string.Empty;
         if (scripted.TryGetValue(repository, out var queue) && queue.TryDequeue(out var answer))
         {
-            var scriptedAnswer = answer();
+            var scriptedAnswer = await answer();
             if (scriptedAnswer.Headers!.Remove(CreatesHeader))
             {
                 Create(body, repository);
@@ -285,7 +324,7 @@ public sealed class FakeCursor : IDisposable
             return scriptedAnswer;
         }
 
-        if (ChaosAnswer(body, repository) is { } chaotic)
+        if (await ChaosAnswerAsync(body, repository) is { } chaotic)
         {
             return chaotic;
         }
