@@ -249,19 +249,34 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             var repo = Pool[rng.Next(Pool.Length)];
             var kind = rng.Next(8);
             w.Log.Add($"{step}: provider fault {kind} scripted for {repo}");
-            w.Cursor.Script(repo, kind switch
+            if (kind == 6)
             {
-                0 => FakeCursor.Status(429, retryAfter: "90"),
-                1 => FakeCursor.Status(500),
-                2 => FakeCursor.Status(503),
-                3 => w.Cursor.CreatesButAnswersGarbage(),
-                4 => w.Cursor.CreatesButAnswers(502),
-                5 => FakeCursor.Status(200, "<html>garbage</html>"),
                 // Binding timeout (2 s); the provider creates the agent right after (IdleAsync waits for that, as the
-                // 30 s retry delay would in real time).
-                6 => () => { lock (w.Violations) { w.SlowUntil = DateTime.UtcNow.AddSeconds(3); } Thread.Sleep(2500); return w.Cursor.CreatesButAnswers(201, "{}")(); },
-                _ => FakeCursor.Status(401),
-            });
+                // 30 s retry delay would in real time). Awaited, not slept: the binding's timeout needs a pool thread.
+                w.Cursor.Script(repo, async () =>
+                {
+                    lock (w.Violations)
+                    {
+                        w.SlowUntil = DateTime.UtcNow.AddSeconds(3);
+                    }
+
+                    await Task.Delay(2500);
+                    return w.Cursor.CreatesButAnswers(201, "{}")();
+                });
+            }
+            else
+            {
+                w.Cursor.Script(repo, kind switch
+                {
+                    0 => FakeCursor.Status(429, retryAfter: "90"),
+                    1 => FakeCursor.Status(500),
+                    2 => FakeCursor.Status(503),
+                    3 => w.Cursor.CreatesButAnswersGarbage(),
+                    4 => w.Cursor.CreatesButAnswers(502),
+                    5 => FakeCursor.Status(200, "<html>garbage</html>"),
+                    _ => FakeCursor.Status(401),
+                });
+            }
         }
         else
         {
