@@ -118,7 +118,8 @@ public sealed class HandoffRunActorTests
     {
         await HealedRetryDueAsync();
         var answer = new TaskCompletionSource();
-        provider.OnLaunch = _ => answer.Task.Wait(TimeSpan.FromSeconds(10));
+        // The round runs in the background: it waits for the answer without holding a thread-pool thread.
+        provider.Answering = _ => Task.WhenAny(answer.Task, Task.Delay(TimeSpan.FromSeconds(10)));
 
         await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
 
@@ -356,8 +357,8 @@ public sealed class HandoffRunActorTests
         // The intent is saved, then registering its reminder fails: the turn fails, the caller is told 503 / RETRY, and
         // the runtime drops what the turn had not saved. The saved round's calls are made in the background (held here
         // at the provider), as its caller never gets the round.
-        using var release = new ManualResetEventSlim();
-        provider.OnLaunch = _ => release.Wait(TimeSpan.FromSeconds(10));
+        var release = new TaskCompletionSource();
+        provider.Answering = _ => Task.WhenAny(release.Task, Task.Delay(TimeSpan.FromSeconds(10)));
         timers.FailNextRegistrations = 1;
         await Assert.ThrowsAsync<ActorTurnFailedException>(() => TriggerAsync(Trigger(Snapshot("acme/shop"))));
         await state.ClearCacheAsync();
@@ -370,7 +371,7 @@ public sealed class HandoffRunActorTests
         Assert.Equal(TriggerStatus.Accepted, retry.Status);
         Assert.Null(retry.Round);
         Assert.Contains(timers.Registered, reminder => reminder.Name == HandoffRunActor.WakeReminder);
-        release.Set();
+        release.SetResult();
         await Eventually.True(() => state.Saved["launches"].Contains("\"phase\":\"launched\"", StringComparison.Ordinal));
         Assert.Single(provider.Launches);
     }
