@@ -1,9 +1,11 @@
 using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -90,12 +92,37 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
             // (its request body size among them) apply to the sidecar's calls, which the test server does not enforce.
             sidecar.Options.AppBaseAddress = factory.StartOnKestrel();
             sidecar.AppChannel = null;
-            return factory;
+        }
+        else
+        {
+            // Building the server starts the app; the sidecar then reaches it through the test server.
+            sidecar.AppChannel = factory.Server.CreateHandler();
         }
 
-        // Building the server starts the app; the sidecar then reaches it through the test server.
-        sidecar.AppChannel = factory.Server.CreateHandler();
+        await factory.StartUpEndedAsync();
         return factory;
+    }
+
+    /// <summary>
+    /// Waits for the app's start-up wait for its sidecar (<see cref="SidecarStartup"/>) to end. Since .NET 10 a
+    /// BackgroundService's ExecuteAsync starts on the thread pool after the host has started, so that wait could end at
+    /// any moment of a test: its <c>SidecarReady</c> line (or <c>SidecarRefusedCalls</c>) after the test had looked for
+    /// it, its read of daprd's metadata (which has the fake read the app's <c>dapr/config</c>) in the middle of the
+    /// test's calls. A test is handed the app once that line is written and that read made, as daprd's first calls find
+    /// an app that has long been up.
+    /// </summary>
+    private async Task StartUpEndedAsync()
+    {
+        var startUp = Services.GetServices<IHostedService>().OfType<SidecarStartup>().Single().ExecuteTask ?? Task.CompletedTask;
+        try
+        {
+            await startUp.WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        catch (TimeoutException)
+        {
+            await DisposeAsync();
+            throw new TimeoutException("The app's start-up wait for its sidecar did not end within 30 s.");
+        }
     }
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
