@@ -2,6 +2,7 @@ using System.Net;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
+using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Http;
@@ -295,13 +296,6 @@ public sealed class RequestDrainTests
         return new RequestDrain(Options.Create(options), new HostingContext(mode), time ?? new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
     }
 
-    private static async Task WaitUntil(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "shutdown did not begin draining");
-            await Task.Delay(20);
-        }
-    }
+    private static async Task WaitUntil(Func<bool> condition) =>
+        Assert.True(await Eventually.Within(TimeSpan.FromSeconds(10), condition), "shutdown did not begin draining");
 }

@@ -121,12 +121,12 @@ public sealed class ShutdownGraceTests : IDisposable
         var drain = factory.Services.GetRequiredService<RequestDrain>();
         var runLock = await factory.Services.GetRequiredService<RunLocks>().AcquireAsync(603, CancellationToken.None);
         var request = client.PostJsonAsync("/runs/603/handoff", Payloads.Trigger(Payloads.Run(603, ["acme/shop"], automation: false)));
-        await Until(() => drain.InFlight == 1);
+        await Eventually.True(() => drain.InFlight == 1);
 
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        await Until(() => drain.IsDraining);
+        await Eventually.True(() => drain.IsDraining);
         time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1)); // the grace is over, the drain's limit (grace + 5 s) not yet
-        await Until(() => logs.GetSnapshot().Any(record => record.Id.Name == "HandoffOutcomeUnknown" && record.Message.Contains("Run 602")));
+        await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Name == "HandoffOutcomeUnknown" && record.Message.Contains("Run 602")));
         // The wake-up ends right after recording: give it time to say how it ended.
         var settled = DateTime.UtcNow.AddSeconds(3);
         while (DateTime.UtcNow < settled && !logs.GetSnapshot().Any(record => record.Level >= LogLevel.Error))
@@ -140,16 +140,6 @@ public sealed class ShutdownGraceTests : IDisposable
         await request;
 
         Assert.Empty(errors);
-    }
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out");
-            await Task.Delay(20);
-        }
     }
 
     /// <summary>

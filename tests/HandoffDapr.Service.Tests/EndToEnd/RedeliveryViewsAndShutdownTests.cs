@@ -387,7 +387,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         // SIGTERM: the host stops, and its request drain waits for the trigger.
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
         var stopping = Stopped(factory.Services);
-        await Until(() => drain.IsDraining);
+        await Eventually.True(() => drain.IsDraining);
         Assert.Equal(new HandoffDapr.Service.Configuration.DaprOptions().ShutdownDrain, drain.Limit);
         time.Advance(TimeSpan.FromSeconds(1));
         Assert.False(stopping.IsCompleted);
@@ -425,13 +425,13 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
 
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
         var stopping = Stopped(factory.Services);
-        await Until(() => drain.IsDraining);
+        await Eventually.True(() => drain.IsDraining);
         var limit = new HandoffDapr.Service.Configuration.DaprOptions().ShutdownDrain;
         time.Advance(new HandoffDapr.Service.Configuration.EmbeddedOptions().ProviderCallGrace + HandoffDapr.Service.Configuration.DaprOptions.RecordingTime + TimeSpan.FromSeconds(1));
         await Task.Delay(300);
         var cutEarly = logs.GetSnapshot().Any(record => record.Id.Id == 4203);
         time.Advance(limit);
-        await Until(() => logs.GetSnapshot().Any(record => record.Id.Id == 4203));
+        await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Id == 4203));
         release.Set();
         await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
         await stopping.WaitAsync(TimeSpan.FromSeconds(60));
@@ -475,7 +475,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         time.Advance(new HandoffDapr.Service.Configuration.EmbeddedOptions().ProviderCallGrace);
         await schedule.WaitAsync(TimeSpan.FromSeconds(10));
         held.Release();
-        await Until(() => cursor.Agents.Count == 1);
+        await Eventually.True(() => cursor.Agents.Count == 1);
         time.Advance(TimeSpan.FromSeconds(10));
         await stopping.WaitAsync(TimeSpan.FromSeconds(30));
         before.Dispose();
@@ -512,7 +512,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
 
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
         var stopping = Stopped(factory.Services);
-        await Until(() => drain.IsDraining);
+        await Eventually.True(() => drain.IsDraining);
         var redelivered = await client.PostRawAsync(EventRoute, Payloads.CloudEvent(run).ToJsonString(), "application/cloudevents+json").WaitAsync(TimeSpan.FromSeconds(10));
         time.Advance(TimeSpan.FromSeconds(2));
         Assert.False(stopping.IsCompleted);
@@ -585,7 +585,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var drain = factory.Services.GetRequiredService<RequestDrain>();
 
         factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        await Until(() => drain.IsDraining);
+        await Eventually.True(() => drain.IsDraining);
         time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
         var first = await delivery.WaitAsync(TimeSpan.FromSeconds(10));
         // daprd redelivers while the app still drains: the launch is known (outcome unknown), nothing is launched again.
@@ -594,7 +594,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         releaseRead.Set();
         held.Release();
         // The released launch is answered to a caller that gave up: the fake logs it once its own thread gets there.
-        await Until(() => cursor.LaunchRequests > 0);
+        await Eventually.True(() => cursor.LaunchRequests > 0);
         await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
         await factory.DisposeAsync();
 
@@ -728,16 +728,6 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         }
 
         return copy.ToJsonString();
-    }
-
-    private static async Task Until(Func<bool> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "timed out");
-            await Task.Delay(20);
-        }
     }
 
     private async Task<IHostUnderTest> Start(Mode mode, string file, FakeCursor? provider = null, FakeCopilot? copilot = null, bool scheduleRunsOnItsOwn = true)

@@ -5,24 +5,20 @@ public static class Eventually
 {
     public static Task True(Func<bool> condition) => True(() => Task.FromResult(condition()));
 
-    public static async Task True(Func<Task<bool>> condition)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(10);
-        while (!await condition())
-        {
-            Assert.True(DateTime.UtcNow < deadline, "condition not met within 10 s");
-            await Task.Delay(20);
-        }
-    }
+    public static async Task True(Func<Task<bool>> condition) =>
+        Assert.True(await Within(TimeSpan.FromSeconds(10), condition), "condition not met within 10 s");
 
     /// <summary>
     /// Whether the condition comes to hold within the limit, polled without holding a thread. For a wait inside a fake
-    /// sidecar's hook, where a failed assertion would only fail the sidecar's request: the test asserts on the answer.
+    /// sidecar's hook, where a failed assertion would only fail the sidecar's request, or a test with its own message:
+    /// the caller asserts on the answer.
     /// </summary>
-    public static async Task<bool> Within(TimeSpan limit, Func<bool> condition)
+    public static Task<bool> Within(TimeSpan limit, Func<bool> condition) => Within(limit, () => Task.FromResult(condition()));
+
+    public static async Task<bool> Within(TimeSpan limit, Func<Task<bool>> condition)
     {
         var deadline = DateTime.UtcNow + limit;
-        while (!condition())
+        while (!await condition())
         {
             if (DateTime.UtcNow >= deadline)
             {

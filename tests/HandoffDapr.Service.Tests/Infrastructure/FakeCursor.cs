@@ -94,17 +94,12 @@ public sealed class FakeCursor : IDisposable
 
         /// <summary>
         /// Waits (up to 10 s) until every held launch that arrived has reached the fake's state (its agent created).
-        /// A released launch runs on a thread of its own: its caller may have been answered, or given up, long before.
+        /// A released launch goes on in the background: its caller may have been answered, or given up, long before.
         /// </summary>
-        public async Task AnsweredAsync()
-        {
-            var deadline = DateTime.UtcNow.AddSeconds(10);
-            while (Volatile.Read(ref Unanswered) > 0)
-            {
-                Assert.True(DateTime.UtcNow < deadline, "a released launch has not reached the fake provider's state within 10 s");
-                await Task.Delay(10);
-            }
-        }
+        public async Task AnsweredAsync() =>
+            Assert.True(
+                await Eventually.Within(TimeSpan.FromSeconds(10), () => Volatile.Read(ref Unanswered) == 0),
+                "a released launch has not reached the fake provider's state within 10 s");
 
         public void Dispose()
         {
