@@ -35,6 +35,8 @@ public static class DaprFiles
         ["secretstores.local.file"] = ["secretsFile", "nestedSeparator", "multiValued"],
     };
 
+    private static readonly char[] Blanks = [' ', '\n', '\r'];
+
     // dapr/cli pkg/standalone/run.go and pkg/runfileconfig/run_file_config.go yaml tags.
     public static readonly HashSet<string> RunFileAppFields =
     [
@@ -61,7 +63,7 @@ public static class DaprFiles
         sidecar-readiness-probe-delay-seconds sidecar-readiness-probe-period-seconds sidecar-readiness-probe-threshold
         sidecar-readiness-probe-timeout-seconds sidecar-seccomp-profile-type unix-domain-socket-path volume-mounts
         volume-mounts-rw
-        """.Split((char[])[' ', '\n', '\r'], StringSplitOptions.RemoveEmptyEntries).Select(name => "dapr.io/" + name).ToHashSet();
+        """.Split(Blanks, StringSplitOptions.RemoveEmptyEntries).Select(name => "dapr.io/" + name).ToHashSet();
 
     /// <summary>
     /// The fields of Dapr's Configuration and Resiliency resources that our files use, by place: the json tags of
@@ -78,7 +80,7 @@ public static class DaprFiles
         ],
         ["Configuration.tracing"] = ["samplingRate", "stdout", "zipkin", "otel"],
         ["Configuration.tracing.otel"] = ["protocol", "endpointAddress", "isSecure"],
-        ["Configuration.features[]"] = ["name", "enabled"],
+        ["Configuration.features"] = ["name", "enabled"],
         ["Resiliency"] = ["policies", "targets"],
         ["Resiliency.policies"] = ["timeouts", "retries", "circuitBreakers"],
         ["Resiliency.policies.timeouts"] = ["*"],
@@ -103,38 +105,195 @@ public static class DaprFiles
     /// </summary>
     public static IReadOnlyList<string> UndocumentedSpecFields(YamlMappingNode resource)
     {
+        var kind = Scalar(resource, "kind")!;
+        // A place's fields lead to the places named after them.
+        return UnknownFields(Node(resource, "spec")!, kind, kind, place => DocumentedSpecFields.TryGetValue(place, out var known)
+            ? known.ToDictionary(name => name, name => $"{place}.{name}")
+            : null);
+    }
+
+    /// <summary>
+    /// The fields of the Kubernetes API types our k8s manifests use: each type's json field names (embedded structs
+    /// flattened, as Go's json does) from kubernetes/api and kubernetes/apimachinery v0.36.3 (Kubernetes 1.36.3) apps/v1,
+    /// core/v1, networking/v1 and meta/v1 types.go, and kubernetes-sigs/kustomize api/v0.21.1 api/types. "name:Type" holds
+    /// a Type (or a list of them), "name:{}" a map of any keys to scalars, a bare name a scalar or a list of scalars.
+    /// A field whose type is not listed may not hold an object: list that type, from the same sources, before using it.
+    /// kubectl refuses (strict field validation, since 1.27) or, validating less, silently drops a field a type lacks.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, string> KubernetesTypes = new Dictionary<string, string>
+    {
+        // The manifests' roots: status is the server's to write, not a manifest's.
+        ["Deployment"] = "apiVersion kind metadata:ObjectMeta spec:DeploymentSpec",
+        ["Service"] = "apiVersion kind metadata:ObjectMeta spec:ServiceSpec",
+        ["NetworkPolicy"] = "apiVersion kind metadata:ObjectMeta spec:NetworkPolicySpec",
+        // kubernetes/apimachinery pkg/apis/meta/v1/types.go
+        ["ObjectMeta"] = """
+            name generateName namespace selfLink uid resourceVersion generation creationTimestamp deletionTimestamp
+            deletionGracePeriodSeconds labels:{} annotations:{} ownerReferences:OwnerReference finalizers
+            managedFields:ManagedFieldsEntry
+            """,
+        ["LabelSelector"] = "matchLabels:{} matchExpressions:LabelSelectorRequirement",
+        ["LabelSelectorRequirement"] = "key operator values",
+        // kubernetes/api apps/v1/types.go
+        ["DeploymentSpec"] = """
+            replicas selector:LabelSelector template:PodTemplateSpec strategy:DeploymentStrategy minReadySeconds
+            revisionHistoryLimit paused progressDeadlineSeconds
+            """,
+        // kubernetes/api core/v1/types.go (Probe embeds ProbeHandler, Volume VolumeSource, SecretKeySelector LocalObjectReference)
+        ["PodTemplateSpec"] = "metadata:ObjectMeta spec:PodSpec",
+        ["PodSpec"] = """
+            volumes:Volume initContainers:Container containers:Container ephemeralContainers:EphemeralContainer
+            restartPolicy terminationGracePeriodSeconds activeDeadlineSeconds dnsPolicy nodeSelector:{}
+            serviceAccountName serviceAccount automountServiceAccountToken nodeName hostNetwork hostPID hostIPC
+            shareProcessNamespace securityContext:PodSecurityContext imagePullSecrets:LocalObjectReference hostname
+            subdomain affinity:Affinity schedulerName tolerations:Toleration hostAliases:HostAlias priorityClassName
+            priority dnsConfig:PodDNSConfig readinessGates:PodReadinessGate runtimeClassName enableServiceLinks
+            preemptionPolicy overhead:{} topologySpreadConstraints:TopologySpreadConstraint setHostnameAsFQDN os:PodOS
+            hostUsers schedulingGates:PodSchedulingGate resourceClaims:PodResourceClaim resources:ResourceRequirements
+            hostnameOverride schedulingGroup:PodSchedulingGroup
+            """,
+        ["PodSecurityContext"] = """
+            seLinuxOptions:SELinuxOptions windowsOptions:WindowsSecurityContextOptions runAsUser runAsGroup runAsNonRoot
+            supplementalGroups supplementalGroupsPolicy fsGroup sysctls:Sysctl fsGroupChangePolicy
+            seccompProfile:SeccompProfile appArmorProfile:AppArmorProfile seLinuxChangePolicy
+            """,
+        ["SeccompProfile"] = "type localhostProfile",
+        ["Container"] = """
+            name image command args workingDir ports:ContainerPort envFrom:EnvFromSource env:EnvVar
+            resources:ResourceRequirements resizePolicy:ContainerResizePolicy restartPolicy
+            restartPolicyRules:ContainerRestartRule volumeMounts:VolumeMount volumeDevices:VolumeDevice
+            livenessProbe:Probe readinessProbe:Probe startupProbe:Probe lifecycle:Lifecycle terminationMessagePath
+            terminationMessagePolicy imagePullPolicy securityContext:SecurityContext stdin stdinOnce tty
+            """,
+        ["ContainerPort"] = "name hostPort containerPort protocol hostIP",
+        ["EnvVar"] = "name value valueFrom:EnvVarSource",
+        ["EnvVarSource"] = """
+            fieldRef:ObjectFieldSelector resourceFieldRef:ResourceFieldSelector configMapKeyRef:ConfigMapKeySelector
+            secretKeyRef:SecretKeySelector fileKeyRef:FileKeySelector
+            """,
+        ["SecretKeySelector"] = "name key optional",
+        ["SecurityContext"] = """
+            capabilities:Capabilities privileged seLinuxOptions:SELinuxOptions
+            windowsOptions:WindowsSecurityContextOptions runAsUser runAsGroup runAsNonRoot readOnlyRootFilesystem
+            allowPrivilegeEscalation procMount seccompProfile:SeccompProfile appArmorProfile:AppArmorProfile
+            """,
+        ["Capabilities"] = "add drop",
+        ["ResourceRequirements"] = "limits:{} requests:{} claims:ResourceClaim",
+        ["Probe"] = """
+            exec:ExecAction httpGet:HTTPGetAction tcpSocket:TCPSocketAction grpc:GRPCAction initialDelaySeconds
+            timeoutSeconds periodSeconds successThreshold failureThreshold terminationGracePeriodSeconds
+            """,
+        ["HTTPGetAction"] = "path port host scheme httpHeaders:HTTPHeader",
+        ["VolumeMount"] = "name readOnly recursiveReadOnly mountPath subPath mountPropagation subPathExpr",
+        ["Volume"] = """
+            name hostPath:HostPathVolumeSource emptyDir:EmptyDirVolumeSource
+            gcePersistentDisk:GCEPersistentDiskVolumeSource awsElasticBlockStore:AWSElasticBlockStoreVolumeSource
+            gitRepo:GitRepoVolumeSource secret:SecretVolumeSource nfs:NFSVolumeSource iscsi:ISCSIVolumeSource
+            glusterfs:GlusterfsVolumeSource persistentVolumeClaim:PersistentVolumeClaimVolumeSource rbd:RBDVolumeSource
+            flexVolume:FlexVolumeSource cinder:CinderVolumeSource cephfs:CephFSVolumeSource flocker:FlockerVolumeSource
+            downwardAPI:DownwardAPIVolumeSource fc:FCVolumeSource azureFile:AzureFileVolumeSource
+            configMap:ConfigMapVolumeSource vsphereVolume:VsphereVirtualDiskVolumeSource quobyte:QuobyteVolumeSource
+            azureDisk:AzureDiskVolumeSource photonPersistentDisk:PhotonPersistentDiskVolumeSource
+            projected:ProjectedVolumeSource portworxVolume:PortworxVolumeSource scaleIO:ScaleIOVolumeSource
+            storageos:StorageOSVolumeSource csi:CSIVolumeSource ephemeral:EphemeralVolumeSource image:ImageVolumeSource
+            """,
+        ["EmptyDirVolumeSource"] = "medium sizeLimit",
+        ["ServiceSpec"] = """
+            ports:ServicePort selector:{} clusterIP clusterIPs type externalIPs sessionAffinity loadBalancerIP
+            loadBalancerSourceRanges externalName externalTrafficPolicy healthCheckNodePort publishNotReadyAddresses
+            sessionAffinityConfig:SessionAffinityConfig ipFamilies ipFamilyPolicy allocateLoadBalancerNodePorts
+            loadBalancerClass internalTrafficPolicy trafficDistribution
+            """,
+        ["ServicePort"] = "name protocol appProtocol port targetPort nodePort",
+        // kubernetes/api networking/v1/types.go
+        ["NetworkPolicySpec"] = """
+            podSelector:LabelSelector ingress:NetworkPolicyIngressRule egress:NetworkPolicyEgressRule policyTypes
+            """,
+        ["NetworkPolicyIngressRule"] = "ports:NetworkPolicyPort from:NetworkPolicyPeer",
+        ["NetworkPolicyPeer"] = "podSelector:LabelSelector namespaceSelector:LabelSelector ipBlock:IPBlock",
+        ["NetworkPolicyPort"] = "protocol port endPort",
+        // kustomize api/types kustomization.go (TypeMeta embedded; metadata is kustomize's own ObjectMeta) and labels.go
+        ["Kustomization"] = """
+            kind apiVersion metadata:kustomize.ObjectMeta openapi:{} namePrefix nameSuffix namespace commonLabels:{}
+            labels:Label commonAnnotations:{} patchesStrategicMerge patchesJson6902:Patch patches:Patch images:Image
+            imageTags:Image replacements:ReplacementField replicas:Replica vars:Var sortOptions:SortOptions resources
+            components crds bases configMapGenerator:ConfigMapArgs secretGenerator:SecretArgs helmGlobals:HelmGlobals
+            helmCharts:HelmChart helmChartInflationGenerator:HelmChartArgs generatorOptions:GeneratorOptions
+            configurations generators transformers validators buildMetadata
+            """,
+        ["Label"] = "pairs:{} includeSelectors includeTemplates fields:FieldSpec",
+    };
+
+    /// <summary>The apiVersion each kind in k8s/ is written against.</summary>
+    public static readonly IReadOnlyDictionary<string, string> KubernetesApiVersions = new Dictionary<string, string>
+    {
+        ["Deployment"] = "apps/v1",
+        ["Service"] = "v1",
+        ["NetworkPolicy"] = "networking.k8s.io/v1",
+        ["Kustomization"] = "kustomize.config.k8s.io/v1beta1",
+    };
+
+    /// <summary>
+    /// The places in a Kubernetes manifest (or kustomization) that hold a field its type does not have, or an object in
+    /// a field whose type <see cref="KubernetesTypes"/> does not list; or its kind or apiVersion: empty when all is well.
+    /// </summary>
+    public static IReadOnlyList<string> UnknownKubernetesFields(YamlMappingNode manifest)
+    {
+        var (kind, apiVersion) = (Scalar(manifest, "kind") ?? "", Scalar(manifest, "apiVersion"));
+        if (!KubernetesApiVersions.TryGetValue(kind, out var expected) || apiVersion != expected)
+        {
+            return [$"{apiVersion} {kind}: not a kind and apiVersion listed"];
+        }
+
+        return UnknownFields(manifest, "", kind, type => type == "{}"
+            ? new Dictionary<string, string> { ["*"] = "" }
+            : KubernetesTypes.TryGetValue(type, out var fields)
+                ? fields.Split(Blanks, StringSplitOptions.RemoveEmptyEntries).Select(field => field.Split(':'))
+                    .ToDictionary(field => field[0], field => field.ElementAtOrDefault(1) ?? "")
+                : null);
+    }
+
+    /// <summary>
+    /// The places under <paramref name="node"/> that hold a field their type does not have, or an object where their
+    /// type is a scalar or not described. <paramref name="fieldsOf"/> gives a type's fields, each with its value's type
+    /// ("" a scalar; the field "*" stands for any name), or null for a type it does not describe. A list's items are
+    /// of the list's type; scalars are not checked.
+    /// </summary>
+    private static List<string> UnknownFields(YamlNode node, string place, string type, Func<string, IReadOnlyDictionary<string, string>?> fieldsOf)
+    {
         var problems = new List<string>();
-        Walk(Node(resource, "spec")!, Scalar(resource, "kind")!);
+        Walk(node, place, type);
         return problems;
 
-        void Walk(YamlNode node, string place)
+        void Walk(YamlNode node, string place, string type)
         {
             switch (node)
             {
                 case YamlSequenceNode items:
-                    foreach (var item in items.Children)
+                    for (var i = 0; i < items.Children.Count; i++)
                     {
-                        Walk(item, place + "[]");
+                        Walk(items.Children[i], $"{place}[{i}]", type);
                     }
 
                     break;
-                case YamlMappingNode fields when DocumentedSpecFields.TryGetValue(place, out var known):
+                case YamlMappingNode fields when fieldsOf(type) is { } known:
                     foreach (var (key, value) in fields.Children)
                     {
                         var name = ((YamlScalarNode)key).Value!;
-                        if (known.Contains("*") || known.Contains(name))
+                        var at = place.Length == 0 ? name : $"{place}.{name}";
+                        if (known.TryGetValue(name, out var fieldType) || known.TryGetValue("*", out fieldType))
                         {
-                            Walk(value, $"{place}.{(known.Contains("*") ? "*" : name)}");
+                            Walk(value, at, fieldType);
                         }
                         else
                         {
-                            problems.Add($"{place}.{name}");
+                            problems.Add(at);
                         }
                     }
 
                     break;
                 case YamlMappingNode:
-                    problems.Add(place);
+                    problems.Add(type.Length == 0 ? $"{place}: an object where a scalar goes" : $"{place}: type {type} is not listed");
                     break;
             }
         }

@@ -434,8 +434,72 @@ public sealed class DaprFilesContractTests
         var problems = UndocumentedSpecFields((YamlMappingNode)stream.Documents[0].RootNode);
 
         Assert.Equal(
-            ["Resiliency.policies.retries.*.maxRetry", "Resiliency.targets.actors.*.circuitBreakerScop", "Resiliency.targets.components.*.inbund"],
+            ["Resiliency.policies.retries.again.maxRetry", "Resiliency.targets.actors.SomeActor.circuitBreakerScop", "Resiliency.targets.components.pubsub.inbund"],
             problems);
+    }
+
+    [Theory]
+    [InlineData("k8s/deployment.yaml", "Deployment")]
+    [InlineData("k8s/service.yaml", "Service")]
+    [InlineData("k8s/networkpolicy.yaml", "NetworkPolicy")]
+    [InlineData("k8s/kustomization.yaml", "Kustomization")]
+    public void Kubernetes_manifests_use_only_fields_of_the_kubernetes_api_types(string file, string kind)
+    {
+        var (_, manifest) = Documents(file).Single();
+
+        var problems = UnknownKubernetesFields(manifest);
+
+        Assert.Equal(kind, Scalar(manifest, "kind"));
+        Assert.True(problems.Count == 0, $"{file}: {string.Join(", ", problems)}");
+    }
+
+    [Fact]
+    public void Kubernetes_checker_names_a_misspelt_field_at_any_depth_an_object_it_cannot_check_and_a_wrong_api_version()
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader("""
+            apiVersion: apps/v1
+            kind: Deployment
+            metadata: { name: broken, labels: { any-label: x } }
+            spec:
+              replicas: { count: 2 }
+              template:
+                spec:
+                  securityContext: { runAsNonroot: true }
+                  affinity: { nodeAffinity: {} }
+                  containers:
+                    - name: app
+                      readinessProbe: { httpget: { path: /readyz, port: http } }
+                      resources: { limits: { cpu: "1" } }
+            ---
+            apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: { name: broken }
+            spec:
+              ingress:
+                - from: [{ podselector: {} }]
+            ---
+            apiVersion: kustomize.config.k8s.io/v1beta1
+            kind: Kustomization
+            labels: [{ pairs: { a: b }, includeSelector: true }]
+            ---
+            apiVersion: apps/v1
+            kind: Service
+            """));
+
+        var problems = stream.Documents.Select(document => UnknownKubernetesFields((YamlMappingNode)document.RootNode)).ToList();
+
+        Assert.Equal(
+            [
+                "spec.replicas: an object where a scalar goes",
+                "spec.template.spec.securityContext.runAsNonroot",
+                "spec.template.spec.affinity: type Affinity is not listed",
+                "spec.template.spec.containers[0].readinessProbe.httpget",
+            ],
+            problems[0]);
+        Assert.Equal(["spec.ingress[0].from[0].podselector"], problems[1]);
+        Assert.Equal(["labels[0].includeSelector"], problems[2]);
+        Assert.Equal(["apps/v1 Service: not a kind and apiVersion listed"], problems[3]);
     }
 
     [Fact]
