@@ -218,6 +218,11 @@ public static partial class HandoffEndpoints
             // A state the runbook describes, not a fault: why, on one line, without a stack trace.
             LogOwnerUnavailable(logger, runId, $"its stored state cannot be used ({damaged.Reason}): refused until it is restored or deleted", null);
         }
+        else if (exception.ShuttingDown)
+        {
+            // Not a fault: the provider calls were stopped by shutdown's grace, and what they answered is recorded.
+            LogOwnerUnavailable(logger, runId, "the service is shutting down (answered 503)", null);
+        }
         else
         {
             LogOwnerUnavailable(logger, runId, "its owner could not be reached", exception);

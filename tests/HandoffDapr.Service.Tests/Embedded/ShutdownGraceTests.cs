@@ -108,6 +108,31 @@ public sealed class ShutdownGraceTests : IDisposable
         Assert.Equal(1, cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// A trigger whose launch the grace cut answers 503 with its answers recorded. Its log line read "Run 605: its owner
+    /// could not be reached", with the cancellation's stack, as if the store were out of reach, at every such shutdown.
+    /// </summary>
+    [Fact]
+    public async Task Trigger_cut_by_the_grace_is_logged_as_shutdown_not_as_an_owner_out_of_reach()
+    {
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("cut-trigger.db"), cursor.Url, time) { Logs = logs };
+        using var client = factory.CreateClient();
+        using var held = cursor.Hold("acme/slow");
+        var trigger = client.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/slow"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
+
+        var response = await trigger;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 605)).Launches).Phase);
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "RunOwnerUnavailable");
+        Assert.Equal("Run 605: the service is shutting down (answered 503)", line.Message);
+        Assert.Null(line.Exception);
+    }
+
     [Fact]
     public async Task A_scheduled_launch_cut_by_the_grace_while_a_request_drains_is_not_logged_as_a_failed_wake_up()
     {
