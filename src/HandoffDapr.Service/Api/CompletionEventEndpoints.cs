@@ -105,7 +105,16 @@ public static partial class CompletionEventEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            LogEventRetry(services.Logger, snapshot.RunId, mode == HostingMode.Dapr ? "redelivery requested" : "answered 503", exception);
+            var answer = mode == HostingMode.Dapr ? "redelivery requested" : "answered 503";
+            if (exception.KnownCause is { } cause)
+            {
+                LogEventRetry(services.Logger, snapshot.RunId, $"{cause}; {answer}", null);
+            }
+            else
+            {
+                LogEventRetry(services.Logger, snapshot.RunId, answer, exception);
+            }
+
             return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }
 
@@ -387,7 +396,7 @@ public static partial class CompletionEventEndpoints
     private static partial void LogEventDropped(ILogger logger, long runId, string answer, string reason);
 
     [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; {Answer}")]
-    private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception exception);
+    private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception? exception);
 
     /// <summary>
     /// <c>PendingLaunches</c> is every launch not yet done (the result's <see cref="Core.Model.HandoffResult.Retries"/>):

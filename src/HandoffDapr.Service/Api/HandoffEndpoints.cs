@@ -213,15 +213,10 @@ public static partial class HandoffEndpoints
     /// </summary>
     internal static ProblemHttpResult OwnerUnavailable(ILogger logger, long runId, RunOwnerUnavailableException exception)
     {
-        if (exception is { DamagedState: true, InnerException: UnreadableRunStateException damaged })
+        if (exception.KnownCause is { } cause)
         {
             // A state the runbook describes, not a fault: why, on one line, without a stack trace.
-            LogOwnerUnavailable(logger, runId, $"its stored state cannot be used ({damaged.Reason}): refused until it is restored or deleted", null);
-        }
-        else if (exception.ShuttingDown)
-        {
-            // Not a fault: the provider calls were stopped by shutdown's grace, and what they answered is recorded.
-            LogOwnerUnavailable(logger, runId, "the service is shutting down (answered 503)", null);
+            LogOwnerUnavailable(logger, runId, cause, null);
         }
         else
         {

@@ -57,6 +57,18 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
     public bool DamagedState { get; init; }
 
     /// <summary>
+    /// Why, on one line, when the cause is a state the runbook describes rather than a fault (a damaged state, a
+    /// shutdown): logged without a stack trace. Null for a fault, whose exception is logged.
+    /// </summary>
+    public string? KnownCause => this switch
+    {
+        { DamagedState: true, InnerException: UnreadableRunStateException damaged } =>
+            $"its stored state cannot be used ({damaged.Reason}): refused until it is restored or deleted",
+        { ShuttingDown: true } => "the service is shutting down",
+        _ => null,
+    };
+
+    /// <summary>
     /// Runs provider calls that stop only for shutdown, never because the caller went away (what was sent must be
     /// recorded): a cancellation means the service is stopping, and the caller may try again, elsewhere or later.
     /// </summary>

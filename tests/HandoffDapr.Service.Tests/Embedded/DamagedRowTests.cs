@@ -83,7 +83,10 @@ public sealed class DamagedRowTests : IDisposable
         var completionEvent = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(2, ["acme/b"], automation: false));
         Assert.Equal(HttpStatusCode.ServiceUnavailable, completionEvent.StatusCode);
         Assert.Equal(detail, (await completionEvent.ReadJsonAsync())["detail"]!.GetValue<string>());
-        Assert.Contains(logs.GetSnapshot(), entry => entry.Id.Name == "CompletionEventRetry" && entry.Message.EndsWith("could not be processed now; answered 503", StringComparison.Ordinal));
+        var retry = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "CompletionEventRetry");
+        Assert.StartsWith("Completion event for run 2 could not be processed now; its stored state cannot be used (", retry.Message, StringComparison.Ordinal);
+        Assert.EndsWith("; answered 503", retry.Message, StringComparison.Ordinal);
+        Assert.Null(retry.Exception);
         var refusals = logs.GetSnapshot().Where(entry => entry.Id.Name == "RunOwnerUnavailable").ToList();
         Assert.Equal(2, refusals.Count);
         Assert.All(refusals, entry =>

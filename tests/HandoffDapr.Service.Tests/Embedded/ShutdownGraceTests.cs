@@ -129,7 +129,33 @@ public sealed class ShutdownGraceTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 605)).Launches).Phase);
         var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "RunOwnerUnavailable");
-        Assert.Equal("Run 605: the service is shutting down (answered 503)", line.Message);
+        Assert.Equal("Run 605: the service is shutting down", line.Message);
+        Assert.Null(line.Exception);
+    }
+
+    /// <summary>
+    /// The same for a completion event whose launches its request makes (embedded inline; always in Dapr mode): its line
+    /// read "could not be processed now; answered 503" with the cancellation's stack, a warning with a stack trace at
+    /// every deploy that cut one.
+    /// </summary>
+    [Fact]
+    public async Task Inline_event_cut_by_the_grace_is_logged_as_shutdown_without_a_stack_trace()
+    {
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("cut-event.db"), cursor.Url, time, new Dictionary<string, string?> { ["Handoff:Embedded:LaunchEventsInBackground"] = "false" }) { Logs = logs };
+        using var client = factory.CreateClient();
+        using var held = cursor.Hold("acme/slow");
+        var completionEvent = client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(606, ["acme/slow"]));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
+
+        var response = await completionEvent;
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 606)).Launches).Phase);
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventRetry");
+        Assert.Equal("Completion event for run 606 could not be processed now; the service is shutting down; answered 503", line.Message);
         Assert.Null(line.Exception);
     }
 
