@@ -20,8 +20,8 @@ public sealed partial class LogEventTests
     }
 
     /// <summary>
-    /// A line at warning or above is one an operator is paged by or asked about: the runbook (or the README, or
-    /// docs/dapr.md) must say what it means and what to do, by its event name. Twenty-two of them were named nowhere
+    /// A line at warning or above is one an operator is paged by or asked about: the runbook (or the README,
+    /// docs/api.md or docs/dapr.md) must say what it means and what to do, by its event name. Twenty-two of them were named nowhere
     /// (LaunchRoundDropped, WakeRetryNotRegistered, AgentNotFollowed, SidecarMissing, WebhookRejected, …).
     /// </summary>
     [Fact]
@@ -29,7 +29,7 @@ public sealed partial class LogEventTests
     {
         var root = Security.WebhookSignatureTests.RepositoryRoot();
         // Without the runbook's table of ids, which lists every event: named there, an event is not yet explained.
-        var docs = string.Join('\n', new[] { "README.md", Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md") }
+        var docs = string.Join('\n', new[] { "README.md", Path.Combine("docs", "api.md"), Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md") }
             .Select(file => File.ReadAllText(Path.Combine(root, file))))
             .Replace(Section(File.ReadAllText(Path.Combine(root, "docs", "runbook.md")), IdsHeading), string.Empty, StringComparison.Ordinal);
         var names = EventsInSource()
@@ -69,7 +69,7 @@ public sealed partial class LogEventTests
         }
 
         var checkedNames = 0;
-        foreach (var file in new[] { "README.md", Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md"), "SECURITY.md" })
+        foreach (var file in new[] { "README.md", Path.Combine("docs", "api.md"), Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md"), "SECURITY.md" })
         {
             var text = File.ReadAllText(Path.Combine(root, file));
             // "log event `X`", "log events `X`, `Y`", "logged `X`", "logs `X`", "logged at start as `X`", "or `Y`" after them.
