@@ -8,6 +8,9 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// </summary>
 public sealed partial class LogEventTests
 {
+    /// <summary>Where an operator reads what a log event means (the runbook's table of ids aside).</summary>
+    private static readonly string[] ExplainingDocuments = ["README.md", Path.Combine("docs", "api.md"), Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md")];
+
     [Fact]
     public void Every_log_line_has_an_event_name_and_an_id_of_its_own()
     {
@@ -20,8 +23,8 @@ public sealed partial class LogEventTests
     }
 
     /// <summary>
-    /// A line at warning or above is one an operator is paged by or asked about: the runbook (or the README,
-    /// docs/api.md or docs/dapr.md) must say what it means and what to do, by its event name. Twenty-two of them were named nowhere
+    /// A line at warning or above is one an operator is paged by or asked about: the runbook (or the README, docs/api.md
+    /// or docs/dapr.md) must say what it means and what to do, by its event name. Twenty-two of them were named nowhere
     /// (LaunchRoundDropped, WakeRetryNotRegistered, AgentNotFollowed, SidecarMissing, WebhookRejected, …).
     /// </summary>
     [Fact]
@@ -29,8 +32,7 @@ public sealed partial class LogEventTests
     {
         var root = Security.WebhookSignatureTests.RepositoryRoot();
         // Without the runbook's table of ids, which lists every event: named there, an event is not yet explained.
-        var docs = string.Join('\n', new[] { "README.md", Path.Combine("docs", "api.md"), Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md") }
-            .Select(file => File.ReadAllText(Path.Combine(root, file))))
+        var docs = string.Join('\n', ExplainingDocuments.Select(file => File.ReadAllText(Path.Combine(root, file))))
             .Replace(Section(File.ReadAllText(Path.Combine(root, "docs", "runbook.md")), IdsHeading), string.Empty, StringComparison.Ordinal);
         var names = EventsInSource()
             .Where(logged => logged.Level is "Warning" or "Error" or "Critical")
@@ -69,7 +71,7 @@ public sealed partial class LogEventTests
         }
 
         var checkedNames = 0;
-        foreach (var file in new[] { "README.md", Path.Combine("docs", "api.md"), Path.Combine("docs", "runbook.md"), Path.Combine("docs", "dapr.md"), "SECURITY.md" })
+        foreach (var file in ExplainingDocuments.Append("SECURITY.md"))
         {
             var text = File.ReadAllText(Path.Combine(root, file));
             // "log event `X`", "log events `X`, `Y`", "logged `X`", "logs `X`", "logged at start as `X`", "or `Y`" after them.
