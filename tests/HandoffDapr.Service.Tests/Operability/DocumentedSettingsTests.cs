@@ -8,10 +8,11 @@ using HandoffDapr.Service.Configuration;
 namespace HandoffDapr.Service.Tests.Operability;
 
 /// <summary>
-/// The README's configuration and failure-type tables are what operators and clients go by: each setting the binder
-/// reads has a row with its default as the service applies it (the code's, and appsettings.json's where it sets one),
-/// and each <c>failure_type</c> a client may see has a row; no row names what the code does not have. Nor do the other
-/// docs and the run files (dapr.yaml, k8s/) name a setting the service does not read: a renamed one would be ignored.
+/// The README's configuration table and docs/api.md's failure types are what operators and clients go by: each setting
+/// the binder reads has a row with its default as the service applies it (the code's, and appsettings.json's where it
+/// sets one), and each <c>failure_type</c> a client may see has a row; no row names what the code does not have. Nor do
+/// the other docs and the run files (dapr.yaml, k8s/) name a setting the service does not read: a renamed one would be
+/// ignored.
 /// </summary>
 public sealed partial class DocumentedSettingsTests
 {
@@ -56,10 +57,10 @@ public sealed partial class DocumentedSettingsTests
     }
 
     [Fact]
-    public void Every_failure_type_has_a_row_in_the_readme_and_every_row_is_a_failure_type()
+    public void Every_failure_type_has_a_row_in_the_api_docs_and_every_row_is_a_failure_type()
     {
-        var readme = File.ReadAllText(Path.Combine(Root, "README.md"));
-        var table = Section(readme, "### Failure types");
+        var api = File.ReadAllText(Path.Combine(Root, "docs", "api.md"));
+        var table = Section(api, "## Failure types");
         var documented = Row().Matches(table).SelectMany(row => CodeSpan().Matches(row.Groups[1].Value).Select(span => span.Groups[1].Value)).ToHashSet();
         var known = typeof(FailureTypes).GetFields(BindingFlags.Public | BindingFlags.Static)
             .Where(field => field.IsLiteral).Select(field => (string)field.GetRawConstantValue()!).ToHashSet();
@@ -172,12 +173,12 @@ public sealed partial class DocumentedSettingsTests
     private static string Section(string markdown, string heading)
     {
         var start = markdown.IndexOf(heading + "\n", StringComparison.Ordinal);
-        Assert.True(start >= 0, $"README has no '{heading}'");
+        Assert.True(start >= 0, $"no '{heading}' in the document");
         var end = markdown.IndexOf("\n#", start + heading.Length, StringComparison.Ordinal);
         var section = markdown[start..(end < 0 ? markdown.Length : end)];
         // The rows below the table's header (whose first cell may itself be a code span: `failure_type`).
         var body = section.IndexOf("\n|---", StringComparison.Ordinal);
-        Assert.True(body >= 0, $"README's '{heading}' has no table");
+        Assert.True(body >= 0, $"'{heading}' has no table");
         return section[(body + 1)..];
     }
 
