@@ -105,15 +105,13 @@ public static partial class CompletionEventEndpoints
         }
         catch (RunOwnerUnavailableException exception)
         {
-            var answer = mode == HostingMode.Dapr ? "redelivery requested" : "answered 503";
-            if (exception.KnownCause is { } cause)
-            {
-                LogEventRetry(services.Logger, snapshot.RunId, $"{cause}; {answer}", null);
-            }
-            else
-            {
-                LogEventRetry(services.Logger, snapshot.RunId, answer, exception);
-            }
+            // A known cause is said on one line; a fault's stack is logged.
+            LogEventRetry(
+                services.Logger,
+                snapshot.RunId,
+                exception.KnownCause ?? HandoffEndpoints.OwnerOutOfReach,
+                mode == HostingMode.Dapr ? "redelivery requested" : "answered 503",
+                exception.KnownCause is null ? exception : null);
 
             return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }
@@ -395,8 +393,8 @@ public static partial class CompletionEventEndpoints
     [LoggerMessage(EventId = 5102, EventName = "CompletionEventDropped", Level = LogLevel.Warning, Message = "Completion event for run {RunId} refused, {Answer}: {Reason}")]
     private static partial void LogEventDropped(ILogger logger, long runId, string answer, string reason);
 
-    [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now; {Answer}")]
-    private static partial void LogEventRetry(ILogger logger, long runId, string answer, Exception? exception);
+    [LoggerMessage(EventId = 5103, EventName = "CompletionEventRetry", Level = LogLevel.Warning, Message = "Completion event for run {RunId} could not be processed now: {Cause}; {Answer}")]
+    private static partial void LogEventRetry(ILogger logger, long runId, string cause, string answer, Exception? exception);
 
     /// <summary>
     /// <c>PendingLaunches</c> is every launch not yet done (the result's <see cref="Core.Model.HandoffResult.Retries"/>):

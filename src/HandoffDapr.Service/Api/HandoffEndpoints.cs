@@ -207,6 +207,9 @@ public static partial class HandoffEndpoints
         return null;
     }
 
+    /// <summary>The cause logged for a run's owner out of reach: a fault, logged with its exception.</summary>
+    internal const string OwnerOutOfReach = "its owner could not be reached";
+
     /// <summary>
     /// The 503 of every endpoint whose run's owner could not be reached: the answer says only "try again" (no exception
     /// text), so why is logged here, in one place for all of them.
@@ -220,7 +223,7 @@ public static partial class HandoffEndpoints
         }
         else
         {
-            LogOwnerUnavailable(logger, runId, "its owner could not be reached", exception);
+            LogOwnerUnavailable(logger, runId, OwnerOutOfReach, exception);
         }
 
         return Problems.Unavailable(exception);

@@ -77,7 +77,7 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
 
     /// <summary>A round cut short by shutdown is recorded (what did not answer in the grace as unknown, to reconcile); its caller is told to try again.</summary>
     private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
-        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping));
+        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, stopping), stopping);
 
     /// <summary>Hands a round's answers to the run's actor, in a new turn.</summary>
     public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
@@ -99,13 +99,13 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.StopAgentAsync(await GetForCommandAsync(runId, agentId), agentId, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.StopAgentAsync(await GetForCommandAsync(runId, agentId), agentId, this, stopping), stopping);
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         using var call = drain.Enter();
-        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetForCommandAsync(runId, followup.AgentId), followup, this, stopping));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(async () => await engine.AddFollowupAsync(await GetForCommandAsync(runId, followup.AgentId), followup, this, stopping), stopping);
     }
 
     /// <summary>

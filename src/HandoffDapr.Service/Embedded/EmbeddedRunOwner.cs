@@ -200,13 +200,13 @@ public sealed class EmbeddedRunOwner(
     public async Task<AgentCommandOutcome> StopAgentAsync(long runId, string agentId, CancellationToken cancellationToken)
     {
         var state = await LoadForCommandAsync(runId, agentId, cancellationToken);
-        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, cutoff.Token));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.StopAgentAsync(state, agentId, this, cutoff.Token), cutoff.Token);
     }
 
     public async Task<AgentCommandOutcome> AddFollowupAsync(long runId, AgentFollowup followup, CancellationToken cancellationToken)
     {
         var state = await LoadForCommandAsync(runId, followup.AgentId, cancellationToken);
-        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, cutoff.Token));
+        return await RunOwnerUnavailableException.WhenStoppedAsync(() => engine.AddFollowupAsync(state, followup, this, cutoff.Token), cutoff.Token);
     }
 
     /// <summary>
@@ -296,7 +296,7 @@ public sealed class EmbeddedRunOwner(
 
     /// <summary>The round's provider calls, with the run's lock free, then its answers recorded under the lock again.</summary>
     private Task<HandoffResult> FinishRoundAsync(LaunchRound round) =>
-        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token));
+        RunOwnerUnavailableException.WhenStoppedAsync(() => engine.FinishRoundAsync(round, this, cutoff.Token), cutoff.Token);
 
     /// <param name="whenDeleted">
     /// The answer for a run retention deleted (<see cref="StoredRun.Deleted"/>): the engine is not asked, as it would

@@ -69,10 +69,11 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
     };
 
     /// <summary>
-    /// Runs provider calls that stop only for shutdown, never because the caller went away (what was sent must be
-    /// recorded): a cancellation means the service is stopping, and the caller may try again, elsewhere or later.
+    /// Runs provider calls that stop only for shutdown (<paramref name="stopping"/>), never because the caller went away
+    /// (what was sent must be recorded): the caller may try again, elsewhere or later. A cancellation that does not come
+    /// from <paramref name="stopping"/> is unexpected, and is reported as a fault, with its stack.
     /// </summary>
-    public static async Task<T> WhenStoppedAsync<T>(Func<Task<T>> work)
+    public static async Task<T> WhenStoppedAsync<T>(Func<Task<T>> work, CancellationToken stopping)
     {
         try
         {
@@ -80,7 +81,11 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
         }
         catch (OperationCanceledException exception)
         {
-            throw new RunOwnerUnavailableException("The service is shutting down.", exception) { ShuttingDown = true };
+            var shuttingDown = stopping.IsCancellationRequested;
+            throw new RunOwnerUnavailableException(shuttingDown ? "The service is shutting down." : "A provider call was cancelled, not by shutdown.", exception)
+            {
+                ShuttingDown = shuttingDown,
+            };
         }
     }
 }

@@ -84,7 +84,7 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, completionEvent.StatusCode);
         Assert.Equal(detail, (await completionEvent.ReadJsonAsync())["detail"]!.GetValue<string>());
         var retry = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "CompletionEventRetry");
-        Assert.StartsWith("Completion event for run 2 could not be processed now; its stored state cannot be used (", retry.Message, StringComparison.Ordinal);
+        Assert.StartsWith("Completion event for run 2 could not be processed now: its stored state cannot be used (", retry.Message, StringComparison.Ordinal);
         Assert.EndsWith("; answered 503", retry.Message, StringComparison.Ordinal);
         Assert.Null(retry.Exception);
         var refusals = logs.GetSnapshot().Where(entry => entry.Id.Name == "RunOwnerUnavailable").ToList();

@@ -155,7 +155,8 @@ public sealed class ShutdownGraceTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 606)).Launches).Phase);
         var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventRetry");
-        Assert.Equal("Completion event for run 606 could not be processed now; the service is shutting down; answered 503", line.Message);
+        Assert.Equal("Completion event for run 606 could not be processed now: the service is shutting down; answered 503", line.Message);
+        Assert.Equal("answered 503", line.GetStructuredStateValue("Answer"));
         Assert.Null(line.Exception);
     }
 
