@@ -8,6 +8,7 @@ using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -160,6 +161,30 @@ public sealed class DaprModeTests : DaprModeTest
         var response = await trigger;
         Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
         Assert.Equal("outcome_unknown", LaunchPhase(143));
+    }
+
+    /// <summary>
+    /// A delivery whose launch the grace cut asks for redelivery, its outcome recorded unknown, and says why on one line:
+    /// it was logged with the cancellation's stack, a warning with a stack trace at every rolling update that cut one.
+    /// </summary>
+    [Fact]
+    public async Task Event_whose_launch_the_shutdown_grace_cut_asks_for_redelivery_and_logs_why_without_a_stack()
+    {
+        var logs = new FakeLogCollector();
+        await using var service = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
+        using var held = cursor.Hold("acme/slow");
+        var delivery = service.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", Payloads.Run(145, ["acme/slow"]));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        service.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().ProviderCallGrace);
+
+        Assert.Equal(DeliveryOutcome.Retry, (await delivery).Outcome);
+        Assert.Equal("outcome_unknown", LaunchPhase(service.Sidecar, 145));
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventRetry");
+        Assert.Equal("the service is shutting down", line.GetStructuredStateValue("Cause"));
+        Assert.Equal("redelivery requested", line.GetStructuredStateValue("Answer"));
+        Assert.Null(line.Exception);
     }
 
     [Fact]
