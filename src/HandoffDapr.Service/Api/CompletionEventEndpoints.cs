@@ -106,12 +106,13 @@ public static partial class CompletionEventEndpoints
         catch (RunOwnerUnavailableException exception)
         {
             // A known cause is said on one line; a fault's stack is logged.
+            var knownCause = exception.KnownCause;
             LogEventRetry(
                 services.Logger,
                 snapshot.RunId,
-                exception.KnownCause ?? HandoffEndpoints.OwnerOutOfReach,
+                knownCause ?? HandoffEndpoints.OwnerOutOfReach,
                 mode == HostingMode.Dapr ? "redelivery requested" : "answered 503",
-                exception.KnownCause is null ? exception : null);
+                knownCause is null ? exception : null);
 
             return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }

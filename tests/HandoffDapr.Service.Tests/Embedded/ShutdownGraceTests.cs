@@ -115,20 +115,10 @@ public sealed class ShutdownGraceTests : IDisposable
     [Fact]
     public async Task Trigger_cut_by_the_grace_is_logged_as_shutdown_not_as_an_owner_out_of_reach()
     {
-        var logs = new FakeLogCollector();
-        using var factory = new EmbeddedServiceFactory(temp.File("cut-trigger.db"), cursor.Url, time) { Logs = logs };
-        using var client = factory.CreateClient();
-        using var held = cursor.Hold("acme/slow");
-        var trigger = client.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/slow"], automation: false)));
-        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        var logged = await CutByTheGraceAsync("cut-trigger.db", 605, client =>
+            client.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/slow"], automation: false))));
 
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
-
-        var response = await trigger;
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 605)).Launches).Phase);
-        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "RunOwnerUnavailable");
+        var line = Assert.Single(logged, record => record.Id.Name == "RunOwnerUnavailable");
         Assert.Equal("Run 605: the service is shutting down", line.Message);
         Assert.Null(line.Exception);
     }
@@ -141,20 +131,13 @@ public sealed class ShutdownGraceTests : IDisposable
     [Fact]
     public async Task Inline_event_cut_by_the_grace_is_logged_as_shutdown_without_a_stack_trace()
     {
-        var logs = new FakeLogCollector();
-        using var factory = new EmbeddedServiceFactory(temp.File("cut-event.db"), cursor.Url, time, new Dictionary<string, string?> { ["Handoff:Embedded:LaunchEventsInBackground"] = "false" }) { Logs = logs };
-        using var client = factory.CreateClient();
-        using var held = cursor.Hold("acme/slow");
-        var completionEvent = client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(606, ["acme/slow"]));
-        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        var logged = await CutByTheGraceAsync(
+            "cut-event.db",
+            606,
+            client => client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(606, ["acme/slow"])),
+            new Dictionary<string, string?> { ["Handoff:Embedded:LaunchEventsInBackground"] = "false" });
 
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
-
-        var response = await completionEvent;
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
-        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, 606)).Launches).Phase);
-        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventRetry");
+        var line = Assert.Single(logged, record => record.Id.Name == "CompletionEventRetry");
         Assert.Equal("Completion event for run 606 could not be processed now: the service is shutting down; answered 503", line.Message);
         Assert.Equal("answered 503", line.GetStructuredStateValue("Answer"));
         Assert.Null(line.Exception);
@@ -209,6 +192,28 @@ public sealed class ShutdownGraceTests : IDisposable
 
         Assert.True(drain.Limit > TimeSpan.FromSeconds(41), $"the drain waits {drain.Limit}, not past the grace");
         Assert.True(host.ShutdownTimeout > drain.Limit, $"the host stops at {host.ShutdownTimeout}, the drain may take {drain.Limit}");
+    }
+
+    /// <summary>
+    /// Sends a request whose launch (to acme/slow) is held at the provider, stops the service and lets the grace end: the
+    /// request is answered 503 and its launch recorded unknown. Returns what was logged.
+    /// </summary>
+    private async Task<IReadOnlyList<FakeLogRecord>> CutByTheGraceAsync(
+        string file, long runId, Func<HttpClient, Task<HttpResponseMessage>> send, IDictionary<string, string?>? settings = null)
+    {
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File(file), cursor.Url, time, settings) { Logs = logs };
+        using var client = factory.CreateClient();
+        using var held = cursor.Hold("acme/slow");
+        var request = send(client);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        time.Advance(new EmbeddedOptions().ProviderCallGrace + TimeSpan.FromSeconds(1));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await request).StatusCode);
+        Assert.Equal(Core.Handoff.LaunchPhase.OutcomeUnknown, Assert.Single((await Stored(factory, runId)).Launches).Phase);
+        return logs.GetSnapshot();
     }
 
     /// <summary>Read from the file by a store of its own: the stopped service's are gone.</summary>
