@@ -400,6 +400,74 @@ public sealed class TelemetryTests : IDisposable
         Assert.Equal([], instruments.Where(name => !runbook.Contains($"`{name}", StringComparison.Ordinal)).ToArray());
     }
 
+    /// <summary>
+    /// An alert or a dashboard groups by the tags the runbook's table gives after each instrument's name
+    /// (<c>handoff.launches{handoff.outcome, handoff.failure_type}</c>). Two tags were once missing from it, found only
+    /// by someone reading the table against the code: here every instrument is made to record, and the tags it was
+    /// recorded with must be the ones its row lists, no more and no fewer.
+    /// </summary>
+    [Fact]
+    public async Task Runbook_lists_each_instrument_with_the_tags_it_is_recorded_with()
+    {
+        const string secret = "webhook-secret-of-integration-42-0123456789";
+        var published = new List<string>();
+        var recorded = new Dictionary<string, HashSet<string>>();
+        void Record(System.Diagnostics.Metrics.Instrument instrument, ReadOnlySpan<KeyValuePair<string, object?>> tags)
+        {
+            lock (recorded)
+            {
+                var keys = recorded.TryGetValue(instrument.Name, out var known) ? known : recorded[instrument.Name] = [];
+                foreach (var tag in tags)
+                {
+                    keys.Add(tag.Key);
+                }
+            }
+        }
+
+        using var listener = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, meters) =>
+            {
+                if (instrument.Meter.Name == HandoffTelemetry.Name)
+                {
+                    published.Add(instrument.Name);
+                    meters.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        listener.SetMeasurementEventCallback<long>((instrument, _, tags, _) => Record(instrument, tags));
+        listener.SetMeasurementEventCallback<double>((instrument, _, tags, _) => Record(instrument, tags));
+        listener.Start();
+        cursor.Script("acme/limited", FakeCursor.Status(429));
+        cursor.Script("acme/denied", FakeCursor.Status(401));
+        using var factory = new EmbeddedServiceFactory(temp.File("tags.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
+        var client = factory.CreateClient();
+
+        // A launch, a retry and a refusal (launches, retries, durations, in-flight rounds, status changes), then a report.
+        await client.PostJsonAsync("/runs/705/handoff", Payloads.Trigger(Payloads.Run(705, ["acme/shop", "acme/limited", "acme/denied"], automation: false)));
+        var body = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } }.ToJsonString();
+        using var report = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=705") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+        report.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        await client.SendAsync(report);
+        listener.Dispose();
+
+        // The table's rows: | `name{tag, tag}` | meaning | alert when |, or `name` alone for an instrument without tags.
+        var runbook = File.ReadAllText(Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "docs", "runbook.md"));
+        var table = runbook[runbook.IndexOf("## Metrics and alerts", StringComparison.Ordinal)..];
+        var documented = System.Text.RegularExpressions.Regex.Matches(table, @"^\| `(?<name>[a-z._]+)(\{(?<tags>[^}]*)\})?` \|", System.Text.RegularExpressions.RegexOptions.Multiline)
+            .ToDictionary(
+                row => row.Groups["name"].Value,
+                row => row.Groups["tags"].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries).Order().ToArray());
+        // A new instrument needs this scenario to make it record, so that its tags are held to the table too.
+        Assert.Contains("handoff.launches", published);
+        Assert.Equal(published.Order(), recorded.Keys.Order());
+        Assert.All(recorded, instrument =>
+        {
+            Assert.True(documented.TryGetValue(instrument.Key, out var tags), $"{instrument.Key} has no row in the runbook's table");
+            Assert.Equal(instrument.Value.Order().ToArray(), tags);
+        });
+    }
+
     public void Dispose()
     {
         cursor.Dispose();
