@@ -15,6 +15,9 @@ namespace HandoffDapr.Service.Api;
 public static partial class WebhookEndpoints
 {
     public const string SignatureHeader = "X-Webhook-Signature";
+
+    /// <summary>Cursor's route, before the integration's id: the launch gives Cursor this URL (<see cref="ProviderKinds"/>).</summary>
+    public const string CursorPath = "/webhooks/cursor";
     public const string OperationId = "CursorWebhook";
     private const int MaxWebhookBytes = 256 * 1024;
 
@@ -23,7 +26,7 @@ public static partial class WebhookEndpoints
 
     public static IEndpointRouteBuilder MapWebhookEndpoints(this IEndpointRouteBuilder app)
     {
-        app.MapPost("/webhooks/cursor/{integrationId}", ReceiveCursorAsync).WithTags("Webhooks").WithName(OperationId)
+        app.MapPost($"{CursorPath}/{{integrationId}}", ReceiveCursorAsync).WithTags("Webhooks").WithName(OperationId)
             .ProducesProblem(StatusCodes.Status400BadRequest)
             .ProducesProblem(StatusCodes.Status401Unauthorized)
             .ProducesProblem(StatusCodes.Status408RequestTimeout)

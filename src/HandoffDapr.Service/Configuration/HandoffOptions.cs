@@ -64,9 +64,8 @@ public sealed class IntegrationOptions
     /// <summary>Provider API base; empty for the provider's public API.</summary>
     public string? BaseUrl { get; set; }
 
-    public string EffectiveBaseUrl => !string.IsNullOrWhiteSpace(BaseUrl) ? BaseUrl
-        : Provider == Core.Providers.Copilot.CopilotAgentTasksProvider.Name ? "https://api.github.com"
-        : "https://api.cursor.com";
+    /// <summary>The API this integration calls; null when neither a <c>BaseUrl</c> nor a known <c>Provider</c> says.</summary>
+    public string? EffectiveBaseUrl => !string.IsNullOrWhiteSpace(BaseUrl) ? BaseUrl : Hosting.ProviderKinds.Find(Provider)?.PublicApi;
 
     /// <summary>Embedded mode only: in Dapr mode the output binding holds the key.</summary>
     public string? ApiKey { get; set; }

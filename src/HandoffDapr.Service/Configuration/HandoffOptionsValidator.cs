@@ -1,5 +1,6 @@
 using HandoffDapr.Core.Providers.Cursor;
 using HandoffDapr.Service.Api;
+using HandoffDapr.Service.Hosting;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Configuration;
@@ -8,7 +9,6 @@ namespace HandoffDapr.Service.Configuration;
 /// <param name="configuration">Where the options were bound from: an integration the binder dropped is found there.</param>
 public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? configuration = null) : IValidateOptions<HandoffOptions>
 {
-    private static readonly HashSet<string> KnownProviders = [CursorAgentsProvider.Name, Core.Providers.Copilot.CopilotAgentTasksProvider.Name];
 
     public ValidateOptionsResult Validate(string? name, HandoffOptions options)
     {
@@ -187,9 +187,10 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
                 errors.Add($"{key}: the integration id must be a positive whole number (at most {Core.Model.WholeIds.Max}) without sign or leading zeros.");
             }
 
-            if (integration.Provider is null || !KnownProviders.Contains(integration.Provider))
+            var kind = ProviderKinds.Find(integration.Provider);
+            if (kind is null)
             {
-                errors.Add($"{key}:Provider must be one of: {string.Join(", ", KnownProviders)}.");
+                errors.Add($"{key}:Provider must be one of: {string.Join(", ", ProviderKinds.All.Select(known => known.Name))}.");
             }
 
             if (mode == HostingMode.Embedded)
@@ -204,7 +205,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
                     errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
                 }
 
-                if (!IsBaseUrl(integration.EffectiveBaseUrl))
+                // An unknown provider has no API to default to, and is refused above.
+                if (integration.EffectiveBaseUrl is { } baseUrl && !IsBaseUrl(baseUrl))
                 {
                     // Paths are added to it: a query or fragment would swallow them.
                     errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
@@ -223,9 +225,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             {
                 errors.Add($"{key}:WebhookSecret must not be blank.");
             }
-            else if (integration.Provider == CursorAgentsProvider.Name && integration.WebhookSecret is { Length: > 0 }
+            else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
                 && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
-                && LongestWebhookUrl(webhookBase, id) is var longest && longest > MaxCursorWebhookUrlLength)
+                && LongestWebhookUrl(kind, webhookBase, id) is var longest && longest > MaxCursorWebhookUrlLength)
             {
                 // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
                 errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
@@ -264,8 +266,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     /// The length of the webhook URL an integration's launches send at most: the one IntegrationCatalog builds, with the
     /// largest run id on it (as the engine adds it).
     /// </summary>
-    private static int LongestWebhookUrl(string publicBaseUrl, string integrationId) =>
-        new Uri($"{new Uri($"{publicBaseUrl.TrimEnd('/')}/webhooks/cursor/{integrationId}").AbsoluteUri}?run_id={Core.Model.WholeIds.Max}").AbsoluteUri.Length;
+    private static int LongestWebhookUrl(ProviderKind cursor, string publicBaseUrl, string integrationId) =>
+        new Uri($"{cursor.WebhookUrl(publicBaseUrl, integrationId)!.AbsoluteUri}?run_id={Core.Model.WholeIds.Max}").AbsoluteUri.Length;
 
     private static bool IsBaseUrl(string? value) =>
         Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"

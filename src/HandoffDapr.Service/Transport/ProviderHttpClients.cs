@@ -76,7 +76,7 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
         var handler = new ResilienceHandler(breaker) { InnerHandler = new ResilienceHandler(timeout) { InnerHandler = sharedHandler } };
         var client = new HttpClient(handler, disposeHandler: false)
         {
-            BaseAddress = new Uri(integration.EffectiveBaseUrl.TrimEnd('/') + "/"),
+            BaseAddress = new Uri(integration.EffectiveBaseUrl!.TrimEnd('/') + "/"),
             // The pipeline's timeout governs the exchange up to the answer's headers (and counts for the breaker); this one,
             // a second later, bounds reading the body too, which HttpClient does after the handlers have returned.
             Timeout = integration.RequestTimeout + TimeSpan.FromSeconds(1),

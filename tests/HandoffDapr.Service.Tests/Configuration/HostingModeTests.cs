@@ -195,7 +195,7 @@ public sealed class HostingModeTests
         // The README's default for BaseUrl is "the provider's": a Copilot integration must not be sent to Cursor.
         var integration = new IntegrationOptions { Provider = provider, BaseUrl = "" };
 
-        Assert.Equal(host, new Uri(integration.EffectiveBaseUrl).Host);
+        Assert.Equal(host, new Uri(integration.EffectiveBaseUrl!).Host);
     }
 
     [Fact]
