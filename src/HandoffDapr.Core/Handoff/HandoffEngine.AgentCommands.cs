@@ -103,7 +103,7 @@ public sealed partial class HandoffEngine
         }
     }
 
-    /// <summary>Records a command the provider accepted (or a follow-up that may have run), in the run's current state.</summary>
+    /// <summary>Records a command the provider accepted (or one that may have been carried out), in the run's current state.</summary>
     public async Task<AgentCommandOutcome> RecordCommandAsync(RunHandoffState? state, AgentCommandSent sent, IRunStateWriter writer)
     {
         if (state is null || state.RunId != sent.RunId || !state.CodingAgents.TryGetValue(sent.AgentId, out var agent)
