@@ -52,7 +52,10 @@ public static partial class ProviderFailureClassifier
         new(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: exception.RequestSent, RequestSent: exception.RequestSent,
             Attempted: exception.Kind != TransportFailureKind.CircuitOpen);
 
-    /// <summary>A 2xx whose body we cannot read: the provider may well have created the agent.</summary>
+    /// <summary>
+    /// An answer we cannot read (a 2xx with an unreadable body, a 303, a status with no HTTP class): the provider may well
+    /// have created the agent.
+    /// </summary>
     public static ProviderFailure MalformedAnswer(int statusCode) =>
         new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, StatusCode: statusCode);
 
