@@ -52,7 +52,7 @@ public readonly record struct RepositoryName
         return owner.All(c => char.IsAsciiLetterOrDigit(c) || c == '-');
     }
 
-    /// <summary>GitHub repository names: 1–100 of <c>[A-Za-z0-9._-]</c>, never <c>.</c> or <c>..</c>.</summary>
+    /// <summary>GitHub repository names: 1–100 of <c>[A-Za-z0-9._-]</c>, never <c>.</c> and never containing <c>..</c>.</summary>
     public static bool IsValidName(string name)
     {
         if (name.Length is 0 or > MaxNameLength || name is "." or ".." || name.Contains("..", StringComparison.Ordinal))
