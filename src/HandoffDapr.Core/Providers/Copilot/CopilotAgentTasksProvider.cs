@@ -392,8 +392,10 @@ public sealed class CopilotAgentTasksProvider(
     };
 
     /// <summary>
-    /// What GitHub's answers mean for a handoff: 401 a rejected token, 402 or a quota message no quota left,
-    /// 403 a missing Copilot licence or repository permission, 404 a repository the token cannot see.
+    /// What GitHub's answers mean for a handoff: 401 a rejected token; 402 no quota left; a 403 or 429 a rate limit when no
+    /// requests remain (<c>x-ratelimit-remaining: 0</c>), else no quota left when its message says so, else a rate limit
+    /// for a 429 or a message naming one; any other 403 a missing Copilot licence or repository permission; 404 a
+    /// repository the token cannot see.
     /// </summary>
     public static ProviderFailure Classify(ProviderResponse response, DateTimeOffset now)
     {
