@@ -17,8 +17,14 @@ public interface ICodingAgentProvider
 
     Task<ProviderResult<ProviderAgent>> GetAgentAsync(string agentId, CancellationToken cancellationToken);
 
-    /// <summary>Finds the agent working on <paramref name="branchName"/>, to reconcile a launch whose answer was lost.</summary>
-    /// <param name="firstSentAt">When the launch's first attempt started, if known: no agent of it is older.</param>
+    /// <summary>
+    /// Finds the agent a launch on <paramref name="branchName"/> created, to reconcile a launch whose answer was lost: by its
+    /// branch, or (Copilot, which names branches itself) by the handoff reference its prompt ends with.
+    /// </summary>
+    /// <param name="firstSentAt">
+    /// When the first attempt that may have created it started (<see cref="Handoff.RepositoryLaunch.FirstAttemptAt"/>),
+    /// if known: no agent of the launch is older.
+    /// </param>
     Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken);
 
     Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken);
