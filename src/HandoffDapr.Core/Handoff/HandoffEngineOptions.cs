@@ -8,7 +8,10 @@ public sealed record HandoffEngineOptions
     /// </summary>
     public int MaxParallelLaunches { get; init; } = 16;
 
-    /// <summary>How long a launch may stay in flight before its owner assumes the process died and reconciles.</summary>
+    /// <summary>
+    /// How long a launch may stay in flight before its owner assumes the process died and reconciles. Also a status poll's
+    /// lease: a poll whose reports are not recorded by then is made again.
+    /// </summary>
     public TimeSpan InFlightTimeout { get; init; } = TimeSpan.FromMinutes(2);
 
     /// <summary>The most repositories one run may hand off.</summary>
