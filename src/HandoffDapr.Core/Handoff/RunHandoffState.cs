@@ -163,7 +163,10 @@ public sealed record RunHandoffState(
 }
 
 /// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
-/// <param name="Generation">Bumped when a failed repository is launched again; part of the branch name.</param>
+/// <param name="Generation">
+/// Bumped when the repository is launched again after its agent failed, or by another integration; part of the branch
+/// name. A launch that failed without an agent is tried again in its own generation, on its own branch.
+/// </param>
 /// <param name="NextAttemptAt">
 /// When the owner must act: a retry, or reconciling an attempt whose outcome is unknown. On a failed launch whose last
 /// attempt was refused with a Retry-After: when that is over, before which a person's relaunch is not sent.
