@@ -119,16 +119,31 @@ public sealed class DaprFilesContractTests
         Assert.All(named, e => Assert.Equal(e.Key.EndsWith("__Binding", StringComparison.Ordinal) ? "bindings.http" : "pubsub.redis", byName.GetValueOrDefault(e.Value!)));
     }
 
+    /// <summary>
+    /// Each provider's binding holds its key, hands every status code to the app, and has a resiliency target: a timeout
+    /// and a breaker, never a retry (a launch retried blindly by the sidecar could start a second agent; the app retries,
+    /// after looking for the first). A binding added without its target would go without timeout or breaker unnoticed.
+    /// </summary>
     [Theory]
     [MemberData(nameof(ComponentFolders))]
-    public void Provider_bindings_hold_the_key_and_hand_status_codes_to_the_app(string folder)
+    public void Provider_bindings_hold_the_key_hand_status_codes_to_the_app_and_are_never_retried_by_the_sidecar(string folder)
     {
-        foreach (var (file, binding) in Components(folder).Where(c => Scalar(c.Document, "spec", "type") == "bindings.http"))
+        var (_, resiliency) = Documents($"{folder}/resiliency.yaml").Single();
+        var bindings = Components(folder).Where(c => Scalar(c.Document, "spec", "type") == "bindings.http").ToList();
+        Assert.True(bindings.Count >= 2, $"{folder}: {bindings.Count} provider bindings");
+        foreach (var (file, binding) in bindings)
         {
             var metadata = ((YamlSequenceNode)Node(binding, "spec", "metadata")!).Children.ToDictionary(m => Scalar(m, "name")!);
             Assert.True(Node(metadata["securityToken"], "secretKeyRef") is not null, $"{file}: the key must come from a secret");
             Assert.Equal("Authorization", Scalar(metadata["securityTokenHeader"], "value"));
             Assert.Equal("false", Scalar(metadata["errorIfNot2XX"], "value"));
+
+            var name = Scalar(binding, "metadata", "name")!;
+            var outbound = Node(resiliency, "spec", "targets", "components", name, "outbound");
+            Assert.True(outbound is not null, $"{folder}/resiliency.yaml has no outbound target for {name}");
+            Assert.NotNull(Scalar(outbound, "timeout"));
+            Assert.NotNull(Scalar(outbound, "circuitBreaker"));
+            Assert.Null(Node(outbound, "retry"));
         }
     }
 
@@ -213,8 +228,6 @@ public sealed class DaprFilesContractTests
         }
 
         Assert.NotNull(Node(resiliency, "spec", "targets", "actors", "HandoffRunActor"));
-        // A launch is never retried blindly by the sidecar.
-        Assert.Null(Node(resiliency, "spec", "targets", "components", "coding-agent-cursor", "outbound", "retry"));
     }
 
     [Theory]
