@@ -58,7 +58,7 @@ public sealed class RateLimitOptions
 
 public sealed class IntegrationOptions
 {
-    /// <summary>Provider type: <c>cursor_background_agent</c> or <c>github_copilot_agent</c>.</summary>
+    /// <summary>Provider type: one of <see cref="Hosting.ProviderKinds"/>' names (<c>cursor_background_agent</c>, <c>github_copilot_agent</c>).</summary>
     public string? Provider { get; set; }
 
     /// <summary>Provider API base; empty for the provider's public API.</summary>
