@@ -42,7 +42,7 @@ public sealed class HandoffOptions
 
     /// <summary>
     /// How long a settled run (nothing pending) is kept after its last change before it is deleted; unset (the default)
-    /// keeps every run for good. See <see cref="RunRetention"/>.
+    /// keeps every run for good. See <see cref="Core.Handoff.RunRetention"/>.
     /// </summary>
     public TimeSpan? RunRetention { get; set; }
 
