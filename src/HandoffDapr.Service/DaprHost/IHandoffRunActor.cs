@@ -5,7 +5,7 @@ using HandoffDapr.Core.Providers;
 
 namespace HandoffDapr.Service.DaprHost;
 
-/// <summary>One actor per autofix run (actor id = run id). Each method takes one argument: JSON actor calls allow no more.</summary>
+/// <summary>One actor per autofix run (actor id = run id). Each method takes at most one argument: JSON actor calls allow no more.</summary>
 public interface IHandoffRunActor : IActor
 {
     Task<TriggerOutcome> TriggerAsync(HandoffTrigger trigger);
