@@ -15,8 +15,8 @@ namespace HandoffDapr.Service.Embedded;
 
 /// <summary>
 /// Embedded mode's state: one row per run (UTF-8 JSON of <see cref="RunHandoffState"/>, stored as written, with a
-/// version for optimistic concurrency) and one wake-up row per run that has retries or reconciliations pending, in
-/// one WAL-mode file. Rows stored as TEXT by earlier versions read the same.
+/// version for optimistic concurrency) and one wake-up row per run that has retries, reconciliations or status polls
+/// pending, in one WAL-mode file. Rows stored as TEXT by earlier versions read the same.
 /// A run's row may also hold a digest of the completion event it already handled (<see cref="HandledEvent"/>), so
 /// that a redelivery of those exact bytes is recognised without reading the run, and the run's view as the API writes
 /// it, so that a read of the run is one column sent as it is.
@@ -418,7 +418,8 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>
     /// Claims up to <paramref name="limit"/> due wake-ups for <paramref name="owner"/>; a claim held by a live lease is
     /// skipped, and so are <paramref name="busy"/> runs: this process is still working on them under an earlier claim
-    /// (their row can be new, with no lease, when their last save cleared it and an event then made them due again).
+    /// (their row can be new, with no lease, when their last save cleared it and an event then made them due again), or
+    /// a launch round a request started for them here is still out (<see cref="EmbeddedRunOwner.RunsWithRequestRounds"/>).
     /// </summary>
     public Task<IReadOnlyList<long>> ClaimDueWakeupsAsync(
         string owner, DateTimeOffset now, TimeSpan lease, int limit, CancellationToken cancellationToken, IReadOnlyCollection<long>? busy = null) =>
