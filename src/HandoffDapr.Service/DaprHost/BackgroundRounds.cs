@@ -22,7 +22,10 @@ public sealed partial class BackgroundRounds(
     private readonly ConcurrentDictionary<long, Task> running = new();
     private long started;
 
-    /// <summary>Starts the wake-up's calls without waiting for them; counted by the shutdown drain from this moment.</summary>
+    /// <summary>
+    /// Starts a wake-up's calls (or a handed-over trigger's or event's round, passed as one) without waiting for them;
+    /// counted by the shutdown drain from this moment.
+    /// </summary>
     public void Start(WakeOutcome woken) => Start(woken.State.RunId, token => engine.FinishWakeAsync(woken, recorder, token));
 
     /// <summary>

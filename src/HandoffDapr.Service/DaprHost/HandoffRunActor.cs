@@ -15,8 +15,8 @@ namespace HandoffDapr.Service.DaprHost;
 /// Dapr mode's owner of a run: turn-based (one call at a time, reentrancy off), state in the actor state store,
 /// wake-ups by reminder. An adapter only: it loads state, calls the engine, saves, and schedules. No turn waits for a
 /// provider's launch: a turn saves a round's intent and ends, the calls are made outside it (by the caller's
-/// <see cref="ActorRunOwner"/>, or <see cref="BackgroundRounds"/> for a reminder's launches and status poll), and the
-/// answers come back in a new turn.
+/// <see cref="ActorRunOwner"/>, or <see cref="BackgroundRounds"/> for a reminder's launches and status poll, and for a
+/// turn that saved and then failed at its reminder: see <see cref="TurnAsync{T}"/>), and the answers come back in a new turn.
 /// </summary>
 public sealed partial class HandoffRunActor(
     ActorHost host,
