@@ -53,7 +53,11 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
         return new Call(this);
     }
 
-    /// <summary>Counts the request while it runs; dispose when it has ended, whichever way.</summary>
+    /// <summary>
+    /// Counts a call the server did not count itself (the Dapr owner's call and the round it finishes, a background
+    /// round) while it runs; unlike <see cref="TryEnterRequest"/>, also once shutdown is over. Dispose it when it has
+    /// ended, whichever way.
+    /// </summary>
     public IDisposable Enter()
     {
         lock (gate)
