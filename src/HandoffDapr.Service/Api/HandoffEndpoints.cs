@@ -8,7 +8,7 @@ using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Api;
 
-/// <summary><c>/runs/{runId}/handoff</c>: the manual trigger and the run's handoff state.</summary>
+/// <summary><c>/runs</c>: the most recently changed runs; <c>/runs/{runId}/handoff</c>: the manual trigger and the run's handoff state.</summary>
 public static partial class HandoffEndpoints
 {
     /// <summary>
