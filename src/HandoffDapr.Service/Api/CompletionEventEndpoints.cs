@@ -15,7 +15,8 @@ namespace HandoffDapr.Service.Api;
 /// <summary>
 /// <c>POST /events/autofix-run-completed</c>: the pub/sub subscription in Dapr mode, posted to directly in
 /// embedded mode. In Dapr mode the reply follows daprd's contract (SUCCESS / RETRY / DROP); in embedded
-/// mode errors are problem details.
+/// mode errors are problem details. In Dapr mode <c>POST /events/autofix-run-completed/dead-letter</c> also takes the
+/// dead-letter topic's events, to log them (<see cref="DeadLetterAsync"/>).
 /// </summary>
 public static partial class CompletionEventEndpoints
 {
