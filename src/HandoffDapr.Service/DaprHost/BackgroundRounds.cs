@@ -75,6 +75,6 @@ public sealed partial class BackgroundRounds(
     }
 
     [LoggerMessage(EventId = 4003, EventName = "LaunchRoundNotRecorded", Level = LogLevel.Warning,
-        Message = "Run {RunId}: the answers of a wake-up's launch round or poll could not be recorded ({ExceptionType}); its launches are reconciled at their deadline, its poll made again")]
+        Message = "Run {RunId}: the answers of a launch round or poll made outside the actor's turn (a reminder's, or one a turn that failed at its reminder handed over) could not be recorded ({ExceptionType}); its launches are reconciled at their deadline, its poll made again")]
     private partial void LogRoundNotRecorded(long runId, string exceptionType);
 }

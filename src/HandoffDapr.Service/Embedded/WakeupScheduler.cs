@@ -163,6 +163,6 @@ public sealed partial class WakeupScheduler(
     [LoggerMessage(EventId = 3001, EventName = "WakeFailed", Level = LogLevel.Error, Message = "Wake-up of run {RunId} failed; it is tried again when its lease expires")]
     private partial void LogWakeFailed(long runId, Exception exception);
 
-    [LoggerMessage(EventId = 3002, EventName = "SchedulerFailed", Level = LogLevel.Error, Message = "The wake-up schedule could not be read")]
+    [LoggerMessage(EventId = 3002, EventName = "SchedulerFailed", Level = LogLevel.Error, Message = "The wake-up schedule could not be read, or its leases renewed")]
     private partial void LogSchedulerFailed(Exception exception);
 }
