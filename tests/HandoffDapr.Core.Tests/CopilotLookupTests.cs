@@ -215,6 +215,19 @@ public sealed class CopilotLookupTests
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
     }
 
+    [Fact]
+    public async Task A_stop_is_not_supported_and_nothing_is_sent_or_attempted()
+    {
+        // GitHub's agent tasks API has no stop: the person is told so (409 not_supported), and no call is made.
+        var transport = new ScriptedTransport(_ => (200, "{}"));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var failure = (await provider.StopAsync("task-1", CancellationToken.None)).Failure!;
+
+        Assert.Empty(transport.Paths);
+        Assert.Equal((FailureTypes.NotSupported, false, false), (failure.FailureType, failure.RequestSent, failure.Attempted));
+    }
+
     private sealed class ScriptedTransport(Func<string, (int Status, string Body)> answer) : IProviderTransport
     {
         public List<string> Paths { get; } = [];

@@ -46,6 +46,23 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Equal(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero), result.Value.CreatedAt);
     }
 
+    /// <summary>
+    /// An id that could not be Cursor's (it goes into the path) is refused before any call: nothing sent, nothing
+    /// attempted, as the launch's own refusals before sending say, so whoever reads the failure may count on it.
+    /// </summary>
+    [Theory]
+    [InlineData("../v0/agents")]
+    [InlineData("bc 1")]
+    public async Task A_stop_or_follow_up_for_an_id_of_another_shape_is_refused_without_a_call_or_an_attempt(string agentId)
+    {
+        var stop = await provider.StopAsync(agentId, CancellationToken.None);
+        var followup = await provider.AddFollowupAsync(agentId, "Also fix the test", CancellationToken.None);
+
+        Assert.Empty(cursor.LogEntries);
+        Assert.All(new[] { stop.Failure!, followup.Failure! }, failure =>
+            Assert.Equal((FailureTypes.InvalidRequest, false, false), (failure.FailureType, failure.RequestSent, failure.Attempted)));
+    }
+
     [Fact]
     public async Task Launch_leaves_out_ref_and_webhook_when_there_are_none()
     {

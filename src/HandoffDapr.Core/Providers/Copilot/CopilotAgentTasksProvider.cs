@@ -377,7 +377,7 @@ public sealed class CopilotAgentTasksProvider(
     public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => NotSupported();
 
     private static Task<ProviderResult<bool>> NotSupported() =>
-        Task.FromResult(ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false)));
+        Task.FromResult(ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false, Attempted: false)));
 
     /// <summary>GitHub's task states onto the provider-neutral statuses.</summary>
     public static ProviderAgentStatus MapState(string? state) => state?.ToLowerInvariant() switch

@@ -152,7 +152,7 @@ public sealed class CursorAgentsProvider(
     {
         if (!AgentIds.IsValid(agentId))
         {
-            return ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false));
+            return ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false));
         }
 
         var answer = await SendAsync(new ProviderRequest(HttpMethod.Post, $"{AgentsPath}/{agentId}/{action}", body), action, cancellationToken);
