@@ -222,9 +222,31 @@ public enum LaunchPhase
 {
     /// <summary>Intent persisted, provider call under way (or the process died during it).</summary>
     InFlight,
+
+    /// <summary>
+    /// The provider made the agent, or a lookup found it (<see cref="RepositoryLaunch.AgentId"/>); how the agent fares
+    /// is its own status.
+    /// </summary>
     Launched,
+
+    /// <summary>
+    /// No agent can be expected from its attempts (the provider refused or failed for now, or the launch is saved as
+    /// due with no attempt yet): it is sent again at <see cref="RepositoryLaunch.NextAttemptAt"/>, without a lookup.
+    /// </summary>
     RetryScheduled,
+
+    /// <summary>
+    /// An attempt may have made an agent (its answer was lost or unreadable, or a lookup for it was left unfinished):
+    /// unlike <see cref="RetryScheduled"/>, at <see cref="RepositoryLaunch.NextAttemptAt"/> the provider's agents are
+    /// looked through first and one on the launch's branch is adopted; it is launched again only if a finished lookup
+    /// found none.
+    /// </summary>
     OutcomeUnknown,
+
+    /// <summary>
+    /// Given up: a failure no retry fixes, or <c>MaxAttempts</c> spent (<c>retries_exhausted</c>); only a person's
+    /// trigger launches it again.
+    /// </summary>
     Failed,
 }
 
