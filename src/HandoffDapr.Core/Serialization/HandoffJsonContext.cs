@@ -7,8 +7,8 @@ using HandoffDapr.Core.Model;
 namespace HandoffDapr.Core.Serialization;
 
 /// <summary>
-/// snake_case JSON for everything the service stores or says: the wire contract of DESIGN.md, the SQLite
-/// rows and the actor state use the same shapes. Source-generated, so no reflection on the hot path.
+/// snake_case JSON for everything the service stores or says: the HTTP API's bodies (docs/api.md; the types listed
+/// below), the SQLite rows and the actor state use the same shapes. Source-generated, so no reflection on the hot path.
 /// </summary>
 [JsonSourceGenerationOptions(
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
