@@ -4,8 +4,8 @@ using System.Text.Json;
 namespace HandoffDapr.Core.Serialization;
 
 /// <summary>
-/// An enum value's snake_case name, as <see cref="SnakeCaseEnumConverter{TEnum}"/> writes it: for metric tags and logs,
-/// worked out once per type instead of on every request.
+/// An enum value's snake_case name, as <see cref="SnakeCaseEnumConverter{TEnum}"/> writes it: for metric tags (the
+/// webhook counter's), worked out once per type instead of on every request.
 /// </summary>
 public static class SnakeCaseNames<TEnum>
     where TEnum : struct, Enum
