@@ -309,8 +309,13 @@ public sealed class CopilotAgentTasksProvider(
         return exchange.ListExhausted(MaxListPages);
     }
 
+    /// <summary>Clocks differ: a task stamped a little before our first attempt may still be its own.</summary>
     private static readonly TimeSpan ClockSlack = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// A launch stored without its first attempt is looked for as far back as every lookup once was: retries come at
+    /// most RetryMaxDelay (30 min) apart, unless a Retry-After asks for longer. Not tied to AgentMaxAge.
+    /// </summary>
     private static readonly TimeSpan UnknownStartWindow = TimeSpan.FromHours(6);
 
     /// <summary>
