@@ -25,6 +25,8 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
 
     private readonly SocketsHttpHandler sharedHandler = new()
     {
+        // The handler lives as long as the process and resolves a host only when it connects: connections are renewed
+        // so a provider's changed DNS entries are picked up (by default a connection kept busy is never renewed).
         PooledConnectionLifetime = TimeSpan.FromMinutes(5),
         // The connect's own time limit, as SocketsHttpHandler's default connect would make it: its ConnectTimeout is
         // reported as a cancellation, which reads as the call's time-out (the request maybe sent, so a stop or follow-up
@@ -59,7 +61,9 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
 
     public HttpClient Create(IntegrationOptions integration)
     {
-        // The breaker reads the service's monotonic clock (tests move it); the per-call timeout is real time.
+        // The breaker reads the service's monotonic clock (tests move it); the per-call timeout is real time. It counts
+        // 5xx answers as well as timeouts and network errors (the options' default), where Dapr mode's providerBreaker
+        // (components/resiliency.yaml) sees only calls that fail outright: daprd hands a 5xx to the app as an answer.
         var breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = breakerClock }
             .AddCircuitBreaker(new HttpCircuitBreakerStrategyOptions
             {
