@@ -9,7 +9,6 @@ namespace HandoffDapr.Service.Configuration;
 /// <param name="configuration">Where the options were bound from: an integration the binder dropped is found there.</param>
 public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? configuration = null) : IValidateOptions<HandoffOptions>
 {
-
     public ValidateOptionsResult Validate(string? name, HandoffOptions options)
     {
         var errors = new List<string>();
