@@ -79,6 +79,15 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
     internal (long Background, long CatchUps, long BusyCatchUps) Checkpoints => checkpointer.Checkpoints;
 
+    /// <summary>SQLite's <c>synchronous</c> level on the connection that commits (2: FULL), as <see cref="Open"/> set it.</summary>
+    internal Task<long> CommitFlushLevelAsync() => writer.WriteAsync((connection, transaction) =>
+    {
+        using var command = connection.CreateCommand();
+        command.Transaction = transaction;
+        command.CommandText = "PRAGMA synchronous";
+        return (long)command.ExecuteScalar()!;
+    });
+
     public void Dispose()
     {
         writer.Dispose();
