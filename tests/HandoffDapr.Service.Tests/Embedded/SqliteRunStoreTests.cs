@@ -15,10 +15,6 @@ public sealed class SqliteRunStoreTests : IDisposable
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
 
     /// <summary>
-    /// A data path naming another application's database (a runs table of its own) stops start-up; it must do so before
-    /// anything is written to that database: its journal mode switched to WAL, our wake-up table and indexes added.
-    /// </summary>
-    /// <summary>
     /// A commit counts only once it is on the disk: with SQLite's NORMAL level the write-ahead log is flushed only at
     /// checkpoints, and a power cut could take back a launch's intent saved before its provider call (then sent again:
     /// a second agent). A power cut cannot be staged here, so the level itself is held.
@@ -31,6 +27,10 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(2, await store.CommitFlushLevelAsync()); // FULL
     }
 
+    /// <summary>
+    /// A data path naming another application's database (a runs table of its own) stops start-up; it must do so before
+    /// anything is written to that database: its journal mode switched to WAL, our wake-up table and indexes added.
+    /// </summary>
     [Fact]
     public void Another_applications_database_is_refused_before_anything_is_changed_in_it()
     {
