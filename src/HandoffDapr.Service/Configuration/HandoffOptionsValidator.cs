@@ -226,7 +226,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             }
             else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
                 && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
-                && LongestWebhookUrl(kind, webhookBase, id) is var longest && longest > MaxCursorWebhookUrlLength)
+                && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
+                && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
             {
                 // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
                 errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
@@ -265,8 +266,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     /// The length of the webhook URL an integration's launches send at most: the one IntegrationCatalog builds, with the
     /// largest run id on it (as the engine adds it).
     /// </summary>
-    private static int LongestWebhookUrl(ProviderKind cursor, string publicBaseUrl, string integrationId) =>
-        new Uri($"{cursor.WebhookUrl(publicBaseUrl, integrationId)!.AbsoluteUri}?run_id={Core.Model.WholeIds.Max}").AbsoluteUri.Length;
+    private static int LongestWebhookUrl(Uri webhookUrl) =>
+        new Uri($"{webhookUrl.AbsoluteUri}?run_id={Core.Model.WholeIds.Max}").AbsoluteUri.Length;
 
     private static bool IsBaseUrl(string? value) =>
         Uri.TryCreate(value, UriKind.Absolute, out var uri) && uri.Scheme is "http" or "https"

@@ -696,7 +696,7 @@ public sealed partial class SqliteRunStore : IDisposable
         // A commit is flushed to the disk before it counts, so a power cut or a crashed host cannot take back a
         // launch's saved intent (the provider is called after it) or an event already answered. NORMAL flushes only at
         // checkpoints; FULL costs a flush per commit, which the one writer's group commit spreads over many writes
-        // (the load tool measured a few per cent at most, docs/performance.md).
+        // (the load tool: up to a tenth fewer launches/s, most phases within their spread; docs/performance.md).
         pragma.CommandText = "PRAGMA synchronous = FULL";
         pragma.ExecuteNonQuery();
         return connection;
