@@ -261,12 +261,9 @@ public sealed class TelemetryTests : IDisposable
     [Fact]
     public async Task Webhooks_are_counted_with_the_snake_case_values_the_runbook_alerts_on()
     {
-        const string secret = "webhook-secret-of-integration-42-0123456789";
         using var webhooks = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.webhook.events");
-        using var factory = new EmbeddedServiceFactory(temp.File("hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
-        var body = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } }.ToJsonString();
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=703") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
-        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        using var factory = new EmbeddedServiceFactory(temp.File("hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = WebhookSecret });
+        using var request = SignedReport("/webhooks/cursor/42?run_id=703", UnknownAgentRunning());
 
         await factory.CreateClient().SendAsync(request);
 
@@ -281,18 +278,15 @@ public sealed class TelemetryTests : IDisposable
     {
         // If Cursor moved source.repository, or the webhook URL lost its run_id, every report would be ignored: the counter
         // must show it, as the log line alone (information level) would not page anyone.
-        const string secret = "webhook-secret-of-integration-42-0123456789";
         using var webhooks = new MetricCollector<long>(null, HandoffTelemetry.Name, "handoff.webhook.events");
-        using var factory = new EmbeddedServiceFactory(temp.File("ignored-hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
+        using var factory = new EmbeddedServiceFactory(temp.File("ignored-hooks.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = WebhookSecret });
         var json = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-1", ["status"] = "FINISHED" };
         if (withRepository)
         {
             json["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" };
         }
 
-        var body = json.ToJsonString();
-        using var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
-        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        using var request = SignedReport(path, json);
 
         var response = await factory.CreateClient().SendAsync(request);
 
@@ -409,7 +403,6 @@ public sealed class TelemetryTests : IDisposable
     [Fact]
     public async Task Runbook_lists_each_instrument_with_the_tags_it_is_recorded_with()
     {
-        const string secret = "webhook-secret-of-integration-42-0123456789";
         var published = new List<string>();
         var recorded = new Dictionary<string, HashSet<string>>();
         void Record(System.Diagnostics.Metrics.Instrument instrument, ReadOnlySpan<KeyValuePair<string, object?>> tags)
@@ -440,14 +433,12 @@ public sealed class TelemetryTests : IDisposable
         listener.Start();
         cursor.Script("acme/limited", FakeCursor.Status(429));
         cursor.Script("acme/denied", FakeCursor.Status(401));
-        using var factory = new EmbeddedServiceFactory(temp.File("tags.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret });
+        using var factory = new EmbeddedServiceFactory(temp.File("tags.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = WebhookSecret });
         var client = factory.CreateClient();
 
         // A launch, a retry and a refusal (launches, retries, durations, in-flight rounds, status changes), then a report.
         await client.PostJsonAsync("/runs/705/handoff", Payloads.Trigger(Payloads.Run(705, ["acme/shop", "acme/limited", "acme/denied"], automation: false)));
-        var body = new System.Text.Json.Nodes.JsonObject { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } }.ToJsonString();
-        using var report = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=705") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
-        report.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        using var report = SignedReport("/webhooks/cursor/42?run_id=705", UnknownAgentRunning());
         await client.SendAsync(report);
         listener.Dispose();
 
@@ -466,6 +457,21 @@ public sealed class TelemetryTests : IDisposable
             Assert.True(documented.TryGetValue(instrument.Key, out var tags), $"{instrument.Key} has no row in the runbook's table");
             Assert.Equal(instrument.Value.Order().ToArray(), tags);
         });
+    }
+
+    private const string WebhookSecret = "webhook-secret-of-integration-42-0123456789";
+
+    /// <summary>Cursor's report that an agent the run does not have is running.</summary>
+    private static System.Text.Json.Nodes.JsonObject UnknownAgentRunning() =>
+        new() { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } };
+
+    /// <summary>A status report to integration 42's webhook route, signed with its secret.</summary>
+    private static HttpRequestMessage SignedReport(string path, System.Text.Json.Nodes.JsonObject report)
+    {
+        var body = report.ToJsonString();
+        var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
+        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(WebhookSecret, System.Text.Encoding.UTF8.GetBytes(body)));
+        return request;
     }
 
     public void Dispose()
