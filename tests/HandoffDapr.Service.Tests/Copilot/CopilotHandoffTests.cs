@@ -159,8 +159,7 @@ public sealed class CopilotHandoffTests : IDisposable
         var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
 
         var body = $$$"""{"event": "statusChange", "id": "{{{taskId}}}", "status": "FINISHED", "source": {"repository": "https://github.com/acme/shop"}, "target": {"prUrl": "https://github.com/acme/shop/pull/666"}}""";
-        using var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/43?run_id=605") { Content = new StringContent(body) };
-        webhook.Headers.Add("X-Webhook-Signature", Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        using var webhook = Payloads.SignedWebhook("/webhooks/cursor/43?run_id=605", body, secret);
         var answer = await secretClient.SendAsync(webhook);
 
         Assert.Equal(HttpStatusCode.Unauthorized, answer.StatusCode);

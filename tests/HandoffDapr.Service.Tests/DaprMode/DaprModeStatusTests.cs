@@ -1,7 +1,5 @@
 using System.Net;
-using System.Text;
 using System.Text.Json.Nodes;
-using HandoffDapr.Core.Providers;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
@@ -27,14 +25,13 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         await using var factory = await Start();
         var client = factory.CreateSidecarClient();
         var agentId = await Launch(client, 300);
-        var body = Encoding.UTF8.GetBytes(new JsonObject
+        var body = new JsonObject
         {
             ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
             ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
             ["target"] = new JsonObject { ["prUrl"] = "https://github.com/acme/shop/pull/4" },
-        }.ToJsonString());
-        var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=300") { Content = new ByteArrayContent(body) };
-        request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
+        }.ToJsonString();
+        var request = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=300", body, Secret);
 
         var response = await factory.CreateClient().SendAsync(request);
 
@@ -182,13 +179,12 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         var client = factory.CreateSidecarClient();
         var agentId = await Launch(client, 330);
         // Finished without a pull request: nothing is polled, so the follow-up's turn registers the run's reminder again.
-        var body = Encoding.UTF8.GetBytes(new JsonObject
+        var body = new JsonObject
         {
             ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
             ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
-        }.ToJsonString());
-        var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=330") { Content = new ByteArrayContent(body) };
-        webhook.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
+        }.ToJsonString();
+        var webhook = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=330", body, Secret);
         Assert.Equal(HttpStatusCode.NoContent, (await factory.CreateClient().SendAsync(webhook)).StatusCode);
         // The turn that records the follow-up saves the state, then fails at the reminder: daprd calls it again.
         var failed = 0;

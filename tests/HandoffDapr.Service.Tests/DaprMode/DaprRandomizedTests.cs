@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
-using HandoffDapr.Core.Providers;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
@@ -343,18 +342,17 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
         // Which run: the agent's branch names it; the webhook URL carries the run id the launch was sent with.
         var runId = FindRunOfBranch(w, agent["target"]!["branchName"]!.GetValue<string>());
-        var body = Encoding.UTF8.GetBytes(new JsonObject
+        var body = new JsonObject
         {
             ["event"] = "statusChange", ["id"] = id, ["status"] = status,
             ["source"] = new JsonObject { ["repository"] = agent["source"]!["repository"]!.GetValue<string>() },
             ["target"] = new JsonObject { ["branchName"] = agent["target"]!["branchName"]!.GetValue<string>(), ["prUrl"] = pr },
-        }.ToJsonString());
+        }.ToJsonString();
         w.Log.Add($"{step}: provider moves {id} to {status}, signed webhook for run {runId}");
         var times = rng.NextDouble() < 0.3 ? 2 : 1;
         for (var i = 0; i < times; i++)
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={runId}") { Content = new ByteArrayContent(body) };
-            request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
+            using var request = Payloads.SignedWebhook($"/webhooks/cursor/42?run_id={runId}", body, Secret);
             var response = await w.Client().SendAsync(request);
             await CheckAnswerAsync(w, response, "webhook", HttpStatusCode.NoContent, HttpStatusCode.ServiceUnavailable);
         }

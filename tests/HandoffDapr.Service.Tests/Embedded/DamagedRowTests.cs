@@ -116,8 +116,7 @@ public sealed class DamagedRowTests : IDisposable
         Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
 
         var body = """{"event": "statusChange", "id": "bc-1", "status": "FINISHED", "source": {"repository": "https://github.com/acme/b"}}""";
-        using var webhook = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=2") { Content = new StringContent(body) };
-        webhook.Headers.Add("X-Webhook-Signature", Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        using var webhook = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=2", body, secret);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.SendAsync(webhook)).StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostAsync("/runs/2/agents/bc-1/stop", null)).StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostJsonAsync("/runs/2/agents/bc-1/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" })).StatusCode);

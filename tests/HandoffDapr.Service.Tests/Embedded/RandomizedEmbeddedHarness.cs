@@ -3,7 +3,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text;
 using System.Text.Json.Nodes;
-using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Time.Testing;
@@ -944,11 +943,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         return Call(p, $"webhook {run}", c =>
         {
-            var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={run}")
-            {
-                Content = new StringContent(body, Encoding.UTF8, "application/json"),
-            };
-            request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
+            var request = Payloads.SignedWebhook($"/webhooks/cursor/42?run_id={run}", body, Secret);
             request.Headers.Add("X-Webhook-ID", Guid.NewGuid().ToString());
             request.Headers.Add("X-Webhook-Event", "statusChange");
             return c.SendAsync(request);

@@ -1,7 +1,6 @@
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
-using HandoffDapr.Core.Providers;
 using HandoffDapr.FakeSidecar;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
@@ -799,7 +798,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
 
         public Task<HttpResponseMessage> WebhookAsync(long runId, string agentId, string status, string? prUrl)
         {
-            var body = Encoding.UTF8.GetBytes(new JsonObject
+            var body = new JsonObject
             {
                 ["event"] = "statusChange",
                 ["timestamp"] = "2026-12-02T10:05:00Z",
@@ -808,11 +807,8 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
                 ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop", ["ref"] = "main" },
                 ["target"] = new JsonObject { ["url"] = $"https://cursor.com/agents?id={agentId}", ["prUrl"] = prUrl },
                 ["summary"] = "Bounded the pool",
-            }.ToJsonString());
-            var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/42?run_id={runId}") { Content = new ByteArrayContent(body) };
-            request.Content.Headers.ContentType = new System.Net.Http.Headers.MediaTypeHeaderValue("application/json");
-            request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(Secret, body));
-            return WebhookClient.SendAsync(request);
+            }.ToJsonString();
+            return WebhookClient.SendAsync(Payloads.SignedWebhook($"/webhooks/cursor/42?run_id={runId}", body, Secret));
         }
 
         protected static string CloudEvent(JsonObject run) => Payloads.CloudEvent(run).ToJsonString();

@@ -1,4 +1,6 @@
+using System.Text;
 using System.Text.Json.Nodes;
+using HandoffDapr.Core.Providers;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
@@ -58,6 +60,14 @@ public static class Payloads
         ["auto_create_pr"] = true,
         ["run"] = run?.DeepClone(),
     };
+
+    /// <summary>A Cursor webhook POST of <paramref name="body"/> (application/json) to <paramref name="path"/>, signed with <paramref name="secret"/> in X-Webhook-Signature.</summary>
+    public static HttpRequestMessage SignedWebhook(string path, string body, string secret)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
+        request.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(secret, Encoding.UTF8.GetBytes(body)));
+        return request;
+    }
 
     /// <summary>A structured CloudEvent, as daprd delivers it.</summary>
     public static JsonObject CloudEvent(JsonObject data) => new()

@@ -320,10 +320,7 @@ public sealed class OpenApiTests : IDisposable
     /// <summary>Posts <paramref name="body"/> to integration 42's Cursor webhook for run 900, signed with <paramref name="secret"/>.</summary>
     private static async Task<HttpStatusCode> SendSignedWebhookAsync(HttpClient client, string secret, string body)
     {
-        var bytes = System.Text.Encoding.UTF8.GetBytes(body);
-        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(bytes) };
-        request.Content.Headers.ContentType = new("application/json");
-        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, bytes));
+        using var request = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=900", body, secret);
         return (await client.SendAsync(request)).StatusCode;
     }
 

@@ -466,13 +466,8 @@ public sealed class TelemetryTests : IDisposable
         new() { ["event"] = "statusChange", ["id"] = "bc-unknown", ["status"] = "RUNNING", ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/shop" } };
 
     /// <summary>A status report to integration 42's webhook route, signed with its secret.</summary>
-    private static HttpRequestMessage SignedReport(string path, System.Text.Json.Nodes.JsonObject report)
-    {
-        var body = report.ToJsonString();
-        var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
-        request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(WebhookSecret, System.Text.Encoding.UTF8.GetBytes(body)));
-        return request;
-    }
+    private static HttpRequestMessage SignedReport(string path, System.Text.Json.Nodes.JsonObject report) =>
+        Payloads.SignedWebhook(path, report.ToJsonString(), WebhookSecret);
 
     public void Dispose()
     {

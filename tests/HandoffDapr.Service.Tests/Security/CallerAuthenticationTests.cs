@@ -392,8 +392,7 @@ public sealed class CallerAuthenticationTests : IDisposable
         var signed = new List<HttpResponseMessage>();
         for (var i = 0; i < 3; i++)
         {
-            using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=1") { Content = new StringContent(body, System.Text.Encoding.UTF8, "application/json") };
-            request.Headers.Add("X-Webhook-Signature", HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+            using var request = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=1", body, secret);
             signed.Add(await client.SendAsync(request));
         }
 

@@ -1,7 +1,5 @@
 using System.Net;
-using System.Text;
 using System.Text.Json.Nodes;
-using HandoffDapr.Core.Providers;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Testing;
 
@@ -63,9 +61,8 @@ public sealed class LeakTests : IDisposable
         await Record("stop failure", client.PostAsync($"/runs/900/agents/{agentId}/stop", null));
         await Record("followup failure", client.PostJsonAsync($"/runs/900/agents/{agentId}/followup", new JsonObject { ["text"] = "again" }));
         await Record("unsigned webhook", client.PostRawAsync("/webhooks/cursor/42?run_id=900", "{}"));
-        var body = Encoding.UTF8.GetBytes(new JsonObject { ["event"] = "statusChange", ["id"] = agentId, ["status"] = "ERROR", ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/ok" } }.ToJsonString());
-        var signed = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=900") { Content = new ByteArrayContent(body) };
-        signed.Headers.Add("X-Webhook-Signature", WebhookSignature.Sign(WebhookSecret, body));
+        var body = new JsonObject { ["event"] = "statusChange", ["id"] = agentId, ["status"] = "ERROR", ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/ok" } }.ToJsonString();
+        var signed = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=900", body, WebhookSecret);
         await Record("signed webhook", client.SendAsync(signed));
         await Record("read after", client.GetAsync("/runs/900/handoff"));
 
