@@ -313,10 +313,6 @@ public sealed class OpenApiTests : IDisposable
         Assert.True(problems.Count == 0, string.Join(Environment.NewLine, problems.Distinct()));
     }
 
-    /// <summary>
-    /// The webhook reads a body (a signed Cursor event naming the agent and its status); the document declared none, so
-    /// a client generated from it (a relay, a replay tool) sent none and got a 400 every time.
-    /// </summary>
     /// <summary>Posts <paramref name="body"/> to integration 42's Cursor webhook for run 900, signed with <paramref name="secret"/>.</summary>
     private static async Task<HttpStatusCode> SendSignedWebhookAsync(HttpClient client, string secret, string body)
     {
@@ -324,6 +320,10 @@ public sealed class OpenApiTests : IDisposable
         return (await client.SendAsync(request)).StatusCode;
     }
 
+    /// <summary>
+    /// The webhook reads a body (a signed Cursor event naming the agent and its status); the document declared none, so
+    /// a client generated from it (a relay, a replay tool) sent none and got a 400 every time.
+    /// </summary>
     [Fact]
     public async Task Openapi_document_declares_the_webhook_body_the_service_requires()
     {
