@@ -4,7 +4,7 @@ using HandoffDapr.Core.Providers;
 
 namespace HandoffDapr.Service.Tests.Infrastructure;
 
-/// <summary>Wire payloads as the autofix API sends them (DESIGN.md "Wire examples").</summary>
+/// <summary>Wire payloads as the autofix API and the providers send them (DESIGN.md "Wire examples").</summary>
 public static class Payloads
 {
     public const long GroupId = 456;
