@@ -49,6 +49,7 @@ public sealed partial class SqliteRunStore : IDisposable
             DataSource = dataPath,
             Mode = SqliteOpenMode.ReadWriteCreate,
             Pooling = true,
+            // The busy timeout is Microsoft.Data.Sqlite's default; SqliteWriter's shutdown wait (40 s) is sized past it.
             DefaultTimeout = 30,
         }.ToString();
         probeConnectionString = new SqliteConnectionStringBuilder(connectionString) { Mode = SqliteOpenMode.ReadWrite, Pooling = false, DefaultTimeout = 5 }.ToString();
