@@ -141,18 +141,21 @@ public sealed class DaprOptions
     }
 }
 
+/// <summary>The engine's settings as configured; each default is the engine's own, so it is written once, in the core.</summary>
 public sealed class LaunchOptions
 {
-    public int MaxParallelLaunches { get; set; } = 16;
-    public TimeSpan InFlightTimeout { get; set; } = TimeSpan.FromMinutes(2);
-    public int MaxRepositories { get; set; } = 50;
-    public TimeSpan RetryBaseDelay { get; set; } = TimeSpan.FromSeconds(30);
-    public double RetryFactor { get; set; } = 4;
-    public TimeSpan RetryMaxDelay { get; set; } = TimeSpan.FromMinutes(30);
-    public int MaxAttempts { get; set; } = 5;
-    public TimeSpan PollInterval { get; set; } = TimeSpan.FromMinutes(1);
-    public TimeSpan PollMaxInterval { get; set; } = TimeSpan.FromMinutes(15);
-    public TimeSpan AgentMaxAge { get; set; } = TimeSpan.FromHours(6);
+    private static readonly HandoffEngineOptions EngineDefaults = new();
+
+    public int MaxParallelLaunches { get; set; } = EngineDefaults.MaxParallelLaunches;
+    public TimeSpan InFlightTimeout { get; set; } = EngineDefaults.InFlightTimeout;
+    public int MaxRepositories { get; set; } = EngineDefaults.MaxRepositories;
+    public TimeSpan RetryBaseDelay { get; set; } = EngineDefaults.Retry.BaseDelay;
+    public double RetryFactor { get; set; } = EngineDefaults.Retry.Factor;
+    public TimeSpan RetryMaxDelay { get; set; } = EngineDefaults.Retry.MaxDelay;
+    public int MaxAttempts { get; set; } = EngineDefaults.Retry.MaxAttempts;
+    public TimeSpan PollInterval { get; set; } = EngineDefaults.PollInterval;
+    public TimeSpan PollMaxInterval { get; set; } = EngineDefaults.PollMaxInterval;
+    public TimeSpan AgentMaxAge { get; set; } = EngineDefaults.AgentMaxAge;
 
     public HandoffEngineOptions ToEngineOptions() => new()
     {
