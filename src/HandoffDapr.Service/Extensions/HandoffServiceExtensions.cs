@@ -183,6 +183,8 @@ public static class HandoffServiceExtensions
             options.JsonSerializerOptions = json;
             // Reentrancy off: one call at a time per run is the point of the actor.
             options.ReentrancyConfig = new ActorReentrancyConfig { Enabled = false };
+            // Half daprd's 60 min default: a run's actor is called mostly in the minutes after its event and at its
+            // wake-ups (which keep it active), and one called after it went idle only reads its state again.
             options.ActorIdleTimeout = TimeSpan.FromMinutes(30);
             // Below daprd's own 30 s dissemination timeout (dapr.io/actors-disseminate-timeout, not the placement
             // service's --disseminate-timeout), at or above which daprd 1.18 clamps it to 24 s with a warning

@@ -18,6 +18,7 @@ public sealed class LocalRecentRuns(TimeProvider? clock = null) : IRecentRuns
 {
     private readonly TimeProvider clock = clock ?? TimeProvider.System;
 
+    /// <summary>Above the largest page <c>GET /runs</c> gives (200), so a full page survives runs deleted meanwhile.</summary>
     public const int Capacity = 500;
 
     /// <summary>How far past <see cref="Capacity"/> the table may grow before the oldest are dropped, so that the sort

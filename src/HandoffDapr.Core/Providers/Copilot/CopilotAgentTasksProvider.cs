@@ -24,6 +24,8 @@ public sealed class CopilotAgentTasksProvider(
     public const string Name = "github_copilot_agent";
     public const string ApiVersion = "2026-03-10";
     private const int ListPageSize = 100;
+    // As Cursor's: bounds one lookup's calls (a judgment, not an API limit); running out of pages leaves the launch
+    // unknown and retried, never "not launched".
     private const int MaxListPages = 10;
 
     /// <summary>

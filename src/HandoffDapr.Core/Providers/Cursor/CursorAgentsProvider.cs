@@ -19,6 +19,8 @@ public sealed class CursorAgentsProvider(
     public const string Name = "cursor_background_agent";
     private const string AgentsPath = "v0/agents";
     private const int ListPageSize = 100;
+    // Bounds one lookup's calls (a judgment, not an API limit). A lookup that runs out of pages fails as retryable
+    // and unknown, so a launch is never judged "not launched" from a partial list.
     private const int MaxListPages = 20;
 
     public string ProviderName => Name;
