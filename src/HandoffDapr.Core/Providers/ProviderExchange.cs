@@ -65,7 +65,9 @@ internal sealed partial class ProviderExchange(
 
     /// <summary>
     /// What reading an answer of another shape throws: not JSON, or JSON whose elements are of other kinds than the
-    /// reader expects (<see cref="JsonElement"/> throws <see cref="InvalidOperationException"/> for those).
+    /// reader expects (<see cref="JsonElement"/> throws <see cref="InvalidOperationException"/> for those), or a value
+    /// of the right kind in another format (its typed getters, such as <c>GetDateTimeOffset</c>, throw
+    /// <see cref="FormatException"/>; today's readers use the <c>Try</c> forms, a new one may not).
     /// </summary>
     public static bool IsUnreadable(Exception exception) => exception is JsonException or InvalidOperationException or FormatException;
 
