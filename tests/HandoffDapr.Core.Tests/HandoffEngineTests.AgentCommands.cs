@@ -1,0 +1,353 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Core.Tests;
+
+// A person's stop and follow-up (HandoffEngine.AgentCommands.cs): their answers, and the watch they put an agent under until its pull request or its end shows.
+public sealed partial class HandoffEngineTests
+{
+    [Fact]
+    public async Task Completed_agent_sent_a_follow_up_is_read_on_until_its_pull_request_shows_even_if_first_read_finished()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.NextWakeAt());
+
+        // Asked for the pull request it did not open; the next read still sees FINISHED (it has not resumed yet).
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.NotNull(state.NextWakeAt());
+
+        // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/21";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/21", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Completed_agent_sent_a_follow_up_learns_the_pull_request_a_read_shows_even_when_the_follow_ups_work_failed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+
+        // Asked for the pull request, it opens it, but the follow-up's work then ends in an error (or it is still at work):
+        // every read carries the pull request with a status other than FINISHED.
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        provider.ReadStatus = ProviderAgentStatus.Error;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        // Final is final (still completed), but the pull request is learnt and the watch ends.
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/22", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Follow_up_to_an_agent_shown_running_is_still_awaited_after_a_poll_whose_read_of_it_failed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        // Past the poll's lease (its owner slow, no wake-up since), a person asks the agent (shown at work; it had
+        // finished unseen) for the pull request.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var followup = await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        // The poll's answers come back, still holding the schedule; its read of the agent failed, which says nothing.
+        await engine.CompletePollAsync(writer.Saved.Last(), new PollAnswers(poll, [null]), writer);
+        // A late webhook tells of the end before the follow-up: completed, without a pull request.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+
+        // Still read on: the follow-up's pull request is learnt without a webhook.
+        Assert.NotNull(state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/25";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/25", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
+    public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // The two launches are made side by side: which answers first (and is named bc-1) is up to the scheduler.
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        // acme/shop's agent finished without a pull request and is asked for one: watched, counting from that follow-up.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None)).Status);
+        // acme/web's agent is stopped by a person: read on as given up until the provider shows it ended.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
+        Assert.Contains(web, writer.Saved.Last().Poll!.GivenUp!);
+
+        // The next read shows it still running (the stop has not taken yet): it is still watched.
+        var state = writer.Saved.Last();
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Contains(web, state.Poll?.GivenUp ?? []);
+
+        // It finishes after all, with its pull request: learnt without a webhook.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/web/pull/24";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
+        Assert.Equal("https://github.com/acme/web/pull/24", state.CodingAgents[web].Results.Single().PrUrl);
+    }
+
+    [Fact]
+    public async Task Follow_up_to_an_agent_shown_running_that_had_ended_is_read_on_until_its_pull_request_shows()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+
+        // It finishes without a pull request; no webhook says so (none configured, or lost), so the run still shows it
+        // running when a person asks for the pull request. The next read still sees FINISHED: it has not resumed yet.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.NotNull(state.NextWakeAt());
+
+        // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/23";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/23", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Follow_up_to_an_agent_timed_out_whose_watch_ended_puts_it_back_under_watch_until_its_pull_request_shows()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Past its maximum age it is timed out and stopped, then read until the provider shows the stop took.
+        time.Advance(TimeSpan.FromHours(7));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Go on and open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        state = writer.Saved.Last();
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.NextWakeAt());
+        // The next read still shows it stopped (it has not resumed yet): that does not end the watch.
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.NotNull(state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/22", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Agent_stopped_as_it_finished_is_still_read_so_a_lost_finished_webhook_does_not_lose_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The stop raced the finish: the provider accepted it, but the agent had already opened its pull request.
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/14";
+
+        // No webhook comes (none configured, or it was lost): only the poll can learn the agent finished.
+        var next = writer.Saved.Last().NextWakeAt();
+        Assert.NotNull(next);
+        time.Advance(next!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/14", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
+    }
+
+    [Fact]
+    public async Task A_provider_client_fault_on_stop_is_a_provider_failure_and_records_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        provider.StopFaults = true;
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.ProviderFailed, stop.Status);
+        Assert.Equal(FailureTypes.InvalidResponse, stop.FailureType);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_command_the_provider_accepted_is_answered_done_even_if_it_cannot_be_recorded(bool stop)
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        // The owner's store or actor is unreachable when the command comes back to be recorded.
+        var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), () => throw new InvalidOperationException("store unreachable"));
+
+        var outcome = stop
+            ? await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)
+            : await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Add a test"), recorder, CancellationToken.None);
+
+        // Not "try again": a follow-up sent again would reach the agent twice.
+        Assert.Equal(AgentCommandStatus.Done, outcome.Status);
+        Assert.Equal(stop ? CodingAgentStatus.Failed : CodingAgentStatus.Pending, outcome.Agent!.Status);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Fact]
+    public async Task A_follow_up_whose_outcome_is_unknown_is_answered_so_and_puts_the_agent_back_under_watch()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+        // The request was sent; its answer never came.
+        provider.FollowupFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, followup.Status);
+        Assert.Equal(FailureTypes.ProviderUnavailable, followup.FailureType);
+        state = writer.Saved.Last();
+        Assert.Contains("bc-1", state.Poll?.AwaitingPullRequest ?? []);
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_stop_recorded_after_a_finished_webhook_leaves_the_agent_completed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var read = writer.Saved.Last();
+        var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), async () =>
+            await engine.ApplyAgentReportAsync(writer.Saved.Last(),
+                new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer));
+
+        var stop = await engine.StopAgentAsync(read, "bc-1", recorder, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        Assert.Equal(CodingAgentStatus.Completed, stop.Agent!.Status);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/3", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
+    public async Task A_stop_recorded_while_a_poll_is_in_flight_keeps_the_agent_watched()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.NotNull(woken.Poll);
+        // The stop is sent and recorded while the poll is at the provider (it read RUNNING).
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        await engine.FinishWakeAsync(woken, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
+    }
+
+    [Fact]
+    public async Task An_agent_stopped_after_a_follow_up_is_no_longer_read_once_the_provider_shows_it_stopped()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // It finishes without a pull request, is sent a follow-up, then stopped by a person.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // The provider shows it stopped: no pull request can come any more, and it is not read on for hours.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        var reads = provider.Reads;
+        state = writer.Saved.Last();
+        for (var i = 0; i < 10 && state.NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Null(state.NextWakeAt());
+        Assert.Equal(1, provider.Reads - reads);
+    }
+
+    [Fact]
+    public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var due = writer.Saved.Last().Poll!.NextPollAt;
+        time.Advance(TimeSpan.FromSeconds(30));
+
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(due, writer.Saved.Last().Poll!.NextPollAt);
+        Assert.Equal(due, writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_follow_up_to_an_agent_that_has_its_pull_request_puts_no_watch_on_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer);
+        Assert.True(writer.Saved.Last().IsSettled);
+
+        var followup = await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // Its pull request, what the handoff was for, is known: there is nothing to await. The run stays settled, with no
+        // wake-up and no reads of the agent (only an agent that ended without one is read on after a follow-up).
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        var state = writer.Saved.Last();
+        Assert.Equal(TimelineEvents.FollowupSent, state.Timeline[^1].Event);
+        Assert.True(state.IsSettled);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
+    {
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => inner.RecordPollAsync(answers);
+
+        public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent)
+        {
+            await meanwhile();
+            return await inner.RecordCommandAsync(sent);
+        }
+    }
+}

@@ -1,0 +1,629 @@
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+
+namespace HandoffDapr.Core.Tests;
+
+// Following agents (HandoffEngine.AgentStatus.cs): reports from webhooks and polls, the poll's schedule and lease, timeouts by age, the provider text and links kept.
+public sealed partial class HandoffEngineTests
+{
+    [Fact]
+    public async Task An_agent_timed_out_by_a_poll_recorded_after_its_lease_is_still_watched_as_given_up()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var slow = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(slow, holding, CancellationToken.None);
+        // Its reports come back after its lease (a slow record: a lock or actor turn busy): the poll was made again meanwhile.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        Assert.Contains(again.Agents, agent => agent.AgentId == "bc-1");
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        await engine.FinishPollAsync(again, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // Never stopped (the provider cannot), it works on and opens its pull request; no webhook tells us.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/13";
+        var state = writer.Saved.Last();
+        Assert.True(state.Poll?.GivenUp?.Contains("bc-1") == true, $"poll {state.Poll}, next wake-up {state.NextWakeAt()}");
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task A_poll_cut_short_by_shutdown_before_any_read_does_not_back_the_schedule_off()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var before = writer.Saved.Last().Poll!;
+        var reads = provider.Reads;
+        time.Advance(before.NextPollAt - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        using var stopping = new CancellationTokenSource();
+        stopping.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.FinishWakeAsync(woken, new EngineRoundTrips.Recorder(engine, writer), stopping.Token));
+
+        // Nothing was read: the poll says nothing about the agents, and must not count as a quiet one.
+        Assert.Equal(reads, provider.Reads);
+        var after = writer.Saved.Last().Poll!;
+        Assert.True(before.QuietPolls == after.QuietPolls, $"quiet polls {before.QuietPolls} -> {after.QuietPolls}, next poll at {after.NextPollAt:O}, now {time.GetUtcNow():O}");
+        Assert.True(after.NextPollAt <= time.GetUtcNow() + TimeSpan.FromMinutes(1), $"next poll at {after.NextPollAt:O}, now {time.GetUtcNow():O}");
+    }
+
+    [Fact]
+    public async Task A_poll_is_saved_as_under_way_and_not_started_again_before_its_reports_or_its_lease_run_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var poll = Assert.IsType<PollRound>(woken.Poll);
+        Assert.Equal(0, provider.Reads);
+        Assert.Equal(poll.LeaseUntil, writer.Saved.Last().Poll!.NextPollAt);
+        Assert.Equal(poll.LeaseUntil, writer.Saved.Last().NextWakeAt());
+        Assert.Null((await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll);
+
+        await engine.FinishPollAsync(poll, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        // The read saw the agent move (pending → running): the interval starts over.
+        Assert.Equal(1, provider.Reads);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), writer.Saved.Last().Poll!.NextPollAt);
+    }
+
+    [Fact]
+    public async Task Reports_of_a_poll_made_again_after_its_lease_are_applied_but_leave_the_schedule_to_the_newer_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var lost = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/9";
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(lost, holding, CancellationToken.None);
+        // Its reports come back after its lease: the poll was made again meanwhile.
+        time.Advance(TimeSpan.FromMinutes(3));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, Assert.Single(state.CodingAgents.Values).Status);
+        Assert.Equal(again.LeaseUntil, state.Poll?.NextPollAt);
+    }
+
+    [Fact]
+    public async Task A_late_poll_that_read_an_agent_ended_before_its_follow_up_does_not_end_it_after_a_newer_read_showed_it_at_work()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var lost = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The lost poll reads the agent finished without a pull request; its answers are recorded only much later.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(lost, holding, CancellationToken.None);
+        // A person's follow-up sets it to work again, and the poll made again after the lease reads it at work.
+        time.Advance(TimeSpan.FromMinutes(3));
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        time.Advance(TimeSpan.FromMinutes(1));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        await engine.FinishPollAsync(again, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // Still read on: the pull request the follow-up's work opens is learnt without a webhook.
+        Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+    }
+
+    [Fact]
+    public async Task An_end_a_poll_read_while_a_follow_up_moved_its_schedule_is_learnt_by_the_next_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        time.Advance(TimeSpan.FromMinutes(1));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The poll reads both agents finished without a pull request; before its answers are recorded, a person's
+        // follow-up to acme/shop's agent brings the next poll forward, so this poll no longer holds the schedule.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // The end of acme/web's agent waits for a read made after the follow-up, at most one interval away: not lost.
+        var state = writer.Saved.Last();
+        Assert.False(state.CodingAgents[web].Status.IsFinal());
+        Assert.True(state.NextWakeAt() <= time.GetUtcNow() + new HandoffEngineOptions().PollInterval);
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
+        Assert.DoesNotContain(state.AgentsToPoll, agent => agent.Id == web);
+    }
+
+    [Fact]
+    public async Task Provider_client_fault_reading_one_agent_does_not_stop_the_poll_of_the_others()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        var broken = state.Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        provider.OnRead = agentId =>
+        {
+            if (agentId == broken)
+            {
+                throw new InvalidOperationException("a bug in a provider client");
+            }
+        };
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/3";
+
+        time.Advance(state.Poll!.NextPollAt - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+
+        var shop = state.Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[shop].Status);
+        Assert.False(state.CodingAgents[broken].Status.IsFinal());
+        Assert.NotNull(state.Poll);
+    }
+
+    [Fact]
+    public async Task Provider_report_that_an_agent_finished_overrides_a_timeout_we_decided_ourselves()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(7));
+        var timedOut = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
+
+        var applied = await engine.ApplyAgentReportAsync(
+            timedOut, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8")), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/8", Assert.Single(agent.Results).PrUrl);
+        Assert.Null(writer.Saved.Last().Launches[0].FailureType);
+    }
+
+    [Fact]
+    public async Task Agent_replaced_by_a_manual_retry_can_still_be_stopped_and_still_reports_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+        var retried = await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal("bc-2", Assert.Single(retried.Result.Successes).CodingAgentState.Id);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/9")), writer);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        var state = writer.Saved.Last();
+        Assert.Equal("acme/shop", Assert.Single(state.CodingAgents["bc-1"].Results).RepoFullName);
+        Assert.Equal(["bc-1", "bc-2"], state.Launches.Select(launch => launch.AgentId));
+        Assert.Equal("bc-2", state.FindLaunch("acme/shop", 42)!.AgentId);
+    }
+
+    [Fact]
+    public async Task Webhook_from_an_agent_on_the_branch_of_an_exhausted_launch_is_adopted_and_followed()
+    {
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+
+        const string shop = "acme/shop", other = "acme/other";
+        var stranger = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-other", ProviderAgentStatus.Running, BranchName: "someone-elses-branch"), shop), writer);
+        var otherRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-elsewhere", ProviderAgentStatus.Running, BranchName: branch), other), writer);
+        var noRepository = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-unnamed", ProviderAgentStatus.Running, BranchName: branch)), writer);
+        var lost = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), shop), writer);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, stranger);
+        Assert.Equal(AgentReportStatus.UnknownAgent, otherRepository);
+        Assert.Equal(AgentReportStatus.UnknownAgent, noRepository);
+        Assert.Equal(AgentReportStatus.Changed, lost);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-lost"].Status);
+        Assert.Equal(["bc-lost"], state.CodingAgents.Keys);
+        var launch = Assert.Single(state.Launches);
+        Assert.Equal(("bc-lost", LaunchPhase.Launched, (string?)null), (launch.AgentId, launch.Phase, launch.FailureType));
+        Assert.NotNull(state.Poll);
+        Assert.Equal(5, provider.Launches.Count);
+    }
+
+    [Fact]
+    public async Task Report_through_another_integration_than_the_one_that_launched_the_agent_changes_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var branch = launched.Launches[0].BranchName;
+
+        var foreign = await engine.ApplyAgentReportAsync(launched, new AgentReport(43, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer);
+        var own = await engine.ApplyAgentReportAsync(launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Running, BranchName: branch)), writer);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, foreign);
+        Assert.Equal(AgentReportStatus.Changed, own);
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Report_naming_another_repository_than_the_launchs_changes_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var saves = writer.Saved.Count;
+
+        var other = await engine.ApplyAgentReportAsync(
+            launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/evil/other/pull/1"), "evil/other"), writer);
+
+        Assert.Equal(AgentReportStatus.OtherRepository, other);
+        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal(CodingAgentStatus.Pending, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Poll_report_naming_another_repository_than_the_launchs_is_not_applied_and_the_agent_is_read_on()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
+        provider.ReadRepository = "evil/other";
+
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Pending, state.CodingAgents["bc-1"].Status);
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Poll_report_without_a_repository_is_applied_but_a_pull_request_of_another_repository_is_not_recorded()
+    {
+        // GitHub's tasks name no repository: their reports count, but only the launch's own pull requests are kept.
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
+
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
+    public async Task Agent_is_timed_out_only_once_it_is_older_than_its_maximum_age_not_when_it_reaches_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // Read at work by a poll exactly six hours after its launch: not older than its maximum age yet.
+        time.Advance(TimeSpan.FromHours(6));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.Launches[0].FailureType);
+
+        // The next poll finds it past it.
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.TimedOut, state.Launches[0].FailureType);
+    }
+
+    [Fact]
+    public async Task Agent_that_finished_before_its_maximum_age_ran_out_is_not_timed_out_by_a_late_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The agent finished just in time, but its FINISHED webhook was lost: only the poll can learn it.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/10";
+
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var agent = state.CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/10", Assert.Single(agent.Results).PrUrl);
+    }
+
+    [Fact]
+    public async Task Agent_given_up_for_age_that_the_provider_could_not_stop_is_still_read_and_keeps_the_pull_request_it_opens_later()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        Assert.Equal(CodingAgentStatus.Failed, (await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None)).CodingAgents["bc-1"].Status);
+
+        // Never stopped, it works on and opens its pull request; no webhook tells us.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Agent_whose_read_fails_when_its_maximum_age_runs_out_is_not_timed_out_on_that_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.False(state.CodingAgents["bc-1"].Status.IsFinal());
+        provider.ReadFailure = null;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Agent_given_up_for_age_is_watched_only_until_the_provider_shows_it_ended_or_twice_its_maximum_age()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(2, null, Trigger("acme/api") with { Snapshot = Trigger("acme/api").Snapshot! with { RunId = 2 } }, writer, CancellationToken.None);
+        var stopped = writer.Saved.Last(state => state.RunId == 1);
+        var running = writer.Saved.Last(state => state.RunId == 2);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        stopped = await engine.WakeAndFinishAsync(stopped, writer, CancellationToken.None);
+        running = await engine.WakeAndFinishAsync(running, writer, CancellationToken.None);
+
+        // Run 1: the stop took; the next read shows it, and the watch ends.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(stopped.NextWakeAt()!.Value - time.GetUtcNow());
+        stopped = await engine.WakeAndFinishAsync(stopped, writer, CancellationToken.None);
+        Assert.Null(stopped.NextWakeAt());
+        Assert.Equal(CodingAgentStatus.Failed, stopped.CodingAgents.Values.Single().Status);
+
+        // Run 2: the provider says it is still running, for ever; the watch ends at twice the maximum age.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        for (var i = 0; i < 100 && running.NextWakeAt() is { } next; i++)
+        {
+            time.Advance(next - time.GetUtcNow());
+            running = await engine.WakeAndFinishAsync(running, writer, CancellationToken.None);
+        }
+
+        Assert.Null(running.NextWakeAt());
+        Assert.InRange(time.GetUtcNow() - running.Launches.Single().AttemptStartedAt!.Value, TimeSpan.FromHours(12), TimeSpan.FromHours(12.5));
+        Assert.Equal(CodingAgentStatus.Failed, running.CodingAgents.Values.Single().Status);
+    }
+
+    [Fact]
+    public void Agent_reports_move_status_forward_only_and_record_the_pull_request_when_completed()
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Pending, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+
+        var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, PrUrl: "https://github.com/acme/shop/pull/1"), new TurnMeasurements());
+        var done = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1", Summary: "fixed"), new TurnMeasurements());
+        var late = engine.ApplyAgentReport(done, new ProviderAgent("bc-1", ProviderAgentStatus.Running), new TurnMeasurements());
+        var unknown = engine.ApplyAgentReport(done, new ProviderAgent("bc-other", ProviderAgentStatus.Error), new TurnMeasurements());
+
+        Assert.Empty(running.CodingAgents["bc-1"].Results);
+        Assert.Equal(CodingAgentStatus.Completed, done.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/1", done.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Same(done, late);
+        Assert.Same(done, unknown);
+    }
+
+    [Theory]
+    [InlineData("https://github.com/acme/shop/pull/1", "https://github.com/acme/shop/pull/1", true)]
+    [InlineData("http://localhost:5090/agents/bc-1", "http://localhost:5090/agents/bc-1", false)]
+    [InlineData("javascript:alert(1)//https://github.com/acme/shop/pull/1", null, false)]
+    [InlineData("data:text/html,<script>alert(1)</script>", null, false)]
+    [InlineData("https://github.com@evil.example/acme/shop/pull/3", null, false)]
+    [InlineData("https://evil.example/#\u202Emoc.buhtig//:sptth", null, false)]
+    [InlineData("https://github.com/acme/shop/pull/1 javascript:alert(1)", null, false)]
+    [InlineData("https://github.com/acme/shop/pull/1\"><svg/onload=alert(8)>", "https://github.com/acme/shop/pull/1%22%3E%3Csvg/onload=alert(8)%3E", false)]
+    [InlineData("/acme/shop/pull/1", null, false)]
+    public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept, bool pullRequestOfTheRepository)
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Running, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+
+        var done = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link, PrUrl: link), new TurnMeasurements());
+
+        Assert.Equal(kept, done.CodingAgents["bc-1"].AgentUrl);
+        // A link kept as the agent's page is its pull request only if it is one of the launch's repository.
+        Assert.Equal(pullRequestOfTheRepository ? kept : null, done.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.True(engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: new string('a', 3000).Insert(0, "https://github.com/")), new TurnMeasurements())
+            .CodingAgents["bc-1"].Results.Single().PrUrl is null, "a link longer than any real one is kept");
+    }
+
+    [Fact]
+    public async Task Provider_text_kept_for_an_agent_is_bounded_and_its_branch_a_valid_one()
+    {
+        // A compromised provider, or a leaked webhook secret, answers with megabytes of text: it must not be stored in the
+        // run's state and served to every reader of the run (a webhook may carry 256 KiB, a provider answer 4 MiB).
+        provider.AnswerName = new string('n', 1_000_000);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = Assert.Single(launched.CodingAgents.Keys);
+        var branch = launched.Launches.Single().BranchName;
+
+        var done = engine.ApplyAgentReport(launched, new ProviderAgent(
+            agentId,
+            ProviderAgentStatus.Finished,
+            BranchName: "x\n" + new string('b', 1_000_000),
+            PrUrl: "https://github.com/acme/shop/pull/1",
+            Summary: new string('s', 1_000_000)), new TurnMeasurements());
+
+        Assert.InRange(launched.CodingAgents[agentId].Name.Length, 1, 300);
+        var result = done.CodingAgents[agentId].Results.Single();
+        Assert.InRange(result.Description!.Length, 1, 4_100);
+        Assert.Equal(branch, result.BranchName);
+        Assert.Equal("https://github.com/acme/shop/pull/1", result.PrUrl);
+        var blank = engine.ApplyAgentReport(launched, new ProviderAgent(agentId, ProviderAgentStatus.Finished, Summary: new string(' ', 1_000_000)), new TurnMeasurements());
+        Assert.InRange(blank.CodingAgents[agentId].Results.Single().Description!.Length, 0, 4_100);
+    }
+
+    [Fact]
+    public async Task Provider_text_cut_to_its_bound_never_splits_a_surrogate_pair()
+    {
+        // An emoji straddling the cut: half of it kept would be a lone surrogate in the stored state, which the JSON
+        // serializer replaces (the reader sees U+FFFD) or a strict UTF-8 reader refuses.
+        provider.AnswerName = new string('n', HandoffEngine.MaxAgentNameLength - 1) + "😀 and more";
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = Assert.Single(launched.CodingAgents.Keys);
+
+        var done = engine.ApplyAgentReport(launched, new ProviderAgent(
+            agentId, ProviderAgentStatus.Finished, Summary: new string('s', HandoffEngine.MaxSummaryLength - 1) + "😀 and more"), new TurnMeasurements());
+
+        Assert.Equal("acme/shop: " + new string('n', HandoffEngine.MaxAgentNameLength - 1) + "…", launched.CodingAgents[agentId].Name);
+        Assert.Equal(new string('s', HandoffEngine.MaxSummaryLength - 1) + "…", done.CodingAgents[agentId].Results.Single().Description);
+    }
+
+    [Fact]
+    public async Task A_poll_report_with_the_pull_request_is_applied_even_if_a_webhook_finished_the_agent_without_one_while_the_poll_was_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        // The poll reads the agent finished with its pull request; its reports are not recorded yet.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/5";
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(woken.Poll!, holding, CancellationToken.None);
+        // Meanwhile an earlier FINISHED webhook, sent before the pull request was there, is recorded.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // The poll's report is a fact: the pull request it carries is learnt (nothing else reads the agent again).
+        var state = writer.Saved.Last();
+        Assert.Equal("https://github.com/acme/shop/pull/5", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task An_agent_launched_after_the_runs_other_agents_ended_is_polled_from_the_first_interval_not_the_ended_agents_backoff()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // bc-1 works on quietly: the poll backs off to its longest interval.
+        for (var i = 0; i < 6; i++)
+        {
+            time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        Assert.Equal(TimeSpan.FromMinutes(15), writer.Saved.Last().Poll!.NextPollAt - time.GetUtcNow());
+        // Its webhook says it finished: nothing is left to poll.
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(),
+            new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")), writer);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+
+        // Later, another repository is handed off: its agent's first poll comes at the first interval, as bc-1's did.
+        time.Advance(TimeSpan.FromMinutes(3));
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Pending, state.CodingAgents["bc-2"].Status);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.NextWakeAt());
+
+        // And a quiet first read backs off from there, not from the ended agent's longest interval.
+        provider.ReadStatus = ProviderAgentStatus.Creating;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_repeated_report_of_an_agent_completed_with_its_pull_request_changes_nothing_and_keeps_that_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var finished = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8"));
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer));
+        var completed = writer.Saved.Last();
+
+        // Cursor sends a webhook again when its delivery got no 2xx; a later report may name another pull request.
+        var again = await engine.ApplyAgentReportAsync(completed, finished, writer);
+        var another = await engine.ApplyAgentReportAsync(completed, finished with { Agent = finished.Agent with { PrUrl = "https://github.com/acme/shop/pull/9" } }, writer);
+
+        Assert.Equal((AgentReportStatus.Unchanged, AgentReportStatus.Unchanged), (again, another));
+        Assert.Same(completed, writer.Saved.Last());
+        Assert.Equal("https://github.com/acme/shop/pull/8", Assert.Single(completed.CodingAgents["bc-1"].Results).PrUrl);
+    }
+
+    [Theory]
+    [InlineData(ProviderAgentStatus.Error)]
+    [InlineData(ProviderAgentStatus.Expired)]
+    [InlineData(ProviderAgentStatus.Stopped)]
+    public async Task An_agent_at_work_the_provider_reports_ended_without_finishing_is_failed_and_its_launch_says_agent_failed(ProviderAgentStatus reported)
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", reported)), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.AgentFailed, writer.Saved.Last().Launches.Single().FailureType);
+    }
+
+    [Fact]
+    public async Task An_agents_age_counts_from_our_launch_not_from_the_creation_time_the_provider_reports()
+    {
+        // The provider's answer puts the agent's creation seven hours back (its clock, or a mistake): past the maximum age.
+        provider.AnswerWith = new ProviderAgent("bc-7", ProviderAgentStatus.Creating, CreatedAt: time.GetUtcNow() - TimeSpan.FromHours(7));
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-7"].Status);
+        // Six hours after our launch, by our own clock, it is given up on.
+        time.Advance(TimeSpan.FromHours(6));
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-7"].Status);
+    }
+
+    [Fact]
+    public async Task An_agent_whose_reads_failed_until_twice_its_maximum_age_is_timed_out_and_not_read_again()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        time.Advance(TimeSpan.FromHours(12) + TimeSpan.FromMinutes(5));
+
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        // Its watch is over as it is timed out: no poll is left for the run.
+        Assert.Null(state.Poll);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task Webhook_signed_by_another_integration_is_not_adopted_on_the_branch_of_a_launch_without_an_agent()
+    {
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+        var exhausted = writer.Saved.Last();
+        var branch = exhausted.Launches[0].BranchName;
+
+        // Integration 43's secret proves nothing about integration 42's launch, whose branch name is derived from public ids.
+        var planted = await engine.ApplyAgentReportAsync(
+            exhausted, new AgentReport(43, new ProviderAgent("bc-planted", ProviderAgentStatus.Finished, BranchName: branch, PrUrl: "https://github.com/acme/shop/pull/66"), "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.UnknownAgent, planted);
+        Assert.Same(exhausted, writer.Saved.Last());
+        Assert.Empty(exhausted.CodingAgents);
+    }
+}

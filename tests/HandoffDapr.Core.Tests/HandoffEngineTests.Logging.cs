@@ -1,0 +1,571 @@
+using System.Collections.Concurrent;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Providers;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
+
+namespace HandoffDapr.Core.Tests;
+
+// What the engine logs, counts and traces (HandoffEngine.Logging.cs, HandoffTelemetry): log lines, metrics and spans.
+public sealed partial class HandoffEngineTests
+{
+    [Fact]
+    public async Task An_agent_answered_after_the_deadline_and_adopted_is_counted_as_a_reconciled_launch_once()
+    {
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        var takeover = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Round!;
+        using var counted = new CountedMeasurements();
+
+        // Adopted as reconciled (log line HandoffReconciled, timeline 'reconciled'): counted so too, as a lookup's find is.
+        await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+        Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "reconciled"]);
+
+        // The takeover finds the same agent: no second launch outcome for one agent.
+        provider.Existing = late.Attempts[0].Agent;
+        await engine.FinishAsync(takeover, writer, CancellationToken.None);
+        Assert.Equal(1, counted["handoff.launches"]);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    [Fact]
+    public async Task A_round_whose_save_fails_counts_nothing_and_the_round_decided_again_counts_each_launch_once()
+    {
+        using var counted = new CountedMeasurements();
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var answers = await HoldAnswersAsync(started.Round!);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => engine.CompleteRoundAsync(writer.Saved.Last(), answers, new FailingWriter()));
+        Assert.Equal(0, counted["handoff.launches"]);
+        await engine.CompleteRoundAsync(writer.Saved.Last(), answers, writer);
+
+        Assert.Equal(2, counted["handoff.launches"]);
+        Assert.Equal(2, counted["handoff.agents.status_changes"]);
+        Assert.All(writer.Saved.Last().Launches, launch => Assert.Equal(LaunchPhase.Launched, launch.Phase));
+    }
+
+    [Fact]
+    public async Task A_round_whose_save_fails_and_is_decided_again_logs_each_launch_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        // One of the two launches is refused for now, the other launched.
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, new FailingWriter()));
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Single(records, record => record.Id.Name == "HandoffLaunched");
+        Assert.Single(records, record => record.Id.Name == "HandoffRetryScheduled");
+    }
+
+    [Fact]
+    public async Task A_retrys_time_is_logged_in_iso_8601_in_the_message_and_in_the_lines_state()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var retryAt = writer.Saved.Last().Launches.Single().NextAttemptAt!.Value.ToString("O", System.Globalization.CultureInfo.InvariantCulture);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRetryScheduled");
+        // What a JSON log line's state carries: a query on the field reads it as a time.
+        Assert.Equal(retryAt, line.GetStructuredStateValue("RetryAt"));
+        Assert.EndsWith($"retry at {retryAt}", line.Message);
+    }
+
+    [Fact]
+    public async Task A_persons_stops_and_follow_ups_are_logged_as_taken_or_refused_with_their_agent_repository_and_failure_type()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(logged, writer);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+
+        Assert.Equal(AgentCommandStatus.Done, (await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Add a regression test"), recorder, CancellationToken.None)).Status);
+        provider.FollowupFailure = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        Assert.Equal(AgentCommandStatus.ProviderFailed, (await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Add a regression test"), recorder, CancellationToken.None)).Status);
+        provider.CannotStop = true;
+        Assert.Equal(AgentCommandStatus.ProviderFailed, (await logged.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
+        provider.CannotStop = false;
+        Assert.Equal(AgentCommandStatus.Done, (await logged.StopAgentAsync(writer.Saved.Last(), shop, recorder, CancellationToken.None)).Status);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Equal(
+            [$"Run 1: the provider took the follow-up for agent {shop} on acme/shop", $"Run 1: the provider took the stop for agent {shop} on acme/shop"],
+            records.Where(record => record.Id.Name == "AgentCommandTaken" && record.Level == LogLevel.Information).Select(record => record.Message));
+        Assert.Equal(
+            [$"Run 1: the provider did not carry out the follow-up for agent {web} on acme/web (rate_limited); nothing recorded",
+             $"Run 1: the provider did not carry out the stop for agent {web} on acme/web (not_supported); nothing recorded"],
+            records.Where(record => record.Id.Name == "AgentCommandRefused" && record.Level == LogLevel.Warning).Select(record => record.Message));
+        // The instruction is the caller's text: never logged.
+        Assert.DoesNotContain(records, record => record.Message.Contains("regression", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task An_agents_status_change_is_logged_in_the_status_names_the_api_shows()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var agentId = writer.Saved.Last().Launches.Single().AgentId!;
+
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)), writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentStatusChanged");
+        Assert.Equal($"Run 1: agent {agentId} for acme/shop moved from pending to running", line.Message);
+    }
+
+    [Fact]
+    public async Task The_pull_request_an_agent_finishes_with_is_logged_once_after_its_status_change()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var agents = writer.Saved.Last().Launches.ToDictionary(launch => launch.Repository, launch => launch.AgentId!);
+        logger.Collector.Clear();
+
+        var finished = new AgentReport(42, new ProviderAgent(agents["acme/shop"], ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/5"));
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        // Finished without one: nothing to name.
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agents["acme/web"], ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(
+            [
+                $"Run 1: agent {agents["acme/shop"]} for acme/shop moved from pending to completed",
+                $"Run 1: agent {agents["acme/shop"]} opened pull request https://github.com/acme/shop/pull/5 for acme/shop",
+                $"Run 1: agent {agents["acme/web"]} for acme/web moved from pending to completed",
+            ],
+            logger.Collector.GetSnapshot().Where(record => record.Id.Name is "AgentStatusChanged" or "AgentPullRequestLearnt").Select(record => record.Message));
+    }
+
+    [Fact]
+    public async Task A_launch_answered_by_an_agent_that_already_has_its_pull_request_logs_the_launch_then_the_pull_request()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.AnswerWith = new ProviderAgent("bc-9", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/12");
+
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/12", writer.Saved.Last().CodingAgents["bc-9"].Results.Single().PrUrl);
+        Assert.Equal(
+            ["Run 1: agent bc-9 launched for acme/shop (attempt 1)", "Run 1: agent bc-9 opened pull request https://github.com/acme/shop/pull/12 for acme/shop"],
+            logger.Collector.GetSnapshot().Where(record => record.Id.Name is "HandoffLaunched" or "AgentPullRequestLearnt").Select(record => record.Message));
+    }
+
+    [Fact]
+    public async Task A_round_whose_answers_are_recorded_again_after_they_were_saved_logs_no_late_answer()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        // As daprd repeats the actor call whose turn saved them and then failed at the reminder.
+        await logged.CompleteRoundAsync(writer.Saved.Last(), holding.Launches!, writer);
+
+        Assert.DoesNotContain(logger.Collector.GetSnapshot(), record => record.Id.Name == "LaunchAnswerLate");
+    }
+
+    [Fact]
+    public async Task A_pull_request_learnt_for_an_agent_already_completed_is_logged_as_such_not_as_a_status_change()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(logged, writer), CancellationToken.None);
+        logger.Collector.Clear();
+
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/26")), writer);
+
+        Assert.Equal("https://github.com/acme/shop/pull/26", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+        var records = logger.Collector.GetSnapshot();
+        Assert.DoesNotContain(records, record => record.Id.Name == "AgentStatusChanged");
+        var learnt = Assert.Single(records, record => record.Id.Name == "AgentPullRequestLearnt");
+        Assert.Equal("Run 1: agent bc-1 opened pull request https://github.com/acme/shop/pull/26 for acme/shop", learnt.Message);
+    }
+
+    [Fact]
+    public async Task An_agent_adopted_from_a_late_answer_is_logged_as_found_there()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal(
+            $"Run 1: found agent {late.Attempts[0].Agent!.Id} for acme/shop in a launch's answer that came after its deadline; adopted it instead of launching again",
+            line.Message);
+    }
+
+    [Fact]
+    public async Task An_agent_adopted_from_a_lookup_that_answered_late_is_logged_as_found_by_it()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var lost = writer.Saved.Last().Launches.Single();
+        time.Advance(lost.NextAttemptAt!.Value - time.GetUtcNow());
+        // The retry looks for the lost attempt's agent first, finds it, and its answer is held past the round's deadline.
+        provider.Existing = new ProviderAgent("bc-found", ProviderAgentStatus.Running, BranchName: lost.BranchName);
+        var lookup = (await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Round!;
+        var late = await HoldAnswersAsync(lookup);
+        Assert.True(late.Attempts[0].Reconciled);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal("Run 1: found agent bc-found for acme/shop by a lookup at the provider that answered after its deadline; adopted it instead of launching again", line.Message);
+    }
+
+    [Fact]
+    public async Task An_agent_adopted_from_a_webhook_on_a_launchs_branch_is_logged_as_found_there()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var branch = writer.Saved.Last().Launches.Single().BranchName;
+
+        var adopted = await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: branch), "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, adopted);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal("Run 1: found agent bc-lost for acme/shop in a webhook's report; adopted it instead of launching again", line.Message);
+    }
+
+    [Fact]
+    public async Task A_polls_answers_that_no_longer_fit_the_run_are_logged_as_a_polls_not_as_a_launch_rounds()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+
+        // The run is gone meanwhile (deleted, or its state replaced).
+        await logged.CompletePollAsync(null, new PollAnswers(poll, [null]), writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.DoesNotContain(records, record => record.Id.Name == "LaunchRoundDropped");
+        var dropped = Assert.Single(records, record => record.Id.Name == "PollRoundDropped");
+        Assert.DoesNotContain("launch", dropped.Message, StringComparison.OrdinalIgnoreCase);
+    }
+
+    [Fact]
+    public async Task A_trigger_whose_save_fails_and_is_decided_again_logs_a_refused_repository_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/bad repo"), new FailingWriter(), CancellationToken.None));
+        await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/bad repo"), writer, CancellationToken.None);
+
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+    }
+
+    [Fact]
+    public async Task A_wake_up_whose_save_fails_and_is_decided_again_logs_a_launch_it_ends_once()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Restarted with integration 42 taken out of the settings.
+        var logger = new FakeLogger<HandoffEngine>();
+        var restarted = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, logger);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => restarted.WakeAsync(writer.Saved.Last(), new FailingWriter(), CancellationToken.None));
+        await restarted.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffUnknownIntegration");
+    }
+
+    [Fact]
+    public async Task An_event_whose_save_fails_and_is_decided_again_logs_its_target_mismatch_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", "github_copilot_agent", 42) } };
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.AcceptCompletedRunAsync(null, snapshot, new FailingWriter(), LaunchTiming.Now, CancellationToken.None));
+        var outcome = await logged.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.Stored, outcome.Status);
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AutomationTargetMismatch");
+    }
+
+    [Fact]
+    public async Task A_launch_attempt_whose_provider_client_faults_ends_its_span_as_an_error_with_its_outcome()
+    {
+        var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        provider.OnLaunch = _ => throw new InvalidOperationException("A bug in the provider client.");
+
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/faulty-client"), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+        var span = Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.repository"), "acme/faulty-client"));
+        Assert.Equal(System.Diagnostics.ActivityStatusCode.Error, span.Status);
+        Assert.Equal(FailureTypes.InvalidResponse, span.GetTagItem("handoff.outcome"));
+    }
+
+    [Fact]
+    public async Task A_report_whose_save_fails_counts_no_status_change()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        using var counted = new CountedMeasurements();
+        var report = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3"));
+
+        await Assert.ThrowsAsync<IOException>(() => engine.ApplyAgentReportAsync(writer.Saved.Last(), report, new FailingWriter()));
+        Assert.Equal(0, counted["handoff.agents.status_changes"]);
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), report, writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    [Fact]
+    public async Task A_pull_request_learnt_for_an_agent_already_completed_counts_no_second_entry_into_completed()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        using var counted = new CountedMeasurements();
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "completed"]);
+
+        // A follow-up's pull request, reported later: learnt, but the agent entered completed once.
+        var applied = await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        Assert.Equal("https://github.com/acme/shop/pull/3", writer.Saved.Last().CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "completed"]);
+        Assert.Equal(1, counted["handoff.agents.status_changes"]);
+    }
+
+    /// <summary>
+    /// A launch round is counted in handoff.in_flight while its provider calls are out and no longer once they are
+    /// answered, and each provider call of it gives one handoff.launch.duration.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_round_is_in_flight_while_its_provider_call_is_out_and_records_one_launch_duration()
+    {
+        using var counted = new CountedMeasurements();
+        var sent = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var answer = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        provider.OnLaunch = _ => sent.TrySetResult();
+        provider.Hold = answer.Task;
+
+        var finishing = engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await sent.Task;
+
+        Assert.Equal(1, counted["handoff.in_flight"]);
+        Assert.Empty(counted.Recorded("handoff.launch.duration"));
+
+        answer.SetResult();
+        var outcome = await finishing;
+
+        Assert.Single(outcome.Result.Successes);
+        Assert.Equal(0, counted["handoff.in_flight"]);
+        Assert.InRange(Assert.Single(counted.Recorded("handoff.launch.duration")), 0, double.MaxValue);
+    }
+
+    [Fact]
+    public async Task An_agent_timed_out_by_the_poll_is_counted_as_entering_failed()
+    {
+        using var counted = new CountedMeasurements();
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(7));
+
+        var timedOut = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents["bc-1"].Status);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "failed"]);
+    }
+
+    [Fact]
+    public async Task An_agent_at_work_stopped_by_a_person_is_counted_as_entering_failed()
+    {
+        using var counted = new CountedMeasurements();
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "failed"]);
+    }
+
+    [Fact]
+    public async Task A_due_retry_whose_integration_was_removed_is_counted_failed_and_in_the_timeline_as_any_launch_that_fails()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.RetryScheduled, writer.Saved.Last().Launches[0].Phase);
+        // Restarted with integration 42 taken out of the settings.
+        var restarted = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        using var counted = new CountedMeasurements();
+
+        var state = await restarted.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.Failed, state.Launches[0].Phase);
+        Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "failed"]);
+        Assert.Equal(TimelineEvents.LaunchFailed, state.Timeline[^1].Event);
+    }
+
+    [Fact]
+    public async Task A_launch_that_fails_without_a_call_records_no_launch_duration()
+    {
+        // An integration of its own: other tests record launch durations and spans meanwhile.
+        const long integrationId = 9_042;
+        var durations = 0;
+        using var meters = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HandoffTelemetry.Name && instrument.Name == "handoff.launch.duration")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meters.SetMeasurementEventCallback<double>((_, _, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "handoff.integration_id" && Equals(tag.Value, integrationId))
+                {
+                    Interlocked.Increment(ref durations);
+                }
+            }
+        });
+        meters.Start();
+        var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        var capped = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(integrationId, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+
+        // The instruction no longer fits the cap: failed invalid_request without a call to the provider.
+        await capped.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = integrationId, Instruction = new string('i', 9000) }, writer, CancellationToken.None);
+
+        Assert.Empty(provider.Launches);
+        Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
+        // The runbook's p99 of launch calls is not pulled down by a zero for a call never made.
+        Assert.Equal(0, durations);
+        // The attempt's span still says why it failed.
+        Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.integration_id"), integrationId)).GetTagItem("handoff.outcome"));
+    }
+
+    [Fact]
+    public async Task A_launch_a_wake_up_ends_for_its_process_dying_during_every_attempt_is_counted_failed_as_any_launch_that_fails()
+    {
+        // As above: no attempt's answer is ever recorded, so the launch ends at a wake-up, without a call.
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        using var counted = new CountedMeasurements();
+        var first = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await HoldAnswersAsync(first.Round!);
+        for (var crash = 0; crash < 10 && writer.Saved.Last().Launches.Single().Phase != LaunchPhase.Failed; crash++)
+        {
+            time.Advance(TimeSpan.FromMinutes(3));
+            var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            if (woken.Round is { } round)
+            {
+                await HoldAnswersAsync(round);
+            }
+        }
+
+        var launch = writer.Saved.Last().Launches.Single();
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (launch.Phase, launch.FailureType));
+        Assert.Equal(TimelineEvents.LaunchFailed, writer.Saved.Last().Timeline[^1].Event);
+        // Had the last lookup's answer (nothing found) been recorded, the same ending would have been counted failed.
+        Assert.Equal(1, counted["handoff.launches", "handoff.failure_type", FailureTypes.RetriesExhausted]);
+    }
+
+    [Fact]
+    public async Task A_provider_client_fault_is_logged_by_its_exception_type_never_its_message()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.OnLaunch = _ => throw new InvalidOperationException("unexpected answer {\"token\":\"sk-live-secret-123\"}");
+
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var records = logger.Collector.GetSnapshot();
+        var faulted = Assert.Single(records, record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Contains(nameof(InvalidOperationException), faulted.Message);
+        Assert.DoesNotContain(records, record => record.Message.Contains("sk-live-secret-123", StringComparison.Ordinal)
+            || (record.StructuredState ?? []).Any(pair => pair.Value?.Contains("sk-live-secret-123", StringComparison.Ordinal) == true));
+    }
+
+    [Fact]
+    public async Task A_late_answer_naming_the_agent_its_launch_already_follows_is_logged_as_late_not_as_a_second_agent()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var late = await HoldAnswersAsync(started.Round!);
+        time.Advance(TimeSpan.FromMinutes(3));
+        // The attempt that took it over finds the agent the first one made, before the first one's answer is recorded.
+        provider.Existing = late.Attempts[0].Agent;
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(late.Attempts[0].Agent!.Id, writer.Saved.Last().Launches.Single().AgentId);
+        logger.Collector.Clear();
+
+        await logged.CompleteRoundAsync(writer.Saved.Last(), late, writer);
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Single(records, record => record.Id.Name == "LaunchAnswerLate");
+        Assert.DoesNotContain(records, record => record.Id.Name == "AgentNotFollowed");
+    }
+
+    /// <summary>A store that cannot be written: every save fails.</summary>
+    private sealed class FailingWriter : IRunStateWriter
+    {
+        public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
+    }
+}
