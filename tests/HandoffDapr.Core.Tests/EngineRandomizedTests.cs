@@ -962,8 +962,18 @@ internal sealed record ModelAgent(string Id, string Repository, string Branch, D
     /// <summary>Where its last end falls in the order of events (<see cref="ModelProvider.Tick"/>).</summary>
     public long EndedOrder { get; set; }
 
-    /// <summary>What a read may answer when it is stale: a status the agent had before.</summary>
-    public ProviderAgentStatus Previous { get; set; } = ProviderAgentStatus.Creating;
+    /// <summary>What a read may answer when it is stale: a status the agent had before, with the pull request it had then.</summary>
+    public ProviderAgentStatus Previous { get; private set; } = ProviderAgentStatus.Creating;
+
+    public string? PreviousPrUrl { get; private set; }
+
+    /// <summary>Moves it to <paramref name="status"/>, keeping what it was for a stale read.</summary>
+    public void MoveTo(ProviderAgentStatus status)
+    {
+        Previous = Status;
+        PreviousPrUrl = PrUrl;
+        Status = status;
+    }
 }
 
 /// <summary>
@@ -1124,7 +1134,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
                     return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, false));
                 case 1:
                     // A stale read (a cache, a replica behind): the status goes backwards.
-                    return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent, agent.Previous) with { PrUrl = null }));
+                    return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent, agent.Previous) with { PrUrl = agent.PreviousPrUrl }));
                 case 2:
                     return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(agent) with { Id = "bc-someone-else" }));
                 default:
@@ -1164,8 +1174,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         var outcome = misbehaves ? random.Next(4) : 0;
         if (outcome is 0 or 2 && agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running)
         {
-            agent.Previous = agent.Status;
-            agent.Status = ProviderAgentStatus.Stopped;
+            agent.MoveTo(ProviderAgentStatus.Stopped);
             agent.EndedAt = time.GetUtcNow();
             agent.EndedOrder = Tick();
         }
@@ -1192,8 +1201,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         if (outcome is 0 or 2 && agent.Status is not (ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
         {
             // It resumes.
-            agent.Previous = agent.Status;
-            agent.Status = ProviderAgentStatus.Running;
+            agent.MoveTo(ProviderAgentStatus.Running);
         }
 
         if (outcome == 3)
@@ -1219,9 +1227,8 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         }
 
         var agent = working[random.Next(working.Count)];
-        agent.Previous = agent.Status;
-        agent.Status = agent.Status == ProviderAgentStatus.Creating ? ProviderAgentStatus.Running
-            : random.Next(4) == 0 ? ProviderAgentStatus.Error : ProviderAgentStatus.Finished;
+        agent.MoveTo(agent.Status == ProviderAgentStatus.Creating ? ProviderAgentStatus.Running
+            : random.Next(4) == 0 ? ProviderAgentStatus.Error : ProviderAgentStatus.Finished);
         if (agent.Status == ProviderAgentStatus.Finished && random.Next(3) != 0)
         {
             agent.PrUrl = PullRequestOf(agent);
@@ -1240,8 +1247,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
     {
         foreach (var agent in Agents.Values.Where(agent => agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
         {
-            agent.Previous = agent.Status;
-            agent.Status = ProviderAgentStatus.Finished;
+            agent.MoveTo(ProviderAgentStatus.Finished);
             agent.PrUrl = PullRequestOf(agent);
             agent.EndedAt = time.GetUtcNow();
             agent.EndedOrder = Tick();
