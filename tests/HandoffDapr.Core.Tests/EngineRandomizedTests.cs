@@ -49,7 +49,9 @@ namespace HandoffDapr.Core.Tests;
 /// person's relaunch did not wait for the Retry-After of its last attempt (seeds 11056, 11450, 11499 of 10000..11499). Later
 /// still, that a poll made again after its lease, recording late that it read an agent ended without a pull request, ended
 /// the watch of one a follow-up had since set to work (a newer read showed it at work), so its pull request was never
-/// learnt (seed 23267 at 300 steps). Mutations it catches: a lookup window that starts at each
+/// learnt (seed 23267 at 300 steps). And that a poll that read an agent at work before a follow-up, answered after it,
+/// ended the follow-up's wait for a pull request, so a late webhook of the end before the follow-up ended the agent's
+/// watch (seed 3636 of 1..8000). Mutations it catches: a lookup window that starts at each
 /// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).

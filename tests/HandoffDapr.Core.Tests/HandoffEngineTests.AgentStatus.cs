@@ -124,6 +124,34 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_poll_that_read_an_agent_at_work_before_its_follow_up_does_not_end_the_follow_ups_wait_for_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The poll reads the agent at work; its answers are recorded late, after its lease ran out with no wake-up.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        // Meanwhile the agent finished without a pull request, unseen, and a person asks for one: the follow-up leaves
+        // the overdue poll time as it is, so the late poll still holds the schedule when its answers are recorded.
+        time.Advance(TimeSpan.FromMinutes(5));
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        // Then the webhook of the end before the follow-up arrives.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        // Still read on: the read at work was made before the follow-up, and says nothing of the work it started.
+        Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/31";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/31", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task An_end_a_poll_read_while_a_follow_up_moved_its_schedule_is_learnt_by_the_next_poll()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);

@@ -147,9 +147,12 @@ public sealed partial class HandoffEngine
                 // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
                 // request, or the time since its last follow-up, ends it. Nor by a read that failed: one the run still
                 // shows at work is left to the watch as before only when a read shows it at work (a late webhook may yet
-                // tell of the end before the follow-up, and the pull request would then never be read).
-                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
-                if ((IsEndedWithoutPullRequest(latest) || (report is null && !HasPullRequest(latest))) && watchedFor <= watchLimit)
+                // tell of the end before the follow-up, and the pull request would then never be read), and made after
+                // the follow-up: a poll started before it may have read the agent at work before that end.
+                var followedUpAt = FollowedUpAt(state, agent.Id);
+                var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
+                var readBeforeFollowUp = followedUpAt >= poll.StartedAt;
+                if ((IsEndedWithoutPullRequest(latest) || ((report is null || readBeforeFollowUp) && !HasPullRequest(latest))) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
