@@ -489,6 +489,19 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_repository_named_with_and_without_its_dot_git_suffix_is_launched_once()
+    {
+        // GitHub drops a ".git" suffix from a repository's name: acme/shop.git is acme/shop.
+        var snapshot = Trigger("acme/shop", "acme/shop.git").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+
+        var outcome = await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
+        Assert.Equal("acme/shop", Assert.Single(provider.Launches).Repository.FullName);
+    }
+
+    [Fact]
     public async Task Duplicate_repositories_in_one_run_launch_once()
     {
         var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "ACME/shop"), writer, CancellationToken.None);

@@ -16,8 +16,22 @@ public sealed class RepositoryNameTests
     }
 
     [Theory]
+    [InlineData("acme/shop.git", "acme/shop")]
+    [InlineData("acme/shop.GIT", "acme/shop")]
+    [InlineData("acme/my.git.tools.git", "acme/my.git.tools")]
+    [InlineData("acme/gitops", "acme/gitops")]
+    public void A_name_ending_in_dot_git_is_the_repository_without_it_as_on_github(string name, string repository)
+    {
+        Assert.True(RepositoryName.TryParse(name, out var parsed));
+        Assert.Equal(repository, parsed!.Value.FullName);
+        Assert.True(parsed.Value.IsNamedBy("acme/shop.git") == (repository == "acme/shop"));
+    }
+
+    [Theory]
     [InlineData(null)]
     [InlineData("")]
+    [InlineData("acme/.git")]
+    [InlineData("acme/a..git")]
     [InlineData("acme")]
     [InlineData("acme/..")]
     [InlineData("acme/.")]

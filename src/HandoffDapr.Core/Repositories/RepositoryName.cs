@@ -22,7 +22,11 @@ public readonly record struct RepositoryName
 
     public override string ToString() => FullName;
 
-    /// <summary>Accepts exactly <c>owner/name</c>; anything else (URLs, paths, spaces, control characters) is rejected.</summary>
+    /// <summary>
+    /// Accepts exactly <c>owner/name</c>; anything else (URLs, paths, spaces, control characters) is rejected. A name
+    /// ending in <c>.git</c> is read without it: GitHub has no such repository (it drops the suffix, and
+    /// github.com/acme/shop.git is acme/shop), so both spellings are one repository, given one agent.
+    /// </summary>
     public static bool TryParse(string? fullName, [NotNullWhen(true)] out RepositoryName? repository)
     {
         repository = null;
@@ -37,9 +41,17 @@ public readonly record struct RepositoryName
             return false;
         }
 
-        repository = new RepositoryName(parts[0], parts[1]);
+        var name = parts[1].EndsWith(GitSuffix, StringComparison.OrdinalIgnoreCase) ? parts[1][..^GitSuffix.Length] : parts[1];
+        if (!IsValidName(name))
+        {
+            return false;
+        }
+
+        repository = new RepositoryName(parts[0], name);
         return true;
     }
+
+    private const string GitSuffix = ".git";
 
     /// <summary>GitHub logins: 1–39 ASCII letters, digits and single inner hyphens.</summary>
     public static bool IsValidOwner(string owner)
