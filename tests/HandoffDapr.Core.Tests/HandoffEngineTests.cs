@@ -245,6 +245,64 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_late_redelivery_of_an_event_the_run_has_moved_past_does_not_put_its_snapshot_back()
+    {
+        // Pub/sub delivers at least once, sometimes minutes later, and events carry no order: the root cause's first
+        // event (the run then meant to stop there) redelivered after the second (meant to go further, naming a second
+        // repository) is one the run already replaced.
+        var first = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("root_cause") };
+        first = first with { Preferences = first.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        Assert.Equal(CompletionStatus.Stored, (await engine.AcceptAndFinishAsync(null, first, writer, LaunchTiming.Now, CancellationToken.None)).Status);
+        var newer = Trigger("acme/shop", "acme/api").Snapshot! with
+        {
+            Metadata = new RunMetadata("open_pr"),
+            Artifacts = new RunArtifacts(new RootCauseArtifact("The pool is never returned on timeout")),
+        };
+        newer = newer with { Preferences = newer.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        Assert.Equal(CompletionStatus.HandedOff, (await engine.AcceptAndFinishAsync(writer.Saved.Last(), newer, writer, LaunchTiming.Now, CancellationToken.None)).Status);
+        var saves = writer.Saved.Count;
+
+        var redelivered = await engine.AcceptAndFinishAsync(writer.Saved.Last(), first, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.Stored, redelivered.Status);
+        Assert.Equal(newer, writer.Saved.Last().Snapshot);
+        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal(2, provider.Launches.Count);
+    }
+
+    [Fact]
+    public async Task A_trigger_carrying_an_earlier_step_of_the_run_keeps_the_stored_snapshot_and_its_solution()
+    {
+        // The caller's copy of the run from before the solution's event, which the run has stored since.
+        var rootCause = Trigger("acme/shop").Snapshot!;
+        var solution = rootCause with { Artifacts = rootCause.Artifacts! with { Solution = new SolutionArtifact("Bound the pool") } };
+        Assert.Equal(CompletionStatus.Stored, (await engine.AcceptAndFinishAsync(null, solution, writer, LaunchTiming.Now, CancellationToken.None)).Status);
+
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), new HandoffTrigger(456, 42, Snapshot: rootCause), writer, CancellationToken.None);
+
+        Assert.Contains("Bound the pool", Assert.Single(provider.Launches).Prompt);
+        Assert.Equal(solution, writer.Saved.Last().Snapshot);
+    }
+
+    [Fact]
+    public void A_run_remembers_the_snapshots_it_replaced_newest_last_and_at_most_eight()
+    {
+        var state = RunHandoffState.New(1);
+        var snapshots = Enumerable.Range(1, 11).Select(i => new RunSnapshot(1, OrganizationId: i)).ToList();
+
+        foreach (var snapshot in snapshots)
+        {
+            state = state.WithSnapshot(snapshot).WithSnapshot(snapshot with { });
+        }
+
+        // The current one is not among them; the oldest fell out; one saying the same as the current is no change.
+        Assert.Equal(snapshots.Skip(2).Take(8).Select(RunSnapshot.ContentDigest), state.ReplacedSnapshots);
+        Assert.False(state.Replaced(snapshots[^1]));
+        Assert.True(state.Replaced(snapshots[^2] with { }));
+        Assert.False(state.Replaced(snapshots[1]));
+    }
+
+    [Fact]
     public void State_round_trips_through_json_with_snake_case_enums()
     {
         var state = RunHandoffState.New(1) with

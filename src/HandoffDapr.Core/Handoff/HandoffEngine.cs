@@ -47,8 +47,7 @@ public sealed partial class HandoffEngine(
             return TriggerOutcome.Rejected(TriggerStatus.SnapshotMismatch);
         }
 
-        // A redelivered snapshot identical to the stored one keeps the stored instance: nothing to write.
-        var snapshot = trigger.Snapshot is { } given && stored?.Snapshot is { } kept && RunSnapshot.SameContent(given, kept) ? kept : trigger.Snapshot ?? stored?.Snapshot;
+        var snapshot = trigger.Snapshot is { } given ? SnapshotToKeep(given, stored, redelivery: false) : stored?.Snapshot;
         if (snapshot is null || snapshot.GroupId != trigger.GroupId)
         {
             LogUnknownRun(runId, trigger.GroupId);
@@ -60,7 +59,7 @@ public sealed partial class HandoffEngine(
             return TriggerOutcome.Rejected(TriggerStatus.UnknownIntegration);
         }
 
-        var state = (stored ?? RunHandoffState.New(runId)) with { Snapshot = snapshot };
+        var state = (stored ?? RunHandoffState.New(runId)).WithSnapshot(snapshot);
         var now = timeProvider.GetUtcNow();
         var autoCreatePr = trigger.AutoCreatePr ?? integration.AutoCreatePrDefault;
         var (plan, toLaunch) = Plan(state, snapshot, integration, trigger.Instruction, autoCreatePr, relaunchFailed, now);
@@ -103,6 +102,19 @@ public sealed partial class HandoffEngine(
         return new TriggerOutcome(TriggerStatus.Accepted, Summarize(started, plan)) { Round = round };
     }
 
+    /// <summary>
+    /// The snapshot a run keeps when given <paramref name="incoming"/> (an event's, or a trigger's <c>run</c>): the stored
+    /// one when it says the same (nothing to write), or when incoming is of an earlier step (the root cause's, after the
+    /// solution's: an event out of order, or a caller's copy from before the solution's event). And, for an event that
+    /// may be a redelivery, when the run held incoming before and replaced it: events carry no order, so it is a late
+    /// one. A person's trigger is not redelivered: what its caller sends of the same step is the run as it is now.
+    /// </summary>
+    private static RunSnapshot SnapshotToKeep(RunSnapshot incoming, RunHandoffState? stored, bool redelivery) =>
+        stored?.Snapshot is { } known
+            && (RunSnapshot.SameContent(incoming, known) || AutomationGate.IsEarlierStep(incoming, known) || (redelivery && stored.Replaced(incoming)))
+            ? known
+            : incoming;
+
     /// <summary>A "run completed" event: keep its snapshot, and hand off when the automation gate says so.</summary>
     /// <param name="timing">
     /// <see cref="LaunchTiming.OnNextWake"/> answers once the launches are saved as due, and leaves the provider calls to
@@ -121,10 +133,10 @@ public sealed partial class HandoffEngine(
             return new CompletionOutcome(CompletionStatus.Rejected, "the run belongs to another group", HandoffResult.Empty);
         }
 
-        // Out of order: the root cause's event after the solution's. Its verdict still counts (the root cause completing is
-        // what hands off), but the stored snapshot, which knows more, is kept and used.
-        var current = stored?.Snapshot is { } known && AutomationGate.IsEarlierStep(snapshot, known) ? known : snapshot;
-        RunHandoffState KeepingSnapshot() => (stored ?? RunHandoffState.New(snapshot.RunId)) with { Snapshot = current };
+        // Out of order (the root cause's event after the solution's, or a late redelivery of an event the run has moved
+        // past): its verdict still counts (the root cause completing is what hands off), but the stored snapshot is kept.
+        var current = SnapshotToKeep(snapshot, stored, redelivery: true);
+        RunHandoffState KeepingSnapshot() => (stored ?? RunHandoffState.New(snapshot.RunId)).WithSnapshot(current);
         var verdict = AutomationGate.Evaluate(snapshot);
         if (verdict != GateVerdict.Launch)
         {

@@ -21,6 +21,35 @@ public sealed record RunHandoffState(
 
     public long? GroupId => Snapshot?.GroupId;
 
+    /// <summary>
+    /// Digests (<see cref="RunSnapshot.ContentDigest"/>) of the snapshots the run held before its current one, newest
+    /// last, at most <see cref="MaxReplacedSnapshots"/>. Events carry no order: one bringing a snapshot the run already
+    /// replaced is a late redelivery, and must not put that snapshot back.
+    /// </summary>
+    public IReadOnlyList<string>? ReplacedSnapshots { get; init; }
+
+    public const int MaxReplacedSnapshots = 8;
+
+    /// <summary>Whether the run held this snapshot before its current one.</summary>
+    public bool Replaced(RunSnapshot snapshot) =>
+        ReplacedSnapshots is { Count: > 0 } replaced && replaced.Contains(RunSnapshot.ContentDigest(snapshot));
+
+    /// <summary>This state holding <paramref name="snapshot"/>, the one it held before remembered as replaced.</summary>
+    public RunHandoffState WithSnapshot(RunSnapshot snapshot)
+    {
+        if (Snapshot is not { } held || RunSnapshot.SameContent(held, snapshot))
+        {
+            return this with { Snapshot = snapshot };
+        }
+
+        var digest = RunSnapshot.ContentDigest(held);
+        return this with
+        {
+            Snapshot = snapshot,
+            ReplacedSnapshots = [.. (ReplacedSnapshots ?? []).Where(known => known != digest).Append(digest).TakeLast(MaxReplacedSnapshots)],
+        };
+    }
+
     /// <summary>When the agents the status poll reads (<see cref="AgentsToPoll"/>) are read from the provider next (the fallback for lost webhooks).</summary>
     public PollSchedule? Poll { get; init; }
 

@@ -20,10 +20,14 @@ public sealed record RunSnapshot(
 
     /// <summary>Whether two snapshots say the same, field for field (their stored forms are byte for byte equal).</summary>
     public static bool SameContent(RunSnapshot left, RunSnapshot right) =>
-        ReferenceEquals(left, right)
-        || System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(left, Serialization.HandoffJsonContext.Default.RunSnapshot)
-            .AsSpan()
-            .SequenceEqual(System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(right, Serialization.HandoffJsonContext.Default.RunSnapshot));
+        ReferenceEquals(left, right) || StoredForm(left).AsSpan().SequenceEqual(StoredForm(right));
+
+    /// <summary>A short digest of the stored form: two snapshots that say the same have the same one.</summary>
+    public static string ContentDigest(RunSnapshot snapshot) =>
+        Convert.ToBase64String(System.Security.Cryptography.SHA256.HashData(StoredForm(snapshot)).AsSpan(0, 16));
+
+    private static byte[] StoredForm(RunSnapshot snapshot) =>
+        System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(snapshot, Serialization.HandoffJsonContext.Default.RunSnapshot);
 }
 
 public sealed record RunGroup(long? Id = null, string? Title = null, string? ShortId = null);

@@ -38,6 +38,7 @@ public sealed partial class HandoffRunActor(
     internal const string LaunchesKey = "launches";
     internal const string TimelineKey = "timeline";
     internal const string PollKey = "poll";
+    internal const string ReplacedSnapshotsKey = "replaced_snapshots";
     internal const string WakeAtKey = "wake_at";
 
     /// <summary>
@@ -365,6 +366,7 @@ public sealed partial class HandoffRunActor(
         var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
         var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
         var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
+        var replaced = await StateManager.TryGetStateAsync<List<string>>(ReplacedSnapshotsKey);
         var runId = RunId!.Value;
         // A part stored as JSON null (written by hand, or by another writer) is refused where reading it as empty would
         // start the run over (its launches, its agents: kept null here, FindDamage refuses them) or skip its group check
@@ -382,6 +384,7 @@ public sealed partial class HandoffRunActor(
             (timeline.HasValue ? timeline.Value : null) ?? [])
         {
             Poll = poll.HasValue ? poll.Value : null,
+            ReplacedSnapshots = replaced.HasValue && replaced.Value is { Count: > 0 } list ? list : null,
         };
         return state.FindDamage(runId) is { } damage ? throw new UnreadableRunStateException(runId, damage) : state;
     }
@@ -429,6 +432,13 @@ public sealed partial class HandoffRunActor(
             {
                 await StateManager.TryRemoveStateAsync(PollKey);
             }
+        }
+
+        // Written with the run's first snapshot, even empty: a key that is absent is asked of daprd again at every turn,
+        // one that is there only once per activation.
+        if (all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots) || (previous?.Snapshot is null && state.Snapshot is not null))
+        {
+            await Set(ReplacedSnapshotsKey, (state.ReplacedSnapshots ?? []).ToList());
         }
 
         if (all && await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey) is { HasValue: true, Value: { } recorded })

@@ -293,6 +293,25 @@ public sealed class DaprModeTests : DaprModeTest
     }
 
     [Fact]
+    public async Task A_late_redelivery_of_an_event_the_run_has_moved_past_keeps_the_newer_snapshot_after_its_actor_is_reloaded()
+    {
+        var first = Payloads.Run(126, ["acme/shop"], automation: false);
+        var newer = Payloads.Run(126, ["acme/shop", "acme/web"], automation: false);
+        Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", first)).Outcome);
+        Assert.Equal(DeliveryOutcome.Success, (await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", newer)).Outcome);
+        (await factory.Sidecar.DeactivateActorAsync(Actor, "126")).Dispose();
+
+        var redelivered = await factory.Sidecar.DeliverEventAsync("pubsub", "autofix-run-completed", first);
+        // A person's trigger without a run hands off the snapshot the run kept: the newer event's two repositories.
+        var trigger = await client.PostJsonAsync("/runs/126/handoff", Payloads.Trigger());
+
+        Assert.Equal(DeliveryOutcome.Success, redelivered.Outcome);
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, factory.Sidecar.GetActorState(Actor, "126", "replaced_snapshots")!.Value.GetArrayLength());
+    }
+
+    [Fact]
     public async Task Manual_trigger_goes_through_the_actor_and_the_update_is_published()
     {
         var response = await client.PostJsonAsync("/runs/125/handoff", Payloads.Trigger(Payloads.Run(125, ["acme/shop"], automation: false)));

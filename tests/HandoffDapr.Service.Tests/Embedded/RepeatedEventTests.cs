@@ -125,6 +125,31 @@ public sealed class RepeatedEventTests : IDisposable
     }
 
     [Fact]
+    public async Task A_late_redelivery_of_an_event_the_run_has_moved_past_keeps_the_newer_snapshot_across_a_restart()
+    {
+        var path = temp.File("reordered.db");
+        var first = Payloads.Run(320, ["acme/shop"], automation: false);
+        var newer = Payloads.Run(320, ["acme/shop", "acme/web"], automation: false);
+        using (var before = Start(path))
+        {
+            using var client = before.CreateClient();
+            await client.PostJsonAsync(Route, first);
+            await client.PostJsonAsync(Route, newer);
+        }
+
+        using var after = Start(path);
+        using var again = after.CreateClient();
+        var redelivered = await again.PostJsonAsync(Route, first);
+        // A person's trigger without a run hands off the snapshot the run kept: the newer event's two repositories.
+        var trigger = await again.PostJsonAsync("/runs/320/handoff", Payloads.Trigger());
+        await after.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task A_save_by_an_earlier_release_on_the_same_file_retires_the_digest()
     {
         using var factory = Start("rolling.db");
