@@ -605,8 +605,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         Note($"webhook {report.Id} {report.Status} signed by {signer} -> {status}");
     }
 
-    // When each agent was last sent a follow-up.
+    // When each agent was last sent a follow-up, and where that falls in the order of events.
     private readonly Dictionary<string, DateTimeOffset> followedUp = [];
+    private readonly Dictionary<string, long> followedUpOrder = [];
 
     private async Task CommandAsync(bool stop)
     {
@@ -618,6 +619,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
         var id = ids[random.Next(ids.Count)];
         var sentAt = time.GetUtcNow();
+        var sentOrder = provider.Tick();
         holdAnswers = random.Next(3) == 0;
         Note($"{(stop ? "stop" : "follow-up")} {id}{(holdAnswers ? " (record held)" : "")}");
         var launchedBy = stored?.CodingAgents.ContainsKey(id) == true ? stored.LaunchOfAgent(id)?.IntegrationId : null;
@@ -640,6 +642,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             // Only a follow-up the provider took (or may have) starts a watch: one refused or faulted resumed nothing,
             // and the engine, never told of it, counts the watch from the last one it recorded.
             followedUp[id] = sentAt;
+            followedUpOrder[id] = sentOrder;
         }
 
         CheckNoLeak("command answer", outcome);
@@ -858,8 +861,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             // teach nothing). Unseen otherwise, unless the run stopped watching the agent meanwhile: at a wake-up it was
             // not among those read, or a poll was due and left it out. A run that watched it to the end of its watch may
             // have missed the end: every read failed, the owner dropped its polls or never woke when one was due.
+            // Not watched before the last follow-up is no fault for an end that came before it: that follow-up's watch is
+            // the one to learn the end (the watch before it may have run out, every read failing).
+            var watchedFromOrder = watchedFrom == launchedAt ? 0 : followedUpOrder[id];
             var unseen = atProvider.EndedAt > watchedFrom + 2 * options.AgentMaxAge - options.PollMaxInterval
-                || (!atProvider.RecordedGoodReads.Any(Within) && !unwatchedAt.GetValueOrDefault(id, []).Any(Within));
+                || (!atProvider.RecordedGoodReads.Any(Within) && !unwatchedAt.GetValueOrDefault(id, []).Any(at => Within(at) && at.Order > watchedFromOrder));
             var expected = atProvider.Status == ProviderAgentStatus.Finished ? CodingAgentStatus.Completed : CodingAgentStatus.Failed;
             // An agent completed with its pull request is not read again: a later end of work a follow-up started is not learnt.
             var completedWithItsPullRequest = agent.Status == CodingAgentStatus.Completed && agent.Results.Any(result => result.PrUrl is not null && result.PrUrl == atProvider.PrUrl);
