@@ -641,14 +641,15 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
     }
 
     /// <summary>
-    /// The old event's bytes after a trigger replaced the run's snapshot are not a repeat: the event puts its snapshot
-    /// back (as in Dapr mode), and a later trigger without a snapshot hands off what that snapshot names.
+    /// The old event's bytes after a trigger replaced the run's snapshot: a late redelivery of a snapshot the run has
+    /// replaced, in every mode alike (embedded mode's digest of those bytes no longer answers for the changed run). It
+    /// launches nothing and keeps the trigger's snapshot, so a later trigger without one hands off what that one names.
     /// </summary>
     [Theory]
     [InlineData(Mode.Embedded)]
     [InlineData(Mode.EmbeddedInline)]
     [InlineData(Mode.Dapr)]
-    public async Task Old_event_bytes_after_a_trigger_replaced_the_snapshot_bring_the_events_snapshot_back(Mode mode)
+    public async Task Old_event_bytes_after_a_trigger_replaced_the_snapshot_keep_the_triggers_snapshot(Mode mode)
     {
         await using var host = await Start(mode, "snapshot-back.db");
         var old = Payloads.Run(831, ["acme/shop"]);
@@ -662,15 +663,16 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         await AssertSuccessAsync(await host.EventAsync(old));
         await host.SettleAsync();
         Assert.Equal(HttpStatusCode.OK, (await host.Client.PostAsync($"/runs/831/agents/{shop}/stop", null)).StatusCode);
-        // A person's trigger without a snapshot: the run's snapshot (the event's again) names acme/shop, whose agent failed.
+        // A person's trigger without a snapshot: the run's snapshot (still the trigger's) names acme/api, whose agent
+        // is at work; acme/shop, whose agent was stopped, is not named, so not launched again.
         var retrigger = await host.Client.PostJsonAsync("/runs/831/handoff", Payloads.Trigger());
         await host.SettleAsync();
         var view = await (await host.Client.GetAsync("/runs/831/handoff")).ReadJsonAsync();
 
         Assert.Equal(HttpStatusCode.Accepted, retrigger.StatusCode);
-        Assert.Equal(3, cursor.LaunchRequests);
-        Assert.Equal(2, cursor.AgentsFor("acme/shop"));
-        Assert.Equal(3, view["launches"]!.AsArray().Count);
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        Assert.Equal(2, view["launches"]!.AsArray().Count);
     }
 
     [Theory]
