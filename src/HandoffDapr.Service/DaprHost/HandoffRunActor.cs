@@ -434,11 +434,10 @@ public sealed partial class HandoffRunActor(
             }
         }
 
-        // Written with the run's first snapshot, even empty: a key that is absent is asked of daprd again at every turn,
-        // one that is there only once per activation.
-        if (all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots) || (previous?.Snapshot is null && state.Snapshot is not null))
+        // Only ever grows (a run that replaced a snapshot keeps the list): nothing to remove.
+        if ((all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots)) && state.ReplacedSnapshots is { } replaced)
         {
-            await Set(ReplacedSnapshotsKey, (state.ReplacedSnapshots ?? []).ToList());
+            await Set(ReplacedSnapshotsKey, replaced.ToList());
         }
 
         if (all && await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey) is { HasValue: true, Value: { } recorded })
