@@ -27,6 +27,10 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(502, "<html>", FailureTypes.ProviderUnavailable, true)]
     [InlineData(503, "", FailureTypes.ProviderUnavailable, true)]
     [InlineData(504, "", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(520, "<html>", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(521, "<html>", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(522, "<html>", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(524, "<html>", FailureTypes.ProviderUnavailable, true)]
     public void Status_code_decides_the_failure_type(int status, string body, string expected, bool retryable)
     {
         var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
@@ -34,8 +38,9 @@ public sealed class ProviderFailureClassifierTests
         Assert.Equal(expected, failure.FailureType);
         Assert.Equal(retryable, failure.Retryable);
         // The request may have been acted on: a timeout, a server error mid-request, or a gateway that lost the origin's
-        // answer. 503 means it was turned away. 4xx means it was refused.
-        Assert.Equal(status is 408 or 500 or 502 or 504, failure.OutcomeUnknown);
+        // answer (Cloudflare's 520 and 524; its 521 and 522 never reached the origin). 503 means it was turned away.
+        // 4xx means it was refused.
+        Assert.Equal(status is 408 or 500 or 502 or 504 or 520 or 524, failure.OutcomeUnknown);
     }
 
     [Theory]

@@ -16,6 +16,10 @@ public static partial class ProviderFailureClassifier
 {
     private const int BodySniffLength = 4096;
 
+    // Cloudflare's codes for an origin that had the request (there is no HttpStatusCode member for them).
+    private const int OriginAnsweredUnexpectedly = 520;
+    private const int OriginTimedOut = 524;
+
     /// <summary>The longest wait a provider can ask for: past it a launch would sit parked for no good reason.</summary>
     public static readonly TimeSpan MaxRetryAfter = TimeSpan.FromDays(1);
 
@@ -40,8 +44,11 @@ public static partial class ProviderFailureClassifier
             (int)HttpStatusCode.RequestTimeout => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
             (int)HttpStatusCode.TooManyRequests => new ProviderFailure(FailureTypes.RateLimited, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
             // 503 and the rest turned the request away; after these the origin may have created the agent before the
-            // answer was lost (500 mid-request, 502/504 from a gateway in front), so the next attempt reconciles first.
-            (int)HttpStatusCode.InternalServerError or (int)HttpStatusCode.BadGateway or (int)HttpStatusCode.GatewayTimeout =>
+            // answer was lost (500 mid-request, 502/504 from a gateway in front, and Cloudflare's 520 "the origin
+            // answered something unexpected" and 524 "the origin took the request and did not answer in time"), so the
+            // next attempt reconciles first.
+            (int)HttpStatusCode.InternalServerError or (int)HttpStatusCode.BadGateway or (int)HttpStatusCode.GatewayTimeout
+                or OriginAnsweredUnexpectedly or OriginTimedOut =>
                 new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, retryAfter, status),
             >= 500 and <= 599 => new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RetryAfter: retryAfter, StatusCode: status),
             _ => Final(FailureTypes.InvalidRequest, status),

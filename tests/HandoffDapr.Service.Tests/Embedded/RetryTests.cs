@@ -276,6 +276,8 @@ public sealed class RetryTests : IDisposable
     [InlineData(500)]
     [InlineData(502)]
     [InlineData(504)]
+    [InlineData(520)] // Cloudflare: the origin answered something unexpected
+    [InlineData(524)] // Cloudflare: the origin took the request and did not answer in time
     public async Task Launch_answered_by_a_server_or_gateway_error_after_the_agent_was_created_is_adopted_not_launched_again(int status)
     {
         cursor.Script("acme/shop", cursor.CreatesButAnswers(status));
