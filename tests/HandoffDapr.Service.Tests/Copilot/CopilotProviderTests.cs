@@ -327,6 +327,7 @@ public sealed class CopilotProviderTests : IDisposable
     [Theory]
     [InlineData("""{"data":null,"errors":[{"type":"FORBIDDEN","message":"Resource not accessible by personal access token"}]}""")]
     [InlineData("""{"data":{"node":null},"errors":[{"type":"NOT_FOUND","message":"Could not resolve to a node"}]}""")]
+    [InlineData("""{"data":{"node":null}}""")]
     public async Task Pull_request_github_will_not_show_the_token_leaves_the_task_finished_without_it_not_unread(string graphQl)
     {
         // GraphQL answers errors with 200. Asking again would not change them; unread, the finished task would be timed
@@ -369,9 +370,14 @@ public sealed class CopilotProviderTests : IDisposable
 
     [Theory]
     [InlineData("""{"data":null,"errors":[{"type":"RATE_LIMITED","message":"API rate limit exceeded"}]}""")]
+    // GitHub's own failure, with no type, with or without a null node: the task, recorded completed without its pull
+    // request, would never be read again.
+    [InlineData("""{"data":{"node":null},"errors":[{"message":"Something went wrong while executing your query. This may be the result of a timeout, or it could be a GitHub bug."}]}""")]
+    [InlineData("""{"data":null,"errors":[{"message":"Something went wrong while executing your query. This may be the result of a timeout, or it could be a GitHub bug."}]}""")]
+    [InlineData("""{"data":{"node":null},"errors":[{"type":"NOT_FOUND","message":"Could not resolve"},{"type":"INTERNAL","message":"Internal error"}]}""")]
     [InlineData("[]")]
     [InlineData("""{"data":{"viewer":{}}}""")]
-    public async Task Pull_request_lookup_rate_limited_or_of_another_shape_is_a_failed_read_not_an_exception(string graphQl)
+    public async Task Pull_request_lookup_rate_limited_failed_at_github_or_of_another_shape_is_a_failed_read_not_an_exception(string graphQl)
     {
         var id = await Launch();
         github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");

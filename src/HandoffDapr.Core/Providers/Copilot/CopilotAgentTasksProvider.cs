@@ -93,8 +93,9 @@ public sealed class CopilotAgentTasksProvider(
 
     /// <summary>
     /// The finished task with what a pull request lookup found. GitHub answering that the token may not see the pull
-    /// request (403 or 404, <c>repository_access</c>) is a refusal for good, as GraphQL's errors with 200 are: the task is
-    /// finished without it, since unread it would be timed out as failed. Any other failure fails the read, asked again.
+    /// request (403 or 404, <c>repository_access</c>) is a refusal for good, as GraphQL's NOT_FOUND and FORBIDDEN are: the
+    /// task is finished without it, since unread it would be timed out as failed. Any other failure fails the read, asked
+    /// again.
     /// </summary>
     private static ProviderResult<ProviderAgent> WithPullRequest(ProviderAgent task, ProviderResult<string> lookup) =>
         lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(task with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
@@ -102,10 +103,11 @@ public sealed class CopilotAgentTasksProvider(
         : ProviderResult<ProviderAgent>.Failed(lookup.Failure);
 
     /// <summary>
-    /// The pull request's URL in GraphQL's answer. Empty when GitHub says the token cannot see it (no node, or an error
-    /// other than a rate limit, as GraphQL answers with 200): asking again would not change that, and the task, finished,
-    /// would otherwise be timed out as if it had never answered. Null (a failed read, asked again) for a rate limit or an
-    /// answer of another shape.
+    /// The pull request's URL in GraphQL's answer. Empty when GitHub says the token cannot see it (no node, or only
+    /// NOT_FOUND and FORBIDDEN errors, which GraphQL answers with 200): asking again would not change that, and the task,
+    /// finished, would otherwise be timed out as if it had never answered. Null (a failed read, asked again) for any other
+    /// error, such as a rate limit or GitHub's own "Something went wrong while executing your query" (a timeout, with no
+    /// type), after which a completed task would never be read again; and for an answer of another shape.
     /// </summary>
     private static string? PullRequestUrlOf(JsonElement root)
     {
@@ -121,9 +123,10 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
-        var refused = node.ValueKind == JsonValueKind.Null || errors.Count > 0;
-        var rateLimited = errors.Any(error => JsonElements.String(error, "type") is "RATE_LIMITED" or "RATE_LIMIT");
-        return refused && !rateLimited ? string.Empty : null;
+        var refused = errors.Count == 0
+            ? node.ValueKind == JsonValueKind.Null
+            : errors.All(error => error.ValueKind == JsonValueKind.Object && JsonElements.String(error, "type") is "NOT_FOUND" or "FORBIDDEN");
+        return refused ? string.Empty : null;
     }
 
     /// <summary>
