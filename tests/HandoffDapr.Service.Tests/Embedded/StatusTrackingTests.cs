@@ -500,10 +500,12 @@ public sealed class StatusTrackingTests : IDisposable
     [Theory]
     [InlineData(500)]
     [InlineData(504)]
+    [InlineData(524)]
     public async Task Stop_whose_outcome_the_provider_left_unknown_is_a_504_that_says_it_may_have_been_carried_out(int providerStatus)
     {
         var agentId = await Launch(475);
-        // A 500 mid-request, or a gateway's 504: the provider may have stopped the agent before the answer was lost.
+        // A 500 mid-request, or a gateway's 504 (Cloudflare's 524): the provider may have stopped the agent before the
+        // answer was lost.
         cursor.NextCommandAnswer = FakeCursor.Status(providerStatus);
 
         var response = await client.PostAsync($"/runs/475/agents/{agentId}/stop", null);
