@@ -31,6 +31,46 @@ public static class JsonElements
     public static long? Int64(JsonElement element, string property) =>
         TryGetProperty(element, property, out var value) && value.ValueKind == JsonValueKind.Number && value.TryGetInt64(out var number) ? number : null;
 
+    /// <summary>
+    /// Whether an object in <paramref name="element"/> names a property twice in another letter case (the parser's
+    /// <c>AllowDuplicateProperties = false</c> refuses only exact repeats), as the API's bodies are refused: a reader
+    /// that matches names in any case (a log, a proxy) would see another value than the one applied. A name that is not
+    /// valid UTF-16 cannot be compared, and is passed over.
+    /// </summary>
+    public static bool NamesAPropertyTwiceInAnyCase(JsonElement element)
+    {
+        if (element.ValueKind == JsonValueKind.Array)
+        {
+            return element.EnumerateArray().Any(NamesAPropertyTwiceInAnyCase);
+        }
+
+        if (element.ValueKind != JsonValueKind.Object)
+        {
+            return false;
+        }
+
+        var names = new HashSet<string>(StringComparer.OrdinalIgnoreCase);
+        foreach (var property in element.EnumerateObject())
+        {
+            string name;
+            try
+            {
+                name = property.Name;
+            }
+            catch (InvalidOperationException)
+            {
+                continue;
+            }
+
+            if (!names.Add(name) || NamesAPropertyTwiceInAnyCase(property.Value))
+            {
+                return true;
+            }
+        }
+
+        return false;
+    }
+
     private static bool TryGetProperty(JsonElement element, string property, out JsonElement value)
     {
         value = default;

@@ -216,6 +216,8 @@ public sealed class StatusTrackingTests : IDisposable
     [InlineData(""","id":"bc-999999"}""")]
     [InlineData(""","source":{"repository":"https://github.com/acme/web"}}""")]
     [InlineData(""","more":{"prUrl":"https://github.com/acme/shop/pull/8","prUrl":"https://github.com/acme/shop/pull/9"}}""")]
+    [InlineData(""","STATUS":"FINISHED"}""")]
+    [InlineData(""","more":{"prUrl":"https://github.com/acme/shop/pull/8","PRURL":"https://github.com/acme/shop/pull/9"}}""")]
     public async Task Signed_webhook_naming_a_property_twice_is_a_400_and_changes_nothing_not_read_last_wins(string ending)
     {
         // As every other body (README: a property named twice is a 400): a log or proxy reading the first copy would

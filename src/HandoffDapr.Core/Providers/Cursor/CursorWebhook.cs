@@ -1,6 +1,7 @@
 using System.Text.Json;
 using System.Text.RegularExpressions;
 using HandoffDapr.Core.Repositories;
+using HandoffDapr.Core.Serialization;
 
 namespace HandoffDapr.Core.Providers.Cursor;
 
@@ -25,11 +26,11 @@ public static partial class CursorWebhook
         try
         {
             // One document and nothing after it (trailing content throws, as the completion event's reader does), and no
-            // property named twice in an object: read last-wins, a log or proxy reading the first copy would see another
-            // report (another status, agent or pull request) than the one applied.
+            // property named twice in an object, in any letter case: read last-wins, a log or proxy reading the first copy
+            // would see another report (another status, agent or pull request) than the one applied.
             using var document = JsonDocument.Parse(body, new JsonDocumentOptions { MaxDepth = 32, AllowDuplicateProperties = false });
             var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
+            if (root.ValueKind != JsonValueKind.Object || JsonElements.NamesAPropertyTwiceInAnyCase(root))
             {
                 return ParseResult.Invalid;
             }
