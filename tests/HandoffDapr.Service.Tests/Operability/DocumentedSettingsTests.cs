@@ -70,6 +70,19 @@ public sealed partial class DocumentedSettingsTests
     }
 
     [Fact]
+    public void Every_problem_type_the_service_answers_is_named_in_the_api_docs()
+    {
+        // Read from the code that makes them, literal by literal (comments left out): a new type needs its line.
+        var code = string.Join('\n', File.ReadLines(Path.Combine(Root, "src", "HandoffDapr.Service", "Api", "Problems.cs"))
+            .Where(line => !line.TrimStart().StartsWith("//", StringComparison.Ordinal)));
+        var types = ProblemType().Matches(code).Select(literal => literal.Groups[1].Value).ToHashSet();
+        var api = File.ReadAllText(Path.Combine(Root, "docs", "api.md"));
+
+        Assert.Contains("unauthorized", types);
+        Assert.Empty(types.Where(type => !api.Contains($"`{type}`", StringComparison.Ordinal)).Order());
+    }
+
+    [Fact]
     public void Every_setting_the_docs_and_manifests_name_is_one_the_service_reads()
     {
         var bound = BoundSettings().Select(setting => setting.Key).ToList();
@@ -195,4 +208,8 @@ public sealed partial class DocumentedSettingsTests
 
     [GeneratedRegex(@":[0-9]+(?=:|$)")]
     private static partial Regex WholeId();
+
+    /// <summary>A lower-case, hyphenated string literal: in Problems.cs, a problem type's last segment.</summary>
+    [GeneratedRegex(@"""([a-z]+(?:-[a-z]+)*)""")]
+    private static partial Regex ProblemType();
 }
