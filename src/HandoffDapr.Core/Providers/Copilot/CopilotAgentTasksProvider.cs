@@ -125,7 +125,7 @@ public sealed class CopilotAgentTasksProvider(
         var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
         var refused = errors.Count == 0
             ? node.ValueKind == JsonValueKind.Null
-            : errors.All(error => error.ValueKind == JsonValueKind.Object && JsonElements.String(error, "type") is "NOT_FOUND" or "FORBIDDEN");
+            : errors.All(error => JsonElements.String(error, "type") is "NOT_FOUND" or "FORBIDDEN");
         return refused ? string.Empty : null;
     }
 
