@@ -379,6 +379,69 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Agent_given_up_for_age_whose_stop_did_not_take_is_stopped_again_while_reads_show_it_at_work()
+    {
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(["bc-1"], provider.Stops);
+
+        // The provider was out of reach for the stop, and the next read shows the agent still at work.
+        provider.StopFailure = null;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(["bc-1", "bc-1"], provider.Stops);
+
+        // Once a read shows it stopped, neither the stops nor the watch go on.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(2, provider.Stops.Count);
+        Assert.Null(state.NextWakeAt());
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task A_poll_recorded_again_after_its_answer_was_lost_still_names_the_stop_of_the_agent_it_timed_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        var first = await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        Assert.Equal("bc-1", Assert.Single(first.ToStop).AgentId);
+
+        // Dapr mode: daprd gave up on the actor call after the turn saved, and makes it again. The run already shows the
+        // agent failed; the stop its caller never got must still be named.
+        var again = await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        Assert.Equal("bc-1", Assert.Single(again.ToStop).AgentId);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task Agent_given_up_for_age_and_then_sent_a_follow_up_is_not_stopped_by_a_read_that_shows_it_at_work()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(["bc-1"], provider.Stops);
+
+        // A person resumes it: its work is wanted again, whatever the run gave up on.
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Finish it"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        state = writer.Saved.Last();
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+
+        Assert.Equal(["bc-1"], provider.Stops);
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task Agent_whose_read_fails_when_its_maximum_age_runs_out_is_not_timed_out_on_that_poll()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -544,9 +544,20 @@ public sealed partial class HandoffEngineTests
         /// <summary>Stop throws, as a provider client meeting an answer of another shape might.</summary>
         public bool StopFaults { get; set; }
 
-        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => StopFaults ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(CannotStop
-            ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
-            : ProviderResult<bool>.Success(true));
+        /// <summary>What a stop answers when set (the provider out of reach, say); null: accepted, unless <see cref="CannotStop"/>.</summary>
+        public ProviderFailure? StopFailure { get; set; }
+
+        /// <summary>The agents each stop was sent to, in order.</summary>
+        public ConcurrentQueue<string> Stops { get; } = new();
+
+        public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
+        {
+            Stops.Enqueue(agentId);
+            return StopFaults ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(
+                CannotStop ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
+                : StopFailure is { } failure ? ProviderResult<bool>.Failed(failure)
+                : ProviderResult<bool>.Success(true));
+        }
 
         /// <summary>What a follow-up answers; null: accepted.</summary>
         public ProviderFailure? FollowupFailure { get; set; }

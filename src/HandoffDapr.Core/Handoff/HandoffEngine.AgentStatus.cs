@@ -119,6 +119,7 @@ public sealed partial class HandoffEngine
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
         var timedOut = new List<AgentRef>();
+        var stillWorking = new List<AgentRef>();
         var stillWatched = new List<string>();
         var stillAwaiting = new List<string>();
         // An agent this poll read that something else ended while the reads were out (a webhook that finished it without
@@ -168,6 +169,17 @@ public sealed partial class HandoffEngine
                 {
                     stillWatched.Add(agent.Id);
                 }
+
+                // Shown at work, though given up on: its stop did not take or was never sent (the provider out of reach,
+                // the process gone before it, or in Dapr mode a turn repeated after daprd lost its answer, which finds the
+                // agent failed already). Stopped again, at each read that shows it so; a follow-up would have taken it
+                // off this list.
+                if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running && IsEndedWithoutPullRequest(latest)
+                    && state.LaunchOfAgent(agent.Id) is { } launch)
+                {
+                    LogGivenUpStillWorking(poll.RunId, agent.Id, launch.Repository);
+                    stillWorking.Add(new AgentRef(agent.Id, launch.IntegrationId));
+                }
             }
             // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
             else if (!latest.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
@@ -208,7 +220,7 @@ public sealed partial class HandoffEngine
 
         await writer.SaveAsync(state, CancellationToken.None);
         counted.Publish();
-        return new PollVerdict(timedOut);
+        return new PollVerdict([.. timedOut, .. stillWorking]);
     }
 
     /// <summary>
@@ -240,9 +252,12 @@ public sealed partial class HandoffEngine
             {
                 try
                 {
-                    if (!cancellationToken.IsCancellationRequested && integrations.Find(agent.IntegrationId) is { } integration)
+                    if (!cancellationToken.IsCancellationRequested && integrations.Find(agent.IntegrationId) is { } integration
+                        && (await integration.Provider.StopAsync(agent.AgentId, cancellationToken)).Failure is { } failure
+                        && failure.FailureType != FailureTypes.NotSupported)
                     {
-                        await integration.Provider.StopAsync(agent.AgentId, cancellationToken);
+                        // Said, not retried here: the next read that shows the agent at work sends the stop again.
+                        LogStopNotTaken(runId, agent.AgentId, failure.FailureType);
                     }
                 }
                 catch (Exception exception) when (exception is not OperationCanceledException)

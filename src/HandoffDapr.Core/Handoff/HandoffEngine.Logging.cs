@@ -51,6 +51,14 @@ public sealed partial class HandoffEngine
     [LoggerMessage(EventId = 1009, EventName = "AgentTimedOut", Level = LogLevel.Warning, Message = "Run {RunId}: agent {AgentId} still unfinished after {MaxAge}; marked failed (timed_out)")]
     private partial void LogAgentTimedOut(long runId, string agentId, TimeSpan maxAge);
 
+    [LoggerMessage(EventId = 1028, EventName = "GivenUpAgentStillWorking", Level = LogLevel.Warning,
+        Message = "Run {RunId}: agent {AgentId} for {Repository} was given up on (timed out or stopped) but the provider shows it at work; stopping it again")]
+    private partial void LogGivenUpStillWorking(long runId, string agentId, string repository);
+
+    [LoggerMessage(EventId = 1029, EventName = "AgentStopNotTaken", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider did not carry out the stop of agent {AgentId}, given up on ({FailureType}); sent again at the next read that shows it at work")]
+    private partial void LogStopNotTaken(long runId, string agentId, string failureType);
+
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} for {Repository} moved from {From} to {To}")]
     private partial void LogAgentStatusChanged(long runId, string agentId, string? repository, string from, string to);
 
