@@ -404,6 +404,27 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Agent_given_up_for_age_at_a_provider_that_cannot_stop_is_not_sent_a_stop_at_every_read()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Single(provider.Stops);
+
+        for (var poll = 0; poll < 3; poll++)
+        {
+            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        // Read at work three more times, and still watched; the one stop that said "not supported" is not repeated.
+        Assert.Single(provider.Stops);
+        Assert.True(provider.Reads >= 4, $"reads {provider.Reads}");
+        Assert.NotNull(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_poll_recorded_again_after_its_answer_was_lost_still_names_the_stop_of_the_agent_it_timed_out()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

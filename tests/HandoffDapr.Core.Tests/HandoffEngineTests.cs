@@ -527,6 +527,8 @@ public sealed partial class HandoffEngineTests
         /// <summary>Stop answers not_supported, as GitHub's agent tasks API does.</summary>
         public bool CannotStop { get; set; }
 
+        public bool CanStop => !CannotStop;
+
         /// <summary>What a read of an agent (the poll) answers.</summary>
         public ProviderAgentStatus ReadStatus { get; set; } = ProviderAgentStatus.Running;
 

@@ -172,12 +172,12 @@ public sealed partial class HandoffEngine
 
                 // Shown at work, though given up on: its stop did not take or was never sent (the provider out of reach,
                 // the process gone before it, or in Dapr mode a turn repeated after daprd lost its answer, which finds the
-                // agent failed already). Stopped again, at each read that shows it so; a follow-up would have taken it
-                // off this list.
+                // agent failed already). Stopped again, at each read that shows it so, where the provider can stop agents;
+                // a follow-up would have taken it off this list.
                 if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running && IsEndedWithoutPullRequest(latest)
-                    && state.LaunchOfAgent(agent.Id) is { } launch)
+                    && state.LaunchOfAgent(agent.Id) is { } launch && integrations.Find(launch.IntegrationId)?.Provider.CanStop == true)
                 {
-                    LogGivenUpStillWorking(poll.RunId, agent.Id, launch.Repository);
+                    counted.Log(() => LogGivenUpStillWorking(poll.RunId, agent.Id, launch.Repository));
                     stillWorking.Add(new AgentRef(agent.Id, launch.IntegrationId));
                 }
             }

@@ -27,6 +27,9 @@ public interface ICodingAgentProvider
     /// </param>
     Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken);
 
+    /// <summary>Whether <see cref="StopAsync"/> can stop an agent at all (GitHub's agent tasks cannot): a poll stops again an agent given up on only where it can.</summary>
+    bool CanStop => true;
+
     Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken);
 
     Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken);

@@ -382,6 +382,8 @@ public sealed class CopilotAgentTasksProvider(
             && (trimmed.Length == line.Length || trimmed[trimmed.Length - line.Length - 1] == '\n');
     }
 
+    public bool CanStop => false;
+
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();
 
     public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => NotSupported();
