@@ -6,22 +6,23 @@ namespace HandoffDapr.Service.Tests.DaprFiles;
 /// <summary>Reads the repository's YAML (components, dapr.yaml, k8s) and checks it against what Dapr documents.</summary>
 public static class DaprFiles
 {
-    // Field sets from dapr/components-contrib metadata.yaml files (state/redis, pubsub/redis, bindings/http,
-    // secretstores/local/file) plus the runtime's state store fields (actorStateStore, keyPrefix) from dapr/docs.
+    // Field sets from dapr/components-contrib v1.16.0 metadata.yaml files (state/redis, pubsub/redis, bindings/http,
+    // secretstores/local/file) plus the runtime's state store fields (actorStateStore, keyPrefix) from dapr/docs. Not a
+    // later release's: redisPort (v1.17.0) and insecureSkipTLSVerify (v1.18.0) are silently dropped by a 1.16 daprd.
     public static readonly IReadOnlyDictionary<string, HashSet<string>> DocumentedMetadata = new Dictionary<string, HashSet<string>>
     {
         ["state.redis"] =
         [
-            "redisHost", "redisPort", "redisUsername", "redisPassword", "sentinelUsername", "sentinelPassword", "enableTLS",
-            "insecureSkipTLSVerify", "clientCert", "clientKey", "failover", "sentinelMasterName", "redeliverInterval",
+            "redisHost", "redisUsername", "redisPassword", "sentinelUsername", "sentinelPassword", "enableTLS", "clientCert",
+            "clientKey", "failover", "sentinelMasterName", "redeliverInterval",
             "processingTimeout", "redisType", "redisDB", "redisMaxRetries", "redisMinRetryInterval", "redisMaxRetryInterval",
             "dialTimeout", "readTimeout", "writeTimeout", "poolSize", "poolTimeout", "maxConnAge", "minIdleConns",
             "idleCheckFrequency", "idleTimeout", "ttlInSeconds", "queryIndexes", "useEntraID", "actorStateStore", "keyPrefix",
         ],
         ["pubsub.redis"] =
         [
-            "redisHost", "redisPort", "redisUsername", "redisPassword", "sentinelUsername", "sentinelPassword", "consumerID",
-            "enableTLS", "insecureSkipTLSVerify", "clientCert", "clientKey", "redeliverInterval", "processingTimeout",
+            "redisHost", "redisUsername", "redisPassword", "sentinelUsername", "sentinelPassword", "consumerID", "enableTLS",
+            "clientCert", "clientKey", "redeliverInterval", "processingTimeout",
             "queueDepth", "concurrency", "redisType", "redisDB", "redisMaxRetries", "redisMinRetryInterval",
             "redisMaxRetryInterval", "dialTimeout", "readTimeout", "writeTimeout", "poolSize", "poolTimeout", "maxConnAge",
             "minIdleConns", "idleCheckFrequency", "idleTimeout", "failover", "sentinelMasterName", "maxLenApprox", "streamTTL",

@@ -70,6 +70,34 @@ public sealed class DaprFilesContractTests
         Assert.Contains(problems, p => p.StartsWith("redisPassword", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The field lists are Dapr 1.16's (docs/dapr.md says so, and pub/sub's streamTTL needs 1.16): a field that only a later
+    /// components-contrib reads (redisPort and insecureSkipTLSVerify came with v1.17.0 and v1.18.0) is dropped by a 1.16
+    /// daprd without a word, so the check refuses it.
+    /// </summary>
+    [Theory]
+    [InlineData("state.redis", "redisPort")]
+    [InlineData("state.redis", "insecureSkipTLSVerify")]
+    [InlineData("pubsub.redis", "redisPort")]
+    [InlineData("pubsub.redis", "insecureSkipTLSVerify")]
+    public void Checker_rejects_a_field_dapr_1_16_does_not_read(string type, string field)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader($$"""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: { name: newer }
+            spec:
+              type: {{type}}
+              version: v1
+              metadata:
+                - name: {{field}}
+                  value: "6380"
+            """));
+
+        Assert.Equal([field], UndocumentedMetadata((YamlMappingNode)stream.Documents[0].RootNode));
+    }
+
     [Theory]
     [MemberData(nameof(ComponentFolders))]
     public void Exactly_one_component_is_the_actor_state_store(string folder)
