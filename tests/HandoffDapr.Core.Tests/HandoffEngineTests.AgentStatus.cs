@@ -541,6 +541,8 @@ public sealed partial class HandoffEngineTests
     [InlineData("https://evil.example/#\u202Emoc.buhtig//:sptth", null, false)]
     [InlineData("https://github.com/acme/shop/pull/1 javascript:alert(1)", null, false)]
     [InlineData("https://github.com/acme/shop/pull/1\"><svg/onload=alert(8)>", "https://github.com/acme/shop/pull/1%22%3E%3Csvg/onload=alert(8)%3E", false)]
+    // A single quote ends an href written in single quotes as a double quote ends one in double quotes.
+    [InlineData("https://cursor.com/agents/bc-1'onmouseover='alert(8)", "https://cursor.com/agents/bc-1%27onmouseover=%27alert(8)", false)]
     [InlineData("/acme/shop/pull/1", null, false)]
     public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept, bool pullRequestOfTheRepository)
     {

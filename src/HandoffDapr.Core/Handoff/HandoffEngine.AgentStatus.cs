@@ -537,7 +537,9 @@ public sealed partial class HandoffEngine
             && !url.Any(c => char.IsControl(c) || char.IsWhiteSpace(c) || char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.Format)
             && Uri.TryCreate(url, UriKind.Absolute, out var uri) && (uri.Scheme == Uri.UriSchemeHttps || uri.Scheme == Uri.UriSchemeHttp)
             && uri.UserInfo.Length == 0
-            ? uri.AbsoluteUri
+            // AbsoluteUri escapes double quotes and angle brackets but keeps the apostrophe (an RFC 3986 sub-delimiter),
+            // which ends an href written in single quotes just as a double quote ends one in double quotes.
+            ? uri.AbsoluteUri.Replace("'", "%27", StringComparison.Ordinal)
             : null;
 
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
