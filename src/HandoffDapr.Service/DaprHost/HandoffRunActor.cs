@@ -274,10 +274,14 @@ public sealed partial class HandoffRunActor(
                 await Guarded(() => WakeAsync(runId));
                 break;
             default:
-                LogUnknownReminder(runId, reminderName);
+                // Any app may register a reminder on this actor type through its sidecar, under any name: logged bounded
+                // and printable, so it cannot forge lines in the plain-text console.
+                LogUnknownReminder(runId, Api.PrintableText.Bounded(reminderName, MaxLoggedReminderName));
                 break;
         }
     }
+
+    private const int MaxLoggedReminderName = 128;
 
     /// <summary>How long a wake-up that failed (the store out of reach, the state unreadable) waits before it is tried again.</summary>
     internal static readonly TimeSpan FailedWakeRetry = TimeSpan.FromMinutes(1);

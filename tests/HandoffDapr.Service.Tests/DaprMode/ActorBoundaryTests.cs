@@ -88,6 +88,29 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// Any app may register a reminder on this actor type through its own sidecar, named as it likes: the name, logged when
+    /// the reminder fires, must not forge lines in the plain-text console (Dapr mode under <c>dotnet run</c>) nor be kilobytes long.
+    /// </summary>
+    [Fact]
+    public async Task An_unknown_reminders_name_is_logged_bounded_and_without_control_characters()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var client = factory.CreateSidecarClient();
+
+        var fired = await client.PutAsync(
+            $"/actors/{Actor}/78/method/remind/x%0D%0A{{\"LogLevel\":\"Critical\"}}%1B[2J{new string('y', 3000)}", new StringContent("{}", Encoding.UTF8, "application/json"));
+
+        Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
+        var logged = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "UnknownReminder");
+        var name = logged.StructuredState!.Single(field => field.Key == "ReminderName").Value!;
+        Assert.DoesNotContain(name, char.IsControl);
+        Assert.StartsWith("x??{", name, StringComparison.Ordinal);
+        Assert.InRange(name.Length, 1, 200);
+        Assert.DoesNotContain(logged.Message, char.IsControl);
+    }
+
     [Theory]
     [InlineData(HandoffRunActor.TimelineKey)]
     [InlineData(HandoffRunActor.PollKey)]
