@@ -33,6 +33,11 @@ public sealed partial class IntegrationCatalog : IIntegrationCatalog
                 // Half of what webhooks need, so presumably meant: without a word, agents would be followed by polling alone.
                 LogWebhooksOff(logger, id, string.IsNullOrWhiteSpace(settings.PublicBaseUrl) ? "Handoff:PublicBaseUrl" : $"Handoff:Integrations:{id}:WebhookSecret");
             }
+            else if (kind.WebhookPath is null && !string.IsNullOrEmpty(integration.WebhookSecret))
+            {
+                // A secret for a provider that sends no webhooks (Copilot) is presumably meant to turn them on: said, not ignored silently.
+                LogWebhookSecretUnused(logger, id, kind.Name);
+            }
 
             integrations[id] = new Integration(id, provider, integration.AutoCreatePr, webhook, integration.PromptMaxLength);
         }
@@ -42,6 +47,10 @@ public sealed partial class IntegrationCatalog : IIntegrationCatalog
 
     [LoggerMessage(EventId = 4401, EventName = "WebhooksOff", Level = LogLevel.Warning, Message = "Integration {IntegrationId} gets no webhooks, {Missing} is not set: its agents are followed by polling alone")]
     private static partial void LogWebhooksOff(ILogger logger, long integrationId, string missing);
+
+    [LoggerMessage(EventId = 4402, EventName = "WebhookSecretUnused", Level = LogLevel.Warning,
+        Message = "Integration {IntegrationId} has a WebhookSecret, but {Provider} sends no webhooks: it is not used, and its agents are followed by polling alone")]
+    private static partial void LogWebhookSecretUnused(ILogger logger, long integrationId, string provider);
 
     /// <summary>
     /// The provider reports status to us only when it sends webhooks at all, and we know our public address and a secret

@@ -36,6 +36,26 @@ public sealed class WebhookSettingsTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "WebhooksOff");
     }
 
+    [Fact]
+    public void A_webhook_secret_on_a_copilot_integration_is_a_warning_that_it_is_not_used()
+    {
+        var logs = new FakeLogCollector();
+        var settings = new Dictionary<string, string?>
+        {
+            ["Handoff:PublicBaseUrl"] = "https://handoff.example.com",
+            [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:WebhookSecret"] = Secret,
+            [$"Handoff:Integrations:{EmbeddedServiceFactory.CopilotIntegrationId}:WebhookSecret"] = Secret,
+        };
+        using var factory = new EmbeddedServiceFactory(temp.File($"webhooks-{Guid.NewGuid():N}.db"), cursor.Url, settings: settings) { Logs = logs };
+        var catalog = factory.Services.GetRequiredService<IIntegrationCatalog>();
+
+        Assert.Null(catalog.Find(EmbeddedServiceFactory.CopilotIntegrationId)!.Webhook);
+        var warning = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "WebhookSecretUnused");
+        Assert.Contains($"Integration {EmbeddedServiceFactory.CopilotIntegrationId} ", warning.Message);
+        Assert.DoesNotContain(Secret, warning.Message);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "WebhooksOff");
+    }
+
     /// <summary>
     /// Each Cursor integration's launches carry a webhook URL naming that integration (on the public address, whatever its
     /// trailing slash), so the provider's webhooks for it are checked against its own secret; Copilot sends none.
