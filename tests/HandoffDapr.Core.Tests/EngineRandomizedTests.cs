@@ -39,6 +39,18 @@ namespace HandoffDapr.Core.Tests;
 /// how the provider ended it, with its pull request.
 /// </para>
 /// <para>
+/// Each poll's verdict is checked against the state it was computed from (not when its stops reach the provider, which a
+/// held answer delays): it names no agent whose follow-up a person's command recorded, unless the agent was given up on
+/// again since (a person's stop recorded, or a time-out, that turn's included); a follow-up sent and not yet recorded is
+/// the known window, counted (windowStops) and not flagged. And an agent the run gave up on (timed out, stopped by a
+/// person while at work or awaiting a pull request after a follow-up) and failed without a pull request, sent no
+/// follow-up since (recorded or not), within its watch (twice the maximum age from its launch and from its last
+/// follow-up), whose end no recorded read showed since, that a good read of the poll shows at work, is still read by the
+/// run and named to stop again; a poll given its verdict back sends each stop it names (its integration present, the
+/// poll not cut off), the harness's own stops for a verdict apart. A poll's answers are now and then recorded a second time later, as daprd repeats a turn
+/// whose answer it lost (drawn apart, so the other draws of a seed are as they were).
+/// </para>
+/// <para>
 /// It found that a follow-up to an agent the run still showed at work, which had ended unseen, was not read on until
 /// its pull request showed; that a launch answered with an agent on another launch's branch (that launch's answer lost)
 /// took it; that a relaunch behind an earlier agent that finished after all was never looked for again; that an agent
@@ -95,6 +107,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     private static readonly string[] AllRepositories = ["acme/r1", "acme/r2", "acme/r3", "acme/r4"];
 
     private readonly Random random;
+    // Drawn apart, so that the other draws of a seed are as they were: whether a poll's turn is made again.
+    private readonly Random repeats;
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
     private readonly ModelProvider provider;
     private readonly ToggledCatalog catalog;
@@ -121,6 +135,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     public EngineModel(int seed)
     {
         random = new Random(seed);
+        repeats = new Random(seed * 131 + 3);
         // Now and then fewer repositories than the snapshots name may be handed off.
         options = new HandoffEngineOptions { MaxParallelLaunches = 1, AgentMaxAge = TimeSpan.FromHours(2), MaxRepositories = random.Next(3) == 0 ? 3 : 50,
             // One seed in three allows two attempts, so that a last attempt (its answer lost, say) comes often. Drawn apart,
@@ -131,7 +146,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         engine = new HandoffEngine(catalog, options, new RetryPolicy(options.Retry, random.NextDouble), time, NullLogger<HandoffEngine>.Instance);
     }
 
-    public string Counters => $"steps={steps} providerAgents={provider.Agents.Count} launchCalls={provider.LaunchCalls} lookups={provider.Lookups} lateRecords={lateRecords} droppedRounds={droppedRounds} triggers={manualTriggers} cutOff={cutOff} ignorableRedeliveries={ignorableRedeliveries} lastAttemptsLost={lastAttemptsLost} reconciled={Trace.Count(line => line.Contains(" found", StringComparison.Ordinal))} adopted={Trace.Count(line => line.Contains("-> Changed", StringComparison.Ordinal) && line.Contains("webhook", StringComparison.Ordinal))} violations={Violations.Count}";
+    public string Counters => $"steps={steps} providerAgents={provider.Agents.Count} launchCalls={provider.LaunchCalls} lookups={provider.Lookups} lateRecords={lateRecords} droppedRounds={droppedRounds} triggers={manualTriggers} cutOff={cutOff} ignorableRedeliveries={ignorableRedeliveries} lastAttemptsLost={lastAttemptsLost} reconciled={Trace.Count(line => line.Contains(" found", StringComparison.Ordinal))} adopted={Trace.Count(line => line.Contains("-> Changed", StringComparison.Ordinal) && line.Contains("webhook", StringComparison.Ordinal))} stopsNamed={stopsNamed} restopsRequired={restopsRequired} followedUpReadAtWork={followedUpReadAtWork} windowStops={windowStops} violations={Violations.Count}";
 
     private int cutOff, ignorableRedeliveries, lastAttemptsLost;
 
@@ -362,14 +377,27 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         using var shutdown = new CancellationTokenSource();
         provider.CancelDuring = random.Next(5) == 0 ? shutdown : null;
         Note($"read poll of {poll.StartedAt:HH:mm:ss} ({poll.Agents.Count} agents){(holdAnswers ? " (answers held)" : "")}{(provider.CancelDuring is null ? "" : " (cut off)")}");
+        immediateVerdict = null;
+        provider.EngineStops.Clear();
         try
         {
             await engine.FinishPollAsync(poll, this, shutdown.Token);
+            // Its verdict given back to it, the poll stops each agent it names (best effort: one whose integration was
+            // taken out of the settings cannot be).
+            foreach (var agent in immediateVerdict?.ToStop ?? [])
+            {
+                if (catalog.Find(agent.IntegrationId) is not null && !provider.EngineStops.Contains(agent.AgentId))
+                {
+                    Violation($"a poll's verdict named {agent.AgentId} to stop, and the poll sent it no stop");
+                }
+            }
         }
         catch (OperationCanceledException) when (shutdown.IsCancellationRequested)
         {
             Note("  poll cut off");
         }
+
+        immediateVerdict = null;
 
         provider.CancelDuring = null;
         holdAnswers = false;
@@ -412,10 +440,24 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             case PollAnswers poll:
                 Note($"record poll of {poll.Round.StartedAt:HH:mm:ss}: {string.Join("; ", poll.Reports.Select(r => r is null ? "-" : $"{r.Id} {r.Status}"))}");
                 provider.Recorded(poll.Reports);
+                var polledFrom = stored;
                 var verdict = await engine.CompletePollAsync(stored, poll, this);
+                CheckPollStops(polledFrom, poll, verdict);
+                // The owner's own stops (as a Dapr actor makes them for a turn whose caller is gone), not the engine's.
+                provider.HarnessStopping = true;
                 foreach (var agent in verdict.ToStop)
                 {
                     await provider.StopAsync(agent.AgentId, CancellationToken.None);
+                }
+
+                provider.HarnessStopping = false;
+
+                // In Dapr mode daprd may make a turn again after its answer was lost: now and then these answers are
+                // recorded once more, later (other turns may come between).
+                if (repeats.Next(12) == 0)
+                {
+                    Note("  (this poll's turn to be made again)");
+                    answersToRecord.Add(poll);
                 }
 
                 return verdict;
@@ -428,10 +470,143 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
                 Note($"record {(sent.Stop ? "stop" : "follow-up")} of {sent.AgentId}{(sent.OutcomeUnknown ? " (outcome unknown)" : "")}");
                 var before = stored?.CodingAgents.GetValueOrDefault(sent.AgentId);
+                var wasAwaiting = stored?.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) == true;
                 var outcome = await engine.RecordCommandAsync(stored, sent, this);
                 CheckNoLeak("recorded command", outcome);
                 CheckRecordedStop(sent, before);
+                TakeCommandRecord(sent, before, wasAwaiting, outcome);
                 return outcome;
+        }
+    }
+
+    // Where, in the order of events, each agent's last follow-up was recorded (the run set it to await a pull request),
+    // and when; and where it was last given up on: a person's stop recorded (whatever its outcome) or a time-out. A
+    // poll's verdict may name an agent to stop only if it was given up on after its last follow-up recorded.
+    private readonly Dictionary<string, (long Order, DateTimeOffset At)> followupRecorded = [];
+    private readonly Dictionary<string, long> givenUpOrder = [];
+
+    // Where each agent was last given up on such that the run reads it on as given up, failed without a pull request:
+    // a time-out, an answered stop of an agent at work, a stop (answered or not) of one awaiting a pull request after a
+    // follow-up that leaves it ended without one. And where a poll's answers recorded last showed it ended (a stale read
+    // too): that ends the given-up watch, rightly or not.
+    private readonly Dictionary<string, long> watchedGivenUpOrder = [];
+    private readonly Dictionary<string, long> endRecordedOrder = [];
+    // The verdict of the poll being read, recorded at once (given back to FinishPollAsync), to see its stops sent.
+    private PollVerdict? immediateVerdict;
+    private int stopsNamed, restopsRequired, followedUpReadAtWork, windowStops;
+
+    /// <summary>What a recorded command changes in the model: a follow-up recorded, or a person's stop recorded.</summary>
+    private void TakeCommandRecord(AgentCommandSent sent, CodingAgentState? before, bool wasAwaiting, AgentCommandOutcome outcome)
+    {
+        if (before is null || outcome.Status == AgentCommandStatus.UnknownAgent || stored is null)
+        {
+            return;
+        }
+
+        var order = provider.Tick();
+        if (!sent.Stop)
+        {
+            // Only an agent without a pull request is set to await one (one with its pull request is never stopped).
+            if (!before.Results.Any(result => result.PrUrl is not null))
+            {
+                followupRecorded[sent.AgentId] = (order, time.GetUtcNow());
+            }
+
+            return;
+        }
+
+        givenUpOrder[sent.AgentId] = order;
+        var after = stored.CodingAgents[sent.AgentId];
+        if (((!sent.OutcomeUnknown && !before.Status.IsFinal()) || wasAwaiting) && after.Status.IsFinal() && !after.Results.Any(result => result.PrUrl is not null))
+        {
+            watchedGivenUpOrder[sent.AgentId] = order;
+        }
+    }
+
+    /// <summary>
+    /// A poll's verdict, against the state it was computed from (<paramref name="from"/>), whatever becomes of its stops
+    /// later (held, sent after a follow-up recorded since: the known window). Safety: it names no agent a person's
+    /// follow-up was recorded for, unless the agent was given up on again since (a person's stop recorded, or a time-out,
+    /// this turn's included). Liveness: an agent the run gave up on (failed by it, without a pull request, not sent a
+    /// follow-up since, recorded or not), within its watch, whose end no recorded read showed since, and that a good read
+    /// of this poll shows at work, is still read by the run and named to stop.
+    /// </summary>
+    private void CheckPollStops(RunHandoffState? from, PollAnswers answers, PollVerdict verdict)
+    {
+        if (from is null || stored is null)
+        {
+            return;
+        }
+
+        // The time-outs of this turn.
+        foreach (var (id, agent) in from.CodingAgents)
+        {
+            if (!agent.Status.IsFinal() && stored.CodingAgents.TryGetValue(id, out var now) && now.Status == CodingAgentStatus.Failed
+                && stored.LaunchOfAgent(id)?.FailureType == FailureTypes.TimedOut)
+            {
+                givenUpOrder[id] = watchedGivenUpOrder[id] = provider.Tick();
+            }
+        }
+
+        stopsNamed += verdict.ToStop.Count;
+        foreach (var id in verdict.ToStop.Select(agent => agent.AgentId).Distinct())
+        {
+            if (followedUpOrder.GetValueOrDefault(id) > Math.Max(givenUpOrder.GetValueOrDefault(id), followupRecorded.GetValueOrDefault(id).Order))
+            {
+                // The known window: a follow-up sent, not recorded yet (or never), the run still gives the agent up.
+                windowStops++;
+            }
+
+            if (followupRecorded.TryGetValue(id, out var followup) && givenUpOrder.GetValueOrDefault(id) < followup.Order)
+            {
+                Violation($"a poll's verdict names {id} to stop, though its follow-up was recorded (order {followup.Order}) and it was not given up on since (order {givenUpOrder.GetValueOrDefault(id)})");
+            }
+        }
+
+        var readOrder = provider.Tick();
+        var watchLimit = 2 * options.AgentMaxAge;
+        var timeNow = time.GetUtcNow();
+        for (var i = 0; i < answers.Reports.Count; i++)
+        {
+            if (answers.Reports[i] is not { } report || report.Id != answers.Round.Agents[i].AgentId || !from.CodingAgents.TryGetValue(report.Id, out var agent))
+            {
+                continue;
+            }
+
+            var id = report.Id;
+            if (report.Status is not (ProviderAgentStatus.Creating or ProviderAgentStatus.Running))
+            {
+                endRecordedOrder[id] = readOrder;
+                continue;
+            }
+
+            // Counted, to see the safety check at work: an agent the run shows ended, read at work after a follow-up recorded.
+            if (followupRecorded.TryGetValue(id, out var recorded) && givenUpOrder.GetValueOrDefault(id) < recorded.Order
+                && agent.Status.IsFinal() && !agent.Results.Any(result => result.PrUrl is not null))
+            {
+                followedUpReadAtWork++;
+            }
+
+            var launchedAt = from.LaunchOfAgent(id)?.AttemptStartedAt ?? agent.StartedAt;
+            if (!provider.IsGoodRead(report) || !watchedGivenUpOrder.TryGetValue(id, out var gaveUp)
+                || followupRecorded.GetValueOrDefault(id).Order > gaveUp
+                || followedUpOrder.GetValueOrDefault(id) > gaveUp || heldFollowups.Contains(id) || followupsLost.Contains(id)
+                || endRecordedOrder.GetValueOrDefault(id) > gaveUp
+                || !agent.Status.IsFinal() || agent.Results.Any(result => result.PrUrl is not null) || provider.Agents[id].PrUrl is not null
+                || timeNow - launchedAt > watchLimit || (followupRecorded.TryGetValue(id, out var last) && timeNow - last.At > watchLimit))
+            {
+                continue;
+            }
+
+            restopsRequired++;
+            if (!from.AgentsToPoll.Any(polled => polled.Id == id))
+            {
+                Violation($"given up on {id} (order {gaveUp}), within its watch, its end not shown, is no longer read by the run");
+            }
+            else if (!verdict.ToStop.Any(stop => stop.AgentId == id))
+            {
+                Violation($"given up on {id} (order {gaveUp}), read at work ({report.Status}) by a poll recorded now, is not named to stop");
+            }
         }
     }
 
@@ -659,8 +834,16 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     public async Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
         holdAnswers ? Hold(answers, HandoffResult.Empty) : (HandoffResult)await RecordAsync(answers);
 
-    public async Task<PollVerdict> RecordPollAsync(PollAnswers answers) =>
-        holdAnswers ? Hold(answers, new PollVerdict([])) : (PollVerdict)await RecordAsync(answers);
+    public async Task<PollVerdict> RecordPollAsync(PollAnswers answers)
+    {
+        if (holdAnswers)
+        {
+            return Hold(answers, new PollVerdict([]));
+        }
+
+        immediateVerdict = (PollVerdict)await RecordAsync(answers);
+        return immediateVerdict;
+    }
 
     public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
         holdAnswers ? Hold(sent, new AgentCommandOutcome(AgentCommandStatus.Done)) : (AgentCommandOutcome)await RecordAsync(sent);
@@ -1015,6 +1198,9 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
     public Dictionary<string, ModelAgent> Agents { get; } = [];
 
+    /// <summary>Whether the report is a read's answer that said what the agent was when read (not stale, not another's).</summary>
+    public bool IsGoodRead(ProviderAgent report) => goodAnswers.ContainsKey(report);
+
     public ProviderMood Mood { get; set; } = ProviderMood.Flaky;
 
     public int LaunchCalls { get; private set; }
@@ -1170,9 +1356,20 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         return Task.FromResult(ProviderResult<ProviderAgent?>.Success(found is null ? null : Report(found)));
     }
 
+    /// <summary>Set while the harness itself stops the agents of a verdict: those stops are not the engine's.</summary>
+    public bool HarnessStopping { get; set; }
+
+    /// <summary>The agents stops were sent to other than the harness's own.</summary>
+    public List<string> EngineStops { get; } = [];
+
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
     {
         CommandCalls++;
+        if (!HarnessStopping)
+        {
+            EngineStops.Add(agentId);
+        }
+
         if (!Agents.TryGetValue(agentId, out var agent))
         {
             return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
