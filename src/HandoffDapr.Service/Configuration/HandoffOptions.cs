@@ -183,6 +183,13 @@ public sealed class EmbeddedOptions
     /// <summary>Runs the schedule works on at once (each makes its repositories' provider calls in parallel).</summary>
     public int MaxConcurrentWakeups { get; set; } = 32;
 
+    /// <summary>
+    /// How many runs' handled completion events this process remembers, to answer a redelivery without reading the
+    /// file (about 100 bytes each); 0 reads the file for each. Another process's writes to the file are seen within
+    /// 100 ms; until then a redelivery is judged by what this process wrote last.
+    /// </summary>
+    public int RememberedEvents { get; set; } = 65_536;
+
     /// <summary>How long a claimed wake-up stays owned by this process before another may take it.</summary>
     public TimeSpan ScheduleLease { get; set; } = TimeSpan.FromSeconds(30);
 

@@ -61,6 +61,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             errors.Add("Handoff:Embedded:ScheduleLease must be between one second and one hour.");
         }
 
+        if (options.Embedded.RememberedEvents is < 0 or > 1_048_576)
+        {
+            errors.Add("Handoff:Embedded:RememberedEvents must be between 0 (off) and 1048576.");
+        }
+
         if (options.Embedded.MaxConcurrentWakeups is < 1 or > 1024)
         {
             errors.Add("Handoff:Embedded:MaxConcurrentWakeups must be between 1 and 1024.");

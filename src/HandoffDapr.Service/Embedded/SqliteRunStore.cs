@@ -41,9 +41,15 @@ public sealed partial class SqliteRunStore : IDisposable
     // settings and the code) that judged its event a no-op. After a restart old digests match nothing.
     private readonly byte[] digestPrefix = RandomNumberGenerator.GetBytes(16);
 
-    public SqliteRunStore(string dataPath, TimeProvider timeProvider, ILogger<SqliteRunStore>? logger = null)
+    private readonly HandledEventMemory handledEvents;
+
+    /// <param name="rememberedEvents">
+    /// How many runs' handled-event digests this process keeps in memory (<see cref="HandledEventMemory"/>); 0 reads the file for each.
+    /// </param>
+    public SqliteRunStore(string dataPath, TimeProvider timeProvider, ILogger<SqliteRunStore>? logger = null, int rememberedEvents = 0)
     {
         this.timeProvider = timeProvider;
+        handledEvents = new HandledEventMemory(rememberedEvents);
         connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = dataPath,
@@ -74,7 +80,7 @@ public sealed partial class SqliteRunStore : IDisposable
 
         this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
         checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
-        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed);
+        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.ForgetIfOthersWrote);
     }
 
     /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
@@ -202,7 +208,24 @@ public sealed partial class SqliteRunStore : IDisposable
     }
 
     /// <summary>The run whose row says it handled the event of this digest, and that the same bytes again would change nothing.</summary>
-    public long? FindHandledEvent(byte[] digest) => Read(session => session.FindHandledEvent(digest));
+    public long? FindHandledEvent(byte[] digest)
+    {
+        if (handledEvents.Find(digest) is { } remembered)
+        {
+            return remembered;
+        }
+
+        Interlocked.Increment(ref handledEventFileReads);
+        return Read(session => session.FindHandledEvent(digest));
+    }
+
+    private long handledEventFileReads;
+
+    /// <summary>Redelivery lookups that read the file, memory not knowing the digest.</summary>
+    internal long HandledEventFileReads => Interlocked.Read(ref handledEventFileReads);
+
+    /// <summary>How many runs' handled events are held in memory now.</summary>
+    internal int RememberedEvents => handledEvents.Count;
 
     /// <summary>The run's group and its stored view, written with its latest state; null when there is none (no run, or an older row).</summary>
     public StoredView? LoadView(long runId) => Read(session => session.LoadView(runId));
@@ -360,9 +383,26 @@ public sealed partial class SqliteRunStore : IDisposable
         var wakeAt = state.NextWakeAt() is not { } next ? (long?)null
             : next <= clock ? next.ToUnixTimeMilliseconds()
             : (next + TimeSpan.FromTicks(TimeSpan.TicksPerMillisecond - 1)).ToUnixTimeMilliseconds();
+        var runId = state.RunId;
         return writer.WriteAsync(
-            (connection, transaction) => Write(connection, transaction, state.RunId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion),
-            SqliteCheckpointer.WeightOf(json.Length + (view?.Length ?? 0L)));
+            (connection, transaction) =>
+            {
+                // Kept, the row's digest stays valid exactly when it was, and so does what memory holds of it.
+                if (!handled.Keep)
+                {
+                    handledEvents.Forget(runId);
+                }
+
+                return Write(connection, transaction, runId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion);
+            },
+            SqliteCheckpointer.WeightOf(json.Length + (view?.Length ?? 0L)),
+            afterCommit: _ =>
+            {
+                if (handled.Digest is { } digest)
+                {
+                    handledEvents.Remember(runId, digest);
+                }
+            });
     }
 
     private static long Write(
@@ -594,6 +634,7 @@ public sealed partial class SqliteRunStore : IDisposable
             var deleted = 0;
             foreach (var candidate in runs)
             {
+                handledEvents.Forget(candidate.RunId);
                 (run.Value, version.Value) = (candidate.RunId, candidate.Version);
                 using (var reader = delete.ExecuteReader())
                 {

@@ -20,7 +20,11 @@ internal sealed class SqliteWriter : IDisposable
     private readonly SqliteConnection connection;
     private readonly Thread thread;
     private readonly Action<int, SqliteConnection>? committed;
+    private readonly Action<SqliteConnection>? watch;
     private long transactions;
+
+    /// <summary>How often the writer looks at the file for other connections' commits while no write comes.</summary>
+    public static readonly TimeSpan IdleCheck = TimeSpan.FromMilliseconds(100);
 
     /// <summary>Transactions committed so far (a batch of queued writes is one).</summary>
     public long Transactions => Interlocked.Read(ref transactions);
@@ -29,11 +33,16 @@ internal sealed class SqliteWriter : IDisposable
     /// Told, on the writer thread and outside any transaction, how many writes each commit carried, each counted by its
     /// weight (<see cref="WriteAsync{T}"/>; <see cref="SqliteCheckpointer.Committed"/>).
     /// </param>
-    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null)
+    /// <param name="watch">
+    /// Told, on the writer thread and outside any transaction, after each commit (once the writes' own after-commit steps
+    /// have run) and every <see cref="IdleCheck"/> while no write comes (<see cref="HandledEventMemory.ForgetIfOthersWrote"/>).
+    /// </param>
+    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null, Action<SqliteConnection>? watch = null)
     {
         this.connection = connection;
         this.shutdownWait = shutdownWait ?? DefaultShutdownWait;
         this.committed = committed;
+        this.watch = watch;
         thread = new Thread(Loop) { IsBackground = true, Name = "sqlite-writer" };
         thread.Start();
     }
@@ -43,9 +52,13 @@ internal sealed class SqliteWriter : IDisposable
     /// of its own (not a <see cref="SqliteException"/>) to fail alone, as long as it wrote nothing before throwing.
     /// </summary>
     /// <param name="weight">How many writes this one counts as toward a checkpoint (a large row fills many pages of the log).</param>
-    public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work, int weight = 1)
+    /// <param name="afterCommit">
+    /// Run on the writer thread once the transaction that made this write has committed, before any later write is made;
+    /// not run when the write failed.
+    /// </param>
+    public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work, int weight = 1, Action<T>? afterCommit = null)
     {
-        var operation = new Operation<T>(work) { Weight = Math.Max(1, weight) };
+        var operation = new Operation<T>(work, afterCommit) { Weight = Math.Max(1, weight) };
         queue.Add(operation);
         return operation.Task;
     }
@@ -55,8 +68,14 @@ internal sealed class SqliteWriter : IDisposable
         // The thread owns its connection to the end: disposed here, after the last queued write, never under one.
         using var owned = connection;
         var batch = new List<Operation>(MaxBatch);
-        foreach (var first in queue.GetConsumingEnumerable())
+        while (!queue.IsCompleted)
         {
+            if (!queue.TryTake(out var first, IdleCheck))
+            {
+                watch?.Invoke(connection);
+                continue;
+            }
+
             batch.Add(first);
             while (batch.Count < MaxBatch && queue.TryTake(out var next))
             {
@@ -102,6 +121,8 @@ internal sealed class SqliteWriter : IDisposable
 
         Interlocked.Increment(ref transactions);
 
+        batch.ForEach(operation => operation.AfterCommit());
+        watch?.Invoke(connection);
         batch.ForEach(operation => operation.Complete());
         committed?.Invoke(batch.Sum(operation => operation.Weight), connection);
     }
@@ -134,12 +155,14 @@ internal sealed class SqliteWriter : IDisposable
 
         public abstract void Run(SqliteConnection connection, SqliteTransaction transaction);
 
+        public abstract void AfterCommit();
+
         public abstract void Complete();
 
         public abstract void Fail(Exception exception);
     }
 
-    private sealed class Operation<T>(Func<SqliteConnection, SqliteTransaction, T> work) : Operation
+    private sealed class Operation<T>(Func<SqliteConnection, SqliteTransaction, T> work, Action<T>? afterCommit) : Operation
     {
         private readonly TaskCompletionSource<T> completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
         private T? result;
@@ -157,6 +180,14 @@ internal sealed class SqliteWriter : IDisposable
             catch (Exception exception) when (exception is not SqliteException)
             {
                 ownFailure = exception;
+            }
+        }
+
+        public override void AfterCommit()
+        {
+            if (ownFailure is null)
+            {
+                afterCommit?.Invoke(result!);
             }
         }
 

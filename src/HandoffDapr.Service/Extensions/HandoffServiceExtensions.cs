@@ -156,8 +156,11 @@ public static class HandoffServiceExtensions
 
     private static void AddEmbeddedHost(IServiceCollection services)
     {
-        services.AddSingleton(sp => new SqliteRunStore(
-            sp.GetRequiredService<IOptions<HandoffOptions>>().Value.DataPath, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<SqliteRunStore>>()));
+        services.AddSingleton(sp =>
+        {
+            var options = sp.GetRequiredService<IOptions<HandoffOptions>>().Value;
+            return new SqliteRunStore(options.DataPath, sp.GetRequiredService<TimeProvider>(), sp.GetRequiredService<ILogger<SqliteRunStore>>(), options.Embedded.RememberedEvents);
+        });
         services.TryAddSingleton<WakeupSignal>();
         services.AddSingleton<Transport.ProviderHttpClients>();
         services.AddSingleton<EmbeddedRunOwner>();

@@ -54,6 +54,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Embedded, "Handoff:Embedded:SchedulePollInterval", "30.00:00:00", "30.00:00:00.001")]
     [InlineData(HostingMode.Embedded, "Handoff:Embedded:ScheduleLease", "01:00:00", "01:00:00.001")]
     [InlineData(HostingMode.Embedded, "Handoff:Embedded:MaxConcurrentWakeups", "1024", "1025")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:RememberedEvents", "1048576", "1048577")]
     [InlineData(HostingMode.Embedded, "Handoff:Embedded:ProviderCallGrace", "00:05:00", "00:05:00.001")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:SidecarWaitTimeout", "01:00:00", "01:00:00.001")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:ShutdownDrain", "00:05:00", "00:05:00.001")]

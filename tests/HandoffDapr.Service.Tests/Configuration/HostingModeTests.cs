@@ -139,6 +139,7 @@ public sealed class HostingModeTests
         // Its renewal timer is a third of it: under a second, a wake-up would be renewed or lost over and over.
         { "Handoff:Embedded:ScheduleLease", options => options.Embedded.ScheduleLease = TimeSpan.FromMilliseconds(500) },
         { "Handoff:Embedded:MaxConcurrentWakeups", options => options.Embedded.MaxConcurrentWakeups = 1025 },
+        { "Handoff:Embedded:RememberedEvents", options => options.Embedded.RememberedEvents = -1 },
         { "Handoff:Dapr:ShutdownDrain", options => options.Dapr.ShutdownDrain = TimeSpan.FromSeconds(-1) },
         { "Handoff:MaxRequestBodyBytes", options => options.MaxRequestBodyBytes = 64L * 1024 * 1024 + 1 },
         // Below 1 KiB not even a small snapshot or trigger fits: every event and trigger would be a 413.

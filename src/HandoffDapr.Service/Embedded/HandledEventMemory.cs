@@ -1,0 +1,149 @@
+using System.Runtime.InteropServices;
+using Microsoft.Data.Sqlite;
+
+namespace HandoffDapr.Service.Embedded;
+
+/// <summary>
+/// The handled-event digests this process's own saves wrote (<see cref="HandledEvent"/>), by run, so a redelivery is
+/// answered without reading the file: that read (SQLite starting and ending a read transaction) was the largest part of
+/// a duplicate's cost. It holds what the rows hold, as far as this process's writes go: the writer forgets a run before
+/// a write to its row commits, and remembers a digest only after the commit that wrote it, in commit order.
+/// </summary>
+/// <remarks>
+/// Another process's commits on the same file (a hand-over, an operator's edit) it cannot see. The writer asks the file's
+/// data version after each commit and every <see cref="SqliteWriter.IdleCheck"/> when idle, and forgets everything when
+/// another connection has committed. Until then, up to that interval, a redelivery may be answered as a no-op from what
+/// this process wrote last; the runbook says so. Past its capacity it starts over empty: runs it no longer holds are
+/// answered from the file, as before.
+/// </remarks>
+internal sealed class HandledEventMemory(int capacity)
+{
+    private readonly Lock gate = new();
+    private readonly Dictionary<Digest, long> runByDigest = [];
+    private readonly Dictionary<long, Digest> digestByRun = [];
+    private long? dataVersion;
+    private SqliteCommand? versionQuery;
+
+    public bool IsOn => capacity > 0;
+
+    /// <summary>The run whose row holds this digest as its handled event, if this process wrote it and nothing has changed the row since.</summary>
+    public long? Find(ReadOnlySpan<byte> digest)
+    {
+        if (!IsOn)
+        {
+            return null;
+        }
+
+        var key = Digest.Of(digest);
+        lock (gate)
+        {
+            return runByDigest.TryGetValue(key, out var runId) ? runId : null;
+        }
+    }
+
+    /// <summary>Before a write to the run's row: what the row held may not hold after it.</summary>
+    public void Forget(long runId)
+    {
+        if (!IsOn)
+        {
+            return;
+        }
+
+        lock (gate)
+        {
+            if (digestByRun.Remove(runId, out var digest))
+            {
+                runByDigest.Remove(digest);
+            }
+        }
+    }
+
+    /// <summary>After the commit that wrote <paramref name="digest"/> as the run's handled event.</summary>
+    public void Remember(long runId, ReadOnlySpan<byte> digest)
+    {
+        if (!IsOn)
+        {
+            return;
+        }
+
+        var key = Digest.Of(digest);
+        lock (gate)
+        {
+            if (digestByRun.Count >= capacity && !digestByRun.ContainsKey(runId))
+            {
+                Clear();
+            }
+
+            if (digestByRun.Remove(runId, out var earlier))
+            {
+                runByDigest.Remove(earlier);
+            }
+
+            digestByRun[runId] = key;
+            runByDigest[key] = runId;
+        }
+    }
+
+    /// <summary>
+    /// On the writer's connection, outside a transaction: forgets everything when another connection committed to the
+    /// file since the last check (SQLite's <c>data_version</c> changes only for other connections' commits).
+    /// </summary>
+    public void ForgetIfOthersWrote(SqliteConnection writerConnection)
+    {
+        if (!IsOn)
+        {
+            return;
+        }
+
+        long? version;
+        try
+        {
+            // Prepared once: this runs after every commit. Only the writer's thread calls it, on its one connection.
+            if (versionQuery?.Connection != writerConnection)
+            {
+                versionQuery = writerConnection.CreateCommand();
+                versionQuery.CommandText = "PRAGMA data_version";
+                versionQuery.Prepare();
+            }
+
+            version = (long)versionQuery.ExecuteScalar()!;
+        }
+        catch (SqliteException)
+        {
+            version = null; // not known: nothing remembered is trusted
+        }
+
+        lock (gate)
+        {
+            if (version is null || (dataVersion is { } known && known != version))
+            {
+                Clear();
+            }
+
+            dataVersion = version;
+        }
+    }
+
+    internal int Count
+    {
+        get
+        {
+            lock (gate)
+            {
+                return digestByRun.Count;
+            }
+        }
+    }
+
+    private void Clear()
+    {
+        digestByRun.Clear();
+        runByDigest.Clear();
+    }
+
+    /// <summary>A SHA-256 digest as a value: no array per entry, so the memory is two flat tables for the collector.</summary>
+    private readonly record struct Digest(Int128 First, Int128 Second)
+    {
+        public static Digest Of(ReadOnlySpan<byte> sha256) => new(MemoryMarshal.Read<Int128>(sha256), MemoryMarshal.Read<Int128>(sha256[16..32]));
+    }
+}

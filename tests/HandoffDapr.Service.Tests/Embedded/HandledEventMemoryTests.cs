@@ -1,0 +1,126 @@
+using System.Text;
+using HandoffDapr.Core.Handoff;
+using HandoffDapr.Service.Embedded;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// A redelivery is answered from the digests this process's own saves wrote, without reading the file, for exactly as
+/// long as the row holds that digest: a later save of the run, retention, or another connection's commit takes it back.
+/// </summary>
+public sealed class HandledEventMemoryTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 12, 5, 10, 0, 0, TimeSpan.Zero));
+
+    [Fact]
+    public async Task A_redelivery_of_an_event_this_process_saved_as_handled_is_answered_without_reading_the_file()
+    {
+        using var store = Store("remembered.db");
+        var digest = store.DigestEvent(Event(1));
+
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+
+        Assert.Equal(1, store.FindHandledEvent(digest));
+        Assert.Equal(0, store.HandledEventFileReads);
+        // With the memory off, the same answer comes from the file.
+        using var reading = new SqliteRunStore(temp.File("reading.db"), time);
+        var read = reading.DigestEvent(Event(1));
+        await reading.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(read));
+        Assert.Equal(1, reading.FindHandledEvent(read));
+        Assert.Equal(1, reading.HandledEventFileReads);
+    }
+
+    [Fact]
+    public async Task A_later_save_of_the_run_without_that_event_takes_it_back_and_one_that_keeps_it_does_not()
+    {
+        using var store = Store("later-save.db");
+        var first = store.DigestEvent(Event(1));
+        var second = store.DigestEvent(Event(2));
+        var version = await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(first));
+        await store.SaveAsync(RunHandoffState.New(2), 0, CancellationToken.None, HandledEvent.Of(second));
+
+        // Run 1's row keeps its digest through a save that keeps the snapshot; run 2's loses it to one that changes the run.
+        await store.SaveAsync(RunHandoffState.New(1), version, CancellationToken.None, HandledEvent.Kept);
+        await store.SaveAsync(RunHandoffState.New(2), 1, CancellationToken.None);
+
+        Assert.Equal(1, store.FindHandledEvent(first));
+        Assert.Equal(0, store.HandledEventFileReads);
+        Assert.Null(store.FindHandledEvent(second));
+        Assert.Equal(1, store.HandledEventFileReads);
+    }
+
+    [Fact]
+    public async Task A_save_that_fails_its_version_check_remembers_nothing()
+    {
+        using var store = Store("conflict.db");
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None);
+        var digest = store.DigestEvent(Event(1));
+
+        await Assert.ThrowsAsync<RunVersionConflictException>(() => store.SaveAsync(RunHandoffState.New(1), 5, CancellationToken.None, HandledEvent.Of(digest)));
+
+        Assert.Null(store.FindHandledEvent(digest));
+        Assert.Equal(0, store.RememberedEvents);
+    }
+
+    [Fact]
+    public async Task A_run_deleted_by_retention_is_not_answered_from_memory()
+    {
+        using var store = Store("retention.db");
+        var digest = store.DigestEvent(Event(1));
+        var version = await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+
+        Assert.Equal(1, await store.DeleteSettledAsync([new SweepCandidate(1, version, time.GetUtcNow(), RunHandoffState.New(1))], time.GetUtcNow(), CancellationToken.None));
+
+        Assert.Null(store.FindHandledEvent(digest));
+    }
+
+    /// <summary>
+    /// Another process on the file (a hand-over), or an operator who deleted a run's rows to start it over (runbook,
+    /// "Damaged run state"): its commit is seen at the writer's next look at the file, and nothing remembered is trusted after it.
+    /// </summary>
+    [Fact]
+    public async Task Another_connections_commit_to_the_file_makes_this_process_forget_what_it_remembered()
+    {
+        var path = temp.File("shared.db");
+        using var store = Store("shared.db");
+        var digest = store.DigestEvent(Event(1));
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(1, store.FindHandledEvent(digest));
+
+        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            other.Open();
+            using var command = other.CreateCommand();
+            command.CommandText = "DELETE FROM wakeups WHERE run_id = 1; DELETE FROM runs WHERE run_id = 1";
+            Assert.Equal(1, command.ExecuteNonQuery());
+        }
+
+        await Eventually.True(() => store.RememberedEvents == 0);
+        Assert.Null(store.FindHandledEvent(digest));
+    }
+
+    [Fact]
+    public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
+    {
+        using var store = Store("capacity.db", capacity: 2);
+        var digests = new List<byte[]>();
+        for (var run = 1; run <= 3; run++)
+        {
+            digests.Add(store.DigestEvent(Event(run)));
+            await store.SaveAsync(RunHandoffState.New(run), 0, CancellationToken.None, HandledEvent.Of(digests[^1]));
+        }
+
+        Assert.InRange(store.RememberedEvents, 1, 2);
+        Assert.Equal([1L, 2L, 3L], digests.Select(digest => store.FindHandledEvent(digest)!.Value));
+    }
+
+    private SqliteRunStore Store(string name, int capacity = 64) => new(temp.File(name), time, rememberedEvents: capacity);
+
+    private static byte[] Event(long runId) => Encoding.UTF8.GetBytes("{\"run_id\":" + runId + ",\"group\":{\"id\":456}}");
+
+    public void Dispose() => temp.Dispose();
+}
