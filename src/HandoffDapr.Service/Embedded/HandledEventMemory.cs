@@ -108,9 +108,12 @@ internal sealed class HandledEventMemory(int capacity)
 
             version = (long)versionQuery.ExecuteScalar()!;
         }
-        catch (SqliteException)
+        catch (Exception)
         {
-            version = null; // not known: nothing remembered is trusted
+            // Not known: nothing remembered is trusted. Never thrown on: the writer calls this after a commit, whose
+            // writes must not be reported failed, and on its idle wait, which must not end its thread.
+            version = null;
+            versionQuery = null;
         }
 
         lock (gate)
