@@ -118,7 +118,9 @@ internal sealed class HandledEventMemory(int capacity)
 
         lock (gate)
         {
-            if (version is null || (dataVersion is { } known && known != version))
+            // Unknown before (the first look, or one after a failed look): another connection may have committed
+            // since this process's commits that the memory holds, and the version read now would hide it.
+            if (version is null || dataVersion != version)
             {
                 Clear();
             }

@@ -68,6 +68,7 @@ internal sealed class SqliteWriter : IDisposable
         // The thread owns its connection to the end: disposed here, after the last queued write, never under one.
         using var owned = connection;
         var batch = new List<Operation>(MaxBatch);
+        watch?.Invoke(connection); // the file's starting point, before any write
         while (!queue.IsCompleted)
         {
             if (!queue.TryTake(out var first, IdleCheck))

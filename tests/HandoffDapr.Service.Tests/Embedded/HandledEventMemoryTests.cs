@@ -1,3 +1,4 @@
+using System.Security.Cryptography;
 using System.Text;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Embedded;
@@ -103,6 +104,56 @@ public sealed class HandledEventMemoryTests : IDisposable
         Assert.Null(store.FindHandledEvent(digest));
     }
 
+    /// <summary>
+    /// The writer's first look at the file (and its first after a failed one) comes after a commit: another process's
+    /// commit between the two must not be taken for the file's starting point.
+    /// </summary>
+    [Fact]
+    public async Task A_commit_by_another_connection_before_the_first_look_is_not_taken_for_the_starting_point()
+    {
+        var path = temp.File("first-look.db");
+        using (var store = Store("first-look.db"))
+        {
+            await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None);
+            await store.SaveAsync(RunHandoffState.New(2), 0, CancellationToken.None);
+        }
+
+        using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
+        writer.Open();
+        var memory = new HandledEventMemory(8);
+        var digest = SHA256.HashData(Event(1));
+        // Remembered after this process's commit, as the writer does, before its first look at the file ...
+        memory.Remember(1, digest);
+        // ... another process deletes the run in between ...
+        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            other.Open();
+            Execute(other, "DELETE FROM runs WHERE run_id = 1");
+        }
+
+        // ... and the look finds a version it has nothing to compare with: nothing remembered is trusted.
+        memory.ForgetIfOthersWrote(writer);
+        Assert.Null(memory.Find(digest));
+
+        // Nor after a look that failed.
+        memory.ForgetIfOthersWrote(writer);
+        using (var closed = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            memory.ForgetIfOthersWrote(closed); // not open: the look fails
+        }
+
+        var second = SHA256.HashData(Event(2));
+        memory.Remember(2, second);
+        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            other.Open();
+            Execute(other, "DELETE FROM runs WHERE run_id = 2");
+        }
+
+        memory.ForgetIfOthersWrote(writer);
+        Assert.Null(memory.Find(second));
+    }
+
     [Fact]
     public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
     {
@@ -119,6 +170,13 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     private SqliteRunStore Store(string name, int capacity = 64) => new(temp.File(name), time, rememberedEvents: capacity);
+
+    private static void Execute(SqliteConnection connection, string sql)
+    {
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
 
     private static byte[] Event(long runId) => Encoding.UTF8.GetBytes("{\"run_id\":" + runId + ",\"group\":{\"id\":456}}");
 
