@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.Data.Sqlite;
 
@@ -12,8 +13,9 @@ namespace HandoffDapr.Service.Embedded;
 /// <remarks>
 /// Another process's commits on the same file (a hand-over, an operator's edit) it cannot see. The writer asks the file's
 /// data version after each commit and every <see cref="SqliteWriter.IdleCheck"/> when idle, and forgets everything when
-/// another connection has committed. Until then, up to that interval, a redelivery may be answered as a no-op from what
-/// this process wrote last; the runbook says so. Past its capacity it starts over empty: runs it no longer holds are
+/// another connection has committed; what it holds is trusted only for <see cref="TrustedFor"/> after the last look (the
+/// writer does not look while it waits for another process's lock). Until then, up to that interval, a redelivery may be
+/// answered as a no-op from what this process wrote last; the runbook says so. Past its capacity it starts over empty: runs it no longer holds are
 /// answered from the file, as before.
 /// </remarks>
 internal sealed class HandledEventMemory(int capacity)
@@ -22,7 +24,15 @@ internal sealed class HandledEventMemory(int capacity)
     private readonly Dictionary<Digest, long> runByDigest = [];
     private readonly Dictionary<long, Digest> digestByRun = [];
     private long? dataVersion;
+    private long lookedAt; // when the last look at the file that read its data version began (Stopwatch timestamp)
     private SqliteCommand? versionQuery;
+
+    /// <summary>
+    /// How long after the writer's last look at the file what is remembered is trusted. The writer looks after each
+    /// commit and every <see cref="SqliteWriter.IdleCheck"/> when idle, but not while it waits for another process's
+    /// write lock (up to the busy timeout, batch after batch), when that process may commit and lock again.
+    /// </summary>
+    public static readonly TimeSpan TrustedFor = TimeSpan.FromMilliseconds(100);
 
     public bool IsOn => capacity > 0;
 
@@ -37,7 +47,7 @@ internal sealed class HandledEventMemory(int capacity)
         var key = Digest.Of(digest);
         lock (gate)
         {
-            return runByDigest.TryGetValue(key, out var runId) ? runId : null;
+            return Stopwatch.GetElapsedTime(lookedAt) <= TrustedFor && runByDigest.TryGetValue(key, out var runId) ? runId : null;
         }
     }
 
@@ -96,6 +106,7 @@ internal sealed class HandledEventMemory(int capacity)
         }
 
         long? version;
+        var started = Stopwatch.GetTimestamp();
         try
         {
             // Prepared once: this runs after every commit. Only the writer's thread calls it, on its one connection.
@@ -126,6 +137,10 @@ internal sealed class HandledEventMemory(int capacity)
             }
 
             dataVersion = version;
+            if (version is not null)
+            {
+                lookedAt = started;
+            }
         }
     }
 

@@ -23,8 +23,11 @@ internal sealed class SqliteWriter : IDisposable
     private readonly Action<SqliteConnection>? watch;
     private long transactions;
 
-    /// <summary>How often the writer looks at the file for other connections' commits while no write comes.</summary>
-    public static readonly TimeSpan IdleCheck = TimeSpan.FromMilliseconds(100);
+    /// <summary>
+    /// How often the writer looks at the file for other connections' commits while no write comes: twice within
+    /// <see cref="HandledEventMemory.TrustedFor"/>, so an idle writer's memory stays trusted.
+    /// </summary>
+    public static readonly TimeSpan IdleCheck = HandledEventMemory.TrustedFor / 2;
 
     /// <summary>Transactions committed so far (a batch of queued writes is one).</summary>
     public long Transactions => Interlocked.Read(ref transactions);

@@ -105,6 +105,40 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     /// <summary>
+    /// The writer looks at the file after each commit, but not while it waits for another process's write lock (up to
+    /// the busy timeout, 30 s, and again for each batch after): that process may commit meanwhile, and take the lock
+    /// again. A redelivery is answered from memory only while the writer's last look is recent.
+    /// </summary>
+    [Fact]
+    public async Task Another_processs_commit_is_not_answered_past_the_window_while_the_writer_waits_for_its_lock()
+    {
+        var path = temp.File("locked.db");
+        using var store = Store("locked.db");
+        var digest = store.DigestEvent(Event(1));
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(1, store.FindHandledEvent(digest));
+
+        using var other = new SqliteConnection($"Data Source={path};Pooling=False");
+        other.Open();
+        Execute(other, "BEGIN IMMEDIATE");
+        // A write of this process waits for the lock; the other process deletes run 1 and holds the lock again at once.
+        var waiting = store.SaveAsync(RunHandoffState.New(2), 0, CancellationToken.None);
+        await Task.Delay(300);
+        Execute(other, "DELETE FROM wakeups WHERE run_id = 1; DELETE FROM runs WHERE run_id = 1; COMMIT; BEGIN IMMEDIATE");
+        try
+        {
+            // Past the window (100 ms) the file answers: run 1 has no row.
+            await Task.Delay(500);
+            Assert.Null(store.FindHandledEvent(digest));
+        }
+        finally
+        {
+            Execute(other, "ROLLBACK");
+            await waiting;
+        }
+    }
+
+    /// <summary>
     /// The writer's first look at the file (and its first after a failed one) comes after a commit: another process's
     /// commit between the two must not be taken for the file's starting point.
     /// </summary>
