@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Runtime.InteropServices;
 using Microsoft.Data.Sqlite;
 
@@ -18,13 +17,13 @@ namespace HandoffDapr.Service.Embedded;
 /// answered as a no-op from what this process wrote last; the runbook says so. Past its capacity it starts over empty: runs it no longer holds are
 /// answered from the file, as before.
 /// </remarks>
-internal sealed class HandledEventMemory(int capacity)
+internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider)
 {
     private readonly Lock gate = new();
     private readonly Dictionary<Digest, long> runByDigest = [];
     private readonly Dictionary<long, Digest> digestByRun = [];
     private long? dataVersion;
-    private long lookedAt; // when the last look at the file that read its data version began (Stopwatch timestamp)
+    private long lookedAt; // when the last look at the file that read its data version began (a timestamp of timeProvider)
     private SqliteCommand? versionQuery;
 
     /// <summary>
@@ -47,7 +46,7 @@ internal sealed class HandledEventMemory(int capacity)
         var key = Digest.Of(digest);
         lock (gate)
         {
-            return Stopwatch.GetElapsedTime(lookedAt) <= TrustedFor && runByDigest.TryGetValue(key, out var runId) ? runId : null;
+            return timeProvider.GetElapsedTime(lookedAt) <= TrustedFor && runByDigest.TryGetValue(key, out var runId) ? runId : null;
         }
     }
 
@@ -106,7 +105,7 @@ internal sealed class HandledEventMemory(int capacity)
         }
 
         long? version;
-        var started = Stopwatch.GetTimestamp();
+        var started = timeProvider.GetTimestamp();
         try
         {
             // Prepared once: this runs after every commit. Only the writer's thread calls it, on its one connection.

@@ -49,7 +49,7 @@ public sealed partial class SqliteRunStore : IDisposable
     public SqliteRunStore(string dataPath, TimeProvider timeProvider, ILogger<SqliteRunStore>? logger = null, int rememberedEvents = 0)
     {
         this.timeProvider = timeProvider;
-        handledEvents = new HandledEventMemory(rememberedEvents);
+        handledEvents = new HandledEventMemory(rememberedEvents, timeProvider);
         connectionString = new SqliteConnectionStringBuilder
         {
             DataSource = dataPath,

@@ -57,7 +57,7 @@ internal sealed class SqliteWriter : IDisposable
     /// <param name="weight">How many writes this one counts as toward a checkpoint (a large row fills many pages of the log).</param>
     /// <param name="afterCommit">
     /// Run on the writer thread once the transaction that made this write has committed, before any later write is made;
-    /// not run when the write failed.
+    /// not run when the write failed. It must not throw: the batch's writes, committed, would be reported failed.
     /// </param>
     public Task<T> WriteAsync<T>(Func<SqliteConnection, SqliteTransaction, T> work, int weight = 1, Action<T>? afterCommit = null)
     {

@@ -128,7 +128,7 @@ public sealed class HandledEventMemoryTests : IDisposable
         try
         {
             // Past the window (100 ms) the file answers: run 1 has no row.
-            await Task.Delay(500);
+            time.Advance(TimeSpan.FromMilliseconds(500));
             Assert.Null(store.FindHandledEvent(digest));
         }
         finally
@@ -154,7 +154,7 @@ public sealed class HandledEventMemoryTests : IDisposable
 
         using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
         writer.Open();
-        var memory = new HandledEventMemory(8);
+        var memory = new HandledEventMemory(8, time);
         var digest = SHA256.HashData(Event(1));
         // Remembered after this process's commit, as the writer does, before its first look at the file ...
         memory.Remember(1, digest);
