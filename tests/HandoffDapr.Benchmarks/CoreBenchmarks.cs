@@ -86,6 +86,9 @@ public class StateRowBenchmarks
             ? JsonSerializer.SerializeToUtf8Bytes(state.Snapshot! with { RunId = 124 }, info) : [];
         store.SaveAsync(RunHandoffState.New(124) with { Snapshot = state.Snapshot! with { RunId = 124 } }, 0, CancellationToken.None,
             HandledEvent.Of(store.DigestEvent(redeliveredEvent))).GetAwaiter().GetResult();
+        remembering = new SqliteRunStore(Path.Combine(directory, "remembering.db"), TimeProvider.System, rememberedEvents: 16);
+        remembering.SaveAsync(RunHandoffState.New(124) with { Snapshot = state.Snapshot! with { RunId = 124 } }, 0, CancellationToken.None,
+            HandledEvent.Of(remembering.DigestEvent(redeliveredEvent))).GetAwaiter().GetResult();
     }
 
     private byte[] redeliveredEvent = [];
@@ -93,6 +96,12 @@ public class StateRowBenchmarks
     /// <summary>A redelivered event's whole cost in the store: the digest of its data and the indexed lookup.</summary>
     [Benchmark]
     public long? FindRedelivery() => store.FindHandledEvent(store.DigestEvent(redeliveredEvent));
+
+    /// <summary>The same, answered from the digests this process saved (<c>Handoff:Embedded:RememberedEvents</c>, the service's default).</summary>
+    [Benchmark]
+    public long? FindRememberedRedelivery() => remembering.FindHandledEvent(remembering.DigestEvent(redeliveredEvent));
+
+    private SqliteRunStore remembering = null!;
 
     [Benchmark]
     public byte[] DigestOfRedelivery() => store.DigestEvent(redeliveredEvent);
@@ -123,6 +132,7 @@ public class StateRowBenchmarks
     public void Cleanup()
     {
         store.Dispose();
+        remembering.Dispose();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
         Directory.Delete(directory, recursive: true);
     }
