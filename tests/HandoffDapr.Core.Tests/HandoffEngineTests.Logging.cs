@@ -501,6 +501,55 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.integration_id"), integrationId)).GetTagItem("handoff.outcome"));
     }
 
+    /// <summary>
+    /// A launch whose outcome is unknown looks for its agent first; when the provider's circuit is open that lookup is
+    /// refused before any request goes out (as the launch call would be). No call was made, so no duration: in an outage
+    /// (time-outs, then an open circuit) every such attempt recorded a zero, pulling down the p99 the runbook alerts on.
+    /// </summary>
+    [Fact]
+    public async Task A_lookup_first_refused_by_an_open_circuit_records_no_launch_duration()
+    {
+        const long integrationId = 9_043;
+        var durations = new ConcurrentQueue<double>();
+        using var meters = new System.Diagnostics.Metrics.MeterListener
+        {
+            InstrumentPublished = (instrument, l) =>
+            {
+                if (instrument.Meter.Name == HandoffTelemetry.Name && instrument.Name == "handoff.launch.duration")
+                {
+                    l.EnableMeasurementEvents(instrument);
+                }
+            },
+        };
+        meters.SetMeasurementEventCallback<double>((_, value, tags, _) =>
+        {
+            foreach (var tag in tags)
+            {
+                if (tag.Key == "handoff.integration_id" && Equals(tag.Value, integrationId))
+                {
+                    durations.Enqueue(value);
+                }
+            }
+        });
+        meters.Start();
+        var own = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(integrationId, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        // The first attempt times out after sending: its outcome is unknown, so the next one looks first.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await own.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = integrationId }, writer, CancellationToken.None);
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+        Assert.Single(durations);
+
+        // The circuit is open: the lookup is refused without a request, as FromTransport says for CircuitOpen.
+        provider.FindFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false, Attempted: false);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        await own.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
+        Assert.Single(provider.Launches);
+        Assert.Single(durations);
+    }
+
     [Fact]
     public async Task A_launch_a_wake_up_ends_for_its_process_dying_during_every_attempt_is_counted_failed_as_any_launch_that_fails()
     {

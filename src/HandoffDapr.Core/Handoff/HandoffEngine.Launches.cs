@@ -290,10 +290,12 @@ public sealed partial class HandoffEngine
         using var activity = HandoffTelemetry.StartLaunchAttempt(round.RunId, launch.Repository, launch.IntegrationId, launch.Attempts);
         var started = timeProvider.GetTimestamp();
         LaunchAttempt outcome;
+        // Whether a lookup reached the provider before the launch's own step (which the outcome's failure describes).
+        var lookedUp = false;
         // Caught here, not by the round, so the attempt's span and duration say what became of it.
         try
         {
-            outcome = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
+            (outcome, lookedUp) = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
@@ -308,9 +310,9 @@ public sealed partial class HandoffEngine
             outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
         }
 
-        // A launch that reached no provider (its integration gone, its prompt over the cap, an open circuit) and looked
-        // for nothing first took no time at the provider: its zero would pull down the percentiles alerted on.
-        if (reconcileFirst || outcome.Failure is not { Attempted: false })
+        // A launch that reached no provider (its integration gone, its prompt over the cap, an open circuit, its lookup
+        // refused by the open circuit too) took no time at the provider: its zero would pull down the percentiles alerted on.
+        if (lookedUp || outcome.Failure is not { Attempted: false })
         {
             HandoffTelemetry.LaunchDuration.Record(timeProvider.GetElapsedTime(started).TotalSeconds, new KeyValuePair<string, object?>("handoff.integration_id", launch.IntegrationId));
         }
@@ -324,12 +326,14 @@ public sealed partial class HandoffEngine
         return outcome;
     }
 
-    private async Task<LaunchAttempt> CallProviderAsync(LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
+    /// <returns>The attempt's outcome, and whether a lookup before the launch's own step reached the provider.</returns>
+    private async Task<(LaunchAttempt Outcome, bool LookedUp)> CallProviderAsync(
+        LaunchRound round, RepositoryLaunch launch, bool reconcileFirst, string? ifNotFound, CancellationToken cancellationToken)
     {
         // An integration removed from the settings since the round started: nothing can be sent.
         if (integrations.Find(launch.IntegrationId) is not { } integration)
         {
-            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false);
+            return (new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, OutcomeUnknown: reconcileFirst, RequestSent: false, Attempted: false), Reconciled: false), false);
         }
 
         RepositoryName.TryParse(launch.Repository, out var repository);
@@ -339,19 +343,20 @@ public sealed partial class HandoffEngine
             var found = await integration.Provider.FindAgentByBranchAsync(repository!.Value, launch.BranchName, launch.FirstAttemptAt, cancellationToken);
             if (!found.IsSuccess)
             {
-                // Still not known whether an agent exists: the next attempt must look again.
-                return new LaunchAttempt(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false);
+                // Still not known whether an agent exists: the next attempt must look again. Its failure says whether the
+                // lookup was made (an open circuit refuses it before any request).
+                return (new LaunchAttempt(null, found.Failure! with { OutcomeUnknown = true }, Reconciled: false), false);
             }
 
             if (found.Value is { } existing)
             {
                 // Logged when the round is recorded (Apply), as adopted, not launched: it may yet be refused there.
-                return new LaunchAttempt(existing, null, Reconciled: true);
+                return (new LaunchAttempt(existing, null, Reconciled: true), true);
             }
 
             if (ifNotFound is not null)
             {
-                return new LaunchAttempt(null, new ProviderFailure(ifNotFound, Retryable: false, RequestSent: false), Reconciled: false);
+                return (new LaunchAttempt(null, new ProviderFailure(ifNotFound, Retryable: false, RequestSent: false), Reconciled: false), true);
             }
         }
 
@@ -363,14 +368,14 @@ public sealed partial class HandoffEngine
             // Only the opening and the instruction are left, and they do not fit: the instruction was accepted under a
             // larger cap (the settings were lowered since). It is never cut, so the launch cannot be made.
             LogPromptOverCap(round.RunId, launch.Repository, prompt.Length, promptCap);
-            return new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false);
+            return (new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidRequest, Retryable: false, RequestSent: false, Attempted: false), Reconciled: false), reconcileFirst);
         }
 
         // The run id rides on the webhook URL so the report reaches the run's owner without an index; the signature still decides trust.
         var webhook = integration.Webhook is { } hook ? hook with { Url = new Uri($"{hook.Url.AbsoluteUri}?run_id={round.RunId}") } : null;
         var request = new AgentLaunchRequest(prompt, repository!.Value, launch.BaseRef, launch.BranchName, launch.AutoCreatePr, webhook);
         var result = await integration.Provider.LaunchAsync(request, cancellationToken);
-        return new LaunchAttempt(result.Value, result.Failure, Reconciled: false);
+        return (new LaunchAttempt(result.Value, result.Failure, Reconciled: false), reconcileFirst);
     }
 
     private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts, TurnMeasurements counted)
