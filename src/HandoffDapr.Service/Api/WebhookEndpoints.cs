@@ -158,7 +158,7 @@ public static partial class WebhookEndpoints
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]
     private static partial void LogRejected(ILogger logger, string reason);
 
-    [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent")]
+    [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent launched by this integration")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);
 
     /// <summary>With the run the webhook URL names: every line about a run carries its RunId (docs/runbook.md).</summary>
