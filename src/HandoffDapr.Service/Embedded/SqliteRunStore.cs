@@ -80,7 +80,7 @@ public sealed partial class SqliteRunStore : IDisposable
 
         this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
         checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
-        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.ForgetIfOthersWrote);
+        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.Look);
     }
 
     /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
@@ -387,13 +387,20 @@ public sealed partial class SqliteRunStore : IDisposable
         return writer.WriteAsync(
             (connection, transaction) =>
             {
-                // Kept, the row's digest stays valid exactly when it was, and so does what memory holds of it.
                 if (!handled.Keep)
                 {
                     handledEvents.Forget(runId);
                 }
 
-                return Write(connection, transaction, runId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion);
+                var (saved, held) = Write(connection, transaction, runId, state.GroupId, json, handled, view, wakeAt, now, expectedVersion);
+                if (handled.Keep)
+                {
+                    // Kept only if still valid, and perhaps not the one remembered: another process on the file may have
+                    // retired it, or written its own, since this process's last look at the file.
+                    handledEvents.ForgetUnlessHeld(runId, held);
+                }
+
+                return saved;
             },
             SqliteCheckpointer.WeightOf(json.Length + (view?.Length ?? 0L)),
             afterCommit: _ =>
@@ -405,9 +412,11 @@ public sealed partial class SqliteRunStore : IDisposable
             });
     }
 
-    private static long Write(
+    /// <returns>The new version, and the handled-event digest the row holds after the write (null: none).</returns>
+    private static (long Version, byte[]? Handled) Write(
         SqliteConnection connection, SqliteTransaction transaction, long runId, long? groupId, byte[] json, HandledEvent handled, byte[]? view, long? wakeAt, long now, long expectedVersion)
     {
+        byte[]? held;
         using (var command = connection.CreateCommand())
         {
             command.Transaction = transaction;
@@ -417,6 +426,7 @@ public sealed partial class SqliteRunStore : IDisposable
                   SELECT $run, $group, 1, $state, $handled, 1, $view, 1, $now
                   WHERE NOT EXISTS (SELECT 1 FROM deleted_runs WHERE run_id = $run)
                   ON CONFLICT (run_id) DO NOTHING
+                  RETURNING handled_event
                   """
                 : """
                   UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now,
@@ -424,6 +434,7 @@ public sealed partial class SqliteRunStore : IDisposable
                       handled_version = version + 1,
                       view = $view, view_version = version + 1
                   WHERE run_id = $run AND version = $version
+                  RETURNING handled_event
                   """;
             command.Parameters.AddWithValue("$run", runId);
             command.Parameters.AddWithValue("$group", (object?)groupId ?? DBNull.Value);
@@ -433,13 +444,16 @@ public sealed partial class SqliteRunStore : IDisposable
             command.Parameters.AddWithValue("$view", (object?)view ?? DBNull.Value);
             command.Parameters.AddWithValue("$now", now);
             command.Parameters.AddWithValue("$version", expectedVersion);
-            if (command.ExecuteNonQuery() == 0)
+            using var reader = command.ExecuteReader();
+            if (!reader.Read())
             {
                 // Nothing was written: this save fails alone, the others in its transaction still commit. A run deleted
                 // by retention since it was read (its tombstone keeps it from being made anew) fails so too: the turn is
                 // decided again, and meets the tombstone.
                 throw new RunVersionConflictException(runId);
             }
+
+            held = reader.IsDBNull(0) ? null : reader.GetFieldValue<byte[]>(0);
         }
 
         using (var command = connection.CreateCommand())
@@ -462,7 +476,7 @@ public sealed partial class SqliteRunStore : IDisposable
             command.ExecuteNonQuery();
         }
 
-        return expectedVersion + 1;
+        return (expectedVersion + 1, held);
     }
 
     /// <summary>

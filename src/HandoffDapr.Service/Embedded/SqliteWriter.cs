@@ -20,7 +20,7 @@ internal sealed class SqliteWriter : IDisposable
     private readonly SqliteConnection connection;
     private readonly Thread thread;
     private readonly Action<int, SqliteConnection>? committed;
-    private readonly Action<SqliteConnection>? watch;
+    private readonly Action<SqliteConnection, bool>? watch;
     private long transactions;
 
     /// <summary>
@@ -38,9 +38,10 @@ internal sealed class SqliteWriter : IDisposable
     /// </param>
     /// <param name="watch">
     /// Told, on the writer thread and outside any transaction, after each commit (once the writes' own after-commit steps
-    /// have run) and every <see cref="IdleCheck"/> while no write comes (<see cref="HandledEventMemory.ForgetIfOthersWrote"/>).
+    /// have run; false) and every <see cref="IdleCheck"/> while no write comes, and once before the first (true)
+    /// (<see cref="HandledEventMemory.Look"/>).
     /// </param>
-    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null, Action<SqliteConnection>? watch = null)
+    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null, Action<SqliteConnection, bool>? watch = null)
     {
         this.connection = connection;
         this.shutdownWait = shutdownWait ?? DefaultShutdownWait;
@@ -71,12 +72,12 @@ internal sealed class SqliteWriter : IDisposable
         // The thread owns its connection to the end: disposed here, after the last queued write, never under one.
         using var owned = connection;
         var batch = new List<Operation>(MaxBatch);
-        watch?.Invoke(connection); // the file's starting point, before any write
+        watch?.Invoke(connection, true); // the file's starting point, before any write
         while (!queue.IsCompleted)
         {
             if (!queue.TryTake(out var first, IdleCheck))
             {
-                watch?.Invoke(connection);
+                watch?.Invoke(connection, true);
                 continue;
             }
 
@@ -126,7 +127,7 @@ internal sealed class SqliteWriter : IDisposable
         Interlocked.Increment(ref transactions);
 
         batch.ForEach(operation => operation.AfterCommit());
-        watch?.Invoke(connection);
+        watch?.Invoke(connection, false);
         batch.ForEach(operation => operation.Complete());
         committed?.Invoke(batch.Sum(operation => operation.Weight), connection);
     }

@@ -188,6 +188,32 @@ public sealed class HandledEventMemoryTests : IDisposable
         Assert.Null(memory.Find(second));
     }
 
+    /// <summary>
+    /// A save that keeps the row's digest keeps it only while it is valid, and another process may have written its own
+    /// since this process's last look at the file: what memory holds of the run must be what the row holds after it.
+    /// </summary>
+    [Fact]
+    public void A_save_that_keeps_the_rows_digest_keeps_the_remembered_one_only_if_the_row_still_holds_it()
+    {
+        var memory = new HandledEventMemory(8, time);
+        using var file = new SqliteConnection("Data Source=:memory:");
+        file.Open();
+        memory.ForgetIfOthersWrote(file); // the writer's first look: what memory holds is trusted from here
+        var mine = SHA256.HashData(Event(1));
+        var theirs = SHA256.HashData(Event(2));
+        memory.Remember(1, mine);
+        memory.Remember(2, theirs);
+        memory.Remember(3, SHA256.HashData(Event(3)));
+
+        memory.ForgetUnlessHeld(1, mine);
+        memory.ForgetUnlessHeld(2, null); // retired by an earlier release's save
+        memory.ForgetUnlessHeld(3, theirs); // another process's digest, written since
+
+        Assert.Equal(1, memory.Find(mine));
+        Assert.Null(memory.Find(theirs));
+        Assert.Equal(1, memory.Count);
+    }
+
     [Fact]
     public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
     {
