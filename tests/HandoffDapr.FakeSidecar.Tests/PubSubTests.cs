@@ -63,6 +63,18 @@ public sealed class PubSubTests : SidecarTest
     }
 
     [Fact]
+    public async Task A_404_with_a_dead_letter_topic_is_acknowledged_not_dead_lettered()
+    {
+        // pkg/runtime/subscription/postman/http/http.go Deliver: a 404 returns nil (delivered), unlike {"status":"DROP"}.
+        var result = await Sidecar.DeliverEventAsync("pubsub", "with-dlq", new { runId = 9, reply = "missing" });
+
+        Assert.Equal(HttpStatusCode.NotFound, result.Response!.StatusCode);
+        Assert.Equal(DeliveryOutcome.Drop, result.Outcome);
+        Assert.False(result.DeadLettered);
+        Assert.Empty(Sidecar.Published);
+    }
+
+    [Fact]
     public async Task Malformed_json_payload_is_delivered_as_a_string_like_daprd_does()
     {
         var result = await Sidecar.DeliverRawEventAsync("pubsub", "run-completed", "{not json"u8.ToArray(), "application/json");

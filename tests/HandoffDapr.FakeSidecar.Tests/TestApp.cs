@@ -115,7 +115,12 @@ public sealed class TestApp : IAsyncDisposable
             events.RequireAuthorization("Dapr");
         }
 
-        app.MapPost("events/with-dlq", (RunCompleted e) => e.Reply == "drop" ? Results.Json(new { status = "DROP" }) : Results.Json(new { status = "RETRY" }))
+        app.MapPost("events/with-dlq", (RunCompleted e) => e.Reply switch
+            {
+                "drop" => Results.Json(new { status = "DROP" }),
+                "missing" => Results.NotFound(),
+                _ => Results.Json(new { status = "RETRY" }),
+            })
             .WithTopic(new Dapr.TopicOptions { PubsubName = "pubsub", Name = "with-dlq", DeadLetterTopic = "dead-letters" });
         app.MapPost("/hello", () => Results.Text("hi from app"));
         map?.Invoke(app);

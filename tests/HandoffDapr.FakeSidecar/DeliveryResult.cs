@@ -11,7 +11,10 @@ public enum DeliveryOutcome
     /// <summary><c>{"status":"RETRY"}</c>, an unknown status string, a non-2xx other than 404, or no answer.</summary>
     Retry,
 
-    /// <summary><c>{"status":"DROP"}</c> or 404.</summary>
+    /// <summary>
+    /// <c>{"status":"DROP"}</c> (dead-lettered when the subscription has a dead-letter topic), or 404 (acknowledged as
+    /// delivered: never dead-lettered, pkg/runtime/subscription/postman/http/http.go).
+    /// </summary>
     Drop,
 }
 

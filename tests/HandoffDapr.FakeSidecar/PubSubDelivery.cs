@@ -150,8 +150,12 @@ internal sealed class PubSubDelivery(FakeSidecarOptions options, AppChannelClien
             outcome = DeliveryOutcome.Retry; // app channel error: retriable
         }
 
+        // A 404 is acknowledged, not dead-lettered: postman/http/http.go Deliver returns nil for it ("non-retriable error
+        // returned from app"), so subscription.go takes it as delivered. Only {"status":"DROP"} (ErrMessageDropped) and
+        // errors the retries gave up on go to the dead-letter topic.
+        var notFound = response?.StatusCode == System.Net.HttpStatusCode.NotFound;
         string? deadLetter = null;
-        if (outcome == DeliveryOutcome.Drop || (outcome == DeliveryOutcome.Retry && options.DeadLetterRetriableFailures))
+        if ((outcome == DeliveryOutcome.Drop && !notFound) || (outcome == DeliveryOutcome.Retry && options.DeadLetterRetriableFailures))
         {
             deadLetter = DeadLetter(sub, onBroker);
         }
@@ -159,7 +163,7 @@ internal sealed class PubSubDelivery(FakeSidecarOptions options, AppChannelClien
         return new DeliveryResult(response, outcome, route, cloudEvent, deadLetter);
     }
 
-    /// <summary>2xx: decode <c>{"status"}</c> (an empty, non-JSON or non-object body is success); 404: drop; else retry.</summary>
+    /// <summary>2xx: decode <c>{"status"}</c> (an empty, non-JSON or non-object body is success); 404: drop (never dead-lettered); else retry.</summary>
     internal static async Task<DeliveryOutcome> ReadOutcomeAsync(HttpResponseMessage response, CancellationToken ct)
     {
         var code = (int)response.StatusCode;
