@@ -27,9 +27,9 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
     private SqliteCommand? versionQuery;
 
     /// <summary>
-    /// How long after the writer's last look at the file what is remembered is trusted. The writer looks after each
-    /// commit and every <see cref="SqliteWriter.IdleCheck"/> when idle, but not while it waits for another process's
-    /// write lock (up to the busy timeout, batch after batch), when that process may commit and lock again.
+    /// How long after the writer's last look at the file what is remembered is trusted. The writer looks every
+    /// <see cref="SqliteWriter.IdleCheck"/> (<see cref="Look"/>), but not while it waits for another process's write lock
+    /// (up to the busy timeout, batch after batch), when that process may commit and lock again.
     /// </summary>
     public static readonly TimeSpan TrustedFor = TimeSpan.FromMilliseconds(100);
 
@@ -140,7 +140,7 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
         var started = timeProvider.GetTimestamp();
         try
         {
-            // Prepared once: this runs after every commit. Only the writer's thread calls it, on its one connection.
+            // Prepared once: this runs many times a second. Only the writer's thread calls it, on its one connection.
             if (versionQuery?.Connection != writerConnection)
             {
                 versionQuery = writerConnection.CreateCommand();
