@@ -105,7 +105,7 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     /// <summary>
-    /// The writer looks at the file after each commit, but not while it waits for another process's write lock (up to
+    /// The writer looks at the file every 50 ms, but not while it waits for another process's write lock (up to
     /// the busy timeout, 30 s, and again for each batch after): that process may commit meanwhile, and take the lock
     /// again. A redelivery is answered from memory only while the writer's last look is recent.
     /// </summary>
