@@ -593,7 +593,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 || followedUpOrder.GetValueOrDefault(id) > gaveUp || heldFollowups.Contains(id) || followupsLost.Contains(id)
                 || endRecordedOrder.GetValueOrDefault(id) > gaveUp
                 || !agent.Status.IsFinal() || agent.Results.Any(result => result.PrUrl is not null) || provider.Agents[id].PrUrl is not null
-                || timeNow - launchedAt > watchLimit || (followupRecorded.TryGetValue(id, out var last) && timeNow - last.At > watchLimit))
+                || timeNow - launchedAt > watchLimit || (followupRecorded.TryGetValue(id, out var last) && timeNow - last.At > watchLimit)
+                // Its integration removed from the settings since the read: no stop could be sent; the read after it is put back names it.
+                || from.LaunchOfAgent(id) is not { } launch || catalog.Find(launch.IntegrationId) is null)
             {
                 continue;
             }
