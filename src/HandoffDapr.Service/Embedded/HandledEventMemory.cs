@@ -60,10 +60,7 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
 
         lock (gate)
         {
-            if (digestByRun.Remove(runId, out var digest))
-            {
-                runByDigest.Remove(digest);
-            }
+            Drop(runId);
         }
     }
 
@@ -79,8 +76,7 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
         {
             if (digestByRun.TryGetValue(runId, out var remembered) && (held is not { Length: 32 } || remembered != Digest.Of(held)))
             {
-                digestByRun.Remove(runId);
-                runByDigest.Remove(remembered);
+                Drop(runId);
             }
         }
     }
@@ -101,11 +97,7 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
                 Clear();
             }
 
-            if (digestByRun.Remove(runId, out var earlier))
-            {
-                runByDigest.Remove(earlier);
-            }
-
+            Drop(runId);
             digestByRun[runId] = key;
             runByDigest[key] = runId;
         }
@@ -183,6 +175,14 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
             {
                 return digestByRun.Count;
             }
+        }
+    }
+
+    private void Drop(long runId)
+    {
+        if (digestByRun.Remove(runId, out var digest))
+        {
+            runByDigest.Remove(digest);
         }
     }
 
