@@ -457,28 +457,7 @@ public sealed partial class HandoffEngineTests
     {
         // An integration of its own: other tests record launch durations and spans meanwhile.
         const long integrationId = 9_042;
-        var durations = 0;
-        using var meters = new System.Diagnostics.Metrics.MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HandoffTelemetry.Name && instrument.Name == "handoff.launch.duration")
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meters.SetMeasurementEventCallback<double>((_, _, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == "handoff.integration_id" && Equals(tag.Value, integrationId))
-                {
-                    Interlocked.Increment(ref durations);
-                }
-            }
-        });
-        meters.Start();
+        using var counted = new CountedMeasurements();
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
         using var listener = new System.Diagnostics.ActivityListener
         {
@@ -496,7 +475,7 @@ public sealed partial class HandoffEngineTests
         Assert.Empty(provider.Launches);
         Assert.Equal(LaunchPhase.Failed, writer.Saved.Last().Launches[0].Phase);
         // The runbook's p99 of launch calls is not pulled down by a zero for a call never made.
-        Assert.Equal(0, durations);
+        Assert.Empty(counted.Recorded("handoff.launch.duration"));
         // The attempt's span still says why it failed.
         Assert.Equal(FailureTypes.InvalidRequest, Assert.Single(spans, span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.integration_id"), integrationId)).GetTagItem("handoff.outcome"));
     }
@@ -509,45 +488,21 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_lookup_first_refused_by_an_open_circuit_records_no_launch_duration()
     {
-        const long integrationId = 9_043;
-        var durations = new ConcurrentQueue<double>();
-        using var meters = new System.Diagnostics.Metrics.MeterListener
-        {
-            InstrumentPublished = (instrument, l) =>
-            {
-                if (instrument.Meter.Name == HandoffTelemetry.Name && instrument.Name == "handoff.launch.duration")
-                {
-                    l.EnableMeasurementEvents(instrument);
-                }
-            },
-        };
-        meters.SetMeasurementEventCallback<double>((_, value, tags, _) =>
-        {
-            foreach (var tag in tags)
-            {
-                if (tag.Key == "handoff.integration_id" && Equals(tag.Value, integrationId))
-                {
-                    durations.Enqueue(value);
-                }
-            }
-        });
-        meters.Start();
-        var own = new HandoffEngine(
-            new SingleIntegrationCatalog(new Integration(integrationId, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        using var counted = new CountedMeasurements();
         // The first attempt times out after sending: its outcome is unknown, so the next one looks first.
         provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
-        await own.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = integrationId }, writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
-        Assert.Single(durations);
+        Assert.Single(counted.Recorded("handoff.launch.duration"));
 
         // The circuit is open: the lookup is refused without a request, as FromTransport says for CircuitOpen.
         provider.FindFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false, Attempted: false);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        await own.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
         Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
         Assert.Single(provider.Launches);
-        Assert.Single(durations);
+        Assert.Single(counted.Recorded("handoff.launch.duration"));
     }
 
     [Fact]
