@@ -63,7 +63,8 @@ namespace HandoffDapr.Core.Tests;
 /// the watch of one a follow-up had since set to work (a newer read showed it at work), so its pull request was never
 /// learnt (seed 23267 at 300 steps). And that a poll that read an agent at work before a follow-up, answered after it,
 /// ended the follow-up's wait for a pull request, so a late webhook of the end before the follow-up ended the agent's
-/// watch (seed 3636 of 1..8000). Mutations it catches: a lookup window that starts at each
+/// watch (seed 3636 of 1..8000). And that after a follow-up to an agent the run showed at work, a read showing it at
+/// work ended the wait for its pull request, so a late webhook of an earlier end left it unread (seed 50769). Mutations it catches: a lookup window that starts at each
 /// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).

@@ -85,6 +85,66 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Follow_up_to_an_agent_at_work_is_still_awaited_after_a_read_at_work_when_a_late_webhook_tells_of_an_earlier_end()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+
+        // It had finished without a pull request, unseen; a person asks for one, and the next read shows it at work on it.
+        var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, followup.Status);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+
+        // Then the webhook of the end before the follow-up arrives late: completed, without a pull request.
+        await engine.ApplyAgentReportAsync(state, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+
+        // Still read on: the follow-up's pull request is learnt without a webhook.
+        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/26";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/26", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task An_agent_at_work_sent_a_follow_up_is_timed_out_by_its_age_from_that_follow_up_then_stopped_and_watched()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Five hours into its work, a person adds an instruction.
+        time.Advance(TimeSpan.FromHours(5));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var followedUpAt = time.GetUtcNow();
+
+        // Read at work seven hours after its launch (two after the follow-up): not timed out, still awaited.
+        time.Advance(TimeSpan.FromHours(2));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+        Assert.Contains("bc-1", state.Poll!.AwaitingPullRequest!);
+        Assert.Empty(provider.Stops);
+
+        // Read at work past its maximum age from the follow-up: timed out, stopped, and watched as given up.
+        while (time.GetUtcNow() - followedUpAt <= TimeSpan.FromHours(6))
+        {
+            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.TimedOut, state.Launches[0].FailureType);
+        Assert.Equal(["bc-1"], provider.Stops);
+        Assert.Equal(["bc-1"], state.Poll!.GivenUp!);
+        Assert.Null(state.Poll.AwaitingPullRequest);
+    }
+
+    [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);

@@ -145,15 +145,16 @@ public sealed partial class HandoffEngine
             var age = Age(state, latest, now);
             if (awaiting.Contains(agent.Id))
             {
-                // Not ended by a read that shows it finished or stopped: the agent may not have resumed yet. Only a pull
-                // request, or the time since its last follow-up, ends it. Nor by a read that failed: one the run still
-                // shows at work is left to the watch as before only when a read shows it at work (a late webhook may yet
-                // tell of the end before the follow-up, and the pull request would then never be read), and made after
-                // the follow-up: a poll started before it may have read the agent at work before that end.
-                var followedUpAt = FollowedUpAt(state, agent.Id);
-                var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
-                var readBeforeFollowUp = followedUpAt >= poll.StartedAt;
-                if ((IsEndedWithoutPullRequest(latest) || ((report is null || readBeforeFollowUp) && !HasPullRequest(latest))) && watchedFor <= watchLimit)
+                // Only a pull request, or the time since its last follow-up, ends the wait. Not a read that shows it
+                // finished or stopped (it may not have resumed yet), nor one that failed, nor one that shows it at work: a
+                // late webhook may yet tell of an end before the follow-up, and nothing would read the pull request then.
+                // One the run shows at work is timed out as any other, its age counted from that follow-up, whose work it is.
+                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
+                if (IsOverAge(latest, watchedFor, report))
+                {
+                    TimeOutAndWatch(latest, watchedFor);
+                }
+                else if (!HasPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
@@ -181,20 +182,29 @@ public sealed partial class HandoffEngine
                     stillWorking.Add(new AgentRef(agent.Id, launch.IntegrationId));
                 }
             }
-            // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-            else if (!latest.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit))
+            else if (IsOverAge(latest, age, report))
             {
-                state = TimeOut(state, latest, now, counted);
-                if (state.LaunchOfAgent(agent.Id) is { } launch)
-                {
-                    timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
-                }
+                TimeOutAndWatch(latest, age);
+            }
+        }
 
-                changed = true;
-                if (age <= watchLimit)
-                {
-                    stillWatched.Add(agent.Id);
-                }
+        // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
+        bool IsOverAge(CodingAgentState agent, TimeSpan age, ProviderAgent? report) =>
+            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit);
+
+        // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
+        void TimeOutAndWatch(CodingAgentState agent, TimeSpan age)
+        {
+            state = TimeOut(state, agent, now, counted);
+            if (state.LaunchOfAgent(agent.Id) is { } launch)
+            {
+                timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
+            }
+
+            changed = true;
+            if (age <= watchLimit)
+            {
+                stillWatched.Add(agent.Id);
             }
         }
 
@@ -214,8 +224,16 @@ public sealed partial class HandoffEngine
         }
         else if (timedOut.Count > 0)
         {
-            // The newer poll holds the schedule, but the agents this one gave up on must still be watched.
-            state = state with { Poll = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now) };
+            // The newer poll holds the schedule, but the agents this one gave up on must still be watched, as given up
+            // (no longer awaiting a pull request, which would keep them from being stopped again).
+            var gaveUp = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now);
+            state = state with
+            {
+                Poll = gaveUp with
+                {
+                    AwaitingPullRequest = gaveUp.AwaitingPullRequest?.Where(id => !timedOut.Any(agent => agent.AgentId == id)).ToList() is { Count: > 0 } rest ? rest : null,
+                },
+            };
         }
 
         await writer.SaveAsync(state, CancellationToken.None);
