@@ -32,7 +32,8 @@ namespace HandoffDapr.Core.Tests;
 /// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
 /// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
 /// neither reaches the provider; a stop is recorded <c>stopped</c>, its answer lost (taken or not) with the detail
-/// <c>outcome unknown</c> and the agent left as it was, and ends a follow-up's wait for a pull request either way. Settled
+/// <c>outcome unknown</c> and the agent left as it was, and ends a follow-up's wait for a pull request either way, unless
+/// it crossed that follow-up (sent before the follow-up was recorded, recorded after it). Settled
 /// before the final trigger, every agent at the provider is known to the run or its launch is marked outcome-unknown. At the end (a well-behaved
 /// provider, a person's trigger per integration naming every repository, every agent ended by the provider) every agent
 /// at the provider is tracked, every launch is launched or failed, nothing is scheduled any more, and each agent shows
@@ -64,7 +65,8 @@ namespace HandoffDapr.Core.Tests;
 /// learnt (seed 23267 at 300 steps). And that a poll that read an agent at work before a follow-up, answered after it,
 /// ended the follow-up's wait for a pull request, so a late webhook of the end before the follow-up ended the agent's
 /// watch (seed 3636 of 1..8000). And that after a follow-up to an agent the run showed at work, a read showing it at
-/// work ended the wait for its pull request, so a late webhook of an earlier end left it unread (seed 50769). Mutations it catches: a lookup window that starts at each
+/// work ended the wait for its pull request, so a late webhook of an earlier end left it unread (seed 50769); and that
+/// a stop sent before a follow-up but recorded after it ended that follow-up's wait (seed 59126). Mutations it catches: a lookup window that starts at each
 /// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).
@@ -474,7 +476,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 var wasAwaiting = stored?.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) == true;
                 var outcome = await engine.RecordCommandAsync(stored, sent, this);
                 CheckNoLeak("recorded command", outcome);
-                CheckRecordedStop(sent, before);
+                CheckRecordedStop(sent, before, wasAwaiting);
                 TakeCommandRecord(sent, before, wasAwaiting, outcome);
                 return outcome;
         }
@@ -513,6 +515,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 followupRecorded[sent.AgentId] = (order, time.GetUtcNow());
             }
 
+            return;
+        }
+
+        // A stop that crossed a follow-up leaves its wait for a pull request as it was: not given up on.
+        if (wasAwaiting && CrossedFollowup(sent))
+        {
             return;
         }
 
@@ -618,7 +626,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     /// one whose answer was lost (<c>outcome unknown</c>) leaves the agent as it was. Either ends a follow-up's wait for
     /// a pull request (read on only until the provider shows the agent ended).
     /// </summary>
-    private void CheckRecordedStop(AgentCommandSent sent, CodingAgentState? before)
+    private void CheckRecordedStop(AgentCommandSent sent, CodingAgentState? before, bool wasAwaiting)
     {
         if (!sent.Stop || before is null || stored is null)
         {
@@ -638,9 +646,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}) left it {after.Status}, was {before.Status}");
         }
 
-        if (stored.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) == true)
+        // Unless it crossed a follow-up recorded since it was sent: the provider may have taken that follow-up last.
+        var awaiting = stored.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) == true;
+        if (awaiting != (wasAwaiting && CrossedFollowup(sent)))
         {
-            Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}) left it awaiting a pull request");
+            Violation($"stop of {sent.AgentId} (outcome unknown {sent.OutcomeUnknown}, crossed a follow-up {CrossedFollowup(sent)}) left it awaiting a pull request {awaiting}, was {wasAwaiting}");
         }
     }
 
@@ -848,8 +858,19 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         return immediateVerdict;
     }
 
-    public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) =>
-        holdAnswers ? Hold(sent, new AgentCommandOutcome(AgentCommandStatus.Done)) : (AgentCommandOutcome)await RecordAsync(sent);
+    public async Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent)
+    {
+        // Called as the command is sent, against the run it was checked against: which follow-up it had seen recorded.
+        followupSeenByCommand[sent.CommandId!] = followupRecorded.GetValueOrDefault(sent.AgentId).Order;
+        return holdAnswers ? Hold(sent, new AgentCommandOutcome(AgentCommandStatus.Done)) : (AgentCommandOutcome)await RecordAsync(sent);
+    }
+
+    // For each command sent, where the last follow-up of its agent recorded when it was sent falls in the order of events.
+    private readonly Dictionary<string, long> followupSeenByCommand = [];
+
+    /// <summary>A stop whose agent had a follow-up recorded after the stop was sent: the two crossed.</summary>
+    private bool CrossedFollowup(AgentCommandSent sent) =>
+        sent.Stop && followupRecorded.GetValueOrDefault(sent.AgentId).Order > followupSeenByCommand[sent.CommandId!];
 
     // Agents sent a follow-up whose record is held.
     private readonly HashSet<string> heldFollowups = [];

@@ -145,6 +145,35 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_sent_before_a_follow_up_and_recorded_after_it_does_not_end_the_follow_ups_wait_for_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The agent finished without a pull request, unseen. A person stops it; the stop's record is held (the owner busy).
+        var held = new HoldingRecorder();
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None)).Status);
+        // Then asks it for the pull request: the follow-up is recorded first, and the stop after it.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var stop = await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        var state = writer.Saved.Last();
+        Assert.Equal(TimelineEvents.Stopped, state.Timeline.Last().Event);
+
+        // The next read is stale: it shows the end before the follow-up. The agent is still read on, not taken for a
+        // stopped one whose end has now shown.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
+
+        // The follow-up's work opens the pull request: learnt without a webhook.
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/27";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/27", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);

@@ -415,7 +415,13 @@ public sealed partial class HandoffEngineTests
             return Task.FromResult(new PollVerdict([]));
         }
 
-        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.Done));
+        public AgentCommandSent? Command { get; private set; }
+
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent)
+        {
+            Command = sent;
+            return Task.FromResult(new AgentCommandOutcome(AgentCommandStatus.Done));
+        }
     }
 
     /// <summary>

@@ -41,6 +41,7 @@ public sealed partial class HandoffEngine
 
         var operation = stop ? "stop" : "follow-up";
         var commandId = Guid.NewGuid().ToString("N");
+        var followupSeen = FollowedUpAt(state, agentId);
         // Stopped before anything was sent (shutdown past its grace): the caller may send it again, elsewhere.
         cancellationToken.ThrowIfCancellationRequested();
         ProviderResult<bool> result;
@@ -71,7 +72,7 @@ public sealed partial class HandoffEngine
             LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
             try
             {
-                await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, OutcomeUnknown: true, commandId));
+                await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, OutcomeUnknown: true, commandId, followupSeen));
             }
             catch (Exception exception) when (exception is not OperationCanceledException)
             {
@@ -91,7 +92,7 @@ public sealed partial class HandoffEngine
         LogCommandTaken(state.RunId, operation, agentId, launch.Repository);
         try
         {
-            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId));
+            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId, FollowupSeen: followupSeen));
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
@@ -123,6 +124,8 @@ public sealed partial class HandoffEngine
             // end its watch either. One still at work when read leaves the watch at that read, and is watched as before.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
+            // Kept later than the one before, even on a coarse clock: a stop tells by it which follow-up it saw.
+            var followedUpAt = FollowedUpAt(state, sent.AgentId) is { } previous && previous >= now ? previous.AddTicks(1) : now;
             state = state with
             {
                 Poll = poll with
@@ -132,12 +135,16 @@ public sealed partial class HandoffEngine
                     // Watched as awaiting now: the given-up watch would end at the first read that shows it stopped.
                     GivenUp = poll.GivenUp?.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } givenUp ? givenUp : null,
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
-                    FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = now },
+                    FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = followedUpAt },
                 },
             };
         }
 
-        if (sent.Stop && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
+        // A stop checked against the run before its latest follow-up was recorded crossed that follow-up: the provider may
+        // have taken the follow-up last, and set the agent to work again. Its wait for a pull request goes on (ending it
+        // wrongly loses the pull request; keeping it costs reads until the watch runs out).
+        var crossedFollowup = sent.Stop && FollowedUpAt(state, sent.AgentId) is { } latestFollowup && latestFollowup != sent.FollowupSeen;
+        if (sent.Stop && !crossedFollowup && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
         {
             // A person stopped the work a follow-up started: no pull request is awaited any more (a read that shows it
             // stopped would not end that watch, which went on for hours). Read on as an agent given up on, until the
@@ -157,7 +164,12 @@ public sealed partial class HandoffEngine
             agent = agent with { Status = CodingAgentStatus.Failed };
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
             // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
-            state = state.WithAgent(agent) with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
+            // One still awaiting a pull request (the stop crossed its follow-up) is read on as that, never stopped again.
+            state = state.WithAgent(agent);
+            if (state.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) != true)
+            {
+                state = state with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
+            }
         }
 
         state = state.WithTimeline([new TimelineEntry(

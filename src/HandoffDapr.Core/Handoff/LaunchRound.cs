@@ -79,4 +79,9 @@ public interface IRoundRecorder
 /// Names this one command, so that a host whose record call may be made twice (daprd repeats a failed actor call, also
 /// one whose turn had saved before it failed) records it once. Absent from a caller of an earlier release.
 /// </param>
-public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop, bool OutcomeUnknown = false, string? CommandId = null);
+/// <param name="FollowupSeen">
+/// When the run the command was checked against had last recorded a follow-up of the agent (null: none). A stop whose
+/// run has recorded a later one since crossed that follow-up: which of the two the provider took last is unknown.
+/// Absent from a caller of an earlier release, which is taken as having seen none.
+/// </param>
+public sealed record AgentCommandSent(long RunId, string AgentId, bool Stop, bool OutcomeUnknown = false, string? CommandId = null, DateTimeOffset? FollowupSeen = null);
