@@ -66,7 +66,9 @@ namespace HandoffDapr.Core.Tests;
 /// ended the follow-up's wait for a pull request, so a late webhook of the end before the follow-up ended the agent's
 /// watch (seed 3636 of 1..8000). And that after a follow-up to an agent the run showed at work, a read showing it at
 /// work ended the wait for its pull request, so a late webhook of an earlier end left it unread (seed 50769); and that
-/// a stop sent before a follow-up but recorded after it ended that follow-up's wait (seed 59126). Mutations it catches: a lookup window that starts at each
+/// a stop sent before a follow-up but recorded after it ended that follow-up's wait (seed 59126); and, at 600 steps, that
+/// a failed agent whose end a read showed with a pull request kept none, so a stale finish completed it without (seed
+/// 10541). Mutations it catches: a lookup window that starts at each
 /// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..40, milliseconds each); ENGINE_STEPS_MAX (default 200).
@@ -509,8 +511,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var order = provider.Tick();
         if (!sent.Stop)
         {
-            // Only an agent without a pull request is set to await one (one with its pull request is never stopped).
-            if (!before.Results.Any(result => result.PrUrl is not null))
+            // Only an agent not completed with a pull request is set to await one (one failed with it may still complete).
+            if (!(before.Status == CodingAgentStatus.Completed && before.Results.Any(result => result.PrUrl is not null)))
             {
                 followupRecorded[sent.AgentId] = (order, time.GetUtcNow());
             }

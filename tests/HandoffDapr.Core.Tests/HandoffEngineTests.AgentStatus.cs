@@ -693,6 +693,90 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_at_work_the_provider_reports_ended_in_an_error_with_a_pull_request_is_failed_and_keeps_that_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // It opened its pull request, then its work ended in an error: the pull request is there all the same.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/28")), writer);
+
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Failed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/28", agent.Results.Single().PrUrl);
+        Assert.Equal(FailureTypes.AgentFailed, writer.Saved.Last().Launches.Single().FailureType);
+    }
+
+    [Fact]
+    public async Task An_agent_a_person_stopped_learns_the_pull_request_a_read_shows_after_its_end_and_a_stale_finish_does_not_drop_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        // The stop raced its work: it had opened its pull request, and the provider shows it ended in an error with it.
+        provider.ReadStatus = ProviderAgentStatus.Error;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/29";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/29", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+
+        // A late webhook of an earlier finish, without the pull request: completed, and the pull request stays.
+        await engine.ApplyAgentReportAsync(state, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, Summary: "Fixed the pool")), writer);
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/29", agent.Results.Single().PrUrl);
+        Assert.Equal("Fixed the pool", agent.Results.Single().Description);
+    }
+
+    [Fact]
+    public async Task An_agent_failed_with_its_pull_request_and_sent_a_follow_up_is_read_on_until_it_completes()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/31")), writer);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+
+        // Asked to finish the work: read on while it works, and its completion is learnt without a webhook.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Finish the fix"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/31";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.NotNull(state.NextWakeAt());
+
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/31", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task An_agent_given_up_on_that_a_read_shows_at_work_with_a_pull_request_is_still_stopped_again_and_read_on()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var stops = provider.Stops.Count;
+
+        // The stop did not take: the agent is at work, its pull request open. Not its end: stopped again, read on.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/30";
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(stops + 1, provider.Stops.Count);
+        Assert.Contains("bc-1", state.Poll!.GivenUp!);
+
+        // Its end shows, with the pull request: kept.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/30", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task An_agents_age_counts_from_our_launch_not_from_the_creation_time_the_provider_reports()
     {
         // The provider's answer puts the agent's creation seven hours back (its clock, or a mistake): past the maximum age.

@@ -114,14 +114,14 @@ public sealed partial class HandoffEngine
         }
 
         var now = timeProvider.GetUtcNow();
-        if (!sent.Stop && !HasPullRequest(agent))
+        if (!sent.Stop && !IsCompletedWithPullRequest(agent))
         {
-            // A follow-up sets an agent that ended without a pull request to work again: a finished one maybe on the pull
+            // A follow-up sets an agent that ended short of its pull request to work again: a finished one maybe on the pull
             // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.
-            // Read it on until a pull request shows, counting the watch from this follow-up, so that pull request is learnt
-            // without a webhook too. One the run still shows at work may have ended unseen (its webhook lost, or none, and
-            // the poll's interval up to PollMaxInterval): the next read may show that end, before it resumes, and must not
-            // end its watch either. One still at work when read leaves the watch at that read, and is watched as before.
+            // Read it on until it completes with a pull request, counting the watch from this follow-up, so that pull
+            // request is learnt without a webhook too. One the run still shows at work may have ended unseen (its webhook
+            // lost, or none, and the poll's interval up to PollMaxInterval): the next read may show that end, before it
+            // resumes, and must not end its watch either.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
             // Kept later than the one before, even on a coarse clock: a stop tells by it which follow-up it saw.

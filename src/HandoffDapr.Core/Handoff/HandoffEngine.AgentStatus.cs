@@ -145,16 +145,17 @@ public sealed partial class HandoffEngine
             var age = Age(state, latest, now);
             if (awaiting.Contains(agent.Id))
             {
-                // Only a pull request, or the time since its last follow-up, ends the wait. Not a read that shows it
-                // finished or stopped (it may not have resumed yet), nor one that failed, nor one that shows it at work: a
-                // late webhook may yet tell of an end before the follow-up, and nothing would read the pull request then.
+                // Only its completion with a pull request, or the time since its last follow-up, ends the wait (one failed
+                // with a pull request may still finish the follow-up's work). Not a read that shows it finished or stopped
+                // (it may not have resumed yet), nor one that failed, nor one that shows it at work: a late webhook may yet
+                // tell of an end before the follow-up, and nothing would read the pull request then.
                 // One the run shows at work is timed out as any other, its age counted from that follow-up, whose work it is.
                 var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
                 if (IsOverAge(latest, watchedFor, report))
                 {
                     TimeOutAndWatch(latest, watchedFor);
                 }
-                else if (!HasPullRequest(latest) && watchedFor <= watchLimit)
+                else if (!IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillAwaiting.Add(agent.Id);
                 }
@@ -166,7 +167,7 @@ public sealed partial class HandoffEngine
                 // pull request: it is watched all the same.
                 var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
                 if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && IsEndedWithoutPullRequest(latest) && watchedFor <= watchLimit)
+                    && IsEndedUnfinished(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
@@ -175,7 +176,7 @@ public sealed partial class HandoffEngine
                 // the process gone before it, or in Dapr mode a turn repeated after daprd lost its answer, which finds the
                 // agent failed already). Stopped again, at each read that shows it so, where the provider can stop agents;
                 // a follow-up would have taken it off this list.
-                if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running && IsEndedWithoutPullRequest(latest)
+                if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running && IsEndedUnfinished(latest)
                     && state.LaunchOfAgent(agent.Id) is { } launch && integrations.Find(launch.IntegrationId)?.Provider.CanStop == true)
                 {
                     counted.Log(() => LogGivenUpStillWorking(poll.RunId, agent.Id, launch.Repository));
@@ -417,9 +418,16 @@ public sealed partial class HandoffEngine
         return null;
     }
 
-    /// <summary>Completed without a pull request, or failed (stopped, timed out, or the agent's own error): what a follow-up can still change.</summary>
-    private static bool IsEndedWithoutPullRequest(CodingAgentState agent) =>
-        agent.Status.IsFinal() && !HasPullRequest(agent);
+    /// <summary>
+    /// Ended short of completing with a pull request: completed without one, or failed (stopped, timed out, or the
+    /// agent's own error; perhaps after opening one): what a follow-up can still change, and a read still correct.
+    /// </summary>
+    private static bool IsEndedUnfinished(CodingAgentState agent) =>
+        agent.Status.IsFinal() && !IsCompletedWithPullRequest(agent);
+
+    /// <summary>Nothing more to learn of it: a follow-up's later work is not watched (its webhook still counts).</summary>
+    private static bool IsCompletedWithPullRequest(CodingAgentState agent) =>
+        agent.Status == CodingAgentStatus.Completed && HasPullRequest(agent);
 
     private static bool HasPullRequest(CodingAgentState agent) => agent.Results.Any(result => result.PrUrl is not null);
 
@@ -441,21 +449,22 @@ public sealed partial class HandoffEngine
         // Our own "failed" can be a guess (the maximum age ran out, a stop raced the finish); the provider saying the
         // agent finished is the truth, and its pull request must not be lost.
         var finishedAfterAll = agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Completed;
-        // An agent that finished without a pull request and shows one now (a follow-up asked for it): the status stays,
-        // the pull request is learnt. Whatever the report's status: the follow-up's work may have opened it and then
-        // failed (an error keeps the pull request on the agent), or still be at work; read only for FINISHED, such a
-        // pull request was never learnt, and the watch read it on until its end.
-        var pullRequestLearnt = agent.Status == CodingAgentStatus.Completed && status is not null
-            && report.PrUrl is { Length: > 0 } && agent.Results.All(result => result.PrUrl is null);
+        // An agent that ended without a pull request and shows one now: the status stays, the pull request is learnt.
+        // For one completed, whatever the report's status: a follow-up's work may have opened it and then failed, or still
+        // be at work; read only for FINISHED, such a pull request was never learnt, and the watch read it on until its end.
+        // For one failed (its error, a stop or a time-out that raced the work), from a report of its end: one at work is
+        // still stopped again and read on, and its end shows the pull request.
+        var pullRequestLearnt = status is not null && report.PrUrl is { Length: > 0 } && !HasPullRequest(agent)
+            && (agent.Status == CodingAgentStatus.Completed || (agent.Status == CodingAgentStatus.Failed && status == CodingAgentStatus.Failed));
         if (status is null || !(agent.Status.CanMoveTo(status.Value) || finishedAfterAll || pullRequestLearnt))
         {
             return state;
         }
 
-        if (pullRequestLearnt)
+        if (pullRequestLearnt && !finishedAfterAll)
         {
-            // Final is final: completed it stays.
-            status = CodingAgentStatus.Completed;
+            // Final is final: completed or failed it stays.
+            status = agent.Status;
         }
 
         var results = launch is null ? agent.Results : ResultsOf(report, status.Value, launch, agent.Results);
@@ -476,7 +485,8 @@ public sealed partial class HandoffEngine
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
             .WithTimeline([new TimelineEntry(now, TimelineEvents.StatusChanged, launch?.Repository, report.Id, status.Value.WireName())]);
-        return launch is null ? state
+        // A failed agent that only learns its pull request keeps its failure type (timed_out stays timed_out).
+        return launch is null || from == to ? state
             : status == CodingAgentStatus.Failed ? state.WithLaunch(launch with { FailureType = FailureTypes.AgentFailed, UpdatedAt = now })
             : finishedAfterAll ? state.WithLaunch(launch with { FailureType = null, UpdatedAt = now })
             : state;
@@ -494,11 +504,22 @@ public sealed partial class HandoffEngine
         }
     }
 
-    /// <summary>A completed agent's result for its repository (branch and pull request); other statuses keep what was there.</summary>
-    private static IReadOnlyList<CodingAgentResult> ResultsOf(ProviderAgent report, CodingAgentStatus status, RepositoryLaunch launch, IReadOnlyList<CodingAgentResult> current) =>
-        status == CodingAgentStatus.Completed
-            ? [new CodingAgentResult(report.Summary, launch.RepoProvider, launch.Repository, report.BranchName ?? launch.BranchName, report.PrUrl)]
-            : current;
+    /// <summary>
+    /// A completed agent's result for its repository (branch and pull request), and a failed one's that shows a pull
+    /// request; other reports keep what was there. A pull request once learnt is kept: a later report without one (a
+    /// stale finish, say) does not drop it, nor the summary that came with it.
+    /// </summary>
+    private static IReadOnlyList<CodingAgentResult> ResultsOf(ProviderAgent report, CodingAgentStatus status, RepositoryLaunch launch, IReadOnlyList<CodingAgentResult> current)
+    {
+        if (status != CodingAgentStatus.Completed && !(status == CodingAgentStatus.Failed && report.PrUrl is not null))
+        {
+            return current;
+        }
+
+        var known = report.PrUrl is null ? current.FirstOrDefault(result => result.PrUrl is not null) : null;
+        return [new CodingAgentResult(
+            report.Summary ?? known?.Description, launch.RepoProvider, launch.Repository, report.BranchName ?? known?.BranchName ?? launch.BranchName, report.PrUrl ?? known?.PrUrl)];
+    }
 
     /// <summary>
     /// A report that left nothing to read ends the poll's schedule, as the poll itself would: kept, its time and its

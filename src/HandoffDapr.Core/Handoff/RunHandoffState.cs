@@ -285,9 +285,9 @@ public enum LaunchPhase
 /// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
 /// </param>
 /// <param name="AwaitingPullRequest">
-/// Agents that ended without a pull request (completed without one, stopped, failed or timed out) and were sent a
-/// follow-up: read until one shows a pull request, or until twice the maximum age from their last follow-up (see
-/// <paramref name="FollowedUpAt"/>; the agent may not have resumed yet when it is first read).
+/// Agents sent a follow-up while not completed with a pull request (at work, completed without one, stopped, failed or
+/// timed out): read until one completes with a pull request, or until twice the maximum age from its last follow-up
+/// (see <paramref name="FollowedUpAt"/>; the agent may not have resumed yet when it is first read).
 /// </param>
 /// <param name="FollowedUpAt">
 /// When the agents in <paramref name="AwaitingPullRequest"/> were last sent a follow-up: their watch counts from then, as
