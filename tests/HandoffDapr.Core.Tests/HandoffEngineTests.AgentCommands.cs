@@ -1,3 +1,4 @@
+using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
@@ -171,6 +172,84 @@ public sealed partial class HandoffEngineTests
         state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
         Assert.Equal("https://github.com/acme/shop/pull/27", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task An_agent_at_work_timed_out_after_its_follow_up_by_a_poll_recorded_after_its_lease_is_watched_as_given_up_and_stopped_again()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(1));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+
+        // Past its maximum age from the follow-up, a poll reads it at work; its answers come back after its lease, when
+        // the poll made again holds the schedule.
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var slow = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(slow, holding, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(3));
+        var again = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var verdict = await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // Timed out, and watched as given up, no longer as awaiting a pull request.
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(["bc-1"], verdict.ToStop.Select(agent => agent.AgentId));
+        Assert.Contains("bc-1", state.Poll!.GivenUp!);
+        Assert.DoesNotContain("bc-1", state.Poll.AwaitingPullRequest ?? []);
+
+        // Its stop is never sent (the process gone first): the poll made again reads it at work and stops it.
+        await engine.FinishPollAsync(again, new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        Assert.Equal(["bc-1"], provider.Stops);
+    }
+
+    [Fact]
+    public async Task A_stop_checked_before_a_second_follow_up_recorded_at_the_same_instant_as_the_first_does_not_end_the_second_ones_wait()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // The agent finished without a pull request, unseen; a person asks for one.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        // A stop checked against that run, its record held; then a second follow-up, recorded first, on a clock that has
+        // not moved (a coarse one): the stop crossed it.
+        var held = new HoldingRecorder();
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None)).Status);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open it now"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+
+        var state = writer.Saved.Last();
+        Assert.Contains("bc-1", state.Poll!.AwaitingPullRequest!);
+        Assert.DoesNotContain("bc-1", state.Poll.GivenUp ?? []);
+    }
+
+    [Fact]
+    public async Task A_stop_keeps_the_follow_up_it_saw_through_the_actor_call_json_and_one_from_an_earlier_release_keeps_the_wait()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromTicks(1234567));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var held = new HoldingRecorder();
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None)).Status);
+        var followedUpAt = writer.Saved.Last().Poll!.FollowedUpAt!["bc-1"];
+        Assert.Equal(followedUpAt, held.Command!.FollowupSeen);
+
+        // As the actor's call carries it (the actor runtime's options), to the tick.
+        var json = HandoffDapr.Core.Serialization.HandoffJsonContext.CreateOptions();
+        var wire = JsonSerializer.Serialize(held.Command, json);
+        Assert.Contains("\"followup_seen\"", wire, StringComparison.Ordinal);
+        var back = JsonSerializer.Deserialize<AgentCommandSent>(wire, json)!;
+        Assert.Equal(held.Command, back);
+        Assert.Equal(followedUpAt.UtcTicks, back.FollowupSeen!.Value.UtcTicks);
+
+        // A caller of an earlier release sends no such member: taken as having seen none, the follow-up's wait goes on.
+        var legacy = JsonSerializer.Deserialize<AgentCommandSent>("""{"run_id":1,"agent_id":"bc-1","stop":true,"outcome_unknown":false,"command_id":"c-1"}""", json)!;
+        Assert.Null(legacy.FollowupSeen);
+        await engine.RecordCommandAsync(writer.Saved.Last(), legacy, writer);
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest!);
+
+        // The stop as sent ends it.
+        await engine.RecordCommandAsync(writer.Saved.Last(), back with { CommandId = "c-2" }, writer);
+        Assert.DoesNotContain("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest ?? []);
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
     }
 
     [Fact]
