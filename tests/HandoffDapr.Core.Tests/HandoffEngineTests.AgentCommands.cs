@@ -253,6 +253,34 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_an_earlier_one_whose_watch_ended_does_not_end_its_wait()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        // A poll reads the agent stopped; its answers are recorded later, while it still holds the schedule.
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(90));
+
+        // All at one instant of a coarse clock: a follow-up, a stop that ends its wait, a second stop checked (its record
+        // held), the poll's answers (the given-up watch ends: the read shows it stopped), then a second follow-up.
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
+        var held = new HoldingRecorder();
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        Assert.DoesNotContain(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request now"), recorder, CancellationToken.None);
+
+        // The held stop crossed the second follow-up: its wait goes on.
+        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest ?? []);
+    }
+
+    [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
