@@ -114,6 +114,8 @@ public sealed partial class HandoffEngine
         }
 
         var now = timeProvider.GetUtcNow();
+        // When a follow-up is recorded: in the timeline too, so that a later one can be kept later than it.
+        var followedUpAt = now;
         if (!sent.Stop && !IsCompletedWithPullRequest(agent))
         {
             // A follow-up sets an agent that ended short of its pull request to work again: a finished one maybe on the pull
@@ -124,8 +126,13 @@ public sealed partial class HandoffEngine
             // resumes, and must not end its watch either.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
-            // Kept later than the one before, even on a coarse clock: a stop tells by it which follow-up it saw.
-            var followedUpAt = FollowedUpAt(state, sent.AgentId) is { } previous && previous >= now ? previous.AddTicks(1) : now;
+            // Kept later than any follow-up of the agent recorded before, even on a coarse clock: a stop tells by it which
+            // follow-up it saw. Also than one whose entry was dropped since (its watch over, a read showed it ended): the
+            // timeline keeps when each was recorded.
+            var latest = state.Timeline.Where(entry => entry.Event == TimelineEvents.FollowupSent && entry.AgentId == sent.AgentId)
+                .Select(entry => (DateTimeOffset?)entry.At).Append(FollowedUpAt(state, sent.AgentId)).Max();
+            followedUpAt = latest is { } previous && previous >= now ? previous.AddTicks(1) : now;
+
             state = state with
             {
                 Poll = poll with
@@ -173,7 +180,7 @@ public sealed partial class HandoffEngine
         }
 
         state = state.WithTimeline([new TimelineEntry(
-            now, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId, sent.OutcomeUnknown ? "outcome unknown" : null)]);
+            followedUpAt, sent.Stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, launch.Repository, sent.AgentId, sent.OutcomeUnknown ? "outcome unknown" : null)]);
         await writer.SaveAsync(state, CancellationToken.None);
         counted.Publish();
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
