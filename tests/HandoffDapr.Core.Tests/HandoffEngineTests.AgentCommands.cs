@@ -281,6 +281,33 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_timed_out_after_a_late_follow_up_is_watched_for_twice_its_age_from_that_follow_up_not_from_its_launch()
+    {
+        provider.CannotStop = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Seven hours into its work (past its maximum age, but read failing meanwhile), a person adds an instruction.
+        time.Advance(TimeSpan.FromHours(7));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var followedUpAt = time.GetUtcNow();
+        var state = writer.Saved.Last();
+        while (time.GetUtcNow() - followedUpAt <= TimeSpan.FromHours(6))
+        {
+            time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        // Timed out thirteen hours after its launch: still watched (twice its age from the follow-up), so the pull request
+        // it opens anyway (the provider cannot stop it) is learnt without a webhook.
+        Assert.Equal(FailureTypes.TimedOut, state.Launches[0].FailureType);
+        Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/41";
+        time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal("https://github.com/acme/shop/pull/41", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
