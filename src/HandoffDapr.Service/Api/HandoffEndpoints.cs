@@ -185,6 +185,13 @@ public static partial class HandoffEndpoints
             return $"instruction may be at most {options.MaxInstructionLength} characters.";
         }
 
+        // As for a follow-up's text: one of nothing visible (controls, zero-width characters, spaces) would reach the agent
+        // as an instruction it cannot read. Control characters beside visible text pass, as they do there.
+        if (body.Instruction is { } instruction && !PrintableText.HasVisible(instruction))
+        {
+            return "instruction must have a visible character when given (leave it out, or null, for none).";
+        }
+
         if (body.Run is { } run)
         {
             if (run.RunId != runId)

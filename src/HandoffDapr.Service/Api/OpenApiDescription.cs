@@ -58,8 +58,10 @@ public static class OpenApiDescription
                 trigger["integration_id"] = Id();
                 if (trigger.TryGetValue("instruction", out var instruction) && instruction is OpenApiSchema text)
                 {
+                    // The follow-up's rule (below): the pattern rules out spaces only, the description says the rest.
                     text.MaxLength = maxText;
-                    text.Description = textLimit;
+                    text.Pattern = @"\S";
+                    text.Description = "When given, with at least one visible character (not only spaces, controls or zero-width characters); leave it out, or null, for none. " + textLimit;
                 }
             }
             else if (type == typeof(FollowupRequest) && schema.Properties is { } followup)

@@ -237,6 +237,27 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// A trigger's instruction of nothing an agent could read was taken (202) and put into the prompt, while a follow-up's
+    /// text of the same was a 400: the instruction, when given, is held to the follow-up's rule.
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("\u0000")]
+    [InlineData("   \u200b")]
+    [InlineData("\u2028\u00a0\u0007")]
+    [InlineData("\ufeff\u200d")]
+    public async Task Instruction_of_no_visible_text_is_a_400_and_nothing_is_launched(string instruction)
+    {
+        var response = await service.Client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"]), instruction: instruction));
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/invalid-request", problem["type"]!.GetValue<string>());
+        Assert.Contains("visible character", problem["detail"]!.GetValue<string>());
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
     [Fact]
     public async Task Oversize_body_is_a_body_too_large_problem_naming_the_limit()
     {

@@ -69,6 +69,22 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     /// <summary>
+    /// An instruction with something visible is taken even beside a control character, as a follow-up's text is: only one
+    /// of nothing visible is refused.
+    /// </summary>
+    [Fact]
+    public async Task Instruction_with_visible_text_beside_a_control_character_is_accepted_as_a_followups_text_is()
+    {
+        var run = Payloads.Run(129, ["acme/shop"], automation: false);
+
+        var response = await client.PostJsonAsync("/runs/129/handoff", Payloads.Trigger(run, instruction: " Keep\u0007 the API "));
+
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        var body = JsonNode.Parse(Assert.Single(cursor.Server.LogEntries).RequestMessage.Body!)!;
+        Assert.Contains("Keep\u0007 the API", body["prompt"]!["text"]!.GetValue<string>());
+    }
+
+    /// <summary>
     /// A follow-up's text may be as long as an instruction (Handoff:MaxInstructionLength, counted as received, the spaces
     /// around it included), and reaches the agent without those spaces.
     /// </summary>

@@ -158,6 +158,9 @@ public sealed class OpenApiTests : IDisposable
         // maxLength counts code points, the service UTF-16 units: the description says which, or 3000 emoji look fine.
         Assert.Contains("3000 UTF-16 code units", schemas["HandoffRequest"]!["properties"]!["instruction"]!["description"]?.GetValue<string>());
         Assert.Contains("3000 UTF-16 code units", schemas["FollowupRequest"]!["properties"]!["text"]!["description"]?.GetValue<string>());
+        // An instruction of nothing visible is a 400, as a follow-up's text is: the same pattern and words.
+        Assert.Equal(@"\S", schemas["HandoffRequest"]!["properties"]!["instruction"]!["pattern"]?.GetValue<string>());
+        Assert.Contains("visible character", schemas["HandoffRequest"]!["properties"]!["instruction"]!["description"]?.GetValue<string>());
         foreach (var (schema, property) in new[] { ("RunSnapshot", "run_id"), ("RunSnapshot", "organization_id"), ("RunSnapshot", "project_id"), ("RunGroup", "id"), ("RunMetadata", "group_id"), ("AutomationHandoff", "integration_id") })
         {
             var id = schemas[schema]!["properties"]![property]!;
