@@ -354,6 +354,20 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.EndsWith("x…", message);
     }
 
+    /// <summary>A bidi override in the provider's message showed the rest of the log line reordered; a zero-width character hid text.</summary>
+    [Fact]
+    public async Task A_providers_error_message_is_logged_without_bidi_or_zero_width_characters()
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", 400, """{"error":{"message":"bad \u202erequest\u200b for \u2066acme\u2069"}}""");
+
+        await logging.LaunchAsync(Launch(), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal("bad  request  for  acme ", logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+    }
+
     [Theory]
     // No creation time: it may be ours whenever the launch was sent.
     [InlineData(null, "2026-11-24T10:00:00Z")]

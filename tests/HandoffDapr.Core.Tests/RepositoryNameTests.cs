@@ -134,6 +134,17 @@ public sealed class RepositoryNameTests
     public void Rejected_name_echo_replaces_a_lone_surrogate() =>
         Assert.Equal("a?b", RepositoryName.DescribeRejected("a\ud800b"));
 
+    /// <summary>
+    /// A bidi override in a repository owner from event data reached the log as-is ("Run 500: \u202eevil/r? not launched"),
+    /// showing the line's text reordered; zero-width characters hide text the same way.
+    /// </summary>
+    [Theory]
+    [InlineData("\u202eevil/r", "?evil/r")]
+    [InlineData("a\u2066b\u2069c", "a?b?c")]
+    [InlineData("ev\u200bil\u200d/r\ufeff", "ev?il?/r?")]
+    public void Rejected_name_echo_replaces_bidi_and_zero_width_characters(string raw, string echoed) =>
+        Assert.Equal(echoed, RepositoryName.DescribeRejected(raw));
+
     [Fact]
     public void Rejected_name_over_100_characters_is_cut_and_marked_with_an_ellipsis()
     {

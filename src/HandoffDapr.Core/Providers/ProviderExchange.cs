@@ -1,3 +1,4 @@
+using System.Globalization;
 using HandoffDapr.Core.Model;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
@@ -98,9 +99,10 @@ internal sealed partial class ProviderExchange(
         return ProviderResult<ProviderAgent?>.Failed(new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true));
     }
 
+    // Format characters too: a bidi override would show the rest of the line reordered, a zero-width one hide text.
     private static string Bounded(string text)
     {
-        var cleaned = new string(text.Take(MaxLoggedMessage).Select(c => char.IsControl(c) ? ' ' : c).ToArray());
+        var cleaned = new string(text.Take(MaxLoggedMessage).Select(c => char.IsControl(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format ? ' ' : c).ToArray());
         return text.Length > MaxLoggedMessage ? cleaned + "…" : cleaned;
     }
 

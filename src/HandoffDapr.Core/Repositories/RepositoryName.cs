@@ -104,7 +104,10 @@ public readonly record struct RepositoryName
     public bool IsNamedBy(string? named) =>
         TryParse(named, out var other) && string.Equals(other.Value.FullName, FullName, StringComparison.OrdinalIgnoreCase);
 
-    /// <summary>A client-safe echo of a rejected name: printable, bounded, never raw input.</summary>
+    /// <summary>
+    /// A client-safe echo of a rejected name: printable, bounded, never raw input. Format characters go too: a bidi
+    /// override or isolate would show the rest of a log line reordered, a zero-width one hide text in it.
+    /// </summary>
     public static string DescribeRejected(string? raw)
     {
         if (string.IsNullOrEmpty(raw))
@@ -115,7 +118,7 @@ public readonly record struct RepositoryName
         var builder = new StringBuilder(Math.Min(raw.Length, 100));
         foreach (var c in raw.Length > 100 ? raw[..100] : raw)
         {
-            builder.Append(char.IsControl(c) || char.IsSurrogate(c) ? '?' : c);
+            builder.Append(char.IsControl(c) || char.IsSurrogate(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format ? '?' : c);
         }
 
         return raw.Length > 100 ? builder.Append('…').ToString() : builder.ToString();

@@ -3,13 +3,43 @@ using System.Text;
 
 namespace HandoffDapr.Service.Api;
 
-/// <summary>Text a client chose: made fit for a log line (bounded, no control character to forge a line with), or checked for anything to read.</summary>
+/// <summary>
+/// Text a client chose: made fit for a log line (bounded, no control character to forge a line with, no format character
+/// to reorder or hide its text), or checked for anything to read.
+/// </summary>
 internal static class PrintableText
 {
+    /// <summary>
+    /// The first <paramref name="maxLength"/> UTF-16 units, each control or format character (bidi overrides and isolates,
+    /// zero-width characters, tag characters outside the BMP) and each lone surrogate made '?'; "…" marks a cut.
+    /// </summary>
     public static string Bounded(string text, int maxLength)
     {
-        var cleaned = new string(text.Take(maxLength).Select(c => char.IsControl(c) ? '?' : c).ToArray());
-        return text.Length > maxLength ? cleaned + "…" : cleaned;
+        var kept = text.Length > maxLength ? text[..maxLength] : text;
+        var builder = new StringBuilder(kept.Length + 1);
+        for (var i = 0; i < kept.Length;)
+        {
+            // By rune, so a format character outside the BMP is one '?'; a pair the cut split is a lone surrogate.
+            if (Rune.DecodeFromUtf16(kept.AsSpan(i), out var rune, out var used) != System.Buffers.OperationStatus.Done)
+            {
+                builder.Append('?');
+                i += Math.Max(used, 1);
+                continue;
+            }
+
+            if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format)
+            {
+                builder.Append('?');
+            }
+            else
+            {
+                builder.Append(kept, i, used);
+            }
+
+            i += used;
+        }
+
+        return text.Length > maxLength ? builder.Append('…').ToString() : builder.ToString();
     }
 
     /// <summary>

@@ -106,6 +106,18 @@ public sealed class CompletionEventLogTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Any(char.IsControl));
     }
 
+    [Fact]
+    public async Task Event_text_cannot_reorder_log_lines_with_bidi_or_zero_width_characters()
+    {
+        // An owner "\u202eevil" was logged as-is ("Run 500: \u202eevil/r? not launched"): the override shows the line's
+        // text reversed from there on, while control characters were already made '?'.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(75, ["\u202eevil/r\u200b"]))).StatusCode);
+
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Contains("?evil/r?", record.Message);
+        Assert.DoesNotContain(logs.GetSnapshot(), r => r.Message.Any(c => char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.Format));
+    }
+
     public void Dispose()
     {
         client.Dispose();
