@@ -150,6 +150,7 @@ public static class HandoffServiceExtensions
         api.MapHandoffEndpoints();
         api.MapAgentEndpoints();
         api.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
+        app.LogHostingMode();
         app.LogCallerCheck();
         return app;
     }

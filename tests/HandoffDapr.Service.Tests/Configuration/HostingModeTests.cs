@@ -1,5 +1,9 @@
+using System.Net;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.Configuration;
@@ -27,6 +31,46 @@ public sealed class HostingModeTests
         }).Build();
 
         Assert.Equal(expected, HostingModes.Resolve(configuration));
+    }
+
+    /// <summary>
+    /// The mode is found from the environment when not set, and start-up said nothing of it: an app started without the
+    /// sidecar's variables ran embedded, on a data file of its own, with no line saying so or which file.
+    /// </summary>
+    [Fact]
+    public async Task Start_up_says_which_mode_runs_how_it_was_chosen_and_which_data_file_embedded_mode_uses()
+    {
+        using var temp = new TempDirectory();
+        using var cursor = new FakeCursor();
+        var logs = new FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(temp.File("mode-log.db"), cursor.Url) { Logs = logs };
+
+        Assert.Equal(HttpStatusCode.OK, (await factory.CreateClient().GetAsync("/healthz")).StatusCode);
+
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HostingModeChosen");
+        Assert.Equal(4501, line.Id.Id);
+        Assert.Equal(LogLevel.Information, line.Level);
+        Assert.Equal("Embedded", line.GetStructuredStateValue("Mode"));
+        Assert.Equal("set by Handoff:Mode", line.GetStructuredStateValue("ChosenBy"));
+        Assert.Equal(temp.File("mode-log.db"), line.GetStructuredStateValue("RunStore"));
+    }
+
+    /// <summary>How the mode was chosen, by the settings' names: never their values.</summary>
+    [Theory]
+    [InlineData("Dapr", "app-7f", null, "set by Handoff:Mode")]
+    [InlineData(null, "app-7f", null, "detected: APP_ID or DAPR_HTTP_PORT is set")]
+    [InlineData(null, null, "3500", "detected: APP_ID or DAPR_HTTP_PORT is set")]
+    [InlineData(null, null, null, "detected: neither APP_ID nor DAPR_HTTP_PORT is set")]
+    public void How_the_mode_was_chosen_names_the_settings_it_went_by(string? mode, string? appId, string? daprHttpPort, string chosenBy)
+    {
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["Handoff:Mode"] = mode,
+            ["APP_ID"] = appId,
+            ["DAPR_HTTP_PORT"] = daprHttpPort,
+        }).Build();
+
+        Assert.Equal(chosenBy, HostingModes.ChosenBy(configuration));
     }
 
     [Fact]

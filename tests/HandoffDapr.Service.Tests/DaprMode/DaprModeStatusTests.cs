@@ -416,6 +416,21 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("embedded-token-3b7e", StringComparison.Ordinal));
     }
 
+    /// <summary>Start-up says Dapr mode runs, and where the runs are kept, in one line that carries no token.</summary>
+    [Fact]
+    public async Task Start_up_says_it_runs_in_dapr_mode_on_the_actor_state_store_and_names_no_token()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, appApiToken: "app-token-5c1d", logs: logs);
+
+        Assert.Equal(HttpStatusCode.OK, (await factory.CreateClient().GetAsync("/healthz")).StatusCode);
+
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HostingModeChosen");
+        Assert.Equal("Dapr", line.GetStructuredStateValue("Mode"));
+        Assert.Equal("daprd's actor state store", line.GetStructuredStateValue("RunStore"));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("app-token-5c1d", StringComparison.Ordinal));
+    }
+
     [Fact]
     public async Task Readiness_passes_with_the_sidecars_token()
     {
