@@ -108,7 +108,7 @@ public static partial class HandoffEndpoints
         {
             if (!RunIds.TryParse(group, out var parsedGroup))
             {
-                return Problems.InvalidRequest("group_id must be a positive whole number.");
+                return Problems.InvalidRequest($"group_id must be a positive whole number (at most {WholeIds.Max}).");
             }
 
             groupId = parsedGroup;

@@ -43,7 +43,7 @@ public static class Problems
         Problem(StatusCodes.Status400BadRequest, "invalid-request", "Invalid request", detail);
 
     /// <summary>A run id in the path that is not a whole number from 1 to 2^53 − 1.</summary>
-    public static ProblemHttpResult InvalidRunId() => InvalidRequest("The run id must be a positive whole number.");
+    public static ProblemHttpResult InvalidRunId() => InvalidRequest($"The run id must be a positive whole number (at most {Core.Model.WholeIds.Max}).");
 
     /// <summary>A query parameter named twice (<c>?group_id=1&amp;group_id=2</c>): which value is meant would be a guess.</summary>
     public static ProblemHttpResult RepeatedQueryParameter(string name) =>

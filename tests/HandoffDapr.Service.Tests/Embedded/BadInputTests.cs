@@ -179,7 +179,18 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var problem = await response.ReadJsonAsync();
         Assert.EndsWith("/invalid-request", problem["type"]!.GetValue<string>());
-        Assert.Equal("The run id must be a positive whole number.", problem["detail"]!.GetValue<string>());
+        // As a body's ids are told: 9007199254740992 was refused without the bound it is past.
+        Assert.Equal("The run id must be a positive whole number (at most 9007199254740991).", problem["detail"]!.GetValue<string>());
+    }
+
+    /// <summary>A group_id in the query past 2^53 - 1 is told the bound, as the trigger body's group_id is.</summary>
+    [Fact]
+    public async Task Group_id_out_of_range_in_the_query_is_a_400_naming_the_bound()
+    {
+        var response = await service.Client.GetAsync("/runs/1/handoff?group_id=9007199254740992");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("group_id must be a positive whole number (at most 9007199254740991).", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
     /// <summary>An agent id of a shape no provider gives, on a valid run id, is no agent of the run: 404, as for a missing one.</summary>
