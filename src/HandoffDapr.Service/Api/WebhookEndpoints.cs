@@ -94,8 +94,13 @@ public static partial class WebhookEndpoints
         // The run is read first, so a report ignored for another reason is still logged with the run it was about.
         // Bound as an array: bound as one string, a repeated run_id arrives joined ("5,5") and was told apart from a
         // missing one by nothing. Either way the report is ignored (no usable run_id), but the line says which.
-        var runIdRepeated = run_id is { Length: > 1 };
         var runNamed = RunIds.TryParse(run_id is [var only] ? only : null, out var runId);
+        var noRunReason = run_id switch
+        {
+            null or [] => "no run id on the webhook URL",
+            { Length: > 1 } => "run_id given more than once on the webhook URL",
+            _ => "run_id on the webhook URL is not a valid run id",
+        };
         if (string.IsNullOrWhiteSpace(change!.RawRepository))
         {
             if (runNamed)
@@ -104,16 +109,18 @@ public static partial class WebhookEndpoints
             }
             else
             {
-                LogIgnoredWithoutRun(services.Logger, change.Agent.Id, "no source repository, and no run id on the webhook URL");
+                LogIgnoredWithoutRun(services.Logger, change.Agent.Id, $"no source repository, and {noRunReason}");
             }
 
             CountWebhook(change.Agent.Status, NoRepositoryOutcome);
             return TypedResults.NoContent();
         }
 
+        // A 204 for a run_id that is not valid too, not the API's 400: the URL is the one the launch gave Cursor, which
+        // delivers again on any answer but 2xx, and the same URL again would be no better.
         if (!runNamed)
         {
-            LogIgnoredWithoutRun(services.Logger, change.Agent.Id, runIdRepeated ? "run_id given more than once on the webhook URL" : "no run id on the webhook URL");
+            LogIgnoredWithoutRun(services.Logger, change.Agent.Id, noRunReason);
             CountWebhook(change.Agent.Status, NoRunIdOutcome);
             return TypedResults.NoContent();
         }

@@ -610,6 +610,29 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Contains(line.StructuredState!, field => field.Key == "Reason" && field.Value == "run_id given more than once on the webhook URL");
     }
 
+    /// <summary>
+    /// A run_id that is there but not a valid run id was logged "no run id on the webhook URL", sending the operator to
+    /// look for a URL that lost its run id. It is still a 204 (the URL is the one the launch gave Cursor, which delivers
+    /// again on any answer but 2xx), counted no_run_id, but the line says the id is not valid.
+    /// </summary>
+    [Theory]
+    [InlineData("?run_id=abc")]
+    [InlineData("?run_id=0")]
+    [InlineData("?run_id=9007199254740992")]
+    [InlineData("?run_id=")]
+    public async Task Webhook_whose_url_names_an_invalid_run_id_is_ignored_and_logged_as_such(string query)
+    {
+        var agentId = await Launch(443);
+        var body = StatusChange(agentId, "FINISHED");
+
+        var response = await PostWebhook(443, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)), query: query);
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("pending", (await Agent(443, agentId))["status"]!.GetValue<string>());
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name is "WebhookIgnored" or "WebhookWithoutRunIgnored");
+        Assert.Equal($"Webhook for agent {agentId} ignored: run_id on the webhook URL is not a valid run id", line.Message);
+    }
+
     private async Task<string> Launch(long runId, string repository = "acme/shop")
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, [repository], automation: false)));
