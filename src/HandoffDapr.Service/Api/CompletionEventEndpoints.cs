@@ -326,6 +326,12 @@ public static partial class CompletionEventEndpoints
         }
 
         traceParent = eventTraceParent;
+        if (!sawData && !sawEncodedData)
+        {
+            // Said as such: read as the snapshot, the envelope was refused for its run_id, which it never had.
+            return NoData;
+        }
+
         if (sawEncodedData)
         {
             if (sawData)
@@ -348,6 +354,8 @@ public static partial class CompletionEventEndpoints
     }
 
     private const string NotAnObject = "The event data must be a JSON object.";
+
+    private const string NoData = "The event carries no data: a CloudEvent's run snapshot is its data or data_base64.";
 
     [Flags]
     private enum EnvelopeName

@@ -344,6 +344,19 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal("DROP", (await response.ReadJsonAsync())["status"]!.GetValue<string>());
     }
 
+    [Fact]
+    public async Task Cloud_event_without_data_is_dropped_not_retried()
+    {
+        await using var factory = await Start();
+        // No data nor data_base64: no redelivery could bring a snapshot, so it goes to the dead-letter topic at once.
+        var message = """{"specversion":"1.0","id":"e3","source":"autofix","type":"com.dapr.event.sent","topic":"autofix-run-completed","pubsubname":"pubsub"}""";
+
+        var response = await factory.CreateSidecarClient().PostRawAsync("/events/autofix-run-completed", message, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("DROP", (await response.ReadJsonAsync())["status"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("{")]
     [InlineData("[1,2")]

@@ -205,6 +205,23 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.EndsWith("/unknown-agent", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A CloudEvent with neither data nor data_base64 was read as the snapshot itself and refused with "run_id must be a
+    /// positive whole number", of an event that names no run_id at all.
+    /// </summary>
+    [Fact]
+    public async Task Cloud_event_without_data_is_a_400_problem_saying_it_carries_no_data()
+    {
+        var body = """{"specversion":"1.0","id":"e3","source":"x","type":"t"}""";
+
+        var response = await service.Client.PostRawAsync("/events/autofix-run-completed", body, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/invalid-body", problem["type"]!.GetValue<string>());
+        Assert.Equal("The event carries no data: a CloudEvent's run snapshot is its data or data_base64.", problem["detail"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Cloud_event_nested_deeper_than_32_outside_its_data_is_a_400_problem()
     {
