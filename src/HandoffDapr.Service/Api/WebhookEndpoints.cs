@@ -48,13 +48,14 @@ public static partial class WebhookEndpoints
     {
         var settings = services.Options.Value;
         // Cursor's route, read with Cursor's statuses: another provider's integration (GitHub sends no webhooks) is not
-        // opened by a WebhookSecret set on it, or a Cursor-shaped report could move its agents.
+        // opened by a WebhookSecret set on it, or a Cursor-shaped report could move its agents. The caller is told none
+        // of these apart from a bad signature; the log line tells the operator which.
         if (!RunIds.TryParse(integrationId, out var signingIntegration)
             || !settings.Integrations.TryGetValue(integrationId, out var integration)
             || integration.Provider != CursorAgentsProvider.Name
             || string.IsNullOrEmpty(integration.WebhookSecret))
         {
-            LogRejected(services.Logger, "unknown integration, not a Cursor integration, or no webhook secret");
+            LogRejected(services.Logger, IntegrationOnLine(integrationId), WhyUnusable(settings, integrationId));
             return Unauthorized(request);
         }
 
@@ -74,7 +75,7 @@ public static partial class WebhookEndpoints
 
         if (!signed)
         {
-            LogRejected(services.Logger, "missing or bad signature");
+            LogRejected(services.Logger, integrationId, BadSignature);
             return Unauthorized(request);
         }
 
@@ -147,6 +148,24 @@ public static partial class WebhookEndpoints
         return TypedResults.NoContent();
     }
 
+    private const string NotConfigured = "no such integration is configured";
+    private const string NotCursor = "the integration is not a Cursor one";
+    private const string NoWebhookSecret = "the integration has no webhook secret";
+    private const string BadSignature = "missing or bad signature";
+
+    private static string WhyUnusable(HandoffOptions settings, string integrationId) =>
+        !RunIds.TryParse(integrationId, out _) || !settings.Integrations.TryGetValue(integrationId, out var integration) ? NotConfigured
+            : integration.Provider != CursorAgentsProvider.Name ? NotCursor
+            : NoWebhookSecret;
+
+    /// <summary>
+    /// The route's integration id as the caller wrote it, for a line about one that is not configured: bounded and without
+    /// control characters (it is anyone's text), not dropped, since a typo in the URL given to Cursor shows there.
+    /// </summary>
+    private static string IntegrationOnLine(string integrationId) => PrintableText.Bounded(integrationId, MaxLoggedIntegrationId);
+
+    private const int MaxLoggedIntegrationId = 32;
+
     /// <summary>
     /// Counted too, not only logged: if Cursor moved <c>source.repository</c> or the webhook URL lost its run id, every
     /// report would be ignored, and the counter is what an alert watches.
@@ -162,8 +181,12 @@ public static partial class WebhookEndpoints
             new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(status)),
             new KeyValuePair<string, object?>("handoff.outcome", outcome));
 
-    [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook rejected: {Reason}")]
-    private static partial void LogRejected(ILogger logger, string reason);
+    /// <summary>
+    /// With the integration of the URL, which is no secret, so an operator can tell which one is misconfigured or posted
+    /// to by someone else. No run: the line is written before the URL's run_id is read, and it is not signed anyway.
+    /// </summary>
+    [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook for integration {IntegrationId} rejected: {Reason}")]
+    private static partial void LogRejected(ILogger logger, string integrationId, string reason);
 
     [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent launched by this integration")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);

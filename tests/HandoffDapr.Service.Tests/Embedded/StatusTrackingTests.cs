@@ -149,6 +149,48 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(await badSignature.Content.ReadAsStringAsync() is var bad ? Strip(bad) : null, Strip(await unknown.Content.ReadAsStringAsync()));
     }
 
+    /// <summary>
+    /// The line said only "Webhook rejected: {Reason}": an operator could not tell which integration was misconfigured or
+    /// posted to by someone else. It names the URL's integration, configured or not, and which check refused it.
+    /// </summary>
+    [Theory]
+    [InlineData("999", null, "no such integration is configured")]
+    [InlineData("abc", null, "no such integration is configured")]
+    [InlineData("42", "sha256=0000000000000000000000000000000000000000000000000000000000000000", "missing or bad signature")]
+    [InlineData("42", null, "missing or bad signature")]
+    public async Task Webhook_rejection_is_logged_with_its_integration_and_why(string integrationId, string? signature, string reason)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, $"/webhooks/cursor/{integrationId}?run_id=1") { Content = new StringContent(StatusChange("bc-000001", "FINISHED")) };
+        if (signature is not null)
+        {
+            request.Headers.Add("X-Webhook-Signature", signature);
+        }
+
+        var response = await client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookRejected");
+        Assert.Equal(integrationId, line.GetStructuredStateValue("IntegrationId"));
+        Assert.Equal(reason, line.GetStructuredStateValue("Reason"));
+        Assert.DoesNotContain(line.StructuredState!, field => field.Key == "RunId");
+    }
+
+    [Theory]
+    [InlineData(42, "the integration has no webhook secret")]
+    [InlineData(43, "the integration is not a Cursor one")]
+    public async Task Webhook_for_a_configured_integration_that_takes_none_is_logged_with_why(long integrationId, string reason)
+    {
+        // The factory's own settings: 42 is Cursor's without a WebhookSecret, 43 Copilot's (appsettings.json).
+        var plainLogs = new FakeLogCollector();
+        using var plain = new EmbeddedServiceFactory(temp.File("no-webhooks.db"), cursor.Url, time) { Logs = plainLogs };
+
+        var response = await plain.CreateClient().PostRawAsync($"/webhooks/cursor/{integrationId}?run_id=1", StatusChange("bc-000001", "FINISHED"));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        var line = Assert.Single(plainLogs.GetSnapshot(), entry => entry.Id.Name == "WebhookRejected");
+        Assert.Equal($"Webhook for integration {integrationId} rejected: {reason}", line.Message);
+    }
+
     [Theory]
     [InlineData("{not json")]
     [InlineData("{\"event\":\"statusChange\",\"id\":\"bc-1\",\"status\":\"RUNNING\"} trailing")]
