@@ -44,7 +44,7 @@ public static partial class WebhookEndpoints
     }
 
     public static async Task<Results<NoContent, ProblemHttpResult, RetryAfterResult>> ReceiveCursorAsync(
-        string integrationId, [Microsoft.AspNetCore.Mvc.FromQuery] string[]? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, CancellationToken cancellationToken)
+        string integrationId, [Microsoft.AspNetCore.Mvc.FromQuery] string[]? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, Security.WebhookRejectionLog rejections, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
         // Cursor's route, read with Cursor's statuses: another provider's integration (GitHub sends no webhooks) is not
@@ -55,7 +55,8 @@ public static partial class WebhookEndpoints
             || integration.Provider != CursorAgentsProvider.Name
             || string.IsNullOrEmpty(integration.WebhookSecret))
         {
-            LogRejected(services.Logger, IntegrationOnLine(integrationId), WhyUnusable(settings, integrationId));
+            var reason = WhyUnusable(settings, integrationId);
+            LogRejected(services.Logger, rejections, reason == NotConfigured ? null : signingIntegration, IntegrationOnLine(integrationId), reason);
             return Unauthorized(request);
         }
 
@@ -75,7 +76,7 @@ public static partial class WebhookEndpoints
 
         if (!signed)
         {
-            LogRejected(services.Logger, integrationId, BadSignature);
+            LogRejected(services.Logger, rejections, signingIntegration, integrationId, BadSignature);
             return Unauthorized(request);
         }
 
@@ -185,8 +186,18 @@ public static partial class WebhookEndpoints
     /// With the integration of the URL, which is no secret, so an operator can tell which one is misconfigured or posted
     /// to by someone else. No run: the line is written before the URL's run_id is read, and it is not signed anyway.
     /// </summary>
-    [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning, Message = "Webhook for integration {IntegrationId} rejected: {Reason}")]
-    private static partial void LogRejected(ILogger logger, string integrationId, string reason);
+    /// <summary>At most one line a minute per integration and reason (<see cref="Security.WebhookRejectionLog"/>).</summary>
+    private static void LogRejected(ILogger logger, Security.WebhookRejectionLog rejections, long? configuredIntegration, string integrationId, string reason)
+    {
+        if (logger.IsEnabled(LogLevel.Warning) && rejections.ShouldLog(configuredIntegration, reason) is { } unlogged)
+        {
+            LogRejected(logger, integrationId, reason, unlogged);
+        }
+    }
+
+    [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning,
+        Message = "Webhook for integration {IntegrationId} rejected: {Reason}; {Unlogged} more refused for this reason since the last such line were not logged (one line a minute)")]
+    private static partial void LogRejected(ILogger logger, string integrationId, string reason, long unlogged);
 
     [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent launched by this integration")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);

@@ -188,7 +188,42 @@ public sealed class StatusTrackingTests : IDisposable
 
         Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
         var line = Assert.Single(plainLogs.GetSnapshot(), entry => entry.Id.Name == "WebhookRejected");
-        Assert.Equal($"Webhook for integration {integrationId} rejected: {reason}", line.Message);
+        Assert.Equal($"Webhook for integration {integrationId} rejected: {reason}; 0 more refused for this reason since the last such line were not logged (one line a minute)", line.Message);
+    }
+
+    /// <summary>
+    /// 650 unsigned requests to an integration that is not configured wrote 650 warnings: such refusals come before any
+    /// rate limiter. One line a minute per integration and reason, with the count of those not logged; the ids that are
+    /// not configured count together (anyone can make up more), the configured ones each apart.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_rejections_are_logged_once_a_minute_per_integration_and_reason_with_the_count_of_the_others()
+    {
+        var body = StatusChange("bc-000001", "FINISHED");
+        async Task Post(string integrationId, int times)
+        {
+            for (var i = 0; i < times; i++)
+            {
+                Assert.Equal(HttpStatusCode.Unauthorized, (await client.PostRawAsync($"/webhooks/cursor/{integrationId}?run_id=1", body)).StatusCode);
+            }
+        }
+
+        await Post("999", 5);
+        await Post("998", 5);
+        await Post("42", 3);
+        await Post("43", 2);
+        List<Microsoft.Extensions.Logging.Testing.FakeLogRecord> Lines() => [.. logs.GetSnapshot().Where(entry => entry.Id.Name == "WebhookRejected")];
+        Assert.Equal([("999", "0"), ("42", "0"), ("43", "0")], Lines().Select(line => (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Unlogged"))));
+
+        time.Advance(TimeSpan.FromSeconds(59));
+        await Post("998", 1);
+        Assert.Equal(3, Lines().Count);
+
+        time.Advance(TimeSpan.FromSeconds(1));
+        await Post("998", 1);
+        await Post("42", 1);
+
+        Assert.Equal([("998", "10"), ("42", "2")], Lines().Skip(3).Select(line => (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Unlogged"))));
     }
 
     [Theory]
