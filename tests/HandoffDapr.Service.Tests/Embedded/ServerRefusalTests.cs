@@ -1,6 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using HandoffDapr.Service.Tests.Infrastructure;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -35,31 +32,11 @@ public sealed class ServerRefusalTests : IDisposable
     [MemberData(nameof(RefusedBeforeTheApp))]
     public async Task Request_kestrel_refuses_before_the_app_is_answered_with_a_status_and_no_body(string request, string status)
     {
-        var answer = await SendAsync(request);
+        var answer = await HttpExtensions.SendRawAsync(port, request);
 
         Assert.StartsWith($"HTTP/1.1 {status} ", answer, StringComparison.Ordinal);
         Assert.Contains("Content-Length: 0\r\n", answer, StringComparison.OrdinalIgnoreCase);
         Assert.EndsWith("\r\n\r\n", answer, StringComparison.Ordinal);
-    }
-
-    private async Task<string> SendAsync(string request)
-    {
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(IPAddress.Loopback, port, timeout.Token);
-        var stream = socket.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes(request), timeout.Token);
-        using var response = new MemoryStream();
-        try
-        {
-            // Kestrel closes the connection after such an answer (Connection: close).
-            await stream.CopyToAsync(response, timeout.Token);
-        }
-        catch (IOException)
-        {
-        }
-
-        return Encoding.ASCII.GetString(response.ToArray());
     }
 
     public void Dispose()

@@ -1,6 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Server.Kestrel.Core;
@@ -47,20 +44,6 @@ public sealed class SlowBodyTests
             services.PostConfigure<KestrelServerOptions>(kestrel => kestrel.Limits.MinRequestBodyDataRate = new MinDataRate(240, TimeSpan.FromSeconds(2)))));
         var port = factory.StartOnKestrel().Port;
 
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-        using var socket = new TcpClient();
-        await socket.ConnectAsync(IPAddress.Loopback, port, timeout.Token);
-        var stream = socket.GetStream();
-        await stream.WriteAsync(Encoding.ASCII.GetBytes(request), timeout.Token);
-        using var response = new MemoryStream();
-        try
-        {
-            await stream.CopyToAsync(response, timeout.Token);
-        }
-        catch (IOException)
-        {
-        }
-
-        return Encoding.UTF8.GetString(response.ToArray());
+        return await HttpExtensions.SendRawAsync(port, request);
     }
 }

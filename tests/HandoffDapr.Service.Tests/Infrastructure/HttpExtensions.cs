@@ -39,6 +39,30 @@ public static class HttpExtensions
         factory.StartServer();
         return new Uri(factory.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First());
     }
+
+    /// <summary>
+    /// Writes <paramref name="request"/> as it is over a raw socket to a Kestrel port on loopback (bytes no HttpClient
+    /// would send), and returns all it answered until it closed the connection, or 30 s passed.
+    /// </summary>
+    public static async Task<string> SendRawAsync(int port, string request)
+    {
+        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        using var socket = new System.Net.Sockets.TcpClient();
+        await socket.ConnectAsync(System.Net.IPAddress.Loopback, port, timeout.Token);
+        var stream = socket.GetStream();
+        await stream.WriteAsync(Encoding.ASCII.GetBytes(request), timeout.Token);
+        using var response = new MemoryStream();
+        try
+        {
+            await stream.CopyToAsync(response, timeout.Token);
+        }
+        catch (IOException)
+        {
+            // A reset after the answer (Kestrel closes such connections): what came before it is the answer.
+        }
+
+        return Encoding.UTF8.GetString(response.ToArray());
+    }
 }
 
 /// <summary>A scratch directory for one test's SQLite file.</summary>
