@@ -420,7 +420,7 @@ public sealed partial class HandoffEngine
 
     /// <summary>
     /// Ended short of completing with a pull request: completed without one, or failed (stopped, timed out, or the
-    /// agent's own error; perhaps after opening one): what a follow-up can still change, and a read still correct.
+    /// agent's own error; perhaps after opening one): what a follow-up can still change, and a later read correct.
     /// </summary>
     private static bool IsEndedUnfinished(CodingAgentState agent) =>
         agent.Status.IsFinal() && !IsCompletedWithPullRequest(agent);
