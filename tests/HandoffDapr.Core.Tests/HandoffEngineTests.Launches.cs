@@ -728,6 +728,42 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Refusals_of_a_snapshot_are_the_refusals_a_trigger_of_it_answers_with_printable_names()
+    {
+        var trigger = Trigger("acme/shop");
+        RepositoryPreference?[] refused =
+        [
+            new("github", "..", ".."),
+            new("github", "\u202eevil", "r"),
+            new("github", "acme", "api", BranchName: "ma..in"),
+            new("gitlab", "acme", "web"),
+            null,
+        ];
+        trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences([.. trigger.Snapshot!.Preferences!.Repositories!, .. refused]) } };
+
+        var outcome = await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
+        var derived = HandoffEngine.Refusals(writer.Saved.Last().Snapshot);
+
+        Assert.Equal(outcome.Result.Failures, derived);
+        Assert.Equal(
+            [("../..", FailureTypes.InvalidRepository), ("?evil/r", FailureTypes.InvalidRepository), ("acme/api", FailureTypes.InvalidRepository), ("acme/web", FailureTypes.InvalidRepository)],
+            derived.Select(failure => (failure.RepoName, failure.FailureType)));
+    }
+
+    [Fact]
+    public async Task Refusals_of_a_snapshot_without_repositories_are_its_no_repositories_answer()
+    {
+        var trigger = Trigger();
+
+        var outcome = await engine.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+
+        Assert.Equal(outcome.Result.Failures, HandoffEngine.Refusals(writer.Saved.Last().Snapshot));
+        Assert.Equal(FailureTypes.NoRepositories, Assert.Single(HandoffEngine.Refusals(trigger.Snapshot)).FailureType);
+        Assert.Empty(HandoffEngine.Refusals(Trigger("acme/shop").Snapshot));
+        Assert.Empty(HandoffEngine.Refusals(null));
+    }
+
+    [Fact]
     public async Task Failed_launch_records_whether_its_outcome_is_unknown()
     {
         provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);

@@ -366,10 +366,11 @@ static async Task SeedAsync(string path, int count, System.Text.Json.JsonSeriali
     await using var transaction = (SqliteTransaction)await connection.BeginTransactionAsync();
     await using var command = connection.CreateCommand();
     command.Transaction = transaction;
-    command.CommandText = "INSERT OR REPLACE INTO runs (run_id, group_id, version, state, view, view_version, updated_at) VALUES ($run, 456, 1, $state, $view, 1, 0)";
+    command.CommandText = "INSERT OR REPLACE INTO runs (run_id, group_id, version, state, view, view_version, view_format, view_format_version, updated_at) VALUES ($run, 456, 1, $state, $view, 1, $format, 1, 0)";
     var run = command.Parameters.Add("$run", SqliteType.Integer);
     var state = command.Parameters.Add("$state", SqliteType.Text);
     var view = command.Parameters.Add("$view", SqliteType.Blob);
+    command.Parameters.AddWithValue("$format", HandoffDapr.Service.Embedded.SqliteRunStore.ViewFormat);
     for (var i = 0; i < count; i++)
     {
         var id = 10_000_000L + i;

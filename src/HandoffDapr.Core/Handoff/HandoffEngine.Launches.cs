@@ -16,10 +16,10 @@ public sealed partial class HandoffEngine
     private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(
         RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
     {
-        var repositories = snapshot.Preferences?.Repositories?.Where(repo => repo is not null).ToList() ?? [];
+        var repositories = RepositoriesOf(snapshot);
         if (repositories.Count == 0)
         {
-            return ([Refused(new LaunchFailure(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories))], []);
+            return ([Refused(NoRepositories)], []);
         }
 
         instruction = string.IsNullOrWhiteSpace(instruction) ? null : instruction.Trim();
@@ -30,30 +30,12 @@ public sealed partial class HandoffEngine
         var runRepositories = state.Launches.Select(launch => launch.Repository).ToHashSet(StringComparer.OrdinalIgnoreCase);
         foreach (var preference in repositories)
         {
-            var rawName = $"{preference!.Owner}/{preference.Name}";
-            // A blank base branch means "the repository's default", as a missing one does.
-            var baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
-            if (!RepositoryName.TryParse(rawName, out var repository))
+            if (Screen(preference, out var fullName, out var baseRef) is { } refusal)
             {
-                plan.Add(Refused(new LaunchFailure(
-                    RepositoryName.DescribeRejected(rawName),
-                    FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
-                    FailureTypes.InvalidRepository)));
+                plan.Add(Refused(refusal));
                 continue;
             }
 
-            // Both providers work on GitHub only; a GitLab or Bitbucket owner/name would be launched on GitHub's namesake.
-            var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, GitHubHost, StringComparison.OrdinalIgnoreCase);
-            var reason = !onGitHub ? FailureMessages.UnsupportedRepositoryHost
-                : baseRef is not null && !GitRefName.IsValidBranch(baseRef) ? FailureMessages.InvalidBaseBranch
-                : null;
-            if (reason is not null)
-            {
-                plan.Add(Refused(new LaunchFailure(repository.Value.FullName, reason, FailureTypes.InvalidRepository)));
-                continue;
-            }
-
-            var fullName = repository.Value.FullName;
             if (!seen.Add(fullName))
             {
                 continue;
@@ -157,6 +139,61 @@ public sealed partial class HandoffEngine
     }
 
     private static PlanLine Refused(LaunchFailure failure) => new(failure.RepoName, 0, 0, failure);
+
+    /// <summary>
+    /// The refusals any handoff of <paramref name="snapshot"/> makes, whatever the run's launches, the integration or the
+    /// settings: <c>no_repositories</c> for a snapshot that names none, else one <c>invalid_repository</c> per repository
+    /// refused for its own name, host or base branch (the name as <see cref="RepositoryName.DescribeRejected"/> makes it
+    /// printable), in the snapshot's order, a repository named twice refused twice, as a trigger's answer reports them.
+    /// They are in neither the stored state nor the timeline (a redelivered event must change nothing), so a reader of
+    /// the run learns them from this, made by the same checks as a plan. Whether a handoff was made yet is not asked.
+    /// Refusals that depend on the run's launches at the time (<c>too_many_repositories</c>, <c>too_many_generations</c>)
+    /// are not here: only the trigger's answer and the log hold them.
+    /// </summary>
+    public static IReadOnlyList<LaunchFailure> Refusals(RunSnapshot? snapshot)
+    {
+        if (snapshot is null)
+        {
+            return [];
+        }
+
+        var repositories = RepositoriesOf(snapshot);
+        return repositories.Count == 0
+            ? [NoRepositories]
+            : repositories.Select(preference => Screen(preference, out _, out _)).OfType<LaunchFailure>().ToList();
+    }
+
+    private static List<RepositoryPreference> RepositoriesOf(RunSnapshot snapshot) =>
+        snapshot.Preferences?.Repositories?.OfType<RepositoryPreference>().ToList() ?? [];
+
+    private static readonly LaunchFailure NoRepositories = new(null, FailureMessages.NoRepositories, FailureTypes.NoRepositories);
+
+    /// <summary>
+    /// The refusal of a repository for its own name, host or base branch, or null, with its <c>owner/name</c> and base
+    /// branch (null: the repository's default), when it may be launched.
+    /// </summary>
+    private static LaunchFailure? Screen(RepositoryPreference preference, out string fullName, out string? baseRef)
+    {
+        var rawName = $"{preference.Owner}/{preference.Name}";
+        // A blank base branch means "the repository's default", as a missing one does.
+        baseRef = string.IsNullOrWhiteSpace(preference.BranchName) ? null : preference.BranchName;
+        if (!RepositoryName.TryParse(rawName, out var repository))
+        {
+            fullName = "";
+            return new LaunchFailure(
+                RepositoryName.DescribeRejected(rawName),
+                FailureMessages.InvalidRepositoryPrefix + RepositoryName.DescribeRejected(rawName),
+                FailureTypes.InvalidRepository);
+        }
+
+        fullName = repository.Value.FullName;
+        // Both providers work on GitHub only; a GitLab or Bitbucket owner/name would be launched on GitHub's namesake.
+        var onGitHub = string.IsNullOrWhiteSpace(preference.Provider) || string.Equals(preference.Provider, GitHubHost, StringComparison.OrdinalIgnoreCase);
+        var reason = !onGitHub ? FailureMessages.UnsupportedRepositoryHost
+            : baseRef is not null && !GitRefName.IsValidBranch(baseRef) ? FailureMessages.InvalidBaseBranch
+            : null;
+        return reason is null ? null : new LaunchFailure(fullName, reason, FailureTypes.InvalidRepository);
+    }
 
     private static PlanLine LineOf(RepositoryLaunch launch) => new(launch.Repository, launch.IntegrationId, launch.Generation);
 

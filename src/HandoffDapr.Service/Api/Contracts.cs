@@ -22,6 +22,7 @@ public sealed record RunHandoffView(
     long? GroupId,
     IReadOnlyDictionary<string, CodingAgentState> CodingAgents,
     IReadOnlyList<LaunchView> Launches,
+    IReadOnlyList<RefusedRepositoryView> Refused,
     IReadOnlyList<TimelineEntry> Timeline)
 {
     /// <summary>The view as the API writes it (<paramref name="http"/>: the HTTP JSON options), ready to be stored and sent.</summary>
@@ -33,7 +34,18 @@ public sealed record RunHandoffView(
         state.GroupId,
         state.CodingAgents,
         state.Launches.Select(LaunchView.From).ToList(),
+        // Derived at each build, not stored: a redelivered event must change nothing, and the timeline is bounded.
+        HandoffEngine.Refusals(state.Snapshot).Select(RefusedRepositoryView.From).ToList(),
         state.Timeline);
+}
+
+/// <summary>
+/// A repository of the run's snapshot that no handoff launches (<see cref="HandoffEngine.Refusals"/>), and why:
+/// <see cref="Repository"/> is null for <c>no_repositories</c>, and a rejected name is printable and bounded, never raw.
+/// </summary>
+public sealed record RefusedRepositoryView(string? Repository, string FailureType)
+{
+    public static RefusedRepositoryView From(LaunchFailure failure) => new(failure.RepoName, failure.FailureType);
 }
 
 /// <summary>

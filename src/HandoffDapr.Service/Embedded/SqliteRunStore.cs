@@ -166,10 +166,12 @@ public sealed partial class SqliteRunStore : IDisposable
         // Files from before the handled-event digest and the stored view gain their columns; IMMEDIATE, so two
         // processes starting on one file do not both add them. handled_version and view_version are the row versions
         // the digest and the view were written for: a release from before them, saving the run on the same file (a
-        // hand-over), leaves both behind, and neither is used again.
+        // hand-over), leaves both behind, and neither is used again. view_format and view_format_version say which shape
+        // of the view (ViewFormat) was written for which row version: a view of an earlier shape (before refused) is not
+        // sent, whether stored before this release or by an earlier one saving on the same file since; the read builds it.
         using var transaction = connection.BeginTransaction(deferred: false);
         command.Transaction = transaction;
-        foreach (var (column, type) in new[] { ("handled_event", "BLOB"), ("handled_version", "INTEGER"), ("view", "BLOB"), ("view_version", "INTEGER") })
+        foreach (var (column, type) in new[] { ("handled_event", "BLOB"), ("handled_version", "INTEGER"), ("view", "BLOB"), ("view_version", "INTEGER"), ("view_format", "INTEGER"), ("view_format_version", "INTEGER") })
         {
             command.CommandText = $"SELECT count(*) FROM pragma_table_info('runs') WHERE name = '{column}'";
             if (command.ExecuteScalar() is 0L)
@@ -227,7 +229,13 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>How many runs' handled events are held in memory now.</summary>
     internal int RememberedEvents => handledEvents.Count;
 
-    /// <summary>The run's group and its stored view, written with its latest state; null when there is none (no run, or an older row).</summary>
+    /// <summary>
+    /// The shape of the stored view this release writes and sends: 1 before <c>refused</c>, 2 with it. A release that
+    /// changes the view's shape raises it, so that views stored in the earlier shape are built again from the state.
+    /// </summary>
+    public const int ViewFormat = 2;
+
+    /// <summary>The run's group and its stored view, written with its latest state in this release's shape; null when there is none (no run, or an older row).</summary>
     public StoredView? LoadView(long runId) => Read(session => session.LoadView(runId));
 
     /// <exception cref="UnreadableRunStateException">The run's row holds a state this version cannot read.</exception>
@@ -290,8 +298,9 @@ public sealed partial class SqliteRunStore : IDisposable
             handledDigest = handledCommand.Parameters.Add("$digest", SqliteType.Blob);
             handledCommand.Prepare();
             viewCommand = connection.CreateCommand();
-            viewCommand.CommandText = "SELECT group_id, view FROM runs WHERE run_id = $run AND view_version = version";
+            viewCommand.CommandText = "SELECT group_id, view FROM runs WHERE run_id = $run AND view_format_version = version AND view_format = $format";
             viewRun = viewCommand.Parameters.Add("$run", SqliteType.Integer);
+            viewCommand.Parameters.AddWithValue("$format", ViewFormat);
             viewCommand.Prepare();
         }
 
@@ -422,8 +431,8 @@ public sealed partial class SqliteRunStore : IDisposable
             command.Transaction = transaction;
             command.CommandText = expectedVersion == 0
                 ? """
-                  INSERT INTO runs (run_id, group_id, version, state, handled_event, handled_version, view, view_version, updated_at)
-                  SELECT $run, $group, 1, $state, $handled, 1, $view, 1, $now
+                  INSERT INTO runs (run_id, group_id, version, state, handled_event, handled_version, view, view_version, view_format, view_format_version, updated_at)
+                  SELECT $run, $group, 1, $state, $handled, 1, $view, 1, $format, 1, $now
                   WHERE NOT EXISTS (SELECT 1 FROM deleted_runs WHERE run_id = $run)
                   ON CONFLICT (run_id) DO NOTHING
                   RETURNING handled_event
@@ -432,7 +441,7 @@ public sealed partial class SqliteRunStore : IDisposable
                   UPDATE runs SET group_id = $group, version = version + 1, state = $state, updated_at = $now,
                       handled_event = CASE WHEN $keep AND handled_version = version THEN handled_event WHEN $keep THEN NULL ELSE $handled END,
                       handled_version = version + 1,
-                      view = $view, view_version = version + 1
+                      view = $view, view_version = version + 1, view_format = $format, view_format_version = version + 1
                   WHERE run_id = $run AND version = $version
                   RETURNING handled_event
                   """;
@@ -442,6 +451,7 @@ public sealed partial class SqliteRunStore : IDisposable
             command.Parameters.AddWithValue("$handled", (object?)handled.Digest ?? DBNull.Value);
             command.Parameters.AddWithValue("$keep", handled.Keep);
             command.Parameters.AddWithValue("$view", (object?)view ?? DBNull.Value);
+            command.Parameters.AddWithValue("$format", ViewFormat);
             command.Parameters.AddWithValue("$now", now);
             command.Parameters.AddWithValue("$version", expectedVersion);
             using var reader = command.ExecuteReader();

@@ -698,7 +698,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var ok = root["paths"]!["/runs/{runId}/handoff"]!["get"]!["responses"]!["200"]!;
         Assert.Equal("#/components/schemas/RunHandoffView", ok["content"]!["application/json"]!["schema"]!["$ref"]!.GetValue<string>());
         var properties = root["components"]!["schemas"]!["RunHandoffView"]!["properties"]!.AsObject().Select(p => p.Key).Order().ToArray();
-        Assert.Equal(["coding_agents", "group_id", "launches", "run_id", "timeline"], properties);
+        Assert.Equal(["coding_agents", "group_id", "launches", "refused", "run_id", "timeline"], properties);
         var eventReply = root["paths"]![EventRoute]!["post"]!["responses"]!["200"]!;
         Assert.Equal("#/components/schemas/DaprEventReply", eventReply["content"]!["application/json"]!["schema"]!["$ref"]!.GetValue<string>());
     }

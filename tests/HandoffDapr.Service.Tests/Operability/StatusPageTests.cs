@@ -63,6 +63,21 @@ public sealed class StatusPageTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_shows_a_repository_refused_before_any_launch_with_why_and_a_printable_name()
+    {
+        const string token = "status-page-refused-repository-token-0123456789";
+        await using var service = await StartWithTokenAsync(token, "\u202eevil/r");
+
+        var dom = await RunChromium($"--dump-dom {service.Address}ui/index.html#token={token}");
+
+        Assert.Contains(">?evil/r<", dom);
+        Assert.Contains("<span class=\"status failed\">not launched</span>", dom);
+        Assert.Contains("invalid_repository", dom);
+        Assert.DoesNotContain("no handoff", dom);
+        Assert.DoesNotContain("\u202e", dom);
+    }
+
+    [Fact]
     public async Task Status_page_of_a_service_with_an_api_token_asks_for_it_and_lists_runs_once_given()
     {
         const string token = "status-page-test-token-0123456789";

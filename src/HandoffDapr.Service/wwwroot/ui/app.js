@@ -35,7 +35,8 @@ function render(runs) {
   for (const run of runs) {
     const agents = run.coding_agents || {};
     const launches = run.launches || [];
-    if (launches.length === 0) {
+    const refused = run.refused || [];
+    if (launches.length === 0 && refused.length === 0) {
       const row = document.createElement("tr");
       cell(row, String(run.run_id)); cell(row, String(run.group_id ?? "")); cell(row, "—"); cell(row, "—"); cell(row, "no handoff"); cell(row, "");
       body.appendChild(row);
@@ -63,6 +64,18 @@ function render(runs) {
       const prCell = cell(row, "");
       const pr = agent && agent.results && agent.results.find(r => r.pr_url);
       if (pr) { link(prCell, pr.pr_url, pr.pr_url.replace(/^https?:\/\/(www\.)?github\.com\//, "")); }
+      body.appendChild(row);
+    }
+    // Repositories no handoff launches (a name, host or branch refused, or none named), with why: a row each.
+    for (const refusal of refused) {
+      const row = document.createElement("tr");
+      cell(row, String(run.run_id)); cell(row, String(run.group_id ?? "")); cell(row, refusal.repository ?? "—"); cell(row, "—");
+      const statusCell = cell(row, "not launched", "status failed");
+      const detail = document.createElement("div");
+      detail.className = "phase";
+      detail.textContent = refusal.failure_type;
+      statusCell.appendChild(detail);
+      cell(row, "");
       body.appendChild(row);
     }
   }
