@@ -182,10 +182,6 @@ public static partial class WebhookEndpoints
             new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(status)),
             new KeyValuePair<string, object?>("handoff.outcome", outcome));
 
-    /// <summary>
-    /// With the integration of the URL, which is no secret, so an operator can tell which one is misconfigured or posted
-    /// to by someone else. No run: the line is written before the URL's run_id is read, and it is not signed anyway.
-    /// </summary>
     /// <summary>At most one line a minute per integration and reason (<see cref="Security.WebhookRejectionLog"/>).</summary>
     private static void LogRejected(ILogger logger, Security.WebhookRejectionLog rejections, long? configuredIntegration, string integrationId, string reason)
     {
@@ -195,6 +191,10 @@ public static partial class WebhookEndpoints
         }
     }
 
+    /// <summary>
+    /// With the integration of the URL, which is no secret, so an operator can tell which one is misconfigured or posted
+    /// to by someone else. No run: the line is written before the URL's run_id is read, and it is not signed anyway.
+    /// </summary>
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning,
         Message = "Webhook for integration {IntegrationId} rejected: {Reason}; {Unlogged} more refused for this reason since the last such line were not logged (one line a minute)")]
     private static partial void LogRejected(ILogger logger, string integrationId, string reason, long unlogged);
