@@ -531,6 +531,33 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_shows_stopped()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // At work, sent a follow-up, then stopped by a person: watched as given up, counting from the follow-up.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // A stale read shows an end from before the follow-up (an error): not the stop's end, so the agent is read on.
+        provider.ReadStatus = ProviderAgentStatus.Error;
+        var state = writer.Saved.Last();
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
+
+        // The stop had not taken: the follow-up's work finishes with its pull request, which is learnt.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/32";
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/32", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -164,10 +164,14 @@ public sealed partial class HandoffEngine
             {
                 // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
                 // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
-                // pull request: it is watched all the same.
-                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
-                if (report?.Status is not (ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped)
-                    && IsEndedUnfinished(latest) && watchedFor <= watchLimit)
+                // pull request: it is watched all the same. For one given up on after a follow-up, only STOPPED is its end:
+                // a stale read may show the end from before that follow-up, and the stop may not have taken.
+                var followedUpAt = FollowedUpAt(state, agent.Id);
+                var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
+                var endShown = followedUpAt is null
+                    ? report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
+                    : report?.Status is ProviderAgentStatus.Stopped;
+                if (!endShown && IsEndedUnfinished(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
