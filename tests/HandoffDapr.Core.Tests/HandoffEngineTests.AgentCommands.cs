@@ -13,22 +13,19 @@ public sealed partial class HandoffEngineTests
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Null(state.NextWakeAt());
 
         // Asked for the pull request it did not open; the next read still sees FINISHED (it has not resumed yet).
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, followup.Status);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.NotNull(state.NextWakeAt());
 
         // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/21";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/21", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
@@ -38,8 +35,7 @@ public sealed partial class HandoffEngineTests
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
 
         // Asked for the pull request, it opens it, but the follow-up's work then ends in an error (or it is still at work):
@@ -48,8 +44,7 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(AgentCommandStatus.Done, followup.Status);
         provider.ReadStatus = ProviderAgentStatus.Error;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(writer.Saved.Last());
 
         // Final is final (still completed), but the pull request is learnt and the watch ends.
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
@@ -80,8 +75,7 @@ public sealed partial class HandoffEngineTests
         Assert.NotNull(state.NextWakeAt());
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/25";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/25", state.CodingAgents["bc-1"].Results.Single().PrUrl);
     }
 
@@ -89,15 +83,13 @@ public sealed partial class HandoffEngineTests
     public async Task Follow_up_to_an_agent_at_work_is_still_awaited_after_a_read_at_work_when_a_late_webhook_tells_of_an_earlier_end()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
 
         // It had finished without a pull request, unseen; a person asks for one, and the next read shows it at work on it.
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, followup.Status);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
 
         // Then the webhook of the end before the follow-up arrives late: completed, without a pull request.
@@ -109,8 +101,7 @@ public sealed partial class HandoffEngineTests
         Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/26";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/26", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
@@ -134,8 +125,7 @@ public sealed partial class HandoffEngineTests
         // Read at work past its maximum age from the follow-up: timed out, stopped, and watched as given up.
         while (time.GetUtcNow() - followedUpAt <= TimeSpan.FromHours(6))
         {
-            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeWhenDueAsync(state);
         }
 
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
@@ -162,14 +152,12 @@ public sealed partial class HandoffEngineTests
         // The next read is stale: it shows the end before the follow-up. The agent is still read on, not taken for a
         // stopped one whose end has now shown.
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
 
         // The follow-up's work opens the pull request: learnt without a webhook.
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/27";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/27", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
@@ -324,15 +312,13 @@ public sealed partial class HandoffEngineTests
 
         // The next read shows it still running (the stop has not taken yet): it is still watched.
         var state = writer.Saved.Last();
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Contains(web, state.Poll?.GivenUp ?? []);
 
         // It finishes after all, with its pull request: learnt without a webhook.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/web/pull/24";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
         Assert.Equal("https://github.com/acme/web/pull/24", state.CodingAgents[web].Results.Single().PrUrl);
     }
@@ -341,8 +327,7 @@ public sealed partial class HandoffEngineTests
     public async Task Follow_up_to_an_agent_shown_running_that_had_ended_is_read_on_until_its_pull_request_shows()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
 
         // It finishes without a pull request; no webhook says so (none configured, or lost), so the run still shows it
@@ -350,15 +335,13 @@ public sealed partial class HandoffEngineTests
         provider.ReadStatus = ProviderAgentStatus.Finished;
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, followup.Status);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.NotNull(state.NextWakeAt());
 
         // It resumes, and finishes again with the pull request: learnt by the poll, which then ends.
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/23";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/23", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
@@ -372,8 +355,7 @@ public sealed partial class HandoffEngineTests
         var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
         provider.ReadStatus = ProviderAgentStatus.Stopped;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Null(state.NextWakeAt());
 
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Go on and open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
@@ -382,13 +364,11 @@ public sealed partial class HandoffEngineTests
         state = writer.Saved.Last();
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.NextWakeAt());
         // The next read still shows it stopped (it has not resumed yet): that does not end the watch.
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.NotNull(state.NextWakeAt());
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/22", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
@@ -453,8 +433,7 @@ public sealed partial class HandoffEngineTests
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Null(state.NextWakeAt());
         // The request was sent; its answer never came.
         provider.FollowupFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
@@ -508,8 +487,7 @@ public sealed partial class HandoffEngineTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         // It finishes without a pull request, is sent a follow-up, then stopped by a person.
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Null(state.NextWakeAt());
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
         Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
@@ -543,15 +521,13 @@ public sealed partial class HandoffEngineTests
         // A stale read shows an end from before the follow-up (an error): not the stop's end, so the agent is read on.
         provider.ReadStatus = ProviderAgentStatus.Error;
         var state = writer.Saved.Last();
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
 
         // The stop had not taken: the follow-up's work finishes with its pull request, which is learnt.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/32";
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/32", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());

@@ -29,8 +29,7 @@ public sealed partial class HandoffEngineTests
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/13";
         var state = writer.Saved.Last();
         Assert.True(state.Poll?.GivenUp?.Contains("bc-1") == true, $"poll {state.Poll}, next wake-up {state.NextWakeAt()}");
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
     }
 
@@ -146,8 +145,7 @@ public sealed partial class HandoffEngineTests
         Assert.Contains(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/31";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal("https://github.com/acme/shop/pull/31", state.CodingAgents["bc-1"].Results.Single().PrUrl);
     }
 
@@ -171,8 +169,7 @@ public sealed partial class HandoffEngineTests
         var state = writer.Saved.Last();
         Assert.False(state.CodingAgents[web].Status.IsFinal());
         Assert.True(state.NextWakeAt() <= time.GetUtcNow() + new HandoffEngineOptions().PollInterval);
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[web].Status);
         Assert.DoesNotContain(state.AgentsToPoll, agent => agent.Id == web);
     }
@@ -303,8 +300,7 @@ public sealed partial class HandoffEngineTests
         provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
         provider.ReadRepository = "evil/other";
 
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
 
         Assert.Equal(CodingAgentStatus.Pending, state.CodingAgents["bc-1"].Status);
         Assert.NotNull(state.NextWakeAt());
@@ -318,8 +314,7 @@ public sealed partial class HandoffEngineTests
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/evil/other/pull/1";
 
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
 
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Null(state.CodingAgents["bc-1"].Results.Single().PrUrl);
@@ -337,8 +332,7 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.Launches[0].FailureType);
 
         // The next poll finds it past it.
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
         Assert.Equal(FailureTypes.TimedOut, state.Launches[0].FailureType);
     }
@@ -370,8 +364,7 @@ public sealed partial class HandoffEngineTests
         // Never stopped, it works on and opens its pull request; no webhook tells us.
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
 
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/11", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
@@ -390,14 +383,12 @@ public sealed partial class HandoffEngineTests
 
         // The provider was out of reach for the stop, and the next read shows the agent still at work.
         provider.StopFailure = null;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(["bc-1", "bc-1"], provider.Stops);
 
         // Once a read shows it stopped, neither the stops nor the watch go on.
         provider.ReadStatus = ProviderAgentStatus.Stopped;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(2, provider.Stops.Count);
         Assert.Null(state.NextWakeAt());
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
@@ -414,8 +405,7 @@ public sealed partial class HandoffEngineTests
 
         for (var poll = 0; poll < 3; poll++)
         {
-            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeWhenDueAsync(state);
         }
 
         // Read at work three more times, and still watched; the one stop that said "not supported" is not repeated.
@@ -455,8 +445,7 @@ public sealed partial class HandoffEngineTests
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Finish it"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
         Assert.Equal(AgentCommandStatus.Done, followup.Status);
         state = writer.Saved.Last();
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
 
         Assert.Equal(["bc-1"], provider.Stops);
         Assert.NotNull(state.NextWakeAt());
@@ -635,8 +624,7 @@ public sealed partial class HandoffEngineTests
         // bc-1 works on quietly: the poll backs off to its longest interval.
         for (var i = 0; i < 6; i++)
         {
-            time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            await WakeWhenDueAsync(writer.Saved.Last());
         }
 
         Assert.Equal(TimeSpan.FromMinutes(15), writer.Saved.Last().Poll!.NextPollAt - time.GetUtcNow());
@@ -655,8 +643,7 @@ public sealed partial class HandoffEngineTests
 
         // And a quiet first read backs off from there, not from the ended agent's longest interval.
         provider.ReadStatus = ProviderAgentStatus.Creating;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), state.NextWakeAt());
     }
 
@@ -716,8 +703,7 @@ public sealed partial class HandoffEngineTests
         // The stop raced its work: it had opened its pull request, and the provider shows it ended in an error with it.
         provider.ReadStatus = ProviderAgentStatus.Error;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/29";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/29", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
@@ -741,13 +727,11 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Finish the fix"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
         provider.ReadStatus = ProviderAgentStatus.Running;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/31";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.NotNull(state.NextWakeAt());
 
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/31", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
@@ -763,15 +747,13 @@ public sealed partial class HandoffEngineTests
         // The stop did not take: the agent is at work, its pull request open. Not its end: stopped again, read on.
         provider.ReadStatus = ProviderAgentStatus.Running;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/30";
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(stops + 1, provider.Stops.Count);
         Assert.Contains("bc-1", state.Poll!.GivenUp!);
 
         // Its end shows, with the pull request: kept.
         provider.ReadStatus = ProviderAgentStatus.Stopped;
-        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/30", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }

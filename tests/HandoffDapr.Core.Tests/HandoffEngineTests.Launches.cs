@@ -92,8 +92,7 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(29), Assert.Single(relaunch.Result.Retries).RetryAt);
 
         // Sent once it is over.
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(LaunchPhase.Launched, state.Launches[0].Phase);
         Assert.Equal(sent + 1, provider.Launches.Count);
     }
@@ -126,8 +125,7 @@ public sealed partial class HandoffEngineTests
         var state = writer.Saved.Last();
         for (var i = 0; i < 20 && state.FindLaunch("acme/shop", 42)!.Phase != LaunchPhase.Failed; i++)
         {
-            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeWhenDueAsync(state);
         }
 
         Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (state.FindLaunch("acme/shop", 42)!.Phase, state.FindLaunch("acme/shop", 42)!.FailureType));

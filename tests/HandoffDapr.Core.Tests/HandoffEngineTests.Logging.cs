@@ -497,8 +497,7 @@ public sealed partial class HandoffEngineTests
 
         // The circuit is open: the lookup is refused without a request, as FromTransport says for CircuitOpen.
         provider.FindFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, RequestSent: false, Attempted: false);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        await WakeWhenDueAsync(writer.Saved.Last());
 
         Assert.Equal(LaunchPhase.OutcomeUnknown, writer.Saved.Last().Launches[0].Phase);
         Assert.Single(provider.Launches);

@@ -389,6 +389,13 @@ public sealed partial class HandoffEngineTests
         Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
 
     /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
+    /// <summary>Moves the clock to the run's next wake-up, and wakes it: the poll or round then due is made and recorded.</summary>
+    private async Task<RunHandoffState> WakeWhenDueAsync(RunHandoffState state)
+    {
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        return await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+    }
+
     private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
     {
         var holding = new HoldingRecorder();
