@@ -140,7 +140,7 @@ public sealed partial class HandoffEngine
                     NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
                     QuietPolls = 0,
                     // Watched as awaiting now: the given-up watch would end at the first read that shows it stopped.
-                    GivenUp = poll.GivenUp?.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } givenUp ? givenUp : null,
+                    GivenUp = Without(poll.GivenUp, [sent.AgentId]),
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
                     FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = followedUpAt },
                 },
@@ -155,14 +155,8 @@ public sealed partial class HandoffEngine
         {
             // A person stopped the work a follow-up started: no pull request is awaited any more (a read that shows it
             // stopped would not end that watch, which went on for hours). Read on as an agent given up on, until the
-            // provider shows it ended, so a finish the stop raced is still learnt.
-            state = state with
-            {
-                Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with
-                {
-                    AwaitingPullRequest = awaited.Where(id => id != sent.AgentId).ToList() is { Count: > 0 } rest ? rest : null,
-                },
-            };
+            // provider shows it stopped, so a finish the stop raced is still learnt.
+            state = state with { Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with { AwaitingPullRequest = Without(awaited, [sent.AgentId]) } };
         }
 
         var counted = new TurnMeasurements();

@@ -232,13 +232,7 @@ public sealed partial class HandoffEngine
             // The newer poll holds the schedule, but the agents this one gave up on must still be watched, as given up
             // (no longer awaiting a pull request, which would keep them from being stopped again).
             var gaveUp = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now);
-            state = state with
-            {
-                Poll = gaveUp with
-                {
-                    AwaitingPullRequest = gaveUp.AwaitingPullRequest?.Where(id => !timedOut.Any(agent => agent.AgentId == id)).ToList() is { Count: > 0 } rest ? rest : null,
-                },
-            };
+            state = state with { Poll = gaveUp with { AwaitingPullRequest = Without(gaveUp.AwaitingPullRequest, [.. timedOut.Select(agent => agent.AgentId)]) } };
         }
 
         await writer.SaveAsync(state, CancellationToken.None);
@@ -371,6 +365,10 @@ public sealed partial class HandoffEngine
         counted.Publish();
         return AgentReportStatus.Changed;
     }
+
+    /// <summary>These agents taken off one of the schedule's lists; null once none is left, as the schedule stores "none".</summary>
+    private static IReadOnlyList<string>? Without(IReadOnlyList<string>? agentIds, IReadOnlyCollection<string> removed) =>
+        agentIds?.Where(id => !removed.Contains(id)).ToList() is { Count: > 0 } rest ? rest : null;
 
     /// <summary>The poll's schedule (or one starting an interval from now) with these agents read on as given up.</summary>
     private PollSchedule WatchingGivenUp(PollSchedule? poll, IEnumerable<string> agentIds, DateTimeOffset now)
