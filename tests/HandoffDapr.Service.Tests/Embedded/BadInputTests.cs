@@ -193,6 +193,31 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("group_id must be a positive whole number (at most 9007199254740991).", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// docs/api.md tells the two 400 types apart by whether the body reads as JSON of the expected shape: an id that is no
+    /// 64-bit whole number as written (a string, a fraction or exponent, past the 64-bit range) is a type error, one that
+    /// is but lies outside 1 to 2^53 - 1 is a value out of range.
+    /// </summary>
+    [Theory]
+    [InlineData("\"456\"", "invalid-body")]
+    [InlineData("456.0", "invalid-body")]
+    [InlineData("4.56e2", "invalid-body")]
+    [InlineData("99999999999999999999", "invalid-body")]
+    [InlineData("0", "invalid-request")]
+    [InlineData("-1", "invalid-request")]
+    [InlineData("9007199254740992", "invalid-request")]
+    [InlineData("9223372036854775807", "invalid-request")]
+    public async Task Group_id_not_a_whole_number_as_written_is_invalid_body_and_one_out_of_range_is_invalid_request(string groupId, string type)
+    {
+        var body = "{\"group_id\":" + groupId + ",\"integration_id\":42}";
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.EndsWith("/" + type, (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
     /// <summary>An agent id of a shape no provider gives, on a valid run id, is no agent of the run: 404, as for a missing one.</summary>
     [Theory]
     [InlineData("/runs/1/agents/bc%201/stop")]
