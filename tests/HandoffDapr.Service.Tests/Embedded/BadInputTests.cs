@@ -218,6 +218,23 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// A JSON text sent over a network carries no byte order mark (RFC 8259, 8.1); one that does is refused as unreadable,
+    /// as docs/api.md says, rather than read on some routes and not on others.
+    /// </summary>
+    [Theory]
+    [InlineData("/runs/1/handoff", """{"group_id":456,"integration_id":42}""")]
+    [InlineData("/events/autofix-run-completed", """{"run_id":5,"group":{"id":456}}""")]
+    [InlineData("/events/autofix-run-completed", """{"specversion":"1.0","data":{"run_id":5,"group":{"id":456}}}""")]
+    public async Task Body_starting_with_a_byte_order_mark_is_invalid_body(string path, string body)
+    {
+        var response = await service.Client.PostRawAsync(path, "\ufeff" + body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.EndsWith("/invalid-body", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
     /// <summary>An agent id of a shape no provider gives, on a valid run id, is no agent of the run: 404, as for a missing one.</summary>
     [Theory]
     [InlineData("/runs/1/agents/bc%201/stop")]
