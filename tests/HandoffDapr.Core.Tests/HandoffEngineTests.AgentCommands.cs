@@ -534,6 +534,34 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_after_a_follow_up_is_still_watched_from_that_follow_up_after_a_read_at_work_then_a_stale_read_of_an_earlier_end()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // At work, sent a follow-up, then stopped by a person: watched as given up, counting from the follow-up.
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // The first read shows it at work (the stop has not taken): still watched, and the follow-up it had is kept.
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Contains("bc-1", state.Poll!.GivenUp!);
+        Assert.True(state.Poll.FollowedUpAt!.ContainsKey("bc-1"));
+
+        // A later read is stale: an end from before the follow-up (an error). Not the stop's end: still read on.
+        provider.ReadStatus = ProviderAgentStatus.Error;
+        state = await WakeWhenDueAsync(state);
+        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
+
+        // The stop never took: the follow-up's work finishes with its pull request, which is learnt.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/33";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal("https://github.com/acme/shop/pull/33", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
