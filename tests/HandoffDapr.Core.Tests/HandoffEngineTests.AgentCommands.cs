@@ -269,6 +269,34 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_an_earlier_one_whose_timeline_entry_was_dropped_does_not_end_its_wait()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // acme/shop's agent is asked for the pull request, and a stop of it is checked, its record held.
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None);
+        var held = new HoldingRecorder();
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), shop, held, CancellationToken.None)).Status);
+
+        // All at one instant of a coarse clock: acme/web's agent is sent enough follow-ups that the bounded timeline drops
+        // acme/shop's entry, then acme/shop's agent a second follow-up, recorded before the held stop.
+        for (var i = 0; i < RunHandoffState.MaxTimelineEntries; i++)
+        {
+            await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
+        }
+
+        Assert.DoesNotContain(writer.Saved.Last().Timeline, entry => entry.AgentId == shop);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open it now"), recorder, CancellationToken.None);
+
+        // The held stop crossed the second follow-up (kept later than the first, known from the poll's schedule): its wait goes on.
+        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+        Assert.Contains(shop, writer.Saved.Last().Poll!.AwaitingPullRequest!);
+        Assert.DoesNotContain(shop, writer.Saved.Last().Poll!.GivenUp ?? []);
+    }
+
+    [Fact]
     public async Task An_agent_timed_out_after_a_late_follow_up_is_watched_for_twice_its_age_from_that_follow_up_not_from_its_launch()
     {
         provider.CannotStop = true;
