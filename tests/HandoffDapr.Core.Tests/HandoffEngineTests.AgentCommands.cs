@@ -269,6 +269,38 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_two_earlier_ones_whose_watch_ended_does_not_end_its_wait()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        // A poll reads the agent stopped; its answers are recorded later, while it still holds the schedule.
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(90));
+
+        // All at one instant of a coarse clock: two follow-ups (the second kept later than the first), a stop that ends
+        // their wait, a second stop checked (its record held, having seen the second follow-up), the poll's answers (the
+        // given-up watch ends: the read shows it stopped, and the follow-ups' times leave the schedule), then a third follow-up.
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Name it after the issue"), recorder, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
+        var held = new HoldingRecorder();
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+        Assert.DoesNotContain(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request now"), recorder, CancellationToken.None);
+
+        // The held stop crossed the third: its wait goes on. The timeline keeps when each follow-up was recorded, strictly increasing.
+        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest ?? []);
+        var followups = writer.Saved.Last().Timeline.Where(entry => entry.Event == TimelineEvents.FollowupSent).Select(entry => entry.At).ToList();
+        Assert.Equal([time.GetUtcNow(), time.GetUtcNow().AddTicks(1), time.GetUtcNow().AddTicks(2)], followups);
+    }
+
+    [Fact]
     public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_an_earlier_one_whose_timeline_entry_was_dropped_does_not_end_its_wait()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
