@@ -301,6 +301,26 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_follow_up_recorded_at_the_instant_of_another_agents_is_kept_at_that_instant()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+
+        // On a coarse clock: two follow-ups of acme/web's agent, then one of acme/shop's, at one instant. Only an agent's own
+        // earlier follow-ups move its time on.
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "And a changelog line"), recorder, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Also add a test"), recorder, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(time.GetUtcNow().AddTicks(1), state.Poll!.FollowedUpAt![web]);
+        Assert.Equal(time.GetUtcNow(), state.Poll.FollowedUpAt[shop]);
+        Assert.Equal(time.GetUtcNow(), state.Timeline.Last(entry => entry.AgentId == shop).At);
+    }
+
+    [Fact]
     public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_an_earlier_one_whose_timeline_entry_was_dropped_does_not_end_its_wait()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
