@@ -588,8 +588,11 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(1, provider.Reads - reads);
     }
 
-    [Fact]
-    public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_shows_stopped()
+    [Theory]
+    [InlineData(ProviderAgentStatus.Error)]
+    [InlineData(ProviderAgentStatus.Expired)]
+    [InlineData(ProviderAgentStatus.Finished)]
+    public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_shows_stopped(ProviderAgentStatus staleEnd)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
@@ -598,8 +601,9 @@ public sealed partial class HandoffEngineTests
         time.Advance(TimeSpan.FromSeconds(20));
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
 
-        // A stale read shows an end from before the follow-up (an error): not the stop's end, so the agent is read on.
-        provider.ReadStatus = ProviderAgentStatus.Error;
+        // A stale read shows an end from before the follow-up (an error, or a finish without the pull request, which
+        // completes it): not the stop's end, so the agent is read on.
+        provider.ReadStatus = staleEnd;
         var state = writer.Saved.Last();
         state = await WakeWhenDueAsync(state);
         Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
