@@ -646,6 +646,35 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_stopped_after_a_follow_up_sent_long_after_its_launch_is_watched_from_that_follow_up_not_from_its_launch()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Null(state.NextWakeAt());
+
+        // Thirteen hours after its launch (past twice its maximum age) it is asked for the pull request, then stopped.
+        time.Advance(TimeSpan.FromHours(13));
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // The next read shows it at work (the stop has not taken): stopped again, and still watched, its watch counted
+        // from the follow-up.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
+
+        // It finishes the follow-up's work with the pull request: learnt without a webhook.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/34";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal("https://github.com/acme/shop/pull/34", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
