@@ -749,6 +749,20 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Refusals_of_a_snapshot_name_a_repository_refused_twice_twice_as_a_trigger_of_it_answers()
+    {
+        var trigger = Trigger("acme/shop");
+        RepositoryPreference gitlab = new("gitlab", "acme", "web");
+        trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences([.. trigger.Snapshot!.Preferences!.Repositories!, gitlab, gitlab]) } };
+
+        var outcome = await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
+        var derived = HandoffEngine.Refusals(writer.Saved.Last().Snapshot);
+
+        Assert.Equal(outcome.Result.Failures, derived);
+        Assert.Equal(["acme/web", "acme/web"], derived.Select(failure => failure.RepoName));
+    }
+
+    [Fact]
     public async Task Refusals_of_a_snapshot_without_repositories_are_its_no_repositories_answer()
     {
         var trigger = Trigger();
