@@ -763,6 +763,20 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_repository_whose_host_is_blank_is_on_github_as_one_that_names_none()
+    {
+        var trigger = Trigger("acme/shop");
+        RepositoryPreference?[] repositories = [new("", "acme", "shop"), new("  ", "acme", "web"), new(null, "acme", "api")];
+        trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences(repositories) } };
+
+        var outcome = await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
+
+        Assert.Empty(outcome.Result.Failures);
+        Assert.Empty(HandoffEngine.Refusals(writer.Saved.Last().Snapshot));
+        Assert.Equal(["acme/api", "acme/shop", "acme/web"], provider.Launches.Select(launch => launch.Repository.FullName).Order());
+    }
+
+    [Fact]
     public async Task Refusals_of_a_snapshot_without_repositories_are_its_no_repositories_answer()
     {
         var trigger = Trigger();
