@@ -750,6 +750,7 @@ public sealed partial class HandoffEngineTests
         var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(stops + 1, provider.Stops.Count);
         Assert.Contains("bc-1", state.Poll!.GivenUp!);
+        Assert.DoesNotContain(state.CodingAgents["bc-1"].Results, result => result.PrUrl is not null);
 
         // Its end shows, with the pull request: kept.
         provider.ReadStatus = ProviderAgentStatus.Stopped;
