@@ -738,6 +738,32 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_failed_with_its_pull_request_sent_a_follow_up_then_stopped_is_stopped_again_and_read_on_while_a_read_shows_it_at_work()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/35")), writer);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Finish the fix"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        var stops = provider.Stops.Count;
+
+        // The stop did not take: the follow-up's work goes on. Failed with a pull request is not completed with one: it is
+        // stopped again, and read on.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/35";
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal(stops + 1, provider.Stops.Count);
+        Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
+
+        // It finishes after all: learnt without a webhook.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
     public async Task An_agent_given_up_on_that_a_read_shows_at_work_with_a_pull_request_is_still_stopped_again_and_read_on()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
