@@ -764,6 +764,22 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stale_finish_without_a_pull_request_keeps_the_summary_and_branch_that_came_with_the_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // It ends in an error with its pull request, on a branch it named itself.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Error, BranchName: "cursor/fix-pool", PrUrl: "https://github.com/acme/shop/pull/36", Summary: "Fixed the pool")), writer);
+
+        // A late webhook of an earlier finish carries none of them: completed, and the result stays whole.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal(("Fixed the pool", "cursor/fix-pool", "https://github.com/acme/shop/pull/36"), (agent.Results.Single().Description, agent.Results.Single().BranchName, agent.Results.Single().PrUrl));
+    }
+
+    [Fact]
     public async Task An_agent_given_up_on_that_a_read_shows_at_work_with_a_pull_request_is_still_stopped_again_and_read_on()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
