@@ -404,6 +404,20 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Equal("bc-7", result.Value?.Id);
     }
 
+    [Fact]
+    public async Task Listed_agent_on_our_branch_in_another_letter_case_is_not_taken_for_ours()
+    {
+        // Branch names are compared as git compares them: FIX-abc123 is another branch, made by someone else. Taken for
+        // ours, the engine would follow (and stop, or send follow-ups to) an agent the handoff never launched.
+        Answer("/v0/agents", 200, """{"agents":[{"id":"bc-5","status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"FIX-abc123"}}]}""");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Null(result.Value);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
