@@ -418,6 +418,23 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Null(result.Value);
     }
 
+    [Theory]
+    [InlineData(",\"nextCursor\":null")]
+    [InlineData(",\"nextCursor\":\"\"")]
+    public async Task A_next_cursor_that_is_null_or_empty_marks_the_last_page(string nextCursor)
+    {
+        // The end of the list: one call, and "none" when the branch is not on it. Read as one more page (or as an
+        // unreadable cursor), every lookup of a lost launch would stay unknown and the launch could never be settled.
+        Answer("/v0/agents", 200, """{"agents":[{"id":"bc-2","status":"RUNNING","source":{"repository":"https://github.com/acme/shop"},"target":{"branchName":"other"}}]""" + nextCursor + "}");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Null(result.Value);
+        Assert.Single(cursor.LogEntries);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
