@@ -435,6 +435,24 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Single(cursor.LogEntries);
     }
 
+    [Theory]
+    [InlineData("{}")]
+    [InlineData("""{"repository":null}""")]
+    [InlineData("""{"repository":12}""")]
+    [InlineData("\"https://github.com/acme/shop\"")]
+    public async Task Listed_agent_on_our_branch_whose_source_names_no_readable_repository_is_found_not_passed_over(string source)
+    {
+        // As an agent without a source: nothing rules it out, and the branch name carries the run and the repository.
+        // Passed over as of another repository, "none" would launch a second agent beside it.
+        Answer("/v0/agents", 200, $$$"""{"agents":[{"id":"bc-7","status":"RUNNING","source":{{{source}}},"target":{"branchName":"fix-abc123"}}]}""");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal("bc-7", result.Value?.Id);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
