@@ -453,6 +453,20 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Equal("bc-7", result.Value?.Id);
     }
 
+    [Theory]
+    [InlineData("finished", ProviderAgentStatus.Finished)]
+    [InlineData("Running", ProviderAgentStatus.Running)]
+    [InlineData("expired", ProviderAgentStatus.Expired)]
+    public async Task Agent_status_is_read_in_any_letter_case(string status, ProviderAgentStatus expected)
+    {
+        // An agent read as Unknown is never seen to end: a finished one would be polled until it timed out and was stopped.
+        Answer("/v0/agents/bc-1", 200, $$"""{"id":"bc-1","status":"{{status}}"}""");
+
+        var result = await provider.GetAgentAsync("bc-1", CancellationToken.None);
+
+        Assert.Equal(expected, result.Value!.Status);
+    }
+
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
