@@ -375,6 +375,10 @@ public sealed class CursorAgentsProviderTests : IDisposable
     [InlineData("2026-11-24T09:00:00Z", null)]
     // Stamped a little before our first attempt: another clock than ours, within the slack.
     [InlineData("2026-11-24T09:58:00Z", "2026-11-24T10:00:00Z")]
+    // Stamped exactly the slack before it: still within it.
+    [InlineData("2026-11-24T09:55:00Z", "2026-11-24T10:00:00Z")]
+    // A creation time that cannot be read is no creation time, not one long ago.
+    [InlineData("yesterday", "2026-11-24T10:00:00Z")]
     public async Task An_agent_of_the_repository_without_a_readable_branch_that_cannot_be_ruled_out_by_its_age_makes_the_lookup_incomplete(string? createdAt, string? firstSent)
     {
         var created = createdAt is null ? "" : $$""","createdAt":"{{createdAt}}" """;
