@@ -31,6 +31,8 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(521, "<html>", FailureTypes.ProviderUnavailable, true)]
     [InlineData(522, "<html>", FailureTypes.ProviderUnavailable, true)]
     [InlineData(524, "<html>", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(599, "", FailureTypes.ProviderUnavailable, true)]
+    [InlineData(400, """{"error":{"message":"FAILED TO VERIFY EXISTENCE OF BRANCH 'main'"}}""", FailureTypes.RepositoryAccess, false)]
     public void Status_code_decides_the_failure_type(int status, string body, string expected, bool retryable)
     {
         var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
