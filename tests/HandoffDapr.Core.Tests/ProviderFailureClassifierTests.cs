@@ -83,6 +83,8 @@ public sealed class ProviderFailureClassifierTests
     [Theory]
     [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage-service"}}""")]
     [InlineData("""{"error":{"message":"The GitHub app is not installed on acme/quota-tracker"}}""")]
+    [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage"}}""")]
+    [InlineData("""{"error":{"message":"The GitHub app is not installed on 'storage-service'"}}""")]
     public void A_403_that_names_a_repository_with_an_account_limit_word_is_repository_access(string body)
     {
         // README: Cursor 403 is repository_access unless it is *about* plan limits, storage or quota.
