@@ -73,6 +73,27 @@ public sealed class ProviderFailureClassifierTests
     public void Retry_after_further_than_a_day_is_cut_to_a_day_in_either_form(string header) =>
         Assert.Equal(TimeSpan.FromDays(1), ProviderFailureClassifier.ParseRetryAfter(header, Now));
 
+    /// <summary>
+    /// A provider that turns a launch away for a while (a 503 in maintenance, a gateway's 502 or 504, a 408) may say how
+    /// long, as a rate limit does: retried at the back-off's 30 seconds instead, the launch spends its attempts early.
+    /// </summary>
+    [Theory]
+    [InlineData(408)]
+    [InlineData(429)]
+    [InlineData(500)]
+    [InlineData(502)]
+    [InlineData(503)]
+    [InlineData(504)]
+    [InlineData(520)]
+    [InlineData(521)]
+    public void Retry_after_is_carried_by_every_retryable_status(int status)
+    {
+        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, default, "600"), Now);
+
+        Assert.True(failure.Retryable);
+        Assert.Equal(TimeSpan.FromMinutes(10), failure.RetryAfter);
+    }
+
     [Theory]
     [InlineData("soon")]
     [InlineData("-5")]
