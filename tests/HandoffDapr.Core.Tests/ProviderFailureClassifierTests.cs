@@ -49,6 +49,7 @@ public sealed class ProviderFailureClassifierTests
     [InlineData("120", 120)]
     [InlineData("Tue, 24 Nov 2026 10:01:30 GMT", 90)]
     [InlineData("Tue, 24 Nov 2026 09:00:00 GMT", 0)]
+    [InlineData(" 120 ", 120)]
     public void Retry_after_is_read_as_seconds_or_as_a_date(string header, int seconds)
     {
         var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(429, default, header), Now);
