@@ -45,6 +45,15 @@ public sealed class WebhookSignatureTests
         Assert.False(WebhookSignature.IsValid(Secret + "x", Body, Expected));
 
     [Fact]
+    public void An_empty_secret_verifies_nothing_not_even_a_signature_made_with_it()
+    {
+        // HMAC takes an empty key: without the check, anyone could sign for an integration whose secret came out empty.
+        var madeWithNoSecret = "sha256=" + Convert.ToHexStringLower(HMACSHA256.HashData(Array.Empty<byte>(), Body));
+
+        Assert.False(WebhookSignature.IsValid(string.Empty, Body, madeWithNoSecret));
+    }
+
+    [Fact]
     public void Comparison_is_constant_time()
     {
         // Timing cannot be asserted reliably in a unit test; the source must use the BCL's constant-time comparison.
