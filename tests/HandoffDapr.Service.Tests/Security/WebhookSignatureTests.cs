@@ -54,6 +54,17 @@ public sealed class WebhookSignatureTests
     }
 
     [Fact]
+    public void A_secret_beyond_ascii_is_keyed_by_its_utf8_bytes()
+    {
+        // The secret is the integration's text, sent to Cursor in the launch's JSON; Cursor keys its HMAC with that
+        // text's UTF-8 bytes. Keyed another way, every report of such an integration would be refused as forged.
+        const string secret = "clé-секрет-密钥-0123456789abcdef0123456789";
+        var signature = Convert.ToHexStringLower(HMACSHA256.HashData(Encoding.UTF8.GetBytes(secret), Body));
+
+        Assert.True(WebhookSignature.IsValid(secret, Body, "sha256=" + signature));
+    }
+
+    [Fact]
     public void Comparison_is_constant_time()
     {
         // Timing cannot be asserted reliably in a unit test; the source must use the BCL's constant-time comparison.
