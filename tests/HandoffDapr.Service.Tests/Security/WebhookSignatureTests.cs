@@ -65,6 +65,10 @@ public sealed class WebhookSignatureTests
     }
 
     [Fact]
+    public void Signature_with_surrounding_whitespace_is_valid() =>
+        Assert.True(WebhookSignature.IsValid(Secret, Body, " sha256=" + Expected + "\t"));
+
+    [Fact]
     public void Comparison_is_constant_time()
     {
         // Timing cannot be asserted reliably in a unit test; the source must use the BCL's constant-time comparison.
