@@ -645,6 +645,24 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     /// <summary>
+    /// A source.repository of blanks names no repository, as an absent one does: ignored as such (logged and counted
+    /// no_repository), not handed to the run as a report of some other repository.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_whose_source_repository_is_blank_is_ignored_as_naming_no_repository()
+    {
+        var agentId = await Launch(441);
+        var body = $$$"""{"event": "statusChange", "id": "{{{agentId}}}", "status": "FINISHED", "source": {"repository": " \t "}}""";
+
+        var response = await PostWebhook(441, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookIgnored");
+        Assert.Equal("no source repository", line.GetStructuredStateValue("Reason"));
+        Assert.Equal("pending", (await Agent(441, agentId))["status"]!.GetValue<string>());
+    }
+
+    /// <summary>
     /// A report on a URL without run_id was logged "Webhook for agent bc-… of run (null) ignored: no run id on the webhook
     /// URL". It has a line of its own, without a RunId (the other lines keep theirs, a number).
     /// </summary>
