@@ -18,4 +18,24 @@ public sealed class CursorWebhookTests
         Assert.Equal(CursorWebhook.ParseResult.OtherEvent, result);
         Assert.Null(change);
     }
+
+    [Theory]
+    [InlineData(" https://github.com/acme/shop\n", "acme/shop")]
+    [InlineData("https://GitHub.com/acme/shop", "acme/shop")]
+    [InlineData("HTTPS://WWW.GITHUB.COM/Acme/Shop.git", "Acme/Shop")]
+    [InlineData("http://github.com/acme/shop", "acme/shop")]
+    public void A_github_repository_is_read_however_its_url_is_written(string source, string expected)
+    {
+        // Read as not GitHub's, the report of our own agent would be logged and counted as one of another repository
+        // and never applied.
+        Assert.Equal(expected, CursorWebhook.ParseGitHubRepository(source)?.FullName);
+        Assert.Equal(expected, CursorWebhook.RepositoryNamed(source));
+    }
+
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("  \t")]
+    public void A_source_of_nothing_visible_names_no_repository(string? source) =>
+        Assert.Null(CursorWebhook.RepositoryNamed(source));
 }
