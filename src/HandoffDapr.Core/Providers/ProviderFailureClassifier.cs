@@ -101,7 +101,7 @@ public static partial class ProviderFailureClassifier
 
     // Cursor's words for an account limit: "plan limits exceeded, or storage full", and quota/usage wording. Whole words
     // only: a message naming a repository such as acme/storage-service or acme/quota-tracker is about that repository.
-    [GeneratedRegex(@"(?<![\w/.-])(plan limits?|storage|quota|usage limits?)(?![\w/-])", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
+    [GeneratedRegex(@"(?<![\w/.-])(plan limits?|storage|quotas?|usage limits?)(?![\w/-])", RegexOptions.IgnoreCase | RegexOptions.CultureInvariant)]
     private static partial Regex AccountLimit();
 
     // Only the provider's own words for "cannot reach the repository": a 400 about a malformed
