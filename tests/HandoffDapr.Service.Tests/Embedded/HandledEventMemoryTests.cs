@@ -189,6 +189,43 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     /// <summary>
+    /// A look at the file that cannot read its data version forgets everything, each time (not only when the last look
+    /// did read it), and starts no new window: what a commit after it remembers is trusted no longer than the last look
+    /// that read the version allows.
+    /// </summary>
+    [Fact]
+    public void A_failed_look_at_the_file_forgets_everything_each_time_and_trusts_nothing_past_the_last_look_that_read_it()
+    {
+        var memory = new HandledEventMemory(8, time);
+        using var file = new SqliteConnection("Data Source=:memory:");
+        file.Open();
+        using var closed = new SqliteConnection("Data Source=:memory:"); // never opened: a look on it fails
+        var digests = Enumerable.Range(1, 4).Select(run => SHA256.HashData(Event(run))).ToArray();
+        memory.ForgetIfOthersWrote(file);
+        memory.Remember(1, digests[0]);
+        Assert.Equal(1, memory.Find(digests[0]));
+
+        memory.ForgetIfOthersWrote(closed);
+        Assert.Null(memory.Find(digests[0]));
+
+        // A commit after the failed look is remembered; a second failed look forgets it as well.
+        memory.Remember(2, digests[1]);
+        memory.ForgetIfOthersWrote(closed);
+        Assert.Null(memory.Find(digests[1]));
+
+        // Past the window of the last look that read the version, a failed look opens none.
+        time.Advance(HandledEventMemory.TrustedFor + TimeSpan.FromMilliseconds(1));
+        memory.ForgetIfOthersWrote(closed);
+        memory.Remember(3, digests[2]);
+        Assert.Null(memory.Find(digests[2]));
+
+        // The next look that reads it does.
+        memory.ForgetIfOthersWrote(file);
+        memory.Remember(4, digests[3]);
+        Assert.Equal(4, memory.Find(digests[3]));
+    }
+
+    /// <summary>
     /// A save that keeps the row's digest keeps it only while it is valid, and another process may have written its own
     /// since this process's last look at the file: what memory holds of the run must be what the row holds after it.
     /// </summary>
