@@ -226,6 +226,31 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     /// <summary>
+    /// What is remembered is trusted for <see cref="HandledEventMemory.TrustedFor"/> after the start of the writer's last
+    /// look at the file, that long included, and not a tick longer; a later look that finds no other connection's commit
+    /// keeps it and trusts it again.
+    /// </summary>
+    [Fact]
+    public void What_is_remembered_is_trusted_for_the_window_after_a_look_and_again_after_a_look_that_finds_no_other_commit()
+    {
+        var memory = new HandledEventMemory(8, time);
+        using var file = new SqliteConnection("Data Source=:memory:");
+        file.Open();
+        var digest = SHA256.HashData(Event(1));
+        memory.ForgetIfOthersWrote(file);
+        memory.Remember(1, digest);
+
+        time.Advance(HandledEventMemory.TrustedFor);
+        Assert.Equal(1, memory.Find(digest));
+        time.Advance(TimeSpan.FromTicks(1));
+        Assert.Null(memory.Find(digest));
+
+        memory.ForgetIfOthersWrote(file);
+        Assert.Equal(1, memory.Find(digest));
+        Assert.Equal(1, memory.Count);
+    }
+
+    /// <summary>
     /// A save that keeps the row's digest keeps it only while it is valid, and another process may have written its own
     /// since this process's last look at the file: what memory holds of the run must be what the row holds after it.
     /// </summary>
