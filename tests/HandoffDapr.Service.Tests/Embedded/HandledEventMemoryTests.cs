@@ -276,6 +276,33 @@ public sealed class HandledEventMemoryTests : IDisposable
         Assert.Equal(1, memory.Count);
     }
 
+    /// <summary>
+    /// The same through the store: another process retires the run's digest (a release from before digests saves the run)
+    /// while this process's writer waits for its lock, and so does not look at the file; the save that keeps the digest,
+    /// made next, finds it retired. The row holds none after it, and neither does memory, with no look in between.
+    /// </summary>
+    [Fact]
+    public async Task A_save_that_keeps_the_digest_right_after_another_process_retired_it_unseen_leaves_it_forgotten()
+    {
+        var path = temp.File("retired.db");
+        using var store = Store("retired.db");
+        var digest = store.DigestEvent(Event(1));
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(1, store.FindHandledEvent(digest));
+
+        using var other = new SqliteConnection($"Data Source={path};Pooling=False");
+        other.Open();
+        Execute(other, "BEGIN IMMEDIATE");
+        var kept = store.SaveAsync(RunHandoffState.New(1), 2, CancellationToken.None, HandledEvent.Kept);
+        await Task.Delay(300);
+        // The earlier release's save: a new version, the digest's version left behind.
+        Execute(other, "UPDATE runs SET version = version + 1 WHERE run_id = 1; COMMIT");
+        Assert.Equal(3, await kept);
+
+        Assert.Null(store.FindHandledEvent(digest));
+        Assert.Equal(0, store.RememberedEvents);
+    }
+
     [Fact]
     public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
     {
