@@ -596,6 +596,34 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(5, provider.Launches.Count);
     }
 
+    /// <summary>
+    /// The lookup after the fifth lost answer is the launch's last call. When it cannot finish either, the launch fails
+    /// there (retries_exhausted, an agent may exist, nothing left to wake for), as one whose lookup found nothing does.
+    /// </summary>
+    [Fact]
+    public async Task A_last_lookup_that_cannot_finish_fails_the_launch_at_once_and_leaves_nothing_to_wake_for()
+    {
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        for (var i = 0; i < 4; i++)
+        {
+            time.Advance(TimeSpan.FromHours(1));
+            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        }
+
+        Assert.Equal((LaunchPhase.OutcomeUnknown, 5), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].Attempts));
+        provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
+        time.Advance(TimeSpan.FromHours(1));
+
+        var looked = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var launch = Assert.Single(looked.Launches);
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted, true), (launch.Phase, launch.FailureType, launch.OutcomeUnknown));
+        Assert.Null(looked.NextWakeAt());
+        Assert.Equal(TimelineEvents.LaunchFailed, looked.Timeline[^1].Event);
+        Assert.Equal(5, provider.Launches.Count);
+    }
+
     [Fact]
     public async Task Manual_retry_after_an_unknown_last_attempt_adopts_the_agent_that_attempt_created()
     {
