@@ -183,6 +183,30 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_completion_event_launches_a_repository_whose_hand_over_to_another_integration_failed()
+    {
+        // A person handed acme/shop to integration 43, whose key the provider refuses: that launch failed for good and
+        // holds no agent. The event then hands the run to its own integration (42), which launches the repository in a
+        // new generation; only a launch under way or an agent not failed holds a repository against an event.
+        var both = new HandoffEngine(
+            new TwoIntegrationCatalog(new Integration(42, provider), new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await both.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = 43 }, writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.InvalidCredentials), (writer.Saved.Last().FindLaunch("acme/shop", 43)!.Phase, writer.Saved.Last().FindLaunch("acme/shop", 43)!.FailureType));
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+
+        var outcome = await both.AcceptAndFinishAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
+        Assert.Equal(2, provider.Launches.Count);
+        var launched = writer.Saved.Last().FindLaunch("acme/shop", 42)!;
+        Assert.Equal((2, LaunchPhase.Launched), (launched.Generation, launched.Phase));
+        Assert.Equal(launched.AgentId, Assert.Single(outcome.Result.Successes).CodingAgentState.Id);
+        Assert.Empty(outcome.Result.Failures);
+    }
+
+    [Fact]
     public async Task A_relaunch_ended_before_any_call_still_has_the_agent_looked_for_at_the_next_relaunch()
     {
         var catalog = new SwitchableCatalog(new Integration(42, provider));
