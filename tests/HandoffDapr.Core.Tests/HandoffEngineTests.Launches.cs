@@ -549,6 +549,27 @@ public sealed partial class HandoffEngineTests
         Assert.Contains(state.Timeline, entry => entry.Event == TimelineEvents.Reconciled);
     }
 
+    [Theory]
+    [InlineData(ProviderAgentStatus.Error)]
+    [InlineData(ProviderAgentStatus.Expired)]
+    [InlineData(ProviderAgentStatus.Stopped)]
+    public async Task An_agent_found_by_the_lookup_already_ended_without_finishing_is_adopted_failed_and_its_launch_says_agent_failed(ProviderAgentStatus ended)
+    {
+        // The lost answer's agent ended before the lookup found it: the launch has its agent (launched, not sent again),
+        // and says why it came to nothing, as it does when a report ends an agent it already follows.
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        var first = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.Existing = new ProviderAgent("bc-ended", ended, BranchName: writer.Saved.Last().Launches[0].BranchName);
+
+        time.Advance(Assert.Single(first.Result.Retries).RetryAt - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Single(provider.Launches);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-ended"].Status);
+        var launch = Assert.Single(state.Launches);
+        Assert.Equal((LaunchPhase.Launched, "bc-ended", FailureTypes.AgentFailed), (launch.Phase, launch.AgentId, launch.FailureType));
+    }
+
     [Fact]
     public async Task Adopted_agent_that_already_finished_keeps_its_pull_request()
     {
