@@ -958,6 +958,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"agents to read ({string.Join(",", stored.AgentsToPoll.Select(agent => $"{agent.Id} {agent.Status}"))}) but no poll scheduled");
         }
 
+        // Nor a schedule kept with nothing to read: the next agent the run launches would take over its time and back-off.
+        if (!stored.HasAgentsToPoll && stored.Poll is not null)
+        {
+            Violation($"a poll scheduled at {stored.Poll.NextPollAt:HH:mm:ss} (quiet polls {stored.Poll.QuietPolls}) with no agent to read");
+        }
+
         foreach (var launch in stored.Launches)
         {
             if (launch.IsAwaitingWork && launch.NextAttemptAt is null)

@@ -82,8 +82,7 @@ public sealed partial class HandoffEngineTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromMinutes(1));
         var lost = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/9";
+        // It reads the agent at work (it was pending): a change, applied, which leaves the agent to read.
         var holding = new HoldingRecorder();
         await engine.FinishPollAsync(lost, holding, CancellationToken.None);
         // Its reports come back after its lease: the poll was made again meanwhile.
@@ -93,8 +92,44 @@ public sealed partial class HandoffEngineTests
         await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
 
         var state = writer.Saved.Last();
-        Assert.Equal(CodingAgentStatus.Completed, Assert.Single(state.CodingAgents.Values).Status);
+        Assert.Equal(CodingAgentStatus.Running, Assert.Single(state.CodingAgents.Values).Status);
         Assert.Equal(again.LeaseUntil, state.Poll?.NextPollAt);
+    }
+
+    /// <summary>
+    /// A poll recorded after its lease whose reports leave nothing to read ends the schedule, as a webhook's report would:
+    /// the newer poll holding it may be lost, and the schedule, kept with nothing to read, would pass its time (long past)
+    /// and its back-off to the next agent the run launches.
+    /// </summary>
+    [Fact]
+    public async Task A_poll_recorded_after_its_lease_that_leaves_nothing_to_read_ends_the_schedule_and_the_next_agent_starts_a_fresh_one()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var late = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/9";
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(late, holding, CancellationToken.None);
+        // Made again after the lease; that poll is lost (its process dies), and the late one's reports come back.
+        time.Advance(TimeSpan.FromMinutes(3));
+        Assert.NotNull((await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll);
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, Assert.Single(state.CodingAgents.Values).Status);
+        Assert.Null(state.Poll);
+        Assert.Null(state.NextWakeAt());
+
+        // Hours later a person hands over another repository: its agent is first read a poll interval after its launch.
+        time.Advance(TimeSpan.FromHours(2));
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        provider.ReadPrUrl = null;
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/web"), writer, CancellationToken.None);
+        var poll = writer.Saved.Last().Poll!;
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), poll.NextPollAt);
+        Assert.Equal(0, poll.QuietPolls);
     }
 
     [Fact]

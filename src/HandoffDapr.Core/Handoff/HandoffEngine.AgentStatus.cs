@@ -235,7 +235,9 @@ public sealed partial class HandoffEngine
             state = state with { Poll = gaveUp with { AwaitingPullRequest = Without(gaveUp.AwaitingPullRequest, [.. timedOut.Select(agent => agent.AgentId)]) } };
         }
 
-        await writer.SaveAsync(state, CancellationToken.None);
+        // An overtaken poll that leaves nothing to read (its reads ended the agents, or it gave up on them past their watch)
+        // ends the newer poll's schedule too: that poll may be lost, and the schedule would pass to the next agent.
+        await writer.SaveAsync(WithoutIdlePoll(state), CancellationToken.None);
         counted.Publish();
         return new PollVerdict([.. timedOut, .. stillWorking]);
     }
