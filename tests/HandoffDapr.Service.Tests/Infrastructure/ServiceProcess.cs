@@ -34,7 +34,29 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Starts the service on a free loopback port and waits until it is healthy. The port is free when chosen, but another
+    /// connection of the test run may take it as its own ephemeral port before the service binds it: a start that fails
+    /// only for that is made again on another port, at most three times.
+    /// </summary>
     public static async Task<ServiceProcess> StartAsync(IDictionary<string, string> environment)
+    {
+        for (var attempt = 1; ; attempt++)
+        {
+            var (service, failure) = await TryStartAsync(environment);
+            if (service is not null)
+            {
+                return service;
+            }
+
+            if (attempt == 3 || !failure.Contains("address already in use", StringComparison.Ordinal))
+            {
+                throw new InvalidOperationException($"The service did not become healthy:\n{failure}");
+            }
+        }
+    }
+
+    private static async Task<(ServiceProcess? Service, string Failure)> TryStartAsync(IDictionary<string, string> environment)
     {
         var port = FreePort();
         var root = Security.WebhookSignatureTests.RepositoryRoot();
@@ -62,7 +84,7 @@ public sealed class ServiceProcess : IAsyncDisposable
             {
                 if ((await client.GetAsync("/healthz")).IsSuccessStatusCode)
                 {
-                    return service;
+                    return (service, "");
                 }
             }
             catch (HttpRequestException)
@@ -76,9 +98,9 @@ public sealed class ServiceProcess : IAsyncDisposable
 
             if (DateTime.UtcNow > deadline || service.process.HasExited)
             {
-                var log = service.Output;
                 await service.DisposeAsync();
-                throw new InvalidOperationException($"The service did not become healthy:\n{log}");
+                // Read once it has exited: what it wrote last (why it could not start) is all in.
+                return (null, service.Output);
             }
 
             await Task.Delay(100);
