@@ -240,8 +240,16 @@ public sealed partial class HandoffEngineTests
         Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
     }
 
-    [Fact]
-    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_an_earlier_one_whose_watch_ended_does_not_end_its_wait()
+    /// <summary>
+    /// All at one instant of a coarse clock: one or two follow-ups (each kept later than the one before), a stop that ends
+    /// their wait, a second stop checked (its record held, having seen the last of them), a poll's answers (the given-up
+    /// watch ends: the read shows the agent stopped, and the follow-ups' times leave the schedule), then one more
+    /// follow-up. The held stop crossed that one, whose time is still told apart from the earlier ones by the timeline.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_earlier_ones_whose_watch_ended_does_not_end_its_wait(int earlierFollowups)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
@@ -252,10 +260,12 @@ public sealed partial class HandoffEngineTests
         await engine.FinishPollAsync(poll, holding, CancellationToken.None);
         time.Advance(TimeSpan.FromSeconds(90));
 
-        // All at one instant of a coarse clock: a follow-up, a stop that ends its wait, a second stop checked (its record
-        // held), the poll's answers (the given-up watch ends: the read shows it stopped), then a second follow-up.
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None);
+        for (var i = 1; i <= earlierFollowups; i++)
+        {
+            await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", $"Open the pull request ({i})"), recorder, CancellationToken.None);
+        }
+
         await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
         var held = new HoldingRecorder();
         await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None);
@@ -263,41 +273,10 @@ public sealed partial class HandoffEngineTests
         Assert.DoesNotContain(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
         await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request now"), recorder, CancellationToken.None);
 
-        // The held stop crossed the second follow-up: its wait goes on.
-        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
-        Assert.Contains("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest ?? []);
-    }
-
-    [Fact]
-    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_two_earlier_ones_whose_watch_ended_does_not_end_its_wait()
-    {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
-        // A poll reads the agent stopped; its answers are recorded later, while it still holds the schedule.
-        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
-        provider.ReadStatus = ProviderAgentStatus.Stopped;
-        var holding = new HoldingRecorder();
-        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
-        time.Advance(TimeSpan.FromSeconds(90));
-
-        // All at one instant of a coarse clock: two follow-ups (the second kept later than the first), a stop that ends
-        // their wait, a second stop checked (its record held, having seen the second follow-up), the poll's answers (the
-        // given-up watch ends: the read shows it stopped, and the follow-ups' times leave the schedule), then a third follow-up.
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None);
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Name it after the issue"), recorder, CancellationToken.None);
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
-        var held = new HoldingRecorder();
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None);
-        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
-        Assert.DoesNotContain(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request now"), recorder, CancellationToken.None);
-
-        // The held stop crossed the third: its wait goes on. The timeline keeps when each follow-up was recorded, strictly increasing.
         await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
         Assert.Contains("bc-1", writer.Saved.Last().Poll!.AwaitingPullRequest ?? []);
         var followups = writer.Saved.Last().Timeline.Where(entry => entry.Event == TimelineEvents.FollowupSent).Select(entry => entry.At).ToList();
-        Assert.Equal([time.GetUtcNow(), time.GetUtcNow().AddTicks(1), time.GetUtcNow().AddTicks(2)], followups);
+        Assert.Equal(Enumerable.Range(0, earlierFollowups + 1).Select(ticks => time.GetUtcNow().AddTicks(ticks)), followups);
     }
 
     [Fact]
