@@ -30,6 +30,55 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
     }
 
+    /// <summary>
+    /// The wait for a follow-up's pull request lasts twice <see cref="HandoffEngineOptions.AgentMaxAge"/> from the follow-up,
+    /// not one: a pull request read past the first is learnt; past the second, the agent is no longer read.
+    /// </summary>
+    [Fact]
+    public async Task Completed_agent_sent_a_follow_up_is_read_for_twice_its_maximum_age_from_the_follow_up()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        var followedUpAt = time.GetUtcNow();
+        var maxAge = new HandoffEngineOptions().AgentMaxAge;
+
+        // Every read shows it finished without one, past its maximum age from the follow-up.
+        state = writer.Saved.Last();
+        while (time.GetUtcNow() - followedUpAt <= maxAge + TimeSpan.FromMinutes(30))
+        {
+            state = await WakeWhenDueAsync(state);
+            Assert.NotNull(state.NextWakeAt());
+        }
+
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/23";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal("https://github.com/acme/shop/pull/23", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    /// <summary>The other end of that wait: an agent that never shows a pull request is read no longer than twice its maximum age after the follow-up.</summary>
+    [Fact]
+    public async Task Completed_agent_sent_a_follow_up_that_never_shows_a_pull_request_is_no_longer_read_past_twice_its_maximum_age()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        var followedUpAt = time.GetUtcNow();
+        var maxAge = new HandoffEngineOptions().AgentMaxAge;
+
+        state = writer.Saved.Last();
+        while (state.NextWakeAt() is not null)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        var readFor = time.GetUtcNow() - followedUpAt;
+        Assert.InRange(readFor, maxAge * 2, maxAge * 2 + new HandoffEngineOptions().PollMaxInterval);
+    }
+
     [Fact]
     public async Task Completed_agent_sent_a_follow_up_learns_the_pull_request_a_read_shows_even_when_the_follow_ups_work_failed()
     {
