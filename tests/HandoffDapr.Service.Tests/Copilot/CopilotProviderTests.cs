@@ -428,6 +428,31 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.True(result.Failure.OutcomeUnknown);
     }
 
+    [Theory]
+    [InlineData("graphql")]
+    [InlineData("pulls")]
+    [InlineData("artifact")]
+    public async Task Pull_request_url_that_is_not_https_is_never_recorded_whichever_answer_names_it(string namedBy)
+    {
+        // A pull request URL is shown to the caller as a link: only an https one is taken, from GraphQL's node, from
+        // the REST list of pull requests, or from the artifact itself.
+        var id = await Launch();
+        const string url = "http://github.com/acme/shop/pull/7";
+        if (namedBy == "artifact")
+        {
+            github.SetState(id, "completed");
+            github.Tasks[id]["artifacts"] = new JsonArray(new JsonObject { ["type"] = "pull", ["data"] = new JsonObject { ["html_url"] = url } });
+        }
+        else
+        {
+            github.SetState(id, "completed", url, withGlobalId: namedBy == "graphql");
+        }
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Null(read.Value?.PrUrl);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
