@@ -453,6 +453,23 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Null(read.Value?.PrUrl);
     }
 
+    [Fact]
+    public async Task Pull_request_artifact_that_carries_its_url_is_taken_without_a_graphql_lookup()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed");
+        github.Tasks[id]["artifacts"] = new JsonArray(new JsonObject
+        {
+            ["type"] = "pull",
+            ["data"] = new JsonObject { ["global_id"] = "PR_kwDOunknown", ["html_url"] = "https://github.com/acme/shop/pull/9" },
+        });
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/9", read.Value!.PrUrl);
+        Assert.Equal(0, github.GraphQlRequests);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
