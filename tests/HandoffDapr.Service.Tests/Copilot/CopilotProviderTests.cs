@@ -470,6 +470,23 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal(0, github.GraphQlRequests);
     }
 
+    [Fact]
+    public async Task Pull_request_in_a_github_resource_artifact_is_found_by_its_data_type()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+        // The generic shape (as Sentry's client sees it): the artifact's own type is github_resource, its data says pull.
+        github.Tasks[id]["artifacts"] = new JsonArray(new JsonObject
+        {
+            ["type"] = "github_resource",
+            ["data"] = new JsonObject { ["type"] = "pull", ["global_id"] = $"PR_kwDO{id}" },
+        });
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/7", read.Value!.PrUrl);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
