@@ -487,6 +487,17 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal("https://github.com/acme/shop/pull/7", read.Value!.PrUrl);
     }
 
+    [Fact]
+    public async Task Task_branch_is_its_latest_sessions_when_neither_an_artifact_nor_the_task_names_it()
+    {
+        var id = await Launch();
+        ((JsonArray)github.Tasks[id]["sessions"]!).Add(new JsonObject { ["id"] = "session-later", ["state"] = "in_progress", ["head_ref"] = "copilot/fix-later" });
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("copilot/fix-later", read.Value!.BranchName);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
