@@ -498,6 +498,24 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal("copilot/fix-later", read.Value!.BranchName);
     }
 
+    [Fact]
+    public async Task Lookup_whose_task_read_is_rate_limited_stops_there_with_githubs_wait_and_an_unknown_outcome()
+    {
+        var mine = await Launch("fix-abc123");
+        var other = await Launch("someone-elses-branch");
+        // Newest first, the other task is read first, and GitHub answers it with its rate limit.
+        github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + other).UsingGet()).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(429).WithHeader("Retry-After", "120")
+                .WithHeader("Content-Type", "application/json").WithBody("""{"message":"You have exceeded a secondary rate limit."}"""));
+
+        var result = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc123", null, CancellationToken.None);
+
+        // Reading on would spend more requests on the limit; passing the task over would leave a retry at our pace, not GitHub's.
+        Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(2)), (result.Failure!.FailureType, result.Failure.RetryAfter));
+        Assert.True(result.Failure.OutcomeUnknown);
+        Assert.DoesNotContain(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + mine);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
