@@ -516,6 +516,20 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.DoesNotContain(github.Server.LogEntries, entry => entry.RequestMessage.Path == "/agents/tasks/" + mine);
     }
 
+    [Theory]
+    [InlineData("0", 2 * 24 * 3600, 24 * 60)] // a reset days away waits at most the longest wait we take
+    [InlineData("0", null, 1)] // a reset past any date: a minute, not an exception
+    [InlineData("5", 20 * 60, 1)] // requests remain: the reset is not this limit's end
+    public async Task Rate_limit_reset_is_waited_for_only_with_no_requests_remaining_and_within_the_longest_wait(string remaining, int? resetInSeconds, int expectedMinutes)
+    {
+        var reset = resetInSeconds is { } seconds ? DateTimeOffset.UtcNow.AddSeconds(seconds).ToUnixTimeSeconds().ToString() : "99999999999999";
+        github.NextLaunchAnswer = () => WithHeaders(WireMockMessages.Json(429, """{"message":"Too Many Requests"}"""), ("x-ratelimit-remaining", remaining), ("x-ratelimit-reset", reset));
+
+        var result = await provider.LaunchAsync(Request(), CancellationToken.None);
+
+        Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(expectedMinutes)), (result.Failure!.FailureType, result.Failure.RetryAfter));
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
