@@ -530,6 +530,20 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(expectedMinutes)), (result.Failure!.FailureType, result.Failure.RetryAfter));
     }
 
+    [Fact]
+    public async Task Pull_request_artifact_whose_global_id_is_too_long_to_send_is_found_by_its_id_instead()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/8", withGlobalId: false);
+        // No node id GitHub makes is this long: it is not sent to GraphQL; the artifact's numeric id still names the PR.
+        github.Tasks[id]["artifacts"]![0]!["data"]!["global_id"] = new string('P', 201);
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", read.Value!.PrUrl);
+        Assert.Equal(0, github.GraphQlRequests);
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
