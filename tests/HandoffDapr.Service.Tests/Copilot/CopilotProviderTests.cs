@@ -58,6 +58,7 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData("failed", ProviderAgentStatus.Error)]
     [InlineData("timed_out", ProviderAgentStatus.Expired)]
     [InlineData("cancelled", ProviderAgentStatus.Stopped)]
+    [InlineData("COMPLETED", ProviderAgentStatus.Finished)] // read whatever its case
     [InlineData("something_new", ProviderAgentStatus.Unknown)]
     public async Task Task_state_maps_onto_the_agent_status(string state, ProviderAgentStatus expected)
     {
