@@ -545,6 +545,17 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.Equal(0, github.GraphQlRequests);
     }
 
+    [Fact]
+    public void Forbidden_whose_remaining_requests_header_is_zero_within_spaces_is_still_a_rate_limit()
+    {
+        // A transport may pass a header's value as it came (a Dapr binding's metadata is not HTTP's parsed header).
+        var response = new ProviderResponse(403, """{"message":"Forbidden"}"""u8.ToArray(), RateLimitRemaining: " 0 ");
+
+        var failure = CopilotAgentTasksProvider.Classify(response, DateTimeOffset.UtcNow);
+
+        Assert.Equal((FailureTypes.RateLimited, TimeSpan.FromMinutes(1)), (failure.FailureType, failure.RetryAfter));
+    }
+
     private void AnswerReadOf(string taskId, int status, string body) =>
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/agents/tasks/" + taskId).UsingGet()).AtPriority(-1)
             .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
