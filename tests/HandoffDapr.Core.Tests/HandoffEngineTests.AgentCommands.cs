@@ -37,15 +37,11 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Completed_agent_sent_a_follow_up_is_read_for_twice_its_maximum_age_from_the_follow_up()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        var state = await WakeWhenDueAsync(writer.Saved.Last());
-        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
-        var followedUpAt = time.GetUtcNow();
+        var followedUpAt = await FinishedWithoutPullRequestThenFollowedUpAsync();
         var maxAge = new HandoffEngineOptions().AgentMaxAge;
 
         // Every read shows it finished without one, past its maximum age from the follow-up.
-        state = writer.Saved.Last();
+        var state = writer.Saved.Last();
         while (time.GetUtcNow() - followedUpAt <= maxAge + TimeSpan.FromMinutes(30))
         {
             state = await WakeWhenDueAsync(state);
@@ -62,14 +58,10 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Completed_agent_sent_a_follow_up_that_never_shows_a_pull_request_is_no_longer_read_past_twice_its_maximum_age()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        var state = await WakeWhenDueAsync(writer.Saved.Last());
-        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
-        var followedUpAt = time.GetUtcNow();
+        var followedUpAt = await FinishedWithoutPullRequestThenFollowedUpAsync();
         var maxAge = new HandoffEngineOptions().AgentMaxAge;
 
-        state = writer.Saved.Last();
+        var state = writer.Saved.Last();
         while (state.NextWakeAt() is not null)
         {
             state = await WakeWhenDueAsync(state);
@@ -77,6 +69,16 @@ public sealed partial class HandoffEngineTests
 
         var readFor = time.GetUtcNow() - followedUpAt;
         Assert.InRange(readFor, maxAge * 2, maxAge * 2 + new HandoffEngineOptions().PollMaxInterval);
+    }
+
+    /// <summary>One agent launched, read finished without a pull request, then sent a follow-up; when it was sent.</summary>
+    private async Task<DateTimeOffset> FinishedWithoutPullRequestThenFollowedUpAsync()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        return time.GetUtcNow();
     }
 
     [Fact]
