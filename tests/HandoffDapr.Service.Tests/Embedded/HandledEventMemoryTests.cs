@@ -112,15 +112,8 @@ public sealed class HandledEventMemoryTests : IDisposable
     [Fact]
     public async Task Another_processs_commit_is_not_answered_past_the_window_while_the_writer_waits_for_its_lock()
     {
-        var path = temp.File("locked.db");
-        using var store = Store("locked.db");
-        var digest = store.DigestEvent(Event(1));
-        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
-        Assert.Equal(1, store.FindHandledEvent(digest));
-
-        using var other = new SqliteConnection($"Data Source={path};Pooling=False");
-        other.Open();
-        Execute(other, "BEGIN IMMEDIATE");
+        using var locked = await RememberedWhileAnotherConnectionHoldsTheLockAsync("locked.db");
+        var (store, digest, other) = locked;
         // A write of this process waits for the lock; the other process deletes run 1 and holds the lock again at once.
         var waiting = store.SaveAsync(RunHandoffState.New(2), 0, CancellationToken.None);
         await Task.Delay(300);
@@ -284,15 +277,8 @@ public sealed class HandledEventMemoryTests : IDisposable
     [Fact]
     public async Task A_save_that_keeps_the_digest_right_after_another_process_retired_it_unseen_leaves_it_forgotten()
     {
-        var path = temp.File("retired.db");
-        using var store = Store("retired.db");
-        var digest = store.DigestEvent(Event(1));
-        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
-        Assert.Equal(1, store.FindHandledEvent(digest));
-
-        using var other = new SqliteConnection($"Data Source={path};Pooling=False");
-        other.Open();
-        Execute(other, "BEGIN IMMEDIATE");
+        using var locked = await RememberedWhileAnotherConnectionHoldsTheLockAsync("retired.db");
+        var (store, digest, other) = locked;
         var kept = store.SaveAsync(RunHandoffState.New(1), 2, CancellationToken.None, HandledEvent.Kept);
         await Task.Delay(300);
         // The earlier release's save: a new version, the digest's version left behind.
@@ -319,6 +305,32 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     private SqliteRunStore Store(string name, int capacity = 64) => new(temp.File(name), time, rememberedEvents: capacity);
+
+    /// <summary>
+    /// A store that remembers the event it saved run 1 with, and another connection to its file (another process) that
+    /// holds the write lock: the store's next write waits for it, and its writer does not look at the file meanwhile.
+    /// </summary>
+    private async Task<LockedByAnother> RememberedWhileAnotherConnectionHoldsTheLockAsync(string name)
+    {
+        var store = Store(name);
+        var digest = store.DigestEvent(Event(1));
+        await store.SaveAsync(RunHandoffState.New(1), 0, CancellationToken.None, HandledEvent.Of(digest));
+        Assert.Equal(1, store.FindHandledEvent(digest));
+
+        var other = new SqliteConnection($"Data Source={temp.File(name)};Pooling=False");
+        other.Open();
+        Execute(other, "BEGIN IMMEDIATE");
+        return new LockedByAnother(store, digest, other);
+    }
+
+    private sealed record LockedByAnother(SqliteRunStore Store, byte[] Digest, SqliteConnection Other) : IDisposable
+    {
+        public void Dispose()
+        {
+            Other.Dispose();
+            Store.Dispose();
+        }
+    }
 
     private static void Execute(SqliteConnection connection, string sql)
     {
