@@ -135,6 +135,7 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
             // Prepared once: this runs many times a second. Only the writer's thread calls it, on its one connection.
             if (versionQuery?.Connection != writerConnection)
             {
+                versionQuery?.Dispose();
                 versionQuery = writerConnection.CreateCommand();
                 versionQuery.CommandText = "PRAGMA data_version";
                 versionQuery.Prepare();
@@ -146,7 +147,9 @@ internal sealed class HandledEventMemory(int capacity, TimeProvider timeProvider
         {
             // Not known: nothing remembered is trusted. Never thrown on: the writer calls this after a commit, whose
             // writes must not be reported failed, and on its idle wait, which must not end its thread.
+            // Disposed here rather than left to the finalizer: its prepared statement belongs to the writer's connection.
             version = null;
+            versionQuery?.Dispose();
             versionQuery = null;
         }
 
