@@ -437,6 +437,29 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>
+    /// A poll's recording turn that gives up on an agent (past its maximum age, still running) saves it failed, then
+    /// fails at the reminder: its caller never gets the verdict, and the repeat of the call finds the agent given up on
+    /// already and names none to stop. The actor stops it itself, or it would go on working, and could open a pull
+    /// request nobody follows.
+    /// </summary>
+    [Fact]
+    public async Task Agent_a_poll_gave_up_on_is_stopped_when_the_polls_turn_saved_and_then_failed_at_its_reminder()
+    {
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        time.Advance(new HandoffEngineOptions().AgentMaxAge + TimeSpan.FromMinutes(1));
+        var lease = (await actor.GetStateAsync())!.Poll!.NextPollAt;
+        var poll = new PollRound(RunId, time.GetUtcNow(), lease, [new AgentRef(agentId, 42)]);
+        timers.FailNextRegistrations = 1;
+
+        await Assert.ThrowsAsync<ActorTurnFailedException>(() => actor.CompletePollAsync(new PollAnswers(poll, [new ProviderAgent(agentId, ProviderAgentStatus.Running)])));
+        await rounds.WhenIdleAsync();
+
+        Assert.Contains("\"status\":\"failed\"", state.Saved["coding_agents"]);
+        Assert.Equal([agentId], provider.Stops);
+    }
+
+    /// <summary>
     /// daprd makes an actor call again when its turn saved and then failed (the resiliency policy's retry): the repeat of a
     /// recorded follow-up, known by its command id, records nothing again, or the timeline would show one follow-up twice.
     /// Another command id is another command.

@@ -13,6 +13,9 @@ public sealed class ScriptedProvider : ICodingAgentProvider
 
     public ConcurrentQueue<AgentLaunchRequest> Launches { get; } = new();
 
+    /// <summary>The agents asked to stop, in order.</summary>
+    public ConcurrentQueue<string> Stops { get; } = new();
+
     public string ProviderName => "cursor_background_agent";
 
     public void Fail(string repository, ProviderFailure failure) => failures[repository] = failure;
@@ -49,7 +52,11 @@ public sealed class ScriptedProvider : ICodingAgentProvider
     public Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken) =>
         Task.FromResult(ProviderResult<ProviderAgent?>.Success(null));
 
-    public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
+    public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
+    {
+        Stops.Enqueue(agentId);
+        return Task.FromResult(ProviderResult<bool>.Success(true));
+    }
 
     public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => Task.FromResult(ProviderResult<bool>.Success(true));
 
