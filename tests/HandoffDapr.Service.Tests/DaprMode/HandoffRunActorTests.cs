@@ -269,6 +269,26 @@ public sealed class HandoffRunActorTests
         Assert.Equal(TimeSpan.Zero, again.DueTime);
     }
 
+    /// <summary>
+    /// A wake-up that saved its round and then could not move the reminder to the round's deadline fails (daprd is told
+    /// so, and the failure logged) and registers its retry a minute out; the round it saved is still made, once.
+    /// </summary>
+    [Fact]
+    public async Task Wake_up_that_saved_its_round_but_could_not_change_the_reminder_fails_registers_its_retry_and_still_makes_the_round()
+    {
+        await HealedRetryDueAsync();
+        var registered = timers.Registered.Count;
+        timers.FailNextRegistrations = 1;
+
+        await Assert.ThrowsAsync<ActorTurnFailedException>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
+        await rounds.WhenIdleAsync();
+
+        Assert.Equal(HandoffRunActor.FailedWakeRetry, timers.Registered.Skip(registered).First(r => r.Name == HandoffRunActor.WakeReminder).DueTime);
+        Assert.Contains(actorLogs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+        Assert.Equal(LaunchPhase.Launched, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        Assert.Equal(2, provider.Launches.Count(launch => launch.Repository.FullName == "acme/down"));
+    }
+
     [Fact]
     public async Task Reminder_is_not_registered_when_nothing_is_pending_and_not_on_every_save()
     {
