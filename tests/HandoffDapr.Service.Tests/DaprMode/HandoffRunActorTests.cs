@@ -262,6 +262,8 @@ public sealed class HandoffRunActorTests
         await Assert.ThrowsAnyAsync<Exception>(() => actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero));
         var retry = Assert.Single(timers.Registered.Skip(registered), r => r.Name == HandoffRunActor.WakeReminder);
         Assert.Equal(HandoffRunActor.FailedWakeRetry, retry.DueTime);
+        // Repeating, as every wake reminder is: a one-shot retry whose firing failed again would leave the run never woken.
+        Assert.Equal(HandoffRunActor.WakeRepeat, retry.Period);
         await state.ClearCacheAsync();
         await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Running)));
 
