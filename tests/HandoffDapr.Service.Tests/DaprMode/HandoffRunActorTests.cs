@@ -310,6 +310,27 @@ public sealed class HandoffRunActorTests
         Assert.Empty(timers.Unregistered);
     }
 
+    /// <summary>
+    /// The poll's schedule is a key of its own, written only when it changes: once the run's last agent has finished, its
+    /// removal must reach the store too, or every later activation reads the ended schedule back (and with it any agents
+    /// it still watched, to be polled again).
+    /// </summary>
+    [Fact]
+    public async Task Poll_schedule_that_ends_with_the_runs_last_agent_is_removed_from_the_store()
+    {
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        await state.SaveStateAsync();
+        Assert.Contains(HandoffRunActor.PollKey, state.Saved.Keys);
+
+        await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")));
+        await state.SaveStateAsync();
+        await state.ClearCacheAsync();
+
+        Assert.DoesNotContain(HandoffRunActor.PollKey, state.Saved.Keys);
+        Assert.Null((await actor.GetStateAsync())!.Poll);
+    }
+
     [Fact]
     public async Task A_wake_that_finds_its_run_settled_removes_the_repeating_reminder()
     {
