@@ -29,6 +29,7 @@ public sealed class HandoffRunActorTests
     private readonly InMemoryActorStateManager state = new(HandoffJsonContext.CreateOptions());
     private readonly HandoffEngine engine;
     private readonly BackgroundRounds rounds;
+    private readonly RequestDrain drain;
     private readonly Lifetime lifetime = new();
     private readonly FakeLogger<BackgroundRounds> roundsLog = new();
     private readonly FakeLogCollector actorLogs = new();
@@ -43,8 +44,9 @@ public sealed class HandoffRunActorTests
             time,
             NullLogger<HandoffEngine>.Instance);
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
+        drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
         rounds = new BackgroundRounds(
-            engine, new ActorRecorder(() => actor!), new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance),
+            engine, new ActorRecorder(() => actor!), drain,
             new HandoffDapr.Service.Hosting.ProviderCallCutoff(lifetime, new HandoffOptions().Dapr.EffectiveProviderCallGrace, time), roundsLog);
         actor = NewActor();
     }
@@ -123,11 +125,14 @@ public sealed class HandoffRunActorTests
 
         await actor.ReceiveReminderAsync(HandoffRunActor.WakeReminder, [], TimeSpan.Zero, TimeSpan.Zero);
 
-        // The turn is over with the provider still answering: the launch is in flight.
+        // The turn is over with the provider still answering: the launch is in flight. No request counts the round, so it
+        // is counted itself: a shutdown's drain waits for its answers to be recorded before the server stops.
         Assert.Equal(LaunchPhase.InFlight, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        Assert.Equal(1, drain.InFlight);
         answer.SetResult();
         await rounds.WhenIdleAsync();
         Assert.Equal(LaunchPhase.Launched, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        Assert.Equal(0, drain.InFlight);
     }
 
     [Fact]
