@@ -193,6 +193,8 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         var followup = await client.PostJsonAsync($"/runs/330/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
 
         Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
+        // The repeat finds the follow-up recorded and answers with the agent, as the first turn would have.
+        Assert.Equal(agentId, (await followup.ReadJsonAsync())["id"]!.GetValue<string>());
         Assert.Equal(1, failed);
         Assert.Single(cursor.CommandRequests);
         var timeline = factory.Sidecar.GetActorState(Actor, "330", "timeline")!.Value.EnumerateArray();
