@@ -215,6 +215,9 @@ public sealed class ActorBoundaryTests : IDisposable
     [InlineData("{\"value\":{\"report\":null}}")]
     [InlineData("{\"value\":{\"report\":{}}}")]
     [InlineData("{\"value\":{\"report\":{\"integration_id\":1,\"agent\":{\"id\":null,\"status\":\"running\"}}}}")]
+    // Not an object where the argument is looked for: the body, or its value (looked into, either would throw, a 500).
+    [InlineData("[1]")]
+    [InlineData("{\"value\":[1]}")]
     public async Task A_proxy_call_whose_argument_is_missing_or_null_where_its_type_says_never_is_a_400_not_a_failed_turn(string body)
     {
         // As the SDK's proxy calls (this app's own): the method in a header, the argument under the body's value. Any app
