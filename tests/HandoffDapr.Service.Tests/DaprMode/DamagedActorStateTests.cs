@@ -31,6 +31,7 @@ public sealed class DamagedActorStateTests : IDisposable
         // A key gone (evicted by a store under memory pressure, or deleted by hand) while the others stay.
         { HandoffRunActor.LaunchesKey, Evicted },
         { HandoffRunActor.CodingAgentsKey, Evicted },
+        { HandoffRunActor.SnapshotKey, Evicted },
     };
 
     private const string Evicted = "(evicted)";
