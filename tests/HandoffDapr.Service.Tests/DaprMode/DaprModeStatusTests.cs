@@ -42,6 +42,33 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(2, factory.Sidecar.Published.Count(p => p.Topic == "handoff.coding-agents.updated"));
     }
 
+    /// <summary>
+    /// Actors cannot be listed: the status page of a replica shows the runs its own actors saved, as each save left
+    /// them, the most recently saved first (<see cref="LocalRecentRuns"/>).
+    /// </summary>
+    [Fact]
+    public async Task Status_list_shows_the_runs_this_replicas_actors_saved_as_last_saved_newest_first()
+    {
+        await using var factory = await Start();
+        var client = factory.CreateSidecarClient();
+        var first = await Launch(client, 340);
+        await Launch(client, 341);
+        var body = new JsonObject
+        {
+            ["event"] = "statusChange", ["id"] = first, ["status"] = "FINISHED",
+            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
+            ["target"] = new JsonObject { ["prUrl"] = "https://github.com/acme/shop/pull/5" },
+        }.ToJsonString();
+        var launchedOrder = (await (await client.GetAsync("/runs")).ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>()).ToList();
+
+        Assert.Equal(HttpStatusCode.NoContent, (await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=340", body, Secret))).StatusCode);
+        var listed = await (await client.GetAsync("/runs")).ReadJsonArrayAsync();
+
+        Assert.Equal([341L, 340L], launchedOrder);
+        Assert.Equal([340L, 341L], listed.Select(run => run!["run_id"]!.GetValue<long>()));
+        Assert.Equal("completed", listed[0]!["coding_agents"]![first]!["status"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Poll_reminder_completes_an_agent_whose_webhook_never_came()
     {
