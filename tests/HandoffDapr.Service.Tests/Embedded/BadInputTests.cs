@@ -219,6 +219,28 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     /// <summary>
+    /// An integration id outside 1 to 2^53 - 1 is the caller's value out of range, as a group id is: a 400, not the
+    /// 404 unknown-integration (or unknown-run) of an id that could be configured.
+    /// </summary>
+    [Theory]
+    [InlineData("0")]
+    [InlineData("-1")]
+    [InlineData("9007199254740992")]
+    [InlineData("9223372036854775807")]
+    public async Task Integration_id_out_of_range_is_invalid_request_not_an_unknown_integration(string integrationId)
+    {
+        var body = "{\"group_id\":456,\"integration_id\":" + integrationId + "}";
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/invalid-request", problem["type"]!.GetValue<string>());
+        Assert.Contains("integration_id", problem["detail"]!.GetValue<string>(), StringComparison.Ordinal);
+        Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    /// <summary>
     /// A JSON text sent over a network carries no byte order mark (RFC 8259, 8.1); one that does is refused as unreadable,
     /// as docs/api.md says, rather than read on some routes and not on others.
     /// </summary>
