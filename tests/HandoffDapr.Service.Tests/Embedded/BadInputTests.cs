@@ -286,6 +286,23 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("The event carries no data: a CloudEvent's run snapshot is its data or data_base64.", problem["detail"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A CloudEvent whose data_base64 is not base64 is refused saying so, not read as if it had no data_base64: the
+    /// envelope itself would then be the snapshot, and one carrying run_id and group at its top level would be taken.
+    /// </summary>
+    [Fact]
+    public async Task Cloud_event_whose_data_base64_is_not_base64_is_a_400_even_when_its_envelope_reads_as_a_snapshot()
+    {
+        var body = """{"specversion":"1.0","id":"e4","data_base64":"not base64!","run_id":5,"group":{"id":456}}""";
+
+        var response = await service.Client.PostRawAsync("/events/autofix-run-completed", body, "application/cloudevents+json");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("/invalid-body", problem["type"]!.GetValue<string>());
+        Assert.Equal("The event's data_base64 is not base64.", problem["detail"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Cloud_event_nested_deeper_than_32_outside_its_data_is_a_400_problem()
     {
