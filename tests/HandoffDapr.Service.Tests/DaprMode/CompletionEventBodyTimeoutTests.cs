@@ -2,6 +2,7 @@ using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.AspNetCore.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 
@@ -30,6 +31,19 @@ public sealed class CompletionEventBodyTimeoutTests
         var answer = await AcceptAsync(HostingMode.Dapr, new StallingBody(StatusCodes.Status400BadRequest));
 
         Assert.Same(DaprEventReply.Drop, answer);
+    }
+
+    /// <summary>
+    /// Embedded mode has no daprd to redeliver the event: its sender is told to send it again with the 408 problem
+    /// (docs/api.md), not given the reply meant for daprd.
+    /// </summary>
+    [Fact]
+    public async Task Event_body_that_arrives_too_slowly_is_a_408_problem_in_embedded_mode()
+    {
+        var answer = Assert.IsType<ProblemHttpResult>(await AcceptAsync(HostingMode.Embedded, new StallingBody(StatusCodes.Status408RequestTimeout)));
+
+        Assert.Equal(StatusCodes.Status408RequestTimeout, answer.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/body-too-slow", answer.ProblemDetails.Type);
     }
 
     private static Task<IResult> AcceptAsync(HostingMode mode, Stream body)
