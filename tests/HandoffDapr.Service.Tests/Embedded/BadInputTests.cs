@@ -43,6 +43,8 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         { "/events/autofix-run-completed", """{"run_id":5,"metadata":{"group_id":9007199254740992}}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"project_id":9007199254740992}""" },
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"organization_id":-1}""" },
+        // The automation's integration id is kept in the run's state as every other id: past 2^53 - 1 it would come back changed.
+        { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"preferences":{"automation_handoff":{"integration_id":9007199254740992}}}""" },
         // Two different groups: which one owns the run (and whose triggers it takes) would be a guess.
         { "/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"metadata":{"group_id":457}}""" },
         { "/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"metadata":{"group_id":457}}}""" },
