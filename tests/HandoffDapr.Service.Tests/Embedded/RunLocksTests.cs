@@ -62,4 +62,26 @@ public sealed class RunLocksTests
         (await waiting.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
         Assert.Equal(0, locks.Count);
     }
+
+    /// <summary>
+    /// A hold let go twice (a using block and a cleanup both disposing it) is let go once: a second release would let the
+    /// next waiter in too while the first still holds the run, and two turns would load, decide and save it at once.
+    /// </summary>
+    [Fact]
+    public async Task A_hold_disposed_twice_lets_in_one_waiter_not_two()
+    {
+        var locks = new RunLocks();
+        var holder = await locks.AcquireAsync(1, CancellationToken.None);
+        var first = locks.AcquireAsync(1, CancellationToken.None);
+        var second = locks.AcquireAsync(1, CancellationToken.None);
+
+        holder.Dispose();
+        holder.Dispose();
+
+        var firstHold = await first.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.False(second.IsCompleted);
+        firstHold.Dispose();
+        (await second.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
+        Assert.Equal(0, locks.Count);
+    }
 }
