@@ -281,6 +281,30 @@ public sealed class RetentionTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, (await client.GetAsync("/runs/720/handoff?group_id=456")).StatusCode);
     }
 
+    /// <summary>
+    /// A run this process holds (a turn loading, deciding and saving it) is passed over by the sweep, and goes in a later
+    /// one once let go: deleted under the turn, the turn's save would meet the tombstone and what it decided be lost.
+    /// </summary>
+    [Fact]
+    public async Task A_run_held_by_a_turn_is_passed_over_by_the_sweep_and_swept_once_let_go()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 710);
+
+        // Taken before the clock passes the retention, so the service's own sweep cannot come first.
+        using (await factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.RunLocks>().AcquireAsync(710, CancellationToken.None))
+        {
+            time.Advance(Retention + TimeSpan.FromMinutes(1));
+            await Sweeper(factory).SweepAsync(CancellationToken.None);
+            Assert.NotNull((await factory.Store.LoadAsync(710, CancellationToken.None)).State);
+        }
+
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+
+        Assert.NotNull((await factory.Store.LoadAsync(710, CancellationToken.None)).Deleted);
+    }
+
     /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
