@@ -227,6 +227,39 @@ public sealed class RetentionTests : IDisposable
         Assert.NotNull((await after.Store.LoadAsync(708, CancellationToken.None)).State);
     }
 
+    /// <summary>
+    /// With the setting turned off, the service's own background work still drops the tombstones left on the file after
+    /// their lifetime, nobody asking for a sweep: the loop runs while the file holds any, not only while retention is set.
+    /// </summary>
+    [Fact]
+    public async Task Tombstones_left_when_retention_is_turned_off_are_dropped_without_being_asked()
+    {
+        var path = temp.File("turned-off-background.db");
+        using (var before = Start(path))
+        {
+            using var beforeClient = before.CreateClient();
+            await SettleAsync(before, beforeClient, 721);
+            time.Advance(Retention + TimeSpan.FromMinutes(1));
+            await Sweeper(before).SweepAsync(CancellationToken.None);
+            Assert.NotNull((await before.Store.LoadAsync(721, CancellationToken.None)).Deleted);
+        }
+
+        using var after = Start(path, retention: null);
+        _ = after.CreateClient();
+        time.Advance(RunRetention.TombstoneLifetime);
+        // The sweeper may not be waiting on the clock yet: moved on an interval at a time until the tombstone is gone.
+        await Eventually.True(async () =>
+        {
+            if ((await after.Store.LoadAsync(721, CancellationToken.None)).Deleted is null)
+            {
+                return true;
+            }
+
+            time.Advance(RetentionSweeper.Interval);
+            return false;
+        });
+    }
+
     [Fact]
     public async Task A_followup_at_the_provider_while_the_sweep_comes_keeps_its_run_and_is_recorded()
     {
