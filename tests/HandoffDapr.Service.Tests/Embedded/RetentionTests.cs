@@ -169,6 +169,8 @@ public sealed class RetentionTests : IDisposable
         await Sweeper(factory).SweepAsync(CancellationToken.None);
 
         Assert.Null((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
+        // Said at information, as a sweep that deleted runs is, though it deleted none.
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "RunsSweptByRetention" && record.GetStructuredStateValue("TombstonesDropped") == "1");
     }
 
     /// <summary>
