@@ -1,8 +1,11 @@
 using System.Net;
+using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Embedded;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Data.Sqlite;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 
@@ -202,6 +205,48 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
         Assert.Equal(0, cursor.LaunchRequests);
     }
+
+    /// <summary>
+    /// The retention sweep deletes only runs it can read and finds settled: a row whose state cannot be read is left for
+    /// an operator, however old, as a turn leaves it; deleted, what the run was doing could not be looked at any more.
+    /// </summary>
+    [Fact]
+    public async Task Run_whose_state_cannot_be_read_is_never_deleted_by_the_retention_sweep()
+    {
+        const string state = """{"run_id": 6, oops""";
+        var path = CreateFile("unreadable-old.db", "INSERT INTO runs (run_id, version, state, updated_at) VALUES (6, 1, $state, 0);", state);
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url, settings: Retained);
+        factory.CreateClient();
+
+        await factory.Services.GetRequiredService<RetentionSweeper>().SweepAsync(CancellationToken.None);
+
+        Assert.Equal(state, StoredState(path, 6));
+    }
+
+    /// <summary>
+    /// A run with a launch still to retry is never deleted by the retention sweep, however old, even with its wake-up row
+    /// gone (the store reads as candidates the runs without one): the sweep asks the run itself whether it is settled.
+    /// </summary>
+    [Fact]
+    public async Task Run_with_a_launch_to_retry_whose_wake_up_row_is_gone_is_never_deleted_by_the_retention_sweep()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+        var path = temp.File("retry-without-wake-up.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url, time, Retained);
+        var client = factory.CreateClient();
+        cursor.Script("acme/retry", FakeCursor.Status(503));
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(7, ["acme/retry"]));
+        await factory.RunScheduleAsync();
+        Assert.Equal(LaunchPhase.RetryScheduled, (await factory.Store.LoadAsync(7, CancellationToken.None)).State!.Launches.Single().Phase);
+        Execute(path, "DELETE FROM wakeups WHERE run_id = 7");
+
+        time.Advance(TimeSpan.FromDays(3));
+        await factory.Services.GetRequiredService<RetentionSweeper>().SweepAsync(CancellationToken.None);
+
+        Assert.NotNull((await factory.Store.LoadAsync(7, CancellationToken.None)).State);
+    }
+
+    private static readonly Dictionary<string, string?> Retained = new() { ["Handoff:RunRetention"] = "1.00:00:00" };
 
     private static int WakeFailures(FakeLogCollector logs) => logs.GetSnapshot().Count(entry => entry.Id.Name == "WakeFailed");
 
