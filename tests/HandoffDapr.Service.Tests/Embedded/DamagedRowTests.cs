@@ -246,6 +246,30 @@ public sealed class DamagedRowTests : IDisposable
         Assert.NotNull((await factory.Store.LoadAsync(7, CancellationToken.None)).State);
     }
 
+    /// <summary>
+    /// A full batch of old rows the sweep passes over (their state cannot be read) does not keep it from the runs after
+    /// them: it reads on past them, and the due run behind them goes in the same sweep. Read again from the same place,
+    /// the sweep found the same batch, forever.
+    /// </summary>
+    [Fact]
+    public async Task Batch_of_old_rows_whose_state_cannot_be_read_does_not_keep_the_retention_sweep_from_the_runs_after_it()
+    {
+        var path = CreateFile("unreadable-batch.db", $"""
+            WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {RetentionSweeper.BatchSize})
+            INSERT INTO runs (run_id, version, state, updated_at) SELECT 200000 + i, 1, 'oops', i FROM n;
+            """);
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url, time, Retained);
+        factory.CreateClient();
+        await factory.Store.SaveAsync(RunHandoffState.New(8), 0, CancellationToken.None);
+
+        time.Advance(TimeSpan.FromDays(3));
+        await factory.Services.GetRequiredService<RetentionSweeper>().SweepAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.NotNull((await factory.Store.LoadAsync(8, CancellationToken.None)).Deleted);
+        Assert.Equal((long)RetentionSweeper.BatchSize, Scalar(path, "SELECT count(*) FROM runs WHERE run_id > 200000"));
+    }
+
     private static readonly Dictionary<string, string?> Retained = new() { ["Handoff:RunRetention"] = "1.00:00:00" };
 
     private static int WakeFailures(FakeLogCollector logs) => logs.GetSnapshot().Count(entry => entry.Id.Name == "WakeFailed");
