@@ -416,6 +416,36 @@ public sealed class RetryTests : IDisposable
         Assert.DoesNotContain(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "stopped");
     }
 
+    /// <summary>
+    /// A second trigger that comes while the first's launch round is at the provider holds the run from the schedule as
+    /// the first does (<see cref="HandoffDapr.Service.Embedded.EmbeddedRunOwner.RunsWithRequestRounds"/>); once both
+    /// have ended the run is the schedule's again, and the launch the provider refused is retried when due. Left held,
+    /// none of its retries or polls would ever be claimed.
+    /// </summary>
+    [Fact]
+    public async Task Launch_refused_while_a_second_trigger_came_during_its_round_is_retried_when_due()
+    {
+        var release = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        using var arrived = new ManualResetEventSlim();
+        cursor.Script("acme/shop", async () =>
+        {
+            arrived.Set();
+            await release.Task.WaitAsync(TimeSpan.FromSeconds(30));
+            return FakeCursor.Status(503)();
+        });
+        var first = client.PostJsonAsync("/runs/311/handoff", Payloads.Trigger(Payloads.Run(311, ["acme/shop"], automation: false)));
+        Assert.True(arrived.Wait(TimeSpan.FromSeconds(10)));
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/311/handoff", Payloads.Trigger())).StatusCode);
+        release.SetResult();
+        Assert.Equal(HttpStatusCode.Accepted, (await first).StatusCode);
+
+        time.Advance(TimeSpan.FromSeconds(40));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
