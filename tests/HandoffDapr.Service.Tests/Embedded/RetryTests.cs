@@ -446,6 +446,27 @@ public sealed class RetryTests : IDisposable
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
+    /// <summary>
+    /// A wake-up's claim is let go once its run is woken: the retry it scheduled is made when due, not when the claim's
+    /// lease would have lapsed (an hour here). Kept, every retry or poll due within a lease of the last wake-up waited for it.
+    /// </summary>
+    [Fact]
+    public async Task Retry_scheduled_by_a_wake_up_is_made_when_due_not_when_the_wake_ups_lease_lapses()
+    {
+        using var leased = new EmbeddedServiceFactory(temp.File("long-lease.db"), cursor.Url, time, new Dictionary<string, string?> { ["Handoff:Embedded:ScheduleLease"] = "01:00:00" });
+        using var leasedClient = leased.CreateClient();
+        cursor.Script("acme/shop", FakeCursor.Status(503));
+        await leasedClient.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(312, ["acme/shop"]));
+        await leased.RunScheduleAsync();
+        Assert.Equal(1, cursor.LaunchRequests);
+
+        time.Advance(TimeSpan.FromSeconds(40));
+        await leased.RunScheduleAsync();
+
+        Assert.Equal(2, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
