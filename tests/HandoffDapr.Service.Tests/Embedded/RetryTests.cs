@@ -467,6 +467,53 @@ public sealed class RetryTests : IDisposable
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
+    /// <summary>
+    /// A wake-up still at the provider past its claim's lease (30 s) keeps its claim: the lease is renewed while the run is
+    /// worked on, so another process on the file does not wake the run too and, once the round's deadline passed, launch
+    /// it a second time. Only a process that dies lets its claims lapse.
+    /// </summary>
+    [Fact]
+    public async Task Wake_up_at_the_provider_past_its_lease_keeps_its_claim_from_another_process()
+    {
+        using var held = cursor.Hold("acme/shop");
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(313, ["acme/shop"]));
+        var claimedAt = time.GetUtcNow();
+        var wake = factory.RunScheduleAsync();
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        Assert.Equal(claimedAt + TimeSpan.FromSeconds(30), LeaseUntil(313));
+
+        // The clock moves a second at a time until a renewal made 15 s or more after the claim is on the file.
+        await Eventually.True(() =>
+        {
+            if (LeaseUntil(313) >= claimedAt + TimeSpan.FromSeconds(45))
+            {
+                return true;
+            }
+
+            time.Advance(TimeSpan.FromSeconds(1));
+            return false;
+        });
+        time.Advance(claimedAt + TimeSpan.FromSeconds(35) - time.GetUtcNow());
+        using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
+        other.CreateClient().Dispose();
+        var claimedByOther = await other.RunScheduleAsync();
+        held.Release();
+        await wake;
+
+        Assert.Equal(0, claimedByOther);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
+    private DateTimeOffset? LeaseUntil(long runId)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={factory.DataPath};Mode=ReadOnly");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = $"SELECT lease_until FROM wakeups WHERE run_id = {runId}";
+        return command.ExecuteScalar() is long until ? DateTimeOffset.FromUnixTimeMilliseconds(until) : null;
+    }
+
     private async Task<JsonObject> Trigger(long runId, params string[] repositories)
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, repositories, automation: false)));
