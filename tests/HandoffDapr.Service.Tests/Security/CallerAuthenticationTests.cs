@@ -103,6 +103,26 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.InRange((int)response.StatusCode, 200, 499);
     }
 
+    /// <summary>
+    /// Only <c>Bearer</c>, a space and the token is a bearer token: the scheme alone, the token run on to it, or another
+    /// scheme with the token is a 401 with the challenge, never a 500 nor let through.
+    /// </summary>
+    [Theory]
+    [InlineData("Bearer")]
+    [InlineData("Bearer" + Token)]
+    [InlineData("Basic " + Token)]
+    public async Task Authorization_that_is_not_a_bearer_token_is_401(string authorization)
+    {
+        using var factory = WithToken();
+        var request = Request("GET", "/runs/1/handoff");
+        request.Headers.TryAddWithoutValidation("Authorization", authorization);
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("Bearer", Assert.Single(response.Headers.WwwAuthenticate).Scheme);
+    }
+
     /// <summary>RFC 9110 §11.1: an authentication scheme's name is case-insensitive; a client that writes "bearer" is let through.</summary>
     [Theory]
     [InlineData("bearer")]
@@ -200,6 +220,26 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Empty(refused.Headers.WwwAuthenticate);
         Assert.Equal(HttpStatusCode.NotFound, (await client.SendAsync(local)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(remoteHealth)).StatusCode);
+    }
+
+    /// <summary>
+    /// An empty Handoff:ApiToken (an environment variable set to nothing) is no token, as the README says: loopback callers
+    /// are served and others refused, not every caller asked for a bearer token that no one could send.
+    /// </summary>
+    [Fact]
+    public async Task An_empty_api_token_is_none_and_only_loopback_callers_are_accepted()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("empty-token.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = string.Empty });
+        var client = factory.CreateClient();
+        var local = Request("GET", "/runs/1/handoff");
+        local.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+        var remote = Request("GET", "/runs/1/handoff");
+        remote.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "10.1.2.3");
+
+        Assert.Equal(HttpStatusCode.NotFound, (await client.SendAsync(local)).StatusCode);
+        var refused = await client.SendAsync(remote);
+        Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
+        Assert.Empty(refused.Headers.WwwAuthenticate);
     }
 
     public static TheoryData<string, string?, string?> BrowserRequestsForOtherSites => new()
@@ -398,6 +438,19 @@ public sealed class CallerAuthenticationTests : IDisposable
 
         Assert.Equal([HttpStatusCode.Unauthorized, HttpStatusCode.Unauthorized, HttpStatusCode.TooManyRequests], forged.Select(answer => answer.StatusCode));
         Assert.Equal([HttpStatusCode.NoContent, HttpStatusCode.NoContent, HttpStatusCode.TooManyRequests], signed.Select(answer => answer.StatusCode));
+    }
+
+    /// <summary>A loopback name is one whatever its letter case (RFC 9110 §4.2.3): a tool sending <c>Host: LOCALHOST</c> is local.</summary>
+    [Fact]
+    public async Task Without_a_token_localhost_is_a_loopback_name_in_any_letter_case()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("host-case.db"), cursor.Url);
+        var request = new HttpRequestMessage(HttpMethod.Get, "http://localhost/runs/1/handoff");
+        request.Headers.Host = "LocalHost";
+        request.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+
+        // An unknown run: 404 means the caller was let through.
+        Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(request)).StatusCode);
     }
 
     private EmbeddedServiceFactory WithToken() =>
