@@ -440,6 +440,50 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal([HttpStatusCode.NoContent, HttpStatusCode.NoContent, HttpStatusCode.TooManyRequests], signed.Select(answer => answer.StatusCode));
     }
 
+    /// <summary>
+    /// Each integration has its own webhook budget: one flooded (here with unsigned requests) leaves another's intact.
+    /// </summary>
+    [Fact]
+    public async Task Webhooks_over_one_integrations_limit_leave_anothers_budget_intact()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("hook-partitions.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "1",
+            ["Handoff:Integrations:42:WebhookSecret"] = "webhook-secret-of-integration-42-0123456789",
+            ["Handoff:Integrations:44:Provider"] = "cursor_background_agent",
+            ["Handoff:Integrations:44:BaseUrl"] = cursor.Url,
+            ["Handoff:Integrations:44:ApiKey"] = "key-of-integration-44",
+            ["Handoff:Integrations:44:WebhookSecret"] = "webhook-secret-of-integration-44-0123456789",
+        });
+        var client = factory.CreateClient();
+
+        var first = await client.PostRawAsync("/webhooks/cursor/42?run_id=1", "{}");
+        var over = await client.PostRawAsync("/webhooks/cursor/42?run_id=1", "{}");
+        var another = await client.PostRawAsync("/webhooks/cursor/44?run_id=1", "{}");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, first.StatusCode);
+        Assert.Equal(HttpStatusCode.TooManyRequests, over.StatusCode);
+        // Refused for its signature, not for 42's budget.
+        Assert.Equal(HttpStatusCode.Unauthorized, another.StatusCode);
+    }
+
+    /// <summary>
+    /// A webhook body over 256 KiB is a 413 though under the API's 1 MiB: Cursor's reports are small, and the open route
+    /// reads no more than that before the signature is checked.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_body_over_256_kib_is_413_though_under_the_apis_limit()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("hook-size.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:42:WebhookSecret"] = "webhook-secret-of-integration-42-0123456789",
+        });
+
+        var response = await factory.CreateClient().PostRawAsync("/webhooks/cursor/42?run_id=1", new string(' ', (256 * 1024) + 1));
+
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
+    }
+
     /// <summary>A loopback name is one whatever its letter case (RFC 9110 §4.2.3): a tool sending <c>Host: LOCALHOST</c> is local.</summary>
     [Fact]
     public async Task Without_a_token_localhost_is_a_loopback_name_in_any_letter_case()
