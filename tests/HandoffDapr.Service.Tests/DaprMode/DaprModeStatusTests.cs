@@ -458,6 +458,29 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("embedded-token-3b7e", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// Dapr mode without APP_API_TOKEN checks no caller, as its start-up warning (6002, NoCallerCheck) says: not the
+    /// embedded loopback-only check, whose warning would be the wrong one and which would refuse a caller daprd relays
+    /// under another Host.
+    /// </summary>
+    [Fact]
+    public async Task Without_an_app_token_dapr_mode_warns_that_any_caller_is_accepted_and_accepts_one_of_another_host()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        using var request = new HttpRequestMessage(HttpMethod.Get, "http://handoff.example/runs/1/handoff");
+        request.Headers.Add("Origin", "https://elsewhere.example");
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        // Past the caller check: the run is unknown.
+        Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
+        var warning = Assert.Single(logs.GetSnapshot(), record => record.Id.Name is "NoCallerCheck" or "LoopbackOnly" or "CallerCheck");
+        Assert.Equal(6002, warning.Id.Id);
+        Assert.Equal("NoCallerCheck", warning.Id.Name);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, warning.Level);
+    }
+
     /// <summary>Start-up says Dapr mode runs, and where the runs are kept, in one line that carries no token.</summary>
     [Fact]
     public async Task Start_up_says_it_runs_in_dapr_mode_on_the_actor_state_store_and_names_no_token()
