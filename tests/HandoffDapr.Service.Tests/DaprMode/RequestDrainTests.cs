@@ -199,6 +199,24 @@ public sealed class RequestDrainTests
     }
 
     /// <summary>
+    /// With nothing in progress: a request after the first wait (the server still listens) is served; one after the last
+    /// (shutdown over) is refused, as after a drain that waited.
+    /// </summary>
+    [Fact]
+    public async Task With_nothing_in_progress_requests_are_served_until_shutdown_is_over_and_refused_after()
+    {
+        var drain = Drain(HostingMode.Embedded);
+
+        await drain.StoppingAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        var served = drain.TryEnterRequest();
+        Assert.NotNull(served);
+        served!.Dispose();
+        await drain.StoppedAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Null(drain.TryEnterRequest());
+    }
+
+    /// <summary>
     /// A call still running at the drain's limit is left to be cut off with the process, and the app's services go away:
     /// a request arriving after that is refused as one arriving after a drain that ended idle is.
     /// </summary>
