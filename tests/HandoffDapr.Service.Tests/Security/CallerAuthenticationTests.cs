@@ -484,6 +484,27 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
     }
 
+    /// <summary>
+    /// Cursor's route reads Cursor's statuses: a Copilot integration given a WebhookSecret (the settings allow one) is not
+    /// opened by it, and a webhook signed with that secret is refused like any other unusable one.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_signed_for_an_integration_that_is_not_cursors_is_401()
+    {
+        const string secret = "webhook-secret-of-integration-43-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("hook-copilot.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:43:WebhookSecret"] = secret,
+        });
+        var body = new JsonObject { ["event"] = "statusChange", ["id"] = "bc-1", ["status"] = "FINISHED" }.ToJsonString();
+        using var request = Payloads.SignedWebhook("/webhooks/cursor/43?run_id=1", body, secret);
+
+        var response = await factory.CreateClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        Assert.Equal("HMAC-SHA256", Assert.Single(response.Headers.WwwAuthenticate).Scheme);
+    }
+
     /// <summary>A loopback name is one whatever its letter case (RFC 9110 §4.2.3): a tool sending <c>Host: LOCALHOST</c> is local.</summary>
     [Fact]
     public async Task Without_a_token_localhost_is_a_loopback_name_in_any_letter_case()
