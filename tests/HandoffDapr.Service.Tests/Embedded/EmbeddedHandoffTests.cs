@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using HandoffDapr.Service.Tests.Infrastructure;
 
@@ -589,6 +590,42 @@ public sealed class EmbeddedHandoffTests : IDisposable
         var view = await (await client.GetAsync("/runs/240/handoff")).ReadJsonAsync();
         Assert.Equal("failed", view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
         Assert.Contains(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == "stopped");
+    }
+
+    /// <summary>
+    /// A caller that gives up while its stop or follow-up is at the provider does not cut the provider's call short: the
+    /// call runs on under the shutdown cut-off only, and its answer is recorded (the follow-up sent, the agent stopped),
+    /// where cut short with the request its outcome would be unknown, and a stopped agent left shown at work.
+    /// </summary>
+    [Theory]
+    [InlineData("stop", "stopped")]
+    [InlineData("followup", "followup_sent")]
+    public async Task Command_whose_caller_gives_up_while_it_is_at_the_provider_is_still_made_and_recorded(string command, string recorded)
+    {
+        var runId = command == "stop" ? 241 : 242;
+        var launched = await (await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+        using var givingUp = new CancellationTokenSource();
+        using var body = command == "followup" ? JsonContent.Create(new JsonObject { ["text"] = "Open the pull request" }) : null;
+
+        var sent = client.PostAsync($"/runs/{runId}/agents/{agentId}/{command}", body, givingUp.Token);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        await givingUp.CancelAsync();
+        // Released only after the caller gave up (the test server ends the caller's wait once the handler has ended).
+        held.Release();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => sent);
+
+        JsonObject view = [];
+        await Eventually.True(async () =>
+        {
+            view = await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
+            return view["timeline"]!.AsArray().Any(entry => entry!["event"]!.GetValue<string>() == recorded);
+        });
+        var entry = Assert.Single(view["timeline"]!.AsArray(), entry => entry!["event"]!.GetValue<string>() == recorded);
+        Assert.Null(entry!["detail"]);
+        var statusBefore = launched["successes"]![0]!["coding_agent_state"]!["status"]!.GetValue<string>();
+        Assert.Equal(command == "stop" ? "failed" : statusBefore, view["coding_agents"]![agentId]!["status"]!.GetValue<string>());
     }
 
     [Fact]
