@@ -202,6 +202,26 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Recent_runs_without_a_limit_lists_the_newest_50()
+    {
+        // Stored by completion events without automation: nothing is launched, each is a run of its own.
+        var runIds = Enumerable.Range(1000, 51).Select(id => (long)id).ToList();
+        foreach (var runId in runIds)
+        {
+            var response = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(runId, ["acme/shop"], automation: false));
+            Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        }
+
+        var listed = (await (await client.GetAsync("/runs")).ReadJsonArrayAsync()).Select(run => run!["run_id"]!.GetValue<long>()).ToList();
+
+        // Runs stored within the same millisecond may list in either order: only how many are listed, and that the newest is among them, is pinned.
+        Assert.Equal(50, listed.Count);
+        Assert.Equal(50, listed.Distinct().Count());
+        Assert.Contains(runIds[^1], listed);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    [Fact]
     public async Task Repositories_past_the_cap_are_launched_up_to_it_and_the_rest_reported_for_triggers_and_events()
     {
         var settings = new Dictionary<string, string?> { ["Handoff:Launch:MaxRepositories"] = "2" };
