@@ -59,6 +59,34 @@ public sealed class RetryTests : IDisposable
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
+    /// <summary>
+    /// A launch keeps a Retry-After its last attempt was refused with (a person's relaunch is not sent before it is
+    /// over), but the launch view shows <c>next_attempt_at</c> only while the service itself will act on the launch: a
+    /// failed one is tried again by no one, and a time there would read as a retry that never comes.
+    /// </summary>
+    [Fact]
+    public async Task Launch_view_shows_next_attempt_at_while_a_retry_is_due_and_none_once_the_launch_failed()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(429, retryAfter: "120"));
+        await Trigger(330, "acme/shop");
+
+        var scheduled = (await View(330))["launches"]![0]!;
+        Assert.Equal("retry_scheduled", scheduled["phase"]!.GetValue<string>());
+        Assert.Equal(time.GetUtcNow().AddSeconds(120), scheduled["next_attempt_at"]!.GetValue<DateTimeOffset>());
+
+        var settings = new Dictionary<string, string?> { ["Handoff:Launch:MaxAttempts"] = "1" };
+        using var oneAttempt = new EmbeddedServiceFactory(temp.File("one-attempt.db"), cursor.Url, time, settings);
+        using var oneAttemptClient = oneAttempt.CreateClient();
+        cursor.Script("acme/shop", FakeCursor.Status(429, retryAfter: "120"));
+        var response = await oneAttemptClient.PostJsonAsync("/runs/330/handoff", Payloads.Trigger(Payloads.Run(330, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+        var failed = (await (await oneAttemptClient.GetAsync("/runs/330/handoff")).ReadJsonAsync())["launches"]![0]!;
+        Assert.Equal("failed", failed["phase"]!.GetValue<string>());
+        Assert.Equal("retries_exhausted", failed["failure_type"]!.GetValue<string>());
+        Assert.Null(failed["next_attempt_at"]);
+    }
+
     [Fact]
     public async Task Five_server_errors_end_in_retries_exhausted()
     {
