@@ -26,6 +26,24 @@ public sealed class DeadLetterTests : IDisposable
     }
 
     [Fact]
+    public async Task A_dead_letter_with_a_long_event_id_is_logged_with_the_id_cut_at_128_characters_and_its_length()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var data = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(Payloads.Run(4246, ["acme/shop"]));
+
+        var delivered = await factory.Sidecar.DeliverRawEventAsync("pubsub", "autofix-run-completed-deadletter", data, "application/json", cloudEventId: new string('e', 5000));
+
+        Assert.Equal(DeliveryOutcome.Success, delivered.Outcome);
+        var record = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "DeadLetterReceived");
+        var fields = record.StructuredState!.ToDictionary(pair => pair.Key, pair => pair.Value);
+        Assert.Equal(new string('e', 128) + "…", fields["EventId"]);
+        Assert.Equal("4246", fields["RunId"]);
+        // The whole CloudEvent's bytes: its data and its (uncut) id at least.
+        Assert.True(long.Parse(fields["Length"]!, System.Globalization.CultureInfo.InvariantCulture) > data.Length + 5000, fields["Length"]);
+    }
+
+    [Fact]
     public async Task A_dead_letter_whose_data_came_base64_encoded_is_logged_with_its_run()
     {
         var logs = new FakeLogCollector();
