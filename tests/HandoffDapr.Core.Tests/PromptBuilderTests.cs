@@ -323,6 +323,14 @@ public sealed class PromptBuilderTests
     }
 
     [Fact]
+    public void Short_id_with_surrounding_spaces_is_named_without_them()
+    {
+        var prompt = PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", "  SHOP-1A2 ") }, null, autoCreatePr: true);
+
+        Assert.Contains("Include 'Fixes SHOP-1A2' in the pull request description.", prompt);
+    }
+
+    [Fact]
     public void Size_cap_never_splits_a_surrogate_pair()
     {
         var emoji = string.Concat(Enumerable.Repeat("😀", 10_000));
