@@ -330,6 +330,17 @@ public sealed class PromptBuilderTests
         Assert.Contains("Include 'Fixes SHOP-1A2' in the pull request description.", prompt);
     }
 
+    [Theory]
+    [InlineData("Pool exhausted\n1234567890. # ten digits start no list item")]
+    [InlineData("Pool - exhausted\n> \n> quoted")]
+    public void Run_data_line_that_makes_no_heading_is_left_as_written(string description)
+    {
+        // Escaping is for headings only: a line that cannot become one keeps its text.
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(description)));
+
+        Assert.Contains(description, PromptBuilder.Build(snapshot, null, autoCreatePr: false), StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Size_cap_never_splits_a_surrogate_pair()
     {
