@@ -170,6 +170,7 @@ public sealed class RepositoryNameTests
 
     [Theory]
     [InlineData("a\tb")]
+    [InlineData("a\u001fb")]
     [InlineData("a\u007fb")]
     [InlineData("a:b")]
     [InlineData("a?b")]
