@@ -46,4 +46,19 @@ public sealed class JsonElementsTests
 
         Assert.Equal(expected, JsonElements.Int64(document.RootElement, "p"));
     }
+
+    [Theory]
+    [InlineData("""{"status":"RUNNING","STATUS":"FINISHED"}""", true)]
+    [InlineData("""{"more":{"prUrl":"a","PrUrl":"b"}}""", true)]
+    [InlineData("""{"more":[{"id":1},{"id":2,"ID":3}]}""", true)]
+    [InlineData("""[{"id":1,"Id":2}]""", true)]
+    [InlineData("""{"id":1,"more":{"id":2},"list":[{"id":3},{"id":4}]}""", false)]
+    [InlineData("""{"\ud800":1,"\udc00":2}""", false)]
+    public void Property_named_twice_in_any_case_is_found_in_nested_objects_and_arrays(string json, bool namedTwice)
+    {
+        // The same name in another object (a nested one, an array's next item) is no repeat.
+        using var document = JsonDocument.Parse(json);
+
+        Assert.Equal(namedTwice, JsonElements.NamesAPropertyTwiceInAnyCase(document.RootElement));
+    }
 }
