@@ -39,6 +39,22 @@ public sealed class StatusPageHeaderTests : IDisposable
     }
 
     /// <summary>
+    /// Browsers that do not know the policy's frame-ancestors still honour X-Frame-Options: the page says DENY in both. The
+    /// test above takes either, and dropping X-Frame-Options passed every test.
+    /// </summary>
+    [Theory]
+    [InlineData("/ui/index.html")]
+    [InlineData("/ui/app.js")]
+    public async Task Status_page_forbids_framing_by_x_frame_options_too_for_browsers_without_frame_ancestors(string path)
+    {
+        using var factory = WithToken();
+        var response = await factory.CreateClient().GetAsync(path);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("DENY", Assert.Single(response.Headers.GetValues("X-Frame-Options")));
+    }
+
+    /// <summary>
     /// The page's policy runs only its own files: no inline script or style, no eval, nothing from another origin, no form
     /// posted elsewhere, no base URL changed. One of these loosened (an injected script run inline) passed the test above.
     /// </summary>
