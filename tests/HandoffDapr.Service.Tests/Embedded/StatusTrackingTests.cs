@@ -224,6 +224,13 @@ public sealed class StatusTrackingTests : IDisposable
         await Post("42", 1);
 
         Assert.Equal([("998", "10"), ("42", "2")], Lines().Skip(3).Select(line => (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Unlogged"))));
+
+        // The count starts again from each line: none were refused since these.
+        time.Advance(TimeSpan.FromMinutes(1));
+        await Post("999", 1);
+        await Post("42", 1);
+
+        Assert.Equal([("999", "0"), ("42", "0")], Lines().Skip(5).Select(line => (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Unlogged"))));
     }
 
     [Theory]
