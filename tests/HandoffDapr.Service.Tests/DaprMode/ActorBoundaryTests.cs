@@ -6,10 +6,13 @@ using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.FakeSidecar;
+using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
+using HandoffDapr.Service.Extensions;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -221,7 +224,7 @@ public sealed class ActorBoundaryTests : IDisposable
     {
         var logs = new FakeLogCollector();
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
-        var limit = HandoffDapr.Service.Extensions.HandoffServiceExtensions.ActorCallBodyLimit(factory.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HandoffDapr.Service.Configuration.HandoffOptions>>().Value);
+        var limit = HandoffServiceExtensions.ActorCallBodyLimit(factory.Services.GetRequiredService<IOptions<HandoffOptions>>().Value);
         var body = "{\"x\":\"" + new string('a', (int)limit - 7) + "\"}";
         Assert.Equal(limit + 1, Encoding.UTF8.GetByteCount(body));
         var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/TriggerAsync") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
