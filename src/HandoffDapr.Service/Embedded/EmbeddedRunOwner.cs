@@ -24,7 +24,8 @@ public sealed class EmbeddedRunOwner(
     WakeupSignal wakeups,
     IOptions<HandoffOptions> options,
     ProviderCallCutoff cutoff,
-    IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> http)
+    IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions> http,
+    TimeProvider timeProvider)
     : IRunOwner, IRoundRecorder
 {
     // Runs whose launch round, started by a request (a trigger, an event), may be at the provider from this process;
@@ -49,7 +50,8 @@ public sealed class EmbeddedRunOwner(
 
     private const int MaxEventTraces = 10_000;
 
-    private static readonly long EventTraceLifetimeMs = (long)TimeSpan.FromMinutes(5).TotalMilliseconds;
+    /// <summary>How long a kept event trace is continued (on the service's clock, so a test can move past it).</summary>
+    internal static readonly TimeSpan EventTraceLifetime = TimeSpan.FromMinutes(5);
 
     public async Task<TriggerOutcome> TriggerAsync(long runId, HandoffTrigger trigger, CancellationToken cancellationToken)
     {
@@ -247,13 +249,13 @@ public sealed class EmbeddedRunOwner(
                 eventTraces.Clear(); // those left by runs woken elsewhere; launches still pending lose only their trace
             }
 
-            eventTraces[runId] = (trace.Context, Environment.TickCount64);
+            eventTraces[runId] = (trace.Context, timeProvider.GetTimestamp());
         }
     }
 
     /// <summary>The kept trace of the run's completion event, if it is recent (<see cref="eventTraces"/>).</summary>
     private ActivityContext TakeEventTrace(long runId) =>
-        eventTraces.TryRemove(runId, out var kept) && Environment.TickCount64 - kept.KeptAt < EventTraceLifetimeMs ? kept.Trace : default;
+        eventTraces.TryRemove(runId, out var kept) && timeProvider.GetElapsedTime(kept.KeptAt) < EventTraceLifetime ? kept.Trace : default;
 
     /// <summary>
     /// Runs the due retries, reconciliations and status poll of a run (the schedule's callback). A wake-up whose run has

@@ -80,7 +80,8 @@ public sealed class VersionConflictTests : IDisposable
         new WakeupSignal(),
         Microsoft.Extensions.Options.Options.Create(new HandoffOptions()),
         new HandoffDapr.Service.Hosting.ProviderCallCutoff(new Lifetime(), TimeSpan.Zero, time),
-        Microsoft.Extensions.Options.Options.Create(HttpJson()));
+        Microsoft.Extensions.Options.Options.Create(HttpJson()),
+        time);
 
     private static Microsoft.AspNetCore.Http.Json.JsonOptions HttpJson()
     {

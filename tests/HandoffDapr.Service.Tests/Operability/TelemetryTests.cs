@@ -16,7 +16,7 @@ public sealed class TelemetryCollection;
 
 /// <summary>
 /// One span per launch attempt and launch metrics by outcome. The meter and the span listener are process-wide, so this
-/// runs alone: its run ids (700–704) are used by other classes too.
+/// runs alone: its run ids (700–705) are used by other classes too.
 /// </summary>
 [Collection(nameof(TelemetryCollection))]
 public sealed class TelemetryTests : IDisposable
@@ -80,6 +80,33 @@ public sealed class TelemetryTests : IDisposable
         var attempts = Spans.Of(spans, "handoff.launch_attempt", 703);
         Assert.Equal(2, attempts.Count);
         Assert.All(attempts, span => Assert.Equal(traceId, span.TraceId.ToHexString()));
+    }
+
+    /// <summary>
+    /// The event's trace is kept for its launches five minutes at most (<see cref="HandoffDapr.Service.Embedded.EmbeddedRunOwner.EventTraceLifetime"/>),
+    /// on the service's clock: launches the schedule makes later (the process was busy, or held the run) start a trace of
+    /// their own rather than join one whose other spans are long over.
+    /// </summary>
+    [Theory]
+    [InlineData(299, true)]
+    [InlineData(300, false)]
+    public async Task Launches_the_schedule_makes_five_minutes_after_the_event_start_a_trace_of_their_own(int secondsLater, bool joinsTheEventsTrace)
+    {
+        const string traceId = "6d2b9ff3a24c4d2f8e1c7f8a4b3d5e21";
+        var spans = new List<Activity>();
+        using var listener = Spans.Record(spans);
+        var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
+        using var factory = new EmbeddedServiceFactory(temp.File($"late-trace-{secondsLater}.db"), cursor.Url, time);
+        var cloudEvent = Payloads.CloudEvent(Payloads.Run(705, ["acme/shop"]));
+        cloudEvent["traceparent"] = $"00-{traceId}-00f067aa0ba902b7-01";
+
+        await factory.CreateClient().PostJsonAsync("/events/autofix-run-completed", cloudEvent, "application/cloudevents+json");
+        time.Advance(TimeSpan.FromSeconds(secondsLater));
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        var wake = Assert.Single(Spans.Of(spans, "handoff.wake", 705));
+        Assert.Equal(joinsTheEventsTrace, wake.TraceId.ToHexString() == traceId);
     }
 
     /// <summary>
