@@ -624,12 +624,7 @@ public sealed partial class HandoffEngineTests
     [InlineData(ProviderAgentStatus.Finished)]
     public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_shows_stopped(ProviderAgentStatus staleEnd)
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        // At work, sent a follow-up, then stopped by a person: watched as given up, counting from the follow-up.
-        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
-        time.Advance(TimeSpan.FromSeconds(20));
-        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        await FollowedUpAtWorkThenStoppedAsync();
 
         // A stale read shows an end from before the follow-up (an error, or a finish without the pull request, which
         // completes it): not the stop's end, so the agent is read on.
@@ -650,12 +645,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task An_agent_stopped_after_a_follow_up_is_still_watched_from_that_follow_up_after_a_read_at_work_then_a_stale_read_of_an_earlier_end()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        // At work, sent a follow-up, then stopped by a person: watched as given up, counting from the follow-up.
-        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
-        time.Advance(TimeSpan.FromSeconds(20));
-        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        await FollowedUpAtWorkThenStoppedAsync();
 
         // The first read shows it at work (the stop has not taken): still watched, and the follow-up it had is kept.
         var state = await WakeWhenDueAsync(writer.Saved.Last());
@@ -673,6 +663,16 @@ public sealed partial class HandoffEngineTests
         state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/33", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
+    }
+
+    /// <summary>One agent launched, sent a follow-up while at work, then stopped by a person 20 s later: watched as given up, counting from the follow-up.</summary>
+    private async Task FollowedUpAtWorkThenStoppedAsync()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
     }
 
     [Fact]
