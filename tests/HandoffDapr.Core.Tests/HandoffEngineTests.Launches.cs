@@ -611,6 +611,20 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_last_attempt_whose_answer_was_lost_is_looked_for_once_and_its_agent_adopted()
     {
+        var last = await FiveAttemptsWhoseAnswersWereLostAsync();
+        provider.Always = null;
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: last.BranchName);
+
+        time.Advance(TimeSpan.FromHours(1));
+        var looked = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(5, provider.Launches.Count);
+        Assert.Equal((LaunchPhase.Launched, "bc-lost"), (looked.Launches[0].Phase, looked.Launches[0].AgentId));
+    }
+
+    /// <summary>Launches acme/shop for run 1 and wakes it until its fifth attempt's answer too was lost (a 504 each): the launch after it.</summary>
+    private async Task<RepositoryLaunch> FiveAttemptsWhoseAnswersWereLostAsync()
+    {
         provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         for (var i = 0; i < 4; i++)
@@ -621,14 +635,7 @@ public sealed partial class HandoffEngineTests
 
         var last = writer.Saved.Last().Launches[0];
         Assert.Equal((LaunchPhase.OutcomeUnknown, 5), (last.Phase, last.Attempts));
-        provider.Always = null;
-        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: last.BranchName);
-
-        time.Advance(TimeSpan.FromHours(1));
-        var looked = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-
-        Assert.Equal(5, provider.Launches.Count);
-        Assert.Equal((LaunchPhase.Launched, "bc-lost"), (looked.Launches[0].Phase, looked.Launches[0].AgentId));
+        return last;
     }
 
     [Fact]
@@ -648,15 +655,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_last_lookup_that_cannot_finish_fails_the_launch_at_once_and_leaves_nothing_to_wake_for()
     {
-        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        for (var i = 0; i < 4; i++)
-        {
-            time.Advance(TimeSpan.FromHours(1));
-            await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        }
-
-        Assert.Equal((LaunchPhase.OutcomeUnknown, 5), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].Attempts));
+        await FiveAttemptsWhoseAnswersWereLostAsync();
         provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
         time.Advance(TimeSpan.FromHours(1));
 
