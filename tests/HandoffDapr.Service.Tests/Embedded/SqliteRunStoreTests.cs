@@ -514,6 +514,29 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal(time.GetUtcNow().AddSeconds(30), await store.GetWakeupAsync(7, CancellationToken.None));
     }
 
+    /// <summary>
+    /// A process done with one run gives back that claim only: the runs it is still working on stay leased to it, so no
+    /// other process on the file claims them (and launches their repositories a second time) meanwhile.
+    /// </summary>
+    [Fact]
+    public async Task Release_of_one_run_leaves_the_owners_other_claims_in_place()
+    {
+        var path = temp.File("release-one.db");
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
+        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
+        await first.SaveAsync(Pending(8), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var claimedAt = time.GetUtcNow();
+        Assert.Equal([7L, 8L], (await first.ClaimDueWakeupsAsync("first", claimedAt, TimeSpan.FromMinutes(5), 16, CancellationToken.None)).Order());
+
+        await first.ReleaseWakeupAsync(7, "first", CancellationToken.None);
+
+        Assert.Null(await LeaseUntil(path, 7));
+        Assert.Equal(claimedAt + TimeSpan.FromMinutes(5), await LeaseUntil(path, 8));
+        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
