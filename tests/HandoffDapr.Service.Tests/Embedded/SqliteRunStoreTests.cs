@@ -537,6 +537,24 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
     }
 
+    /// <summary>The recent runs (the status page's list): the most recently changed first, no more than asked for.</summary>
+    [Fact]
+    public async Task Recent_runs_are_the_most_recently_changed_newest_first_up_to_the_limit()
+    {
+        using var store = new SqliteRunStore(temp.File("recent.db"), time);
+        var versions = new Dictionary<long, long>();
+        foreach (var run in new long[] { 1, 2, 3 })
+        {
+            versions[run] = await store.SaveAsync(Pending(run), 0, CancellationToken.None);
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        await store.SaveAsync(Pending(1), versions[1], CancellationToken.None); // run 1 changed last
+
+        Assert.Equal([1L, 3L], (await store.ListRecentAsync(2, CancellationToken.None)).Select(run => run.RunId));
+        Assert.Equal([1L, 3L, 2L], (await store.ListRecentAsync(10, CancellationToken.None)).Select(run => run.RunId));
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
