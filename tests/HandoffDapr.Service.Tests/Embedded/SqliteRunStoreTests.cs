@@ -555,6 +555,43 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal([1L, 3L, 2L], (await store.ListRecentAsync(10, CancellationToken.None)).Select(run => run.RunId));
     }
 
+    /// <summary>
+    /// The retention sweep's candidates: runs last changed at or before the cutoff, after the cursor (the run the cursor
+    /// names is not read again), and never a run with a wake-up, however old: it has retries or status polls pending.
+    /// </summary>
+    [Fact]
+    public async Task Sweep_candidates_are_runs_changed_by_the_cutoff_after_the_cursor_without_a_wake_up()
+    {
+        using var store = new SqliteRunStore(temp.File("candidates.db"), time);
+        var changedAt = time.GetUtcNow();
+        await store.SaveAsync(Settled(7), 0, CancellationToken.None);
+        await store.SaveAsync(Pending(8), 0, CancellationToken.None);
+        await store.SaveAsync(Settled(9), 0, CancellationToken.None);
+        var at = changedAt.ToUnixTimeMilliseconds();
+
+        Assert.Equal([7L, 9L], store.ListSweepCandidates(changedAt, (long.MinValue, long.MinValue), 10).Select(candidate => candidate.RunId));
+        Assert.Equal([9L], store.ListSweepCandidates(changedAt, (at, 7), 10).Select(candidate => candidate.RunId));
+        Assert.Empty(store.ListSweepCandidates(changedAt - TimeSpan.FromMilliseconds(1), (long.MinValue, long.MinValue), 10));
+    }
+
+    /// <summary>
+    /// The sweep deletes a run only if it has no wake-up, even one passed to it at the version it has: a run with a retry
+    /// or a status poll pending is never deleted (and its tombstone would refuse the retry's save).
+    /// </summary>
+    [Fact]
+    public async Task Run_with_a_wake_up_is_not_deleted_even_when_asked_at_its_version()
+    {
+        using var store = new SqliteRunStore(temp.File("pending-kept.db"), time);
+        var version = await store.SaveAsync(Pending(7), 0, CancellationToken.None);
+
+        Assert.Equal(0, await store.DeleteSettledAsync([new SweepCandidate(7, version, time.GetUtcNow(), null)], time.GetUtcNow(), CancellationToken.None));
+
+        var kept = await store.LoadAsync(7, CancellationToken.None);
+        Assert.Equal(version, kept.Version);
+        Assert.Null(kept.Deleted);
+        Assert.NotNull(await store.GetWakeupAsync(7, CancellationToken.None));
+    }
+
     private static async Task<DateTimeOffset?> LeaseUntil(string path, long runId)
     {
         await using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
