@@ -1,4 +1,5 @@
 using System.Net;
+using HandoffDapr.Service.Embedded;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Data.Sqlite;
 
@@ -78,6 +79,30 @@ public sealed class StoredViewTests : IDisposable
 
         Assert.Empty(view["timeline"]!.AsArray());
         Assert.Null(factory.Store.LoadView(702));
+    }
+
+    /// <summary>
+    /// A view stored in an earlier shape of the answer (<see cref="SqliteRunStore.ViewFormat"/> 1, before <c>refused</c>),
+    /// though written for the row's latest state, is not sent: the read builds the view from the state.
+    /// </summary>
+    [Fact]
+    public async Task A_view_stored_in_an_earlier_shape_is_not_sent_the_read_builds_it_from_the_state()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("shape.db"), cursor.Url);
+        using var client = factory.CreateClient();
+        await client.PostJsonAsync("/runs/704/handoff", Payloads.Trigger(Payloads.Run(704, ["acme/shop"], automation: false)));
+        var current = await (await client.GetAsync("/runs/704/handoff")).Content.ReadAsStringAsync();
+
+        await using (var connection = new SqliteConnection($"Data Source={factory.DataPath};Pooling=False"))
+        {
+            await connection.OpenAsync();
+            await using var command = connection.CreateCommand();
+            command.CommandText = "UPDATE runs SET view = CAST('{\"run_id\":704,\"shape\":\"earlier\"}' AS BLOB), view_format = 1 WHERE run_id = 704";
+            Assert.Equal(1, await command.ExecuteNonQueryAsync());
+        }
+
+        Assert.Null(factory.Store.LoadView(704));
+        Assert.Equal(current, await (await client.GetAsync("/runs/704/handoff")).Content.ReadAsStringAsync());
     }
 
     private static async Task ForgetViews(string dataPath)
