@@ -207,6 +207,27 @@ public sealed class DamagedRowTests : IDisposable
     }
 
     /// <summary>
+    /// A run's read that fails in SQLite after the service has read runs before (its read sessions open, their queries
+    /// prepared; here the runs table renamed away) is the store's trouble, never "no such run": a stop and a follow-up of
+    /// the run's agent answer 503, not 404, and a trigger of it reaches no provider.
+    /// </summary>
+    [Fact]
+    public async Task Stop_followup_and_trigger_of_a_run_whose_read_fails_in_sqlite_answer_503_not_no_such_run()
+    {
+        var path = temp.File("unreadable-later.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url);
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostAsync("/runs/2/agents/bc-1/stop", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostJsonAsync("/runs/2/agents/bc-1/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" })).StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b", "acme/c"], automation: false)))).StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+    }
+
+    /// <summary>
     /// The retention sweep deletes only runs it can read and finds settled: a row whose state cannot be read is left for
     /// an operator, however old, as a turn leaves it; deleted, what the run was doing could not be looked at any more.
     /// </summary>
