@@ -138,6 +138,27 @@ public sealed class DaprBindingTransportTests
     }
 
     [Fact]
+    public async Task Headers_a_provider_request_carries_reach_the_provider_through_the_binding()
+    {
+        // GitHub answers a request without its media type and API version by another contract (or not at all): in Dapr
+        // mode the only way to the provider's headers is the binding's capitalised metadata.
+        using var provider = WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+        provider.Given(Request.Create().WithPath("/agents/tasks/t-1").UsingGet()).RespondWith(Response.Create().WithStatusCode(200).WithBody("{}"));
+        await using var sidecar = await FakeDaprSidecar.StartAsync();
+        sidecar.AddHttpBinding("coding-agent-copilot", new Uri(provider.Url!));
+        using var dapr = new DaprClientBuilder().UseGrpcEndpoint(sidecar.GrpcEndpoint.ToString()).Build();
+        var transport = new DaprBindingTransport(dapr, "coding-agent-copilot");
+        var headers = new Dictionary<string, string> { ["Accept"] = "application/vnd.github+json", ["X-GitHub-Api-Version"] = "2026-03-10" };
+
+        await transport.SendAsync(new ProviderRequest(HttpMethod.Get, "agents/tasks/t-1", Headers: headers), CancellationToken.None);
+
+        // Go's net/http writes header names in its canonical form (X-Github-Api-Version); HTTP header names are case-insensitive.
+        var received = provider.LogEntries.Single().RequestMessage.Headers!.ToDictionary(pair => pair.Key, pair => pair.Value.Single(), StringComparer.OrdinalIgnoreCase);
+        Assert.Equal("application/vnd.github+json", received["Accept"]);
+        Assert.Equal("2026-03-10", received["X-GitHub-Api-Version"]);
+    }
+
+    [Fact]
     public async Task Binding_answer_without_a_status_code_is_reported_as_maybe_sent()
     {
         // An answer daprd gave without the binding's statusCode cannot say what the provider did with the launch.
