@@ -55,6 +55,18 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal("Bearer key", headers["Authorization"].Single());
     }
 
+    [Fact]
+    public async Task A_request_body_is_sent_as_utf8_json()
+    {
+        // Cursor's and GitHub's APIs read a launch's body by its Content-Type: without it the prompt is no JSON to them.
+        provider.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithStatusCode(201).WithBody("{}"));
+
+        await transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None);
+
+        var headers = provider.LogEntries.Single().RequestMessage.Headers!;
+        Assert.Equal("application/json; charset=utf-8", headers["Content-Type"].Single());
+    }
+
     [Theory]
     [InlineData(301)]
     [InlineData(307)]
