@@ -162,6 +162,22 @@ public sealed class HttpProviderTransportTests : IDisposable
     }
 
     [Fact]
+    public async Task A_launch_that_times_out_before_the_answer_is_reported_as_maybe_sent()
+    {
+        // The provider had the launch and may have made its agent: reported as never sent, the next attempt would launch
+        // a second agent instead of looking for the first.
+        provider.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithStatusCode(201).WithBody("{}").WithDelay(TimeSpan.FromSeconds(5)));
+        var slow = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromMilliseconds(200) }));
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            slow.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Timeout, failure.Kind);
+        Assert.True(failure.RequestSent);
+        Assert.True(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
+    [Fact]
     public async Task Calls_that_time_out_before_the_answer_count_toward_opening_the_circuit()
     {
         // A provider that takes every call and never answers is down as surely as one answering 500: its time-outs open
