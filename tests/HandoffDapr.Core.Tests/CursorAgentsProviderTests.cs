@@ -63,6 +63,26 @@ public sealed class CursorAgentsProviderTests : IDisposable
             Assert.Equal((FailureTypes.InvalidRequest, false, false), (failure.FailureType, failure.RequestSent, failure.Attempted)));
     }
 
+    /// <summary>
+    /// Only a 2xx answer is the agent, to its last code: a 3xx (a redirect not followed, with no Location here) is
+    /// refused as invalid_request whatever its body, though the body reads as an agent.
+    /// </summary>
+    [Theory]
+    [InlineData(200, true)]
+    [InlineData(299, true)]
+    [InlineData(300, false)]
+    [InlineData(307, false)]
+    public async Task Launch_answer_is_read_as_the_agent_only_for_a_2xx_status(int status, bool read)
+    {
+        Answer("/v0/agents", status, """{"id":"bc-1","status":"CREATING"}""");
+
+        var result = await provider.LaunchAsync(Launch(), CancellationToken.None);
+
+        Assert.Equal(read, result.IsSuccess);
+        Assert.Equal(read ? null : FailureTypes.InvalidRequest, result.Failure?.FailureType);
+        Assert.False(result.Failure?.Retryable ?? false);
+    }
+
     [Fact]
     public async Task Launch_leaves_out_ref_and_webhook_when_there_are_none()
     {
