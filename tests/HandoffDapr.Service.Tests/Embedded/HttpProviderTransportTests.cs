@@ -55,6 +55,20 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal("Bearer key", headers["Authorization"].Single());
     }
 
+    /// <summary>A BaseUrl with a path (GitHub Enterprise Server's /api/v3) keeps it, with or without a closing slash.</summary>
+    [Theory]
+    [InlineData("/api/v3")]
+    [InlineData("/api/v3/")]
+    public async Task Provider_calls_go_under_the_base_urls_path(string basePath)
+    {
+        provider.Given(Request.Create().UsingGet()).RespondWith(Response.Create().WithStatusCode(200).WithBody("{}"));
+        var underPath = new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url + basePath, ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) }));
+
+        await underPath.SendAsync(new ProviderRequest(HttpMethod.Get, "agents/tasks/t-1"), CancellationToken.None);
+
+        Assert.Equal("/api/v3/agents/tasks/t-1", provider.LogEntries.Single().RequestMessage.Path);
+    }
+
     [Fact]
     public async Task A_request_body_is_sent_as_utf8_json()
     {
