@@ -72,6 +72,38 @@ public sealed class HandoffOptionsValidatorTests
         Assert.StartsWith(key + " must be", failure, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// The documented lower bounds are inclusive too: the bound itself starts, the next value down does not. Written
+    /// with an instruction length whose prompt floor (it + 1024) lies above 8192, so that PromptMaxLength meets that floor.
+    /// </summary>
+    [Theory]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:ScheduleLease", "00:00:01", "00:00:00.999")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:RememberedEvents", "0", "-1")]
+    [InlineData(HostingMode.Embedded, "Handoff:Embedded:MaxConcurrentWakeups", "1", "0")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:ActorCallTimeout", "00:00:01", "00:00:00.999")]
+    [InlineData(HostingMode.Embedded, "Handoff:MaxRequestBodyBytes", "1024", "1023")]
+    [InlineData(HostingMode.Embedded, "Handoff:MaxInstructionLength", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:RateLimits:TriggersPerGroupPerMinute", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:RateLimits:WebhooksPerIntegrationPerMinute", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:MaxParallelLaunches", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:MaxAttempts", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:MaxRepositories", "1", "0")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:RetryFactor", "1", "0.999")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:PollInterval", "00:00:00.001", "00:00:00")]
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:RetryMaxDelay", "00:00:30", "00:00:29.999")] // RetryBaseDelay's default
+    [InlineData(HostingMode.Embedded, "Handoff:Launch:PollMaxInterval", "00:01:00", "00:00:59.999")] // PollInterval's default
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "00:00:00.010", "00:00:00.009")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:PromptMaxLength", "9024", "9023")]
+    public void A_setting_at_its_lower_bound_starts_and_one_below_it_stops_start_up_by_its_key(HostingMode mode, string key, string atBound, string belowBound)
+    {
+        var settings = new Dictionary<string, string?>(ValidIn(mode)) { ["Handoff:MaxInstructionLength"] = "8000", ["Handoff:Integrations:42:PromptMaxLength"] = "100000" };
+
+        Assert.Empty(Validate(mode, new Dictionary<string, string?>(settings) { [key] = atBound }));
+        var failure = Assert.Single(Validate(mode, new Dictionary<string, string?>(settings) { [key] = belowBound }));
+        // The key is the subject of its failure (the two rate limits share one line).
+        Assert.Matches($"^(\\S+ and )?{System.Text.RegularExpressions.Regex.Escape(key)}( and \\S+)? must be", failure);
+    }
+
     [Theory]
     [InlineData("00:59:59", "Handoff:RunRetention must be between one hour and 3650 days")]
     [InlineData("3651.00:00:00", "Handoff:RunRetention must be between one hour and 3650 days")]
