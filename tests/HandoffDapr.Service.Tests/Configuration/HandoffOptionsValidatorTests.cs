@@ -104,6 +104,33 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Matches($"^(\\S+ and )?{System.Text.RegularExpressions.Regex.Escape(key)}( and \\S+)? must be", failure);
     }
 
+    /// <summary>
+    /// The launch durations' upper bounds (30 days; a year for an agent's age; a day for a provider call), all at once:
+    /// together they start, and each one past its bound stops start-up by its key.
+    /// </summary>
+    [Theory]
+    [InlineData("Handoff:Launch:RetryBaseDelay", "30.00:00:00.001")]
+    [InlineData("Handoff:Launch:RetryMaxDelay", "30.00:00:00.001")]
+    [InlineData("Handoff:Launch:InFlightTimeout", "30.00:00:00.001")]
+    [InlineData("Handoff:Launch:PollInterval", "30.00:00:00.001")]
+    [InlineData("Handoff:Launch:PollMaxInterval", "30.00:00:00.001")]
+    [InlineData("Handoff:Launch:AgentMaxAge", "365.00:00:00.001")]
+    [InlineData("Handoff:Integrations:42:RequestTimeout", "1.00:00:00.001")]
+    public void Launch_durations_at_their_upper_bounds_start_and_one_past_stops_start_up_by_its_key(string key, string pastBound)
+    {
+        var atBounds = new Dictionary<string, string?>(Valid)
+        {
+            ["Handoff:Launch:RetryBaseDelay"] = "30.00:00:00", ["Handoff:Launch:RetryMaxDelay"] = "30.00:00:00",
+            ["Handoff:Launch:InFlightTimeout"] = "30.00:00:00", ["Handoff:Launch:PollInterval"] = "30.00:00:00",
+            ["Handoff:Launch:PollMaxInterval"] = "30.00:00:00", ["Handoff:Launch:AgentMaxAge"] = "365.00:00:00",
+            ["Handoff:Integrations:42:RequestTimeout"] = "1.00:00:00",
+        };
+
+        Assert.Empty(Validate(HostingMode.Embedded, atBounds));
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(atBounds) { [key] = pastBound });
+        Assert.Contains(failures, failure => failure.StartsWith(key + " must be", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("00:59:59", "Handoff:RunRetention must be between one hour and 3650 days")]
     [InlineData("3651.00:00:00", "Handoff:RunRetention must be between one hour and 3650 days")]
