@@ -184,6 +184,18 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Empty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(settings) { ["APP_API_TOKEN"] = "tZL3XdZQoLLWfLHn0UPWEg==" }));
     }
 
+    /// <summary>What only Dapr mode reads is checked only there: one left over from a Dapr set-up does not stop an embedded start.</summary>
+    [Theory]
+    [InlineData("Handoff:Dapr:ActorCallTimeout", "00:00:00.500")]
+    [InlineData("Handoff:Dapr:SidecarWaitTimeout", "00:00:00")]
+    [InlineData("Handoff:Dapr:PubSubName", "")]
+    [InlineData("Handoff:Dapr:DeadLetterTopic", "autofix-run-completed")]
+    public void A_setting_only_dapr_mode_reads_is_refused_there_and_does_not_stop_embedded_start_up(string key, string value)
+    {
+        Assert.NotEmpty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(ValidIn(HostingMode.Dapr)) { [key] = value }));
+        Assert.Empty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value }));
+    }
+
     [Fact]
     public void An_app_token_with_a_tab_inside_is_taken()
     {
