@@ -284,6 +284,19 @@ public sealed class HandoffOptionsValidatorTests
         Assert.NotEmpty(Validate(HostingMode.Embedded, settings));
     }
 
+    [Fact]
+    public void A_public_base_url_without_its_scheme_beside_a_cursor_webhook_secret_is_named_by_its_rule()
+    {
+        // The webhook URL's length is measured only on a base that is a URL: built on this one, it could not be made at all.
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid)
+        {
+            ["Handoff:Integrations:42:WebhookSecret"] = "0123456789abcdef0123456789abcdef",
+            ["Handoff:PublicBaseUrl"] = "handoff.example.com",
+        });
+
+        Assert.Equal(["Handoff:PublicBaseUrl must be an absolute http(s) URL without user-info, query or fragment."], failures);
+    }
+
     [Theory]
     [InlineData("1")]
     [InlineData("Embedded,Dapr")]
