@@ -56,6 +56,28 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     }
 
     [Fact]
+    public async Task A_sidecar_not_ready_answers_its_health_check_500_and_serves_the_rest()
+    {
+        using var dapr = Clients.Dapr(Sidecar);
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+
+        Sidecar.Options.Ready = false;
+        var notReady = await dapr.CheckHealthAsync();
+        using var health = await http.GetAsync("v1.0/healthz");
+        using var outbound = await http.GetAsync("v1.0/healthz/outbound");
+        var metadata = await dapr.GetMetadataAsync();
+        Sidecar.Options.Ready = true;
+        var ready = await dapr.CheckHealthAsync();
+
+        Assert.False(notReady);
+        Assert.Equal(HttpStatusCode.InternalServerError, health.StatusCode);
+        Assert.Equal("""{"errorCode":"ERR_HEALTH_NOT_READY","message":"dapr is not ready"}""", await health.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NoContent, outbound.StatusCode); // its outbound side is judged on its own
+        Assert.Equal("handoff", metadata.Id);
+        Assert.True(ready);
+    }
+
+    [Fact]
     public async Task Service_invocation_of_the_app_reaches_it_through_the_sidecar()
     {
         using var dapr = Clients.Dapr(Sidecar);

@@ -25,6 +25,8 @@ internal static class DaprErrors
 
     public static HttpReply MethodNotAllowed() => new(405, null, null);
 
+    public static HttpReply HealthNotReady() => Json(500, "ERR_HEALTH_NOT_READY", "dapr is not ready");
+
     public static HttpReply MalformedRequest(string detail) =>
         Json(400, "ERR_MALFORMED_REQUEST", $"failed deserializing HTTP body: {detail}");
 

@@ -10,6 +10,13 @@ public sealed class FakeSidecarOptions
     /// </summary>
     public string? ApiToken { get; set; }
 
+    /// <summary>
+    /// daprd's own readiness (its <c>readyStatus</c>): while false, <c>GET v1.0/healthz</c> answers 500
+    /// <c>ERR_HEALTH_NOT_READY</c> "dapr is not ready" (pkg/api/http/http.go onGetHealthz, pkg/messages/predefined.go);
+    /// every other call is served as before. May be changed while the sidecar runs.
+    /// </summary>
+    public bool Ready { get; set; } = true;
+
     /// <summary>daprd's <c>APP_API_TOKEN</c>: when set, the sidecar sends <c>dapr-api-token</c> on every call into the app.</summary>
     public string? AppApiToken { get; set; }
 

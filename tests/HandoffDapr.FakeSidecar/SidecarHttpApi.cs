@@ -31,8 +31,9 @@ internal sealed class SidecarHttpApi(
             var body = await ReadBodyAsync(request, ct).ConfigureAwait(false);
             reply = segments switch
             {
-                ["v1.0", "healthz"] or ["v1.0", "healthz", "outbound"] =>
-                    verb == "GET" ? HttpReply.Empty() : DaprErrors.MethodNotAllowed(),
+                ["v1.0", "healthz"] => verb != "GET" ? DaprErrors.MethodNotAllowed()
+                    : options.Ready ? HttpReply.Empty() : DaprErrors.HealthNotReady(),
+                ["v1.0", "healthz", "outbound"] => verb == "GET" ? HttpReply.Empty() : DaprErrors.MethodNotAllowed(),
                 ["v1.0", "metadata"] => verb == "GET"
                     ? HttpReply.JsonBody(await metadata.BuildJsonAsync(ct).ConfigureAwait(false))
                     : DaprErrors.MethodNotAllowed(),
