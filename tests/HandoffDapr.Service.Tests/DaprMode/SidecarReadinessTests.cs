@@ -69,6 +69,29 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// daprd's own health comes first: a sidecar that says it is not ready keeps the app out of traffic even though its
+    /// metadata lists everything the app needs, and the app is ready again once daprd is.
+    /// </summary>
+    [Fact]
+    public async Task A_sidecar_that_says_it_is_not_ready_keeps_the_app_out_of_traffic_whatever_its_metadata_lists()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var client = factory.CreateClient();
+
+        factory.Sidecar.Options.Ready = false;
+        var notReady = await client.GetAsync("/readyz");
+        factory.Sidecar.Options.Ready = true;
+        var ready = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, notReady.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        var yet = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReadyYet");
+        Assert.Equal("the Dapr sidecar is not healthy", yet.GetStructuredStateValue("Reason"));
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReadyAgain");
+    }
+
+    /// <summary>
     /// A sidecar that has everything from the first probe on is said ready once, by start-up (SidecarReady): the probes
     /// add no line of their own ("ready again" is for a sidecar that was not).
     /// </summary>
