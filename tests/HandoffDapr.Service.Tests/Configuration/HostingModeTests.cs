@@ -195,6 +195,8 @@ public sealed class HostingModeTests
         { "Handoff:Launch:AgentMaxAge", options => options.Launch.AgentMaxAge = TimeSpan.FromDays(366) },
         // A misspelt provider type: the integration could never be called.
         { "Handoff:Integrations:42:Provider", options => options.Integrations["42"].Provider = "cursor" },
+        // A provider's name is written as the README lists it, in its letter case too.
+        { "Handoff:Integrations:42:Provider", options => options.Integrations["42"].Provider = "Cursor_Background_Agent" },
         // Under 8192 even though the default instruction length (4096) and its opening would fit.
         { "Handoff:Integrations:42:PromptMaxLength", options => options.Integrations["42"].PromptMaxLength = 8191 },
         // One past what Cursor's API accepts: every launch would be refused.
