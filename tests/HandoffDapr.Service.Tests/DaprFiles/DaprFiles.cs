@@ -38,6 +38,17 @@ public static class DaprFiles
 
     private static readonly char[] Blanks = [' ', '\n', '\r'];
 
+    // dapr/cli pkg/runfileconfig/run_file_config.go RunFileConfig and Common (which holds SharedRunConfig only) yaml tags.
+    public static readonly HashSet<string> RunFileFields = ["version", "name", "common", "apps"];
+
+    public static readonly HashSet<string> RunFileCommonFields =
+    [
+        "configFilePath", "appProtocol", "apiListenAddresses", "enableProfiling", "logLevel", "appMaxConcurrency",
+        "placementHostAddress", "resourcesPath", "resourcesPaths", "appSSL", "maxBodySize", "readBufferSize",
+        "enableAppHealthCheck", "appHealthCheckPath", "appHealthProbeInterval", "appHealthProbeTimeout", "appHealthThreshold",
+        "enableApiLogging", "runtimePath", "env", "daprdLogDestination", "appLogDestination", "schedulerHostAddress",
+    ];
+
     // dapr/cli pkg/standalone/run.go and pkg/runfileconfig/run_file_config.go yaml tags.
     public static readonly HashSet<string> RunFileAppFields =
     [
@@ -98,7 +109,53 @@ public static class DaprFiles
         ["Resiliency.targets.components.*"] = ["inbound", "outbound"],
         ["Resiliency.targets.components.*.inbound"] = ["timeout", "retry", "circuitBreaker"],
         ["Resiliency.targets.components.*.outbound"] = ["timeout", "retry", "circuitBreaker"],
+        // pkg/apis/components/v1alpha1/types.go ComponentSpec and pkg/apis/common/namevalue.go NameValuePair, SecretKeyRef.
+        ["Component"] = ["type", "version", "ignoreErrors", "metadata", "initTimeout"],
+        ["Component.metadata"] = ["name", "value", "secretKeyRef", "envRef"],
+        ["Component.metadata.secretKeyRef"] = ["name", "key"],
     };
+
+    /// <summary>
+    /// The top-level fields of Dapr's resources (same types.go, v1.16.0): Component and Resiliency take <c>scopes</c> there,
+    /// a Component its <c>auth</c>; a Configuration has no scopes. Kubernetes' ObjectMeta is held to the names our files may
+    /// use. A misspelt <c>scopes</c> or <c>auth</c> would be dropped: the resource would then apply to every app, or the
+    /// component would look its secrets up in the default store.
+    /// </summary>
+    public static readonly IReadOnlyDictionary<string, HashSet<string>> DocumentedRootFields = new Dictionary<string, HashSet<string>>
+    {
+        ["Component"] = ["apiVersion", "kind", "metadata", "spec", "auth", "scopes"],
+        ["Configuration"] = ["apiVersion", "kind", "metadata", "spec"],
+        ["Resiliency"] = ["apiVersion", "kind", "metadata", "spec", "scopes"],
+        ["metadata"] = ["name", "namespace", "labels", "annotations"],
+        ["auth"] = ["secretStore"],
+    };
+
+    /// <summary>The top-level fields (and those of <c>metadata</c> and <c>auth</c>) of a Dapr resource that its type lacks.</summary>
+    public static IReadOnlyList<string> UndocumentedRootFields(YamlMappingNode resource)
+    {
+        var kind = Scalar(resource, "kind") ?? "";
+        if (!DocumentedRootFields.TryGetValue(kind, out var root))
+        {
+            return [$"unknown kind '{kind}'"];
+        }
+
+        var problems = new List<string>();
+        foreach (var (key, value) in resource.Children)
+        {
+            var name = ((YamlScalarNode)key).Value!;
+            if (!root.Contains(name))
+            {
+                problems.Add(name);
+            }
+            else if (name is "metadata" or "auth")
+            {
+                problems.AddRange(((YamlMappingNode)value).Children.Keys.Select(k => ((YamlScalarNode)k).Value!)
+                    .Where(field => !DocumentedRootFields[name].Contains(field)).Select(field => $"{name}.{field}"));
+            }
+        }
+
+        return problems;
+    }
 
     /// <summary>
     /// The places in a Configuration's or Resiliency's <c>spec</c> that hold a field Dapr's type does not have (or that

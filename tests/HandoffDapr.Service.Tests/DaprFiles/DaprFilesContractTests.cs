@@ -334,6 +334,9 @@ public sealed class DaprFilesContractTests
             Assert.Contains(key, RunFileAppFields);
         }
 
+        Assert.All(run.Children.Keys.Select(k => ((YamlScalarNode)k).Value!), key => Assert.Contains(key, RunFileFields));
+        Assert.All(((YamlMappingNode)Node(run, "common")!).Children.Keys.Select(k => ((YamlScalarNode)k).Value!), key => Assert.Contains(key, RunFileCommonFields));
+
         Assert.True(Directory.Exists(Path.Combine(RepositoryRoot, Scalar(app, "appDirPath")!)));
         Assert.Equal("Dapr", Scalar(app, "env", "Handoff__Mode"));
     }
@@ -450,6 +453,50 @@ public sealed class DaprFilesContractTests
 
         Assert.Equal("dapr.io/v1alpha1", Scalar(resource, "apiVersion"));
         Assert.Equal([], UndocumentedSpecFields(resource));
+    }
+
+    /// <summary>
+    /// Around the metadata names: a component's, configuration's or resiliency's own fields (scopes, auth, the spec's
+    /// type, version and metadata items with their secretKeyRef), which daprd drops as silently when misspelt.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Dapr_resources_use_only_fields_their_types_have_at_the_top_and_in_a_components_spec(string folder)
+    {
+        var resources = Documents(folder).Where(d => Scalar(d.Document, "apiVersion") == "dapr.io/v1alpha1").ToList();
+
+        Assert.Equal(["Component", "Configuration", "Resiliency"], resources.Select(r => Scalar(r.Document, "kind")!).Distinct().Order());
+        foreach (var (file, resource) in resources)
+        {
+            var problems = UndocumentedRootFields(resource).Concat(Scalar(resource, "kind") == "Component" ? UndocumentedSpecFields(resource) : []).ToList();
+            Assert.True(problems.Count == 0, $"{file} {Scalar(resource, "metadata", "name")}: {string.Join(", ", problems)}");
+        }
+    }
+
+    [Fact]
+    public void Resource_checker_rejects_a_misspelt_scopes_auth_or_metadata_item_field()
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader("""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: { name: broken }
+            spec:
+              type: bindings.http
+              version: v1
+              initTimout: 5s
+              metadata:
+                - name: securityToken
+                  secretKeyref: { name: a, key: b }
+                - name: url
+                  secretKeyRef: { name: a, keys: b }
+            auth: { secretstore: secretstore }
+            scope: [handoff]
+            """));
+        var component = (YamlMappingNode)stream.Documents[0].RootNode;
+
+        Assert.Equal(["auth.secretstore", "scope"], UndocumentedRootFields(component));
+        Assert.Equal(["Component.initTimout", "Component.metadata[0].secretKeyref", "Component.metadata[1].secretKeyRef.keys"], UndocumentedSpecFields(component));
     }
 
     [Fact]
