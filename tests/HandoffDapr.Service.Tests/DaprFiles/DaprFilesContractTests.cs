@@ -316,6 +316,45 @@ public sealed class DaprFilesContractTests
         Assert.Null(Metadata(pubsub, "maxLenApprox"));
     }
 
+    /// <summary>
+    /// A duration a component does not parse is as silent as a misspelt name. pubsub.redis reads redeliverInterval only
+    /// as whole milliseconds: its field is <c>mapstructure:"-"</c> and ParseClientFromProperties takes it by
+    /// strconv.ParseUint, so "15s" leaves the 15 s default in place (components-contrib v1.16.0
+    /// common/component/redis/settings.go and redis.go). A bare number means milliseconds to the Redis components (dapr/kit
+    /// config/decode.go) but seconds to bindings.http (dapr/kit metadata/duration.go): every other duration here is
+    /// therefore written with its unit, as Go's time.ParseDuration reads it.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ComponentFolders))]
+    public void Component_durations_are_written_as_the_component_parses_them(string folder)
+    {
+        string[] withUnit = ["processingTimeout", "streamTTL", "responseTimeout", "dialTimeout", "readTimeout", "writeTimeout", "poolTimeout", "maxConnAge", "idleTimeout", "idleCheckFrequency", "redisMinRetryInterval", "redisMaxRetryInterval"];
+        var checkedCount = 0;
+        foreach (var (file, component) in Components(folder))
+        {
+            foreach (var item in ((YamlSequenceNode?)Node(component, "spec", "metadata"))?.Children ?? [])
+            {
+                var (name, value) = (Scalar(item, "name")!, Scalar(item, "value"));
+                if (name == "redeliverInterval")
+                {
+                    Assert.Matches(@"^\d+$", value);
+                }
+                else if (withUnit.Contains(name))
+                {
+                    Assert.True(System.Text.RegularExpressions.Regex.IsMatch(value!, @"^(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+$"), $"{file} {name}: {value}");
+                }
+                else
+                {
+                    continue;
+                }
+
+                checkedCount++;
+            }
+        }
+
+        Assert.Equal(5, checkedCount); // pubsub's three, and each binding's responseTimeout
+    }
+
     [Fact]
     public void Run_file_uses_only_documented_fields_and_points_at_existing_files()
     {
