@@ -1,4 +1,5 @@
 using System.Text;
+using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Cursor;
 
 namespace HandoffDapr.Core.Tests;
@@ -20,6 +21,82 @@ public sealed class CursorWebhookTests
     }
 
     [Theory]
+    [InlineData("""{"event":"agentCreated"}""")]
+    [InlineData("""{"event":"agentCreated","id":"../bc-1","status":7}""")]
+    public void Another_events_body_is_another_event_whatever_its_id_and_status(string body)
+    {
+        // Another event is answered 204 (Cursor is not to send it again), never 400 for missing what a status report needs.
+        Assert.Equal(CursorWebhook.ParseResult.OtherEvent, CursorWebhook.TryParse(Encoding.UTF8.GetBytes(body), out var change));
+        Assert.Null(change);
+    }
+
+    [Theory]
+    [InlineData("""{"event":"statusChange","status":"FINISHED"}""")]
+    [InlineData("""{"event":"statusChange","id":"bc-1"}""")]
+    [InlineData("""{"event":"statusChange","id":"bc-1","status":7}""")]
+    [InlineData("""{"event":"statusChange","id":"","status":"FINISHED"}""")]
+    [InlineData("""{"event":"statusChange","id":"../bc-1","status":"FINISHED"}""")]
+    [InlineData("""{"event":"statusChange","id":"bc 1","status":"FINISHED"}""")]
+    [InlineData("""{"id":"bc/1","status":"FINISHED"}""")]
+    public void A_status_change_without_a_status_or_an_agent_id_a_provider_could_give_is_invalid(string body)
+    {
+        // An id no provider gives (a path, a space) would be looked up, logged and stored as the agent's.
+        Assert.Equal(CursorWebhook.ParseResult.Invalid, CursorWebhook.TryParse(Encoding.UTF8.GetBytes(body), out var change));
+        Assert.Null(change);
+    }
+
+    [Fact]
+    public void A_status_change_with_an_agent_id_of_the_longest_length_is_read_and_one_longer_is_invalid()
+    {
+        var longest = new string('a', AgentIds.MaxLength);
+
+        Assert.Equal(CursorWebhook.ParseResult.StatusChange, CursorWebhook.TryParse(StatusChangeOf(longest), out _));
+        Assert.Equal(CursorWebhook.ParseResult.Invalid, CursorWebhook.TryParse(StatusChangeOf(longest + "a"), out _));
+    }
+
+    [Fact]
+    public void A_body_naming_no_event_is_read_as_a_status_change()
+    {
+        var result = CursorWebhook.TryParse(Encoding.UTF8.GetBytes("""{"id":"bc-1","status":"FINISHED"}"""), out var change);
+
+        Assert.Equal(CursorWebhook.ParseResult.StatusChange, result);
+        Assert.Equal(("bc-1", ProviderAgentStatus.Finished), (change!.Agent.Id, change.Agent.Status));
+    }
+
+    [Theory]
+    [InlineData("[]")]
+    [InlineData("\"statusChange\"")]
+    [InlineData("""{"event":"statusChange","id":"bc-1","status":"FINISHED"} {}""")]
+    [InlineData("""{"event":"statusChange","id":"bc-1","status":"FINISHED","id":"bc-2"}""")]
+    [InlineData("""{"event":"statusChange","id":"bc-1","status":"FINISHED","Status":"ERROR"}""")]
+    [InlineData("""{"event":"statusChange","id":"bc-1","status":"FINISHED","target":{"prUrl":"a","PRURL":"b"}}""")]
+    public void A_body_that_is_not_one_object_naming_each_property_once_is_invalid(string body) =>
+        Assert.Equal(CursorWebhook.ParseResult.Invalid, CursorWebhook.TryParse(Encoding.UTF8.GetBytes(body), out _));
+
+    [Fact]
+    public void A_property_name_that_is_not_valid_utf16_makes_the_body_invalid_not_an_exception()
+    {
+        // The parser's check for a name given twice meets it (and throws InvalidOperationException, not JsonException):
+        // read past, the rest of the body would be applied as a report.
+        var body = Encoding.UTF8.GetBytes("""{"\ud800":1,"event":"statusChange","id":"bc-1","status":"FINISHED"}""");
+
+        Assert.Equal(CursorWebhook.ParseResult.Invalid, CursorWebhook.TryParse(body, out var change));
+        Assert.Null(change);
+    }
+
+    [Fact]
+    public void A_body_nested_up_to_32_levels_is_read_and_one_level_deeper_is_invalid()
+    {
+        // As the API's other bodies (HandoffJsonContext's MaxDepth): the webhook is anyone's until its signature is
+        // checked, and once signed still the provider's text.
+        static byte[] Nested(int depth) => Encoding.UTF8.GetBytes(
+            """{"event":"statusChange","id":"bc-1","status":"FINISHED","extra":""" + new string('[', depth - 1) + new string(']', depth - 1) + "}");
+
+        Assert.Equal(CursorWebhook.ParseResult.StatusChange, CursorWebhook.TryParse(Nested(32), out _));
+        Assert.Equal(CursorWebhook.ParseResult.Invalid, CursorWebhook.TryParse(Nested(33), out _));
+    }
+
+    [Theory]
     [InlineData(" https://github.com/acme/shop\n", "acme/shop")]
     [InlineData("https://GitHub.com/acme/shop", "acme/shop")]
     [InlineData("HTTPS://WWW.GITHUB.COM/Acme/Shop.git", "Acme/Shop")]
@@ -38,4 +115,6 @@ public sealed class CursorWebhookTests
     [InlineData("  \t")]
     public void A_source_of_nothing_visible_names_no_repository(string? source) =>
         Assert.Null(CursorWebhook.RepositoryNamed(source));
+
+    private static byte[] StatusChangeOf(string id) => Encoding.UTF8.GetBytes($$"""{"event":"statusChange","id":"{{id}}","status":"FINISHED"}""");
 }
