@@ -64,6 +64,22 @@ public sealed class CursorWebhookTests
     }
 
     [Theory]
+    [InlineData("https://github.com/acme/shop", "acme/shop")]
+    [InlineData("https://gitlab.com/acme/shop", null)]
+    public void A_status_change_carries_its_sources_github_repository_as_owner_and_name(string source, string? expected)
+    {
+        // The host hands the report's repository on as owner/name: with it the run adopts the agent of a launch whose
+        // answer was lost (same branch and repository); without it such an agent would run unseen.
+        var body = $$$"""{"event":"statusChange","id":"bc-1","status":"RUNNING","source":{"repository":"{{{source}}}"},"target":{"branchName":"fix-pool"}}""";
+
+        Assert.Equal(CursorWebhook.ParseResult.StatusChange, CursorWebhook.TryParse(Encoding.UTF8.GetBytes(body), out var change));
+        Assert.Equal(expected, change!.Repository?.FullName);
+        Assert.Equal(source, change.RawRepository);
+        Assert.Equal(expected ?? source, change.Agent.Repository);
+        Assert.Equal("fix-pool", change.Agent.BranchName);
+    }
+
+    [Theory]
     [InlineData("[]")]
     [InlineData("\"statusChange\"")]
     [InlineData("""{"event":"statusChange","id":"bc-1","status":"FINISHED"} {}""")]
@@ -115,6 +131,41 @@ public sealed class CursorWebhookTests
     [InlineData("  \t")]
     public void A_source_of_nothing_visible_names_no_repository(string? source) =>
         Assert.Null(CursorWebhook.RepositoryNamed(source));
+
+    [Theory]
+    [InlineData("github.com/acme/shop")]
+    [InlineData("https://www.github.com/acme/shop/")]
+    [InlineData("https://github.com/acme/shop.git/")]
+    public void A_github_repository_is_read_without_a_scheme_and_with_a_closing_slash(string source) =>
+        Assert.Equal("acme/shop", CursorWebhook.ParseGitHubRepository(source)?.FullName);
+
+    [Theory]
+    [InlineData("https://mygithub.com/acme/shop")]
+    [InlineData("https://evil.example/github.com/acme/shop")]
+    [InlineData("https://github.com.evil.example/acme/shop")]
+    [InlineData("https://gist.github.com/acme/shop")]
+    [InlineData("ftp://github.com/acme/shop")]
+    [InlineData("git@github.com:acme/shop.git")]
+    [InlineData("https://github.com/acme/shop/tree/main")]
+    [InlineData("https://github.com/acme")]
+    public void A_source_naming_no_github_repository_is_named_as_written_never_as_owner_and_name(string source)
+    {
+        // Taken for owner/name, another host's acme/shop would pass for the launch's repository.
+        Assert.Null(CursorWebhook.ParseGitHubRepository(source));
+        Assert.Equal(source, CursorWebhook.RepositoryNamed(source));
+    }
+
+    [Fact]
+    public void A_source_naming_no_github_repository_is_named_printable_and_bounded()
+    {
+        // It goes into log lines (AgentReportOfAnotherRepository): anyone's text, made safe to print.
+        var named = CursorWebhook.RepositoryNamed("gitlab.com/acme/\u202eshop\n" + new string('x', 500));
+
+        Assert.NotNull(named);
+        Assert.True(named.Length <= 101, named);
+        Assert.DoesNotContain(named, c => char.IsControl(c) || char.GetUnicodeCategory(c) == System.Globalization.UnicodeCategory.Format);
+        Assert.StartsWith("gitlab.com/acme/", named, StringComparison.Ordinal);
+    }
 
     private static byte[] StatusChangeOf(string id) => Encoding.UTF8.GetBytes($$"""{"event":"statusChange","id":"{{id}}","status":"FINISHED"}""");
 }
