@@ -32,6 +32,35 @@ public sealed class WebhookSignatureTests
         Assert.False(WebhookSignature.IsValid(Secret, Body, header));
 
     [Fact]
+    public void Signature_wrong_in_its_first_or_last_hex_digit_only_is_invalid()
+    {
+        // Every byte of the HMAC is compared: one right but for its last byte is as forged as any other.
+        static string Flipped(char c) => c == '0' ? "1" : "0";
+
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected[..^1] + Flipped(Expected[^1])));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Flipped(Expected[0]) + Expected[1..]));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected[..32] + Flipped(Expected[32]) + Expected[33..]));
+    }
+
+    [Fact]
+    public void Signature_of_63_or_65_hex_digits_is_invalid_even_when_it_starts_with_the_right_one()
+    {
+        Assert.True(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected[..63]));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected + "0"));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected + "00"));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected[..62]));
+    }
+
+    [Theory]
+    [InlineData("sha256= ")]
+    [InlineData("sha256:")]
+    [InlineData("sha256")]
+    [InlineData("sha512=")]
+    public void Signature_with_another_or_a_spaced_prefix_is_invalid(string prefix) =>
+        Assert.False(WebhookSignature.IsValid(Secret, Body, prefix + Expected));
+
+    [Fact]
     public void Signature_of_a_body_changed_by_one_byte_is_invalid()
     {
         var changed = (byte[])Body.Clone();
