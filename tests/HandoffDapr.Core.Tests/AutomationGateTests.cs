@@ -68,4 +68,35 @@ public sealed class AutomationGateTests
             Preferences = new HandoffPreferences([], new AutomationHandoff("root_cause", null, null)),
         }));
     }
+
+    [Theory]
+    [InlineData("ROOT_CAUSE")]
+    [InlineData("Root_Cause")]
+    [InlineData(null)]
+    public void Handoff_point_in_another_letter_case_or_unset_is_the_root_cause(string? handoffPoint) =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Preferences = new HandoffPreferences([], new AutomationHandoff(handoffPoint, "cursor_background_agent", 42)),
+        }));
+
+    [Theory]
+    [InlineData("OPEN_PR")]
+    [InlineData("Solution")]
+    [InlineData("Code_Changes")]
+    public void Stopping_point_past_the_root_cause_in_another_letter_case_launches(string stoppingPoint) =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with { Metadata = new RunMetadata(stoppingPoint) }));
+
+    [Fact]
+    public void Solution_with_only_steps_is_the_completed_solution_step_not_the_root_cause() =>
+        Assert.Equal(GateVerdict.NotAtRootCause, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact("Pool exhausted"), new SolutionArtifact(" ", [null, new SolutionStep("Bound the pool")])),
+        }));
+
+    [Fact]
+    public void Root_cause_with_only_five_whys_is_the_completed_root_cause_step() =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact(" ", [null, " ", "The pool has ten connections"], [" "])),
+        }));
 }
