@@ -49,6 +49,14 @@ public sealed class RunRetentionTests
     }
 
     [Fact]
+    public void A_deleted_runs_tombstone_is_kept_the_thirty_days_the_api_documents()
+    {
+        // docs/api.md: a deleted run answers 404 run-deleted "for 30 days after"; the hosts' tests advance the clock by
+        // this same value, so only this pins it to the documented one.
+        Assert.Equal(TimeSpan.FromDays(30), RunRetention.TombstoneLifetime);
+    }
+
+    [Fact]
     public void Only_a_settled_run_with_the_commanded_agent_is_saved_before_a_stop_or_follow_up()
     {
         Assert.True(RunRetention.MustKeepForCommand(Settled(), "bc-1"));
