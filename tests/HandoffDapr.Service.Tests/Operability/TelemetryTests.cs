@@ -37,6 +37,8 @@ public sealed class TelemetryTests : IDisposable
         var attempts = Spans.Of(spans, "handoff.launch_attempt", 700);
         Assert.Equal(["acme/down", "acme/shop"], attempts.Select(span => (string)span.GetTagItem("handoff.repository")!).Order());
         Assert.All(attempts, span => Assert.Equal(42L, span.GetTagItem("handoff.integration_id")));
+        // The first attempt of each (the runbook's handoff.attempt): a retry's span is told from it by this number.
+        Assert.All(attempts, span => Assert.Equal(1, span.GetTagItem("handoff.attempt")));
         Assert.Equal(ActivityStatusCode.Error, attempts.Single(span => (string)span.GetTagItem("handoff.repository")! == "acme/down").Status);
         Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text && text.Contains("Please fix", StringComparison.Ordinal)));
     }
