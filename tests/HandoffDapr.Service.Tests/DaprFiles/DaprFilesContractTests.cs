@@ -48,8 +48,7 @@ public sealed class DaprFilesContractTests
     [Fact]
     public void Checker_rejects_a_misspelled_field_and_a_field_with_both_value_and_secret()
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader("""
+        var resource = Resource("""
             apiVersion: dapr.io/v1alpha1
             kind: Component
             metadata: { name: broken }
@@ -62,9 +61,9 @@ public sealed class DaprFilesContractTests
                 - name: redisPassword
                   value: x
                   secretKeyRef: { name: a, key: b }
-            """));
+            """);
 
-        var problems = UndocumentedMetadata((YamlMappingNode)stream.Documents[0].RootNode);
+        var problems = UndocumentedMetadata(resource);
 
         Assert.Contains("redisHosts", problems);
         Assert.Contains(problems, p => p.StartsWith("redisPassword", StringComparison.Ordinal));
@@ -82,8 +81,7 @@ public sealed class DaprFilesContractTests
     [InlineData("pubsub.redis", "insecureSkipTLSVerify")]
     public void Checker_rejects_a_field_dapr_1_16_does_not_read(string type, string field)
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader($$"""
+        var resource = Resource($$"""
             apiVersion: dapr.io/v1alpha1
             kind: Component
             metadata: { name: newer }
@@ -93,9 +91,9 @@ public sealed class DaprFilesContractTests
               metadata:
                 - name: {{field}}
                   value: "6380"
-            """));
+            """);
 
-        Assert.Equal([field], UndocumentedMetadata((YamlMappingNode)stream.Documents[0].RootNode));
+        Assert.Equal([field], UndocumentedMetadata(resource));
     }
 
     [Theory]
@@ -515,8 +513,7 @@ public sealed class DaprFilesContractTests
     [Fact]
     public void Resource_checker_rejects_a_misspelt_scopes_auth_or_metadata_item_field()
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader("""
+        var component = Resource("""
             apiVersion: dapr.io/v1alpha1
             kind: Component
             metadata: { name: broken }
@@ -531,8 +528,7 @@ public sealed class DaprFilesContractTests
                   secretKeyRef: { name: a, keys: b }
             auth: { secretstore: secretstore }
             scope: [handoff]
-            """));
-        var component = (YamlMappingNode)stream.Documents[0].RootNode;
+            """);
 
         Assert.Equal(["auth.secretstore", "scope"], UndocumentedRootFields(component));
         Assert.Equal(["Component.initTimout", "Component.metadata[0].secretKeyref", "Component.metadata[1].secretKeyRef.keys"], UndocumentedSpecFields(component));
@@ -541,8 +537,7 @@ public sealed class DaprFilesContractTests
     [Fact]
     public void Spec_checker_rejects_a_misspelt_field_at_any_depth()
     {
-        var stream = new YamlStream();
-        stream.Load(new StringReader("""
+        var resource = Resource("""
             apiVersion: dapr.io/v1alpha1
             kind: Resiliency
             metadata: { name: broken }
@@ -556,9 +551,9 @@ public sealed class DaprFilesContractTests
                 components:
                   pubsub:
                     inbund: { retry: again }
-            """));
+            """);
 
-        var problems = UndocumentedSpecFields((YamlMappingNode)stream.Documents[0].RootNode);
+        var problems = UndocumentedSpecFields(resource);
 
         Assert.Equal(
             ["Resiliency.policies.retries.again.maxRetry", "Resiliency.targets.actors.SomeActor.circuitBreakerScop", "Resiliency.targets.components.pubsub.inbund"],
@@ -666,4 +661,12 @@ public sealed class DaprFilesContractTests
 
     private static IEnumerable<(string File, YamlMappingNode Document)> Components(string folder) =>
         Documents(folder).Where(d => Scalar(d.Document, "kind") == "Component");
+
+    /// <summary>One Dapr resource written in a test, as the checkers read a file's document.</summary>
+    private static YamlMappingNode Resource(string yaml)
+    {
+        var stream = new YamlStream();
+        stream.Load(new StringReader(yaml));
+        return (YamlMappingNode)Assert.Single(stream.Documents).RootNode;
+    }
 }
