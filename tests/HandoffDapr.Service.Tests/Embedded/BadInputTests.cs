@@ -566,6 +566,8 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     [Theory]
     [InlineData("PUT", "/runs/1/handoff", 405, "method-not-allowed")]
     [InlineData("DELETE", "/healthz", 405, "method-not-allowed")]
+    [InlineData("DELETE", "/readyz", 405, "method-not-allowed")]
+    [InlineData("POST", "/readyz", 405, "method-not-allowed")]
     [InlineData("GET", "/runs/1", 404, "not-found")]
     public async Task Routing_refusals_are_problems_of_our_own_type(string method, string path, int status, string type)
     {
