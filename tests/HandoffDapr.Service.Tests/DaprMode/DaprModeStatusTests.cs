@@ -142,6 +142,25 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(1, cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// With an app token, daprd's other ways in want it too: the dead-letter subscription's route and the actor runtime's
+    /// calls (a method, a reminder, a deactivation) sent without it are refused before they reach the run.
+    /// </summary>
+    [Fact]
+    public async Task With_an_app_token_dead_letters_and_actor_calls_without_it_are_401_and_reach_no_run()
+    {
+        await using var factory = await Start(appApiToken: "app-token-from-daprd-12");
+        var anonymous = factory.CreateClient();
+        HttpContent Json(string json) => new StringContent(json, System.Text.Encoding.UTF8, "application/json");
+        var run = Payloads.Run(305, ["acme/shop"]).ToJsonString();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PostAsync("/events/autofix-run-completed/dead-letter", Json(run))).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PutAsync($"/actors/{Actor}/305/method/AcceptCompletedRunAsync", Json(run))).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.PutAsync($"/actors/{Actor}/305/method/remind/{HandoffRunActor.WakeReminder}", Json("{}"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await anonymous.DeleteAsync($"/actors/{Actor}/305")).StatusCode);
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     [Fact]
     public async Task Actor_call_slower_than_the_actor_call_timeout_is_a_503_and_a_retry_not_a_500()
     {
