@@ -93,25 +93,22 @@ public sealed class StoredViewTests : IDisposable
         await client.PostJsonAsync("/runs/704/handoff", Payloads.Trigger(Payloads.Run(704, ["acme/shop"], automation: false)));
         var current = await (await client.GetAsync("/runs/704/handoff")).Content.ReadAsStringAsync();
 
-        await using (var connection = new SqliteConnection($"Data Source={factory.DataPath};Pooling=False"))
-        {
-            await connection.OpenAsync();
-            await using var command = connection.CreateCommand();
-            command.CommandText = "UPDATE runs SET view = CAST('{\"run_id\":704,\"shape\":\"earlier\"}' AS BLOB), view_format = 1 WHERE run_id = 704";
-            Assert.Equal(1, await command.ExecuteNonQueryAsync());
-        }
+        Assert.Equal(1, await ExecuteAsync(factory.DataPath, "UPDATE runs SET view = CAST('{\"run_id\":704,\"shape\":\"earlier\"}' AS BLOB), view_format = 1 WHERE run_id = 704"));
 
         Assert.Null(factory.Store.LoadView(704));
         Assert.Equal(current, await (await client.GetAsync("/runs/704/handoff")).Content.ReadAsStringAsync());
     }
 
-    private static async Task ForgetViews(string dataPath)
+    private static Task ForgetViews(string dataPath) => ExecuteAsync(dataPath, "UPDATE runs SET view = NULL");
+
+    /// <summary>Changes the data file as another program would; the rows changed.</summary>
+    private static async Task<int> ExecuteAsync(string dataPath, string sql)
     {
         await using var connection = new SqliteConnection($"Data Source={dataPath};Pooling=False");
         await connection.OpenAsync();
         await using var command = connection.CreateCommand();
-        command.CommandText = "UPDATE runs SET view = NULL";
-        await command.ExecuteNonQueryAsync();
+        command.CommandText = sql;
+        return await command.ExecuteNonQueryAsync();
     }
 
     public void Dispose()
