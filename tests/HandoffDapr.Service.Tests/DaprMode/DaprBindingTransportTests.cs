@@ -191,13 +191,13 @@ public sealed class DaprBindingTransportTests
         Assert.IsNotType<ProviderTransportException>(thrown);
     }
 
-    /// <summary>Answers InvokeBinding successfully with data but no metadata (no <c>statusCode</c>).</summary>
     /// <summary>A client whose gRPC calls <paramref name="handler"/> answers in place of a sidecar (the endpoint is never dialled).</summary>
     private static DaprClient ClientOver(HttpMessageHandler handler) => new DaprClientBuilder()
         .UseGrpcEndpoint("http://127.0.0.1:9")
         .UseGrpcChannelOptions(new GrpcChannelOptions { HttpHandler = handler })
         .Build();
 
+    /// <summary>Answers InvokeBinding successfully with data but no metadata (no <c>statusCode</c>).</summary>
     private sealed class AnswersWithoutMetadata : HttpMessageHandler
     {
         protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
