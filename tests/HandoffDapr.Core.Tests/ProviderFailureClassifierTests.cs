@@ -36,7 +36,7 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(400, """{"error":{"message":"FAILED TO VERIFY EXISTENCE OF BRANCH 'main'"}}""", FailureTypes.RepositoryAccess, false)]
     public void Status_code_decides_the_failure_type(int status, string body, string expected, bool retryable)
     {
-        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
+        var failure = Classify(status, body);
 
         Assert.Equal(expected, failure.FailureType);
         Assert.Equal(retryable, failure.Retryable);
@@ -104,6 +104,22 @@ public sealed class ProviderFailureClassifierTests
         Assert.Null(ProviderFailureClassifier.ParseRetryAfter(header, Now));
 
     [Theory]
+    [InlineData(403, "Team quota", FailureTypes.QuotaExceeded, FailureTypes.RepositoryAccess)]
+    [InlineData(400, "Failed to verify existence of branch", FailureTypes.RepositoryAccess, FailureTypes.InvalidRequest)]
+    public void Words_past_the_first_4_KiB_of_a_body_are_not_read(int status, string words, string whenRead, string whenPast)
+    {
+        // Only the start of a body is read for words: a garbage answer of any size costs the same small work. The words
+        // end the body, so one byte more leaves their last letter past the limit.
+        var endingAtTheLimit = new string(' ', 4096 - words.Length) + words;
+
+        Assert.Equal(whenRead, Classify(status, endingAtTheLimit).FailureType);
+        Assert.Equal(whenPast, Classify(status, " " + endingAtTheLimit).FailureType);
+    }
+
+    private static ProviderFailure Classify(int status, string body) =>
+        ProviderFailureClassifier.FromResponse(new ProviderResponse(status, Encoding.UTF8.GetBytes(body)), Now);
+
+    [Theory]
     [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage-service"}}""")]
     [InlineData("""{"error":{"message":"The GitHub app is not installed on acme/quota-tracker"}}""")]
     [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage"}}""")]
@@ -111,7 +127,7 @@ public sealed class ProviderFailureClassifierTests
     public void A_403_that_names_a_repository_with_an_account_limit_word_is_repository_access(string body)
     {
         // README: Cursor 403 is repository_access unless it is *about* plan limits, storage or quota.
-        var failure = ProviderFailureClassifier.FromResponse(new ProviderResponse(403, Encoding.UTF8.GetBytes(body)), Now);
+        var failure = Classify(403, body);
 
         Assert.Equal(FailureTypes.RepositoryAccess, failure.FailureType);
     }
