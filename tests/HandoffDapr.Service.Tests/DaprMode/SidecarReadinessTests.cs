@@ -3,6 +3,7 @@ using Dapr.Client;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 
@@ -163,6 +164,28 @@ public sealed class SidecarReadinessTests : IDisposable
         var warned = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
         Assert.Equal(LogLevel.Warning, warned.Level);
         Assert.Equal(yet.GetStructuredStateValue("Reason"), warned.GetStructuredStateValue("Reason"));
+    }
+
+    [Fact]
+    public async Task A_client_that_throws_reads_not_ready_with_a_fixed_reason_never_the_exception()
+    {
+        // A disposed client (as at shutdown) throws ObjectDisposedException, which is none of the failures a sidecar
+        // call is expected to end in.
+        var dapr = new DaprClientBuilder().UseHttpEndpoint("http://127.0.0.1:9").UseGrpcEndpoint("http://127.0.0.1:9").Build();
+        dapr.Dispose();
+        var logs = new FakeLogCollector();
+        var check = new SidecarReadinessCheck(
+            dapr, Microsoft.Extensions.Options.Options.Create(new HandoffOptions()), TimeProvider.System,
+            new FakeLogger<SidecarReadinessCheck>(logs));
+
+        var result = await check.CheckHealthAsync(new HealthCheckContext());
+
+        Assert.Equal(HealthStatus.Unhealthy, result.Status);
+        Assert.Equal("the Dapr sidecar could not be asked", result.Description);
+        Assert.Null(result.Exception);
+        var line = Assert.Single(logs.GetSnapshot());
+        Assert.Equal("SidecarNotReadyYet", line.Id.Name);
+        Assert.Null(line.Exception);
     }
 
     [Fact]
