@@ -521,6 +521,37 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(request)).StatusCode);
     }
 
+    /// <summary>
+    /// HTTP/1.0 needs no Host (RFC 1945), and a browser always sends one: a loopback request without it is a local tool.
+    /// A real Kestrel on a raw socket, as HttpClient always writes a Host.
+    /// </summary>
+    [Fact]
+    public async Task Without_a_token_a_loopback_http_1_0_request_without_host_is_local()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("no-host.db"), cursor.Url);
+        var port = factory.StartOnKestrel().Port;
+
+        var answer = await HttpExtensions.SendRawAsync(port, "GET /runs/1/handoff HTTP/1.0\r\n\r\n");
+
+        // An unknown run: 404 means the caller was let through.
+        Assert.StartsWith("HTTP/1.1 404 ", answer, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// RFC 9110 §11.4: one or more spaces follow the scheme. Sent over a raw socket, so that these are the bytes Kestrel
+    /// reads.
+    /// </summary>
+    [Fact]
+    public async Task A_bearer_token_after_several_spaces_is_accepted()
+    {
+        using var factory = WithToken();
+        var port = factory.StartOnKestrel().Port;
+
+        var answer = await HttpExtensions.SendRawAsync(port, $"GET /runs/1/handoff HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer   {Token}\r\nConnection: close\r\n\r\n");
+
+        Assert.StartsWith("HTTP/1.1 404 ", answer, StringComparison.Ordinal);
+    }
+
     private EmbeddedServiceFactory WithToken() =>
         new(temp.File($"{Guid.NewGuid():N}.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = Token });
 
