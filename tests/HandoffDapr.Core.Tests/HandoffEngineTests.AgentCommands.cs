@@ -735,6 +735,54 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
     }
 
+    [Fact]
+    public async Task A_stop_whose_outcome_is_unknown_answers_its_failure_type_leaves_the_agent_as_it_is_and_records_it_as_unknown()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var before = writer.Saved.Last().CodingAgents["bc-1"].Status;
+        // Sent, and its answer could not be read: the stop may have taken, or not.
+        provider.StopFailure = new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, stop.Status);
+        Assert.Equal(FailureTypes.InvalidResponse, stop.FailureType);
+        var state = writer.Saved.Last();
+        // Not "failed" on a stop that may not have taken: the poll, which reads it on, learns whether it did.
+        Assert.Equal(before, state.CodingAgents["bc-1"].Status);
+        Assert.Equal((TimelineEvents.Stopped, "bc-1", "outcome unknown"), (state.Timeline[^1].Event, state.Timeline[^1].AgentId, state.Timeline[^1].Detail));
+    }
+
+    [Fact]
+    public async Task A_stop_cut_off_at_the_provider_by_shutdown_is_an_unknown_outcome_recorded_as_such_not_an_exception()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        using var shutdown = new CancellationTokenSource();
+        // The provider has the request when the shutdown's grace runs out.
+        provider.OnStop = shutdown.Cancel;
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), shutdown.Token);
+
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, stop.Status);
+        Assert.Equal(FailureTypes.ProviderUnavailable, stop.FailureType);
+        Assert.Equal((TimelineEvents.Stopped, "outcome unknown"), (writer.Saved.Last().Timeline[^1].Event, writer.Saved.Last().Timeline[^1].Detail));
+    }
+
+    [Fact]
+    public async Task A_stop_whose_caller_is_gone_before_it_is_sent_sends_and_records_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        using var shutdown = new CancellationTokenSource();
+        await shutdown.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() =>
+            engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), shutdown.Token));
+
+        Assert.Empty(provider.Stops);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);

@@ -565,9 +565,18 @@ public sealed partial class HandoffEngineTests
         /// <summary>The agents each stop was sent to, in order.</summary>
         public ConcurrentQueue<string> Stops { get; } = new();
 
+        /// <summary>Runs as each stop reaches the provider (a shutdown that cuts it off there, say).</summary>
+        public Action? OnStop { get; set; }
+
         public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken)
         {
             Stops.Enqueue(agentId);
+            if (OnStop is { } onStop)
+            {
+                onStop();
+                cancellationToken.ThrowIfCancellationRequested();
+            }
+
             return StopFaults ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(
                 CannotStop ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
                 : StopFailure is { } failure ? ProviderResult<bool>.Failed(failure)
