@@ -783,6 +783,62 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(saves, writer.Saved.Count);
     }
 
+    [Fact]
+    public async Task A_stop_the_provider_refused_answers_the_providers_failure_type_and_records_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+        provider.StopFailure = new ProviderFailure(FailureTypes.RepositoryAccess, Retryable: false);
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+
+        Assert.Equal((AgentCommandStatus.ProviderFailed, FailureTypes.RepositoryAccess), (stop.Status, stop.FailureType));
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    /// <summary>The id by which the run's actor records a command once, though daprd makes the call again.</summary>
+    [Fact]
+    public async Task Each_command_taken_or_of_unknown_outcome_is_handed_to_be_recorded_with_an_id_of_its_own()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new SeenRecorder(new EngineRoundTrips.Recorder(engine, writer));
+
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Add a test"), recorder, CancellationToken.None);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Add a test"), recorder, CancellationToken.None);
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
+
+        Assert.Equal(3, recorder.Seen.Count);
+        Assert.All(recorder.Seen, sent => Assert.False(string.IsNullOrEmpty(sent.CommandId)));
+        Assert.Equal(3, recorder.Seen.Select(sent => sent.CommandId).Distinct().Count());
+    }
+
+    [Fact]
+    public async Task A_stop_of_an_agent_that_ended_is_answered_with_its_end_even_if_it_cannot_be_recorded()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/3")), writer);
+        var recorder = new RaceRecorder(new EngineRoundTrips.Recorder(engine, writer), () => throw new InvalidOperationException("store unreachable"));
+
+        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, stop.Status);
+        Assert.Equal(CodingAgentStatus.Completed, stop.Agent!.Status);
+    }
+
+    [Fact]
+    public async Task A_command_recorded_against_another_runs_state_is_an_unknown_agent_and_saves_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var saves = writer.Saved.Count;
+
+        var outcome = await engine.RecordCommandAsync(writer.Saved.Last(), new AgentCommandSent(2, "bc-1", Stop: true, CommandId: "command-1"), writer);
+
+        Assert.Equal(AgentCommandStatus.UnknownAgent, outcome.Status);
+        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal(CodingAgentStatus.Pending, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
     {
         public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
@@ -793,6 +849,21 @@ public sealed partial class HandoffEngineTests
         {
             await meanwhile();
             return await inner.RecordCommandAsync(sent);
+        }
+    }
+
+    private sealed class SeenRecorder(IRoundRecorder inner) : IRoundRecorder
+    {
+        public List<AgentCommandSent> Seen { get; } = [];
+
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => inner.RecordLaunchesAsync(answers);
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => inner.RecordPollAsync(answers);
+
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent)
+        {
+            Seen.Add(sent);
+            return inner.RecordCommandAsync(sent);
         }
     }
 }
