@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
@@ -837,6 +838,48 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(AgentCommandStatus.UnknownAgent, outcome.Status);
         Assert.Equal(saves, writer.Saved.Count);
         Assert.Equal(CodingAgentStatus.Pending, writer.Saved.Last().CodingAgents["bc-1"].Status);
+    }
+
+    [Fact]
+    public async Task A_follow_up_starts_the_polls_back_off_again_from_its_first_interval()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // Read at work: the first read changes its status, the next three see nothing new (the interval doubling each time).
+        var state = writer.Saved.Last();
+        for (var i = 0; i < 4; i++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        Assert.True(state.NextWakeAt() - time.GetUtcNow() > TimeSpan.FromMinutes(4));
+
+        await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Also add a test"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        state = await WakeWhenDueAsync(writer.Saved.Last());
+
+        // One quiet read since the follow-up: twice the first interval, not the backed-off one it had before.
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(2), state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_stop_of_an_agent_that_completed_puts_no_watch_on_it_while_another_agent_awaits_its_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        // acme/shop's agent finished without a pull request and is asked for one; acme/web's completed with its own.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(web, ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/web/pull/8")), writer);
+
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
+        var read = new ConcurrentQueue<string>();
+        provider.OnRead = read.Enqueue;
+        await WakeWhenDueAsync(writer.Saved.Last());
+
+        // Its end and its pull request are known: only the agent awaiting its pull request is read.
+        Assert.Equal([shop], read);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents[web].Status);
     }
 
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder
