@@ -238,6 +238,61 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.Equal("""{"prompt":{"text":"Also add a test"}}""", cursor.LogEntries.Last().RequestMessage.Body);
     }
 
+    [Fact]
+    public async Task A_stop_is_a_post_without_a_body_and_a_follow_up_a_post_of_its_prompt()
+    {
+        Answer("/v0/agents/bc-1/stop", 200, """{"id":"bc-1"}""");
+        Answer("/v0/agents/bc-1/followup", 200, """{"id":"bc-1"}""");
+
+        await provider.StopAsync("bc-1", CancellationToken.None);
+        await provider.AddFollowupAsync("bc-1", "Also add a test", CancellationToken.None);
+
+        var requests = cursor.LogEntries.Select(entry => entry.RequestMessage).ToList();
+        Assert.Equal([("POST", "/v0/agents/bc-1/stop"), ("POST", "/v0/agents/bc-1/followup")], requests.Select(request => (request.Method, request.Path)));
+        Assert.True(string.IsNullOrEmpty(requests[0].Body), requests[0].Body);
+    }
+
+    [Theory]
+    [InlineData(404, FailureTypes.InvalidRequest)]
+    [InlineData(500, FailureTypes.ProviderUnavailable)]
+    public async Task A_stop_or_follow_up_cursor_answers_with_an_error_is_that_failure_not_taken(int status, string expected)
+    {
+        Answer("/v0/agents/bc-1/stop", status, """{"error":{"message":"agent not found"}}""");
+        Answer("/v0/agents/bc-1/followup", status, """{"error":{"message":"agent not found"}}""");
+
+        var stop = await provider.StopAsync("bc-1", CancellationToken.None);
+        var followup = await provider.AddFollowupAsync("bc-1", "Also add a test", CancellationToken.None);
+
+        Assert.Equal(expected, stop.Failure?.FailureType);
+        Assert.Equal(expected, followup.Failure?.FailureType);
+    }
+
+    [Fact]
+    public async Task Launch_sends_auto_create_pr_off_when_asked_and_the_configured_model()
+    {
+        Answer("/v0/agents", 201, """{"id":"bc-1","status":"CREATING"}""");
+        var withModel = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, NullLogger<CursorAgentsProvider>.Instance, "claude-4-sonnet");
+
+        await withModel.LaunchAsync(Launch() with { AutoCreatePr = false }, CancellationToken.None);
+
+        var body = JsonNode.Parse(cursor.LogEntries.Single().RequestMessage.Body!)!;
+        Assert.False(body["target"]!["autoCreatePr"]!.GetValue<bool>());
+        Assert.Equal("claude-4-sonnet", body["model"]!.GetValue<string>());
+    }
+
+    /// <summary>The URL Cursor calls back is the one given, escapes and all: unescaped, a space or an escaped '?' in its path would send the webhook elsewhere.</summary>
+    [Fact]
+    public async Task Launch_sends_the_webhook_url_escaped_as_it_was_given()
+    {
+        Answer("/v0/agents", 201, """{"id":"bc-1","status":"CREATING"}""");
+        var url = new Uri("https://h.example/handoff%20dapr/webhooks/cursor/42?run_id=1");
+
+        await provider.LaunchAsync(Launch(webhook: new AgentWebhook(url, "s3cret-s3cret-s3cret-s3cret-s3cret")), CancellationToken.None);
+
+        var body = JsonNode.Parse(cursor.LogEntries.Single().RequestMessage.Body!)!;
+        Assert.Equal("https://h.example/handoff%20dapr/webhooks/cursor/42?run_id=1", body["webhook"]!["url"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("../x")]
     [InlineData("a/b")]
