@@ -127,6 +127,27 @@ public sealed class DamagedRowTests : IDisposable
         Assert.Equal(3, logs.GetSnapshot().Count(entry => entry.Id.Name == "RunOwnerUnavailable" && entry.Message.Contains("Run 2")));
     }
 
+    /// <summary>
+    /// An agent id of a shape no provider gives is answered from the request alone: 404, as for an agent the run lacks,
+    /// without the run being read (a 503 here would send the caller to retry a request that can never succeed).
+    /// </summary>
+    [Fact]
+    public async Task Stop_and_followup_of_an_agent_id_of_no_providers_shape_are_404_without_reading_the_run()
+    {
+        var path = temp.File("unreadable-agent-id.db");
+        using var factory = new EmbeddedServiceFactory(path, cursor.Url);
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
+        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
+
+        var stop = await client.PostAsync($"/runs/2/agents/{new string('a', 129)}/stop", null);
+        var followup = await client.PostJsonAsync("/runs/2/agents/bc%201/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" });
+
+        Assert.All(new[] { stop, followup }, response => Assert.Equal(HttpStatusCode.NotFound, response.StatusCode));
+        Assert.EndsWith("/unknown-agent", (await stop.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.EndsWith("/unknown-agent", (await followup.ReadJsonAsync())["type"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Row_holding_another_runs_state_is_refused_not_written_through_to_that_run()
     {
