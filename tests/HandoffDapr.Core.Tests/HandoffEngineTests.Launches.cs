@@ -708,7 +708,7 @@ public sealed partial class HandoffEngineTests
     {
         // Past the in-flight timeout another owner (a second process on the same file) would take the launch for
         // lost and reconcile it while this call is still out: the attempt must let go first.
-        provider.Delay = _ => Timeout.Infinite;
+        provider.Delay = _ => Provider.Unanswered;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
 
         var outcome = await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
@@ -724,7 +724,7 @@ public sealed partial class HandoffEngineTests
     {
         var oneAtATime = new HandoffEngine(
             new SingleIntegrationCatalog(new Integration(42, provider)), new HandoffEngineOptions { MaxParallelLaunches = 1 }, new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
-        provider.Delay = _ => Timeout.Infinite;
+        provider.Delay = _ => Provider.Unanswered;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
 
         await oneAtATime.TriggerAndFinishAsync(1, null, Trigger("acme/a", "acme/b"), writer, CancellationToken.None);
@@ -747,7 +747,7 @@ public sealed partial class HandoffEngineTests
 
         // Round 2: acme/a's call outlives the in-flight time, so acme/b's turn comes too late and nothing is sent for it.
         provider.Always = null;
-        provider.Delay = _ => Timeout.Infinite;
+        provider.Delay = _ => Provider.Unanswered;
         provider.OnLaunch = _ => time.Advance(TimeSpan.FromMinutes(2));
         time.Advance(TimeSpan.FromHours(1));
         await oneAtATime.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
@@ -767,7 +767,7 @@ public sealed partial class HandoffEngineTests
     public async Task Provider_calls_end_before_the_saved_in_flight_deadline_even_when_saving_the_intent_is_slow()
     {
         var slow = new SlowFirstSaveWriter(time, TimeSpan.FromSeconds(30));
-        provider.Delay = _ => Timeout.Infinite;
+        provider.Delay = _ => Provider.Unanswered;
         // The call hangs; time moves to the deadline saved with the intent (the moment another owner may reconcile it).
         provider.OnLaunch = _ => time.Advance(slow.Saved.Last().Launches[0].NextAttemptAt!.Value - time.GetUtcNow());
 

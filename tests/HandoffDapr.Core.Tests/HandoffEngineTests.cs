@@ -459,6 +459,13 @@ public sealed partial class HandoffEngineTests
         /// <summary>Runs as a launch's answer is handed back (after any delay).</summary>
         public Action<AgentLaunchRequest>? OnAnswer { get; set; }
         public Func<AgentLaunchRequest, int>? Delay { get; set; }
+
+        /// <summary>
+        /// A <see cref="Delay"/> for a call that never answers in the test's time: 20 s of real time, far past the fake
+        /// clock's deadline the test moves to. Bounded, so that a round that fails to cut the call off fails its test
+        /// with the call's late answer instead of hanging the run.
+        /// </summary>
+        public const int Unanswered = 20_000;
         private ProviderFailure? next;
 
         /// <summary>The next launch's failure, taken by exactly one of the launches made in parallel.</summary>
