@@ -152,6 +152,14 @@ public static class HandoffServiceExtensions
         api.MapCompletionEventEndpoints(mode, app.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Dapr);
         app.LogHostingMode();
         app.LogCallerCheck();
+        if (mode == HostingMode.Embedded)
+        {
+            // Open the data file now, not first in the host's start: a path that cannot be used is then refused by
+            // Program as the bad setting it is, on one line, rather than also logged by the host's failed start with a
+            // stack trace ("Hosting failed to start").
+            app.Services.GetRequiredService<SqliteRunStore>();
+        }
+
         return app;
     }
 

@@ -93,6 +93,40 @@ public sealed class StartupErrorTests : IDisposable
     }
 
     /// <summary>
+    /// A data path the service cannot use (a folder that cannot be made, a file that is not a database), with the log
+    /// left at its defaults as an operator starts it. The other tests silence the log; here the console is judged whole:
+    /// the store used to be opened first by the host's start, whose failure log ("Hosting failed to start") wrote the
+    /// exception with its stack trace to stdout above the one-line message on stderr.
+    /// </summary>
+    [Theory]
+    [InlineData("missing-folder")]
+    [InlineData("not-a-database")]
+    public async Task Unusable_data_path_stops_start_up_without_a_stack_trace_in_the_default_log(string kind)
+    {
+        var dataPath = kind == "missing-folder" ? "/proc/no-such-folder/handoff.db" : temp.File("not-a-database.db");
+        if (kind == "not-a-database")
+        {
+            await File.WriteAllTextAsync(dataPath, "not a database, but some text long enough to fill a header of one hundred bytes or so, and more");
+        }
+
+        var (exitCode, stdout, stderr) = await RunServiceAsync(new Dictionary<string, string>
+        {
+            ["Handoff__Mode"] = "Embedded",
+            ["Handoff__DataPath"] = dataPath,
+            ["Handoff__Integrations__42__ApiKey"] = "key",
+            ["Handoff__Integrations__43__ApiKey"] = "key",
+            ["DOTNET_DbgEnableMiniDump"] = "0",
+        });
+
+        var output = stdout + stderr;
+        Assert.Contains($"Handoff:DataPath '{dataPath}' cannot be used", stderr);
+        Assert.StartsWith("Configuration error, not starting:", stderr.TrimStart());
+        Assert.DoesNotContain("Hosting failed to start", output);
+        Assert.DoesNotContain("   at ", output);
+        Assert.Equal(1, exitCode);
+    }
+
+    /// <summary>
     /// The address to listen on is taken (a second <c>dotnet run</c>, the quick start's service still in the
     /// background): Kestrel's bind failure used to end the process as an unhandled exception, stack trace and exit code
     /// 134 (an abort, a crash dump where enabled). It is the listening address to change or free, said as such.
