@@ -50,6 +50,20 @@ public static class AutomationGate
         return handoff.IntegrationId is null ? GateVerdict.NoIntegration : GateVerdict.Launch;
     }
 
+    /// <summary>
+    /// Why a verdict hands nothing off, in the event's own field names, for the operator reading the log (the event is
+    /// answered as taken either way).
+    /// </summary>
+    public static string Describe(GateVerdict verdict) => verdict switch
+    {
+        GateVerdict.NoAutomationPreference => "no preferences.automation_handoff",
+        GateVerdict.HandoffPointNotSupported => "automation_handoff.handoff_point is not root_cause",
+        GateVerdict.NotAtRootCause => "the step completed is not the root cause (no root cause yet, or the solution)",
+        GateVerdict.StoppingPointNotPastRootCause => "metadata.stopping_point is not past root_cause",
+        GateVerdict.NoIntegration => "automation_handoff names no integration_id",
+        _ => "the gate passes",
+    };
+
     /// <summary>As the reference reads it: a solution with data means the solution step, else a root cause with data.</summary>
     public static string? CompletedStep(RunArtifacts? artifacts)
     {

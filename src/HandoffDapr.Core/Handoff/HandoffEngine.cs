@@ -145,7 +145,7 @@ public sealed partial class HandoffEngine(
                 await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             }
 
-            return new CompletionOutcome(CompletionStatus.Stored, verdict.ToString(), HandoffResult.Empty);
+            return new CompletionOutcome(CompletionStatus.Stored, AutomationGate.Describe(verdict), HandoffResult.Empty);
         }
 
         var handoff = snapshot.Preferences!.AutomationHandoff!;
@@ -157,7 +157,7 @@ public sealed partial class HandoffEngine(
             warned.Log(() => LogTargetMismatch(snapshot.RunId, handoff.IntegrationId.Value, target, integration.Provider.ProviderName));
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             warned.Publish();
-            return new CompletionOutcome(CompletionStatus.Stored, "target does not match the integration", HandoffResult.Empty);
+            return new CompletionOutcome(CompletionStatus.Stored, "automation_handoff.target is not the integration's provider", HandoffResult.Empty);
         }
 
         var trigger = new HandoffTrigger(groupId, handoff.IntegrationId!.Value, Instruction: null, AutoCreatePr: handoff.AutoCreatePr ?? false, Snapshot: current);
@@ -168,10 +168,10 @@ public sealed partial class HandoffEngine(
             warned.Log(() => LogUnknownIntegration(snapshot.RunId, handoff.IntegrationId.Value));
             await writer.SaveAsync(KeepingSnapshot(), cancellationToken);
             warned.Publish();
-            return new CompletionOutcome(CompletionStatus.Stored, "unknown integration", HandoffResult.Empty);
+            return new CompletionOutcome(CompletionStatus.Stored, "automation_handoff.integration_id is not configured", HandoffResult.Empty);
         }
 
-        return new CompletionOutcome(CompletionStatus.HandedOff, verdict.ToString(), outcome.Result) { Round = outcome.Round };
+        return new CompletionOutcome(CompletionStatus.HandedOff, AutomationGate.Describe(verdict), outcome.Result) { Round = outcome.Round };
     }
 
     /// <summary>

@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json.Nodes;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 
@@ -10,12 +11,13 @@ public sealed class EmbeddedHandoffTests : IDisposable
 {
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
+    private readonly FakeLogCollector logs = new();
     private readonly EmbeddedServiceFactory factory;
     private readonly HttpClient client;
 
     public EmbeddedHandoffTests()
     {
-        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url);
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url) { Logs = logs };
         client = factory.CreateClient();
     }
 
@@ -305,18 +307,29 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(autoCreatePr, prompt.Contains("Include 'Fixes SHOP-1A2' in the pull request description.", StringComparison.Ordinal));
     }
 
+    /// <summary>The event is taken either way; the log line says, in the event's own field names, what held it back.</summary>
     [Theory]
-    [InlineData(202, true, "open_pr")]      // the solution step's event: the root cause completed earlier
-    [InlineData(203, false, "root_cause")]  // the run was meant to stop at its root cause
-    public async Task Completion_event_the_gate_refuses_stores_the_run_and_launches_nothing(long runId, bool withSolution, string stoppingPoint)
+    [InlineData(202, "solution step", "the step completed is not the root cause (no root cause yet, or the solution)")]
+    [InlineData(203, "stops at root cause", "metadata.stopping_point is not past root_cause")]
+    [InlineData(205, "no preference", "no preferences.automation_handoff")]
+    [InlineData(206, "unknown integration", "automation_handoff.integration_id is not configured")]
+    public async Task Completion_event_the_gate_refuses_stores_the_run_launches_nothing_and_logs_why(long runId, string kind, string reason)
     {
-        var response = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(runId, ["acme/shop"], withSolution: withSolution, stoppingPoint: stoppingPoint));
+        var run = Payloads.Run(runId, ["acme/shop"], automation: kind != "no preference", withSolution: kind == "solution step", stoppingPoint: kind == "stops at root cause" ? "root_cause" : "open_pr");
+        if (kind == "unknown integration")
+        {
+            run["preferences"]!["automation_handoff"]!["integration_id"] = 77;
+        }
+
+        var response = await client.PostJsonAsync("/events/autofix-run-completed", run);
         await factory.RunScheduleAsync();
 
         Assert.Equal(HttpStatusCode.OK, response.StatusCode);
         var stored = await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
         Assert.Empty(stored["launches"]!.AsArray());
         Assert.Equal(0, cursor.LaunchRequests);
+        var line = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventStored");
+        Assert.Equal(reason, line.GetStructuredStateValue("Reason"));
     }
 
     [Fact]
