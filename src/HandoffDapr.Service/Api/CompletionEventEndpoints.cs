@@ -61,7 +61,7 @@ public static partial class CompletionEventEndpoints
             // A body that came too slowly says nothing about the event: daprd is asked to deliver it again.
             return problem!.StatusCode == StatusCodes.Status408RequestTimeout && mode == HostingMode.Dapr
                 ? DaprEventReply.Retry
-                : Malformed(mode, services.Logger, $"{problem.ProblemDetails.Title}: {problem.ProblemDetails.Detail}", problem);
+                : Malformed(mode, services.Logger, problem);
         }
 
         RunSnapshot? snapshot = null;
@@ -96,7 +96,7 @@ public static partial class CompletionEventEndpoints
         if (invalid is not null || snapshot is null)
         {
             invalid ??= "The event data is not a run snapshot.";
-            return Malformed(mode, services.Logger, invalid, Problems.InvalidBody(invalid));
+            return Malformed(mode, services.Logger, Problems.InvalidBody(invalid));
         }
 
         CompletionOutcome outcome;
@@ -386,9 +386,10 @@ public static partial class CompletionEventEndpoints
             : EnvelopeName.None;
     }
 
-    private static IResult Malformed(HostingMode mode, ILogger logger, string reason, ProblemHttpResult problem)
+    /// <summary>Logged as the problem's title and detail, whichever check refused the event.</summary>
+    private static IResult Malformed(HostingMode mode, ILogger logger, ProblemHttpResult problem)
     {
-        LogEventMalformed(logger, Answer(mode, problem.StatusCode), reason);
+        LogEventMalformed(logger, Answer(mode, problem.StatusCode), $"{problem.ProblemDetails.Title}: {problem.ProblemDetails.Detail}");
         // daprd: DROP sends the event to the dead-letter topic; redelivering it could never succeed.
         return mode == HostingMode.Dapr ? DaprEventReply.Drop : problem;
     }

@@ -22,17 +22,19 @@ public sealed class CompletionEventLogTests : IDisposable
         client = factory.CreateClient();
     }
 
+    /// <summary>Why, as the problem's title and detail, whether the body could not be read or its run was refused.</summary>
     [Theory]
-    [InlineData("application/json; charset=utf-16", "{}", 415, "Unsupported media type")]
-    [InlineData("application/json", "", 400, "The body is empty.")]
-    [InlineData("application/json", "[1]", 400, "The event data must be a JSON object.")]
+    [InlineData("application/json; charset=utf-16", "{}", 415, "Unsupported media type: ")]
+    [InlineData("application/json", "", 400, "Invalid request body: The body is empty.")]
+    [InlineData("application/json", "[1]", 400, "Invalid request body: The event data must be a JSON object.")]
+    [InlineData("application/json", """{"run_id": 5}""", 400, "Invalid request body: The run names no group")]
     public async Task Refused_event_is_logged_with_the_status_it_got_and_why(string contentType, string body, int status, string reason)
     {
         var response = await client.PostRawAsync("/events/autofix-run-completed", body, contentType);
 
         Assert.Equal(status, (int)response.StatusCode);
         var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "CompletionEventMalformed");
-        Assert.Contains(reason, record.Message);
+        Assert.StartsWith(reason, record.GetStructuredStateValue("Reason"), StringComparison.Ordinal);
         Assert.Contains($"answered {status}", record.Message);
         Assert.DoesNotContain("dropped", record.Message);
     }
