@@ -28,6 +28,7 @@ public sealed class HandoffRunActorTests
     private readonly RecordingTimerManager timers = new();
     private readonly InMemoryActorStateManager state = new(HandoffJsonContext.CreateOptions());
     private readonly HandoffEngine engine;
+    private readonly ActorRecorder recorder;
     private readonly BackgroundRounds rounds;
     private readonly RequestDrain drain;
     private readonly Lifetime lifetime = new();
@@ -45,8 +46,9 @@ public sealed class HandoffRunActorTests
             NullLogger<HandoffEngine>.Instance);
         // A reminder's round hands its answers back to this actor, as the proxy would in a new turn.
         drain = new RequestDrain(Options.Create(new HandoffOptions()), new HandoffDapr.Service.Configuration.HostingContext(HandoffDapr.Service.Configuration.HostingMode.Dapr), time, NullLogger<RequestDrain>.Instance);
+        recorder = new ActorRecorder(() => actor!);
         rounds = new BackgroundRounds(
-            engine, new ActorRecorder(() => actor!), drain,
+            engine, recorder, drain,
             new HandoffDapr.Service.Hosting.ProviderCallCutoff(lifetime, new HandoffOptions().Dapr.EffectiveProviderCallGrace, time), roundsLog);
         actor = NewActor();
     }
@@ -132,6 +134,27 @@ public sealed class HandoffRunActorTests
         answer.SetResult();
         await rounds.WhenIdleAsync();
         Assert.Equal(LaunchPhase.Launched, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        Assert.Equal(0, drain.InFlight);
+    }
+
+    /// <summary>
+    /// Nobody awaits a reminder's round: answers that cannot reach the actor are logged by the cause's type (never its
+    /// text), and the launch stays in flight for its deadline to reconcile it.
+    /// </summary>
+    [Fact]
+    public async Task A_reminders_round_whose_answers_cannot_be_recorded_is_logged_by_cause_and_left_for_its_deadline()
+    {
+        await HealedRetryDueAsync();
+        recorder.Unreachable = new RunOwnerUnavailableException("the actor could not be reached", new HttpRequestException("connection refused to 127.0.0.1:3500"));
+
+        await ReceiveWakeReminderAsync();
+
+        var line = Assert.Single(roundsLog.Collector.GetSnapshot(), record => record.Id.Name == "LaunchRoundNotRecorded");
+        Assert.Equal((LogLevel.Warning, "HttpRequestException"), (line.Level, line.GetStructuredStateValue("ExceptionType")));
+        Assert.Contains($"Run {RunId}", line.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain("127.0.0.1", line.Message, StringComparison.Ordinal);
+        Assert.Null(line.Exception);
+        Assert.Equal(LaunchPhase.InFlight, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
         Assert.Equal(0, drain.InFlight);
     }
 
@@ -629,7 +652,11 @@ public sealed class HandoffRunActorTests
     {
         private static readonly SemaphoreSlim Turn = new(1, 1);
 
-        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => InTurnAsync(() => actor().CompleteLaunchRoundAsync(answers));
+        /// <summary>When set, a launch round's answers cannot reach the actor (the sidecar gone): this is thrown.</summary>
+        public Exception? Unreachable { get; set; }
+
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) =>
+            Unreachable is { } unreachable ? Task.FromException<HandoffResult>(unreachable) : InTurnAsync(() => actor().CompleteLaunchRoundAsync(answers));
 
         public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => InTurnAsync(() => actor().CompletePollAsync(answers));
 
