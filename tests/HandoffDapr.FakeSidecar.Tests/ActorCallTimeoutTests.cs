@@ -59,11 +59,20 @@ public sealed class ActorCallTimeoutTests : SidecarTest
     }
 
     // The app's first actor calls (activation, JIT) can outlast the short timeout on a busy machine: make them before
-    // the test proper, and return the timeouts they took.
+    // the test proper, and return the timeouts they took. Their answers are not checked: one that timed out was sent
+    // again and may have run twice (AddAsync answering 2), or given up on, which is the behaviour these tests prove.
     private async Task<int> WarmUp()
     {
-        Assert.Equal("warm", await Proxy("warm").SlowAsync(0));
-        Assert.Equal(1, await Proxy("warm").AddAsync(1));
+        try
+        {
+            await Proxy("warm").SlowAsync(0);
+            await Proxy("warm").AddAsync(1);
+        }
+        catch (DaprApiException)
+        {
+            // Every attempt outlasted the timeout: warm all the same.
+        }
+
         return Sidecar.ActorCallTimeouts;
     }
 }
