@@ -210,6 +210,53 @@ public sealed class CopilotLookupTests
         Assert.Null(result.Value.PrUrl);
     }
 
+    [Fact]
+    public async Task Ours_is_found_on_the_second_page_of_a_list_longer_than_one_page()
+    {
+        // 100 tasks since the launch fill the first page; ours, the oldest since the launch, is on the second with an older
+        // task after it. Asking for the first page again would never reach it: the lookup would stay incomplete.
+        var firstSent = DateTimeOffset.UtcNow.AddHours(-3);
+        string Created(int i) => firstSent.AddMinutes(101 - i).ToString("O");
+        string Listed(int i) => $$"""{"id":"task-{{i}}","state":"in_progress","created_at":"{{Created(i)}}"}""";
+        var transport = new ScriptedTransport(path =>
+        {
+            if (path.StartsWith("agents/repos/acme/shop/tasks?", StringComparison.Ordinal))
+            {
+                var page = path.Contains("&page=1", StringComparison.Ordinal) ? Enumerable.Range(1, 100)
+                    : path.Contains("&page=2", StringComparison.Ordinal) ? [101, 102]
+                    : [];
+                return (200, $$"""{"tasks":[{{string.Join(',', page.Select(i => i == 102 ? $$"""{"id":"task-102","state":"completed","created_at":"{{firstSent.AddDays(-1):O}}"}""" : Listed(i)))}}]}""");
+            }
+
+            var id = path.StartsWith("agents/tasks/task-", StringComparison.Ordinal) ? int.Parse(path["agents/tasks/task-".Length..], System.Globalization.CultureInfo.InvariantCulture) : 0;
+            return id == 0 ? (404, """{"message":"Not Found"}""")
+                : (200, $$"""{"id":"task-{{id}}","state":"in_progress","created_at":"{{Created(id)}}","sessions":[{"prompt":"Fix it\n\nHandoff reference: {{(id == 101 ? "fix-abc123" : $"other-{id}")}}"}]}""");
+        });
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal("task-101", result.Value?.Id);
+    }
+
+    [Theory]
+    [InlineData("../repos/acme/shop")]
+    [InlineData("task-1?state=all")]
+    [InlineData("")]
+    public async Task Agent_id_github_would_never_give_is_refused_without_a_request(string agentId)
+    {
+        // Ids go into the request path as they are: one that could name another resource is never sent.
+        var transport = new ScriptedTransport(_ => (200, """{"id":"task-1","state":"in_progress"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync(agentId, CancellationToken.None);
+
+        Assert.Empty(transport.Paths);
+        Assert.Equal((FailureTypes.InvalidRequest, false), (result.Failure?.FailureType, result.Failure?.RequestSent));
+    }
+
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
     {
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
