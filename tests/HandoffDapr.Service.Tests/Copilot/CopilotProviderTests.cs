@@ -49,6 +49,59 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.False(body.ContainsKey("model"));
     }
 
+    [Fact]
+    public async Task Launch_without_automatic_pull_request_asks_github_for_none()
+    {
+        var result = await provider.LaunchAsync(Request() with { AutoCreatePr = false }, CancellationToken.None);
+
+        Assert.True(result.IsSuccess);
+        var body = JsonNode.Parse(Assert.Single(github.Server.LogEntries).RequestMessage.Body!)!.AsObject();
+        Assert.False(body["create_pull_request"]!.GetValue<bool>());
+    }
+
+    [Fact]
+    public async Task Every_request_of_a_lookup_and_its_pull_request_reads_carries_githubs_media_type_and_api_version()
+    {
+        // GitHub answers a request without X-GitHub-Api-Version as its oldest version: reads by id, list pages and the pull
+        // request lookups (GraphQL and REST) must name the version the launch used, as the launch does.
+        var byNodeId = await Launch("fix-abc124");
+        github.SetState(byNodeId, "completed", "https://github.com/acme/shop/pull/9");
+        var byRestId = await Launch("fix-abc125");
+        github.SetState(byRestId, "completed", "https://github.com/acme/shop/pull/10", withGlobalId: false);
+
+        var found = await provider.FindAgentByBranchAsync(Request().Repository, "fix-abc124", null, CancellationToken.None);
+        var read = await provider.GetAgentAsync(byRestId, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/9", found.Value!.PrUrl);
+        Assert.Equal("https://github.com/acme/shop/pull/10", read.Value!.PrUrl);
+        var requests = github.Server.LogEntries.Select(entry => entry.RequestMessage).ToList();
+        Assert.Superset(
+            new HashSet<string> { "/agents/repos/acme/shop/tasks", "/agents/tasks/" + byNodeId, "/graphql", "/repos/acme/shop/pulls" },
+            requests.Select(request => request.Path).ToHashSet());
+        Assert.All(requests, request =>
+        {
+            Assert.Equal("application/vnd.github+json", request.Headers!["Accept"].Single());
+            Assert.Equal(CopilotAgentTasksProvider.ApiVersion, request.Headers["X-GitHub-Api-Version"].Single());
+            Assert.Equal($"Bearer {Token}", request.Headers["Authorization"].Single());
+        });
+    }
+
+    [Fact]
+    public async Task Pull_request_is_asked_of_graphql_by_its_node_id_for_a_pull_requests_url()
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
+
+        await provider.GetAgentAsync(id, CancellationToken.None);
+
+        var graphQl = JsonNode.Parse(github.Server.LogEntries.Single(entry => entry.RequestMessage.Path == "/graphql").RequestMessage.Body!)!;
+        Assert.Equal("PR_kwDO" + id, graphQl["variables"]!["id"]!.GetValue<string>());
+        // A fragment on another type (an Issue's, say) would give an empty node for a pull request: no URL, ever.
+        var query = graphQl["query"]!.GetValue<string>();
+        Assert.Contains("node(id: $id)", query, StringComparison.Ordinal);
+        Assert.Contains("... on PullRequest { url }", query, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("queued", ProviderAgentStatus.Creating)]
     [InlineData("in_progress", ProviderAgentStatus.Running)]
