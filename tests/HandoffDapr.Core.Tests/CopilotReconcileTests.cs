@@ -114,6 +114,28 @@ public sealed class CopilotReconcileTests
     }
 
     [Fact]
+    public async Task Prompt_sent_to_github_stays_within_the_cap_with_the_longest_branch_name_in_its_reference()
+    {
+        // A one-word title of 80 letters makes the longest branch name BranchNamer gives (its 60-character prefix): the
+        // reference line and the blank line before it still fit within the cap.
+        var (engine, github) = Create(promptMaxLength: 8192);
+        var trigger = Trigger("acme/shop") with
+        {
+            Snapshot = Trigger("acme/shop").Snapshot! with
+            {
+                Group = new RunGroup(456, new string('p', 80), "SHOP-1"),
+                Artifacts = new RunArtifacts(new RootCauseArtifact(new string('x', 20_000))),
+            },
+        };
+
+        await engine.TriggerAndFinishAsync(1, null, trigger, writer, CancellationToken.None);
+
+        var prompt = Assert.Single(github.LaunchPrompts);
+        Assert.EndsWith("\n\n" + CopilotAgentTasksProvider.HandoffReference(new string('p', 60) + prompt[^7..]), prompt, StringComparison.Ordinal);
+        Assert.True(prompt.Length <= 8192, $"prompt sent is {prompt.Length} characters, over the integration's cap of 8192");
+    }
+
+    [Fact]
     public async Task Lookup_does_not_take_a_task_whose_reference_only_starts_with_our_branch_name()
     {
         var (_, github) = Create();
