@@ -153,6 +153,20 @@ public sealed class CopilotProviderTests : IDisposable
     }
 
     [Fact]
+    public async Task Pull_request_named_by_its_id_alone_is_found_though_merged_before_the_task_was_read()
+    {
+        // GitHub lists only open pull requests unless asked for every state: one merged (or closed) between the task's
+        // end and the poll that reads it would be missing, and the finished task recorded without its pull request.
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/8", withGlobalId: false);
+        github.MergePullRequest(id);
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", read.Value!.PrUrl);
+    }
+
+    [Fact]
     public async Task Pull_request_lookup_that_fails_leaves_the_task_unread_rather_than_finished_without_its_pull_request()
     {
         var id = await Launch();

@@ -69,6 +69,7 @@ public sealed class FakeCopilot : IDisposable
             {
                 ["id"] = pullId,
                 ["html_url"] = pullRequestUrl,
+                ["state"] = "open",
                 ["head"] = new JsonObject { ["ref"] = task["sessions"]![0]!["head_ref"]!.GetValue<string>() },
             };
             var data = new JsonObject { ["id"] = pullId };
@@ -83,13 +84,21 @@ public sealed class FakeCopilot : IDisposable
 
     private readonly ConcurrentDictionary<string, JsonObject> pulls = new();
 
-    /// <summary><c>GET /repos/{owner}/{repo}/pulls?head={owner}:{branch}</c>: the repository's pull requests from that branch.</summary>
+    /// <summary>The task's pull request merged (closed): GitHub's list of pulls shows it only when asked for <c>state=closed</c> or <c>all</c>.</summary>
+    public void MergePullRequest(string taskId) => pulls[taskId]["state"] = "closed";
+
+    /// <summary>
+    /// <c>GET /repos/{owner}/{repo}/pulls?head={owner}:{branch}&amp;state=</c>: the repository's pull requests from that branch,
+    /// only the open ones unless <c>state</c> asks otherwise (GitHub's default).
+    /// </summary>
     private ResponseMessage Pulls(IRequestMessage request)
     {
         var repository = string.Join('/', request.Path.Split('/')[2..4]);
         var head = QueryValue(request, "head") ?? "";
         var branch = head.Contains(':') ? head[(head.IndexOf(':') + 1)..] : head;
-        var matching = pulls.Where(pull => repositories[pull.Key] == repository && pull.Value["head"]!["ref"]!.GetValue<string>() == branch)
+        var state = QueryValue(request, "state") ?? "open";
+        var matching = pulls.Where(pull => repositories[pull.Key] == repository && pull.Value["head"]!["ref"]!.GetValue<string>() == branch
+                && (state == "all" || pull.Value["state"]!.GetValue<string>() == state))
             .Select(pull => pull.Value.DeepClone()).ToArray();
         return Json(200, new JsonArray(matching).ToJsonString());
     }
