@@ -273,6 +273,8 @@ public sealed class CopilotLookupTests
 
         Assert.Empty(transport.Paths);
         Assert.Equal((FailureTypes.NotSupported, false, false), (failure.FailureType, failure.RequestSent, failure.Attempted));
+        // The engine re-stops a given-up agent still shown at work only where the provider says it can.
+        Assert.False(provider.CanStop);
     }
 
     private sealed class ScriptedTransport(Func<string, (int Status, string Body)> answer) : IProviderTransport
