@@ -61,7 +61,7 @@ public sealed partial class DocumentedSettingsTests
     {
         var api = File.ReadAllText(Path.Combine(Root, "docs", "api.md"));
         var table = Section(api, "## Failure types");
-        var documented = Row().Matches(table).SelectMany(row => CodeSpan().Matches(row.Groups[1].Value).Select(span => span.Groups[1].Value)).ToHashSet();
+        var documented = Row().Matches(table).SelectMany(row => CodeSpans(row.Groups[1].Value)).ToHashSet();
         var known = typeof(FailureTypes).GetFields(BindingFlags.Public | BindingFlags.Static)
             .Where(field => field.IsLiteral).Select(field => (string)field.GetRawConstantValue()!).ToHashSet();
 
@@ -114,7 +114,7 @@ public sealed partial class DocumentedSettingsTests
         foreach (Match row in Row().Matches(table))
         {
             // `Handoff:Launch:RetryBaseDelay` / `RetryFactor`: the later names are in the first one's section.
-            var keys = CodeSpan().Matches(row.Groups[1].Value).Select(span => span.Groups[1].Value).ToList();
+            var keys = CodeSpans(row.Groups[1].Value);
             if (keys.Count == 0 || !keys[0].StartsWith("Handoff:", StringComparison.Ordinal))
             {
                 continue; // APP_API_TOKEN, OTEL_*: not the binder's
@@ -198,6 +198,9 @@ public sealed partial class DocumentedSettingsTests
     /// <summary>A table row's first two cells, the first with a code span.</summary>
     [GeneratedRegex(@"^\| (`[^|]*) \| ([^|]*) \|", RegexOptions.Multiline)]
     private static partial Regex Row();
+
+    /// <summary>The texts of the Markdown code spans in <paramref name="text"/>, in order (DocumentedStatesTests reads them too).</summary>
+    internal static List<string> CodeSpans(string text) => CodeSpan().Matches(text).Select(span => span.Groups[1].Value).ToList();
 
     [GeneratedRegex("`([^`]+)`")]
     private static partial Regex CodeSpan();

@@ -22,8 +22,8 @@ public sealed partial class DocumentedStatesTests
         // once it is `d` or `e`)"
         var sentence = NextAttemptSentence().Match(runbook);
         Assert.True(sentence.Success, "the runbook no longer says which phases carry next_attempt_at");
-        var documentedActive = CodeSpans(sentence.Groups["active"].Value);
-        var documentedSettled = CodeSpans(sentence.Groups["settled"].Value);
+        var documentedActive = DocumentedSettingsTests.CodeSpans(sentence.Groups["active"].Value);
+        var documentedSettled = DocumentedSettingsTests.CodeSpans(sentence.Groups["settled"].Value);
 
         var active = new HashSet<string>();
         var settled = new HashSet<string>();
@@ -53,16 +53,11 @@ public sealed partial class DocumentedStatesTests
 
     private static string Flat(string markdown) => Whitespace().Replace(markdown, " ");
 
-    private static List<string> CodeSpans(string text) => CodeSpan().Matches(text).Select(span => span.Groups[1].Value).ToList();
-
     [GeneratedRegex(@"`next_attempt_at` is set only while the service will act on the launch by itself, (?<active>[^;)]*?), and null once it is (?<settled>[^;)]*?)\)")]
     private static partial Regex NextAttemptSentence();
 
     [GeneratedRegex(@"→ `([a-z_]+)`")]
     private static partial Regex Mapped();
-
-    [GeneratedRegex("`([^`]+)`")]
-    private static partial Regex CodeSpan();
 
     [GeneratedRegex(@"\s+")]
     private static partial Regex Whitespace();
