@@ -63,6 +63,34 @@ public sealed partial class HttpExamplesTests : IDisposable
         Assert.Equal(2, cursor.LaunchRequests); // the sample run's two repositories, once each
     }
 
+    /// <summary>
+    /// samples/README.md's steps with its two payloads: the sample event launches the run's two repositories, and the
+    /// sample trigger sent after it answers them as launched and launches nothing new.
+    /// </summary>
+    [Fact]
+    public async Task The_sample_trigger_after_the_sample_event_launches_nothing_new()
+    {
+        var samples = Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "samples");
+        using var factory = new EmbeddedServiceFactory(temp.File("samples.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+
+        using var completed = await client.PostAsync("/events/autofix-run-completed",
+            new StringContent(File.ReadAllText(Path.Combine(samples, "completion-event.json")), Encoding.UTF8, "application/json"));
+        Assert.Equal(HttpStatusCode.OK, completed.StatusCode);
+        await factory.Services.GetRequiredService<WakeupScheduler>().RunDueAsync(CancellationToken.None);
+        Assert.Equal(2, cursor.LaunchRequests);
+
+        using var trigger = await client.PostAsync("/runs/123/handoff",
+            new StringContent(File.ReadAllText(Path.Combine(samples, "handoff-request.json")), Encoding.UTF8, "application/json"));
+        var text = await trigger.Content.ReadAsStringAsync();
+        Assert.True(trigger.StatusCode == HttpStatusCode.Accepted, $"{(int)trigger.StatusCode} {text}");
+        var answer = JsonNode.Parse(text)!;
+        Assert.Equal(["acme/payments", "acme/shop"], answer["successes"]!.AsArray().Select(s => s!["repo_name"]!.GetValue<string>()).Order());
+        Assert.Empty(answer["failures"]!.AsArray());
+        Assert.Empty(answer["retries"]!.AsArray());
+        Assert.Equal(2, cursor.LaunchRequests);
+    }
+
     private sealed record Example(string Title, string Method, string Path, string? ContentType, string? Body, int? ExpectedStatus);
 
     /// <summary>The requests of a .http file as the editors read it: <c>###</c> titles, <c>@name = value</c> variables, <c>&lt; file</c> bodies.</summary>
