@@ -5,6 +5,9 @@ namespace HandoffDapr.FakeSidecar.Tests;
 
 public sealed class GrpcAndHttpApiTests : SidecarTest
 {
+    /// <summary>With daprd's ActorStateTTL feature on (as components/config.yaml has it), so the TTL tests here can save one.</summary>
+    protected override FakeSidecarOptions Options => new() { ActorStateTtlEnabled = true };
+
     [Theory]
     [InlineData(false)]
     [InlineData(true)]
@@ -186,7 +189,7 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
 /// <summary>A store that reports a key's expiry on reads (not state.redis): the header the SDK reads is sent.</summary>
 public sealed class TtlReportingStateStoreTests : SidecarTest
 {
-    protected override FakeSidecarOptions Options => new() { StateStoreReportsTtlExpireTime = true };
+    protected override FakeSidecarOptions Options => new() { StateStoreReportsTtlExpireTime = true, ActorStateTtlEnabled = true };
 
     [Fact]
     public async Task Actor_state_ttl_is_reported_when_the_store_reports_it()
@@ -199,5 +202,35 @@ public sealed class TtlReportingStateStoreTests : SidecarTest
 
         using var shortLived = await http.GetAsync("v1.0/actors/TestActor/s/state/short");
         Assert.True(shortLived.Headers.Contains("Metadata.ttlExpireTime"));
+    }
+}
+
+/// <summary>
+/// daprd without the ActorStateTTL preview feature (a plain <c>dapr run</c>): an actor state transaction naming
+/// <c>ttlInSeconds</c> is refused whole (pkg/actors/api/transactional.go), whatever its value; one without it is saved.
+/// </summary>
+public sealed class ActorStateTtlFeatureOffTests : SidecarTest
+{
+    [Theory]
+    [InlineData("60")]
+    [InlineData("-1")]
+    [InlineData("")]
+    public async Task Actor_state_with_a_ttl_is_refused_without_the_feature_and_nothing_is_saved(string ttl)
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await GrpcAndHttpApiTests.ActivateAsync(App, "t");
+        using var refused = await http.PutAsync("v1.0/actors/TestActor/t/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"plain","value":1}},""" +
+            $$$$"""{"operation":"upsert","request":{"key":"short","value":2,"metadata":{"ttlInSeconds":"{{{{ttl}}}}"}}}]"""));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, refused.StatusCode);
+        Assert.Equal(
+            """{"errorCode":"ERR_ACTOR_STATE_TRANSACTION_SAVE","message":"error saving actor transaction state: ttlInSeconds is not supported without the \"ActorStateTTL\" feature enabled"}""",
+            await refused.Content.ReadAsStringAsync());
+        Assert.Null(Sidecar.GetActorState("TestActor", "t", "plain"));
+
+        using var saved = await http.PutAsync("v1.0/actors/TestActor/t/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"plain","value":1}}]"""));
+        Assert.Equal(HttpStatusCode.NoContent, saved.StatusCode);
     }
 }

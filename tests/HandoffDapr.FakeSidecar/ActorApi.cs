@@ -98,7 +98,7 @@ internal sealed class ActorApi(
 
     public async Task<HttpReply> TransactionAsync(string type, string id, byte[] body)
     {
-        var (ops, malformed, opError) = ActorStateStore.Parse(body);
+        var (ops, malformed, opError) = ActorStateStore.Parse(body, options.ActorStateTtlEnabled);
         if (malformed is not null)
         {
             return DaprErrors.MalformedRequest(malformed);

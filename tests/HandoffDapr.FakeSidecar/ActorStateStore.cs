@@ -130,7 +130,8 @@ internal sealed class ActorStateStore(TimeProvider clock)
     /// Reads <c>[{"operation":"upsert"|"delete","request":{"key","value","metadata"}}]</c>
     /// as pkg/actors/api/transactional.go does; error text mirrors it.
     /// </summary>
-    public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(ReadOnlySpan<byte> body)
+    /// <param name="ttlEnabled">daprd's ActorStateTTL feature: without it, an upsert with <c>ttlInSeconds</c> metadata is an operation error.</param>
+    public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(ReadOnlySpan<byte> body, bool ttlEnabled = true)
     {
         JsonDocument doc;
         try
@@ -182,6 +183,13 @@ internal sealed class ActorStateStore(TimeProvider clock)
 
                 var value = GoJson.TryGetField(req, "value", out var v) ? GoJson.Reencode(v, preserveNumbers: false) : "null"u8.ToArray();
                 int? ttl = null;
+                // map[string]string keys are matched exactly; the check is for the key's presence, whatever its value.
+                if (!ttlEnabled && GoJson.TryGetField(req, "metadata", out var anyMetadata) && anyMetadata.ValueKind == JsonValueKind.Object
+                    && anyMetadata.EnumerateObject().Any(p => p.Name == "ttlInSeconds"))
+                {
+                    return (null, null, "ttlInSeconds is not supported without the \"ActorStateTTL\" feature enabled");
+                }
+
                 if (GoJson.TryGetField(req, "metadata", out var md) && md.ValueKind == JsonValueKind.Object
                     && md.TryGetProperty("ttlInSeconds", out var t) && t.ValueKind == JsonValueKind.String
                     && t.GetString() is { Length: > 0 }) // parseTTL: an empty value is no TTL

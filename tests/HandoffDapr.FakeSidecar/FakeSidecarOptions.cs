@@ -63,6 +63,15 @@ public sealed class FakeSidecarOptions
     /// </summary>
     public bool StateStoreReportsTtlExpireTime { get; set; }
 
+    /// <summary>
+    /// daprd's <c>ActorStateTTL</c> preview feature (a Configuration's <c>spec.features</c>). Off, as a plain
+    /// <c>dapr run</c> has it, an actor state transaction whose upsert carries <c>ttlInSeconds</c> metadata (any value, even
+    /// empty) is refused with 500 ERR_ACTOR_STATE_TRANSACTION_SAVE "ttlInSeconds is not supported without the
+    /// "ActorStateTTL" feature enabled", and nothing of it is saved (pkg/actors/api/transactional.go
+    /// TransactionalUpsert.StateOperation, fed by pkg/runtime/runtime.go from IsFeatureEnabled(ActorStateTTL); still so at HEAD).
+    /// </summary>
+    public bool ActorStateTtlEnabled { get; set; }
+
     /// <summary>Clock for reminder registration times, CloudEvent <c>time</c> and actor circuit breakers.</summary>
     public TimeProvider TimeProvider { get; set; } = TimeProvider.System;
 

@@ -501,6 +501,14 @@ public static class DaprFiles
         };
     }
 
+    /// <summary>
+    /// Whether the Configuration file turns the preview feature on (<c>spec.features[]</c>: <c>name</c>, <c>enabled</c>,
+    /// pkg/apis/configuration/v1alpha1 FeatureSpec; pkg/config IsFeatureEnabled matches the name exactly).
+    /// </summary>
+    public static bool EnablesFeature(string configurationFile, string feature) =>
+        Documents(configurationFile).Any(d => Node(d.Document, "spec", "features") is YamlSequenceNode features
+            && features.Any(f => Scalar(f, "name") == feature && bool.TryParse(Scalar(f, "enabled"), out var on) && on));
+
     /// <summary>Whether the resiliency file gives the component an inbound (delivery to the app) retry policy.</summary>
     public static bool HasInboundRetry(string resiliencyFile, string component) =>
         Documents(resiliencyFile).Any(d => Scalar(d.Document, "spec", "targets", "components", component, "inbound", "retry") is not null);

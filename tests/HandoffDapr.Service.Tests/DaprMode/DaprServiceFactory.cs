@@ -72,6 +72,9 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
             // As components/resiliency.yaml configures daprd: with an inbound retry on the pub/sub component,
             // an event answered RETRY goes back for redelivery instead of to the dead-letter topic.
             DeadLetterRetriableFailures = !DaprFiles.DaprFiles.HasInboundRetry("components/resiliency.yaml", "pubsub"),
+            // As components/config.yaml configures daprd: actor state may carry ttlInSeconds (Handoff:RunRetention) only
+            // with the ActorStateTTL preview feature on; without it daprd refuses the whole save.
+            ActorStateTtlEnabled = DaprFiles.DaprFiles.EnablesFeature("components/config.yaml", "ActorStateTTL"),
         };
         // Off by default, so a test can fail a single actor call: with it, actor calls are retried and counted by a
         // circuit breaker as components/resiliency.yaml has daprd do.

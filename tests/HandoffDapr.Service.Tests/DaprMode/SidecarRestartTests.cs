@@ -43,6 +43,7 @@ public sealed class SidecarRestartTests : DaprModeTest
             HttpPort = old.HttpEndpoint.Port,
             GrpcPort = old.GrpcEndpoint.Port,
             DeadLetterRetriableFailures = old.Options.DeadLetterRetriableFailures,
+            ActorStateTtlEnabled = old.Options.ActorStateTtlEnabled,
         };
         await old.DisposeAsync();
         if (whileDown is not null)
