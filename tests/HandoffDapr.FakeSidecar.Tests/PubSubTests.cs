@@ -167,6 +167,21 @@ public sealed class PubSubTests : SidecarTest
         Assert.Empty(App.Events.Received); // neither reached the app
     }
 
+    [Theory]
+    [InlineData("[1,2]")]
+    [InlineData("\"text\"")]
+    [InlineData("42")]
+    public async Task Message_that_is_json_but_no_object_is_no_cloud_event_either(string message)
+    {
+        // subscription.go json.Unmarshal(msg.Data, &cloudEvent) into a map: valid JSON of another kind fails it all the same.
+        var plain = await Sidecar.DeliverBrokerMessageAsync("pubsub", "run-completed", System.Text.Encoding.UTF8.GetBytes(message));
+        Assert.Equal((DeliveryOutcome.Retry, null), (plain.Outcome, plain.DeadLetterTopic));
+
+        var withDlq = await Sidecar.DeliverBrokerMessageAsync("pubsub", "with-dlq", System.Text.Encoding.UTF8.GetBytes(message));
+        Assert.Equal((DeliveryOutcome.Drop, "dead-letters"), (withDlq.Outcome, withDlq.DeadLetterTopic));
+        Assert.Empty(App.Events.Received);
+    }
+
     [Fact]
     public async Task Cloudevent_metadata_overrides_the_envelopes_type_source_and_id()
     {

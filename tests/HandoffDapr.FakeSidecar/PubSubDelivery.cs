@@ -104,6 +104,11 @@ internal sealed class PubSubDelivery(FakeSidecarOptions options, AppChannelClien
         try
         {
             cloudEvent = JsonDocument.Parse(body).RootElement.Clone();
+            // json.Unmarshal into map[string]interface{}: JSON null gives a nil map, any other non-object is an error.
+            if (cloudEvent.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
+            {
+                throw new JsonException("json: cannot unmarshal " + cloudEvent.ValueKind + " into Go value of type map[string]interface {}");
+            }
         }
         catch (JsonException)
         {
