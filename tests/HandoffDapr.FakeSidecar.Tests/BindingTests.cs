@@ -154,6 +154,26 @@ public sealed class BindingTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Target_that_refuses_the_connection_fails_with_gos_dial_error()
+    {
+        // A port nothing listens on: bound, then released.
+        var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var port = ((System.Net.IPEndPoint)listener.LocalEndpoint).Port;
+        listener.Stop();
+        sidecar.AddHttpBinding("closed", new Uri($"http://127.0.0.1:{port}"));
+        using var dapr = Clients.Dapr(sidecar, inMemory: true);
+
+        var ex = await Assert.ThrowsAsync<DaprException>(() =>
+            dapr.InvokeBindingAsync(new BindingRequest("closed", "post") { Metadata = { ["path"] = "v0/agents" } }));
+
+        // net/http's *url.Error around net's *OpError, as bindings/http returns it and daprd wraps it.
+        Assert.Equal(
+            $"error invoking output binding closed: Post \"http://127.0.0.1:{port}/v0/agents\": dial tcp 127.0.0.1:{port}: connect: connection refused",
+            ((RpcException)ex.InnerException!).Status.Detail);
+    }
+
+    [Fact]
     public async Task Create_operation_is_a_POST()
     {
         using var dapr = Clients.Dapr(sidecar);

@@ -190,7 +190,7 @@ internal sealed class HttpBindingEmulator : IDisposable
         {
             // Go's *url.Error: `Post "http://...": context deadline exceeded`.
             var op = method[0] + method[1..].ToLowerInvariant();
-            var reason = ex is OperationCanceledException ? "context deadline exceeded" : ex.Message;
+            var reason = ex is OperationCanceledException ? "context deadline exceeded" : GoDialError(ex, message.RequestUri!) ?? ex.Message;
             var error = Fail($"{op} \"{url}\": {reason}");
             RecordCall(message.RequestUri, null, error.Message);
             return (null, null, error);
@@ -224,6 +224,32 @@ internal sealed class HttpBindingEmulator : IDisposable
             reply.Metadata.Add(responseMetadata);
             return (reply, responseMetadata, null);
         }
+    }
+
+    /// <summary>
+    /// A failure to connect as Go's net package words it (the <c>*net.OpError</c> inside the <c>*url.Error</c>): "dial tcp
+    /// 127.0.0.1:9: connect: connection refused", "dial tcp: lookup host: no such host"; null for any other failure.
+    /// .NET's own text ("Connection refused (127.0.0.1:9)") would not be what the app reads from daprd.
+    /// </summary>
+    internal static string? GoDialError(Exception exception, Uri url)
+    {
+        var socket = exception as System.Net.Sockets.SocketException;
+        for (var inner = exception.InnerException; socket is null && inner is not null; inner = inner.InnerException)
+        {
+            socket = inner as System.Net.Sockets.SocketException;
+        }
+
+        // Go dials the resolved address; a name other than localhost is kept as it is (what it resolves to is unknown here).
+        var address = $"{(url.IsLoopback && url.HostNameType == UriHostNameType.Dns ? "127.0.0.1" : url.Host)}:{url.Port}";
+        return socket?.SocketErrorCode switch
+        {
+            System.Net.Sockets.SocketError.ConnectionRefused => $"dial tcp {address}: connect: connection refused",
+            System.Net.Sockets.SocketError.HostUnreachable => $"dial tcp {address}: connect: no route to host",
+            System.Net.Sockets.SocketError.NetworkUnreachable => $"dial tcp {address}: connect: network is unreachable",
+            System.Net.Sockets.SocketError.TimedOut => $"dial tcp {address}: i/o timeout",
+            System.Net.Sockets.SocketError.HostNotFound or System.Net.Sockets.SocketError.NoData => $"dial tcp: lookup {url.Host}: no such host",
+            _ => null,
+        };
     }
 
     private static readonly HashSet<string> ContentHeaders = new(StringComparer.OrdinalIgnoreCase)
