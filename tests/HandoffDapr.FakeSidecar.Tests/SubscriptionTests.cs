@@ -72,3 +72,54 @@ public sealed class SubscriptionTests : IAsyncLifetime
         Assert.True(result.CloudEvent.TryGetProperty("data_base64", out _));
     }
 }
+
+/// <summary>
+/// daprd reads <c>GET dapr/subscribe</c> with Go's encoding/json into []SubscriptionJSON (pkg/runtime/pubsub/subscriptions.go
+/// GetSubscriptionsHTTP): one member of the wrong type anywhere fails the whole answer, and the app is subscribed to nothing.
+/// </summary>
+public sealed class SubscriptionDecodingTests
+{
+    [Theory]
+    [InlineData("""[{"pubsubName":"pubsub","topic":"t","route":"in","deadLetterTopic":"dl","metadata":{"a":"b"},"bulkSubscribe":{"enabled":false},"extra":1}]""")]
+    [InlineData("""[{"pubsubname":"pubsub","topic":"t","routes":{"rules":[],"default":"in"},"metadata":null}]""")]
+    public async Task An_answer_go_decodes_subscribes_the_app(string subscriptions)
+    {
+        var (sidecar, app) = await StartAsync(subscriptions);
+        await using (sidecar)
+        await using (app)
+        {
+            var result = await sidecar.DeliverEventAsync("pubsub", "t", new { a = 1 });
+            Assert.Equal(DeliveryOutcome.Success, result.Outcome);
+        }
+    }
+
+    [Theory]
+    [InlineData("""[{"pubsubName":"pubsub","topic":"t","route":"in","metadata":{"rawPayload":true}}]""")] // a bool where Go wants a string
+    [InlineData("""[{"pubsubName":"pubsub","topic":"t","route":"in","bulkSubscribe":{"enabled":"true"}}]""")]
+    [InlineData("""[{"pubsubName":"pubsub","topic":"t","route":"in"},{"pubsubName":"pubsub","topic":"u","routes":{"rules":{}}}]""")] // another entry's fault fails all
+    [InlineData("""{"pubsubName":"pubsub","topic":"t","route":"in"}""")] // an object, not a list
+    public async Task An_answer_go_cannot_decode_subscribes_the_app_to_nothing(string subscriptions)
+    {
+        var (sidecar, app) = await StartAsync(subscriptions);
+        await using (sidecar)
+        await using (app)
+        {
+            var error = await Assert.ThrowsAsync<InvalidOperationException>(() => sidecar.DeliverEventAsync("pubsub", "t", new { a = 1 }));
+            Assert.Contains("has no subscription", error.Message);
+        }
+    }
+
+    private static async Task<(FakeDaprSidecar Sidecar, WebApplication App)> StartAsync(string subscriptions)
+    {
+        var sidecar = await FakeDaprSidecar.StartAsync();
+        var builder = WebApplication.CreateBuilder(new WebApplicationOptions { EnvironmentName = "Testing" });
+        builder.WebHost.UseTestServer();
+        builder.Logging.ClearProviders();
+        var app = builder.Build();
+        app.MapGet("dapr/subscribe", () => Results.Text(subscriptions, "application/json"));
+        app.MapPost("in", () => Results.Ok());
+        await app.StartAsync();
+        sidecar.AppChannel = app.GetTestServer().CreateHandler();
+        return (sidecar, app);
+    }
+}

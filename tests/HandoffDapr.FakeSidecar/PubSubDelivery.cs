@@ -36,7 +36,12 @@ internal sealed class PubSubDelivery(FakeSidecarOptions options, AppChannelClien
                 if (bytes.Length > 0)
                 {
                     using var doc = JsonDocument.Parse(bytes);
-                    subs.AddRange(doc.RootElement.EnumerateArray().Select(Parse).Where(s => s.Rules.Count > 0)); // filterSubscriptions
+                    // A body that does not decode into []SubscriptionJSON is deserializeTopicsError: no subscription at all.
+                    if (Decodes(doc.RootElement))
+                    {
+                        subs.AddRange(doc.RootElement.EnumerateArray().Where(s => s.ValueKind == JsonValueKind.Object)
+                            .Select(Parse).Where(s => s.Rules.Count > 0)); // filterSubscriptions
+                    }
                 }
             }
 
@@ -50,6 +55,30 @@ internal sealed class PubSubDelivery(FakeSidecarOptions options, AppChannelClien
     }
 
     public void ForgetSubscriptions() => cached = null;
+
+    /// <summary>
+    /// Whether Go's encoding/json decodes the app's answer into pkg/runtime/pubsub/subscriptions.go []SubscriptionJSON:
+    /// strings where it has strings (pubsubname, topic, route, deadLetterTopic, routes.default, a rule's match and path),
+    /// string values in metadata, bulkSubscribe's bool and int32s. One member of another type fails the whole decode, and
+    /// GetSubscriptionsHTTP returns the error: daprd then subscribes the app to nothing.
+    /// </summary>
+    internal static bool Decodes(JsonElement subscriptions)
+    {
+        static bool Null(JsonElement e) => e.ValueKind == JsonValueKind.Null;
+        static bool Field(JsonElement obj, string name, Func<JsonElement, bool> ok) => !GoJson.TryGetField(obj, name, out var v) || Null(v) || ok(v);
+        static bool String(JsonElement e) => e.ValueKind == JsonValueKind.String;
+        static bool Int32(JsonElement e) => e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out _);
+        static bool Bool(JsonElement e) => e.ValueKind is JsonValueKind.True or JsonValueKind.False;
+        static bool Object(JsonElement e, Func<JsonElement, bool> members) => e.ValueKind == JsonValueKind.Object && members(e);
+        static bool Rule(JsonElement r) => Null(r) || Object(r, o => Field(o, "match", String) && Field(o, "path", String));
+        static bool Subscription(JsonElement s) => Null(s) || Object(s, o =>
+            Field(o, "pubsubname", String) && Field(o, "topic", String) && Field(o, "deadLetterTopic", String) && Field(o, "route", String)
+            && Field(o, "metadata", m => Object(m, mm => mm.EnumerateObject().All(p => String(p.Value) || Null(p.Value))))
+            && Field(o, "routes", r => Object(r, rr => Field(rr, "default", String)
+                && Field(rr, "rules", rules => rules.ValueKind == JsonValueKind.Array && rules.EnumerateArray().All(Rule))))
+            && Field(o, "bulkSubscribe", b => Object(b, bb => Field(bb, "enabled", Bool) && Field(bb, "maxMessagesCount", Int32) && Field(bb, "maxAwaitDurationMs", Int32))));
+        return Null(subscriptions) || (subscriptions.ValueKind == JsonValueKind.Array && subscriptions.EnumerateArray().All(Subscription));
+    }
 
     private static AppSubscription Parse(JsonElement s)
     {
