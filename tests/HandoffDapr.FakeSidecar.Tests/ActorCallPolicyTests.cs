@@ -56,3 +56,57 @@ public sealed class ActorCallPolicyPerIdTests : SidecarTest
         Assert.Equal("error invoke actor method: circuit breaker is open", ex.Message);
     }
 }
+
+/// <summary>
+/// What daprd's actor retry does with the app's answers (<see cref="RawActorApp"/>: the status is the test's): a 404 is
+/// "actor method not found", a permanent error the retry stops at (targets/app/app.go doInvokeMethod); any other failure is
+/// tried again. The circuit breaker counts both.
+/// </summary>
+public sealed class ActorCallPolicyAppAnswerTests : IAsyncLifetime
+{
+    private FakeDaprSidecar sidecar = null!;
+    private RawActorApp app = null!;
+    private HttpClient http = null!;
+
+    public async Task InitializeAsync()
+    {
+        var options = new FakeSidecarOptions();
+        options.ActorCallPolicies["Raw"] = new ActorCallPolicy(MaxRetries: 3, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30));
+        sidecar = await FakeDaprSidecar.StartAsync(options);
+        app = await RawActorApp.StartAsync(sidecar);
+        app.Reply = (_, method) => method switch
+        {
+            "gone" => Microsoft.AspNetCore.Http.Results.NotFound(),
+            "broken" => Microsoft.AspNetCore.Http.Results.StatusCode(500),
+            _ => Microsoft.AspNetCore.Http.Results.Ok(),
+        };
+        http = new HttpClient { BaseAddress = sidecar.HttpEndpoint };
+    }
+
+    public async Task DisposeAsync()
+    {
+        http.Dispose();
+        await app.DisposeAsync();
+        await sidecar.DisposeAsync();
+    }
+
+    [Fact]
+    public async Task Method_the_app_answers_404_is_not_retried()
+    {
+        using var response = await http.PutAsync("v1.0/actors/Raw/a/method/gone", new StringContent("{}"));
+
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.Equal("""{"errorCode":"ERR_ACTOR_INVOKE_METHOD","message":"error invoke actor method: actor method not found: actors/Raw/a/method/gone"}""",
+            await response.Content.ReadAsStringAsync());
+        Assert.Equal(["a/gone"], app.Arrivals);
+    }
+
+    [Fact]
+    public async Task Method_the_app_answers_500_is_retried()
+    {
+        using var response = await http.PutAsync("v1.0/actors/Raw/a/method/broken", new StringContent("{}"));
+
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, response.StatusCode);
+        Assert.Equal(4, app.Arrivals.Count(arrival => arrival == "a/broken"));
+    }
+}

@@ -268,10 +268,11 @@ internal sealed class ActorApi(
                 return DaprErrors.ActorInvoke(refused);
             }
 
-            var reply = await AttemptAsync(type, id, method, request, body, policy?.CallTimeout ?? TimeSpan.Zero, ct).ConfigureAwait(false);
+            var (reply, permanent) = await AttemptAsync(type, id, method, request, body, policy?.CallTimeout ?? TimeSpan.Zero, ct).ConfigureAwait(false);
             var failed = reply.Status != 200 || reply.Headers.Any(h => string.Equals(h.Key, "X-DaprErrorResponseHeader", StringComparison.OrdinalIgnoreCase));
             breaker?.Record(!failed);
-            if (!failed || policy is null || attempt >= policy.MaxRetries)
+            // The breaker counts every error; the retry stops at a permanent one (resiliency/policy.go, backoff.Permanent).
+            if (!failed || permanent || policy is null || attempt >= policy.MaxRetries)
             {
                 return reply;
             }
@@ -283,12 +284,17 @@ internal sealed class ActorApi(
         }
     }
 
-    private async Task<HttpReply> AttemptAsync(string type, string id, string method, HttpRequest request, byte[] body, TimeSpan timeout, CancellationToken ct)
+    /// <returns>
+    /// daprd's answer, and whether its error is permanent: the app's 404 (targets/app/app.go doInvokeMethod wraps "actor method
+    /// not found" in backoff.Permanent, which router.go callActor wraps again and Call unwraps once), so the policy's retry
+    /// does not call the app again.
+    /// </returns>
+    private async Task<(HttpReply Reply, bool Permanent)> AttemptAsync(string type, string id, string method, HttpRequest request, byte[] body, TimeSpan timeout, CancellationToken ct)
     {
         if (!await hosting.IsHostedAsync(type, ct).ConfigureAwait(false))
         {
             // placement has no table for the type (pkg/actors/internal/placement/.../inflight.go) → router wraps it.
-            return DaprErrors.ActorInvoke($"failed to lookup actor: did not find address for actor '{type}||{id}'");
+            return (DaprErrors.ActorInvoke($"failed to lookup actor: did not find address for actor '{type}||{id}'"), false);
         }
 
         var appPath = $"actors/{Escape(type)}/{Escape(id)}/method/{Escape(method)}";
@@ -301,7 +307,7 @@ internal sealed class ActorApi(
         var turn = await EnterTurnAsync(type, id, ct).ConfigureAwait(false);
         if (turn.Lock is null)
         {
-            return DaprErrors.ActorInvoke(ActorLockClosed);
+            return (DaprErrors.ActorInvoke(ActorLockClosed), false);
         }
 
         using (turn.Lock)
@@ -312,14 +318,14 @@ internal sealed class ActorApi(
                 var (reply, gaveUp) = await SendInTurnAsync(message, timeout, turn.Closed, ct).ConfigureAwait(false);
                 if (reply is null)
                 {
-                    return DaprErrors.ActorInvoke(gaveUp!); // leaving the using releases the turn
+                    return (DaprErrors.ActorInvoke(gaveUp!), false); // leaving the using releases the turn
                 }
 
                 response = reply;
             }
             catch (HttpRequestException ex)
             {
-                return DaprErrors.ActorInvoke(ex.Message);
+                return (DaprErrors.ActorInvoke(ex.Message), false);
             }
         }
 
@@ -328,17 +334,17 @@ internal sealed class ActorApi(
             var responseBody = await response.Content.ReadAsByteArrayAsync(ct).ConfigureAwait(false);
             if (response.StatusCode == System.Net.HttpStatusCode.NotFound)
             {
-                return DaprErrors.ActorInvoke("actor method not found: " + appPath);
+                return (DaprErrors.ActorInvoke("actor method not found: " + appPath), true);
             }
 
             if (response.StatusCode != System.Net.HttpStatusCode.OK)
             {
-                return DaprErrors.ActorInvoke($"error from actor service: ({(int)response.StatusCode}) {Encoding.UTF8.GetString(responseBody)}");
+                return (DaprErrors.ActorInvoke($"error from actor service: ({(int)response.StatusCode}) {Encoding.UTF8.GetString(responseBody)}"), false);
             }
 
             var reply = new HttpReply(200, responseBody, response.Content.Headers.ContentType?.ToString());
             HeaderForwarding.CopyResponseHeaders(response, reply.Headers);
-            return reply;
+            return (reply, false);
         }
     }
 
