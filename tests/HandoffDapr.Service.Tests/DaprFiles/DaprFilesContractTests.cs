@@ -96,6 +96,20 @@ public sealed class DaprFilesContractTests
         Assert.Equal([field], UndocumentedMetadata(resource));
     }
 
+    /// <summary>
+    /// Handoff:RunRetention saves actor state with ttlInSeconds, which daprd refuses unless its ActorStateTTL preview
+    /// feature is on (pkg/actors/api/transactional.go): the Configuration each deployment hands daprd (dapr.yaml's
+    /// configFilePath, the k8s deployment's dapr.io/config) must turn it on. The Dapr-mode tests' fake sidecar reads
+    /// components/config.yaml for it; this holds k8s to the same.
+    /// </summary>
+    [Theory]
+    [InlineData("components/config.yaml")]
+    [InlineData("k8s/configuration.yaml")]
+    public void The_configuration_daprd_runs_with_turns_on_actor_state_ttl(string file)
+    {
+        Assert.True(DaprFiles.EnablesFeature(file, "ActorStateTTL"));
+    }
+
     [Theory]
     [MemberData(nameof(ComponentFolders))]
     public void Exactly_one_component_is_the_actor_state_store(string folder)
