@@ -1,5 +1,6 @@
 using System.Net;
 using System.Text;
+using System.Text.Json.Nodes;
 
 namespace HandoffDapr.FakeSidecar.Tests;
 
@@ -44,6 +45,30 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
         var json = await http.GetStringAsync("v1.0/metadata");
         Assert.Contains("\"TestActor\"", json);
+    }
+
+    /// <summary>
+    /// daprd lists the features its Configuration turns on in both metadata answers (pkg/api/universal/metadata.go
+    /// EnabledFeatures); the HTTP one leaves the field out when there is none (pkg/api/http/metadata.go, omitempty).
+    /// </summary>
+    [Fact]
+    public async Task Metadata_lists_ActorStateTTL_as_an_enabled_feature_only_while_it_is_on()
+    {
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        using var channel = Grpc.Net.Client.GrpcChannel.ForAddress(Sidecar.GrpcEndpoint);
+        var grpc = new Dapr.Client.Autogen.Grpc.v1.Dapr.DaprClient(channel);
+
+        Sidecar.Options.ActorStateTtlEnabled = true;
+        var onHttp = JsonNode.Parse(await http.GetStringAsync("v1.0/metadata"))!;
+        var onGrpc = await grpc.GetMetadataAsync(new Dapr.Client.Autogen.Grpc.v1.GetMetadataRequest());
+        Sidecar.Options.ActorStateTtlEnabled = false;
+        var offHttp = JsonNode.Parse(await http.GetStringAsync("v1.0/metadata"))!;
+        var offGrpc = await grpc.GetMetadataAsync(new Dapr.Client.Autogen.Grpc.v1.GetMetadataRequest());
+
+        Assert.Equal(["ActorStateTTL"], onHttp["enabledFeatures"]!.AsArray().Select(f => f!.GetValue<string>()));
+        Assert.Equal(["ActorStateTTL"], onGrpc.EnabledFeatures);
+        Assert.False(offHttp.AsObject().ContainsKey("enabledFeatures"));
+        Assert.Empty(offGrpc.EnabledFeatures);
     }
 
     [Fact]

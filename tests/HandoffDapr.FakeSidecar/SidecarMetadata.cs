@@ -5,7 +5,8 @@ namespace HandoffDapr.FakeSidecar;
 
 /// <summary>
 /// <c>GET v1.0/metadata</c> and gRPC <c>GetMetadata</c>: app id, registered components (name/type/version)
-/// and the actor types the app hosts (pkg/api/http/metadata.go, pkg/api/universal/metadata.go), trimmed down.
+/// the actor types the app hosts and the enabled features (pkg/api/http/metadata.go, pkg/api/universal/metadata.go),
+/// trimmed down.
 /// </summary>
 internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting hosting, HttpBindingEmulator bindings)
 {
@@ -22,6 +23,13 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
         list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1", new[] { "OUTPUT_BINDING" })));
         return list;
     }
+
+    /// <summary>
+    /// The preview features daprd's Configuration turns on (<c>Configuration.EnabledFeatures</c>): here only
+    /// <c>ActorStateTTL</c>, the one the fake models. The HTTP answer leaves the field out when there is none
+    /// (<c>json:"enabledFeatures,omitempty"</c>).
+    /// </summary>
+    private string[] EnabledFeatures() => options.ActorStateTtlEnabled ? ["ActorStateTTL"] : [];
 
     public async Task<byte[]> BuildJsonAsync(CancellationToken ct)
     {
@@ -41,6 +49,11 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
                 placement = "placement: connected",
             },
         };
+        if (EnabledFeatures() is { Length: > 0 } features)
+        {
+            body["enabledFeatures"] = features;
+        }
+
         return JsonSerializer.SerializeToUtf8Bytes(body);
     }
 
@@ -49,6 +62,7 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
         var actorTypes = await hosting.GetHostedTypesAsync(ct).ConfigureAwait(false);
         var response = new GetMetadataResponse { Id = options.AppId, RuntimeVersion = options.RuntimeVersion };
         response.ExtendedMetadata.Add("daprRuntimeVersion", options.RuntimeVersion);
+        response.EnabledFeatures.Add(EnabledFeatures());
         foreach (var (name, type, version, capabilities) in Components())
         {
             response.RegisteredComponents.Add(new RegisteredComponents { Name = name, Type = type, Version = version, Capabilities = { capabilities } });
