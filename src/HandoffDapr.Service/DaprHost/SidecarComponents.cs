@@ -15,9 +15,11 @@ public static class SidecarComponents
 {
     /// <summary>
     /// What every call needs and is missing, in words for a log line (names from configuration only); empty when
-    /// nothing is. Without these the app can serve nothing: readiness fails.
+    /// nothing is. Without these the app can serve nothing: readiness fails. <paramref name="enabledFeatures"/> are
+    /// daprd's (<see cref="SidecarFeatures"/>), null when unknown: with <c>Handoff:RunRetention</c> set, a daprd known
+    /// to lack <see cref="SidecarFeatures.ActorStateTtl"/> would refuse the save that settles each run.
     /// </summary>
-    public static IReadOnlyList<string> MissingForAll(DaprMetadata metadata, HandoffOptions options)
+    public static IReadOnlyList<string> MissingForAll(DaprMetadata metadata, HandoffOptions options, IReadOnlyList<string>? enabledFeatures = null)
     {
         var missing = new List<string>();
         if (!metadata.Components.Any(component => component.Type.StartsWith("state.", StringComparison.Ordinal) && component.Capabilities.Contains(ActorCapability)))
@@ -33,6 +35,11 @@ public static class SidecarComponents
         if (!Has(metadata, options.Dapr.PubSubName, "pubsub."))
         {
             missing.Add($"no pub/sub component named {options.Dapr.PubSubName} (Handoff:Dapr:PubSubName)");
+        }
+
+        if (options.RunRetention is not null && enabledFeatures is not null && !enabledFeatures.Contains(SidecarFeatures.ActorStateTtl, StringComparer.Ordinal))
+        {
+            missing.Add($"the {SidecarFeatures.ActorStateTtl} feature is off, which Handoff:RunRetention needs (daprd refuses every save of a settled run): turn it on in daprd's Configuration (spec.features, as components/config.yaml and k8s/configuration.yaml do)");
         }
 
         return missing;

@@ -14,7 +14,7 @@ namespace HandoffDapr.Service.DaprHost;
 /// to be out of traffic. One check at a time, so that a slow probe's verdict cannot follow a newer one.
 /// </summary>
 public sealed partial class SidecarReadinessCheck(
-    DaprClient dapr, IOptions<HandoffOptions> options, TimeProvider time, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
+    DaprClient dapr, SidecarFeatures features, IOptions<HandoffOptions> options, TimeProvider time, ILogger<SidecarReadinessCheck> logger) : IHealthCheck
 {
     /// <param name="NotReadyBecause">Null when ready.</param>
     /// <param name="Starting">A reason every start goes through for a few seconds (daprd not up yet, the actor type not yet registered).</param>
@@ -101,7 +101,9 @@ public sealed partial class SidecarReadinessCheck(
                     : new("the Dapr sidecar's metadata could not be read", Starting: true, null);
             }
 
-            var missing = SidecarComponents.MissingForAll(metadata, options.Value);
+            // Only retention needs a feature: without it, no second call.
+            var enabledFeatures = options.Value.RunRetention is null ? null : await features.ReadAsync(cancellationToken);
+            var missing = SidecarComponents.MissingForAll(metadata, options.Value, enabledFeatures);
             var bindings = SidecarComponents.MissingBindings(metadata, options.Value);
             return new(
                 missing.Count > 0 ? "the Dapr sidecar lacks what every call needs: " + string.Join("; ", missing) : null,

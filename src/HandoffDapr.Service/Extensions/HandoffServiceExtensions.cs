@@ -57,6 +57,7 @@ public static class HandoffServiceExtensions
             AddDaprHost(services);
             // One instance (AddCheck takes the registered service): it logs why the app is not ready when that changes, not
             // at every probe.
+            services.AddSingleton<SidecarFeatures>();
             services.AddSingleton<SidecarReadinessCheck>();
             health.AddCheck<SidecarReadinessCheck>("dapr-sidecar", tags: [HealthEndpoints.ReadinessTag]);
         }

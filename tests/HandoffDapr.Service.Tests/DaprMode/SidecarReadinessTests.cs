@@ -3,6 +3,7 @@ using Dapr.Client;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
@@ -67,6 +68,46 @@ public sealed class SidecarReadinessTests : IDisposable
         var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
         Assert.Equal(LogLevel.Warning, notReady.Level);
         Assert.Contains("no pub/sub component named events (Handoff:Dapr:PubSubName)", notReady.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// With <c>Handoff:RunRetention</c> set, every save that settles a run carries <c>ttlInSeconds</c>, which daprd refuses
+    /// without its ActorStateTTL feature: a daprd whose Configuration leaves it off keeps the app out of traffic, and the
+    /// log says which setting needs what. Ready again once daprd has it. daprd's features are read with its API token.
+    /// </summary>
+    [Fact]
+    public async Task Run_retention_with_daprds_ActorStateTTL_feature_off_keeps_the_app_not_ready_and_the_log_says_why()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, logs: logs, sidecarApiToken: "daprd-token-7",
+            settings: new Dictionary<string, string?> { ["Handoff:RunRetention"] = "7.00:00:00", ["DAPR_API_TOKEN"] = "daprd-token-7" });
+        var client = factory.CreateClient();
+
+        factory.Sidecar.Options.ActorStateTtlEnabled = false;
+        var off = await client.GetAsync("/readyz");
+        factory.Sidecar.Options.ActorStateTtlEnabled = true;
+        var on = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, off.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, on.StatusCode);
+        var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Equal(LogLevel.Warning, notReady.Level);
+        Assert.Contains("the ActorStateTTL feature is off, which Handoff:RunRetention needs", notReady.Message, StringComparison.Ordinal);
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarReadyAgain");
+    }
+
+    /// <summary>Without <c>Handoff:RunRetention</c> no save carries a TTL: daprd's ActorStateTTL feature is not needed.</summary>
+    [Fact]
+    public async Task Without_run_retention_daprds_ActorStateTTL_feature_is_not_needed()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var client = factory.CreateClient();
+
+        factory.Sidecar.Options.ActorStateTtlEnabled = false;
+        var ready = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
     }
 
     /// <summary>
@@ -174,8 +215,9 @@ public sealed class SidecarReadinessTests : IDisposable
         var dapr = new DaprClientBuilder().UseHttpEndpoint("http://127.0.0.1:9").UseGrpcEndpoint("http://127.0.0.1:9").Build();
         dapr.Dispose();
         var logs = new FakeLogCollector();
+        using var features = new SidecarFeatures(new ConfigurationBuilder().Build());
         var check = new SidecarReadinessCheck(
-            dapr, Microsoft.Extensions.Options.Options.Create(new HandoffOptions()), TimeProvider.System,
+            dapr, features, Microsoft.Extensions.Options.Options.Create(new HandoffOptions()), TimeProvider.System,
             new FakeLogger<SidecarReadinessCheck>(logs));
 
         var result = await check.CheckHealthAsync(new HealthCheckContext());
