@@ -1,6 +1,3 @@
-using System.Net;
-using System.Net.Sockets;
-using System.Text;
 using HandoffDapr.Service.Tests.Infrastructure;
 
 namespace HandoffDapr.Service.Tests.Operability;
@@ -19,8 +16,8 @@ public sealed class StatusPageRefreshTests : IDisposable
     public async Task Status_page_clears_the_runs_it_showed_once_their_token_is_refused()
     {
         using var runs = new RunsStandIn(call => call == 1
-            ? Answer.Json(RunsJson)
-            : new Answer(401, null, null, "Bearer"));
+            ? RunsAnswer.Json(RunsJson)
+            : new RunsAnswer(401, null, null, "Bearer"));
 
         // The first refresh lists the run; the one 5 s later is refused (the token was rotated or revoked).
         var dom = await RunChromium($"--dump-dom {runs.Address}ui/index.html#token=old-token", budgetMs: 7000);
@@ -34,8 +31,8 @@ public sealed class StatusPageRefreshTests : IDisposable
     public async Task Status_page_marks_the_runs_it_showed_as_not_current_when_the_service_then_fails()
     {
         using var runs = new RunsStandIn(call => call == 1
-            ? Answer.Json(RunsJson)
-            : new Answer(503, """{"status":503,"detail":"The list of recent runs could not be read. Try again shortly."}""", "application/problem+json", null));
+            ? RunsAnswer.Json(RunsJson)
+            : new RunsAnswer(503, """{"status":503,"detail":"The list of recent runs could not be read. Try again shortly."}""", "application/problem+json", null));
 
         var dom = await RunChromium($"--dump-dom {runs.Address}ui/index.html", budgetMs: 7000);
 
@@ -53,7 +50,22 @@ public sealed class StatusPageRefreshTests : IDisposable
         // service, and its answer could land before the first one's (which would then put older runs on the page). The
         // delay is the page's own (a timer around fetch): Chromium's virtual time stands still while a real request is
         // pending, so a slow server could not show it.
-        using var runs = new RunsStandIn(_ => Answer.Json(RunsJson));
+        // The page as served, with fetch wrapped to hold the first answer 12 s and to count requests under way.
+        using var runs = new RunsStandIn(_ => RunsAnswer.Json(RunsJson), new Dictionary<string, (string, string)>
+        {
+            ["/ui/slow-first-answer.html"] = ("""
+                <script>
+                  let requests = 0, underWay = 0, most = 0;
+                  const realFetch = window.fetch.bind(window);
+                  window.fetch = (url, init) => {
+                    const hold = ++requests === 1 ? 12000 : 0;
+                    most = Math.max(most, ++underWay);
+                    document.body.dataset.requestsAtOnce = String(most);
+                    return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init)).finally(() => { underWay--; });
+                  };
+                </script>
+                """, ""),
+        });
 
         var dom = await RunChromium($"--dump-dom {runs.Address}ui/slow-first-answer.html", budgetMs: 15_000);
 
@@ -65,7 +77,27 @@ public sealed class StatusPageRefreshTests : IDisposable
     {
         // The page asks for a token (call 1). A first token is sent (call 2) and its answer is slow; meanwhile the person
         // sends the right one. That one must be tried (call 3 on), and the slow refusal of the first must not drop it.
-        using var runs = new RunsStandIn(call => call >= 3 ? Answer.Json(RunsJson) : new Answer(401, null, null, "Bearer"));
+        // The page as served, with fetch wrapped to hold the second request (the first token's) 4 s, and the form sent
+        // twice: a first token at 1 s, the right one at 2 s, while the first is still unanswered.
+        using var runs = new RunsStandIn(call => call >= 3 ? RunsAnswer.Json(RunsJson) : new RunsAnswer(401, null, null, "Bearer"), new Dictionary<string, (string, string)>
+        {
+            ["/ui/second-token-while-first-tried.html"] = ("""
+                <script>
+                  let requests = 0;
+                  const realFetch = window.fetch.bind(window);
+                  window.fetch = (url, init) => {
+                    const hold = ++requests === 2 ? 4000 : 0;
+                    return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init));
+                  };
+                  function send(token) {
+                    document.getElementById("token").value = token;
+                    document.getElementById("token-form").dispatchEvent(new Event("submit", { cancelable: true }));
+                  }
+                  setTimeout(() => send("first-token"), 1000);
+                  setTimeout(() => send("right-token"), 2000);
+                </script>
+                """, ""),
+        });
 
         var dom = await RunChromium($"--dump-dom {runs.Address}ui/second-token-while-first-tried.html", budgetMs: 10_000);
 
@@ -77,156 +109,4 @@ public sealed class StatusPageRefreshTests : IDisposable
         HeadlessChromium.RunAsync(arguments, temp.File("chromium-" + Guid.NewGuid().ToString("N")), budgetMs);
 
     public void Dispose() => temp.Dispose();
-
-    private sealed record Answer(int Status, string? Body, string? ContentType, string? WwwAuthenticate)
-    {
-        public static Answer Json(string body) => new(200, body, "application/json", null);
-    }
-
-    /// <summary>Serves the page's files from the source tree and answers <c>GET /runs</c> call by call.</summary>
-    private sealed class RunsStandIn : IDisposable
-    {
-        private readonly HttpListener listener = new();
-        private readonly Func<int, Answer> answer;
-        private readonly string ui = Path.Combine(Security.WebhookSignatureTests.RepositoryRoot(), "src", "HandoffDapr.Service", "wwwroot", "ui");
-        private int calls;
-
-        public RunsStandIn(Func<int, Answer> answer)
-        {
-            this.answer = answer;
-            var probe = new TcpListener(IPAddress.Loopback, 0);
-            probe.Start();
-            var port = ((IPEndPoint)probe.LocalEndpoint).Port;
-            probe.Stop();
-            Address = new Uri($"http://127.0.0.1:{port}/");
-            listener.Prefixes.Add(Address.ToString());
-            listener.Start();
-            _ = Task.Run(ServeAsync);
-        }
-
-        public Uri Address { get; }
-
-        private async Task ServeAsync()
-        {
-            while (listener.IsListening)
-            {
-                HttpListenerContext context;
-                try
-                {
-                    context = await listener.GetContextAsync();
-                }
-                catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException or InvalidOperationException)
-                {
-                    return;
-                }
-
-                _ = Task.Run(() => AnswerAsync(context));
-            }
-        }
-
-        private async Task AnswerAsync(HttpListenerContext context)
-        {
-            var response = context.Response;
-            try
-            {
-                var path = context.Request.Url!.AbsolutePath;
-                if (path == "/ui/slow-first-answer.html")
-                {
-                    // The page as served, with fetch wrapped to hold the first answer 12 s and to count requests under way.
-                    var page = (await File.ReadAllTextAsync(Path.Combine(ui, "index.html"))).Replace("<script src=\"app.js\"></script>", """
-                        <script>
-                          let requests = 0, underWay = 0, most = 0;
-                          const realFetch = window.fetch.bind(window);
-                          window.fetch = (url, init) => {
-                            const hold = ++requests === 1 ? 12000 : 0;
-                            most = Math.max(most, ++underWay);
-                            document.body.dataset.requestsAtOnce = String(most);
-                            return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init)).finally(() => { underWay--; });
-                          };
-                        </script>
-                        <script src="app.js"></script>
-                        """, StringComparison.Ordinal);
-                    response.ContentType = "text/html";
-                    await Write(response, page);
-                    return;
-                }
-
-                if (path == "/ui/second-token-while-first-tried.html")
-                {
-                    // The page as served, with fetch wrapped to hold the second request (the first token's) 4 s, and the
-                    // form sent twice: a first token at 1 s, the right one at 2 s, while the first is still unanswered.
-                    var page = (await File.ReadAllTextAsync(Path.Combine(ui, "index.html"))).Replace("<script src=\"app.js\"></script>", """
-                        <script>
-                          let requests = 0;
-                          const realFetch = window.fetch.bind(window);
-                          window.fetch = (url, init) => {
-                            const hold = ++requests === 2 ? 4000 : 0;
-                            return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init));
-                          };
-                          function send(token) {
-                            document.getElementById("token").value = token;
-                            document.getElementById("token-form").dispatchEvent(new Event("submit", { cancelable: true }));
-                          }
-                          setTimeout(() => send("first-token"), 1000);
-                          setTimeout(() => send("right-token"), 2000);
-                        </script>
-                        <script src="app.js"></script>
-                        """, StringComparison.Ordinal);
-                    response.ContentType = "text/html";
-                    await Write(response, page);
-                    return;
-                }
-
-                if (path.StartsWith("/ui/", StringComparison.Ordinal))
-                {
-                    var file = Path.Combine(ui, Path.GetFileName(path));
-                    response.ContentType = path.EndsWith(".js", StringComparison.Ordinal) ? "text/javascript" : path.EndsWith(".css", StringComparison.Ordinal) ? "text/css" : "text/html";
-                    await Write(response, File.Exists(file) ? await File.ReadAllTextAsync(file) : string.Empty);
-                    return;
-                }
-
-                if (path != "/runs")
-                {
-                    response.StatusCode = 404;
-                    return;
-                }
-
-                var next = answer(Interlocked.Increment(ref calls));
-                response.StatusCode = next.Status;
-                if (next.WwwAuthenticate is not null)
-                {
-                    response.Headers["WWW-Authenticate"] = next.WwwAuthenticate;
-                }
-
-                if (next.ContentType is not null)
-                {
-                    response.ContentType = next.ContentType;
-                }
-
-                await Write(response, next.Body ?? string.Empty);
-            }
-            catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException or IOException)
-            {
-            }
-            finally
-            {
-                try
-                {
-                    response.Close();
-                }
-                catch (Exception exception) when (exception is HttpListenerException or ObjectDisposedException)
-                {
-                }
-            }
-        }
-
-        private static async Task Write(HttpListenerResponse response, string text)
-        {
-            var bytes = Encoding.UTF8.GetBytes(text);
-            response.ContentLength64 = bytes.Length;
-            await response.OutputStream.WriteAsync(bytes);
-        }
-
-        public void Dispose() => listener.Close();
-    }
 }
