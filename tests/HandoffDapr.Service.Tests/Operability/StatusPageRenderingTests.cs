@@ -6,7 +6,7 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// <summary>
 /// What the status page makes of what <c>GET /runs</c> answers, in headless Chromium against a stand-in for it: values
 /// from the API (ultimately from a provider or a run's snapshot) shown as text only, links only to http(s) addresses, the
-/// token kept out of every address, and what the page says after a failure.
+/// token kept out of every address, and an answer that is not a list of runs taken as a failure.
 /// </summary>
 public sealed class StatusPageRenderingTests : IDisposable
 {
@@ -72,11 +72,13 @@ public sealed class StatusPageRenderingTests : IDisposable
     public async Task Status_page_labels_each_launch_by_its_agent_or_else_its_phase_and_a_run_without_any_as_no_handoff()
     {
         // A repository launched twice (its second launch named), a launch waiting for its retry (its phase as words,
-        // with why), one with an agent (the agent's status), and a run with no launch and no refusal.
+        // with why), one with an agent (the agent's status), one whose agent id is also the name of an object's
+        // property ("constructor": still no agent, so its phase), and a run with no launch and no refusal.
         const string runs = """
             [{"run_id":2,"group_id":7,"refused":[],"launches":[
                 {"repository":"acme/a","phase":"retry_scheduled","generation":1,"failure_type":"provider_unavailable"},
-                {"repository":"acme/a","phase":"launched","generation":2,"agent_id":"a2"}],
+                {"repository":"acme/a","phase":"launched","generation":2,"agent_id":"a2"},
+                {"repository":"acme/b","phase":"in_flight","generation":1,"agent_id":"constructor"}],
               "coding_agents":{"a2":{"id":"a2","status":"running"}}},
              {"run_id":3,"group_id":7,"launches":[],"refused":[]}]
             """;
@@ -86,6 +88,7 @@ public sealed class StatusPageRenderingTests : IDisposable
 
         Assert.Contains("<td>acme/a</td><td>—</td><td><span class=\"status retry_scheduled\">retry scheduled</span><div class=\"phase\">provider_unavailable</div></td>", dom);
         Assert.Contains("<td>acme/a (launch 2)</td><td>a2</td><td><span class=\"status running\">running</span></td>", dom);
+        Assert.Contains("<td>acme/b</td><td>constructor</td><td><span class=\"status in_flight\">in flight</span></td>", dom);
         Assert.Contains("<td>3</td><td>7</td><td>—</td><td>—</td><td>no handoff</td>", dom);
         Assert.Single(Regex.Matches(dom, "no handoff"));
     }
@@ -151,6 +154,24 @@ public sealed class StatusPageRenderingTests : IDisposable
         Assert.All(reads.Skip(1), request => Assert.Equal("Bearer typed-token", request.Authorization));
     }
 
+    [Theory]
+    [InlineData("""{"message":"not a list"}""")]
+    [InlineData("null")]
+    [InlineData("[null]")]
+    [InlineData("""[{"run_id":9,"launches":[{"repository":"acme/x"}]}]""")]
+    public async Task Status_page_keeps_its_rows_when_the_service_then_answers_something_that_is_not_a_list_of_runs(string body)
+    {
+        using var standIn = new RunsStandIn(call => RunsAnswer.Json(call == 1 ? RunsJson : body));
+
+        var dom = await RunChromium($"--dump-dom {standIn.Address}ui/index.html", budgetMs: 7000);
+
+        // As for a failed request: the rows stay (a passing failure should not blank the page) and read as not current.
+        Assert.Contains("Could not load runs (", dom);
+        Assert.Contains("acme/privaterepo", dom);
+        Assert.Contains("not current", dom);
+        Assert.DoesNotContain("acme/x", dom);
+    }
+
     [Fact]
     public async Task Status_page_clears_the_failure_message_once_the_service_answers_again()
     {
@@ -176,6 +197,17 @@ public sealed class StatusPageRenderingTests : IDisposable
 
         Assert.Contains("needs its API token", dom);
         Assert.DoesNotContain("Could not load runs", dom);
+    }
+
+    [Fact]
+    public async Task Status_page_that_could_not_load_any_runs_says_so_and_not_that_it_is_loading()
+    {
+        using var standIn = new RunsStandIn(_ => new RunsAnswer(503, null, null, null));
+
+        var dom = await RunChromium($"--dump-dom {standIn.Address}ui/index.html", budgetMs: 3000);
+
+        Assert.Contains("Could not load runs (HTTP 503).", dom);
+        Assert.DoesNotContain("Loading", dom);
     }
 
     private Task<string> RunChromium(string arguments, int budgetMs) =>

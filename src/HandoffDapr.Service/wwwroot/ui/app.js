@@ -29,9 +29,11 @@ function link(td, href, text) {
   td.appendChild(a);
 }
 
+// Every row is made before any replaces those shown: an answer that is not a list of runs (or has a run that cannot be
+// read) fails as a whole, as a failed request does, and leaves the rows that were there.
 function render(runs) {
-  const body = document.getElementById("runs");
-  body.replaceChildren();
+  if (!Array.isArray(runs)) { throw new Error("the answer is not a list of runs"); }
+  const rows = [];
   for (const run of runs) {
     const agents = run.coding_agents || {};
     const launches = run.launches || [];
@@ -39,11 +41,12 @@ function render(runs) {
     if (launches.length === 0 && refused.length === 0) {
       const row = document.createElement("tr");
       cell(row, String(run.run_id)); cell(row, String(run.group_id ?? "")); cell(row, "—"); cell(row, "—"); cell(row, "no handoff"); cell(row, "");
-      body.appendChild(row);
+      rows.push(row);
       continue;
     }
     for (const launch of launches) {
-      const agent = launch.agent_id ? agents[launch.agent_id] : null;
+      // Its own entry only: an id such as "constructor" must not find what every object inherits.
+      const agent = launch.agent_id && Object.hasOwn(agents, launch.agent_id) ? agents[launch.agent_id] : null;
       const row = document.createElement("tr");
       cell(row, String(run.run_id));
       cell(row, String(run.group_id ?? ""));
@@ -64,7 +67,7 @@ function render(runs) {
       const prCell = cell(row, "");
       const pr = agent && agent.results && agent.results.find(r => r.pr_url);
       if (pr) { link(prCell, pr.pr_url, pr.pr_url.replace(/^https?:\/\/(www\.)?github\.com\//, "")); }
-      body.appendChild(row);
+      rows.push(row);
     }
     // Repositories no handoff launches (a name, host or branch refused, or none named), with why: a row each.
     for (const refusal of refused) {
@@ -76,9 +79,10 @@ function render(runs) {
       detail.textContent = refusal.failure_type;
       statusCell.appendChild(detail);
       cell(row, "");
-      body.appendChild(row);
+      rows.push(row);
     }
   }
+  document.getElementById("runs").replaceChildren(...rows);
 }
 
 // The API token (Handoff:ApiToken), when the service asks for one: typed into the form, or passed once in the
@@ -194,9 +198,8 @@ async function load() {
   } catch (e) {
     document.getElementById("error").textContent = "Could not load runs (" + e.message + ").";
     // The rows stay (a passing failure should not blank the page), but they no longer read as current.
-    if (lastUpdated) {
-      document.getElementById("updated").textContent = "Runs as of " + lastUpdated + ", not current";
-    }
+    // Nothing read yet: no "Loading…" beside the failure (the next refresh tries again).
+    document.getElementById("updated").textContent = lastUpdated ? "Runs as of " + lastUpdated + ", not current" : "";
   }
 }
 
