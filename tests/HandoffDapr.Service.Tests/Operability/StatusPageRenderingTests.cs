@@ -96,7 +96,8 @@ public sealed class StatusPageRenderingTests : IDisposable
     [Fact]
     public async Task Status_page_sends_its_token_only_in_the_authorization_header_keeps_it_out_of_the_address_and_for_this_tab_only()
     {
-        const string token = "rendering-test-token-0123456789";
+        // Given percent-encoded in the address, as a link maker writes a base64 token's "/", "+" and "=".
+        const string token = "rendering-test-token/0123456789+=";
         // After the page's script: what it left in the address and in storage that outlives the tab.
         using var standIn = new RunsStandIn(_ => RunsAnswer.Json(RunsJson), new Dictionary<string, (string, string)>
         {
@@ -110,13 +111,14 @@ public sealed class StatusPageRenderingTests : IDisposable
                 """),
         });
 
-        var dom = await RunChromium($"--dump-dom {standIn.Address}ui/token-state.html#token={token}", budgetMs: 7000);
+        var dom = await RunChromium($"--dump-dom {standIn.Address}ui/token-state.html#token={Uri.EscapeDataString(token)}", budgetMs: 7000);
 
         Assert.Contains("acme/privaterepo", dom);
         Assert.Contains($"data-address=\"{standIn.Address}ui/token-state.html\"", dom);
         Assert.Contains("data-kept=\"0\"", dom);
-        Assert.DoesNotContain(standIn.Requests, request => request.PathAndQuery.Contains(token, StringComparison.Ordinal));
+        Assert.DoesNotContain(standIn.Requests, request => request.PathAndQuery.Contains("0123456789", StringComparison.Ordinal));
         var reads = standIn.Requests.Where(request => request.PathAndQuery.StartsWith("/runs", StringComparison.Ordinal)).ToList();
+        Assert.All(reads, request => Assert.Equal("/runs?limit=50", request.PathAndQuery));
         Assert.All(reads, request => Assert.Equal($"Bearer {token}", request.Authorization));
         // The first read and the one 5 s later: a refresh every 5 s, not more often.
         Assert.Equal(2, reads.Count);
@@ -146,6 +148,8 @@ public sealed class StatusPageRenderingTests : IDisposable
 
         var dom = await RunChromium($"--dump-dom {standIn.Address}ui/token-form.html", budgetMs: 7000);
 
+        // Typed into a password field: not shown to whoever looks at the screen.
+        Assert.Contains("<input id=\"token\" type=\"password\"", dom);
         Assert.Contains("acme/second", dom);
         Assert.Contains("<form id=\"token-form\" hidden=\"\">", dom);
         Assert.Contains("data-field-after-sending=\"\"", dom);
@@ -154,9 +158,40 @@ public sealed class StatusPageRenderingTests : IDisposable
         Assert.All(reads.Skip(1), request => Assert.Equal("Bearer typed-token", request.Authorization));
     }
 
+    [Fact]
+    public async Task Status_page_whose_token_was_refused_does_not_call_the_runs_it_cleared_not_current_when_the_next_read_fails()
+    {
+        // Runs read with a token; refused at the next refresh (the rows cleared); a new token sent from the form at 6 s,
+        // and the service then fails: there are no runs on the page to call "not current".
+        using var standIn = new RunsStandIn(call => call switch
+        {
+            1 => RunsAnswer.Json(RunsJson),
+            2 => new RunsAnswer(401, null, null, "Bearer"),
+            _ => new RunsAnswer(503, null, null, null),
+        }, new Dictionary<string, (string, string)>
+        {
+            ["/ui/token-refused.html"] = ("", """
+                <script>
+                  setTimeout(() => {
+                    document.getElementById("token").value = "new-token";
+                    document.getElementById("token-form").dispatchEvent(new Event("submit", { cancelable: true }));
+                  }, 6000);
+                </script>
+                """),
+        });
+
+        var dom = await RunChromium($"--dump-dom {standIn.Address}ui/token-refused.html#token=old-token", budgetMs: 8000);
+
+        Assert.Equal(3, standIn.Calls);
+        Assert.Contains("Could not load runs (HTTP 503).", dom);
+        Assert.DoesNotContain("acme/privaterepo", dom);
+        Assert.DoesNotContain("not current", dom);
+    }
+
     [Theory]
     [InlineData("""{"message":"not a list"}""")]
     [InlineData("null")]
+    [InlineData("\"not a list\"")]
     [InlineData("[null]")]
     [InlineData("""[{"run_id":9,"launches":[{"repository":"acme/x"}]}]""")]
     public async Task Status_page_keeps_its_rows_when_the_service_then_answers_something_that_is_not_a_list_of_runs(string body)
@@ -206,8 +241,11 @@ public sealed class StatusPageRenderingTests : IDisposable
 
         var dom = await RunChromium($"--dump-dom {standIn.Address}ui/index.html", budgetMs: 3000);
 
-        Assert.Contains("Could not load runs (HTTP 503).", dom);
+        // In an alert, which a screen reader announces as it appears.
+        Assert.Contains("<div id=\"error\" role=\"alert\">Could not load runs (HTTP 503).</div>", dom);
         Assert.DoesNotContain("Loading", dom);
+        // Nor a token form, which nothing asked for.
+        Assert.Contains("<form id=\"token-form\" hidden=\"\">", dom);
     }
 
     private Task<string> RunChromium(string arguments, int budgetMs) =>
