@@ -73,6 +73,31 @@ public sealed class StatusPageRefreshTests : IDisposable
     }
 
     [Fact]
+    public async Task Status_page_drops_the_refreshes_due_while_a_slow_answer_was_awaited()
+    {
+        // The first answer comes at 12 s (the page's own delay, as above); the refreshes due at 5 s and 10 s were dropped,
+        // so the next read is the one due at 15 s, not one sent back to back with the slow answer.
+        using var runs = new RunsStandIn(_ => RunsAnswer.Json(RunsJson), new Dictionary<string, (string, string)>
+        {
+            ["/ui/slow-first-answer.html"] = ("""
+                <script>
+                  let requests = 0;
+                  const realFetch = window.fetch.bind(window);
+                  window.fetch = (url, init) => {
+                    const hold = ++requests === 1 ? 12000 : 0;
+                    return new Promise(resolve => setTimeout(resolve, hold)).then(() => realFetch(url, init));
+                  };
+                </script>
+                """, ""),
+        });
+
+        var dom = await RunChromium($"--dump-dom {runs.Address}ui/slow-first-answer.html", budgetMs: 14_000);
+
+        Assert.Contains("acme/privaterepo", dom);
+        Assert.Equal(1, runs.Calls);
+    }
+
+    [Fact]
     public async Task Status_page_sends_a_token_entered_while_another_is_still_being_tried()
     {
         // The page asks for a token (call 1). A first token is sent (call 2) and its answer is slow; meanwhile the person
