@@ -9,6 +9,9 @@ namespace HandoffDapr.Service.Tests.Infrastructure;
 internal sealed record RunsAnswer(int Status, string? Body, string? ContentType, string? WwwAuthenticate)
 {
     public static RunsAnswer Json(string body) => new(200, body, "application/json", null);
+
+    /// <summary>One run with one launched repository and its running agent.</summary>
+    public const string OneRunJson = """[{"run_id":881,"group_id":7,"launches":[{"repository":"acme/privaterepo","phase":"launched","generation":1,"agent_id":"bc-1"}],"coding_agents":{"bc-1":{"id":"bc-1","status":"running"}}}]""";
 }
 
 /// <summary>

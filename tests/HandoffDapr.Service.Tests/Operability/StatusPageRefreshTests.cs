@@ -9,7 +9,7 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// </summary>
 public sealed class StatusPageRefreshTests : IDisposable
 {
-    private const string RunsJson = """[{"run_id":881,"group_id":7,"launches":[{"repository":"acme/privaterepo","phase":"launched","generation":1,"agent_id":"bc-1"}],"coding_agents":{"bc-1":{"id":"bc-1","status":"running"}}}]""";
+    private const string RunsJson = RunsAnswer.OneRunJson;
     private readonly TempDirectory temp = new();
 
     [Fact]
