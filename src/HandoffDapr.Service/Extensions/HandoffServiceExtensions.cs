@@ -55,9 +55,9 @@ public static class HandoffServiceExtensions
         if (mode == HostingMode.Dapr)
         {
             AddDaprHost(services);
+            services.AddSingleton<SidecarFeatures>();
             // One instance (AddCheck takes the registered service): it logs why the app is not ready when that changes, not
             // at every probe.
-            services.AddSingleton<SidecarFeatures>();
             services.AddSingleton<SidecarReadinessCheck>();
             health.AddCheck<SidecarReadinessCheck>("dapr-sidecar", tags: [HealthEndpoints.ReadinessTag]);
         }
