@@ -14,10 +14,11 @@ namespace HandoffDapr.Service.DaprHost;
 public static class SidecarComponents
 {
     /// <summary>
-    /// What every call needs and is missing, in words for a log line (names from configuration only); empty when
-    /// nothing is. Without these the app can serve nothing: readiness fails. <paramref name="enabledFeatures"/> are
-    /// daprd's (<see cref="SidecarFeatures"/>), null when unknown: with <c>Handoff:RunRetention</c> set, a daprd known
-    /// to lack <see cref="SidecarFeatures.ActorStateTtl"/> would refuse the save that settles each run.
+    /// What the app needs and daprd lacks, in words for a log line (names from configuration only); empty when nothing
+    /// is. Without the components the app can serve nothing; without the feature no run can settle: readiness fails.
+    /// <paramref name="enabledFeatures"/> are daprd's (<see cref="SidecarFeatures"/>), null when unknown: with
+    /// <c>Handoff:RunRetention</c> set, a daprd known to lack <see cref="SidecarFeatures.ActorStateTtl"/> would refuse
+    /// the save that settles each run.
     /// </summary>
     public static IReadOnlyList<string> MissingForAll(DaprMetadata metadata, HandoffOptions options, IReadOnlyList<string>? enabledFeatures = null)
     {

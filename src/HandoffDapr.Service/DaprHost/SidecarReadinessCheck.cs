@@ -6,7 +6,7 @@ using Microsoft.Extensions.Options;
 namespace HandoffDapr.Service.DaprHost;
 
 /// <summary>
-/// The sidecar answers, takes our calls, and has loaded what every call needs (<see cref="SidecarComponents"/>):
+/// The sidecar answers, takes our calls, and has what the app needs (<see cref="SidecarComponents"/>):
 /// daprd's health endpoint answers anyone, while with an API token every other call needs <c>DAPR_API_TOKEN</c>, and it
 /// starts without a component that is misnamed or not deployed. Without this the app read ready while its every actor
 /// call was refused. The probe's answer says only healthy or not; why is logged once each time it changes (the health
@@ -106,7 +106,7 @@ public sealed partial class SidecarReadinessCheck(
             var missing = SidecarComponents.MissingForAll(metadata, options.Value, enabledFeatures);
             var bindings = SidecarComponents.MissingBindings(metadata, options.Value);
             return new(
-                missing.Count > 0 ? "the Dapr sidecar lacks what every call needs: " + string.Join("; ", missing) : null,
+                missing.Count > 0 ? "the Dapr sidecar lacks what the app needs: " + string.Join("; ", missing) : null,
                 Starting: missing.Count > 0 && missing.All(reason => reason == SidecarComponents.ActorTypeNotRegistered),
                 bindings.Count > 0 ? string.Join("; ", bindings) : null);
         }
