@@ -454,6 +454,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Name == "SidecarRefusedCalls"));
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, ready.StatusCode);
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Critical, Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarRefusedCalls").Level);
         // The readiness line blames the token (daprd's Unauthenticated), as a warning though the app was never ready.
         var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
         Assert.Contains("refuses the app's calls (DAPR_API_TOKEN)", notReady.Message, StringComparison.Ordinal);

@@ -12,8 +12,9 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 public sealed class SidecarStartupTests
 {
     [Fact]
-    public async Task Dapr_mode_stops_the_process_when_no_sidecar_answers_in_time()
+    public async Task Dapr_mode_stops_the_process_when_no_sidecar_answers_in_time_with_a_critical_line_naming_the_wait()
     {
+        var logs = new FakeLogCollector();
         using var factory = new WebApplicationFactory<Program>().WithWebHostBuilder(builder =>
         {
             builder.UseEnvironment("Production");
@@ -22,6 +23,7 @@ public sealed class SidecarStartupTests
             builder.UseSetting("DAPR_HTTP_ENDPOINT", "http://127.0.0.1:9");
             builder.UseSetting("DAPR_GRPC_ENDPOINT", "http://127.0.0.1:9");
             builder.UseSetting("Handoff:Dapr:SidecarWaitTimeout", "00:00:00.500");
+            builder.ConfigureLogging(logging => logging.AddProvider(new FakeLoggerProvider(logs)));
         });
         _ = factory.Server;
         var stopping = factory.Services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopping;
@@ -29,6 +31,9 @@ public sealed class SidecarStartupTests
         await Task.Delay(TimeSpan.FromSeconds(10), stopping).ContinueWith(_ => { });
 
         Assert.True(stopping.IsCancellationRequested);
+        // The runbook's SidecarMissing: critical, with the wait (Handoff:Dapr:SidecarWaitTimeout) that ran out.
+        var missing = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarMissing");
+        Assert.Equal((LogLevel.Critical, "00:00:00.5000000"), (missing.Level, missing.GetStructuredStateValue("Timeout")));
     }
 
     /// <summary>
