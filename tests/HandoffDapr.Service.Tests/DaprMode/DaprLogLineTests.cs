@@ -60,5 +60,29 @@ public sealed class DaprLogLineTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
 
+    /// <summary>
+    /// The binding's url points where nothing listens: daprd's binding answers Go's dial error. The runbook's
+    /// ProviderTransportFailure tells the operator, by Kind and RequestSent, whether the launch may have arrived.
+    /// </summary>
+    [Fact]
+    public async Task A_provider_the_binding_cannot_connect_to_is_a_warning_of_kind_network_with_nothing_sent_and_no_address_or_key()
+    {
+        var logs = new FakeLogCollector();
+        // Nothing listens on port 9 of loopback.
+        await using var factory = await DaprServiceFactory.StartAsync("http://127.0.0.1:9", time: new FakeTimeProvider(DateTimeOffset.UtcNow), logs: logs);
+
+        var trigger = await factory.CreateSidecarClient().PostJsonAsync("/runs/612/handoff", Payloads.Trigger(Payloads.Run(612, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        var failed = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "ProviderTransportFailure");
+        Assert.Equal(LogLevel.Warning, failed.Level);
+        Assert.Equal(("Network", "False"), (failed.GetStructuredStateValue("Kind"), failed.GetStructuredStateValue("RequestSent")));
+        Assert.DoesNotContain("127.0.0.1", failed.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains(DaprServiceFactory.BindingApiKey, StringComparison.Ordinal));
+        // Nothing was sent, so nothing is to be looked for: the launch is retried as provider_unavailable.
+        var launch = factory.Sidecar.GetActorState(Actor, "612", HandoffRunActor.LaunchesKey)!.Value[0];
+        Assert.Equal(("retry_scheduled", "provider_unavailable"), (launch.GetProperty("phase").GetString(), launch.GetProperty("failure_type").GetString()));
+    }
+
     public void Dispose() => cursor.Dispose();
 }
