@@ -1,0 +1,112 @@
+using System.Net;
+using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
+using Microsoft.Extensions.Time.Testing;
+
+namespace HandoffDapr.Service.Tests.Embedded;
+
+/// <summary>
+/// Engine and embedded-mode lines at warning the runbook tells an operator to act on, that no other test made happen:
+/// their level, the fields the runbook names, and what the caller and the provider saw.
+/// </summary>
+public sealed class EmbeddedLogLineTests : IDisposable
+{
+    private readonly TempDirectory temp = new();
+    private readonly FakeCursor cursor = new();
+    private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 12, 5, 10, 0, 0, TimeSpan.Zero));
+    private readonly FakeLogCollector logs = new();
+    private readonly EmbeddedServiceFactory factory;
+    private readonly HttpClient client;
+
+    public EmbeddedLogLineTests()
+    {
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time) { Logs = logs };
+        client = factory.CreateClient();
+    }
+
+    /// <summary>The runbook's HandoffGroupMismatch: "many: someone probes other groups' runs", so the line must name the group asked with.</summary>
+    [Fact]
+    public async Task A_trigger_naming_another_group_is_a_warning_with_the_run_and_the_group_asked_with_and_answered_as_an_unknown_run()
+    {
+        await Launch(700);
+
+        var probe = await client.PostJsonAsync("/runs/700/handoff", Payloads.Trigger(Payloads.Run(700, ["acme/shop"], automation: false, groupId: 999), groupId: 999));
+
+        Assert.Equal(HttpStatusCode.NotFound, probe.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        var mismatch = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffGroupMismatch");
+        Assert.Equal(LogLevel.Warning, mismatch.Level);
+        Assert.Equal(("700", "999"), (mismatch.GetStructuredStateValue("RunId"), mismatch.GetStructuredStateValue("GroupId")));
+    }
+
+    /// <summary>The runbook: an event naming another group is logged CompletionEventDropped (with why), not HandoffGroupMismatch.</summary>
+    [Fact]
+    public async Task A_completion_event_naming_another_group_is_dropped_with_a_warning_and_launches_nothing()
+    {
+        await Launch(701);
+
+        var completionEvent = await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(701, ["acme/shop"], groupId: 999));
+
+        Assert.Equal(HttpStatusCode.NotFound, completionEvent.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        var dropped = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventDropped");
+        Assert.Equal(LogLevel.Warning, dropped.Level);
+        Assert.Equal(("701", "the run belongs to another group"), (dropped.GetStructuredStateValue("RunId"), dropped.GetStructuredStateValue("Reason")));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "HandoffGroupMismatch");
+    }
+
+    /// <summary>
+    /// The runbook's "A stop or follow-up answered 504": the operator reads AgentCommandOutcomeUnknown to learn the
+    /// provider may have acted. The provider's body is not on the line.
+    /// </summary>
+    [Fact]
+    public async Task A_stop_the_provider_answers_with_a_gateway_timeout_is_a_warning_naming_run_agent_and_command_and_answered_504()
+    {
+        var agentId = await Launch(702);
+        cursor.NextCommandAnswer = FakeCursor.Status(504, $"{{\"error\":\"{FakeCursor.ProviderSecretText}\"}}");
+
+        var stop = await client.PostAsync($"/runs/702/agents/{agentId}/stop", null);
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, stop.StatusCode);
+        var unknown = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentCommandOutcomeUnknown");
+        Assert.Equal(LogLevel.Warning, unknown.Level);
+        Assert.Equal(
+            ("702", agentId, "stop"),
+            (unknown.GetStructuredStateValue("RunId"), unknown.GetStructuredStateValue("AgentId"), unknown.GetStructuredStateValue("Command")));
+        Assert.False(string.IsNullOrEmpty(unknown.GetStructuredStateValue("FailureType")));
+        Assert.DoesNotContain(FakeCursor.ProviderSecretText, unknown.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name is "AgentCommandTaken" or "AgentCommandRefused");
+    }
+
+    /// <summary>The runbook's AgentTimedOut: "raise AgentMaxAge if such agents are normal", so the line says the age it went by.</summary>
+    [Fact]
+    public async Task An_agent_unfinished_after_the_maximum_age_is_a_warning_naming_run_agent_and_the_age()
+    {
+        var agentId = await Launch(703);
+        time.Advance(TimeSpan.FromHours(7));
+
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var timedOut = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentTimedOut");
+        Assert.Equal(LogLevel.Warning, timedOut.Level);
+        Assert.Equal(("703", agentId), (timedOut.GetStructuredStateValue("RunId"), timedOut.GetStructuredStateValue("AgentId")));
+        Assert.Equal(TimeSpan.FromHours(6), TimeSpan.Parse(timedOut.GetStructuredStateValue("MaxAge")!, System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Single(cursor.CommandRequests, request => request.Path == $"/v0/agents/{agentId}/stop");
+    }
+
+    public void Dispose()
+    {
+        client.Dispose();
+        factory.Dispose();
+        cursor.Dispose();
+        temp.Dispose();
+    }
+
+    private async Task<string> Launch(long runId)
+    {
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+    }
+}
