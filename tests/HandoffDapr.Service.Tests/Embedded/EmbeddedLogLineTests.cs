@@ -95,6 +95,61 @@ public sealed class EmbeddedLogLineTests : IDisposable
         Assert.Single(cursor.CommandRequests, request => request.Path == $"/v0/agents/{agentId}/stop");
     }
 
+    /// <summary>
+    /// The runbook's AgentStopNotTaken ("the next read that shows it at work sends it again") and GivenUpAgentStillWorking:
+    /// a timed-out agent whose stop the provider refused is stopped again at the next poll, each line naming the agent.
+    /// </summary>
+    [Fact]
+    public async Task A_refused_stop_of_a_timed_out_agent_is_a_warning_and_the_next_poll_that_reads_it_at_work_warns_and_stops_it_again()
+    {
+        var agentId = await Launch(704);
+        cursor.NextCommandAnswer = FakeCursor.Status(429, retryAfter: "1");
+        time.Advance(TimeSpan.FromHours(7));
+
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var notTaken = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentStopNotTaken");
+        Assert.Equal(LogLevel.Warning, notTaken.Level);
+        Assert.Equal(
+            ("704", agentId, "rate_limited"),
+            (notTaken.GetStructuredStateValue("RunId"), notTaken.GetStructuredStateValue("AgentId"), notTaken.GetStructuredStateValue("FailureType")));
+        Assert.NotEqual("STOPPED", cursor.Agents[agentId]["status"]!.GetValue<string>());
+
+        cursor.NextCommandAnswer = null;
+        time.Advance(TimeSpan.FromMinutes(15));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var stillWorking = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "GivenUpAgentStillWorking");
+        Assert.Equal(LogLevel.Warning, stillWorking.Level);
+        Assert.Equal(
+            ("704", agentId, "acme/shop"),
+            (stillWorking.GetStructuredStateValue("RunId"), stillWorking.GetStructuredStateValue("AgentId"), stillWorking.GetStructuredStateValue("Repository")));
+        Assert.Equal(2, cursor.CommandRequests.Count(request => request.Path == $"/v0/agents/{agentId}/stop"));
+        Assert.Equal("STOPPED", cursor.Agents[agentId]["status"]!.GetValue<string>());
+    }
+
+    /// <summary>
+    /// The runbook's HandoffLaunchFailed after a key the provider rejects: the operator reads the failure type and the
+    /// attempt from it (and the provider's message from ProviderErrorAnswer); neither line carries the key.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_the_provider_refuses_for_its_key_is_a_warning_with_the_failure_type_and_attempt_and_no_key()
+    {
+        cursor.Script("acme/shop", FakeCursor.Status(401));
+
+        var trigger = await client.PostJsonAsync("/runs/705/handoff", Payloads.Trigger(Payloads.Run(705, ["acme/shop"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        var failed = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "HandoffLaunchFailed");
+        Assert.Equal(LogLevel.Warning, failed.Level);
+        Assert.Equal(
+            ("705", "acme/shop", "invalid_credentials", "1"),
+            (failed.GetStructuredStateValue("RunId"), failed.GetStructuredStateValue("Repository"), failed.GetStructuredStateValue("FailureType"), failed.GetStructuredStateValue("Attempt")));
+        var answer = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal(("401", "invalid_credentials"), (answer.GetStructuredStateValue("StatusCode"), answer.GetStructuredStateValue("FailureType")));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains(EmbeddedServiceFactory.ApiKey, StringComparison.Ordinal));
+    }
+
     public void Dispose()
     {
         client.Dispose();
