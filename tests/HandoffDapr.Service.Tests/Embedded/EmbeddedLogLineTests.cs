@@ -21,7 +21,8 @@ public sealed class EmbeddedLogLineTests : IDisposable
 
     public EmbeddedLogLineTests()
     {
-        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time) { Logs = logs };
+        // The schedule runs only when a test says so: a pass of its own could take the wake-up a test waits for.
+        factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, time) { Logs = logs, ScheduleRunsOnItsOwn = false };
         client = factory.CreateClient();
     }
 
@@ -148,6 +149,41 @@ public sealed class EmbeddedLogLineTests : IDisposable
         var answer = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
         Assert.Equal(("401", "invalid_credentials"), (answer.GetStructuredStateValue("StatusCode"), answer.GetStructuredStateValue("FailureType")));
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains(EmbeddedServiceFactory.ApiKey, StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// The runbook's PromptOverCap: a launch accepted under a larger cap, due after the settings were lowered, is failed
+    /// invalid_request without a call. The line gives the lengths the operator compares, never the instruction.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_due_after_its_cap_was_lowered_is_a_warning_with_its_length_and_the_cap_and_no_call_nor_instruction()
+    {
+        var path = temp.File("lowered-cap.db");
+        var instruction = "Keep the public API. " + new string('x', 12_000);
+        var overCapLogs = new FakeLogCollector();
+        using (var before = new EmbeddedServiceFactory(path, cursor.Url, time, new Dictionary<string, string?> { ["Handoff:MaxInstructionLength"] = "20000" }))
+        {
+            cursor.Script("acme/shop", FakeCursor.Status(503));
+            var trigger = await before.CreateClient().PostJsonAsync("/runs/706/handoff", Payloads.Trigger(Payloads.Run(706, ["acme/shop"], automation: false), instruction: instruction));
+            Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        }
+
+        using var after = new EmbeddedServiceFactory(path, cursor.Url, time, new Dictionary<string, string?> { ["Handoff:Integrations:42:PromptMaxLength"] = "8192" })
+        {
+            Logs = overCapLogs,
+            ScheduleRunsOnItsOwn = false,
+        };
+        time.Advance(TimeSpan.FromHours(1));
+        await after.RunScheduleAsync();
+
+        Assert.Equal(1, cursor.LaunchRequests);
+        var overCap = Assert.Single(overCapLogs.GetSnapshot(), record => record.Id.Name == "PromptOverCap");
+        Assert.Equal(LogLevel.Warning, overCap.Level);
+        Assert.Equal(("706", "acme/shop", "8192"), (overCap.GetStructuredStateValue("RunId"), overCap.GetStructuredStateValue("Repository"), overCap.GetStructuredStateValue("Cap")));
+        Assert.True(int.Parse(overCap.GetStructuredStateValue("Length")!, System.Globalization.CultureInfo.InvariantCulture) > instruction.Length);
+        var failed = Assert.Single(overCapLogs.GetSnapshot(), record => record.Id.Name == "HandoffLaunchFailed");
+        Assert.Equal("invalid_request", failed.GetStructuredStateValue("FailureType"));
+        Assert.DoesNotContain(overCapLogs.GetSnapshot(), record => record.Message.Contains("Keep the public API", StringComparison.Ordinal));
     }
 
     public void Dispose()
