@@ -1,5 +1,6 @@
 using System.Net;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
@@ -186,12 +187,83 @@ public sealed class EmbeddedLogLineTests : IDisposable
         Assert.DoesNotContain(overCapLogs.GetSnapshot(), record => record.Message.Contains("Keep the public API", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The runbook's AgentCommandNotRecorded: the provider took the stop, the run could not be saved (its row damaged
+    /// while the call was out), and the caller got 200 ("do not send it again"), the line naming the exception's type.
+    /// </summary>
+    [Fact]
+    public async Task A_stop_the_provider_took_but_that_cannot_be_recorded_is_a_warning_and_answered_200()
+    {
+        var agentId = await Launch(707);
+        var held = cursor.HoldCommands();
+
+        var stopping = client.PostAsync($"/runs/707/agents/{agentId}/stop", null);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        DamageRun(707);
+        held.Release();
+        var stop = await stopping;
+
+        Assert.Equal(HttpStatusCode.OK, stop.StatusCode);
+        Assert.Single(cursor.CommandRequests, request => request.Path == $"/v0/agents/{agentId}/stop");
+        var notRecorded = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentCommandNotRecorded");
+        Assert.Equal(LogLevel.Warning, notRecorded.Level);
+        Assert.Equal(
+            ("707", agentId, "stop"),
+            (notRecorded.GetStructuredStateValue("RunId"), notRecorded.GetStructuredStateValue("AgentId"), notRecorded.GetStructuredStateValue("Command")));
+        Assert.False(string.IsNullOrEmpty(notRecorded.GetStructuredStateValue("ExceptionType")));
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentCommandTaken");
+    }
+
+    /// <summary>
+    /// The runbook's AgentCommandOutcomeNotRecorded: a follow-up answered with a gateway's 504 (it may have reached the
+    /// agent) whose unknown outcome cannot be saved is still answered 504, and the line says the agent may not be watched.
+    /// </summary>
+    [Fact]
+    public async Task A_followup_of_unknown_outcome_that_cannot_be_recorded_is_a_warning_and_still_answered_504()
+    {
+        var agentId = await Launch(708);
+        using var arrived = new ManualResetEventSlim();
+        using var release = new ManualResetEventSlim();
+        cursor.NextCommandAnswer = () =>
+        {
+            arrived.Set();
+            release.Wait(TimeSpan.FromSeconds(10));
+            return FakeCursor.Status(504)();
+        };
+
+        var following = client.PostJsonAsync($"/runs/708/agents/{agentId}/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "Also fix the flaky test" });
+        Assert.True(arrived.Wait(TimeSpan.FromSeconds(10)));
+        DamageRun(708);
+        release.Set();
+        var followup = await following;
+
+        Assert.Equal(HttpStatusCode.GatewayTimeout, followup.StatusCode);
+        Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentCommandOutcomeUnknown");
+        var notRecorded = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentCommandOutcomeNotRecorded");
+        Assert.Equal(LogLevel.Warning, notRecorded.Level);
+        Assert.Equal(
+            ("708", agentId, "follow-up"),
+            (notRecorded.GetStructuredStateValue("RunId"), notRecorded.GetStructuredStateValue("AgentId"), notRecorded.GetStructuredStateValue("Command")));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("flaky test", StringComparison.Ordinal));
+    }
+
     public void Dispose()
     {
         client.Dispose();
         factory.Dispose();
         cursor.Dispose();
         temp.Dispose();
+    }
+
+    /// <summary>What the runbook's "Damaged run state" describes: the row's state no longer a run's JSON.</summary>
+    private void DamageRun(long runId)
+    {
+        using var connection = new SqliteConnection($"Data Source={factory.DataPath};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = "UPDATE runs SET state = 'not json', view = NULL WHERE run_id = $run";
+        command.Parameters.AddWithValue("$run", runId);
+        Assert.Equal(1, command.ExecuteNonQuery());
     }
 
     private async Task<string> Launch(long runId)
