@@ -357,6 +357,49 @@ public sealed class RetentionTests : IDisposable
 
     private static async Task<JsonObject> Read(HttpClient client, long runId) => await (await client.GetAsync($"/runs/{runId}/handoff")).ReadJsonAsync();
 
+    /// <summary>
+    /// The runbook's RetentionSweepFailed: a sweep the store refuses (a full disk, say; here a trigger refusing every
+    /// delete) is a warning with the store's reason, and the run due for deletion is kept; the next sweep, 10 minutes on,
+    /// deletes it once the store takes it. No test had made the background sweep fail.
+    /// </summary>
+    [Fact]
+    public async Task A_sweep_the_store_refuses_is_a_warning_with_its_reason_and_the_due_run_is_kept_for_the_next_sweep()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 730);
+        Execute(factory.DataPath, "CREATE TRIGGER refuse_sweep BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'injected: disk full 5e1d'); END;");
+
+        // The background sweep comes every 10 minutes (fake time): advanced until it has run into the refusal.
+        await Eventually.True(() =>
+        {
+            time.Advance(RetentionSweeper.Interval);
+            return logs.GetSnapshot().Any(record => record.Id.Name == "RetentionSweepFailed");
+        });
+
+        var failed = logs.GetSnapshot().First(record => record.Id.Name == "RetentionSweepFailed");
+        Assert.Equal(LogLevel.Warning, failed.Level);
+        Assert.Contains("5e1d", failed.Exception!.ToString(), StringComparison.Ordinal);
+        Assert.True(time.GetUtcNow() - new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero) > Retention);
+        Assert.NotNull((await factory.Store.LoadAsync(730, CancellationToken.None)).State);
+
+        Execute(factory.DataPath, "DROP TRIGGER refuse_sweep;");
+        await Eventually.True(async () =>
+        {
+            time.Advance(RetentionSweeper.Interval);
+            return (await factory.Store.LoadAsync(730, CancellationToken.None)).Deleted is not null;
+        });
+    }
+
+    private static void Execute(string path, string sql)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
     private static RetentionSweeper Sweeper(EmbeddedServiceFactory factory) => factory.Services.GetRequiredService<RetentionSweeper>();
 
     /// <param name="retention">The setting as written; null leaves it unset.</param>
