@@ -247,6 +247,41 @@ public sealed class EmbeddedLogLineTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Message.Contains("flaky test", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The runbook's AgentOfAnotherLaunch: the provider answers a launch with an agent the run already follows for
+    /// another repository. The line names both repositories and the agent; the answer is not taken (the launch's outcome
+    /// is unknown, to be looked for), and the other launch keeps its agent.
+    /// </summary>
+    [Fact]
+    public async Task A_launch_answered_with_the_agent_of_another_launch_is_a_warning_naming_both_repositories_and_is_not_adopted()
+    {
+        var first = await Launch(709);
+        var answer = new System.Text.Json.Nodes.JsonObject
+        {
+            ["id"] = first,
+            ["status"] = "CREATING",
+            ["source"] = new System.Text.Json.Nodes.JsonObject { ["repository"] = "https://github.com/acme/api" },
+            ["target"] = new System.Text.Json.Nodes.JsonObject { ["url"] = $"https://cursor.com/agents?id={first}" },
+            ["createdAt"] = "2026-12-05T10:00:00Z",
+        };
+        cursor.Script("acme/api", FakeCursor.Status(201, answer.ToJsonString()));
+
+        var trigger = await client.PostJsonAsync("/runs/709/handoff", Payloads.Trigger(Payloads.Run(709, ["acme/shop", "acme/api"], automation: false)));
+
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        var other = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentOfAnotherLaunch");
+        Assert.Equal(LogLevel.Warning, other.Level);
+        Assert.Equal(
+            ("709", "acme/api", first, "acme/shop"),
+            (other.GetStructuredStateValue("RunId"), other.GetStructuredStateValue("Repository"), other.GetStructuredStateValue("AgentId"), other.GetStructuredStateValue("OtherRepository")));
+        var view = await (await client.GetAsync("/runs/709/handoff?group_id=" + Payloads.GroupId)).ReadJsonAsync();
+        var launches = view["launches"]!.AsArray();
+        var api = launches.Single(launch => launch!["repository"]!.GetValue<string>() == "acme/api")!;
+        Assert.Equal("outcome_unknown", api["phase"]!.GetValue<string>());
+        Assert.Null(api["agent_id"]);
+        Assert.Equal(first, launches.Single(launch => launch!["repository"]!.GetValue<string>() == "acme/shop")!["agent_id"]!.GetValue<string>());
+    }
+
     public void Dispose()
     {
         client.Dispose();
