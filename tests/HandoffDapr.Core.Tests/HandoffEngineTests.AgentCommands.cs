@@ -72,6 +72,21 @@ public sealed partial class HandoffEngineTests
         Assert.InRange(readFor, maxAge * 2, maxAge * 2 + new HandoffEngineOptions().PollMaxInterval);
     }
 
+    /// <summary>
+    /// acme/shop and acme/web launched side by side (which answers first, and is named bc-1, is up to the scheduler);
+    /// acme/shop's agent finished without a pull request and is asked for one: watched, counting from that follow-up.
+    /// </summary>
+    private async Task<(EngineRoundTrips.Recorder Recorder, string Shop, string Web)> ShopFollowedUpForItsPullRequestBesideWebAsync()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None)).Status);
+        return (recorder, shop, web);
+    }
+
     /// <summary>One agent launched, read finished without a pull request, then sent a follow-up; when it was sent.</summary>
     private async Task<DateTimeOffset> FinishedWithoutPullRequestThenFollowedUpAsync()
     {
@@ -409,14 +424,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task An_agent_stopped_without_a_follow_up_is_still_watched_while_another_agent_of_the_run_awaits_its_pull_request()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        // The two launches are made side by side: which answers first (and is named bc-1) is up to the scheduler.
-        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
-        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
-        // acme/shop's agent finished without a pull request and is asked for one: watched, counting from that follow-up.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
-        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None)).Status);
+        var (recorder, shop, web) = await ShopFollowedUpForItsPullRequestBesideWebAsync();
         // acme/web's agent is stopped by a person: read on as given up until the provider shows it ended.
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
         Assert.Contains(web, writer.Saved.Last().Poll!.GivenUp!);
@@ -863,13 +871,8 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_stop_of_an_agent_that_completed_puts_no_watch_on_it_while_another_agent_awaits_its_pull_request()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
-        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
-        // acme/shop's agent finished without a pull request and is asked for one; acme/web's completed with its own.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None);
+        var (recorder, shop, web) = await ShopFollowedUpForItsPullRequestBesideWebAsync();
+        // acme/web's agent completed with its own pull request.
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(web, ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/web/pull/8")), writer);
 
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), web, recorder, CancellationToken.None)).Status);
