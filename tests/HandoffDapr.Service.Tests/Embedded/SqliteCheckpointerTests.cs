@@ -182,6 +182,39 @@ public sealed class SqliteCheckpointerTests : IDisposable
         Assert.InRange(store.Checkpoints.CatchUps, 1, 2);
     }
 
+    /// <summary>
+    /// A checkpoint that throws (a full disk, a file gone read-only) is reported and leaves the writes alone: the log
+    /// only grows until a later checkpoint, 200 writes on, succeeds. Thrown from the background thread, it would end
+    /// the process; thrown into <see cref="SqliteCheckpointer.Committed"/>, it would fail a save already committed.
+    /// </summary>
+    [Fact]
+    public async Task Checkpoint_that_fails_is_reported_and_the_next_one_is_tried_two_hundred_writes_later()
+    {
+        var path = temp.File("failing.db");
+        using (new SqliteRunStore(path, time))
+        {
+            // Made and closed: the file is in write-ahead-log mode, with a table.
+        }
+
+        // A closed connection makes every checkpoint throw, as a failing disk would, until it is opened again.
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<Exception>();
+        using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
+        writer.Open();
+        using var checkpointer = new SqliteCheckpointer(connection, failures.Enqueue);
+
+        checkpointer.Committed(SqliteCheckpointer.WritesPerCheckpoint, writer);
+        await Eventually.True(() => !failures.IsEmpty);
+        Assert.IsType<InvalidOperationException>(Assert.Single(failures));
+        Assert.Equal((0L, 0L, 0L), checkpointer.Checkpoints);
+
+        connection.Open();
+        checkpointer.Committed(SqliteCheckpointer.WritesPerCheckpoint - 1, writer);
+        checkpointer.Committed(1, writer);
+        await Eventually.True(() => checkpointer.Checkpoints.Background == 1);
+        Assert.Single(failures);
+    }
+
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
     private static uint LogGeneration(string path)
     {
