@@ -851,7 +851,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
         if (!stop && outcome.Status is AgentCommandStatus.Done or AgentCommandStatus.OutcomeUnknown)
         {
-            // Only a follow-up the provider took (or may have) starts a watch: one refused or faulted resumed nothing,
+            // Only a follow-up the provider took (or may have: a fault included) starts a watch: one refused resumed nothing,
             // and the engine, never told of it, counts the watch from the last one it recorded.
             followedUp[id] = sentAt;
             followedUpOrder[id] = sentOrder;

@@ -513,18 +513,31 @@ public sealed partial class HandoffEngineTests
         Assert.Equal("https://github.com/acme/shop/pull/14", Assert.Single(state.CodingAgents["bc-1"].Results).PrUrl);
     }
 
-    [Fact]
-    public async Task A_provider_client_fault_on_stop_is_a_provider_failure_and_records_nothing()
+    /// <summary>
+    /// A provider client that throws may have sent the command first, as a launch that faulted may have: answered "not
+    /// carried out" (a 502), a follow-up sent again would reach the agent twice.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_provider_client_fault_on_a_command_is_an_unknown_outcome_recorded_as_such(bool stop)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var saves = writer.Saved.Count;
-        provider.StopFaults = true;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var before = (await WakeWhenDueAsync(writer.Saved.Last())).CodingAgents["bc-1"].Status;
+        provider.CommandsFault = true;
 
-        var stop = await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        var outcome = stop
+            ? await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)
+            : await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
 
-        Assert.Equal(AgentCommandStatus.ProviderFailed, stop.Status);
-        Assert.Equal(FailureTypes.InvalidResponse, stop.FailureType);
-        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal((AgentCommandStatus.OutcomeUnknown, FailureTypes.InvalidResponse), (outcome.Status, outcome.FailureType));
+        var state = writer.Saved.Last();
+        Assert.Equal((stop ? TimelineEvents.Stopped : TimelineEvents.FollowupSent, "bc-1", "outcome unknown"),
+            (state.Timeline[^1].Event, state.Timeline[^1].AgentId, state.Timeline[^1].Detail));
+        Assert.Equal(before, state.CodingAgents["bc-1"].Status);
+        // A follow-up that may have been taken is watched again, as an accepted one is; a stop leaves the watch as it was.
+        Assert.Equal(!stop, state.Poll?.AwaitingPullRequest?.Contains("bc-1") == true);
     }
 
     [Theory]

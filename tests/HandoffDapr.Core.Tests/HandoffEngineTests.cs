@@ -563,8 +563,8 @@ public sealed partial class HandoffEngineTests
         /// <summary>What a lookup answers when set (an incomplete one, say).</summary>
         public ProviderFailure? FindFailure { get; set; }
 
-        /// <summary>Stop throws, as a provider client meeting an answer of another shape might.</summary>
-        public bool StopFaults { get; set; }
+        /// <summary>Stop and follow-up throw, as a provider client meeting an answer of another shape might.</summary>
+        public bool CommandsFault { get; set; }
 
         /// <summary>What a stop answers when set (the provider out of reach, say); null: accepted, unless <see cref="CannotStop"/>.</summary>
         public ProviderFailure? StopFailure { get; set; }
@@ -584,7 +584,7 @@ public sealed partial class HandoffEngineTests
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
-            return StopFaults ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(
+            return CommandsFault ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(
                 CannotStop ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
                 : StopFailure is { } failure ? ProviderResult<bool>.Failed(failure)
                 : ProviderResult<bool>.Success(true));
@@ -594,6 +594,7 @@ public sealed partial class HandoffEngineTests
         public ProviderFailure? FollowupFailure { get; set; }
 
         public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) =>
-            Task.FromResult(FollowupFailure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true));
+            CommandsFault ? throw new InvalidOperationException("unexpected answer")
+            : Task.FromResult(FollowupFailure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true));
     }
 }

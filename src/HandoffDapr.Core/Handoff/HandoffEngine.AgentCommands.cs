@@ -57,9 +57,11 @@ public sealed partial class HandoffEngine
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
-            // A fault in a provider client is the provider's answer not understood, not the service failing (a 502, not a 500).
+            // A fault in a provider client is the provider's answer not understood, not the service failing (not a 500).
+            // The request may be out, as for a launch that faulted: "not carried out" could make the caller send a
+            // follow-up twice, so its outcome is unknown.
             LogProviderFaulted(state.RunId, operation, exception.GetType().Name);
-            return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, FailureTypes.InvalidResponse);
+            result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true));
         }
 
         if (result.Failure is { RequestSent: true, OutcomeUnknown: true } unknown)

@@ -72,7 +72,7 @@ public sealed partial class HandoffEngine
 
     // The exception's type only: its message may carry a provider's text.
     [LoggerMessage(EventId = 1012, EventName = "ProviderClientFaulted", Level = LogLevel.Error,
-        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); a launch's outcome is then unknown, a read failed, a stop or follow-up failed")]
+        Message = "Run {RunId}: the provider client failed unexpectedly during {Operation} ({ExceptionType}); the outcome of a launch, stop or follow-up is then unknown, a read failed")]
     private partial void LogProviderFaulted(long runId, string operation, string exceptionType);
 
     [LoggerMessage(EventId = 1014, EventName = "LaunchRoundDropped", Level = LogLevel.Error,
