@@ -1,4 +1,5 @@
 using System.Net.Http.Headers;
+using System.Text.Json;
 using System.Text.Json.Nodes;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
@@ -429,6 +430,57 @@ public sealed class CursorAgentsProviderTests : IDisposable
         Assert.EndsWith("x…", message);
     }
 
+    /// <summary>
+    /// A 400 that echoes what it was sent would put the prompt (a run's root cause, its customer's data) or a person's
+    /// follow-up in the log, which never holds them: a message quoting one is withheld, its quote compared as the
+    /// provider read it, unescaped from the JSON sent.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_providers_error_message_quoting_the_prompt_or_a_follow_up_is_withheld_from_the_log(bool launch)
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        // Each of " < > ' & + and the line break is escaped in the JSON sent.
+        const string Sent = "Root cause: \"OrderService\" reads <customer> jane@example.com's card & 4242\nbefore the lock's taken; retry \"it\" + 'soon'.";
+        var quoted = Sent[8..80];
+        Answer(launch ? "/v0/agents" : "/v0/agents/bc-1/followup", 400, JsonSerializer.Serialize(new { error = new { message = "Invalid text: " + quoted } }));
+
+        if (launch)
+        {
+            await logging.LaunchAsync(Launch(prompt: Sent), CancellationToken.None);
+        }
+        else
+        {
+            await logging.AddFollowupAsync("bc-1", Sent, CancellationToken.None);
+        }
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal("(withheld: it quotes the request)", logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+        Assert.DoesNotContain(logger.Collector.GetSnapshot(), record => record.Message.Contains("jane@example.com", StringComparison.Ordinal));
+    }
+
+    /// <summary>
+    /// A message sharing only a few words with the prompt (its repository, a field's name) is the provider's own and is
+    /// logged: only a quote of some length is withheld.
+    /// </summary>
+    [Fact]
+    public async Task A_providers_error_message_sharing_only_a_few_words_with_the_prompt_is_logged()
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        const string Prompt = "Fix the failing checkout in acme/shop: the cart total is computed before the discount is applied.";
+        // The longest run both hold, " acme/shop: the cart total ", is 27 characters.
+        const string Message = "Cannot create an agent for acme/shop: the cart total exceeds what a branch protection rule allows";
+        Answer("/v0/agents", 400, JsonSerializer.Serialize(new { error = new { message = Message } }));
+
+        await logging.LaunchAsync(Launch(prompt: Prompt), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal(Message, logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+    }
+
     /// <summary>A bidi override in the provider's message showed the rest of the log line reordered; a zero-width character hid text.</summary>
     [Fact]
     public async Task A_providers_error_message_is_logged_without_bidi_or_zero_width_characters()
@@ -549,10 +601,10 @@ public sealed class CursorAgentsProviderTests : IDisposable
     private void Answer(string path, int status, string body) =>
         cursor.Given(Request.Create().WithPath(path)).RespondWith(Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
 
-    private static AgentLaunchRequest Launch(string? baseRef = "main", AgentWebhook? webhook = null)
+    private static AgentLaunchRequest Launch(string? baseRef = "main", AgentWebhook? webhook = null, string prompt = "Fix \"it\"\n<now>")
     {
         RepositoryName.TryParse("acme/shop", out var repository);
-        return new AgentLaunchRequest("Fix \"it\"\n<now>", repository!.Value, baseRef, "fix-abc123", AutoCreatePr: true, webhook);
+        return new AgentLaunchRequest(prompt, repository!.Value, baseRef, "fix-abc123", AutoCreatePr: true, webhook);
     }
 
     public void Dispose()

@@ -20,6 +20,14 @@ internal sealed partial class ProviderExchange(
 {
     private const int MaxLoggedMessage = 200;
 
+    /// <summary>
+    /// The run of characters looked for in a provider's message among the texts its request sent: a 400 that echoes
+    /// the prompt or a follow-up's text would put it in the log, which never holds them.
+    /// </summary>
+    internal const int QuoteWindow = 32;
+
+    internal const string WithheldMessage = "(withheld: it quotes the request)";
+
     public async Task<(ProviderResponse? Response, ProviderFailure? Failure)> SendAsync(ProviderRequest request, string operation, CancellationToken cancellationToken)
     {
         ProviderResponse response;
@@ -39,8 +47,62 @@ internal sealed partial class ProviderExchange(
         }
 
         var failure = classify(response, timeProvider.GetUtcNow());
-        LogErrorAnswer(provider, operation, response.StatusCode, failure.FailureType, Bounded(errorMessage(response.Body) ?? "(no message)"));
+        var message = errorMessage(response.Body) ?? "(no message)";
+        LogErrorAnswer(provider, operation, response.StatusCode, failure.FailureType, QuotesRequest(message, request.Body) ? WithheldMessage : Bounded(message));
         return (response, failure);
+    }
+
+    /// <summary>
+    /// Whether the part of the message that would be logged holds, at one of the places a multiple of
+    /// <see cref="QuoteWindow"/> into it, a run of that many characters that is also in a text the request sent:
+    /// any quote of twice that length or more has one (a shorter one is a few words, not the prompt).
+    /// </summary>
+    internal static bool QuotesRequest(string message, ReadOnlyMemory<byte> body)
+    {
+        var logged = message.AsSpan(0, Math.Min(message.Length, MaxLoggedMessage));
+        if (logged.Length < QuoteWindow || body.IsEmpty)
+        {
+            return false;
+        }
+
+        var sent = SentTexts(body);
+        for (var start = 0; start + QuoteWindow <= logged.Length; start += QuoteWindow)
+        {
+            var window = logged.Slice(start, QuoteWindow);
+            foreach (var text in sent)
+            {
+                if (text.AsSpan().Contains(window, StringComparison.Ordinal))
+                {
+                    return true;
+                }
+            }
+        }
+
+        return false;
+    }
+
+    // A JSON body's strings as the provider reads them (unescaped); a body of another kind as its text. A string whose
+    // escaped form is shorter than the window is shorter unescaped too.
+    private static List<string> SentTexts(ReadOnlyMemory<byte> body)
+    {
+        var texts = new List<string>();
+        try
+        {
+            var reader = new Utf8JsonReader(body.Span);
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.String && reader.ValueSpan.Length >= QuoteWindow)
+                {
+                    texts.Add(reader.GetString()!);
+                }
+            }
+        }
+        catch (JsonException)
+        {
+            texts.Add(System.Text.Encoding.UTF8.GetString(body.Span));
+        }
+
+        return texts;
     }
 
     /// <summary>Sends, then reads the answer's JSON with <paramref name="read"/>; a body it cannot read is an unknown outcome.</summary>
