@@ -726,6 +726,45 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
     }
 
+    /// <summary>
+    /// A stop whose outcome is unknown leaves the agent shown at work, and it is read on as given up: a read that shows
+    /// it at work (the stop not taken, or not yet) kept it polled as at work only, so a late webhook of its end before
+    /// the follow-up (an error) ended every watch, and the follow-up's finish with its pull request went unread (engine
+    /// seed 955129).
+    /// </summary>
+    [Fact]
+    public async Task An_agent_whose_stop_after_a_follow_up_may_not_have_taken_is_read_on_past_a_late_webhook_of_an_earlier_end()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // Read at work: the stop has not taken, or not yet.
+        provider.ReadStatus = ProviderAgentStatus.Running;
+        var state = writer.Saved.Last();
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+
+        // The webhook of the error the follow-up resumed it from comes late.
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer));
+        state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+
+        // The follow-up's work finishes with its pull request, which is learnt.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/33";
+        Assert.NotNull(state.NextWakeAt());
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/33", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        // Read at work while the run still showed it so, it was not stopped again: the poll only learns whether the stop took.
+        Assert.Single(provider.Stops);
+    }
+
     [Fact]
     public async Task A_follow_up_never_puts_off_a_poll_due_sooner_than_its_own()
     {

@@ -165,13 +165,15 @@ public sealed partial class HandoffEngine
                 // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
                 // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
                 // pull request: it is watched all the same. For one given up on after a follow-up, only STOPPED is its end:
-                // a stale read may show the end from before that follow-up, and the stop may not have taken.
+                // a stale read may show the end from before that follow-up, and the stop may not have taken. One the run
+                // still shows at work (its stop's outcome unknown) stays on the list too: polled as at work, it would leave
+                // every watch once a late webhook told of that earlier end, and the follow-up's finish would go unread.
                 var followedUpAt = FollowedUpAt(state, agent.Id);
                 var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
                 var endShown = followedUpAt is null
                     ? report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
                     : report?.Status is ProviderAgentStatus.Stopped;
-                if (!endShown && IsEndedUnfinished(latest) && watchedFor <= watchLimit)
+                if (!endShown && (IsEndedUnfinished(latest) || !latest.Status.IsFinal()) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
