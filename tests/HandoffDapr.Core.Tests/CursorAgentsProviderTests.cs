@@ -407,6 +407,8 @@ public sealed class CursorAgentsProviderTests : IDisposable
         // It may be ours (the branch is how ours is told apart): "none" would launch a second agent beside it.
         Assert.Equal(FailureTypes.ReconcileIncomplete, sinceItsLaunch.Failure?.FailureType);
         Assert.True(sinceItsLaunch.Failure!.OutcomeUnknown);
+        // Looked up again later: a lookup that gives up would fail the launch for good, though its agent may be running.
+        Assert.True(sinceItsLaunch.Failure.Retryable);
         Assert.True(olderThanTheLaunch.IsSuccess);
         Assert.Null(olderThanTheLaunch.Value);
         Assert.True(elsewhere.IsSuccess);
