@@ -241,6 +241,31 @@ public sealed class CopilotLookupTests
         Assert.Equal("task-101", result.Value?.Id);
     }
 
+    [Fact]
+    public async Task Lookup_stops_at_the_first_task_older_than_the_launch_though_the_page_is_full()
+    {
+        // A full page: one task since the launch, then 99 older. The list is newest first, so nothing past the first older
+        // task can be ours: asking for the next page instead would, in a repository with more tasks than the pages read,
+        // never answer "none", and the launch would never be sent again.
+        var firstSent = DateTimeOffset.UtcNow.AddHours(-1);
+        var older = string.Join(',', Enumerable.Range(2, 99).Select(i => $$"""{"id":"task-{{i}}","state":"completed","created_at":"{{firstSent.AddDays(-1).AddMinutes(-i):O}}"}"""));
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+                ? (200, $$"""{"tasks":[{"id":"task-1","state":"in_progress","created_at":"{{firstSent.AddMinutes(1):O}}"},{{older}}]}""")
+            : path == "agents/tasks/task-1" ? (200, """{"id":"task-1","state":"in_progress","sessions":[{"prompt":"Other work\n\nHandoff reference: other"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Null(result.Value);
+        // One page of the unarchived list and one of the archived one, and the one task since the launch read by id.
+        Assert.Equal(2, transport.Paths.Count(path => path.StartsWith("agents/repos/", StringComparison.Ordinal)));
+        Assert.DoesNotContain(transport.Paths, path => path.Contains("&page=2", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData("../repos/acme/shop")]
     [InlineData("task-1?state=all")]
