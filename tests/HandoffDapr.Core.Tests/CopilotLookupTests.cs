@@ -267,6 +267,46 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData(0, false)] // stamped exactly the slack (5 min) before the first attempt: still within it
+    [InlineData(-1, true)] // a second earlier: older than the launch
+    public async Task Listed_task_that_cannot_be_read_is_ruled_out_only_when_older_than_the_first_attempt_less_the_clock_slack(int secondsPastSlack, bool ruledOut)
+    {
+        // Its id is not one we accept (a number): it cannot be read to tell whether it is ours, unless its age says not.
+        var firstSent = new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero);
+        var created = firstSent.AddMinutes(-5).AddSeconds(secondsPastSlack);
+        var transport = new ScriptedTransport(path => path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+            ? (200, $$"""{"tasks":[{"id":7001,"state":"in_progress","created_at":"{{created:O}}"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.Equal(ruledOut, result.IsSuccess);
+        Assert.Equal(ruledOut ? null : FailureTypes.ReconcileIncomplete, result.Failure?.FailureType);
+        Assert.Null(result.Value);
+    }
+
+    [Fact]
+    public async Task Task_stamped_exactly_the_clock_slack_before_the_first_attempt_is_read_and_found_ours()
+    {
+        // GitHub's clock a little behind ours: ours may be stamped before our first attempt, up to the slack.
+        var firstSent = new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero);
+        var created = firstSent.AddMinutes(-5);
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"in_progress","created_at":"{{created:O}}"}]}""")
+            : path == "agents/tasks/task-1" ? (200, $$"""{"id":"task-1","state":"in_progress","created_at":"{{created:O}}","sessions":[{"prompt":"Fix it\n\nHandoff reference: fix-abc123"}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Equal("task-1", result.Value?.Id);
+    }
+
+    [Theory]
     [InlineData("../repos/acme/shop")]
     [InlineData("task-1?state=all")]
     [InlineData("")]
