@@ -341,17 +341,21 @@ public sealed class PromptBuilderTests
         Assert.Contains(description, PromptBuilder.Build(snapshot, null, autoCreatePr: false), StringComparison.Ordinal);
     }
 
-    [Fact]
-    public void Size_cap_never_splits_a_surrogate_pair()
+    [Theory]
+    [InlineData("😀")]
+    [InlineData("😀a")] // a pair, then a character of its own: the cut falls on either
+    public void Size_cap_never_splits_a_surrogate_pair_and_keeps_within_the_cap(string unit)
     {
-        var emoji = string.Concat(Enumerable.Repeat("😀", 10_000));
-        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(emoji)));
+        var text = string.Concat(Enumerable.Repeat(unit, 10_000));
+        var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(text)));
 
         for (var cap = 9_000; cap < 9_010; cap++)
         {
             var prompt = PromptBuilder.Build(snapshot, null, false, cap);
             var body = prompt[..^PromptBuilder.TruncationMarker.Length];
             Assert.False(char.IsHighSurrogate(body[^1]), $"cap {cap} left a lone high surrogate");
+            // Keeping the whole pair instead would pass the cap by one: the agent refuses a prompt past its limit.
+            Assert.True(prompt.Length <= cap, $"cap {cap}: {prompt.Length} characters");
         }
     }
 }
