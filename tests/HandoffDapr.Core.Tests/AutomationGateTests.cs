@@ -87,6 +87,26 @@ public sealed class AutomationGateTests
         Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with { Metadata = new RunMetadata(stoppingPoint) }));
 
     [Fact]
+    public void Solution_with_no_steps_and_a_blank_summary_has_not_completed_the_solution_step() =>
+        Assert.Equal(GateVerdict.Launch, AutomationGate.Evaluate(RootCauseDone with
+        {
+            Artifacts = new RunArtifacts(new RootCauseArtifact("Pool exhausted"), new SolutionArtifact(" ", [])),
+        }));
+
+    /// <summary>
+    /// The runbook: CompletionEventStored gives the reason a completion event launched nothing in the event's own field
+    /// names, for the operator to look up in the event.
+    /// </summary>
+    [Theory]
+    [InlineData(GateVerdict.NoAutomationPreference, "no preferences.automation_handoff")]
+    [InlineData(GateVerdict.HandoffPointNotSupported, "automation_handoff.handoff_point is not root_cause")]
+    [InlineData(GateVerdict.NotAtRootCause, "the step completed is not the root cause (no root cause yet, or the solution)")]
+    [InlineData(GateVerdict.StoppingPointNotPastRootCause, "metadata.stopping_point is not past root_cause")]
+    [InlineData(GateVerdict.NoIntegration, "automation_handoff names no integration_id")]
+    public void Each_verdict_that_launches_nothing_is_described_in_the_events_own_field_names(GateVerdict verdict, string reason) =>
+        Assert.Equal(reason, AutomationGate.Describe(verdict));
+
+    [Fact]
     public void Solution_with_only_steps_is_the_completed_solution_step_not_the_root_cause() =>
         Assert.Equal(GateVerdict.NotAtRootCause, AutomationGate.Evaluate(RootCauseDone with
         {
