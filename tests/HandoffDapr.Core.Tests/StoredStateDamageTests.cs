@@ -22,6 +22,13 @@ public sealed class StoredStateDamageTests
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"id": "a", "status": "running", "results": []}}, "launches": [{"repository": "acme/shop", "branch_name": "b", "agent_id": "a"}], "timeline": []}""", false)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {}, "launches": [null], "timeline": []}""", true)]
     [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {}, "launches": [], "timeline": [null]}""", true)]
+    // One part alone missing: read as empty, it would start the run over (a lost timeline is as much a lost part).
+    [InlineData("""{"run_id": 7, "coding_agents": null, "launches": [], "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "coding_agents": {}, "launches": null, "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "coding_agents": {}, "launches": []}""", true)]
+    // An agent its launch owns, but without its results, or stored under another agent's id.
+    [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"id": "a", "status": "running"}}, "launches": [{"repository": "acme/shop", "branch_name": "b", "agent_id": "a"}], "timeline": []}""", true)]
+    [InlineData("""{"run_id": 7, "snapshot": {"run_id": 7}, "coding_agents": {"a": {"id": "b", "status": "running", "results": []}}, "launches": [{"repository": "acme/shop", "branch_name": "b", "agent_id": "a"}], "timeline": []}""", true)]
     public void State_that_cannot_be_the_runs_is_named_damaged(string json, bool damaged)
     {
         var state = JsonSerializer.Deserialize(json, HandoffJsonContext.Default.RunHandoffState)!;
