@@ -34,6 +34,25 @@ public sealed class RunRetentionTests
     }
 
     [Fact]
+    public void A_settled_run_whose_poll_schedule_was_left_behind_has_no_wake_up()
+    {
+        // Its agents all ended: the poll's next time is no reason to wake a run that has nothing to read.
+        var state = Settled() with { Poll = new PollSchedule(Now + TimeSpan.FromMinutes(1), 0) };
+
+        Assert.True(state.IsSettled);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public void A_run_wakes_up_for_the_earliest_of_its_launches_to_retry()
+    {
+        var later = Launch(LaunchPhase.RetryScheduled) with { NextAttemptAt = Now + TimeSpan.FromMinutes(30) };
+        var sooner = Launch(LaunchPhase.RetryScheduled) with { Repository = "acme/web", NextAttemptAt = Now + TimeSpan.FromMinutes(2) };
+
+        Assert.Equal(Now + TimeSpan.FromMinutes(2), (Run(later) with { Launches = [later, sooner] }).NextWakeAt());
+    }
+
+    [Fact]
     public void A_run_with_only_a_snapshot_is_settled()
     {
         Assert.True((RunHandoffState.New(7) with { Snapshot = new RunSnapshot(7, Group: new RunGroup(456)) }).IsSettled);
@@ -73,6 +92,8 @@ public sealed class RunRetentionTests
         Assert.Equal(CompletionStatus.RunDeleted, deleted.Answer(new RunSnapshot(7, Group: new RunGroup(456))).Status);
         Assert.Equal(CompletionStatus.Rejected, deleted.Answer(new RunSnapshot(7, Group: new RunGroup(999))).Status);
         Assert.Empty(deleted.Answer(new RunSnapshot(7, Group: new RunGroup(456))).Result.Successes);
+        // The runbook's CompletionEventDropped reason, a deleted run's tombstone included.
+        Assert.Equal("the run belongs to another group", deleted.Answer(new RunSnapshot(7, Group: new RunGroup(999))).Reason);
     }
 
     [Fact]
