@@ -904,6 +904,28 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task Manual_retry_of_a_failed_launch_stored_before_its_outcome_was_recorded_without_an_attempt_is_sent_at_once()
+    {
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var failed = writer.Saved.Last();
+
+        // As the previous version stored a launch refused before any call: no outcome_unknown, and no attempt made, so no
+        // agent of it can exist. Looking first would never end where the lookup cannot finish (a busy repository).
+        var json = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(failed, HandoffJsonContext.Default.RunHandoffState))!;
+        Assert.True(json["launches"]![0]!.AsObject().Remove("outcome_unknown"));
+        json["launches"]![0]!["attempts"] = 0;
+        var legacy = JsonSerializer.Deserialize(json.ToJsonString(), HandoffJsonContext.Default.RunHandoffState)!;
+        Assert.Null(legacy.Launches[0].OutcomeUnknown);
+        provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
+
+        var retried = await engine.TriggerAndFinishAsync(1, legacy, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(2, provider.Launches.Count);
+        Assert.Single(retried.Result.Successes);
+    }
+
+    [Fact]
     public async Task Open_circuit_schedules_the_launch_without_spending_an_attempt()
     {
         provider.Next = ProviderFailureClassifier.FromTransport(new ProviderTransportException(TransportFailureKind.CircuitOpen, requestSent: false));
