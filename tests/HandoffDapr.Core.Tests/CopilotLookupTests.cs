@@ -307,6 +307,25 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData("null")]
+    [InlineData("{}")]
+    public async Task Task_whose_sessions_are_not_a_list_is_still_read(string sessions)
+    {
+        // Read defensively, as the rest of GitHub's answer: sessions of another shape are no sessions (no prompt, no
+        // branch from them), not an unreadable task, which a poll would never see end.
+        var transport = new ScriptedTransport(path => path == "agents/tasks/task-1"
+            ? (200, $$"""{"id":"task-1","state":"completed","sessions":{{sessions}}}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
+        Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
+        Assert.Null(read.Value.BranchName);
+    }
+
+    [Theory]
     [InlineData("../repos/acme/shop")]
     [InlineData("task-1?state=all")]
     [InlineData("")]
