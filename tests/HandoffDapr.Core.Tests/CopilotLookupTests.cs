@@ -326,6 +326,81 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData(404, FailureTypes.RepositoryAccess)]
+    [InlineData(503, FailureTypes.ProviderUnavailable)]
+    public async Task Task_read_github_answers_with_an_error_is_that_failure_not_an_exception(int status, string expected)
+    {
+        var transport = new ScriptedTransport(_ => (status, """{"message":"no"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.False(read.IsSuccess);
+        Assert.Equal(expected, read.Failure!.FailureType);
+    }
+
+    [Fact]
+    public async Task Task_read_carries_its_name_its_branch_artifacts_head_and_its_pull_requests_web_address()
+    {
+        // The branch artifact names the head before the task's own head_ref; a pull request artifact's html_url (the page
+        // a person opens) before its url (GitHub's API address for it).
+        var transport = new ScriptedTransport(path => path == "agents/tasks/task-1"
+            ? (200, """
+                {"id":"task-1","state":"completed","name":"Fix the pool","head_ref":"copilot/other",
+                 "artifacts":[
+                   {"type":"pull","data":{"head_ref":"copilot/not-a-branch-artifact","html_url":"https://github.com/acme/shop/pull/8","url":"https://api.github.com/repos/acme/shop/pulls/8"}},
+                   {"type":"branch","data":{"head_ref":"copilot/fix-1"}}]}
+                """)
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
+        Assert.Equal(("Fix the pool", "copilot/fix-1", "https://github.com/acme/shop/pull/8"), (read.Value!.Name, read.Value.BranchName, read.Value.PrUrl));
+        Assert.Equal(["agents/tasks/task-1"], transport.Paths);
+    }
+
+    [Fact]
+    public async Task Pull_request_artifact_with_only_its_url_is_the_pull_request_and_a_branch_artifact_is_none()
+    {
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, """{"id":"task-1","state":"completed","artifacts":[{"type":"pull","data":{"url":"https://github.com/acme/shop/pull/8"}}]}""")
+            : path == "agents/tasks/task-2" ? (200, """{"id":"task-2","state":"completed","artifacts":[{"type":"branch","data":{"head_ref":"copilot/fix-2","global_id":"REF_kwDOA","id":7}}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var withUrl = await provider.GetAgentAsync("task-1", CancellationToken.None);
+        var branchOnly = await provider.GetAgentAsync("task-2", CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", withUrl.Value?.PrUrl);
+        // A branch's ids are not a pull request's: nothing is looked up for it.
+        Assert.True(branchOnly.IsSuccess, $"failed: {branchOnly.Failure?.FailureType}");
+        Assert.Null(branchOnly.Value!.PrUrl);
+        Assert.Equal(["agents/tasks/task-1", "agents/tasks/task-2"], transport.Paths);
+    }
+
+    [Theory]
+    [InlineData(0, false)] // an empty global_id names nothing: the pull request is looked for by its id
+    [InlineData(200, true)] // the longest sent to GraphQL
+    [InlineData(201, false)]
+    public async Task Pull_request_artifacts_global_id_is_asked_of_graphql_only_when_one_to_two_hundred_characters(int length, bool graphQl)
+    {
+        var globalId = new string('P', length);
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001,"global_id":"{{{globalId}}}"}}]}""")
+            : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
+            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", read.Value?.PrUrl);
+        Assert.Equal(graphQl, transport.Paths.Contains("graphql"));
+    }
+
+    [Theory]
     [InlineData("../repos/acme/shop")]
     [InlineData("task-1?state=all")]
     [InlineData("")]
