@@ -5,6 +5,7 @@ using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
 using HandoffDapr.Core.Providers.Cursor;
 using HandoffDapr.Core.Repositories;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Testing;
 using WireMock.RequestBuilders;
@@ -481,6 +482,78 @@ public sealed class CursorAgentsProviderTests : IDisposable
 
         var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
         Assert.Equal(Message, logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+    }
+
+    /// <summary>Cursor's error bodies vary; the runbook's ProviderErrorAnswer line carries the provider's own message whichever it is.</summary>
+    [Theory]
+    [InlineData("""{"error":{"message":"Repository not found","error":"other","code":"other"}}""")]
+    [InlineData("""{"error":{"error":"Repository not found","code":"other"}}""")]
+    [InlineData("""{"error":{"code":"Repository not found"}}""")]
+    [InlineData("""{"message":"Repository not found","error":"other"}""")]
+    [InlineData("""{"error":"Repository not found"}""")]
+    public async Task Cursors_error_message_is_logged_with_the_provider_and_call_whichever_shape_it_comes_in(string body)
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", 400, body);
+
+        await logging.LaunchAsync(Launch(), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal(("Cursor", "launch", "Repository not found"),
+            (logged.GetStructuredStateValue("Provider"), logged.GetStructuredStateValue("Operation"), logged.GetStructuredStateValue("ProviderMessage")));
+    }
+
+    /// <summary>The runbook's ProviderMalformedAnswer and ProviderListExhausted lines, naming the provider and the call.</summary>
+    [Theory]
+    [InlineData("launch")]
+    [InlineData("get")]
+    [InlineData("list")]
+    public async Task An_answer_of_another_shape_is_logged_as_malformed_naming_the_call(string operation)
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer(operation == "get" ? "/v0/agents/bc-1" : "/v0/agents", 200, "[1]");
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        _ = operation switch
+        {
+            "launch" => (await logging.LaunchAsync(Launch(), CancellationToken.None)).Failure,
+            "get" => (await logging.GetAgentAsync("bc-1", CancellationToken.None)).Failure,
+            _ => (await logging.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None)).Failure,
+        };
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderMalformedAnswer");
+        Assert.Equal(LogLevel.Warning, logged.Level);
+        Assert.Equal(("Cursor", operation, "200"),
+            (logged.GetStructuredStateValue("Provider"), logged.GetStructuredStateValue("Operation"), logged.GetStructuredStateValue("StatusCode")));
+    }
+
+    [Fact]
+    public async Task Agent_list_that_never_ends_is_logged_as_exhausted_after_its_pages()
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        cursor.Given(Request.Create().WithPath("/v0/agents").UsingGet())
+            .RespondWith(Response.Create().WithBody("""{"agents":[],"nextCursor":"more"}"""));
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        await logging.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderListExhausted");
+        Assert.Equal(("Cursor", "20"), (logged.GetStructuredStateValue("Provider"), logged.GetStructuredStateValue("Pages")));
+    }
+
+    [Fact]
+    public async Task Agent_read_carries_its_name_branch_pull_request_and_summary()
+    {
+        Answer("/v0/agents/bc-1", 200, """{"id":"bc-1","name":"Fix the pool","status":"FINISHED","summary":"Bounded the pool","target":{"branchName":"fix-abc123","prUrl":"https://github.com/acme/shop/pull/8","url":"https://cursor.com/agents?id=bc-1"}}""");
+
+        var read = await provider.GetAgentAsync("bc-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, read.Failure?.FailureType);
+        Assert.Equal(("Fix the pool", "fix-abc123", "https://github.com/acme/shop/pull/8", "Bounded the pool"),
+            (read.Value!.Name, read.Value.BranchName, read.Value.PrUrl, read.Value.Summary));
     }
 
     /// <summary>A bidi override in the provider's message showed the rest of the log line reordered; a zero-width character hid text.</summary>
