@@ -93,6 +93,17 @@ public sealed class WebhookSignatureTests
         Assert.True(WebhookSignature.IsValid(secret, Body, "sha256=" + signature));
     }
 
+    [Theory]
+    [InlineData('g')]
+    [InlineData('z')]
+    [InlineData(' ')]
+    public void Signature_of_sixty_four_characters_one_of_them_not_a_hex_digit_is_invalid(char notHex)
+    {
+        // The length a signature has, but not hex: however it decodes, it is no signature.
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + Expected[..31] + notHex + Expected[32..]));
+        Assert.False(WebhookSignature.IsValid(Secret, Body, "sha256=" + new string(notHex == ' ' ? 'x' : notHex, 64)));
+    }
+
     [Fact]
     public void Signature_with_surrounding_whitespace_is_valid() =>
         Assert.True(WebhookSignature.IsValid(Secret, Body, " sha256=" + Expected + "\t"));
