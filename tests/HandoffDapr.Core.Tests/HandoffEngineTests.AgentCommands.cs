@@ -888,6 +888,18 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_or_follow_up_for_a_run_with_no_state_is_an_unknown_agent_and_saves_nothing()
+    {
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+
+        var stop = await engine.StopAgentAsync(null, "bc-1", recorder, CancellationToken.None);
+        var followup = await engine.AddFollowupAsync(null, new AgentFollowup("bc-1", "Also fix the test"), recorder, CancellationToken.None);
+
+        Assert.Equal((AgentCommandStatus.UnknownAgent, AgentCommandStatus.UnknownAgent), (stop.Status, followup.Status));
+        Assert.Empty(writer.Saved);
+    }
+
+    [Fact]
     public async Task A_command_recorded_against_another_runs_state_is_an_unknown_agent_and_saves_nothing()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
