@@ -97,6 +97,10 @@ public sealed class WebhookSignatureTests
     [InlineData('g')]
     [InlineData('z')]
     [InlineData(' ')]
+    // Beyond ASCII: an accented letter, an Arabic-Indic zero, a full-width A.
+    [InlineData('é')]
+    [InlineData('\u0660')]
+    [InlineData('\uFF21')]
     public void Signature_of_sixty_four_characters_one_of_them_not_a_hex_digit_is_invalid(char notHex)
     {
         // The length a signature has, but not hex: however it decodes, it is no signature.
