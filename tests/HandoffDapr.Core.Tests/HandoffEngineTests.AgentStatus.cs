@@ -1,6 +1,7 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Core.Tests;
 
@@ -414,7 +415,7 @@ public sealed partial class HandoffEngineTests
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
         var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
-        Assert.Equal(["bc-1"], provider.Stops);
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
 
         // The provider was out of reach for the stop, and the next read shows the agent still at work.
         provider.StopFailure = null;
@@ -474,7 +475,7 @@ public sealed partial class HandoffEngineTests
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
         var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        Assert.Equal(["bc-1"], provider.Stops);
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
 
         // A person resumes it: its work is wanted again, whatever the run gave up on.
         var followup = await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Finish it"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
@@ -482,7 +483,7 @@ public sealed partial class HandoffEngineTests
         state = writer.Saved.Last();
         state = await WakeWhenDueAsync(state);
 
-        Assert.Equal(["bc-1"], provider.Stops);
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
         Assert.NotNull(state.NextWakeAt());
     }
 
@@ -883,5 +884,148 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(AgentReportStatus.UnknownAgent, planted);
         Assert.Same(exhausted, writer.Saved.Last());
         Assert.Empty(exhausted.CodingAgents);
+    }
+
+    [Fact]
+    public async Task A_poll_report_of_an_agent_ended_while_the_poll_was_out_is_applied_though_other_agents_are_still_read()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
+        var agents = writer.Saved.Last().Launches.ToDictionary(launch => launch.Repository, launch => launch.AgentId!);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // While the reads are out, webhooks sent before the pull requests were there finish two of the agents without one.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agents["acme/shop"], ProviderAgentStatus.Finished)), writer);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(agents["acme/web"], ProviderAgentStatus.Finished)), writer);
+        // The poll read them finished with their pull requests, and acme/api still creating (nothing new of it).
+        var reports = poll.Agents.Select(agent => agent.AgentId == agents["acme/api"]
+            ? new ProviderAgent(agent.AgentId, ProviderAgentStatus.Creating)
+            : new ProviderAgent(agent.AgentId, ProviderAgentStatus.Finished, PrUrl: agent.AgentId == agents["acme/shop"] ? "https://github.com/acme/shop/pull/5" : "https://github.com/acme/web/pull/6")).ToList();
+
+        await engine.CompletePollAsync(writer.Saved.Last(), new PollAnswers(poll, reports), writer);
+
+        // The reports are facts, whatever agent is still read: the pull requests are learnt (nothing reads these agents again).
+        var state = writer.Saved.Last();
+        Assert.Equal("https://github.com/acme/shop/pull/5", state.CodingAgents[agents["acme/shop"]].Results.Single().PrUrl);
+        Assert.Equal("https://github.com/acme/web/pull/6", state.CodingAgents[agents["acme/web"]].Results.Single().PrUrl);
+        // Learning them is a change: no quiet poll, the next read of acme/api comes at the first interval.
+        Assert.Equal(0, state.Poll!.QuietPolls);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.Poll.NextPollAt);
+    }
+
+    [Fact]
+    public async Task A_poll_that_moves_several_agents_is_no_quiet_poll()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+
+        // Both agents are read running (they were pending): two changes, still a change.
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.All(state.CodingAgents.Values, agent => Assert.Equal(CodingAgentStatus.Running, agent.Status));
+        Assert.Equal(0, state.Poll!.QuietPolls);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), state.Poll.NextPollAt);
+    }
+
+    [Fact]
+    public async Task An_agent_timed_out_that_learns_its_pull_request_from_a_read_of_its_error_stays_timed_out()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        // The read shows it running, as the last one did; its time-out is the poll's change, so the poll is no quiet one.
+        var timedOut = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(FailureTypes.TimedOut, timedOut.Launches.Single().FailureType);
+        Assert.Equal(0, timedOut.Poll!.QuietPolls);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), timedOut.Poll.NextPollAt);
+
+        // Its end, an error, with the pull request it opened before the stop took.
+        var learnt = engine.ApplyAgentReport(timedOut, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/7"), new TurnMeasurements());
+
+        Assert.Equal("https://github.com/acme/shop/pull/7", learnt.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(CodingAgentStatus.Failed, learnt.CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.TimedOut, learnt.Launches.Single().FailureType);
+    }
+
+    [Fact]
+    public async Task A_provider_client_fault_stopping_an_agent_the_poll_gave_up_on_fails_neither_the_poll_nor_its_record()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.CommandsFault = true;
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        var state = await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Contains("bc-1", state.Poll!.GivenUp!);
+        var faulted = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Equal("stop", faulted.StructuredState!.Single(pair => pair.Key == "Operation").Value);
+        Assert.Contains(nameof(InvalidOperationException), faulted.Message);
+    }
+
+    [Fact]
+    public async Task A_poll_cut_short_after_quiet_polls_keeps_their_count_and_comes_again_at_the_first_interval()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        // Read running, then twice more so: two quiet polls, the interval doubled twice.
+        for (var i = 0; i < 3; i++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        Assert.Equal(2, state.Poll!.QuietPolls);
+        time.Advance(state.Poll.NextPollAt - time.GetUtcNow());
+        var woken = await engine.WakeAsync(state, writer, CancellationToken.None);
+        using var stopping = new CancellationTokenSource();
+        stopping.Cancel();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.FinishWakeAsync(woken, new EngineRoundTrips.Recorder(engine, writer), stopping.Token));
+
+        var after = writer.Saved.Last().Poll!;
+        Assert.Equal(2, after.QuietPolls);
+        Assert.Equal(time.GetUtcNow() + TimeSpan.FromMinutes(1), after.NextPollAt);
+    }
+
+    [Fact]
+    public void A_report_with_the_agents_page_replaces_the_one_known_and_a_report_without_one_keeps_it()
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Pending, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+        var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, AgentUrl: "https://cursor.com/agents/bc-1"), new TurnMeasurements());
+
+        var moved = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: "https://cursor.com/agents/bc-1?v=2"), new TurnMeasurements());
+        var kept = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished), new TurnMeasurements());
+
+        Assert.Equal("https://cursor.com/agents/bc-1", running.CodingAgents["bc-1"].AgentUrl);
+        Assert.Equal("https://cursor.com/agents/bc-1?v=2", moved.CodingAgents["bc-1"].AgentUrl);
+        Assert.Equal("https://cursor.com/agents/bc-1", kept.CodingAgents["bc-1"].AgentUrl);
+    }
+
+    [Fact]
+    public void Provider_text_and_links_at_their_bound_are_kept_whole_and_text_past_it_is_cut_at_the_bound()
+    {
+        var state = RunHandoffState.New(1) with
+        {
+            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Running, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+        };
+        var link = "https://cursor.com/agents/" + new string('a', 2048 - "https://cursor.com/agents/".Length);
+        var atBound = new string('s', HandoffEngine.MaxSummaryLength);
+
+        var whole = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link, Summary: atBound), new TurnMeasurements());
+        var cut = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link + "a", Summary: atBound + "t"), new TurnMeasurements());
+
+        Assert.Equal(link, whole.CodingAgents["bc-1"].AgentUrl);
+        Assert.Equal(atBound, whole.CodingAgents["bc-1"].Results.Single().Description);
+        Assert.Null(cut.CodingAgents["bc-1"].AgentUrl);
+        Assert.Equal(atBound + "…", cut.CodingAgents["bc-1"].Results.Single().Description);
     }
 }
