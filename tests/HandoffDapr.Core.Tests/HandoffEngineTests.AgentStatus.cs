@@ -1028,4 +1028,38 @@ public sealed partial class HandoffEngineTests
         Assert.Null(cut.CodingAgents["bc-1"].AgentUrl);
         Assert.Equal(atBound + "…", cut.CodingAgents["bc-1"].Results.Single().Description);
     }
+
+    /// <summary>
+    /// Twice the maximum age is the last moment of a watch, and of a time-out's wait for a read that keeps failing: an
+    /// agent read at exactly that age is still given up on and watched (or, given up on already, watched on), and one
+    /// whose read fails then is not timed out yet.
+    /// </summary>
+    [Fact]
+    public async Task Watch_limit_of_twice_the_maximum_age_includes_its_last_moment()
+    {
+        var runs = new Dictionary<long, RunHandoffState>();
+        foreach (var run in new long[] { 1, 2, 3 })
+        {
+            await engine.TriggerAndFinishAsync(run, null, Trigger("acme/shop") with { Snapshot = Trigger("acme/shop").Snapshot! with { RunId = run } }, writer, CancellationToken.None);
+            runs[run] = writer.Saved.Last(state => state.RunId == run);
+        }
+
+        var launchedAt = time.GetUtcNow();
+        // Run 3 is given up on for age first, and its reads show it at work from then on.
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        runs[3] = await engine.WakeAndFinishAsync(runs[3], writer, CancellationToken.None);
+        Assert.Contains(runs[3].CodingAgents.Keys.Single(), runs[3].Poll!.GivenUp!);
+        time.Advance(launchedAt + TimeSpan.FromHours(12) - time.GetUtcNow());
+
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var unread = await engine.WakeAndFinishAsync(runs[1], writer, CancellationToken.None);
+        provider.ReadFailure = null;
+        var timedOut = await engine.WakeAndFinishAsync(runs[2], writer, CancellationToken.None);
+        var watched = await engine.WakeAndFinishAsync(runs[3], writer, CancellationToken.None);
+
+        Assert.False(unread.CodingAgents.Values.Single().Status.IsFinal());
+        Assert.Equal(CodingAgentStatus.Failed, timedOut.CodingAgents.Values.Single().Status);
+        Assert.Contains(timedOut.CodingAgents.Keys.Single(), timedOut.Poll?.GivenUp ?? []);
+        Assert.Contains(watched.CodingAgents.Keys.Single(), watched.Poll?.GivenUp ?? []);
+    }
 }
