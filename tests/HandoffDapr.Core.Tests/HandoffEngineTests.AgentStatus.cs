@@ -1062,4 +1062,23 @@ public sealed partial class HandoffEngineTests
         Assert.Contains(timedOut.CodingAgents.Keys.Single(), timedOut.Poll?.GivenUp ?? []);
         Assert.Contains(watched.CodingAgents.Keys.Single(), watched.Poll?.GivenUp ?? []);
     }
+
+    [Fact]
+    public async Task Watch_limit_of_an_agent_awaiting_its_pull_request_after_a_follow_up_includes_its_last_moment()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/31")), writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Finish the fix"), new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)).Status);
+        var followedUpAt = time.GetUtcNow();
+        Assert.Contains("bc-1", writer.Saved.Last().Poll?.AwaitingPullRequest ?? []);
+
+        // Read at work, exactly twice the maximum age after the follow-up: still awaited; a moment later, no longer.
+        time.Advance(followedUpAt + TimeSpan.FromHours(12) - time.GetUtcNow());
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Contains("bc-1", state.Poll?.AwaitingPullRequest ?? []);
+
+        time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.Null(state.NextWakeAt());
+    }
 }
