@@ -571,4 +571,34 @@ public sealed partial class HandoffEngineTests
     {
         public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
     }
+
+    [Fact]
+    public async Task A_launched_agent_is_counted_as_entering_the_status_its_answer_shows_and_starts_when_the_provider_says()
+    {
+        using var counted = new CountedMeasurements();
+        var createdAt = time.GetUtcNow() - TimeSpan.FromSeconds(30);
+        provider.AnswerWith = new ProviderAgent("bc-9", ProviderAgentStatus.Creating, CreatedAt: createdAt);
+
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+
+        Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "pending"]);
+        Assert.Equal(createdAt, state.CodingAgents["bc-9"].StartedAt);
+    }
+
+    [Fact]
+    public async Task A_provider_client_fault_reading_an_agent_in_a_poll_is_logged_as_a_failed_read()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.OnRead = _ => throw new InvalidOperationException("a bug in a provider client");
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var faulted = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Equal("read", faulted.StructuredState!.Single(pair => pair.Key == "Operation").Value);
+        Assert.Contains(nameof(InvalidOperationException), faulted.Message);
+    }
 }
