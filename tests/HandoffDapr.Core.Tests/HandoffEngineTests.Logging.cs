@@ -601,4 +601,37 @@ public sealed partial class HandoffEngineTests
         Assert.Equal("read", faulted.StructuredState!.Single(pair => pair.Key == "Operation").Value);
         Assert.Contains(nameof(InvalidOperationException), faulted.Message);
     }
+
+    [Fact]
+    public async Task A_report_of_another_repository_is_logged_naming_whether_a_webhook_or_a_poll_sent_it()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        Assert.Equal(AgentReportStatus.OtherRepository, await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished), "evil/other"), writer));
+        provider.ReadRepository = "evil/other";
+        time.Advance(TimeSpan.FromMinutes(1));
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var sources = logger.Collector.GetSnapshot().Where(record => record.Id.Name == "AgentReportOfAnotherRepository")
+            .Select(record => record.StructuredState!.Single(pair => pair.Key == "Source").Value);
+        Assert.Equal(["webhook", "poll"], sources);
+    }
+
+    [Fact]
+    public async Task A_webhook_that_changes_nothing_but_names_another_repositorys_pull_request_is_still_logged_so()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // Still creating, as the run knows it: nothing to save, but the pull request it names is not the launch's.
+        var status = await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Creating, PrUrl: "https://github.com/evil/other/pull/1")), writer);
+
+        Assert.Equal(AgentReportStatus.Unchanged, status);
+        Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
+    }
 }
