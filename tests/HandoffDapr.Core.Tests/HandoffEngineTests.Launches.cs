@@ -886,16 +886,9 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Manual_retry_of_a_failed_launch_stored_before_its_outcome_was_recorded_looks_for_an_agent_first()
     {
-        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var failed = writer.Saved.Last();
-
         // The same state as the previous version stored it: no outcome_unknown, so whether an agent may exist is not known.
-        var json = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(failed, HandoffJsonContext.Default.RunHandoffState))!;
-        Assert.True(json["launches"]![0]!.AsObject().Remove("outcome_unknown"));
-        var legacy = JsonSerializer.Deserialize(json.ToJsonString(), HandoffJsonContext.Default.RunHandoffState)!;
-        Assert.Null(legacy.Launches[0].OutcomeUnknown);
-        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: failed.Launches[0].BranchName);
+        var legacy = await FailedLaunchAsThePreviousVersionStoredItAsync(attemptsMade: true);
+        provider.Existing = new ProviderAgent("bc-lost", ProviderAgentStatus.Running, BranchName: legacy.Launches[0].BranchName);
 
         var retried = await engine.TriggerAndFinishAsync(1, legacy, Trigger("acme/shop"), writer, CancellationToken.None);
 
@@ -906,23 +899,35 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Manual_retry_of_a_failed_launch_stored_before_its_outcome_was_recorded_without_an_attempt_is_sent_at_once()
     {
-        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var failed = writer.Saved.Last();
-
         // As the previous version stored a launch refused before any call: no outcome_unknown, and no attempt made, so no
         // agent of it can exist. Looking first would never end where the lookup cannot finish (a busy repository).
-        var json = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(failed, HandoffJsonContext.Default.RunHandoffState))!;
-        Assert.True(json["launches"]![0]!.AsObject().Remove("outcome_unknown"));
-        json["launches"]![0]!["attempts"] = 0;
-        var legacy = JsonSerializer.Deserialize(json.ToJsonString(), HandoffJsonContext.Default.RunHandoffState)!;
-        Assert.Null(legacy.Launches[0].OutcomeUnknown);
+        var legacy = await FailedLaunchAsThePreviousVersionStoredItAsync(attemptsMade: false);
         provider.FindFailure = new ProviderFailure(FailureTypes.ReconcileIncomplete, Retryable: true, OutcomeUnknown: true);
 
         var retried = await engine.TriggerAndFinishAsync(1, legacy, Trigger("acme/shop"), writer, CancellationToken.None);
 
         Assert.Equal(2, provider.Launches.Count);
         Assert.Single(retried.Result.Successes);
+    }
+
+    /// <summary>
+    /// A run whose launch failed for good (a 401), stored as the previous version stored it: without
+    /// <c>outcome_unknown</c>, and with no attempt counted where <paramref name="attemptsMade"/> is false.
+    /// </summary>
+    private async Task<RunHandoffState> FailedLaunchAsThePreviousVersionStoredItAsync(bool attemptsMade)
+    {
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var json = System.Text.Json.Nodes.JsonNode.Parse(JsonSerializer.Serialize(writer.Saved.Last(), HandoffJsonContext.Default.RunHandoffState))!;
+        Assert.True(json["launches"]![0]!.AsObject().Remove("outcome_unknown"));
+        if (!attemptsMade)
+        {
+            json["launches"]![0]!["attempts"] = 0;
+        }
+
+        var legacy = JsonSerializer.Deserialize(json.ToJsonString(), HandoffJsonContext.Default.RunHandoffState)!;
+        Assert.Null(legacy.Launches[0].OutcomeUnknown);
+        return legacy;
     }
 
     [Fact]
