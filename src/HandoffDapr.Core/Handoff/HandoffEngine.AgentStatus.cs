@@ -168,12 +168,13 @@ public sealed partial class HandoffEngine
                 // a stale read may show the end from before that follow-up, and the stop may not have taken. One the run
                 // still shows at work (its stop's outcome unknown) stays on the list too: polled as at work, it would leave
                 // every watch once a late webhook told of that earlier end, and the follow-up's finish would go unread.
+                // So only its completion with a pull request ends the watch, as it ends the wait above.
                 var followedUpAt = FollowedUpAt(state, agent.Id);
                 var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
                 var endShown = followedUpAt is null
                     ? report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
                     : report?.Status is ProviderAgentStatus.Stopped;
-                if (!endShown && (IsEndedUnfinished(latest) || !latest.Status.IsFinal()) && watchedFor <= watchLimit)
+                if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);
                 }
