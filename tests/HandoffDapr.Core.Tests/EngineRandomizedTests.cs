@@ -71,8 +71,9 @@ namespace HandoffDapr.Core.Tests;
 /// 10541); and that after a stop of a followed-up agent whose answer was lost, a stale read of the end before the
 /// follow-up ended its watch, so the follow-up's finish was never read (seed 77435); and that such a stop's outcome
 /// unknown let the next read, showing the agent at work, take it off that watch, so a late webhook of the end before
-/// the follow-up ended every watch (seed 955129). Mutations it catches: a lookup window that starts at each
-/// attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
+/// the follow-up ended every watch (seed 955129); and that a stale read of a stop before a follow-up, after a second
+/// stop whose outcome was unknown, ended the watch likewise (seed 1177602). Mutations it catches: a lookup window that
+/// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..400, about 10 ms each); ENGINE_STEPS_MAX (default 200).
 /// The seeds that found a fault since the schedules last changed run too, each at the length that found it.
@@ -103,6 +104,7 @@ public sealed class EngineRandomizedTests(ITestOutputHelper output)
     [InlineData(23070, 200)]
     [InlineData(77435, 200)]
     [InlineData(955129, 200)]
+    [InlineData(1177602, 200)]
     public Task Schedule_that_once_found_a_fault_keeps_the_engine_invariants(int seed, int stepsMax) => RunAsync(seed, stepsMax);
 
     private async Task RunAsync(int seed, int? stepsMax)

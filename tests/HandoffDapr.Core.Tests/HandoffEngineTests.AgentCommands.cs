@@ -309,14 +309,14 @@ public sealed partial class HandoffEngineTests
 
     /// <summary>
     /// All at one instant of a coarse clock: one or two follow-ups (each kept later than the one before), a stop that ends
-    /// their wait, a second stop checked (its record held, having seen the last of them), a poll's answers (the given-up
-    /// watch ends: the read shows the agent stopped, and the follow-ups' times leave the schedule), then one more
-    /// follow-up. The held stop crossed that one, whose time is still told apart from the earlier ones by the timeline.
+    /// their wait, a second stop checked (its record held, having seen the last of them), a poll's answers (the read
+    /// shows the agent stopped, which does not end its watch: it may be stale), then one more follow-up. The held stop
+    /// crossed that one, whose time the schedule still tells apart from the earlier ones.
     /// </summary>
     [Theory]
     [InlineData(1)]
     [InlineData(2)]
-    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_earlier_ones_whose_watch_ended_does_not_end_its_wait(int earlierFollowups)
+    public async Task A_stop_that_crossed_a_follow_up_recorded_at_the_instant_of_earlier_ones_and_of_a_read_showing_it_stopped_does_not_end_its_wait(int earlierFollowups)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
@@ -337,7 +337,7 @@ public sealed partial class HandoffEngineTests
         var held = new HoldingRecorder();
         await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None);
         await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
-        Assert.DoesNotContain(writer.Saved.Last().AgentsToPoll, agent => agent.Id == "bc-1");
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.FollowedUpAt!.Keys);
         await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request now"), recorder, CancellationToken.None);
 
         await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
@@ -614,7 +614,7 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
-    public async Task An_agent_stopped_after_a_follow_up_is_no_longer_read_once_the_provider_shows_it_stopped()
+    public async Task An_agent_stopped_after_a_follow_up_that_the_provider_shows_stopped_is_read_on_only_until_twice_its_maximum_age_from_that_follow_up()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         // It finishes without a pull request, is sent a follow-up, then stopped by a person.
@@ -623,28 +623,33 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
         Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Open the pull request"), recorder, CancellationToken.None)).Status);
+        var followedUpAt = time.GetUtcNow();
         time.Advance(TimeSpan.FromSeconds(20));
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
 
-        // The provider shows it stopped: no pull request can come any more, and it is not read on for hours.
+        // The provider shows it stopped, which a stale read of a stop before the follow-up would show too: it is read
+        // on, the interval growing, and no longer once twice its maximum age has passed since the follow-up.
         provider.ReadStatus = ProviderAgentStatus.Stopped;
         var reads = provider.Reads;
         state = writer.Saved.Last();
-        for (var i = 0; i < 10 && state.NextWakeAt() is { } next; i++)
+        var lastWake = time.GetUtcNow();
+        for (var i = 0; i < 200 && state.NextWakeAt() is { } next; i++)
         {
-            time.Advance(next - time.GetUtcNow());
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            lastWake = next;
+            state = await WakeWhenDueAsync(state);
         }
 
+        var maxAge = new HandoffEngineOptions().AgentMaxAge;
         Assert.Null(state.NextWakeAt());
-        Assert.Equal(1, provider.Reads - reads);
+        Assert.InRange(lastWake, followedUpAt + 2 * maxAge, followedUpAt + 2 * maxAge + new HandoffEngineOptions().PollMaxInterval);
+        Assert.InRange(provider.Reads - reads, 2, 2 * maxAge / new HandoffEngineOptions().PollMaxInterval + 10);
     }
 
     [Theory]
     [InlineData(ProviderAgentStatus.Error)]
     [InlineData(ProviderAgentStatus.Expired)]
     [InlineData(ProviderAgentStatus.Finished)]
-    public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_shows_stopped(ProviderAgentStatus staleEnd)
+    public async Task An_agent_stopped_after_a_follow_up_is_read_on_past_a_stale_read_of_an_earlier_end_until_it_completes_with_its_pull_request(ProviderAgentStatus staleEnd)
     {
         await FollowedUpAtWorkThenStoppedAsync();
 
@@ -684,6 +689,38 @@ public sealed partial class HandoffEngineTests
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/33";
         state = await WakeWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/33", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    /// <summary>
+    /// Stopped (the stop's record held), sent a follow-up that resumes it, the stop recorded after it (the two crossed),
+    /// then stopped again, that stop's outcome unknown (it did not take): a stale read showing the first stop ended the
+    /// watch, and the follow-up's finish with its pull request went unread (engine seed 1177602).
+    /// </summary>
+    [Fact]
+    public async Task An_agent_whose_stop_after_a_follow_up_may_not_have_taken_is_read_on_past_a_stale_read_of_a_stop_before_that_follow_up()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var held = new HoldingRecorder();
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", held, CancellationToken.None)).Status);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        await engine.RecordCommandAsync(writer.Saved.Last(), held.Command!, writer);
+        time.Advance(TimeSpan.FromSeconds(20));
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+
+        // A stale read shows the first stop: nothing tells it from the second taking, so the agent is read on.
+        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
+
+        // The second stop never took: the follow-up's work finishes with its pull request, which is learnt.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/35";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/35", state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
 

@@ -69,8 +69,8 @@ public sealed partial class HandoffEngine
             // Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
             // "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
             // the agent is watched again. A stop that may have taken leaves the agent as it is (the poll, which reads it on,
-            // learns whether it took), but ends a follow-up's wait for a pull request as an answered stop does: a read that
-            // shows the agent stopped does not end that wait, which would go on for hours.
+            // learns whether it took), and moves an agent awaiting a follow-up's pull request to the given-up watch as an
+            // answered stop does.
             LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
             try
             {
@@ -128,12 +128,10 @@ public sealed partial class HandoffEngine
             // resumes, and must not end its watch either.
             var soon = now + options.PollInterval;
             var poll = state.Poll ?? new PollSchedule(soon, 0);
-            // Kept later than any follow-up of the agent recorded before, even on a coarse clock: a stop tells by it which
-            // follow-up it saw. Also than one whose entry was dropped since (its watch over, a read showed it ended): the
-            // timeline keeps when each was recorded.
-            var latest = state.Timeline.Where(entry => entry.Event == TimelineEvents.FollowupSent && entry.AgentId == sent.AgentId)
-                .Select(entry => (DateTimeOffset?)entry.At).Append(FollowedUpAt(state, sent.AgentId)).Max();
-            followedUpAt = latest is { } previous && previous >= now ? previous.AddTicks(1) : now;
+            // Kept later than the agent's follow-up recorded before, even on a coarse clock: a stop tells by it which
+            // follow-up it saw. The schedule keeps that one's time while the agent is watched, and no read's end ends that
+            // watch: only its pull request, or twice the maximum age.
+            followedUpAt = FollowedUpAt(state, sent.AgentId) is { } previous && previous >= now ? previous.AddTicks(1) : now;
 
             state = state with
             {
@@ -141,7 +139,7 @@ public sealed partial class HandoffEngine
                 {
                     NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
                     QuietPolls = 0,
-                    // Watched as awaiting now: the given-up watch would end at the first read that shows it stopped.
+                    // Watched as awaiting now: on the given-up watch, a read that shows it at work would have it stopped again.
                     GivenUp = Without(poll.GivenUp, [sent.AgentId]),
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
                     FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = followedUpAt },
@@ -155,9 +153,9 @@ public sealed partial class HandoffEngine
         var crossedFollowup = sent.Stop && FollowedUpAt(state, sent.AgentId) is { } latestFollowup && latestFollowup != sent.FollowupSeen;
         if (sent.Stop && !crossedFollowup && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
         {
-            // A person stopped the work a follow-up started: no pull request is awaited any more (a read that shows it
-            // stopped would not end that watch, which went on for hours). Read on as an agent given up on, until the
-            // provider shows it stopped, so a finish the stop raced is still learnt.
+            // A person stopped the work a follow-up started. Read on as an agent given up on (stopped again if a read shows
+            // it at work after this stop took), until it completes with a pull request or its watch runs out: a finish the
+            // stop raced, or the follow-up's finish where the stop did not take, is still learnt.
             state = state with { Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with { AwaitingPullRequest = Without(awaited, [sent.AgentId]) } };
         }
 

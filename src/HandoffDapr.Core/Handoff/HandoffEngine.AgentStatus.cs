@@ -162,18 +162,17 @@ public sealed partial class HandoffEngine
             }
             else if (givenUp.Contains(agent.Id))
             {
-                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age
-                // (from its last follow-up, for one stopped after a follow-up). Such an agent may be "completed" without a
-                // pull request: it is watched all the same. For one given up on after a follow-up, only STOPPED is its end:
-                // a stale read may show the end from before that follow-up, and the stop may not have taken. One the run
-                // still shows at work (its stop's outcome unknown) stays on the list too: polled as at work, it would leave
-                // every watch once a late webhook told of that earlier end, and the follow-up's finish would go unread.
-                // So only its completion with a pull request ends the watch, as it ends the wait above.
+                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
+                // Such an agent may be "completed" without a pull request: it is watched all the same. One given up on after
+                // a follow-up (stopped or timed out since) is watched as the wait above is: until it completes with a pull
+                // request, for twice the maximum age from that follow-up. No read's end ends it: a stale read may show the
+                // end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken (its
+                // outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook may yet
+                // tell of that earlier end, which would take it off every watch if it were polled as at work.
                 var followedUpAt = FollowedUpAt(state, agent.Id);
                 var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
                 var endShown = followedUpAt is null
-                    ? report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
-                    : report?.Status is ProviderAgentStatus.Stopped;
+                    && report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
                 if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);

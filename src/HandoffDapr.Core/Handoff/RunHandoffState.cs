@@ -283,6 +283,8 @@ public enum LaunchPhase
 /// <param name="GivenUp">
 /// Agents we failed for age whose end the provider has not shown yet (its stop may not have taken, or it offers none):
 /// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
+/// One given up on after a follow-up (a person's stop, a time-out) is read as one awaiting its pull request is: no read's
+/// end ends its watch, which may be stale, from before that follow-up.
 /// </param>
 /// <param name="AwaitingPullRequest">
 /// Agents sent a follow-up while not completed with a pull request (at work, completed without one, stopped, failed or

@@ -137,12 +137,13 @@ public sealed class FollowupPollingTests : IDisposable
     }
 
     [Fact]
-    public async Task Stop_after_a_followup_whose_answer_was_lost_but_that_took_ends_the_watch_once_the_provider_shows_it_ended()
+    public async Task Stop_after_a_followup_whose_answer_was_lost_but_that_took_is_read_on_until_twice_the_maximum_age_from_the_followup_then_no_more()
     {
         using var factory = new EmbeddedServiceFactory(temp.File("lost-stop.db"), cursor.Url, time);
         using var client = factory.CreateClient();
         var agentId = await FinishedWithoutPullRequestAsync(factory, client, 915);
         Assert.Equal(HttpStatusCode.OK, (await client.PostJsonAsync($"/runs/915/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" })).StatusCode);
+        var followedUpAt = time.GetUtcNow();
         cursor.SetStatus(agentId, "RUNNING");
         time.Advance(TimeSpan.FromMinutes(1));
         await factory.RunScheduleAsync();
@@ -154,16 +155,24 @@ public sealed class FollowupPollingTests : IDisposable
         cursor.SetStatus(agentId, "STOPPED");
         Assert.Equal(HttpStatusCode.GatewayTimeout, stop.StatusCode);
 
-        // The poll reads it stopped: as for a stop that was answered, the agent is not read on for hours.
+        // The poll reads it stopped, which a stale read of an earlier stop would show too: it is read on (at most once
+        // each 15 minutes), and no more once twice the maximum age (6 h) has passed since the follow-up.
         var readsBefore = cursor.GetRequests(agentId);
-        for (var i = 0; i < 12; i++)
+        for (var i = 0; i < 4; i++)
         {
             time.Advance(TimeSpan.FromMinutes(15));
             await factory.RunScheduleAsync();
         }
 
-        Assert.True(cursor.GetRequests(agentId) - readsBefore <= 1, $"read {cursor.GetRequests(agentId) - readsBefore} times after the stop took");
+        Assert.True(cursor.GetRequests(agentId) - readsBefore >= 2, $"read {cursor.GetRequests(agentId) - readsBefore} times in the hour after the stop");
+        while (time.GetUtcNow() < followedUpAt + TimeSpan.FromHours(13))
+        {
+            time.Advance(TimeSpan.FromMinutes(15));
+            await factory.RunScheduleAsync();
+        }
+
         Assert.Null(await factory.Store.GetWakeupAsync(915, CancellationToken.None));
+        Assert.InRange(cursor.GetRequests(agentId) - readsBefore, 2, 12 * 4 + 8);
     }
 
     [Fact]
