@@ -7,6 +7,7 @@ using HandoffDapr.Core.Repositories;
 using HandoffDapr.Core.Serialization;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Core.Tests;
@@ -268,6 +269,38 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(newer, writer.Saved.Last().Snapshot);
         Assert.Equal(saves, writer.Saved.Count);
         Assert.Equal(2, provider.Launches.Count);
+    }
+
+    [Fact]
+    public async Task A_trigger_for_a_run_not_stored_is_an_unknown_run_when_it_carries_no_run_or_a_run_of_another_group()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+
+        // Nothing stored, and no run given to launch from.
+        var bare = await logged.TriggerAsync(1, null, new HandoffTrigger(456, 42), writer, CancellationToken.None);
+        // The run it carries is group 456's, not the asking group's.
+        var foreign = await logged.TriggerAsync(1, null, Trigger("acme/shop") with { GroupId = 999 }, writer, CancellationToken.None);
+
+        Assert.Equal((TriggerStatus.UnknownRun, TriggerStatus.UnknownRun), (bare.Status, foreign.Status));
+        Assert.Empty(writer.Saved);
+        Assert.Empty(provider.Launches);
+        // The runbook's HandoffUnknownRun, naming the group asked with.
+        Assert.Equal(
+            ["456", "999"],
+            logger.Collector.GetSnapshot().Where(record => record.Id.Name == "HandoffUnknownRun").Select(record => record.GetStructuredStateValue("GroupId")));
+    }
+
+    [Fact]
+    public async Task A_completion_event_naming_no_group_is_rejected_and_saves_nothing()
+    {
+        var snapshot = Trigger("acme/shop").Snapshot! with { Group = null };
+
+        var outcome = await engine.AcceptAndFinishAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal((CompletionStatus.Rejected, "the run has no group"), (outcome.Status, outcome.Reason));
+        Assert.Empty(writer.Saved);
+        Assert.Empty(provider.Launches);
     }
 
     [Fact]
