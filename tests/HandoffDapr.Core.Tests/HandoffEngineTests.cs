@@ -292,6 +292,23 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_persons_trigger_carrying_a_snapshot_the_run_has_since_replaced_hands_off_with_the_one_it_carries()
+    {
+        // Two events of the root cause's step, the run not meant to go further: the second replaced the first.
+        var first = Trigger("acme/shop").Snapshot! with { Artifacts = new RunArtifacts(new RootCauseArtifact("The pool is never returned on timeout")) };
+        var second = first with { Artifacts = new RunArtifacts(new RootCauseArtifact("Pool exhausted under load")) };
+        await engine.AcceptAndFinishAsync(null, first, writer, LaunchTiming.Now, CancellationToken.None);
+        await engine.AcceptAndFinishAsync(writer.Saved.Last(), second, writer, LaunchTiming.Now, CancellationToken.None);
+        Assert.True(writer.Saved.Last().Replaced(first));
+
+        // A person's trigger is not a redelivery: what its caller sends of the same step is the run as it is now.
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), new HandoffTrigger(456, 42, Snapshot: first), writer, CancellationToken.None);
+
+        Assert.Contains("The pool is never returned on timeout", Assert.Single(provider.Launches).Prompt);
+        Assert.Equal(first, writer.Saved.Last().Snapshot);
+    }
+
+    [Fact]
     public async Task A_completion_event_naming_no_group_is_rejected_and_saves_nothing()
     {
         var snapshot = Trigger("acme/shop").Snapshot! with { Group = null };
