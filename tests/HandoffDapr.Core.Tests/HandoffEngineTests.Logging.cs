@@ -322,8 +322,43 @@ public sealed partial class HandoffEngineTests
         await Assert.ThrowsAsync<IOException>(() => logged.AcceptCompletedRunAsync(null, snapshot, new FailingWriter(), LaunchTiming.Now, CancellationToken.None));
         var outcome = await logged.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
 
-        Assert.Equal(CompletionStatus.Stored, outcome.Status);
+        Assert.Equal((CompletionStatus.Stored, "automation_handoff.target is not the integration's provider"), (outcome.Status, outcome.Reason));
         Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AutomationTargetMismatch");
+    }
+
+    [Fact]
+    public async Task An_event_whose_save_fails_and_is_decided_again_logs_its_unknown_integration_once()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 77) } };
+
+        // As an embedded owner whose save met another process's: the turn is decided again on the state read anew.
+        await Assert.ThrowsAsync<IOException>(() => logged.AcceptCompletedRunAsync(null, snapshot, new FailingWriter(), LaunchTiming.Now, CancellationToken.None));
+        var outcome = await logged.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal((CompletionStatus.Stored, "automation_handoff.integration_id is not configured"), (outcome.Status, outcome.Reason));
+        Assert.Equal(snapshot, writer.Saved.Last().Snapshot);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffUnknownIntegration");
+        Assert.Equal("77", line.GetStructuredStateValue("IntegrationId"));
+    }
+
+    [Fact]
+    public async Task An_event_whose_launches_wait_for_the_next_wake_up_logs_each_repository_it_refuses()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var snapshot = Trigger("acme/shop", "acme/bad repo").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+
+        var outcome = await logged.AcceptCompletedRunAsync(null, snapshot, writer, LaunchTiming.OnNextWake, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
+        Assert.Equal(LaunchPhase.RetryScheduled, Assert.Single(writer.Saved.Last().Launches).Phase);
+        // Nothing is stored for the refused one: for an event this line is all an operator gets.
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Equal(("acme/bad repo", FailureTypes.InvalidRepository), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
     }
 
     [Fact]
