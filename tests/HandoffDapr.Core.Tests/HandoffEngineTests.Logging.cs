@@ -362,6 +362,43 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_trigger_for_a_run_naming_no_repository_logs_none_as_the_repository_not_launched()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+
+        await logged.TriggerAsync(1, null, Trigger(), writer, CancellationToken.None);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Equal(("(none)", FailureTypes.NoRepositories), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+    }
+
+    [Fact]
+    public async Task A_launch_a_wake_up_ends_without_a_call_is_logged_as_not_launched_with_its_failure_type()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        // Every attempt's process dies after the provider call and before its answer is recorded (each answer a 503),
+        // its last lookup's too: the wake-up after it ends the launch with no call left to make.
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var first = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await HoldAnswersAsync(first.Round!);
+        for (var crash = 0; crash < 10 && writer.Saved.Last().Launches[0].Phase != LaunchPhase.Failed; crash++)
+        {
+            time.Advance(TimeSpan.FromMinutes(3));
+            var woken = await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+            if (woken.Round is { } round)
+            {
+                await HoldAnswersAsync(round);
+            }
+        }
+
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].FailureType));
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Equal(("acme/shop", FailureTypes.RetriesExhausted), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+    }
+
+    [Fact]
     public async Task A_launch_attempt_whose_provider_client_faults_ends_its_span_as_an_error_with_its_outcome()
     {
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
