@@ -28,6 +28,20 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_round_finished_exactly_90_percent_of_the_in_flight_timeout_after_its_intent_was_saved_sends_nothing()
+    {
+        var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        // 108 s of the 2-minute timeout: the round's time is up to the tick, and the answer would come after its deadline.
+        time.Advance(TimeSpan.FromSeconds(108));
+
+        await engine.FinishAsync(started.Round!, writer, CancellationToken.None);
+
+        Assert.Empty(provider.Launches);
+        var launch = Assert.Single(writer.Saved.Last().Launches);
+        Assert.Equal((LaunchPhase.RetryScheduled, 0), (launch.Phase, launch.Attempts));
+    }
+
+    [Fact]
     public async Task An_agent_answered_after_the_deadline_is_adopted_once_by_the_launch_that_took_the_attempt_over()
     {
         var started = await engine.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
