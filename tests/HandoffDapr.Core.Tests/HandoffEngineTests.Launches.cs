@@ -1157,6 +1157,49 @@ public sealed partial class HandoffEngineTests
         Assert.Equal((LaunchPhase.Launched, answers.Attempts[0].Agent!.Id), (launch.Phase, launch.AgentId));
     }
 
+    [Fact]
+    public async Task A_completion_event_launches_nothing_on_a_repository_a_person_handed_to_another_integration_and_answers_with_its_agent()
+    {
+        // A person handed acme/shop to integration 43, whose agent is at work. The run's event (integration 42) names
+        // acme/shop and acme/api: only acme/api is launched, and acme/shop is answered with 43's agent.
+        var both = new HandoffEngine(
+            new TwoIntegrationCatalog(new Integration(42, provider), new Integration(43, provider)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        await both.TriggerAndFinishAsync(1, null, Trigger("acme/shop") with { IntegrationId = 43 }, writer, CancellationToken.None);
+        var held = writer.Saved.Last().FindLaunch("acme/shop", 43)!;
+        var snapshot = Trigger("acme/shop", "acme/api").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+
+        var outcome = await both.AcceptAndFinishAsync(writer.Saved.Last(), snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
+        Assert.Equal(["acme/shop", "acme/api"], provider.Launches.Select(request => request.Repository.FullName));
+        var state = writer.Saved.Last();
+        Assert.Null(state.FindLaunch("acme/shop", 42));
+        Assert.Equal(
+            [("acme/shop", held.AgentId), ("acme/api", state.FindLaunch("acme/api", 42)!.AgentId)],
+            outcome.Result.Successes.Select(success => (success.RepoName, (string?)success.CodingAgentState.Id)));
+        Assert.Empty(outcome.Result.Failures);
+    }
+
+    [Fact]
+    public async Task A_completion_event_for_a_repository_whose_relaunch_failed_unknown_behind_an_agent_that_finished_answers_with_that_agent()
+    {
+        // The relaunch (generation 2) failed while its agent may exist; generation 1's agent finished after all. An event
+        // launches nothing there, and its answer is the agent that holds the repository, not the failed relaunch.
+        await RelaunchLostBehindAStoppedAgentThatFinishesAsync(engine);
+        var state = writer.Saved.Last();
+        state = state with { Launches = [.. state.Launches.Select(launch => launch.Generation == 2 ? launch with { Phase = LaunchPhase.Failed, NextAttemptAt = null, FailureType = FailureTypes.RetriesExhausted, OutcomeUnknown = true } : launch)] };
+        var snapshot = Trigger("acme/shop").Snapshot! with { Metadata = new RunMetadata("open_pr") };
+        snapshot = snapshot with { Preferences = snapshot.Preferences! with { AutomationHandoff = new AutomationHandoff("root_cause", null, 42) } };
+        var launchesBefore = provider.Launches.Count;
+
+        var outcome = await engine.AcceptAndFinishAsync(state, snapshot, writer, LaunchTiming.Now, CancellationToken.None);
+
+        Assert.Equal(launchesBefore, provider.Launches.Count);
+        Assert.Equal("bc-1", Assert.Single(outcome.Result.Successes).CodingAgentState.Id);
+        Assert.Empty(outcome.Result.Failures);
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
