@@ -1200,6 +1200,25 @@ public sealed partial class HandoffEngineTests
         Assert.Empty(outcome.Result.Failures);
     }
 
+    [Fact]
+    public async Task Each_retryable_failure_of_a_launch_waits_longer_before_its_next_attempt()
+    {
+        // 30 s, 2 min, 8 min (the jitter at its middle): an unavailable provider is not asked again every 30 seconds.
+        var policy = new RetryPolicy(new RetryOptions(), () => 0.5);
+        provider.Always = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var waits = new List<TimeSpan> { writer.Saved.Last().Launches[0].NextAttemptAt!.Value - time.GetUtcNow() };
+        for (var attempt = 2; attempt <= 3; attempt++)
+        {
+            var state = await WakeWhenDueAsync(writer.Saved.Last());
+            waits.Add(state.Launches[0].NextAttemptAt!.Value - time.GetUtcNow());
+        }
+
+        Assert.Equal(3, writer.Saved.Last().Launches[0].Attempts);
+        Assert.Equal([policy.DelayAfter(1, null), policy.DelayAfter(2, null), policy.DelayAfter(3, null)], waits);
+        Assert.Equal([TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(8)], waits);
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
