@@ -1219,6 +1219,51 @@ public sealed partial class HandoffEngineTests
         Assert.Equal([TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(8)], waits);
     }
 
+    [Fact]
+    public async Task An_agent_of_another_repository_answering_a_launch_or_its_lookup_is_not_taken_and_the_launch_is_looked_for_again()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.AnswerWith = new ProviderAgent("bc-web", ProviderAgentStatus.Creating, Repository: "acme/web");
+
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var launch = Assert.Single(writer.Saved.Last().Launches);
+        Assert.Equal((LaunchPhase.OutcomeUnknown, FailureTypes.InvalidResponse, (string?)null), (launch.Phase, launch.FailureType, launch.AgentId));
+        Assert.Empty(writer.Saved.Last().CodingAgents);
+        var answered = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal(("launch", "bc-web", "acme/web"), (answered.GetStructuredStateValue("Source"), answered.GetStructuredStateValue("AgentId"), answered.GetStructuredStateValue("ReportedRepository")));
+
+        // The next attempt looks first, and its lookup finds an agent on the launch's branch that names acme/web too.
+        logger.Collector.Clear();
+        provider.Existing = new ProviderAgent("bc-web-2", ProviderAgentStatus.Running, BranchName: launch.BranchName, Repository: "acme/web");
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var state = await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal((LaunchPhase.OutcomeUnknown, (string?)null), (state.Launches[0].Phase, state.Launches[0].AgentId));
+        var found = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal(("reconcile", "bc-web-2"), (found.GetStructuredStateValue("Source"), found.GetStructuredStateValue("AgentId")));
+        Assert.Single(provider.Launches);
+    }
+
+    [Fact]
+    public async Task A_relaunch_answered_with_the_agent_its_earlier_generation_follows_does_not_take_it()
+    {
+        // bc-1 (generation 1) is stopped; the relaunch's answer names bc-1 again (a provider answering garbage).
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None);
+        provider.AnswerAgentId = "bc-1";
+
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var state = writer.Saved.Last();
+        Assert.Equal(1, state.LaunchOfAgent("bc-1")!.Generation);
+        Assert.Single(state.Launches, launch => launch.AgentId == "bc-1");
+        var relaunch = state.FindLaunch("acme/shop", 42)!;
+        // Its own agent may exist: looked for before anything is launched again.
+        Assert.Equal((2, LaunchPhase.OutcomeUnknown, FailureTypes.InvalidResponse), (relaunch.Generation, relaunch.Phase, relaunch.FailureType));
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
