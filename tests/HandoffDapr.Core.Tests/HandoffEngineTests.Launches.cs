@@ -1264,6 +1264,29 @@ public sealed partial class HandoffEngineTests
         Assert.Equal((2, LaunchPhase.OutcomeUnknown, FailureTypes.InvalidResponse), (relaunch.Generation, relaunch.Phase, relaunch.FailureType));
     }
 
+    [Fact]
+    public async Task A_rounds_answers_are_dropped_and_logged_when_the_run_is_gone_another_run_or_their_count_is_not_the_rounds()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        var answers = holding.Launches!;
+        var intent = writer.Saved.Last();
+        var saves = writer.Saved.Count;
+
+        Assert.Same(HandoffResult.Empty, await logged.CompleteRoundAsync(null, answers, writer));
+        Assert.Same(HandoffResult.Empty, await logged.CompleteRoundAsync(intent with { RunId = 2 }, answers, writer));
+        Assert.Same(HandoffResult.Empty, await logged.CompleteRoundAsync(intent, answers with { Attempts = [] }, writer));
+
+        Assert.Equal(saves, writer.Saved.Count);
+        Assert.Equal(3, logger.Collector.GetSnapshot().Count(record => record.Id.Name == "LaunchRoundDropped"));
+        // The run's own state still takes them.
+        Assert.Single((await logged.CompleteRoundAsync(intent, answers, writer)).Successes);
+        Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
