@@ -1287,6 +1287,18 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(LaunchPhase.Launched, writer.Saved.Last().Launches[0].Phase);
     }
 
+    [Fact]
+    public async Task A_snapshot_without_preferences_is_answered_no_repositories()
+    {
+        var bare = new RunSnapshot(1, Group: new RunGroup(456, "Pool timeout", "SHOP-1"), Artifacts: new RunArtifacts(new RootCauseArtifact("x")));
+
+        var outcome = await engine.TriggerAsync(1, null, new HandoffTrigger(456, 42, Snapshot: bare), writer, CancellationToken.None);
+
+        Assert.Equal(FailureTypes.NoRepositories, Assert.Single(outcome.Result.Failures).FailureType);
+        Assert.Equal(FailureTypes.NoRepositories, Assert.Single(HandoffEngine.Refusals(bare)).FailureType);
+        Assert.Empty(provider.Launches);
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
