@@ -639,6 +639,61 @@ public sealed partial class HandoffEngineTests
     }
 
     /// <summary>A store that cannot be written: every save fails.</summary>
+    [Fact]
+    public async Task Each_launch_attempt_is_logged_and_put_on_the_timeline_as_the_runbook_names_it()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+
+        await LaunchThroughEachOutcomeAsync(LoggingTo(logger));
+
+        var records = logger.Collector.GetSnapshot();
+        Assert.Equal(
+            ["HandoffRetryScheduled", "HandoffOutcomeUnknown", "HandoffReconciled", "HandoffLaunched", "HandoffLaunchFailed"],
+            records.Select(record => record.Id.Name ?? "").Where(name => name.StartsWith("Handoff", StringComparison.Ordinal)));
+        var reconciled = Assert.Single(records, record => record.Id.Name == "HandoffReconciled");
+        Assert.Equal(("bc-found", "by a lookup at the provider"), (reconciled.GetStructuredStateValue("AgentId"), reconciled.GetStructuredStateValue("FoundBy")));
+        var unknown = Assert.Single(records, record => record.Id.Name == "HandoffOutcomeUnknown");
+        Assert.Equal(("acme/shop", FailureTypes.ProviderUnavailable, "2"), (unknown.GetStructuredStateValue("Repository"), unknown.GetStructuredStateValue("FailureType"), unknown.GetStructuredStateValue("Attempt")));
+
+        var timeline = writer.Saved.Last().Timeline;
+        var shop = timeline.Where(entry => entry.Repository == "acme/shop").ToList();
+        Assert.Equal(
+            [
+                (TimelineEvents.LaunchStarted, null, "attempt 1"),
+                (TimelineEvents.RetryScheduled, null, $"provider_unavailable; next attempt at {shop[0].At + TimeSpan.FromSeconds(30):O}"),
+                (TimelineEvents.LaunchStarted, null, "attempt 2"),
+                (TimelineEvents.RetryScheduled, null, $"provider_unavailable; next attempt at {shop[2].At + TimeSpan.FromMinutes(2):O}"),
+                (TimelineEvents.LaunchStarted, null, "attempt 3"),
+                (TimelineEvents.Reconciled, "bc-found", null),
+            ],
+            shop.Select(entry => (entry.Event, entry.AgentId, entry.Detail)));
+        Assert.Equal(
+            [(TimelineEvents.LaunchStarted, null, "attempt 1"), (TimelineEvents.Launched, "bc-1", null)],
+            timeline.Where(entry => entry.Repository == "acme/web").Select(entry => (entry.Event, entry.AgentId, entry.Detail)));
+        Assert.Equal(
+            [(TimelineEvents.LaunchStarted, null, "attempt 1"), (TimelineEvents.LaunchFailed, null, FailureTypes.InvalidCredentials)],
+            timeline.Where(entry => entry.Repository == "acme/api").Select(entry => (entry.Event, entry.AgentId, entry.Detail)));
+    }
+
+    /// <summary>
+    /// Run 1 through each outcome of a launch attempt: acme/shop refused for now (a 503), then its answer lost (a 504), then
+    /// its agent (bc-found) found by the lookup; acme/web launched (bc-1); acme/api refused for its key (a 401).
+    /// </summary>
+    private async Task LaunchThroughEachOutcomeAsync(HandoffEngine on)
+    {
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        await on.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        await on.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        provider.Existing = new ProviderAgent("bc-found", ProviderAgentStatus.Running, BranchName: writer.Saved.Last().Launches[0].BranchName);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        await on.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        await on.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        provider.Next = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+        await on.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
+    }
+
     private sealed class FailingWriter : IRunStateWriter
     {
         public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
