@@ -694,6 +694,43 @@ public sealed partial class HandoffEngineTests
         await on.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
     }
 
+    [Fact]
+    public async Task A_launch_attempts_span_names_its_agent_launched_or_reconciled()
+    {
+        var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+
+        await LaunchThroughEachOutcomeAsync(engine);
+
+        // Spans of other tests running beside this one are told apart by this test's repositories and attempts.
+        string[] Outcomes(string repository) => [.. spans
+            .Where(span => span.OperationName == "handoff.launch_attempt" && Equals(span.GetTagItem("handoff.repository"), repository))
+            .OrderBy(span => span.StartTimeUtc)
+            .Select(span => span.GetTagItem("handoff.outcome") as string ?? "")];
+        Assert.Contains("launched", Outcomes("acme/web"));
+        Assert.Contains("reconciled", Outcomes("acme/shop"));
+        Assert.Contains(FailureTypes.InvalidCredentials, Outcomes("acme/api"));
+    }
+
+    [Fact]
+    public async Task A_provider_client_fault_during_a_launch_is_logged_as_the_launchs_with_the_exceptions_type_only()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        provider.OnLaunch = _ => throw new InvalidOperationException("A bug in the provider client, quoting the prompt.");
+
+        await LoggingTo(logger).TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Equal(("launch", nameof(InvalidOperationException)), (line.GetStructuredStateValue("Operation"), line.GetStructuredStateValue("ExceptionType")));
+        Assert.DoesNotContain("prompt", line.Message ?? "", StringComparison.Ordinal);
+    }
+
     private sealed class FailingWriter : IRunStateWriter
     {
         public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
