@@ -731,6 +731,23 @@ public sealed partial class HandoffEngineTests
         Assert.DoesNotContain("prompt", line.Message ?? "", StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_launch_that_reached_no_provider_records_no_launch_duration()
+    {
+        // Its integration is taken out of the settings after the round's intent is saved: nothing is sent.
+        var catalog = new SwitchableCatalog(new Integration(42, provider));
+        var switchable = new HandoffEngine(catalog, new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        using var counted = new CountedMeasurements();
+        var started = await switchable.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        catalog.Present = false;
+
+        await switchable.FinishAsync(started.Round!, writer, CancellationToken.None);
+
+        Assert.Equal((LaunchPhase.Failed, FailureTypes.InvalidRequest), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].FailureType));
+        Assert.Empty(counted.Recorded("handoff.launch.duration"));
+        Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "failed"]);
+    }
+
     private sealed class FailingWriter : IRunStateWriter
     {
         public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
