@@ -57,7 +57,7 @@ public sealed partial class HandoffEngineTests
         var agentId = late.Attempts[0].Agent!.Id;
         Assert.Equal(agentId, adopted.Launches[0].AgentId);
         Assert.Equal(LaunchPhase.Launched, adopted.Launches[0].Phase);
-        Assert.Contains(adopted.Timeline, entry => entry.Event == TimelineEvents.Reconciled && entry.AgentId == agentId);
+        Assert.Contains(adopted.Timeline, entry => entry.Event == TimelineEvents.Reconciled && entry.AgentId == agentId && entry.Detail == "answered after its deadline");
 
         // The takeover finds the same agent on the branch; its answer changes nothing, and nothing was launched twice.
         provider.Existing = late.Attempts[0].Agent;
@@ -1297,6 +1297,33 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(FailureTypes.NoRepositories, Assert.Single(outcome.Result.Failures).FailureType);
         Assert.Equal(FailureTypes.NoRepositories, Assert.Single(HandoffEngine.Refusals(bare)).FailureType);
         Assert.Empty(provider.Launches);
+    }
+
+    [Fact]
+    public async Task A_late_answer_naming_the_agent_another_launch_has_found_since_is_logged_as_that_launchs_and_changes_nothing()
+    {
+        // Both launches' answers (one agent, bc-dup, for both: a provider answering garbage) come after their deadline.
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.AnswerAgentId = "bc-dup";
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        // The takeover finds bc-dup on acme/web's branch, and launches acme/shop anew.
+        provider.AnswerAgentId = null;
+        provider.Existing = new ProviderAgent("bc-dup", ProviderAgentStatus.Running, BranchName: writer.Saved.Last().FindLaunch("acme/web", 42)!.BranchName);
+        time.Advance(TimeSpan.FromMinutes(3));
+        var taken = await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal("bc-dup", taken.FindLaunch("acme/web", 42)!.AgentId);
+        var shopsAgent = taken.FindLaunch("acme/shop", 42)!.AgentId;
+        Assert.NotNull(shopsAgent);
+
+        await logged.CompleteRoundAsync(taken, holding.Launches!, writer);
+
+        Assert.Equal(taken.Launches, writer.Saved.Last().Launches);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentOfAnotherLaunch");
+        Assert.Equal(("acme/shop", "bc-dup", "acme/web"), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("AgentId"), line.GetStructuredStateValue("OtherRepository")));
+        Assert.DoesNotContain(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentNotFollowed");
     }
 
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>

@@ -23,6 +23,7 @@ public sealed partial class HandoffEngineTests
         // Adopted as reconciled (log line HandoffReconciled, timeline 'reconciled'): counted so too, as a lookup's find is.
         await engine.CompleteRoundAsync(writer.Saved.Last(), late, writer);
         Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "reconciled"]);
+        Assert.Equal(1, counted["handoff.launches", "handoff.failure_type", "none"]);
 
         // The takeover finds the same agent: no second launch outcome for one agent.
         provider.Existing = late.Attempts[0].Agent;
