@@ -749,6 +749,17 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(1, counted["handoff.launches", "handoff.outcome", "failed"]);
     }
 
+    [Fact]
+    public async Task A_launch_whose_agent_a_lookup_found_is_counted_reconciled_with_failure_type_none()
+    {
+        using var counted = new CountedMeasurements();
+
+        await LaunchThroughEachOutcomeAsync(engine);
+
+        Assert.Equal([1, 1], new[] { "launched", "reconciled" }.Select(outcome => counted["handoff.launches", "handoff.outcome", outcome]));
+        Assert.Equal(2, counted["handoff.launches", "handoff.failure_type", "none"]);
+    }
+
     private sealed class FailingWriter : IRunStateWriter
     {
         public Task SaveAsync(RunHandoffState state, CancellationToken cancellationToken) => Task.FromException(new IOException("The store is unavailable."));
