@@ -1326,6 +1326,48 @@ public sealed partial class HandoffEngineTests
         Assert.DoesNotContain(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentNotFollowed");
     }
 
+    [Fact]
+    public async Task A_late_answer_naming_an_agent_of_another_repository_is_not_adopted_by_the_attempt_that_took_over()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.AnswerWith = new ProviderAgent("bc-web", ProviderAgentStatus.Creating, Repository: "acme/web");
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var takeover = writer.Saved.Last();
+
+        await logged.CompleteRoundAsync(takeover, holding.Launches!, writer);
+
+        Assert.Equal(takeover.Launches, writer.Saved.Last().Launches);
+        Assert.Empty(writer.Saved.Last().CodingAgents);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal(("launch", "bc-web"), (line.GetStructuredStateValue("Source"), line.GetStructuredStateValue("AgentId")));
+    }
+
+    [Fact]
+    public async Task A_late_failure_of_an_attempt_the_next_one_has_been_refused_since_is_logged_late()
+    {
+        // Attempt 1's answer (rate limited) comes after attempt 2 took over and was refused for now too.
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Always = new ProviderFailure(FailureTypes.RateLimited, Retryable: true, StatusCode: 429);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(3));
+        var refused = await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal((LaunchPhase.RetryScheduled, 2), (refused.Launches[0].Phase, refused.Launches[0].Attempts));
+
+        await logged.CompleteRoundAsync(refused, holding.Launches!, writer);
+
+        Assert.Equal(refused.Launches, writer.Saved.Last().Launches);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "LaunchAnswerLate");
+        Assert.Equal("1", line.GetStructuredStateValue("Attempt"));
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
