@@ -1368,6 +1368,30 @@ public sealed partial class HandoffEngineTests
         Assert.Equal("1", line.GetStructuredStateValue("Attempt"));
     }
 
+    [Fact]
+    public async Task An_attempts_answer_naming_another_agent_than_the_one_a_webhook_adopted_for_it_meanwhile_is_logged_not_followed()
+    {
+        // While attempt 1 is out, a webhook reports an agent on its branch, which the launch adopts; the attempt's answer
+        // then names another agent: a second agent on the repository.
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+        Assert.Equal(AgentReportStatus.Changed, await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-hooked", ProviderAgentStatus.Running, BranchName: branch), Repository: "acme/shop"), writer));
+        var adopted = writer.Saved.Last();
+        Assert.Equal((LaunchPhase.Launched, "bc-hooked", 1), (adopted.Launches[0].Phase, adopted.Launches[0].AgentId, adopted.Launches[0].Attempts));
+
+        await logged.CompleteRoundAsync(adopted, holding.Launches!, writer);
+
+        Assert.Equal(adopted.Launches, writer.Saved.Last().Launches);
+        Assert.Equal(["bc-hooked"], writer.Saved.Last().CodingAgents.Keys);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentNotFollowed");
+        Assert.Equal(holding.Launches!.Attempts[0].Agent!.Id, line.GetStructuredStateValue("AgentId"));
+    }
+
     /// <summary>A catalog of one integration that can be taken out of the settings and put back.</summary>
     private sealed class SwitchableCatalog(Integration integration) : IIntegrationCatalog
     {
