@@ -654,19 +654,8 @@ public sealed partial class HandoffEngineTests
         await FollowedUpAtWorkThenStoppedAsync();
 
         // A stale read shows an end from before the follow-up (an error, or a finish without the pull request, which
-        // completes it): not the stop's end, so the agent is read on.
-        provider.ReadStatus = staleEnd;
-        var state = writer.Saved.Last();
-        state = await WakeWhenDueAsync(state);
-        Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
-
-        // The stop had not taken: the follow-up's work finishes with its pull request, which is learnt.
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/32";
-        state = await WakeWhenDueAsync(state);
-        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
-        Assert.Equal("https://github.com/acme/shop/pull/32", state.CodingAgents["bc-1"].Results.Single().PrUrl);
-        Assert.Null(state.NextWakeAt());
+        // completes it): not the stop's end, so the agent is read on, and the follow-up's pull request is learnt.
+        await ReadOnPastAStaleEndToTheFollowupsPullRequestAsync(staleEnd, "https://github.com/acme/shop/pull/32");
     }
 
     [Fact]
@@ -710,17 +699,26 @@ public sealed partial class HandoffEngineTests
         provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
         Assert.Equal(AgentCommandStatus.OutcomeUnknown, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
 
-        // A stale read shows the first stop: nothing tells it from the second taking, so the agent is read on.
-        provider.ReadStatus = ProviderAgentStatus.Stopped;
+        // A stale read shows the first stop: nothing tells it from the second taking, so the agent is read on, and the
+        // follow-up's pull request is learnt (the second stop never took).
+        await ReadOnPastAStaleEndToTheFollowupsPullRequestAsync(ProviderAgentStatus.Stopped, "https://github.com/acme/shop/pull/35");
+    }
+
+    /// <summary>
+    /// The next read of bc-1, stopped after a follow-up, shows <paramref name="staleEnd"/>: it is still read. The one after
+    /// shows it finished with <paramref name="pullRequest"/> (the stop had not taken): completed with it, nothing left to read.
+    /// </summary>
+    private async Task ReadOnPastAStaleEndToTheFollowupsPullRequestAsync(ProviderAgentStatus staleEnd, string pullRequest)
+    {
+        provider.ReadStatus = staleEnd;
         var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Contains(state.AgentsToPoll, agent => agent.Id == "bc-1");
 
-        // The second stop never took: the follow-up's work finishes with its pull request, which is learnt.
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/35";
+        provider.ReadPrUrl = pullRequest;
         state = await WakeWhenDueAsync(state);
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
-        Assert.Equal("https://github.com/acme/shop/pull/35", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(pullRequest, state.CodingAgents["bc-1"].Results.Single().PrUrl);
         Assert.Null(state.NextWakeAt());
     }
 

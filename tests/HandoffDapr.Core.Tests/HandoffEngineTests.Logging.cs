@@ -403,13 +403,7 @@ public sealed partial class HandoffEngineTests
     public async Task A_launch_attempt_whose_provider_client_faults_ends_its_span_as_an_error_with_its_outcome()
     {
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
-        using var listener = new System.Diagnostics.ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = spans.Enqueue,
-        };
-        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using var listener = ListenToEngineSpans(spans);
         provider.OnLaunch = _ => throw new InvalidOperationException("A bug in the provider client.");
 
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/faulty-client"), writer, CancellationToken.None);
@@ -532,13 +526,7 @@ public sealed partial class HandoffEngineTests
         const long integrationId = 9_042;
         using var counted = new CountedMeasurements();
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
-        using var listener = new System.Diagnostics.ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = spans.Enqueue,
-        };
-        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using var listener = ListenToEngineSpans(spans);
         var capped = new HandoffEngine(
             new SingleIntegrationCatalog(new Integration(integrationId, provider, PromptMaxLength: 8192)), new HandoffEngineOptions(), new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
 
@@ -699,13 +687,7 @@ public sealed partial class HandoffEngineTests
     public async Task A_launch_attempts_span_names_its_agent_launched_or_reconciled()
     {
         var spans = new ConcurrentQueue<System.Diagnostics.Activity>();
-        using var listener = new System.Diagnostics.ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = spans.Enqueue,
-        };
-        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        using var listener = ListenToEngineSpans(spans);
 
         await LaunchThroughEachOutcomeAsync(engine);
 
@@ -826,5 +808,18 @@ public sealed partial class HandoffEngineTests
 
         Assert.Equal(AgentReportStatus.Unchanged, status);
         Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
+    }
+
+    /// <summary>Collects the engine's spans as they end, until the listener returned is disposed.</summary>
+    private static System.Diagnostics.ActivityListener ListenToEngineSpans(ConcurrentQueue<System.Diagnostics.Activity> spans)
+    {
+        var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        return listener;
     }
 }
