@@ -250,6 +250,8 @@ public sealed class CallerAuthenticationTests : IDisposable
         // A page on another site: fetch(url, {method: "POST", body: new Blob([json])}) has no Content-Type, so no preflight.
         { "http://localhost/runs/1/handoff", "https://evil.example", "cross-site" },
         { "http://localhost/runs/1/handoff", null, "same-site" },
+        // Sec-Fetch-Site alone says so: no Origin is needed to refuse it.
+        { "http://localhost/runs/1/handoff", null, "cross-site" },
         { "http://localhost/runs/1/handoff", "https://evil.example", null },
         // An opaque origin (a sandboxed frame, a file: or data: page) is sent as "Origin: null": no site it could be checked as.
         { "http://localhost/runs/1/handoff", "null", null },
