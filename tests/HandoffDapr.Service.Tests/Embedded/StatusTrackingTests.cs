@@ -242,6 +242,10 @@ public sealed class StatusTrackingTests : IDisposable
         var response = await PostWebhook(1, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        // The api's words, not the JSON reader's message about where it stopped.
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", problem["type"]!.GetValue<string>());
+        Assert.Equal("The webhook body is not a Cursor event.", problem["detail"]!.GetValue<string>());
     }
 
     [Fact]
