@@ -192,6 +192,32 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     /// <summary>
+    /// Configured integrations that take no webhooks are each their own integration on the one-line-a-minute limit, as the
+    /// runbook says (only the ids not configured count together): two Cursor integrations without a webhook secret, both
+    /// posted to within the minute, each get their line.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_rejections_of_two_configured_integrations_without_a_secret_are_each_logged()
+    {
+        var plainLogs = new FakeLogCollector();
+        using var plain = new EmbeddedServiceFactory(temp.File("no-secrets.db"), cursor.Url, time, new Dictionary<string, string?>
+        {
+            ["Handoff:Integrations:44:Provider"] = "cursor_background_agent",
+            ["Handoff:Integrations:44:BaseUrl"] = cursor.Url,
+            ["Handoff:Integrations:44:ApiKey"] = "key-of-integration-44",
+        })
+        { Logs = plainLogs };
+        var plainClient = plain.CreateClient();
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await plainClient.PostRawAsync("/webhooks/cursor/42?run_id=1", StatusChange("bc-000001", "FINISHED"))).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await plainClient.PostRawAsync("/webhooks/cursor/44?run_id=1", StatusChange("bc-000001", "FINISHED"))).StatusCode);
+
+        var lines = plainLogs.GetSnapshot().Where(entry => entry.Id.Name == "WebhookRejected").ToList();
+        Assert.Equal([("42", "0"), ("44", "0")], lines.Select(line => (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Unlogged"))));
+        Assert.All(lines, line => Assert.Equal("the integration has no webhook secret", line.GetStructuredStateValue("Reason")));
+    }
+
+    /// <summary>
     /// 650 unsigned requests to an integration that is not configured wrote 650 warnings: such refusals come before any
     /// rate limiter. One line a minute per integration and reason, with the count of those not logged; the ids that are
     /// not configured count together (anyone can make up more), the configured ones each apart.
