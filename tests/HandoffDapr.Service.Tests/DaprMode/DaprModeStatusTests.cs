@@ -440,6 +440,25 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(right)).StatusCode);
     }
 
+    /// <summary>
+    /// daprd sends its token in one dapr-api-token header: the header given twice is refused, though its two values read
+    /// together (joined by a comma) are a token with a comma in it.
+    /// </summary>
+    [Fact]
+    public async Task App_token_split_across_two_dapr_api_token_headers_is_refused()
+    {
+        await using var factory = await Start(appApiToken: "app-token,from-daprd-15");
+
+        using var split = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        split.Headers.Add("dapr-api-token", ["app-token", "from-daprd-15"]);
+        using var whole = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        whole.Headers.Add("dapr-api-token", "app-token,from-daprd-15");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(split)).StatusCode);
+        // Past the caller check: the run is unknown.
+        Assert.Equal(HttpStatusCode.NotFound, (await factory.CreateClient().SendAsync(whole)).StatusCode);
+    }
+
     [Theory]
     [InlineData(null)]
     [InlineData("another-token")]
