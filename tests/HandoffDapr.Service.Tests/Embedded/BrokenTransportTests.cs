@@ -73,6 +73,8 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
         Assert.Equal(413, status);
         Assert.Contains("application/problem+json", head, StringComparison.OrdinalIgnoreCase);
         Assert.DoesNotContain("Exception", body);
+        // The limit the caller can send, on the webhook too: its own 256 KiB cap is above Handoff:MaxRequestBodyBytes here.
+        Assert.Contains($"The body may be at most {BodyLimit} bytes.", body, StringComparison.Ordinal);
     }
 
     [Theory]
