@@ -524,6 +524,23 @@ public sealed class CallerAuthenticationTests : IDisposable
     }
 
     /// <summary>
+    /// Only a loopback address is a loopback Host: a request from this machine sent to another address (a proxy here
+    /// passing on an outside caller's Host, a page of that address) is refused like one sent to another name.
+    /// </summary>
+    [Theory]
+    [InlineData("192.0.2.10")]
+    [InlineData("[2001:db8::1]")]
+    public async Task Without_a_token_a_loopback_request_sent_to_an_address_that_is_not_loopback_is_refused(string host)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("address-host.db"), cursor.Url);
+        var request = new HttpRequestMessage(HttpMethod.Get, "http://localhost/runs/1/handoff");
+        request.Headers.Host = host;
+        request.Headers.Add(EmbeddedServiceFactory.RemoteAddressHeader, "127.0.0.1");
+
+        Assert.Equal(HttpStatusCode.Forbidden, (await factory.CreateClient().SendAsync(request)).StatusCode);
+    }
+
+    /// <summary>
     /// HTTP/1.0 needs no Host (RFC 1945), and a browser always sends one: a loopback request without it is a local tool.
     /// A real Kestrel on a raw socket, as HttpClient always writes a Host.
     /// </summary>
