@@ -175,6 +175,21 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.DoesNotContain(line.StructuredState!, field => field.Key == "RunId");
     }
 
+    /// <summary>
+    /// The URL's integration id is anyone's text: the rejection line carries its first 32 characters, a line break in it
+    /// made '?' and the cut marked, so a caller can neither forge a line after it nor fill the log with it.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_rejection_logs_the_urls_integration_id_bounded_and_without_control_characters()
+    {
+        var response = await client.PostRawAsync("/webhooks/cursor/42%0AWebhookRejected-forged-line-0123456789?run_id=1", StatusChange("bc-000001", "FINISHED"));
+
+        Assert.Equal(HttpStatusCode.Unauthorized, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookRejected");
+        Assert.Equal("42?WebhookRejected-forged-line-0…", line.GetStructuredStateValue("IntegrationId"));
+        Assert.Equal("no such integration is configured", line.GetStructuredStateValue("Reason"));
+    }
+
     [Theory]
     [InlineData(42, "the integration has no webhook secret")]
     [InlineData(43, "the integration is not a Cursor one")]
