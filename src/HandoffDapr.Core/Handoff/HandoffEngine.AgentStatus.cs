@@ -143,6 +143,9 @@ public sealed partial class HandoffEngine
 
             var latest = state.CodingAgents[agent.Id];
             var age = Age(state, latest, now);
+            // An agent sent a follow-up is watched from then, whether it awaits its pull request or was given up on since.
+            var followedUpAt = FollowedUpAt(state, agent.Id);
+            var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
             if (awaiting.Contains(agent.Id))
             {
                 // Only its completion with a pull request, or the time since its last follow-up, ends the wait (one failed
@@ -150,7 +153,6 @@ public sealed partial class HandoffEngine
                 // (it may not have resumed yet), nor one that failed, nor one that shows it at work: a late webhook may yet
                 // tell of an end before the follow-up, and nothing would read the pull request then.
                 // One the run shows at work is timed out as any other, its age counted from that follow-up, whose work it is.
-                var watchedFor = FollowedUpAt(state, agent.Id) is { } followedUp ? now - followedUp : age;
                 if (IsOverAge(latest, watchedFor, report))
                 {
                     TimeOutAndWatch(latest, watchedFor);
@@ -169,8 +171,6 @@ public sealed partial class HandoffEngine
                 // end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken (its
                 // outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook may yet
                 // tell of that earlier end, which would take it off every watch if it were polled as at work.
-                var followedUpAt = FollowedUpAt(state, agent.Id);
-                var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
                 var endShown = followedUpAt is null
                     && report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
                 if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
