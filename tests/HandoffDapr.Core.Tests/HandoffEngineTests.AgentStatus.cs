@@ -539,11 +539,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public void Agent_reports_move_status_forward_only_and_record_the_pull_request_when_completed()
     {
-        var state = RunHandoffState.New(1) with
-        {
-            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Pending, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
-            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
-        };
+        var state = OneLaunchedAgent(CodingAgentStatus.Pending);
 
         var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, PrUrl: "https://github.com/acme/shop/pull/1"), new TurnMeasurements());
         var done = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1", Summary: "fixed"), new TurnMeasurements());
@@ -571,11 +567,7 @@ public sealed partial class HandoffEngineTests
     [InlineData("/acme/shop/pull/1", null, false)]
     public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept, bool pullRequestOfTheRepository)
     {
-        var state = RunHandoffState.New(1) with
-        {
-            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Running, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
-            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
-        };
+        var state = OneLaunchedAgent(CodingAgentStatus.Running);
 
         var done = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: link, PrUrl: link), new TurnMeasurements());
 
@@ -994,11 +986,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public void A_report_with_the_agents_page_replaces_the_one_known_and_a_report_without_one_keeps_it()
     {
-        var state = RunHandoffState.New(1) with
-        {
-            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Pending, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
-            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
-        };
+        var state = OneLaunchedAgent(CodingAgentStatus.Pending);
         var running = engine.ApplyAgentReport(state, new ProviderAgent("bc-1", ProviderAgentStatus.Running, AgentUrl: "https://cursor.com/agents/bc-1"), new TurnMeasurements());
 
         var moved = engine.ApplyAgentReport(running, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, AgentUrl: "https://cursor.com/agents/bc-1?v=2"), new TurnMeasurements());
@@ -1012,11 +1000,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public void Provider_text_and_links_at_their_bound_are_kept_whole_and_text_past_it_is_cut_at_the_bound()
     {
-        var state = RunHandoffState.New(1) with
-        {
-            CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", CodingAgentStatus.Running, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
-            Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
-        };
+        var state = OneLaunchedAgent(CodingAgentStatus.Running);
         var link = "https://cursor.com/agents/" + new string('a', 2048 - "https://cursor.com/agents/".Length);
         var atBound = new string('s', HandoffEngine.MaxSummaryLength);
 
@@ -1081,4 +1065,11 @@ public sealed partial class HandoffEngineTests
         state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
         Assert.Null(state.NextWakeAt());
     }
+
+    /// <summary>A run whose one launch, of acme/shop, holds agent bc-1 in <paramref name="status"/>, both as of now.</summary>
+    private RunHandoffState OneLaunchedAgent(CodingAgentStatus status) => RunHandoffState.New(1) with
+    {
+        CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", status, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
+        Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
+    };
 }

@@ -358,8 +358,7 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(CompletionStatus.HandedOff, outcome.Status);
         Assert.Equal(LaunchPhase.RetryScheduled, Assert.Single(writer.Saved.Last().Launches).Phase);
         // Nothing is stored for the refused one: for an event this line is all an operator gets.
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
-        Assert.Equal(("acme/bad repo", FailureTypes.InvalidRepository), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+        AssertNotLaunchedLogged(logger, "acme/bad repo", FailureTypes.InvalidRepository);
     }
 
     [Fact]
@@ -370,8 +369,7 @@ public sealed partial class HandoffEngineTests
 
         await logged.TriggerAsync(1, null, Trigger(), writer, CancellationToken.None);
 
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
-        Assert.Equal(("(none)", FailureTypes.NoRepositories), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+        AssertNotLaunchedLogged(logger, "(none)", FailureTypes.NoRepositories);
     }
 
     [Fact]
@@ -395,8 +393,7 @@ public sealed partial class HandoffEngineTests
         }
 
         Assert.Equal((LaunchPhase.Failed, FailureTypes.RetriesExhausted), (writer.Saved.Last().Launches[0].Phase, writer.Saved.Last().Launches[0].FailureType));
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
-        Assert.Equal(("acme/shop", FailureTypes.RetriesExhausted), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+        AssertNotLaunchedLogged(logger, "acme/shop", FailureTypes.RetriesExhausted);
     }
 
     [Fact]
@@ -821,5 +818,12 @@ public sealed partial class HandoffEngineTests
         };
         System.Diagnostics.ActivitySource.AddActivityListener(listener);
         return listener;
+    }
+
+    /// <summary>The one <c>HandoffRepositoryNotLaunched</c> line logged names <paramref name="repository"/> and <paramref name="failureType"/>.</summary>
+    private static void AssertNotLaunchedLogged(FakeLogger<HandoffEngine> logger, string repository, string failureType)
+    {
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Equal((repository, failureType), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
     }
 }
