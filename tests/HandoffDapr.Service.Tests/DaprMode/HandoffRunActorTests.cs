@@ -54,7 +54,7 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>An instance of the run's actor over the test's state; daprd activates a new one after a deactivation.</summary>
-    private HandoffRunActor NewActor(RunLocks? runLocks = null, InMemoryActorStateManager? stateManager = null)
+    private HandoffRunActor NewActor(RunLocks? runLocks = null, InMemoryActorStateManager? stateManager = null, HandoffOptions? options = null)
     {
         var host = ActorHost.CreateForTest<HandoffRunActor>(HandoffRunActor.ActorTypeName, new ActorTestOptions
         {
@@ -65,7 +65,7 @@ public sealed class HandoffRunActorTests
         });
         // No sidecar: publishing fails and is logged, which the actor must survive.
         var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").UseHttpEndpoint("http://127.0.0.1:9").Build();
-        return new HandoffRunActor(host, engine, dapr, Options.Create(new HandoffOptions()), time, rounds, stateManager ?? state, runLocks);
+        return new HandoffRunActor(host, engine, dapr, Options.Create(options ?? new HandoffOptions()), time, rounds, stateManager ?? state, runLocks);
     }
 
     /// <summary>
@@ -586,6 +586,36 @@ public sealed class HandoffRunActorTests
         Assert.Equal(
             Enumerable.Range(5, 16).Select(i => $"command-{i}"),
             JsonSerializer.Deserialize<List<string>>(state.Saved[HandoffRunActor.RecordedCommandsKey]));
+    }
+
+    /// <summary>
+    /// With <c>Handoff:RunRetention</c>, a settled run is deleted at its tombstone's <c>deleted_at</c> on the app's clock,
+    /// that moment included, whether or not the store has expired its keys yet (a store whose clock is behind: this state
+    /// manager never expires them). Read as still there at that moment, the run's failed launch would be handed off
+    /// again by a trigger, on a run the store is about to drop.
+    /// </summary>
+    [Fact]
+    public async Task A_settled_run_is_deleted_at_the_very_moment_its_deleted_at_comes_though_the_store_still_has_its_keys()
+    {
+        var retention = TimeSpan.FromDays(1);
+        var retained = NewActor(options: new HandoffOptions { RunRetention = retention });
+        provider.Fail("acme/shop", new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401));
+        var settled = await retained.TriggerAsync(Trigger(Snapshot("acme/shop")));
+        await engine.FinishRoundAsync(settled.Round!, new ActorRecorder(() => retained), CancellationToken.None);
+        await state.SaveStateAsync();
+        var deletedAt = time.GetUtcNow() + retention;
+        provider.Heal("acme/shop");
+
+        time.Advance(retention - TimeSpan.FromTicks(1));
+        Assert.NotNull(await retained.GetStateAsync());
+        time.Advance(TimeSpan.FromTicks(1));
+
+        Assert.Null(await retained.GetStateAsync());
+        Assert.Equal(deletedAt, (await retained.GetDeletedAsync())!.DeletedAt);
+        var trigger = await retained.TriggerAsync(Trigger(null));
+        Assert.Equal(TriggerStatus.RunDeleted, trigger.Status);
+        Assert.Null(trigger.Round);
+        Assert.Single(provider.Launches);
     }
 
     /// <summary>
