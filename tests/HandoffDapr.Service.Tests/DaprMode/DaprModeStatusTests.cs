@@ -549,6 +549,26 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarRefusedCalls");
     }
 
+    /// <summary>
+    /// With daprd's API token set, the calls to a run's actor carry it too: the owner builds its proxies' options from the
+    /// SDK's (to give them the actor call timeout), and without the token daprd refuses every trigger, event and read of
+    /// a run, each answered 503, while readiness, which checks the token with its own call, says all is well.
+    /// </summary>
+    [Fact]
+    public async Task Calls_to_a_runs_actor_carry_the_sidecars_token()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, settings: new Dictionary<string, string?> { ["DAPR_API_TOKEN"] = "daprd-token-7" }, sidecarApiToken: "daprd-token-7");
+        var client = factory.CreateSidecarClient();
+
+        var triggered = await client.PostJsonAsync("/runs/306/handoff", Payloads.Trigger(Payloads.Run(306, ["acme/shop"], automation: false)));
+        var read = await client.GetAsync("/runs/306/handoff");
+
+        Assert.Equal(HttpStatusCode.Accepted, triggered.StatusCode);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(HttpStatusCode.OK, read.StatusCode);
+    }
+
     [Fact]
     public async Task Readiness_reports_the_sidecar()
     {
