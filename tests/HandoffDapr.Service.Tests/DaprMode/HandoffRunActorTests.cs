@@ -556,6 +556,21 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>
+    /// Any app may call the actor through its sidecar: the record of a command, with its id, for a run that has no state
+    /// is an unknown agent, as the engine answers it, and keeps nothing (no id stored for a run that does not exist).
+    /// Not a failed turn: that would be an error logged as the store's fault, for a call anyone can make.
+    /// </summary>
+    [Fact]
+    public async Task Record_of_a_command_with_an_id_for_a_run_with_no_state_is_an_unknown_agent_and_keeps_nothing()
+    {
+        var outcome = await RecordCommandTurnAsync(new AgentCommandSent(RunId, "bc-unknown", Stop: true, CommandId: "command-1"));
+
+        Assert.Equal(AgentCommandStatus.UnknownAgent, outcome.Status);
+        Assert.Empty(state.Saved);
+        Assert.DoesNotContain(actorLogs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+    }
+
+    /// <summary>
     /// daprd's retry of a command's recording can come after other commands to the run were recorded in between: the
     /// ids of the last sixteen are kept, so such a repeat still finds its id and records nothing. Older ids are dropped,
     /// oldest first, so the kept list does not grow with every command the run ever had.
