@@ -571,6 +571,29 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>
+    /// The timeline is a key of its own, written only when it changes: a reloaded actor (a new activation, a sidecar
+    /// restart) reads it back, and the next save adds to it rather than starting the run's history over.
+    /// </summary>
+    [Fact]
+    public async Task Timeline_is_read_back_by_a_reloaded_actor_and_kept_by_its_next_save()
+    {
+        var outcome = await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var agentId = Assert.Single(outcome.Result.Successes).CodingAgentState.Id;
+        await state.SaveStateAsync();
+        var before = (await actor.GetStateAsync())!.Timeline;
+        await state.ClearCacheAsync();
+
+        Assert.Equal(before.Count, (await actor.GetStateAsync())!.Timeline.Count);
+        await actor.ApplyAgentReportAsync(new AgentReport(42, new ProviderAgent(agentId, ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/1")));
+        await state.SaveStateAsync();
+        await state.ClearCacheAsync();
+
+        var after = (await actor.GetStateAsync())!.Timeline;
+        Assert.True(after.Count > before.Count, $"{after.Count} timeline entries after the report, {before.Count} before");
+        Assert.Equal(before, after.Take(before.Count));
+    }
+
+    /// <summary>
     /// daprd's retry of a command's recording can come after other commands to the run were recorded in between: the
     /// ids of the last sixteen are kept, so such a repeat still finds its id and records nothing. Older ids are dropped,
     /// oldest first, so the kept list does not grow with every command the run ever had.
