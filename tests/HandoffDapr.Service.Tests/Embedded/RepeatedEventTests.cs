@@ -81,6 +81,32 @@ public sealed class RepeatedEventTests : IDisposable
         Assert.NotNull(stored.Snapshot!.Artifacts!.Solution); // what the run knows by now is kept
     }
 
+    /// <summary>
+    /// A person's trigger carrying the run as it is now replaces the snapshot the event's digest was written for: the
+    /// digest goes with it, as it does when another event replaces it, and the old event's bytes again are judged on what
+    /// the run holds now. Kept, they would be answered from a digest whose snapshot the run no longer has.
+    /// </summary>
+    [Fact]
+    public async Task An_event_whose_snapshot_a_persons_trigger_replaced_since_is_not_taken_for_a_repeat()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var old = Payloads.Run(305, ["acme/shop"]);
+        await client.PostJsonAsync(Route, old);
+        await factory.RunScheduleAsync();
+        var trigger = await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger(Payloads.Run(305, ["acme/shop", "acme/api"])));
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+
+        var redelivered = await client.PostJsonAsync(Route, old); // the run now holds the trigger's snapshot: the long way
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(2, cursor.LaunchRequests);
+        var stored = (await factory.Store.LoadAsync(305, CancellationToken.None)).State!;
+        Assert.Equal(2, stored.Snapshot!.Preferences!.Repositories!.Count); // the trigger's snapshot is kept
+    }
+
     [Fact]
     public async Task A_late_root_cause_event_is_remembered_as_handled_only_by_the_snapshot_the_run_keeps()
     {
