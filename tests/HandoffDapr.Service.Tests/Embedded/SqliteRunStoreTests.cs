@@ -360,6 +360,26 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Empty(await first.ClaimDueWakeupsAsync("third", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
     }
 
+    /// <summary>
+    /// A claim holds until the moment its lease ends (lease_until), that moment included: another process on the file
+    /// finds the run taken then, and takes it over a millisecond later, as a lapsed claim is taken over.
+    /// </summary>
+    [Fact]
+    public async Task A_claim_is_held_until_its_lease_ends_and_taken_over_just_after()
+    {
+        var path = temp.File("lease-bound.db");
+        using var first = new SqliteRunStore(path, time);
+        using var second = new SqliteRunStore(path, time);
+        await first.SaveAsync(Pending(7), 0, CancellationToken.None);
+        time.Advance(TimeSpan.FromMinutes(1));
+        var leaseEnds = time.GetUtcNow() + TimeSpan.FromMinutes(5);
+        Assert.Equal([7L], await first.ClaimDueWakeupsAsync("first", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+
+        Assert.Empty(await second.ClaimDueWakeupsAsync("second", leaseEnds, TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+        Assert.Equal(leaseEnds, await LeaseUntil(path, 7));
+        Assert.Equal([7L], await second.ClaimDueWakeupsAsync("second", leaseEnds + TimeSpan.FromMilliseconds(1), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
+    }
+
     /// <summary>Run 7's wake-up, claimed by the first process ("first"), then, its lease lapsed, by the second ("second").</summary>
     private async Task ClaimedBySecondAfterFirstsLeaseLapsedAsync(SqliteRunStore first, SqliteRunStore second)
     {
