@@ -134,6 +134,18 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
+    /// <summary>1 and 200 are the bounds of the limit taken, not the first values refused.</summary>
+    [Theory]
+    [InlineData("?limit=1")]
+    [InlineData("?limit=200")]
+    public async Task Recent_runs_limit_of_1_or_200_is_taken(string query)
+    {
+        var response = await service.Client.GetAsync("/runs" + query);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.NotNull(await response.ReadJsonArrayAsync());
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff?group_id=456&group_id=999", "group_id")]
     [InlineData("/runs/1/handoff?group_id=456&group_id=456", "group_id")]
