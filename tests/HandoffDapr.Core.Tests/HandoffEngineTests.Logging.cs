@@ -711,6 +711,33 @@ public sealed partial class HandoffEngineTests
         Assert.DoesNotContain("prompt", line.Message ?? "", StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// The runbook's ProviderClientFaulted for a person's command: the caller got a 504 (outcome unknown), and this line is
+    /// the only one that says a provider client bug, not the provider, left it unknown.
+    /// </summary>
+    [Theory]
+    [InlineData(true, "stop")]
+    [InlineData(false, "follow-up")]
+    public async Task A_provider_client_fault_on_a_persons_stop_or_follow_up_is_logged_as_that_commands_with_the_exceptions_type_only(bool stop, string operation)
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        provider.CommandsFault = true;
+        var recorder = new EngineRoundTrips.Recorder(logged, writer);
+
+        var outcome = stop
+            ? await logged.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)
+            : await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, outcome.Status);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderClientFaulted");
+        Assert.Equal(LogLevel.Error, line.Level);
+        Assert.Equal(("1", operation, nameof(InvalidOperationException)),
+            (line.GetStructuredStateValue("RunId"), line.GetStructuredStateValue("Operation"), line.GetStructuredStateValue("ExceptionType")));
+        Assert.DoesNotContain("unexpected answer", line.Message ?? "", StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_launch_that_reached_no_provider_records_no_launch_duration()
     {
