@@ -95,6 +95,30 @@ public sealed class CompletionEventLogTests : IDisposable
         Assert.Contains(record.Scopes, scope => scope?.ToString() == "Run 72");
     }
 
+    /// <summary>
+    /// The runbook's promise for a person's stop and follow-up too: the provider client's line about the command is
+    /// written under the run's scope, the only place it names the run.
+    /// </summary>
+    [Theory]
+    [InlineData("stop")]
+    [InlineData("followup")]
+    public async Task Provider_error_answer_to_a_persons_stop_or_follow_up_is_logged_with_the_run_it_belongs_to(string command)
+    {
+        var launched = await client.PostJsonAsync("/runs/76/handoff", Payloads.Trigger(Payloads.Run(76, ["acme/shop"], automation: false)));
+        Assert.Equal(HttpStatusCode.Accepted, launched.StatusCode);
+        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        cursor.NextCommandAnswer = FakeCursor.Status(429);
+
+        var response = command == "stop"
+            ? await client.PostAsync($"/runs/76/agents/{agentId}/stop", null)
+            : await client.PostJsonAsync($"/runs/76/agents/{agentId}/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "Also add a test" });
+
+        Assert.Equal(HttpStatusCode.BadGateway, response.StatusCode);
+        var record = Assert.Single(logs.GetSnapshot(), r => r.Id.Name == "ProviderErrorAnswer");
+        Assert.Contains(record.Scopes.OfType<IEnumerable<KeyValuePair<string, object>>>(), scope => scope.Contains(new KeyValuePair<string, object>("RunId", 76L)));
+        Assert.Contains(record.Scopes, scope => scope?.ToString() == "Run 76");
+    }
+
     [Fact]
     public async Task Event_text_cannot_forge_log_lines_or_send_terminal_codes()
     {
