@@ -518,14 +518,17 @@ public sealed partial class HandoffEngineTests
     /// carried out" (a 502), a follow-up sent again would reach the agent twice.
     /// </summary>
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public async Task A_provider_client_fault_on_a_command_is_an_unknown_outcome_recorded_as_such(bool stop)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public async Task A_provider_client_fault_on_a_command_is_an_unknown_outcome_recorded_as_such(bool stop, bool unaskedCancellation)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.ReadStatus = ProviderAgentStatus.Finished;
         var before = (await WakeWhenDueAsync(writer.Saved.Last())).CodingAgents["bc-1"].Status;
         provider.CommandsFault = true;
+        provider.CommandFault = () => ClientFault(unaskedCancellation);
 
         var outcome = stop
             ? await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", new EngineRoundTrips.Recorder(engine, writer), CancellationToken.None)

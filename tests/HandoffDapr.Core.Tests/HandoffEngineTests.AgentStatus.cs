@@ -210,8 +210,10 @@ public sealed partial class HandoffEngineTests
         Assert.DoesNotContain(state.AgentsToPoll, agent => agent.Id == web);
     }
 
-    [Fact]
-    public async Task Provider_client_fault_reading_one_agent_does_not_stop_the_poll_of_the_others()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Provider_client_fault_reading_one_agent_does_not_stop_the_poll_of_the_others(bool unaskedCancellation)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
         var state = writer.Saved.Last();
@@ -220,7 +222,7 @@ public sealed partial class HandoffEngineTests
         {
             if (agentId == broken)
             {
-                throw new InvalidOperationException("a bug in a provider client");
+                throw ClientFault(unaskedCancellation);
             }
         };
         provider.ReadStatus = ProviderAgentStatus.Finished;
@@ -940,13 +942,16 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(FailureTypes.TimedOut, learnt.Launches.Single().FailureType);
     }
 
-    [Fact]
-    public async Task A_provider_client_fault_stopping_an_agent_the_poll_gave_up_on_fails_neither_the_poll_nor_its_record()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_provider_client_fault_stopping_an_agent_the_poll_gave_up_on_fails_neither_the_poll_nor_its_record(bool unaskedCancellation)
     {
         var logger = new FakeLogger<HandoffEngine>();
         var logged = LoggingTo(logger);
         await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         provider.CommandsFault = true;
+        provider.CommandFault = () => ClientFault(unaskedCancellation);
         time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
 
         var state = await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
@@ -956,7 +961,7 @@ public sealed partial class HandoffEngineTests
         Assert.Contains("bc-1", state.Poll!.GivenUp!);
         var faulted = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderClientFaulted");
         Assert.Equal("stop", faulted.StructuredState!.Single(pair => pair.Key == "Operation").Value);
-        Assert.Contains(nameof(InvalidOperationException), faulted.Message);
+        Assert.Contains(unaskedCancellation ? nameof(TaskCanceledException) : nameof(InvalidOperationException), faulted.Message);
     }
 
     [Fact]

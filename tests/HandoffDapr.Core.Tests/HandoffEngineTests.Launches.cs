@@ -360,14 +360,16 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(LaunchPhase.OutcomeUnknown, slow.Phase);
     }
 
-    [Fact]
-    public async Task Provider_client_fault_on_one_repository_keeps_the_others_answers_and_leaves_it_unknown()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task Provider_client_fault_on_one_repository_keeps_the_others_answers_and_leaves_it_unknown(bool unaskedCancellation)
     {
         provider.OnLaunch = request =>
         {
             if (request.Repository.Name == "broken")
             {
-                throw new InvalidOperationException("a bug in a provider client");
+                throw ClientFault(unaskedCancellation);
             }
         };
 

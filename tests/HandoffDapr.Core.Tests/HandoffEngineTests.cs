@@ -497,6 +497,13 @@ public sealed partial class HandoffEngineTests
         }
     }
 
+    /// <summary>
+    /// What a provider client that faults throws: a bug's exception, or a cancellation no caller asked for (a client's own
+    /// time-out not turned into a failure), which must be a fault too, not a shutdown that ends the round or the command.
+    /// </summary>
+    private static Exception ClientFault(bool unaskedCancellation) =>
+        unaskedCancellation ? new TaskCanceledException("the client's own time-out") : new InvalidOperationException("a bug in a provider client");
+
     private sealed class Provider : ICodingAgentProvider
     {
         private int concurrent;
@@ -613,8 +620,10 @@ public sealed partial class HandoffEngineTests
         /// <summary>What a lookup answers when set (an incomplete one, say).</summary>
         public ProviderFailure? FindFailure { get; set; }
 
-        /// <summary>Stop and follow-up throw, as a provider client meeting an answer of another shape might.</summary>
+        /// <summary>Stop and follow-up throw <see cref="CommandFault"/>, as a provider client meeting an answer of another shape might.</summary>
         public bool CommandsFault { get; set; }
+
+        public Func<Exception> CommandFault { get; set; } = () => new InvalidOperationException("unexpected answer");
 
         /// <summary>What a stop answers when set (the provider out of reach, say); null: accepted, unless <see cref="CannotStop"/>.</summary>
         public ProviderFailure? StopFailure { get; set; }
@@ -634,7 +643,7 @@ public sealed partial class HandoffEngineTests
                 cancellationToken.ThrowIfCancellationRequested();
             }
 
-            return CommandsFault ? throw new InvalidOperationException("unexpected answer") : Task.FromResult(
+            return CommandsFault ? throw CommandFault() : Task.FromResult(
                 CannotStop ? ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.NotSupported, Retryable: false, RequestSent: false))
                 : StopFailure is { } failure ? ProviderResult<bool>.Failed(failure)
                 : ProviderResult<bool>.Success(true));
@@ -644,7 +653,7 @@ public sealed partial class HandoffEngineTests
         public ProviderFailure? FollowupFailure { get; set; }
 
         public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) =>
-            CommandsFault ? throw new InvalidOperationException("unexpected answer")
+            CommandsFault ? throw CommandFault()
             : Task.FromResult(FollowupFailure is { } failure ? ProviderResult<bool>.Failed(failure) : ProviderResult<bool>.Success(true));
     }
 }

@@ -55,9 +55,10 @@ public sealed partial class HandoffEngine
             // outcome, as for a launch its round stopped.
             result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
         }
-        catch (Exception exception) when (exception is not OperationCanceledException)
+        catch (Exception exception)
         {
-            // A fault in a provider client is the provider's answer not understood, not the service failing (not a 500).
+            // A fault in a provider client (a cancellation the caller did not ask for included: its own time-out, say) is
+            // the provider's answer not understood, not the service failing (not a 500).
             // The request may be out, as for a launch that faulted: "not carried out" could make the caller send a
             // follow-up twice, so its outcome is unknown.
             LogProviderFaulted(state.RunId, operation, exception.GetType().Name);

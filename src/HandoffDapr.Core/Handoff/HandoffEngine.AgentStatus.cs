@@ -62,9 +62,10 @@ public sealed partial class HandoffEngine
                 {
                     // Unanswered in time: a failed read, which says nothing about the agent.
                 }
-                catch (Exception exception) when (exception is not OperationCanceledException)
+                catch (Exception exception)
                 {
-                    // A fault in a provider client is a failed read of this agent, not of the whole poll.
+                    // A fault in a provider client (a cancellation the poll did not ask for included) is a failed read of
+                    // this agent, not of the whole poll.
                     LogProviderFaulted(poll.RunId, "read", exception.GetType().Name);
                 }
             });
@@ -281,13 +282,14 @@ public sealed partial class HandoffEngine
                         LogStopNotTaken(runId, agent.AgentId, failure.FailureType);
                     }
                 }
-                catch (Exception exception) when (exception is not OperationCanceledException)
-                {
-                    LogProviderFaulted(runId, "stop", exception.GetType().Name);
-                }
                 catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
                 {
                     // Shutdown or a caller gone: the agent stays failed in our state; the next poll still watches it.
+                }
+                catch (Exception exception)
+                {
+                    // A cancellation not asked for included: the other agents' stops are still sent.
+                    LogProviderFaulted(runId, "stop", exception.GetType().Name);
                 }
             });
     }

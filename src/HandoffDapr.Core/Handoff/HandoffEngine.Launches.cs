@@ -334,17 +334,18 @@ public sealed partial class HandoffEngine
         {
             (outcome, lookedUp) = await CallProviderAsync(round, launch, reconcileFirst, ifNotFound, cancellationToken);
         }
-        catch (Exception exception) when (exception is not OperationCanceledException)
-        {
-            // A fault in a provider client must not lose the other repositories' answers: this one's outcome
-            // is unknown (the request may be out), so its next attempt looks for an agent first.
-            LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
-            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
-        }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
             outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+        }
+        catch (Exception exception)
+        {
+            // A fault in a provider client (a cancellation the round did not ask for included: its own time-out, say)
+            // must not lose the other repositories' answers: this one's outcome is unknown (the request may be out), so
+            // its next attempt looks for an agent first.
+            LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
+            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
         }
 
         // A launch that reached no provider (its integration gone, its prompt over the cap, an open circuit, its lookup
