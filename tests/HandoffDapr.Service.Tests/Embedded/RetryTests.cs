@@ -537,6 +537,69 @@ public sealed class RetryTests : IDisposable
         Assert.Equal(1, cursor.AgentsFor("acme/shop"));
     }
 
+    /// <summary>
+    /// A renewal of the leases that the store refuses (a locked or full disk; here a trigger refusing every change to a
+    /// wake-up) is logged, and the renewals go on: the wake-up still at the provider keeps its claim past its lease, so
+    /// another process on the file does not launch the run a second time. Ending the renewals at their first failure
+    /// (hand mutation: the catch's pause made a break) survived every retry, store, schedule, retention and shutdown test.
+    /// </summary>
+    [Fact]
+    public async Task Lease_renewal_the_store_refuses_once_is_logged_and_the_renewals_after_it_keep_the_claim()
+    {
+        using var held = cursor.Hold("acme/shop");
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(314, ["acme/shop"]));
+        var wake = factory.RunScheduleAsync();
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+        ExecuteSql("CREATE TRIGGER refuse_renewal BEFORE UPDATE ON wakeups BEGIN SELECT RAISE(ABORT, 'injected: disk full 7c2a'); END;");
+        await Eventually.True(() =>
+        {
+            if (logs.GetSnapshot().Any(record => record.Id.Name == "SchedulerFailed"))
+            {
+                return true;
+            }
+
+            time.Advance(TimeSpan.FromSeconds(1));
+            return false;
+        });
+        Assert.Contains("7c2a", logs.GetSnapshot().First(record => record.Id.Name == "SchedulerFailed").Exception!.ToString(), StringComparison.Ordinal);
+        ExecuteSql("DROP TRIGGER refuse_renewal;");
+        var refusedAt = time.GetUtcNow();
+
+        // As above: a second at a time to 5 s past the lease on file when the renewal was refused, waiting near it for the next renewal to land.
+        await Eventually.True(() =>
+        {
+            if (time.GetUtcNow() >= refusedAt + TimeSpan.FromSeconds(35))
+            {
+                return true;
+            }
+
+            if (LeaseUntil(314) - time.GetUtcNow() > TimeSpan.FromSeconds(5))
+            {
+                time.Advance(TimeSpan.FromSeconds(1));
+            }
+
+            return false;
+        });
+        using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
+        other.CreateClient().Dispose();
+        var claimedByOther = await other.RunScheduleAsync();
+        held.Release();
+        await wake;
+
+        Assert.Equal(0, claimedByOther);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
+    private void ExecuteSql(string sql)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={factory.DataPath};Pooling=False");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        command.ExecuteNonQuery();
+    }
+
     private DateTimeOffset? LeaseUntil(long runId)
     {
         using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={factory.DataPath};Mode=ReadOnly");
