@@ -121,6 +121,29 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Empty(cursor.CommandRequests);
     }
 
+    /// <summary>
+    /// A follow-up's text of nothing an agent could read (empty, spaces, controls, zero-width characters) is refused, and
+    /// nothing reaches the agent: trimmed, it would be an empty instruction.
+    /// </summary>
+    [Theory]
+    [InlineData("")]
+    [InlineData("   \n")]
+    [InlineData("\u200b\u0007")]
+    [InlineData("\ufeff\u00a0\u2028")]
+    public async Task Followup_of_no_visible_text_is_a_400_and_nothing_is_sent(string text)
+    {
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/130/handoff", Payloads.Trigger(Payloads.Run(130, ["acme/shop"], automation: false)))).StatusCode);
+        var agentId = Assert.Single(cursor.Agents.Keys);
+
+        var response = await client.PostJsonAsync($"/runs/130/agents/{agentId}/followup", new JsonObject { ["text"] = text });
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", problem["type"]!.GetValue<string>());
+        Assert.Contains("visible character", problem["detail"]!.GetValue<string>());
+        Assert.Empty(cursor.CommandRequests);
+    }
+
     [Fact]
     public async Task Manual_trigger_sends_the_prompt_branch_and_bearer_key_to_cursor()
     {
