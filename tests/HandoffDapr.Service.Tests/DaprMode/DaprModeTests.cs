@@ -259,6 +259,30 @@ public sealed class DaprModeTests : DaprModeTest
         Assert.Equal(HttpStatusCode.OK, read.StatusCode);
     }
 
+    /// <summary>
+    /// Group scoping through the actor: a read naming another group gets exactly the answer of a run that does not exist,
+    /// so one group cannot learn of another's runs. Dropping that check for the actor's state (hand mutation) was killed
+    /// only by one row of a redelivery test.
+    /// </summary>
+    [Fact]
+    public async Task Read_naming_another_group_is_answered_as_a_run_that_does_not_exist()
+    {
+        var response = await client.PostJsonAsync("/runs/175/handoff", Payloads.Trigger(Payloads.Run(175, ["acme/shop"], automation: false, groupId: 7), groupId: 7));
+        Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
+
+        var own = await client.GetAsync("/runs/175/handoff?group_id=7");
+        var other = await client.GetAsync("/runs/175/handoff?group_id=8");
+        var missing = await client.GetAsync("/runs/176/handoff?group_id=8");
+
+        Assert.Equal(HttpStatusCode.OK, own.StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, other.StatusCode);
+        var (otherBody, missingBody) = (await other.ReadJsonAsync(), await missing.ReadJsonAsync());
+        Assert.Equal(
+            (missingBody["type"]!.ToString(), missingBody["title"]!.ToString(), missingBody["detail"]!.ToString()),
+            (otherBody["type"]!.ToString(), otherBody["title"]!.ToString(), otherBody["detail"]!.ToString()));
+        Assert.DoesNotContain("acme/shop", await other.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
     {
