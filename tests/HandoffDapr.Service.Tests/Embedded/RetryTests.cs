@@ -510,25 +510,7 @@ public sealed class RetryTests : IDisposable
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
         Assert.Equal(claimedAt + TimeSpan.FromSeconds(30), LeaseUntil(313));
 
-        // The clock moves on a second at a time to 5 s past the claim's lease, never to within 5 s of the lease on the
-        // file: it waits there for each renewal (every third of a lease) to land.
-        await Eventually.True(() =>
-        {
-            if (time.GetUtcNow() >= claimedAt + TimeSpan.FromSeconds(35))
-            {
-                return true;
-            }
-
-            if (LeaseUntil(313) - time.GetUtcNow() > TimeSpan.FromSeconds(5))
-            {
-                time.Advance(TimeSpan.FromSeconds(1));
-            }
-
-            return false;
-        });
-        using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
-        other.CreateClient().Dispose();
-        var claimedByOther = await other.RunScheduleAsync();
+        var claimedByOther = await ClaimsOfAnotherProcessPastTheLeaseAsync(313, claimedAt);
         held.Release();
         await wake;
 
@@ -565,15 +547,31 @@ public sealed class RetryTests : IDisposable
         ExecuteSql("DROP TRIGGER refuse_renewal;");
         var refusedAt = time.GetUtcNow();
 
-        // As above: a second at a time to 5 s past the lease on file when the renewal was refused, waiting near it for the next renewal to land.
+        // To 5 s past the lease on file when the renewal was refused.
+        var claimedByOther = await ClaimsOfAnotherProcessPastTheLeaseAsync(314, refusedAt);
+        held.Release();
+        await wake;
+
+        Assert.Equal(0, claimedByOther);
+        Assert.Equal(1, cursor.LaunchRequests);
+        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+    }
+
+    /// <summary>
+    /// Moves the clock a second at a time to 5 s past a lease of 30 s taken at <paramref name="leasedAt"/>, never to within
+    /// 5 s of the lease on the file (it waits there for each renewal, every third of a lease, to land); then another
+    /// process on the file runs its schedule once. What that process claimed.
+    /// </summary>
+    private async Task<int> ClaimsOfAnotherProcessPastTheLeaseAsync(long runId, DateTimeOffset leasedAt)
+    {
         await Eventually.True(() =>
         {
-            if (time.GetUtcNow() >= refusedAt + TimeSpan.FromSeconds(35))
+            if (time.GetUtcNow() >= leasedAt + TimeSpan.FromSeconds(35))
             {
                 return true;
             }
 
-            if (LeaseUntil(314) - time.GetUtcNow() > TimeSpan.FromSeconds(5))
+            if (LeaseUntil(runId) - time.GetUtcNow() > TimeSpan.FromSeconds(5))
             {
                 time.Advance(TimeSpan.FromSeconds(1));
             }
@@ -582,13 +580,7 @@ public sealed class RetryTests : IDisposable
         });
         using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
         other.CreateClient().Dispose();
-        var claimedByOther = await other.RunScheduleAsync();
-        held.Release();
-        await wake;
-
-        Assert.Equal(0, claimedByOther);
-        Assert.Equal(1, cursor.LaunchRequests);
-        Assert.Equal(1, cursor.AgentsFor("acme/shop"));
+        return await other.RunScheduleAsync();
     }
 
     private void ExecuteSql(string sql)
