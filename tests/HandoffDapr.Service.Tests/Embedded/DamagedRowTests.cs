@@ -61,7 +61,7 @@ public sealed class DamagedRowTests : IDisposable
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/a"], automation: false)))).StatusCode);
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
-        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", state);
+        DataFileSql.Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", state);
 
         var list = await client.GetAsync("/runs");
         Assert.Equal(HttpStatusCode.OK, list.StatusCode);
@@ -116,7 +116,7 @@ public sealed class DamagedRowTests : IDisposable
         }) { Logs = logs };
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
-        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
+        DataFileSql.Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
 
         var body = """{"event": "statusChange", "id": "bc-1", "status": "FINISHED", "source": {"repository": "https://github.com/acme/b"}}""";
         using var webhook = Payloads.SignedWebhook("/webhooks/cursor/42?run_id=2", body, secret);
@@ -138,7 +138,7 @@ public sealed class DamagedRowTests : IDisposable
         using var factory = new EmbeddedServiceFactory(path, cursor.Url);
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
-        Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
+        DataFileSql.Execute(path, "UPDATE runs SET state = $state, view = NULL WHERE run_id = 2", "{}");
 
         var stop = await client.PostAsync($"/runs/2/agents/{new string('a', 129)}/stop", null);
         var followup = await client.PostJsonAsync("/runs/2/agents/bc%201/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" });
@@ -156,7 +156,7 @@ public sealed class DamagedRowTests : IDisposable
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/a"], automation: false)))).StatusCode);
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
-        Execute(path, "UPDATE runs SET state = (SELECT state FROM runs WHERE run_id = 1), view = NULL WHERE run_id = 2");
+        DataFileSql.Execute(path, "UPDATE runs SET state = (SELECT state FROM runs WHERE run_id = 1), view = NULL WHERE run_id = 2");
         var runOne = StoredState(path, 1);
 
         var again = await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b", "acme/c"], automation: false)));
@@ -198,7 +198,7 @@ public sealed class DamagedRowTests : IDisposable
         var path = temp.File("unlisted.db");
         using var factory = new EmbeddedServiceFactory(path, cursor.Url) { Logs = logs };
         var client = factory.CreateClient();
-        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+        DataFileSql.Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
 
         var response = await client.GetAsync("/runs");
 
@@ -217,7 +217,7 @@ public sealed class DamagedRowTests : IDisposable
         var path = temp.File("unreadable-store.db");
         using var factory = new EmbeddedServiceFactory(path, cursor.Url);
         var client = factory.CreateClient();
-        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+        DataFileSql.Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
 
         var read = await client.GetAsync("/runs/280/handoff");
         var trigger = await client.PostJsonAsync("/runs/280/handoff", Payloads.Trigger(Payloads.Run(280, ["acme/shop"], automation: false)));
@@ -240,7 +240,7 @@ public sealed class DamagedRowTests : IDisposable
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/2/handoff", Payloads.Trigger(Payloads.Run(2, ["acme/b"], automation: false)))).StatusCode);
         Assert.Equal(1, cursor.LaunchRequests);
-        Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
+        DataFileSql.Execute(path, "ALTER TABLE runs RENAME TO runs_elsewhere");
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostAsync("/runs/2/agents/bc-1/stop", null)).StatusCode);
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.PostJsonAsync("/runs/2/agents/bc-1/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "and a test" })).StatusCode);
@@ -280,7 +280,7 @@ public sealed class DamagedRowTests : IDisposable
         await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(7, ["acme/retry"]));
         await factory.RunScheduleAsync();
         Assert.Equal(LaunchPhase.RetryScheduled, (await factory.Store.LoadAsync(7, CancellationToken.None)).State!.Launches.Single().Phase);
-        Execute(path, "DELETE FROM wakeups WHERE run_id = 7");
+        DataFileSql.Execute(path, "DELETE FROM wakeups WHERE run_id = 7");
 
         time.Advance(TimeSpan.FromDays(3));
         await factory.Services.GetRequiredService<RetentionSweeper>().SweepAsync(CancellationToken.None);
@@ -320,23 +320,10 @@ public sealed class DamagedRowTests : IDisposable
     {
         var path = temp.File(name);
         new SqliteRunStore(path, TimeProvider.System).Dispose();
-        Execute(path, sql, state);
+        DataFileSql.Execute(path, sql, state);
         return path;
     }
 
-    private static void Execute(string path, string sql, string? state = null)
-    {
-        using var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        if (state is not null)
-        {
-            command.Parameters.AddWithValue("$state", state);
-        }
-
-        command.ExecuteNonQuery();
-    }
 
     private static object? Scalar(string path, string sql)
     {

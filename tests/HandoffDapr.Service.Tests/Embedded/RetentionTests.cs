@@ -368,7 +368,7 @@ public sealed class RetentionTests : IDisposable
         using var factory = Start();
         using var client = factory.CreateClient();
         await SettleAsync(factory, client, 730);
-        Execute(factory.DataPath, "CREATE TRIGGER refuse_sweep BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'injected: disk full 5e1d'); END;");
+        DataFileSql.Execute(factory.DataPath, "CREATE TRIGGER refuse_sweep BEFORE DELETE ON runs BEGIN SELECT RAISE(ABORT, 'injected: disk full 5e1d'); END;");
 
         // The background sweep comes every 10 minutes (fake time): advanced until it has run into the refusal.
         await Eventually.True(() =>
@@ -383,7 +383,7 @@ public sealed class RetentionTests : IDisposable
         Assert.True(time.GetUtcNow() - new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero) > Retention);
         Assert.NotNull((await factory.Store.LoadAsync(730, CancellationToken.None)).State);
 
-        Execute(factory.DataPath, "DROP TRIGGER refuse_sweep;");
+        DataFileSql.Execute(factory.DataPath, "DROP TRIGGER refuse_sweep;");
         await Eventually.True(async () =>
         {
             time.Advance(RetentionSweeper.Interval);
@@ -391,14 +391,6 @@ public sealed class RetentionTests : IDisposable
         });
     }
 
-    private static void Execute(string path, string sql)
-    {
-        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
-    }
 
     private static RetentionSweeper Sweeper(EmbeddedServiceFactory factory) => factory.Services.GetRequiredService<RetentionSweeper>();
 

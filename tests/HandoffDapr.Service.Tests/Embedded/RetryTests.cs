@@ -532,7 +532,7 @@ public sealed class RetryTests : IDisposable
         await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(314, ["acme/shop"]));
         var wake = factory.RunScheduleAsync();
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
-        ExecuteSql("CREATE TRIGGER refuse_renewal BEFORE UPDATE ON wakeups BEGIN SELECT RAISE(ABORT, 'injected: disk full 7c2a'); END;");
+        DataFileSql.Execute(factory.DataPath, "CREATE TRIGGER refuse_renewal BEFORE UPDATE ON wakeups BEGIN SELECT RAISE(ABORT, 'injected: disk full 7c2a'); END;");
         await Eventually.True(() =>
         {
             if (logs.GetSnapshot().Any(record => record.Id.Name == "SchedulerFailed"))
@@ -544,7 +544,7 @@ public sealed class RetryTests : IDisposable
             return false;
         });
         Assert.Contains("7c2a", logs.GetSnapshot().First(record => record.Id.Name == "SchedulerFailed").Exception!.ToString(), StringComparison.Ordinal);
-        ExecuteSql("DROP TRIGGER refuse_renewal;");
+        DataFileSql.Execute(factory.DataPath, "DROP TRIGGER refuse_renewal;");
         var refusedAt = time.GetUtcNow();
 
         // To 5 s past the lease on file when the renewal was refused.
@@ -581,15 +581,6 @@ public sealed class RetryTests : IDisposable
         using var other = new EmbeddedServiceFactory(factory.DataPath, cursor.Url, time) { ScheduleRunsOnItsOwn = false };
         other.CreateClient().Dispose();
         return await other.RunScheduleAsync();
-    }
-
-    private void ExecuteSql(string sql)
-    {
-        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={factory.DataPath};Pooling=False");
-        connection.Open();
-        using var command = connection.CreateCommand();
-        command.CommandText = sql;
-        command.ExecuteNonQuery();
     }
 
     private DateTimeOffset? LeaseUntil(long runId)
