@@ -42,6 +42,23 @@ public sealed class RequestBodyBufferTests
         }
     }
 
+    /// <summary>
+    /// A chunked body declares no length: the limit is found while reading, and one byte past it is a 413 (on the webhook,
+    /// whose 256 KiB cap is under Kestrel's own limit, nothing else would stop it).
+    /// </summary>
+    [Fact]
+    public async Task Body_of_no_declared_length_one_byte_over_the_limit_is_too_large()
+    {
+        var request = new DefaultHttpContext().Request;
+        request.Body = new TricklingBody(bytes: Limit + 1);
+
+        var (read, problem) = await RequestBody.ReadAsync(request, Limit, CancellationToken.None);
+
+        Assert.Null(read);
+        Assert.Equal(StatusCodes.Status413PayloadTooLarge, problem!.StatusCode);
+        Assert.Equal($"The body may be at most {Limit} bytes.", problem.ProblemDetails.Detail);
+    }
+
     /// <summary>Sends its bytes at most 4 KiB at a time, as a network does, and records the first buffer it was given.</summary>
     private sealed class TricklingBody(int bytes) : AsyncReadOnlyStream
     {
