@@ -108,6 +108,30 @@ public sealed class BrokenTransportTests : IClassFixture<BrokenTransportTests.Se
     }
 
     /// <summary>
+    /// The webhook's 256 KiB cap is under Kestrel's own limit (1 MiB by default), so only the declared length says in
+    /// advance that the body is too large: a client awaiting "100 Continue" is refused at once, not asked to upload it.
+    /// </summary>
+    [Fact]
+    public async Task Webhook_body_declared_over_its_256_KiB_cap_of_a_client_awaiting_100_continue_is_refused_without_asking_for_it()
+    {
+        using var temp = new TempDirectory();
+        using var cursor = new FakeCursor();
+        using var factory = new EmbeddedServiceFactory(temp.File("handoff.db"), cursor.Url, settings: new Dictionary<string, string?>
+        {
+            [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:WebhookSecret"] = "webhook-secret-0123456789abcdef-0123456789",
+        });
+        var port = factory.StartOnKestrel().Port;
+
+        // Declares one byte over the cap, and sends none of it.
+        var answer = await HttpExtensions.SendRawAsync(port,
+            $"POST /webhooks/cursor/{EmbeddedServiceFactory.IntegrationId}?run_id=1 HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {(256 * 1024) + 1}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n");
+
+        Assert.True(answer.StartsWith("HTTP/1.1 413", StringComparison.Ordinal), answer);
+        Assert.DoesNotContain("100 Continue", answer);
+        Assert.Contains("The body may be at most 262144 bytes.", answer, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// A body refused for its declared length is read and dropped only up to 16 MiB (daprd sends up to 8): one declared
     /// larger is answered at once, unread. Without that bound the service would read whatever a client declares (gigabytes)
     /// only to drop it; with Kestrel's minimum data rate off, as here, it would wait for ever on a client that sends none.
