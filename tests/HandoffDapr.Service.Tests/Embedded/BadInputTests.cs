@@ -389,6 +389,8 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal(HttpStatusCode.RequestEntityTooLarge, response.StatusCode);
         var problem = await response.ReadJsonAsync();
         Assert.Equal("https://handoff-dapr.dev/problems/body-too-large", problem["type"]!.GetValue<string>());
+        Assert.Equal("Request body too large", problem["title"]!.GetValue<string>());
+        Assert.Equal(413, problem["status"]!.GetValue<int>());
         Assert.Equal("The body may be at most 1048576 bytes.", problem["detail"]!.GetValue<string>());
     }
 
@@ -429,7 +431,10 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
 
         Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
-        Assert.Equal("https://handoff-dapr.dev/problems/unsupported-media-type", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/unsupported-media-type", problem["type"]!.GetValue<string>());
+        Assert.Equal("Unsupported media type", problem["title"]!.GetValue<string>());
+        Assert.Equal(415, problem["status"]!.GetValue<int>());
     }
 
     [Theory]
@@ -510,7 +515,9 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
             var response = await service.Client.PostAsync(path, content);
 
             Assert.Equal(HttpStatusCode.UnsupportedMediaType, response.StatusCode);
-            Assert.Equal("https://handoff-dapr.dev/problems/unsupported-content-encoding", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+            var problem = await response.ReadJsonAsync();
+            Assert.Equal("https://handoff-dapr.dev/problems/unsupported-content-encoding", problem["type"]!.GetValue<string>());
+            Assert.Equal("Unsupported content encoding", problem["title"]!.GetValue<string>());
             Assert.Equal("identity", response.Headers.GetValues("Accept-Encoding").Single());
         }
     }
