@@ -330,6 +330,21 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType?.MediaType);
     }
 
+    /// <summary>An empty body is told so, not that it "cannot be read" as JSON of the wrong type or with a name twice.</summary>
+    [Theory]
+    [InlineData("/runs/1/handoff")]
+    [InlineData("/runs/1/agents/bc-1/followup")]
+    [InlineData("/events/autofix-run-completed")]
+    public async Task Empty_body_is_an_invalid_body_problem_saying_it_is_empty(string path)
+    {
+        var response = await service.Client.PostRawAsync(path, string.Empty);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var problem = await response.ReadJsonAsync();
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", problem["type"]!.GetValue<string>());
+        Assert.Equal("The body is empty.", problem["detail"]!.GetValue<string>());
+    }
+
     [Fact]
     public async Task Deeply_nested_json_is_a_4xx_problem()
     {
