@@ -502,9 +502,11 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     [Theory]
     [InlineData("identity")]
     [InlineData(" IDENTITY ")]
-    public async Task Body_with_the_identity_content_encoding_is_read_as_uncompressed(string encoding)
+    [InlineData("  ")]
+    public async Task Body_with_the_identity_or_a_blank_content_encoding_is_read_as_uncompressed(string encoding)
     {
-        // identity means no coding at all (RFC 9110 §8.4.1): it is the one Accept-Encoding names on a 415.
+        // identity means no coding at all (RFC 9110 §8.4.1): it is the one Accept-Encoding names on a 415. A blank value
+        // names no coding either.
         var request = new HttpRequestMessage(HttpMethod.Post, "/runs/9/handoff")
         {
             Content = new StringContent("""{"group_id":456,"integration_id":42}""", System.Text.Encoding.UTF8, "application/json"),
