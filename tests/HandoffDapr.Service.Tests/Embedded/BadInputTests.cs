@@ -436,6 +436,20 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         Assert.Contains($" at $.{name}: ", (await response.ReadJsonAsync())["detail"]!.GetValue<string>(), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Where_an_unreadable_body_failed_is_cut_when_it_is_one_character_longer_than_the_bound()
+    {
+        // "$." and a 79-character name: a path of 81 characters.
+        var name = new string('p', 79);
+
+        var response = await service.Client.PostRawAsync("/runs/1/handoff", "{\"group_id\":456,\"integration_id\":42,\"" + name + "\":[1,}");
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        var detail = (await response.ReadJsonAsync())["detail"]!.GetValue<string>();
+        Assert.Contains("…", detail, StringComparison.Ordinal);
+        Assert.DoesNotContain(name, detail, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff")]
     [InlineData("/events/autofix-run-completed")]
