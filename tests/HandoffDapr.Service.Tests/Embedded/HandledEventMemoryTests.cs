@@ -289,6 +289,30 @@ public sealed class HandledEventMemoryTests : IDisposable
         Assert.Equal(0, store.RememberedEvents);
     }
 
+    /// <summary>
+    /// A run's row holds one handled event: a digest remembered for a run replaces the one remembered before it, which no
+    /// longer answers for the run. Kept beside the new one (Remember without its Drop, hand mutation), the old event's
+    /// redelivery was answered as a no-op from memory though the row had moved on; the store's saves happened to forget
+    /// the run first, so no store test saw it.
+    /// </summary>
+    [Fact]
+    public void A_digest_remembered_for_a_run_replaces_the_one_remembered_for_it_before()
+    {
+        var memory = new HandledEventMemory(8, time);
+        using var file = new SqliteConnection("Data Source=:memory:");
+        file.Open();
+        memory.ForgetIfOthersWrote(file);
+        var first = SHA256.HashData(Event(1));
+        var second = SHA256.HashData(Encoding.UTF8.GetBytes("{\"run_id\":1,\"group\":{\"id\":457}}"));
+
+        memory.Remember(1, first);
+        memory.Remember(1, second);
+
+        Assert.Null(memory.Find(first));
+        Assert.Equal(1, memory.Find(second));
+        Assert.Equal(1, memory.Count);
+    }
+
     [Fact]
     public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
     {
