@@ -101,6 +101,48 @@ public sealed class SqliteWriterTests : IDisposable
         Assert.Equal(2L, (long)count.ExecuteScalar()!);
     }
 
+    /// <summary>
+    /// A write's after-commit step (the store remembers the event it saved as handled) runs only once its transaction has
+    /// committed: a transaction that fails at its commit runs none, and its write is reported failed. Run before the
+    /// commit (hand mutation), the step told the handled-event memory of a save that never happened, and a redelivery was
+    /// answered as a no-op from it; no store, writer or repeated-event test had a commit fail after its writes were made.
+    /// </summary>
+    [Fact]
+    public async Task A_write_whose_transaction_fails_at_its_commit_runs_no_after_commit_step()
+    {
+        var path = temp.File("deferred.db");
+        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            setup.Open();
+            Execute(setup, """
+                PRAGMA journal_mode = WAL;
+                CREATE TABLE parents (id INTEGER PRIMARY KEY);
+                CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);
+                """);
+        }
+
+        // A deferred foreign key is checked at the commit: the insert itself succeeds, the commit fails.
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False;Foreign Keys=True");
+        connection.Open();
+        using var checking = new SqliteWriter(connection);
+        var afterCommitRan = false;
+
+        var orphan = checking.WriteAsync(
+            (c, t) =>
+            {
+                using var command = c.CreateCommand();
+                command.Transaction = t;
+                command.CommandText = "INSERT INTO children (id, parent) VALUES (1, 99)";
+                return command.ExecuteNonQuery();
+            },
+            afterCommit: _ => afterCommitRan = true);
+
+        var failure = await Assert.ThrowsAsync<SqliteException>(() => orphan);
+        Assert.Equal(SQLitePCL.raw.SQLITE_CONSTRAINT, failure.SqliteErrorCode);
+        Assert.False(afterCommitRan);
+        Assert.Equal(0, checking.Transactions);
+    }
+
     private (Task<int> Write, ManualResetEventSlim Release) Blocking()
     {
         var started = new ManualResetEventSlim();
