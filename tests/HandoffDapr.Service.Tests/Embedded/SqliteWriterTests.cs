@@ -143,6 +143,21 @@ public sealed class SqliteWriterTests : IDisposable
         Assert.Equal(0, checking.Transactions);
     }
 
+    /// <summary>
+    /// An exception that is not SQLite's escaping a commit (an after-commit step that throws, which it must not) fails
+    /// that batch's writes and leaves the writer running: the next write is made. Caught only as a SqliteException
+    /// (hand mutation), it ended the writer thread, and with it the process, as no other test had one.
+    /// </summary>
+    [Fact]
+    public async Task A_batch_whose_after_commit_step_throws_is_reported_failed_and_the_next_write_is_made()
+    {
+        var throwing = writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 1), afterCommit: _ => throw new InvalidOperationException("after-commit step"));
+
+        await Assert.ThrowsAsync<InvalidOperationException>(() => throwing);
+        Assert.Equal(1, await writer.WriteAsync((connection, transaction) => Insert(connection, transaction, 2)));
+        Assert.Equal(2L, Count());
+    }
+
     private (Task<int> Write, ManualResetEventSlim Release) Blocking()
     {
         var started = new ManualResetEventSlim();
