@@ -158,6 +158,52 @@ public sealed class SqliteWriterTests : IDisposable
         Assert.Equal(2L, Count());
     }
 
+    /// <summary>
+    /// Disposing the writer waits for the writes queued before it: once it returns they are committed, and their callers
+    /// told so. Returning at once (no wait for the writer thread) left them to a background thread the process's exit
+    /// ends, with their callers still waiting.
+    /// </summary>
+    [Fact]
+    public async Task Shutdown_returns_once_the_writes_queued_before_it_are_made()
+    {
+        var path = temp.File("drained.db");
+        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            setup.Open();
+            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        }
+
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        var draining = new SqliteWriter(connection);
+        using var started = new ManualResetEventSlim();
+        using var hold = new ManualResetEventSlim();
+        var first = draining.WriteAsync((c, t) => { started.Set(); hold.Wait(TimeSpan.FromSeconds(30)); return Insert(c, t, 1); });
+        var second = draining.WriteAsync((c, t) => Insert(c, t, 2));
+        Assert.True(started.Wait(TimeSpan.FromSeconds(10)));
+
+        var disposing = Task.Run(draining.Dispose);
+        // Shutdown has begun (the writer takes no more writes) while the first write is still under way.
+        await Eventually.True(() =>
+        {
+            try
+            {
+                _ = draining.WriteAsync((c, t) => 0);
+                return false;
+            }
+            catch (InvalidOperationException)
+            {
+                return true;
+            }
+        });
+        hold.Set();
+        await disposing;
+
+        Assert.True(first.IsCompletedSuccessfully);
+        Assert.True(second.IsCompletedSuccessfully);
+        Assert.Equal(System.Data.ConnectionState.Closed, connection.State);
+    }
+
     private (Task<int> Write, ManualResetEventSlim Release) Blocking()
     {
         var started = new ManualResetEventSlim();
