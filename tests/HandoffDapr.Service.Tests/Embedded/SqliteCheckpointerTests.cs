@@ -215,6 +215,31 @@ public sealed class SqliteCheckpointerTests : IDisposable
         Assert.Single(failures);
     }
 
+    /// <summary>
+    /// A commit the writer reports after the checkpointer was disposed (a write it finished once its shutdown wait ran
+    /// out) is ignored: the next start copies it. Counted (the stopping check dropped, hand mutation), the two hundredth
+    /// such write set the disposed wake-up event, and the ObjectDisposedException failed a batch of writes already committed.
+    /// </summary>
+    [Fact]
+    public void Commit_reported_after_disposal_is_ignored()
+    {
+        var path = temp.File("late.db");
+        using (new SqliteRunStore(path, time))
+        {
+            // Made and closed: the file is in write-ahead-log mode, with a table.
+        }
+
+        using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
+        writer.Open();
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        var checkpointer = new SqliteCheckpointer(connection, _ => { });
+        checkpointer.Dispose();
+
+        Assert.Null(Record.Exception(() => checkpointer.Committed(SqliteCheckpointer.WritesPerCheckpoint, writer)));
+        Assert.Equal((0L, 0L, 0L), checkpointer.Checkpoints);
+    }
+
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
     private static uint LogGeneration(string path)
     {
