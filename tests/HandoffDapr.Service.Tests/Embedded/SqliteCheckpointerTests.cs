@@ -240,6 +240,29 @@ public sealed class SqliteCheckpointerTests : IDisposable
         Assert.Equal((0L, 0L, 0L), checkpointer.Checkpoints);
     }
 
+    /// <summary>
+    /// Disposing the checkpointer wakes its thread, which ends and closes its connection to the file. A thread left
+    /// waiting (not woken, or going back to wait once woken) kept its connection open for the life of the process, and
+    /// the store's disposal waited ten seconds for it.
+    /// </summary>
+    [Fact]
+    public void Disposed_checkpointer_ends_its_thread_and_closes_its_connection()
+    {
+        var path = temp.File("disposed.db");
+        using (new SqliteRunStore(path, time))
+        {
+            // Made and closed: the file is in write-ahead-log mode, with a table.
+        }
+
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        var checkpointer = new SqliteCheckpointer(connection, _ => { });
+
+        checkpointer.Dispose();
+
+        Assert.Equal(System.Data.ConnectionState.Closed, connection.State);
+    }
+
     /// <summary>The checkpoint sequence number in the log's header: it changes when the log starts over.</summary>
     private static uint LogGeneration(string path)
     {
