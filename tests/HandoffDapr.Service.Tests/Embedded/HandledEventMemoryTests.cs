@@ -290,6 +290,43 @@ public sealed class HandledEventMemoryTests : IDisposable
     }
 
     /// <summary>
+    /// After a commit the writer looks at the file only once <see cref="SqliteWriter.IdleCheck"/> has passed since its
+    /// last look, and then does: another connection's commit is seen at that look, not before. Never looking after a
+    /// commit (hand mutation) survived every test, as the idle looks of the writer's real-time wait renewed the window;
+    /// looking after every commit (the other) doubled the p99 of a stream of new events in a profile of the load tool.
+    /// </summary>
+    [Fact]
+    public void After_a_commit_the_writer_looks_at_the_file_once_the_idle_check_interval_has_passed()
+    {
+        var path = temp.File("look.db");
+        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            setup.Open();
+            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        }
+
+        using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
+        writer.Open();
+        var memory = new HandledEventMemory(8, time);
+        var digest = SHA256.HashData(Event(1));
+        memory.Look(writer, idle: true);
+        memory.Remember(1, digest);
+        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            other.Open();
+            Execute(other, "INSERT INTO items (id) VALUES (1)");
+        }
+
+        time.Advance(SqliteWriter.IdleCheck - TimeSpan.FromTicks(1));
+        memory.Look(writer, idle: false);
+        Assert.Equal(1, memory.Find(digest));
+
+        time.Advance(TimeSpan.FromTicks(1));
+        memory.Look(writer, idle: false);
+        Assert.Null(memory.Find(digest));
+    }
+
+    /// <summary>
     /// A run's row holds one handled event: a digest remembered for a run replaces the one remembered before it, which no
     /// longer answers for the run. Kept beside the new one (Remember without its Drop, hand mutation), the old event's
     /// redelivery was answered as a no-op from memory though the row had moved on; the store's saves happened to forget
