@@ -350,6 +350,29 @@ public sealed class HandledEventMemoryTests : IDisposable
         Assert.Equal(1, memory.Count);
     }
 
+    /// <summary>
+    /// At its capacity the memory starts over only for a run it does not hold: a new digest for a run it holds replaces
+    /// that run's, and the other runs stay remembered.
+    /// </summary>
+    [Fact]
+    public void At_its_capacity_a_new_digest_for_a_run_it_holds_keeps_the_other_runs()
+    {
+        var memory = new HandledEventMemory(2, time);
+        using var file = new SqliteConnection("Data Source=:memory:");
+        file.Open();
+        memory.ForgetIfOthersWrote(file);
+        var other = SHA256.HashData(Event(2));
+        var replaced = SHA256.HashData(Encoding.UTF8.GetBytes("{\"run_id\":1,\"group\":{\"id\":457}}"));
+        memory.Remember(1, SHA256.HashData(Event(1)));
+        memory.Remember(2, other);
+
+        memory.Remember(1, replaced);
+
+        Assert.Equal(2, memory.Find(other));
+        Assert.Equal(1, memory.Find(replaced));
+        Assert.Equal(2, memory.Count);
+    }
+
     [Fact]
     public async Task Past_its_capacity_the_memory_starts_over_and_the_file_still_answers()
     {
