@@ -1,4 +1,6 @@
 using System.Net;
+using System.Net.Sockets;
+using System.Text;
 using Dapr.Client;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
@@ -183,6 +185,29 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// Only the actor type's registration is a start's wait: with a component missing as well, the app is not ready for a
+    /// reason no wait ends, a warning from the first probe. Taking the wait for the actor type as a start's, whatever else
+    /// is missing, said a misnamed pub/sub as information until the start-up wait was over.
+    /// </summary>
+    [Fact]
+    public async Task A_missing_component_is_a_warning_from_the_start_even_while_the_actor_type_is_not_yet_registered()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, logs: logs, settings: new Dictionary<string, string?> { ["Handoff:Dapr:PubSubName"] = "events" });
+        factory.Sidecar.AppChannel = new RefusingAppChannel(); // daprd has not had the app's dapr/config yet
+
+        var first = await factory.CreateClient().GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, first.StatusCode);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReadyYet");
+        var notReady = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+        Assert.Equal(LogLevel.Warning, notReady.Level);
+        Assert.Contains(SidecarComponents.ActorTypeNotRegistered, notReady.Message, StringComparison.Ordinal);
+        Assert.Contains("no pub/sub component named events (Handoff:Dapr:PubSubName)", notReady.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// A pod that never gets ready is not left with information lines only: past the sidecar's start-up wait
     /// (<c>Handoff:Dapr:SidecarWaitTimeout</c>) the same reason is said again, as a warning, once.
     /// </summary>
@@ -228,6 +253,59 @@ public sealed class SidecarReadinessTests : IDisposable
         var line = Assert.Single(logs.GetSnapshot());
         Assert.Equal("SidecarNotReadyYet", line.Id.Name);
         Assert.Null(line.Exception);
+    }
+
+    /// <summary>
+    /// A probe that goes away (its cancellation) while daprd is asked, for its health or for its metadata, has learnt
+    /// nothing: the check ends as cancelled, with no verdict and no line. Read as "could not be asked" or "metadata could
+    /// not be read" (catching the cancellation, or not looking for it once the metadata call failed), every probe the
+    /// health check service gives up on wrote a not-ready line and changed what the next verdict is compared with.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_probe_that_goes_away_while_daprd_is_asked_ends_cancelled_with_no_verdict_and_no_line(bool healthAnswers)
+    {
+        // daprd's health endpoint (HTTP) and its API (gRPC): the one asked last accepts the call and never answers.
+        using var health = new TcpListener(IPAddress.Loopback, 0);
+        using var api = new TcpListener(IPAddress.Loopback, 0);
+        health.Start();
+        api.Start();
+        using var dapr = new DaprClientBuilder()
+            .UseHttpEndpoint($"http://127.0.0.1:{((IPEndPoint)health.LocalEndpoint).Port}")
+            .UseGrpcEndpoint($"http://127.0.0.1:{((IPEndPoint)api.LocalEndpoint).Port}")
+            .Build();
+        var logs = new FakeLogCollector();
+        using var features = new SidecarFeatures(new ConfigurationBuilder().Build());
+        var check = new SidecarReadinessCheck(
+            dapr, features, Microsoft.Extensions.Options.Options.Create(new HandoffOptions()), TimeProvider.System,
+            new FakeLogger<SidecarReadinessCheck>(logs));
+        using var probe = new CancellationTokenSource();
+
+        var checking = check.CheckHealthAsync(new HealthCheckContext(), probe.Token);
+        using var healthCall = await health.AcceptTcpClientAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        if (healthAnswers)
+        {
+            var stream = healthCall.GetStream();
+            var request = new byte[4096];
+            var read = 0;
+            while (!Encoding.ASCII.GetString(request, 0, read).Contains("\r\n\r\n", StringComparison.Ordinal))
+            {
+                read += await stream.ReadAsync(request.AsMemory(read));
+            }
+
+            await stream.WriteAsync("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"u8.ToArray());
+            using var metadataCall = await api.AcceptTcpClientAsync().WaitAsync(TimeSpan.FromSeconds(30));
+            await probe.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => checking.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+        else
+        {
+            await probe.CancelAsync();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(() => checking.WaitAsync(TimeSpan.FromSeconds(30)));
+        }
+
+        Assert.Empty(logs.GetSnapshot());
     }
 
     [Fact]
