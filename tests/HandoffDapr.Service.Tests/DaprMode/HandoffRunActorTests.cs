@@ -158,6 +158,25 @@ public sealed class HandoffRunActorTests
         Assert.Equal(0, drain.InFlight);
     }
 
+    /// <summary>
+    /// Only shutdown's cutoff ends a round unsaid (its answers were recorded before the cancellation was passed on): a
+    /// cancellation from anywhere else left the answers unrecorded, and is logged as any other cause. Taking every
+    /// cancellation for shutdown's passed every round, drain and shutdown test, and such a round left no line at all.
+    /// </summary>
+    [Fact]
+    public async Task A_reminders_round_cancelled_by_anything_but_shutdown_is_logged_as_not_recorded()
+    {
+        await HealedRetryDueAsync();
+        recorder.Unreachable = new TaskCanceledException("the recording call was given up");
+
+        await ReceiveWakeReminderAsync();
+
+        var line = Assert.Single(roundsLog.Collector.GetSnapshot(), record => record.Id.Name == "LaunchRoundNotRecorded");
+        Assert.Equal("TaskCanceledException", line.GetStructuredStateValue("ExceptionType"));
+        Assert.Equal(LaunchPhase.InFlight, (await actor.GetStateAsync())!.FindLaunch("acme/down", 42)!.Phase);
+        Assert.Equal(0, drain.InFlight);
+    }
+
     [Fact]
     public async Task Shutdown_stops_a_reminders_round_still_at_the_provider_after_the_grace_and_records_its_outcome_as_unknown()
     {
