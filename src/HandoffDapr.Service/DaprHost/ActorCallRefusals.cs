@@ -3,6 +3,7 @@ using System.Reflection;
 using System.Runtime.InteropServices;
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using System.Xml;
 using HandoffDapr.Service.Api;
 
 namespace HandoffDapr.Service.DaprHost;
@@ -94,9 +95,26 @@ internal static class ActorCallRefusals
             context.Request.ContentLength = bytes.Count;
         }
 
+        // A proxy's call the SDK cannot read (its header, its body) is answered as an actor's exception would be: a 200 with
+        // the exception's type and message, and in a header the method and line it was thrown at. That answer is held.
+        var remotingAnswer = context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader) ? new HeldExceptionAnswer(context.Response) : null;
         try
         {
             await call(context);
+            if (remotingAnswer?.Held is { } exceptionAnswer)
+            {
+                context.Response.Body = remotingAnswer.Inner;
+                if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
+                {
+                    // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
+                    await context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);
+                }
+                else
+                {
+                    context.Response.Headers.Remove(HeldExceptionAnswer.ErrorHeader);
+                    await Problems.InvalidRequest("The actor call could not be read as a call of this actor's interface.").ExecuteAsync(context);
+                }
+            }
         }
         catch (JsonException) when (!context.Response.HasStarted)
         {
@@ -110,7 +128,106 @@ internal static class ActorCallRefusals
         }
         finally
         {
+            if (remotingAnswer is not null)
+            {
+                context.Response.Body = remotingAnswer.Inner;
+            }
+
             argument?.Dispose();
+        }
+    }
+
+    /// <summary>The type the SDK wrote into an exception answer (its ActorInvokeExceptionData, binary XML); null if unreadable.</summary>
+    private static string? ExceptionTypeOf(byte[] answer)
+    {
+        try
+        {
+            using var reader = XmlDictionaryReader.CreateBinaryReader(answer, XmlDictionaryReaderQuotas.Max);
+            while (reader.Read())
+            {
+                if (reader.NodeType == XmlNodeType.Element && reader.LocalName == "Type")
+                {
+                    return reader.ReadElementContentAsString();
+                }
+            }
+        }
+        catch (XmlException)
+        {
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// Stands in for the response's body during a proxy's call: passes a normal answer through as it is written, and keeps
+    /// an exception answer (the SDK sets its error header before writing it) instead of sending it.
+    /// </summary>
+    private sealed class HeldExceptionAnswer : Stream
+    {
+        public const string ErrorHeader = "X-DaprErrorResponseHeader";
+
+        private readonly HttpResponse response;
+        private MemoryStream? held;
+
+        public HeldExceptionAnswer(HttpResponse response)
+        {
+            this.response = response;
+            Inner = response.Body;
+            response.Body = this;
+        }
+
+        public Stream Inner { get; }
+
+        public byte[]? Held => held?.ToArray();
+
+        public override bool CanRead => false;
+        public override bool CanSeek => false;
+        public override bool CanWrite => true;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+
+        public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+
+        public override void Write(ReadOnlySpan<byte> buffer)
+        {
+            if (IsExceptionAnswer())
+            {
+                held!.Write(buffer);
+            }
+            else
+            {
+                Inner.Write(buffer);
+            }
+        }
+
+        public override Task WriteAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            WriteAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
+
+        public override ValueTask WriteAsync(ReadOnlyMemory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            if (IsExceptionAnswer())
+            {
+                held!.Write(buffer.Span);
+                return ValueTask.CompletedTask;
+            }
+
+            return Inner.WriteAsync(buffer, cancellationToken);
+        }
+
+        public override void Flush() => Inner.Flush();
+        public override Task FlushAsync(CancellationToken cancellationToken) => held is null ? Inner.FlushAsync(cancellationToken) : Task.CompletedTask;
+        public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+
+        private bool IsExceptionAnswer()
+        {
+            if (held is null && response.Headers.ContainsKey(ErrorHeader))
+            {
+                held = new MemoryStream();
+            }
+
+            return held is not null;
         }
     }
 

@@ -155,6 +155,9 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.NotEmpty(actorAnswers);
         // The SDK puts the exception in the answer's body and, base64 within XML, in a header: both are searched.
         Assert.All(actorAnswers, seen => Assert.DoesNotContain("redis", seen.Text, StringComparison.OrdinalIgnoreCase));
+        // The failed turn reaches the app's proxy as the SDK writes it, with its own fixed text only.
+        Assert.Contains(actorAnswers, seen => seen.Text.Contains(typeof(ActorTurnFailedException).FullName!, StringComparison.Ordinal)
+            && seen.Text.Contains("The run's turn failed.", StringComparison.Ordinal));
     }
 
     [Theory]
@@ -271,6 +274,92 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
+
+    [Theory]
+    // A method that takes no argument, with a body the SDK cannot read as its message (the proxy sends none).
+    [InlineData("GetStateAsync", "{\"value\":1}", null)]
+    [InlineData("GetStateAsync", "not json", null)]
+    // A header that is not the SDK's XML, or names an interface the actor does not have.
+    [InlineData("GetStateAsync", "", "not xml")]
+    [InlineData("GetStateAsync", "", "<z:anyType xmlns:z=\"http://schemas.microsoft.com/2003/10/Serialization/\"/>")]
+    public async Task A_proxy_call_the_sdk_cannot_read_is_a_400_problem_not_the_sdks_exception_in_a_200(string method, string body, string? header)
+    {
+        // The SDK answers a proxy's call it fails to read (its header, its body) as it answers an actor's exception: a 200
+        // carrying the exception's type and message (and, in a header, the method and line it was thrown at), which any
+        // app of the mesh could read. Only a failed turn is answered that way (its own fixed text, for the app's proxy).
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var answers = new AnswerCapture(factory.Server.CreateHandler());
+        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/{method}")
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
+        };
+        // The SDK's id of GetStateAsync (a CRC of its name), as the app's own proxy sends it.
+        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", header ?? ProxyHeader(GetStateMethodId, method));
+
+        var response = await new HttpClient(answers) { BaseAddress = factory.Server.BaseAddress }.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.False(response.Headers.Contains("X-DaprErrorResponseHeader"));
+        var seen = Assert.Single(answers.Seen).Text;
+        Assert.DoesNotContain("Exception", seen, StringComparison.Ordinal);
+        Assert.DoesNotContain("Line Number", seen, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("{\"value\":{\"report\":null}}")]
+    [InlineData("{\"value\":{}}")]
+    [InlineData("")]
+    public async Task A_proxy_call_whose_header_names_another_method_than_its_path_is_a_400_and_reaches_no_turn(string body)
+    {
+        // The SDK reads the body as the path's method takes it and runs the method its header names: the argument check
+        // (made for the path's method, here one without argument) is not what guards the other. The SDK fails before any
+        // turn; its exception is not the answer.
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/GetStateAsync")
+        {
+            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
+        };
+        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(ApplyAgentReportMethodId, "ApplyAgentReportAsync"));
+
+        var response = await factory.CreateSidecarClient().SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+        Assert.Null(factory.Sidecar.GetActorState(Actor, "77", "snapshot"));
+    }
+
+    [Fact]
+    public async Task A_proxy_call_of_a_method_without_argument_and_without_body_is_answered_as_the_sdk_writes_it()
+    {
+        // The app's own proxy reads a run this way: the guard above must leave a good call's answer whole.
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        var client = factory.CreateSidecarClient();
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/77/handoff", Payloads.Trigger(Payloads.Run(77, ["acme/shop"], automation: false)))).StatusCode);
+        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/GetStateAsync") { Content = new ByteArrayContent([]) };
+        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(GetStateMethodId, "GetStateAsync"));
+
+        var response = await client.SendAsync(request);
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.False(response.Headers.Contains("X-DaprErrorResponseHeader"));
+        Assert.Contains("acme/shop", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+    }
+
+    private static readonly int GetStateMethodId = SdkMethodId(nameof(IHandoffRunActor.GetStateAsync));
+    private static readonly int ApplyAgentReportMethodId = SdkMethodId(nameof(IHandoffRunActor.ApplyAgentReportAsync));
+
+    /// <summary>The SDK's id of a method of IHandoffRunActor, as its proxy writes it in the header (a CRC of its names).</summary>
+    private static int SdkMethodId(string method) =>
+        (int)typeof(Dapr.Actors.ActorId).Assembly.GetType("Dapr.Actors.Common.IdUtil", throwOnError: true)!
+            .GetMethod("ComputeIdWithCRC", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic, [typeof(System.Reflection.MethodInfo)])!
+            .Invoke(null, [typeof(IHandoffRunActor).GetMethod(method)!])!;
+
+    private static string ProxyHeader(int methodId, string methodName) =>
+        string.Format(System.Globalization.CultureInfo.InvariantCulture, """<z:anyType i:type="a:ActorHeader" xmlns:z="http://schemas.microsoft.com/2003/10/Serialization/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:a="urn:actors"><a:MethodId>{0}</a:MethodId><a:InterfaceId>1372859113</a:InterfaceId><a:ActorId xmlns:b="http://schemas.datacontract.org/2004/07/Dapr.Actors"><b:ActorId>77</b:ActorId></a:ActorId><a:CallContext>f7ed88f5-7c1b-4b41-8bb3-ade2ee4d97dd</a:CallContext><a:Headers xmlns:b="http://schemas.microsoft.com/2003/10/Serialization/Arrays"/><a:MethodName>{1}</a:MethodName><a:ActorType>HandoffRunActor</a:ActorType></z:anyType>""", methodId, methodName);
 
     [Theory]
     [InlineData("{}")]
