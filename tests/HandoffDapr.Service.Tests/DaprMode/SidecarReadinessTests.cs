@@ -185,6 +185,37 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// A start may wait for daprd's health, then for the actor type: each is said once, both as information, since the app
+    /// has not been ready yet (a probe that was not ready does not count as one that was).
+    /// </summary>
+    [Fact]
+    public async Task A_start_waiting_first_for_the_sidecars_health_then_for_the_actor_type_says_both_as_information()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
+        var client = factory.CreateClient();
+        var app = factory.Server.CreateHandler();
+
+        factory.Sidecar.Options.Ready = false;
+        var unhealthy = await client.GetAsync("/readyz");
+        factory.Sidecar.Options.Ready = true;
+        factory.Sidecar.AppChannel = new RefusingAppChannel();
+        var unregistered = await client.GetAsync("/readyz");
+        factory.Sidecar.AppChannel = app;
+        var ready = await client.GetAsync("/readyz");
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, unhealthy.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, unregistered.StatusCode);
+        Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+        var waits = logs.GetSnapshot().Where(record => record.Id.Name == "SidecarNotReadyYet").ToList();
+        Assert.Equal(2, waits.Count);
+        Assert.All(waits, wait => Assert.Equal(LogLevel.Information, wait.Level));
+        Assert.Equal("the Dapr sidecar is not healthy", waits[0].GetStructuredStateValue("Reason"));
+        Assert.Contains(SidecarComponents.ActorTypeNotRegistered, waits[1].Message, StringComparison.Ordinal);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SidecarNotReady");
+    }
+
+    /// <summary>
     /// Only the actor type's registration is a start's wait: with a component missing as well, the app is not ready for a
     /// reason no wait ends, a warning from the first probe. Taking the wait for the actor type as a start's, whatever else
     /// is missing, said a misnamed pub/sub as information until the start-up wait was over.
