@@ -175,6 +175,26 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.True(failure.RequestSent);
     }
 
+    /// <summary>
+    /// A launch answered with a failure may still have made its agent: the HTTP pipeline must not send it again (a
+    /// second agent), whatever the status. Retries are the handoff's, scheduled durably, and look for the agent first.
+    /// </summary>
+    [Theory]
+    [InlineData(500)]
+    [InlineData(502)]
+    [InlineData(503)]
+    [InlineData(408)]
+    [InlineData(429)]
+    public async Task A_launch_answered_with_a_failure_is_sent_to_the_provider_once(int status)
+    {
+        provider.Given(Request.Create().WithPath("/v0/agents").UsingPost()).RespondWith(Response.Create().WithStatusCode(status).WithBody("{}"));
+
+        var response = await transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None);
+
+        Assert.Equal(status, response.StatusCode);
+        Assert.Single(provider.LogEntries);
+    }
+
     [Fact]
     public async Task A_launch_that_times_out_before_the_answer_is_reported_as_maybe_sent()
     {
@@ -189,6 +209,52 @@ public sealed class HttpProviderTransportTests : IDisposable
         Assert.Equal(TransportFailureKind.Timeout, failure.Kind);
         Assert.True(failure.RequestSent);
         Assert.True(ProviderFailureClassifier.FromTransport(failure).OutcomeUnknown);
+    }
+
+    [Fact]
+    public async Task A_launch_that_times_out_is_sent_to_the_provider_once()
+    {
+        // Nothing accepts the connections: each completes in the listener's queue, takes its request and is never
+        // answered. A second launch sent after the time-out would be a second connection waiting there.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var unanswered = new HttpProviderTransport(clients.Create(new IntegrationOptions
+        {
+            BaseUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", ApiKey = "key", RequestTimeout = TimeSpan.FromMilliseconds(200),
+        }));
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            unanswered.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
+
+        Assert.Equal(TransportFailureKind.Timeout, failure.Kind);
+        using var launch = listener.AcceptSocket();
+        Assert.False(listener.Pending(), "the launch was sent again after its time-out");
+    }
+
+    [Fact]
+    public async Task A_launch_whose_connection_is_lost_after_sending_is_sent_to_the_provider_once()
+    {
+        // The provider read the launch and dropped the connection before answering: it may have made the agent.
+        using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        listener.Start();
+        var provider = Task.Run(async () =>
+        {
+            using var socket = await listener.AcceptSocketAsync();
+            await socket.ReceiveAsync(new byte[8192], SocketFlags.None);
+            socket.LingerState = new LingerOption(true, 0);
+        });
+        var dropping = new HttpProviderTransport(clients.Create(new IntegrationOptions
+        {
+            BaseUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(5),
+        }));
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            dropping.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
+        await provider;
+
+        Assert.Equal(TransportFailureKind.Network, failure.Kind);
+        Assert.True(failure.RequestSent);
+        Assert.False(listener.Pending(), "the launch was sent again after its connection was lost");
     }
 
     [Fact]
