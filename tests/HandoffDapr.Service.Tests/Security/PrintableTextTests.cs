@@ -24,4 +24,39 @@ public sealed class PrintableTextTests
         Assert.Equal("naïve 😀", PrintableText.Bounded("naïve 😀", 80));
         Assert.Equal("abc…", PrintableText.Bounded("abcdef", 3));
     }
+
+    /// <summary>
+    /// A lone surrogate (sent as an escape in JSON, or half of a pair the bound cut) is no character: written to a log
+    /// line as it is, it makes the line invalid UTF-16, which a log sink writes as it likes.
+    /// </summary>
+    [Fact]
+    public void Bounded_text_replaces_a_lone_surrogate()
+    {
+        // Built in code: test data holding a lone surrogate may not survive xunit's serialization of its cases.
+        Assert.Equal("evt-?", PrintableText.Bounded("evt-" + '\ud83d', 80));
+        Assert.Equal("evt-?x", PrintableText.Bounded("evt-" + '\ude00' + "x", 80));
+        Assert.Equal("a?x", PrintableText.Bounded("a" + '\ud83d' + "x", 80));
+        Assert.Equal("ab?…", PrintableText.Bounded("ab\U0001F600c", 3));
+    }
+
+    /// <summary>
+    /// Nothing to read: controls, format characters, separators of any kind (a paragraph separator alone included) and
+    /// code points Unicode has not assigned, which a reader sees as nothing or as a box.
+    /// </summary>
+    [Theory]
+    [InlineData(null)]
+    [InlineData("")]
+    [InlineData("\u2029")]
+    [InlineData(" \u2029\u200b")]
+    [InlineData("\u0378")]
+    [InlineData("\U000E0041\u3000")]
+    public void Text_of_no_visible_character_has_nothing_to_read(string? text) =>
+        Assert.False(PrintableText.HasVisible(text));
+
+    [Theory]
+    [InlineData("x")]
+    [InlineData("\u2029fix\u2029")]
+    [InlineData("😀")]
+    public void Text_with_a_visible_character_has_something_to_read(string text) =>
+        Assert.True(PrintableText.HasVisible(text));
 }
