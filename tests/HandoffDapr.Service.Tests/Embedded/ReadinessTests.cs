@@ -52,5 +52,26 @@ public sealed class ReadinessTests : IDisposable
         Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
     }
 
+    /// <summary>
+    /// A probe never changes anything: a method other than GET or HEAD on either one is a client's mistake (405), not a
+    /// run of the health checks (the readiness probe's reads the data file).
+    /// </summary>
+    [Theory]
+    [InlineData("/healthz", "POST")]
+    [InlineData("/readyz", "POST")]
+    [InlineData("/readyz", "DELETE")]
+    public async Task Probes_answer_only_get_and_head(string path, string method)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("methods.db"), "http://127.0.0.1:1");
+        var client = factory.CreateClient();
+
+        var response = await client.SendAsync(new HttpRequestMessage(new HttpMethod(method), path));
+
+        Assert.Equal(HttpStatusCode.MethodNotAllowed, response.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/method-not-allowed", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(["GET", "HEAD"], response.Content.Headers.Allow.Order());
+        Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(new HttpRequestMessage(HttpMethod.Head, path))).StatusCode);
+    }
+
     public void Dispose() => temp.Dispose();
 }
