@@ -162,6 +162,15 @@ public sealed class HttpProviderTransportTests : IDisposable
     }
 
     [Fact]
+    public void A_connect_gives_up_before_a_call_times_out_by_default()
+    {
+        // A connect that hangs (a firewall dropping SYNs) fails by its own limit, as never sent, only if that comes first:
+        // at the call's RequestTimeout it is the call's time-out, the request maybe sent (a stop or follow-up answered
+        // 504, a launch looked for before it is tried again).
+        Assert.True(ProviderHttpClients.DefaultConnectTimeout < new IntegrationOptions().RequestTimeout);
+    }
+
+    [Fact]
     public async Task A_connection_lost_after_it_was_made_is_still_reported_as_maybe_sent()
     {
         // Not a connect failure: the request may have reached the provider.
