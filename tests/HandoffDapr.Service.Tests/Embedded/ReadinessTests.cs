@@ -32,6 +32,29 @@ public sealed class ReadinessTests : IDisposable
         Assert.False(File.Exists(dataPath), "the probe must not create a data file of its own");
     }
 
+    /// <summary>
+    /// The failed probe's log says what became of the data file, as a result of the check and not as an exception with its
+    /// stack trace: a file deleted under the service is the operator's to restore, not a fault of the service.
+    /// </summary>
+    [Fact]
+    public async Task Readiness_failing_for_a_deleted_data_file_is_logged_as_such_without_an_exception()
+    {
+        var dataPath = temp.File("handoff.db");
+        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(dataPath, "http://127.0.0.1:1") { Logs = logs };
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+        foreach (var file in new[] { dataPath, dataPath + "-wal", dataPath + "-shm" })
+        {
+            File.Delete(file);
+        }
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
+
+        var failed = Assert.Single(logs.GetSnapshot(), record => record.Message.Contains("The data file could not be opened (deleted or moved?)", StringComparison.Ordinal));
+        Assert.Null(failed.Exception);
+    }
+
     /// <summary>A data file replaced by one without the service's tables (an empty file, another database) reads not ready.</summary>
     [Fact]
     public async Task Readiness_fails_when_the_data_file_no_longer_holds_the_run_tables()
