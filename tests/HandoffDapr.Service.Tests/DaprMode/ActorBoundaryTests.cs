@@ -263,10 +263,7 @@ public sealed class ActorBoundaryTests : IDisposable
         {
             Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
         };
-        // The SDK's ids of IHandoffRunActor and its ApplyAgentReportAsync (a CRC of their names).
-        request.Headers.TryAddWithoutValidation(
-            "X-DaprRequestHeader",
-            """<z:anyType i:type="a:ActorHeader" xmlns:z="http://schemas.microsoft.com/2003/10/Serialization/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:a="urn:actors"><a:MethodId>1610810825</a:MethodId><a:InterfaceId>1372859113</a:InterfaceId><a:ActorId xmlns:b="http://schemas.datacontract.org/2004/07/Dapr.Actors"><b:ActorId>77</b:ActorId></a:ActorId><a:CallContext>f7ed88f5-7c1b-4b41-8bb3-ade2ee4d97dd</a:CallContext><a:Headers xmlns:b="http://schemas.microsoft.com/2003/10/Serialization/Arrays"/><a:MethodName>ApplyAgentReportAsync</a:MethodName><a:ActorType>HandoffRunActor</a:ActorType></z:anyType>""");
+        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(ApplyAgentReportMethodId, "ApplyAgentReportAsync"));
 
         var response = await factory.CreateSidecarClient().SendAsync(request);
 
