@@ -64,6 +64,30 @@ public sealed class RunLocksTests
     }
 
     /// <summary>
+    /// A turn that waited for a run the retention sweep took (<see cref="RunLocks.TryAcquire"/>) holds it as any turn does:
+    /// the sweep letting go must not drop the run's lock while that turn holds it, or the next turn would take a lock of
+    /// its own at once and two turns would load, decide and save the run together.
+    /// </summary>
+    [Fact]
+    public async Task A_turn_that_waited_for_a_run_taken_by_a_try_holds_it_against_the_next_turn()
+    {
+        var locks = new RunLocks();
+        var taken = locks.TryAcquire(1);
+        Assert.NotNull(taken);
+        var waiting = locks.AcquireAsync(1, CancellationToken.None);
+        taken.Dispose();
+        var turn = await waiting.WaitAsync(TimeSpan.FromSeconds(5));
+
+        var next = locks.AcquireAsync(1, CancellationToken.None);
+
+        Assert.False(next.IsCompleted);
+        Assert.Null(locks.TryAcquire(1));
+        turn.Dispose();
+        (await next.WaitAsync(TimeSpan.FromSeconds(5))).Dispose();
+        Assert.Equal(0, locks.Count);
+    }
+
+    /// <summary>
     /// A hold let go twice (a using block and a cleanup both disposing it) is let go once: a second release would let the
     /// next waiter in too while the first still holds the run, and two turns would load, decide and save it at once.
     /// </summary>
