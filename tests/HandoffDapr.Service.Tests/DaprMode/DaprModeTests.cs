@@ -482,6 +482,15 @@ public sealed class DaprModeTests : DaprModeTest
     }
 
     [Fact]
+    public async Task Dapr_config_gives_daprd_an_actor_idle_timeout_of_30_minutes_half_its_default()
+    {
+        var config = await (await client.GetAsync("/dapr/config")).ReadJsonAsync();
+
+        // A run's actor is called mostly just after its event and at its wake-ups: held 30 min idle, not daprd's 60.
+        Assert.Equal("0h30m0s0ms", config["actorIdleTimeout"]!.GetValue<string>());
+    }
+
+    [Fact]
     public async Task Dapr_subscribe_lists_the_topic_route_and_dead_letter_topic()
     {
         var subscriptions = JsonNode.Parse(await client.GetStringAsync("/dapr/subscribe"))!.AsArray();
