@@ -74,15 +74,7 @@ public sealed class SqliteWriterTests : IDisposable
     [Fact]
     public async Task Shutdown_that_stops_waiting_leaves_queued_writes_to_land_on_a_connection_still_open()
     {
-        var path = temp.File("shutdown.db");
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
-        }
-
-        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
+        var (path, connection) = OpenItemsFile("shutdown.db");
         // Shutdown gives up waiting almost at once, while a write is still under way (as one waiting out another
         // process's lock would be) and another is queued behind it.
         var shortWriter = new SqliteWriter(connection, shutdownWait: TimeSpan.FromMilliseconds(50));
@@ -167,15 +159,7 @@ public sealed class SqliteWriterTests : IDisposable
     [Fact]
     public async Task Watch_is_told_of_each_commit_before_its_writes_are_reported_made()
     {
-        var path = temp.File("watched.db");
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
-        }
-
-        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
+        var (path, connection) = OpenItemsFile("watched.db");
         var afterCommit = 0;
         using var watched = new SqliteWriter(connection, watch: (_, idle) =>
         {
@@ -199,15 +183,7 @@ public sealed class SqliteWriterTests : IDisposable
     [Fact]
     public async Task Shutdown_returns_once_the_writes_queued_before_it_are_made()
     {
-        var path = temp.File("drained.db");
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
-        }
-
-        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
-        connection.Open();
+        var (path, connection) = OpenItemsFile("drained.db");
         var draining = new SqliteWriter(connection);
         using var started = new ManualResetEventSlim();
         using var hold = new ManualResetEventSlim();
@@ -296,6 +272,21 @@ public sealed class SqliteWriterTests : IDisposable
         using var command = reader.CreateCommand();
         command.CommandText = "SELECT COUNT(*) FROM items";
         return (long)command.ExecuteScalar()!;
+    }
+
+    /// <summary>A new data file in WAL mode with an empty items table, and an open connection for a writer of the test's own.</summary>
+    private (string Path, SqliteConnection Connection) OpenItemsFile(string name)
+    {
+        var path = temp.File(name);
+        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
+        {
+            setup.Open();
+            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
+        }
+
+        var connection = new SqliteConnection($"Data Source={path};Pooling=False");
+        connection.Open();
+        return (path, connection);
     }
 
     private static void Execute(SqliteConnection connection, string sql)
