@@ -101,20 +101,6 @@ internal static class ActorCallRefusals
         try
         {
             await call(context);
-            if (remotingAnswer?.Held is { } exceptionAnswer)
-            {
-                context.Response.Body = remotingAnswer.Inner;
-                if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
-                {
-                    // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
-                    await context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);
-                }
-                else
-                {
-                    context.Response.Headers.Remove(HeldExceptionAnswer.ErrorHeader);
-                    await Problems.InvalidRequest("The actor call could not be read as a call of this actor's interface.").ExecuteAsync(context);
-                }
-            }
         }
         catch (JsonException) when (!context.Response.HasStarted)
         {
@@ -134,6 +120,20 @@ internal static class ActorCallRefusals
             }
 
             argument?.Dispose();
+        }
+
+        if (remotingAnswer?.Held is { } exceptionAnswer)
+        {
+            if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
+            {
+                // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
+                await context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);
+            }
+            else
+            {
+                context.Response.Headers.Remove(HeldExceptionAnswer.ErrorHeader);
+                await Problems.InvalidRequest("The actor call could not be read as a call of this actor's interface.").ExecuteAsync(context);
+            }
         }
     }
 
@@ -214,7 +214,14 @@ internal static class ActorCallRefusals
             return Inner.WriteAsync(buffer, cancellationToken);
         }
 
-        public override void Flush() => Inner.Flush();
+        public override void Flush()
+        {
+            if (held is null)
+            {
+                Inner.Flush();
+            }
+        }
+
         public override Task FlushAsync(CancellationToken cancellationToken) => held is null ? Inner.FlushAsync(cancellationToken) : Task.CompletedTask;
         public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
