@@ -27,6 +27,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:RequestTimeout", "1.12:00:00", "Handoff:Integrations:42:RequestTimeout must be at least 10 ms, at most one day")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "K\nX", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "key-é", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
+    [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:ApiKey", "key 0123456789", "Handoff:Integrations:42:ApiKey must be printable ASCII")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:BaseUrl", "http://127.0.0.1:5999/proxy?x=1", "Handoff:Integrations:42:BaseUrl must be an absolute http(s) URL without")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:BaseUrl", "http://proxy-user:proxy-pass@127.0.0.1:5999/", "Handoff:Integrations:42:BaseUrl must be an absolute http(s) URL without")]
     [InlineData(HostingMode.Embedded, "Handoff:Integrations:42:WebhookSecret", "                                        ", "Handoff:Integrations:42:WebhookSecret must not be blank")]
