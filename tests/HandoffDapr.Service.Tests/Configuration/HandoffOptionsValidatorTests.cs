@@ -137,6 +137,25 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Contains(failures, failure => failure.StartsWith(key + " must be", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// The launch durations and the schedule's poll must be positive: the least one starts, zero stops start-up by its key.
+    /// Without an integration, whose RequestTimeout rule names InFlightTimeout too and would answer for it.
+    /// </summary>
+    [Theory]
+    [InlineData("Handoff:Launch:InFlightTimeout")]
+    [InlineData("Handoff:Launch:RetryBaseDelay")]
+    [InlineData("Handoff:Launch:PollInterval")]
+    [InlineData("Handoff:Launch:AgentMaxAge")]
+    [InlineData("Handoff:Embedded:SchedulePollInterval")]
+    public void A_duration_of_zero_stops_start_up_by_its_key_and_the_least_positive_one_starts(string key)
+    {
+        var settings = new Dictionary<string, string?> { ["Handoff:DataPath"] = "handoff.db" };
+
+        Assert.Empty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(settings) { [key] = "00:00:00.001" }));
+        var failure = Assert.Single(Validate(HostingMode.Embedded, new Dictionary<string, string?>(settings) { [key] = "00:00:00" }));
+        Assert.StartsWith(key + " must be positive", failure, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("00:59:59", "Handoff:RunRetention must be between one hour and 3650 days")]
     [InlineData("3651.00:00:00", "Handoff:RunRetention must be between one hour and 3650 days")]
