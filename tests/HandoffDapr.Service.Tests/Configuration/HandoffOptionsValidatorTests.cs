@@ -216,6 +216,19 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Empty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value }));
     }
 
+    /// <summary>What only embedded mode reads is checked only there: a data file or a provider's key or API left over from an embedded set-up does not stop a Dapr start.</summary>
+    [Theory]
+    [InlineData("Handoff:DataPath", "")]
+    [InlineData("Handoff:DataPath", ":memory:")]
+    [InlineData("Handoff:Integrations:42:ApiKey", "")]
+    [InlineData("Handoff:Integrations:42:ApiKey", "key 0123456789")]
+    [InlineData("Handoff:Integrations:42:BaseUrl", "ftp://h.example/")]
+    public void A_setting_only_embedded_mode_reads_is_refused_there_and_does_not_stop_dapr_start_up(string key, string value)
+    {
+        Assert.NotEmpty(Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value }));
+        Assert.Empty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(ValidIn(HostingMode.Dapr)) { [key] = value }));
+    }
+
     [Fact]
     public void An_app_token_with_a_tab_inside_is_taken()
     {
