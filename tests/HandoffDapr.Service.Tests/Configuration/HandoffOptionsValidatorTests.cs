@@ -252,6 +252,20 @@ public sealed class HandoffOptionsValidatorTests
         Assert.Equal([$"{key} is '{value}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days."], failures);
     }
 
+    [Theory]
+    [InlineData("HANDOFF:EMBEDDED:SCHEDULEPOLLINTERVAL", "1")]
+    [InlineData("handoff:launch:retrybasedelay", "30")]
+    [InlineData("handoff:launch:inflighttimeout", "120")]
+    public void A_bare_number_under_a_key_written_in_another_letter_case_is_named_once_too(string key, string value)
+    {
+        // Keys are read in any letter case (HANDOFF__EMBEDDED__SCHEDULEPOLLINTERVAL=1 sets the schedule's poll): so is
+        // the bare number found, which would poll once a day, and so are the rules its reading as days breaks left out.
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { [key] = value });
+
+        var failure = Assert.Single(failures);
+        Assert.StartsWith($"{key} is '{value}', which would be read as days", failure, StringComparison.OrdinalIgnoreCase);
+    }
+
     [Fact]
     public void A_bare_number_leaves_the_other_settings_errors_in_place()
     {
