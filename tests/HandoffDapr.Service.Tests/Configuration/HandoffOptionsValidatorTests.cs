@@ -46,6 +46,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:CompletionTopic", "   ", "Handoff:Dapr:CompletionTopic must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:PubSubName", "", "Handoff:Dapr:PubSubName must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "coding agents", "Handoff:Dapr:UpdatesTopic must be a name without spaces")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "coding-agents\u001b", "Handoff:Dapr:UpdatesTopic must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from")]
     public void A_setting_that_would_fail_later_or_vanish_is_refused_at_start_by_its_key(HostingMode mode, string key, string value, string expected)
     {
