@@ -17,8 +17,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         // comparison is left out; the other setting's own bounds are still checked, and the bare number's own message
         // stands for its reading. Only one read as days: one that could not be converted at all ("1e3") is named by the
         // binder's own message.
-        var bareNumbers = DurationsWithoutColon().ToList();
-        bool ReadAsDays(string key) => bareNumbers.Any(bare => bare.ReadAsDays && string.Equals(bare.Key, key, StringComparison.OrdinalIgnoreCase));
+        var bareNumbers = DurationsReadAsDays().ToList();
+        bool ReadAsDays(string key) => bareNumbers.Any(bare => string.Equals(bare.Key, key, StringComparison.OrdinalIgnoreCase));
         if (!string.IsNullOrWhiteSpace(options.Mode) && !HostingModes.TryParse(options.Mode, out _))
         {
             errors.Add(HostingModes.InvalidModeMessage(options.Mode));
@@ -259,7 +259,7 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
 
         // A setting read as days has its own bounds' error replaced by the bare number's message. Only an error whose
         // subject it is: another setting's error that merely names it (its own bounds broken) is kept.
-        errors.RemoveAll(error => bareNumbers.Any(bare => bare.ReadAsDays && IsAbout(error, bare.Key)));
+        errors.RemoveAll(error => bareNumbers.Any(bare => IsAbout(error, bare.Key)));
         errors.AddRange(bareNumbers.Select(bare => bare.Message));
         return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
     }
@@ -283,14 +283,15 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
     /// <summary>
     /// A duration written as a bare number ("30") is read by .NET as that many days, which passes the bounds of most
     /// settings: one meant as seconds would poll once a month. Every duration is written with its hours and minutes
-    /// (but 0, which is 0 in any unit).
+    /// (but 0, which is 0 in any unit). One without a colon that is not a number ("1e3", "30s") is not read at all: the
+    /// binder's own message names it.
     /// </summary>
-    private IEnumerable<(string Key, string Message, bool ReadAsDays)> DurationsWithoutColon() =>
+    private IEnumerable<(string Key, string Message)> DurationsReadAsDays() =>
         from setting in configuration?.GetSection(HandoffOptions.SectionName).AsEnumerable() ?? []
         where setting.Value is { Length: > 0 } value && !value.Contains(':') && value.Trim() != "0"
             && DurationSettings.Contains(setting.Key[(setting.Key.LastIndexOf(':') + 1)..])
-        select (setting.Key, $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.",
-            TimeSpan.TryParse(setting.Value, System.Globalization.CultureInfo.InvariantCulture, out _));
+            && TimeSpan.TryParse(value, System.Globalization.CultureInfo.InvariantCulture, out _)
+        select (setting.Key, $"{setting.Key} is '{PrintableText.Bounded(setting.Value!, 40)}', which would be read as days: write a duration as hh:mm:ss (00:00:30), or d.hh:mm:ss for days.");
 
     /// <summary>Whether a message is about the setting: it opens with its whole key (in any letter case, not a longer key that starts with it).</summary>
     private static bool IsAbout(string message, string key) =>

@@ -267,6 +267,19 @@ public sealed class HandoffOptionsValidatorTests
         Assert.StartsWith($"{key} is '{value}', which would be read as days", failure, StringComparison.OrdinalIgnoreCase);
     }
 
+    [Theory]
+    [InlineData("1e3")]
+    [InlineData("30s")]
+    public void An_integration_duration_that_cannot_be_read_at_all_is_named_by_the_binder_and_not_said_to_be_read_as_days(string value)
+    {
+        // The binder drops the integration and says why; such a value is not read as days, so no line says it would be.
+        var failures = Validate(HostingMode.Embedded, new Dictionary<string, string?>(Valid) { ["Handoff:Integrations:42:RequestTimeout"] = value });
+
+        var failure = Assert.Single(failures);
+        Assert.Contains("'Handoff:Integrations:42:RequestTimeout'", failure, StringComparison.Ordinal);
+        Assert.DoesNotContain("read as days", failure, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_bare_number_leaves_the_other_settings_errors_in_place()
     {
