@@ -365,5 +365,51 @@ public sealed class SidecarReadinessTests : IDisposable
         Assert.Equal(["coding-agent-copilot (Handoff:Integrations:43:Binding)"], SidecarComponents.MissingBindings(lacking, options));
     }
 
+    /// <summary>
+    /// daprd looks components and actor types up by their exact names: a name in another case, an actor type of another
+    /// app, a component of another kind that has the right name or capability, is not what the app calls, and every call
+    /// to it would fail. Each is said missing.
+    /// </summary>
+    [Fact]
+    public void A_part_named_in_another_case_or_of_another_kind_is_missing()
+    {
+        var options = new HandoffOptions();
+        options.Integrations["42"] = new IntegrationOptions { Binding = "coding-agent-cursor" };
+        DaprComponentsMetadata Component(string name, string type, params string[] capabilities) => new(name, type, "v1", capabilities);
+        var lacking = new DaprMetadata(
+            "handoff", [new DaprActorMetadata("handoffrunactor", 0), new DaprActorMetadata("OrderActor", 3)], new Dictionary<string, string>(),
+            [Component("actors", "bindings.http", "ACTOR"), Component("PubSub", "pubsub.redis"), Component("coding-agent-cursor", "state.redis", "ETAG", "TRANSACTIONAL", "ACTOR")]);
+
+        var missing = SidecarComponents.MissingForAll(lacking, options);
+
+        // The one state store holds actors, but it is named as the binding: only the binding is missing of those two.
+        Assert.Equal(
+            [SidecarComponents.ActorTypeNotRegistered, "no pub/sub component named pubsub (Handoff:Dapr:PubSubName)"],
+            missing);
+        Assert.Equal(["coding-agent-cursor (Handoff:Integrations:42:Binding)"], SidecarComponents.MissingBindings(lacking, options));
+        var noActorStore = new DaprMetadata(
+            "handoff", [new DaprActorMetadata(HandoffRunActor.ActorTypeName, 0)], new Dictionary<string, string>(),
+            [Component("actors", "bindings.http", "ACTOR"), Component("pubsub", "pubsub.redis")]);
+        Assert.StartsWith("no state store component that can hold actors", Assert.Single(SidecarComponents.MissingForAll(noActorStore, options)), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// With <c>Handoff:RunRetention</c> set, daprd's features decide readiness only when they are known: features that
+    /// could not be read (null) conclude nothing, while a feature daprd lists in another case is not the one it turns on
+    /// (its Configuration's names are compared exactly), so it is said missing.
+    /// </summary>
+    [Fact]
+    public void Run_retention_needs_ActorStateTTL_by_its_exact_name_and_unknown_features_conclude_nothing()
+    {
+        var options = new HandoffOptions { RunRetention = TimeSpan.FromDays(7) };
+        var everything = new DaprMetadata(
+            "handoff", [new DaprActorMetadata(HandoffRunActor.ActorTypeName, 0)], new Dictionary<string, string>(),
+            [new("statestore", "state.redis", "v1", ["ETAG", "TRANSACTIONAL", "ACTOR"]), new("pubsub", "pubsub.redis", "v1", [])]);
+
+        Assert.Empty(SidecarComponents.MissingForAll(everything, options, enabledFeatures: null));
+        Assert.Empty(SidecarComponents.MissingForAll(everything, options, [SidecarFeatures.ActorStateTtl]));
+        Assert.StartsWith("the ActorStateTTL feature is off", Assert.Single(SidecarComponents.MissingForAll(everything, options, ["actorstatettl"])), StringComparison.Ordinal);
+    }
+
     public void Dispose() => cursor.Dispose();
 }
