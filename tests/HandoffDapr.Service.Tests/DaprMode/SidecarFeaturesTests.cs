@@ -1,3 +1,5 @@
+using System.Net;
+using System.Net.Sockets;
 using HandoffDapr.Service.DaprHost;
 using Microsoft.Extensions.Configuration;
 using WireMock.RequestBuilders;
@@ -17,6 +19,7 @@ public sealed class SidecarFeaturesTests
     [InlineData(200, """{"id":"handoff","enabledFeatures":["ActorStateTTL","SchedulerReminders"]}""", "ActorStateTTL,SchedulerReminders")]
     [InlineData(200, """{"id":"handoff"}""", "")]
     [InlineData(200, """{"id":"handoff","enabledFeatures":[]}""", "")]
+    [InlineData(200, """{"id":"handoff","enabledFeatures":["ActorStateTTL",7,null,{"name":"SchedulerReminders"}]}""", "ActorStateTTL")]
     [InlineData(200, """{"enabledFeatures":"ActorStateTTL"}""", null)]
     [InlineData(200, """["ActorStateTTL"]""", null)]
     [InlineData(200, "not json", null)]
@@ -41,6 +44,44 @@ public sealed class SidecarFeaturesTests
         using var features = new SidecarFeatures(Configuration("http://127.0.0.1:9", token: null));
 
         Assert.Null(await features.ReadAsync(CancellationToken.None));
+    }
+
+    /// <summary>
+    /// A daprd that takes the call and never answers is given up on after the client's own time-out (10 s), as one that
+    /// could not be had: null, concluding nothing. Not caught, the time-out's cancellation ended the readiness check as a
+    /// probe that goes away does, with no verdict or line of its own (the health check service logging the exception).
+    /// </summary>
+    [Fact]
+    public async Task A_daprd_that_never_answers_is_given_up_on_and_concludes_nothing()
+    {
+        using var daprd = new TcpListener(IPAddress.Loopback, 0);
+        daprd.Start();
+        using var features = new SidecarFeatures(Configuration($"http://127.0.0.1:{((IPEndPoint)daprd.LocalEndpoint).Port}", token: null));
+
+        var reading = features.ReadAsync(CancellationToken.None);
+        using var call = await daprd.AcceptTcpClientAsync().WaitAsync(TimeSpan.FromSeconds(30)); // accepted, never answered
+
+        Assert.Null(await reading.WaitAsync(TimeSpan.FromSeconds(60)));
+    }
+
+    /// <summary>
+    /// The caller going away (the readiness probe's cancellation) while daprd is asked is no answer that could not be
+    /// had: it ends cancelled, so that the probe concludes nothing. Taken as "features unknown", the probe went on to a
+    /// verdict (and its line) of its own.
+    /// </summary>
+    [Fact]
+    public async Task A_caller_that_goes_away_while_daprd_is_asked_ends_cancelled_not_with_features_unknown()
+    {
+        using var daprd = new TcpListener(IPAddress.Loopback, 0);
+        daprd.Start();
+        using var features = new SidecarFeatures(Configuration($"http://127.0.0.1:{((IPEndPoint)daprd.LocalEndpoint).Port}", token: null));
+        using var caller = new CancellationTokenSource();
+
+        var reading = features.ReadAsync(caller.Token);
+        using var call = await daprd.AcceptTcpClientAsync().WaitAsync(TimeSpan.FromSeconds(30)); // accepted, never answered
+        await caller.CancelAsync();
+
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => reading.WaitAsync(TimeSpan.FromSeconds(30)));
     }
 
     private static IConfiguration Configuration(string endpoint, string? token) =>
