@@ -6,6 +6,7 @@ using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Diagnostics.HealthChecks;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Testing;
@@ -409,6 +410,32 @@ public sealed class SidecarReadinessTests : IDisposable
         Assert.Empty(SidecarComponents.MissingForAll(everything, options, enabledFeatures: null));
         Assert.Empty(SidecarComponents.MissingForAll(everything, options, [SidecarFeatures.ActorStateTtl]));
         Assert.StartsWith("the ActorStateTTL feature is off", Assert.Single(SidecarComponents.MissingForAll(everything, options, ["actorstatettl"])), StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Only run retention needs daprd's features: without it a probe does not ask daprd for them a second time (its
+    /// metadata over HTTP, besides the gRPC metadata every probe reads). With it, the features are asked for, and read.
+    /// </summary>
+    [Theory]
+    [InlineData(false, 0)]
+    [InlineData(true, 1)]
+    public async Task A_probe_asks_daprd_for_its_features_only_with_run_retention(bool retention, int featureCalls)
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
+        using var daprdHttp = WireMock.Server.WireMockServer.Start(new WireMock.Settings.WireMockServerSettings { Urls = ["http://127.0.0.1:0"] });
+        daprdHttp.Given(WireMock.RequestBuilders.Request.Create().WithPath("/v1.0/metadata").UsingGet())
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(200).WithHeader("Content-Type", "application/json")
+                .WithBody($$"""{"id":"handoff","enabledFeatures":["{{SidecarFeatures.ActorStateTtl}}"]}"""));
+        using var features = new SidecarFeatures(new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?> { ["DAPR_HTTP_ENDPOINT"] = daprdHttp.Url }).Build());
+        var check = new SidecarReadinessCheck(
+            factory.Services.GetRequiredService<DaprClient>(), features,
+            Microsoft.Extensions.Options.Options.Create(new HandoffOptions { RunRetention = retention ? TimeSpan.FromDays(7) : null }), TimeProvider.System,
+            new FakeLogger<SidecarReadinessCheck>(new FakeLogCollector()));
+
+        var result = await check.CheckHealthAsync(new HealthCheckContext());
+
+        Assert.Equal(HealthStatus.Healthy, result.Status);
+        Assert.Equal(featureCalls, daprdHttp.LogEntries.Count());
     }
 
     public void Dispose() => cursor.Dispose();
