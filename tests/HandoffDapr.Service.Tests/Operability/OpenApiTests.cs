@@ -62,6 +62,28 @@ public sealed class OpenApiTests : IDisposable
         Assert.Equal(1, schemas["FollowupRequest"]!["properties"]!["text"]!["minLength"]!.GetValue<int>());
     }
 
+    /// <summary>
+    /// The bodies the endpoints read themselves (not bound by the framework, so that a bad one gets our own problem) are
+    /// declared as the framework would declare them: required, in each JSON media type the service takes.
+    /// </summary>
+    [Theory]
+    [InlineData("TriggerHandoff", "HandoffRequest")]
+    [InlineData("AutofixRunCompleted", "RunSnapshot")]
+    [InlineData("AgentFollowup", "FollowupRequest")]
+    public async Task Openapi_document_declares_a_required_json_body_in_every_media_type_the_service_reads(string operationId, string schemaName)
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File($"openapi-body-{operationId}.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var paths = JsonNode.Parse(await factory.CreateClient().GetStringAsync("/openapi/v1.json"))!["paths"]!.AsObject();
+
+        var operation = Assert.Single(paths.SelectMany(path => path.Value!.AsObject().Select(op => op.Value!)), op => op["operationId"]?.GetValue<string>() == operationId);
+        var body = operation["requestBody"]!;
+
+        Assert.True(body["required"]?.GetValue<bool>() == true, $"{operationId}: body not required");
+        var content = body["content"]!.AsObject();
+        Assert.Equal(HandoffDapr.Service.Api.JsonBody.MediaTypes.Order(), content.Select(media => media.Key).Order());
+        Assert.All(content, media => Assert.Equal($"#/components/schemas/{schemaName}", media.Value!["schema"]!["$ref"]!.GetValue<string>()));
+    }
+
     [Fact]
     public async Task Openapi_document_declares_ids_as_positive_integers_and_every_problem_an_operation_can_answer()
     {
@@ -241,13 +263,19 @@ public sealed class OpenApiTests : IDisposable
         var location = Header(paths, "/runs/{runId}/handoff", "202", "Location");
         Assert.True(location is not null, "202 of POST /runs/{runId}/handoff: no Location header");
         Assert.Equal("string", location!["schema"]!["type"]!.GetValue<string>());
+        Assert.True(location["required"]!.GetValue<bool>()); // every 202 carries it
         foreach (var path in new[] { "/runs/{runId}/handoff", "/webhooks/cursor/{integrationId}" })
         {
             var retryAfter = Header(paths, path, "429", "Retry-After");
             Assert.True(retryAfter is not null, $"429 of POST {path}: no Retry-After header");
             Assert.Equal("integer", retryAfter!["schema"]!["type"]!.GetValue<string>());
             Assert.True(retryAfter["required"]!.GetValue<bool>());
+            // Whole seconds, never 0: a client told 0 would resend at once, into the same full window.
+            Assert.Equal(1, retryAfter["schema"]!["minimum"]!.GetValue<int>());
         }
+
+        Assert.True(limited.Headers.RetryAfter!.Delta >= TimeSpan.FromSeconds(1));
+        Assert.True(webhookLimited.Headers.RetryAfter!.Delta >= TimeSpan.FromSeconds(1));
 
         foreach (var (path, operation) in paths.AsObject().SelectMany(path => path.Value!.AsObject().Select(op => (path.Key, op.Value!))))
         {
