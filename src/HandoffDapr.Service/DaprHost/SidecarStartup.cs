@@ -50,9 +50,10 @@ public sealed partial class SidecarStartup(
         }
         catch (Exception exception) when (exception is Dapr.DaprException or Grpc.Core.RpcException or HttpRequestException)
         {
-            // The SDK wraps the gRPC status; daprd answers a missing or wrong token with Unauthenticated.
+            // The SDK wraps the gRPC status; daprd answers a missing or wrong token with Unauthenticated (its API token
+            // check), and only that is the token. A call its API allow-list leaves out is Unimplemented: unread, not refused.
             var status = (exception as Grpc.Core.RpcException ?? exception.InnerException as Grpc.Core.RpcException)?.StatusCode;
-            return (null, status is Grpc.Core.StatusCode.Unauthenticated or Grpc.Core.StatusCode.PermissionDenied);
+            return (null, status is Grpc.Core.StatusCode.Unauthenticated);
         }
     }
 
