@@ -3,6 +3,7 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Hosting;
+using Microsoft.Extensions.Time.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -47,6 +48,44 @@ public sealed class LocalRecentRunsTests
     }
 
     [Fact]
+    public async Task The_table_keeps_every_run_up_to_its_slack_and_then_exactly_the_most_recent_capacity()
+    {
+        // GET /runs pages up to 200 and the status page lists from here: the eviction must leave a whole Capacity of the
+        // newest runs, and must not start before the slack is used up (or every save sorts the table once it is full).
+        var recent = new LocalRecentRuns();
+        const int full = LocalRecentRuns.Capacity + LocalRecentRuns.EvictionSlack;
+        for (var i = 1; i <= full; i++)
+        {
+            recent.Remember(RunHandoffState.New(i));
+        }
+
+        Assert.Equal(full, (await recent.ListAsync(int.MaxValue, CancellationToken.None)).Count);
+
+        recent.Remember(RunHandoffState.New(full + 1));
+
+        var kept = await recent.ListAsync(int.MaxValue, CancellationToken.None);
+        Assert.Equal(Enumerable.Range(full + 2 - LocalRecentRuns.Capacity, LocalRecentRuns.Capacity).Reverse().Select(i => (long)i),
+            kept.Select(run => run.RunId));
+    }
+
+    [Fact]
+    public async Task A_run_is_listed_until_the_instant_retention_deletes_it_and_not_from_then_on()
+    {
+        var time = new FakeTimeProvider(new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero));
+        var recent = new LocalRecentRuns(time);
+        var deletedAt = time.GetUtcNow().AddHours(1);
+        recent.Remember(RunHandoffState.New(1), deletedAt);
+        recent.Remember(RunHandoffState.New(2));
+
+        time.SetUtcNow(deletedAt.AddTicks(-1));
+        Assert.Equal([2L, 1L], (await recent.ListAsync(10, CancellationToken.None)).Select(run => run.RunId));
+
+        // From its deletion time the actor takes the run as deleted (its tombstone is due, as <= now): the list must not show it.
+        time.SetUtcNow(deletedAt);
+        Assert.Equal([2L], (await recent.ListAsync(10, CancellationToken.None)).Select(run => run.RunId));
+    }
+
+    [Fact]
     public async Task A_remembered_run_keeps_its_group_for_the_view_but_not_its_snapshot_alive()
     {
         // Up to Capacity + EvictionSlack runs are kept for as long as the replica runs; a snapshot may be up to
@@ -84,15 +123,39 @@ public sealed class LocalRecentRunsTests
         Assert.All(views, view => Assert.Equal(["acme/shop", "acme/web"], view.Launches.Select(launch => launch.Repository)));
     }
 
+    [Fact]
+    public async Task A_launch_instruction_is_let_go_even_beside_a_launch_that_has_none()
+    {
+        // A run whose first repository was launched (its instruction already dropped) while the second waits for a retry:
+        // the waiting launch's instruction must not be kept for the view because another launch has none.
+        var recent = new LocalRecentRuns();
+        var instructions = RememberRunsWithInstructions(recent, count: 8, launchedFirst: true);
+
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
+        GC.Collect();
+
+        Assert.All(instructions, instruction => Assert.False(instruction.IsAlive, "the table keeps a launch's instruction"));
+        var views = (await recent.ListAsync(10, CancellationToken.None)).Select(RunHandoffView.From).ToList();
+        Assert.Equal(8, views.Count);
+        Assert.All(views, view => Assert.Equal([LaunchPhase.Launched, LaunchPhase.RetryScheduled], view.Launches.Select(launch => launch.Phase)));
+    }
+
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static List<WeakReference> RememberRunsWithInstructions(LocalRecentRuns recent, int count)
+    private static List<WeakReference> RememberRunsWithInstructions(LocalRecentRuns recent, int count, bool launchedFirst = false)
     {
         var instructions = new List<WeakReference>();
         var at = new DateTimeOffset(2026, 1, 1, 0, 0, 0, TimeSpan.Zero);
         for (var i = 1; i <= count; i++)
         {
-            var launches = new[] { "acme/shop", "acme/web" }.Select(repository =>
+            var launches = new[] { "acme/shop", "acme/web" }.Select((repository, index) =>
             {
+                if (launchedFirst && index == 0)
+                {
+                    return new RepositoryLaunch(repository, "github", 42, "cursor_background_agent", 1, $"autofix/{i}-{repository}", null, true, null,
+                        LaunchPhase.Launched, 1, null, null, $"bc-{i}", null, at);
+                }
+
                 var instruction = new string('x', 4096);
                 instructions.Add(new WeakReference(instruction));
                 return new RepositoryLaunch(repository, "github", 42, "cursor_background_agent", 1, $"autofix/{i}-{repository}", null, true, instruction,
