@@ -30,6 +30,24 @@ public sealed class WakeupSignalTests
     }
 
     /// <summary>
+    /// A new signal holds nothing: the scheduler's first wait, after its pass at start, lasts its whole poll interval unless
+    /// work is saved as due, and is not ended at once by a notification nobody made.
+    /// </summary>
+    [Fact]
+    public async Task First_wait_with_nothing_notified_lasts_until_its_interval()
+    {
+        var time = new FakeTimeProvider();
+        var signal = new WakeupSignal();
+        var first = signal.WaitAsync(TimeSpan.FromSeconds(1), time, CancellationToken.None);
+
+        // A second of real time lets a wait ended by a signal finish; one waiting on the fake clock cannot, as it stands still.
+        await Task.WhenAny(first, Task.Delay(TimeSpan.FromSeconds(1)));
+        Assert.False(first.IsCompleted);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await first.WaitAsync(TimeSpan.FromSeconds(10));
+    }
+
+    /// <summary>
     /// Notifications made while nobody waits (a burst of saved events) coalesce into one early pass, and never throw into
     /// the request that saved the work, however many come.
     /// </summary>
