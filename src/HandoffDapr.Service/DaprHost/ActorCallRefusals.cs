@@ -67,6 +67,9 @@ internal static class ActorCallRefusals
             context.Request.ContentLength = SchedulerReminderBody.Length;
         }
 
+        // A call in the proxy's format (the method in a header, the argument wrapped) rather than the plain one.
+        var remoting = context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader);
+
         // A method's argument is checked against what its type says (see ActorCallArguments) before the SDK reads it.
         PooledBody? argument = null;
         if (context.Request.RouteValues["methodName"] is string methodName && arguments.ParameterOf(methodName) is { } parameter)
@@ -78,7 +81,7 @@ internal static class ActorCallRefusals
                 return;
             }
 
-            if (!arguments.IsArgument(argument.Memory, parameter, remoting: context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader)))
+            if (!arguments.IsArgument(argument.Memory, parameter, remoting))
             {
                 argument.Dispose();
                 await Problems.InvalidBody("The actor call's body is not JSON of the method's parameter.").ExecuteAsync(context);
@@ -97,7 +100,7 @@ internal static class ActorCallRefusals
 
         // A proxy's call the SDK cannot read (its header, its body) is answered as an actor's exception would be: a 200 with
         // the exception's type and message, and in a header the method and line it was thrown at. That answer is held.
-        var remotingAnswer = context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader) ? new HeldExceptionAnswer(context.Response) : null;
+        var remotingAnswer = remoting ? new HeldExceptionAnswer(context.Response) : null;
         try
         {
             await call(context);
