@@ -259,11 +259,7 @@ public sealed class ActorBoundaryTests : IDisposable
         // them as a NullReferenceException, a failed turn logged as the store's fault.
         var logs = new FakeLogCollector();
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
-        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/ApplyAgentReportAsync")
-        {
-            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
-        };
-        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(ApplyAgentReportMethodId, "ApplyAgentReportAsync"));
+        var request = ProxyCall("ApplyAgentReportAsync", body);
 
         var response = await factory.CreateSidecarClient().SendAsync(request);
 
@@ -287,12 +283,7 @@ public sealed class ActorBoundaryTests : IDisposable
         var logs = new FakeLogCollector();
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
         var answers = new AnswerCapture(factory.Server.CreateHandler());
-        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/{method}")
-        {
-            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
-        };
-        // The SDK's id of GetStateAsync (a CRC of its name), as the app's own proxy sends it.
-        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", header ?? ProxyHeader(GetStateMethodId, method));
+        var request = ProxyCall(method, body, header);
 
         var response = await new HttpClient(answers) { BaseAddress = factory.Server.BaseAddress }.SendAsync(request);
 
@@ -315,11 +306,7 @@ public sealed class ActorBoundaryTests : IDisposable
         // turn; its exception is not the answer.
         var logs = new FakeLogCollector();
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, logs: logs);
-        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/GetStateAsync")
-        {
-            Content = new StringContent(body, Encoding.UTF8, "application/octet-stream"),
-        };
-        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(ApplyAgentReportMethodId, "ApplyAgentReportAsync"));
+        var request = ProxyCall("GetStateAsync", body, header: ProxyHeader("ApplyAgentReportAsync"));
 
         var response = await factory.CreateSidecarClient().SendAsync(request);
 
@@ -336,8 +323,7 @@ public sealed class ActorBoundaryTests : IDisposable
         await using var factory = await DaprServiceFactory.StartAsync(cursor.Url);
         var client = factory.CreateSidecarClient();
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/77/handoff", Payloads.Trigger(Payloads.Run(77, ["acme/shop"], automation: false)))).StatusCode);
-        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/GetStateAsync") { Content = new ByteArrayContent([]) };
-        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", ProxyHeader(GetStateMethodId, "GetStateAsync"));
+        var request = ProxyCall("GetStateAsync", body: null);
 
         var response = await client.SendAsync(request);
 
@@ -346,8 +332,19 @@ public sealed class ActorBoundaryTests : IDisposable
         Assert.Contains("acme/shop", await response.Content.ReadAsStringAsync(), StringComparison.Ordinal);
     }
 
-    private static readonly int GetStateMethodId = SdkMethodId(nameof(IHandoffRunActor.GetStateAsync));
-    private static readonly int ApplyAgentReportMethodId = SdkMethodId(nameof(IHandoffRunActor.ApplyAgentReportAsync));
+    /// <summary>
+    /// A call as the SDK's proxy (this app's own) makes it to run 77: the method's header, naming the path's method unless
+    /// another header is given, and the body as bytes (none at all when null, as for a method without argument).
+    /// </summary>
+    private static HttpRequestMessage ProxyCall(string pathMethod, string? body, string? header = null)
+    {
+        var request = new HttpRequestMessage(HttpMethod.Put, $"/actors/{Actor}/77/method/{pathMethod}")
+        {
+            Content = body is null ? new ByteArrayContent([]) : new StringContent(body, Encoding.UTF8, "application/octet-stream"),
+        };
+        request.Headers.TryAddWithoutValidation("X-DaprRequestHeader", header ?? ProxyHeader(pathMethod));
+        return request;
+    }
 
     /// <summary>The SDK's id of a method of IHandoffRunActor, as its proxy writes it in the header (a CRC of its names).</summary>
     private static int SdkMethodId(string method) =>
@@ -355,8 +352,9 @@ public sealed class ActorBoundaryTests : IDisposable
             .GetMethod("ComputeIdWithCRC", System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic, [typeof(System.Reflection.MethodInfo)])!
             .Invoke(null, [typeof(IHandoffRunActor).GetMethod(method)!])!;
 
-    private static string ProxyHeader(int methodId, string methodName) =>
-        string.Format(System.Globalization.CultureInfo.InvariantCulture, """<z:anyType i:type="a:ActorHeader" xmlns:z="http://schemas.microsoft.com/2003/10/Serialization/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:a="urn:actors"><a:MethodId>{0}</a:MethodId><a:InterfaceId>1372859113</a:InterfaceId><a:ActorId xmlns:b="http://schemas.datacontract.org/2004/07/Dapr.Actors"><b:ActorId>77</b:ActorId></a:ActorId><a:CallContext>f7ed88f5-7c1b-4b41-8bb3-ade2ee4d97dd</a:CallContext><a:Headers xmlns:b="http://schemas.microsoft.com/2003/10/Serialization/Arrays"/><a:MethodName>{1}</a:MethodName><a:ActorType>HandoffRunActor</a:ActorType></z:anyType>""", methodId, methodName);
+    /// <summary>The proxy's header for a method of IHandoffRunActor: its SDK id and its name.</summary>
+    private static string ProxyHeader(string methodName) =>
+        string.Format(System.Globalization.CultureInfo.InvariantCulture, """<z:anyType i:type="a:ActorHeader" xmlns:z="http://schemas.microsoft.com/2003/10/Serialization/" xmlns:i="http://www.w3.org/2001/XMLSchema-instance" xmlns:a="urn:actors"><a:MethodId>{0}</a:MethodId><a:InterfaceId>1372859113</a:InterfaceId><a:ActorId xmlns:b="http://schemas.datacontract.org/2004/07/Dapr.Actors"><b:ActorId>77</b:ActorId></a:ActorId><a:CallContext>f7ed88f5-7c1b-4b41-8bb3-ade2ee4d97dd</a:CallContext><a:Headers xmlns:b="http://schemas.microsoft.com/2003/10/Serialization/Arrays"/><a:MethodName>{1}</a:MethodName><a:ActorType>HandoffRunActor</a:ActorType></z:anyType>""", SdkMethodId(methodName), methodName);
 
     [Theory]
     [InlineData("{}")]
