@@ -152,11 +152,7 @@ public sealed class HandledEventMemoryTests : IDisposable
         // Remembered after this process's commit, as the writer does, before its first look at the file ...
         memory.Remember(1, digest);
         // ... another process deletes the run in between ...
-        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            other.Open();
-            Execute(other, "DELETE FROM runs WHERE run_id = 1");
-        }
+        DataFileSql.Execute(path, "DELETE FROM runs WHERE run_id = 1");
 
         // ... and the look finds a version it has nothing to compare with: nothing remembered is trusted.
         memory.ForgetIfOthersWrote(writer);
@@ -171,11 +167,7 @@ public sealed class HandledEventMemoryTests : IDisposable
 
         var second = SHA256.HashData(Event(2));
         memory.Remember(2, second);
-        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            other.Open();
-            Execute(other, "DELETE FROM runs WHERE run_id = 2");
-        }
+        DataFileSql.Execute(path, "DELETE FROM runs WHERE run_id = 2");
 
         memory.ForgetIfOthersWrote(writer);
         Assert.Null(memory.Find(second));
@@ -299,11 +291,7 @@ public sealed class HandledEventMemoryTests : IDisposable
     public void After_a_commit_the_writer_looks_at_the_file_once_the_idle_check_interval_has_passed()
     {
         var path = temp.File("look.db");
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
-        }
+        DataFileSql.Execute(path, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
 
         using var writer = new SqliteConnection($"Data Source={path};Pooling=False");
         writer.Open();
@@ -311,11 +299,7 @@ public sealed class HandledEventMemoryTests : IDisposable
         var digest = SHA256.HashData(Event(1));
         memory.Look(writer, idle: true);
         memory.Remember(1, digest);
-        using (var other = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            other.Open();
-            Execute(other, "INSERT INTO items (id) VALUES (1)");
-        }
+        DataFileSql.Execute(path, "INSERT INTO items (id) VALUES (1)");
 
         time.Advance(SqliteWriter.IdleCheck - TimeSpan.FromTicks(1));
         memory.Look(writer, idle: false);

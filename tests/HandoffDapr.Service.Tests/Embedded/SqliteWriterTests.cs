@@ -103,15 +103,11 @@ public sealed class SqliteWriterTests : IDisposable
     public async Task A_write_whose_transaction_fails_at_its_commit_runs_no_after_commit_step()
     {
         var path = temp.File("deferred.db");
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, """
-                PRAGMA journal_mode = WAL;
-                CREATE TABLE parents (id INTEGER PRIMARY KEY);
-                CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);
-                """);
-        }
+        DataFileSql.Execute(path, """
+            PRAGMA journal_mode = WAL;
+            CREATE TABLE parents (id INTEGER PRIMARY KEY);
+            CREATE TABLE children (id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED);
+            """);
 
         // A deferred foreign key is checked at the commit: the insert itself succeeds, the commit fails.
         var connection = new SqliteConnection($"Data Source={path};Pooling=False;Foreign Keys=True");
@@ -278,11 +274,7 @@ public sealed class SqliteWriterTests : IDisposable
     private (string Path, SqliteConnection Connection) OpenItemsFile(string name)
     {
         var path = temp.File(name);
-        using (var setup = new SqliteConnection($"Data Source={path};Pooling=False"))
-        {
-            setup.Open();
-            Execute(setup, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
-        }
+        DataFileSql.Execute(path, "PRAGMA journal_mode = WAL; CREATE TABLE items (id INTEGER PRIMARY KEY)");
 
         var connection = new SqliteConnection($"Data Source={path};Pooling=False");
         connection.Open();
