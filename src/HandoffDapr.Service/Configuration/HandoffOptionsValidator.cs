@@ -95,10 +95,23 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
                 }
             }
 
-            if (string.Equals(options.Dapr.DeadLetterTopic, options.Dapr.CompletionTopic, StringComparison.Ordinal))
+            // All three share one pub/sub: dead letters would go back to the topic they failed on, and the app's own
+            // updates would come back to it as completion events or dead letters. Compared ignoring case, as brokers such as
+            // Azure Service Bus compare them.
+            var topics = new[]
             {
-                // daprd would deliver dead letters back to the topic they failed on.
-                errors.Add("Handoff:Dapr:DeadLetterTopic must differ from Handoff:Dapr:CompletionTopic.");
+                ("CompletionTopic", options.Dapr.CompletionTopic), ("DeadLetterTopic", options.Dapr.DeadLetterTopic),
+                ("UpdatesTopic", options.Dapr.UpdatesTopic),
+            };
+            for (var later = 1; later < topics.Length; later++)
+            {
+                for (var earlier = 0; earlier < later; earlier++)
+                {
+                    if (string.Equals(topics[later].Item2, topics[earlier].Item2, StringComparison.OrdinalIgnoreCase))
+                    {
+                        errors.Add($"Handoff:Dapr:{topics[later].Item1} must differ from Handoff:Dapr:{topics[earlier].Item1}, ignoring case.");
+                    }
+                }
             }
         }
 

@@ -47,7 +47,10 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:PubSubName", "", "Handoff:Dapr:PubSubName must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "coding agents", "Handoff:Dapr:UpdatesTopic must be a name without spaces")]
     [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "coding-agents\u001b", "Handoff:Dapr:UpdatesTopic must be a name without spaces")]
-    [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "autofix-run-completed", "Handoff:Dapr:DeadLetterTopic must differ from Handoff:Dapr:CompletionTopic")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:DeadLetterTopic", "Autofix-Run-Completed", "Handoff:Dapr:DeadLetterTopic must differ from Handoff:Dapr:CompletionTopic")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "autofix-run-completed", "Handoff:Dapr:UpdatesTopic must differ from Handoff:Dapr:CompletionTopic")]
+    [InlineData(HostingMode.Dapr, "Handoff:Dapr:UpdatesTopic", "AUTOFIX-RUN-COMPLETED-DEADLETTER", "Handoff:Dapr:UpdatesTopic must differ from Handoff:Dapr:DeadLetterTopic")]
     public void A_setting_that_would_fail_later_or_vanish_is_refused_at_start_by_its_key(HostingMode mode, string key, string value, string expected)
     {
         var failures = Validate(mode, new Dictionary<string, string?>(ValidIn(mode)) { [key] = value });
@@ -211,6 +214,7 @@ public sealed class HandoffOptionsValidatorTests
     [InlineData("Handoff:Dapr:SidecarWaitTimeout", "00:00:00")]
     [InlineData("Handoff:Dapr:PubSubName", "")]
     [InlineData("Handoff:Dapr:DeadLetterTopic", "autofix-run-completed")]
+    [InlineData("Handoff:Dapr:UpdatesTopic", "autofix-run-completed-deadletter")]
     public void A_setting_only_dapr_mode_reads_is_refused_there_and_does_not_stop_embedded_start_up(string key, string value)
     {
         Assert.NotEmpty(Validate(HostingMode.Dapr, new Dictionary<string, string?>(ValidIn(HostingMode.Dapr)) { [key] = value }));
