@@ -963,6 +963,13 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"agents to read ({string.Join(",", stored.AgentsToPoll.Select(agent => $"{agent.Id} {agent.Status}"))}) but no poll scheduled");
         }
 
+        // One watch at a time: a follow-up moves an agent from the given-up watch to the wait for its pull request (a poll
+        // reads one on both as awaiting, but the stored schedule says which).
+        if (stored.Poll is { GivenUp: { } givenUp, AwaitingPullRequest: { } awaiting } && givenUp.Intersect(awaiting).ToList() is { Count: > 0 } both)
+        {
+            Violation($"{string.Join(",", both)} both given up on and awaiting a pull request");
+        }
+
         // Nor a schedule kept with nothing to read: the next agent the run launches would take over its time and back-off.
         if (!stored.HasAgentsToPoll && stored.Poll is not null)
         {
