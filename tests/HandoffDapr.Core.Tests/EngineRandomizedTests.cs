@@ -970,6 +970,22 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"{string.Join(",", both)} both given up on and awaiting a pull request");
         }
 
+        // The schedule names only the run's agents, and every agent awaiting a pull request has its follow-up's time: without
+        // it, the wait would be counted from the launch, and could end before the follow-up's work did.
+        if (stored.Poll is { } schedule)
+        {
+            var named = (schedule.GivenUp ?? []).Concat(schedule.AwaitingPullRequest ?? []).Concat(schedule.FollowedUpAt?.Keys ?? []);
+            foreach (var unknown in named.Where(id => !stored.CodingAgents.ContainsKey(id)).Distinct())
+            {
+                Violation($"the poll schedule names {unknown}, no agent of the run");
+            }
+
+            foreach (var untimed in (schedule.AwaitingPullRequest ?? []).Where(id => schedule.FollowedUpAt?.ContainsKey(id) != true))
+            {
+                Violation($"{untimed} awaits a pull request with no follow-up time");
+            }
+        }
+
         // Nor a schedule kept with nothing to read: the next agent the run launches would take over its time and back-off.
         if (!stored.HasAgentsToPoll && stored.Poll is not null)
         {
