@@ -27,7 +27,8 @@ namespace HandoffDapr.Core.Tests;
 /// never has two agents on one branch, nor more agents on a repository than it has generations; a new generation comes
 /// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
 /// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in (one
-/// answered after its launch moved on is not applied); work still to do has a time, and agents at work are polled; a redelivery
+/// answered after its launch moved on is not applied), nor sent more than MaxAttempts times (counted at the provider, anew
+/// from a person's relaunch); work still to do has a time, and agents at work are polled; a redelivery
 /// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing; a last allowed attempt whose answer
 /// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
 /// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
@@ -309,10 +310,27 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         manualTriggers++;
         var integrationId = AnIntegration();
         Note($"trigger {(snapshot is null ? "(stored snapshot)" : Names(snapshot))} via {integrationId}");
+        var before = stored;
         var outcome = await engine.TriggerAsync(RunId, stored, new HandoffTrigger(GroupId, integrationId, Instruction: null, AutoCreatePr: true, Snapshot: snapshot), this, CancellationToken.None);
+        ForgetRelaunchedAttempts(before);
         CheckNoLeak("trigger answer", outcome);
         Note($"  -> {outcome.Status}");
         Started(outcome.Round);
+    }
+
+    /// <summary>
+    /// A person's trigger sends a failed launch again on its own branch, its attempts counted anew: the provider's count of
+    /// that branch's launches starts over with it.
+    /// </summary>
+    private void ForgetRelaunchedAttempts(RunHandoffState? before)
+    {
+        foreach (var launch in stored?.Launches ?? [])
+        {
+            if (launch.Phase != LaunchPhase.Failed && before?.Launches.FirstOrDefault(earlier => earlier.BranchName == launch.BranchName) is { Phase: LaunchPhase.Failed })
+            {
+                provider.AttemptedLaunches.Remove(launch.BranchName);
+            }
+        }
     }
 
     private static string Names(RunSnapshot snapshot) => string.Join(",", snapshot.Preferences!.Repositories!.Select(r => r!.Name));
@@ -943,6 +961,13 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         }
 
         provider.EarlyRetries.Clear();
+        // Nor more often than Handoff:Launch:MaxAttempts (README; api.md, retries_exhausted: after MaxAttempts launches a
+        // launch is only looked for, once), counted at the provider from the launch's first attempt or a person's relaunch.
+        foreach (var (branch, attempted) in provider.AttemptedLaunches.Where(count => count.Value > options.Retry.MaxAttempts))
+        {
+            Violation($"{attempted} launches sent on {branch}, {options.Retry.MaxAttempts} attempts allowed");
+        }
+
         foreach (var twins in provider.Agents.Values.GroupBy(agent => (agent.Repository, agent.Branch)).Where(group => group.Count() > 1))
         {
             Violation($"{twins.Count()} agents at the provider on {twins.Key}: {string.Join(",", twins.Select(agent => agent.Id))}");
@@ -1076,7 +1101,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Preferences = new HandoffPreferences(stored.Launches.Where(launch => launch.IntegrationId == integrationId).Select(launch => launch.Repository).Distinct()
                     .Select(name => (RepositoryPreference?)new RepositoryPreference("github", name.Split('/')[0], name.Split('/')[1])).ToList()),
             };
+            var before = stored;
             var outcome = await engine.TriggerAsync(RunId, stored, new HandoffTrigger(GroupId, integrationId, Instruction: null, AutoCreatePr: true, Snapshot: everyRepository), this, CancellationToken.None);
+            ForgetRelaunchedAttempts(before);
             Note($"final trigger via {integrationId} -> {outcome.Status}");
             Started(outcome.Round);
             await SettleAsync("after the final trigger");
@@ -1333,9 +1360,16 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
     private static ProviderResult<T> Failed<T>(string type, bool retryable, bool unknown, TimeSpan? retryAfter = null, bool sent = true, bool attempted = true) =>
         ProviderResult<T>.Failed(new ProviderFailure(type, retryable, unknown, retryAfter, RequestSent: sent, Attempted: attempted));
 
+    /// <summary>
+    /// Launches of each branch that were attempted (all but an open circuit's, which sends nothing and spends no attempt),
+    /// since a person's trigger last launched its failed launch again (<see cref="EngineModel"/> forgets them then).
+    /// </summary>
+    public Dictionary<string, int> AttemptedLaunches { get; } = [];
+
     public Task<ProviderResult<ProviderAgent>> LaunchAsync(AgentLaunchRequest request, CancellationToken cancellationToken)
     {
         LaunchCalls++;
+        AttemptedLaunches[request.BranchName] = AttemptedLaunches.GetValueOrDefault(request.BranchName) + 1;
         if (NotBefore.TryGetValue(request.BranchName, out var notBefore) && time.GetUtcNow() < notBefore)
         {
             EarlyRetries.Add($"{request.Repository.FullName} ({request.BranchName}) sent at {time.GetUtcNow():O}, asked to wait until {notBefore:O}");
@@ -1371,7 +1405,8 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
                 var made = Create(request);
                 return Task.FromResult(ProviderResult<ProviderAgent>.Success(Report(made) with { Repository = "evil/elsewhere" }));
             case 6:
-                // An open circuit: nothing sent.
+                // An open circuit: nothing sent, no attempt spent.
+                AttemptedLaunches[request.BranchName]--;
                 return Task.FromResult(Failed<ProviderAgent>(FailureTypes.ProviderUnavailable, true, false, sent: false, attempted: false));
             case 7:
                 if (random.Next(2) == 0)
