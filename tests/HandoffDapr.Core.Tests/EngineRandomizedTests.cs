@@ -28,7 +28,9 @@ namespace HandoffDapr.Core.Tests;
 /// only from a person's trigger or another integration; a launch failed with <see cref="RepositoryLaunch.OutcomeUnknown"/>
 /// false has no agent at the provider; no launch is sent again before the Retry-After of a 429 the run took in (one
 /// answered after its launch moved on is not applied), nor sent more than MaxAttempts times (counted at the provider, anew
-/// from a person's relaunch); work still to do has a time, and agents at work are polled; a redelivery
+/// from a person's relaunch); a launch is launched exactly when it has an agent, and shows a failure type api.md gives for
+/// its phase (one retried while it waits, or none yet; one that ends it when failed; its agent's failure when launched,
+/// an agent that finished after all none); work still to do has a time, and agents at work are polled; a redelivery
 /// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing; a last allowed attempt whose answer
 /// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
 /// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
@@ -74,7 +76,8 @@ namespace HandoffDapr.Core.Tests;
 /// unknown let the next read, showing the agent at work, take it off that watch, so a late webhook of the end before
 /// the follow-up ended every watch (seed 955129); and that a stale read of a stop before a follow-up, after a second
 /// stop whose outcome was unknown, ended the watch likewise (seed 1177602). Mutations it catches: a lookup window that
-/// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After.
+/// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After; a person's relaunch that
+/// keeps the failure type of the launch it sends again (shown while it waits or is in flight, and in a trigger's retries).
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..400, about 10 ms each); ENGINE_STEPS_MAX (default 200).
 /// The seeds that found a fault since the schedules last changed run too, each at the length that found it.
@@ -1031,12 +1034,48 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Violation($"{launch.Repository} has generation {launch.Generation} after {manualTriggers} manual triggers, by {integrationsUsed} integrations");
             }
 
+            if (LaunchDisagreement(launch) is { } disagreement)
+            {
+                Violation($"{launch.Repository}#{launch.Generation} {launch.Phase} (agent {launch.AgentId ?? "none"}, failure type {launch.FailureType ?? "none"}): {disagreement}");
+            }
+
             if (launch is { Phase: LaunchPhase.Failed, AgentId: null, OutcomeUnknown: false }
                 && provider.Agents.Values.FirstOrDefault(agent => agent.Repository == launch.Repository && agent.Branch == launch.BranchName) is { } agent)
             {
                 Violation($"{launch.Repository}#{launch.Generation} failed ({launch.FailureType}) as surely without an agent, but {agent.Id} is on its branch");
             }
         }
+    }
+
+    // The failure types of api.md's table a launch may show, by its phase: one waiting for its next attempt only what is
+    // retried; one failed only what is not (a retryable failure on the last attempt is retries_exhausted), never the
+    // refusals kept out of the state (invalid_repository, no_repositories, too_many_*); one launched only its agent's end.
+    private static readonly string[] RetriedFailureTypes = [FailureTypes.RateLimited, FailureTypes.ProviderUnavailable, FailureTypes.InvalidResponse, FailureTypes.ReconcileIncomplete];
+    private static readonly string[] FinalFailureTypes = [FailureTypes.InvalidCredentials, FailureTypes.RepositoryAccess, FailureTypes.InvalidRequest, FailureTypes.RetriesExhausted,
+        FailureTypes.NoCopilotLicense, FailureTypes.QuotaExceeded, FailureTypes.Superseded];
+    private static readonly string[] AgentFailureTypes = [FailureTypes.AgentFailed, FailureTypes.TimedOut];
+
+    /// <summary>
+    /// Why a launch's phase, agent and failure type do not agree as the runbook reads them, or null: launched is the phase
+    /// of a launch with an agent, and only of one; its failure type, if any, says how its agent failed (and is gone once
+    /// the agent finished after all); a launch still to be sent carries its last attempt's retried failure or none yet.
+    /// </summary>
+    private string? LaunchDisagreement(RepositoryLaunch launch)
+    {
+        if ((launch.Phase == LaunchPhase.Launched) != (launch.AgentId is not null))
+        {
+            return "launched is the phase of a launch with an agent";
+        }
+
+        return launch.Phase switch
+        {
+            LaunchPhase.Launched when launch.FailureType is { } type && !(AgentFailureTypes.Contains(type) && stored!.CodingAgents[launch.AgentId!].Status == CodingAgentStatus.Failed)
+                => $"launched with failure type {type}, its agent {stored!.CodingAgents[launch.AgentId!].Status}",
+            LaunchPhase.Failed when !FinalFailureTypes.Contains(launch.FailureType) => "failed without a failure type that ends a launch",
+            LaunchPhase.InFlight or LaunchPhase.RetryScheduled or LaunchPhase.OutcomeUnknown when launch.FailureType is { } type && !RetriedFailureTypes.Contains(type)
+                => "waiting for an attempt with a failure type not retried",
+            _ => null,
+        };
     }
 
     private async Task FinishAsync()
