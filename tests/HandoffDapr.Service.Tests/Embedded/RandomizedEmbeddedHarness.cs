@@ -46,8 +46,9 @@ internal sealed record RandomProfile(
 /// evolving snapshots (a quarter of them on Copilot); completion events (raw or CloudEvent; once, twice, concurrently,
 /// on either process), manual triggers, stops and follow-ups, signed webhooks (lost, late, repeated), provider faults,
 /// the clock and each process's schedule, processes stopped and started again at random moments, also while a launch
-/// round is held at the provider (the agent created before the stop, during the grace, after it, or never). Then
-/// everything is settled and the design's invariants are checked. The processes share one clock (one machine, one wall
+/// round is held at the provider (the agent created before the stop, during the grace, after it, or never). After every
+/// operation each running process's view of each run is the run as the data file holds it (the view saved with the
+/// state is sent as stored). Then everything is settled and the design's invariants are checked. The processes share one clock (one machine, one wall
 /// clock), never advanced while a launch is held: a held call ends well inside <c>InFlightTimeout</c>, as the design
 /// presumes. A failure prints the seed, what broke and the operations in order; each seed's counters go to the output.
 /// </summary>
@@ -423,6 +424,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             Interlocked.Increment(ref operations);
             await OneOperationAsync();
             ObserveDeletions();
+            await CheckViewsAgreeWithStoreAsync();
         }
 
         await FinishAsync();
@@ -1077,6 +1079,45 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         return HandoffInvariants.ReadViewAsync(p.Client!, run, $" on {p.Name}", CheckLeak, Violation);
     }
 
+    /// <summary>
+    /// What <c>GET /runs/{id}/handoff</c> answers on each running process is the run as the data file holds it: embedded
+    /// mode sends the view saved with the row's state (a read sends it as stored), which must be that state's, not an
+    /// earlier one's. The answer is read between two loads of the row that find one version, so that a save meanwhile (a
+    /// launch in the background, the schedule) is not taken for a difference; the comparisons so skipped are counted.
+    /// </summary>
+    private async Task CheckViewsAgreeWithStoreAsync()
+    {
+        foreach (var p in procs.Where(p => p.Running))
+        {
+            var http = p.Factory!.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<Microsoft.AspNetCore.Http.Json.JsonOptions>>().Value.SerializerOptions;
+            foreach (var run in runs)
+            {
+                var before = await p.Factory.Store.LoadAsync(run, CancellationToken.None);
+                if (before.State is not { } state)
+                {
+                    continue;
+                }
+
+                var response = await p.Client!.GetAsync($"/runs/{run}/handoff?group_id={Payloads.GroupId}");
+                var body = await response.Content.ReadAsStringAsync();
+                if ((await p.Factory.Store.LoadAsync(run, CancellationToken.None)).Version != before.Version)
+                {
+                    Interlocked.Increment(ref viewsChangedWhileRead);
+                    continue;
+                }
+
+                Interlocked.Increment(ref viewsCompared);
+                var stored = JsonNode.Parse(HandoffDapr.Service.Api.RunHandoffView.Json(state, http));
+                if (response.StatusCode != System.Net.HttpStatusCode.OK || !JsonNode.DeepEquals(JsonNode.Parse(body), stored))
+                {
+                    Violation($"run {run} on {p.Name}: GET answers {(int)response.StatusCode} {HandoffInvariants.Truncate(body)}\nthe stored state (version {before.Version}) is {HandoffInvariants.Truncate(stored!.ToJsonString())}");
+                }
+            }
+        }
+    }
+
+    private int viewsCompared, viewsChangedWhileRead;
+
     private async Task<bool> LaunchesSettledAsync()
     {
         foreach (var run in runs)
@@ -1233,6 +1274,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         ObserveDeletions(finishing: true);
         await CheckDeletedRunsAnswerAsync();
+        await CheckViewsAgreeWithStoreAsync();
         await CheckFinalAsync();
     }
 
@@ -1362,7 +1404,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        output.WriteLine($"{profile.Name}: seed={seed} ops={operations} restarts={restarts} heldRestarts={heldRestarts} (createdBefore={createdBeforeStop} createdAfter/during={createdAfterStop} never={neverCreated}) crossProcessWhileHeld={crossProcessOps} 503s={answers503} (not across a stop: {uncrossed503}) copilotRuns={copilotRuns.Count} cursorAgents={cursor.Agents.Count} copilotTasks={github.Tasks.Count}{RetentionCounters} violations={Violations.Count}");
+        output.WriteLine($"{profile.Name}: seed={seed} ops={operations} restarts={restarts} heldRestarts={heldRestarts} (createdBefore={createdBeforeStop} createdAfter/during={createdAfterStop} never={neverCreated}) crossProcessWhileHeld={crossProcessOps} 503s={answers503} (not across a stop: {uncrossed503}) copilotRuns={copilotRuns.Count} cursorAgents={cursor.Agents.Count} copilotTasks={github.Tasks.Count} viewsCompared={viewsCompared} (changed while read: {viewsChangedWhileRead}){RetentionCounters} violations={Violations.Count}");
         hold?.Released.TrySetResult();
         foreach (var p in procs)
         {
