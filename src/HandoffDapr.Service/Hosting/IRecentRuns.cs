@@ -43,15 +43,18 @@ public sealed class LocalRecentRuns(TimeProvider? clock = null) : IRecentRuns
     }
 
     /// <summary>
-    /// The run as its view reads it: the snapshot is cut to its group, and the launches lose their instruction. Kept whole,
-    /// the table would hold every listed run's snapshot (up to <c>Handoff:MaxRequestBodyBytes</c> of JSON each, twice that
-    /// in memory) for as long as the replica runs, long after its actor let go of it: over a GiB at capacity, for a pod
-    /// given 512 MiB; and each launch's instruction (up to 4096 characters, a string per launch once read from the store):
-    /// over 200 MB for runs of 50 repositories.
+    /// The run as its view reads it: the snapshot is cut to its group and its repositories (the view's <c>refused</c> is
+    /// derived from them: without them every run read "no_repositories"), and the launches lose their instruction. Kept
+    /// whole, the table would hold every listed run's snapshot (up to <c>Handoff:MaxRequestBodyBytes</c> of JSON each,
+    /// twice that in memory, its artifacts most of it) for as long as the replica runs, long after its actor let go of it:
+    /// over a GiB at capacity, for a pod given 512 MiB; and each launch's instruction (up to 4096 characters, a string per
+    /// launch once read from the store): over 200 MB for runs of 50 repositories.
     /// </summary>
     private static RunHandoffState AsViewed(RunHandoffState state) => state with
     {
-        Snapshot = state.Snapshot is { } snapshot ? new RunSnapshot(snapshot.RunId, Group: new RunGroup(snapshot.GroupId)) : null,
+        Snapshot = state.Snapshot is { } snapshot
+            ? new RunSnapshot(snapshot.RunId, Group: new RunGroup(snapshot.GroupId), Preferences: new HandoffPreferences(snapshot.Preferences?.Repositories))
+            : null,
         Launches = state.Launches.Any(launch => launch.Instruction is not null)
             ? state.Launches.Select(launch => launch with { Instruction = null }).ToList()
             : state.Launches,

@@ -105,6 +105,30 @@ public sealed class LocalRecentRunsTests
     }
 
     [Fact]
+    public async Task A_remembered_run_is_listed_with_the_repositories_its_view_refuses()
+    {
+        // GET /runs (the status page) shows a run's refused as GET /runs/{id}/handoff does: derived from the snapshot's
+        // repositories, which the table must keep when it lets go of the rest of the snapshot.
+        var recent = new LocalRecentRuns();
+        var runs = new[]
+        {
+            new RunSnapshot(1, Group: new RunGroup(10), Preferences: new HandoffPreferences([new RepositoryPreference("github", "acme", "shop")])),
+            new RunSnapshot(2, Group: new RunGroup(20), Preferences: new HandoffPreferences(
+                [new RepositoryPreference("github", "acme", "shop"), new RepositoryPreference("gitlab", "acme", "web"), new RepositoryPreference("github", "acme", "bad name")])),
+            new RunSnapshot(3, Group: new RunGroup(30), Preferences: new HandoffPreferences([])),
+        }.Select(snapshot => RunHandoffState.New(snapshot.RunId) with { Snapshot = snapshot }).ToList();
+        foreach (var run in runs)
+        {
+            recent.Remember(run);
+        }
+
+        var listed = (await recent.ListAsync(10, CancellationToken.None)).Select(RunHandoffView.From).OrderBy(view => view.RunId).ToList();
+
+        Assert.Equal(runs.Select(run => RunHandoffView.From(run).Refused), listed.Select(view => view.Refused));
+        Assert.Equal([0, 2, 1], listed.Select(view => view.Refused.Count));
+    }
+
+    [Fact]
     public async Task A_remembered_run_keeps_its_launches_for_the_view_but_not_their_instructions_alive()
     {
         // A launch still to be sent keeps the person's instruction (up to 4096 characters) for its retries; the view leaves
