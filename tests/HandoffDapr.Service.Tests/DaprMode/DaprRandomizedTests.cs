@@ -710,5 +710,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         {
             CheckLeak(w, $"published {published.Topic}", Encoding.UTF8.GetString(published.Data.ToArray()));
         }
+
+        // The status page's list (the runs this replica's actors saved) shows each run as its own read does.
+        using var invoke = new HttpClient { BaseAddress = w.Sidecar.HttpEndpoint };
+        await HandoffInvariants.CheckListedAsViewedAsync(invoke, "/v1.0/invoke/handoff/method", " (by service invocation)", (what, text) => CheckLeak(w, what, text), w.Violations.Add);
     }
 }

@@ -1397,8 +1397,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         foreach (var p in procs)
         {
-            var list = await p.Client!.GetAsync("/runs?limit=200");
-            CheckLeak($"GET /runs on {p.Name}", await list.Content.ReadAsStringAsync());
+            await HandoffInvariants.CheckListedAsViewedAsync(p.Client!, "", $" on {p.Name}", CheckLeak, Violation);
         }
     }
 

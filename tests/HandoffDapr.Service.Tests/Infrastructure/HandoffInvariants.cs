@@ -96,6 +96,42 @@ public static class HandoffInvariants
         return JsonNode.Parse(body)!.AsObject();
     }
 
+    /// <summary>
+    /// Each run <c>GET /runs</c> lists (the status page's data) is shown as <c>GET /runs/{id}/handoff</c> shows it, field
+    /// by field: the list is of the runs' views (in Dapr mode as this replica last saw them, which once the runs are
+    /// settled is as they are). <paramref name="prefix"/> is put before each path (daprd's service invocation, say).
+    /// </summary>
+    public static async Task CheckListedAsViewedAsync(HttpClient client, string prefix, string where, Action<string, string> checkLeak, Action<string> violation)
+    {
+        var response = await client.GetAsync($"{prefix}/runs?limit=200");
+        var body = await response.Content.ReadAsStringAsync();
+        checkLeak($"GET /runs{where}", body);
+        if (response.StatusCode != System.Net.HttpStatusCode.OK)
+        {
+            violation($"GET /runs{where}: {(int)response.StatusCode} {Truncate(body)}");
+            return;
+        }
+
+        foreach (var listed in JsonNode.Parse(body)!.AsArray().Select(node => node!.AsObject()))
+        {
+            var run = listed["run_id"]!.GetValue<long>();
+            var read = await client.GetAsync($"{prefix}/runs/{run}/handoff?group_id={listed["group_id"]}");
+            var text = await read.Content.ReadAsStringAsync();
+            if (read.StatusCode != System.Net.HttpStatusCode.OK)
+            {
+                violation($"GET /runs{where} lists run {run}, which answers {(int)read.StatusCode} {Truncate(text)}");
+                continue;
+            }
+
+            var view = JsonNode.Parse(text)!.AsObject();
+            foreach (var field in listed.Select(property => property.Key).Union(view.Select(property => property.Key))
+                .Where(field => !JsonNode.DeepEquals(listed[field], view[field])))
+            {
+                violation($"GET /runs{where} lists run {run} with {field} {Truncate(listed[field]?.ToJsonString() ?? "missing")}, its view has {Truncate(view[field]?.ToJsonString() ?? "missing")}");
+            }
+        }
+    }
+
     /// <summary>A launch still waiting, under way or of unknown outcome: the schedule has work left.</summary>
     public static bool HasUnsettledLaunch(JsonObject view) =>
         view["launches"]!.AsArray().Any(l => l!["phase"]!.GetValue<string>() is not ("launched" or "failed"));
