@@ -653,7 +653,16 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 continue;
             }
 
-            var view = JsonNode.Parse(text)!["coding_agents"]!.AsObject();
+            var read = JsonNode.Parse(text)!.AsObject();
+            var view = read["coding_agents"]!.AsObject();
+            foreach (var launch in read["launches"]!.AsArray().Select(node => node!.AsObject()))
+            {
+                if (HandoffInvariants.LaunchFieldsDisagree(launch, view) is { } disagreement)
+                {
+                    w.Violations.Add($"run {run}: {disagreement}: {launch.ToJsonString()}");
+                }
+            }
+
             foreach (var (agentId, agent) in view)
             {
                 if (!w.Cursor.Agents.TryGetValue(agentId, out var atProvider))

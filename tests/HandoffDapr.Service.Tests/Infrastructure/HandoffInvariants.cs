@@ -11,7 +11,8 @@ public static class HandoffInvariants
     /// <summary>
     /// Every repository of the latest solution ends launched with an agent or failed with a failure type; no launch is
     /// left in another phase; an agent a launch names is in <c>coding_agents</c>; a generation past the first follows one
-    /// that had an agent (a failed agent relaunched).
+    /// that had an agent (a failed agent relaunched); each launch's phase, agent, <c>next_attempt_at</c> and failure type
+    /// agree (<see cref="LaunchFieldsDisagree"/>).
     /// </summary>
     public static void CheckLaunches(long run, JsonObject view, JsonObject latestSolution, Action<string> violation)
     {
@@ -44,6 +45,11 @@ public static class HandoffInvariants
                 violation($"run {run}: failed launch without failure_type: {launch.ToJsonString()}");
             }
 
+            if (LaunchFieldsDisagree(launch, agents) is { } disagreement)
+            {
+                violation($"run {run}: {disagreement}: {launch.ToJsonString()}");
+            }
+
             if (launch["agent_id"]?.GetValue<string>() is { } agentId && !agents.ContainsKey(agentId))
             {
                 violation($"run {run}: launch names agent {agentId} missing from coding_agents");
@@ -59,6 +65,30 @@ public static class HandoffInvariants
                 }
             }
         }
+    }
+
+    // The failure types api.md's table gives a launch that ended: failed, only one that ends a launch (a retried failure on
+    // its last attempt is retries_exhausted; the refusals a trigger answers are never stored); launched, only its agent's.
+    private static readonly string[] FailedLaunchTypes = ["invalid_credentials", "repository_access", "invalid_request", "retries_exhausted", "no_copilot_license", "quota_exceeded", "superseded"];
+    private static readonly string[] AgentFailureTypes = ["agent_failed", "timed_out"];
+
+    /// <summary>
+    /// Why an ended launch's fields do not agree as the runbook reads them, or null: <c>launched</c> is the phase of a
+    /// launch with an agent, and only of one; <c>next_attempt_at</c> is null once a launch is launched or failed; a failed
+    /// one's failure type ends a launch, and a launched one's, if any, says how its agent (failed) ended.
+    /// </summary>
+    public static string? LaunchFieldsDisagree(JsonObject launch, JsonObject agents)
+    {
+        var phase = launch["phase"]!.GetValue<string>();
+        var agentId = launch["agent_id"]?.GetValue<string>();
+        var failureType = launch["failure_type"]?.GetValue<string>();
+        return phase is not ("launched" or "failed") ? null
+            : (phase == "launched") != (agentId is not null) ? "launched is the phase of a launch with an agent"
+            : launch["next_attempt_at"] is not null ? $"{phase} with a next_attempt_at"
+            : phase == "failed" && !FailedLaunchTypes.Contains(failureType) ? $"failed with failure_type {failureType ?? "null"}, not one that ends a launch"
+            : phase == "launched" && failureType is not null && !(AgentFailureTypes.Contains(failureType) && agents[agentId!]?["status"]?.GetValue<string>() == "failed")
+                ? $"launched with failure_type {failureType}, its agent {agents[agentId!]?["status"]}"
+            : null;
     }
 
     /// <summary>What no answer or view may contain: exception text, stack frames, the provider's own error text, secrets.</summary>
