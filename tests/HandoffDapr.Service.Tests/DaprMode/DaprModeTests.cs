@@ -336,7 +336,7 @@ public sealed class DaprModeTests : DaprModeTest
     }
 
     [Fact]
-    public async Task Manual_trigger_goes_through_the_actor_and_the_update_is_published()
+    public async Task Manual_trigger_goes_through_the_actor_and_the_update_publishes_the_agents_as_GET_shows_them()
     {
         var response = await client.PostJsonAsync("/runs/125/handoff", Payloads.Trigger(Payloads.Run(125, ["acme/shop"], automation: false)));
 
@@ -350,6 +350,8 @@ public sealed class DaprModeTests : DaprModeTest
         Assert.Equal(125, data["run_id"]!.GetValue<long>());
         Assert.Equal(Payloads.GroupId, data["group_id"]!.GetValue<long>());
         Assert.True(data["coding_agents"]!.AsObject().ContainsKey(agentId));
+        // The run's whole set, as GET writes it (docs/api.md, "Agent updates").
+        Assert.True(JsonNode.DeepEquals(view["coding_agents"], data["coding_agents"]), $"published {data["coding_agents"]}, GET has {view["coding_agents"]}");
     }
 
     /// <summary>
