@@ -655,6 +655,14 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
             var read = JsonNode.Parse(text)!.AsObject();
             var view = read["coding_agents"]!.AsObject();
+            // Its subscribers were last told of the agents it has (docs/api.md, "Agent updates"): each change is published
+            // once saved, so the last notice of a settled run is of its last change.
+            var lastNotice = w.Sidecar.Published.LastOrDefault(p => p.Topic == "handoff.coding-agents.updated" && JsonNode.Parse(p.Data.ToArray())!["run_id"]!.GetValue<long>() == run);
+            if (view.Count > 0 && !JsonNode.DeepEquals(lastNotice is null ? null : JsonNode.Parse(lastNotice.Data.ToArray())!["coding_agents"], view))
+            {
+                w.Violations.Add($"run {run}: the last agents update published {(lastNotice is null ? "nothing" : Encoding.UTF8.GetString(lastNotice.Data.ToArray()))}, the run has {view.ToJsonString()}");
+            }
+
             foreach (var launch in read["launches"]!.AsArray().Select(node => node!.AsObject()))
             {
                 if (HandoffInvariants.LaunchFieldsDisagree(launch, view) is { } disagreement)
