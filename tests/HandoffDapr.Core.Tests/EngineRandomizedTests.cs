@@ -76,8 +76,9 @@ namespace HandoffDapr.Core.Tests;
 /// unknown let the next read, showing the agent at work, take it off that watch, so a late webhook of the end before
 /// the follow-up ended every watch (seed 955129); and that a stale read of a stop before a follow-up, after a second
 /// stop whose outcome was unknown, ended the watch likewise (seed 1177602). Mutations it catches: a lookup window that
-/// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After; a person's relaunch that
-/// keeps the failure type of the launch it sends again (shown while it waits or is in flight, and in a trigger's retries).
+/// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After; a
+/// person's relaunch that keeps the failure type of the launch it sends again (shown while it waits or is in flight, and
+/// in a trigger's retries).
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..400, about 10 ms each); ENGINE_STEPS_MAX (default 200).
 /// The seeds that found a fault since the schedules last changed run too, each at the length that found it.

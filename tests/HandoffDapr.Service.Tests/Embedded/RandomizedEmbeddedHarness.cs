@@ -48,9 +48,10 @@ internal sealed record RandomProfile(
 /// the clock and each process's schedule, processes stopped and started again at random moments, also while a launch
 /// round is held at the provider (the agent created before the stop, during the grace, after it, or never). After every
 /// operation each running process's view of each run is the run as the data file holds it (the view saved with the
-/// state is sent as stored). Then everything is settled and the design's invariants are checked. The processes share one clock (one machine, one wall
-/// clock), never advanced while a launch is held: a held call ends well inside <c>InFlightTimeout</c>, as the design
-/// presumes. A failure prints the seed, what broke and the operations in order; each seed's counters go to the output.
+/// state is sent as stored). Then everything is settled and the design's invariants are checked. The processes share
+/// one clock (one machine, one wall clock), never advanced while a launch is held: a held call ends well inside
+/// <c>InFlightTimeout</c>, as the design presumes. A failure prints the seed, what broke and the operations in order;
+/// each seed's counters go to the output.
 /// </summary>
 internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 {
