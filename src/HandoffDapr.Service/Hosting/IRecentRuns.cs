@@ -37,7 +37,8 @@ public sealed class LocalRecentRuns(TimeProvider? clock = null) : IRecentRuns
         {
             foreach (var stale in runs.Values.OrderBy(run => run.SavedAt).Take(runs.Count - Capacity))
             {
-                runs.TryRemove(stale.State.RunId, out _);
+                // Only the entry as it was sorted: the run saved again meanwhile (on another actor's thread) is newest.
+                runs.TryRemove(KeyValuePair.Create(stale.State.RunId, stale));
             }
         }
     }
