@@ -212,6 +212,15 @@ public sealed class EmbeddedHandoffTests : IDisposable
     }
 
     [Fact]
+    public async Task Recent_runs_of_a_data_file_without_runs_is_an_empty_array()
+    {
+        var response = await client.GetAsync("/runs");
+
+        Assert.Equal(HttpStatusCode.OK, response.StatusCode);
+        Assert.Equal("[]", await response.Content.ReadAsStringAsync());
+    }
+
+    [Fact]
     public async Task Recent_runs_lists_the_newest_first_and_honours_the_limit()
     {
         foreach (var runId in new[] { 130, 131, 132 })
