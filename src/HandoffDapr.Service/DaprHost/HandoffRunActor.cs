@@ -358,7 +358,8 @@ public sealed partial class HandoffRunActor(
 
     private async Task<RunHandoffState?> LoadAsync()
     {
-        // Every turn loads first (a wake-up after removing its wake_at, which looked first).
+        // A no-op: LoadRunAsync, its one caller, has done it before reading the tombstone (and WakeAsync before removing
+        // wake_at).
         await ForgetStateCachedBeforeSidecarStartAsync();
         var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
         var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);
