@@ -439,7 +439,7 @@ public sealed partial class HandoffRunActor(
             }
         }
 
-        // Only ever grows (a run that replaced a snapshot keeps the list): nothing to remove.
+        // Never emptied (a run that replaced a snapshot keeps the last ones, at most eight): nothing to remove.
         if ((all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots)) && state.ReplacedSnapshots is { } replaced)
         {
             await Set(ReplacedSnapshotsKey, replaced.ToList());
