@@ -101,7 +101,10 @@ public sealed class EmbeddedRunOwner(
         }
     }
 
-    /// <summary>A read of one indexed column: the run's row holds the digest while the event's bytes again would change nothing.</summary>
+    /// <summary>
+    /// From this process's memory of the digests its saves wrote (<see cref="HandledEventMemory"/>), else a read of one
+    /// indexed column: the run's row holds the digest while the event's bytes again would change nothing.
+    /// </summary>
     public long? FindRepeatedEvent(ReadOnlySpan<byte> eventData, out byte[]? digest)
     {
         digest = store.DigestEvent(eventData);
