@@ -22,7 +22,11 @@ public sealed class HandoffOptions
     /// <summary>At shutdown, how long requests and launch rounds in progress may still run and record their answers in this mode.</summary>
     public TimeSpan ShutdownWaitIn(HostingMode mode) => mode == HostingMode.Dapr ? Dapr.ShutdownDrain : Embedded.ShutdownWait;
 
-    /// <summary>Largest request body accepted on any endpoint.</summary>
+    /// <summary>
+    /// Largest request body accepted on any endpoint but two of Dapr mode's: an actor call carries a run as the SDK
+    /// escapes it, and a dead letter may be an event refused for its size; both take six times this plus 1 MiB
+    /// (<see cref="Extensions.HandoffServiceExtensions.ActorCallBodyLimit"/>).
+    /// </summary>
     public long MaxRequestBodyBytes { get; set; } = 1024 * 1024;
 
     public int MaxInstructionLength { get; set; } = 4096;
