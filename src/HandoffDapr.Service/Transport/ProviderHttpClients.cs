@@ -62,8 +62,9 @@ public sealed class ProviderHttpClients(TimeProvider timeProvider, TimeSpan? con
     public HttpClient Create(IntegrationOptions integration)
     {
         // The breaker reads the service's monotonic clock (tests move it); the per-call timeout is real time. It counts
-        // 5xx answers as well as timeouts and network errors (the options' default), where Dapr mode's providerBreaker
-        // (components/resiliency.yaml) sees only calls that fail outright: daprd hands a 5xx to the app as an answer.
+        // 5xx, 408 and 429 answers as well as timeouts and network errors (the options' default, as docs/runbook.md
+        // says), where Dapr mode's providerBreaker (components/resiliency.yaml) sees only calls that fail outright:
+        // daprd hands a 5xx to the app as an answer.
         var breaker = new ResiliencePipelineBuilder<HttpResponseMessage> { TimeProvider = breakerClock }
             .AddCircuitBreaker(new HttpCircuitBreakerStrategyOptions
             {
