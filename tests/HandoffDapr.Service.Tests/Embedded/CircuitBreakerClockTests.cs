@@ -119,6 +119,37 @@ public sealed class CircuitBreakerClockTests : IDisposable
         Assert.Equal(200, response.StatusCode);
     }
 
+    /// <summary>
+    /// What counts as a failure is the options' default (docs/runbook.md, <c>ProviderTransportFailure</c>): a provider
+    /// that rate-limits or times out every call is treated as down; one refusing the requests themselves (4xx) is not.
+    /// </summary>
+    [Theory]
+    [InlineData(429, true)]
+    [InlineData(408, true)]
+    [InlineData(503, true)]
+    [InlineData(404, false)]
+    [InlineData(401, false)]
+    [InlineData(400, false)]
+    public async Task Ten_answers_of_a_status_open_the_circuit_only_for_5xx_408_and_429(int status, bool opens)
+    {
+        var (_, transport) = Breaker();
+        Answering(status);
+        for (var i = 0; i < 10; i++)
+        {
+            Assert.Equal(status, (await CallAsync(transport)).StatusCode);
+        }
+
+        if (opens)
+        {
+            var open = await Assert.ThrowsAsync<ProviderTransportException>(() => CallAsync(transport));
+            Assert.Equal(TransportFailureKind.CircuitOpen, open.Kind);
+        }
+        else
+        {
+            Assert.Equal(status, (await CallAsync(transport)).StatusCode);
+        }
+    }
+
     private (SteppingClock Clock, HttpProviderTransport Transport) Breaker()
     {
         var clock = new SteppingClock();
@@ -127,10 +158,12 @@ public sealed class CircuitBreakerClockTests : IDisposable
         return (clock, new HttpProviderTransport(clients.Create(new IntegrationOptions { BaseUrl = provider.Url, ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(30) })));
     }
 
-    private void Failing(bool failing)
+    private void Failing(bool failing) => Answering(failing ? 500 : 200);
+
+    private void Answering(int status)
     {
         provider.Reset();
-        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(failing ? 500 : 200).WithBody("{}"));
+        provider.Given(Request.Create().WithPath("/v0/me").UsingGet()).RespondWith(Response.Create().WithStatusCode(status).WithBody("{}"));
     }
 
     private async Task FailAsync(HttpProviderTransport transport, int calls)
