@@ -9,7 +9,10 @@ public interface IIntegrationCatalog
 }
 
 /// <param name="AutoCreatePrDefault">Used by the manual trigger when the request does not say.</param>
-/// <param name="Webhook">Where the provider reports status, when the integration has a webhook secret and a public URL.</param>
+/// <param name="Webhook">
+/// Where the provider reports status, when it sends webhooks at all (Cursor; not Copilot) and the integration has a
+/// webhook secret and a public URL.
+/// </param>
 public sealed record Integration(
     long Id,
     ICodingAgentProvider Provider,
