@@ -267,7 +267,8 @@ public enum LaunchPhase
     /// <summary>
     /// An attempt may have made an agent (its answer was lost or unreadable, or a lookup for it was left unfinished):
     /// unlike <see cref="RetryScheduled"/>, at <see cref="RepositoryLaunch.NextAttemptAt"/> the provider's agents are
-    /// looked through first and one on the launch's branch is adopted; it is launched again only if a finished lookup
+    /// looked through first and the launch's own is adopted (the one on its branch; for Copilot, which names branches
+    /// itself, the task whose prompt ends with its handoff reference); it is launched again only if a finished lookup
     /// found none.
     /// </summary>
     OutcomeUnknown,
