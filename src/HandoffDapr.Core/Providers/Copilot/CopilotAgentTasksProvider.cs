@@ -69,7 +69,8 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         var read = await ReadTaskAsync(agentId, cancellationToken);
-        // Only a finished task's pull request is recorded, so only then is it looked up (one more call).
+        // Only a finished task's pull request is looked up (one more call). The engine keeps a failed agent's too (an
+        // error after the pull request was opened), but a failed task's is learnt only where its artifact has the URL.
         if (read.Value is not { } agent || agent.Agent.Status != ProviderAgentStatus.Finished || agent.Agent.PrUrl is not null)
         {
             return read.IsSuccess ? ProviderResult<ProviderAgent>.Success(read.Value!.Agent) : ProviderResult<ProviderAgent>.Failed(read.Failure!);
