@@ -204,6 +204,21 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task The_pull_request_of_an_agent_failed_with_it_is_not_logged_again_when_it_finishes_after_all()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/40")), writer);
+
+        await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/40")), writer);
+
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        var learnt = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentPullRequestLearnt");
+        Assert.Equal("Run 1: agent bc-1 opened pull request https://github.com/acme/shop/pull/40 for acme/shop", learnt.Message);
+    }
+
+    [Fact]
     public async Task An_agent_adopted_from_a_late_answer_is_logged_as_found_there()
     {
         var logger = new FakeLogger<HandoffEngine>();

@@ -439,6 +439,8 @@ public sealed partial class HandoffEngine
 
     private static bool HasPullRequest(CodingAgentState agent) => agent.Results.Any(result => result.PrUrl is not null);
 
+    private static string? PullRequestIn(IReadOnlyList<CodingAgentResult> results) => results.FirstOrDefault(result => result.PrUrl is not null)?.PrUrl;
+
     /// <summary>
     /// Applies what a provider says about an agent (webhook or poll). Status never moves backwards, and only a pull
     /// request of the launch's repository is recorded.
@@ -488,7 +490,7 @@ public sealed partial class HandoffEngine
             counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.Value.WireName()));
         }
 
-        LogPullRequestOpened(counted, runId, report.Id, launch, results);
+        LogPullRequestOpened(counted, runId, report.Id, launch, results, agent.Results);
 
         state = state
             .WithAgent(agent with { Status = status.Value, AgentUrl = report.AgentUrl ?? agent.AgentUrl, Results = results })
@@ -501,12 +503,13 @@ public sealed partial class HandoffEngine
     }
 
     /// <summary>
-    /// The pull request is what the handoff is for, so the log names it. Called where an agent's results are made: the
-    /// results of a completed agent are final, so a pull request is in them only from the change that first shows it.
+    /// The pull request is what the handoff is for, so the log names it once: where an agent's results are made, when
+    /// they hold one the agent's did not (an agent failed with its pull request keeps it, and may finish after all).
     /// </summary>
-    private void LogPullRequestOpened(TurnMeasurements counted, long runId, string agentId, RepositoryLaunch? launch, IReadOnlyList<CodingAgentResult> results)
+    private void LogPullRequestOpened(
+        TurnMeasurements counted, long runId, string agentId, RepositoryLaunch? launch, IReadOnlyList<CodingAgentResult> results, IReadOnlyList<CodingAgentResult> before)
     {
-        if (launch is not null && results.FirstOrDefault(result => result.PrUrl is not null)?.PrUrl is { } pullRequest)
+        if (launch is not null && PullRequestIn(results) is { } pullRequest && pullRequest != PullRequestIn(before))
         {
             counted.Log(() => LogPullRequestLearnt(runId, agentId, pullRequest, launch.Repository));
         }
@@ -604,7 +607,7 @@ public sealed partial class HandoffEngine
             agent.CreatedAt ?? now,
             ResultsOf(agent, status, launch, []));
         counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", status.WireName()));
-        LogPullRequestOpened(counted, state.RunId, agent.Id, launch, agentState.Results);
+        LogPullRequestOpened(counted, state.RunId, agent.Id, launch, agentState.Results, []);
         return state.WithAgent(agentState).WithLaunch(launch with
         {
             Phase = LaunchPhase.Launched,
