@@ -135,8 +135,9 @@ internal sealed partial class ProviderExchange(
     public static bool IsUnreadable(Exception exception) => exception is JsonException or InvalidOperationException or FormatException;
 
     /// <summary>
-    /// Some tasks could not be read to learn their branch: ours may be among them, so "not found" would risk a second
-    /// launch. The attempt stays unknown and is looked up again later.
+    /// Some candidates could not be told ours or not (Cursor: an agent that shows no branch; Copilot: a task left
+    /// unread, or without a session prompt): ours may be among them, so "not found" would risk a second launch. The
+    /// attempt stays unknown and is looked up again later.
     /// </summary>
     public ProviderResult<ProviderAgent?> ReadsIncomplete(int unreadable)
     {
