@@ -116,7 +116,10 @@ public enum AgentCommandStatus
 /// <param name="FailureType">Set when the provider refused or failed; never provider text.</param>
 public sealed record AgentCommandOutcome(AgentCommandStatus Status, CodingAgentState? Agent = null, string? FailureType = null);
 
-/// <summary>A follow-up instruction for an agent: one still at work, or one that ended without a pull request (it is then read again).</summary>
+/// <summary>
+/// A follow-up instruction for an agent: one still at work, or one that ended short of completing with a pull request
+/// (completed without one, or failed, perhaps with one): it is then read again until it completes with one.
+/// </summary>
 public sealed record AgentFollowup(string AgentId, string Text);
 
 /// <summary>
