@@ -156,7 +156,10 @@ public sealed class CopilotLookupTests
         // The list was read whole (one page): a line saying it "still had more after 10 pages" sends the operator the wrong way.
         var record = Assert.Single(logger.Collector.GetSnapshot());
         Assert.Equal("ProviderReadsIncomplete", record.Id.Name);
-        Assert.Contains("10 candidate(s)", record.Message, StringComparison.Ordinal);
+        // Copilot's tasks are told apart by their session prompt, not a branch: the line does not send the operator to one.
+        Assert.Equal(
+            "GitHub agent tasks: 10 candidate(s) could not be read or told apart from the launch's agent; the launch stays unknown rather than risk a second agent",
+            record.Message);
     }
 
     [Fact]

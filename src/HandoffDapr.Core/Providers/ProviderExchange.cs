@@ -186,6 +186,6 @@ internal sealed partial class ProviderExchange(
     private partial void LogListExhausted(string provider, int pages);
 
     [LoggerMessage(EventId = 2005, EventName = "ProviderReadsIncomplete", Level = LogLevel.Warning,
-        Message = "{Provider}: {Unreadable} candidate(s) could not be read to learn their branch; the launch stays unknown rather than risk a second agent")]
+        Message = "{Provider}: {Unreadable} candidate(s) could not be read or told apart from the launch's agent; the launch stays unknown rather than risk a second agent")]
     private partial void LogReadsIncomplete(string provider, int unreadable);
 }
