@@ -6,10 +6,12 @@ using Microsoft.Extensions.Logging;
 namespace HandoffDapr.Core.Handoff;
 
 /// <summary>
-/// The handoff's decisions, for both hosts. A host owns one run at a time (actor turn or in-process lock),
-/// loads its state, calls one method here, and lets the engine save through <see cref="IRunStateWriter"/>:
-/// once to record the intent before any provider call (so a crash leaves a trace to reconcile from),
-/// once with the outcome.
+/// The handoff's decisions, for both hosts. A host owns one run at a time (actor turn or in-process lock), loads its
+/// state, calls one method here, and lets the engine save through <see cref="IRunStateWriter"/>. Launches and polls
+/// are saved as under way before any provider call (so a crash leaves a trace to reconcile from) and handed back as a
+/// <see cref="LaunchRound"/> or <see cref="PollRound"/>: the host makes the calls once it has let go of the run
+/// (<see cref="FinishRoundAsync"/>, <see cref="FinishPollAsync"/>), and gives the answers back in a turn of their own
+/// (<see cref="CompleteRoundAsync"/>, <see cref="CompletePollAsync"/>), which saves the outcome.
 /// <para>
 /// This file holds the entry points a host calls for a trigger, a completion event and a wake-up; the rest of the class
 /// is split by concern: <c>HandoffEngine.Launches.cs</c> (plans and launch rounds), <c>HandoffEngine.AgentStatus.cs</c>
