@@ -16,7 +16,7 @@ internal sealed record RunsAnswer(int Status, string? Body, string? ContentType,
 
 /// <summary>
 /// Serves the status page's files from the source tree and answers <c>GET /runs</c> call by call, for answers the real
-/// service cannot be made to give on cue. <paramref name="pages"/> adds pages: the page as served, with the given HTML
+/// service cannot be made to give on cue. Its <c>pages</c> add pages: the page as served, with the given HTML
 /// put before its script (<c>Before</c>, e.g. to wrap fetch) and after it (<c>After</c>, e.g. to note what the script left).
 /// </summary>
 internal sealed class RunsStandIn : IDisposable
