@@ -16,7 +16,8 @@ public sealed record LaunchFailure(string? RepoName, string ErrorMessage, string
 
 /// <summary>
 /// A repository whose launch will be attempted (again) at <see cref="RetryAt"/>. <see cref="FailureType"/> is why the
-/// last attempt failed; null when none has failed yet (a completion event's launch not yet made, or one in flight).
+/// last attempt failed; null when none has failed yet (a completion event's launch not yet made, or its first attempt
+/// in flight; a later attempt in flight still shows why the one before it failed).
 /// </summary>
 public sealed record ScheduledRetry(string RepoName, DateTimeOffset RetryAt, int Attempt, string? FailureType);
 
