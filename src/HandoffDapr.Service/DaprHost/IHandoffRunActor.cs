@@ -21,7 +21,7 @@ public interface IHandoffRunActor : IActor
     /// </summary>
     Task<RunHandoffState?> GetStateForCommandAsync(string agent);
 
-    /// <summary>The run's tombstone once retention deleted it (its state expired); null otherwise.</summary>
+    /// <summary>The run's tombstone once retention deleted it (its deleted_at has passed, or its state expired); null otherwise.</summary>
     Task<DeletedRun?> GetDeletedAsync();
 
     Task<AgentReportStatus> ApplyAgentReportAsync(AgentReport report);
