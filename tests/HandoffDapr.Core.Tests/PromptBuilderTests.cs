@@ -1,5 +1,8 @@
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Prompts;
+using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Providers.Copilot;
+using Microsoft.Extensions.Logging.Abstractions;
 
 namespace HandoffDapr.Core.Tests;
 
@@ -339,6 +342,23 @@ public sealed class PromptBuilderTests
         var snapshot = new RunSnapshot(1, Artifacts: new RunArtifacts(new RootCauseArtifact(description)));
 
         Assert.Contains(description, PromptBuilder.Build(snapshot, null, autoCreatePr: false), StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Longest_head_and_instruction_fit_the_smallest_cap_start_up_allows_less_a_providers_reserve()
+    {
+        // Start-up lets an integration's cap be as small as MaxInstructionLength + HeadReserve; the engine builds the prompt
+        // within the cap less what the provider adds (Copilot: its reference line), and never cuts the instruction.
+        ICodingAgentProvider copilot = new CopilotAgentTasksProvider(null!, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
+        var instruction = new string('i', 4096);
+        var shortId = new string('S', PromptBuilder.MaxShortIdLength);
+        var cap = instruction.Length + PromptBuilder.HeadReserve - copilot.PromptReserve;
+
+        var prompt = PromptBuilder.Build(Full with { Group = new RunGroup(456, "t", shortId) }, instruction, autoCreatePr: true, maxLength: cap);
+
+        Assert.True(prompt.Length <= cap, $"{prompt.Length} characters for a cap of {cap}");
+        Assert.Contains($"Include 'Fixes {shortId}'", prompt, StringComparison.Ordinal);
+        Assert.Contains(instruction, prompt, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -8,7 +8,9 @@ namespace HandoffDapr.Core.Prompts;
 /// Builds the prompt the coding agent receives. Parts are joined by a blank line; missing or null
 /// artifact fields are skipped. When the prompt would exceed the cap, only the artifact text is cut:
 /// the opening instruction, the "Fixes" line and the caller's instruction always survive. They fit because start-up
-/// requires <c>MaxInstructionLength</c> + <see cref="HeadReserve"/> to be within every integration's cap.
+/// requires <c>MaxInstructionLength</c> + <see cref="HeadReserve"/> to be within every integration's cap, and the
+/// opening and "Fixes" line (under 200 characters) with what a provider reserves of the cap for itself
+/// (<c>ICodingAgentProvider.PromptReserve</c>: Copilot's reference line, under 200) take less than that reserve.
 /// </summary>
 public static class PromptBuilder
 {
