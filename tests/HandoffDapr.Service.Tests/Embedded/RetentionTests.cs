@@ -79,6 +79,33 @@ public sealed class RetentionTests : IDisposable
         Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventForDeletedRun");
     }
 
+    /// <summary>
+    /// The tombstone keeps the run's group: an event for the deleted run naming another group is refused as for a stored
+    /// run of that group (a 404), not answered as taken, and neither stores nor launches anything (docs/api.md).
+    /// </summary>
+    [Fact]
+    public async Task A_completion_event_of_another_group_for_a_swept_run_is_a_404_and_launches_nothing()
+    {
+        using var factory = Start();
+        using var client = factory.CreateClient();
+        await SettleAsync(factory, client, 711);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        var launches = cursor.LaunchRequests;
+
+        var otherGroup = await client.PostJsonAsync(Route, Payloads.Run(711, ["acme/shop"], groupId: 999));
+        await factory.RunScheduleAsync();
+
+        Assert.Equal(HttpStatusCode.NotFound, otherGroup.StatusCode);
+        Assert.Equal("https://handoff-dapr.dev/problems/unknown-run", (await otherGroup.ReadJsonAsync())["type"]!.GetValue<string>());
+        Assert.Equal(launches, cursor.LaunchRequests);
+        var stored = await factory.Store.LoadAsync(711, CancellationToken.None);
+        Assert.Null(stored.State);
+        Assert.NotNull(stored.Deleted);
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventForDeletedRun");
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "CompletionEventDropped");
+    }
+
     [Fact]
     public async Task Another_process_on_the_file_launches_nothing_for_a_run_the_first_swept()
     {
