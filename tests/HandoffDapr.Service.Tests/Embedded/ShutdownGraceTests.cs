@@ -195,6 +195,25 @@ public sealed class ShutdownGraceTests : IDisposable
     }
 
     /// <summary>
+    /// docs/runbook.md tells whoever stops embedded mode to give it the grace plus 10 s (<c>docker stop --time 30</c> at
+    /// the default 20 s): a host that took longer would be killed first, and the calls its grace cut left to reconcile.
+    /// </summary>
+    [Theory]
+    [InlineData(null)]
+    [InlineData("00:00:41")]
+    public void Host_stops_within_the_grace_plus_the_ten_seconds_the_runbook_tells_the_stopper_to_give(string? grace)
+    {
+        var settings = grace is null ? null : new Dictionary<string, string?> { ["Handoff:Embedded:ProviderCallGrace"] = grace };
+        using var factory = new EmbeddedServiceFactory(temp.File($"grace-stop-{grace?.Replace(':', '-')}.db"), cursor.Url, time, settings);
+
+        var host = factory.Services.GetRequiredService<Microsoft.Extensions.Options.IOptions<HostOptions>>().Value;
+        var given = (grace is null ? new EmbeddedOptions().ProviderCallGrace : TimeSpan.Parse(grace, System.Globalization.CultureInfo.InvariantCulture))
+            + TimeSpan.FromSeconds(10);
+
+        Assert.True(host.ShutdownTimeout <= given, $"the host may take {host.ShutdownTimeout} to stop, the runbook gives it {given}");
+    }
+
+    /// <summary>
     /// Sends a request whose launch (to acme/slow) is held at the provider, stops the service and lets the grace end: the
     /// request is answered 503 and its launch recorded unknown. Returns what was logged.
     /// </summary>
