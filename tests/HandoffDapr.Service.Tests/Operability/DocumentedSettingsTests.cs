@@ -86,9 +86,12 @@ public sealed partial class DocumentedSettingsTests
     public void Every_setting_the_docs_and_manifests_name_is_one_the_service_reads()
     {
         var bound = BoundSettings().Select(setting => setting.Key).ToList();
-        var files = new[] { "README.md", "dapr.yaml" }.Select(file => Path.Combine(Root, file))
+        // SECURITY.md and the samples' steps name settings too, and components/ beside k8s/ (their comments).
+        var files = new[] { "README.md", "SECURITY.md", "dapr.yaml", Path.Combine("samples", "README.md") }
+            .Select(file => Path.Combine(Root, file))
             .Concat(Directory.GetFiles(Path.Combine(Root, "docs"), "*.md"))
-            .Concat(Directory.GetFiles(Path.Combine(Root, "k8s"), "*.yaml"));
+            .Concat(Directory.GetFiles(Path.Combine(Root, "k8s"), "*.yaml"))
+            .Concat(Directory.GetFiles(Path.Combine(Root, "components"), "*.yaml"));
         var unknown = new SortedSet<string>(StringComparer.Ordinal);
         foreach (var file in files)
         {
