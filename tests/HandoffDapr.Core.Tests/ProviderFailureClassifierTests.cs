@@ -17,6 +17,8 @@ public sealed class ProviderFailureClassifierTests
     [InlineData(403, """{"error":{"message":"Background agent quota reached for this team"}}""", FailureTypes.QuotaExceeded, false)]
     [InlineData(403, """{"error":{"message":"You have used your monthly quota."}}""", FailureTypes.QuotaExceeded, false)]
     [InlineData(403, """{"error":{"message":"Team quotas exceeded"}}""", FailureTypes.QuotaExceeded, false)]
+    [InlineData(403, """{"error":{"message":"Usage limit reached for background agents"}}""", FailureTypes.QuotaExceeded, false)]
+    [InlineData(403, """{"error":{"message":"Team usage limits exceeded"}}""", FailureTypes.QuotaExceeded, false)]
     [InlineData(400, """{"error":{"message":"Failed to verify existence of branch 'main' in repository"}}""", FailureTypes.RepositoryAccess, false)]
     [InlineData(400, """{"error":"bad prompt"}""", FailureTypes.InvalidRequest, false)]
     [InlineData(400, """{"error":{"message":"source.repository must be a GitHub URL"}}""", FailureTypes.InvalidRequest, false)]

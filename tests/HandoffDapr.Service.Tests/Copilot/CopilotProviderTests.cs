@@ -352,6 +352,8 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData(403, """{"message":"Copilot is not enabled for this user: no Copilot license"}""", FailureTypes.NoCopilotLicense)]
     [InlineData(402, """{"message":"Payment required"}""", FailureTypes.QuotaExceeded)]
     [InlineData(403, """{"message":"You have exceeded your premium request quota"}""", FailureTypes.QuotaExceeded)]
+    [InlineData(429, """{"message":"You have exceeded your premium request quota"}""", FailureTypes.QuotaExceeded)]
+    [InlineData(403, """{"message":"Copilot coding agent usage limit reached"}""", FailureTypes.QuotaExceeded)]
     [InlineData(403, """{"message":"Resource not accessible by personal access token"}""", FailureTypes.RepositoryAccess)]
     [InlineData(404, """{"message":"Not Found"}""", FailureTypes.RepositoryAccess)]
     [InlineData(422, """{"message":"Validation Failed"}""", FailureTypes.InvalidRequest)]
