@@ -136,6 +136,31 @@ public sealed partial class LogEventTests
         Assert.Equal(inCode, inTable);
     }
 
+    /// <summary>
+    /// The runbook's table of warnings and errors says it lists every line at warning and above, those other sections
+    /// explain included: an operator paged by one looks it up there by name. BindingRefused and LaunchRoundNotRecorded,
+    /// explained only in the table of phases, had no row.
+    /// </summary>
+    [Fact]
+    public void The_runbooks_table_of_warnings_and_errors_has_a_row_for_every_event_at_warning_and_above()
+    {
+        var root = Security.WebhookSignatureTests.RepositoryRoot();
+        var table = Section(File.ReadAllText(Path.Combine(root, "docs", "runbook.md")), WarningsHeading);
+        // A row's first cell names one event or several ("`ProviderListExhausted`, `ProviderReadsIncomplete`").
+        var rows = Regex.Matches(table, @"^\| ((?:`[A-Za-z]+`(?:, )?)+) \|", RegexOptions.Multiline)
+            .SelectMany(row => Regex.Matches(row.Groups[1].Value, "`([A-Za-z]+)`").Select(name => name.Groups[1].Value))
+            .ToHashSet(StringComparer.Ordinal);
+        var warnings = EventsInSource()
+            .Where(logged => logged.Level is "Warning" or "Error" or "Critical")
+            .Select(logged => logged.Name)
+            .ToList();
+
+        Assert.True(warnings.Count > 30, $"only {warnings.Count} warnings found: the pattern no longer matches the source");
+        Assert.Empty(warnings.Where(name => !rows.Contains(name)).Order(StringComparer.Ordinal));
+    }
+
+    private const string WarningsHeading = "## Other warnings and errors in the log";
+
     private const string IdsHeading = "## Log event ids";
 
     /// <summary>A section of a markdown file, from its heading to the next of its level.</summary>
