@@ -1350,6 +1350,35 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_late_lookups_answer_naming_an_agent_of_another_repository_is_logged_as_the_reconciles()
+    {
+        // Attempt 1's answer is lost; attempt 2 looks first, and its lookup finds an agent on the launch's branch that
+        // names acme/web, but answers after attempt 3 took over.
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.Next = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var lost = writer.Saved.Last();
+        provider.Existing = new ProviderAgent("bc-web", ProviderAgentStatus.Running, BranchName: lost.Launches[0].BranchName, Repository: "acme/web");
+        time.Advance(lost.NextWakeAt()!.Value - time.GetUtcNow());
+        var lookup = (await logged.WakeAsync(lost, writer, CancellationToken.None)).Round!;
+        var holding = new HoldingRecorder();
+        await logged.FinishRoundAsync(lookup, holding, CancellationToken.None);
+        Assert.True(holding.Launches!.Attempts[0].Reconciled);
+        time.Advance(TimeSpan.FromMinutes(3));
+        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var takeover = writer.Saved.Last();
+
+        await logged.CompleteRoundAsync(takeover, holding.Launches!, writer);
+
+        Assert.Equal(takeover.Launches, writer.Saved.Last().Launches);
+        Assert.Empty(writer.Saved.Last().CodingAgents);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
+        Assert.Equal(("reconcile", "bc-web"), (line.GetStructuredStateValue("Source"), line.GetStructuredStateValue("AgentId")));
+        Assert.Equal("Run 1: a reconcile report about agent bc-web names the repository acme/web, not acme/shop it was launched on; not applied", line.Message);
+    }
+
+    [Fact]
     public async Task A_late_failure_of_an_attempt_the_next_one_has_been_refused_since_is_logged_late()
     {
         // Attempt 1's answer (rate limited) comes after attempt 2 took over and was refused for now too.

@@ -539,7 +539,8 @@ public sealed partial class HandoffEngine
             return state;
         }
 
-        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, "launch", counted))
+        // Named as in Apply: a late lookup's answer is the reconcile's, not the launch's.
+        if (launch is not null && IsOfAnotherRepository(state.RunId, agent, launch, outcome.Reconciled ? "reconcile" : "launch", counted))
         {
             return state;
         }
