@@ -115,6 +115,25 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_of_an_agent_given_up_on_that_no_answer_confirmed_is_logged_as_maybe_carried_out()
+    {
+        // The stop timed out after it was sent: the provider may have carried it out, and the line must not say it did not.
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        await logged.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentStopNotTaken");
+        Assert.Equal(
+            "Run 1: the provider refused the stop of agent bc-1, given up on, or did not say whether it carried it out (provider_unavailable); "
+            + "sent again at the next read that shows it at work",
+            line.Message);
+    }
+
+    [Fact]
     public async Task An_agents_status_change_is_logged_in_the_status_names_the_api_shows()
     {
         var logger = new FakeLogger<HandoffEngine>();

@@ -55,8 +55,11 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: agent {AgentId} for {Repository} was given up on (timed out or stopped) but the provider shows it at work; stopping it again")]
     private partial void LogGivenUpStillWorking(long runId, string agentId, string repository);
 
+    /// <summary>
+    /// A refusal, or a stop sent that no answer confirmed (a time-out, a 408, 500, 502 or 504): either way it is sent again.
+    /// </summary>
     [LoggerMessage(EventId = 1029, EventName = "AgentStopNotTaken", Level = LogLevel.Warning,
-        Message = "Run {RunId}: the provider did not carry out the stop of agent {AgentId}, given up on ({FailureType}); sent again at the next read that shows it at work")]
+        Message = "Run {RunId}: the provider refused the stop of agent {AgentId}, given up on, or did not say whether it carried it out ({FailureType}); sent again at the next read that shows it at work")]
     private partial void LogStopNotTaken(long runId, string agentId, string failureType);
 
     [LoggerMessage(EventId = 1008, EventName = "AgentStatusChanged", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} for {Repository} moved from {From} to {To}")]
