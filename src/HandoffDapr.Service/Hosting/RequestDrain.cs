@@ -22,6 +22,7 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
     private TaskCompletionSource currentIdle = NewIdle(completed: true);
     private int inFlight;
     private CancellationTokenSource? deadline;
+    private long deadlineStarted;
     private bool closed;
 
     /// <summary>Requests (actor calls, API calls) being served now, and launch rounds being finished.</summary>
@@ -92,9 +93,14 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
             }
         }
 
-        var timeLeft = TimeLeft();
+        var (timeLeft, left) = TimeLeft();
         IsDraining = true;
-        LogDraining(InFlight, Limit);
+        // The wait after the server stopped has what the first left, perhaps nothing: then it is cut short at once.
+        if (left > TimeSpan.Zero)
+        {
+            LogDraining(InFlight, left);
+        }
+
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(timeLeft, cancellationToken);
         try
         {
@@ -131,13 +137,18 @@ public sealed partial class RequestDrain(IOptions<HandoffOptions> options, Hosti
 
     public void Dispose() => deadline?.Dispose();
 
-    /// <summary>One limit for the whole shutdown, started by the first wait.</summary>
-    private CancellationToken TimeLeft()
+    /// <summary>One limit for the whole shutdown, started by the first wait; and how much of it is left.</summary>
+    private (CancellationToken Token, TimeSpan Left) TimeLeft()
     {
         lock (gate)
         {
-            deadline ??= new CancellationTokenSource(Limit, timeProvider);
-            return deadline.Token;
+            if (deadline is null)
+            {
+                deadline = new CancellationTokenSource(Limit, timeProvider);
+                deadlineStarted = timeProvider.GetTimestamp();
+            }
+
+            return (deadline.Token, Limit - timeProvider.GetElapsedTime(deadlineStarted));
         }
     }
 

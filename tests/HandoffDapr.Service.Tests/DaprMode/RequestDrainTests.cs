@@ -10,6 +10,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Logging.Testing;
 using Microsoft.Extensions.Options;
 using Microsoft.Extensions.Time.Testing;
 
@@ -255,6 +256,36 @@ public sealed class RequestDrainTests
         await stopped.WaitAsync(TimeSpan.FromSeconds(10));
     }
 
+    /// <summary>
+    /// The runbook's ShutdownDraining ("as the wait starts") gives the wait's limit: the second wait's is what the first
+    /// left of it, and a second wait with nothing left does not say it waits (it only says what is cut short).
+    /// </summary>
+    [Fact]
+    public async Task Second_wait_is_logged_with_the_time_left_of_the_limit_and_not_at_all_once_it_is_spent()
+    {
+        var time = new FakeTimeProvider();
+        var logger = new FakeLogger<RequestDrain>();
+        var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40), logger);
+        var first = drain.Enter();
+        var stopping = drain.StoppingAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(30));
+        first.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        _ = drain.Enter();
+        var stopped = drain.StoppedAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(11));
+        await stopped.WaitAsync(TimeSpan.FromSeconds(10));
+
+        Assert.Equal(
+            [("ShutdownDraining", "00:00:40"), ("ShutdownDrained", null), ("ShutdownDraining", "00:00:10"), ("ShutdownDrainCutShort", null)],
+            logger.Collector.GetSnapshot().Select(record => (record.Id.Name, record.GetStructuredStateValue("Limit"))));
+
+        // The call still runs: a later wait has nothing left.
+        logger.Collector.Clear();
+        await drain.StoppedAsync(CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(["ShutdownDrainCutShort"], logger.Collector.GetSnapshot().Select(record => record.Id.Name));
+    }
+
     [Fact]
     public async Task Drain_waits_for_a_call_that_began_while_it_was_draining()
     {
@@ -303,7 +334,7 @@ public sealed class RequestDrainTests
     }
 
     /// <summary>A drain as the host makes it, on a fake clock unless given one; <paramref name="limit"/> is <c>Handoff:Dapr:ShutdownDrain</c>.</summary>
-    private static RequestDrain Drain(HostingMode mode, TimeProvider? time = null, TimeSpan? limit = null)
+    private static RequestDrain Drain(HostingMode mode, TimeProvider? time = null, TimeSpan? limit = null, ILogger<RequestDrain>? logger = null)
     {
         var options = new HandoffOptions();
         if (limit is { } shutdownDrain)
@@ -311,7 +342,7 @@ public sealed class RequestDrainTests
             options.Dapr.ShutdownDrain = shutdownDrain;
         }
 
-        return new RequestDrain(Options.Create(options), new HostingContext(mode), time ?? new FakeTimeProvider(), NullLogger<RequestDrain>.Instance);
+        return new RequestDrain(Options.Create(options), new HostingContext(mode), time ?? new FakeTimeProvider(), logger ?? NullLogger<RequestDrain>.Instance);
     }
 
     private static async Task WaitUntil(Func<bool> condition) =>
