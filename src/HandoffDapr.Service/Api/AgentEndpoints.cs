@@ -94,7 +94,7 @@ public static class AgentEndpoints
             AgentCommandStatus.Done => TypedResults.Ok(outcome.Agent!),
             AgentCommandStatus.ProviderFailed => Problems.ProviderFailed(outcome.FailureType!),
             AgentCommandStatus.OutcomeUnknown => Problems.ProviderOutcomeUnknown(outcome.FailureType!),
-            AgentCommandStatus.UnknownIntegration => Problems.UnknownIntegration(),
+            AgentCommandStatus.UnknownIntegration => Problems.AgentIntegrationRemoved(),
             _ => Problems.UnknownAgent(),
         };
     }

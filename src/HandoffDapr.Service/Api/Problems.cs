@@ -33,8 +33,16 @@ public static class Problems
         Problem(StatusCodes.Status404NotFound, "run-deleted", "Run deleted",
             $"This run was deleted at {deletedAt.UtcDateTime:yyyy-MM-dd'T'HH:mm:ss'Z'} by retention (Handoff:RunRetention): it had been settled, with nothing pending, for that long. Nothing more is launched for it; start another autofix run to hand it off again.");
 
+    /// <summary>A trigger's <c>integration_id</c> that names no integration configured here.</summary>
     public static ProblemHttpResult UnknownIntegration() =>
-        Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "The integration is not configured on this service.");
+        Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "integration_id names no integration configured on this service.");
+
+    /// <summary>
+    /// A stop or follow-up of an agent whose integration was taken out of the settings since: the request named no
+    /// integration, so "the integration" alone would not say which one is missing.
+    /// </summary>
+    public static ProblemHttpResult AgentIntegrationRemoved() =>
+        Problem(StatusCodes.Status404NotFound, "unknown-integration", "Unknown integration", "The integration that launched this agent is no longer configured on this service: nothing can reach the agent.");
 
     public static ProblemHttpResult InvalidBody(string detail) =>
         Problem(StatusCodes.Status400BadRequest, "invalid-body", "Invalid request body", detail);

@@ -760,7 +760,9 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         Assert.Equal("application/problem+json", response.Content.Headers.ContentType!.MediaType);
-        Assert.EndsWith("unknown-integration", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+        var problem = await response.ReadJsonAsync();
+        Assert.EndsWith("unknown-integration", problem["type"]!.GetValue<string>());
+        Assert.Equal("integration_id names no integration configured on this service.", problem["detail"]!.GetValue<string>());
     }
 
     [Fact]

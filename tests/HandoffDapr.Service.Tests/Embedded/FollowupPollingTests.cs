@@ -202,7 +202,12 @@ public sealed class FollowupPollingTests : IDisposable
         foreach (var response in new[] { stop, followup })
         {
             Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
-            Assert.Equal("https://handoff-dapr.dev/problems/unknown-integration", (await response.ReadJsonAsync())["type"]!.GetValue<string>());
+            var problem = await response.ReadJsonAsync();
+            Assert.Equal("https://handoff-dapr.dev/problems/unknown-integration", problem["type"]!.GetValue<string>());
+            // The request named no integration: the detail says which one is missing.
+            Assert.Equal(
+                "The integration that launched this agent is no longer configured on this service: nothing can reach the agent.",
+                problem["detail"]!.GetValue<string>());
         }
 
         Assert.Empty(cursor.CommandRequests);
