@@ -205,7 +205,7 @@ public static partial class HandoffEndpoints
                 return "run must name its group (group.id or metadata.group_id), equal to group_id.";
             }
 
-            if (SnapshotRules.Check(run) is { } invalid)
+            if (SnapshotRules.Check(run, "run.") is { } invalid)
             {
                 return invalid;
             }
@@ -256,17 +256,23 @@ public static class SnapshotRules
     /// </summary>
     public const int MaxRepositoryEntries = 1000;
 
-    public static string? Check(RunSnapshot snapshot)
+    /// <param name="at">
+    /// Where the snapshot is in the body, before each field's name: <c>run.</c> for a trigger's (whose body has a
+    /// <c>group_id</c> of its own), nothing for an event's.
+    /// </param>
+    public static string? Check(RunSnapshot snapshot, string at = "")
     {
         if (!WholeIds.IsValid(snapshot.RunId))
         {
-            return $"run_id must be a positive whole number (at most {WholeIds.Max}).";
+            return $"{at}run_id must be a positive whole number (at most {WholeIds.Max}).";
         }
 
         // Every id the run carries is kept in its state: one past the limit would come back changed.
-        var outOfRange = OutOfRange(snapshot.OrganizationId, "organization_id") ?? OutOfRange(snapshot.ProjectId, "project_id")
-            ?? OutOfRange(snapshot.Group?.Id, "group.id") ?? OutOfRange(snapshot.Metadata?.GroupId, "metadata.group_id")
-            ?? OutOfRange(snapshot.Preferences?.AutomationHandoff?.IntegrationId, "preferences.automation_handoff.integration_id");
+        var outOfRange = OutOfRange(snapshot.OrganizationId, at, "organization_id")
+            ?? OutOfRange(snapshot.ProjectId, at, "project_id")
+            ?? OutOfRange(snapshot.Group?.Id, at, "group.id")
+            ?? OutOfRange(snapshot.Metadata?.GroupId, at, "metadata.group_id")
+            ?? OutOfRange(snapshot.Preferences?.AutomationHandoff?.IntegrationId, at, "preferences.automation_handoff.integration_id");
         if (outOfRange is not null)
         {
             return outOfRange;
@@ -275,17 +281,19 @@ public static class SnapshotRules
         if (snapshot.Group?.Id is { } groupId && snapshot.Metadata?.GroupId is { } metadataGroupId && groupId != metadataGroupId)
         {
             // Which group owns the run, and whose triggers it takes, would be a guess.
-            return "group.id and metadata.group_id name different groups.";
+            return $"{at}group.id and {at}metadata.group_id name different groups.";
         }
 
         if (snapshot.Preferences?.Repositories?.Count > MaxRepositoryEntries)
         {
-            return $"A run may list at most {MaxRepositoryEntries} repository entries.";
+            return $"{at}preferences.repositories may list at most {MaxRepositoryEntries} entries.";
         }
 
         return null;
     }
 
-    private static string? OutOfRange(long? id, string name) =>
-        id is null || WholeIds.IsValid(id) ? null : $"{name} must be a positive whole number (at most {WholeIds.Max}).";
+    private static string? OutOfRange(long? id, string at, string name) =>
+        id is null || WholeIds.IsValid(id)
+            ? null
+            : $"{at}{name} must be a positive whole number (at most {WholeIds.Max}).";
 }

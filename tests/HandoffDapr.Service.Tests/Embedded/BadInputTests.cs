@@ -683,7 +683,30 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         Assert.Equal(HttpStatusCode.BadRequest, eventResponse.StatusCode);
+        Assert.Equal("run.preferences.repositories may list at most 1000 entries.", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
+        Assert.Equal("preferences.repositories may list at most 1000 entries.", (await eventResponse.ReadJsonAsync())["detail"]!.GetValue<string>());
         Assert.Equal(0, service.Cursor.LaunchRequests);
+    }
+
+    /// <summary>
+    /// A snapshot's refusal names the field where the body has it: a trigger's snapshot is its run, and was told of an
+    /// "organization_id" or "group.id" its body does not have at the top (where group_id is the trigger's own).
+    /// </summary>
+    [Theory]
+    [InlineData("/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"organization_id":-1}}""",
+        "run.organization_id must be a positive whole number (at most 9007199254740991).")]
+    [InlineData("/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"metadata":{"group_id":457}}}""",
+        "run.group.id and run.metadata.group_id name different groups.")]
+    [InlineData("/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"organization_id":-1}""",
+        "organization_id must be a positive whole number (at most 9007199254740991).")]
+    [InlineData("/events/autofix-run-completed", """{"run_id":5,"group":{"id":456},"metadata":{"group_id":457}}""",
+        "group.id and metadata.group_id name different groups.")]
+    public async Task Snapshot_refusal_names_the_field_as_the_body_has_it(string path, string body, string detail)
+    {
+        var response = await service.Client.PostRawAsync(path, body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(detail, (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
     /// <summary>SnapshotRules.MaxRepositoryEntries is the longest list taken, not the first one refused.</summary>
