@@ -104,8 +104,12 @@ public static class Problems
     public static ProblemHttpResult Unauthorized() =>
         Problem(StatusCodes.Status401Unauthorized, "unauthorized", "Unauthorized", "The request could not be authenticated.");
 
+    /// <summary>
+    /// Loopback-only mode's refusal. Not only of a remote caller: a local one addressed by another name (DNS rebinding)
+    /// or on behalf of another site is refused too, and "remote callers" would not tell it why.
+    /// </summary>
     public static ProblemHttpResult Forbidden() =>
-        Problem(StatusCodes.Status403Forbidden, "forbidden", "Forbidden", "This caller may not use the API. Configure Handoff:ApiToken to accept remote callers.");
+        Problem(StatusCodes.Status403Forbidden, "forbidden", "Forbidden", "This caller may not use the API: without Handoff:ApiToken only a loopback caller may, addressed to localhost or a loopback address and not on behalf of another site. Configure Handoff:ApiToken to accept others.");
 
     public static ProblemHttpResult ProviderFailed(string failureType)
     {

@@ -221,6 +221,7 @@ public sealed class CallerAuthenticationTests : IDisposable
         var refused = await client.SendAsync(remote);
         Assert.Equal(HttpStatusCode.Forbidden, refused.StatusCode);
         Assert.Empty(refused.Headers.WwwAuthenticate);
+        Assert.Equal(ForbiddenDetail, (await refused.ReadJsonAsync())["detail"]!.GetValue<string>());
         Assert.Equal(HttpStatusCode.NotFound, (await client.SendAsync(local)).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await client.SendAsync(remoteHealth)).StatusCode);
     }
@@ -282,8 +283,13 @@ public sealed class CallerAuthenticationTests : IDisposable
         var response = await factory.CreateClient().SendAsync(request);
 
         Assert.Equal(HttpStatusCode.Forbidden, response.StatusCode);
+        // A loopback caller: the detail says what else is required, not that remote callers need a token.
+        Assert.Equal(ForbiddenDetail, (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
         Assert.Equal(0, cursor.LaunchRequests);
     }
+
+    private const string ForbiddenDetail = "This caller may not use the API: without Handoff:ApiToken only a loopback caller may, addressed "
+        + "to localhost or a loopback address and not on behalf of another site. Configure Handoff:ApiToken to accept others.";
 
     [Theory]
     [InlineData("http://localhost/runs/1/handoff", "same-origin", "http://localhost:5080")]
