@@ -64,7 +64,7 @@ public static partial class HandoffEndpoints
 
         if (limiter.TryAcquire(body!.GroupId!.Value) is { } wait)
         {
-            return Problems.RateLimited(wait);
+            return Problems.TriggersRateLimited(wait, limiter.PermitsPerMinute);
         }
 
         var trigger = new HandoffTrigger(body!.GroupId!.Value, body.IntegrationId!.Value, body.Instruction, body.AutoCreatePr, body.Run);

@@ -113,7 +113,7 @@ public static class OpenApiDescription
 
     /// <summary>
     /// The headers the answers carry that a client acts on: the generator sees only the handlers' result types. A 202's
-    /// <c>Location</c> (the run to read), a 429's <c>Retry-After</c> (<see cref="Problems.RateLimited"/>, whole seconds)
+    /// <c>Location</c> (the run to read), a 429's <c>Retry-After</c> (<see cref="RetryAfterResult"/>, whole seconds)
     /// and a 401's <c>WWW-Authenticate</c> (the challenge every 401 names: the bearer token, daprd's header, or a webhook's signature).
     /// </summary>
     private static void DeclareHeaders(OpenApiOperation operation)

@@ -140,8 +140,16 @@ public static class Problems
         return TypedResults.Problem(problem);
     }
 
-    public static RetryAfterResult RateLimited(TimeSpan retryAfter) =>
-        new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", "Slow down and try again after the Retry-After delay."), retryAfter);
+    /// <summary>A trigger past its group's limit: named, with the setting, since the group's other callers spend it too.</summary>
+    public static RetryAfterResult TriggersRateLimited(TimeSpan retryAfter, int perMinute) =>
+        RateLimited(retryAfter, $"This group_id has had its {perMinute} triggers of this minute (Handoff:RateLimits:TriggersPerGroupPerMinute). Try again after the Retry-After delay.");
+
+    /// <summary>A webhook past its integration's limit (signed and unsigned ones are counted apart).</summary>
+    public static RetryAfterResult WebhooksRateLimited(TimeSpan retryAfter, int perMinute) =>
+        RateLimited(retryAfter, $"This integration has had its {perMinute} webhooks of this minute (Handoff:RateLimits:WebhooksPerIntegrationPerMinute). Try again after the Retry-After delay.");
+
+    private static RetryAfterResult RateLimited(TimeSpan retryAfter, string detail) =>
+        new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", detail), retryAfter);
 
     /// <summary>
     /// The run's owner could not answer. A call cut off by shutdown says so, as a request after the drain is told: its

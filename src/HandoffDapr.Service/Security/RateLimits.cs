@@ -24,6 +24,9 @@ public static class RateLimits
 /// <summary>A fixed window of <paramref name="permitsPerMinute"/> per key.</summary>
 public abstract class KeyedRateLimiter<TKey>(int permitsPerMinute) where TKey : notnull
 {
+    /// <summary>The limit, for the 429's detail.</summary>
+    public int PermitsPerMinute { get; } = permitsPerMinute;
+
     private readonly PartitionedRateLimiter<TKey> limiter = PartitionedRateLimiter.Create<TKey, TKey>(
         key => RateLimitPartition.GetFixedWindowLimiter(key, _ => new FixedWindowRateLimiterOptions
         {

@@ -335,6 +335,9 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.TooManyRequests, third.StatusCode);
         Assert.True(int.Parse(third.Headers.RetryAfter!.ToString()) > 0);
         Assert.Equal("application/problem+json", third.Content.Headers.ContentType?.MediaType);
+        Assert.Equal(
+            "This group_id has had its 2 triggers of this minute (Handoff:RateLimits:TriggersPerGroupPerMinute). Try again after the Retry-After delay.",
+            (await third.ReadJsonAsync())["detail"]!.GetValue<string>());
         // Another group has its own budget: its trigger is served.
         Assert.Equal(HttpStatusCode.Accepted, otherGroup.StatusCode);
     }
@@ -421,6 +424,9 @@ public sealed class CallerAuthenticationTests : IDisposable
         Assert.Equal(HttpStatusCode.TooManyRequests, answers[3].StatusCode);
         // The whole window, as for triggers (docs/api.md).
         Assert.Equal("60", answers[3].Headers.GetValues("Retry-After").Single());
+        Assert.Equal(
+            "This integration has had its 3 webhooks of this minute (Handoff:RateLimits:WebhooksPerIntegrationPerMinute). Try again after the Retry-After delay.",
+            (await answers[3].ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
     [Fact]
