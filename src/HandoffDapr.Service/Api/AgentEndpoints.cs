@@ -59,9 +59,15 @@ public static class AgentEndpoints
         }
 
         // Text of nothing visible (controls, zero-width characters, spaces) would reach the agent as an empty instruction.
-        if (!PrintableText.HasVisible(body!.Text) || body.Text!.Length > services.Options.Value.MaxInstructionLength)
+        // Each cause told alone, as the trigger's instruction is: a text too long has its visible character.
+        if (!PrintableText.HasVisible(body!.Text))
         {
-            return Problems.InvalidRequest($"text is required (with a visible character) and may be at most {services.Options.Value.MaxInstructionLength} characters.");
+            return Problems.InvalidRequest("text is required and must have a visible character.");
+        }
+
+        if (body.Text!.Length > services.Options.Value.MaxInstructionLength)
+        {
+            return Problems.InvalidRequest($"text may be at most {services.Options.Value.MaxInstructionLength} characters.");
         }
 
         return await RunAsync(id, services, () => services.Owner.AddFollowupAsync(id, new AgentFollowup(agentId, body.Text.Trim()), cancellationToken));

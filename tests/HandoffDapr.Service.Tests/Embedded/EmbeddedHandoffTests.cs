@@ -117,7 +117,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var problem = await response.ReadJsonAsync();
         Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", problem["type"]!.GetValue<string>());
-        Assert.Contains("at most 4096 characters", problem["detail"]!.GetValue<string>());
+        Assert.Equal("text may be at most 4096 characters.", problem["detail"]!.GetValue<string>());
         Assert.Empty(cursor.CommandRequests);
     }
 
@@ -140,7 +140,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
         var problem = await response.ReadJsonAsync();
         Assert.Equal("https://handoff-dapr.dev/problems/invalid-request", problem["type"]!.GetValue<string>());
-        Assert.Contains("visible character", problem["detail"]!.GetValue<string>());
+        Assert.Equal("text is required and must have a visible character.", problem["detail"]!.GetValue<string>());
         Assert.Empty(cursor.CommandRequests);
     }
 
