@@ -15,7 +15,8 @@ public static class Problems
 
     /// <summary>
     /// A missing run, or one of another group (answered alike). The detail depends only on the request: a read that
-    /// named no group is not told about "the given group", and a trigger is told how a run not stored yet is named.
+    /// named no group is not told about "the given group", and a trigger without <c>run</c> is told how a run not stored yet
+    /// is named.
     /// </summary>
     public static ProblemHttpResult UnknownRun(UnknownRunContext context = UnknownRunContext.GroupNamed) =>
         Problem(StatusCodes.Status404NotFound, "unknown-run", "Unknown run", context switch

@@ -737,8 +737,11 @@ public sealed class EmbeddedHandoffTests : IDisposable
         Assert.Equal(HttpStatusCode.NotFound, response.StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, unknown.StatusCode);
         Assert.Equal(HttpStatusCode.NotFound, read.StatusCode);
-        // Another group's run and a missing run are indistinguishable.
-        Assert.Equal((await unknown.ReadJsonAsync())["type"]!.ToString(), (await response.ReadJsonAsync())["type"]!.ToString());
+        // Another group's run and a missing run are indistinguishable, detail and all.
+        var unknownProblem = await unknown.ReadJsonAsync();
+        var otherGroupProblem = await response.ReadJsonAsync();
+        Assert.Equal(unknownProblem["type"]!.ToString(), otherGroupProblem["type"]!.ToString());
+        Assert.Equal(unknownProblem["detail"]!.ToString(), otherGroupProblem["detail"]!.ToString());
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
@@ -750,6 +753,8 @@ public sealed class EmbeddedHandoffTests : IDisposable
         var hijack = await client.PostJsonAsync("/runs/232/handoff", Payloads.Trigger(Payloads.Run(232, ["evil/repo"], automation: false, groupId: 999), groupId: 999));
 
         Assert.Equal(HttpStatusCode.NotFound, hijack.StatusCode);
+        // It sent its snapshot: not told that a run not stored yet needs one.
+        Assert.Equal("No run with this id belongs to the given group.", (await hijack.ReadJsonAsync())["detail"]!.GetValue<string>());
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
