@@ -692,6 +692,23 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     /// A snapshot's refusal names the field where the body has it: a trigger's snapshot is its run, and was told of an
     /// "organization_id" or "group.id" its body does not have at the top (where group_id is the trigger's own).
     /// </summary>
+    /// <summary>
+    /// An event's top-level property name escaping a lone surrogate is well-formed JSON whose name is no text: told so,
+    /// not "not valid JSON", which sent its sender looking for a syntax error.
+    /// </summary>
+    [Theory]
+    [InlineData("""{"\ud800":1,"run_id":5,"group":{"id":456}}""")]
+    [InlineData("""{"run_id":5,"group":{"id":456},"\udc00x":1}""")]
+    public async Task Event_with_a_property_name_that_is_no_text_is_told_so(string body)
+    {
+        var response = await service.Client.PostRawAsync("/events/autofix-run-completed", body);
+
+        Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Equal(
+            "The body cannot be read: a property name is not valid text (it escapes a lone surrogate, such as \\ud800).",
+            (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
+    }
+
     [Theory]
     [InlineData("/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"organization_id":-1}}""",
         "run.organization_id must be a positive whole number (at most 9007199254740991).")]
