@@ -226,7 +226,7 @@ public static partial class CompletionEventEndpoints
         }
         catch (InvalidOperationException)
         {
-            // A property name that cannot be unescaped (a lone surrogate, \ud800): well-formed JSON, so not "not valid JSON".
+            // A property name that cannot be unescaped (a lone surrogate, \ud800): well-formed JSON all the same.
             return (default, null, "The body cannot be read: a property name is not valid text (it escapes a lone surrogate, such as \\ud800).", null);
         }
     }

@@ -84,8 +84,8 @@ public static partial class HandoffEndpoints
             TriggerStatus.RunDeleted when outcome.DeletedAt is { } deletedAt => Problems.RunDeleted(deletedAt),
             TriggerStatus.UnknownIntegration => Problems.UnknownIntegration(),
             TriggerStatus.SnapshotMismatch => Problems.InvalidRequest("run.run_id must equal the run id in the path."),
-            // A trigger that gave its run meets this only for another group's run (a missing one is stored from it): not
-            // told the run needs its snapshot in run, which it sent. A missing run has no such trigger's 404 to look like.
+            // With run given, only another group's run is unknown (a missing one is stored from it): not told the run
+            // needs its snapshot in run, which it sent. A missing run has no such trigger's 404 to look like.
             _ => Problems.UnknownRun(body.Run is null ? UnknownRunContext.Trigger : UnknownRunContext.GroupNamed),
         };
     }

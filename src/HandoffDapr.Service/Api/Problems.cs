@@ -15,8 +15,8 @@ public static class Problems
 
     /// <summary>
     /// A missing run, or one of another group (answered alike). The detail depends only on the request: a read that
-    /// named no group is not told about "the given group", and a trigger without <c>run</c> is told how a run not stored yet
-    /// is named.
+    /// named no group is not told about "the given group", and a trigger without <c>run</c> is told how a run not
+    /// stored yet is named.
     /// </summary>
     public static ProblemHttpResult UnknownRun(UnknownRunContext context = UnknownRunContext.GroupNamed) =>
         Problem(StatusCodes.Status404NotFound, "unknown-run", "Unknown run", context switch
@@ -141,7 +141,7 @@ public static class Problems
         return TypedResults.Problem(problem);
     }
 
-    /// <summary>A trigger past its group's limit: named, with the setting, since the group's other callers spend it too.</summary>
+    /// <summary>A trigger past its group's limit: named, with its setting, as other callers use it too.</summary>
     public static RetryAfterResult TriggersRateLimited(TimeSpan retryAfter, int perMinute) =>
         RateLimited(retryAfter, $"This group_id has had its {perMinute} triggers of this minute (Handoff:RateLimits:TriggersPerGroupPerMinute). Try again after the Retry-After delay.");
 
