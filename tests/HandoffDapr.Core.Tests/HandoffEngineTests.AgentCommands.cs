@@ -3,6 +3,8 @@ using System.Text.Json;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Core.Tests;
 
@@ -985,6 +987,42 @@ public sealed partial class HandoffEngineTests
         // Its end and its pull request are known: only the agent awaiting its pull request is read.
         Assert.Equal([shop], read);
         Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents[web].Status);
+    }
+
+    /// <summary>
+    /// docs/api.md: a stop or follow-up the provider took is answered 200 even when it cannot be recorded. Retention may
+    /// delete a settled run between the command's check and its record (a follow-up to its completed agent): the record
+    /// finds no run and says the agent is unknown, which was answered 404, and the caller would send it again.
+    /// </summary>
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_command_the_provider_took_for_a_run_deleted_before_its_record_is_answered_done(bool stop)
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var deleted = new DeletedRunRecorder(logged, writer);
+
+        var outcome = stop
+            ? await logged.StopAgentAsync(writer.Saved.Last(), "bc-1", deleted, CancellationToken.None)
+            : await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Add a test too"), deleted, CancellationToken.None);
+
+        Assert.Equal(AgentCommandStatus.Done, outcome.Status);
+        Assert.Equal("bc-1", outcome.Agent!.Id);
+        Assert.Equal(stop ? ["bc-1"] : [], provider.Stops);
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentCommandRunDeleted");
+        Assert.Equal(LogLevel.Warning, line.Level);
+    }
+
+    /// <summary>Records a command as a host whose run is gone does: in no state.</summary>
+    private sealed class DeletedRunRecorder(HandoffEngine engine, IRunStateWriter writer) : IRoundRecorder
+    {
+        public Task<HandoffResult> RecordLaunchesAsync(LaunchRoundAnswers answers) => throw new InvalidOperationException("no round in this test");
+
+        public Task<PollVerdict> RecordPollAsync(PollAnswers answers) => throw new InvalidOperationException("no poll in this test");
+
+        public Task<AgentCommandOutcome> RecordCommandAsync(AgentCommandSent sent) => engine.RecordCommandAsync(null, sent, writer);
     }
 
     private sealed class RaceRecorder(IRoundRecorder inner, Func<Task> meanwhile) : IRoundRecorder

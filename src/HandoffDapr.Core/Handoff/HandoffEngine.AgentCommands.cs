@@ -95,7 +95,15 @@ public sealed partial class HandoffEngine
         LogCommandTaken(state.RunId, operation, agentId, launch.Repository);
         try
         {
-            return await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId, FollowupSeen: followupSeen));
+            var recorded = await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId, FollowupSeen: followupSeen));
+            if (recorded.Status != AgentCommandStatus.UnknownAgent)
+            {
+                return recorded;
+            }
+
+            // Retention deleted the run between the check and the record (a settled run's agent, followed up): the
+            // provider has taken the command all the same, so the caller is not told the agent is unknown.
+            LogCommandRunDeleted(state.RunId, operation, agentId);
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
@@ -103,8 +111,9 @@ public sealed partial class HandoffEngine
             // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll. A follow-up to an
             // agent that ended is not watched either (nothing saved says so): what it does is learnt from a webhook only.
             LogCommandNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
-            return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
         }
+
+        return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
     }
 
     /// <summary>Records a command the provider accepted (or one that may have been carried out), in the run's current state.</summary>

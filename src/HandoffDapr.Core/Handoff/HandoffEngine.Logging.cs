@@ -111,6 +111,10 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but it could not be recorded ({ExceptionType}); answered as done")]
     private partial void LogCommandNotRecorded(long runId, string command, string agentId, string exceptionType);
 
+    [LoggerMessage(EventId = 1030, EventName = "AgentCommandRunDeleted", Level = LogLevel.Warning,
+        Message = "Run {RunId}: the provider accepted the {Command} for agent {AgentId}, but retention deleted the run before it was recorded; answered as done")]
+    private partial void LogCommandRunDeleted(long runId, string command, string agentId);
+
     [LoggerMessage(EventId = 1021, EventName = "AgentCommandOutcomeUnknown", Level = LogLevel.Warning,
         Message = "Run {RunId}: the {Command} for agent {AgentId} reached the provider, but no answer said whether it was carried out ({FailureType}); answered as unknown")]
     private partial void LogCommandOutcomeUnknown(long runId, string command, string agentId, string failureType);
