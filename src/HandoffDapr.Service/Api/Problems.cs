@@ -145,9 +145,12 @@ public static class Problems
     public static RetryAfterResult TriggersRateLimited(TimeSpan retryAfter, int perMinute) =>
         RateLimited(retryAfter, $"This group_id has had its {perMinute} triggers of this minute (Handoff:RateLimits:TriggersPerGroupPerMinute). Try again after the Retry-After delay.");
 
-    /// <summary>A webhook past its integration's limit (signed and unsigned ones are counted apart).</summary>
-    public static RetryAfterResult WebhooksRateLimited(TimeSpan retryAfter, int perMinute) =>
-        RateLimited(retryAfter, $"This integration has had its {perMinute} webhooks of this minute (Handoff:RateLimits:WebhooksPerIntegrationPerMinute). Try again after the Retry-After delay.");
+    /// <summary>
+    /// A webhook past its integration's limit (signed and unsigned ones are counted apart). Unlike a trigger's, told
+    /// neither the limit nor its setting: the route takes unauthenticated callers, and only the provider reads it.
+    /// </summary>
+    public static RetryAfterResult WebhooksRateLimited(TimeSpan retryAfter) =>
+        RateLimited(retryAfter, "This integration's webhooks are over their limit for this minute. Try again after the Retry-After delay.");
 
     private static RetryAfterResult RateLimited(TimeSpan retryAfter, string detail) =>
         new RetryAfterResult(Problem(StatusCodes.Status429TooManyRequests, "rate-limited", "Too many requests", detail), retryAfter);

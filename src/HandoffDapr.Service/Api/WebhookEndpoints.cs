@@ -71,7 +71,7 @@ public static partial class WebhookEndpoints
         var signed = WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
         if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
         {
-            return Problems.WebhooksRateLimited(wait, limiter.PermitsPerMinute);
+            return Problems.WebhooksRateLimited(wait);
         }
 
         if (!signed)

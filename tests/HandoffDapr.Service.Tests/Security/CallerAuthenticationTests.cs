@@ -425,7 +425,8 @@ public sealed class CallerAuthenticationTests : IDisposable
         // The whole window, as for triggers (docs/api.md).
         Assert.Equal("60", answers[3].Headers.GetValues("Retry-After").Single());
         Assert.Equal(
-            "This integration has had its 3 webhooks of this minute (Handoff:RateLimits:WebhooksPerIntegrationPerMinute). Try again after the Retry-After delay.",
+            // Unsigned callers are told neither the limit nor the setting that holds it.
+            "This integration's webhooks are over their limit for this minute. Try again after the Retry-After delay.",
             (await answers[3].ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
