@@ -41,6 +41,18 @@ public static class OpenApiDescription
             {
                 // Read as bytes for its signature, whatever its Content-Type: the generator sees no body parameter.
                 operation.RequestBody = new OpenApiRequestBody { Required = true, Description = "Cursor's webhook event, as signed (X-Webhook-Signature).", Content = new Dictionary<string, OpenApiMediaType> { ["application/json"] = new() { Schema = CursorWebhookEvent() } } };
+                // Read from the request itself, so the generator sees no parameter: without it every request is a 401.
+                operation.Parameters ??= [];
+                operation.Parameters.Add(new OpenApiParameter
+                {
+                    Name = WebhookEndpoints.SignatureHeader, In = ParameterLocation.Header, Required = true,
+                    Description = "The HMAC-SHA256 of the raw body with the integration's WebhookSecret, in hex, "
+                        + "with or without a sha256= prefix.",
+                    Schema = new OpenApiSchema
+                    {
+                        Type = JsonSchemaType.String, Pattern = "^(sha256=)?[0-9A-Fa-f]{64}$",
+                    },
+                });
             }
 
             return Task.CompletedTask;

@@ -386,6 +386,34 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// The webhook is authenticated by its X-Webhook-Signature header alone, which the handler reads from the request:
+    /// the document declared no such parameter, so a client generated from it (a relay, a replay tool) sent none and
+    /// got a 401 every time.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_signature_header_the_webhook_requires()
+    {
+        const string secret = "openapi-webhook-secret-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-signature.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:Integrations:42:WebhookSecret"] = secret })
+            .WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var operation = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!["/webhooks/cursor/{integrationId}"]!["post"]!;
+        const string body = """{"event":"agentCreated"}""";
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await client.PostRawAsync("/webhooks/cursor/42?run_id=900", body)).StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, await SendSignedWebhookAsync(client, secret, body));
+
+        var header = operation["parameters"]?.AsArray()
+            .SingleOrDefault(p => p!["in"]?.GetValue<string>() == "header" && p["name"]?.GetValue<string>() == "X-Webhook-Signature");
+        Assert.True(header is not null, "the webhook declares no X-Webhook-Signature header");
+        Assert.True(header!["required"]?.GetValue<bool>() == true);
+        Assert.Equal("string", header["schema"]!["type"]!.GetValue<string>());
+        var pattern = new System.Text.RegularExpressions.Regex(header["schema"]!["pattern"]!.GetValue<string>());
+        Assert.Matches(pattern, HandoffDapr.Core.Providers.WebhookSignature.Sign(secret, System.Text.Encoding.UTF8.GetBytes(body)));
+        Assert.DoesNotMatch(pattern, "sha256=abc");
+    }
+
+    /// <summary>
     /// Only a <c>statusChange</c> (or unnamed) event needs an agent id and a status; another event is answered 204 and
     /// ignored, whatever else it carries. The document required <c>id</c> and <c>status</c> (and the id's shape) of every
     /// body, so a client generated from it (a relay, a replay tool) refused to pass on the events the service accepts.
