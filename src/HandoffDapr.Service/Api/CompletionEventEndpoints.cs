@@ -44,7 +44,11 @@ public static partial class CompletionEventEndpoints
             });
             // A dead letter may be an event dropped for being over Handoff:MaxRequestBodyBytes: read under the larger limit
             // daprd is set to pass (see DeadLetterBodyLimit), or it could not be told apart from any other.
+            // Every dead letter is answered SUCCESS, whatever its body: no problem of its own, only the drain's 503.
             app.MapPost(DeadLetterRoute, DeadLetterAsync).WithTopic(dapr.PubSubName, dapr.DeadLetterTopic).WithTags("Events")
+                .WithName("AutofixRunCompletedDeadLetter")
+                .Produces<DaprEventReply>()
+                .ProducesProblem(StatusCodes.Status503ServiceUnavailable)
                 .WithMetadata(new Microsoft.AspNetCore.Mvc.RequestSizeLimitAttribute(
                     DeadLetterBodyLimit(app.ServiceProvider.GetRequiredService<IOptions<HandoffOptions>>().Value)));
         }

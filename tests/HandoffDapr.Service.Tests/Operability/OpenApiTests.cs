@@ -386,6 +386,29 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// In Dapr mode the dead-letter subscription's route is in the document too: it had no operationId and declared
+    /// only the caller check's 401 and 403, not the SUCCESS reply it gives every dead letter (a generated client saw
+    /// no answer it could succeed with) nor the drain's 503 that every other operation declares.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_in_dapr_mode_names_the_dead_letter_route_and_declares_its_reply()
+    {
+        await using var service = await DaprMode.DaprServiceFactory.StartAsync(cursor.Url);
+        using var development = service.WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = development.CreateClient();
+        var operation = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!["/events/autofix-run-completed/dead-letter"]!["post"]!;
+
+        var answer = await client.PostRawAsync("/events/autofix-run-completed/dead-letter", "not a CloudEvent");
+
+        Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+        Assert.Equal("SUCCESS", JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
+        Assert.Equal("AutofixRunCompletedDeadLetter", operation["operationId"]?.GetValue<string>());
+        var responses = operation["responses"]!;
+        Assert.Equal("#/components/schemas/DaprEventReply", responses["200"]?["content"]?["application/json"]?["schema"]?["$ref"]?.GetValue<string>());
+        Assert.True(responses["503"]?["content"]?["application/problem+json"] is not null, "no 503 problem declared");
+    }
+
+    /// <summary>
     /// The webhook is authenticated by its X-Webhook-Signature header alone, which the handler reads from the request:
     /// the document declared no such parameter, so a client generated from it (a relay, a replay tool) sent none and
     /// got a 401 every time.
