@@ -28,13 +28,18 @@ public static partial class CompletionEventEndpoints
         var endpoint = app.MapPost(Route, AcceptAsync).WithTags("Events").WithName("AutofixRunCompleted")
             .AcceptsJson<Core.Model.RunSnapshot>()
             .Produces<DaprEventReply>()
-            .ProducesProblem(StatusCodes.Status400BadRequest)
-            .ProducesProblem(StatusCodes.Status404NotFound)
-            .ProducesProblem(StatusCodes.Status408RequestTimeout)
-            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
-            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
-        if (mode == HostingMode.Dapr)
+        // Refusals are problems in embedded mode only: daprd is answered RETRY or DROP (a 200), so there only the
+        // drain's 503 is one.
+        if (mode == HostingMode.Embedded)
+        {
+            endpoint.ProducesProblem(StatusCodes.Status400BadRequest)
+                .ProducesProblem(StatusCodes.Status404NotFound)
+                .ProducesProblem(StatusCodes.Status408RequestTimeout)
+                .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+                .ProducesProblem(StatusCodes.Status415UnsupportedMediaType);
+        }
+        else
         {
             endpoint.WithTopic(new TopicOptions
             {

@@ -409,6 +409,28 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// In Dapr mode the completion event's refusals are replies to daprd, DROP or RETRY in a 200, never the problems
+    /// embedded mode answers; the document declared embedded mode's 400, 404, 408, 413 and 415 in both.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_in_dapr_mode_declares_no_event_problem_that_daprd_is_answered_in_a_reply_instead()
+    {
+        await using var service = await DaprMode.DaprServiceFactory.StartAsync(cursor.Url);
+        using var development = service.WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = development.CreateClient();
+        var responses = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!["/events/autofix-run-completed"]!["post"]!["responses"]!.AsObject();
+
+        foreach (var (body, contentType) in new[] { ("not json", "application/json"), ("{}", "text/plain"), ("""{"run_id":920}""", "application/json") })
+        {
+            var answer = await client.PostRawAsync("/events/autofix-run-completed", body, contentType);
+            Assert.Equal(HttpStatusCode.OK, answer.StatusCode);
+            Assert.Equal("DROP", JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
+        }
+
+        Assert.Equal(["200", "401", "403", "503"], responses.Select(response => response.Key).Order());
+    }
+
+    /// <summary>
     /// The webhook is authenticated by its X-Webhook-Signature header alone, which the handler reads from the request:
     /// the document declared no such parameter, so a client generated from it (a relay, a replay tool) sent none and
     /// got a 401 every time.
