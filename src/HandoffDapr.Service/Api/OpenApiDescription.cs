@@ -2,6 +2,7 @@ using System.Text.Json.Nodes;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Service.Configuration;
+using HandoffDapr.Service.Security;
 using Microsoft.AspNetCore.Mvc.ApiExplorer;
 using Microsoft.AspNetCore.Mvc.ModelBinding;
 using Microsoft.AspNetCore.OpenApi;
@@ -22,7 +23,7 @@ public static class OpenApiDescription
 
     public static IServiceCollection AddHandoffOpenApi(this IServiceCollection services) =>
         services.AddSingleton<IApiDescriptionProvider, JsonRequestBodies>()
-            .AddOpenApi(options => options.AddOperationTransformer((operation, _, _) =>
+            .AddOpenApi(options => options.AddOperationTransformer((operation, context, _) =>
         {
             foreach (var parameter in operation.Parameters?.OfType<OpenApiParameter>() ?? [])
             {
@@ -37,6 +38,7 @@ public static class OpenApiDescription
             }
 
             DeclareHeaders(operation);
+            DeclareCallerCheck(operation, context);
             if (operation.OperationId == WebhookEndpoints.OperationId)
             {
                 // Read as bytes for its signature, whatever its Content-Type: the generator sees no body parameter.
@@ -150,6 +152,31 @@ public static class OpenApiDescription
                 answer.Headers[name] = value;
             }
         }
+    }
+
+    /// <summary>
+    /// The credentials the caller check in use wants (<see cref="CallerCheckInUse"/>), on the operations behind it (not
+    /// the webhooks, signed instead): without them a generated client has no way to send the token and gets a 401. None
+    /// for a loopback-only or unchecked API, which takes no credentials.
+    /// </summary>
+    private static void DeclareCallerCheck(OpenApiOperation operation, OpenApiOperationTransformerContext context)
+    {
+        var scheme = context.ApplicationServices.GetRequiredService<CallerCheckInUse>().Check switch
+        {
+            CallerCheck.BearerToken => ("bearer", new OpenApiSecurityScheme { Type = SecuritySchemeType.Http, Scheme = "bearer", Description = "Handoff:ApiToken." }),
+            CallerCheck.DaprApiToken => ("dapr-api-token", new OpenApiSecurityScheme { Type = SecuritySchemeType.ApiKey, In = ParameterLocation.Header, Name = TokenAuthenticationOptions.DaprApiTokenHeader, Description = "daprd's app token (APP_API_TOKEN), which daprd adds to the calls it forwards." }),
+            _ => default((string, OpenApiSecurityScheme)?),
+        };
+        if (scheme is not var (name, value)
+            || !context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
+        {
+            return;
+        }
+
+        context.Document!.Components ??= new OpenApiComponents();
+        context.Document.Components.SecuritySchemes ??= new Dictionary<string, IOpenApiSecurityScheme>();
+        context.Document.Components.SecuritySchemes[name] = value;
+        operation.Security = [new OpenApiSecurityRequirement { [new OpenApiSecuritySchemeReference(name, context.Document)] = [] }];
     }
 
     /// <summary>

@@ -386,6 +386,55 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// The API takes a caller's credentials as the caller check in use wants them: Handoff:ApiToken as a bearer token,
+    /// or in Dapr mode daprd's dapr-api-token header. The document named neither, so a client generated from it had no
+    /// way to send the token and got a 401. The webhook, signed instead, wants neither; a loopback-only API takes none.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_credentials_the_caller_check_in_use_wants()
+    {
+        const string token = "openapi-token-0123456789";
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-security.db"), cursor.Url, settings: new Dictionary<string, string?> { ["Handoff:ApiToken"] = token })
+            .WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        using var loopback = new EmbeddedServiceFactory(temp.File("openapi-security-loopback.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        await using var dapr = await DaprMode.DaprServiceFactory.StartAsync(cursor.Url, appApiToken: "openapi-app-token-0123456789");
+        using var daprDevelopment = dapr.WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var document = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!;
+        var daprDocument = JsonNode.Parse(await daprDevelopment.CreateClient().GetStringAsync("/openapi/v1.json"))!;
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await client.GetAsync("/runs")).StatusCode);
+        client.DefaultRequestHeaders.Authorization = new("Bearer", token);
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/runs")).StatusCode);
+
+        static void AssertDeclared(JsonNode document, string name, string type, Action<JsonNode> scheme)
+        {
+            var declared = document["components"]?["securitySchemes"]?[name];
+            Assert.True(declared is not null, $"no {name} security scheme");
+            Assert.Equal(type, declared!["type"]!.GetValue<string>());
+            scheme(declared);
+            foreach (var (path, operations) in document["paths"]!.AsObject())
+            {
+                foreach (var (method, operation) in operations!.AsObject())
+                {
+                    var required = operation!["security"]?.AsArray().SelectMany(requirement => requirement!.AsObject().Select(entry => entry.Key)).ToList() ?? [];
+                    Assert.True(path.StartsWith("/webhooks/", StringComparison.Ordinal) ? required.Count == 0 : required.SequenceEqual([name]), $"{method} {path}: security {string.Join(", ", required)}");
+                }
+            }
+        }
+
+        AssertDeclared(document, "bearer", "http", scheme => Assert.Equal("bearer", scheme["scheme"]!.GetValue<string>()));
+        AssertDeclared(daprDocument, "dapr-api-token", "apiKey", scheme =>
+        {
+            Assert.Equal("header", scheme["in"]!.GetValue<string>());
+            Assert.Equal("dapr-api-token", scheme["name"]!.GetValue<string>());
+        });
+        var open = JsonNode.Parse(await loopback.CreateClient().GetStringAsync("/openapi/v1.json"))!;
+        Assert.Null(open["components"]?["securitySchemes"]);
+        Assert.All(open["paths"]!.AsObject().SelectMany(path => path.Value!.AsObject()), operation => Assert.Null(operation.Value!["security"]));
+    }
+
+    /// <summary>
     /// In Dapr mode the dead-letter subscription's route is in the document too: it had no operationId and declared
     /// only the caller check's 401 and 403, not the SUCCESS reply it gives every dead letter (a generated client saw
     /// no answer it could succeed with) nor the drain's 503 that every other operation declares.
