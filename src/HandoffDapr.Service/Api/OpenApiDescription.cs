@@ -31,6 +31,11 @@ public static class OpenApiDescription
                 {
                     parameter.Schema = Id();
                 }
+                else if (parameter.Name == "agentId")
+                {
+                    // Of another shape it is no agent of the run: a 404 unknown-agent, not a call to the provider.
+                    parameter.Schema = AgentId("As the run's coding_agents name it.");
+                }
                 else if (parameter.Name == "limit")
                 {
                     parameter.Schema = new OpenApiSchema { Type = JsonSchemaType.Integer, Format = "int32", Minimum = "1", Maximum = "200", Default = JsonValue.Create(50) };
@@ -200,7 +205,7 @@ public static class OpenApiDescription
             ("target", Object(("url", Text()), ("branchName", Text()), ("prUrl", Text()))));
         var statusChange = Object(
             ("event", StatusChangeName()),
-            ("id", new OpenApiSchema { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = "The agent's id." }),
+            ("id", AgentId("The agent's id.")),
             ("status", Text()));
         statusChange.Title = "statusChange";
         statusChange.Description = "A status report (event statusChange, or no event): the agent's id and its status are required.";
@@ -283,6 +288,10 @@ public static class OpenApiDescription
         {
         }
     }
+
+    /// <summary>The shape <see cref="Core.Providers.AgentIds.IsValid"/> takes (but for "." and "..").</summary>
+    private static OpenApiSchema AgentId(string description) =>
+        new() { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = description };
 
     private static OpenApiSchema Id() =>
         new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = MaxId };

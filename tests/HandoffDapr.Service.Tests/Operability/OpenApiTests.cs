@@ -386,6 +386,34 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// An agent id of a shape no provider gives is no agent of the run (a 404 unknown-agent); the document offered any
+    /// string, so a client generated from it could not tell a mistyped id from one the run does not have.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_agent_id_shape_the_agent_routes_take()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-agent-id.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var paths = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!;
+        Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/900/handoff", Payloads.Trigger(Payloads.Run(900, ["acme/ok"], automation: false)))).StatusCode);
+        var agentId = cursor.Agents.Keys.Single();
+        var tooLong = new string('a', 129);
+
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/runs/900/agents/{agentId}/stop", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await client.PostAsync("/runs/900/agents/bad+id/stop", null)).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await client.PostAsync($"/runs/900/agents/{tooLong}/stop", null)).StatusCode);
+
+        foreach (var path in new[] { "/runs/{runId}/agents/{agentId}/stop", "/runs/{runId}/agents/{agentId}/followup" })
+        {
+            var schema = paths[path]!["post"]!["parameters"]!.AsArray().Single(p => p!["name"]!.GetValue<string>() == "agentId")!["schema"]!;
+            var pattern = new System.Text.RegularExpressions.Regex(schema["pattern"]?.GetValue<string>() ?? string.Empty);
+            Assert.Matches(pattern, agentId);
+            Assert.DoesNotMatch(pattern, "bad+id");
+            Assert.Equal(128, schema["maxLength"]?.GetValue<int>());
+        }
+    }
+
+    /// <summary>
     /// The API takes a caller's credentials as the caller check in use wants them: Handoff:ApiToken as a bearer token,
     /// or in Dapr mode daprd's dapr-api-token header. The document named neither, so a client generated from it had no
     /// way to send the token and got a 401. The webhook, signed instead, wants neither; a loopback-only API takes none.
