@@ -116,6 +116,14 @@ public static class OpenApiDescription
             {
                 DescribeProblem(schema);
             }
+            else if (type == typeof(DaprEventReply) && schema.Properties is { } reply && reply.TryGetValue("status", out var answer)
+                && answer is OpenApiSchema status)
+            {
+                // Embedded mode refuses an event with a problem: its only reply is SUCCESS. daprd may get all three.
+                status.Enum = context.ApplicationServices.GetRequiredService<HostingContext>().Mode == HostingMode.Dapr
+                    ? [JsonValue.Create("SUCCESS"), JsonValue.Create("RETRY"), JsonValue.Create("DROP")]
+                    : [JsonValue.Create("SUCCESS")];
+            }
             else if (type == typeof(TimelineEntry) && schema.Properties is { } entry)
             {
                 // The constructor's defaults made them look optional: the API writes every one, null included.

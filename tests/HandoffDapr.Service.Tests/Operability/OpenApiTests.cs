@@ -508,6 +508,27 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// The event reply's status is what a sender switches on (daprd's pub/sub contract): SUCCESS, RETRY or DROP in Dapr
+    /// mode, only SUCCESS in embedded mode, which refuses with a problem. The document said only "a string".
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_names_the_event_replies_each_mode_gives()
+    {
+        using var embedded = new EmbeddedServiceFactory(temp.File("openapi-reply.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        await using var dapr = await DaprMode.DaprServiceFactory.StartAsync(cursor.Url);
+        using var daprDevelopment = dapr.WithWebHostBuilder(b => b.UseEnvironment("Development"));
+
+        static async Task<string[]> Replies(HttpClient client) =>
+            JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["components"]!["schemas"]!["DaprEventReply"]!["properties"]!["status"]!["enum"]?
+                .AsArray().Select(value => value!.GetValue<string>()).Order().ToArray() ?? [];
+
+        var dropped = await daprDevelopment.CreateClient().PostRawAsync("/events/autofix-run-completed", "not json");
+        Assert.Equal("DROP", JsonNode.Parse(await dropped.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
+        Assert.Equal(["DROP", "RETRY", "SUCCESS"], await Replies(daprDevelopment.CreateClient()));
+        Assert.Equal(["SUCCESS"], await Replies(embedded.CreateClient()));
+    }
+
+    /// <summary>
     /// The webhook is authenticated by its X-Webhook-Signature header alone, which the handler reads from the request:
     /// the document declared no such parameter, so a client generated from it (a relay, a replay tool) sent none and
     /// got a 401 every time.
