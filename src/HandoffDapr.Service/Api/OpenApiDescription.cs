@@ -142,6 +142,7 @@ public static class OpenApiDescription
     /// The headers the answers carry that a client acts on: the generator sees only the handlers' result types. A 202's
     /// <c>Location</c> (the run to read), a 429's <c>Retry-After</c> (<see cref="RetryAfterResult"/>, whole seconds)
     /// and a 401's <c>WWW-Authenticate</c> (the challenge every 401 names: the bearer token, daprd's header, or a webhook's signature).
+    /// A 415's <c>Accept-Encoding</c>, only on the one for a compressed body (RFC 9110 §15.5.16), is not required.
     /// </summary>
     private static void DeclareHeaders(OpenApiOperation operation)
     {
@@ -156,6 +157,7 @@ public static class OpenApiDescription
             {
                 "202" => ("Location", new OpenApiHeader { Description = "Where the run's handoff state is read (GET).", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.String, Format = "uri-reference" } }),
                 "429" => ("Retry-After", new OpenApiHeader { Description = "Seconds to wait before sending the request again.", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.Integer, Minimum = "1" } }),
+                "415" => ("Accept-Encoding", new OpenApiHeader { Description = "identity, on the 415 for a compressed body (unsupported-content-encoding): send it uncompressed.", Schema = new OpenApiSchema { Type = JsonSchemaType.String } }),
                 "401" => ("WWW-Authenticate", new OpenApiHeader { Description = "What would be accepted: a bearer token, daprd's dapr-api-token header, or (webhooks) the body's HMAC-SHA256 signature.", Required = true, Schema = new OpenApiSchema { Type = JsonSchemaType.String } }),
                 _ => default((string, OpenApiHeader)?),
             };

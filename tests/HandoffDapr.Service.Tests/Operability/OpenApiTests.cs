@@ -508,6 +508,34 @@ public sealed class OpenApiTests : IDisposable
     }
 
     /// <summary>
+    /// A compressed body is a 415 whose Accept-Encoding says what is taken (identity), as RFC 9110 §15.5.16 asks; the
+    /// document declared no such header, so a generated client dropped it. Only that 415 carries it: not required.
+    /// </summary>
+    [Fact]
+    public async Task Openapi_document_declares_the_accept_encoding_a_415_for_a_compressed_body_carries()
+    {
+        using var factory = new EmbeddedServiceFactory(temp.File("openapi-encoding.db"), cursor.Url).WithWebHostBuilder(b => b.UseEnvironment("Development"));
+        var client = factory.CreateClient();
+        var paths = JsonNode.Parse(await client.GetStringAsync("/openapi/v1.json"))!["paths"]!.AsObject();
+        using var compressed = new HttpRequestMessage(HttpMethod.Post, "/runs/900/handoff") { Content = new StringContent("{}", System.Text.Encoding.UTF8, "application/json") };
+        compressed.Content.Headers.ContentEncoding.Add("gzip");
+
+        var answer = await client.SendAsync(compressed);
+
+        Assert.Equal(HttpStatusCode.UnsupportedMediaType, answer.StatusCode);
+        Assert.Equal("identity", answer.Headers.GetValues("Accept-Encoding").Single());
+        var declared = paths.SelectMany(path => path.Value!.AsObject().Select(op => (Name: $"{op.Key} {path.Key}", Responses: op.Value!["responses"]!)))
+            .Where(op => op.Responses["415"] is not null).ToList();
+        Assert.Equal(4, declared.Count); // the trigger, the follow-up, the completion event and the webhook
+        foreach (var (name, responses) in declared)
+        {
+            var header = responses["415"]!["headers"]?["Accept-Encoding"];
+            Assert.True(header is not null, $"415 of {name}: no Accept-Encoding header");
+            Assert.True(header!["required"]?.GetValue<bool>() is null or false, $"415 of {name}: Accept-Encoding required");
+        }
+    }
+
+    /// <summary>
     /// The event reply's status is what a sender switches on (daprd's pub/sub contract): SUCCESS, RETRY or DROP in Dapr
     /// mode, only SUCCESS in embedded mode, which refuses with a problem. The document said only "a string".
     /// </summary>
