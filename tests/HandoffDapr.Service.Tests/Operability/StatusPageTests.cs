@@ -125,7 +125,7 @@ public sealed class StatusPageTests : IDisposable
         var dom = await RunChromium($"--host-resolver-rules=\"MAP handoff.test 127.0.0.1\" --dump-dom http://handoff.test:{service.Address.Port}/ui/index.html");
 
         Assert.Contains("HTTP 403", dom);
-        Assert.Contains("Configure Handoff:ApiToken to accept remote callers", dom);
+        Assert.Contains("only a loopback caller may, addressed to localhost or a loopback address and not on behalf of another site. Configure Handoff:ApiToken to accept others", dom);
     }
 
     [Fact]
