@@ -1337,15 +1337,9 @@ public sealed partial class HandoffEngineTests
         var started = await logged.TriggerAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var holding = new HoldingRecorder();
         await logged.FinishRoundAsync(started.Round!, holding, CancellationToken.None);
-        time.Advance(TimeSpan.FromMinutes(3));
-        await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
-        var takeover = writer.Saved.Last();
 
-        await logged.CompleteRoundAsync(takeover, holding.Launches!, writer);
+        var line = await AnswerAfterATakeOverAsync(logged, logger, holding);
 
-        Assert.Equal(takeover.Launches, writer.Saved.Last().Launches);
-        Assert.Empty(writer.Saved.Last().CodingAgents);
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
         Assert.Equal(("launch", "bc-web"), (line.GetStructuredStateValue("Source"), line.GetStructuredStateValue("AgentId")));
     }
 
@@ -1365,6 +1359,19 @@ public sealed partial class HandoffEngineTests
         var holding = new HoldingRecorder();
         await logged.FinishRoundAsync(lookup, holding, CancellationToken.None);
         Assert.True(holding.Launches!.Attempts[0].Reconciled);
+
+        var line = await AnswerAfterATakeOverAsync(logged, logger, holding);
+
+        Assert.Equal(("reconcile", "bc-web"), (line.GetStructuredStateValue("Source"), line.GetStructuredStateValue("AgentId")));
+        Assert.Equal("Run 1: a reconcile report about agent bc-web names the repository acme/web, not acme/shop it was launched on; not applied", line.Message);
+    }
+
+    /// <summary>
+    /// Lets the held round's deadline pass so the next attempt takes over, then gives the held answers back: they change
+    /// nothing, and the one line they log (of an agent of another repository) is returned.
+    /// </summary>
+    private async Task<FakeLogRecord> AnswerAfterATakeOverAsync(HandoffEngine logged, FakeLogger<HandoffEngine> logger, HoldingRecorder holding)
+    {
         time.Advance(TimeSpan.FromMinutes(3));
         await logged.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
         var takeover = writer.Saved.Last();
@@ -1373,9 +1380,7 @@ public sealed partial class HandoffEngineTests
 
         Assert.Equal(takeover.Launches, writer.Saved.Last().Launches);
         Assert.Empty(writer.Saved.Last().CodingAgents);
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
-        Assert.Equal(("reconcile", "bc-web"), (line.GetStructuredStateValue("Source"), line.GetStructuredStateValue("AgentId")));
-        Assert.Equal("Run 1: a reconcile report about agent bc-web names the repository acme/web, not acme/shop it was launched on; not applied", line.Message);
+        return Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentReportOfAnotherRepository");
     }
 
     [Fact]

@@ -241,14 +241,8 @@ public sealed class RequestDrainTests
     {
         var time = new FakeTimeProvider();
         var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40));
-        var first = drain.Enter();
-        var stopping = drain.StoppingAsync(CancellationToken.None);
-        time.Advance(TimeSpan.FromSeconds(30));
-        first.Dispose();
-        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
 
-        _ = drain.Enter();
-        var stopped = drain.StoppedAsync(CancellationToken.None);
+        var stopped = await SecondWaitAfterAFirstOf30SecondsAsync(drain, time);
         time.Advance(TimeSpan.FromSeconds(9));
         Assert.False(stopped.IsCompleted);
         time.Advance(TimeSpan.FromSeconds(2)); // 41 s since shutdown began
@@ -266,13 +260,7 @@ public sealed class RequestDrainTests
         var time = new FakeTimeProvider();
         var logger = new FakeLogger<RequestDrain>();
         var drain = Drain(HostingMode.Dapr, time, limit: TimeSpan.FromSeconds(40), logger);
-        var first = drain.Enter();
-        var stopping = drain.StoppingAsync(CancellationToken.None);
-        time.Advance(TimeSpan.FromSeconds(30));
-        first.Dispose();
-        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
-        _ = drain.Enter();
-        var stopped = drain.StoppedAsync(CancellationToken.None);
+        var stopped = await SecondWaitAfterAFirstOf30SecondsAsync(drain, time);
         time.Advance(TimeSpan.FromSeconds(11));
         await stopped.WaitAsync(TimeSpan.FromSeconds(10));
 
@@ -347,4 +335,16 @@ public sealed class RequestDrainTests
 
     private static async Task WaitUntil(Func<bool> condition) =>
         Assert.True(await Eventually.Within(TimeSpan.FromSeconds(10), condition), "shutdown did not begin draining");
+
+    /// <summary>The first wait (before the server stops) ends after 30 s, its call done; the second begins with a call in.</summary>
+    private static async Task<Task> SecondWaitAfterAFirstOf30SecondsAsync(RequestDrain drain, FakeTimeProvider time)
+    {
+        var first = drain.Enter();
+        var stopping = drain.StoppingAsync(CancellationToken.None);
+        time.Advance(TimeSpan.FromSeconds(30));
+        first.Dispose();
+        await stopping.WaitAsync(TimeSpan.FromSeconds(10));
+        _ = drain.Enter();
+        return drain.StoppedAsync(CancellationToken.None);
+    }
 }
