@@ -356,11 +356,9 @@ public sealed partial class HandoffRunActor(
         return state is null && tombstone is { HasValue: true, Value: { } expired } ? (null, expired) : (state, null);
     }
 
+    /// <summary>The run's keys; its one caller, <see cref="LoadRunAsync"/>, has dropped a cache older than daprd's start.</summary>
     private async Task<RunHandoffState?> LoadAsync()
     {
-        // A no-op: LoadRunAsync, its one caller, has done it before reading the tombstone (and WakeAsync before removing
-        // wake_at).
-        await ForgetStateCachedBeforeSidecarStartAsync();
         var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
         var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);
         if (!snapshot.HasValue && !launches.HasValue)
