@@ -437,7 +437,7 @@ public sealed partial class HandoffEngine
     private static bool IsCompletedWithPullRequest(CodingAgentState agent) =>
         agent.Status == CodingAgentStatus.Completed && HasPullRequest(agent);
 
-    private static bool HasPullRequest(CodingAgentState agent) => agent.Results.Any(result => result.PrUrl is not null);
+    private static bool HasPullRequest(CodingAgentState agent) => PullRequestIn(agent.Results) is not null;
 
     private static string? PullRequestIn(IReadOnlyList<CodingAgentResult> results) => results.FirstOrDefault(result => result.PrUrl is not null)?.PrUrl;
 
