@@ -60,9 +60,7 @@ public sealed class RetentionTests : IDisposable
     {
         using var factory = Start();
         using var client = factory.CreateClient();
-        var run = await SettleAsync(factory, client, 701);
-        time.Advance(Retention + TimeSpan.FromMinutes(1));
-        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        var run = await SettleAndSweepAsync(factory, client, 701);
         var launches = cursor.LaunchRequests;
 
         var redelivered = await client.PostJsonAsync(Route, run);
@@ -88,9 +86,7 @@ public sealed class RetentionTests : IDisposable
     {
         using var factory = Start();
         using var client = factory.CreateClient();
-        await SettleAsync(factory, client, 711);
-        time.Advance(Retention + TimeSpan.FromMinutes(1));
-        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        await SettleAndSweepAsync(factory, client, 711);
         var launches = cursor.LaunchRequests;
 
         var otherGroup = await client.PostJsonAsync(Route, Payloads.Run(711, ["acme/shop"], groupId: 999));
@@ -182,9 +178,7 @@ public sealed class RetentionTests : IDisposable
     {
         using var factory = Start();
         using var client = factory.CreateClient();
-        await SettleAsync(factory, client, 707);
-        time.Advance(Retention + TimeSpan.FromMinutes(1));
-        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        await SettleAndSweepAsync(factory, client, 707);
         Assert.NotNull((await factory.Store.LoadAsync(707, CancellationToken.None)).Deleted);
 
         // Kept by every sweep until then: a redelivery within the 30 days still meets it.
@@ -368,6 +362,15 @@ public sealed class RetentionTests : IDisposable
     }
 
     /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
+    /// <summary>Settles the run, then lets a sweep a minute past the retention delete it.</summary>
+    private async Task<JsonObject> SettleAndSweepAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
+    {
+        var run = await SettleAsync(factory, client, runId);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        await Sweeper(factory).SweepAsync(CancellationToken.None);
+        return run;
+    }
+
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
         var run = Payloads.Run(runId, ["acme/shop"]);
