@@ -39,11 +39,15 @@ public sealed class ServiceProcess : IAsyncDisposable
     /// connection of the test run may take it as its own ephemeral port before the service binds it: a start that fails
     /// only for that is made again on another port, at most three times.
     /// </summary>
-    public static async Task<ServiceProcess> StartAsync(IDictionary<string, string> environment)
+    public static Task<ServiceProcess> StartAsync(IDictionary<string, string> environment) =>
+        StartAsync(_ => environment);
+
+    /// <summary>As above, with settings that name the service's own address (a public base URL for webhooks).</summary>
+    public static async Task<ServiceProcess> StartAsync(Func<Uri, IDictionary<string, string>> environmentAt)
     {
         for (var attempt = 1; ; attempt++)
         {
-            var (service, failure) = await TryStartAsync(environment);
+            var (service, failure) = await TryStartAsync(environmentAt);
             if (service is not null)
             {
                 return service;
@@ -56,9 +60,10 @@ public sealed class ServiceProcess : IAsyncDisposable
         }
     }
 
-    private static async Task<(ServiceProcess? Service, string Failure)> TryStartAsync(IDictionary<string, string> environment)
+    private static async Task<(ServiceProcess? Service, string Failure)> TryStartAsync(Func<Uri, IDictionary<string, string>> environmentAt)
     {
         var port = FreePort();
+        var address = new Uri($"http://127.0.0.1:{port}");
         var root = Security.WebhookSignatureTests.RepositoryRoot();
         var dll = Path.Combine(AppContext.BaseDirectory, "HandoffDapr.Service.dll");
         var start = new ProcessStartInfo("dotnet")
@@ -68,14 +73,14 @@ public sealed class ServiceProcess : IAsyncDisposable
             RedirectStandardError = true,
             UseShellExecute = false,
         };
-        start.Environment["ASPNETCORE_URLS"] = $"http://127.0.0.1:{port}";
+        start.Environment["ASPNETCORE_URLS"] = address.GetLeftPart(UriPartial.Authority);
         start.Environment["ASPNETCORE_ENVIRONMENT"] = "Production";
-        foreach (var (key, value) in environment)
+        foreach (var (key, value) in environmentAt(address))
         {
             start.Environment[key] = value;
         }
 
-        var service = new ServiceProcess(Process.Start(start)!, new Uri($"http://127.0.0.1:{port}"));
+        var service = new ServiceProcess(Process.Start(start)!, address);
         using var client = new HttpClient { BaseAddress = service.Address, Timeout = TimeSpan.FromSeconds(2) };
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (true)
