@@ -301,7 +301,7 @@ public static class OpenApiDescription
 
     /// <summary>The shape <see cref="Core.Providers.AgentIds.IsValid"/> takes (but for "." and "..").</summary>
     private static OpenApiSchema AgentId(string description) =>
-        new() { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = "^[A-Za-z0-9._-]+$", Description = description };
+        new() { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = @"^(?!\.{1,2}$)[A-Za-z0-9._-]+$", Description = description };
 
     private static OpenApiSchema Id() =>
         new() { Type = JsonSchemaType.Integer, Format = "int64", Minimum = "1", Maximum = MaxId };

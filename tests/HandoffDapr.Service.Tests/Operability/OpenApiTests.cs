@@ -387,7 +387,8 @@ public sealed class OpenApiTests : IDisposable
 
     /// <summary>
     /// An agent id of a shape no provider gives is no agent of the run (a 404 unknown-agent); the document offered any
-    /// string, so a client generated from it could not tell a mistyped id from one the run does not have.
+    /// string, so a client generated from it could not tell a mistyped id from one the run does not have. Its pattern
+    /// also refuses "." and "..", as the service does (a path segment a client or proxy may resolve away).
     /// </summary>
     [Fact]
     public async Task Openapi_document_declares_the_agent_id_shape_the_agent_routes_take()
@@ -406,9 +407,15 @@ public sealed class OpenApiTests : IDisposable
         foreach (var path in new[] { "/runs/{runId}/agents/{agentId}/stop", "/runs/{runId}/agents/{agentId}/followup" })
         {
             var schema = paths[path]!["post"]!["parameters"]!.AsArray().Single(p => p!["name"]!.GetValue<string>() == "agentId")!["schema"]!;
-            var pattern = new System.Text.RegularExpressions.Regex(schema["pattern"]?.GetValue<string>() ?? string.Empty);
+            // As a client reads JSON Schema's pattern (ECMA-262): it takes exactly the ids the service does.
+            var pattern = new System.Text.RegularExpressions.Regex(schema["pattern"]?.GetValue<string>() ?? string.Empty, System.Text.RegularExpressions.RegexOptions.ECMAScript);
+            foreach (var candidate in new[] { agentId, "bad+id", ".", "..", "...", ".a", "a..b", "-", "bc_1.2", "a/b", "a b", "é" })
+            {
+                Assert.True(Core.Providers.AgentIds.IsValid(candidate) == pattern.IsMatch(candidate), candidate);
+            }
+
             Assert.Matches(pattern, agentId);
-            Assert.DoesNotMatch(pattern, "bad+id");
+            Assert.DoesNotMatch(pattern, "..");
             Assert.Equal(128, schema["maxLength"]?.GetValue<int>());
         }
     }
