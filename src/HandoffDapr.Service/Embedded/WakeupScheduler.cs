@@ -139,15 +139,22 @@ public sealed partial class WakeupScheduler(
     private async Task WakeClaimedAsync(long runId, CancellationToken cancellationToken)
     {
         working.TryAdd(runId, 0);
+        var woken = false;
         try
         {
             await owner.WakeAsync(runId, cancellationToken);
+            woken = true;
             await store.ReleaseWakeupAsync(runId, leaseOwner, CancellationToken.None);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested || cutoff.Token.IsCancellationRequested)
         {
             // Shutting down (the schedule stopped, or the provider calls' grace is over while requests still drain):
             // what was answered is recorded, and the lease lapses for whoever runs next to reconcile the rest.
+        }
+        catch (Exception exception) when (woken)
+        {
+            // What the wake-up did is saved; only its claim stays, so the next wake-up it saved waits for the claim to lapse.
+            LogWakeupNotReleased(runId, exception);
         }
         catch (Exception exception)
         {
@@ -162,6 +169,9 @@ public sealed partial class WakeupScheduler(
 
     [LoggerMessage(EventId = 3001, EventName = "WakeFailed", Level = LogLevel.Error, Message = "Wake-up of run {RunId} failed; it is tried again when its lease expires")]
     private partial void LogWakeFailed(long runId, Exception exception);
+
+    [LoggerMessage(EventId = 3009, EventName = "WakeupNotReleased", Level = LogLevel.Warning, Message = "Run {RunId} was woken, but its claim on the wake-up could not be released; its next wake-up waits until the claim lapses")]
+    private partial void LogWakeupNotReleased(long runId, Exception exception);
 
     [LoggerMessage(EventId = 3002, EventName = "SchedulerFailed", Level = LogLevel.Error, Message = "The wake-up schedule could not be read, or its leases renewed")]
     private partial void LogSchedulerFailed(Exception exception);

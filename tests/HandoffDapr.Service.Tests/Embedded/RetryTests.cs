@@ -520,6 +520,37 @@ public sealed class RetryTests : IDisposable
     }
 
     /// <summary>
+    /// A wake-up that launched and saved, whose claim the store then refuses to give back (a trigger refusing the release
+    /// alone), is logged as not released, with the store's error, and not as a failed wake-up: the launch is recorded, and
+    /// the poll it saved is taken once its claim has lapsed. It was logged as <c>WakeFailed</c>, an error saying the wake-up failed.
+    /// </summary>
+    [Fact]
+    public async Task Wake_up_whose_claim_cannot_be_released_is_logged_as_not_released_and_its_launch_is_kept()
+    {
+        await client.PostJsonAsync("/events/autofix-run-completed", Payloads.Run(315, ["acme/shop"]));
+        DataFileSql.Execute(factory.DataPath, "CREATE TRIGGER refuse_release BEFORE UPDATE OF lease_owner ON wakeups WHEN NEW.lease_owner IS NULL BEGIN SELECT RAISE(ABORT, 'injected: disk full 9d3b'); END;");
+
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var entries = logs.GetSnapshot();
+        var notReleased = Assert.Single(entries, entry => entry.Id.Name == "WakeupNotReleased");
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, notReleased.Level);
+        Assert.Contains("Run 315 was woken", notReleased.Message, StringComparison.Ordinal);
+        Assert.Contains("9d3b", notReleased.Exception!.ToString(), StringComparison.Ordinal);
+        Assert.DoesNotContain(entries, entry => entry.Id.Name == "WakeFailed");
+        var view = await (await client.GetAsync("/runs/315/handoff")).ReadJsonAsync();
+        Assert.Equal("launched", Assert.Single(view["launches"]!.AsArray())!["phase"]!.GetValue<string>());
+        Assert.Equal(1, cursor.LaunchRequests);
+
+        time.Advance(TimeSpan.FromMinutes(1));
+        var agentId = cursor.Agents.Keys.Single();
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/9");
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        var polled = await (await client.GetAsync("/runs/315/handoff")).ReadJsonAsync();
+        Assert.Equal("completed", polled["coding_agents"]![agentId]!["status"]!.GetValue<string>());
+    }
+
+    /// <summary>
     /// A renewal of the leases that the store refuses (a locked or full disk; here a trigger refusing every change to a
     /// wake-up) is logged, and the renewals go on: the wake-up still at the provider keeps its claim past its lease, so
     /// another process on the file does not launch the run a second time. Ending the renewals at their first failure
