@@ -109,7 +109,7 @@ public enum AgentCommandStatus
     UnknownIntegration,
     ProviderFailed,
 
-    /// <summary>The command reached the provider, but no answer said whether it was carried out: it may have been.</summary>
+    /// <summary>The command may have reached the provider, and no answer said whether it was carried out: it may have been.</summary>
     OutcomeUnknown,
 }
 

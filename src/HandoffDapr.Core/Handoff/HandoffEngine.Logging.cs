@@ -116,7 +116,7 @@ public sealed partial class HandoffEngine
     private partial void LogCommandRunDeleted(long runId, string command, string agentId);
 
     [LoggerMessage(EventId = 1021, EventName = "AgentCommandOutcomeUnknown", Level = LogLevel.Warning,
-        Message = "Run {RunId}: the {Command} for agent {AgentId} reached the provider, but no answer said whether it was carried out ({FailureType}); answered as unknown")]
+        Message = "Run {RunId}: the {Command} for agent {AgentId} may have reached the provider, and no answer said whether it was carried out ({FailureType}); answered as unknown")]
     private partial void LogCommandOutcomeUnknown(long runId, string command, string agentId, string failureType);
 
     [LoggerMessage(EventId = 1022, EventName = "AgentCommandOutcomeNotRecorded", Level = LogLevel.Warning,

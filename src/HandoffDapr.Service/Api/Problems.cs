@@ -127,8 +127,9 @@ public static class Problems
     }
 
     /// <summary>
-    /// A stop or follow-up that reached the provider, whose answer did not say whether it was carried out (a time-out, a
-    /// 500 mid-request, a gateway's 502 or 504): not "failed", since sending it again could reach the agent twice.
+    /// A stop or follow-up that was sent, or may have been, with no answer saying whether it was carried out (a time-out,
+    /// a 500 mid-request, a gateway's 502 or 504, an answer that cannot be read, a provider client that threw): not
+    /// "failed", since sending it again could reach the agent twice.
     /// </summary>
     public static ProblemHttpResult ProviderOutcomeUnknown(string failureType)
     {
@@ -136,7 +137,7 @@ public static class Problems
             StatusCodes.Status504GatewayTimeout,
             "outcome-unknown",
             "Coding agent provider outcome unknown",
-            "The request reached the coding agent provider, but no answer said whether it was carried out: it may have been carried out. Read the run before sending it again.");
+            "The request may have reached the coding agent provider, and no answer said whether it was carried out: it may have been. Read the run before sending it again.");
         problem.Extensions["failure_type"] = failureType;
         return TypedResults.Problem(problem);
     }

@@ -646,6 +646,8 @@ public sealed class StatusTrackingTests : IDisposable
         var problem = JsonNode.Parse(text)!;
         Assert.EndsWith("/outcome-unknown", problem["type"]!.GetValue<string>());
         Assert.Equal("provider_unavailable", problem["failure_type"]!.GetValue<string>());
+        // No more than is known: a client that threw (also a 504) may not have sent it at all.
+        Assert.Contains("may have reached the coding agent provider", problem["detail"]!.GetValue<string>(), StringComparison.Ordinal);
         Assert.DoesNotContain(FakeCursor.ProviderSecretText, text);
         // Not failed: the poll, which still reads the agent, learns whether it was stopped.
         Assert.Equal("pending", (await Agent(475, agentId))["status"]!.GetValue<string>());
