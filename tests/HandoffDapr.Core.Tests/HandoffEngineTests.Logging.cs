@@ -395,6 +395,31 @@ public sealed partial class HandoffEngineTests
         AssertNotLaunchedLogged(logger, "acme/bad repo", FailureTypes.InvalidRepository);
     }
 
+    /// <summary>
+    /// Nothing is stored for a refused repository, so for an event the line is all an operator gets: its Reason says
+    /// which part was refused, the name, the host or the base branch (it said only invalid_repository for all three).
+    /// </summary>
+    [Fact]
+    public async Task A_refused_repository_s_line_says_whether_its_name_host_or_base_branch_was_refused()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        var trigger = Trigger("acme/shop", "acme/bad repo");
+        trigger = trigger with { Snapshot = trigger.Snapshot! with { Preferences = new HandoffPreferences([
+            .. trigger.Snapshot!.Preferences!.Repositories!,
+            new RepositoryPreference("gitlab", "acme", "web"),
+            new RepositoryPreference("github", "acme", "api", BranchName: "ma..in")]) } };
+
+        await logged.TriggerAsync(1, null, trigger, writer, CancellationToken.None);
+
+        var reasons = logger.Collector.GetSnapshot().Where(record => record.Id.Name == "HandoffRepositoryNotLaunched")
+            .ToDictionary(record => record.GetStructuredStateValue("Repository")!, record => record.GetStructuredStateValue("Reason"));
+        Assert.Equal(FailureMessages.InvalidRepositoryPrefix + "acme/bad repo", reasons["acme/bad repo"]);
+        Assert.Equal(FailureMessages.UnsupportedRepositoryHost, reasons["acme/web"]);
+        Assert.Equal(FailureMessages.InvalidBaseBranch, reasons["acme/api"]);
+        Assert.Equal(3, reasons.Count);
+    }
+
     [Fact]
     public async Task A_trigger_for_a_run_naming_no_repository_logs_none_as_the_repository_not_launched()
     {
@@ -886,5 +911,6 @@ public sealed partial class HandoffEngineTests
     {
         var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
         Assert.Equal((repository, failureType), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+        Assert.False(string.IsNullOrWhiteSpace(line.GetStructuredStateValue("Reason")));
     }
 }

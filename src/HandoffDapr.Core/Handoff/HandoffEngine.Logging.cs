@@ -131,8 +131,8 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: agent {AgentId} reported a pull request that is not one of {Repository}; not recorded as its pull request")]
     private partial void LogPullRequestOfAnotherRepository(long runId, string agentId, string repository);
 
-    [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType})")]
-    private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType);
+    [LoggerMessage(EventId = 1011, EventName = "HandoffRepositoryNotLaunched", Level = LogLevel.Warning, Message = "Run {RunId}: {Repository} not launched ({FailureType}): {Reason}")]
+    private partial void LogRepositoryNotLaunched(long runId, string repository, string failureType, string reason);
 
     [LoggerMessage(EventId = 1010, EventName = "AutomationTargetMismatch", Level = LogLevel.Warning,
         Message = "Run {RunId} asks for {Target} through integration {IntegrationId}, which is {Provider}: not handed off automatically")]

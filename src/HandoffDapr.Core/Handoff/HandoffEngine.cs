@@ -70,7 +70,8 @@ public sealed partial class HandoffEngine(
         var refusals = new TurnMeasurements();
         foreach (var refused in plan.Select(line => line.Refused).OfType<LaunchFailure>())
         {
-            refusals.Log(() => LogRepositoryNotLaunched(runId, refused.RepoName ?? "(none)", refused.FailureType));
+            // The refusal's own message says which part was refused (name, host, base branch): an event stores nothing else.
+            refusals.Log(() => LogRepositoryNotLaunched(runId, refused.RepoName ?? "(none)", refused.FailureType, refused.ErrorMessage));
         }
 
         if (toLaunch.Count == 0)
@@ -240,7 +241,8 @@ public sealed partial class HandoffEngine(
         var counted = new TurnMeasurements();
         foreach (var (launch, failureType) in ended)
         {
-            counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!));
+            counted.Log(() => LogRepositoryNotLaunched(state.RunId, launch.Repository, failureType!,
+                failureType == FailureTypes.Superseded ? "the agent it was to replace finished after all" : "its attempts are used up and no agent of it was found"));
             state = FailedWithoutCall(state, launch, failureType!, now, counted);
         }
 
