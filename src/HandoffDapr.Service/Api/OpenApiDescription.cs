@@ -176,7 +176,23 @@ public static class OpenApiDescription
     /// </summary>
     private static void DeclareCallerCheck(OpenApiOperation operation, OpenApiOperationTransformerContext context)
     {
-        var scheme = context.ApplicationServices.GetRequiredService<CallerCheckInUse>().Check switch
+        var check = context.ApplicationServices.GetRequiredService<CallerCheckInUse>().Check;
+        if (context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
+        {
+            // Only the refusals the check in use gives: a token check a 401 (a caller with the token always passes),
+            // loopback-only a 403, no check neither. The API group declares both for every set-up.
+            if (check is not (CallerCheck.BearerToken or CallerCheck.DaprApiToken))
+            {
+                operation.Responses?.Remove("401");
+            }
+
+            if (check != CallerCheck.LoopbackOnly)
+            {
+                operation.Responses?.Remove("403");
+            }
+        }
+
+        var scheme = check switch
         {
             CallerCheck.BearerToken => ("bearer", new OpenApiSecurityScheme { Type = SecuritySchemeType.Http, Scheme = "bearer", Description = "Handoff:ApiToken." }),
             CallerCheck.DaprApiToken => ("dapr-api-token", new OpenApiSecurityScheme { Type = SecuritySchemeType.ApiKey, In = ParameterLocation.Header, Name = TokenAuthenticationOptions.DaprApiTokenHeader, Description = "daprd's app token (APP_API_TOKEN), which daprd adds to the calls it forwards." }),

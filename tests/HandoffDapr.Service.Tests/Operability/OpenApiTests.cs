@@ -117,7 +117,8 @@ public sealed class OpenApiTests : IDisposable
             var expected = new List<string>();
             if (!name.Contains("/webhooks/"))
             {
-                expected.AddRange(["401", "403"]);
+                // Loopback-only, as no Handoff:ApiToken is set: a remote caller's 403, and no 401.
+                expected.Add("403");
             }
 
             expected.Add("503");
@@ -467,6 +468,24 @@ public sealed class OpenApiTests : IDisposable
         var open = JsonNode.Parse(await loopback.CreateClient().GetStringAsync("/openapi/v1.json"))!;
         Assert.Null(open["components"]?["securitySchemes"]);
         Assert.All(open["paths"]!.AsObject().SelectMany(path => path.Value!.AsObject()), operation => Assert.Null(operation.Value!["security"]));
+
+        // The refusals each check gives, on every operation behind it: a token check's 401 (a caller with the token
+        // always passes), loopback-only's 403. Both were declared whatever the check.
+        static void AssertRefusals(JsonNode document, string[] refusals)
+        {
+            foreach (var (path, operations) in document["paths"]!.AsObject().Where(path => !path.Key.StartsWith("/webhooks/", StringComparison.Ordinal)))
+            {
+                foreach (var (method, operation) in operations!.AsObject())
+                {
+                    var declared = operation!["responses"]!.AsObject().Select(response => response.Key).Where(status => status is "401" or "403");
+                    Assert.True(declared.SequenceEqual(refusals), $"{method} {path}: {string.Join(", ", declared)}");
+                }
+            }
+        }
+
+        AssertRefusals(document, ["401"]);
+        AssertRefusals(daprDocument, ["401"]);
+        AssertRefusals(open, ["403"]);
     }
 
     /// <summary>
@@ -511,7 +530,8 @@ public sealed class OpenApiTests : IDisposable
             Assert.Equal("DROP", JsonNode.Parse(await answer.Content.ReadAsStringAsync())!["status"]!.GetValue<string>());
         }
 
-        Assert.Equal(["200", "401", "403", "503"], responses.Select(response => response.Key).Order());
+        // No caller check without APP_API_TOKEN: neither a 401 nor a 403.
+        Assert.Equal(["200", "503"], responses.Select(response => response.Key).Order());
     }
 
     /// <summary>
