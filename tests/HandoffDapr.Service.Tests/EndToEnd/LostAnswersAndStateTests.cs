@@ -191,7 +191,9 @@ public sealed class LostAnswersAndStateTests : IDisposable
         var body = System.Text.Json.Nodes.JsonNode.Parse(github.Server.LogEntries.Single(e => e.RequestMessage.Method == "POST").RequestMessage.Body!)!;
         var prompt = body["prompt"]!.GetValue<string>();
         Assert.True(prompt.Length <= 8192, $"prompt length {prompt.Length}");
-        Assert.EndsWith("Handoff reference: " + github.Tasks.Values.Single()["sessions"]![0]!["prompt"]!.GetValue<string>().Split("Handoff reference: ").Last(), prompt);
+        // The reference names the launch's own branch (what a lookup after a lost answer matches), not merely itself.
+        var launch = Assert.Single((await (await client.GetAsync("/runs/705/handoff")).ReadJsonAsync())["launches"]!.AsArray())!;
+        Assert.EndsWith($"\n\nHandoff reference: {launch["branch_name"]!.GetValue<string>()}", prompt);
     }
 
     public void Dispose()
