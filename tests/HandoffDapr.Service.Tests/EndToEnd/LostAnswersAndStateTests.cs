@@ -129,6 +129,9 @@ public sealed class LostAnswersAndStateTests : IDisposable
         Assert.Equal(1, cursor.LaunchRequests);
         var list = await client.GetAsync("/runs");
         Assert.Equal(HttpStatusCode.OK, list.StatusCode);
+        var listed = Assert.Single(await list.ReadJsonArrayAsync())!;
+        Assert.Equal(Max, listed["run_id"]!.GetValue<long>());
+        Assert.Equal(Max, listed["group_id"]?.GetValue<long>());
     }
 
     [Fact]
