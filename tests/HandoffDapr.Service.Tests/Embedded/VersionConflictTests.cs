@@ -46,6 +46,8 @@ public sealed class VersionConflictTests : IDisposable
         var stored = (await otherProcess.LoadAsync(RunId, CancellationToken.None)).State!;
         Assert.Single(stored.CodingAgents);
         Assert.Equal(LaunchPhase.Launched, Assert.Single(stored.Launches).Phase);
+        // Decided again on what the other process saved: its later snapshot stands, not the trigger's written over it.
+        Assert.Equal("Bound the pool", stored.Snapshot?.Artifacts?.Solution?.OneLineSummary);
     }
 
     [Fact]
