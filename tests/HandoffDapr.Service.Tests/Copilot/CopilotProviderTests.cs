@@ -520,7 +520,9 @@ public sealed class CopilotProviderTests : IDisposable
 
         var read = await provider.GetAgentAsync(id, CancellationToken.None);
 
-        Assert.Null(read.Value?.PrUrl);
+        Assert.True(read.IsSuccess, read.Failure?.ToString());
+        Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
+        Assert.Null(read.Value.PrUrl);
     }
 
     [Fact]

@@ -151,7 +151,10 @@ public sealed class CopilotAgentTasksProvider(
         return WithPullRequest(task.Agent, lookup);
     }
 
-    /// <summary>The URL of the pull request with this id in a list of pull requests; empty when it is not there, null for another shape.</summary>
+    /// <summary>
+    /// The URL of the pull request with this id in a list of pull requests; empty when it is not there or its URL is
+    /// not https, null for another shape.
+    /// </summary>
     private static string? PullRequestUrlAmong(JsonElement pulls, long pullId)
     {
         if (pulls.ValueKind != JsonValueKind.Array)
@@ -163,7 +166,14 @@ public sealed class CopilotAgentTasksProvider(
         {
             if (JsonElements.Int64(pull, "id") == pullId)
             {
-                return JsonElements.String(pull, "html_url") is { } url && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : null;
+                // A URL that is not https is no link to show, as for GraphQL's node: null would fail every poll of the
+                // finished task.
+                return JsonElements.String(pull, "html_url") switch
+                {
+                    null => null,
+                    var url when url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) => url,
+                    _ => string.Empty,
+                };
             }
         }
 
