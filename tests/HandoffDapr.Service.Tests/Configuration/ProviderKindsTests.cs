@@ -3,7 +3,9 @@ using HandoffDapr.Core.Handoff;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
+using HandoffDapr.Service.Transport;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace HandoffDapr.Service.Tests.Configuration;
 
@@ -37,7 +39,10 @@ public sealed class ProviderKindsTests : IDisposable
         var integration = factory.Services.GetRequiredService<IIntegrationCatalog>().Find(44)!;
 
         Assert.Equal(name, integration.Provider.ProviderName);
-        Assert.Equal(kind.PublicApi, new IntegrationOptions { Provider = name }.EffectiveBaseUrl);
+        // The client made from its settings (no BaseUrl) calls the provider's public API.
+        var bound = factory.Services.GetRequiredService<IOptions<HandoffOptions>>().Value.Integrations["44"];
+        using var client = factory.Services.GetRequiredService<ProviderHttpClients>().Create(bound);
+        Assert.Equal(new Uri(kind.PublicApi.TrimEnd('/') + "/"), client.BaseAddress);
         if (kind.WebhookPath is null)
         {
             Assert.Null(integration.Webhook);
