@@ -70,6 +70,7 @@ public sealed class SubscriptionTests : IAsyncLifetime
         Assert.Equal("in/other", result.Route);
         Assert.Equal("application/octet-stream", result.CloudEvent.GetProperty("datacontenttype").GetString());
         Assert.True(result.CloudEvent.TryGetProperty("data_base64", out _));
+        Assert.Equal("other:" + result.CloudEvent.GetRawText(), Assert.Single(hits)); // the app gets the wrapped message
     }
 }
 
