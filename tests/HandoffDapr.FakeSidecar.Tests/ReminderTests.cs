@@ -24,8 +24,9 @@ public sealed class ReminderTests : SidecarTest
     public async Task Due_reminders_fire_in_order_and_periodic_ones_are_rescheduled()
     {
         var start = DateTimeOffset.UtcNow;
-        await Proxy("p").RegisterReminderAsync(new ReminderSpec("poll", "p", DueMs: 1000, PeriodMs: 60_000));
+        // Registered in the other order than they are due: the firing order is the due times'.
         await Proxy("o").RegisterReminderAsync(new ReminderSpec("once", "o", DueMs: 2000, PeriodMs: 0));
+        await Proxy("p").RegisterReminderAsync(new ReminderSpec("poll", "p", DueMs: 1000, PeriodMs: 60_000));
 
         Assert.Empty(await Sidecar.FireDueRemindersAsync(start.AddMilliseconds(500)));
 
