@@ -77,7 +77,9 @@ public sealed class ActorCallPolicyAppAnswerTests : IAsyncLifetime
         app.Reply = (_, method) => method switch
         {
             "gone" => Microsoft.AspNetCore.Http.Results.NotFound(),
-            "broken" => Microsoft.AspNetCore.Http.Results.StatusCode(500),
+            // Each attempt's answer names its number, so that which one the caller is answered with can be told.
+            "broken" => Microsoft.AspNetCore.Http.Results.Text(
+                $"attempt {app.Arrivals.Count(arrival => arrival == "a/broken")}", statusCode: 500),
             _ => Microsoft.AspNetCore.Http.Results.Ok(),
         };
         http = new HttpClient { BaseAddress = sidecar.HttpEndpoint };
@@ -102,11 +104,13 @@ public sealed class ActorCallPolicyAppAnswerTests : IAsyncLifetime
     }
 
     [Fact]
-    public async Task Method_the_app_answers_500_is_retried()
+    public async Task Method_the_app_answers_500_is_retried_and_answered_with_the_last_attempts_error()
     {
         using var response = await http.PutAsync("v1.0/actors/Raw/a/method/broken", new StringContent("{}"));
 
         Assert.Equal(System.Net.HttpStatusCode.InternalServerError, response.StatusCode);
         Assert.Equal(4, app.Arrivals.Count(arrival => arrival == "a/broken"));
+        var answer = await response.Content.ReadAsStringAsync();
+        Assert.EndsWith("""error invoke actor method: error from actor service: (500) attempt 4"}""", answer);
     }
 }
