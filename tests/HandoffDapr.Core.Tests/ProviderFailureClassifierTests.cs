@@ -125,6 +125,7 @@ public sealed class ProviderFailureClassifierTests
     [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage-service"}}""")]
     [InlineData("""{"error":{"message":"The GitHub app is not installed on acme/quota-tracker"}}""")]
     [InlineData("""{"error":{"message":"Insufficient permissions for repository acme/storage"}}""")]
+    [InlineData("""{"error":{"message":"Insufficient permissions for repository storage/shop"}}""")] // the owner's
     [InlineData("""{"error":{"message":"The GitHub app is not installed on 'storage-service'"}}""")]
     public void A_403_that_names_a_repository_with_an_account_limit_word_is_repository_access(string body)
     {
