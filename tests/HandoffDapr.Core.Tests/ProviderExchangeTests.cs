@@ -24,6 +24,15 @@ public sealed class ProviderExchangeTests
     }
 
     [Fact]
+    public void A_quote_of_a_body_that_is_not_json_is_caught_in_its_text()
+    {
+        // Text a provider could still quote: read as JSON, it would give no strings at all.
+        var body = System.Text.Encoding.UTF8.GetBytes(Prompt);
+
+        Assert.True(ProviderExchange.QuotesRequest("Invalid: " + Prompt.Substring(100, 63), body));
+    }
+
+    [Fact]
     public void A_quote_past_the_logged_part_or_shorter_than_the_window_is_not_withheld()
     {
         // Only the first 200 characters are logged: a quote after them is not in the log.
