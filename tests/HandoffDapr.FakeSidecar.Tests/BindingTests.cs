@@ -125,6 +125,12 @@ public sealed class BindingTests : IAsyncLifetime
         var response = await dapr.InvokeBindingAsync(new BindingRequest("lenient", "get") { Metadata = { ["path"] = "/v0/agents/missing" } });
 
         Assert.Equal("404", response.Metadata["statusCode"]);
+        // Only the default: a request that asks for the error gets it.
+        var strict = new BindingRequest("lenient", "get")
+        {
+            Metadata = { ["path"] = "/v0/agents/missing", ["errorIfNot2XX"] = "true" },
+        };
+        await Assert.ThrowsAsync<DaprException>(() => dapr.InvokeBindingAsync(strict));
     }
 
     [Theory]
