@@ -86,9 +86,6 @@ public sealed class LostAnswersAndStateTests : IDisposable
 
         var followup = await client.PostJsonAsync($"/runs/702/agents/{agentId}/followup", new JsonObject { ["text"] = "Open the pull request" });
         Assert.Equal(HttpStatusCode.OK, followup.StatusCode);
-        Console.WriteLine("POLL after follow-up: " + factory.Sidecar.GetActorState(Actor, "702", "poll"));
-        Console.WriteLine("TIMELINE: " + factory.Sidecar.GetActorState(Actor, "702", "timeline"));
-        foreach (var l in logs.GetSnapshot().Where(l => l.Level >= Microsoft.Extensions.Logging.LogLevel.Warning)) Console.WriteLine("LOG: " + l.Message + " " + l.Exception);
         cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/12");
 
         time.Advance(TimeSpan.FromMinutes(15));
