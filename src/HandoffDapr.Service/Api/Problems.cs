@@ -137,7 +137,7 @@ public static class Problems
             StatusCodes.Status504GatewayTimeout,
             "outcome-unknown",
             "Coding agent provider outcome unknown",
-            "The request may have reached the coding agent provider, and no answer said whether it was carried out: it may have been. Read the run before sending it again.");
+            "The request may have reached the coding agent provider, and no answer said whether it was carried out. It may have been carried out: read the run before sending it again.");
         problem.Extensions["failure_type"] = failureType;
         return TypedResults.Problem(problem);
     }
