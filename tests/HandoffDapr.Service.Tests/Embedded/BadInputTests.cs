@@ -372,6 +372,7 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
         var response = await service.Client.PostJsonAsync("/runs/1/handoff", Payloads.Trigger(Payloads.Run(1, ["acme/shop"]), instruction: new string('x', 4097)));
 
         Assert.Equal(HttpStatusCode.BadRequest, response.StatusCode);
+        Assert.Contains("at most 4096 characters", (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
         Assert.Equal(0, service.Cursor.LaunchRequests);
     }
 
