@@ -76,7 +76,7 @@ public sealed class EmbeddedLogLineTests : IDisposable
         Assert.Equal(
             ("702", agentId, "stop"),
             (unknown.GetStructuredStateValue("RunId"), unknown.GetStructuredStateValue("AgentId"), unknown.GetStructuredStateValue("Command")));
-        Assert.False(string.IsNullOrEmpty(unknown.GetStructuredStateValue("FailureType")));
+        Assert.Equal("provider_unavailable", unknown.GetStructuredStateValue("FailureType"));
         Assert.DoesNotContain(FakeCursor.ProviderSecretText, unknown.Message, StringComparison.Ordinal);
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name is "AgentCommandTaken" or "AgentCommandRefused");
     }
