@@ -696,6 +696,7 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
         var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookIgnored");
         Assert.Contains(line.StructuredState!, field => field.Key == "RunId" && field.Value == "440");
+        Assert.Equal("pending", (await Agent(440, agentId))["status"]!.GetValue<string>());
     }
 
     /// <summary>
