@@ -690,10 +690,6 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
     }
 
     /// <summary>
-    /// A snapshot's refusal names the field where the body has it: a trigger's snapshot is its run, and was told of an
-    /// "organization_id" or "group.id" its body does not have at the top (where group_id is the trigger's own).
-    /// </summary>
-    /// <summary>
     /// An event's top-level property name escaping a lone surrogate is well-formed JSON whose name is no text: told so,
     /// not "not valid JSON", which sent its sender looking for a syntax error.
     /// </summary>
@@ -710,6 +706,10 @@ public sealed class BadInputTests : IClassFixture<BadInputTests.Service>
             (await response.ReadJsonAsync())["detail"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// A snapshot's refusal names the field where the body has it: a trigger's snapshot is its run, and was told of an
+    /// "organization_id" or "group.id" its body does not have at the top (where group_id is the trigger's own).
+    /// </summary>
     [Theory]
     [InlineData("/runs/1/handoff", """{"group_id":456,"integration_id":42,"run":{"run_id":1,"group":{"id":456},"organization_id":-1}}""",
         "run.organization_id must be a positive whole number (at most 9007199254740991).")]

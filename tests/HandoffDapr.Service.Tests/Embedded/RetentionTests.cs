@@ -361,7 +361,6 @@ public sealed class RetentionTests : IDisposable
         Assert.NotNull((await factory.Store.LoadAsync(710, CancellationToken.None)).Deleted);
     }
 
-    /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     /// <summary>Settles the run, then lets a sweep a minute past the retention delete it.</summary>
     private async Task<JsonObject> SettleAndSweepAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
@@ -371,6 +370,7 @@ public sealed class RetentionTests : IDisposable
         return run;
     }
 
+    /// <summary>A completion event handed off, its agent launched and then seen finished by the poll: nothing pending.</summary>
     private async Task<JsonObject> SettleAsync(EmbeddedServiceFactory factory, HttpClient client, long runId)
     {
         var run = Payloads.Run(runId, ["acme/shop"]);
