@@ -424,6 +424,8 @@ public sealed class DaprFilesContractTests
         Assert.Equal("true", Scalar(pod, "securityContext", "runAsNonRoot"));
         Assert.Equal("true", Scalar(container, "securityContext", "readOnlyRootFilesystem"));
         Assert.Equal("false", Scalar(container, "securityContext", "allowPrivilegeEscalation"));
+        // The app calls no Kubernetes API: a mounted token would only be there to be stolen.
+        Assert.Equal("false", Scalar(pod, "automountServiceAccountToken"));
         Assert.NotNull(Scalar(container, "resources", "limits", "memory"));
         Assert.NotNull(Scalar(container, "resources", "requests", "cpu"));
         Assert.Equal("/healthz", Scalar(container, "livenessProbe", "httpGet", "path"));
