@@ -193,9 +193,17 @@ public sealed class DaprFilesContractTests
         var stores = Components("components").Where(c => Scalar(c.Document, "spec", "type")!.StartsWith("secretstores.", StringComparison.Ordinal))
             .ToDictionary(c => Scalar(c.Document, "metadata", "name")!);
 
-        foreach (var (_, component) in Components("components").Where(c => Node(c.Document, "auth") is not null))
+        // Every component that reads a secretKeyRef, not only those that have an auth block: self-hosted daprd has no
+        // default secret store, so one that names none gets no key.
+        static bool ReadsSecrets(YamlMappingNode component) => ((YamlSequenceNode?)Node(component, "spec", "metadata"))
+            ?.Children.Any(m => Node(m, "secretKeyRef") is not null) == true;
+        var readingSecrets = Components("components")
+            .Where(c => Node(c.Document, "auth") is not null || ReadsSecrets(c.Document)).ToList();
+        Assert.True(readingSecrets.Count >= 2, $"{readingSecrets.Count} components read secrets");
+        foreach (var (file, component) in readingSecrets)
         {
-            Assert.Contains(Scalar(component, "auth", "secretStore")!, stores.Keys);
+            var store = Scalar(component, "auth", "secretStore");
+            Assert.True(store is not null && stores.ContainsKey(store), $"{file}: no existing auth.secretStore");
         }
 
         Assert.True(File.Exists(Path.Combine(RepositoryRoot, "components", "secrets.example.json")));
