@@ -213,6 +213,27 @@ public sealed class CopilotLookupTests
         Assert.Null(result.Value.PrUrl);
     }
 
+    [Theory]
+    [InlineData("""{"pulls":[]}""")] // not a list
+    [InlineData("""[{"id":4001}]""")] // ours, without its web address
+    [InlineData("""[{"id":4001,"html_url":8}]""")]
+    public async Task Pull_request_list_of_another_shape_fails_the_read_rather_than_finish_the_task_without_one(string pulls)
+    {
+        // Unlike a list that does not hold ours (no link), an answer that cannot be read says nothing: the read fails,
+        // asked again, rather than record the finished task without the pull request it may have.
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, """{"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"provider":"github","type":"pull","data":{"id":4001}}]}""")
+            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, pulls)
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.Contains(transport.Paths, path => path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal));
+        Assert.False(result.IsSuccess, $"answered success with pull request {result.Value?.PrUrl ?? "null"}");
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+    }
+
     [Fact]
     public async Task Ours_is_found_on_the_second_page_of_a_list_longer_than_one_page()
     {
