@@ -63,6 +63,19 @@ public sealed class CursorWebhookTests
         Assert.Equal(("bc-1", ProviderAgentStatus.Finished), (change!.Agent.Id, change.Agent.Status));
     }
 
+    [Fact]
+    public void A_status_change_carries_its_agents_page_pull_request_and_summary()
+    {
+        // The agent's page and its pull request are both URLs under target: read one for the other, the run would link
+        // the pull request to the agent's page.
+        var body = """{"event":"statusChange","id":"bc-1","status":"FINISHED","summary":"Bounded the pool","target":{"url":"https://cursor.com/agents?id=bc-1","prUrl":"https://github.com/acme/shop/pull/8"}}""";
+
+        Assert.Equal(CursorWebhook.ParseResult.StatusChange, CursorWebhook.TryParse(Encoding.UTF8.GetBytes(body), out var change));
+        Assert.Equal(
+            ("https://cursor.com/agents?id=bc-1", "https://github.com/acme/shop/pull/8", "Bounded the pool"),
+            (change!.Agent.AgentUrl, change.Agent.PrUrl, change.Agent.Summary));
+    }
+
     [Theory]
     [InlineData("https://github.com/acme/shop", "acme/shop")]
     [InlineData("https://gitlab.com/acme/shop", null)]
