@@ -405,6 +405,27 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData("in_progress")]
+    [InlineData("failed")]
+    public async Task Pull_request_of_a_task_not_finished_is_not_looked_up(string state)
+    {
+        // Only a finished task's pull request costs a call: one at work would be looked up at every poll, and a lookup
+        // that failed would fail its read.
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"{{{state}}}","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001,"global_id":"PR_kwDO1"}}]}""")
+            : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
+            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
+        Assert.Null(read.Value!.PrUrl);
+        Assert.Equal(["agents/tasks/task-1"], transport.Paths);
+    }
+
+    [Theory]
     [InlineData(0, false)] // an empty global_id names nothing: the pull request is looked for by its id
     [InlineData(200, true)] // the longest sent to GraphQL
     [InlineData(201, false)]
