@@ -95,7 +95,8 @@ public sealed class CopilotReconcileTests
 
         var launch = writer.Saved.Last().Launches[0];
         Assert.Equal(1, github.LaunchRequests);
-        Assert.True(launch.AgentId is not null, $"launch ended {launch.Phase} ({launch.FailureType}) with no agent, while its task {github.LastTaskId} runs on GitHub");
+        // Its own task, not merely one: another's adopted would leave ours running unseen.
+        Assert.True(launch.AgentId == github.LastTaskId, $"launch ended {launch.Phase} ({launch.FailureType}), agent {launch.AgentId ?? "none"}, while its task {github.LastTaskId} runs on GitHub");
     }
 
     [Fact]
