@@ -55,6 +55,23 @@ public sealed class CopilotLookupTests
     }
 
     [Fact]
+    public async Task Finished_task_the_list_shows_with_its_pull_requests_url_is_taken_without_another_read()
+    {
+        // Only a finished task found without its pull request is read again for it: one read again with it already known
+        // would, were that read to fail, be reported still running rather than finished with its pull request.
+        var transport = new ScriptedTransport(path => path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+            ? (200, """{"tasks":[{"id":"task-1","state":"completed","head_ref":"fix-abc123","artifacts":[{"type":"pull","data":{"html_url":"https://github.com/acme/shop/pull/8"}}]}]}""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.Equal(("task-1", ProviderAgentStatus.Finished, "https://github.com/acme/shop/pull/8"), (result.Value?.Id, result.Value?.Status, result.Value?.PrUrl));
+        Assert.DoesNotContain(transport.Paths, path => path.StartsWith("agents/tasks/", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Task_read_by_id_without_a_session_prompt_yet_is_not_taken_for_not_ours()
     {
         // Our lost launch created a task that is still queued: neither the list nor its read by id shows a branch yet
