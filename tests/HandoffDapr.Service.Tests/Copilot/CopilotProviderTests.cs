@@ -398,10 +398,12 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData("""{"data":null,"errors":[{"type":"FORBIDDEN","message":"Resource not accessible by personal access token"}]}""")]
     [InlineData("""{"data":{"node":null},"errors":[{"type":"NOT_FOUND","message":"Could not resolve to a node"}]}""")]
     [InlineData("""{"data":{"node":null}}""")]
+    [InlineData("""{"data":{"node":{}}}""")]
     public async Task Pull_request_github_will_not_show_the_token_leaves_the_task_finished_without_it_not_unread(string graphQl)
     {
         // GraphQL answers errors with 200. Asking again would not change them; unread, the finished task would be timed
-        // out as failed once its time-out passed.
+        // out as failed once its time-out passed. An id that names no pull request (`{}`: `... on PullRequest` selected
+        // nothing) is as definite; it failed every read.
         var id = await Launch();
         github.SetState(id, "completed", "https://github.com/acme/shop/pull/7");
         github.Server.Given(WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()).AtPriority(-1)

@@ -105,10 +105,12 @@ public sealed class CopilotAgentTasksProvider(
 
     /// <summary>
     /// The pull request's URL in GraphQL's answer. Empty when GitHub says the token cannot see it (no node, or only
-    /// NOT_FOUND and FORBIDDEN errors, which GraphQL answers with 200): asking again would not change that, and the task,
-    /// finished, would otherwise be timed out as if it had never answered. Null (a failed read, asked again) for any other
-    /// error, such as a rate limit or GitHub's own "Something went wrong while executing your query" (a timeout, with no
-    /// type), after which a completed task would never be read again; and for an answer of another shape.
+    /// NOT_FOUND and FORBIDDEN errors, which GraphQL answers with 200) or that the id is not a pull request's (a node
+    /// without <c>url</c>: the query's <c>... on PullRequest</c> selected nothing): asking again would not change that,
+    /// and the task, finished, would otherwise be timed out as if it had never answered. Null (a failed read, asked
+    /// again) for any other error, such as a rate limit or GitHub's own "Something went wrong while executing your query"
+    /// (a timeout, with no type), after which a completed task would never be read again; and for an answer of another
+    /// shape.
     /// </summary>
     private static string? PullRequestUrlOf(JsonElement root)
     {
@@ -125,7 +127,7 @@ public sealed class CopilotAgentTasksProvider(
 
         var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
         var refused = errors.Count == 0
-            ? node.ValueKind == JsonValueKind.Null
+            ? node.ValueKind == JsonValueKind.Null || (node.ValueKind == JsonValueKind.Object && !node.TryGetProperty("url", out _))
             : errors.All(error => JsonElements.String(error, "type") is "NOT_FOUND" or "FORBIDDEN");
         return refused ? string.Empty : null;
     }
