@@ -315,7 +315,7 @@ public static class OpenApiDescription
         }
     }
 
-    /// <summary>The shape <see cref="Core.Providers.AgentIds.IsValid"/> takes (but for "." and "..").</summary>
+    /// <summary>The shape <see cref="Core.Providers.AgentIds.IsValid"/> takes, "." and ".." refused as it refuses them.</summary>
     private static OpenApiSchema AgentId(string description) =>
         new() { Type = JsonSchemaType.String, MinLength = 1, MaxLength = Core.Providers.AgentIds.MaxLength, Pattern = @"^(?!\.{1,2}$)[A-Za-z0-9._-]+$", Description = description };
 
