@@ -422,6 +422,27 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task Pull_request_artifact_whose_only_url_is_githubs_api_address_is_looked_up_by_its_ids(bool withGlobalId)
+    {
+        // A REST object's url is GitHub's API address, no pull request page: taken for the link, it was dropped as of
+        // another repository and the task recorded finished without its pull request, never read again.
+        var globalId = withGlobalId ? ",\"global_id\":\"PR_kwDO1\"" : "";
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001{{{globalId}}},"url":"https://api.github.com/repos/acme/shop/pulls/8"}}]}""")
+            : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
+            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
+        Assert.Equal("https://github.com/acme/shop/pull/8", read.Value!.PrUrl);
+    }
+
+    [Theory]
     [InlineData("in_progress")]
     [InlineData("failed")]
     public async Task Pull_request_of_a_task_not_finished_is_not_looked_up(string state)

@@ -522,13 +522,18 @@ public sealed class CopilotAgentTasksProvider(
         return null;
     }
 
-    /// <summary>A pull request artifact's URL, when the artifact carries one (GitHub's model gives only ids: see <see cref="PullRequestNodeId"/>).</summary>
+    /// <summary>
+    /// A pull request artifact's URL, when the artifact carries one (GitHub's model gives only ids: see
+    /// <see cref="PullRequestNodeId"/>). Only a pull request's page (<c>/{owner}/{repo}/pull/{number}</c>): a REST
+    /// object's <c>url</c> is GitHub's API address, which would be dropped as no link to the repository's pull request,
+    /// and the task recorded finished without it; its ids are looked up instead.
+    /// </summary>
     private static string? PullRequestUrl(JsonElement task)
     {
         foreach (var data in PullRequestArtifacts(task.TryGetProperty("artifacts", out var artifacts) ? artifacts : default))
         {
             if ((JsonElements.String(data, "html_url") ?? JsonElements.String(data, "url")) is { } url
-                && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase))
+                && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && IsPullRequestPage(url))
             {
                 return url;
             }
@@ -536,6 +541,9 @@ public sealed class CopilotAgentTasksProvider(
 
         return null;
     }
+
+    private static bool IsPullRequestPage(string url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.AbsolutePath.Split('/') is [_, _, _, "pull", ..];
 
     private static string? PullRequestNodeId(JsonElement artifacts) =>
         PullRequestArtifacts(artifacts).Select(data => JsonElements.String(data, "global_id")).FirstOrDefault(id => id is { Length: > 0 and <= 200 });
