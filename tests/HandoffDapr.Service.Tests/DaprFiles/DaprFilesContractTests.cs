@@ -70,6 +70,34 @@ public sealed class DaprFilesContractTests
     }
 
     /// <summary>
+    /// A component type or resource kind the checkers have no list for is refused whole, not passed as having no
+    /// undocumented field: a misspelt type (which daprd refuses to load) or kind would otherwise pass every check.
+    /// </summary>
+    [Fact]
+    public void Checker_rejects_a_component_type_and_a_resource_kind_it_has_no_list_for()
+    {
+        var component = Resource("""
+            apiVersion: dapr.io/v1alpha1
+            kind: Component
+            metadata: { name: misspelt }
+            spec:
+              type: secretstores.local.fil
+              version: v1
+              metadata:
+                - name: secretsFile
+                  value: secrets.json
+            """);
+        var resource = Resource("""
+            apiVersion: dapr.io/v1alpha1
+            kind: Componnet
+            metadata: { name: misspelt }
+            """);
+
+        Assert.Equal(["unknown component type 'secretstores.local.fil'"], UndocumentedMetadata(component));
+        Assert.Equal(["unknown kind 'Componnet'"], UndocumentedRootFields(resource));
+    }
+
+    /// <summary>
     /// The field lists are Dapr 1.16's (docs/dapr.md says so, and pub/sub's streamTTL needs 1.16): a field that only a later
     /// components-contrib reads (redisPort and insecureSkipTLSVerify came with v1.17.0 and v1.18.0) is dropped by a 1.16
     /// daprd without a word, so the check refuses it.
