@@ -46,7 +46,7 @@ public sealed class DaprFilesContractTests
     }
 
     [Fact]
-    public void Checker_rejects_a_misspelled_field_and_a_field_with_both_value_and_secret()
+    public void Checker_rejects_a_misspelled_field_and_a_field_with_both_or_neither_value_and_secret()
     {
         var resource = Resource("""
             apiVersion: dapr.io/v1alpha1
@@ -61,12 +61,14 @@ public sealed class DaprFilesContractTests
                 - name: redisPassword
                   value: x
                   secretKeyRef: { name: a, key: b }
+                - name: redisDB
             """);
 
         var problems = UndocumentedMetadata(resource);
 
         Assert.Contains("redisHosts", problems);
         Assert.Contains(problems, p => p.StartsWith("redisPassword", StringComparison.Ordinal));
+        Assert.Contains("redisDB: needs exactly one of value or secretKeyRef", problems);
     }
 
     /// <summary>
