@@ -429,11 +429,7 @@ public sealed class CopilotLookupTests
         // A REST object's url is GitHub's API address, no pull request page: taken for the link, it was dropped as of
         // another repository and the task recorded finished without its pull request, never read again.
         var globalId = withGlobalId ? ",\"global_id\":\"PR_kwDO1\"" : "";
-        var transport = new ScriptedTransport(path =>
-            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001{{{globalId}}},"url":"https://api.github.com/repos/acme/shop/pulls/8"}}]}""")
-            : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
-            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
-            : (404, """{"message":"Not Found"}"""));
+        var transport = TaskWithPullRequestEight("completed", $$"""{"id":4001{{globalId}},"url":"https://api.github.com/repos/acme/shop/pulls/8"}""");
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
 
         var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
@@ -449,11 +445,7 @@ public sealed class CopilotLookupTests
     {
         // Only a finished task's pull request costs a call: one at work would be looked up at every poll, and a lookup
         // that failed would fail its read.
-        var transport = new ScriptedTransport(path =>
-            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"{{{state}}}","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001,"global_id":"PR_kwDO1"}}]}""")
-            : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
-            : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
-            : (404, """{"message":"Not Found"}"""));
+        var transport = TaskWithPullRequestEight(state, """{"id":4001,"global_id":"PR_kwDO1"}""");
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
 
         var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
@@ -530,4 +522,14 @@ public sealed class CopilotLookupTests
             return Task.FromResult(new ProviderResponse(status, System.Text.Encoding.UTF8.GetBytes(body)));
         }
     }
+
+    /// <summary>
+    /// GitHub with task-1 in <paramref name="state"/>, its pull artifact's data <paramref name="pullData"/>, and pull
+    /// request 4001, acme/shop's #8, found both by GraphQL and in the branch's REST list.
+    /// </summary>
+    private static ScriptedTransport TaskWithPullRequestEight(string state, string pullData) => new(path =>
+        path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"{{{state}}}","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{{{pullData}}}}]}""")
+        : path == "graphql" ? (200, """{"data":{"node":{"url":"https://github.com/acme/shop/pull/8"}}}""")
+        : path.StartsWith("repos/acme/shop/pulls?", StringComparison.Ordinal) ? (200, """[{"id":4001,"html_url":"https://github.com/acme/shop/pull/8"}]""")
+        : (404, """{"message":"Not Found"}"""));
 }
