@@ -31,6 +31,9 @@ public static class FakeProviderApp
     public static WebApplication Build(string[] args, Action<FakeProviderOptions>? configure = null)
     {
         var builder = WebApplication.CreateSlimBuilder(args);
+        // In code, not an appsettings.json: the service's tests reference this project, and its appsettings.json would
+        // be copied over the service's in their output folder, where the service is started from.
+        builder.Logging.AddFilter("Microsoft.AspNetCore", LogLevel.Warning).AddFilter("System.Net.Http.HttpClient", LogLevel.Warning);
         if (builder.Configuration["urls"] is null && builder.Configuration["ASPNETCORE_URLS"] is null)
         {
             builder.WebHost.UseUrls("http://localhost:5090");
