@@ -709,6 +709,49 @@ public sealed class OpenApiTests : IDisposable
         Assert.Contains("visible character", text["description"]!.GetValue<string>());
     }
 
+    /// <summary>
+    /// The schema checker the tests above rely on finds each kind of misfit it looks for, behind a <c>$ref</c> as every
+    /// answer's schema is: a checker that skipped the reference, or one of its rules, would let every answer through.
+    /// </summary>
+    [Theory]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1.5}""", null)]
+    [InlineData("""{"id":"1","state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1.5}""", "Thing.id is string, declared integer")]
+    [InlineData("""{"id":1,"state":"shut","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1.5}""", "Thing.state \"shut\" is not one of [\"open\",\"closed\"]")]
+    [InlineData("""{"id":1,"state":"open","at":"yesterday","name":"ab","tags":["t"],"choice":1.5}""", "Thing.at yesterday is not an RFC 3339 date-time")]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"","tags":["t"],"choice":1.5}""", "Thing.name is shorter than 1")]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"abcd","tags":["t"],"choice":1.5}""", "Thing.name is longer than 3")]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":[1],"choice":1.5}""", "Thing.tags[] is integer, declared string")]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1}""", "Thing.choice fits more than one of oneOf")]
+    [InlineData("""{"state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1.5}""", "Thing.id is required but not sent")]
+    [InlineData("""{"id":1,"state":"open","at":"2026-01-01T00:00:00Z","name":"ab","tags":["t"],"choice":1.5,"more":1}""", "Thing.more is sent but not declared")]
+    [InlineData("""{"note":"x"}""", "Loose.note is declared optional, but the API writes every property it has")]
+    public void Schema_checker_finds_each_kind_of_misfit_behind_a_reference(string answer, string? problem)
+    {
+        var components = JsonNode.Parse("""
+            {
+              "Thing": {
+                "type": "object",
+                "required": ["id", "state", "at", "name", "tags", "choice"],
+                "properties": {
+                  "id": { "type": "integer" },
+                  "state": { "type": "string", "enum": ["open", "closed"] },
+                  "at": { "type": "string", "format": "date-time" },
+                  "name": { "type": "string", "minLength": 1, "maxLength": 3 },
+                  "tags": { "type": "array", "items": { "type": "string" } },
+                  "choice": { "oneOf": [{ "type": "integer" }, { "type": "number" }] }
+                }
+              },
+              "Loose": { "type": "object", "properties": { "note": { "type": "string" } } }
+            }
+            """)!;
+        var component = answer.Contains("note", StringComparison.Ordinal) ? "Loose" : "Thing";
+        var problems = new List<string>();
+
+        Conform(JsonNode.Parse(answer), new JsonObject { ["$ref"] = $"#/components/schemas/{component}" }, components, "answer", problems);
+
+        Assert.Equal(problem is null ? [] : [$"answer: {problem}"], problems);
+    }
+
     /// <summary>The only properties an answer may leave out: a problem's trace (not in one written while shutting down) and its <c>failure_type</c> (only a provider's failure has one).</summary>
     private static readonly HashSet<string> OptionalResponseProperties = ["ProblemDetails.trace_id", "ProblemDetails.failure_type"];
 
