@@ -176,20 +176,23 @@ public static class OpenApiDescription
     /// </summary>
     private static void DeclareCallerCheck(OpenApiOperation operation, OpenApiOperationTransformerContext context)
     {
-        var check = context.ApplicationServices.GetRequiredService<CallerCheckInUse>().Check;
-        if (context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
+        // Open routes (the webhook, signed instead) are behind no check.
+        if (!context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
         {
-            // Only the refusals the check in use gives: a token check a 401 (a caller with the token always passes),
-            // loopback-only a 403, no check neither. The API group declares both for every set-up.
-            if (check is not (CallerCheck.BearerToken or CallerCheck.DaprApiToken))
-            {
-                operation.Responses?.Remove("401");
-            }
+            return;
+        }
 
-            if (check != CallerCheck.LoopbackOnly)
-            {
-                operation.Responses?.Remove("403");
-            }
+        var check = context.ApplicationServices.GetRequiredService<CallerCheckInUse>().Check;
+        // Only the refusals the check in use gives: a token check a 401 (a caller with the token always passes),
+        // loopback-only a 403, no check neither. The API group declares both for every set-up.
+        if (check is not (CallerCheck.BearerToken or CallerCheck.DaprApiToken))
+        {
+            operation.Responses?.Remove("401");
+        }
+
+        if (check != CallerCheck.LoopbackOnly)
+        {
+            operation.Responses?.Remove("403");
         }
 
         var scheme = check switch
@@ -198,8 +201,7 @@ public static class OpenApiDescription
             CallerCheck.DaprApiToken => ("dapr-api-token", new OpenApiSecurityScheme { Type = SecuritySchemeType.ApiKey, In = ParameterLocation.Header, Name = TokenAuthenticationOptions.DaprApiTokenHeader, Description = "daprd's app token (APP_API_TOKEN), which daprd adds to the calls it forwards." }),
             _ => default((string, OpenApiSecurityScheme)?),
         };
-        if (scheme is not var (name, value)
-            || !context.Description.ActionDescriptor.EndpointMetadata.OfType<Microsoft.AspNetCore.Authorization.IAuthorizeData>().Any())
+        if (scheme is not var (name, value))
         {
             return;
         }
