@@ -122,7 +122,7 @@ public sealed class CopilotAgentTasksProvider(
         var node = root.TryGetProperty("data", out var data) && data.ValueKind == JsonValueKind.Object && data.TryGetProperty("node", out var found) ? found : default;
         if (node.ValueKind == JsonValueKind.Object && JsonElements.String(node, "url") is { } url)
         {
-            return url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : string.Empty;
+            return LinkOrNone(url);
         }
 
         var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
@@ -170,17 +170,15 @@ public sealed class CopilotAgentTasksProvider(
             {
                 // A URL that is not https is no link to show, as for GraphQL's node: null would fail every poll of the
                 // finished task.
-                return JsonElements.String(pull, "html_url") switch
-                {
-                    null => null,
-                    var url when url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) => url,
-                    _ => string.Empty,
-                };
+                return JsonElements.String(pull, "html_url") is { } url ? LinkOrNone(url) : null;
             }
         }
 
         return string.Empty;
     }
+
+    /// <summary>A pull request's URL as its link, or empty (no link, for good) when it is not https.</summary>
+    private static string LinkOrNone(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : string.Empty;
 
     private static long? PullRequestId(JsonElement artifacts) =>
         PullRequestArtifacts(artifacts).Select(data => JsonElements.Int64(data, "id")).FirstOrDefault(id => id > 0);
