@@ -16,6 +16,10 @@ public sealed class ActorCallPolicyTests : SidecarTest
 
         Assert.Equal(4, App.ReminderLog.Failures.Count);
         Assert.Equal(1, await Proxy("x").AddAsync(1));
+        var thrown = "X-DaprErrorResponseHeader"; // the SDK's answer to a method that threw: 200 with the error header
+        Assert.Equal(
+            [("FailAsync", thrown), ("FailAsync", thrown), ("FailAsync", thrown), ("FailAsync", thrown), ("AddAsync", null)],
+            Sidecar.ActorCallAttempts.Where(attempt => attempt.ActorId == "x").Select(attempt => (attempt.Method, attempt.Error)));
     }
 
     [Fact]

@@ -13,6 +13,8 @@ public sealed class ActorCallTimeoutTests : SidecarTest
 {
     private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
 
+    private const string DeadlineExceeded = "error invoke actor method: context deadline exceeded";
+
     protected override FakeSidecarOptions Options => WithTestActorPolicy(
         new ActorCallPolicy(MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout));
 
@@ -23,8 +25,9 @@ public sealed class ActorCallTimeoutTests : SidecarTest
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("slow").SlowAsync(4000));
 
         Assert.Equal("ERR_ACTOR_INVOKE_METHOD", ex.ErrorCode);
-        Assert.Equal("error invoke actor method: context deadline exceeded", ex.Message);
-        Assert.Equal(3, Sidecar.ActorCallTimeouts - before); // the first attempt and both retries
+        Assert.Equal(DeadlineExceeded, ex.Message);
+        Assert.Equal([DeadlineExceeded, DeadlineExceeded, DeadlineExceeded], ErrorsOf("slow")); // the first attempt and both retries
+        Assert.Equal(3, Sidecar.ActorCallTimeouts - before);
         Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // all three reached the app...
         Assert.Equal(1, App.Probe.Inside("slow")); // ...and the caller is answered while the first still runs there
         Assert.Equal(1, App.Probe.MaxPerId); // the SDK's own turn lock kept the repeats out of the method
@@ -40,7 +43,7 @@ public sealed class ActorCallTimeoutTests : SidecarTest
         // The fake's turn is free: another call to the same id is sent to the app beside the method daprd gave up on
         // (it then waits in the SDK's turn lock until its own attempts time out).
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("same").AddAsync(1));
-        Assert.Equal("error invoke actor method: context deadline exceeded", ex.Message);
+        Assert.Equal(DeadlineExceeded, ex.Message);
         Assert.Equal(3, App.Arrivals["/actors/TestActor/same/method/AddAsync"]);
         Assert.Equal(1, App.Probe.Inside("same"));
 
@@ -57,6 +60,9 @@ public sealed class ActorCallTimeoutTests : SidecarTest
         Assert.Equal(before, Sidecar.ActorCallTimeouts);
         Assert.Equal(1, App.Arrivals["/actors/TestActor/quick/method/SlowAsync"]);
     }
+
+    private IEnumerable<string?> ErrorsOf(string id) =>
+        Sidecar.ActorCallAttempts.Where(attempt => attempt.ActorId == id).Select(attempt => attempt.Error);
 
     // The app's first actor calls (activation, JIT) can outlast the short timeout on a busy machine: make them before
     // the test proper, and return the timeouts they took. Their answers are not checked: one that timed out was sent
@@ -93,6 +99,8 @@ public sealed class ActorCallTimeoutBreakerTests : SidecarTest
 
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(0));
         Assert.Equal("error invoke actor method: circuit breaker is open", ex.Message);
+        var timedOut = "error invoke actor method: context deadline exceeded";
+        Assert.Equal([timedOut, timedOut, timedOut], Sidecar.ActorCallAttempts.Select(attempt => attempt.Error)); // the refused call is no attempt
         Assert.Equal(3, Sidecar.ActorCallTimeouts);
         Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // the refused call never reached the app
     }
@@ -127,5 +135,53 @@ public sealed class ReminderDeliveryTimeoutTests : SidecarTest
         Assert.Equal(1, App.Arrivals["/actors/TestActor/r/method/remind/once"]); // delivered once: no actorRetry for reminders
         Assert.Equal(1, App.Probe.Inside("r")); // answered while the callback still runs in the app
         Assert.Equal(due.AddSeconds(1), Assert.Single(Sidecar.Reminders).NextDueAt); // not spent: the Scheduler tries again
+    }
+}
+
+/// <summary>
+/// The timeout is decided by which came first, the app's reply or the deadline, not by when the sidecar's thread gets
+/// to look: daprd's runner selects on the reply and the deadline from the start (resiliency policy.go), so a reply that
+/// comes after the deadline is given up on even when the sidecar holds it by the time it looks.
+/// </summary>
+public sealed class ActorCallLateReplyTests
+{
+    [Fact]
+    public async Task Reply_that_comes_only_after_the_deadline_is_given_up_on_even_when_it_is_in_hand_when_the_sidecar_looks()
+    {
+        var options = new FakeSidecarOptions();
+        options.ActorCallPolicies["Late"] = new ActorCallPolicy(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(200));
+        await using var sidecar = await FakeDaprSidecar.StartAsync(options);
+        using var channel = new LateAppChannel(late: TimeSpan.FromMilliseconds(500));
+        sidecar.AppChannel = channel;
+
+        using var http = new HttpClient { BaseAddress = sidecar.HttpEndpoint };
+        using var answer = await http.PutAsync("v1.0/actors/Late/a/method/m", new StringContent("{}"));
+
+        Assert.Equal(System.Net.HttpStatusCode.InternalServerError, answer.StatusCode);
+        Assert.Contains("context deadline exceeded", await answer.Content.ReadAsStringAsync());
+        var timedOut = "error invoke actor method: context deadline exceeded";
+        Assert.Equal([timedOut, timedOut, timedOut], sidecar.ActorCallAttempts.Select(attempt => attempt.Error));
+        Assert.Equal(3, sidecar.ActorCallTimeouts);
+        Assert.Equal(3, channel.MethodCalls);
+    }
+
+    /// <summary>An app whose method calls answer 200 only after <paramref name="late"/>, on the sidecar's own thread: the reply is complete when the sidecar first looks.</summary>
+    private sealed class LateAppChannel(TimeSpan late) : HttpMessageHandler
+    {
+        private int methodCalls;
+
+        public int MethodCalls => Volatile.Read(ref methodCalls);
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            if (request.Method == HttpMethod.Get)
+            {
+                return Task.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK) { Content = new StringContent("""{"entities":["Late"]}""") });
+            }
+
+            Interlocked.Increment(ref methodCalls);
+            Thread.Sleep(late);
+            return Task.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK) { Content = new StringContent("{}") });
+        }
     }
 }

@@ -57,6 +57,11 @@ internal sealed class ActorApi(
 
     private int timedOutCalls;
 
+    /// <summary>Every method call attempt in the order they ended.</summary>
+    public IReadOnlyList<ActorCallAttempt> Attempts => attempts.ToList();
+
+    private readonly System.Collections.Concurrent.ConcurrentQueue<ActorCallAttempt> attempts = new();
+
     /// <summary>
     /// Awaited before each actor state read: a slow state store. Asynchronous, as <see cref="BeforeStateTransaction"/> is,
     /// so a test holding a read holds no thread-pool thread meanwhile.
@@ -270,6 +275,7 @@ internal sealed class ActorApi(
 
             var (reply, permanent) = await AttemptAsync(type, id, method, request, body, policy?.CallTimeout ?? TimeSpan.Zero, ct).ConfigureAwait(false);
             var failed = reply.Status != 200 || reply.Headers.Any(h => string.Equals(h.Key, "X-DaprErrorResponseHeader", StringComparison.OrdinalIgnoreCase));
+            attempts.Enqueue(new ActorCallAttempt(type, id, method, failed ? ErrorMessage(reply) : null));
             breaker?.Record(!failed);
             // The breaker counts every error; the retry stops at a permanent one (resiliency/policy.go, backoff.Permanent).
             if (!failed || permanent || policy is null || attempt >= policy.MaxRetries)
@@ -282,6 +288,18 @@ internal sealed class ActorApi(
                 await Task.Delay(policy.RetryInterval, options.TimeProvider, ct).ConfigureAwait(false);
             }
         }
+    }
+
+    /// <summary>daprd's message in its error body, or, for the app's 200 with an error header, that header's name.</summary>
+    private static string ErrorMessage(HttpReply reply)
+    {
+        if (reply.Status == 200 || reply.Body is not { Length: > 0 } body)
+        {
+            return "X-DaprErrorResponseHeader";
+        }
+
+        using var doc = JsonDocument.Parse(body);
+        return GoJson.StringField(doc.RootElement, "message");
     }
 
     /// <returns>
@@ -530,24 +548,40 @@ internal sealed class ActorApi(
             return (await app.SendAsync(message, ct).ConfigureAwait(false), null);
         }
 
+        var started = options.TimeProvider.GetTimestamp();
         using var deadline = timeout > TimeSpan.Zero ? new CancellationTokenSource(timeout, options.TimeProvider) : new CancellationTokenSource();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(ct, deadline.Token, closed);
         var send = app.SendAsync(message, linked.Token);
         try
         {
-            return (await send.WaitAsync(linked.Token).ConfigureAwait(false), null);
+            var response = await send.WaitAsync(linked.Token).ConfigureAwait(false);
+            if (!Late() && !closed.IsCancellationRequested)
+            {
+                return (response, null);
+            }
+
+            response.Dispose();
         }
         catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
             _ = send.ContinueWith(t => { if (t.IsCompletedSuccessfully) { t.Result.Dispose(); } else { _ = t.Exception; } }, TaskScheduler.Default);
-            if (deadline.IsCancellationRequested)
-            {
-                Interlocked.Increment(ref timedOutCalls);
-                return (null, "context deadline exceeded");
-            }
-
-            return (null, "context canceled");
         }
+        catch (HttpRequestException) when (Late() || closed.IsCancellationRequested)
+        {
+            // The app's connection failed after daprd had given up on the call: the caller hears of the deadline.
+        }
+
+        if (deadline.IsCancellationRequested || Late())
+        {
+            Interlocked.Increment(ref timedOutCalls);
+            return (null, "context deadline exceeded");
+        }
+
+        return (null, "context canceled");
+
+        // Read the clock, not only the deadline's token: on a busy machine its timer callback can run after the reply is
+        // in hand, and daprd's runner, selecting on both from the start, returns at the deadline.
+        bool Late() => timeout > TimeSpan.Zero && options.TimeProvider.GetElapsedTime(started) >= timeout;
     }
 
     /// <summary>The fake's former deactivation, without <see cref="FakeSidecarOptions.DeactivationCancelsCalls"/>: in the turn, after the call in progress.</summary>

@@ -201,6 +201,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
     /// <summary>Calls into the app (actor method call attempts, reminder and timer deliveries) given up on at their <see cref="ActorCallPolicy.CallTimeout"/> (the app's method may have run on).</summary>
     public int ActorCallTimeouts => actors.TimedOutCalls;
 
+    /// <summary>Every actor method call attempt (a retried call makes several), in the order they ended, with daprd's error for a failed one.</summary>
+    public IReadOnlyList<ActorCallAttempt> ActorCallAttempts => actors.Attempts;
+
     /// <summary>Fails reminder registrations the predicate matches (type, id, name) with ERR_ACTOR_REMINDER_CREATE.</summary>
     public Func<string, string, string, bool>? FailReminderRegistration { get => actors.FailReminderRegistration; set => actors.FailReminderRegistration = value; }
 
