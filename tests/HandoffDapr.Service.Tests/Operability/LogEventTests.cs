@@ -18,6 +18,9 @@ public sealed partial class LogEventTests
 
         Assert.True(attributes.Count > 40, $"only {attributes.Count} log lines found: the pattern no longer matches the source");
         Assert.Empty(attributes.Where(attribute => !attribute.Attribute.Contains("EventName = ")).Select(attribute => $"{attribute.File}: {attribute.Attribute}"));
+        // Without an EventId a line has none of its own (an empty id is unique while only one line lacks it).
+        Assert.Empty(attributes.Where(attribute => attribute.Id.Length == 0)
+            .Select(attribute => $"{attribute.File}: {attribute.Attribute}"));
         var ids = attributes.Select(attribute => attribute.Id).ToList();
         Assert.Empty(ids.GroupBy(id => id).Where(group => group.Count() > 1).Select(group => group.Key));
     }
