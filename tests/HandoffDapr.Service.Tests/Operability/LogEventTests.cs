@@ -87,8 +87,9 @@ public sealed partial class LogEventTests
                 }
             }
 
-            // "`X` (warning", "`X` (4203, warning", "`X` (4201)".
-            foreach (Match bracketed in Regex.Matches(text, @"`([A-Z][A-Za-z]+)` \((?:(\d{4})(?:, |\)))?(information|warning|error|critical|debug)?\b"))
+            // "`X` (warning", "`X` (4203, warning", "`X` (4201)". The \b is the level's own: after "(4201)" a trailing
+            // one failed, and the match fell back to one without the id, so an id alone in brackets was never checked.
+            foreach (Match bracketed in Regex.Matches(text, @"`([A-Z][A-Za-z]+)` \((?:(\d{4})(?:, |\)))?(?:(information|warning|error|critical|debug)\b)?"))
             {
                 if (bracketed.Groups[2].Success || bracketed.Groups[3].Success)
                 {
