@@ -32,7 +32,11 @@ public sealed class TelemetryTests : IDisposable
         cursor.Script("acme/down", FakeCursor.Status(503));
         using var factory = new EmbeddedServiceFactory(temp.File("spans.db"), cursor.Url);
 
-        await factory.CreateClient().PostJsonAsync("/runs/700/handoff", Payloads.Trigger(Payloads.Run(700, ["acme/shop", "acme/down"], automation: false)));
+        // A person's instruction too: it is part of the prompt, and kept on the launch as the opening is not.
+        const string instruction = "Also cover the checkout retry path 5e1f";
+        var trigger = Payloads.Trigger(
+            Payloads.Run(700, ["acme/shop", "acme/down"], automation: false), instruction: instruction);
+        await factory.CreateClient().PostJsonAsync("/runs/700/handoff", trigger);
 
         var attempts = Spans.Of(spans, "handoff.launch_attempt", 700);
         Assert.Equal(["acme/down", "acme/shop"], attempts.Select(span => (string)span.GetTagItem("handoff.repository")!).Order());
@@ -40,7 +44,9 @@ public sealed class TelemetryTests : IDisposable
         // The first attempt of each (the runbook's handoff.attempt): a retry's span is told from it by this number.
         Assert.All(attempts, span => Assert.Equal(1, span.GetTagItem("handoff.attempt")));
         Assert.Equal(ActivityStatusCode.Error, attempts.Single(span => (string)span.GetTagItem("handoff.repository")! == "acme/down").Status);
-        Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text && text.Contains("Please fix", StringComparison.Ordinal)));
+        Assert.All(attempts, span => Assert.DoesNotContain(span.TagObjects, tag => tag.Value is string text
+            && (text.Contains("Please fix", StringComparison.Ordinal)
+                || text.Contains(instruction, StringComparison.Ordinal))));
     }
 
     [Fact]
