@@ -77,6 +77,7 @@ public sealed class DaprBindingTransportTests
 
         var failure = ProviderFailureClassifier.FromTransport(new ProviderTransportException(kind, requestSent));
 
+        Assert.False(failure.Attempted);
         Assert.False(failure.RequestSent);
         Assert.False(failure.OutcomeUnknown);
         Assert.True(failure.Retryable);
