@@ -42,6 +42,8 @@ public sealed class DaprBindingTransportTests
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://elsewhere.example/v0/other\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
     // A refused dial to a URL that only starts with our path is another request's (a redirect's target): ours was sent.
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup/moved\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
+    // Our URL by another method is a redirect's too (a 303 sends a GET to where it points, here the same address).
+    [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Get \"https://api.cursor.com/v0/agents/bc-1/followup\": dial tcp 10.0.0.9:443: connect: connection refused", TransportFailureKind.Network, true)]
     // Go's http.Client time-out without a context deadline in the text: still a time-out after sending.
     [InlineData(StatusCode.Internal, "error invoking output binding coding-agent-cursor: Post \"https://api.cursor.com/v0/agents/bc-1/followup\": net/http: request canceled (Client.Timeout exceeded while awaiting headers)", TransportFailureKind.Timeout, true)]
     // "too many requests" that is not gobreaker's whole message (here an HTTP/2 GOAWAY's debug text after the request
