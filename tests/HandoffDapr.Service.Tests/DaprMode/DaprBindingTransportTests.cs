@@ -115,6 +115,22 @@ public sealed class DaprBindingTransportTests
     }
 
     [Fact]
+    public async Task Connection_the_channels_handler_could_not_open_to_the_sidecar_is_reported_as_never_sent()
+    {
+        // The default channel's refused connect reaches Classify as its subchannel's SocketException (the test above);
+        // over a handler of its own, a failed connect is the handler's HttpRequestException (ConnectionError).
+        var handler = new RefusesTheConnection();
+        using var dapr = ClientOver(handler);
+        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
+
+        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
+            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+
+        Assert.True(handler.Called);
+        Assert.Equal((TransportFailureKind.Network, false), (failure.Kind, failure.RequestSent));
+    }
+
+    [Fact]
     public void Socket_error_while_connecting_is_never_sent()
     {
         var error = new RpcException(new Status(StatusCode.Unavailable, "Error connecting to subchannel.", new SocketException((int)SocketError.ConnectionRefused)));
@@ -227,6 +243,19 @@ public sealed class DaprBindingTransportTests
             Entered.TrySetResult();
             await Task.Delay(Timeout.Infinite, cancellationToken);
             throw new InvalidOperationException("Not reached: the delay ends only by cancellation.");
+        }
+    }
+
+    /// <summary>Refuses the connection, as SocketsHttpHandler reports a failed connect: nothing is sent.</summary>
+    private sealed class RefusesTheConnection : HttpMessageHandler
+    {
+        public bool Called { get; private set; }
+
+        protected override Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, CancellationToken cancellationToken)
+        {
+            Called = true;
+            throw new HttpRequestException(HttpRequestError.ConnectionError, "Connection refused (127.0.0.1:50001)",
+                new SocketException((int)SocketError.ConnectionRefused));
         }
     }
 
