@@ -23,7 +23,8 @@ public sealed class ActorRunOwnerTests
         // A wrong or rotated dapr-api-token: the SDK throws AuthenticationException, which is no DaprException.
         var owner = Owner(new Answer(status, "invalid api token\n"));
 
-        await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
+        var unavailable = await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
+        Assert.IsType<System.Security.Authentication.AuthenticationException>(unavailable.InnerException);
     }
 
     /// <summary>
@@ -40,7 +41,7 @@ public sealed class ActorRunOwnerTests
             """{"errorCode":"ERR_ACTOR_INVOKE_METHOD","message":"error invoke actor method: failed to lookup actor: did not find address for actor 'HandoffRunActor||123'"}"""));
 
         var unavailable = await Assert.ThrowsAsync<RunOwnerUnavailableException>(() => owner.GetAsync(123, CancellationToken.None));
-        Assert.IsNotType<ActorMethodInvocationException>(unavailable.InnerException);
+        Assert.IsType<Dapr.DaprApiException>(unavailable.InnerException);
     }
 
     private static ActorRunOwner Owner(HttpMessageHandler sidecar)
