@@ -198,7 +198,10 @@ public sealed class LocalRecentRunsTests
         var snapshots = new List<WeakReference>();
         for (var i = 1; i <= count; i++)
         {
-            var snapshot = new RunSnapshot(i, Group: new RunGroup(i * 10L), Artifacts: new RunArtifacts(
+            // Every other run names its group in its metadata only, which the view falls back to.
+            var group = i % 2 == 0 ? null : new RunGroup(i * 10L);
+            var metadata = i % 2 == 0 ? new RunMetadata(GroupId: i * 10L) : null;
+            var snapshot = new RunSnapshot(i, Group: group, Metadata: metadata, Artifacts: new RunArtifacts(
                 RootCause: new RootCauseArtifact(OneLineDescription: new string('x', 512 * 1024))));
             snapshots.Add(new WeakReference(snapshot.Artifacts));
             recent.Remember(RunHandoffState.New(i) with { Snapshot = snapshot });
