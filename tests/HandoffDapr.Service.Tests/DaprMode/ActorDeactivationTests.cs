@@ -8,7 +8,10 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// daprd deactivating a run's actor (idle, rebalancing, shutdown, a lost placement stream) while a call of it still runs
 /// in the app: it does not wait (targets/app/app.go Deactivate, lock.go Close), cancels its call into the app, sends the
 /// DELETE while the app's method runs on, and per <c>retry: actorRetry</c> makes the call again, to a new activation.
-/// The repeat must wait for the first turn (HandoffRunActor.Guarded, RunLocks) and launch nothing twice.
+/// The repeat must wait for the first turn and launch nothing twice. These tests do not show which lock sees to it:
+/// with the run's own (HandoffRunActor.Guarded, RunLocks) taken on a random key they still pass, as
+/// ActorCallTimeoutTests does (the actor runtime holds one per actor id too); HandoffRunActorTests pins the run's,
+/// calling the actor directly.
 /// </summary>
 public sealed class ActorDeactivationTests : DaprModeTest
 {
