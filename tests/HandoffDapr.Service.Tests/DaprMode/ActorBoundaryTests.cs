@@ -41,8 +41,10 @@ public sealed class ActorBoundaryTests : IDisposable
         trigger.Remove("run");
         using var sidecar = new HttpClient { BaseAddress = factory.Sidecar.HttpEndpoint };
 
-        await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/TriggerAsync", new StringContent(trigger.ToJsonString(), Encoding.UTF8, "application/json"));
-        await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/AcceptCompletedRunAsync", new StringContent(Payloads.Run(7, ["acme/web"]).ToJsonString(), Encoding.UTF8, "application/json"));
+        var triggered = await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/TriggerAsync", new StringContent(trigger.ToJsonString(), Encoding.UTF8, "application/json"));
+        var accepted = await sidecar.PutAsync($"/v1.0/actors/{Actor}/{Uri.EscapeDataString(alias)}/method/AcceptCompletedRunAsync", new StringContent(Payloads.Run(7, ["acme/web"]).ToJsonString(), Encoding.UTF8, "application/json"));
+        Assert.True(triggered.IsSuccessStatusCode, $"TriggerAsync: {(int)triggered.StatusCode}");
+        Assert.True(accepted.IsSuccessStatusCode, $"AcceptCompletedRunAsync: {(int)accepted.StatusCode}");
         // The calls that record what happened outside a turn answer as for a run the actor does not know, as the two
         // above do: they failed the turn, a 500 and an error logged as the store's fault.
         var now = time.GetUtcNow();
