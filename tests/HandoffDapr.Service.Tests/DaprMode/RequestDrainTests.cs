@@ -192,8 +192,25 @@ public sealed class RequestDrainTests
 
         Assert.Null(drain.TryEnterRequest());
 
-        // What such a request is answered instead: the API's own problem for an unavailable service.
-        var problem = System.Text.Json.Nodes.JsonNode.Parse(HandoffDapr.Service.Api.Problems.ShuttingDownJson)!;
+        // What such a request is answered instead, by the middleware and not by the route it asked for: the API's own
+        // problem for an unavailable service.
+        var reached = false;
+        var pipeline = new ApplicationBuilder(new ServiceCollection().AddSingleton(drain).BuildServiceProvider());
+        pipeline.UseRequestDrain();
+        pipeline.Run(_ =>
+        {
+            reached = true;
+            return Task.CompletedTask;
+        });
+        var request = new DefaultHttpContext
+        {
+            Request = { Method = HttpMethods.Post, Path = "/runs/1/handoff" },
+            Response = { Body = new MemoryStream() },
+        };
+        await pipeline.Build()(request);
+        Assert.False(reached, "the request reached the app's services");
+        Assert.Equal((503, "application/problem+json"), (request.Response.StatusCode, request.Response.ContentType));
+        var problem = System.Text.Json.Nodes.JsonNode.Parse(((MemoryStream)request.Response.Body).ToArray())!;
         Assert.Equal("https://handoff-dapr.dev/problems/unavailable", problem["type"]!.GetValue<string>());
         Assert.Equal(503, problem["status"]!.GetValue<int>());
         Assert.Equal("Temporarily unavailable", problem["title"]!.GetValue<string>());
