@@ -329,12 +329,13 @@ public sealed class RequestDrainTests
     [Fact]
     public async Task Host_shutdown_timeout_outlasts_the_drain_as_configured_in_dapr_mode()
     {
-        await using var factory = await DaprServiceFactory.StartAsync("http://127.0.0.1:1", settings: new Dictionary<string, string?> { ["Handoff:Dapr:ShutdownDrain"] = "00:00:27" });
+        // Above the host's own default (30 s), which would outlast a drain under it without being set from it.
+        await using var factory = await DaprServiceFactory.StartAsync("http://127.0.0.1:1", settings: new Dictionary<string, string?> { ["Handoff:Dapr:ShutdownDrain"] = "00:00:47" });
 
         var drain = factory.Services.GetRequiredService<RequestDrain>();
         var host = factory.Services.GetRequiredService<IOptions<HostOptions>>().Value;
 
-        Assert.Equal(TimeSpan.FromSeconds(27), drain.Limit);
+        Assert.Equal(TimeSpan.FromSeconds(47), drain.Limit);
         Assert.True(host.ShutdownTimeout > drain.Limit, $"the host stops at {host.ShutdownTimeout}, the drain may take {drain.Limit}");
     }
 
