@@ -248,12 +248,15 @@ public sealed class SidecarReadinessTests : IDisposable
     {
         var logs = new FakeLogCollector();
         var time = new Microsoft.Extensions.Time.Testing.FakeTimeProvider(DateTimeOffset.UtcNow);
-        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
+        // Not the default (30 s): the wait is the setting's, not one of the check's own.
+        var sidecarWait = TimeSpan.FromSeconds(20);
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, logs: logs, settings: new Dictionary<string, string?> { ["Handoff:Dapr:SidecarWaitTimeout"] = sidecarWait.ToString() });
         var client = factory.CreateClient();
         factory.Sidecar.AppChannel = new RefusingAppChannel();
 
         await client.GetAsync("/readyz");
-        time.Advance(new DaprOptions().SidecarWaitTimeout + TimeSpan.FromSeconds(1));
+        time.Advance(sidecarWait + TimeSpan.FromSeconds(1));
         await client.GetAsync("/readyz");
         var still = await client.GetAsync("/readyz");
 
