@@ -293,8 +293,9 @@ public sealed class SidecarReadinessTests : IDisposable
     /// <summary>
     /// A probe that goes away (its cancellation) while daprd is asked, for its health or for its metadata, has learnt
     /// nothing: the check ends as cancelled, with no verdict and no line. Read as "could not be asked" or "metadata could
-    /// not be read" (catching the cancellation, or not looking for it once the metadata call failed), every probe the
-    /// health check service gives up on wrote a not-ready line and changed what the next verdict is compared with.
+    /// not be read" (catching the cancellation), every probe the health check service gives up on wrote a not-ready line
+    /// and changed what the next verdict is compared with. The check's own look at the cancellation after a failed answer
+    /// is not shown here: the Dapr client throws the cancellation itself first.
     /// </summary>
     [Theory]
     [InlineData(false)]
