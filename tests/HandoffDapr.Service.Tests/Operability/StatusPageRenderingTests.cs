@@ -150,7 +150,9 @@ public sealed class StatusPageRenderingTests : IDisposable
 
         // Typed into a password field: not shown to whoever looks at the screen.
         Assert.Contains("<input id=\"token\" type=\"password\"", dom);
+        // Each read's runs in place of the last one's, not added to them.
         Assert.Contains("acme/second", dom);
+        Assert.DoesNotContain("acme/first", dom);
         Assert.Contains("<form id=\"token-form\" hidden=\"\">", dom);
         Assert.Contains("data-field-after-sending=\"\"", dom);
         var reads = standIn.Requests.Where(request => request.PathAndQuery.StartsWith("/runs", StringComparison.Ordinal)).ToList();
