@@ -35,6 +35,7 @@ public sealed class BadInputCorpusTests : IDisposable
         Assert.True(cases.Count >= 200, $"the corpus has {cases.Count} cases");
 
         var serverErrors = new List<string>();
+        var webhookStatuses = new List<(bool Signed, int Status)>();
         foreach (var (name, path, body, signed) in cases)
         {
             var request = new HttpRequestMessage(HttpMethod.Post, path) { Content = new ByteArrayContent(body) };
@@ -46,6 +47,11 @@ public sealed class BadInputCorpusTests : IDisposable
 
             var response = await client.SendAsync(request);
             var status = (int)response.StatusCode;
+            if (path.StartsWith("/webhooks/cursor/42?run_id=78", StringComparison.Ordinal))
+            {
+                webhookStatuses.Add((signed, status));
+            }
+
             if (status >= 500)
             {
                 serverErrors.Add($"{name} → {status}");
@@ -57,6 +63,12 @@ public sealed class BadInputCorpusTests : IDisposable
         }
 
         Assert.Empty(serverErrors);
+        // The signed copies got past the signature to the parser (some are read, some refused as bad bodies), and the
+        // unsigned one did not: refused at the signature, the webhook's corpus would prove nothing about its parsing.
+        Assert.Equal([401], webhookStatuses.Where(w => !w.Signed).Select(w => w.Status));
+        Assert.Contains(webhookStatuses, w => w.Signed && w.Status is >= 200 and < 300);
+        Assert.Contains(webhookStatuses, w => w.Signed && w.Status == 400);
+        Assert.DoesNotContain(webhookStatuses, w => w.Signed && w.Status == 401);
         Assert.Equal(System.Net.HttpStatusCode.OK, (await client.GetAsync("/healthz")).StatusCode);
         Assert.Equal(System.Net.HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
     }
