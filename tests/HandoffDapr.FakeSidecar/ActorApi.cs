@@ -293,12 +293,17 @@ internal sealed class ActorApi(
     /// <summary>daprd's message in its error body, or, for the app's 200 with an error header, that header's name.</summary>
     private static string ErrorMessage(HttpReply reply)
     {
-        if (reply.Status == 200 || reply.Body is not { Length: > 0 } body)
+        if (reply.Status == 200)
         {
             return "X-DaprErrorResponseHeader";
         }
 
-        using var doc = JsonDocument.Parse(body);
+        if (reply.Body is not { Length: > 0 } body)
+        {
+            return "";
+        }
+
+        using var doc = JsonDocument.Parse(body); // every error this sidecar answers is daprd's JSON error body
         return GoJson.StringField(doc.RootElement, "message");
     }
 
