@@ -224,18 +224,21 @@ public sealed class HttpProviderTransportTests : IDisposable
     public async Task A_launch_that_times_out_is_sent_to_the_provider_once()
     {
         // Nothing accepts the connections: each completes in the listener's queue, takes its request and is never
-        // answered. A second launch sent after the time-out would be a second connection waiting there.
+        // answered. A second launch sent after the time-out would be a second connection waiting there. The time-out is
+        // real time and must come after the connect: with 200 ms a starved thread pool could cancel the connect first, and
+        // the accept below waited forever.
         using var listener = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
         listener.Start();
         var unanswered = new HttpProviderTransport(clients.Create(new IntegrationOptions
         {
-            BaseUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", ApiKey = "key", RequestTimeout = TimeSpan.FromMilliseconds(200),
+            BaseUrl = $"http://127.0.0.1:{((System.Net.IPEndPoint)listener.LocalEndpoint).Port}", ApiKey = "key", RequestTimeout = TimeSpan.FromSeconds(2),
         }));
 
         var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
             unanswered.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
 
         Assert.Equal(TransportFailureKind.Timeout, failure.Kind);
+        Assert.True(listener.Pending(), "the launch timed out before it connected");
         using var launch = listener.AcceptSocket();
         Assert.False(listener.Pending(), "the launch was sent again after its time-out");
     }
