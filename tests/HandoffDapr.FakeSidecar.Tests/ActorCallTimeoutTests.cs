@@ -16,19 +16,34 @@ public sealed class ActorCallTimeoutTests : SidecarTest
 
     private const string DeadlineExceeded = "error invoke actor method: context deadline exceeded";
 
-    protected override FakeSidecarOptions Options => WithTestActorPolicy(
-        new ActorCallPolicy(MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout));
+    // The deadlines are on the sidecar's clock, moved by the test: with real ones a loaded machine could let the slow
+    // method end before the last attempt timed out, or make a repeat miss the app.
+    private readonly FakeTimeProvider clock = new();
+
+    protected override FakeSidecarOptions Options
+    {
+        get
+        {
+            var options = WithTestActorPolicy(new ActorCallPolicy(
+                MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30),
+                CallTimeout: Timeout));
+            options.TimeProvider = clock;
+            return options;
+        }
+    }
 
     [Fact]
     public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
     {
-        var before = await WarmUp();
-        var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("slow").SlowAsync(4000));
+        var call = Proxy("slow").SlowAsync(4000);
+        await WaitUntil(() => App.Probe.Inside("slow") == 1); // in the method, not only through the app's door
+        await TimeOutEachAttemptAsync(1, 3, "/actors/TestActor/slow/method/SlowAsync");
+        var ex = await Assert.ThrowsAsync<DaprApiException>(() => call);
 
         Assert.Equal("ERR_ACTOR_INVOKE_METHOD", ex.ErrorCode);
         Assert.Equal(DeadlineExceeded, ex.Message);
         Assert.Equal([DeadlineExceeded, DeadlineExceeded, DeadlineExceeded], ErrorsOf("slow")); // the first attempt and both retries
-        Assert.Equal(3, Sidecar.ActorCallTimeouts - before);
+        Assert.Equal(3, Sidecar.ActorCallTimeouts);
         Assert.Equal(3, App.Arrivals["/actors/TestActor/slow/method/SlowAsync"]); // all three reached the app...
         Assert.Equal(1, App.Probe.Inside("slow")); // ...and the caller is answered while the first still runs there
         Assert.Equal(1, App.Probe.MaxPerId); // the SDK's own turn lock kept the repeats out of the method
@@ -37,15 +52,21 @@ public sealed class ActorCallTimeoutTests : SidecarTest
     [Fact]
     public async Task Turn_of_a_timed_out_call_is_released_while_the_app_still_runs_it()
     {
-        var before = await WarmUp();
+        const string slowPath = "/actors/TestActor/same/method/SlowAsync";
+        const string addPath = "/actors/TestActor/same/method/AddAsync";
         var slow = Proxy("same").SlowAsync(4000);
-        await WaitUntil(() => Sidecar.ActorCallTimeouts > before);
+        await WaitUntil(() => App.Probe.Inside("same") == 1);
+        await TimeOutEachAttemptAsync(1, 1, slowPath);
+        await WaitUntil(() => Sidecar.ActorCallTimeouts == 1);
 
         // The fake's turn is free: another call to the same id is sent to the app beside the method daprd gave up on
-        // (it then waits in the SDK's turn lock until its own attempts time out).
-        var ex = await Assert.ThrowsAsync<DaprApiException>(() => Proxy("same").AddAsync(1));
+        // (it then waits in the SDK's turn lock until its own attempts time out). Its attempts and the slow call's
+        // repeats take the turn one at a time, in whichever order.
+        var add = Proxy("same").AddAsync(1);
+        await TimeOutEachAttemptAsync(2, 6, slowPath, addPath);
+        var ex = await Assert.ThrowsAsync<DaprApiException>(() => add);
         Assert.Equal(DeadlineExceeded, ex.Message);
-        Assert.Equal(3, App.Arrivals["/actors/TestActor/same/method/AddAsync"]);
+        Assert.Equal(3, App.Arrivals[addPath]);
         Assert.Equal(1, App.Probe.Inside("same"));
 
         await Assert.ThrowsAsync<DaprApiException>(() => slow);
@@ -56,22 +77,19 @@ public sealed class ActorCallTimeoutTests : SidecarTest
     private IEnumerable<string?> ErrorsOf(string id) =>
         Sidecar.ActorCallAttempts.Where(attempt => attempt.ActorId == id).Select(attempt => attempt.Error);
 
-    // The app's first actor calls (activation, JIT) can outlast the short timeout on a busy machine: make them before
-    // the test proper, and return the timeouts they took. Their answers are not checked: one that timed out was sent
-    // again and may have run twice (AddAsync answering 2), or given up on, which is the behaviour these tests prove.
-    private async Task<int> WarmUp()
+    /// <summary>
+    /// Moves the clock to the deadline as each attempt from the <paramref name="first"/> to the <paramref name="last"/>
+    /// reaches the app (counted over <paramref name="paths"/>). The fake sends an actor id's attempts one at a time, in
+    /// its turn, with the deadline started before the request: the attempt that arrived last is the one it times out.
+    /// An arrival is counted before the SDK dispatches it: wait for the first attempt to be inside the method first.
+    /// </summary>
+    private async Task TimeOutEachAttemptAsync(int first, int last, params string[] paths)
     {
-        try
+        for (var arrived = first; arrived <= last; arrived++)
         {
-            await Proxy("warm").SlowAsync(0);
-            await Proxy("warm").AddAsync(1);
+            await WaitUntil(() => paths.Sum(path => App.Arrivals[path]) == arrived);
+            clock.Advance(Timeout);
         }
-        catch (DaprApiException)
-        {
-            // Every attempt outlasted the timeout: warm all the same.
-        }
-
-        return Sidecar.ActorCallTimeouts;
     }
 }
 
