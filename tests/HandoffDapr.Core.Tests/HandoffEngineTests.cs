@@ -135,7 +135,8 @@ public sealed partial class HandoffEngineTests
         using var launched = new ManualResetEventSlim();
         var readWaitedForNothing = false;
         provider.OnLaunch = _ => launched.Set();
-        provider.OnRead = _ => readWaitedForNothing = launched.Wait(TimeSpan.FromSeconds(5));
+        // A liveness bound (it blocks a thread): 5 s could pass before a loaded machine sent the launch.
+        provider.OnRead = _ => readWaitedForNothing = launched.Wait(TimeSpan.FromSeconds(30));
 
         var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
