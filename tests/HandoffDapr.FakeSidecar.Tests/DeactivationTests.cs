@@ -71,12 +71,17 @@ public sealed class WaitingDeactivationTests : SidecarTest
     [Fact]
     public async Task Deactivation_waits_for_the_call_in_progress()
     {
-        var slow = Proxy("busy").SlowAsync(500);
+        // The call stays inside until another turn joins it: a fixed 500 ms could end before a loaded machine's
+        // WaitUntil saw it inside.
+        var busy = Proxy("busy").UntilOverlapAsync(30_000);
         await WaitUntil(() => App.Probe.Inside("busy") == 1);
 
-        (await Sidecar.DeactivateActorAsync("TestActor", "busy")).Dispose();
+        var deactivation = Sidecar.DeactivateActorAsync("TestActor", "busy");
+        await Task.Delay(300); // time for a DELETE that does not wait to be sent (too short, and such a fake passes)
+        Assert.Equal("other", await Proxy("other").UntilOverlapAsync(0)); // ends busy's call
+        (await deactivation).Dispose();
 
         Assert.Equal(0, Assert.Single(App.Deactivations()).CallsInside); // the DELETE came after the method ended
-        Assert.Equal("busy", await slow);
+        Assert.Equal("busy", await busy);
     }
 }
