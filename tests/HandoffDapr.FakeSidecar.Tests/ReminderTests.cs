@@ -24,8 +24,9 @@ public sealed class ReminderTests : SidecarTest
     public async Task Due_reminders_fire_in_order_and_periodic_ones_are_rescheduled()
     {
         var start = DateTimeOffset.UtcNow;
-        // Registered in the other order than they are due: the firing order is the due times'.
-        await Proxy("o").RegisterReminderAsync(new ReminderSpec("once", "o", DueMs: 2000, PeriodMs: 0));
+        // Registered in the other order than they are due: the firing order is the due times'. Due 19 s apart, as
+        // a loaded machine can take a second or more between the two registrations (2 s and 1 s fired "once" first).
+        await Proxy("o").RegisterReminderAsync(new ReminderSpec("once", "o", DueMs: 20_000, PeriodMs: 0));
         await Proxy("p").RegisterReminderAsync(new ReminderSpec("poll", "p", DueMs: 1000, PeriodMs: 60_000));
 
         Assert.Empty(await Sidecar.FireDueRemindersAsync(start.AddMilliseconds(500)));
