@@ -205,13 +205,16 @@ public sealed class ReminderDeliveryTimeoutTests : SidecarTest
 /// </summary>
 public sealed class ActorCallLateReplyTests
 {
+    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(200);
+
     [Fact]
     public async Task Reply_that_comes_only_after_the_deadline_is_given_up_on_even_when_it_is_in_hand_when_the_sidecar_looks()
     {
-        var options = new FakeSidecarOptions();
-        options.ActorCallPolicies["Late"] = new ActorCallPolicy(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(200));
+        var clock = new LateTimerClock();
+        var options = new FakeSidecarOptions { TimeProvider = clock };
+        options.ActorCallPolicies["Late"] = new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout);
         await using var sidecar = await FakeDaprSidecar.StartAsync(options);
-        using var channel = new LateAppChannel(late: TimeSpan.FromMilliseconds(500));
+        using var channel = new LateAppChannel(clock, late: Timeout * 2);
         sidecar.AppChannel = channel;
 
         using var http = new HttpClient { BaseAddress = sidecar.HttpEndpoint };
@@ -225,8 +228,36 @@ public sealed class ActorCallLateReplyTests
         Assert.Equal(3, channel.MethodCalls);
     }
 
-    /// <summary>An app whose method calls answer 200 only after <paramref name="late"/>, on the sidecar's own thread: the reply is complete when the sidecar first looks.</summary>
-    private sealed class LateAppChannel(TimeSpan late) : HttpMessageHandler
+    /// <summary>
+    /// A clock the test moves by hand whose timers have not fired yet: the deadline's callback is still waiting for a
+    /// thread when the reply is in hand, as on a starved thread pool.
+    /// </summary>
+    private sealed class LateTimerClock : TimeProvider
+    {
+        private long ticks = TimeProvider.System.GetTimestamp();
+
+        public override long TimestampFrequency => TimeProvider.System.TimestampFrequency;
+
+        public override long GetTimestamp() => Interlocked.Read(ref ticks);
+
+        public void Advance(TimeSpan by) => Interlocked.Add(ref ticks, (long)(by.TotalSeconds * TimestampFrequency));
+
+        public override ITimer CreateTimer(TimerCallback callback, object? state, TimeSpan dueTime, TimeSpan period) => new NotYet();
+
+        private sealed class NotYet : ITimer
+        {
+            public bool Change(TimeSpan dueTime, TimeSpan period) => true;
+
+            public void Dispose()
+            {
+            }
+
+            public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+        }
+    }
+
+    /// <summary>An app whose method calls answer 200 <paramref name="late"/> after they were sent (on its clock), at once: the reply is complete when the sidecar first looks.</summary>
+    private sealed class LateAppChannel(LateTimerClock clock, TimeSpan late) : HttpMessageHandler
     {
         private int methodCalls;
 
@@ -240,7 +271,7 @@ public sealed class ActorCallLateReplyTests
             }
 
             Interlocked.Increment(ref methodCalls);
-            Thread.Sleep(late);
+            clock.Advance(late);
             return Task.FromResult(new HttpResponseMessage(System.Net.HttpStatusCode.OK) { Content = new StringContent("{}") });
         }
     }
