@@ -20,17 +20,9 @@ public sealed class ActorCallTimeoutTests : SidecarTest
     // method end before the last attempt timed out, or make a repeat miss the app.
     private readonly FakeTimeProvider clock = new();
 
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = WithTestActorPolicy(new ActorCallPolicy(
-                MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30),
-                CallTimeout: Timeout));
-            options.TimeProvider = clock;
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(
+        new ActorCallPolicy(MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout),
+        clock);
 
     [Fact]
     public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
@@ -103,15 +95,7 @@ public sealed class ActorCallWithinTimeoutTests : SidecarTest
 
     private readonly FakeTimeProvider clock = new();
 
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout));
-            options.TimeProvider = clock;
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout), clock);
 
     [Fact]
     public async Task Call_within_the_timeout_is_answered_normally()
@@ -131,19 +115,32 @@ public sealed class ActorCallWithinTimeoutTests : SidecarTest
     }
 }
 
-/// <summary>Timed-out attempts are failures to the actor's circuit breaker.</summary>
+/// <summary>Timed-out attempts are failures to the actor's circuit breaker (deadlines on a clock the test moves, as above).</summary>
 public sealed class ActorCallTimeoutBreakerTests : SidecarTest
 {
+    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
+
+    private readonly FakeTimeProvider clock = new();
+
     protected override FakeSidecarOptions Options => WithTestActorPolicy(
         new ActorCallPolicy(
             MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
-            BreakerPerActorId: true, CallTimeout: TimeSpan.FromMilliseconds(300)));
+            BreakerPerActorId: true, CallTimeout: Timeout),
+        clock);
 
     [Fact]
     public async Task Three_timed_out_attempts_open_a_breaker_that_trips_at_three_failures()
     {
         var proxy = Proxy("slow");
-        await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(3000));
+        var call = proxy.SlowAsync(3000);
+        await WaitUntil(() => App.Probe.Inside("slow") == 1); // in the method, not only through the app's door
+        for (var arrived = 1; arrived <= 3; arrived++)
+        {
+            await WaitUntil(() => App.Arrivals["/actors/TestActor/slow/method/SlowAsync"] == arrived);
+            clock.Advance(Timeout);
+        }
+
+        await Assert.ThrowsAsync<DaprApiException>(() => call);
 
         var ex = await Assert.ThrowsAsync<DaprApiException>(() => proxy.SlowAsync(0));
         Assert.Equal("error invoke actor method: circuit breaker is open", ex.Message);
@@ -166,15 +163,7 @@ public sealed class ReminderDeliveryTimeoutTests : SidecarTest
 
     private readonly FakeTimeProvider clock = new();
 
-    protected override FakeSidecarOptions Options
-    {
-        get
-        {
-            var options = WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout));
-            options.TimeProvider = clock;
-            return options;
-        }
-    }
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout), clock);
 
     // The deadline is on the sidecar's clock, moved past it only once the callback is inside: a real 1.5 s could pass
     // before a loaded machine brought the delivery to the callback (its first reminder delivery JITs the SDK's path).

@@ -16,10 +16,13 @@ public abstract class SidecarTest : IAsyncLifetime
     /// <summary>A proxy to the test app's <c>TestActor</c> with this id.</summary>
     protected ITestActor Proxy(string id) => App.ProxyFactory.CreateActorProxy<ITestActor>(new Dapr.Actors.ActorId(id), "TestActor");
 
-    /// <summary>Options whose sidecar puts <paramref name="policy"/> around calls to <c>TestActor</c>, as resiliency.yaml has daprd do.</summary>
-    protected static FakeSidecarOptions WithTestActorPolicy(ActorCallPolicy policy)
+    /// <summary>
+    /// Options whose sidecar puts <paramref name="policy"/> around calls to <c>TestActor</c>, as resiliency.yaml has daprd
+    /// do, on <paramref name="clock"/> when given (the test then moves the deadlines).
+    /// </summary>
+    protected static FakeSidecarOptions WithTestActorPolicy(ActorCallPolicy policy, TimeProvider? clock = null)
     {
-        var options = new FakeSidecarOptions();
+        var options = new FakeSidecarOptions { TimeProvider = clock ?? TimeProvider.System };
         options.ActorCallPolicies["TestActor"] = policy;
         return options;
     }
