@@ -544,7 +544,10 @@ public sealed partial class HandoffEngineTests
         /// <summary>When set, a launch is answered only once this task completes (after <see cref="OnLaunch"/>).</summary>
         public Task? Hold { get; set; }
 
-        /// <summary>When set, a launch waits (up to 10 s) until this many are in flight together.</summary>
+        /// <summary>
+        /// When set, a launch waits until this many are in flight together, up to 30 s: a bound for launches made one at a
+        /// time, which a loaded machine starting parallel ones late does not reach.
+        /// </summary>
         public int? HoldUntilInFlight { get; set; }
 
         private readonly TaskCompletionSource allInFlight = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -568,7 +571,7 @@ public sealed partial class HandoffEngineTests
                     allInFlight.TrySetResult();
                 }
 
-                await Task.WhenAny(allInFlight.Task, Task.Delay(TimeSpan.FromSeconds(10), cancellationToken));
+                await Task.WhenAny(allInFlight.Task, Task.Delay(TimeSpan.FromSeconds(30), cancellationToken));
             }
 
             if (Hold is { } hold)
