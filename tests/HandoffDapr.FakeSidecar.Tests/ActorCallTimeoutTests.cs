@@ -4,25 +4,51 @@ using Microsoft.Extensions.Time.Testing;
 namespace HandoffDapr.FakeSidecar.Tests;
 
 /// <summary>
+/// A sidecar whose actor-call deadlines are on a clock the test moves: with real ones a loaded machine could let a slow
+/// method end before the last attempt timed out, make a repeat miss the app, or time out a quick call.
+/// </summary>
+public abstract class ActorCallClockTest : SidecarTest
+{
+    protected FakeTimeProvider Clock { get; } = new();
+
+    /// <summary>
+    /// The policy around calls to <c>TestActor</c>; its <see cref="ActorCallPolicy.CallTimeout"/> runs on
+    /// <see cref="Clock"/>.
+    /// </summary>
+    protected abstract ActorCallPolicy Policy { get; }
+
+    protected override FakeSidecarOptions Options => WithTestActorPolicy(Policy, Clock);
+
+    /// <summary>
+    /// Moves the clock to the deadline as each attempt from the <paramref name="first"/> to the <paramref name="last"/>
+    /// reaches the app (counted over <paramref name="paths"/>). The fake sends an actor id's attempts one at a time, in
+    /// its turn, with the deadline started before the request: the attempt that arrived last is the one it times out.
+    /// An arrival is counted before the SDK dispatches it: wait for the first attempt to be inside the method first.
+    /// </summary>
+    protected async Task TimeOutEachAttemptAsync(int first, int last, params string[] paths)
+    {
+        for (var arrived = first; arrived <= last; arrived++)
+        {
+            await WaitUntil(() => paths.Sum(path => App.Arrivals[path]) == arrived);
+            Clock.Advance(Policy.CallTimeout);
+        }
+    }
+}
+
+/// <summary>
 /// daprd's actor-call <c>timeout</c> (post-lock policy, transport/http/http.go Invoke): an attempt that outlasts it is given
 /// up on, its turn released, the breaker told, and the retry sends the call again while the first still runs in the app.
 /// The app's Dapr.Actors 1.19 has a per-actor turn lock of its own (ActorManager.DispatchInternalAsync takes
 /// ActorTurnLock with the request's RequestAborted), so a repeat that reaches the app waits there for the first turn,
 /// and is dropped when daprd gives up on it too.
 /// </summary>
-public sealed class ActorCallTimeoutTests : SidecarTest
+public sealed class ActorCallTimeoutTests : ActorCallClockTest
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
-
     private const string DeadlineExceeded = "error invoke actor method: context deadline exceeded";
 
-    // The deadlines are on the sidecar's clock, moved by the test: with real ones a loaded machine could let the slow
-    // method end before the last attempt timed out, or make a repeat miss the app.
-    private readonly FakeTimeProvider clock = new();
-
-    protected override FakeSidecarOptions Options => WithTestActorPolicy(
-        new ActorCallPolicy(MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30), CallTimeout: Timeout),
-        clock);
+    protected override ActorCallPolicy Policy => new(
+        MaxRetries: 2, BreakerConsecutiveFailures: 10, BreakerTimeout: TimeSpan.FromSeconds(30),
+        CallTimeout: TimeSpan.FromMilliseconds(300));
 
     [Fact]
     public async Task Slow_call_is_sent_again_while_the_first_attempt_still_runs_and_fails_with_context_deadline_exceeded()
@@ -68,34 +94,15 @@ public sealed class ActorCallTimeoutTests : SidecarTest
 
     private IEnumerable<string?> ErrorsOf(string id) =>
         Sidecar.ActorCallAttempts.Where(attempt => attempt.ActorId == id).Select(attempt => attempt.Error);
-
-    /// <summary>
-    /// Moves the clock to the deadline as each attempt from the <paramref name="first"/> to the <paramref name="last"/>
-    /// reaches the app (counted over <paramref name="paths"/>). The fake sends an actor id's attempts one at a time, in
-    /// its turn, with the deadline started before the request: the attempt that arrived last is the one it times out.
-    /// An arrival is counted before the SDK dispatches it: wait for the first attempt to be inside the method first.
-    /// </summary>
-    private async Task TimeOutEachAttemptAsync(int first, int last, params string[] paths)
-    {
-        for (var arrived = first; arrived <= last; arrived++)
-        {
-            await WaitUntil(() => paths.Sum(path => App.Arrivals[path]) == arrived);
-            clock.Advance(Timeout);
-        }
-    }
 }
 
 /// <summary>
 /// A call answered within the timeout. The deadline is on the sidecar's clock, which moves only when the test moves it
 /// to just short of the deadline while the call is out: on a loaded machine a quick call can outlast a real 300 ms.
 /// </summary>
-public sealed class ActorCallWithinTimeoutTests : SidecarTest
+public sealed class ActorCallWithinTimeoutTests : ActorCallClockTest
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
-
-    private readonly FakeTimeProvider clock = new();
-
-    protected override FakeSidecarOptions Options => WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout), clock);
+    protected override ActorCallPolicy Policy => new(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(300));
 
     [Fact]
     public async Task Call_within_the_timeout_is_answered_normally()
@@ -103,12 +110,12 @@ public sealed class ActorCallWithinTimeoutTests : SidecarTest
         // AddAsync reads its count from the sidecar while the call is out: the clock moves then.
         Sidecar.BeforeActorStateRead = _ =>
         {
-            clock.Advance(Timeout - TimeSpan.FromMilliseconds(1));
+            Clock.Advance(Policy.CallTimeout - TimeSpan.FromMilliseconds(1));
             return Task.CompletedTask;
         };
 
         Assert.Equal(1, await Proxy("quick").AddAsync(1));
-        Assert.Equal(TimeSpan.FromMilliseconds(299), clock.GetUtcNow() - clock.Start); // the read came during the call
+        Assert.Equal(TimeSpan.FromMilliseconds(299), Clock.GetUtcNow() - Clock.Start); // the read came during the call
         Assert.Equal([null], Sidecar.ActorCallAttempts.Select(attempt => attempt.Error));
         Assert.Equal(0, Sidecar.ActorCallTimeouts);
         Assert.Equal(1, App.Arrivals["/actors/TestActor/quick/method/AddAsync"]);
@@ -116,17 +123,11 @@ public sealed class ActorCallWithinTimeoutTests : SidecarTest
 }
 
 /// <summary>Timed-out attempts are failures to the actor's circuit breaker (deadlines on a clock the test moves, as above).</summary>
-public sealed class ActorCallTimeoutBreakerTests : SidecarTest
+public sealed class ActorCallTimeoutBreakerTests : ActorCallClockTest
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(300);
-
-    private readonly FakeTimeProvider clock = new();
-
-    protected override FakeSidecarOptions Options => WithTestActorPolicy(
-        new ActorCallPolicy(
-            MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
-            BreakerPerActorId: true, CallTimeout: Timeout),
-        clock);
+    protected override ActorCallPolicy Policy => new(
+        MaxRetries: 2, BreakerConsecutiveFailures: 3, BreakerTimeout: TimeSpan.FromSeconds(30),
+        BreakerPerActorId: true, CallTimeout: TimeSpan.FromMilliseconds(300));
 
     [Fact]
     public async Task Three_timed_out_attempts_open_a_breaker_that_trips_at_three_failures()
@@ -134,11 +135,7 @@ public sealed class ActorCallTimeoutBreakerTests : SidecarTest
         var proxy = Proxy("slow");
         var call = proxy.SlowAsync(3000);
         await WaitUntil(() => App.Probe.Inside("slow") == 1); // in the method, not only through the app's door
-        for (var arrived = 1; arrived <= 3; arrived++)
-        {
-            await WaitUntil(() => App.Arrivals["/actors/TestActor/slow/method/SlowAsync"] == arrived);
-            clock.Advance(Timeout);
-        }
+        await TimeOutEachAttemptAsync(1, 3, "/actors/TestActor/slow/method/SlowAsync");
 
         await Assert.ThrowsAsync<DaprApiException>(() => call);
 
@@ -157,13 +154,9 @@ public sealed class ActorCallTimeoutBreakerTests : SidecarTest
 /// callReminder once for a type with a policy): a delivery past the timeout is a FAILED firing, which the Scheduler fires
 /// again 1 s later, while the app's callback may still run.
 /// </summary>
-public sealed class ReminderDeliveryTimeoutTests : SidecarTest
+public sealed class ReminderDeliveryTimeoutTests : ActorCallClockTest
 {
-    private static readonly TimeSpan Timeout = TimeSpan.FromMilliseconds(1500);
-
-    private readonly FakeTimeProvider clock = new();
-
-    protected override FakeSidecarOptions Options => WithTestActorPolicy(new ActorCallPolicy(MaxRetries: 2, CallTimeout: Timeout), clock);
+    protected override ActorCallPolicy Policy => new(MaxRetries: 2, CallTimeout: TimeSpan.FromMilliseconds(1500));
 
     // The deadline is on the sidecar's clock, moved past it only once the callback is inside: a real 1.5 s could pass
     // before a loaded machine brought the delivery to the callback (its first reminder delivery JITs the SDK's path).
@@ -175,7 +168,7 @@ public sealed class ReminderDeliveryTimeoutTests : SidecarTest
 
         var firing = Sidecar.FireReminderAsync("TestActor", "r", "once");
         await WaitUntil(() => App.Probe.Inside("r") == 1);
-        clock.Advance(Timeout);
+        Clock.Advance(Policy.CallTimeout);
         using var fired = await firing;
 
         Assert.Equal(System.Net.HttpStatusCode.InternalServerError, fired.StatusCode);
