@@ -178,7 +178,10 @@ public sealed class CopilotAgentTasksProvider(
     }
 
     /// <summary>A pull request's URL as its link, or empty (no link, for good) when it is not https.</summary>
-    private static string LinkOrNone(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) ? url : string.Empty;
+    private static string LinkOrNone(string url) => IsHttps(url) ? url : string.Empty;
+
+    /// <summary>Whether a URL GitHub gave may be shown as a link: only https ones are.</summary>
+    private static bool IsHttps(string url) => url.StartsWith("https://", StringComparison.OrdinalIgnoreCase);
 
     private static long? PullRequestId(JsonElement artifacts) =>
         PullRequestArtifacts(artifacts).Select(data => JsonElements.Int64(data, "id")).FirstOrDefault(id => id > 0);
@@ -531,7 +534,7 @@ public sealed class CopilotAgentTasksProvider(
         foreach (var data in PullRequestArtifacts(task.TryGetProperty("artifacts", out var artifacts) ? artifacts : default))
         {
             if ((JsonElements.String(data, "html_url") ?? JsonElements.String(data, "url")) is { } url
-                && url.StartsWith("https://", StringComparison.OrdinalIgnoreCase) && IsPullRequestPage(url))
+                && IsHttps(url) && IsPullRequestPage(url))
             {
                 return url;
             }
