@@ -12,6 +12,7 @@ namespace HandoffDapr.Service.Tests.Security;
 public sealed class BadInputCorpusTests : IDisposable
 {
     private const string WebhookSecret = "corpus-webhook-secret-0123456789abcdef";
+    private const string WebhookPath = "/webhooks/cursor/42?run_id=78";
     private readonly TempDirectory temp = new();
     private readonly FakeCursor cursor = new();
     private readonly EmbeddedServiceFactory factory;
@@ -47,7 +48,7 @@ public sealed class BadInputCorpusTests : IDisposable
 
             var response = await client.SendAsync(request);
             var status = (int)response.StatusCode;
-            if (path.StartsWith("/webhooks/cursor/42?run_id=78", StringComparison.Ordinal))
+            if (path == WebhookPath)
             {
                 webhookStatuses.Add((signed, status));
             }
@@ -88,7 +89,7 @@ public sealed class BadInputCorpusTests : IDisposable
         {
             ("/runs/77/handoff", trigger, false),
             ("/events/autofix-run-completed", run, false),
-            ("/webhooks/cursor/42?run_id=78", webhook, true),
+            (WebhookPath, webhook, true),
         })
         {
             var n = 0;
