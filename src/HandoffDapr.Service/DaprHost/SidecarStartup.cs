@@ -12,12 +12,14 @@ public sealed partial class SidecarStartup(
     DaprClient dapr,
     IOptions<HandoffOptions> options,
     IHostApplicationLifetime lifetime,
+    TimeProvider timeProvider,
     ILogger<SidecarStartup> logger) : BackgroundService
 {
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-        timeout.CancelAfter(options.Value.Dapr.SidecarWaitTimeout);
+        // On the app's clock, as every other wait: a test can hold the wait open or run it out without waiting in real time.
+        using var waitEnded = new CancellationTokenSource(options.Value.Dapr.SidecarWaitTimeout, timeProvider);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken, waitEnded.Token);
         try
         {
             await dapr.WaitForSidecarAsync(timeout.Token);
