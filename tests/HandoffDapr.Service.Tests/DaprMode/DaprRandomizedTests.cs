@@ -64,10 +64,15 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
         public HttpClient Client() => AppInstance.CreateClient();
 
-        public void Start()
+        /// <summary>
+        /// Returns once the app has found its sidecar: its start-up wait runs on the test's clock, which the next step
+        /// may move past the wait's end (seed 2289's first step moves it nine minutes), stopping an app still waiting.
+        /// </summary>
+        public async Task StartAsync()
         {
             AppInstance = new App(Sidecar, Time, Settings);
             Sidecar.AppChannel = AppInstance.Server.CreateHandler();
+            await DaprServiceFactory.StartUpEndedAsync(AppInstance.Services);
         }
 
         public async ValueTask DisposeAsync()
@@ -128,7 +133,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 ["Handoff:RateLimits:WebhooksPerIntegrationPerMinute"] = "100000",
             },
         };
-        w.Start();
+        await w.StartAsync();
         long[] runs = [seed * 100 + 1, seed * 100 + 2, seed * 100 + 3];
         w.Runs = runs;
 
@@ -392,7 +397,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var old = w.AppInstance;
         w.Old.Add(old);
         var graceful = rng.NextDouble() < 0.5;
-        w.Start(); // the new instance takes the sidecar's app channel: actors are now hosted by it
+        await w.StartAsync(); // the new instance takes the sidecar's app channel: actors are now hosted by it
         if (graceful)
         {
             // A rolling update: the old instance stops (no grace: calls unanswered are recorded outcome_unknown).

@@ -116,14 +116,31 @@ public sealed class DaprServiceFactory : WebApplicationFactory<Program>
     /// </summary>
     private async Task StartUpEndedAsync()
     {
-        var startUp = Services.GetServices<IHostedService>().OfType<SidecarStartup>().Single().ExecuteTask ?? Task.CompletedTask;
+        try
+        {
+            await StartUpEndedAsync(Services);
+        }
+        catch (TimeoutException)
+        {
+            await DisposeAsync();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Waits for a started Dapr-mode app's start-up wait for its sidecar to end (see the instance method). The wait runs
+    /// on the app's clock: a test that moves that clock before the wait has ended may run it out, and the app stops as
+    /// if no sidecar had come.
+    /// </summary>
+    public static async Task StartUpEndedAsync(IServiceProvider services)
+    {
+        var startUp = services.GetServices<IHostedService>().OfType<SidecarStartup>().Single().ExecuteTask ?? Task.CompletedTask;
         try
         {
             await startUp.WaitAsync(TimeSpan.FromSeconds(30));
         }
         catch (TimeoutException)
         {
-            await DisposeAsync();
             throw new TimeoutException("The app's start-up wait for its sidecar did not end within 30 s.");
         }
     }
