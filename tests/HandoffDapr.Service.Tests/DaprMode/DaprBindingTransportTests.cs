@@ -90,10 +90,8 @@ public sealed class DaprBindingTransportTests
     {
         // Port 9 (discard) has no listener on loopback: the connection is refused.
         using var dapr = new DaprClientBuilder().UseGrpcEndpoint("http://127.0.0.1:9").Build();
-        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
-        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
-            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+        var failure = await LaunchFailureAsync(dapr);
 
         Assert.False(failure.RequestSent);
         Assert.Equal(TransportFailureKind.Network, failure.Kind);
@@ -104,10 +102,8 @@ public sealed class DaprBindingTransportTests
     {
         var handler = new ReceivesThenConnectionBreaks();
         using var dapr = ClientOver(handler);
-        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
-        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
-            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray()), CancellationToken.None));
+        var failure = await LaunchFailureAsync(dapr, "{\"prompt\":{\"text\":\"fix\"}}"u8.ToArray());
 
         Assert.True(handler.BytesReceived > 0);
         Assert.True(failure.RequestSent);
@@ -121,10 +117,8 @@ public sealed class DaprBindingTransportTests
         // over a handler of its own, a failed connect is the handler's HttpRequestException (ConnectionError).
         var handler = new RefusesTheConnection();
         using var dapr = ClientOver(handler);
-        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
-        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
-            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+        var failure = await LaunchFailureAsync(dapr);
 
         Assert.True(handler.Called);
         Assert.Equal((TransportFailureKind.Network, false), (failure.Kind, failure.RequestSent));
@@ -182,10 +176,8 @@ public sealed class DaprBindingTransportTests
     {
         // An answer daprd gave without the binding's statusCode cannot say what the provider did with the launch.
         using var dapr = ClientOver(new AnswersWithoutMetadata());
-        var transport = new DaprBindingTransport(dapr, "coding-agent-cursor");
 
-        var failure = await Assert.ThrowsAsync<ProviderTransportException>(() =>
-            transport.SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", "{}"u8.ToArray()), CancellationToken.None));
+        var failure = await LaunchFailureAsync(dapr);
 
         Assert.Equal(TransportFailureKind.Network, failure.Kind);
         Assert.True(failure.RequestSent);
@@ -209,6 +201,11 @@ public sealed class DaprBindingTransportTests
         Assert.NotNull(thrown);
         Assert.IsNotType<ProviderTransportException>(thrown);
     }
+
+    /// <summary>The transport failure a launch through the Cursor binding ends in, over <paramref name="dapr"/>.</summary>
+    private static Task<ProviderTransportException> LaunchFailureAsync(DaprClient dapr, byte[]? body = null) =>
+        Assert.ThrowsAsync<ProviderTransportException>(() => new DaprBindingTransport(dapr, "coding-agent-cursor")
+            .SendAsync(new ProviderRequest(HttpMethod.Post, "v0/agents", body ?? "{}"u8.ToArray()), CancellationToken.None));
 
     /// <summary>A client whose gRPC calls <paramref name="handler"/> answers in place of a sidecar (the endpoint is never dialled).</summary>
     private static DaprClient ClientOver(HttpMessageHandler handler) => new DaprClientBuilder()
