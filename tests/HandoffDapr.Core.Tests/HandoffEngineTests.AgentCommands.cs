@@ -124,7 +124,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Follow_up_to_an_agent_shown_running_is_still_awaited_after_a_poll_whose_read_of_it_failed()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
         var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
 
@@ -151,7 +151,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task Follow_up_to_an_agent_at_work_is_still_awaited_after_a_read_at_work_when_a_late_webhook_tells_of_an_earlier_end()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         var state = await WakeWhenDueAsync(writer.Saved.Last());
         Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
 

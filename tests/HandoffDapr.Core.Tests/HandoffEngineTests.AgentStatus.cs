@@ -161,7 +161,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_poll_that_read_an_agent_at_work_before_its_follow_up_does_not_end_the_follow_ups_wait_for_its_pull_request()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         time.Advance(TimeSpan.FromMinutes(1));
         var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
         // The poll reads the agent at work; its answers are recorded late, after its lease ran out with no wake-up.
@@ -627,7 +627,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_poll_report_with_the_pull_request_is_applied_even_if_a_webhook_finished_the_agent_without_one_while_the_poll_was_out()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
         var woken = await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None);
         // The poll reads the agent finished with its pull request; its reports are not recorded yet.
@@ -881,9 +881,139 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_without_the_pull_request_the_agent_was_asked_for_is_read_at_once_and_the_read_carries_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        Assert.True(launched.Launches.Single().AutoCreatePr);
+
+        // Cursor's webhooks can leave target.prUrl out: the end is not taken from this one.
+        var applied = await engine.ApplyAgentReportAsync(
+            launched, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, Summary: "Fixed the pool")), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        var held = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Running, held.CodingAgents["bc-1"].Status);
+        Assert.Empty(held.CodingAgents["bc-1"].Results);
+        Assert.Equal(time.GetUtcNow(), held.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/7";
+        var state = await WakeWhenDueAsync(held);
+        Assert.Equal(1, provider.Reads);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/7", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_read_that_confirms_a_webhook_finish_without_a_pull_request_completes_the_agent_without_one()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+
+        // The read's answer stands: the agent finished without a pull request, and is not read again.
+        Assert.Equal(1, provider.Reads);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_with_the_pull_request_asked_for_is_taken_at_once()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/8")), writer);
+
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_a_pull_request_of_an_agent_not_asked_for_one_is_taken_at_once()
+    {
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
+
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_with_a_pull_request_of_another_repository_is_read_at_once_too()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/web/pull/8")), writer);
+
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Equal(time.GetUtcNow(), writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_delivered_again_while_its_read_is_due_saves_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var finished = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        var saves = writer.Saved.Count;
+
+        var again = await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+
+        Assert.Equal(AgentReportStatus.Unchanged, again);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_while_a_poll_is_out_has_the_agent_read_again_after_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        // The poll out reads the agent finished, its pull request not there yet; meanwhile the webhook says so too.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // The read brought forward owns the schedule: the older poll's end without a pull request does not end the agent.
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/9";
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal("https://github.com/acme/shop/pull/9", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(2, provider.Reads);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_from_an_agent_on_an_exhausted_launchs_branch_is_adopted_at_work_and_read()
+    {
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+
+        var adopted = await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Finished, BranchName: branch), "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, adopted);
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-lost"].Status);
+        Assert.Equal(time.GetUtcNow(), state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/10";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal("https://github.com/acme/shop/pull/10", state.CodingAgents["bc-lost"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task A_poll_report_of_an_agent_ended_while_the_poll_was_out_is_applied_though_other_agents_are_still_read()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);
         var agents = writer.Saved.Last().Launches.ToDictionary(launch => launch.Repository, launch => launch.AgentId!);
         time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
         var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;

@@ -152,7 +152,7 @@ public sealed partial class HandoffEngineTests
     {
         var logger = new FakeLogger<HandoffEngine>();
         var logged = LoggingTo(logger);
-        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        await logged.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop", "acme/web"), writer, CancellationToken.None);
         var agents = writer.Saved.Last().Launches.ToDictionary(launch => launch.Repository, launch => launch.AgentId!);
         logger.Collector.Clear();
 
@@ -208,7 +208,7 @@ public sealed partial class HandoffEngineTests
     {
         var logger = new FakeLogger<HandoffEngine>();
         var logged = LoggingTo(logger);
-        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await logged.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         await logged.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
         await logged.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Open the pull request"), new EngineRoundTrips.Recorder(logged, writer), CancellationToken.None);
         logger.Collector.Clear();
@@ -488,7 +488,7 @@ public sealed partial class HandoffEngineTests
     [Fact]
     public async Task A_pull_request_learnt_for_an_agent_already_completed_counts_no_second_entry_into_completed()
     {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
         using var counted = new CountedMeasurements();
         await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
         Assert.Equal(1, counted["handoff.agents.status_changes", "handoff.status", "completed"]);

@@ -439,7 +439,12 @@ public sealed partial class HandoffEngineTests
         Artifacts: new RunArtifacts(new RootCauseArtifact("x")),
         Preferences: new HandoffPreferences(repositories.Select(r => (RepositoryPreference?)new RepositoryPreference("github", r.Split('/')[0], r.Split('/')[1])).ToList())));
 
-    /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
+    /// <summary>
+    /// A trigger whose agents are not asked to open a pull request: a webhook's finish without one is then taken as it
+    /// comes (one asked to open a pull request is read first, to confirm it).
+    /// </summary>
+    private static HandoffTrigger TriggerWithoutPullRequest(params string[] repositories) => Trigger(repositories) with { AutoCreatePr = false };
+
     /// <summary>Moves the clock to the run's next wake-up, and wakes it: the poll or round then due is made and recorded.</summary>
     private async Task<RunHandoffState> WakeWhenDueAsync(RunHandoffState state)
     {
@@ -447,6 +452,7 @@ public sealed partial class HandoffEngineTests
         return await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
     }
 
+    /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
     private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
     {
         var holding = new HoldingRecorder();

@@ -339,9 +339,11 @@ public sealed partial class HandoffEngine
             var now = timeProvider.GetUtcNow();
             var adoptedCount = new TurnMeasurements();
             adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id, FoundByWebhook));
-            var adopted = WithAgentOf(state, orphaned, report, now, adoptedCount)
+            var confirmAdopted = IsFinishToConfirm(report, orphaned, agent: null);
+            var adopted = WithAgentOf(state, orphaned, confirmAdopted ? AtWork(report) : report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
-            await writer.SaveAsync(PollingIfActive(adopted, now), CancellationToken.None);
+            adopted = confirmAdopted ? ReadingSoon(adopted, report.Id, orphaned.Repository, now, adoptedCount) : PollingIfActive(adopted, now);
+            await writer.SaveAsync(adopted, CancellationToken.None);
             adoptedCount.Publish();
             return AgentReportStatus.Changed;
         }
@@ -359,7 +361,13 @@ public sealed partial class HandoffEngine
             return AgentReportStatus.OtherRepository;
         }
 
-        var updated = ApplyAgentReport(state, report, counted);
+        var confirm = IsFinishToConfirm(report, state.LaunchOfAgent(report.Id)!, state.CodingAgents[report.Id]);
+        var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
+        if (confirm)
+        {
+            updated = ReadingSoon(updated, report.Id, state.LaunchOfAgent(report.Id)!.Repository, timeProvider.GetUtcNow(), counted);
+        }
+
         if (ReferenceEquals(updated, state))
         {
             // Nothing to save: what the report's reading logged goes out now (nothing was counted).
@@ -370,6 +378,36 @@ public sealed partial class HandoffEngine
         await writer.SaveAsync(WithoutIdlePoll(updated), CancellationToken.None);
         counted.Publish();
         return AgentReportStatus.Changed;
+    }
+
+    /// <summary>
+    /// A webhook saying an agent asked to open a pull request finished, without one of its repository: Cursor's webhooks can
+    /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
+    /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
+    /// once (<see cref="ReadingSoon"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
+    /// webhook adopts: a read already confirms a failed one's finish (it is watched), and a final one is not reopened.
+    /// </summary>
+    private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
+        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
+        && !(WebLinkOrNull(report.PrUrl) is { } link && RepositoryName.TryParse(launch.Repository, out var repository)
+            && repository.Value.PullRequestLinkedBy(link) is not null);
+
+    /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
+    private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
+
+    /// <summary>
+    /// The next poll brought forward to now, for the read that confirms a held-back end. One already due is left alone (a
+    /// webhook delivered again changes nothing); one under way is overtaken, as a follow-up's is, and is made again.
+    /// </summary>
+    private RunHandoffState ReadingSoon(RunHandoffState state, string agentId, string repository, DateTimeOffset now, TurnMeasurements counted)
+    {
+        if (state.Poll is { } poll && poll.NextPollAt <= now)
+        {
+            return state;
+        }
+
+        counted.Log(() => LogFinishToConfirm(state.RunId, agentId, repository));
+        return state with { Poll = (state.Poll ?? new PollSchedule(now, 0)) with { NextPollAt = now, QuietPolls = 0 } };
     }
 
     /// <summary>These agents taken off one of the schedule's lists; null once none is left, as the schedule stores "none".</summary>

@@ -127,6 +127,10 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: a {Source} report about agent {AgentId} names the repository {ReportedRepository}, not {Repository} it was launched on; not applied")]
     private partial void LogReportOfAnotherRepository(long runId, string source, string agentId, string reportedRepository, string repository);
 
+    [LoggerMessage(EventId = 1031, EventName = "AgentFinishToConfirm", Level = LogLevel.Information,
+        Message = "Run {RunId}: agent {AgentId} for {Repository} reported finished by webhook without its pull request; read now to confirm")]
+    private partial void LogFinishToConfirm(long runId, string agentId, string repository);
+
     [LoggerMessage(EventId = 1020, EventName = "PullRequestOfAnotherRepository", Level = LogLevel.Warning,
         Message = "Run {RunId}: agent {AgentId} reported a pull request that is not one of {Repository}; not recorded as its pull request")]
     private partial void LogPullRequestOfAnotherRepository(long runId, string agentId, string repository);

@@ -218,6 +218,35 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Finished_webhook_without_the_pull_request_asked_for_brings_the_reminder_forward_and_its_read_carries_it()
+    {
+        // The sidecar's reminders on the test's clock, so that which are due now can be told.
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, sidecarTime: time,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        var agentId = await Launch(factory.CreateSidecarClient(), 302);
+        Assert.Empty(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()));
+        // Cursor's webhooks can leave target.prUrl out: the end is confirmed by a read, made at once.
+        var body = new JsonObject
+        {
+            ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
+            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
+        }.ToJsonString();
+
+        var response = await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=302", body, Secret));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("running", factory.Sidecar.GetActorState(Actor, "302", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString());
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/12");
+        var fired = Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()));
+        Assert.Equal(("302", HandoffRunActor.WakeReminder), (fired.Reminder.ActorId, fired.Reminder.Name));
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "302", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString() == "completed");
+        var agent = factory.Sidecar.GetActorState(Actor, "302", "coding_agents")!.Value.GetProperty(agentId);
+        Assert.Equal("https://github.com/acme/shop/pull/12", agent.GetProperty("results")[0].GetProperty("pr_url").GetString());
+        Assert.Equal($"/v0/agents/{agentId}", factory.Sidecar.BindingInvocations.Last().Metadata["path"]);
+    }
+
+    [Fact]
     public async Task Followup_whose_actor_turn_daprd_retries_after_its_state_was_saved_is_recorded_once()
     {
         // daprd as components/resiliency.yaml configures it: a failed actor call is made again.
@@ -225,8 +254,9 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
             cursor.Url, time: time, copilotUrl: github.Url, actorResiliency: true,
             settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
         var client = factory.CreateSidecarClient();
-        var agentId = await Launch(client, 330);
-        // Finished without a pull request: nothing is polled, so the follow-up's turn registers the run's reminder again.
+        var agentId = await Launch(client, 330, autoCreatePr: false);
+        // Finished without a pull request, not asked for one: nothing is polled, so the follow-up's turn registers the run's
+        // reminder again.
         var body = new JsonObject
         {
             ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
@@ -633,9 +663,11 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         return DaprServiceFactory.StartAsync(cursor.Url, appApiToken, time, all, github.Url);
     }
 
-    private static async Task<string> Launch(HttpClient client, long runId)
+    private static async Task<string> Launch(HttpClient client, long runId, bool autoCreatePr = true)
     {
-        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
+        var trigger = Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false));
+        trigger["auto_create_pr"] = autoCreatePr;
+        var response = await client.PostJsonAsync($"/runs/{runId}/handoff", trigger);
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
         return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
     }

@@ -334,7 +334,7 @@ public sealed class StatusTrackingTests : IDisposable
     {
         var agentId = await Launch(420, launched);
 
-        var response = await SignedWebhook(420, StatusChange(agentId, "FINISHED", repository: repository));
+        var response = await SignedWebhook(420, StatusChange(agentId, "FINISHED", prUrl: $"https://github.com/{launched}/pull/1", repository: repository));
 
         Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
         Assert.Equal(applied ? "completed" : "pending", (await Agent(420, agentId))["status"]!.GetValue<string>());
@@ -439,11 +439,40 @@ public sealed class StatusTrackingTests : IDisposable
         var response = await SignedWebhook(434, StatusChange(agentId, "FINISHED", prUrl: "https://github.com/evil/other/pull/1"));
 
         Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
-        // The report names the launch's repository: the agent finished, but the pull request it names is not one of it.
+        // The report names the launch's repository, but the pull request it names is not one of it: as a finish without
+        // the pull request the agent was asked for, it is confirmed by a read, made at once.
+        Assert.Equal("running", (await Agent(434, agentId))["status"]!.GetValue<string>());
+        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/evil/other/pull/1");
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
         var agent = await Agent(434, agentId);
+        Assert.Equal(1, cursor.GetRequests(agentId));
         Assert.Equal("completed", agent["status"]!.GetValue<string>());
         Assert.Null(Assert.Single(agent["results"]!.AsArray())!["pr_url"]?.GetValue<string>());
-        Assert.Contains(logs.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
+    }
+
+    [Fact]
+    public async Task Finished_webhook_without_the_pull_request_the_agent_was_asked_for_is_confirmed_by_a_read_that_carries_it()
+    {
+        // Cursor's webhooks can leave target.prUrl out; an agent completed without one would not be read again.
+        var agentId = await Launch(437);
+
+        var response = await SignedWebhook(437, StatusChange(agentId, "FINISHED"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("running", (await Agent(437, agentId))["status"]!.GetValue<string>());
+        Assert.Equal(time.GetUtcNow(), await factory.Store.GetWakeupAsync(437, CancellationToken.None));
+        var logged = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentFinishToConfirm");
+        Assert.Equal($"Run 437: agent {agentId} for acme/shop reported finished by webhook without its pull request; read now to confirm", logged.Message);
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/37");
+
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+
+        var agent = await Agent(437, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/37", Assert.Single(agent["results"]!.AsArray())!["pr_url"]!.GetValue<string>());
+        Assert.Null(await factory.Store.GetWakeupAsync(437, CancellationToken.None));
     }
 
     [Fact]
@@ -679,8 +708,9 @@ public sealed class StatusTrackingTests : IDisposable
 
         Assert.Equal(HttpStatusCode.NoContent, (await SignedWebhook(901, body.ToJsonString())).StatusCode);
 
+        // Its pull request no link, the finish waits for a read to confirm it; the report is applied all the same.
         var agent = await Agent(901, agentId);
-        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("running", agent["status"]!.GetValue<string>());
         Assert.DoesNotContain("javascript:", agent.ToJsonString(), StringComparison.OrdinalIgnoreCase);
     }
 
