@@ -439,12 +439,12 @@ public sealed class CopilotLookupTests
     }
 
     [Theory]
+    [InlineData("queued")]
     [InlineData("in_progress")]
-    [InlineData("failed")]
-    public async Task Pull_request_of_a_task_not_finished_is_not_looked_up(string state)
+    [InlineData("waiting_for_user")]
+    public async Task Pull_request_of_a_task_at_work_is_not_looked_up(string state)
     {
-        // Only a finished task's pull request costs a call: one at work would be looked up at every poll, and a lookup
-        // that failed would fail its read.
+        // Only an ended task's pull request costs a call: one at work would be looked up at every poll.
         var transport = TaskWithPullRequestEight(state, """{"id":4001,"global_id":"PR_kwDO1"}""");
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
 
@@ -453,6 +453,46 @@ public sealed class CopilotLookupTests
         Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
         Assert.Null(read.Value!.PrUrl);
         Assert.Equal(["agents/tasks/task-1"], transport.Paths);
+    }
+
+    [Theory]
+    [InlineData("failed", ProviderAgentStatus.Error, true)]
+    [InlineData("timed_out", ProviderAgentStatus.Expired, true)]
+    [InlineData("cancelled", ProviderAgentStatus.Stopped, false)]
+    public async Task Pull_request_of_a_task_that_failed_is_looked_up_as_a_finished_tasks_is(string state, ProviderAgentStatus status, bool withGlobalId)
+    {
+        // Copilot opens its pull request as it starts work: a task that then failed still has it, and a failed agent
+        // keeps it (for the person deciding whether to launch again).
+        var transport = TaskWithPullRequestEight(state, withGlobalId ? """{"id":4001,"global_id":"PR_kwDO1"}""" : """{"id":4001}""");
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(read.IsSuccess, $"failed: {read.Failure?.FailureType}");
+        Assert.Equal((status, "https://github.com/acme/shop/pull/8"), (read.Value!.Status, read.Value.PrUrl));
+        Assert.Equal(withGlobalId ? "graphql" : "repos/acme/shop/pulls?head=acme%3Acopilot%2Ffix-1&state=all&per_page=100", transport.Paths[^1]);
+    }
+
+    [Theory]
+    [InlineData("completed", false)]
+    [InlineData("failed", true)]
+    public async Task Pull_request_lookup_that_fails_for_now_fails_a_finished_tasks_read_but_not_a_failed_tasks(string state, bool readSucceeds)
+    {
+        // A finished task is not read again once recorded, so its read is asked again; a failed task's end is not held
+        // back for its pull request (a lookup that kept failing would have it timed out instead).
+        var transport = new ScriptedTransport(path =>
+            path == "agents/tasks/task-1" ? (200, $$$"""{"id":"task-1","state":"{{{state}}}","html_url":"https://github.com/acme/shop/copilot/tasks/task-1","head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001,"global_id":"PR_kwDO1"}}]}""")
+            : (502, """{"message":"Server Error"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var read = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.Equal(readSucceeds, read.IsSuccess);
+        Assert.Equal(["agents/tasks/task-1", "graphql"], transport.Paths);
+        if (readSucceeds)
+        {
+            Assert.Equal((ProviderAgentStatus.Error, (string?)null), (read.Value!.Status, read.Value.PrUrl));
+        }
     }
 
     [Theory]

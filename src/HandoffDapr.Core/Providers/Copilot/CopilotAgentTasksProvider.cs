@@ -69,9 +69,10 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         var read = await ReadTaskAsync(agentId, cancellationToken);
-        // Only a finished task's pull request is looked up (one more call). The engine keeps a failed agent's too (an
-        // error after the pull request was opened), but a failed task's is learnt only where its artifact has the URL.
-        if (read.Value is not { } agent || agent.Agent.Status != ProviderAgentStatus.Finished || agent.Agent.PrUrl is not null)
+        // Only an ended task's pull request is looked up (one more call; a task at work would cost one at every poll). A
+        // failed, timed-out or cancelled task's too: Copilot opens its pull request as it starts work, and the engine keeps
+        // a failed agent's, for the person deciding whether to launch again.
+        if (read.Value is not { } agent || !HasEnded(agent.Agent.Status) || agent.Agent.PrUrl is not null)
         {
             return read.IsSuccess ? ProviderResult<ProviderAgent>.Success(read.Value!.Agent) : ProviderResult<ProviderAgent>.Failed(read.Failure!);
         }
@@ -92,15 +93,19 @@ public sealed class CopilotAgentTasksProvider(
         return WithPullRequest(agent.Agent, lookup);
     }
 
+    private static bool HasEnded(ProviderAgentStatus status) =>
+        status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
+
     /// <summary>
-    /// The finished task with what a pull request lookup found. GitHub answering that the token may not see the pull
+    /// The ended task with what a pull request lookup found. GitHub answering that the token may not see the pull
     /// request (403 or 404, <c>repository_access</c>) is a refusal for good, as GraphQL's NOT_FOUND and FORBIDDEN are: the
-    /// task is finished without it, since unread it would be timed out as failed. Any other failure fails the read, asked
-    /// again.
+    /// task is finished without it, since unread it would be timed out as failed. Any other failure fails a finished
+    /// task's read, asked again; a failed task's end is not held back for it (its status is what a person acts on, and
+    /// a lookup that kept failing would have it timed out instead): it is reported without its pull request.
     /// </summary>
     private static ProviderResult<ProviderAgent> WithPullRequest(ProviderAgent task, ProviderResult<string> lookup) =>
         lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(task with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
-        : lookup.Failure!.FailureType == FailureTypes.RepositoryAccess ? ProviderResult<ProviderAgent>.Success(task)
+        : lookup.Failure!.FailureType == FailureTypes.RepositoryAccess || task.Status != ProviderAgentStatus.Finished ? ProviderResult<ProviderAgent>.Success(task)
         : ProviderResult<ProviderAgent>.Failed(lookup.Failure);
 
     /// <summary>
