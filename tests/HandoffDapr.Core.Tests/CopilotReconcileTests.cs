@@ -366,6 +366,31 @@ public sealed class CopilotReconcileTests
         Assert.Equal("https://github.com/acme/shop/pull/77", Assert.Single(state.CodingAgents["task-1"].Results).PrUrl);
     }
 
+    [Theory]
+    [InlineData("failed")]
+    [InlineData("timed_out")]
+    public async Task Lost_launch_whose_task_failed_meanwhile_is_reconciled_failed_with_the_pull_request_it_opened(string state)
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        // Copilot opened the pull request as it started; the task then failed before the reconcile found it.
+        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(1));
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        github.End("task-1", state, "https://github.com/acme/shop/pull/78");
+
+        time.Advance(TimeSpan.FromHours(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        // Adopted failed, the agent is never read again: the pull request comes with the adoption.
+        var adopted = writer.Saved.Last();
+        Assert.Equal("task-1", adopted.Launches[0].AgentId);
+        Assert.Equal(CodingAgentStatus.Failed, adopted.CodingAgents["task-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/78", Assert.Single(adopted.CodingAgents["task-1"].Results).PrUrl);
+    }
+
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 43, Snapshot: new RunSnapshot(
         1,
         Group: new RunGroup(456, "Pool timeout", "SHOP-1"),
@@ -409,10 +434,13 @@ public sealed class CopilotReconcileTests
         }
 
         /// <summary>Finishes a task with a pull request artifact as GitHub's model shows it: <c>{"type":"pull","data":{"id","global_id"}}</c>.</summary>
-        public void Complete(string id, string pullRequestUrl)
+        public void Complete(string id, string pullRequestUrl) => End(id, "completed", pullRequestUrl);
+
+        /// <summary>Ends a task in <paramref name="state"/> (completed, failed, timed_out, cancelled) with a pull request artifact, as <see cref="Complete"/> does.</summary>
+        public void End(string id, string state, string pullRequestUrl)
         {
             var task = tasks.Single(t => t["id"]!.GetValue<string>() == id);
-            task["state"] = "completed";
+            task["state"] = state;
             task["artifacts"] = new JsonArray(new JsonObject
             {
                 ["provider"] = "github",

@@ -244,18 +244,18 @@ public sealed class CopilotAgentTasksProvider(
             found = await FindAsync(repository, branchName, firstSentAt, archived: true, cancellationToken);
         }
 
-        return found.Value is { Status: ProviderAgentStatus.Finished, PrUrl: null } finished ? await WithPullRequestAsync(finished, cancellationToken) : found;
+        return found.Value is { PrUrl: null } ended && HasEnded(ended.Status) ? await WithPullRequestAsync(ended, cancellationToken) : found;
     }
 
     /// <summary>
-    /// A task found finished is adopted finished, and a finished agent is not read again: its pull request, which the
-    /// task names by id only, is looked up now, as a poll's read does. Should that read fail, the task is reported still
-    /// running, so the next poll reads it and learns the pull request, rather than adopted finished without it.
+    /// A task found ended is adopted ended, and an ended agent is not read again: its pull request, which the task names
+    /// by id only, is looked up now, as a poll's read does (a failed task's too). Should that read fail, the task is
+    /// reported still running, so the next poll reads it and learns the pull request, rather than adopted ended without it.
     /// </summary>
-    private async Task<ProviderResult<ProviderAgent?>> WithPullRequestAsync(ProviderAgent finished, CancellationToken cancellationToken)
+    private async Task<ProviderResult<ProviderAgent?>> WithPullRequestAsync(ProviderAgent ended, CancellationToken cancellationToken)
     {
-        var read = await GetAgentAsync(finished.Id, cancellationToken);
-        return ProviderResult<ProviderAgent?>.Success(read.Value ?? finished with { Status = ProviderAgentStatus.Running });
+        var read = await GetAgentAsync(ended.Id, cancellationToken);
+        return ProviderResult<ProviderAgent?>.Success(read.Value ?? ended with { Status = ProviderAgentStatus.Running });
     }
 
     private async Task<ProviderResult<ProviderAgent?>> FindAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, bool archived, CancellationToken cancellationToken)
