@@ -421,10 +421,13 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData(true, 404, """{"message":"Not Found"}""")]
     [InlineData(false, 403, """{"message":"Resource not accessible by personal access token"}""")]
     [InlineData(false, 404, """{"message":"Not Found"}""")]
-    public async Task Pull_request_lookup_github_refuses_the_token_leaves_the_task_finished_without_it_not_unread(bool withGlobalId, int status, string body)
+    [InlineData(true, 401, """{"message":"Bad credentials"}""")]
+    [InlineData(false, 422, """{"message":"Validation Failed"}""")]
+    public async Task Pull_request_lookup_github_refuses_for_good_leaves_the_task_finished_without_it_not_unread(bool withGlobalId, int status, string body)
     {
         // GitHub says, with a 403 or 404, that the token may not see the pull request (a token without pull request
-        // access): asking again would not change it, and unread, the finished task would be timed out as failed.
+        // access), or refuses the lookup otherwise for good (a 401 for a token its task's read just took, a 422): asking
+        // again would not change it, and unread, the finished task would be timed out as failed.
         var id = await Launch();
         github.SetState(id, "completed", "https://github.com/acme/shop/pull/7", withGlobalId);
         var lookup = withGlobalId
@@ -438,6 +441,26 @@ public sealed class CopilotProviderTests : IDisposable
         Assert.True(read.IsSuccess, read.Failure?.FailureType);
         Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
         Assert.Null(read.Value.PrUrl);
+    }
+
+    [Theory]
+    [InlineData(true, 429)]
+    [InlineData(false, 429)]
+    [InlineData(false, 503)]
+    public async Task Pull_request_lookup_rate_limited_or_unavailable_fails_the_finished_tasks_read_to_be_asked_again(bool withGlobalId, int status)
+    {
+        var id = await Launch();
+        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7", withGlobalId);
+        var lookup = withGlobalId
+            ? WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()
+            : WireMock.RequestBuilders.Request.Create().WithPath("/repos/acme/shop/pulls").UsingGet();
+        github.Server.Given(lookup).AtPriority(-1)
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody("""{"message":"Try again later"}"""));
+
+        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+
+        Assert.False(read.IsSuccess);
+        Assert.True(read.Failure!.Retryable);
     }
 
     [Theory]

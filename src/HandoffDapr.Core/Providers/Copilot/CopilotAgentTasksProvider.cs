@@ -97,15 +97,16 @@ public sealed class CopilotAgentTasksProvider(
         status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
 
     /// <summary>
-    /// The ended task with what a pull request lookup found. GitHub answering that the token may not see the pull
-    /// request (403 or 404, <c>repository_access</c>) is a refusal for good, as GraphQL's NOT_FOUND and FORBIDDEN are: the
-    /// task is finished without it, since unread it would be timed out as failed. Any other failure fails a finished
-    /// task's read, asked again; a failed task's end is not held back for it (its status is what a person acts on, and
-    /// a lookup that kept failing would have it timed out instead): it is reported without its pull request.
+    /// The ended task with what a pull request lookup found. A refusal asking again would not change (any failure not
+    /// retryable: the token may not see the pull request, a 403 or 404 <c>repository_access</c>; a 401 for a token the
+    /// task's own read just took; a 422), as GraphQL's NOT_FOUND and FORBIDDEN are, leaves the task finished without it:
+    /// unread at every poll it would be timed out as failed. A failure that may pass (a rate limit, GitHub's 5xx, an
+    /// answer of another shape) fails a finished task's read, asked again; a failed task's end is not held back for it
+    /// (its status is what a person acts on, and a lookup that kept failing would have it timed out instead).
     /// </summary>
     private static ProviderResult<ProviderAgent> WithPullRequest(ProviderAgent task, ProviderResult<string> lookup) =>
         lookup.IsSuccess ? ProviderResult<ProviderAgent>.Success(task with { PrUrl = lookup.Value is { Length: > 0 } url ? url : null })
-        : lookup.Failure!.FailureType == FailureTypes.RepositoryAccess || task.Status != ProviderAgentStatus.Finished ? ProviderResult<ProviderAgent>.Success(task)
+        : !lookup.Failure!.Retryable || task.Status != ProviderAgentStatus.Finished ? ProviderResult<ProviderAgent>.Success(task)
         : ProviderResult<ProviderAgent>.Failed(lookup.Failure);
 
     /// <summary>
