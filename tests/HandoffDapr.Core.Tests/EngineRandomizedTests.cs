@@ -20,8 +20,8 @@ namespace HandoffDapr.Core.Tests;
 /// modelled as the hosts are: a round's or poll's calls are made later than its start, and their answers recorded later
 /// still (or never: the process died), while triggers and events (through either of two integrations, under a
 /// repository cap drawn per seed), wake-ups, stops, follow-ups, webhooks (late, repeated, out of order, now and then
-/// signed by the other integration) and redelivered events take turns on the run, the clock moves, and either
-/// integration is removed from the settings and put back.
+/// signed by the other integration, or a finish's leaving its pull request out, as Cursor's can) and redelivered events
+/// take turns on the run, the clock moves, and either integration is removed from the settings and put back.
 /// <para>
 /// Checked after every turn: the state is never damaged and holds no exception text, nor does any answer; the provider
 /// never has two agents on one branch, nor more agents on a repository than it has generations; a new generation comes
@@ -78,7 +78,8 @@ namespace HandoffDapr.Core.Tests;
 /// stop whose outcome was unknown, ended the watch likewise (seed 1177602). Mutations it catches: a lookup window that
 /// starts at each attempt rather than the first; a relaunch that never looks first; a retry that ignores Retry-After; a
 /// person's relaunch that keeps the failure type of the launch it sends again (shown while it waits or is in flight, and
-/// in a trigger's retries).
+/// in a trigger's retries); a webhook's finish without its pull request taken as the end of an agent shown at work (11
+/// of seeds 1..400).
 /// </para>
 /// Seeds: ENGINE_SEED_FROM / ENGINE_SEED_COUNT (default 1..400, about 10 ms each); ENGINE_STEPS_MAX (default 200).
 /// The seeds that found a fault since the schedules last changed run too, each at the length that found it.
@@ -142,6 +143,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     private readonly Random random;
     // Drawn apart, so that the other draws of a seed are as they were: whether a poll's turn is made again.
     private readonly Random repeats;
+    // Drawn apart too: whether a webhook of a finish leaves its pull request out, as Cursor's can.
+    private readonly Random omissions;
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
     private readonly ModelProvider provider;
     private readonly ToggledCatalog catalog;
@@ -173,6 +176,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         this.stepsMax = stepsMax;
         random = new Random(seed);
         repeats = new Random(seed * 131 + 3);
+        omissions = new Random(seed * 137 + 5);
         // Now and then fewer repositories than the snapshots name may be handed off.
         options = new HandoffEngineOptions { MaxParallelLaunches = 1, AgentMaxAge = TimeSpan.FromHours(2), MaxRepositories = random.Next(3) == 0 ? 3 : 50,
             // One seed in three allows two attempts, so that a last attempt (its answer lost, say) comes often. Drawn apart,
@@ -766,6 +770,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Agents sent a follow-up the owner died before recording: no one knows to read them on (the harness checks no more).
     private readonly HashSet<string> followupsLost = [];
 
+    // Agents a webhook finished without their pull request while the run no longer read them.
+    private readonly HashSet<string> finishedUnread = [];
+
     private void Lost(object dropped)
     {
 
@@ -801,6 +808,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
         Note($"provider {agent.Id} -> {agent.Status}{(agent.PrUrl is null ? "" : " pr")}");
         var report = provider.Report(agent);
+        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: not null } && omissions.Next(3) == 0)
+        {
+            report = report with { PrUrl = null };
+            Note($"webhook of {agent.Id} leaves its pull request out");
+        }
+
         switch (random.Next(4))
         {
             case 0:
@@ -840,6 +853,16 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var launchedBy = stored?.LaunchOfAgent(report.Id)?.IntegrationId
             ?? stored?.Launches.LastOrDefault(launch => launch.BranchName == provider.Agents[report.Id].Branch)?.IntegrationId ?? IntegrationIds[0];
         var signer = random.Next(8) == 0 ? IntegrationIds.First(id => id != launchedBy) : launchedBy;
+        // A finish without the pull request the provider has, for an agent the run shows ended and no longer reads: it
+        // completes without it, never read again (only an agent shown at work is read to confirm such a finish).
+        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
+            && provider.Agents[report.Id].PrUrl is not null
+            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal()
+            && !stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
+        {
+            finishedUnread.Add(report.Id);
+        }
+
         var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
         Note($"webhook {report.Id} {report.Status} signed by {signer} -> {status}");
     }
@@ -882,6 +905,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             // and the engine, never told of it, counts the watch from the last one it recorded.
             followedUp[id] = sentAt;
             followedUpOrder[id] = sentOrder;
+            // Its work from here is watched: a finish without its pull request is no longer excused.
+            finishedUnread.Remove(id);
         }
 
         CheckNoLeak("command answer", outcome);
@@ -1210,7 +1235,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen))
+            // Nor one a webhook finished without it while the run no longer read it (finishedUnread).
+            if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)
+                && !finishedUnread.Contains(id))
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }
