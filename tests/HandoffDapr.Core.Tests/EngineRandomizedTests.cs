@@ -1235,9 +1235,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            // Nor one a webhook finished without it while the run no longer read it (finishedUnread).
+            // Nor one a webhook finished without it while the run no longer read it (finishedUnread), nor one whose finish a
+            // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
+            var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);
             if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)
-                && !finishedUnread.Contains(id))
+                && !finishedUnread.Contains(id) && !finishTakenUnread)
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }

@@ -922,6 +922,64 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_no_read_can_confirm_until_the_agents_time_out_completes_it_rather_than_failing_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Single(writer.Saved.Last().Timeline, entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == "bc-1");
+        // Every read fails from here (the key revoked, the provider's API down, the agent deleted).
+        provider.ReadFailure = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+
+        var state = writer.Saved.Last();
+        for (var polls = 0; state.NextWakeAt() is not null && polls < 500; polls++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        // The webhook's word ends it, not the time-out: completed, without the pull request no read could tell, not stopped.
+        Assert.Null(state.NextWakeAt());
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Null(state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.Launches.Single().FailureType);
+        Assert.Empty(provider.Stops);
+        Assert.DoesNotContain(state.Timeline, entry => entry.Event == TimelineEvents.TimedOut);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_that_reads_show_at_work_until_the_agents_age_runs_out_is_timed_out_as_any()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        // The provider's reads show it at work all along: they are the newer word.
+        var state = writer.Saved.Last();
+        for (var polls = 0; !state.CodingAgents["bc-1"].Status.IsFinal() && polls < 500; polls++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(FailureTypes.TimedOut, state.Launches.Single().FailureType);
+        Assert.Contains("bc-1", provider.Stops);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_delivered_again_after_a_read_showed_the_agent_at_work_is_kept_once_in_the_timeline()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var finished = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+
+        // Read at work, the agent's next read is an interval away: the redelivery brings it forward again.
+        await engine.ApplyAgentReportAsync(state, finished, writer);
+
+        Assert.Equal(time.GetUtcNow(), writer.Saved.Last().NextWakeAt());
+        Assert.Single(writer.Saved.Last().Timeline, entry => entry.Event == TimelineEvents.FinishReported);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_with_the_pull_request_asked_for_is_taken_at_once()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -201,8 +201,18 @@ public sealed partial class HandoffEngine
             !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit);
 
         // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
+        // Not one whose finish a webhook reported and no read could confirm since: the provider's word ends it, completed
+        // without the pull request no read could tell (a read that shows it at work past its age times it out as any).
         void TimeOutAndWatch(CodingAgentState agent, TimeSpan age)
         {
+            if (reports.GetValueOrDefault(agent.Id) is null && FinishReportedSince(state, agent.Id))
+            {
+                counted.Log(() => LogFinishTakenUnconfirmed(poll.RunId, agent.Id, state.LaunchOfAgent(agent.Id)?.Repository));
+                state = ApplyAgentReport(state, new ProviderAgent(agent.Id, ProviderAgentStatus.Finished), counted);
+                changed = true;
+                return;
+            }
+
             state = TimeOut(state, agent, now, counted);
             if (state.LaunchOfAgent(agent.Id) is { } launch)
             {
@@ -342,7 +352,7 @@ public sealed partial class HandoffEngine
             var confirmAdopted = IsFinishToConfirm(report, orphaned, agent: null);
             var adopted = WithAgentOf(state, orphaned, confirmAdopted ? AtWork(report) : report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
-            adopted = confirmAdopted ? ReadingSoon(adopted, report.Id, orphaned.Repository, now, adoptedCount) : PollingIfActive(adopted, now);
+            adopted = confirmAdopted ? ReadingSoon(FinishReported(adopted, report.Id, now), report.Id, orphaned.Repository, now, adoptedCount) : PollingIfActive(adopted, now);
             await writer.SaveAsync(adopted, CancellationToken.None);
             adoptedCount.Publish();
             return AgentReportStatus.Changed;
@@ -365,7 +375,7 @@ public sealed partial class HandoffEngine
         var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
         if (confirm)
         {
-            updated = ReadingSoon(updated, report.Id, state.LaunchOfAgent(report.Id)!.Repository, timeProvider.GetUtcNow(), counted);
+            updated = ReadingSoon(FinishReported(updated, report.Id, timeProvider.GetUtcNow()), report.Id, state.LaunchOfAgent(report.Id)!.Repository, timeProvider.GetUtcNow(), counted);
         }
 
         if (ReferenceEquals(updated, state))
@@ -394,6 +404,21 @@ public sealed partial class HandoffEngine
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
+
+    /// <summary>
+    /// The held-back finish kept in the timeline (once since the agent's last follow-up): should every read fail until the
+    /// agent's time-out, the webhook's word ends it (<see cref="FinishReportedSince"/>), not the time-out.
+    /// </summary>
+    private static RunHandoffState FinishReported(RunHandoffState state, string agentId, DateTimeOffset now) =>
+        FinishReportedSince(state, agentId) ? state
+            : state.WithTimeline([new TimelineEntry(now, TimelineEvents.FinishReported, state.LaunchOfAgent(agentId)?.Repository, agentId, "without its pull request; read to confirm")]);
+
+    /// <summary>Whether a webhook's finish of the agent was held back since its last follow-up (or ever, without one).</summary>
+    private static bool FinishReportedSince(RunHandoffState state, string agentId)
+    {
+        var since = FollowedUpAt(state, agentId);
+        return state.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == agentId && (since is null || entry.At >= since));
+    }
 
     /// <summary>
     /// The next poll brought forward to now, for the read that confirms a held-back end. One already due is left alone (a

@@ -131,6 +131,10 @@ public sealed partial class HandoffEngine
         Message = "Run {RunId}: agent {AgentId} for {Repository} reported finished by webhook without its pull request; read now to confirm")]
     private partial void LogFinishToConfirm(long runId, string agentId, string repository);
 
+    [LoggerMessage(EventId = 1032, EventName = "AgentFinishTakenUnconfirmed", Level = LogLevel.Warning,
+        Message = "Run {RunId}: agent {AgentId} for {Repository} reported finished by webhook could not be read until its time-out; completed without a pull request")]
+    private partial void LogFinishTakenUnconfirmed(long runId, string agentId, string? repository);
+
     [LoggerMessage(EventId = 1020, EventName = "PullRequestOfAnotherRepository", Level = LogLevel.Warning,
         Message = "Run {RunId}: agent {AgentId} reported a pull request that is not one of {Repository}; not recorded as its pull request")]
     private partial void LogPullRequestOfAnotherRepository(long runId, string agentId, string repository);

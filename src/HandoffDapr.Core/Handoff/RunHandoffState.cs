@@ -317,6 +317,9 @@ public static class TimelineEvents
     public const string Stopped = "stopped";
     public const string FollowupSent = "followup_sent";
     public const string TimedOut = "timed_out";
+
+    /// <summary>A webhook said the agent finished without the pull request it was asked for: held back for a read.</summary>
+    public const string FinishReported = "finish_reported";
 }
 
 /// <summary>A run's stored state cannot be used (see <see cref="RunHandoffState.FindDamage"/>, or not readable at all): the run is refused, never started over.</summary>
