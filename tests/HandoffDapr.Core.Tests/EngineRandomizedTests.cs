@@ -770,7 +770,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Agents sent a follow-up the owner died before recording: no one knows to read them on (the harness checks no more).
     private readonly HashSet<string> followupsLost = [];
 
-    // Agents a webhook finished without their pull request while the run no longer read them.
+    // Agents the run shows completed, no longer read, that a webhook finished again without their pull request.
     private readonly HashSet<string> finishedUnread = [];
 
     private void Lost(object dropped)
@@ -853,11 +853,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var launchedBy = stored?.LaunchOfAgent(report.Id)?.IntegrationId
             ?? stored?.Launches.LastOrDefault(launch => launch.BranchName == provider.Agents[report.Id].Branch)?.IntegrationId ?? IntegrationIds[0];
         var signer = random.Next(8) == 0 ? IntegrationIds.First(id => id != launchedBy) : launchedBy;
-        // A finish without the pull request the provider has, for an agent the run shows ended and no longer reads: it
-        // completes without it, never read again (only an agent shown at work is read to confirm such a finish).
+        // A finish without the pull request the provider has, for an agent the run shows completed and no longer reads:
+        // nothing changes, and it is not read again (one shown at work is read to confirm such a finish, one shown failed
+        // is completed and read for its pull request).
         if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
             && provider.Agents[report.Id].PrUrl is not null
-            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal()
+            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status == CodingAgentStatus.Completed
             && !stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
         {
             finishedUnread.Add(report.Id);
@@ -1235,7 +1236,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            // Nor one a webhook finished without it while the run no longer read it (finishedUnread), nor one whose finish a
+            // Nor one shown completed that a webhook finished again without it (finishedUnread), nor one whose finish a
             // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
             var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);
             if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)

@@ -371,11 +371,23 @@ public sealed partial class HandoffEngine
             return AgentReportStatus.OtherRepository;
         }
 
-        var confirm = IsFinishToConfirm(report, state.LaunchOfAgent(report.Id)!, state.CodingAgents[report.Id]);
+        var launch = state.LaunchOfAgent(report.Id)!;
+        var known = state.CodingAgents[report.Id];
+        var confirm = IsFinishToConfirm(report, launch, known);
         var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
+        var appliedAt = timeProvider.GetUtcNow();
         if (confirm)
         {
-            updated = ReadingSoon(FinishReported(updated, report.Id, timeProvider.GetUtcNow()), report.Id, state.LaunchOfAgent(report.Id)!.Repository, timeProvider.GetUtcNow(), counted);
+            updated = ReadingSoon(FinishReported(updated, report.Id, appliedAt), report.Id, launch.Repository, appliedAt, counted);
+        }
+        else if (known.Status == CodingAgentStatus.Failed && IsFinishWithoutItsPullRequest(report, launch) && !ReferenceEquals(updated, state)
+            && !state.AgentsToPoll.Any(agent => agent.Id == report.Id))
+        {
+            // One the run shows failed and no longer reads (its provider's error, or its time-out past its watch) finishes
+            // after all: completed as the report says, and read for the pull request the report left out, on the watch of
+            // one given up on, as one failed by its time-out that then finishes is: until a read shows its end, within
+            // twice the maximum age from its launch (so one past that is read once).
+            updated = ReadingSoon(updated with { Poll = WatchingGivenUp(updated.Poll, [report.Id], appliedAt) }, report.Id, launch.Repository, appliedAt, counted);
         }
 
         if (ReferenceEquals(updated, state))
@@ -395,10 +407,14 @@ public sealed partial class HandoffEngine
     /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
     /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
     /// once (<see cref="ReadingSoon"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
-    /// webhook adopts: a read already confirms a failed one's finish (it is watched), and a final one is not reopened.
+    /// webhook adopts: a final one is not reopened (a failed one is completed, and read while watched or once after).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
-        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
+        agent?.Status.IsFinal() != true && IsFinishWithoutItsPullRequest(report, launch);
+
+    /// <summary>A report of a finish without a pull request of the launch's repository, for a launch that asked for one.</summary>
+    private static bool IsFinishWithoutItsPullRequest(ProviderAgent report, RepositoryLaunch launch) =>
+        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr
         && !(WebLinkOrNull(report.PrUrl) is { } link && RepositoryName.TryParse(launch.Repository, out var repository)
             && repository.Value.PullRequestLinkedBy(link) is not null);
 
