@@ -324,14 +324,8 @@ public sealed class CopilotReconcileTests
     [Fact]
     public async Task Lost_launch_whose_task_was_archived_meanwhile_is_not_launched_again()
     {
-        var (engine, github) = Create();
-        github.LoseNextLaunchAnswer = true;
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-
         // The reconcile is told to wait 7 h; meanwhile our task finishes and someone archives it in Copilot's task list.
-        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(7));
-        time.Advance(TimeSpan.FromMinutes(1));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var (engine, github) = await LoseLaunchAndDelayItsLookupAsync(TimeSpan.FromHours(7));
         time.Advance(TimeSpan.FromHours(1));
         github.Archive("task-1");
 
@@ -345,15 +339,9 @@ public sealed class CopilotReconcileTests
     [Fact]
     public async Task Lost_launch_whose_task_finished_meanwhile_is_reconciled_with_its_pull_request()
     {
-        var (engine, github) = Create();
-        github.LoseNextLaunchAnswer = true;
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-
         // The reconcile is told to wait an hour; meanwhile our task finishes and opens its pull request, which its
         // artifact names by node id only (GraphQL's node gives the URL).
-        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(1));
-        time.Advance(TimeSpan.FromMinutes(1));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var (engine, github) = await LoseLaunchAndDelayItsLookupAsync(TimeSpan.FromHours(1));
         github.Complete("task-1", "https://github.com/acme/shop/pull/77");
 
         time.Advance(TimeSpan.FromHours(1));
@@ -371,14 +359,8 @@ public sealed class CopilotReconcileTests
     [InlineData("timed_out")]
     public async Task Lost_launch_whose_task_failed_meanwhile_is_reconciled_failed_with_the_pull_request_it_opened(string state)
     {
-        var (engine, github) = Create();
-        github.LoseNextLaunchAnswer = true;
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-
         // Copilot opened the pull request as it started; the task then failed before the reconcile found it.
-        github.NextListAnswer = SecondaryRateLimit(TimeSpan.FromHours(1));
-        time.Advance(TimeSpan.FromMinutes(1));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        var (engine, github) = await LoseLaunchAndDelayItsLookupAsync(TimeSpan.FromHours(1));
         github.End("task-1", state, "https://github.com/acme/shop/pull/78");
 
         time.Advance(TimeSpan.FromHours(1));
@@ -389,6 +371,21 @@ public sealed class CopilotReconcileTests
         Assert.Equal("task-1", adopted.Launches[0].AgentId);
         Assert.Equal(CodingAgentStatus.Failed, adopted.CodingAgents["task-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/78", Assert.Single(adopted.CodingAgents["task-1"].Results).PrUrl);
+    }
+
+    /// <summary>
+    /// A launch whose answer is lost, then the lookup for it told by GitHub's secondary rate limit to wait
+    /// <paramref name="wait"/>: what happens to the task meanwhile is found by the lookup made after it.
+    /// </summary>
+    private async Task<(HandoffEngine Engine, ScriptedGitHub GitHub)> LoseLaunchAndDelayItsLookupAsync(TimeSpan wait)
+    {
+        var (engine, github) = Create();
+        github.LoseNextLaunchAnswer = true;
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        github.NextListAnswer = SecondaryRateLimit(wait);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        return (engine, github);
     }
 
     private static HandoffTrigger Trigger(params string[] repositories) => new(456, 43, Snapshot: new RunSnapshot(

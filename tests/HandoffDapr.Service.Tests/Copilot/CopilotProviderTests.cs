@@ -428,15 +428,7 @@ public sealed class CopilotProviderTests : IDisposable
         // GitHub says, with a 403 or 404, that the token may not see the pull request (a token without pull request
         // access), or refuses the lookup otherwise for good (a 401 for a token its task's read just took, a 422): asking
         // again would not change it, and unread, the finished task would be timed out as failed.
-        var id = await Launch();
-        github.SetState(id, "completed", "https://github.com/acme/shop/pull/7", withGlobalId);
-        var lookup = withGlobalId
-            ? WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()
-            : WireMock.RequestBuilders.Request.Create().WithPath("/repos/acme/shop/pulls").UsingGet();
-        github.Server.Given(lookup).AtPriority(-1)
-            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
-
-        var read = await provider.GetAgentAsync(id, CancellationToken.None);
+        var read = await ReadFinishedTaskWhosePullRequestLookupAnswers(withGlobalId, status, body);
 
         Assert.True(read.IsSuccess, read.Failure?.FailureType);
         Assert.Equal(ProviderAgentStatus.Finished, read.Value!.Status);
@@ -449,18 +441,23 @@ public sealed class CopilotProviderTests : IDisposable
     [InlineData(false, 503)]
     public async Task Pull_request_lookup_rate_limited_or_unavailable_fails_the_finished_tasks_read_to_be_asked_again(bool withGlobalId, int status)
     {
+        var read = await ReadFinishedTaskWhosePullRequestLookupAnswers(withGlobalId, status, """{"message":"Try again later"}""");
+
+        Assert.False(read.IsSuccess);
+        Assert.True(read.Failure!.Retryable);
+    }
+
+    /// <summary>Reads a finished task whose pull request lookup (GraphQL by node id, or the branch's pull requests) GitHub answers so.</summary>
+    private async Task<ProviderResult<ProviderAgent>> ReadFinishedTaskWhosePullRequestLookupAnswers(bool withGlobalId, int status, string body)
+    {
         var id = await Launch();
         github.SetState(id, "completed", "https://github.com/acme/shop/pull/7", withGlobalId);
         var lookup = withGlobalId
             ? WireMock.RequestBuilders.Request.Create().WithPath("/graphql").UsingPost()
             : WireMock.RequestBuilders.Request.Create().WithPath("/repos/acme/shop/pulls").UsingGet();
         github.Server.Given(lookup).AtPriority(-1)
-            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody("""{"message":"Try again later"}"""));
-
-        var read = await provider.GetAgentAsync(id, CancellationToken.None);
-
-        Assert.False(read.IsSuccess);
-        Assert.True(read.Failure!.Retryable);
+            .RespondWith(WireMock.ResponseBuilders.Response.Create().WithStatusCode(status).WithHeader("Content-Type", "application/json").WithBody(body));
+        return await provider.GetAgentAsync(id, CancellationToken.None);
     }
 
     [Theory]
