@@ -946,6 +946,32 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_from_before_a_follow_up_does_not_end_the_agent_once_that_follow_ups_watch_is_over()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        // Read at work, sent a follow-up, then a stop whose outcome is unknown: still at work, on the given-up watch.
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(state, new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        time.Advance(TimeSpan.FromSeconds(20));
+        provider.StopFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, RequestSent: true);
+        Assert.Equal(AgentCommandStatus.OutcomeUnknown, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+
+        state = writer.Saved.Last();
+        for (var polls = 0; state.NextWakeAt() is not null && polls < 500; polls++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        // The webhook's finish came before the follow-up: the follow-up's work never ended as far as anyone saw.
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Contains(state.Timeline, entry => entry.Event == TimelineEvents.TimedOut);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_that_reads_show_at_work_until_the_agents_age_runs_out_is_timed_out_as_any()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -430,10 +430,23 @@ public sealed partial class HandoffEngine
             : state.WithTimeline([new TimelineEntry(now, TimelineEvents.FinishReported, state.LaunchOfAgent(agentId)?.Repository, agentId, "without its pull request; read to confirm")]);
 
     /// <summary>Whether a webhook's finish of the agent was held back since its last follow-up (or ever, without one).</summary>
+    /// <remarks>
+    /// By the timeline's order, not the schedule's <see cref="PollSchedule.FollowedUpAt"/>: that goes once the agent's
+    /// watch is over, while the agent may still be at work (a stop whose outcome is unknown), and a finish from before
+    /// the follow-up would then end the follow-up's work. A follow-up's entry trimmed off took the older ones with it.
+    /// </remarks>
     private static bool FinishReportedSince(RunHandoffState state, string agentId)
     {
-        var since = FollowedUpAt(state, agentId);
-        return state.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == agentId && (since is null || entry.At >= since));
+        for (var i = state.Timeline.Count - 1; i >= 0; i--)
+        {
+            if (state.Timeline[i] is { } entry && entry.AgentId == agentId
+                && entry.Event is TimelineEvents.FinishReported or TimelineEvents.FollowupSent)
+            {
+                return entry.Event == TimelineEvents.FinishReported;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>
