@@ -436,6 +436,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         using var shutdown = new CancellationTokenSource();
         provider.CancelDuring = random.Next(5) == 0 ? shutdown : null;
         Note($"read poll of {poll.StartedAt:HH:mm:ss} ({poll.Agents.Count} agents){(holdAnswers ? " (answers held)" : "")}{(provider.CancelDuring is null ? "" : " (cut off)")}");
+        var tried = provider.Tick();
+        foreach (var agent in poll.Agents)
+        {
+            lastReadTried[agent.AgentId] = tried;
+        }
+
         immediateVerdict = null;
         provider.EngineStops.Clear();
         try
@@ -777,6 +783,14 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Agents a webhook the run took told of the provider's pull request: no excuse above covers losing it.
     private readonly HashSet<string> pullRequestDelivered = [];
 
+    // Agents shown failed that a webhook finished without the provider's pull request (when): they are completed and read
+    // for it (on the given-up watch, or put on it), within their watch or once past it; excused only where a read was
+    // tried since and none answered.
+    private readonly Dictionary<string, long> failedFinishedAt = [];
+
+    // When each agent was last in a poll's round being read (tried, whatever came of it).
+    private readonly Dictionary<string, long> lastReadTried = [];
+
     private void Lost(object dropped)
     {
 
@@ -872,6 +886,13 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             && !stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
         {
             finishedUnread.Add(report.Id);
+        }
+
+        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
+            && provider.Agents[report.Id].PrUrl is not null
+            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { Status: CodingAgentStatus.Failed })
+        {
+            failedFinishedAt[report.Id] = provider.Tick();
         }
 
         var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
@@ -1255,9 +1276,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
             // Nor one shown completed that a webhook finished again without it (finishedUnread), nor one whose finish a
             // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
+            // Nor one shown failed that such a webhook completed, whose reads since were tried and none answered.
             var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);
+            var failedFinishUnread = failedFinishedAt.TryGetValue(id, out var finishedAt) && lastReadTried.GetValueOrDefault(id) > finishedAt
+                && !atProvider.RecordedGoodReads.Any(read => read.Order > finishedAt);
             if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)
-                && ((!finishedUnread.Contains(id) && !finishTakenUnread) || pullRequestDelivered.Contains(id)))
+                && ((!finishedUnread.Contains(id) && !finishTakenUnread && !failedFinishUnread) || pullRequestDelivered.Contains(id)))
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }
