@@ -201,8 +201,9 @@ public sealed partial class HandoffEngine
             !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || age > watchLimit);
 
         // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
-        // Not one whose finish a webhook reported and no read could confirm since: the provider's word ends it, completed
-        // without the pull request no read could tell (a read that shows it at work past its age times it out as any).
+        // Not one whose finish a webhook reported (held back since its last follow-up) and whose read failed again at this
+        // time-out: the provider's word ends it, completed without the pull request no read could tell (a read that shows
+        // it at work past its age times it out as any).
         void TimeOutAndWatch(CodingAgentState agent, TimeSpan age)
         {
             if (reports.GetValueOrDefault(agent.Id) is null && FinishReportedSince(state, agent.Id))
