@@ -777,15 +777,14 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Agents sent a follow-up the owner died before recording: no one knows to read them on (the harness checks no more).
     private readonly HashSet<string> followupsLost = [];
 
-    // Agents the run shows completed, no longer read, that a webhook finished again without their pull request.
+    // Agents the run shows ended, no longer read, that a webhook finished without their pull request.
     private readonly HashSet<string> finishedUnread = [];
 
     // Agents a webhook the run took told of the provider's pull request: no excuse above covers losing it.
     private readonly HashSet<string> pullRequestDelivered = [];
 
-    // Agents shown failed that a webhook finished without the provider's pull request (when): they are completed and read
-    // for it (on the given-up watch, or put on it), within their watch or once past it; excused only where a read was
-    // tried since and none answered.
+    // Agents shown failed and still watched that a webhook finished without the provider's pull request (when): they are
+    // completed and read on as given up on; excused only where a read was tried since and none answered.
     private readonly Dictionary<string, long> failedFinishedAt = [];
 
     // When each agent was last in a poll's round being read (tried, whatever came of it).
@@ -877,12 +876,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var launchedBy = stored?.LaunchOfAgent(report.Id)?.IntegrationId
             ?? stored?.Launches.LastOrDefault(launch => launch.BranchName == provider.Agents[report.Id].Branch)?.IntegrationId ?? IntegrationIds[0];
         var signer = random.Next(8) == 0 ? IntegrationIds.First(id => id != launchedBy) : launchedBy;
-        // A finish without the pull request the provider has, for an agent the run shows completed and no longer reads:
-        // nothing changes, and it is not read again (one shown at work is read to confirm such a finish, one shown failed
-        // is completed and read for its pull request).
+        // A finish without the pull request the provider has, for an agent the run shows ended and no longer reads: it
+        // completes without it (one shown failed), never read again (only an agent shown at work is read to confirm such
+        // a finish).
         if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
             && provider.Agents[report.Id].PrUrl is not null
-            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status == CodingAgentStatus.Completed
+            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal()
             && !stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
         {
             finishedUnread.Add(report.Id);
@@ -1274,7 +1273,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 Violation($"agent {id} is {agent.Status}, the provider has {atProvider.Status}");
             }
 
-            // Nor one shown completed that a webhook finished again without it (finishedUnread), nor one whose finish a
+            // Nor one shown ended and no longer read that a webhook finished without it (finishedUnread), nor one whose finish a
             // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
             // Nor one shown failed that such a webhook completed, whose reads since were tried and none answered.
             var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);

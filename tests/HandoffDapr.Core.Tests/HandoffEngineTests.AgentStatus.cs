@@ -1006,54 +1006,6 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
-    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_the_provider_failed_completes_it_and_reads_it_for_the_pull_request()
-    {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
-        Assert.Null(writer.Saved.Last().NextWakeAt());
-
-        // Out of order, or the provider's error undone: the agent finished after all, the webhook without its pull request.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
-
-        var finished = writer.Saved.Last();
-        Assert.Equal(CodingAgentStatus.Completed, finished.CodingAgents["bc-1"].Status);
-        Assert.Equal(time.GetUtcNow(), finished.NextWakeAt());
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
-        var state = await WakeWhenDueAsync(finished);
-        Assert.Equal("https://github.com/acme/shop/pull/11", state.CodingAgents["bc-1"].Results.Single().PrUrl);
-        Assert.Null(state.NextWakeAt());
-        Assert.Empty(provider.Stops);
-    }
-
-    [Fact]
-    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_timed_out_past_its_watch_is_read_once_for_it()
-    {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        // Every read fails until the agent is timed out and its watch has run out.
-        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
-        var state = writer.Saved.Last();
-        for (var polls = 0; state.NextWakeAt() is not null && polls < 500; polls++)
-        {
-            state = await WakeWhenDueAsync(state);
-        }
-
-        Assert.Equal(FailureTypes.TimedOut, state.Launches.Single().FailureType);
-        var readsBefore = provider.Reads;
-        await engine.ApplyAgentReportAsync(state, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
-        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
-
-        provider.ReadFailure = null;
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
-        state = await WakeWhenDueAsync(writer.Saved.Last());
-
-        Assert.Equal(readsBefore + 1, provider.Reads);
-        Assert.Equal("https://github.com/acme/shop/pull/12", state.CodingAgents["bc-1"].Results.Single().PrUrl);
-        Assert.Null(state.NextWakeAt());
-    }
-
-    [Fact]
     public async Task A_webhook_finish_with_the_pull_request_asked_for_is_taken_at_once()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

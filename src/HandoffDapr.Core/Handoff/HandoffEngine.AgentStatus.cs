@@ -381,16 +381,6 @@ public sealed partial class HandoffEngine
         {
             updated = ReadingSoon(FinishReported(updated, report.Id, appliedAt), report.Id, launch.Repository, appliedAt, counted);
         }
-        else if (known.Status == CodingAgentStatus.Failed && IsFinishWithoutItsPullRequest(report, launch) && !ReferenceEquals(updated, state)
-            && !state.AgentsToPoll.Any(agent => agent.Id == report.Id))
-        {
-            // One the run shows failed and no longer reads (its provider's error, or its time-out past its watch) finishes
-            // after all: completed as the report says, and read for the pull request the report left out, on the watch of
-            // one given up on, as one failed by its time-out that then finishes is: until a read shows its end, within
-            // twice the maximum age from its launch (so one past that is read once).
-            updated = ReadingSoon(updated with { Poll = WatchingGivenUp(updated.Poll, [report.Id], appliedAt) }, report.Id, launch.Repository, appliedAt, counted);
-        }
-
         if (ReferenceEquals(updated, state))
         {
             // Nothing to save: what the report's reading logged goes out now (nothing was counted).
@@ -408,7 +398,7 @@ public sealed partial class HandoffEngine
     /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
     /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
     /// once (<see cref="ReadingSoon"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
-    /// webhook adopts: a final one is not reopened (a failed one is completed, and read while watched or once after).
+    /// webhook adopts: a final one is not reopened (a failed one is completed, and read on only while it is watched).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
         agent?.Status.IsFinal() != true && IsFinishWithoutItsPullRequest(report, launch);
