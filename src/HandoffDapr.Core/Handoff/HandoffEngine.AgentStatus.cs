@@ -103,7 +103,7 @@ public sealed partial class HandoffEngine
                 // Nor, from an overtaken poll, an end without a pull request of an agent the run shows at work: a newer
                 // read may have shown it at work again (a follow-up resumed it), and this old end would stop its watch, so
                 // the pull request it then opens would never be read. The newer poll reads it on and learns any end.
-                if (overtaken && report.PrUrl is null && report.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped
+                if (overtaken && report.PrUrl is null && report.Status.HasEnded()
                     && state.CodingAgents.TryGetValue(report.Id, out var known) && !known.Status.IsFinal())
                 {
                     continue;
@@ -172,8 +172,7 @@ public sealed partial class HandoffEngine
                 // end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken (its
                 // outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook may yet
                 // tell of that earlier end, which would take it off every watch if it were polled as at work.
-                var endShown = followedUpAt is null
-                    && report?.Status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
+                var endShown = followedUpAt is null && report?.Status.HasEnded() == true;
                 if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
                 {
                     stillWatched.Add(agent.Id);

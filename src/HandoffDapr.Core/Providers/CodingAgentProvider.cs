@@ -73,6 +73,13 @@ public enum ProviderAgentStatus
     Unknown,
 }
 
+public static class ProviderAgentStatuses
+{
+    /// <summary>The provider shows the agent's work ended: finished, or failed, expired or stopped.</summary>
+    public static bool HasEnded(this ProviderAgentStatus status) =>
+        status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
+}
+
 /// <summary>Why a provider call failed, reduced to what the handoff decides on. Never carries provider text.</summary>
 /// <param name="OutcomeUnknown">The provider may have acted: reconcile before trying again.</param>
 /// <param name="RequestSent">False when nothing reached the provider (an open circuit, a refused connection).</param>

@@ -72,7 +72,7 @@ public sealed class CopilotAgentTasksProvider(
         // Only an ended task's pull request is looked up (one more call; a task at work would cost one at every poll). A
         // failed, timed-out or cancelled task's too: Copilot opens its pull request as it starts work, and the engine keeps
         // a failed agent's, for the person deciding whether to launch again.
-        if (read.Value is not { } agent || !HasEnded(agent.Agent.Status) || agent.Agent.PrUrl is not null)
+        if (read.Value is not { } agent || !agent.Agent.Status.HasEnded() || agent.Agent.PrUrl is not null)
         {
             return read.IsSuccess ? ProviderResult<ProviderAgent>.Success(read.Value!.Agent) : ProviderResult<ProviderAgent>.Failed(read.Failure!);
         }
@@ -92,9 +92,6 @@ public sealed class CopilotAgentTasksProvider(
             cancellationToken);
         return WithPullRequest(agent.Agent, lookup);
     }
-
-    private static bool HasEnded(ProviderAgentStatus status) =>
-        status is ProviderAgentStatus.Finished or ProviderAgentStatus.Error or ProviderAgentStatus.Expired or ProviderAgentStatus.Stopped;
 
     /// <summary>
     /// The ended task with what a pull request lookup found. A refusal asking again would not change (any failure not
@@ -245,7 +242,7 @@ public sealed class CopilotAgentTasksProvider(
             found = await FindAsync(repository, branchName, firstSentAt, archived: true, cancellationToken);
         }
 
-        return found.Value is { PrUrl: null } ended && HasEnded(ended.Status) ? await WithPullRequestAsync(ended, cancellationToken) : found;
+        return found.Value is { PrUrl: null } ended && ended.Status.HasEnded() ? await WithPullRequestAsync(ended, cancellationToken) : found;
     }
 
     /// <summary>
