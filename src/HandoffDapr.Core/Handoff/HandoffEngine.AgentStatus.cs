@@ -352,7 +352,7 @@ public sealed partial class HandoffEngine
             var confirmAdopted = IsFinishToConfirm(report, orphaned, agent: null);
             var adopted = WithAgentOf(state, orphaned, confirmAdopted ? AtWork(report) : report, now, adoptedCount)
                 .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
-            adopted = confirmAdopted ? ReadingSoon(FinishReported(adopted, report.Id, now), report.Id, orphaned.Repository, now, adoptedCount) : PollingIfActive(adopted, now);
+            adopted = confirmAdopted ? HeldForARead(adopted, report.Id, now, adoptedCount) : PollingIfActive(adopted, now);
             await writer.SaveAsync(adopted, CancellationToken.None);
             adoptedCount.Publish();
             return AgentReportStatus.Changed;
@@ -371,15 +371,13 @@ public sealed partial class HandoffEngine
             return AgentReportStatus.OtherRepository;
         }
 
-        var launch = state.LaunchOfAgent(report.Id)!;
-        var known = state.CodingAgents[report.Id];
-        var confirm = IsFinishToConfirm(report, launch, known);
+        var confirm = IsFinishToConfirm(report, state.LaunchOfAgent(report.Id)!, state.CodingAgents[report.Id]);
         var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
-        var appliedAt = timeProvider.GetUtcNow();
         if (confirm)
         {
-            updated = ReadingSoon(FinishReported(updated, report.Id, appliedAt), report.Id, launch.Repository, appliedAt, counted);
+            updated = HeldForARead(updated, report.Id, timeProvider.GetUtcNow(), counted);
         }
+
         if (ReferenceEquals(updated, state))
         {
             // Nothing to save: what the report's reading logged goes out now (nothing was counted).
@@ -396,28 +394,15 @@ public sealed partial class HandoffEngine
     /// A webhook saying an agent asked to open a pull request finished, without one of its repository: Cursor's webhooks can
     /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
     /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
-    /// once (<see cref="ReadingSoon"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
+    /// once (<see cref="HeldForARead"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
     /// webhook adopts: a final one is not reopened (a failed one is completed, and read on only while it is watched).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
-        agent?.Status.IsFinal() != true && IsFinishWithoutItsPullRequest(report, launch);
-
-    /// <summary>A report of a finish without a pull request of the launch's repository, for a launch that asked for one.</summary>
-    private static bool IsFinishWithoutItsPullRequest(ProviderAgent report, RepositoryLaunch launch) =>
-        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr
-        && !(WebLinkOrNull(report.PrUrl) is { } link && RepositoryName.TryParse(launch.Repository, out var repository)
-            && repository.Value.PullRequestLinkedBy(link) is not null);
+        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
+        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null;
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
-
-    /// <summary>
-    /// The held-back finish kept in the timeline (once since the agent's last follow-up): should every read fail until the
-    /// agent's time-out, the webhook's word ends it (<see cref="FinishReportedSince"/>), not the time-out.
-    /// </summary>
-    private static RunHandoffState FinishReported(RunHandoffState state, string agentId, DateTimeOffset now) =>
-        FinishReportedSince(state, agentId) ? state
-            : state.WithTimeline([new TimelineEntry(now, TimelineEvents.FinishReported, state.LaunchOfAgent(agentId)?.Repository, agentId, "without its pull request; read to confirm")]);
 
     /// <summary>Whether a webhook's finish of the agent was held back since its last follow-up (or ever, without one).</summary>
     /// <remarks>
@@ -440,17 +425,24 @@ public sealed partial class HandoffEngine
     }
 
     /// <summary>
-    /// The next poll brought forward to now, for the read that confirms a held-back end. One already due is left alone (a
-    /// webhook delivered again changes nothing); one under way is overtaken, as a follow-up's is, and is made again.
+    /// A held-back finish: kept in the timeline, once since the agent's last follow-up (should every read fail until the
+    /// agent's time-out, the webhook's word ends it: <see cref="FinishReportedSince"/>), and the next poll brought forward
+    /// to now for the read that confirms it. A poll already due is left alone (a webhook delivered again changes nothing);
+    /// one under way is overtaken, as a follow-up's is, and is made again.
     /// </summary>
-    private RunHandoffState ReadingSoon(RunHandoffState state, string agentId, string repository, DateTimeOffset now, TurnMeasurements counted)
+    private RunHandoffState HeldForARead(RunHandoffState state, string agentId, DateTimeOffset now, TurnMeasurements counted)
     {
+        if (!FinishReportedSince(state, agentId))
+        {
+            state = state.WithTimeline([new TimelineEntry(now, TimelineEvents.FinishReported, state.LaunchOfAgent(agentId)?.Repository, agentId, "without its pull request; read to confirm")]);
+        }
+
         if (state.Poll is { } poll && poll.NextPollAt <= now)
         {
             return state;
         }
 
-        counted.Log(() => LogFinishToConfirm(state.RunId, agentId, repository));
+        counted.Log(() => LogFinishToConfirm(state.RunId, agentId, state.LaunchOfAgent(agentId)?.Repository));
         return state with { Poll = (state.Poll ?? new PollSchedule(now, 0)) with { NextPollAt = now, QuietPolls = 0 } };
     }
 
@@ -499,7 +491,7 @@ public sealed partial class HandoffEngine
             return null;
         }
 
-        if (RepositoryName.TryParse(launch.Repository, out var repository) && repository.Value.PullRequestLinkedBy(report.PrUrl) is { } pullRequest)
+        if (PullRequestOfLaunch(report.PrUrl, launch) is { } pullRequest)
         {
             return pullRequest;
         }
@@ -507,6 +499,10 @@ public sealed partial class HandoffEngine
         counted.Log(() => LogPullRequestOfAnotherRepository(runId, report.Id, launch.Repository));
         return null;
     }
+
+    /// <summary>The canonical link of <paramref name="link"/>'s pull request if it is one of the launch's repository.</summary>
+    private static string? PullRequestOfLaunch(string? link, RepositoryLaunch launch) =>
+        link is not null && RepositoryName.TryParse(launch.Repository, out var repository) ? repository.Value.PullRequestLinkedBy(link) : null;
 
     /// <summary>
     /// Ended short of completing with a pull request: completed without one, or failed (stopped, timed out, or the

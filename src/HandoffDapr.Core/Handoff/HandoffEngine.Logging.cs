@@ -129,7 +129,7 @@ public sealed partial class HandoffEngine
 
     [LoggerMessage(EventId = 1031, EventName = "AgentFinishToConfirm", Level = LogLevel.Information,
         Message = "Run {RunId}: agent {AgentId} for {Repository} reported finished by webhook without its pull request; read now to confirm")]
-    private partial void LogFinishToConfirm(long runId, string agentId, string repository);
+    private partial void LogFinishToConfirm(long runId, string agentId, string? repository);
 
     [LoggerMessage(EventId = 1032, EventName = "AgentFinishTakenUnconfirmed", Level = LogLevel.Warning,
         Message = "Run {RunId}: agent {AgentId} for {Repository} reported finished by webhook could not be read until its time-out; completed without a pull request")]
