@@ -336,41 +336,26 @@ public sealed class CopilotReconcileTests
         Assert.Equal("task-1", writer.Saved.Last().Launches[0].AgentId);
     }
 
-    [Fact]
-    public async Task Lost_launch_whose_task_finished_meanwhile_is_reconciled_with_its_pull_request()
+    [Theory]
+    [InlineData("completed", CodingAgentStatus.Completed)]
+    [InlineData("failed", CodingAgentStatus.Failed)]
+    [InlineData("timed_out", CodingAgentStatus.Failed)]
+    public async Task Lost_launch_whose_task_ended_meanwhile_is_reconciled_ended_with_its_pull_request(string ended, CodingAgentStatus status)
     {
-        // The reconcile is told to wait an hour; meanwhile our task finishes and opens its pull request, which its
-        // artifact names by node id only (GraphQL's node gives the URL).
+        // The reconcile is told to wait an hour; meanwhile our task ends with the pull request it opened (Copilot opens
+        // it as it starts: a task that then failed has one too), which its artifact names by node id only (GraphQL's
+        // node gives the URL).
         var (engine, github) = await LoseLaunchAndDelayItsLookupAsync(TimeSpan.FromHours(1));
-        github.Complete("task-1", "https://github.com/acme/shop/pull/77");
+        github.End("task-1", ended, "https://github.com/acme/shop/pull/77");
 
         time.Advance(TimeSpan.FromHours(1));
         await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
 
-        // Adopted as completed, the agent is never read again: the pull request must come with the adoption.
+        // Adopted ended, the agent is never read again: the pull request must come with the adoption.
         var state = writer.Saved.Last();
         Assert.Equal("task-1", state.Launches[0].AgentId);
-        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["task-1"].Status);
+        Assert.Equal(status, state.CodingAgents["task-1"].Status);
         Assert.Equal("https://github.com/acme/shop/pull/77", Assert.Single(state.CodingAgents["task-1"].Results).PrUrl);
-    }
-
-    [Theory]
-    [InlineData("failed")]
-    [InlineData("timed_out")]
-    public async Task Lost_launch_whose_task_failed_meanwhile_is_reconciled_failed_with_the_pull_request_it_opened(string state)
-    {
-        // Copilot opened the pull request as it started; the task then failed before the reconcile found it.
-        var (engine, github) = await LoseLaunchAndDelayItsLookupAsync(TimeSpan.FromHours(1));
-        github.End("task-1", state, "https://github.com/acme/shop/pull/78");
-
-        time.Advance(TimeSpan.FromHours(1));
-        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
-
-        // Adopted failed, the agent is never read again: the pull request comes with the adoption.
-        var adopted = writer.Saved.Last();
-        Assert.Equal("task-1", adopted.Launches[0].AgentId);
-        Assert.Equal(CodingAgentStatus.Failed, adopted.CodingAgents["task-1"].Status);
-        Assert.Equal("https://github.com/acme/shop/pull/78", Assert.Single(adopted.CodingAgents["task-1"].Results).PrUrl);
     }
 
     /// <summary>
@@ -430,10 +415,10 @@ public sealed class CopilotReconcileTests
             task["archived_at"] = Stamp();
         }
 
-        /// <summary>Finishes a task with a pull request artifact as GitHub's model shows it: <c>{"type":"pull","data":{"id","global_id"}}</c>.</summary>
-        public void Complete(string id, string pullRequestUrl) => End(id, "completed", pullRequestUrl);
-
-        /// <summary>Ends a task in <paramref name="state"/> (completed, failed, timed_out, cancelled) with a pull request artifact, as <see cref="Complete"/> does.</summary>
+        /// <summary>
+        /// Ends a task in <paramref name="state"/> (completed, failed, timed_out, cancelled) with a pull request artifact as
+        /// GitHub's model shows it: <c>{"type":"pull","data":{"id","global_id"}}</c>.
+        /// </summary>
         public void End(string id, string state, string pullRequestUrl)
         {
             var task = tasks.Single(t => t["id"]!.GetValue<string>() == id);
