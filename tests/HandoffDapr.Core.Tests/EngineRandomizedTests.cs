@@ -879,19 +879,19 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         // A finish without the pull request the provider has, for an agent the run shows ended and no longer reads: it
         // completes without it (one shown failed), never read again (only an agent shown at work is read to confirm such
         // a finish).
-        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
-            && provider.Agents[report.Id].PrUrl is not null
-            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal()
-            && !stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
+        // One shown failed and still watched is completed and read on as given up on (failedFinishedAt).
+        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null } && provider.Agents[report.Id].PrUrl is not null
+            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal())
         {
-            finishedUnread.Add(report.Id);
-        }
+            if (!stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
+            {
+                finishedUnread.Add(report.Id);
+            }
 
-        if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null }
-            && provider.Agents[report.Id].PrUrl is not null
-            && stored?.CodingAgents.GetValueOrDefault(report.Id) is { Status: CodingAgentStatus.Failed })
-        {
-            failedFinishedAt[report.Id] = provider.Tick();
+            if (known.Status == CodingAgentStatus.Failed)
+            {
+                failedFinishedAt[report.Id] = provider.Tick();
+            }
         }
 
         var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
