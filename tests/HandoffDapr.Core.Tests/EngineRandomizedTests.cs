@@ -783,9 +783,10 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Agents a webhook the run took told of the provider's pull request: no excuse above covers losing it.
     private readonly HashSet<string> pullRequestDelivered = [];
 
-    // Agents shown failed and still watched that a webhook finished without the provider's pull request (when): they are
-    // completed and read on as given up on; excused only where a read was tried since and none answered.
-    private readonly Dictionary<string, long> failedFinishedAt = [];
+    // Agents shown ended that a webhook finished without the provider's pull request and that are read on (when): shown
+    // failed and still watched (completed and read on as given up on), or no longer read (read to confirm the finish).
+    // Excused only where a read was tried since and none answered.
+    private readonly Dictionary<string, long> readOnFinishedAt = [];
 
     // When each agent was last in a poll's round being read (tried, whatever came of it).
     private readonly Dictionary<string, long> lastReadTried = [];
@@ -876,21 +877,22 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         var launchedBy = stored?.LaunchOfAgent(report.Id)?.IntegrationId
             ?? stored?.Launches.LastOrDefault(launch => launch.BranchName == provider.Agents[report.Id].Branch)?.IntegrationId ?? IntegrationIds[0];
         var signer = random.Next(8) == 0 ? IntegrationIds.First(id => id != launchedBy) : launchedBy;
-        // A finish without the pull request the provider has, for an agent the run shows ended and no longer reads: it
-        // completes without it (one shown failed), never read again (only an agent shown at work is read to confirm such
-        // a finish).
-        // One shown failed and still watched is completed and read on as given up on (failedFinishedAt).
+        // A finish without the pull request the provider has, for an agent the run shows ended: one shown failed is
+        // completed, and read on if still watched; one no longer read is read on to confirm the finish, if it was asked to
+        // open a pull request and has none (readOnFinishedAt); any other is never read again (finishedUnread).
         if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null } && provider.Agents[report.Id].PrUrl is not null
             && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal())
         {
-            if (!stored.AgentsToPoll.Any(agent => agent.Id == report.Id))
+            var unread = !stored.AgentsToPoll.Any(agent => agent.Id == report.Id);
+            var confirmed = unread && stored.LaunchOfAgent(report.Id)?.AutoCreatePr == true && !known.Results.Any(result => result.PrUrl is not null);
+            if (unread && !confirmed)
             {
                 finishedUnread.Add(report.Id);
             }
 
-            if (known.Status == CodingAgentStatus.Failed)
+            if (known.Status == CodingAgentStatus.Failed || confirmed)
             {
-                failedFinishedAt[report.Id] = provider.Tick();
+                readOnFinishedAt[report.Id] = provider.Tick();
             }
         }
 
@@ -1275,12 +1277,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
             // Nor one shown ended and no longer read that a webhook finished without it (finishedUnread), nor one whose finish a
             // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
-            // Nor one shown failed that such a webhook completed, whose reads since were tried and none answered.
+            // Nor one shown ended that such a webhook finished and that is read on, whose reads since were tried and none answered.
             var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);
-            var failedFinishUnread = failedFinishedAt.TryGetValue(id, out var finishedAt) && lastReadTried.GetValueOrDefault(id) > finishedAt
+            var readOnFinishUnread = readOnFinishedAt.TryGetValue(id, out var finishedAt) && lastReadTried.GetValueOrDefault(id) > finishedAt
                 && !atProvider.RecordedGoodReads.Any(read => read.Order > finishedAt);
             if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)
-                && ((!finishedUnread.Contains(id) && !finishTakenUnread && !failedFinishUnread) || pullRequestDelivered.Contains(id)))
+                && ((!finishedUnread.Contains(id) && !finishTakenUnread && !readOnFinishUnread) || pullRequestDelivered.Contains(id)))
             {
                 Violation($"agent {id} completed without the provider's pull request {pr}: {string.Join(",", agent.Results.Select(result => result.PrUrl))}");
             }

@@ -1095,6 +1095,104 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_the_provider_had_failed_completes_it_and_a_read_learns_the_pull_request()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+
+        // A follow-up sent elsewhere (Cursor's own page) resumed it; its finish is told without target.prUrl.
+        var applied = await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, applied);
+        var finished = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, finished.CodingAgents["bc-1"].Status);
+        Assert.Equal(time.GetUtcNow(), finished.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
+        var state = await WakeWhenDueAsync(finished);
+        Assert.Equal(1, provider.Reads);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/11", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_no_longer_read_is_read_on_while_at_work_and_never_stopped()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        // Reads show it at work (resumed again since), then an end of another kind, which may be older than the finish.
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        provider.ReadStatus = ProviderAgentStatus.Error;
+        state = await WakeWhenDueAsync(state);
+        Assert.NotNull(state.NextWakeAt());
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
+        state = await WakeWhenDueAsync(state);
+
+        Assert.Equal(3, provider.Reads);
+        Assert.Empty(provider.Stops);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("https://github.com/acme/shop/pull/12", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_no_longer_read_is_read_for_twice_the_maximum_age_from_the_webhook_at_most()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+        // Long after its launch: the watch counts from the webhook, not from the launch.
+        time.Advance(TimeSpan.FromDays(3));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        var reportedAt = time.GetUtcNow();
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        DateTimeOffset? lastRead = null;
+        provider.OnRead = _ => lastRead = time.GetUtcNow();
+
+        var state = writer.Saved.Last();
+        for (var polls = 0; state.NextWakeAt() is not null && polls < 500; polls++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        Assert.Null(state.NextWakeAt());
+        Assert.True(provider.Reads > 1);
+        var defaults = new HandoffEngineOptions();
+        Assert.InRange(lastRead!.Value - reportedAt, defaults.AgentMaxAge, 2 * defaults.AgentMaxAge + defaults.PollMaxInterval);
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Empty(provider.Stops);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_delivered_again_while_the_ended_agents_read_is_due_saves_nothing()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+        var finished = new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished));
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer);
+        var saves = writer.Saved.Count;
+
+        Assert.Equal(AgentReportStatus.Unchanged, await engine.ApplyAgentReportAsync(writer.Saved.Last(), finished, writer));
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_a_pull_request_of_an_ended_agent_not_asked_for_one_is_not_read()
+    {
+        await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Error)), writer);
+
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.Null(writer.Saved.Last().NextWakeAt());
+    }
+
+    [Fact]
     public async Task A_poll_report_of_an_agent_ended_while_the_poll_was_out_is_applied_though_other_agents_are_still_read()
     {
         await engine.TriggerAndFinishAsync(1, null, TriggerWithoutPullRequest("acme/shop", "acme/web", "acme/api"), writer, CancellationToken.None);

@@ -152,7 +152,7 @@ public sealed partial class HandoffEngine
                     // Watched as awaiting now: on the given-up watch, a read that shows it at work would have it stopped again.
                     GivenUp = Without(poll.GivenUp, [sent.AgentId]),
                     AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
-                    FollowedUpAt = new Dictionary<string, DateTimeOffset>(poll.FollowedUpAt ?? new Dictionary<string, DateTimeOffset>()) { [sent.AgentId] = followedUpAt },
+                    FollowedUpAt = With(poll.FollowedUpAt, sent.AgentId, followedUpAt),
                 },
             };
         }

@@ -115,6 +115,7 @@ public sealed partial class HandoffEngine
 
         var givenUp = state.Poll?.GivenUp ?? [];
         var awaiting = state.Poll?.AwaitingPullRequest ?? [];
+        var toConfirm = state.Poll?.FinishesToConfirm ?? new Dictionary<string, DateTimeOffset>();
         var active = state.AgentsToPoll.ToList();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
@@ -123,6 +124,7 @@ public sealed partial class HandoffEngine
         var stillWorking = new List<AgentRef>();
         var stillWatched = new List<string>();
         var stillAwaiting = new List<string>();
+        var stillConfirming = new Dictionary<string, DateTimeOffset>();
         // An agent this poll read that something else ended while the reads were out (a webhook that finished it without
         // its pull request) is not to be read on, but the read is still a fact: it may carry the pull request.
         foreach (var report in reports.Values.Where(report => !active.Any(agent => agent.Id == report.Id)))
@@ -189,6 +191,16 @@ public sealed partial class HandoffEngine
                     stillWorking.Add(new AgentRef(agent.Id, launch.IntegrationId));
                 }
             }
+            else if (toConfirm.TryGetValue(agent.Id, out var reportedAt))
+            {
+                // Read until a read shows it finished (its pull request learnt, or none to learn) or with a pull request, for
+                // twice the maximum age from the webhook at most. Not ended by a read of another end, which may be from before
+                // the finish; never stopped: a read at work is work resumed since.
+                if (report?.Status != ProviderAgentStatus.Finished && !HasPullRequest(latest) && now - reportedAt <= watchLimit)
+                {
+                    stillConfirming[agent.Id] = reportedAt;
+                }
+            }
             else if (IsOverAge(latest, age, report))
             {
                 TimeOutAndWatch(latest, age);
@@ -235,9 +247,11 @@ public sealed partial class HandoffEngine
             var watched = stillWatched.Count > 0 ? stillWatched : null;
             var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
             var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key) || stillWatched.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
+            var confirming = stillConfirming.Count > 0 ? stillConfirming : null;
             state = state with
             {
-                Poll = state.HasActiveAgents || watched is not null || awaited is not null ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp) : null,
+                Poll = state.HasActiveAgents || watched is not null || awaited is not null || confirming is not null
+                    ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp, confirming) : null,
             };
         }
         else if (timedOut.Count > 0)
@@ -371,11 +385,21 @@ public sealed partial class HandoffEngine
             return AgentReportStatus.OtherRepository;
         }
 
-        var confirm = IsFinishToConfirm(report, state.LaunchOfAgent(report.Id)!, state.CodingAgents[report.Id]);
+        var launch = state.LaunchOfAgent(report.Id)!;
+        var known = state.CodingAgents[report.Id];
+        var confirm = IsFinishToConfirm(report, launch, known);
+        var confirmEnded = !confirm && IsFinishOfUnreadAgentToConfirm(state, report, launch, known);
         var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
-        if (confirm)
+        if (confirm || confirmEnded)
         {
-            updated = HeldForARead(updated, report.Id, timeProvider.GetUtcNow(), counted);
+            var now = timeProvider.GetUtcNow();
+            updated = HeldForARead(updated, report.Id, now, counted);
+            if (confirmEnded)
+            {
+                // Its finish is taken (a failed one is completed), and a read still looks for the pull request.
+                var poll = updated.Poll!;
+                updated = updated with { Poll = poll with { FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now) } };
+            }
         }
 
         if (ReferenceEquals(updated, state))
@@ -395,11 +419,22 @@ public sealed partial class HandoffEngine
     /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
     /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
     /// once (<see cref="HeldForARead"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
-    /// webhook adopts: a final one is not reopened (a failed one is completed, and read on only while it is watched).
+    /// webhook adopts: a final one is not reopened (a failed one is completed, and read on: watched already, or
+    /// <see cref="IsFinishOfUnreadAgentToConfirm"/>).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
         report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
         && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null;
+
+    /// <summary>
+    /// The same webhook's finish of an agent the run shows ended (failed, or completed without a pull request) and no longer
+    /// reads: a follow-up sent elsewhere resumed it, or our failure was a guess. The finish is applied, but the pull
+    /// request it leaves out would never be learnt: the agent is read on (<see cref="PollSchedule.FinishesToConfirm"/>).
+    /// One still watched is read anyway.
+    /// </summary>
+    private static bool IsFinishOfUnreadAgentToConfirm(RunHandoffState state, ProviderAgent report, RepositoryLaunch launch, CodingAgentState agent) =>
+        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent.Status.IsFinal() && !HasPullRequest(agent)
+        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null && !state.AgentsToPoll.Any(watched => watched.Id == agent.Id);
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
@@ -445,6 +480,10 @@ public sealed partial class HandoffEngine
         counted.Log(() => LogFinishToConfirm(state.RunId, agentId, state.LaunchOfAgent(agentId)?.Repository));
         return state with { Poll = (state.Poll ?? new PollSchedule(now, 0)) with { NextPollAt = now, QuietPolls = 0 } };
     }
+
+    /// <summary>The schedule's map of agents with this one's time set.</summary>
+    private static Dictionary<string, DateTimeOffset> With(IReadOnlyDictionary<string, DateTimeOffset>? times, string agentId, DateTimeOffset at) =>
+        new(times ?? new Dictionary<string, DateTimeOffset>()) { [agentId] = at };
 
     /// <summary>These agents taken off one of the schedule's lists; null once none is left, as the schedule stores "none".</summary>
     private static IReadOnlyList<string>? Without(IReadOnlyList<string>? agentIds, IReadOnlyCollection<string> removed) =>

@@ -56,14 +56,19 @@ public sealed record RunHandoffState(
     public bool HasActiveAgents => CodingAgents.Values.Any(agent => !agent.Status.IsFinal());
 
     /// <summary>
-    /// The agents the status poll reads: the unfinished ones, those given up on whose end the provider has not shown, and
-    /// ended ones awaiting a pull request after a follow-up.
+    /// The agents the status poll reads: the unfinished ones, those given up on whose end the provider has not shown, ended
+    /// ones awaiting a pull request after a follow-up, and ended ones a webhook then said finished without their pull request.
     /// </summary>
     public IEnumerable<CodingAgentState> AgentsToPoll => CodingAgents.Values.Where(agent => !agent.Status.IsFinal()
-        || (Poll?.GivenUp?.Contains(agent.Id) ?? false) || (Poll?.AwaitingPullRequest?.Contains(agent.Id) ?? false));
+        || (Poll?.GivenUp?.Contains(agent.Id) ?? false) || (Poll?.AwaitingPullRequest?.Contains(agent.Id) ?? false)
+        || (Poll?.FinishesToConfirm?.ContainsKey(agent.Id) ?? false));
 
-    /// <summary>Agents are still read from the provider: some are unfinished, given up on without a confirmed end, or awaiting a pull request after a follow-up.</summary>
-    public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 } || Poll?.AwaitingPullRequest is { Count: > 0 };
+    /// <summary>
+    /// Agents are still read from the provider: some are unfinished, given up on without a confirmed end, awaiting a pull
+    /// request after a follow-up, or ended with a finish to confirm.
+    /// </summary>
+    public bool HasAgentsToPoll => HasActiveAgents || Poll?.GivenUp is { Count: > 0 } || Poll?.AwaitingPullRequest is { Count: > 0 }
+        || Poll?.FinishesToConfirm is { Count: > 0 };
 
     /// <summary>
     /// A launch round is at the provider: launches in flight whose deadline has not passed (past it, they are a crash's
@@ -296,12 +301,19 @@ public enum LaunchPhase
 /// When the agents in <paramref name="AwaitingPullRequest"/> were last sent a follow-up: their watch counts from then, as
 /// does the given-up watch of one stopped since. One awaiting without an entry (stored before it was kept) counts from its launch.
 /// </param>
+/// <param name="FinishesToConfirm">
+/// Agents the run showed ended and no longer read (failed, or completed without a pull request) that a webhook then said
+/// finished without the pull request they were asked for, with when it said so: read until a read shows them finished or
+/// with a pull request, for twice the maximum age from then at most; never stopped (the provider says they finished). A host of an earlier release
+/// drops the list on its next save: the agent is then left completed without a pull request, as that release did.
+/// </param>
 public sealed record PollSchedule(
     DateTimeOffset NextPollAt,
     int QuietPolls,
     IReadOnlyList<string>? GivenUp = null,
     IReadOnlyList<string>? AwaitingPullRequest = null,
-    IReadOnlyDictionary<string, DateTimeOffset>? FollowedUpAt = null);
+    IReadOnlyDictionary<string, DateTimeOffset>? FollowedUpAt = null,
+    IReadOnlyDictionary<string, DateTimeOffset>? FinishesToConfirm = null);
 
 public sealed record TimelineEntry(DateTimeOffset At, string Event, string? Repository = null, string? AgentId = null, string? Detail = null);
 

@@ -247,6 +247,35 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     [Fact]
+    public async Task Finished_webhook_without_its_pull_request_of_an_agent_that_had_failed_registers_a_reminder_whose_read_carries_it()
+    {
+        await using var factory = await DaprServiceFactory.StartAsync(
+            cursor.Url, time: time, sidecarTime: time,
+            settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
+        var agentId = await Launch(factory.CreateSidecarClient(), 303);
+        string Webhook(string status) => new JsonObject
+        {
+            ["event"] = "statusChange", ["id"] = agentId, ["status"] = status,
+            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
+        }.ToJsonString();
+        Assert.Equal(HttpStatusCode.NoContent, (await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=303", Webhook("ERROR"), Secret))).StatusCode);
+        Assert.DoesNotContain(factory.Sidecar.Reminders, reminder => reminder.ActorId == "303");
+
+        // Resumed in Cursor's own UI, it finishes; the webhook leaves target.prUrl out.
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/13");
+        var response = await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=303", Webhook("FINISHED"), Secret));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("completed", factory.Sidecar.GetActorState(Actor, "303", "coding_agents")!.Value.GetProperty(agentId).GetProperty("status").GetString());
+        var fired = Assert.Single(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()));
+        Assert.Equal(("303", HandoffRunActor.WakeReminder), (fired.Reminder.ActorId, fired.Reminder.Name));
+        await Eventually.True(() => factory.Sidecar.GetActorState(Actor, "303", "coding_agents")!.Value.GetProperty(agentId).GetProperty("results")[0].TryGetProperty("pr_url", out var pr)
+            && pr.GetString() == "https://github.com/acme/shop/pull/13");
+        Assert.Equal($"/v0/agents/{agentId}", factory.Sidecar.BindingInvocations.Last().Metadata["path"]);
+        await Eventually.True(() => !factory.Sidecar.Reminders.Any(reminder => reminder.ActorId == "303"));
+    }
+
+    [Fact]
     public async Task Followup_whose_actor_turn_daprd_retries_after_its_state_was_saved_is_recorded_once()
     {
         // daprd as components/resiliency.yaml configures it: a failed actor call is made again.

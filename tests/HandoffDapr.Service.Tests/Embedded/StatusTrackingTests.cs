@@ -476,6 +476,28 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     [Fact]
+    public async Task Finished_webhook_without_its_pull_request_of_an_agent_that_had_failed_completes_it_and_a_read_learns_the_pull_request()
+    {
+        var agentId = await Launch(438);
+        await SignedWebhook(438, StatusChange(agentId, "ERROR"));
+        Assert.Null(await factory.Store.GetWakeupAsync(438, CancellationToken.None));
+
+        // Resumed in Cursor's own UI, it finishes; the webhook leaves target.prUrl out.
+        cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/38");
+        var response = await SignedWebhook(438, StatusChange(agentId, "FINISHED"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        Assert.Equal("completed", (await Agent(438, agentId))["status"]!.GetValue<string>());
+        Assert.Equal(time.GetUtcNow(), await factory.Store.GetWakeupAsync(438, CancellationToken.None));
+        await factory.Scheduler.RunDueAsync(CancellationToken.None);
+        var agent = await Agent(438, agentId);
+        Assert.Equal("completed", agent["status"]!.GetValue<string>());
+        Assert.Equal("https://github.com/acme/shop/pull/38", Assert.Single(agent["results"]!.AsArray())!["pr_url"]!.GetValue<string>());
+        Assert.Equal(1, cursor.GetRequests(agentId));
+        Assert.Null(await factory.Store.GetWakeupAsync(438, CancellationToken.None));
+    }
+
+    [Fact]
     public async Task Poll_answer_naming_another_repository_is_not_applied_and_the_agent_is_read_on()
     {
         var agentId = await Launch(435);
