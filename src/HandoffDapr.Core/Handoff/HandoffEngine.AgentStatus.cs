@@ -9,9 +9,10 @@ public sealed partial class HandoffEngine
 {
     /// <summary>
     /// Starts the status poll, the fallback for webhooks that never came: the agents of <see cref="RunHandoffState.AgentsToPoll"/>
-    /// (every pending or running agent, those given up on whose end the provider has not shown yet, and those awaiting a
-    /// pull request after a follow-up). Until its reports are recorded the poll's next time is its lease, so a poll whose
-    /// reports never come back is made again then.
+    /// (every pending or running agent, those given up on whose end the provider has not shown yet, those awaiting a
+    /// pull request after a follow-up, and ended ones a webhook then said finished without their pull request). Until
+    /// its reports are recorded the poll's next time is its lease, so a poll whose reports never come back is made
+    /// again then.
     /// </summary>
     private (RunHandoffState State, PollRound Poll) StartPoll(RunHandoffState state, DateTimeOffset now)
     {

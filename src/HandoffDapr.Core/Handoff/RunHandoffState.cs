@@ -78,9 +78,9 @@ public sealed record RunHandoffState(
 
     /// <summary>
     /// Nothing is pending: no launch due, in flight, to be retried or with an outcome to look for, and no agent still
-    /// read from the provider (unfinished, given up on, or awaiting a pull request). Such a run has no wake-up
-    /// (<see cref="NextWakeAt"/> is null) and changes only when someone calls it; only such a run may be deleted by
-    /// retention (<see cref="RunRetention"/>).
+    /// read from the provider (unfinished, given up on, awaiting a pull request, or with a finish to confirm). Such a
+    /// run has no wake-up (<see cref="NextWakeAt"/> is null) and changes only when someone calls it; only such a run
+    /// may be deleted by retention (<see cref="RunRetention"/>).
     /// </summary>
     [JsonIgnore]
     public bool IsSettled => !Launches.Any(launch => launch.IsAwaitingWork) && !HasAgentsToPoll;
@@ -304,8 +304,9 @@ public enum LaunchPhase
 /// <param name="FinishesToConfirm">
 /// Agents the run showed ended and no longer read (failed, or completed without a pull request) that a webhook then said
 /// finished without the pull request they were asked for, with when it said so: read until a read shows them finished or
-/// with a pull request, for twice the maximum age from then at most; never stopped (the provider says they finished). A host of an earlier release
-/// drops the list on its next save: the agent is then left completed without a pull request, as that release did.
+/// with a pull request, for twice the maximum age from then at most; never stopped (the provider says they finished). A
+/// host of an earlier release drops the list on its next save: the agent is then left completed without a pull request,
+/// as that release did.
 /// </param>
 public sealed record PollSchedule(
     DateTimeOffset NextPollAt,
