@@ -11,7 +11,7 @@ public sealed class RunRetentionTests
     public static TheoryData<string> PendingRuns => new()
     {
         "launch due", "launch in flight", "launch to retry", "outcome unknown", "agent running", "agent pending", "agent given up on",
-        "agent awaiting a pull request",
+        "agent awaiting a pull request", "agent with a finish to confirm",
     };
 
     [Theory]
@@ -135,6 +135,9 @@ public sealed class RunRetentionTests
             "agent pending" => Run(Launch(LaunchPhase.Launched, "bc-1"), Agent(CodingAgentStatus.Pending), poll),
             "agent given up on" => Run(Launch(LaunchPhase.Launched, "bc-1"), Agent(CodingAgentStatus.Failed), poll with { GivenUp = ["bc-1"] }),
             "agent awaiting a pull request" => Run(Launch(LaunchPhase.Launched, "bc-1"), Agent(CodingAgentStatus.Completed), poll with { AwaitingPullRequest = ["bc-1"] }),
+            // Completed without its pull request, then a webhook's finish without it: read until a read shows the end.
+            "agent with a finish to confirm" => Run(Launch(LaunchPhase.Launched, "bc-1"), Agent(CodingAgentStatus.Completed),
+                poll with { FinishesToConfirm = new Dictionary<string, DateTimeOffset> { ["bc-1"] = Now } }),
             _ => throw new ArgumentOutOfRangeException(nameof(pending)),
         };
     }
