@@ -1168,6 +1168,52 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_given_up_for_age_moves_it_to_a_watch_that_never_stops_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        var state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(CodingAgentStatus.Failed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
+        // Half an hour before its given-up watch (twice the maximum age from its launch) would end, a webhook says it
+        // finished, without its pull request.
+        time.Advance(TimeSpan.FromHours(12) - TimeSpan.FromMinutes(35) - TimeSpan.FromHours(6));
+        await engine.ApplyAgentReportAsync(state, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        Assert.Equal(CodingAgentStatus.Completed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        Assert.True(writer.Saved.Last().NextWakeAt() <= time.GetUtcNow());
+
+        // Reads show it at work (resumed since) past the end of the watch it was on: not stopped, read on.
+        state = await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        while (time.GetUtcNow() < state.Launches.Single().AttemptStartedAt + TimeSpan.FromHours(13))
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        Assert.Equal("bc-1", Assert.Single(provider.Stops));
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/14";
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal("https://github.com/acme/shop/pull/14", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Null(state.NextWakeAt());
+    }
+
+    [Fact]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_given_up_on_after_a_follow_up_leaves_it_on_its_watch()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
+        Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
+
+        // The finish may be from before the follow-up: the agent stays on the watch of the follow-up's work.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
+        Assert.Null(writer.Saved.Last().Poll!.FinishesToConfirm);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_without_its_pull_request_delivered_again_while_the_ended_agents_read_is_due_saves_nothing()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -261,8 +261,9 @@ public sealed partial class HandoffEngineTests
         var relaunch = await RelaunchLostBehindAStoppedAgentThatFinishesAsync(switchable);
 
         // The integration is taken out of the settings: the wake-up that would have looked fails the relaunch (an agent may exist).
+        // (The wake-up due first is the read of the stopped agent's finish, told without its pull request.)
         catalog.Present = false;
-        time.Advance(writer.Saved.Last().NextWakeAt()!.Value - time.GetUtcNow());
+        time.Advance(writer.Saved.Last().FindLaunch("acme/shop", 42)!.NextAttemptAt!.Value - time.GetUtcNow());
         await switchable.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
         Assert.Equal((LaunchPhase.Failed, true), (writer.Saved.Last().FindLaunch("acme/shop", 42)!.Phase, writer.Saved.Last().FindLaunch("acme/shop", 42)!.OutcomeUnknown));
 

@@ -389,7 +389,7 @@ public sealed partial class HandoffEngine
         var launch = state.LaunchOfAgent(report.Id)!;
         var known = state.CodingAgents[report.Id];
         var confirm = IsFinishToConfirm(report, launch, known);
-        var confirmEnded = !confirm && IsFinishOfUnreadAgentToConfirm(state, report, launch, known);
+        var confirmEnded = !confirm && IsFinishOfEndedAgentToConfirm(state, report, launch, known);
         var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
         if (confirm || confirmEnded)
         {
@@ -399,7 +399,10 @@ public sealed partial class HandoffEngine
             {
                 // Its finish is taken (a failed one is completed), and a read still looks for the pull request.
                 var poll = updated.Poll!;
-                updated = updated with { Poll = poll with { FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now) } };
+                updated = updated with
+                {
+                    Poll = poll with { GivenUp = Without(poll.GivenUp, [report.Id]), FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now) },
+                };
             }
         }
 
@@ -420,22 +423,26 @@ public sealed partial class HandoffEngine
     /// leave out optional fields such as <c>target.prUrl</c> (superplanehq/superplane#4335), and an agent completed without
     /// a pull request is not read again, so the pull request would be lost. Its end is learnt from a read instead, made at
     /// once (<see cref="HeldForARead"/>), whose answer stands either way. Only for an agent the run shows at work, or one a
-    /// webhook adopts: a final one is not reopened (a failed one is completed, and read on: watched already, or
-    /// <see cref="IsFinishOfUnreadAgentToConfirm"/>).
+    /// webhook adopts: a final one is not reopened (a failed one is completed, and read on:
+    /// <see cref="IsFinishOfEndedAgentToConfirm"/>, or watched already).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
         report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
         && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null;
 
     /// <summary>
-    /// The same webhook's finish of an agent the run shows ended (failed, or completed without a pull request) and no longer
-    /// reads: a follow-up sent elsewhere resumed it, or our failure was a guess. The finish is applied, but the pull
-    /// request it leaves out would never be learnt: the agent is read on (<see cref="PollSchedule.FinishesToConfirm"/>).
-    /// One still watched is read anyway.
+    /// The same webhook's finish of an agent the run shows ended (failed, or completed without a pull request): a
+    /// follow-up sent elsewhere resumed it, or our failure was a guess. The finish is applied, and the agent read on for the
+    /// pull request the webhook left out (<see cref="PollSchedule.FinishesToConfirm"/>). For one no longer read, which
+    /// would never learn it; and for one given up on without a follow-up, whose watch counts from its launch and stops it
+    /// when a read shows it at work, which is work resumed since it finished. Not for one awaiting a pull request after a
+    /// follow-up, or given up on after one: that finish may be from before the follow-up, and their watches read it on.
     /// </summary>
-    private static bool IsFinishOfUnreadAgentToConfirm(RunHandoffState state, ProviderAgent report, RepositoryLaunch launch, CodingAgentState agent) =>
+    private static bool IsFinishOfEndedAgentToConfirm(RunHandoffState state, ProviderAgent report, RepositoryLaunch launch, CodingAgentState agent) =>
         report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent.Status.IsFinal() && !HasPullRequest(agent)
-        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null && !state.AgentsToPoll.Any(watched => watched.Id == agent.Id);
+        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null
+        && (!state.AgentsToPoll.Any(watched => watched.Id == agent.Id)
+            || (state.Poll?.GivenUp?.Contains(agent.Id) == true && state.Poll.AwaitingPullRequest?.Contains(agent.Id) != true && FollowedUpAt(state, agent.Id) is null));
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
