@@ -442,7 +442,8 @@ public sealed partial class HandoffEngine
         report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent.Status.IsFinal() && !HasPullRequest(agent)
         && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null
         && (!state.AgentsToPoll.Any(watched => watched.Id == agent.Id)
-            || (state.Poll?.GivenUp?.Contains(agent.Id) == true && state.Poll.AwaitingPullRequest?.Contains(agent.Id) != true && FollowedUpAt(state, agent.Id) is null));
+            || (state.Poll?.GivenUp?.Contains(agent.Id) == true && state.Poll.AwaitingPullRequest?.Contains(agent.Id) != true
+                && FollowedUpAt(state, agent.Id) is null));
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };

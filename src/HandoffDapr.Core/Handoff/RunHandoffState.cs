@@ -290,7 +290,8 @@ public enum LaunchPhase
 /// Agents we failed for age whose end the provider has not shown yet (its stop may not have taken, or it offers none):
 /// still read, so a pull request one opens later is kept, until the provider shows it ended or it is twice the maximum age.
 /// One given up on after a follow-up (a person's stop, a time-out) is read as one awaiting its pull request is: no read's
-/// end ends its watch, which may be stale, from before that follow-up.
+/// end ends its watch, which may be stale, from before that follow-up. One without a follow-up that a webhook then says
+/// finished without its pull request moves to <paramref name="FinishesToConfirm"/>.
 /// </param>
 /// <param name="AwaitingPullRequest">
 /// Agents sent a follow-up while not completed with a pull request (at work, completed without one, stopped, failed or
@@ -302,8 +303,8 @@ public enum LaunchPhase
 /// does the given-up watch of one stopped since. One awaiting without an entry (stored before it was kept) counts from its launch.
 /// </param>
 /// <param name="FinishesToConfirm">
-/// Agents the run showed ended and no longer read (failed, or completed without a pull request) that a webhook then said
-/// finished without the pull request they were asked for, with when it said so: read until a read shows them finished or
+/// Agents the run showed ended (failed, or completed without a pull request), no longer read or given up on without a
+/// follow-up, that a webhook then said finished without the pull request they were asked for, with when it said so: read until a read shows them finished or
 /// with a pull request, for twice the maximum age from then at most; never stopped (the provider says they finished). A
 /// host of an earlier release drops the list on its next save: the agent is then left completed without a pull request,
 /// as that release did.
