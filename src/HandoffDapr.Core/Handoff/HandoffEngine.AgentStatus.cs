@@ -401,7 +401,11 @@ public sealed partial class HandoffEngine
                 var poll = updated.Poll!;
                 updated = updated with
                 {
-                    Poll = poll with { GivenUp = Without(poll.GivenUp, [report.Id]), FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now) },
+                    Poll = poll with
+                    {
+                        GivenUp = Without(poll.GivenUp, [report.Id]),
+                        FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now),
+                    },
                 };
             }
         }

@@ -304,10 +304,10 @@ public enum LaunchPhase
 /// </param>
 /// <param name="FinishesToConfirm">
 /// Agents the run showed ended (failed, or completed without a pull request), no longer read or given up on without a
-/// follow-up, that a webhook then said finished without the pull request they were asked for, with when it said so: read until a read shows them finished or
-/// with a pull request, for twice the maximum age from then at most; never stopped (the provider says they finished). A
-/// host of an earlier release drops the list on its next save: the agent is then left completed without a pull request,
-/// as that release did.
+/// follow-up, that a webhook then said finished without the pull request they were asked for, with when it said so:
+/// read until a read shows them finished or with a pull request, for twice the maximum age from then at most; never
+/// stopped (the provider says they finished). A host of an earlier release drops the list on its next save: the agent
+/// is then left completed without a pull request, as that release did.
 /// </param>
 public sealed record PollSchedule(
     DateTimeOffset NextPollAt,
