@@ -671,6 +671,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 continue;
             }
 
+            // No excuse for a webhook's finish that took it off the given-up watch (to confirm the finish): the model
+            // resumes a finished agent only by a follow-up; one sent or recorded since it was given up on is excused
+            // above, and one recorded before keeps it on that watch, so a good read at work is work given up on.
             restopsRequired++;
             if (!from.AgentsToPoll.Any(polled => polled.Id == id))
             {
@@ -784,7 +787,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     private readonly HashSet<string> pullRequestDelivered = [];
 
     // Agents shown ended that a webhook finished without the provider's pull request and that are read on (when): shown
-    // failed and still watched (completed and read on as given up on), or no longer read (read to confirm the finish).
+    // failed and still watched (completed, and read on as given up on after a follow-up, or to confirm the finish
+    // without one), or no longer read (read to confirm the finish).
     // Excused only where a read was tried since and none answered.
     private readonly Dictionary<string, long> readOnFinishedAt = [];
 
