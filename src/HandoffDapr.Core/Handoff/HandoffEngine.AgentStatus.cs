@@ -447,7 +447,14 @@ public sealed partial class HandoffEngine
         && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null
         && (!state.AgentsToPoll.Any(watched => watched.Id == agent.Id)
             || (state.Poll?.GivenUp?.Contains(agent.Id) == true && state.Poll.AwaitingPullRequest?.Contains(agent.Id) != true
-                && FollowedUpAt(state, agent.Id) is null));
+                && FollowedUpAt(state, agent.Id) is null && !WasFollowedUp(state, agent.Id)));
+
+    /// <summary>
+    /// The timeline has a follow-up of the agent: a schedule stored before <see cref="PollSchedule.FollowedUpAt"/> was kept
+    /// has none for one given up on after a follow-up.
+    /// </summary>
+    private static bool WasFollowedUp(RunHandoffState state, string agentId) =>
+        state.Timeline.Any(entry => entry.AgentId == agentId && entry.Event == TimelineEvents.FollowupSent);
 
     /// <summary>A report's end held back for a read: applied as the agent at work (a pending one moves to running).</summary>
     private static ProviderAgent AtWork(ProviderAgent report) => report with { Status = ProviderAgentStatus.Running, Summary = null };
