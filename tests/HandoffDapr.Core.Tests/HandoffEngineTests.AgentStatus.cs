@@ -1197,32 +1197,20 @@ public sealed partial class HandoffEngineTests
         Assert.Null(state.NextWakeAt());
     }
 
-    [Fact]
-    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_given_up_on_after_a_follow_up_leaves_it_on_its_watch()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_given_up_on_after_a_follow_up_leaves_it_on_its_watch(bool storedWithoutItsTime)
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
         var recorder = new EngineRoundTrips.Recorder(engine, writer);
         Assert.Equal(AgentCommandStatus.Done, (await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None)).Status);
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
         Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
+        // As a release before FollowedUpAt was kept stored it: the follow-up is in the timeline only.
+        var stored = storedWithoutItsTime ? writer.Saved.Last() with { Poll = writer.Saved.Last().Poll! with { FollowedUpAt = null } } : writer.Saved.Last();
 
         // The finish may be from before the follow-up: the agent stays on the watch of the follow-up's work.
-        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
-
-        Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
-        Assert.Null(writer.Saved.Last().Poll!.FinishesToConfirm);
-    }
-
-    [Fact]
-    public async Task A_webhook_finish_without_its_pull_request_of_an_agent_given_up_on_after_a_follow_up_stored_without_its_time_leaves_it_on_its_watch()
-    {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup("bc-1", "Also add a test"), recorder, CancellationToken.None);
-        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
-        // As a release before FollowedUpAt was kept stored it: the follow-up is in the timeline only.
-        var stored = writer.Saved.Last() with { Poll = writer.Saved.Last().Poll! with { FollowedUpAt = null } };
-
         await engine.ApplyAgentReportAsync(stored, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
 
         Assert.Contains("bc-1", writer.Saved.Last().Poll!.GivenUp!);
