@@ -884,23 +884,30 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         // A finish without the pull request the provider has, for an agent the run shows ended: one shown failed is
         // completed, and read on if still watched; one no longer read is read on to confirm the finish, if it was asked to
         // open a pull request and has none (readOnFinishedAt); any other is never read again (finishedUnread).
+        // Noted only if the engine took the webhook (not one signed by the other integration, nor one of another repository).
+        var (finishUnread, readOnFrom) = (false, (long?)null);
         if (report is { Status: ProviderAgentStatus.Finished, PrUrl: null } && provider.Agents[report.Id].PrUrl is not null
             && stored?.CodingAgents.GetValueOrDefault(report.Id) is { } known && known.Status.IsFinal())
         {
             var unread = !stored.AgentsToPoll.Any(agent => agent.Id == report.Id);
             var confirmed = unread && stored.LaunchOfAgent(report.Id)?.AutoCreatePr == true && !known.Results.Any(result => result.PrUrl is not null);
-            if (unread && !confirmed)
+            finishUnread = unread && !confirmed;
+            readOnFrom = known.Status == CodingAgentStatus.Failed || confirmed ? provider.Tick() : null;
+        }
+
+        var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
+        if (status is AgentReportStatus.Changed or AgentReportStatus.Unchanged)
+        {
+            if (finishUnread)
             {
                 finishedUnread.Add(report.Id);
             }
 
-            if (known.Status == CodingAgentStatus.Failed || confirmed)
+            if (readOnFrom is { } from)
             {
-                readOnFinishedAt[report.Id] = provider.Tick();
+                readOnFinishedAt[report.Id] = from;
             }
         }
-
-        var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
         // One that carried the provider's pull request and was taken: that pull request is known, whatever came before.
         if (report.PrUrl is { } delivered && delivered == provider.Agents[report.Id].PrUrl
             && status is AgentReportStatus.Changed or AgentReportStatus.Unchanged)
