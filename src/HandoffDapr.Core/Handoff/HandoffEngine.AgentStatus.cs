@@ -431,8 +431,11 @@ public sealed partial class HandoffEngine
     /// <see cref="IsFinishOfEndedAgentToConfirm"/>, or watched already).
     /// </summary>
     private static bool IsFinishToConfirm(ProviderAgent report, RepositoryLaunch launch, CodingAgentState? agent) =>
-        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent?.Status.IsFinal() != true
-        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null;
+        agent?.Status.IsFinal() != true && IsFinishWithoutItsPullRequest(report, launch);
+
+    /// <summary>A report of a finish without a pull request of the launch's repository, for a launch that asked for one.</summary>
+    private static bool IsFinishWithoutItsPullRequest(ProviderAgent report, RepositoryLaunch launch) =>
+        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null;
 
     /// <summary>
     /// The same webhook's finish of an agent the run shows ended (failed, or completed without a pull request): a
@@ -443,8 +446,7 @@ public sealed partial class HandoffEngine
     /// follow-up, or given up on after one: that finish may be from before the follow-up, and their watches read it on.
     /// </summary>
     private static bool IsFinishOfEndedAgentToConfirm(RunHandoffState state, ProviderAgent report, RepositoryLaunch launch, CodingAgentState agent) =>
-        report.Status == ProviderAgentStatus.Finished && launch.AutoCreatePr && agent.Status.IsFinal() && !HasPullRequest(agent)
-        && PullRequestOfLaunch(WebLinkOrNull(report.PrUrl), launch) is null
+        agent.Status.IsFinal() && !HasPullRequest(agent) && IsFinishWithoutItsPullRequest(report, launch)
         && (!state.AgentsToPoll.Any(watched => watched.Id == agent.Id)
             || (state.Poll?.GivenUp?.Contains(agent.Id) == true && state.Poll.AwaitingPullRequest?.Contains(agent.Id) != true
                 && FollowedUpAt(state, agent.Id) is null && !WasFollowedUp(state, agent.Id)));
