@@ -227,11 +227,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         var agentId = await Launch(factory.CreateSidecarClient(), 302);
         Assert.Empty(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()));
         // Cursor's webhooks can leave target.prUrl out: the end is confirmed by a read, made at once.
-        var body = new JsonObject
-        {
-            ["event"] = "statusChange", ["id"] = agentId, ["status"] = "FINISHED",
-            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
-        }.ToJsonString();
+        var body = HandoffInvariants.CursorStatusChange(agentId, "FINISHED", prUrl: null, "https://github.com/acme/shop", branch: null);
 
         var response = await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=302", body, Secret));
 
@@ -253,11 +249,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
             cursor.Url, time: time, sidecarTime: time,
             settings: new Dictionary<string, string?> { ["Handoff:PublicBaseUrl"] = "https://handoff.example.com", ["Handoff:Integrations:42:WebhookSecret"] = Secret });
         var agentId = await Launch(factory.CreateSidecarClient(), 303);
-        string Webhook(string status) => new JsonObject
-        {
-            ["event"] = "statusChange", ["id"] = agentId, ["status"] = status,
-            ["source"] = new JsonObject { ["repository"] = "https://github.com/acme/shop" },
-        }.ToJsonString();
+        string Webhook(string status) => HandoffInvariants.CursorStatusChange(agentId, status, prUrl: null, "https://github.com/acme/shop", branch: null);
         Assert.Equal(HttpStatusCode.NoContent, (await factory.CreateClient().SendAsync(Payloads.SignedWebhook("/webhooks/cursor/42?run_id=303", Webhook("ERROR"), Secret))).StatusCode);
         Assert.DoesNotContain(factory.Sidecar.Reminders, reminder => reminder.ActorId == "303");
 
