@@ -380,14 +380,15 @@ public sealed partial class HandoffEngineTests
         var held = new HoldingRecorder();
         Assert.Equal(AgentCommandStatus.Done, (await engine.StopAgentAsync(writer.Saved.Last(), shop, held, CancellationToken.None)).Status);
 
-        // All at one instant of a coarse clock: acme/web's agent is sent enough follow-ups that the bounded timeline drops
-        // acme/shop's entry, then acme/shop's agent a second follow-up, recorded before the held stop.
+        // All at one instant of a coarse clock: acme/web's agent is sent many follow-ups, acme/shop's entries are gone from
+        // the timeline (a run stored by a release whose bound dropped them), then acme/shop's agent is sent a second
+        // follow-up, recorded before the held stop.
         for (var i = 0; i < RunHandoffState.MaxTimelineEntries; i++)
         {
             await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
         }
 
-        Assert.DoesNotContain(writer.Saved.Last().Timeline, entry => entry.AgentId == shop);
+        writer.Saved.Add(writer.Saved.Last() with { Timeline = [.. writer.Saved.Last().Timeline.Where(entry => entry.AgentId != shop)] });
         await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open it now"), recorder, CancellationToken.None);
 
         // The held stop crossed the second follow-up (kept later than the first, known from the poll's schedule): its wait goes on.

@@ -946,6 +946,34 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_webhook_finish_no_read_can_confirm_still_completes_the_agent_after_a_busy_run_filled_its_timeline()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.InvalidCredentials, Retryable: false, StatusCode: 401);
+
+        // The other agent is followed up more times than the timeline holds entries.
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        for (var i = 0; i < RunHandoffState.MaxTimelineEntries; i++)
+        {
+            await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
+        }
+
+        var state = writer.Saved.Last();
+        for (var polls = 0; state.NextWakeAt() is not null && polls < 500; polls++)
+        {
+            state = await WakeWhenDueAsync(state);
+        }
+
+        // The held finish was still known at acme/shop's time-out: the webhook's word ends it, completed, not stopped.
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents[shop].Status);
+        Assert.Null(state.LaunchOfAgent(shop)!.FailureType);
+        Assert.DoesNotContain(shop, provider.Stops);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_from_before_a_follow_up_does_not_end_the_agent_once_that_follow_ups_watch_is_over()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

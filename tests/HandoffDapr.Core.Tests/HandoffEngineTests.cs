@@ -417,6 +417,35 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_runs_bounded_timeline_keeps_each_agents_latest_held_finish_and_follow_up_past_its_bound()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var shop = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/shop").AgentId!;
+        var web = writer.Saved.Last().Launches.Single(launch => launch.Repository == "acme/web").AgentId!;
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        // acme/shop's agent: a webhook's finish without its pull request held for a read, then a follow-up.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(shop, ProviderAgentStatus.Finished)), writer);
+        time.Advance(TimeSpan.FromSeconds(1));
+        await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(shop, "Open the pull request"), recorder, CancellationToken.None);
+
+        // acme/web's agent is followed up until the bound would have dropped every older entry many times over.
+        for (var i = 0; i < RunHandoffState.MaxTimelineEntries + 10; i++)
+        {
+            time.Advance(TimeSpan.FromSeconds(1));
+            await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
+        }
+
+        // acme/shop's two entries are kept, oldest first; of the rest, the latest that fill the bound.
+        var timeline = writer.Saved.Last().Timeline;
+        Assert.Equal(RunHandoffState.MaxTimelineEntries, timeline.Count);
+        Assert.Equal([TimelineEvents.FinishReported, TimelineEvents.FollowupSent], timeline.Take(2).Select(entry => entry.Event));
+        Assert.All(timeline.Take(2), entry => Assert.Equal(shop, entry.AgentId));
+        Assert.All(timeline.Skip(2), entry => Assert.Equal((TimelineEvents.FollowupSent, web), (entry.Event, entry.AgentId)));
+        Assert.Equal(time.GetUtcNow(), timeline[^1].At);
+        Assert.Equal(time.GetUtcNow() - TimeSpan.FromSeconds(RunHandoffState.MaxTimelineEntries - 3), timeline[2].At);
+    }
+
+    [Fact]
     public async Task A_run_wakes_for_its_poll_when_that_comes_before_a_later_retry()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

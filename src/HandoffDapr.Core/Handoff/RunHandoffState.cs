@@ -184,15 +184,51 @@ public sealed record RunHandoffState(
         return this with { CodingAgents = agents };
     }
 
+    /// <summary>
+    /// The timeline with these entries appended, its oldest dropped past <see cref="MaxTimelineEntries"/>. Each agent's
+    /// latest <see cref="TimelineEvents.FollowupSent"/> and latest <see cref="TimelineEvents.FinishReported"/> are kept
+    /// however old, and others dropped in their place: the engine decides by them (whether a webhook's finish came since
+    /// the last follow-up), and a busy run's other entries would otherwise push a held finish out before its agent's
+    /// time-out. Only when those alone outnumber the bound (two per agent at most) does the timeline pass it.
+    /// </summary>
     internal RunHandoffState WithTimeline(IEnumerable<TimelineEntry> entries)
     {
         var timeline = Timeline.Concat(entries).ToList();
         if (timeline.Count > MaxTimelineEntries)
         {
-            timeline.RemoveRange(0, timeline.Count - MaxTimelineEntries);
+            timeline = Trimmed(timeline);
         }
 
         return this with { Timeline = timeline };
+    }
+
+    private static List<TimelineEntry> Trimmed(List<TimelineEntry> timeline)
+    {
+        var kept = new HashSet<int>();
+        var seen = new HashSet<(string AgentId, string Event)>();
+        for (var i = timeline.Count - 1; i >= 0; i--)
+        {
+            if (timeline[i] is { AgentId: { } agentId, Event: TimelineEvents.FollowupSent or TimelineEvents.FinishReported } entry
+                && seen.Add((agentId, entry.Event)))
+            {
+                kept.Add(i);
+            }
+        }
+
+        var toDrop = timeline.Count - MaxTimelineEntries;
+        var trimmed = new List<TimelineEntry>(timeline.Count - toDrop);
+        for (var i = 0; i < timeline.Count; i++)
+        {
+            if (toDrop > 0 && !kept.Contains(i))
+            {
+                toDrop--;
+                continue;
+            }
+
+            trimmed.Add(timeline[i]);
+        }
+
+        return trimmed;
     }
 }
 
