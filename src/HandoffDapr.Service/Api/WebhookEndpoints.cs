@@ -83,6 +83,9 @@ public static partial class WebhookEndpoints
         var parsed = CursorWebhook.TryParse(body.Memory, out var change);
         if (parsed == CursorWebhook.ParseResult.Invalid)
         {
+            // Signed, so the secret's holder sent it, and Cursor delivers again on the 400: without a line, a change of
+            // its format would show only as agents that no webhook moves.
+            LogMalformed(services.Logger, signingIntegration);
             return Problems.InvalidBody("The webhook body is not a Cursor event.");
         }
 
@@ -198,6 +201,11 @@ public static partial class WebhookEndpoints
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning,
         Message = "Webhook for integration {IntegrationId} rejected: {Reason}; {Unlogged} more refused for this reason since the last such line were not logged (one line a minute)")]
     private static partial void LogRejected(ILogger logger, string integrationId, string reason, long unlogged);
+
+    /// <summary>Never the body: it is the provider's, and a prompt's words may be in it.</summary>
+    [LoggerMessage(EventId = 5205, EventName = "WebhookMalformed", Level = LogLevel.Warning,
+        Message = "Signed webhook for integration {IntegrationId} answered 400: the body is not a Cursor event")]
+    private static partial void LogMalformed(ILogger logger, long integrationId);
 
     [LoggerMessage(EventId = 5203, EventName = "WebhookForUnknownAgent", Level = LogLevel.Information, Message = "Run {RunId}: webhook for agent {AgentId} ignored, the run has no such agent launched by this integration")]
     private static partial void LogUnknownAgent(ILogger logger, long runId, string agentId);

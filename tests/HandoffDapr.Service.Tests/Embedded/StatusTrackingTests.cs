@@ -278,7 +278,7 @@ public sealed class StatusTrackingTests : IDisposable
     [InlineData("{not json")]
     [InlineData("{\"event\":\"statusChange\",\"id\":\"bc-1\",\"status\":\"RUNNING\"} trailing")]
     [InlineData("{\"event\":\"statusChange\",\"id\":\"bc-1\",\"status\":\"RUNNING\"}{}")]
-    public async Task Signed_webhook_that_is_not_one_json_document_is_400(string body)
+    public async Task Signed_webhook_that_is_not_one_json_document_is_400_and_logged(string body)
     {
         var response = await PostWebhook(1, body, WebhookSignature.Sign(Secret, Encoding.UTF8.GetBytes(body)));
 
@@ -287,6 +287,10 @@ public sealed class StatusTrackingTests : IDisposable
         var problem = await response.ReadJsonAsync();
         Assert.Equal("https://handoff-dapr.dev/problems/invalid-body", problem["type"]!.GetValue<string>());
         Assert.Equal("The webhook body is not a Cursor event.", problem["detail"]!.GetValue<string>());
+        // Logged, with the integration and never the body: Cursor sends it again, and nothing else would show it.
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookMalformed");
+        Assert.Equal("42", line.GetStructuredStateValue("IntegrationId"));
+        Assert.DoesNotContain(body, line.Message, StringComparison.Ordinal);
     }
 
     [Fact]
