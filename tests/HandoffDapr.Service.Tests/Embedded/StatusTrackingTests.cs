@@ -327,6 +327,21 @@ public sealed class StatusTrackingTests : IDisposable
         Assert.Equal(expected == "running" ? 0 : 1, agent["results"]!.AsArray().Count);
     }
 
+    /// <summary>A status Cursor may add one day is no status of ours: the agent stays as it was, as docs/api.md says.</summary>
+    [Fact]
+    public async Task Webhook_with_a_status_not_mapped_leaves_the_agent_as_it_was()
+    {
+        var agentId = await Launch(411);
+        var before = (await Agent(411, agentId))["status"]!.GetValue<string>();
+
+        var response = await SignedWebhook(411, StatusChange(agentId, "PAUSED", prUrl: "https://github.com/acme/shop/pull/1"));
+
+        Assert.Equal(HttpStatusCode.NoContent, response.StatusCode);
+        var agent = await Agent(411, agentId);
+        Assert.Equal(before, agent["status"]!.GetValue<string>());
+        Assert.Empty(agent["results"]!.AsArray());
+    }
+
     [Theory]
     [InlineData("acme/shop", "https://github.com/acme/shop", true)]
     [InlineData("acme/shop", "github.com/acme/shop", true)]
