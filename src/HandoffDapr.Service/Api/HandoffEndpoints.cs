@@ -44,7 +44,7 @@ public static partial class HandoffEndpoints
     }
 
     public static async Task<Results<Accepted<HandoffResult>, ProblemHttpResult, RetryAfterResult>> TriggerAsync(
-        string runId, HttpRequest request, [AsParameters] HandoffServices services, TriggerRateLimiter limiter, CancellationToken cancellationToken)
+        string runId, HttpRequest request, [AsParameters] HandoffServices services, TriggerRateLimiter limiter, RefusalLog refusals, CancellationToken cancellationToken)
     {
         if (!RunIds.TryParse(runId, out var id))
         {
@@ -64,6 +64,12 @@ public static partial class HandoffEndpoints
 
         if (limiter.TryAcquire(body!.GroupId!.Value) is { } wait)
         {
+            // One window for every group: groups are as many as callers name, the log's keys must not be.
+            if (services.Logger.IsEnabled(LogLevel.Warning) && refusals.ShouldLog(null, TriggersOverLimit) is { } unlogged)
+            {
+                LogTriggerRateLimited(services.Logger, id, body.GroupId.Value, limiter.PermitsPerMinute, unlogged);
+            }
+
             return Problems.TriggersRateLimited(wait, limiter.PermitsPerMinute);
         }
 
@@ -240,6 +246,13 @@ public static partial class HandoffEndpoints
 
     [LoggerMessage(EventId = 5001, EventName = "RunOwnerUnavailable", Level = LogLevel.Warning, Message = "Run {RunId}: {Reason}")]
     private static partial void LogOwnerUnavailable(ILogger logger, long runId, string reason, Exception? exception);
+
+    private const string TriggersOverLimit = "manual triggers over the limit";
+
+    /// <summary>A caller retrying in a loop, or a limit set too low for a team's use: the line names the first group of the minute.</summary>
+    [LoggerMessage(EventId = 5003, EventName = "TriggerRateLimited", Level = LogLevel.Warning,
+        Message = "Run {RunId}: manual trigger refused (429), group {GroupId} past its {PermitsPerMinute} triggers a minute (Handoff:RateLimits:TriggersPerGroupPerMinute); {Unlogged} more triggers refused so, of any group, since the last such line were not logged (one line a minute)")]
+    private static partial void LogTriggerRateLimited(ILogger logger, long runId, long groupId, int permitsPerMinute, long unlogged);
 
     [LoggerMessage(EventId = 5002, EventName = "RecentRunsUnavailable", Level = LogLevel.Warning, Message = "The recent runs could not be read")]
     private static partial void LogRecentRunsUnavailable(ILogger logger, Exception exception);

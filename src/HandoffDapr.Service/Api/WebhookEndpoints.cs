@@ -44,7 +44,7 @@ public static partial class WebhookEndpoints
     }
 
     public static async Task<Results<NoContent, ProblemHttpResult, RetryAfterResult>> ReceiveCursorAsync(
-        string integrationId, [Microsoft.AspNetCore.Mvc.FromQuery] string[]? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, Security.WebhookRejectionLog rejections, CancellationToken cancellationToken)
+        string integrationId, [Microsoft.AspNetCore.Mvc.FromQuery] string[]? run_id, HttpRequest request, [AsParameters] HandoffServices services, Security.WebhookRateLimiter limiter, Security.RefusalLog rejections, CancellationToken cancellationToken)
     {
         var settings = services.Options.Value;
         // Cursor's route, read with Cursor's statuses: another provider's integration (GitHub sends no webhooks) is not
@@ -71,6 +71,12 @@ public static partial class WebhookEndpoints
         var signed = WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
         if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
         {
+            if (services.Logger.IsEnabled(LogLevel.Warning)
+                && rejections.ShouldLog(signingIntegration, signed ? SignedOverLimit : UnsignedOverLimit) is { } unlogged)
+            {
+                LogRateLimited(services.Logger, signingIntegration, signed ? "signed" : "unsigned", limiter.PermitsPerMinute, unlogged);
+            }
+
             return Problems.WebhooksRateLimited(wait);
         }
 
@@ -157,6 +163,10 @@ public static partial class WebhookEndpoints
     private const string NoWebhookSecret = "the integration has no webhook secret";
     private const string BadSignature = "missing or bad signature";
 
+    // Keys of the refusal log's windows for webhooks over the rate limit, apart from the 401s' reasons.
+    private const string SignedOverLimit = "signed webhooks over the limit";
+    private const string UnsignedOverLimit = "unsigned webhooks over the limit";
+
     private static string WhyUnusable(HandoffOptions settings, string integrationId) =>
         !RunIds.TryParse(integrationId, out _) || !settings.Integrations.TryGetValue(integrationId, out var integration) ? NotConfigured
             : integration.Provider != CursorAgentsProvider.Name ? NotCursor
@@ -185,8 +195,8 @@ public static partial class WebhookEndpoints
             new KeyValuePair<string, object?>("handoff.provider_status", SnakeCaseNames<ProviderAgentStatus>.Of(status)),
             new KeyValuePair<string, object?>("handoff.outcome", outcome));
 
-    /// <summary>At most one line a minute per integration and reason (<see cref="Security.WebhookRejectionLog"/>).</summary>
-    private static void LogRejected(ILogger logger, Security.WebhookRejectionLog rejections, long? configuredIntegration, string integrationId, string reason)
+    /// <summary>At most one line a minute per integration and reason (<see cref="Security.RefusalLog"/>).</summary>
+    private static void LogRejected(ILogger logger, Security.RefusalLog rejections, long? configuredIntegration, string integrationId, string reason)
     {
         if (logger.IsEnabled(LogLevel.Warning) && rejections.ShouldLog(configuredIntegration, reason) is { } unlogged)
         {
@@ -201,6 +211,14 @@ public static partial class WebhookEndpoints
     [LoggerMessage(EventId = 5201, EventName = "WebhookRejected", Level = LogLevel.Warning,
         Message = "Webhook for integration {IntegrationId} rejected: {Reason}; {Unlogged} more refused for this reason since the last such line were not logged (one line a minute)")]
     private static partial void LogRejected(ILogger logger, string integrationId, string reason, long unlogged);
+
+    /// <summary>
+    /// Signed ones over the limit are the provider's own reports, delivered again later (a limit set too low for a busy
+    /// integration); unsigned ones, someone else posting to the URL. Once a minute per integration and kind.
+    /// </summary>
+    [LoggerMessage(EventId = 5206, EventName = "WebhookRateLimited", Level = LogLevel.Warning,
+        Message = "Webhook for integration {IntegrationId} refused (429): past {PermitsPerMinute} {Signature} webhooks a minute (Handoff:RateLimits:WebhooksPerIntegrationPerMinute); {Unlogged} more refused so since the last such line were not logged (one line a minute)")]
+    private static partial void LogRateLimited(ILogger logger, long integrationId, string signature, int permitsPerMinute, long unlogged);
 
     /// <summary>Never the body: it is the provider's, and a prompt's words may be in it.</summary>
     [LoggerMessage(EventId = 5205, EventName = "WebhookMalformed", Level = LogLevel.Warning,

@@ -93,9 +93,15 @@ public static partial class CallerAuthorization
     /// to a loopback name, and not on behalf of another site: otherwise any page the operator opens could trigger
     /// handoffs here (a POST without Content-Type needs no CORS preflight), or read runs through DNS rebinding.
     /// </summary>
-    internal static bool IsLocal(HttpContext? context) =>
-        (context?.Connection.RemoteIpAddress is not { } address || IPAddress.IsLoopback(address))
-        && (context is null || (IsLoopbackHost(context.Request.Host.Host) && !IsCrossSiteBrowserRequest(context.Request)));
+    internal static bool IsLocal(HttpContext? context) => WhyNotLocal(context) is null;
+
+    /// <summary>Why <see cref="IsLocal"/> refuses the caller, for the log; null when it does not.</summary>
+    internal static string? WhyNotLocal(HttpContext? context) =>
+        context?.Connection.RemoteIpAddress is { } address && !IPAddress.IsLoopback(address) ? "not a loopback caller"
+        : context is null ? null
+        : !IsLoopbackHost(context.Request.Host.Host) ? "sent to a host name that is not loopback"
+        : IsCrossSiteBrowserRequest(context.Request) ? "a browser request on behalf of another site"
+        : null;
 
     /// <summary>A page elsewhere resolving its own name to 127.0.0.1 (DNS rebinding) sends its own Host.</summary>
     private static bool IsLoopbackHost(string host) =>
@@ -121,6 +127,14 @@ public static partial class CallerAuthorization
         Message = "Handoff:ApiToken is set but not used in Dapr mode: callers come through daprd, checked by APP_API_TOKEN. Remove it, or set APP_API_TOKEN (dapr.io/app-token-secret).")]
     private static partial void LogApiTokenIgnored(ILogger logger);
 
+    /// <summary>
+    /// The caller's address, which is no secret, so an operator can tell a misconfigured client from a stranger; never
+    /// the token sent. At most one line a minute per reason (<see cref="RefusalLog"/>): anyone can send these.
+    /// </summary>
+    [LoggerMessage(EventId = 6005, EventName = "CallerRefused", Level = LogLevel.Warning,
+        Message = "API call refused ({StatusCode}): {Reason}, from {RemoteAddress}; {Unlogged} more refused for this reason since the last such line were not logged (one line a minute)")]
+    internal static partial void LogCallerRefused(ILogger logger, int statusCode, string reason, string remoteAddress, long unlogged);
+
     [LoggerMessage(EventId = 6003, EventName = "CallerCheck", Level = LogLevel.Information, Message = "API callers are checked by {Check}")]
     private static partial void LogChecked(ILogger logger, CallerCheck check);
 }
@@ -139,6 +153,15 @@ public sealed record CallerCheckInUse(CallerCheck Check)
         CallerCheck.BearerToken => "Bearer realm=\"handoff-dapr\"",
         CallerCheck.DaprApiToken => "dapr-api-token",
         _ => null,
+    };
+
+    /// <summary>Why a caller without credentials was refused (<c>401</c>), for the log: a token sent, or none.</summary>
+    public string WhyUnauthenticated(HttpRequest request) => Check switch
+    {
+        CallerCheck.DaprApiToken when request.Headers.ContainsKey(TokenAuthenticationOptions.DaprApiTokenHeader) => "wrong dapr-api-token",
+        CallerCheck.DaprApiToken => "no dapr-api-token",
+        _ when request.Headers.Authorization.ToString().StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) => "wrong bearer token",
+        _ => "no bearer token",
     };
 }
 
@@ -204,8 +227,11 @@ public sealed class TokenAuthenticationHandler(IOptionsMonitor<TokenAuthenticati
 /// Answers a refused caller with a problem (401 without valid credentials, 403 for a caller that may not come in),
 /// whatever scheme is or is not configured.
 /// </summary>
-public sealed class ProblemAuthorizationResultHandler : Microsoft.AspNetCore.Authorization.IAuthorizationMiddlewareResultHandler
+public sealed class ProblemAuthorizationResultHandler(RefusalLog refusals, ILoggerFactory loggers)
+    : Microsoft.AspNetCore.Authorization.IAuthorizationMiddlewareResultHandler
 {
+    private readonly ILogger logger = loggers.CreateLogger(typeof(CallerAuthorization).FullName!);
+
     private readonly Microsoft.AspNetCore.Authorization.Policy.AuthorizationMiddlewareResultHandler fallback = new();
 
     public Task HandleAsync(
@@ -221,16 +247,27 @@ public sealed class ProblemAuthorizationResultHandler : Microsoft.AspNetCore.Aut
 
         var authenticated = context.User.Identity?.IsAuthenticated == true;
         var needsCredentials = policy.AuthenticationSchemes.Count > 0 && !authenticated;
+        var check = context.RequestServices.GetRequiredService<CallerCheckInUse>();
         if (!needsCredentials)
         {
+            LogRefused(context, StatusCodes.Status403Forbidden, CallerAuthorization.WhyNotLocal(context) ?? "not allowed");
             return Api.Problems.Forbidden().ExecuteAsync(context);
         }
 
-        if (context.RequestServices.GetRequiredService<CallerCheckInUse>().Challenge is { } challenge)
+        LogRefused(context, StatusCodes.Status401Unauthorized, check.WhyUnauthenticated(context.Request));
+        if (check.Challenge is { } challenge)
         {
             context.Response.Headers.WWWAuthenticate = challenge;
         }
 
         return Api.Problems.Unauthorized().ExecuteAsync(context);
+    }
+
+    private void LogRefused(HttpContext context, int statusCode, string reason)
+    {
+        if (logger.IsEnabled(LogLevel.Warning) && refusals.ShouldLog(null, reason) is { } unlogged)
+        {
+            CallerAuthorization.LogCallerRefused(logger, statusCode, reason, context.Connection.RemoteIpAddress?.ToString() ?? "this process", unlogged);
+        }
     }
 }

@@ -17,7 +17,7 @@ public static class RateLimits
     {
         services.AddSingleton(sp => new TriggerRateLimiter(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.RateLimits));
         services.AddSingleton(sp => new WebhookRateLimiter(sp.GetRequiredService<IOptions<HandoffOptions>>().Value.RateLimits));
-        services.AddSingleton(sp => new WebhookRejectionLog(sp.GetRequiredService<TimeProvider>()));
+        services.AddSingleton(sp => new RefusalLog(sp.GetRequiredService<TimeProvider>()));
     }
 }
 

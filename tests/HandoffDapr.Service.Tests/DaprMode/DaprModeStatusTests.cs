@@ -494,6 +494,27 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
     }
 
     /// <summary>
+    /// A caller refused for daprd's token is logged (6005, CallerRefused) with why, never with the token it sent: a wrong
+    /// one is daprd and the app disagreeing on APP_API_TOKEN, none a caller that went around daprd.
+    /// </summary>
+    [Fact]
+    public async Task Callers_refused_for_the_dapr_api_token_are_logged_with_why_and_never_the_token()
+    {
+        var logs = new FakeLogCollector();
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, "app-token-from-daprd-16", time, logs: logs);
+        using var wrong = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        wrong.Headers.Add("dapr-api-token", "rotated-token-9c2d");
+        using var none = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+
+        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(wrong)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(none)).StatusCode);
+
+        var lines = logs.GetSnapshot().Where(record => record.Id.Name == "CallerRefused").ToList();
+        Assert.Equal(["wrong dapr-api-token", "no dapr-api-token"], lines.Select(line => line.GetStructuredStateValue("Reason")));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => LogLines.Carry(record, "rotated-token-9c2d") || LogLines.Carry(record, "app-token-from-daprd-16"));
+    }
+
+    /// <summary>
     /// daprd sends its token in one dapr-api-token header: the header given twice is refused, though its two values read
     /// together (joined by a comma) are a token with a comma in it.
     /// </summary>
