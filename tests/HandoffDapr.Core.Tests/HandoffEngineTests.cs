@@ -446,6 +446,29 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_stop_is_the_timelines_newest_entry_when_other_agents_kept_entries_fill_its_bound()
+    {
+        // A run of 200 agents each followed up (50 repositories, four generations each): their latest follow-ups alone
+        // fill the bound. A stop is still recorded, as the runbook has people look for it before sending it again.
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var followedUp = Enumerable.Range(0, RunHandoffState.MaxTimelineEntries).Select(i =>
+            new TimelineEntry(time.GetUtcNow(), TimelineEvents.FollowupSent, $"acme/r{i % 50}", $"bc-other-{i}"));
+        writer.Saved.Add(writer.Saved.Last() with { Timeline = [.. writer.Saved.Last().Timeline, .. followedUp] });
+        time.Advance(TimeSpan.FromSeconds(1));
+
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None);
+
+        var timeline = writer.Saved.Last().Timeline;
+        var newest = (timeline[^1].Event, timeline[^1].AgentId, timeline[^1].At);
+        Assert.Equal((TimelineEvents.Stopped, "bc-1", time.GetUtcNow()), newest);
+        // The other agents' follow-ups are all kept, the run's older entries dropped in their place.
+        var followups = timeline.Count(entry => entry.Event == TimelineEvents.FollowupSent);
+        Assert.Equal(RunHandoffState.MaxTimelineEntries + 1, timeline.Count);
+        Assert.Equal(RunHandoffState.MaxTimelineEntries, followups);
+    }
+
+    [Fact]
     public async Task A_run_wakes_for_its_poll_when_that_comes_before_a_later_retry()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

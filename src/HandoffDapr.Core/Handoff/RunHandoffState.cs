@@ -189,20 +189,26 @@ public sealed record RunHandoffState(
     /// latest <see cref="TimelineEvents.FollowupSent"/> and latest <see cref="TimelineEvents.FinishReported"/> are kept
     /// however old, and others dropped in their place: the engine decides by them (whether a webhook's finish came since
     /// the last follow-up), and a busy run's other entries would otherwise push a held finish out before its agent's
-    /// time-out. Only when those alone outnumber the bound (two per agent at most) does the timeline pass it.
+    /// time-out. Nor are the entries appended now: a run whose kept entries fill the bound would drop each new one at
+    /// once (a stop's <see cref="TimelineEvents.Stopped"/>, which a person reads before sending it again). Only when
+    /// those outnumber the bound (two kept per agent at most) does the timeline pass it.
     /// </summary>
     internal RunHandoffState WithTimeline(IEnumerable<TimelineEntry> entries)
     {
         var timeline = Timeline.Concat(entries).ToList();
         if (timeline.Count > MaxTimelineEntries)
         {
-            timeline = Trimmed(timeline);
+            timeline = Trimmed(timeline, Timeline.Count);
         }
 
         return this with { Timeline = timeline };
     }
 
-    private static List<TimelineEntry> Trimmed(List<TimelineEntry> timeline)
+    /// <summary>
+    /// The timeline's oldest entries dropped down to the bound, but for those kept and those from index
+    /// <paramref name="appended"/> on (the ones appended now).
+    /// </summary>
+    private static List<TimelineEntry> Trimmed(List<TimelineEntry> timeline, int appended)
     {
         var kept = new HashSet<int>();
         var seen = new HashSet<(string AgentId, string Event)>();
@@ -219,7 +225,7 @@ public sealed record RunHandoffState(
         var trimmed = new List<TimelineEntry>(timeline.Count - toDrop);
         for (var i = 0; i < timeline.Count; i++)
         {
-            if (toDrop > 0 && !kept.Contains(i))
+            if (toDrop > 0 && i < appended && !kept.Contains(i))
             {
                 toDrop--;
                 continue;
