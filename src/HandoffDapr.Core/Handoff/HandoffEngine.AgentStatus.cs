@@ -465,7 +465,7 @@ public sealed partial class HandoffEngine
     /// <remarks>
     /// By the timeline's order, not the schedule's <see cref="PollSchedule.FollowedUpAt"/>: that goes once the agent's
     /// watch is over, while the agent may still be at work (a stop whose outcome is unknown), and a finish from before
-    /// the follow-up would then end the follow-up's work. The bounded timeline keeps both entries an agent's latest
+    /// the follow-up would then end the follow-up's work. The bounded timeline keeps the agent's latest of each
     /// (<see cref="RunHandoffState.WithTimeline"/>); of a run stored before it did, a follow-up's entry trimmed off took
     /// the older ones with it.
     /// </remarks>
