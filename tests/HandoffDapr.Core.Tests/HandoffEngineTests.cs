@@ -435,14 +435,14 @@ public sealed partial class HandoffEngineTests
             await engine.AddFollowupAsync(writer.Saved.Last(), new AgentFollowup(web, "Also add a test"), recorder, CancellationToken.None);
         }
 
-        // acme/shop's two entries are kept, oldest first; of the rest, the latest that fill the bound.
+        // The latest entries up to the bound, after acme/shop's two, oldest first.
         var timeline = writer.Saved.Last().Timeline;
-        Assert.Equal(RunHandoffState.MaxTimelineEntries, timeline.Count);
+        Assert.Equal(RunHandoffState.MaxTimelineEntries + 2, timeline.Count);
         Assert.Equal([TimelineEvents.FinishReported, TimelineEvents.FollowupSent], timeline.Take(2).Select(entry => entry.Event));
         Assert.All(timeline.Take(2), entry => Assert.Equal(shop, entry.AgentId));
         Assert.All(timeline.Skip(2), entry => Assert.Equal((TimelineEvents.FollowupSent, web), (entry.Event, entry.AgentId)));
         Assert.Equal(time.GetUtcNow(), timeline[^1].At);
-        Assert.Equal(time.GetUtcNow() - TimeSpan.FromSeconds(RunHandoffState.MaxTimelineEntries - 3), timeline[2].At);
+        Assert.Equal(time.GetUtcNow() - TimeSpan.FromSeconds(RunHandoffState.MaxTimelineEntries - 1), timeline[2].At);
     }
 
     [Fact]
@@ -462,7 +462,7 @@ public sealed partial class HandoffEngineTests
         var timeline = writer.Saved.Last().Timeline;
         var newest = (timeline[^1].Event, timeline[^1].AgentId, timeline[^1].At);
         Assert.Equal((TimelineEvents.Stopped, "bc-1", time.GetUtcNow()), newest);
-        // The other agents' follow-ups are all kept, the run's older entries dropped in their place.
+        // The other agents' follow-ups are all kept (the oldest as its agent's latest), the run's older entries dropped.
         var followups = timeline.Count(entry => entry.Event == TimelineEvents.FollowupSent);
         Assert.Equal(RunHandoffState.MaxTimelineEntries + 1, timeline.Count);
         Assert.Equal(RunHandoffState.MaxTimelineEntries, followups);

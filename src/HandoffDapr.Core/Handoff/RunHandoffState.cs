@@ -185,57 +185,45 @@ public sealed record RunHandoffState(
     }
 
     /// <summary>
-    /// The timeline with these entries appended, its oldest dropped past <see cref="MaxTimelineEntries"/>. Each agent's
-    /// latest <see cref="TimelineEvents.FollowupSent"/> and latest <see cref="TimelineEvents.FinishReported"/> are kept
-    /// however old, and others dropped in their place: the engine decides by them (whether a webhook's finish came since
-    /// the last follow-up), and a busy run's other entries would otherwise push a held finish out before its agent's
-    /// time-out. Nor are the entries appended now: a run whose kept entries fill the bound would drop each new one at
-    /// once (a stop's <see cref="TimelineEvents.Stopped"/>, which a person reads before sending it again). Only when
-    /// those outnumber the bound (two kept per agent at most) does the timeline pass it.
+    /// The timeline with these entries appended: its latest <see cref="MaxTimelineEntries"/>, and of the older ones only
+    /// each agent's latest <see cref="TimelineEvents.FollowupSent"/> and latest <see cref="TimelineEvents.FinishReported"/>.
+    /// The engine decides by those (whether a webhook's finish came since the last follow-up), and a busy run's other
+    /// entries would otherwise push a held finish out before its agent's time-out. They are two per agent at most (a
+    /// thousand for the largest run, 50 repositories of 10 generations), far smaller than the agents' own records.
     /// </summary>
     internal RunHandoffState WithTimeline(IEnumerable<TimelineEntry> entries)
     {
         var timeline = Timeline.Concat(entries).ToList();
-        if (timeline.Count > MaxTimelineEntries)
-        {
-            timeline = Trimmed(timeline, Timeline.Count);
-        }
-
-        return this with { Timeline = timeline };
+        return this with { Timeline = timeline.Count > MaxTimelineEntries ? Trimmed(timeline) : timeline };
     }
 
-    /// <summary>
-    /// The timeline's oldest entries dropped down to the bound, but for those kept and those from index
-    /// <paramref name="appended"/> on (the ones appended now).
-    /// </summary>
-    private static List<TimelineEntry> Trimmed(List<TimelineEntry> timeline, int appended)
+    private static List<TimelineEntry> Trimmed(List<TimelineEntry> timeline)
     {
-        var kept = new HashSet<int>();
+        var latestStart = timeline.Count - MaxTimelineEntries;
         var seen = new HashSet<(string AgentId, string Event)>();
-        for (var i = timeline.Count - 1; i >= 0; i--)
+        for (var i = timeline.Count - 1; i >= latestStart; i--)
         {
-            if (timeline[i] is { AgentId: { } agentId, Event: TimelineEvents.FollowupSent or TimelineEvents.FinishReported } entry
-                && seen.Add((agentId, entry.Event)))
+            if (DecidedBy(timeline[i]) is { } kind)
             {
-                kept.Add(i);
+                seen.Add(kind);
             }
         }
 
-        var toDrop = timeline.Count - MaxTimelineEntries;
-        var trimmed = new List<TimelineEntry>(timeline.Count - toDrop);
-        for (var i = 0; i < timeline.Count; i++)
+        var olderKept = new List<TimelineEntry>();
+        for (var i = latestStart - 1; i >= 0; i--)
         {
-            if (toDrop > 0 && i < appended && !kept.Contains(i))
+            if (DecidedBy(timeline[i]) is { } kind && seen.Add(kind))
             {
-                toDrop--;
-                continue;
+                olderKept.Add(timeline[i]);
             }
-
-            trimmed.Add(timeline[i]);
         }
 
-        return trimmed;
+        olderKept.Reverse();
+        return [.. olderKept, .. timeline.Skip(latestStart)];
     }
+
+    private static (string AgentId, string Event)? DecidedBy(TimelineEntry entry) =>
+        entry is { AgentId: { } agentId, Event: TimelineEvents.FollowupSent or TimelineEvents.FinishReported } ? (agentId, entry.Event) : null;
 }
 
 /// <summary>One repository handed to one integration: the durable record of its launch attempts.</summary>
