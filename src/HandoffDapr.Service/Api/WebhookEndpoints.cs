@@ -64,6 +64,9 @@ public static partial class WebhookEndpoints
         var (received, problem) = await RequestBody.ReadAsync(request, Math.Min(MaxWebhookBytes, settings.MaxRequestBodyBytes), cancellationToken);
         if (received is null)
         {
+            // Not yet known to be Cursor's, but should Cursor's reports change shape (grow, come compressed) this line is
+            // all that shows it: the integration's agents would be followed by polling alone.
+            LogRejected(services.Logger, rejections, signingIntegration, integrationId, WhyBodyRefused(problem!.StatusCode));
             return problem!;
         }
 
@@ -166,6 +169,14 @@ public static partial class WebhookEndpoints
     // Keys of the refusal log's windows for webhooks over the rate limit, apart from the 401s' reasons.
     private const string SignedOverLimit = "signed webhooks over the limit";
     private const string UnsignedOverLimit = "unsigned webhooks over the limit";
+
+    private static string WhyBodyRefused(int? statusCode) => statusCode switch
+    {
+        StatusCodes.Status413PayloadTooLarge => "body over the webhook limit (413)",
+        StatusCodes.Status408RequestTimeout => "body sent too slowly (408)",
+        StatusCodes.Status415UnsupportedMediaType => "compressed body (415)",
+        _ => "empty or broken body (400)",
+    };
 
     private static string WhyUnusable(HandoffOptions settings, string integrationId) =>
         !RunIds.TryParse(integrationId, out _) || !settings.Integrations.TryGetValue(integrationId, out var integration) ? NotConfigured

@@ -176,6 +176,32 @@ public sealed class StatusTrackingTests : IDisposable
     }
 
     /// <summary>
+    /// A body refused before its signature could be checked was answered and logged nothing: should Cursor's reports grow
+    /// past the limit or come compressed, every one would be refused unseen, the agents followed by polling alone.
+    /// </summary>
+    [Theory]
+    [InlineData("too large", HttpStatusCode.RequestEntityTooLarge, "body over the webhook limit (413)")]
+    [InlineData("compressed", HttpStatusCode.UnsupportedMediaType, "compressed body (415)")]
+    [InlineData("empty", HttpStatusCode.BadRequest, "empty or broken body (400)")]
+    public async Task Webhook_body_refused_before_its_signature_is_logged_with_why(string body, HttpStatusCode status, string reason)
+    {
+        using var request = new HttpRequestMessage(HttpMethod.Post, "/webhooks/cursor/42?run_id=1")
+        {
+            Content = new StringContent(body switch { "too large" => new string('x', 300 * 1024), "empty" => string.Empty, _ => "{}" }),
+        };
+        if (body == "compressed")
+        {
+            request.Content.Headers.ContentEncoding.Add("gzip");
+        }
+
+        var response = await client.SendAsync(request);
+
+        Assert.Equal(status, response.StatusCode);
+        var line = Assert.Single(logs.GetSnapshot(), entry => entry.Id.Name == "WebhookRejected");
+        Assert.Equal(("42", reason), (line.GetStructuredStateValue("IntegrationId"), line.GetStructuredStateValue("Reason")));
+    }
+
+    /// <summary>
     /// The URL's integration id is anyone's text: the rejection line carries its first 32 characters, a line break in it
     /// made '?' and the cut marked, so a caller can neither forge a line after it nor fill the log with it.
     /// </summary>
