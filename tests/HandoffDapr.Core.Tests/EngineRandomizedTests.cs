@@ -792,6 +792,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
     // Excused only where a read was tried since and none answered.
     private readonly Dictionary<string, long> readOnFinishedAt = [];
 
+    // Of those, the ones the webhook put on the watch of finishes to confirm (when, by order and time): read at every poll
+    // until a read answers, for twice the maximum age from then. A wake-up within that which did not watch one voids the
+    // excuse: its watch ended early, not for reads that failed.
+    private readonly Dictionary<string, (long Order, DateTimeOffset At)> confirmingFrom = [];
+
     // When each agent was last in a poll's round being read (tried, whatever came of it).
     private readonly Dictionary<string, long> lastReadTried = [];
 
@@ -906,6 +911,11 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             if (readOnFrom is { } from)
             {
                 readOnFinishedAt[report.Id] = from;
+            }
+
+            if (stored?.Poll?.FinishesToConfirm?.GetValueOrDefault(report.Id) is { } reportedAt && reportedAt == time.GetUtcNow())
+            {
+                confirmingFrom[report.Id] = (provider.Tick(), reportedAt);
             }
         }
         // One that carried the provider's pull request and was taken: that pull request is known, whatever came before.
@@ -1289,9 +1299,12 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             // Nor one shown ended and no longer read that a webhook finished without it (finishedUnread), nor one whose finish a
             // webhook reported without it and no read could confirm until its time-out: the webhook's word ended it.
             // Nor one shown ended that such a webhook finished and that is read on, whose reads since were tried and none answered.
-            var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id);
+            // Neither excuses one put on the watch of finishes to confirm that a wake-up within it did not watch.
+            var confirmingCutShort = confirmingFrom.TryGetValue(id, out var confirming)
+                && unwatchedAt.GetValueOrDefault(id, []).Any(at => at.Order > confirming.Order && at.At <= confirming.At + 2 * options.AgentMaxAge);
+            var finishTakenUnread = unseen && stored.Timeline.Any(entry => entry.Event == TimelineEvents.FinishReported && entry.AgentId == id) && !confirmingCutShort;
             var readOnFinishUnread = readOnFinishedAt.TryGetValue(id, out var finishedAt) && lastReadTried.GetValueOrDefault(id) > finishedAt
-                && !atProvider.RecordedGoodReads.Any(read => read.Order > finishedAt);
+                && !atProvider.RecordedGoodReads.Any(read => read.Order > finishedAt) && !confirmingCutShort;
             if (agent.Status == CodingAgentStatus.Completed && atProvider.PrUrl is { } pr && !agent.Results.Any(result => result.PrUrl == pr) && !followupsLost.Contains(id) && !(followedUp.ContainsKey(id) && unseen)
                 && ((!finishedUnread.Contains(id) && !finishTakenUnread && !readOnFinishUnread) || pullRequestDelivered.Contains(id)))
             {
