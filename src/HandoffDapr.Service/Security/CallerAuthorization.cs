@@ -155,9 +155,14 @@ public sealed record CallerCheckInUse(CallerCheck Check)
         _ => null,
     };
 
-    /// <summary>Why a caller without credentials was refused (<c>401</c>), for the log: a token sent, or none.</summary>
+    /// <summary>
+    /// Why a caller without credentials was refused (<c>401</c>), for the log: a token sent, or none. daprd's header
+    /// given twice is refused unread (<see cref="TokenAuthenticationHandler"/>): its tokens may be right, not "wrong".
+    /// </summary>
     public string WhyUnauthenticated(HttpRequest request) => Check switch
     {
+        CallerCheck.DaprApiToken when request.Headers[TokenAuthenticationOptions.DaprApiTokenHeader].Count > 1
+            => "dapr-api-token sent more than once",
         CallerCheck.DaprApiToken when request.Headers.ContainsKey(TokenAuthenticationOptions.DaprApiTokenHeader) => "wrong dapr-api-token",
         CallerCheck.DaprApiToken => "no dapr-api-token",
         _ when request.Headers.Authorization.ToString().StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase) => "wrong bearer token",

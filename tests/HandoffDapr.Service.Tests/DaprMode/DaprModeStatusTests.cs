@@ -505,12 +505,18 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         using var wrong = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
         wrong.Headers.Add("dapr-api-token", "rotated-token-9c2d");
         using var none = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        // Refused unread, the right token in it or not: not "wrong", which would have the operator compare the tokens.
+        using var twice = new HttpRequestMessage(HttpMethod.Get, "/runs/1/handoff");
+        twice.Headers.Add("dapr-api-token", ["app-token-from-daprd-16", "app-token-from-daprd-16"]);
 
         Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(wrong)).StatusCode);
         Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(none)).StatusCode);
+        Assert.Equal(HttpStatusCode.Unauthorized, (await factory.CreateClient().SendAsync(twice)).StatusCode);
 
         var lines = logs.GetSnapshot().Where(record => record.Id.Name == "CallerRefused").ToList();
-        Assert.Equal(["wrong dapr-api-token", "no dapr-api-token"], lines.Select(line => line.GetStructuredStateValue("Reason")));
+        Assert.Equal(
+            ["wrong dapr-api-token", "no dapr-api-token", "dapr-api-token sent more than once"],
+            lines.Select(line => line.GetStructuredStateValue("Reason")));
         Assert.DoesNotContain(logs.GetSnapshot(), record => LogLines.Carry(record, "rotated-token-9c2d") || LogLines.Carry(record, "app-token-from-daprd-16"));
     }
 
