@@ -272,7 +272,7 @@ public sealed class ProblemAuthorizationResultHandler(RefusalLog refusals, ILogg
     {
         if (logger.IsEnabled(LogLevel.Warning) && refusals.ShouldLog(null, reason) is { } unlogged)
         {
-            CallerAuthorization.LogCallerRefused(logger, statusCode, reason, context.Connection.RemoteIpAddress?.ToString() ?? "this process", unlogged);
+            CallerAuthorization.LogCallerRefused(logger, statusCode, reason, context.Connection.RemoteIpAddress?.ToString() ?? "no address (in-process, or a Unix socket)", unlogged);
         }
     }
 }
