@@ -1123,6 +1123,37 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task An_agent_adopted_past_twice_its_age_while_a_poll_is_out_is_read_by_the_next_not_ended_by_that_one()
+    {
+        // acme/shop's launch ran out of retries, its last attempt's agent unknown; acme/web's agent is at work.
+        await LaunchUntilRetriesRunOut(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+        provider.Always = null;
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/web"), writer, CancellationToken.None);
+        var web = writer.Saved.Last().FindLaunch("acme/web", 42)!.AgentId!;
+        time.Advance(TimeSpan.FromHours(13));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        Assert.Equal([web], poll.Agents.Select(agent => agent.AgentId));
+
+        // While acme/web's poll is out, the lost attempt's agent tells it finished, without its pull request; every read fails.
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var holding = new HoldingRecorder();
+        await engine.FinishPollAsync(poll, holding, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-lost", ProviderAgentStatus.Finished, BranchName: branch), "acme/shop"), writer);
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // That poll never tried to read it: it is still to be read, now, and the next read learns its pull request.
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-lost"].Status);
+        Assert.Equal(time.GetUtcNow(), writer.Saved.Last().NextWakeAt());
+        provider.ReadFailure = null;
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal("https://github.com/acme/shop/pull/11", state.CodingAgents["bc-lost"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_without_its_pull_request_of_an_agent_the_provider_had_failed_completes_it_and_a_read_learns_the_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
