@@ -673,7 +673,15 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
 
             // No excuse for a webhook's finish that took it off the given-up watch (to confirm the finish): the model
             // resumes a finished agent only by a follow-up; one sent or recorded since it was given up on is excused
-            // above, and one recorded before keeps it on that watch, so a good read at work is work given up on.
+            // above, and one recorded before keeps it on that watch, so a good read at work is work given up on. But for
+            // a read made before that webhook, recorded since (a turn made again): the finish is the newer word, and an
+            // agent whose finish is being confirmed is never stopped.
+            if (confirmingFrom.TryGetValue(id, out var confirming) && provider.ReadOrder(report) < confirming.Order
+                && from.Poll?.FinishesToConfirm?.ContainsKey(id) == true)
+            {
+                continue;
+            }
+
             restopsRequired++;
             if (!from.AgentsToPoll.Any(polled => polled.Id == id))
             {
@@ -1445,6 +1453,9 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
     /// <summary>Whether the report is a read's answer that said what the agent was when read (not stale, not another's).</summary>
     public bool IsGoodRead(ProviderAgent report) => goodAnswers.ContainsKey(report);
+
+    /// <summary>When a good read was made, in the order of events.</summary>
+    public long ReadOrder(ProviderAgent report) => goodAnswers[report].Order;
 
     public ProviderMood Mood { get; set; } = ProviderMood.Flaky;
 
