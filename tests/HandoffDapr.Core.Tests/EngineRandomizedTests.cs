@@ -908,6 +908,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             readOnFrom = known.Status == CodingAgentStatus.Failed || confirmed ? provider.Tick() : null;
         }
 
+        var confirmingBefore = stored?.Poll?.FinishesToConfirm?.ContainsKey(report.Id) == true;
         var status = await engine.ApplyAgentReportAsync(stored, new AgentReport(signer, report, report.Repository), this);
         if (status is AgentReportStatus.Changed or AgentReportStatus.Unchanged)
         {
@@ -921,7 +922,8 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
                 readOnFinishedAt[report.Id] = from;
             }
 
-            if (stored?.Poll?.FinishesToConfirm?.GetValueOrDefault(report.Id) is { } reportedAt && reportedAt == time.GetUtcNow())
+            // Only the webhook that put it there: one delivered again at the same instant would move the order later.
+            if (!confirmingBefore && stored?.Poll?.FinishesToConfirm?.GetValueOrDefault(report.Id) is { } reportedAt && reportedAt == time.GetUtcNow())
             {
                 confirmingFrom[report.Id] = (provider.Tick(), reportedAt);
             }
