@@ -1154,6 +1154,29 @@ public sealed partial class HandoffEngineTests
     }
 
     [Fact]
+    public async Task A_held_finish_past_twice_the_agents_age_is_not_taken_unread_by_a_poll_cut_short_before_its_read()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+        // The owner was down past twice the agent's maximum age; the first poll after is cut short by a shutdown at once.
+        time.Advance(TimeSpan.FromHours(13));
+        var poll = (await engine.WakeAsync(writer.Saved.Last(), writer, CancellationToken.None)).Poll!;
+        var holding = new HoldingRecorder();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => engine.FinishPollAsync(poll, holding, new CancellationToken(canceled: true)));
+        Assert.True(holding.Poll!.Interrupted);
+        Assert.Equal(0, provider.Reads);
+
+        await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
+
+        // No read was made: the finish still waits for one, which learns the pull request.
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal("https://github.com/acme/shop/pull/12", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+    }
+
+    [Fact]
     public async Task A_webhook_finish_without_its_pull_request_of_an_agent_the_provider_had_failed_completes_it_and_a_read_learns_the_pull_request()
     {
         await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);

@@ -118,7 +118,9 @@ public sealed partial class HandoffEngine
         var awaiting = state.Poll?.AwaitingPullRequest ?? [];
         var toConfirm = state.Poll?.FinishesToConfirm ?? new Dictionary<string, DateTimeOffset>();
         var active = state.AgentsToPoll.ToList();
-        var readInRound = poll.Agents.Select(agent => agent.AgentId).ToHashSet();
+        // The agents whose reads were tried: not one adopted while the poll was out, nor any of a poll cut short (shutdown),
+        // whose missing answers may be reads never made.
+        var readsTried = answers.Interrupted ? [] : poll.Agents.Select(agent => agent.AgentId).ToHashSet();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
@@ -210,9 +212,9 @@ public sealed partial class HandoffEngine
         }
 
         // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-        // Past that, only a read that was tried: an agent this poll did not read (adopted while it was out) waits for the next.
+        // Past that, only at a poll that tried its read: one it did not (see readsTried) waits for the next.
         bool IsOverAge(CodingAgentState agent, TimeSpan age, ProviderAgent? report) =>
-            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || (age > watchLimit && readInRound.Contains(agent.Id)));
+            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || (age > watchLimit && readsTried.Contains(agent.Id)));
 
         // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
         // Not one whose finish a webhook reported (held back since its last follow-up) and whose read failed again at this
