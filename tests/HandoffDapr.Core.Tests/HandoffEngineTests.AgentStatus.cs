@@ -1144,13 +1144,8 @@ public sealed partial class HandoffEngineTests
         await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
 
         // That poll never tried to read it: it is still to be read, now, and the next read learns its pull request.
-        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-lost"].Status);
         Assert.Equal(time.GetUtcNow(), writer.Saved.Last().NextWakeAt());
-        provider.ReadFailure = null;
-        provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/11";
-        var state = await WakeWhenDueAsync(writer.Saved.Last());
-        Assert.Equal("https://github.com/acme/shop/pull/11", state.CodingAgents["bc-lost"].Results.Single().PrUrl);
+        await AssertStillAtWorkUntilAReadLearnsItsPullRequestAsync("bc-lost", "https://github.com/acme/shop/pull/11");
     }
 
     [Fact]
@@ -1169,11 +1164,18 @@ public sealed partial class HandoffEngineTests
         await engine.CompletePollAsync(writer.Saved.Last(), holding.Poll!, writer);
 
         // No read was made: the finish still waits for one, which learns the pull request.
-        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents["bc-1"].Status);
+        await AssertStillAtWorkUntilAReadLearnsItsPullRequestAsync("bc-1", "https://github.com/acme/shop/pull/12");
+    }
+
+    /// <summary>A held finish not taken: the agent is shown at work, and the next read, which answers, learns its pull request.</summary>
+    private async Task AssertStillAtWorkUntilAReadLearnsItsPullRequestAsync(string agentId, string prUrl)
+    {
+        Assert.Equal(CodingAgentStatus.Running, writer.Saved.Last().CodingAgents[agentId].Status);
+        provider.ReadFailure = null;
         provider.ReadStatus = ProviderAgentStatus.Finished;
-        provider.ReadPrUrl = "https://github.com/acme/shop/pull/12";
+        provider.ReadPrUrl = prUrl;
         var state = await WakeWhenDueAsync(writer.Saved.Last());
-        Assert.Equal("https://github.com/acme/shop/pull/12", state.CodingAgents["bc-1"].Results.Single().PrUrl);
+        Assert.Equal(prUrl, state.CodingAgents[agentId].Results.Single().PrUrl);
     }
 
     [Fact]
