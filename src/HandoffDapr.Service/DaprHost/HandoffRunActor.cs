@@ -374,7 +374,7 @@ public sealed partial class HandoffRunActor(
         // A part stored as JSON null (written by hand, or by another writer) is refused where reading it as empty would
         // start the run over (its launches, its agents: kept null here, FindDamage refuses them) or skip its group check
         // (its snapshot, refused here: null is also what a run without one reads). A null timeline is read as empty:
-        // its history is lost, and what the engine decides by it (a finish held for a read, an agent's follow-up).
+        // its history is lost, and with it what the engine decides by (a finish held for a read, an agent's follow-up).
         if (snapshot.HasValue && snapshot.Value is null)
         {
             throw new UnreadableRunStateException(runId, "its snapshot is JSON null");
