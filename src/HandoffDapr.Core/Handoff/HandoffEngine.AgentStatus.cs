@@ -118,9 +118,6 @@ public sealed partial class HandoffEngine
         var awaiting = state.Poll?.AwaitingPullRequest ?? [];
         var toConfirm = state.Poll?.FinishesToConfirm ?? new Dictionary<string, DateTimeOffset>();
         var active = state.AgentsToPoll.ToList();
-        // The agents whose reads were tried: not one adopted while the poll was out, nor any of a poll cut short (shutdown),
-        // whose missing answers may be reads never made.
-        var readsTried = answers.Interrupted ? [] : poll.Agents.Select(agent => agent.AgentId).ToHashSet();
         // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
         var watchLimit = options.AgentMaxAge * 2;
         var changed = false;
@@ -212,9 +209,13 @@ public sealed partial class HandoffEngine
         }
 
         // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-        // Past that, only at a poll that tried its read: one it did not (see readsTried) waits for the next.
+        // Past that, only at a poll that tried its read: one it did not (see ReadTried) waits for the next.
         bool IsOverAge(CodingAgentState agent, TimeSpan age, ProviderAgent? report) =>
-            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || (age > watchLimit && readsTried.Contains(agent.Id)));
+            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || (age > watchLimit && ReadTried(agent.Id)));
+
+        // Not for an agent adopted while the poll was out, nor for any of a poll cut short (shutdown), whose missing answers
+        // may be reads never made. Asked only past twice the maximum age, which is rare: no set built at every poll.
+        bool ReadTried(string agentId) => !answers.Interrupted && poll.Agents.Any(read => read.AgentId == agentId);
 
         // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
         // Not one whose finish a webhook reported (held back since its last follow-up) and whose read failed again at this
