@@ -73,9 +73,11 @@ public static class FakeProviderApp
 
             store.Received();
             await Task.Delay(options.Value.LaunchLatency, token);
+            // The agent's page is on this fake, at the address the launch was sent to (its port is any the fake runs on).
             var agent = store.Create(prompt, repository, body!["source"]?["ref"]?.GetValue<string>(), branch,
                 body["target"]?["autoCreatePr"]?.GetValue<bool>() ?? false,
-                body["webhook"]?["url"]?.GetValue<string>(), body["webhook"]?["secret"]?.GetValue<string>());
+                body["webhook"]?["url"]?.GetValue<string>(), body["webhook"]?["secret"]?.GetValue<string>(),
+                pageBase: $"{request.Scheme}://{request.Host}");
             // Not cancelled with the request: the agent exists whether or not the caller hears about it.
             await Task.Delay(options.Value.AnswerDelay, CancellationToken.None);
             // Only an answer a caller is still there to read counts: the crash test reads this after its kill, maybe
@@ -88,6 +90,9 @@ public static class FakeProviderApp
         });
         app.MapGet("/v0/agents/{id}", (string id, AgentStore store) =>
             store.Find(id) is { } agent ? Results.Json(store.View(agent)) : Error(404, "Agent not found"));
+        app.MapGet("/agents/{id}", (string id, AgentStore store) => store.Find(id) is { } agent
+            ? Results.Text($"Agent {agent.Id} (fake provider): {store.View(agent)["status"]} on {agent.Repository}, branch {agent.BranchName}\n")
+            : Results.NotFound());
         app.MapGet("/v0/agents", (int? limit, string? cursor, AgentStore store) =>
         {
             var page = store.Page(Math.Clamp(limit ?? 20, 1, 100), cursor, out var next);
@@ -120,6 +125,9 @@ public sealed class FakeAgent
     public string? WebhookUrl { get; init; }
     public string? WebhookSecret { get; init; }
     public DateTimeOffset CreatedAt { get; init; }
+
+    /// <summary>The agent's page, <c>target.url</c>: on the fake, as Cursor's is on cursor.com.</summary>
+    public required string PageUrl { get; init; }
     public bool Stopped { get; set; }
     public bool WebhookSent { get; set; }
 }
@@ -137,11 +145,13 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
     /// <summary>A launch's answer is being sent (after any answer delay) to a caller still connected.</summary>
     public void Answered() => Interlocked.Increment(ref answered);
 
-    public FakeAgent Create(string prompt, string repository, string? reference, string branch, bool autoCreatePr, string? webhookUrl, string? webhookSecret)
+    public FakeAgent Create(string prompt, string repository, string? reference, string branch, bool autoCreatePr, string? webhookUrl, string? webhookSecret, string pageBase)
     {
+        var id = "bc-" + Guid.NewGuid().ToString("N")[..8];
         var agent = new FakeAgent
         {
-            Id = "bc-" + Guid.NewGuid().ToString("N")[..8],
+            Id = id,
+            PageUrl = $"{pageBase}/agents/{id}",
             Prompt = prompt,
             Repository = repository,
             Ref = reference,
@@ -216,7 +226,7 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
             ["target"] = new JsonObject
             {
                 ["branchName"] = agent.BranchName,
-                ["url"] = $"http://localhost:5090/agents/{agent.Id}",
+                ["url"] = agent.PageUrl,
                 ["autoCreatePr"] = agent.AutoCreatePr,
                 ["prUrl"] = status == "FINISHED" && agent.AutoCreatePr ? $"https://github.com/{repositoryPath}/pull/{PullRequestNumber(agent)}" : null,
             },

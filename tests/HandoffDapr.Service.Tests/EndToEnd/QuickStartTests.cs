@@ -139,7 +139,10 @@ public sealed class QuickStartTests : IAsyncLifetime
         return view!["coding_agents"]!.AsObject();
     }
 
-    /// <summary>Each agent is one the fake made, for its own repository, and shows the pull request the fake reports for it.</summary>
+    /// <summary>
+    /// Each agent is one the fake made, for its own repository, and shows the pull request the fake reports for it and a
+    /// link to its page on the fake, at whatever port the fake runs on.
+    /// </summary>
     private async Task AssertAgentsAreTheFakesWithTheirPullRequestsAsync(JsonObject agents, string[] repositories)
     {
         using var fakeClient = new HttpClient { BaseAddress = fakeAddress };
@@ -151,6 +154,9 @@ public sealed class QuickStartTests : IAsyncLifetime
             var repository = result["repo_full_name"]!.GetValue<string>();
             Assert.Equal($"https://github.com/{repository}", atFake["source"]!["repository"]!.GetValue<string>());
             Assert.Equal(atFake["target"]!["prUrl"]!.GetValue<string>(), result["pr_url"]!.GetValue<string>());
+            var page = agent["agent_url"]!.GetValue<string>();
+            Assert.Equal(new Uri(fakeAddress, $"/agents/{agentId}"), new Uri(page));
+            Assert.Contains(agentId, await fakeClient.GetStringAsync(page), StringComparison.Ordinal);
             shown.Add(repository);
         }
 
