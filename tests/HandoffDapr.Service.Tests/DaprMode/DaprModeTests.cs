@@ -381,6 +381,30 @@ public sealed class DaprModeTests : DaprModeTest
         Assert.All(updates.Zip(updates.Skip(1)), pair => Assert.NotEqual(pair.First, pair.Second));
     }
 
+    /// <summary>
+    /// An update is published once its agents are saved: a save the state store refuses publishes none, or subscribers
+    /// would hear of an agent the run's state (and GET) does not have.
+    /// </summary>
+    [Fact]
+    public async Task A_save_the_state_store_refuses_publishes_no_update_of_the_agents_it_would_have_saved()
+    {
+        using var held = cursor.Hold("acme/shop");
+        var trigger = client.PostJsonAsync("/runs/176/handoff", Payloads.Trigger(Payloads.Run(176, ["acme/shop"], automation: false)));
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        // Cursor answers with the agent; the turn that records it cannot save.
+        HttpResponseMessage response;
+        using (factory.Sidecar.FailActorStateOperations(call => call.ActorId == "176" && call.Operation == ActorStateOperation.Transaction))
+        {
+            held.Release();
+            response = await trigger;
+        }
+
+        Assert.Empty(Agents(176));
+        Assert.DoesNotContain(factory.Sidecar.Published, p => p.Topic == "handoff.coding-agents.updated");
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, response.StatusCode);
+    }
+
     [Fact]
     public async Task Another_groups_run_is_unknown_through_the_actor_too()
     {
