@@ -246,6 +246,29 @@ public sealed class DaprModeTests : DaprModeTest
         Assert.Contains("outcome unknown", factory.Sidecar.GetActorStateKeys(Actor, "172")["timeline"]);
     }
 
+    /// <summary>
+    /// A stop whose caller hung up while Cursor had it is still answered and recorded: the caller's token is not passed
+    /// on. Cut off mid-call, the stop Cursor took would be recorded as of unknown outcome and the agent left as it was.
+    /// </summary>
+    [Fact]
+    public async Task Stop_whose_caller_hangs_up_while_cursor_has_it_is_still_recorded_as_taken()
+    {
+        var launched = await (await client.PostJsonAsync("/runs/177/handoff", Payloads.Trigger(Payloads.Run(177, ["acme/shop"], automation: false)))).ReadJsonAsync();
+        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        using var held = cursor.HoldCommands();
+        using var hangUp = new CancellationTokenSource();
+        var stop = client.PostAsync($"/runs/177/agents/{agentId}/stop", null, hangUp.Token);
+        Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
+
+        await hangUp.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => stop);
+        held.Release();
+
+        await Eventually.True(() => factory.Sidecar.GetActorStateKeys(Actor, "177")["timeline"].Contains("stop", StringComparison.OrdinalIgnoreCase));
+        Assert.DoesNotContain("outcome unknown", factory.Sidecar.GetActorStateKeys(Actor, "177")["timeline"]);
+        Assert.Equal("failed", Assert.Single(Agents(177)).Value.GetProperty("status").GetString());
+    }
+
     [Fact]
     public async Task Run_with_the_largest_accepted_group_id_reads_back_after_its_actor_is_reloaded_from_the_store()
     {
