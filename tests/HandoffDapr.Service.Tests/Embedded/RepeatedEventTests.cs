@@ -59,6 +59,28 @@ public sealed class RepeatedEventTests : IDisposable
         Assert.Equal(1, cursor.LaunchRequests);
     }
 
+    /// <summary>
+    /// An event naming an integration that is not configured keeps its snapshot and is warned of at every delivery: the
+    /// same bytes again would not change nothing, so the save writes no digest and they go the long way. Written with
+    /// one, the redelivery would be answered from it, without the warning or the reason it is not handed off.
+    /// </summary>
+    [Fact]
+    public async Task A_redelivery_of_an_event_whose_integration_is_not_configured_goes_the_long_way_and_warns_again()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        var run = Payloads.Run(312, ["acme/shop"]);
+        run["preferences"]!["automation_handoff"]!["integration_id"] = 77;
+
+        await client.PostJsonAsync(Route, run);
+        var redelivered = await client.PostJsonAsync(Route, run);
+
+        Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
+        Assert.Empty(Repeated());
+        Assert.Equal(2, logs.GetSnapshot().Count(record => record.Id.Name == "HandoffUnknownIntegration"));
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
     [Fact]
     public async Task An_event_whose_snapshot_was_replaced_since_is_not_taken_for_a_repeat()
     {
