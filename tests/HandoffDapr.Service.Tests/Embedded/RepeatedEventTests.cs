@@ -2,6 +2,7 @@ using System.Net;
 using System.Text.Json;
 using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Data.Sqlite;
 using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.Embedded;
@@ -78,6 +79,29 @@ public sealed class RepeatedEventTests : IDisposable
         Assert.Equal(HttpStatusCode.OK, redelivered.StatusCode);
         Assert.Empty(Repeated());
         Assert.Equal(2, logs.GetSnapshot().Count(record => record.Id.Name == "HandoffUnknownIntegration"));
+        Assert.Equal(0, cursor.LaunchRequests);
+    }
+
+    /// <summary>
+    /// A redelivery lookup the file refuses (here its runs table is gone) is no answer of its own: the event goes the
+    /// long way, which meets the same trouble and answers 503 for it. Let through, the lookup's error was a 500.
+    /// </summary>
+    [Fact]
+    public async Task A_redelivery_lookup_the_file_refuses_is_answered_503_by_the_long_way()
+    {
+        using var factory = Start("handoff.db");
+        using var client = factory.CreateClient();
+        using (var connection = new SqliteConnection($"Data Source={factory.DataPath};Pooling=False"))
+        {
+            connection.Open();
+            using var command = connection.CreateCommand();
+            command.CommandText = "ALTER TABLE runs RENAME TO runs_moved";
+            command.ExecuteNonQuery();
+        }
+
+        var answer = await client.PostJsonAsync(Route, Payloads.Run(313, ["acme/shop"]));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, answer.StatusCode);
         Assert.Equal(0, cursor.LaunchRequests);
     }
 
