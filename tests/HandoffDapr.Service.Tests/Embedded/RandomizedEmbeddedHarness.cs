@@ -44,7 +44,8 @@ internal sealed record RandomProfile(
 /// <summary>
 /// The seeded randomized test of embedded mode, one process or two on ONE SQLite file (a hand-over): runs of three
 /// evolving snapshots (a quarter of them on Copilot); completion events (raw or CloudEvent; once, twice, concurrently,
-/// on either process), manual triggers, stops and follow-ups, signed webhooks (lost, late, repeated), provider faults,
+/// on either process), manual triggers, stops and follow-ups (Cursor's resume an agent that ended), signed webhooks
+/// (lost, late, repeated), provider faults,
 /// the clock and each process's schedule, processes stopped and started again at random moments, also while a launch
 /// round is held at the provider (the agent created before the stop, during the grace, after it, or never). After every
 /// operation each running process's view of each run is the run as the data file holds it (the view saved with the
@@ -137,7 +138,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private readonly LockedRandom webhookOmissions;
     private readonly ITestOutputHelper output;
     private readonly TempDirectory temp = new();
-    private readonly FakeCursor cursor = new();
+    private readonly FakeCursor cursor = new() { FollowupResumes = true };
     private readonly FakeCopilot github = new();
     private readonly UnservedRequests unservedLaunches;
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
@@ -160,6 +161,10 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private static readonly TimeSpan AgentMaxAge = TimeSpan.FromHours(2);
     private static readonly TimeSpan GivenUpWatch = 2 * AgentMaxAge;
     private static readonly TimeSpan LongestPollInterval = TimeSpan.FromMinutes(15); // Launch:PollMaxInterval's default
+
+    // Cursor agents the provider showed finished at some time: a status never moves backwards, so one the run learnt
+    // completed stays so when a follow-up resumed it and it then ended otherwise.
+    private readonly ConcurrentDictionary<string, bool> finishedAtProvider = new();
 
     // When each agent appeared at the provider, on the test clock (the fakes' own creation times are on the real clock).
     private readonly ConcurrentDictionary<string, DateTimeOffset> createdAtProvider = new();
@@ -883,11 +888,16 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var current = agent["status"]!.GetValue<string>();
         var nextStatus = current == "CREATING" ? (random.Next(4) == 0 ? "ERROR" : "RUNNING") : (random.Next(4) == 0 ? "ERROR" : "FINISHED");
         var repository = agent["source"]!["repository"]!.GetValue<string>();
-        string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}" : null;
+        string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? PullRequestOf(id, repository) : null;
         cursor.SetStatus(id, nextStatus, prUrl, nextStatus == "FINISHED" ? "Fixed the pool" : null);
         if (nextStatus is "ERROR" or "FINISHED")
         {
             endedAtProvider[id] = time.GetUtcNow();
+        }
+
+        if (nextStatus == "FINISHED")
+        {
+            finishedAtProvider[id] = true;
         }
 
         var run = RunOfRepository(repository);
@@ -918,6 +928,10 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 return Task.CompletedTask;
         }
     }
+
+    /// <summary>An agent resumed by a follow-up pushes to the pull request it opened, if it did: a new one otherwise.</summary>
+    private string PullRequestOf(string agentId, string repository) =>
+        cursor.Agents[agentId]["target"]!["prUrl"]?.GetValue<string>() ?? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}";
 
     private Task DeliverPendingWebhookAsync()
     {
@@ -1235,7 +1249,8 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 }
                 else
                 {
-                    cursor.SetStatus(id, "FINISHED", $"{repository}/pull/{Interlocked.Increment(ref prCounter)}", "Fixed");
+                    cursor.SetStatus(id, "FINISHED", PullRequestOf(id, repository), "Fixed");
+                    finishedAtProvider[id] = true;
                 }
             }
         }
@@ -1384,6 +1399,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
                 var actual = node!["status"]!.GetValue<string>();
                 var allowed = actual == agent.Expected || (actual == "completed" && agent.Status is "STOPPED" or "cancelled")
+                    || (actual == "completed" && finishedAtProvider.ContainsKey(id))
                     || (actual == "failed" && EndedAfterItsWatch(id));
                 if (!allowed)
                 {

@@ -181,6 +181,9 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
+    /// <summary>A follow-up resumes an agent that ended, as Cursor's does (off by default: most tests follow one agent's end).</summary>
+    public bool FollowupResumes { get; set; }
+
     public IEnumerable<(string Path, string? Body)> CommandRequests => Server.LogEntries
         .Where(entry => entry.RequestMessage.Method == "POST" && (entry.RequestMessage.Path.EndsWith("/stop") || entry.RequestMessage.Path.EndsWith("/followup")))
         .Select(entry => (entry.RequestMessage.Path, entry.RequestMessage.Body));
@@ -226,6 +229,10 @@ public sealed class FakeCursor : IDisposable
         if (request.Path.EndsWith("/stop", StringComparison.Ordinal))
         {
             agent["status"] = "STOPPED";
+        }
+        else if (FollowupResumes && agent["status"]!.GetValue<string>() is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED")
+        {
+            agent["status"] = "RUNNING";
         }
 
         return Json(200, "{\"id\":\"" + id + "\"}");
