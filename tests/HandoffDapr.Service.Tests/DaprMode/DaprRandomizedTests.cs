@@ -60,6 +60,15 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         public readonly Dictionary<long, JsonObject> LastEvent = [];
         public readonly List<JsonObject> ToRedeliver = [];
         public bool FaultInjected;
+
+        /// <summary>
+        /// Agents the provider showed finished at some time: a status never moves backwards (docs/api.md), so one the run
+        /// learnt completed stays so when a follow-up resumed it and it then ended otherwise, or a stop reached it.
+        /// </summary>
+        public readonly HashSet<string> EverFinished = [];
+
+        /// <summary>Agents a follow-up resumed after they ended: a person's doing, so one may work beside its relaunch.</summary>
+        public readonly HashSet<string> Resumed = [];
         public long[] Runs = [];
         public DateTime SlowUntil;
 
@@ -107,7 +116,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     public async Task Random_interleaving_keeps_the_design_promises(int seed)
     {
         var rng = new Random(seed);
-        var cursor = new FakeCursor();
+        var cursor = new FakeCursor { FollowupResumes = true };
         cursor.WatchUnservedLaunches();
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { DeadLetterRetriableFailures = false, TimeProvider = time });
@@ -147,6 +156,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             }
 
             await SettleAsync(w, runs, finalTrigger: true);
+            EndEveryAgentAtWork(w, new Random(unchecked(seed * 31 + 7)));
+            await SettleAsync(w, runs, finalTrigger: false);
             await CheckAsync(w, runs);
             w.Log.Add($"summary: {cursor.LaunchRequests} launch requests, {cursor.Agents.Count} agents, {w.Old.Count} restarts, "
                 + $"{sidecar.Published.Count(p => p.Topic == "handoff.coding-agents.updated")} updates published, "
@@ -193,7 +204,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Log.Add($"{step}: solution event {run} {evt["preferences"]!["repositories"]!.ToJsonString()}");
             await DeliverAsync(w, evt, $"step-{step}");
         }
-        else if (pick < 32)
+        else if (pick < 30)
         {
             if (w.LastEvent.TryGetValue(run, out var last))
             {
@@ -201,7 +212,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 await DeliverAsync(w, last, $"dup-{step}");
             }
         }
-        else if (pick < 42)
+        else if (pick < 40)
         {
             var withSnapshot = rng.NextDouble() < 0.4;
             var body = Payloads.Trigger(withSnapshot ? Payloads.Run(run, PickRepos(rng), automation: false) : null);
@@ -209,23 +220,23 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             var response = await w.Client().PostJsonAsync($"/runs/{run}/handoff", body);
             await CheckAnswerAsync(w, response, "trigger", HttpStatusCode.Accepted, HttpStatusCode.NotFound, HttpStatusCode.ServiceUnavailable);
         }
-        else if (pick < 50)
+        else if (pick < 45)
         {
             w.Log.Add($"{step}: read {run}");
             await ReadByInvocationAsync(w, run);
         }
-        else if (pick < 60)
+        else if (pick < 55)
         {
             await WebhookAsync(w, rng, step);
         }
-        else if (pick < 72)
+        else if (pick < 67)
         {
             var advance = TimeSpan.FromSeconds(rng.Next(0, 600));
             await AdvanceAsync(w, advance);
             w.Log.Add($"{step}: advance {advance} and fire due reminders");
             await FireDueAsync(w);
         }
-        else if (pick < 76)
+        else if (pick < 71)
         {
             var reminders = w.Sidecar.Reminders.ToList();
             if (reminders.Count > 0)
@@ -236,20 +247,24 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 await CheckAnswerAsync(w, fired, "reminder", w.FaultInjected ? [HttpStatusCode.OK, HttpStatusCode.InternalServerError] : [HttpStatusCode.OK]);
             }
         }
-        else if (pick < 80)
+        else if (pick < 75)
         {
             w.Log.Add($"{step}: next actor state save fails");
             w.FaultInjected = true;
             w.Sidecar.FailNextActorStateSaves(1);
         }
-        else if (pick < 83)
+        else if (pick < 78)
         {
             w.Log.Add($"{step}: next reminder registration fails");
             w.FaultInjected = true;
             var once = 0;
             w.Sidecar.FailReminderRegistration = (_, _, _) => Interlocked.Exchange(ref once, 1) == 0;
         }
-        else if (pick < 95)
+        else if (pick < 86)
+        {
+            await StopOrFollowupAsync(w, rng, run, step);
+        }
+        else if (pick < 96)
         {
             var repo = Pool[rng.Next(Pool.Length)];
             var kind = rng.Next(8);
@@ -287,6 +302,58 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         {
             await RestartAsync(w, rng, run, step);
         }
+    }
+
+    /// <summary>
+    /// A stop or follow-up for an agent of one of the runs (or an id a run does not have), by the API the autofix UI calls. A
+    /// follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>); one time in six
+    /// the provider answers the command with a 500, whose outcome is unknown (a 504).
+    /// </summary>
+    private async Task StopOrFollowupAsync(World w, Random rng, long run, int step)
+    {
+        var stop = rng.Next(2) == 0;
+        var known = w.Runs
+            .SelectMany(r => w.Sidecar.GetActorState(Actor, r.ToString(), "coding_agents") is { } a ? a.EnumerateObject().Select(p => (Run: r, Id: p.Name)) : [])
+            .OrderBy(x => x.Id, StringComparer.Ordinal).ToList();
+        var agentId = "bc-ffffff";
+        if (known.Count > 0 && rng.Next(8) != 0)
+        {
+            (run, agentId) = known[rng.Next(known.Count)];
+        }
+
+        var faulted = rng.Next(6) == 0;
+        if (faulted)
+        {
+            w.Cursor.NextCommandAnswer = () =>
+            {
+                w.Cursor.NextCommandAnswer = null;
+                return FakeCursor.Status(500, "{\"error\": \"" + FakeCursor.ProviderSecretText + "\"")();
+            };
+        }
+
+        var before = w.Cursor.Agents.TryGetValue(agentId, out var atProvider) ? atProvider["status"]!.GetValue<string>() : null;
+        w.Log.Add($"{step}: {(stop ? "stop" : "followup")} {run} agent {agentId} ({before ?? "unknown"} at the provider{(faulted ? ", answered 500" : "")})");
+        var response = stop
+            ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
+            : await w.Client().PostJsonAsync($"/runs/{run}/agents/{agentId}/followup", new JsonObject { ["text"] = "Please also add a test" });
+        var text = await response.Content.ReadAsStringAsync();
+        await CheckAnswerAsync(w, response, stop ? "stop" : "followup", HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
+        w.Cursor.NextCommandAnswer = null;
+        if (response.StatusCode == HttpStatusCode.OK && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED")
+        {
+            w.Resumed.Add(agentId);
+        }
+
+        if (response.StatusCode == HttpStatusCode.GatewayTimeout && (!faulted || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
+        {
+            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
+        }
+
+        if (response.StatusCode == HttpStatusCode.NotFound && agentId != "bc-ffffff")
+        {
+            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 404 for an agent the run has: {text}");
+        }
+
     }
 
     private async Task DeliverAsync(World w, JsonObject evt, string id)
@@ -328,7 +395,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
     private async Task WebhookAsync(World w, Random rng, int step)
     {
-        // Cursor's statuses only move forward: an agent that ended stays ended.
+        // Cursor's statuses only move forward: an agent that ended stays ended (until a follow-up resumes it).
         var agents = w.Cursor.Agents.Values.Where(a => a["status"]!.GetValue<string>() is "CREATING" or "RUNNING").ToList();
         if (agents.Count == 0)
         {
@@ -340,6 +407,11 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var status = new[] { "RUNNING", "FINISHED", "FINISHED", "ERROR" }[rng.Next(4)];
         var pr = status == "FINISHED" ? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/1" : null;
         w.Cursor.SetStatus(id, status, pr);
+        if (status == "FINISHED")
+        {
+            w.EverFinished.Add(id);
+        }
+
         if (rng.NextDouble() < 0.3 || status == "RUNNING")
         {
             w.Log.Add($"{step}: provider moves {id} to {status}, webhook lost");
@@ -365,6 +437,28 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             using var request = Payloads.SignedWebhook($"/webhooks/cursor/42?run_id={runId}", body, Secret);
             var response = await w.Client().SendAsync(request);
             await CheckAnswerAsync(w, response, "webhook", HttpStatusCode.NoContent, HttpStatusCode.ServiceUnavailable);
+        }
+    }
+
+    /// <summary>
+    /// The provider ends every agent still at work, its webhook lost: the polls alone must bring each run in line, also
+    /// for an agent a follow-up resumed after the run had learnt its end (drawn apart, so a seed's other draws stay).
+    /// </summary>
+    private static void EndEveryAgentAtWork(World w, Random ends)
+    {
+        foreach (var (id, agent) in w.Cursor.Agents.OrderBy(a => a.Key, StringComparer.Ordinal))
+        {
+            if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
+            {
+                var finished = ends.Next(3) != 0;
+                w.Cursor.SetStatus(id, finished ? "FINISHED" : "ERROR", finished ? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/1" : null);
+                if (finished)
+                {
+                    w.EverFinished.Add(id);
+                }
+
+                w.Log.Add($"end: provider moves {id} to {(finished ? "FINISHED" : "ERROR")}, webhook lost");
+            }
         }
     }
 
@@ -620,11 +714,11 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 }
             }
 
-            // Per repository, at most one agent not failed.
+            // Per repository, at most one agent not failed (but for those a person's follow-up set to work again).
             foreach (var group in launches.GroupBy(x => x!["repository"]!.GetValue<string>().ToLowerInvariant()))
             {
                 var live = group.Select(x => x!["agent_id"]?.GetValue<string>()).OfType<string>()
-                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed").ToList();
+                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed" && !w.Resumed.Contains(agentId)).ToList();
                 if (live.Count > 1)
                 {
                     w.Violations.Add($"run {run}: {group.Key} has {live.Count} live agents: {string.Join(", ", live)}");
@@ -697,7 +791,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                     "ERROR" or "EXPIRED" or "STOPPED" => "failed",
                     _ => null,
                 };
-                if (expected is not null && ours != expected)
+                if (expected is not null && ours != expected && !(ours == "completed" && w.EverFinished.Contains(agentId)))
                 {
                     w.Violations.Add($"run {run}: agent {agentId} is {ours} in the view, {providerStatus} at the provider");
                 }
