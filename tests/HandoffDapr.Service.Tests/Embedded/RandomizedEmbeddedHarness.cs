@@ -45,14 +45,13 @@ internal sealed record RandomProfile(
 /// The seeded randomized test of embedded mode, one process or two on ONE SQLite file (a hand-over): runs of three
 /// evolving snapshots (a quarter of them on Copilot); completion events (raw or CloudEvent; once, twice, concurrently,
 /// on either process), manual triggers, stops and follow-ups (Cursor's resume an agent that ended), signed webhooks
-/// (lost, late, repeated), provider faults,
-/// the clock and each process's schedule, processes stopped and started again at random moments, also while a launch
-/// round is held at the provider (the agent created before the stop, during the grace, after it, or never). After every
-/// operation each running process's view of each run is the run as the data file holds it (the view saved with the
-/// state is sent as stored). Then everything is settled and the design's invariants are checked. The processes share
-/// one clock (one machine, one wall clock), never advanced while a launch is held: a held call ends well inside
-/// <c>InFlightTimeout</c>, as the design presumes. A failure prints the seed, what broke and the operations in order;
-/// each seed's counters go to the output.
+/// (lost, late, repeated), provider faults, the clock and each process's schedule, processes stopped and started again
+/// at random moments, also while a launch round is held at the provider (the agent created before the stop, during the
+/// grace, after it, or never). After every operation each running process's view of each run is the run as the data
+/// file holds it (the view saved with the state is sent as stored). Then everything is settled and the design's
+/// invariants are checked. The processes share one clock (one machine, one wall clock), never advanced while a launch
+/// is held: a held call ends well inside <c>InFlightTimeout</c>, as the design presumes. A failure prints the seed,
+/// what broke and the operations in order; each seed's counters go to the output.
 /// </summary>
 internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 {
