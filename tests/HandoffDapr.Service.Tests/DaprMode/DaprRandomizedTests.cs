@@ -62,13 +62,16 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         public bool FaultInjected;
 
         /// <summary>
-        /// Agents the provider showed finished at some time: a status never moves backwards (docs/api.md), so one the run
-        /// learnt completed stays so when a follow-up resumed it and it then ended otherwise, or a stop reached it.
+        /// Agents the run showed completed when a follow-up or stop took them from FINISHED at the provider: a status
+        /// never moves backwards (docs/api.md), so such an agent stays completed whatever it ends as next.
         /// </summary>
-        public readonly HashSet<string> EverFinished = [];
+        public readonly HashSet<string> CompletedWhenResumed = [];
 
-        /// <summary>Agents a follow-up resumed after they ended: a person's doing, so one may work beside its relaunch.</summary>
-        public readonly HashSet<string> Resumed = [];
+        /// <summary>
+        /// Agents a follow-up resumed while the run showed them failed: a person's doing, so one may work beside the
+        /// relaunch that failure allowed (a trigger launches again only a failed repository).
+        /// </summary>
+        public readonly HashSet<string> ResumedWhileFailed = [];
         public long[] Runs = [];
         public DateTime SlowUntil;
 
@@ -332,16 +335,35 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         }
 
         var before = w.Cursor.Agents.TryGetValue(agentId, out var atProvider) ? atProvider["status"]!.GetValue<string>() : null;
-        w.Log.Add($"{step}: {(stop ? "stop" : "followup")} {run} agent {agentId} ({before ?? "unknown"} at the provider{(faulted ? ", answered 500" : "")})");
+        var ours = w.Sidecar.GetActorState(Actor, run.ToString(), "coding_agents") is { } state && state.TryGetProperty(agentId, out var agent)
+            ? agent.GetProperty("status").GetString()
+            : null;
+        w.Log.Add($"{step}: {(stop ? "stop" : "followup")} {run} agent {agentId} ({before ?? "unknown"} at the provider, {ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
         var response = stop
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
             : await w.Client().PostJsonAsync($"/runs/{run}/agents/{agentId}/followup", new JsonObject { ["text"] = "Please also add a test" });
         var text = await response.Content.ReadAsStringAsync();
         await CheckAnswerAsync(w, response, stop ? "stop" : "followup", HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
         w.Cursor.NextCommandAnswer = null;
-        if (response.StatusCode == HttpStatusCode.OK && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED")
+        // The fake carries out every command it answers 200: a follow-up resumes an agent that ended, a stop stops any.
+        if (response.StatusCode == HttpStatusCode.OK && before == "FINISHED" && ours == "completed")
         {
-            w.Resumed.Add(agentId);
+            w.CompletedWhenResumed.Add(agentId);
+        }
+
+        if (response.StatusCode == HttpStatusCode.OK && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED" && ours == "failed")
+        {
+            w.ResumedWhileFailed.Add(agentId);
+        }
+
+        if (faulted && response.StatusCode == HttpStatusCode.OK)
+        {
+            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 200 though the provider answered 500: {text}");
+        }
+
+        if (agentId == "bc-ffffff" && response.StatusCode != HttpStatusCode.NotFound)
+        {
+            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
         }
 
         if (response.StatusCode == HttpStatusCode.GatewayTimeout && (!faulted || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
@@ -353,7 +375,6 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         {
             w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 404 for an agent the run has: {text}");
         }
-
     }
 
     private async Task DeliverAsync(World w, JsonObject evt, string id)
@@ -407,11 +428,6 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var status = new[] { "RUNNING", "FINISHED", "FINISHED", "ERROR" }[rng.Next(4)];
         var pr = status == "FINISHED" ? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/1" : null;
         w.Cursor.SetStatus(id, status, pr);
-        if (status == "FINISHED")
-        {
-            w.EverFinished.Add(id);
-        }
-
         if (rng.NextDouble() < 0.3 || status == "RUNNING")
         {
             w.Log.Add($"{step}: provider moves {id} to {status}, webhook lost");
@@ -452,11 +468,6 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             {
                 var finished = ends.Next(3) != 0;
                 w.Cursor.SetStatus(id, finished ? "FINISHED" : "ERROR", finished ? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/1" : null);
-                if (finished)
-                {
-                    w.EverFinished.Add(id);
-                }
-
                 w.Log.Add($"end: provider moves {id} to {(finished ? "FINISHED" : "ERROR")}, webhook lost");
             }
         }
@@ -718,7 +729,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             foreach (var group in launches.GroupBy(x => x!["repository"]!.GetValue<string>().ToLowerInvariant()))
             {
                 var live = group.Select(x => x!["agent_id"]?.GetValue<string>()).OfType<string>()
-                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed" && !w.Resumed.Contains(agentId)).ToList();
+                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed" && !w.ResumedWhileFailed.Contains(agentId)).ToList();
                 if (live.Count > 1)
                 {
                     w.Violations.Add($"run {run}: {group.Key} has {live.Count} live agents: {string.Join(", ", live)}");
@@ -791,7 +802,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                     "ERROR" or "EXPIRED" or "STOPPED" => "failed",
                     _ => null,
                 };
-                if (expected is not null && ours != expected && !(ours == "completed" && w.EverFinished.Contains(agentId)))
+                if (expected is not null && ours != expected && !(ours == "completed" && w.CompletedWhenResumed.Contains(agentId)))
                 {
                     w.Violations.Add($"run {run}: agent {agentId} is {ours} in the view, {providerStatus} at the provider");
                 }
