@@ -317,7 +317,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var stop = rng.Next(2) == 0;
         var known = w.Runs
             .SelectMany(r => w.Sidecar.GetActorState(Actor, r.ToString(), "coding_agents") is { } a ? a.EnumerateObject().Select(p => (Run: r, Id: p.Name)) : [])
-            .OrderBy(x => x.Id, StringComparer.Ordinal).ToList();
+            .OrderBy(x => x.Run).ThenBy(x => BranchOf(w, x.Id), StringComparer.Ordinal).ToList();
         var agentId = "bc-ffffff";
         if (known.Count > 0 && rng.Next(8) != 0)
         {
@@ -417,7 +417,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     private async Task WebhookAsync(World w, Random rng, int step)
     {
         // Cursor's statuses only move forward: an agent that ended stays ended (until a follow-up resumes it).
-        var agents = w.Cursor.Agents.Values.Where(a => a["status"]!.GetValue<string>() is "CREATING" or "RUNNING").ToList();
+        var agents = w.Cursor.Agents.Values.Where(a => a["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
+            .OrderBy(a => a["target"]!["branchName"]!.GetValue<string>(), StringComparer.Ordinal).ToList();
         if (agents.Count == 0)
         {
             return;
@@ -462,7 +463,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     /// </summary>
     private static void EndEveryAgentAtWork(World w, Random ends)
     {
-        foreach (var (id, agent) in w.Cursor.Agents.OrderBy(a => a.Key, StringComparer.Ordinal))
+        foreach (var (id, agent) in w.Cursor.Agents.OrderBy(a => a.Value["target"]!["branchName"]!.GetValue<string>(), StringComparer.Ordinal))
         {
             if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
             {
@@ -472,6 +473,14 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             }
         }
     }
+
+    /// <summary>
+    /// The key that orders the provider's agents the same in every run of a seed: their ids go in the order concurrent
+    /// launches reach the fake, and its dictionary's order can change with the machine's core count (its lock count);
+    /// a launch's branch is named by run, repository and generation.
+    /// </summary>
+    private static string BranchOf(World w, string agentId) =>
+        w.Cursor.Agents.TryGetValue(agentId, out var agent) ? agent["target"]!["branchName"]!.GetValue<string>() : agentId;
 
     private static long FindRunOfBranch(World w, string branch)
     {
