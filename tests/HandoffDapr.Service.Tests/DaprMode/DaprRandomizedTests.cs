@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Text;
 using System.Text.Json.Nodes;
@@ -339,19 +340,25 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             ? agent.GetProperty("status").GetString()
             : null;
         w.Log.Add($"{step}: {(stop ? "stop" : "followup")} {run} agent {agentId} ({before ?? "unknown"} at the provider, {ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
+        var started = Stopwatch.GetTimestamp();
         var response = stop
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
             : await w.Client().PostJsonAsync($"/runs/{run}/agents/{agentId}/followup", new JsonObject { ["text"] = "Please also add a test" });
         var text = await response.Content.ReadAsStringAsync();
         await CheckAnswerAsync(w, response, stop ? "stop" : "followup", HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
         w.Cursor.NextCommandAnswer = null;
-        // The fake carries out every command it answers 200: a follow-up resumes an agent that ended, a stop stops any.
-        if (response.StatusCode == HttpStatusCode.OK && before == "FINISHED" && ours == "completed")
+        // A 504 with no fault injected is the binding's responseTimeout (2 s), outlasted by the fake on a loaded machine.
+        var late = !faulted && Stopwatch.GetElapsedTime(started) >= TimeSpan.FromSeconds(2);
+        // The fake carries out every command it does not answer 500: a follow-up resumes an agent that ended, a stop
+        // stops any (one the binding gave up on too).
+        var taken = response.StatusCode == HttpStatusCode.OK
+            || (response.StatusCode == HttpStatusCode.GatewayTimeout && !faulted);
+        if (taken && before == "FINISHED" && ours == "completed")
         {
             w.CompletedWhenResumed.Add(agentId);
         }
 
-        if (response.StatusCode == HttpStatusCode.OK && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED" && ours == "failed")
+        if (taken && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED" && ours == "failed")
         {
             w.ResumedWhileFailed.Add(agentId);
         }
@@ -366,7 +373,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
         }
 
-        if (response.StatusCode == HttpStatusCode.GatewayTimeout && (!faulted || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
+        if (response.StatusCode == HttpStatusCode.GatewayTimeout
+            && ((!faulted && !late) || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
         {
             w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
         }
