@@ -155,7 +155,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private int prCounter;
 
     // When the provider ended each agent (the harness's doing): an agent the service had given up on is watched for
-    // 2 × AgentMaxAge from its start only, so an end after that is never seen, as documented.
+    // 2 × AgentMaxAge from its start or its last follow-up only, so an end after that is never seen, as documented.
     private readonly ConcurrentDictionary<string, DateTimeOffset> endedAtProvider = new();
     private static readonly TimeSpan AgentMaxAge = TimeSpan.FromHours(2);
     private static readonly TimeSpan GivenUpWatch = 2 * AgentMaxAge;
@@ -167,6 +167,10 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
     // When each agent appeared at the provider, on the test clock (the fakes' own creation times are on the real clock).
     private readonly ConcurrentDictionary<string, DateTimeOffset> createdAtProvider = new();
+
+    // When the last follow-up that may have been taken (200 or 504) was sent, on the test clock, read before the call
+    // so never after the service's: the service watches an agent followed up for 2 × AgentMaxAge from then.
+    private readonly ConcurrentDictionary<string, DateTimeOffset> followedUpAt = new();
 
     /// <summary>
     /// Moves the clock once the fakes have carried out every launch sent to them: past a retry's delay the next attempt
@@ -189,10 +193,14 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         time.Advance(by);
     }
 
-    /// <summary>The provider ended the agent once the service's watch of a given-up agent was over, or too near its end for a poll to see.</summary>
+    /// <summary>
+    /// The provider ended the agent once the service's watch of a given-up agent was over, or too near its end for a
+    /// poll to see: counted from its start, or from its last follow-up (docs/api.md, "How long agents are polled").
+    /// </summary>
     private bool EndedAfterItsWatch(string agentId) =>
         endedAtProvider.TryGetValue(agentId, out var ended) && createdAtProvider.TryGetValue(agentId, out var created)
-        && ended > created + GivenUpWatch - LongestPollInterval;
+        && ended > (followedUpAt.TryGetValue(agentId, out var followedUp) && followedUp > created ? followedUp : created)
+            + GivenUpWatch - LongestPollInterval;
     private readonly string grace;
 
     // Counters for the report.
@@ -831,6 +839,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var agentId = ids.Count == 0 || random.Next(8) == 0 ? "bc-ffffff" : ids[random.Next(ids.Count)];
         Note($"{(stop ? "stop" : "followup")} run {run} agent {agentId} on {p.Name}");
         var started = Stopwatch.GetTimestamp();
+        var sentAt = time.GetUtcNow();
         var answer = await Call(
             p,
             $"{(stop ? "stop" : "followup")} {run} {agentId}",
@@ -843,6 +852,11 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 // Chaos's failed launches can open Cursor's circuit breaker (half of ten calls within 30 s): a command is
                 // then refused unsent, a 502 saying the provider is unavailable.
                 || (s == 502 && chaosInjected && !copilot));
+        if (!stop && answer is { Status: 200 or 504 })
+        {
+            followedUpAt.AddOrUpdate(agentId, sentAt, (_, earlier) => earlier > sentAt ? earlier : sentAt);
+        }
+
         if (answer is { Status: 504 } && !answer.Body.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal))
         {
             Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 that is not the documented 'outcome unknown' problem: {HandoffInvariants.Truncate(answer.Body)}");
