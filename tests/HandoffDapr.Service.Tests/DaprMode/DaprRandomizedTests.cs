@@ -336,10 +336,11 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         }
 
         var before = w.Cursor.Agents.TryGetValue(agentId, out var atProvider) ? atProvider["status"]!.GetValue<string>() : null;
-        var ours = w.Sidecar.GetActorState(Actor, run.ToString(), "coding_agents") is { } state && state.TryGetProperty(agentId, out var agent)
-            ? agent.GetProperty("status").GetString()
-            : null;
-        w.Log.Add($"{step}: {(stop ? "stop" : "followup")} {run} agent {agentId} ({before ?? "unknown"} at the provider, {ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
+        var ours = w.Sidecar.GetActorState(Actor, run.ToString(), "coding_agents") is { } state
+            && state.TryGetProperty(agentId, out var agent) ? agent.GetProperty("status").GetString() : null;
+        var what = stop ? "stop" : "followup";
+        w.Log.Add($"{step}: {what} {run} agent {agentId} ({before ?? "unknown"} at the provider, "
+            + $"{ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
         var started = Stopwatch.GetTimestamp();
         var response = stop
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
@@ -347,7 +348,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var text = await response.Content.ReadAsStringAsync();
         await CheckAnswerAsync(w, response, stop ? "stop" : "followup", HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
         w.Cursor.NextCommandAnswer = null;
-        // A 504 with no fault injected is the binding's responseTimeout (2 s), outlasted by the fake on a loaded machine.
+        // A 504 with no fault injected is the binding's responseTimeout (2 s), outlasted by the fake on a busy machine.
         var late = !faulted && Stopwatch.GetElapsedTime(started) >= TimeSpan.FromSeconds(2);
         // The fake carries out every command it does not answer 500: a follow-up resumes an agent that ended, a stop
         // stops any (one the binding gave up on too).
@@ -365,12 +366,12 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
         if (faulted && response.StatusCode == HttpStatusCode.OK)
         {
-            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 200 though the provider answered 500: {text}");
+            w.Violations.Add($"{what} {run} {agentId}: 200 though the provider answered 500: {text}");
         }
 
         if (agentId == "bc-ffffff" && response.StatusCode != HttpStatusCode.NotFound)
         {
-            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
+            w.Violations.Add($"{what} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
         }
 
         if (response.StatusCode == HttpStatusCode.GatewayTimeout
@@ -471,7 +472,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     /// </summary>
     private static void EndEveryAgentAtWork(World w, Random ends)
     {
-        foreach (var (id, agent) in w.Cursor.Agents.OrderBy(a => a.Value["target"]!["branchName"]!.GetValue<string>(), StringComparer.Ordinal))
+        foreach (var (id, agent) in w.Cursor.Agents.OrderBy(a => BranchOf(w, a.Key), StringComparer.Ordinal))
         {
             if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
             {
@@ -488,7 +489,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     /// a launch's branch is named by run, repository and generation.
     /// </summary>
     private static string BranchOf(World w, string agentId) =>
-        w.Cursor.Agents.TryGetValue(agentId, out var agent) ? agent["target"]!["branchName"]!.GetValue<string>() : agentId;
+        w.Cursor.Agents.TryGetValue(agentId, out var agent) ? agent["target"]!["branchName"]!.GetValue<string>()
+            : agentId;
 
     private static long FindRunOfBranch(World w, string branch)
     {
@@ -746,7 +748,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             foreach (var group in launches.GroupBy(x => x!["repository"]!.GetValue<string>().ToLowerInvariant()))
             {
                 var live = group.Select(x => x!["agent_id"]?.GetValue<string>()).OfType<string>()
-                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed" && !w.ResumedWhileFailed.Contains(agentId)).ToList();
+                    .Where(agentId => agents[agentId]?["status"]?.GetValue<string>() != "failed")
+                    .Where(agentId => !w.ResumedWhileFailed.Contains(agentId)).ToList();
                 if (live.Count > 1)
                 {
                     w.Violations.Add($"run {run}: {group.Key} has {live.Count} live agents: {string.Join(", ", live)}");
@@ -819,7 +822,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                     "ERROR" or "EXPIRED" or "STOPPED" => "failed",
                     _ => null,
                 };
-                if (expected is not null && ours != expected && !(ours == "completed" && w.CompletedWhenResumed.Contains(agentId)))
+                if (expected is not null && ours != expected
+                    && !(ours == "completed" && w.CompletedWhenResumed.Contains(agentId)))
                 {
                     w.Violations.Add($"run {run}: agent {agentId} is {ours} in the view, {providerStatus} at the provider");
                 }

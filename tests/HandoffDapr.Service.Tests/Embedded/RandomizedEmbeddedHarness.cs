@@ -199,7 +199,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     /// </summary>
     private bool EndedAfterItsWatch(string agentId) =>
         endedAtProvider.TryGetValue(agentId, out var ended) && createdAtProvider.TryGetValue(agentId, out var created)
-        && ended > (followedUpAt.TryGetValue(agentId, out var followedUp) && followedUp > created ? followedUp : created)
+        && ended > (followedUpAt.TryGetValue(agentId, out var since) && since > created ? since : created)
             + GivenUpWatch - LongestPollInterval;
     private readonly string grace;
 
