@@ -75,9 +75,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         public readonly HashSet<string> ResumedWhileFailed = [];
 
         /// <summary>
-        /// Agents that had ended and that a follow-up the provider took resumed, the follow-up not recorded (a state save
-        /// refused): such a follow-up does not put the agent back under the poll (docs/api.md), its end is learnt only
-        /// from a webhook.
+        /// Agents that had ended and that a follow-up the provider took resumed, the follow-up not recorded (a state
+        /// save refused): such a follow-up does not put the agent back under the poll (docs/api.md), its end is learnt
+        /// only from a webhook.
         /// </summary>
         public readonly HashSet<string> ResumedUnrecorded = [];
         public long[] Runs = [];
@@ -316,9 +316,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// A stop or follow-up for an agent of one of the runs (or an id a run does not have), by the API the autofix UI calls. A
-    /// follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>); one time in six
-    /// the provider answers the command with a 500, whose outcome is unknown (a 504).
+    /// A stop or follow-up for an agent of one of the runs (or an id a run does not have), by the API the autofix UI
+    /// calls. A follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>);
+    /// one time in six the provider answers the command with a 500, whose outcome is unknown (a 504).
     /// </summary>
     private async Task StopOrFollowupAsync(World w, Random rng, long run, int step)
     {
@@ -615,8 +615,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// Moves the clock once the fake has carried out every launch sent to it: past a retry's delay the next attempt looks
-    /// for the agent a lost answer's launch made, which a real provider made long before then (see UnservedRequests).
+    /// Moves the clock once the fake has carried out every launch sent to it: past a retry's delay the next attempt
+    /// looks for the agent a lost answer's launch made, which a real provider made long before then (see
+    /// UnservedRequests).
     /// </summary>
     private static async Task AdvanceAsync(World w, TimeSpan by)
     {
