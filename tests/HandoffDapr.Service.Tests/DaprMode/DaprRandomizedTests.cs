@@ -53,6 +53,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         public required FakeTimeProvider Time;
         public required Dictionary<string, string?> Settings;
         public required Random WebhookOmissions;
+
+        /// <summary>Which commands go through another run than their agent's (drawn apart, so a seed's other draws stay).</summary>
+        public required Random Misroutes;
         public App AppInstance = null!;
         public readonly List<App> Old = [];
         public readonly List<string> Violations = [];
@@ -140,6 +143,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         await using var w = new World
         {
             Sidecar = sidecar, Cursor = cursor, Time = time, WebhookOmissions = new Random(unchecked(seed * 7919 + 3)),
+            Misroutes = new Random(unchecked(seed * 104729 + 11)),
             Settings = new Dictionary<string, string?>
             {
                 ["Handoff:PublicBaseUrl"] = "https://handoff.example.com",
@@ -327,9 +331,17 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             .SelectMany(r => w.Sidecar.GetActorState(Actor, r.ToString(), "coding_agents") is { } a ? a.EnumerateObject().Select(p => (Run: r, Id: p.Name)) : [])
             .OrderBy(x => x.Run).ThenBy(x => BranchOf(w, x.Id), StringComparer.Ordinal).ToList();
         var agentId = "bc-ffffff";
+        var misrouted = false;
         if (known.Count > 0 && rng.Next(8) != 0)
         {
             (run, agentId) = known[rng.Next(known.Count)];
+            // An agent answers only to its own run: through another, a 404 that reaches no provider.
+            if (w.Misroutes.Next(10) == 0)
+            {
+                var own = run;
+                run = w.Runs.First(r => r != own);
+                misrouted = true;
+            }
         }
 
         var faulted = rng.Next(6) == 0;
@@ -346,9 +358,10 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var ours = w.Sidecar.GetActorState(Actor, run.ToString(), "coding_agents") is { } state
             && state.TryGetProperty(agentId, out var agent) ? agent.GetProperty("status").GetString() : null;
         var what = stop ? "stop" : "followup";
-        w.Log.Add($"{step}: {what} {run} agent {agentId} ({before ?? "unknown"} at the provider, "
+        w.Log.Add($"{step}: {what} {run}{(misrouted ? " (not its run)" : "")} agent {agentId} ({before ?? "unknown"} at the provider, "
             + $"{ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
         var followedUpBefore = LatestFollowup(w, run, agentId);
+        var commandsBefore = w.Cursor.CommandRequests.Count();
         var started = Stopwatch.GetTimestamp();
         var response = stop
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
@@ -388,13 +401,20 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{what} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
         }
 
+        if (misrouted && (response.StatusCode is not (HttpStatusCode.NotFound or HttpStatusCode.ServiceUnavailable)
+            || w.Cursor.CommandRequests.Count() != commandsBefore))
+        {
+            w.Violations.Add($"{what} {run} {agentId}: through another run than the agent's, {(int)response.StatusCode}"
+                + $" and {w.Cursor.CommandRequests.Count() - commandsBefore} command(s) sent to the provider: {text}");
+        }
+
         if (response.StatusCode == HttpStatusCode.GatewayTimeout
             && ((!faulted && !late) || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
         {
             w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
         }
 
-        if (response.StatusCode == HttpStatusCode.NotFound && agentId != "bc-ffffff")
+        if (response.StatusCode == HttpStatusCode.NotFound && agentId != "bc-ffffff" && !misrouted)
         {
             w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 404 for an agent the run has: {text}");
         }
