@@ -22,6 +22,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 {
     private const string Actor = HandoffRunActor.ActorTypeName;
     private const string Secret = "randomized-webhook-secret-0123456789abcdef";
+    private const string UnknownAgent = "bc-ffffff"; // an id of Cursor's shape that no run has
     private static readonly string[] Pool = ["acme/a", "acme/b", "acme/c", "acme/d"];
     private static readonly string[] Leaks = ["Exception", "injected fault", "   at ", FakeCursor.ProviderSecretText, "deadline exceeded", "error invoking output binding", "StackTrace"];
 
@@ -330,7 +331,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var known = w.Runs
             .SelectMany(r => w.Sidecar.GetActorState(Actor, r.ToString(), "coding_agents") is { } a ? a.EnumerateObject().Select(p => (Run: r, Id: p.Name)) : [])
             .OrderBy(x => x.Run).ThenBy(x => BranchOf(w, x.Id), StringComparer.Ordinal).ToList();
-        var agentId = "bc-ffffff";
+        var agentId = UnknownAgent;
         var misrouted = false;
         if (known.Count > 0 && rng.Next(8) != 0)
         {
@@ -367,7 +368,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
             : await w.Client().PostJsonAsync($"/runs/{run}/agents/{agentId}/followup", new JsonObject { ["text"] = "Please also add a test" });
         var text = await response.Content.ReadAsStringAsync();
-        await CheckAnswerAsync(w, response, stop ? "stop" : "followup", HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
+        await CheckAnswerAsync(w, response, what, HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
         w.Cursor.NextCommandAnswer = null;
         // A 504 with no fault injected is the binding's responseTimeout (2 s), outlasted by the fake on a busy machine.
         var late = !faulted && Stopwatch.GetElapsedTime(started) >= TimeSpan.FromSeconds(2);
@@ -380,12 +381,13 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.CompletedWhenResumed.Add(agentId);
         }
 
-        if (taken && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED" && ours == "failed")
+        var resumed = taken && !stop && FakeCursor.HasEnded(before);
+        if (resumed && ours == "failed")
         {
             w.ResumedWhileFailed.Add(agentId);
         }
 
-        if (taken && !stop && before is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED" && LatestFollowup(w, run, agentId) == followedUpBefore)
+        if (resumed && LatestFollowup(w, run, agentId) == followedUpBefore)
         {
             w.Log.Add($"   (follow-up of {agentId} not recorded)");
             w.ResumedUnrecorded.Add(agentId);
@@ -396,27 +398,27 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{what} {run} {agentId}: 200 though the provider answered 500: {text}");
         }
 
-        if (agentId == "bc-ffffff" && response.StatusCode != HttpStatusCode.NotFound)
+        if (agentId == UnknownAgent && response.StatusCode != HttpStatusCode.NotFound)
         {
             w.Violations.Add($"{what} {run} {agentId}: {(int)response.StatusCode} for an agent no run has: {text}");
         }
 
-        if (misrouted && (response.StatusCode is not (HttpStatusCode.NotFound or HttpStatusCode.ServiceUnavailable)
-            || w.Cursor.CommandRequests.Count() != commandsBefore))
+        var commandsSent = w.Cursor.CommandRequests.Count() - commandsBefore;
+        if (misrouted && (response.StatusCode is not (HttpStatusCode.NotFound or HttpStatusCode.ServiceUnavailable) || commandsSent != 0))
         {
             w.Violations.Add($"{what} {run} {agentId}: through another run than the agent's, {(int)response.StatusCode}"
-                + $" and {w.Cursor.CommandRequests.Count() - commandsBefore} command(s) sent to the provider: {text}");
+                + $" and {commandsSent} command(s) sent to the provider: {text}");
         }
 
         if (response.StatusCode == HttpStatusCode.GatewayTimeout
             && ((!faulted && !late) || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
         {
-            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
+            w.Violations.Add($"{what} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
         }
 
-        if (response.StatusCode == HttpStatusCode.NotFound && agentId != "bc-ffffff" && !misrouted)
+        if (response.StatusCode == HttpStatusCode.NotFound && agentId != UnknownAgent && !misrouted)
         {
-            w.Violations.Add($"{(stop ? "stop" : "followup")} {run} {agentId}: 404 for an agent the run has: {text}");
+            w.Violations.Add($"{what} {run} {agentId}: 404 for an agent the run has: {text}");
         }
     }
 

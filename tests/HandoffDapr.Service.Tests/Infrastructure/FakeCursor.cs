@@ -184,6 +184,9 @@ public sealed class FakeCursor : IDisposable
     /// <summary>A follow-up resumes an agent that ended, as Cursor's does (off by default: most tests follow one agent's end).</summary>
     public bool FollowupResumes { get; set; }
 
+    /// <summary>Cursor's statuses of an agent that ended (one <see cref="FollowupResumes"/> sets to work again).</summary>
+    public static bool HasEnded(string? status) => status is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED";
+
     public IEnumerable<(string Path, string? Body)> CommandRequests => Server.LogEntries
         .Where(entry => entry.RequestMessage.Method == "POST" && (entry.RequestMessage.Path.EndsWith("/stop") || entry.RequestMessage.Path.EndsWith("/followup")))
         .Select(entry => (entry.RequestMessage.Path, entry.RequestMessage.Body));
@@ -230,7 +233,7 @@ public sealed class FakeCursor : IDisposable
         {
             agent["status"] = "STOPPED";
         }
-        else if (FollowupResumes && agent["status"]!.GetValue<string>() is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED")
+        else if (FollowupResumes && HasEnded(agent["status"]!.GetValue<string>()))
         {
             agent["status"] = "RUNNING";
         }
