@@ -131,7 +131,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     public async Task Random_interleaving_keeps_the_design_promises(int seed)
     {
         var rng = new Random(seed);
-        var cursor = new FakeCursor { FollowupResumes = true };
+        var cursor = new FakeCursor { FollowupResumes = true, RefusesStopOfEnded = true };
         cursor.WatchUnservedLaunches();
         var time = new FakeTimeProvider(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
         var sidecar = await FakeDaprSidecar.StartAsync(new FakeSidecarOptions { DeadLetterRetriableFailures = false, TimeProvider = time });
@@ -322,8 +322,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
     /// <summary>
     /// A stop or follow-up for an agent of one of the runs (or an id a run does not have), by the API the autofix UI
-    /// calls. A follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>);
-    /// one time in six the provider answers the command with a 500, whose outcome is unknown (a 504).
+    /// calls. A follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>), a
+    /// stop of one is refused (<see cref="FakeCursor.RefusesStopOfEnded"/>: a 502); one time in six the provider answers
+    /// the command with a 500, whose outcome is unknown (a 504).
     /// </summary>
     private async Task StopOrFollowupAsync(World w, Random rng, long run, int step)
     {
@@ -363,19 +364,22 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             + $"{ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
         var followedUpBefore = LatestFollowup(w, run, agentId);
         var commandsBefore = w.Cursor.CommandRequests.Count();
+        var refusedBefore = w.Cursor.StopsRefused(agentId);
         var started = Stopwatch.GetTimestamp();
         var response = stop
             ? await w.Client().PostAsync($"/runs/{run}/agents/{agentId}/stop", null)
             : await w.Client().PostJsonAsync($"/runs/{run}/agents/{agentId}/followup", new JsonObject { ["text"] = "Please also add a test" });
         var text = await response.Content.ReadAsStringAsync();
-        await CheckAnswerAsync(w, response, what, HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
+        await CheckAnswerAsync(w, response, what, HttpStatusCode.OK, HttpStatusCode.NotFound, HttpStatusCode.BadGateway,
+            HttpStatusCode.GatewayTimeout, HttpStatusCode.ServiceUnavailable);
         w.Cursor.NextCommandAnswer = null;
+        var refused = w.Cursor.StopsRefused(agentId) != refusedBefore;
         // A 504 with no fault injected is the binding's responseTimeout (2 s), outlasted by the fake on a busy machine.
         var late = !faulted && Stopwatch.GetElapsedTime(started) >= TimeSpan.FromSeconds(2);
-        // The fake carries out every command it does not answer 500: a follow-up resumes an agent that ended, a stop
-        // stops any (one the binding gave up on too).
-        var taken = response.StatusCode == HttpStatusCode.OK
-            || (response.StatusCode == HttpStatusCode.GatewayTimeout && !faulted);
+        // The fake carries out every command it does not answer 500 or refuse (one the binding gave up on too): a
+        // follow-up resumes an agent that ended, a stop stops one at work.
+        var taken = !refused && (response.StatusCode == HttpStatusCode.OK
+            || (response.StatusCode == HttpStatusCode.GatewayTimeout && !faulted));
         if (taken && before == "FINISHED" && ours == "completed")
         {
             w.CompletedWhenResumed.Add(agentId);
@@ -414,6 +418,20 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             && ((!faulted && !late) || !text.Contains("/problems/outcome-unknown\"", StringComparison.Ordinal)))
         {
             w.Violations.Add($"{what} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
+        }
+
+        // Nothing moves an agent that ended while the command is under way (steps take turns, and the app resumes none).
+        if (response.StatusCode == HttpStatusCode.BadGateway
+            && (!refused || !text.Contains("\"failure_type\":\"invalid_request\"", StringComparison.Ordinal)))
+        {
+            w.Violations.Add($"{what} {run} {agentId}: a 502 {(refused ? "that is not the provider's refusal" : "the provider did not refuse")}: {text}");
+        }
+
+        if (stop && FakeCursor.HasEnded(before) && !faulted && !late && !misrouted
+            && response.StatusCode is not (HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable))
+        {
+            w.Violations.Add($"{what} {run} {agentId}: {(int)response.StatusCode} for a stop of an agent that had ended ({before}),"
+                + $" which the provider refuses: {text}");
         }
 
         if (response.StatusCode == HttpStatusCode.NotFound && agentId != UnknownAgent && !misrouted)

@@ -137,7 +137,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     private readonly LockedRandom webhookOmissions;
     private readonly ITestOutputHelper output;
     private readonly TempDirectory temp = new();
-    private readonly FakeCursor cursor = new() { FollowupResumes = true };
+    private readonly FakeCursor cursor = new() { FollowupResumes = true, RefusesStopOfEnded = true };
     private readonly FakeCopilot github = new();
     private readonly UnservedRequests unservedLaunches;
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 11, 24, 10, 0, 0, TimeSpan.Zero));
@@ -840,6 +840,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         Note($"{(stop ? "stop" : "followup")} run {run} agent {agentId} on {p.Name}");
         var started = Stopwatch.GetTimestamp();
         var sentAt = time.GetUtcNow();
+        var refusedBefore = cursor.StopsRefused(agentId);
         var answer = await Call(
             p,
             $"{(stop ? "stop" : "followup")} {run} {agentId}",
@@ -851,7 +852,9 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 || (s == 504 && (commandFaultsInjected || Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture)))
                 // Chaos's failed launches can open Cursor's circuit breaker (half of ten calls within 30 s): a command is
                 // then refused unsent, a 502 saying the provider is unavailable.
-                || (s == 502 && chaosInjected && !copilot));
+                || (s == 502 && chaosInjected && !copilot)
+                // Cursor refuses to stop an agent that ended (FakeCursor.RefusesStopOfEnded).
+                || (s == 502 && stop && cursor.StopsRefused(agentId) != refusedBefore));
         if (!stop && answer is { Status: 200 or 504 })
         {
             followedUpAt.AddOrUpdate(agentId, sentAt, (_, earlier) => earlier > sentAt ? earlier : sentAt);
@@ -862,9 +865,12 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 504 that is not the documented 'outcome unknown' problem: {HandoffInvariants.Truncate(answer.Body)}");
         }
 
-        if (answer is { Status: 502 } && !answer.Body.Contains("\"failure_type\":\"provider_unavailable\"", StringComparison.Ordinal))
+        var refused = cursor.StopsRefused(agentId) != refusedBefore;
+        if (answer is { Status: 502 } && !answer.Body.Contains(
+            refused ? "\"failure_type\":\"invalid_request\"" : "\"failure_type\":\"provider_unavailable\"", StringComparison.Ordinal))
         {
-            Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 502 that is not the provider found unavailable: {HandoffInvariants.Truncate(answer.Body)}");
+            Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 502 that is not "
+                + $"{(refused ? "the provider's refusal" : "the provider found unavailable")}: {HandoffInvariants.Truncate(answer.Body)}");
         }
     }
 

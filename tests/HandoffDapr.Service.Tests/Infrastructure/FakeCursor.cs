@@ -184,6 +184,18 @@ public sealed class FakeCursor : IDisposable
     /// <summary>A follow-up resumes an agent that ended, as Cursor's does (off by default: most tests follow one agent's end).</summary>
     public bool FollowupResumes { get; set; }
 
+    /// <summary>
+    /// A stop of an agent that ended is refused, as Cursor's is (it stops only an agent at work; the status code it answers
+    /// is not documented: a 400 here, which the service reports as the provider's refusal). Off by default: most tests
+    /// stop one agent whatever its state.
+    /// </summary>
+    public bool RefusesStopOfEnded { get; set; }
+
+    private readonly ConcurrentQueue<string> stopsRefused = new();
+
+    /// <summary>Stops of <paramref name="agentId"/> refused because it had ended (<see cref="RefusesStopOfEnded"/>).</summary>
+    public int StopsRefused(string agentId) => stopsRefused.Count(id => id == agentId);
+
     /// <summary>Cursor's statuses of an agent that ended (one <see cref="FollowupResumes"/> sets to work again).</summary>
     public static bool HasEnded(string? status) => status is "FINISHED" or "ERROR" or "EXPIRED" or "STOPPED";
 
@@ -231,6 +243,12 @@ public sealed class FakeCursor : IDisposable
 
         if (request.Path.EndsWith("/stop", StringComparison.Ordinal))
         {
+            if (RefusesStopOfEnded && HasEnded(agent["status"]!.GetValue<string>()))
+            {
+                stopsRefused.Enqueue(id);
+                return Json(400, "{\"error\":{\"message\":\"Agent is not running\"}}");
+            }
+
             agent["status"] = "STOPPED";
         }
         else if (FollowupResumes && HasEnded(agent["status"]!.GetValue<string>()))
