@@ -34,7 +34,8 @@ namespace HandoffDapr.Core.Tests;
 /// <see cref="HandoffEngine.WouldIgnoreRedelivery"/> judges ignorable changes nothing; a last allowed attempt whose answer
 /// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
 /// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
-/// neither reaches the provider; a stop is recorded <c>stopped</c>, its answer lost (taken or not) with the detail
+/// neither reaches the provider; one sent is answered as the provider answered it (done, refused with its failure type:
+/// a stop of an agent that ended is refused, as Cursor's is; or not known); a stop is recorded <c>stopped</c>, its answer lost (taken or not) with the detail
 /// <c>outcome unknown</c> and the agent left as it was, and ends a follow-up's wait for a pull request either way, unless
 /// it crossed that follow-up (sent before the follow-up was recorded, recorded after it). Settled
 /// before the final trigger, every agent at the provider is known to the run or its launch is marked outcome-unknown. At the end (a well-behaved
@@ -970,6 +971,21 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             Violation($"{(stop ? "stop" : "follow-up")} of {id} (launched by {launchedBy?.ToString() ?? "none"}, present {launchedBy is { } by && catalog.Find(by) is not null}) answered {outcome.Status}, {provider.CommandCalls - callsBefore} calls");
         }
 
+        // Sent, the caller is told what the provider answered: done, refused (with its failure type), or not known (a
+        // lost answer, a client that threw).
+        if (provider.CommandCalls != callsBefore)
+        {
+            var answer = provider.LastCommandAnswer;
+            var told = answer is not { } given ? (AgentCommandStatus.OutcomeUnknown, FailureTypes.InvalidResponse)
+                : given.IsSuccess ? (AgentCommandStatus.Done, null)
+                : (given.Failure!.OutcomeUnknown ? AgentCommandStatus.OutcomeUnknown : AgentCommandStatus.ProviderFailed, given.Failure.FailureType);
+            if ((outcome.Status, outcome.FailureType) != told)
+            {
+                Violation($"{(stop ? "stop" : "follow-up")} of {id}: the provider answered {(answer is not { } a ? "by throwing" : a.IsSuccess ? "done" : a.Failure!.FailureType)},"
+                    + $" the caller was told {outcome.Status} {outcome.FailureType}");
+            }
+        }
+
         if (!stop && outcome.Status is AgentCommandStatus.Done or AgentCommandStatus.OutcomeUnknown)
         {
             // Only a follow-up the provider took (or may have: a fault included) starts a watch: one refused resumed nothing,
@@ -1622,6 +1638,15 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         return Task.FromResult(ProviderResult<ProviderAgent?>.Success(found is null ? null : Report(found)));
     }
 
+    /// <summary>The answer to the last stop or follow-up; null when the call threw.</summary>
+    public ProviderResult<bool>? LastCommandAnswer { get; private set; }
+
+    private Task<ProviderResult<bool>> Answered(ProviderResult<bool> answer)
+    {
+        LastCommandAnswer = answer;
+        return Task.FromResult(answer);
+    }
+
     /// <summary>Set while the harness itself stops the agents of a verdict: those stops are not the engine's.</summary>
     public bool HarnessStopping { get; set; }
 
@@ -1638,20 +1663,23 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
         if (!Agents.TryGetValue(agentId, out var agent))
         {
-            return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
+            return Answered(Failed<bool>(FailureTypes.InvalidRequest, false, false));
         }
 
         var misbehaves = Misbehaves;
         var outcome = misbehaves ? random.Next(4) : 0;
-        if (outcome is 0 or 2 && agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running)
+        var atWork = agent.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running;
+        if (outcome is 0 or 2 && atWork)
         {
             agent.MoveTo(ProviderAgentStatus.Stopped);
             agent.EndedAt = time.GetUtcNow();
             agent.EndedOrder = Tick();
         }
 
-        return Task.FromResult(outcome switch
+        return Answered(outcome switch
         {
+            // Cursor stops only an agent at work: one that ended is refused (a 4xx), not stopped again.
+            0 when !atWork => Failed<bool>(FailureTypes.InvalidRequest, false, false),
             0 => ProviderResult<bool>.Success(true),
             1 => Failed<bool>(FailureTypes.ProviderUnavailable, true, false),
             // Carried out, the answer lost; or (3) not carried out, the answer lost all the same.
@@ -1664,7 +1692,7 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
         CommandCalls++;
         if (!Agents.TryGetValue(agentId, out var agent))
         {
-            return Task.FromResult(Failed<bool>(FailureTypes.InvalidRequest, false, false));
+            return Answered(Failed<bool>(FailureTypes.InvalidRequest, false, false));
         }
 
         // 2: taken, the answer lost; 4: not taken, the answer lost all the same.
@@ -1677,10 +1705,11 @@ internal sealed class ModelProvider(Random random, TimeProvider time) : ICodingA
 
         if (outcome == 3)
         {
+            LastCommandAnswer = null;
             throw new InvalidOperationException(SecretText);
         }
 
-        return Task.FromResult(outcome switch
+        return Answered(outcome switch
         {
             0 => ProviderResult<bool>.Success(true),
             1 => Failed<bool>(FailureTypes.ProviderUnavailable, true, false),
