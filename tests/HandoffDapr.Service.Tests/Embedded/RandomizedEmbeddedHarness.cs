@@ -460,7 +460,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 await TriggerAsync(AnyRunning(), random.Next(3) == 0 ? null : random.Next(3));
                 break;
             case RandomOperation.StopOrFollowup:
-                await StopOrFollowupAsync(AnyRunning(), stop: random.Next(2) == 0);
+                await StopOrFollowupAsync(AnyRunning(), stop: random.Next(2) == 0, alone: true);
                 break;
             case RandomOperation.ProviderProgress:
                 await ProgressAsync();
@@ -829,7 +829,8 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         }
     }
 
-    private async Task StopOrFollowupAsync(Proc p, bool stop, long? only = null)
+    /// <param name="alone">No other step runs meanwhile: nothing but this command can move its agent at the provider.</param>
+    private async Task StopOrFollowupAsync(Proc p, bool stop, long? only = null, bool alone = false)
     {
         var run = only ?? runs[random.Next(runs.Count)];
         var copilot = copilotRuns.Contains(run);
@@ -841,6 +842,8 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         var sentAt = time.GetUtcNow();
         var refusedBefore = cursor.StopsRefused(agentId);
+        // The service's own stops move only agents at work: one that ended stays so but for another step's follow-up.
+        var endedBefore = !copilot && cursor.Agents.TryGetValue(agentId, out var atProvider) && FakeCursor.HasEnded(atProvider["status"]!.GetValue<string>());
         var answer = await Call(
             p,
             $"{(stop ? "stop" : "followup")} {run} {agentId}",
@@ -866,6 +869,11 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         }
 
         var refused = cursor.StopsRefused(agentId) != refusedBefore;
+        if (alone && stop && endedBefore && answer is { Status: 200 })
+        {
+            Violation($"stop {run} {agentId}: 200 for an agent that had ended, whose stop the provider refuses: {HandoffInvariants.Truncate(answer.Body)}");
+        }
+
         if (answer is { Status: 502 } && !answer.Body.Contains(
             refused ? "\"failure_type\":\"invalid_request\"" : "\"failure_type\":\"provider_unavailable\"", StringComparison.Ordinal))
         {
