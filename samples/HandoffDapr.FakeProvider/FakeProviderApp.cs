@@ -98,8 +98,13 @@ public static class FakeProviderApp
             var page = store.Page(Math.Clamp(limit ?? 20, 1, 100), cursor, out var next);
             return Results.Json(new JsonObject { ["agents"] = new JsonArray(page.Select(a => (JsonNode)store.View(a)).ToArray()), ["nextCursor"] = next });
         });
-        app.MapPost("/v0/agents/{id}/stop", (string id, AgentStore store) =>
-            store.Stop(id) ? Results.Json(new JsonObject { ["id"] = id }) : Error(404, "Agent not found"));
+        // As Cursor, it stops only an agent at work (the status code of its refusal is not documented: a 400 here).
+        app.MapPost("/v0/agents/{id}/stop", (string id, AgentStore store) => store.Find(id) switch
+        {
+            null => Error(404, "Agent not found"),
+            var agent when !store.Stop(agent) => Error(400, "Agent is not running"),
+            _ => Results.Json(new JsonObject { ["id"] = id }),
+        });
         app.MapPost("/v0/agents/{id}/followup", (string id, AgentStore store) =>
             store.Find(id) is not null ? Results.Json(new JsonObject { ["id"] = id }) : Error(404, "Agent not found"));
         app.MapDelete("/v0/agents/{id}", (string id, AgentStore store) =>
@@ -168,15 +173,19 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
 
     public FakeAgent? Find(string id) => agents.GetValueOrDefault(id);
 
-    public bool Stop(string id)
+    /// <summary>Stops an agent at work; false for one that ended (finished, or stopped before).</summary>
+    public bool Stop(FakeAgent agent)
     {
-        if (!agents.TryGetValue(id, out var agent))
+        lock (agent)
         {
-            return false;
-        }
+            if (Status(agent) is not ("CREATING" or "RUNNING"))
+            {
+                return false;
+            }
 
-        agent.Stopped = true;
-        return true;
+            agent.Stopped = true;
+            return true;
+        }
     }
 
     public bool Delete(string id) => agents.TryRemove(id, out _);

@@ -87,6 +87,34 @@ public sealed class QuickStartTests : IAsyncLifetime
     }
 
     /// <summary>
+    /// A person stopping an agent that already finished: the fake, as Cursor, stops only an agent at work, so the stop is
+    /// the provider's refusal (a 502 naming it), and the run and the fake still show the agent completed with its pull
+    /// request.
+    /// </summary>
+    [Fact]
+    public async Task Stopping_an_agent_the_fake_finished_is_the_provider_s_refusal_and_the_run_keeps_its_pull_request()
+    {
+        await using var service = await StartServiceAsync(_ => new Dictionary<string, string>
+        {
+            ["Handoff__Launch__PollInterval"] = "00:00:01",
+        });
+        using var client = new HttpClient { BaseAddress = service.Address };
+        await client.PostRawAsync("/events/autofix-run-completed", Sample("completion-event.json"));
+        var agentId = (await AgentsWhenCompletedAsync(client, 123, service)).Select(pair => pair.Key).Order().First();
+
+        var stop = await client.PostAsync($"/runs/123/agents/{agentId}/stop", null);
+
+        var problem = await stop.ReadJsonAsync();
+        Assert.Equal(HttpStatusCode.BadGateway, stop.StatusCode);
+        Assert.Equal("invalid_request", problem["failure_type"]!.GetValue<string>());
+        var agents = JsonNode.Parse(await client.GetStringAsync("/runs/123/handoff"))!["coding_agents"]!.AsObject();
+        Assert.Equal("completed", agents[agentId]!["status"]!.GetValue<string>());
+        await AssertAgentsAreTheFakesWithTheirPullRequestsAsync(agents, ["acme/shop", "acme/payments"]);
+        using var fakeClient = new HttpClient { BaseAddress = fakeAddress };
+        Assert.Equal("FINISHED", JsonNode.Parse(await fakeClient.GetStringAsync($"/v0/agents/{agentId}"))!["status"]!.GetValue<string>());
+    }
+
+    /// <summary>
     /// README: the Development profile points integration 43 (Copilot) at the fake too, which speaks only Cursor's API,
     /// so a trigger for 43 there fails <c>repository_access</c> (the fake answers 404), and the fake makes no agent.
     /// </summary>
