@@ -161,6 +161,36 @@ public sealed class DaprRetentionTests : DaprModeTest
         Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "805").Keys);
     }
 
+    /// <summary>
+    /// The digests of the snapshots a run replaced are one of its keys too, written only when they change: replaced
+    /// while an agent was at work (no TTL then), they get the run's TTL at the save that settles it, so once the run
+    /// has expired nothing of it but the tombstone is left in the store.
+    /// </summary>
+    [Fact]
+    public async Task A_settled_runs_replaced_snapshots_written_while_it_was_pending_expire_with_its_other_keys()
+    {
+        var first = Payloads.Run(806, ["acme/shop"], automation: false);
+        var launched = await client.PostJsonAsync("/runs/806/handoff", Payloads.Trigger(first));
+        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!
+            .GetValue<string>();
+        var newer = Payloads.Run(806, ["acme/shop", "acme/web"], automation: false);
+        var replacing = await factory.Sidecar.DeliverEventAsync("pubsub", Route, newer);
+        Assert.Equal(DeliveryOutcome.Success, replacing.Outcome);
+        Assert.Null(factory.Sidecar.GetActorStateExpiries(Actor, "806")[HandoffRunActor.ReplacedSnapshotsKey]);
+
+        // The stop ends the run's one agent; the status poll it had scheduled finds nothing left and settles the run.
+        Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/runs/806/agents/{agentId}/stop", null)).StatusCode);
+        time.Advance(TimeSpan.FromMinutes(1));
+        await factory.Sidecar.FireReminderAsync(Actor, "806", HandoffRunActor.WakeReminder);
+        await Eventually.True(
+            () => factory.Sidecar.GetActorStateExpiries(Actor, "806").ContainsKey(HandoffRunActor.DeletedRunKey));
+
+        var expiries = factory.Sidecar.GetActorStateExpiries(Actor, "806");
+        Assert.Equal(time.GetUtcNow() + Retention, expiries[HandoffRunActor.ReplacedSnapshotsKey]);
+        time.Advance(Retention + TimeSpan.FromMinutes(1));
+        Assert.Equal([HandoffRunActor.DeletedRunKey], factory.Sidecar.GetActorStateKeys(Actor, "806").Keys);
+    }
+
     /// <summary>A completion event whose one launch the provider refuses for good: nothing pending.</summary>
     private async Task<System.Text.Json.Nodes.JsonObject> SettleAsync(long runId)
     {
