@@ -590,6 +590,24 @@ public sealed class HandoffRunActorTests
     }
 
     /// <summary>
+    /// The same for an agent the stored run does not have (a call straight through a sidecar): no id is kept for a
+    /// command the engine did not record, so its repeat is an unknown agent again, never "done".
+    /// </summary>
+    [Fact]
+    public async Task Record_of_a_command_with_an_id_for_an_agent_the_run_does_not_have_keeps_no_id()
+    {
+        await TriggerAsync(Trigger(Snapshot("acme/shop")));
+        var sent = new AgentCommandSent(RunId, "bc-unknown", Stop: true, CommandId: "command-1");
+
+        var first = await RecordCommandTurnAsync(sent);
+        var again = await RecordCommandTurnAsync(sent);
+
+        Assert.Equal(AgentCommandStatus.UnknownAgent, first.Status);
+        Assert.Equal(AgentCommandStatus.UnknownAgent, again.Status);
+        Assert.DoesNotContain(HandoffRunActor.RecordedCommandsKey, state.Saved.Keys);
+    }
+
+    /// <summary>
     /// The timeline is a key of its own, written only when it changes: a reloaded actor (a new activation, a sidecar
     /// restart) reads it back, and the next save adds to it rather than starting the run's history over.
     /// </summary>
