@@ -114,6 +114,53 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         Assert.Contains(factory.Sidecar.Reminders, r => r.ActorId == "908");
     }
 
+    /// <summary>
+    /// A person's stop that reaches the app while it drains, once the provider calls' grace is over: nothing is sent
+    /// (the caller may send it again, to another replica), and the answer says so, a 503 as a request after the drain
+    /// gets, never the 500 of a cancellation escaping the run's owner.
+    /// </summary>
+    [Fact]
+    public async Task Stop_arriving_while_draining_after_the_grace_sends_nothing_and_is_a_503_not_a_500()
+    {
+        var launched = await client.PostJsonAsync(
+            "/runs/909/handoff", Payloads.Trigger(Payloads.Run(909, ["acme/shop"], automation: false)));
+        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!
+            .GetValue<string>();
+        // A read held at the store keeps the drain waiting, so the server still takes the stop.
+        using var releaseRead = new ManualResetEventSlim();
+        using var reading = new ManualResetEventSlim();
+        factory.Sidecar.BeforeActorStateRead = async call =>
+        {
+            if (call.ActorId == "999")
+            {
+                reading.Set();
+                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
+            }
+        };
+        var read = client.GetAsync("/runs/999/handoff");
+        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var stopped = Stopped(factory.Services);
+        while (!drain.IsDraining)
+        {
+            await Task.Delay(20);
+        }
+
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        var stop = await client.PostAsync($"/runs/909/agents/{agentId}/stop", null);
+        var answer = await stop.Content.ReadAsStringAsync();
+        releaseRead.Set();
+        await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
+        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, stop.StatusCode);
+        Assert.Equal(
+            "The service is shutting down. Try again shortly.",
+            JsonNode.Parse(answer)!["detail"]!.GetValue<string>());
+        Assert.Empty(cursor.CommandRequests);
+    }
+
     [Fact]
     public async Task Deactivated_while_its_reminders_round_is_out_records_the_answers_in_a_new_activation()
     {
