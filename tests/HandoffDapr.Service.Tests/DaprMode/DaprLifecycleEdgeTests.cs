@@ -115,12 +115,15 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
     }
 
     /// <summary>
-    /// A person's stop that reaches the app while it drains, once the provider calls' grace is over: nothing is sent
-    /// (the caller may send it again, to another replica), and the answer says so, a 503 as a request after the drain
-    /// gets, never the 500 of a cancellation escaping the run's owner.
+    /// A person's stop or follow-up that reaches the app while it drains, once the provider calls' grace is over:
+    /// nothing is sent (the caller may send it again, to another replica), and the answer says so, a 503 as a request
+    /// after the drain gets, never the 500 of a cancellation escaping the run's owner.
     /// </summary>
-    [Fact]
-    public async Task Stop_arriving_while_draining_after_the_grace_sends_nothing_and_is_a_503_not_a_500()
+    [Theory]
+    [InlineData("stop")]
+    [InlineData("followup")]
+    public async Task Stop_or_followup_arriving_while_draining_after_the_grace_sends_nothing_and_is_a_503_not_a_500(
+        string command)
     {
         var launched = await client.PostJsonAsync(
             "/runs/909/handoff", Payloads.Trigger(Payloads.Run(909, ["acme/shop"], automation: false)));
@@ -148,13 +151,16 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         }
 
         time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
-        var stop = await client.PostAsync($"/runs/909/agents/{agentId}/stop", null);
-        var answer = await stop.Content.ReadAsStringAsync();
+        var path = $"/runs/909/agents/{agentId}/{command}";
+        var sent = command == "stop"
+            ? await client.PostAsync(path, null)
+            : await client.PostJsonAsync(path, new JsonObject { ["text"] = "Add a test" });
+        var answer = await sent.Content.ReadAsStringAsync();
         releaseRead.Set();
         await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
         await stopped.WaitAsync(TimeSpan.FromSeconds(30));
 
-        Assert.Equal(HttpStatusCode.ServiceUnavailable, stop.StatusCode);
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, sent.StatusCode);
         Assert.Equal(
             "The service is shutting down. Try again shortly.",
             JsonNode.Parse(answer)!["detail"]!.GetValue<string>());
