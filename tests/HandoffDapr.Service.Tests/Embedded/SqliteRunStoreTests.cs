@@ -122,6 +122,28 @@ public sealed class SqliteRunStoreTests : IDisposable
         Assert.Equal([7L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 16, CancellationToken.None));
     }
 
+    /// <summary>
+    /// More wake-ups due than a claim takes (a backlog after a restart, or every slot busy): the longest overdue go
+    /// first. Claimed newest first (hand mutation: ORDER BY due_at DESC passed every test), a backlog's oldest wake-ups
+    /// waited behind every one that came due after them, for as long as the backlog lasted.
+    /// </summary>
+    [Fact]
+    public async Task Claims_take_the_longest_overdue_wake_ups_first_when_more_are_due_than_asked_for()
+    {
+        using var store = new SqliteRunStore(temp.File("due-order.db"), time);
+        foreach (var run in new long[] { 9, 8, 7 }) // due a second apart, the lowest run id last
+        {
+            await store.SaveAsync(Pending(run), 0, CancellationToken.None);
+            time.Advance(TimeSpan.FromSeconds(1));
+        }
+
+        time.Advance(TimeSpan.FromMinutes(1));
+
+        Assert.Equal([9L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 1, CancellationToken.None));
+        Assert.Equal([8L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 1, CancellationToken.None));
+        Assert.Equal([7L], await store.ClaimDueWakeupsAsync("me", time.GetUtcNow(), TimeSpan.FromMinutes(5), 1, CancellationToken.None));
+    }
+
     [Fact]
     public async Task Concurrent_claims_from_two_stores_never_take_the_same_wake_up()
     {
