@@ -21,6 +21,23 @@ public sealed class ShutdownGraceTests : IDisposable
     private readonly FakeCursor cursor = new();
     private readonly FakeTimeProvider time = new(new DateTimeOffset(2026, 12, 2, 10, 0, 0, TimeSpan.Zero));
 
+    /// <summary>
+    /// A stop is not a failure: the lease renewals' wait, cancelled by shutdown, ends their loop quietly. Taken for a
+    /// failure (hand mutation: their catch of shutdown's cancellation dropped passed every schedule and shutdown test),
+    /// every stop logged SchedulerFailed, an error, and waited a second more.
+    /// </summary>
+    [Fact]
+    public async Task Stopping_the_service_logs_no_failure_of_the_schedule()
+    {
+        var logs = new FakeLogCollector();
+        var own = new EmbeddedServiceFactory(temp.File("quiet-stop.db"), cursor.Url, time) { Logs = logs };
+        own.CreateClient().Dispose();
+
+        await own.DisposeAsync();
+
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "SchedulerFailed");
+    }
+
     [Fact]
     public async Task Trigger_whose_launch_answers_soon_after_shutdown_begins_gets_its_agent()
     {
