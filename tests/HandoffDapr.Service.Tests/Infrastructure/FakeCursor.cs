@@ -241,19 +241,23 @@ public sealed class FakeCursor : IDisposable
             return Json(404, "{\"error\":{\"message\":\"Agent not found\"}}");
         }
 
-        if (request.Path.EndsWith("/stop", StringComparison.Ordinal))
+        // One command at a time per agent: two stops of one at work would both find it so, and both stop it.
+        lock (agent)
         {
-            if (RefusesStopOfEnded && HasEnded(agent["status"]!.GetValue<string>()))
+            if (request.Path.EndsWith("/stop", StringComparison.Ordinal))
             {
-                stopsRefused.Enqueue(id);
-                return Json(400, "{\"error\":{\"message\":\"Agent is not running\"}}");
-            }
+                if (RefusesStopOfEnded && HasEnded(agent["status"]!.GetValue<string>()))
+                {
+                    stopsRefused.Enqueue(id);
+                    return Json(400, "{\"error\":{\"message\":\"Agent is not running\"}}");
+                }
 
-            agent["status"] = "STOPPED";
-        }
-        else if (FollowupResumes && HasEnded(agent["status"]!.GetValue<string>()))
-        {
-            agent["status"] = "RUNNING";
+                agent["status"] = "STOPPED";
+            }
+            else if (FollowupResumes && HasEnded(agent["status"]!.GetValue<string>()))
+            {
+                agent["status"] = "RUNNING";
+            }
         }
 
         return Json(200, "{\"id\":\"" + id + "\"}");
