@@ -364,6 +364,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         w.Log.Add($"{step}: {what} {run}{(misrouted ? " (not its run)" : "")} agent {agentId} ({before ?? "unknown"} at the provider, "
             + $"{ours ?? "-"} in the run{(faulted ? ", answered 500" : "")})");
         var followedUpBefore = LatestFollowup(w, run, agentId);
+        var entriesBefore = CommandEntries(w, run, agentId);
         var commandsBefore = w.Cursor.CommandRequests.Count();
         var refusedBefore = w.Cursor.StopsRefused(agentId);
         var started = Stopwatch.GetTimestamp();
@@ -428,6 +429,13 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             && (!refused || !text.Contains("\"failure_type\":\"invalid_request\"", StringComparison.Ordinal)))
         {
             w.Violations.Add($"{what} {run} {agentId}: a 502 {(refused ? "that is not the provider's refusal" : "the provider did not refuse")}: {text}");
+        }
+
+        // A command the provider refused changed nothing there: the run's timeline does not show it sent (more entries;
+        // not fewer, which trimming a long timeline could make).
+        if (response.StatusCode == HttpStatusCode.BadGateway && CommandEntries(w, run, agentId) > entriesBefore)
+        {
+            w.Violations.Add($"{what} {run} {agentId}: a 502, yet the run's timeline shows the command sent");
         }
 
         if (stop && FakeCursor.HasEnded(before) && !faulted && !late && !misrouted
@@ -564,6 +572,14 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
                 .Where(e => e.GetProperty("event").GetString() == "followup_sent" && e.TryGetProperty("agent_id", out var id) && id.GetString() == agentId)
                 .Select(e => (DateTimeOffset?)e.GetProperty("at").GetDateTimeOffset()).Max()
             : null;
+
+    /// <summary>How many stops and follow-ups of the agent the run's timeline shows sent.</summary>
+    private static int CommandEntries(World w, long run, string agentId) =>
+        w.Sidecar.GetActorState(Actor, run.ToString(), HandoffRunActor.TimelineKey)
+            is { ValueKind: System.Text.Json.JsonValueKind.Array } timeline
+            ? timeline.EnumerateArray().Count(e => e.GetProperty("event").GetString() is "stopped" or "followup_sent"
+                && e.TryGetProperty("agent_id", out var id) && id.GetString() == agentId)
+            : 0;
 
     private static long FindRunOfBranch(World w, string branch)
     {
