@@ -958,6 +958,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         Note($"{(stop ? "stop" : "follow-up")} {id}{(holdAnswers ? " (record held)" : "")}");
         var launchedBy = stored?.CodingAgents.ContainsKey(id) == true ? stored.LaunchOfAgent(id)?.IntegrationId : null;
         var callsBefore = provider.CommandCalls;
+        var recordsBefore = followupSeenByCommand.Count;
         var outcome = stop
             ? await engine.StopAgentAsync(stored, id, this, CancellationToken.None)
             : await engine.AddFollowupAsync(stored, new AgentFollowup(id, "Also add a test"), this, CancellationToken.None);
@@ -983,6 +984,13 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             {
                 Violation($"{(stop ? "stop" : "follow-up")} of {id}: the provider answered {(answer is not { } a ? "by throwing" : a.IsSuccess ? "done" : a.Failure!.FailureType)},"
                     + $" the caller was told {outcome.Status} {outcome.FailureType}");
+            }
+
+            // Recorded (or held to be) only if the provider took it or may have: a refusal changed nothing there.
+            if ((followupSeenByCommand.Count != recordsBefore) != (told.Item1 != AgentCommandStatus.ProviderFailed))
+            {
+                Violation($"{(stop ? "stop" : "follow-up")} of {id}: answered {told.Item1} by the provider, "
+                    + $"{(followupSeenByCommand.Count != recordsBefore ? "yet recorded" : "not recorded")}");
             }
         }
 
