@@ -35,7 +35,8 @@ namespace HandoffDapr.Core.Tests;
 /// was lost leaves its launch to one lookup (one seed in three allows two attempts, so last attempts come often); a stop
 /// or follow-up of an agent the run lacks is unknown-agent, of one whose integration is removed unknown-integration, and
 /// neither reaches the provider; one sent is answered as the provider answered it (done, refused with its failure type:
-/// a stop of an agent that ended is refused, as Cursor's is; or not known); a stop is recorded <c>stopped</c>, its answer lost (taken or not) with the detail
+/// a stop of an agent that ended is refused, as Cursor's is; or not known), and recorded unless refused; a stop is
+/// recorded <c>stopped</c>, its answer lost (taken or not) with the detail
 /// <c>outcome unknown</c> and the agent left as it was, and ends a follow-up's wait for a pull request either way, unless
 /// it crossed that follow-up (sent before the follow-up was recorded, recorded after it). Settled
 /// before the final trigger, every agent at the provider is known to the run or its launch is marked outcome-unknown. At the end (a well-behaved
