@@ -424,7 +424,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{what} {run} {agentId}: a 504 {(faulted ? "that is not the documented 'outcome unknown' problem" : "with no fault injected")}: {text}");
         }
 
-        // Nothing moves an agent that ended while the command is under way (steps take turns, and the app resumes none).
+        // Nothing but the fake's refusal makes a command's 502 here: the fake sidecar has no breaker on its binding.
         if (response.StatusCode == HttpStatusCode.BadGateway
             && (!refused || !text.Contains("\"failure_type\":\"invalid_request\"", StringComparison.Ordinal)))
         {
@@ -438,6 +438,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{what} {run} {agentId}: a 502, yet the run's timeline shows the command sent");
         }
 
+        // Nothing moves an agent that ended while the command is under way (steps take turns; the app resumes none).
         if (stop && FakeCursor.HasEnded(before) && !faulted && !late && !misrouted
             && response.StatusCode is not (HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable))
         {
