@@ -829,6 +829,16 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         }
     }
 
+    /// <summary>How many stops and follow-ups of the agent the run's timeline shows sent (none while no process runs).</summary>
+    private static async Task<int> CommandEntriesAsync(Proc p, long run, string agentId) =>
+        p.Running && (await p.Factory!.Store.LoadAsync(run, CancellationToken.None)).State is { } state
+            ? state.Timeline.Count(entry => entry.AgentId == agentId
+                && entry.Event is HandoffDapr.Core.Handoff.TimelineEvents.Stopped or HandoffDapr.Core.Handoff.TimelineEvents.FollowupSent)
+            : 0;
+
+    // Agents a command outlived its answer for (a 504 by the request timeout): it may reach the fake only later.
+    private readonly ConcurrentDictionary<string, bool> answeredLate = new();
+
     /// <param name="alone">No other step runs meanwhile: nothing but this command can move its agent at the provider.</param>
     private async Task StopOrFollowupAsync(Proc p, bool stop, long? only = null, bool alone = false)
     {
@@ -844,6 +854,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var refusedBefore = cursor.StopsRefused(agentId);
         // The service's own stops move only agents at work: one that ended stays so but for another step's follow-up.
         var endedBefore = !copilot && cursor.Agents.TryGetValue(agentId, out var atProvider) && FakeCursor.HasEnded(atProvider["status"]!.GetValue<string>());
+        var entriesBefore = alone ? await CommandEntriesAsync(p, run, agentId) : 0;
         var answer = await Call(
             p,
             $"{(stop ? "stop" : "followup")} {run} {agentId}",
@@ -870,7 +881,20 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
 
         // Only a stop is refused: one counted during a follow-up is another step's stop, or the service's own.
         var refused = stop && cursor.StopsRefused(agentId) != refusedBefore;
-        if (alone && stop && endedBefore && answer is { Status: 200 })
+        var answeredLateBefore = answeredLate.ContainsKey(agentId);
+        if (Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture))
+        {
+            answeredLate[agentId] = true;
+        }
+
+        // A command the provider refused changed nothing there: the run's timeline does not show it sent (more entries;
+        // not fewer, which trimming a long timeline could make).
+        if (alone && answer is { Status: 502 } && await CommandEntriesAsync(p, run, agentId) > entriesBefore)
+        {
+            Violation($"{(stop ? "stop" : "followup")} {run} {agentId}: a 502, yet the run's timeline shows the command sent");
+        }
+
+        if (alone && stop && endedBefore && !answeredLateBefore && answer is { Status: 200 })
         {
             Violation($"stop {run} {agentId}: 200 for an agent that had ended, whose stop the provider refuses: {HandoffInvariants.Truncate(answer.Body)}");
         }
