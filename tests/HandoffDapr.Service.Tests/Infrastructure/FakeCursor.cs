@@ -209,15 +209,36 @@ public sealed class FakeCursor : IDisposable
     public void SetStatus(string agentId, string status, string? prUrl = null, string? summary = null)
     {
         var agent = agents[agentId];
-        agent["status"] = status;
-        if (prUrl is not null)
+        lock (agent)
         {
-            agent["target"]!["prUrl"] = prUrl;
-        }
+            agent["status"] = status;
+            if (prUrl is not null)
+            {
+                agent["target"]!["prUrl"] = prUrl;
+            }
 
-        if (summary is not null)
+            if (summary is not null)
+            {
+                agent["summary"] = summary;
+            }
+        }
+    }
+
+    // An agent is written by the test's steps and by commands while reads serialize it on WireMock's threads: a JsonObject
+    // is not safe to read while written, so each takes the agent's lock.
+    private static string Serialized(JsonObject agent)
+    {
+        lock (agent)
         {
-            agent["summary"] = summary;
+            return agent.ToJsonString();
+        }
+    }
+
+    private static JsonNode Copied(JsonObject agent)
+    {
+        lock (agent)
+        {
+            return agent.DeepClone();
         }
     }
 
@@ -357,7 +378,7 @@ public sealed class FakeCursor : IDisposable
         }
 
         var agent = Create(body, repository);
-        return Json(201, agent.ToJsonString());
+        return Json(201, Serialized(agent));
     }
 
     private JsonObject Create(JsonObject body, string repository)
@@ -416,7 +437,7 @@ public sealed class FakeCursor : IDisposable
         }
 
         var page = ordered.Skip(start).Take(Math.Min(limit, MaxListPage)).ToList();
-        var body = new JsonObject { ["agents"] = new JsonArray(page.Select(agent => (JsonNode)agent.DeepClone()).ToArray()) };
+        var body = new JsonObject { ["agents"] = new JsonArray(page.Select(Copied).ToArray()) };
         if (start + page.Count < ordered.Count)
         {
             body["nextCursor"] = page[^1]["id"]!.GetValue<string>();
@@ -428,7 +449,7 @@ public sealed class FakeCursor : IDisposable
     private ResponseMessage Get(IRequestMessage request)
     {
         var id = request.Path.Split('/').Last();
-        return agents.TryGetValue(id, out var agent) ? Json(200, agent.ToJsonString()) : Json(404, """{"error":{"message":"Agent not found"}}""");
+        return agents.TryGetValue(id, out var agent) ? Json(200, Serialized(agent)) : Json(404, """{"error":{"message":"Agent not found"}}""");
     }
 
     private static string? RepositoryOf(JsonObject agent) => agent["source"]?["repository"]?.GetValue<string>();
