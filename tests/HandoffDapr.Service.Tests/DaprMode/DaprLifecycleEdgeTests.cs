@@ -72,27 +72,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
     {
         await RetryDueAsync(907, "acme/down");
         var launchesBefore = cursor.LaunchRequests;
-        using var releaseRead = new ManualResetEventSlim();
-        using var reading = new ManualResetEventSlim();
-        factory.Sidecar.BeforeActorStateRead = async call =>
-        {
-            if (call.ActorId == "999")
-            {
-                reading.Set();
-                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
-            }
-        };
-        var read = client.GetAsync("/runs/999/handoff");
-        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
-        var drain = factory.Services.GetRequiredService<RequestDrain>();
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopped = Stopped(factory.Services);
-        while (!drain.IsDraining)
-        {
-            await Task.Delay(20);
-        }
-
-        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        var draining = await DrainPastTheGraceAsync();
         using var fired = await factory.Sidecar.FireReminderAsync(Actor, "907", HandoffRunActor.WakeReminder);
         output.WriteLine($"reminder: {(int)fired.StatusCode} {await fired.Content.ReadAsStringAsync()}");
         await factory.Services.GetRequiredService<BackgroundRounds>().WhenIdleAsync().WaitAsync(TimeSpan.FromSeconds(10));
@@ -102,9 +82,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         output.WriteLine("908: " + string.Join("\n", factory.Sidecar.GetActorStateKeys(Actor, "908").Select(kv => kv.Key + "=" + kv.Value)));
         output.WriteLine("reminders: " + string.Join(", ", factory.Sidecar.Reminders.Select(r => r.ActorId + "@" + r.DueTime)));
         output.WriteLine($"launch requests during drain: {cursor.LaunchRequests - launchesBefore}");
-        releaseRead.Set();
-        await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
-        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        await draining.EndAsync();
         Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
         Assert.Equal(DeliveryOutcome.Retry, delivery.Outcome);
         Assert.Equal(launchesBefore, cursor.LaunchRequests);
@@ -129,36 +107,13 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
             "/runs/909/handoff", Payloads.Trigger(Payloads.Run(909, ["acme/shop"], automation: false)));
         var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!
             .GetValue<string>();
-        // A read held at the store keeps the drain waiting, so the server still takes the stop.
-        using var releaseRead = new ManualResetEventSlim();
-        using var reading = new ManualResetEventSlim();
-        factory.Sidecar.BeforeActorStateRead = async call =>
-        {
-            if (call.ActorId == "999")
-            {
-                reading.Set();
-                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
-            }
-        };
-        var read = client.GetAsync("/runs/999/handoff");
-        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
-        var drain = factory.Services.GetRequiredService<RequestDrain>();
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopped = Stopped(factory.Services);
-        while (!drain.IsDraining)
-        {
-            await Task.Delay(20);
-        }
-
-        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        var draining = await DrainPastTheGraceAsync();
         var path = $"/runs/909/agents/{agentId}/{command}";
         var sent = command == "stop"
             ? await client.PostAsync(path, null)
             : await client.PostJsonAsync(path, new JsonObject { ["text"] = "Add a test" });
         var answer = await sent.Content.ReadAsStringAsync();
-        releaseRead.Set();
-        await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
-        await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        await draining.EndAsync();
 
         Assert.Equal(HttpStatusCode.ServiceUnavailable, sent.StatusCode);
         Assert.Equal(
@@ -264,6 +219,46 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         await Eventually.True(() => !factory.Sidecar.Reminders.Any(r => r.ActorId == "921"));
         time.Advance(TimeSpan.FromHours(1));
         Assert.DoesNotContain(await factory.Sidecar.FireDueRemindersAsync(time.GetUtcNow()), f => f.Reminder.ActorId == "921");
+    }
+
+    /// <summary>
+    /// Stops the app and moves its clock past the provider calls' grace, while a read held at the store keeps the drain
+    /// waiting, so the server still takes requests; <see cref="HeldDrain.EndAsync"/> lets the read go and awaits the stop.
+    /// </summary>
+    private async Task<HeldDrain> DrainPastTheGraceAsync()
+    {
+        var releaseRead = new ManualResetEventSlim();
+        var reading = new ManualResetEventSlim();
+        factory.Sidecar.BeforeActorStateRead = async call =>
+        {
+            if (call.ActorId == "999")
+            {
+                reading.Set();
+                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
+            }
+        };
+        var read = client.GetAsync("/runs/999/handoff");
+        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        var drain = factory.Services.GetRequiredService<RequestDrain>();
+        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var stopped = Stopped(factory.Services);
+        while (!drain.IsDraining)
+        {
+            await Task.Delay(20);
+        }
+
+        time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
+        return new HeldDrain(releaseRead, read, stopped);
+    }
+
+    private sealed class HeldDrain(ManualResetEventSlim releaseRead, Task read, Task stopped)
+    {
+        public async Task EndAsync()
+        {
+            releaseRead.Set();
+            await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
+            await stopped.WaitAsync(TimeSpan.FromSeconds(30));
+        }
     }
 
     private static Task Stopped(IServiceProvider services)
