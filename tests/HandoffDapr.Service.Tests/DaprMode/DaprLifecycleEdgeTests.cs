@@ -222,8 +222,9 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
     }
 
     /// <summary>
-    /// Stops the app and moves its clock past the provider calls' grace, while a read held at the store keeps the drain
-    /// waiting, so the server still takes requests; <see cref="HeldDrain.EndAsync"/> lets the read go and awaits the stop.
+    /// Stops the app and moves its clock past the provider calls' grace, while a read held at the store keeps the
+    /// drain waiting, so the server still takes requests; <see cref="HeldDrain.EndAsync"/> lets the read go and awaits
+    /// the stop.
     /// </summary>
     private async Task<HeldDrain> DrainPastTheGraceAsync()
     {

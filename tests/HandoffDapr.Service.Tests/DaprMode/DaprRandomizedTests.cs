@@ -60,7 +60,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         public App AppInstance = null!;
         public int PullRequests;
 
-        /// <summary>Agents a command outlived its answer for: it may reach the fake later (a follow-up resuming one that ended).</summary>
+        /// <summary>
+        /// Agents a command outlived its answer for: it may reach the fake later (a follow-up resuming one that ended).
+        /// </summary>
         public readonly HashSet<string> AnsweredLate = [];
         public readonly List<App> Old = [];
         public readonly List<string> Violations = [];
@@ -326,9 +328,9 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
     /// <summary>
     /// A stop or follow-up for an agent of one of the runs (or an id a run does not have), by the API the autofix UI
-    /// calls. A follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>), a
-    /// stop of one is refused (<see cref="FakeCursor.RefusesStopOfEnded"/>: a 502); one time in six the provider answers
-    /// the command with a 500, whose outcome is unknown (a 504).
+    /// calls. A follow-up the provider takes resumes an agent that ended (<see cref="FakeCursor.FollowupResumes"/>),
+    /// a stop of one is refused (<see cref="FakeCursor.RefusesStopOfEnded"/>: a 502); one time in six the provider
+    /// answers the command with a 500, whose outcome is unknown (a 504).
     /// </summary>
     private async Task StopOrFollowupAsync(World w, Random rng, long run, int step)
     {
@@ -447,8 +449,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             w.Violations.Add($"{what} {run} {agentId}: a 502, yet the run's timeline shows the command sent");
         }
 
-        // Nothing moves an agent that ended while the command is under way (steps take turns; the app resumes none), but
-        // an earlier command of it the binding gave up on, which may reach the fake only now.
+        // Nothing moves an agent that ended while the command is under way (steps take turns; the app resumes none),
+        // but an earlier command of it the binding gave up on, which may reach the fake only now.
         if (stop && FakeCursor.HasEnded(before) && !faulted && !late && !answeredLateBefore && !misrouted
             && response.StatusCode is not (HttpStatusCode.BadGateway or HttpStatusCode.ServiceUnavailable))
         {
@@ -560,8 +562,8 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
     }
 
     /// <summary>
-    /// A finished agent's pull request: each agent its own (a relaunch's is not its predecessor's), numbered in the order
-    /// they finish; one a follow-up resumed opens none again, its branch's is still the one.
+    /// A finished agent's pull request: each agent its own (a relaunch's is not its predecessor's), numbered in the
+    /// order they finish; one a follow-up resumed opens none again, its branch's is still the one.
     /// </summary>
     private static string PullRequestOf(World w, JsonObject agent) =>
         agent["target"]?["prUrl"]?.GetValue<string>()

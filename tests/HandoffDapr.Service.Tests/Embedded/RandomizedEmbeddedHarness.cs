@@ -829,7 +829,9 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         }
     }
 
-    /// <summary>How many stops and follow-ups of the agent the run's timeline shows sent (none while no process runs).</summary>
+    /// <summary>
+    /// How many stops and follow-ups of the agent the run's timeline shows sent (none while no process runs).
+    /// </summary>
     private static async Task<int> CommandEntriesAsync(Proc p, long run, string agentId) =>
         p.Running && (await p.Factory!.Store.LoadAsync(run, CancellationToken.None)).State is { } state
             ? state.Timeline.Count(entry => entry.AgentId == agentId
@@ -839,7 +841,9 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
     // Agents a command outlived its answer for (a 504 by the request timeout): it may reach the fake only later.
     private readonly ConcurrentDictionary<string, bool> answeredLate = new();
 
-    /// <param name="alone">No other step runs meanwhile: nothing but this command can move its agent at the provider.</param>
+    /// <param name="alone">
+    /// No other step runs meanwhile: nothing but this command can move its agent at the provider.
+    /// </param>
     private async Task StopOrFollowupAsync(Proc p, bool stop, long? only = null, bool alone = false)
     {
         var run = only ?? runs[random.Next(runs.Count)];

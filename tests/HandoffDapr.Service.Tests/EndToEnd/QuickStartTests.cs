@@ -87,9 +87,9 @@ public sealed class QuickStartTests : IAsyncLifetime
     }
 
     /// <summary>
-    /// A person stopping an agent that already finished: the fake, as Cursor, stops only an agent at work, so the stop is
-    /// the provider's refusal (a 502 naming it), and the run and the fake still show the agent completed with its pull
-    /// request.
+    /// A person stopping an agent that already finished: the fake, as Cursor, stops only an agent at work, so the stop
+    /// is the provider's refusal (a 502 naming it), and the run and the fake still show the agent completed with its
+    /// pull request.
     /// </summary>
     [Fact]
     public async Task Stopping_an_agent_the_fake_finished_is_the_provider_s_refusal_and_the_run_keeps_its_pull_request()

@@ -185,15 +185,17 @@ public sealed class FakeCursor : IDisposable
     public bool FollowupResumes { get; set; }
 
     /// <summary>
-    /// A stop of an agent that ended is refused, as Cursor's is (it stops only an agent at work; the status code it answers
-    /// is not documented: a 400 here, which the service reports as the provider's refusal). Off by default: most tests
-    /// stop one agent whatever its state.
+    /// A stop of an agent that ended is refused, as Cursor's is (it stops only an agent at work; the status code it
+    /// answers is not documented: a 400 here, which the service reports as the provider's refusal). Off by default:
+    /// most tests stop one agent whatever its state.
     /// </summary>
     public bool RefusesStopOfEnded { get; set; }
 
     private readonly ConcurrentQueue<string> stopsRefused = new();
 
-    /// <summary>Stops of <paramref name="agentId"/> refused because it had ended (<see cref="RefusesStopOfEnded"/>).</summary>
+    /// <summary>
+    /// Stops of <paramref name="agentId"/> refused because it had ended (<see cref="RefusesStopOfEnded"/>).
+    /// </summary>
     public int StopsRefused(string agentId) => stopsRefused.Count(id => id == agentId);
 
     /// <summary>Cursor's statuses of an agent that ended (one <see cref="FollowupResumes"/> sets to work again).</summary>
@@ -224,8 +226,8 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
-    // An agent is written by the test's steps and by commands while reads serialize it on WireMock's threads: a JsonObject
-    // is not safe to read while written, so each takes the agent's lock.
+    // An agent is written by the test's steps and by commands while reads serialize it on WireMock's threads: a
+    // JsonObject is not safe to read while written, so each takes the agent's lock.
     private static string Serialized(JsonObject agent)
     {
         lock (agent)
