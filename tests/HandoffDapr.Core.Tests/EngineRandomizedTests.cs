@@ -980,7 +980,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             var answer = provider.LastCommandAnswer;
             var told = answer is not { } given ? (AgentCommandStatus.OutcomeUnknown, FailureTypes.InvalidResponse)
                 : given.IsSuccess ? (AgentCommandStatus.Done, null)
-                : (given.Failure!.OutcomeUnknown ? AgentCommandStatus.OutcomeUnknown : AgentCommandStatus.ProviderFailed, given.Failure.FailureType);
+                // Not known only if it was sent: a failure before sending is a refusal, whatever it says.
+                : (given.Failure is { RequestSent: true, OutcomeUnknown: true } ? AgentCommandStatus.OutcomeUnknown : AgentCommandStatus.ProviderFailed,
+                    given.Failure!.FailureType);
             if ((outcome.Status, outcome.FailureType) != told)
             {
                 Violation($"{(stop ? "stop" : "follow-up")} of {id}: the provider answered {(answer is not { } a ? "by throwing" : a.IsSuccess ? "done" : a.Failure!.FailureType)},"
