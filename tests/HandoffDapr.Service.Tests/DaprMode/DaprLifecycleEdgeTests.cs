@@ -5,7 +5,6 @@ using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
-using Microsoft.Extensions.Hosting;
 using Xunit.Abstractions;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
@@ -35,8 +34,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         Assert.Equal(HttpStatusCode.OK, fired.StatusCode);
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
 
-        var stopped = Stopped(factory.Services);
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var stopped = HostShutdown.Begin(factory.Services);
         time.Advance(TimeSpan.FromSeconds(1));
         held.Release();
         await stopped.WaitAsync(TimeSpan.FromSeconds(30));
@@ -55,8 +53,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
         using var fired = await factory.Sidecar.FireReminderAsync(Actor, "902", HandoffRunActor.WakeReminder);
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
 
-        var stopped = Stopped(factory.Services);
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
+        var stopped = HostShutdown.Begin(factory.Services);
         time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
         await stopped.WaitAsync(TimeSpan.FromSeconds(30));
         held.Release();
@@ -228,44 +225,24 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
     /// </summary>
     private async Task<HeldDrain> DrainPastTheGraceAsync()
     {
-        var releaseRead = new ManualResetEventSlim();
-        var reading = new ManualResetEventSlim();
-        factory.Sidecar.BeforeActorStateRead = async call =>
-        {
-            if (call.ActorId == "999")
-            {
-                reading.Set();
-                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
-            }
-        };
+        var heldReads = new HeldActorReads(factory.Sidecar, "999");
         var read = client.GetAsync("/runs/999/handoff");
-        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        Assert.True(heldReads.Arrived.Wait(TimeSpan.FromSeconds(10)));
         var drain = factory.Services.GetRequiredService<RequestDrain>();
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopped = Stopped(factory.Services);
-        while (!drain.IsDraining)
-        {
-            await Task.Delay(20);
-        }
+        var stopped = HostShutdown.Begin(factory.Services);
+        await Eventually.True(() => drain.IsDraining);
 
         time.Advance(new HandoffDapr.Service.Configuration.DaprOptions().EffectiveProviderCallGrace);
-        return new HeldDrain(releaseRead, read, stopped);
+        return new HeldDrain(heldReads, read, stopped);
     }
 
-    private sealed class HeldDrain(ManualResetEventSlim releaseRead, Task read, Task stopped)
+    private sealed class HeldDrain(HeldActorReads heldReads, Task read, Task stopped)
     {
         public async Task EndAsync()
         {
-            releaseRead.Set();
+            heldReads.Release();
             await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
             await stopped.WaitAsync(TimeSpan.FromSeconds(30));
         }
-    }
-
-    private static Task Stopped(IServiceProvider services)
-    {
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopped.Register(() => stopped.TrySetResult());
-        return stopped.Task;
     }
 }

@@ -384,8 +384,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var drain = factory.Services.GetRequiredService<RequestDrain>();
 
         // SIGTERM: the host stops, and its request drain waits for the trigger.
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopping = Stopped(factory.Services);
+        var stopping = HostShutdown.Begin(factory.Services);
         await Eventually.True(() => drain.IsDraining);
         Assert.Equal(new HandoffDapr.Service.Configuration.DaprOptions().ShutdownDrain, drain.Limit);
         time.Advance(TimeSpan.FromSeconds(1));
@@ -407,23 +406,13 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var logs = new FakeLogCollector();
         var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
         var client = factory.CreateSidecarClient();
-        using var release = new ManualResetEventSlim();
-        var reading = new ManualResetEventSlim();
         // A read of run 809 whose actor state read hangs (a slow state store): the request stays in progress.
-        factory.Sidecar.BeforeActorStateRead = async call =>
-        {
-            if (call.ActorId == "809")
-            {
-                reading.Set();
-                await Eventually.Within(TimeSpan.FromSeconds(60), () => release.IsSet);
-            }
-        };
+        using var heldReads = new HeldActorReads(factory.Sidecar, "809");
         var read = client.GetAsync("/runs/809/handoff");
-        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        Assert.True(heldReads.Arrived.Wait(TimeSpan.FromSeconds(10)));
         var drain = factory.Services.GetRequiredService<RequestDrain>();
 
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopping = Stopped(factory.Services);
+        var stopping = HostShutdown.Begin(factory.Services);
         await Eventually.True(() => drain.IsDraining);
         var limit = new HandoffDapr.Service.Configuration.DaprOptions().ShutdownDrain;
         time.Advance(new HandoffDapr.Service.Configuration.EmbeddedOptions().ProviderCallGrace + HandoffDapr.Service.Configuration.DaprOptions.RecordingTime + TimeSpan.FromSeconds(1));
@@ -431,7 +420,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         var cutEarly = logs.GetSnapshot().Any(record => record.Id.Id == 4203);
         time.Advance(limit);
         await Eventually.True(() => logs.GetSnapshot().Any(record => record.Id.Id == 4203));
-        release.Set();
+        heldReads.Release();
         await read.WaitAsync(TimeSpan.FromSeconds(20)).ContinueWith(_ => { });
         await stopping.WaitAsync(TimeSpan.FromSeconds(60));
 
@@ -439,17 +428,6 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
 
         Assert.False(cutEarly, "the drain gave up before Handoff:Dapr:ShutdownDrain");
         Assert.Contains(logs.GetSnapshot(), record => record.Id.Id == 4201 && record.Message.Contains(limit.ToString()));
-    }
-
-    /// <summary>
-    /// Completes when the host has stopped. In these factories (minimal hosting) the app's own Run() stops the host once
-    /// the lifetime is told to stop, as SIGTERM does: the request drain, then the hosted services and the server.
-    /// </summary>
-    private static Task Stopped(IServiceProvider services)
-    {
-        var stopped = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        services.GetRequiredService<IHostApplicationLifetime>().ApplicationStopped.Register(() => stopped.TrySetResult());
-        return stopped.Task;
     }
 
     [Fact]
@@ -466,8 +444,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
 
         // SIGTERM while the launch is at the provider: a redelivery in the grace is answered, and launches nothing.
-        before.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopping = Stopped(before.Services);
+        var stopping = HostShutdown.Begin(before.Services);
         time.Advance(TimeSpan.FromSeconds(1));
         var inGrace = await client.PostRawAsync(EventRoute, Payloads.CloudEvent(run).ToJsonString(), "application/cloudevents+json");
         // The grace ends unanswered: recorded as unknown. The provider then creates the agent all the same.
@@ -509,8 +486,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
         var drain = factory.Services.GetRequiredService<RequestDrain>();
 
-        factory.Services.GetRequiredService<IHostApplicationLifetime>().StopApplication();
-        var stopping = Stopped(factory.Services);
+        var stopping = HostShutdown.Begin(factory.Services);
         await Eventually.True(() => drain.IsDraining);
         var redelivered = await client.PostRawAsync(EventRoute, Payloads.CloudEvent(run).ToJsonString(), "application/cloudevents+json").WaitAsync(TimeSpan.FromSeconds(10));
         time.Advance(TimeSpan.FromSeconds(2));
@@ -565,19 +541,10 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
     {
         var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time);
         using var held = cursor.Hold("acme/slow");
-        using var releaseRead = new ManualResetEventSlim();
-        using var reading = new ManualResetEventSlim();
         // Another request keeps the drain waiting: a read of run 814 whose actor state read hangs.
-        factory.Sidecar.BeforeActorStateRead = async call =>
-        {
-            if (call.ActorId == "814")
-            {
-                reading.Set();
-                await Eventually.Within(TimeSpan.FromSeconds(60), () => releaseRead.IsSet);
-            }
-        };
+        using var heldReads = new HeldActorReads(factory.Sidecar, "814");
         var read = factory.CreateSidecarClient().GetAsync("/runs/814/handoff");
-        Assert.True(reading.Wait(TimeSpan.FromSeconds(10)));
+        Assert.True(heldReads.Arrived.Wait(TimeSpan.FromSeconds(10)));
         var data = Encoding.UTF8.GetBytes(Payloads.Run(813, ["acme/slow"]).ToJsonString());
         var delivery = factory.Sidecar.DeliverRawEventAsync("pubsub", "autofix-run-completed", data, "application/json");
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
@@ -590,7 +557,7 @@ public sealed class RedeliveryViewsAndShutdownTests : IDisposable
         // daprd redelivers while the app still drains: the launch is known (outcome unknown), nothing is launched again.
         var again = await factory.Sidecar.DeliverRawEventAsync("pubsub", "autofix-run-completed", data, "application/json").WaitAsync(TimeSpan.FromSeconds(10));
         var launches = factory.Sidecar.GetActorState(HandoffRunActor.ActorTypeName, "813", "launches")!.Value;
-        releaseRead.Set();
+        heldReads.Release();
         held.Release();
         // The released launch is answered to a caller that gave up: the fake logs it once its own thread gets there.
         await Eventually.True(() => cursor.LaunchRequests > 0);
