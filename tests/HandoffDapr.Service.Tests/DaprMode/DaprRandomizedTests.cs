@@ -580,19 +580,19 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
 
     /// <summary>When the run's timeline last recorded a follow-up for the agent (each one later than the one before).</summary>
     private static DateTimeOffset? LatestFollowup(World w, long run, string agentId) =>
-        w.Sidecar.GetActorState(Actor, run.ToString(), HandoffRunActor.TimelineKey) is { ValueKind: System.Text.Json.JsonValueKind.Array } timeline
-            ? timeline.EnumerateArray()
-                .Where(e => e.GetProperty("event").GetString() == "followup_sent" && e.TryGetProperty("agent_id", out var id) && id.GetString() == agentId)
-                .Select(e => (DateTimeOffset?)e.GetProperty("at").GetDateTimeOffset()).Max()
-            : null;
+        TimelineOf(w, run, agentId).Where(e => e.GetProperty("event").GetString() == "followup_sent")
+            .Select(e => (DateTimeOffset?)e.GetProperty("at").GetDateTimeOffset()).Max();
 
     /// <summary>How many stops and follow-ups of the agent the run's timeline shows sent.</summary>
     private static int CommandEntries(World w, long run, string agentId) =>
+        TimelineOf(w, run, agentId).Count(e => e.GetProperty("event").GetString() is "stopped" or "followup_sent");
+
+    /// <summary>The agent's entries in the run's timeline, as the sidecar's store holds it.</summary>
+    private static IEnumerable<System.Text.Json.JsonElement> TimelineOf(World w, long run, string agentId) =>
         w.Sidecar.GetActorState(Actor, run.ToString(), HandoffRunActor.TimelineKey)
             is { ValueKind: System.Text.Json.JsonValueKind.Array } timeline
-            ? timeline.EnumerateArray().Count(e => e.GetProperty("event").GetString() is "stopped" or "followup_sent"
-                && e.TryGetProperty("agent_id", out var id) && id.GetString() == agentId)
-            : 0;
+            ? timeline.EnumerateArray().Where(e => e.TryGetProperty("agent_id", out var id) && id.GetString() == agentId)
+            : [];
 
     private static long FindRunOfBranch(World w, string branch)
     {
