@@ -58,7 +58,6 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         /// <summary>Which commands go through another run than their agent's (drawn apart, so a seed's other draws stay).</summary>
         public required Random Misroutes;
         public App AppInstance = null!;
-        public int PullRequests;
 
         /// <summary>
         /// Agents a command outlived its answer for: it may reach the fake later (a follow-up resuming one that ended).
@@ -514,7 +513,7 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
         var agent = agents[rng.Next(agents.Count)];
         var id = agent["id"]!.GetValue<string>();
         var status = new[] { "RUNNING", "FINISHED", "FINISHED", "ERROR" }[rng.Next(4)];
-        var pr = status == "FINISHED" ? PullRequestOf(w, agent) : null;
+        var pr = status == "FINISHED" ? w.Cursor.PullRequestOf(id) : null;
         w.Cursor.SetStatus(id, status, pr);
         if (rng.NextDouble() < 0.3 || status == "RUNNING")
         {
@@ -555,19 +554,11 @@ public sealed class DaprRandomizedTests(ITestOutputHelper output)
             if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
             {
                 var finished = ends.Next(3) != 0;
-                w.Cursor.SetStatus(id, finished ? "FINISHED" : "ERROR", finished ? PullRequestOf(w, agent) : null);
+                w.Cursor.SetStatus(id, finished ? "FINISHED" : "ERROR", finished ? w.Cursor.PullRequestOf(id) : null);
                 w.Log.Add($"end: provider moves {id} to {(finished ? "FINISHED" : "ERROR")}, webhook lost");
             }
         }
     }
-
-    /// <summary>
-    /// A finished agent's pull request: each agent its own (a relaunch's is not its predecessor's), numbered in the
-    /// order they finish; one a follow-up resumed opens none again, its branch's is still the one.
-    /// </summary>
-    private static string PullRequestOf(World w, JsonObject agent) =>
-        agent["target"]?["prUrl"]?.GetValue<string>()
-        ?? $"{agent["source"]!["repository"]!.GetValue<string>()}/pull/{++w.PullRequests}";
 
     /// <summary>
     /// The key that orders the provider's agents the same in every run of a seed: their ids go in the order concurrent

@@ -948,7 +948,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         var current = agent["status"]!.GetValue<string>();
         var nextStatus = current == "CREATING" ? (random.Next(4) == 0 ? "ERROR" : "RUNNING") : (random.Next(4) == 0 ? "ERROR" : "FINISHED");
         var repository = agent["source"]!["repository"]!.GetValue<string>();
-        string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? PullRequestOf(id, repository) : null;
+        string? prUrl = nextStatus == "FINISHED" && random.Next(4) != 0 ? cursor.PullRequestOf(id) : null;
         cursor.SetStatus(id, nextStatus, prUrl, nextStatus == "FINISHED" ? "Fixed the pool" : null);
         if (nextStatus is "ERROR" or "FINISHED")
         {
@@ -988,10 +988,6 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 return Task.CompletedTask;
         }
     }
-
-    /// <summary>An agent resumed by a follow-up pushes to the pull request it opened, if it did: a new one otherwise.</summary>
-    private string PullRequestOf(string agentId, string repository) =>
-        cursor.Agents[agentId]["target"]!["prUrl"]?.GetValue<string>() ?? $"{repository}/pull/{Interlocked.Increment(ref prCounter)}";
 
     private Task DeliverPendingWebhookAsync()
     {
@@ -1301,7 +1297,6 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         {
             if (agent["status"]!.GetValue<string>() is "CREATING" or "RUNNING")
             {
-                var repository = agent["source"]!["repository"]!.GetValue<string>();
                 endedAtProvider[id] = time.GetUtcNow();
                 if (random.Next(3) == 0)
                 {
@@ -1309,7 +1304,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
                 }
                 else
                 {
-                    cursor.SetStatus(id, "FINISHED", PullRequestOf(id, repository), "Fixed");
+                    cursor.SetStatus(id, "FINISHED", cursor.PullRequestOf(id), "Fixed");
                     finishedAtProvider[id] = true;
                 }
             }

@@ -226,6 +226,22 @@ public sealed class FakeCursor : IDisposable
         }
     }
 
+    private int pullRequests;
+
+    /// <summary>
+    /// The pull request a finishing agent reports: the one it opened before, if a follow-up resumed it (its branch's is
+    /// still the one), else a new one of its repository, numbered as they are asked for.
+    /// </summary>
+    public string PullRequestOf(string agentId)
+    {
+        var agent = agents[agentId];
+        lock (agent)
+        {
+            return agent["target"]?["prUrl"]?.GetValue<string>()
+                ?? $"{RepositoryOf(agent)}/pull/{Interlocked.Increment(ref pullRequests)}";
+        }
+    }
+
     // An agent is written by the test's steps and by commands while reads serialize it on WireMock's threads: a
     // JsonObject is not safe to read while written, so each takes the agent's lock.
     private static string Serialized(JsonObject agent)
