@@ -853,6 +853,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             : cursor.Agents.Where(a => RunOfRepository(a.Value["source"]!["repository"]!.GetValue<string>()) == run).Select(a => a.Key).Order().ToList();
         var agentId = ids.Count == 0 || random.Next(8) == 0 ? "bc-ffffff" : ids[random.Next(ids.Count)];
         Note($"{(stop ? "stop" : "followup")} run {run} agent {agentId} on {p.Name}");
+        var requestTimeout = TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture);
         var started = Stopwatch.GetTimestamp();
         var sentAt = time.GetUtcNow();
         var refusedBefore = cursor.StopsRefused(agentId);
@@ -867,7 +868,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
             // The command's outcome is unknown (a 504 that says it may have been carried out) after the injected 500, or when
             // the call lasted the provider calls' timeout: on a loaded machine the fake can answer later than that.
             expect: s => s is 200 or 404 || (s == 409 && copilot)
-                || (s == 504 && (commandFaultsInjected || Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture)))
+                || (s == 504 && (commandFaultsInjected || Stopwatch.GetElapsedTime(started) >= requestTimeout))
                 // Chaos's failed launches can open Cursor's circuit breaker (half of ten calls within 30 s): a command is
                 // then refused unsent, a 502 saying the provider is unavailable.
                 || (s == 502 && chaosInjected && !copilot)
@@ -886,7 +887,7 @@ internal sealed partial class RandomizedEmbeddedHarness : IAsyncDisposable
         // Only a stop is refused: one counted during a follow-up is another step's stop, or the service's own.
         var refused = stop && cursor.StopsRefused(agentId) != refusedBefore;
         var answeredLateBefore = answeredLate.ContainsKey(agentId);
-        if (Stopwatch.GetElapsedTime(started) >= TimeSpan.Parse(profile.RequestTimeout, CultureInfo.InvariantCulture))
+        if (Stopwatch.GetElapsedTime(started) >= requestTimeout)
         {
             answeredLate[agentId] = true;
         }
