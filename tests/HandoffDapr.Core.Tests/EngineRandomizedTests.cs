@@ -978,7 +978,7 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
         if (provider.CommandCalls != callsBefore)
         {
             var answer = provider.LastCommandAnswer;
-            var told = answer is not { } given ? (AgentCommandStatus.OutcomeUnknown, FailureTypes.InvalidResponse)
+            (AgentCommandStatus Status, string? FailureType) told = answer is not { } given ? (AgentCommandStatus.OutcomeUnknown, FailureTypes.InvalidResponse)
                 : given.IsSuccess ? (AgentCommandStatus.Done, null)
                 // Not known only if it was sent: a failure before sending is a refusal, whatever it says.
                 : (given.Failure is { RequestSent: true, OutcomeUnknown: true } ? AgentCommandStatus.OutcomeUnknown : AgentCommandStatus.ProviderFailed,
@@ -990,9 +990,9 @@ internal sealed class EngineModel : IRunStateWriter, IRoundRecorder
             }
 
             // Recorded (or held to be) only if the provider took it or may have: a refusal changed nothing there.
-            if ((followupSeenByCommand.Count != recordsBefore) != (told.Item1 != AgentCommandStatus.ProviderFailed))
+            if ((followupSeenByCommand.Count != recordsBefore) != (told.Status != AgentCommandStatus.ProviderFailed))
             {
-                Violation($"{(stop ? "stop" : "follow-up")} of {id}: answered {told.Item1} by the provider, "
+                Violation($"{(stop ? "stop" : "follow-up")} of {id}: answered {told.Status} by the provider, "
                     + $"{(followupSeenByCommand.Count != recordsBefore ? "yet recorded" : "not recorded")}");
             }
         }
