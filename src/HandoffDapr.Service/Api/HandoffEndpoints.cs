@@ -65,7 +65,7 @@ public static partial class HandoffEndpoints
         if (limiter.TryAcquire(body!.GroupId!.Value) is { } wait)
         {
             // One window for every group: groups are as many as callers name, the log's keys must not be.
-            if (services.Logger.IsEnabled(LogLevel.Warning) && refusals.ShouldLog(null, TriggersOverLimit) is { } unlogged)
+            if (refusals.ShouldLog(services.Logger, null, TriggersOverLimit) is { } unlogged)
             {
                 LogTriggerRateLimited(services.Logger, id, body.GroupId.Value, limiter.PermitsPerMinute, unlogged);
             }

@@ -74,8 +74,7 @@ public static partial class WebhookEndpoints
         var signed = WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
         if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
         {
-            if (services.Logger.IsEnabled(LogLevel.Warning)
-                && rejections.ShouldLog(signingIntegration, signed ? SignedOverLimit : UnsignedOverLimit) is { } unlogged)
+            if (rejections.ShouldLog(services.Logger, signingIntegration, signed ? SignedOverLimit : UnsignedOverLimit) is { } unlogged)
             {
                 LogRateLimited(services.Logger, signingIntegration, signed ? "signed" : "unsigned", limiter.PermitsPerMinute, unlogged);
             }
@@ -209,7 +208,7 @@ public static partial class WebhookEndpoints
     /// <summary>At most one line a minute per integration and reason (<see cref="Security.RefusalLog"/>).</summary>
     private static void LogRejected(ILogger logger, Security.RefusalLog rejections, long? configuredIntegration, string integrationId, string reason)
     {
-        if (logger.IsEnabled(LogLevel.Warning) && rejections.ShouldLog(configuredIntegration, reason) is { } unlogged)
+        if (rejections.ShouldLog(logger, configuredIntegration, reason) is { } unlogged)
         {
             LogRejected(logger, integrationId, reason, unlogged);
         }

@@ -270,7 +270,7 @@ public sealed class ProblemAuthorizationResultHandler(RefusalLog refusals, ILogg
 
     private void LogRefused(HttpContext context, int statusCode, string reason)
     {
-        if (logger.IsEnabled(LogLevel.Warning) && refusals.ShouldLog(null, reason) is { } unlogged)
+        if (refusals.ShouldLog(logger, null, reason) is { } unlogged)
         {
             CallerAuthorization.LogCallerRefused(logger, statusCode, reason, context.Connection.RemoteIpAddress?.ToString() ?? "no address (in-process, or a Unix socket)", unlogged);
         }

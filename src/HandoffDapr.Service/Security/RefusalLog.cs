@@ -18,11 +18,17 @@ public sealed class RefusalLog(TimeProvider time)
 
     private readonly ConcurrentDictionary<(long? Subject, string Reason), Window> windows = new();
 
+    /// <param name="logger">Where the line would go: with its warnings off, nothing is counted (no line would say so).</param>
     /// <param name="subject">A configured integration; null for a refusal not counted apart (an integration not configured, any caller).</param>
     /// <param name="reason">One of a fixed set of texts, unique across the kinds of refusal.</param>
     /// <returns>Null when this refusal is only counted; else how many were not logged since the last line.</returns>
-    public long? ShouldLog(long? subject, string reason)
+    public long? ShouldLog(ILogger logger, long? subject, string reason)
     {
+        if (!logger.IsEnabled(LogLevel.Warning))
+        {
+            return null;
+        }
+
         var window = windows.GetOrAdd((subject, reason), _ => new Window());
         var now = time.GetTimestamp();
         lock (window)
