@@ -112,7 +112,7 @@ public sealed class CopilotHandoffTests : IDisposable
     public async Task Copilot_agent_cannot_be_stopped_and_says_so()
     {
         var response = await client.PostJsonAsync("/runs/604/handoff", Payloads.Trigger(Payloads.Run(604, ["acme/shop"], automation: false), integrationId: 43));
-        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var taskId = await response.ReadFirstLaunchedAgentIdAsync();
 
         var stop = await client.PostAsync($"/runs/604/agents/{taskId}/stop", null);
 
@@ -128,7 +128,7 @@ public sealed class CopilotHandoffTests : IDisposable
     public async Task Copilot_agent_followup_is_a_not_supported_problem_not_a_provider_failure()
     {
         var response = await client.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/shop"], automation: false), integrationId: 43));
-        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var taskId = await response.ReadFirstLaunchedAgentIdAsync();
 
         var followup = await client.PostJsonAsync($"/runs/605/agents/{taskId}/followup", new System.Text.Json.Nodes.JsonObject { ["text"] = "Also add a test" });
 
@@ -156,7 +156,7 @@ public sealed class CopilotHandoffTests : IDisposable
         });
         var secretClient = withSecret.CreateClient();
         var response = await secretClient.PostJsonAsync("/runs/605/handoff", Payloads.Trigger(Payloads.Run(605, ["acme/shop"], automation: false), integrationId: 43));
-        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var taskId = await response.ReadFirstLaunchedAgentIdAsync();
 
         var body = $$$"""{"event": "statusChange", "id": "{{{taskId}}}", "status": "FINISHED", "source": {"repository": "https://github.com/acme/shop"}, "target": {"prUrl": "https://github.com/acme/shop/pull/666"}}""";
         using var webhook = Payloads.SignedWebhook("/webhooks/cursor/43?run_id=605", body, secret);

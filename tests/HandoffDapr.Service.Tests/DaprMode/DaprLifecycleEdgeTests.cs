@@ -102,8 +102,7 @@ public sealed class DaprLifecycleEdgeTests(ITestOutputHelper output) : DaprModeT
     {
         var launched = await client.PostJsonAsync(
             "/runs/909/handoff", Payloads.Trigger(Payloads.Run(909, ["acme/shop"], automation: false)));
-        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!
-            .GetValue<string>();
+        var agentId = await launched.ReadFirstLaunchedAgentIdAsync();
         var draining = await DrainPastTheGraceAsync();
         var path = $"/runs/909/agents/{agentId}/{command}";
         var sent = command == "stop"

@@ -677,7 +677,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         var client = factory.CreateSidecarClient();
 
         var response = await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger(Payloads.Run(305, ["acme/shop"], automation: false), integrationId: 43));
-        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var taskId = await response.ReadFirstLaunchedAgentIdAsync();
         await client.PostJsonAsync("/runs/305/handoff", Payloads.Trigger(integrationId: 43));
 
         Assert.Equal(1, github.LaunchRequests);
@@ -717,7 +717,7 @@ public sealed class DaprModeStatusTests : IAsyncDisposable
         trigger["auto_create_pr"] = autoCreatePr;
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", trigger);
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
-        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        return await response.ReadFirstLaunchedAgentIdAsync();
     }
 
     public ValueTask DisposeAsync()

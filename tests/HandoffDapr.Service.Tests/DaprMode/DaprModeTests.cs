@@ -211,7 +211,7 @@ public sealed class DaprModeTests : DaprModeTest
     public async Task Follow_up_the_provider_took_is_answered_done_when_recording_it_fails_so_it_is_not_sent_again()
     {
         var launched = await (await client.PostJsonAsync("/runs/171/handoff", Payloads.Trigger(Payloads.Run(171, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
 
         // The run's state store fails while the follow-up is recorded, after Cursor took it.
         HttpResponseMessage answer;
@@ -229,7 +229,7 @@ public sealed class DaprModeTests : DaprModeTest
     public async Task Follow_up_still_at_the_provider_when_the_shutdown_grace_ends_is_answered_outcome_unknown_and_recorded_not_a_retry()
     {
         var launched = await (await client.PostJsonAsync("/runs/172/handoff", Payloads.Trigger(Payloads.Run(172, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         using var held = cursor.HoldCommands();
         var followup = client.PostJsonAsync($"/runs/172/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
         Assert.True(held.Arrived.Wait(TimeSpan.FromSeconds(10)));
@@ -254,7 +254,7 @@ public sealed class DaprModeTests : DaprModeTest
     public async Task Stop_whose_caller_hangs_up_while_cursor_has_it_is_still_recorded_as_taken()
     {
         var launched = await (await client.PostJsonAsync("/runs/177/handoff", Payloads.Trigger(Payloads.Run(177, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         using var held = cursor.HoldCommands();
         using var hangUp = new CancellationTokenSource();
         var stop = client.PostAsync($"/runs/177/agents/{agentId}/stop", null, hangUp.Token);
@@ -311,7 +311,7 @@ public sealed class DaprModeTests : DaprModeTest
     public async Task Run_answers_a_read_while_a_follow_up_is_at_the_provider()
     {
         var launched = await (await client.PostJsonAsync("/runs/141/handoff", Payloads.Trigger(Payloads.Run(141, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         using var held = cursor.HoldCommands();
 
         var followup = client.PostJsonAsync($"/runs/141/agents/{agentId}/followup", new JsonObject { ["text"] = "Add a test" });
@@ -365,7 +365,7 @@ public sealed class DaprModeTests : DaprModeTest
         var response = await client.PostJsonAsync("/runs/125/handoff", Payloads.Trigger(Payloads.Run(125, ["acme/shop"], automation: false)));
 
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
-        var agentId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = await response.ReadFirstLaunchedAgentIdAsync();
         var view = await (await client.GetAsync("/runs/125/handoff")).ReadJsonAsync();
         Assert.True(view["coding_agents"]!.AsObject().ContainsKey(agentId));
 

@@ -85,7 +85,7 @@ public sealed class DaprRetentionTests : DaprModeTest
     public async Task A_followup_at_the_provider_when_the_run_expires_keeps_its_run_and_is_recorded()
     {
         var launched = await client.PostJsonAsync("/runs/803/handoff", Payloads.Trigger(Payloads.Run(803, ["acme/shop"], automation: false)));
-        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = await launched.ReadFirstLaunchedAgentIdAsync();
         cursor.SetStatus(agentId, "FINISHED", prUrl: "https://github.com/acme/shop/pull/8");
         time.Advance(TimeSpan.FromMinutes(1));
         await factory.Sidecar.FireReminderAsync(Actor, "803", HandoffRunActor.WakeReminder);
@@ -144,7 +144,7 @@ public sealed class DaprRetentionTests : DaprModeTest
     public async Task A_settled_runs_recorded_command_ids_expire_with_its_other_keys()
     {
         var launched = await client.PostJsonAsync("/runs/805/handoff", Payloads.Trigger(Payloads.Run(805, ["acme/shop"], automation: false)));
-        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = await launched.ReadFirstLaunchedAgentIdAsync();
 
         // The stop ends the run's one agent; the status poll it had scheduled finds nothing left to watch and settles the run.
         Assert.Equal(HttpStatusCode.OK, (await client.PostAsync($"/runs/805/agents/{agentId}/stop", null)).StatusCode);
@@ -171,8 +171,7 @@ public sealed class DaprRetentionTests : DaprModeTest
     {
         var first = Payloads.Run(806, ["acme/shop"], automation: false);
         var launched = await client.PostJsonAsync("/runs/806/handoff", Payloads.Trigger(first));
-        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!
-            .GetValue<string>();
+        var agentId = await launched.ReadFirstLaunchedAgentIdAsync();
         var newer = Payloads.Run(806, ["acme/shop", "acme/web"], automation: false);
         var replacing = await factory.Sidecar.DeliverEventAsync("pubsub", Route, newer);
         Assert.Equal(DeliveryOutcome.Success, replacing.Outcome);

@@ -91,7 +91,7 @@ public sealed class SidecarRestartTests : DaprModeTest
     public async Task Actor_active_before_a_sidecar_restart_reads_what_another_replica_stored_meanwhile()
     {
         var launched = await (await client.PostJsonAsync("/runs/920/handoff", Payloads.Trigger(Payloads.Run(920, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         var stored = factory.Sidecar.GetActorStateKeys(Actor, "920");
 
         // daprd restarts. While it is down the run is placed on another replica, which records the agent's end in the

@@ -641,7 +641,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
     public async Task Run_answers_a_trigger_while_a_stop_is_at_the_provider_and_records_the_stop_after()
     {
         var launched = await (await client.PostJsonAsync("/runs/240/handoff", Payloads.Trigger(Payloads.Run(240, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         using var held = cursor.HoldCommands();
 
         var stop = client.PostAsync($"/runs/240/agents/{agentId}/stop", null);
@@ -670,7 +670,7 @@ public sealed class EmbeddedHandoffTests : IDisposable
     {
         var runId = command == "stop" ? 241 : 242;
         var launched = await (await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)))).ReadJsonAsync();
-        var agentId = launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = launched.FirstLaunchedAgentId();
         using var held = cursor.HoldCommands();
         using var givingUp = new CancellationTokenSource();
         using var body = command == "followup" ? JsonContent.Create(new JsonObject { ["text"] = "Open the pull request" }) : null;
@@ -722,8 +722,8 @@ public sealed class EmbeddedHandoffTests : IDisposable
 
         Assert.Equal(1, cursor.LaunchRequests);
         Assert.Equal(
-            first["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>(),
-            second["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>());
+            first.FirstLaunchedAgentId(),
+            second.FirstLaunchedAgentId());
     }
 
     [Fact]

@@ -305,6 +305,6 @@ public sealed class EmbeddedLogLineTests : IDisposable
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, ["acme/shop"], automation: false)));
         Assert.Equal(HttpStatusCode.Accepted, response.StatusCode);
-        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        return await response.ReadFirstLaunchedAgentIdAsync();
     }
 }

@@ -152,7 +152,7 @@ public sealed class RetryTests : IDisposable
     public async Task Repository_whose_agent_failed_is_launched_again_on_a_new_branch_by_the_next_trigger()
     {
         var first = await Trigger(304, "acme/shop");
-        var agentId = first["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = first.FirstLaunchedAgentId();
         await factory.Services.GetRequiredService<HandoffDapr.Service.Hosting.IRunOwner>()
             .ApplyAgentReportAsync(304, new HandoffDapr.Core.Handoff.AgentReport(EmbeddedServiceFactory.IntegrationId, new HandoffDapr.Core.Providers.ProviderAgent(agentId, HandoffDapr.Core.Providers.ProviderAgentStatus.Error)), CancellationToken.None);
 
@@ -425,7 +425,7 @@ public sealed class RetryTests : IDisposable
     [Fact]
     public async Task Stop_while_the_providers_circuit_is_open_is_refused_unsent_as_the_provider_unavailable()
     {
-        var agentId = (await Trigger(340, "acme/shop"))["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = (await Trigger(340, "acme/shop")).FirstLaunchedAgentId();
         for (var run = 341; run <= 351; run++)
         {
             cursor.Script($"acme/down{run}", FakeCursor.Status(503));

@@ -883,7 +883,7 @@ public sealed class StatusTrackingTests : IDisposable
     private async Task<string> Launch(long runId, string repository = "acme/shop")
     {
         var response = await client.PostJsonAsync($"/runs/{runId}/handoff", Payloads.Trigger(Payloads.Run(runId, [repository], automation: false)));
-        return (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        return await response.ReadFirstLaunchedAgentIdAsync();
     }
 
     private async Task<JsonObject> Agent(long runId, string agentId) =>

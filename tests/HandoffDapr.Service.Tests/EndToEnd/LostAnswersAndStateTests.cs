@@ -139,7 +139,7 @@ public sealed class LostAnswersAndStateTests : IDisposable
             settings: new Dictionary<string, string?> { ["Handoff:Integrations:43:Provider"] = "github_copilot_agent" });
         var client = factory.CreateSidecarClient();
         var response = await client.PostJsonAsync("/runs/703/handoff", Payloads.Trigger(Payloads.Run(703, ["acme/shop"], automation: false), integrationId: 43));
-        var taskId = (await response.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var taskId = await response.ReadFirstLaunchedAgentIdAsync();
 
         github.SetState(taskId, "completed", "https://github.com/acme/shop/pull/19", withGlobalId: false);
         time.Advance(TimeSpan.FromMinutes(1));

@@ -23,6 +23,14 @@ public static class HttpExtensions
     public static async Task<JsonObject> ReadJsonAsync(this HttpResponseMessage response) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsObject();
 
+    /// <summary>The id of the first agent a launch's answer lists under <c>successes</c>.</summary>
+    public static string FirstLaunchedAgentId(this JsonNode launched) =>
+        launched["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+
+    /// <inheritdoc cref="FirstLaunchedAgentId"/>
+    public static async Task<string> ReadFirstLaunchedAgentIdAsync(this HttpResponseMessage response) =>
+        (await response.ReadJsonAsync()).FirstLaunchedAgentId();
+
     public static async Task<JsonArray> ReadJsonArrayAsync(this HttpResponseMessage response) =>
         JsonNode.Parse(await response.Content.ReadAsStringAsync())!.AsArray();
 

@@ -106,7 +106,7 @@ public sealed class CompletionEventLogTests : IDisposable
     {
         var launched = await client.PostJsonAsync("/runs/76/handoff", Payloads.Trigger(Payloads.Run(76, ["acme/shop"], automation: false)));
         Assert.Equal(HttpStatusCode.Accepted, launched.StatusCode);
-        var agentId = (await launched.ReadJsonAsync())["successes"]![0]!["coding_agent_state"]!["id"]!.GetValue<string>();
+        var agentId = await launched.ReadFirstLaunchedAgentIdAsync();
         cursor.NextCommandAnswer = FakeCursor.Status(429);
 
         var response = command == "stop"
