@@ -88,150 +88,250 @@ public sealed partial class HandoffEngine
             return new PollVerdict([]);
         }
 
-        var state = current;
-        var now = timeProvider.GetUtcNow();
-        var counted = new TurnMeasurements();
-        var reports = new Dictionary<string, ProviderAgent>();
-        // A poll made again after this one's lease holds the schedule: its reads, made since, may be newer than ours. (A
-        // follow-up that brought the next poll forward looks the same: the ends held back below then wait one interval.)
-        var overtaken = state.Poll?.NextPollAt != poll.LeaseUntil;
-        for (var i = 0; i < poll.Agents.Count; i++)
-        {
-            // A read that names another repository than the agent's launch is not applied: a failed read, as far as the
-            // agent is concerned (its time-out waits for a read that can be used).
-            if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId && !IsOfAnotherRepository(state, report, "poll", counted))
-            {
-                // Nor, from an overtaken poll, an end without a pull request of an agent the run shows at work: a newer
-                // read may have shown it at work again (a follow-up resumed it), and this old end would stop its watch, so
-                // the pull request it then opens would never be read. The newer poll reads it on and learns any end.
-                if (overtaken && report.PrUrl is null && report.Status.HasEnded()
-                    && state.CodingAgents.TryGetValue(report.Id, out var known) && !known.Status.IsFinal())
-                {
-                    continue;
-                }
+        var completion = new PollCompletion(this, options, integrations, current, answers, timeProvider.GetUtcNow());
+        completion.SelectReads();
+        completion.ApplyReadsOfAgentsEndedMeanwhile();
+        completion.WatchPolledAgents();
+        completion.ScheduleNextPoll();
+        // An overtaken poll that leaves nothing to read (its reads ended the agents, or it gave up on them past their watch)
+        // ends the newer poll's schedule too: that poll may be lost, and the schedule would pass to the next agent.
+        await writer.SaveAsync(WithoutIdlePoll(completion.State), CancellationToken.None);
+        completion.Counted.Publish();
+        return completion.Verdict();
+    }
 
-                reports[report.Id] = report;
+    /// <summary>
+    /// One poll's reports being recorded (<see cref="CompletePollAsync"/>), a step at a time: the reads to apply, those
+    /// of agents ended meanwhile, each agent the poll was for watched by the kind of watch it is on, the next poll. Its
+    /// fields gather what the steps decide: the state so far, whether it changed, the agents to stop, and those that
+    /// stay on each watch.
+    /// </summary>
+    private sealed class PollCompletion
+    {
+        private readonly HandoffEngine engine;
+        private readonly HandoffEngineOptions options;
+        private readonly IIntegrationCatalog integrations;
+        private readonly PollAnswers answers;
+        private readonly PollRound poll;
+        private readonly DateTimeOffset now;
+        private readonly Dictionary<string, ProviderAgent> reports = new();
+        // The watches and the agents to poll as the run stood before this poll's reports.
+        private readonly IReadOnlyList<string> givenUp;
+        private readonly IReadOnlyList<string> awaiting;
+        private readonly IReadOnlyDictionary<string, DateTimeOffset> toConfirm;
+        private readonly List<CodingAgentState> active;
+        // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
+        private readonly TimeSpan watchLimit;
+        private readonly List<AgentRef> timedOut = [];
+        private readonly List<AgentRef> stillWorking = [];
+        private readonly List<string> stillWatched = [];
+        private readonly List<string> stillAwaiting = [];
+        private readonly Dictionary<string, DateTimeOffset> stillConfirming = new();
+        private RunHandoffState state;
+        private bool changed;
+
+        public PollCompletion(
+            HandoffEngine engine, HandoffEngineOptions options, IIntegrationCatalog integrations,
+            RunHandoffState current, PollAnswers answers, DateTimeOffset now)
+        {
+            this.engine = engine;
+            this.options = options;
+            this.integrations = integrations;
+            this.answers = answers;
+            poll = answers.Round;
+            this.now = now;
+            state = current;
+            givenUp = current.Poll?.GivenUp ?? [];
+            awaiting = current.Poll?.AwaitingPullRequest ?? [];
+            toConfirm = current.Poll?.FinishesToConfirm ?? new Dictionary<string, DateTimeOffset>();
+            active = current.AgentsToPoll.ToList();
+            watchLimit = options.AgentMaxAge * 2;
+        }
+
+        public TurnMeasurements Counted { get; } = new();
+
+        public RunHandoffState State => state;
+
+        public PollVerdict Verdict() => new([.. timedOut, .. stillWorking]);
+
+        public void SelectReads()
+        {
+            // A poll made again after this one's lease holds the schedule: its reads, made since, may be newer than
+            // ours. (A follow-up that brought the next poll forward looks the same: the ends held back below then wait
+            // one interval.)
+            var overtaken = state.Poll?.NextPollAt != poll.LeaseUntil;
+            for (var i = 0; i < poll.Agents.Count; i++)
+            {
+                // A read that names another repository than the agent's launch is not applied: a failed read, as far as
+                // the agent is concerned (its time-out waits for a read that can be used).
+                if (answers.Reports[i] is { } report && report.Id == poll.Agents[i].AgentId
+                    && !engine.IsOfAnotherRepository(state, report, "poll", Counted))
+                {
+                    // Nor, from an overtaken poll, an end without a pull request of an agent the run shows at work: a
+                    // newer read may have shown it at work again (a follow-up resumed it), and this old end would stop
+                    // its watch, so the pull request it then opens would never be read. The newer poll reads it on and
+                    // learns any end.
+                    if (overtaken && report.PrUrl is null && report.Status.HasEnded()
+                        && state.CodingAgents.TryGetValue(report.Id, out var known) && !known.Status.IsFinal())
+                    {
+                        continue;
+                    }
+
+                    reports[report.Id] = report;
+                }
             }
         }
 
-        var givenUp = state.Poll?.GivenUp ?? [];
-        var awaiting = state.Poll?.AwaitingPullRequest ?? [];
-        var toConfirm = state.Poll?.FinishesToConfirm ?? new Dictionary<string, DateTimeOffset>();
-        var active = state.AgentsToPoll.ToList();
-        // How long a given-up agent stays watched, and how long a time-out waits for a read that keeps failing.
-        var watchLimit = options.AgentMaxAge * 2;
-        var changed = false;
-        var timedOut = new List<AgentRef>();
-        var stillWorking = new List<AgentRef>();
-        var stillWatched = new List<string>();
-        var stillAwaiting = new List<string>();
-        var stillConfirming = new Dictionary<string, DateTimeOffset>();
-        // An agent this poll read that something else ended while the reads were out (a webhook that finished it without
-        // its pull request) is not to be read on, but the read is still a fact: it may carry the pull request.
-        foreach (var report in reports.Values.Where(report => !active.Any(agent => agent.Id == report.Id)))
+        public void ApplyReadsOfAgentsEndedMeanwhile()
         {
-            var updated = ApplyAgentReport(state, report, counted);
+            // An agent this poll read that something else ended while the reads were out (a webhook that finished it
+            // without its pull request) is not to be read on, but the read is still a fact: it may carry the pull
+            // request.
+            foreach (var report in reports.Values.Where(report => !active.Any(agent => agent.Id == report.Id)))
+            {
+                Apply(report);
+            }
+        }
+
+        public void WatchPolledAgents()
+        {
+            foreach (var agent in active)
+            {
+                var report = reports.GetValueOrDefault(agent.Id);
+                if (report is not null)
+                {
+                    Apply(report);
+                }
+
+                var latest = state.CodingAgents[agent.Id];
+                var age = Age(state, latest, now);
+                // An agent sent a follow-up is watched from then, whether it awaits its pull request or was given up
+                // on since.
+                var followedUpAt = FollowedUpAt(state, agent.Id);
+                var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
+                if (awaiting.Contains(agent.Id))
+                {
+                    WatchAwaitingPullRequest(agent.Id, latest, watchedFor, report);
+                }
+                else if (givenUp.Contains(agent.Id))
+                {
+                    WatchGivenUp(agent.Id, latest, watchedFor, followedUp: followedUpAt is not null, report);
+                }
+                else if (toConfirm.TryGetValue(agent.Id, out var reportedAt))
+                {
+                    WatchFinishToConfirm(agent.Id, latest, reportedAt, report);
+                }
+                else if (IsOverAge(latest, age, report))
+                {
+                    TimeOutAndWatch(latest, age);
+                }
+            }
+        }
+
+        private void Apply(ProviderAgent report)
+        {
+            var updated = engine.ApplyAgentReport(state, report, Counted);
             changed |= !ReferenceEquals(updated, state);
             state = updated;
         }
 
-        foreach (var agent in active)
+        private void WatchAwaitingPullRequest(
+            string agentId, CodingAgentState latest, TimeSpan watchedFor, ProviderAgent? report)
         {
-            var report = reports.GetValueOrDefault(agent.Id);
-            if (report is not null)
+            // Only its completion with a pull request, or the time since its last follow-up, ends the wait (one failed
+            // with a pull request may still finish the follow-up's work). Not a read that shows it finished or stopped
+            // (it may not have resumed yet), nor one that failed, nor one that shows it at work: a late webhook may yet
+            // tell of an end before the follow-up, and nothing would read the pull request then.
+            // One the run shows at work is timed out as any other, its age counted from that follow-up, whose work
+            // it is.
+            if (IsOverAge(latest, watchedFor, report))
             {
-                var updated = ApplyAgentReport(state, report, counted);
-                changed |= !ReferenceEquals(updated, state);
-                state = updated;
+                TimeOutAndWatch(latest, watchedFor);
             }
-
-            var latest = state.CodingAgents[agent.Id];
-            var age = Age(state, latest, now);
-            // An agent sent a follow-up is watched from then, whether it awaits its pull request or was given up on since.
-            var followedUpAt = FollowedUpAt(state, agent.Id);
-            var watchedFor = followedUpAt is { } followedUp ? now - followedUp : age;
-            if (awaiting.Contains(agent.Id))
+            else if (!IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
             {
-                // Only its completion with a pull request, or the time since its last follow-up, ends the wait (one failed
-                // with a pull request may still finish the follow-up's work). Not a read that shows it finished or stopped
-                // (it may not have resumed yet), nor one that failed, nor one that shows it at work: a late webhook may yet
-                // tell of an end before the follow-up, and nothing would read the pull request then.
-                // One the run shows at work is timed out as any other, its age counted from that follow-up, whose work it is.
-                if (IsOverAge(latest, watchedFor, report))
-                {
-                    TimeOutAndWatch(latest, watchedFor);
-                }
-                else if (!IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
-                {
-                    stillAwaiting.Add(agent.Id);
-                }
-            }
-            else if (givenUp.Contains(agent.Id))
-            {
-                // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
-                // Such an agent may be "completed" without a pull request: it is watched all the same. One given up on after
-                // a follow-up (stopped or timed out since) is watched as the wait above is: until it completes with a pull
-                // request, for twice the maximum age from that follow-up. No read's end ends it: a stale read may show the
-                // end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken (its
-                // outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook may yet
-                // tell of that earlier end, which would take it off every watch if it were polled as at work.
-                var endShown = followedUpAt is null && report?.Status.HasEnded() == true;
-                if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
-                {
-                    stillWatched.Add(agent.Id);
-                }
-
-                // Shown at work, though given up on: its stop did not take or was never sent (the provider out of reach,
-                // the process gone before it, or in Dapr mode a turn repeated after daprd lost its answer, which finds the
-                // agent failed already). Stopped again, at each read that shows it so, where the provider can stop agents;
-                // a follow-up would have taken it off this list.
-                if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running && IsEndedUnfinished(latest)
-                    && state.LaunchOfAgent(agent.Id) is { } launch && integrations.Find(launch.IntegrationId)?.Provider.CanStop == true)
-                {
-                    counted.Log(() => LogGivenUpStillWorking(poll.RunId, agent.Id, launch.Repository));
-                    stillWorking.Add(new AgentRef(agent.Id, launch.IntegrationId));
-                }
-            }
-            else if (toConfirm.TryGetValue(agent.Id, out var reportedAt))
-            {
-                // Read until a read shows it finished (its pull request learnt, or none to learn) or with a pull request, for
-                // twice the maximum age from the webhook at most. Not ended by a read of another end, which may be from before
-                // the finish; never stopped: a read at work is work resumed since.
-                if (report?.Status != ProviderAgentStatus.Finished && !HasPullRequest(latest) && now - reportedAt <= watchLimit)
-                {
-                    stillConfirming[agent.Id] = reportedAt;
-                }
-            }
-            else if (IsOverAge(latest, age, report))
-            {
-                TimeOutAndWatch(latest, age);
+                stillAwaiting.Add(agentId);
             }
         }
 
-        // A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum age.
-        // Past that, only at a poll that tried its read: one it did not (see ReadTried) waits for the next.
-        bool IsOverAge(CodingAgentState agent, TimeSpan age, ProviderAgent? report) =>
-            !agent.Status.IsFinal() && age > options.AgentMaxAge && (report is not null || (age > watchLimit && ReadTried(agent.Id)));
+        private void WatchGivenUp(
+            string agentId, CodingAgentState latest, TimeSpan watchedFor, bool followedUp, ProviderAgent? report)
+        {
+            // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
+            // Such an agent may be "completed" without a pull request: it is watched all the same. One given up on
+            // after a follow-up (stopped or timed out since) is watched as the wait above is: until it completes with a
+            // pull request, for twice the maximum age from that follow-up. No read's end ends it: a stale read may show
+            // the end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken
+            // (its outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook
+            // may yet tell of that earlier end, which would take it off every watch if it were polled as at work.
+            var endShown = !followedUp && report?.Status.HasEnded() == true;
+            if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
+            {
+                stillWatched.Add(agentId);
+            }
 
-        // Not for an agent adopted while the poll was out, nor for any of a poll cut short (shutdown), whose missing answers
-        // may be reads never made. Asked only past twice the maximum age, which is rare: no set built at every poll.
-        bool ReadTried(string agentId) => !answers.Interrupted && poll.Agents.Any(read => read.AgentId == agentId);
+            // Shown at work, though given up on: its stop did not take or was never sent (the provider out of reach,
+            // the process gone before it, or in Dapr mode a turn repeated after daprd lost its answer, which finds the
+            // agent failed already). Stopped again, at each read that shows it so, where the provider can stop agents;
+            // a follow-up would have taken it off this list.
+            if (report?.Status is ProviderAgentStatus.Creating or ProviderAgentStatus.Running
+                && IsEndedUnfinished(latest) && state.LaunchOfAgent(agentId) is { } launch
+                && integrations.Find(launch.IntegrationId)?.Provider.CanStop == true)
+            {
+                Counted.Log(() => engine.LogGivenUpStillWorking(poll.RunId, agentId, launch.Repository));
+                stillWorking.Add(new AgentRef(agentId, launch.IntegrationId));
+            }
+        }
 
-        // Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
-        // Not one whose finish a webhook reported (held back since its last follow-up) and whose read failed again at this
-        // time-out: the provider's word ends it, completed without the pull request no read could tell (a read that shows
-        // it at work past its age times it out as any).
-        void TimeOutAndWatch(CodingAgentState agent, TimeSpan age)
+        private void WatchFinishToConfirm(
+            string agentId, CodingAgentState latest, DateTimeOffset reportedAt, ProviderAgent? report)
+        {
+            // Read until a read shows it finished (its pull request learnt, or none to learn) or with a pull request,
+            // for twice the maximum age from the webhook at most. Not ended by a read of another end, which may be from
+            // before the finish; never stopped: a read at work is work resumed since.
+            if (report?.Status != ProviderAgentStatus.Finished && !HasPullRequest(latest)
+                && now - reportedAt <= watchLimit)
+            {
+                stillConfirming[agentId] = reportedAt;
+            }
+        }
+
+        /// <summary>
+        /// A read that failed says nothing about the agent: its time-out waits for an answer, up to twice the maximum
+        /// age. Past that, only at a poll that tried its read: one it did not (<see cref="ReadTried"/>) waits for the
+        /// next.
+        /// </summary>
+        private bool IsOverAge(CodingAgentState agent, TimeSpan age, ProviderAgent? report) =>
+            !agent.Status.IsFinal() && age > options.AgentMaxAge
+            && (report is not null || (age > watchLimit && ReadTried(agent.Id)));
+
+        /// <summary>
+        /// Not for an agent adopted while the poll was out, nor for any of a poll cut short (shutdown), whose missing
+        /// answers may be reads never made. Asked only past twice the maximum age, which is rare: no set built at every
+        /// poll.
+        /// </summary>
+        private bool ReadTried(string agentId) =>
+            !answers.Interrupted && poll.Agents.Any(read => read.AgentId == agentId);
+
+        /// <summary>
+        /// Failed, stopped after the save, and read on as given up until the provider shows it ended, within its watch.
+        /// Not one whose finish a webhook reported (held back since its last follow-up) and whose read failed again at
+        /// this time-out: the provider's word ends it, completed without the pull request no read could tell (a read
+        /// that shows it at work past its age times it out as any).
+        /// </summary>
+        private void TimeOutAndWatch(CodingAgentState agent, TimeSpan age)
         {
             if (reports.GetValueOrDefault(agent.Id) is null && FinishReportedSince(state, agent.Id))
             {
-                counted.Log(() => LogFinishTakenUnconfirmed(poll.RunId, agent.Id, state.LaunchOfAgent(agent.Id)?.Repository));
-                state = ApplyAgentReport(state, new ProviderAgent(agent.Id, ProviderAgentStatus.Finished), counted);
+                Counted.Log(() =>
+                    engine.LogFinishTakenUnconfirmed(poll.RunId, agent.Id, state.LaunchOfAgent(agent.Id)?.Repository));
+                var finished = new ProviderAgent(agent.Id, ProviderAgentStatus.Finished);
+                state = engine.ApplyAgentReport(state, finished, Counted);
                 changed = true;
                 return;
             }
 
-            state = TimeOut(state, agent, now, counted);
+            state = engine.TimeOut(state, agent, now, Counted);
             if (state.LaunchOfAgent(agent.Id) is { } launch)
             {
                 timedOut.Add(new AgentRef(agent.Id, launch.IntegrationId));
@@ -244,35 +344,44 @@ public sealed partial class HandoffEngine
             }
         }
 
-        if (state.Poll?.NextPollAt == poll.LeaseUntil)
+        /// <summary>
+        /// The doubling interval and what stays watched, while this poll still holds the lease; else only the agents it
+        /// timed out, added to the newer poll's watch.
+        /// </summary>
+        public void ScheduleNextPoll()
         {
-            // A poll cut short (shutdown) read little or nothing: it is no quiet poll, and the next comes at the first interval.
-            var quietPolls = changed ? 0 : answers.Interrupted ? state.Poll.QuietPolls : state.Poll.QuietPolls + 1;
-            var interval = answers.Interrupted && !changed ? options.PollInterval
-                : TimeSpan.FromTicks(Math.Min(options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
-            var watched = stillWatched.Count > 0 ? stillWatched : null;
-            var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
-            var followedUp = state.Poll.FollowedUpAt?.Where(entry => stillAwaiting.Contains(entry.Key) || stillWatched.Contains(entry.Key)).ToDictionary() is { Count: > 0 } kept ? kept : null;
-            var confirming = stillConfirming.Count > 0 ? stillConfirming : null;
-            state = state with
+            if (state.Poll?.NextPollAt == poll.LeaseUntil)
             {
-                Poll = state.HasActiveAgents || watched is not null || awaited is not null || confirming is not null
-                    ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp, confirming) : null,
-            };
+                // A poll cut short (shutdown) read little or nothing: it is no quiet poll, and the next comes at the
+                // first interval.
+                var quietPolls = changed ? 0 : answers.Interrupted ? state.Poll.QuietPolls : state.Poll.QuietPolls + 1;
+                var interval = answers.Interrupted && !changed ? options.PollInterval
+                    : TimeSpan.FromTicks(Math.Min(
+                        options.PollMaxInterval.Ticks, options.PollInterval.Ticks * (1L << Math.Min(quietPolls, 20))));
+                var watched = stillWatched.Count > 0 ? stillWatched : null;
+                var awaited = stillAwaiting.Count > 0 ? stillAwaiting : null;
+                var followedUp = state.Poll.FollowedUpAt
+                    ?.Where(entry => stillAwaiting.Contains(entry.Key) || stillWatched.Contains(entry.Key))
+                    .ToDictionary() is { Count: > 0 } kept ? kept : null;
+                var confirming = stillConfirming.Count > 0 ? stillConfirming : null;
+                state = state with
+                {
+                    Poll = state.HasActiveAgents || watched is not null || awaited is not null || confirming is not null
+                        ? new PollSchedule(now + interval, quietPolls, watched, awaited, followedUp, confirming) : null,
+                };
+            }
+            else if (timedOut.Count > 0)
+            {
+                // The newer poll holds the schedule, but the agents this one gave up on must still be watched, as given
+                // up (no longer awaiting a pull request, which would keep them from being stopped again).
+                var timedOutIds = timedOut.Select(agent => agent.AgentId);
+                var gaveUp = engine.WatchingGivenUp(state.Poll, timedOutIds.Where(stillWatched.Contains), now);
+                state = state with
+                {
+                    Poll = gaveUp with { AwaitingPullRequest = Without(gaveUp.AwaitingPullRequest, [.. timedOutIds]) },
+                };
+            }
         }
-        else if (timedOut.Count > 0)
-        {
-            // The newer poll holds the schedule, but the agents this one gave up on must still be watched, as given up
-            // (no longer awaiting a pull request, which would keep them from being stopped again).
-            var gaveUp = WatchingGivenUp(state.Poll, timedOut.Select(agent => agent.AgentId).Where(stillWatched.Contains), now);
-            state = state with { Poll = gaveUp with { AwaitingPullRequest = Without(gaveUp.AwaitingPullRequest, [.. timedOut.Select(agent => agent.AgentId)]) } };
-        }
-
-        // An overtaken poll that leaves nothing to read (its reads ended the agents, or it gave up on them past their watch)
-        // ends the newer poll's schedule too: that poll may be lost, and the schedule would pass to the next agent.
-        await writer.SaveAsync(WithoutIdlePoll(state), CancellationToken.None);
-        counted.Publish();
-        return new PollVerdict([.. timedOut, .. stillWorking]);
     }
 
     /// <summary>
