@@ -11,14 +11,32 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
 {
     public ValidateOptionsResult Validate(string? name, HandoffOptions options)
     {
-        var errors = new List<string>();
         // A bare number is read as days: a rule comparing another setting with it (say "RetryMaxDelay must be at least
         // RetryBaseDelay") would break from that reading alone and send the reader after a setting that is fine. Such a
         // comparison is left out; the other setting's own bounds are still checked, and the bare number's own message
         // stands for its reading. Only one read as days: one that could not be converted at all ("1e3") is named by the
         // binder's own message.
         var bareNumbers = DurationsReadAsDays().ToList();
-        bool ReadAsDays(string key) => bareNumbers.Any(bare => string.Equals(bare.Key, key, StringComparison.OrdinalIgnoreCase));
+        var readAsDays = bareNumbers.Select(bare => bare.Key).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var errors = new List<string>();
+        CheckHosting(options, errors);
+        CheckApi(options, errors);
+        CheckEmbedded(options.Embedded, errors);
+        CheckDapr(options.Dapr, errors);
+        CheckLimits(options, errors);
+        CheckLaunch(options.Launch, readAsDays, errors);
+        CheckIntegrations(options, readAsDays, errors);
+
+        // A setting read as days has its own bounds' error replaced by the bare number's message. Only an error whose
+        // subject it is: another setting's error that merely names it (its own bounds broken) is kept.
+        errors.RemoveAll(error => bareNumbers.Any(bare => IsAbout(error, bare.Key)));
+        errors.AddRange(bareNumbers.Select(bare => bare.Message));
+        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+    }
+
+    /// <summary>The mode and, in embedded mode, the SQLite file.</summary>
+    private void CheckHosting(HandoffOptions options, List<string> errors)
+    {
         if (!string.IsNullOrWhiteSpace(options.Mode) && !HostingModes.TryParse(options.Mode, out _))
         {
             errors.Add(HostingModes.InvalidModeMessage(options.Mode));
@@ -34,7 +52,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             // Each connection would open a database of its own, empty: healthy at start, every request failing after.
             errors.Add("Handoff:DataPath must be a file's path (not ':memory:' or a 'file:' URI): its connections must share one database.");
         }
+    }
 
+    /// <summary>How the service is reached: its public base URL and the callers' token.</summary>
+    private static void CheckApi(HandoffOptions options, List<string> errors)
+    {
         // The webhook URL given to providers is this base with a path added: a query or fragment would swallow the path.
         if (options.PublicBaseUrl is { Length: > 0 } publicBase && !IsBaseUrl(publicBase))
         {
@@ -48,100 +70,119 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             // refuses with a bare 400 (a bearer token is ASCII, RFC 6750 §2.1).
             errors.Add("Handoff:ApiToken must not contain spaces, control characters or non-ASCII characters.");
         }
+    }
 
+    /// <summary>Handoff:Embedded, checked in either mode.</summary>
+    private static void CheckEmbedded(EmbeddedOptions embedded, List<string> errors)
+    {
         // Upper bounds too: a timer past ~49 days cannot be set (the scheduler would stop), and a long lease only
         // delays a hand-over (its renewal timer is a third of it).
-        if (options.Embedded.SchedulePollInterval <= TimeSpan.Zero || options.Embedded.SchedulePollInterval > TimeSpan.FromDays(30))
+        if (!IsPositiveAtMost(embedded.SchedulePollInterval, TimeSpan.FromDays(30)))
         {
             errors.Add("Handoff:Embedded:SchedulePollInterval must be positive and at most 30 days.");
         }
 
-        if (options.Embedded.ScheduleLease < TimeSpan.FromSeconds(1) || options.Embedded.ScheduleLease > TimeSpan.FromHours(1))
+        if (!IsBetween(embedded.ScheduleLease, TimeSpan.FromSeconds(1), TimeSpan.FromHours(1)))
         {
             errors.Add("Handoff:Embedded:ScheduleLease must be between one second and one hour.");
         }
 
-        if (options.Embedded.RememberedEvents is < 0 or > 1_048_576)
+        if (embedded.RememberedEvents is < 0 or > 1_048_576)
         {
             errors.Add("Handoff:Embedded:RememberedEvents must be between 0 (off) and 1048576.");
         }
 
-        if (options.Embedded.MaxConcurrentWakeups is < 1 or > 1024)
+        if (embedded.MaxConcurrentWakeups is < 1 or > 1024)
         {
             errors.Add("Handoff:Embedded:MaxConcurrentWakeups must be between 1 and 1024.");
         }
 
-        if (options.Embedded.ProviderCallGrace < TimeSpan.Zero || options.Embedded.ProviderCallGrace > TimeSpan.FromMinutes(5))
+        if (!IsBetween(embedded.ProviderCallGrace, TimeSpan.Zero, TimeSpan.FromMinutes(5)))
         {
             errors.Add("Handoff:Embedded:ProviderCallGrace must be between zero and five minutes.");
         }
+    }
 
-        if (mode == HostingMode.Dapr && (options.Dapr.ActorCallTimeout < TimeSpan.FromSeconds(1) || options.Dapr.ActorCallTimeout > TimeSpan.FromDays(1)))
-        {
-            errors.Add("Handoff:Dapr:ActorCallTimeout must be between one second and one day (and, to be useful, above the actorCall timeout of components/resiliency.yaml, 120 s).");
-        }
-
+    /// <summary>Handoff:Dapr and daprd's APP_API_TOKEN; the shutdown drain and call grace in either mode.</summary>
+    private void CheckDapr(DaprOptions dapr, List<string> errors)
+    {
         if (mode == HostingMode.Dapr)
         {
-            foreach (var (setting, value) in new[]
+            if (!IsBetween(dapr.ActorCallTimeout, TimeSpan.FromSeconds(1), TimeSpan.FromDays(1)))
             {
-                ("PubSubName", options.Dapr.PubSubName), ("CompletionTopic", options.Dapr.CompletionTopic),
-                ("DeadLetterTopic", options.Dapr.DeadLetterTopic), ("UpdatesTopic", options.Dapr.UpdatesTopic),
-            })
-            {
-                if (string.IsNullOrEmpty(value) || HasSpaces(value))
-                {
-                    errors.Add($"Handoff:Dapr:{setting} must be a name without spaces.");
-                }
+                errors.Add("Handoff:Dapr:ActorCallTimeout must be between one second and one day (and, to be useful, above the actorCall timeout of components/resiliency.yaml, 120 s).");
             }
 
-            // All three share one pub/sub: dead letters would go back to the topic they failed on, and the app's own
-            // updates would come back to it as completion events or dead letters. Compared ignoring case, as brokers such as
-            // Azure Service Bus compare them.
-            var topics = new[]
+            CheckDaprNames(dapr, errors);
+
+            // daprd sends the app token as it is, and Kestrel trims a header's value (Go sends none with a control
+            // character but a tab): a token with spaces at its ends could never match, and every call from daprd (the
+            // subscriptions, every event, every actor call) would be refused with a 401, with nothing to say why.
+            if (configuration?["APP_API_TOKEN"] is { Length: > 0 } appApiToken
+                && (appApiToken.Trim() != appApiToken || appApiToken.Any(c => char.IsControl(c) && c != '\t')))
             {
-                ("CompletionTopic", options.Dapr.CompletionTopic), ("DeadLetterTopic", options.Dapr.DeadLetterTopic),
-                ("UpdatesTopic", options.Dapr.UpdatesTopic),
-            };
-            for (var later = 1; later < topics.Length; later++)
+                errors.Add("APP_API_TOKEN must not begin or end with spaces nor contain control characters (a line break from a secret's file): daprd's calls would never match it.");
+            }
+
+            if (!IsPositiveAtMost(dapr.SidecarWaitTimeout, TimeSpan.FromHours(1)))
             {
-                for (var earlier = 0; earlier < later; earlier++)
-                {
-                    if (string.Equals(topics[later].Item2, topics[earlier].Item2, StringComparison.OrdinalIgnoreCase))
-                    {
-                        errors.Add($"Handoff:Dapr:{topics[later].Item1} must differ from Handoff:Dapr:{topics[earlier].Item1}, ignoring case.");
-                    }
-                }
+                errors.Add("Handoff:Dapr:SidecarWaitTimeout must be positive and at most one hour.");
             }
         }
 
-        // daprd sends the app token as it is, and Kestrel trims a header's value (Go sends none with a control character
-        // but a tab): a token with spaces at its ends could never match, and every call from daprd (the subscriptions,
-        // every event, every actor call) would be refused with a 401, with nothing to say why.
-        if (mode == HostingMode.Dapr && configuration?["APP_API_TOKEN"] is { Length: > 0 } appApiToken
-            && (appApiToken.Trim() != appApiToken || appApiToken.Any(c => char.IsControl(c) && c != '\t')))
-        {
-            errors.Add("APP_API_TOKEN must not begin or end with spaces nor contain control characters (a line break from a secret's file): daprd's calls would never match it.");
-        }
-
-        if (mode == HostingMode.Dapr && (options.Dapr.SidecarWaitTimeout <= TimeSpan.Zero || options.Dapr.SidecarWaitTimeout > TimeSpan.FromHours(1)))
-        {
-            errors.Add("Handoff:Dapr:SidecarWaitTimeout must be positive and at most one hour.");
-        }
-
-        if (options.Dapr.ShutdownDrain < TimeSpan.Zero || options.Dapr.ShutdownDrain > TimeSpan.FromMinutes(5))
+        if (!IsBetween(dapr.ShutdownDrain, TimeSpan.Zero, TimeSpan.FromMinutes(5)))
         {
             errors.Add("Handoff:Dapr:ShutdownDrain must be between zero and five minutes (and below the pod's dapr.io/block-shutdown-duration).");
         }
 
-        if (options.Dapr.ProviderCallGrace < TimeSpan.Zero || options.Dapr.ProviderCallGrace > TimeSpan.FromMinutes(5))
+        if (!IsBetween(dapr.ProviderCallGrace, TimeSpan.Zero, TimeSpan.FromMinutes(5)))
         {
             errors.Add("Handoff:Dapr:ProviderCallGrace must be between zero and five minutes.");
         }
+    }
 
+    /// <summary>The pub/sub and its three topics: names without spaces, the topics distinct.</summary>
+    private static void CheckDaprNames(DaprOptions dapr, List<string> errors)
+    {
+        foreach (var (setting, value) in new[]
+        {
+            ("PubSubName", dapr.PubSubName), ("CompletionTopic", dapr.CompletionTopic),
+            ("DeadLetterTopic", dapr.DeadLetterTopic), ("UpdatesTopic", dapr.UpdatesTopic),
+        })
+        {
+            if (string.IsNullOrEmpty(value) || HasSpaces(value))
+            {
+                errors.Add($"Handoff:Dapr:{setting} must be a name without spaces.");
+            }
+        }
+
+        // All three share one pub/sub: dead letters would go back to the topic they failed on, and the app's own
+        // updates would come back to it as completion events or dead letters. Compared ignoring case, as brokers such as
+        // Azure Service Bus compare them.
+        var topics = new[]
+        {
+            ("CompletionTopic", dapr.CompletionTopic), ("DeadLetterTopic", dapr.DeadLetterTopic),
+            ("UpdatesTopic", dapr.UpdatesTopic),
+        };
+        for (var later = 1; later < topics.Length; later++)
+        {
+            for (var earlier = 0; earlier < later; earlier++)
+            {
+                if (string.Equals(topics[later].Item2, topics[earlier].Item2, StringComparison.OrdinalIgnoreCase))
+                {
+                    errors.Add($"Handoff:Dapr:{topics[later].Item1} must differ from Handoff:Dapr:{topics[earlier].Item1}, ignoring case.");
+                }
+            }
+        }
+    }
+
+    /// <summary>How long runs are kept, and how much a caller may send.</summary>
+    private static void CheckLimits(HandoffOptions options, List<string> errors)
+    {
         // Shorter than an hour, a run could go while a redelivery of the event that settled it is still on its way
         // (harmless, the tombstone answers it, but the run's record would be gone before anyone read it).
-        if (options.RunRetention is { } retention && (retention < HandoffOptions.MinRunRetention || retention > HandoffOptions.MaxRunRetention))
+        if (options.RunRetention is { } retention
+            && !IsBetween(retention, HandoffOptions.MinRunRetention, HandoffOptions.MaxRunRetention))
         {
             errors.Add("Handoff:RunRetention must be between one hour and 3650 days (or unset, to keep every run).");
         }
@@ -160,8 +201,11 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         {
             errors.Add("Handoff:RateLimits:TriggersPerGroupPerMinute and Handoff:RateLimits:WebhooksPerIntegrationPerMinute must be at least 1.");
         }
+    }
 
-        var launch = options.Launch;
+    /// <summary>Handoff:Launch: the engine's parallelism, retries and polling.</summary>
+    private static void CheckLaunch(LaunchOptions launch, IReadOnlySet<string> readAsDays, List<string> errors)
+    {
         void LaunchRule(bool broken, string setting, string rule)
         {
             if (broken)
@@ -177,13 +221,27 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         // Durations at most 30 days (a year for an agent's age): past ~49 days a timer cannot be set at all, and the
         // engine sets one for an attempt's in-flight deadline.
         var month = TimeSpan.FromDays(30);
-        LaunchRule(launch.RetryBaseDelay <= TimeSpan.Zero || launch.RetryBaseDelay > month, nameof(launch.RetryBaseDelay), "must be positive and at most 30 days.");
-        LaunchRule((launch.RetryMaxDelay < launch.RetryBaseDelay && !ReadAsDays("Handoff:Launch:RetryBaseDelay")) || launch.RetryMaxDelay > month, nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
-        LaunchRule(launch.InFlightTimeout <= TimeSpan.Zero || launch.InFlightTimeout > month, nameof(launch.InFlightTimeout), "must be positive and at most 30 days.");
-        LaunchRule(launch.PollInterval <= TimeSpan.Zero || launch.PollInterval > month, nameof(launch.PollInterval), "must be positive and at most 30 days.");
-        LaunchRule((launch.PollMaxInterval < launch.PollInterval && !ReadAsDays("Handoff:Launch:PollInterval")) || launch.PollMaxInterval > month, nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
-        LaunchRule(launch.AgentMaxAge <= TimeSpan.Zero || launch.AgentMaxAge > TimeSpan.FromDays(365), nameof(launch.AgentMaxAge), "must be positive and at most 365 days.");
+        LaunchRule(!IsPositiveAtMost(launch.RetryBaseDelay, month), nameof(launch.RetryBaseDelay),
+            "must be positive and at most 30 days.");
+        LaunchRule(
+            (launch.RetryMaxDelay < launch.RetryBaseDelay && !readAsDays.Contains("Handoff:Launch:RetryBaseDelay"))
+                || launch.RetryMaxDelay > month,
+            nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
+        LaunchRule(!IsPositiveAtMost(launch.InFlightTimeout, month), nameof(launch.InFlightTimeout),
+            "must be positive and at most 30 days.");
+        LaunchRule(!IsPositiveAtMost(launch.PollInterval, month), nameof(launch.PollInterval),
+            "must be positive and at most 30 days.");
+        LaunchRule(
+            (launch.PollMaxInterval < launch.PollInterval && !readAsDays.Contains("Handoff:Launch:PollInterval"))
+                || launch.PollMaxInterval > month,
+            nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
+        LaunchRule(!IsPositiveAtMost(launch.AgentMaxAge, TimeSpan.FromDays(365)), nameof(launch.AgentMaxAge),
+            "must be positive and at most 365 days.");
+    }
 
+    /// <summary>Handoff:Integrations: every one configured was bound, and each bound one is usable.</summary>
+    private void CheckIntegrations(HandoffOptions options, IReadOnlySet<string> readAsDays, List<string> errors)
+    {
         // The binder drops an integration one of whose settings it cannot convert (a duration of '1e3', a boolean of
         // 'yes'), silently: that integration would be missing, its events and triggers answered as for an unknown one.
         foreach (var configured in configuration?.GetSection($"{HandoffOptions.SectionName}:Integrations").GetChildren() ?? [])
@@ -196,86 +254,95 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
 
         foreach (var (id, integration) in options.Integrations)
         {
-            var key = $"Handoff:Integrations:{id}";
-            // Written as the API and webhook paths write it (no sign, no leading zero, no space): webhooks find the
-            // integration by that text, and "042" beside "42" would be two settings for one id.
-            if (!Core.Model.WholeIds.TryParseCanonical(id, out _))
-            {
-                errors.Add($"{key}: the integration id must be a positive whole number (at most {Core.Model.WholeIds.Max}) without sign or leading zeros.");
-            }
+            CheckIntegration(id, integration, options, readAsDays, errors);
+        }
+    }
 
-            var kind = ProviderKinds.Find(integration.Provider);
-            if (kind is null)
-            {
-                errors.Add($"{key}:Provider must be one of: {string.Join(", ", ProviderKinds.All.Select(known => known.Name))}.");
-            }
-
-            if (mode == HostingMode.Embedded)
-            {
-                if (string.IsNullOrWhiteSpace(integration.ApiKey))
-                {
-                    errors.Add($"{key}:ApiKey is required in embedded mode.");
-                }
-                else if (integration.ApiKey.Any(c => c is < '!' or > '~'))
-                {
-                    // It is sent in a header: a line break fails the client's construction, other text every request.
-                    errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
-                }
-
-                // An unknown provider has no API to default to, and is refused above.
-                if (integration.EffectiveBaseUrl is { } baseUrl && !IsBaseUrl(baseUrl))
-                {
-                    // Paths are added to it: a query or fragment would swallow them.
-                    errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
-                }
-            }
-            else if (string.IsNullOrWhiteSpace(integration.Binding))
-            {
-                errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
-            }
-
-            if (integration.WebhookSecret is { Length: > 0 and (< 32 or > 256) })
-            {
-                errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise every launch is refused).");
-            }
-            else if (integration.WebhookSecret is { Length: > 0 } && string.IsNullOrWhiteSpace(integration.WebhookSecret))
-            {
-                errors.Add($"{key}:WebhookSecret must not be blank.");
-            }
-            else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
-                && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
-                && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
-                && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
-            {
-                // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
-                errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
-            }
-
-            // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
-            // waiting for its answer would be taken for a lost launch and reconciled under it.
-            if (integration.RequestTimeout < TimeSpan.FromMilliseconds(10) || integration.RequestTimeout > TimeSpan.FromDays(1)
-                || (integration.RequestTimeout >= options.Launch.InFlightTimeout && !ReadAsDays("Handoff:Launch:InFlightTimeout")))
-            {
-                errors.Add($"{key}:RequestTimeout must be at least 10 ms, at most one day, and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
-            }
-
-            if (integration.PromptMaxLength < 8192)
-            {
-                errors.Add($"{key}:PromptMaxLength must be at least 8192, room for the instructions.");
-            }
-            else if (integration.PromptMaxLength < options.MaxInstructionLength + Core.Prompts.PromptBuilder.HeadReserve)
-            {
-                // The caller's instruction is never cut: it must fit, with the opening, however long it is allowed to be.
-                errors.Add($"{key}:PromptMaxLength must be at least Handoff:MaxInstructionLength ({options.MaxInstructionLength}) + {Core.Prompts.PromptBuilder.HeadReserve}.");
-            }
+    /// <summary>One integration: its id, provider, credentials, webhook secret, request timeout and prompt length.</summary>
+    private void CheckIntegration(
+        string id, IntegrationOptions integration, HandoffOptions options, IReadOnlySet<string> readAsDays,
+        List<string> errors)
+    {
+        var key = $"Handoff:Integrations:{id}";
+        // Written as the API and webhook paths write it (no sign, no leading zero, no space): webhooks find the
+        // integration by that text, and "042" beside "42" would be two settings for one id.
+        if (!Core.Model.WholeIds.TryParseCanonical(id, out _))
+        {
+            errors.Add($"{key}: the integration id must be a positive whole number (at most {Core.Model.WholeIds.Max}) without sign or leading zeros.");
         }
 
-        // A setting read as days has its own bounds' error replaced by the bare number's message. Only an error whose
-        // subject it is: another setting's error that merely names it (its own bounds broken) is kept.
-        errors.RemoveAll(error => bareNumbers.Any(bare => IsAbout(error, bare.Key)));
-        errors.AddRange(bareNumbers.Select(bare => bare.Message));
-        return errors.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(errors);
+        var kind = ProviderKinds.Find(integration.Provider);
+        if (kind is null)
+        {
+            errors.Add($"{key}:Provider must be one of: {string.Join(", ", ProviderKinds.All.Select(known => known.Name))}.");
+        }
+
+        if (mode == HostingMode.Embedded)
+        {
+            if (string.IsNullOrWhiteSpace(integration.ApiKey))
+            {
+                errors.Add($"{key}:ApiKey is required in embedded mode.");
+            }
+            else if (integration.ApiKey.Any(c => c is < '!' or > '~'))
+            {
+                // It is sent in a header: a line break fails the client's construction, other text every request.
+                errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
+            }
+
+            // An unknown provider has no API to default to, and is refused above.
+            if (integration.EffectiveBaseUrl is { } baseUrl && !IsBaseUrl(baseUrl))
+            {
+                // Paths are added to it: a query or fragment would swallow them.
+                errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
+            }
+        }
+        else if (string.IsNullOrWhiteSpace(integration.Binding))
+        {
+            errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
+        }
+
+        if (integration.WebhookSecret is { Length: > 0 and (< 32 or > 256) })
+        {
+            errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise every launch is refused).");
+        }
+        else if (integration.WebhookSecret is { Length: > 0 } && string.IsNullOrWhiteSpace(integration.WebhookSecret))
+        {
+            errors.Add($"{key}:WebhookSecret must not be blank.");
+        }
+        else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
+            && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
+            && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
+            && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
+        {
+            // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
+            errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
+        }
+
+        // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
+        // waiting for its answer would be taken for a lost launch and reconciled under it.
+        if (!IsBetween(integration.RequestTimeout, TimeSpan.FromMilliseconds(10), TimeSpan.FromDays(1))
+            || (integration.RequestTimeout >= options.Launch.InFlightTimeout
+                && !readAsDays.Contains("Handoff:Launch:InFlightTimeout")))
+        {
+            errors.Add($"{key}:RequestTimeout must be at least 10 ms, at most one day, and shorter than Handoff:Launch:InFlightTimeout ({options.Launch.InFlightTimeout}).");
+        }
+
+        if (integration.PromptMaxLength < 8192)
+        {
+            errors.Add($"{key}:PromptMaxLength must be at least 8192, room for the instructions.");
+        }
+        else if (integration.PromptMaxLength < options.MaxInstructionLength + Core.Prompts.PromptBuilder.HeadReserve)
+        {
+            // The caller's instruction is never cut: it must fit, with the opening, however long it is allowed to be.
+            errors.Add($"{key}:PromptMaxLength must be at least Handoff:MaxInstructionLength ({options.MaxInstructionLength}) + {Core.Prompts.PromptBuilder.HeadReserve}.");
+        }
     }
+
+    /// <summary>Whether a duration is within the bounds its rule's message names, both included.</summary>
+    private static bool IsBetween(TimeSpan value, TimeSpan min, TimeSpan max) => value >= min && value <= max;
+
+    /// <summary>Whether a duration is above zero and within the bound its rule's message names.</summary>
+    private static bool IsPositiveAtMost(TimeSpan value, TimeSpan max) => value > TimeSpan.Zero && value <= max;
 
     /// <summary>The longest <c>webhook.url</c> Cursor's launch takes.</summary>
     private const int MaxCursorWebhookUrlLength = 2048;
