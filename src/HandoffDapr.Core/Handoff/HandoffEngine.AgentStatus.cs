@@ -465,26 +465,7 @@ public sealed partial class HandoffEngine
 
         if (!state.CodingAgents.ContainsKey(report.Id))
         {
-            // An agent on the branch of a launch that has none: an attempt whose answer was lost created it. Adopt it, as
-            // reconciling would, rather than let it run unseen (after the last attempt nothing else would look for it).
-            if (report.BranchName is not { Length: > 0 } branch
-                || signed.Repository is not { Length: > 0 } repository
-                || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch && launch.IntegrationId == signed.IntegrationId
-                    && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase)) is not { } orphaned)
-            {
-                return AgentReportStatus.UnknownAgent;
-            }
-
-            var now = timeProvider.GetUtcNow();
-            var adoptedCount = new TurnMeasurements();
-            adoptedCount.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id, FoundByWebhook));
-            var confirmAdopted = IsFinishToConfirm(report, orphaned, agent: null);
-            var adopted = WithAgentOf(state, orphaned, confirmAdopted ? AtWork(report) : report, now, adoptedCount)
-                .WithTimeline([new TimelineEntry(now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
-            adopted = confirmAdopted ? HeldForARead(adopted, report.Id, now, adoptedCount) : PollingIfActive(adopted, now);
-            await writer.SaveAsync(adopted, CancellationToken.None);
-            adoptedCount.Publish();
-            return AgentReportStatus.Changed;
+            return await AdoptReportedAgentAsync(state, report, signed, writer);
         }
 
         if (state.LaunchOfAgent(report.Id)?.IntegrationId != signed.IntegrationId)
@@ -500,30 +481,7 @@ public sealed partial class HandoffEngine
             return AgentReportStatus.OtherRepository;
         }
 
-        var launch = state.LaunchOfAgent(report.Id)!;
-        var known = state.CodingAgents[report.Id];
-        var confirm = IsFinishToConfirm(report, launch, known);
-        var confirmEnded = !confirm && IsFinishOfEndedAgentToConfirm(state, report, launch, known);
-        var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
-        if (confirm || confirmEnded)
-        {
-            var now = timeProvider.GetUtcNow();
-            updated = HeldForARead(updated, report.Id, now, counted);
-            if (confirmEnded)
-            {
-                // Its finish is taken (a failed one is completed), and a read still looks for the pull request.
-                var poll = updated.Poll!;
-                updated = updated with
-                {
-                    Poll = poll with
-                    {
-                        GivenUp = Without(poll.GivenUp, [report.Id]),
-                        FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now),
-                    },
-                };
-            }
-        }
-
+        var updated = ApplyWebhookReport(state, report, counted);
         if (ReferenceEquals(updated, state))
         {
             // Nothing to save: what the report's reading logged goes out now (nothing was counted).
@@ -534,6 +492,72 @@ public sealed partial class HandoffEngine
         await writer.SaveAsync(WithoutIdlePoll(updated), CancellationToken.None);
         counted.Publish();
         return AgentReportStatus.Changed;
+    }
+
+    /// <summary>
+    /// A webhook's report of an agent the run does not know, on the branch of a launch that has none: an attempt whose
+    /// answer was lost created it. Adopted, as reconciling would, rather than let it run unseen (after the last attempt
+    /// nothing else would look for it).
+    /// </summary>
+    private async Task<AgentReportStatus> AdoptReportedAgentAsync(
+        RunHandoffState state, ProviderAgent report, AgentReport signed, IRunStateWriter writer)
+    {
+        if (report.BranchName is not { Length: > 0 } branch
+            || signed.Repository is not { Length: > 0 } repository
+            || state.Launches.LastOrDefault(launch => launch.AgentId is null && launch.BranchName == branch
+                    && launch.IntegrationId == signed.IntegrationId
+                    && string.Equals(launch.Repository, repository, StringComparison.OrdinalIgnoreCase))
+                is not { } orphaned)
+        {
+            return AgentReportStatus.UnknownAgent;
+        }
+
+        var now = timeProvider.GetUtcNow();
+        var counted = new TurnMeasurements();
+        counted.Log(() => LogReconciled(state.RunId, orphaned.Repository, report.Id, FoundByWebhook));
+        var confirm = IsFinishToConfirm(report, orphaned, agent: null);
+        var adopted = WithAgentOf(state, orphaned, confirm ? AtWork(report) : report, now, counted)
+            .WithTimeline([new TimelineEntry(
+                now, TimelineEvents.Reconciled, orphaned.Repository, report.Id, "reported by webhook")]);
+        adopted = confirm ? HeldForARead(adopted, report.Id, now, counted) : PollingIfActive(adopted, now);
+        await writer.SaveAsync(adopted, CancellationToken.None);
+        counted.Publish();
+        return AgentReportStatus.Changed;
+    }
+
+    /// <summary>
+    /// A webhook's report of one of the run's agents, applied (<see cref="ApplyAgentReport"/>); a finish without its
+    /// pull request held for a read (<see cref="IsFinishToConfirm"/>, <see cref="IsFinishOfEndedAgentToConfirm"/>).
+    /// </summary>
+    private RunHandoffState ApplyWebhookReport(RunHandoffState state, ProviderAgent report, TurnMeasurements counted)
+    {
+        var launch = state.LaunchOfAgent(report.Id)!;
+        var known = state.CodingAgents[report.Id];
+        var confirm = IsFinishToConfirm(report, launch, known);
+        var confirmEnded = !confirm && IsFinishOfEndedAgentToConfirm(state, report, launch, known);
+        var updated = ApplyAgentReport(state, confirm ? AtWork(report) : report, counted);
+        if (!confirm && !confirmEnded)
+        {
+            return updated;
+        }
+
+        var now = timeProvider.GetUtcNow();
+        updated = HeldForARead(updated, report.Id, now, counted);
+        if (!confirmEnded)
+        {
+            return updated;
+        }
+
+        // Its finish is taken (a failed one is completed), and a read still looks for the pull request.
+        var poll = updated.Poll!;
+        return updated with
+        {
+            Poll = poll with
+            {
+                GivenUp = Without(poll.GivenUp, [report.Id]),
+                FinishesToConfirm = With(poll.FinishesToConfirm, report.Id, now),
+            },
+        };
     }
 
     /// <summary>
