@@ -40,49 +40,16 @@ public sealed partial class HandoffEngine
         }
 
         var operation = stop ? "stop" : "follow-up";
-        var commandId = Guid.NewGuid().ToString("N");
-        var followupSeen = FollowedUpAt(state, agentId);
+        var sent = new AgentCommandSent(
+            state.RunId, agentId, stop, CommandId: Guid.NewGuid().ToString("N"),
+            FollowupSeen: FollowedUpAt(state, agentId));
         // Stopped before anything was sent (shutdown past its grace): the caller may send it again, elsewhere.
         cancellationToken.ThrowIfCancellationRequested();
-        ProviderResult<bool> result;
-        try
-        {
-            result = await command(integration.Provider, cancellationToken);
-        }
-        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
-        {
-            // Stopped while at the provider, which may have it: "try again" could send a follow-up twice. An unknown
-            // outcome, as for a launch its round stopped.
-            result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
-        }
-        catch (Exception exception)
-        {
-            // A fault in a provider client (a cancellation the caller did not ask for included: its own time-out, say) is
-            // the provider's answer not understood, not the service failing (not a 500).
-            // The request may be out, as for a launch that faulted: "not carried out" could make the caller send a
-            // follow-up twice, so its outcome is unknown.
-            LogProviderFaulted(state.RunId, operation, exception.GetType().Name);
-            result = ProviderResult<bool>.Failed(new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true));
-        }
-
+        var result = await SendCommandAsync(state.RunId, operation, integration.Provider, command, cancellationToken);
         if (result.Failure is { RequestSent: true, OutcomeUnknown: true } unknown)
         {
-            // Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
-            // "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
-            // the agent is watched again. A stop that may have taken leaves the agent as it is (the poll, which reads it on,
-            // learns whether it took), and moves an agent awaiting a follow-up's pull request to the given-up watch as an
-            // answered stop does.
-            LogCommandOutcomeUnknown(state.RunId, operation, agentId, unknown.FailureType);
-            try
-            {
-                await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, OutcomeUnknown: true, commandId, followupSeen));
-            }
-            catch (Exception exception) when (exception is not OperationCanceledException)
-            {
-                LogCommandOutcomeNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
-            }
-
-            return new AgentCommandOutcome(AgentCommandStatus.OutcomeUnknown, agent, unknown.FailureType);
+            return await RecordOutcomeUnknownAsync(
+                sent with { OutcomeUnknown = true }, operation, agent, unknown.FailureType, recorder);
         }
 
         if (!result.IsSuccess)
@@ -91,11 +58,74 @@ public sealed partial class HandoffEngine
             return new AgentCommandOutcome(AgentCommandStatus.ProviderFailed, agent, result.Failure.FailureType);
         }
 
-        // A person's action at the provider: the log says it happened even where the timeline's entry is not saved.
-        LogCommandTaken(state.RunId, operation, agentId, launch.Repository);
+        return await RecordCommandTakenAsync(sent, operation, launch.Repository, agent, recorder);
+    }
+
+    /// <summary>Sends the command: a fault, or a cancellation while at the provider, is an unknown outcome.</summary>
+    private async Task<ProviderResult<bool>> SendCommandAsync(
+        long runId,
+        string operation,
+        ICodingAgentProvider provider,
+        Func<ICodingAgentProvider, CancellationToken, Task<ProviderResult<bool>>> command,
+        CancellationToken cancellationToken)
+    {
         try
         {
-            var recorded = await recorder.RecordCommandAsync(new AgentCommandSent(state.RunId, agentId, stop, CommandId: commandId, FollowupSeen: followupSeen));
+            return await command(provider, cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopped while at the provider, which may have it: "try again" could send a follow-up twice. An unknown
+            // outcome, as for a launch its round stopped.
+            return ProviderResult<bool>.Failed(
+                new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
+        }
+        catch (Exception exception)
+        {
+            // A fault in a provider client (a cancellation the caller did not ask for included: its own time-out, say)
+            // is the provider's answer not understood, not the service failing (not a 500).
+            // The request may be out, as for a launch that faulted: "not carried out" could make the caller send a
+            // follow-up twice, so its outcome is unknown.
+            LogProviderFaulted(runId, operation, exception.GetType().Name);
+            return ProviderResult<bool>.Failed(
+                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true));
+        }
+    }
+
+    /// <summary>
+    /// Sent, and no answer says whether it was carried out (a time-out, a 500 mid-request, a gateway's 502 or 504):
+    /// "not carried out" could make the caller send a follow-up twice. A follow-up that may have run is recorded so
+    /// the agent is watched again. A stop that may have taken leaves the agent as it is (the poll, which reads it on,
+    /// learns whether it took), and moves an agent awaiting a follow-up's pull request to the given-up watch as an
+    /// answered stop does.
+    /// </summary>
+    private async Task<AgentCommandOutcome> RecordOutcomeUnknownAsync(
+        AgentCommandSent sent, string operation, CodingAgentState agent, string failureType, IRoundRecorder recorder)
+    {
+        LogCommandOutcomeUnknown(sent.RunId, operation, sent.AgentId, failureType);
+        try
+        {
+            await recorder.RecordCommandAsync(sent);
+        }
+        catch (Exception exception) when (exception is not OperationCanceledException)
+        {
+            LogCommandOutcomeNotRecorded(sent.RunId, operation, sent.AgentId, exception.GetType().Name);
+        }
+
+        return new AgentCommandOutcome(AgentCommandStatus.OutcomeUnknown, agent, failureType);
+    }
+
+    /// <summary>
+    /// A command the provider took, recorded in the owner's turn: done for the caller even where it is not recorded.
+    /// </summary>
+    private async Task<AgentCommandOutcome> RecordCommandTakenAsync(
+        AgentCommandSent sent, string operation, string repository, CodingAgentState agent, IRoundRecorder recorder)
+    {
+        // A person's action at the provider: the log says it happened even where the timeline's entry is not saved.
+        LogCommandTaken(sent.RunId, operation, sent.AgentId, repository);
+        try
+        {
+            var recorded = await recorder.RecordCommandAsync(sent);
             if (recorded.Status != AgentCommandStatus.UnknownAgent)
             {
                 return recorded;
@@ -103,17 +133,20 @@ public sealed partial class HandoffEngine
 
             // Retention deleted the run between the check and the record (a settled run's agent, followed up): the
             // provider has taken the command all the same, so the caller is not told the agent is unknown.
-            LogCommandRunDeleted(state.RunId, operation, agentId);
+            LogCommandRunDeleted(sent.RunId, operation, sent.AgentId);
         }
         catch (Exception exception) when (exception is not OperationCanceledException)
         {
             // The provider has taken the command: "try again" would send a follow-up twice. The caller is told it was
-            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll. A follow-up to an
-            // agent that ended is not watched either (nothing saved says so): what it does is learnt from a webhook only.
-            LogCommandNotRecorded(state.RunId, operation, agentId, exception.GetType().Name);
+            // done; the timeline misses the entry, and a stopped agent's end is learnt by the next poll. A follow-up to
+            // an agent that ended is not watched either (nothing saved says so): what it does is learnt from a webhook
+            // only.
+            LogCommandNotRecorded(sent.RunId, operation, sent.AgentId, exception.GetType().Name);
         }
 
-        return new AgentCommandOutcome(AgentCommandStatus.Done, stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
+        return new AgentCommandOutcome(
+            AgentCommandStatus.Done,
+            sent.Stop && !agent.Status.IsFinal() ? agent with { Status = CodingAgentStatus.Failed } : agent);
     }
 
     /// <summary>Records a command the provider accepted (or one that may have been carried out), in the run's current state.</summary>
