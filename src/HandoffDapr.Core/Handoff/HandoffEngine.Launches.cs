@@ -14,7 +14,8 @@ public sealed partial class HandoffEngine
 
     /// <summary>The trigger's answer, line by line, and the launches to make for it.</summary>
     private (List<PlanLine> Plan, List<RepositoryLaunch> ToLaunch) Plan(
-        RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
+        RunHandoffState state, RunSnapshot snapshot, Integration integration, string? instruction, bool autoCreatePr,
+        bool relaunchFailed, DateTimeOffset now)
     {
         var repositories = RepositoriesOf(snapshot);
         if (repositories.Count == 0)
@@ -50,92 +51,111 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            // An earlier generation whose agent is not failed (it finished after all) still holds the repository. But a
-            // later one that failed while its agent may exist (its answer lost, its lookups never finished) is looked for
-            // again by a person's trigger, as any such launch is: made before the earlier agent's finish was learnt, that
-            // agent would otherwise run unseen. It is only looked for (see LookOnly): none is launched beside the live one.
-            var latest = state.FindLaunch(fullName, integration.Id);
-            var live = state.LaunchWithLiveAgent(fullName, integration.Id);
-            var existing = relaunchFailed && live is not null && latest is { Phase: LaunchPhase.Failed, AgentId: null, AgentMayExist: true }
-                ? latest
-                : live ?? latest;
-            if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
+            var (line, launch) = PlanRepository(
+                state, snapshot, integration, fullName, baseRef, instruction, autoCreatePr, relaunchFailed, now);
+            if (launch is not null)
             {
-                plan.Add(LineOf(existing));
-                continue;
+                toLaunch.Add(launch);
             }
 
-            // A completion event never puts a second agent on a repository: one a person handed to another integration
-            // (its launch under way, or its agent at work or done) holds it. Only a person's trigger chooses a second provider.
-            if (!relaunchFailed && existing is null && state.Launches.LastOrDefault(launch => launch.IntegrationId != integration.Id
-                && string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase)
-                && !IsFinishedUnsuccessfully(state, launch)) is { } another)
-            {
-                plan.Add(LineOf(another));
-                continue;
-            }
-
-            // A launch that failed without an agent is tried again on its own branch, looking there first when its
-            // attempts may have created an agent whose answer was lost (a new branch would hide it). One whose attempts
-            // surely created none (refused, or ruled out by a lookup) is sent at once: in a busy repository the lookup,
-            // back to its first attempt, may never finish, and the relaunch would end without ever being sent.
-            if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
-            {
-                toLaunch.Add(existing with
-                {
-                    Phase = existing.AgentMayExist ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
-                    OutcomeUnknown = null,
-                    Attempts = 0,
-                    BaseRef = baseRef,
-                    AutoCreatePr = autoCreatePr,
-                    Instruction = instruction,
-                    // Not before the Retry-After its last attempt was refused with, if that is not over.
-                    NextAttemptAt = existing.NextAttemptAt > now ? existing.NextAttemptAt : now,
-                    FailureType = null,
-                    UpdatedAt = now,
-                });
-                // One only looked for behind a live agent: the answer reports the live one, which hands the repository off.
-                plan.Add(LineOf(live ?? existing));
-                continue;
-            }
-
-            // A repository launched before (by any integration) gets a new generation, hence a new branch.
-            var generation = state.Launches
-                .Where(launch => string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase))
-                .Select(launch => launch.Generation)
-                .DefaultIfEmpty(0)
-                .Max() + 1;
-            // Each generation stays in the run's state with its agent: a repository relaunched without end would grow
-            // the state past what the store takes in one save. A run stored with more (before the cap) launches no more.
-            if (generation > options.MaxGenerations)
-            {
-                plan.Add(Refused(new LaunchFailure(
-                    fullName, FailureMessages.TooManyGenerationsPrefix + options.MaxGenerations, FailureTypes.TooManyGenerations)));
-                continue;
-            }
-
-            var launch = new RepositoryLaunch(
-                fullName,
-                GitHubHost,
-                integration.Id,
-                integration.Provider.ProviderName,
-                generation,
-                BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
-                baseRef,
-                autoCreatePr,
-                instruction,
-                LaunchPhase.RetryScheduled,
-                Attempts: 0,
-                AttemptStartedAt: null,
-                NextAttemptAt: now,
-                AgentId: null,
-                FailureType: null,
-                UpdatedAt: now);
-            toLaunch.Add(launch);
-            plan.Add(LineOf(launch));
+            plan.Add(line);
         }
 
         return (plan, toLaunch);
+    }
+
+    /// <summary>
+    /// The plan's line for a repository that passed the screening and the caps on repositories, and the launch to make
+    /// for it, if any: the launch that holds it, its failed launch tried again, a new generation, or a refusal past the
+    /// cap on generations.
+    /// </summary>
+    private (PlanLine Line, RepositoryLaunch? Launch) PlanRepository(
+        RunHandoffState state, RunSnapshot snapshot, Integration integration, string fullName, string? baseRef,
+        string? instruction, bool autoCreatePr, bool relaunchFailed, DateTimeOffset now)
+    {
+        // An earlier generation whose agent is not failed (it finished after all) still holds the repository. But a
+        // later one that failed while its agent may exist (its answer lost, its lookups never finished) is looked for
+        // again by a person's trigger, as any such launch is: made before the earlier agent's finish was learnt, that
+        // agent would otherwise run unseen. It is only looked for (see LookOnly): none is launched beside the live one.
+        var latest = state.FindLaunch(fullName, integration.Id);
+        var live = state.LaunchWithLiveAgent(fullName, integration.Id);
+        var existing = relaunchFailed && live is not null
+            && latest is { Phase: LaunchPhase.Failed, AgentId: null, AgentMayExist: true }
+                ? latest
+                : live ?? latest;
+        if (existing is not null && !(relaunchFailed && IsFinishedUnsuccessfully(state, existing)))
+        {
+            return (LineOf(existing), null);
+        }
+
+        // A completion event never puts a second agent on a repository: one a person handed to another integration (its
+        // launch under way, or its agent at work or done) holds it. Only a person's trigger chooses a second provider.
+        if (!relaunchFailed && existing is null
+            && state.Launches.LastOrDefault(launch => launch.IntegrationId != integration.Id
+                && string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase)
+                && !IsFinishedUnsuccessfully(state, launch)) is { } another)
+        {
+            return (LineOf(another), null);
+        }
+
+        // A launch that failed without an agent is tried again on its own branch, looking there first when its
+        // attempts may have created an agent whose answer was lost (a new branch would hide it). One whose attempts
+        // surely created none (refused, or ruled out by a lookup) is sent at once: in a busy repository the lookup,
+        // back to its first attempt, may never finish, and the relaunch would end without ever being sent.
+        if (existing is { Phase: LaunchPhase.Failed, AgentId: null })
+        {
+            var relaunch = existing with
+            {
+                Phase = existing.AgentMayExist ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled,
+                OutcomeUnknown = null,
+                Attempts = 0,
+                BaseRef = baseRef,
+                AutoCreatePr = autoCreatePr,
+                Instruction = instruction,
+                // Not before the Retry-After its last attempt was refused with, if that is not over.
+                NextAttemptAt = existing.NextAttemptAt > now ? existing.NextAttemptAt : now,
+                FailureType = null,
+                UpdatedAt = now,
+            };
+            // One only looked for behind a live agent: the answer reports the live one, which hands the repository off.
+            return (LineOf(live ?? existing), relaunch);
+        }
+
+        // A repository launched before (by any integration) gets a new generation, hence a new branch.
+        var generation = state.Launches
+            .Where(launch => string.Equals(launch.Repository, fullName, StringComparison.OrdinalIgnoreCase))
+            .Select(launch => launch.Generation)
+            .DefaultIfEmpty(0)
+            .Max() + 1;
+        // Each generation stays in the run's state with its agent: a repository relaunched without end would grow
+        // the state past what the store takes in one save. A run stored with more (before the cap) launches no more.
+        if (generation > options.MaxGenerations)
+        {
+            var refusal = new LaunchFailure(
+                fullName,
+                FailureMessages.TooManyGenerationsPrefix + options.MaxGenerations,
+                FailureTypes.TooManyGenerations);
+            return (Refused(refusal), null);
+        }
+
+        var launch = new RepositoryLaunch(
+            fullName,
+            GitHubHost,
+            integration.Id,
+            integration.Provider.ProviderName,
+            generation,
+            BranchNamer.Create(snapshot.Group?.Title, snapshot.RunId, fullName, generation),
+            baseRef,
+            autoCreatePr,
+            instruction,
+            LaunchPhase.RetryScheduled,
+            Attempts: 0,
+            AttemptStartedAt: null,
+            NextAttemptAt: now,
+            AgentId: null,
+            FailureType: null,
+            UpdatedAt: now);
+        return (LineOf(launch), launch);
     }
 
     private static PlanLine Refused(LaunchFailure failure) => new(failure.RepoName, 0, 0, failure);
