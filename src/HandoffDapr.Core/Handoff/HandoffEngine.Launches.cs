@@ -436,7 +436,13 @@ public sealed partial class HandoffEngine
         return (new LaunchAttempt(result.Value, result.Failure, Reconciled: false), reconcileFirst);
     }
 
-    private RunHandoffState Apply(RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts, TurnMeasurements counted)
+    /// <summary>
+    /// The round's answers, each applied to its launch as the run now has it: one the launch moved on from as a late
+    /// answer (<see cref="ApplyLate"/>), any other as the agent it names or the failure it reports.
+    /// </summary>
+    private RunHandoffState Apply(
+        RunHandoffState state, IReadOnlyList<RoundLaunch> sent, IReadOnlyList<LaunchAttempt> attempts,
+        TurnMeasurements counted)
     {
         var now = timeProvider.GetUtcNow();
         var timeline = new List<TimelineEntry>(sent.Count);
@@ -451,85 +457,168 @@ public sealed partial class HandoffEngine
                 continue;
             }
 
-            if (outcome.Agent is { } answered && OfAnotherLaunch(state, launch, answered) is { } other)
-            {
-                // One agent cannot be two launches' (a provider answering garbage): not an answer for this launch, which may
-                // have created its own agent, so it is looked for first at its next attempt. One on another launch's branch
-                // is that launch's even before it has found it (its answer lost): taken here, that launch's lookups would
-                // find it followed by this one and never end, and this launch's own agent would never be looked for.
-                counted.Log(() => LogAgentOfAnotherLaunch(state.RunId, launch.Repository, answered.Id, other.Repository));
-                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
-            }
-
-            if (outcome.Agent is { } named && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch", counted))
-            {
-                // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
-                // agent, every later report of it would be refused, and the agent the launch may have created never
-                // followed. The launch's own agent is looked for first at its next attempt.
-                outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
-            }
-
-            if (outcome.Agent is { } agent)
-            {
-                if (outcome.Reconciled)
-                {
-                    counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id, FoundByLookup));
-                }
-                else
-                {
-                    counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
-                }
-
-                state = WithAgentOf(state, launch, agent, now, counted);
-                timeline.Add(new TimelineEntry(now, outcome.Reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
-                counted.Count(HandoffTelemetry.Launches, Tag("outcome", outcome.Reconciled ? "reconciled" : "launched"), Tag("failure_type", "none"));
-                continue;
-            }
-
-            var failure = outcome.Failure!;
-            // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
-            // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
-            var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
-            // A last allowed attempt whose answer was lost (a time-out, a cut connection, shutdown's grace) may have made
-            // an agent: it is left to one lookup, which ends the launch if none is found (see LookOnly), as a crash at
-            // that moment would leave it. Not a lookup-only attempt past the limit: a crash there ends it without a call too.
-            if (retryPolicy.CanRetry(failure, attemptsMade) || (failure.Retryable && failure.OutcomeUnknown && attemptsMade == retryPolicy.Options.MaxAttempts))
-            {
-                // A round that sent nothing (an open circuit, a turn too late, shutdown) waits the first delay: the back-off
-                // its earlier failures reached (up to RetryMaxDelay) is for a provider that failed, not for one never asked.
-                var retryAt = now + retryPolicy.DelayAfter(failure.Attempted ? Math.Max(1, attemptsMade) : 1, failure.RetryAfter);
-                var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
-                state = state.WithLaunch(launch with { Phase = phase, Attempts = attemptsMade, NextAttemptAt = retryAt, FailureType = failure.FailureType, UpdatedAt = now });
-                timeline.Add(new TimelineEntry(now, TimelineEvents.RetryScheduled, launch.Repository, Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
-                if (phase == LaunchPhase.OutcomeUnknown)
-                {
-                    counted.Log(() => LogOutcomeUnknownRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
-                }
-                else
-                {
-                    counted.Log(() => LogRetryScheduled(state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
-                }
-
-                counted.Count(HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
-                counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
-                continue;
-            }
-
-            var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
-            // The failure says whether an agent may exist: a lost answer or an unfinished lookup carries OutcomeUnknown
-            // (an attempt that looked first and failed keeps it), a refusal after a lookup that found none does not.
-            // A last attempt refused with a Retry-After keeps it: a person's relaunch is not sent before it is over either.
-            state = state.WithLaunch(launch with
-            {
-                Phase = LaunchPhase.Failed, Attempts = attemptsMade, NextAttemptAt = failure.RetryAfter is { } asked ? now + asked : null, FailureType = failureType, UpdatedAt = now,
-                OutcomeUnknown = failure.OutcomeUnknown,
-            });
-            timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
-            counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));
-            counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
+            outcome = ScreenedOutcome(state, launch, outcome, counted);
+            state = outcome.Agent is { } agent
+                ? ApplyAgent(state, launch, agent, outcome.Reconciled, now, timeline, counted)
+                : ApplyFailure(state, launch, outcome.Failure!, now, timeline, counted);
         }
 
         return PollingIfActive(state.WithTimeline(timeline), now);
+    }
+
+    /// <summary>
+    /// The attempt's outcome as its launch takes it: an agent of another launch or of another repository is taken as
+    /// no answer, an invalid response whose outcome is unknown.
+    /// </summary>
+    private LaunchAttempt ScreenedOutcome(
+        RunHandoffState state, RepositoryLaunch launch, LaunchAttempt outcome, TurnMeasurements counted)
+    {
+        if (outcome.Agent is { } answered && OfAnotherLaunch(state, launch, answered) is { } other)
+        {
+            // One agent cannot be two launches' (a provider answering garbage): not an answer for this launch, which
+            // may have created its own agent, so it is looked for first at its next attempt. One on another launch's
+            // branch is that launch's even before it has found it (its answer lost): taken here, that launch's lookups
+            // would find it followed by this one and never end, and this launch's own agent would never be looked for.
+            LogLaterAgentOfAnotherLaunch(counted, state.RunId, launch.Repository, answered.Id, other.Repository);
+            outcome = new LaunchAttempt(
+                null,
+                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true),
+                Reconciled: false);
+        }
+
+        if (outcome.Agent is { } named
+            && IsOfAnotherRepository(state.RunId, named, launch, outcome.Reconciled ? "reconcile" : "launch", counted))
+        {
+            // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
+            // agent, every later report of it would be refused, and the agent the launch may have created never
+            // followed. The launch's own agent is looked for first at its next attempt.
+            outcome = new LaunchAttempt(
+                null,
+                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true),
+                Reconciled: false);
+        }
+
+        return outcome;
+    }
+
+    /// <summary>
+    /// The line <see cref="ScreenedOutcome"/> logs, made here: a lambda there would capture its parameters, and its
+    /// closure be made for every answer screened, not only for one refused.
+    /// </summary>
+    private void LogLaterAgentOfAnotherLaunch(
+        TurnMeasurements counted, long runId, string repository, string agentId, string otherRepository) =>
+        counted.Log(() => LogAgentOfAnotherLaunch(runId, repository, agentId, otherRepository));
+
+    /// <summary>
+    /// The agent an attempt launched, or found by its lookup (<paramref name="reconciled"/>), taken as its launch's.
+    /// </summary>
+    private RunHandoffState ApplyAgent(
+        RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, bool reconciled, DateTimeOffset now,
+        List<TimelineEntry> timeline, TurnMeasurements counted)
+    {
+        if (reconciled)
+        {
+            counted.Log(() => LogReconciled(state.RunId, launch.Repository, agent.Id, FoundByLookup));
+        }
+        else
+        {
+            counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
+        }
+
+        state = WithAgentOf(state, launch, agent, now, counted);
+        timeline.Add(new TimelineEntry(
+            now, reconciled ? TimelineEvents.Reconciled : TimelineEvents.Launched, launch.Repository, agent.Id));
+        counted.Count(
+            HandoffTelemetry.Launches,
+            Tag("outcome", reconciled ? "reconciled" : "launched"),
+            Tag("failure_type", "none"));
+        return state;
+    }
+
+    /// <summary>A failed attempt: its launch tried again if the failure and its attempts allow, else failed.</summary>
+    private RunHandoffState ApplyFailure(
+        RunHandoffState state, RepositoryLaunch launch, ProviderFailure failure, DateTimeOffset now,
+        List<TimelineEntry> timeline, TurnMeasurements counted)
+    {
+        // No call was made (open circuit, a turn that came too late): the attempt does not count against the limit.
+        // A refused connection does: otherwise an unreachable provider would be retried forever at the first delay.
+        var attemptsMade = failure.Attempted ? launch.Attempts : launch.Attempts - 1;
+        // A last allowed attempt whose answer was lost (a time-out, a cut connection, shutdown's grace) may have made
+        // an agent: it is left to one lookup, which ends the launch if none is found (see LookOnly), as a crash at that
+        // moment would leave it. Not a lookup-only attempt past the limit: a crash there ends it without a call too.
+        if (retryPolicy.CanRetry(failure, attemptsMade)
+            || (failure.Retryable && failure.OutcomeUnknown && attemptsMade == retryPolicy.Options.MaxAttempts))
+        {
+            return ScheduleRetry(state, launch, failure, attemptsMade, now, timeline, counted);
+        }
+
+        return FailLaunch(state, launch, failure, attemptsMade, now, timeline, counted);
+    }
+
+    /// <summary>
+    /// A failed attempt's launch waiting for its next attempt, which looks first for an agent if one may exist.
+    /// </summary>
+    private RunHandoffState ScheduleRetry(
+        RunHandoffState state, RepositoryLaunch launch, ProviderFailure failure, int attemptsMade, DateTimeOffset now,
+        List<TimelineEntry> timeline, TurnMeasurements counted)
+    {
+        // A round that sent nothing (an open circuit, a turn too late, shutdown) waits the first delay: the back-off
+        // its earlier failures reached (up to RetryMaxDelay) is for a provider that failed, not for one never asked.
+        var retryAt = now
+            + retryPolicy.DelayAfter(failure.Attempted ? Math.Max(1, attemptsMade) : 1, failure.RetryAfter);
+        var phase = failure.OutcomeUnknown ? LaunchPhase.OutcomeUnknown : LaunchPhase.RetryScheduled;
+        state = state.WithLaunch(launch with
+        {
+            Phase = phase,
+            Attempts = attemptsMade,
+            NextAttemptAt = retryAt,
+            FailureType = failure.FailureType,
+            UpdatedAt = now,
+        });
+        timeline.Add(new TimelineEntry(
+            now,
+            TimelineEvents.RetryScheduled,
+            launch.Repository,
+            Detail: $"{failure.FailureType}; next attempt at {retryAt:O}"));
+        if (phase == LaunchPhase.OutcomeUnknown)
+        {
+            counted.Log(() => LogOutcomeUnknownRetryScheduled(
+                state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
+        }
+        else
+        {
+            counted.Log(() => LogRetryScheduled(
+                state.RunId, launch.Repository, failure.FailureType, attemptsMade, LogTime(retryAt)));
+        }
+
+        counted.Count(
+            HandoffTelemetry.Launches, Tag("outcome", "retry_scheduled"), Tag("failure_type", failure.FailureType));
+        counted.Count(HandoffTelemetry.RetriesScheduled, Tag("failure_type", failure.FailureType));
+        return state;
+    }
+
+    /// <summary>A failed attempt's launch failed for good, until a person's trigger launches it again.</summary>
+    private RunHandoffState FailLaunch(
+        RunHandoffState state, RepositoryLaunch launch, ProviderFailure failure, int attemptsMade, DateTimeOffset now,
+        List<TimelineEntry> timeline, TurnMeasurements counted)
+    {
+        var failureType = failure.Retryable ? FailureTypes.RetriesExhausted : failure.FailureType;
+        // The failure says whether an agent may exist: a lost answer or an unfinished lookup carries OutcomeUnknown
+        // (an attempt that looked first and failed keeps it), a refusal after a lookup that found none does not.
+        // A last attempt refused with a Retry-After keeps it: a person's relaunch is not sent before it is over either.
+        state = state.WithLaunch(launch with
+        {
+            Phase = LaunchPhase.Failed,
+            Attempts = attemptsMade,
+            NextAttemptAt = failure.RetryAfter is { } asked ? now + asked : null,
+            FailureType = failureType,
+            UpdatedAt = now,
+            OutcomeUnknown = failure.OutcomeUnknown,
+        });
+        timeline.Add(new TimelineEntry(now, TimelineEvents.LaunchFailed, launch.Repository, Detail: failureType));
+        counted.Log(() => LogLaunchFailed(state.RunId, launch.Repository, failureType, attemptsMade));
+        counted.Count(HandoffTelemetry.Launches, Tag("outcome", "failed"), Tag("failure_type", failureType));
+        return state;
     }
 
     /// <summary>
