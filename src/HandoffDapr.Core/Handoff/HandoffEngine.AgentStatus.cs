@@ -93,8 +93,9 @@ public sealed partial class HandoffEngine
         completion.ApplyReadsOfAgentsEndedMeanwhile();
         completion.WatchPolledAgents();
         completion.ScheduleNextPoll();
-        // An overtaken poll that leaves nothing to read (its reads ended the agents, or it gave up on them past their watch)
-        // ends the newer poll's schedule too: that poll may be lost, and the schedule would pass to the next agent.
+        // An overtaken poll that leaves nothing to read (its reads ended the agents, or it gave up on them past their
+        // watch) ends the newer poll's schedule too: that poll may be lost, and the schedule would pass to the next
+        // agent.
         await writer.SaveAsync(WithoutIdlePoll(completion.State), CancellationToken.None);
         completion.Counted.Publish();
         return completion.Verdict();
