@@ -258,13 +258,14 @@ public sealed partial class HandoffEngine
         private void WatchGivenUp(
             string agentId, CodingAgentState latest, TimeSpan watchedFor, bool followedUp, ProviderAgent? report)
         {
-            // Watched until the provider shows an end (or says FINISHED, applied above), or for twice the maximum age.
-            // Such an agent may be "completed" without a pull request: it is watched all the same. One given up on
-            // after a follow-up (stopped or timed out since) is watched as the wait above is: until it completes with a
-            // pull request, for twice the maximum age from that follow-up. No read's end ends it: a stale read may show
-            // the end from before the follow-up (STOPPED too, where it was stopped then) while this stop has not taken
-            // (its outcome unknown, or a time-out's, best effort); and while the run shows it at work, a late webhook
-            // may yet tell of that earlier end, which would take it off every watch if it were polled as at work.
+            // Watched until the provider shows an end (or says FINISHED: its read is applied before its watch), or for
+            // twice the maximum age. Such an agent may be "completed" without a pull request: it is watched all the
+            // same. One given up on after a follow-up (stopped or timed out since) is watched as one awaiting its pull
+            // request is: until it completes with a pull request, for twice the maximum age from that follow-up. No
+            // read's end ends it: a stale read may show the end from before the follow-up (STOPPED too, where it was
+            // stopped then) while this stop has not taken (its outcome unknown, or a time-out's, best effort); and
+            // while the run shows it at work, a late webhook may yet tell of that earlier end, which would take it off
+            // every watch if it were polled as at work.
             var endShown = !followedUp && report?.Status.HasEnded() == true;
             if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
             {
