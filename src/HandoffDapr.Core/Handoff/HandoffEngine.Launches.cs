@@ -66,8 +66,8 @@ public sealed partial class HandoffEngine
 
     /// <summary>
     /// The plan's line for a repository that passed the screening and the caps on repositories, and the launch to make
-    /// for it, if any: the launch that holds it, its failed launch tried again, a new generation, or a refusal past the
-    /// cap on generations.
+    /// for it, if any: none for one a launch holds (its integration's, or for an event another's) or for a refusal
+    /// past the cap on generations; its failed launch tried again, or a new generation.
     /// </summary>
     private (PlanLine Line, RepositoryLaunch? Launch) PlanRepository(
         RunHandoffState state, RunSnapshot snapshot, Integration integration, string fullName, string? baseRef,
