@@ -157,8 +157,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         }
 
         // All three share one pub/sub: dead letters would go back to the topic they failed on, and the app's own
-        // updates would come back to it as completion events or dead letters. Compared ignoring case, as brokers such as
-        // Azure Service Bus compare them.
+        // updates would come back to it as completion events or dead letters. Compared ignoring case, as brokers such
+        // as Azure Service Bus compare them.
         var topics = new[]
         {
             ("CompletionTopic", dapr.CompletionTopic), ("DeadLetterTopic", dapr.DeadLetterTopic),
@@ -258,7 +258,9 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         }
     }
 
-    /// <summary>One integration: its id, provider, credentials, webhook secret, request timeout and prompt length.</summary>
+    /// <summary>
+    /// One integration: its id, provider, credentials, webhook secret, request timeout and prompt length.
+    /// </summary>
     private void CheckIntegration(
         string id, IntegrationOptions integration, HandoffOptions options, IReadOnlySet<string> readAsDays,
         List<string> errors)
@@ -314,7 +316,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
             && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
         {
-            // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would fail.
+            // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would
+            // fail.
             errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
         }
 
