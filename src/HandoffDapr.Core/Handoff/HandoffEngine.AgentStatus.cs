@@ -497,9 +497,9 @@ public sealed partial class HandoffEngine
     }
 
     /// <summary>
-    /// A webhook's report of an agent the run does not know, on the branch of a launch that has none: an attempt whose
-    /// answer was lost created it. Adopted, as reconciling would, rather than let it run unseen (after the last attempt
-    /// nothing else would look for it).
+    /// A webhook's report of an agent the run does not know: one on the branch of a launch that has none was created
+    /// by an attempt whose answer was lost. Adopted, as reconciling would, rather than let it run unseen (after the
+    /// last attempt nothing else would look for it); any other is an unknown agent.
     /// </summary>
     private async Task<AgentReportStatus> AdoptReportedAgentAsync(
         RunHandoffState state, ProviderAgent report, AgentReport signed, IRunStateWriter writer)
