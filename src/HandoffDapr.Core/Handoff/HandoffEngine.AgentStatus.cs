@@ -216,7 +216,7 @@ public sealed partial class HandoffEngine
                 }
                 else if (givenUp.Contains(agent.Id))
                 {
-                    WatchGivenUp(agent.Id, latest, watchedFor, followedUp: followedUpAt is not null, report);
+                    WatchGivenUp(agent.Id, latest, watchedFor, wasFollowedUp: followedUpAt is not null, report);
                 }
                 else if (toConfirm.TryGetValue(agent.Id, out var reportedAt))
                 {
@@ -256,7 +256,7 @@ public sealed partial class HandoffEngine
         }
 
         private void WatchGivenUp(
-            string agentId, CodingAgentState latest, TimeSpan watchedFor, bool followedUp, ProviderAgent? report)
+            string agentId, CodingAgentState latest, TimeSpan watchedFor, bool wasFollowedUp, ProviderAgent? report)
         {
             // Watched until the provider shows an end (or says FINISHED: its read is applied before its watch), or for
             // twice the maximum age. Such an agent may be "completed" without a pull request: it is watched all the
@@ -266,7 +266,7 @@ public sealed partial class HandoffEngine
             // stopped then) while this stop has not taken (its outcome unknown, or a time-out's, best effort); and
             // while the run shows it at work, a late webhook may yet tell of that earlier end, which would take it off
             // every watch if it were polled as at work.
-            var endShown = !followedUp && report?.Status.HasEnded() == true;
+            var endShown = !wasFollowedUp && report?.Status.HasEnded() == true;
             if (!endShown && !IsCompletedWithPullRequest(latest) && watchedFor <= watchLimit)
             {
                 stillWatched.Add(agentId);

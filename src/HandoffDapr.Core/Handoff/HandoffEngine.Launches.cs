@@ -479,7 +479,7 @@ public sealed partial class HandoffEngine
             // may have created its own agent, so it is looked for first at its next attempt. One on another launch's
             // branch is that launch's even before it has found it (its answer lost): taken here, that launch's lookups
             // would find it followed by this one and never end, and this launch's own agent would never be looked for.
-            LogLaterAgentOfAnotherLaunch(counted, state.RunId, launch.Repository, answered.Id, other.Repository);
+            QueueAgentOfAnotherLaunchLine(counted, state.RunId, launch.Repository, answered.Id, other.Repository);
             outcome = new LaunchAttempt(
                 null,
                 new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true),
@@ -505,7 +505,7 @@ public sealed partial class HandoffEngine
     /// The line <see cref="ScreenedOutcome"/> logs, made here: a lambda there would capture its parameters, and its
     /// closure be made for every answer screened, not only for one refused.
     /// </summary>
-    private void LogLaterAgentOfAnotherLaunch(
+    private void QueueAgentOfAnotherLaunchLine(
         TurnMeasurements counted, long runId, string repository, string agentId, string otherRepository) =>
         counted.Log(() => LogAgentOfAnotherLaunch(runId, repository, agentId, otherRepository));
 
