@@ -213,13 +213,18 @@ public sealed class AgentStore(Microsoft.Extensions.Options.IOptions<FakeProvide
 
     public string Status(FakeAgent agent)
     {
-        if (agent.Stopped)
+        // Under the lock Stop holds: read between its check and its write, the flag and the clock could say an agent
+        // the stop was granted for finished, and its FINISHED webhook would follow the stop.
+        lock (agent)
         {
-            return "STOPPED";
-        }
+            if (agent.Stopped)
+            {
+                return "STOPPED";
+            }
 
-        var age = time.GetUtcNow() - agent.CreatedAt;
-        return age >= options.Value.FinishAfter ? "FINISHED" : age >= options.Value.RunningAfter ? "RUNNING" : "CREATING";
+            var age = time.GetUtcNow() - agent.CreatedAt;
+            return age >= options.Value.FinishAfter ? "FINISHED" : age >= options.Value.RunningAfter ? "RUNNING" : "CREATING";
+        }
     }
 
     public JsonObject View(FakeAgent agent)
