@@ -400,6 +400,35 @@ public sealed partial class HandoffRunActor(
     private async Task<bool> SaveStateAsync(RunHandoffState? previous, RunHandoffState state, DateTimeOffset? wakeAt)
     {
         var expiry = await ExpiryOfSaveAsync(state);
+        var agentsChanged = await WriteChangedPartsAsync(previous, state, expiry);
+        var deletedAt = await WriteTombstoneAsync(state, expiry);
+        // wake_at needs no TTL: a settled run has no wake-up, so its save removes it (SaveStateForWakeAsync).
+        var reminderToChange = await SaveStateForWakeAsync(wakeAt);
+        if (expiry is not null && deletedAt is null)
+        {
+            // The SDK keeps each key written with the never-expire TTL in its cache as expired (its expiry time is in
+            // the past) and would read it back as absent: read from the store from here on, where it never expires.
+            await StateManager.ClearCacheAsync();
+        }
+
+        recentRuns?.Remember(state, deletedAt);
+
+        // Published once the state is saved, before the reminder step: if that fails the turn fails, but the agents are
+        // stored, and no later turn would see them change and publish them.
+        if (agentsChanged && state.CodingAgents.Count > 0)
+        {
+            await PublishAgentsAsync(state);
+        }
+
+        return reminderToChange;
+    }
+
+    /// <summary>
+    /// Writes the run's parts that changed since <paramref name="previous"/>, each with <paramref name="expiry"/> as
+    /// its TTL when there is one; true when its agents changed.
+    /// </summary>
+    private async Task<bool> WriteChangedPartsAsync(RunHandoffState? previous, RunHandoffState state, TimeSpan? expiry)
+    {
         // Only the parts that changed are written; the engine replaces a part whenever it changes it. A save that sets or
         // takes off the keys' TTL writes them all: every key of the run must expire at the same moment, or none.
         var all = expiry is not null;
@@ -439,45 +468,39 @@ public sealed partial class HandoffRunActor(
         }
 
         // Never emptied (a run that replaced a snapshot keeps the last ones, at most eight): nothing to remove.
-        if ((all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots)) && state.ReplacedSnapshots is { } replaced)
+        if ((all || !ReferenceEquals(previous?.ReplacedSnapshots, state.ReplacedSnapshots))
+            && state.ReplacedSnapshots is { } replaced)
         {
             await Set(ReplacedSnapshotsKey, replaced.ToList());
         }
 
-        if (all && await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey) is { HasValue: true, Value: { } recorded })
+        if (all && await StateManager.TryGetStateAsync<List<string>>(RecordedCommandsKey)
+                is { HasValue: true, Value: { } recorded })
         {
             await Set(RecordedCommandsKey, recorded);
         }
 
-        // wake_at needs no TTL: a settled run has no wake-up, so its save removes it (SaveStateForWakeAsync).
+        return agentsChanged;
+    }
+
+    /// <summary>
+    /// The tombstone key: written when the save gives the run's keys a TTL (the moment they are deleted is returned),
+    /// removed when it takes their TTL off (<see cref="NeverExpire"/>), left as it is otherwise; null unless written.
+    /// </summary>
+    private async Task<DateTimeOffset?> WriteTombstoneAsync(RunHandoffState state, TimeSpan? expiry)
+    {
         var deletedAt = expiry > TimeSpan.Zero ? timeProvider.GetUtcNow() + expiry.Value : (DateTimeOffset?)null;
         if (deletedAt is { } at)
         {
-            await StateManager.SetStateAsync(DeletedRunKey, new DeletedRun(state.RunId, state.GroupId, at), expiry!.Value + RunRetention.TombstoneLifetime);
+            var tombstone = new DeletedRun(state.RunId, state.GroupId, at);
+            await StateManager.SetStateAsync(DeletedRunKey, tombstone, expiry!.Value + RunRetention.TombstoneLifetime);
         }
-        else if (all)
+        else if (expiry is not null)
         {
             await StateManager.TryRemoveStateAsync(DeletedRunKey);
         }
 
-        var reminderToChange = await SaveStateForWakeAsync(wakeAt);
-        if (all && deletedAt is null)
-        {
-            // The SDK keeps each key written with the never-expire TTL in its cache as expired (its expiry time is in
-            // the past) and would read it back as absent: read from the store from here on, where it never expires.
-            await StateManager.ClearCacheAsync();
-        }
-
-        recentRuns?.Remember(state, deletedAt);
-
-        // Published once the state is saved, before the reminder step: if that fails the turn fails, but the agents are
-        // stored, and no later turn would see them change and publish them.
-        if (agentsChanged && state.CodingAgents.Count > 0)
-        {
-            await PublishAgentsAsync(state);
-        }
-
-        return reminderToChange;
+        return deletedAt;
     }
 
     /// <summary>
