@@ -73,25 +73,10 @@ public static partial class CompletionEventEndpoints
                 : Malformed(mode, services.Logger, problem);
         }
 
-        RunSnapshot? snapshot = null;
-        string? invalid, traceParent;
-        byte[]? digest = null;
-        using (body)
+        var (snapshot, invalid, traceParent, digest, repeated) = ReadSnapshot(body, services);
+        if (repeated)
         {
-            (var data, var decoded, invalid, traceParent) = FindSnapshot(body.Memory.Span);
-            if (invalid is null)
-            {
-                var snapshotBytes = decoded is not null ? decoded.AsSpan() : body.Memory.Span[data];
-                // The exact bytes of an event already handled, where handling them again would change nothing (a
-                // redelivery): answered without reading the run.
-                if (services.Owner.FindRepeatedEvent(snapshotBytes, out digest) is { } repeatedRun)
-                {
-                    LogEventRepeated(services.Logger, repeatedRun);
-                    return DaprEventReply.Success;
-                }
-
-                (snapshot, invalid) = DeserializeSnapshot(snapshotBytes);
-            }
+            return DaprEventReply.Success;
         }
 
         // A structured CloudEvent carries its trace context in the body: continue that trace.
@@ -127,20 +112,56 @@ public static partial class CompletionEventEndpoints
             return mode == HostingMode.Dapr ? DaprEventReply.Retry : Problems.Unavailable(exception);
         }
 
+        return AnswerOutcome(mode, services.Logger, snapshot.RunId, outcome);
+    }
+
+    /// <summary>
+    /// The body's snapshot, or why the event is refused, and the digest of its bytes; <c>Repeated</c> (logged) when
+    /// they are those of an event already handled. The body is disposed here, once its bytes are read.
+    /// </summary>
+    private static (RunSnapshot? Snapshot, string? Invalid, string? TraceParent, byte[]? Digest, bool Repeated)
+        ReadSnapshot(PooledBody body, HandoffServices services)
+    {
+        using (body)
+        {
+            var (data, decoded, invalid, traceParent) = FindSnapshot(body.Memory.Span);
+            if (invalid is not null)
+            {
+                return (null, invalid, traceParent, null, false);
+            }
+
+            var snapshotBytes = decoded is not null ? decoded.AsSpan() : body.Memory.Span[data];
+            // The exact bytes of an event already handled, where handling them again would change nothing (a
+            // redelivery): answered without reading the run.
+            if (services.Owner.FindRepeatedEvent(snapshotBytes, out var digest) is { } repeatedRun)
+            {
+                LogEventRepeated(services.Logger, repeatedRun);
+                return (null, null, traceParent, digest, true);
+            }
+
+            var (snapshot, notASnapshot) = DeserializeSnapshot(snapshotBytes);
+            return (snapshot, notASnapshot, traceParent, digest, false);
+        }
+    }
+
+    /// <summary>The answer to an event the owner took or refused, by its outcome, logged.</summary>
+    private static IResult AnswerOutcome(HostingMode mode, ILogger logger, long runId, CompletionOutcome outcome)
+    {
         switch (outcome.Status)
         {
             case CompletionStatus.Rejected:
-                LogEventDropped(services.Logger, snapshot.RunId, Answer(mode, StatusCodes.Status404NotFound), outcome.Reason);
+                LogEventDropped(logger, runId, Answer(mode, StatusCodes.Status404NotFound), outcome.Reason);
                 return mode == HostingMode.Dapr ? DaprEventReply.Drop : Problems.UnknownRun();
             case CompletionStatus.RunDeleted:
                 // As a duplicate is answered: taken, so pub/sub stops redelivering it; nothing is stored or launched.
-                LogEventForDeletedRun(services.Logger, snapshot.RunId);
+                LogEventForDeletedRun(logger, runId);
                 break;
             case CompletionStatus.HandedOff:
-                LogEventHandedOff(services.Logger, snapshot.RunId, outcome.Result.Successes.Count, outcome.Result.Failures.Count, outcome.Result.Retries.Count);
+                var result = outcome.Result;
+                LogEventHandedOff(logger, runId, result.Successes.Count, result.Failures.Count, result.Retries.Count);
                 break;
             default:
-                LogEventStored(services.Logger, snapshot.RunId, outcome.Reason);
+                LogEventStored(logger, runId, outcome.Reason);
                 break;
         }
 
