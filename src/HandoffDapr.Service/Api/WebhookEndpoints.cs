@@ -71,21 +71,11 @@ public static partial class WebhookEndpoints
         }
 
         using var body = received;
-        var signed = WebhookSignature.IsValid(integration.WebhookSecret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
-        if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
+        var secret = integration.WebhookSecret;
+        if (Authenticate(request, body, secret, signingIntegration, integrationId, limiter, rejections, services.Logger)
+            is { } refused)
         {
-            if (rejections.ShouldLog(services.Logger, signingIntegration, signed ? SignedOverLimit : UnsignedOverLimit) is { } unlogged)
-            {
-                LogRateLimited(services.Logger, signingIntegration, signed ? "signed" : "unsigned", limiter.PermitsPerMinute, unlogged);
-            }
-
-            return Problems.WebhooksRateLimited(wait);
-        }
-
-        if (!signed)
-        {
-            LogRejected(services.Logger, rejections, signingIntegration, integrationId, BadSignature);
-            return Unauthorized(request);
+            return refused;
         }
 
         var parsed = CursorWebhook.TryParse(body.Memory, out var change);
@@ -102,39 +92,8 @@ public static partial class WebhookEndpoints
             return TypedResults.NoContent();
         }
 
-        // A report that names a repository, GitHub's or not, goes to the run: one about its agent naming another than the
-        // launch's is logged (AgentReportOfAnotherRepository) and counted (other_repository), whatever host it names.
-        // The run is read first, so a report ignored for another reason is still logged with the run it was about.
-        // Bound as an array: bound as one string, a repeated run_id arrives joined ("5,5") and was told apart from a
-        // missing one by nothing. Either way the report is ignored (no usable run_id), but the line says which.
-        var runNamed = RunIds.TryParse(run_id is [var only] ? only : null, out var runId);
-        var noRunReason = run_id switch
+        if (RunOf(run_id, change!, services.Logger) is not { } runId)
         {
-            null or [] => "no run id on the webhook URL",
-            { Length: > 1 } => "run_id given more than once on the webhook URL",
-            _ => "run_id on the webhook URL is not a valid run id",
-        };
-        if (string.IsNullOrWhiteSpace(change!.RawRepository))
-        {
-            if (runNamed)
-            {
-                LogIgnored(services.Logger, runId, change.Agent.Id, "no source repository");
-            }
-            else
-            {
-                LogIgnoredWithoutRun(services.Logger, change.Agent.Id, $"no source repository, and {noRunReason}");
-            }
-
-            CountWebhook(change.Agent.Status, NoRepositoryOutcome);
-            return TypedResults.NoContent();
-        }
-
-        // A 204 for a run_id that is not valid too, not the API's 400: the URL is the one the launch gave Cursor, which
-        // delivers again on any answer but 2xx, and the same URL again would be no better.
-        if (!runNamed)
-        {
-            LogIgnoredWithoutRun(services.Logger, change.Agent.Id, noRunReason);
-            CountWebhook(change.Agent.Status, NoRunIdOutcome);
             return TypedResults.NoContent();
         }
 
@@ -142,7 +101,9 @@ public static partial class WebhookEndpoints
         try
         {
             // A webhook about an agent we launched means it was picked up: CREATING counts as running here.
-            var report = change.Agent.Status == ProviderAgentStatus.Creating ? change.Agent with { Status = ProviderAgentStatus.Running } : change.Agent;
+            var report = change!.Agent.Status == ProviderAgentStatus.Creating
+                ? change.Agent with { Status = ProviderAgentStatus.Running }
+                : change.Agent;
             outcome = await services.Owner.ApplyAgentReportAsync(runId, new AgentReport(signingIntegration, report, change.Repository?.FullName), cancellationToken);
         }
         catch (RunOwnerUnavailableException exception)
@@ -158,6 +119,78 @@ public static partial class WebhookEndpoints
         }
 
         return TypedResults.NoContent();
+    }
+
+    /// <summary>
+    /// The request authenticated to its body: null when it is signed and within the rate limit, else its refusal,
+    /// logged. The limiter is asked before the signature's verdict is acted on.
+    /// </summary>
+    private static Results<NoContent, ProblemHttpResult, RetryAfterResult>? Authenticate(
+        HttpRequest request, PooledBody body, string secret, long signingIntegration, string integrationId,
+        Security.WebhookRateLimiter limiter, Security.RefusalLog rejections, ILogger logger)
+    {
+        var signed = WebhookSignature.IsValid(secret, body.Memory.Span, request.Headers[SignatureHeader].ToString());
+        if (limiter.TryAcquire((signingIntegration, signed)) is { } wait)
+        {
+            if (rejections.ShouldLog(logger, signingIntegration, signed ? SignedOverLimit : UnsignedOverLimit)
+                is { } unlogged)
+            {
+                LogRateLimited(
+                    logger, signingIntegration, signed ? "signed" : "unsigned", limiter.PermitsPerMinute, unlogged);
+            }
+
+            return Problems.WebhooksRateLimited(wait);
+        }
+
+        if (!signed)
+        {
+            LogRejected(logger, rejections, signingIntegration, integrationId, BadSignature);
+            return Unauthorized(request);
+        }
+
+        return null;
+    }
+
+    /// <summary>The run a parsed report goes to; null when it is ignored (logged and counted).</summary>
+    private static long? RunOf(string[]? runIds, CursorStatusChange change, ILogger logger)
+    {
+        // A report that names a repository, GitHub's or not, goes to the run: one about its agent naming another than
+        // the launch's is logged (AgentReportOfAnotherRepository) and counted (other_repository), whatever host it
+        // names. The run is read first, so a report ignored for another reason is still logged with the run it was
+        // about. Bound as an array: bound as one string, a repeated run_id arrives joined ("5,5") and was told apart
+        // from a missing one by nothing. Either way the report is ignored (no usable run_id), but the line says which.
+        var runNamed = RunIds.TryParse(runIds is [var only] ? only : null, out var runId);
+        var noRunReason = runIds switch
+        {
+            null or [] => "no run id on the webhook URL",
+            { Length: > 1 } => "run_id given more than once on the webhook URL",
+            _ => "run_id on the webhook URL is not a valid run id",
+        };
+        if (string.IsNullOrWhiteSpace(change.RawRepository))
+        {
+            if (runNamed)
+            {
+                LogIgnored(logger, runId, change.Agent.Id, "no source repository");
+            }
+            else
+            {
+                LogIgnoredWithoutRun(logger, change.Agent.Id, $"no source repository, and {noRunReason}");
+            }
+
+            CountWebhook(change.Agent.Status, NoRepositoryOutcome);
+            return null;
+        }
+
+        // A 204 for a run_id that is not valid too, not the API's 400: the URL is the one the launch gave Cursor, which
+        // delivers again on any answer but 2xx, and the same URL again would be no better.
+        if (!runNamed)
+        {
+            LogIgnoredWithoutRun(logger, change.Agent.Id, noRunReason);
+            CountWebhook(change.Agent.Status, NoRunIdOutcome);
+            return null;
+        }
+
+        return runId;
     }
 
     private const string NotConfigured = "no such integration is configured";
