@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
 using System.Xml;
 using HandoffDapr.Service.Api;
+using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace HandoffDapr.Service.DaprHost;
 
@@ -24,19 +25,10 @@ internal static class ActorCallRefusals
     /// <param name="arguments">How a method call's body is checked before the SDK reads it.</param>
     public static async Task InvokeAsync(HttpContext context, RequestDelegate call, long bodyLimit, ActorCallArguments arguments)
     {
-        // The only type this app hosts (the SDK would throw InvalidOperationException, which is too broad to catch).
-        if (context.Request.RouteValues["actorTypeName"] is string type && type != HandoffRunActor.ActorTypeName)
+        var request = context.Request;
+        if (RefuseUnservedRoute(request.RouteValues) is { } unserved)
         {
-            await Problems.NoSuchEndpoint().ExecuteAsync(context);
-            return;
-        }
-
-        // The actor registers no timers, so daprd never fires one: a timer call came from elsewhere. The SDK would run
-        // whatever public method of the actor its body names (outside the actor's interface), and throw, a 500, for a
-        // body without one.
-        if (context.Request.RouteValues.ContainsKey("timerName"))
-        {
-            await Problems.NoSuchEndpoint().ExecuteAsync(context);
+            await unserved.ExecuteAsync(context);
             return;
         }
 
@@ -45,57 +37,34 @@ internal static class ActorCallRefusals
         // expect: data that is not base64 (a reminder registered elsewhere with JSON data), a time null or in another form
         // ("1h"), a body with neither time. daprd then fires it again, to the same end. A body that is not a JSON object is
         // refused as any other actor call's; any object is handed on as the Scheduler writes one.
-        if (context.Request.RouteValues.ContainsKey("reminderName"))
+        if (request.RouteValues.ContainsKey("reminderName"))
         {
-            var (body, problem) = await RequestBody.ReadAsync(context.Request, bodyLimit, context.RequestAborted);
-            if (body is null)
+            var (body, problem) = await RequestBody.ReadAsync(request, bodyLimit, context.RequestAborted);
+            var refused = body is null ? problem! : ReplaceReminderBody(request, body);
+            if (refused is not null)
             {
-                await problem!.ExecuteAsync(context);
+                await refused.ExecuteAsync(context);
                 return;
             }
-
-            using (body)
-            {
-                if (!IsJsonObject(body.Memory))
-                {
-                    await Problems.InvalidBody("The reminder call's body is not a JSON object.").ExecuteAsync(context);
-                    return;
-                }
-            }
-
-            context.Request.Body = new MemoryStream(SchedulerReminderBody, writable: false);
-            context.Request.ContentLength = SchedulerReminderBody.Length;
         }
 
         // A call in the proxy's format (the method in a header, the argument wrapped) rather than the plain one.
-        var remoting = context.Request.Headers.ContainsKey(ActorCallArguments.RemotingHeader);
+        var remoting = request.Headers.ContainsKey(ActorCallArguments.RemotingHeader);
 
         // A method's argument is checked against what its type says (see ActorCallArguments) before the SDK reads it.
         PooledBody? argument = null;
-        if (context.Request.RouteValues["methodName"] is string methodName && arguments.ParameterOf(methodName) is { } parameter)
+        if (request.RouteValues["methodName"] is string methodName
+            && arguments.ParameterOf(methodName) is { } parameter)
         {
-            (argument, var problem) = await RequestBody.ReadAsync(context.Request, bodyLimit, context.RequestAborted);
-            if (argument is null)
+            (argument, var problem) = await RequestBody.ReadAsync(request, bodyLimit, context.RequestAborted);
+            var refused = argument is null
+                ? problem!
+                : CheckArgument(request, argument, arguments, parameter, remoting);
+            if (refused is not null)
             {
-                await problem!.ExecuteAsync(context);
+                await refused.ExecuteAsync(context);
                 return;
             }
-
-            if (!arguments.IsArgument(argument.Memory, parameter, remoting))
-            {
-                argument.Dispose();
-                await Problems.InvalidBody("The actor call's body is not JSON of the method's parameter.").ExecuteAsync(context);
-                return;
-            }
-
-            // The bytes already read are handed on, not copied: the SDK reads them as it would the request's body.
-            if (!MemoryMarshal.TryGetArray(argument.Memory, out var bytes))
-            {
-                throw new InvalidOperationException("A pooled body is backed by an array.");
-            }
-
-            context.Request.Body = new MemoryStream(bytes.Array!, bytes.Offset, bytes.Count, writable: false);
-            context.Request.ContentLength = bytes.Count;
         }
 
         // A proxy's call the SDK cannot read (its header, its body) is answered as an actor's exception would be: a 200 with
@@ -127,17 +96,88 @@ internal static class ActorCallRefusals
 
         if (remotingAnswer?.Held is { } exceptionAnswer)
         {
-            if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
+            await AnswerHeldExceptionAsync(context, exceptionAnswer);
+        }
+    }
+
+    /// <summary>
+    /// The refusal, a 404, of an actor type or a timer route this app does not serve; null for any other route.
+    /// </summary>
+    private static ProblemHttpResult? RefuseUnservedRoute(RouteValueDictionary routeValues)
+    {
+        // The only type this app hosts (the SDK would throw InvalidOperationException, which is too broad to catch).
+        if (routeValues["actorTypeName"] is string type && type != HandoffRunActor.ActorTypeName)
+        {
+            return Problems.NoSuchEndpoint();
+        }
+
+        // The actor registers no timers, so daprd never fires one: a timer call came from elsewhere. The SDK would run
+        // whatever public method of the actor its body names (outside the actor's interface), and throw, a 500, for a
+        // body without one.
+        if (routeValues.ContainsKey("timerName"))
+        {
+            return Problems.NoSuchEndpoint();
+        }
+
+        return null;
+    }
+
+    /// <summary>
+    /// A reminder call's body, disposed here, replaced by the Scheduler's; the refusal if it is not a JSON object.
+    /// </summary>
+    private static ProblemHttpResult? ReplaceReminderBody(HttpRequest request, PooledBody body)
+    {
+        using (body)
+        {
+            if (!IsJsonObject(body.Memory))
             {
-                // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
-                await context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);
-            }
-            else
-            {
-                context.Response.Headers.Remove(HeldExceptionAnswer.ErrorHeader);
-                await Problems.InvalidRequest("The actor call could not be read as a call of this actor's interface.").ExecuteAsync(context);
+                return Problems.InvalidBody("The reminder call's body is not a JSON object.");
             }
         }
+
+        request.Body = new MemoryStream(SchedulerReminderBody, writable: false);
+        request.ContentLength = SchedulerReminderBody.Length;
+        return null;
+    }
+
+    /// <summary>
+    /// Null when the argument is JSON of the method's parameter, handed on as the request's body (the caller disposes
+    /// it once the call is made); else the refusal, the argument disposed.
+    /// </summary>
+    private static ProblemHttpResult? CheckArgument(
+        HttpRequest request, PooledBody argument, ActorCallArguments arguments, ParameterInfo parameter, bool remoting)
+    {
+        if (!arguments.IsArgument(argument.Memory, parameter, remoting))
+        {
+            argument.Dispose();
+            return Problems.InvalidBody("The actor call's body is not JSON of the method's parameter.");
+        }
+
+        // The bytes already read are handed on, not copied: the SDK reads them as it would the request's body.
+        if (!MemoryMarshal.TryGetArray(argument.Memory, out var bytes))
+        {
+            throw new InvalidOperationException("A pooled body is backed by an array.");
+        }
+
+        request.Body = new MemoryStream(bytes.Array!, bytes.Offset, bytes.Count, writable: false);
+        request.ContentLength = bytes.Count;
+        return null;
+    }
+
+    /// <summary>
+    /// A proxy's call answered by an exception: a failed turn's answer sent as it was held, any other a 400.
+    /// </summary>
+    private static ValueTask AnswerHeldExceptionAsync(HttpContext context, byte[] exceptionAnswer)
+    {
+        if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
+        {
+            // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
+            return context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);
+        }
+
+        context.Response.Headers.Remove(HeldExceptionAnswer.ErrorHeader);
+        const string NotOfTheInterface = "The actor call could not be read as a call of this actor's interface.";
+        return new ValueTask(Problems.InvalidRequest(NotOfTheInterface).ExecuteAsync(context));
     }
 
     /// <summary>The type the SDK wrote into an exception answer (its ActorInvokeExceptionData, binary XML); null if unreadable.</summary>
