@@ -221,20 +221,23 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         // Durations at most 30 days (a year for an agent's age): past ~49 days a timer cannot be set at all, and the
         // engine sets one for an attempt's in-flight deadline.
         var month = TimeSpan.FromDays(30);
+
+        // A maximum: at least its base (not compared with a base read as days, see Validate) and at most 30 days.
+        void MaximumRule(TimeSpan maximum, TimeSpan floor, string setting, string floorSetting) =>
+            LaunchRule(
+                (maximum < floor && !readAsDays.Contains($"Handoff:Launch:{floorSetting}")) || maximum > month,
+                setting, $"must be at least Handoff:Launch:{floorSetting} and at most 30 days.");
+
         LaunchRule(!IsPositiveAtMost(launch.RetryBaseDelay, month), nameof(launch.RetryBaseDelay),
             "must be positive and at most 30 days.");
-        LaunchRule(
-            (launch.RetryMaxDelay < launch.RetryBaseDelay && !readAsDays.Contains("Handoff:Launch:RetryBaseDelay"))
-                || launch.RetryMaxDelay > month,
-            nameof(launch.RetryMaxDelay), "must be at least Handoff:Launch:RetryBaseDelay and at most 30 days.");
+        MaximumRule(
+            launch.RetryMaxDelay, launch.RetryBaseDelay, nameof(launch.RetryMaxDelay), nameof(launch.RetryBaseDelay));
         LaunchRule(!IsPositiveAtMost(launch.InFlightTimeout, month), nameof(launch.InFlightTimeout),
             "must be positive and at most 30 days.");
         LaunchRule(!IsPositiveAtMost(launch.PollInterval, month), nameof(launch.PollInterval),
             "must be positive and at most 30 days.");
-        LaunchRule(
-            (launch.PollMaxInterval < launch.PollInterval && !readAsDays.Contains("Handoff:Launch:PollInterval"))
-                || launch.PollMaxInterval > month,
-            nameof(launch.PollMaxInterval), "must be at least Handoff:Launch:PollInterval and at most 30 days.");
+        MaximumRule(
+            launch.PollMaxInterval, launch.PollInterval, nameof(launch.PollMaxInterval), nameof(launch.PollInterval));
         LaunchRule(!IsPositiveAtMost(launch.AgentMaxAge, TimeSpan.FromDays(365)), nameof(launch.AgentMaxAge),
             "must be positive and at most 365 days.");
     }
