@@ -87,8 +87,7 @@ public sealed partial class HandoffEngine
             // The request may be out, as for a launch that faulted: "not carried out" could make the caller send a
             // follow-up twice, so its outcome is unknown.
             LogProviderFaulted(runId, operation, exception.GetType().Name);
-            return ProviderResult<bool>.Failed(
-                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true));
+            return ProviderResult<bool>.Failed(ProviderFailureClassifier.UnusableAnswer);
         }
     }
 

@@ -365,7 +365,7 @@ public sealed partial class HandoffEngine
             // must not lose the other repositories' answers: this one's outcome is unknown (the request may be out), so
             // its next attempt looks for an agent first.
             LogProviderFaulted(round.RunId, "launch", exception.GetType().Name);
-            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            outcome = NoUsableAnswer;
         }
 
         // A launch that reached no provider (its integration gone, its prompt over the cap, an open circuit, its lookup
@@ -436,6 +436,10 @@ public sealed partial class HandoffEngine
         return (new LaunchAttempt(result.Value, result.Failure, Reconciled: false), reconcileFirst);
     }
 
+    /// <summary>An attempt with no answer its launch can take: its outcome unknown, so the next attempt looks first.</summary>
+    private static readonly LaunchAttempt NoUsableAnswer =
+        new(null, ProviderFailureClassifier.UnusableAnswer, Reconciled: false);
+
     /// <summary>
     /// The round's answers, each applied to its launch as the run now has it: one the launch moved on from as a late
     /// answer (<see cref="ApplyLate"/>), any other as the agent it names or the failure it reports.
@@ -480,10 +484,7 @@ public sealed partial class HandoffEngine
             // branch is that launch's even before it has found it (its answer lost): taken here, that launch's lookups
             // would find it followed by this one and never end, and this launch's own agent would never be looked for.
             QueueAgentOfAnotherLaunchLine(counted, state.RunId, launch.Repository, answered.Id, other.Repository);
-            outcome = new LaunchAttempt(
-                null,
-                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true),
-                Reconciled: false);
+            outcome = NoUsableAnswer;
         }
 
         if (outcome.Agent is { } named
@@ -492,10 +493,7 @@ public sealed partial class HandoffEngine
             // An agent of another repository is no answer for this launch (a provider answering garbage): taken as its
             // agent, every later report of it would be refused, and the agent the launch may have created never
             // followed. The launch's own agent is looked for first at its next attempt.
-            outcome = new LaunchAttempt(
-                null,
-                new ProviderFailure(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true),
-                Reconciled: false);
+            outcome = NoUsableAnswer;
         }
 
         return outcome;

@@ -60,11 +60,17 @@ public static partial class ProviderFailureClassifier
             Attempted: exception.Kind != TransportFailureKind.CircuitOpen);
 
     /// <summary>
+    /// An answer the engine cannot use, with no status to name: a provider client's fault, or an agent of another launch
+    /// or repository. The request was out, so whether the provider carried it out is unknown.
+    /// </summary>
+    public static readonly ProviderFailure UnusableAnswer =
+        new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true);
+
+    /// <summary>
     /// An answer we cannot read (a 2xx with an unreadable body, a 303, a status with no HTTP class): the provider may well
     /// have created the agent.
     /// </summary>
-    public static ProviderFailure MalformedAnswer(int statusCode) =>
-        new(FailureTypes.InvalidResponse, Retryable: true, OutcomeUnknown: true, StatusCode: statusCode);
+    public static ProviderFailure MalformedAnswer(int statusCode) => UnusableAnswer with { StatusCode = statusCode };
 
     /// <summary>Parses <c>Retry-After</c> as delta-seconds or an HTTP date in any of its three forms (RFC 9110 §10.2.3, §5.6.7), at most <see cref="MaxRetryAfter"/>.</summary>
     public static TimeSpan? ParseRetryAfter(string? value, DateTimeOffset now)
