@@ -77,8 +77,7 @@ public sealed partial class HandoffEngine
         {
             // Stopped while at the provider, which may have it: "try again" could send a follow-up twice. An unknown
             // outcome, as for a launch its round stopped.
-            return ProviderResult<bool>.Failed(
-                new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true));
+            return ProviderResult<bool>.Failed(ProviderFailureClassifier.Unanswered);
         }
         catch (Exception exception)
         {

@@ -357,7 +357,7 @@ public sealed partial class HandoffEngine
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             // Unanswered in time, or the caller gave up: the request may be out, so the next attempt reconciles first.
-            outcome = new LaunchAttempt(null, new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true), Reconciled: false);
+            outcome = new LaunchAttempt(null, ProviderFailureClassifier.Unanswered, Reconciled: false);
         }
         catch (Exception exception)
         {

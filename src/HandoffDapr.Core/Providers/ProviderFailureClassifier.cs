@@ -60,6 +60,13 @@ public static partial class ProviderFailureClassifier
             Attempted: exception.Kind != TransportFailureKind.CircuitOpen);
 
     /// <summary>
+    /// A call stopped while at the provider (its time was up, or its caller gave up): the request may be out, so whether
+    /// the provider carried it out is unknown (a launch's next attempt looks first; a command is not sent again).
+    /// </summary>
+    public static readonly ProviderFailure Unanswered =
+        new(FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true);
+
+    /// <summary>
     /// An answer the engine cannot use, with no status to name: a provider client's fault, or an agent of another launch
     /// or repository. The request was out, so whether the provider carried it out is unknown.
     /// </summary>
