@@ -60,53 +60,9 @@ public sealed class CursorAgentsProvider(
                 return ProviderResult<ProviderAgent?>.Failed(failure);
             }
 
-            try
+            if (ReadPage(answer.Response!, repository, branchName, since, ref unreadable, out cursor) is { } decided)
             {
-                using var document = JsonDocument.Parse(answer.Response!.Body);
-                if (document.RootElement.ValueKind != JsonValueKind.Object
-                    || !document.RootElement.TryGetProperty("agents", out var agents) || agents.ValueKind != JsonValueKind.Array)
-                {
-                    return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                }
-
-                foreach (var element in agents.EnumerateArray())
-                {
-                    if (element.ValueKind != JsonValueKind.Object)
-                    {
-                        // Not a list of agents: passing over what may be ours would answer "none" and launch it again.
-                        return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                    }
-
-                    element.TryGetProperty("target", out var target);
-                    var shownBranch = ReadString(target, "branchName");
-                    if (!RepositoryMatches(element, repository))
-                    {
-                        continue;
-                    }
-
-                    if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
-                    {
-                        // Ours, but unreadable (no usable id): "none" would launch a second agent beside it.
-                        return ReadAgent(element) is { } agent
-                            ? ProviderResult<ProviderAgent?>.Success(agent)
-                            : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                    }
-
-                    if (shownBranch is null && !(CreatedAt(element) < since))
-                    {
-                        unreadable++;
-                    }
-                }
-
-                if (!TryReadNextCursor(document.RootElement, out cursor))
-                {
-                    // More pages, but where they are cannot be read: ours may be on one of them.
-                    return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                }
-            }
-            catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
-            {
-                return Malformed<ProviderAgent?>(answer.Response!.StatusCode, "list");
+                return decided;
             }
 
             if (string.IsNullOrEmpty(cursor))
@@ -116,6 +72,69 @@ public sealed class CursorAgentsProvider(
         }
 
         return exchange.ListExhausted(MaxListPages);
+    }
+
+    /// <summary>
+    /// One page of the list read: the lookup's answer when the page decides it (ours, or a page that cannot be read),
+    /// else null, with the repository's agents that show no branch (and may be ours) counted in
+    /// <paramref name="unreadable"/> and the next page's cursor (null on the last page).
+    /// </summary>
+    private ProviderResult<ProviderAgent?>? ReadPage(
+        ProviderResponse response, RepositoryName repository, string branchName, DateTimeOffset? since,
+        ref int unreadable, out string? cursor)
+    {
+        cursor = null;
+        try
+        {
+            using var document = JsonDocument.Parse(response.Body);
+            if (document.RootElement.ValueKind != JsonValueKind.Object
+                || !document.RootElement.TryGetProperty("agents", out var agents)
+                || agents.ValueKind != JsonValueKind.Array)
+            {
+                return Malformed<ProviderAgent?>(response.StatusCode, "list");
+            }
+
+            foreach (var element in agents.EnumerateArray())
+            {
+                if (element.ValueKind != JsonValueKind.Object)
+                {
+                    // Not a list of agents: passing over what may be ours would answer "none" and launch it again.
+                    return Malformed<ProviderAgent?>(response.StatusCode, "list");
+                }
+
+                element.TryGetProperty("target", out var target);
+                var shownBranch = ReadString(target, "branchName");
+                if (!RepositoryMatches(element, repository))
+                {
+                    continue;
+                }
+
+                if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
+                {
+                    // Ours, but unreadable (no usable id): "none" would launch a second agent beside it.
+                    return ReadAgent(element) is { } agent
+                        ? ProviderResult<ProviderAgent?>.Success(agent)
+                        : Malformed<ProviderAgent?>(response.StatusCode, "list");
+                }
+
+                if (shownBranch is null && !(CreatedAt(element) < since))
+                {
+                    unreadable++;
+                }
+            }
+
+            if (!TryReadNextCursor(document.RootElement, out cursor))
+            {
+                // More pages, but where they are cannot be read: ours may be on one of them.
+                return Malformed<ProviderAgent?>(response.StatusCode, "list");
+            }
+        }
+        catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
+        {
+            return Malformed<ProviderAgent?>(response.StatusCode, "list");
+        }
+
+        return null;
     }
 
     /// <summary>Clocks differ: an agent stamped a little before our first attempt may still be its own.</summary>
