@@ -273,53 +273,21 @@ public sealed class CopilotAgentTasksProvider(
                 return ProviderResult<ProviderAgent?>.Failed(failure);
             }
 
-            var reachedOlder = false;
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
-                if (document.RootElement.ValueKind != JsonValueKind.Object
-                    || !document.RootElement.TryGetProperty("tasks", out var tasks) || tasks.ValueKind != JsonValueKind.Array)
+                if (ScreenPage(
+                        document.RootElement, answer.Response.StatusCode, branchName, since, candidates,
+                        ref unreadableListed, out var listEnds) is { } decided)
                 {
-                    return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
+                    return decided;
                 }
 
-                foreach (var task in tasks.EnumerateArray())
+                if (listEnds)
                 {
-                    if (task.ValueKind != JsonValueKind.Object)
-                    {
-                        // Not a list of tasks: passing over what may be ours would answer "none" and launch it again.
-                        return Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                    }
-
-                    var agent = ReadTaskElement(task);
-                    var shownBranch = HeadRef(task);
-                    if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
-                    {
-                        // Ours, but unreadable (no usable id): "none" would launch a second task beside it.
-                        return agent is not null ? ProviderResult<ProviderAgent?>.Success(agent) : Malformed<ProviderAgent?>(answer.Response.StatusCode, "list");
-                    }
-
-                    if (agent is null)
-                    {
-                        // Not readable: it may be ours, unless it is older than the launch. The branch it is shown on says
-                        // nothing, as GitHub names a task's branch itself.
-                        unreadableListed += CreatedAt(task) < since ? 0 : 1;
-                    }
-                    else if (agent.CreatedAt < since)
-                    {
-                        // Newest first: this task and every later one are older than the launch we look for.
-                        reachedOlder = true;
-                        break;
-                    }
-                    else
-                    {
-                        candidates.Add(agent);
-                    }
-                }
-
-                if (reachedOlder || tasks.GetArrayLength() < ListPageSize)
-                {
-                    return await FindAmongAsync(InReadingOrder(candidates, firstSentAt), candidates.Count, unreadableListed, branchName, cancellationToken);
+                    return await FindAmongAsync(
+                        InReadingOrder(candidates, firstSentAt), candidates.Count, unreadableListed, branchName,
+                        cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
@@ -329,6 +297,64 @@ public sealed class CopilotAgentTasksProvider(
         }
 
         return exchange.ListExhausted(MaxListPages);
+    }
+
+    /// <summary>
+    /// One page of the list (newest first) screened: the lookup's answer when the page decides it (a task shown on our
+    /// branch, or a page that is not a list of tasks), else null, with the tasks created since <paramref name="since"/>
+    /// added to <paramref name="candidates"/> (counted in <paramref name="unreadableListed"/> when they cannot be read),
+    /// and whether the list ends here (a task older than the launch reached, or a page short of full).
+    /// </summary>
+    private ProviderResult<ProviderAgent?>? ScreenPage(
+        JsonElement page, int statusCode, string branchName, DateTimeOffset since, List<ProviderAgent> candidates,
+        ref int unreadableListed, out bool listEnds)
+    {
+        listEnds = false;
+        if (page.ValueKind != JsonValueKind.Object
+            || !page.TryGetProperty("tasks", out var tasks) || tasks.ValueKind != JsonValueKind.Array)
+        {
+            return Malformed<ProviderAgent?>(statusCode, "list");
+        }
+
+        var reachedOlder = false;
+        foreach (var task in tasks.EnumerateArray())
+        {
+            if (task.ValueKind != JsonValueKind.Object)
+            {
+                // Not a list of tasks: passing over what may be ours would answer "none" and launch it again.
+                return Malformed<ProviderAgent?>(statusCode, "list");
+            }
+
+            var agent = ReadTaskElement(task);
+            var shownBranch = HeadRef(task);
+            if (string.Equals(shownBranch, branchName, StringComparison.Ordinal))
+            {
+                // Ours, but unreadable (no usable id): "none" would launch a second task beside it.
+                return agent is not null
+                    ? ProviderResult<ProviderAgent?>.Success(agent)
+                    : Malformed<ProviderAgent?>(statusCode, "list");
+            }
+
+            if (agent is null)
+            {
+                // Not readable: it may be ours, unless it is older than the launch. The branch it is shown on says
+                // nothing, as GitHub names a task's branch itself.
+                unreadableListed += CreatedAt(task) < since ? 0 : 1;
+            }
+            else if (agent.CreatedAt < since)
+            {
+                // Newest first: this task and every later one are older than the launch we look for.
+                reachedOlder = true;
+                break;
+            }
+            else
+            {
+                candidates.Add(agent);
+            }
+        }
+
+        listEnds = reachedOlder || tasks.GetArrayLength() < ListPageSize;
+        return null;
     }
 
     /// <summary>Clocks differ: a task stamped a little before our first attempt may still be its own.</summary>
