@@ -161,57 +161,18 @@ public sealed partial class HandoffEngine
         var followedUpAt = now;
         if (!sent.Stop && !IsCompletedWithPullRequest(agent))
         {
-            // A follow-up sets an agent that ended short of its pull request to work again: a finished one maybe on the pull
-            // request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps over.
-            // Read it on until it completes with a pull request, counting the watch from this follow-up, so that pull
-            // request is learnt without a webhook too. One the run still shows at work may have ended unseen (its webhook
-            // lost, or none, and the poll's interval up to PollMaxInterval): the next read may show that end, before it
-            // resumes, and must not end its watch either.
-            var soon = now + options.PollInterval;
-            var poll = state.Poll ?? new PollSchedule(soon, 0);
-            // Kept later than the agent's follow-up recorded before, even on a coarse clock: a stop tells by it which
-            // follow-up it saw. The schedule keeps that one's time while the agent is watched, and no read's end ends that
-            // watch: only its pull request, or twice the maximum age.
-            followedUpAt = FollowedUpAt(state, sent.AgentId) is { } previous && previous >= now ? previous.AddTicks(1) : now;
-
-            state = state with
-            {
-                Poll = poll with
-                {
-                    NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
-                    QuietPolls = 0,
-                    // Watched as awaiting now: on the given-up watch, a read that shows it at work would have it stopped again.
-                    GivenUp = Without(poll.GivenUp, [sent.AgentId]),
-                    AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([sent.AgentId])],
-                    FollowedUpAt = With(poll.FollowedUpAt, sent.AgentId, followedUpAt),
-                },
-            };
+            (state, followedUpAt) = WatchFollowedUpAgent(state, sent.AgentId, now);
         }
 
-        // A stop checked against the run before its latest follow-up was recorded crossed that follow-up: the provider may
-        // have taken the follow-up last, and set the agent to work again. Its wait for a pull request goes on (ending it
-        // wrongly loses the pull request; keeping it costs reads until the watch runs out).
-        var crossedFollowup = sent.Stop && FollowedUpAt(state, sent.AgentId) is { } latestFollowup && latestFollowup != sent.FollowupSeen;
-        if (sent.Stop && !crossedFollowup && state.Poll is { AwaitingPullRequest: { } awaited } stopped && awaited.Contains(sent.AgentId))
+        if (sent.Stop)
         {
-            // A person stopped the work a follow-up started. Read on as an agent given up on (stopped again if a read shows
-            // it at work after this stop took), until it completes with a pull request or its watch runs out: a finish the
-            // stop raced, or the follow-up's finish where the stop did not take, is still learnt.
-            state = state with { Poll = WatchingGivenUp(stopped, [sent.AgentId], now) with { AwaitingPullRequest = Without(awaited, [sent.AgentId]) } };
+            state = MoveStoppedFollowupToGivenUp(state, sent, now);
         }
 
         var counted = new TurnMeasurements();
         if (sent.Stop && !sent.OutcomeUnknown && !agent.Status.IsFinal())
         {
-            agent = agent with { Status = CodingAgentStatus.Failed };
-            counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
-            // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a webhook.
-            // One still awaiting a pull request (the stop crossed its follow-up) is read on as that, never stopped again.
-            state = state.WithAgent(agent);
-            if (state.Poll?.AwaitingPullRequest?.Contains(sent.AgentId) != true)
-            {
-                state = state with { Poll = WatchingGivenUp(state.Poll, [sent.AgentId], now) };
-            }
+            (state, agent) = FailStoppedAgent(state, agent, sent.AgentId, counted, now);
         }
 
         state = state.WithTimeline([new TimelineEntry(
@@ -219,5 +180,89 @@ public sealed partial class HandoffEngine
         await writer.SaveAsync(state, CancellationToken.None);
         counted.Publish();
         return new AgentCommandOutcome(AgentCommandStatus.Done, agent);
+    }
+
+    /// <summary>
+    /// The poll's schedule after a follow-up of an agent not completed with its pull request: the agent watched as
+    /// awaiting one, from this follow-up's time (returned, for the timeline).
+    /// </summary>
+    private (RunHandoffState State, DateTimeOffset FollowedUpAt) WatchFollowedUpAgent(
+        RunHandoffState state, string agentId, DateTimeOffset now)
+    {
+        // A follow-up sets an agent that ended short of its pull request to work again: a finished one maybe on the
+        // pull request it did not open, a stopped, failed or timed-out one on whatever it was asked, its watch perhaps
+        // over. Read it on until it completes with a pull request, counting the watch from this follow-up, so that pull
+        // request is learnt without a webhook too. One the run still shows at work may have ended unseen (its webhook
+        // lost, or none, and the poll's interval up to PollMaxInterval): the next read may show that end, before it
+        // resumes, and must not end its watch either.
+        var soon = now + options.PollInterval;
+        var poll = state.Poll ?? new PollSchedule(soon, 0);
+        // Kept later than the agent's follow-up recorded before, even on a coarse clock: a stop tells by it which
+        // follow-up it saw. The schedule keeps that one's time while the agent is watched, and no read's end ends that
+        // watch: only its pull request, or twice the maximum age.
+        var followedUpAt = FollowedUpAt(state, agentId) is { } previous && previous >= now ? previous.AddTicks(1) : now;
+
+        state = state with
+        {
+            Poll = poll with
+            {
+                NextPollAt = poll.NextPollAt < soon ? poll.NextPollAt : soon,
+                QuietPolls = 0,
+                // Watched as awaiting now: on the given-up watch, a read that shows it at work would have it stopped
+                // again.
+                GivenUp = Without(poll.GivenUp, [agentId]),
+                AwaitingPullRequest = [.. (poll.AwaitingPullRequest ?? []).Union([agentId])],
+                FollowedUpAt = With(poll.FollowedUpAt, agentId, followedUpAt),
+            },
+        };
+        return (state, followedUpAt);
+    }
+
+    /// <summary>
+    /// A stop of an agent awaiting a follow-up's pull request, the stop having seen that follow-up: the agent moved to
+    /// the given-up watch.
+    /// </summary>
+    private RunHandoffState MoveStoppedFollowupToGivenUp(
+        RunHandoffState state, AgentCommandSent stop, DateTimeOffset now)
+    {
+        // A stop checked against the run before its latest follow-up was recorded crossed that follow-up: the provider
+        // may have taken the follow-up last, and set the agent to work again. Its wait for a pull request goes on
+        // (ending it wrongly loses the pull request; keeping it costs reads until the watch runs out).
+        var crossedFollowup = FollowedUpAt(state, stop.AgentId) is { } latestFollowup
+            && latestFollowup != stop.FollowupSeen;
+        if (!crossedFollowup && state.Poll is { AwaitingPullRequest: { } awaited } stopped
+            && awaited.Contains(stop.AgentId))
+        {
+            // A person stopped the work a follow-up started. Read on as an agent given up on (stopped again if a read
+            // shows it at work after this stop took), until it completes with a pull request or its watch runs out: a
+            // finish the stop raced, or the follow-up's finish where the stop did not take, is still learnt.
+            state = state with
+            {
+                Poll = WatchingGivenUp(stopped, [stop.AgentId], now) with
+                {
+                    AwaitingPullRequest = Without(awaited, [stop.AgentId]),
+                },
+            };
+        }
+
+        return state;
+    }
+
+    /// <summary>A stop the provider took, of an agent not yet ended: the agent failed (counted), and read on.</summary>
+    private (RunHandoffState State, CodingAgentState Agent) FailStoppedAgent(
+        RunHandoffState state, CodingAgentState agent, string agentId, TurnMeasurements counted, DateTimeOffset now)
+    {
+        agent = agent with { Status = CodingAgentStatus.Failed };
+        counted.Count(HandoffTelemetry.AgentStatusChanges, Tag("status", CodingAgentStatus.Failed.WireName()));
+        // Our own verdict, like a time-out: the agent is read on, so a finish the stop raced is learnt without a
+        // webhook. One still awaiting a pull request (the stop crossed its follow-up) is read on as that, never
+        // stopped again.
+        state = state.WithAgent(agent);
+        if (state.Poll?.AwaitingPullRequest?.Contains(agentId) != true)
+        {
+            state = state with { Poll = WatchingGivenUp(state.Poll, [agentId], now) };
+        }
+
+        return (state, agent);
     }
 }
