@@ -282,47 +282,8 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
             errors.Add($"{key}:Provider must be one of: {string.Join(", ", ProviderKinds.All.Select(known => known.Name))}.");
         }
 
-        if (mode == HostingMode.Embedded)
-        {
-            if (string.IsNullOrWhiteSpace(integration.ApiKey))
-            {
-                errors.Add($"{key}:ApiKey is required in embedded mode.");
-            }
-            else if (integration.ApiKey.Any(c => c is < '!' or > '~'))
-            {
-                // It is sent in a header: a line break fails the client's construction, other text every request.
-                errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
-            }
-
-            // An unknown provider has no API to default to, and is refused above.
-            if (integration.EffectiveBaseUrl is { } baseUrl && !IsBaseUrl(baseUrl))
-            {
-                // Paths are added to it: a query or fragment would swallow them.
-                errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
-            }
-        }
-        else if (string.IsNullOrWhiteSpace(integration.Binding))
-        {
-            errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
-        }
-
-        if (integration.WebhookSecret is { Length: > 0 and (< 32 or > 256) })
-        {
-            errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise every launch is refused).");
-        }
-        else if (integration.WebhookSecret is { Length: > 0 } && string.IsNullOrWhiteSpace(integration.WebhookSecret))
-        {
-            errors.Add($"{key}:WebhookSecret must not be blank.");
-        }
-        else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
-            && options.PublicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
-            && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
-            && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
-        {
-            // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would
-            // fail.
-            errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
-        }
+        CheckCredentials(key, integration, errors);
+        CheckWebhookSecret(id, key, integration, kind, options.PublicBaseUrl, errors);
 
         // Outside Polly's 10 ms to one day the client cannot be built; at or past InFlightTimeout a call still
         // waiting for its answer would be taken for a lost launch and reconciled under it.
@@ -341,6 +302,65 @@ public sealed class HandoffOptionsValidator(HostingMode mode, IConfiguration? co
         {
             // The caller's instruction is never cut: it must fit, with the opening, however long it is allowed to be.
             errors.Add($"{key}:PromptMaxLength must be at least Handoff:MaxInstructionLength ({options.MaxInstructionLength}) + {Core.Prompts.PromptBuilder.HeadReserve}.");
+        }
+    }
+
+    /// <summary>
+    /// How an integration's calls reach its provider: embedded, its API key and base URL; in Dapr mode, the output
+    /// binding that holds the key.
+    /// </summary>
+    private void CheckCredentials(string key, IntegrationOptions integration, List<string> errors)
+    {
+        if (mode == HostingMode.Embedded)
+        {
+            if (string.IsNullOrWhiteSpace(integration.ApiKey))
+            {
+                errors.Add($"{key}:ApiKey is required in embedded mode.");
+            }
+            else if (integration.ApiKey.Any(c => c is < '!' or > '~'))
+            {
+                // It is sent in a header: a line break fails the client's construction, other text every request.
+                errors.Add($"{key}:ApiKey must be printable ASCII without spaces.");
+            }
+
+            // An unknown provider has no API to default to, and is refused in CheckIntegration.
+            if (integration.EffectiveBaseUrl is { } baseUrl && !IsBaseUrl(baseUrl))
+            {
+                // Paths are added to it: a query or fragment would swallow them.
+                errors.Add($"{key}:BaseUrl must be an absolute http(s) URL without user-info, query or fragment.");
+            }
+        }
+        else if (string.IsNullOrWhiteSpace(integration.Binding))
+        {
+            errors.Add($"{key}:Binding is required in Dapr mode (the output binding that holds the API key).");
+        }
+    }
+
+    /// <summary>
+    /// An integration's webhook secret: its length, and for Cursor the length of the webhook URL its launches give.
+    /// </summary>
+    private static void CheckWebhookSecret(
+        string id, string key, IntegrationOptions integration, ProviderKind? kind, string? publicBaseUrl,
+        List<string> errors)
+    {
+        if (integration.WebhookSecret is { Length: > 0 and (< 32 or > 256) })
+        {
+            errors.Add($"{key}:WebhookSecret must be 32 to 256 characters (what Cursor's API accepts; otherwise "
+                + "every launch is refused).");
+        }
+        else if (integration.WebhookSecret is { Length: > 0 } && string.IsNullOrWhiteSpace(integration.WebhookSecret))
+        {
+            errors.Add($"{key}:WebhookSecret must not be blank.");
+        }
+        else if (kind is { Name: CursorAgentsProvider.Name } && integration.WebhookSecret is { Length: > 0 }
+            && publicBaseUrl is { Length: > 0 } webhookBase && IsBaseUrl(webhookBase)
+            && kind.WebhookUrl(webhookBase, id) is { } webhookUrl
+            && LongestWebhookUrl(webhookUrl) is var longest && longest > MaxCursorWebhookUrlLength)
+        {
+            // Cursor refuses a launch whose webhook.url is longer (its v0 API: maxLength 2048): every launch would
+            // fail.
+            errors.Add($"Handoff:PublicBaseUrl is too long: the webhook URL given to Cursor for {key} can be {longest} "
+                + $"characters, Cursor takes at most {MaxCursorWebhookUrlLength}.");
         }
     }
 
