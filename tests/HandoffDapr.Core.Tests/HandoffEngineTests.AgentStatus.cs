@@ -1523,4 +1523,75 @@ public sealed partial class HandoffEngineTests
         CodingAgents = new Dictionary<string, CodingAgentState> { ["bc-1"] = new("bc-1", status, null, "cursor_background_agent", "acme/shop", time.GetUtcNow(), []) },
         Launches = [new RepositoryLaunch("acme/shop", "github", 42, "cursor_background_agent", 1, "b-abc123", null, true, null, LaunchPhase.Launched, 1, time.GetUtcNow(), null, "bc-1", null, time.GetUtcNow())],
     };
+
+    [Fact]
+    public async Task Webhook_adopting_an_agent_that_finished_with_its_pull_request_records_it_completed_with_it()
+    {
+        await LaunchUntilRetriesRunOut(new ProviderFailure(
+            FailureTypes.ProviderUnavailable, Retryable: true, OutcomeUnknown: true, StatusCode: 504));
+        var branch = writer.Saved.Last().Launches[0].BranchName;
+
+        // Only a finish without its pull request is held for a read; this one has it, and is taken as it comes.
+        var finished = new ProviderAgent(
+            "bc-lost", ProviderAgentStatus.Finished, PrUrl: "https://github.com/acme/shop/pull/21", BranchName: branch);
+        var adopted = await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, finished, "acme/shop"), writer);
+
+        Assert.Equal(AgentReportStatus.Changed, adopted);
+        var state = writer.Saved.Last();
+        var agent = state.CodingAgents["bc-lost"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        Assert.Equal("https://github.com/acme/shop/pull/21", Assert.Single(agent.Results).PrUrl);
+        Assert.Contains(state.Timeline, entry => entry.AgentId == "bc-lost" && entry.Detail == "reported by webhook");
+    }
+
+    [Fact]
+    public async Task Webhook_finish_without_a_pull_request_of_an_agent_completed_with_one_changes_nothing()
+    {
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/22";
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        var saves = writer.Saved.Count;
+
+        // A late webhook that left out the pull request: nothing to confirm, the pull request is known.
+        var late = await engine.ApplyAgentReportAsync(
+            state, new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer);
+
+        Assert.Equal(AgentReportStatus.Unchanged, late);
+        Assert.Equal(saves, writer.Saved.Count);
+    }
+
+    [Fact]
+    public async Task Webhook_finish_of_a_timed_out_agent_not_followed_up_is_read_on_unstopped_until_a_read_shows_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(["bc-1", "bc-2"], provider.Stops.Order());
+        // The other agent is sent a follow-up: it awaits its pull request, so that list is not empty.
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        var followup = new AgentFollowup("bc-2", "Open the pull request");
+        Assert.Equal(AgentCommandStatus.Done,
+            (await engine.AddFollowupAsync(writer.Saved.Last(), followup, recorder, CancellationToken.None)).Status);
+
+        // bc-1 had finished after all, its webhook without the pull request: completed, and read on for it.
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer));
+        var state = writer.Saved.Last();
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.DoesNotContain("bc-1", state.Poll!.GivenUp ?? []);
+        Assert.True(state.Poll.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
+
+        // A read at work is work resumed since that finish (a follow-up sent elsewhere): not stopped again.
+        state = await WakeWhenDueAsync(state);
+        Assert.Equal(["bc-1", "bc-2"], provider.Stops.Order());
+        Assert.True(state.Poll?.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
+
+        // A read that shows it finished, without a pull request, ends its reads: there is none to learn.
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        state = await WakeWhenDueAsync(state);
+        Assert.False(state.Poll?.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
+    }
 }
