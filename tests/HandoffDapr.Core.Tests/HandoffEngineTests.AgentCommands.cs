@@ -1047,4 +1047,19 @@ public sealed partial class HandoffEngineTests
             return inner.RecordCommandAsync(sent);
         }
     }
+
+    [Fact]
+    public async Task Stopping_a_second_agent_keeps_the_first_one_given_up_on_watched()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done,
+            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        Assert.Equal(["bc-1"], writer.Saved.Last().Poll!.GivenUp!);
+
+        Assert.Equal(AgentCommandStatus.Done,
+            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-2", recorder, CancellationToken.None)).Status);
+
+        Assert.Equal(["bc-1", "bc-2"], writer.Saved.Last().Poll!.GivenUp!.Order());
+    }
 }
