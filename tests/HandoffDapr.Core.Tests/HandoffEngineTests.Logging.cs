@@ -913,4 +913,29 @@ public sealed partial class HandoffEngineTests
         Assert.Equal((repository, failureType), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
         Assert.False(string.IsNullOrWhiteSpace(line.GetStructuredStateValue("Reason")));
     }
+
+    [Fact]
+    public async Task A_held_finish_taken_at_the_time_out_for_want_of_a_read_is_logged_as_taken_unconfirmed()
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logged = LoggingTo(logger);
+        await logged.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(AgentReportStatus.Changed, await logged.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer));
+
+        // Every read fails until the agent's time-out: the webhook's word ends it, and the log says so.
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var state = writer.Saved.Last();
+        while (!state.CodingAgents["bc-1"].Status.IsFinal())
+        {
+            time.Advance(state.NextWakeAt()!.Value - time.GetUtcNow());
+            state = await logged.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        var line = Assert.Single(
+            logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentFinishTakenUnconfirmed");
+        Assert.Equal(LogLevel.Warning, line.Level);
+        Assert.Contains("bc-1", line.Message);
+    }
 }
