@@ -1594,4 +1594,27 @@ public sealed partial class HandoffEngineTests
         state = await WakeWhenDueAsync(state);
         Assert.False(state.Poll?.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
     }
+
+    [Fact]
+    public async Task A_held_finish_taken_at_the_time_out_is_a_change_that_starts_the_poll_interval_over()
+    {
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer));
+        // A younger agent keeps the poll going after bc-1's end; every read fails, so only that end is a change.
+        time.Advance(TimeSpan.FromHours(1));
+        await engine.TriggerAndFinishAsync(1, writer.Saved.Last(), Trigger("acme/web"), writer, CancellationToken.None);
+        var state = writer.Saved.Last();
+        while (!state.CodingAgents["bc-1"].Status.IsFinal())
+        {
+            // The read bc-1's finish brought forward is due already.
+            time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.False(state.CodingAgents["bc-2"].Status.IsFinal());
+        Assert.Equal((time.GetUtcNow() + TimeSpan.FromMinutes(1), 0), (state.Poll!.NextPollAt, state.Poll.QuietPolls));
+    }
 }
