@@ -1,6 +1,7 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Core.Tests;
@@ -1616,5 +1617,46 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.False(state.CodingAgents["bc-2"].Status.IsFinal());
         Assert.Equal((time.GetUtcNow() + TimeSpan.FromMinutes(1), 0), (state.Poll!.NextPollAt, state.Poll.QuietPolls));
+    }
+
+    [Fact]
+    public async Task A_polls_reads_and_the_stops_of_its_verdict_are_made_no_more_at_once_than_allowed()
+    {
+        var serial = new HandoffEngine(
+            new SingleIntegrationCatalog(new Integration(42, provider)),
+            new HandoffEngineOptions { MaxParallelLaunches = 1 },
+            new RetryPolicy(new RetryOptions(), () => 0.5), time, NullLogger<HandoffEngine>.Instance);
+        await serial.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        // Each call holds its thread a while, so calls let run together overlap. Unbounded, Parallel.ForEachAsync runs
+        // as many as the runtime sees processors: this bites only where it sees two or more.
+        int calls = 0, mostReads = 0, mostStops = 0;
+        void Hold(ref int most)
+        {
+            var now = Interlocked.Increment(ref calls);
+            InterlockedMax(ref most, now);
+            Thread.Sleep(100);
+            Interlocked.Decrement(ref calls);
+        }
+
+        provider.OnRead = _ => Hold(ref mostReads);
+        provider.OnStop = () => Hold(ref mostStops);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+
+        await serial.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+
+        Assert.Equal(2, provider.Reads);
+        Assert.Equal(2, provider.Stops.Count);
+        Assert.Equal((1, 1), (mostReads, mostStops));
+    }
+
+    private static void InterlockedMax(ref int most, int value)
+    {
+        for (var seen = Volatile.Read(ref most); seen < value; seen = Volatile.Read(ref most))
+        {
+            if (Interlocked.CompareExchange(ref most, value, seen) == seen)
+            {
+                return;
+            }
+        }
     }
 }
