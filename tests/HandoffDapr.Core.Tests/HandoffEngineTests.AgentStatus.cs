@@ -1584,6 +1584,8 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.DoesNotContain("bc-1", state.Poll!.GivenUp ?? []);
         Assert.True(state.Poll.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
+        Assert.Contains(state.Timeline, entry => (entry.Event, entry.AgentId, entry.Detail)
+            == (TimelineEvents.FinishReported, "bc-1", "without its pull request; read to confirm"));
 
         // A read at work is work resumed since that finish (a follow-up sent elsewhere): not stopped again.
         state = await WakeWhenDueAsync(state);
@@ -1658,5 +1660,22 @@ public sealed partial class HandoffEngineTests
                 return;
             }
         }
+    }
+
+    [Fact]
+    public async Task An_agents_move_to_running_or_completed_leaves_its_launchs_updated_time_alone()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last().Launches[0].UpdatedAt;
+
+        // The launch itself does not change: only a failure (its type) or a finish after one (cleared) touches it.
+        var state = await WakeWhenDueAsync(writer.Saved.Last());
+        Assert.Equal(CodingAgentStatus.Running, state.CodingAgents["bc-1"].Status);
+        provider.ReadStatus = ProviderAgentStatus.Finished;
+        provider.ReadPrUrl = "https://github.com/acme/shop/pull/23";
+        state = await WakeWhenDueAsync(state);
+
+        Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
+        Assert.Equal(launched, state.Launches[0].UpdatedAt);
     }
 }
