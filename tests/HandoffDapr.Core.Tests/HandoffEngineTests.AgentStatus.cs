@@ -1678,4 +1678,23 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
         Assert.Equal(launched, state.Launches[0].UpdatedAt);
     }
+
+    [Fact]
+    public async Task A_finish_after_a_failure_with_a_pull_request_keeps_it_and_takes_the_finishs_summary()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        const string pullRequest = "https://github.com/acme/shop/pull/24";
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Error, PrUrl: pullRequest, Summary: "tests failed")), writer);
+        Assert.Equal(CodingAgentStatus.Failed, writer.Saved.Last().CodingAgents["bc-1"].Status);
+
+        // It finished after all; the webhook leaves out the pull request it already told of.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Finished, Summary: "fixed the pool timeout")), writer);
+
+        var agent = writer.Saved.Last().CodingAgents["bc-1"];
+        Assert.Equal(CodingAgentStatus.Completed, agent.Status);
+        var result = Assert.Single(agent.Results);
+        Assert.Equal((pullRequest, "fixed the pool timeout"), (result.PrUrl, result.Description));
+    }
 }
