@@ -1697,4 +1697,31 @@ public sealed partial class HandoffEngineTests
         var result = Assert.Single(agent.Results);
         Assert.Equal((pullRequest, "fixed the pool timeout"), (result.PrUrl, result.Description));
     }
+
+    [Fact]
+    public async Task A_finish_to_confirm_is_read_on_through_twice_the_maximum_age_from_its_webhook_not_past_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        time.Advance(TimeSpan.FromHours(6) + TimeSpan.FromMinutes(5));
+        await engine.WakeAndFinishAsync(writer.Saved.Last(), writer, CancellationToken.None);
+        Assert.Equal(AgentReportStatus.Changed, await engine.ApplyAgentReportAsync(
+            writer.Saved.Last(), new AgentReport(42, new ProviderAgent("bc-1", ProviderAgentStatus.Finished)), writer));
+        var watchEnds = time.GetUtcNow() + TimeSpan.FromHours(12);
+        provider.ReadFailure = new ProviderFailure(FailureTypes.ProviderUnavailable, Retryable: true, StatusCode: 503);
+        var state = writer.Saved.Last();
+        // Polled as due until the last one before the watch's end, which is made late, at that end.
+        while (state.NextWakeAt() is { } next && next + new HandoffEngineOptions().PollMaxInterval < watchEnds)
+        {
+            time.Advance(TimeSpan.FromTicks(Math.Max(0, (next - time.GetUtcNow()).Ticks)));
+            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        }
+
+        // A poll made at the very end of its watch still keeps it; the next, past it, does not.
+        Assert.True(state.NextWakeAt() <= watchEnds, $"next wake-up {state.NextWakeAt():O}");
+        time.Advance(watchEnds - time.GetUtcNow());
+        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        Assert.True(state.Poll?.FinishesToConfirm?.ContainsKey("bc-1") == true, $"poll {state.Poll}");
+        state = await WakeWhenDueAsync(state);
+        Assert.Null(state.Poll);
+    }
 }
