@@ -1724,4 +1724,35 @@ public sealed partial class HandoffEngineTests
         state = await WakeWhenDueAsync(state);
         Assert.Null(state.Poll);
     }
+
+    [Fact]
+    public async Task A_report_of_the_same_pull_request_without_a_summary_keeps_the_summary_and_branch_told_with_it()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        const string pullRequest = "https://github.com/acme/shop/pull/25";
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Error, BranchName: "fix-pool", PrUrl: pullRequest, Summary: "tests failed")), writer);
+
+        // It finished after all; this report names the same pull request and nothing else.
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Finished, PrUrl: pullRequest)), writer);
+
+        var result = Assert.Single(writer.Saved.Last().CodingAgents["bc-1"].Results);
+        Assert.Equal((pullRequest, "tests failed", "fix-pool"), (result.PrUrl, result.Description, result.BranchName));
+    }
+
+    [Fact]
+    public async Task A_report_of_another_pull_request_without_a_summary_does_not_take_the_earlier_ones_summary()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Error, PrUrl: "https://github.com/acme/shop/pull/25", Summary: "tests failed")), writer);
+
+        const string another = "https://github.com/acme/shop/pull/26";
+        await engine.ApplyAgentReportAsync(writer.Saved.Last(), new AgentReport(42, new ProviderAgent(
+            "bc-1", ProviderAgentStatus.Finished, PrUrl: another)), writer);
+
+        var result = Assert.Single(writer.Saved.Last().CodingAgents["bc-1"].Results);
+        Assert.Equal((another, null), (result.PrUrl, result.Description));
+    }
 }

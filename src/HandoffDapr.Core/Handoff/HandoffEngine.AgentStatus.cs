@@ -799,7 +799,8 @@ public sealed partial class HandoffEngine
     /// <summary>
     /// A completed agent's result for its repository (branch and pull request), and a failed one's that shows a pull
     /// request; other reports keep what was there. A pull request once learnt is kept: a later report without one (a
-    /// stale finish, say) does not drop it, nor the summary that came with it.
+    /// stale finish, say) does not drop it, nor the summary that came with it; nor does one naming the same pull request
+    /// without a summary or branch (a read after the webhook that told them).
     /// </summary>
     private static IReadOnlyList<CodingAgentResult> ResultsOf(ProviderAgent report, CodingAgentStatus status, RepositoryLaunch launch, IReadOnlyList<CodingAgentResult> current)
     {
@@ -808,7 +809,13 @@ public sealed partial class HandoffEngine
             return current;
         }
 
-        var known = report.PrUrl is null ? current.FirstOrDefault(result => result.PrUrl is not null) : null;
+        var known = current.FirstOrDefault(result => result.PrUrl is not null);
+        if (report.PrUrl is not null && report.PrUrl != known?.PrUrl)
+        {
+            // Another pull request (a follow-up's): what was told of the earlier one does not describe it.
+            known = null;
+        }
+
         return [new CodingAgentResult(
             report.Summary ?? known?.Description, launch.RepoProvider, launch.Repository, report.BranchName ?? known?.BranchName ?? launch.BranchName, report.PrUrl ?? known?.PrUrl)];
     }
