@@ -529,6 +529,52 @@ public sealed class CursorAgentsProviderTests : IDisposable
             (logged.GetStructuredStateValue("Provider"), logged.GetStructuredStateValue("Operation"), logged.GetStructuredStateValue("StatusCode")));
     }
 
+    /// <summary>
+    /// Each way a page of the agent list can be unusable, and an error answer to it, is logged naming the list: the
+    /// runbook tells a lookup's lines from a launch's or a read's by it.
+    /// </summary>
+    [Theory]
+    [InlineData(200, """{"agents":[1]}""", "ProviderMalformedAnswer")]
+    [InlineData(200, """{"agents":[{"id":12345,"target":{"branchName":"fix-abc123"}}]}""", "ProviderMalformedAnswer")]
+    [InlineData(200, """{"agents":[],"nextCursor":2}""", "ProviderMalformedAnswer")]
+    [InlineData(200, """{"agents":[""", "ProviderMalformedAnswer")]
+    [InlineData(503, """{"error":"busy"}""", "ProviderErrorAnswer")]
+    public async Task A_list_page_that_cannot_be_used_is_logged_naming_the_list(int status, string body, string line)
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", status, body);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await logging.FindAgentByBranchAsync(
+            repository!.Value, "fix-abc123", null, CancellationToken.None);
+
+        Assert.False(result.IsSuccess);
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == line);
+        Assert.Equal(("Cursor", "list"),
+            (logged.GetStructuredStateValue("Provider"), logged.GetStructuredStateValue("Operation")));
+    }
+
+    /// <summary>
+    /// An error body that is JSON without a message says so; one that is not JSON says it could not be read.
+    /// </summary>
+    [Theory]
+    [InlineData("\"maintenance\"", "(no message)")]
+    [InlineData("[1]", "(no message)")]
+    [InlineData("<html>502 Bad Gateway</html>", "(unreadable body)")]
+    public async Task Cursors_error_answer_without_a_message_to_read_is_logged_saying_which(
+        string body, string expected)
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", 502, body);
+
+        await logging.LaunchAsync(Launch(), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal(expected, logged.GetStructuredStateValue("ProviderMessage"));
+    }
+
     [Fact]
     public async Task Agent_list_that_never_ends_is_logged_as_exhausted_after_its_pages()
     {
