@@ -709,6 +709,9 @@ public sealed class CursorAgentsProviderTests : IDisposable
     [InlineData("finished", ProviderAgentStatus.Finished)]
     [InlineData("Running", ProviderAgentStatus.Running)]
     [InlineData("expired", ProviderAgentStatus.Expired)]
+    [InlineData("ERROR", ProviderAgentStatus.Error)]
+    [InlineData("stopped", ProviderAgentStatus.Stopped)]
+    [InlineData("Creating", ProviderAgentStatus.Creating)]
     public async Task Agent_status_is_read_in_any_letter_case(string status, ProviderAgentStatus expected)
     {
         // An agent read as Unknown is never seen to end: a finished one would be polled until it timed out and was stopped.
