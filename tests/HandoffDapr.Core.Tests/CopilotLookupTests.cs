@@ -307,6 +307,29 @@ public sealed class CopilotLookupTests
         Assert.DoesNotContain(transport.Paths, path => path.Contains("&page=2", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public async Task Tasks_listed_after_the_first_one_older_than_the_launch_are_not_looked_at()
+    {
+        // Newest first: a task listed past an older one is older still, even one that cannot be read or shows no
+        // creation time. Counting it would leave the lookup incomplete, and the launch never sent again.
+        var firstSent = DateTimeOffset.UtcNow.AddHours(-1);
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal)
+                ? (200, $$"""
+                    {"tasks":[{"id":"task-2","state":"completed","created_at":"{{firstSent.AddDays(-1):O}}"},
+                      {"id":7001,"state":"completed"}]}
+                    """)
+            : (404, """{"message":"Not Found"}"""));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        var result = await provider.FindAgentByBranchAsync(
+            repository!.Value, "fix-abc123", firstSent, CancellationToken.None);
+
+        Assert.True(result.IsSuccess, $"failed: {result.Failure?.FailureType}");
+        Assert.Null(result.Value);
+    }
+
     [Theory]
     [InlineData(0, false)] // stamped exactly the slack (5 min) before the first attempt: still within it
     [InlineData(-1, true)] // a second earlier: older than the launch
