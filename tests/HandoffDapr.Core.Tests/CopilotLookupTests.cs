@@ -330,6 +330,52 @@ public sealed class CopilotLookupTests
         Assert.Null(result.Value);
     }
 
+    /// <summary>
+    /// Each call whose answer cannot be used is logged naming that call (the list's every unusable page, and an error
+    /// answer to it, included): the runbook tells a lookup's lines from a launch's or a read's by it.
+    /// </summary>
+    [Theory]
+    [InlineData("launch", 200, "[1]", "ProviderMalformedAnswer")]
+    [InlineData("get", 200, "[1]", "ProviderMalformedAnswer")]
+    [InlineData("graphql", 200, "[1]", "ProviderMalformedAnswer")]
+    [InlineData("pulls", 200, "{}", "ProviderMalformedAnswer")]
+    [InlineData("list", 200, "[]", "ProviderMalformedAnswer")]
+    [InlineData("list", 200, """{"tasks":[1]}""", "ProviderMalformedAnswer")]
+    [InlineData("list", 200, """{"tasks":[{"id":7001,"head_ref":"fix-abc123"}]}""", "ProviderMalformedAnswer")]
+    [InlineData("list", 200, """{"tasks":[""", "ProviderMalformedAnswer")]
+    [InlineData("list", 503, """{"message":"busy"}""", "ProviderErrorAnswer")]
+    public async Task An_answer_that_cannot_be_used_is_logged_naming_the_call(
+        string call, int status, string body, string line)
+    {
+        const string EndedTask = """
+            {"id":"task-1","state":"completed","html_url":"https://github.com/acme/shop/copilot/tasks/task-1",
+             "head_ref":"copilot/fix-1","artifacts":[{"type":"pull","data":{"id":4001,"global_id":"PR_1"}}]}
+            """;
+        var transport = new ScriptedTransport(path => call switch
+        {
+            "graphql" => path == "graphql" ? (status, body) : (200, EndedTask),
+            "pulls" => path.StartsWith("repos/", StringComparison.Ordinal) ? (status, body)
+                : (200, EndedTask.Replace(",\"global_id\":\"PR_1\"", "", StringComparison.Ordinal)),
+            _ => (status, body),
+        });
+        var logger = new FakeLogger<CopilotAgentTasksProvider>();
+        var provider = new CopilotAgentTasksProvider(transport, TimeProvider.System, logger);
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        _ = call switch
+        {
+            "launch" => (await provider.LaunchAsync(
+                new AgentLaunchRequest("Fix it", repository!.Value, "main", "fix-abc123", AutoCreatePr: true, null),
+                CancellationToken.None)).Failure,
+            "list" => (await provider.FindAgentByBranchAsync(
+                repository!.Value, "fix-abc123", null, CancellationToken.None)).Failure,
+            _ => (await provider.GetAgentAsync("task-1", CancellationToken.None)).Failure,
+        };
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == line);
+        Assert.Equal(call is "graphql" or "pulls" ? "pull request" : call, logged.GetStructuredStateValue("Operation"));
+    }
+
     [Theory]
     [InlineData(0, false)] // stamped exactly the slack (5 min) before the first attempt: still within it
     [InlineData(-1, true)] // a second earlier: older than the launch
