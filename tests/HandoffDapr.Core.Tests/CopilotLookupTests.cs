@@ -600,6 +600,26 @@ public sealed class CopilotLookupTests
         Assert.Equal((FailureTypes.InvalidRequest, false), (result.Failure?.FailureType, result.Failure?.RequestSent));
     }
 
+    [Theory]
+    [InlineData("5")]
+    [InlineData("null")]
+    [InlineData("{}")]
+    public async Task Pull_request_node_whose_url_cannot_be_read_fails_the_finished_tasks_read_to_be_asked_again(
+        string url)
+    {
+        // A node that names a url of another kind is an answer of another shape, not GitHub saying the token cannot see
+        // the pull request: recording the task finished without it would never read it again.
+        var transport = new ScriptedTransport(path =>
+            path == "graphql" ? (200, """{"data":{"node":{"url":""" + url + "}}}")
+            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered the task {result.Value?.Status} without its pull request");
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+    }
+
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
     {
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
@@ -623,6 +643,8 @@ public sealed class CopilotLookupTests
     private sealed class ScriptedTransport(Func<string, (int Status, string Body)> answer) : IProviderTransport
     {
         public List<string> Paths { get; } = [];
+
+        public (int Status, string Body) Answer(string path) => answer(path);
 
         public Task<ProviderResponse> SendAsync(ProviderRequest request, CancellationToken cancellationToken)
         {
