@@ -620,6 +620,19 @@ public sealed class CopilotLookupTests
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
     }
 
+    [Fact]
+    public async Task Pull_request_artifact_with_id_zero_is_passed_over_for_the_next_pull_request_artifact()
+    {
+        // Zero is no pull request's id: looked up, it is not found, and the task is recorded finished without the pull
+        // request its next artifact names.
+        var transport = TaskWithPullRequestEight("completed", """{"id":0}},{"type":"pull","data":{"id":4001}""");
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.Equal("https://github.com/acme/shop/pull/8", result.Value?.PrUrl);
+    }
+
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
     {
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);
