@@ -633,6 +633,39 @@ public sealed class CopilotLookupTests
         Assert.Equal("https://github.com/acme/shop/pull/8", result.Value?.PrUrl);
     }
 
+    [Theory]
+    [InlineData("{}")]
+    [InlineData("\"NOT_FOUND\"")]
+    [InlineData("1")]
+    public async Task GraphQL_errors_that_are_not_a_list_fail_the_finished_tasks_read_to_be_asked_again(string errors)
+    {
+        // With a null node, a list of errors (or none) would say the token cannot see the pull request; errors of
+        // another kind say nothing, and a task recorded finished without its pull request is never read again.
+        var transport = new ScriptedTransport(path =>
+            path == "graphql" ? (200, """{"data":{"node":null},"errors":""" + errors + "}")
+            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.False(result.IsSuccess, $"answered the task {result.Value?.Status} without its pull request");
+        Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
+    }
+
+    [Fact]
+    public async Task GraphQL_errors_null_with_a_null_node_finishes_the_task_without_its_pull_request()
+    {
+        var transport = new ScriptedTransport(path =>
+            path == "graphql" ? (200, """{"data":{"node":null},"errors":null}""")
+            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+
+        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+
+        Assert.True(result.IsSuccess, result.Failure?.FailureType);
+        Assert.Equal((ProviderAgentStatus.Finished, null), (result.Value!.Status, result.Value.PrUrl));
+    }
+
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
     {
         public CopilotAgentTasksProvider Create() => new(transport, TimeProvider.System, NullLogger<CopilotAgentTasksProvider>.Instance);

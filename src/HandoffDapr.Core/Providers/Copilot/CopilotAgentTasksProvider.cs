@@ -128,7 +128,13 @@ public sealed class CopilotAgentTasksProvider(
             return LinkOrNone(url);
         }
 
-        var errors = root.TryGetProperty("errors", out var listed) && listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
+        if (root.TryGetProperty("errors", out var listed) && listed.ValueKind is not (JsonValueKind.Array or JsonValueKind.Null))
+        {
+            // GraphQL's errors are a list (null taken as none): anything else is an answer of another shape.
+            return null;
+        }
+
+        var errors = listed.ValueKind == JsonValueKind.Array ? listed.EnumerateArray().ToList() : [];
         var refused = errors.Count == 0
             ? node.ValueKind == JsonValueKind.Null || (node.ValueKind == JsonValueKind.Object && !node.TryGetProperty("url", out _))
             : errors.All(error => JsonElements.String(error, "type") is "NOT_FOUND" or "FORBIDDEN");
