@@ -609,12 +609,7 @@ public sealed class CopilotLookupTests
     {
         // A node that names a url of another kind is an answer of another shape, not GitHub saying the token cannot see
         // the pull request: recording the task finished without it would never read it again.
-        var transport = new ScriptedTransport(path =>
-            path == "graphql" ? (200, """{"data":{"node":{"url":""" + url + "}}}")
-            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
-        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
-
-        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+        var result = await ReadFinishedTaskWhoseGraphQLAnswerIsAsync("""{"data":{"node":{"url":""" + url + "}}}");
 
         Assert.False(result.IsSuccess, $"answered the task {result.Value?.Status} without its pull request");
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
@@ -641,12 +636,7 @@ public sealed class CopilotLookupTests
     {
         // With a null node, a list of errors (or none) would say the token cannot see the pull request; errors of
         // another kind say nothing, and a task recorded finished without its pull request is never read again.
-        var transport = new ScriptedTransport(path =>
-            path == "graphql" ? (200, """{"data":{"node":null},"errors":""" + errors + "}")
-            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
-        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
-
-        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+        var result = await ReadFinishedTaskWhoseGraphQLAnswerIsAsync("""{"data":{"node":null},"errors":""" + errors + "}");
 
         Assert.False(result.IsSuccess, $"answered the task {result.Value?.Status} without its pull request");
         Assert.Equal(FailureTypes.InvalidResponse, result.Failure!.FailureType);
@@ -655,15 +645,19 @@ public sealed class CopilotLookupTests
     [Fact]
     public async Task GraphQL_errors_null_with_a_null_node_finishes_the_task_without_its_pull_request()
     {
-        var transport = new ScriptedTransport(path =>
-            path == "graphql" ? (200, """{"data":{"node":null},"errors":null}""")
-            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
-        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
-
-        var result = await provider.GetAgentAsync("task-1", CancellationToken.None);
+        var result = await ReadFinishedTaskWhoseGraphQLAnswerIsAsync("""{"data":{"node":null},"errors":null}""");
 
         Assert.True(result.IsSuccess, result.Failure?.FailureType);
         Assert.Equal((ProviderAgentStatus.Finished, null), (result.Value!.Status, result.Value.PrUrl));
+    }
+
+    /// <summary>A completed task with a pull request artifact, read when GraphQL answers its lookup with this body.</summary>
+    private static Task<ProviderResult<ProviderAgent>> ReadFinishedTaskWhoseGraphQLAnswerIsAsync(string graphQlBody)
+    {
+        var transport = new ScriptedTransport(path =>
+            path == "graphql" ? (200, graphQlBody)
+            : TaskWithPullRequestEight("completed", """{"id":4001,"global_id":"PR_kwDO1"}""").Answer(path));
+        return new CopilotAgentsTasksProviderFactory(transport).Create().GetAgentAsync("task-1", CancellationToken.None);
     }
 
     private sealed class CopilotAgentsTasksProviderFactory(IProviderTransport transport)
