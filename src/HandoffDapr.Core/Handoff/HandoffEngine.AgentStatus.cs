@@ -809,12 +809,10 @@ public sealed partial class HandoffEngine
             return current;
         }
 
-        var known = current.FirstOrDefault(result => result.PrUrl is not null);
-        if (report.PrUrl is not null && report.PrUrl != known?.PrUrl)
-        {
-            // Another pull request (a follow-up's): what was told of the earlier one does not describe it.
-            known = null;
-        }
+        // What was told with the pull request learnt, unless the report names another (a follow-up's), which it does
+        // not describe.
+        var known = current.FirstOrDefault(
+            result => result.PrUrl is not null && (report.PrUrl is null || result.PrUrl == report.PrUrl));
 
         return [new CodingAgentResult(
             report.Summary ?? known?.Description, launch.RepoProvider, launch.Repository, report.BranchName ?? known?.BranchName ?? launch.BranchName, report.PrUrl ?? known?.PrUrl)];
