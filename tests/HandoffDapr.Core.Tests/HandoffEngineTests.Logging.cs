@@ -893,27 +893,6 @@ public sealed partial class HandoffEngineTests
         Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "PullRequestOfAnotherRepository");
     }
 
-    /// <summary>Collects the engine's spans as they end, until the listener returned is disposed.</summary>
-    private static System.Diagnostics.ActivityListener ListenToEngineSpans(ConcurrentQueue<System.Diagnostics.Activity> spans)
-    {
-        var listener = new System.Diagnostics.ActivityListener
-        {
-            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
-            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
-            ActivityStopped = spans.Enqueue,
-        };
-        System.Diagnostics.ActivitySource.AddActivityListener(listener);
-        return listener;
-    }
-
-    /// <summary>The one <c>HandoffRepositoryNotLaunched</c> line logged names <paramref name="repository"/> and <paramref name="failureType"/>.</summary>
-    private static void AssertNotLaunchedLogged(FakeLogger<HandoffEngine> logger, string repository, string failureType)
-    {
-        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
-        Assert.Equal((repository, failureType), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
-        Assert.False(string.IsNullOrWhiteSpace(line.GetStructuredStateValue("Reason")));
-    }
-
     [Fact]
     public async Task A_held_finish_taken_at_the_time_out_for_want_of_a_read_is_logged_as_taken_unconfirmed()
     {
@@ -937,5 +916,26 @@ public sealed partial class HandoffEngineTests
             logger.Collector.GetSnapshot(), record => record.Id.Name == "AgentFinishTakenUnconfirmed");
         Assert.Equal(LogLevel.Warning, line.Level);
         Assert.Contains("bc-1", line.Message);
+    }
+
+    /// <summary>Collects the engine's spans as they end, until the listener returned is disposed.</summary>
+    private static System.Diagnostics.ActivityListener ListenToEngineSpans(ConcurrentQueue<System.Diagnostics.Activity> spans)
+    {
+        var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = source => source.Name == HandoffTelemetry.Name,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = spans.Enqueue,
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+        return listener;
+    }
+
+    /// <summary>The one <c>HandoffRepositoryNotLaunched</c> line logged names <paramref name="repository"/> and <paramref name="failureType"/>.</summary>
+    private static void AssertNotLaunchedLogged(FakeLogger<HandoffEngine> logger, string repository, string failureType)
+    {
+        var line = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "HandoffRepositoryNotLaunched");
+        Assert.Equal((repository, failureType), (line.GetStructuredStateValue("Repository"), line.GetStructuredStateValue("FailureType")));
+        Assert.False(string.IsNullOrWhiteSpace(line.GetStructuredStateValue("Reason")));
     }
 }
