@@ -1010,6 +1010,21 @@ public sealed partial class HandoffEngineTests
         Assert.Equal(LogLevel.Warning, line.Level);
     }
 
+    [Fact]
+    public async Task Stopping_a_second_agent_keeps_the_first_one_given_up_on_watched()
+    {
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
+        var recorder = new EngineRoundTrips.Recorder(engine, writer);
+        Assert.Equal(AgentCommandStatus.Done,
+            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
+        Assert.Equal(["bc-1"], writer.Saved.Last().Poll!.GivenUp!);
+
+        Assert.Equal(AgentCommandStatus.Done,
+            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-2", recorder, CancellationToken.None)).Status);
+
+        Assert.Equal(["bc-1", "bc-2"], writer.Saved.Last().Poll!.GivenUp!.Order());
+    }
+
     /// <summary>Records a command as a host whose run is gone does: in no state.</summary>
     private sealed class DeletedRunRecorder(HandoffEngine engine, IRunStateWriter writer) : IRoundRecorder
     {
@@ -1046,20 +1061,5 @@ public sealed partial class HandoffEngineTests
             Seen.Add(sent);
             return inner.RecordCommandAsync(sent);
         }
-    }
-
-    [Fact]
-    public async Task Stopping_a_second_agent_keeps_the_first_one_given_up_on_watched()
-    {
-        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop", "acme/web"), writer, CancellationToken.None);
-        var recorder = new EngineRoundTrips.Recorder(engine, writer);
-        Assert.Equal(AgentCommandStatus.Done,
-            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-1", recorder, CancellationToken.None)).Status);
-        Assert.Equal(["bc-1"], writer.Saved.Last().Poll!.GivenUp!);
-
-        Assert.Equal(AgentCommandStatus.Done,
-            (await engine.StopAgentAsync(writer.Saved.Last(), "bc-2", recorder, CancellationToken.None)).Status);
-
-        Assert.Equal(["bc-1", "bc-2"], writer.Saved.Last().Poll!.GivenUp!.Order());
     }
 }
