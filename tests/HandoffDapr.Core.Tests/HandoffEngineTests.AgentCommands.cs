@@ -403,8 +403,7 @@ public sealed partial class HandoffEngineTests
         var state = writer.Saved.Last();
         while (time.GetUtcNow() - followedUpAt <= TimeSpan.FromHours(6))
         {
-            time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeNowOrWhenDueAsync(state);
         }
 
         // Timed out thirteen hours after its launch: still watched (twice its age from the follow-up), so the pull request
@@ -413,8 +412,7 @@ public sealed partial class HandoffEngineTests
         Assert.Contains("bc-1", state.Poll?.GivenUp ?? []);
         provider.ReadStatus = ProviderAgentStatus.Finished;
         provider.ReadPrUrl = "https://github.com/acme/shop/pull/41";
-        time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
-        state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+        state = await WakeNowOrWhenDueAsync(state);
         Assert.Equal("https://github.com/acme/shop/pull/41", state.CodingAgents["bc-1"].Results.Single().PrUrl);
     }
 

@@ -1612,8 +1612,7 @@ public sealed partial class HandoffEngineTests
         while (!state.CodingAgents["bc-1"].Status.IsFinal())
         {
             // The read bc-1's finish brought forward is due already.
-            time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeNowOrWhenDueAsync(state);
         }
 
         Assert.Equal(CodingAgentStatus.Completed, state.CodingAgents["bc-1"].Status);
@@ -1712,8 +1711,7 @@ public sealed partial class HandoffEngineTests
         // Polled as due until the last one before the watch's end, which is made late, at that end.
         while (state.NextWakeAt() is { } next && next + new HandoffEngineOptions().PollMaxInterval < watchEnds)
         {
-            time.Advance(TimeSpan.FromTicks(Math.Max(0, (next - time.GetUtcNow()).Ticks)));
-            state = await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+            state = await WakeNowOrWhenDueAsync(state);
         }
 
         // A poll made at the very end of its watch still keeps it; the next, past it, does not.

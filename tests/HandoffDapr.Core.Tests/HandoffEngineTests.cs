@@ -504,6 +504,13 @@ public sealed partial class HandoffEngineTests
         return await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
     }
 
+    /// <summary>As <see cref="WakeWhenDueAsync"/>, for a wake-up that may be due already (the clock then stays).</summary>
+    private async Task<RunHandoffState> WakeNowOrWhenDueAsync(RunHandoffState state)
+    {
+        time.Advance(TimeSpan.FromTicks(Math.Max(0, (state.NextWakeAt()!.Value - time.GetUtcNow()).Ticks)));
+        return await engine.WakeAndFinishAsync(state, writer, CancellationToken.None);
+    }
+
     /// <summary>Makes the round's calls and keeps their answers without recording them, as an owner whose answers are late.</summary>
     private async Task<LaunchRoundAnswers> HoldAnswersAsync(LaunchRound round)
     {
