@@ -618,8 +618,8 @@ public sealed class CopilotLookupTests
     [Fact]
     public async Task Pull_request_artifact_with_id_zero_is_passed_over_for_the_next_pull_request_artifact()
     {
-        // Zero is no pull request's id: looked up, it is not found, and the task is recorded finished without the pull
-        // request its next artifact names.
+        // Zero is no pull request's id: looked up, it would not be found, and the task would be recorded finished
+        // without the pull request its next artifact names.
         var transport = TaskWithPullRequestEight("completed", """{"id":0}},{"type":"pull","data":{"id":4001}""");
         var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
 
