@@ -27,6 +27,23 @@ public sealed class CopilotLookupTests
         Assert.True(result.Failure!.OutcomeUnknown);
     }
 
+    [Fact]
+    public async Task Fault_while_reading_a_candidate_is_not_blamed_on_the_lists_shape()
+    {
+        // The list was read whole; the task read after it faults in the client. That is the engine's "provider faulted"
+        // (logged by its type), not a list of another shape from GitHub.
+        var created = DateTimeOffset.UtcNow.AddMinutes(-5).ToString("O");
+        var transport = new ScriptedTransport(path =>
+            path.StartsWith("agents/repos/acme/shop/tasks", StringComparison.Ordinal) ? (200, $$"""{"tasks":[{"id":"task-1","state":"in_progress","created_at":"{{created}}"}]}""")
+            : throw new InvalidOperationException("the client faulted"));
+        var provider = new CopilotAgentsTasksProviderFactory(transport).Create();
+        RepositoryName.TryParse("acme/shop", out var repository);
+
+        await Assert.ThrowsAsync<InvalidOperationException>(
+            () => provider.FindAgentByBranchAsync(repository!.Value, "fix-abc123", null, CancellationToken.None));
+        Assert.Equal("agents/tasks/task-1", transport.Paths[^1]);
+    }
+
     [Theory]
     [InlineData("Fix it\n\nHandoff reference: fix-abc123", true, "copilot/other")]
     [InlineData("Fix it\n\nHandoff reference: fix-abc123\n", true, "copilot/other")]

@@ -279,26 +279,28 @@ public sealed class CopilotAgentTasksProvider(
                 return ProviderResult<ProviderAgent?>.Failed(failure);
             }
 
+            bool listEnds;
             try
             {
                 using var document = JsonDocument.Parse(answer.Response!.Body);
                 if (ScreenPage(
                         document.RootElement, answer.Response.StatusCode, branchName, since, candidates,
-                        ref unreadableListed, out var listEnds) is { } decided)
+                        ref unreadableListed, out listEnds) is { } decided)
                 {
                     return decided;
-                }
-
-                if (listEnds)
-                {
-                    return await FindAmongAsync(
-                        InReadingOrder(candidates, firstSentAt), candidates.Count, unreadableListed, branchName,
-                        cancellationToken);
                 }
             }
             catch (Exception exception) when (ProviderExchange.IsUnreadable(exception))
             {
                 return Malformed<ProviderAgent?>(answer.Response!.StatusCode, "list");
+            }
+
+            // Outside the page's parse: a fault while reading the candidates is not this page's shape.
+            if (listEnds)
+            {
+                return await FindAmongAsync(
+                    InReadingOrder(candidates, firstSentAt), candidates.Count, unreadableListed, branchName,
+                    cancellationToken);
             }
         }
 
