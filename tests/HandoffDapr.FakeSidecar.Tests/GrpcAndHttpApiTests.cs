@@ -169,6 +169,26 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     }
 
     [Fact]
+    public async Task Actor_state_ttl_below_minus_one_is_refused_whole_by_a_store_that_parses_it_as_sql_stores_do()
+    {
+        Sidecar.Options.StateStoreRefusesTtlBelowMinusOne = true;
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await ActivateAsync(App, "p");
+        using var refused = await http.PutAsync("v1.0/actors/TestActor/p/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"kept","value":"a","metadata":{"ttlInSeconds":"-1"}}},""" +
+            """{"operation":"upsert","request":{"key":"aged","value":"b","metadata":{"ttlInSeconds":"-2"}}}]"""));
+        using var accepted = await http.PutAsync("v1.0/actors/TestActor/p/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"kept","value":"a","metadata":{"ttlInSeconds":"-1"}}}]"""));
+
+        Assert.Equal(HttpStatusCode.InternalServerError, refused.StatusCode);
+        Assert.Contains("must be -1 or greater", await refused.Content.ReadAsStringAsync());
+        Assert.Equal(HttpStatusCode.NoContent, accepted.StatusCode);
+        var keys = Sidecar.GetActorStateExpiries("TestActor", "p").Keys;
+        Assert.Contains("kept", keys);
+        Assert.DoesNotContain("aged", keys); // nothing of the refused transaction saved
+    }
+
+    [Fact]
     public async Task Unsupported_state_operation_is_a_transaction_error()
     {
         using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };

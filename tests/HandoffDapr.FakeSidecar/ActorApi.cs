@@ -103,7 +103,7 @@ internal sealed class ActorApi(
 
     public async Task<HttpReply> TransactionAsync(string type, string id, byte[] body)
     {
-        var (ops, malformed, opError) = ActorStateStore.Parse(body, options.ActorStateTtlEnabled);
+        var (ops, malformed, opError) = ActorStateStore.Parse(body, options.ActorStateTtlEnabled, options.StateStoreRefusesTtlBelowMinusOne);
         if (malformed is not null)
         {
             return DaprErrors.MalformedRequest(malformed);

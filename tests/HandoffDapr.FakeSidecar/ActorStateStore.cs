@@ -131,7 +131,9 @@ internal sealed class ActorStateStore(TimeProvider clock)
     /// as pkg/actors/api/transactional.go does; error text mirrors it.
     /// </summary>
     /// <param name="ttlEnabled">daprd's ActorStateTTL feature: without it, an upsert with <c>ttlInSeconds</c> metadata is an operation error.</param>
-    public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(ReadOnlySpan<byte> body, bool ttlEnabled = true)
+    /// <param name="refuseTtlBelowMinusOne">A store that reads the TTL with state/utils ParseTTL: below -1 is an operation error.</param>
+    public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(
+        ReadOnlySpan<byte> body, bool ttlEnabled = true, bool refuseTtlBelowMinusOne = false)
     {
         JsonDocument doc;
         try
@@ -197,6 +199,11 @@ internal sealed class ActorStateStore(TimeProvider clock)
                     if (!int.TryParse(t.GetString(), NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out var secs))
                     {
                         return (null, null, $"incorrect value for metadata 'ttlInSeconds': {t.GetString()}");
+                    }
+
+                    if (refuseTtlBelowMinusOne && secs < -1)
+                    {
+                        return (null, null, "incorrect value for metadata 'ttlInSeconds': must be -1 or greater");
                     }
 
                     ttl = secs; // zero or negative: never expire (PERSIST; -1 is the documented value)

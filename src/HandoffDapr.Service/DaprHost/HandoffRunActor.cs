@@ -400,10 +400,21 @@ public sealed partial class HandoffRunActor(
     private async Task<bool> SaveStateAsync(RunHandoffState? previous, RunHandoffState state, DateTimeOffset? wakeAt)
     {
         var expiry = await ExpiryOfSaveAsync(state);
-        var agentsChanged = await WriteChangedPartsAsync(previous, state, expiry);
+        var ttlWrites = new List<Func<Task>>();
+        var agentsChanged = await WriteChangedPartsAsync(previous, state, expiry, ttlWrites);
         var deletedAt = await WriteTombstoneAsync(state, expiry);
-        // wake_at needs no TTL: a settled run has no wake-up, so its save removes it (SaveStateForWakeAsync).
-        var reminderToChange = await SaveStateForWakeAsync(wakeAt);
+        // wake_at needs no TTL: a settled run has no wake-up, so its save removes it.
+        var reminderToChange = await ForgetWakeIfChangingAsync(wakeAt);
+        // The SDK counts a TTL from its SetStateAsync and sends the whole seconds left at the save: the store reads since
+        // the sets above (the SDK asks whether each key it does not hold exists) would age NeverExpire's "-1" to "-2"
+        // on a slow store, which the stores reading it with ParseTTL refuse (see NeverExpire). Set again, every key now
+        // held (no read), each TTL counts from here, and all of the run's keys get the same one.
+        foreach (var write in ttlWrites)
+        {
+            await write();
+        }
+
+        await StateManager.SaveStateAsync();
         if (expiry is not null && deletedAt is null)
         {
             // The SDK keeps each key written with the never-expire TTL in its cache as expired (its expiry time is in
@@ -427,13 +438,23 @@ public sealed partial class HandoffRunActor(
     /// Writes the run's parts that changed since <paramref name="previous"/>, each with <paramref name="expiry"/> as
     /// its TTL when there is one; true when its agents changed.
     /// </summary>
-    private async Task<bool> WriteChangedPartsAsync(RunHandoffState? previous, RunHandoffState state, TimeSpan? expiry)
+    private async Task<bool> WriteChangedPartsAsync(
+        RunHandoffState? previous, RunHandoffState state, TimeSpan? expiry, List<Func<Task>> ttlWrites)
     {
         // Only the parts that changed are written; the engine replaces a part whenever it changes it. A save that sets or
         // takes off the keys' TTL writes them all: every key of the run must expire at the same moment, or none.
         var all = expiry is not null;
-        Task Set<TValue>(string key, TValue value) =>
-            expiry is { } ttl ? StateManager.SetStateAsync(key, value, ttl) : StateManager.SetStateAsync(key, value);
+        Task Set<TValue>(string key, TValue value)
+        {
+            if (expiry is not { } ttl)
+            {
+                return StateManager.SetStateAsync(key, value);
+            }
+
+            ttlWrites.Add(() => StateManager.SetStateAsync(key, value, ttl));
+            return StateManager.SetStateAsync(key, value, ttl);
+        }
+
         if ((all || !ReferenceEquals(previous?.Snapshot, state.Snapshot)) && state.Snapshot is not null)
         {
             await Set(SnapshotKey, state.Snapshot);
@@ -521,7 +542,8 @@ public sealed partial class HandoffRunActor(
     /// behavior of the state store is retained", and "you can ... indefinitely retain a given database record ... by
     /// setting ttlInSeconds to the value of -1". The SDK (Dapr.Actors 1.19, DaprStateProvider.SaveStateAsync) sends
     /// ttlInSeconds = ceil(seconds to the expiry it computed at SetStateAsync): minus one second gives "-1" for a save
-    /// within a second of the set, as every save here is (anything below 0 also persists in Redis).
+    /// within a second of the set, as SaveStateAsync makes every save that sends it (Redis persists anything below 0,
+    /// but the stores that read it with state/utils ParseTTL, the SQL ones and Cosmos DB among them, refuse below -1).
     /// </summary>
     internal static readonly TimeSpan NeverExpire = TimeSpan.FromSeconds(-1);
 
@@ -545,16 +567,22 @@ public sealed partial class HandoffRunActor(
     /// <summary>The first step: saves the state, with <c>wake_at</c> removed when the reminder must change (then true).</summary>
     private async Task<bool> SaveStateForWakeAsync(DateTimeOffset? wakeAt)
     {
+        var reminderToChange = await ForgetWakeIfChangingAsync(wakeAt);
+        await StateManager.SaveStateAsync();
+        return reminderToChange;
+    }
+
+    /// <summary>Removes <c>wake_at</c>, for the save to come, when the reminder must change (then true).</summary>
+    private async Task<bool> ForgetWakeIfChangingAsync(DateTimeOffset? wakeAt)
+    {
         var registered = await StateManager.TryGetStateAsync<DateTimeOffset>(WakeAtKey);
         if ((registered.HasValue && wakeAt == registered.Value && registered.Value > timeProvider.GetUtcNow())
             || (!registered.HasValue && wakeAt is null))
         {
-            await StateManager.SaveStateAsync();
             return false;
         }
 
         await StateManager.TryRemoveStateAsync(WakeAtKey);
-        await StateManager.SaveStateAsync();
         return true;
     }
 

@@ -56,6 +56,30 @@ public sealed class DaprRetentionTests : DaprModeTest
     }
 
     [Fact]
+    public async Task A_run_pending_again_on_a_slow_store_that_refuses_a_ttl_below_minus_one_still_saves_without_ttl()
+    {
+        // The SDK counts a TTL from the SetStateAsync and sends the whole seconds left at the save: reads of the store
+        // between the two (here slow, as a loaded PostgreSQL or Cosmos DB may be) must not age "-1" to "-2", which those
+        // stores refuse, failing the turn again at every retry for as long as the store is slow.
+        await SettleAsync(802);
+        factory.Sidecar.Options.StateStoreRefusesTtlBelowMinusOne = true;
+        // Slow until its next save, the one that takes the TTL off: a read then takes longer than a second.
+        var saved = 0;
+        factory.Sidecar.BeforeActorStateTransaction = _ => Task.FromResult(Interlocked.Exchange(ref saved, 1));
+        factory.Sidecar.BeforeActorStateRead = _ => Volatile.Read(ref saved) == 0 ? Task.Delay(TimeSpan.FromSeconds(1.1)) : Task.CompletedTask;
+
+        cursor.Script("acme/shop", FakeCursor.Status(503));
+        time.Advance(TimeSpan.FromHours(1));
+        var trigger = await client.PostJsonAsync("/runs/802/handoff", Payloads.Trigger());
+
+        Assert.Equal(HttpStatusCode.Accepted, trigger.StatusCode);
+        var expiries = factory.Sidecar.GetActorStateExpiries(Actor, "802");
+        Assert.DoesNotContain(HandoffRunActor.DeletedRunKey, expiries.Keys);
+        Assert.All(expiries, key => Assert.Null(key.Value));
+        Assert.Equal("retry_scheduled", LaunchPhase(802));
+    }
+
+    [Fact]
     public async Task A_completion_event_redelivered_after_the_run_expired_launches_nothing_and_reads_and_triggers_say_deleted()
     {
         var run = await SettleAsync(802);
