@@ -169,6 +169,28 @@ public sealed class GrpcAndHttpApiTests : SidecarTest
     }
 
     [Fact]
+    public async Task Actor_state_ttl_of_another_store_type_counts_from_now_whatever_its_sign_and_a_write_without_clears_it()
+    {
+        Sidecar.Options.StateStoreType = "state.sqlserver";
+        using var http = new HttpClient { BaseAddress = Sidecar.HttpEndpoint };
+        await ActivateAsync(App, "q");
+        using var first = await http.PutAsync("v1.0/actors/TestActor/q/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"minus","value":"a","metadata":{"ttlInSeconds":"-1"}}},""" +
+            """{"operation":"upsert","request":{"key":"plain","value":"b","metadata":{"ttlInSeconds":"60"}}}]"""));
+        using var second = await http.PutAsync("v1.0/actors/TestActor/q/state", new StringContent(
+            """[{"operation":"upsert","request":{"key":"plain","value":"b2"}}]"""));
+
+        Assert.Equal(HttpStatusCode.NoContent, first.StatusCode);
+        Assert.Equal(HttpStatusCode.NoContent, second.StatusCode);
+        var expiries = Sidecar.GetActorStateExpiries("TestActor", "q");
+        Assert.DoesNotContain("minus", expiries.Keys); // "-1": expired a second ago, as SQL Server reads it
+        Assert.Null(expiries["plain"]); // a write without a TTL stores none
+        var metadata = JsonNode.Parse(await http.GetStringAsync("v1.0/metadata"))!;
+        Assert.Contains(metadata["components"]!.AsArray(), c => c!["name"]!.GetValue<string>() == "statestore"
+            && c["type"]!.GetValue<string>() == "state.sqlserver");
+    }
+
+    [Fact]
     public async Task Actor_state_ttl_below_minus_one_is_refused_whole_by_a_store_that_parses_it_as_sql_stores_do()
     {
         Sidecar.Options.StateStoreRefusesTtlBelowMinusOne = true;

@@ -7,7 +7,8 @@ namespace HandoffDapr.FakeSidecar;
 /// The actor state store (the component with <c>actorStateStore: "true"</c>), in memory.
 /// Values are kept as daprd stores them: decoded into Go <c>any</c> and marshalled again (see <see cref="GoJson"/>).
 /// </summary>
-internal sealed class ActorStateStore(TimeProvider clock)
+/// <param name="redis">Whether the store treats a TTL as Redis does (see <see cref="FakeSidecarOptions.StateStoreType"/>).</param>
+internal sealed class ActorStateStore(TimeProvider clock, Func<bool> redis)
 {
     private readonly object gate = new();
     private readonly Dictionary<(string Type, string Id), Dictionary<string, Entry>> actors = new();
@@ -96,12 +97,14 @@ internal sealed class ActorStateStore(TimeProvider clock)
                     // TTL is not specified, the default behavior of the state store is retained"): a write without
                     // ttlInSeconds keeps the expiry the key had (its Lua script HSETs the hash, which keeps a key's TTL;
                     // EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" (or "0") makes it never expire.
+                    // Other stores (SQL Server, MongoDB, DynamoDB) write now + ttl whatever its sign, and no expiry without one.
                     var kept = keys.TryGetValue(op.Key, out var old) && (old.ExpiresAt is null || old.ExpiresAt > now) ? old.ExpiresAt : null;
-                    keys[op.Key] = new Entry(op.Value!, op.TtlSeconds switch
+                    keys[op.Key] = new Entry(op.Value!, (op.TtlSeconds, redis()) switch
                     {
-                        null => kept,
-                        <= 0 => null,
-                        { } ttl => now.AddSeconds(ttl),
+                        (null, true) => kept,
+                        (null, false) => null,
+                        (<= 0, true) => null,
+                        ({ } ttl, _) => now.AddSeconds(ttl),
                     });
                 }
                 else

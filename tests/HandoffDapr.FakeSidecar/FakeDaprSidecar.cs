@@ -37,7 +37,7 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         this.host = host;
         app = new AppChannelClient(options);
         var hosting = new ActorHosting(app);
-        actorState = new ActorStateStore(options.TimeProvider);
+        actorState = new ActorStateStore(options.TimeProvider, () => options.StateStoreType == "state.redis");
         reminders = new ReminderClock(options.TimeProvider);
         actors = new ActorApi(options, app, hosting, actorState, reminders, faults);
         broker = new PubSubBroker(options);

@@ -30,6 +30,14 @@ public sealed class FakeSidecarOptions
     public IList<string> StateStoreNames { get; } = new List<string> { "statestore" };
 
     /// <summary>
+    /// The state stores' component type, as metadata reports it, and how the actor state store treats a TTL:
+    /// <c>state.redis</c> (components/, k8s/) keeps a key's expiry on a write without <c>ttlInSeconds</c> and persists
+    /// the key for 0 or below; any other type, as SQL Server, MongoDB and DynamoDB do, expires a key at now + ttl
+    /// whatever its sign ("-1": a second ago) and clears the expiry on a write without one.
+    /// </summary>
+    public string StateStoreType { get; set; } = "state.redis";
+
+    /// <summary>
     /// With a <c>deadLetterTopic</c> and no inbound resiliency retry policy, daprd sends an event whose delivery
     /// failed in a retriable way (RETRY, 5xx) straight to the dead-letter topic (pkg/runtime/subscription/subscription.go).
     /// Set false to model a resiliency policy that keeps retrying instead.

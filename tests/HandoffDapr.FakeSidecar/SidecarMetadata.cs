@@ -18,7 +18,7 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
     public IReadOnlyList<(string Name, string Type, string Version, string[] Capabilities)> Components()
     {
         var list = new List<(string, string, string, string[])>();
-        list.AddRange(options.StateStoreNames.Select(n => (n, "state.in-memory", "v1", new[] { "ETAG", "TRANSACTIONAL", "TTL", "ACTOR" })));
+        list.AddRange(options.StateStoreNames.Select(n => (n, options.StateStoreType, "v1", new[] { "ETAG", "TRANSACTIONAL", "TTL", "ACTOR" })));
         list.AddRange(options.PubSubNames.Select(n => (n, "pubsub.in-memory", "v1", Array.Empty<string>())));
         list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1", new[] { "OUTPUT_BINDING" })));
         return list;

@@ -100,8 +100,10 @@ public sealed class DaprOptions
     public string PubSubName { get; set; } = "pubsub";
 
     /// <summary>
-    /// Not read at run time (Dapr picks the actor state store, the component with <c>actorStateStore</c>): the name
-    /// <c>components/</c> and <c>k8s/</c> give it (a contract test keeps <c>appsettings.json</c>'s value and them in agreement).
+    /// The actor state store's component name (Dapr picks it by <c>actorStateStore</c>; a contract test keeps
+    /// <c>appsettings.json</c>'s value and <c>components/</c> and <c>k8s/</c> in agreement). Read only to learn its type
+    /// from daprd's metadata, which says how a run's TTL is taken off (<see cref="DaprHost.ActorStateTtl"/>), when
+    /// several stores of different types could hold actors.
     /// </summary>
     public string StateStoreName { get; set; } = "statestore";
     public string CompletionTopic { get; set; } = "autofix-run-completed";

@@ -27,7 +27,8 @@ public sealed partial class HandoffRunActor(
     BackgroundRounds rounds,
     RunLocks runLocks,
     LocalRecentRuns? recentRuns = null,
-    SidecarStarts? sidecarStarts = null) : Actor(host), IHandoffRunActor, IRemindable
+    SidecarStarts? sidecarStarts = null,
+    ActorStateTtl? stateTtl = null) : Actor(host), IHandoffRunActor, IRemindable
 {
     public const string ActorTypeName = "HandoffRunActor";
     public const string WakeReminder = "wake";
@@ -399,7 +400,7 @@ public sealed partial class HandoffRunActor(
     /// </summary>
     private async Task<bool> SaveStateAsync(RunHandoffState? previous, RunHandoffState state, DateTimeOffset? wakeAt)
     {
-        var expiry = await ExpiryOfSaveAsync(state);
+        var expiry = await KeysExpiryOfSaveAsync(state);
         var ttlWrites = new List<Func<Task>>();
         var agentsChanged = await WriteChangedPartsAsync(previous, state, expiry, ttlWrites);
         var deletedAt = await WriteTombstoneAsync(state, expiry);
@@ -415,7 +416,7 @@ public sealed partial class HandoffRunActor(
         }
 
         await StateManager.SaveStateAsync();
-        if (expiry is not null && deletedAt is null)
+        if (expiry.Ttl == NeverExpire)
         {
             // The SDK keeps each key written with the never-expire TTL in its cache as expired (its expiry time is in
             // the past) and would read it back as absent: read from the store from here on, where it never expires.
@@ -439,14 +440,14 @@ public sealed partial class HandoffRunActor(
     /// its TTL when there is one; true when its agents changed.
     /// </summary>
     private async Task<bool> WriteChangedPartsAsync(
-        RunHandoffState? previous, RunHandoffState state, TimeSpan? expiry, List<Func<Task>> ttlWrites)
+        RunHandoffState? previous, RunHandoffState state, KeysExpiry expiry, List<Func<Task>> ttlWrites)
     {
         // Only the parts that changed are written; the engine replaces a part whenever it changes it. A save that sets or
         // takes off the keys' TTL writes them all: every key of the run must expire at the same moment, or none.
-        var all = expiry is not null;
+        var all = expiry.WriteAll;
         Task Set<TValue>(string key, TValue value)
         {
-            if (expiry is not { } ttl)
+            if (expiry.Ttl is not { } ttl)
             {
                 return StateManager.SetStateAsync(key, value);
             }
@@ -506,17 +507,17 @@ public sealed partial class HandoffRunActor(
 
     /// <summary>
     /// The tombstone key: written when the save gives the run's keys a TTL (the moment they are deleted is returned),
-    /// removed when it takes their TTL off (<see cref="NeverExpire"/>), left as it is otherwise; null unless written.
+    /// removed when it takes their TTL off, left as it is otherwise; null unless written.
     /// </summary>
-    private async Task<DateTimeOffset?> WriteTombstoneAsync(RunHandoffState state, TimeSpan? expiry)
+    private async Task<DateTimeOffset?> WriteTombstoneAsync(RunHandoffState state, KeysExpiry expiry)
     {
-        var deletedAt = expiry > TimeSpan.Zero ? timeProvider.GetUtcNow() + expiry.Value : (DateTimeOffset?)null;
+        var deletedAt = expiry.Ttl is { } ttl && ttl > TimeSpan.Zero ? timeProvider.GetUtcNow() + ttl : (DateTimeOffset?)null;
         if (deletedAt is { } at)
         {
             var tombstone = new DeletedRun(state.RunId, state.GroupId, at);
-            await StateManager.SetStateAsync(DeletedRunKey, tombstone, expiry!.Value + RunRetention.TombstoneLifetime);
+            await StateManager.SetStateAsync(DeletedRunKey, tombstone, expiry.Ttl!.Value + RunRetention.TombstoneLifetime);
         }
-        else if (expiry is not null)
+        else if (expiry.WriteAll)
         {
             await StateManager.TryRemoveStateAsync(DeletedRunKey);
         }
@@ -524,19 +525,36 @@ public sealed partial class HandoffRunActor(
         return deletedAt;
     }
 
-    /// <summary>
-    /// The TTL every key of the run gets at this save: <c>Handoff:RunRetention</c> when the core says the run is settled;
-    /// <see cref="NeverExpire"/> when it is not (or retention is off) but its keys were given one (the tombstone key
-    /// says so); null (keys written as before, without a TTL) otherwise.
-    /// </summary>
-    private async Task<TimeSpan?> ExpiryOfSaveAsync(RunHandoffState state) =>
-        options.Value.RunRetention is { } retention && state.IsSettled ? retention
-        : await StateManager.ContainsStateAsync(DeletedRunKey) ? NeverExpire
-        : null;
+    /// <summary>How a save writes the run's keys: all of them (to set their TTL or take it off), each with Ttl if any.</summary>
+    private readonly record struct KeysExpiry(bool WriteAll, TimeSpan? Ttl);
 
     /// <summary>
-    /// Takes a key's TTL off. A write without <c>ttlInSeconds</c> does not: components-contrib's Redis store (the one
-    /// components/ and k8s/ use) writes a key with a Lua script that HSETs its hash, which keeps the key's TTL, and
+    /// The TTL every key of the run gets at this save: <c>Handoff:RunRetention</c> when the core says the run is settled;
+    /// taken off when it is not (or retention is off) but its keys were given one (the tombstone key says so), by
+    /// <see cref="NeverExpire"/> or by writing them without one, as the store needs (<see cref="ActorStateTtl"/>);
+    /// otherwise none, and only the keys that changed are written.
+    /// </summary>
+    private async Task<KeysExpiry> KeysExpiryOfSaveAsync(RunHandoffState state)
+    {
+        if (options.Value.RunRetention is { } retention && state.IsSettled)
+        {
+            return new KeysExpiry(true, retention);
+        }
+
+        if (!await StateManager.ContainsStateAsync(DeletedRunKey))
+        {
+            return new KeysExpiry(false, null);
+        }
+
+        // Without the service (tests over a state manager of their own): Redis's way, as components/ and k8s/ have it.
+        var keptByPlainWrite = stateTtl is null || await stateTtl.KeptByPlainWriteAsync(CancellationToken.None);
+        return new KeysExpiry(true, keptByPlainWrite ? NeverExpire : null);
+    }
+
+    /// <summary>
+    /// Takes a key's TTL off in Redis (other stores: see <see cref="ActorStateTtl"/>). A write without <c>ttlInSeconds</c>
+    /// does not: components-contrib's Redis store (the one components/ and k8s/ use) writes a key with a Lua script that
+    /// HSETs its hash, which keeps the key's TTL, and
     /// then sends "EXPIRE key ttl" only `if ttl != nil &amp;&amp; *ttl > 0` and "PERSIST key" only `if ttl != nil &amp;&amp; *ttl &lt;= 0`
     /// (state/redis/redis.go, Set and Multi). Dapr's docs (state-store-ttl.md): "When a TTL is not specified, the default
     /// behavior of the state store is retained", and "you can ... indefinitely retain a given database record ... by

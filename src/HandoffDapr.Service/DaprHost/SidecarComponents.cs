@@ -23,9 +23,13 @@ public static class SidecarComponents
     public static IReadOnlyList<string> MissingForAll(DaprMetadata metadata, HandoffOptions options, IReadOnlyList<string>? enabledFeatures = null)
     {
         var missing = new List<string>();
-        if (!metadata.Components.Any(component => component.Type.StartsWith("state.", StringComparison.Ordinal) && component.Capabilities.Contains(ActorCapability)))
+        if (!metadata.Components.Any(CanHoldActors))
         {
             missing.Add("no state store component that can hold actors (ETag and transactions; marked actorStateStore \"true\")");
+        }
+        else if (options.RunRetention is not null && ActorStateStoreType(metadata, options.Dapr) is null)
+        {
+            missing.Add($"several state stores of different types could hold actors, and none is named {options.Dapr.StateStoreName} (Handoff:Dapr:StateStoreName), which Handoff:RunRetention needs to know (stores take a TTL off in different ways): set it to the one marked actorStateStore \"true\"");
         }
 
         if (!ActorTypeRegistered(metadata))
@@ -62,7 +66,27 @@ public static class SidecarComponents
 
     private static bool ActorTypeRegistered(DaprMetadata metadata) => metadata.Actors.Any(actor => actor.Type == HandoffRunActor.ActorTypeName);
 
+    /// <summary>
+    /// The actor state store's component type, as far as daprd's metadata tells: that of the store named
+    /// <c>Handoff:Dapr:StateStoreName</c> when it can hold actors, else the one type of all stores that can; null when
+    /// neither tells (stores of several types, or none).
+    /// </summary>
+    public static string? ActorStateStoreType(DaprMetadata metadata, DaprOptions options)
+    {
+        var candidates = metadata.Components.Where(CanHoldActors).ToList();
+        if (candidates.FirstOrDefault(component => component.Name == options.StateStoreName) is { } named)
+        {
+            return named.Type;
+        }
+
+        var types = candidates.Select(component => component.Type).Distinct(StringComparer.Ordinal).ToList();
+        return types.Count == 1 ? types[0] : null;
+    }
+
     private const string ActorCapability = "ACTOR";
+
+    private static bool CanHoldActors(DaprComponentsMetadata component) =>
+        component.Type.StartsWith("state.", StringComparison.Ordinal) && component.Capabilities.Contains(ActorCapability);
 
     private static bool Has(DaprMetadata metadata, string name, string typePrefix) =>
         metadata.Components.Any(component => component.Name == name && component.Type.StartsWith(typePrefix, StringComparison.Ordinal));

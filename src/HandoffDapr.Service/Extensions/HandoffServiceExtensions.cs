@@ -56,6 +56,7 @@ public static class HandoffServiceExtensions
         {
             AddDaprHost(services);
             services.AddSingleton<SidecarFeatures>();
+            services.AddSingleton<ActorStateTtl>();
             // One instance (AddCheck takes the registered service): it logs why the app is not ready when that changes, not
             // at every probe.
             services.AddSingleton<SidecarReadinessCheck>();

@@ -417,6 +417,35 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// Stores take a run's TTL off in different ways (<see cref="ActorStateTtl"/>): the actor state store's type is that of
+    /// the store named <c>Handoff:Dapr:StateStoreName</c> that can hold actors, else the one type of all that can; with
+    /// several types and none so named, retention cannot know it, and readiness says so. Without retention, it need not.
+    /// </summary>
+    [Fact]
+    public void Actor_state_stores_type_is_the_named_ones_or_the_one_type_and_retention_needs_it_known()
+    {
+        DaprComponentsMetadata Store(string name, string type, params string[] capabilities) => new(name, type, "v1", capabilities);
+        DaprMetadata With(params DaprComponentsMetadata[] stores) => new(
+            "handoff", [new DaprActorMetadata(HandoffRunActor.ActorTypeName, 0)], new Dictionary<string, string>(),
+            [.. stores, Store("pubsub", "pubsub.redis")]);
+        var named = With(Store("cache", "state.redis", "ETAG", "TRANSACTIONAL", "ACTOR"), Store("statestore", "state.sqlserver", "ETAG", "TRANSACTIONAL", "ACTOR"));
+        var oneType = With(Store("a", "state.mongodb", "ETAG", "TRANSACTIONAL", "ACTOR"), Store("b", "state.mongodb", "ETAG", "TRANSACTIONAL", "ACTOR"));
+        // "statestore" holds no actors here (no transactions): the two stores that can are of two types.
+        var ambiguous = With(Store("statestore", "state.redis", "ETAG"), Store("a", "state.redis", "ETAG", "TRANSACTIONAL", "ACTOR"),
+            Store("b", "state.postgresql", "ETAG", "TRANSACTIONAL", "ACTOR"));
+        var dapr = new DaprOptions();
+
+        Assert.Equal("state.sqlserver", SidecarComponents.ActorStateStoreType(named, dapr));
+        Assert.Equal("state.mongodb", SidecarComponents.ActorStateStoreType(oneType, dapr));
+        Assert.Null(SidecarComponents.ActorStateStoreType(ambiguous, dapr));
+        Assert.Equal("state.postgresql", SidecarComponents.ActorStateStoreType(ambiguous, new DaprOptions { StateStoreName = "b" }));
+        var retention = new HandoffOptions { RunRetention = TimeSpan.FromDays(7) };
+        Assert.Contains("Handoff:Dapr:StateStoreName", Assert.Single(SidecarComponents.MissingForAll(ambiguous, retention)), StringComparison.Ordinal);
+        Assert.Empty(SidecarComponents.MissingForAll(named, retention));
+        Assert.Empty(SidecarComponents.MissingForAll(ambiguous, new HandoffOptions()));
+    }
+
+    /// <summary>
     /// Only run retention needs daprd's features: without it a probe does not ask daprd for them a second time (its
     /// metadata over HTTP, besides the gRPC metadata every probe reads). With it, the features are asked for, and read.
     /// </summary>
