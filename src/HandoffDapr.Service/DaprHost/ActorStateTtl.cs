@@ -21,9 +21,9 @@ public sealed class ActorStateTtl(DaprClient dapr, IOptions<HandoffOptions> opti
     private int known = Unknown;
 
     /// <summary>
-    /// Whether a write without <c>ttlInSeconds</c> keeps a key's TTL, so that taking it off needs "-1". Throws when daprd's
-    /// metadata cannot be read, or does not tell the actor state store's type (the readiness check says why, with
-    /// <c>Handoff:RunRetention</c> set): the save fails, and is made again, rather than guess and lose the run.
+    /// Whether a write without <c>ttlInSeconds</c> keeps a key's TTL, so that taking it off needs "-1". Throws when
+    /// daprd's metadata cannot be read, or does not tell the actor state store's type (the readiness check says why,
+    /// with <c>Handoff:RunRetention</c> set): the save fails, and is made again, rather than guess and lose the run.
     /// </summary>
     public async Task<bool> KeptByPlainWriteAsync(CancellationToken cancellationToken)
     {
@@ -34,7 +34,8 @@ public sealed class ActorStateTtl(DaprClient dapr, IOptions<HandoffOptions> opti
 
         var (metadata, _) = await SidecarStartup.ReadMetadataAsync(dapr, cancellationToken);
         var type = (metadata is null ? null : SidecarComponents.ActorStateStoreType(metadata, options.Value.Dapr))
-            ?? throw new InvalidOperationException("The actor state store's type is not known, so a run's TTL cannot be taken off.");
+            ?? throw new InvalidOperationException(
+                "The actor state store's type is not known, so a run's TTL cannot be taken off.");
         var kept = string.Equals(type, RedisType, StringComparison.Ordinal);
         Volatile.Write(ref known, kept ? KeptByPlainWrite : ClearedByPlainWrite);
         return kept;
