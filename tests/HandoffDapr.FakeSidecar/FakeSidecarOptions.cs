@@ -38,6 +38,12 @@ public sealed class FakeSidecarOptions
     public string StateStoreType { get; set; } = "state.redis";
 
     /// <summary>
+    /// State stores of other types that could hold actors too (name → type), only listed in metadata: daprd with more
+    /// components loaded, which its metadata does not say is the actor state store.
+    /// </summary>
+    public IDictionary<string, string> OtherStateStores { get; } = new Dictionary<string, string>();
+
+    /// <summary>
     /// With a <c>deadLetterTopic</c> and no inbound resiliency retry policy, daprd sends an event whose delivery
     /// failed in a retriable way (RETRY, 5xx) straight to the dead-letter topic (pkg/runtime/subscription/subscription.go).
     /// Set false to model a resiliency policy that keeps retrying instead.

@@ -19,6 +19,7 @@ internal sealed class SidecarMetadata(FakeSidecarOptions options, ActorHosting h
     {
         var list = new List<(string, string, string, string[])>();
         list.AddRange(options.StateStoreNames.Select(n => (n, options.StateStoreType, "v1", new[] { "ETAG", "TRANSACTIONAL", "TTL", "ACTOR" })));
+        list.AddRange(options.OtherStateStores.Select(s => (s.Key, s.Value, "v1", new[] { "ETAG", "TRANSACTIONAL", "TTL", "ACTOR" })));
         list.AddRange(options.PubSubNames.Select(n => (n, "pubsub.in-memory", "v1", Array.Empty<string>())));
         list.AddRange(bindings.Names.Select(n => (n, "bindings.http", "v1", new[] { "OUTPUT_BINDING" })));
         return list;

@@ -62,6 +62,27 @@ public sealed class DaprRetentionTests : DaprModeTest
     }
 
     [Fact]
+    public async Task A_run_pending_again_is_not_saved_while_the_actor_state_stores_type_cannot_be_told_and_keeps_its_ttl()
+    {
+        // Two stores of two types could hold actors, neither named Handoff:Dapr:StateStoreName: taking the TTL off the
+        // wrong way would delete the run (or leave it to expire), so the save fails, and readiness says why.
+        await SettleAsync(804);
+        var settled = factory.Sidecar.GetActorStateExpiries(Actor, "804");
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+        factory.Sidecar.Options.StateStoreNames.Clear();
+        factory.Sidecar.Options.StateStoreNames.Add("actors");
+        factory.Sidecar.Options.OtherStateStores["cache"] = "state.postgresql";
+
+        var trigger = await RelaunchWhileTheProviderIsDownAsync(804);
+
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, trigger.StatusCode);
+        Assert.Equal(settled, factory.Sidecar.GetActorStateExpiries(Actor, "804"));
+        Assert.Equal("failed", LaunchPhase(804));
+        Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
+        Assert.DoesNotContain("not known", await trigger.Content.ReadAsStringAsync(), StringComparison.Ordinal); // no exception text
+    }
+
+    [Fact]
     public async Task A_run_pending_again_on_a_slow_store_that_refuses_a_ttl_below_minus_one_still_saves_without_ttl()
     {
         // The SDK counts a TTL from the SetStateAsync and sends the whole seconds left at the save: reads of the store
