@@ -523,6 +523,27 @@ public sealed class DaprFilesContractTests
         Assert.Equal(("dapr.io/app-id", "Exists"), (Scalar(labelRule, "key"), Scalar(labelRule, "operator")));
     }
 
+    /// <summary>
+    /// Service invocation into the app is admitted from the autofix API only, and only to the run routes (all of the API
+    /// it calls is under <c>/runs</c>): without a policy daprd admits every app of the mesh, from any namespace, and hands
+    /// the app its token with each call. daprd skips a policy without a namespace or trust domain (pkg/acl/acl.go
+    /// ParseAccessControlSpec), which would leave the global deny to refuse the autofix API too.
+    /// </summary>
+    [Fact]
+    public void Access_control_admits_only_the_autofix_api_and_only_to_the_run_routes()
+    {
+        var acl = Node(Documents("k8s/configuration.yaml").Single().Document, "spec", "accessControl")!;
+        var policy = ((YamlSequenceNode)Node(acl, "policies")!).Children.Single();
+        var operations = ((YamlSequenceNode)Node(policy, "operations")!).Children;
+
+        Assert.Equal(("deny", "deny"), (Scalar(acl, "defaultAction"), Scalar(policy, "defaultAction")));
+        Assert.All(new[] { "appId", "namespace", "trustDomain" }, field => Assert.False(string.IsNullOrEmpty(Scalar(policy, field)), field));
+        Assert.Equal(Scalar(acl, "trustDomain"), Scalar(policy, "trustDomain"));
+        var operation = Assert.Single(operations);
+        Assert.Equal(("/runs/**", "allow"), (Scalar(operation, "name"), Scalar(operation, "action")));
+        Assert.Equal(["GET", "POST"], ((YamlSequenceNode)Node(operation, "httpVerb")!).Children.Select(verb => ((YamlScalarNode)verb).Value));
+    }
+
     [Fact]
     public void Deployment_uses_only_annotations_the_sidecar_injector_reads()
     {
