@@ -187,6 +187,7 @@ public static class DaprFiles
         ["Deployment"] = "apiVersion kind metadata:ObjectMeta spec:DeploymentSpec",
         ["Service"] = "apiVersion kind metadata:ObjectMeta spec:ServiceSpec",
         ["NetworkPolicy"] = "apiVersion kind metadata:ObjectMeta spec:NetworkPolicySpec",
+        ["PodDisruptionBudget"] = "apiVersion kind metadata:ObjectMeta spec:PodDisruptionBudgetSpec",
         // kubernetes/apimachinery pkg/apis/meta/v1/types.go
         ["ObjectMeta"] = """
             name generateName namespace selfLink uid resourceVersion generation creationTimestamp deletionTimestamp
@@ -219,6 +220,10 @@ public static class DaprFiles
             seccompProfile:SeccompProfile appArmorProfile:AppArmorProfile seLinuxChangePolicy
             """,
         ["SeccompProfile"] = "type localhostProfile",
+        ["TopologySpreadConstraint"] = """
+            maxSkew topologyKey whenUnsatisfiable labelSelector:LabelSelector minDomains nodeAffinityPolicy
+            nodeTaintsPolicy matchLabelKeys
+            """,
         ["Container"] = """
             name image command args workingDir ports:ContainerPort envFrom:EnvFromSource env:EnvVar
             resources:ResourceRequirements resizePolicy:ContainerResizePolicy restartPolicy
@@ -273,6 +278,8 @@ public static class DaprFiles
         ["NetworkPolicyIngressRule"] = "ports:NetworkPolicyPort from:NetworkPolicyPeer",
         ["NetworkPolicyPeer"] = "podSelector:LabelSelector namespaceSelector:LabelSelector ipBlock:IPBlock",
         ["NetworkPolicyPort"] = "protocol port endPort",
+        // kubernetes/api policy/v1/types.go
+        ["PodDisruptionBudgetSpec"] = "minAvailable selector:LabelSelector maxUnavailable unhealthyPodEvictionPolicy",
         // kustomize api/types kustomization.go (TypeMeta embedded; metadata is kustomize's own ObjectMeta) and labels.go
         ["Kustomization"] = """
             kind apiVersion metadata:kustomize.ObjectMeta openapi:{} namePrefix nameSuffix namespace commonLabels:{}
@@ -291,6 +298,7 @@ public static class DaprFiles
         ["Deployment"] = "apps/v1",
         ["Service"] = "v1",
         ["NetworkPolicy"] = "networking.k8s.io/v1",
+        ["PodDisruptionBudget"] = "policy/v1",
         ["Kustomization"] = "kustomize.config.k8s.io/v1beta1",
     };
 

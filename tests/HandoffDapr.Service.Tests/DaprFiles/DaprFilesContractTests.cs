@@ -544,6 +544,28 @@ public sealed class DaprFilesContractTests
         Assert.Equal(["GET", "POST"], ((YamlSequenceNode)Node(operation, "httpVerb")!).Children.Select(verb => ((YamlScalarNode)verb).Value));
     }
 
+    /// <summary>
+    /// The disruption budget and the spread across nodes select the Deployment's pods: a selector matching none leaves a
+    /// drain free to evict both replicas at once, and nothing says so.
+    /// </summary>
+    [Fact]
+    public void Disruption_budget_and_spread_select_the_deployments_pods_and_keep_one_up()
+    {
+        var deployment = Documents("k8s/deployment.yaml").Single().Document;
+        var podLabels = ((YamlMappingNode)Node(deployment, "spec", "template", "metadata", "labels")!).Children
+            .ToDictionary(pair => ((YamlScalarNode)pair.Key).Value!, pair => ((YamlScalarNode)pair.Value).Value!);
+        bool SelectsPods(YamlNode selector) => ((YamlMappingNode)Node(selector, "matchLabels")!).Children
+            .All(pair => podLabels.TryGetValue(((YamlScalarNode)pair.Key).Value!, out var value) && value == ((YamlScalarNode)pair.Value).Value);
+        var budget = Documents("k8s/poddisruptionbudget.yaml").Single().Document;
+        var spread = ((YamlSequenceNode)Node(deployment, "spec", "template", "spec", "topologySpreadConstraints")!).Children.Single();
+
+        Assert.True(SelectsPods(Node(budget, "spec", "selector")!));
+        Assert.True(SelectsPods(Node(spread, "labelSelector")!));
+        Assert.Equal("1", Scalar(budget, "spec", "minAvailable"));
+        Assert.True(int.Parse(Scalar(deployment, "spec", "replicas")!) > 1, "one replica under a budget of one blocks every drain");
+        Assert.Equal("kubernetes.io/hostname", Scalar(spread, "topologyKey"));
+    }
+
     [Fact]
     public void Deployment_uses_only_annotations_the_sidecar_injector_reads()
     {
@@ -639,6 +661,7 @@ public sealed class DaprFilesContractTests
     [InlineData("k8s/deployment.yaml", "Deployment")]
     [InlineData("k8s/service.yaml", "Service")]
     [InlineData("k8s/networkpolicy.yaml", "NetworkPolicy")]
+    [InlineData("k8s/poddisruptionbudget.yaml", "PodDisruptionBudget")]
     [InlineData("k8s/kustomization.yaml", "Kustomization")]
     public void Kubernetes_manifests_use_only_fields_of_the_kubernetes_api_types(string file, string kind)
     {
