@@ -7,7 +7,7 @@ namespace HandoffDapr.FakeSidecar;
 /// The actor state store (the component with <c>actorStateStore: "true"</c>), in memory.
 /// Values are kept as daprd stores them: decoded into Go <c>any</c> and marshalled again (see <see cref="GoJson"/>).
 /// </summary>
-/// <param name="redis">Whether the store treats a TTL as Redis does (see <see cref="FakeSidecarOptions.StateStoreType"/>).</param>
+/// <param name="redis">Whether it treats a TTL as Redis does (<see cref="FakeSidecarOptions.StateStoreType"/>).</param>
 internal sealed class ActorStateStore(TimeProvider clock, Func<bool> redis)
 {
     private readonly object gate = new();
@@ -95,9 +95,10 @@ internal sealed class ActorStateStore(TimeProvider clock, Func<bool> redis)
                 {
                     // As the Redis state store (components-contrib state/redis/redis.go) does and the docs say ("When a
                     // TTL is not specified, the default behavior of the state store is retained"): a write without
-                    // ttlInSeconds keeps the expiry the key had (its Lua script HSETs the hash, which keeps a key's TTL;
-                    // EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" (or "0") makes it never expire.
-                    // Other stores (SQL Server, MongoDB, DynamoDB) write now + ttl whatever its sign, and no expiry without one.
+                    // ttlInSeconds keeps the expiry the key had (its Lua script HSETs the hash, which keeps a key's
+                    // TTL; EXPIRE is sent only for ttl > 0, PERSIST only for ttl <= 0); "-1" (or "0") makes it never
+                    // expire. Other stores (SQL Server, MongoDB, DynamoDB) write now + ttl whatever its sign, and no
+                    // expiry without one.
                     var kept = keys.TryGetValue(op.Key, out var old) && (old.ExpiresAt is null || old.ExpiresAt > now) ? old.ExpiresAt : null;
                     keys[op.Key] = new Entry(op.Value!, (op.TtlSeconds, redis()) switch
                     {
@@ -134,7 +135,7 @@ internal sealed class ActorStateStore(TimeProvider clock, Func<bool> redis)
     /// as pkg/actors/api/transactional.go does; error text mirrors it.
     /// </summary>
     /// <param name="ttlEnabled">daprd's ActorStateTTL feature: without it, an upsert with <c>ttlInSeconds</c> metadata is an operation error.</param>
-    /// <param name="refuseTtlBelowMinusOne">A store that reads the TTL with state/utils ParseTTL: below -1 is an operation error.</param>
+    /// <param name="refuseTtlBelowMinusOne">A store reading the TTL with state/utils ParseTTL: below -1 is an error.</param>
     public static (List<ParsedOperation>? Ops, string? MalformedError, string? OperationError) Parse(
         ReadOnlySpan<byte> body, bool ttlEnabled = true, bool refuseTtlBelowMinusOne = false)
     {

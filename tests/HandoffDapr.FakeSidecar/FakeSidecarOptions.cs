@@ -87,10 +87,11 @@ public sealed class FakeSidecarOptions
     public bool ActorStateTtlEnabled { get; set; }
 
     /// <summary>
-    /// Whether the state store refuses a <c>ttlInSeconds</c> below -1, as the stores that read it with components-contrib's
-    /// state/utils ParseTTL do ("incorrect value for metadata 'ttlInSeconds': must be -1 or greater": PostgreSQL, MySQL,
-    /// SQL Server, Cosmos DB, MongoDB, etcd, SQLite, Cassandra among them), and nothing of the transaction is saved. Off,
-    /// as the Redis store (components/, k8s/) has it: any value of 0 or below persists the key.
+    /// Whether the state store refuses a <c>ttlInSeconds</c> below -1, as the stores that read it with
+    /// components-contrib's state/utils ParseTTL do ("incorrect value for metadata 'ttlInSeconds': must be -1 or
+    /// greater": PostgreSQL, MySQL, SQL Server, Cosmos DB, MongoDB, etcd, SQLite, Cassandra among them), and nothing of
+    /// the transaction is saved. Off, as the Redis store (components/, k8s/) has it: any value of 0 or below persists
+    /// the key.
     /// </summary>
     public bool StateStoreRefusesTtlBelowMinusOne { get; set; }
 

@@ -101,8 +101,8 @@ public sealed class DaprOptions
 
     /// <summary>
     /// The actor state store's component name (Dapr picks it by <c>actorStateStore</c>; a contract test keeps
-    /// <c>appsettings.json</c>'s value and <c>components/</c> and <c>k8s/</c> in agreement). Read only to learn its type
-    /// from daprd's metadata, which says how a run's TTL is taken off (<see cref="DaprHost.ActorStateTtl"/>), when
+    /// <c>appsettings.json</c>'s value and <c>components/</c> and <c>k8s/</c> in agreement). Read only to learn its
+    /// type from daprd's metadata, which says how a run's TTL is taken off (<see cref="DaprHost.ActorStateTtl"/>), when
     /// several stores of different types could hold actors.
     /// </summary>
     public string StateStoreName { get; set; } = "statestore";

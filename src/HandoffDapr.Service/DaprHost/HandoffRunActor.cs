@@ -406,10 +406,10 @@ public sealed partial class HandoffRunActor(
         var deletedAt = await WriteTombstoneAsync(state, expiry);
         // wake_at needs no TTL: a settled run has no wake-up, so its save removes it.
         var reminderToChange = await ForgetWakeIfChangingAsync(wakeAt);
-        // The SDK counts a TTL from its SetStateAsync and sends the whole seconds left at the save: the store reads since
-        // the sets above (the SDK asks whether each key it does not hold exists) would age NeverExpire's "-1" to "-2"
-        // on a slow store, which the stores reading it with ParseTTL refuse (see NeverExpire). Set again, every key now
-        // held (no read), each TTL counts from here, and all of the run's keys get the same one.
+        // The SDK counts a TTL from its SetStateAsync and sends the whole seconds left at the save: the store reads
+        // since the sets above (the SDK asks whether each key it does not hold exists) would age NeverExpire's "-1" to
+        // "-2" on a slow store, which the stores reading it with ParseTTL refuse (see NeverExpire). Set again, every
+        // key now held (no read), each TTL counts from here, and all of the run's keys get the same one.
         foreach (var write in ttlWrites)
         {
             await write();
@@ -525,7 +525,9 @@ public sealed partial class HandoffRunActor(
         return deletedAt;
     }
 
-    /// <summary>How a save writes the run's keys: all of them (to set their TTL or take it off), each with Ttl if any.</summary>
+    /// <summary>
+    /// How a save writes the run's keys: all of them (to set their TTL or take it off), each with Ttl if any.
+    /// </summary>
     private readonly record struct KeysExpiry(bool WriteAll, TimeSpan? Ttl);
 
     /// <summary>
@@ -552,16 +554,17 @@ public sealed partial class HandoffRunActor(
     }
 
     /// <summary>
-    /// Takes a key's TTL off in Redis (other stores: see <see cref="ActorStateTtl"/>). A write without <c>ttlInSeconds</c>
-    /// does not: components-contrib's Redis store (the one components/ and k8s/ use) writes a key with a Lua script that
-    /// HSETs its hash, which keeps the key's TTL, and
-    /// then sends "EXPIRE key ttl" only `if ttl != nil &amp;&amp; *ttl > 0` and "PERSIST key" only `if ttl != nil &amp;&amp; *ttl &lt;= 0`
-    /// (state/redis/redis.go, Set and Multi). Dapr's docs (state-store-ttl.md): "When a TTL is not specified, the default
-    /// behavior of the state store is retained", and "you can ... indefinitely retain a given database record ... by
-    /// setting ttlInSeconds to the value of -1". The SDK (Dapr.Actors 1.19, DaprStateProvider.SaveStateAsync) sends
-    /// ttlInSeconds = ceil(seconds to the expiry it computed at SetStateAsync): minus one second gives "-1" for a save
-    /// within a second of the set, as SaveStateAsync makes every save that sends it (Redis persists anything below 0,
-    /// but the stores that read it with state/utils ParseTTL, the SQL ones and Cosmos DB among them, refuse below -1).
+    /// Takes a key's TTL off in Redis (other stores: see <see cref="ActorStateTtl"/>). A write without
+    /// <c>ttlInSeconds</c> does not: components-contrib's Redis store (the one components/ and k8s/ use) writes a key
+    /// with a Lua script that HSETs its hash, which keeps the key's TTL, and then sends "EXPIRE key ttl" only
+    /// `if ttl != nil &amp;&amp; *ttl > 0` and "PERSIST key" only `if ttl != nil &amp;&amp; *ttl &lt;= 0`
+    /// (state/redis/redis.go, Set and Multi). Dapr's docs (state-store-ttl.md): "When a TTL is not specified, the
+    /// default behavior of the state store is retained", and "you can ... indefinitely retain a given database record
+    /// ... by setting ttlInSeconds to the value of -1". The SDK (Dapr.Actors 1.19, DaprStateProvider.SaveStateAsync)
+    /// sends ttlInSeconds = ceil(seconds to the expiry it computed at SetStateAsync): minus one second gives "-1" for a
+    /// save within a second of the set, as SaveStateAsync makes every save that sends it (Redis persists anything
+    /// below 0, but the stores that read it with state/utils ParseTTL, the SQL ones and Cosmos DB among them, refuse
+    /// anything below -1).
     /// </summary>
     internal static readonly TimeSpan NeverExpire = TimeSpan.FromSeconds(-1);
 

@@ -524,10 +524,10 @@ public sealed class DaprFilesContractTests
     }
 
     /// <summary>
-    /// Service invocation into the app is admitted from the autofix API only, and only to the run routes (all of the API
-    /// it calls is under <c>/runs</c>): without a policy daprd admits every app of the mesh, from any namespace, and hands
-    /// the app its token with each call. daprd skips a policy without a namespace or trust domain (pkg/acl/acl.go
-    /// ParseAccessControlSpec), which would leave the global deny to refuse the autofix API too.
+    /// Service invocation into the app is admitted from the autofix API only, and only to the run routes (all of the
+    /// API it calls is under <c>/runs</c>): without a policy daprd admits every app of the mesh, from any namespace,
+    /// and hands the app its token with each call. daprd skips a policy without a namespace or trust domain
+    /// (pkg/acl/acl.go ParseAccessControlSpec), which would leave the global deny to refuse the autofix API too.
     /// </summary>
     [Fact]
     public void Access_control_admits_only_the_autofix_api_and_only_to_the_run_routes()

@@ -86,8 +86,8 @@ public sealed class DaprRetentionTests : DaprModeTest
     public async Task A_run_pending_again_on_a_slow_store_that_refuses_a_ttl_below_minus_one_still_saves_without_ttl()
     {
         // The SDK counts a TTL from the SetStateAsync and sends the whole seconds left at the save: reads of the store
-        // between the two (here slow, as a loaded PostgreSQL or Cosmos DB may be) must not age "-1" to "-2", which those
-        // stores refuse, failing the turn again at every retry for as long as the store is slow.
+        // between the two (here slow, as a loaded PostgreSQL or Cosmos DB may be) must not age "-1" to "-2", which
+        // those stores refuse, failing the turn again at every retry for as long as the store is slow.
         await SettleAsync(802);
         factory.Sidecar.Options.StateStoreRefusesTtlBelowMinusOne = true;
         // Slow until its next save, the one that takes the TTL off: a read then takes longer than a second.

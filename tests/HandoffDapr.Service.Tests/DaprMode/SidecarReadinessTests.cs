@@ -417,9 +417,10 @@ public sealed class SidecarReadinessTests : IDisposable
     }
 
     /// <summary>
-    /// Stores take a run's TTL off in different ways (<see cref="ActorStateTtl"/>): the actor state store's type is that of
-    /// the store named <c>Handoff:Dapr:StateStoreName</c> that can hold actors, else the one type of all that can; with
-    /// several types and none so named, retention cannot know it, and readiness says so. Without retention, it need not.
+    /// Stores take a run's TTL off in different ways (<see cref="ActorStateTtl"/>): the actor state store's type is
+    /// that of the store named <c>Handoff:Dapr:StateStoreName</c> that can hold actors, else the one type of all that
+    /// can; with several types and none so named, retention cannot know it, and readiness says so. Without retention,
+    /// it need not.
     /// </summary>
     [Fact]
     public void Actor_state_stores_type_is_the_named_ones_or_the_one_type_and_retention_needs_it_known()
