@@ -200,10 +200,12 @@ public static class HandoffServiceExtensions
             // Half daprd's 60 min default: a run's actor is called mostly in the minutes after its event and at its
             // wake-ups (which keep it active), and one called after it went idle only reads its state again.
             options.ActorIdleTimeout = TimeSpan.FromMinutes(30);
-            // Below daprd's own 30 s dissemination timeout (dapr.io/actors-disseminate-timeout, not the placement
-            // service's --disseminate-timeout), at or above which daprd 1.18 clamps it to 24 s with a warning
-            // (daprd 1.17.7-1.17.x, whose dissemination timeout is 5 s, clamps anything from 5 s to 4 s: see docs/runbook.md).
-            options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(20);
+            // The drain runs inside a placement round, which the placement service gives 8 s before it drops a daprd
+            // that has not answered (cmd/placement --disseminate-timeout) and daprd clamps at 4 s (1.17.7-1.17.x) or
+            // 24 s (1.18); while it runs, the actor state calls of the turns it waits for wait too (daprd's placement
+            // loop holds their lock), so a longer drain only stalls them. A turn here takes milliseconds: 4 s is
+            // plenty, and a turn cut off saves nothing (its save is refused) and is made again. See docs/runbook.md.
+            options.DrainOngoingCallTimeout = TimeSpan.FromSeconds(4);
             options.DrainRebalancedActors = true;
         });
         services.AddSingleton<ActorRunOwner>();
