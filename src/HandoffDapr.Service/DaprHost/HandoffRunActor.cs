@@ -68,17 +68,40 @@ public sealed partial class HandoffRunActor(
     /// <summary>daprd's starts when this actor last read its state: what it has cached was read from the store since then.</summary>
     private long sidecarStartsSeen = sidecarStarts?.Count ?? 0;
 
+    /// <summary>When a turn of this activation last began; null before its first.</summary>
+    private DateTimeOffset? lastTurnAt;
+
     /// <summary>
-    /// An actor active from before daprd's latest start was never deactivated by it (see <see cref="SidecarStarts"/>):
-    /// its run may have been placed on another replica and changed there meanwhile, so the state it has cached is
-    /// dropped and read again. Called first thing in a turn, before anything is read or changed.
+    /// How long after its last turn an activation still trusts the state it has cached. daprd deactivates the actors of
+    /// an app it finds unhealthy without telling the app (it sends no call, the DELETE included, to an unhealthy app) and
+    /// places them on another replica, which may change their runs; once the app answers again they come back to the
+    /// same activation, cache and all. Being found unhealthy takes <c>dapr.io/app-health-threshold</c> failed probes
+    /// <c>dapr.io/app-health-probe-interval</c> apart (3 and 5 s, as k8s/ leaves them): at least 10 s without a turn
+    /// here. A turn after a shorter pause keeps the cache (bursts of calls to one run); after a longer one it reads the
+    /// run again (a few reads, once per pause).
     /// </summary>
-    private async Task ForgetStateCachedBeforeSidecarStartAsync()
+    internal static readonly TimeSpan CacheTrustedFor = TimeSpan.FromSeconds(5);
+
+    /// <summary>
+    /// Drops the state this activation has cached when it may be stale: the activation is from before daprd's latest
+    /// start, which never deactivated it (see <see cref="SidecarStarts"/>), or its last turn was longer ago than
+    /// <see cref="CacheTrustedFor"/>. Either way its run may have been placed on another replica and changed there
+    /// meanwhile. Called first thing in a turn, before anything is read or changed (again later in the same turn, it
+    /// keeps what the turn has read and changed).
+    /// </summary>
+    private async Task ForgetStaleStateCacheAsync()
     {
+        var now = timeProvider.GetUtcNow();
+        var idle = lastTurnAt is { } last && now - last >= CacheTrustedFor;
+        lastTurnAt = now;
         if (sidecarStarts?.Count is { } starts && starts != sidecarStartsSeen)
         {
             await StateManager.ClearCacheAsync();
             sidecarStartsSeen = starts;
+        }
+        else if (idle)
+        {
+            await StateManager.ClearCacheAsync();
         }
     }
 
@@ -299,7 +322,7 @@ public sealed partial class HandoffRunActor(
     {
         try
         {
-            await ForgetStateCachedBeforeSidecarStartAsync();
+            await ForgetStaleStateCacheAsync();
             // The reminder has done its work: the writer registers the next one if work remains (replacing this one).
             await StateManager.TryRemoveStateAsync(WakeAtKey);
             var (stored, _) = await LoadRunAsync();
@@ -346,7 +369,7 @@ public sealed partial class HandoffRunActor(
     /// </summary>
     private async Task<(RunHandoffState? State, DeletedRun? Deleted)> LoadRunAsync()
     {
-        await ForgetStateCachedBeforeSidecarStartAsync();
+        await ForgetStaleStateCacheAsync();
         var tombstone = await StateManager.TryGetStateAsync<DeletedRun>(DeletedRunKey);
         if (tombstone is { HasValue: true, Value: { } due } && due.DeletedAt <= timeProvider.GetUtcNow())
         {
