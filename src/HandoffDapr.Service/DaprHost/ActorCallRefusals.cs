@@ -169,7 +169,8 @@ internal static class ActorCallRefusals
     /// </summary>
     private static ValueTask AnswerHeldExceptionAsync(HttpContext context, byte[] exceptionAnswer)
     {
-        if (ExceptionTypeOf(exceptionAnswer) == typeof(ActorTurnFailedException).FullName)
+        if (ExceptionTypeOf(exceptionAnswer) is { } type
+            && (type == typeof(ActorTurnFailedException).FullName || type == typeof(ActorRunStateDamagedException).FullName))
         {
             // A failed turn: its fixed text, for the app's own proxy (which answers 503 or asks for redelivery).
             return context.Response.Body.WriteAsync(exceptionAnswer, context.RequestAborted);

@@ -229,13 +229,14 @@ public sealed partial class HandoffRunActor(
         catch (Exception exception)
         {
             span?.SetStatus(ActivityStatusCode.Error).SetTag("error.type", exception.GetType().FullName);
-            if (exception is ActorTurnFailedException)
+            if (exception is ActorTurnFailedException or ActorRunStateDamagedException)
             {
                 throw;
             }
 
             LogTurnFailed(RunId, Id.GetId(), method, exception);
-            throw new ActorTurnFailedException();
+            // A damaged run stays refused until an operator acts: its callers are told so, not to try again shortly.
+            throw exception is UnreadableRunStateException ? new ActorRunStateDamagedException() : new ActorTurnFailedException();
         }
     }
 
@@ -380,21 +381,37 @@ public sealed partial class HandoffRunActor(
         return state is null && tombstone is { HasValue: true, Value: { } expired } ? (null, expired) : (state, null);
     }
 
+    /// <summary>
+    /// One of the run's keys; one that is not JSON of its kind (the SDK's reader throws) is damage, said in the service's
+    /// own words, not the parser's (which may quote the stored text).
+    /// </summary>
+    private async Task<ConditionalValue<T>> ReadPartAsync<T>(string key, long runId)
+    {
+        try
+        {
+            return await StateManager.TryGetStateAsync<T>(key);
+        }
+        catch (System.Text.Json.JsonException exception)
+        {
+            throw new UnreadableRunStateException(runId, $"its {key} is not JSON of its kind", exception);
+        }
+    }
+
     /// <summary>The run's keys; its one caller, <see cref="LoadRunAsync"/>, has dropped a cache older than daprd's start.</summary>
     private async Task<RunHandoffState?> LoadAsync()
     {
-        var snapshot = await StateManager.TryGetStateAsync<RunSnapshot>(SnapshotKey);
-        var launches = await StateManager.TryGetStateAsync<List<RepositoryLaunch>>(LaunchesKey);
+        var runId = RunId!.Value;
+        var snapshot = await ReadPartAsync<RunSnapshot>(SnapshotKey, runId);
+        var launches = await ReadPartAsync<List<RepositoryLaunch>>(LaunchesKey, runId);
         if (!snapshot.HasValue && !launches.HasValue)
         {
             return null;
         }
 
-        var agents = await StateManager.TryGetStateAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey);
-        var timeline = await StateManager.TryGetStateAsync<List<TimelineEntry>>(TimelineKey);
-        var poll = await StateManager.TryGetStateAsync<PollSchedule>(PollKey);
-        var replaced = await StateManager.TryGetStateAsync<List<string>>(ReplacedSnapshotsKey);
-        var runId = RunId!.Value;
+        var agents = await ReadPartAsync<Dictionary<string, CodingAgentState>>(CodingAgentsKey, runId);
+        var timeline = await ReadPartAsync<List<TimelineEntry>>(TimelineKey, runId);
+        var poll = await ReadPartAsync<PollSchedule>(PollKey, runId);
+        var replaced = await ReadPartAsync<List<string>>(ReplacedSnapshotsKey, runId);
         // A part stored as JSON null (written by hand, or by another writer) is refused where reading it as empty would
         // start the run over (its launches, its agents: kept null here, FindDamage refuses them) or skip its group check
         // (its snapshot, refused here: null is also what a run without one reads). A null timeline is read as empty:
@@ -735,3 +752,9 @@ public sealed record CodingAgentsUpdated(long RunId, long? GroupId, IReadOnlyDic
 
 /// <summary>What leaves an actor whose turn failed: no more than that (see <see cref="HandoffRunActor"/>'s guard).</summary>
 public sealed class ActorTurnFailedException() : Exception("The run's turn failed.");
+
+/// <summary>
+/// What a turn on a run whose stored state cannot be used answers (its reason is logged by the actor, in its own words):
+/// the caller's owner tells its caller the run is refused until an operator restores or deletes it.
+/// </summary>
+public sealed class ActorRunStateDamagedException() : Exception("The run's stored state cannot be used.");

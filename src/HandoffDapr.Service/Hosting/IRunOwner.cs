@@ -64,6 +64,8 @@ public sealed class RunOwnerUnavailableException(string message, Exception? inne
     {
         { DamagedState: true, InnerException: UnreadableRunStateException damaged } =>
             $"its stored state cannot be used ({damaged.Reason}): refused until it is restored or deleted",
+        // Dapr mode: the actor logged the reason (ActorTurnFailed); its answer carries none.
+        { DamagedState: true } => "its stored state cannot be used (the actor's ActorTurnFailed line says why): refused until it is restored or deleted",
         { ShuttingDown: true } => "the service is shutting down",
         _ => null,
     };

@@ -67,6 +67,11 @@ public sealed class DamagedActorStateTests : IDisposable
         Assert.Equal(raw == Evicted ? null : raw, factory.Sidecar.GetActorStateKeys(Actor, "600").GetValueOrDefault(key));
         var answers = await read.Content.ReadAsStringAsync() + await trigger.Content.ReadAsStringAsync();
         Assert.DoesNotContain(Secret, answers);
+        // Refused until an operator acts, as embedded mode says: not "try again shortly", which a caller would for ever.
+        foreach (var answer in new[] { read, trigger })
+        {
+            Assert.Contains("restores or deletes it", await answer.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+        }
     }
 
     [Fact]
