@@ -125,13 +125,14 @@ public sealed class ActorRunOwner : IRunOwner, IRoundRecorder
         {
             return await call(actor);
         }
-        // No caller's token reaches the proxy, so a cancellation here is its request timeout: the actor may still finish the turn.
-        // The SDK throws AuthenticationException for a 401/403 from the sidecar (a wrong or rotated dapr-api-token).
+        // The actor's answer for a run whose stored state cannot be used: refused until an operator acts.
         catch (ActorMethodInvocationException exception)
             when ((exception.InnerException as ActorInvokeException)?.ActualExceptionType == typeof(ActorRunStateDamagedException).FullName)
         {
             throw new RunOwnerUnavailableException("The run's stored state cannot be used.", exception) { DamagedState = true };
         }
+        // No caller's token reaches the proxy, so a cancellation here is its request timeout: the actor may still finish the turn.
+        // The SDK throws AuthenticationException for a 401/403 from the sidecar (a wrong or rotated dapr-api-token).
         catch (Exception exception) when (exception is DaprException or ActorMethodInvocationException or HttpRequestException or OperationCanceledException
             or System.Security.Authentication.AuthenticationException)
         {
