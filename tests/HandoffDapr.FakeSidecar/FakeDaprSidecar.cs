@@ -192,6 +192,9 @@ public sealed class FakeDaprSidecar : IAsyncDisposable
         return actors.FireTimerAsync(timer, ct);
     }
 
+    /// <summary>Awaited before a gRPC publish is taken (its topic, the call's cancellation): a slow broker.</summary>
+    public Func<string, CancellationToken, Task>? BeforePublish { get => grpc.BeforePublish; set => grpc.BeforePublish = value; }
+
     /// <summary>Awaited before each actor state read: wait in it (without blocking) for a slow state store.</summary>
     public Func<ActorStateCall, Task>? BeforeActorStateRead { get => actors.BeforeStateRead; set => actors.BeforeStateRead = value; }
 

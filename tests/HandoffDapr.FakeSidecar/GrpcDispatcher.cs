@@ -55,7 +55,7 @@ internal sealed class GrpcDispatcher(
             return method switch
             {
                 "InvokeBinding" => await InvokeBindingAsync(InvokeBindingRequest.Parser.ParseFrom(message.Span), headers, ct).ConfigureAwait(false),
-                "PublishEvent" => PublishEvent(PublishEventRequest.Parser.ParseFrom(message.Span)),
+                "PublishEvent" => await PublishEventAsync(PublishEventRequest.Parser.ParseFrom(message.Span), ct).ConfigureAwait(false),
                 "GetState" => GetState(GetStateRequest.Parser.ParseFrom(message.Span)),
                 "SaveState" => SaveState(SaveStateRequest.Parser.ParseFrom(message.Span)),
                 "DeleteState" => DeleteState(DeleteStateRequest.Parser.ParseFrom(message.Span)),
@@ -94,8 +94,16 @@ internal sealed class GrpcDispatcher(
         return reply;
     }
 
-    private GrpcReply PublishEvent(PublishEventRequest request)
+    /// <summary>Awaited before a gRPC publish is taken (topic): a slow broker.</summary>
+    public Func<string, CancellationToken, Task>? BeforePublish { get; set; }
+
+    private async Task<GrpcReply> PublishEventAsync(PublishEventRequest request, CancellationToken ct)
     {
+        if (BeforePublish is { } slow)
+        {
+            await slow(request.Topic, ct).ConfigureAwait(false);
+        }
+
         var error = broker.Publish(request.PubsubName, request.Topic, request.Data.ToByteArray(),
             string.IsNullOrEmpty(request.DataContentType) ? null : request.DataContentType,
             request.Metadata.ToDictionary(kv => kv.Key, kv => kv.Value));

@@ -662,17 +662,25 @@ public sealed partial class HandoffRunActor(
         }
     }
 
+    /// <summary>
+    /// How long a turn waits for its agents update to be published: the turn holds its run meanwhile, and no resiliency
+    /// policy bounds daprd's publish (the broker's client retries on its own). A slower one is logged as failed.
+    /// </summary>
+    internal static readonly TimeSpan PublishTimeout = TimeSpan.FromSeconds(5);
+
     private async Task PublishAgentsAsync(RunHandoffState state)
     {
         var settings = options.Value.Dapr;
+        using var timeout = new CancellationTokenSource(PublishTimeout, timeProvider);
         try
         {
             await dapr.PublishEventAsync(
                 settings.PubSubName,
                 settings.UpdatesTopic,
-                new CodingAgentsUpdated(state.RunId, state.GroupId, state.CodingAgents));
+                new CodingAgentsUpdated(state.RunId, state.GroupId, state.CodingAgents),
+                timeout.Token);
         }
-        catch (Exception exception) when (exception is not OperationCanceledException)
+        catch (Exception exception) when (exception is not OperationCanceledException || timeout.IsCancellationRequested)
         {
             // The state is saved; the update is also readable by GET. A lost notification is logged, not fatal.
             LogPublishFailed(state.RunId, exception);

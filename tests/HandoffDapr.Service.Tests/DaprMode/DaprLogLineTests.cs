@@ -60,6 +60,30 @@ public sealed class DaprLogLineTests : IDisposable
         Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
     }
 
+    [Fact]
+    public async Task An_agents_update_the_pubsub_does_not_take_in_time_is_given_up_logged_and_the_turn_ends()
+    {
+        var logs = new FakeLogCollector();
+        var time = new FakeTimeProvider(DateTimeOffset.UtcNow);
+        await using var factory = await DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs);
+        // A broker that never answers: the publish waits until the app gives up on it.
+        var waiting = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        factory.Sidecar.BeforePublish = async (_, ct) =>
+        {
+            waiting.TrySetResult();
+            await Task.Delay(Timeout.Infinite, ct);
+        };
+
+        var trigger = factory.CreateSidecarClient().PostJsonAsync("/runs/613/handoff", Payloads.Trigger(Payloads.Run(613, ["acme/shop"], automation: false)));
+        await waiting.Task.WaitAsync(TimeSpan.FromSeconds(30));
+        time.Advance(HandoffRunActor.PublishTimeout);
+
+        Assert.Equal(HttpStatusCode.Accepted, (await trigger.WaitAsync(TimeSpan.FromSeconds(30))).StatusCode);
+        var failed = Assert.Single(logs.GetSnapshot(), record => record.Id.Name == "AgentsUpdatePublishFailed");
+        Assert.Equal("613", failed.GetStructuredStateValue("RunId"));
+        Assert.DoesNotContain(logs.GetSnapshot(), record => record.Id.Name == "ActorTurnFailed");
+    }
+
     /// <summary>
     /// The binding's url points where nothing listens: daprd's binding answers Go's dial error. The runbook's
     /// ProviderTransportFailure tells the operator, by Kind and RequestSent, whether the launch may have arrived.
