@@ -345,24 +345,39 @@ public sealed partial class HandoffRunActor(
 
             return true;
         }
-        catch
+        catch (Exception failure)
         {
             // A failed wake-up is retried by daprd's scheduler only a few times, a second apart (go-etcd-cron's default
             // failure policy: 3 retries), then waits for the reminder's next repeat. Registered again a minute from now
-            // (which replaces those quick retries; and a one-shot reminder an earlier release registered). The failure
-            // itself goes on to Guarded.
-            try
+            // (which replaces those quick retries; and a one-shot reminder an earlier release registered), unless this
+            // activation is gone from daprd. The failure itself goes on to Guarded.
+            if (!IsNoLongerHostedHere(failure))
             {
-                await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, WakeRepeat);
-            }
-            catch (Exception exception) when (exception is not OperationCanceledException)
-            {
-                LogWakeRetryNotRegistered(runId, exception.GetType().Name);
+                try
+                {
+                    await RegisterReminderAsync(WakeReminder, null, FailedWakeRetry, WakeRepeat);
+                }
+                catch (Exception exception) when (exception is not OperationCanceledException)
+                {
+                    LogWakeRetryNotRegistered(runId, exception.GetType().Name);
+                }
             }
 
             throw;
         }
     }
+
+    /// <summary>
+    /// daprd refused a save because this activation is gone from it (deactivated mid-turn, or placement moved the run
+    /// to another replica: state/state.go checks the actor table, reminders only the actor type). The reminder then
+    /// belongs to the run's next activation, which its quick retries and repeat reach: registering it from here would
+    /// replace one the new host registered since (a wake-up up to a minute late).
+    /// </summary>
+    private static bool IsNoLongerHostedHere(Exception failure) =>
+        failure is Dapr.DaprApiException { ErrorCode: ActorInstanceMissing };
+
+    /// <summary>The error code of daprd's <c>ErrActorInstanceMissing</c> (pkg/messages/predefined.go).</summary>
+    private const string ActorInstanceMissing = "ERR_ACTOR_INSTANCE_MISSING";
 
     /// <summary>
     /// The run, or its tombstone once retention deleted it: its <c>deleted_at</c> passed (on this clock: the store may

@@ -1,6 +1,8 @@
 using System.Net;
+using System.Text;
 using HandoffDapr.Service.DaprHost;
 using HandoffDapr.Service.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Testing;
 
 namespace HandoffDapr.Service.Tests.DaprMode;
 
@@ -15,7 +17,10 @@ namespace HandoffDapr.Service.Tests.DaprMode;
 /// </summary>
 public sealed class ActorDeactivationTests : DaprModeTest
 {
-    protected override Task<DaprServiceFactory> StartServiceAsync() => DaprServiceFactory.StartAsync(cursor.Url, time: time, actorResiliency: true);
+    private readonly FakeLogCollector logs = new();
+
+    protected override Task<DaprServiceFactory> StartServiceAsync() =>
+        DaprServiceFactory.StartAsync(cursor.Url, time: time, logs: logs, actorResiliency: true);
 
     [Fact]
     public async Task Trigger_whose_actor_is_deactivated_mid_turn_is_repeated_by_the_sidecar_and_launches_once()
@@ -61,15 +66,19 @@ public sealed class ActorDeactivationTests : DaprModeTest
         Assert.Single(Agents(174));
     }
 
+    /// <summary>
+    /// The wake's activation is gone from daprd before its save (deactivated, or placement moved the run to another
+    /// replica, whose turns register the run's reminder in the one Scheduler): the stale turn must leave that
+    /// reminder be.
+    /// </summary>
     [Fact]
-    public async Task Wake_whose_actor_is_deactivated_mid_turn_is_not_lost_and_launches_once_later()
+    public async Task Wake_whose_actor_is_deactivated_mid_turn_leaves_the_reminder_to_the_next_host_and_launches_once_later()
     {
         cursor.Script("acme/down", FakeCursor.Status(503));
         Assert.Equal(HttpStatusCode.Accepted, (await client.PostJsonAsync("/runs/176/handoff", Payloads.Trigger(Payloads.Run(176, ["acme/down"], automation: false)))).StatusCode);
         var launchesBefore = cursor.LaunchRequests;
         time.Advance(TimeSpan.FromMinutes(10)); // the launch's retry is due
         (await factory.Sidecar.DeactivateActorAsync(Actor, "176")).Dispose(); // idle: the wake reads the run from the store
-        var registered = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176");
 
         // The wake turn's first read waits until the sidecar has deactivated the actor under it.
         using var release = new ManualResetEventSlim();
@@ -93,18 +102,28 @@ public sealed class ActorDeactivationTests : DaprModeTest
             Assert.Equal("context canceled", await fired.Content.ReadAsStringAsync());
         }
 
+        // Meanwhile the run's next host registers its wake-up, 5 s out (as another replica's sidecar would).
+        using (var sidecar = new HttpClient { BaseAddress = factory.Sidecar.HttpEndpoint })
+        {
+            var registered = await sidecar.PostAsync(
+                $"/v1.0/actors/{Actor}/176/reminders/{HandoffRunActor.WakeReminder}",
+                new StringContent("""{"dueTime":"5s","period":"1m"}""", Encoding.UTF8, "application/json"));
+            Assert.True(registered.IsSuccessStatusCode, $"registration: {(int)registered.StatusCode}");
+        }
+
+        var nextHosts = Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176");
         release.Set();
         (await deactivated).Dispose();
         Assert.True(heldThroughDeactivation, "the wake's read was not held through the deactivation");
 
         // The turn's save finds the actor gone from the sidecar (ERR_ACTOR_INSTANCE_MISSING): nothing is claimed or
-        // launched, and the turn registers the wake again a minute out instead of leaving the run to the Scheduler's retries.
-        await Eventually.True(() => factory.Sidecar.Reminders.Any(r => r.ActorId == "176" && r.RegisteredAt > registered.RegisteredAt));
-        Assert.Equal("0h1m0s0ms", Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176").DueTime); // FailedWakeRetry
+        // launched, and the reminder stays the next host's.
+        await Eventually.True(() => logs.GetSnapshot().Any(r => r.Id.Name == "ActorTurnFailed"));
+        Assert.Equal(nextHosts, Assert.Single(factory.Sidecar.Reminders, r => r.ActorId == "176"));
         Assert.Equal("retry_scheduled", LaunchPhase(176)); // nothing claimed
         Assert.Equal(launchesBefore, cursor.LaunchRequests);
 
-        time.Advance(TimeSpan.FromMinutes(1));
+        time.Advance(TimeSpan.FromSeconds(5));
         Assert.True((await factory.Sidecar.FireReminderAsync(Actor, "176", HandoffRunActor.WakeReminder)).IsSuccessStatusCode);
         await Eventually.True(() => LaunchPhase(176) == "launched");
         Assert.Equal(launchesBefore + 1, cursor.LaunchRequests);
