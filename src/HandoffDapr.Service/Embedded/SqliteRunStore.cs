@@ -42,6 +42,7 @@ public sealed partial class SqliteRunStore : IDisposable
     private readonly byte[] digestPrefix = RandomNumberGenerator.GetBytes(16);
 
     private readonly HandledEventMemory handledEvents;
+    private readonly DataFileWatch dataFile;
 
     /// <param name="rememberedEvents">
     /// How many runs' handled-event digests this process keeps in memory (<see cref="HandledEventMemory"/>); 0 reads the file for each.
@@ -79,9 +80,13 @@ public sealed partial class SqliteRunStore : IDisposable
         }
 
         this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
+        dataFile = new DataFileWatch(dataPath, () => LogDataFileGone(this.logger, Path.GetFullPath(dataPath)));
         checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
-        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.Look);
+        writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.Look, dataFile: dataFile);
     }
+
+    /// <summary>The writer found the data file gone from its path: nothing is read or written until restart.</summary>
+    public bool DataFileGone => dataFile.Gone;
 
     /// <summary>Checkpoints of the write-ahead log run so far, by this process's checkpointer.</summary>
     internal (long Background, long CatchUps, long BusyCatchUps) Checkpoints => checkpointer.Checkpoints;
@@ -243,6 +248,7 @@ public sealed partial class SqliteRunStore : IDisposable
 
     private T Read<T>(Func<ReadSession, T> read)
     {
+        dataFile.ThrowIfGone();
         var session = readers.TryTake(out var idle) ? idle : new ReadSession(OpenForRead());
         try
         {
@@ -718,8 +724,7 @@ public sealed partial class SqliteRunStore : IDisposable
 
     /// <summary>
     /// The data file is there and holds the run tables. Opened anew, never created: a pooled connection keeps a deleted
-    /// file alive (the writer goes on writing to it, lost at the next start), and one that may create would put an
-    /// empty file in its place.
+    /// file alive, and one that may create would put an empty file in its place.
     /// </summary>
     public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
     {
@@ -733,6 +738,7 @@ public sealed partial class SqliteRunStore : IDisposable
     /// <summary>A pooled connection for reading: WAL lets readers run beside the writer.</summary>
     private SqliteConnection OpenForRead()
     {
+        dataFile.ThrowIfGone();
         var connection = new SqliteConnection(connectionString);
         connection.Open();
         return connection;
@@ -740,6 +746,9 @@ public sealed partial class SqliteRunStore : IDisposable
 
     [LoggerMessage(EventId = 3003, EventName = "CheckpointFailed", Level = LogLevel.Warning, Message = "The data file's write-ahead log could not be checkpointed; it grows until a later checkpoint succeeds")]
     private static partial void LogCheckpointFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(EventId = 3010, EventName = "DataFileGone", Level = LogLevel.Error, Message = "The data file is no longer at {DataPath} (deleted or moved while the service ran): every write and read is refused until the service restarts; put the file back first")]
+    private static partial void LogDataFileGone(ILogger logger, string dataPath);
 
     [LoggerMessage(EventId = 3004, EventName = "UnreadableRunListed", Level = LogLevel.Warning, Message = "Run {RunId} is left out of the list of runs: its stored state cannot be read")]
     private static partial void LogUnreadableRunListed(ILogger logger, long runId);

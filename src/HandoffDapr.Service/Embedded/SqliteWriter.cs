@@ -21,6 +21,7 @@ internal sealed class SqliteWriter : IDisposable
     private readonly Thread thread;
     private readonly Action<int, SqliteConnection>? committed;
     private readonly Action<SqliteConnection, bool>? watch;
+    private readonly DataFileWatch? dataFile;
     private long transactions;
 
     /// <summary>
@@ -41,9 +42,13 @@ internal sealed class SqliteWriter : IDisposable
     /// have run; false) and every <see cref="IdleCheck"/> while no write comes, and once before the first (true)
     /// (<see cref="HandledEventMemory.Look"/>).
     /// </param>
-    public SqliteWriter(SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null, Action<SqliteConnection, bool>? watch = null)
+    /// <param name="dataFile">Checked after each commit: a batch committed into a data file no longer at its path fails.</param>
+    public SqliteWriter(
+        SqliteConnection connection, TimeSpan? shutdownWait = null, Action<int, SqliteConnection>? committed = null,
+        Action<SqliteConnection, bool>? watch = null, DataFileWatch? dataFile = null)
     {
         this.connection = connection;
+        this.dataFile = dataFile;
         this.shutdownWait = shutdownWait ?? DefaultShutdownWait;
         this.committed = committed;
         this.watch = watch;
@@ -114,6 +119,7 @@ internal sealed class SqliteWriter : IDisposable
 
     private void Commit(List<Operation> batch)
     {
+        dataFile?.ThrowIfGone();
         using (var transaction = connection.BeginTransaction())
         {
             foreach (var operation in batch)
@@ -123,6 +129,8 @@ internal sealed class SqliteWriter : IDisposable
 
             transaction.Commit();
         }
+
+        dataFile?.CheckAfterCommit();
 
         Interlocked.Increment(ref transactions);
 

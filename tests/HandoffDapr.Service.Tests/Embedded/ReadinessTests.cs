@@ -3,14 +3,16 @@ using HandoffDapr.Service.Tests.Infrastructure;
 
 namespace HandoffDapr.Service.Tests.Embedded;
 
-/// <summary>Embedded mode's <c>/readyz</c> says whether the data file can be used, not only whether SQLite answers.</summary>
+/// <summary>
+/// Embedded mode's <c>/readyz</c> says whether the data file can be used, not only whether SQLite answers.
+/// </summary>
 public sealed class ReadinessTests : IDisposable
 {
     private readonly TempDirectory temp = new();
 
     /// <summary>
-    /// A data file deleted under the running service: its open connections go on writing to the deleted file (lost at the
-    /// next start), and new ones find no tables (<c>GET /runs</c> answers 503). The probe used to answer 200 from a
+    /// A data file deleted under the running service: its open connections could go on writing to the deleted file (lost
+    /// at the next start; DataFileGoneTests), and new ones find no tables. The probe used to answer 200 from a
     /// <c>SELECT 1</c>, on a connection that even created an empty file in the data file's place.
     /// </summary>
     [Fact]

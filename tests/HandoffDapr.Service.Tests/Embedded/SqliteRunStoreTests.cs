@@ -28,6 +28,31 @@ public sealed class SqliteRunStoreTests : IDisposable
     }
 
     /// <summary>
+    /// Once the data file was found gone from its path, a write is refused before it is made: a file put back there (after
+    /// a move and back, the very one the writer holds) must not take writes whose callers were told they failed.
+    /// </summary>
+    [Fact]
+    public async Task Writes_after_the_data_file_was_found_gone_are_not_made_even_into_the_file_put_back()
+    {
+        var path = temp.File("moved.db");
+        var away = temp.File("away.db");
+        using (var store = new SqliteRunStore(path, time))
+        {
+            await store.SaveAsync(Pending(1), 0, CancellationToken.None);
+            File.Move(path, away);
+            await Assert.ThrowsAsync<Microsoft.Data.Sqlite.SqliteException>(() => store.SaveAsync(Pending(2), 0, CancellationToken.None));
+            File.Move(away, path);
+
+            await Assert.ThrowsAsync<Microsoft.Data.Sqlite.SqliteException>(() => store.SaveAsync(Pending(3), 0, CancellationToken.None));
+            Assert.True(store.DataFileGone);
+        }
+
+        using var reopened = new SqliteRunStore(path, time);
+        Assert.NotNull((await reopened.LoadAsync(1, CancellationToken.None)).State);
+        Assert.Null((await reopened.LoadAsync(3, CancellationToken.None)).State);
+    }
+
+    /// <summary>
     /// A data path naming another application's database (a runs table of its own) stops start-up; it must do so before
     /// anything is written to that database: its journal mode switched to WAL, our wake-up table and indexes added.
     /// </summary>
