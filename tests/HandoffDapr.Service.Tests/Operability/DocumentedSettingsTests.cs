@@ -11,8 +11,8 @@ namespace HandoffDapr.Service.Tests.Operability;
 /// The README's configuration table and docs/api.md's failure types are what operators and clients go by: each setting
 /// the binder reads has a row with its default as the service applies it (the code's, and appsettings.json's where it
 /// sets one), and each <c>failure_type</c> a client may see has a row; no row names what the code does not have. Nor do
-/// the other docs and the run files (dapr.yaml, k8s/) name a setting the service does not read: a renamed one would be
-/// ignored.
+/// the other docs and the run files (dapr.yaml, k8s/, the Dockerfile) name a setting the service does not read: a
+/// renamed one would be ignored.
 /// </summary>
 public sealed partial class DocumentedSettingsTests
 {
@@ -86,8 +86,10 @@ public sealed partial class DocumentedSettingsTests
     public void Every_setting_the_docs_and_manifests_name_is_one_the_service_reads()
     {
         var bound = BoundSettings().Select(setting => setting.Key).ToList();
-        // SECURITY.md and the samples' steps name settings too, and components/ beside k8s/ (their comments).
-        var files = new[] { "README.md", "SECURITY.md", "dapr.yaml", Path.Combine("samples", "README.md") }
+        // SECURITY.md and the samples' steps name settings too, components/ beside k8s/ (their comments), and the
+        // Dockerfile's ENV, which sets one in every container.
+        var files = new[] { "README.md", "SECURITY.md", "dapr.yaml", "Dockerfile" }
+            .Append(Path.Combine("samples", "README.md"))
             .Select(file => Path.Combine(Root, file))
             .Concat(Directory.GetFiles(Path.Combine(Root, "docs"), "*.md"))
             .Concat(Directory.GetFiles(Path.Combine(Root, "k8s"), "*.yaml"))
