@@ -428,7 +428,7 @@ public sealed class CursorAgentsProviderTests : IDisposable
         var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
         var message = logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value!;
         Assert.DoesNotContain(message, char.IsControl);
-        Assert.StartsWith("bad request  info:", message);
+        Assert.StartsWith("bad request??info:", message);
         Assert.Equal(201, message.Length);
         Assert.EndsWith("x…", message);
     }
@@ -613,7 +613,24 @@ public sealed class CursorAgentsProviderTests : IDisposable
         await logging.LaunchAsync(Launch(), CancellationToken.None);
 
         var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
-        Assert.Equal("bad  request  for  acme ", logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+        Assert.Equal("bad ?request? for ?acme?", logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
+    }
+
+    /// <summary>
+    /// Tag characters (U+E0000-U+E007F) are format characters outside the BMP, invisible in most fonts: checked by UTF-16
+    /// unit, each half of the pair is a surrogate, not a format character, so they would hide text in the line.
+    /// </summary>
+    [Fact]
+    public async Task A_providers_error_message_is_logged_without_invisible_tag_characters()
+    {
+        var logger = new FakeLogger<CursorAgentsProvider>();
+        var logging = new CursorAgentsProvider(new TestTransport(http), TimeProvider.System, logger);
+        Answer("/v0/agents", 400, """{"error":{"message":"bad\udb40\udc41\udb40\udc42 request"}}""");
+
+        await logging.LaunchAsync(Launch(), CancellationToken.None);
+
+        var logged = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "ProviderErrorAnswer");
+        Assert.Equal("bad?? request", logged.StructuredState!.Single(pair => pair.Key == "ProviderMessage").Value);
     }
 
     [Theory]

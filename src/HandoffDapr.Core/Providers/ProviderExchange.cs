@@ -1,4 +1,3 @@
-using System.Globalization;
 using HandoffDapr.Core.Model;
 using System.Text.Json;
 using Microsoft.Extensions.Logging;
@@ -163,11 +162,7 @@ internal sealed partial class ProviderExchange(
     }
 
     // Format characters too: a bidi override would show the rest of the line reordered, a zero-width one hide text.
-    private static string Bounded(string text)
-    {
-        var cleaned = new string(text.Take(MaxLoggedMessage).Select(c => char.IsControl(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format ? ' ' : c).ToArray());
-        return text.Length > MaxLoggedMessage ? cleaned + "…" : cleaned;
-    }
+    private static string Bounded(string text) => Serialization.PrintableText.Bounded(text, MaxLoggedMessage);
 
     [LoggerMessage(EventId = 2001, EventName = "ProviderErrorAnswer", Level = LogLevel.Warning,
         Message = "{Provider} {Operation} answered {StatusCode}, classified {FailureType}: {ProviderMessage}")]

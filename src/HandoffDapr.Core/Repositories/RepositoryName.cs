@@ -1,6 +1,5 @@
 using System.Diagnostics.CodeAnalysis;
 using System.Globalization;
-using System.Text;
 
 namespace HandoffDapr.Core.Repositories;
 
@@ -115,12 +114,6 @@ public readonly record struct RepositoryName
             return "(empty)";
         }
 
-        var builder = new StringBuilder(Math.Min(raw.Length, 100));
-        foreach (var c in raw.Length > 100 ? raw[..100] : raw)
-        {
-            builder.Append(char.IsControl(c) || char.IsSurrogate(c) || char.GetUnicodeCategory(c) == UnicodeCategory.Format ? '?' : c);
-        }
-
-        return raw.Length > 100 ? builder.Append('…').ToString() : builder.ToString();
+        return Serialization.PrintableText.Bounded(raw, 100);
     }
 }

@@ -1,6 +1,7 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Hosting;
 using Microsoft.AspNetCore.Http.HttpResults;
 

@@ -1,5 +1,6 @@
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
 using HandoffDapr.Service.Security;

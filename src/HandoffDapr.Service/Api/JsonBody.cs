@@ -1,5 +1,6 @@
 using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;

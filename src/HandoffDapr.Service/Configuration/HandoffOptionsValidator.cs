@@ -1,4 +1,5 @@
 using HandoffDapr.Core.Providers.Cursor;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Api;
 using HandoffDapr.Service.Hosting;
 using Microsoft.Extensions.Options;

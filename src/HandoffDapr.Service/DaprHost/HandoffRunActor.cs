@@ -5,6 +5,7 @@ using Dapr.Client;
 using HandoffDapr.Core.Handoff;
 using HandoffDapr.Core.Model;
 using HandoffDapr.Core.Providers;
+using HandoffDapr.Core.Serialization;
 using HandoffDapr.Service.Configuration;
 using HandoffDapr.Service.Hosting;
 using Microsoft.Extensions.Options;
@@ -301,7 +302,7 @@ public sealed partial class HandoffRunActor(
             default:
                 // Any app may register a reminder on this actor type through its sidecar, under any name: logged bounded
                 // and printable, so it cannot forge lines in the plain-text console.
-                LogUnknownReminder(runId, Api.PrintableText.Bounded(reminderName, MaxLoggedReminderName));
+                LogUnknownReminder(runId, PrintableText.Bounded(reminderName, MaxLoggedReminderName));
                 break;
         }
     }

@@ -1,6 +1,6 @@
-using HandoffDapr.Service.Api;
+using HandoffDapr.Core.Serialization;
 
-namespace HandoffDapr.Service.Tests.Security;
+namespace HandoffDapr.Core.Tests;
 
 /// <summary>Text a client chose, made fit for a log line: nothing in it may forge a line or change how the line reads.</summary>
 public sealed class PrintableTextTests
@@ -59,4 +59,15 @@ public sealed class PrintableTextTests
     [InlineData("😀")]
     public void Text_with_a_visible_character_has_something_to_read(string text) =>
         Assert.True(PrintableText.HasVisible(text));
+
+    /// <summary>
+    /// U+2028 and U+2029 are line and paragraph separators (categories Zl, Zp), neither control nor format: a viewer
+    /// that breaks lines on them (JavaScript-based ones, some editors) shows the rest as a line of its own. Reachable
+    /// without credentials: the webhook route's integration id is logged (WebhookRejected) percent-decoded.
+    /// </summary>
+    [Theory]
+    [InlineData("42\u2028warn: forged", "42?warn: forged")]
+    [InlineData("42\u2029forged", "42?forged")]
+    public void Bounded_text_replaces_line_and_paragraph_separators(string text, string logged) =>
+        Assert.Equal(logged, PrintableText.Bounded(text, 80));
 }

@@ -1,17 +1,18 @@
 using System.Globalization;
 using System.Text;
 
-namespace HandoffDapr.Service.Api;
+namespace HandoffDapr.Core.Serialization;
 
 /// <summary>
-/// Text a client chose: made fit for a log line (bounded, no control character to forge a line with, no format character
-/// to reorder or hide its text), or checked for anything to read.
+/// Text from outside (a client's, a provider's): made fit for a log line or an echo (bounded, no control or line
+/// separator to forge a line with, no format character to reorder or hide its text), or checked for anything to read.
 /// </summary>
 internal static class PrintableText
 {
     /// <summary>
     /// The first <paramref name="maxLength"/> UTF-16 units, each control or format character (bidi overrides and isolates,
-    /// zero-width characters, tag characters outside the BMP) and each lone surrogate made '?'; "…" marks a cut.
+    /// zero-width characters, tag characters outside the BMP), line or paragraph separator (U+2028, U+2029: line breaks
+    /// to some log viewers) and lone surrogate made '?'; "…" marks a cut.
     /// </summary>
     public static string Bounded(string text, int maxLength)
     {
@@ -27,7 +28,8 @@ internal static class PrintableText
                 continue;
             }
 
-            if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format)
+            if (Rune.GetUnicodeCategory(rune) is UnicodeCategory.Control or UnicodeCategory.Format
+                or UnicodeCategory.LineSeparator or UnicodeCategory.ParagraphSeparator)
             {
                 builder.Append('?');
             }
