@@ -568,6 +568,9 @@ public sealed partial class HandoffEngineTests
     // A single quote ends an href written in single quotes as a double quote ends one in double quotes.
     [InlineData("https://cursor.com/agents/bc-1'onmouseover='alert(8)", "https://cursor.com/agents/bc-1%27onmouseover=%27alert(8)", false)]
     [InlineData("/acme/shop/pull/1", null, false)]
+    // A host of look-alike letters (a Cyrillic "с") is kept in its ASCII form, which shows it is not cursor.com.
+    [InlineData("https://\u0441ursor.com/agents/bc-1", "https://xn--ursor-0ye.com/agents/bc-1", false)]
+    [InlineData("https://b\u00FCcher.example:8443/a?b=1#c", "https://xn--bcher-kva.example:8443/a?b=1#c", false)]
     public void Provider_links_are_kept_only_as_escaped_absolute_web_urls_that_cannot_pose_as_another(string link, string? kept, bool pullRequestOfTheRepository)
     {
         var state = OneLaunchedAgent(CodingAgentStatus.Running);

@@ -875,8 +875,15 @@ public sealed partial class HandoffEngine
             && uri.UserInfo.Length == 0
             // AbsoluteUri escapes double quotes and angle brackets but keeps the apostrophe (an RFC 3986 sub-delimiter),
             // which ends an href written in single quotes just as a double quote ends one in double quotes.
-            ? uri.AbsoluteUri.Replace("'", "%27", StringComparison.Ordinal)
+            ? AsciiHost(uri).AbsoluteUri.Replace("'", "%27", StringComparison.Ordinal)
             : null;
+
+    /// <summary>
+    /// An internationalized host in its ASCII (punycode) form: AbsoluteUri keeps the Unicode one, so a host spelled
+    /// with look-alike letters (a Cyrillic "с" in cursor.com) would read as the real one wherever the link is shown.
+    /// </summary>
+    private static Uri AsciiHost(Uri uri) =>
+        string.Equals(uri.Host, uri.IdnHost, StringComparison.Ordinal) ? uri : new UriBuilder(uri) { Host = uri.IdnHost }.Uri;
 
     /// <summary>The launch now has <paramref name="agent"/>, launched or found; an agent found may have finished already: keep what it produced.</summary>
     private RunHandoffState WithAgentOf(RunHandoffState state, RepositoryLaunch launch, ProviderAgent agent, DateTimeOffset now, TurnMeasurements counted)
