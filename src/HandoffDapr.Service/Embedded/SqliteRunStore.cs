@@ -60,6 +60,7 @@ public sealed partial class SqliteRunStore : IDisposable
             DefaultTimeout = 30,
         }.ToString();
         probeConnectionString = new SqliteConnectionStringBuilder(connectionString) { Mode = SqliteOpenMode.ReadWrite, Pooling = false, DefaultTimeout = 5 }.ToString();
+        var created = false;
         try
         {
             var directory = Path.GetDirectoryName(Path.GetFullPath(dataPath));
@@ -68,6 +69,7 @@ public sealed partial class SqliteRunStore : IDisposable
                 Directory.CreateDirectory(directory);
             }
 
+            created = !File.Exists(dataPath);
             Initialize();
         }
         catch (Exception exception) when (exception is IOException or UnauthorizedAccessException or SqliteException)
@@ -80,6 +82,13 @@ public sealed partial class SqliteRunStore : IDisposable
         }
 
         this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
+        if (created)
+        {
+            // A path that names no file starts afresh without a word otherwise: a relative path read from another working
+            // directory, a volume not mounted yet, a setting mistyped. Every pending retry and handled event is elsewhere.
+            LogDataFileCreated(this.logger, Path.GetFullPath(dataPath));
+        }
+
         dataFile = new DataFileWatch(dataPath, () => LogDataFileGone(this.logger, Path.GetFullPath(dataPath)));
         checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
         writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.Look, dataFile: dataFile);
@@ -121,6 +130,14 @@ public sealed partial class SqliteRunStore : IDisposable
         }
 
         using var command = connection.CreateCommand();
+        command.CommandText = "PRAGMA user_version";
+        if (command.ExecuteScalar() is long format and > DataFileFormat)
+        {
+            // Rows of a later format would be read without what this release does not know, and saved back without it.
+            throw new SqliteException(
+                $"it was written by a later release (data file format {format}; this release reads up to {DataFileFormat})", SQLitePCL.raw.SQLITE_ERROR);
+        }
+
         // Another application's database (a runs table that is not ours) is refused before anything in it is changed:
         // its journal mode, our tables and indexes, the columns later releases add.
         command.CommandText = """
@@ -194,8 +211,17 @@ public sealed partial class SqliteRunStore : IDisposable
             CREATE INDEX IF NOT EXISTS runs_handled_event_versions ON runs (handled_event, handled_version, version) WHERE handled_event IS NOT NULL;
             """;
         command.ExecuteNonQuery();
+        command.CommandText = $"PRAGMA user_version = {DataFileFormat}";
+        command.ExecuteNonQuery();
         transaction.Commit();
     }
+
+    /// <summary>
+    /// The data file's format (SQLite's <c>user_version</c>; 0 before it was kept). A later release that changes rows so
+    /// that this one would lose something saving them raises it, and this release then refuses the file at start; files
+    /// of format 0 and 1 are the same.
+    /// </summary>
+    internal const long DataFileFormat = 1;
 
     /// <summary>This process's digest of a completion event's data, as <see cref="FindHandledEvent"/> and a save take it.</summary>
     public byte[] DigestEvent(ReadOnlySpan<byte> eventData)
@@ -749,6 +775,9 @@ public sealed partial class SqliteRunStore : IDisposable
 
     [LoggerMessage(EventId = 3010, EventName = "DataFileGone", Level = LogLevel.Error, Message = "The data file is no longer at {DataPath} (deleted or moved while the service ran): every write and read is refused until the service restarts; put the file back first")]
     private static partial void LogDataFileGone(ILogger logger, string dataPath);
+
+    [LoggerMessage(EventId = 3011, EventName = "DataFileCreated", Level = LogLevel.Warning, Message = "No data file was at {DataPath}: a new, empty one was made there. If the service ran before, its runs are in another file (check Handoff:DataPath, relative to the working directory, and the volume)")]
+    private static partial void LogDataFileCreated(ILogger logger, string dataPath);
 
     [LoggerMessage(EventId = 3004, EventName = "UnreadableRunListed", Level = LogLevel.Warning, Message = "Run {RunId} is left out of the list of runs: its stored state cannot be read")]
     private static partial void LogUnreadableRunListed(ILogger logger, long runId);

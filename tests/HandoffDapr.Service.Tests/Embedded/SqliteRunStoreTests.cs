@@ -28,6 +28,55 @@ public sealed class SqliteRunStoreTests : IDisposable
     }
 
     /// <summary>
+    /// A data file written by a later release that marks its rows as a later format is refused at start, before anything
+    /// in it is changed: this release would read its rows without what it does not know, and save them back without it.
+    /// </summary>
+    [Fact]
+    public void Data_file_of_a_later_format_is_refused_at_start_and_left_as_it_was()
+    {
+        var path = temp.File("later.db");
+        new SqliteRunStore(path, time).Dispose();
+        Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
+        Assert.Equal(SqliteRunStore.DataFileFormat, UserVersion(path));
+        DataFileSql.Execute(path, $"PRAGMA user_version = {SqliteRunStore.DataFileFormat + 1}; DROP INDEX runs_updated");
+
+        var refused = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => new SqliteRunStore(path, time));
+
+        Assert.Contains($"Handoff:DataPath '{path}' cannot be used: it was written by a later release", refused.Message);
+        Assert.Equal(SqliteRunStore.DataFileFormat + 1, UserVersion(path));
+        Assert.Equal(0L, Scalar(path, "SELECT count(*) FROM sqlite_master WHERE name = 'runs_updated'"));
+    }
+
+    /// <summary>
+    /// A data path that names no file starts afresh, which a path read from another working directory or a volume not
+    /// mounted yet would do without a word: start-up says so (and not for a file that was there).
+    /// </summary>
+    [Fact]
+    public void A_data_file_made_afresh_is_logged_with_its_full_path_and_one_reopened_is_not()
+    {
+        var path = temp.File("afresh.db");
+        var logger = new Microsoft.Extensions.Logging.Testing.FakeLogger<SqliteRunStore>();
+
+        new SqliteRunStore(path, time, logger).Dispose();
+        new SqliteRunStore(path, time, logger).Dispose();
+
+        var created = Assert.Single(logger.Collector.GetSnapshot(), record => record.Id.Name == "DataFileCreated");
+        Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, created.Level);
+        Assert.Contains(Path.GetFullPath(path), created.Message, StringComparison.Ordinal);
+    }
+
+    private static long UserVersion(string path) => Scalar(path, "PRAGMA user_version");
+
+    private static long Scalar(string path, string sql)
+    {
+        using var connection = new Microsoft.Data.Sqlite.SqliteConnection($"Data Source={path};Pooling=False;Mode=ReadOnly");
+        connection.Open();
+        using var command = connection.CreateCommand();
+        command.CommandText = sql;
+        return (long)command.ExecuteScalar()!;
+    }
+
+    /// <summary>
     /// Once the data file was found gone from its path, a write is refused before it is made: a file put back there (after
     /// a move and back, the very one the writer holds) must not take writes whose callers were told they failed.
     /// </summary>
