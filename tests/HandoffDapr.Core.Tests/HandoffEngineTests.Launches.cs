@@ -1222,6 +1222,37 @@ public sealed partial class HandoffEngineTests
         Assert.Equal([TimeSpan.FromSeconds(30), TimeSpan.FromMinutes(2), TimeSpan.FromMinutes(8)], waits);
     }
 
+    /// <summary>
+    /// Cursor may put an agent on a branch of its own naming (its API docs' example answers another branch than the one
+    /// asked for). The launch is taken as it is; but a launch whose answer is lost is looked for by its branch, and would
+    /// be launched again, so the first renamed branch is said. Not for a provider found by a reference in its prompt.
+    /// </summary>
+    [Theory]
+    [InlineData("cursor/fix-pool-1234", false, true)]
+    [InlineData("cursor/fix-pool-1234", true, false)]
+    [InlineData(null, false, false)]
+    public async Task An_agent_put_on_another_branch_than_asked_is_taken_and_logged_where_lookups_go_by_branch(
+        string? shownBranch, bool findsByReference, bool logged)
+    {
+        var logger = new FakeLogger<HandoffEngine>();
+        var logging = LoggingTo(logger);
+        provider.FindsByReference = findsByReference;
+        provider.OnLaunch = request => provider.AnswerWith = new ProviderAgent(
+            "bc-7", ProviderAgentStatus.Creating, BranchName: shownBranch ?? request.BranchName);
+
+        await logging.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+
+        var launch = Assert.Single(writer.Saved.Last().Launches);
+        Assert.Equal((LaunchPhase.Launched, "bc-7"), (launch.Phase, launch.AgentId));
+        var lines = logger.Collector.GetSnapshot().Where(record => record.Id.Name == "LaunchBranchRenamed").ToList();
+        Assert.Equal(logged ? 1 : 0, lines.Count);
+        if (logged)
+        {
+            Assert.Equal(Microsoft.Extensions.Logging.LogLevel.Warning, lines[0].Level);
+            Assert.Equal((launch.BranchName, shownBranch), (lines[0].GetStructuredStateValue("RequestedBranch"), lines[0].GetStructuredStateValue("ShownBranch")));
+        }
+    }
+
     [Fact]
     public async Task An_agent_of_another_repository_answering_a_launch_or_its_lookup_is_not_taken_and_the_launch_is_looked_for_again()
     {

@@ -675,6 +675,11 @@ public sealed partial class HandoffEngineTests
 
         public bool CanStop => !CannotStop;
 
+        /// <summary>Its lookup reads a reference in the prompt, as GitHub's tasks, not the branch asked for.</summary>
+        public bool FindsByReference { get; set; }
+
+        public bool FindsAgentsByBranch => !FindsByReference;
+
         /// <summary>What a read of an agent (the poll) answers.</summary>
         public ProviderAgentStatus ReadStatus { get; set; } = ProviderAgentStatus.Running;
 

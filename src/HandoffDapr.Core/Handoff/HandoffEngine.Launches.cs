@@ -507,6 +507,9 @@ public sealed partial class HandoffEngine
         TurnMeasurements counted, long runId, string repository, string agentId, string otherRepository) =>
         counted.Log(() => LogAgentOfAnotherLaunch(runId, repository, agentId, otherRepository));
 
+    /// <summary>The provider's branch name, logged bounded: as long as a branch we ask for may be.</summary>
+    private const int MaxLoggedBranch = 255;
+
     /// <summary>
     /// The agent an attempt launched, or found by its lookup (<paramref name="reconciled"/>), taken as its launch's.
     /// </summary>
@@ -521,6 +524,14 @@ public sealed partial class HandoffEngine
         else
         {
             counted.Log(() => LogLaunched(state.RunId, launch.Repository, agent.Id, launch.Attempts));
+            if (agent.BranchName is { Length: > 0 } shown && !string.Equals(shown, launch.BranchName, StringComparison.Ordinal)
+                && integrations.Find(launch.IntegrationId)?.Provider.FindsAgentsByBranch == true)
+            {
+                // Nothing is wrong with this launch; but one whose answer is lost would not be found by its branch, and
+                // would be launched again. Said, so that an operator learns the provider renames before that happens.
+                counted.Log(() => LogLaunchBranchRenamed(
+                    state.RunId, launch.Repository, agent.Id, launch.BranchName, Serialization.PrintableText.Bounded(shown, MaxLoggedBranch)));
+            }
         }
 
         state = WithAgentOf(state, launch, agent, now, counted);

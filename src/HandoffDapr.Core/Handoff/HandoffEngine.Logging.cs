@@ -15,6 +15,9 @@ public sealed partial class HandoffEngine
     [LoggerMessage(EventId = 1003, EventName = "HandoffLaunched", Level = LogLevel.Information, Message = "Run {RunId}: agent {AgentId} launched for {Repository} (attempt {Attempt})")]
     private partial void LogLaunched(long runId, string repository, string agentId, int attempt);
 
+    [LoggerMessage(EventId = 1033, EventName = "LaunchBranchRenamed", Level = LogLevel.Warning, Message = "Run {RunId}: the agent {AgentId} for {Repository} works on branch {ShownBranch}, not {RequestedBranch} as asked: a launch whose answer is lost cannot be found by its branch at this provider, and would be launched again")]
+    private partial void LogLaunchBranchRenamed(long runId, string repository, string agentId, string requestedBranch, string shownBranch);
+
     [LoggerMessage(EventId = 1004, EventName = "HandoffRetryScheduled", Level = LogLevel.Warning, Message = "Run {RunId}: launch for {Repository} failed ({FailureType}) after {Attempt} attempt(s); retry at {RetryAt}")]
     private partial void LogRetryScheduled(long runId, string repository, string failureType, int attempt, string retryAt);
 

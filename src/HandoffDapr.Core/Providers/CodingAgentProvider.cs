@@ -27,6 +27,12 @@ public interface ICodingAgentProvider
     /// </param>
     Task<ProviderResult<ProviderAgent?>> FindAgentByBranchAsync(RepositoryName repository, string branchName, DateTimeOffset? firstSentAt, CancellationToken cancellationToken);
 
+    /// <summary>
+    /// Whether <see cref="FindAgentByBranchAsync"/> matches the branch the launch asked for (Cursor), rather than a
+    /// reference in the prompt (Copilot): an agent put on a branch of the provider's naming then cannot be found.
+    /// </summary>
+    bool FindsAgentsByBranch => true;
+
     /// <summary>Whether <see cref="StopAsync"/> can stop an agent at all (GitHub's agent tasks cannot): a poll stops again an agent given up on only where it can.</summary>
     bool CanStop => true;
 

@@ -435,6 +435,9 @@ public sealed class CopilotAgentTasksProvider(
 
     public bool CanStop => false;
 
+    /// <summary>GitHub names a task's branch itself: the lookup reads the reference the prompt ends with.</summary>
+    public bool FindsAgentsByBranch => false;
+
     public Task<ProviderResult<bool>> StopAsync(string agentId, CancellationToken cancellationToken) => NotSupported();
 
     public Task<ProviderResult<bool>> AddFollowupAsync(string agentId, string text, CancellationToken cancellationToken) => NotSupported();
