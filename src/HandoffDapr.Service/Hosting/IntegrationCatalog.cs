@@ -39,6 +39,12 @@ public sealed partial class IntegrationCatalog : IIntegrationCatalog
                 LogWebhookSecretUnused(logger, id, kind.Name);
             }
 
+            if (mode == HostingMode.Embedded && IsPlainHttpToAnotherHost(integration.EffectiveBaseUrl))
+            {
+                // Allowed (a provider on a local network, a proxy that adds TLS), but the key goes out readable.
+                LogPlainHttpProvider(logger, id, new Uri(integration.EffectiveBaseUrl!).Authority);
+            }
+
             integrations[id] = new Integration(id, provider, integration.AutoCreatePr, webhook, integration.PromptMaxLength);
         }
     }
@@ -51,6 +57,14 @@ public sealed partial class IntegrationCatalog : IIntegrationCatalog
     [LoggerMessage(EventId = 4402, EventName = "WebhookSecretUnused", Level = LogLevel.Warning,
         Message = "Integration {IntegrationId} has a WebhookSecret, but {Provider} sends no webhooks: it is not used, and its agents are followed by polling alone")]
     private static partial void LogWebhookSecretUnused(ILogger logger, long integrationId, string provider);
+
+    [LoggerMessage(EventId = 4403, EventName = "PlainHttpProvider", Level = LogLevel.Warning,
+        Message = "Integration {IntegrationId} calls {Host} over plain http: its API key, and the webhook secret each launch carries, cross the network unencrypted")]
+    private static partial void LogPlainHttpProvider(ILogger logger, long integrationId, string host);
+
+    /// <summary>An <c>http</c> address of a host other than this machine's loopback (validated at start as absolute).</summary>
+    private static bool IsPlainHttpToAnotherHost(string? baseUrl) =>
+        Uri.TryCreate(baseUrl, UriKind.Absolute, out var uri) && uri.Scheme == Uri.UriSchemeHttp && !uri.IsLoopback;
 
     /// <summary>
     /// The provider reports status to us only when it sends webhooks at all, and we know our public address and a secret

@@ -57,6 +57,34 @@ public sealed class WebhookSettingsTests : IDisposable
     }
 
     /// <summary>
+    /// A provider reached over plain http on another host gets the API key in a readable header: allowed (a proxy that
+    /// adds TLS), but said at start. Loopback (a local fake, the tests') and https are not.
+    /// </summary>
+    [Theory]
+    [InlineData("http://cursor-proxy.internal:8080", true)]
+    [InlineData("http://10.0.0.7/", true)]
+    [InlineData("https://api.cursor.com", false)]
+    [InlineData("http://127.0.0.1:5352", false)]
+    [InlineData("http://localhost:5352", false)]
+    [InlineData("http://[::1]:5352", false)]
+    public void A_provider_called_over_plain_http_on_another_host_is_a_warning_without_its_key(string baseUrl, bool warned)
+    {
+        var logs = new FakeLogCollector();
+        var settings = new Dictionary<string, string?> { [$"Handoff:Integrations:{EmbeddedServiceFactory.IntegrationId}:BaseUrl"] = baseUrl };
+        using var factory = new EmbeddedServiceFactory(temp.File($"http-{Guid.NewGuid():N}.db"), cursor.Url, settings: settings) { Logs = logs };
+
+        Assert.NotNull(factory.Services.GetRequiredService<IIntegrationCatalog>().Find(EmbeddedServiceFactory.IntegrationId));
+
+        var warnings = logs.GetSnapshot().Where(record => record.Id.Name == "PlainHttpProvider").ToList();
+        Assert.Equal(warned ? 1 : 0, warnings.Count);
+        if (warned)
+        {
+            Assert.Contains($"Integration {EmbeddedServiceFactory.IntegrationId} calls {new Uri(baseUrl).Authority} over plain http", warnings[0].Message);
+            Assert.DoesNotContain(logs.GetSnapshot(), record => LogLines.Carry(record, EmbeddedServiceFactory.ApiKey));
+        }
+    }
+
+    /// <summary>
     /// Each Cursor integration's launches carry a webhook URL naming that integration (on the public address, whatever its
     /// trailing slash), so the provider's webhooks for it are checked against its own secret; Copilot sends none.
     /// </summary>
