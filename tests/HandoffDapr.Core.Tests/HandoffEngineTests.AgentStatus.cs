@@ -611,6 +611,25 @@ public sealed partial class HandoffEngineTests
         Assert.InRange(blank.CodingAgents[agentId].Results.Single().Description!.Length, 0, 4_100);
     }
 
+    /// <summary>
+    /// A provider's name or summary with bidi overrides or isolates would show reordered wherever it is shown (the status
+    /// page, a pull request description a UI builds from it): they go, the rest stays as sent.
+    /// </summary>
+    [Fact]
+    public async Task Provider_text_is_stored_without_bidi_overrides_and_isolates_and_keeps_its_line_breaks()
+    {
+        provider.AnswerName = "Fix \u202Elooc\u202C pool \u2066x\u2069 👩‍💻";
+        await engine.TriggerAndFinishAsync(1, null, Trigger("acme/shop"), writer, CancellationToken.None);
+        var launched = writer.Saved.Last();
+        var agentId = Assert.Single(launched.CodingAgents.Keys);
+
+        var done = engine.ApplyAgentReport(launched, new ProviderAgent(
+            agentId, ProviderAgentStatus.Finished, Summary: "Bounded\nthe \u202Dpool\u202C\u2067.\u2069"), new TurnMeasurements());
+
+        Assert.Equal("acme/shop: Fix looc pool x 👩‍💻", launched.CodingAgents[agentId].Name);
+        Assert.Equal("Bounded\nthe pool.", done.CodingAgents[agentId].Results.Single().Description);
+    }
+
     [Fact]
     public async Task Provider_text_cut_to_its_bound_never_splits_a_surrogate_pair()
     {

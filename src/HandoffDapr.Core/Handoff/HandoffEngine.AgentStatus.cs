@@ -841,8 +841,8 @@ public sealed partial class HandoffEngine
     {
         AgentUrl = WebLinkOrNull(agent.AgentUrl),
         PrUrl = WebLinkOrNull(agent.PrUrl),
-        Name = BoundedOrNull(agent.Name, MaxAgentNameLength),
-        Summary = BoundedOrNull(agent.Summary, MaxSummaryLength),
+        Name = BoundedOrNull(WithoutBidiControls(agent.Name), MaxAgentNameLength),
+        Summary = BoundedOrNull(WithoutBidiControls(agent.Summary), MaxSummaryLength),
         BranchName = GitRefName.IsValidBranch(agent.BranchName) ? agent.BranchName : null,
     };
 
@@ -853,6 +853,16 @@ public sealed partial class HandoffEngine
     public const int MaxAgentNameLength = 200;
 
     public const int MaxSummaryLength = 4096;
+
+    /// <summary>
+    /// The text without bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): kept, they would show
+    /// the rest of a name or summary reordered wherever it is shown, as a link's text or a pull request's description.
+    /// Other characters stay (a summary's line breaks, an emoji's joiners).
+    /// </summary>
+    private static string? WithoutBidiControls(string? text) =>
+        text is null || (text.AsSpan().IndexOfAnyInRange('\u202A', '\u202E') < 0 && text.AsSpan().IndexOfAnyInRange('\u2066', '\u2069') < 0)
+            ? text
+            : string.Concat(text.Where(c => c is not (>= '\u202A' and <= '\u202E') and not (>= '\u2066' and <= '\u2069')));
 
     private static string? BoundedOrNull(string? text, int maxLength)
     {
