@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Crash test: kill -9 the service while launches are in flight, start it again on the same data, and check that
 # every repository ends with exactly one agent at the provider and in GET /runs/{id}/handoff.
-# Three scenarios: killed while launches are still on their way to the provider (nothing created yet), killed after
+# Four scenarios: killed while launches are still on their way to the provider (nothing created yet), killed after
 # the provider created the agents but before its answers arrived (the service must find them again, not relaunch),
-# and killed after all answers returned.
+# killed after all answers returned, and a hand-over: two processes on one data file, each sent every event, one
+# killed after agents were created while the other works on (cross-process duplicates, leases, versions).
 # Completion events are delivered again after the restart, as an at-least-once broker would for unanswered ones.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -58,17 +59,36 @@ start_service() { # data file, port, log
 }
 
 CURLS=()
-deliver_all() {
-  CURLS=()
+deliver_all() { # port (default: the service's)
+  local port=${1:-$SERVICE_PORT}
   for run in $(seq 1 "$RUNS"); do
-    curl -s -o /dev/null --max-time 30 -X POST "http://127.0.0.1:$SERVICE_PORT/events/autofix-run-completed" \
+    curl -s -o /dev/null --max-time 30 -X POST "http://127.0.0.1:$port/events/autofix-run-completed" \
       -H 'content-type: application/json' --data-binary "@$WORK/event-$run.json" &
     CURLS+=("$!")
   done
 }
-wait_deliveries() { for pid in "${CURLS[@]}"; do wait "$pid" 2>/dev/null || true; done; }
+wait_deliveries() { for pid in "${CURLS[@]:-}"; do [ -n "$pid" ] && { wait "$pid" 2>/dev/null || true; }; done; CURLS=(); }
 
 failures=0
+# Waits (bounded) until every launch of every run reads settled through the service on port $1.
+wait_settled() {
+  for _ in $(seq 1 240); do
+    if python3 - "$1" "$RUNS" <<'PY'
+import json, sys, urllib.request
+port, runs = sys.argv[1], int(sys.argv[2])
+for run in range(1, runs + 1):
+    try:
+        view = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/runs/{run}/handoff"))
+    except Exception:
+        sys.exit(1)
+    if len(view["launches"]) != 3 or any(l["phase"] != "launched" for l in view["launches"]):
+        sys.exit(1)
+PY
+    then return 0; fi
+    sleep 0.25
+  done
+  return 1
+}
 # No python here: wait_phase polls with it, and on a busy machine an interpreter's start-up (seconds) can outlast the
 # phase (the provider's 3 s), so the kill would come too late. The stats are compact JSON: "name":number.
 stats_field() { curl -s "http://127.0.0.1:$PROVIDER_PORT/_fake/stats" | grep -oE "\"$1\":[0-9]+" | cut -d: -f2; }
@@ -85,18 +105,25 @@ wait_phase() {
 #  before-create: requests have arrived, agents not yet created (LaunchLatency); the kill must leave none created.
 #  answer-lost:   agents created, answers held back (AnswerDelay); the kill must come before any answer.
 #  after-answer:  some answers sent (LaunchLatency); the kill comes after at least one.
-for scenario in "before-create:launches_received:LaunchLatency" "answer-lost:launches_accepted:AnswerDelay" "after-answer:launches_answered:LaunchLatency"; do
+#  two-process:   as answer-lost, with a second process on the same file that is sent every event too and not killed.
+for scenario in "before-create:launches_received:LaunchLatency" "answer-lost:launches_accepted:AnswerDelay" "after-answer:launches_answered:LaunchLatency" "two-process:launches_accepted:AnswerDelay"; do
   IFS=: read -r name phase slow <<<"$scenario"
   DATA="$WORK/$name.db"; LOG="$WORK/$name.log"
-  PROVIDER_PORT=$(free_port); SERVICE_PORT=$(free_port)
+  PROVIDER_PORT=$(free_port); SERVICE_PORT=$(free_port); SECOND_PID=""
   dotnet "$PROVIDER_DLL" --urls "http://127.0.0.1:$PROVIDER_PORT" --FakeProvider:$slow=00:00:03 --FakeProvider:Webhooks=false >"$WORK/provider-$name.log" 2>&1 &
   PROVIDER_PID=$!; PIDS+=("$PROVIDER_PID")
   for run in $(seq 1 "$RUNS"); do event "$run" >"$WORK/event-$run.json"; done
 
+  if [ "$name" = two-process ]; then
+    SECOND_PORT=$(free_port)
+    start_service "$DATA" "$SECOND_PORT" "$WORK/$name-second.log"; SECOND_PID=$SERVICE_PID
+    wait_healthy "$SECOND_PORT"
+  fi
   start_service "$DATA" "$SERVICE_PORT" "$LOG"
   wait_healthy "$SERVICE_PORT"
   wait_healthy "$PROVIDER_PORT" 2>/dev/null || true
   deliver_all
+  [ -n "$SECOND_PID" ] && deliver_all "$SECOND_PORT"
   phase_reached=1; wait_phase "$phase" || phase_reached=0
   kill -9 "$SERVICE_PID"; wait "$SERVICE_PID" 2>/dev/null || true
   at_kill=$(stats_field launches_accepted); answered_at_kill=$(stats_field launches_answered)
@@ -107,27 +134,17 @@ for scenario in "before-create:launches_received:LaunchLatency" "answer-lost:lau
     answer-lost:1) [ "$at_kill" -ge 1 ] && [ "$answered_at_kill" -eq 0 ] || { echo "scenario $name: killed with $at_kill created, $answered_at_kill answered"; failures=$((failures + 1)); } ;;
   esac
 
+  if [ -n "$SECOND_PID" ]; then
+    # The other process alone takes over the killed one's launches once their deadline passes: found, not launched again.
+    wait_settled "$SECOND_PORT" || { echo "scenario $name: the second process did not settle the runs alone"; failures=$((failures + 1)); }
+  fi
   start_service "$DATA" "$SERVICE_PORT" "$LOG"
   wait_healthy "$SERVICE_PORT"
-  deliver_all; wait_deliveries
+  deliver_all
+  [ -n "$SECOND_PID" ] && deliver_all "$SECOND_PORT"
+  wait_deliveries
 
-  # Wait (bounded) until every launch of every run is settled.
-  settled=0
-  for _ in $(seq 1 240); do
-    if python3 - "$SERVICE_PORT" "$RUNS" <<'PY'
-import json, sys, urllib.request
-port, runs = sys.argv[1], int(sys.argv[2])
-for run in range(1, runs + 1):
-    try:
-        view = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/runs/{run}/handoff"))
-    except Exception:
-        sys.exit(1)
-    if len(view["launches"]) != 3 or any(l["phase"] != "launched" for l in view["launches"]):
-        sys.exit(1)
-PY
-    then settled=1; break; fi
-    sleep 0.25
-  done
+  settled=0; wait_settled "$SERVICE_PORT" && settled=1
 
   # Compare the service's view with what the provider created.
   if ! python3 - "$SERVICE_PORT" "$PROVIDER_PORT" "$RUNS" "$REPOS" "$name" "$at_kill" "$settled" <<'PY'
@@ -167,8 +184,8 @@ PY
     failures=$((failures + 1))
     echo "  service log (tail):"; tail -n 40 "$LOG" | sed 's/^/    /'
   fi
-  kill -9 "$SERVICE_PID" "$PROVIDER_PID" 2>/dev/null || true
-  wait "$SERVICE_PID" "$PROVIDER_PID" 2>/dev/null || true
+  kill -9 "$SERVICE_PID" "$PROVIDER_PID" $SECOND_PID 2>/dev/null || true
+  wait "$SERVICE_PID" "$PROVIDER_PID" $SECOND_PID 2>/dev/null || true
 done
 
 if [ "$failures" -gt 0 ]; then
