@@ -27,14 +27,9 @@ public sealed class SqliteReadinessCheck(Embedded.SqliteRunStore store) : IHealt
 {
     public async Task<HealthCheckResult> CheckHealthAsync(HealthCheckContext context, CancellationToken cancellationToken = default)
     {
-        if (store.DataFileGone)
-        {
-            return HealthCheckResult.Unhealthy("The data file was deleted or moved while the service ran: restart it once the file is back.");
-        }
-
         try
         {
-            return await store.IsHealthyAsync(cancellationToken) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("The data file does not hold the run tables.");
+            return await store.ReadinessProblemAsync(cancellationToken) is { } problem ? HealthCheckResult.Unhealthy(problem) : HealthCheckResult.Healthy();
         }
         catch (Microsoft.Data.Sqlite.SqliteException)
         {

@@ -14,6 +14,9 @@ internal sealed class DataFileWatch(string dataPath, Action whenGone)
     private readonly string fullPath = Path.GetFullPath(dataPath);
     private volatile bool gone;
 
+    /// <summary>The data file's full path.</summary>
+    public string FullPath => fullPath;
+
     /// <summary>The file was found missing: nothing is read or written until the service restarts.</summary>
     public bool Gone => gone;
 

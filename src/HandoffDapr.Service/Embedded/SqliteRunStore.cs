@@ -749,16 +749,31 @@ public sealed partial class SqliteRunStore : IDisposable
         });
 
     /// <summary>
-    /// The data file is there and holds the run tables. Opened anew, never created: a pooled connection keeps a deleted
-    /// file alive, and one that may create would put an empty file in its place.
+    /// Why the data file cannot be used now, or null: it is there, holds the run tables, and may be written. Opened anew,
+    /// never created: a pooled connection keeps a deleted file alive, and one that may create would put an empty file
+    /// in its place.
     /// </summary>
-    public async Task<bool> IsHealthyAsync(CancellationToken cancellationToken)
+    /// <exception cref="SqliteException">The file could not be opened (deleted or moved).</exception>
+    public async Task<string?> ReadinessProblemAsync(CancellationToken cancellationToken)
     {
+        if (dataFile.Gone)
+        {
+            return "The data file was deleted or moved while the service ran: restart it once the file is back.";
+        }
+
         await using var connection = new SqliteConnection(probeConnectionString);
         await connection.OpenAsync(cancellationToken);
         await using var command = connection.CreateCommand();
         command.CommandText = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN ('runs', 'wakeups')";
-        return await command.ExecuteScalarAsync(cancellationToken) is 2L;
+        if (await command.ExecuteScalarAsync(cancellationToken) is not 2L)
+        {
+            return "The data file does not hold the run tables.";
+        }
+
+        // Start-up refuses a file it cannot write; its permissions can change later, or its file system be remounted.
+        return DataFileAccess.IsWritable(dataFile.FullPath) == false
+            ? "The data file can only be read (its permissions, or a read-only mount): every write fails."
+            : null;
     }
 
     /// <summary>A pooled connection for reading: WAL lets readers run beside the writer.</summary>

@@ -78,6 +78,54 @@ public sealed class ReadinessTests : IDisposable
     }
 
     /// <summary>
+    /// A data file that can no longer be written (its permissions changed, its file system remounted read-only): the
+    /// probe's read succeeded while every write failed. Start-up refuses such a file; the probe now says so too.
+    /// </summary>
+    [Fact]
+    public async Task Readiness_fails_when_the_data_file_can_only_be_read_and_says_why()
+    {
+        var dataPath = temp.File("handoff.db");
+        var logs = new Microsoft.Extensions.Logging.Testing.FakeLogCollector();
+        using var factory = new EmbeddedServiceFactory(dataPath, "http://127.0.0.1:1") { Logs = logs };
+        var client = factory.CreateClient();
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+
+        File.SetAttributes(dataPath, FileAttributes.ReadOnly);
+        // Permissions do not stop root: the immutable attribute does (and needs root to set).
+        var immutable = OperatingSystem.IsLinux() && Environment.IsPrivilegedProcess && Chattr("+i", dataPath);
+        try
+        {
+            Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
+            Assert.Contains(logs.GetSnapshot(), record => record.Message.Contains("The data file can only be read", StringComparison.Ordinal));
+        }
+        finally
+        {
+            if (immutable)
+            {
+                Chattr("-i", dataPath);
+            }
+
+            File.SetAttributes(dataPath, FileAttributes.Normal);
+        }
+
+        Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
+    }
+
+    private static bool Chattr(string change, string file)
+    {
+        try
+        {
+            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("chattr", [change, file]) { RedirectStandardError = true })!;
+            process.WaitForExit();
+            return process.ExitCode == 0;
+        }
+        catch (System.ComponentModel.Win32Exception)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
     /// A probe never changes anything: a method other than GET or HEAD on either one is a client's mistake (405), not a
     /// run of the health checks (the readiness probe's reads the data file).
     /// </summary>
