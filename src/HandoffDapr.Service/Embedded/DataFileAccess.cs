@@ -5,7 +5,8 @@ namespace HandoffDapr.Service.Embedded;
 /// <summary>
 /// Whether this process may write the data file now, asked of the kernel (<c>access(2)</c>) without opening it. A new
 /// SQLite connection cannot tell: SQLite's unix VFS hands it the read-write descriptor an earlier connection left open
-/// (kept for the process's locks), and opening the file any other way, then closing it, would drop SQLite's POSIX locks.
+/// (kept for the process's locks), and opening the file any other way, then closing it, would drop SQLite's POSIX
+/// locks.
 /// </summary>
 internal static class DataFileAccess
 {
