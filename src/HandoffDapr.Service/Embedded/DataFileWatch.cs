@@ -9,7 +9,8 @@ namespace HandoffDapr.Service.Embedded;
 /// is missing, every write and read is refused until the service restarts: a file put back there may not be the one the
 /// connections hold, and a batch committed into the lost file is reported failed, so its callers send it again.
 /// </summary>
-internal sealed class DataFileWatch(string dataPath, Action whenGone)
+/// <param name="whenGone">Told the full path once, when the file is first found missing.</param>
+internal sealed class DataFileWatch(string dataPath, Action<string> whenGone)
 {
     private readonly string fullPath = Path.GetFullPath(dataPath);
     private volatile bool gone;
@@ -37,7 +38,7 @@ internal sealed class DataFileWatch(string dataPath, Action whenGone)
         if (!File.Exists(fullPath))
         {
             gone = true;
-            whenGone();
+            whenGone(fullPath);
             throw Refusal();
         }
     }

@@ -82,14 +82,14 @@ public sealed partial class SqliteRunStore : IDisposable
         }
 
         this.logger = logger ?? NullLogger<SqliteRunStore>.Instance;
+        dataFile = new DataFileWatch(dataPath, fullPath => LogDataFileGone(this.logger, fullPath));
         if (created)
         {
             // A path that names no file starts afresh without a word otherwise: a relative path read from another working
             // directory, a volume not mounted yet, a setting mistyped. Every pending retry and handled event is elsewhere.
-            LogDataFileCreated(this.logger, Path.GetFullPath(dataPath));
+            LogDataFileCreated(this.logger, dataFile.FullPath);
         }
 
-        dataFile = new DataFileWatch(dataPath, () => LogDataFileGone(this.logger, Path.GetFullPath(dataPath)));
         checkpointer = new SqliteCheckpointer(Open(), exception => LogCheckpointFailed(this.logger, exception));
         writer = new SqliteWriter(OpenForWriting(), committed: checkpointer.Committed, watch: handledEvents.Look, dataFile: dataFile);
     }
