@@ -90,39 +90,13 @@ public sealed class ReadinessTests : IDisposable
         var client = factory.CreateClient();
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
 
-        File.SetAttributes(dataPath, FileAttributes.ReadOnly);
-        // Permissions do not stop root: the immutable attribute does (and needs root to set).
-        var immutable = OperatingSystem.IsLinux() && Environment.IsPrivilegedProcess && Chattr("+i", dataPath);
-        try
+        using (new ReadOnlyFile(dataPath))
         {
             Assert.Equal(HttpStatusCode.ServiceUnavailable, (await client.GetAsync("/readyz")).StatusCode);
             Assert.Contains(logs.GetSnapshot(), record => record.Message.Contains("The data file can only be read", StringComparison.Ordinal));
         }
-        finally
-        {
-            if (immutable)
-            {
-                Chattr("-i", dataPath);
-            }
-
-            File.SetAttributes(dataPath, FileAttributes.Normal);
-        }
 
         Assert.Equal(HttpStatusCode.OK, (await client.GetAsync("/readyz")).StatusCode);
-    }
-
-    private static bool Chattr(string change, string file)
-    {
-        try
-        {
-            using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("chattr", [change, file]) { RedirectStandardError = true })!;
-            process.WaitForExit();
-            return process.ExitCode == 0;
-        }
-        catch (System.ComponentModel.Win32Exception)
-        {
-            return false;
-        }
     }
 
     /// <summary>

@@ -144,38 +144,12 @@ public sealed class SqliteRunStoreTests : IDisposable
         var path = temp.File("read-only.db");
         new SqliteRunStore(path, time).Dispose();
         Microsoft.Data.Sqlite.SqliteConnection.ClearAllPools();
-        File.SetAttributes(path, FileAttributes.ReadOnly);
-        // Permissions do not stop root: the immutable attribute does (and needs root to set).
-        var immutable = OperatingSystem.IsLinux() && Environment.IsPrivilegedProcess && Chattr("+i", path);
-        try
+        using (new ReadOnlyFile(path))
         {
             var refused = Assert.Throws<Microsoft.Extensions.Options.OptionsValidationException>(() => new SqliteRunStore(path, time));
 
             Assert.Contains($"Handoff:DataPath '{path}' cannot be used", refused.Message);
             Assert.Contains("read-only", refused.Message);
-        }
-        finally
-        {
-            if (immutable)
-            {
-                Chattr("-i", path);
-            }
-
-            File.SetAttributes(path, FileAttributes.Normal);
-        }
-
-        static bool Chattr(string change, string file)
-        {
-            try
-            {
-                using var process = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("chattr", [change, file]) { RedirectStandardError = true })!;
-                process.WaitForExit();
-                return process.ExitCode == 0;
-            }
-            catch (System.ComponentModel.Win32Exception)
-            {
-                return false;
-            }
         }
     }
 
